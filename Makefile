@@ -1,0 +1,106 @@
+# FastGateway build. `make` builds ./fastgateway; `make test` runs unit and integration tests.
+# Sources are found by wildcard: a new module is a new .c/.h pair in its folder.
+
+CC       ?= cc
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+SANITIZE ?=
+PYTHON   ?= /usr/bin/python3
+VERSION  := 0.1.0
+
+PKGS     := libevent libevent_openssl openssl libnghttp2 jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS   ?= -O2 -g
+WARN     := -std=c11 -Wall -Wextra -Werror -Wstrict-prototypes -Wshadow -Wno-unused-parameter
+CPPFLAGS += -D_GNU_SOURCE -DFG_VERSION=\"$(VERSION)\" -I. $(PKG_CFLAGS)
+LDLIBS   += $(PKG_LIBS) -lpthread
+
+ifneq ($(SANITIZE),)
+  CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -O1
+  LDFLAGS += -fsanitize=$(SANITIZE)
+  BUILD   ?= build/san
+else
+  BUILD   ?= build/rel
+endif
+
+SRCS     := $(wildcard common/*.c shm/*.c worker/*.c master/*.c)
+MAIN_SRC := master/main.c
+LIB_SRCS := $(filter-out $(MAIN_SRC),$(SRCS))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
+DEPS     := $(SRCS:%.c=$(BUILD)/%.d)
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_TIME ?= 30
+
+.PHONY: all deps run test unit integration fuzz bench install lint format clean
+
+all: fastgateway
+
+fastgateway: $(BUILD)/fastgateway
+	cp $< $@
+
+$(BUILD)/fastgateway: $(MAIN_OBJ) $(BUILD)/libfg.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libfg.a: $(LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libfg.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(BUILD)/libfg.a $(LDLIBS) -lcmocka
+
+deps:
+	@scripts/install-deps.sh
+
+run: deps fastgateway
+	./fastgateway -f -c etc/fastgateway.json
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: fastgateway
+	$(PYTHON) -m pytest -q tests/integration
+
+test: deps
+	$(MAKE) fastgateway unit
+	$(MAKE) integration
+
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRCS) $(LDLIBS)
+
+fuzz: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/corpus/$$n; \
+	  echo "== $$n ($(FUZZ_TIME)s)"; $$f -max_total_time=$(FUZZ_TIME) -max_len=8192 build/corpus/$$n tests/fuzz/corpus/$$n 2>&1 | tail -3; done
+
+bench: deps fastgateway
+	scripts/bench.sh
+
+install: fastgateway
+	install -D -m 0755 fastgateway $(DESTDIR)$(PREFIX)/sbin/fastgateway
+	install -D -m 0644 etc/fastgateway.json $(DESTDIR)$(PREFIX)/etc/fastgateway/fastgateway.json
+	install -D -m 0755 scripts/fastgateway.init $(DESTDIR)$(PREFIX)/etc/init.d/fastgateway
+	install -D -m 0644 scripts/fastgateway.service $(DESTDIR)$(PREFIX)/lib/systemd/system/fastgateway.service
+
+FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FMT_SRCS)
+lint:
+	clang-format --dry-run --Werror $(FMT_SRCS)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -I. -D_GNU_SOURCE $(SRCS)
+
+clean:
+	rm -rf build fastgateway
+
+-include $(DEPS)

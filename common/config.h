@@ -1,0 +1,247 @@
+/* The configuration: parsed once from JSON by the master (fg_config_load), validated, then
+ * frozen. Workers read it and never change it; a reload builds a new fg_config_t.
+ * Every duration is in milliseconds, every size in bytes. Schema: docs/config.md. */
+#ifndef FG_CONFIG_H
+#define FG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+/* ---- routes: match ---- */
+
+typedef enum {
+    FG_HDR_EXACT = 0,   /* ExactHeader */
+    FG_HDR_PREFIX,      /* HeaderPrefix */
+    FG_HDR_CONTAINS,    /* Contains */
+    FG_HDR_NOT_CONTAINS,/* NotContains */
+    FG_HDR_EXISTS,      /* Exists */
+    FG_HDR_NOT_EXISTS,  /* NotExists */
+} fg_header_mode_t;
+
+typedef enum {
+    FG_QUERY_EXACT = 0, /* Exact */
+    FG_QUERY_PREFIX,    /* Prefix */
+    FG_QUERY_CONTAINS,  /* Contains */
+    FG_QUERY_NOT_CONTAINS, /* NotContains */
+    FG_QUERY_EXISTS,    /* Exists */
+} fg_query_mode_t;
+
+typedef struct {
+    char *name;
+    char **values;      /* OR-ed; NULL-terminated; empty for Exists/NotExists */
+    size_t nvalues;
+    int mode;           /* fg_header_mode_t or fg_query_mode_t */
+    int case_sensitive; /* isCaseSensitive, default 0 */
+} fg_match_kv_t;
+
+typedef struct {
+    char *path;          /* template, e.g. "/api/{id}" or "/files/{**rest}"; NULL = any */
+    char **hosts;        /* "example.com", "*.example.com", "example.com:8080" */
+    size_t nhosts;
+    char **methods;      /* upper-case */
+    size_t nmethods;
+    fg_match_kv_t *headers;
+    size_t nheaders;
+    fg_match_kv_t *query;
+    size_t nquery;
+} fg_route_match_t;
+
+/* ---- routes: transforms (YARP names, applied in order) ---- */
+
+typedef enum {
+    FG_TX_PATH_PREFIX = 1,      /* PathPrefix: value */
+    FG_TX_PATH_REMOVE_PREFIX,   /* PathRemovePrefix: value */
+    FG_TX_PATH_SET,             /* PathSet: value */
+    FG_TX_PATH_PATTERN,         /* PathPattern: value (template using route captures) */
+    FG_TX_QUERY_VALUE,          /* QueryValueParameter: name; Set|Append: value */
+    FG_TX_QUERY_REMOVE,         /* QueryRemoveParameter: name */
+    FG_TX_METHOD_CHANGE,        /* HttpMethodChange: name=from; Set: value=to */
+    FG_TX_REQ_HEADER,           /* RequestHeader: name; Set|Append: value */
+    FG_TX_REQ_HEADER_REMOVE,    /* RequestHeaderRemove: name */
+    FG_TX_REQ_HEADERS_COPY,     /* RequestHeadersCopy: flag (true/false) */
+    FG_TX_REQ_ORIGINAL_HOST,    /* RequestHeaderOriginalHost: flag */
+    FG_TX_X_FORWARDED,          /* X-Forwarded: xf_* fields */
+    FG_TX_RESP_HEADER,          /* ResponseHeader: name; Set|Append: value; When */
+    FG_TX_RESP_HEADER_REMOVE,   /* ResponseHeaderRemove: name; When */
+} fg_transform_kind_t;
+
+typedef enum { FG_TX_SET = 0, FG_TX_APPEND } fg_transform_action_t;
+typedef enum { FG_WHEN_SUCCESS = 0, FG_WHEN_ALWAYS, FG_WHEN_FAILURE } fg_transform_when_t;
+typedef enum { FG_XF_OFF = 0, FG_XF_SET, FG_XF_APPEND, FG_XF_REMOVE } fg_xf_action_t;
+
+typedef struct {
+    int kind;       /* fg_transform_kind_t */
+    char *name;     /* header or query parameter name; method "from" for HttpMethodChange */
+    char *value;    /* path, header value, query value, method "to" */
+    int action;     /* fg_transform_action_t */
+    int when;       /* fg_transform_when_t, response transforms */
+    int flag;       /* RequestHeadersCopy / RequestHeaderOriginalHost */
+    /* X-Forwarded: which headers and how; prefix of header names, default "X-Forwarded-" */
+    int xf_for, xf_proto, xf_host, xf_prefix; /* fg_xf_action_t each */
+    char *xf_header_prefix;
+} fg_transform_t;
+
+/* ---- routes ---- */
+
+typedef enum {
+    FG_ROUTE_CLUSTER = 1, /* proxy to a cluster */
+    FG_ROUTE_STATIC,      /* serve files */
+    FG_ROUTE_DIRECT,      /* fixed response, like nginx `return` */
+    FG_ROUTE_REDIRECT,    /* redirect with a location template */
+} fg_route_kind_t;
+
+typedef struct {
+    char *name;
+    char *value;
+} fg_header_kv_t;
+
+typedef struct fg_cluster_s fg_cluster_t;
+
+typedef struct {
+    char *id;
+    int order;                 /* lower first; default 0 */
+    char **server_ids;         /* servers this route is attached to; empty = all servers */
+    size_t nserver_ids;
+    fg_route_match_t match;
+    int kind;                  /* fg_route_kind_t */
+    /* cluster */
+    char *cluster_id;
+    fg_cluster_t *cluster;     /* resolved reference */
+    /* direct */
+    int direct_status;
+    fg_header_kv_t *direct_headers;
+    size_t ndirect_headers;
+    char *direct_body;
+    size_t direct_body_len;
+    /* redirect */
+    int redirect_status;       /* 301, 302, 307, 308 */
+    char *redirect_location;   /* template: {scheme} {host} {path} {query} {captures...} */
+    /* static */
+    char *static_root;
+    char **static_index;       /* default ["index.html"] */
+    size_t nstatic_index;
+    char **static_try_files;   /* e.g. ["{path}", "/index.html"] */
+    size_t nstatic_try_files;
+    /* all kinds */
+    fg_transform_t *transforms;
+    size_t ntransforms;
+    int64_t max_request_body_size; /* -1 = inherit the server's */
+    void *compiled;            /* matcher compiled by the router (worker/router.c) */
+} fg_route_t;
+
+/* ---- clusters ---- */
+
+typedef enum {
+    FG_LB_POWER_OF_TWO = 0, /* PowerOfTwoChoices (default) */
+    FG_LB_ROUND_ROBIN,
+    FG_LB_LEAST_REQUESTS,
+    FG_LB_RANDOM,
+    FG_LB_FIRST_ALPHABETICAL,
+} fg_lb_policy_t;
+
+typedef struct {
+    char *id;
+    char *address;   /* as written: http://host:port[/base] */
+    int https;       /* scheme is https */
+    char *host;      /* host part of address, for connecting */
+    uint16_t port;
+    char *base_path; /* "" or "/base" without trailing slash */
+    char *host_override; /* Host header to send instead of the client's ("host") */
+    char *health;    /* optional health address */
+    int enabled;
+    int weight;      /* default 1 */
+    struct sockaddr_storage addr; /* resolved at load */
+    socklen_t addrlen;
+} fg_destination_t;
+
+struct fg_cluster_s {
+    char *id;
+    int lb_policy; /* fg_lb_policy_t */
+    fg_destination_t *destinations;
+    size_t ndestinations;
+    /* httpRequest */
+    uint64_t connect_timeout_ms;  /* default 5 s */
+    uint64_t activity_timeout_ms; /* default 100 s (YARP) */
+    /* keepAlive (per worker, per destination) */
+    unsigned max_idle_connections;  /* default 64 */
+    uint64_t idle_timeout_ms;       /* default 60 s */
+    unsigned max_requests_per_connection; /* 0 = unlimited */
+};
+
+/* ---- servers (listeners) ---- */
+
+typedef struct {
+    char *id;
+    char *name;
+    char *listen;                  /* "127.0.0.1:8080", "[::1]:8080", "*:8080" */
+    struct sockaddr_storage addr;  /* resolved */
+    socklen_t addrlen;
+    int enabled;
+    int backlog;                   /* default 511 */
+    /* limits */
+    size_t max_request_line;       /* default 8k -> 414 */
+    size_t max_header_size;        /* default 32k -> 431 */
+    unsigned max_headers;          /* default 100 -> 431 */
+    int64_t max_request_body_size; /* default 100m -> 413; -1 unlimited */
+    /* timeouts */
+    uint64_t header_timeout_ms;    /* default 60 s -> 408 */
+    uint64_t body_timeout_ms;      /* default 60 s between body reads -> 408 */
+    uint64_t keepalive_timeout_ms; /* default 75 s idle between requests -> close */
+    uint64_t send_timeout_ms;      /* default 60 s for the client to accept bytes */
+    unsigned max_keepalive_requests; /* default 0 = unlimited */
+    /* routes attached to this server, in match order (built at load) */
+    fg_route_t **routes;
+    size_t nroutes;
+    void *router;                  /* compiled router (worker/router.c), built in the master */
+} fg_server_t;
+
+/* ---- top level ---- */
+
+typedef struct {
+    char *path;        /* error log path or "stderr" */
+    int level;         /* FG_LOG_* */
+    int json;          /* format "json" */
+    char *access_path; /* NULL = off */
+    size_t access_buffer;      /* default 64k */
+    uint64_t access_flush_ms;  /* default 1 s */
+} fg_log_config_t;
+
+typedef struct {
+    char *file;         /* path the configuration was loaded from */
+    int workers;        /* resolved: "auto" = CPU count */
+    char *user;         /* NULL = do not change */
+    char *group;
+    char *pid_file;
+    char *status_socket;
+    char *status_group;  /* NULL = mode 0600, else 0660 with this group */
+    uint64_t rlimit_nofile; /* workerRlimitNofile; 0 = leave as is */
+    uint64_t shutdown_timeout_ms; /* default 30 s */
+    uint64_t drain_timeout_ms;    /* idle keep-alive kept open on retire, default 2 s */
+    size_t shm_size;     /* default 64m */
+    fg_log_config_t log;
+    fg_server_t *servers;
+    size_t nservers;
+    fg_route_t *routes;
+    size_t nroutes;
+    fg_cluster_t *clusters;
+    size_t nclusters;
+    void *json_root;     /* the parsed document, kept for diagnostics; owned */
+} fg_config_t;
+
+/* Load, validate and resolve FILE. Returns NULL on failure with a one-line message in err,
+ * formatted "FILE: json.path: reason" or "FILE:LINE:COL: reason" for syntax errors. */
+fg_config_t *fg_config_load(const char *file, char *err, size_t errlen);
+/* The same from a string (tests); `name` stands for the file name in messages. */
+fg_config_t *fg_config_load_string(const char *name, const char *json, char *err, size_t errlen);
+void fg_config_free(fg_config_t *cfg);
+
+/* Helpers shared with other parsers. Return 0 or -1. */
+int fg_config_parse_duration(const char *s, uint64_t *ms);  /* "500ms" "30s" "5m" "1h" "2d", bare number = seconds */
+int fg_config_parse_size(const char *s, uint64_t *bytes);   /* "512" "64k" "64m" "1g" */
+int fg_config_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+fg_cluster_t *fg_config_find_cluster(const fg_config_t *cfg, const char *id);
+
+#endif

@@ -1,0 +1,148 @@
+#include "common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Process-wide log sink: set once at start-up, changed only by reopen in the same process. */
+static int log_fd = 2;
+static int log_level = FG_LOG_INFO;
+static int log_json;
+static char log_path[4096];
+static char log_role[32] = "master";
+
+static const char *const level_names[] = {"error", "warn", "notice", "info", "debug"};
+
+static int open_path(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    return fd == -1 ? -errno : fd;
+}
+
+int fg_log_open(const char *path, int level, int json)
+{
+    log_level = level;
+    log_json = json;
+    if (path == NULL || strcmp(path, "stderr") == 0) {
+        log_path[0] = '\0';
+        if (log_fd > 2)
+            close(log_fd);
+        log_fd = 2;
+        return 0;
+    }
+    int fd = open_path(path);
+    if (fd < 0)
+        return fd;
+    if (log_fd > 2)
+        close(log_fd);
+    log_fd = fd;
+    snprintf(log_path, sizeof(log_path), "%s", path);
+    return 0;
+}
+
+int fg_log_reopen(void)
+{
+    if (log_path[0] == '\0')
+        return 0;
+    int fd = open_path(log_path);
+    if (fd < 0)
+        return fd;
+    /* dup2 keeps the descriptor number, so inherited copies in children stay valid. */
+    if (log_fd > 2) {
+        if (dup2(fd, log_fd) == -1) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+        close(fd);
+    } else {
+        log_fd = fd;
+    }
+    return 0;
+}
+
+void fg_log_set_level(int level)
+{
+    log_level = level;
+}
+
+int fg_log_level(void)
+{
+    return log_level;
+}
+
+int fg_log_level_parse(const char *name)
+{
+    for (int i = 0; i < (int)(sizeof(level_names) / sizeof(level_names[0])); i++)
+        if (strcmp(name, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void fg_log_set_role(const char *role)
+{
+    snprintf(log_role, sizeof(log_role), "%s", role);
+}
+
+/* Append s to buf as a JSON string body (no quotes). */
+static size_t json_escape(char *buf, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", c);
+        } else {
+            buf[n++] = (char)c;
+        }
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+void fg_log(int level, const char *fmt, ...)
+{
+    if (level > log_level)
+        return;
+    int saved = errno;
+    char msg[2048], line[4608];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    localtime_r(&tv.tv_sec, &tm);
+    char ts[64];
+    size_t tl = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + tl, sizeof(ts) - tl, ".%03ld", (long)(tv.tv_usec / 1000));
+
+    int n;
+    if (log_json) {
+        char esc[4200];
+        json_escape(esc, sizeof(esc), msg);
+        n = snprintf(line, sizeof(line),
+                     "{\"time\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"role\":\"%s\",\"msg\":\"%s\"}\n",
+                     ts, level_names[level], (int)getpid(), log_role, esc);
+    } else {
+        n = snprintf(line, sizeof(line), "%s [%s] %d (%s): %s\n", ts, level_names[level],
+                     (int)getpid(), log_role, msg);
+    }
+    if (n > (int)sizeof(line) - 1)
+        n = (int)sizeof(line) - 1;
+    /* One write per line with O_APPEND keeps lines from several processes whole. */
+    ssize_t w = write(log_fd, line, (size_t)n);
+    (void)w;
+    errno = saved;
+}

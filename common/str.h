@@ -1,0 +1,38 @@
+/* Non-owning string slices used by the parsers, the router and the request object. */
+#ifndef FG_STR_H
+#define FG_STR_H
+
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct {
+    const char *base;
+    size_t len;
+} fg_str_t;
+
+#define FG_STR_NULL ((fg_str_t){NULL, 0})
+#define FG_STR_LIT(s) ((fg_str_t){(s), sizeof(s) - 1})
+
+static inline fg_str_t fg_str(const char *s)
+{
+    return (fg_str_t){s, s ? strlen(s) : 0};
+}
+
+static inline int fg_str_eq(fg_str_t a, fg_str_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.base, b.base, a.len) == 0);
+}
+
+/* ASCII case-insensitive equality (header names, hosts, path literals). */
+static inline int fg_str_ieq(fg_str_t a, fg_str_t b)
+{
+    return a.len == b.len && (a.len == 0 || strncasecmp(a.base, b.base, a.len) == 0);
+}
+
+static inline int fg_str_ieq_c(fg_str_t a, const char *b)
+{
+    return fg_str_ieq(a, fg_str(b));
+}
+
+#endif

@@ -1,0 +1,118 @@
+/* The request object: one per client request whatever the front protocol (HTTP/1.1 now,
+ * HTTP/2 and tunnels later). The front end (worker/http1.c) fills it and owns its memory
+ * (req->pool); a handler (proxy, static, direct, redirect) answers through req->ops.
+ *
+ * Body flow, client -> handler: the front end appends decoded body bytes to req->body and
+ * calls handler->on_body; req->body_done is set once the whole body has arrived. A handler that
+ * cannot take more calls req->ops->pause_body(req, 1) and resumes with 0.
+ * Response flow, handler -> client: send_head once, then send_body/send_file any number of
+ * times, then finish. When the client is slow, ops->pending grows; the front end calls
+ * handler->on_writable when it has drained below its low watermark.
+ * If the client goes away, the front end calls handler->on_abort; after that the handler must
+ * free its own state and never touch req again. */
+#ifndef FG_REQUEST_H
+#define FG_REQUEST_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include "common/config.h"
+#include "common/headers.h"
+#include "common/http1_parser.h"
+#include "common/pool.h"
+#include "common/str.h"
+
+struct evbuffer;
+typedef struct fg_request_s fg_request_t;
+
+typedef struct {
+    /* Start the response. hdrs exclude framing and hop-by-hop fields; content_length -1 means
+     * unknown (the protocol frames it: chunked for HTTP/1.1). Returns 0 or <0. */
+    int (*send_head)(fg_request_t *req, int status, const fg_headers_t *hdrs,
+                     int64_t content_length);
+    /* Move all bytes of buf to the client. Returns 0, or <0 when the client is gone. */
+    int (*send_body)(fg_request_t *req, struct evbuffer *buf);
+    /* Send len bytes of fd from off; the front end takes ownership of fd and closes it. */
+    int (*send_file)(fg_request_t *req, int fd, off_t off, off_t len);
+    /* The response is complete. The front end logs it and frees the request. */
+    void (*finish)(fg_request_t *req);
+    /* Bytes queued to the client and not yet written. */
+    size_t (*pending)(fg_request_t *req);
+    void (*pause_body)(fg_request_t *req, int pause);
+} fg_req_ops_t;
+
+typedef struct {
+    void (*on_body)(fg_request_t *req);
+    void (*on_writable)(fg_request_t *req);
+    void (*on_abort)(fg_request_t *req);
+} fg_req_handler_t;
+
+typedef struct {
+    fg_str_t name;  /* route template parameter name, e.g. "id" or "rest" */
+    fg_str_t value; /* matched segment(s), as in the normalised path */
+} fg_capture_t;
+
+#define FG_MAX_CAPTURES 16
+#define FG_REQUEST_ID_LEN 32
+
+struct fg_request_s {
+    fg_pool_t *pool;
+    const fg_server_t *server;
+    const fg_route_t *route;
+
+    /* head, all slices in pool memory */
+    fg_str_t method;
+    fg_str_t target;  /* as received */
+    fg_str_t path;    /* normalised (common/path.h), used for matching and forwarding */
+    fg_str_t query;   /* after '?', without it; empty when absent */
+    fg_str_t host;    /* authority: Host header or :authority */
+    fg_str_t scheme;  /* "http" or "https" */
+    int version;      /* 10, 11, 20 */
+    fg_http_header_t *headers; /* as received, in order */
+    size_t nheaders;
+    int64_t content_length; /* -1 unknown (chunked / h2 without length) */
+    unsigned has_body : 1;
+    unsigned body_done : 1;
+    unsigned expect_continue : 1;
+    unsigned keep_alive : 1;    /* the front end will keep the connection */
+    struct evbuffer *body;      /* decoded body bytes not yet consumed by the handler */
+    uint64_t body_bytes;        /* total decoded body bytes received */
+
+    fg_capture_t captures[FG_MAX_CAPTURES];
+    size_t ncaptures;
+
+    char request_id[FG_REQUEST_ID_LEN + 1]; /* X-Request-Id: incoming or generated */
+    char client_ip[64];         /* textual peer (or trusted forwarded) address */
+    uint16_t client_port;
+    struct sockaddr_storage client_addr;
+
+    /* response facts, for the access log */
+    int status;
+    uint64_t bytes_out;         /* body bytes sent to the client */
+    uint64_t start_us;          /* monotonic microseconds at head complete */
+    const char *upstream_addr;  /* "127.0.0.1:9000" or NULL */
+    uint64_t upstream_us;       /* time to the upstream response head */
+    const char *cluster_id;
+    const char *error;          /* short error kind when the gateway answered an error */
+
+    const fg_req_ops_t *ops;
+    void *proto;                /* front end's private state */
+    const fg_req_handler_t *handler;
+    void *handler_data;         /* handler's private state */
+};
+
+/* Monotonic clock in microseconds. */
+uint64_t fg_request_now_us(void);
+
+/* Answer with a JSON error {status, error, message, requestId, path}; calls finish. */
+void fg_request_error(fg_request_t *req, int status, const char *error, const char *message);
+
+/* Answer with a complete in-memory response; calls finish. */
+void fg_request_respond(fg_request_t *req, int status, const fg_headers_t *hdrs,
+                        const char *body, size_t len);
+
+/* The first request header of that name or NULL. */
+const fg_http_header_t *fg_request_header(const fg_request_t *req, fg_str_t name);
+
+#endif

@@ -1,0 +1,22 @@
+/* A worker process: one libevent (epoll) loop serving its listeners. */
+#ifndef FG_WORKER_H
+#define FG_WORKER_H
+
+#include "common/config.h"
+#include "shm/arena.h"
+
+typedef struct {
+    const fg_config_t *cfg;   /* frozen configuration of this generation */
+    int slot;                 /* 0 .. workers-1 */
+    uint64_t generation;
+    fg_shm_t *shm;
+    fg_shm_worker_t *record;  /* this worker's record in shm */
+    int *listen_fds;          /* one per cfg->servers[i] (this slot's SO_REUSEPORT socket), -1 = none */
+    int ready_fd;             /* write one byte when ready to accept, then close */
+} fg_worker_args_t;
+
+/* Run the worker loop. SIGQUIT: graceful retire; SIGTERM/SIGINT: fast exit; SIGUSR1: reopen
+ * logs. Returns the process exit status. */
+int fg_worker_main(const fg_worker_args_t *args);
+
+#endif
