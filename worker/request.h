@@ -40,6 +40,9 @@ typedef struct {
     /* Bytes queued to the client and not yet written. */
     size_t (*pending)(fg_request_t *req);
     void (*pause_body)(fg_request_t *req, int pause);
+    /* The response cannot be completed (upstream died mid-body): drop the client stream so that
+     * the client sees a truncated message, never a wrong one. The front end frees req. */
+    void (*abort)(fg_request_t *req);
 } fg_req_ops_t;
 
 typedef struct {
@@ -56,8 +59,11 @@ typedef struct {
 #define FG_MAX_CAPTURES 16
 #define FG_REQUEST_ID_LEN 32
 
+struct fg_worker_s;
+
 struct fg_request_s {
     fg_pool_t *pool;
+    struct fg_worker_s *worker;
     const fg_server_t *server;
     const fg_route_t *route;
 
@@ -78,6 +84,7 @@ struct fg_request_s {
     unsigned keep_alive : 1;    /* the front end will keep the connection */
     struct evbuffer *body;      /* decoded body bytes not yet consumed by the handler */
     uint64_t body_bytes;        /* total decoded body bytes received */
+    uint64_t head_bytes;        /* size of the request head as received */
 
     fg_capture_t captures[FG_MAX_CAPTURES];
     size_t ncaptures;
@@ -101,6 +108,15 @@ struct fg_request_s {
     const fg_req_handler_t *handler;
     void *handler_data;         /* handler's private state */
 };
+
+/* Routing, step 1: find req's route (fg_router_match) and check the declared body size.
+ * Returns 0 when a handler should run, or -1 after answering (404 no route, 413 too large). */
+int fg_request_route(fg_request_t *req);
+/* Routing, step 2: hand req to its route's handler (proxy, static, direct, redirect). */
+void fg_request_run(fg_request_t *req);
+
+/* The body size limit that applies to req: the route's, else the server's (-1 = none). */
+int64_t fg_request_body_limit(const fg_request_t *req);
 
 /* Monotonic clock in microseconds. */
 uint64_t fg_request_now_us(void);

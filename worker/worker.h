@@ -19,4 +19,30 @@ typedef struct {
  * logs. Returns the process exit status. */
 int fg_worker_main(const fg_worker_args_t *args);
 
+/* ---- inside a worker process ---- */
+
+struct event_base;
+struct fg_upstream_pools_s;
+struct fg_accesslog_s;
+struct fg_http1_conn_s;
+
+/* The worker's context, one per process, passed to every connection. */
+typedef struct fg_worker_s {
+    struct event_base *base;
+    const fg_config_t *cfg;
+    fg_shm_t *shm;
+    fg_shm_worker_t *record;
+    int slot;
+    uint64_t generation;
+    struct fg_upstream_pools_s *upstreams; /* keep-alive pools, per destination */
+    struct fg_accesslog_s *accesslog;
+    struct fg_http1_conn_s *conns;         /* open client connections (list head) */
+    uint64_t nconns;
+    unsigned retiring : 1;                 /* graceful retire in progress */
+    uint64_t request_seq;                  /* for request ids */
+} fg_worker_t;
+
+/* Called by a client connection when it closes; lets a retiring worker exit once idle. */
+void fg_worker_conn_closed(fg_worker_t *w);
+
 #endif

@@ -1,0 +1,567 @@
+/* The configuration loader: JSONC text -> validated, resolved, frozen fg_config_t.
+ * This file holds the entry points, comment stripping, the top-level keys, log and servers,
+ * and route attachment. The load context, getters and value parsers are in config_values.c,
+ * routes in config_routes.c, clusters in config_clusters.c. Schema: docs/config.md. */
+#include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "common/config_impl.h"
+#include "common/log.h"
+
+#define KIB 1024ULL
+
+/* ---- JSONC comments ---- */
+
+/* Copy text into a new buffer with comments blanked so jansson sees plain JSON. Comment bytes
+ * become spaces and newlines stay, so jansson's line and column numbers still point into the
+ * original text; UTF-8 continuation bytes inside comments are dropped because jansson counts
+ * columns in characters. Returns NULL for an unterminated block comment (*line, *col = its
+ * start). */
+static char *strip_comments(const char *text, int *line, int *col)
+{
+    size_t len = strlen(text);
+    char *out = fg_config_xcalloc(len + 1, 1);
+    size_t o = 0;
+    int ln = 1, cl = 0, start_ln = 0, start_cl = 0;
+    enum { CODE, STRING, LINE, BLOCK } st = CODE;
+
+    /* A UTF-8 byte order mark is not JSON; editors on some platforms write one. */
+    if ((unsigned char)text[0] == 0xef && (unsigned char)text[1] == 0xbb &&
+        (unsigned char)text[2] == 0xbf)
+        text += 3;
+    for (const char *p = text; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        int cont = (ch & 0xc0) == 0x80;
+        if (ch == '\n') {
+            ln++;
+            cl = 0;
+        } else if (!cont) {
+            cl++;
+        }
+        switch (st) {
+        case CODE:
+            if (ch == '"') {
+                st = STRING;
+            } else if (ch == '/' && p[1] == '/') {
+                st = LINE;
+                out[o++] = ' ';
+                continue;
+            } else if (ch == '/' && p[1] == '*') {
+                st = BLOCK;
+                start_ln = ln;
+                start_cl = cl;
+                out[o++] = ' ';
+                out[o++] = ' ';
+                p++;
+                cl++;
+                continue;
+            }
+            break;
+        case STRING:
+            if (ch == '\\' && p[1] != '\0') {
+                out[o++] = (char)ch;
+                ch = (unsigned char)*++p;
+                cl++;
+            } else if (ch == '"' || ch == '\n') {
+                st = CODE; /* a raw newline is a JSON error; let jansson report it */
+            }
+            break;
+        case LINE:
+            if (ch == '\n')
+                st = CODE;
+            else if (!cont)
+                ch = ' ';
+            else
+                continue;
+            break;
+        case BLOCK:
+            if (ch == '*' && p[1] == '/') {
+                st = CODE;
+                out[o++] = ' ';
+                out[o++] = ' ';
+                p++;
+                cl++;
+                continue;
+            }
+            if (cont)
+                continue;
+            if (ch != '\n' && ch != '\r')
+                ch = ' ';
+            break;
+        }
+        out[o++] = (char)ch;
+    }
+    if (st == BLOCK) {
+        free(out);
+        *line = start_ln;
+        *col = start_cl;
+        return NULL;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* ---- top level ---- */
+
+static int load_user(fg_config_ctx_t *c, const json_t *root)
+{
+    fg_config_t *cfg = c->cfg;
+
+    if (fg_config_get_string(c, root, "user", 1, &cfg->user) < 0 ||
+        fg_config_get_string(c, root, "group", 1, &cfg->group) < 0 ||
+        fg_config_get_string(c, root, "statusGroup", 1, &cfg->status_group) < 0)
+        return -1;
+    if (cfg->group && cfg->user == NULL)
+        return fg_config_fail(c, "group", "requires \"user\"");
+    if (cfg->user) {
+        struct passwd *pw = getpwnam(cfg->user);
+        if (pw == NULL)
+            return fg_config_fail(c, "user", "unknown user \"%s\"", cfg->user);
+        if (cfg->group == NULL) {
+            struct group *gr = getgrgid(pw->pw_gid);
+            if (gr)
+                cfg->group = fg_config_xstrdup(gr->gr_name);
+        }
+    }
+    if (cfg->group && getgrnam(cfg->group) == NULL)
+        return fg_config_fail(c, "group", "unknown group \"%s\"", cfg->group);
+    if (cfg->status_group && getgrnam(cfg->status_group) == NULL)
+        return fg_config_fail(c, "statusGroup", "unknown group \"%s\"", cfg->status_group);
+    return 0;
+}
+
+static int load_workers(fg_config_ctx_t *c, const json_t *root)
+{
+    json_t *v = json_object_get(root, "workers");
+    long n = 0;
+
+    if (v == NULL || (json_is_string(v) && strcmp(json_string_value(v), "auto") == 0)) {
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->cfg->workers = n < 1 ? 1 : n > 256 ? 256 : (int)n;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 256)
+        return fg_config_fail(c, "workers", "expected \"auto\" or an integer 1..256");
+    c->cfg->workers = (int)json_integer_value(v);
+    return 0;
+}
+
+static int load_path(fg_config_ctx_t *c, const json_t *obj, const char *key, char **out)
+{
+    char *s = NULL;
+    int rc = fg_config_get_string(c, obj, key, 1, &s);
+    if (rc == 1) {
+        free(*out);
+        *out = fg_config_abs_path(c, s);
+        free(s);
+    }
+    return rc;
+}
+
+static int load_log(fg_config_ctx_t *c, const json_t *root)
+{
+    static const char *const keys[] = {"errorLog",        "level",          "format", "accessLog",
+                                       "accessLogBuffer", "accessLogFlush", NULL};
+    static const char *const levels[] = {"error", "warn", "notice", "info", "debug", NULL};
+    static const char *const formats[] = {"text", "json", NULL};
+    fg_log_config_t *lc = &c->cfg->log;
+    json_t *o = NULL;
+    char *s = NULL;
+    uint64_t n;
+
+    lc->level = FG_LOG_INFO;
+    lc->access_buffer = 64 * KIB;
+    lc->access_flush_ms = 1000;
+    if (fg_config_get_object(c, root, "log", keys, &o) < 0)
+        return -1;
+    size_t mark = fg_config_push_key(c, "log");
+    int rc = -1;
+    if (fg_config_get_string(c, o, "errorLog", 1, &s) < 0)
+        goto out;
+    lc->path = fg_config_xstrdup("stderr");
+    if (s && strcmp(s, "stderr") != 0) {
+        free(lc->path);
+        lc->path = fg_config_abs_path(c, s);
+    }
+    free(s);
+    s = NULL;
+    if (fg_config_get_enum(c, o, "level", levels, &lc->level) < 0 ||
+        fg_config_get_enum(c, o, "format", formats, &lc->json) < 0 ||
+        fg_config_get_string(c, o, "accessLog", 1, &s) < 0)
+        goto out;
+    if (s && strcmp(s, "off") != 0)
+        lc->access_path = fg_config_abs_path(c, s);
+    n = lc->access_buffer;
+    if (fg_config_get_size(c, o, "accessLogBuffer", &n) < 0)
+        goto out;
+    if (n > 64 * KIB * KIB) {
+        fg_config_fail(c, "accessLogBuffer", "must be at most 64m");
+        goto out;
+    }
+    lc->access_buffer = (size_t)n;
+    if (fg_config_get_duration(c, o, "accessLogFlush", &lc->access_flush_ms) < 0)
+        goto out;
+    rc = 0;
+out:
+    free(s);
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+static int load_globals(fg_config_ctx_t *c, const json_t *root)
+{
+    static const char *const shm_keys[] = {"size", NULL};
+    fg_config_t *cfg = c->cfg;
+    long long n = 0;
+    uint64_t size = 64 * KIB * KIB;
+    json_t *shm = NULL;
+
+    cfg->pid_file = fg_config_xstrdup("/run/fastgateway.pid");
+    cfg->status_socket = fg_config_xstrdup("/run/fastgateway.sock");
+    cfg->shutdown_timeout_ms = 30 * 1000;
+    cfg->drain_timeout_ms = 2 * 1000;
+    if (load_workers(c, root) < 0 || load_user(c, root) < 0 ||
+        load_path(c, root, "pidFile", &cfg->pid_file) < 0 ||
+        load_path(c, root, "statusSocket", &cfg->status_socket) < 0 ||
+        fg_config_get_int(c, root, "workerRlimitNofile", 0, INT_MAX, &n) < 0 ||
+        fg_config_get_duration(c, root, "shutdownTimeout", &cfg->shutdown_timeout_ms) < 0 ||
+        fg_config_get_duration(c, root, "drainTimeout", &cfg->drain_timeout_ms) < 0 ||
+        fg_config_get_object(c, root, "shm", shm_keys, &shm) < 0)
+        return -1;
+    cfg->rlimit_nofile = (uint64_t)n;
+    size_t mark = fg_config_push_key(c, "shm");
+    int rc = fg_config_get_size(c, shm, "size", &size);
+    if (rc >= 0 && (size < KIB * KIB || size > (uint64_t)SIZE_MAX / 2))
+        rc = fg_config_fail(c, "size", "must be at least 1m");
+    fg_config_pop(c, mark);
+    cfg->shm_size = (size_t)size;
+    /* The status socket path must fit sun_path (108 bytes on Linux, with the NUL). */
+    if (rc >= 0 && strlen(cfg->status_socket) >= 108)
+        rc = fg_config_fail(c, "statusSocket", "path is longer than 107 bytes");
+    return rc < 0 ? -1 : 0;
+}
+
+/* ---- servers ---- */
+
+static int load_server_limits(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
+{
+    static const char *const keys[] = {"maxRequestLineSize", "maxHeaderSize", "maxHeaders",
+                                       "maxRequestBodySize", NULL};
+    json_t *o = NULL, *body;
+    uint64_t line = s->max_request_line, hdr = s->max_header_size, bs;
+    long long nh = s->max_headers;
+
+    if (fg_config_get_object(c, srv, "limits", keys, &o) < 0)
+        return -1;
+    size_t mark = fg_config_push_key(c, "limits");
+    int rc = -1;
+    if (fg_config_get_size(c, o, "maxRequestLineSize", &line) < 0 ||
+        fg_config_get_size(c, o, "maxHeaderSize", &hdr) < 0 ||
+        fg_config_get_int(c, o, "maxHeaders", 1, 65535, &nh) < 0)
+        goto out;
+    if (line < 16 || line > 1024 * KIB) {
+        fg_config_fail(c, "maxRequestLineSize", "must be between 16 and 1m");
+        goto out;
+    }
+    if (hdr < 64 || hdr > 16 * KIB * KIB) {
+        fg_config_fail(c, "maxHeaderSize", "must be between 64 and 16m");
+        goto out;
+    }
+    body = o ? json_object_get(o, "maxRequestBodySize") : NULL;
+    if ((json_is_integer(body) && json_integer_value(body) == -1) ||
+        (json_is_string(body) && strcmp(json_string_value(body), "unlimited") == 0)) {
+        s->max_request_body_size = -1;
+    } else {
+        bs = (uint64_t)s->max_request_body_size;
+        if (fg_config_get_size(c, o, "maxRequestBodySize", &bs) < 0)
+            goto out;
+        if (bs > INT64_MAX) {
+            fg_config_fail(c, "maxRequestBodySize", "is too large");
+            goto out;
+        }
+        s->max_request_body_size = (int64_t)bs;
+    }
+    s->max_request_line = (size_t)line;
+    s->max_header_size = (size_t)hdr;
+    s->max_headers = (unsigned)nh;
+    rc = 0;
+out:
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+static int load_server_timeouts(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
+{
+    static const char *const keys[] = {"header", "body", "keepAlive", "send", NULL};
+    static const char *const positive[] = {"header", "body", "send"};
+    uint64_t *vals[] = {&s->header_timeout_ms, &s->body_timeout_ms, &s->send_timeout_ms};
+    json_t *o = NULL;
+
+    if (fg_config_get_object(c, srv, "timeouts", keys, &o) < 0)
+        return -1;
+    size_t mark = fg_config_push_key(c, "timeouts");
+    int rc = 0;
+    for (size_t i = 0; i < 3 && rc == 0; i++) {
+        if (fg_config_get_duration(c, o, positive[i], vals[i]) < 0)
+            rc = -1;
+        else if (*vals[i] == 0)
+            rc = fg_config_fail(c, positive[i], "must be greater than 0");
+    }
+    /* keepAlive 0 is allowed: it disables keep-alive, as in nginx. */
+    if (rc == 0 && fg_config_get_duration(c, o, "keepAlive", &s->keepalive_timeout_ms) < 0)
+        rc = -1;
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
+{
+    static const char *const keys[] = {"id",      "name",   "listen",   "enabled",
+                                       "backlog", "limits", "timeouts", "maxKeepAliveRequests",
+                                       NULL};
+    long long backlog = 511, maxka = 0;
+
+    s->enabled = 1;
+    s->max_request_line = 8 * KIB;
+    s->max_header_size = 32 * KIB;
+    s->max_headers = 100;
+    s->max_request_body_size = 100 * KIB * KIB;
+    s->header_timeout_ms = 60 * 1000;
+    s->body_timeout_ms = 60 * 1000;
+    s->keepalive_timeout_ms = 75 * 1000;
+    s->send_timeout_ms = 60 * 1000;
+    if (!json_is_object(o))
+        return fg_config_fail(c, NULL, "expected an object, got %s", fg_config_type_name(o));
+    if (fg_config_check_keys(c, o, keys) < 0 || fg_config_require_string(c, o, "id", &s->id) < 0 ||
+        fg_config_get_string(c, o, "name", 0, &s->name) < 0 ||
+        fg_config_require_string(c, o, "listen", &s->listen) < 0)
+        return -1;
+    if (fg_config_parse_listen(s->listen, &s->addr, &s->addrlen) < 0)
+        return fg_config_fail(c, "listen",
+                              "\"%s\" is not a valid listen address (use \"IP:PORT\", "
+                              "\"[IPv6]:PORT\", \"*:PORT\" or \":PORT\")",
+                              s->listen);
+    if (fg_config_get_bool(c, o, "enabled", &s->enabled) < 0 ||
+        fg_config_get_int(c, o, "backlog", 1, 65535, &backlog) < 0 ||
+        load_server_limits(c, o, s) < 0 || load_server_timeouts(c, o, s) < 0 ||
+        fg_config_get_int(c, o, "maxKeepAliveRequests", 0, UINT_MAX, &maxka) < 0)
+        return -1;
+    s->backlog = (int)backlog;
+    s->max_keepalive_requests = (unsigned)maxka;
+    return 0;
+}
+
+static int load_servers(fg_config_ctx_t *c, const json_t *root)
+{
+    fg_config_t *cfg = c->cfg;
+    json_t *arr = NULL;
+
+    if (fg_config_get_array(c, root, "servers", &arr) < 0)
+        return -1;
+    if (arr == NULL || json_array_size(arr) == 0)
+        return fg_config_fail(c, "servers", "at least one server is required");
+    cfg->nservers = json_array_size(arr);
+    cfg->servers = fg_config_xcalloc(cfg->nservers, sizeof(fg_server_t));
+    size_t mark = fg_config_push_key(c, "servers");
+    for (size_t i = 0; i < cfg->nservers; i++) {
+        fg_server_t *s = &cfg->servers[i];
+        size_t m = fg_config_push_index(c, i);
+        if (load_server(c, json_array_get(arr, i), s) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(cfg->servers[j].id, s->id) == 0)
+                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at servers[%zu])", s->id,
+                                      j);
+            if (cfg->servers[j].addrlen == s->addrlen &&
+                memcmp(&cfg->servers[j].addr, &s->addr, s->addrlen) == 0)
+                return fg_config_fail(c, "listen",
+                                      "duplicate listen address \"%s\" (first at servers[%zu])",
+                                      s->listen, j);
+        }
+        fg_config_pop(c, m);
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
+
+/* ---- resolution ---- */
+
+static int route_on_server(const fg_route_t *r, const fg_server_t *s)
+{
+    if (r->nserver_ids == 0)
+        return 1;
+    for (size_t i = 0; i < r->nserver_ids; i++)
+        if (strcmp(r->server_ids[i], s->id) == 0)
+            return 1;
+    return 0;
+}
+
+/* server->routes: the server's routes by `order`, keeping configuration order among equals
+ * (insertion sort is stable, and route lists are short). */
+static void attach_routes(fg_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->nservers; i++) {
+        fg_server_t *s = &cfg->servers[i];
+        s->routes = fg_config_xcalloc(cfg->nroutes + 1, sizeof(fg_route_t *));
+        for (size_t j = 0; j < cfg->nroutes; j++) {
+            fg_route_t *r = &cfg->routes[j];
+            if (!route_on_server(r, s))
+                continue;
+            size_t k = s->nroutes++;
+            while (k > 0 && s->routes[k - 1]->order > r->order) {
+                s->routes[k] = s->routes[k - 1];
+                k--;
+            }
+            s->routes[k] = r;
+        }
+    }
+}
+
+static int load_root(fg_config_ctx_t *c, const json_t *root)
+{
+    static const char *const keys[] = {"workers",
+                                       "user",
+                                       "group",
+                                       "pidFile",
+                                       "statusSocket",
+                                       "statusGroup",
+                                       "workerRlimitNofile",
+                                       "shutdownTimeout",
+                                       "drainTimeout",
+                                       "shm",
+                                       "log",
+                                       "servers",
+                                       "routes",
+                                       "clusters",
+                                       NULL};
+
+    if (!json_is_object(root))
+        return fg_config_fail(c, NULL, "expected an object at the top level, got %s",
+                              fg_config_type_name(root));
+    if (fg_config_check_keys(c, root, keys) < 0 || load_globals(c, root) < 0 ||
+        load_log(c, root) < 0 || load_servers(c, root) < 0 ||
+        fg_config_load_clusters(c, root) < 0 || fg_config_load_routes(c, root) < 0)
+        return -1;
+    attach_routes(c->cfg);
+    return 0;
+}
+
+/* ---- public ---- */
+
+fg_config_t *fg_config_load_string(const char *name, const char *json, char *err, size_t errlen)
+{
+    fg_config_ctx_t c = {.name = name, .err = err, .errlen = errlen};
+    json_error_t jerr;
+    int line = 0, col = 0;
+    fg_config_t *cfg = NULL;
+
+    if (errlen)
+        err[0] = '\0';
+    char *text = strip_comments(json, &line, &col);
+    if (text == NULL) {
+        snprintf(err, errlen, "%s:%d:%d: unterminated /* comment", name, line, col);
+        return NULL;
+    }
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
+    if (root == NULL) {
+        snprintf(err, errlen, "%s:%d:%d: %s", name, jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+    cfg = fg_config_xcalloc(1, sizeof(*cfg));
+    cfg->file = fg_config_xstrdup(name);
+    c.cfg = cfg;
+    char *dir = fg_config_base_dir(name);
+    c.basedir = dir;
+    int rc = load_root(&c, root);
+    free(dir);
+    json_decref(root);
+    if (rc < 0) {
+        fg_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+fg_config_t *fg_config_load(const char *file, char *err, size_t errlen)
+{
+    FILE *f = fopen(file, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", file, strerror(errno));
+        return NULL;
+    }
+    for (;;) {
+        if (cap - len < 4096) {
+            cap = cap ? cap * 2 : 16384;
+            char *nb = realloc(buf, cap + 1);
+            if (nb == NULL)
+                abort();
+            buf = nb;
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        snprintf(err, errlen, "%s: read error", file);
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    if (strlen(buf) != len) {
+        snprintf(err, errlen, "%s: file contains a NUL byte", file);
+        free(buf);
+        return NULL;
+    }
+    fg_config_t *cfg = fg_config_load_string(file, buf, err, errlen);
+    free(buf);
+    return cfg;
+}
+
+fg_cluster_t *fg_config_find_cluster(const fg_config_t *cfg, const char *id)
+{
+    for (size_t i = 0; i < cfg->nclusters; i++)
+        if (strcmp(cfg->clusters[i].id, id) == 0)
+            return &cfg->clusters[i];
+    return NULL;
+}
+
+void fg_config_free(fg_config_t *cfg)
+{
+    if (cfg == NULL)
+        return;
+    fg_config_free_routes(cfg);
+    fg_config_free_clusters(cfg);
+    for (size_t i = 0; i < cfg->nservers; i++) {
+        fg_server_t *s = &cfg->servers[i];
+        free(s->id);
+        free(s->name);
+        free(s->listen);
+        free(s->routes);
+    }
+    free(cfg->servers);
+    free(cfg->log.path);
+    free(cfg->log.access_path);
+    free(cfg->file);
+    free(cfg->user);
+    free(cfg->group);
+    free(cfg->pid_file);
+    free(cfg->status_socket);
+    free(cfg->status_group);
+    if (cfg->json_root)
+        json_decref(cfg->json_root);
+    free(cfg);
+}

@@ -1,0 +1,72 @@
+/* Internal to the configuration loader (common/config*.c): the load context that tracks the
+ * JSON path for error messages, and typed getters that validate as they read. Not for other
+ * modules; the public face is common/config.h. */
+#ifndef FG_CONFIG_IMPL_H
+#define FG_CONFIG_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include "common/config.h"
+
+typedef struct {
+    const char *name;    /* file name shown in messages */
+    const char *basedir; /* absolute directory of the file, for relative paths */
+    char *err;
+    size_t errlen;
+    char path[512]; /* JSON path of the value being read, e.g. "routes[2].match" */
+    size_t plen;
+    fg_config_t *cfg;
+} fg_config_ctx_t;
+
+/* Getters return 1 when the key was present and valid, 0 when absent (the output is left
+ * untouched so callers preset defaults), -1 after writing an error. obj may be NULL. */
+
+/* Path stack: push returns the previous length to hand back to fg_config_pop. */
+size_t fg_config_push_key(fg_config_ctx_t *c, const char *key);
+size_t fg_config_push_index(fg_config_ctx_t *c, size_t i);
+void fg_config_pop(fg_config_ctx_t *c, size_t mark);
+
+/* "NAME: path[.key]: reason"; key may be NULL. Always returns -1. */
+int fg_config_fail(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *fg_config_type_name(const json_t *v);
+
+int fg_config_check_keys(fg_config_ctx_t *c, const json_t *obj, const char *const allowed[]);
+/* Sub-object at key, checked against allowed (NULL = no check). */
+int fg_config_get_object(fg_config_ctx_t *c, const json_t *obj, const char *key,
+                         const char *const allowed[], json_t **out);
+int fg_config_get_array(fg_config_ctx_t *c, const json_t *obj, const char *key, json_t **out);
+/* Strings are strdup'ed; a previous *out is freed when replaced. */
+int fg_config_get_string(fg_config_ctx_t *c, const json_t *obj, const char *key, int nonempty,
+                         char **out);
+int fg_config_require_string(fg_config_ctx_t *c, const json_t *obj, const char *key, char **out);
+int fg_config_get_int(fg_config_ctx_t *c, const json_t *obj, const char *key, long long min,
+                      long long max, long long *out);
+int fg_config_get_bool(fg_config_ctx_t *c, const json_t *obj, const char *key, int *out);
+int fg_config_get_duration(fg_config_ctx_t *c, const json_t *obj, const char *key, uint64_t *ms);
+int fg_config_get_size(fg_config_ctx_t *c, const json_t *obj, const char *key, uint64_t *bytes);
+/* names is NULL-terminated; *out receives the index. */
+int fg_config_get_enum(fg_config_ctx_t *c, const json_t *obj, const char *key,
+                       const char *const names[], int *out);
+/* Array of non-empty strings; the result is NULL-terminated. */
+int fg_config_get_strings(fg_config_ctx_t *c, const json_t *obj, const char *key, char ***out,
+                          size_t *n);
+
+/* A path from the file made absolute against the file's directory and cleaned lexically. */
+char *fg_config_abs_path(const fg_config_ctx_t *c, const char *path);
+/* The directory of a file as a clean absolute path (relative ones against the cwd). */
+char *fg_config_base_dir(const char *file);
+int fg_config_is_token(const char *s);
+int fg_config_is_field_value(const char *s);
+
+void *fg_config_xcalloc(size_t n, size_t size);
+char *fg_config_xstrdup(const char *s);
+
+/* Sections, each reading cfg->... and reporting through c. */
+int fg_config_load_routes(fg_config_ctx_t *c, const json_t *root);
+int fg_config_load_clusters(fg_config_ctx_t *c, const json_t *root);
+void fg_config_free_routes(fg_config_t *cfg);
+void fg_config_free_clusters(fg_config_t *cfg);
+
+#endif

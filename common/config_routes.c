@@ -1,0 +1,645 @@
+/* Configuration loader, part 2: routes (YARP's "Routes"): match, the action (cluster, static,
+ * direct, redirect) and the transforms. References to servers and clusters are resolved here,
+ * so clusters must be loaded first. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "common/config.h"
+#include "common/config_impl.h"
+
+static void free_strings(char **v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* ---- match ---- */
+
+/* A method is a token (RFC 9110 9.1); methods are case-sensitive but by convention upper
+ * case, and YARP compares them case-insensitively, so store them upper-cased. */
+static int load_methods(fg_config_ctx_t *c, const json_t *match, fg_route_match_t *m)
+{
+    if (fg_config_get_strings(c, match, "methods", &m->methods, &m->nmethods) < 0)
+        return -1;
+    for (size_t i = 0; i < m->nmethods; i++) {
+        if (!fg_config_is_token(m->methods[i])) {
+            size_t mark = fg_config_push_key(c, "methods");
+            fg_config_push_index(c, i);
+            fg_config_fail(c, NULL, "\"%s\" is not a valid method token", m->methods[i]);
+            fg_config_pop(c, mark);
+            return -1;
+        }
+        for (char *p = m->methods[i]; *p; p++)
+            *p = (char)toupper((unsigned char)*p);
+    }
+    return 0;
+}
+
+static int load_hosts(fg_config_ctx_t *c, const json_t *match, fg_route_match_t *m)
+{
+    if (fg_config_get_strings(c, match, "hosts", &m->hosts, &m->nhosts) < 0)
+        return -1;
+    for (size_t i = 0; i < m->nhosts; i++) {
+        const char *h = m->hosts[i];
+        if (strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_*:[]") !=
+            strlen(h)) {
+            size_t mark = fg_config_push_key(c, "hosts");
+            fg_config_push_index(c, i);
+            fg_config_fail(c, NULL, "\"%s\" is not a valid host", h);
+            fg_config_pop(c, mark);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* One entry of match.headers or match.queryParameters. Exists/NotExists take no values; all
+ * other modes need at least one (YARP rejects both mistakes). */
+static int load_kv(fg_config_ctx_t *c, const json_t *o, fg_match_kv_t *kv, int header)
+{
+    static const char *const keys[] = {"name", "values", "mode", "isCaseSensitive", NULL};
+    static const char *const hmodes[] = {"ExactHeader", "HeaderPrefix", "Contains", "NotContains",
+                                         "Exists",      "NotExists",    NULL};
+    static const char *const qmodes[] = {"Exact",       "Prefix", "Contains",
+                                         "NotContains", "Exists", NULL};
+    const char *const *modes = header ? hmodes : qmodes;
+
+    if (!json_is_object(o))
+        return fg_config_fail(c, NULL, "expected an object, got %s", fg_config_type_name(o));
+    if (fg_config_check_keys(c, o, keys) < 0 ||
+        fg_config_require_string(c, o, "name", &kv->name) < 0)
+        return -1;
+    if (header && !fg_config_is_token(kv->name))
+        return fg_config_fail(c, "name", "\"%s\" is not a valid header name", kv->name);
+    if (fg_config_get_enum(c, o, "mode", modes, &kv->mode) < 0 ||
+        fg_config_get_bool(c, o, "isCaseSensitive", &kv->case_sensitive) < 0 ||
+        fg_config_get_strings(c, o, "values", &kv->values, &kv->nvalues) < 0)
+        return -1;
+    int exists = header ? kv->mode == FG_HDR_EXISTS || kv->mode == FG_HDR_NOT_EXISTS
+                        : kv->mode == FG_QUERY_EXISTS;
+    if (exists && kv->nvalues > 0)
+        return fg_config_fail(c, "values", "must not be set for mode %s", modes[kv->mode]);
+    if (!exists && kv->nvalues == 0)
+        return fg_config_fail(c, "values", "at least one value is required for mode %s",
+                              modes[kv->mode]);
+    if (kv->values == NULL)
+        kv->values = fg_config_xcalloc(1, sizeof(char *));
+    return 0;
+}
+
+static int load_kvs(fg_config_ctx_t *c, const json_t *match, const char *key, fg_match_kv_t **out,
+                    size_t *n, int header)
+{
+    json_t *arr = NULL;
+    int rc = fg_config_get_array(c, match, key, &arr);
+    if (rc <= 0)
+        return rc;
+    *n = json_array_size(arr);
+    *out = fg_config_xcalloc(*n, sizeof(fg_match_kv_t));
+    size_t mark = fg_config_push_key(c, key);
+    for (size_t i = 0; i < *n; i++) {
+        size_t m = fg_config_push_index(c, i);
+        if (load_kv(c, json_array_get(arr, i), &(*out)[i], header) < 0)
+            return -1;
+        fg_config_pop(c, m);
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
+
+static int load_match(fg_config_ctx_t *c, const json_t *ro, fg_route_t *r)
+{
+    static const char *const keys[] = {"path",    "hosts",           "methods",
+                                       "headers", "queryParameters", NULL};
+    fg_route_match_t *m = &r->match;
+    json_t *o = NULL;
+
+    if (fg_config_get_object(c, ro, "match", keys, &o) < 0)
+        return -1;
+    if (o == NULL)
+        return fg_config_fail(c, NULL, "missing required key \"match\"");
+    size_t mark = fg_config_push_key(c, "match");
+    int rc = -1;
+    if (fg_config_get_string(c, o, "path", 1, &m->path) < 0)
+        goto out;
+    if (m->path && m->path[0] != '/') {
+        fg_config_fail(c, "path", "\"%s\" must start with \"/\"", m->path);
+        goto out;
+    }
+    if (load_hosts(c, o, m) < 0 || load_methods(c, o, m) < 0 ||
+        load_kvs(c, o, "headers", &m->headers, &m->nheaders, 1) < 0 ||
+        load_kvs(c, o, "queryParameters", &m->query, &m->nquery, 0) < 0)
+        goto out;
+    /* YARP: a route must match on a path or on hosts; anything else would match everything by
+     * accident. */
+    if (m->path == NULL && m->nhosts == 0) {
+        fg_config_fail(c, NULL, "a route needs match.path or match.hosts");
+        goto out;
+    }
+    rc = 0;
+out:
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+/* ---- actions ---- */
+
+static int load_static(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
+{
+    static const char *const keys[] = {"root", "index", "tryFiles", NULL};
+    char *root = NULL;
+    struct stat st;
+
+    if (fg_config_check_keys(c, o, keys) < 0 || fg_config_require_string(c, o, "root", &root) < 0)
+        return -1;
+    r->static_root = fg_config_abs_path(c, root);
+    free(root);
+    if (stat(r->static_root, &st) == -1)
+        return fg_config_fail(c, "root", "\"%s\": %s", r->static_root, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return fg_config_fail(c, "root", "\"%s\" is not a directory", r->static_root);
+    if (fg_config_get_strings(c, o, "index", &r->static_index, &r->nstatic_index) < 0 ||
+        fg_config_get_strings(c, o, "tryFiles", &r->static_try_files, &r->nstatic_try_files) < 0)
+        return -1;
+    for (size_t i = 0; i < r->nstatic_index; i++)
+        if (strchr(r->static_index[i], '/') != NULL) {
+            size_t mark = fg_config_push_key(c, "index");
+            fg_config_push_index(c, i);
+            fg_config_fail(c, NULL, "\"%s\" must be a file name without \"/\"", r->static_index[i]);
+            fg_config_pop(c, mark);
+            return -1;
+        }
+    if (json_object_get(o, "index") == NULL) {
+        r->static_index = fg_config_xcalloc(2, sizeof(char *));
+        r->static_index[0] = fg_config_xstrdup("index.html");
+        r->nstatic_index = 1;
+    }
+    return 0;
+}
+
+static int load_direct(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
+{
+    static const char *const keys[] = {"status", "headers", "body", NULL};
+    long long status = 0;
+    json_t *hdrs = NULL, *v;
+    const char *name;
+
+    if (fg_config_check_keys(c, o, keys) < 0 ||
+        fg_config_get_int(c, o, "status", 100, 599, &status) < 0)
+        return -1;
+    if (status == 0)
+        return fg_config_fail(c, NULL, "missing required key \"status\"");
+    r->direct_status = (int)status;
+    if (fg_config_get_object(c, o, "headers", NULL, &hdrs) < 0)
+        return -1;
+    if (hdrs) {
+        size_t i = 0;
+        r->direct_headers = fg_config_xcalloc(json_object_size(hdrs), sizeof(fg_header_kv_t));
+        size_t mark = fg_config_push_key(c, "headers");
+        json_object_foreach(hdrs, name, v)
+        {
+            fg_header_kv_t *h = &r->direct_headers[i];
+            if (!fg_config_is_token(name)) {
+                fg_config_fail(c, name, "not a valid header name");
+                fg_config_pop(c, mark);
+                return -1;
+            }
+            if (!json_is_string(v) || !fg_config_is_field_value(json_string_value(v)) ||
+                strlen(json_string_value(v)) != json_string_length(v)) {
+                fg_config_fail(c, name,
+                               "expected a header value string without control "
+                               "characters");
+                fg_config_pop(c, mark);
+                return -1;
+            }
+            h->name = fg_config_xstrdup(name);
+            h->value = fg_config_xstrdup(json_string_value(v));
+            r->ndirect_headers = ++i;
+        }
+        fg_config_pop(c, mark);
+    }
+    if (fg_config_get_string(c, o, "body", 0, &r->direct_body) < 0)
+        return -1;
+    r->direct_body_len = r->direct_body ? strlen(r->direct_body) : 0;
+    return 0;
+}
+
+static int load_redirect(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
+{
+    static const char *const keys[] = {"status", "location", NULL};
+    long long status = 302;
+
+    if (fg_config_check_keys(c, o, keys) < 0 ||
+        fg_config_get_int(c, o, "status", 100, 599, &status) < 0)
+        return -1;
+    /* RFC 9110 15.4: the redirections that carry a Location; 300 and 304 do not redirect. */
+    if (status != 301 && status != 302 && status != 303 && status != 307 && status != 308)
+        return fg_config_fail(c, "status", "%lld is not one of 301, 302, 303, 307, 308", status);
+    r->redirect_status = (int)status;
+    if (fg_config_require_string(c, o, "location", &r->redirect_location) < 0)
+        return -1;
+    if (!fg_config_is_field_value(r->redirect_location))
+        return fg_config_fail(c, "location", "contains a control character");
+    return 0;
+}
+
+/* Exactly one action key; each action validates its own object under its own path. */
+static int load_action(fg_config_ctx_t *c, const json_t *ro, fg_route_t *r)
+{
+    static const char *const actions[] = {"clusterId", "static", "direct", "redirect"};
+    int found = -1, count = 0;
+
+    for (int i = 0; i < 4; i++)
+        if (json_object_get(ro, actions[i])) {
+            found = i;
+            count++;
+        }
+    if (count != 1)
+        return fg_config_fail(c, NULL,
+                              "exactly one of clusterId, static, direct, redirect is required");
+    r->kind = FG_ROUTE_CLUSTER + found;
+    if (found == 0) {
+        if (fg_config_get_string(c, ro, "clusterId", 1, &r->cluster_id) < 0)
+            return -1;
+        r->cluster = fg_config_find_cluster(c->cfg, r->cluster_id);
+        if (r->cluster == NULL)
+            return fg_config_fail(c, "clusterId", "unknown cluster \"%s\"", r->cluster_id);
+        return 0;
+    }
+    json_t *o = NULL;
+    if (fg_config_get_object(c, ro, actions[found], NULL, &o) < 0)
+        return -1;
+    size_t mark = fg_config_push_key(c, actions[found]);
+    int rc = found == 1   ? load_static(c, o, r)
+             : found == 2 ? load_direct(c, o, r)
+                          : load_redirect(c, o, r);
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+/* ---- transforms ---- */
+
+enum { V_PATH, V_HEADER, V_QUERY, V_METHOD, V_FLAG, V_XF };
+
+typedef struct {
+    const char *key;
+    int kind;
+    int value;
+    const char *const *extra; /* the other keys the transform accepts */
+} tx_spec_t;
+
+static const char *const x_none[] = {NULL};
+static const char *const x_set_append[] = {"Set", "Append", NULL};
+static const char *const x_set[] = {"Set", NULL};
+static const char *const x_xf[] = {"Action", "HeaderPrefix", "For", "Proto",
+                                   "Host",   "Prefix",       NULL};
+static const char *const x_resp[] = {"Set", "Append", "When", NULL};
+static const char *const x_when[] = {"When", NULL};
+
+static const tx_spec_t tx_specs[] = {
+    {"PathPrefix", FG_TX_PATH_PREFIX, V_PATH, x_none},
+    {"PathRemovePrefix", FG_TX_PATH_REMOVE_PREFIX, V_PATH, x_none},
+    {"PathSet", FG_TX_PATH_SET, V_PATH, x_none},
+    {"PathPattern", FG_TX_PATH_PATTERN, V_PATH, x_none},
+    {"QueryValueParameter", FG_TX_QUERY_VALUE, V_QUERY, x_set_append},
+    {"QueryRemoveParameter", FG_TX_QUERY_REMOVE, V_QUERY, x_none},
+    {"HttpMethodChange", FG_TX_METHOD_CHANGE, V_METHOD, x_set},
+    {"RequestHeader", FG_TX_REQ_HEADER, V_HEADER, x_set_append},
+    {"RequestHeaderRemove", FG_TX_REQ_HEADER_REMOVE, V_HEADER, x_none},
+    {"RequestHeadersCopy", FG_TX_REQ_HEADERS_COPY, V_FLAG, x_none},
+    {"RequestHeaderOriginalHost", FG_TX_REQ_ORIGINAL_HOST, V_FLAG, x_none},
+    {"X-Forwarded", FG_TX_X_FORWARDED, V_XF, x_xf},
+    {"ResponseHeader", FG_TX_RESP_HEADER, V_HEADER, x_resp},
+    {"ResponseHeaderRemove", FG_TX_RESP_HEADER_REMOVE, V_HEADER, x_when},
+};
+#define NSPECS (sizeof(tx_specs) / sizeof(tx_specs[0]))
+
+static int in_list(const char *const *list, const char *s)
+{
+    for (; *list; list++)
+        if (strcmp(*list, s) == 0)
+            return 1;
+    return 0;
+}
+
+/* "Set" or "Append", exactly one: the value to write and how. */
+static int load_set_append(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t, const char *what)
+{
+    int set = json_object_get(o, "Set") != NULL, append = json_object_get(o, "Append") != NULL;
+
+    if (set + append != 1)
+        return fg_config_fail(c, NULL, "%s needs exactly one of Set, Append", what);
+    t->action = set ? FG_TX_SET : FG_TX_APPEND;
+    if (fg_config_get_string(c, o, set ? "Set" : "Append", 0, &t->value) < 0)
+        return -1;
+    if (!fg_config_is_field_value(t->value))
+        return fg_config_fail(c, set ? "Set" : "Append", "contains a control character");
+    return 0;
+}
+
+static int parse_flag(fg_config_ctx_t *c, const json_t *v, const char *key, int *flag)
+{
+    if (json_is_boolean(v)) {
+        *flag = json_is_true(v);
+        return 0;
+    }
+    if (json_is_string(v) && strcasecmp(json_string_value(v), "true") == 0)
+        *flag = 1;
+    else if (json_is_string(v) && strcasecmp(json_string_value(v), "false") == 0)
+        *flag = 0;
+    else
+        return fg_config_fail(c, key, "expected true or false");
+    return 0;
+}
+
+/* X-Forwarded: "For,Proto,Host,Prefix" picks the headers (others are Off), Action says how
+ * (default Set, which also drops a spoofed incoming value), and a per-header key overrides. */
+static int load_xforwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t)
+{
+    static const char *const actions[] = {"Off", "Set", "Append", "Remove", NULL};
+    static const char *const names[] = {"For", "Proto", "Host", "Prefix"};
+    int *slots[] = {&t->xf_for, &t->xf_proto, &t->xf_host, &t->xf_prefix};
+    int listed[4] = {0}, action = FG_XF_SET;
+    const char *p = t->value;
+
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        const char *s = p, *e = p + len;
+        while (s < e && *s == ' ')
+            s++;
+        while (e > s && e[-1] == ' ')
+            e--;
+        int i;
+        for (i = 0; i < 4; i++)
+            if ((size_t)(e - s) == strlen(names[i]) &&
+                strncasecmp(s, names[i], (size_t)(e - s)) == 0)
+                break;
+        if (i == 4)
+            return fg_config_fail(c, "X-Forwarded",
+                                  "unknown header \"%.*s\" (expected For, Proto, Host, Prefix)",
+                                  (int)(e - s), s);
+        listed[i] = 1;
+        p += len + (p[len] == ',');
+    }
+    if (fg_config_get_enum(c, o, "Action", actions, &action) < 0)
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        *slots[i] = listed[i] ? action : FG_XF_OFF;
+        if (fg_config_get_enum(c, o, names[i], actions, slots[i]) < 0)
+            return -1;
+    }
+    t->xf_header_prefix = fg_config_xstrdup("X-Forwarded-");
+    if (fg_config_get_string(c, o, "HeaderPrefix", 1, &t->xf_header_prefix) < 0)
+        return -1;
+    if (!fg_config_is_token(t->xf_header_prefix))
+        return fg_config_fail(c, "HeaderPrefix", "\"%s\" is not a valid header name prefix",
+                              t->xf_header_prefix);
+    return 0;
+}
+
+/* The main value of a transform, checked for its kind. */
+static int load_tx_value(fg_config_ctx_t *c, const json_t *o, const tx_spec_t *sp,
+                         fg_transform_t *t)
+{
+    json_t *v = json_object_get(o, sp->key);
+
+    if (sp->value == V_FLAG)
+        return parse_flag(c, v, sp->key, &t->flag);
+    if (fg_config_get_string(c, o, sp->key, sp->value != V_PATH, &t->value) < 0)
+        return -1;
+    switch (sp->value) {
+    case V_PATH:
+        if (t->value[0] != '/')
+            return fg_config_fail(c, sp->key, "\"%s\" must start with \"/\"", t->value);
+        break;
+    case V_HEADER:
+        if (!fg_config_is_token(t->value))
+            return fg_config_fail(c, sp->key, "\"%s\" is not a valid header name", t->value);
+        break;
+    case V_METHOD:
+        if (!fg_config_is_token(t->value))
+            return fg_config_fail(c, sp->key, "\"%s\" is not a valid method", t->value);
+        break;
+    default:
+        break;
+    }
+    /* The name-like value goes in `name`; paths and the X-Forwarded list stay in `value`. */
+    if (sp->value == V_HEADER || sp->value == V_QUERY || sp->value == V_METHOD) {
+        t->name = t->value;
+        t->value = NULL;
+    }
+    return 0;
+}
+
+static int load_transform(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t)
+{
+    static const char *const when[] = {"Success", "Always", "Failure", NULL};
+    const tx_spec_t *sp = NULL;
+    const char *key;
+    json_t *v;
+
+    if (!json_is_object(o))
+        return fg_config_fail(c, NULL, "expected an object, got %s", fg_config_type_name(o));
+    json_object_foreach((json_t *)o, key, v)
+    {
+        for (size_t i = 0; i < NSPECS; i++) {
+            if (strcmp(key, tx_specs[i].key) != 0)
+                continue;
+            if (sp)
+                return fg_config_fail(c, NULL,
+                                      "\"%s\" and \"%s\" in one object; write one transform "
+                                      "per object",
+                                      sp->key, key);
+            sp = &tx_specs[i];
+        }
+    }
+    if (sp == NULL)
+        return fg_config_fail(c, NULL,
+                              "no known transform key (such as PathPrefix, "
+                              "RequestHeader, X-Forwarded)");
+    json_object_foreach((json_t *)o, key, v)
+    {
+        if (strcmp(key, sp->key) != 0 && !in_list(sp->extra, key))
+            return fg_config_fail(c, key, "unknown key for %s", sp->key);
+    }
+    t->kind = sp->kind;
+    if (load_tx_value(c, o, sp, t) < 0)
+        return -1;
+    switch (t->kind) {
+    case FG_TX_QUERY_VALUE:
+    case FG_TX_REQ_HEADER:
+    case FG_TX_RESP_HEADER:
+        if (load_set_append(c, o, t, sp->key) < 0)
+            return -1;
+        break;
+    case FG_TX_METHOD_CHANGE:
+        if (fg_config_get_string(c, o, "Set", 1, &t->value) < 0)
+            return -1;
+        if (t->value == NULL)
+            return fg_config_fail(c, NULL, "missing required key \"Set\"");
+        if (!fg_config_is_token(t->value))
+            return fg_config_fail(c, "Set", "\"%s\" is not a valid method", t->value);
+        for (char *p = t->name; *p; p++)
+            *p = (char)toupper((unsigned char)*p);
+        for (char *p = t->value; *p; p++)
+            *p = (char)toupper((unsigned char)*p);
+        break;
+    case FG_TX_X_FORWARDED:
+        if (load_xforwarded(c, o, t) < 0)
+            return -1;
+        break;
+    default:
+        break;
+    }
+    if (fg_config_get_enum(c, o, "When", when, &t->when) < 0)
+        return -1;
+    return 0;
+}
+
+static int load_transforms(fg_config_ctx_t *c, const json_t *ro, fg_route_t *r)
+{
+    json_t *arr = NULL;
+    int rc = fg_config_get_array(c, ro, "transforms", &arr);
+    if (rc <= 0)
+        return rc;
+    r->ntransforms = json_array_size(arr);
+    r->transforms = fg_config_xcalloc(r->ntransforms, sizeof(fg_transform_t));
+    size_t mark = fg_config_push_key(c, "transforms");
+    for (size_t i = 0; i < r->ntransforms; i++) {
+        size_t m = fg_config_push_index(c, i);
+        if (load_transform(c, json_array_get(arr, i), &r->transforms[i]) < 0)
+            return -1;
+        fg_config_pop(c, m);
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
+
+/* ---- routes ---- */
+
+static int load_route_servers(fg_config_ctx_t *c, const json_t *ro, fg_route_t *r)
+{
+    if (fg_config_get_strings(c, ro, "servers", &r->server_ids, &r->nserver_ids) < 0)
+        return -1;
+    for (size_t i = 0; i < r->nserver_ids; i++) {
+        size_t j;
+        for (j = 0; j < c->cfg->nservers; j++)
+            if (strcmp(c->cfg->servers[j].id, r->server_ids[i]) == 0)
+                break;
+        if (j == c->cfg->nservers) {
+            size_t mark = fg_config_push_key(c, "servers");
+            fg_config_push_index(c, i);
+            fg_config_fail(c, NULL, "unknown server \"%s\"", r->server_ids[i]);
+            fg_config_pop(c, mark);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
+{
+    static const char *const keys[] = {
+        "id",     "order",  "servers",  "match",      "clusterId",
+        "static", "direct", "redirect", "transforms", "maxRequestBodySize",
+        NULL};
+    long long order = 0;
+    json_t *body;
+
+    r->max_request_body_size = -1;
+    if (!json_is_object(o))
+        return fg_config_fail(c, NULL, "expected an object, got %s", fg_config_type_name(o));
+    if (fg_config_check_keys(c, o, keys) < 0 || fg_config_require_string(c, o, "id", &r->id) < 0 ||
+        fg_config_get_int(c, o, "order", INT32_MIN, INT32_MAX, &order) < 0 ||
+        load_route_servers(c, o, r) < 0 || load_match(c, o, r) < 0 || load_action(c, o, r) < 0 ||
+        load_transforms(c, o, r) < 0)
+        return -1;
+    r->order = (int)order;
+    /* -1 in the struct means "the server's limit", so "unlimited" here is the largest size. */
+    body = json_object_get(o, "maxRequestBodySize");
+    if (json_is_string(body) && strcmp(json_string_value(body), "unlimited") == 0) {
+        r->max_request_body_size = INT64_MAX;
+    } else if (body) {
+        uint64_t n = 0;
+        if (fg_config_get_size(c, o, "maxRequestBodySize", &n) < 0)
+            return -1;
+        r->max_request_body_size = n > INT64_MAX ? INT64_MAX : (int64_t)n;
+    }
+    return 0;
+}
+
+int fg_config_load_routes(fg_config_ctx_t *c, const json_t *root)
+{
+    fg_config_t *cfg = c->cfg;
+    json_t *arr = NULL;
+    int rc = fg_config_get_array(c, root, "routes", &arr);
+    if (rc <= 0)
+        return rc;
+    cfg->nroutes = json_array_size(arr);
+    cfg->routes = fg_config_xcalloc(cfg->nroutes, sizeof(fg_route_t));
+    size_t mark = fg_config_push_key(c, "routes");
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        fg_route_t *r = &cfg->routes[i];
+        size_t m = fg_config_push_index(c, i);
+        if (load_route(c, json_array_get(arr, i), r) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->routes[j].id, r->id) == 0)
+                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at routes[%zu])", r->id,
+                                      j);
+        fg_config_pop(c, m);
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
+
+static void free_kvs(fg_match_kv_t *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(kv[i].name);
+        free_strings(kv[i].values, kv[i].nvalues);
+    }
+    free(kv);
+}
+
+void fg_config_free_routes(fg_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        fg_route_t *r = &cfg->routes[i];
+        free(r->id);
+        free_strings(r->server_ids, r->nserver_ids);
+        free(r->match.path);
+        free_strings(r->match.hosts, r->match.nhosts);
+        free_strings(r->match.methods, r->match.nmethods);
+        free_kvs(r->match.headers, r->match.nheaders);
+        free_kvs(r->match.query, r->match.nquery);
+        free(r->cluster_id);
+        for (size_t j = 0; j < r->ndirect_headers; j++) {
+            free(r->direct_headers[j].name);
+            free(r->direct_headers[j].value);
+        }
+        free(r->direct_headers);
+        free(r->direct_body);
+        free(r->redirect_location);
+        free(r->static_root);
+        free_strings(r->static_index, r->nstatic_index);
+        free_strings(r->static_try_files, r->nstatic_try_files);
+        for (size_t j = 0; j < r->ntransforms; j++) {
+            free(r->transforms[j].name);
+            free(r->transforms[j].value);
+            free(r->transforms[j].xf_header_prefix);
+        }
+        free(r->transforms);
+    }
+    free(cfg->routes);
+    cfg->routes = NULL;
+    cfg->nroutes = 0;
+}

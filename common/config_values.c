@@ -1,0 +1,533 @@
+/* Configuration loader, part 1: the load context (JSON path and error messages), the typed
+ * getters that validate as they read, and the value parsers shared with other modules
+ * (durations, sizes, listen addresses). See common/config_impl.h. */
+#include <arpa/inet.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "common/config_impl.h"
+
+#define KIB 1024ULL
+/* ---- allocation: out of memory at load time is fatal (STYLE.md) ---- */
+
+void *fg_config_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (p == NULL)
+        abort();
+    return p;
+}
+
+char *fg_config_xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    if (p == NULL)
+        abort();
+    return p;
+}
+
+/* ---- JSON path and errors ---- */
+
+size_t fg_config_push_key(fg_config_ctx_t *c, const char *key)
+{
+    size_t mark = c->plen;
+    int n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "%s%s", c->plen ? "." : "", key);
+    if (n > 0)
+        c->plen +=
+            (size_t)n < sizeof(c->path) - c->plen ? (size_t)n : sizeof(c->path) - c->plen - 1;
+    return mark;
+}
+
+size_t fg_config_push_index(fg_config_ctx_t *c, size_t i)
+{
+    size_t mark = c->plen;
+    int n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "[%zu]", i);
+    if (n > 0)
+        c->plen +=
+            (size_t)n < sizeof(c->path) - c->plen ? (size_t)n : sizeof(c->path) - c->plen - 1;
+    return mark;
+}
+
+void fg_config_pop(fg_config_ctx_t *c, size_t mark)
+{
+    c->plen = mark;
+    c->path[mark] = '\0';
+}
+
+int fg_config_fail(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
+{
+    char reason[768];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+
+    size_t mark = key ? fg_config_push_key(c, key) : c->plen;
+    if (c->plen)
+        snprintf(c->err, c->errlen, "%s: %s: %s", c->name, c->path, reason);
+    else
+        snprintf(c->err, c->errlen, "%s: %s", c->name, reason);
+    fg_config_pop(c, mark);
+    return -1;
+}
+
+const char *fg_config_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number with a fraction";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
+
+/* ---- typed getters ---- */
+
+int fg_config_check_keys(fg_config_ctx_t *c, const json_t *obj, const char *const allowed[])
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        size_t i;
+        for (i = 0; allowed[i]; i++)
+            if (strcmp(key, allowed[i]) == 0)
+                break;
+        if (allowed[i] == NULL)
+            return fg_config_fail(c, key, "unknown key");
+    }
+    return 0;
+}
+
+static json_t *lookup(const json_t *obj, const char *key)
+{
+    return obj ? json_object_get(obj, key) : NULL;
+}
+
+int fg_config_get_object(fg_config_ctx_t *c, const json_t *obj, const char *key,
+                         const char *const allowed[], json_t **out)
+{
+    json_t *v = lookup(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_object(v))
+        return fg_config_fail(c, key, "expected an object, got %s", fg_config_type_name(v));
+    if (allowed) {
+        size_t mark = fg_config_push_key(c, key);
+        int rc = fg_config_check_keys(c, v, allowed);
+        fg_config_pop(c, mark);
+        if (rc < 0)
+            return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+int fg_config_get_array(fg_config_ctx_t *c, const json_t *obj, const char *key, json_t **out)
+{
+    json_t *v = lookup(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_array(v))
+        return fg_config_fail(c, key, "expected an array, got %s", fg_config_type_name(v));
+    *out = v;
+    return 1;
+}
+
+int fg_config_get_string(fg_config_ctx_t *c, const json_t *obj, const char *key, int nonempty,
+                         char **out)
+{
+    json_t *v = lookup(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v))
+        return fg_config_fail(c, key, "expected a string, got %s", fg_config_type_name(v));
+    if (nonempty && json_string_length(v) == 0)
+        return fg_config_fail(c, key, "must not be empty");
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return fg_config_fail(c, key, "must not contain NUL characters");
+    free(*out);
+    *out = fg_config_xstrdup(json_string_value(v));
+    return 1;
+}
+
+int fg_config_require_string(fg_config_ctx_t *c, const json_t *obj, const char *key, char **out)
+{
+    int rc = fg_config_get_string(c, obj, key, 1, out);
+    if (rc == 0)
+        return fg_config_fail(c, NULL, "missing required key \"%s\"", key);
+    return rc;
+}
+
+int fg_config_get_int(fg_config_ctx_t *c, const json_t *obj, const char *key, long long min,
+                      long long max, long long *out)
+{
+    json_t *v = lookup(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v))
+        return fg_config_fail(c, key, "expected an integer, got %s", fg_config_type_name(v));
+    long long n = json_integer_value(v);
+    if (n < min || n > max)
+        return fg_config_fail(c, key, "%lld is out of range %lld..%lld", n, min, max);
+    *out = n;
+    return 1;
+}
+
+int fg_config_get_bool(fg_config_ctx_t *c, const json_t *obj, const char *key, int *out)
+{
+    json_t *v = lookup(obj, key);
+    if (v == NULL)
+        return 0;
+    if (!json_is_boolean(v))
+        return fg_config_fail(c, key, "expected a boolean, got %s", fg_config_type_name(v));
+    *out = json_is_true(v);
+    return 1;
+}
+
+int fg_config_get_duration(fg_config_ctx_t *c, const json_t *obj, const char *key, uint64_t *ms)
+{
+    json_t *v = lookup(obj, key);
+    if (v == NULL)
+        return 0;
+    if (json_is_integer(v)) {
+        long long n = json_integer_value(v);
+        if (n < 0 || (unsigned long long)n > UINT64_MAX / 1000)
+            return fg_config_fail(c, key, "%lld is not a valid duration", n);
+        *ms = (uint64_t)n * 1000;
+        return 1;
+    }
+    if (!json_is_string(v))
+        return fg_config_fail(c, key, "expected a duration (string or integer seconds), got %s",
+                              fg_config_type_name(v));
+    if (fg_config_parse_duration(json_string_value(v), ms) < 0)
+        return fg_config_fail(c, key,
+                              "\"%s\" is not a valid duration (use e.g. \"500ms\", \"30s\", "
+                              "\"5m\", \"1h\", \"2d\" or integer seconds)",
+                              json_string_value(v));
+    return 1;
+}
+
+int fg_config_get_size(fg_config_ctx_t *c, const json_t *obj, const char *key, uint64_t *bytes)
+{
+    json_t *v = lookup(obj, key);
+    if (v == NULL)
+        return 0;
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0)
+            return fg_config_fail(c, key, "%lld is not a valid size", json_integer_value(v));
+        *bytes = (uint64_t)json_integer_value(v);
+        return 1;
+    }
+    if (!json_is_string(v))
+        return fg_config_fail(c, key, "expected a size (string or integer bytes), got %s",
+                              fg_config_type_name(v));
+    if (fg_config_parse_size(json_string_value(v), bytes) < 0)
+        return fg_config_fail(c, key,
+                              "\"%s\" is not a valid size (use e.g. \"512\", \"64k\", \"64m\", "
+                              "\"1g\" or integer bytes)",
+                              json_string_value(v));
+    return 1;
+}
+
+int fg_config_get_enum(fg_config_ctx_t *c, const json_t *obj, const char *key,
+                       const char *const names[], int *out)
+{
+    char *s = NULL;
+    int rc = fg_config_get_string(c, obj, key, 0, &s);
+    if (rc <= 0)
+        return rc;
+    for (int i = 0; names[i]; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            free(s);
+            return 1;
+        }
+    }
+    char list[256] = "";
+    size_t len = 0;
+    for (int i = 0; names[i] && len < sizeof(list); i++)
+        len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", i ? ", " : "", names[i]);
+    fg_config_fail(c, key, "unknown value \"%s\" (expected %s)", s, list);
+    free(s);
+    return -1;
+}
+
+int fg_config_get_strings(fg_config_ctx_t *c, const json_t *obj, const char *key, char ***out,
+                          size_t *n)
+{
+    json_t *arr;
+    int rc = fg_config_get_array(c, obj, key, &arr);
+    if (rc <= 0)
+        return rc;
+    size_t count = json_array_size(arr);
+    char **list = fg_config_xcalloc(count + 1, sizeof(char *));
+    size_t mark = fg_config_push_key(c, key);
+    for (size_t i = 0; i < count; i++) {
+        json_t *v = json_array_get(arr, i);
+        size_t m = fg_config_push_index(c, i);
+        if (!json_is_string(v) || json_string_length(v) == 0 ||
+            strlen(json_string_value(v)) != json_string_length(v)) {
+            if (json_is_string(v))
+                fg_config_fail(c, NULL, "expected a non-empty string");
+            else
+                fg_config_fail(c, NULL, "expected a string, got %s", fg_config_type_name(v));
+            fg_config_pop(c, m);
+            fg_config_pop(c, mark);
+            for (size_t j = 0; j < i; j++)
+                free(list[j]);
+            free(list);
+            return -1;
+        }
+        fg_config_pop(c, m);
+        list[i] = fg_config_xstrdup(json_string_value(v));
+    }
+    fg_config_pop(c, mark);
+    if (*out) {
+        for (size_t j = 0; j < *n; j++)
+            free((*out)[j]);
+        free(*out);
+    }
+    *out = list;
+    *n = count;
+    return 1;
+}
+
+/* ---- value parsers ---- */
+
+/* Leading decimal digits of s into *v; *end points after them. -1 without digits or on
+ * overflow. Signs and spaces are not accepted: "30s" and "64k" only. */
+static int parse_uint(const char *s, uint64_t *v, const char **end)
+{
+    uint64_t n = 0;
+    const char *p = s;
+
+    if (s == NULL || *p < '0' || *p > '9')
+        return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (n > (UINT64_MAX - d) / 10)
+            return -1;
+        n = n * 10 + d;
+    }
+    *v = n;
+    *end = p;
+    return 0;
+}
+
+int fg_config_parse_duration(const char *s, uint64_t *ms)
+{
+    uint64_t n, mult;
+    const char *p;
+
+    if (parse_uint(s, &n, &p) < 0)
+        return -1;
+    if (*p == '\0' || strcmp(p, "s") == 0)
+        mult = 1000;
+    else if (strcmp(p, "ms") == 0)
+        mult = 1;
+    else if (strcmp(p, "m") == 0)
+        mult = 60 * 1000;
+    else if (strcmp(p, "h") == 0)
+        mult = 3600 * 1000;
+    else if (strcmp(p, "d") == 0)
+        mult = 86400ULL * 1000;
+    else
+        return -1;
+    if (n > UINT64_MAX / mult)
+        return -1;
+    *ms = n * mult;
+    return 0;
+}
+
+int fg_config_parse_size(const char *s, uint64_t *bytes)
+{
+    uint64_t n, mult;
+    const char *p;
+
+    if (parse_uint(s, &n, &p) < 0)
+        return -1;
+    if (*p == '\0')
+        mult = 1;
+    else if ((*p == 'k' || *p == 'K') && p[1] == '\0')
+        mult = KIB;
+    else if ((*p == 'm' || *p == 'M') && p[1] == '\0')
+        mult = KIB * KIB;
+    else if ((*p == 'g' || *p == 'G') && p[1] == '\0')
+        mult = KIB * KIB * KIB;
+    else
+        return -1;
+    if (n > UINT64_MAX / mult)
+        return -1;
+    *bytes = n * mult;
+    return 0;
+}
+
+static int parse_port(const char *s, uint16_t *port)
+{
+    uint64_t n;
+    const char *end;
+
+    if (parse_uint(s, &n, &end) < 0 || *end != '\0' || n == 0 || n > 65535)
+        return -1;
+    *port = (uint16_t)n;
+    return 0;
+}
+
+/* Numeric addresses only: a listen address never waits on DNS. ":8080" and "*:8080" bind all
+ * IPv4 addresses; IPv6 needs brackets ("[::]:8080") so the port is unambiguous. */
+int fg_config_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[INET6_ADDRSTRLEN];
+    const char *hs, *he, *port_s;
+    uint16_t port;
+
+    if (s == NULL)
+        return -1;
+    memset(ss, 0, sizeof(*ss));
+    if (s[0] == '[') {
+        hs = s + 1;
+        he = strchr(hs, ']');
+        if (he == NULL || he[1] != ':')
+            return -1;
+        port_s = he + 2;
+    } else {
+        hs = s;
+        he = strrchr(s, ':');
+        if (he == NULL || memchr(s, ':', (size_t)(he - s)) != NULL)
+            return -1;
+        port_s = he + 1;
+    }
+    if ((size_t)(he - hs) >= sizeof(host) || parse_port(port_s, &port) < 0)
+        return -1;
+    memcpy(host, hs, (size_t)(he - hs));
+    host[he - hs] = '\0';
+
+    if (s[0] == '[') {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+        if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+            return -1;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        *len = sizeof(*sin6);
+        return 0;
+    }
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    if (host[0] == '\0' || strcmp(host, "*") == 0)
+        sin->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+        return -1;
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(port);
+    *len = sizeof(*sin);
+    return 0;
+}
+
+/* ---- paths and HTTP tokens ---- */
+
+/* Clean an absolute path in place: merge slashes, drop "." and resolve ".." lexically (".."
+ * at the root stays at the root). */
+static void clean_path(char *p)
+{
+    char *out = p;
+    const char *in = p;
+
+    while (*in) {
+        while (*in == '/')
+            in++;
+        const char *seg = in;
+        while (*in && *in != '/')
+            in++;
+        size_t len = (size_t)(in - seg);
+        if (len == 0 || (len == 1 && seg[0] == '.'))
+            continue;
+        if (len == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (out > p && *--out != '/')
+                ;
+            continue;
+        }
+        *out++ = '/';
+        memmove(out, seg, len);
+        out += len;
+    }
+    if (out == p)
+        *out++ = '/';
+    *out = '\0';
+}
+
+char *fg_config_abs_path(const fg_config_ctx_t *c, const char *path)
+{
+    size_t blen = strlen(c->basedir), plen = strlen(path);
+    char *r = fg_config_xcalloc(blen + plen + 2, 1);
+
+    if (path[0] == '/')
+        memcpy(r, path, plen + 1);
+    else
+        snprintf(r, blen + plen + 2, "%s/%s", c->basedir, path);
+    clean_path(r);
+    return r;
+}
+
+/* The directory of `file` as an absolute path (relative ones against the working directory). */
+char *fg_config_base_dir(const char *file)
+{
+    const char *slash = strrchr(file, '/');
+    size_t dlen = slash ? (size_t)(slash - file) : 0;
+    char cwd[PATH_MAX] = "/";
+    char *r;
+
+    if (file[0] != '/' && getcwd(cwd, sizeof(cwd)) == NULL)
+        snprintf(cwd, sizeof(cwd), "/");
+    r = fg_config_xcalloc(strlen(cwd) + dlen + 3, 1);
+    if (file[0] == '/')
+        snprintf(r, dlen + 2, "/%.*s", (int)dlen, file);
+    else
+        snprintf(r, strlen(cwd) + dlen + 3, "%s/%.*s", cwd, (int)dlen, file);
+    clean_path(r);
+    return r;
+}
+
+/* RFC 9110 5.6.2: token = 1*tchar. */
+int fg_config_is_token(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return 0;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+            continue;
+        if (strchr("!#$%&'*+-.^_`|~", ch) == NULL)
+            return 0;
+    }
+    return 1;
+}
+
+/* RFC 9110 5.5: a field value must not carry CR, LF or NUL (header injection); other controls
+ * except HTAB are rejected too. */
+int fg_config_is_field_value(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return 0;
+    }
+    return 1;
+}

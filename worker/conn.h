@@ -1,0 +1,62 @@
+/* The connection layer: one non-blocking socket with an input and an output evbuffer, read and
+ * write events on the worker's loop, and idle timeouts. The protocol sessions (HTTP/1.1 client
+ * side, upstream side) sit on top and never touch the socket. Reads happen when the socket is
+ * readable; writes are attempted at once by fg_conn_flush and fall back to a write event only
+ * when the kernel buffer is full, so a small response costs one write(2) and no epoll change.
+ * TLS plugs in later as another transport behind the same interface. */
+#ifndef FG_CONN_H
+#define FG_CONN_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct event_base;
+struct evbuffer;
+typedef struct fg_conn_s fg_conn_t;
+
+enum {
+    FG_CONN_EOF = 1,       /* peer closed its side */
+    FG_CONN_ERROR = 2,     /* read/write/connect error; errno in fg_conn_errno */
+    FG_CONN_TIMEOUT_READ = 3,
+    FG_CONN_TIMEOUT_WRITE = 4,
+    FG_CONN_CONNECTED = 5, /* an outgoing connect completed */
+};
+
+typedef struct {
+    void (*on_read)(fg_conn_t *c, void *arg);  /* new bytes in fg_conn_input */
+    void (*on_drain)(fg_conn_t *c, void *arg); /* output fell to the low watermark after a wait */
+    void (*on_event)(fg_conn_t *c, void *arg, int what);
+} fg_conn_cbs_t;
+
+/* Wrap an accepted or connecting socket (non-blocking). NULL on allocation failure (the fd is
+ * then still the caller's). */
+fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs, void *arg);
+/* Close the socket and free everything. Safe to call from the conn's own callbacks. */
+void fg_conn_free(fg_conn_t *c);
+void fg_conn_set_cbs(fg_conn_t *c, const fg_conn_cbs_t *cbs, void *arg);
+
+/* Start an outgoing connect; FG_CONN_CONNECTED or FG_CONN_ERROR/TIMEOUT_WRITE follow.
+ * Returns 0 or -errno for an immediate failure. */
+int fg_conn_connect(fg_conn_t *c, const struct sockaddr *sa, socklen_t len, uint64_t timeout_ms);
+
+struct evbuffer *fg_conn_input(fg_conn_t *c);
+struct evbuffer *fg_conn_output(fg_conn_t *c);
+int fg_conn_fd(const fg_conn_t *c);
+int fg_conn_errno(const fg_conn_t *c);
+
+/* Enable or disable reading. timeout_ms 0 = no read timeout; the timer restarts on every read. */
+void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms);
+/* Write as much of the output as the kernel takes now; the rest goes out when writable.
+ * Returns 0, or -1 on a write error (on_event is not called for it). */
+int fg_conn_flush(fg_conn_t *c);
+void fg_conn_set_write_timeout(fg_conn_t *c, uint64_t timeout_ms);
+/* on_drain fires when pending output falls to `low` bytes (after a flush that left more). */
+void fg_conn_set_low_watermark(fg_conn_t *c, size_t low);
+/* Bytes read per readable event at most (default 64 KiB). */
+void fg_conn_set_read_max(fg_conn_t *c, size_t max);
+size_t fg_conn_pending(const fg_conn_t *c);
+/* Whether the conn is still waiting for writability. */
+int fg_conn_writing(const fg_conn_t *c);
+/* Shut the write side down after pending output is flushed (then on_event EOF or free). */
+
+#endif

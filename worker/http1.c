@@ -1,0 +1,895 @@
+#include "worker/http1.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "common/path.h"
+#include "worker/accesslog.h"
+#include "worker/conn.h"
+#include "worker/request.h"
+
+enum {
+    S_IDLE = 0, /* waiting for (the rest of) a request head */
+    S_BODY,     /* a handler runs; request body still arriving */
+    S_WAIT,     /* a handler runs; request body complete */
+    S_CLOSING,  /* flushing the last response, then close */
+    S_LINGER,   /* write side shut, discarding input until the peer closes */
+};
+
+#define OUT_HIGH_WATER (256 * 1024) /* flush at once above this */
+#define OUT_LOW_WATER (64 * 1024)   /* handler's on_writable below this */
+#define LINGER_MS 2000
+
+struct fg_http1_conn_s {
+    fg_http1_conn_t *prev, *next;
+    fg_worker_t *w;
+    const fg_server_t *server;
+    fg_conn_t *c;
+    fg_pool_t *pool;
+    struct event *flush_ev;
+    fg_request_t req;
+    fg_http_header_t *hdrs;
+    size_t hdrs_cap;
+    int state;
+    unsigned in_req : 1;        /* req belongs to a handler */
+    unsigned resp_started : 1;
+    unsigned resp_chunked : 1;
+    unsigned resp_nobody : 1;
+    unsigned close_after : 1;   /* this response ends the connection */
+    unsigned busy : 1;          /* inside process(): defer destruction */
+    unsigned dead : 1;          /* destroy when busy ends */
+    unsigned body_paused : 1;
+    unsigned flush_pending : 1;
+    unsigned linger : 1;        /* input may hold unread request bytes when we close */
+    int64_t body_left;          /* Content-Length bytes still to read */
+    fg_http1_chunked_t chunked;
+    unsigned nrequests;
+    struct sockaddr_storage peer;
+    char peer_ip[64];
+    uint16_t peer_port;
+};
+
+static void process(fg_http1_conn_t *h);
+static void destroy(fg_http1_conn_t *h);
+static void begin_close(fg_http1_conn_t *h);
+static void on_read(fg_conn_t *c, void *arg);
+static void on_drain(fg_conn_t *c, void *arg);
+static void on_event(fg_conn_t *c, void *arg, int what);
+
+static const fg_conn_cbs_t conn_cbs = {on_read, on_drain, on_event};
+
+/* ---- response framing (fg_req_ops_t) ---- */
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+static void schedule_flush(fg_http1_conn_t *h)
+{
+    if (fg_conn_pending(h->c) >= OUT_HIGH_WATER) {
+        fg_conn_flush(h->c);
+        return;
+    }
+    if (!h->flush_pending) {
+        h->flush_pending = 1;
+        event_active(h->flush_ev, EV_WRITE, 1);
+    }
+}
+
+static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
+{
+    fg_http1_conn_t *h = arg;
+    h->flush_pending = 0;
+    if (fg_conn_flush(h->c) != 0)
+        on_event(h->c, h, FG_CONN_ERROR);
+}
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define PUT_LIT(p, s) put((p), (s), sizeof(s) - 1)
+
+static int ops_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs,
+                         int64_t content_length)
+{
+    fg_http1_conn_t *h = req->proto;
+    if (h->resp_started)
+        return -1;
+    h->resp_started = 1;
+    req->status = status;
+    /* RFC 9112 6.3: responses to HEAD, and 1xx/204/304, carry no body. */
+    h->resp_nobody = fg_http1_response_bodiless(req->method, status);
+    int no_length = (status >= 100 && status < 200) || status == 204 || status == 304;
+    if (h->state == S_BODY || !req->keep_alive || h->w->retiring)
+        h->close_after = 1;
+    if (h->server->max_keepalive_requests && h->nrequests >= h->server->max_keepalive_requests)
+        h->close_after = 1;
+    h->resp_chunked = 0;
+    if (!no_length && content_length < 0) {
+        if (req->version >= 11 && !h->resp_nobody)
+            h->resp_chunked = 1;
+        else if (!h->resp_nobody)
+            h->close_after = 1; /* HTTP/1.0: the end of the body is the close */
+    }
+
+    size_t need = 64 + 40;
+    for (size_t i = 0; i < hdrs->n; i++)
+        need += hdrs->v[i].name.len + hdrs->v[i].value.len + 4;
+    char *buf = fg_pool_alloc(req->pool, need + 64);
+    if (buf == NULL)
+        return -1;
+    char *p = buf;
+    const char *reason = reason_phrase(status);
+    p += sprintf(p, "HTTP/1.1 %03d %s\r\n", status, reason);
+    for (size_t i = 0; i < hdrs->n; i++) {
+        const fg_http_header_t *f = &hdrs->v[i];
+        p = put(p, f->name.base, f->name.len);
+        p = PUT_LIT(p, ": ");
+        p = put(p, f->value.base, f->value.len);
+        p = PUT_LIT(p, "\r\n");
+    }
+    if (h->resp_chunked)
+        p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
+    else if (!no_length && content_length >= 0)
+        p += sprintf(p, "Content-Length: %lld\r\n", (long long)content_length);
+    if (h->close_after)
+        p = PUT_LIT(p, "Connection: close\r\n");
+    else if (req->version == 10)
+        p = PUT_LIT(p, "Connection: keep-alive\r\n");
+    p = PUT_LIT(p, "\r\n");
+    evbuffer_add(fg_conn_output(h->c), buf, (size_t)(p - buf));
+    schedule_flush(h);
+    return 0;
+}
+
+static int ops_send_body(fg_request_t *req, struct evbuffer *buf)
+{
+    fg_http1_conn_t *h = req->proto;
+    size_t n = evbuffer_get_length(buf);
+    if (h->state >= S_CLOSING && h->dead)
+        return -1;
+    if (n == 0)
+        return 0;
+    if (h->resp_nobody) {
+        evbuffer_drain(buf, n);
+        return 0;
+    }
+    struct evbuffer *out = fg_conn_output(h->c);
+    if (h->resp_chunked) {
+        char line[24];
+        int l = snprintf(line, sizeof(line), "%zx\r\n", n);
+        evbuffer_add(out, line, (size_t)l);
+        evbuffer_add_buffer(out, buf);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add_buffer(out, buf);
+    }
+    req->bytes_out += n;
+    schedule_flush(h);
+    return 0;
+}
+
+static int ops_send_file(fg_request_t *req, int fd, off_t off, off_t len)
+{
+    fg_http1_conn_t *h = req->proto;
+    if (h->resp_nobody || len == 0) {
+        close(fd);
+        return 0;
+    }
+    struct evbuffer *out = fg_conn_output(h->c);
+    if (h->resp_chunked) {
+        char line[24];
+        int l = snprintf(line, sizeof(line), "%llx\r\n", (unsigned long long)len);
+        evbuffer_add(out, line, (size_t)l);
+    }
+    /* A file segment: evbuffer_write sends it with sendfile(2) on a plain socket. */
+    if (evbuffer_add_file(out, fd, off, len) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (h->resp_chunked)
+        evbuffer_add(out, "\r\n", 2);
+    req->bytes_out += (uint64_t)len;
+    schedule_flush(h);
+    return 0;
+}
+
+static size_t ops_pending(fg_request_t *req)
+{
+    fg_http1_conn_t *h = req->proto;
+    return fg_conn_pending(h->c);
+}
+
+static void pump_body(fg_http1_conn_t *h);
+
+static void ops_pause_body(fg_request_t *req, int pause)
+{
+    fg_http1_conn_t *h = req->proto;
+    h->body_paused = pause ? 1 : 0;
+    if (h->state != S_BODY)
+        return;
+    if (pause) {
+        fg_conn_read(h->c, 0, 0);
+    } else {
+        fg_conn_read(h->c, 1, h->server->body_timeout_ms);
+        pump_body(h);
+    }
+}
+
+/* Reset per-request state; keeps the connection's buffers. */
+static void reset_request(fg_http1_conn_t *h)
+{
+    struct evbuffer *body = h->req.body;
+    evbuffer_drain(body, evbuffer_get_length(body));
+    memset(&h->req, 0, sizeof(h->req));
+    h->req.body = body;
+    fg_pool_reset(h->pool);
+    h->in_req = 0;
+    h->resp_started = h->resp_chunked = h->resp_nobody = 0;
+    h->body_paused = 0;
+    h->body_left = 0;
+}
+
+static void ops_finish(fg_request_t *req)
+{
+    fg_http1_conn_t *h = req->proto;
+    if (!h->resp_started)
+        return;
+    if (h->resp_chunked)
+        evbuffer_add(fg_conn_output(h->c), "0\r\n\r\n", 5);
+    fg_accesslog_write(h->w->accesslog, req);
+    if (h->w->record)
+        h->w->record->requests++;
+    /* A request whose body was not read to its end leaves the stream unsynchronised. */
+    if (h->state == S_BODY) {
+        h->close_after = 1;
+        h->linger = 1;
+    }
+    int closing = h->close_after;
+    reset_request(h);
+    if (closing) {
+        begin_close(h);
+        return;
+    }
+    h->state = S_IDLE;
+    if (fg_conn_flush(h->c) != 0) {
+        begin_close(h);
+        return;
+    }
+    if (!h->busy)
+        process(h);
+}
+
+static void ops_abort(fg_request_t *req)
+{
+    fg_http1_conn_t *h = req->proto;
+    h->in_req = 0;
+    if (!h->resp_started)
+        req->status = 502;
+    fg_accesslog_write(h->w->accesslog, req);
+    destroy(h);
+}
+
+static const fg_req_ops_t h1_ops = {
+    .send_head = ops_send_head,
+    .send_body = ops_send_body,
+    .send_file = ops_send_file,
+    .finish = ops_finish,
+    .pending = ops_pending,
+    .pause_body = ops_pause_body,
+    .abort = ops_abort,
+};
+
+/* ---- connection lifecycle ---- */
+
+static void link_conn(fg_worker_t *w, fg_http1_conn_t *h)
+{
+    h->next = w->conns;
+    if (w->conns)
+        w->conns->prev = h;
+    w->conns = h;
+    w->nconns++;
+    if (w->record) {
+        w->record->connections++;
+        w->record->connections_total++;
+    }
+}
+
+static void unlink_conn(fg_http1_conn_t *h)
+{
+    fg_worker_t *w = h->w;
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        w->conns = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    w->nconns--;
+    if (w->record)
+        w->record->connections--;
+}
+
+int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
+                    const struct sockaddr_storage *peer, socklen_t len)
+{
+    fg_http1_conn_t *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return -1;
+    h->w = w;
+    h->server = srv;
+    h->peer = *peer;
+    if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &a->sin_addr, h->peer_ip, sizeof(h->peer_ip));
+        h->peer_port = ntohs(a->sin_port);
+    } else if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &a->sin6_addr, h->peer_ip, sizeof(h->peer_ip));
+        h->peer_port = ntohs(a->sin6_port);
+    }
+    h->hdrs_cap = srv->max_headers ? srv->max_headers : 100;
+    h->hdrs = calloc(h->hdrs_cap, sizeof(*h->hdrs));
+    h->pool = fg_pool_new(8192);
+    h->req.body = evbuffer_new();
+    h->flush_ev = event_new(w->base, -1, 0, on_flush_ev, h);
+    if (h->hdrs == NULL || h->pool == NULL || h->req.body == NULL || h->flush_ev == NULL)
+        goto fail;
+    h->c = fg_conn_new(w->base, fd, &conn_cbs, h);
+    if (h->c == NULL)
+        goto fail;
+    fg_conn_set_write_timeout(h->c, srv->send_timeout_ms);
+    fg_conn_set_low_watermark(h->c, OUT_LOW_WATER);
+    link_conn(w, h);
+    fg_conn_read(h->c, 1, srv->header_timeout_ms);
+    return 0;
+fail:
+    if (h->flush_ev)
+        event_free(h->flush_ev);
+    if (h->req.body)
+        evbuffer_free(h->req.body);
+    fg_pool_free(h->pool);
+    free(h->hdrs);
+    free(h);
+    return -1;
+}
+
+static void destroy(fg_http1_conn_t *h)
+{
+    if (h->busy) {
+        h->dead = 1;
+        return;
+    }
+    fg_worker_t *w = h->w;
+    if (h->in_req) {
+        /* The client left before the response ended: 499 in the nginx tradition. */
+        fg_request_t *req = &h->req;
+        h->in_req = 0;
+        if (req->handler && req->handler->on_abort)
+            req->handler->on_abort(req);
+        if (!h->resp_started)
+            req->status = 499;
+        req->error = req->error ? req->error : "client_closed";
+        fg_accesslog_write(w->accesslog, req);
+    }
+    unlink_conn(h);
+    fg_conn_free(h->c);
+    event_free(h->flush_ev);
+    evbuffer_free(h->req.body);
+    fg_pool_free(h->pool);
+    free(h->hdrs);
+    free(h);
+    fg_worker_conn_closed(w);
+}
+
+/* Close after the pending output is written. If the client may still be sending (unread body,
+ * an error mid-head), shut our side and read until it closes, so that its unread bytes do not
+ * turn into a reset that destroys the response in flight (RFC 9112 9.6). */
+static void begin_close(fg_http1_conn_t *h)
+{
+    h->state = S_CLOSING;
+    fg_conn_read(h->c, 0, 0);
+    fg_conn_set_low_watermark(h->c, 0);
+    if (fg_conn_flush(h->c) != 0) {
+        destroy(h);
+        return;
+    }
+    if (fg_conn_pending(h->c) == 0)
+        on_drain(h->c, h);
+}
+
+static void on_drain(fg_conn_t *c, void *arg)
+{
+    fg_http1_conn_t *h = arg;
+    if (h->state == S_CLOSING) {
+        if (fg_conn_pending(c) > 0)
+            return;
+        if (!h->linger) {
+            destroy(h);
+            return;
+        }
+        shutdown(fg_conn_fd(c), SHUT_WR);
+        h->state = S_LINGER;
+        evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
+        fg_conn_read(c, 1, LINGER_MS);
+        return;
+    }
+    if (h->in_req && h->req.handler && h->req.handler->on_writable)
+        h->req.handler->on_writable(&h->req);
+}
+
+static void on_event(fg_conn_t *c, void *arg, int what)
+{
+    fg_http1_conn_t *h = arg;
+    if (h->state == S_IDLE && !h->in_req && what == FG_CONN_TIMEOUT_READ &&
+        evbuffer_get_length(fg_conn_input(c)) > 0 && !h->resp_started) {
+        /* A partial head that never completed: 408 (RFC 9110 15.5.9). */
+        h->req.proto = h;
+        h->req.pool = h->pool;
+        h->req.ops = &h1_ops;
+        h->req.version = 11;
+        h->req.method = FG_STR_LIT("GET");
+        h->close_after = 1;
+        h->in_req = 1;
+        fg_request_error(&h->req, 408, "request_timeout", "request head not received in time");
+        return;
+    }
+    if (h->in_req && h->state == S_BODY && what == FG_CONN_TIMEOUT_READ && !h->resp_started) {
+        fg_request_t *req = &h->req;
+        if (req->handler && req->handler->on_abort)
+            req->handler->on_abort(req);
+        req->handler = NULL;
+        h->close_after = 1;
+        fg_request_error(req, 408, "request_timeout", "request body not received in time");
+        return;
+    }
+    destroy(h);
+}
+
+/* ---- requests ---- */
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    return (ch | 0x20) - 'a' + 10;
+}
+
+static void make_request_id(fg_http1_conn_t *h, fg_request_t *req)
+{
+    const fg_http_header_t *f = fg_request_header(req, FG_STR_LIT("X-Request-Id"));
+    if (f && f->value.len > 0 && f->value.len <= FG_REQUEST_ID_LEN) {
+        size_t i;
+        for (i = 0; i < f->value.len; i++) {
+            char ch = f->value.base[i];
+            if (!((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+                  ch == '-' || ch == '_' || ch == '.'))
+                break;
+        }
+        if (i == f->value.len) {
+            memcpy(req->request_id, f->value.base, i);
+            req->request_id[i] = '\0';
+            return;
+        }
+    }
+    /* 32 hex digits: start time, pid, per-worker sequence: unique across workers and restarts. */
+    static const char hex[] = "0123456789abcdef";
+    uint64_t parts[2] = {(req->start_us << 16) ^ (uint64_t)getpid(), ++h->w->request_seq};
+    parts[1] ^= (uint64_t)h->w->slot << 56;
+    char *p = req->request_id;
+    for (int k = 0; k < 2; k++)
+        for (int i = 15; i >= 0; i--)
+            *p++ = hex[(parts[k] >> (i * 4)) & 0xf];
+    *p = '\0';
+    (void)hexval;
+}
+
+/* Split the request-target (RFC 9112 3.2) into path and query, normalising the path.
+ * Returns 0 or -1 for a target we refuse (400). */
+static int parse_target(fg_request_t *req, fg_str_t target)
+{
+    const char *t = target.base;
+    size_t n = target.len;
+    if (n > 0 && t[0] != '/') {
+        /* absolute-form: the authority in the target replaces Host (RFC 9112 3.2.2). */
+        const char *s = memchr(t, ':', n);
+        if (s == NULL || (size_t)(s - t) + 3 > n || s[1] != '/' || s[2] != '/')
+            return -1;
+        const char *auth = s + 3;
+        const char *end = t + n;
+        const char *slash = auth;
+        while (slash < end && *slash != '/' && *slash != '?')
+            slash++;
+        req->host = (fg_str_t){auth, (size_t)(slash - auth)};
+        if (slash == end) {
+            t = "/";
+            n = 1;
+        } else if (*slash == '?') {
+            /* "http://h?q": empty path means "/" (RFC 9112 3.2.1) */
+            char *fixed = fg_pool_alloc(req->pool, (size_t)(end - slash) + 2);
+            if (fixed == NULL)
+                return -1;
+            fixed[0] = '/';
+            memcpy(fixed + 1, slash, (size_t)(end - slash));
+            t = fixed;
+            n = (size_t)(end - slash) + 1;
+        } else {
+            n = (size_t)(end - slash);
+            t = slash;
+        }
+    }
+    const char *q = memchr(t, '?', n);
+    size_t plen = q ? (size_t)(q - t) : n;
+    req->query = q ? (fg_str_t){q + 1, n - plen - 1} : FG_STR_NULL;
+    char *path = fg_pool_alloc(req->pool, plen + 1);
+    if (path == NULL)
+        return -1;
+    long l = fg_path_normalize(t, plen, path);
+    if (l < 0)
+        return -1;
+    req->path = (fg_str_t){path, (size_t)l};
+    return 0;
+}
+
+/* Copy the head out of the read buffer into the request pool and point every slice there, so
+ * the input buffer can be drained while the request lives. One memcpy per request. */
+static int adopt_head(fg_http1_conn_t *h, const char *raw, size_t len, fg_http1_head_t *head)
+{
+    fg_request_t *req = &h->req;
+    char *copy = fg_pool_alloc(h->pool, len);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, raw, len);
+#define REBASE(s) ((s).base ? (fg_str_t){copy + ((s).base - raw), (s).len} : (s))
+    req->method = REBASE(head->method);
+    req->target = REBASE(head->target);
+    req->host = REBASE(head->host);
+    for (size_t i = 0; i < head->num_headers; i++) {
+        h->hdrs[i].name = REBASE(head->headers[i].name);
+        h->hdrs[i].value = REBASE(head->headers[i].value);
+    }
+#undef REBASE
+    req->headers = h->hdrs;
+    req->nheaders = head->num_headers;
+    return 0;
+}
+
+static void reject(fg_http1_conn_t *h, int status, const char *error, const char *msg)
+{
+    fg_request_t *req = &h->req;
+    req->proto = h;
+    req->pool = h->pool;
+    req->ops = &h1_ops;
+    if (req->version == 0)
+        req->version = 11;
+    if (req->method.base == NULL)
+        req->method = FG_STR_LIT("GET");
+    h->close_after = 1;
+    h->linger = 1;
+    h->in_req = 1;
+    fg_request_error(req, status, error, msg);
+}
+
+/* Start the request whose head is the first `len` bytes of input. */
+static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1_head_t *head)
+{
+    fg_request_t *req = &h->req;
+    struct evbuffer *in = fg_conn_input(h->c);
+    req->pool = h->pool;
+    req->worker = h->w;
+    req->server = h->server;
+    req->proto = h;
+    req->ops = &h1_ops;
+    req->version = head->minor_version == 0 ? 10 : 11;
+    req->scheme = FG_STR_LIT("http");
+    req->start_us = fg_request_now_us();
+    req->head_bytes = (uint64_t)len;
+    req->client_addr = h->peer;
+    memcpy(req->client_ip, h->peer_ip, sizeof(req->client_ip));
+    req->client_port = h->peer_port;
+    h->in_req = 1;
+    h->nrequests++;
+    h->close_after = 0;
+
+    if (adopt_head(h, raw, (size_t)len, head) != 0) {
+        evbuffer_drain(in, (size_t)len);
+        reject(h, 500, "internal_error", "out of memory");
+        return;
+    }
+    evbuffer_drain(in, (size_t)len);
+    /* Keep-alive rules, RFC 9112 9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive". */
+    req->keep_alive = req->version == 11 ? !head->conn_close
+                                          : (head->conn_keep_alive && !head->conn_close);
+    make_request_id(h, req);
+    if (parse_target(req, req->target) != 0) {
+        reject(h, 400, "bad_request", "invalid request target");
+        return;
+    }
+    req->content_length = head->chunked ? -1 : head->content_length;
+    req->has_body = head->chunked || head->content_length > 0;
+    req->expect_continue = head->expect_continue;
+    if (head->chunked) {
+        fg_http1_chunked_init(&h->chunked);
+        h->body_left = -1;
+    } else {
+        h->body_left = head->content_length > 0 ? head->content_length : 0;
+    }
+    req->body_done = !req->has_body;
+    h->state = req->has_body ? S_BODY : S_WAIT;
+
+    if (fg_request_route(req) != 0)
+        return;
+    if (req->has_body && req->expect_continue && req->version == 11) {
+        /* RFC 9110 10.1.1: the body is wanted, say so before the client waits it out. */
+        evbuffer_add(fg_conn_output(h->c), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        fg_conn_flush(h->c);
+    }
+    if (req->has_body) {
+        fg_conn_read(h->c, 1, h->server->body_timeout_ms);
+        pump_body(h); /* what already arrived; no handler yet, so nothing is told */
+    } else {
+        fg_conn_read(h->c, 1, 0);
+    }
+    if (!h->in_req)
+        return;
+    fg_request_run(req);
+    if (h->in_req && h->state == S_BODY)
+        pump_body(h);
+}
+
+/* Move request body bytes from the socket buffer to req->body and tell the handler. */
+static void pump_body(fg_http1_conn_t *h)
+{
+    fg_request_t *req = &h->req;
+    struct evbuffer *in = fg_conn_input(h->c);
+    size_t before = evbuffer_get_length(req->body);
+    int64_t limit = fg_request_body_limit(req);
+    while (h->state == S_BODY && !h->body_paused && evbuffer_get_length(in) > 0) {
+        if (h->body_left >= 0) {
+            size_t n = evbuffer_get_length(in);
+            if ((int64_t)n > h->body_left)
+                n = (size_t)h->body_left;
+            evbuffer_remove_buffer(in, req->body, n);
+            h->body_left -= (int64_t)n;
+            req->body_bytes += n;
+            if (h->body_left == 0) {
+                req->body_done = 1;
+                h->state = S_WAIT;
+            }
+            continue;
+        }
+        /* chunked: the decoder sees one contiguous chain at a time */
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t consumed = 0, data = 0;
+        int r = fg_http1_chunked_step(&h->chunked, v.iov_base, v.iov_len, &consumed, &data);
+        if (r < 0) {
+            if (!h->resp_started) {
+                if (req->handler && req->handler->on_abort)
+                    req->handler->on_abort(req);
+                req->handler = NULL;
+                h->close_after = 1;
+                fg_request_error(req, 400, "bad_request", "invalid chunked body");
+            } else {
+                destroy(h);
+            }
+            return;
+        }
+        if (data > 0) {
+            evbuffer_remove_buffer(in, req->body, data);
+            req->body_bytes += data;
+            if (limit >= 0 && req->body_bytes > (uint64_t)limit) {
+                if (req->handler && req->handler->on_abort)
+                    req->handler->on_abort(req);
+                req->handler = NULL;
+                if (!h->resp_started) {
+                    h->close_after = 1;
+                    fg_request_error(req, 413, "payload_too_large", "request body too large");
+                } else {
+                    destroy(h);
+                }
+                return;
+            }
+        } else {
+            evbuffer_drain(in, consumed);
+        }
+        if (r == 1) {
+            req->body_done = 1;
+            h->state = S_WAIT;
+        }
+        if (consumed == 0 && data == 0)
+            break;
+    }
+    if (h->state == S_WAIT)
+        fg_conn_read(h->c, 1, 0);
+    if (evbuffer_get_length(req->body) != before || req->body_done) {
+        if (req->handler && req->handler->on_body)
+            req->handler->on_body(req);
+    }
+}
+
+static int head_error_status(int r, const char **error, const char **msg)
+{
+    switch (r) {
+    case FG_HTTP1_ERR_URI_TOO_LONG:
+        *error = "uri_too_long";
+        *msg = "request line too long";
+        return 414;
+    case FG_HTTP1_ERR_HEADERS_TOO_LARGE:
+        *error = "headers_too_large";
+        *msg = "request header section too large";
+        return 431;
+    case FG_HTTP1_ERR_VERSION:
+        *error = "version_not_supported";
+        *msg = "HTTP version not supported";
+        return 505;
+    case FG_HTTP1_ERR_NOT_IMPLEMENTED:
+        *error = "not_implemented";
+        *msg = "transfer coding not implemented";
+        return 501;
+    default:
+        *error = "bad_request";
+        *msg = "malformed request";
+        return 400;
+    }
+}
+
+/* Parse and run requests while whole heads are buffered and no request is in progress. */
+static void process(fg_http1_conn_t *h)
+{
+    h->busy = 1;
+    struct evbuffer *in = fg_conn_input(h->c);
+    fg_http1_limits_t lim = {h->server->max_request_line, h->server->max_header_size,
+                             (unsigned)h->hdrs_cap};
+    size_t max_head = h->server->max_header_size ? h->server->max_header_size : 32768;
+    while (!h->dead && !h->in_req && h->state == S_IDLE) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0) {
+            fg_conn_read(h->c, 1, h->nrequests ? h->server->keepalive_timeout_ms
+                                               : h->server->header_timeout_ms);
+            break;
+        }
+        fg_http1_head_t head;
+        memset(&head, 0, sizeof(head));
+        head.headers = h->hdrs;
+        head.headers_cap = h->hdrs_cap;
+        /* Most heads sit whole in the first chain: parse there and linearise only if not. */
+        struct evbuffer_iovec v;
+        int r = FG_HTTP1_INCOMPLETE;
+        const char *p = NULL;
+        size_t n = 0;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) == 1 && v.iov_len < avail) {
+            p = v.iov_base;
+            n = v.iov_len < max_head + 1 ? v.iov_len : max_head + 1;
+            r = fg_http1_parse_request(p, n, &lim, &head);
+        }
+        if (r == FG_HTTP1_INCOMPLETE) {
+            n = avail < max_head + 1 ? avail : max_head + 1;
+            p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+            memset(&head, 0, sizeof(head));
+            head.headers = h->hdrs;
+            head.headers_cap = h->hdrs_cap;
+            r = fg_http1_parse_request(p, n, &lim, &head);
+        }
+        if (r == FG_HTTP1_INCOMPLETE) {
+            if (n > max_head) {
+                r = FG_HTTP1_ERR_HEADERS_TOO_LARGE;
+            } else {
+                fg_conn_read(h->c, 1, h->server->header_timeout_ms);
+                break;
+            }
+        }
+        if (r < 0) {
+            const char *error, *msg;
+            int status = head_error_status(r, &error, &msg);
+            evbuffer_drain(in, avail);
+            reject(h, status, error, msg);
+            break;
+        }
+        start_request(h, p, r, &head);
+    }
+    h->busy = 0;
+    if (h->dead)
+        destroy(h);
+}
+
+static void on_read(fg_conn_t *c, void *arg)
+{
+    fg_http1_conn_t *h = arg;
+    switch (h->state) {
+    case S_IDLE:
+        if (!h->in_req)
+            process(h);
+        break;
+    case S_BODY:
+        h->busy = 1;
+        pump_body(h);
+        h->busy = 0;
+        if (h->dead)
+            destroy(h);
+        else if (h->state == S_IDLE && !h->in_req)
+            process(h); /* the response ended while we were busy: pipelined requests */
+        break;
+    case S_WAIT:
+        /* Pipelined bytes wait for the current response; stop reading once plenty arrived. */
+        if (evbuffer_get_length(fg_conn_input(c)) > h->server->max_header_size * 2)
+            fg_conn_read(c, 0, 0);
+        break;
+    case S_CLOSING:
+    case S_LINGER:
+        evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
+        break;
+    }
+}
+
+/* ---- worker-wide operations ---- */
+
+void fg_http1_retire(fg_worker_t *w)
+{
+    for (fg_http1_conn_t *h = w->conns; h; h = h->next) {
+        if (h->in_req && !h->resp_started)
+            h->close_after = 1;
+    }
+}
+
+void fg_http1_close_idle(fg_worker_t *w)
+{
+    fg_http1_conn_t *h = w->conns;
+    while (h) {
+        fg_http1_conn_t *next = h->next;
+        if (!h->in_req && h->state == S_IDLE)
+            destroy(h);
+        h = next;
+    }
+}
+
+void fg_http1_close_all(fg_worker_t *w)
+{
+    while (w->conns)
+        destroy(w->conns);
+}

@@ -1,0 +1,590 @@
+#include "worker/proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "common/log.h"
+#include "worker/balancer.h"
+#include "worker/transform.h"
+#include "worker/upstream.h"
+
+/* One exchange with a destination on behalf of one client request. Lives in req->pool. */
+typedef struct {
+    fg_request_t *req;
+    fg_worker_t *w;
+    const fg_cluster_t *cl;
+    int di;
+    fg_upconn_t *u;
+    char *head;          /* serialised request head, kept for a retry */
+    size_t head_len;
+    struct evbuffer *replay; /* body bytes already sent on a reused connection, for a retry */
+    int state;
+    int resp_mode;
+    int64_t resp_left;
+    fg_http1_chunked_t dec;
+    uint64_t sent_at;
+    char addr[64];
+    unsigned req_chunked : 1;  /* request body re-framed as chunked upstream */
+    unsigned req_sent : 1;     /* whole request (head and body) is in the upstream output */
+    unsigned body_moved : 1;   /* some body bytes left req->body for the upstream */
+    unsigned replayable : 1;
+    unsigned retried : 1;
+    unsigned resp_started : 1; /* client response head sent */
+    unsigned got_bytes : 1;    /* any response byte received on this connection */
+    unsigned keep_alive : 1;   /* destination allows reuse */
+    unsigned up_paused : 1;    /* upstream reading paused for a slow client */
+} proxy_t;
+
+enum { P_CONNECTING = 1, P_WAIT_HEAD, P_BODY, P_DONE };
+enum { R_NONE = 0, R_LENGTH, R_CHUNKED, R_CLOSE };
+
+#define UP_HIGH_WATER (256 * 1024)
+#define REPLAY_MAX (64 * 1024)
+
+static void up_read(fg_conn_t *c, void *arg);
+static void up_drain(fg_conn_t *c, void *arg);
+static void up_event(fg_conn_t *c, void *arg, int what);
+static void on_body(fg_request_t *req);
+static void on_writable(fg_request_t *req);
+static void on_abort(fg_request_t *req);
+
+static void release_replay(proxy_t *p);
+
+static const fg_conn_cbs_t up_cbs = {up_read, up_drain, up_event};
+static const fg_req_handler_t proxy_handler = {on_body, on_writable, on_abort};
+
+/* ---- request head ---- */
+
+static char *put(char *p, fg_str_t s)
+{
+    memcpy(p, s.base, s.len);
+    return p + s.len;
+}
+
+static int build_head(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    const fg_destination_t *d = &p->cl->destinations[p->di];
+    fg_outreq_t out;
+    if (fg_transform_request(req, d, &out) != 0)
+        return -1;
+    /* Framing is ours to decide (RFC 9112 6): the client's Content-Length is re-stated below,
+     * and the gateway already answered any Expect: 100-continue. */
+    fg_headers_remove(&out.headers, FG_STR_LIT("Content-Length"));
+    fg_headers_remove(&out.headers, FG_STR_LIT("Expect"));
+    size_t need = out.method.len + out.path.len + out.query.len + 64;
+    for (size_t i = 0; i < out.headers.n; i++)
+        need += out.headers.v[i].name.len + out.headers.v[i].value.len + 4;
+    char *buf = fg_pool_alloc(req->pool, need);
+    if (buf == NULL)
+        return -1;
+    char *w = buf;
+    w = put(w, out.method);
+    *w++ = ' ';
+    w = put(w, out.path);
+    if (out.query.len) {
+        *w++ = '?';
+        w = put(w, out.query);
+    }
+    w = put(w, FG_STR_LIT(" HTTP/1.1\r\n"));
+    for (size_t i = 0; i < out.headers.n; i++) {
+        w = put(w, out.headers.v[i].name);
+        w = put(w, FG_STR_LIT(": "));
+        w = put(w, out.headers.v[i].value);
+        w = put(w, FG_STR_LIT("\r\n"));
+    }
+    if (req->has_body && req->content_length >= 0) {
+        w += sprintf(w, "Content-Length: %lld\r\n", (long long)req->content_length);
+    } else if (req->has_body) {
+        w = put(w, FG_STR_LIT("Transfer-Encoding: chunked\r\n"));
+        p->req_chunked = 1;
+    }
+    w = put(w, FG_STR_LIT("\r\n"));
+    p->head = buf;
+    p->head_len = (size_t)(w - buf);
+    /* The upstream exchange is named in the access log. */
+    const struct sockaddr *sa = (const struct sockaddr *)&d->addr;
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+    snprintf(p->addr, sizeof(p->addr), sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip,
+             (unsigned)d->port);
+    req->upstream_addr = p->addr;
+    return 0;
+}
+
+/* ---- finishing ---- */
+
+/* Detach from the upstream connection: back to the pool when the exchange ended cleanly. */
+static void drop_upstream(proxy_t *p, int reusable)
+{
+    fg_upconn_t *u = p->u;
+    p->u = NULL;
+    if (u == NULL)
+        return;
+    if (reusable)
+        fg_upstream_release(u);
+    else
+        fg_upstream_close(u);
+}
+
+static void fail(proxy_t *p, int status, const char *error, const char *msg)
+{
+    fg_request_t *req = p->req;
+    drop_upstream(p, 0);
+    release_replay(p);
+    p->state = P_DONE;
+    if (p->resp_started) {
+        req->error = error;
+        req->ops->abort(req);
+        return;
+    }
+    fg_request_error(req, status, error, msg);
+}
+
+static void complete(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    p->state = P_DONE;
+    drop_upstream(p, p->keep_alive && p->req_sent && req->body_done);
+    release_replay(p);
+    req->ops->finish(req);
+}
+
+/* ---- sending ---- */
+
+static void move_body(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    struct evbuffer *out = fg_conn_output(p->u->c);
+    size_t n = evbuffer_get_length(req->body);
+    if (n > 0) {
+        if (p->replayable && p->replay) {
+            if (evbuffer_get_length(p->replay) + n <= REPLAY_MAX) {
+                unsigned char *flat = evbuffer_pullup(req->body, (ev_ssize_t)n);
+                evbuffer_add(p->replay, flat, n);
+            } else {
+                p->replayable = 0;
+            }
+        }
+        if (p->req_chunked) {
+            char line[24];
+            int l = snprintf(line, sizeof(line), "%zx\r\n", n);
+            evbuffer_add(out, line, (size_t)l);
+            evbuffer_add_buffer(out, req->body);
+            evbuffer_add(out, "\r\n", 2);
+        } else {
+            evbuffer_add_buffer(out, req->body);
+        }
+        p->body_moved = 1;
+    }
+    if (req->body_done && !p->req_sent) {
+        if (p->req_chunked)
+            evbuffer_add(out, "0\r\n\r\n", 5);
+        p->req_sent = 1;
+    }
+    if (fg_conn_pending(p->u->c) > UP_HIGH_WATER)
+        req->ops->pause_body(req, 1);
+}
+
+static void send_request(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    fg_upconn_t *u = p->u;
+    struct evbuffer *out = fg_conn_output(u->c);
+    u->requests++;
+    p->state = P_WAIT_HEAD;
+    p->got_bytes = 0;
+    p->sent_at = fg_request_now_us();
+    evbuffer_add(out, p->head, p->head_len);
+    if (p->replay && evbuffer_get_length(p->replay) > 0)
+        evbuffer_add_buffer(out, p->replay); /* a retry: what the lost connection carried */
+    move_body(p);
+    fg_conn_set_write_timeout(u->c, p->cl->activity_timeout_ms);
+    fg_conn_read(u->c, 1, p->cl->activity_timeout_ms);
+    if (fg_conn_flush(u->c) != 0)
+        up_event(u->c, p, FG_CONN_ERROR);
+    (void)req;
+}
+
+/* A body small enough to keep a copy of, for a retry on a fresh connection. */
+static int req_wants_replay(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    if (!req->has_body)
+        return 1;
+    if (req->content_length < 0 || req->content_length > REPLAY_MAX)
+        return 0;
+    if (p->replay == NULL)
+        p->replay = evbuffer_new();
+    return p->replay != NULL;
+}
+
+static void release_replay(proxy_t *p)
+{
+    if (p->replay) {
+        evbuffer_free(p->replay);
+        p->replay = NULL;
+    }
+}
+
+static int start_exchange(proxy_t *p, int fresh)
+{
+    fg_upconn_t *u = fresh ? NULL : fg_upstream_acquire(p->w, p->cl, (size_t)p->di);
+    if (u != NULL) {
+        p->u = u;
+        fg_conn_set_cbs(u->c, &up_cbs, p);
+        p->replayable = !p->body_moved && req_wants_replay(p);
+        send_request(p);
+        return 0;
+    }
+    p->replayable = 0;
+    u = fg_upstream_open(p->w, p->cl, (size_t)p->di, &up_cbs, p);
+    if (u == NULL)
+        return -1;
+    p->u = u;
+    p->state = P_CONNECTING;
+    return 0;
+}
+
+/* A reused keep-alive connection that fails before any response byte was probably closed by
+ * the destination while idle: try once more on a fresh one if the body can be sent again. */
+static int try_again(proxy_t *p)
+{
+    if (p->retried || p->u == NULL || !p->u->reused || p->got_bytes || p->resp_started)
+        return -1;
+    if (p->body_moved && !p->replayable)
+        return -1;
+    p->retried = 1;
+    drop_upstream(p, 0);
+    if (start_exchange(p, 1) != 0)
+        return -1;
+    return 0;
+}
+
+/* ---- response ---- */
+
+static void resume_upstream(proxy_t *p);
+
+/* Send the first n bytes of in to the client. */
+static int send_part(proxy_t *p, struct evbuffer *in, size_t n)
+{
+    fg_request_t *req = p->req;
+    if (n == evbuffer_get_length(in))
+        return req->ops->send_body(req, in);
+    struct evbuffer *tmp = evbuffer_new();
+    if (tmp == NULL)
+        return -1;
+    evbuffer_remove_buffer(in, tmp, n);
+    int r = req->ops->send_body(req, tmp);
+    evbuffer_free(tmp);
+    return r;
+}
+
+/* Relay response body bytes. Returns 1 when the exchange ended (p is gone), 0 to wait for more,
+ * -1 when the client cannot take bytes, -2 for an invalid body. */
+static int pass_body(proxy_t *p, struct evbuffer *in)
+{
+    fg_request_t *req = p->req;
+    while (evbuffer_get_length(in) > 0 && p->state == P_BODY) {
+        if (p->resp_mode == R_LENGTH) {
+            size_t n = evbuffer_get_length(in);
+            if ((int64_t)n >= p->resp_left)
+                n = (size_t)p->resp_left;
+            if (send_part(p, in, n) != 0)
+                return -1;
+            p->resp_left -= (int64_t)n;
+            if (p->resp_left == 0) {
+                /* Bytes beyond the declared length make the connection unusable. */
+                if (evbuffer_get_length(in) > 0)
+                    p->keep_alive = 0;
+                complete(p);
+                return 1;
+            }
+        } else if (p->resp_mode == R_CLOSE) {
+            if (req->ops->send_body(req, in) != 0)
+                return -1;
+        } else {
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+                break;
+            size_t consumed = 0, data = 0;
+            int r = fg_http1_chunked_step(&p->dec, v.iov_base, v.iov_len, &consumed, &data);
+            if (r < 0)
+                return -2;
+            if (data > 0) {
+                if (send_part(p, in, data) != 0)
+                    return -1;
+            } else {
+                evbuffer_drain(in, consumed);
+            }
+            if (r == 1) {
+                if (evbuffer_get_length(in) > 0)
+                    p->keep_alive = 0;
+                complete(p);
+                return 1;
+            }
+            if (consumed == 0 && data == 0)
+                break;
+        }
+        if (req->ops->pending(req) > UP_HIGH_WATER) {
+            /* A slow client: stop reading the destination until it catches up. */
+            p->up_paused = 1;
+            fg_conn_read(p->u->c, 0, 0);
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Copy the destination's response fields for the client, minus hop-by-hop ones and framing. */
+static int response_headers(proxy_t *p, const fg_http1_head_t *head, fg_headers_t *out)
+{
+    fg_str_t conn = FG_STR_NULL;
+    for (size_t i = 0; i < head->num_headers; i++)
+        if (fg_str_ieq(head->headers[i].name, FG_STR_LIT("Connection")))
+            conn = head->headers[i].value;
+    fg_headers_init(out, p->req->pool, head->num_headers + 4);
+    for (size_t i = 0; i < head->num_headers; i++) {
+        fg_str_t name = head->headers[i].name;
+        if (fg_headers_is_hop_by_hop(name) || fg_str_ieq(name, FG_STR_LIT("Content-Length")))
+            continue;
+        if (conn.len && fg_headers_connection_lists(conn, name))
+            continue;
+        if (fg_headers_add(out, name, head->headers[i].value) != 0)
+            return -1;
+    }
+    return fg_transform_response(p->req, head->status, out);
+}
+
+/* Returns 0 when the body follows, 1 when the caller must stop (more bytes needed, or the
+ * exchange ended and p is gone). */
+static int handle_head(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    struct evbuffer *in = fg_conn_input(p->u->c);
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            return 1;
+        size_t max = 65536;
+        size_t n = avail < max ? avail : max;
+        const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+        fg_http_header_t fields[128];
+        fg_http1_head_t head;
+        memset(&head, 0, sizeof(head));
+        head.headers = fields;
+        head.headers_cap = 128;
+        fg_http1_limits_t lim = {65536, 65536, 128};
+        int r = fg_http1_parse_response(buf, n, &lim, &head);
+        if (r == FG_HTTP1_INCOMPLETE) {
+            if (n >= max)
+                fail(p, 502, "bad_gateway", "upstream response head too large");
+            return 1;
+        }
+        if (r < 0) {
+            fail(p, 502, "bad_gateway", "invalid response from upstream");
+            return 1;
+        }
+        if (head.status >= 100 && head.status < 200) {
+            /* Interim responses (RFC 9110 15.2): we already spoke 100 to the client. */
+            if (head.status == 101) {
+                fail(p, 502, "bad_gateway", "unexpected protocol switch from upstream");
+                return 1;
+            }
+            evbuffer_drain(in, (size_t)r);
+            continue;
+        }
+        req->upstream_us = fg_request_now_us() - p->sent_at;
+        p->keep_alive = head.minor_version >= 1 ? !head.conn_close
+                                                : (head.conn_keep_alive && !head.conn_close);
+        int64_t length = -1;
+        fg_str_t method = req->method;
+        if (fg_http1_response_bodiless(method, head.status)) {
+            p->resp_mode = R_NONE;
+            length = head.content_length; /* HEAD keeps the length it would have had */
+        } else if (head.chunked) {
+            p->resp_mode = R_CHUNKED;
+            fg_http1_chunked_init(&p->dec);
+        } else if (head.content_length >= 0) {
+            p->resp_mode = R_LENGTH;
+            p->resp_left = head.content_length;
+            length = head.content_length;
+        } else {
+            p->resp_mode = R_CLOSE;
+            p->keep_alive = 0;
+        }
+        fg_headers_t hdrs;
+        if (response_headers(p, &head, &hdrs) != 0 ||
+            req->ops->send_head(req, head.status, &hdrs, length) != 0) {
+            evbuffer_drain(in, (size_t)r);
+            fail(p, 502, "internal_error", "cannot relay the response head");
+            return 1;
+        }
+        evbuffer_drain(in, (size_t)r);
+        p->resp_started = 1;
+        p->state = P_BODY;
+        if (p->resp_mode == R_NONE || (p->resp_mode == R_LENGTH && p->resp_left == 0)) {
+            if (evbuffer_get_length(in) > 0)
+                p->keep_alive = 0;
+            complete(p);
+            return 1;
+        }
+        return 0;
+    }
+}
+
+/* Returns 1 when the exchange ended (p is gone), 0 otherwise. */
+static int process_upstream(proxy_t *p)
+{
+    if (p->state == P_WAIT_HEAD && handle_head(p) != 0)
+        return p->state == P_WAIT_HEAD ? 0 : 1;
+    if (p->state != P_BODY || p->u == NULL)
+        return 0;
+    int r = pass_body(p, fg_conn_input(p->u->c));
+    if (r == -2) {
+        fail(p, 502, "bad_gateway", "invalid chunked body from upstream");
+        return 1;
+    }
+    if (r == -1) {
+        fail(p, 502, "client_error", "client write failed");
+        return 1;
+    }
+    return r;
+}
+
+static void up_read(fg_conn_t *c, void *arg)
+{
+    proxy_t *p = arg;
+    p->got_bytes = 1;
+    if (p->state == P_WAIT_HEAD || p->state == P_BODY)
+        process_upstream(p);
+}
+
+static void up_drain(fg_conn_t *c, void *arg)
+{
+    proxy_t *p = arg;
+    fg_request_t *req = p->req;
+    if (!req->body_done && fg_conn_pending(c) <= UP_HIGH_WATER / 4)
+        req->ops->pause_body(req, 0);
+}
+
+static void up_event(fg_conn_t *c, void *arg, int what)
+{
+    proxy_t *p = arg;
+    switch (what) {
+    case FG_CONN_CONNECTED:
+        send_request(p);
+        return;
+    case FG_CONN_EOF:
+        if (p->state == P_BODY && p->resp_mode == R_CLOSE) {
+            /* The close is the end of this body (RFC 9112 6.3 rule 8). */
+            if (process_upstream(p) != 0)
+                return;
+            p->keep_alive = 0;
+            complete(p);
+            return;
+        }
+        if (try_again(p) == 0)
+            return;
+        fail(p, 502, "bad_gateway", "upstream closed the connection prematurely");
+        return;
+    case FG_CONN_TIMEOUT_WRITE:
+        if (p->state == P_CONNECTING) {
+            fail(p, 504, "gateway_timeout", "upstream connect timed out");
+            return;
+        }
+        fail(p, 504, "gateway_timeout", "upstream stopped accepting data");
+        return;
+    case FG_CONN_TIMEOUT_READ:
+        fail(p, 504, "gateway_timeout", "upstream did not answer in time");
+        return;
+    default:
+        if (p->state != P_CONNECTING && try_again(p) == 0)
+            return;
+        {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "upstream %s: %s",
+                     p->state == P_CONNECTING ? "connect failed" : "connection failed",
+                     strerror(fg_conn_errno(c)));
+            fail(p, 502, "bad_gateway", msg);
+        }
+        return;
+    }
+}
+
+/* ---- the client side ---- */
+
+static void on_body(fg_request_t *req)
+{
+    proxy_t *p = req->handler_data;
+    if (p->u == NULL || p->state == P_CONNECTING || p->state == P_DONE) {
+        if (evbuffer_get_length(req->body) > UP_HIGH_WATER)
+            req->ops->pause_body(req, 1);
+        return;
+    }
+    if (p->req_sent)
+        return;
+    move_body(p);
+    if (fg_conn_flush(p->u->c) != 0)
+        up_event(p->u->c, p, FG_CONN_ERROR);
+}
+
+static void resume_upstream(proxy_t *p)
+{
+    if (!p->up_paused || p->u == NULL)
+        return;
+    p->up_paused = 0;
+    fg_conn_read(p->u->c, 1, p->cl->activity_timeout_ms);
+    process_upstream(p);
+}
+
+static void on_writable(fg_request_t *req)
+{
+    resume_upstream(req->handler_data);
+}
+
+static void on_abort(fg_request_t *req)
+{
+    proxy_t *p = req->handler_data;
+    drop_upstream(p, 0);
+    release_replay(p);
+    p->state = P_DONE;
+}
+
+void fg_proxy_handle(fg_request_t *req)
+{
+    const fg_cluster_t *cl = req->route->cluster;
+    req->cluster_id = cl->id;
+    proxy_t *p = fg_pool_calloc(req->pool, sizeof(*p));
+    if (p == NULL) {
+        fg_request_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
+    p->req = req;
+    p->w = req->worker;
+    p->cl = cl;
+    p->di = fg_balancer_pick(p->w, cl, req, -1);
+    if (p->di < 0) {
+        fg_request_error(req, 503, "service_unavailable", "no destination available");
+        return;
+    }
+    if (build_head(p) != 0) {
+        fg_request_error(req, 500, "internal_error", "cannot build the upstream request");
+        return;
+    }
+    req->handler = &proxy_handler;
+    req->handler_data = p;
+    if (start_exchange(p, 0) != 0) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "upstream connect failed: %s", strerror(errno));
+        req->handler = NULL;
+        fg_request_error(req, 502, "bad_gateway", msg);
+    }
+}

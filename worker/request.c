@@ -1,0 +1,133 @@
+#include "worker/request.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+
+#include "common/log.h"
+#include "worker/direct.h"
+#include "worker/proxy.h"
+#include "worker/router.h"
+#include "worker/static.h"
+
+uint64_t fg_request_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+const fg_http_header_t *fg_request_header(const fg_request_t *req, fg_str_t name)
+{
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (fg_str_ieq(req->headers[i].name, name))
+            return &req->headers[i];
+    return NULL;
+}
+
+int64_t fg_request_body_limit(const fg_request_t *req)
+{
+    if (req->route && req->route->max_request_body_size >= 0)
+        return req->route->max_request_body_size;
+    return req->server ? req->server->max_request_body_size : -1;
+}
+
+/* Write s as a JSON string body into out (capacity cap); returns bytes written. */
+static size_t json_escape(char *out, size_t cap, fg_str_t s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    for (size_t i = 0; i < s.len && n + 7 < cap; i++) {
+        unsigned char c = (unsigned char)s.base[i];
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(out + n, "\\u00", 4);
+            out[n + 4] = hex[c >> 4];
+            out[n + 5] = hex[c & 15];
+            n += 6;
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    return n;
+}
+
+void fg_request_respond(fg_request_t *req, int status, const fg_headers_t *hdrs, const char *body,
+                        size_t len)
+{
+    fg_headers_t empty;
+    if (hdrs == NULL) {
+        fg_headers_init(&empty, req->pool, 0);
+        hdrs = &empty;
+    }
+    if (req->ops->send_head(req, status, hdrs, (int64_t)len) == 0 && len > 0) {
+        struct evbuffer *b = evbuffer_new();
+        if (b != NULL) {
+            evbuffer_add(b, body, len);
+            req->ops->send_body(req, b);
+            evbuffer_free(b);
+        }
+    }
+    req->ops->finish(req);
+}
+
+void fg_request_error(fg_request_t *req, int status, const char *error, const char *message)
+{
+    char esc_path[512], esc_msg[512];
+    size_t pl = json_escape(esc_path, sizeof(esc_path), req->path.base ? req->path : req->target);
+    size_t ml = json_escape(esc_msg, sizeof(esc_msg), fg_str(message));
+    char body[1400];
+    int n = snprintf(body, sizeof(body),
+                     "{\"status\":%d,\"error\":\"%s\",\"message\":\"%.*s\",\"requestId\":\"%s\","
+                     "\"path\":\"%.*s\"}\n",
+                     status, error, (int)ml, esc_msg, req->request_id, (int)pl, esc_path);
+    if (n < 0 || n >= (int)sizeof(body))
+        n = (int)strlen(body);
+    req->error = error;
+    fg_headers_t h;
+    fg_headers_init(&h, req->pool, 2);
+    fg_headers_add(&h, FG_STR_LIT("Content-Type"), FG_STR_LIT("application/json"));
+    if (req->request_id[0])
+        fg_headers_add(&h, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id));
+    fg_request_respond(req, status, &h, body, (size_t)n);
+}
+
+int fg_request_route(fg_request_t *req)
+{
+    req->route = fg_router_match(req->server, req);
+    if (req->route == NULL) {
+        fg_request_error(req, 404, "not_found", "no route matches the request");
+        return -1;
+    }
+    int64_t limit = fg_request_body_limit(req);
+    if (limit >= 0 && req->content_length > limit) {
+        fg_request_error(req, 413, "payload_too_large", "request body too large");
+        return -1;
+    }
+    return 0;
+}
+
+void fg_request_run(fg_request_t *req)
+{
+    switch (req->route->kind) {
+    case FG_ROUTE_CLUSTER:
+        fg_proxy_handle(req);
+        break;
+    case FG_ROUTE_STATIC:
+        fg_static_handle(req);
+        break;
+    case FG_ROUTE_DIRECT:
+        fg_direct_handle(req);
+        break;
+    case FG_ROUTE_REDIRECT:
+        fg_redirect_handle(req);
+        break;
+    default:
+        fg_request_error(req, 500, "internal_error", "unknown route kind");
+        break;
+    }
+}

@@ -1,0 +1,193 @@
+#include "worker/upstream.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "common/log.h"
+
+struct fg_dest_pool_s {
+    fg_worker_t *w;
+    const fg_cluster_t *cl;
+    const fg_destination_t *dest;
+    fg_upconn_t *idle; /* most recently released first */
+    unsigned nidle;
+};
+
+typedef struct {
+    fg_dest_pool_t *dests;
+    uint64_t cursor;
+} cluster_pools_t;
+
+struct fg_upstream_pools_s {
+    const fg_config_t *cfg;
+    cluster_pools_t *clusters;
+};
+
+fg_upstream_pools_t *fg_upstream_pools_new(fg_worker_t *w)
+{
+    const fg_config_t *cfg = w->cfg;
+    fg_upstream_pools_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->cfg = cfg;
+    p->clusters = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof(*p->clusters));
+    if (p->clusters == NULL) {
+        free(p);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->nclusters; i++) {
+        const fg_cluster_t *cl = &cfg->clusters[i];
+        cluster_pools_t *cp = &p->clusters[i];
+        cp->dests = calloc(cl->ndestinations ? cl->ndestinations : 1, sizeof(*cp->dests));
+        if (cp->dests == NULL) {
+            fg_upstream_pools_free(p);
+            return NULL;
+        }
+        for (size_t d = 0; d < cl->ndestinations; d++) {
+            cp->dests[d].w = w;
+            cp->dests[d].cl = cl;
+            cp->dests[d].dest = &cl->destinations[d];
+        }
+    }
+    return p;
+}
+
+static void idle_unlink(fg_upconn_t *u)
+{
+    fg_dest_pool_t *dp = u->pool;
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        dp->idle = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    u->prev = u->next = NULL;
+    dp->nidle--;
+}
+
+void fg_upstream_close(fg_upconn_t *u)
+{
+    if (u == NULL)
+        return;
+    fg_conn_free(u->c);
+    free(u);
+}
+
+void fg_upstream_pools_free(fg_upstream_pools_t *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->cfg->nclusters; i++) {
+        cluster_pools_t *cp = &p->clusters[i];
+        if (cp->dests == NULL)
+            continue;
+        for (size_t d = 0; d < p->cfg->clusters[i].ndestinations; d++) {
+            while (cp->dests[d].idle) {
+                fg_upconn_t *u = cp->dests[d].idle;
+                idle_unlink(u);
+                fg_upstream_close(u);
+            }
+        }
+        free(cp->dests);
+    }
+    free(p->clusters);
+    free(p);
+}
+
+static fg_dest_pool_t *dest_pool(fg_worker_t *w, const fg_cluster_t *cl, size_t di)
+{
+    size_t ci = (size_t)(cl - w->cfg->clusters);
+    return &w->upstreams->clusters[ci].dests[di];
+}
+
+uint64_t *fg_upstream_cursor(fg_worker_t *w, const fg_cluster_t *cl)
+{
+    return &w->upstreams->clusters[cl - w->cfg->clusters].cursor;
+}
+
+/* An idle connection that becomes readable has either been closed by the destination or sent
+ * bytes nobody asked for: it cannot be reused either way. */
+static void idle_read(fg_conn_t *c, void *arg)
+{
+    fg_upconn_t *u = arg;
+    idle_unlink(u);
+    fg_upstream_close(u);
+}
+
+static void idle_event(fg_conn_t *c, void *arg, int what)
+{
+    idle_read(c, arg);
+}
+
+static const fg_conn_cbs_t idle_cbs = {idle_read, NULL, idle_event};
+
+fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t di)
+{
+    fg_dest_pool_t *dp = dest_pool(w, cl, di);
+    fg_upconn_t *u = dp->idle;
+    if (u == NULL)
+        return NULL;
+    idle_unlink(u);
+    u->reused = 1;
+    return u;
+}
+
+fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                              const fg_conn_cbs_t *cbs, void *arg)
+{
+    const fg_destination_t *d = &cl->destinations[di];
+    int fd = socket(d->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return NULL;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    fg_upconn_t *u = calloc(1, sizeof(*u));
+    if (u == NULL) {
+        close(fd);
+        return NULL;
+    }
+    u->pool = dest_pool(w, cl, di);
+    u->c = fg_conn_new(w->base, fd, cbs, arg);
+    if (u->c == NULL) {
+        close(fd);
+        free(u);
+        errno = ENOMEM;
+        return NULL;
+    }
+    fg_conn_set_read_max(u->c, 256 * 1024);
+    int r = fg_conn_connect(u->c, (const struct sockaddr *)&d->addr, d->addrlen,
+                            cl->connect_timeout_ms);
+    if (r < 0) {
+        fg_upstream_close(u);
+        errno = -r;
+        return NULL;
+    }
+    return u;
+}
+
+void fg_upstream_release(fg_upconn_t *u)
+{
+    fg_dest_pool_t *dp = u->pool;
+    const fg_cluster_t *cl = dp->cl;
+    int spent = cl->max_requests_per_connection && u->requests >= cl->max_requests_per_connection;
+    if (spent || dp->nidle >= cl->max_idle_connections || dp->w->retiring ||
+        evbuffer_get_length(fg_conn_input(u->c)) > 0 || fg_conn_pending(u->c) > 0) {
+        fg_upstream_close(u);
+        return;
+    }
+    fg_conn_set_cbs(u->c, &idle_cbs, u);
+    fg_conn_read(u->c, 1, cl->idle_timeout_ms);
+    u->next = dp->idle;
+    u->prev = NULL;
+    if (dp->idle)
+        dp->idle->prev = u;
+    dp->idle = u;
+    dp->nidle++;
+}

@@ -1,0 +1,39 @@
+/* Upstream connections: per-worker keep-alive pools, one per destination (LIFO, so idle
+ * connections beyond the working set time out). An idle connection is watched for EOF and
+ * stray bytes and closed on either, so a stale keep-alive is rarely handed out. */
+#ifndef FG_UPSTREAM_H
+#define FG_UPSTREAM_H
+
+#include <stdint.h>
+#include "common/config.h"
+#include "worker/conn.h"
+#include "worker/worker.h"
+
+typedef struct fg_upstream_pools_s fg_upstream_pools_t;
+typedef struct fg_dest_pool_s fg_dest_pool_t;
+
+typedef struct fg_upconn_s {
+    fg_conn_t *c;
+    struct fg_upconn_s *prev, *next; /* idle list */
+    fg_dest_pool_t *pool;
+    unsigned requests;               /* requests sent on this connection */
+    unsigned reused : 1;             /* handed out from the idle list */
+} fg_upconn_t;
+
+fg_upstream_pools_t *fg_upstream_pools_new(fg_worker_t *w);
+void fg_upstream_pools_free(fg_upstream_pools_t *p);
+
+/* An idle connection to destination `di` of `cl`, or NULL. */
+fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t di);
+/* A new connection, connect started (FG_CONN_CONNECTED follows on cbs). NULL with errno set. */
+fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                              const fg_conn_cbs_t *cbs, void *arg);
+/* Back to the idle list after a complete exchange, or closed when the pool is full or the
+ * connection served its maxRequestsPerConnection. */
+void fg_upstream_release(fg_upconn_t *u);
+void fg_upstream_close(fg_upconn_t *u);
+
+/* Per-worker round-robin cursor of a cluster (the balancer's state). */
+uint64_t *fg_upstream_cursor(fg_worker_t *w, const fg_cluster_t *cl);
+
+#endif

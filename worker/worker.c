@@ -1,0 +1,254 @@
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "worker/accesslog.h"
+#include "worker/http1.h"
+#include "worker/static.h"
+#include "worker/upstream.h"
+
+typedef struct {
+    fg_worker_t *w;
+    const fg_server_t *server;
+    int fd;
+    struct event *ev;
+} listener_t;
+
+typedef struct {
+    fg_worker_t w;
+    listener_t *listeners;
+    size_t nlisteners;
+    struct event *sig_quit, *sig_term, *sig_int, *sig_usr1, *sig_hup;
+    struct event *drain_timer;    /* closes idle keep-alive connections after drainTimeout */
+    struct event *deadline_timer; /* exits at shutdownTimeout whatever is left */
+    int exit_status;
+} worker_state_t;
+
+/* Accept until the queue is empty (bounded per event so one listener cannot starve the loop). */
+static void accept_some(listener_t *l, int limit)
+{
+    for (int i = 0; limit == 0 || i < limit; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                fg_log_error("accept on %s: %s", l->server->listen, strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (fg_http1_accept(l->w, l->server, fd, &ss, len) != 0)
+            close(fd);
+    }
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+    accept_some(arg, 64);
+}
+
+static void stop_listening(worker_state_t *st, int final_drain)
+{
+    for (size_t i = 0; i < st->nlisteners; i++) {
+        listener_t *l = &st->listeners[i];
+        if (l->ev == NULL)
+            continue;
+        event_free(l->ev);
+        l->ev = NULL;
+        /* Connections the kernel already queued on this socket are ours to serve: a socket
+         * the master retires is filtered first, so this empties it for good. */
+        if (final_drain)
+            accept_some(l, 0);
+        close(l->fd);
+        l->fd = -1;
+    }
+}
+
+static void maybe_exit(worker_state_t *st)
+{
+    if (st->w.retiring && st->w.nconns == 0)
+        event_base_loopexit(st->w.base, NULL);
+}
+
+void fg_worker_conn_closed(fg_worker_t *w)
+{
+    worker_state_t *st = (worker_state_t *)w;
+    maybe_exit(st);
+}
+
+static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
+{
+    worker_state_t *st = arg;
+    fg_http1_close_idle(&st->w);
+    maybe_exit(st);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    worker_state_t *st = arg;
+    fg_log_warn("shutdown timeout: closing %llu connection(s)", (unsigned long long)st->w.nconns);
+    event_base_loopexit(st->w.base, NULL);
+}
+
+static struct timeval ms_tv(uint64_t ms)
+{
+    return (struct timeval){.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+}
+
+/* Graceful retire: stop accepting, let in-flight requests finish, answer the next request of each
+ * keep-alive connection with "Connection: close", close idle ones after drainTimeout. */
+static void retire(worker_state_t *st)
+{
+    if (st->w.retiring)
+        return;
+    st->w.retiring = 1;
+    if (st->w.record)
+        st->w.record->state = FG_WORKER_DRAINING;
+    stop_listening(st, 1);
+    fg_http1_retire(&st->w);
+    struct timeval drain = ms_tv(st->w.cfg->drain_timeout_ms);
+    struct timeval deadline = ms_tv(st->w.cfg->shutdown_timeout_ms);
+    st->drain_timer = evtimer_new(st->w.base, on_drain_timer, st);
+    st->deadline_timer = evtimer_new(st->w.base, on_deadline, st);
+    evtimer_add(st->drain_timer, &drain);
+    evtimer_add(st->deadline_timer, &deadline);
+    maybe_exit(st);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    worker_state_t *st = arg;
+    switch (sig) {
+    case SIGQUIT:
+        fg_log_info("retiring (generation %llu)", (unsigned long long)st->w.generation);
+        retire(st);
+        break;
+    case SIGTERM:
+    case SIGINT:
+        event_base_loopexit(st->w.base, NULL);
+        break;
+    case SIGUSR1:
+        if (fg_log_reopen() != 0)
+            fg_log_error("reopening the error log failed");
+        fg_accesslog_reopen(st->w.accesslog);
+        break;
+    default:
+        break;
+    }
+}
+
+static int setup_listeners(worker_state_t *st, const fg_worker_args_t *args)
+{
+    const fg_config_t *cfg = args->cfg;
+    st->listeners = calloc(cfg->nservers ? cfg->nservers : 1, sizeof(*st->listeners));
+    if (st->listeners == NULL)
+        return -1;
+    for (size_t i = 0; i < cfg->nservers; i++) {
+        if (args->listen_fds == NULL || args->listen_fds[i] < 0)
+            continue;
+        listener_t *l = &st->listeners[st->nlisteners++];
+        l->w = &st->w;
+        l->server = &cfg->servers[i];
+        l->fd = args->listen_fds[i];
+        int fl = fcntl(l->fd, F_GETFL);
+        if (fl == -1 || fcntl(l->fd, F_SETFL, fl | O_NONBLOCK) == -1)
+            return -1;
+        l->ev = event_new(st->w.base, l->fd, EV_READ | EV_PERSIST, on_accept, l);
+        if (l->ev == NULL || event_add(l->ev, NULL) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int setup_signals(worker_state_t *st)
+{
+    struct event_base *b = st->w.base;
+    st->sig_quit = evsignal_new(b, SIGQUIT, on_signal, st);
+    st->sig_term = evsignal_new(b, SIGTERM, on_signal, st);
+    st->sig_int = evsignal_new(b, SIGINT, on_signal, st);
+    st->sig_usr1 = evsignal_new(b, SIGUSR1, on_signal, st);
+    st->sig_hup = evsignal_new(b, SIGHUP, on_signal, st); /* the master's business: ignore */
+    struct event *all[] = {st->sig_quit, st->sig_term, st->sig_int, st->sig_usr1, st->sig_hup};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (all[i] == NULL || evsignal_add(all[i], NULL) != 0)
+            return -1;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigprocmask(SIG_SETMASK, &set, NULL);
+    return 0;
+}
+
+static void teardown(worker_state_t *st)
+{
+    fg_http1_close_all(&st->w);
+    fg_accesslog_free(st->w.accesslog);
+    fg_upstream_pools_free(st->w.upstreams);
+    fg_static_deinit();
+    stop_listening(st, 0);
+    struct event *evs[] = {st->sig_quit, st->sig_term, st->sig_int, st->sig_usr1, st->sig_hup,
+                           st->drain_timer, st->deadline_timer};
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        if (evs[i])
+            event_free(evs[i]);
+    free(st->listeners);
+    event_base_free(st->w.base);
+}
+
+int fg_worker_main(const fg_worker_args_t *args)
+{
+    worker_state_t st;
+    memset(&st, 0, sizeof(st));
+    st.w.cfg = args->cfg;
+    st.w.shm = args->shm;
+    st.w.record = args->record;
+    st.w.slot = args->slot;
+    st.w.generation = args->generation;
+
+    struct event_config *ec = event_config_new();
+    if (ec == NULL)
+        return 1;
+    event_config_avoid_method(ec, "select");
+    event_config_avoid_method(ec, "poll");
+    st.w.base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (st.w.base == NULL) {
+        fg_log_error("cannot create the event loop");
+        return 1;
+    }
+    st.w.upstreams = fg_upstream_pools_new(&st.w);
+    st.w.accesslog = fg_accesslog_new(st.w.base, &args->cfg->log);
+    if (st.w.upstreams == NULL || fg_static_init(args->cfg) != 0 || setup_signals(&st) != 0 ||
+        setup_listeners(&st, args) != 0) {
+        fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
+        teardown(&st);
+        return 1;
+    }
+    if (st.w.record)
+        st.w.record->state = FG_WORKER_READY;
+    if (args->ready_fd >= 0) {
+        char c = 'R';
+        ssize_t n = write(args->ready_fd, &c, 1);
+        (void)n;
+        close(args->ready_fd);
+    }
+    event_base_dispatch(st.w.base);
+    teardown(&st);
+    if (st.w.record)
+        st.w.record->state = FG_WORKER_EXITED;
+    return st.exit_status;
+}
