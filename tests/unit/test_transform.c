@@ -1,0 +1,698 @@
+/* Unit tests for worker/transform.c. Routes and destinations are built by hand. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/path.h"
+#include "worker/transform.h"
+
+#define S(x) FG_STR_LIT(x)
+#define MAXTX 16
+
+typedef struct {
+    fg_pool_t *pool;
+    fg_route_t route;
+    fg_transform_t tx[MAXTX];
+    fg_destination_t dest;
+    fg_request_t *req;
+    fg_outreq_t out;
+} fx_t;
+
+static int setup(void **state)
+{
+    fx_t *fx = calloc(1, sizeof(*fx));
+    if (fx == NULL)
+        return -1;
+    fx->pool = fg_pool_new(16384);
+    fx->route.id = "r";
+    fx->route.kind = FG_ROUTE_CLUSTER;
+    fx->route.transforms = fx->tx;
+    fx->dest.id = "d1";
+    fx->dest.host = "10.1.1.1";
+    fx->dest.port = 9000;
+    fx->dest.base_path = "";
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *fx = *state;
+    fg_pool_free(fx->pool);
+    free(fx);
+    return 0;
+}
+
+static fg_transform_t *add(fx_t *fx, int kind, const char *name, const char *value)
+{
+    assert_true(fx->route.ntransforms < MAXTX);
+    fg_transform_t *t = &fx->tx[fx->route.ntransforms++];
+    memset(t, 0, sizeof(*t));
+    t->kind = kind;
+    t->name = (char *)name;
+    t->value = (char *)value;
+    return t;
+}
+
+static fg_transform_t *add_xf(fx_t *fx, int xf_for, int xf_proto, int xf_host, int xf_prefix)
+{
+    fg_transform_t *t = add(fx, FG_TX_X_FORWARDED, NULL, NULL);
+    t->xf_for = xf_for;
+    t->xf_proto = xf_proto;
+    t->xf_host = xf_host;
+    t->xf_prefix = xf_prefix;
+    return t;
+}
+
+/* A request for fx->route from a method, raw target, Host and "name", "value" pairs + NULL. */
+static fg_request_t *mkreq(fx_t *fx, const char *method, const char *target, const char *host, ...)
+{
+    fg_pool_t *pool = fx->pool;
+    fg_request_t *req = fg_pool_calloc(pool, sizeof(*req));
+    req->pool = pool;
+    req->route = &fx->route;
+    req->method = fg_pool_str(pool, fg_str(method));
+    req->target = fg_pool_str(pool, fg_str(target));
+    const char *q = strchr(target, '?');
+    size_t plen = q ? (size_t)(q - target) : strlen(target);
+    char *path = fg_pool_alloc(pool, plen + 1);
+    long n = fg_path_normalize(target, plen, path);
+    assert_true(n > 0);
+    req->path = (fg_str_t){path, (size_t)n};
+    req->query = q ? fg_pool_str(pool, fg_str(q + 1)) : S("");
+    req->host = fg_pool_str(pool, fg_str(host ? host : ""));
+    req->scheme = S("http");
+    strcpy(req->client_ip, "10.0.0.1");
+    strcpy(req->request_id, "req-1");
+    fg_http_header_t *h = fg_pool_calloc(pool, 32 * sizeof(*h));
+    size_t nh = 0;
+    if (host != NULL)
+        h[nh++] = (fg_http_header_t){S("Host"), req->host};
+    va_list ap;
+    va_start(ap, host);
+    const char *name;
+    while ((name = va_arg(ap, const char *)) != NULL) {
+        const char *value = va_arg(ap, const char *);
+        assert_true(nh < 32);
+        h[nh++] =
+            (fg_http_header_t){fg_pool_str(pool, fg_str(name)), fg_pool_str(pool, fg_str(value))};
+    }
+    va_end(ap);
+    req->headers = h;
+    req->nheaders = nh;
+    fx->req = req;
+    return req;
+}
+
+static void run(fx_t *fx)
+{
+    memset(&fx->out, 0, sizeof(fx->out));
+    assert_int_equal(fg_transform_request(fx->req, &fx->dest, &fx->out), 0);
+}
+
+/* The joined value of a header in the output, or NULL when absent; fails on duplicates. */
+static void expect_header(const fg_headers_t *h, const char *name, const char *want)
+{
+    size_t count = 0;
+    const fg_http_header_t *f = NULL;
+    for (size_t i = 0; i < h->n; i++) {
+        if (fg_str_ieq(h->v[i].name, fg_str(name))) {
+            count++;
+            f = &h->v[i];
+        }
+    }
+    if (want == NULL) {
+        if (count)
+            fail_msg("%s should be absent, is \"%.*s\"", name, (int)f->value.len, f->value.base);
+        return;
+    }
+    if (count != 1)
+        fail_msg("%s present %zu times, want once", name, count);
+    if (!fg_str_eq(f->value, fg_str(want)))
+        fail_msg("%s = \"%.*s\", want \"%s\"", name, (int)f->value.len, f->value.base, want);
+}
+
+static void expect_str(fg_str_t got, const char *want)
+{
+    if (!fg_str_eq(got, fg_str(want)))
+        fail_msg("got \"%.*s\", want \"%s\"", (int)got.len, got.base, want);
+}
+
+/* ---- defaults ---- */
+
+static void test_defaults(void **state)
+{
+    fx_t *fx = *state;
+    mkreq(fx, "GET", "/a/b?x=1", "gw.example.com", "Accept", "*/*", "User-Agent", "t", NULL);
+    run(fx);
+    expect_str(fx->out.method, "GET");
+    expect_str(fx->out.path, "/a/b");
+    expect_str(fx->out.query, "x=1");
+    expect_header(&fx->out.headers, "Accept", "*/*");
+    expect_header(&fx->out.headers, "User-Agent", "t");
+    expect_header(&fx->out.headers, "Host", "10.1.1.1:9000");
+    expect_header(&fx->out.headers, "X-Request-Id", "req-1");
+    expect_header(&fx->out.headers, "X-Forwarded-For", "10.0.0.1");
+    expect_header(&fx->out.headers, "X-Forwarded-Proto", "http");
+    expect_header(&fx->out.headers, "X-Forwarded-Host", "gw.example.com");
+    expect_header(&fx->out.headers, "X-Forwarded-Prefix", NULL);
+}
+
+static void test_hop_by_hop_dropped(void **state)
+{
+    fx_t *fx = *state;
+    mkreq(fx, "GET", "/", "h", "Connection", "keep-alive, X-Secret", "Keep-Alive", "timeout=5",
+          "TE", "trailers", "Transfer-Encoding", "chunked", "Upgrade", "websocket", "Trailer",
+          "X-T", "Proxy-Connection", "close", "Proxy-Authorization", "Basic x",
+          "Proxy-Authenticate", "Basic", "X-Secret", "s", "connection", "x-other", "X-Other", "o",
+          "X-Kept", "k", NULL);
+    run(fx);
+    const char *gone[] = {"Connection",
+                          "Keep-Alive",
+                          "TE",
+                          "Transfer-Encoding",
+                          "Upgrade",
+                          "Trailer",
+                          "Proxy-Connection",
+                          "Proxy-Authorization",
+                          "Proxy-Authenticate",
+                          "X-Secret",
+                          "X-Other"};
+    for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
+        expect_header(&fx->out.headers, gone[i], NULL);
+    expect_header(&fx->out.headers, "X-Kept", "k");
+}
+
+static void test_incoming_request_id_replaced(void **state)
+{
+    fx_t *fx = *state;
+    mkreq(fx, "GET", "/", "h", "X-Request-Id", "spoofed", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-Request-Id", "req-1");
+    mkreq(fx, "GET", "/", "h", "X-Request-Id", "spoofed", NULL);
+    fx->req->request_id[0] = '\0';
+    run(fx);
+    expect_header(&fx->out.headers, "X-Request-Id", NULL);
+}
+
+static void test_no_route(void **state)
+{
+    fx_t *fx = *state;
+    mkreq(fx, "DELETE", "/x", "h", "A", "1", NULL);
+    fx->req->route = NULL;
+    run(fx);
+    expect_str(fx->out.method, "DELETE");
+    expect_header(&fx->out.headers, "A", "1");
+    expect_header(&fx->out.headers, "X-Forwarded-For", "10.0.0.1");
+}
+
+/* ---- X-Forwarded ---- */
+
+static void test_xf_default_replaces_spoofed(void **state)
+{
+    fx_t *fx = *state;
+    mkreq(fx, "GET", "/", "h", "X-Forwarded-For", "6.6.6.6", "x-forwarded-for", "7.7.7.7",
+          "X-Forwarded-Proto", "https", "X-Forwarded-Host", "evil", "X-Forwarded-Prefix", "/p",
+          NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-Forwarded-For", "10.0.0.1");
+    expect_header(&fx->out.headers, "X-Forwarded-Proto", "http");
+    expect_header(&fx->out.headers, "X-Forwarded-Host", "h");
+    expect_header(&fx->out.headers, "X-Forwarded-Prefix", NULL);
+}
+
+static void test_xf_append(void **state)
+{
+    fx_t *fx = *state;
+    add_xf(fx, FG_XF_APPEND, FG_XF_APPEND, FG_XF_APPEND, FG_XF_APPEND);
+    mkreq(fx, "GET", "/", "h", "X-Forwarded-For", "1.1.1.1", "X-Forwarded-For", "2.2.2.2",
+          "X-Forwarded-Prefix", "/outer", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-Forwarded-For", "1.1.1.1, 2.2.2.2, 10.0.0.1");
+    expect_header(&fx->out.headers, "X-Forwarded-Proto", "http");
+    expect_header(&fx->out.headers, "X-Forwarded-Host", "h");
+    /* nothing removed from the path: the incoming prefix stays as it is */
+    expect_header(&fx->out.headers, "X-Forwarded-Prefix", "/outer");
+}
+
+static void test_xf_remove(void **state)
+{
+    fx_t *fx = *state;
+    add_xf(fx, FG_XF_REMOVE, FG_XF_REMOVE, FG_XF_SET, FG_XF_REMOVE);
+    mkreq(fx, "GET", "/", "h", "X-Forwarded-For", "1.1.1.1", "X-Forwarded-Proto", "https", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-Forwarded-For", NULL);
+    expect_header(&fx->out.headers, "X-Forwarded-Proto", NULL);
+    expect_header(&fx->out.headers, "X-Forwarded-Host", "h");
+}
+
+static void test_xf_off(void **state)
+{
+    fx_t *fx = *state;
+    add_xf(fx, FG_XF_OFF, FG_XF_OFF, FG_XF_OFF, FG_XF_OFF);
+    mkreq(fx, "GET", "/", "h", "X-Forwarded-For", "1.1.1.1", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-Forwarded-For", "1.1.1.1");
+    expect_header(&fx->out.headers, "X-Forwarded-Proto", NULL);
+    expect_header(&fx->out.headers, "X-Forwarded-Host", NULL);
+}
+
+static void test_xf_custom_prefix(void **state)
+{
+    fx_t *fx = *state;
+    fg_transform_t *t = add_xf(fx, FG_XF_SET, FG_XF_SET, FG_XF_OFF, FG_XF_OFF);
+    t->xf_header_prefix = "X-Fwd-";
+    mkreq(fx, "GET", "/", "h", NULL);
+    fx->req->scheme = S("https");
+    run(fx);
+    expect_header(&fx->out.headers, "X-Fwd-For", "10.0.0.1");
+    expect_header(&fx->out.headers, "X-Fwd-Proto", "https");
+    expect_header(&fx->out.headers, "X-Forwarded-For", NULL);
+}
+
+static void test_xf_prefix_from_remove_prefix(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_PATH_REMOVE_PREFIX, NULL, "/api");
+    mkreq(fx, "GET", "/API/users", "h", "X-Forwarded-Prefix", "/spoof", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/users");
+    expect_header(&fx->out.headers, "X-Forwarded-Prefix", "/API");
+}
+
+static void test_xf_before_remove_prefix_still_sees_it(void **state)
+{
+    fx_t *fx = *state;
+    add_xf(fx, FG_XF_OFF, FG_XF_OFF, FG_XF_OFF, FG_XF_SET);
+    add(fx, FG_TX_PATH_REMOVE_PREFIX, NULL, "/v1");
+    mkreq(fx, "GET", "/v1/x", "h", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-Forwarded-Prefix", "/v1");
+}
+
+/* ---- headers copy ---- */
+
+static void test_headers_copy_false(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADERS_COPY, NULL, NULL)->flag = 0;
+    add(fx, FG_TX_REQ_HEADER, "X-Added", "yes");
+    mkreq(fx, "GET", "/", "h", "Accept", "*/*", "Cookie", "c=1", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Accept", NULL);
+    expect_header(&fx->out.headers, "Cookie", NULL);
+    expect_header(&fx->out.headers, "X-Added", "yes");
+    expect_header(&fx->out.headers, "Host", "10.1.1.1:9000");
+    expect_header(&fx->out.headers, "X-Forwarded-For", "10.0.0.1");
+    expect_header(&fx->out.headers, "X-Request-Id", "req-1");
+}
+
+static void test_headers_copy_false_xf_append_keeps_incoming(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADERS_COPY, NULL, NULL)->flag = 0;
+    add_xf(fx, FG_XF_APPEND, FG_XF_OFF, FG_XF_OFF, FG_XF_OFF);
+    mkreq(fx, "GET", "/", "h", "X-Forwarded-For", "1.1.1.1", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-Forwarded-For", "1.1.1.1, 10.0.0.1");
+}
+
+static void test_headers_copy_true_explicit(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADERS_COPY, NULL, NULL)->flag = 1;
+    mkreq(fx, "GET", "/", "h", "Accept", "*/*", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Accept", "*/*");
+}
+
+/* ---- path ---- */
+
+static void test_path_prefix(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_PATH_PREFIX, NULL, "/v2");
+    mkreq(fx, "GET", "/users/1?a=b", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/v2/users/1");
+    expect_str(fx->out.query, "a=b");
+}
+
+static void test_path_remove_prefix(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_PATH_REMOVE_PREFIX, NULL, "/api");
+    mkreq(fx, "GET", "/api/x/y", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/x/y");
+    mkreq(fx, "GET", "/api", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/");
+    mkreq(fx, "GET", "/api/", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/");
+    mkreq(fx, "GET", "/apix/y", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/apix/y");
+    expect_header(&fx->out.headers, "X-Forwarded-Prefix", NULL);
+    mkreq(fx, "GET", "/other/api", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/other/api");
+}
+
+static void test_path_remove_prefix_trailing_slash_value(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_PATH_REMOVE_PREFIX, NULL, "/api/");
+    mkreq(fx, "GET", "/api/x", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/x");
+}
+
+static void test_path_set(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_PATH_SET, NULL, "/fixed/path");
+    mkreq(fx, "GET", "/anything/else?q=1", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/fixed/path");
+    expect_str(fx->out.query, "q=1");
+}
+
+static void test_path_pattern(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_PATH_PATTERN, NULL, "/new/{id}/{**rest}");
+    mkreq(fx, "GET", "/old/42/a/b%2Fc/d", "h", NULL);
+    /* as the router would fill them for "/old/{id}/{**rest}" */
+    fg_str_t p = fx->req->path;
+    fx->req->captures[0] = (fg_capture_t){S("id"), {p.base + 5, 2}};
+    fx->req->captures[1] = (fg_capture_t){S("rest"), {p.base + 8, p.len - 8}};
+    fx->req->ncaptures = 2;
+    run(fx);
+    expect_str(fx->out.path, "/new/42/a/b%2Fc/d");
+}
+
+static void test_path_pattern_missing_capture(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_PATH_PATTERN, NULL, "/x/{missing}/y");
+    mkreq(fx, "GET", "/z", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/x//y");
+}
+
+static void test_path_transforms_in_order(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_PATH_REMOVE_PREFIX, NULL, "/public");
+    add(fx, FG_TX_PATH_PREFIX, NULL, "/internal");
+    mkreq(fx, "GET", "/public/doc", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/internal/doc");
+}
+
+static void test_base_path(void **state)
+{
+    fx_t *fx = *state;
+    fx->dest.base_path = "/base";
+    add(fx, FG_TX_PATH_REMOVE_PREFIX, NULL, "/api");
+    mkreq(fx, "GET", "/api/x", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/base/x");
+    mkreq(fx, "GET", "/api", "h", NULL);
+    run(fx);
+    expect_str(fx->out.path, "/base/");
+    fx->dest.base_path = NULL;
+    run(fx);
+    expect_str(fx->out.path, "/");
+}
+
+/* ---- query ---- */
+
+static void test_query_set_replaces(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_QUERY_VALUE, "page", "2")->action = FG_TX_SET;
+    mkreq(fx, "GET", "/?a=1&page=1&b=2&PAGE=9", "h", NULL);
+    run(fx);
+    expect_str(fx->out.query, "a=1&page=2&b=2");
+}
+
+static void test_query_set_adds(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_QUERY_VALUE, "k", "v")->action = FG_TX_SET;
+    mkreq(fx, "GET", "/", "h", NULL);
+    run(fx);
+    expect_str(fx->out.query, "k=v");
+    mkreq(fx, "GET", "/?a=1", "h", NULL);
+    run(fx);
+    expect_str(fx->out.query, "a=1&k=v");
+}
+
+static void test_query_append_and_encode(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_QUERY_VALUE, "tag", "a&b=c d/é")->action = FG_TX_APPEND;
+    mkreq(fx, "GET", "/?tag=x", "h", NULL);
+    run(fx);
+    expect_str(fx->out.query, "tag=x&tag=a%26b%3Dc%20d%2F%C3%A9");
+}
+
+static void test_query_remove(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_QUERY_REMOVE, "token", NULL);
+    mkreq(fx, "GET", "/?token=1&keep=2&%74oken=3&tokens=4", "h", NULL);
+    run(fx);
+    expect_str(fx->out.query, "keep=2&tokens=4");
+    mkreq(fx, "GET", "/?token=1", "h", NULL);
+    run(fx);
+    expect_str(fx->out.query, "");
+}
+
+/* ---- method ---- */
+
+static void test_method_change(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_METHOD_CHANGE, "DELETE", "POST");
+    mkreq(fx, "DELETE", "/", "h", NULL);
+    run(fx);
+    expect_str(fx->out.method, "POST");
+    mkreq(fx, "GET", "/", "h", NULL);
+    run(fx);
+    expect_str(fx->out.method, "GET");
+}
+
+/* ---- request headers ---- */
+
+static void test_request_header_set_append_remove(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADER, "X-Set", "new")->action = FG_TX_SET;
+    add(fx, FG_TX_REQ_HEADER, "X-App", "two")->action = FG_TX_APPEND;
+    add(fx, FG_TX_REQ_HEADER, "X-Fresh", "f")->action = FG_TX_APPEND;
+    add(fx, FG_TX_REQ_HEADER_REMOVE, "Cookie", NULL);
+    mkreq(fx, "GET", "/", "h", "x-set", "old", "X-Set", "older", "X-App", "one", "Cookie", "c",
+          NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-Set", "new");
+    expect_header(&fx->out.headers, "X-App", "one, two");
+    expect_header(&fx->out.headers, "X-Fresh", "f");
+    expect_header(&fx->out.headers, "Cookie", NULL);
+}
+
+static void test_request_header_remove_then_set(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADER_REMOVE, "X-A", NULL);
+    add(fx, FG_TX_REQ_HEADER, "X-A", "mine")->action = FG_TX_APPEND;
+    mkreq(fx, "GET", "/", "h", "X-A", "theirs", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-A", "mine");
+}
+
+/* ---- Host ---- */
+
+static void test_host_default_ports_omitted(void **state)
+{
+    fx_t *fx = *state;
+    mkreq(fx, "GET", "/", "client.com", NULL);
+    fx->dest.port = 80;
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "10.1.1.1");
+    fx->dest.https = 1;
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "10.1.1.1:80");
+    fx->dest.port = 443;
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "10.1.1.1");
+    fx->dest.https = 0;
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "10.1.1.1:443");
+}
+
+static void test_host_ipv6_destination(void **state)
+{
+    fx_t *fx = *state;
+    fx->dest.host = "::1";
+    fx->dest.port = 8080;
+    mkreq(fx, "GET", "/", "client.com", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "[::1]:8080");
+}
+
+static void test_host_original(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_ORIGINAL_HOST, NULL, NULL)->flag = 1;
+    mkreq(fx, "GET", "/", "client.com:8443", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "client.com:8443");
+}
+
+static void test_host_override_wins(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_ORIGINAL_HOST, NULL, NULL)->flag = 1;
+    fx->dest.host_override = "api.internal";
+    mkreq(fx, "GET", "/", "client.com", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "api.internal");
+}
+
+static void test_host_original_false(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_ORIGINAL_HOST, NULL, NULL)->flag = 0;
+    mkreq(fx, "GET", "/", "client.com", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "10.1.1.1:9000");
+}
+
+static void test_host_set_by_request_header(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADER, "Host", "custom.example")->action = FG_TX_SET;
+    mkreq(fx, "GET", "/", "client.com", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "custom.example");
+}
+
+/* ---- response ---- */
+
+static void resp(fx_t *fx, int status, fg_headers_t *h)
+{
+    fg_headers_init(h, fx->pool, 4);
+    fg_headers_add(h, S("Server"), S("upstream"));
+    fg_headers_add(h, S("Cache-Control"), S("private"));
+    assert_int_equal(fg_transform_response(fx->req, status, h), 0);
+}
+
+static void test_response_when(void **state)
+{
+    fx_t *fx = *state;
+    fg_transform_t *t = add(fx, FG_TX_RESP_HEADER, "X-Ok", "1");
+    t->when = FG_WHEN_SUCCESS;
+    t = add(fx, FG_TX_RESP_HEADER, "X-Err", "1");
+    t->when = FG_WHEN_FAILURE;
+    t = add(fx, FG_TX_RESP_HEADER, "X-Always", "1");
+    t->when = FG_WHEN_ALWAYS;
+    mkreq(fx, "GET", "/", "h", NULL);
+    int statuses[] = {200, 304, 399, 400, 404, 502};
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        fg_headers_t h;
+        resp(fx, statuses[i], &h);
+        int ok = statuses[i] < 400;
+        expect_header(&h, "X-Ok", ok ? "1" : NULL);
+        expect_header(&h, "X-Err", ok ? NULL : "1");
+        expect_header(&h, "X-Always", "1");
+    }
+}
+
+static void test_response_set_append_remove(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_RESP_HEADER, "Cache-Control", "no-store")->action = FG_TX_APPEND;
+    add(fx, FG_TX_RESP_HEADER, "Server", "gw")->action = FG_TX_SET;
+    fg_transform_t *t = add(fx, FG_TX_RESP_HEADER_REMOVE, "Server", NULL);
+    t->when = FG_WHEN_FAILURE;
+    mkreq(fx, "GET", "/", "h", NULL);
+    fg_headers_t h;
+    resp(fx, 200, &h);
+    expect_header(&h, "Cache-Control", "private, no-store");
+    expect_header(&h, "Server", "gw");
+    resp(fx, 500, &h);
+    expect_header(&h, "Cache-Control", "private");
+    expect_header(&h, "Server", NULL);
+}
+
+static void test_response_ignores_request_transforms(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADER, "Server", "x");
+    add(fx, FG_TX_REQ_HEADER_REMOVE, "Cache-Control", NULL);
+    mkreq(fx, "GET", "/", "h", NULL);
+    fg_headers_t h;
+    resp(fx, 200, &h);
+    expect_header(&h, "Server", "upstream");
+    expect_header(&h, "Cache-Control", "private");
+    fx->req->route = NULL;
+    resp(fx, 200, &h);
+    expect_header(&h, "Server", "upstream");
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_defaults),
+        T(test_hop_by_hop_dropped),
+        T(test_incoming_request_id_replaced),
+        T(test_no_route),
+        T(test_xf_default_replaces_spoofed),
+        T(test_xf_append),
+        T(test_xf_remove),
+        T(test_xf_off),
+        T(test_xf_custom_prefix),
+        T(test_xf_prefix_from_remove_prefix),
+        T(test_xf_before_remove_prefix_still_sees_it),
+        T(test_headers_copy_false),
+        T(test_headers_copy_false_xf_append_keeps_incoming),
+        T(test_headers_copy_true_explicit),
+        T(test_path_prefix),
+        T(test_path_remove_prefix),
+        T(test_path_remove_prefix_trailing_slash_value),
+        T(test_path_set),
+        T(test_path_pattern),
+        T(test_path_pattern_missing_capture),
+        T(test_path_transforms_in_order),
+        T(test_base_path),
+        T(test_query_set_replaces),
+        T(test_query_set_adds),
+        T(test_query_append_and_encode),
+        T(test_query_remove),
+        T(test_method_change),
+        T(test_request_header_set_append_remove),
+        T(test_request_header_remove_then_set),
+        T(test_host_default_ports_omitted),
+        T(test_host_ipv6_destination),
+        T(test_host_original),
+        T(test_host_override_wins),
+        T(test_host_original_false),
+        T(test_host_set_by_request_header),
+        T(test_response_when),
+        T(test_response_set_append_remove),
+        T(test_response_ignores_request_transforms),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
