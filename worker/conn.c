@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -30,6 +31,8 @@ struct fg_conn_s {
 };
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
+
+#define NO_TIMEOUT_MS (7ull * 24 * 3600 * 1000)
 static void on_writable(evutil_socket_t fd, short what, void *arg);
 
 static struct timeval ms_tv(uint64_t ms)
@@ -52,7 +55,7 @@ fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs
         fg_conn_free(c);
         return NULL;
     }
-    c->read_max = 64 * 1024;
+    c->read_max = 16 * 1024 - 128; /* one 16 KiB chain with its header */
     if (cbs)
         c->cbs = *cbs;
     c->arg = arg;
@@ -134,8 +137,10 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
     if (c->reading && timeout_ms == c->read_timeout_ms)
         return;
     c->read_timeout_ms = timeout_ms;
-    struct timeval tv = ms_tv(timeout_ms);
-    event_add(c->rev, timeout_ms ? &tv : NULL);
+    /* event_add(NULL) would keep an earlier timer, and event_del costs an epoll_ctl: "no
+     * timeout" is a timer too far away to matter. */
+    struct timeval tv = ms_tv(timeout_ms ? timeout_ms : NO_TIMEOUT_MS);
+    event_add(c->rev, &tv);
     c->reading = 1;
 }
 
@@ -189,6 +194,42 @@ int fg_conn_connect(fg_conn_t *c, const struct sockaddr *sa, socklen_t len, uint
     return 0;
 }
 
+/* Read up to max bytes straight into free space of buf. evbuffer_read would first ask the
+ * kernel how much is waiting (an ioctl per read); one readv into reserved space is enough. */
+static int read_into(struct evbuffer *buf, int fd, size_t max)
+{
+    struct evbuffer_iovec v[2];
+    int nv = evbuffer_reserve_space(buf, (ev_ssize_t)max, v, 2);
+    if (nv <= 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    struct iovec iov[2];
+    size_t room = 0;
+    for (int i = 0; i < nv; i++) {
+        size_t len = v[i].iov_len;
+        if (room + len > max)
+            len = max - room;
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = len;
+        room += len;
+    }
+    ssize_t n = readv(fd, iov, nv);
+    if (n <= 0) {
+        evbuffer_commit_space(buf, v, 0);
+        return (int)n;
+    }
+    size_t left = (size_t)n;
+    int used = 0;
+    for (int i = 0; i < nv && left > 0; i++, used++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+    }
+    evbuffer_commit_space(buf, v, used);
+    return (int)n;
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     fg_conn_t *c = arg;
@@ -198,7 +239,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         c->cbs.on_event(c, c->arg, FG_CONN_TIMEOUT_READ);
         return;
     }
-    int n = evbuffer_read(c->in, fd, (int)c->read_max);
+    int n = read_into(c->in, fd, c->read_max);
     if (n > 0) {
         c->cbs.on_read(c, c->arg);
         return;

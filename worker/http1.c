@@ -518,7 +518,7 @@ static void make_request_id(fg_http1_conn_t *h, fg_request_t *req)
     }
     /* 32 hex digits: start time, pid, per-worker sequence: unique across workers and restarts. */
     static const char hex[] = "0123456789abcdef";
-    uint64_t parts[2] = {(req->start_us << 16) ^ (uint64_t)getpid(), ++h->w->request_seq};
+    uint64_t parts[2] = {(req->start_us << 16) ^ (uint64_t)h->w->pid, ++h->w->request_seq};
     parts[1] ^= (uint64_t)h->w->slot << 56;
     char *p = req->request_id;
     for (int k = 0; k < 2; k++)

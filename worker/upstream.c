@@ -161,7 +161,7 @@ fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
         errno = ENOMEM;
         return NULL;
     }
-    fg_conn_set_read_max(u->c, 256 * 1024);
+    fg_conn_set_read_max(u->c, 64 * 1024 - 128);
     int r = fg_conn_connect(u->c, (const struct sockaddr *)&d->addr, d->addrlen,
                             cl->connect_timeout_ms);
     if (r < 0) {

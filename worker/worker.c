@@ -217,6 +217,7 @@ int fg_worker_main(const fg_worker_args_t *args)
     st.w.shm = args->shm;
     st.w.record = args->record;
     st.w.slot = args->slot;
+    st.w.pid = (int)getpid();
     st.w.generation = args->generation;
 
     struct event_config *ec = event_config_new();

@@ -33,6 +33,7 @@ typedef struct fg_worker_s {
     fg_shm_t *shm;
     fg_shm_worker_t *record;
     int slot;
+    int pid;                               /* getpid() is a system call: asked once */
     uint64_t generation;
     struct fg_upstream_pools_s *upstreams; /* keep-alive pools, per destination */
     struct fg_accesslog_s *accesslog;
