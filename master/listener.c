@@ -1,0 +1,380 @@
+#include "master/listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+/* All sockets bound to one address, indexed by worker slot (-1 = none). */
+typedef struct {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int *fds;
+    unsigned char *fresh; /* opened by the pending prepare */
+    int nfds;
+    int used; /* needed by the pending configuration */
+} group_t;
+
+typedef struct {
+    int fd;
+    pid_t owner;
+} retired_t;
+
+struct fg_listeners_s {
+    group_t *groups;
+    size_t ngroups;
+    retired_t *retired;
+    size_t nretired;
+    int pending;
+    int pending_workers;
+};
+
+fg_listeners_t *fg_listeners_new(void)
+{
+    return calloc(1, sizeof(fg_listeners_t));
+}
+
+static void group_deinit(group_t *g)
+{
+    for (int i = 0; i < g->nfds; i++)
+        if (g->fds[i] != -1)
+            close(g->fds[i]);
+    free(g->fds);
+    free(g->fresh);
+}
+
+void fg_listeners_free(fg_listeners_t *ls)
+{
+    if (ls == NULL)
+        return;
+    for (size_t i = 0; i < ls->ngroups; i++)
+        group_deinit(&ls->groups[i]);
+    for (size_t i = 0; i < ls->nretired; i++)
+        close(ls->retired[i].fd);
+    free(ls->groups);
+    free(ls->retired);
+    free(ls);
+}
+
+/* Same family, address and port (and IPv6 scope). Other sockaddr bytes (padding, flow info)
+ * do not make a different listener. */
+static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return memcmp(a, b, sizeof(*a)) == 0;
+}
+
+static group_t *find_group(fg_listeners_t *ls, const struct sockaddr_storage *addr)
+{
+    for (size_t i = 0; i < ls->ngroups; i++)
+        if (same_addr(&ls->groups[i].addr, addr))
+            return &ls->groups[i];
+    return NULL;
+}
+
+/* A nonblocking SO_REUSEPORT listener. No CLOEXEC: workers are forked, never exec'ed, and keep
+ * the descriptors they are given. Returns the fd or -errno; `what` names the failing call. */
+static int open_socket(const struct sockaddr_storage *addr, socklen_t len, int backlog,
+                       const char **what)
+{
+    int one = 1;
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd == -1) {
+        *what = "socket";
+        return -errno;
+    }
+    *what = "setsockopt";
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
+        goto fail;
+    /* "[::]:80" means IPv6 only, so that "0.0.0.0:80" can be a separate server (nginx does so). */
+    if (addr->ss_family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
+        goto fail;
+    *what = "bind";
+    if (bind(fd, (const struct sockaddr *)addr, len) == -1)
+        goto fail;
+    *what = "listen";
+    if (listen(fd, backlog > 0 ? backlog : 511) == -1)
+        goto fail;
+    return fd;
+fail:;
+    int e = errno;
+    close(fd);
+    return -e;
+}
+
+int fg_listener_block(int fd)
+{
+    /* One instruction, "ret #0": accept zero bytes of every packet, so SYNs hashed to this
+     * socket are dropped and the client retransmits (to a live socket once this one closes). */
+    struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+    struct sock_fprog prog = {.len = 1, .filter = code};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == -1)
+        return -errno;
+    return 0;
+}
+
+static int grow_group(group_t *g, int n)
+{
+    if (n <= g->nfds)
+        return 0;
+    int *fds = realloc(g->fds, (size_t)n * sizeof(*fds));
+    if (fds == NULL)
+        return -1;
+    g->fds = fds;
+    unsigned char *fresh = realloc(g->fresh, (size_t)n);
+    if (fresh == NULL)
+        return -1;
+    g->fresh = fresh;
+    for (int i = g->nfds; i < n; i++) {
+        g->fds[i] = -1;
+        g->fresh[i] = 0;
+    }
+    g->nfds = n;
+    return 0;
+}
+
+static group_t *add_group(fg_listeners_t *ls, const fg_server_t *srv)
+{
+    group_t *groups = realloc(ls->groups, (ls->ngroups + 1) * sizeof(*groups));
+    if (groups == NULL)
+        return NULL;
+    ls->groups = groups;
+    group_t *g = &groups[ls->ngroups++];
+    memset(g, 0, sizeof(*g));
+    g->addr = srv->addr;
+    g->addrlen = srv->addrlen;
+    return g;
+}
+
+/* Retire one socket: filter it, then close it now (no owner) or remember it for its owner. */
+static void retire(fg_listeners_t *ls, int fd, pid_t owner)
+{
+    int rc = fg_listener_block(fd);
+    if (rc < 0)
+        fg_log_warn("cannot attach the drop filter to listener fd %d: %s", fd, strerror(-rc));
+    if (owner > 0) {
+        retired_t *r = realloc(ls->retired, (ls->nretired + 1) * sizeof(*r));
+        if (r != NULL) {
+            ls->retired = r;
+            ls->retired[ls->nretired++] = (retired_t){fd, owner};
+            return;
+        }
+        /* Out of memory: closing our copy is safe, the owner keeps its own. */
+    }
+    close(fd);
+}
+
+/* Drop groups left without any socket, keeping the order of the others. */
+static void compact(fg_listeners_t *ls)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < ls->ngroups; i++) {
+        group_t *g = &ls->groups[i];
+        int any = 0;
+        for (int s = 0; s < g->nfds; s++)
+            any |= g->fds[s] != -1;
+        if (!any) {
+            group_deinit(g);
+            continue;
+        }
+        ls->groups[out++] = *g;
+    }
+    ls->ngroups = out;
+}
+
+/* Close what prepare opened (used on its own failure, before any worker could hold it). */
+static void undo_fresh(fg_listeners_t *ls)
+{
+    for (size_t i = 0; i < ls->ngroups; i++) {
+        group_t *g = &ls->groups[i];
+        for (int s = 0; s < g->nfds; s++) {
+            if (g->fresh[s]) {
+                close(g->fds[s]);
+                g->fds[s] = -1;
+                g->fresh[s] = 0;
+            }
+        }
+    }
+    compact(ls);
+}
+
+static int prepare_server(fg_listeners_t *ls, const fg_config_t *cfg, size_t si, int *tbl,
+                          char *err, size_t errlen)
+{
+    const fg_server_t *srv = &cfg->servers[si];
+    group_t *g = find_group(ls, &srv->addr);
+    if (g != NULL && g->used) {
+        snprintf(err, errlen, "servers[%zu].listen: %s is also the address of another server", si,
+                 srv->listen ? srv->listen : "?");
+        return -1;
+    }
+    if (g == NULL && (g = add_group(ls, srv)) == NULL)
+        goto oom;
+    g->used = 1;
+    if (grow_group(g, cfg->workers) < 0)
+        goto oom;
+    for (int slot = 0; slot < cfg->workers; slot++) {
+        if (g->fds[slot] == -1) {
+            const char *what = "";
+            int fd = open_socket(&srv->addr, srv->addrlen, srv->backlog, &what);
+            if (fd < 0) {
+                snprintf(err, errlen, "servers[%zu].listen: %s %s: %s", si, what,
+                         srv->listen ? srv->listen : "?", strerror(-fd));
+                return -1;
+            }
+            g->fds[slot] = fd;
+            g->fresh[slot] = 1;
+        }
+        tbl[si * (size_t)cfg->workers + (size_t)slot] = g->fds[slot];
+    }
+    return 0;
+oom:
+    snprintf(err, errlen, "servers[%zu].listen: out of memory", si);
+    return -1;
+}
+
+int fg_listeners_prepare(fg_listeners_t *ls, const fg_config_t *cfg, int **fds, char *err,
+                         size_t errlen)
+{
+    if (ls->pending) {
+        snprintf(err, errlen, "listeners: a previous change is still pending");
+        return -1;
+    }
+    if (cfg->workers <= 0) {
+        snprintf(err, errlen, "workers: must be at least 1");
+        return -1;
+    }
+    size_t n = cfg->nservers * (size_t)cfg->workers;
+    int *tbl = malloc((n ? n : 1) * sizeof(*tbl));
+    if (tbl == NULL) {
+        snprintf(err, errlen, "listeners: out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        tbl[i] = -1;
+    for (size_t i = 0; i < ls->ngroups; i++)
+        ls->groups[i].used = 0;
+    for (size_t si = 0; si < cfg->nservers; si++) {
+        if (!cfg->servers[si].enabled)
+            continue;
+        if (prepare_server(ls, cfg, si, tbl, err, errlen) < 0) {
+            undo_fresh(ls);
+            free(tbl);
+            return -1;
+        }
+    }
+    ls->pending = 1;
+    ls->pending_workers = cfg->workers;
+    *fds = tbl;
+    return 0;
+}
+
+size_t fg_listeners_commit(fg_listeners_t *ls, fg_listeners_owner_fn owner, void *arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ls->ngroups; i++) {
+        group_t *g = &ls->groups[i];
+        int keep = g->used ? ls->pending_workers : 0;
+        for (int s = 0; s < g->nfds; s++) {
+            g->fresh[s] = 0;
+            if (s >= keep && g->fds[s] != -1) {
+                retire(ls, g->fds[s], owner ? owner(s, arg) : 0);
+                g->fds[s] = -1;
+                n++;
+            }
+        }
+        if (g->nfds > keep)
+            g->nfds = keep;
+    }
+    compact(ls);
+    ls->pending = 0;
+    return n;
+}
+
+size_t fg_listeners_rollback(fg_listeners_t *ls, fg_listeners_owner_fn owner, void *arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ls->ngroups; i++) {
+        group_t *g = &ls->groups[i];
+        for (int s = 0; s < g->nfds; s++) {
+            if (g->fresh[s]) {
+                retire(ls, g->fds[s], owner ? owner(s, arg) : 0);
+                g->fds[s] = -1;
+                g->fresh[s] = 0;
+                n++;
+            }
+        }
+    }
+    compact(ls);
+    ls->pending = 0;
+    return n;
+}
+
+size_t fg_listeners_release(fg_listeners_t *ls, pid_t pid)
+{
+    size_t out = 0, closed = 0;
+    for (size_t i = 0; i < ls->nretired; i++) {
+        if (ls->retired[i].owner == pid) {
+            close(ls->retired[i].fd);
+            closed++;
+        } else {
+            ls->retired[out++] = ls->retired[i];
+        }
+    }
+    ls->nretired = out;
+    return closed;
+}
+
+static int kept(int fd, const int *keep, size_t nkeep)
+{
+    for (size_t i = 0; i < nkeep; i++)
+        if (keep[i] == fd)
+            return 1;
+    return 0;
+}
+
+void fg_listeners_close_in_child(const fg_listeners_t *ls, const int *keep, size_t nkeep)
+{
+    for (size_t i = 0; i < ls->ngroups; i++) {
+        const group_t *g = &ls->groups[i];
+        for (int s = 0; s < g->nfds; s++)
+            if (g->fds[s] != -1 && !kept(g->fds[s], keep, nkeep))
+                close(g->fds[s]);
+    }
+    for (size_t i = 0; i < ls->nretired; i++)
+        if (!kept(ls->retired[i].fd, keep, nkeep))
+            close(ls->retired[i].fd);
+}
+
+size_t fg_listeners_active(const fg_listeners_t *ls)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ls->ngroups; i++)
+        for (int s = 0; s < ls->groups[i].nfds; s++)
+            n += ls->groups[i].fds[s] != -1;
+    return n;
+}
+
+size_t fg_listeners_retired(const fg_listeners_t *ls)
+{
+    return ls->nretired;
+}

@@ -1,0 +1,56 @@
+/* The master's listening sockets: for every server address, one SO_REUSEPORT socket per worker
+ * slot. Sockets outlive generations: a reload that keeps an address hands the same sockets to the
+ * new workers, so nothing queued in the kernel is lost. Sockets a new configuration no longer
+ * needs (address removed, fewer workers) are retired: a drop-all BPF filter stops new
+ * handshakes on them, the old worker of that slot drains their queue, and the master closes its
+ * copy once that worker has exited. See docs/operations.md, "Listeners". */
+#ifndef FG_LISTENER_H
+#define FG_LISTENER_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include "common/config.h"
+
+typedef struct fg_listeners_s fg_listeners_t;
+
+fg_listeners_t *fg_listeners_new(void);
+/* Closes every socket, retired ones included. */
+void fg_listeners_free(fg_listeners_t *ls);
+
+/* Make sure every enabled server of cfg has cfg->workers bound, listening sockets, opening what
+ * is missing; nothing is closed or retired yet. On success *fds receives a malloc'ed table of
+ * cfg->nservers * cfg->workers descriptors, fds[server * cfg->workers + slot] (-1 for a
+ * disabled server), owned by the caller (the descriptors stay owned by ls). Returns 0, or -1
+ * with a message in err after undoing what it opened. Two calls need a commit or rollback in
+ * between. */
+int fg_listeners_prepare(fg_listeners_t *ls, const fg_config_t *cfg, int **fds, char *err,
+                         size_t errlen);
+
+/* The holder of the socket of `slot` that is being retired: its pid, or 0 when no process holds
+ * it (then the socket is closed at once). */
+typedef pid_t (*fg_listeners_owner_fn)(int slot, void *arg);
+
+/* The prepared configuration becomes current: sockets it does not use are retired (filter
+ * attached, kept open until fg_listeners_release of their owner). Returns how many were
+ * retired. */
+size_t fg_listeners_commit(fg_listeners_t *ls, fg_listeners_owner_fn owner, void *arg);
+
+/* The prepared configuration is abandoned: sockets opened by prepare are retired the same way
+ * (owner: the new worker that may hold them), everything else stays as it was. */
+size_t fg_listeners_rollback(fg_listeners_t *ls, fg_listeners_owner_fn owner, void *arg);
+
+/* Process `pid` has exited: close the retired sockets it held. Returns how many were closed. */
+size_t fg_listeners_release(fg_listeners_t *ls, pid_t pid);
+
+/* In a freshly forked worker: close every socket of ls except those in keep[0..nkeep). Frees no
+ * memory (the child exits through fg_worker_main). */
+void fg_listeners_close_in_child(const fg_listeners_t *ls, const int *keep, size_t nkeep);
+
+/* Counts, for status and tests. */
+size_t fg_listeners_active(const fg_listeners_t *ls);
+size_t fg_listeners_retired(const fg_listeners_t *ls);
+
+/* Attach the drop-everything classic BPF program to a listening socket. Returns 0 or -errno. */
+int fg_listener_block(int fd);
+
+#endif

@@ -1,0 +1,216 @@
+/* fastgateway: the command line, in nginx's conventions (-c -t -s -f -v -h). */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common/config.h"
+#include "master/daemon.h"
+#include "master/master.h"
+#include "master/status.h"
+#include "worker/router.h"
+
+#define DEFAULT_CONF "/etc/fastgateway/fastgateway.json"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: fastgateway [-c FILE] [-f] [-t] [-s SIGNAL] [-v] [-h]\n"
+                 "  -c FILE    configuration file (default " DEFAULT_CONF ")\n"
+                 "  -f         stay in the foreground (default: daemonize)\n"
+                 "  -t         test the configuration and exit\n"
+                 "  -s SIGNAL  send SIGNAL to the running master: reload, stop, quit, reopen;\n"
+                 "             or `-s status` to print what the status socket reports\n"
+                 "  -v         print the version and exit\n"
+                 "  -h         print this help and exit\n");
+}
+
+/* Load and compile the whole configuration, as the master would. NULL after printing why. */
+static fg_config_t *load(const char *file)
+{
+    char err[1024];
+    fg_config_t *cfg = fg_config_load(file, err, sizeof(err));
+    if (cfg == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return NULL;
+    }
+    if (fg_router_build(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s: %s\n", file, err);
+        fg_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+static void unload(fg_config_t *cfg)
+{
+    fg_router_free(cfg);
+    fg_config_free(cfg);
+}
+
+static int test_config(const char *file)
+{
+    fg_config_t *cfg = load(file);
+    if (cfg == NULL)
+        return 1;
+    unload(cfg);
+    printf("%s: configuration is ok\n", file);
+    return 0;
+}
+
+static int send_signal(const char *file, const char *name)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } map[] = {{"stop", SIGTERM}, {"quit", SIGQUIT}, {"reload", SIGHUP}, {"reopen", SIGUSR1}};
+    int sig = 0;
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(name, map[i].name) == 0)
+            sig = map[i].sig;
+    fg_config_t *cfg = load(file);
+    if (cfg == NULL)
+        return 1;
+    int rc = 1;
+    char err[512];
+    pid_t pid;
+    if (cfg->pid_file == NULL)
+        fprintf(stderr, "fastgateway: %s sets no pidFile\n", file);
+    else if (fg_pidfile_read(cfg->pid_file, &pid, err, sizeof(err)) < 0)
+        fprintf(stderr, "fastgateway: %s (is it running?)\n", err);
+    else if (kill(pid, sig) == -1)
+        fprintf(stderr, "fastgateway: cannot signal pid %d from %s: %s%s\n", (int)pid,
+                cfg->pid_file, strerror(errno),
+                errno == ESRCH ? " (stale pid file: not running)" : "");
+    else
+        rc = 0;
+    unload(cfg);
+    return rc;
+}
+
+static json_int_t num(const json_t *obj, const char *key)
+{
+    return json_integer_value(json_object_get(obj, key));
+}
+
+static const char *str(const json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "-";
+}
+
+static void print_status(json_t *info, json_t *workers, json_t *shm)
+{
+    json_t *lr = json_object_get(info, "lastReload");
+    printf("fastgateway %s, pid %lld, up %llds, generation %lld, %lld workers\n",
+           str(info, "version"), (long long)num(info, "pid"), (long long)num(info, "uptime"),
+           (long long)num(info, "generation"), (long long)num(info, "workers"));
+    printf("config:      %s\n", str(info, "configFile"));
+    printf("started:     %s\n", str(info, "startTime"));
+    printf("reloads:     %lld ok, %lld failed; last: %s %s%s%s\n", (long long)num(info, "reloads"),
+           (long long)num(info, "reloadFailures"), str(lr, "result"), str(lr, "time"),
+           json_is_string(json_object_get(lr, "error")) ? "\n             error: " : "",
+           json_is_string(json_object_get(lr, "error")) ? str(lr, "error") : "");
+    printf("shm:         %lld of %lld bytes used\n\n", (long long)num(shm, "used"),
+           (long long)num(shm, "size"));
+    printf("%4s %8s %4s %-9s %6s %10s %12s %8s %8s\n", "SLOT", "PID", "GEN", "STATE", "CONNS",
+           "CONNS_TOT", "REQUESTS", "RESTARTS", "UPTIME");
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(workers, "workers"), i, w)
+    {
+        printf("%4lld %8lld %4lld %-9s %6lld %10lld %12lld %8lld %7llds\n",
+               (long long)num(w, "slot"), (long long)num(w, "pid"), (long long)num(w, "generation"),
+               str(w, "state"), (long long)num(w, "connections"),
+               (long long)num(w, "connectionsTotal"), (long long)num(w, "requests"),
+               (long long)num(w, "restarts"), (long long)num(w, "uptime"));
+    }
+}
+
+static int show_status(const char *file)
+{
+    fg_config_t *cfg = load(file);
+    if (cfg == NULL)
+        return 1;
+    int rc = 1;
+    if (cfg->status_socket == NULL) {
+        fprintf(stderr, "fastgateway: %s sets no statusSocket\n", file);
+        goto out;
+    }
+    const char *cmds[] = {"show info", "show workers", "show shm"};
+    json_t *ans[3];
+    char err[512];
+    if (fg_status_query(cfg->status_socket, cmds, ans, 3, err, sizeof(err)) < 0) {
+        fprintf(stderr, "fastgateway: %s (is it running?)\n", err);
+        goto out;
+    }
+    print_status(ans[0], ans[1], ans[2]);
+    for (int i = 0; i < 3; i++)
+        json_decref(ans[i]);
+    rc = 0;
+out:
+    unload(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf = DEFAULT_CONF;
+    const char *sig = NULL;
+    int foreground = 0, test = 0, opt;
+
+    while ((opt = getopt(argc, argv, "c:fts:vh")) != -1) {
+        switch (opt) {
+        case 'c':
+            conf = optarg;
+            break;
+        case 'f':
+            foreground = 1;
+            break;
+        case 't':
+            test = 1;
+            break;
+        case 's':
+            sig = optarg;
+            break;
+        case 'v':
+            printf("fastgateway %s\n", FG_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "fastgateway: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return 1;
+    }
+    if (sig != NULL && strcmp(sig, "status") != 0 && strcmp(sig, "reload") != 0 &&
+        strcmp(sig, "stop") != 0 && strcmp(sig, "quit") != 0 && strcmp(sig, "reopen") != 0) {
+        fprintf(stderr,
+                "fastgateway: unknown signal \"%s\" (reload, stop, quit, reopen, "
+                "status)\n",
+                sig);
+        return 1;
+    }
+    if (test)
+        return test_config(conf);
+    if (sig != NULL)
+        return strcmp(sig, "status") == 0 ? show_status(conf) : send_signal(conf, sig);
+
+    /* The daemon leaves the working directory: reloads must find the file from "/". */
+    char abs[PATH_MAX];
+    if (realpath(conf, abs) == NULL) {
+        fprintf(stderr, "fastgateway: %s: %s\n", conf, strerror(errno));
+        return 1;
+    }
+    return fg_master_run(abs, foreground);
+}

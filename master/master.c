@@ -1,0 +1,1060 @@
+#include "master/master.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "master/daemon.h"
+#include "master/listener.h"
+#include "master/status.h"
+#include "shm/arena.h"
+#include "worker/router.h"
+#include "worker/worker.h"
+
+#define READY_TIMEOUT_MS 10000 /* new workers must report ready within this */
+#define FAST_SHUTDOWN_MS 2000  /* TERM: then SIGKILL */
+#define KILL_GRACE_MS 1000     /* past shutdownTimeout, so a worker can exit on its own */
+#define QUICK_CRASH_MS 2000    /* an exit this soon after start counts as a crash loop */
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 10000
+
+enum { P_STARTING, P_READY, P_RETIRING };
+enum { SD_NONE, SD_GRACEFUL, SD_FAST };
+enum { RELOAD_NONE, RELOAD_OK, RELOAD_FAILED };
+
+struct master_s;
+
+/* One worker process. */
+typedef struct proc_s {
+    struct proc_s *next;
+    struct master_s *m;
+    pid_t pid;
+    int slot;
+    uint64_t generation;
+    fg_shm_worker_t *rec;
+    int state;
+    int ready_fd; /* read end of the ready pipe until the byte or EOF arrives */
+    struct event *ready_ev;
+    struct event *kill_ev; /* SIGKILL deadline of a retiring worker */
+    uint64_t started_mono;
+} proc_t;
+
+/* A worker slot of a generation: its current process, or a pending respawn. */
+typedef struct {
+    struct master_s *m;
+    int index;
+    proc_t *proc;
+    struct event *respawn_ev;
+    uint64_t restarts;
+    unsigned quick_crashes;
+} slot_t;
+
+/* A generation: one frozen configuration and the workers started for it. */
+typedef struct {
+    uint64_t id;
+    fg_config_t *cfg;
+    int *fds; /* fds[server * nslots + slot] */
+    slot_t *slots;
+    int nslots;
+    fg_daemon_user_t user;
+} gen_t;
+
+typedef struct master_s {
+    struct event_base *base;
+    const char *conf_file;
+    pid_t pid;
+    fg_shm_t *shm;
+    size_t shm_requested;
+    fg_listeners_t *ls;
+    fg_status_t *status;
+    char *pid_file;
+    gen_t *cur;
+    gen_t *next; /* being started by a reload */
+    proc_t *procs;
+    struct event *sig_ev;
+    struct event *timeout_ev; /* start-up or reload readiness deadline */
+    struct event *reload_ev;  /* queued reload */
+    struct event *shutdown_ev;
+    int reload_queued;
+    int shutdown;
+    int started;
+    int notify_fd;
+    int exit_code;
+    time_t start_time;
+    uint64_t start_mono;
+    uint64_t reloads, reload_failures;
+    time_t last_reload_time;
+    int last_reload_result;
+    char last_reload_error[1024];
+    char startup_error[1200]; /* for the launching process, sent once cleanup is done */
+} master_t;
+
+/* Signal handlers only write the signal number into this pipe; the loop does the work. */
+static int sig_pipe[2] = {-1, -1};
+
+static const int handled_signals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGCHLD};
+
+static void reload(master_t *m);
+static void reload_fail(master_t *m, const char *why);
+
+/* ---- small helpers ---- */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct timeval tv_ms(uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+static void iso_time(time_t t, char *buf, size_t len)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static const char *state_name(int state)
+{
+    switch (state) {
+    case FG_WORKER_STARTING:
+        return "starting";
+    case FG_WORKER_READY:
+        return "ready";
+    case FG_WORKER_DRAINING:
+        return "draining";
+    case FG_WORKER_EXITED:
+        return "exited";
+    default:
+        return "free";
+    }
+}
+
+static void describe_status(int status, char *buf, size_t len)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, len, "killed by signal %d (%s)%s", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
+    else
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+}
+
+static int log_is_file(const fg_config_t *cfg)
+{
+    return cfg->log.path != NULL && strcmp(cfg->log.path, "stderr") != 0;
+}
+
+/* ---- generations ---- */
+
+static void gen_free(gen_t *g)
+{
+    if (g == NULL)
+        return;
+    for (int i = 0; i < g->nslots; i++)
+        if (g->slots[i].respawn_ev)
+            event_free(g->slots[i].respawn_ev);
+    free(g->slots);
+    free(g->fds);
+    if (g->cfg) {
+        fg_router_free(g->cfg);
+        fg_config_free(g->cfg);
+    }
+    free(g);
+}
+
+/* Load, validate and compile FILE into a generation (no sockets, no processes yet). */
+static gen_t *gen_load(master_t *m, uint64_t id, char *err, size_t errlen)
+{
+    gen_t *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    g->id = id;
+    g->cfg = fg_config_load(m->conf_file, err, errlen);
+    if (g->cfg == NULL)
+        goto fail;
+    char rerr[512];
+    if (fg_router_build(g->cfg, rerr, sizeof(rerr)) < 0) {
+        snprintf(err, errlen, "%s: %s", m->conf_file, rerr);
+        goto fail;
+    }
+    if (g->cfg->workers < 1 || g->cfg->workers > FG_SHM_MAX_WORKERS / 2) {
+        /* Two generations overlap in the worker table during a reload. */
+        snprintf(err, errlen, "%s: workers: must be between 1 and %d", m->conf_file,
+                 FG_SHM_MAX_WORKERS / 2);
+        goto fail;
+    }
+    if (fg_daemon_user_resolve(g->cfg->user, g->cfg->group, &g->user, rerr, sizeof(rerr)) < 0) {
+        snprintf(err, errlen, "%s: %s", m->conf_file, rerr);
+        goto fail;
+    }
+    g->nslots = g->cfg->workers;
+    g->slots = calloc((size_t)g->nslots, sizeof(*g->slots));
+    if (g->slots == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < g->nslots; i++) {
+        g->slots[i].m = m;
+        g->slots[i].index = i;
+    }
+    return g;
+fail:
+    gen_free(g);
+    return NULL;
+}
+
+/* ---- worker processes ---- */
+
+static void proc_unlink(master_t *m, proc_t *p)
+{
+    for (proc_t **pp = &m->procs; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            return;
+        }
+    }
+}
+
+static void proc_close_ready(proc_t *p)
+{
+    if (p->ready_ev) {
+        event_free(p->ready_ev);
+        p->ready_ev = NULL;
+    }
+    if (p->ready_fd != -1) {
+        close(p->ready_fd);
+        p->ready_fd = -1;
+    }
+}
+
+static void proc_free(proc_t *p)
+{
+    proc_close_ready(p);
+    if (p->kill_ev)
+        event_free(p->kill_ev);
+    fg_shm_worker_release(p->rec);
+    free(p);
+}
+
+/* Everything in the freshly forked child up to fg_worker_main; `unused` is the parent's record
+ * of this process, of no use here. Never returns. */
+_Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_t *rec,
+                                 int ready_fd, proc_t *unused)
+{
+    free(unused);
+    /* Start from default dispositions, still all blocked: fg_worker_main installs its own
+     * handlers and then unblocks. */
+    struct sigaction sa = {.sa_handler = SIG_DFL};
+    sigemptyset(&sa.sa_mask);
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &sa, NULL);
+    /* If the master dies, retire gracefully rather than serve unsupervised forever. */
+    prctl(PR_SET_PDEATHSIG, SIGQUIT);
+    if (getppid() != m->pid)
+        _exit(1);
+
+    char role[32];
+    snprintf(role, sizeof(role), "worker %d", slot);
+    fg_log_set_role(role);
+
+    size_t nservers = g->cfg->nservers;
+    int *listen_fds = calloc(nservers ? nservers : 1, sizeof(int));
+    if (listen_fds == NULL)
+        _exit(2);
+    for (size_t s = 0; s < nservers; s++)
+        listen_fds[s] = g->fds[s * (size_t)g->nslots + (size_t)slot];
+
+    /* Hold nothing of the master's but our own sockets: a copy of a status connection or of
+     * another slot's listener would keep it open after the master closes it. The event base is
+     * left alone: freeing it would deregister the master's fds from the shared epoll. */
+    fg_listeners_close_in_child(m->ls, listen_fds, nservers);
+    fg_status_close_in_child(m->status);
+    close(sig_pipe[0]);
+    close(sig_pipe[1]);
+    for (proc_t *p = m->procs; p; p = p->next)
+        if (p->ready_fd != -1)
+            close(p->ready_fd);
+    if (m->notify_fd != -1)
+        close(m->notify_fd);
+
+    char err[512];
+    if (fg_daemon_user_drop(&g->user, err, sizeof(err)) < 0) {
+        fg_log_error("%s", err);
+        _exit(2);
+    }
+    fg_worker_args_t args = {
+        .cfg = g->cfg,
+        .slot = slot,
+        .generation = g->id,
+        .shm = m->shm,
+        .record = rec,
+        .listen_fds = listen_fds,
+        .ready_fd = ready_fd,
+    };
+    exit(fg_worker_main(&args));
+}
+
+static void on_ready(evutil_socket_t fd, short what, void *arg);
+
+/* Fork the worker of `slot` in generation g. Returns 0 or -1 with err. */
+static int spawn(master_t *m, gen_t *g, int slot, char *err, size_t errlen)
+{
+    fg_shm_worker_t *rec = fg_shm_worker_alloc(m->shm, slot, g->id);
+    if (rec == NULL) {
+        snprintf(err, errlen, "worker %d: the shared worker table is full", slot);
+        return -1;
+    }
+    proc_t *p = calloc(1, sizeof(*p));
+    int pp[2] = {-1, -1};
+    if (p == NULL || pipe2(pp, O_CLOEXEC) == -1) {
+        snprintf(err, errlen, "worker %d: %s", slot, p ? strerror(errno) : "out of memory");
+        free(p);
+        fg_shm_worker_release(rec);
+        return -1;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pp[0]);
+        child_main(m, g, slot, rec, pp[1], p);
+    }
+    int e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    close(pp[1]);
+    if (pid == -1) {
+        snprintf(err, errlen, "worker %d: fork: %s", slot, strerror(e));
+        close(pp[0]);
+        free(p);
+        fg_shm_worker_release(rec);
+        return -1;
+    }
+    slot_t *s = &g->slots[slot];
+    rec->pid = pid;
+    rec->started_ms = wall_ms();
+    rec->restarts = s->restarts;
+    *p = (proc_t){.m = m,
+                  .pid = pid,
+                  .slot = slot,
+                  .generation = g->id,
+                  .rec = rec,
+                  .state = P_STARTING,
+                  .ready_fd = pp[0],
+                  .started_mono = mono_ms()};
+    p->ready_ev = event_new(m->base, pp[0], EV_READ | EV_PERSIST, on_ready, p);
+    if (p->ready_ev == NULL || event_add(p->ready_ev, NULL) == -1)
+        fg_log_error("worker %d (pid %d): cannot watch its ready pipe", slot, (int)pid);
+    p->next = m->procs;
+    m->procs = p;
+    s->proc = p;
+    fg_log_info("worker %d (pid %d, generation %llu) started", slot, (int)pid,
+                (unsigned long long)g->id);
+    return 0;
+}
+
+static void on_kill_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    proc_t *p = arg;
+    fg_log_warn("worker %d (pid %d, generation %llu) still running after shutdownTimeout, "
+                "killing it",
+                p->slot, (int)p->pid, (unsigned long long)p->generation);
+    kill(p->pid, SIGKILL);
+}
+
+/* Ask one worker to finish its work and exit; SIGKILL after deadline_ms. */
+static void retire(master_t *m, proc_t *p, int sig, uint64_t deadline_ms)
+{
+    p->state = P_RETIRING;
+    __atomic_store_n(&p->rec->state, FG_WORKER_DRAINING, __ATOMIC_RELEASE);
+    kill(p->pid, sig);
+    if (deadline_ms == 0)
+        return;
+    if (p->kill_ev == NULL)
+        p->kill_ev = evtimer_new(m->base, on_kill_deadline, p);
+    struct timeval tv = tv_ms(deadline_ms);
+    if (p->kill_ev)
+        evtimer_add(p->kill_ev, &tv);
+}
+
+static int gen_all_ready(const gen_t *g)
+{
+    for (int i = 0; i < g->nslots; i++)
+        if (g->slots[i].proc == NULL || g->slots[i].proc->state != P_READY)
+            return 0;
+    return 1;
+}
+
+/* ---- start-up completion, reload commit and failure ---- */
+
+static void shutdown_begin(master_t *m, int mode);
+
+static void startup_done(master_t *m)
+{
+    m->started = 1;
+    evtimer_del(m->timeout_ev);
+    fg_log_notice("fastgateway %s started: pid %d, %d workers, generation %llu", FG_VERSION,
+                  (int)m->pid, m->cur->nslots, (unsigned long long)m->cur->id);
+    fg_daemon_notify(&m->notify_fd, NULL);
+}
+
+static void startup_fail(master_t *m, const char *why)
+{
+    fg_log_error("start-up failed: %s", why);
+    char msg[1200];
+    snprintf(msg, sizeof(msg), "fastgateway: start-up failed: %s", why);
+    if (m->notify_fd != -1)
+        snprintf(m->startup_error, sizeof(m->startup_error), "%s", msg);
+    else if (log_is_file(m->cur->cfg))
+        fprintf(stderr, "%s\n", msg);
+    m->exit_code = 1;
+    shutdown_begin(m, SD_FAST);
+}
+
+static pid_t slot_owner(int slot, void *arg)
+{
+    const gen_t *g = arg;
+    if (g == NULL || slot >= g->nslots || g->slots[slot].proc == NULL)
+        return 0;
+    return g->slots[slot].proc->pid;
+}
+
+static void commit(master_t *m)
+{
+    gen_t *old = m->cur, *g = m->next;
+    evtimer_del(m->timeout_ev);
+    size_t retired = fg_listeners_commit(m->ls, slot_owner, old);
+    fg_shm_set_generation(m->shm, g->id);
+    uint64_t deadline = old->cfg->shutdown_timeout_ms + KILL_GRACE_MS;
+    for (int i = 0; i < old->nslots; i++) {
+        if (old->slots[i].proc)
+            retire(m, old->slots[i].proc, SIGQUIT, deadline);
+        old->slots[i].proc = NULL;
+    }
+    m->cur = g;
+    m->next = NULL;
+    gen_free(old);
+    m->reloads++;
+    m->last_reload_time = time(NULL);
+    m->last_reload_result = RELOAD_OK;
+    m->last_reload_error[0] = '\0';
+    fg_log_notice("reload: generation %llu serving with %d workers (%zu listening sockets "
+                  "retired)",
+                  (unsigned long long)g->id, g->nslots, retired);
+    if (m->reload_queued) {
+        m->reload_queued = 0;
+        event_active(m->reload_ev, EV_TIMEOUT, 0);
+    }
+}
+
+/* Abandon the generation being started: ready workers are retired gracefully (they may already
+ * hold connections), the others are killed, the sockets opened for it are retired. */
+static void abort_next(master_t *m)
+{
+    gen_t *g = m->next;
+    evtimer_del(m->timeout_ev);
+    fg_listeners_rollback(m->ls, slot_owner, g);
+    for (int i = 0; i < g->nslots; i++) {
+        proc_t *p = g->slots[i].proc;
+        if (p == NULL)
+            continue;
+        if (p->state == P_READY)
+            retire(m, p, SIGQUIT, g->cfg->shutdown_timeout_ms + KILL_GRACE_MS);
+        else
+            retire(m, p, SIGKILL, 0);
+        g->slots[i].proc = NULL;
+    }
+    /* The master's log may have been switched to the new configuration's file. */
+    const fg_log_config_t *lc = &m->cur->cfg->log;
+    if (fg_log_open(lc->path, lc->level, lc->json) < 0)
+        fg_log_error("cannot reopen the error log %s", lc->path ? lc->path : "stderr");
+    m->next = NULL;
+    gen_free(g);
+}
+
+static void reload_fail(master_t *m, const char *why)
+{
+    if (m->next)
+        abort_next(m);
+    m->reload_failures++;
+    m->last_reload_time = time(NULL);
+    m->last_reload_result = RELOAD_FAILED;
+    snprintf(m->last_reload_error, sizeof(m->last_reload_error), "%s", why);
+    fg_log_error("reload failed, generation %llu keeps serving: %s", (unsigned long long)m->cur->id,
+                 why);
+    if (m->reload_queued) {
+        m->reload_queued = 0;
+        event_active(m->reload_ev, EV_TIMEOUT, 0);
+    }
+}
+
+static void on_ready(evutil_socket_t fd, short what, void *arg)
+{
+    proc_t *p = arg;
+    master_t *m = p->m;
+    char c;
+    ssize_t n = read(fd, &c, 1);
+    if (n == -1 && (errno == EAGAIN || errno == EINTR))
+        return;
+    proc_close_ready(p);
+    int in_next = m->next && p->generation == m->next->id && p->state == P_STARTING;
+    int in_cur = p->generation == m->cur->id && p->state == P_STARTING;
+    if (n != 1) {
+        /* Closed without the byte: it failed before serving; SIGCHLD will tell how. */
+        char why[128];
+        snprintf(why, sizeof(why), "worker %d (pid %d) exited before it was ready", p->slot,
+                 (int)p->pid);
+        if (in_next)
+            reload_fail(m, why);
+        else if (in_cur && !m->started && !m->shutdown)
+            startup_fail(m, why);
+        return;
+    }
+    if (p->state != P_STARTING)
+        return; /* already told to go away */
+    p->state = P_READY;
+    __atomic_store_n(&p->rec->state, FG_WORKER_READY, __ATOMIC_RELEASE);
+    fg_log_info("worker %d (pid %d, generation %llu) ready", p->slot, (int)p->pid,
+                (unsigned long long)p->generation);
+    if (in_next && gen_all_ready(m->next))
+        commit(m);
+    else if (in_cur && !m->started && gen_all_ready(m->cur))
+        startup_done(m);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    master_t *m = arg;
+    char why[128];
+    snprintf(why, sizeof(why), "workers not ready within %d s", READY_TIMEOUT_MS / 1000);
+    if (m->next)
+        reload_fail(m, why);
+    else if (!m->started)
+        startup_fail(m, why);
+}
+
+/* ---- respawn ---- */
+
+static void on_respawn(evutil_socket_t fd, short what, void *arg)
+{
+    slot_t *s = arg;
+    master_t *m = s->m;
+    char err[256];
+    if (m->shutdown || s->proc)
+        return;
+    if (spawn(m, m->cur, s->index, err, sizeof(err)) < 0) {
+        fg_log_error("respawn failed: %s; retrying in 1 s", err);
+        struct timeval tv = tv_ms(1000);
+        evtimer_add(s->respawn_ev, &tv);
+    }
+}
+
+/* The current worker of slot s died unexpectedly: at once, unless it keeps dying young. */
+static void schedule_respawn(master_t *m, slot_t *s, uint64_t lived_ms)
+{
+    s->restarts++;
+    s->quick_crashes = lived_ms < QUICK_CRASH_MS ? s->quick_crashes + 1 : 0;
+    uint64_t delay = 0;
+    if (s->quick_crashes > 1) {
+        unsigned shift = s->quick_crashes - 2;
+        delay = shift >= 7 ? BACKOFF_MAX_MS : (uint64_t)BACKOFF_FIRST_MS << shift;
+        if (delay > BACKOFF_MAX_MS)
+            delay = BACKOFF_MAX_MS;
+        fg_log_warn("worker %d crashes repeatedly; respawning in %llu ms", s->index,
+                    (unsigned long long)delay);
+    }
+    if (s->respawn_ev == NULL)
+        s->respawn_ev = evtimer_new(m->base, on_respawn, s);
+    if (s->respawn_ev == NULL) {
+        fg_log_error("worker %d: cannot schedule its respawn", s->index);
+        return;
+    }
+    struct timeval tv = tv_ms(delay);
+    evtimer_add(s->respawn_ev, &tv);
+}
+
+static void child_exited(master_t *m, proc_t *p, int status)
+{
+    char how[128];
+    describe_status(status, how, sizeof(how));
+    int expected = p->state == P_RETIRING || m->shutdown;
+    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    fg_log(!expected ? FG_LOG_ERROR
+           : clean   ? FG_LOG_NOTICE
+                     : FG_LOG_WARN,
+           "worker %d (pid %d, generation %llu) %s", p->slot, (int)p->pid,
+           (unsigned long long)p->generation, how);
+    fg_listeners_release(m->ls, p->pid);
+    proc_unlink(m, p);
+
+    gen_t *g = NULL;
+    if (m->next && p->generation == m->next->id && m->next->slots[p->slot].proc == p)
+        g = m->next;
+    else if (m->cur && p->generation == m->cur->id && m->cur->slots[p->slot].proc == p)
+        g = m->cur;
+    if (g != NULL) {
+        slot_t *s = &g->slots[p->slot];
+        s->proc = NULL;
+        char why[256];
+        snprintf(why, sizeof(why), "worker %d (pid %d) %s", p->slot, (int)p->pid, how);
+        /* During shutdown every exit is expected. */
+        if (!m->shutdown && g == m->next)
+            reload_fail(m, why);
+        else if (!m->shutdown && !m->started)
+            startup_fail(m, why);
+        else if (!m->shutdown)
+            schedule_respawn(m, s, mono_ms() - p->started_mono);
+    }
+    proc_free(p);
+}
+
+static void reap(master_t *m)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        proc_t *p = m->procs;
+        while (p && p->pid != pid)
+            p = p->next;
+        if (p)
+            child_exited(m, p, status);
+    }
+    if (m->shutdown && m->procs == NULL)
+        event_base_loopexit(m->base, NULL);
+}
+
+/* ---- reload ---- */
+
+static int apply_log(const fg_config_t *cfg, char *err, size_t errlen)
+{
+    const fg_log_config_t *lc = &cfg->log;
+    int rc = fg_log_open(lc->path, lc->level, lc->json);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: log.path: cannot open %s: %s", cfg->file ? cfg->file : "",
+                 lc->path ? lc->path : "stderr", strerror(-rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void reload(master_t *m)
+{
+    char err[1024];
+    if (m->shutdown)
+        return;
+    if (!m->started) {
+        fg_log_warn("reload requested during start-up: ignored");
+        return;
+    }
+    if (m->next) {
+        m->reload_queued = 1;
+        fg_log_notice("reload requested while one is in progress: queued");
+        return;
+    }
+    fg_log_notice("reloading %s", m->conf_file);
+    gen_t *g = gen_load(m, m->cur->id + 1, err, sizeof(err));
+    if (g == NULL) {
+        reload_fail(m, err);
+        return;
+    }
+    if (g->cfg->shm_size != m->shm_requested)
+        fg_log_warn("shm.size changed: the arena keeps its size (%zu bytes) until a restart",
+                    fg_shm_size(m->shm));
+    if (m->pid_file && (!g->cfg->pid_file || strcmp(g->cfg->pid_file, m->pid_file) != 0))
+        fg_log_warn("pidFile changed: takes effect at the next restart");
+    if (fg_daemon_set_nofile(g->cfg->rlimit_nofile, err, sizeof(err)) < 0)
+        fg_log_warn("%s", err);
+    if (fg_listeners_prepare(m->ls, g->cfg, &g->fds, err, sizeof(err)) < 0) {
+        gen_free(g);
+        reload_fail(m, err);
+        return;
+    }
+    /* New workers inherit the master's error log: switch it before forking them. */
+    if (apply_log(g->cfg, err, sizeof(err)) < 0) {
+        fg_listeners_rollback(m->ls, NULL, NULL);
+        gen_free(g);
+        reload_fail(m, err);
+        return;
+    }
+    m->next = g;
+    for (int i = 0; i < g->nslots; i++) {
+        if (spawn(m, g, i, err, sizeof(err)) < 0) {
+            reload_fail(m, err);
+            return;
+        }
+    }
+    struct timeval tv = tv_ms(READY_TIMEOUT_MS);
+    evtimer_add(m->timeout_ev, &tv);
+}
+
+static void on_reload(evutil_socket_t fd, short what, void *arg)
+{
+    reload(arg);
+}
+
+/* ---- shutdown ---- */
+
+static void on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    master_t *m = arg;
+    for (proc_t *p = m->procs; p; p = p->next) {
+        fg_log_warn("worker %d (pid %d) did not exit in time, killing it", p->slot, (int)p->pid);
+        kill(p->pid, SIGKILL);
+    }
+}
+
+static void shutdown_begin(master_t *m, int mode)
+{
+    if (m->shutdown >= mode)
+        return;
+    m->shutdown = mode;
+    fg_log_notice("%s shutdown", mode == SD_FAST ? "fast" : "graceful");
+    evtimer_del(m->timeout_ev);
+    for (gen_t *g = m->cur; g; g = g == m->cur ? m->next : NULL)
+        for (int i = 0; i < g->nslots; i++)
+            if (g->slots[i].respawn_ev)
+                evtimer_del(g->slots[i].respawn_ev);
+    for (proc_t *p = m->procs; p; p = p->next) {
+        if (p->kill_ev)
+            evtimer_del(p->kill_ev);
+        retire(m, p, mode == SD_FAST ? SIGTERM : SIGQUIT, 0);
+    }
+    uint64_t ms =
+        mode == SD_FAST ? FAST_SHUTDOWN_MS : m->cur->cfg->shutdown_timeout_ms + KILL_GRACE_MS;
+    struct timeval tv = tv_ms(ms);
+    evtimer_add(m->shutdown_ev, &tv);
+    if (m->procs == NULL)
+        event_base_loopexit(m->base, NULL);
+}
+
+static void reopen_logs(master_t *m)
+{
+    int rc = fg_log_reopen();
+    if (rc < 0)
+        fg_log_error("cannot reopen the error log: %s", strerror(-rc));
+    else
+        fg_log_notice("log files reopened");
+    /* Workers reopen the same path after us, without root: give them the new file (nginx does
+     * the same). */
+    const gen_t *g = m->cur;
+    if (rc == 0 && g->user.set && geteuid() == 0 && log_is_file(g->cfg) &&
+        chown(g->cfg->log.path, g->user.uid, (gid_t)-1) == -1)
+        fg_log_warn("cannot chown %s to %s: %s", g->cfg->log.path, g->user.name, strerror(errno));
+    for (proc_t *p = m->procs; p; p = p->next)
+        kill(p->pid, SIGUSR1);
+}
+
+/* ---- signals ---- */
+
+static void on_signal_handler(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(sig_pipe[1], &b, 1) == -1) {
+        /* Pipe full: a signal of the same kind is already queued. */
+    }
+    errno = saved;
+}
+
+static void on_signal(evutil_socket_t fd, short what, void *arg)
+{
+    master_t *m = arg;
+    unsigned char buf[64];
+    ssize_t n;
+    int chld = 0, hup = 0;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            switch (buf[i]) {
+            case SIGCHLD:
+                chld = 1;
+                break;
+            case SIGHUP:
+                hup = 1;
+                break;
+            case SIGQUIT:
+                shutdown_begin(m, SD_GRACEFUL);
+                break;
+            case SIGTERM:
+            case SIGINT:
+                shutdown_begin(m, SD_FAST);
+                break;
+            case SIGUSR1:
+                reopen_logs(m);
+                break;
+            }
+        }
+    }
+    /* Reap first, so that a reload sees the slots as they are now. */
+    if (chld)
+        reap(m);
+    if (hup)
+        reload(m);
+}
+
+static int signals_install(master_t *m)
+{
+    if (pipe2(sig_pipe, O_NONBLOCK | O_CLOEXEC) == -1)
+        return -1;
+    struct sigaction sa = {.sa_handler = on_signal_handler, .sa_flags = SA_RESTART};
+    sigfillset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(handled_signals) / sizeof(handled_signals[0]); i++)
+        if (sigaction(handled_signals[i], &sa, NULL) == -1)
+            return -1;
+    signal(SIGPIPE, SIG_IGN);
+    m->sig_ev = event_new(m->base, sig_pipe[0], EV_READ | EV_PERSIST, on_signal, m);
+    if (m->sig_ev == NULL || event_add(m->sig_ev, NULL) == -1)
+        return -1;
+    return 0;
+}
+
+/* ---- status socket commands ---- */
+
+static json_t *show_info(void *arg)
+{
+    master_t *m = arg;
+    char start[32], last[32];
+    iso_time(m->start_time, start, sizeof(start));
+    static const char *const results[] = {"none", "ok", "failed"};
+    json_t *lr = json_pack("{s:s}", "result", results[m->last_reload_result]);
+    if (m->last_reload_result != RELOAD_NONE) {
+        iso_time(m->last_reload_time, last, sizeof(last));
+        json_object_set_new(lr, "time", json_string(last));
+    } else {
+        json_object_set_new(lr, "time", json_null());
+    }
+    json_object_set_new(lr, "error",
+                        m->last_reload_result == RELOAD_FAILED ? json_string(m->last_reload_error)
+                                                               : json_null());
+    return json_pack("{s:s, s:i, s:I, s:s, s:I, s:i, s:s, s:o, s:I, s:I, s:b}", "version",
+                     FG_VERSION, "pid", (int)m->pid, "uptime",
+                     (json_int_t)((mono_ms() - m->start_mono) / 1000), "configFile", m->conf_file,
+                     "generation", (json_int_t)m->cur->id, "workers", m->cur->nslots, "startTime",
+                     start, "lastReload", lr, "reloads", (json_int_t)m->reloads, "reloadFailures",
+                     (json_int_t)m->reload_failures, "reloading", m->next != NULL);
+}
+
+static json_t *worker_json(const proc_t *p, uint64_t now)
+{
+    const fg_shm_worker_t *r = p->rec;
+    uint64_t started = r->started_ms;
+    return json_pack("{s:i, s:i, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "slot", p->slot, "pid",
+                     (int)p->pid, "generation", (json_int_t)p->generation, "state",
+                     state_name(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)), "connections",
+                     (json_int_t)__atomic_load_n(&r->connections, __ATOMIC_RELAXED),
+                     "connectionsTotal",
+                     (json_int_t)__atomic_load_n(&r->connections_total, __ATOMIC_RELAXED),
+                     "requests", (json_int_t)__atomic_load_n(&r->requests, __ATOMIC_RELAXED),
+                     "restarts", (json_int_t)r->restarts, "uptime",
+                     (json_int_t)(now > started ? (now - started) / 1000 : 0));
+}
+
+static int proc_cmp(const void *a, const void *b)
+{
+    const proc_t *x = *(proc_t *const *)a, *y = *(proc_t *const *)b;
+    if (x->generation != y->generation)
+        return x->generation < y->generation ? -1 : 1;
+    return x->slot - y->slot;
+}
+
+static json_t *show_workers(void *arg)
+{
+    master_t *m = arg;
+    size_t n = 0;
+    for (proc_t *p = m->procs; p; p = p->next)
+        n++;
+    proc_t **v = calloc(n ? n : 1, sizeof(*v));
+    if (v == NULL)
+        return NULL;
+    n = 0;
+    for (proc_t *p = m->procs; p; p = p->next)
+        v[n++] = p;
+    qsort(v, n, sizeof(*v), proc_cmp);
+    json_t *list = json_array();
+    uint64_t now = wall_ms();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(list, worker_json(v[i], now));
+    free(v);
+    return json_pack("{s:I, s:o}", "generation", (json_int_t)m->cur->id, "workers", list);
+}
+
+static json_t *show_shm(void *arg)
+{
+    master_t *m = arg;
+    size_t size = fg_shm_size(m->shm), used = fg_shm_used(m->shm);
+    int records = 0;
+    for (int i = 0; i < FG_SHM_MAX_WORKERS; i++)
+        records += fg_shm_worker(m->shm, i)->state != FG_WORKER_FREE;
+    return json_pack("{s:I, s:I, s:I, s:{s:i, s:i}, s:[]}", "size", (json_int_t)size, "used",
+                     (json_int_t)used, "free", (json_int_t)(size - used), "workerRecords", "used",
+                     records, "max", FG_SHM_MAX_WORKERS, "zones");
+}
+
+static const fg_status_cmd_t status_cmds[] = {
+    {"show info", "process, configuration and last reload", show_info},
+    {"show workers", "every worker process, retiring ones included", show_workers},
+    {"show shm", "shared memory arena size and use", show_shm},
+    {NULL, NULL, NULL},
+};
+
+/* ---- start and stop ---- */
+
+/* Everything up to the event loop, in the order docs/operations.md gives. Returns 0 or -1
+ * (then the reason was already reported). */
+static int start(master_t *m, int foreground)
+{
+    char err[1024];
+    m->cur = gen_load(m, 1, err, sizeof(err));
+    if (m->cur == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    fg_config_t *cfg = m->cur->cfg;
+    pid_t other;
+    if (cfg->pid_file && fg_pidfile_live(cfg->pid_file, &other)) {
+        fprintf(stderr, "fastgateway: already running (pid %d from %s)\n", (int)other,
+                cfg->pid_file);
+        return -1;
+    }
+    if (apply_log(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    if (fg_daemon_set_nofile(cfg->rlimit_nofile, err, sizeof(err)) < 0)
+        fg_log_warn("%s", err);
+    if (cfg->user && geteuid() != 0)
+        fg_log_warn("user \"%s\" ignored: not started as root", cfg->user);
+    if (!foreground) {
+        if (fg_daemon_detach(&m->notify_fd, err, sizeof(err)) < 0) {
+            fprintf(stderr, "fastgateway: %s\n", err);
+            return -1;
+        }
+        if (log_is_file(cfg))
+            fg_daemon_silence_stderr();
+    }
+    m->pid = getpid();
+    m->start_time = time(NULL);
+    m->start_mono = mono_ms();
+    if (cfg->pid_file) {
+        if (fg_pidfile_write(cfg->pid_file, err, sizeof(err)) < 0)
+            goto fail;
+        m->pid_file = strdup(cfg->pid_file);
+    }
+    m->shm_requested = cfg->shm_size;
+    m->shm = fg_shm_new(cfg->shm_size);
+    if (m->shm == NULL) {
+        snprintf(err, sizeof(err), "shm: cannot map %zu bytes: %s", cfg->shm_size, strerror(errno));
+        goto fail;
+    }
+    fg_shm_set_generation(m->shm, m->cur->id);
+    m->ls = fg_listeners_new();
+    if (m->ls == NULL || fg_listeners_prepare(m->ls, cfg, &m->cur->fds, err, sizeof(err)) < 0)
+        goto fail;
+    fg_listeners_commit(m->ls, NULL, NULL);
+
+    m->base = event_base_new();
+    if (m->base == NULL || signals_install(m) < 0) {
+        snprintf(err, sizeof(err), "cannot set up the event loop: %s", strerror(errno));
+        goto fail;
+    }
+    m->timeout_ev = evtimer_new(m->base, on_timeout, m);
+    m->reload_ev = event_new(m->base, -1, 0, on_reload, m);
+    m->shutdown_ev = evtimer_new(m->base, on_shutdown_deadline, m);
+    for (int i = 0; i < m->cur->nslots; i++)
+        if (spawn(m, m->cur, i, err, sizeof(err)) < 0)
+            goto fail_workers;
+    if (cfg->status_socket) {
+        m->status = fg_status_new(m->base, cfg->status_socket, cfg->status_group, status_cmds, m,
+                                  err, sizeof(err));
+        if (m->status == NULL)
+            goto fail_workers;
+    }
+    struct timeval tv = tv_ms(READY_TIMEOUT_MS);
+    evtimer_add(m->timeout_ev, &tv);
+    return 0;
+
+fail_workers:
+    startup_fail(m, err);
+    return 0; /* the loop reaps the workers already started, then exits 1 */
+fail:
+    fg_log_error("%s", err);
+    if (m->notify_fd != -1) {
+        snprintf(m->startup_error, sizeof(m->startup_error), "fastgateway: %s", err);
+    } else if (log_is_file(cfg)) {
+        fprintf(stderr, "fastgateway: %s\n", err);
+    }
+    return -1;
+}
+
+static void stop(master_t *m)
+{
+    fg_status_free(m->status);
+    for (proc_t *p = m->procs, *next; p; p = next) {
+        next = p->next;
+        proc_free(p);
+    }
+    gen_free(m->next);
+    gen_free(m->cur);
+    fg_listeners_free(m->ls);
+    if (m->sig_ev)
+        event_free(m->sig_ev);
+    if (m->timeout_ev)
+        event_free(m->timeout_ev);
+    if (m->reload_ev)
+        event_free(m->reload_ev);
+    if (m->shutdown_ev)
+        event_free(m->shutdown_ev);
+    if (m->base)
+        event_base_free(m->base);
+    fg_shm_free(m->shm);
+    if (m->pid_file)
+        fg_pidfile_remove(m->pid_file);
+    free(m->pid_file);
+    if (sig_pipe[0] != -1) {
+        close(sig_pipe[0]);
+        close(sig_pipe[1]);
+    }
+}
+
+int fg_master_run(const char *conf_file, int foreground)
+{
+    master_t m = {.conf_file = conf_file, .notify_fd = -1};
+    if (start(&m, foreground) < 0) {
+        m.exit_code = 1;
+    } else {
+        event_base_dispatch(m.base);
+        fg_log_notice("exiting");
+    }
+    stop(&m);
+    /* Only now, with the pid file and the socket gone, may the launching process exit. */
+    if (m.startup_error[0] == '\0')
+        snprintf(m.startup_error, sizeof(m.startup_error),
+                 "fastgateway: the master stopped during start-up");
+    fg_daemon_notify(&m.notify_fd, m.startup_error);
+    return m.exit_code;
+}

@@ -1,0 +1,437 @@
+#include "master/status.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "common/log.h"
+
+#define MAX_CONNS 64
+
+typedef struct conn_s {
+    struct conn_s *next, **pprev;
+    struct bufferevent *bev;
+    struct fg_status_s *st;
+    int closing; /* close once the output is flushed */
+} conn_t;
+
+struct fg_status_s {
+    struct evconnlistener *lev;
+    char *path;
+    const fg_status_cmd_t *cmds;
+    void *arg;
+    conn_t *conns;
+    size_t nconns;
+    unsigned idle_ms;
+};
+
+static void conn_free(conn_t *c)
+{
+    *c->pprev = c->next;
+    if (c->next)
+        c->next->pprev = c->pprev;
+    c->st->nconns--;
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+static void reply(conn_t *c, json_t *doc)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    if (s == NULL) {
+        evbuffer_add_printf(out, "{\"error\":\"internal error\"}\n");
+    } else {
+        evbuffer_add(out, s, strlen(s));
+        evbuffer_add(out, "\n", 1);
+        free(s);
+    }
+    json_decref(doc);
+}
+
+static json_t *help(const fg_status_t *st)
+{
+    json_t *list = json_array();
+    for (const fg_status_cmd_t *cmd = st->cmds; cmd->name; cmd++)
+        json_array_append_new(list, json_pack("{s:s, s:s}", "command", cmd->name, "help",
+                                              cmd->help ? cmd->help : ""));
+    json_array_append_new(list,
+                          json_pack("{s:s, s:s}", "command", "help", "help", "list the commands"));
+    json_array_append_new(
+        list, json_pack("{s:s, s:s}", "command", "quit", "help", "close this connection"));
+    return json_pack("{s:o}", "commands", list);
+}
+
+/* Commands are matched after trimming and collapsing blanks, so "show  info " works. */
+static void normalize(char *line)
+{
+    char *w = line;
+    int blank = 1;
+    for (char *r = line; *r; r++) {
+        if (*r == ' ' || *r == '\t' || *r == '\r') {
+            blank = 1;
+            continue;
+        }
+        if (blank && w != line)
+            *w++ = ' ';
+        blank = 0;
+        *w++ = *r;
+    }
+    *w = '\0';
+}
+
+static void run_command(conn_t *c, char *line)
+{
+    fg_status_t *st = c->st;
+    normalize(line);
+    if (line[0] == '\0')
+        return;
+    if (strcmp(line, "quit") == 0) {
+        c->closing = 1;
+        return;
+    }
+    if (strcmp(line, "help") == 0) {
+        reply(c, help(st));
+        return;
+    }
+    for (const fg_status_cmd_t *cmd = st->cmds; cmd->name; cmd++) {
+        if (strcmp(line, cmd->name) == 0) {
+            reply(c, cmd->fn(st->arg));
+            return;
+        }
+    }
+    reply(c, json_pack("{s:s, s:s}", "error", "unknown command", "command", line));
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    conn_t *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t len;
+    char *line;
+
+    while (!c->closing && (line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
+        if (len > FG_STATUS_MAX_LINE) {
+            free(line);
+            goto too_long;
+        }
+        run_command(c, line);
+        free(line);
+    }
+    if (!c->closing && evbuffer_get_length(in) > FG_STATUS_MAX_LINE)
+        goto too_long;
+    if (c->closing) {
+        bufferevent_disable(bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            conn_free(c);
+    }
+    return;
+too_long:
+    reply(c, json_pack("{s:s, s:i}", "error", "line too long", "max", FG_STATUS_MAX_LINE));
+    c->closing = 1;
+    bufferevent_disable(bev, EV_READ);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    conn_t *c = arg;
+    if (c->closing)
+        conn_free(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    /* EOF, error or the idle timeout: nothing more to say to this client. */
+    conn_free(arg);
+}
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    fg_status_t *st = arg;
+    if (st->nconns >= MAX_CONNS) {
+        close(fd);
+        return;
+    }
+    conn_t *c = calloc(1, sizeof(*c));
+    struct bufferevent *bev = NULL;
+    if (c != NULL)
+        bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        free(c);
+        close(fd);
+        return;
+    }
+    c->bev = bev;
+    c->st = st;
+    c->next = st->conns;
+    if (c->next)
+        c->next->pprev = &c->next;
+    c->pprev = &st->conns;
+    st->conns = c;
+    st->nconns++;
+    struct timeval tv = {st->idle_ms / 1000, (st->idle_ms % 1000) * 1000};
+    bufferevent_set_timeouts(bev, &tv, &tv);
+    bufferevent_setcb(bev, on_read, on_write, on_event, c);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+/* A socket file left by a master that died without cleaning up is removed; a live one means
+ * another instance runs with this configuration. Returns 0 or -1 with err. */
+static int clear_stale(const char *path, const struct sockaddr_un *sun, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (lstat(path, &sb) == -1)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", path, strerror(errno)), -1);
+    if (!S_ISSOCK(sb.st_mode)) {
+        snprintf(err, errlen, "statusSocket %s exists and is not a socket", path);
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd != -1 && connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0) {
+        close(fd);
+        snprintf(err, errlen, "statusSocket %s: another process is listening on it", path);
+        return -1;
+    }
+    if (fd != -1)
+        close(fd);
+    if (unlink(path) == -1 && errno != ENOENT) {
+        snprintf(err, errlen, "cannot remove stale %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int set_owner(const char *path, const char *group, char *err, size_t errlen)
+{
+    if (group == NULL) {
+        if (chmod(path, 0600) == -1)
+            goto fail;
+        return 0;
+    }
+    errno = 0;
+    struct group *gr = getgrnam(group);
+    if (gr == NULL) {
+        snprintf(err, errlen, "statusGroup: unknown group \"%s\"", group);
+        return -1;
+    }
+    if (chown(path, (uid_t)-1, gr->gr_gid) == -1 || chmod(path, 0660) == -1)
+        goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "statusSocket %s: %s", path, strerror(errno));
+    return -1;
+}
+
+static int open_socket(const char *path, const char *group, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        snprintf(err, errlen, "statusSocket %s: path longer than %zu bytes", path,
+                 sizeof(sun.sun_path) - 1);
+        return -1;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    if (clear_stale(path, &sun, err, errlen) < 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        snprintf(err, errlen, "statusSocket: socket: %s", strerror(errno));
+        return -1;
+    }
+    /* Created with no group/other bits, so the socket is never reachable with wider rights. */
+    mode_t old = umask(0177);
+    int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+    umask(old);
+    if (rc == -1) {
+        snprintf(err, errlen, "statusSocket %s: bind: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (set_owner(path, group, err, errlen) < 0 || listen(fd, 16) == -1) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "statusSocket %s: listen: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    return fd;
+}
+
+fg_status_t *fg_status_new(struct event_base *base, const char *path, const char *group,
+                           const fg_status_cmd_t *cmds, void *arg, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    fg_status_t *st = calloc(1, sizeof(*st));
+    if (st == NULL || (st->path = strdup(path)) == NULL) {
+        snprintf(err, errlen, "statusSocket: out of memory");
+        goto out_free;
+    }
+    st->cmds = cmds;
+    st->arg = arg;
+    st->idle_ms = 30000;
+    int fd = open_socket(path, group, err, errlen);
+    if (fd < 0)
+        goto out_free;
+    st->lev = evconnlistener_new(base, on_accept, st, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (st->lev == NULL) {
+        snprintf(err, errlen, "statusSocket %s: cannot register with the event loop", path);
+        close(fd);
+        unlink(path);
+        goto out_free;
+    }
+    return st;
+out_free:
+    if (st)
+        free(st->path);
+    free(st);
+    return NULL;
+}
+
+void fg_status_free(fg_status_t *st)
+{
+    if (st == NULL)
+        return;
+    while (st->conns)
+        conn_free(st->conns);
+    evconnlistener_free(st->lev);
+    unlink(st->path);
+    free(st->path);
+    free(st);
+}
+
+void fg_status_close_in_child(const fg_status_t *st)
+{
+    if (st == NULL)
+        return;
+    close(evconnlistener_get_fd(st->lev));
+    for (const conn_t *c = st->conns; c; c = c->next)
+        close(bufferevent_getfd(c->bev));
+}
+
+void fg_status_set_idle_timeout(fg_status_t *st, unsigned ms)
+{
+    st->idle_ms = ms;
+}
+
+/* ---- client ---- */
+
+static int write_all(int fd, const char *s, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, s, len);
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        s += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Read one answer line into a growing buffer; `have` bytes of a previous read may remain. */
+static char *read_line(int fd, char **buf, size_t *have, size_t *cap)
+{
+    for (;;) {
+        char *nl = memchr(*buf, '\n', *have);
+        if (nl != NULL) {
+            *nl = '\0';
+            return *buf;
+        }
+        if (*cap - *have < 4096) {
+            char *b = realloc(*buf, *cap * 2);
+            if (b == NULL)
+                return NULL;
+            *buf = b;
+            *cap *= 2;
+        }
+        ssize_t n = read(fd, *buf + *have, *cap - *have);
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return NULL;
+        *have += (size_t)n;
+    }
+}
+
+static int connect_path(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        snprintf(err, errlen, "%s: path too long", path);
+        return -1;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+        snprintf(err, errlen, "cannot connect to %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int fg_status_query(const char *path, const char *const *cmds, json_t **answers, size_t n,
+                    char *err, size_t errlen)
+{
+    size_t done = 0, have = 0, cap = 8192;
+    char *buf = malloc(cap);
+    int fd = buf ? connect_path(path, err, errlen) : -1;
+    if (fd < 0) {
+        if (buf == NULL)
+            snprintf(err, errlen, "out of memory");
+        free(buf);
+        return -1;
+    }
+    for (; done < n; done++) {
+        char line[FG_STATUS_MAX_LINE + 2];
+        int len = snprintf(line, sizeof(line), "%s\n", cmds[done]);
+        if (len < 0 || (size_t)len >= sizeof(line) || write_all(fd, line, (size_t)len) < 0) {
+            snprintf(err, errlen, "%s: cannot send \"%s\"", path, cmds[done]);
+            goto fail;
+        }
+        char *answer = read_line(fd, &buf, &have, &cap);
+        if (answer == NULL) {
+            snprintf(err, errlen, "%s: no answer to \"%s\"", path, cmds[done]);
+            goto fail;
+        }
+        json_error_t jerr;
+        answers[done] = json_loads(answer, 0, &jerr);
+        size_t used = strlen(answer) + 1;
+        memmove(buf, buf + used, have - used);
+        have -= used;
+        if (answers[done] == NULL) {
+            snprintf(err, errlen, "%s: invalid answer to \"%s\": %s", path, cmds[done], jerr.text);
+            goto fail;
+        }
+    }
+    close(fd);
+    free(buf);
+    return 0;
+fail:
+    for (size_t i = 0; i < done; i++)
+        json_decref(answers[i]);
+    close(fd);
+    free(buf);
+    return -1;
+}

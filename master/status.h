@@ -1,0 +1,45 @@
+/* The status socket: a Unix stream socket served by the master, in the style of HAProxy's
+ * runtime API. A client sends one command per line ("show info\n"); each answer is one JSON
+ * document on one line. Several commands per connection are allowed; "quit" closes it, idle
+ * connections are closed after 30 s, and a line longer than 4 KiB is answered with an error and
+ * the connection closed. The commands themselves are supplied by the caller (master.c). */
+#ifndef FG_STATUS_H
+#define FG_STATUS_H
+
+#include <stddef.h>
+#include <jansson.h>
+
+struct event_base;
+
+#define FG_STATUS_MAX_LINE 4096
+
+/* Builds the answer of one command; returns a new reference (NULL = internal error). */
+typedef json_t *(*fg_status_fn)(void *arg);
+
+typedef struct {
+    const char *name; /* the whole command line, e.g. "show info" */
+    const char *help;
+    fg_status_fn fn;
+} fg_status_cmd_t;
+
+typedef struct fg_status_s fg_status_t;
+
+/* Create the socket at path (a stale socket left by a dead master is replaced; a live one, or a
+ * file that is not a socket, is an error), mode 0600, or 0660 owned by `group` when not NULL.
+ * cmds is an array ended by a {NULL} entry, kept by reference. Returns NULL with err filled. */
+fg_status_t *fg_status_new(struct event_base *base, const char *path, const char *group,
+                           const fg_status_cmd_t *cmds, void *arg, char *err, size_t errlen);
+/* Close the socket and its connections, unlink the path. */
+void fg_status_free(fg_status_t *st);
+/* In a forked child: close the descriptors (listening socket, connections) without touching the
+ * event base, which the child shares with the master until it execs nothing and exits. */
+void fg_status_close_in_child(const fg_status_t *st);
+/* For tests: the idle timeout in milliseconds (default 30 s). */
+void fg_status_set_idle_timeout(fg_status_t *st, unsigned ms);
+
+/* Client side (`fastgateway -s status`): send each of cmds[0..n) over one connection and parse
+ * each answer into answers[i] (new references). Returns 0, or -1 with err filled. */
+int fg_status_query(const char *path, const char *const *cmds, json_t **answers, size_t n,
+                    char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,436 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "master/listener.h"
+
+#define MAXS 4
+
+typedef struct {
+    fg_config_t cfg;
+    fg_server_t servers[MAXS];
+    char listen[MAXS][32];
+    uint16_t port[MAXS];
+} fixture_t;
+
+/* A port nobody listens on right now: bind :0 without SO_REUSEPORT, read it, close. */
+static uint16_t free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
+static void set_server(fixture_t *f, int i, uint16_t port)
+{
+    fg_server_t *s = &f->servers[i];
+    struct sockaddr_in *sin = (struct sockaddr_in *)&s->addr;
+    memset(s, 0, sizeof(*s));
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(port);
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s->addrlen = sizeof(*sin);
+    s->enabled = 1;
+    s->backlog = 64;
+    snprintf(f->listen[i], sizeof(f->listen[i]), "127.0.0.1:%u", port);
+    s->listen = f->listen[i];
+    f->port[i] = port;
+}
+
+static fixture_t *fixture(int nservers, int workers)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+    for (int i = 0; i < nservers; i++)
+        set_server(f, i, free_port());
+    f->cfg.servers = f->servers;
+    f->cfg.nservers = (size_t)nservers;
+    f->cfg.workers = workers;
+    return f;
+}
+
+static int is_open(int fd)
+{
+    return fcntl(fd, F_GETFD) != -1;
+}
+
+static int sockopt(int fd, int level, int name)
+{
+    int v = -1;
+    socklen_t len = sizeof(v);
+    assert_int_equal(getsockopt(fd, level, name, &v, &len), 0);
+    return v;
+}
+
+static int connect_nb(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sin = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int rc = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+    assert_true(rc == 0 || errno == EINPROGRESS);
+    return fd;
+}
+
+static int accept_all(int lfd)
+{
+    int n = 0, c;
+    while ((c = accept(lfd, NULL, NULL)) != -1) {
+        close(c);
+        n++;
+    }
+    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+    return n;
+}
+
+static pid_t owner_pid;
+static int owner_calls;
+static pid_t owner_fn(int slot, void *arg)
+{
+    owner_calls++;
+    return owner_pid + slot;
+}
+
+static void test_open_per_slot(void **state)
+{
+    fixture_t *f = fixture(2, 3);
+    fg_listeners_t *ls = fg_listeners_new();
+    int *fds = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &fds, err, sizeof(err)), 0);
+    assert_int_equal(fg_listeners_commit(ls, NULL, NULL), 0);
+    assert_int_equal(fg_listeners_active(ls), 6);
+    for (int i = 0; i < 6; i++) {
+        assert_true(fds[i] > 2);
+        for (int j = 0; j < i; j++)
+            assert_int_not_equal(fds[i], fds[j]);
+        assert_int_equal(sockopt(fds[i], SOL_SOCKET, SO_ACCEPTCONN), 1);
+        assert_int_equal(sockopt(fds[i], SOL_SOCKET, SO_REUSEPORT), 1);
+        assert_true(fcntl(fds[i], F_GETFL) & O_NONBLOCK);
+        struct sockaddr_in sin;
+        socklen_t len = sizeof(sin);
+        assert_int_equal(getsockname(fds[i], (struct sockaddr *)&sin, &len), 0);
+        assert_int_equal(ntohs(sin.sin_port), f->port[i / 3]);
+    }
+    /* A connection lands on one of the three sockets of its address. */
+    int c = connect_nb(f->port[1]);
+    usleep(50 * 1000);
+    int got = 0;
+    for (int i = 3; i < 6; i++)
+        got += accept_all(fds[i]);
+    assert_int_equal(got, 1);
+    close(c);
+    free(fds);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+static void test_kept_address_keeps_fds(void **state)
+{
+    fixture_t *f = fixture(2, 2);
+    fg_listeners_t *ls = fg_listeners_new();
+    int *a = NULL, *b = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    /* The next generation lists the servers in another order: same sockets per address. */
+    fg_server_t tmp = f->servers[0];
+    f->servers[0] = f->servers[1];
+    f->servers[1] = tmp;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    assert_int_equal(fg_listeners_commit(ls, owner_fn, NULL), 0);
+    assert_int_equal(b[0], a[2]);
+    assert_int_equal(b[1], a[3]);
+    assert_int_equal(b[2], a[0]);
+    assert_int_equal(b[3], a[1]);
+    assert_int_equal(fg_listeners_active(ls), 4);
+    assert_int_equal(fg_listeners_retired(ls), 0);
+    free(a);
+    free(b);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+static void test_grow_then_rollback(void **state)
+{
+    fixture_t *f = fixture(1, 2);
+    fg_listeners_t *ls = fg_listeners_new();
+    int *a = NULL, *b = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+
+    f->cfg.workers = 4;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    assert_int_equal(b[0], a[0]);
+    assert_int_equal(b[1], a[1]);
+    assert_true(is_open(b[2]) && is_open(b[3]));
+    assert_int_equal(fg_listeners_active(ls), 4);
+    /* A second prepare before commit/rollback is refused. */
+    int *c = NULL;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &c, err, sizeof(err)), -1);
+
+    /* Rolled back without an owner: the new sockets are closed, the old ones stay. */
+    owner_pid = 0;
+    assert_int_equal(fg_listeners_rollback(ls, NULL, NULL), 2);
+    assert_false(is_open(b[2]));
+    assert_false(is_open(b[3]));
+    assert_true(is_open(a[0]) && is_open(a[1]));
+    assert_int_equal(fg_listeners_active(ls), 2);
+    free(b);
+
+    /* Grow for real this time. */
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    assert_int_equal(fg_listeners_commit(ls, NULL, NULL), 0);
+    assert_int_equal(fg_listeners_active(ls), 4);
+    free(a);
+    free(b);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+static void test_rollback_with_owner_retires(void **state)
+{
+    fixture_t *f = fixture(1, 1);
+    fg_listeners_t *ls = fg_listeners_new();
+    int *a = NULL, *b = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    f->cfg.workers = 2;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    /* The new worker of slot 1 (pid 500 + 1) may hold it: kept until that pid is gone. */
+    owner_pid = 500;
+    assert_int_equal(fg_listeners_rollback(ls, owner_fn, NULL), 1);
+    assert_int_equal(fg_listeners_retired(ls), 1);
+    assert_true(is_open(b[1]));
+    assert_int_equal(fg_listeners_release(ls, 501), 1);
+    assert_false(is_open(b[1]));
+    free(a);
+    free(b);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+static void test_shrink_and_remove_retire(void **state)
+{
+    fixture_t *f = fixture(2, 3);
+    fg_listeners_t *ls = fg_listeners_new();
+    int *a = NULL, *b = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+
+    /* Next generation: 2 workers, and only the second server. */
+    f->cfg.workers = 2;
+    f->cfg.servers = &f->servers[1];
+    f->cfg.nservers = 1;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    assert_int_equal(b[0], a[3]);
+    assert_int_equal(b[1], a[4]);
+    owner_pid = 1000;
+    owner_calls = 0;
+    /* Server 0: slots 0,1,2 retired; server 1: slot 2 retired. */
+    assert_int_equal(fg_listeners_commit(ls, owner_fn, NULL), 4);
+    assert_int_equal(owner_calls, 4);
+    assert_int_equal(fg_listeners_active(ls), 2);
+    assert_int_equal(fg_listeners_retired(ls), 4);
+    /* Retired sockets stay open (their old worker drains them) until that worker exits. */
+    for (int i = 0; i < 3; i++)
+        assert_true(is_open(a[i]));
+    assert_true(is_open(a[5]));
+    assert_int_equal(fg_listeners_release(ls, 999), 0);
+    assert_int_equal(fg_listeners_release(ls, 1002), 2); /* slot 2 of both addresses */
+    assert_false(is_open(a[2]));
+    assert_false(is_open(a[5]));
+    assert_true(is_open(a[0]));
+    assert_int_equal(fg_listeners_release(ls, 1000), 1);
+    assert_int_equal(fg_listeners_release(ls, 1001), 1);
+    assert_int_equal(fg_listeners_retired(ls), 0);
+    assert_true(is_open(b[0]) && is_open(b[1]));
+    free(a);
+    free(b);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+/* A connection already queued on a socket survives its retirement: the old worker still
+ * accepts it. */
+static void test_retired_keeps_queue(void **state)
+{
+    fixture_t *f = fixture(1, 1);
+    fg_listeners_t *ls = fg_listeners_new();
+    int *a = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    int c = connect_nb(f->port[0]);
+    usleep(50 * 1000);
+    assert_int_equal(fg_listener_block(a[0]), 0);
+    assert_int_equal(accept_all(a[0]), 1);
+    close(c);
+    free(a);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+/* After the filter no handshake completes on the blocked socket; the clients whose SYN hashed
+ * to it retransmit and land on the live socket once the blocked one is closed. */
+static void test_blocked_socket_drops_syn(void **state)
+{
+    enum { N = 16 };
+    fixture_t *f = fixture(1, 2);
+    fg_listeners_t *ls = fg_listeners_new();
+    int *a = NULL, *b = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    f->cfg.workers = 1;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    owner_pid = 77;
+    assert_int_equal(fg_listeners_commit(ls, owner_fn, NULL), 1); /* a[1] retired, owner 78 */
+
+    int c[N];
+    for (int i = 0; i < N; i++)
+        c[i] = connect_nb(f->port[0]);
+    usleep(200 * 1000);
+    assert_int_equal(accept_all(a[1]), 0);
+    int live = accept_all(a[0]);
+    assert_true(live < N); /* 2^-16 chance that no SYN hashed to the blocked socket */
+
+    assert_int_equal(fg_listeners_release(ls, 78), 1);
+    for (int waited = 0; live < N && waited < 5000; waited += 100) {
+        struct pollfd p = {.fd = a[0], .events = POLLIN};
+        poll(&p, 1, 100);
+        live += accept_all(a[0]);
+    }
+    assert_int_equal(live, N);
+    for (int i = 0; i < N; i++)
+        close(c[i]);
+    free(a);
+    free(b);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+static void test_bind_failure_undoes(void **state)
+{
+    fixture_t *f = fixture(2, 2);
+    /* Somebody else (no SO_REUSEPORT) holds the second address. */
+    int busy = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(bind(busy, (struct sockaddr *)&f->servers[1].addr, f->servers[1].addrlen), 0);
+    assert_int_equal(listen(busy, 1), 0);
+
+    fg_listeners_t *ls = fg_listeners_new();
+    int *a = NULL;
+    char err[256] = "";
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), -1);
+    assert_null(a);
+    assert_non_null(strstr(err, "servers[1].listen: bind"));
+    assert_non_null(strstr(err, f->listen[1]));
+    assert_non_null(strstr(err, "in use"));
+    assert_int_equal(fg_listeners_active(ls), 0);
+    /* The failed attempt left nothing pending: fixing the config works. */
+    close(busy);
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    assert_int_equal(fg_listeners_active(ls), 4);
+    free(a);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+static void test_duplicate_and_disabled(void **state)
+{
+    fixture_t *f = fixture(3, 2);
+    set_server(f, 2, f->port[0]);
+    fg_listeners_t *ls = fg_listeners_new();
+    int *a = NULL;
+    char err[256] = "";
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "servers[2].listen"));
+    assert_int_equal(fg_listeners_active(ls), 0);
+
+    f->servers[2].enabled = 0;
+    f->servers[0].enabled = 0;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    assert_int_equal(a[0], -1);
+    assert_int_equal(a[1], -1);
+    assert_true(a[2] > 2 && a[3] > 2);
+    assert_int_equal(a[4], -1);
+    assert_int_equal(a[5], -1);
+    assert_int_equal(fg_listeners_active(ls), 2);
+    free(a);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+static void test_close_in_child(void **state)
+{
+    fixture_t *f = fixture(2, 2);
+    fg_listeners_t *ls = fg_listeners_new();
+    int *a = NULL, *b = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    f->cfg.workers = 1;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    owner_pid = 10;
+    fg_listeners_commit(ls, owner_fn, NULL); /* a[1], a[3] retired */
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int keep[2] = {a[0], a[2]};
+        fg_listeners_close_in_child(ls, keep, 2);
+        int ok = is_open(a[0]) && is_open(a[2]) && !is_open(a[1]) && !is_open(a[3]);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* The parent's copies are untouched. */
+    for (int i = 0; i < 4; i++)
+        assert_true(is_open(a[i]));
+    free(a);
+    free(b);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_per_slot),
+        cmocka_unit_test(test_kept_address_keeps_fds),
+        cmocka_unit_test(test_grow_then_rollback),
+        cmocka_unit_test(test_rollback_with_owner_retires),
+        cmocka_unit_test(test_shrink_and_remove_retire),
+        cmocka_unit_test(test_retired_keeps_queue),
+        cmocka_unit_test(test_blocked_socket_drops_syn),
+        cmocka_unit_test(test_bind_failure_undoes),
+        cmocka_unit_test(test_duplicate_and_disabled),
+        cmocka_unit_test(test_close_in_child),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,247 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "master/status.h"
+
+static char dir[48];
+static char path[100];
+
+static json_t *cmd_ping(void *arg)
+{
+    int *calls = arg;
+    (*calls)++;
+    return json_pack("{s:s, s:i}", "pong", "yes", "calls", *calls);
+}
+
+static json_t *cmd_fail(void *arg)
+{
+    return NULL;
+}
+
+static const fg_status_cmd_t cmds[] = {
+    {"show ping", "answers pong", cmd_ping},
+    {"show fail", "internal error", cmd_fail},
+    {NULL, NULL, NULL},
+};
+
+/* A server in a child process, so the test itself can use blocking clients. */
+static pid_t serve(unsigned idle_ms)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        static int calls;
+        char err[256];
+        struct event_base *base = event_base_new();
+        fg_status_t *st = fg_status_new(base, path, NULL, cmds, &calls, err, sizeof(err));
+        if (st == NULL) {
+            fprintf(stderr, "%s\n", err);
+            _exit(1);
+        }
+        if (idle_ms)
+            fg_status_set_idle_timeout(st, idle_ms);
+        if (write(p[1], "r", 1) != 1)
+            _exit(1);
+        close(p[1]);
+        event_base_dispatch(base);
+        _exit(0);
+    }
+    close(p[1]);
+    char c;
+    assert_int_equal(read(p[0], &c, 1), 1);
+    close(p[0]);
+    return pid;
+}
+
+static void stop(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    unlink(path);
+}
+
+static int raw_connect(void)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+/* Everything the server sends until it closes (or the 3 s receive timeout). */
+static size_t read_all(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+    ssize_t n;
+    while (len < cap - 1 && (n = read(fd, buf + len, cap - 1 - len)) > 0)
+        len += (size_t)n;
+    buf[len] = '\0';
+    return len;
+}
+
+static int setup(void **state)
+{
+    snprintf(dir, sizeof(dir), "/tmp/fg-status-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/status.sock", dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    unlink(path);
+    rmdir(dir);
+    return 0;
+}
+
+static void test_mode_and_commands(void **state)
+{
+    pid_t pid = serve(0);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(S_ISSOCK(sb.st_mode));
+    assert_int_equal(sb.st_mode & 0777, 0600);
+
+    const char *q[] = {"show ping", "  show   ping  ", "help", "nope x", "show fail"};
+    json_t *a[5];
+    char err[256];
+    assert_int_equal(fg_status_query(path, q, a, 5, err, sizeof(err)), 0);
+    assert_string_equal(json_string_value(json_object_get(a[0], "pong")), "yes");
+    assert_int_equal(json_integer_value(json_object_get(a[1], "calls")), 2);
+    json_t *list = json_object_get(a[2], "commands");
+    assert_true(json_array_size(list) == 4); /* two given + help + quit */
+    assert_string_equal(json_string_value(json_object_get(a[3], "error")), "unknown command");
+    assert_string_equal(json_string_value(json_object_get(a[3], "command")), "nope x");
+    assert_string_equal(json_string_value(json_object_get(a[4], "error")), "internal error");
+    for (int i = 0; i < 5; i++)
+        json_decref(a[i]);
+    stop(pid);
+}
+
+static void test_quit_and_split_lines(void **state)
+{
+    pid_t pid = serve(0);
+    int fd = raw_connect();
+    assert_int_equal(write(fd, "show pi", 7), 7);
+    usleep(50 * 1000);
+    assert_int_equal(write(fd, "ng\r\n\nquit\nshow ping\n", 20), 20);
+    char buf[4096];
+    read_all(fd, buf, sizeof(buf));
+    /* One answer, CRLF tolerated, the empty line ignored, nothing after quit. */
+    assert_string_equal(buf, "{\"pong\":\"yes\",\"calls\":1}\n");
+    close(fd);
+    stop(pid);
+}
+
+static void test_long_line(void **state)
+{
+    pid_t pid = serve(0);
+    char *big = malloc(FG_STATUS_MAX_LINE + 100);
+    memset(big, 'x', FG_STATUS_MAX_LINE + 100);
+    char buf[4096];
+
+    /* Without a newline: answered and closed once the buffer passes the limit. */
+    int fd = raw_connect();
+    assert_int_equal(write(fd, big, FG_STATUS_MAX_LINE + 100), FG_STATUS_MAX_LINE + 100);
+    read_all(fd, buf, sizeof(buf));
+    assert_string_equal(buf, "{\"error\":\"line too long\",\"max\":4096}\n");
+    close(fd);
+
+    /* Exactly the limit is still a command (an unknown one). */
+    fd = raw_connect();
+    big[FG_STATUS_MAX_LINE] = '\n';
+    assert_int_equal(write(fd, big, FG_STATUS_MAX_LINE + 1), FG_STATUS_MAX_LINE + 1);
+    shutdown(fd, SHUT_WR);
+    char *answer = malloc(2 * FG_STATUS_MAX_LINE);
+    read_all(fd, answer, 2 * FG_STATUS_MAX_LINE);
+    assert_non_null(strstr(answer, "\"unknown command\""));
+    free(answer);
+    close(fd);
+    free(big);
+    stop(pid);
+}
+
+static void test_idle_timeout(void **state)
+{
+    pid_t pid = serve(200);
+    int fd = raw_connect();
+    char buf[64];
+    errno = 0;
+    /* The server closes the silent client: EOF well before our 3 s receive timeout. */
+    assert_int_equal(read_all(fd, buf, sizeof(buf)), 0);
+    assert_int_equal(errno == EAGAIN, 0);
+    close(fd);
+    stop(pid);
+}
+
+static void test_stale_live_and_foreign(void **state)
+{
+    char err[256];
+    struct event_base *base = event_base_new();
+
+    /* A live server owns the path: a second one is refused. */
+    pid_t pid = serve(0);
+    assert_null(fg_status_new(base, path, NULL, cmds, NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "another process is listening"));
+    /* Killed without cleanup: the stale socket file is replaced. */
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    fg_status_t *st = fg_status_new(base, path, NULL, cmds, NULL, err, sizeof(err));
+    assert_non_null(st);
+    fg_status_free(st);
+    assert_int_equal(access(path, F_OK), -1); /* removed on free */
+
+    /* A regular file is never deleted. */
+    FILE *f = fopen(path, "w");
+    fclose(f);
+    assert_null(fg_status_new(base, path, NULL, cmds, NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "not a socket"));
+    assert_int_equal(access(path, F_OK), 0);
+    unlink(path);
+
+    assert_null(fg_status_new(base, path, "no-such-group-fg", cmds, NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "statusGroup"));
+    assert_int_equal(access(path, F_OK), -1);
+    event_base_free(base);
+
+    /* Nobody listening: the client reports it. */
+    json_t *a[1];
+    const char *q[] = {"show ping"};
+    assert_int_equal(fg_status_query(path, q, a, 1, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "cannot connect"));
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_mode_and_commands, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quit_and_split_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_live_and_foreign, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
