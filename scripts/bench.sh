@@ -1,0 +1,352 @@
+#!/usr/bin/env bash
+# `make bench`: fastgateway vs nginx vs HAProxy on loopback, in front of one nginx upstream.
+#
+# The upstream (nginx) answers GET / with a 12-byte body and serves a 256 MiB file. Each proxy
+# runs in turn with as many workers/threads as CPUs and is measured with
+#   wrk -t$THREADS -c$CONNS -d$DURATION --latency   (keep-alive req/s, p50, p99)
+#   curl -o /dev/null of the 256 MiB file            (best of 3, GB/s = 1e9 bytes/s)
+# The upstream alone is measured the same way as the ceiling. The markdown table with the
+# ratios fastgateway/nginx and fastgateway/haproxy is printed and written, with the machine
+# description, to docs/benchmarks.md (OUT=... to write elsewhere).
+#
+# Knobs: DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), FG (./fastgateway),
+#        OUT (docs/benchmarks.md), BIGFILE_MB (256).
+# Not a test: the numbers depend on the machine and its load.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2s}
+FG=${FG:-$ROOT/fastgateway}
+OUT=${OUT:-$ROOT/docs/benchmarks.md}
+BIGFILE_MB=${BIGFILE_MB:-256}
+NPROC=$(nproc)
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+
+for tool in nginx haproxy wrk curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin
+    command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool not found (make deps)" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d /tmp/fg-bench.XXXXXX)
+PGIDS=()
+
+cleanup() {
+    local pg
+    for pg in "${PGIDS[@]}"; do
+        kill -TERM -- "-$pg" 2>/dev/null || true
+    done
+    sleep 0.3
+    for pg in "${PGIDS[@]}"; do
+        kill -KILL -- "-$pg" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts "$@" in its own session (so its whole process tree can be killed) and prints its pid.
+spawn() {
+    local log=$1
+    shift
+    setsid "$@" </dev/null >"$log" 2>&1 &
+    local pid=$!
+    PGIDS+=("$pid")
+    LAST_PID=$pid
+}
+
+stop_group() {
+    local pg=$1 i
+    kill -TERM -- "-$pg" 2>/dev/null || true
+    for i in $(seq 50); do
+        kill -0 -- "-$pg" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL -- "-$pg" 2>/dev/null || true
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until http://127.0.0.1:$1$2 answers 200.
+wait_http() {
+    local i
+    for i in $(seq 100); do
+        if [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1$2" || true)" = 200 ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+RUN_AS_ROOT=""
+if [ "$(id -u)" -eq 0 ]; then
+    RUN_AS_ROOT="user root;"
+fi
+
+# ---- upstream -------------------------------------------------------------------------------
+UP_PORT=$(free_port)
+mkdir -p "$TMP/www" "$TMP/upstream/logs"
+if ! fallocate -l "${BIGFILE_MB}M" "$TMP/www/big.bin" 2>/dev/null; then
+    dd if=/dev/zero of="$TMP/www/big.bin" bs=1M count="$BIGFILE_MB" status=none
+fi
+BIG_BYTES=$((BIGFILE_MB * 1024 * 1024))
+
+cat >"$TMP/upstream/nginx.conf" <<EOF
+$RUN_AS_ROOT
+worker_processes $NPROC;
+pid $TMP/upstream/nginx.pid;
+error_log $TMP/upstream/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    server {
+        listen 127.0.0.1:$UP_PORT backlog=4096;
+        root $TMP/www;
+        location = / { default_type text/plain; return 200 "hello world\n"; }
+        location / { }
+    }
+}
+EOF
+
+spawn "$TMP/upstream.out" nginx -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;'
+UP_PGID=$LAST_PID
+if ! wait_http "$UP_PORT" /; then
+    echo "bench: the upstream nginx did not start:" >&2
+    cat "$TMP/upstream.out" "$TMP/upstream/logs/error.log" >&2 2>/dev/null || true
+    exit 1
+fi
+body=$(curl -s "http://127.0.0.1:$UP_PORT/")
+if [ "${#body}" -ne 11 ]; then # 12 bytes with the newline that $(...) strips
+    echo "bench: unexpected upstream body '$body'" >&2
+    exit 1
+fi
+
+# ---- measurements ---------------------------------------------------------------------------
+# wrk latency like "812.00us", "1.23ms", "1.02s" -> milliseconds
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n = n * 60000;
+        else if (v ~ /s$/) n = n * 1000;
+        printf "%.3f", n }'
+}
+
+declare -A RPS P50 P99 DL ERRS
+NAMES=()
+
+measure() {
+    local name=$1 port=$2 out code best=0 s i
+    NAMES+=("$name")
+    echo "== $name (port $port)" >&2
+    wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/" 2>&1) || true
+    echo "$out" | sed 's/^/   /' >&2
+    RPS[$name]=$(echo "$out" | awk '/^Requests\/sec:/ { printf "%.0f", $2 }')
+    P50[$name]=$(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")
+    P99[$name]=$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")
+    ERRS[$name]=$(echo "$out" | awk '/Socket errors|Non-2xx/ { sub(/^ +/, ""); printf "%s; ", $0 }')
+    for i in 1 2 3; do
+        s=$(curl -s -o /dev/null -m 120 -w '%{http_code} %{size_download} %{speed_download}' \
+            "http://127.0.0.1:$port/big.bin" || true)
+        read -r code size speed <<<"$s"
+        if [ "${code:-0}" != 200 ] || [ "${size:-0}" != "$BIG_BYTES" ]; then
+            echo "   download $i failed: $s" >&2
+            continue
+        fi
+        best=$(awk -v a="$best" -v b="$speed" 'BEGIN { print (b > a) ? b : a }')
+    done
+    DL[$name]=$(awk -v b="$best" 'BEGIN { printf "%.2f", b / 1e9 }')
+    echo "   download best of 3: ${DL[$name]} GB/s" >&2
+}
+
+failed() {
+    NAMES+=("$1")
+    RPS[$1]=0 P50[$1]=0 P99[$1]=0 DL[$1]=0 ERRS[$1]="did not start"
+}
+
+measure upstream "$UP_PORT"
+
+# ---- fastgateway ----------------------------------------------------------------------------
+FG_PORT=$(free_port)
+mkdir -p "$TMP/fg"
+cat >"$TMP/fg/fastgateway.json" <<EOF
+{
+    "workers": $NPROC,
+    "pidFile": "$TMP/fg/fastgateway.pid",
+    "statusSocket": "$TMP/fg/status.sock",
+    "log": { "errorLog": "$TMP/fg/error.log", "level": "warn", "accessLog": "off" },
+    "servers": [ { "id": "main", "listen": "127.0.0.1:$FG_PORT" } ],
+    "routes": [ { "id": "all", "match": { "path": "/{**rest}" }, "clusterId": "up" } ],
+    "clusters": [ { "id": "up",
+                    "destinations": [ { "id": "u1", "address": "http://127.0.0.1:$UP_PORT" } ] } ]
+}
+EOF
+if [ -x "$FG" ] && "$FG" -t -c "$TMP/fg/fastgateway.json" >"$TMP/fg.test" 2>&1; then
+    spawn "$TMP/fg.out" "$FG" -f -c "$TMP/fg/fastgateway.json"
+    FG_PGID=$LAST_PID
+    if wait_http "$FG_PORT" /; then
+        measure fastgateway "$FG_PORT"
+    else
+        echo "bench: fastgateway did not serve:" >&2
+        tail -5 "$TMP/fg.out" "$TMP/fg/error.log" >&2 2>/dev/null || true
+        failed fastgateway
+    fi
+    stop_group "$FG_PGID"
+else
+    echo "bench: $FG missing or config rejected: $(cat "$TMP/fg.test" 2>/dev/null)" >&2
+    failed fastgateway
+fi
+
+# ---- nginx as proxy -------------------------------------------------------------------------
+NG_PORT=$(free_port)
+mkdir -p "$TMP/nginx/logs"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+$RUN_AS_ROOT
+worker_processes $NPROC;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream up {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NG_PORT backlog=4096;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+spawn "$TMP/nginx.out" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;'
+NG_PGID=$LAST_PID
+if wait_http "$NG_PORT" /; then
+    measure nginx "$NG_PORT"
+else
+    cat "$TMP/nginx.out" "$TMP/nginx/logs/error.log" >&2 2>/dev/null || true
+    failed nginx
+fi
+stop_group "$NG_PGID"
+
+# ---- HAProxy --------------------------------------------------------------------------------
+HA_PORT=$(free_port)
+mkdir -p "$TMP/haproxy"
+cat >"$TMP/haproxy/haproxy.cfg" <<EOF
+global
+    nbthread $NPROC
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 75s
+    http-reuse always
+
+frontend fe
+    bind 127.0.0.1:$HA_PORT
+    default_backend be
+
+backend be
+    server u1 127.0.0.1:$UP_PORT
+EOF
+spawn "$TMP/haproxy.out" haproxy -db -f "$TMP/haproxy/haproxy.cfg"
+HA_PGID=$LAST_PID
+if wait_http "$HA_PORT" /; then
+    measure haproxy "$HA_PORT"
+else
+    cat "$TMP/haproxy.out" >&2 2>/dev/null || true
+    failed haproxy
+fi
+stop_group "$HA_PGID"
+stop_group "$UP_PGID"
+
+# ---- report ---------------------------------------------------------------------------------
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a + 0 > 0) printf "%.2fx", a / b; else print "n/a" }'
+}
+
+table() {
+    echo "| target | req/s | p50 ms | p99 ms | 256 MiB download GB/s | wrk errors |"
+    echo "|---|---:|---:|---:|---:|---|"
+    local n
+    for n in "${NAMES[@]}"; do
+        echo "| $n | ${RPS[$n]:-0} | ${P50[$n]:-0} | ${P99[$n]:-0} | ${DL[$n]:-0} | ${ERRS[$n]:-none} |"
+    done
+    echo
+    echo "| ratio | req/s | p99 latency (lower is better) | download |"
+    echo "|---|---:|---:|---:|"
+    for n in nginx haproxy; do
+        echo "| fastgateway/$n | $(ratio "${RPS[fastgateway]}" "${RPS[$n]}") |" \
+            "$(ratio "${P99[fastgateway]}" "${P99[$n]}") |" \
+            "$(ratio "${DL[fastgateway]}" "${DL[$n]}") |"
+    done
+    echo
+    local verdict
+    verdict=$(awk -v fr="${RPS[fastgateway]}" -v nr="${RPS[nginx]}" -v fp="${P99[fastgateway]}" \
+        -v np="${P99[nginx]}" -v fd="${DL[fastgateway]}" -v hd="${DL[haproxy]}" 'BEGIN {
+        ok = (fr > 0 && fr >= nr && fp <= np && fd >= hd)
+        print ok ? "met" : "not met" }')
+    echo "Target (issue 3: req/s >= 1.0x nginx, p99 <= nginx, download >= 1.0x HAProxy): **$verdict**."
+}
+
+first_line() { "$@" 2>&1 | head -1 || true; }
+
+TABLE=$(table)
+echo
+echo "$TABLE"
+
+mkdir -p "$(dirname "$OUT")"
+{
+    echo "# Benchmarks"
+    echo
+    echo "Generated by \`make bench\` (scripts/bench.sh); every figure below comes from one run."
+    echo "Loopback only: client, proxies and upstream share the machine, so the numbers compare"
+    echo "the proxies with each other, not with a real network."
+    echo
+    echo "## Machine"
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- CPUs: $NPROC ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo))"
+    echo "- memory: $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "- kernel: $(uname -srm)"
+    echo "- load average before the run: $LOADAVG (other work on the machine skews the figures)"
+    echo "- fastgateway: $(first_line "$FG" -v)"
+    echo "- nginx: $(first_line nginx -v)"
+    echo "- haproxy: $(first_line haproxy -v)"
+    echo "- wrk: $(first_line wrk -v)"
+    echo "- curl: $(first_line curl --version)"
+    echo
+    echo "## Method"
+    echo
+    echo "- upstream: nginx, $NPROC workers, \`return 200\` with a 12-byte body on \`/\`, and a"
+    echo "  ${BIGFILE_MB} MiB file served with sendfile."
+    echo "- fastgateway: $NPROC workers, one cluster route to the upstream, access log off."
+    echo "- nginx: $NPROC workers, \`proxy_pass\` to an upstream block with \`keepalive 64\`,"
+    echo "  \`proxy_http_version 1.1\`, \`proxy_set_header Connection \"\"\`, access log off,"
+    echo "  other settings default (proxy_buffering on)."
+    echo "- HAProxy: \`nbthread $NPROC\`, \`mode http\`, \`http-reuse always\`."
+    echo "- load: \`wrk -t$THREADS -c$CONNS -d$DURATION --latency\` on \`/\` (keep-alive) after a"
+    echo "  $WARMUP warm-up; download: \`curl -o /dev/null\` of the file, best of 3, GB/s = 10^9 B/s."
+    echo
+    echo "## Results"
+    echo
+    echo "$TABLE"
+} >"$OUT"
+echo
+echo "written to $OUT"
