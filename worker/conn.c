@@ -28,9 +28,11 @@ struct fg_conn_s {
     unsigned reading : 1;
     unsigned writing : 1;
     unsigned connecting : 1;
+    unsigned raw : 1; /* readiness only: the owner moves bytes itself (splice) */
 };
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
+static void want_write(fg_conn_t *c);
 
 #define NO_TIMEOUT_MS (7ull * 24 * 3600 * 1000)
 static void on_writable(evutil_socket_t fd, short what, void *arg);
@@ -113,6 +115,17 @@ size_t fg_conn_pending(const fg_conn_t *c)
 int fg_conn_writing(const fg_conn_t *c)
 {
     return c->writing;
+}
+
+void fg_conn_set_raw(fg_conn_t *c, int raw)
+{
+    c->raw = raw ? 1 : 0;
+}
+
+void fg_conn_want_write(fg_conn_t *c)
+{
+    if (!c->writing)
+        want_write(c);
 }
 
 void fg_conn_set_low_watermark(fg_conn_t *c, size_t low)
@@ -237,6 +250,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         event_del(c->rev);
         c->reading = 0;
         c->cbs.on_event(c, c->arg, FG_CONN_TIMEOUT_READ);
+        return;
+    }
+    if (c->raw) {
+        c->cbs.on_read(c, c->arg);
         return;
     }
     int n = read_into(c->in, fd, c->read_max);

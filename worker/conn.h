@@ -57,6 +57,10 @@ void fg_conn_set_read_max(fg_conn_t *c, size_t max);
 size_t fg_conn_pending(const fg_conn_t *c);
 /* Whether the conn is still waiting for writability. */
 int fg_conn_writing(const fg_conn_t *c);
-/* Shut the write side down after pending output is flushed (then on_event EOF or free). */
+/* Raw mode: on_read reports readiness without reading, for an owner that moves bytes with
+ * splice(2). The read timer still applies. */
+void fg_conn_set_raw(fg_conn_t *c, int raw);
+/* Arm the write event even with empty output: on_drain fires once the socket is writable. */
+void fg_conn_want_write(fg_conn_t *c);
 
 #endif

@@ -315,6 +315,20 @@ static void ops_abort(fg_request_t *req)
     destroy(h);
 }
 
+static int ops_raw_fd(fg_request_t *req)
+{
+    fg_http1_conn_t *h = req->proto;
+    if (h->resp_chunked || h->resp_nobody || fg_conn_flush(h->c) != 0 || fg_conn_pending(h->c) > 0)
+        return -1;
+    return fg_conn_fd(h->c);
+}
+
+static void ops_want_writable(fg_request_t *req)
+{
+    fg_http1_conn_t *h = req->proto;
+    fg_conn_want_write(h->c);
+}
+
 static const fg_req_ops_t h1_ops = {
     .send_head = ops_send_head,
     .send_body = ops_send_body,
@@ -323,6 +337,8 @@ static const fg_req_ops_t h1_ops = {
     .pending = ops_pending,
     .pause_body = ops_pause_body,
     .abort = ops_abort,
+    .raw_fd = ops_raw_fd,
+    .want_writable = ops_want_writable,
 };
 
 /* ---- connection lifecycle ---- */

@@ -3,7 +3,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 
@@ -37,12 +39,18 @@ typedef struct {
     unsigned got_bytes : 1;    /* any response byte received on this connection */
     unsigned keep_alive : 1;   /* destination allows reuse */
     unsigned up_paused : 1;    /* upstream reading paused for a slow client */
+    unsigned splicing : 1;     /* body moves socket -> pipe -> socket in the kernel */
+    int pipe[2];
+    int cfd;                   /* client socket while splicing */
+    size_t in_pipe;            /* bytes spliced from the destination, not yet to the client */
 } proxy_t;
 
 enum { P_CONNECTING = 1, P_WAIT_HEAD, P_BODY, P_DONE };
 enum { R_NONE = 0, R_LENGTH, R_CHUNKED, R_CLOSE };
 
 #define UP_HIGH_WATER (256 * 1024)
+#define SPLICE_MIN (1024 * 1024) /* bodies this large skip user space */
+#define SPLICE_CHUNK (1024 * 1024)
 #define REPLAY_MAX (64 * 1024)
 
 static void up_read(fg_conn_t *c, void *arg);
@@ -121,9 +129,21 @@ static int build_head(proxy_t *p)
 
 /* ---- finishing ---- */
 
+static void stop_splice(proxy_t *p)
+{
+    if (!p->splicing)
+        return;
+    close(p->pipe[0]);
+    close(p->pipe[1]);
+    p->splicing = 0;
+    if (p->u)
+        fg_conn_set_raw(p->u->c, 0);
+}
+
 /* Detach from the upstream connection: back to the pool when the exchange ended cleanly. */
 static void drop_upstream(proxy_t *p, int reusable)
 {
+    stop_splice(p);
     fg_upconn_t *u = p->u;
     p->u = NULL;
     if (u == NULL)
@@ -272,6 +292,71 @@ static int try_again(proxy_t *p)
 
 static void resume_upstream(proxy_t *p);
 
+/* Move body bytes destination -> pipe -> client until one side would block. Returns 1 when the
+ * exchange ended (p is gone), 0 to wait (for the destination's readability, or the client's
+ * writability through on_writable), -1 on a client error, -3 on a destination error. */
+static int splice_pump(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    int cfd = p->cfd;
+    int ufd = fg_conn_fd(p->u->c);
+    for (;;) {
+        while (p->in_pipe > 0) {
+            ssize_t n = splice(p->pipe[0], NULL, cfd, NULL, p->in_pipe,
+                               SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            if (n > 0) {
+                p->in_pipe -= (size_t)n;
+                p->resp_left -= n;
+                req->bytes_out += (uint64_t)n;
+                continue;
+            }
+            if (n == -1 && errno == EINTR)
+                continue;
+            if (n == -1 && errno == EAGAIN) {
+                /* Stop watching the destination until the client drains, or its level-
+                 * triggered readiness would spin the loop. */
+                fg_conn_read(p->u->c, 0, 0);
+                req->ops->want_writable(req);
+                return 0;
+            }
+            return -1;
+        }
+        if (p->resp_left == 0) {
+            complete(p);
+            return 1;
+        }
+        size_t want = p->resp_left > SPLICE_CHUNK ? SPLICE_CHUNK : (size_t)p->resp_left;
+        ssize_t n = splice(ufd, NULL, p->pipe[1], NULL, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        if (n > 0) {
+            p->in_pipe = (size_t)n;
+            continue;
+        }
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1 && errno == EAGAIN)
+            return 0; /* the raw read event calls again */
+        return -3;    /* 0: the destination closed before the declared length */
+    }
+}
+
+/* Switch a large identity-framed body to splice(2) when both sides are plain sockets and
+ * nothing is buffered in user space. Returns 1 when switched. */
+static int start_splice(proxy_t *p, struct evbuffer *in)
+{
+    fg_request_t *req = p->req;
+    if (p->resp_mode != R_LENGTH || p->resp_left < SPLICE_MIN || evbuffer_get_length(in) > 0 ||
+        p->up_paused || req->ops->raw_fd == NULL)
+        return 0;
+    p->cfd = req->ops->raw_fd(req);
+    if (p->cfd < 0 || pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
+        return 0;
+    fcntl(p->pipe[1], F_SETPIPE_SZ, SPLICE_CHUNK);
+    p->splicing = 1;
+    p->in_pipe = 0;
+    fg_conn_set_raw(p->u->c, 1);
+    return 1;
+}
+
 /* Send the first n bytes of in to the client. */
 static int send_part(proxy_t *p, struct evbuffer *in, size_t n)
 {
@@ -292,6 +377,10 @@ static int send_part(proxy_t *p, struct evbuffer *in, size_t n)
 static int pass_body(proxy_t *p, struct evbuffer *in)
 {
     fg_request_t *req = p->req;
+    if (p->splicing) {
+        int r = splice_pump(p);
+        return r == -3 ? -4 : r;
+    }
     while (evbuffer_get_length(in) > 0 && p->state == P_BODY) {
         if (p->resp_mode == R_LENGTH) {
             size_t n = evbuffer_get_length(in);
@@ -340,6 +429,8 @@ static int pass_body(proxy_t *p, struct evbuffer *in)
             break;
         }
     }
+    /* Everything buffered went out: the rest of a large body can bypass user space. */
+    start_splice(p, in);
     return 0;
 }
 
@@ -456,6 +547,10 @@ static int process_upstream(proxy_t *p)
         fail(p, 502, "client_error", "client write failed");
         return 1;
     }
+    if (r == -4) {
+        fail(p, 502, "bad_gateway", "upstream closed the connection before the body ended");
+        return 1;
+    }
     return r;
 }
 
@@ -547,7 +642,13 @@ static void resume_upstream(proxy_t *p)
 
 static void on_writable(fg_request_t *req)
 {
-    resume_upstream(req->handler_data);
+    proxy_t *p = req->handler_data;
+    if (p->splicing) {
+        fg_conn_read(p->u->c, 1, p->cl->activity_timeout_ms);
+        process_upstream(p);
+        return;
+    }
+    resume_upstream(p);
 }
 
 static void on_abort(fg_request_t *req)

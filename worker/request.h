@@ -43,6 +43,11 @@ typedef struct {
     /* The response cannot be completed (upstream died mid-body): drop the client stream so that
      * the client sees a truncated message, never a wrong one. The front end frees req. */
     void (*abort)(fg_request_t *req);
+    /* Zero-copy body relay: the client socket when body bytes may be written to it directly
+     * (plain TCP, identity framing, nothing queued), else -1. The caller counts bytes_out. */
+    int (*raw_fd)(fg_request_t *req);
+    /* Call handler->on_writable once the client socket can take bytes (after raw_fd EAGAIN). */
+    void (*want_writable)(fg_request_t *req);
 } fg_req_ops_t;
 
 typedef struct {
