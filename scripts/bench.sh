@@ -145,7 +145,7 @@ declare -A RPS P50 P99 DL ERRS
 NAMES=()
 
 measure() {
-    local name=$1 port=$2 out code best=0 s i
+    local name=$1 port=$2 mode=${3:-full} out code best=0 s i
     NAMES+=("$name")
     echo "== $name (port $port)" >&2
     wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
@@ -155,6 +155,10 @@ measure() {
     P50[$name]=$(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")
     P99[$name]=$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")
     ERRS[$name]=$(echo "$out" | awk '/Socket errors|Non-2xx/ { sub(/^ +/, ""); printf "%s; ", $0 }')
+    if [ "$mode" = rps ]; then
+        DL[$name]="-"
+        return 0
+    fi
     for i in 1 2 3; do
         s=$(curl -s -o /dev/null -m 120 -w '%{http_code} %{size_download} %{speed_download}' \
             "http://127.0.0.1:$port/big.bin" || true)
@@ -177,35 +181,65 @@ failed() {
 measure upstream "$UP_PORT"
 
 # ---- fastgateway ----------------------------------------------------------------------------
-FG_PORT=$(free_port)
-mkdir -p "$TMP/fg"
-cat >"$TMP/fg/fastgateway.json" <<EOF
+# fg_config NAME PORT ROUTES_JSON: a gateway config in $TMP/NAME/fastgateway.json
+fg_config() {
+    local name=$1 port=$2 routes=$3
+    mkdir -p "$TMP/$name"
+    cat >"$TMP/$name/fastgateway.json" <<EOF
 {
     "workers": $NPROC,
-    "pidFile": "$TMP/fg/fastgateway.pid",
-    "statusSocket": "$TMP/fg/status.sock",
-    "log": { "errorLog": "$TMP/fg/error.log", "level": "warn", "accessLog": "off" },
-    "servers": [ { "id": "main", "listen": "127.0.0.1:$FG_PORT" } ],
-    "routes": [ { "id": "all", "match": { "path": "/{**rest}" }, "clusterId": "up" } ],
+    "pidFile": "$TMP/$name/fastgateway.pid",
+    "statusSocket": "$TMP/$name/status.sock",
+    "log": { "errorLog": "$TMP/$name/error.log", "level": "warn", "accessLog": "off" },
+    "servers": [ { "id": "main", "listen": "127.0.0.1:$port" } ],
+    "routes": [ $routes ],
     "clusters": [ { "id": "up",
                     "destinations": [ { "id": "u1", "address": "http://127.0.0.1:$UP_PORT" } ] } ]
 }
 EOF
-if [ -x "$FG" ] && "$FG" -t -c "$TMP/fg/fastgateway.json" >"$TMP/fg.test" 2>&1; then
-    spawn "$TMP/fg.out" "$FG" -f -c "$TMP/fg/fastgateway.json"
-    FG_PGID=$LAST_PID
-    if wait_http "$FG_PORT" /; then
-        measure fastgateway "$FG_PORT"
+}
+
+# run_fg NAME MODE: start the gateway of $TMP/NAME, measure it (MODE full or rps), stop it.
+run_fg() {
+    local name=$1 mode=$2 port
+    port=$(sed -n 's/.*"listen": "127.0.0.1:\([0-9]*\)".*/\1/p' "$TMP/$name/fastgateway.json")
+    if [ -x "$FG" ] && "$FG" -t -c "$TMP/$name/fastgateway.json" >"$TMP/$name.test" 2>&1; then
+        spawn "$TMP/$name.out" "$FG" -f -c "$TMP/$name/fastgateway.json"
+        local pg=$LAST_PID
+        if wait_http "$port" /; then
+            measure "$name" "$port" "$mode"
+        else
+            echo "bench: $name did not serve:" >&2
+            tail -5 "$TMP/$name.out" "$TMP/$name/error.log" >&2 2>/dev/null || true
+            failed "$name"
+        fi
+        stop_group "$pg"
     else
-        echo "bench: fastgateway did not serve:" >&2
-        tail -5 "$TMP/fg.out" "$TMP/fg/error.log" >&2 2>/dev/null || true
-        failed fastgateway
+        echo "bench: $FG missing or config rejected: $(cat "$TMP/$name.test" 2>/dev/null)" >&2
+        failed "$name"
     fi
-    stop_group "$FG_PGID"
-else
-    echo "bench: $FG missing or config rejected: $(cat "$TMP/fg.test" 2>/dev/null)" >&2
-    failed fastgateway
-fi
+}
+
+CATCH_ALL='{ "id": "all", "match": { "path": "/{**rest}" }, "clusterId": "up" }'
+fg_config fastgateway "$(free_port)" "$CATCH_ALL"
+run_fg fastgateway full
+
+# The same traffic with 999 other routes in front (literal prefixes, templates, hosts,
+# methods): matching must not scan them (issue 3: >= 90% of the 1-route throughput).
+MANY=$(python3 -c '
+import json
+routes = []
+for i in range(999):
+    m = {"path": "/svc%d/{id}/items/{**rest}" % i}
+    if i % 3 == 1:
+        m["hosts"] = ["api%d.example.com" % i]
+    if i % 3 == 2:
+        m["methods"] = ["POST", "PUT"]
+    routes.append(json.dumps({"id": "r%d" % i, "match": m, "clusterId": "up"}))
+print(", ".join(routes))
+')
+fg_config fastgateway-1000-routes "$(free_port)" "$MANY, $CATCH_ALL"
+run_fg fastgateway-1000-routes rps
 
 # ---- nginx as proxy -------------------------------------------------------------------------
 NG_PORT=$(free_port)
@@ -296,6 +330,7 @@ table() {
             "$(ratio "${P99[fastgateway]}" "${P99[$n]}") |" \
             "$(ratio "${DL[fastgateway]}" "${DL[$n]}") |"
     done
+    echo "| fastgateway 1,000 routes / 1 route | $(ratio "${RPS[fastgateway-1000-routes]}" "${RPS[fastgateway]}") | | |"
     echo
     local verdict
     verdict=$(awk -v fr="${RPS[fastgateway]}" -v nr="${RPS[nginx]}" -v fp="${P99[fastgateway]}" \
