@@ -217,7 +217,8 @@ out:
 
 static int load_globals(fg_config_ctx_t *c, const json_t *root)
 {
-    static const char *const shm_keys[] = {"size", NULL};
+    static const char *const shm_keys[] = {"size", "rateLimitZone", "accessControlZone",
+                                           "abnormalIpZone", NULL};
     fg_config_t *cfg = c->cfg;
     long long n = 0;
     uint64_t size = 64 * KIB * KIB;
@@ -325,7 +326,8 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
 {
     static const char *const keys[] = {"id",      "name",   "listen",   "enabled",
                                        "backlog", "limits", "timeouts", "maxKeepAliveRequests",
-                                       NULL};
+                                       "rateLimits", "accessControl", "clientIpSource",
+                                       "trustedProxies", NULL};
     long long backlog = 511, maxka = 0;
 
     s->enabled = 1;
@@ -351,7 +353,8 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
     if (fg_config_get_bool(c, o, "enabled", &s->enabled) < 0 ||
         fg_config_get_int(c, o, "backlog", 1, 65535, &backlog) < 0 ||
         load_server_limits(c, o, s) < 0 || load_server_timeouts(c, o, s) < 0 ||
-        fg_config_get_int(c, o, "maxKeepAliveRequests", 0, UINT_MAX, &maxka) < 0)
+        fg_config_get_int(c, o, "maxKeepAliveRequests", 0, UINT_MAX, &maxka) < 0 ||
+        fg_config_load_server_security(c, o, s) < 0)
         return -1;
     s->backlog = (int)backlog;
     s->max_keepalive_requests = (unsigned)maxka;
@@ -440,6 +443,11 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                                        "servers",
                                        "routes",
                                        "clusters",
+                                       "rateLimits",
+                                       "accessControl",
+                                       "security",
+                                       "abnormalIp",
+                                       "tenantHeader",
                                        NULL};
 
     if (!json_is_object(root))
@@ -447,7 +455,8 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                               fg_config_type_name(root));
     if (fg_config_check_keys(c, root, keys) < 0 || load_globals(c, root) < 0 ||
         load_log(c, root) < 0 || load_servers(c, root) < 0 ||
-        fg_config_load_clusters(c, root) < 0 || fg_config_load_routes(c, root) < 0)
+        fg_config_load_clusters(c, root) < 0 || fg_config_load_routes(c, root) < 0 ||
+        fg_config_load_security(c, root) < 0 || fg_config_resolve_security(c) < 0)
         return -1;
     attach_routes(c->cfg);
     return 0;
@@ -543,6 +552,7 @@ void fg_config_free(fg_config_t *cfg)
 {
     if (cfg == NULL)
         return;
+    fg_config_free_security(cfg);
     fg_config_free_routes(cfg);
     fg_config_free_clusters(cfg);
     for (size_t i = 0; i < cfg->nservers; i++) {

@@ -9,6 +9,55 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 
+/* ---- security: rate limits, access control, client address (common/config_security.c) ---- */
+
+typedef enum { FG_RLT_SLIDING = 0, FG_RLT_FIXED, FG_RLT_TOKEN } fg_ratelimit_type_t;
+typedef enum { FG_RLS_GLOBAL = 0, FG_RLS_PER_IP, FG_RLS_PER_ROUTE, FG_RLS_PER_HEADER } fg_ratelimit_scope_t;
+typedef enum { FG_CIP_SOCKET = 0, FG_CIP_XFF, FG_CIP_REAL_IP, FG_CIP_CF } fg_client_ip_source_t;
+
+typedef struct {
+    char *id;
+    char *name;
+    int enabled;          /* default 1 */
+    int type;             /* fg_ratelimit_type_t, default SlidingWindow */
+    int scope;            /* fg_ratelimit_scope_t, default PerIp */
+    char *header;         /* PerHeader: header name */
+    uint64_t max_requests;
+    uint64_t window_ms;
+    uint64_t burst;       /* TokenBucket capacity; 0 = maxRequests */
+    char *path_pattern;   /* NULL = any */
+    char *ip_pattern;     /* NULL = any */
+    char **methods;       /* upper-case; empty = any */
+    size_t nmethods;
+    int dry_run;
+} fg_ratelimit_rule_t;
+
+typedef struct {
+    char *id;
+    char *name;
+    int enabled;    /* default 1 */
+    int whitelist;  /* type "whitelist" */
+    char **entries; /* "IP", "a-b", "CIDR"; validated at load */
+    size_t nentries;
+} fg_acl_list_t;
+
+/* Ids of rules and lists attached at one level (global, a server, a route); resolved at load. */
+typedef struct {
+    char **ratelimits;
+    size_t nratelimits;
+    char **acls;
+    size_t nacls;
+} fg_security_attach_t;
+
+typedef struct {
+    int enabled;               /* the abnormalIp section is present */
+    uint64_t window_ms;        /* default 60 s */
+    uint64_t threshold;        /* errors in the window that mark an address abnormal; 20 */
+    int autoblock;             /* autoBlock.enabled */
+    uint64_t autoblock_threshold; /* default = threshold */
+    uint64_t autoblock_ms;     /* default 30 min */
+} fg_abnormal_config_t;
+
 /* ---- routes: match ---- */
 
 typedef enum {
@@ -128,7 +177,14 @@ typedef struct {
     fg_transform_t *transforms;
     size_t ntransforms;
     int64_t max_request_body_size; /* -1 = inherit the server's */
+    fg_security_attach_t security; /* route "rateLimits" / "accessControl" */
     void *compiled;            /* matcher compiled by the router (worker/router.c) */
+    /* tenant routes (the seed's GwTenantRoute): a route with a tenantCode that is not global
+     * matches only requests of that tenant, and wins over a global route of the same path */
+    char *tenant_code;         /* NULL = none */
+    int is_global;             /* isGlobal; default 1 without tenantCode, 0 with one */
+    fg_header_kv_t *metadata;  /* "metadata": free string pairs, in the access log */
+    size_t nmetadata;
 } fg_route_t;
 
 /* ---- clusters ---- */
@@ -140,6 +196,52 @@ typedef enum {
     FG_LB_RANDOM,
     FG_LB_FIRST_ALPHABETICAL,
 } fg_lb_policy_t;
+
+/* Cluster health checks, session affinity and failover (issue 5; docs/config.md). */
+typedef enum { FG_AVAIL_HEALTHY_OR_PANIC = 0, FG_AVAIL_HEALTHY_AND_UNKNOWN } fg_availability_t;
+
+typedef struct {
+    int active;                  /* healthCheck.active.enabled */
+    uint64_t interval_ms;        /* default 15 s */
+    uint64_t timeout_ms;         /* default 10 s */
+    char *path;                  /* default "/" */
+    char *query;                 /* without '?'; NULL = none */
+    unsigned threshold;          /* consecutive failed probes that mark unhealthy; default 2 */
+    int expected_status;         /* 0 = any 2xx */
+    int passive;                 /* healthCheck.passive.enabled */
+    uint64_t window_ms;          /* default 60 s */
+    unsigned min_requests;       /* default 10 */
+    double failure_rate;         /* default 0.3 */
+    unsigned consecutive;        /* consecutive transport failures; default 5, 0 = off */
+    uint64_t reactivation_ms;    /* default 60 s */
+    int availability;            /* fg_availability_t */
+} fg_health_config_t;
+
+typedef enum { FG_AFF_HASH_COOKIE = 0, FG_AFF_COOKIE, FG_AFF_CUSTOM_HEADER } fg_affinity_policy_t;
+typedef enum { FG_AFF_REDISTRIBUTE = 0, FG_AFF_RETURN_503 } fg_affinity_failure_t;
+typedef enum { FG_AFF_KEY_REQUEST = 0, FG_AFF_KEY_TENANT } fg_affinity_key_source_t;
+typedef enum { FG_SAMESITE_UNSET = 0, FG_SAMESITE_LAX, FG_SAMESITE_STRICT, FG_SAMESITE_NONE } fg_samesite_t;
+
+typedef struct {
+    int enabled;
+    int policy;            /* fg_affinity_policy_t */
+    int failure_policy;    /* fg_affinity_failure_t */
+    char *key_name;        /* header or cookie name; default X-Session-Key / .FastGateway.Affinity */
+    int key_source;        /* fg_affinity_key_source_t */
+    char *cookie_path;     /* default "/" */
+    char *cookie_domain;   /* NULL = none */
+    int cookie_http_only;  /* default 1 */
+    int cookie_secure;     /* default 0 */
+    int cookie_same_site;  /* fg_samesite_t */
+    int64_t cookie_max_age; /* seconds; -1 = session cookie */
+} fg_affinity_config_t;
+
+typedef struct {
+    int enabled;
+    uint64_t connect_timeout_ms;  /* per attempt, default 150 ms */
+    uint64_t budget_ms;           /* all attempts of one request, default 500 ms */
+    int allow_non_idempotent;     /* default 0 */
+} fg_failover_config_t;
 
 typedef struct {
     char *id;
@@ -154,6 +256,12 @@ typedef struct {
     int weight;      /* default 1 */
     struct sockaddr_storage addr; /* resolved at load */
     socklen_t addrlen;
+    /* active probes go to `health` when set, else to `address` */
+    struct sockaddr_storage health_addr;
+    socklen_t health_addrlen;
+    char *health_authority; /* Host header of a probe */
+    char *health_base;      /* "" or "/base" */
+    void *state;            /* shm/health.c record, attached by the master (fg_health_attach) */
 } fg_destination_t;
 
 struct fg_cluster_s {
@@ -168,6 +276,10 @@ struct fg_cluster_s {
     unsigned max_idle_connections;  /* default 64 */
     uint64_t idle_timeout_ms;       /* default 60 s */
     unsigned max_requests_per_connection; /* 0 = unlimited */
+    fg_health_config_t health;     /* "healthCheck" */
+    fg_affinity_config_t affinity; /* "sessionAffinity" */
+    fg_failover_config_t failover; /* "failover" */
+    void *state;                   /* shm/health.c cluster record, attached by the master */
 };
 
 /* ---- servers (listeners) ---- */
@@ -195,6 +307,10 @@ typedef struct {
     fg_route_t **routes;
     size_t nroutes;
     void *router;                  /* compiled router (worker/router.c), built in the master */
+    fg_security_attach_t security; /* server "rateLimits" / "accessControl" */
+    int client_ip_source;          /* fg_client_ip_source_t */
+    char **trusted_proxies;        /* CIDRs or addresses */
+    size_t ntrusted_proxies;
 } fg_server_t;
 
 /* ---- top level ---- */
@@ -227,6 +343,17 @@ typedef struct {
     size_t nroutes;
     fg_cluster_t *clusters;
     size_t nclusters;
+    fg_ratelimit_rule_t *ratelimits;
+    size_t nratelimits;
+    fg_acl_list_t *acls;
+    size_t nacls;
+    fg_security_attach_t security; /* global attachments ("security") */
+    fg_abnormal_config_t abnormal;
+    size_t shm_ratelimit_zone;     /* shm.rateLimitZone, default 8m */
+    size_t shm_acl_zone;           /* shm.accessControlZone, default 1m */
+    size_t shm_abnormal_zone;      /* shm.abnormalIpZone, default 4m */
+    void *security_compiled;       /* worker/security.c, built in the master */
+    char *tenant_header;  /* "tenantHeader", default "X-Tenant-Code" */
     void *json_root;     /* the parsed document, kept for diagnostics; owned */
 } fg_config_t;
 

@@ -116,28 +116,65 @@ static int parse_url(const char *s, url_t *u, char *why, size_t whylen)
     return 0;
 }
 
-static int resolve(fg_config_ctx_t *c, fg_destination_t *d)
+static int check_url(fg_config_ctx_t *c, const char *key, const char *s, url_t *u);
+
+static int resolve_to(fg_config_ctx_t *c, const char *key, const char *host, uint16_t p,
+                      struct sockaddr_storage *ss, socklen_t *sslen)
 {
     struct addrinfo hints = {
         .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char name[256], port[8];
-    size_t hlen = strlen(d->host);
+    size_t hlen = strlen(host);
 
-    if (d->host[0] == '[') {
-        snprintf(name, sizeof(name), "%.*s", (int)(hlen - 2), d->host + 1);
+    if (host[0] == '[') {
+        snprintf(name, sizeof(name), "%.*s", (int)(hlen - 2), host + 1);
         hints.ai_flags |= AI_NUMERICHOST;
     } else {
-        snprintf(name, sizeof(name), "%s", d->host);
+        snprintf(name, sizeof(name), "%s", host);
     }
-    snprintf(port, sizeof(port), "%u", d->port);
+    snprintf(port, sizeof(port), "%u", p);
     int rc = getaddrinfo(name, port, &hints, &res);
     if (rc != 0)
-        return fg_config_fail(c, "address", "cannot resolve \"%s\": %s", name, gai_strerror(rc));
-    memcpy(&d->addr, res->ai_addr, res->ai_addrlen);
-    d->addrlen = res->ai_addrlen;
+        return fg_config_fail(c, key, "cannot resolve \"%s\": %s", name, gai_strerror(rc));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = res->ai_addrlen;
     freeaddrinfo(res);
     return 0;
+}
+
+static int resolve(fg_config_ctx_t *c, fg_destination_t *d)
+{
+    return resolve_to(c, "address", d->host, d->port, &d->addr, &d->addrlen);
+}
+
+/* The probe target: `health` when given, else the destination's own address; resolved here
+ * like the address, so a probe never waits on DNS either. */
+static int load_health_address(fg_config_ctx_t *c, fg_destination_t *d)
+{
+    url_t u;
+    char auth[300];
+    if (d->health == NULL) {
+        d->health_addr = d->addr;
+        d->health_addrlen = d->addrlen;
+        snprintf(auth, sizeof(auth), "%s:%u", d->host, (unsigned)d->port);
+        d->health_authority = fg_config_xstrdup(auth);
+        d->health_base = fg_config_xstrdup(d->base_path);
+        return 0;
+    }
+    if (check_url(c, "health", d->health, &u) < 0)
+        return -1;
+    if (u.https) {
+        url_clear(&u);
+        return fg_config_fail(c, "health", "https probes are not supported yet");
+    }
+    int rc = resolve_to(c, "health", u.host, u.port, &d->health_addr, &d->health_addrlen);
+    snprintf(auth, sizeof(auth), "%s:%u", u.host, (unsigned)u.port);
+    d->health_authority = fg_config_xstrdup(auth);
+    d->health_base = u.base;
+    u.base = NULL;
+    url_clear(&u);
+    return rc;
 }
 
 static int check_url(fg_config_ctx_t *c, const char *key, const char *s, url_t *u)
@@ -171,11 +208,10 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
         return -1;
     if (d->host_override && !fg_config_is_field_value(d->host_override))
         return fg_config_fail(c, "host", "contains a control character");
-    if (d->health) {
-        if (check_url(c, "health", d->health, &u) < 0)
-            return -1;
-        url_clear(&u);
-    }
+    if (strlen(d->id) > 63)
+        return fg_config_fail(c, "id", "longer than 63 bytes");
+    if (load_health_address(c, d) < 0)
+        return -1;
     if (fg_config_get_bool(c, o, "enabled", &d->enabled) < 0 ||
         fg_config_get_int(c, o, "weight", 1, 1000, &weight) < 0)
         return -1;
@@ -244,10 +280,249 @@ out:
     return rc;
 }
 
+/* healthCheck.active: YARP's defaults (15 s interval, 10 s timeout, 2 consecutive failures). */
+static int load_active(fg_config_ctx_t *c, const json_t *hc, fg_health_config_t *h)
+{
+    static const char *const keys[] = {"enabled",   "interval",       "timeout", "path", "query",
+                                       "threshold", "expectedStatus", NULL};
+    json_t *o = NULL;
+    long long thr = h->threshold, st = 0;
+    if (fg_config_get_object(c, hc, "active", keys, &o) < 0)
+        return -1;
+    if (o == NULL)
+        return 0;
+    size_t mark = fg_config_push_key(c, "active");
+    int rc = -1;
+    h->active = 1;
+    if (fg_config_get_bool(c, o, "enabled", &h->active) < 0 ||
+        fg_config_get_duration(c, o, "interval", &h->interval_ms) < 0 ||
+        fg_config_get_duration(c, o, "timeout", &h->timeout_ms) < 0 ||
+        fg_config_get_string(c, o, "path", 1, &h->path) < 0 ||
+        fg_config_get_string(c, o, "query", 1, &h->query) < 0 ||
+        fg_config_get_int(c, o, "threshold", 1, 1000, &thr) < 0 ||
+        fg_config_get_int(c, o, "expectedStatus", 100, 599, &st) < 0)
+        goto out;
+    if (h->interval_ms == 0 || h->timeout_ms == 0) {
+        fg_config_fail(c, h->interval_ms == 0 ? "interval" : "timeout", "must be greater than 0");
+        goto out;
+    }
+    if (h->path[0] != '/' || !fg_config_is_field_value(h->path) || strchr(h->path, ' ')) {
+        fg_config_fail(c, "path", "\"%s\" must start with \"/\" and contain no space", h->path);
+        goto out;
+    }
+    if (h->query && (!fg_config_is_field_value(h->query) || strchr(h->query, ' '))) {
+        fg_config_fail(c, "query", "contains a space or a control character");
+        goto out;
+    }
+    if (h->query && h->query[0] == '?')
+        memmove(h->query, h->query + 1, strlen(h->query));
+    h->threshold = (unsigned)thr;
+    h->expected_status = (int)st;
+    rc = 0;
+out:
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+/* healthCheck.passive: transport failures over a window (YARP's TransportFailureRate) or in a
+ * row; then unhealthy for reactivationPeriod. */
+static int load_passive(fg_config_ctx_t *c, const json_t *hc, fg_health_config_t *h)
+{
+    static const char *const keys[] = {"enabled",     "window",              "minimumRequests",
+                                       "failureRate", "consecutiveFailures", "reactivationPeriod",
+                                       NULL};
+    json_t *o = NULL;
+    long long minreq = h->min_requests, cons = h->consecutive;
+    if (fg_config_get_object(c, hc, "passive", keys, &o) < 0)
+        return -1;
+    if (o == NULL)
+        return 0;
+    size_t mark = fg_config_push_key(c, "passive");
+    int rc = -1;
+    h->passive = 1;
+    if (fg_config_get_bool(c, o, "enabled", &h->passive) < 0 ||
+        fg_config_get_duration(c, o, "window", &h->window_ms) < 0 ||
+        fg_config_get_int(c, o, "minimumRequests", 1, 1000000, &minreq) < 0 ||
+        fg_config_get_int(c, o, "consecutiveFailures", 0, 1000000, &cons) < 0 ||
+        fg_config_get_duration(c, o, "reactivationPeriod", &h->reactivation_ms) < 0)
+        goto out;
+    json_t *fr = json_object_get(o, "failureRate");
+    if (fr && (!json_is_number(fr) || json_number_value(fr) <= 0 || json_number_value(fr) > 1)) {
+        fg_config_fail(c, "failureRate", "expected a number in (0, 1]");
+        goto out;
+    }
+    if (fr)
+        h->failure_rate = json_number_value(fr);
+    if (h->window_ms == 0 || h->reactivation_ms == 0) {
+        fg_config_fail(c, h->window_ms == 0 ? "window" : "reactivationPeriod",
+                       "must be greater than 0");
+        goto out;
+    }
+    h->min_requests = (unsigned)minreq;
+    h->consecutive = (unsigned)cons;
+    rc = 0;
+out:
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+static int load_health(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
+{
+    static const char *const keys[] = {"active", "passive", "availability", NULL};
+    static const char *const avail[] = {"HealthyOrPanic", "HealthyAndUnknown", NULL};
+    fg_health_config_t *h = &cl->health;
+    json_t *hc = NULL;
+
+    h->interval_ms = 15 * 1000;
+    h->timeout_ms = 10 * 1000;
+    h->path = fg_config_xstrdup("/");
+    h->threshold = 2;
+    h->window_ms = 60 * 1000;
+    h->min_requests = 10;
+    h->failure_rate = 0.3;
+    h->consecutive = 5;
+    h->reactivation_ms = 60 * 1000;
+    if (fg_config_get_object(c, o, "healthCheck", keys, &hc) < 0)
+        return -1;
+    if (hc == NULL)
+        return 0;
+    size_t mark = fg_config_push_key(c, "healthCheck");
+    int rc = -1;
+    if (load_active(c, hc, h) == 0 && load_passive(c, hc, h) == 0 &&
+        fg_config_get_enum(c, hc, "availability", avail, &h->availability) >= 0)
+        rc = 0;
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+static int load_cookie(fg_config_ctx_t *c, const json_t *sa, fg_affinity_config_t *a)
+{
+    static const char *const keys[] = {"path",     "domain",   "httpOnly",
+                                       "secure",   "sameSite", "maxAge", NULL};
+    static const char *const same[] = {"Unspecified", "Lax", "Strict", "None", NULL};
+    json_t *o = NULL;
+    uint64_t age = 0;
+    if (fg_config_get_object(c, sa, "cookie", keys, &o) < 0)
+        return -1;
+    size_t mark = fg_config_push_key(c, "cookie");
+    int rc = -1;
+    if (fg_config_get_string(c, o, "path", 1, &a->cookie_path) < 0 ||
+        fg_config_get_string(c, o, "domain", 1, &a->cookie_domain) < 0 ||
+        fg_config_get_bool(c, o, "httpOnly", &a->cookie_http_only) < 0 ||
+        fg_config_get_bool(c, o, "secure", &a->cookie_secure) < 0 ||
+        fg_config_get_enum(c, o, "sameSite", same, &a->cookie_same_site) < 0)
+        goto out;
+    int has_age = fg_config_get_duration(c, o, "maxAge", &age);
+    if (has_age < 0)
+        goto out;
+    if (has_age)
+        a->cookie_max_age = (int64_t)(age / 1000);
+    if ((a->cookie_path && (!fg_config_is_field_value(a->cookie_path) ||
+                            strpbrk(a->cookie_path, ";, "))) ||
+        (a->cookie_domain && (!fg_config_is_field_value(a->cookie_domain) ||
+                              strpbrk(a->cookie_domain, ";, ")))) {
+        fg_config_fail(c, NULL, "path and domain must not contain ';', ',' or spaces");
+        goto out;
+    }
+    if (a->cookie_same_site == FG_SAMESITE_NONE && !a->cookie_secure) {
+        /* Browsers drop SameSite=None cookies without Secure. */
+        fg_config_fail(c, "sameSite", "None requires secure: true");
+        goto out;
+    }
+    rc = 0;
+out:
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+/* sessionAffinity: YARP's policies plus the seed's key derivation (keySource "tenant"). */
+static int load_affinity(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
+{
+    static const char *const keys[] = {"enabled",         "policy",    "failurePolicy",
+                                       "affinityKeyName", "keySource", "cookie", NULL};
+    static const char *const policies[] = {"HashCookie", "Cookie", "CustomHeader", NULL};
+    static const char *const failures[] = {"Redistribute", "Return503Error", NULL};
+    static const char *const sources[] = {"request", "tenant", NULL};
+    fg_affinity_config_t *a = &cl->affinity;
+    json_t *sa = NULL;
+
+    a->cookie_http_only = 1;
+    a->cookie_max_age = -1;
+    if (fg_config_get_object(c, o, "sessionAffinity", keys, &sa) < 0)
+        return -1;
+    if (sa == NULL)
+        return 0;
+    size_t mark = fg_config_push_key(c, "sessionAffinity");
+    int rc = -1;
+    a->enabled = 1;
+    /* The seed's "Header" is YARP's CustomHeader. */
+    json_t *pv = json_object_get(sa, "policy");
+    if (json_is_string(pv) && strcmp(json_string_value(pv), "Header") == 0)
+        a->policy = FG_AFF_CUSTOM_HEADER;
+    else if (fg_config_get_enum(c, sa, "policy", policies, &a->policy) < 0)
+        goto out;
+    if (fg_config_get_bool(c, sa, "enabled", &a->enabled) < 0 ||
+        fg_config_get_enum(c, sa, "failurePolicy", failures, &a->failure_policy) < 0 ||
+        fg_config_get_string(c, sa, "affinityKeyName", 1, &a->key_name) < 0 ||
+        fg_config_get_enum(c, sa, "keySource", sources, &a->key_source) < 0 ||
+        load_cookie(c, sa, a) < 0)
+        goto out;
+    if (a->key_name == NULL)
+        a->key_name = fg_config_xstrdup(a->policy == FG_AFF_CUSTOM_HEADER || a->key_source
+                                            ? "X-Session-Key"
+                                            : ".FastGateway.Affinity");
+    if (!fg_config_is_token(a->key_name)) {
+        fg_config_fail(c, "affinityKeyName", "\"%s\" is not a valid name", a->key_name);
+        goto out;
+    }
+    if (a->key_source == FG_AFF_KEY_TENANT && a->policy != FG_AFF_CUSTOM_HEADER) {
+        fg_config_fail(c, "keySource", "\"tenant\" needs policy CustomHeader");
+        goto out;
+    }
+    rc = 0;
+out:
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+/* failover: FastGateway's request failover, 150 ms per connect and 500 ms in all. */
+static int load_failover(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
+{
+    static const char *const keys[] = {"enabled", "connectTimeout", "budget",
+                                       "allowNonIdempotent", NULL};
+    fg_failover_config_t *f = &cl->failover;
+    json_t *fo = NULL;
+    f->connect_timeout_ms = 150;
+    f->budget_ms = 500;
+    if (fg_config_get_object(c, o, "failover", keys, &fo) < 0)
+        return -1;
+    if (fo == NULL)
+        return 0;
+    size_t mark = fg_config_push_key(c, "failover");
+    int rc = -1;
+    f->enabled = 1;
+    if (fg_config_get_bool(c, fo, "enabled", &f->enabled) == -1 ||
+        fg_config_get_duration(c, fo, "connectTimeout", &f->connect_timeout_ms) < 0 ||
+        fg_config_get_duration(c, fo, "budget", &f->budget_ms) < 0 ||
+        fg_config_get_bool(c, fo, "allowNonIdempotent", &f->allow_non_idempotent) < 0)
+        goto out;
+    if (f->connect_timeout_ms == 0 || f->budget_ms < f->connect_timeout_ms) {
+        fg_config_fail(c, f->connect_timeout_ms == 0 ? "connectTimeout" : "budget",
+                       f->connect_timeout_ms == 0 ? "must be greater than 0"
+                                                  : "must be at least connectTimeout");
+        goto out;
+    }
+    rc = 0;
+out:
+    fg_config_pop(c, mark);
+    return rc;
+}
+
 static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 {
     static const char *const keys[] = {"id",          "loadBalancingPolicy", "destinations",
-                                       "httpRequest", "keepAlive",           NULL};
+                                       "httpRequest", "keepAlive",           "healthCheck",
+                                       "sessionAffinity", "failover",        NULL};
     static const char *const policies[] = {
         "PowerOfTwoChoices", "RoundRobin", "LeastRequests", "Random", "FirstAlphabetical", NULL};
 
@@ -260,8 +535,13 @@ static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
         return fg_config_fail(c, NULL, "expected an object, got %s", fg_config_type_name(o));
     if (fg_config_check_keys(c, o, keys) < 0 || fg_config_require_string(c, o, "id", &cl->id) < 0 ||
         fg_config_get_enum(c, o, "loadBalancingPolicy", policies, &cl->lb_policy) < 0 ||
-        load_destinations(c, o, cl) < 0 || load_cluster_http(c, o, cl) < 0)
+        load_destinations(c, o, cl) < 0 || load_cluster_http(c, o, cl) < 0 ||
+        load_health(c, o, cl) < 0 || load_affinity(c, o, cl) < 0 || load_failover(c, o, cl) < 0)
         return -1;
+    if (strlen(cl->id) > 63)
+        return fg_config_fail(c, "id", "longer than 63 bytes");
+    if (cl->ndestinations > 256)
+        return fg_config_fail(c, "destinations", "more than 256 destinations");
     return 0;
 }
 
@@ -303,8 +583,15 @@ void fg_config_free_clusters(fg_config_t *cfg)
             free(d->base_path);
             free(d->host_override);
             free(d->health);
+            free(d->health_authority);
+            free(d->health_base);
         }
         free(cl->destinations);
+        free(cl->health.path);
+        free(cl->health.query);
+        free(cl->affinity.key_name);
+        free(cl->affinity.cookie_path);
+        free(cl->affinity.cookie_domain);
         free(cl->id);
     }
     free(cfg->clusters);

@@ -66,6 +66,13 @@ char *fg_config_xstrdup(const char *s);
 /* Sections, each reading cfg->... and reporting through c. */
 int fg_config_load_routes(fg_config_ctx_t *c, const json_t *root);
 int fg_config_load_clusters(fg_config_ctx_t *c, const json_t *root);
+/* common/config_security.c: rateLimits, accessControl, security, abnormalIp; the per-server
+ * and per-route keys; and resolution of every reference (after servers and routes). */
+int fg_config_load_security(fg_config_ctx_t *c, const json_t *root);
+int fg_config_load_server_security(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s);
+int fg_config_load_route_security(fg_config_ctx_t *c, const json_t *route, fg_route_t *r);
+int fg_config_resolve_security(fg_config_ctx_t *c);
+void fg_config_free_security(fg_config_t *cfg);
 void fg_config_free_routes(fg_config_t *cfg);
 void fg_config_free_clusters(fg_config_t *cfg);
 

@@ -545,12 +545,45 @@ static int load_route_servers(fg_config_ctx_t *c, const json_t *ro, fg_route_t *
     return 0;
 }
 
+/* Tenant routes: "tenantCode", "isGlobal" and free string "metadata" (serviceName and the like).
+ * A route that is not global needs a tenant to match. */
+static int load_tenant(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
+{
+    json_t *md = NULL;
+    const char *k;
+    json_t *v;
+
+    if (fg_config_get_string(c, o, "tenantCode", 1, &r->tenant_code) < 0)
+        return -1;
+    if (r->tenant_code && !fg_config_is_field_value(r->tenant_code))
+        return fg_config_fail(c, "tenantCode", "contains a control character");
+    r->is_global = r->tenant_code == NULL;
+    if (fg_config_get_bool(c, o, "isGlobal", &r->is_global) < 0)
+        return -1;
+    if (!r->is_global && r->tenant_code == NULL)
+        return fg_config_fail(c, "isGlobal", "false needs a tenantCode");
+    if (fg_config_get_object(c, o, "metadata", NULL, &md) < 0)
+        return -1;
+    if (md == NULL)
+        return 0;
+    r->metadata = fg_config_xcalloc(json_object_size(md) + 1, sizeof(fg_header_kv_t));
+    size_t mark = fg_config_push_key(c, "metadata");
+    json_object_foreach(md, k, v) {
+        if (!json_is_string(v))
+            return fg_config_fail(c, k, "expected a string, got %s", fg_config_type_name(v));
+        r->metadata[r->nmetadata].name = fg_config_xstrdup(k);
+        r->metadata[r->nmetadata++].value = fg_config_xstrdup(json_string_value(v));
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
+
 static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
 {
     static const char *const keys[] = {
         "id",     "order",  "servers",  "match",      "clusterId",
         "static", "direct", "redirect", "transforms", "maxRequestBodySize",
-        NULL};
+        "rateLimits", "accessControl", "tenantCode", "isGlobal", "metadata", NULL};
     long long order = 0;
     json_t *body;
 
@@ -560,7 +593,8 @@ static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
     if (fg_config_check_keys(c, o, keys) < 0 || fg_config_require_string(c, o, "id", &r->id) < 0 ||
         fg_config_get_int(c, o, "order", INT32_MIN, INT32_MAX, &order) < 0 ||
         load_route_servers(c, o, r) < 0 || load_match(c, o, r) < 0 || load_action(c, o, r) < 0 ||
-        load_transforms(c, o, r) < 0)
+        load_transforms(c, o, r) < 0 || fg_config_load_route_security(c, o, r) < 0 ||
+        load_tenant(c, o, r) < 0)
         return -1;
     r->order = (int)order;
     /* -1 in the struct means "the server's limit", so "unlimited" here is the largest size. */
@@ -580,6 +614,12 @@ int fg_config_load_routes(fg_config_ctx_t *c, const json_t *root)
 {
     fg_config_t *cfg = c->cfg;
     json_t *arr = NULL;
+    if (fg_config_get_string(c, root, "tenantHeader", 1, &cfg->tenant_header) < 0)
+        return -1;
+    if (cfg->tenant_header == NULL)
+        cfg->tenant_header = fg_config_xstrdup("X-Tenant-Code");
+    else if (!fg_config_is_token(cfg->tenant_header))
+        return fg_config_fail(c, "tenantHeader", "\"%s\" is not a header name", cfg->tenant_header);
     int rc = fg_config_get_array(c, root, "routes", &arr);
     if (rc <= 0)
         return rc;
@@ -638,7 +678,15 @@ void fg_config_free_routes(fg_config_t *cfg)
             free(r->transforms[j].xf_header_prefix);
         }
         free(r->transforms);
+        free(r->tenant_code);
+        for (size_t j = 0; j < r->nmetadata; j++) {
+            free(r->metadata[j].name);
+            free(r->metadata[j].value);
+        }
+        free(r->metadata);
     }
+    free(cfg->tenant_header);
+    cfg->tenant_header = NULL;
     free(cfg->routes);
     cfg->routes = NULL;
     cfg->nroutes = 0;

@@ -20,7 +20,10 @@
 #include "master/listener.h"
 #include "master/status.h"
 #include "shm/arena.h"
+#include "shm/zone.h"
+#include "shm/health.h"
 #include "worker/router.h"
+#include "worker/security.h"
 #include "worker/worker.h"
 
 #define READY_TIMEOUT_MS 10000 /* new workers must report ready within this */
@@ -108,6 +111,7 @@ static const int handled_signals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1,
 
 static void reload(master_t *m);
 static void reload_fail(master_t *m, const char *why);
+static void zones_sweep(master_t *m);
 
 /* ---- small helpers ---- */
 
@@ -180,6 +184,7 @@ static void gen_free(gen_t *g)
     free(g->slots);
     free(g->fds);
     if (g->cfg) {
+        fg_security_free(g->cfg);
         fg_router_free(g->cfg);
         fg_config_free(g->cfg);
     }
@@ -460,6 +465,7 @@ static void commit(master_t *m)
     m->cur = g;
     m->next = NULL;
     gen_free(old);
+    zones_sweep(m);
     m->reloads++;
     m->last_reload_time = time(NULL);
     m->last_reload_result = RELOAD_OK;
@@ -612,6 +618,8 @@ static void child_exited(master_t *m, proc_t *p, int status)
            (unsigned long long)p->generation, how);
     fg_listeners_release(m->ls, p->pid);
     proc_unlink(m, p);
+    /* A worker killed mid-request leaves in-flight counts behind: give them back. */
+    fg_health_worker_gone(fg_health_zone(m->shm), (int)(p->rec - fg_shm_worker(m->shm, 0)));
 
     gen_t *g = NULL;
     if (m->next && p->generation == m->next->id && m->next->slots[p->slot].proc == p)
@@ -634,6 +642,32 @@ static void child_exited(master_t *m, proc_t *p, int status)
     proc_free(p);
 }
 
+/* Free the shm zones that no live generation uses any more: a zone replaced by a reload stays
+ * until the last worker of the generation that used it has exited. */
+static void zones_sweep(master_t *m)
+{
+    uint64_t min = m->cur->id;
+    if (m->next && m->next->id < min)
+        min = m->next->id;
+    for (proc_t *p = m->procs; p; p = p->next)
+        if (p->generation < min)
+            min = p->generation;
+    int n = fg_shm_zone_sweep(m->shm, min);
+    if (n > 0)
+        fg_log_info("shm: freed %d zone(s) no longer used by any generation", n);
+}
+
+/* The oldest generation that still has a process (destination records of older ones may be
+ * recycled by fg_health_attach). */
+static uint64_t oldest_live_gen(const master_t *m)
+{
+    uint64_t min = m->cur ? m->cur->id : 1;
+    for (const proc_t *p = m->procs; p; p = p->next)
+        if (p->generation < min)
+            min = p->generation;
+    return min;
+}
+
 static void reap(master_t *m)
 {
     int status;
@@ -645,6 +679,8 @@ static void reap(master_t *m)
         if (p)
             child_exited(m, p, status);
     }
+    if (m->cur && m->shm)
+        zones_sweep(m);
     if (m->shutdown && m->procs == NULL)
         event_base_loopexit(m->base, NULL);
 }
@@ -680,6 +716,12 @@ static void reload(master_t *m)
     fg_log_notice("reloading %s", m->conf_file);
     gen_t *g = gen_load(m, m->cur->id + 1, err, sizeof(err));
     if (g == NULL) {
+        reload_fail(m, err);
+        return;
+    }
+    if (fg_security_build(g->cfg, m->shm, g->id, err, sizeof(err)) < 0 ||
+        fg_health_attach(m->shm, g->cfg, g->id, oldest_live_gen(m), err, sizeof(err)) == NULL) {
+        gen_free(g);
         reload_fail(m, err);
         return;
     }
@@ -910,15 +952,72 @@ static json_t *show_shm(void *arg)
     int records = 0;
     for (int i = 0; i < FG_SHM_MAX_WORKERS; i++)
         records += fg_shm_worker(m->shm, i)->state != FG_WORKER_FREE;
-    return json_pack("{s:I, s:I, s:I, s:{s:i, s:i}, s:[]}", "size", (json_int_t)size, "used",
-                     (json_int_t)used, "free", (json_int_t)(size - used), "workerRecords", "used",
-                     records, "max", FG_SHM_MAX_WORKERS, "zones");
+    uint64_t zones = fg_shm_zone_bytes(m->shm);
+    return json_pack("{s:I, s:I, s:I, s:{s:i, s:i}, s:o}", "size", (json_int_t)size, "used",
+                     (json_int_t)(used + zones), "free", (json_int_t)(size - used - zones),
+                     "workerRecords", "used", records, "max", FG_SHM_MAX_WORKERS, "zones",
+                     fg_security_show_zones(m->shm));
+}
+
+static json_t *show_ratelimits(void *arg)
+{
+    master_t *m = arg;
+    return fg_security_show_ratelimits(m->cur->cfg);
+}
+
+static json_t *show_acl(void *arg)
+{
+    master_t *m = arg;
+    return fg_security_show_acl(m->cur->cfg);
+}
+
+static json_t *show_abnormal(void *arg)
+{
+    master_t *m = arg;
+    return fg_security_show_abnormal(m->cur->cfg);
+}
+
+static json_t *add_acl(void *arg, const char *args)
+{
+    master_t *m = arg;
+    return fg_security_acl_command(m->cur->cfg, 1, args);
+}
+
+static json_t *del_acl(void *arg, const char *args)
+{
+    master_t *m = arg;
+    return fg_security_acl_command(m->cur->cfg, 0, args);
+}
+
+static json_t *show_servers(void *arg)
+{
+    master_t *m = arg;
+    return fg_health_show_servers(m->cur->cfg, fg_health_now_ms());
+}
+
+static json_t *set_destination(void *arg, const char *args)
+{
+    master_t *m = arg;
+    return fg_health_set_command(fg_health_zone(m->shm), m->cur->cfg, args);
 }
 
 static const fg_status_cmd_t status_cmds[] = {
     {"show info", "process, configuration and last reload", show_info},
     {"show workers", "every worker process, retiring ones included", show_workers},
-    {"show shm", "shared memory arena size and use", show_shm},
+    {"show shm", "shared memory arena size and use, and every zone", show_shm},
+    {"show ratelimits", "per rate limit: allowed, limited, active keys, evictions",
+     show_ratelimits},
+    {"show acl", "per access-control list: checks, hits, denials, dynamic entries", show_acl},
+    {"show abnormal", "addresses with the most errors in the abnormalIp window", show_abnormal},
+    {"show servers", "per destination: health, admin state, in-flight, totals, weight",
+     show_servers},
+    {NULL, NULL, NULL},
+};
+
+static const fg_status_args_cmd_t status_args_cmds[] = {
+    {"add acl", "add acl LIST-ID ADDRESS|CIDR: add a dynamic entry, no reload", add_acl},
+    {"del acl", "del acl LIST-ID ADDRESS|CIDR: remove a dynamic entry", del_acl},
+    {"set destination", "set destination CLUSTER/DEST state ready|drain|maint", set_destination},
     {NULL, NULL, NULL},
 };
 
@@ -972,6 +1071,9 @@ static int start(master_t *m, int foreground)
         goto fail;
     }
     fg_shm_set_generation(m->shm, m->cur->id);
+    if (fg_security_build(cfg, m->shm, m->cur->id, err, sizeof(err)) < 0 ||
+        fg_health_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) == NULL)
+        goto fail;
     m->ls = fg_listeners_new();
     if (m->ls == NULL || fg_listeners_prepare(m->ls, cfg, &m->cur->fds, err, sizeof(err)) < 0)
         goto fail;
@@ -993,6 +1095,7 @@ static int start(master_t *m, int foreground)
                                   err, sizeof(err));
         if (m->status == NULL)
             goto fail_workers;
+        fg_status_set_args_cmds(m->status, status_args_cmds);
     }
     struct timeval tv = tv_ms(READY_TIMEOUT_MS);
     evtimer_add(m->timeout_ev, &tv);

@@ -31,6 +31,7 @@ struct fg_status_s {
     struct evconnlistener *lev;
     char *path;
     const fg_status_cmd_t *cmds;
+    const fg_status_args_cmd_t *args_cmds;
     void *arg;
     conn_t *conns;
     size_t nconns;
@@ -65,6 +66,9 @@ static json_t *help(const fg_status_t *st)
 {
     json_t *list = json_array();
     for (const fg_status_cmd_t *cmd = st->cmds; cmd->name; cmd++)
+        json_array_append_new(list, json_pack("{s:s, s:s}", "command", cmd->name, "help",
+                                              cmd->help ? cmd->help : ""));
+    for (const fg_status_args_cmd_t *cmd = st->args_cmds; cmd && cmd->name; cmd++)
         json_array_append_new(list, json_pack("{s:s, s:s}", "command", cmd->name, "help",
                                               cmd->help ? cmd->help : ""));
     json_array_append_new(list,
@@ -109,6 +113,13 @@ static void run_command(conn_t *c, char *line)
     for (const fg_status_cmd_t *cmd = st->cmds; cmd->name; cmd++) {
         if (strcmp(line, cmd->name) == 0) {
             reply(c, cmd->fn(st->arg));
+            return;
+        }
+    }
+    for (const fg_status_args_cmd_t *cmd = st->args_cmds; cmd && cmd->name; cmd++) {
+        size_t n = strlen(cmd->name);
+        if (strncmp(line, cmd->name, n) == 0 && (line[n] == '\0' || line[n] == ' ')) {
+            reply(c, cmd->fn(st->arg, line[n] ? line + n + 1 : ""));
             return;
         }
     }
@@ -434,4 +445,9 @@ fail:
     close(fd);
     free(buf);
     return -1;
+}
+
+void fg_status_set_args_cmds(fg_status_t *st, const fg_status_args_cmd_t *cmds)
+{
+    st->args_cmds = cmds;
 }

@@ -15,12 +15,22 @@ struct event_base;
 
 /* Builds the answer of one command; returns a new reference (NULL = internal error). */
 typedef json_t *(*fg_status_fn)(void *arg);
+/* The same for a command that takes arguments: args is the rest of the line after the name
+ * and one blank ("" when none). */
+typedef json_t *(*fg_status_args_fn)(void *arg, const char *args);
 
 typedef struct {
     const char *name; /* the whole command line, e.g. "show info" */
     const char *help;
     fg_status_fn fn;
 } fg_status_cmd_t;
+
+/* A command with arguments: name is its fixed start ("add acl"). */
+typedef struct {
+    const char *name;
+    const char *help;
+    fg_status_args_fn fn;
+} fg_status_args_cmd_t;
 
 typedef struct fg_status_s fg_status_t;
 
@@ -29,6 +39,8 @@ typedef struct fg_status_s fg_status_t;
  * cmds is an array ended by a {NULL} entry, kept by reference. Returns NULL with err filled. */
 fg_status_t *fg_status_new(struct event_base *base, const char *path, const char *group,
                            const fg_status_cmd_t *cmds, void *arg, char *err, size_t errlen);
+/* Also serve these commands with arguments (array ended by {NULL}, kept by reference). */
+void fg_status_set_args_cmds(fg_status_t *st, const fg_status_args_cmd_t *cmds);
 /* Close the socket and its connections, unlink the path. */
 void fg_status_free(fg_status_t *st);
 /* In a forked child: close the descriptors (listening socket, connections) without touching the

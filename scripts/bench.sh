@@ -181,9 +181,10 @@ failed() {
 measure upstream "$UP_PORT"
 
 # ---- fastgateway ----------------------------------------------------------------------------
-# fg_config NAME PORT ROUTES_JSON: a gateway config in $TMP/NAME/fastgateway.json
+# fg_config NAME PORT ROUTES_JSON [TOP_KEYS [SERVER_KEYS]]: a gateway config in
+# $TMP/NAME/fastgateway.json; the optional arguments start with a comma.
 fg_config() {
-    local name=$1 port=$2 routes=$3
+    local name=$1 port=$2 routes=$3 top=${4:-} srv=${5:-}
     mkdir -p "$TMP/$name"
     cat >"$TMP/$name/fastgateway.json" <<EOF
 {
@@ -191,10 +192,11 @@ fg_config() {
     "pidFile": "$TMP/$name/fastgateway.pid",
     "statusSocket": "$TMP/$name/status.sock",
     "log": { "errorLog": "$TMP/$name/error.log", "level": "warn", "accessLog": "off" },
-    "servers": [ { "id": "main", "listen": "127.0.0.1:$port" } ],
+    "servers": [ { "id": "main", "listen": "127.0.0.1:$port" $srv } ],
     "routes": [ $routes ],
     "clusters": [ { "id": "up",
                     "destinations": [ { "id": "u1", "address": "http://127.0.0.1:$UP_PORT" } ] } ]
+    $top
 }
 EOF
 }
@@ -240,6 +242,27 @@ print(", ".join(routes))
 ')
 fg_config fastgateway-1000-routes "$(free_port)" "$MANY, $CATCH_ALL"
 run_fg fastgateway-1000-routes rps
+
+# Two rate-limit rules on every request, limits never reached (issue 4: >= 95% of the no-rule
+# throughput), and a 100,000-entry blacklist that does not hold the client vs an empty one.
+RULES=', "rateLimits": [
+    { "id": "ip", "type": "SlidingWindow", "scope": "PerIp", "maxRequests": 1000000000, "window": "1s" },
+    { "id": "all", "type": "TokenBucket", "scope": "Global", "maxRequests": 1000000000, "window": "1s" } ],
+    "security": { "rateLimits": ["ip", "all"] }'
+fg_config fastgateway-2-ratelimits "$(free_port)" "$CATCH_ALL" "$RULES"
+run_fg fastgateway-2-ratelimits rps
+fg_config fastgateway-acl-empty "$(free_port)" "$CATCH_ALL" \
+    ', "accessControl": [ { "id": "bl", "type": "blacklist", "entries": [] } ]' \
+    ', "accessControl": ["bl"]'
+run_fg fastgateway-acl-empty rps
+BIG=$(python3 -c '
+import json
+print(json.dumps(["10.%d.%d.%d" % (i >> 16, (i >> 8) & 255, i & 255) for i in range(100000)]))
+')
+fg_config fastgateway-acl-100k "$(free_port)" "$CATCH_ALL" \
+    ", \"accessControl\": [ { \"id\": \"bl\", \"type\": \"blacklist\", \"entries\": $BIG } ]" \
+    ', "accessControl": ["bl"]'
+run_fg fastgateway-acl-100k rps
 
 # ---- nginx as proxy -------------------------------------------------------------------------
 NG_PORT=$(free_port)
@@ -331,6 +354,8 @@ table() {
             "$(ratio "${DL[fastgateway]}" "${DL[$n]}") |"
     done
     echo "| fastgateway 1,000 routes / 1 route | $(ratio "${RPS[fastgateway-1000-routes]}" "${RPS[fastgateway]}") | | |"
+    echo "| fastgateway 2 rate limits / none | $(ratio "${RPS[fastgateway-2-ratelimits]}" "${RPS[fastgateway]}") | | |"
+    echo "| fastgateway 100,000-entry blacklist / empty | $(ratio "${RPS[fastgateway-acl-100k]}" "${RPS[fastgateway-acl-empty]}") | | |"
     echo
     local verdict
     verdict=$(awk -v fr="${RPS[fastgateway]}" -v nr="${RPS[nginx]}" -v fp="${P99[fastgateway]}" \

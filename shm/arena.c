@@ -1,4 +1,5 @@
 #include "shm/arena.h"
+#include "shm/lock.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -30,6 +31,9 @@ struct fg_shm_s {
     uint64_t zone_start; /* offset of the first zone byte */
     _Alignas(FG_CACHELINE) uint64_t generation;
     _Alignas(FG_CACHELINE) uint64_t used; /* bump offset; only ever grows */
+    uint64_t zone_low;                    /* lowest byte of the named zones (size when none) */
+    _Alignas(FG_CACHELINE) fg_shm_lock_t lock;
+    _Alignas(FG_CACHELINE) unsigned char zone_dir[FG_SHM_ZONE_DIR_SIZE];
     _Alignas(FG_CACHELINE) fg_shm_worker_t workers[FG_SHM_MAX_WORKERS];
 };
 
@@ -70,6 +74,12 @@ fg_shm_t *fg_shm_new(size_t size)
     shm->size = size;
     shm->zone_start = fixed;
     shm->used = fixed;
+    shm->zone_low = size;
+    if (fg_shm_lock_init(&shm->lock) < 0) {
+        munmap(p, size);
+        errno = ENOMEM;
+        return NULL;
+    }
     for (int i = 0; i < FG_SHM_MAX_WORKERS; i++) {
         shm->workers[i].magic = WORKER_MAGIC;
         shm->workers[i].slot = -1;
@@ -153,19 +163,54 @@ void fg_shm_worker_release(fg_shm_worker_t *w)
     __atomic_store_n(&w->state, FG_WORKER_FREE, __ATOMIC_RELEASE);
 }
 
-/* Lock-free bump: several workers may allocate at once once zones are created lazily. Blocks
- * are cache-line aligned so that no two zones share a line. */
+/* Bump under the arena lock: the master places zones from the top while a worker may allocate
+ * here, and both must see the same boundary. Blocks are cache-line aligned so that no two
+ * users share a line. */
 void *fg_shm_alloc(fg_shm_t *shm, size_t size)
 {
     check(shm);
     if (size == 0 || size > shm->size)
         return NULL;
     size_t need = round_up(size, FG_CACHELINE);
-    uint64_t off = __atomic_load_n(&shm->used, __ATOMIC_ACQUIRE);
-    do {
-        if (off > shm->size || shm->size - off < need)
-            return NULL;
-    } while (!__atomic_compare_exchange_n(&shm->used, &off, off + need, 0, __ATOMIC_ACQ_REL,
-                                          __ATOMIC_ACQUIRE));
-    return (char *)shm + off;
+    if (fg_shm_lock(&shm->lock) < 0)
+        return NULL;
+    uint64_t off = shm->used;
+    void *p = NULL;
+    if (off <= shm->zone_low && shm->zone_low - off >= need) {
+        __atomic_store_n(&shm->used, off + need, __ATOMIC_RELEASE);
+        p = (char *)shm + off;
+    }
+    fg_shm_unlock(&shm->lock);
+    return p;
+}
+
+void *fg_shm_zone_dir(fg_shm_t *shm)
+{
+    check(shm);
+    return shm->zone_dir;
+}
+
+int fg_shm_arena_lock(fg_shm_t *shm)
+{
+    check(shm);
+    /* Nothing to repair after a dead owner: the bump offset and the zone boundary are single
+     * words, and the zone directory marks a record live only once it is complete. */
+    return fg_shm_lock(&shm->lock) < 0 ? -1 : 0;
+}
+
+void fg_shm_arena_unlock(fg_shm_t *shm)
+{
+    fg_shm_unlock(&shm->lock);
+}
+
+uint64_t fg_shm_zone_low(const fg_shm_t *shm)
+{
+    check(shm);
+    return __atomic_load_n(&shm->zone_low, __ATOMIC_ACQUIRE);
+}
+
+void fg_shm_set_zone_low(fg_shm_t *shm, uint64_t off)
+{
+    check(shm);
+    __atomic_store_n(&shm->zone_low, off, __ATOMIC_RELEASE);
 }

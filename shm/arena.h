@@ -53,8 +53,18 @@ fg_shm_worker_t *fg_shm_worker(fg_shm_t *shm, int index);
 fg_shm_worker_t *fg_shm_worker_alloc(fg_shm_t *shm, int slot, uint64_t generation);
 void fg_shm_worker_release(fg_shm_worker_t *w);
 
-/* Allocate `size` bytes of zone memory from the arena (bump, never freed before the later
- * zone allocator lands). NULL when the arena is full. */
+/* Allocate `size` bytes of permanent memory from the bottom of the zone area (bump, never
+ * freed; under the arena lock). NULL when it would reach the named zones (shm/zone.c), which
+ * are placed from the top of the arena down. */
 void *fg_shm_alloc(fg_shm_t *shm, size_t size);
+
+/* For shm/zone.c: the zone directory (FG_SHM_ZONE_DIR_SIZE bytes in the arena header), the
+ * arena lock that serialises fg_shm_alloc and zone placement, and the lowest zone offset. */
+#define FG_SHM_ZONE_DIR_SIZE 8192
+void *fg_shm_zone_dir(fg_shm_t *shm);
+int fg_shm_arena_lock(fg_shm_t *shm);
+void fg_shm_arena_unlock(fg_shm_t *shm);
+uint64_t fg_shm_zone_low(const fg_shm_t *shm);
+void fg_shm_set_zone_low(fg_shm_t *shm, uint64_t off);
 
 #endif

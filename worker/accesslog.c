@@ -193,6 +193,25 @@ static void format_line(fg_accesslog_t *l, const fg_request_t *r, char *b, size_
         ADD_STR(r->route->id, strlen(r->route->id));
         ADD_LIT("\"");
     }
+    if (r->tenant.len) {
+        ADD_LIT(",\"tenant\":\"");
+        ADD_STR(r->tenant.base, r->tenant.len);
+        ADD_LIT("\"");
+    }
+    if (r->route && r->route->nmetadata) {
+        ADD_LIT(",\"metadata\":{");
+        for (size_t i = 0; i < r->route->nmetadata; i++) {
+            const fg_header_kv_t *kv = &r->route->metadata[i];
+            ADD_LIT("\"");
+            ADD_STR(kv->name, strlen(kv->name));
+            ADD_LIT("\":\"");
+            ADD_STR(kv->value, strlen(kv->value));
+            ADD_LIT("\"");
+            if (i + 1 < r->route->nmetadata)
+                ADD_LIT(",");
+        }
+        ADD_LIT("}");
+    }
     if (r->cluster_id) {
         ADD_LIT(",\"cluster\":\"");
         ADD_STR(r->cluster_id, strlen(r->cluster_id));

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/path.h"
 #include "worker/accesslog.h"
+#include "worker/security.h"
 #include "worker/conn.h"
 #include "worker/request.h"
 
@@ -282,6 +283,7 @@ static void ops_finish(fg_request_t *req)
         return;
     if (h->resp_chunked)
         evbuffer_add(fg_conn_output(h->c), "0\r\n\r\n", 5);
+    fg_security_on_finish(req);
     fg_accesslog_write(h->w->accesslog, req);
     if (h->w->record)
         h->w->record->requests++;
@@ -311,6 +313,7 @@ static void ops_abort(fg_request_t *req)
     h->in_req = 0;
     if (!h->resp_started)
         req->status = 502;
+    fg_security_on_finish(req);
     fg_accesslog_write(h->w->accesslog, req);
     destroy(h);
 }

@@ -10,6 +10,8 @@
 #include <event2/buffer.h>
 
 #include "common/log.h"
+#include "shm/health.h"
+#include "worker/affinity.h"
 #include "worker/balancer.h"
 #include "worker/transform.h"
 #include "worker/upstream.h"
@@ -43,6 +45,13 @@ typedef struct {
     int pipe[2];
     int cfd;                   /* client socket while splicing */
     size_t in_pipe;            /* bytes spliced from the destination, not yet to the client */
+    /* shared destination state (shm/health.h) */
+    fg_hdest_t *counted;       /* the destination holding this request's in-flight count */
+    int record;                /* this worker's index in the arena's worker table */
+    uint64_t tried;            /* failover: destinations (bit = index < 64) that failed */
+    uint64_t first_ms;         /* failover: when the first attempt started (budget) */
+    fg_str_t aff_key;          /* affinity key forwarded upstream (keySource tenant) */
+    unsigned aff_set : 1;      /* bind the client to the chosen destination in the response */
 } proxy_t;
 
 enum { P_CONNECTING = 1, P_WAIT_HEAD, P_BODY, P_DONE };
@@ -84,6 +93,10 @@ static int build_head(proxy_t *p)
      * and the gateway already answered any Expect: 100-continue. */
     fg_headers_remove(&out.headers, FG_STR_LIT("Content-Length"));
     fg_headers_remove(&out.headers, FG_STR_LIT("Expect"));
+    /* The seed's tenant-derived session key travels upstream, replacing any sent by the client. */
+    if (p->aff_key.len && fg_headers_set(&out.headers, fg_str(p->cl->affinity.key_name),
+                                         p->aff_key) != 0)
+        return -1;
     size_t need = out.method.len + out.path.len + out.query.len + 64;
     for (size_t i = 0; i < out.headers.n; i++)
         need += out.headers.v[i].name.len + out.headers.v[i].value.len + 4;
@@ -127,6 +140,42 @@ static int build_head(proxy_t *p)
     return 0;
 }
 
+/* ---- shared destination state ---- */
+
+/* The request now counts against destination p->di (shm: seen by every worker's balancer). */
+static void count_begin(proxy_t *p)
+{
+    fg_hdest_t *d = p->cl->destinations[p->di].state;
+    if (d == NULL || p->counted == d)
+        return;
+    fg_health_begin(fg_health_zone(p->w->shm), d, p->record);
+    p->counted = d;
+}
+
+/* Every way an exchange ends passes here (complete, fail, client abort, failover); a worker
+ * that dies instead has its shares given back by the master (fg_health_worker_gone). */
+static void count_end(proxy_t *p)
+{
+    if (p->counted == NULL)
+        return;
+    fg_health_end(fg_health_zone(p->w->shm), p->counted, p->record);
+    p->counted = NULL;
+}
+
+/* Passive health: a transport outcome of destination p->di (RFC-level failures only: refused,
+ * reset, timed out; a 5xx is an answer and a client abort is not the destination's fault). */
+static void report(proxy_t *p, int failed)
+{
+    fg_hdest_t *d = p->cl->destinations[p->di].state;
+    if (d == NULL)
+        return;
+    if (fg_health_passive_report(d, &p->cl->health, failed, fg_health_now_ms()))
+        fg_log_warn("cluster %s destination %s: unhealthy after transport failures (passive), "
+                    "back in %llu ms",
+                    p->cl->id, p->cl->destinations[p->di].id,
+                    (unsigned long long)p->cl->health.reactivation_ms);
+}
+
 /* ---- finishing ---- */
 
 static void stop_splice(proxy_t *p)
@@ -159,6 +208,7 @@ static void fail(proxy_t *p, int status, const char *error, const char *msg)
     fg_request_t *req = p->req;
     drop_upstream(p, 0);
     release_replay(p);
+    count_end(p);
     p->state = P_DONE;
     if (p->resp_started) {
         req->error = error;
@@ -174,6 +224,7 @@ static void complete(proxy_t *p)
     p->state = P_DONE;
     drop_upstream(p, p->keep_alive && p->req_sent && req->body_done);
     release_replay(p);
+    count_end(p);
     req->ops->finish(req);
 }
 
@@ -223,8 +274,11 @@ static void send_request(proxy_t *p)
     p->got_bytes = 0;
     p->sent_at = fg_request_now_us();
     evbuffer_add(out, p->head, p->head_len);
-    if (p->replay && evbuffer_get_length(p->replay) > 0)
-        evbuffer_add_buffer(out, p->replay); /* a retry: what the lost connection carried */
+    if (p->replay && evbuffer_get_length(p->replay) > 0) {
+        /* A retry: what the lost connection carried. Copied, as failover may need it again. */
+        size_t n = evbuffer_get_length(p->replay);
+        evbuffer_add(out, evbuffer_pullup(p->replay, (ev_ssize_t)n), n);
+    }
     move_body(p);
     fg_conn_set_write_timeout(u->c, p->cl->activity_timeout_ms);
     fg_conn_read(u->c, 1, p->cl->activity_timeout_ms);
@@ -254,9 +308,12 @@ static void release_replay(proxy_t *p)
     }
 }
 
+static int may_fail_over(const proxy_t *p);
+
 static int start_exchange(proxy_t *p, int fresh)
 {
     fg_upconn_t *u = fresh ? NULL : fg_upstream_acquire(p->w, p->cl, (size_t)p->di);
+    count_begin(p);
     if (u != NULL) {
         p->u = u;
         fg_conn_set_cbs(u->c, &up_cbs, p);
@@ -264,8 +321,16 @@ static int start_exchange(proxy_t *p, int fresh)
         send_request(p);
         return 0;
     }
-    p->replayable = 0;
-    u = fg_upstream_open(p->w, p->cl, (size_t)p->di, &up_cbs, p);
+    /* A fresh connection keeps the body only when failover may have to send it again. */
+    p->replayable = !p->body_moved && may_fail_over(p) && req_wants_replay(p);
+    uint64_t timeout = p->cl->connect_timeout_ms;
+    if (p->cl->failover.enabled) {
+        uint64_t spent = fg_health_now_ms() - p->first_ms;
+        uint64_t left = spent < p->cl->failover.budget_ms ? p->cl->failover.budget_ms - spent : 1;
+        timeout = p->cl->failover.connect_timeout_ms < left ? p->cl->failover.connect_timeout_ms
+                                                           : left;
+    }
+    u = fg_upstream_open_timeout(p->w, p->cl, (size_t)p->di, &up_cbs, p, timeout);
     if (u == NULL)
         return -1;
     p->u = u;
@@ -286,6 +351,56 @@ static int try_again(proxy_t *p)
     if (start_exchange(p, 1) != 0)
         return -1;
     return 0;
+}
+
+/* RFC 9110 9.2.2: a request with an idempotent method may be sent again. */
+static int idempotent(fg_str_t m)
+{
+    static const char *const ok[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", NULL};
+    for (int i = 0; ok[i]; i++)
+        if (fg_str_eq(m, fg_str(ok[i])))
+            return 1;
+    return 0;
+}
+
+static int may_fail_over(const proxy_t *p)
+{
+    const fg_failover_config_t *f = &p->cl->failover;
+    return f->enabled && (f->allow_non_idempotent || idempotent(p->req->method));
+}
+
+/* Failover: the destination failed before answering (connect refused or timed out, reset) and
+ * nothing of the response reached the client: send the request to another destination that
+ * has not failed it, within the cluster's budget, when its method and body allow it. Returns 0
+ * when a new attempt started. */
+static int fail_over(proxy_t *p)
+{
+    if (!may_fail_over(p) || p->resp_started || p->got_bytes)
+        return -1;
+    if (p->body_moved && !p->replayable)
+        return -1;
+    for (;;) {
+        uint64_t now = fg_health_now_ms();
+        if (now - p->first_ms >= p->cl->failover.budget_ms)
+            return -1;
+        if (p->di < 64)
+            p->tried |= 1ULL << p->di;
+        fg_pick_t pk = {now, p->tried, p->di};
+        int next = fg_balancer_select(fg_upstream_balancer(p->w, p->cl), p->cl, &pk, NULL);
+        if (next < 0 || next == p->di)
+            return -1;
+        drop_upstream(p, 0);
+        count_end(p);
+        p->di = next;
+        p->retried = 0;
+        if (p->cl->affinity.enabled && p->cl->affinity.key_source != FG_AFF_KEY_TENANT)
+            p->aff_set = 1; /* the session moves with the request */
+        if (build_head(p) != 0)
+            return -1;
+        if (start_exchange(p, 0) == 0)
+            return 0;
+        report(p, 1); /* refused at once: try the next one */
+    }
 }
 
 /* ---- response ---- */
@@ -451,6 +566,12 @@ static int response_headers(proxy_t *p, const fg_http1_head_t *head, fg_headers_
         if (fg_headers_add(out, name, head->headers[i].value) != 0)
             return -1;
     }
+    if (p->aff_set) {
+        fg_str_t an, av;
+        if (fg_affinity_response(p->cl, (size_t)p->di, p->req->pool, &an, &av) != 0 ||
+            fg_headers_add(out, an, av) != 0)
+            return -1;
+    }
     return fg_transform_response(p->req, head->status, out);
 }
 
@@ -493,6 +614,7 @@ static int handle_head(proxy_t *p)
             continue;
         }
         req->upstream_us = fg_request_now_us() - p->sent_at;
+        report(p, 0);
         p->keep_alive = head.minor_version >= 1 ? !head.conn_close
                                                 : (head.conn_keep_alive && !head.conn_close);
         int64_t length = -1;
@@ -588,20 +710,31 @@ static void up_event(fg_conn_t *c, void *arg, int what)
         }
         if (try_again(p) == 0)
             return;
+        if (!p->got_bytes)
+            report(p, 1);
+        if (fail_over(p) == 0)
+            return;
         fail(p, 502, "bad_gateway", "upstream closed the connection prematurely");
         return;
     case FG_CONN_TIMEOUT_WRITE:
+        report(p, 1);
         if (p->state == P_CONNECTING) {
+            if (fail_over(p) == 0)
+                return;
             fail(p, 504, "gateway_timeout", "upstream connect timed out");
             return;
         }
         fail(p, 504, "gateway_timeout", "upstream stopped accepting data");
         return;
     case FG_CONN_TIMEOUT_READ:
+        report(p, 1);
         fail(p, 504, "gateway_timeout", "upstream did not answer in time");
         return;
     default:
         if (p->state != P_CONNECTING && try_again(p) == 0)
+            return;
+        report(p, 1);
+        if (fail_over(p) == 0)
             return;
         {
             char msg[128];
@@ -656,6 +789,7 @@ static void on_abort(fg_request_t *req)
     proxy_t *p = req->handler_data;
     drop_upstream(p, 0);
     release_replay(p);
+    count_end(p);
     p->state = P_DONE;
 }
 
@@ -671,7 +805,19 @@ void fg_proxy_handle(fg_request_t *req)
     p->req = req;
     p->w = req->worker;
     p->cl = cl;
-    p->di = fg_balancer_pick(p->w, cl, req, -1);
+    p->record = p->w->record && p->w->shm ? (int)(p->w->record - fg_shm_worker(p->w->shm, 0)) : -1;
+    p->first_ms = fg_health_now_ms();
+    fg_affinity_t aff;
+    p->di = fg_affinity_resolve(cl, req, p->first_ms, &aff);
+    if (p->di == FG_AFFINITY_FAIL) {
+        fg_request_error(req, 503, "service_unavailable",
+                         "the session's destination is unavailable");
+        return;
+    }
+    p->aff_key = cl->affinity.key_source == FG_AFF_KEY_TENANT ? aff.key : FG_STR_NULL;
+    p->aff_set = aff.set;
+    if (p->di < 0)
+        p->di = fg_balancer_pick(p->w, cl, req, -1);
     if (p->di < 0) {
         fg_request_error(req, 503, "service_unavailable", "no destination available");
         return;
@@ -682,8 +828,9 @@ void fg_proxy_handle(fg_request_t *req)
     }
     req->handler = &proxy_handler;
     req->handler_data = p;
-    if (start_exchange(p, 0) != 0) {
+    if (start_exchange(p, 0) != 0 && (report(p, 1), fail_over(p)) != 0) {
         char msg[128];
+        count_end(p);
         snprintf(msg, sizeof(msg), "upstream connect failed: %s", strerror(errno));
         req->handler = NULL;
         fg_request_error(req, 502, "bad_gateway", msg);

@@ -10,7 +10,9 @@
 #include "worker/direct.h"
 #include "worker/proxy.h"
 #include "worker/router.h"
+#include "worker/security.h"
 #include "worker/static.h"
+#include "worker/worker.h"
 
 uint64_t fg_request_now_us(void)
 {
@@ -98,7 +100,15 @@ void fg_request_error(fg_request_t *req, int status, const char *error, const ch
 
 int fg_request_route(fg_request_t *req)
 {
+    /* The tenant decides which tenant routes may match (worker/router.c). */
+    const fg_config_t *cfg = req->worker ? req->worker->cfg : NULL;
+    const fg_http_header_t *th =
+        cfg && cfg->tenant_header ? fg_request_header(req, fg_str(cfg->tenant_header)) : NULL;
+    req->tenant = th ? th->value : FG_STR_NULL;
     req->route = fg_router_match(req->server, req);
+    /* Access control and rate limits first: a refused client learns nothing about routes. */
+    if (fg_security_check(req) != 0)
+        return -1;
     if (req->route == NULL) {
         fg_request_error(req, 404, "not_found", "no route matches the request");
         return -1;

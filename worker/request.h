@@ -98,6 +98,11 @@ struct fg_request_s {
     char client_ip[64];         /* textual peer (or trusted forwarded) address */
     uint16_t client_port;
     struct sockaddr_storage client_addr;
+    /* worker/security.c: the address requests are judged by (clientIpSource, trustedProxies),
+     * 16 bytes as in common/iprange.h; valid when real_ip_set. */
+    uint8_t real_ip[16];
+    unsigned real_ip_set : 1;
+    unsigned security_denied : 1; /* answered 403/429 by access control or a rate limit */
 
     /* response facts, for the access log */
     int status;
@@ -106,6 +111,7 @@ struct fg_request_s {
     const char *upstream_addr;  /* "127.0.0.1:9000" or NULL */
     uint64_t upstream_us;       /* time to the upstream response head */
     const char *cluster_id;
+    fg_str_t tenant;            /* the tenant header's value (cfg->tenant_header); empty = none */
     const char *error;          /* short error kind when the gateway answered an error */
 
     const fg_req_ops_t *ops;

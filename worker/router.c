@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 enum { SEG_LITERAL, SEG_PARAM, SEG_OPTIONAL, SEG_CATCHALL };
 
@@ -84,6 +85,7 @@ typedef struct node_s {
 typedef struct {
     node_t root;
     table_t by_host;
+    int has_tenant_routes;
 } router_t;
 
 /* ---- helpers ---- */
@@ -461,8 +463,10 @@ static int build_server(fg_server_t *srv)
     rank_item_t *items = calloc(srv->nroutes ? srv->nroutes : 1, sizeof(*items));
     if (items == NULL)
         return -1;
-    for (size_t i = 0; i < srv->nroutes; i++)
+    for (size_t i = 0; i < srv->nroutes; i++) {
         items[i] = (rank_item_t){srv->routes[i], (uint32_t)i};
+        rt->has_tenant_routes |= !srv->routes[i]->is_global && srv->routes[i]->tenant_code;
+    }
     qsort(items, srv->nroutes, sizeof(*items), rank_item_cmp);
     /* Pushing in rank order keeps every list sorted by rank. */
     int rc = 0;
@@ -805,10 +809,22 @@ static int query_rule_ok(const fg_match_kv_t *m, fg_str_t query)
     return m->mode == FG_QUERY_NOT_CONTAINS ? !hit : hit;
 }
 
+/* A tenant route (not global) matches only its own tenant; codes compare exactly. */
+static int tenant_route(const fg_route_t *r)
+{
+    return !r->is_global && r->tenant_code != NULL;
+}
+
+static int tenant_ok(const fg_route_t *r, fg_str_t tenant)
+{
+    return !tenant_route(r) || fg_str_eq(tenant, fg_str(r->tenant_code));
+}
+
 static int full_match(const compiled_t *c, fg_request_t *req, const req_host_t *rh)
 {
     const fg_route_match_t *m = &c->route->match;
-    if (!method_ok(m, req->method) || !host_ok(c, rh) || !path_ok(c, req))
+    if (!tenant_ok(c->route, req->tenant) || !method_ok(m, req->method) || !host_ok(c, rh) ||
+        !path_ok(c, req))
         return 0;
     for (size_t i = 0; i < m->nheaders; i++)
         if (!header_rule_ok(&m->headers[i], req))
@@ -817,6 +833,16 @@ static int full_match(const compiled_t *c, fg_request_t *req, const req_host_t *
         if (!query_rule_ok(&m->query[i], req->query))
             return 0;
     return 1;
+}
+
+/* Tenant precedence compares path templates as written, literals case-insensitively as the
+ * match does (same template text = same path). */
+static int same_path(const fg_route_t *a, const fg_route_t *b)
+{
+    const char *x = a->match.path, *y = b->match.path;
+    if (x == NULL || y == NULL)
+        return x == y;
+    return strcasecmp(x, y) == 0;
 }
 
 /* Candidate lists for req: the trie nodes along its path, then its host's bucket. Returns
@@ -852,6 +878,7 @@ const fg_route_t *fg_router_match(const fg_server_t *srv, fg_request_t *req)
     if (rt == NULL)
         return NULL;
     req_host_t rh = request_host(req);
+    const compiled_t *found = NULL;
     const list_t *lists[MAX_DEPTH + 2];
     size_t at[MAX_DEPTH + 2] = {0};
     size_t k = candidates(rt, req, &rh, lists);
@@ -865,8 +892,20 @@ const fg_route_t *fg_router_match(const fg_server_t *srv, fg_request_t *req)
         if (best == k)
             break;
         const compiled_t *c = lists[best]->v[at[best]++].c;
-        if (full_match(c, req, &rh))
+        if (!full_match(c, req, &rh))
+            continue;
+        if (found == NULL) {
+            /* A global route: a tenant route of the same path may still outrank it below. */
+            if (req->tenant.len == 0 || tenant_route(c->route) || !rt->has_tenant_routes)
+                return c->route;
+            found = c;
+        } else if (tenant_route(c->route) && same_path(found->route, c->route)) {
             return c->route;
+        }
+    }
+    if (found != NULL) {
+        full_match(found, req, &rh); /* its captures, overwritten by the later attempts */
+        return found->route;
     }
     req->ncaptures = 0;
     return NULL;

@@ -11,6 +11,7 @@
 #include <event2/buffer.h>
 
 #include "common/log.h"
+#include "worker/balancer.h"
 
 struct fg_dest_pool_s {
     fg_worker_t *w;
@@ -22,7 +23,7 @@ struct fg_dest_pool_s {
 
 typedef struct {
     fg_dest_pool_t *dests;
-    uint64_t cursor;
+    fg_balancer_t *balancer;
 } cluster_pools_t;
 
 struct fg_upstream_pools_s {
@@ -46,7 +47,10 @@ fg_upstream_pools_t *fg_upstream_pools_new(fg_worker_t *w)
         const fg_cluster_t *cl = &cfg->clusters[i];
         cluster_pools_t *cp = &p->clusters[i];
         cp->dests = calloc(cl->ndestinations ? cl->ndestinations : 1, sizeof(*cp->dests));
-        if (cp->dests == NULL) {
+        /* Seeded per process and cluster, so workers do not draw the same sequence. */
+        cp->balancer = fg_balancer_new(cl, ((uint64_t)w->pid << 32) ^ (uint64_t)(i + 1) * 0x9E37u ^
+                                               (uint64_t)w->slot);
+        if (cp->dests == NULL || cp->balancer == NULL) {
             fg_upstream_pools_free(p);
             return NULL;
         }
@@ -86,6 +90,7 @@ void fg_upstream_pools_free(fg_upstream_pools_t *p)
         return;
     for (size_t i = 0; i < p->cfg->nclusters; i++) {
         cluster_pools_t *cp = &p->clusters[i];
+        fg_balancer_free(cp->balancer);
         if (cp->dests == NULL)
             continue;
         for (size_t d = 0; d < p->cfg->clusters[i].ndestinations; d++) {
@@ -107,9 +112,9 @@ static fg_dest_pool_t *dest_pool(fg_worker_t *w, const fg_cluster_t *cl, size_t 
     return &w->upstreams->clusters[ci].dests[di];
 }
 
-uint64_t *fg_upstream_cursor(fg_worker_t *w, const fg_cluster_t *cl)
+fg_balancer_t *fg_upstream_balancer(fg_worker_t *w, const fg_cluster_t *cl)
 {
-    return &w->upstreams->clusters[cl - w->cfg->clusters].cursor;
+    return w->upstreams->clusters[cl - w->cfg->clusters].balancer;
 }
 
 /* An idle connection that becomes readable has either been closed by the destination or sent
@@ -142,6 +147,12 @@ fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t 
 fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
                               const fg_conn_cbs_t *cbs, void *arg)
 {
+    return fg_upstream_open_timeout(w, cl, di, cbs, arg, cl->connect_timeout_ms);
+}
+
+fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                      const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms)
+{
     const fg_destination_t *d = &cl->destinations[di];
     int fd = socket(d->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
@@ -162,8 +173,7 @@ fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
         return NULL;
     }
     fg_conn_set_read_max(u->c, 64 * 1024 - 128);
-    int r = fg_conn_connect(u->c, (const struct sockaddr *)&d->addr, d->addrlen,
-                            cl->connect_timeout_ms);
+    int r = fg_conn_connect(u->c, (const struct sockaddr *)&d->addr, d->addrlen, timeout_ms);
     if (r < 0) {
         fg_upstream_close(u);
         errno = -r;

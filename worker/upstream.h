@@ -28,12 +28,15 @@ fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t 
 /* A new connection, connect started (FG_CONN_CONNECTED follows on cbs). NULL with errno set. */
 fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
                               const fg_conn_cbs_t *cbs, void *arg);
+/* The same with a connect timeout other than the cluster's (failover attempts). */
+fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                      const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms);
 /* Back to the idle list after a complete exchange, or closed when the pool is full or the
  * connection served its maxRequestsPerConnection. */
 void fg_upstream_release(fg_upconn_t *u);
 void fg_upstream_close(fg_upconn_t *u);
 
-/* Per-worker round-robin cursor of a cluster (the balancer's state). */
-uint64_t *fg_upstream_cursor(fg_worker_t *w, const fg_cluster_t *cl);
+/* This worker's balancer of a cluster (worker/balancer.h), created with the pools. */
+struct fg_balancer_s *fg_upstream_balancer(fg_worker_t *w, const fg_cluster_t *cl);
 
 #endif

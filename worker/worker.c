@@ -15,8 +15,10 @@
 #include "common/log.h"
 #include "worker/accesslog.h"
 #include "worker/http1.h"
+#include "worker/security.h"
 #include "worker/static.h"
 #include "worker/upstream.h"
+#include "worker/health.h"
 
 typedef struct {
     fg_worker_t *w;
@@ -197,6 +199,7 @@ static void teardown(worker_state_t *st)
 {
     fg_http1_close_all(&st->w);
     fg_accesslog_free(st->w.accesslog);
+    fg_health_prober_free(st->w.prober);
     fg_upstream_pools_free(st->w.upstreams);
     fg_static_deinit();
     stop_listening(st, 0);
@@ -231,10 +234,11 @@ int fg_worker_main(const fg_worker_args_t *args)
         fg_log_error("cannot create the event loop");
         return 1;
     }
+    fg_security_worker_init(args->cfg);
     st.w.upstreams = fg_upstream_pools_new(&st.w);
     st.w.accesslog = fg_accesslog_new(st.w.base, &args->cfg->log);
     if (st.w.upstreams == NULL || fg_static_init(args->cfg) != 0 || setup_signals(&st) != 0 ||
-        setup_listeners(&st, args) != 0) {
+        fg_health_prober_start(&st.w) != 0 || setup_listeners(&st, args) != 0) {
         fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
         teardown(&st);
         return 1;

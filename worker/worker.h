@@ -41,6 +41,7 @@ typedef struct fg_worker_s {
     uint64_t nconns;
     unsigned retiring : 1;                 /* graceful retire in progress */
     uint64_t request_seq;                  /* for request ids */
+    struct fg_prober_s *prober;            /* active health checks (worker/health.c) */
 } fg_worker_t;
 
 /* Called by a client connection when it closes; lets a retiring worker exit once idle. */

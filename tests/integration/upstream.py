@@ -15,6 +15,12 @@ Special paths (matched on the raw path):
     /close          answer (echo), with Connection: close, then close
     /close-silently answer (echo) as if keeping the connection alive, then close it: a stale
                     keep-alive connection for the next request on it
+    /stale          answer (echo) as if keeping the connection alive; when the next request
+                    arrives on that connection, reset it without answering (the race of a
+                    server closing an idle connection just as a client reuses it)
+    /health         answer the status set by /__set?health=N (default 200) with the echo body
+    /__count        JSON {path: requests} of every request so far (control paths excluded)
+    /__set?delay=MS&health=N   from now on, delay every answer by MS and answer /health with N
 The echo document also has "peer": "ADDR:PORT", the client end of the connection, so that a
 test can tell whether two requests shared one connection.
 Bodies are read as they arrive (Content-Length or chunked, with trailers); only the first
@@ -46,6 +52,11 @@ REASONS = {
 
 class Closed(Exception):
     pass
+
+
+COUNTS = {}
+CONTROL = {"delay": 0, "health": 200}
+LOCK = threading.Lock()
 
 
 class Conn:
@@ -187,6 +198,22 @@ def handle(sock, port):
         body = Body()
         read_body(conn, headers, body)
 
+        if path == "/__count" or path == "/__set":
+            if path == "/__set":
+                for k in ("delay", "health"):
+                    if k in params:
+                        CONTROL[k] = int(params[k][0])
+            with LOCK:
+                payload = (json.dumps(COUNTS if path == "/__count" else CONTROL) + "\n").encode()
+            send_all(sock, response_head(200, [("Content-Type", "application/json"),
+                                               ("Content-Length", str(len(payload)))]) + payload)
+            if not keep:
+                return
+            continue
+        with LOCK:
+            COUNTS[path] = COUNTS.get(path, 0) + 1
+        if CONTROL["delay"]:
+            time.sleep(CONTROL["delay"] / 1000.0)
         if path == "/reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return
@@ -197,6 +224,8 @@ def handle(sock, port):
         silent_close = path == "/close-silently"
 
         status = 200
+        if path == "/health":
+            status = CONTROL["health"]
         if path.startswith("/status/"):
             status = int(path[len("/status/"):])
         conn_out = "keep-alive" if keep else "close"
@@ -248,6 +277,12 @@ def handle(sock, port):
             if not bodiless and not head_only:
                 send_all(sock, payload)
         if not keep or silent_close:
+            return
+        if path == "/stale":
+            try:
+                sock.recv(1)
+            finally:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return
 
 

@@ -1,0 +1,414 @@
+/* Configuration: rate limits, access-control lists, where they attach (top-level "security",
+ * servers, routes), the client address source, abnormal-IP tracking and the shm zone sizes
+ * they use. Schema: docs/config.md, section "Security". */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/config.h"
+#include "common/config_impl.h"
+#include "common/iprange.h"
+
+#define MIB (1024ULL * 1024ULL)
+#define MAX_REQUESTS 1000000000LL
+#define MAX_WINDOW_MS (30ULL * 24 * 3600 * 1000)
+
+/* The list that abnormal-IP autoBlock fills; operators can also "add acl autoBlock IP". */
+#define AUTOBLOCK_LIST "autoBlock"
+
+static void free_strings(char **v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void free_attach(fg_security_attach_t *a)
+{
+    free_strings(a->ratelimits, a->nratelimits);
+    free_strings(a->acls, a->nacls);
+    memset(a, 0, sizeof(*a));
+}
+
+/* "rateLimits": [ids], "accessControl": [ids] in obj. */
+static int load_attach(fg_config_ctx_t *c, const json_t *obj, fg_security_attach_t *a)
+{
+    if (fg_config_get_strings(c, obj, "rateLimits", &a->ratelimits, &a->nratelimits) < 0 ||
+        fg_config_get_strings(c, obj, "accessControl", &a->acls, &a->nacls) < 0)
+        return -1;
+    return 0;
+}
+
+/* An ipPattern is a CIDR (has '/') or a glob: "*", "prefix*", "*suffix" or exact. */
+static int check_pattern(fg_config_ctx_t *c, const char *key, const char *p, int ip)
+{
+    size_t n = strlen(p);
+    const char *star = strchr(p, '*');
+    if (ip && strchr(p, '/')) {
+        fg_iprange_t r;
+        int plen;
+        char why[160];
+        if (fg_iprange_parse(p, &r, &plen, why, sizeof(why)) < 0 || plen < 0)
+            return fg_config_fail(c, key, "invalid CIDR %s", why);
+        return 0;
+    }
+    if (star && !(n == 1 || star == p + n - 1 || (star == p && strchr(p + 1, '*') == NULL)))
+        return fg_config_fail(
+            c, key, "\"%s\": '*' may only stand alone, end a prefix or start a suffix", p);
+    return 0;
+}
+
+static int load_rule(fg_config_ctx_t *c, const json_t *o, fg_ratelimit_rule_t *r)
+{
+    static const char *const keys[] = {
+        "id",     "name",  "enabled",     "type",      "scope",   "header", "maxRequests",
+        "window", "burst", "pathPattern", "ipPattern", "methods", "dryRun", NULL};
+    static const char *const types[] = {"SlidingWindow", "FixedWindow", "TokenBucket", NULL};
+    static const char *const scopes[] = {"Global", "PerIp", "PerRoute", "PerHeader", NULL};
+    long long maxr = 0, burst = 0;
+
+    r->enabled = 1;
+    r->scope = FG_RLS_PER_IP;
+    if (!json_is_object(o))
+        return fg_config_fail(c, NULL, "expected an object, got %s", fg_config_type_name(o));
+    if (fg_config_check_keys(c, o, keys) < 0 || fg_config_require_string(c, o, "id", &r->id) < 0 ||
+        fg_config_get_string(c, o, "name", 0, &r->name) < 0 ||
+        fg_config_get_bool(c, o, "enabled", &r->enabled) < 0 ||
+        fg_config_get_enum(c, o, "type", types, &r->type) < 0 ||
+        fg_config_get_enum(c, o, "scope", scopes, &r->scope) < 0 ||
+        fg_config_get_string(c, o, "header", 1, &r->header) < 0 ||
+        fg_config_get_bool(c, o, "dryRun", &r->dry_run) < 0 ||
+        fg_config_get_string(c, o, "pathPattern", 1, &r->path_pattern) < 0 ||
+        fg_config_get_string(c, o, "ipPattern", 1, &r->ip_pattern) < 0 ||
+        fg_config_get_strings(c, o, "methods", &r->methods, &r->nmethods) < 0)
+        return -1;
+    int rc = fg_config_get_int(c, o, "maxRequests", 1, MAX_REQUESTS, &maxr);
+    if (rc < 0)
+        return -1;
+    if (rc == 0)
+        return fg_config_fail(c, "maxRequests", "is required");
+    r->max_requests = (uint64_t)maxr;
+    rc = fg_config_get_duration(c, o, "window", &r->window_ms);
+    if (rc < 0)
+        return -1;
+    if (rc == 0)
+        return fg_config_fail(c, "window", "is required");
+    if (r->window_ms == 0 || r->window_ms > MAX_WINDOW_MS)
+        return fg_config_fail(c, "window", "must be between 1ms and 30d");
+    rc = fg_config_get_int(c, o, "burst", 1, MAX_REQUESTS, &burst);
+    if (rc < 0)
+        return -1;
+    if (rc == 1 && r->type != FG_RLT_TOKEN)
+        return fg_config_fail(c, "burst", "only applies to type \"TokenBucket\"");
+    r->burst = (uint64_t)burst;
+    if (r->scope == FG_RLS_PER_HEADER && r->header == NULL)
+        return fg_config_fail(c, "header", "is required with scope \"PerHeader\"");
+    if (r->scope != FG_RLS_PER_HEADER && r->header)
+        return fg_config_fail(c, "header", "only applies to scope \"PerHeader\"");
+    if (r->header && !fg_config_is_token(r->header))
+        return fg_config_fail(c, "header", "\"%s\" is not a valid header name", r->header);
+    if ((r->path_pattern && check_pattern(c, "pathPattern", r->path_pattern, 0) < 0) ||
+        (r->ip_pattern && check_pattern(c, "ipPattern", r->ip_pattern, 1) < 0))
+        return -1;
+    for (size_t i = 0; i < r->nmethods; i++) {
+        if (!fg_config_is_token(r->methods[i]))
+            return fg_config_fail(c, "methods", "\"%s\" is not a method", r->methods[i]);
+        for (char *p = r->methods[i]; *p; p++)
+            if (*p >= 'a' && *p <= 'z')
+                *p = (char)(*p - 'a' + 'A');
+    }
+    return 0;
+}
+
+static int load_list(fg_config_ctx_t *c, const json_t *o, fg_acl_list_t *l)
+{
+    static const char *const keys[] = {"id", "name", "enabled", "type", "entries", NULL};
+    static const char *const types[] = {"blacklist", "whitelist", NULL};
+    l->enabled = 1;
+    if (!json_is_object(o))
+        return fg_config_fail(c, NULL, "expected an object, got %s", fg_config_type_name(o));
+    if (fg_config_check_keys(c, o, keys) < 0 || fg_config_require_string(c, o, "id", &l->id) < 0 ||
+        fg_config_get_string(c, o, "name", 0, &l->name) < 0 ||
+        fg_config_get_bool(c, o, "enabled", &l->enabled) < 0)
+        return -1;
+    int rc = fg_config_get_enum(c, o, "type", types, &l->whitelist);
+    if (rc < 0)
+        return -1;
+    if (rc == 0)
+        return fg_config_fail(c, "type", "is required (\"blacklist\" or \"whitelist\")");
+    if (strcmp(l->id, AUTOBLOCK_LIST) == 0)
+        return fg_config_fail(c, "id", "\"%s\" is reserved for abnormalIp.autoBlock",
+                              AUTOBLOCK_LIST);
+    if (fg_config_get_strings(c, o, "entries", &l->entries, &l->nentries) < 0)
+        return -1;
+    size_t mark = fg_config_push_key(c, "entries");
+    for (size_t i = 0; i < l->nentries; i++) {
+        fg_iprange_t r;
+        int plen;
+        char why[160];
+        if (fg_iprange_parse(l->entries[i], &r, &plen, why, sizeof(why)) < 0) {
+            fg_config_push_index(c, i);
+            return fg_config_fail(c, NULL, "%s", why);
+        }
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
+
+static int load_rules(fg_config_ctx_t *c, const json_t *root)
+{
+    fg_config_t *cfg = c->cfg;
+    json_t *arr = NULL;
+    int rc = fg_config_get_array(c, root, "rateLimits", &arr);
+    if (rc <= 0)
+        return rc;
+    cfg->nratelimits = json_array_size(arr);
+    cfg->ratelimits = fg_config_xcalloc(cfg->nratelimits + 1, sizeof(fg_ratelimit_rule_t));
+    size_t mark = fg_config_push_key(c, "rateLimits");
+    for (size_t i = 0; i < cfg->nratelimits; i++) {
+        fg_ratelimit_rule_t *r = &cfg->ratelimits[i];
+        size_t m = fg_config_push_index(c, i);
+        if (load_rule(c, json_array_get(arr, i), r) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->ratelimits[j].id, r->id) == 0)
+                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at rateLimits[%zu])",
+                                      r->id, j);
+        fg_config_pop(c, m);
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
+
+static int load_lists(fg_config_ctx_t *c, const json_t *root)
+{
+    fg_config_t *cfg = c->cfg;
+    json_t *arr = NULL;
+    int rc = fg_config_get_array(c, root, "accessControl", &arr);
+    if (rc <= 0)
+        return rc;
+    cfg->nacls = json_array_size(arr);
+    cfg->acls = fg_config_xcalloc(cfg->nacls + 1, sizeof(fg_acl_list_t));
+    size_t mark = fg_config_push_key(c, "accessControl");
+    for (size_t i = 0; i < cfg->nacls; i++) {
+        fg_acl_list_t *l = &cfg->acls[i];
+        size_t m = fg_config_push_index(c, i);
+        if (load_list(c, json_array_get(arr, i), l) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->acls[j].id, l->id) == 0)
+                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at accessControl[%zu])",
+                                      l->id, j);
+        fg_config_pop(c, m);
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
+
+static int load_abnormal(fg_config_ctx_t *c, const json_t *root)
+{
+    static const char *const keys[] = {"enabled", "window", "threshold", "autoBlock", NULL};
+    static const char *const ab_keys[] = {"enabled", "threshold", "duration", NULL};
+    fg_abnormal_config_t *a = &c->cfg->abnormal;
+    json_t *o = NULL, *ab = NULL;
+    long long th = 20, abth = 0;
+
+    a->window_ms = 60 * 1000;
+    a->autoblock_ms = 30 * 60 * 1000;
+    if (fg_config_get_object(c, root, "abnormalIp", keys, &o) <= 0)
+        return o ? 0 : (json_object_get(root, "abnormalIp") ? -1 : 0);
+    a->enabled = 1;
+    size_t mark = fg_config_push_key(c, "abnormalIp");
+    if (fg_config_get_bool(c, o, "enabled", &a->enabled) < 0 ||
+        fg_config_get_duration(c, o, "window", &a->window_ms) < 0 ||
+        fg_config_get_int(c, o, "threshold", 1, MAX_REQUESTS, &th) < 0 ||
+        fg_config_get_object(c, o, "autoBlock", ab_keys, &ab) < 0)
+        return -1;
+    if (a->window_ms == 0 || a->window_ms > MAX_WINDOW_MS)
+        return fg_config_fail(c, "window", "must be between 1ms and 30d");
+    a->threshold = (uint64_t)th;
+    abth = th;
+    fg_config_push_key(c, "autoBlock");
+    if (fg_config_get_bool(c, ab, "enabled", &a->autoblock) < 0 ||
+        fg_config_get_int(c, ab, "threshold", 1, MAX_REQUESTS, &abth) < 0 ||
+        fg_config_get_duration(c, ab, "duration", &a->autoblock_ms) < 0)
+        return -1;
+    if (a->autoblock_ms == 0)
+        return fg_config_fail(c, "duration", "must be greater than 0");
+    if (ab && json_object_get(ab, "enabled") == NULL)
+        a->autoblock = 1; /* an autoBlock object means "on" unless it says otherwise */
+    a->autoblock_threshold = (uint64_t)abth;
+    fg_config_pop(c, mark);
+    return 0;
+}
+
+static int load_zone_size(fg_config_ctx_t *c, const json_t *shm, const char *key, size_t *out)
+{
+    uint64_t v = *out;
+    int rc = fg_config_get_size(c, shm, key, &v);
+    if (rc < 0)
+        return -1;
+    if (v < 64 * 1024 || v > 4096 * MIB)
+        return fg_config_fail(c, key, "must be between 64k and 4g");
+    *out = (size_t)v;
+    return 0;
+}
+
+int fg_config_load_security(fg_config_ctx_t *c, const json_t *root)
+{
+    fg_config_t *cfg = c->cfg;
+    json_t *sec = NULL, *shm = json_object_get(root, "shm");
+    static const char *const sec_keys[] = {"rateLimits", "accessControl", NULL};
+
+    cfg->shm_ratelimit_zone = 8 * MIB;
+    cfg->shm_acl_zone = 1 * MIB;
+    cfg->shm_abnormal_zone = 4 * MIB;
+    size_t mark = fg_config_push_key(c, "shm");
+    if (load_zone_size(c, shm, "rateLimitZone", &cfg->shm_ratelimit_zone) < 0 ||
+        load_zone_size(c, shm, "accessControlZone", &cfg->shm_acl_zone) < 0 ||
+        load_zone_size(c, shm, "abnormalIpZone", &cfg->shm_abnormal_zone) < 0)
+        return -1;
+    fg_config_pop(c, mark);
+    if (load_rules(c, root) < 0 || load_lists(c, root) < 0 || load_abnormal(c, root) < 0 ||
+        fg_config_get_object(c, root, "security", sec_keys, &sec) < 0)
+        return -1;
+    /* Zones exist only for features in use; each must fit twice, old beside new, during a
+     * reload that changes it. 1m is kept for the statistics table. */
+    uint64_t zones = MIB;
+    if (cfg->nratelimits)
+        zones += cfg->shm_ratelimit_zone;
+    if (cfg->nacls || (cfg->abnormal.enabled && cfg->abnormal.autoblock))
+        zones += cfg->shm_acl_zone;
+    if (cfg->abnormal.enabled)
+        zones += cfg->shm_abnormal_zone;
+    if (zones > MIB && 2 * zones > cfg->shm_size)
+        return fg_config_fail(c, "shm",
+                              "size: the zones in use (%llu bytes with the statistics "
+                              "table) must fit twice in shm.size (%zu), so that a "
+                              "reload can build changed zones beside the old ones",
+                              (unsigned long long)zones, cfg->shm_size);
+    mark = fg_config_push_key(c, "security");
+    int rc = load_attach(c, sec, &cfg->security);
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+int fg_config_load_server_security(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
+{
+    static const char *const sources[] = {"socket", "X-Forwarded-For", "X-Real-IP",
+                                          "CF-Connecting-IP", NULL};
+    if (load_attach(c, srv, &s->security) < 0 ||
+        fg_config_get_enum(c, srv, "clientIpSource", sources, &s->client_ip_source) < 0 ||
+        fg_config_get_strings(c, srv, "trustedProxies", &s->trusted_proxies, &s->ntrusted_proxies) <
+            0)
+        return -1;
+    size_t mark = fg_config_push_key(c, "trustedProxies");
+    for (size_t i = 0; i < s->ntrusted_proxies; i++) {
+        fg_iprange_t r;
+        int plen;
+        char why[160];
+        if (fg_iprange_parse(s->trusted_proxies[i], &r, &plen, why, sizeof(why)) < 0) {
+            fg_config_push_index(c, i);
+            return fg_config_fail(c, NULL, "%s", why);
+        }
+    }
+    fg_config_pop(c, mark);
+    if (s->client_ip_source != FG_CIP_SOCKET && s->ntrusted_proxies == 0)
+        return fg_config_fail(c, "trustedProxies",
+                              "is required when clientIpSource is not \"socket\" (a forwarded "
+                              "header is believed only from these peers)");
+    return 0;
+}
+
+int fg_config_load_route_security(fg_config_ctx_t *c, const json_t *route, fg_route_t *r)
+{
+    return load_attach(c, route, &r->security);
+}
+
+/* Every attached id must name a rule or a list; the path names where it is attached. */
+static int resolve(fg_config_ctx_t *c, const fg_security_attach_t *a)
+{
+    const fg_config_t *cfg = c->cfg;
+    for (size_t i = 0; i < a->nratelimits; i++) {
+        size_t j = 0;
+        while (j < cfg->nratelimits && strcmp(cfg->ratelimits[j].id, a->ratelimits[i]) != 0)
+            j++;
+        if (j == cfg->nratelimits) {
+            fg_config_push_key(c, "rateLimits");
+            fg_config_push_index(c, i);
+            return fg_config_fail(c, NULL, "unknown rate limit \"%s\" (not in \"rateLimits\")",
+                                  a->ratelimits[i]);
+        }
+    }
+    for (size_t i = 0; i < a->nacls; i++) {
+        size_t j = 0;
+        while (j < cfg->nacls && strcmp(cfg->acls[j].id, a->acls[i]) != 0)
+            j++;
+        if (j == cfg->nacls) {
+            fg_config_push_key(c, "accessControl");
+            fg_config_push_index(c, i);
+            return fg_config_fail(c, NULL,
+                                  "unknown access-control list \"%s\" (not in \"accessControl\")",
+                                  a->acls[i]);
+        }
+    }
+    return 0;
+}
+
+int fg_config_resolve_security(fg_config_ctx_t *c)
+{
+    fg_config_t *cfg = c->cfg;
+    size_t mark = fg_config_push_key(c, "security");
+    if (resolve(c, &cfg->security) < 0)
+        return -1;
+    fg_config_pop(c, mark);
+    for (size_t i = 0; i < cfg->nservers; i++) {
+        mark = fg_config_push_key(c, "servers");
+        fg_config_push_index(c, i);
+        if (resolve(c, &cfg->servers[i].security) < 0)
+            return -1;
+        fg_config_pop(c, mark);
+    }
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        mark = fg_config_push_key(c, "routes");
+        fg_config_push_index(c, i);
+        if (resolve(c, &cfg->routes[i].security) < 0)
+            return -1;
+        fg_config_pop(c, mark);
+    }
+    return 0;
+}
+
+void fg_config_free_security(fg_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->nratelimits; i++) {
+        fg_ratelimit_rule_t *r = &cfg->ratelimits[i];
+        free(r->id);
+        free(r->name);
+        free(r->header);
+        free(r->path_pattern);
+        free(r->ip_pattern);
+        free_strings(r->methods, r->nmethods);
+    }
+    free(cfg->ratelimits);
+    for (size_t i = 0; i < cfg->nacls; i++) {
+        fg_acl_list_t *l = &cfg->acls[i];
+        free(l->id);
+        free(l->name);
+        free_strings(l->entries, l->nentries);
+    }
+    free(cfg->acls);
+    free_attach(&cfg->security);
+    for (size_t i = 0; i < cfg->nservers; i++) {
+        free_attach(&cfg->servers[i].security);
+        free_strings(cfg->servers[i].trusted_proxies, cfg->servers[i].ntrusted_proxies);
+    }
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        free_attach(&cfg->routes[i].security);
+    cfg->ratelimits = NULL;
+    cfg->acls = NULL;
+    cfg->nratelimits = cfg->nacls = 0;
+}

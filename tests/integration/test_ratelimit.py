@@ -1,0 +1,267 @@
+"""Rate limiting across workers: exactness, 429 answers, reload behaviour, dryRun, forwarded
+client addresses, and a worker killed while holding the zone lock."""
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import base_config, free_port, http_request
+
+
+def rule(rid="r1", **kw):
+    r = {"id": rid, "type": "FixedWindow", "scope": "PerIp", "maxRequests": 5, "window": "60s"}
+    r.update(kw)
+    return r
+
+
+def config(tmp_path, port, rules, server_rules=None, workers=2, **top):
+    cfg = base_config(tmp_path, port, workers=workers, rateLimits=rules, **top)
+    cfg["servers"][0]["rateLimits"] = server_rules if server_rules is not None else \
+        [r["id"] for r in rules]
+    return cfg
+
+
+def get(gw, path="/", headers=None):
+    return http_request("GET", gw.url(path), headers=headers)
+
+
+def statuses(gw, n, path="/", headers=None):
+    return [get(gw, path, headers)[0] for _ in range(n)]
+
+
+def rule_stats(gw, rid):
+    for r in gw.status("show ratelimits")["rules"]:
+        if r["id"] == rid:
+            return r
+    raise AssertionError("rule %s not in show ratelimits" % rid)
+
+
+@pytest.mark.parametrize("algo", ["FixedWindow", "SlidingWindow", "TokenBucket"])
+def test_exact_across_two_workers(gateway_factory, tmp_path, algo):
+    port = free_port()
+    gw = gateway_factory(config(tmp_path, port, [rule(type=algo, maxRequests=100)]))
+    before = {w["pid"]: w["requests"] for w in gw.workers()}
+
+    def one(_):
+        return get(gw)[0]
+
+    with ThreadPoolExecutor(max_workers=64) as ex:
+        codes = list(ex.map(one, range(1000)))
+    assert codes.count(200) == 100, codes.count(200)
+    assert codes.count(429) == 900
+    # Both workers took part (the limit is shared, not per process).
+    after = {w["pid"]: w["requests"] for w in gw.workers()}
+    served = [after[p] - before.get(p, 0) for p in after]
+    assert len(served) == 2 and all(n > 0 for n in served), served
+    st = rule_stats(gw, "r1")
+    assert st["allowed"] == 100 and st["limited"] == 900 and st["activeKeys"] == 1
+
+
+def test_429_answer(gateway_factory, tmp_path):
+    port = free_port()
+    gw = gateway_factory(config(tmp_path, port, [rule(maxRequests=3, window="30s")]))
+    first = [get(gw) for _ in range(3)]
+    assert [s for s, _, _ in first] == [200, 200, 200]
+    status, headers, body = get(gw)
+    assert status == 429
+    assert headers["content-type"] == "application/json"
+    retry = int(headers["retry-after"])
+    assert 1 <= retry <= 30
+    assert headers["x-ratelimit-limit"] == "3"
+    assert headers["x-ratelimit-remaining"] == "0"
+    assert 1 <= int(headers["x-ratelimit-reset"]) <= 30
+    doc = json.loads(body)
+    assert set(doc) >= {"error", "message", "retryAfter"}
+    assert doc["retryAfter"] == retry
+    assert "3 requests per 30s" in doc["message"]
+
+
+def test_reload_keeps_unchanged_and_resets_changed(gateway_factory, tmp_path):
+    port = free_port()
+    rules = [rule("keep", maxRequests=3), rule("change", maxRequests=3, pathPattern="/c*")]
+    cfg = config(tmp_path, port, rules)
+    gw = gateway_factory(cfg)
+    assert statuses(gw, 4, "/k") == [200, 200, 200, 429]
+    assert statuses(gw, 1, "/c") == [429]  # /c also counts against "keep"
+    # Reload with both rules unchanged (another route added): counters survive.
+    cfg["routes"].append({"id": "extra", "match": {"path": "/extra"},
+                          "direct": {"status": 204}})
+    gw.reload(cfg)
+    assert statuses(gw, 1, "/k") == [429]
+    # Change "change" only and detach "keep": "change" starts fresh.
+    cfg["rateLimits"][1]["maxRequests"] = 4
+    cfg["servers"][0]["rateLimits"] = ["change"]
+    gw.reload(cfg)
+    assert statuses(gw, 5, "/c") == [200, 200, 200, 200, 429]
+    # Attach "keep" again, unchanged: its old counter is still there.
+    cfg["servers"][0]["rateLimits"] = ["keep", "change"]
+    gw.reload(cfg)
+    assert statuses(gw, 1, "/k") == [429]
+
+
+def test_dry_run_never_rejects(gateway_factory, tmp_path):
+    port = free_port()
+    gw = gateway_factory(config(tmp_path, port, [rule(maxRequests=2, dryRun=True)]))
+    assert statuses(gw, 6) == [200] * 6
+    st = rule_stats(gw, "r1")
+    assert st["allowed"] == 2 and st["dryRunLimited"] == 4 and st["limited"] == 0
+    deadline = time.time() + 5
+    while "would be limited" not in gw.error_log() and time.time() < deadline:
+        time.sleep(0.1)
+    assert "would be limited" in gw.error_log()
+
+
+def test_attach_globally_and_to_routes(gateway_factory, tmp_path):
+    port = free_port()
+    routes = [
+        {"id": "api", "match": {"path": "/api/{**rest}"}, "direct": {"status": 200},
+         "rateLimits": ["route"]},
+        {"id": "other", "match": {"path": "/{**rest}"}, "direct": {"status": 200}},
+    ]
+    cfg = base_config(tmp_path, port, routes=routes,
+                      rateLimits=[rule("global", maxRequests=6), rule("route", maxRequests=2)],
+                      security={"rateLimits": ["global"]})
+    gw = gateway_factory(cfg)
+    assert statuses(gw, 3, "/api/x") == [200, 200, 429]
+    assert statuses(gw, 4, "/other") == [200, 200, 200, 429]  # 6 in total for the global rule
+
+
+def test_per_header_and_methods(gateway_factory, tmp_path):
+    port = free_port()
+    r = rule(scope="PerHeader", header="X-Tenant-Code", maxRequests=2, methods=["POST"])
+    gw = gateway_factory(config(tmp_path, port, [r]))
+    assert statuses(gw, 4) == [200] * 4  # GET is not limited by this rule
+
+    def post(tenant):
+        return http_request("POST", gw.url("/"), body=b"", headers={"X-Tenant-Code": tenant})[0]
+
+    assert [post("a"), post("a"), post("a")] == [200, 200, 429]
+    assert [post("b"), post("b"), post("b")] == [200, 200, 429]
+
+
+def test_spoofed_forwarded_header_from_untrusted_peer(gateway_factory, tmp_path):
+    port = free_port()
+    cfg = config(tmp_path, port, [rule(maxRequests=3)])
+    cfg["servers"][0]["clientIpSource"] = "X-Forwarded-For"
+    cfg["servers"][0]["trustedProxies"] = ["10.0.0.0/8"]  # the test client is not in it
+    gw = gateway_factory(cfg)
+    codes = [get(gw, headers={"X-Forwarded-For": "198.51.100.%d" % i})[0] for i in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+
+
+def test_forwarded_header_from_trusted_peer(gateway_factory, tmp_path):
+    port = free_port()
+    cfg = config(tmp_path, port, [rule(maxRequests=2)])
+    cfg["servers"][0]["clientIpSource"] = "X-Forwarded-For"
+    cfg["servers"][0]["trustedProxies"] = ["127.0.0.0/8", "10.0.0.0/8"]
+    gw = gateway_factory(cfg)
+    # Right-most untrusted hop: "203.0.113.9, 10.1.1.1" -> 203.0.113.9.
+    a = {"X-Forwarded-For": "1.1.1.1, 203.0.113.9, 10.1.1.1"}
+    b = {"X-Forwarded-For": "203.0.113.10"}
+    assert [get(gw, headers=a)[0] for _ in range(3)] == [200, 200, 429]
+    assert [get(gw, headers=b)[0] for _ in range(3)] == [200, 200, 429]
+    # The left-most, client-written hop is not the key: changing it does not help.
+    a2 = {"X-Forwarded-For": "9.9.9.9, 203.0.113.9, 10.1.1.1"}
+    assert get(gw, headers=a2)[0] == 429
+
+
+def test_worker_killed_holding_zone_lock(gateway_factory, tmp_path, monkeypatch):
+    port = free_port()
+    pidfile = tmp_path / "holder.pid"
+    monkeypatch.setenv("FG_TEST_RATELIMIT_HOLD", "/hold:%s" % pidfile)
+    gw = gateway_factory(config(tmp_path, port, [rule(maxRequests=1000)]))
+    t = threading.Thread(target=lambda: _ignore(lambda: http_request("GET", gw.url("/hold"),
+                                                                        timeout=30)))
+    t.daemon = True
+    t.start()
+    deadline = time.time() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.05)
+    holder = int(pidfile.read_text())
+    os.kill(holder, signal.SIGKILL)
+    # The other worker (and the respawned one) get the lock back: requests keep passing.
+    start = time.time()
+    codes = [http_request("GET", gw.url("/after"), timeout=5)[0] for _ in range(20)]
+    assert codes == [200] * 20
+    assert time.time() - start < 10
+    zone = gw.status("show ratelimits")["zone"]
+    assert zone["lockRecoveries"] >= 1
+    deadline = time.time() + 10
+    while len(gw.workers()) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(gw.workers()) == 2
+
+
+def _ignore(fn):
+    try:
+        fn()
+    except Exception:
+        pass
+
+
+def test_show_shm_lists_zones(gateway_factory, tmp_path):
+    port = free_port()
+    gw = gateway_factory(config(tmp_path, port, [rule()],
+                                shm={"size": "64m", "rateLimitZone": "2m"}))
+    get(gw)
+    shm = gw.status("show shm")
+    zones = {z["name"]: z for z in shm["zones"]}
+    assert {"stats", "ratelimit"} <= set(zones)
+    rl = zones["ratelimit"]
+    assert rl["size"] == 2 * 1024 * 1024
+    assert rl["entries"] == 1 and rl["capacity"] > 1000
+    for key in ("used", "evictions", "allocationFailures"):
+        assert key in rl
+    assert shm["used"] >= rl["size"]
+
+
+def test_zone_resize_on_reload_frees_old_zone(gateway_factory, tmp_path):
+    port = free_port()
+    cfg = config(tmp_path, port, [rule(maxRequests=2)], shm={"rateLimitZone": "1m"})
+    gw = gateway_factory(cfg)
+    assert statuses(gw, 3) == [200, 200, 429]
+    cfg["shm"]["rateLimitZone"] = "2m"
+    gw.reload(cfg)
+    # A new zone: counters start fresh.
+    assert statuses(gw, 3) == [200, 200, 429]
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        names = [z["name"] for z in gw.status("show shm")["zones"]]
+        if names.count("ratelimit") == 1:
+            break
+        time.sleep(0.2)
+    zones = [z for z in gw.status("show shm")["zones"] if z["name"] == "ratelimit"]
+    assert len(zones) == 1 and zones[0]["size"] == 2 * 1024 * 1024
+
+
+def test_many_clients_keys_evicted_not_active(gateway_factory, tmp_path):
+    """A flood of distinct (trusted-forwarded) addresses fills a small zone; an active client
+    keeps its counter, evictions are counted."""
+    port = free_port()
+    cfg = config(tmp_path, port, [rule(maxRequests=5)], shm={"rateLimitZone": "64k"})
+    cfg["servers"][0]["clientIpSource"] = "X-Real-IP"
+    cfg["servers"][0]["trustedProxies"] = ["127.0.0.1"]
+    gw = gateway_factory(cfg)
+    me = {"X-Real-IP": "192.0.2.1"}
+    assert get(gw, headers=me)[0] == 200
+    cap = [z for z in gw.status("show shm")["zones"] if z["name"] == "ratelimit"][0]["capacity"]
+
+    def flood(i):
+        return get(gw, headers={"X-Real-IP": "10.%d.%d.%d" % (i >> 16, (i >> 8) & 255,
+                                                                i & 255)})[0]
+
+    mine = [200]
+    with ThreadPoolExecutor(max_workers=32) as ex:
+        for chunk in range(0, 3 * cap, 200):
+            list(ex.map(flood, range(chunk, chunk + 200)))
+            mine.append(get(gw, headers=me)[0])  # active: stays recently used
+    mine += [get(gw, headers=me)[0] for _ in range(5)]
+    # Exactly 5 of the active client's requests passed: its counter survived the flood.
+    assert mine.count(200) == 5, mine
+    st = rule_stats(gw, "r1")
+    assert st["evictions"] > 0
+    assert st["activeKeys"] <= cap

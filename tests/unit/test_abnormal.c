@@ -1,0 +1,115 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "shm/abnormal.h"
+
+#define SIZE (256 * 1024)
+
+static fg_ip_t ip(const char *s)
+{
+    fg_ip_t a;
+    assert_int_equal(fg_ip_parse(s, strlen(s), &a), 0);
+    return a;
+}
+
+static void *map(void)
+{
+    void *p = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    return p;
+}
+
+static void test_counts_and_autoblock(void **state)
+{
+    void *mem = map();
+    fg_shm_hash_t *h = fg_abnormal_init(mem, SIZE, 1);
+    fg_ip_t a = ip("192.0.2.1"), b = ip("192.0.2.2");
+    uint64_t t = 1000;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(fg_abnormal_record(h, &a, t + (uint64_t)i, 60000, 5, 30000), 0);
+    /* The fifth error within the window blocks, once. */
+    assert_int_equal(fg_abnormal_record(h, &a, t + 10, 60000, 5, 30000), 1);
+    assert_int_equal(fg_abnormal_record(h, &a, t + 11, 60000, 5, 30000), 0);
+    assert_int_equal(fg_abnormal_record(h, &b, t + 12, 60000, 5, 30000), 0);
+    fg_abnormal_info_t top[4];
+    size_t n = fg_abnormal_top(h, t + 20, 60000, 1, top, 4);
+    assert_int_equal(n, 2);
+    assert_int_equal(fg_ip_cmp(&top[0].ip, &a), 0);
+    assert_int_equal(top[0].count, 6);
+    assert_true(top[0].blocked_until == t + 10 + 30000);
+    assert_int_equal(top[1].count, 1);
+    /* After two idle windows nothing is abnormal any more; min_count filters. */
+    assert_int_equal(fg_abnormal_top(h, t + 200000, 60000, 1, top, 4), 0);
+    /* Threshold 0 = no autoBlock. */
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(fg_abnormal_record(h, &b, t + 100, 60000, 0, 30000), 0);
+    munmap(mem, SIZE);
+}
+
+static void test_dynamic_entries(void **state)
+{
+    void *mem = map();
+    fg_acl_dyn_t *d = fg_acl_dyn_init(mem, SIZE, 5);
+    assert_non_null(d);
+    fg_ip_t a = ip("10.1.2.3"), net = ip("10.1.0.0"), v6 = ip("2001:db8::5");
+    assert_int_equal(fg_acl_dyn_match(d, 1, &a, 0), 0);
+    assert_int_equal(fg_acl_dyn_add(d, 1, &net, 96 + 16, 0, 0), 0);
+    assert_int_equal(fg_acl_dyn_add(d, 1, &net, 96 + 16, 0, 0), 1); /* refresh */
+    assert_int_equal(fg_acl_dyn_count(d), 1);
+    assert_int_equal(fg_acl_dyn_match(d, 1, &a, 5), 1);
+    assert_int_equal(fg_acl_dyn_match(d, 2, &a, 5), 0); /* another list */
+    fg_ip_t other = ip("10.2.0.1");
+    assert_int_equal(fg_acl_dyn_match(d, 1, &other, 5), 0);
+    /* Expiring entries disappear at their time. */
+    assert_int_equal(fg_acl_dyn_add(d, 2, &v6, 128, 100, 0), 0);
+    assert_int_equal(fg_acl_dyn_match(d, 2, &v6, 99), 1);
+    assert_int_equal(fg_acl_dyn_match(d, 2, &v6, 100), 0);
+    assert_int_equal(fg_acl_dyn_count(d), 1);
+    fg_acl_dyn_info_t info[4];
+    assert_int_equal(fg_acl_dyn_list(d, 1, 5, info, 4), 1);
+    assert_int_equal(info[0].plen, 112);
+    assert_int_equal(info[0].hits, 1);
+    assert_int_equal(fg_acl_dyn_del(d, 1, &net, 112), 0);
+    assert_int_equal(fg_acl_dyn_del(d, 1, &net, 112), -ENOENT);
+    assert_int_equal(fg_acl_dyn_match(d, 1, &a, 5), 0);
+    assert_int_equal(fg_acl_dyn_add(d, 1, &a, 129, 0, 0), -EINVAL);
+    munmap(mem, SIZE);
+}
+
+static void test_dynamic_full_refuses(void **state)
+{
+    void *mem = map();
+    fg_acl_dyn_t *d = fg_acl_dyn_init(mem, 8192, 5);
+    assert_non_null(d);
+    int added = 0, rc = 0;
+    for (uint32_t i = 0; i < 10000 && rc == 0; i++) {
+        fg_ip_t a = ip("10.0.0.0");
+        a.b[14] = (uint8_t)(i >> 8);
+        a.b[15] = (uint8_t)i;
+        rc = fg_acl_dyn_add(d, 1, &a, 128, 0, 0);
+        added += rc == 0;
+    }
+    assert_int_equal(rc, -ENOSPC);
+    assert_true(added > 10);
+    /* The first entry was not evicted to make room. */
+    fg_ip_t first = ip("10.0.0.0");
+    assert_int_equal(fg_acl_dyn_match(d, 1, &first, 0), 1);
+    munmap(mem, SIZE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_counts_and_autoblock),
+        cmocka_unit_test(test_dynamic_entries),
+        cmocka_unit_test(test_dynamic_full_refuses),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,327 @@
+#include "worker/ratelimit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+enum { P_ANY = 0, P_EXACT, P_PREFIX, P_SUFFIX, P_CIDR };
+
+/* Key kinds inside a rate-limit key. */
+enum { K_GLOBAL = 1, K_IP, K_ROUTE, K_HEADER, K_HEADER_HASHED };
+
+typedef struct {
+    uint64_t fingerprint;
+    uint8_t kind;
+    uint8_t len;
+    uint8_t pad[6];
+    uint8_t data[FG_RL_KEY_SIZE - 16];
+} rl_key_t;
+
+typedef struct {
+    fg_rl_state_t st;
+    uint32_t stats_index;
+    uint32_t pad;
+} rl_value_t;
+
+_Static_assert(sizeof(rl_key_t) == FG_RL_KEY_SIZE, "rate-limit key size");
+_Static_assert(sizeof(rl_value_t) == FG_RL_VALUE_SIZE, "rate-limit value size");
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s)
+{
+    h = fnv(h, s ? s : "", s ? strlen(s) + 1 : 1);
+    return h;
+}
+
+/* Everything that changes what a counter means; the name and enabled/dryRun do not. */
+static uint64_t fingerprint(const fg_ratelimit_rule_t *c)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t nums[5] = {(uint64_t)c->type, (uint64_t)c->scope, c->max_requests, c->window_ms,
+                        c->burst};
+    h = fnv_str(h, c->id);
+    h = fnv(h, nums, sizeof(nums));
+    h = fnv_str(h, c->header);
+    return h ? h : 1;
+}
+
+static int compile_pattern(fg_rl_pattern_t *p, const char *text, int ip)
+{
+    memset(p, 0, sizeof(*p));
+    if (text == NULL || strcmp(text, "*") == 0)
+        return 0;
+    if (ip && strchr(text, '/')) {
+        int plen;
+        char err[128];
+        p->kind = P_CIDR;
+        return fg_iprange_parse(text, &p->range, &plen, err, sizeof(err));
+    }
+    size_t n = strlen(text);
+    if (text[n - 1] == '*') {
+        p->kind = P_PREFIX;
+        p->text = strndup(text, n - 1);
+    } else if (text[0] == '*') {
+        p->kind = P_SUFFIX;
+        p->text = strdup(text + 1);
+    } else {
+        p->kind = P_EXACT;
+        p->text = strdup(text);
+    }
+    if (p->text == NULL)
+        return -1;
+    p->len = strlen(p->text);
+    return 0;
+}
+
+int fg_ratelimit_glob(const fg_rl_pattern_t *p, const char *s, size_t n)
+{
+    switch (p->kind) {
+    case P_ANY:
+        return 1;
+    case P_EXACT:
+        return n == p->len && strncasecmp(s, p->text, n) == 0;
+    case P_PREFIX:
+        return n >= p->len && strncasecmp(s, p->text, p->len) == 0;
+    case P_SUFFIX:
+        return n >= p->len && strncasecmp(s + n - p->len, p->text, p->len) == 0;
+    default:
+        return 0;
+    }
+}
+
+int fg_ratelimit_compile(fg_rl_rule_t *r, const fg_ratelimit_rule_t *cfg)
+{
+    static const int algo[] = {FG_RL_ALGO_SLIDING, FG_RL_ALGO_FIXED, FG_RL_ALGO_TOKEN};
+    memset(r, 0, sizeof(*r));
+    r->cfg = cfg;
+    r->params.algo = algo[cfg->type];
+    r->params.limit = cfg->max_requests;
+    r->params.window_ms = cfg->window_ms;
+    r->params.burst = cfg->burst;
+    r->fingerprint = fingerprint(cfg);
+    if (compile_pattern(&r->path, cfg->path_pattern, 0) < 0 ||
+        compile_pattern(&r->ip, cfg->ip_pattern, 1) < 0)
+        return -1;
+    return 0;
+}
+
+void fg_ratelimit_free(fg_rl_rule_t *r)
+{
+    free(r->path.text);
+    free(r->ip.text);
+    r->path.text = r->ip.text = NULL;
+}
+
+void fg_ratelimit_on_evict(const void *key, void *value, void *arg)
+{
+    const rl_value_t *v = value;
+    fg_stats_slot_t *s = arg ? fg_stats_at(arg, v->stats_index) : NULL;
+    fg_stats_add(s, FG_RLC_ACTIVE, -1);
+    fg_stats_add(s, FG_RLC_EVICTIONS, 1);
+}
+
+static int method_ok(const fg_rl_rule_t *r, const fg_request_t *req)
+{
+    if (r->cfg->nmethods == 0)
+        return 1;
+    for (size_t i = 0; i < r->cfg->nmethods; i++)
+        if (fg_str_eq(req->method, fg_str(r->cfg->methods[i])))
+            return 1;
+    return 0;
+}
+
+static int ip_ok(const fg_rl_rule_t *r, const fg_ip_t *ip)
+{
+    if (r->ip.kind == P_ANY)
+        return 1;
+    if (r->ip.kind == P_CIDR)
+        return fg_ip_cmp(ip, &r->ip.range.lo) >= 0 && fg_ip_cmp(ip, &r->ip.range.hi) <= 0;
+    char text[64];
+    fg_ip_format(ip, text, sizeof(text));
+    return fg_ratelimit_glob(&r->ip, text, strlen(text));
+}
+
+static void put_str(rl_key_t *k, int kind, const char *s, size_t n)
+{
+    if (n <= sizeof(k->data)) {
+        k->kind = (uint8_t)kind;
+        k->len = (uint8_t)n;
+        memcpy(k->data, s, n);
+        return;
+    }
+    /* Longer values: two independent 64-bit hashes, the length and a prefix. Two keys collide
+     * only if both hashes and the prefix agree. */
+    uint64_t a = fnv(0xcbf29ce484222325ull, s, n), b = fnv(0x84222325cbf29ce4ull, s, n);
+    k->kind = K_HEADER_HASHED;
+    k->len = 255;
+    memcpy(k->data, &a, 8);
+    memcpy(k->data + 8, &b, 8);
+    memcpy(k->data + 16, &n, sizeof(n));
+    memcpy(k->data + 24, s, sizeof(k->data) - 24);
+}
+
+static void make_key(const fg_rl_rule_t *r, const fg_request_t *req, const fg_ip_t *ip, rl_key_t *k)
+{
+    memset(k, 0, sizeof(*k));
+    k->fingerprint = r->fingerprint;
+    switch (r->cfg->scope) {
+    case FG_RLS_GLOBAL:
+        k->kind = K_GLOBAL;
+        break;
+    case FG_RLS_PER_ROUTE: {
+        const char *id = req->route ? req->route->id : "";
+        put_str(k, K_ROUTE, id, strlen(id));
+        break;
+    }
+    case FG_RLS_PER_HEADER: {
+        /* Requests without the header share one counter: omitting it is no way around. */
+        const fg_http_header_t *h = fg_request_header(req, fg_str(r->cfg->header));
+        put_str(k, K_HEADER, h ? h->value.base : "", h ? h->value.len : 0);
+        break;
+    }
+    default:
+        k->kind = K_IP;
+        k->len = 16;
+        memcpy(k->data, ip->b, 16);
+        break;
+    }
+}
+
+/* Test-only fault hook, set from the environment at worker start: a request for this exact
+ * path writes the worker's pid to a file and sleeps while holding the zone lock, so that a
+ * test can SIGKILL a lock owner. */
+static struct {
+    char path[256];
+    char pidfile[512];
+} fault;
+
+void fg_ratelimit_set_fault_hook(const char *spec)
+{
+    const char *colon = spec ? strchr(spec, ':') : NULL;
+    if (colon == NULL || (size_t)(colon - spec) >= sizeof(fault.path))
+        return;
+    memcpy(fault.path, spec, (size_t)(colon - spec));
+    fault.path[colon - spec] = '\0';
+    snprintf(fault.pidfile, sizeof(fault.pidfile), "%s", colon + 1);
+    fg_log_warn("test fault hook armed: a request for %s sleeps holding the rate-limit lock",
+                fault.path);
+}
+
+static void fault_hook(const fg_request_t *req)
+{
+    if (fault.path[0] == '\0' || !fg_str_eq(req->path, fg_str(fault.path)))
+        return;
+    FILE *f = fopen(fault.pidfile, "w");
+    if (f) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+    struct timespec ts = {60, 0};
+    while (nanosleep(&ts, &ts) == -1)
+        ;
+}
+
+int fg_ratelimit_check(fg_shm_hash_t *zone, void *stats_table, fg_rl_rule_t *r,
+                       const fg_request_t *req, const fg_ip_t *ip, uint64_t now_ms,
+                       fg_rl_result_t *res)
+{
+    if (!method_ok(r, req) || !fg_ratelimit_glob(&r->path, req->path.base, req->path.len) ||
+        !ip_ok(r, ip))
+        return 1;
+    rl_key_t k;
+    make_key(r, req, ip, &k);
+    uint64_t hv = fg_shm_hash_key(zone, &k);
+    if (fg_shm_hash_lock(zone) < 0) {
+        /* Only ENOTRECOVERABLE-like failures land here; limiting cannot be done, and failing
+         * every request for it would turn a lock bug into an outage. Counted, and logged. */
+        fg_log_error("rate limit %s: zone lock failed; request let through", r->cfg->id);
+        return 1;
+    }
+    fault_hook(req);
+    rl_value_t *v = fg_shm_hash_find(zone, &k, hv);
+    if (v == NULL) {
+        v = fg_shm_hash_insert(zone, &k, hv, fg_ratelimit_on_evict, stats_table);
+        if (v != NULL) {
+            v->stats_index = r->stats_index;
+            fg_stats_add(r->stats, FG_RLC_ACTIVE, 1);
+        }
+    }
+    if (v == NULL) {
+        fg_shm_hash_unlock(zone);
+        return 1;
+    }
+    fg_rl_check(&r->params, &v->st, now_ms, res);
+    fg_shm_hash_unlock(zone);
+    if (res->allowed) {
+        fg_stats_add(r->stats, FG_RLC_ALLOWED, 1);
+        return 1;
+    }
+    if (r->cfg->dry_run) {
+        fg_stats_add(r->stats, FG_RLC_DRYRUN, 1);
+        if (now_ms - r->last_log_ms >= 1000 || r->last_log_ms == 0) {
+            r->last_log_ms = now_ms;
+            fg_log_warn("rate limit %s (dryRun): %.*s %.*s from %s would be limited", r->cfg->id,
+                        (int)req->method.len, req->method.base, (int)req->path.len, req->path.base,
+                        req->client_ip);
+        }
+        return 1;
+    }
+    fg_stats_add(r->stats, FG_RLC_LIMITED, 1);
+    return 0;
+}
+
+static uint64_t ceil_s(uint64_t ms)
+{
+    return (ms + 999) / 1000;
+}
+
+void fg_ratelimit_reject(fg_request_t *req, const fg_rl_rule_t *r, const fg_rl_result_t *res)
+{
+    uint64_t retry = ceil_s(res->retry_ms);
+    if (retry == 0)
+        retry = 1; /* RFC 9110 10.2.3: delay-seconds; 0 would invite an immediate retry */
+    char window[32];
+    uint64_t w = r->cfg->window_ms;
+    if (w % 1000 == 0)
+        snprintf(window, sizeof(window), "%llus", (unsigned long long)(w / 1000));
+    else
+        snprintf(window, sizeof(window), "%llums", (unsigned long long)w);
+    char *body =
+        fg_pool_printf(req->pool,
+                       "{\"error\":\"Too Many Requests\",\"message\":\"rate limit "
+                       "exceeded: %llu requests per %s\",\"retryAfter\":%llu}\n",
+                       (unsigned long long)r->params.limit, window, (unsigned long long)retry);
+    char *ra = fg_pool_printf(req->pool, "%llu", (unsigned long long)retry);
+    char *lim = fg_pool_printf(req->pool, "%llu", (unsigned long long)res->limit);
+    char *rem = fg_pool_printf(req->pool, "%llu", (unsigned long long)res->remaining);
+    char *reset = fg_pool_printf(req->pool, "%llu", (unsigned long long)ceil_s(res->reset_ms));
+    req->error = "rate_limited";
+    if (body == NULL || ra == NULL || lim == NULL || rem == NULL || reset == NULL) {
+        fg_request_error(req, 429, "rate_limited", "rate limit exceeded");
+        return;
+    }
+    fg_headers_t h;
+    fg_headers_init(&h, req->pool, 6);
+    fg_headers_add(&h, FG_STR_LIT("Content-Type"), FG_STR_LIT("application/json"));
+    fg_headers_add(&h, FG_STR_LIT("Retry-After"), fg_str(ra));
+    fg_headers_add(&h, FG_STR_LIT("X-RateLimit-Limit"), fg_str(lim));
+    fg_headers_add(&h, FG_STR_LIT("X-RateLimit-Remaining"), fg_str(rem));
+    fg_headers_add(&h, FG_STR_LIT("X-RateLimit-Reset"), fg_str(reset));
+    if (req->request_id[0])
+        fg_headers_add(&h, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id));
+    fg_request_respond(req, 429, &h, body, strlen(body));
+}
