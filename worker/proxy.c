@@ -230,20 +230,16 @@ static void complete(proxy_t *p)
 
 /* ---- sending ---- */
 
+/* Queue the body bytes that arrived (re-framed as chunks when the client's length is unknown)
+ * and, once the body is complete, its end. While the exchange may have to be sent again on a
+ * fresh connection, the framed bytes are also copied to p->replay, up to REPLAY_MAX. */
 static void move_body(proxy_t *p)
 {
     fg_request_t *req = p->req;
     struct evbuffer *out = fg_conn_output(p->u->c);
+    size_t before = evbuffer_get_length(out);
     size_t n = evbuffer_get_length(req->body);
     if (n > 0) {
-        if (p->replayable && p->replay) {
-            if (evbuffer_get_length(p->replay) + n <= REPLAY_MAX) {
-                unsigned char *flat = evbuffer_pullup(req->body, (ev_ssize_t)n);
-                evbuffer_add(p->replay, flat, n);
-            } else {
-                p->replayable = 0;
-            }
-        }
         if (p->req_chunked) {
             char line[24];
             int l = snprintf(line, sizeof(line), "%zx\r\n", n);
@@ -260,8 +256,41 @@ static void move_body(proxy_t *p)
             evbuffer_add(out, "0\r\n\r\n", 5);
         p->req_sent = 1;
     }
-    if (fg_conn_pending(p->u->c) > UP_HIGH_WATER)
-        req->ops->pause_body(req, 1);
+    size_t added = evbuffer_get_length(out) - before;
+    if (p->replayable && p->replay && added > 0) {
+        if (evbuffer_get_length(p->replay) + added <= REPLAY_MAX) {
+            struct evbuffer_ptr at;
+            evbuffer_ptr_set(out, &at, before, EVBUFFER_PTR_SET);
+            char tmp[4096];
+            for (size_t off = 0; off < added;) {
+                size_t k = added - off < sizeof(tmp) ? added - off : sizeof(tmp);
+                ev_ssize_t got = evbuffer_copyout_from(out, &at, tmp, k);
+                if (got <= 0)
+                    break;
+                evbuffer_add(p->replay, tmp, (size_t)got);
+                evbuffer_ptr_set(out, &at, (size_t)got, EVBUFFER_PTR_ADD);
+                off += (size_t)got;
+            }
+        } else {
+            p->replayable = 0;
+        }
+    }
+}
+
+/* Write what is queued for the destination, then pause the client body while more than the
+ * high watermark still waits (up_drain resumes it once the socket drained). The check must
+ * follow the flush: a pause decided before it could outlive the last write event, and nothing
+ * would ever resume the upload. Returns -1 when the exchange failed (p may be gone). */
+static int flush_upstream(proxy_t *p)
+{
+    fg_upconn_t *u = p->u;
+    if (fg_conn_flush(u->c) != 0) {
+        up_event(u->c, p, FG_CONN_ERROR);
+        return -1;
+    }
+    if (!p->req->body_done && fg_conn_pending(u->c) > UP_HIGH_WATER)
+        p->req->ops->pause_body(p->req, 1);
+    return 0;
 }
 
 static void send_request(proxy_t *p)
@@ -282,18 +311,18 @@ static void send_request(proxy_t *p)
     move_body(p);
     fg_conn_set_write_timeout(u->c, p->cl->activity_timeout_ms);
     fg_conn_read(u->c, 1, p->cl->activity_timeout_ms);
-    if (fg_conn_flush(u->c) != 0)
-        up_event(u->c, p, FG_CONN_ERROR);
+    flush_upstream(p);
     (void)req;
 }
 
-/* A body small enough to keep a copy of, for a retry on a fresh connection. */
+/* A body small enough to keep a copy of, for a retry on a fresh connection. A chunked body is
+ * copied while it fits (move_body gives up beyond REPLAY_MAX). */
 static int req_wants_replay(proxy_t *p)
 {
     fg_request_t *req = p->req;
     if (!req->has_body)
         return 1;
-    if (req->content_length < 0 || req->content_length > REPLAY_MAX)
+    if (req->content_length > REPLAY_MAX)
         return 0;
     if (p->replay == NULL)
         p->replay = evbuffer_new();
@@ -312,6 +341,11 @@ static int may_fail_over(const proxy_t *p);
 
 static int start_exchange(proxy_t *p, int fresh)
 {
+    /* A pooled connection may have been closed by the destination while idle; the request is
+     * then sent again on a fresh one, which needs the body. A body too large to keep a copy of
+     * goes straight to a fresh connection, so a stale one never costs the client a 502. */
+    if (p->req->content_length > REPLAY_MAX)
+        fresh = 1;
     fg_upconn_t *u = fresh ? NULL : fg_upstream_acquire(p->w, p->cl, (size_t)p->di);
     count_begin(p);
     if (u != NULL) {
@@ -760,8 +794,7 @@ static void on_body(fg_request_t *req)
     if (p->req_sent)
         return;
     move_body(p);
-    if (fg_conn_flush(p->u->c) != 0)
-        up_event(p->u->c, p, FG_CONN_ERROR);
+    flush_upstream(p);
 }
 
 static void resume_upstream(proxy_t *p)

@@ -524,10 +524,9 @@ STALE_LARGE_BODY_BUG = (
     "client gets 502 (issue 3: a stale keep-alive never surfaces as a 502).")
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param("chunked", marks=pytest.mark.xfail(reason=STALE_CHUNKED_BUG, strict=True)),
-    pytest.param("large", marks=pytest.mark.xfail(reason=STALE_LARGE_BODY_BUG, strict=True)),
-])
+# Regressions for STALE_CHUNKED_BUG and STALE_LARGE_BODY_BUG (fixed: chunked bodies are kept for
+# a replay while they fit; larger bodies go to a fresh connection).
+@pytest.mark.parametrize("kind", ["chunked", "large"])
 def test_stale_pooled_connection_with_unreplayable_body(gw, kind):
     assert echo(gw, "/p/stale")[0] == 200
     if kind == "chunked":

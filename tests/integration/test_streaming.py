@@ -125,8 +125,9 @@ UPLOAD_STALL_BUG = (
     "(256 KiB) BEFORE on_body()/send_request() call fg_conn_flush(); when that flush then "
     "writes everything, conn.c removes the write event, so on_writable/on_drain (up_drain, "
     "the only caller of pause_body 0) never runs and the client socket is never read again. "
-    "Seen: a 1 GiB POST stops after 180-850 MiB with ~1 MiB in the gateway's client Recv-Q, "
-    "an empty upstream Send-Q, and no response.")
+    "Seen: a 1 GiB POST stops after 30-850 MiB with ~1 MiB in the gateway's client Recv-Q, "
+    "an empty upstream Send-Q, and no response; it happens to about 4 in 10 uploads of "
+    "256 MiB and 9 in 10 of 1 GiB.")
 
 
 def upload(gw, total, blocks, stall_timeout=5.0):
@@ -162,16 +163,21 @@ def upload(gw, total, blocks, stall_timeout=5.0):
     return status, json.loads(body), sha.hexdigest()
 
 
-@pytest.mark.xfail(reason=UPLOAD_STALL_BUG, strict=True)
+# Regression: uploads used to stall for good (9 in 10 uploads of 1 GiB) when the client body
+# was paused before a flush that then emptied the upstream socket buffer (see UPLOAD_STALL_BUG).
+UPLOAD_ROUNDS = 1
+
+
 def test_upload_1gib_constant_memory(gw):
     warm_up(gw)
     blocks = [base64.b64encode(os.urandom(3 * MiB // 4)) for _ in range(4)]  # 1 MiB each
-    with RssSampler(worker_pids(gw)) as sampler:
-        status, doc, digest = upload(gw, GiB, blocks)
-    assert status == 200
-    assert doc["bodyLength"] == GiB
-    assert doc["bodySha256"] == digest
-    assert sampler.growth() < RSS_GROWTH_LIMIT, "RSS grew by %d bytes" % sampler.growth()
+    for _ in range(UPLOAD_ROUNDS):
+        with RssSampler(worker_pids(gw)) as sampler:
+            status, doc, digest = upload(gw, GiB, blocks)
+        assert status == 200
+        assert doc["bodyLength"] == GiB
+        assert doc["bodySha256"] == digest
+        assert sampler.growth() < RSS_GROWTH_LIMIT, "RSS grew by %d bytes" % sampler.growth()
 
 
 def test_upload_small_bodies_intact(gw):
