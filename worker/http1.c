@@ -553,6 +553,10 @@ static int parse_target(fg_request_t *req, fg_str_t target)
 {
     const char *t = target.base;
     size_t n = target.len;
+    /* A fragment is never part of a request-target (RFC 9112 3.2): drop what a client sent. */
+    const char *frag = memchr(t, '#', n);
+    if (frag)
+        n = (size_t)(frag - t);
     if (n > 0 && t[0] != '/') {
         /* absolute-form: the authority in the target replaces Host (RFC 9112 3.2.2). */
         const char *s = memchr(t, ':', n);

@@ -324,6 +324,17 @@ def test_absolute_form_target(gw):
         assert echo_header(doc, "X-Forwarded-Host") == ["abs.test"]
 
 
+def test_fragment_is_not_forwarded(gw):
+    # Regression: "#frag" used to reach the upstream inside the query (RFC 9112 3.2).
+    s, r = connect(gw)
+    with s:
+        s.sendall(b"GET /up/frag?q=1#section HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        st, _, body = r.response()
+        assert st == 200
+        doc = json.loads(body)
+        assert (doc["path"], doc["query"]) == ("/frag", "q=1")
+
+
 # ---- Expect: 100-continue, HEAD ----
 
 def test_expect_100_continue(gw):
