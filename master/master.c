@@ -720,7 +720,7 @@ static void reload(master_t *m)
         return;
     }
     if (fg_security_build(g->cfg, m->shm, g->id, err, sizeof(err)) < 0 ||
-        fg_health_attach(m->shm, g->cfg, g->id, oldest_live_gen(m), err, sizeof(err)) == NULL) {
+        fg_health_attach(m->shm, g->cfg, g->id, oldest_live_gen(m), err, sizeof(err)) < 0) {
         gen_free(g);
         reload_fail(m, err);
         return;
@@ -1072,7 +1072,7 @@ static int start(master_t *m, int foreground)
     }
     fg_shm_set_generation(m->shm, m->cur->id);
     if (fg_security_build(cfg, m->shm, m->cur->id, err, sizeof(err)) < 0 ||
-        fg_health_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) == NULL)
+        fg_health_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) < 0)
         goto fail;
     m->ls = fg_listeners_new();
     if (m->ls == NULL || fg_listeners_prepare(m->ls, cfg, &m->cur->fds, err, sizeof(err)) < 0)

@@ -12,7 +12,7 @@
 #define HEALTH_MAGIC 0x46474831u /* "FGH1" */
 #define DEST_MAGIC 0x46474844u   /* "FGHD" */
 #define CLUSTER_MAGIC 0x46474843u
-#define ZONE_KIND 0x48454c54u    /* "HELT" */
+#define ZONE_KIND 0x48454c54u /* "HELT" */
 #define ZONE_LAYOUT 1
 
 struct fg_health_s {
@@ -114,15 +114,17 @@ static fg_hdest_t *new_dest(fg_health_t *h, const char *cluster, const char *des
     return NULL;
 }
 
-fg_health_t *fg_health_attach(fg_shm_t *shm, fg_config_t *cfg, uint64_t gen, uint64_t min_live_gen,
-                              char *err, size_t errlen)
+int fg_health_attach(fg_shm_t *shm, fg_config_t *cfg, uint64_t gen, uint64_t min_live_gen,
+                     char *err, size_t errlen)
 {
     int created = 0;
+    if (cfg->nclusters == 0 && attached == NULL)
+        return 0;
     fg_health_t *h =
         fg_shm_zone_get(shm, "health", sizeof(fg_health_t), ZONE_KIND, ZONE_LAYOUT, gen, &created);
     if (h == NULL) {
         snprintf(err, errlen, "shm: no room for the health zone (%zu bytes)", sizeof(fg_health_t));
-        return NULL;
+        return -1;
     }
     if (created) {
         h->magic = HEALTH_MAGIC;
@@ -160,11 +162,13 @@ fg_health_t *fg_health_attach(fg_shm_t *shm, fg_config_t *cfg, uint64_t gen, uin
         }
     }
     attached = h;
-    return h;
+    return 0;
 full:
-    snprintf(err, errlen, "clusters: more than %d destinations or %d clusters in the live "
-             "generations", FG_HEALTH_MAX_DESTS, FG_HEALTH_MAX_CLUSTERS);
-    return NULL;
+    snprintf(err, errlen,
+             "clusters: more than %d destinations or %d clusters in the live "
+             "generations",
+             FG_HEALTH_MAX_DESTS, FG_HEALTH_MAX_CLUSTERS);
+    return -1;
 }
 
 fg_health_t *fg_health_zone(fg_shm_t *shm)
@@ -199,7 +203,9 @@ void fg_health_begin(fg_health_t *h, fg_hdest_t *d, int record)
 {
     check_dest(d);
     _Atomic int32_t *s = share(h, d, record);
-    /* The share first: a reap between the two steps must never subtract more than was added. */
+    /* A worker killed between the two steps (here or in fg_health_end) leaves the total one
+     * low once reaped, never one high: a destination must not look busy forever, and the
+     * balancer reads a negative count as 0. */
     if (s)
         atomic_fetch_add_explicit(s, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&d->inflight, 1, memory_order_relaxed);
@@ -342,9 +348,9 @@ static json_t *dest_json(const fg_cluster_t *cl, const fg_destination_t *d, uint
     uint64_t last = atomic_load(&h->last_probe_wall_ms);
     int usable = fg_health_usable(h, now);
     json_object_set_new(o, "admin", json_string(admin_names[fg_health_admin(h) % 3]));
-    json_object_set_new(o, "health", json_string(usable ? (active == FG_HS_HEALTHY ? "healthy"
-                                                                                  : "unknown")
-                                                        : "unhealthy"));
+    json_object_set_new(
+        o, "health",
+        json_string(usable ? (active == FG_HS_HEALTHY ? "healthy" : "unknown") : "unhealthy"));
     json_object_set_new(o, "active",
                         json_pack("{s:s, s:b, s:I, s:I, s:I}", "state", state_names[active % 3],
                                   "enabled", cl->health.active, "probes",
@@ -356,17 +362,16 @@ static json_t *dest_json(const fg_cluster_t *cl, const fg_destination_t *d, uint
         json_object_set_new(a, "latencyMs",
                             json_real((double)atomic_load(&h->last_latency_us) / 1000.0));
         json_object_set_new(a, "lastStatus", json_integer(atomic_load(&h->last_status)));
-        json_object_set_new(a, "lastError", h->last_error[0] ? json_string(h->last_error)
-                                                             : json_null());
+        json_object_set_new(a, "lastError",
+                            h->last_error[0] ? json_string(h->last_error) : json_null());
     }
-    json_object_set_new(
-        o, "passive",
-        json_pack("{s:s, s:b, s:I, s:I, s:I, s:I}", "state", state_names[passive % 3], "enabled",
-                  cl->health.passive, "windowRequests",
-                  (json_int_t)atomic_load(&h->win_requests), "windowFailures",
-                  (json_int_t)atomic_load(&h->win_failures), "trips",
-                  (json_int_t)atomic_load(&h->passive_trips), "reactivatesInMs",
-                  (json_int_t)(until > now ? until - now : 0)));
+    json_object_set_new(o, "passive",
+                        json_pack("{s:s, s:b, s:I, s:I, s:I, s:I}", "state",
+                                  state_names[passive % 3], "enabled", cl->health.passive,
+                                  "windowRequests", (json_int_t)atomic_load(&h->win_requests),
+                                  "windowFailures", (json_int_t)atomic_load(&h->win_failures),
+                                  "trips", (json_int_t)atomic_load(&h->passive_trips),
+                                  "reactivatesInMs", (json_int_t)(until > now ? until - now : 0)));
     json_object_set_new(o, "inflight", json_integer((json_int_t)atomic_load(&h->inflight)));
     json_object_set_new(o, "requests", json_integer((json_int_t)atomic_load(&h->requests)));
     json_object_set_new(o, "failures", json_integer((json_int_t)atomic_load(&h->failures)));
@@ -384,10 +389,10 @@ json_t *fg_health_show_servers(const fg_config_t *cfg, uint64_t now_ms)
         json_t *dests = json_array();
         for (size_t j = 0; j < cl->ndestinations; j++)
             json_array_append_new(dests, dest_json(cl, &cl->destinations[j], now_ms));
-        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:o}", "id", cl->id,
-                                              "loadBalancingPolicy", policies[cl->lb_policy % 5],
-                                              "availability", avail[cl->health.availability & 1],
-                                              "destinations", dests));
+        json_array_append_new(list,
+                              json_pack("{s:s, s:s, s:s, s:o}", "id", cl->id, "loadBalancingPolicy",
+                                        policies[cl->lb_policy % 5], "availability",
+                                        avail[cl->health.availability & 1], "destinations", dests));
     }
     return json_pack("{s:o}", "clusters", list);
 }

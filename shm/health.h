@@ -44,19 +44,19 @@ typedef struct {
     /* passive */
     _Alignas(FG_CACHELINE) _Atomic uint64_t win_start_ms;
     _Atomic uint32_t win_requests, win_failures;
-    _Atomic uint32_t consecutive;         /* transport failures in a row */
-    _Atomic uint64_t passive_until_ms;    /* unhealthy until then (monotonic ms); 0 = not */
-    _Atomic uint64_t passive_trips;       /* times it was marked unhealthy */
+    _Atomic uint32_t consecutive;      /* transport failures in a row */
+    _Atomic uint64_t passive_until_ms; /* unhealthy until then (monotonic ms); 0 = not */
+    _Atomic uint64_t passive_trips;    /* times it was marked unhealthy */
 
     /* active */
     _Alignas(FG_CACHELINE) _Atomic uint64_t next_probe_ms; /* the probe lease (monotonic ms) */
-    _Atomic int active;                   /* fg_health_state_t */
-    _Atomic uint32_t probe_failures;      /* in a row */
+    _Atomic int active;                                    /* fg_health_state_t */
+    _Atomic uint32_t probe_failures;                       /* in a row */
     _Atomic uint64_t probes;
-    _Atomic uint64_t last_probe_wall_ms;  /* 0 = never probed */
+    _Atomic uint64_t last_probe_wall_ms; /* 0 = never probed */
     _Atomic uint64_t last_latency_us;
-    _Atomic int last_status;              /* HTTP status of the last probe, 0 = none */
-    char last_error[48];                  /* written by the lease holder only */
+    _Atomic int last_status; /* HTTP status of the last probe, 0 = none */
+    char last_error[48];     /* written by the lease holder only */
 } fg_hdest_t;
 
 /* One cluster: the shared round-robin cursor. */
@@ -74,10 +74,11 @@ typedef struct fg_health_s fg_health_t;
 
 /* Find or create the health zone and point every cluster and destination of cfg (->state) at
  * its record, keyed by ids; records of no generation >= min_live_gen are recycled. Call before
- * forking the workers of generation gen. Returns the zone, or NULL with err filled (no room in
- * the arena, or more destinations than FG_HEALTH_MAX_DESTS across live generations). */
-fg_health_t *fg_health_attach(fg_shm_t *shm, fg_config_t *cfg, uint64_t gen, uint64_t min_live_gen,
-                              char *err, size_t errlen);
+ * forking the workers of generation gen. A configuration without clusters needs no zone. Returns
+ * 0, or -1 with err filled (no room in the arena, or more destinations than
+ * FG_HEALTH_MAX_DESTS across live generations). */
+int fg_health_attach(fg_shm_t *shm, fg_config_t *cfg, uint64_t gen, uint64_t min_live_gen,
+                     char *err, size_t errlen);
 /* The zone once attached (NULL before). */
 fg_health_t *fg_health_zone(fg_shm_t *shm);
 /* A worker record (index in the arena's worker table) is gone: give back its in-flight shares. */

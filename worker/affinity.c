@@ -183,13 +183,11 @@ int fg_affinity_response(const fg_cluster_t *cl, size_t di, fg_pool_t *pool, fg_
     if (a->cookie_max_age >= 0)
         snprintf(age, sizeof(age), "; Max-Age=%lld", (long long)a->cookie_max_age);
     const char *ss = same_site[a->cookie_same_site & 3];
-    char *s = fg_pool_printf(pool, "%s=%s; Path=%s%s%s%s%s%s%s%s", a->key_name, id,
-                             a->cookie_path ? a->cookie_path : "/",
-                             a->cookie_domain ? "; Domain=" : "",
-                             a->cookie_domain ? a->cookie_domain : "", age,
-                             a->cookie_http_only ? "; HttpOnly" : "",
-                             a->cookie_secure ? "; Secure" : "", ss ? "; SameSite=" : "",
-                             ss ? ss : "");
+    char *s = fg_pool_printf(
+        pool, "%s=%s; Path=%s%s%s%s%s%s%s%s", a->key_name, id,
+        a->cookie_path ? a->cookie_path : "/", a->cookie_domain ? "; Domain=" : "",
+        a->cookie_domain ? a->cookie_domain : "", age, a->cookie_http_only ? "; HttpOnly" : "",
+        a->cookie_secure ? "; Secure" : "", ss ? "; SameSite=" : "", ss ? ss : "");
     if (s == NULL)
         return -1;
     *name = FG_STR_LIT("Set-Cookie");

@@ -8,8 +8,8 @@
 
 struct fg_balancer_s {
     uint64_t rng;
-    uint64_t local_rr;  /* when the cluster has no shared record (tests, hand-built configs) */
-    uint16_t *seq;      /* smooth weighted round-robin order of destination indexes */
+    uint64_t local_rr; /* when the cluster has no shared record (tests, hand-built configs) */
+    uint16_t *seq;     /* smooth weighted round-robin order of destination indexes */
     size_t nseq;
 };
 
@@ -202,8 +202,7 @@ static int round_robin(fg_balancer_t *b, const fg_cluster_t *cl, const int *cand
     for (size_t j = 0; j < k; j++)
         ok[cand[j]] = 1;
     fg_hcluster_t *hc = cl->state;
-    uint64_t pos = hc ? atomic_fetch_add_explicit(&hc->rr, 1, memory_order_relaxed)
-                      : b->local_rr++;
+    uint64_t pos = hc ? atomic_fetch_add_explicit(&hc->rr, 1, memory_order_relaxed) : b->local_rr++;
     /* One shared cursor walks the sequence for all workers; a destination that cannot take
      * the request passes its turn to the next one in the sequence. */
     for (size_t t = 0; t < b->nseq; t++) {

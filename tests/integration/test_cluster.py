@@ -134,6 +134,7 @@ def test_weights_3_to_1_across_workers(gateway_factory, upstream_factory, tmp_pa
     ports, statuses = hammer(gw, 10000, threads=8)
     assert statuses.count(200) == 10000
     share = ports.count(a.port) / len(ports)
+    print("MEASURED %s 3:1 over 10000 requests, 8 connections, 2 workers: %.4f" % (policy, share))
     assert abs(share - 0.75) <= 0.03, share
     # Both workers served: the 3:1 split is the gateway's, not one process's.
     served = [w["requests"] for w in gw.workers()]
@@ -149,6 +150,7 @@ def test_load_aware_policies_follow_weights_when_idle(gateway_factory, upstream_
     gw = start(gateway_factory, tmp_path, [cluster("c", [a, b], policy, [3, 1])])
     ports, statuses = hammer(gw, 3000, threads=1)
     share = ports.count(a.port) / len(ports)
+    print("MEASURED %s 3:1 over 3000 sequential requests: %.4f" % (policy, share))
     assert abs(share - 0.75) <= 0.03, share
 
 
@@ -183,6 +185,7 @@ def test_least_requests_avoids_slow_destination(gateway_factory, upstream_factor
     ports, statuses = hammer(gw, 800, threads=16)
     assert statuses.count(200) == 800
     n_slow = ports.count(slow.port)
+    print("MEASURED LeastRequests slow (150 ms) destination share: %.4f" % (n_slow / len(ports)))
     # With 16 requests always in flight, the slow one holds its few for 150 ms each.
     assert n_slow < 0.2 * len(ports), n_slow
 
@@ -241,6 +244,8 @@ def test_dead_destination_unhealthy_then_back_with_failover(gateway_factory, ups
         if marked is None and servers(gw)["d0"]["active"]["state"] == "unhealthy":
             marked = time.monotonic() - stop_at
     # interval x threshold = 0.6 s (+ one tick and the probe timeout of slack)
+    print("MEASURED dead destination marked unhealthy after %.3f s (interval 0.3 s x 2), "
+          "%d requests, statuses %s" % (marked or -1, len(statuses), sorted(set(statuses))))
     assert marked is not None and marked <= 0.6 + 0.4, marked
     assert set(statuses) == {200}, statuses
     a.start()
@@ -261,6 +266,7 @@ def test_probe_count_is_per_destination_not_per_worker(gateway_factory, upstream
     elapsed = time.monotonic() - t0
     for x, y in zip(before, after):
         probes = y - x
+        print("MEASURED probes in %.2f s at 500 ms with 4 workers: %d" % (elapsed, probes))
         # once per 500 ms for the whole gateway: about 6, never 4 workers x 6
         assert elapsed / 0.5 - 2 <= probes <= elapsed / 0.5 + 2, (probes, elapsed)
 

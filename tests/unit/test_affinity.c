@@ -98,7 +98,7 @@ static void test_custom_header_key_is_sticky_and_spreads(void **state)
     setup_cluster(FG_AFF_CUSTOM_HEADER, FG_AFF_REDISTRIBUTE);
     header("X-Session-Key", "");
     int seen[3] = {0};
-    char key[16];
+    char key[32];
     fg_affinity_t a;
     for (int i = 0; i < 60; i++) {
         snprintf(key, sizeof(key), "user-%d", i);

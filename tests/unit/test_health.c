@@ -11,6 +11,7 @@
 
 #include "common/config.h"
 #include "shm/health.h"
+#include "worker/health.h"
 
 static fg_health_config_t passive_cfg(void)
 {
@@ -162,18 +163,21 @@ static fg_config_t *config(const char *json)
 
 static const char *two =
     "{\"servers\":[{\"id\":\"s\",\"listen\":\"127.0.0.1:1\"}],"
-    "\"clusters\":[{\"id\":\"c\",\"destinations\":[{\"id\":\"a\",\"address\":\"http://127.0.0.1:2\"},"
+    "\"clusters\":[{\"id\":\"c\",\"destinations\":[{\"id\":\"a\",\"address\":\"http://"
+    "127.0.0.1:2\"},"
     "{\"id\":\"b\",\"address\":\"http://127.0.0.1:3\"}]}],"
     "\"routes\":[{\"id\":\"r\",\"match\":{\"path\":\"/\"},\"clusterId\":\"c\"}]}";
 static const char *one =
     "{\"servers\":[{\"id\":\"s\",\"listen\":\"127.0.0.1:1\"}],"
-    "\"clusters\":[{\"id\":\"c\",\"destinations\":[{\"id\":\"b\",\"address\":\"http://127.0.0.1:9\"},"
+    "\"clusters\":[{\"id\":\"c\",\"destinations\":[{\"id\":\"b\",\"address\":\"http://"
+    "127.0.0.1:9\"},"
     "{\"id\":\"z\",\"address\":\"http://127.0.0.1:3\"}]}],"
     "\"routes\":[{\"id\":\"r\",\"match\":{\"path\":\"/\"},\"clusterId\":\"c\"}]}";
 
 static const char *other =
     "{\"servers\":[{\"id\":\"s\",\"listen\":\"127.0.0.1:1\"}],"
-    "\"clusters\":[{\"id\":\"c\",\"destinations\":[{\"id\":\"b\",\"address\":\"http://127.0.0.1:9\"},"
+    "\"clusters\":[{\"id\":\"c\",\"destinations\":[{\"id\":\"b\",\"address\":\"http://"
+    "127.0.0.1:9\"},"
     "{\"id\":\"n\",\"address\":\"http://127.0.0.1:3\"}]}],"
     "\"routes\":[{\"id\":\"r\",\"match\":{\"path\":\"/\"},\"clusterId\":\"c\"}]}";
 
@@ -183,7 +187,8 @@ static void test_attach_keeps_state_across_reload(void **state)
     assert_non_null(shm);
     char err[256];
     fg_config_t *g1 = config(two);
-    fg_health_t *h = fg_health_attach(shm, g1, 1, 1, err, sizeof(err));
+    assert_int_equal(fg_health_attach(shm, g1, 1, 1, err, sizeof(err)), 0);
+    fg_health_t *h = fg_health_zone(shm);
     assert_non_null(h);
     fg_hdest_t *b1 = g1->clusters[0].destinations[1].state;
     assert_non_null(b1);
@@ -192,7 +197,8 @@ static void test_attach_keeps_state_across_reload(void **state)
     atomic_store(&b1->admin, FG_ADMIN_MAINT);
     /* Generation 2 keeps b (same cluster and id, new address) and adds z. */
     fg_config_t *g2 = config(one);
-    assert_ptr_equal(fg_health_attach(shm, g2, 2, 1, err, sizeof(err)), h);
+    assert_int_equal(fg_health_attach(shm, g2, 2, 1, err, sizeof(err)), 0);
+    assert_ptr_equal(fg_health_zone(shm), h);
     assert_ptr_equal(g2->clusters[0].destinations[0].state, b1);
     assert_int_equal(atomic_load(&b1->requests), 1);
     assert_int_equal(fg_health_admin(b1), FG_ADMIN_MAINT);
@@ -208,12 +214,12 @@ static void test_attach_keeps_state_across_reload(void **state)
     /* Once generation 1 is gone, a's record is recycled for a new destination. */
     fg_hdest_t *a1 = g1->clusters[0].destinations[0].state;
     fg_config_t *g3 = config(two);
-    assert_non_null(fg_health_attach(shm, g3, 3, 3, err, sizeof(err)));
+    assert_int_equal(fg_health_attach(shm, g3, 3, 3, err, sizeof(err)), 0);
     fg_hdest_t *a3 = g3->clusters[0].destinations[0].state;
     assert_ptr_equal(a3, a1); /* found by its ids: generation 2 did not use it, 1 did */
     /* Generation 4 alone: records of generations before it may be recycled for new ids. */
     fg_config_t *g4 = config(other);
-    assert_non_null(fg_health_attach(shm, g4, 4, 4, err, sizeof(err)));
+    assert_int_equal(fg_health_attach(shm, g4, 4, 4, err, sizeof(err)), 0);
     fg_hdest_t *n4 = g4->clusters[0].destinations[1].state;
     assert_null(fg_health_find(h, "c", "a"));
     assert_ptr_equal(n4, a1); /* a's record, recycled and reset */
@@ -231,7 +237,8 @@ static void test_begin_end_balance(void **state)
     fg_shm_t *shm = fg_shm_new(8 << 20);
     char err[256];
     fg_config_t *g1 = config(two);
-    fg_health_t *h = fg_health_attach(shm, g1, 1, 1, err, sizeof(err));
+    assert_int_equal(fg_health_attach(shm, g1, 1, 1, err, sizeof(err)), 0);
+    fg_health_t *h = fg_health_zone(shm);
     fg_hdest_t *a = g1->clusters[0].destinations[0].state;
     for (int i = 0; i < 5; i++)
         fg_health_begin(h, a, 0);
@@ -253,7 +260,8 @@ static void test_status_commands(void **state)
     fg_shm_t *shm = fg_shm_new(8 << 20);
     char err[256];
     fg_config_t *cfg = config(two);
-    fg_health_t *h = fg_health_attach(shm, cfg, 1, 1, err, sizeof(err));
+    assert_int_equal(fg_health_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_health_t *h = fg_health_zone(shm);
     json_t *r = fg_health_set_command(h, cfg, "c/b state drain");
     assert_string_equal(json_string_value(json_object_get(r, "state")), "drain");
     json_decref(r);
@@ -276,6 +284,19 @@ static void test_status_commands(void **state)
     fg_shm_free(shm);
 }
 
+/* The prober's status-line reader (worker/health.c). */
+static void test_probe_status_line(void **state)
+{
+    assert_int_equal(fg_health_parse_status("HTTP/1.1 200 OK\r\n", 17), 200);
+    assert_int_equal(fg_health_parse_status("HTTP/1.0 503", 12), 503);
+    assert_int_equal(fg_health_parse_status("HTTP/1.1 20", 11), 0); /* more bytes needed */
+    assert_int_equal(fg_health_parse_status("HTT", 3), 0);
+    assert_int_equal(fg_health_parse_status("SSH-2.0-OpenSSH", 15), -1);
+    assert_int_equal(fg_health_parse_status("HTTP/1.1 2x0 OK", 15), -1);
+    assert_int_equal(fg_health_parse_status("HTTP/1.1 099 OK", 15), -1);
+    assert_int_equal(fg_health_parse_status("HTTP/2 200 OK", 13), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_attach_keeps_state_across_reload),
         cmocka_unit_test(test_begin_end_balance),
         cmocka_unit_test(test_status_commands),
+        cmocka_unit_test(test_probe_status_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -229,6 +229,60 @@ static void assert_capture(const fg_request_t *req, const char *name, const char
     fail_msg("no capture named %s", name);
 }
 
+/* ---- tenant routes ---- */
+
+static fg_route_t *tenant(fx_t *fx, fg_route_t *r, const char *code)
+{
+    r->tenant_code = dup(fx, code);
+    r->is_global = 0;
+    return r;
+}
+
+static const char *tmatch(fx_t *fx, const char *path, const char *code)
+{
+    fg_request_t *req = mkreq(fx->pool, "GET", path, "a", NULL);
+    req->tenant = code ? fg_str(code) : FG_STR_NULL;
+    const fg_route_t *r = fg_router_match(&fx->srv, req);
+    return r ? r->id : "none";
+}
+
+static void test_tenant_route_matches_only_its_tenant(void **state)
+{
+    fx_t *fx = fx_new(4);
+    tenant(fx, route(fx, "acme", "/only", 0), "acme");
+    build(fx);
+    assert_string_equal(tmatch(fx, "/only", "acme"), "acme");
+    assert_string_equal(tmatch(fx, "/only", "ACME"), "none"); /* codes compare exactly */
+    assert_string_equal(tmatch(fx, "/only", "globex"), "none");
+    assert_string_equal(tmatch(fx, "/only", NULL), "none");
+    fx_free(fx);
+}
+
+static void test_tenant_route_beats_global_of_same_path(void **state)
+{
+    fx_t *fx = fx_new(8);
+    route(fx, "global", "/api/{id}", 0)->is_global = 1;
+    tenant(fx, route(fx, "t1", "/API/{id}", 10), "t1"); /* worse order, same template */
+    tenant(fx, route(fx, "t2-other", "/api/{x}/more", 0), "t2");
+    route(fx, "specific", "/api/special", 0)->is_global = 1;
+    build(fx);
+    fg_request_t *req = mkreq(fx->pool, "GET", "/api/42", "a", NULL);
+    req->tenant = FG_STR_LIT("t1");
+    const fg_route_t *r = fg_router_match(&fx->srv, req);
+    assert_string_equal(r->id, "t1");
+    assert_capture(req, "id", "42");
+    assert_string_equal(tmatch(fx, "/api/42", "t2"), "global");
+    assert_string_equal(tmatch(fx, "/api/42", NULL), "global");
+    /* a more specific global route with another template is not outranked */
+    assert_string_equal(tmatch(fx, "/api/special", "t1"), "specific");
+    /* the global route's captures survive the search for a tenant route */
+    req = mkreq(fx->pool, "GET", "/api/7", "a", NULL);
+    req->tenant = FG_STR_LIT("t9");
+    assert_string_equal(fg_router_match(&fx->srv, req)->id, "global");
+    assert_capture(req, "id", "7");
+    fx_free(fx);
+}
+
 /* ---- path templates ---- */
 
 static void test_literal_case_insensitive(void **state)
@@ -980,6 +1034,8 @@ static void test_bench_1_vs_1000(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tenant_route_matches_only_its_tenant),
+        cmocka_unit_test(test_tenant_route_beats_global_of_same_path),
         cmocka_unit_test(test_literal_case_insensitive),
         cmocka_unit_test(test_trailing_slash),
         cmocka_unit_test(test_template_trailing_slash_ignored),
