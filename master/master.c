@@ -396,8 +396,9 @@ static void on_kill_deadline(evutil_socket_t fd, short what, void *arg)
 /* Ask one worker to finish its work and exit; SIGKILL after deadline_ms. */
 static void retire(master_t *m, proc_t *p, int sig, uint64_t deadline_ms)
 {
+    /* The worker itself records DRAINING once it has stopped accepting; until then "show
+     * workers" reports it ready and retiring. */
     p->state = P_RETIRING;
-    __atomic_store_n(&p->rec->state, FG_WORKER_DRAINING, __ATOMIC_RELEASE);
     kill(p->pid, sig);
     if (deadline_ms == 0)
         return;
@@ -905,9 +906,10 @@ static json_t *worker_json(const proc_t *p, uint64_t now)
 {
     const fg_shm_worker_t *r = p->rec;
     uint64_t started = r->started_ms;
-    return json_pack("{s:i, s:i, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "slot", p->slot, "pid",
-                     (int)p->pid, "generation", (json_int_t)p->generation, "state",
-                     state_name(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)), "connections",
+    return json_pack("{s:i, s:i, s:I, s:s, s:b, s:I, s:I, s:I, s:I, s:I}", "slot", p->slot,
+                     "pid", (int)p->pid, "generation", (json_int_t)p->generation, "state",
+                     state_name(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)), "retiring",
+                     p->state == P_RETIRING, "connections",
                      (json_int_t)__atomic_load_n(&r->connections, __ATOMIC_RELAXED),
                      "connectionsTotal",
                      (json_int_t)__atomic_load_n(&r->connections_total, __ATOMIC_RELAXED),

@@ -118,9 +118,10 @@ static void retire(worker_state_t *st)
     if (st->w.retiring)
         return;
     st->w.retiring = 1;
-    if (st->w.record)
-        st->w.record->state = FG_WORKER_DRAINING;
     stop_listening(st, 1);
+    /* Published after the last accept: from now on this worker takes no new connection. */
+    if (st->w.record)
+        __atomic_store_n(&st->w.record->state, FG_WORKER_DRAINING, __ATOMIC_RELEASE);
     fg_http1_retire(&st->w);
     struct timeval drain = ms_tv(st->w.cfg->drain_timeout_ms);
     struct timeval deadline = ms_tv(st->w.cfg->shutdown_timeout_ms);

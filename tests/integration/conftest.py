@@ -286,6 +286,21 @@ class Gateway:
         raise GatewayError("gateway not ready after %ss (last status %r)\n%s"
                            % (timeout, last, self._diag()))
 
+    def wait_old_generations_drained(self, deadline):
+        """Until no worker of an older generation accepts: a retiring worker reports
+        "draining" once it has closed its listeners, so later connections reach the new
+        generation and its configuration."""
+        while time.monotonic() < deadline:
+            try:
+                gen = self.info()["generation"]
+                if not [w for w in self.all_workers()
+                        if w.get("generation", gen) < gen and w.get("state") == "ready"]:
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
+        raise GatewayError("old generation still accepting after reload\n" + self._diag())
+
     def _reload_marker(self):
         info = self.info()
         return (info.get("reloads"), info.get("reloadFailures"),
@@ -310,6 +325,7 @@ class Gateway:
                         if last["result"] != "ok":
                             raise GatewayError("reload failed: %r" % (last,))
                         self.wait_ready(max(1.0, deadline - time.monotonic()))
+                        self.wait_old_generations_drained(deadline)
                     elif last["result"] != "failed":
                         raise GatewayError("reload expected to fail: %r" % (last,))
                     return last
