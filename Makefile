@@ -96,8 +96,8 @@ FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:
 	clang-format -i $(FMT_SRCS)
 lint:
-	clang-format --dry-run --Werror $(FMT_SRCS)
-	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
+	@clang-format --dry-run --Werror $(FMT_SRCS)
+	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -I. -D_GNU_SOURCE $(SRCS)
 
 clean:

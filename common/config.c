@@ -324,10 +324,11 @@ static int load_server_timeouts(fg_config_ctx_t *c, const json_t *srv, fg_server
 
 static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
 {
-    static const char *const keys[] = {"id",      "name",   "listen",   "enabled",
-                                       "backlog", "limits", "timeouts", "maxKeepAliveRequests",
-                                       "rateLimits", "accessControl", "clientIpSource",
-                                       "trustedProxies", NULL};
+    static const char *const keys[] = {
+        "id",         "name",          "listen",         "enabled",
+        "backlog",    "limits",        "timeouts",       "maxKeepAliveRequests",
+        "rateLimits", "accessControl", "clientIpSource", "trustedProxies",
+        NULL};
     long long backlog = 511, maxka = 0;
 
     s->enabled = 1;

@@ -12,22 +12,27 @@
 /* ---- security: rate limits, access control, client address (common/config_security.c) ---- */
 
 typedef enum { FG_RLT_SLIDING = 0, FG_RLT_FIXED, FG_RLT_TOKEN } fg_ratelimit_type_t;
-typedef enum { FG_RLS_GLOBAL = 0, FG_RLS_PER_IP, FG_RLS_PER_ROUTE, FG_RLS_PER_HEADER } fg_ratelimit_scope_t;
+typedef enum {
+    FG_RLS_GLOBAL = 0,
+    FG_RLS_PER_IP,
+    FG_RLS_PER_ROUTE,
+    FG_RLS_PER_HEADER
+} fg_ratelimit_scope_t;
 typedef enum { FG_CIP_SOCKET = 0, FG_CIP_XFF, FG_CIP_REAL_IP, FG_CIP_CF } fg_client_ip_source_t;
 
 typedef struct {
     char *id;
     char *name;
-    int enabled;          /* default 1 */
-    int type;             /* fg_ratelimit_type_t, default SlidingWindow */
-    int scope;            /* fg_ratelimit_scope_t, default PerIp */
-    char *header;         /* PerHeader: header name */
+    int enabled;  /* default 1 */
+    int type;     /* fg_ratelimit_type_t, default SlidingWindow */
+    int scope;    /* fg_ratelimit_scope_t, default PerIp */
+    char *header; /* PerHeader: header name */
     uint64_t max_requests;
     uint64_t window_ms;
-    uint64_t burst;       /* TokenBucket capacity; 0 = maxRequests */
-    char *path_pattern;   /* NULL = any */
-    char *ip_pattern;     /* NULL = any */
-    char **methods;       /* upper-case; empty = any */
+    uint64_t burst;     /* TokenBucket capacity; 0 = maxRequests */
+    char *path_pattern; /* NULL = any */
+    char *ip_pattern;   /* NULL = any */
+    char **methods;     /* upper-case; empty = any */
     size_t nmethods;
     int dry_run;
 } fg_ratelimit_rule_t;
@@ -50,46 +55,46 @@ typedef struct {
 } fg_security_attach_t;
 
 typedef struct {
-    int enabled;               /* the abnormalIp section is present */
-    uint64_t window_ms;        /* default 60 s */
-    uint64_t threshold;        /* errors in the window that mark an address abnormal; 20 */
-    int autoblock;             /* autoBlock.enabled */
+    int enabled;                  /* the abnormalIp section is present */
+    uint64_t window_ms;           /* default 60 s */
+    uint64_t threshold;           /* errors in the window that mark an address abnormal; 20 */
+    int autoblock;                /* autoBlock.enabled */
     uint64_t autoblock_threshold; /* default = threshold */
-    uint64_t autoblock_ms;     /* default 30 min */
+    uint64_t autoblock_ms;        /* default 30 min */
 } fg_abnormal_config_t;
 
 /* ---- routes: match ---- */
 
 typedef enum {
-    FG_HDR_EXACT = 0,   /* ExactHeader */
-    FG_HDR_PREFIX,      /* HeaderPrefix */
-    FG_HDR_CONTAINS,    /* Contains */
-    FG_HDR_NOT_CONTAINS,/* NotContains */
-    FG_HDR_EXISTS,      /* Exists */
-    FG_HDR_NOT_EXISTS,  /* NotExists */
+    FG_HDR_EXACT = 0,    /* ExactHeader */
+    FG_HDR_PREFIX,       /* HeaderPrefix */
+    FG_HDR_CONTAINS,     /* Contains */
+    FG_HDR_NOT_CONTAINS, /* NotContains */
+    FG_HDR_EXISTS,       /* Exists */
+    FG_HDR_NOT_EXISTS,   /* NotExists */
 } fg_header_mode_t;
 
 typedef enum {
-    FG_QUERY_EXACT = 0, /* Exact */
-    FG_QUERY_PREFIX,    /* Prefix */
-    FG_QUERY_CONTAINS,  /* Contains */
+    FG_QUERY_EXACT = 0,    /* Exact */
+    FG_QUERY_PREFIX,       /* Prefix */
+    FG_QUERY_CONTAINS,     /* Contains */
     FG_QUERY_NOT_CONTAINS, /* NotContains */
-    FG_QUERY_EXISTS,    /* Exists */
+    FG_QUERY_EXISTS,       /* Exists */
 } fg_query_mode_t;
 
 typedef struct {
     char *name;
-    char **values;      /* OR-ed; NULL-terminated; empty for Exists/NotExists */
+    char **values; /* OR-ed; NULL-terminated; empty for Exists/NotExists */
     size_t nvalues;
     int mode;           /* fg_header_mode_t or fg_query_mode_t */
     int case_sensitive; /* isCaseSensitive, default 0 */
 } fg_match_kv_t;
 
 typedef struct {
-    char *path;          /* template, e.g. "/api/{id}" or "/files/{**rest}"; NULL = any */
-    char **hosts;        /* "example.com", "*.example.com", "example.com:8080" */
+    char *path;   /* template, e.g. "/api/{id}" or "/files/{**rest}"; NULL = any */
+    char **hosts; /* "example.com", "*.example.com", "example.com:8080" */
     size_t nhosts;
-    char **methods;      /* upper-case */
+    char **methods; /* upper-case */
     size_t nmethods;
     fg_match_kv_t *headers;
     size_t nheaders;
@@ -100,20 +105,20 @@ typedef struct {
 /* ---- routes: transforms (YARP names, applied in order) ---- */
 
 typedef enum {
-    FG_TX_PATH_PREFIX = 1,      /* PathPrefix: value */
-    FG_TX_PATH_REMOVE_PREFIX,   /* PathRemovePrefix: value */
-    FG_TX_PATH_SET,             /* PathSet: value */
-    FG_TX_PATH_PATTERN,         /* PathPattern: value (template using route captures) */
-    FG_TX_QUERY_VALUE,          /* QueryValueParameter: name; Set|Append: value */
-    FG_TX_QUERY_REMOVE,         /* QueryRemoveParameter: name */
-    FG_TX_METHOD_CHANGE,        /* HttpMethodChange: name=from; Set: value=to */
-    FG_TX_REQ_HEADER,           /* RequestHeader: name; Set|Append: value */
-    FG_TX_REQ_HEADER_REMOVE,    /* RequestHeaderRemove: name */
-    FG_TX_REQ_HEADERS_COPY,     /* RequestHeadersCopy: flag (true/false) */
-    FG_TX_REQ_ORIGINAL_HOST,    /* RequestHeaderOriginalHost: flag */
-    FG_TX_X_FORWARDED,          /* X-Forwarded: xf_* fields */
-    FG_TX_RESP_HEADER,          /* ResponseHeader: name; Set|Append: value; When */
-    FG_TX_RESP_HEADER_REMOVE,   /* ResponseHeaderRemove: name; When */
+    FG_TX_PATH_PREFIX = 1,    /* PathPrefix: value */
+    FG_TX_PATH_REMOVE_PREFIX, /* PathRemovePrefix: value */
+    FG_TX_PATH_SET,           /* PathSet: value */
+    FG_TX_PATH_PATTERN,       /* PathPattern: value (template using route captures) */
+    FG_TX_QUERY_VALUE,        /* QueryValueParameter: name; Set|Append: value */
+    FG_TX_QUERY_REMOVE,       /* QueryRemoveParameter: name */
+    FG_TX_METHOD_CHANGE,      /* HttpMethodChange: name=from; Set: value=to */
+    FG_TX_REQ_HEADER,         /* RequestHeader: name; Set|Append: value */
+    FG_TX_REQ_HEADER_REMOVE,  /* RequestHeaderRemove: name */
+    FG_TX_REQ_HEADERS_COPY,   /* RequestHeadersCopy: flag (true/false) */
+    FG_TX_REQ_ORIGINAL_HOST,  /* RequestHeaderOriginalHost: flag */
+    FG_TX_X_FORWARDED,        /* X-Forwarded: xf_* fields */
+    FG_TX_RESP_HEADER,        /* ResponseHeader: name; Set|Append: value; When */
+    FG_TX_RESP_HEADER_REMOVE, /* ResponseHeaderRemove: name; When */
 } fg_transform_kind_t;
 
 typedef enum { FG_TX_SET = 0, FG_TX_APPEND } fg_transform_action_t;
@@ -121,12 +126,12 @@ typedef enum { FG_WHEN_SUCCESS = 0, FG_WHEN_ALWAYS, FG_WHEN_FAILURE } fg_transfo
 typedef enum { FG_XF_OFF = 0, FG_XF_SET, FG_XF_APPEND, FG_XF_REMOVE } fg_xf_action_t;
 
 typedef struct {
-    int kind;       /* fg_transform_kind_t */
-    char *name;     /* header or query parameter name; method "from" for HttpMethodChange */
-    char *value;    /* path, header value, query value, method "to" */
-    int action;     /* fg_transform_action_t */
-    int when;       /* fg_transform_when_t, response transforms */
-    int flag;       /* RequestHeadersCopy / RequestHeaderOriginalHost */
+    int kind;    /* fg_transform_kind_t */
+    char *name;  /* header or query parameter name; method "from" for HttpMethodChange */
+    char *value; /* path, header value, query value, method "to" */
+    int action;  /* fg_transform_action_t */
+    int when;    /* fg_transform_when_t, response transforms */
+    int flag;    /* RequestHeadersCopy / RequestHeaderOriginalHost */
     /* X-Forwarded: which headers and how; prefix of header names, default "X-Forwarded-" */
     int xf_for, xf_proto, xf_host, xf_prefix; /* fg_xf_action_t each */
     char *xf_header_prefix;
@@ -150,14 +155,14 @@ typedef struct fg_cluster_s fg_cluster_t;
 
 typedef struct {
     char *id;
-    int order;                 /* lower first; default 0 */
-    char **server_ids;         /* servers this route is attached to; empty = all servers */
+    int order;         /* lower first; default 0 */
+    char **server_ids; /* servers this route is attached to; empty = all servers */
     size_t nserver_ids;
     fg_route_match_t match;
-    int kind;                  /* fg_route_kind_t */
+    int kind; /* fg_route_kind_t */
     /* cluster */
     char *cluster_id;
-    fg_cluster_t *cluster;     /* resolved reference */
+    fg_cluster_t *cluster; /* resolved reference */
     /* direct */
     int direct_status;
     fg_header_kv_t *direct_headers;
@@ -165,25 +170,25 @@ typedef struct {
     char *direct_body;
     size_t direct_body_len;
     /* redirect */
-    int redirect_status;       /* 301, 302, 307, 308 */
-    char *redirect_location;   /* template: {scheme} {host} {path} {query} {captures...} */
+    int redirect_status;     /* 301, 302, 307, 308 */
+    char *redirect_location; /* template: {scheme} {host} {path} {query} {captures...} */
     /* static */
     char *static_root;
-    char **static_index;       /* default ["index.html"] */
+    char **static_index; /* default ["index.html"] */
     size_t nstatic_index;
-    char **static_try_files;   /* e.g. ["{path}", "/index.html"] */
+    char **static_try_files; /* e.g. ["{path}", "/index.html"] */
     size_t nstatic_try_files;
     /* all kinds */
     fg_transform_t *transforms;
     size_t ntransforms;
     int64_t max_request_body_size; /* -1 = inherit the server's */
     fg_security_attach_t security; /* route "rateLimits" / "accessControl" */
-    void *compiled;            /* matcher compiled by the router (worker/router.c) */
+    void *compiled;                /* matcher compiled by the router (worker/router.c) */
     /* tenant routes (the seed's GwTenantRoute): a route with a tenantCode that is not global
      * matches only requests of that tenant, and wins over a global route of the same path */
-    char *tenant_code;         /* NULL = none */
-    int is_global;             /* isGlobal; default 1 without tenantCode, 0 with one */
-    fg_header_kv_t *metadata;  /* "metadata": free string pairs, in the access log */
+    char *tenant_code;        /* NULL = none */
+    int is_global;            /* isGlobal; default 1 without tenantCode, 0 with one */
+    fg_header_kv_t *metadata; /* "metadata": free string pairs, in the access log */
     size_t nmetadata;
 } fg_route_t;
 
@@ -201,59 +206,64 @@ typedef enum {
 typedef enum { FG_AVAIL_HEALTHY_OR_PANIC = 0, FG_AVAIL_HEALTHY_AND_UNKNOWN } fg_availability_t;
 
 typedef struct {
-    int active;                  /* healthCheck.active.enabled */
-    uint64_t interval_ms;        /* default 15 s */
-    uint64_t timeout_ms;         /* default 10 s */
-    char *path;                  /* default "/" */
-    char *query;                 /* without '?'; NULL = none */
-    unsigned threshold;          /* consecutive failed probes that mark unhealthy; default 2 */
-    int expected_status;         /* 0 = any 2xx */
-    int passive;                 /* healthCheck.passive.enabled */
-    uint64_t window_ms;          /* default 60 s */
-    unsigned min_requests;       /* default 10 */
-    double failure_rate;         /* default 0.3 */
-    unsigned consecutive;        /* consecutive transport failures; default 5, 0 = off */
-    uint64_t reactivation_ms;    /* default 60 s */
-    int availability;            /* fg_availability_t */
+    int active;               /* healthCheck.active.enabled */
+    uint64_t interval_ms;     /* default 15 s */
+    uint64_t timeout_ms;      /* default 10 s */
+    char *path;               /* default "/" */
+    char *query;              /* without '?'; NULL = none */
+    unsigned threshold;       /* consecutive failed probes that mark unhealthy; default 2 */
+    int expected_status;      /* 0 = any 2xx */
+    int passive;              /* healthCheck.passive.enabled */
+    uint64_t window_ms;       /* default 60 s */
+    unsigned min_requests;    /* default 10 */
+    double failure_rate;      /* default 0.3 */
+    unsigned consecutive;     /* consecutive transport failures; default 5, 0 = off */
+    uint64_t reactivation_ms; /* default 60 s */
+    int availability;         /* fg_availability_t */
 } fg_health_config_t;
 
 typedef enum { FG_AFF_HASH_COOKIE = 0, FG_AFF_COOKIE, FG_AFF_CUSTOM_HEADER } fg_affinity_policy_t;
 typedef enum { FG_AFF_REDISTRIBUTE = 0, FG_AFF_RETURN_503 } fg_affinity_failure_t;
 typedef enum { FG_AFF_KEY_REQUEST = 0, FG_AFF_KEY_TENANT } fg_affinity_key_source_t;
-typedef enum { FG_SAMESITE_UNSET = 0, FG_SAMESITE_LAX, FG_SAMESITE_STRICT, FG_SAMESITE_NONE } fg_samesite_t;
+typedef enum {
+    FG_SAMESITE_UNSET = 0,
+    FG_SAMESITE_LAX,
+    FG_SAMESITE_STRICT,
+    FG_SAMESITE_NONE
+} fg_samesite_t;
 
 typedef struct {
     int enabled;
-    int policy;            /* fg_affinity_policy_t */
-    int failure_policy;    /* fg_affinity_failure_t */
-    char *key_name;        /* header or cookie name; default X-Session-Key / .FastGateway.Affinity */
-    int key_source;        /* fg_affinity_key_source_t */
-    char *cookie_path;     /* default "/" */
-    char *cookie_domain;   /* NULL = none */
-    int cookie_http_only;  /* default 1 */
-    int cookie_secure;     /* default 0 */
-    int cookie_same_site;  /* fg_samesite_t */
+    int policy;           /* fg_affinity_policy_t */
+    int failure_policy;   /* fg_affinity_failure_t */
+    char *key_name;       /* header or cookie name; default X-Session-Key / .FastGateway.Affinity */
+    int key_source;       /* fg_affinity_key_source_t */
+    char *cookie_path;    /* default "/" */
+    char *cookie_domain;  /* NULL = none */
+    int cookie_http_only; /* default 1 */
+    int cookie_secure;    /* default 0 */
+    int cookie_same_site; /* fg_samesite_t */
     int64_t cookie_max_age; /* seconds; -1 = session cookie */
 } fg_affinity_config_t;
 
 typedef struct {
     int enabled;
-    uint64_t connect_timeout_ms;  /* per attempt, default 150 ms */
-    uint64_t budget_ms;           /* all attempts of one request, default 500 ms */
-    int allow_non_idempotent;     /* default 0 */
+    uint64_t connect_timeout_ms; /* per attempt, default 150 ms */
+    uint64_t budget_ms;          /* all attempts of one request, default 500 ms */
+    int allow_non_idempotent;    /* default 0 */
 } fg_failover_config_t;
 
 typedef struct {
     char *id;
-    char *address;   /* as written: http://host:port[/base] */
-    int https;       /* scheme is https */
-    char *host;      /* host part of address, for connecting */
+    char *address; /* as written: http://host:port[/base] */
+    int https;     /* scheme is https */
+    char *host;    /* host part of address, for connecting */
     uint16_t port;
-    char *base_path; /* "" or "/base" without trailing slash */
+    char *base_path;     /* "" or "/base" without trailing slash */
     char *host_override; /* Host header to send instead of the client's ("host") */
-    char *health;    /* optional health address */
+    char *health;        /* optional health address */
     int enabled;
-    int weight;      /* default 1 */
+    int weight;                   /* default 1 */
     struct sockaddr_storage addr; /* resolved at load */
     socklen_t addrlen;
     /* active probes go to `health` when set, else to `address` */
@@ -273,13 +283,13 @@ struct fg_cluster_s {
     uint64_t connect_timeout_ms;  /* default 5 s */
     uint64_t activity_timeout_ms; /* default 100 s (YARP) */
     /* keepAlive (per worker, per destination) */
-    unsigned max_idle_connections;  /* default 64 */
-    uint64_t idle_timeout_ms;       /* default 60 s */
+    unsigned max_idle_connections;        /* default 64 */
+    uint64_t idle_timeout_ms;             /* default 60 s */
     unsigned max_requests_per_connection; /* 0 = unlimited */
-    fg_health_config_t health;     /* "healthCheck" */
-    fg_affinity_config_t affinity; /* "sessionAffinity" */
-    fg_failover_config_t failover; /* "failover" */
-    void *state;                   /* shm/health.c cluster record, attached by the master */
+    fg_health_config_t health;            /* "healthCheck" */
+    fg_affinity_config_t affinity;        /* "sessionAffinity" */
+    fg_failover_config_t failover;        /* "failover" */
+    void *state;                          /* shm/health.c cluster record, attached by the master */
 };
 
 /* ---- servers (listeners) ---- */
@@ -287,21 +297,21 @@ struct fg_cluster_s {
 typedef struct {
     char *id;
     char *name;
-    char *listen;                  /* "127.0.0.1:8080", "[::1]:8080", "*:8080" */
-    struct sockaddr_storage addr;  /* resolved */
+    char *listen;                 /* "127.0.0.1:8080", "[::1]:8080", "*:8080" */
+    struct sockaddr_storage addr; /* resolved */
     socklen_t addrlen;
     int enabled;
-    int backlog;                   /* default 511 */
+    int backlog; /* default 511 */
     /* limits */
     size_t max_request_line;       /* default 8k -> 414 */
     size_t max_header_size;        /* default 32k -> 431 */
     unsigned max_headers;          /* default 100 -> 431 */
     int64_t max_request_body_size; /* default 100m -> 413; -1 unlimited */
     /* timeouts */
-    uint64_t header_timeout_ms;    /* default 60 s -> 408 */
-    uint64_t body_timeout_ms;      /* default 60 s between body reads -> 408 */
-    uint64_t keepalive_timeout_ms; /* default 75 s idle between requests -> close */
-    uint64_t send_timeout_ms;      /* default 60 s for the client to accept bytes */
+    uint64_t header_timeout_ms;      /* default 60 s -> 408 */
+    uint64_t body_timeout_ms;        /* default 60 s between body reads -> 408 */
+    uint64_t keepalive_timeout_ms;   /* default 75 s idle between requests -> close */
+    uint64_t send_timeout_ms;        /* default 60 s for the client to accept bytes */
     unsigned max_keepalive_requests; /* default 0 = unlimited */
     /* routes attached to this server, in match order (built at load) */
     fg_route_t **routes;
@@ -316,26 +326,26 @@ typedef struct {
 /* ---- top level ---- */
 
 typedef struct {
-    char *path;        /* error log path or "stderr" */
-    int level;         /* FG_LOG_* */
-    int json;          /* format "json" */
-    char *access_path; /* NULL = off */
-    size_t access_buffer;      /* default 64k */
-    uint64_t access_flush_ms;  /* default 1 s */
+    char *path;               /* error log path or "stderr" */
+    int level;                /* FG_LOG_* */
+    int json;                 /* format "json" */
+    char *access_path;        /* NULL = off */
+    size_t access_buffer;     /* default 64k */
+    uint64_t access_flush_ms; /* default 1 s */
 } fg_log_config_t;
 
 typedef struct {
-    char *file;         /* path the configuration was loaded from */
-    int workers;        /* resolved: "auto" = CPU count */
-    char *user;         /* NULL = do not change */
+    char *file;  /* path the configuration was loaded from */
+    int workers; /* resolved: "auto" = CPU count */
+    char *user;  /* NULL = do not change */
     char *group;
     char *pid_file;
     char *status_socket;
-    char *status_group;  /* NULL = mode 0600, else 0660 with this group */
-    uint64_t rlimit_nofile; /* workerRlimitNofile; 0 = leave as is */
+    char *status_group;           /* NULL = mode 0600, else 0660 with this group */
+    uint64_t rlimit_nofile;       /* workerRlimitNofile; 0 = leave as is */
     uint64_t shutdown_timeout_ms; /* default 30 s */
     uint64_t drain_timeout_ms;    /* idle keep-alive kept open on retire, default 2 s */
-    size_t shm_size;     /* default 64m */
+    size_t shm_size;              /* default 64m */
     fg_log_config_t log;
     fg_server_t *servers;
     size_t nservers;
@@ -349,12 +359,12 @@ typedef struct {
     size_t nacls;
     fg_security_attach_t security; /* global attachments ("security") */
     fg_abnormal_config_t abnormal;
-    size_t shm_ratelimit_zone;     /* shm.rateLimitZone, default 8m */
-    size_t shm_acl_zone;           /* shm.accessControlZone, default 1m */
-    size_t shm_abnormal_zone;      /* shm.abnormalIpZone, default 4m */
-    void *security_compiled;       /* worker/security.c, built in the master */
-    char *tenant_header;  /* "tenantHeader", default "X-Tenant-Code" */
-    void *json_root;     /* the parsed document, kept for diagnostics; owned */
+    size_t shm_ratelimit_zone; /* shm.rateLimitZone, default 8m */
+    size_t shm_acl_zone;       /* shm.accessControlZone, default 1m */
+    size_t shm_abnormal_zone;  /* shm.abnormalIpZone, default 4m */
+    void *security_compiled;   /* worker/security.c, built in the master */
+    char *tenant_header;       /* "tenantHeader", default "X-Tenant-Code" */
+    void *json_root;           /* the parsed document, kept for diagnostics; owned */
 } fg_config_t;
 
 /* Load, validate and resolve FILE. Returns NULL on failure with a one-line message in err,
@@ -365,8 +375,9 @@ fg_config_t *fg_config_load_string(const char *name, const char *json, char *err
 void fg_config_free(fg_config_t *cfg);
 
 /* Helpers shared with other parsers. Return 0 or -1. */
-int fg_config_parse_duration(const char *s, uint64_t *ms);  /* "500ms" "30s" "5m" "1h" "2d", bare number = seconds */
-int fg_config_parse_size(const char *s, uint64_t *bytes);   /* "512" "64k" "64m" "1g" */
+int fg_config_parse_duration(
+    const char *s, uint64_t *ms); /* "500ms" "30s" "5m" "1h" "2d", bare number = seconds */
+int fg_config_parse_size(const char *s, uint64_t *bytes); /* "512" "64k" "64m" "1g" */
 int fg_config_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
 fg_cluster_t *fg_config_find_cluster(const fg_config_t *cfg, const char *id);

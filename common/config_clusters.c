@@ -283,8 +283,8 @@ out:
 /* healthCheck.active: YARP's defaults (15 s interval, 10 s timeout, 2 consecutive failures). */
 static int load_active(fg_config_ctx_t *c, const json_t *hc, fg_health_config_t *h)
 {
-    static const char *const keys[] = {"enabled",   "interval",       "timeout", "path", "query",
-                                       "threshold", "expectedStatus", NULL};
+    static const char *const keys[] = {"enabled", "interval",  "timeout",        "path",
+                                       "query",   "threshold", "expectedStatus", NULL};
     json_t *o = NULL;
     long long thr = h->threshold, st = 0;
     if (fg_config_get_object(c, hc, "active", keys, &o) < 0)
@@ -328,8 +328,12 @@ out:
  * row; then unhealthy for reactivationPeriod. */
 static int load_passive(fg_config_ctx_t *c, const json_t *hc, fg_health_config_t *h)
 {
-    static const char *const keys[] = {"enabled",     "window",              "minimumRequests",
-                                       "failureRate", "consecutiveFailures", "reactivationPeriod",
+    static const char *const keys[] = {"enabled",
+                                       "window",
+                                       "minimumRequests",
+                                       "failureRate",
+                                       "consecutiveFailures",
+                                       "reactivationPeriod",
                                        NULL};
     json_t *o = NULL;
     long long minreq = h->min_requests, cons = h->consecutive;
@@ -397,8 +401,8 @@ static int load_health(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 
 static int load_cookie(fg_config_ctx_t *c, const json_t *sa, fg_affinity_config_t *a)
 {
-    static const char *const keys[] = {"path",     "domain",   "httpOnly",
-                                       "secure",   "sameSite", "maxAge", NULL};
+    static const char *const keys[] = {"path",     "domain", "httpOnly", "secure",
+                                       "sameSite", "maxAge", NULL};
     static const char *const same[] = {"Unspecified", "Lax", "Strict", "None", NULL};
     json_t *o = NULL;
     uint64_t age = 0;
@@ -417,10 +421,10 @@ static int load_cookie(fg_config_ctx_t *c, const json_t *sa, fg_affinity_config_
         goto out;
     if (has_age)
         a->cookie_max_age = (int64_t)(age / 1000);
-    if ((a->cookie_path && (!fg_config_is_field_value(a->cookie_path) ||
-                            strpbrk(a->cookie_path, ";, "))) ||
-        (a->cookie_domain && (!fg_config_is_field_value(a->cookie_domain) ||
-                              strpbrk(a->cookie_domain, ";, ")))) {
+    if ((a->cookie_path &&
+         (!fg_config_is_field_value(a->cookie_path) || strpbrk(a->cookie_path, ";, "))) ||
+        (a->cookie_domain &&
+         (!fg_config_is_field_value(a->cookie_domain) || strpbrk(a->cookie_domain, ";, ")))) {
         fg_config_fail(c, NULL, "path and domain must not contain ';', ',' or spaces");
         goto out;
     }
@@ -438,8 +442,8 @@ out:
 /* sessionAffinity: YARP's policies plus the seed's key derivation (keySource "tenant"). */
 static int load_affinity(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 {
-    static const char *const keys[] = {"enabled",         "policy",    "failurePolicy",
-                                       "affinityKeyName", "keySource", "cookie", NULL};
+    static const char *const keys[] = {
+        "enabled", "policy", "failurePolicy", "affinityKeyName", "keySource", "cookie", NULL};
     static const char *const policies[] = {"HashCookie", "Cookie", "CustomHeader", NULL};
     static const char *const failures[] = {"Redistribute", "Return503Error", NULL};
     static const char *const sources[] = {"request", "tenant", NULL};
@@ -488,8 +492,8 @@ out:
 /* failover: FastGateway's request failover, 150 ms per connect and 500 ms in all. */
 static int load_failover(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 {
-    static const char *const keys[] = {"enabled", "connectTimeout", "budget",
-                                       "allowNonIdempotent", NULL};
+    static const char *const keys[] = {"enabled", "connectTimeout", "budget", "allowNonIdempotent",
+                                       NULL};
     fg_failover_config_t *f = &cl->failover;
     json_t *fo = NULL;
     f->connect_timeout_ms = 150;
@@ -520,9 +524,9 @@ out:
 
 static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 {
-    static const char *const keys[] = {"id",          "loadBalancingPolicy", "destinations",
-                                       "httpRequest", "keepAlive",           "healthCheck",
-                                       "sessionAffinity", "failover",        NULL};
+    static const char *const keys[] = {
+        "id",          "loadBalancingPolicy", "destinations", "httpRequest", "keepAlive",
+        "healthCheck", "sessionAffinity",     "failover",     NULL};
     static const char *const policies[] = {
         "PowerOfTwoChoices", "RoundRobin", "LeastRequests", "Random", "FirstAlphabetical", NULL};
 

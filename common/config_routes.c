@@ -568,7 +568,8 @@ static int load_tenant(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
         return 0;
     r->metadata = fg_config_xcalloc(json_object_size(md) + 1, sizeof(fg_header_kv_t));
     size_t mark = fg_config_push_key(c, "metadata");
-    json_object_foreach(md, k, v) {
+    json_object_foreach(md, k, v)
+    {
         if (!json_is_string(v))
             return fg_config_fail(c, k, "expected a string, got %s", fg_config_type_name(v));
         r->metadata[r->nmetadata].name = fg_config_xstrdup(k);
@@ -581,9 +582,10 @@ static int load_tenant(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
 static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
 {
     static const char *const keys[] = {
-        "id",     "order",  "servers",  "match",      "clusterId",
-        "static", "direct", "redirect", "transforms", "maxRequestBodySize",
-        "rateLimits", "accessControl", "tenantCode", "isGlobal", "metadata", NULL};
+        "id",         "order",         "servers",    "match",      "clusterId",
+        "static",     "direct",        "redirect",   "transforms", "maxRequestBodySize",
+        "rateLimits", "accessControl", "tenantCode", "isGlobal",   "metadata",
+        NULL};
     long long order = 0;
     json_t *body;
 

@@ -18,12 +18,12 @@ typedef struct {
 
 /* Return codes. A complete head returns its length in bytes (> 0). */
 enum {
-    FG_HTTP1_INCOMPLETE = -1,      /* need more bytes */
-    FG_HTTP1_ERR_BAD = -2,         /* 400: malformed or ambiguous */
-    FG_HTTP1_ERR_URI_TOO_LONG = -3,/* 414: request line over the limit */
+    FG_HTTP1_INCOMPLETE = -1,            /* need more bytes */
+    FG_HTTP1_ERR_BAD = -2,               /* 400: malformed or ambiguous */
+    FG_HTTP1_ERR_URI_TOO_LONG = -3,      /* 414: request line over the limit */
     FG_HTTP1_ERR_HEADERS_TOO_LARGE = -4, /* 431: header section size or count over the limit */
-    FG_HTTP1_ERR_VERSION = -5,     /* 505: HTTP major version other than 1 */
-    FG_HTTP1_ERR_NOT_IMPLEMENTED = -6, /* 501: unsupported transfer coding in a request */
+    FG_HTTP1_ERR_VERSION = -5,           /* 505: HTTP major version other than 1 */
+    FG_HTTP1_ERR_NOT_IMPLEMENTED = -6,   /* 501: unsupported transfer coding in a request */
 };
 
 typedef struct {
@@ -35,25 +35,25 @@ typedef struct {
 typedef struct {
     /* request line (requests) */
     fg_str_t method;
-    fg_str_t target;     /* request-target as sent */
+    fg_str_t target; /* request-target as sent */
     /* status line (responses) */
     int status;
     fg_str_t reason;
-    int minor_version;   /* HTTP/1.x */
+    int minor_version; /* HTTP/1.x */
     /* headers: caller-owned array of `headers_cap` entries */
     fg_http_header_t *headers;
     size_t num_headers;
     size_t headers_cap;
     /* framing and connection facts derived from the headers */
-    int64_t content_length; /* -1 when absent */
-    unsigned chunked : 1;       /* Transfer-Encoding ends in chunked */
-    unsigned te_present : 1;    /* any Transfer-Encoding */
-    unsigned conn_close : 1;    /* Connection: close */
+    int64_t content_length;       /* -1 when absent */
+    unsigned chunked : 1;         /* Transfer-Encoding ends in chunked */
+    unsigned te_present : 1;      /* any Transfer-Encoding */
+    unsigned conn_close : 1;      /* Connection: close */
     unsigned conn_keep_alive : 1; /* Connection: keep-alive */
-    unsigned conn_upgrade : 1;  /* Connection: upgrade */
+    unsigned conn_upgrade : 1;    /* Connection: upgrade */
     unsigned expect_continue : 1; /* Expect: 100-continue */
-    fg_str_t host;              /* Host header value, empty if absent */
-    fg_str_t upgrade;           /* Upgrade header value */
+    fg_str_t host;                /* Host header value, empty if absent */
+    fg_str_t upgrade;             /* Upgrade header value */
 } fg_http1_head_t;
 
 /* Parse a request head from buf[0..len). head->headers/headers_cap must be set by the caller.
@@ -87,7 +87,8 @@ typedef struct {
 void fg_http1_chunked_init(fg_http1_chunked_t *d);
 
 /* Feed buf[0..len). On return:
- *  - *data_len > 0: buf[0 .. *data_len) is chunk payload (always at offset 0), *consumed == *data_len;
+ *  - *data_len > 0: buf[0 .. *data_len) is chunk payload (always at offset 0), *consumed ==
+ * *data_len;
  *  - *data_len == 0: *consumed bytes of framing (sizes, extensions, CRLFs, trailers) were eaten.
  * Returns 1 when the last chunk and trailer section are complete (the message ends after
  * *consumed bytes), 0 to continue (call again with the rest, or with more bytes when *consumed

@@ -132,9 +132,10 @@ void fg_log(int level, const char *fmt, ...)
     if (log_json) {
         char esc[4200];
         json_escape(esc, sizeof(esc), msg);
-        n = snprintf(line, sizeof(line),
-                     "{\"time\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"role\":\"%s\",\"msg\":\"%s\"}\n",
-                     ts, level_names[level], (int)getpid(), log_role, esc);
+        n = snprintf(
+            line, sizeof(line),
+            "{\"time\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"role\":\"%s\",\"msg\":\"%s\"}\n", ts,
+            level_names[level], (int)getpid(), log_role, esc);
     } else {
         n = snprintf(line, sizeof(line), "%s [%s] %d (%s): %s\n", ts, level_names[level],
                      (int)getpid(), log_role, msg);

@@ -7,7 +7,8 @@ enum { FG_LOG_ERROR = 0, FG_LOG_WARN, FG_LOG_NOTICE, FG_LOG_INFO, FG_LOG_DEBUG }
 
 /* path NULL or "stderr" logs to standard error. Returns 0 or -errno. */
 int fg_log_open(const char *path, int level, int json);
-/* Reopen the same path (after logrotate moved it). Returns 0 or -errno; keeps the old fd on error. */
+/* Reopen the same path (after logrotate moved it). Returns 0 or -errno; keeps the old fd on error.
+ */
 int fg_log_reopen(void);
 void fg_log_set_level(int level);
 int fg_log_level(void);

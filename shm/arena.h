@@ -27,12 +27,12 @@ typedef struct {
     int32_t slot;
     pid_t pid;
     uint64_t generation;
-    int32_t state;            /* fg_worker_state_t */
-    uint64_t started_ms;      /* wall clock */
-    uint64_t connections;     /* open client connections now */
+    int32_t state;        /* fg_worker_state_t */
+    uint64_t started_ms;  /* wall clock */
+    uint64_t connections; /* open client connections now */
     uint64_t connections_total;
-    uint64_t requests;        /* requests served */
-    uint64_t restarts;        /* respawns of this slot */
+    uint64_t requests; /* requests served */
+    uint64_t restarts; /* respawns of this slot */
 } fg_shm_worker_t;
 
 typedef struct fg_shm_s fg_shm_t;

@@ -20,8 +20,8 @@ struct fg_accesslog_s {
     size_t len;
     size_t cap;
     struct event *timer;
-    time_t ts_sec;     /* second of the cached timestamp */
-    char ts[32];       /* "2026-11-21T12:00:00" */
+    time_t ts_sec; /* second of the cached timestamp */
+    char ts[32];   /* "2026-11-21T12:00:00" */
 };
 
 static int open_log(const char *path)
@@ -163,8 +163,7 @@ static const char *timestamp(fg_accesslog_t *l, int *ms)
         n += (size_t)k_;                                                                           \
     } while (0)
 
-static void format_line(fg_accesslog_t *l, const fg_request_t *r, char *b, size_t cap,
-                        size_t *out)
+static void format_line(fg_accesslog_t *l, const fg_request_t *r, char *b, size_t cap, size_t *out)
 {
     size_t n = 0;
     int ms;
@@ -183,8 +182,8 @@ static void format_line(fg_accesslog_t *l, const fg_request_t *r, char *b, size_
         ADD_STR(r->query.base, r->query.len);
     }
     ADD_FMT("\",\"status\":%d,\"bytesIn\":%llu,\"bytesOut\":%llu,\"duration\":%.3f", r->status,
-            (unsigned long long)(r->head_bytes + r->body_bytes),
-            (unsigned long long)r->bytes_out, dur);
+            (unsigned long long)(r->head_bytes + r->body_bytes), (unsigned long long)r->bytes_out,
+            dur);
     if (r->upstream_addr)
         ADD_FMT(",\"upstream\":\"%s\",\"upstreamTime\":%.3f", r->upstream_addr,
                 (double)r->upstream_us / 1000.0);

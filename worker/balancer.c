@@ -150,6 +150,8 @@ static size_t weighted_draw(fg_balancer_t *b, const fg_cluster_t *cl, const int 
     for (size_t j = 0; j < k; j++)
         if (j != skip)
             total += (uint64_t)weight(cl, cand[j]);
+    if (total == 0) /* no candidate besides skip: callers never ask, but stay defined */
+        return 0;
     uint64_t r = rnd(b) % total;
     for (size_t j = 0; j < k; j++) {
         if (j == skip)

@@ -39,7 +39,8 @@ static void on_writable(evutil_socket_t fd, short what, void *arg);
 
 static struct timeval ms_tv(uint64_t ms)
 {
-    return (struct timeval){.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    return (struct timeval){.tv_sec = (time_t)(ms / 1000),
+                            .tv_usec = (suseconds_t)(ms % 1000) * 1000};
 }
 
 fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs, void *arg)

@@ -15,8 +15,8 @@ struct evbuffer;
 typedef struct fg_conn_s fg_conn_t;
 
 enum {
-    FG_CONN_EOF = 1,       /* peer closed its side */
-    FG_CONN_ERROR = 2,     /* read/write/connect error; errno in fg_conn_errno */
+    FG_CONN_EOF = 1,   /* peer closed its side */
+    FG_CONN_ERROR = 2, /* read/write/connect error; errno in fg_conn_errno */
     FG_CONN_TIMEOUT_READ = 3,
     FG_CONN_TIMEOUT_WRITE = 4,
     FG_CONN_CONNECTED = 5, /* an outgoing connect completed */

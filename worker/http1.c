@@ -41,17 +41,17 @@ struct fg_http1_conn_s {
     fg_http_header_t *hdrs;
     size_t hdrs_cap;
     int state;
-    unsigned in_req : 1;        /* req belongs to a handler */
+    unsigned in_req : 1; /* req belongs to a handler */
     unsigned resp_started : 1;
     unsigned resp_chunked : 1;
     unsigned resp_nobody : 1;
-    unsigned close_after : 1;   /* this response ends the connection */
-    unsigned busy : 1;          /* inside process(): defer destruction */
-    unsigned dead : 1;          /* destroy when busy ends */
+    unsigned close_after : 1; /* this response ends the connection */
+    unsigned busy : 1;        /* inside process(): defer destruction */
+    unsigned dead : 1;        /* destroy when busy ends */
     unsigned body_paused : 1;
     unsigned flush_pending : 1;
-    unsigned linger : 1;        /* input may hold unread request bytes when we close */
-    int64_t body_left;          /* Content-Length bytes still to read */
+    unsigned linger : 1; /* input may hold unread request bytes when we close */
+    int64_t body_left;   /* Content-Length bytes still to read */
     fg_http1_chunked_t chunked;
     unsigned nrequests;
     struct sockaddr_storage peer;
@@ -73,37 +73,68 @@ static const fg_conn_cbs_t conn_cbs = {on_read, on_drain, on_event};
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 416: return "Range Not Satisfiable";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 416:
+        return "Range Not Satisfiable";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -665,8 +696,8 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     }
     evbuffer_drain(in, (size_t)len);
     /* Keep-alive rules, RFC 9112 9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive". */
-    req->keep_alive = req->version == 11 ? !head->conn_close
-                                          : (head->conn_keep_alive && !head->conn_close);
+    req->keep_alive =
+        req->version == 11 ? !head->conn_close : (head->conn_keep_alive && !head->conn_close);
     make_request_id(h, req);
     if (parse_target(req, req->target) != 0) {
         reject(h, 400, "bad_request", "invalid request target");
@@ -813,8 +844,9 @@ static void process(fg_http1_conn_t *h)
     while (!h->dead && !h->in_req && h->state == S_IDLE) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0) {
-            fg_conn_read(h->c, 1, h->nrequests ? h->server->keepalive_timeout_ms
-                                               : h->server->header_timeout_ms);
+            fg_conn_read(h->c, 1,
+                         h->nrequests ? h->server->keepalive_timeout_ms
+                                      : h->server->header_timeout_ms);
             break;
         }
         fg_http1_head_t head;

@@ -23,7 +23,7 @@ typedef struct {
     const fg_cluster_t *cl;
     int di;
     fg_upconn_t *u;
-    char *head;          /* serialised request head, kept for a retry */
+    char *head; /* serialised request head, kept for a retry */
     size_t head_len;
     struct evbuffer *replay; /* body bytes already sent on a reused connection, for a retry */
     int state;
@@ -32,9 +32,9 @@ typedef struct {
     fg_http1_chunked_t dec;
     uint64_t sent_at;
     char addr[64];
-    unsigned req_chunked : 1;  /* request body re-framed as chunked upstream */
-    unsigned req_sent : 1;     /* whole request (head and body) is in the upstream output */
-    unsigned body_moved : 1;   /* some body bytes left req->body for the upstream */
+    unsigned req_chunked : 1; /* request body re-framed as chunked upstream */
+    unsigned req_sent : 1;    /* whole request (head and body) is in the upstream output */
+    unsigned body_moved : 1;  /* some body bytes left req->body for the upstream */
     unsigned replayable : 1;
     unsigned retried : 1;
     unsigned resp_started : 1; /* client response head sent */
@@ -43,15 +43,15 @@ typedef struct {
     unsigned up_paused : 1;    /* upstream reading paused for a slow client */
     unsigned splicing : 1;     /* body moves socket -> pipe -> socket in the kernel */
     int pipe[2];
-    int cfd;                   /* client socket while splicing */
-    size_t in_pipe;            /* bytes spliced from the destination, not yet to the client */
+    int cfd;        /* client socket while splicing */
+    size_t in_pipe; /* bytes spliced from the destination, not yet to the client */
     /* shared destination state (shm/health.h) */
-    fg_hdest_t *counted;       /* the destination holding this request's in-flight count */
-    int record;                /* this worker's index in the arena's worker table */
-    uint64_t tried;            /* failover: destinations (bit = index < 64) that failed */
-    uint64_t first_ms;         /* failover: when the first attempt started (budget) */
-    fg_str_t aff_key;          /* affinity key forwarded upstream (keySource tenant) */
-    unsigned aff_set : 1;      /* bind the client to the chosen destination in the response */
+    fg_hdest_t *counted;  /* the destination holding this request's in-flight count */
+    int record;           /* this worker's index in the arena's worker table */
+    uint64_t tried;       /* failover: destinations (bit = index < 64) that failed */
+    uint64_t first_ms;    /* failover: when the first attempt started (budget) */
+    fg_str_t aff_key;     /* affinity key forwarded upstream (keySource tenant) */
+    unsigned aff_set : 1; /* bind the client to the chosen destination in the response */
 } proxy_t;
 
 enum { P_CONNECTING = 1, P_WAIT_HEAD, P_BODY, P_DONE };
@@ -94,8 +94,8 @@ static int build_head(proxy_t *p)
     fg_headers_remove(&out.headers, FG_STR_LIT("Content-Length"));
     fg_headers_remove(&out.headers, FG_STR_LIT("Expect"));
     /* The seed's tenant-derived session key travels upstream, replacing any sent by the client. */
-    if (p->aff_key.len && fg_headers_set(&out.headers, fg_str(p->cl->affinity.key_name),
-                                         p->aff_key) != 0)
+    if (p->aff_key.len &&
+        fg_headers_set(&out.headers, fg_str(p->cl->affinity.key_name), p->aff_key) != 0)
         return -1;
     size_t need = out.method.len + out.path.len + out.query.len + 64;
     for (size_t i = 0; i < out.headers.n; i++)
@@ -361,8 +361,8 @@ static int start_exchange(proxy_t *p, int fresh)
     if (p->cl->failover.enabled) {
         uint64_t spent = fg_health_now_ms() - p->first_ms;
         uint64_t left = spent < p->cl->failover.budget_ms ? p->cl->failover.budget_ms - spent : 1;
-        timeout = p->cl->failover.connect_timeout_ms < left ? p->cl->failover.connect_timeout_ms
-                                                           : left;
+        timeout =
+            p->cl->failover.connect_timeout_ms < left ? p->cl->failover.connect_timeout_ms : left;
     }
     u = fg_upstream_open_timeout(p->w, p->cl, (size_t)p->di, &up_cbs, p, timeout);
     if (u == NULL)
@@ -451,8 +451,8 @@ static int splice_pump(proxy_t *p)
     int ufd = fg_conn_fd(p->u->c);
     for (;;) {
         while (p->in_pipe > 0) {
-            ssize_t n = splice(p->pipe[0], NULL, cfd, NULL, p->in_pipe,
-                               SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            ssize_t n =
+                splice(p->pipe[0], NULL, cfd, NULL, p->in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
             if (n > 0) {
                 p->in_pipe -= (size_t)n;
                 p->resp_left -= n;
@@ -649,8 +649,8 @@ static int handle_head(proxy_t *p)
         }
         req->upstream_us = fg_request_now_us() - p->sent_at;
         report(p, 0);
-        p->keep_alive = head.minor_version >= 1 ? !head.conn_close
-                                                : (head.conn_keep_alive && !head.conn_close);
+        p->keep_alive =
+            head.minor_version >= 1 ? !head.conn_close : (head.conn_keep_alive && !head.conn_close);
         int64_t length = -1;
         fg_str_t method = req->method;
         if (fg_http1_response_bodiless(method, head.status)) {

@@ -74,28 +74,28 @@ struct fg_request_s {
 
     /* head, all slices in pool memory */
     fg_str_t method;
-    fg_str_t target;  /* as received */
-    fg_str_t path;    /* normalised (common/path.h), used for matching and forwarding */
-    fg_str_t query;   /* after '?', without it; empty when absent */
-    fg_str_t host;    /* authority: Host header or :authority */
-    fg_str_t scheme;  /* "http" or "https" */
-    int version;      /* 10, 11, 20 */
+    fg_str_t target;           /* as received */
+    fg_str_t path;             /* normalised (common/path.h), used for matching and forwarding */
+    fg_str_t query;            /* after '?', without it; empty when absent */
+    fg_str_t host;             /* authority: Host header or :authority */
+    fg_str_t scheme;           /* "http" or "https" */
+    int version;               /* 10, 11, 20 */
     fg_http_header_t *headers; /* as received, in order */
     size_t nheaders;
     int64_t content_length; /* -1 unknown (chunked / h2 without length) */
     unsigned has_body : 1;
     unsigned body_done : 1;
     unsigned expect_continue : 1;
-    unsigned keep_alive : 1;    /* the front end will keep the connection */
-    struct evbuffer *body;      /* decoded body bytes not yet consumed by the handler */
-    uint64_t body_bytes;        /* total decoded body bytes received */
-    uint64_t head_bytes;        /* size of the request head as received */
+    unsigned keep_alive : 1; /* the front end will keep the connection */
+    struct evbuffer *body;   /* decoded body bytes not yet consumed by the handler */
+    uint64_t body_bytes;     /* total decoded body bytes received */
+    uint64_t head_bytes;     /* size of the request head as received */
 
     fg_capture_t captures[FG_MAX_CAPTURES];
     size_t ncaptures;
 
     char request_id[FG_REQUEST_ID_LEN + 1]; /* X-Request-Id: incoming or generated */
-    char client_ip[64];         /* textual peer (or trusted forwarded) address */
+    char client_ip[64];                     /* textual peer (or trusted forwarded) address */
     uint16_t client_port;
     struct sockaddr_storage client_addr;
     /* worker/security.c: the address requests are judged by (clientIpSource, trustedProxies),
@@ -106,18 +106,18 @@ struct fg_request_s {
 
     /* response facts, for the access log */
     int status;
-    uint64_t bytes_out;         /* body bytes sent to the client */
-    uint64_t start_us;          /* monotonic microseconds at head complete */
-    const char *upstream_addr;  /* "127.0.0.1:9000" or NULL */
-    uint64_t upstream_us;       /* time to the upstream response head */
+    uint64_t bytes_out;        /* body bytes sent to the client */
+    uint64_t start_us;         /* monotonic microseconds at head complete */
+    const char *upstream_addr; /* "127.0.0.1:9000" or NULL */
+    uint64_t upstream_us;      /* time to the upstream response head */
     const char *cluster_id;
-    fg_str_t tenant;            /* the tenant header's value (cfg->tenant_header); empty = none */
-    const char *error;          /* short error kind when the gateway answered an error */
+    fg_str_t tenant;   /* the tenant header's value (cfg->tenant_header); empty = none */
+    const char *error; /* short error kind when the gateway answered an error */
 
     const fg_req_ops_t *ops;
-    void *proto;                /* front end's private state */
+    void *proto; /* front end's private state */
     const fg_req_handler_t *handler;
-    void *handler_data;         /* handler's private state */
+    void *handler_data; /* handler's private state */
 };
 
 /* Routing, step 1: find req's route (fg_router_match) and check the declared body size.
@@ -136,8 +136,8 @@ uint64_t fg_request_now_us(void);
 void fg_request_error(fg_request_t *req, int status, const char *error, const char *message);
 
 /* Answer with a complete in-memory response; calls finish. */
-void fg_request_respond(fg_request_t *req, int status, const fg_headers_t *hdrs,
-                        const char *body, size_t len);
+void fg_request_respond(fg_request_t *req, int status, const fg_headers_t *hdrs, const char *body,
+                        size_t len);
 
 /* The first request header of that name or NULL. */
 const fg_http_header_t *fg_request_header(const fg_request_t *req, fg_str_t name);

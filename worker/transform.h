@@ -9,8 +9,8 @@
 /* The request as it will be sent to a destination. */
 typedef struct {
     fg_str_t method;
-    fg_str_t path;   /* encoded path, with the destination's base path already prefixed */
-    fg_str_t query;  /* without '?'; empty = none */
+    fg_str_t path;        /* encoded path, with the destination's base path already prefixed */
+    fg_str_t query;       /* without '?'; empty = none */
     fg_headers_t headers; /* Host included */
 } fg_outreq_t;
 

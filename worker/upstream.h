@@ -16,8 +16,8 @@ typedef struct fg_upconn_s {
     fg_conn_t *c;
     struct fg_upconn_s *prev, *next; /* idle list */
     fg_dest_pool_t *pool;
-    unsigned requests;               /* requests sent on this connection */
-    unsigned reused : 1;             /* handed out from the idle list */
+    unsigned requests;   /* requests sent on this connection */
+    unsigned reused : 1; /* handed out from the idle list */
 } fg_upconn_t;
 
 fg_upstream_pools_t *fg_upstream_pools_new(fg_worker_t *w);

@@ -108,7 +108,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 
 static struct timeval ms_tv(uint64_t ms)
 {
-    return (struct timeval){.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    return (struct timeval){.tv_sec = (time_t)(ms / 1000),
+                            .tv_usec = (suseconds_t)(ms % 1000) * 1000};
 }
 
 /* Graceful retire: stop accepting, let in-flight requests finish, answer the next request of each
@@ -204,8 +205,8 @@ static void teardown(worker_state_t *st)
     fg_upstream_pools_free(st->w.upstreams);
     fg_static_deinit();
     stop_listening(st, 0);
-    struct event *evs[] = {st->sig_quit, st->sig_term, st->sig_int, st->sig_usr1, st->sig_hup,
-                           st->drain_timer, st->deadline_timer};
+    struct event *evs[] = {st->sig_quit, st->sig_term,    st->sig_int,       st->sig_usr1,
+                           st->sig_hup,  st->drain_timer, st->deadline_timer};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);

@@ -6,13 +6,13 @@
 #include "shm/arena.h"
 
 typedef struct {
-    const fg_config_t *cfg;   /* frozen configuration of this generation */
-    int slot;                 /* 0 .. workers-1 */
+    const fg_config_t *cfg; /* frozen configuration of this generation */
+    int slot;               /* 0 .. workers-1 */
     uint64_t generation;
     fg_shm_t *shm;
-    fg_shm_worker_t *record;  /* this worker's record in shm */
-    int *listen_fds;          /* one per cfg->servers[i] (this slot's SO_REUSEPORT socket), -1 = none */
-    int ready_fd;             /* write one byte when ready to accept, then close */
+    fg_shm_worker_t *record; /* this worker's record in shm */
+    int *listen_fds; /* one per cfg->servers[i] (this slot's SO_REUSEPORT socket), -1 = none */
+    int ready_fd;    /* write one byte when ready to accept, then close */
 } fg_worker_args_t;
 
 /* Run the worker loop. SIGQUIT: graceful retire; SIGTERM/SIGINT: fast exit; SIGUSR1: reopen
@@ -33,15 +33,15 @@ typedef struct fg_worker_s {
     fg_shm_t *shm;
     fg_shm_worker_t *record;
     int slot;
-    int pid;                               /* getpid() is a system call: asked once */
+    int pid; /* getpid() is a system call: asked once */
     uint64_t generation;
     struct fg_upstream_pools_s *upstreams; /* keep-alive pools, per destination */
     struct fg_accesslog_s *accesslog;
-    struct fg_http1_conn_s *conns;         /* open client connections (list head) */
+    struct fg_http1_conn_s *conns; /* open client connections (list head) */
     uint64_t nconns;
-    unsigned retiring : 1;                 /* graceful retire in progress */
-    uint64_t request_seq;                  /* for request ids */
-    struct fg_prober_s *prober;            /* active health checks (worker/health.c) */
+    unsigned retiring : 1;      /* graceful retire in progress */
+    uint64_t request_seq;       /* for request ids */
+    struct fg_prober_s *prober; /* active health checks (worker/health.c) */
 } fg_worker_t;
 
 /* Called by a client connection when it closes; lets a retiring worker exit once idle. */
