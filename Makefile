@@ -42,8 +42,11 @@ FUZZ_TIME ?= 30
 
 all: fastgateway
 
-fastgateway: $(BUILD)/fastgateway
-	cp $< $@
+# Always refreshed, so that switching between SANITIZE builds never leaves a stale binary.
+fastgateway: $(BUILD)/fastgateway FORCE
+	@cmp -s $< $@ || cp $< $@
+
+FORCE:
 
 $(BUILD)/fastgateway: $(MAIN_OBJ) $(BUILD)/libfg.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/json.h"
+
 /* Process-wide log sink: set once at start-up, changed only by reopen in the same process. */
 static int log_fd = 2;
 static int log_level = FG_LOG_INFO;
@@ -90,25 +92,6 @@ void fg_log_set_role(const char *role)
     snprintf(log_role, sizeof(log_role), "%s", role);
 }
 
-/* Append s to buf as a JSON string body (no quotes). */
-static size_t json_escape(char *buf, size_t cap, const char *s)
-{
-    size_t n = 0;
-    for (; *s && n + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[n++] = '\\';
-            buf[n++] = (char)c;
-        } else if (c < 0x20) {
-            n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", c);
-        } else {
-            buf[n++] = (char)c;
-        }
-    }
-    buf[n] = '\0';
-    return n;
-}
-
 void fg_log(int level, const char *fmt, ...)
 {
     if (level > log_level)
@@ -131,7 +114,7 @@ void fg_log(int level, const char *fmt, ...)
     int n;
     if (log_json) {
         char esc[4200];
-        json_escape(esc, sizeof(esc), msg);
+        esc[fg_json_escape(esc, sizeof(esc) - 1, msg, strlen(msg))] = '\0';
         n = snprintf(
             line, sizeof(line),
             "{\"time\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"role\":\"%s\",\"msg\":\"%s\"}\n", ts,

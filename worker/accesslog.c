@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "common/json.h"
 #include "common/log.h"
 
 struct fg_accesslog_s {
@@ -105,29 +106,6 @@ void fg_accesslog_reopen(fg_accesslog_t *l)
     l->fd = fd;
 }
 
-/* Append s JSON-escaped; returns the new length or 0 when it does not fit. */
-static size_t put_json(char *b, size_t n, size_t cap, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (n + 6 >= cap)
-            return 0;
-        if (c == '"' || c == '\\') {
-            b[n++] = '\\';
-            b[n++] = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            memcpy(b + n, "\\u00", 4);
-            b[n + 4] = hex[c >> 4];
-            b[n + 5] = hex[c & 15];
-            n += 6;
-        } else {
-            b[n++] = (char)c;
-        }
-    }
-    return n;
-}
-
 static const char *timestamp(fg_accesslog_t *l, int *ms)
 {
     struct timeval tv;
@@ -149,11 +127,12 @@ static const char *timestamp(fg_accesslog_t *l, int *ms)
         memcpy(b + n, s, sizeof(s) - 1);                                                           \
         n += sizeof(s) - 1;                                                                        \
     } while (0)
+/* A value longer than the line's room is cut (still valid JSON); 512 bytes stay for the rest. */
 #define ADD_STR(p, len)                                                                            \
     do {                                                                                           \
-        n = put_json(b, n, cap, (p), (len));                                                       \
-        if (n == 0)                                                                                \
+        if (n + 512 >= cap)                                                                        \
             return;                                                                                \
+        n += fg_json_escape(b + n, cap - n - 512, (p), (len));                                     \
     } while (0)
 #define ADD_FMT(...)                                                                               \
     do {                                                                                           \

@@ -6,6 +6,7 @@
 
 #include <event2/buffer.h>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "worker/direct.h"
 #include "worker/proxy.h"
@@ -36,28 +37,6 @@ int64_t fg_request_body_limit(const fg_request_t *req)
     return req->server ? req->server->max_request_body_size : -1;
 }
 
-/* Write s as a JSON string body into out (capacity cap); returns bytes written. */
-static size_t json_escape(char *out, size_t cap, fg_str_t s)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t n = 0;
-    for (size_t i = 0; i < s.len && n + 7 < cap; i++) {
-        unsigned char c = (unsigned char)s.base[i];
-        if (c == '"' || c == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            memcpy(out + n, "\\u00", 4);
-            out[n + 4] = hex[c >> 4];
-            out[n + 5] = hex[c & 15];
-            n += 6;
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    return n;
-}
-
 void fg_request_respond(fg_request_t *req, int status, const fg_headers_t *hdrs, const char *body,
                         size_t len)
 {
@@ -80,8 +59,9 @@ void fg_request_respond(fg_request_t *req, int status, const fg_headers_t *hdrs,
 void fg_request_error(fg_request_t *req, int status, const char *error, const char *message)
 {
     char esc_path[512], esc_msg[512];
-    size_t pl = json_escape(esc_path, sizeof(esc_path), req->path.base ? req->path : req->target);
-    size_t ml = json_escape(esc_msg, sizeof(esc_msg), fg_str(message));
+    fg_str_t shown = req->path.base ? req->path : req->target;
+    size_t pl = fg_json_escape(esc_path, sizeof(esc_path), shown.base, shown.len);
+    size_t ml = fg_json_escape(esc_msg, sizeof(esc_msg), message, strlen(message));
     char body[1400];
     int n = snprintf(body, sizeof(body),
                      "{\"status\":%d,\"error\":\"%s\",\"message\":\"%.*s\",\"requestId\":\"%s\","
