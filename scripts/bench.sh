@@ -32,57 +32,8 @@ for tool in nginx haproxy wrk curl python3; do
 done
 
 TMP=$(mktemp -d /tmp/fg-bench.XXXXXX)
-PGIDS=()
-
-cleanup() {
-    local pg
-    for pg in "${PGIDS[@]}"; do
-        kill -TERM -- "-$pg" 2>/dev/null || true
-    done
-    sleep 0.3
-    for pg in "${PGIDS[@]}"; do
-        kill -KILL -- "-$pg" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Starts "$@" in its own session (so its whole process tree can be killed) and prints its pid.
-spawn() {
-    local log=$1
-    shift
-    setsid "$@" </dev/null >"$log" 2>&1 &
-    local pid=$!
-    PGIDS+=("$pid")
-    LAST_PID=$pid
-}
-
-stop_group() {
-    local pg=$1 i
-    kill -TERM -- "-$pg" 2>/dev/null || true
-    for i in $(seq 50); do
-        kill -0 -- "-$pg" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL -- "-$pg" 2>/dev/null || true
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until http://127.0.0.1:$1$2 answers 200.
-wait_http() {
-    local i
-    for i in $(seq 100); do
-        if [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1$2" || true)" = 200 ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
-}
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 RUN_AS_ROOT=""
 if [ "$(id -u)" -eq 0 ]; then

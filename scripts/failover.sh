@@ -17,42 +17,16 @@ THREADS=${THREADS:-2}
 WORKERS=${WORKERS:-2}
 FG=${FG:-$ROOT/fastgateway}
 TMP=$(mktemp -d /tmp/fg-failover.XXXXXX)
-PIDS=()
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    local i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "failover: port $1 not listening" >&2
-    exit 1
-}
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 A=$(free_port)
 B=$(free_port)
 GW=$(free_port)
-python3 tests/integration/upstream.py "$A" >/dev/null 2>&1 &
-PID_A=$!
-PIDS+=($PID_A)
-python3 tests/integration/upstream.py "$B" >/dev/null 2>&1 &
-PIDS+=($!)
-wait_port "$A"
-wait_port "$B"
+spawn /dev/null python3 tests/integration/upstream.py "$A"
+PID_A=$LAST_PID
+spawn /dev/null python3 tests/integration/upstream.py "$B"
+wait_port "$A" && wait_port "$B" || { echo "failover: upstreams did not start" >&2; exit 1; }
 
 cat >"$TMP/fg.json" <<JSON
 {
@@ -74,27 +48,20 @@ cat >"$TMP/fg.json" <<JSON
 }
 JSON
 
-"$FG" -f -c "$TMP/fg.json" &
-PIDS+=($!)
-wait_port "$GW"
+spawn "$TMP/fg.out" "$FG" -f -c "$TMP/fg.json"
+wait_port "$GW" || { echo "failover: gateway did not start" >&2; cat "$TMP/fg.out" >&2; exit 1; }
 sleep 0.5
 
 secs=${DURATION%s}
 (sleep $((secs / 3)) && kill -KILL "$PID_A" && echo "failover: killed destination a at $((secs / 3))s") &
 wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$GW/" | tee "$TMP/wrk.txt"
-python3 - "$TMP/status.sock" <<'PY'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.sendall(b"show servers\n")
-buf = b""
-while not buf.endswith(b"\n"):
-    buf += s.recv(65536)
-for d in json.loads(buf)["clusters"][0]["destinations"]:
+fg_status "$TMP/status.sock" "show servers" | python3 -c '
+import json, sys
+for d in json.load(sys.stdin)["clusters"][0]["destinations"]:
     print("failover: destination %s health=%s active=%s passive=%s requests=%d failures=%d "
           "inflight=%d" % (d["id"], d["health"], d["active"]["state"], d["passive"]["state"],
                            d["requests"], d["failures"], d["inflight"]))
-PY
+'
 if grep -qE "Socket errors|Non-2xx" "$TMP/wrk.txt"; then
     echo "failover: FAILED: client errors (above)"
     exit 1

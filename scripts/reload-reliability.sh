@@ -28,65 +28,8 @@ done
 [ -x "$FG" ] || { echo "reload-reliability: $FG not built (make)" >&2; exit 1; }
 
 TMP=$(mktemp -d /tmp/fg-reload.XXXXXX)
-PGIDS=()
-cleanup() {
-    local pg
-    for pg in "${PGIDS[@]}"; do kill -TERM -- "-$pg" 2>/dev/null || true; done
-    sleep 0.3
-    for pg in "${PGIDS[@]}"; do kill -KILL -- "-$pg" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-spawn() {
-    local log=$1
-    shift
-    setsid "$@" </dev/null >"$log" 2>&1 &
-    LAST_PID=$!
-    PGIDS+=("$LAST_PID")
-}
-
-stop_group() {
-    local i
-    kill -TERM -- "-$1" 2>/dev/null || true
-    for i in $(seq 50); do
-        kill -0 -- "-$1" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL -- "-$1" 2>/dev/null || true
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_http() {
-    local i
-    for i in $(seq 100); do
-        [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/" || true)" = 200 ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# status SOCKET COMMAND -> the JSON answer
-status() {
-    python3 - "$1" "$2" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(5)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\n")
-buf = b""
-while b"\n" not in buf:
-    d = s.recv(65536)
-    if not d:
-        break
-    buf += d
-print(buf.decode().strip())
-EOF
-}
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 ROOTUSER=""
 [ "$(id -u)" -eq 0 ] && ROOTUSER="user root;"
@@ -166,12 +109,12 @@ send_reloads() { # send_reloads COMMAND...: runs it $RELOADS times at $RATE per 
 
 # ---- phase 1: reloads -----------------------------------------------------------------------
 echo "== phase 1: $RELOADS x SIGHUP to fastgateway at $RATE/s under wrk -c$CONNS" >&2
-before=$(status "$SOCK" "show info")
+before=$(fg_status "$SOCK" "show info")
 run_wrk fg-reload "$GW_PORT"
 sleep 1
 send_reloads kill -HUP "$FG_PID"
 collect fg-reload
-after=$(status "$SOCK" "show info")
+after=$(fg_status "$SOCK" "show info")
 NOTE[fg-reload]=$(python3 -c '
 import json, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
@@ -181,7 +124,7 @@ print("generation %d -> %d, reloads %d ok / %d failed" % (a["generation"], b["ge
 # ---- phase 2: SIGKILL of a worker -----------------------------------------------------------
 echo "== phase 2: SIGKILL of worker slot 0 under wrk -c$CONNS" >&2
 for i in $(seq 100); do # let the last reload's old generation finish draining
-    n=$(status "$SOCK" "show workers" | python3 -c '
+    n=$(fg_status "$SOCK" "show workers" | python3 -c '
 import json, sys; print(sum(1 for w in json.load(sys.stdin)["workers"] if w["state"] != "ready"))')
     [ "$n" = 0 ] && break
     sleep 0.1

@@ -71,7 +71,8 @@ char *fg_redirect_expand(fg_request_t *req, const char *tpl)
         }
         if (n + v.len >= cap)
             return NULL;
-        memcpy(out + n, v.base, v.len);
+        if (v.len > 0) /* an absent capture is an empty slice with no base */
+            memcpy(out + n, v.base, v.len);
         n += v.len;
         p = close + 1;
     }
