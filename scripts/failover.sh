@@ -33,7 +33,7 @@ cat >"$TMP/fg.json" <<JSON
   "workers": $WORKERS,
   "pidFile": "$TMP/fg.pid",
   "statusSocket": "$TMP/status.sock",
-  "log": {"errorLog": "$TMP/error.log", "level": "notice"},
+  "log": {"errorLog": "$TMP/error.log", "level": "notice", "accessLog": "$TMP/access.log"},
   "servers": [{"id": "main", "listen": "127.0.0.1:$GW"}],
   "clusters": [{
     "id": "c",
@@ -63,6 +63,8 @@ for d in json.load(sys.stdin)["clusters"][0]["destinations"]:
                            d["requests"], d["failures"], d["inflight"]))
 '
 if grep -qE "Socket errors|Non-2xx" "$TMP/wrk.txt"; then
+    grep -E "\[(error|warn)\]" "$TMP/error.log" | tail -20 | sed 's/^/failover: log: /'
+    grep '"error"' "$TMP/access.log" | tail -20 | sed 's/^/failover: access: /'
     echo "failover: FAILED: client errors (above)"
     exit 1
 fi

@@ -273,9 +273,10 @@ def handle(sock, port):
             hdrs = base + [("Content-Type", "application/json")]
             if not bodiless:
                 hdrs.append(("Content-Length", str(len(payload))))
-            send_all(sock, response_head(status, hdrs))
-            if not bodiless and not head_only:
-                send_all(sock, payload)
+            # One write for head and body, as real servers do for small answers: a process
+            # killed mid-answer (the failover tests) then never leaves a head without its body.
+            send_all(sock, response_head(status, hdrs) +
+                     (payload if not bodiless and not head_only else b""))
         if not keep or silent_close:
             return
         if path == "/stale":
