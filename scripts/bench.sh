@@ -9,7 +9,8 @@
 # ratios fastgateway/nginx and fastgateway/haproxy is printed and written, with the machine
 # description, to docs/benchmarks.md (OUT=... to write elsewhere).
 #
-# Knobs: DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), FG (./fastgateway),
+# Every target is started first and measured in turn, ROUNDS times; medians are reported.
+# Knobs: DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), ROUNDS (3), FG (./fastgateway),
 #        OUT (docs/benchmarks.md), BIGFILE_MB (256).
 # Not a test: the numbers depend on the machine and its load.
 set -euo pipefail
@@ -92,36 +93,15 @@ to_ms() {
         printf "%.3f", n }'
 }
 
-declare -A RPS P50 P99 DL ERRS
+declare -A RPS P50 P99 DL ERRS PORT MODE
 NAMES=()
+ROUNDS=${ROUNDS:-3}
 
-measure() {
-    local name=$1 port=$2 mode=${3:-full} out code best=0 s i
-    NAMES+=("$name")
-    echo "== $name (port $port)" >&2
-    wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/" 2>&1) || true
-    echo "$out" | sed 's/^/   /' >&2
-    RPS[$name]=$(echo "$out" | awk '/^Requests\/sec:/ { printf "%.0f", $2 }')
-    P50[$name]=$(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")
-    P99[$name]=$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")
-    ERRS[$name]=$(echo "$out" | awk '/Socket errors|Non-2xx/ { sub(/^ +/, ""); printf "%s; ", $0 }')
-    if [ "$mode" = rps ]; then
-        DL[$name]="-"
-        return 0
-    fi
-    for i in 1 2 3; do
-        s=$(curl -s -o /dev/null -m 120 -w '%{http_code} %{size_download} %{speed_download}' \
-            "http://127.0.0.1:$port/big.bin" || true)
-        read -r code size speed <<<"$s"
-        if [ "${code:-0}" != 200 ] || [ "${size:-0}" != "$BIG_BYTES" ]; then
-            echo "   download $i failed: $s" >&2
-            continue
-        fi
-        best=$(awk -v a="$best" -v b="$speed" 'BEGIN { print (b > a) ? b : a }')
-    done
-    DL[$name]=$(awk -v b="$best" 'BEGIN { printf "%.2f", b / 1e9 }')
-    echo "   download best of 3: ${DL[$name]} GB/s" >&2
+# target NAME PORT MODE: measure NAME later (MODE full: req/s and download; rps: req/s only).
+target() {
+    NAMES+=("$1")
+    PORT[$1]=$2
+    MODE[$1]=$3
 }
 
 failed() {
@@ -129,7 +109,58 @@ failed() {
     RPS[$1]=0 P50[$1]=0 P99[$1]=0 DL[$1]=0 ERRS[$1]="did not start"
 }
 
-measure upstream "$UP_PORT"
+median() {
+    tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
+}
+
+# Every server runs for the whole measurement, idle while another is measured, and the targets
+# are measured in turn, ROUNDS times over: a slow moment of this shared machine then costs one
+# sample of every target instead of all the samples of one. Reported: the median of the rounds.
+measure_all() {
+    local round n out
+    declare -A runs p50s p99s
+    for n in "${NAMES[@]}"; do
+        [ -n "${PORT[$n]:-}" ] || continue
+        wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:${PORT[$n]}/" >/dev/null 2>&1 || true
+    done
+    for round in $(seq "$ROUNDS"); do
+        for n in "${NAMES[@]}"; do
+            [ -n "${PORT[$n]:-}" ] || continue
+            echo "== round $round: $n (port ${PORT[$n]})" >&2
+            out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$n]}/" 2>&1) || true
+            echo "$out" | grep -E "Requests/sec|99%|errors|Non-2xx" | sed 's/^/   /' >&2
+            runs[$n]+=" $(echo "$out" | awk '/^Requests\/sec:/ { printf "%.0f", $2 }')"
+            p50s[$n]+=" $(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")"
+            p99s[$n]+=" $(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")"
+            ERRS[$n]+=$(echo "$out" | awk '/Socket errors|Non-2xx/ { sub(/^ +/, ""); printf "%s; ", $0 }')
+        done
+    done
+    for n in "${NAMES[@]}"; do
+        [ -n "${PORT[$n]:-}" ] || continue
+        RPS[$n]=$(echo "${runs[$n]}" | median)
+        P50[$n]=$(echo "${p50s[$n]}" | median)
+        P99[$n]=$(echo "${p99s[$n]}" | median)
+        DL[$n]="-"
+    done
+    # Downloads: best of 3, taken in turn as well.
+    local i s code size speed
+    for i in 1 2 3; do
+        for n in "${NAMES[@]}"; do
+            [ "${MODE[$n]:-}" = full ] || continue
+            s=$(curl -s -o /dev/null -m 120 -w '%{http_code} %{size_download} %{speed_download}' \
+                "http://127.0.0.1:${PORT[$n]}/big.bin" || true)
+            read -r code size speed <<<"$s"
+            if [ "${code:-0}" != 200 ] || [ "${size:-0}" != "$BIG_BYTES" ]; then
+                echo "   $n download $i failed: $s" >&2
+                continue
+            fi
+            DL[$n]=$(awk -v a="${DL[$n]}" -v b="$speed" 'BEGIN {
+                b = b / 1e9; if (a == "-" || b > a + 0) printf "%.2f", b; else print a }')
+        done
+    done
+}
+
+target upstream "$UP_PORT" full
 
 # ---- fastgateway ----------------------------------------------------------------------------
 # fg_config NAME PORT ROUTES_JSON [TOP_KEYS [SERVER_KEYS]]: a gateway config in
@@ -152,30 +183,27 @@ fg_config() {
 EOF
 }
 
-# run_fg NAME MODE: start the gateway of $TMP/NAME, measure it (MODE full or rps), stop it.
-run_fg() {
+# start_fg NAME MODE: start the gateway of $TMP/NAME and register it as a target.
+start_fg() {
     local name=$1 mode=$2 port
     port=$(sed -n 's/.*"listen": "127.0.0.1:\([0-9]*\)".*/\1/p' "$TMP/$name/fastgateway.json")
     if [ -x "$FG" ] && "$FG" -t -c "$TMP/$name/fastgateway.json" >"$TMP/$name.test" 2>&1; then
         spawn "$TMP/$name.out" "$FG" -f -c "$TMP/$name/fastgateway.json"
-        local pg=$LAST_PID
         if wait_http "$port" /; then
-            measure "$name" "$port" "$mode"
-        else
-            echo "bench: $name did not serve:" >&2
-            tail -5 "$TMP/$name.out" "$TMP/$name/error.log" >&2 2>/dev/null || true
-            failed "$name"
+            target "$name" "$port" "$mode"
+            return 0
         fi
-        stop_group "$pg"
+        echo "bench: $name did not serve:" >&2
+        tail -5 "$TMP/$name.out" "$TMP/$name/error.log" >&2 2>/dev/null || true
     else
         echo "bench: $FG missing or config rejected: $(cat "$TMP/$name.test" 2>/dev/null)" >&2
-        failed "$name"
     fi
+    failed "$name"
 }
 
 CATCH_ALL='{ "id": "all", "match": { "path": "/{**rest}" }, "clusterId": "up" }'
 fg_config fastgateway "$(free_port)" "$CATCH_ALL"
-run_fg fastgateway full
+start_fg fastgateway full
 
 # The same traffic with 999 other routes in front (literal prefixes, templates, hosts,
 # methods): matching must not scan them (issue 3: >= 90% of the 1-route throughput).
@@ -192,7 +220,7 @@ for i in range(999):
 print(", ".join(routes))
 ')
 fg_config fastgateway-1000-routes "$(free_port)" "$MANY, $CATCH_ALL"
-run_fg fastgateway-1000-routes rps
+start_fg fastgateway-1000-routes rps
 
 # Two rate-limit rules on every request, limits never reached (issue 4: >= 95% of the no-rule
 # throughput), and a 100,000-entry blacklist that does not hold the client vs an empty one.
@@ -201,11 +229,11 @@ RULES=', "rateLimits": [
     { "id": "all", "type": "TokenBucket", "scope": "Global", "maxRequests": 1000000000, "window": "1s" } ],
     "security": { "rateLimits": ["ip", "all"] }'
 fg_config fastgateway-2-ratelimits "$(free_port)" "$CATCH_ALL" "$RULES"
-run_fg fastgateway-2-ratelimits rps
+start_fg fastgateway-2-ratelimits rps
 fg_config fastgateway-acl-empty "$(free_port)" "$CATCH_ALL" \
     ', "accessControl": [ { "id": "bl", "type": "blacklist", "entries": [] } ]' \
     ', "accessControl": ["bl"]'
-run_fg fastgateway-acl-empty rps
+start_fg fastgateway-acl-empty rps
 BIG=$(python3 -c '
 import json
 print(json.dumps(["10.%d.%d.%d" % (i >> 16, (i >> 8) & 255, i & 255) for i in range(100000)]))
@@ -213,7 +241,7 @@ print(json.dumps(["10.%d.%d.%d" % (i >> 16, (i >> 8) & 255, i & 255) for i in ra
 fg_config fastgateway-acl-100k "$(free_port)" "$CATCH_ALL" \
     ", \"accessControl\": [ { \"id\": \"bl\", \"type\": \"blacklist\", \"entries\": $BIG } ]" \
     ', "accessControl": ["bl"]'
-run_fg fastgateway-acl-100k rps
+start_fg fastgateway-acl-100k rps
 
 # ---- nginx as proxy -------------------------------------------------------------------------
 NG_PORT=$(free_port)
@@ -243,12 +271,11 @@ EOF
 spawn "$TMP/nginx.out" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;'
 NG_PGID=$LAST_PID
 if wait_http "$NG_PORT" /; then
-    measure nginx "$NG_PORT"
+    target nginx "$NG_PORT" full
 else
     cat "$TMP/nginx.out" "$TMP/nginx/logs/error.log" >&2 2>/dev/null || true
     failed nginx
 fi
-stop_group "$NG_PGID"
 
 # ---- HAProxy --------------------------------------------------------------------------------
 HA_PORT=$(free_port)
@@ -276,13 +303,13 @@ EOF
 spawn "$TMP/haproxy.out" haproxy -db -f "$TMP/haproxy/haproxy.cfg"
 HA_PGID=$LAST_PID
 if wait_http "$HA_PORT" /; then
-    measure haproxy "$HA_PORT"
+    target haproxy "$HA_PORT" full
 else
     cat "$TMP/haproxy.out" >&2 2>/dev/null || true
     failed haproxy
 fi
-stop_group "$HA_PGID"
-stop_group "$UP_PGID"
+
+measure_all
 
 # ---- report ---------------------------------------------------------------------------------
 ratio() {
@@ -352,8 +379,10 @@ mkdir -p "$(dirname "$OUT")"
     echo "  \`proxy_http_version 1.1\`, \`proxy_set_header Connection \"\"\`, access log off,"
     echo "  other settings default (proxy_buffering on)."
     echo "- HAProxy: \`nbthread $NPROC\`, \`mode http\`, \`http-reuse always\`."
-    echo "- load: \`wrk -t$THREADS -c$CONNS -d$DURATION --latency\` on \`/\` (keep-alive) after a"
-    echo "  $WARMUP warm-up; download: \`curl -o /dev/null\` of the file, best of 3, GB/s = 10^9 B/s."
+    echo "- load: \`wrk -t$THREADS -c$CONNS -d$DURATION --latency\` on \`/\` (keep-alive). Every server"
+    echo "  runs for the whole benchmark; after a $WARMUP warm-up of each, the targets are measured"
+    echo "  in turn, $ROUNDS rounds, and each figure is the median of its rounds (req/s, p50, p99)."
+    echo "- download: \`curl -o /dev/null\` of the file, best of 3 taken in turn, GB/s = 10^9 B/s."
     echo
     echo "## Results"
     echo
