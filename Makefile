@@ -89,11 +89,30 @@ fuzz: $(FUZZ_BINS)
 bench: deps fastgateway
 	scripts/bench.sh
 
+# Paths follow the FHS: PREFIX=/usr puts the configuration in /etc, /usr/local in /usr/local/etc.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+DOCDIR     ?= $(PREFIX)/share/doc/fastgateway
+LOGDIR     ?= /var/log/fastgateway
+# The installed example runs as a service: pid file and socket in /run, logs in LOGDIR, the
+# documentation it serves from DOCDIR. The init script and unit name the installed paths.
+INSTALL_SED = -e 's|/tmp/fastgateway.pid|/run/fastgateway.pid|' \
+	-e 's|/tmp/fastgateway.sock|/run/fastgateway.sock|' \
+	-e 's|"errorLog": "stderr"|"errorLog": "$(LOGDIR)/error.log"|' \
+	-e 's|/tmp/fastgateway-access.log|$(LOGDIR)/access.log|' \
+	-e 's|"root": "../docs"|"root": "$(DOCDIR)"|' \
+	-e 's|/usr/local/sbin/fastgateway|$(PREFIX)/sbin/fastgateway|g' \
+	-e 's|/usr/local/etc/fastgateway|$(SYSCONFDIR)/fastgateway|g' \
+	-e 's|/usr/local/share/doc/fastgateway|$(DOCDIR)|g'
+
 install: fastgateway
 	install -D -m 0755 fastgateway $(DESTDIR)$(PREFIX)/sbin/fastgateway
-	install -D -m 0644 etc/fastgateway.json $(DESTDIR)$(PREFIX)/etc/fastgateway/fastgateway.json
-	install -D -m 0755 scripts/fastgateway.init $(DESTDIR)$(PREFIX)/etc/init.d/fastgateway
-	install -D -m 0644 scripts/fastgateway.service $(DESTDIR)$(PREFIX)/lib/systemd/system/fastgateway.service
+	install -d $(DESTDIR)$(SYSCONFDIR)/fastgateway $(DESTDIR)$(SYSCONFDIR)/init.d \
+	  $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(DOCDIR) $(DESTDIR)$(LOGDIR)
+	sed $(INSTALL_SED) etc/fastgateway.json > $(DESTDIR)$(SYSCONFDIR)/fastgateway/fastgateway.json
+	sed $(INSTALL_SED) scripts/fastgateway.init > $(DESTDIR)$(SYSCONFDIR)/init.d/fastgateway
+	sed $(INSTALL_SED) scripts/fastgateway.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/fastgateway.service
+	chmod 0755 $(DESTDIR)$(SYSCONFDIR)/init.d/fastgateway
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 
 FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:
