@@ -442,3 +442,27 @@ def test_bad_command_line(args):
     proc = subprocess.run([str(BINARY)] + args, capture_output=True, text=True, timeout=5)
     assert proc.returncode != 0
     assert proc.stderr.strip()
+
+
+def _uid_of(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    raise AssertionError("no Uid line for %d" % pid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_workers_drop_to_configured_user(tmp_path, gateway_factory):
+    """Started as root with `user` set, the master stays root (it owns the listeners and must
+    reopen logs) while every worker runs as that user, and still serves."""
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    cfg = base_config(tmp_path, free_port(), routes=[direct("dropped")], user="nobody")
+    cfg["log"]["accessLog"] = "off"
+    gw = gateway_factory(cfg)
+    assert http_get(gw.url("/x")) == (200, b"dropped")
+    assert _uid_of(gw.pid) == 0
+    workers = gw.workers()
+    assert len(workers) == 2
+    assert all(_uid_of(w["pid"]) == nobody.pw_uid for w in workers)
