@@ -466,3 +466,31 @@ def test_workers_drop_to_configured_user(tmp_path, gateway_factory):
     workers = gw.workers()
     assert len(workers) == 2
     assert all(_uid_of(w["pid"]) == nobody.pw_uid for w in workers)
+
+
+def _nofile_soft(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no open-files limit for %d" % pid)
+
+
+def test_workers_get_the_configured_open_file_limit(tmp_path, gateway_factory):
+    """workerRlimitNofile raises the limit in the master, so every worker inherits it. The
+    gateway starts with a lowered soft limit and asks for one under the hard limit, which needs
+    no privilege (raising the hard limit needs CAP_SYS_RESOURCE, which containers may lack)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 4096:
+        pytest.skip("needs a finite hard limit of at least 4096")
+    want = hard - 7
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        gw = gateway_factory(base_config(tmp_path, free_port(), routes=[direct("ok")],
+                                         workerRlimitNofile=want))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert http_get(gw.url("/x")) == (200, b"ok")
+    assert _nofile_soft(gw.pid) == want
+    assert all(_nofile_soft(w["pid"]) == want for w in gw.workers())
