@@ -38,6 +38,8 @@ struct fg_shm_hash_s {
     uint64_t count, evictions, alloc_failures, inserts;
 };
 
+static void lru_push(fg_shm_hash_t *h, entry_t *e, uint32_t i);
+
 static size_t up8(size_t n)
 {
     return (n + 7) & ~(size_t)7;
@@ -127,13 +129,7 @@ void fg_shm_hash_repair(fg_shm_hash_t *h)
         uint32_t bi = (uint32_t)(e->hash & (h->nbuckets - 1));
         e->hnext = b[bi];
         b[bi] = i;
-        e->prev = NIL;
-        e->next = h->lru_head;
-        if (h->lru_head != NIL)
-            slot(h, h->lru_head)->prev = i;
-        else
-            h->lru_tail = i;
-        h->lru_head = i;
+        lru_push(h, e, i);
         count++;
     }
     __atomic_store_n(&h->count, count, __ATOMIC_RELAXED);

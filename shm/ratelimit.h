@@ -6,10 +6,11 @@
  * so a fresh key gets a whole window). Exact within a window; up to 2x the limit can pass across
  * a window boundary (the end of one and the start of the next).
  * SlidingWindow: two-window weighted counter. The estimate is
- *   current + previous * (window - elapsed) / window;
- * a request passes when the estimate is below the limit. Exact while traffic in the previous
- * window was even; with uneven traffic the estimate errs by at most the previous window's count
- * times the unevenness, and it never admits more than the limit within one aligned window.
+ *   current + floor(previous * (window - elapsed) / window);
+ * a request passes when the estimate is below the limit. It assumes the previous window's
+ * requests were spread evenly: exact then, and never more than the limit within one aligned
+ * window; worst case (the previous window's quota spent in its last millisecond) just under
+ * twice the limit within one window's span (tests/unit/test_ratelimit.c pins that bound).
  * TokenBucket: capacity `burst` tokens, refilled continuously at `limit` per window, one token
  * per request; integer arithmetic in units of 1/window of a token, so no drift. */
 #ifndef FG_SHM_RATELIMIT_H

@@ -201,31 +201,28 @@ static void make_key(const fg_rl_rule_t *r, const fg_request_t *req, const fg_ip
     }
 }
 
-/* Test-only fault hook, set from the environment at worker start: a request for this exact
- * path writes the worker's pid to a file and sleeps while holding the zone lock, so that a
- * test can SIGKILL a lock owner. */
-static struct {
-    char path[256];
-    char pidfile[512];
-} fault;
+_Static_assert(FG_RLC_UNCHECKED < FG_STATS_COUNTERS, "rule counters fit a stats slot");
 
-void fg_ratelimit_set_fault_hook(const char *spec)
+/* Test-only fault hook (see the header): the pid file named by FG_TEST_RATELIMIT_HOLD. Empty
+ * unless a test set the variable; the trigger path is fixed and reserved. */
+static char fault_pidfile[512];
+
+int fg_ratelimit_set_fault_hook(const char *pidfile)
 {
-    const char *colon = spec ? strchr(spec, ':') : NULL;
-    if (colon == NULL || (size_t)(colon - spec) >= sizeof(fault.path))
-        return;
-    memcpy(fault.path, spec, (size_t)(colon - spec));
-    fault.path[colon - spec] = '\0';
-    snprintf(fault.pidfile, sizeof(fault.pidfile), "%s", colon + 1);
-    fg_log_warn("test fault hook armed: a request for %s sleeps holding the rate-limit lock",
-                fault.path);
+    if (pidfile == NULL || pidfile[0] != '/' || strlen(pidfile) >= sizeof(fault_pidfile))
+        return -1;
+    memcpy(fault_pidfile, pidfile, strlen(pidfile) + 1);
+    fg_log_warn("TEST FAULT HOOK ARMED (FG_TEST_RATELIMIT_HOLD is set): a request for %s sleeps "
+                "holding the rate-limit lock; never set this variable in production",
+                FG_RL_FAULT_PATH);
+    return 0;
 }
 
 static void fault_hook(const fg_request_t *req)
 {
-    if (fault.path[0] == '\0' || !fg_str_eq(req->path, fg_str(fault.path)))
+    if (fault_pidfile[0] == '\0' || !fg_str_eq(req->path, FG_STR_LIT(FG_RL_FAULT_PATH)))
         return;
-    FILE *f = fopen(fault.pidfile, "w");
+    FILE *f = fopen(fault_pidfile, "w");
     if (f) {
         fprintf(f, "%d\n", (int)getpid());
         fclose(f);
@@ -233,6 +230,45 @@ static void fault_hook(const fg_request_t *req)
     struct timespec ts = {60, 0};
     while (nanosleep(&ts, &ts) == -1)
         ;
+}
+
+/* A request the zone could not judge is let through (failing every request would turn a lock
+ * fault into an outage), but never silently: counted per rule and logged at most once a second
+ * per rule and worker. */
+static int let_through_unchecked(fg_rl_rule_t *r, uint64_t now_ms, const char *why)
+{
+    fg_stats_add(r->stats, FG_RLC_UNCHECKED, 1);
+    if (r->last_fail_log_ms == 0 || now_ms - r->last_fail_log_ms >= 1000) {
+        r->last_fail_log_ms = now_ms;
+        fg_log_error("rate limit %s: %s; request let through unchecked (counted as "
+                     "\"unchecked\" in show ratelimits)",
+                     r->cfg->id, why);
+    }
+    return 1;
+}
+
+/* Find-or-insert k and run the algorithm, under one acquisition of the zone lock. Returns 0
+ * with res filled, or -1 when the zone could not be consulted. */
+static int zone_step(fg_shm_hash_t *zone, void *stats_table, fg_rl_rule_t *r,
+                     const fg_request_t *req, const rl_key_t *k, uint64_t now_ms,
+                     fg_rl_result_t *res)
+{
+    uint64_t hv = fg_shm_hash_key(zone, k);
+    if (fg_shm_hash_lock(zone) < 0)
+        return -1;
+    fault_hook(req);
+    rl_value_t *v = fg_shm_hash_find(zone, k, hv);
+    if (v == NULL) {
+        v = fg_shm_hash_insert(zone, k, hv, fg_ratelimit_on_evict, stats_table);
+        if (v != NULL) {
+            v->stats_index = r->stats_index;
+            fg_stats_add(r->stats, FG_RLC_ACTIVE, 1);
+        }
+    }
+    if (v != NULL)
+        fg_rl_check(&r->params, &v->st, now_ms, res);
+    fg_shm_hash_unlock(zone);
+    return v != NULL ? 0 : -1;
 }
 
 int fg_ratelimit_check(fg_shm_hash_t *zone, void *stats_table, fg_rl_rule_t *r,
@@ -244,28 +280,8 @@ int fg_ratelimit_check(fg_shm_hash_t *zone, void *stats_table, fg_rl_rule_t *r,
         return 1;
     rl_key_t k;
     make_key(r, req, ip, &k);
-    uint64_t hv = fg_shm_hash_key(zone, &k);
-    if (fg_shm_hash_lock(zone) < 0) {
-        /* Only ENOTRECOVERABLE-like failures land here; limiting cannot be done, and failing
-         * every request for it would turn a lock bug into an outage. Counted, and logged. */
-        fg_log_error("rate limit %s: zone lock failed; request let through", r->cfg->id);
-        return 1;
-    }
-    fault_hook(req);
-    rl_value_t *v = fg_shm_hash_find(zone, &k, hv);
-    if (v == NULL) {
-        v = fg_shm_hash_insert(zone, &k, hv, fg_ratelimit_on_evict, stats_table);
-        if (v != NULL) {
-            v->stats_index = r->stats_index;
-            fg_stats_add(r->stats, FG_RLC_ACTIVE, 1);
-        }
-    }
-    if (v == NULL) {
-        fg_shm_hash_unlock(zone);
-        return 1;
-    }
-    fg_rl_check(&r->params, &v->st, now_ms, res);
-    fg_shm_hash_unlock(zone);
+    if (zone_step(zone, stats_table, r, req, &k, now_ms, res) < 0)
+        return let_through_unchecked(r, now_ms, "zone lock or slot unavailable");
     if (res->allowed) {
         fg_stats_add(r->stats, FG_RLC_ALLOWED, 1);
         return 1;

@@ -16,8 +16,16 @@
 #include "shm/stats.h"
 #include "worker/request.h"
 
-/* Counters of a rule's statistics slot. */
-enum { FG_RLC_ALLOWED = 0, FG_RLC_LIMITED, FG_RLC_ACTIVE, FG_RLC_EVICTIONS, FG_RLC_DRYRUN };
+/* Counters of a rule's statistics slot. UNCHECKED: requests let through without a verdict
+ * because the zone could not be consulted (lock not recoverable, no slot to be had). */
+enum {
+    FG_RLC_ALLOWED = 0,
+    FG_RLC_LIMITED,
+    FG_RLC_ACTIVE,
+    FG_RLC_EVICTIONS,
+    FG_RLC_DRYRUN,
+    FG_RLC_UNCHECKED
+};
 
 /* Key and value sizes of the rate-limit zone (its layout). */
 #define FG_RL_KEY_SIZE 64
@@ -38,7 +46,8 @@ typedef struct {
     fg_stats_slot_t *stats;
     uint32_t stats_index; /* identifies the slot in zone entries */
     fg_rl_pattern_t path, ip;
-    uint64_t last_log_ms; /* this worker's copy: dry-run log rate limit */
+    uint64_t last_log_ms;      /* this worker's copy: dry-run log rate limit */
+    uint64_t last_fail_log_ms; /* this worker's copy: unchecked-request log rate limit */
 } fg_rl_rule_t;
 
 /* Build r from cfg; stats may be NULL. Returns 0 or -1 (out of memory). */
@@ -57,8 +66,13 @@ int fg_ratelimit_check(fg_shm_hash_t *zone, void *stats_table, fg_rl_rule_t *r,
  * {error, message, retryAfter}; finishes req. */
 void fg_ratelimit_reject(fg_request_t *req, const fg_rl_rule_t *r, const fg_rl_result_t *res);
 
-/* Test-only: "PATH:PIDFILE" (from FG_TEST_RATELIMIT_HOLD) arms the lock-holder fault hook. */
-void fg_ratelimit_set_fault_hook(const char *spec);
+/* Test-only fault hook: with a PIDFILE path (from the FG_TEST_RATELIMIT_HOLD environment
+ * variable), a request for FG_RL_FAULT_PATH writes the worker's pid there and sleeps holding the
+ * zone lock, so that a test can SIGKILL a lock owner. The path is reserved (no route can make
+ * a real client's request trigger it unless the variable is set) and arming it is logged as a
+ * warning by every worker. Returns 0 when armed, -1 when spec is unusable. */
+#define FG_RL_FAULT_PATH "/__fastgateway_test/hold-ratelimit-lock"
+int fg_ratelimit_set_fault_hook(const char *pidfile);
 
 /* Match a glob pattern ("*", "prefix*", "*suffix", exact), ASCII case-insensitively, as the
  * seed does. Exposed for tests. */

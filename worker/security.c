@@ -327,8 +327,8 @@ void fg_security_free(fg_config_t *cfg)
 void fg_security_worker_init(const fg_config_t *cfg)
 {
     const char *hook = getenv("FG_TEST_RATELIMIT_HOLD");
-    if (hook && *hook)
-        fg_ratelimit_set_fault_hook(hook);
+    if (hook && *hook && fg_ratelimit_set_fault_hook(hook) < 0)
+        fg_log_error("FG_TEST_RATELIMIT_HOLD: not an absolute file name; test hook not armed");
 }
 
 static int resolve_ip(const sec_t *s, fg_request_t *req)
@@ -441,7 +441,7 @@ json_t *fg_security_show_ratelimits(const fg_config_t *cfg)
         json_array_append_new(
             list,
             json_pack("{s:s, s:s, s:b, s:s, s:s, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:I, "
-                      "s:I}",
+                      "s:I, s:I}",
                       "id", c->id, "name", c->name ? c->name : "", "enabled", c->enabled, "type",
                       type_names[c->type], "scope", scope_names[c->scope], "maxRequests",
                       (json_int_t)c->max_requests, "windowMs", (json_int_t)c->window_ms, "burst",
@@ -450,7 +450,8 @@ json_t *fg_security_show_ratelimits(const fg_config_t *cfg)
                       (json_int_t)fg_stats_get(r->stats, FG_RLC_LIMITED), "dryRunLimited",
                       (json_int_t)fg_stats_get(r->stats, FG_RLC_DRYRUN), "activeKeys",
                       (json_int_t)fg_stats_get(r->stats, FG_RLC_ACTIVE), "evictions",
-                      (json_int_t)fg_stats_get(r->stats, FG_RLC_EVICTIONS)));
+                      (json_int_t)fg_stats_get(r->stats, FG_RLC_EVICTIONS), "unchecked",
+                      (json_int_t)fg_stats_get(r->stats, FG_RLC_UNCHECKED)));
     }
     return json_pack("{s:o, s:o}", "rules", list, "zone", zone_json(s ? s->rl_zone : NULL));
 }

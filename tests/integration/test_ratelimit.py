@@ -12,6 +12,9 @@ import pytest
 from conftest import base_config, free_port, http_request
 
 
+HOLD_PATH = "/__fastgateway_test/hold-ratelimit-lock"  # FG_RL_FAULT_PATH
+
+
 def rule(rid="r1", **kw):
     r = {"id": rid, "type": "FixedWindow", "scope": "PerIp", "maxRequests": 5, "window": "60s"}
     r.update(kw)
@@ -175,10 +178,11 @@ def test_forwarded_header_from_trusted_peer(gateway_factory, tmp_path):
 def test_worker_killed_holding_zone_lock(gateway_factory, tmp_path, monkeypatch):
     port = free_port()
     pidfile = tmp_path / "holder.pid"
-    monkeypatch.setenv("FG_TEST_RATELIMIT_HOLD", "/hold:%s" % pidfile)
+    monkeypatch.setenv("FG_TEST_RATELIMIT_HOLD", str(pidfile))
     gw = gateway_factory(config(tmp_path, port, [rule(maxRequests=1000)]))
-    t = threading.Thread(target=lambda: _ignore(lambda: http_request("GET", gw.url("/hold"),
-                                                                        timeout=30)))
+    assert "TEST FAULT HOOK ARMED" in gw.error_log()
+    t = threading.Thread(target=lambda: _ignore(lambda: http_request(
+        "GET", gw.url(HOLD_PATH), timeout=30)))
     t.daemon = True
     t.start()
     deadline = time.time() + 10
@@ -268,3 +272,102 @@ def test_many_clients_keys_evicted_not_active(gateway_factory, tmp_path):
     st = rule_stats(gw, "r1")
     assert st["evictions"] > 0
     assert st["activeKeys"] <= cap
+
+
+FLOOD_LUA = r"""
+-- Distinct X-Forwarded-For addresses, scrambled over 10.0.0.0/8 (an odd multiplier is a
+-- bijection modulo 2^24, so no address repeats); each thread stops after its share.
+local threads = {}
+local counter = 0
+function setup(thread)
+    thread:set("tid", counter)
+    counter = counter + 1
+    table.insert(threads, thread)
+end
+local n, done_n = 0, 0
+function request()
+    local i = n * 8 + tid
+    n = n + 1
+    local x = math.fmod(i * 2654435761, 16777216)
+    local a = string.format("10.%d.%d.%d", math.floor(x / 65536), math.floor(x / 256) % 256,
+                            x % 256)
+    return wrk.format("GET", "/flood", {["X-Forwarded-For"] = a})
+end
+function response(status, headers, body)
+    done_n = done_n + 1
+    if status ~= 200 then bad = (bad or 0) + 1 end
+    if done_n >= PER_THREAD then wrk.thread:stop() end
+end
+function done(summary, latency, requests)
+    local bad_total = 0
+    for _, t in ipairs(threads) do bad_total = bad_total + (t:get("bad") or 0) end
+    io.write(string.format("RESULT requests=%d non200=%d errors=%d maxlat_us=%d\n",
+        summary.requests, bad_total, summary.errors.connect + summary.errors.read +
+        summary.errors.write + summary.errors.timeout + summary.errors.status, latency.max))
+end
+"""
+
+
+def test_flood_of_distinct_addresses_keeps_active_client_exact(gateway_factory, tmp_path):
+    """120,000 requests from distinct forwarded addresses (wrk) through a trusted proxy fill a
+    small zone many times over while one active client sends; its limit stays exact, every
+    request is judged (none let through unchecked), evictions are counted, and neither the
+    active client nor the status socket waits on the flood."""
+    import re
+    import shutil
+    import subprocess
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk not installed")
+    threads, total = 4, 120000
+    port = free_port()
+    cfg = config(tmp_path, port, [rule(maxRequests=50)], shm={"rateLimitZone": "2m"})
+    cfg["servers"][0]["clientIpSource"] = "X-Forwarded-For"
+    cfg["servers"][0]["trustedProxies"] = ["127.0.0.1/32"]
+    del cfg["log"]["accessLog"]
+    gw = gateway_factory(cfg)
+    cap = [z for z in gw.status("show shm")["zones"] if z["name"] == "ratelimit"][0]["capacity"]
+    assert cap < total // 4  # the flood must overflow the zone several times
+    script = tmp_path / "flood.lua"
+    script.write_text(FLOOD_LUA.replace("PER_THREAD", str(total // threads)))
+    wrk = subprocess.Popen(["wrk", "-t%d" % threads, "-c32", "-d90s", "-s", str(script),
+                            gw.url("/")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    me = {"X-Forwarded-For": "192.0.2.77"}
+    mine, worst, status_worst, during = [], 0.0, 0.0, None
+    try:
+        time.sleep(0.2)
+        while during is None or len(mine) < 80:
+            t0 = time.time()
+            mine.append(get(gw, "/active", headers=me)[0])
+            worst = max(worst, time.time() - t0)
+            if during is None and len(mine) % 5 == 0:
+                t0 = time.time()
+                st = rule_stats(gw, "r1")
+                status_worst = max(status_worst, time.time() - t0)
+                if st["allowed"] + st["limited"] >= total + len(mine):
+                    during = len(mine)  # the active client's requests made during the flood
+            time.sleep(0.01)
+        # wrk runs for its whole -d even when every thread has stopped: SIGINT ends it early,
+        # and it still prints its summary.
+        wrk.send_signal(signal.SIGINT)
+        out = wrk.communicate(timeout=30)[0]
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+    m = re.search(r"RESULT requests=(\d+) non200=(\d+) errors=(\d+) maxlat_us=(\d+)", out)
+    assert m, out
+    sent, non200, errors, maxlat_us = (int(g) for g in m.groups())
+    assert sent >= total and non200 == 0 and errors == 0, out
+    assert during > 50, during  # the client went over its limit while the flood ran
+    assert mine.count(200) == 50 and mine[:50] == [200] * 50, mine
+    assert worst < 1.0 and status_worst < 1.0 and maxlat_us < 2000000, (worst, status_worst, out)
+    st = rule_stats(gw, "r1")
+    assert st["unchecked"] == 0
+    # Every request was judged: wrk counts completed responses, and up to one request per
+    # connection was still in flight when its threads stopped.
+    judged = st["allowed"] + st["limited"]
+    assert sent + len(mine) <= judged <= sent + len(mine) + 32, (st, sent, len(mine))
+    assert st["evictions"] >= sent - cap and st["activeKeys"] <= cap, st
+    zone = [z for z in gw.status("show shm")["zones"] if z["name"] == "ratelimit"][0]
+    assert zone["evictions"] >= sent - cap and zone["allocationFailures"] == 0, zone
+    assert zone["entries"] == cap

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "shm/hash.h"
+#include "shm/ratelimit.h"
 
 typedef struct {
     uint64_t a, b;
@@ -127,6 +128,47 @@ static void test_lru_eviction(void **state)
     munmap(mem, size);
 }
 
+/* 150,000 distinct keys through a table of a few thousand slots, with one active key counted by
+ * the real rate-limit algorithm between every 50 of them: the active key's limit stays exact
+ * (its state is never evicted), every insertion beyond the capacity is one counted eviction,
+ * and a key left alone for more than a table's worth of insertions is the one that goes. */
+static void test_flood_of_distinct_keys(void **state)
+{
+    size_t size = 512 * 1024;
+    void *mem = map(size);
+    fg_shm_hash_t *h = fg_shm_hash_init(mem, size, 16, sizeof(fg_rl_state_t), 99);
+    size_t cap = fg_shm_hash_capacity(size, 16, sizeof(fg_rl_state_t));
+    const uint64_t flood = 150000, active = 1ull << 62, idle = (1ull << 62) + 1;
+    fg_rl_params_t p = {FG_RL_ALGO_FIXED, 100, 60000, 0};
+    uint64_t passed = 0, checks = 0;
+    evict_log_t log = {0, 0};
+    assert_true(cap > 1000 && cap < flood / 10);
+    assert_int_equal(fg_shm_hash_lock(h), 0);
+    assert_non_null(put(h, idle, &log));
+    for (uint64_t k = 0; k < flood; k++) {
+        /* Scrambled so that keys do not arrive in bucket order. */
+        assert_non_null(put(h, k * 0x9e3779b97f4a7c15ull, &log));
+        if (k % 50 == 0) {
+            fg_rl_result_t r;
+            fg_rl_check(&p, (fg_rl_state_t *)put(h, active, &log), 1000, &r);
+            passed += r.allowed;
+            checks++;
+        }
+    }
+    assert_int_equal(checks, flood / 50);
+    assert_int_equal(passed, 100);
+    assert_null(get(h, idle));
+    fg_shm_hash_stats_t st;
+    fg_shm_hash_get_stats(h, &st);
+    assert_int_equal(st.entries, cap);
+    assert_int_equal(st.inserts, flood + 2);
+    assert_int_equal(st.evictions, flood + 2 - cap);
+    assert_int_equal(st.evictions, (uint64_t)log.evicted);
+    assert_int_equal(st.alloc_failures, 0);
+    fg_shm_hash_unlock(h);
+    munmap(mem, size);
+}
+
 static int drop_odd(const void *key, void *value, void *arg)
 {
     int *seen = arg;
@@ -198,7 +240,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_limits),       cmocka_unit_test(test_insert_find_remove),
         cmocka_unit_test(test_lru_eviction),      cmocka_unit_test(test_foreach_and_repair),
-        cmocka_unit_test(test_dead_owner_repair),
+        cmocka_unit_test(test_dead_owner_repair), cmocka_unit_test(test_flood_of_distinct_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -92,6 +92,25 @@ static void test_sliding_retry_next_window(void **state)
     assert_true(r.allowed);
 }
 
+/* The documented worst case of the two-window counter: a full previous window spent in its last
+ * millisecond weighs almost nothing late in the next window, so just under twice the limit can
+ * pass within one window's span; never more than the limit inside one aligned window. */
+static void test_sliding_worst_case_boundary(void **state)
+{
+    fg_rl_params_t p = {FG_RL_ALGO_SLIDING, 100, 1000, 0};
+    fg_rl_state_t s;
+    fg_rl_result_t r;
+    memset(&s, 0, sizeof(s));
+    fg_rl_check(&p, &s, 0, &r); /* the key's windows start at 0 */
+    assert_int_equal(pass_count(&p, &s, 999, 1000, &r), 99);
+    /* 990 ms into the next window the previous 100 weigh 1 (rounded down): 99 more pass. */
+    assert_int_equal(pass_count(&p, &s, 1990, 1000, &r), 99);
+    /* At 999 ms they weigh 0.1, rounded to 0: one more, 199 within [999, 1999]. */
+    assert_int_equal(pass_count(&p, &s, 1999, 1000, &r), 1);
+    /* The current aligned window [1000, 2000) holds 100: the limit. */
+    assert_int_equal(s.x, 100);
+}
+
 static void test_token_bucket(void **state)
 {
     /* 10 per second, bursts of 20. */
@@ -151,6 +170,7 @@ int main(void)
         cmocka_unit_test(test_fixed_window),
         cmocka_unit_test(test_sliding_window),
         cmocka_unit_test(test_sliding_retry_next_window),
+        cmocka_unit_test(test_sliding_worst_case_boundary),
         cmocka_unit_test(test_token_bucket),
         cmocka_unit_test(test_clock_going_back_restarts),
         cmocka_unit_test(test_glob),
