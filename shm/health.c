@@ -221,18 +221,53 @@ void fg_health_end(fg_health_t *h, fg_hdest_t *d, int record)
         atomic_fetch_sub_explicit(s, 1, memory_order_relaxed);
 }
 
-/* The window is fixed, not sliding: when it has run out, the first report of the next one
- * resets it (the compare-and-swap lets one process do so). Racing reports may land in either
- * window, which only blurs the rate by a request or two. */
-static void roll_window(fg_hdest_t *d, const fg_health_config_t *hc, uint64_t now)
+/* Slice length of the passive window: FG_HEALTH_BUCKETS slices cover it. */
+static uint64_t slice_ms(const fg_health_config_t *hc)
 {
-    uint64_t ws = atomic_load(&d->win_start_ms);
-    if (now - ws < hc->window_ms && ws != 0)
-        return;
-    if (atomic_compare_exchange_strong(&d->win_start_ms, &ws, now)) {
-        atomic_store(&d->win_requests, 0);
-        atomic_store(&d->win_failures, 0);
+    uint64_t s = hc->window_ms / FG_HEALTH_BUCKETS;
+    return s ? s : 1;
+}
+
+/* The bucket of slice `epoch`, emptied first when it last counted an older slice. Reporters
+ * that find the same stale bucket race on its epoch: one empties it, and a count another one
+ * added in between may be lost, which blurs the rate by a request, never more. A reporter whose
+ * clock reading is a little older than another's (a later slice already took the bucket) adds
+ * to it as it is: the two slices are adjacent. */
+static fg_hbucket_t *bucket(fg_hdest_t *d, uint64_t epoch)
+{
+    fg_hbucket_t *b = &d->win[epoch % FG_HEALTH_BUCKETS];
+    uint64_t e = atomic_load_explicit(&b->epoch, memory_order_relaxed);
+    if (e < epoch && atomic_compare_exchange_strong(&b->epoch, &e, epoch)) {
+        atomic_store_explicit(&b->requests, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->failures, 0, memory_order_relaxed);
     }
+    return b;
+}
+
+void fg_health_passive_window(const fg_hdest_t *d, const fg_health_config_t *hc, uint64_t now_ms,
+                              uint32_t *requests, uint32_t *failures)
+{
+    uint64_t cur = now_ms / slice_ms(hc) + 1;
+    uint32_t r = 0, f = 0;
+    for (size_t i = 0; i < FG_HEALTH_BUCKETS; i++) {
+        const fg_hbucket_t *b = &d->win[i];
+        uint64_t e = atomic_load_explicit(&b->epoch, memory_order_relaxed);
+        if (e == 0 || e + FG_HEALTH_BUCKETS <= cur)
+            continue; /* never used, or older than the window */
+        r += atomic_load_explicit(&b->requests, memory_order_relaxed);
+        f += atomic_load_explicit(&b->failures, memory_order_relaxed);
+    }
+    *requests = r;
+    *failures = f;
+}
+
+/* Forget the window and the row: after reactivation the destination starts from a clean slate
+ * (YARP's Unknown), so old failures cannot trip it again at once. */
+static void clear_history(fg_hdest_t *d)
+{
+    atomic_store(&d->consecutive, 0);
+    for (size_t i = 0; i < FG_HEALTH_BUCKETS; i++)
+        atomic_store(&d->win[i].epoch, 0);
 }
 
 static int trip(fg_hdest_t *d, const fg_health_config_t *hc, uint64_t now)
@@ -243,31 +278,41 @@ static int trip(fg_hdest_t *d, const fg_health_config_t *hc, uint64_t now)
     if (!atomic_compare_exchange_strong(&d->passive_until_ms, &until, now + hc->reactivation_ms))
         return 0;
     atomic_fetch_add(&d->passive_trips, 1);
-    /* Reactivation starts from a clean slate: YARP returns the destination to Unknown. */
-    atomic_store(&d->consecutive, 0);
-    atomic_store(&d->win_start_ms, now);
-    atomic_store(&d->win_requests, 0);
-    atomic_store(&d->win_failures, 0);
+    clear_history(d);
     return 1;
 }
 
-int fg_health_passive_report(fg_hdest_t *d, const fg_health_config_t *hc, int failed,
+/* An answer after reactivation turns Unknown into Healthy (as YARP's policy does on the next
+ * proxied request); one compare-and-swap by whoever sees it first. */
+static void recover(fg_hdest_t *d, uint64_t now)
+{
+    uint64_t until = atomic_load_explicit(&d->passive_until_ms, memory_order_relaxed);
+    if (until != 0 && until <= now)
+        atomic_compare_exchange_strong(&d->passive_until_ms, &until, 0);
+}
+
+int fg_health_passive_report(fg_hdest_t *d, const fg_health_config_t *hc, int outcome,
                              uint64_t now_ms)
 {
     check_dest(d);
+    int failed = outcome != FG_PASSIVE_OK;
     if (failed)
         atomic_fetch_add_explicit(&d->failures, 1, memory_order_relaxed);
     if (!hc->passive)
         return 0;
-    roll_window(d, hc, now_ms);
-    uint32_t reqs = atomic_fetch_add(&d->win_requests, 1) + 1;
+    fg_hbucket_t *b = bucket(d, now_ms / slice_ms(hc) + 1);
+    if (outcome != FG_PASSIVE_FAILED_LATE)
+        atomic_fetch_add_explicit(&b->requests, 1, memory_order_relaxed);
     if (!failed) {
         if (atomic_load_explicit(&d->consecutive, memory_order_relaxed) != 0)
             atomic_store(&d->consecutive, 0);
+        recover(d, now_ms);
         return 0;
     }
-    uint32_t fails = atomic_fetch_add(&d->win_failures, 1) + 1;
+    atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
     uint32_t row = atomic_fetch_add(&d->consecutive, 1) + 1;
+    uint32_t reqs, fails;
+    fg_health_passive_window(d, hc, now_ms, &reqs, &fails);
     int rate = reqs >= hc->min_requests && (double)fails >= hc->failure_rate * (double)reqs;
     if ((hc->consecutive && row >= hc->consecutive) || rate)
         return trip(d, hc, now_ms);
@@ -330,6 +375,20 @@ int fg_health_admin(const fg_hdest_t *d)
     return atomic_load_explicit(&d->admin, memory_order_relaxed);
 }
 
+int64_t fg_health_inflight(const fg_hdest_t *d)
+{
+    check_dest(d);
+    int64_t n = atomic_load_explicit(&d->inflight, memory_order_relaxed);
+    return n > 0 ? n : 0;
+}
+
+uint64_t fg_health_rr_next(fg_hcluster_t *c)
+{
+    assert(c->magic == CLUSTER_MAGIC);
+    /* Relaxed: the cursor orders nothing else; every step is still taken exactly once. */
+    return atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed);
+}
+
 /* ---- status socket ---- */
 
 static const char *const state_names[] = {"unknown", "healthy", "unhealthy"};
@@ -345,6 +404,8 @@ static json_t *dest_json(const fg_cluster_t *cl, const fg_destination_t *d, uint
     int active = cl->health.active ? atomic_load(&h->active) : FG_HS_UNKNOWN;
     int passive = fg_health_passive_state(h, now);
     uint64_t until = atomic_load(&h->passive_until_ms);
+    uint32_t wreq, wfail;
+    fg_health_passive_window(h, &cl->health, now, &wreq, &wfail);
     uint64_t last = atomic_load(&h->last_probe_wall_ms);
     int usable = fg_health_usable(h, now);
     json_object_set_new(o, "admin", json_string(admin_names[fg_health_admin(h) % 3]));
@@ -362,16 +423,20 @@ static json_t *dest_json(const fg_cluster_t *cl, const fg_destination_t *d, uint
         json_object_set_new(a, "latencyMs",
                             json_real((double)atomic_load(&h->last_latency_us) / 1000.0));
         json_object_set_new(a, "lastStatus", json_integer(atomic_load(&h->last_status)));
-        json_object_set_new(a, "lastError",
-                            h->last_error[0] ? json_string(h->last_error) : json_null());
+        /* The lease holder may be rewriting it: take a terminated copy (a torn one only
+         * garbles this display, and json_string rejects what is not UTF-8). */
+        char err[sizeof(h->last_error)];
+        memcpy(err, h->last_error, sizeof(err));
+        err[sizeof(err) - 1] = '\0';
+        json_t *e = err[0] ? json_string(err) : NULL;
+        json_object_set_new(a, "lastError", e ? e : json_null());
     }
-    json_object_set_new(o, "passive",
-                        json_pack("{s:s, s:b, s:I, s:I, s:I, s:I}", "state",
-                                  state_names[passive % 3], "enabled", cl->health.passive,
-                                  "windowRequests", (json_int_t)atomic_load(&h->win_requests),
-                                  "windowFailures", (json_int_t)atomic_load(&h->win_failures),
-                                  "trips", (json_int_t)atomic_load(&h->passive_trips),
-                                  "reactivatesInMs", (json_int_t)(until > now ? until - now : 0)));
+    json_object_set_new(
+        o, "passive",
+        json_pack("{s:s, s:b, s:I, s:I, s:I, s:I}", "state", state_names[passive % 3], "enabled",
+                  cl->health.passive, "windowRequests", (json_int_t)wreq, "windowFailures",
+                  (json_int_t)wfail, "trips", (json_int_t)atomic_load(&h->passive_trips),
+                  "reactivatesInMs", (json_int_t)(until > now ? until - now : 0)));
     json_object_set_new(o, "inflight", json_integer((json_int_t)atomic_load(&h->inflight)));
     json_object_set_new(o, "requests", json_integer((json_int_t)atomic_load(&h->requests)));
     json_object_set_new(o, "failures", json_integer((json_int_t)atomic_load(&h->failures)));

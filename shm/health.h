@@ -27,6 +27,22 @@
 typedef enum { FG_HS_UNKNOWN = 0, FG_HS_HEALTHY, FG_HS_UNHEALTHY } fg_health_state_t;
 typedef enum { FG_ADMIN_READY = 0, FG_ADMIN_DRAIN, FG_ADMIN_MAINT } fg_admin_state_t;
 
+/* One slice of the passive failure-rate window: its number since the clock's origin
+ * (now / slice length, + 1 so that 0 means never used) and what it counted. */
+#define FG_HEALTH_BUCKETS 10
+typedef struct {
+    _Atomic uint64_t epoch;
+    _Atomic uint32_t requests, failures;
+} fg_hbucket_t;
+
+/* What an exchange's transport did, for passive health. */
+typedef enum {
+    FG_PASSIVE_OK = 0,     /* the destination answered */
+    FG_PASSIVE_FAILED,     /* refused, reset or timed out before answering */
+    FG_PASSIVE_FAILED_LATE /* failed after an answer already reported OK (mid-body): one more
+                            * failure, not one more request */
+} fg_passive_outcome_t;
+
 /* One destination. Three cache lines written by different parties: identity (master), the
  * request path (every worker, per request), health (failures and the prober). */
 typedef struct {
@@ -41,9 +57,8 @@ typedef struct {
     _Atomic uint64_t requests; /* sent to the destination */
     _Atomic uint64_t failures; /* transport failures */
 
-    /* passive */
-    _Alignas(FG_CACHELINE) _Atomic uint64_t win_start_ms;
-    _Atomic uint32_t win_requests, win_failures;
+    /* passive: a sliding window of FG_HEALTH_BUCKETS buckets (see fg_health_passive_report) */
+    _Alignas(FG_CACHELINE) fg_hbucket_t win[FG_HEALTH_BUCKETS];
     _Atomic uint32_t consecutive;      /* transport failures in a row */
     _Atomic uint64_t passive_until_ms; /* unhealthy until then (monotonic ms); 0 = not */
     _Atomic uint64_t passive_trips;    /* times it was marked unhealthy */
@@ -96,10 +111,15 @@ void fg_health_cluster_init(fg_hcluster_t *c, const char *id);
 void fg_health_begin(fg_health_t *h, fg_hdest_t *d, int record);
 void fg_health_end(fg_health_t *h, fg_hdest_t *d, int record);
 
-/* Passive health: the outcome of one exchange's transport (failed = refused, reset, timeout).
- * Returns 1 when this report made the destination unhealthy. */
-int fg_health_passive_report(fg_hdest_t *d, const fg_health_config_t *hc, int failed,
+/* Passive health: the outcome (fg_passive_outcome_t) of one exchange's transport. The failure
+ * rate is taken over a sliding window of hc->window_ms made of FG_HEALTH_BUCKETS slices, so a
+ * burst of failures is never split in two by a window boundary. Returns 1 when this report made
+ * the destination unhealthy. */
+int fg_health_passive_report(fg_hdest_t *d, const fg_health_config_t *hc, int outcome,
                              uint64_t now_ms);
+/* Requests and failures in the window ending at now_ms. */
+void fg_health_passive_window(const fg_hdest_t *d, const fg_health_config_t *hc, uint64_t now_ms,
+                              uint32_t *requests, uint32_t *failures);
 
 /* Active health: claim the probe of d due at now (one claimer per interval, whole gateway). */
 int fg_health_probe_claim(fg_hdest_t *d, uint64_t now_ms, uint64_t interval_ms);
@@ -113,6 +133,10 @@ int fg_health_passive_state(const fg_hdest_t *d, uint64_t now_ms);
 int fg_health_usable(const fg_hdest_t *d, uint64_t now_ms);
 /* fg_admin_state_t */
 int fg_health_admin(const fg_hdest_t *d);
+/* In-flight requests of d across the gateway (a negative drift reads as 0). */
+int64_t fg_health_inflight(const fg_hdest_t *d);
+/* The shared round-robin cursor of a cluster: its position before this step. */
+uint64_t fg_health_rr_next(fg_hcluster_t *c);
 
 /* ---- status socket (master) ---- */
 

@@ -6,6 +6,8 @@
 #include "shm/health.h"
 #include "worker/upstream.h"
 
+#define RR_SCAN_MAX 64 /* sequence steps a RoundRobin choice may skip over */
+
 struct fg_balancer_s {
     uint64_t rng;
     uint64_t local_rr; /* when the cluster has no shared record (tests, hand-built configs) */
@@ -24,15 +26,32 @@ static uint64_t rnd(fg_balancer_t *b)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-/* nginx's smooth weighted round-robin, run once over a whole period (the sum of weights): each
- * step adds every weight to its destination's current value, takes the largest, and subtracts
- * the total from it. The result interleaves (a a b a for 3:1) instead of bunching. */
+static int gcd(int a, int b)
+{
+    while (b != 0) {
+        int t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* nginx's smooth weighted round-robin, run once over a whole period (the sum of weights, after
+ * dividing them by their common divisor, so 300:100 costs what 3:1 does): each step adds every
+ * weight to its destination's current value, takes the largest, and subtracts the total from
+ * it. The result interleaves (a a b a for 3:1) instead of bunching. */
 static int build_sequence(fg_balancer_t *b, const fg_cluster_t *cl)
 {
     size_t n = cl->ndestinations, total = 0;
+    int g = 0;
     for (size_t i = 0; i < n; i++)
         if (cl->destinations[i].enabled)
-            total += (size_t)cl->destinations[i].weight;
+            g = gcd(cl->destinations[i].weight, g);
+    if (g <= 0)
+        return 0; /* no weight at all: hand-built configurations only */
+    for (size_t i = 0; i < n; i++)
+        if (cl->destinations[i].enabled)
+            total += (size_t)(cl->destinations[i].weight / g);
     if (total == 0)
         return 0;
     long long cur[FG_BALANCER_MAX_DESTS] = {0};
@@ -44,7 +63,7 @@ static int build_sequence(fg_balancer_t *b, const fg_cluster_t *cl)
         for (size_t i = 0; i < n; i++) {
             if (!cl->destinations[i].enabled)
                 continue;
-            cur[i] += cl->destinations[i].weight;
+            cur[i] += cl->destinations[i].weight / g;
             if (best == n || cur[i] > cur[best])
                 best = i;
         }
@@ -88,7 +107,7 @@ static fg_hdest_t *hdest(const fg_cluster_t *cl, size_t i)
 int64_t fg_balancer_inflight(const fg_cluster_t *cl, size_t i)
 {
     fg_hdest_t *d = hdest(cl, i);
-    return d ? atomic_load_explicit(&d->inflight, memory_order_relaxed) : 0;
+    return d ? fg_health_inflight(d) : 0;
 }
 
 static int ready(const fg_cluster_t *cl, size_t i)
@@ -168,10 +187,6 @@ static size_t weighted_draw(fg_balancer_t *b, const fg_cluster_t *cl, const int 
 static int less_loaded(const fg_cluster_t *cl, int a, int b)
 {
     int64_t la = fg_balancer_inflight(cl, (size_t)a), lb = fg_balancer_inflight(cl, (size_t)b);
-    if (la < 0)
-        la = 0;
-    if (lb < 0)
-        lb = 0;
     return la * weight(cl, b) < lb * weight(cl, a);
 }
 
@@ -200,19 +215,22 @@ static int round_robin(fg_balancer_t *b, const fg_cluster_t *cl, const int *cand
 {
     if (b->nseq == 0)
         return cand[0];
-    unsigned char ok[FG_BALANCER_MAX_DESTS] = {0};
+    uint64_t ok[FG_BALANCER_MAX_DESTS / 64] = {0};
     for (size_t j = 0; j < k; j++)
-        ok[cand[j]] = 1;
+        ok[cand[j] / 64] |= 1ULL << (cand[j] % 64);
     fg_hcluster_t *hc = cl->state;
-    uint64_t pos = hc ? atomic_fetch_add_explicit(&hc->rr, 1, memory_order_relaxed) : b->local_rr++;
+    uint64_t pos = hc ? fg_health_rr_next(hc) : b->local_rr++;
     /* One shared cursor walks the sequence for all workers; a destination that cannot take
-     * the request passes its turn to the next one in the sequence. */
-    for (size_t t = 0; t < b->nseq; t++) {
+     * the request passes its turn to the next one in the sequence. The walk is bounded: when
+     * the few candidates left are far apart in a long sequence, a draw by weight among them
+     * gives the same shares without a scan as long as the sum of weights. */
+    size_t steps = b->nseq < RR_SCAN_MAX ? b->nseq : RR_SCAN_MAX;
+    for (size_t t = 0; t < steps; t++) {
         int i = b->seq[(pos + t) % b->nseq];
-        if (ok[i])
+        if (ok[i / 64] >> (i % 64) & 1)
             return i;
     }
-    return cand[0];
+    return cand[weighted_draw(b, cl, cand, k, (size_t)-1)];
 }
 
 static int first_alphabetical(const fg_cluster_t *cl, const int *cand, size_t k)

@@ -46,12 +46,13 @@ typedef struct {
     int cfd;        /* client socket while splicing */
     size_t in_pipe; /* bytes spliced from the destination, not yet to the client */
     /* shared destination state (shm/health.h) */
-    fg_hdest_t *counted;  /* the destination holding this request's in-flight count */
-    int record;           /* this worker's index in the arena's worker table */
-    uint64_t tried;       /* failover: destinations (bit = index < 64) that failed */
-    uint64_t first_ms;    /* failover: when the first attempt started (budget) */
-    fg_str_t aff_key;     /* affinity key forwarded upstream (keySource tenant) */
-    unsigned aff_set : 1; /* bind the client to the chosen destination in the response */
+    fg_hdest_t *counted;   /* the destination holding this request's in-flight count */
+    int record;            /* this worker's index in the arena's worker table */
+    uint64_t tried;        /* failover: destinations (bit = index < 64) that failed */
+    uint64_t first_ms;     /* failover: when the first attempt started (budget) */
+    fg_str_t aff_key;      /* affinity key forwarded upstream (keySource tenant) */
+    unsigned aff_set : 1;  /* bind the client to the chosen destination in the response */
+    unsigned answered : 1; /* passive health already counted this exchange's answer */
 } proxy_t;
 
 enum { P_CONNECTING = 1, P_WAIT_HEAD, P_BODY, P_DONE };
@@ -162,14 +163,19 @@ static void count_end(proxy_t *p)
     p->counted = NULL;
 }
 
-/* Passive health: a transport outcome of destination p->di (RFC-level failures only: refused,
- * reset, timed out; a 5xx is an answer and a client abort is not the destination's fault). */
+/* Passive health: a transport outcome of destination p->di (failures are refused, reset,
+ * closed or timed out; a 5xx is an answer and a client abort is not the destination's fault).
+ * An exchange whose answer was already counted adds a failure, not a second request. */
 static void report(proxy_t *p, int failed)
 {
     fg_hdest_t *d = p->cl->destinations[p->di].state;
     if (d == NULL)
         return;
-    if (fg_health_passive_report(d, &p->cl->health, failed, fg_health_now_ms()))
+    int outcome = !failed       ? FG_PASSIVE_OK
+                  : p->answered ? FG_PASSIVE_FAILED_LATE
+                                : FG_PASSIVE_FAILED;
+    p->answered |= !failed;
+    if (fg_health_passive_report(d, &p->cl->health, outcome, fg_health_now_ms()))
         fg_log_warn("cluster %s destination %s: unhealthy after transport failures (passive), "
                     "back in %llu ms",
                     p->cl->id, p->cl->destinations[p->di].id,
@@ -744,8 +750,7 @@ static void up_event(fg_conn_t *c, void *arg, int what)
         }
         if (try_again(p) == 0)
             return;
-        if (!p->got_bytes)
-            report(p, 1);
+        report(p, 1); /* closed before the answer, or before the body's end */
         if (fail_over(p) == 0)
             return;
         fail(p, 502, "bad_gateway", "upstream closed the connection prematurely");
@@ -761,7 +766,10 @@ static void up_event(fg_conn_t *c, void *arg, int what)
         fail(p, 504, "gateway_timeout", "upstream stopped accepting data");
         return;
     case FG_CONN_TIMEOUT_READ:
-        report(p, 1);
+        /* YARP counts an activity timeout against the destination, and so do we once it had the
+         * whole request: before that, the silence may be the client's slow upload. */
+        if (p->req_sent)
+            report(p, 1);
         fail(p, 504, "gateway_timeout", "upstream did not answer in time");
         return;
     default:

@@ -154,6 +154,29 @@ def test_load_aware_policies_follow_weights_when_idle(gateway_factory, upstream_
     assert abs(share - 0.75) <= 0.03, share
 
 
+@pytest.mark.parametrize("policy", ["PowerOfTwoChoices", "LeastRequests"])
+def test_load_aware_policies_follow_weights_under_concurrency(gateway_factory, upstream_factory,
+                                                              tmp_path, policy):
+    # Destinations whose latency does not grow with their load (10 ms each, as a service with
+    # capacity to spare): in-flight requests per unit of weight even out, so with 20 requests
+    # always in flight over 2 workers the request shares follow the weights too. (Saturated
+    # Python echo servers without the delay slow down with their load, and a load-aware policy
+    # rightly sends the heavier one fewer: about 63% here. docs/config.md has the figures.)
+    a, b = upstream_factory(), upstream_factory()
+    control(a, delay=10)
+    control(b, delay=10)
+    gw = start(gateway_factory, tmp_path, [cluster("c", [a, b], policy, [3, 1])])
+    assert len(gw.workers()) == 2
+    ports, statuses = hammer(gw, 10000, threads=20)
+    assert statuses.count(200) == 10000
+    share = ports.count(a.port) / len(ports)
+    print("MEASURED %s 3:1, 10 ms destinations, 10000 requests, 20 connections, 2 workers: "
+          "%.4f" % (policy, share))
+    assert abs(share - 0.75) <= 0.03, share
+    served = [w["requests"] for w in gw.workers()]
+    assert all(s > 1000 for s in served), served
+
+
 def test_round_robin_is_smooth(gateway_factory, upstream_factory, tmp_path):
     a, b = upstream_factory(), upstream_factory()
     gw = start(gateway_factory, tmp_path, [cluster("c", [a, b], "RoundRobin", [3, 1])], workers=1)
@@ -283,6 +306,30 @@ def test_startup_probe_keeps_traffic_off_a_dead_destination(gateway_factory, ups
     assert set(statuses) == {200} and set(ports) == {b.port}
 
 
+def test_startup_waits_for_a_slow_failing_probe(gateway_factory, upstream_factory, tmp_path):
+    # A destination that takes connections but never answers: its first probe fails only when
+    # the probe timeout (1 s) ends. Workers take no traffic before that, so no request is sent
+    # to it while it is Unknown (it would hang there until activityTimeout and get a 504).
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(128)
+    b = upstream_factory()
+    cl = {"id": "c", "loadBalancingPolicy": "RoundRobin",
+          "destinations": [{"id": "d0", "address": "http://127.0.0.1:%d" % silent.getsockname()[1]},
+                           {"id": "d1", "address": b.url}],
+          "healthCheck": {"active": active(interval="10s", timeout="1s"),
+                          "availability": "HealthyAndUnknown"},
+          "httpRequest": {"activityTimeout": "2s"}}
+    try:
+        gw = start(gateway_factory, tmp_path, [cl])
+        ports, statuses = hammer(gw, 40, threads=4)
+        assert set(statuses) == {200} and set(ports) == {b.port}, statuses
+        assert servers(gw)["d0"]["active"]["state"] == "unhealthy"
+    finally:
+        silent.close()
+
+
 def test_expected_status_and_health_endpoint_failure(gateway_factory, upstream_factory, tmp_path):
     a, b = upstream_factory(), upstream_factory()
     cl = cluster("c", [a, b], "RoundRobin", healthCheck={"active": active()})
@@ -291,8 +338,13 @@ def test_expected_status_and_health_endpoint_failure(gateway_factory, upstream_f
     assert wait_for(lambda: servers(gw)["d0"]["active"]["state"] == "unhealthy", 2)
     d0 = servers(gw)["d0"]["active"]
     assert d0["lastStatus"] == 503 and "503" in d0["lastError"]
-    ports, _ = hammer(gw, 20, threads=2)
+    # One prober saw it, every worker acts on it at once: many connections reach both
+    # workers and none of their requests goes to a.
+    before = {w["pid"]: w["requests"] for w in gw.workers()}
+    ports, _ = hammer(gw, 400, threads=16)
     assert set(ports) == {b.port}
+    after = {w["pid"]: w["requests"] for w in gw.workers()}
+    assert all(after[pid] > before[pid] for pid in before), (before, after)
 
 
 def test_passive_consecutive_failures_and_reactivation(gateway_factory, upstream_factory,
@@ -378,6 +430,27 @@ def test_drain_and_maint_over_status_socket_survive_reload(gateway_factory, upst
     assert "error" in gw.status("set destination c/d0 state sleepy")
 
 
+def test_reload_keeps_health_state_of_unchanged_destinations(gateway_factory, upstream_factory,
+                                                             tmp_path):
+    a, b = upstream_factory(), upstream_factory()
+    cl = cluster("c", [a, b], "RoundRobin", healthCheck={"active": active(),
+                 "passive": {"consecutiveFailures": 2, "reactivationPeriod": "60s"}})
+    gw = start(gateway_factory, tmp_path, [cl])
+    control(a, health=503)
+    assert wait_for(lambda: servers(gw)["d0"]["active"]["state"] == "unhealthy", 2)
+    before = servers(gw)
+    # Probes every 60 s after the reload: only the kept record can say d0 is unhealthy.
+    cfg = gw.config
+    cfg["clusters"][0]["healthCheck"]["active"]["interval"] = "60s"
+    gw.reload(cfg)
+    after = servers(gw)
+    assert after["d0"]["active"]["state"] == "unhealthy", after["d0"]
+    assert after["d0"]["active"]["probes"] >= before["d0"]["active"]["probes"]
+    assert after["d1"]["active"]["state"] == "healthy"
+    ports, statuses = hammer(gw, 100, threads=8)
+    assert set(ports) == {b.port} and set(statuses) == {200}
+
+
 def test_reload_keeps_counters_of_unchanged_destinations(gateway_factory, upstream_factory,
                                                         tmp_path):
     a, b = upstream_factory(), upstream_factory()
@@ -434,6 +507,12 @@ def test_affinity_by_cookie(gateway_factory, upstream_factory, tmp_path, policy)
     for _ in range(10):
         st, h2, d2 = c.get("/", {"Cookie": "other=1; aff=%s" % value})
         assert upstream_port(d2) == port and "set-cookie" not in h2
+    # HAProxy's drain: bound sessions still reach the draining destination, new ones do not.
+    bound = "d0" if port == a.port else "d1"
+    gw.status("set destination c/%s state drain" % bound)
+    for _ in range(5):
+        assert upstream_port(c.get("/", {"Cookie": "aff=%s" % value})[2]) == port
+    assert all(upstream_port(c.get("/")[2]) != port for _ in range(10))
 
 
 def test_affinity_return_503_and_redistribute(gateway_factory, upstream_factory, tmp_path):

@@ -85,6 +85,38 @@ static void test_round_robin_skips_unavailable(void **state)
     fg_balancer_free(b);
 }
 
+/* Weights with a common divisor make the period they would make without it. */
+static void test_round_robin_large_weights(void **state)
+{
+    int w[] = {300, 100};
+    fg_cluster_t *cl = make(FG_LB_ROUND_ROBIN, 2, w);
+    fg_balancer_t *b = fg_balancer_new(cl, 1);
+    fg_pick_t pk = {1000, 0, -1};
+    int seq[4];
+    for (int i = 0; i < 4; i++)
+        seq[i] = fg_balancer_select(b, cl, &pk, NULL);
+    int want[] = {0, 0, 1, 0};
+    assert_memory_equal(seq, want, sizeof(want));
+    fg_balancer_free(b);
+}
+
+/* Two candidates left, far apart in a 1,002-step sequence: the choice takes a bounded walk
+ * and falls back to a draw by weight, still spreading evenly and never picking the drained. */
+static void test_round_robin_bounded_walk(void **state)
+{
+    int w[] = {1000, 1, 1};
+    fg_cluster_t *cl = make(FG_LB_ROUND_ROBIN, 3, w);
+    fg_balancer_t *b = fg_balancer_new(cl, 7);
+    atomic_store(&fx.h[0].admin, FG_ADMIN_DRAIN);
+    int hits[N] = {0};
+    run(b, cl, 2000, hits);
+    assert_int_equal(hits[0], 0);
+    assert_true(hits[1] > 900 && hits[1] < 1100);
+    assert_int_equal(hits[1] + hits[2], 2000);
+    assert_int_equal(atomic_load(&fx.hc.rr), 2000);
+    fg_balancer_free(b);
+}
+
 static void test_random_weighted(void **state)
 {
     int w[] = {3, 1};
@@ -212,6 +244,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_robin_smooth_weighted),
         cmocka_unit_test(test_round_robin_skips_unavailable),
+        cmocka_unit_test(test_round_robin_large_weights),
+        cmocka_unit_test(test_round_robin_bounded_walk),
         cmocka_unit_test(test_random_weighted),
         cmocka_unit_test(test_power_of_two_prefers_less_loaded_per_weight),
         cmocka_unit_test(test_least_requests),

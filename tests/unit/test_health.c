@@ -64,14 +64,60 @@ static void test_window_rolls_over(void **state)
     fg_hdest_t d;
     fg_health_dest_init(&d, "c", "a");
     fg_health_config_t hc = passive_cfg();
+    uint32_t r, f;
     for (int i = 0; i < 9; i++)
-        fg_health_passive_report(&d, &hc, 1, 1000);
-    /* a new window forgets the old failures */
-    assert_int_equal(fg_health_passive_report(&d, &hc, 0, 1000 + 60000), 0);
+        fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED, 1000);
+    fg_health_passive_window(&d, &hc, 1000, &r, &f);
+    assert_int_equal(r, 9);
+    assert_int_equal(f, 9);
+    /* a window later the old failures are forgotten */
+    assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_OK, 1000 + 66000), 0);
     for (int i = 0; i < 2; i++)
-        assert_int_equal(fg_health_passive_report(&d, &hc, 1, 1000 + 60001), 0);
-    assert_int_equal(atomic_load(&d.win_requests), 3);
-    assert_true(fg_health_usable(&d, 61001));
+        assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED, 1000 + 66001), 0);
+    fg_health_passive_window(&d, &hc, 67001, &r, &f);
+    assert_int_equal(r, 3);
+    assert_int_equal(f, 2);
+    assert_true(fg_health_usable(&d, 67001));
+}
+
+/* Regression: with fixed windows, failures on both sides of a window boundary were split in
+ * two windows that each stayed under the rate, and the destination was never marked. */
+static void test_window_slides_across_boundaries(void **state)
+{
+    fg_hdest_t d;
+    fg_health_dest_init(&d, "c", "a");
+    fg_health_config_t hc = passive_cfg();
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_OK, 1000), 0);
+    /* 8 failures among 28 requests in the last minute: 0.29 < 0.3 */
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED, 50000), 0);
+    assert_true(fg_health_usable(&d, 50000));
+    /* 15 s later the successes of t = 1 s left the window: 10 requests, all failed */
+    assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED, 65000), 0);
+    assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED, 65000), 1);
+    assert_int_equal(fg_health_passive_state(&d, 65000), FG_HS_UNHEALTHY);
+    /* the trip cleared the history for the Unknown period that follows */
+    uint32_t r, f;
+    fg_health_passive_window(&d, &hc, 65000, &r, &f);
+    assert_int_equal(r, 0);
+    assert_int_equal(f, 0);
+}
+
+/* A failure after the answer was counted (reset mid-body) adds a failure, not a request. */
+static void test_late_failure_counts_once(void **state)
+{
+    fg_hdest_t d;
+    fg_health_dest_init(&d, "c", "a");
+    fg_health_config_t hc = passive_cfg();
+    uint32_t r, f;
+    fg_health_passive_report(&d, &hc, FG_PASSIVE_OK, 1000);
+    fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED_LATE, 1001);
+    fg_health_passive_window(&d, &hc, 1001, &r, &f);
+    assert_int_equal(r, 1);
+    assert_int_equal(f, 1);
+    assert_int_equal(atomic_load(&d.failures), 1);
+    assert_int_equal(atomic_load(&d.consecutive), 1);
 }
 
 static void test_reactivation_then_unknown(void **state)
@@ -93,6 +139,14 @@ static void test_reactivation_then_unknown(void **state)
     assert_int_equal(fg_health_passive_state(&d, t + 500), FG_HS_UNKNOWN);
     assert_true(fg_health_usable(&d, t + 500));
     assert_int_equal(atomic_load(&d.passive_trips), 1);
+    /* the first answer after reactivation makes it Healthy again (YARP) */
+    assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_OK, t + 600), 0);
+    assert_int_equal(fg_health_passive_state(&d, t + 600), FG_HS_HEALTHY);
+    /* and a new row of failures trips it again */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED, t + 700), 0);
+    assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED, t + 700), 1);
+    assert_int_equal(atomic_load(&d.passive_trips), 2);
 }
 
 static void test_passive_disabled_counts_only(void **state)
@@ -144,7 +198,8 @@ static void test_probe_lease_once_per_interval(void **state)
     assert_true(fg_health_probe_claim(&d, t + 1000, 1000));
     assert_false(fg_health_probe_claim(&d, t + 1001, 1000));
     /* A shorter interval after a reload does not wait for the old, longer lease. */
-    assert_true(fg_health_probe_claim(&d, t + 1002, 100) || 1);
+    assert_true(fg_health_probe_claim(&d, t + 1002, 100));
+    assert_false(fg_health_probe_claim(&d, t + 1003, 100));
     fg_health_dest_init(&d, "c", "a");
     atomic_store(&d.next_probe_ms, t + 60000);
     assert_true(fg_health_probe_claim(&d, t, 1000));
@@ -303,6 +358,8 @@ int main(void)
         cmocka_unit_test(test_rate_needs_minimum_requests),
         cmocka_unit_test(test_rate_below_threshold_stays_healthy),
         cmocka_unit_test(test_window_rolls_over),
+        cmocka_unit_test(test_window_slides_across_boundaries),
+        cmocka_unit_test(test_late_failure_counts_once),
         cmocka_unit_test(test_reactivation_then_unknown),
         cmocka_unit_test(test_passive_disabled_counts_only),
         cmocka_unit_test(test_active_threshold),
