@@ -12,12 +12,12 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <jansson.h>
 
 #include "common/config.h"
 #include "common/log.h"
 #include "master/daemon.h"
 #include "master/listener.h"
+#include "master/master_impl.h"
 #include "master/status.h"
 #include "shm/arena.h"
 #include "shm/zone.h"
@@ -33,77 +33,6 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 10000
 
-enum { P_STARTING, P_READY, P_RETIRING };
-enum { SD_NONE, SD_GRACEFUL, SD_FAST };
-enum { RELOAD_NONE, RELOAD_OK, RELOAD_FAILED };
-
-struct master_s;
-
-/* One worker process. */
-typedef struct proc_s {
-    struct proc_s *next;
-    struct master_s *m;
-    pid_t pid;
-    int slot;
-    uint64_t generation;
-    fg_shm_worker_t *rec;
-    int state;
-    int ready_fd; /* read end of the ready pipe until the byte or EOF arrives */
-    struct event *ready_ev;
-    struct event *kill_ev; /* SIGKILL deadline of a retiring worker */
-    uint64_t started_mono;
-} proc_t;
-
-/* A worker slot of a generation: its current process, or a pending respawn. */
-typedef struct {
-    struct master_s *m;
-    int index;
-    proc_t *proc;
-    struct event *respawn_ev;
-    uint64_t restarts;
-    unsigned quick_crashes;
-} slot_t;
-
-/* A generation: one frozen configuration and the workers started for it. */
-typedef struct {
-    uint64_t id;
-    fg_config_t *cfg;
-    int *fds; /* fds[server * nslots + slot] */
-    slot_t *slots;
-    int nslots;
-    fg_daemon_user_t user;
-} gen_t;
-
-typedef struct master_s {
-    struct event_base *base;
-    const char *conf_file;
-    pid_t pid;
-    fg_shm_t *shm;
-    size_t shm_requested;
-    fg_listeners_t *ls;
-    fg_status_t *status;
-    char *pid_file;
-    gen_t *cur;
-    gen_t *next; /* being started by a reload */
-    proc_t *procs;
-    struct event *sig_ev;
-    struct event *timeout_ev; /* start-up or reload readiness deadline */
-    struct event *reload_ev;  /* queued reload */
-    struct event *shutdown_ev;
-    int reload_queued;
-    int shutdown;
-    int started;
-    int notify_fd;
-    int exit_code;
-    time_t start_time;
-    uint64_t start_mono;
-    uint64_t reloads, reload_failures;
-    time_t last_reload_time;
-    int last_reload_result;
-    char last_reload_error[1024];
-    char startup_error[1200]; /* for the launching process, sent once cleanup is done */
-} master_t;
-
 /* Signal handlers only write the signal number into this pipe; the loop does the work. */
 static int sig_pipe[2] = {-1, -1};
 
@@ -115,14 +44,14 @@ static void zones_sweep(master_t *m);
 
 /* ---- small helpers ---- */
 
-static uint64_t mono_ms(void)
+uint64_t fg_master_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static uint64_t wall_ms(void)
+uint64_t fg_master_wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -133,29 +62,6 @@ static struct timeval tv_ms(uint64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     return tv;
-}
-
-static void iso_time(time_t t, char *buf, size_t len)
-{
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static const char *state_name(int state)
-{
-    switch (state) {
-    case FG_WORKER_STARTING:
-        return "starting";
-    case FG_WORKER_READY:
-        return "ready";
-    case FG_WORKER_DRAINING:
-        return "draining";
-    case FG_WORKER_EXITED:
-        return "exited";
-    default:
-        return "free";
-    }
 }
 
 static void describe_status(int status, char *buf, size_t len)
@@ -363,7 +269,7 @@ static int spawn(master_t *m, gen_t *g, int slot, char *err, size_t errlen)
     }
     slot_t *s = &g->slots[slot];
     rec->pid = pid;
-    rec->started_ms = wall_ms();
+    rec->started_ms = fg_master_wall_ms();
     rec->restarts = s->restarts;
     *p = (proc_t){.m = m,
                   .pid = pid,
@@ -372,7 +278,7 @@ static int spawn(master_t *m, gen_t *g, int slot, char *err, size_t errlen)
                   .rec = rec,
                   .state = P_STARTING,
                   .ready_fd = pp[0],
-                  .started_mono = mono_ms()};
+                  .started_mono = fg_master_mono_ms()};
     p->ready_ev = event_new(m->base, pp[0], EV_READ | EV_PERSIST, on_ready, p);
     if (p->ready_ev == NULL || event_add(p->ready_ev, NULL) == -1)
         fg_log_error("worker %d (pid %d): cannot watch its ready pipe", slot, (int)pid);
@@ -638,7 +544,7 @@ static void child_exited(master_t *m, proc_t *p, int status)
         else if (!m->shutdown && !m->started)
             startup_fail(m, why);
         else if (!m->shutdown)
-            schedule_respawn(m, s, mono_ms() - p->started_mono);
+            schedule_respawn(m, s, fg_master_mono_ms() - p->started_mono);
     }
     proc_free(p);
 }
@@ -876,153 +782,6 @@ static int signals_install(master_t *m)
     return 0;
 }
 
-/* ---- status socket commands ---- */
-
-static json_t *show_info(void *arg)
-{
-    master_t *m = arg;
-    char start[32], last[32];
-    iso_time(m->start_time, start, sizeof(start));
-    static const char *const results[] = {"none", "ok", "failed"};
-    json_t *lr = json_pack("{s:s}", "result", results[m->last_reload_result]);
-    if (m->last_reload_result != RELOAD_NONE) {
-        iso_time(m->last_reload_time, last, sizeof(last));
-        json_object_set_new(lr, "time", json_string(last));
-    } else {
-        json_object_set_new(lr, "time", json_null());
-    }
-    json_object_set_new(lr, "error",
-                        m->last_reload_result == RELOAD_FAILED ? json_string(m->last_reload_error)
-                                                               : json_null());
-    return json_pack("{s:s, s:i, s:I, s:s, s:I, s:i, s:s, s:o, s:I, s:I, s:b}", "version",
-                     FG_VERSION, "pid", (int)m->pid, "uptime",
-                     (json_int_t)((mono_ms() - m->start_mono) / 1000), "configFile", m->conf_file,
-                     "generation", (json_int_t)m->cur->id, "workers", m->cur->nslots, "startTime",
-                     start, "lastReload", lr, "reloads", (json_int_t)m->reloads, "reloadFailures",
-                     (json_int_t)m->reload_failures, "reloading", m->next != NULL);
-}
-
-static json_t *worker_json(const proc_t *p, uint64_t now)
-{
-    const fg_shm_worker_t *r = p->rec;
-    uint64_t started = r->started_ms;
-    return json_pack("{s:i, s:i, s:I, s:s, s:b, s:I, s:I, s:I, s:I, s:I}", "slot", p->slot, "pid",
-                     (int)p->pid, "generation", (json_int_t)p->generation, "state",
-                     state_name(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)), "retiring",
-                     p->state == P_RETIRING, "connections",
-                     (json_int_t)__atomic_load_n(&r->connections, __ATOMIC_RELAXED),
-                     "connectionsTotal",
-                     (json_int_t)__atomic_load_n(&r->connections_total, __ATOMIC_RELAXED),
-                     "requests", (json_int_t)__atomic_load_n(&r->requests, __ATOMIC_RELAXED),
-                     "restarts", (json_int_t)r->restarts, "uptime",
-                     (json_int_t)(now > started ? (now - started) / 1000 : 0));
-}
-
-static int proc_cmp(const void *a, const void *b)
-{
-    const proc_t *x = *(proc_t *const *)a, *y = *(proc_t *const *)b;
-    if (x->generation != y->generation)
-        return x->generation < y->generation ? -1 : 1;
-    return x->slot - y->slot;
-}
-
-static json_t *show_workers(void *arg)
-{
-    master_t *m = arg;
-    size_t n = 0;
-    for (proc_t *p = m->procs; p; p = p->next)
-        n++;
-    proc_t **v = calloc(n ? n : 1, sizeof(*v));
-    if (v == NULL)
-        return NULL;
-    n = 0;
-    for (proc_t *p = m->procs; p; p = p->next)
-        v[n++] = p;
-    qsort(v, n, sizeof(*v), proc_cmp);
-    json_t *list = json_array();
-    uint64_t now = wall_ms();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(list, worker_json(v[i], now));
-    free(v);
-    return json_pack("{s:I, s:o}", "generation", (json_int_t)m->cur->id, "workers", list);
-}
-
-static json_t *show_shm(void *arg)
-{
-    master_t *m = arg;
-    size_t size = fg_shm_size(m->shm), used = fg_shm_used(m->shm);
-    int records = 0;
-    for (int i = 0; i < FG_SHM_MAX_WORKERS; i++)
-        records += fg_shm_worker(m->shm, i)->state != FG_WORKER_FREE;
-    uint64_t zones = fg_shm_zone_bytes(m->shm);
-    return json_pack("{s:I, s:I, s:I, s:{s:i, s:i}, s:o}", "size", (json_int_t)size, "used",
-                     (json_int_t)(used + zones), "free", (json_int_t)(size - used - zones),
-                     "workerRecords", "used", records, "max", FG_SHM_MAX_WORKERS, "zones",
-                     fg_security_show_zones(m->shm));
-}
-
-static json_t *show_ratelimits(void *arg)
-{
-    master_t *m = arg;
-    return fg_security_show_ratelimits(m->cur->cfg);
-}
-
-static json_t *show_acl(void *arg)
-{
-    master_t *m = arg;
-    return fg_security_show_acl(m->cur->cfg);
-}
-
-static json_t *show_abnormal(void *arg)
-{
-    master_t *m = arg;
-    return fg_security_show_abnormal(m->cur->cfg);
-}
-
-static json_t *add_acl(void *arg, const char *args)
-{
-    master_t *m = arg;
-    return fg_security_acl_command(m->cur->cfg, 1, args);
-}
-
-static json_t *del_acl(void *arg, const char *args)
-{
-    master_t *m = arg;
-    return fg_security_acl_command(m->cur->cfg, 0, args);
-}
-
-static json_t *show_servers(void *arg)
-{
-    master_t *m = arg;
-    return fg_health_show_servers(m->cur->cfg, fg_health_now_ms());
-}
-
-static json_t *set_destination(void *arg, const char *args)
-{
-    master_t *m = arg;
-    return fg_health_set_command(fg_health_zone(m->shm), m->cur->cfg, args);
-}
-
-static const fg_status_cmd_t status_cmds[] = {
-    {"show info", "process, configuration and last reload", show_info},
-    {"show workers", "every worker process, retiring ones included", show_workers},
-    {"show shm", "shared memory arena size and use, and every zone", show_shm},
-    {"show ratelimits", "per rate limit: allowed, limited, active keys, evictions",
-     show_ratelimits},
-    {"show acl", "per access-control list: checks, hits, denials, dynamic entries", show_acl},
-    {"show abnormal", "addresses with the most errors in the abnormalIp window", show_abnormal},
-    {"show servers", "per destination: health, admin state, in-flight, totals, weight",
-     show_servers},
-    {NULL, NULL, NULL},
-};
-
-static const fg_status_args_cmd_t status_args_cmds[] = {
-    {"add acl", "add acl LIST-ID ADDRESS|CIDR: add a dynamic entry, no reload", add_acl},
-    {"del acl", "del acl LIST-ID ADDRESS|CIDR: remove a dynamic entry", del_acl},
-    {"set destination", "set destination CLUSTER/DEST state ready|drain|maint", set_destination},
-    {NULL, NULL, NULL},
-};
-
 /* ---- start and stop ---- */
 
 /* Everything up to the event loop, in the order docs/operations.md gives. Returns 0 or -1
@@ -1060,7 +819,7 @@ static int start(master_t *m, int foreground)
     }
     m->pid = getpid();
     m->start_time = time(NULL);
-    m->start_mono = mono_ms();
+    m->start_mono = fg_master_mono_ms();
     if (cfg->pid_file) {
         if (fg_pidfile_write(cfg->pid_file, err, sizeof(err)) < 0)
             goto fail;
@@ -1093,11 +852,11 @@ static int start(master_t *m, int foreground)
         if (spawn(m, m->cur, i, err, sizeof(err)) < 0)
             goto fail_workers;
     if (cfg->status_socket) {
-        m->status = fg_status_new(m->base, cfg->status_socket, cfg->status_group, status_cmds, m,
-                                  err, sizeof(err));
+        m->status = fg_status_new(m->base, cfg->status_socket, cfg->status_group,
+                                  fg_master_status_cmds, m, err, sizeof(err));
         if (m->status == NULL)
             goto fail_workers;
-        fg_status_set_args_cmds(m->status, status_args_cmds);
+        fg_status_set_args_cmds(m->status, fg_master_status_args_cmds);
     }
     struct timeval tv = tv_ms(READY_TIMEOUT_MS);
     evtimer_add(m->timeout_ev, &tv);

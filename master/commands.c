@@ -1,0 +1,180 @@
+/* The status socket's commands: read-only views of the master, the workers and the shared
+ * zones, and the few runtime changes operators may make without a reload. Each handler runs in
+ * the master's loop and answers one JSON document. See docs/operations.md. */
+#include <stdlib.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "master/master_impl.h"
+#include "shm/health.h"
+#include "shm/zone.h"
+#include "worker/security.h"
+
+static void iso_time(time_t t, char *buf, size_t len)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static const char *state_name(int state)
+{
+    switch (state) {
+    case FG_WORKER_STARTING:
+        return "starting";
+    case FG_WORKER_READY:
+        return "ready";
+    case FG_WORKER_DRAINING:
+        return "draining";
+    case FG_WORKER_EXITED:
+        return "exited";
+    default:
+        return "free";
+    }
+}
+
+static json_t *show_info(void *arg)
+{
+    master_t *m = arg;
+    char start[32], last[32];
+    iso_time(m->start_time, start, sizeof(start));
+    static const char *const results[] = {"none", "ok", "failed"};
+    json_t *lr = json_pack("{s:s}", "result", results[m->last_reload_result]);
+    if (m->last_reload_result != RELOAD_NONE) {
+        iso_time(m->last_reload_time, last, sizeof(last));
+        json_object_set_new(lr, "time", json_string(last));
+    } else {
+        json_object_set_new(lr, "time", json_null());
+    }
+    json_object_set_new(lr, "error",
+                        m->last_reload_result == RELOAD_FAILED ? json_string(m->last_reload_error)
+                                                               : json_null());
+    return json_pack(
+        "{s:s, s:i, s:I, s:s, s:I, s:i, s:s, s:o, s:I, s:I, s:b}", "version", FG_VERSION, "pid",
+        (int)m->pid, "uptime", (json_int_t)((fg_master_mono_ms() - m->start_mono) / 1000),
+        "configFile", m->conf_file, "generation", (json_int_t)m->cur->id, "workers", m->cur->nslots,
+        "startTime", start, "lastReload", lr, "reloads", (json_int_t)m->reloads, "reloadFailures",
+        (json_int_t)m->reload_failures, "reloading", m->next != NULL);
+}
+
+static json_t *worker_json(const proc_t *p, uint64_t now)
+{
+    const fg_shm_worker_t *r = p->rec;
+    uint64_t started = r->started_ms;
+    return json_pack("{s:i, s:i, s:I, s:s, s:b, s:I, s:I, s:I, s:I, s:I}", "slot", p->slot, "pid",
+                     (int)p->pid, "generation", (json_int_t)p->generation, "state",
+                     state_name(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)), "retiring",
+                     p->state == P_RETIRING, "connections",
+                     (json_int_t)__atomic_load_n(&r->connections, __ATOMIC_RELAXED),
+                     "connectionsTotal",
+                     (json_int_t)__atomic_load_n(&r->connections_total, __ATOMIC_RELAXED),
+                     "requests", (json_int_t)__atomic_load_n(&r->requests, __ATOMIC_RELAXED),
+                     "restarts", (json_int_t)r->restarts, "uptime",
+                     (json_int_t)(now > started ? (now - started) / 1000 : 0));
+}
+
+static int proc_cmp(const void *a, const void *b)
+{
+    const proc_t *x = *(proc_t *const *)a, *y = *(proc_t *const *)b;
+    if (x->generation != y->generation)
+        return x->generation < y->generation ? -1 : 1;
+    return x->slot - y->slot;
+}
+
+static json_t *show_workers(void *arg)
+{
+    master_t *m = arg;
+    size_t n = 0;
+    for (proc_t *p = m->procs; p; p = p->next)
+        n++;
+    proc_t **v = calloc(n ? n : 1, sizeof(*v));
+    if (v == NULL)
+        return NULL;
+    n = 0;
+    for (proc_t *p = m->procs; p; p = p->next)
+        v[n++] = p;
+    qsort(v, n, sizeof(*v), proc_cmp);
+    json_t *list = json_array();
+    uint64_t now = fg_master_wall_ms();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(list, worker_json(v[i], now));
+    free(v);
+    return json_pack("{s:I, s:o}", "generation", (json_int_t)m->cur->id, "workers", list);
+}
+
+static json_t *show_shm(void *arg)
+{
+    master_t *m = arg;
+    size_t size = fg_shm_size(m->shm), used = fg_shm_used(m->shm);
+    int records = 0;
+    for (int i = 0; i < FG_SHM_MAX_WORKERS; i++)
+        records += fg_shm_worker(m->shm, i)->state != FG_WORKER_FREE;
+    uint64_t zones = fg_shm_zone_bytes(m->shm);
+    return json_pack("{s:I, s:I, s:I, s:{s:i, s:i}, s:o}", "size", (json_int_t)size, "used",
+                     (json_int_t)(used + zones), "free", (json_int_t)(size - used - zones),
+                     "workerRecords", "used", records, "max", FG_SHM_MAX_WORKERS, "zones",
+                     fg_security_show_zones(m->shm));
+}
+
+static json_t *show_ratelimits(void *arg)
+{
+    master_t *m = arg;
+    return fg_security_show_ratelimits(m->cur->cfg);
+}
+
+static json_t *show_acl(void *arg)
+{
+    master_t *m = arg;
+    return fg_security_show_acl(m->cur->cfg);
+}
+
+static json_t *show_abnormal(void *arg)
+{
+    master_t *m = arg;
+    return fg_security_show_abnormal(m->cur->cfg);
+}
+
+static json_t *add_acl(void *arg, const char *args)
+{
+    master_t *m = arg;
+    return fg_security_acl_command(m->cur->cfg, 1, args);
+}
+
+static json_t *del_acl(void *arg, const char *args)
+{
+    master_t *m = arg;
+    return fg_security_acl_command(m->cur->cfg, 0, args);
+}
+
+static json_t *show_servers(void *arg)
+{
+    master_t *m = arg;
+    return fg_health_show_servers(m->cur->cfg, fg_health_now_ms());
+}
+
+static json_t *set_destination(void *arg, const char *args)
+{
+    master_t *m = arg;
+    return fg_health_set_command(fg_health_zone(m->shm), m->cur->cfg, args);
+}
+
+const fg_status_cmd_t fg_master_status_cmds[] = {
+    {"show info", "process, configuration and last reload", show_info},
+    {"show workers", "every worker process, retiring ones included", show_workers},
+    {"show shm", "shared memory arena size and use, and every zone", show_shm},
+    {"show ratelimits", "per rate limit: allowed, limited, active keys, evictions",
+     show_ratelimits},
+    {"show acl", "per access-control list: checks, hits, denials, dynamic entries", show_acl},
+    {"show abnormal", "addresses with the most errors in the abnormalIp window", show_abnormal},
+    {"show servers", "per destination: health, admin state, in-flight, totals, weight",
+     show_servers},
+    {NULL, NULL, NULL},
+};
+
+const fg_status_args_cmd_t fg_master_status_args_cmds[] = {
+    {"add acl", "add acl LIST-ID ADDRESS|CIDR: add a dynamic entry, no reload", add_acl},
+    {"del acl", "del acl LIST-ID ADDRESS|CIDR: remove a dynamic entry", del_acl},
+    {"set destination", "set destination CLUSTER/DEST state ready|drain|maint", set_destination},
+    {NULL, NULL, NULL},
+};

@@ -1,0 +1,98 @@
+/* The master's internal state, shared by master.c (supervision: generations, workers, reload,
+ * signals) and commands.c (what the status socket shows and changes). Not a public interface. */
+#ifndef FG_MASTER_IMPL_H
+#define FG_MASTER_IMPL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "common/config.h"
+#include "master/daemon.h"
+#include "master/listener.h"
+#include "master/status.h"
+#include "shm/arena.h"
+
+struct event;
+struct event_base;
+
+enum { P_STARTING, P_READY, P_RETIRING };
+enum { SD_NONE, SD_GRACEFUL, SD_FAST };
+enum { RELOAD_NONE, RELOAD_OK, RELOAD_FAILED };
+
+struct master_s;
+
+/* One worker process. */
+typedef struct proc_s {
+    struct proc_s *next;
+    struct master_s *m;
+    pid_t pid;
+    int slot;
+    uint64_t generation;
+    fg_shm_worker_t *rec;
+    int state;
+    int ready_fd; /* read end of the ready pipe until the byte or EOF arrives */
+    struct event *ready_ev;
+    struct event *kill_ev; /* SIGKILL deadline of a retiring worker */
+    uint64_t started_mono;
+} proc_t;
+
+/* A worker slot of a generation: its current process, or a pending respawn. */
+typedef struct {
+    struct master_s *m;
+    int index;
+    proc_t *proc;
+    struct event *respawn_ev;
+    uint64_t restarts;
+    unsigned quick_crashes;
+} slot_t;
+
+/* A generation: one frozen configuration and the workers started for it. */
+typedef struct {
+    uint64_t id;
+    fg_config_t *cfg;
+    int *fds; /* fds[server * nslots + slot] */
+    slot_t *slots;
+    int nslots;
+    fg_daemon_user_t user;
+} gen_t;
+
+typedef struct master_s {
+    struct event_base *base;
+    const char *conf_file;
+    pid_t pid;
+    fg_shm_t *shm;
+    size_t shm_requested;
+    fg_listeners_t *ls;
+    fg_status_t *status;
+    char *pid_file;
+    gen_t *cur;
+    gen_t *next; /* being started by a reload */
+    proc_t *procs;
+    struct event *sig_ev;
+    struct event *timeout_ev; /* start-up or reload readiness deadline */
+    struct event *reload_ev;  /* queued reload */
+    struct event *shutdown_ev;
+    int reload_queued;
+    int shutdown;
+    int started;
+    int notify_fd;
+    int exit_code;
+    time_t start_time;
+    uint64_t start_mono;
+    uint64_t reloads, reload_failures;
+    time_t last_reload_time;
+    int last_reload_result;
+    char last_reload_error[1024];
+    char startup_error[1200]; /* for the launching process, sent once cleanup is done */
+} master_t;
+
+/* Milliseconds on the monotonic and on the wall clock. */
+uint64_t fg_master_mono_ms(void);
+uint64_t fg_master_wall_ms(void);
+
+/* The status socket's commands (commands.c). */
+extern const fg_status_cmd_t fg_master_status_cmds[];
+extern const fg_status_args_cmd_t fg_master_status_args_cmds[];
+
+#endif
