@@ -12,6 +12,7 @@ an alarm fails any single test that runs longer than FG_TEST_TIMEOUT seconds (de
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -468,3 +469,29 @@ def pytest_sessionfinish(session, exitstatus):
     for pgid in list(_live_groups):
         _kill_group(pgid)
     _live_groups.clear()
+
+
+class Blackhole:
+    """A listening socket whose accept queue is full: further SYNs are dropped, so a connect
+    to it hangs until the connector gives up (a loopback stand-in for an unreachable host)."""
+
+    def __init__(self):
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(0)
+        self.port = self.ls.getsockname()[1]
+        self.fillers = []
+        for _ in range(16):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(c)
+            _, w, _ = select.select([], [c], [], 0.3)
+            if not w:  # this one hangs: the queue is full
+                return
+        raise RuntimeError("could not fill the accept queue")
+
+    def close(self):
+        for c in self.fillers:
+            c.close()
+        self.ls.close()

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import base_config
+from conftest import Blackhole, base_config
 
 
 def cluster(cid, ups, policy="RoundRobin", weights=None, **extra):
@@ -405,6 +405,46 @@ def test_failover_non_idempotent_not_retried(gateway_factory, upstream_factory, 
     gw.reload(gw.config)
     st, _, data = Client(gw).get("/", method="POST", body=b"hello")
     assert st == 200 and json.loads(data)["body"] == "hello"
+
+
+def test_failover_connect_timeout_then_next_destination(gateway_factory, upstream_factory,
+                                                       tmp_path):
+    """A destination that never completes the handshake costs one per-attempt connect timeout
+    (150 ms), then the request goes to the next one and succeeds."""
+    hole, b = Blackhole(), upstream_factory()
+    try:
+        cl = cluster("c", [b], "FirstAlphabetical",
+                     failover={"enabled": True, "connectTimeout": "150ms", "budget": "500ms"})
+        cl["destinations"].insert(0, {"id": "a-hole", "address": "http://127.0.0.1:%d" % hole.port})
+        gw = start(gateway_factory, tmp_path, [cl], workers=1)
+        t0 = time.monotonic()
+        st, _, data = Client(gw).get("/")
+        elapsed = time.monotonic() - t0
+        assert st == 200 and upstream_port(data) == b.port
+        assert 0.12 <= elapsed < 1.0, elapsed
+    finally:
+        hole.close()
+
+
+def test_failover_total_budget_bounds_the_wait(gateway_factory, tmp_path):
+    """With every destination unreachable, the client has its error once the budget (500 ms) is
+    spent, not after one connect timeout per destination."""
+    holes = [Blackhole() for _ in range(4)]
+    try:
+        cl = {"id": "c", "loadBalancingPolicy": "RoundRobin",
+              "destinations": [{"id": "h%d" % i, "address": "http://127.0.0.1:%d" % h.port}
+                               for i, h in enumerate(holes)],
+              "httpRequest": {"connectTimeout": "5s"},
+              "failover": {"enabled": True, "connectTimeout": "300ms", "budget": "500ms"}}
+        gw = start(gateway_factory, tmp_path, [cl], workers=1)
+        t0 = time.monotonic()
+        st, _, _ = Client(gw).get("/")
+        elapsed = time.monotonic() - t0
+        assert st in (502, 504), st
+        assert 0.45 <= elapsed < 1.2, elapsed
+    finally:
+        for h in holes:
+            h.close()
 
 
 # ---- admin state ----

@@ -9,14 +9,14 @@ import hashlib
 import http.client
 import json
 import re
-import select
 import socket
 import time
 import urllib.parse
 
 import pytest
 
-from conftest import SANITIZER_RE, Gateway, Upstream, base_config, free_port, http_request
+from conftest import (SANITIZER_RE, Blackhole, Gateway, Upstream, base_config, free_port,
+                      http_request)
 
 
 def proxied(rid, path, cluster="echo", transforms=None):
@@ -24,32 +24,6 @@ def proxied(rid, path, cluster="echo", transforms=None):
     if transforms is not None:
         r["transforms"] = transforms
     return r
-
-
-class Blackhole:
-    """A listening socket whose accept queue is full: further SYNs are dropped, so a connect
-    to it hangs until the connector gives up (a loopback stand-in for an unreachable host)."""
-
-    def __init__(self):
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(0)
-        self.port = self.ls.getsockname()[1]
-        self.fillers = []
-        for _ in range(16):
-            c = socket.socket()
-            c.setblocking(False)
-            c.connect_ex(("127.0.0.1", self.port))
-            self.fillers.append(c)
-            _, w, _ = select.select([], [c], [], 0.3)
-            if not w:  # this one hangs: the queue is full
-                return
-        raise RuntimeError("could not fill the accept queue")
-
-    def close(self):
-        for c in self.fillers:
-            c.close()
-        self.ls.close()
 
 
 @pytest.fixture(scope="module")
