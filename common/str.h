@@ -3,6 +3,7 @@
 #define FG_STR_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -33,6 +34,21 @@ static inline int fg_str_ieq(fg_str_t a, fg_str_t b)
 static inline int fg_str_ieq_c(fg_str_t a, const char *b)
 {
     return fg_str_ieq(a, fg_str(b));
+}
+
+/* Write v in decimal at p; returns the end. printf costs more than the rest of a response
+ * head, so the hot paths format their few numbers with this. */
+static inline char *fg_put_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
 }
 
 #endif

@@ -197,7 +197,13 @@ static int ops_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs
         return -1;
     char *p = buf;
     const char *reason = reason_phrase(status);
-    p += sprintf(p, "HTTP/1.1 %03d %s\r\n", status, reason);
+    p = PUT_LIT(p, "HTTP/1.1 ");
+    *p++ = (char)('0' + status / 100 % 10);
+    *p++ = (char)('0' + status / 10 % 10);
+    *p++ = (char)('0' + status % 10);
+    *p++ = ' ';
+    p = put(p, reason, strlen(reason));
+    p = PUT_LIT(p, "\r\n");
     for (size_t i = 0; i < hdrs->n; i++) {
         const fg_http_header_t *f = &hdrs->v[i];
         p = put(p, f->name.base, f->name.len);
@@ -207,8 +213,11 @@ static int ops_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs
     }
     if (h->resp_chunked)
         p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
-    else if (!no_length && content_length >= 0)
-        p += sprintf(p, "Content-Length: %lld\r\n", (long long)content_length);
+    else if (!no_length && content_length >= 0) {
+        p = PUT_LIT(p, "Content-Length: ");
+        p = fg_put_u64(p, (uint64_t)content_length);
+        p = PUT_LIT(p, "\r\n");
+    }
     if (h->close_after)
         p = PUT_LIT(p, "Connection: close\r\n");
     else if (req->version == 10)

@@ -120,7 +120,9 @@ static int build_head(proxy_t *p)
         w = put(w, FG_STR_LIT("\r\n"));
     }
     if (req->has_body && req->content_length >= 0) {
-        w += sprintf(w, "Content-Length: %lld\r\n", (long long)req->content_length);
+        w = put(w, FG_STR_LIT("Content-Length: "));
+        w = fg_put_u64(w, (uint64_t)req->content_length);
+        w = put(w, FG_STR_LIT("\r\n"));
     } else if (req->has_body) {
         w = put(w, FG_STR_LIT("Transfer-Encoding: chunked\r\n"));
         p->req_chunked = 1;
