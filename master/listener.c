@@ -123,10 +123,19 @@ fail:;
 
 int fg_listener_block(int fd)
 {
-    /* One instruction, "ret #0": accept zero bytes of every packet, so SYNs hashed to this
-     * socket are dropped and the client retransmits (to a live socket once this one closes). */
-    struct sock_filter code[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
-    struct sock_fprog prog = {.len = 1, .filter = code};
+    /* Drop new connection attempts only: a SYN hashed to this socket is dropped and the client
+     * retransmits it (to a live socket once this one is closed). Everything else passes, so a
+     * handshake that was half done when the socket was retired still completes and is accepted
+     * by the old worker's final drain; dropping its last ACK too would leave the client with a
+     * connection the server never accepts, reset when the socket closes. A socket filter on a
+     * TCP listener sees the packet from the TCP header on: byte 13 holds the flags. */
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x02 /* SYN */, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
+    };
+    struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) == -1)
         return -errno;
     return 0;

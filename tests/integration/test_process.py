@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -160,6 +161,41 @@ def test_reload_under_traffic_loses_nothing(tmp_path, gateway_factory):
     bad = [r for r in results if r[0] != 200]
     assert not bad, bad[:5]
     assert http_get(gw.url("/")) == (200, b"v5")
+
+
+def test_reload_changing_workers_and_addresses_loses_nothing(tmp_path, gateway_factory):
+    """Growing and shrinking the worker count and adding and removing a listen address: every
+    connection that reached the kept address is served (retired sockets are drained by their
+    old worker; docs/operations.md, "Listeners")."""
+    cfg = base_config(tmp_path, free_port(), routes=[direct("ok")], workers=2)
+    gw = gateway_factory(cfg)
+    loaders = [Loader(gw.url("/"), timeout=5.0) for _ in range(3)]
+    for ld in loaders:
+        ld.start()
+    extra_port = free_port()
+    try:
+        for workers in (3, 1, 4, 2):
+            gw.reload(dict(gw.config, workers=workers))
+            assert len(gw.workers()) == workers
+            time.sleep(0.2)
+        extra = {"id": "extra", "listen": "127.0.0.1:%d" % extra_port}
+        gw.reload(dict(gw.config, servers=gw.config["servers"] + [extra]))
+        assert http_get("http://127.0.0.1:%d/" % extra_port) == (200, b"ok")
+        gw.reload(dict(gw.config, servers=gw.config["servers"][:1], workers=3))
+        time.sleep(0.2)
+    finally:
+        results = [r for ld in loaders for r in ld.finish()]
+    assert len(results) > 50
+    bad = [r for r in results if r[0] != 200]
+    assert not bad, bad[:5]
+    # The removed address is closed once its last worker left.
+    wait_until(lambda: not _port_listening(extra_port), 10, what="removed address to close")
+
+
+def _port_listening(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_reload_answers_keepalive_with_connection_close(tmp_path, gateway_factory):
