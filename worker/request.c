@@ -46,11 +46,16 @@ void fg_request_respond(fg_request_t *req, int status, const fg_headers_t *hdrs,
         hdrs = &empty;
     }
     if (req->ops->send_head(req, status, hdrs, (int64_t)len) == 0 && len > 0) {
-        struct evbuffer *b = evbuffer_new();
+        /* The worker's scratch buffer saves an allocation per direct answer; send_body empties
+         * it. Without a worker (unit tests), a buffer of our own. */
+        struct evbuffer *b =
+            req->worker && req->worker->scratch ? req->worker->scratch : evbuffer_new();
         if (b != NULL) {
             evbuffer_add(b, body, len);
             req->ops->send_body(req, b);
-            evbuffer_free(b);
+            evbuffer_drain(b, evbuffer_get_length(b));
+            if (b != (req->worker ? req->worker->scratch : NULL))
+                evbuffer_free(b);
         }
     }
     req->ops->finish(req);

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "common/log.h"
@@ -211,6 +212,8 @@ static void teardown(worker_state_t *st)
         if (evs[i])
             event_free(evs[i]);
     free(st->listeners);
+    if (st->w.scratch)
+        evbuffer_free(st->w.scratch);
     event_base_free(st->w.base);
 }
 
@@ -237,10 +240,12 @@ int fg_worker_main(const fg_worker_args_t *args)
         return 1;
     }
     fg_security_worker_init(args->cfg);
+    st.w.scratch = evbuffer_new();
     st.w.upstreams = fg_upstream_pools_new(&st.w);
     st.w.accesslog = fg_accesslog_new(st.w.base, &args->cfg->log);
-    if (st.w.upstreams == NULL || fg_static_init(args->cfg) != 0 || setup_signals(&st) != 0 ||
-        fg_health_prober_start(&st.w) != 0 || setup_listeners(&st, args) != 0) {
+    if (st.w.scratch == NULL || st.w.upstreams == NULL || fg_static_init(args->cfg) != 0 ||
+        setup_signals(&st) != 0 || fg_health_prober_start(&st.w) != 0 ||
+        setup_listeners(&st, args) != 0) {
         fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
         teardown(&st);
         return 1;

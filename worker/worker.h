@@ -41,6 +41,7 @@ typedef struct fg_worker_s {
     uint64_t nconns;
     unsigned retiring : 1;      /* graceful retire in progress */
     uint64_t request_seq;       /* for request ids */
+    struct evbuffer *scratch;   /* empty between uses: carries in-memory bodies to send_body */
     struct fg_prober_s *prober; /* active health checks (worker/health.c) */
 } fg_worker_t;
 
