@@ -199,19 +199,34 @@ static void recount(fg_acl_dyn_t *d)
     __atomic_store_n(&d->count, st.entries, __ATOMIC_RELEASE);
 }
 
-int fg_acl_dyn_add(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned plen,
-                   uint64_t expires_ms, uint64_t now)
+/* Lock the table and look (list, ip/plen) up. Returns 0 with the table locked and *v set
+ * (NULL when absent), or a negative errno with the table not locked. */
+static int lookup_locked(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned plen,
+                         dyn_key_t *k, uint64_t *hv, dyn_val_t **v)
 {
     dyn_check(d);
     if (plen > 128)
         return -EINVAL;
-    dyn_key_t k = make_key(list, ip, plen);
+    *k = make_key(list, ip, plen);
     fg_shm_hash_t *h = table(d);
-    uint64_t hv = fg_shm_hash_key(h, &k);
+    *hv = fg_shm_hash_key(h, k);
     int rc = fg_shm_hash_lock(h);
     if (rc < 0)
         return rc;
-    dyn_val_t *v = fg_shm_hash_find(h, &k, hv);
+    *v = fg_shm_hash_find(h, k, *hv);
+    return 0;
+}
+
+int fg_acl_dyn_add(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned plen,
+                   uint64_t expires_ms, uint64_t now)
+{
+    dyn_key_t k;
+    uint64_t hv;
+    dyn_val_t *v;
+    int rc = lookup_locked(d, list, ip, plen, &k, &hv, &v);
+    if (rc < 0)
+        return rc;
+    fg_shm_hash_t *h = table(d);
     if (v) {
         v->expires_ms = expires_ms;
         rc = 1;
@@ -230,24 +245,17 @@ int fg_acl_dyn_add(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned p
 
 int fg_acl_dyn_del(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned plen)
 {
-    dyn_check(d);
-    if (plen > 128)
-        return -EINVAL;
-    dyn_key_t k = make_key(list, ip, plen);
-    fg_shm_hash_t *h = table(d);
-    uint64_t hv = fg_shm_hash_key(h, &k);
-    int rc = fg_shm_hash_lock(h);
+    dyn_key_t k;
+    uint64_t hv;
+    dyn_val_t *v;
+    int rc = lookup_locked(d, list, ip, plen, &k, &hv, &v);
     if (rc < 0)
         return rc;
-    dyn_val_t *v = fg_shm_hash_find(h, &k, hv);
-    if (v) {
-        fg_shm_hash_remove(h, v);
-        rc = 0;
-    } else {
-        rc = -ENOENT;
-    }
+    if (v)
+        fg_shm_hash_remove(table(d), v);
+    rc = v ? 0 : -ENOENT;
     recount(d);
-    fg_shm_hash_unlock(h);
+    fg_shm_hash_unlock(table(d));
     return rc;
 }
 
