@@ -51,6 +51,7 @@ struct fg_http1_conn_s {
     unsigned body_paused : 1;
     unsigned flush_pending : 1;
     unsigned linger : 1; /* input may hold unread request bytes when we close */
+    unsigned broken : 1; /* a write failed: the client is gone, tell handlers, then destroy */
     int64_t body_left;   /* Content-Length bytes still to read */
     fg_http1_chunked_t chunked;
     unsigned nrequests;
@@ -140,9 +141,12 @@ static const char *reason_phrase(int status)
 
 static void schedule_flush(fg_http1_conn_t *h)
 {
-    if (fg_conn_pending(h->c) >= OUT_HIGH_WATER) {
-        fg_conn_flush(h->c);
-        return;
+    if (fg_conn_pending(h->c) >= OUT_HIGH_WATER && !h->broken) {
+        if (fg_conn_flush(h->c) == 0)
+            return;
+        /* The caller is a handler in the middle of its work: the connection is torn down from
+         * the deferred flush event, and send_body refuses more bytes until then. */
+        h->broken = 1;
     }
     if (!h->flush_pending) {
         h->flush_pending = 1;
@@ -154,7 +158,7 @@ static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
 {
     fg_http1_conn_t *h = arg;
     h->flush_pending = 0;
-    if (fg_conn_flush(h->c) != 0)
+    if (h->broken || fg_conn_flush(h->c) != 0)
         on_event(h->c, h, FG_CONN_ERROR);
 }
 
@@ -232,7 +236,7 @@ static int ops_send_body(fg_request_t *req, struct evbuffer *buf)
 {
     fg_http1_conn_t *h = req->proto;
     size_t n = evbuffer_get_length(buf);
-    if (h->state >= S_CLOSING && h->dead)
+    if (h->broken || (h->state >= S_CLOSING && h->dead))
         return -1;
     if (n == 0)
         return 0;
@@ -258,6 +262,10 @@ static int ops_send_body(fg_request_t *req, struct evbuffer *buf)
 static int ops_send_file(fg_request_t *req, int fd, off_t off, off_t len)
 {
     fg_http1_conn_t *h = req->proto;
+    if (h->broken) {
+        close(fd);
+        return -1;
+    }
     if (h->resp_nobody || len == 0) {
         close(fd);
         return 0;
@@ -921,7 +929,8 @@ static void on_read(fg_conn_t *c, void *arg)
         break;
     case S_WAIT:
         /* Pipelined bytes wait for the current response; stop reading once plenty arrived. */
-        if (evbuffer_get_length(fg_conn_input(c)) > h->server->max_header_size * 2)
+        if (evbuffer_get_length(fg_conn_input(c)) >
+            (h->server->max_header_size ? h->server->max_header_size : 32768) * 2)
             fg_conn_read(c, 0, 0);
         break;
     case S_CLOSING:

@@ -41,6 +41,8 @@ typedef struct {
     unsigned got_bytes : 1;    /* any response byte received on this connection */
     unsigned keep_alive : 1;   /* destination allows reuse */
     unsigned up_paused : 1;    /* upstream reading paused for a slow client */
+    unsigned body_paused : 1;  /* we paused the client body (backpressure) */
+    unsigned write_failed : 1; /* the destination refused our bytes: it had closed */
     unsigned splicing : 1;     /* body moves socket -> pipe -> socket in the kernel */
     int pipe[2];
     int cfd;        /* client socket while splicing */
@@ -62,6 +64,7 @@ enum { R_NONE = 0, R_LENGTH, R_CHUNKED, R_CLOSE };
 #define SPLICE_MIN (1024 * 1024) /* bodies this large skip user space */
 #define SPLICE_CHUNK (1024 * 1024)
 #define REPLAY_MAX (64 * 1024)
+#define NONIDEMPOTENT_REUSE_US (1000 * 1000) /* pooled connections idle longer: fresh one */
 
 static void up_read(fg_conn_t *c, void *arg);
 static void up_drain(fg_conn_t *c, void *arg);
@@ -119,7 +122,7 @@ static int build_head(proxy_t *p)
         w = put(w, out.headers.v[i].value);
         w = put(w, FG_STR_LIT("\r\n"));
     }
-    if (req->has_body && req->content_length >= 0) {
+    if (req->content_length >= 0) { /* an explicit "Content-Length: 0" too (some servers want it) */
         w = put(w, FG_STR_LIT("Content-Length: "));
         w = fg_put_u64(w, (uint64_t)req->content_length);
         w = put(w, FG_STR_LIT("\r\n"));
@@ -263,6 +266,7 @@ static void move_body(proxy_t *p)
         if (p->req_chunked)
             evbuffer_add(out, "0\r\n\r\n", 5);
         p->req_sent = 1;
+        fg_conn_read(p->u->c, 1, p->cl->activity_timeout_ms);
     }
     size_t added = evbuffer_get_length(out) - before;
     if (p->replayable && p->replay && added > 0) {
@@ -285,6 +289,24 @@ static void move_body(proxy_t *p)
     }
 }
 
+/* Pause the client body while more than the high watermark waits to be written (`queued`),
+ * resume it once a quarter of that is left. Every pause has a resume: on_body, flush_upstream
+ * and up_drain all come through here, so a pause decided while connecting is lifted by the
+ * first flush even when the kernel takes everything at once and no write event follows. */
+static void body_backpressure(proxy_t *p, size_t queued)
+{
+    fg_request_t *req = p->req;
+    if (req->body_done)
+        return;
+    if (!p->body_paused && queued > UP_HIGH_WATER) {
+        p->body_paused = 1;
+        req->ops->pause_body(req, 1);
+    } else if (p->body_paused && queued <= UP_HIGH_WATER / 4) {
+        p->body_paused = 0;
+        req->ops->pause_body(req, 0);
+    }
+}
+
 /* Write what is queued for the destination, then pause the client body while more than the
  * high watermark still waits (up_drain resumes it once the socket drained). The check must
  * follow the flush: a pause decided before it could outlive the last write event, and nothing
@@ -293,11 +315,11 @@ static int flush_upstream(proxy_t *p)
 {
     fg_upconn_t *u = p->u;
     if (fg_conn_flush(u->c) != 0) {
+        p->write_failed = 1;
         up_event(u->c, p, FG_CONN_ERROR);
         return -1;
     }
-    if (!p->req->body_done && fg_conn_pending(u->c) > UP_HIGH_WATER)
-        p->req->ops->pause_body(p->req, 1);
+    body_backpressure(p, fg_conn_pending(u->c));
     return 0;
 }
 
@@ -318,7 +340,10 @@ static void send_request(proxy_t *p)
     }
     move_body(p);
     fg_conn_set_write_timeout(u->c, p->cl->activity_timeout_ms);
-    fg_conn_read(u->c, 1, p->cl->activity_timeout_ms);
+    /* activityTimeout measures the destination's silence once it has the whole request; while
+     * the body streams, a slow client is the body timeout's business and a destination that
+     * stops reading is the write timeout's. An early answer is read all the same. */
+    fg_conn_read(u->c, 1, p->req_sent ? p->cl->activity_timeout_ms : 0);
     flush_upstream(p);
     (void)req;
 }
@@ -347,14 +372,27 @@ static void release_replay(proxy_t *p)
 
 static int may_fail_over(const proxy_t *p);
 
+static int idempotent(fg_str_t m);
+
+/* Whether the request may be sent again after it reached a destination. */
+static int retry_allowed(const proxy_t *p)
+{
+    return idempotent(p->req->method) || p->cl->failover.allow_non_idempotent;
+}
+
 static int start_exchange(proxy_t *p, int fresh)
 {
+    p->write_failed = 0;
     /* A pooled connection may have been closed by the destination while idle; the request is
      * then sent again on a fresh one, which needs the body. A body too large to keep a copy of
      * goes straight to a fresh connection, so a stale one never costs the client a 502. */
     if (p->req->content_length > REPLAY_MAX)
         fresh = 1;
-    fg_upconn_t *u = fresh ? NULL : fg_upstream_acquire(p->w, p->cl, (size_t)p->di);
+    /* A non-idempotent request is never sent twice (RFC 9110 9.2.2), so it only rides a pooled
+     * connection used moments ago: destinations close idle connections after seconds, and a
+     * connection that fresh is very unlikely to be in the middle of being closed. */
+    uint64_t max_idle = retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US;
+    fg_upconn_t *u = fresh ? NULL : fg_upstream_acquire(p->w, p->cl, (size_t)p->di, max_idle);
     count_begin(p);
     if (u != NULL) {
         p->u = u;
@@ -382,9 +420,16 @@ static int start_exchange(proxy_t *p, int fresh)
 
 /* A reused keep-alive connection that fails before any response byte was probably closed by
  * the destination while idle: try once more on a fresh one if the body can be sent again. */
-static int try_again(proxy_t *p)
+
+/* eof: the destination closed the connection cleanly. A non-idempotent request is sent again
+ * only when the destination cannot have processed it (RFC 9110 9.2.2): it closed the idle
+ * connection (a clean EOF before any response byte) or refused our bytes. A reset after the
+ * whole request went out may follow a crash mid-request: that one is answered 502. */
+static int try_again(proxy_t *p, int eof)
 {
     if (p->retried || p->u == NULL || !p->u->reused || p->got_bytes || p->resp_started)
+        return -1;
+    if (!retry_allowed(p) && !eof && !p->write_failed && p->req_sent)
         return -1;
     if (p->body_moved && !p->replayable)
         return -1;
@@ -592,18 +637,27 @@ static int pass_body(proxy_t *p, struct evbuffer *in)
 }
 
 /* Copy the destination's response fields for the client, minus hop-by-hop ones and framing. */
+/* Whether any Connection field of head names `name` (RFC 9110 7.6.1: every one counts). */
+static int listed_in_connection(const fg_http1_head_t *head, fg_str_t name)
+{
+    for (size_t i = 0; i < head->num_headers; i++)
+        if (fg_str_ieq(head->headers[i].name, FG_STR_LIT("Connection")) &&
+            fg_headers_connection_lists(head->headers[i].value, name))
+            return 1;
+    return 0;
+}
+
 static int response_headers(proxy_t *p, const fg_http1_head_t *head, fg_headers_t *out)
 {
-    fg_str_t conn = FG_STR_NULL;
-    for (size_t i = 0; i < head->num_headers; i++)
-        if (fg_str_ieq(head->headers[i].name, FG_STR_LIT("Connection")))
-            conn = head->headers[i].value;
+    int has_conn = head->conn_close || head->conn_keep_alive || head->conn_upgrade;
+    for (size_t i = 0; i < head->num_headers && !has_conn; i++)
+        has_conn = fg_str_ieq(head->headers[i].name, FG_STR_LIT("Connection"));
     fg_headers_init(out, p->req->pool, head->num_headers + 4);
     for (size_t i = 0; i < head->num_headers; i++) {
         fg_str_t name = head->headers[i].name;
         if (fg_headers_is_hop_by_hop(name) || fg_str_ieq(name, FG_STR_LIT("Content-Length")))
             continue;
-        if (conn.len && fg_headers_connection_lists(conn, name))
+        if (has_conn && listed_in_connection(head, name))
             continue;
         if (fg_headers_add(out, name, head->headers[i].value) != 0)
             return -1;
@@ -617,8 +671,10 @@ static int response_headers(proxy_t *p, const fg_http1_head_t *head, fg_headers_
     return fg_transform_response(p->req, head->status, out);
 }
 
-/* Returns 0 when the body follows, 1 when the caller must stop (more bytes needed, or the
- * exchange ended and p is gone). */
+enum { HEAD_BODY = 0, HEAD_MORE, HEAD_ENDED };
+
+/* Returns HEAD_BODY when the body follows, HEAD_MORE when more bytes are needed, HEAD_ENDED
+ * when the exchange ended (p is gone: the caller must not look at it again). */
 static int handle_head(proxy_t *p)
 {
     fg_request_t *req = p->req;
@@ -626,7 +682,7 @@ static int handle_head(proxy_t *p)
     for (;;) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
-            return 1;
+            return HEAD_MORE;
         size_t max = 65536;
         size_t n = avail < max ? avail : max;
         const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
@@ -638,19 +694,20 @@ static int handle_head(proxy_t *p)
         fg_http1_limits_t lim = {65536, 65536, 128};
         int r = fg_http1_parse_response(buf, n, &lim, &head);
         if (r == FG_HTTP1_INCOMPLETE) {
-            if (n >= max)
-                fail(p, 502, "bad_gateway", "upstream response head too large");
-            return 1;
+            if (n < max)
+                return HEAD_MORE;
+            fail(p, 502, "bad_gateway", "upstream response head too large");
+            return HEAD_ENDED;
         }
         if (r < 0) {
             fail(p, 502, "bad_gateway", "invalid response from upstream");
-            return 1;
+            return HEAD_ENDED;
         }
         if (head.status >= 100 && head.status < 200) {
             /* Interim responses (RFC 9110 15.2): we already spoke 100 to the client. */
             if (head.status == 101) {
                 fail(p, 502, "bad_gateway", "unexpected protocol switch from upstream");
-                return 1;
+                return HEAD_ENDED;
             }
             evbuffer_drain(in, (size_t)r);
             continue;
@@ -680,7 +737,7 @@ static int handle_head(proxy_t *p)
             req->ops->send_head(req, head.status, &hdrs, length) != 0) {
             evbuffer_drain(in, (size_t)r);
             fail(p, 502, "internal_error", "cannot relay the response head");
-            return 1;
+            return HEAD_ENDED;
         }
         evbuffer_drain(in, (size_t)r);
         p->resp_started = 1;
@@ -689,17 +746,20 @@ static int handle_head(proxy_t *p)
             if (evbuffer_get_length(in) > 0)
                 p->keep_alive = 0;
             complete(p);
-            return 1;
+            return HEAD_ENDED;
         }
-        return 0;
+        return HEAD_BODY;
     }
 }
 
 /* Returns 1 when the exchange ended (p is gone), 0 otherwise. */
 static int process_upstream(proxy_t *p)
 {
-    if (p->state == P_WAIT_HEAD && handle_head(p) != 0)
-        return p->state == P_WAIT_HEAD ? 0 : 1;
+    if (p->state == P_WAIT_HEAD) {
+        int h = handle_head(p);
+        if (h != HEAD_BODY)
+            return h == HEAD_ENDED;
+    }
     if (p->state != P_BODY || p->u == NULL)
         return 0;
     int r = pass_body(p, fg_conn_input(p->u->c));
@@ -729,9 +789,7 @@ static void up_read(fg_conn_t *c, void *arg)
 static void up_drain(fg_conn_t *c, void *arg)
 {
     proxy_t *p = arg;
-    fg_request_t *req = p->req;
-    if (!req->body_done && fg_conn_pending(c) <= UP_HIGH_WATER / 4)
-        req->ops->pause_body(req, 0);
+    body_backpressure(p, fg_conn_pending(c));
 }
 
 static void up_event(fg_conn_t *c, void *arg, int what)
@@ -750,7 +808,7 @@ static void up_event(fg_conn_t *c, void *arg, int what)
             complete(p);
             return;
         }
-        if (try_again(p) == 0)
+        if (try_again(p, 1) == 0)
             return;
         report(p, 1); /* closed before the answer, or before the body's end */
         if (fail_over(p) == 0)
@@ -775,7 +833,7 @@ static void up_event(fg_conn_t *c, void *arg, int what)
         fail(p, 504, "gateway_timeout", "upstream did not answer in time");
         return;
     default:
-        if (p->state != P_CONNECTING && try_again(p) == 0)
+        if (p->state != P_CONNECTING && try_again(p, 0) == 0)
             return;
         report(p, 1);
         if (fail_over(p) == 0)
@@ -797,8 +855,7 @@ static void on_body(fg_request_t *req)
 {
     proxy_t *p = req->handler_data;
     if (p->u == NULL || p->state == P_CONNECTING || p->state == P_DONE) {
-        if (evbuffer_get_length(req->body) > UP_HIGH_WATER)
-            req->ops->pause_body(req, 1);
+        body_backpressure(p, evbuffer_get_length(req->body));
         return;
     }
     if (p->req_sent)

@@ -11,6 +11,7 @@
 #include <event2/buffer.h>
 
 #include "common/log.h"
+#include "worker/request.h"
 #include "worker/balancer.h"
 
 struct fg_dest_pool_s {
@@ -133,11 +134,14 @@ static void idle_event(fg_conn_t *c, void *arg, int what)
 
 static const fg_conn_cbs_t idle_cbs = {idle_read, NULL, idle_event};
 
-fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t di)
+fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                 uint64_t max_idle_us)
 {
     fg_dest_pool_t *dp = dest_pool(w, cl, di);
-    fg_upconn_t *u = dp->idle;
+    fg_upconn_t *u = dp->idle; /* the most recently used: if it is too old, all are */
     if (u == NULL)
+        return NULL;
+    if (max_idle_us && fg_request_now_us() - u->idle_since_us >= max_idle_us)
         return NULL;
     idle_unlink(u);
     u->reused = 1;
@@ -194,6 +198,7 @@ void fg_upstream_release(fg_upconn_t *u)
     }
     fg_conn_set_cbs(u->c, &idle_cbs, u);
     fg_conn_read(u->c, 1, cl->idle_timeout_ms);
+    u->idle_since_us = fg_request_now_us();
     u->next = dp->idle;
     u->prev = NULL;
     if (dp->idle)

@@ -16,15 +16,18 @@ typedef struct fg_upconn_s {
     fg_conn_t *c;
     struct fg_upconn_s *prev, *next; /* idle list */
     fg_dest_pool_t *pool;
-    unsigned requests;   /* requests sent on this connection */
-    unsigned reused : 1; /* handed out from the idle list */
+    unsigned requests;      /* requests sent on this connection */
+    unsigned reused : 1;    /* handed out from the idle list */
+    uint64_t idle_since_us; /* when it joined the idle list */
 } fg_upconn_t;
 
 fg_upstream_pools_t *fg_upstream_pools_new(fg_worker_t *w);
 void fg_upstream_pools_free(fg_upstream_pools_t *p);
 
 /* An idle connection to destination `di` of `cl`, or NULL. */
-fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t di);
+/* max_idle_us (0 = any): only a connection idle for less than that is handed out. */
+fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                 uint64_t max_idle_us);
 /* A new connection, connect started (FG_CONN_CONNECTED follows on cbs). NULL with errno set. */
 fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
                               const fg_conn_cbs_t *cbs, void *arg);

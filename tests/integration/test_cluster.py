@@ -426,6 +426,25 @@ def test_failover_connect_timeout_then_next_destination(gateway_factory, upstrea
         hole.close()
 
 
+def test_large_body_sent_after_a_slow_connect_and_failover(gateway_factory, upstream_factory,
+                                                          tmp_path):
+    """Regression: a body that piled up past the high watermark while the connect was pending
+    paused the client for good (no write event ever came to resume it): the upload stalled."""
+    hole, b = Blackhole(), upstream_factory()
+    try:
+        cl = cluster("c", [b], "FirstAlphabetical",
+                     failover={"enabled": True, "connectTimeout": "500ms", "budget": "2s"})
+        cl["destinations"].insert(0, {"id": "a-hole", "address": "http://127.0.0.1:%d" % hole.port})
+        gw = start(gateway_factory, tmp_path, [cl], workers=1)
+        body = b"z" * 400000
+        st, _, data = Client(gw).get("/", method="PUT", body=body)
+        assert st == 200
+        doc = json.loads(data)
+        assert doc["bodyLength"] == len(body) and doc["upstream"] == b.port
+    finally:
+        hole.close()
+
+
 def test_failover_total_budget_bounds_the_wait(gateway_factory, tmp_path):
     """With every destination unreachable, the client has its error once the budget (500 ms) is
     spent, not after one connect timeout per destination."""

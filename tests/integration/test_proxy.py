@@ -473,8 +473,9 @@ def test_upstream_connection_not_reused_after_connection_close(gw):
 
 @pytest.mark.parametrize("body", [None, b"replayed body"])
 def test_stale_pooled_connection_is_retried(gw, body):
-    """The upstream resets a kept-alive connection when the next request arrives on it."""
-    method = "GET" if body is None else "POST"
+    """The upstream resets a kept-alive connection when the next request arrives on it: an
+    idempotent request (GET, PUT with a body) goes again on a fresh connection."""
+    method = "GET" if body is None else "PUT"
     status, _, doc1 = echo(gw, "/p/stale")
     assert status == 200
     status, _, doc2 = echo(gw, "/p/after-stale", method=method, body=body)
@@ -509,13 +510,53 @@ def test_stale_pooled_connection_with_unreplayable_body(gw, kind):
     else:
         body = b"b" * 100000
         framing = b"Content-Length: 100000\r\n\r\n" + body
-    out = raw_request(gw, b"POST /p/after-stale HTTP/1.1\r\nHost: gw.test\r\n"
+    # PUT: idempotent, so it may be sent again (RFC 9110 9.2.2); POST is covered below.
+    out = raw_request(gw, b"PUT /p/after-stale HTTP/1.1\r\nHost: gw.test\r\n"
                       b"Connection: close\r\n" + framing)
     head, _, data = out.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), out[:300]
     doc = json.loads(data)
     assert doc["bodyLength"] == len(body)
     assert doc["bodySha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_post_is_never_sent_twice(gw):
+    """Regression: a POST reset after the whole request reached the destination was sent again
+    on a fresh connection. The destination may have applied it (RFC 9110 9.2.2: a proxy MUST
+    NOT retry non-idempotent requests): the client gets 502 instead. The POST goes in one write,
+    so that the destination has all of it when it resets."""
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        f = s.makefile("rb")
+        s.sendall(b"GET /p/stale HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        assert read_response(f)[0] == 200
+        s.sendall(b"POST /p/pay-once HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 1\r\n\r\nx")
+        assert read_response(f)[0] == 502
+
+
+def read_response(f):
+    """(status, body) of one response with a Content-Length, read from a socket file."""
+    status = int(f.readline().split()[1])
+    length = 0
+    while True:
+        line = f.readline().strip()
+        if not line:
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, f.read(length)
+
+
+def test_post_avoids_pooled_connections_idle_for_long(gw):
+    """A POST rides a pooled connection only when it was used within the last second; an older
+    one may be being closed by the destination, and a POST cannot be sent twice."""
+    first = echo(gw, "/p/a")[2]["peer"]
+    assert echo(gw, "/p/b", method="POST", body=b"1")[2]["peer"] == first  # fresh: reused
+    time.sleep(1.2)
+    assert echo(gw, "/p/c")[2]["peer"] == first  # a GET still reuses it
+    time.sleep(1.2)
+    status, _, doc = echo(gw, "/p/d", method="POST", body=b"2")
+    assert status == 200 and doc["peer"] != first
 
 
 def test_silently_closed_pooled_connection(gw):
@@ -555,6 +596,28 @@ def test_upstream_activity_timeout_504(gw):
 def test_upstream_within_activity_timeout_ok(gw):
     status, _, body = http_request("GET", gw.url("/slowc/slow?ms=200"))
     assert status == 200 and json.loads(body)["path"] == "/slow"
+
+
+def test_slow_upload_is_not_an_upstream_timeout(gw):
+    """Regression: activityTimeout (1 s here) measured the destination's silence from the first
+    byte sent, so an upload slower than that got 504 while it was still progressing. The timer
+    now starts once the destination has the whole request."""
+    body = b"u" * 30000
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(b"PUT /slowc/upload HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n"
+                  b"Content-Length: 30000\r\n\r\n")
+        for i in range(10):  # 3 s in all
+            time.sleep(0.3)
+            s.sendall(body[i * 3000:(i + 1) * 3000])
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    head, _, data = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), out[:300]
+    assert json.loads(data)["bodyLength"] == 30000
 
 
 def test_upstream_connect_timeout_504(gw):
