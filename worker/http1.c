@@ -58,6 +58,7 @@ struct fg_http1_conn_s {
     struct sockaddr_storage peer;
     char peer_ip[64];
     uint16_t peer_port;
+    uint64_t head_start_ms; /* when the first byte of the pending head arrived; 0 = none */
 };
 
 static void process(fg_http1_conn_t *h);
@@ -892,7 +893,13 @@ static void process(fg_http1_conn_t *h)
             if (n > max_head) {
                 r = FG_HTTP1_ERR_HEADERS_TOO_LARGE;
             } else {
-                fg_conn_read(h->c, 1, h->server->header_timeout_ms);
+                /* The header timeout bounds the whole head, not the gap between its bytes: a
+                 * client trickling a byte at a time (slowloris) cannot hold the connection. */
+                uint64_t now = fg_request_now_us() / 1000, limit = h->server->header_timeout_ms;
+                if (h->head_start_ms == 0)
+                    h->head_start_ms = now;
+                uint64_t spent = now - h->head_start_ms;
+                fg_conn_read(h->c, 1, spent < limit ? limit - spent : 1);
                 break;
             }
         }
@@ -903,6 +910,7 @@ static void process(fg_http1_conn_t *h)
             reject(h, status, error, msg);
             break;
         }
+        h->head_start_ms = 0;
         start_request(h, p, r, &head);
     }
     h->busy = 0;

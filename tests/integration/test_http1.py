@@ -549,6 +549,25 @@ def test_header_timeout_408(gw):
     assert not gw.recorder.seen(b"half-head")
 
 
+def test_header_timeout_is_a_deadline_for_the_whole_head(gw):
+    # Regression (slowloris): the header timeout (1 s) restarted on every byte, so a client
+    # sending one header byte every 0.3 s could hold the connection as long as it liked.
+    s, r = connect(gw, timeout=10)
+    with s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /rec/trickle HTTP/1.1\r\nHost: gw.test\r\nX-Slow: ")
+        try:
+            for _ in range(20):  # 6 s of trickling if nobody stops it
+                time.sleep(0.3)
+                s.sendall(b"a")
+        except OSError:
+            pass  # the gateway answered and closed: expected
+        st, _, body = r.response()
+        assert st == 408, body
+        assert time.monotonic() - t0 < 3.0
+    assert not gw.recorder.seen(b"trickle")
+
+
 def test_idle_new_connection_closed_without_response(gw):
     s, r = connect(gw, timeout=10)
     with s:
