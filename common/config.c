@@ -8,6 +8,7 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -362,36 +363,37 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
     return 0;
 }
 
+static int load_server_item(fg_config_ctx_t *c, const json_t *o, void *out)
+{
+    return load_server(c, o, out);
+}
+
 static int load_servers(fg_config_ctx_t *c, const json_t *root)
 {
     fg_config_t *cfg = c->cfg;
-    json_t *arr = NULL;
-
-    if (fg_config_get_array(c, root, "servers", &arr) < 0)
+    void *items;
+    int rc = fg_config_load_list(c, root, "servers", sizeof(fg_server_t), offsetof(fg_server_t, id),
+                                 load_server_item, &items, &cfg->nservers);
+    cfg->servers = items;
+    if (rc < 0)
         return -1;
-    if (arr == NULL || json_array_size(arr) == 0)
+    if (cfg->nservers == 0)
         return fg_config_fail(c, "servers", "at least one server is required");
-    cfg->nservers = json_array_size(arr);
-    cfg->servers = fg_config_xcalloc(cfg->nservers, sizeof(fg_server_t));
-    size_t mark = fg_config_push_key(c, "servers");
-    for (size_t i = 0; i < cfg->nservers; i++) {
-        fg_server_t *s = &cfg->servers[i];
-        size_t m = fg_config_push_index(c, i);
-        if (load_server(c, json_array_get(arr, i), s) < 0)
-            return -1;
+    for (size_t i = 1; i < cfg->nservers; i++) {
+        const fg_server_t *s = &cfg->servers[i];
         for (size_t j = 0; j < i; j++) {
-            if (strcmp(cfg->servers[j].id, s->id) == 0)
-                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at servers[%zu])", s->id,
-                                      j);
-            if (cfg->servers[j].addrlen == s->addrlen &&
-                memcmp(&cfg->servers[j].addr, &s->addr, s->addrlen) == 0)
-                return fg_config_fail(c, "listen",
-                                      "duplicate listen address \"%s\" (first at servers[%zu])",
-                                      s->listen, j);
+            if (cfg->servers[j].addrlen != s->addrlen ||
+                memcmp(&cfg->servers[j].addr, &s->addr, s->addrlen) != 0)
+                continue;
+            size_t mark = fg_config_push_key(c, "servers");
+            fg_config_push_index(c, i);
+            int r = fg_config_fail(c, "listen",
+                                   "duplicate listen address \"%s\" (first at servers[%zu])",
+                                   s->listen, j);
+            fg_config_pop(c, mark);
+            return r;
         }
-        fg_config_pop(c, m);
     }
-    fg_config_pop(c, mark);
     return 0;
 }
 

@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
@@ -219,30 +220,21 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
     return 0;
 }
 
+static int load_destination_item(fg_config_ctx_t *c, const json_t *o, void *out)
+{
+    return load_destination(c, o, out);
+}
+
 static int load_destinations(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 {
-    json_t *arr = NULL;
-
-    if (fg_config_get_array(c, o, "destinations", &arr) < 0)
-        return -1;
-    if (arr == NULL || json_array_size(arr) == 0)
+    void *items;
+    int rc = fg_config_load_list(c, o, "destinations", sizeof(fg_destination_t),
+                                 offsetof(fg_destination_t, id), load_destination_item, &items,
+                                 &cl->ndestinations);
+    cl->destinations = items;
+    if (rc == 0 && cl->ndestinations == 0)
         return fg_config_fail(c, "destinations", "at least one destination is required");
-    cl->ndestinations = json_array_size(arr);
-    cl->destinations = fg_config_xcalloc(cl->ndestinations, sizeof(fg_destination_t));
-    size_t mark = fg_config_push_key(c, "destinations");
-    for (size_t i = 0; i < cl->ndestinations; i++) {
-        fg_destination_t *d = &cl->destinations[i];
-        size_t m = fg_config_push_index(c, i);
-        if (load_destination(c, json_array_get(arr, i), d) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(cl->destinations[j].id, d->id) == 0)
-                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at destinations[%zu])",
-                                      d->id, j);
-        fg_config_pop(c, m);
-    }
-    fg_config_pop(c, mark);
-    return 0;
+    return rc;
 }
 
 static int load_cluster_http(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
@@ -555,30 +547,20 @@ static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
     return 0;
 }
 
+static int load_cluster_item(fg_config_ctx_t *c, const json_t *o, void *out)
+{
+    return load_cluster(c, o, out);
+}
+
 int fg_config_load_clusters(fg_config_ctx_t *c, const json_t *root)
 {
     fg_config_t *cfg = c->cfg;
-    json_t *arr = NULL;
-
-    int rc = fg_config_get_array(c, root, "clusters", &arr);
-    if (rc <= 0)
-        return rc;
-    cfg->nclusters = json_array_size(arr);
-    cfg->clusters = fg_config_xcalloc(cfg->nclusters, sizeof(fg_cluster_t));
-    size_t mark = fg_config_push_key(c, "clusters");
-    for (size_t i = 0; i < cfg->nclusters; i++) {
-        fg_cluster_t *cl = &cfg->clusters[i];
-        size_t m = fg_config_push_index(c, i);
-        if (load_cluster(c, json_array_get(arr, i), cl) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(cfg->clusters[j].id, cl->id) == 0)
-                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at clusters[%zu])",
-                                      cl->id, j);
-        fg_config_pop(c, m);
-    }
-    fg_config_pop(c, mark);
-    return 0;
+    void *items;
+    int rc =
+        fg_config_load_list(c, root, "clusters", sizeof(fg_cluster_t), offsetof(fg_cluster_t, id),
+                            load_cluster_item, &items, &cfg->nclusters);
+    cfg->clusters = items;
+    return rc;
 }
 
 void fg_config_free_clusters(fg_config_t *cfg)

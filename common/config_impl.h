@@ -53,6 +53,15 @@ int fg_config_get_enum(fg_config_ctx_t *c, const json_t *obj, const char *key,
 int fg_config_get_strings(fg_config_ctx_t *c, const json_t *obj, const char *key, char ***out,
                           size_t *n);
 
+/* Loads one element of a list into `out` (zeroed, `size` bytes of the caller's type). */
+typedef int (*fg_config_item_fn)(fg_config_ctx_t *c, const json_t *item, void *out);
+/* The array at `key` as a calloc'ed array of *n elements of `size` bytes plus one zeroed spare,
+ * each filled by `load` under the JSON path key[i]; the char * id at `id_offset` of every
+ * element must be unique ("duplicate id ... (first at key[j])"). An absent key gives *items
+ * NULL and *n 0. Returns 0 or -1. */
+int fg_config_load_list(fg_config_ctx_t *c, const json_t *obj, const char *key, size_t size,
+                        size_t id_offset, fg_config_item_fn load, void **items, size_t *n);
+
 /* A path from the file made absolute against the file's directory and cleaned lexically. */
 char *fg_config_abs_path(const fg_config_ctx_t *c, const char *path);
 /* The directory of a file as a clean absolute path (relative ones against the cwd). */

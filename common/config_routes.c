@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -612,35 +613,25 @@ static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
     return 0;
 }
 
+static int load_route_item(fg_config_ctx_t *c, const json_t *o, void *out)
+{
+    return load_route(c, o, out);
+}
+
 int fg_config_load_routes(fg_config_ctx_t *c, const json_t *root)
 {
     fg_config_t *cfg = c->cfg;
-    json_t *arr = NULL;
     if (fg_config_get_string(c, root, "tenantHeader", 1, &cfg->tenant_header) < 0)
         return -1;
     if (cfg->tenant_header == NULL)
         cfg->tenant_header = fg_config_xstrdup("X-Tenant-Code");
     else if (!fg_config_is_token(cfg->tenant_header))
         return fg_config_fail(c, "tenantHeader", "\"%s\" is not a header name", cfg->tenant_header);
-    int rc = fg_config_get_array(c, root, "routes", &arr);
-    if (rc <= 0)
-        return rc;
-    cfg->nroutes = json_array_size(arr);
-    cfg->routes = fg_config_xcalloc(cfg->nroutes, sizeof(fg_route_t));
-    size_t mark = fg_config_push_key(c, "routes");
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        fg_route_t *r = &cfg->routes[i];
-        size_t m = fg_config_push_index(c, i);
-        if (load_route(c, json_array_get(arr, i), r) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(cfg->routes[j].id, r->id) == 0)
-                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at routes[%zu])", r->id,
-                                      j);
-        fg_config_pop(c, m);
-    }
-    fg_config_pop(c, mark);
-    return 0;
+    void *items;
+    int rc = fg_config_load_list(c, root, "routes", sizeof(fg_route_t), offsetof(fg_route_t, id),
+                                 load_route_item, &items, &cfg->nroutes);
+    cfg->routes = items; /* also on failure: what was loaded is freed with the config */
+    return rc;
 }
 
 static void free_kvs(fg_match_kv_t *kv, size_t n)

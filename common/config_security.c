@@ -3,6 +3,7 @@
  * they use. Schema: docs/config.md, section "Security". */
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
@@ -158,54 +159,35 @@ static int load_list(fg_config_ctx_t *c, const json_t *o, fg_acl_list_t *l)
     return 0;
 }
 
+static int load_rule_item(fg_config_ctx_t *c, const json_t *o, void *out)
+{
+    return load_rule(c, o, out);
+}
+
+static int load_list_item(fg_config_ctx_t *c, const json_t *o, void *out)
+{
+    return load_list(c, o, out);
+}
+
 static int load_rules(fg_config_ctx_t *c, const json_t *root)
 {
     fg_config_t *cfg = c->cfg;
-    json_t *arr = NULL;
-    int rc = fg_config_get_array(c, root, "rateLimits", &arr);
-    if (rc <= 0)
-        return rc;
-    cfg->nratelimits = json_array_size(arr);
-    cfg->ratelimits = fg_config_xcalloc(cfg->nratelimits + 1, sizeof(fg_ratelimit_rule_t));
-    size_t mark = fg_config_push_key(c, "rateLimits");
-    for (size_t i = 0; i < cfg->nratelimits; i++) {
-        fg_ratelimit_rule_t *r = &cfg->ratelimits[i];
-        size_t m = fg_config_push_index(c, i);
-        if (load_rule(c, json_array_get(arr, i), r) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(cfg->ratelimits[j].id, r->id) == 0)
-                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at rateLimits[%zu])",
-                                      r->id, j);
-        fg_config_pop(c, m);
-    }
-    fg_config_pop(c, mark);
-    return 0;
+    void *items;
+    int rc = fg_config_load_list(c, root, "rateLimits", sizeof(fg_ratelimit_rule_t),
+                                 offsetof(fg_ratelimit_rule_t, id), load_rule_item, &items,
+                                 &cfg->nratelimits);
+    cfg->ratelimits = items;
+    return rc;
 }
 
 static int load_lists(fg_config_ctx_t *c, const json_t *root)
 {
     fg_config_t *cfg = c->cfg;
-    json_t *arr = NULL;
-    int rc = fg_config_get_array(c, root, "accessControl", &arr);
-    if (rc <= 0)
-        return rc;
-    cfg->nacls = json_array_size(arr);
-    cfg->acls = fg_config_xcalloc(cfg->nacls + 1, sizeof(fg_acl_list_t));
-    size_t mark = fg_config_push_key(c, "accessControl");
-    for (size_t i = 0; i < cfg->nacls; i++) {
-        fg_acl_list_t *l = &cfg->acls[i];
-        size_t m = fg_config_push_index(c, i);
-        if (load_list(c, json_array_get(arr, i), l) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(cfg->acls[j].id, l->id) == 0)
-                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at accessControl[%zu])",
-                                      l->id, j);
-        fg_config_pop(c, m);
-    }
-    fg_config_pop(c, mark);
-    return 0;
+    void *items;
+    int rc = fg_config_load_list(c, root, "accessControl", sizeof(fg_acl_list_t),
+                                 offsetof(fg_acl_list_t, id), load_list_item, &items, &cfg->nacls);
+    cfg->acls = items;
+    return rc;
 }
 
 static int load_abnormal(fg_config_ctx_t *c, const json_t *root)

@@ -531,3 +531,32 @@ int fg_config_is_field_value(const char *s)
     }
     return 1;
 }
+
+int fg_config_load_list(fg_config_ctx_t *c, const json_t *obj, const char *key, size_t size,
+                        size_t id_offset, fg_config_item_fn load, void **items, size_t *n)
+{
+    json_t *arr = NULL;
+    *items = NULL;
+    *n = 0;
+    int rc = fg_config_get_array(c, obj, key, &arr);
+    if (rc <= 0 || arr == NULL)
+        return rc < 0 ? -1 : 0;
+    size_t count = json_array_size(arr);
+    char *base = fg_config_xcalloc(count + 1, size);
+    *items = base;
+    *n = count; /* set before loading: the owner frees what was loaded on failure */
+    size_t mark = fg_config_push_key(c, key);
+    for (size_t i = 0; i < count; i++) {
+        size_t m = fg_config_push_index(c, i);
+        if (load(c, json_array_get(arr, i), base + i * size) < 0)
+            return -1;
+        const char *id = *(char **)(base + i * size + id_offset);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(*(char **)(base + j * size + id_offset), id) == 0)
+                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at %s[%zu])", id, key,
+                                      j);
+        fg_config_pop(c, m);
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
