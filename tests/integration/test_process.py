@@ -433,8 +433,14 @@ def test_daemon_mode(tmp_path):
         # the daemon is detached: not our child, its own session
         with open("/proc/%d/stat" % pid) as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        assert int(fields[1]) != os.getpid()
-        assert int(fields[4]) != os.getsid(0)
+        # after ")": state, ppid, pgrp, session, tty_nr (proc(5))
+        ppid, session, tty_nr = int(fields[1]), int(fields[3]), int(fields[4])
+        assert ppid != os.getpid()
+        assert session != os.getsid(0)
+        # double fork: the session leader was the intermediate child, so the master
+        # can never reacquire a controlling terminal
+        assert session != pid
+        assert tty_nr == 0
         stop = subprocess.run([str(BINARY), "-s", "stop", "-c", str(path)],
                               capture_output=True, text=True, timeout=10)
         assert stop.returncode == 0, stop.stderr
