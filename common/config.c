@@ -325,11 +325,20 @@ static int load_server_timeouts(fg_config_ctx_t *c, const json_t *srv, fg_server
 
 static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
 {
-    static const char *const keys[] = {
-        "id",         "name",          "listen",         "enabled",
-        "backlog",    "limits",        "timeouts",       "maxKeepAliveRequests",
-        "rateLimits", "accessControl", "clientIpSource", "trustedProxies",
-        NULL};
+    static const char *const keys[] = {"id",
+                                       "name",
+                                       "listen",
+                                       "enabled",
+                                       "backlog",
+                                       "limits",
+                                       "timeouts",
+                                       "maxKeepAliveRequests",
+                                       "rateLimits",
+                                       "accessControl",
+                                       "clientIpSource",
+                                       "trustedProxies",
+                                       "ignoreClientAbort",
+                                       NULL};
     long long backlog = 511, maxka = 0;
 
     s->enabled = 1;
@@ -356,6 +365,7 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
         fg_config_get_int(c, o, "backlog", 1, 65535, &backlog) < 0 ||
         load_server_limits(c, o, s) < 0 || load_server_timeouts(c, o, s) < 0 ||
         fg_config_get_int(c, o, "maxKeepAliveRequests", 0, UINT_MAX, &maxka) < 0 ||
+        fg_config_get_bool(c, o, "ignoreClientAbort", &s->ignore_client_abort) < 0 ||
         fg_config_load_server_security(c, o, s) < 0)
         return -1;
     s->backlog = (int)backlog;

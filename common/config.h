@@ -313,6 +313,10 @@ typedef struct {
     uint64_t keepalive_timeout_ms;   /* default 75 s idle between requests -> close */
     uint64_t send_timeout_ms;        /* default 60 s for the client to accept bytes */
     unsigned max_keepalive_requests; /* default 0 = unlimited */
+    /* "ignoreClientAbort": a client EOF after the whole request does not cancel it; the
+     * response is still sent (nginx's proxy_ignore_client_abort). Default off: the EOF aborts
+     * the upstream exchange and logs 499, as nginx and YARP do. */
+    int ignore_client_abort;
     /* routes attached to this server, in match order (built at load) */
     fg_route_t **routes;
     size_t nroutes;

@@ -50,9 +50,10 @@ struct fg_http1_conn_s {
     unsigned dead : 1;        /* destroy when busy ends */
     unsigned body_paused : 1;
     unsigned flush_pending : 1;
-    unsigned linger : 1; /* input may hold unread request bytes when we close */
-    unsigned broken : 1; /* a write failed: the client is gone, tell handlers, then destroy */
-    int64_t body_left;   /* Content-Length bytes still to read */
+    unsigned linger : 1;   /* input may hold unread request bytes when we close */
+    unsigned broken : 1;   /* a write failed: the client is gone, tell handlers, then destroy */
+    unsigned peer_eof : 1; /* the client shut its sending side after whole requests */
+    int64_t body_left;     /* Content-Length bytes still to read */
     fg_http1_chunked_t chunked;
     unsigned nrequests;
     struct sockaddr_storage peer;
@@ -183,6 +184,9 @@ static int ops_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs
     h->resp_nobody = fg_http1_response_bodiless(req->method, status);
     int no_length = (status >= 100 && status < 200) || status == 204 || status == 304;
     if (h->state == S_BODY || !req->keep_alive || h->w->retiring)
+        h->close_after = 1;
+    /* A half-closed client can send nothing more: close unless pipelined requests wait. */
+    if (h->peer_eof && evbuffer_get_length(fg_conn_input(h->c)) == 0)
         h->close_after = 1;
     if (h->server->max_keepalive_requests && h->nrequests >= h->server->max_keepalive_requests)
         h->close_after = 1;
@@ -533,6 +537,15 @@ static void on_drain(fg_conn_t *c, void *arg)
 static void on_event(fg_conn_t *c, void *arg, int what)
 {
     fg_http1_conn_t *h = arg;
+    if (what == FG_CONN_EOF && h->in_req && h->state == S_WAIT && h->server->ignore_client_abort) {
+        /* A FIN after the whole request: a client that went away and one that only shut its
+         * sending half (`nc -N`, some health checkers; RFC 9112 9.6) look the same. By default
+         * that aborts the request (499, as nginx and YARP do); with ignoreClientAbort the
+         * response is still sent, and a client that really left shows up as a failed write.
+         * Reading stays off; the connection ends after the requests already buffered. */
+        h->peer_eof = 1;
+        return;
+    }
     if (h->state == S_IDLE && !h->in_req && what == FG_CONN_TIMEOUT_READ &&
         evbuffer_get_length(fg_conn_input(c)) > 0 && !h->resp_started) {
         /* A partial head that never completed: 408 (RFC 9110 15.5.9). */
@@ -861,6 +874,11 @@ static void process(fg_http1_conn_t *h)
     size_t max_head = h->server->max_header_size ? h->server->max_header_size : 32768;
     while (!h->dead && !h->in_req && h->state == S_IDLE) {
         size_t avail = evbuffer_get_length(in);
+        if (avail == 0 && h->peer_eof) {
+            h->busy = 0;
+            begin_close(h);
+            return;
+        }
         if (avail == 0) {
             fg_conn_read(h->c, 1,
                          h->nrequests ? h->server->keepalive_timeout_ms
@@ -892,6 +910,10 @@ static void process(fg_http1_conn_t *h)
         if (r == FG_HTTP1_INCOMPLETE) {
             if (n > max_head) {
                 r = FG_HTTP1_ERR_HEADERS_TOO_LARGE;
+            } else if (h->peer_eof) {
+                /* the rest of this head will never come */
+                h->dead = 1;
+                break;
             } else {
                 /* The header timeout bounds the whole head, not the gap between its bytes: a
                  * client trickling a byte at a time (slowloris) cannot hold the connection. */

@@ -682,6 +682,93 @@ def test_client_abort_mid_download(gw):
     assert worker_pids(gw) == before
 
 
+def _read_all(s, timeout=10):
+    s.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_half_close_aborts_by_default(gw):
+    """A FIN after the whole request is indistinguishable from a client that left: by default
+    it cancels the upstream exchange and logs 499, as nginx and YARP do."""
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET /p/slow?ms=500 HTTP/1.1\r\nHost: gw.test\r\nX-Request-Id: hc-default\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    assert _read_all(s) == b""
+    s.close()
+    lines = wait_log(gw, lambda l: l.get("requestId") == "hc-default")
+    assert lines and lines[0]["status"] == 499
+
+
+@pytest.fixture
+def gw_ignore_abort(tmp_path, gateway_factory, echo_upstream):
+    cfg = base_config(tmp_path, free_port(), workers=1,
+                      routes=[proxied("p", "/p/{**rest}", transforms=[{"PathRemovePrefix": "/p"}])],
+                      clusters=[{"id": "echo", "destinations": [
+                          {"id": "e1", "address": echo_upstream.url}]}])
+    cfg["servers"][0]["ignoreClientAbort"] = True
+    return gateway_factory(cfg)
+
+
+def test_ignore_client_abort_answers_half_closed_client(gw_ignore_abort):
+    gw = gw_ignore_abort
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET /p/slow?ms=300 HTTP/1.1\r\nHost: gw.test\r\nX-Request-Id: hc-1\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    data = _read_all(s)
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    # nothing more can arrive on that connection, so it ends with this response
+    assert b"\r\nConnection: close" in head
+    assert json.loads(body)["path"] == "/slow"
+    lines = wait_log(gw, lambda l: l.get("requestId") == "hc-1")
+    assert lines and lines[0]["status"] == 200
+
+
+def test_ignore_client_abort_serves_pipelined_requests_before_fin(gw_ignore_abort):
+    gw = gw_ignore_abort
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET /p/slow?ms=200 HTTP/1.1\r\nHost: gw.test\r\n\r\n"
+              b"GET /p/second HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    data = _read_all(s)
+    s.close()
+    assert data.count(b"HTTP/1.1 200 ") == 2
+    assert b'"/slow"' in data and b'"/second"' in data
+
+
+def test_ignore_client_abort_still_aborts_unfinished_upload(gw_ignore_abort):
+    """A FIN before the body is complete can only be an abort: 499, upstream not waited for."""
+    gw = gw_ignore_abort
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"POST /p/up HTTP/1.1\r\nHost: gw.test\r\nX-Request-Id: hc-up\r\n"
+              b"Content-Length: 1000\r\n\r\n" + b"a" * 10)
+    s.shutdown(socket.SHUT_WR)
+    assert _read_all(s) == b""
+    s.close()
+    lines = wait_log(gw, lambda l: l.get("requestId") == "hc-up")
+    assert lines and lines[0]["status"] == 499
+    assert echo(gw, "/p/after")[0] == 200
+
+
+def test_ignore_client_abort_closed_client_does_not_hurt_worker(gw_ignore_abort):
+    gw = gw_ignore_abort
+    before = worker_pids(gw)
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET /p/bytes/5000000 HTTP/1.1\r\nHost: gw.test\r\nX-Request-Id: hc-gone\r\n\r\n")
+    s.close()  # fully gone: the first response bytes get a reset
+    lines = wait_log(gw, lambda l: l.get("requestId") == "hc-gone")
+    assert lines and lines[0]["status"] == 200
+    assert lines[0]["bytesOut"] < 5000000
+    assert echo(gw, "/p/after-gone")[0] == 200
+    assert worker_pids(gw) == before
+
+
 # ---- access log ----
 
 def wait_log(gw, pred, timeout=5.0):
