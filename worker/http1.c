@@ -80,6 +80,10 @@ static const char *reason_phrase(int status)
         return "Continue";
     case 101:
         return "Switching Protocols";
+    case 102:
+        return "Processing";
+    case 103:
+        return "Early Hints";
     case 200:
         return "OK";
     case 201:
@@ -172,6 +176,53 @@ static char *put(char *p, const char *s, size_t n)
 
 #define PUT_LIT(p, s) put((p), (s), sizeof(s) - 1)
 
+/* Status line and fields into a pool buffer with `extra` bytes of room left after them. */
+static int format_head(fg_request_t *req, int status, const fg_headers_t *hdrs, size_t extra,
+                       char **buf, char **end)
+{
+    const char *reason = reason_phrase(status);
+    size_t need = 16 + strlen(reason) + extra;
+    for (size_t i = 0; i < hdrs->n; i++)
+        need += hdrs->v[i].name.len + hdrs->v[i].value.len + 4;
+    char *p = fg_pool_alloc(req->pool, need);
+    if (p == NULL)
+        return -1;
+    *buf = p;
+    p = PUT_LIT(p, "HTTP/1.1 ");
+    *p++ = (char)('0' + status / 100 % 10);
+    *p++ = (char)('0' + status / 10 % 10);
+    *p++ = (char)('0' + status % 10);
+    *p++ = ' ';
+    p = put(p, reason, strlen(reason));
+    p = PUT_LIT(p, "\r\n");
+    for (size_t i = 0; i < hdrs->n; i++) {
+        const fg_http_header_t *f = &hdrs->v[i];
+        p = put(p, f->name.base, f->name.len);
+        p = PUT_LIT(p, ": ");
+        p = put(p, f->value.base, f->value.len);
+        p = PUT_LIT(p, "\r\n");
+    }
+    *end = p;
+    return 0;
+}
+
+/* An interim response (RFC 9110 15.2), e.g. 103 Early Hints. Never to an HTTP/1.0 client
+ * ("a server MUST NOT send a 1xx response to an HTTP/1.0 client"), and never after the final
+ * response has begun. */
+static int ops_send_interim(fg_request_t *req, int status, const fg_headers_t *hdrs)
+{
+    fg_http1_conn_t *h = req->proto;
+    if (h->resp_started || req->version < 11 || status < 102 || status > 199)
+        return 0;
+    char *buf, *p;
+    if (format_head(req, status, hdrs, 2, &buf, &p) != 0)
+        return -1;
+    p = PUT_LIT(p, "\r\n");
+    evbuffer_add(fg_conn_output(h->c), buf, (size_t)(p - buf));
+    schedule_flush(h);
+    return 0;
+}
+
 static int ops_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs,
                          int64_t content_length)
 {
@@ -198,28 +249,9 @@ static int ops_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs
             h->close_after = 1; /* HTTP/1.0: the end of the body is the close */
     }
 
-    size_t need = 64 + 40;
-    for (size_t i = 0; i < hdrs->n; i++)
-        need += hdrs->v[i].name.len + hdrs->v[i].value.len + 4;
-    char *buf = fg_pool_alloc(req->pool, need + 64);
-    if (buf == NULL)
+    char *buf, *p;
+    if (format_head(req, status, hdrs, 104, &buf, &p) != 0)
         return -1;
-    char *p = buf;
-    const char *reason = reason_phrase(status);
-    p = PUT_LIT(p, "HTTP/1.1 ");
-    *p++ = (char)('0' + status / 100 % 10);
-    *p++ = (char)('0' + status / 10 % 10);
-    *p++ = (char)('0' + status % 10);
-    *p++ = ' ';
-    p = put(p, reason, strlen(reason));
-    p = PUT_LIT(p, "\r\n");
-    for (size_t i = 0; i < hdrs->n; i++) {
-        const fg_http_header_t *f = &hdrs->v[i];
-        p = put(p, f->name.base, f->name.len);
-        p = PUT_LIT(p, ": ");
-        p = put(p, f->value.base, f->value.len);
-        p = PUT_LIT(p, "\r\n");
-    }
     if (h->resp_chunked)
         p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
     else if (!no_length && content_length >= 0) {
@@ -387,6 +419,7 @@ static void ops_want_writable(fg_request_t *req)
 
 static const fg_req_ops_t h1_ops = {
     .send_head = ops_send_head,
+    .send_interim = ops_send_interim,
     .send_body = ops_send_body,
     .send_file = ops_send_file,
     .finish = ops_finish,

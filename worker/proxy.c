@@ -636,7 +636,6 @@ static int pass_body(proxy_t *p, struct evbuffer *in)
     return 0;
 }
 
-/* Copy the destination's response fields for the client, minus hop-by-hop ones and framing. */
 /* Whether any Connection field of head names `name` (RFC 9110 7.6.1: every one counts). */
 static int listed_in_connection(const fg_http1_head_t *head, fg_str_t name)
 {
@@ -647,7 +646,9 @@ static int listed_in_connection(const fg_http1_head_t *head, fg_str_t name)
     return 0;
 }
 
-static int response_headers(proxy_t *p, const fg_http1_head_t *head, fg_headers_t *out)
+/* Copy the destination's response fields for the client, minus hop-by-hop ones and framing
+ * (RFC 9110 7.6.1). */
+static int end_to_end_headers(proxy_t *p, const fg_http1_head_t *head, fg_headers_t *out)
 {
     int has_conn = head->conn_close || head->conn_keep_alive || head->conn_upgrade;
     for (size_t i = 0; i < head->num_headers && !has_conn; i++)
@@ -662,6 +663,14 @@ static int response_headers(proxy_t *p, const fg_http1_head_t *head, fg_headers_
         if (fg_headers_add(out, name, head->headers[i].value) != 0)
             return -1;
     }
+    return 0;
+}
+
+/* The final response's fields: end-to-end ones, the affinity cookie, the route's transforms. */
+static int response_headers(proxy_t *p, const fg_http1_head_t *head, fg_headers_t *out)
+{
+    if (end_to_end_headers(p, head, out) != 0)
+        return -1;
     if (p->aff_set) {
         fg_str_t an, av;
         if (fg_affinity_response(p->cl, (size_t)p->di, p->req->pool, &an, &av) != 0 ||
@@ -704,10 +713,22 @@ static int handle_head(proxy_t *p)
             return HEAD_ENDED;
         }
         if (head.status >= 100 && head.status < 200) {
-            /* Interim responses (RFC 9110 15.2): we already spoke 100 to the client. */
+            /* Interim responses (RFC 9110 15.2). A proxy MUST forward them unless it asked for
+             * them itself: 100 Continue is the gateway's own business (it answered any
+             * Expect: 100-continue and never forwards Expect); others, such as 103 Early
+             * Hints, go to the client. */
             if (head.status == 101) {
                 fail(p, 502, "bad_gateway", "unexpected protocol switch from upstream");
                 return HEAD_ENDED;
+            }
+            if (head.status != 100) {
+                fg_headers_t hdrs;
+                if (end_to_end_headers(p, &head, &hdrs) != 0 ||
+                    req->ops->send_interim(req, head.status, &hdrs) != 0) {
+                    evbuffer_drain(in, (size_t)r);
+                    fail(p, 502, "internal_error", "cannot relay an interim response");
+                    return HEAD_ENDED;
+                }
             }
             evbuffer_drain(in, (size_t)r);
             continue;

@@ -31,6 +31,9 @@ typedef struct {
      * unknown (the protocol frames it: chunked for HTTP/1.1). Returns 0 or <0. */
     int (*send_head)(fg_request_t *req, int status, const fg_headers_t *hdrs,
                      int64_t content_length);
+    /* Relay an interim 1xx response before the final one (RFC 9110 15.2); the front end drops
+     * it where its protocol forbids it. Returns 0 or <0. */
+    int (*send_interim)(fg_request_t *req, int status, const fg_headers_t *hdrs);
     /* Move all bytes of buf to the client. Returns 0, or <0 when the client is gone. */
     int (*send_body)(fg_request_t *req, struct evbuffer *buf);
     /* Send len bytes of fd from off; the front end takes ownership of fd and closes it. */

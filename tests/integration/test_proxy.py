@@ -692,6 +692,30 @@ def _read_all(s, timeout=10):
         data += chunk
 
 
+def test_early_hints_forwarded(gw):
+    """RFC 9110 15.2: a proxy MUST forward 1xx responses it did not ask for itself."""
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET /p/hints HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+    data = _read_all(s)
+    s.close()
+    interim, _, rest = data.partition(b"\r\n\r\n")
+    assert interim.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+    assert b"\r\nLink: </style.css>; rel=preload" in interim
+    assert b"X-Hop" not in interim and b"Connection" not in interim  # hop-by-hop
+    assert rest.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["path"] == "/hints"
+
+
+def test_early_hints_not_sent_to_http10_client(gw):
+    """RFC 9110 15.2: a server MUST NOT send a 1xx response to an HTTP/1.0 client."""
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET /p/hints HTTP/1.0\r\nHost: gw.test\r\n\r\n")
+    data = _read_all(s)
+    s.close()
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert b" 103 " not in data
+
+
 def test_half_close_aborts_by_default(gw):
     """A FIN after the whole request is indistinguishable from a client that left: by default
     it cancels the upstream exchange and logs 499, as nginx and YARP do."""

@@ -8,6 +8,7 @@ Every request is answered with a JSON document describing exactly what arrived:
      in arrival order, "body" (text), "bodyLength", "bodySha256", "upstream": PORT}
 Special paths (matched on the raw path):
     /slow?ms=N      wait N ms, then echo
+    /hints          send 103 Early Hints (Link, and X-Hop named in Connection), then echo
     /status/N       answer status N with the echo body (no body for 1xx/204/304 and HEAD)
     /bytes/N        N bytes of 'x' with Content-Length
     /chunked/N      N bytes of 'x' in chunked encoding, 1 KiB chunks
@@ -217,6 +218,9 @@ def handle(sock, port):
         if path == "/reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return
+        if path == "/hints":
+            send_all(sock, b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n"
+                           b"X-Hop: 1\r\nConnection: X-Hop\r\n\r\n")
         if path == "/slow":
             time.sleep(int(params.get("ms", ["1000"])[0]) / 1000.0)
         if path == "/close":
