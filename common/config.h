@@ -271,7 +271,11 @@ typedef struct {
     socklen_t health_addrlen;
     char *health_authority; /* Host header of a probe */
     char *health_base;      /* "" or "/base" */
-    void *state;            /* shm/health.c record, attached by the master (fg_health_attach) */
+    /* FNV-1a of id, and as 16 hex digits (the HashCookie value), computed at load so that
+     * session affinity compares and scores without hashing per request */
+    uint64_t id_hash;
+    char id_hash_hex[17]; /* see fg_config_destination_hash */
+    void *state;          /* shm/health.c record, attached by the master (fg_health_attach) */
 } fg_destination_t;
 
 struct fg_cluster_s {
@@ -385,5 +389,8 @@ int fg_config_parse_size(const char *s, uint64_t *bytes); /* "512" "64k" "64m" "
 int fg_config_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
 fg_cluster_t *fg_config_find_cluster(const fg_config_t *cfg, const char *id);
+
+/* Fill d->id_hash and d->id_hash_hex from d->id (done by the loader). */
+void fg_config_destination_hash(fg_destination_t *d);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "common/config.h"
 #include "common/config_impl.h"
+#include "common/hash.h"
 
 typedef struct {
     int https;
@@ -186,6 +187,12 @@ static int check_url(fg_config_ctx_t *c, const char *key, const char *s, url_t *
     return 0;
 }
 
+void fg_config_destination_hash(fg_destination_t *d)
+{
+    d->id_hash = fg_hash_fnv1a(FG_HASH_FNV_BASIS, d->id, strlen(d->id));
+    snprintf(d->id_hash_hex, sizeof(d->id_hash_hex), "%016llx", (unsigned long long)d->id_hash);
+}
+
 static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_t *d)
 {
     static const char *const keys[] = {"id",      "address", "host", "health",
@@ -211,6 +218,7 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
         return fg_config_fail(c, "host", "contains a control character");
     if (strlen(d->id) > 63)
         return fg_config_fail(c, "id", "longer than 63 bytes");
+    fg_config_destination_hash(d);
     if (load_health_address(c, d) < 0)
         return -1;
     if (fg_config_get_bool(c, o, "enabled", &d->enabled) < 0 ||

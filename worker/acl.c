@@ -2,13 +2,11 @@
 
 #include <string.h>
 
+#include "common/hash.h"
+
 uint64_t fg_acl_list_key(const char *id)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
-        h ^= *p;
-        h *= 0x100000001b3ull;
-    }
+    uint64_t h = fg_hash_fnv1a(FG_HASH_FNV_BASIS, id, strlen(id));
     return h ? h : 1; /* 0 means "every list" to fg_acl_dyn_list */
 }
 

@@ -3,22 +3,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/hash.h"
 #include "shm/health.h"
-
-static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
-#define FNV_BASIS 0xcbf29ce484222325ULL
 
 void fg_affinity_hash_id(const char *id, char out[17])
 {
-    snprintf(out, 17, "%016llx", (unsigned long long)fnv1a(FNV_BASIS, id, strlen(id)));
+    snprintf(out, 17, "%016llx",
+             (unsigned long long)fg_hash_fnv1a(FG_HASH_FNV_BASIS, id, strlen(id)));
 }
 
 /* Bound destinations may take a request unless disabled, in maintenance or unhealthy; a
@@ -63,16 +54,12 @@ static fg_str_t cookie_value(const fg_request_t *req, const char *name)
     return FG_STR_NULL;
 }
 
-/* The destination whose id (or id hash) is key, or -1. */
+/* The destination whose id (or id hash, precomputed at load) is key, or -1. */
 static int by_id(const fg_cluster_t *cl, fg_str_t key, int hashed)
 {
-    char hex[17];
     for (size_t i = 0; i < cl->ndestinations; i++) {
-        const char *id = cl->destinations[i].id;
-        if (hashed) {
-            fg_affinity_hash_id(id, hex);
-            id = hex;
-        }
+        const fg_destination_t *d = &cl->destinations[i];
+        const char *id = hashed ? d->id_hash_hex : d->id;
         if (strlen(id) == key.len && memcmp(id, key.base, key.len) == 0)
             return (int)i;
     }
@@ -84,17 +71,13 @@ static int by_id(const fg_cluster_t *cl, fg_str_t key, int hashed)
  * loses, and a down destination's keys spread over the others instead of piling on one. */
 static int rendezvous(const fg_cluster_t *cl, fg_str_t key, uint64_t now_ms, int only_first)
 {
-    uint64_t kh = fnv1a(FNV_BASIS, key.base, key.len);
+    uint64_t kh = fg_hash_fnv1a(FG_HASH_FNV_BASIS, key.base, key.len);
     int best = -1, first = -1;
     uint64_t best_score = 0, first_score = 0;
     for (size_t i = 0; i < cl->ndestinations; i++) {
         if (!cl->destinations[i].enabled)
             continue;
-        const char *id = cl->destinations[i].id;
-        uint64_t s = fnv1a(kh ^ 0x5bd1e995u, id, strlen(id));
-        s ^= s >> 33;
-        s *= 0xff51afd7ed558ccdULL;
-        s ^= s >> 33;
+        uint64_t s = fg_hash_mix64(kh ^ cl->destinations[i].id_hash);
         if (first < 0 || s > first_score) {
             first = (int)i;
             first_score = s;
@@ -167,12 +150,8 @@ int fg_affinity_response(const fg_cluster_t *cl, size_t di, fg_pool_t *pool, fg_
                          fg_str_t *value)
 {
     const fg_affinity_config_t *a = &cl->affinity;
-    const char *id = cl->destinations[di].id;
-    char hex[17];
-    if (a->policy != FG_AFF_COOKIE) {
-        fg_affinity_hash_id(id, hex);
-        id = hex;
-    }
+    const fg_destination_t *d = &cl->destinations[di];
+    const char *id = a->policy == FG_AFF_COOKIE ? d->id : d->id_hash_hex;
     if (a->policy == FG_AFF_CUSTOM_HEADER) {
         *name = fg_str(a->key_name);
         *value = fg_pool_str(pool, fg_str(id));

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/hash.h"
 #include "common/log.h"
 
 enum { P_ANY = 0, P_EXACT, P_PREFIX, P_SUFFIX, P_CIDR };
@@ -31,30 +32,19 @@ typedef struct {
 _Static_assert(sizeof(rl_key_t) == FG_RL_KEY_SIZE, "rate-limit key size");
 _Static_assert(sizeof(rl_value_t) == FG_RL_VALUE_SIZE, "rate-limit value size");
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 static uint64_t fnv_str(uint64_t h, const char *s)
 {
-    h = fnv(h, s ? s : "", s ? strlen(s) + 1 : 1);
-    return h;
+    return fg_hash_fnv1a(h, s ? s : "", s ? strlen(s) + 1 : 1);
 }
 
 /* Everything that changes what a counter means; the name and enabled/dryRun do not. */
 static uint64_t fingerprint(const fg_ratelimit_rule_t *c)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = FG_HASH_FNV_BASIS;
     uint64_t nums[5] = {(uint64_t)c->type, (uint64_t)c->scope, c->max_requests, c->window_ms,
                         c->burst};
     h = fnv_str(h, c->id);
-    h = fnv(h, nums, sizeof(nums));
+    h = fg_hash_fnv1a(h, nums, sizeof(nums));
     h = fnv_str(h, c->header);
     return h ? h : 1;
 }
@@ -165,7 +155,8 @@ static void put_str(rl_key_t *k, int kind, const char *s, size_t n)
     }
     /* Longer values: two independent 64-bit hashes, the length and a prefix. Two keys collide
      * only if both hashes and the prefix agree. */
-    uint64_t a = fnv(0xcbf29ce484222325ull, s, n), b = fnv(0x84222325cbf29ce4ull, s, n);
+    uint64_t a = fg_hash_fnv1a(FG_HASH_FNV_BASIS, s, n),
+             b = fg_hash_fnv1a(0x84222325cbf29ce4ull, s, n);
     k->kind = K_HEADER_HASHED;
     k->len = 255;
     memcpy(k->data, &a, 8);

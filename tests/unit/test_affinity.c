@@ -33,6 +33,7 @@ static void setup_cluster(int policy, int failure)
     for (int i = 0; i < 3; i++) {
         memset(&d[i], 0, sizeof(d[i]));
         d[i].id = (char *)ids[i];
+        fg_config_destination_hash(&d[i]);
         d[i].enabled = 1;
         d[i].weight = 1;
         fg_health_dest_init(&h[i], "c", ids[i]);
