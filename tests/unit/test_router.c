@@ -13,6 +13,8 @@
 #include "common/path.h"
 #include "worker/router.h"
 
+#include "fake_request.h"
+
 /* ---- fixture: a config with one server and hand-made routes ---- */
 
 typedef struct {
@@ -166,40 +168,14 @@ static void build(fx_t *fx)
 
 /* ---- requests ---- */
 
-/* A request from a method, a raw target ("/path?query"), a Host and "name", "value" pairs
- * ending with NULL; the path is normalised as the front end does. */
+/* A request from a method, a raw target, a Host and "name", "value" pairs ending with NULL. */
 static fg_request_t *mkreq(fg_pool_t *pool, const char *method, const char *target,
                            const char *host, ...)
 {
-    fg_request_t *req = fg_pool_calloc(pool, sizeof(*req));
-    req->pool = pool;
-    req->method = fg_pool_str(pool, fg_str(method));
-    req->target = fg_pool_str(pool, fg_str(target));
-    const char *q = strchr(target, '?');
-    size_t plen = q ? (size_t)(q - target) : strlen(target);
-    char *path = fg_pool_alloc(pool, plen + 1);
-    long n = fg_path_normalize(target, plen, path);
-    assert_true(n > 0);
-    req->path = (fg_str_t){path, (size_t)n};
-    req->query = q ? fg_pool_str(pool, fg_str(q + 1)) : FG_STR_LIT("");
-    req->host = fg_pool_str(pool, fg_str(host ? host : ""));
-    req->scheme = FG_STR_LIT("http");
-    fg_http_header_t *h = fg_pool_calloc(pool, 32 * sizeof(*h));
-    size_t nh = 0;
-    if (host != NULL)
-        h[nh++] = (fg_http_header_t){FG_STR_LIT("Host"), req->host};
     va_list ap;
     va_start(ap, host);
-    const char *name;
-    while ((name = va_arg(ap, const char *)) != NULL) {
-        const char *value = va_arg(ap, const char *);
-        assert_true(nh < 32);
-        h[nh++] =
-            (fg_http_header_t){fg_pool_str(pool, fg_str(name)), fg_pool_str(pool, fg_str(value))};
-    }
+    fg_request_t *req = fake_request_va(pool, method, target, host, ap);
     va_end(ap);
-    req->headers = h;
-    req->nheaders = nh;
     return req;
 }
 

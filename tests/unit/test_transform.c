@@ -12,6 +12,8 @@
 #include "common/path.h"
 #include "worker/transform.h"
 
+#include "fake_request.h"
+
 #define S(x) FG_STR_LIT(x)
 #define MAXTX 16
 
@@ -73,39 +75,13 @@ static fg_transform_t *add_xf(fx_t *fx, int xf_for, int xf_proto, int xf_host, i
 /* A request for fx->route from a method, raw target, Host and "name", "value" pairs + NULL. */
 static fg_request_t *mkreq(fx_t *fx, const char *method, const char *target, const char *host, ...)
 {
-    fg_pool_t *pool = fx->pool;
-    fg_request_t *req = fg_pool_calloc(pool, sizeof(*req));
-    req->pool = pool;
-    req->route = &fx->route;
-    req->method = fg_pool_str(pool, fg_str(method));
-    req->target = fg_pool_str(pool, fg_str(target));
-    const char *q = strchr(target, '?');
-    size_t plen = q ? (size_t)(q - target) : strlen(target);
-    char *path = fg_pool_alloc(pool, plen + 1);
-    long n = fg_path_normalize(target, plen, path);
-    assert_true(n > 0);
-    req->path = (fg_str_t){path, (size_t)n};
-    req->query = q ? fg_pool_str(pool, fg_str(q + 1)) : S("");
-    req->host = fg_pool_str(pool, fg_str(host ? host : ""));
-    req->scheme = S("http");
-    strcpy(req->client_ip, "10.0.0.1");
-    strcpy(req->request_id, "req-1");
-    fg_http_header_t *h = fg_pool_calloc(pool, 32 * sizeof(*h));
-    size_t nh = 0;
-    if (host != NULL)
-        h[nh++] = (fg_http_header_t){S("Host"), req->host};
     va_list ap;
     va_start(ap, host);
-    const char *name;
-    while ((name = va_arg(ap, const char *)) != NULL) {
-        const char *value = va_arg(ap, const char *);
-        assert_true(nh < 32);
-        h[nh++] =
-            (fg_http_header_t){fg_pool_str(pool, fg_str(name)), fg_pool_str(pool, fg_str(value))};
-    }
+    fg_request_t *req = fake_request_va(fx->pool, method, target, host, ap);
     va_end(ap);
-    req->headers = h;
-    req->nheaders = nh;
+    req->route = &fx->route;
+    strcpy(req->client_ip, "10.0.0.1");
+    strcpy(req->request_id, "req-1");
     fx->req = req;
     return req;
 }
