@@ -362,11 +362,12 @@ void fg_health_probe_report(fg_hdest_t *d, const fg_health_config_t *hc, int ok,
     atomic_store(&d->last_probe_wall_ms, wall_ms);
 }
 
-int fg_health_usable(const fg_hdest_t *d, uint64_t now_ms)
+int fg_health_usable(const fg_hdest_t *d, const fg_health_config_t *hc, uint64_t now_ms)
 {
     check_dest(d);
-    return atomic_load_explicit(&d->active, memory_order_relaxed) != FG_HS_UNHEALTHY &&
-           fg_health_passive_state(d, now_ms) != FG_HS_UNHEALTHY;
+    if (hc->active && atomic_load_explicit(&d->active, memory_order_relaxed) == FG_HS_UNHEALTHY)
+        return 0;
+    return !hc->passive || fg_health_passive_state(d, now_ms) != FG_HS_UNHEALTHY;
 }
 
 int fg_health_admin(const fg_hdest_t *d)
@@ -402,12 +403,12 @@ static json_t *dest_json(const fg_cluster_t *cl, const fg_destination_t *d, uint
     if (h == NULL)
         return o;
     int active = cl->health.active ? atomic_load(&h->active) : FG_HS_UNKNOWN;
-    int passive = fg_health_passive_state(h, now);
+    int passive = cl->health.passive ? fg_health_passive_state(h, now) : FG_HS_UNKNOWN;
     uint64_t until = atomic_load(&h->passive_until_ms);
     uint32_t wreq, wfail;
     fg_health_passive_window(h, &cl->health, now, &wreq, &wfail);
     uint64_t last = atomic_load(&h->last_probe_wall_ms);
-    int usable = fg_health_usable(h, now);
+    int usable = fg_health_usable(h, &cl->health, now);
     json_object_set_new(o, "admin", json_string(admin_names[fg_health_admin(h) % 3]));
     json_object_set_new(
         o, "health",

@@ -129,8 +129,10 @@ void fg_health_probe_report(fg_hdest_t *d, const fg_health_config_t *hc, int ok,
 
 /* States seen by the balancer. */
 int fg_health_passive_state(const fg_hdest_t *d, uint64_t now_ms);
-/* Healthy or unknown for both checks (admin state aside). */
-int fg_health_usable(const fg_hdest_t *d, uint64_t now_ms);
+/* Healthy or unknown for each check that hc enables (admin state aside). A check that a
+ * reload turned off no longer counts: the state it left behind would otherwise keep the
+ * destination out with nothing left to clear it. */
+int fg_health_usable(const fg_hdest_t *d, const fg_health_config_t *hc, uint64_t now_ms);
 /* fg_admin_state_t */
 int fg_health_admin(const fg_hdest_t *d);
 /* In-flight requests of d across the gateway (a negative drift reads as 0). */

@@ -20,7 +20,8 @@ static int bound_ok(const fg_cluster_t *cl, size_t i, uint64_t now_ms)
     const fg_hdest_t *h = d->state;
     if (!d->enabled)
         return 0;
-    return h == NULL || (fg_health_admin(h) != FG_ADMIN_MAINT && fg_health_usable(h, now_ms));
+    return h == NULL ||
+           (fg_health_admin(h) != FG_ADMIN_MAINT && fg_health_usable(h, &cl->health, now_ms));
 }
 
 /* The value of cookie `name` in the request's Cookie fields (RFC 6265 5.4), or empty. */

@@ -119,7 +119,7 @@ static int ready(const fg_cluster_t *cl, size_t i)
 int fg_balancer_available(const fg_cluster_t *cl, size_t i, uint64_t now_ms)
 {
     fg_hdest_t *d = hdest(cl, i);
-    return ready(cl, i) && (d == NULL || fg_health_usable(d, now_ms));
+    return ready(cl, i) && (d == NULL || fg_health_usable(d, &cl->health, now_ms));
 }
 
 static int tried(const fg_pick_t *pk, size_t i)

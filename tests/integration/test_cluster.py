@@ -510,6 +510,24 @@ def test_reload_keeps_health_state_of_unchanged_destinations(gateway_factory, up
     assert set(ports) == {b.port} and set(statuses) == {200}
 
 
+def test_reload_that_turns_health_checks_off_forgets_their_verdicts(gateway_factory,
+                                                                    upstream_factory, tmp_path):
+    """Regression: the kept record still said unhealthy with no prober left to clear it, so
+    d0 never took traffic again after a reload without healthCheck."""
+    a, b = upstream_factory(), upstream_factory()
+    cl = cluster("c", [a, b], "RoundRobin", healthCheck={"active": active()})
+    gw = start(gateway_factory, tmp_path, [cl])
+    control(a, health=503)
+    assert wait_for(lambda: servers(gw)["d0"]["active"]["state"] == "unhealthy", 2)
+    cfg = gw.config
+    del cfg["clusters"][0]["healthCheck"]
+    gw.reload(cfg)
+    assert servers(gw)["d0"]["health"] != "unhealthy"
+    ports, statuses = hammer(gw, 100, threads=8)
+    assert set(statuses) == {200}
+    assert ports.count(a.port) >= 30 and ports.count(b.port) >= 30
+
+
 def test_reload_keeps_counters_of_unchanged_destinations(gateway_factory, upstream_factory,
                                                         tmp_path):
     a, b = upstream_factory(), upstream_factory()

@@ -25,6 +25,7 @@ static void setup_cluster(int policy, int failure)
     cl.destinations = d;
     cl.ndestinations = 3;
     cl.affinity.enabled = 1;
+    cl.health.active = 1; /* the tests mark destinations unhealthy through the active state */
     cl.affinity.policy = policy;
     cl.affinity.failure_policy = failure;
     cl.affinity.key_name = policy == FG_AFF_CUSTOM_HEADER ? "X-Session-Key" : "aff";

@@ -27,6 +27,8 @@ static fg_cluster_t *make(int policy, size_t n, const int *weights)
     memset(&fx, 0, sizeof(fx));
     fx.cl.id = "c";
     fx.cl.lb_policy = policy;
+    fx.cl.health.active = 1; /* both checks on: the tests set their states directly */
+    fx.cl.health.passive = 1;
     fx.cl.destinations = fx.d;
     fx.cl.ndestinations = n;
     fg_health_cluster_init(&fx.hc, "c");

@@ -41,7 +41,7 @@ static void test_rate_needs_minimum_requests(void **state)
     /* the 10th makes it */
     assert_int_equal(fg_health_passive_report(&d, &hc, 1, t), 1);
     assert_int_equal(fg_health_passive_state(&d, t), FG_HS_UNHEALTHY);
-    assert_false(fg_health_usable(&d, t));
+    assert_false(fg_health_usable(&d, &hc, t));
     assert_int_equal(atomic_load(&d.failures), 10);
 }
 
@@ -52,11 +52,11 @@ static void test_rate_below_threshold_stays_healthy(void **state)
     fg_health_config_t hc = passive_cfg();
     for (int i = 0; i < 100; i++) /* 20 % failures */
         assert_int_equal(fg_health_passive_report(&d, &hc, i % 5 == 0, 1000 + (uint64_t)i), 0);
-    assert_true(fg_health_usable(&d, 2000));
+    assert_true(fg_health_usable(&d, &hc, 2000));
     /* 3 more failures make 23/103 < 0.3 */
     for (int i = 0; i < 3; i++)
         fg_health_passive_report(&d, &hc, 1, 2000);
-    assert_true(fg_health_usable(&d, 2000));
+    assert_true(fg_health_usable(&d, &hc, 2000));
 }
 
 static void test_window_rolls_over(void **state)
@@ -77,7 +77,7 @@ static void test_window_rolls_over(void **state)
     fg_health_passive_window(&d, &hc, 67001, &r, &f);
     assert_int_equal(r, 3);
     assert_int_equal(f, 2);
-    assert_true(fg_health_usable(&d, 67001));
+    assert_true(fg_health_usable(&d, &hc, 67001));
 }
 
 /* Regression: with fixed windows, failures on both sides of a window boundary were split in
@@ -92,7 +92,7 @@ static void test_window_slides_across_boundaries(void **state)
     /* 8 failures among 28 requests in the last minute: 0.29 < 0.3 */
     for (int i = 0; i < 8; i++)
         assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED, 50000), 0);
-    assert_true(fg_health_usable(&d, 50000));
+    assert_true(fg_health_usable(&d, &hc, 50000));
     /* 15 s later the successes of t = 1 s left the window: 10 requests, all failed */
     assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED, 65000), 0);
     assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_FAILED, 65000), 1);
@@ -137,7 +137,7 @@ static void test_reactivation_then_unknown(void **state)
     /* failures while unhealthy do not extend it */
     assert_int_equal(fg_health_passive_report(&d, &hc, 1, t + 100), 0);
     assert_int_equal(fg_health_passive_state(&d, t + 500), FG_HS_UNKNOWN);
-    assert_true(fg_health_usable(&d, t + 500));
+    assert_true(fg_health_usable(&d, &hc, t + 500));
     assert_int_equal(atomic_load(&d.passive_trips), 1);
     /* the first answer after reactivation makes it Healthy again (YARP) */
     assert_int_equal(fg_health_passive_report(&d, &hc, FG_PASSIVE_OK, t + 600), 0);
@@ -157,7 +157,7 @@ static void test_passive_disabled_counts_only(void **state)
     hc.passive = 0;
     for (int i = 0; i < 50; i++)
         assert_int_equal(fg_health_passive_report(&d, &hc, 1, 1), 0);
-    assert_true(fg_health_usable(&d, 1));
+    assert_true(fg_health_usable(&d, &hc, 1));
     assert_int_equal(atomic_load(&d.failures), 50);
 }
 
@@ -169,6 +169,7 @@ static void test_active_threshold(void **state)
     fg_health_dest_init(&d, "c", "a");
     fg_health_config_t hc = passive_cfg();
     hc.threshold = 2;
+    hc.active = 1;
     /* Unknown that fails its first probe: unhealthy at once (start-up rule). */
     fg_health_probe_report(&d, &hc, 0, 0, 10, "connection refused", 111);
     assert_int_equal(atomic_load(&d.active), FG_HS_UNHEALTHY);
@@ -181,9 +182,26 @@ static void test_active_threshold(void **state)
     assert_int_equal(atomic_load(&d.active), FG_HS_HEALTHY);
     fg_health_probe_report(&d, &hc, 0, 500, 10, "status 500", 114);
     assert_int_equal(atomic_load(&d.active), FG_HS_UNHEALTHY);
-    assert_false(fg_health_usable(&d, 0));
+    assert_false(fg_health_usable(&d, &hc, 0));
     assert_int_equal(atomic_load(&d.probes), 4);
     assert_int_equal(atomic_load(&d.last_probe_wall_ms), 114);
+    /* Regression: a reload that turns active checks off leaves this state behind with no
+     * prober to clear it; it must no longer keep the destination out. */
+    hc.active = 0;
+    assert_true(fg_health_usable(&d, &hc, 0));
+}
+
+/* Regression: likewise for a passive trip once passive checks are off. */
+static void test_disabled_passive_check_does_not_count(void **state)
+{
+    fg_hdest_t d;
+    fg_health_dest_init(&d, "c", "a");
+    fg_health_config_t hc = passive_cfg();
+    for (int i = 0; i < 10; i++)
+        fg_health_passive_report(&d, &hc, 1, 1000);
+    assert_false(fg_health_usable(&d, &hc, 1000));
+    hc.passive = 0;
+    assert_true(fg_health_usable(&d, &hc, 1000));
 }
 
 static void test_probe_lease_once_per_interval(void **state)
@@ -363,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_reactivation_then_unknown),
         cmocka_unit_test(test_passive_disabled_counts_only),
         cmocka_unit_test(test_active_threshold),
+        cmocka_unit_test(test_disabled_passive_check_does_not_count),
         cmocka_unit_test(test_probe_lease_once_per_interval),
         cmocka_unit_test(test_attach_keeps_state_across_reload),
         cmocka_unit_test(test_begin_end_balance),
