@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/hash.h"
 #include "shm/arena.h"
 
 #define DYN_MAGIC 0x46474144u /* "FGAD" */
@@ -134,11 +135,21 @@ typedef struct {
     uint64_t expires_ms, added_ms, hits;
 } dyn_val_t;
 
+/* Live entries per list, next to the entries themselves so that the two share one lifetime
+ * (a whitelist is "non-empty" by this count). Open addressing on the list key; a slot, once
+ * given to a list, keeps it for the zone's life, so readers probe without the lock. */
+typedef struct {
+    uint64_t list;    /* 0 = free; written once, with release */
+    uint64_t entries; /* changed under the table lock, read without it */
+} dyn_list_t;
+
 struct fg_acl_dyn_s {
     _Alignas(FG_CACHELINE) uint32_t magic;
-    uint64_t plens[3];  /* bit p set: some entry has prefix length p; only grows */
-    uint64_t count;     /* entries, read without the lock */
-    uint64_t table_off; /* the hash table follows this header */
+    uint64_t plens[3];        /* bit p set: some entry has prefix length p; only grows */
+    uint64_t count;           /* entries, read without the lock */
+    uint64_t table_off;       /* the hash table follows this header */
+    uint64_t recoveries_seen; /* table repairs already reflected in lists[] */
+    dyn_list_t lists[FG_ACL_DYN_LISTS];
 };
 
 static fg_shm_hash_t *table(fg_acl_dyn_t *d)
@@ -199,6 +210,79 @@ static void recount(fg_acl_dyn_t *d)
     __atomic_store_n(&d->count, st.entries, __ATOMIC_RELEASE);
 }
 
+/* The slot of list, or NULL. With create (under the lock), a free slot is taken for it; NULL
+ * then means every slot belongs to another list. */
+static dyn_list_t *list_slot(fg_acl_dyn_t *d, uint64_t list, int create)
+{
+    size_t start = (size_t)(fg_hash_mix64(list) % FG_ACL_DYN_LISTS);
+    for (size_t i = 0; i < FG_ACL_DYN_LISTS; i++) {
+        dyn_list_t *s = &d->lists[(start + i) % FG_ACL_DYN_LISTS];
+        uint64_t owner = __atomic_load_n(&s->list, __ATOMIC_ACQUIRE);
+        if (owner == list)
+            return s;
+        if (owner == 0) {
+            if (!create)
+                return NULL;
+            __atomic_store_n(&s->entries, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&s->list, list, __ATOMIC_RELEASE);
+            return s;
+        }
+    }
+    return NULL;
+}
+
+static void list_entries_add(fg_acl_dyn_t *d, uint64_t list, int64_t delta)
+{
+    dyn_list_t *s = list_slot(d, list, 0);
+    if (s)
+        __atomic_fetch_add(&s->entries, (uint64_t)delta, __ATOMIC_RELEASE);
+}
+
+static int count_each(const void *key, void *value, void *arg)
+{
+    const dyn_key_t *k = key;
+    uint64_t *counts = arg;
+    (void)value;
+    for (size_t i = 0; i < FG_ACL_DYN_LISTS; i++)
+        if (counts[FG_ACL_DYN_LISTS + i] == k->list) {
+            counts[i]++;
+            break;
+        }
+    return 0;
+}
+
+/* Lock the table. After a repair (a process died holding the lock) the per-list counts may
+ * be off by the entry it was adding or removing: count them again from the entries. */
+static int lock_table(fg_acl_dyn_t *d)
+{
+    fg_shm_hash_t *h = table(d);
+    int rc = fg_shm_hash_lock(h);
+    if (rc < 0)
+        return rc;
+    fg_shm_hash_stats_t st;
+    fg_shm_hash_get_stats(h, &st);
+    if (st.recoveries != d->recoveries_seen) {
+        uint64_t counts[2 * FG_ACL_DYN_LISTS] = {0};
+        for (size_t i = 0; i < FG_ACL_DYN_LISTS; i++)
+            counts[FG_ACL_DYN_LISTS + i] = d->lists[i].list;
+        fg_shm_hash_foreach(h, count_each, counts);
+        for (size_t i = 0; i < FG_ACL_DYN_LISTS; i++)
+            __atomic_store_n(&d->lists[i].entries, counts[i], __ATOMIC_RELEASE);
+        d->recoveries_seen = st.recoveries;
+        recount(d);
+    }
+    return 0;
+}
+
+int fg_acl_dyn_has(fg_acl_dyn_t *d, uint64_t list)
+{
+    dyn_check(d);
+    if (__atomic_load_n(&d->count, __ATOMIC_ACQUIRE) == 0)
+        return 0;
+    const dyn_list_t *s = list_slot(d, list, 0);
+    return s != NULL && __atomic_load_n(&s->entries, __ATOMIC_ACQUIRE) > 0;
+}
+
 /* Lock the table and look (list, ip/plen) up. Returns 0 with the table locked and *v set
  * (NULL when absent), or a negative errno with the table not locked. */
 static int lookup_locked(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned plen,
@@ -210,7 +294,7 @@ static int lookup_locked(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsi
     *k = make_key(list, ip, plen);
     fg_shm_hash_t *h = table(d);
     *hv = fg_shm_hash_key(h, k);
-    int rc = fg_shm_hash_lock(h);
+    int rc = lock_table(d);
     if (rc < 0)
         return rc;
     *v = fg_shm_hash_find(h, k, *hv);
@@ -230,10 +314,13 @@ int fg_acl_dyn_add(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned p
     if (v) {
         v->expires_ms = expires_ms;
         rc = 1;
+    } else if (list_slot(d, list, 1) == NULL) {
+        rc = -ENOSPC; /* more than FG_ACL_DYN_LISTS lists with dynamic entries */
     } else if ((v = fg_shm_hash_try_insert(h, &k, hv)) != NULL) {
         v->expires_ms = expires_ms;
         v->added_ms = now;
         __atomic_fetch_or(&d->plens[plen / 64], 1ull << (plen % 64), __ATOMIC_RELEASE);
+        list_entries_add(d, list, 1);
         rc = 0;
     } else {
         rc = -ENOSPC;
@@ -251,8 +338,10 @@ int fg_acl_dyn_del(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned p
     int rc = lookup_locked(d, list, ip, plen, &k, &hv, &v);
     if (rc < 0)
         return rc;
-    if (v)
+    if (v) {
         fg_shm_hash_remove(table(d), v);
+        list_entries_add(d, list, -1);
+    }
     rc = v ? 0 : -ENOENT;
     recount(d);
     fg_shm_hash_unlock(table(d));
@@ -268,7 +357,7 @@ int fg_acl_dyn_match(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, uint64_t
     uint64_t bits[3];
     for (int i = 0; i < 3; i++)
         bits[i] = __atomic_load_n(&d->plens[i], __ATOMIC_ACQUIRE);
-    if (fg_shm_hash_lock(h) < 0)
+    if (lock_table(d) < 0)
         return 0;
     int hit = 0;
     for (unsigned p = 0; p <= 128 && !hit; p++) {
@@ -280,6 +369,7 @@ int fg_acl_dyn_match(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, uint64_t
             continue;
         if (v->expires_ms && v->expires_ms <= now) {
             fg_shm_hash_remove(h, v);
+            list_entries_add(d, list, -1);
             recount(d);
             continue;
         }
@@ -291,6 +381,7 @@ int fg_acl_dyn_match(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, uint64_t
 }
 
 typedef struct {
+    fg_acl_dyn_t *d;
     uint64_t list, now;
     fg_acl_dyn_info_t *out;
     size_t max, n;
@@ -301,8 +392,10 @@ static int list_each(const void *key, void *value, void *arg)
     list_ctx_t *l = arg;
     const dyn_key_t *k = key;
     const dyn_val_t *v = value;
-    if (v->expires_ms && v->expires_ms <= l->now)
+    if (v->expires_ms && v->expires_ms <= l->now) {
+        list_entries_add(l->d, k->list, -1);
         return 1;
+    }
     if ((l->list == 0 || k->list == l->list) && l->n < l->max)
         l->out[l->n++] =
             (fg_acl_dyn_info_t){k->list, k->ip, k->plen, v->expires_ms, v->added_ms, v->hits};
@@ -313,8 +406,8 @@ size_t fg_acl_dyn_list(fg_acl_dyn_t *d, uint64_t list, uint64_t now, fg_acl_dyn_
                        size_t max)
 {
     dyn_check(d);
-    list_ctx_t l = {list, now, out, max, 0};
-    if (fg_shm_hash_lock(table(d)) < 0)
+    list_ctx_t l = {d, list, now, out, max, 0};
+    if (lock_table(d) < 0)
         return 0;
     fg_shm_hash_foreach(table(d), list_each, &l);
     recount(d);

@@ -58,9 +58,12 @@ typedef struct {
     uint64_t hits;
 } fg_acl_dyn_info_t;
 
+/* Lists that can hold dynamic entries over a zone's life (each list keeps its slot). */
+#define FG_ACL_DYN_LISTS 256
+
 fg_acl_dyn_t *fg_acl_dyn_init(void *mem, size_t size, uint64_t seed);
-/* Add or refresh (new expiry) an entry. Returns 0 added, 1 refreshed, -ENOSPC when full,
- * other <0 on lock errors. */
+/* Add or refresh (new expiry) an entry. Returns 0 added, 1 refreshed, -ENOSPC when full (or
+ * when FG_ACL_DYN_LISTS other lists already hold entries), other <0 on lock errors. */
 int fg_acl_dyn_add(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned plen,
                    uint64_t expires_ms, uint64_t now);
 /* Returns 0, or -ENOENT when there is no such entry. */
@@ -71,6 +74,8 @@ int fg_acl_dyn_match(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, uint64_t
 size_t fg_acl_dyn_list(fg_acl_dyn_t *d, uint64_t list, uint64_t now, fg_acl_dyn_info_t *out,
                        size_t max);
 uint64_t fg_acl_dyn_count(const fg_acl_dyn_t *d);
+/* Whether list has live entries (expired ones not yet swept count), without the lock. */
+int fg_acl_dyn_has(fg_acl_dyn_t *d, uint64_t list);
 fg_shm_hash_t *fg_acl_dyn_table(fg_acl_dyn_t *d);
 
 #endif

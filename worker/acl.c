@@ -47,9 +47,11 @@ int fg_acl_match(fg_acl_t *l, fg_acl_dyn_t *dyn, const fg_ip_t *ip, uint64_t now
     return hit;
 }
 
-static int nonempty(const fg_acl_t *l)
+/* Dynamic entries are counted in the acl zone itself: a count kept anywhere else could
+ * outlive them (a rebuilt zone) and leave a whitelist denying everyone. */
+static int nonempty(const fg_acl_t *l, fg_acl_dyn_t *dyn)
 {
-    return l->set.n > 0 || fg_stats_get(l->stats, FG_ACLC_DYNAMIC) > 0;
+    return l->set.n > 0 || (dyn != NULL && fg_acl_dyn_has(dyn, l->key));
 }
 
 int fg_acl_verdict(fg_acl_t *const *lists, size_t n, fg_acl_dyn_t *dyn, const fg_ip_t *ip,
@@ -69,7 +71,7 @@ int fg_acl_verdict(fg_acl_t *const *lists, size_t n, fg_acl_dyn_t *dyn, const fg
     }
     for (size_t i = 0; i < n; i++) {
         fg_acl_t *l = lists[i];
-        if (!l->enabled || !l->whitelist || !nonempty(l))
+        if (!l->enabled || !l->whitelist || !nonempty(l, dyn))
             continue; /* an empty whitelist admits everyone, as in FastGateway */
         if (fg_acl_match(l, dyn, ip, now_ms))
             return 1;

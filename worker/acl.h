@@ -18,9 +18,7 @@
 #include "shm/stats.h"
 
 /* Counters of a list's statistics slot. */
-/* DYNAMIC: live dynamic entries, kept by the master's add/del (autoBlock entries expire on
- * their own and are counted only in the zone). */
-enum { FG_ACLC_CHECKS = 0, FG_ACLC_HITS, FG_ACLC_DENIED, FG_ACLC_DYNAMIC };
+enum { FG_ACLC_CHECKS = 0, FG_ACLC_HITS, FG_ACLC_DENIED };
 
 typedef struct {
     const fg_acl_list_t *cfg; /* NULL for the built-in autoBlock list */

@@ -22,7 +22,7 @@
 
 #define STATS_ZONE_SIZE (1024 * 1024)
 #define STATS_LAYOUT 1
-#define ACL_LAYOUT 1
+#define ACL_LAYOUT 2
 #define ABNORMAL_LAYOUT 1
 #define AUTOBLOCK_ID "autoBlock"
 #define SHOW_ABNORMAL_MAX 100
@@ -574,13 +574,9 @@ json_t *fg_security_acl_command(const fg_config_t *cfg, int add, const char *arg
     int rc;
     if (add) {
         rc = fg_acl_dyn_add(s->dyn, l->key, &r.lo, (unsigned)plen, 0, now_ms());
-        if (rc == 0)
-            fg_stats_add(l->stats, FG_ACLC_DYNAMIC, 1);
     } else {
         rc = fg_acl_dyn_del(s->dyn, l->key, &r.lo, (unsigned)plen);
-        if (rc == 0)
-            fg_stats_add(l->stats, FG_ACLC_DYNAMIC, -1);
-        else if (rc == -ENOENT && fg_iprange_set_contains(&l->set, &r.lo))
+        if (rc == -ENOENT && fg_iprange_set_contains(&l->set, &r.lo))
             return cmd_error("\"%s\" comes from the configuration file of list \"%s\": remove "
                              "it there and reload",
                              addr, list_id);
@@ -588,7 +584,9 @@ json_t *fg_security_acl_command(const fg_config_t *cfg, int add, const char *arg
             return cmd_error("no dynamic entry \"%s\" in list \"%s\"", addr, list_id);
     }
     if (rc == -ENOSPC)
-        return cmd_error("the access-control zone is full (shm.accessControlZone)");
+        return cmd_error("the access-control zone is full (shm.accessControlZone), or %d other "
+                         "lists already hold dynamic entries",
+                         FG_ACL_DYN_LISTS);
     if (rc < 0)
         return cmd_error("cannot update list \"%s\": %s", list_id, strerror(-rc));
     return json_pack("{s:b, s:s, s:s, s:s, s:b}", "ok", 1, "list", list_id, "entry", addr, "action",

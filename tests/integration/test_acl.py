@@ -186,3 +186,29 @@ def test_abnormal_autoblock(gateway_factory, tmp_path):
     assert code(gw.url("/fine")) == 403
     assert gw.status("del acl autoBlock 127.0.0.1")["ok"] is True
     assert code(gw.url("/fine")) == 200
+
+
+def test_empty_whitelist_admits_again_after_its_dynamic_entries_are_gone(gateway_factory,
+                                                                         tmp_path):
+    """Regression: whether a whitelist had dynamic entries was counted outside the acl zone, so
+    a reload that rebuilt the zone (new size) left an empty whitelist denying everyone, and no
+    add/del could repair it."""
+    port = free_port()
+    cfg = base_config(tmp_path, port, accessControl=[lst("w", "whitelist", [])])
+    cfg["servers"][0]["accessControl"] = ["w"]
+    gw = gateway_factory(cfg)
+    assert code(gw.url()) == 200
+    assert gw.status("add acl w 192.0.2.1")["ok"]
+    assert code(gw.url()) == 403  # non-empty now, and we are not in it
+    assert gw.status("add acl w 127.0.0.1")["ok"]
+    assert code(gw.url()) == 200
+    cfg["shm"] = {"accessControlZone": "2m"}
+    gw.reload(cfg)
+    lists = {x["id"]: x for x in gw.status("show acl")["lists"]}
+    assert lists["w"]["dynamic"] == []
+    assert code(gw.url()) == 200
+    # and the count follows add and del exactly
+    assert gw.status("add acl w 192.0.2.1")["ok"]
+    assert code(gw.url()) == 403
+    assert gw.status("del acl w 192.0.2.1")["ok"]
+    assert code(gw.url()) == 200

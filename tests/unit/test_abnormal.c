@@ -104,12 +104,69 @@ static void test_dynamic_full_refuses(void **state)
     munmap(mem, SIZE);
 }
 
+/* Per-list live counts, which decide whether a whitelist is "non-empty", live in this zone
+ * with the entries (regression: a count kept in the stats zone outlived the entries of a
+ * rebuilt acl zone, so an empty whitelist denied everyone). */
+static void test_dynamic_has_per_list(void **state)
+{
+    void *mem = map();
+    fg_acl_dyn_t *d = fg_acl_dyn_init(mem, SIZE, 5);
+    assert_non_null(d);
+    fg_ip_t a = ip("10.1.2.3"), b = ip("10.1.2.4");
+    assert_false(fg_acl_dyn_has(d, 7));
+    assert_int_equal(fg_acl_dyn_add(d, 7, &a, 128, 0, 0), 0);
+    assert_int_equal(fg_acl_dyn_add(d, 7, &a, 128, 0, 0), 1); /* refresh: still one */
+    assert_int_equal(fg_acl_dyn_add(d, 7, &b, 128, 0, 0), 0);
+    assert_true(fg_acl_dyn_has(d, 7));
+    assert_false(fg_acl_dyn_has(d, 8));
+    assert_int_equal(fg_acl_dyn_del(d, 7, &a, 128), 0);
+    assert_true(fg_acl_dyn_has(d, 7));
+    assert_int_equal(fg_acl_dyn_del(d, 7, &a, 128), -ENOENT); /* no double decrement */
+    assert_int_equal(fg_acl_dyn_del(d, 7, &b, 128), 0);
+    assert_false(fg_acl_dyn_has(d, 7));
+    /* an expired entry swept by a lookup or a listing no longer counts */
+    assert_int_equal(fg_acl_dyn_add(d, 8, &a, 128, 100, 0), 0);
+    assert_true(fg_acl_dyn_has(d, 8));
+    assert_int_equal(fg_acl_dyn_match(d, 8, &a, 100), 0);
+    assert_false(fg_acl_dyn_has(d, 8));
+    assert_int_equal(fg_acl_dyn_add(d, 8, &a, 128, 100, 0), 0);
+    fg_acl_dyn_info_t info[4];
+    assert_int_equal(fg_acl_dyn_list(d, 0, 200, info, 4), 0);
+    assert_false(fg_acl_dyn_has(d, 8));
+    /* a fresh zone knows nothing of the old one's lists */
+    fg_acl_dyn_t *d2 = fg_acl_dyn_init(mem, SIZE, 6);
+    assert_false(fg_acl_dyn_has(d2, 7));
+    munmap(mem, SIZE);
+}
+
+static void test_dynamic_list_slots_bounded(void **state)
+{
+    void *mem = map();
+    fg_acl_dyn_t *d = fg_acl_dyn_init(mem, SIZE, 5);
+    fg_ip_t a = ip("10.1.2.3");
+    for (uint64_t list = 1; list <= FG_ACL_DYN_LISTS; list++)
+        assert_int_equal(fg_acl_dyn_add(d, list, &a, 128, 0, 0), 0);
+    assert_int_equal(fg_acl_dyn_add(d, FG_ACL_DYN_LISTS + 1, &a, 128, 0, 0), -ENOSPC);
+    assert_false(fg_acl_dyn_has(d, FG_ACL_DYN_LISTS + 1));
+    /* lists that have a slot keep working, even after emptying */
+    for (uint64_t list = 1; list <= FG_ACL_DYN_LISTS; list++) {
+        assert_true(fg_acl_dyn_has(d, list));
+        assert_int_equal(fg_acl_dyn_del(d, list, &a, 128), 0);
+        assert_false(fg_acl_dyn_has(d, list));
+    }
+    assert_int_equal(fg_acl_dyn_add(d, 3, &a, 128, 0, 0), 0);
+    assert_true(fg_acl_dyn_has(d, 3));
+    munmap(mem, SIZE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counts_and_autoblock),
         cmocka_unit_test(test_dynamic_entries),
         cmocka_unit_test(test_dynamic_full_refuses),
+        cmocka_unit_test(test_dynamic_has_per_list),
+        cmocka_unit_test(test_dynamic_list_slots_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
