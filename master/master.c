@@ -416,6 +416,8 @@ static void reload_fail(master_t *m, const char *why)
     if (m->next)
         abort_next(m);
     m->reload_failures++;
+    /* Zones made for the failed generation go now, or once its killed workers have exited. */
+    zones_sweep(m);
     m->last_reload_time = time(NULL);
     m->last_reload_result = RELOAD_FAILED;
     snprintf(m->last_reload_error, sizeof(m->last_reload_error), "%s", why);
@@ -551,15 +553,27 @@ static void child_exited(master_t *m, proc_t *p, int status)
 
 /* Free the shm zones that no live generation uses any more: a zone replaced by a reload stays
  * until the last worker of the generation that used it has exited. */
+/* The generations that still use shared memory: the current one, the one starting, and those
+ * whose workers have not all exited. Generation ids are few (one per reload still draining),
+ * so a small array deduplicated by a scan is enough. */
 static void zones_sweep(master_t *m)
 {
-    uint64_t min = m->cur->id;
-    if (m->next && m->next->id < min)
-        min = m->next->id;
-    for (proc_t *p = m->procs; p; p = p->next)
-        if (p->generation < min)
-            min = p->generation;
-    int n = fg_shm_zone_sweep(m->shm, min);
+    uint64_t live[64];
+    size_t n_live = 0;
+    live[n_live++] = m->cur->id;
+    if (m->next)
+        live[n_live++] = m->next->id;
+    for (proc_t *p = m->procs; p; p = p->next) {
+        size_t i = 0;
+        while (i < n_live && live[i] != p->generation)
+            i++;
+        if (i < n_live)
+            continue;
+        if (n_live == sizeof(live) / sizeof(live[0]))
+            return; /* too many draining generations to tell: keep everything for now */
+        live[n_live++] = p->generation;
+    }
+    int n = fg_shm_zone_sweep(m->shm, live, n_live);
     if (n > 0)
         fg_log_info("shm: freed %d zone(s) no longer used by any generation", n);
 }

@@ -114,7 +114,15 @@ void *fg_shm_zone_get(fg_shm_t *shm, const char *name, size_t size, uint32_t kin
     return mem;
 }
 
-int fg_shm_zone_sweep(fg_shm_t *shm, uint64_t min_live_gen)
+static int in_use(const zrec_t *z, const uint64_t *live, size_t nlive)
+{
+    for (size_t i = 0; i < nlive; i++)
+        if (live[i] >= z->min_gen && live[i] <= z->max_gen)
+            return 1;
+    return 0;
+}
+
+int fg_shm_zone_sweep(fg_shm_t *shm, const uint64_t *live, size_t nlive)
 {
     zrec_t *d = dir(shm);
     int n = 0;
@@ -122,7 +130,7 @@ int fg_shm_zone_sweep(fg_shm_t *shm, uint64_t min_live_gen)
         return 0;
     for (int i = 0; i < FG_SHM_MAX_ZONES; i++) {
         check(&d[i]);
-        if (d[i].live && d[i].max_gen < min_live_gen) {
+        if (d[i].live && !in_use(&d[i], live, nlive)) {
             __atomic_store_n(&d[i].live, 0, __ATOMIC_RELEASE);
             d[i].magic = 0;
             n++;

@@ -29,9 +29,11 @@ typedef struct {
  * Returns NULL when the arena has no room or the directory is full. */
 void *fg_shm_zone_get(fg_shm_t *shm, const char *name, size_t size, uint32_t kind, uint64_t layout,
                       uint64_t gen, int *created);
-/* Free every zone whose newest user generation is older than min_live_gen. Returns the
+/* Free every zone that no live generation uses: none of live[0..nlive) lies within the zone's
+ * [min_gen, max_gen]. This frees the zones of an old generation once its last worker exited,
+ * and those created for a reload that failed (only that generation used them). Returns the
  * number freed. */
-int fg_shm_zone_sweep(fg_shm_t *shm, uint64_t min_live_gen);
+int fg_shm_zone_sweep(fg_shm_t *shm, const uint64_t *live, size_t nlive);
 /* Copy the live zones, highest offset first; returns how many (at most max). */
 size_t fg_shm_zone_list(fg_shm_t *shm, fg_shm_zone_info_t *out, size_t max);
 /* Bytes held by live zones. */

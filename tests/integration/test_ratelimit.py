@@ -1,6 +1,7 @@
 """Rate limiting across workers: exactness, 429 answers, reload behaviour, dryRun, forwarded
 client addresses, and a worker killed while holding the zone lock."""
 import json
+import socket
 import os
 import signal
 import threading
@@ -243,6 +244,34 @@ def test_zone_resize_on_reload_frees_old_zone(gateway_factory, tmp_path):
         time.sleep(0.2)
     zones = [z for z in gw.status("show shm")["zones"] if z["name"] == "ratelimit"]
     assert len(zones) == 1 and zones[0]["size"] == 2 * 1024 * 1024
+
+
+def test_failed_reload_frees_the_zones_it_made(gateway_factory, tmp_path):
+    """Regression: zones made for a reload that then failed (here: its listen address was
+    taken) stayed, so the next valid reload found no room in the arena."""
+    port = free_port()
+    cfg = config(tmp_path, port, [rule(maxRequests=2)],
+                 shm={"size": "24m", "rateLimitZone": "8m"})
+    gw = gateway_factory(cfg)
+    assert statuses(gw, 3) == [200, 200, 429]
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        bad = json.loads(json.dumps(cfg))
+        bad["shm"]["rateLimitZone"] = "9m"
+        bad["servers"].append({"id": "taken", "listen": "127.0.0.1:%d" % busy.getsockname()[1]})
+        gw.reload(bad, expect_ok=False)
+    finally:
+        busy.close()
+    zones = [z for z in gw.status("show shm")["zones"] if z["name"] == "ratelimit"]
+    assert [z["size"] for z in zones] == [8 * 1024 * 1024]
+    # the current generation kept its counters ...
+    assert statuses(gw, 1) == [429]
+    # ... and a valid reload that needs the room gets it
+    cfg["shm"]["rateLimitZone"] = "10m"
+    gw.reload(cfg)
+    assert statuses(gw, 3) == [200, 200, 429]
 
 
 def test_many_clients_keys_evicted_not_active(gateway_factory, tmp_path):

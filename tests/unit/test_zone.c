@@ -40,6 +40,29 @@ static void test_find_or_create(void **state)
     fg_shm_free(shm);
 }
 
+/* Regression: zones created for a reload that failed were kept (their generation was newer
+ * than every live one), and the next valid reload found no room. */
+static void test_sweep_after_failed_generation(void **state)
+{
+    fg_shm_t *shm = fg_shm_new(4 * MIB);
+    int created;
+    char *kept = fg_shm_zone_get(shm, "k", 64 * 1024, 1, 1, 1, &created);
+    assert_non_null(kept);
+    assert_non_null(fg_shm_zone_get(shm, "z", 1 * MIB, 1, 1, 1, &created));
+    /* generation 2 reuses k, makes a bigger z, then fails */
+    assert_ptr_equal(fg_shm_zone_get(shm, "k", 64 * 1024, 1, 1, 2, &created), kept);
+    assert_non_null(fg_shm_zone_get(shm, "z", 2 * MIB, 1, 1, 2, &created));
+    uint64_t live[] = {1};
+    assert_int_equal(fg_shm_zone_sweep(shm, live, 1), 1);
+    assert_int_equal(fg_shm_zone_bytes(shm), 1 * MIB + 64 * 1024);
+    /* the retry (same id) has the room again, and k kept its data */
+    assert_non_null(fg_shm_zone_get(shm, "z", 2 * MIB, 1, 1, 2, &created));
+    assert_true(created);
+    assert_ptr_equal(fg_shm_zone_get(shm, "k", 64 * 1024, 1, 1, 2, &created), kept);
+    assert_false(created);
+    fg_shm_free(shm);
+}
+
 static void test_sweep_after_generation_exits(void **state)
 {
     fg_shm_t *shm = fg_shm_new(4 * MIB);
@@ -51,9 +74,10 @@ static void test_sweep_after_generation_exits(void **state)
     assert_non_null(old);
     assert_non_null(new);
     /* Generation 1 still has workers: nothing goes. */
-    assert_int_equal(fg_shm_zone_sweep(shm, 1), 0);
+    uint64_t both[] = {1, 2}, second[] = {2};
+    assert_int_equal(fg_shm_zone_sweep(shm, both, 2), 0);
     /* Its last worker exited: its private zone goes, the shared one stays. */
-    assert_int_equal(fg_shm_zone_sweep(shm, 2), 1);
+    assert_int_equal(fg_shm_zone_sweep(shm, second, 1), 1);
     fg_shm_zone_info_t z[8];
     assert_int_equal(fg_shm_zone_list(shm, z, 8), 2);
     assert_int_equal(fg_shm_zone_bytes(shm), 2 * MIB + 64 * 1024);
@@ -103,6 +127,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_find_or_create),
         cmocka_unit_test(test_sweep_after_generation_exits),
+        cmocka_unit_test(test_sweep_after_failed_generation),
         cmocka_unit_test(test_full_arena_and_bump_boundary),
         cmocka_unit_test(test_directory_full),
     };
