@@ -53,13 +53,16 @@ static void sliding(const fg_rl_params_t *p, fg_rl_state_t *s, uint64_t now, fg_
      * but prev * w can pass 2^64 for large windows. */
     unsigned __int128 weighted = (unsigned __int128)s->y * (w - e) / w;
     uint64_t est = s->x + (weighted > UINT64_MAX - s->x ? UINT64_MAX - s->x : (uint64_t)weighted);
-    r->reset_ms = s->t + w - now;
     if (est < p->limit) {
         s->x++;
         r->allowed = 1;
         r->remaining = p->limit - est - 1;
-        return;
     }
+    /* The quota is whole again once neither window weighs: the previous one stops counting at
+     * the end of this one, this one's count only at the end of the next. */
+    r->reset_ms = s->x > 0 ? (w - e) + w : s->y > 0 ? w - e : 0;
+    if (r->allowed)
+        return;
     r->remaining = 0;
     if (s->x < p->limit) {
         uint64_t at = sliding_pass_at(w, s->y, s->x, p->limit);

@@ -86,6 +86,10 @@ static void test_sliding_retry_next_window(void **state)
     memset(&s, 0, sizeof(s));
     assert_int_equal(pass_count(&p, &s, 100, 100, &r), 10);
     assert_int_equal(r.retry_ms, 1000 + 1); /* 10 * (1000 - e) / 1000 < 10 needs e >= 1 */
+    /* Reset is when the whole quota is back, never before a request passes (regression: it
+     * said the end of this window, when the previous one still weighs in full) */
+    assert_int_equal(r.reset_ms, 2000);
+    assert_true(r.reset_ms >= r.retry_ms);
     fg_rl_check(&p, &s, 100 + 1000, &r);
     assert_false(r.allowed);
     fg_rl_check(&p, &s, 100 + 1001, &r);
