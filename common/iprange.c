@@ -103,7 +103,8 @@ int fg_iprange_parse(const char *s, fg_iprange_t *out, int *plen, char *err, siz
     size_t alen = slash ? (size_t)(slash - s) : len;
     if (fg_ip_parse(s, alen, &out->lo) < 0)
         return fail(err, errlen, "not an IP address", s);
-    int v4 = fg_ip_is_v4(&out->lo);
+    /* The notation decides how the prefix counts: "::ffff:10.0.0.0/104" is an IPv6 prefix. */
+    int v4 = memchr(s, ':', alen) == NULL;
     unsigned max = v4 ? 32 : 128, n = max;
     if (slash) {
         char *end;
@@ -130,7 +131,20 @@ void fg_iprange_set_init(fg_iprange_set_t *set)
     memset(set, 0, sizeof(*set));
 }
 
-int fg_iprange_set_add(fg_iprange_set_t *set, const fg_iprange_t *r)
+static const fg_ip_t mapped_lo = {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0}};
+static const fg_ip_t mapped_hi = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+
+static fg_ip_t ip_step(fg_ip_t ip, int up)
+{
+    for (int i = 15; i >= 0; i--) {
+        if (up ? ++ip.b[i] != 0 : ip.b[i]-- != 0)
+            break;
+    }
+    return ip;
+}
+
+static int add_one(fg_iprange_set_t *set, const fg_iprange_t *r)
 {
     if (set->n == set->cap) {
         size_t cap = set->cap ? set->cap * 2 : 16;
@@ -141,6 +155,29 @@ int fg_iprange_set_add(fg_iprange_set_t *set, const fg_iprange_t *r)
         set->cap = cap;
     }
     set->r[set->n++] = *r;
+    return 0;
+}
+
+/* IPv4 lives in the IPv4-mapped block. A range that reaches outside that block was written in
+ * IPv6 notation, and IPv6 entries do not match IPv4 clients (as in nginx: "::/0" is every
+ * IPv6 address, not every address), so the block is cut out of it. */
+int fg_iprange_set_add(fg_iprange_set_t *set, const fg_iprange_t *r)
+{
+    int starts_before = fg_ip_cmp(&r->lo, &mapped_lo) < 0;
+    int ends_after = fg_ip_cmp(&r->hi, &mapped_hi) > 0;
+    int overlaps = fg_ip_cmp(&r->lo, &mapped_hi) <= 0 && fg_ip_cmp(&r->hi, &mapped_lo) >= 0;
+    if (!overlaps || (!starts_before && !ends_after))
+        return add_one(set, r);
+    if (starts_before) {
+        fg_iprange_t below = {r->lo, ip_step(mapped_lo, 0)};
+        if (add_one(set, &below) < 0)
+            return -1;
+    }
+    if (ends_after) {
+        fg_iprange_t above = {ip_step(mapped_hi, 1), r->hi};
+        if (add_one(set, &above) < 0)
+            return -1;
+    }
     return 0;
 }
 

@@ -34,12 +34,15 @@ int fg_ip_cmp(const fg_ip_t *a, const fg_ip_t *b);
 /* Keep the first plen bits (plen counted in the 128-bit space). */
 void fg_ip_mask(fg_ip_t *ip, unsigned plen);
 
-/* Parse "IP", "IP/len" or "IP-IP" (IPv4 prefix lengths are 0..32, IPv6 0..128; a range must
- * not mix families nor run backwards). *plen receives the 128-bit prefix length of a CIDR or
+/* Parse "IP", "IP/len" or "IP-IP" (IPv4 prefix lengths are 0..32, IPv6 0..128, by the
+ * notation of the address, so "::ffff:10.0.0.0/104" is an IPv6 prefix; a range must not mix
+ * families nor run backwards). *plen receives the 128-bit prefix length of a CIDR or
  * single address, or -1 for an a-b range. Returns 0 or -1 with a reason in err. */
 int fg_iprange_parse(const char *s, fg_iprange_t *out, int *plen, char *err, size_t errlen);
 
-/* Sets: add in any order, then finish (sort and merge) before lookups. */
+/* Sets: add in any order, then finish (sort and merge) before lookups. A range added that
+ * reaches outside the IPv4-mapped block (IPv6 notation) loses the part inside it: IPv6 entries
+ * never match IPv4 clients. */
 void fg_iprange_set_init(fg_iprange_set_t *set);
 int fg_iprange_set_add(fg_iprange_set_t *set, const fg_iprange_t *r);
 void fg_iprange_set_finish(fg_iprange_set_t *set);

@@ -360,7 +360,9 @@ int fg_acl_dyn_match(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, uint64_t
     if (lock_table(d) < 0)
         return 0;
     int hit = 0;
-    for (unsigned p = 0; p <= 128 && !hit; p++) {
+    /* An IPv4 client is matched only by entries inside the IPv4-mapped block (prefix >= 96):
+     * a shorter IPv6 prefix means IPv6 addresses, as in fg_iprange_set_add. */
+    for (unsigned p = fg_ip_is_v4(ip) ? 96 : 0; p <= 128 && !hit; p++) {
         if (!(bits[p / 64] & (1ull << (p % 64))))
             continue;
         dyn_key_t k = make_key(list, ip, p);

@@ -139,6 +139,21 @@ static void test_dynamic_has_per_list(void **state)
     munmap(mem, SIZE);
 }
 
+/* An IPv6 prefix shorter than the IPv4-mapped block matches IPv6 clients only. */
+static void test_dynamic_ipv6_prefix_spares_ipv4(void **state)
+{
+    void *mem = map();
+    fg_acl_dyn_t *d = fg_acl_dyn_init(mem, SIZE, 5);
+    fg_ip_t any = ip("::"), v4 = ip("10.1.2.3"), v6 = ip("2001:db8::1");
+    assert_int_equal(fg_acl_dyn_add(d, 1, &any, 0, 0, 0), 0);
+    assert_int_equal(fg_acl_dyn_match(d, 1, &v6, 0), 1);
+    assert_int_equal(fg_acl_dyn_match(d, 1, &v4, 0), 0);
+    fg_ip_t block = ip("::ffff:0:0");
+    assert_int_equal(fg_acl_dyn_add(d, 1, &block, 96, 0, 0), 0);
+    assert_int_equal(fg_acl_dyn_match(d, 1, &v4, 0), 1);
+    munmap(mem, SIZE);
+}
+
 static void test_dynamic_list_slots_bounded(void **state)
 {
     void *mem = map();
@@ -167,6 +182,7 @@ int main(void)
         cmocka_unit_test(test_dynamic_full_refuses),
         cmocka_unit_test(test_dynamic_has_per_list),
         cmocka_unit_test(test_dynamic_list_slots_bounded),
+        cmocka_unit_test(test_dynamic_ipv6_prefix_spares_ipv4),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -128,6 +128,60 @@ static void test_set_lookup_and_merge(void **state)
     fg_iprange_set_free(&s);
 }
 
+static int set_of(fg_iprange_set_t *set, const char *const *entries, const char *probe)
+{
+    fg_iprange_set_init(set);
+    for (size_t i = 0; entries[i]; i++) {
+        fg_iprange_t r;
+        int plen;
+        char err[128];
+        assert_int_equal(fg_iprange_parse(entries[i], &r, &plen, err, sizeof(err)), 0);
+        assert_int_equal(fg_iprange_set_add(set, &r), 0);
+    }
+    fg_iprange_set_finish(set);
+    fg_ip_t a = ip(probe);
+    int in = fg_iprange_set_contains(set, &a);
+    fg_iprange_set_free(set);
+    return in;
+}
+
+/* Regressions: a CIDR in IPv6 notation over an IPv4-mapped address had its prefix read as an
+ * IPv4 one, and IPv6 ranges such as ::/0 swallowed every IPv4 client. */
+static void test_ipv6_notation_and_ipv4_clients(void **state)
+{
+    fg_iprange_t r;
+    int plen;
+    char err[128];
+    assert_int_equal(fg_iprange_parse("::ffff:0:0/96", &r, &plen, err, sizeof(err)), 0);
+    assert_int_equal(plen, 96);
+    assert_int_equal(fg_iprange_parse("::ffff:10.0.0.0/104", &r, &plen, err, sizeof(err)), 0);
+    assert_int_equal(plen, 104);
+    fg_ip_t lo = ip("10.0.0.0"), hi = ip("10.255.255.255");
+    assert_int_equal(fg_ip_cmp(&r.lo, &lo), 0);
+    assert_int_equal(fg_ip_cmp(&r.hi, &hi), 0);
+    /* ::ffff:10.0.0.0/8 is ::/8 in IPv6 notation, not 10.0.0.0/8 */
+    assert_int_equal(fg_iprange_parse("::ffff:10.0.0.0/8", &r, &plen, err, sizeof(err)), 0);
+    assert_int_equal(plen, 8);
+    assert_int_equal(fg_iprange_parse("10.0.0.0/33", &r, &plen, err, sizeof(err)), -1);
+    assert_int_equal(fg_iprange_parse("::ffff:0:0/129", &r, &plen, err, sizeof(err)), -1);
+
+    fg_iprange_set_t set;
+    const char *const all6[] = {"::/0", NULL};
+    assert_false(set_of(&set, all6, "10.1.2.3"));
+    assert_true(set_of(&set, all6, "2001:db8::1"));
+    assert_true(set_of(&set, all6, "::1"));
+    assert_true(set_of(&set, all6, "::fffe:ffff:ffff")); /* just below the mapped block */
+    assert_true(set_of(&set, all6, "::1:0:0:0"));        /* just above it */
+    const char *const range6[] = {"::-ffff::", NULL};
+    assert_false(set_of(&set, range6, "192.0.2.1"));
+    const char *const mapped[] = {"::ffff:0:0/96", NULL};
+    assert_true(set_of(&set, mapped, "192.0.2.1"));
+    assert_false(set_of(&set, mapped, "2001:db8::1"));
+    const char *const both[] = {"::/0", "0.0.0.0/0", NULL};
+    assert_true(set_of(&set, both, "192.0.2.1"));
+    assert_true(set_of(&set, both, "2001:db8::1"));
+}
+
 static void test_large_set(void **state)
 {
     fg_iprange_set_t s;
@@ -152,9 +206,12 @@ static void test_large_set(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_and_format), cmocka_unit_test(test_sockaddr),
-        cmocka_unit_test(test_parse_ranges),     cmocka_unit_test(test_set_lookup_and_merge),
+        cmocka_unit_test(test_parse_and_format),
+        cmocka_unit_test(test_sockaddr),
+        cmocka_unit_test(test_parse_ranges),
+        cmocka_unit_test(test_set_lookup_and_merge),
         cmocka_unit_test(test_large_set),
+        cmocka_unit_test(test_ipv6_notation_and_ipv4_clients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
