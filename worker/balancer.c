@@ -124,7 +124,7 @@ int fg_balancer_available(const fg_cluster_t *cl, size_t i, uint64_t now_ms)
 
 static int tried(const fg_pick_t *pk, size_t i)
 {
-    return i < 64 && (pk->tried >> i) & 1;
+    return pk->tried != NULL && (pk->tried[i / 64] >> (i % 64)) & 1;
 }
 
 /* Fill cand with the indexes that may be chosen; returns how many. */
@@ -271,6 +271,6 @@ int fg_balancer_pick(fg_worker_t *w, const fg_cluster_t *cl, const fg_request_t 
     fg_balancer_t *b = fg_upstream_balancer(w, cl);
     if (b == NULL)
         return -1;
-    fg_pick_t pk = {fg_health_now_ms(), 0, avoid};
+    fg_pick_t pk = {fg_health_now_ms(), NULL, avoid};
     return fg_balancer_select(b, cl, &pk, NULL);
 }

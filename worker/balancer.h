@@ -23,9 +23,10 @@ void fg_balancer_free(fg_balancer_t *b);
 
 /* What to leave out of one choice. */
 typedef struct {
-    uint64_t now_ms; /* monotonic, for passive health */
-    uint64_t tried;  /* bit i: destination i (i < 64) already failed for this request */
-    int avoid;       /* not to pick again when another one exists; -1 = none */
+    uint64_t now_ms;       /* monotonic, for passive health */
+    const uint64_t *tried; /* bitmap: bit i set when destination i already failed this request;
+                              NULL = none */
+    int avoid;             /* not to pick again when another one exists; -1 = none */
 } fg_pick_t;
 
 /* A destination index of cl, or -1 when none may take a request. Candidates are the enabled

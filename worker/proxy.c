@@ -50,7 +50,7 @@ typedef struct {
     /* shared destination state (shm/health.h) */
     fg_hdest_t *counted;   /* the destination holding this request's in-flight count */
     int record;            /* this worker's index in the arena's worker table */
-    uint64_t tried;        /* failover: destinations (bit = index < 64) that failed */
+    uint64_t *tried;       /* failover: bitmap of the destinations that failed (pool) */
     uint64_t first_ms;     /* failover: when the first attempt started (budget) */
     fg_str_t aff_key;      /* affinity key forwarded upstream (keySource tenant) */
     unsigned aff_set : 1;  /* bind the client to the chosen destination in the response */
@@ -470,8 +470,10 @@ static int fail_over(proxy_t *p)
         uint64_t now = fg_health_now_ms();
         if (now - p->first_ms >= p->cl->failover.budget_ms)
             return -1;
-        if (p->di < 64)
-            p->tried |= 1ULL << p->di;
+        if (p->tried == NULL &&
+            (p->tried = fg_pool_calloc(p->req->pool, (p->cl->ndestinations + 63) / 64 * 8)) == NULL)
+            return -1;
+        p->tried[p->di / 64] |= 1ULL << (p->di % 64);
         fg_pick_t pk = {now, p->tried, p->di};
         int next = fg_balancer_select(fg_upstream_balancer(p->w, p->cl), p->cl, &pk, NULL);
         if (next < 0 || next == p->di)

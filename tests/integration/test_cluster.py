@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Blackhole, base_config
+from conftest import Blackhole, base_config, free_port
 
 
 def cluster(cid, ups, policy="RoundRobin", weights=None, **extra):
@@ -464,6 +464,23 @@ def test_failover_total_budget_bounds_the_wait(gateway_factory, tmp_path):
     finally:
         for h in holes:
             h.close()
+
+
+def test_failover_tries_each_of_many_destinations_at_most_once(gateway_factory, tmp_path):
+    """Regression: failed destinations were remembered in a 64-bit mask, so past the 64th a
+    request could go back and forth between two dead ones until its budget ran out."""
+    dead = [free_port() for _ in range(70)]
+    cl = {"id": "c", "loadBalancingPolicy": "FirstAlphabetical",
+          "destinations": [{"id": "d%03d" % (i if i >= 64 else 200 + i),
+                            "address": "http://127.0.0.1:%d" % port}
+                           for i, port in enumerate(dead)],
+          "failover": {"enabled": True, "budget": "30s"}}
+    gw = start(gateway_factory, tmp_path, [cl], workers=1)
+    st, _, _ = Client(gw).get("/")
+    assert st == 502
+    dests = servers(gw)
+    assert sum(d["requests"] for d in dests.values()) == 70
+    assert max(d["requests"] for d in dests.values()) == 1
 
 
 # ---- admin state ----

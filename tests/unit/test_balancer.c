@@ -47,7 +47,7 @@ static fg_cluster_t *make(int policy, size_t n, const int *weights)
 /* Choices of `rounds` selections, per destination. */
 static void run(fg_balancer_t *b, fg_cluster_t *cl, int rounds, int *hits)
 {
-    fg_pick_t pk = {1000, 0, -1};
+    fg_pick_t pk = {1000, NULL, -1};
     for (int i = 0; i < rounds; i++) {
         int d = fg_balancer_select(b, cl, &pk, NULL);
         assert_true(d >= 0 && d < (int)cl->ndestinations);
@@ -60,7 +60,7 @@ static void test_round_robin_smooth_weighted(void **state)
     int w[] = {5, 1, 1};
     fg_cluster_t *cl = make(FG_LB_ROUND_ROBIN, 3, w);
     fg_balancer_t *b = fg_balancer_new(cl, 1);
-    fg_pick_t pk = {1000, 0, -1};
+    fg_pick_t pk = {1000, NULL, -1};
     int seq[7];
     for (int i = 0; i < 7; i++)
         seq[i] = fg_balancer_select(b, cl, &pk, NULL);
@@ -93,7 +93,7 @@ static void test_round_robin_large_weights(void **state)
     int w[] = {300, 100};
     fg_cluster_t *cl = make(FG_LB_ROUND_ROBIN, 2, w);
     fg_balancer_t *b = fg_balancer_new(cl, 1);
-    fg_pick_t pk = {1000, 0, -1};
+    fg_pick_t pk = {1000, NULL, -1};
     int seq[4];
     for (int i = 0; i < 4; i++)
         seq[i] = fg_balancer_select(b, cl, &pk, NULL);
@@ -180,11 +180,12 @@ static void test_first_alphabetical(void **state)
 {
     fg_cluster_t *cl = make(FG_LB_FIRST_ALPHABETICAL, 4, NULL);
     fg_balancer_t *b = fg_balancer_new(cl, 3);
-    fg_pick_t pk = {1000, 0, -1};
+    fg_pick_t pk = {1000, NULL, -1};
     assert_int_equal(fg_balancer_select(b, cl, &pk, NULL), 3); /* "a" */
     atomic_store(&fx.h[3].active, FG_HS_UNHEALTHY);
     assert_int_equal(fg_balancer_select(b, cl, &pk, NULL), 2); /* "b" */
-    pk.tried = 1u << 2;
+    uint64_t failed = 1u << 2;
+    pk.tried = &failed;
     assert_int_equal(fg_balancer_select(b, cl, &pk, NULL), 1); /* "c" */
     fg_balancer_free(b);
 }
@@ -193,7 +194,7 @@ static void test_panic_and_healthy_and_unknown(void **state)
 {
     fg_cluster_t *cl = make(FG_LB_ROUND_ROBIN, 2, NULL);
     fg_balancer_t *b = fg_balancer_new(cl, 3);
-    fg_pick_t pk = {1000, 0, -1};
+    fg_pick_t pk = {1000, NULL, -1};
     atomic_store(&fx.h[0].active, FG_HS_UNHEALTHY);
     atomic_store(&fx.h[1].passive_until_ms, 2000);
     int panic = 0;
@@ -219,11 +220,12 @@ static void test_avoid_and_disabled(void **state)
     fg_cluster_t *cl = make(FG_LB_RANDOM, 3, NULL);
     fg_balancer_t *b = fg_balancer_new(cl, 9);
     fx.d[2].enabled = 0;
-    fg_pick_t pk = {1000, 0, 0};
+    fg_pick_t pk = {1000, NULL, 0};
     for (int i = 0; i < 50; i++)
         assert_int_equal(fg_balancer_select(b, cl, &pk, NULL), 1);
     /* avoid is a preference: the only one left is still returned */
-    pk.tried = 2;
+    uint64_t failed = 2;
+    pk.tried = &failed;
     assert_int_equal(fg_balancer_select(b, cl, &pk, NULL), 0);
     fg_balancer_free(b);
 }
