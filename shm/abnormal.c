@@ -87,7 +87,26 @@ static int info_cmp(const void *a, const void *b)
     return x->count < y->count ? 1 : x->count > y->count ? -1 : 0;
 }
 
-/* Keep the max largest in out: fill, then replace the smallest (max is small: a status page). */
+/* out[0..n) is a min-heap on count, so that each entry of the zone costs O(log max) while
+ * the status socket holds the zone's lock. */
+static void sift_down(fg_abnormal_info_t *a, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && a[l].count < a[m].count)
+            m = l;
+        if (r < n && a[r].count < a[m].count)
+            m = r;
+        if (m == i)
+            return;
+        fg_abnormal_info_t tmp = a[i];
+        a[i] = a[m];
+        a[m] = tmp;
+        i = m;
+    }
+}
+
+/* Keep the max largest in out: fill, then replace the smallest when larger. */
 static int top_each(const void *key, void *value, void *arg)
 {
     top_ctx_t *t = arg;
@@ -95,18 +114,23 @@ static int top_each(const void *key, void *value, void *arg)
     uint64_t c = estimate(e, t->now, t->w);
     if (c < t->min || c == 0)
         return 0;
+    if (t->n == t->max && t->out[0].count >= c)
+        return 0;
     fg_abnormal_info_t info = {((const abn_key_t *)key)->ip, c, e->total, e->last_ms,
                                e->blocked_until};
     if (t->n < t->max) {
-        t->out[t->n++] = info;
+        size_t i = t->n++;
+        t->out[i] = info;
+        while (i > 0 && t->out[(i - 1) / 2].count > t->out[i].count) {
+            fg_abnormal_info_t tmp = t->out[i];
+            t->out[i] = t->out[(i - 1) / 2];
+            t->out[(i - 1) / 2] = tmp;
+            i = (i - 1) / 2;
+        }
         return 0;
     }
-    size_t lo = 0;
-    for (size_t i = 1; i < t->n; i++)
-        if (t->out[i].count < t->out[lo].count)
-            lo = i;
-    if (t->out[lo].count < c)
-        t->out[lo] = info;
+    t->out[0] = info;
+    sift_down(t->out, t->n, 0);
     return 0;
 }
 

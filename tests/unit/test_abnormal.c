@@ -53,6 +53,26 @@ static void test_counts_and_autoblock(void **state)
     munmap(mem, SIZE);
 }
 
+/* The worst addresses come back largest first, whatever order the zone holds them in. */
+static void test_top_keeps_the_largest(void **state)
+{
+    void *mem = map();
+    fg_shm_hash_t *h = fg_abnormal_init(mem, SIZE, 1);
+    /* address i gets (i * 37) % 101 + 1 errors: distinct counts in a scrambled order */
+    for (int i = 0; i < 101; i++) {
+        fg_ip_t a = ip("10.0.0.0");
+        a.b[15] = (uint8_t)i;
+        int errors = (i * 37) % 101 + 1;
+        for (int k = 0; k < errors; k++)
+            fg_abnormal_record(h, &a, 1000, 60000, 0, 0);
+    }
+    fg_abnormal_info_t top[5];
+    assert_int_equal(fg_abnormal_top(h, 1000, 60000, 1, top, 5), 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(top[i].count, 101 - i);
+    munmap(mem, SIZE);
+}
+
 static void test_dynamic_entries(void **state)
 {
     void *mem = map();
@@ -178,6 +198,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counts_and_autoblock),
+        cmocka_unit_test(test_top_keeps_the_largest),
         cmocka_unit_test(test_dynamic_entries),
         cmocka_unit_test(test_dynamic_full_refuses),
         cmocka_unit_test(test_dynamic_has_per_list),
