@@ -652,6 +652,12 @@ static int parse_target(fg_request_t *req, fg_str_t target)
     const char *frag = memchr(t, '#', n);
     if (frag)
         n = (size_t)(frag - t);
+    if (n == 1 && t[0] == '*') {
+        /* asterisk-form (RFC 9112 3.2.4): the server as a whole; fg_request_route answers */
+        req->path = FG_STR_LIT("*");
+        req->query = FG_STR_LIT("");
+        return 0;
+    }
     if (n > 0 && t[0] != '/') {
         /* absolute-form: the authority in the target replaces Host (RFC 9112 3.2.2). */
         const char *s = memchr(t, ':', n);

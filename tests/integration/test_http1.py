@@ -324,6 +324,27 @@ def test_absolute_form_target(gw):
         assert echo_header(doc, "X-Forwarded-Host") == ["abs.test"]
 
 
+def test_options_asterisk_answered_by_the_gateway(gw):
+    """RFC 9112 3.2.4 / RFC 9110 9.3.7: OPTIONS * asks about the server itself."""
+    s, r = connect(gw)
+    with s:
+        s.sendall(get(b"*", method=b"OPTIONS") + get(b"/up/after"))
+        st, headers, body = r.response()
+        assert st == 200 and body == b""
+        assert "OPTIONS" in hdr(headers, "Allow")
+        assert hdr(headers, "Content-Length") == "0"
+        st, _, body = r.response()  # the connection stays usable
+        assert st == 200 and json.loads(body)["path"] == "/after"
+
+
+def test_asterisk_target_only_for_options(gw):
+    s, r = connect(gw)
+    with s:
+        s.sendall(get(b"*"))
+        st, _, body = r.response()
+        assert st == 400 and b"OPTIONS only" in body
+
+
 def test_fragment_is_not_forwarded(gw):
     # Regression: "#frag" used to reach the upstream inside the query (RFC 9112 3.2).
     s, r = connect(gw)
