@@ -117,6 +117,7 @@ typedef enum {
     FG_TX_REQ_HEADERS_COPY,   /* RequestHeadersCopy: flag (true/false) */
     FG_TX_REQ_ORIGINAL_HOST,  /* RequestHeaderOriginalHost: flag */
     FG_TX_X_FORWARDED,        /* X-Forwarded: xf_* fields */
+    FG_TX_FORWARDED,          /* Forwarded (RFC 7239): fwd_* fields, xf_for = action */
     FG_TX_RESP_HEADER,        /* ResponseHeader: name; Set|Append: value; When */
     FG_TX_RESP_HEADER_REMOVE, /* ResponseHeaderRemove: name; When */
 } fg_transform_kind_t;
@@ -124,6 +125,19 @@ typedef enum {
 typedef enum { FG_TX_SET = 0, FG_TX_APPEND } fg_transform_action_t;
 typedef enum { FG_WHEN_SUCCESS = 0, FG_WHEN_ALWAYS, FG_WHEN_FAILURE } fg_transform_when_t;
 typedef enum { FG_XF_OFF = 0, FG_XF_SET, FG_XF_APPEND, FG_XF_REMOVE } fg_xf_action_t;
+/* How the Forwarded transform writes a node (RFC 7239 6), YARP's NodeFormat names. */
+typedef enum {
+    FG_NODE_NONE = 0,
+    FG_NODE_RANDOM, /* an obfuscated identifier, "_" and random characters (RFC 7239 6.3) */
+    FG_NODE_RANDOM_AND_PORT,
+    FG_NODE_RANDOM_AND_RANDOM_PORT,
+    FG_NODE_UNKNOWN, /* "unknown" (RFC 7239 6.2) */
+    FG_NODE_UNKNOWN_AND_PORT,
+    FG_NODE_UNKNOWN_AND_RANDOM_PORT,
+    FG_NODE_IP,
+    FG_NODE_IP_AND_PORT,
+    FG_NODE_IP_AND_RANDOM_PORT,
+} fg_node_format_t;
 
 typedef struct {
     int kind;    /* fg_transform_kind_t */
@@ -135,6 +149,9 @@ typedef struct {
     /* X-Forwarded: which headers and how; prefix of header names, default "X-Forwarded-" */
     int xf_for, xf_proto, xf_host, xf_prefix; /* fg_xf_action_t each */
     char *xf_header_prefix;
+    /* Forwarded: the parameters written (host and proto flags, for/by formats) */
+    int fwd_host, fwd_proto;
+    int fwd_for, fwd_by; /* fg_node_format_t; FG_NODE_NONE = not written */
 } fg_transform_t;
 
 /* ---- routes ---- */

@@ -302,6 +302,7 @@ static const char *const x_set_append[] = {"Set", "Append", NULL};
 static const char *const x_set[] = {"Set", NULL};
 static const char *const x_xf[] = {"Action", "HeaderPrefix", "For", "Proto",
                                    "Host",   "Prefix",       NULL};
+static const char *const x_fwd[] = {"Action", "ForFormat", "ByFormat", NULL};
 static const char *const x_resp[] = {"Set", "Append", "When", NULL};
 static const char *const x_when[] = {"When", NULL};
 
@@ -318,6 +319,7 @@ static const tx_spec_t tx_specs[] = {
     {"RequestHeadersCopy", FG_TX_REQ_HEADERS_COPY, V_FLAG, x_none},
     {"RequestHeaderOriginalHost", FG_TX_REQ_ORIGINAL_HOST, V_FLAG, x_none},
     {"X-Forwarded", FG_TX_X_FORWARDED, V_XF, x_xf},
+    {"Forwarded", FG_TX_FORWARDED, V_XF, x_fwd},
     {"ResponseHeader", FG_TX_RESP_HEADER, V_HEADER, x_resp},
     {"ResponseHeaderRemove", FG_TX_RESP_HEADER_REMOVE, V_HEADER, x_when},
 };
@@ -403,6 +405,57 @@ static int load_xforwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *
     if (!fg_config_is_token(t->xf_header_prefix))
         return fg_config_fail(c, "HeaderPrefix", "\"%s\" is not a valid header name prefix",
                               t->xf_header_prefix);
+    return 0;
+}
+
+/* Forwarded: "for,by,host,proto" picks the parameters; ForFormat and ByFormat say how the
+ * nodes are written (default Random, as in YARP); Action as for X-Forwarded. */
+static int load_forwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t)
+{
+    static const char *const actions[] = {"Off", "Set", "Append", "Remove", NULL};
+    static const char *const formats[] = {"None",
+                                          "Random",
+                                          "RandomAndPort",
+                                          "RandomAndRandomPort",
+                                          "Unknown",
+                                          "UnknownAndPort",
+                                          "UnknownAndRandomPort",
+                                          "Ip",
+                                          "IpAndPort",
+                                          "IpAndRandomPort",
+                                          NULL};
+    static const char *const names[] = {"for", "by", "host", "proto"};
+    int listed[4] = {0}, for_format = FG_NODE_RANDOM, by_format = FG_NODE_RANDOM;
+    const char *p = t->value;
+
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        const char *s = p, *e = p + len;
+        while (s < e && *s == ' ')
+            s++;
+        while (e > s && e[-1] == ' ')
+            e--;
+        int i;
+        for (i = 0; i < 4; i++)
+            if ((size_t)(e - s) == strlen(names[i]) &&
+                strncasecmp(s, names[i], (size_t)(e - s)) == 0)
+                break;
+        if (i == 4)
+            return fg_config_fail(c, "Forwarded",
+                                  "unknown parameter \"%.*s\" (expected for, by, host, proto)",
+                                  (int)(e - s), s);
+        listed[i] = 1;
+        p += len + (p[len] == ',');
+    }
+    t->xf_for = FG_XF_SET;
+    if (fg_config_get_enum(c, o, "Action", actions, &t->xf_for) < 0 ||
+        fg_config_get_enum(c, o, "ForFormat", formats, &for_format) < 0 ||
+        fg_config_get_enum(c, o, "ByFormat", formats, &by_format) < 0)
+        return -1;
+    t->fwd_for = listed[0] ? for_format : FG_NODE_NONE;
+    t->fwd_by = listed[1] ? by_format : FG_NODE_NONE;
+    t->fwd_host = listed[2];
+    t->fwd_proto = listed[3];
     return 0;
 }
 
@@ -495,6 +548,10 @@ static int load_transform(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t
         break;
     case FG_TX_X_FORWARDED:
         if (load_xforwarded(c, o, t) < 0)
+            return -1;
+        break;
+    case FG_TX_FORWARDED:
+        if (load_forwarded(c, o, t) < 0)
             return -1;
         break;
     default:

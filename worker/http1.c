@@ -417,9 +417,30 @@ static void ops_want_writable(fg_request_t *req)
     fg_conn_want_write(h->c);
 }
 
+static int ops_local_addr(fg_request_t *req, char *ip, size_t iplen, uint16_t *port)
+{
+    fg_http1_conn_t *h = req->proto;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fg_conn_fd(h->c), (struct sockaddr *)&ss, &len) == -1)
+        return -1;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        *port = ntohs(a->sin_port);
+        return inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)iplen) ? 0 : -1;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        *port = ntohs(a->sin6_port);
+        return inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)iplen) ? 0 : -1;
+    }
+    return -1;
+}
+
 static const fg_req_ops_t h1_ops = {
     .send_head = ops_send_head,
     .send_interim = ops_send_interim,
+    .local_addr = ops_local_addr,
     .send_body = ops_send_body,
     .send_file = ops_send_file,
     .finish = ops_finish,

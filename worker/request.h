@@ -51,6 +51,9 @@ typedef struct {
     int (*raw_fd)(fg_request_t *req);
     /* Call handler->on_writable once the client socket can take bytes (after raw_fd EAGAIN). */
     void (*want_writable)(fg_request_t *req);
+    /* The gateway's own address on the client's connection (Forwarded "by"): 0 with ip set as
+     * text and *port, or -1. */
+    int (*local_addr)(fg_request_t *req, char *ip, size_t iplen, uint16_t *port);
 } fg_req_ops_t;
 
 typedef struct {

@@ -3,8 +3,13 @@
 #include "worker/transform.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/hash.h"
 
 /* Per-call state of fg_transform_request. */
 typedef struct {
@@ -339,6 +344,148 @@ static int x_forwarded(tx_t *tx, const fg_transform_t *t)
     return 0;
 }
 
+/* ---- Forwarded (RFC 7239) ---- */
+
+/* Obfuscated identifiers need to be unguessable enough to reveal nothing, not secret: a
+ * per-process xorshift generator seeded from the pid and the clock. */
+static uint64_t obf_random(void)
+{
+    static uint64_t state;
+    if (state == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        state =
+            fg_hash_mix64((uint64_t)getpid() << 32 ^ (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec) |
+            1;
+    }
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return state * 0x2545f4914f6cdd1dull;
+}
+
+/* "_" and six characters of obfnode / obfport (RFC 7239 6.3). */
+static char *put_obf(char *p)
+{
+    static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+    uint64_t r = obf_random();
+    *p++ = '_';
+    for (int i = 0; i < 6; i++, r >>= 6)
+        *p++ = chars[r & 63];
+    return p;
+}
+
+/* A node (RFC 7239 6): nodename [":" node-port] in the chosen format. ip may be NULL
+ * (unknown address). Writes at most 80 bytes and a NUL into buf. */
+static void put_node(char *buf, int fmt, const char *ip, uint16_t port)
+{
+    char *p = buf;
+    int name =
+        fmt == FG_NODE_RANDOM || fmt == FG_NODE_RANDOM_AND_PORT ||
+                fmt == FG_NODE_RANDOM_AND_RANDOM_PORT
+            ? 0
+        : fmt == FG_NODE_IP || fmt == FG_NODE_IP_AND_PORT || fmt == FG_NODE_IP_AND_RANDOM_PORT
+            ? 2
+            : 1; /* 0 random, 1 unknown, 2 address */
+    if (name == 2 && (ip == NULL || ip[0] == '\0'))
+        name = 1;
+    if (name == 2 && strncmp(ip, "::ffff:", 7) == 0 && strchr(ip, '.'))
+        ip += 7; /* an IPv4 client on a dual-stack socket is an IPv4 client */
+    if (name == 0)
+        p = put_obf(p);
+    else if (name == 1)
+        p += sprintf(p, "unknown");
+    else if (strchr(ip, ':'))
+        p += snprintf(p, 50, "[%s]", ip); /* IPv6 in brackets (RFC 7239 6.1) */
+    else
+        p += snprintf(p, 50, "%s", ip);
+    if (fmt == FG_NODE_RANDOM_AND_PORT || fmt == FG_NODE_UNKNOWN_AND_PORT ||
+        fmt == FG_NODE_IP_AND_PORT) {
+        p += sprintf(p, ":%u", (unsigned)port);
+    } else if (fmt == FG_NODE_RANDOM_AND_RANDOM_PORT || fmt == FG_NODE_UNKNOWN_AND_RANDOM_PORT ||
+               fmt == FG_NODE_IP_AND_RANDOM_PORT) {
+        *p++ = ':';
+        p = put_obf(p);
+    }
+    *p = '\0';
+}
+
+static int is_tchar(unsigned char c)
+{
+    return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* ";name=value", the value a token or else a quoted-string (RFC 7239 4, RFC 9110 5.6.4). */
+static char *put_param(char *p, const char *name, fg_str_t v)
+{
+    int token = v.len > 0;
+    for (size_t i = 0; i < v.len && token; i++)
+        token = is_tchar((unsigned char)v.base[i]);
+    p += sprintf(p, ";%s=", name);
+    if (token) {
+        memcpy(p, v.base, v.len);
+        return p + v.len;
+    }
+    *p++ = '"';
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.base[i] == '"' || v.base[i] == '\\')
+            *p++ = '\\';
+        *p++ = v.base[i];
+    }
+    *p++ = '"';
+    return p;
+}
+
+static int forwarded(tx_t *tx, const fg_transform_t *t)
+{
+    int action = t->xf_for;
+    if (action == FG_XF_OFF)
+        return 0;
+    fg_headers_t *h = &tx->out->headers;
+    const fg_str_t name = FG_STR_LIT("Forwarded");
+    fg_str_t incoming = FG_STR_LIT("");
+    if (action == FG_XF_APPEND) {
+        incoming = tx->copy ? joined(tx->pool, h->v, h->n, name)
+                            : joined(tx->pool, tx->req->headers, tx->req->nheaders, name);
+        if (incoming.base == NULL)
+            return -1;
+    }
+    fg_headers_remove(h, name);
+    if (action == FG_XF_REMOVE)
+        return 0;
+    fg_request_t *req = (fg_request_t *)tx->req;
+    fg_str_t proto = req->scheme.len ? req->scheme : FG_STR_LIT("http");
+    char node[96];
+    /* each parameter: ";name=" and a value quoted with every byte escaped at worst */
+    size_t room = 2 * (16 + 2 * sizeof(node)) + 2 * (16 + 2 * req->host.len) + 16 + 2 * proto.len;
+    char *buf = fg_pool_alloc(tx->pool, room);
+    if (buf == NULL)
+        return -1;
+    char *p = buf;
+    if (t->fwd_for != FG_NODE_NONE) {
+        put_node(node, t->fwd_for, req->client_ip, req->client_port);
+        p = put_param(p, "for", fg_str(node));
+    }
+    if (t->fwd_by != FG_NODE_NONE) {
+        char ip[64];
+        uint16_t port = 0;
+        int known = req->ops && req->ops->local_addr &&
+                    req->ops->local_addr(req, ip, sizeof(ip), &port) == 0;
+        put_node(node, t->fwd_by, known ? ip : NULL, port);
+        p = put_param(p, "by", fg_str(node));
+    }
+    if (t->fwd_proto)
+        p = put_param(p, "proto", proto);
+    if (t->fwd_host && req->host.len)
+        p = put_param(p, "host", req->host);
+    if (p == buf)
+        return 0;                                        /* nothing to say */
+    fg_str_t element = {buf + 1, (size_t)(p - buf - 1)}; /* without the first ';' */
+    if (incoming.len)
+        element = concat3(tx->pool, incoming, FG_STR_LIT(", "), element);
+    return element.base ? fg_headers_add(h, name, element) : -1;
+}
+
 static int request_header(tx_t *tx, const fg_transform_t *t)
 {
     fg_headers_t *h = &tx->out->headers;
@@ -392,6 +539,8 @@ static int apply_header(tx_t *tx, const fg_transform_t *t)
         return 0;
     case FG_TX_X_FORWARDED:
         return x_forwarded(tx, t);
+    case FG_TX_FORWARDED:
+        return forwarded(tx, t);
     default:
         return 0;
     }
@@ -449,8 +598,8 @@ int fg_transform_request(const fg_request_t *req, const fg_destination_t *dest, 
             tx.copy = tr[i].flag != 0;
         else if (tr[i].kind == FG_TX_REQ_ORIGINAL_HOST)
             tx.original_host = tr[i].flag != 0;
-        else if (tr[i].kind == FG_TX_X_FORWARDED)
-            has_xf = 1;
+        else if (tr[i].kind == FG_TX_X_FORWARDED || tr[i].kind == FG_TX_FORWARDED)
+            has_xf = 1; /* as in YARP, either one replaces the default X-Forwarded set */
     }
     out->method = req->method;
     out->path = req->path.len ? req->path : FG_STR_LIT("/");

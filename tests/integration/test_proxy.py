@@ -57,6 +57,11 @@ def gw(tmp_path_factory):
         proxied("xfo", "/xfo/{**rest}", transforms=[{"X-Forwarded": "For", "Action": "Off"}]),
         proxied("xfp", "/xfp/{**rest}", transforms=[{"PathRemovePrefix": "/xfp"},
                                                     {"X-Forwarded": "Prefix"}]),
+        proxied("fwd", "/fwd/{**rest}", transforms=[
+            {"PathRemovePrefix": "/fwd"},
+            {"Forwarded": "for,by,proto,host", "ForFormat": "IpAndPort", "ByFormat": "Ip"}]),
+        proxied("fwda", "/fwda/{**rest}", transforms=[
+            {"Forwarded": "for", "ForFormat": "Random", "Action": "Append"}]),
         proxied("xfh", "/xfh/{**rest}", transforms=[{"X-Forwarded": "For,Proto",
                                                      "HeaderPrefix": "X-Fwd-",
                                                      "Proto": "Remove"}]),
@@ -353,6 +358,28 @@ def test_x_forwarded_header_prefix_and_per_header_action(gw):
     assert seen(doc, "X-Fwd-For") == ["127.0.0.1"]
     assert seen(doc, "X-Fwd-Proto") == []
     assert seen(doc, "X-Forwarded-For") == []
+
+
+def test_forwarded_rfc7239(gw):
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET /fwd/x HTTP/1.1\r\nHost: gw.test\r\nForwarded: for=6.6.6.6\r\n"
+              b"Connection: close\r\n\r\n")
+    client_port = s.getsockname()[1]
+    data = _read_all(s)
+    s.close()
+    doc = json.loads(data.partition(b"\r\n\r\n")[2])
+    fwd = seen(doc, "Forwarded")
+    assert len(fwd) == 1
+    m = re.fullmatch(r'for="127\.0\.0\.1:(\d+)";by=127\.0\.0\.1;proto=http;host=gw\.test', fwd[0])
+    assert m and int(m.group(1)) == client_port, fwd
+    # the spoofed element is gone, and Forwarded replaces the default X-Forwarded set
+    assert seen(doc, "X-Forwarded-For") == []
+
+
+def test_forwarded_append_obfuscated(gw):
+    _, _, doc = echo(gw, "/fwda/x", headers={"Forwarded": "for=192.0.2.1"})
+    fwd = seen(doc, "Forwarded")
+    assert len(fwd) == 1 and re.fullmatch(r"for=192\.0\.2\.1, for=_[A-Za-z0-9._-]{6}", fwd[0])
 
 
 # ---- response headers ----

@@ -399,7 +399,9 @@ static void test_defaults(void **state)
     cfg = load_ok("{" SRV ", " CLU ", 'workers': 'auto', 'log': {'accessLog': 'off'},"
                   "'routes': [{'id': 'r', 'match': {'path': '/'}, 'clusterId': 'c1',"
                   "  'transforms': [{'X-Forwarded': 'For,Proto,Host,Prefix'},"
-                  "                 {'ResponseHeader': 'X', 'Set': ''}]}]}");
+                  "                 {'ResponseHeader': 'X', 'Set': ''},"
+                  "                 {'Forwarded': 'For, proto', 'ForFormat': 'IpAndPort',"
+                  "                  'Action': 'Append'}]}]}");
     fg_cluster_t *c = &cfg->clusters[0];
     assert_int_equal(c->lb_policy, FG_LB_POWER_OF_TWO);
     assert_int_equal(c->connect_timeout_ms, 5000);
@@ -416,6 +418,11 @@ static void test_defaults(void **state)
     assert_string_equal(t->xf_header_prefix, "X-Forwarded-");
     assert_int_equal(t[1].when, FG_WHEN_SUCCESS);
     assert_string_equal(t[1].value, "");
+    assert_int_equal(t[2].kind, FG_TX_FORWARDED);
+    assert_int_equal(t[2].xf_for, FG_XF_APPEND);
+    assert_int_equal(t[2].fwd_for, FG_NODE_IP_AND_PORT);
+    assert_int_equal(t[2].fwd_by, FG_NODE_NONE);
+    assert_true(t[2].fwd_proto && !t[2].fwd_host);
     assert_ptr_equal(cfg->servers[0].routes[0], &cfg->routes[0]);
     fg_config_free(cfg);
 }
@@ -714,6 +721,15 @@ static void test_err_transforms(void **state)
         {TX("{'X-Forwarded': 'For,Port'}"),
          "t.json: routes[0].transforms[0].X-Forwarded: unknown header \"Port\" (expected For, "
          "Proto, Host, Prefix)"},
+        {TX("{'Forwarded': 'for,port'}"),
+         "t.json: routes[0].transforms[0].Forwarded: unknown parameter \"port\" (expected for, "
+         "by, host, proto)"},
+        {TX("{'Forwarded': 'for', 'ForFormat': 'Ipv4'}"),
+         "t.json: routes[0].transforms[0].ForFormat: unknown value \"Ipv4\" (expected None, "
+         "Random, RandomAndPort, RandomAndRandomPort, Unknown, UnknownAndPort, "
+         "UnknownAndRandomPort, Ip, IpAndPort, IpAndRandomPort)"},
+        {TX("{'Forwarded': 'for', 'HeaderPrefix': 'X-'}"),
+         "t.json: routes[0].transforms[0].HeaderPrefix: unknown key for Forwarded"},
         {TX("{'X-Forwarded': 'For', 'Action': 'Replace'}"),
          "t.json: routes[0].transforms[0].Action: unknown value \"Replace\" (expected Off, Set, "
          "Append, Remove)"},

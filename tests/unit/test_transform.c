@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +274,85 @@ static void test_xf_before_remove_prefix_still_sees_it(void **state)
 }
 
 /* ---- headers copy ---- */
+
+/* ---- Forwarded (RFC 7239) ---- */
+
+static fg_transform_t *add_fwd(fx_t *fx, int action, int for_fmt, int by_fmt, int host, int proto)
+{
+    fg_transform_t *t = add(fx, FG_TX_FORWARDED, NULL, NULL);
+    t->xf_for = action;
+    t->fwd_for = for_fmt;
+    t->fwd_by = by_fmt;
+    t->fwd_host = host;
+    t->fwd_proto = proto;
+    return t;
+}
+
+static int local_addr_v4(fg_request_t *req, char *ip, size_t iplen, uint16_t *port)
+{
+    snprintf(ip, iplen, "192.0.2.9");
+    *port = 8080;
+    return 0;
+}
+
+static const fg_req_ops_t local_ops = {.local_addr = local_addr_v4};
+
+static void test_forwarded_set_replaces_spoofed(void **state)
+{
+    fx_t *fx = *state;
+    add_fwd(fx, FG_XF_SET, FG_NODE_IP_AND_PORT, FG_NODE_IP, 1, 1);
+    fg_request_t *req = mkreq(fx, "GET", "/", "gw.test:8080", "Forwarded", "for=6.6.6.6", NULL);
+    req->client_port = 5000;
+    req->ops = &local_ops;
+    run(fx);
+    /* a port makes the node a quoted-string (RFC 7239 4, 6) */
+    expect_header(&fx->out.headers, "Forwarded",
+                  "for=\"10.0.0.1:5000\";by=192.0.2.9;proto=http;host=\"gw.test:8080\"");
+    /* Forwarded replaces the default X-Forwarded set, as in YARP */
+    expect_header(&fx->out.headers, "X-Forwarded-For", NULL);
+}
+
+static void test_forwarded_append_ipv6_and_unknown(void **state)
+{
+    fx_t *fx = *state;
+    add_fwd(fx, FG_XF_APPEND, FG_NODE_IP, FG_NODE_UNKNOWN_AND_PORT, 0, 0);
+    fg_request_t *req = mkreq(fx, "GET", "/", "h", "Forwarded", "for=192.0.2.1", NULL);
+    strcpy(req->client_ip, "2001:db8::7");
+    req->ops = &local_ops;
+    run(fx);
+    expect_header(&fx->out.headers, "Forwarded",
+                  "for=192.0.2.1, for=\"[2001:db8::7]\";by=\"unknown:8080\"");
+    /* an IPv4 client seen on a dual-stack socket is written as IPv4 */
+    fx->route.ntransforms = 0;
+    add_fwd(fx, FG_XF_SET, FG_NODE_IP, FG_NODE_NONE, 0, 0);
+    req = mkreq(fx, "GET", "/", "h", NULL);
+    strcpy(req->client_ip, "::ffff:192.0.2.3");
+    run(fx);
+    expect_header(&fx->out.headers, "Forwarded", "for=192.0.2.3");
+}
+
+static void test_forwarded_random_nodes_and_remove(void **state)
+{
+    fx_t *fx = *state;
+    add_fwd(fx, FG_XF_SET, FG_NODE_RANDOM, FG_NODE_RANDOM_AND_RANDOM_PORT, 0, 0);
+    mkreq(fx, "GET", "/", "h", NULL);
+    run(fx);
+    const fg_http_header_t *f = fg_headers_get(&fx->out.headers, FG_STR_LIT("Forwarded"));
+    assert_non_null(f);
+    char v[128];
+    snprintf(v, sizeof(v), "%.*s", (int)f->value.len, f->value.base);
+    /* for=_xxxxxx;by="_yyyyyy:_zzzzzz": obfuscated identifiers (RFC 7239 6.3) */
+    assert_int_equal(strlen(v), strlen("for=_123456;by=\"_123456:_123456\""));
+    assert_memory_equal(v, "for=_", 5);
+    assert_memory_equal(v + 11, ";by=\"_", 6);
+    for (const char *p = v + 5; p < v + 11; p++)
+        assert_true(isalnum((unsigned char)*p) || strchr("._-", *p));
+    fx->route.ntransforms = 0;
+    add_fwd(fx, FG_XF_REMOVE, FG_NODE_IP, FG_NODE_NONE, 1, 1);
+    mkreq(fx, "GET", "/", "h", "Forwarded", "for=6.6.6.6", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Forwarded", NULL);
+}
 
 static void test_headers_copy_false(void **state)
 {
@@ -642,6 +722,9 @@ int main(void)
         T(test_xf_custom_prefix),
         T(test_xf_prefix_from_remove_prefix),
         T(test_xf_before_remove_prefix_still_sees_it),
+        T(test_forwarded_set_replaces_spoofed),
+        T(test_forwarded_append_ipv6_and_unknown),
+        T(test_forwarded_random_nodes_and_remove),
         T(test_headers_copy_false),
         T(test_headers_copy_false_xf_append_keeps_incoming),
         T(test_headers_copy_true_explicit),
