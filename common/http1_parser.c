@@ -473,6 +473,7 @@ static int response_framing(fg_http1_head_t *h, const struct framing *f)
         if (h->minor_version == 0 || f->chunked_seen > 1)
             return FG_HTTP1_ERR_BAD;
         h->te_present = 1;
+        h->te_other = f->te_codings > f->chunked_seen;
         h->chunked = f->last_chunked ? 1 : 0;
         h->content_length = -1;
     } else {

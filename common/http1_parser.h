@@ -48,6 +48,7 @@ typedef struct {
     int64_t content_length;       /* -1 when absent */
     unsigned chunked : 1;         /* Transfer-Encoding ends in chunked */
     unsigned te_present : 1;      /* any Transfer-Encoding */
+    unsigned te_other : 1;        /* a transfer coding other than chunked (gzip, ...) */
     unsigned conn_close : 1;      /* Connection: close */
     unsigned conn_keep_alive : 1; /* Connection: keep-alive */
     unsigned conn_upgrade : 1;    /* Connection: upgrade */

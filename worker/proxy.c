@@ -744,6 +744,15 @@ static int handle_head(proxy_t *p)
         if (fg_http1_response_bodiless(method, head.status)) {
             p->resp_mode = R_NONE;
             length = head.content_length; /* HEAD keeps the length it would have had */
+        } else if (head.te_other) {
+            /* A coding such as gzip under (or instead of) chunked: the gateway decodes only
+             * chunked, and Transfer-Encoding is hop-by-hop, so relaying the bytes would hand
+             * the client encoded content as if it were plain (RFC 9112 6.1). nginx refuses
+             * these too. */
+            evbuffer_drain(in, (size_t)r);
+            p->keep_alive = 0;
+            fail(p, 502, "bad_gateway", "unsupported transfer coding from upstream");
+            return HEAD_ENDED;
         } else if (head.chunked) {
             p->resp_mode = R_CHUNKED;
             fg_http1_chunked_init(&p->dec);

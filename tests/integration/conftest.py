@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -494,4 +495,49 @@ class Blackhole:
     def close(self):
         for c in self.fillers:
             c.close()
+        self.ls.close()
+
+
+class Scripted:
+    """A raw upstream for framing edge cases: every connection is handed to
+    script(sock, head) once a whole request head (bytes up to and including the blank line)
+    has arrived; the script writes whatever bytes it wants and may close. The request body,
+    if any, is left unread for the script to read or ignore."""
+
+    def __init__(self, script):
+        self.script = script
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.heads = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s):
+        try:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                data = s.recv(65536)
+                if not data:
+                    return
+                buf += data
+            head = buf[:buf.index(b"\r\n\r\n") + 4]
+            self.heads.append(head)
+            self.script(s, head)
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def close(self):
         self.ls.close()

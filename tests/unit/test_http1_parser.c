@@ -606,7 +606,16 @@ static void resp_te_not_chunked(void **state)
     assert_int_equal(resp(s), (int)strlen(s));
     assert_int_equal(head.chunked, 0);
     assert_int_equal(head.te_present, 1);
+    assert_int_equal(head.te_other, 1);
     assert_int_equal(head.content_length, -1);
+    const char *gz =
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_int_equal(resp(gz), (int)strlen(gz));
+    assert_int_equal(head.chunked, 1);
+    assert_int_equal(head.te_other, 1); /* chunked over gzip: still a coding we cannot undo */
+    const char *ch = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_int_equal(resp(ch), (int)strlen(ch));
+    assert_int_equal(head.te_other, 0);
     assert_int_equal(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
                      FG_HTTP1_ERR_BAD);
     assert_int_equal(resp("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),

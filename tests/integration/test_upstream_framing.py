@@ -1,0 +1,62 @@
+"""Destination responses at the edges of HTTP/1.1 framing, each from a scripted raw upstream:
+transfer codings the gateway cannot decode, early answers to uploads, timers of reused
+connections."""
+import socket
+import time
+
+import pytest
+
+from conftest import Scripted, base_config, free_port, http_request
+
+
+def proxy_cfg(tmp_path, up, **cluster):
+    c = {"id": "c", "destinations": [{"id": "d", "address": up.url}]}
+    c.update(cluster)
+    return base_config(tmp_path, free_port(), workers=1,
+                       routes=[{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c"}],
+                       clusters=[c])
+
+
+@pytest.fixture
+def scripted():
+    made = []
+
+    def factory(script):
+        up = Scripted(script)
+        made.append(up)
+        return up
+
+    yield factory
+    for up in made:
+        up.close()
+
+
+def _drain(s):
+    s.settimeout(5)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+@pytest.mark.parametrize("te, body", [
+    (b"gzip, chunked", b"a\r\n\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\r\n0\r\n\r\n"),
+    (b"gzip", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"),
+])
+def test_transfer_coding_other_than_chunked_is_refused(tmp_path, gateway_factory, scripted,
+                                                       te, body):
+    """Regression: the gateway de-chunked "gzip, chunked" and dropped the hop-by-hop
+    Transfer-Encoding, so the client got gzip bytes as plain content (RFC 9112 6.1)."""
+    def script(s, head):
+        s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + b"\r\n\r\n" + body)
+        if te == b"gzip":
+            s.shutdown(socket.SHUT_WR)
+            _drain(s)
+
+    up = scripted(script)
+    gw = gateway_factory(proxy_cfg(tmp_path, up))
+    status, headers, data = http_request("GET", gw.url("/x"))
+    assert status == 502
+    assert b"transfer coding" in data
