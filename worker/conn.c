@@ -147,8 +147,10 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
         c->reading = 0;
         return;
     }
-    /* Re-adding a pending event only moves its timer: no epoll_ctl. */
-    if (c->reading && timeout_ms == c->read_timeout_ms)
+    /* A timeout runs from this call: a connection taken from the pool must not inherit the
+     * timer of its idle time (found in review). Re-adding a pending event only moves its
+     * timer, no epoll_ctl; only "no timeout" again is left alone. */
+    if (c->reading && timeout_ms == 0 && c->read_timeout_ms == 0)
         return;
     c->read_timeout_ms = timeout_ms;
     /* event_add(NULL) would keep an earlier timer, and event_del costs an epoll_ctl: "no

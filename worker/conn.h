@@ -44,7 +44,8 @@ struct evbuffer *fg_conn_output(fg_conn_t *c);
 int fg_conn_fd(const fg_conn_t *c);
 int fg_conn_errno(const fg_conn_t *c);
 
-/* Enable or disable reading. timeout_ms 0 = no read timeout; the timer restarts on every read. */
+/* Enable or disable reading. timeout_ms 0 = no read timeout; otherwise it runs from this call
+ * and restarts on every read. */
 void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms);
 /* Write as much of the output as the kernel takes now; the rest goes out when writable.
  * Returns 0, or -1 on a write error (on_event is not called for it). */

@@ -60,3 +60,32 @@ def test_transfer_coding_other_than_chunked_is_refused(tmp_path, gateway_factory
     status, headers, data = http_request("GET", gw.url("/x"))
     assert status == 502
     assert b"transfer coding" in data
+
+
+def test_reused_connection_does_not_inherit_its_idle_timer(tmp_path, gateway_factory, scripted):
+    """Regression: with activityTimeout equal to the pool's idleTimeout, a pooled connection
+    kept the read timer armed when it went idle, so its idle time was charged to the next
+    response: a 1.5 s answer after 2.5 s idle got 504 after 0.5 s."""
+    def script(s, head):
+        first = True
+        while True:
+            if not first:
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                time.sleep(1.5)
+            first = False
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    up = scripted(script)
+    cfg = proxy_cfg(tmp_path, up, httpRequest={"activityTimeout": "3s"},
+                    keepAlive={"idleTimeout": "3s"})
+    gw = gateway_factory(cfg)
+    assert http_request("GET", gw.url("/1"))[0] == 200
+    time.sleep(2.5)
+    status, _, _ = http_request("GET", gw.url("/2"))
+    assert status == 200
+    assert len(up.heads) == 1  # the second request rode the pooled connection
