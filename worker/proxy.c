@@ -74,6 +74,7 @@ static void on_writable(fg_request_t *req);
 static void on_abort(fg_request_t *req);
 
 static void release_replay(proxy_t *p);
+static int process_upstream(proxy_t *p);
 
 static const fg_conn_cbs_t up_cbs = {up_read, up_drain, up_event};
 static const fg_req_handler_t proxy_handler = {on_body, on_writable, on_abort};
@@ -810,6 +811,34 @@ static int process_upstream(proxy_t *p)
     return r;
 }
 
+/* The destination stopped taking the request (a write failed) before answering it as far
+ * as we know. A server may answer early and close without reading the rest of the body, a 413
+ * say (RFC 9112 9.3); the answer then waits in our receive buffer even after the reset. Read
+ * it and relay it rather than a 502. Returns 1 when that answer now drives the exchange (p may
+ * be gone), 0 when there is none and the write error stands. */
+static int early_answer(proxy_t *p)
+{
+    if (p->state != P_WAIT_HEAD || p->u == NULL)
+        return 0;
+    struct evbuffer *in = fg_conn_input(p->u->c);
+    int fd = fg_conn_fd(p->u->c);
+    while (evbuffer_read(in, fd, 65536) > 0)
+        ;
+    if (evbuffer_get_length(in) == 0)
+        return 0;
+    p->got_bytes = 1; /* answered: never retried elsewhere */
+    p->write_failed = 1;
+    /* The rest of the request goes nowhere: drop what is queued, and on_body discards what
+     * the client still sends (the front end closes after the response, body unread). */
+    struct evbuffer *out = fg_conn_output(p->u->c);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    if (process_upstream(p) != 0)
+        return 1;
+    if (p->state == P_WAIT_HEAD)
+        return 0; /* not even a whole head: the error stands */
+    return 1;
+}
+
 static void up_read(fg_conn_t *c, void *arg)
 {
     proxy_t *p = arg;
@@ -865,6 +894,8 @@ static void up_event(fg_conn_t *c, void *arg, int what)
         fail(p, 504, "gateway_timeout", "upstream did not answer in time");
         return;
     default:
+        if (early_answer(p))
+            return;
         if (p->state != P_CONNECTING && try_again(p, 0) == 0)
             return;
         report(p, 1);
@@ -888,6 +919,11 @@ static void on_body(fg_request_t *req)
     proxy_t *p = req->handler_data;
     if (p->u == NULL || p->state == P_CONNECTING || p->state == P_DONE) {
         body_backpressure(p, evbuffer_get_length(req->body));
+        return;
+    }
+    if (p->write_failed) {
+        /* the destination answered early and stopped reading (early_answer) */
+        evbuffer_drain(req->body, evbuffer_get_length(req->body));
         return;
     }
     if (p->req_sent)

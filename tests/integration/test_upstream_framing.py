@@ -89,3 +89,38 @@ def test_reused_connection_does_not_inherit_its_idle_timer(tmp_path, gateway_fac
     status, _, _ = http_request("GET", gw.url("/2"))
     assert status == 200
     assert len(up.heads) == 1  # the second request rode the pooled connection
+
+
+def test_early_answer_to_an_upload_reaches_the_client(tmp_path, gateway_factory, scripted):
+    """Regression: a destination that answers 413 at once and closes without reading the body
+    made our next write fail, and the client got 502 instead of the 413 (RFC 9112 9.3)."""
+    def script(s, head):
+        s.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n"
+                  b"Connection: close\r\n\r\nnope")
+
+    up = scripted(script)
+    gw = gateway_factory(proxy_cfg(tmp_path, up))
+    results = []
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 8000000\r\n\r\n")
+        s.settimeout(10)
+        sent = 0
+        block = b"x" * 65536
+        try:
+            while sent < 8000000:
+                sent += s.send(block)
+        except OSError:
+            pass  # the gateway may close once it has answered
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        s.close()
+        results.append(data.split(b"\r\n", 1)[0])
+    assert results == [b"HTTP/1.1 413 Content Too Large"] * 5, results
