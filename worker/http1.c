@@ -28,7 +28,8 @@ enum {
 
 #define OUT_HIGH_WATER (256 * 1024) /* flush at once above this */
 #define OUT_LOW_WATER (64 * 1024)   /* handler's on_writable below this */
-#define LINGER_MS 2000
+#define LINGER_MS 2000              /* lingering close: the client's silence that ends it ... */
+#define LINGER_TOTAL_MS 5000        /* ... and its whole length (nginx's lingering_time) */
 
 struct fg_http1_conn_s {
     fg_http1_conn_t *prev, *next;
@@ -60,6 +61,7 @@ struct fg_http1_conn_s {
     char peer_ip[64];
     uint16_t peer_port;
     uint64_t head_start_ms; /* when the first byte of the pending head arrived; 0 = none */
+    uint64_t linger_end_ms; /* lingering close ends by then whatever the client sends */
 };
 
 static void process(fg_http1_conn_t *h);
@@ -580,6 +582,7 @@ static void on_drain(fg_conn_t *c, void *arg)
         }
         shutdown(fg_conn_fd(c), SHUT_WR);
         h->state = S_LINGER;
+        h->linger_end_ms = fg_request_now_us() / 1000 + LINGER_TOTAL_MS;
         evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
         fg_conn_read(c, 1, LINGER_MS);
         return;
@@ -1026,6 +1029,9 @@ static void on_read(fg_conn_t *c, void *arg)
     case S_CLOSING:
     case S_LINGER:
         evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
+        /* a client that keeps trickling bytes cannot hold the connection for ever */
+        if (h->state == S_LINGER && fg_request_now_us() / 1000 >= h->linger_end_ms)
+            destroy(h);
         break;
     }
 }

@@ -589,6 +589,28 @@ def test_header_timeout_is_a_deadline_for_the_whole_head(gw):
     assert not gw.recorder.seen(b"trickle")
 
 
+def test_lingering_close_has_a_total_limit(gw):
+    # Regression: after an error answer the gateway shuts its side and reads until the client
+    # stops; every byte restarted the 2 s wait, so a client trickling a byte a second held the
+    # connection for ever. The whole linger is now bounded (5 s).
+    s, r = connect(gw, timeout=10)
+    with s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: gw.test\r\nBad Header: y\r\n\r\n")
+        st, _, _ = r.response()
+        assert st == 400
+        t0 = time.monotonic()
+        closed = False
+        for _ in range(30):  # 15 s of trickling if nobody stops it
+            time.sleep(0.5)
+            try:
+                s.sendall(b"z")
+            except OSError:
+                closed = True
+                break
+        assert closed
+        assert time.monotonic() - t0 < 10
+
+
 def test_idle_new_connection_closed_without_response(gw):
     s, r = connect(gw, timeout=10)
     with s:
