@@ -317,7 +317,7 @@ static void parse_connection(fg_str_t v, fg_http1_head_t *h)
     }
 }
 
-static int valid_host(fg_str_t v)
+int fg_http1_valid_host(fg_str_t v)
 {
     for (size_t i = 0; i < v.len; i++)
         if (!IS(v.base[i], C_HOST))
@@ -345,7 +345,7 @@ static int on_field(fg_http1_head_t *h, struct framing *f, const fg_http_header_
     case 4:
         if (req && name_is(n, "host", 4)) {
             /* RFC 9112 3.2: more than one Host, or an invalid one, is a 400. */
-            if (++f->hosts > 1 || !valid_host(fld->value))
+            if (++f->hosts > 1 || !fg_http1_valid_host(fld->value))
                 return FG_HTTP1_ERR_BAD;
             h->host = fld->value;
         }

@@ -97,4 +97,8 @@ void fg_http1_chunked_init(fg_http1_chunked_t *d);
 int fg_http1_chunked_step(fg_http1_chunked_t *d, const char *buf, size_t len, size_t *consumed,
                           size_t *data_len);
 
+/* Whether v is made of uri-host [":" port] characters (RFC 3986 3.2.2, 3.2.3): no userinfo
+ * ("@"), no spaces, quotes or other delimiters. An empty value passes. */
+int fg_http1_valid_host(fg_str_t v);
+
 #endif

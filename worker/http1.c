@@ -693,6 +693,10 @@ static int parse_target(fg_request_t *req, fg_str_t target)
         while (slash < end && *slash != '/' && *slash != '?')
             slash++;
         req->host = (fg_str_t){auth, (size_t)(slash - auth)};
+        /* The authority replaces Host, so it is held to the same rules; userinfo in an http
+         * URI is an error (RFC 9110 4.2.4), and an http URI needs a host (4.2.1). */
+        if (req->host.len == 0 || !fg_http1_valid_host(req->host))
+            return -1;
         if (slash == end) {
             t = "/";
             n = 1;

@@ -345,6 +345,21 @@ def test_asterisk_target_only_for_options(gw):
         assert st == 400 and b"OPTIONS only" in body
 
 
+@pytest.mark.parametrize("target", [
+    b"http://user@abs.test/up/x",                 # userinfo (RFC 9110 4.2.4)
+    b'http://a<b>"{}|c@evil:99/up/x',             # characters no host has
+    b"http:///up/x",                              # no host (RFC 9110 4.2.1)
+])
+def test_absolute_form_authority_validated(gw, target):
+    # Regression: the authority of an absolute-form target replaced Host unchecked and went on
+    # to routing, the access log and X-Forwarded-Host.
+    s, r = connect(gw)
+    with s:
+        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: good.test\r\n\r\n")
+        st, _, _ = r.response()
+        assert st == 400
+
+
 def test_fragment_is_not_forwarded(gw):
     # Regression: "#frag" used to reach the upstream inside the query (RFC 9112 3.2).
     s, r = connect(gw)
