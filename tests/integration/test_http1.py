@@ -626,6 +626,19 @@ def test_lingering_close_has_a_total_limit(gw):
         assert time.monotonic() - t0 < 10
 
 
+def test_header_deadline_counts_from_accept(gw):
+    # Regression: the deadline started at the first byte, so waiting 0.9 s before sending
+    # anything left another full second for the head.
+    s, r = connect(gw, timeout=10)
+    with s:
+        t0 = time.monotonic()
+        time.sleep(0.8)
+        s.sendall(b"GET /rec/late HTTP/1.1\r\nHost: gw.test\r\n")
+        st, _, _ = r.response()
+        assert st == 408
+        assert time.monotonic() - t0 < 1.6
+
+
 def test_idle_new_connection_closed_without_response(gw):
     s, r = connect(gw, timeout=10)
     with s:

@@ -719,6 +719,19 @@ def _read_all(s, timeout=10):
         data += chunk
 
 
+@pytest.mark.parametrize("code, line", [
+    (422, b"HTTP/1.1 422 Unprocessable Content\r\n"),
+    (410, b"HTTP/1.1 410 Gone\r\n"),
+    (599, b"HTTP/1.1 599 \r\n"),   # unregistered: an empty reason phrase (RFC 9112 4)
+])
+def test_status_line_reason_phrases(gw, code, line):
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET /p/status/%d HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n" % code)
+    data = _read_all(s)
+    s.close()
+    assert data.startswith(line)
+
+
 def test_early_hints_forwarded(gw):
     """RFC 9110 15.2: a proxy MUST forward 1xx responses it did not ask for itself."""
     s = socket.create_connection(("127.0.0.1", gw.port))
