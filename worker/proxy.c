@@ -44,6 +44,7 @@ typedef struct {
     unsigned body_paused : 1;  /* we paused the client body (backpressure) */
     unsigned write_failed : 1; /* the destination refused our bytes: it had closed */
     unsigned splicing : 1;     /* body moves socket -> pipe -> socket in the kernel */
+    unsigned up_head : 1;      /* the method sent upstream is HEAD (maybe not the client's) */
     int pipe[2];
     int cfd;        /* client socket while splicing */
     size_t in_pipe; /* bytes spliced from the destination, not yet to the client */
@@ -110,6 +111,7 @@ static int build_head(proxy_t *p)
         return -1;
     char *w = buf;
     w = put(w, out.method);
+    p->up_head = fg_str_eq(out.method, FG_STR_LIT("HEAD"));
     *w++ = ' ';
     w = put(w, out.path);
     if (out.query.len) {
@@ -741,10 +743,15 @@ static int handle_head(proxy_t *p)
         p->keep_alive =
             head.minor_version >= 1 ? !head.conn_close : (head.conn_keep_alive && !head.conn_close);
         int64_t length = -1;
-        fg_str_t method = req->method;
-        if (fg_http1_response_bodiless(method, head.status)) {
+        /* The destination frames its answer by the method it was sent, which a transform
+         * (HttpMethodChange) may have made differ from the client's (RFC 9112 6.3 rule 1). */
+        fg_str_t up_method = p->up_head ? FG_STR_LIT("HEAD") : FG_STR_LIT("GET");
+        if (fg_http1_response_bodiless(up_method, head.status)) {
             p->resp_mode = R_NONE;
-            length = head.content_length; /* HEAD keeps the length it would have had */
+            /* The client's own HEAD keeps the length it would have had; a client whose GET
+             * went upstream as HEAD gets what it will receive: nothing. */
+            int client_head = fg_str_eq(req->method, FG_STR_LIT("HEAD"));
+            length = p->up_head && !client_head ? 0 : head.content_length;
         } else if (head.te_other) {
             /* A coding such as gzip under (or instead of) chunked: the gateway decodes only
              * chunked, and Transfer-Encoding is hop-by-hop, so relaying the bytes would hand

@@ -57,6 +57,10 @@ def gw(tmp_path_factory):
         proxied("xfo", "/xfo/{**rest}", transforms=[{"X-Forwarded": "For", "Action": "Off"}]),
         proxied("xfp", "/xfp/{**rest}", transforms=[{"PathRemovePrefix": "/xfp"},
                                                     {"X-Forwarded": "Prefix"}]),
+        proxied("g2h", "/g2h/{**rest}", transforms=[{"PathRemovePrefix": "/g2h"},
+                                                    {"HttpMethodChange": "GET", "Set": "HEAD"}]),
+        proxied("h2g", "/h2g/{**rest}", transforms=[{"PathRemovePrefix": "/h2g"},
+                                                    {"HttpMethodChange": "HEAD", "Set": "GET"}]),
         proxied("fwd", "/fwd/{**rest}", transforms=[
             {"PathRemovePrefix": "/fwd"},
             {"Forwarded": "for,by,proto,host", "ForFormat": "IpAndPort", "ByFormat": "Ip"}]),
@@ -730,6 +734,35 @@ def test_status_line_reason_phrases(gw, code, line):
     data = _read_all(s)
     s.close()
     assert data.startswith(line)
+
+
+def test_method_changed_to_head_frames_by_the_upstream_method(gw):
+    """Regression: the response was framed by the client's method, so a GET sent upstream as
+    HEAD waited for a body that never comes (504)."""
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    try:
+        conn.request("GET", "/g2h/bytes/5000")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("Content-Length") == "0" and resp.read() == b""
+        conn.request("GET", "/p/after-g2h")  # the client connection is still in step
+        assert json.loads(conn.getresponse().read())["path"] == "/after-g2h"
+    finally:
+        conn.close()
+
+
+def test_method_changed_from_head_discards_the_upstream_body(gw):
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    try:
+        conn.request("HEAD", "/h2g/bytes/100000")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Length") == "100000"
+        assert resp.read() == b""
+        for i in range(3):  # neither the client nor the pooled upstream connection is off step
+            conn.request("GET", "/p/after-h2g-%d" % i)
+            assert json.loads(conn.getresponse().read())["path"] == "/after-h2g-%d" % i
+    finally:
+        conn.close()
 
 
 def test_early_hints_forwarded(gw):
