@@ -35,6 +35,7 @@ typedef struct {
     char **methods;     /* upper-case; empty = any */
     size_t nmethods;
     int dry_run;
+    unsigned ipv6_prefix; /* PerIp: IPv6 clients counted per prefix of this length; default 64 */
 } fg_ratelimit_rule_t;
 
 typedef struct {

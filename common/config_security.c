@@ -64,12 +64,13 @@ static int check_pattern(fg_config_ctx_t *c, const char *key, const char *p, int
 
 static int load_rule(fg_config_ctx_t *c, const json_t *o, fg_ratelimit_rule_t *r)
 {
-    static const char *const keys[] = {
-        "id",     "name",  "enabled",     "type",      "scope",   "header", "maxRequests",
-        "window", "burst", "pathPattern", "ipPattern", "methods", "dryRun", NULL};
+    static const char *const keys[] = {"id",     "name",        "enabled",     "type",
+                                       "scope",  "header",      "maxRequests", "window",
+                                       "burst",  "pathPattern", "ipPattern",   "methods",
+                                       "dryRun", "ipv6Prefix",  NULL};
     static const char *const types[] = {"SlidingWindow", "FixedWindow", "TokenBucket", NULL};
     static const char *const scopes[] = {"Global", "PerIp", "PerRoute", "PerHeader", NULL};
-    long long maxr = 0, burst = 0;
+    long long maxr = 0, burst = 0, v6prefix = 64;
 
     r->enabled = 1;
     r->scope = FG_RLS_PER_IP;
@@ -105,6 +106,12 @@ static int load_rule(fg_config_ctx_t *c, const json_t *o, fg_ratelimit_rule_t *r
     if (rc == 1 && r->type != FG_RLT_TOKEN)
         return fg_config_fail(c, "burst", "only applies to type \"TokenBucket\"");
     r->burst = (uint64_t)burst;
+    rc = fg_config_get_int(c, o, "ipv6Prefix", 1, 128, &v6prefix);
+    if (rc < 0)
+        return -1;
+    if (rc == 1 && r->scope != FG_RLS_PER_IP)
+        return fg_config_fail(c, "ipv6Prefix", "only applies to scope \"PerIp\"");
+    r->ipv6_prefix = (unsigned)v6prefix;
     if (r->scope == FG_RLS_PER_HEADER && r->header == NULL)
         return fg_config_fail(c, "header", "is required with scope \"PerHeader\"");
     if (r->scope != FG_RLS_PER_HEADER && r->header)

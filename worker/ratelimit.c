@@ -41,8 +41,8 @@ static uint64_t fnv_str(uint64_t h, const char *s)
 static uint64_t fingerprint(const fg_ratelimit_rule_t *c)
 {
     uint64_t h = FG_HASH_FNV_BASIS;
-    uint64_t nums[5] = {(uint64_t)c->type, (uint64_t)c->scope, c->max_requests, c->window_ms,
-                        c->burst};
+    uint64_t nums[6] = {(uint64_t)c->type, (uint64_t)c->scope, c->max_requests,
+                        c->window_ms,      c->burst,           c->ipv6_prefix};
     h = fnv_str(h, c->id);
     h = fg_hash_fnv1a(h, nums, sizeof(nums));
     h = fnv_str(h, c->header);
@@ -184,11 +184,17 @@ static void make_key(const fg_rl_rule_t *r, const fg_request_t *req, const fg_ip
         put_str(k, K_HEADER, h ? h->value.base : "", h ? h->value.len : 0);
         break;
     }
-    default:
+    default: {
+        /* An IPv6 subscriber usually holds a whole /64 and can rotate through it at will:
+         * counting per address would let one client multiply its limit. */
+        fg_ip_t a = *ip;
+        if (!fg_ip_is_v4(&a))
+            fg_ip_mask(&a, r->cfg->ipv6_prefix ? r->cfg->ipv6_prefix : 128);
         k->kind = K_IP;
         k->len = 16;
-        memcpy(k->data, ip->b, 16);
+        memcpy(k->data, a.b, 16);
         break;
+    }
     }
 }
 

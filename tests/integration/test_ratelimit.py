@@ -400,3 +400,37 @@ def test_flood_of_distinct_addresses_keeps_active_client_exact(gateway_factory, 
     zone = [z for z in gw.status("show shm")["zones"] if z["name"] == "ratelimit"][0]
     assert zone["evictions"] >= sent - cap and zone["allocationFailures"] == 0, zone
     assert zone["entries"] == cap
+
+
+@pytest.mark.parametrize("prefix, shared", [(None, True), (128, False)])
+def test_ipv6_clients_counted_per_prefix(gateway_factory, tmp_path, prefix, shared):
+    """PerIp counts an IPv6 client per /64 by default: one subscriber rotating through the
+    addresses of its prefix does not multiply its limit. ipv6Prefix 128 counts per address."""
+    r = rule(maxRequests=2)
+    if prefix is not None:
+        r["ipv6Prefix"] = prefix
+    cfg = config(tmp_path, free_port(), [r])
+    cfg["servers"][0]["clientIpSource"] = "X-Real-IP"
+    cfg["servers"][0]["trustedProxies"] = ["127.0.0.1"]
+    gw = gateway_factory(cfg)
+
+    def st(ip):
+        return get(gw, headers={"X-Real-IP": ip})[0]
+
+    assert [st("2001:db8:0:1::1"), st("2001:db8:0:1::2")] == [200, 200]
+    assert st("2001:db8:0:1::3") == (429 if shared else 200)
+    assert st("2001:db8:0:2::1") == 200  # another /64 is another client
+    # IPv4 is always per address
+    assert [st("192.0.2.1"), st("192.0.2.1"), st("192.0.2.1"), st("192.0.2.2")] == \
+        [200, 200, 429, 200]
+
+
+def test_ipv6_prefix_only_for_per_ip(tmp_path):
+    import subprocess
+    from conftest import BINARY
+    cfg = config(tmp_path, free_port(), [rule(scope="Global", ipv6Prefix=48)])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(cfg))
+    r = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert 'rateLimits[0].ipv6Prefix: only applies to scope "PerIp"' in r.stderr
