@@ -268,8 +268,7 @@ static void move_body(proxy_t *p)
     if (req->body_done && !p->req_sent) {
         if (p->req_chunked)
             evbuffer_add(out, "0\r\n\r\n", 5);
-        p->req_sent = 1;
-        fg_conn_read(p->u->c, 1, p->cl->activity_timeout_ms);
+        p->req_sent = 1; /* the caller starts activityTimeout */
     }
     size_t added = evbuffer_get_length(out) - before;
     if (p->replayable && p->replay && added > 0) {
@@ -936,6 +935,8 @@ static void on_body(fg_request_t *req)
     if (p->req_sent)
         return;
     move_body(p);
+    if (p->req_sent) /* the destination has it all: its silence counts from now */
+        fg_conn_read(p->u->c, 1, p->cl->activity_timeout_ms);
     flush_upstream(p);
 }
 
