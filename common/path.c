@@ -46,7 +46,9 @@ static long normalize_escapes(const char *in, size_t len, char *out)
     size_t w = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)in[i];
-        if (is_ctl(c))
+        /* RFC 3986 3.3 allows none of these in a path, raw. Browsers read a backslash as a
+         * slash, so a path echoed into a redirect could send the user to another site. */
+        if (is_ctl(c) || (c < 0x80 && strchr("\\\"<>^`{|} ", (char)c) != NULL))
             return -1;
         if (c != '%') {
             out[w++] = (char)c;

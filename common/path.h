@@ -10,7 +10,8 @@
  * - merge repeated slashes; remove "." and ".." segments (RFC 3986 5.2.4), also when they were
  *   written with encoded dots (%2e);
  * The result is still a valid encoded path, safe to forward. Returns its length, or -1 when the
- * path does not start with '/', contains %00, a bad escape, a raw control byte, or ".." climbs
+ * path does not start with '/', contains %00, a bad escape, a raw control byte, a raw byte
+ * RFC 3986 never allows in a path (backslash, quote, <, >, ^, `, {, |, }, space), or ".." climbs
  * above the root. */
 long fg_path_normalize(const char *in, size_t len, char *out);
 

@@ -4,6 +4,7 @@ query conditions, order and specificity, and the route kinds direct, redirect an
 Every route answers with its own id (direct routes) or a distinct Location / upstream path,
 so each request shows which route won. One gateway serves the whole module."""
 import json
+import socket
 
 import pytest
 
@@ -332,6 +333,20 @@ def test_redirect_with_catchall_capture(gw, path, location):
     status, headers, _ = http_request("GET", gw.url(path))
     assert status == 301
     assert headers["location"] == location
+
+
+def test_redirect_never_gets_a_raw_backslash(gw):
+    """Regression (open redirect): a raw backslash survived normalisation, so "/go/\\evil.com"
+    answered "Location: /dest/..." with the backslash, and a template starting with the
+    capture gave "/\\evil.com", which browsers follow to evil.com. Raw backslashes are 400."""
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    try:
+        s.sendall(b"GET /go/\\evil.com HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = s.recv(4096)
+    finally:
+        s.close()
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert b"Location" not in data
 
 
 def test_redirect_with_host_path_query(gw):

@@ -50,6 +50,18 @@ static const norm_case_t norm_cases[] = {
     {"/a%20b", "/a%20b"},
     {"/a\tb", NULL},
     {"/a\x7f", NULL},
+    /* raw bytes RFC 3986 never allows in a path (regression: "/\\evil.com" echoed into a
+     * redirect); their escapes stay as they are */
+    {"/\\evil.com", NULL},
+    {"/a\"b", NULL},
+    {"/a<b>", NULL},
+    {"/a{b}", NULL},
+    {"/a|b", NULL},
+    {"/a^b", NULL},
+    {"/a`b", NULL},
+    {"/a b", NULL},
+    {"/%5Cevil.com", "/%5Cevil.com"},
+    {"/caf\xc3\xa9", "/caf\xc3\xa9"},
     {"a/b", NULL},
     {"", NULL},
     {"/...", "/..."},
