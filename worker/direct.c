@@ -33,19 +33,17 @@ static fg_str_t lookup(fg_request_t *req, fg_str_t name, int *found)
     return FG_STR_NULL;
 }
 
-char *fg_redirect_expand(fg_request_t *req, const char *tpl)
+/* Expand tpl into out, or only measure it when out is NULL. Returns the length. */
+static size_t expand(fg_request_t *req, const char *tpl, char *out)
 {
-    size_t cap = strlen(tpl) + req->path.len + req->host.len + req->query.len + 64;
-    for (size_t i = 0; i < req->ncaptures; i++)
-        cap += req->captures[i].value.len;
-    char *out = fg_pool_alloc(req->pool, cap);
-    if (out == NULL)
-        return NULL;
     size_t n = 0;
     for (const char *p = tpl; *p;) {
         const char *close = *p == '{' ? strchr(p, '}') : NULL;
         if (close == NULL) {
-            out[n++] = *p++;
+            if (out)
+                out[n] = *p;
+            n++;
+            p++;
             continue;
         }
         fg_str_t name = {p + 1, (size_t)(close - p - 1)};
@@ -59,24 +57,38 @@ char *fg_redirect_expand(fg_request_t *req, const char *tpl)
             found = 1;
             v = FG_STR_NULL;
             if (req->query.len) {
-                out[n++] = '?';
+                if (out)
+                    out[n] = '?';
+                n++;
                 v = req->query;
             }
         } else {
             v = lookup(req, name, &found);
         }
         if (!found) {
-            out[n++] = *p++;
+            if (out)
+                out[n] = *p;
+            n++;
+            p++;
             continue;
         }
-        if (n + v.len >= cap)
-            return NULL;
-        if (v.len > 0) /* an absent capture is an empty slice with no base */
+        if (out && v.len > 0) /* an absent capture is an empty slice with no base */
             memcpy(out + n, v.base, v.len);
         n += v.len;
         p = close + 1;
     }
-    out[n] = '\0';
+    return n;
+}
+
+/* Two passes, so that a variable used several times ("{path}...{path}") always fits. */
+char *fg_redirect_expand(fg_request_t *req, const char *tpl)
+{
+    size_t len = expand(req, tpl, NULL);
+    char *out = fg_pool_alloc(req->pool, len + 1);
+    if (out == NULL)
+        return NULL;
+    expand(req, tpl, out);
+    out[len] = '\0';
     return out;
 }
 

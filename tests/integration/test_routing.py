@@ -374,3 +374,17 @@ def test_cluster_route_with_captures(gw):
     assert doc["path"] == "/seen/9/x/y"
     assert doc["query"] == "z=1"
     assert doc["body"] == "payload"
+
+
+def test_redirect_variables_used_twice(gateway_factory, tmp_path):
+    """Regression: the location buffer counted each variable once, so a template using {path}
+    or {query} twice answered 500 once the value passed about 64 bytes."""
+    routes = [{"id": "twice", "match": {"path": "/{**rest}"},
+               "redirect": {"status": 301,
+                            "location": "https://new.test{path}{query}&from={path}{query}"}}]
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=routes))
+    path = "/" + "p" * 300
+    status, headers, _ = http_request("GET", gw.url(path + "?q=" + "v" * 300))
+    assert status == 301
+    q = "?q=" + "v" * 300
+    assert headers["location"] == "https://new.test" + path + q + "&from=" + path + q
