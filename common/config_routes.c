@@ -12,6 +12,7 @@
 
 #include "common/config.h"
 #include "common/config_impl.h"
+#include "common/headers.h"
 
 static void free_strings(char **v, size_t n)
 {
@@ -194,10 +195,11 @@ static int load_direct(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
     const char *name;
 
     if (fg_config_check_keys(c, o, keys) < 0 ||
-        fg_config_get_int(c, o, "status", 100, 599, &status) < 0)
+        fg_config_get_int(c, o, "status", 200, 599, &status) < 0)
         return -1;
     if (status == 0)
         return fg_config_fail(c, NULL, "missing required key \"status\"");
+    /* a final status only: a 1xx would leave the client waiting for the real answer */
     r->direct_status = (int)status;
     if (fg_config_get_object(c, o, "headers", NULL, &hdrs) < 0)
         return -1;
@@ -210,6 +212,11 @@ static int load_direct(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
             fg_header_kv_t *h = &r->direct_headers[i];
             if (!fg_config_is_token(name)) {
                 fg_config_fail(c, name, "not a valid header name");
+                fg_config_pop(c, mark);
+                return -1;
+            }
+            if (fg_headers_is_framing(fg_str(name))) {
+                fg_config_fail(c, name, "frames the message; the gateway sets it itself");
                 fg_config_pop(c, mark);
                 return -1;
             }
@@ -230,6 +237,9 @@ static int load_direct(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
     if (fg_config_get_string(c, o, "body", 0, &r->direct_body) < 0)
         return -1;
     r->direct_body_len = r->direct_body ? strlen(r->direct_body) : 0;
+    if (r->direct_body_len > 0 && (status == 204 || status == 304))
+        return fg_config_fail(c, "body", "a %lld response has no body (RFC 9110 15.3.5, 15.4.5)",
+                              status);
     return 0;
 }
 
@@ -531,6 +541,9 @@ static int load_transform(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t
     case FG_TX_QUERY_VALUE:
     case FG_TX_REQ_HEADER:
     case FG_TX_RESP_HEADER:
+        if (fg_headers_is_framing(fg_str(t->name)))
+            return fg_config_fail(c, sp->key,
+                                  "\"%s\" frames the message; the gateway sets it itself", t->name);
         if (load_set_append(c, o, t, sp->key) < 0)
             return -1;
         break;

@@ -132,6 +132,19 @@ int fg_headers_is_hop_by_hop(fg_str_t name)
     return 0;
 }
 
+int fg_headers_is_framing(fg_str_t name)
+{
+    static const fg_str_t framing[] = {
+        FG_STR_LIT("Content-Length"), FG_STR_LIT("Transfer-Encoding"), FG_STR_LIT("Connection"),
+        FG_STR_LIT("Keep-Alive"),     FG_STR_LIT("Proxy-Connection"),  FG_STR_LIT("TE"),
+        FG_STR_LIT("Trailer"),        FG_STR_LIT("Upgrade"),
+    };
+    for (size_t i = 0; i < sizeof(framing) / sizeof(framing[0]); i++)
+        if (fg_str_ieq(name, framing[i]))
+            return 1;
+    return 0;
+}
+
 static int is_ows(char c)
 {
     return c == ' ' || c == '\t';

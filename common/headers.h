@@ -31,6 +31,10 @@ const fg_http_header_t *fg_headers_get(const fg_headers_t *h, fg_str_t name);
 /* Hop-by-hop fields (RFC 9110 7.6.1): Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
  * Transfer-Encoding, Upgrade, Proxy-Authenticate, Proxy-Authorization... */
 int fg_headers_is_hop_by_hop(fg_str_t name);
+/* Fields that frame the message or manage the connection (Content-Length, Transfer-Encoding,
+ * Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade): the gateway writes these
+ * itself, and configuration may not (a second length would desynchronise the peer). */
+int fg_headers_is_framing(fg_str_t name);
 /* Whether `name` is listed in a Connection header value (comma-separated tokens). */
 int fg_headers_connection_lists(fg_str_t connection_value, fg_str_t name);
 

@@ -669,7 +669,18 @@ static void test_err_routes(void **state)
          "t.json: routes[0].match.queryParameters[0].mode: unknown value \"NotExists\" "
          "(expected Exact, Prefix, Contains, NotContains, Exists)"},
         {ROUTE("'match': {'path': '/'}, 'direct': {'status': 600}"),
-         "t.json: routes[0].direct.status: 600 is out of range 100..599"},
+         "t.json: routes[0].direct.status: 600 is out of range 200..599"},
+        /* regressions: a 1xx final answer left the client waiting; framing fields in direct
+         * headers or header transforms gave two lengths or TE with a length */
+        {ROUTE("'match': {'path': '/'}, 'direct': {'status': 100}"),
+         "t.json: routes[0].direct.status: 100 is out of range 200..599"},
+        {ROUTE("'match': {'path': '/'}, 'direct': {'status': 204, 'body': 'x'}"),
+         "t.json: routes[0].direct.body: a 204 response has no body (RFC 9110 15.3.5, 15.4.5)"},
+        {ROUTE("'match': {'path': '/'}, 'direct': {'status': 200, 'headers': "
+               "{'Content-Length': '5'}}"),
+         "t.json: routes[0].direct.headers.Content-Length: frames the message; the gateway sets "
+         "it itself"},
+
         {ROUTE("'match': {'path': '/'}, 'direct': {'status': 200, 'headers': {'X-A': 'a\\nb'}}"),
          "t.json: routes[0].direct.headers.X-A: expected a header value string without control "
          "characters"},
@@ -721,6 +732,12 @@ static void test_err_transforms(void **state)
         {TX("{'X-Forwarded': 'For,Port'}"),
          "t.json: routes[0].transforms[0].X-Forwarded: unknown header \"Port\" (expected For, "
          "Proto, Host, Prefix)"},
+        {TX("{'RequestHeader': 'transfer-encoding', 'Set': 'chunked'}"),
+         "t.json: routes[0].transforms[0].RequestHeader: \"transfer-encoding\" frames the "
+         "message; the gateway sets it itself"},
+        {TX("{'ResponseHeader': 'Connection', 'Append': 'close'}"),
+         "t.json: routes[0].transforms[0].ResponseHeader: \"Connection\" frames the message; "
+         "the gateway sets it itself"},
         {TX("{'Forwarded': 'for,port'}"),
          "t.json: routes[0].transforms[0].Forwarded: unknown parameter \"port\" (expected for, "
          "by, host, proto)"},
