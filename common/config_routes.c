@@ -171,6 +171,29 @@ static int load_static(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
     if (fg_config_get_strings(c, o, "index", &r->static_index, &r->nstatic_index) < 0 ||
         fg_config_get_strings(c, o, "tryFiles", &r->static_try_files, &r->nstatic_try_files) < 0)
         return -1;
+    for (size_t i = 0; i < r->nstatic_try_files; i++) {
+        /* A candidate names a file below the root ("/..." or "{path}..."); "=CODE" answers
+         * with an error status and, as in nginx, can only come last. */
+        const char *pat = r->static_try_files[i];
+        const char *why = NULL;
+        if (pat[0] == '=') {
+            char *end;
+            long code = strtol(pat + 1, &end, 10);
+            if (end == pat + 1 || *end != '\0' || code < 400 || code > 599)
+                why = "\"=CODE\" needs an error status 400..599";
+            else if (i + 1 < r->nstatic_try_files)
+                why = "\"=CODE\" must be the last entry: nothing after it is ever tried";
+        } else if (pat[0] != '/' && strncmp(pat, "{path}", 6) != 0) {
+            why = "a candidate starts with \"/\" or \"{path}\" (or is \"=CODE\")";
+        }
+        if (why) {
+            size_t mark = fg_config_push_key(c, "tryFiles");
+            fg_config_push_index(c, i);
+            fg_config_fail(c, NULL, "\"%s\": %s", pat, why);
+            fg_config_pop(c, mark);
+            return -1;
+        }
+    }
     for (size_t i = 0; i < r->nstatic_index; i++)
         if (strchr(r->static_index[i], '/') != NULL) {
             size_t mark = fg_config_push_key(c, "index");

@@ -672,6 +672,17 @@ static void test_err_routes(void **state)
          "t.json: routes[0].direct.status: 600 is out of range 200..599"},
         /* regressions: a 1xx final answer left the client waiting; framing fields in direct
          * headers or header transforms gave two lengths or TE with a length */
+        {ROUTE("'match': {'path': '/'}, 'static': {'root': '/tmp', 'tryFiles': ['index.html']}"),
+         "t.json: routes[0].static.tryFiles[0]: \"index.html\": a candidate starts with \"/\" or "
+         "\"{path}\" (or is \"=CODE\")"},
+        {ROUTE(
+             "'match': {'path': '/'}, 'static': {'root': '/tmp', 'tryFiles': ['{path}', '=200']}"),
+         "t.json: routes[0].static.tryFiles[1]: \"=200\": \"=CODE\" needs an error status "
+         "400..599"},
+        {ROUTE("'match': {'path': '/'}, 'static': {'root': '/tmp', 'tryFiles': ['=404', '/x']}"),
+         "t.json: routes[0].static.tryFiles[0]: \"=404\": \"=CODE\" must be the last entry: "
+         "nothing "
+         "after it is ever tried"},
         {ROUTE("'match': {'path': '/'}, 'direct': {'status': 100}"),
          "t.json: routes[0].direct.status: 100 is out of range 200..599"},
         {ROUTE("'match': {'path': '/'}, 'direct': {'status': 204, 'body': 'x'}"),
