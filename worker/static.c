@@ -494,10 +494,13 @@ static void error_with_header(fg_request_t *req, int status, const char *kind, c
 
 /* ---- path mapping ---- */
 
-/* The catch-all parameter name of a template ending in "{**name}" or "{*name}", or empty. */
+/* The catch-all parameter name of a template ending in "{**name}" or "{*name}" (trailing
+ * slashes aside, as the router ignores them), or empty. */
 static fg_str_t catch_all_name(const char *tmpl)
 {
     size_t n = tmpl ? strlen(tmpl) : 0;
+    while (n > 0 && tmpl[n - 1] == '/')
+        n--;
     if (n < 4 || tmpl[n - 1] != '}')
         return FG_STR_NULL;
     const char *open = strrchr(tmpl, '{');

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import base_config, free_port
+from conftest import base_config, free_port, http_request
 
 SECRET = b"top secret, outside the root\n"
 HELLO = b"hello world\n"
@@ -283,3 +283,15 @@ def test_try_files(gw):
     assert status == 404
     status, _, body = request(gw, "GET", "/strict/.env")
     assert status == 404 and b"hunter2" not in body
+
+
+def test_catch_all_template_with_trailing_slash(gateway_factory, tmp_path):
+    """Regression: "/f/{**rest}/" routes like "/f/{**rest}", but the file path ignored the
+    capture and looked for root/f/a.txt (404)."""
+    root = tmp_path / "tsroot"
+    root.mkdir()
+    (root / "a.txt").write_text("A")
+    routes = [{"id": "ts", "match": {"path": "/f/{**rest}/"}, "static": {"root": str(root)}}]
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=routes))
+    status, _, body = http_request("GET", gw.url("/f/a.txt"))
+    assert (status, body) == (200, b"A")
