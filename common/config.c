@@ -240,8 +240,10 @@ static int load_globals(fg_config_ctx_t *c, const json_t *root)
     cfg->rlimit_nofile = (uint64_t)n;
     size_t mark = fg_config_push_key(c, "shm");
     int rc = fg_config_get_size(c, shm, "size", &size);
-    if (rc >= 0 && (size < KIB * KIB || size > (uint64_t)SIZE_MAX / 2))
+    if (rc >= 0 && size < KIB * KIB)
         rc = fg_config_fail(c, "size", "must be at least 1m");
+    else if (rc >= 0 && size > (uint64_t)SIZE_MAX / 2)
+        rc = fg_config_fail(c, "size", "is larger than this machine can map");
     fg_config_pop(c, mark);
     cfg->shm_size = (size_t)size;
     /* The status socket path must fit sun_path (108 bytes on Linux, with the NUL). */

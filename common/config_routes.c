@@ -45,17 +45,56 @@ static int load_methods(fg_config_ctx_t *c, const json_t *match, fg_route_match_
     return 0;
 }
 
+/* Why host pattern h is invalid, or NULL: "name", "*.name" or "*", each with an optional
+ * ":port" (1..65535); a name is letters, digits, '.', '-', '_' or an IPv6 literal in brackets. */
+static const char *host_pattern_error(const char *h)
+{
+    const char *end = h + strlen(h), *colon = NULL;
+    if (h[0] == '[') {
+        const char *close = strchr(h, ']');
+        if (close == NULL || close == h + 1)
+            return "an IPv6 literal needs its closing \"]\"";
+        if (strspn(h + 1, "0123456789abcdefABCDEF:.") != (size_t)(close - h - 1))
+            return "not an IPv6 literal";
+        if (close[1] != '\0' && close[1] != ':')
+            return "nothing but \":PORT\" may follow \"]\"";
+        colon = close[1] == ':' ? close + 1 : NULL;
+    } else {
+        colon = strchr(h, ':');
+        if (colon && strchr(colon + 1, ':'))
+            return "an IPv6 address goes in brackets";
+        const char *name_end = colon ? colon : end;
+        size_t n = (size_t)(name_end - h);
+        if (n > 1 && h[n - 1] == '.' && h[0] != '*')
+            n--; /* "example.com." is the same host ("*." is no pattern at all) */
+        if (n == 0)
+            return "empty host name";
+        if (strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_*") <
+            (size_t)(name_end - h))
+            return "not a valid host";
+        const char *star = memchr(h, '*', n);
+        if (star && !(n == 1 || (star == h && h[1] == '.' && n > 2 && !memchr(h + 1, '*', n - 1))))
+            return "'*' may only stand alone or start \"*.\" followed by a name";
+    }
+    if (colon) {
+        char *pend;
+        long port = strtol(colon + 1, &pend, 10);
+        if (colon[1] < '0' || colon[1] > '9' || *pend != '\0' || port < 1 || port > 65535)
+            return "the port must be 1..65535";
+    }
+    return NULL;
+}
+
 static int load_hosts(fg_config_ctx_t *c, const json_t *match, fg_route_match_t *m)
 {
     if (fg_config_get_strings(c, match, "hosts", &m->hosts, &m->nhosts) < 0)
         return -1;
     for (size_t i = 0; i < m->nhosts; i++) {
-        const char *h = m->hosts[i];
-        if (strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_*:[]") !=
-            strlen(h)) {
+        const char *why = host_pattern_error(m->hosts[i]);
+        if (why) {
             size_t mark = fg_config_push_key(c, "hosts");
             fg_config_push_index(c, i);
-            fg_config_fail(c, NULL, "\"%s\" is not a valid host", h);
+            fg_config_fail(c, NULL, "\"%s\": %s", m->hosts[i], why);
             fg_config_pop(c, mark);
             return -1;
         }

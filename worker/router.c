@@ -273,6 +273,9 @@ static const char *parse_template(const char *tpl, compiled_t *c)
             const char *why = parse_param(s, n, seg);
             if (why != NULL)
                 return why;
+            for (size_t k = 0; k < c->nsegs; k++)
+                if (c->segs[k].kind != SEG_LITERAL && fg_str_ieq(c->segs[k].text, seg->text))
+                    return "a parameter name is used twice";
             if (++ncap > FG_MAX_CAPTURES)
                 return "too many parameters";
             leading = 0;
@@ -283,6 +286,13 @@ static const char *parse_template(const char *tpl, compiled_t *c)
                 return memchr(s, '{', n) && memchr(s, '}', n)
                            ? "a parameter must be a whole segment"
                            : "unbalanced braces";
+            /* A normalised request path has no such segment: the route could never match. */
+            if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+                return "\".\" and \"..\" segments never match a normalised path";
+            for (size_t k = 0; k < n; k++)
+                if (strchr("?# \\\"<>^`|", s[k]) != NULL)
+                    return "a literal segment cannot hold '?', '#', spaces or characters a "
+                           "request path never has";
             seg->kind = SEG_LITERAL;
             seg->text = (fg_str_t){s, n};
             c->nliteral++;
@@ -386,7 +396,30 @@ static const char *compile_route(fg_route_t *r, const char **field)
         c->catchall = 1; /* no path ranks like "/{**any}" */
     }
     *field = "match.hosts";
-    return parse_hosts(&r->match, c);
+    const char *why = parse_hosts(&r->match, c);
+    if (why != NULL || r->kind != FG_ROUTE_REDIRECT || r->redirect_location == NULL)
+        return why;
+    /* Every {name} of the location is a variable or a parameter of the path template: an
+     * unknown one would be sent literally. */
+    *field = "redirect.location";
+    for (const char *p = strchr(r->redirect_location, '{'); p; p = strchr(p + 1, '{')) {
+        const char *close = strchr(p, '}');
+        if (close == NULL)
+            return "unbalanced braces";
+        fg_str_t name = {p + 1, (size_t)(close - p - 1)};
+        while (name.len && name.base[0] == '*') {
+            name.base++;
+            name.len--;
+        }
+        int known = fg_str_eq(name, FG_STR_LIT("scheme")) || fg_str_eq(name, FG_STR_LIT("host")) ||
+                    fg_str_eq(name, FG_STR_LIT("path")) || fg_str_eq(name, FG_STR_LIT("query"));
+        for (size_t k = 0; k < c->nsegs && !known; k++)
+            known = c->segs[k].kind != SEG_LITERAL && fg_str_ieq(c->segs[k].text, name);
+        if (!known)
+            return "unknown variable in braces (use {scheme}, {host}, {path}, {query} or a "
+                   "parameter of match.path)";
+    }
+    return NULL;
 }
 
 /* ---- ranking and indexing one server ---- */

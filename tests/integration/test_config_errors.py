@@ -101,6 +101,15 @@ CASES = [
     ("bad-enum-log-level", ("log.level", "loud"), "log.level"),
     ("bad-direct-status", ("routes.1.direct.status", 99), "routes[1].direct.status"),
     ("bad-workers-count", ("workers", -3), "workers"),
+    # templates and locations that could never do what they say (found in review)
+    ("path-param-twice", ("routes.0.match.path", "/{a}/{A}"), "routes[0].match.path"),
+    ("path-dot-segment", ("routes.0.match.path", "/a/../b"), "routes[0].match.path"),
+    ("path-query-in-literal", ("routes.0.match.path", "/a?b"), "routes[0].match.path"),
+    ("redirect-unknown-variable",
+     lambda c: c["routes"].append({"id": "rd", "match": {"path": "/old/{id}"},
+                                   "redirect": {"location": "/new/{idd}"}}),
+     "routes[2].redirect.location"),
+    ("host-star-dot", ("routes.0.match.hosts", ["*."]), "routes[0].match.hosts[0]"),
 ]
 
 

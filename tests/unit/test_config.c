@@ -656,8 +656,20 @@ static void test_err_routes(void **state)
          "t.json: routes[0].match.path: \"api\" must start with \"/\""},
         {ROUTE("'match': {'path': '/', 'methods': ['GE T']}, 'direct': {'status': 200}"),
          "t.json: routes[0].match.methods[0]: \"GE T\" is not a valid method token"},
+        {ROUTE("'match': {'hosts': ['ok.test', '*.']}, 'direct': {'status': 200}"),
+         "t.json: routes[0].match.hosts[1]: \"*.\": '*' may only stand alone or start \"*.\" "
+         "followed by a name"},
+        {ROUTE("'match': {'hosts': ['a.*.com']}, 'direct': {'status': 200}"),
+         "t.json: routes[0].match.hosts[0]: \"a.*.com\": '*' may only stand alone or start "
+         "\"*.\" followed by a name"},
+        {ROUTE("'match': {'hosts': ['[::1']}, 'direct': {'status': 200}"),
+         "t.json: routes[0].match.hosts[0]: \"[::1\": an IPv6 literal needs its closing \"]\""},
+        {ROUTE("'match': {'hosts': ['::1']}, 'direct': {'status': 200}"),
+         "t.json: routes[0].match.hosts[0]: \"::1\": an IPv6 address goes in brackets"},
+        {ROUTE("'match': {'hosts': ['h.test:99999']}, 'direct': {'status': 200}"),
+         "t.json: routes[0].match.hosts[0]: \"h.test:99999\": the port must be 1..65535"},
         {ROUTE("'match': {'hosts': ['a/b']}, 'direct': {'status': 200}"),
-         "t.json: routes[0].match.hosts[0]: \"a/b\" is not a valid host"},
+         "t.json: routes[0].match.hosts[0]: \"a/b\": not a valid host"},
         {ROUTE("'match': {'path': '/', 'headers': [{'name': 'A'}]}, 'direct': {'status': 200}"),
          "t.json: routes[0].match.headers[0].values: at least one value is required for mode "
          "ExactHeader"},
