@@ -546,9 +546,14 @@ static fg_str_t encoded_file_path(fg_request_t *req)
 }
 
 /* Whether a segment of path starts with '.': hidden files (.git, .env) are never served, and
- * this also refuses any ".." that reached this far. */
+ * this also refuses any ".." that reached this far. The one exception is the first segment
+ * ".well-known" (RFC 8615: ACME challenges, security.txt), which exists to be served. */
 static int has_hidden_segment(const char *path)
 {
+    static const char wk[] = "/.well-known";
+    if (strncmp(path, wk, sizeof(wk) - 1) == 0 &&
+        (path[sizeof(wk) - 1] == '/' || path[sizeof(wk) - 1] == '\0'))
+        path += sizeof(wk) - 1;
     for (const char *p = path; *p; p++)
         if (*p == '.' && (p == path || p[-1] == '/'))
             return 1;

@@ -295,3 +295,17 @@ def test_catch_all_template_with_trailing_slash(gateway_factory, tmp_path):
     gw = gateway_factory(base_config(tmp_path, free_port(), routes=routes))
     status, _, body = http_request("GET", gw.url("/f/a.txt"))
     assert (status, body) == (200, b"A")
+
+
+def test_well_known_is_served_but_nothing_hidden_below_it(gateway_factory, tmp_path):
+    """RFC 8615: /.well-known/ (ACME challenges, security.txt) is the one dot segment served."""
+    root = tmp_path / "wkroot"
+    (root / ".well-known" / "acme-challenge").mkdir(parents=True)
+    (root / ".well-known" / "acme-challenge" / "tok").write_text("proof")
+    (root / ".well-known" / ".hidden").write_text("no")
+    (root / ".well-knownx").write_text("no")
+    routes = [{"id": "wk", "match": {"path": "/{**rest}"}, "static": {"root": str(root)}}]
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=routes))
+    assert http_request("GET", gw.url("/.well-known/acme-challenge/tok"))[::2] == (200, b"proof")
+    assert http_request("GET", gw.url("/.well-known/.hidden"))[0] == 404
+    assert http_request("GET", gw.url("/.well-knownx"))[0] == 404
