@@ -742,42 +742,48 @@ static int preconditions(const fg_request_t *req, fg_str_t etag, time_t lm)
     return 0;
 }
 
-/* If-Range (RFC 9110 13.1.5): true when the validator matches strongly. An entity-tag never
- * does, ours being weak; a date must equal Last-Modified, which we treat as strong once its
- * second has passed (8.8.2.2). */
-static int if_range_holds(const fg_request_t *req, time_t lm, time_t now)
+/* If-Range (RFC 9110 13.1.5): true when the validator matches strongly: an entity-tag equal
+ * to ours while ours is strong, or a date equal to Last-Modified once its second has passed
+ * (8.8.2.2). */
+static int if_range_holds(const fg_request_t *req, fg_str_t etag, time_t lm, time_t now)
 {
     const fg_http_header_t *h = header(req, "If-Range");
     if (h == NULL)
         return 1;
     fg_str_t v = trim_ows(h->value);
     time_t t;
-    if ((v.len && v.base[0] == '"') || (v.len > 1 && v.base[0] == 'W' && v.base[1] == '/'))
-        return 0;
+    if (v.len > 1 && v.base[0] == 'W' && v.base[1] == '/')
+        return 0; /* a weak tag never holds for If-Range */
+    if (v.len && v.base[0] == '"')
+        return fg_static_etag_match(v, etag, 0);
     return fg_static_parse_http_date(v, &t) == 0 && t == lm && lm < now;
 }
 
 /* The bytes to send: FG_RANGE_OK with [*first, *last], FG_RANGE_UNSATISFIABLE, or
  * FG_RANGE_IGNORE for the whole representation. */
-static int choose_range(const fg_request_t *req, int64_t size, time_t lm, time_t now,
+static int choose_range(const fg_request_t *req, int64_t size, fg_str_t etag, time_t lm, time_t now,
                         int64_t *first, int64_t *last)
 {
     size_t i = 0;
     const fg_http_header_t *range = header_after(req, "Range", &i);
     /* 14.2: Range is defined for GET only. Several Range fields are several ranges. */
     if (range == NULL || !fg_str_eq(req->method, FG_STR_LIT("GET")) ||
-        header_after(req, "Range", &i) != NULL || !if_range_holds(req, lm, now))
+        header_after(req, "Range", &i) != NULL || !if_range_holds(req, etag, lm, now))
         return FG_RANGE_IGNORE;
     return fg_static_parse_range(range->value, size, first, last);
 }
 
-/* Add ETag and Last-Modified to h. lm is the Last-Modified time. Returns 0 or -1. */
-static int add_validators(fg_request_t *req, const struct stat *st, time_t lm, fg_headers_t *h,
-                          fg_str_t *etag)
+/* Add ETag and Last-Modified to h. lm is the Last-Modified time. Returns 0 or -1.
+ * The entity-tag is the modification time (ns) and the size. It is strong (RFC 9110 8.8.1),
+ * so that If-Range can resume a download, once the file's last change is a second old: a
+ * file still being written within that second could change again without either moving. */
+static int add_validators(fg_request_t *req, const struct stat *st, time_t lm, time_t now,
+                          fg_headers_t *h, fg_str_t *etag)
 {
     uint64_t mtime_ns = (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec;
-    char *tag =
-        fg_pool_printf(req->pool, "W/\"%" PRIx64 "-%" PRIx64 "\"", mtime_ns, (uint64_t)st->st_size);
+    const char *weak = st->st_mtim.tv_sec < now ? "" : "W/";
+    char *tag = fg_pool_printf(req->pool, "%s\"%" PRIx64 "-%" PRIx64 "\"", weak, mtime_ns,
+                               (uint64_t)st->st_size);
     char *date = fg_pool_alloc(req->pool, 30);
     if (tag == NULL || date == NULL)
         return -1;
@@ -799,7 +805,7 @@ static void serve(fg_request_t *req, file_t *f)
     fg_headers_t h;
     fg_str_t etag;
     fg_headers_init(&h, req->pool, 8);
-    if (add_validators(req, &f->st, lm, &h, &etag) != 0)
+    if (add_validators(req, &f->st, lm, now, &h, &etag) != 0)
         goto out_nomem;
 
     int status = preconditions(req, etag, lm);
@@ -817,7 +823,7 @@ static void serve(fg_request_t *req, file_t *f)
         return;
     }
 
-    int r = choose_range(req, size, lm, now, &first, &last);
+    int r = choose_range(req, size, etag, lm, now, &first, &last);
     if (r == FG_RANGE_UNSATISFIABLE) {
         close(f->fd);
         char *cr = fg_pool_printf(req->pool, "bytes */%" PRId64, size);
