@@ -334,6 +334,11 @@ static void startup_done(master_t *m)
     fg_log_notice("fastgateway %s started: pid %d, %d workers, generation %llu", FG_VERSION,
                   (int)m->pid, m->cur->nslots, (unsigned long long)m->cur->id);
     fg_daemon_notify(&m->notify_fd, NULL);
+    if (m->reload_queued) {
+        /* a HUP that came during start-up: the file may have changed since it was read */
+        m->reload_queued = 0;
+        event_active(m->reload_ev, EV_TIMEOUT, 0);
+    }
 }
 
 static void startup_fail(master_t *m, const char *why)
@@ -626,7 +631,8 @@ static void reload(master_t *m)
     if (m->shutdown)
         return;
     if (!m->started) {
-        fg_log_warn("reload requested during start-up: ignored");
+        m->reload_queued = 1;
+        fg_log_notice("reload requested during start-up: queued");
         return;
     }
     if (m->next) {
@@ -780,7 +786,10 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
         reload(m);
 }
 
-static int signals_install(master_t *m)
+/* Catch the signals into the self-pipe. Done before the pid file exists: a `-s reload` or a
+ * logrotate `-s reopen` that reads it must never meet the default action (termination). What
+ * arrives before the event loop waits in the pipe. */
+static int signals_catch(void)
 {
     if (pipe2(sig_pipe, O_NONBLOCK | O_CLOEXEC) == -1)
         return -1;
@@ -790,6 +799,11 @@ static int signals_install(master_t *m)
         if (sigaction(handled_signals[i], &sa, NULL) == -1)
             return -1;
     signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static int signals_install(master_t *m)
+{
     m->sig_ev = event_new(m->base, sig_pipe[0], EV_READ | EV_PERSIST, on_signal, m);
     if (m->sig_ev == NULL || event_add(m->sig_ev, NULL) == -1)
         return -1;
@@ -834,6 +848,10 @@ static int start(master_t *m, int foreground)
     m->pid = getpid();
     m->start_time = time(NULL);
     m->start_mono = fg_master_mono_ms();
+    if (signals_catch() < 0) {
+        snprintf(err, sizeof(err), "cannot catch signals: %s", strerror(errno));
+        goto fail;
+    }
     if (cfg->pid_file) {
         if (fg_pidfile_write(cfg->pid_file, err, sizeof(err)) < 0)
             goto fail;

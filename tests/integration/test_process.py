@@ -536,3 +536,38 @@ def test_workers_get_the_configured_open_file_limit(tmp_path, gateway_factory):
     assert http_get(gw.url("/x")) == (200, b"ok")
     assert _nofile_soft(gw.pid) == want
     assert all(_nofile_soft(w["pid"]) == want for w in gw.workers())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1])
+def test_signal_as_soon_as_the_pid_file_appears(tmp_path, sig):
+    """Regression: the pid file was written before the signal handlers were installed, so a
+    `-s reload` (HUP) or logrotate's `-s reopen` (USR1) in that window killed the master: 20
+    starts out of 20 in review. A HUP during start-up is now queued, not dropped."""
+    for attempt in range(5):
+        cfg = base_config(tmp_path, free_port())
+        path = tmp_path / ("early-%d.json" % attempt)
+        path.write_text(json.dumps(cfg))
+        pidfile = cfg["pidFile"]
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        launcher = subprocess.Popen([str(BINARY), "-c", str(path)], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        pid = None
+        try:
+            deadline = time.monotonic() + 5
+            while pid is None and time.monotonic() < deadline:
+                try:  # no sleep: the window was a few milliseconds wide
+                    pid = int(open(pidfile).read().strip() or 0) or None
+                except (OSError, ValueError):
+                    pass
+            assert pid
+            os.kill(pid, sig)
+            assert launcher.wait(10) == 0, launcher.stderr.read()
+            port = int(cfg["servers"][0]["listen"].rsplit(":", 1)[1])
+            wait_until(lambda: _try(http_get, "http://127.0.0.1:%d/" % port) == (200, b"hello"),
+                       5, what="serving after an early signal")
+            assert pid_alive(pid)
+        finally:
+            if pid and pid_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+                wait_until(lambda: not pid_alive(pid), 10, what="master exit")
