@@ -145,11 +145,13 @@ static int load_workers(fg_config_ctx_t *c, const json_t *root)
 
     if (v == NULL || (json_is_string(v) && strcmp(json_string_value(v), "auto") == 0)) {
         n = sysconf(_SC_NPROCESSORS_ONLN);
-        c->cfg->workers = n < 1 ? 1 : n > 256 ? 256 : (int)n;
+        c->cfg->workers = n < 1 ? 1 : n > FG_CONFIG_MAX_WORKERS ? FG_CONFIG_MAX_WORKERS : (int)n;
         return 0;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 256)
-        return fg_config_fail(c, "workers", "expected \"auto\" or an integer 1..256");
+    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+        json_integer_value(v) > FG_CONFIG_MAX_WORKERS)
+        return fg_config_fail(c, "workers", "expected \"auto\" or an integer 1..%d",
+                              FG_CONFIG_MAX_WORKERS);
     c->cfg->workers = (int)json_integer_value(v);
     return 0;
 }

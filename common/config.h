@@ -103,6 +103,10 @@ typedef struct {
     size_t nquery;
 } fg_route_match_t;
 
+/* Worker processes at most: two generations overlap in the shared worker table during a
+ * reload (shm/arena.h FG_SHM_MAX_WORKERS). "auto" is clamped to it. */
+#define FG_CONFIG_MAX_WORKERS 128
+
 /* ---- routes: transforms (YARP names, applied in order) ---- */
 
 typedef enum {

@@ -114,12 +114,8 @@ static gen_t *gen_load(master_t *m, uint64_t id, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", m->conf_file, rerr);
         goto fail;
     }
-    if (g->cfg->workers < 1 || g->cfg->workers > FG_SHM_MAX_WORKERS / 2) {
-        /* Two generations overlap in the worker table during a reload. */
-        snprintf(err, errlen, "%s: workers: must be between 1 and %d", m->conf_file,
-                 FG_SHM_MAX_WORKERS / 2);
-        goto fail;
-    }
+    _Static_assert(2 * FG_CONFIG_MAX_WORKERS <= FG_SHM_MAX_WORKERS,
+                   "two generations of workers fit the shared worker table");
     if (fg_daemon_user_resolve(g->cfg->user, g->cfg->group, &g->user, rerr, sizeof(rerr)) < 0) {
         snprintf(err, errlen, "%s: %s", m->conf_file, rerr);
         goto fail;

@@ -101,6 +101,8 @@ CASES = [
     ("bad-enum-log-level", ("log.level", "loud"), "log.level"),
     ("bad-direct-status", ("routes.1.direct.status", 99), "routes[1].direct.status"),
     ("bad-workers-count", ("workers", -3), "workers"),
+    # regression: 200 passed -t, then failed at start (the worker table holds 2 x 128)
+    ("too-many-workers", ("workers", 200), "workers"),
     # templates and locations that could never do what they say (found in review)
     ("path-param-twice", ("routes.0.match.path", "/{a}/{A}"), "routes[0].match.path"),
     ("path-dot-segment", ("routes.0.match.path", "/a/../b"), "routes[0].match.path"),

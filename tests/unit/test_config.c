@@ -613,9 +613,9 @@ static void test_err_urls(void **state)
 static void test_err_values(void **state)
 {
     static const bad_case_t cases[] = {
-        {"{" SRV ", 'workers': 0}", "t.json: workers: expected \"auto\" or an integer 1..256"},
-        {"{" SRV ", 'workers': 'many'}", "t.json: workers: expected \"auto\" or an integer 1..256"},
-        {"{" SRV ", 'workers': 257}", "t.json: workers: expected \"auto\" or an integer 1..256"},
+        {"{" SRV ", 'workers': 0}", "t.json: workers: expected \"auto\" or an integer 1..128"},
+        {"{" SRV ", 'workers': 'many'}", "t.json: workers: expected \"auto\" or an integer 1..128"},
+        {"{" SRV ", 'workers': 129}", "t.json: workers: expected \"auto\" or an integer 1..128"},
         {"{" SRV ", 'shutdownTimeout': '5x'}",
          "t.json: shutdownTimeout: \"5x\" is not a valid duration (use e.g. \"500ms\", \"30s\", "
          "\"5m\", \"1h\", \"2d\" or integer seconds)"},
