@@ -19,12 +19,18 @@
 #include "common/log.h"
 
 #define MAX_CONNS 64
+/* A client that sends commands without reading the answers: stop reading its commands while
+ * this much output waits, go on once it fell to OUT_LOW. The master never buffers without
+ * bound. */
+#define OUT_HIGH (256 * 1024)
+#define OUT_LOW (64 * 1024)
 
 typedef struct conn_s {
     struct conn_s *next, **pprev;
     struct bufferevent *bev;
     struct fg_status_s *st;
     int closing; /* close once the output is flushed */
+    int paused;  /* reading stopped: too much output waits (OUT_HIGH) */
 } conn_t;
 
 struct fg_status_s {
@@ -133,6 +139,8 @@ static void on_read(struct bufferevent *bev, void *arg)
     size_t len;
     char *line;
 
+    if (c->paused)
+        return;
     while (!c->closing && (line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
         if (len > FG_STATUS_MAX_LINE) {
             free(line);
@@ -140,6 +148,12 @@ static void on_read(struct bufferevent *bev, void *arg)
         }
         run_command(c, line);
         free(line);
+        if (evbuffer_get_length(bufferevent_get_output(bev)) > OUT_HIGH) {
+            c->paused = 1;
+            bufferevent_disable(bev, EV_READ);
+            bufferevent_setwatermark(bev, EV_WRITE, OUT_LOW, 0);
+            return;
+        }
     }
     if (!c->closing && evbuffer_get_length(in) > FG_STATUS_MAX_LINE)
         goto too_long;
@@ -158,7 +172,15 @@ too_long:
 static void on_write(struct bufferevent *bev, void *arg)
 {
     conn_t *c = arg;
-    if (c->closing)
+    if (c->paused) {
+        /* the client caught up: back to the commands it already sent */
+        c->paused = 0;
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        bufferevent_enable(bev, EV_READ);
+        on_read(bev, c);
+        return;
+    }
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
         conn_free(c);
 }
 

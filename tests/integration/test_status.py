@@ -5,6 +5,7 @@ import os
 import socket
 import stat
 import subprocess
+import threading
 import time
 
 from conftest import BINARY, base_config, free_port, http_get
@@ -207,3 +208,40 @@ def test_socket_removed_at_exit(tmp_path, gateway_factory):
     assert os.path.exists(gw.status_socket)
     assert gw.stop(graceful=True) == 0
     assert not os.path.exists(gw.status_socket)
+
+
+def _rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_client_that_does_not_read_cannot_grow_the_master(tmp_path, gateway_factory):
+    """Regression: answers to a client that sends commands without reading them were buffered
+    without bound (90 MB in 8 s in review). The master now stops reading such a client's
+    commands while 256 KiB of answers wait, and every answer still arrives in order."""
+    gw = gateway_factory(base_config(tmp_path, free_port()))
+    pid = gw.info()["pid"]
+    one = len(json.dumps(gw.status("help")))
+    n = max(20000, (40 << 20) // one)  # about 40 MB of answers if they were all buffered
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(gw.config["statusSocket"])
+    sender = threading.Thread(target=lambda: s.sendall(b"help\n" * n), daemon=True)
+    before = _rss_kb(pid)
+    sender.start()
+    time.sleep(2.0)
+    grown = _rss_kb(pid) - before
+    assert grown < 8 * 1024, "master grew by %d kB" % grown
+    s.settimeout(30)
+    buf = b""
+    lines = 0
+    while lines < n:
+        data = s.recv(1 << 20)
+        assert data, "connection closed after %d answers" % lines
+        lines += data.count(b"\n")
+    sender.join(10)
+    s.close()
+    assert lines == n
+    assert gw.alive()
