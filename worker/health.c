@@ -286,7 +286,7 @@ int fg_health_prober_start(fg_worker_t *w)
             event_free(timer);
         return 0;
     }
-    while (!expired && !fg_health_first_round_done(cfg))
+    while (!expired && !w->retiring && !w->terminating && !fg_health_first_round_done(cfg))
         event_base_loop(w->base, EVLOOP_ONCE);
     event_free(timer);
     return 0;

@@ -144,6 +144,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         break;
     case SIGTERM:
     case SIGINT:
+        st->w.terminating = 1;
         event_base_loopexit(st->w.base, NULL);
         break;
     case SIGUSR1:
@@ -244,8 +245,20 @@ int fg_worker_main(const fg_worker_args_t *args)
     st.w.upstreams = fg_upstream_pools_new(&st.w);
     st.w.accesslog = fg_accesslog_new(st.w.base, &args->cfg->log);
     if (st.w.scratch == NULL || st.w.upstreams == NULL || fg_static_init(args->cfg) != 0 ||
-        setup_signals(&st) != 0 || fg_health_prober_start(&st.w) != 0 ||
-        setup_listeners(&st, args) != 0) {
+        setup_signals(&st) != 0 || fg_health_prober_start(&st.w) != 0) {
+        fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
+        teardown(&st);
+        return 1;
+    }
+    /* Told to go while waiting for the first health round: never start listening (the
+     * nested wait loop would have swallowed a loop exit). */
+    if (st.w.retiring || st.w.terminating) {
+        teardown(&st);
+        if (st.w.record)
+            st.w.record->state = FG_WORKER_EXITED;
+        return 0;
+    }
+    if (setup_listeners(&st, args) != 0) {
         fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
         teardown(&st);
         return 1;

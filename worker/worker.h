@@ -40,6 +40,7 @@ typedef struct fg_worker_s {
     struct fg_http1_conn_s *conns; /* open client connections (list head) */
     uint64_t nconns;
     unsigned retiring : 1;      /* graceful retire in progress */
+    unsigned terminating : 1;   /* TERM/INT: leave the loop now */
     uint64_t request_seq;       /* for request ids */
     struct evbuffer *scratch;   /* empty between uses: carries in-memory bodies to send_body */
     struct fg_prober_s *prober; /* active health checks (worker/health.c) */

@@ -571,3 +571,38 @@ def test_signal_as_soon_as_the_pid_file_appears(tmp_path, sig):
             if pid and pid_alive(pid):
                 os.kill(pid, signal.SIGTERM)
                 wait_until(lambda: not pid_alive(pid), 10, what="master exit")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGTERM])
+def test_stop_while_workers_wait_for_the_first_health_round(tmp_path, sig):
+    """Regression: a worker waiting for its first health probe ran a nested loop that
+    swallowed the stop, then opened its listeners anyway and served until its shutdown
+    timeout."""
+    from conftest import Blackhole
+    hole = Blackhole()
+    try:
+        port = free_port()
+        clusters = [{"id": "c", "destinations": [
+            {"id": "d", "address": "http://127.0.0.1:%d" % hole.port}],
+            "healthCheck": {"active": {"enabled": True, "interval": "10s", "timeout": "4s"}}}]
+        routes = [{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c"},
+                  {"id": "h", "match": {"path": "/here"}, "direct": {"status": 200}}]
+        cfg = base_config(tmp_path, port, routes=routes, clusters=clusters, workers=1,
+                          shutdownTimeout="10s")
+        path = tmp_path / "waiting.json"
+        path.write_text(json.dumps(cfg))
+        proc = subprocess.Popen([str(BINARY), "-f", "-c", str(path)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)  # the worker is in its first-round wait (4 s probe timeout)
+            t0 = time.monotonic()
+            proc.send_signal(sig)
+            proc.wait(8)
+            assert time.monotonic() - t0 < 3
+            assert _try(http_get, "http://127.0.0.1:%d/here" % port) is None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        hole.close()
