@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -154,6 +155,33 @@ int fg_pidfile_write(const char *path, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+int fg_instance_lock(const char *path, char *err, size_t errlen)
+{
+    char lock[4096];
+    if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", path) >= sizeof(lock)) {
+        snprintf(err, errlen, "%s.lock: path too long", path);
+        return -1;
+    }
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd == -1) {
+        snprintf(err, errlen, "cannot open the instance lock %s: %s", lock, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            snprintf(err, errlen,
+                     "already running: another instance holds %s (its workers may still be "
+                     "finishing)",
+                     lock);
+        else
+            snprintf(err, errlen, "cannot lock %s: %s", lock, strerror(e));
+        return -1;
+    }
+    return fd;
 }
 
 void fg_pidfile_remove(const char *path)

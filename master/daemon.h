@@ -28,6 +28,13 @@ int fg_pidfile_live(const char *path, pid_t *pid);
 int fg_pidfile_write(const char *path, char *err, size_t errlen);
 void fg_pidfile_remove(const char *path);
 
+/* One instance per configuration: an exclusive flock on "PATH.lock" (PATH is the pid file, or
+ * the status socket), held for the master's life and by its workers after it (they share the
+ * open file). SO_REUSEPORT would let a second instance bind the same ports, so a pid file
+ * check alone cannot stop two masters starting at once. Returns the lock's fd, or -1 with err
+ * ("already running" when another instance holds it). */
+int fg_instance_lock(const char *path, char *err, size_t errlen);
+
 /* The unprivileged user workers run as. */
 typedef struct {
     int set;

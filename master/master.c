@@ -825,6 +825,11 @@ static int start(master_t *m, int foreground)
                 cfg->pid_file);
         return -1;
     }
+    const char *lock_path = cfg->pid_file ? cfg->pid_file : cfg->status_socket;
+    if (lock_path && (m->lock_fd = fg_instance_lock(lock_path, err, sizeof(err))) < 0) {
+        fprintf(stderr, "fastgateway: %s\n", err);
+        return -1;
+    }
     if (apply_log(cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
         return -1;
@@ -931,11 +936,13 @@ static void stop(master_t *m)
         close(sig_pipe[0]);
         close(sig_pipe[1]);
     }
+    if (m->lock_fd >= 0)
+        close(m->lock_fd); /* the workers' copies went with them */
 }
 
 int fg_master_run(const char *conf_file, int foreground)
 {
-    master_t m = {.conf_file = conf_file, .notify_fd = -1};
+    master_t m = {.conf_file = conf_file, .notify_fd = -1, .lock_fd = -1};
     if (start(&m, foreground) < 0) {
         m.exit_code = 1;
     } else {

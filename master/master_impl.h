@@ -74,6 +74,7 @@ typedef struct master_s {
     struct event *reload_ev;  /* queued reload */
     struct event *shutdown_ev;
     int reload_queued;
+    int lock_fd; /* the instance lock (fg_instance_lock), -1 when none */
     int shutdown;
     int started;
     int notify_fd;

@@ -606,3 +606,32 @@ def test_stop_while_workers_wait_for_the_first_health_round(tmp_path, sig):
                 proc.wait()
     finally:
         hole.close()
+
+
+def test_two_masters_started_at_once_one_wins(tmp_path):
+    """Regression: SO_REUSEPORT let two masters bind the same port, and the pid-file check was
+    not atomic: in review one run had both serving, five lost the pid file. An instance lock
+    (pidFile + ".lock") now lets exactly one start."""
+    for attempt in range(4):
+        cfg = base_config(tmp_path, free_port())
+        path = tmp_path / ("twin-%d.json" % attempt)
+        path.write_text(json.dumps(cfg))
+        procs = [subprocess.Popen([str(BINARY), "-c", str(path)], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        codes = [p.wait(15) for p in procs]
+        errors = [p.stderr.read() for p in procs]
+        pid = None
+        try:
+            assert sorted(codes) == [0, 1], (codes, errors)
+            assert "already running" in errors[codes.index(1)]
+            pid = int(wait_until(lambda: open(cfg["pidFile"]).read().strip()
+                                 if os.path.exists(cfg["pidFile"]) else None, 5,
+                                 what="pid file"))
+            assert pid_alive(pid)
+            from conftest import status_query
+            assert status_query(cfg["statusSocket"], "show info")["pid"] == pid
+        finally:
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+                wait_until(lambda: not pid_alive(pid), 10, what="master exit")
