@@ -227,11 +227,30 @@ _Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_
     exit(fg_worker_main(&args));
 }
 
+/* Workers open the access log themselves, after dropping privileges: create it as root and
+ * give it to their user, or a root-owned log directory (as `make install` makes it) would
+ * leave them without one, at start and after every logrotate (nginx does the same). */
+static void prepare_access_log(const gen_t *g)
+{
+    const char *path = g->cfg->log.access_path;
+    if (path == NULL || !g->user.set || geteuid() != 0)
+        return;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd == -1) {
+        fg_log_warn("access log %s: %s", path, strerror(errno));
+        return;
+    }
+    if (fchown(fd, g->user.uid, (gid_t)-1) == -1)
+        fg_log_warn("cannot chown %s to %s: %s", path, g->user.name, strerror(errno));
+    close(fd);
+}
+
 static void on_ready(evutil_socket_t fd, short what, void *arg);
 
 /* Fork the worker of `slot` in generation g. Returns 0 or -1 with err. */
 static int spawn(master_t *m, gen_t *g, int slot, char *err, size_t errlen)
 {
+    prepare_access_log(g);
     fg_shm_worker_t *rec = fg_shm_worker_alloc(m->shm, slot, g->id);
     if (rec == NULL) {
         snprintf(err, errlen, "worker %d: the shared worker table is full", slot);
@@ -731,6 +750,7 @@ static void reopen_logs(master_t *m)
     if (rc == 0 && g->user.set && geteuid() == 0 && log_is_file(g->cfg) &&
         chown(g->cfg->log.path, g->user.uid, (gid_t)-1) == -1)
         fg_log_warn("cannot chown %s to %s: %s", g->cfg->log.path, g->user.name, strerror(errno));
+    prepare_access_log(g);
     for (proc_t *p = m->procs; p; p = p->next)
         kill(p->pid, SIGUSR1);
 }

@@ -635,3 +635,43 @@ def test_two_masters_started_at_once_one_wins(tmp_path):
             if pid:
                 os.kill(pid, signal.SIGTERM)
                 wait_until(lambda: not pid_alive(pid), 10, what="master exit")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_access_log_in_root_owned_directory_with_user(tmp_path, gateway_factory):
+    """Regression: workers opened the access log after dropping to `user`, so in a root-owned
+    log directory (as `make install` makes it) there was none, at start and after logrotate.
+    The master now creates the file and hands it to the user, as nginx does."""
+    import pwd
+    import shutil
+    import tempfile
+    nobody = pwd.getpwnam("nobody")
+    logdir = tempfile.mkdtemp(prefix="fg-logs-", dir="/tmp")
+    try:
+        os.chmod(logdir, 0o755)
+        log = os.path.join(logdir, "access.log")
+        cfg = base_config(tmp_path, free_port(), routes=[direct("logged")], user="nobody")
+        cfg["log"]["accessLog"] = log
+        cfg["log"]["accessLogFlush"] = "100ms"
+        gw = gateway_factory(cfg)
+
+        def logged(marker):
+            try:
+                return marker in open(log).read()
+            except OSError:
+                return False
+
+        assert http_get(gw.url("/first")) == (200, b"logged")
+        wait_until(lambda: logged("/first"), 5, what="first access log line")
+        os.rename(log, log + ".1")
+        os.kill(gw.pid, signal.SIGUSR1)
+        wait_until(lambda: os.path.exists(log), 5, what="a new access log")
+        # USR1 reaches the workers after the master made the file: give them a moment to reopen
+        deadline = time.monotonic() + 5
+        while not logged("/second") and time.monotonic() < deadline:
+            http_get(gw.url("/second"))
+            time.sleep(0.2)
+        assert logged("/second")
+        assert os.stat(log).st_uid == nobody.pw_uid
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
