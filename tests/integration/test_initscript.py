@@ -176,3 +176,26 @@ def _zombie(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_pid_file_naming_another_process(service):
+    """Regression: a stale pid file holding a reused pid made `status` report that process as
+    the gateway and `stop` send it QUIT and TERM (it killed a `sleep` in review)."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(service.cfg["pidFile"], "w") as f:
+            f.write("%d\n" % other.pid)
+        r = service.run("status")
+        assert r.returncode == 1, r.stdout + r.stderr  # LSB: dead, pid file exists
+        r = service.run("stop")
+        assert r.returncode == 0, r.stdout + r.stderr
+        time.sleep(0.2)
+        assert other.poll() is None  # untouched
+        # and start works: the stale file is not the gateway's
+        r = service.run("start")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert http_get(service.url) == (200, b"one")
+        assert service.run("stop").returncode == 0
+    finally:
+        other.kill()
+        other.wait()
