@@ -12,12 +12,14 @@
 
 #include "common/log.h"
 
+enum { FRESH = 1, BLOCKED = 2 };
+
 /* All sockets bound to one address, indexed by worker slot (-1 = none). */
 typedef struct {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int *fds;
-    unsigned char *fresh; /* opened by the pending prepare */
+    unsigned char *fresh; /* FRESH: opened by the pending prepare; BLOCKED: dropping SYNs */
     int nfds;
     int used; /* needed by the pending configuration */
 } group_t;
@@ -251,7 +253,10 @@ static int prepare_server(fg_listeners_t *ls, const fg_config_t *cfg, size_t si,
                 return -1;
             }
             g->fds[slot] = fd;
-            g->fresh[slot] = 1;
+            g->fresh[slot] = FRESH;
+            /* no connection for this slot until its worker is ready (fg_listeners_open_slot) */
+            if (fg_listener_block(fd) == 0)
+                g->fresh[slot] |= BLOCKED;
         }
         tbl[si * (size_t)cfg->workers + (size_t)slot] = g->fds[slot];
     }
@@ -297,6 +302,24 @@ int fg_listeners_prepare(fg_listeners_t *ls, const fg_config_t *cfg, int **fds, 
     return 0;
 }
 
+static void unblock(group_t *g, int slot)
+{
+    int dummy = 0;
+    if (slot < g->nfds && (g->fresh[slot] & BLOCKED) && g->fds[slot] != -1) {
+        if (setsockopt(g->fds[slot], SOL_SOCKET, SO_DETACH_FILTER, &dummy, sizeof(dummy)) == -1)
+            fg_log_warn("cannot detach the filter of listener fd %d: %s", g->fds[slot],
+                        strerror(errno));
+        g->fresh[slot] &= (unsigned char)~BLOCKED;
+    }
+}
+
+void fg_listeners_open_slot(fg_listeners_t *ls, int slot)
+{
+    for (size_t i = 0; i < ls->ngroups; i++)
+        if (ls->groups[i].used)
+            unblock(&ls->groups[i], slot);
+}
+
 size_t fg_listeners_commit(fg_listeners_t *ls, fg_listeners_owner_fn owner, void *arg)
 {
     size_t n = 0;
@@ -304,6 +327,8 @@ size_t fg_listeners_commit(fg_listeners_t *ls, fg_listeners_owner_fn owner, void
         group_t *g = &ls->groups[i];
         int keep = g->used ? ls->pending_workers : 0;
         for (int s = 0; s < g->nfds; s++) {
+            if (s < keep)
+                unblock(g, s);
             g->fresh[s] = 0;
             if (s >= keep && g->fds[s] != -1) {
                 retire(ls, g->fds[s], owner ? owner(s, arg) : 0);

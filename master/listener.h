@@ -26,6 +26,12 @@ void fg_listeners_free(fg_listeners_t *ls);
 int fg_listeners_prepare(fg_listeners_t *ls, const fg_config_t *cfg, int **fds, char *err,
                          size_t errlen);
 
+/* The sockets prepare opened for `slot` start taking connections: its new worker is ready. Until
+ * then they drop SYNs (fg_listener_block), so that no connection waits in a queue that no
+ * worker accepts from yet, or is reset when a failed reload closes them; a dropped SYN is
+ * retransmitted by the client. Commit opens every slot. */
+void fg_listeners_open_slot(fg_listeners_t *ls, int slot);
+
 /* The holder of the socket of `slot` that is being retired: its pid, or 0 when no process holds
  * it (then the socket is closed at once). */
 typedef pid_t (*fg_listeners_owner_fn)(int slot, void *arg);

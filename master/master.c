@@ -477,6 +477,8 @@ static void on_ready(evutil_socket_t fd, short what, void *arg)
     __atomic_store_n(&p->rec->state, FG_WORKER_READY, __ATOMIC_RELEASE);
     fg_log_info("worker %d (pid %d, generation %llu) ready", p->slot, (int)p->pid,
                 (unsigned long long)p->generation);
+    if (in_next)
+        fg_listeners_open_slot(m->ls, p->slot);
     if (in_next && gen_all_ready(m->next))
         commit(m);
     else if (in_cur && !m->started && gen_all_ready(m->cur))

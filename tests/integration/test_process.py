@@ -675,3 +675,42 @@ def test_access_log_in_root_owned_directory_with_user(tmp_path, gateway_factory)
         assert os.stat(log).st_uid == nobody.pw_uid
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
+
+
+def test_failed_reload_that_added_workers_resets_no_connection(tmp_path, gateway_factory):
+    """Regression: sockets opened for added worker slots listened from the start of a reload,
+    so the kernel queued connections on them that no worker accepted yet, and a failed reload
+    closed them with a reset (57 of 285 in review). They now drop SYNs until their worker is
+    ready; a dropped SYN is retransmitted, to a live socket once the failed one is gone."""
+    from concurrent.futures import ThreadPoolExecutor
+    from conftest import Blackhole
+    hole = Blackhole()
+    try:
+        clusters = [{"id": "c", "destinations": [
+            {"id": "d", "address": "http://127.0.0.1:%d" % hole.port}],
+            "healthCheck": {"active": {"enabled": True, "interval": "30s", "timeout": "3s"}}}]
+        routes = [{"id": "h", "match": {"path": "/{**rest}"}, "direct": {"status": 200,
+                                                                        "body": "ok"}},
+                  {"id": "p", "match": {"path": "/p/{**rest}"}, "clusterId": "c"}]
+        cfg = base_config(tmp_path, free_port(), routes=routes, clusters=clusters, workers=1)
+        gw = gateway_factory(cfg, timeout=15)
+        gen = gw.info()["generation"]
+        cfg["workers"] = 2
+        # a destination never probed yet: the new workers wait up to 3 s for its first round
+        cfg["clusters"][0]["destinations"].append(
+            {"id": "d2", "address": "http://127.0.0.1:%d" % hole.port})
+        gw.write_config(cfg)
+        gw.signal(signal.SIGHUP)
+        newer = wait_until(lambda: [w for w in gw.all_workers() if w["generation"] > gen], 5,
+                           what="the new generation's workers")
+        with ThreadPoolExecutor(max_workers=16) as ex:
+            futures = [ex.submit(lambda: _try(http_get, gw.url("/x"), 15)) for _ in range(48)]
+            time.sleep(0.8)
+            for w in newer:
+                if w["slot"] == 1:
+                    os.kill(w["pid"], signal.SIGKILL)  # the reload fails
+            results = [f.result() for f in futures]
+        assert results == [(200, b"ok")] * 48
+        assert gw.info()["lastReload"]["result"] == "failed"
+    finally:
+        hole.close()
