@@ -145,7 +145,8 @@ static int show_status(const char *file)
     json_t *ans[3];
     char err[512];
     if (fg_status_query(cfg->status_socket, cmds, ans, 3, err, sizeof(err)) < 0) {
-        fprintf(stderr, "fastgateway: %s (is it running?)\n", err);
+        fprintf(stderr, "fastgateway: %s%s\n", err,
+                strstr(err, "is running") ? "" : " (is it running?)");
         goto out;
     }
     print_status(ans[0], ans[1], ans[2]);

@@ -129,7 +129,11 @@ static void run_command(conn_t *c, char *line)
             return;
         }
     }
-    reply(c, json_pack("{s:s, s:s}", "error", "unknown command", "command", line));
+    json_t *shown = json_string(line);
+    if (shown == NULL) /* jansson takes UTF-8 only */
+        reply(c, json_pack("{s:s}", "error", "command is not valid UTF-8"));
+    else
+        reply(c, json_pack("{s:s, s:o}", "error", "unknown command", "command", shown));
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -195,6 +199,10 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 {
     fg_status_t *st = arg;
     if (st->nconns >= MAX_CONNS) {
+        /* say why, so that `fastgateway -s status` does not suggest the master is down */
+        static const char busy[] = "{\"error\":\"too many status clients\"}\n";
+        ssize_t n = write(fd, busy, sizeof(busy) - 1);
+        (void)n;
         close(fd);
         return;
     }
@@ -364,7 +372,7 @@ void fg_status_set_idle_timeout(fg_status_t *st, unsigned ms)
 static int write_all(int fd, const char *s, size_t len)
 {
     while (len > 0) {
-        ssize_t n = write(fd, s, len);
+        ssize_t n = send(fd, s, len, MSG_NOSIGNAL); /* a closed socket is an error, not death */
         if (n == -1 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -455,6 +463,14 @@ int fg_status_query(const char *path, const char *const *cmds, json_t **answers,
         have -= used;
         if (answers[done] == NULL) {
             snprintf(err, errlen, "%s: invalid answer to \"%s\": %s", path, cmds[done], jerr.text);
+            goto fail;
+        }
+        const char *busy = json_string_value(json_object_get(answers[done], "error"));
+        if (busy && strcmp(busy, "too many status clients") == 0) {
+            /* the master turned the connection away: it is running, only busy */
+            snprintf(err, errlen, "%s: the master is running but has too many status clients",
+                     path);
+            json_decref(answers[done]);
             goto fail;
         }
     }

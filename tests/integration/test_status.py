@@ -245,3 +245,34 @@ def test_client_that_does_not_read_cannot_grow_the_master(tmp_path, gateway_fact
     s.close()
     assert lines == n
     assert gw.alive()
+
+
+def test_status_when_all_client_slots_are_taken(tmp_path, gateway_factory):
+    """64 idle clients hold every slot: `-s status` said "(is it running?)"; it now says the
+    master is running and busy. Invalid UTF-8 gets a precise error, not "internal error"."""
+    gw = gateway_factory(base_config(tmp_path, free_port()))
+    sock = gw.config["statusSocket"]
+    held = []
+    try:
+        for _ in range(64):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(sock)
+            held.append(s)
+        time.sleep(0.2)
+        r = subprocess.run([str(BINARY), "-s", "status", "-c", str(gw.config_path)],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1
+        assert "running but has too many status clients" in r.stderr, r.stderr
+        assert "is it running" not in r.stderr
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.2)
+    r = subprocess.run([str(BINARY), "-s", "status", "-c", str(gw.config_path)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sock)
+    s.sendall(b"show \xff\xfe\n")
+    assert json.loads(s.recv(4096).split(b"\n")[0]) == {"error": "command is not valid UTF-8"}
+    s.close()
