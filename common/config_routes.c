@@ -435,17 +435,12 @@ static int parse_flag(fg_config_ctx_t *c, const json_t *v, const char *key, int 
     return 0;
 }
 
-/* X-Forwarded: "For,Proto,Host,Prefix" picks the headers (others are Off), Action says how
- * (default Set, which also drops a spoofed incoming value), and a per-header key overrides. */
-static int load_xforwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t)
+/* A comma-separated list of four known names (case-insensitive, blanks around them ignored):
+ * listed[i] is set for names[i]. Unknown names fail, naming `what` and the choices. */
+static int name_list(fg_config_ctx_t *c, const char *key, const char *what, const char *list,
+                     const char *const names[4], int listed[4])
 {
-    static const char *const actions[] = {"Off", "Set", "Append", "Remove", NULL};
-    static const char *const names[] = {"For", "Proto", "Host", "Prefix"};
-    int *slots[] = {&t->xf_for, &t->xf_proto, &t->xf_host, &t->xf_prefix};
-    int listed[4] = {0}, action = FG_XF_SET;
-    const char *p = t->value;
-
-    while (*p) {
+    for (const char *p = list; *p;) {
         size_t len = strcspn(p, ",");
         const char *s = p, *e = p + len;
         while (s < e && *s == ' ')
@@ -458,12 +453,25 @@ static int load_xforwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *
                 strncasecmp(s, names[i], (size_t)(e - s)) == 0)
                 break;
         if (i == 4)
-            return fg_config_fail(c, "X-Forwarded",
-                                  "unknown header \"%.*s\" (expected For, Proto, Host, Prefix)",
-                                  (int)(e - s), s);
+            return fg_config_fail(c, key, "unknown %s \"%.*s\" (expected %s, %s, %s, %s)", what,
+                                  (int)(e - s), s, names[0], names[1], names[2], names[3]);
         listed[i] = 1;
         p += len + (p[len] == ',');
     }
+    return 0;
+}
+
+/* X-Forwarded: "For,Proto,Host,Prefix" picks the headers (others are Off), Action says how
+ * (default Set, which also drops a spoofed incoming value), and a per-header key overrides. */
+static int load_xforwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t)
+{
+    static const char *const actions[] = {"Off", "Set", "Append", "Remove", NULL};
+    static const char *const names[] = {"For", "Proto", "Host", "Prefix"};
+    int *slots[] = {&t->xf_for, &t->xf_proto, &t->xf_host, &t->xf_prefix};
+    int listed[4] = {0}, action = FG_XF_SET;
+
+    if (name_list(c, "X-Forwarded", "header", t->value, names, listed) < 0)
+        return -1;
     if (fg_config_get_enum(c, o, "Action", actions, &action) < 0)
         return -1;
     for (int i = 0; i < 4; i++) {
@@ -498,27 +506,9 @@ static int load_forwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t
                                           NULL};
     static const char *const names[] = {"for", "by", "host", "proto"};
     int listed[4] = {0}, for_format = FG_NODE_RANDOM, by_format = FG_NODE_RANDOM;
-    const char *p = t->value;
 
-    while (*p) {
-        size_t len = strcspn(p, ",");
-        const char *s = p, *e = p + len;
-        while (s < e && *s == ' ')
-            s++;
-        while (e > s && e[-1] == ' ')
-            e--;
-        int i;
-        for (i = 0; i < 4; i++)
-            if ((size_t)(e - s) == strlen(names[i]) &&
-                strncasecmp(s, names[i], (size_t)(e - s)) == 0)
-                break;
-        if (i == 4)
-            return fg_config_fail(c, "Forwarded",
-                                  "unknown parameter \"%.*s\" (expected for, by, host, proto)",
-                                  (int)(e - s), s);
-        listed[i] = 1;
-        p += len + (p[len] == ',');
-    }
+    if (name_list(c, "Forwarded", "parameter", t->value, names, listed) < 0)
+        return -1;
     t->xf_for = FG_XF_SET;
     if (fg_config_get_enum(c, o, "Action", actions, &t->xf_for) < 0 ||
         fg_config_get_enum(c, o, "ForFormat", formats, &for_format) < 0 ||
