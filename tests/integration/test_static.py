@@ -4,6 +4,7 @@ import hashlib
 import http.client
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -322,6 +323,9 @@ def test_file_changed_this_second_gets_a_weak_etag(gateway_factory, tmp_path):
     root = tmp_path / "fresh"
     root.mkdir()
     (root / "f.txt").write_text("new")
+    # "this second" whatever the machine's speed: a modification time not yet past
+    future = time.time() + 3600
+    os.utime(root / "f.txt", (future, future))
     routes = [{"id": "fr", "match": {"path": "/{**rest}"}, "static": {"root": str(root)}}]
     gw = gateway_factory(base_config(tmp_path, free_port(), routes=routes))
     status, headers, _ = http_request("GET", gw.url("/f.txt"))

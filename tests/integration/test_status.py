@@ -233,7 +233,9 @@ def test_client_that_does_not_read_cannot_grow_the_master(tmp_path, gateway_fact
     sender.start()
     time.sleep(2.0)
     grown = _rss_kb(pid) - before
-    assert grown < 8 * 1024, "master grew by %d kB" % grown
+    # bounded: 256 KiB of answers plus allocator slack (a sanitizer build keeps freed memory
+    # in quarantine), against about 40 MB before
+    assert grown < 16 * 1024, "master grew by %d kB" % grown
     s.settimeout(30)
     buf = b""
     lines = 0
