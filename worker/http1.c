@@ -607,6 +607,15 @@ static void on_drain(fg_conn_t *c, void *arg)
 static void on_event(fg_conn_t *c, void *arg, int what)
 {
     fg_http1_conn_t *h = arg;
+    if (what == FG_CONN_EOF && !h->in_req && h->state == S_IDLE && fg_conn_pending(c) > 0) {
+        /* The client's FIN came after its last request was answered, while that answer is
+         * still being written: nothing to abort, so finish writing before closing (destroying
+         * here truncated large responses to `nc -N`-style clients). A partial head left over
+         * is dropped. */
+        evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
+        begin_close(h);
+        return;
+    }
     if (what == FG_CONN_EOF && h->in_req && h->state == S_WAIT && h->server->ignore_client_abort) {
         /* A FIN after the whole request: a client that went away and one that only shut its
          * sending half (`nc -N`, some health checkers; RFC 9112 9.6) look the same. By default
@@ -991,9 +1000,12 @@ static void process(fg_http1_conn_t *h)
             if (n > max_head) {
                 r = FG_HTTP1_ERR_HEADERS_TOO_LARGE;
             } else if (h->peer_eof) {
-                /* the rest of this head will never come */
-                h->dead = 1;
-                break;
+                /* The rest of this head will never come: drop it, but let the previous
+                 * response finish writing (found in review: it was cut off). */
+                evbuffer_drain(in, avail);
+                h->busy = 0;
+                begin_close(h);
+                return;
             } else {
                 /* The header timeout bounds the whole head, not the gap between its bytes: a
                  * client trickling a byte at a time (slowloris) cannot hold the connection. */

@@ -834,6 +834,7 @@ static int early_answer(proxy_t *p)
         return 0;
     p->got_bytes = 1; /* answered: never retried elsewhere */
     p->write_failed = 1;
+    p->keep_alive = 0; /* a connection whose write failed never goes back to the pool */
     /* The rest of the request goes nowhere: drop what is queued, and on_body discards what
      * the client still sends (the front end closes after the response, body unread). */
     struct evbuffer *out = fg_conn_output(p->u->c);

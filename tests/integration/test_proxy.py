@@ -839,6 +839,40 @@ def test_ignore_client_abort_serves_pipelined_requests_before_fin(gw_ignore_abor
     assert b'"/slow"' in data and b'"/second"' in data
 
 
+def test_ignore_client_abort_partial_head_after_fin_keeps_the_response(gw_ignore_abort):
+    """Regression: with a FIN after pipelined requests and an incomplete head, the connection
+    was destroyed while the previous response was still being written (cut at about 4.2 MB of
+    4.3 in review). It is now flushed, then closed."""
+    gw = gw_ignore_abort
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET /p/chunked/4300000 HTTP/1.1\r\nHost: gw.test\r\n\r\nGET /x HTT")
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(1.0)  # let the gateway see the FIN while the answer is still queued
+    data = _read_all(s, timeout=20)
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body.endswith(b"\r\n0\r\n\r\n")
+    assert body.count(b"x") == 4300000
+
+
+def test_fin_after_answer_lets_a_large_response_finish(tmp_path, gateway_factory):
+    """Regression: a FIN read after the last request was answered, while the answer was still
+    being written, destroyed the connection and truncated it (4.1 MB of 8 in review), with or
+    without ignoreClientAbort."""
+    body = "y" * 8000000
+    routes = [{"id": "big", "match": {"path": "/{**rest}"},
+               "direct": {"status": 200, "body": body}}]
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=routes, workers=1))
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: gw.test\r\n\r\n")  # keep-alive: the gateway reads on
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(1.0)
+    data = _read_all(s, timeout=20)
+    s.close()
+    assert data.partition(b"\r\n\r\n")[2] == body.encode()
+
+
 def test_ignore_client_abort_still_aborts_unfinished_upload(gw_ignore_abort):
     """A FIN before the body is complete can only be an abort: 499, upstream not waited for."""
     gw = gw_ignore_abort
