@@ -447,11 +447,13 @@ int fg_status_query(const char *path, const char *const *cmds, json_t **answers,
     for (; done < n; done++) {
         char line[FG_STATUS_MAX_LINE + 2];
         int len = snprintf(line, sizeof(line), "%s\n", cmds[done]);
-        if (len < 0 || (size_t)len >= sizeof(line) || write_all(fd, line, (size_t)len) < 0) {
+        int sent = len >= 0 && (size_t)len < sizeof(line) && write_all(fd, line, (size_t)len) == 0;
+        /* Unsent, the master may still have said why before closing (too many clients). */
+        char *answer = read_line(fd, &buf, &have, &cap);
+        if (!sent && (answer == NULL || strstr(answer, "too many status clients") == NULL)) {
             snprintf(err, errlen, "%s: cannot send \"%s\"", path, cmds[done]);
             goto fail;
         }
-        char *answer = read_line(fd, &buf, &have, &cap);
         if (answer == NULL) {
             snprintf(err, errlen, "%s: no answer to \"%s\"", path, cmds[done]);
             goto fail;
