@@ -131,6 +131,17 @@ def status_query(path, cmd, timeout=5.0):
     return json.loads(buf.split(b"\n", 1)[0].decode())
 
 
+def recv_until_close(sock, timeout=10.0):
+    """Everything the peer sends on sock until it closes its side."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def http_request(method, url, body=None, headers=None, timeout=5.0):
     """One request on a fresh connection: returns (status, headers dict lower-cased, body)."""
     import http.client

@@ -16,7 +16,7 @@ import urllib.parse
 import pytest
 
 from conftest import (SANITIZER_RE, Blackhole, Gateway, Upstream, base_config, free_port,
-                      http_request)
+                      http_request, recv_until_close)
 
 
 def proxied(rid, path, cluster="echo", transforms=None):
@@ -153,12 +153,7 @@ def raw_request(gw, data, timeout=10):
     """Send raw bytes, read until the gateway closes; returns the bytes received."""
     with socket.create_connection(("127.0.0.1", gw.port), timeout=timeout) as s:
         s.sendall(data)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
+        return recv_until_close(s, timeout)
 
 
 def assert_error_doc(status, headers, body, expected, path):
@@ -369,7 +364,7 @@ def test_forwarded_rfc7239(gw):
     s.sendall(b"GET /fwd/x HTTP/1.1\r\nHost: gw.test\r\nForwarded: for=6.6.6.6\r\n"
               b"Connection: close\r\n\r\n")
     client_port = s.getsockname()[1]
-    data = _read_all(s)
+    data = recv_until_close(s)
     s.close()
     doc = json.loads(data.partition(b"\r\n\r\n")[2])
     fwd = seen(doc, "Forwarded")
@@ -713,16 +708,6 @@ def test_client_abort_mid_download(gw):
     assert worker_pids(gw) == before
 
 
-def _read_all(s, timeout=10):
-    s.settimeout(timeout)
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
 @pytest.mark.parametrize("code, line", [
     (422, b"HTTP/1.1 422 Unprocessable Content\r\n"),
     (410, b"HTTP/1.1 410 Gone\r\n"),
@@ -731,7 +716,7 @@ def _read_all(s, timeout=10):
 def test_status_line_reason_phrases(gw, code, line):
     s = socket.create_connection(("127.0.0.1", gw.port))
     s.sendall(b"GET /p/status/%d HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n" % code)
-    data = _read_all(s)
+    data = recv_until_close(s)
     s.close()
     assert data.startswith(line)
 
@@ -769,7 +754,7 @@ def test_early_hints_forwarded(gw):
     """RFC 9110 15.2: a proxy MUST forward 1xx responses it did not ask for itself."""
     s = socket.create_connection(("127.0.0.1", gw.port))
     s.sendall(b"GET /p/hints HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
-    data = _read_all(s)
+    data = recv_until_close(s)
     s.close()
     interim, _, rest = data.partition(b"\r\n\r\n")
     assert interim.startswith(b"HTTP/1.1 103 Early Hints\r\n")
@@ -783,7 +768,7 @@ def test_early_hints_not_sent_to_http10_client(gw):
     """RFC 9110 15.2: a server MUST NOT send a 1xx response to an HTTP/1.0 client."""
     s = socket.create_connection(("127.0.0.1", gw.port))
     s.sendall(b"GET /p/hints HTTP/1.0\r\nHost: gw.test\r\n\r\n")
-    data = _read_all(s)
+    data = recv_until_close(s)
     s.close()
     assert data.startswith(b"HTTP/1.1 200 ")
     assert b" 103 " not in data
@@ -795,7 +780,7 @@ def test_half_close_aborts_by_default(gw):
     s = socket.create_connection(("127.0.0.1", gw.port))
     s.sendall(b"GET /p/slow?ms=500 HTTP/1.1\r\nHost: gw.test\r\nX-Request-Id: hc-default\r\n\r\n")
     s.shutdown(socket.SHUT_WR)
-    assert _read_all(s) == b""
+    assert recv_until_close(s) == b""
     s.close()
     lines = wait_log(gw, lambda l: l.get("requestId") == "hc-default")
     assert lines and lines[0]["status"] == 499
@@ -816,7 +801,7 @@ def test_ignore_client_abort_answers_half_closed_client(gw_ignore_abort):
     s = socket.create_connection(("127.0.0.1", gw.port))
     s.sendall(b"GET /p/slow?ms=300 HTTP/1.1\r\nHost: gw.test\r\nX-Request-Id: hc-1\r\n\r\n")
     s.shutdown(socket.SHUT_WR)
-    data = _read_all(s)
+    data = recv_until_close(s)
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
@@ -833,7 +818,7 @@ def test_ignore_client_abort_serves_pipelined_requests_before_fin(gw_ignore_abor
     s.sendall(b"GET /p/slow?ms=200 HTTP/1.1\r\nHost: gw.test\r\n\r\n"
               b"GET /p/second HTTP/1.1\r\nHost: gw.test\r\n\r\n")
     s.shutdown(socket.SHUT_WR)
-    data = _read_all(s)
+    data = recv_until_close(s)
     s.close()
     assert data.count(b"HTTP/1.1 200 ") == 2
     assert b'"/slow"' in data and b'"/second"' in data
@@ -848,7 +833,7 @@ def test_ignore_client_abort_partial_head_after_fin_keeps_the_response(gw_ignore
     s.sendall(b"GET /p/chunked/4300000 HTTP/1.1\r\nHost: gw.test\r\n\r\nGET /x HTT")
     s.shutdown(socket.SHUT_WR)
     time.sleep(1.0)  # let the gateway see the FIN while the answer is still queued
-    data = _read_all(s, timeout=20)
+    data = recv_until_close(s, timeout=20)
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
@@ -868,7 +853,7 @@ def test_fin_after_answer_lets_a_large_response_finish(tmp_path, gateway_factory
     s.sendall(b"GET / HTTP/1.1\r\nHost: gw.test\r\n\r\n")  # keep-alive: the gateway reads on
     s.shutdown(socket.SHUT_WR)
     time.sleep(1.0)
-    data = _read_all(s, timeout=20)
+    data = recv_until_close(s, timeout=20)
     s.close()
     assert data.partition(b"\r\n\r\n")[2] == body.encode()
 
@@ -880,7 +865,7 @@ def test_ignore_client_abort_still_aborts_unfinished_upload(gw_ignore_abort):
     s.sendall(b"POST /p/up HTTP/1.1\r\nHost: gw.test\r\nX-Request-Id: hc-up\r\n"
               b"Content-Length: 1000\r\n\r\n" + b"a" * 10)
     s.shutdown(socket.SHUT_WR)
-    assert _read_all(s) == b""
+    assert recv_until_close(s) == b""
     s.close()
     lines = wait_log(gw, lambda l: l.get("requestId") == "hc-up")
     assert lines and lines[0]["status"] == 499

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import Scripted, base_config, free_port, http_request
+from conftest import Scripted, base_config, free_port, http_request, recv_until_close
 
 
 def proxy_cfg(tmp_path, up, **cluster):
@@ -31,16 +31,6 @@ def scripted():
         up.close()
 
 
-def _drain(s):
-    s.settimeout(5)
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
 @pytest.mark.parametrize("te, body", [
     (b"gzip, chunked", b"a\r\n\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\r\n0\r\n\r\n"),
     (b"gzip", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"),
@@ -53,7 +43,7 @@ def test_transfer_coding_other_than_chunked_is_refused(tmp_path, gateway_factory
         s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + b"\r\n\r\n" + body)
         if te == b"gzip":
             s.shutdown(socket.SHUT_WR)
-            _drain(s)
+            recv_until_close(s, 5)
 
     up = scripted(script)
     gw = gateway_factory(proxy_cfg(tmp_path, up))
