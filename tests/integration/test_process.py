@@ -714,3 +714,45 @@ def test_failed_reload_that_added_workers_resets_no_connection(tmp_path, gateway
         assert gw.info()["lastReload"]["result"] == "failed"
     finally:
         hole.close()
+
+
+# ---- descriptor limit ----
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # after ")": fields 11 and 12 are utime and stime in clock ticks (proc(5))
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_accept_at_the_descriptor_limit_pauses_instead_of_spinning(tmp_path, gateway_factory):
+    """Regression: at EMFILE the level-triggered listener fired again at once, so the worker
+    spun at 100% CPU writing "Too many open files" to the error log tens of MB a second. It now
+    stops accepting for a moment, logs one line per interval with a count, and serves again
+    once descriptors are free."""
+    import resource
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=[direct("ok")], workers=1))
+    worker = gw.workers()[0]["pid"]
+    held = len(os.listdir("/proc/%d/fd" % worker))
+    soft, hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (held + 8, hard))
+    clients = []
+    try:
+        for _ in range(40):  # well past the limit: the rest wait in the kernel's queue
+            clients.append(socket.create_connection(("127.0.0.1", gw.port), timeout=5))
+        wait_until(lambda: "Too many open files" in gw.error_log(), 5, what="EMFILE logged")
+        time.sleep(0.3)
+        lines0, cpu0 = len(gw.error_log().splitlines()), _cpu_seconds(worker)
+        time.sleep(2.0)
+        lines1, cpu1 = len(gw.error_log().splitlines()), _cpu_seconds(worker)
+        assert cpu1 - cpu0 < 0.5, "worker used %.2f s of CPU in 2 s" % (cpu1 - cpu0)
+        assert lines1 - lines0 <= 2, gw.error_log()[-2000:]
+        line = [l for l in gw.error_log().splitlines() if "Too many open files" in l][0]
+        assert re.search(r"\d+ accept\(s\) deferred", line), line
+    finally:
+        for c in clients:
+            c.close()
+    # the accepted connections close, the queued ones are taken and closed: room again
+    wait_until(lambda: _try(http_get, gw.url("/after")) == (200, b"ok"), 10,
+               what="serving again after the clients left")
+    assert gw.alive()
