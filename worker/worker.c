@@ -366,6 +366,13 @@ int fg_worker_main(const fg_worker_args_t *args)
         (void)n;
         close(args->ready_fd);
     }
+    if (args->quiet_after_ready) {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null != -1) {
+            dup2(null, 2);
+            close(null);
+        }
+    }
     event_base_dispatch(st.w.base);
     teardown(&st);
     if (st.w.record)
