@@ -229,3 +229,24 @@ def test_start_sets_the_open_file_limit(service):
     workers = status_query(service.cfg["statusSocket"], "show workers")["workers"]
     assert workers and all(_nofile(w["pid"]) == (want, want) for w in workers)
     assert service.run("stop").returncode == 0
+
+
+def test_start_with_an_open_file_limit_it_may_not_set(service):
+    """Above the hard limit without the privilege to raise it, start still works, with the hard
+    limit as the soft one, and says so."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 4096:
+        pytest.skip("needs a finite hard limit of at least 4096")
+    with open("/proc/sys/fs/nr_open") as f:
+        want = int(f.read()) + 1  # more than any process may have, root or not
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        r = service.run("start", NOFILE=str(want))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cannot set the open file limit to %d, starting with %d" % (want, hard) in r.stdout
+    pid = int(open(service.cfg["pidFile"]).read().strip())
+    assert _nofile(pid) == (hard, hard)
+    assert service.run("stop").returncode == 0
