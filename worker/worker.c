@@ -9,13 +9,13 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "shm/health.h"
 #include "worker/accesslog.h"
 #include "worker/http1.h"
 #include "worker/security.h"
@@ -98,13 +98,6 @@ static struct timeval ms_tv(uint64_t ms)
                             .tv_usec = (suseconds_t)(ms % 1000) * 1000};
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* One line for the accepts deferred since the previous one, or, within ACCEPT_LOG_MS of it, a
  * timer that writes it when the interval is over. */
 static void report_deferred(worker_state_t *st)
@@ -112,7 +105,7 @@ static void report_deferred(worker_state_t *st)
     accept_pause_t *p = &st->pause;
     if (p->deferred == 0 || evtimer_pending(p->report, NULL))
         return;
-    uint64_t now = mono_ms();
+    uint64_t now = fg_health_now_ms();
     if (p->last_log_ms != 0 && now - p->last_log_ms < ACCEPT_LOG_MS) {
         struct timeval tv = ms_tv(p->last_log_ms + ACCEPT_LOG_MS - now);
         evtimer_add(p->report, &tv);
