@@ -1,5 +1,6 @@
 #include "master/daemon.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -105,6 +106,24 @@ void fg_daemon_silence_stderr(void)
     to_devnull(2);
 }
 
+void fg_daemon_close_inherited(void)
+{
+    if (close_range(3, ~0U, 0) == 0)
+        return;
+    /* Kernels before 5.9: the open descriptors are listed in /proc. */
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return;
+    int self = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (fd > 2 && fd != self)
+            close(fd);
+    }
+    closedir(d);
+}
+
 int fg_pidfile_read(const char *path, pid_t *pid, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "re");
@@ -182,6 +201,19 @@ int fg_instance_lock(const char *path, char *err, size_t errlen)
         return -1;
     }
     return fd;
+}
+
+int fg_instance_running(const char *path)
+{
+    char lock[4096];
+    if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", path) >= sizeof(lock))
+        return 0;
+    int fd = open(lock, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return 0;
+    int held = flock(fd, LOCK_SH | LOCK_NB) == -1 && errno == EWOULDBLOCK;
+    close(fd);
+    return held;
 }
 
 void fg_pidfile_remove(const char *path)

@@ -17,11 +17,17 @@ int fg_daemon_detach(int *notify_fd, char *err, size_t errlen);
 /* Report start-up to the waiting process and close the pipe. msg NULL = success. */
 void fg_daemon_notify(int *notify_fd, const char *msg);
 
-/* Point stderr at /dev/null (once the error log is a file and the terminal is gone). */
+/* Point stderr at /dev/null: the daemon keeps nothing of its caller's once start-up is over
+ * (a caller reading a pipe, as in `fastgateway 2>&1 | grep`, would wait for its end forever). */
 void fg_daemon_silence_stderr(void);
 
+/* Close every descriptor above 2: what the caller left open belongs to the caller (a pipe, a
+ * terminal, a file). Call before the gateway opens anything of its own. */
+void fg_daemon_close_inherited(void);
+
 /* Pid file. read: 0 with *pid, or -1 with err ("cannot read ...", "... holds no pid").
- * live: 1 when the pid in path names a running process other than us, 0 otherwise.
+ * live: 1 when the pid in path names a running process other than us, 0 otherwise (which
+ * process it is, the file cannot say: the instance lock tells whether the gateway runs).
  * write: 0 or -1 with err. remove: only when it still holds our own pid. */
 int fg_pidfile_read(const char *path, pid_t *pid, char *err, size_t errlen);
 int fg_pidfile_live(const char *path, pid_t *pid);
@@ -34,6 +40,10 @@ void fg_pidfile_remove(const char *path);
  * check alone cannot stop two masters starting at once. Returns the lock's fd, or -1 with err
  * ("already running" when another instance holds it). */
 int fg_instance_lock(const char *path, char *err, size_t errlen);
+
+/* Whether another process holds the instance lock of path (PATH.lock): 1 when it does, 0 when
+ * it does not or cannot be told. The lock is taken (shared) and dropped at once when free. */
+int fg_instance_running(const char *path);
 
 /* The unprivileged user workers run as. */
 typedef struct {

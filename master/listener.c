@@ -91,10 +91,10 @@ static group_t *find_group(fg_listeners_t *ls, const struct sockaddr_storage *ad
     return NULL;
 }
 
-/* A nonblocking SO_REUSEPORT listener. No CLOEXEC: workers are forked, never exec'ed, and keep
- * the descriptors they are given. Returns the fd or -errno; `what` names the failing call. */
-static int open_socket(const struct sockaddr_storage *addr, socklen_t len, int backlog,
-                       const char **what)
+/* Create, set up and bind a TCP socket for addr; SO_REUSEPORT only when reuseport. Returns the
+ * fd or -errno; `what` names the failing call. */
+static int bound_socket(const struct sockaddr_storage *addr, socklen_t len, int reuseport,
+                        const char **what)
 {
     int one = 1;
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -104,7 +104,7 @@ static int open_socket(const struct sockaddr_storage *addr, socklen_t len, int b
     }
     *what = "setsockopt";
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1))
         goto fail;
     /* "[::]:80" means IPv6 only, so that "0.0.0.0:80" can be a separate server (nginx does so). */
     if (addr->ss_family == AF_INET6 &&
@@ -113,14 +113,102 @@ static int open_socket(const struct sockaddr_storage *addr, socklen_t len, int b
     *what = "bind";
     if (bind(fd, (const struct sockaddr *)addr, len) == -1)
         goto fail;
-    *what = "listen";
-    if (listen(fd, backlog > 0 ? backlog : 511) == -1)
-        goto fail;
     return fd;
 fail:;
     int e = errno;
     close(fd);
     return -e;
+}
+
+/* A nonblocking SO_REUSEPORT listener. No CLOEXEC: workers are forked, never exec'ed, and keep
+ * the descriptors they are given. Returns the fd or -errno; `what` names the failing call. */
+static int open_socket(const struct sockaddr_storage *addr, socklen_t len, int backlog,
+                       const char **what)
+{
+    int fd = bound_socket(addr, len, 1, what);
+    if (fd < 0)
+        return fd;
+    *what = "listen";
+    if (listen(fd, backlog > 0 ? backlog : 511) == -1) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+/* SO_REUSEPORT lets a socket of any process of the same user join a group on the same address,
+ * so binding alone cannot tell that another instance (or program) already listens there. A
+ * probe bound with SO_REUSEADDR and without SO_REUSEPORT can: Linux refuses it with EADDRINUSE
+ * while any socket listens on an overlapping address (the same one, or the wildcard address of
+ * the family, whatever that socket's options), and allows it over connections in TIME_WAIT.
+ * Returns 0 when the address is free, or -errno. */
+static int probe(const struct sockaddr_storage *addr, socklen_t len)
+{
+    const char *what;
+    int fd = bound_socket(addr, len, 0, &what);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    return 0;
+}
+
+static void bind_error(char *err, size_t errlen, size_t si, const fg_server_t *srv,
+                       const char *what, int e)
+{
+    snprintf(err, errlen, "servers[%zu].listen: %s() to %s failed (%d: %s)", si, what,
+             srv->listen ? srv->listen : "?", e, strerror(e));
+}
+
+static int port_of(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)(const void *)a)->sin_port);
+    if (a->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)a)->sin6_port);
+    return -1;
+}
+
+/* Whether one of our own sockets, in use or retired, has addr's family and port: then a probe
+ * of addr may fail on our own socket (the wildcard address next to a specific one, an address
+ * removed and added back before its old worker has exited), and it proves nothing. */
+static int holds_port(const fg_listeners_t *ls, const struct sockaddr_storage *addr)
+{
+    for (size_t i = 0; i < ls->ngroups; i++)
+        if (ls->groups[i].addr.ss_family == addr->ss_family &&
+            port_of(&ls->groups[i].addr) == port_of(addr))
+            return 1;
+    for (size_t i = 0; i < ls->nretired; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (getsockname(ls->retired[i].fd, (struct sockaddr *)&ss, &len) == 0 &&
+            ss.ss_family == addr->ss_family && port_of(&ss) == port_of(addr))
+            return 1;
+    }
+    return 0;
+}
+
+/* Probe every enabled server of cfg whose port ls does not hold already (ls NULL: every one).
+ * Returns 0, or -1 with the first address in use in err. Other errors are left to the real
+ * bind, which reports them. */
+static int probe_servers(const fg_listeners_t *ls, const fg_config_t *cfg, char *err, size_t errlen)
+{
+    for (size_t si = 0; si < cfg->nservers; si++) {
+        const fg_server_t *srv = &cfg->servers[si];
+        if (!srv->enabled || (ls != NULL && holds_port(ls, &srv->addr)))
+            continue;
+        int rc = probe(&srv->addr, srv->addrlen);
+        if (rc == -EADDRINUSE) {
+            bind_error(err, errlen, si, srv, "bind", EADDRINUSE);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int fg_listeners_probe(const fg_config_t *cfg, char *err, size_t errlen)
+{
+    return probe_servers(NULL, cfg, err, errlen);
 }
 
 int fg_listener_block(int fd)
@@ -248,8 +336,7 @@ static int prepare_server(fg_listeners_t *ls, const fg_config_t *cfg, size_t si,
             const char *what = "";
             int fd = open_socket(&srv->addr, srv->addrlen, srv->backlog, &what);
             if (fd < 0) {
-                snprintf(err, errlen, "servers[%zu].listen: %s %s: %s", si, what,
-                         srv->listen ? srv->listen : "?", strerror(-fd));
+                bind_error(err, errlen, si, srv, what, -fd);
                 return -1;
             }
             g->fds[slot] = fd;
@@ -285,6 +372,11 @@ int fg_listeners_prepare(fg_listeners_t *ls, const fg_config_t *cfg, int **fds, 
     }
     for (size_t i = 0; i < n; i++)
         tbl[i] = -1;
+    /* Before anything is opened, so that our fresh sockets cannot hide a foreign one. */
+    if (probe_servers(ls, cfg, err, errlen) < 0) {
+        free(tbl);
+        return -1;
+    }
     for (size_t i = 0; i < ls->ngroups; i++)
         ls->groups[i].used = 0;
     for (size_t si = 0; si < cfg->nservers; si++) {

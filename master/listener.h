@@ -18,13 +18,21 @@ fg_listeners_t *fg_listeners_new(void);
 void fg_listeners_free(fg_listeners_t *ls);
 
 /* Make sure every enabled server of cfg has cfg->workers bound, listening sockets, opening what
- * is missing; nothing is closed or retired yet. On success *fds receives a malloc'ed table of
- * cfg->nservers * cfg->workers descriptors, fds[server * cfg->workers + slot] (-1 for a
- * disabled server), owned by the caller (the descriptors stay owned by ls). Returns 0, or -1
- * with a message in err after undoing what it opened. Two calls need a commit or rollback in
- * between. */
+ * is missing; nothing is closed or retired yet. An address whose port none of our sockets has
+ * yet is refused when any other socket listens on it (fg_listeners_probe), so that a second
+ * instance never joins this one's SO_REUSEPORT group or the other way round. On success *fds
+ * receives a malloc'ed table of cfg->nservers * cfg->workers descriptors, fds[server * cfg->workers
+ * + slot] (-1 for a disabled server), owned by the caller (the descriptors stay owned by ls).
+ * Returns 0, or -1 with a message in err after undoing what it opened. Two calls need a commit or
+ * rollback in between. */
 int fg_listeners_prepare(fg_listeners_t *ls, const fg_config_t *cfg, int **fds, char *err,
                          size_t errlen);
+
+/* Whether every enabled server address of cfg is free of listening sockets (any process's,
+ * SO_REUSEPORT or not): 0, or -1 with "servers[N].listen: bind() to ADDR failed (98: Address
+ * already in use)" in err. prepare runs the same check for addresses whose port it does not
+ * hold yet; this one is for `-t`. */
+int fg_listeners_probe(const fg_config_t *cfg, char *err, size_t errlen);
 
 /* The sockets prepare opened for `slot` start taking connections: its new worker is ready. Until
  * then they drop SYNs (fg_listener_block), so that no connection waits in a queue that no

@@ -11,6 +11,7 @@
 
 #include "common/config.h"
 #include "master/daemon.h"
+#include "master/listener.h"
 #include "master/master.h"
 #include "master/status.h"
 #include "worker/router.h"
@@ -52,11 +53,35 @@ static void unload(fg_config_t *cfg)
     fg_config_free(cfg);
 }
 
+/* What start would meet beyond the file itself: a listen address another socket listens on
+ * (unless this configuration's own instance runs: then the holder is presumably that
+ * instance), and an error log on stderr, which a daemon discards once started. Returns 0 or
+ * -1 after printing why. */
+static int check_start(const char *file, const fg_config_t *cfg)
+{
+    char err[512];
+    const char *lock = cfg->pid_file ? cfg->pid_file : cfg->status_socket;
+    if (fg_listeners_probe(cfg, err, sizeof(err)) < 0 && !(lock && fg_instance_running(lock))) {
+        fprintf(stderr, "%s: %s\n", file, err);
+        return -1;
+    }
+    if (cfg->log.path == NULL || strcmp(cfg->log.path, "stderr") == 0)
+        fprintf(stderr,
+                "%s: note: log.errorLog is \"stderr\": a daemon (started without -f) discards its "
+                "error log once start-up is over\n",
+                file);
+    return 0;
+}
+
 static int test_config(const char *file)
 {
     fg_config_t *cfg = load(file);
     if (cfg == NULL)
         return 1;
+    if (check_start(file, cfg) < 0) {
+        unload(cfg);
+        return 1;
+    }
     unload(cfg);
     printf("%s: configuration is ok\n", file);
     return 0;

@@ -207,6 +207,8 @@ _Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_
     for (proc_t *p = m->procs; p; p = p->next)
         if (p->ready_fd != -1)
             close(p->ready_fd);
+    /* A daemon's start-up error log is its caller's stderr, until start-up is over. */
+    int quiet = m->notify_fd != -1;
     if (m->notify_fd != -1)
         close(m->notify_fd);
 
@@ -223,6 +225,7 @@ _Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_
         .record = rec,
         .listen_fds = listen_fds,
         .ready_fd = ready_fd,
+        .quiet_after_ready = quiet,
     };
     exit(fg_worker_main(&args));
 }
@@ -348,7 +351,10 @@ static void startup_done(master_t *m)
     evtimer_del(m->timeout_ev);
     fg_log_notice("fastgateway %s started: pid %d, %d workers, generation %llu", FG_VERSION,
                   (int)m->pid, m->cur->nslots, (unsigned long long)m->cur->id);
+    int detached = m->notify_fd != -1;
     fg_daemon_notify(&m->notify_fd, NULL);
+    if (detached)
+        fg_daemon_silence_stderr(); /* the workers do the same once ready */
     if (m->reload_queued) {
         /* a HUP that came during start-up: the file may have changed since it was read */
         m->reload_queued = 0;
@@ -835,18 +841,14 @@ static int signals_install(master_t *m)
 static int start(master_t *m, int foreground)
 {
     char err[1024];
+    if (!foreground)
+        fg_daemon_close_inherited();
     m->cur = gen_load(m, 1, err, sizeof(err));
     if (m->cur == NULL) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
     fg_config_t *cfg = m->cur->cfg;
-    pid_t other;
-    if (cfg->pid_file && fg_pidfile_live(cfg->pid_file, &other)) {
-        fprintf(stderr, "fastgateway: already running (pid %d from %s)\n", (int)other,
-                cfg->pid_file);
-        return -1;
-    }
     const char *lock_path = cfg->pid_file ? cfg->pid_file : cfg->status_socket;
     if (lock_path && (m->lock_fd = fg_instance_lock(lock_path, err, sizeof(err))) < 0) {
         fprintf(stderr, "fastgateway: %s\n", err);
@@ -856,6 +858,15 @@ static int start(master_t *m, int foreground)
         fprintf(stderr, "%s\n", err);
         return -1;
     }
+    /* The instance lock is ours: whatever a pid file names, it is no running gateway. */
+    pid_t other;
+    if (cfg->pid_file && fg_pidfile_live(cfg->pid_file, &other))
+        fg_log_notice("pid file %s names pid %d, which is no running instance (the instance "
+                      "lock was free): replaced",
+                      cfg->pid_file, (int)other);
+    if (!foreground && !log_is_file(cfg))
+        fg_log_warn("log.errorLog is \"stderr\": a daemon has no stderr once started, so its "
+                    "error log is discarded from then on (set a file, or run with -f)");
     if (fg_daemon_set_nofile(cfg->rlimit_nofile, err, sizeof(err)) < 0)
         fg_log_warn("%s", err);
     if (cfg->user && geteuid() != 0)

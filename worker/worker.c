@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "shm/health.h"
 #include "worker/accesslog.h"
 #include "worker/http1.h"
 #include "worker/security.h"
@@ -21,22 +23,46 @@
 #include "worker/upstream.h"
 #include "worker/health.h"
 
+/* accept() that fails for want of a descriptor (EMFILE, ENFILE) or of kernel memory (ENOBUFS,
+ * ENOMEM) leaves the connection queued, so the level-triggered listener is readable again at once
+ * and the loop would spin on the same error. The worker stops listening for ACCEPT_PAUSE_MS
+ * instead (nginx's answer too); the connections wait in the kernel's queue until a descriptor is
+ * free. One error-log line per ACCEPT_LOG_MS at most counts the accepts deferred meanwhile. */
+#define ACCEPT_PAUSE_MS 100
+#define ACCEPT_LOG_MS 10000
+
+typedef struct worker_state_s worker_state_t;
+
 typedef struct {
     fg_worker_t *w;
+    worker_state_t *st;
     const fg_server_t *server;
     int fd;
     struct event *ev;
 } listener_t;
 
 typedef struct {
+    struct event *resume; /* listens again after ACCEPT_PAUSE_MS */
+    struct event *report; /* logs the deferred accepts held back by the ACCEPT_LOG_MS bound */
+    uint64_t deferred;    /* accepts deferred since the last line */
+    uint64_t last_log_ms; /* monotonic; 0 = never logged */
+    const char *listen;   /* listener and errno of the last deferral, for the line */
+    int err;
+    int paused;
+} accept_pause_t;
+
+struct worker_state_s {
     fg_worker_t w;
     listener_t *listeners;
     size_t nlisteners;
+    accept_pause_t pause;
     struct event *sig_quit, *sig_term, *sig_int, *sig_usr1, *sig_hup;
     struct event *drain_timer;    /* closes idle keep-alive connections after drainTimeout */
     struct event *deadline_timer; /* exits at shutdownTimeout whatever is left */
     int exit_status;
-} worker_state_t;
+};
+
+static void pause_accepting(listener_t *l, int err);
 
 /* Accept until the queue is empty (bounded per event so one listener cannot starve the loop). */
 static void accept_some(listener_t *l, int limit)
@@ -48,7 +74,9 @@ static void accept_some(listener_t *l, int limit)
         if (fd == -1) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(l, errno);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 fg_log_error("accept on %s: %s", l->server->listen, strerror(errno));
             return;
         }
@@ -62,6 +90,68 @@ static void accept_some(listener_t *l, int limit)
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
     accept_some(arg, 64);
+}
+
+static struct timeval ms_tv(uint64_t ms)
+{
+    return (struct timeval){.tv_sec = (time_t)(ms / 1000),
+                            .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+}
+
+/* One line for the accepts deferred since the previous one, or, within ACCEPT_LOG_MS of it, a
+ * timer that writes it when the interval is over. */
+static void report_deferred(worker_state_t *st)
+{
+    accept_pause_t *p = &st->pause;
+    if (p->deferred == 0 || evtimer_pending(p->report, NULL))
+        return;
+    uint64_t now = fg_health_now_ms();
+    if (p->last_log_ms != 0 && now - p->last_log_ms < ACCEPT_LOG_MS) {
+        struct timeval tv = ms_tv(p->last_log_ms + ACCEPT_LOG_MS - now);
+        evtimer_add(p->report, &tv);
+        return;
+    }
+    struct rlimit rl = {0, 0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    fg_log_error("accept on %s: %s: %llu accept(s) deferred since the last report, retried "
+                 "every %d ms (%llu connections open, open file limit %llu)",
+                 p->listen, strerror(p->err), (unsigned long long)p->deferred, ACCEPT_PAUSE_MS,
+                 (unsigned long long)st->w.nconns, (unsigned long long)rl.rlim_cur);
+    p->deferred = 0;
+    p->last_log_ms = now;
+}
+
+static void on_report(evutil_socket_t fd, short what, void *arg)
+{
+    report_deferred(arg);
+}
+
+static void pause_accepting(listener_t *l, int err)
+{
+    worker_state_t *st = l->st;
+    accept_pause_t *p = &st->pause;
+    p->deferred++;
+    p->listen = l->server->listen;
+    p->err = err;
+    /* A retiring worker has closed its listeners; its final drain just stops here. */
+    if (!p->paused && !st->w.retiring) {
+        for (size_t i = 0; i < st->nlisteners; i++)
+            if (st->listeners[i].ev != NULL)
+                event_del(st->listeners[i].ev);
+        struct timeval tv = ms_tv(ACCEPT_PAUSE_MS);
+        evtimer_add(p->resume, &tv);
+        p->paused = 1;
+    }
+    report_deferred(st);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    worker_state_t *st = arg;
+    st->pause.paused = 0;
+    for (size_t i = 0; i < st->nlisteners; i++)
+        if (st->listeners[i].ev != NULL && event_add(st->listeners[i].ev, NULL) != 0)
+            fg_log_error("accept on %s: cannot listen again", st->listeners[i].server->listen);
 }
 
 static void stop_listening(worker_state_t *st, int final_drain)
@@ -105,12 +195,6 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     worker_state_t *st = arg;
     fg_log_warn("shutdown timeout: closing %llu connection(s)", (unsigned long long)st->w.nconns);
     event_base_loopexit(st->w.base, NULL);
-}
-
-static struct timeval ms_tv(uint64_t ms)
-{
-    return (struct timeval){.tv_sec = (time_t)(ms / 1000),
-                            .tv_usec = (suseconds_t)(ms % 1000) * 1000};
 }
 
 /* Graceful retire: stop accepting, let in-flight requests finish, answer the next request of each
@@ -161,13 +245,16 @@ static int setup_listeners(worker_state_t *st, const fg_worker_args_t *args)
 {
     const fg_config_t *cfg = args->cfg;
     st->listeners = calloc(cfg->nservers ? cfg->nservers : 1, sizeof(*st->listeners));
-    if (st->listeners == NULL)
+    st->pause.resume = evtimer_new(st->w.base, on_resume, st);
+    st->pause.report = evtimer_new(st->w.base, on_report, st);
+    if (st->listeners == NULL || st->pause.resume == NULL || st->pause.report == NULL)
         return -1;
     for (size_t i = 0; i < cfg->nservers; i++) {
         if (args->listen_fds == NULL || args->listen_fds[i] < 0)
             continue;
         listener_t *l = &st->listeners[st->nlisteners++];
         l->w = &st->w;
+        l->st = st;
         l->server = &cfg->servers[i];
         l->fd = args->listen_fds[i];
         int fl = fcntl(l->fd, F_GETFL);
@@ -207,8 +294,9 @@ static void teardown(worker_state_t *st)
     fg_upstream_pools_free(st->w.upstreams);
     fg_static_deinit();
     stop_listening(st, 0);
-    struct event *evs[] = {st->sig_quit, st->sig_term,    st->sig_int,       st->sig_usr1,
-                           st->sig_hup,  st->drain_timer, st->deadline_timer};
+    struct event *evs[] = {st->sig_quit,       st->sig_term,     st->sig_int,
+                           st->sig_usr1,       st->sig_hup,      st->drain_timer,
+                           st->deadline_timer, st->pause.resume, st->pause.report};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);
@@ -270,6 +358,13 @@ int fg_worker_main(const fg_worker_args_t *args)
         ssize_t n = write(args->ready_fd, &c, 1);
         (void)n;
         close(args->ready_fd);
+    }
+    if (args->quiet_after_ready) {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null != -1) {
+            dup2(null, 2);
+            close(null);
+        }
     }
     event_base_dispatch(st.w.base);
     teardown(&st);

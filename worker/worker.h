@@ -13,6 +13,7 @@ typedef struct {
     fg_shm_worker_t *record; /* this worker's record in shm */
     int *listen_fds; /* one per cfg->servers[i] (this slot's SO_REUSEPORT socket), -1 = none */
     int ready_fd;    /* write one byte when ready to accept, then close */
+    int quiet_after_ready; /* then point stderr at /dev/null (a daemon's start-up is over) */
 } fg_worker_args_t;
 
 /* Run the worker loop. SIGQUIT: graceful retire; SIGTERM/SIGINT: fast exit; SIGUSR1: reopen

@@ -472,15 +472,41 @@ def _test_alarm():
     signal.signal(signal.SIGALRM, old)
 
 
+def _untracked_in_repo():
+    """Files in the repository that git neither tracks nor ignores (None without git)."""
+    try:
+        r = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
+                            "--untracked-files=all"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return None
+    return {l[3:] for l in r.stdout.splitlines() if l.startswith("?? ")}
+
+
+_untracked_at_start = None
+
+
 def pytest_sessionstart(session):
+    global _untracked_at_start
     if not BINARY.exists():
         sys.stderr.write("warning: %s not built; run `make`\n" % BINARY)
+    _untracked_at_start = _untracked_in_repo()
 
 
 def pytest_sessionfinish(session, exitstatus):
     for pgid in list(_live_groups):
         _kill_group(pgid)
     _live_groups.clear()
+    # Tests write under tmp_path only: a file they leave in the repository (a pid file, a log)
+    # would end up committed. Fail the session instead.
+    after = _untracked_in_repo()
+    if _untracked_at_start is not None and after is not None:
+        new = sorted(after - _untracked_at_start)
+        if new:
+            sys.stderr.write("error: the tests left files in the repository: %s\n"
+                             % ", ".join(new))
+            session.exitstatus = 1
 
 
 class Blackhole:

@@ -27,9 +27,10 @@ def service(tmp_path):
     env = dict(os.environ, DAEMON=str(BINARY), CONF=str(conf), PIDFILE=cfg["pidFile"],
                DEFAULTS=str(tmp_path / "no-such-defaults"), STOP_TIMEOUT="10")
 
-    def run(action):
-        return subprocess.run(["sh", str(INIT), action], env=env, capture_output=True,
-                              text=True, timeout=30, stdin=subprocess.DEVNULL)
+    def run(action, **more_env):
+        return subprocess.run(["sh", str(INIT), action], env=dict(env, **more_env),
+                              capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
 
     svc = type("Service", (), {})()
     svc.run, svc.cfg, svc.conf, svc.port = run, cfg, conf, port
@@ -199,3 +200,53 @@ def test_pid_file_naming_another_process(service):
     finally:
         other.kill()
         other.wait()
+
+
+def _nofile(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3]), int(line.split()[4])
+    raise AssertionError("no open-files limit for %d" % pid)
+
+
+def test_start_sets_the_open_file_limit(service):
+    """The init script gives the gateway its descriptor budget (NOFILE, like LimitNOFILE in
+    the systemd unit) instead of whatever limit the shell that ran it had."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 4096:
+        pytest.skip("needs a finite hard limit of at least 4096")
+    want = hard - 3  # lowering the hard limit needs no privilege
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        r = service.run("start", NOFILE=str(want))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert r.returncode == 0, r.stdout + r.stderr
+    pid = int(open(service.cfg["pidFile"]).read().strip())
+    assert _nofile(pid) == (want, want)
+    workers = status_query(service.cfg["statusSocket"], "show workers")["workers"]
+    assert workers and all(_nofile(w["pid"]) == (want, want) for w in workers)
+    assert service.run("stop").returncode == 0
+
+
+def test_start_with_an_open_file_limit_it_may_not_set(service):
+    """Above the hard limit without the privilege to raise it, start still works, with the hard
+    limit as the soft one, and says so."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 4096:
+        pytest.skip("needs a finite hard limit of at least 4096")
+    with open("/proc/sys/fs/nr_open") as f:
+        want = int(f.read()) + 1  # more than any process may have, root or not
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        r = service.run("start", NOFILE=str(want))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cannot set the open file limit to %d, starting with %d" % (want, hard) in r.stdout
+    pid = int(open(service.cfg["pidFile"]).read().strip())
+    assert _nofile(pid) == (hard, hard)
+    assert service.run("stop").returncode == 0

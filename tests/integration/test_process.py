@@ -714,3 +714,191 @@ def test_failed_reload_that_added_workers_resets_no_connection(tmp_path, gateway
         assert gw.info()["lastReload"]["result"] == "failed"
     finally:
         hole.close()
+
+
+# ---- descriptor limit ----
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # after ")": fields 11 and 12 are utime and stime in clock ticks (proc(5))
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_accept_at_the_descriptor_limit_pauses_instead_of_spinning(tmp_path, gateway_factory):
+    """Regression: at EMFILE the level-triggered listener fired again at once, so the worker
+    spun at 100% CPU writing "Too many open files" to the error log tens of MB a second. It now
+    stops accepting for a moment, logs one line per interval with a count, and serves again
+    once descriptors are free."""
+    import resource
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=[direct("ok")], workers=1))
+    worker = gw.workers()[0]["pid"]
+    held = len(os.listdir("/proc/%d/fd" % worker))
+    soft, hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (held + 8, hard))
+    clients = []
+    try:
+        for _ in range(40):  # well past the limit: the rest wait in the kernel's queue
+            clients.append(socket.create_connection(("127.0.0.1", gw.port), timeout=5))
+        wait_until(lambda: "Too many open files" in gw.error_log(), 5, what="EMFILE logged")
+        time.sleep(0.3)
+        lines0, cpu0 = len(gw.error_log().splitlines()), _cpu_seconds(worker)
+        time.sleep(2.0)
+        lines1, cpu1 = len(gw.error_log().splitlines()), _cpu_seconds(worker)
+        assert cpu1 - cpu0 < 0.3, "worker used %.2f s of CPU in 2 s" % (cpu1 - cpu0)
+        assert lines1 - lines0 <= 2, gw.error_log()[-2000:]
+        line = [l for l in gw.error_log().splitlines() if "Too many open files" in l][0]
+        assert re.search(r"\d+ accept\(s\) deferred", line), line
+    finally:
+        for c in clients:
+            c.close()
+    # the accepted connections close, the queued ones are taken and closed: room again
+    wait_until(lambda: _try(http_get, gw.url("/after")) == (200, b"ok"), 10,
+               what="serving again after the clients left")
+    assert gw.alive()
+
+
+# ---- one instance per address ----
+
+def _in_use(port):
+    return "bind() to 127.0.0.1:%d failed (98: Address already in use)" % port
+
+
+def _foreign_listener(port, reuseport, host="127.0.0.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, port))
+    s.listen(16)
+    return s
+
+
+def _start_refused(path, port):
+    """-t and a start (foreground and daemon) with config path all refuse port, in nginx's
+    words, and exit 1."""
+    for args in (["-t"], ["-f"], []):
+        r = subprocess.run([str(BINARY)] + args + ["-c", str(path)], capture_output=True,
+                           text=True, timeout=15, stdin=subprocess.DEVNULL)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert _in_use(port) in r.stderr, (args, r.stderr)
+
+
+def test_second_instance_on_the_same_address_is_refused(tmp_path, gateway_factory):
+    """Regression: a second master with its own pid file and the same listen address started
+    without a word (SO_REUSEPORT let it bind) and took part of the traffic."""
+    port = free_port()
+    gw = gateway_factory(base_config(tmp_path, port, routes=[direct("first")]))
+    other_dir = tmp_path / "second"
+    other_dir.mkdir()
+    path = other_dir / "second.json"
+    path.write_text(json.dumps(base_config(other_dir, port, routes=[direct("second")])))
+    _start_refused(path, port)
+    assert not os.path.exists(other_dir / "fastgateway.pid")
+    assert [http_get(gw.url("/x"))[1] for _ in range(12)] == [b"first"] * 12
+    # the running instance's own configuration: its sockets are no obstacle
+    r = subprocess.run([str(BINARY), "-t", "-c", str(gw.config_path)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    gw.config["routes"] = [direct("reloaded")]
+    gw.reload(gw.config)
+    assert http_get(gw.url("/x")) == (200, b"reloaded")
+
+
+@pytest.mark.parametrize("reuseport,host", [(False, "127.0.0.1"), (True, "127.0.0.1"),
+                                            (True, "0.0.0.0")],
+                         ids=["plain", "reuseport", "reuseport-wildcard"])
+def test_foreign_listener_on_the_address_is_refused(tmp_path, reuseport, host):
+    port = free_port()
+    path = tmp_path / "fg.json"
+    path.write_text(json.dumps(base_config(tmp_path, port)))
+    holder = _foreign_listener(port, reuseport, host)
+    try:
+        _start_refused(path, port)
+    finally:
+        holder.close()
+
+
+def test_reload_adding_an_address_held_by_another_fails_cleanly(tmp_path, gateway_factory):
+    cfg = base_config(tmp_path, free_port(), routes=[direct("one")])
+    gw = gateway_factory(cfg)
+    port2 = free_port()
+    holder = _foreign_listener(port2, True)
+    try:
+        cfg["servers"].append({"id": "second", "listen": "127.0.0.1:%d" % port2})
+        last = gw.reload(cfg, expect_ok=False)
+        assert _in_use(port2) in last["error"], last
+        assert http_get(gw.url("/x")) == (200, b"one")
+    finally:
+        holder.close()
+    gw.reload(cfg)
+    assert http_get("http://127.0.0.1:%d/x" % port2) == (200, b"one")
+
+
+# ---- daemon: stdio and pid file ----
+
+def test_daemon_does_not_keep_the_callers_stdio(tmp_path):
+    """Regression: with errorLog "stderr" the daemon kept its caller's stderr, so
+    `fastgateway -c x.json 2>&1 | cat` never returned. Start-up output still reaches the
+    pipe, a descriptor the caller left open (fd 3) is closed, and a start-up error reaches the
+    pipe too."""
+    port = free_port()
+    cfg = base_config(tmp_path, port)
+    cfg["log"]["errorLog"] = "stderr"
+    path = tmp_path / "stdio.json"
+    path.write_text(json.dumps(cfg))
+    extra_r, extra_w = os.pipe()
+    pid = None
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run([str(BINARY), "-c", str(path)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=10,
+                           pass_fds=(extra_w,), text=True)
+        assert r.returncode == 0, r.stdout
+        assert time.monotonic() - t0 < 5
+        assert 'errorLog is "stderr"' in r.stdout and "started" in r.stdout, r.stdout
+        pid = int(open(cfg["pidFile"]).read())
+        assert http_get("http://127.0.0.1:%d/" % port) == (200, b"hello")
+        os.close(extra_w)
+        extra_w = None
+        import select
+        assert select.select([extra_r], [], [], 5)[0], "the daemon still holds fd 3"
+        assert os.read(extra_r, 1) == b""
+    finally:
+        if extra_w is not None:
+            os.close(extra_w)
+        os.close(extra_r)
+        if pid is None and os.path.exists(cfg["pidFile"]):
+            pid = int(open(cfg["pidFile"]).read() or 0) or None
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not pid_alive(pid), 10, what="master exit")
+    # a start-up error with the error log in a file still reaches the pipe
+    cfg = base_config(tmp_path, port)
+    path.write_text(json.dumps(cfg))
+    holder = _foreign_listener(port, True)
+    try:
+        r = subprocess.run([str(BINARY), "-c", str(path)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=10,
+                           text=True)
+    finally:
+        holder.close()
+    assert r.returncode == 1 and _in_use(port) in r.stdout, r.stdout
+
+
+def test_pid_file_naming_another_process_does_not_block_start(tmp_path, gateway_factory):
+    """Regression: a pid file left behind whose pid now names an unrelated live process made
+    start refuse ("already running"); the instance lock is what tells whether one runs."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        cfg = base_config(tmp_path, free_port(), routes=[direct("started")])
+        with open(cfg["pidFile"], "w") as f:
+            f.write("%d\n" % other.pid)
+        gw = gateway_factory(cfg)
+        assert http_get(gw.url("/x")) == (200, b"started")
+        assert int(open(cfg["pidFile"]).read()) == gw.pid
+        assert other.poll() is None
+        assert "names pid %d, which is no running instance" % other.pid in gw.error_log()
+    finally:
+        other.kill()
+        other.wait()

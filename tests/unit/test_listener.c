@@ -358,6 +358,91 @@ static void test_bind_failure_undoes(void **state)
     free(f);
 }
 
+/* A listener of someone else on addr (or its port on 0.0.0.0), SO_REUSEPORT as asked. */
+static int foreign_listener(const fg_server_t *srv, int reuseport, int wildcard)
+{
+    struct sockaddr_in sin = *(const struct sockaddr_in *)&srv->addr;
+    if (wildcard)
+        sin.sin_addr.s_addr = htonl(INADDR_ANY);
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
+    if (reuseport)
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)), 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(fd, 1), 0);
+    return fd;
+}
+
+/* SO_REUSEPORT would let the bind succeed and share the traffic: the probe refuses it, with
+ * nginx's wording, at start (prepare) and for -t (fg_listeners_probe). */
+static void test_foreign_listener_refused(void **state)
+{
+    static const int cases[][2] = {{1, 0}, {1, 1}, {0, 0}}; /* reuseport, wildcard */
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        fixture_t *f = fixture(2, 2);
+        int busy = foreign_listener(&f->servers[1], cases[c][0], cases[c][1]);
+        char want[128], err[256] = "";
+        snprintf(want, sizeof(want), "servers[1].listen: bind() to %s failed (%d: %s)",
+                 f->listen[1], EADDRINUSE, strerror(EADDRINUSE));
+        assert_int_equal(fg_listeners_probe(&f->cfg, err, sizeof(err)), -1);
+        assert_string_equal(err, want);
+        fg_listeners_t *ls = fg_listeners_new();
+        int *a = NULL;
+        err[0] = '\0';
+        assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), -1);
+        assert_string_equal(err, want);
+        assert_int_equal(fg_listeners_active(ls), 0);
+        close(busy);
+        assert_int_equal(fg_listeners_probe(&f->cfg, err, sizeof(err)), 0);
+        fg_listeners_free(ls);
+        free(f);
+    }
+}
+
+/* Our own sockets never fail the probe: a kept address, more workers, the wildcard address
+ * next to a specific one on the same port, an address added back while its retired socket
+ * still waits for its old worker. A foreign listener on a new port still fails a reload. */
+static void test_own_sockets_pass_the_probe(void **state)
+{
+    fixture_t *f = fixture(2, 1);
+    fg_listeners_t *ls = fg_listeners_new();
+    int *a = NULL;
+    char err[256] = "";
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    free(a);
+    f->cfg.workers = 2;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    free(a);
+    /* server 1 removed: its sockets retired, held for their worker */
+    f->cfg.nservers = 1;
+    owner_pid = 300;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    assert_int_equal(fg_listeners_commit(ls, owner_fn, NULL), 2);
+    free(a);
+    /* added back at once, and 0.0.0.0 on server 0's port next to it */
+    f->cfg.nservers = 3;
+    set_server(f, 2, f->port[0]);
+    ((struct sockaddr_in *)&f->servers[2].addr)->sin_addr.s_addr = htonl(INADDR_ANY);
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    assert_int_equal(fg_listeners_active(ls), 6);
+    free(a);
+    /* a reload adding an address someone else listens on fails and changes nothing */
+    fixture_t *g = fixture(1, 1);
+    int busy = foreign_listener(&g->servers[0], 1, 0);
+    f->servers[2] = g->servers[0];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "servers[2].listen: bind() to"));
+    assert_int_equal(fg_listeners_active(ls), 6);
+    close(busy);
+    fg_listeners_free(ls);
+    free(g);
+    free(f);
+}
+
 static void test_duplicate_and_disabled(void **state)
 {
     fixture_t *f = fixture(3, 2);
@@ -429,6 +514,8 @@ int main(void)
         cmocka_unit_test(test_retired_keeps_queue),
         cmocka_unit_test(test_blocked_socket_drops_syn),
         cmocka_unit_test(test_bind_failure_undoes),
+        cmocka_unit_test(test_foreign_listener_refused),
+        cmocka_unit_test(test_own_sockets_pass_the_probe),
         cmocka_unit_test(test_duplicate_and_disabled),
         cmocka_unit_test(test_close_in_child),
     };
