@@ -434,3 +434,70 @@ def test_ipv6_prefix_only_for_per_ip(tmp_path):
     r = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True)
     assert r.returncode != 0
     assert 'rateLimits[0].ipv6Prefix: only applies to scope "PerIp"' in r.stderr
+
+
+# Each case: the rule, and what the algorithm allows over a span of `elapsed` seconds that
+# encloses every request (the rule's windows start at its first request, inside the span).
+# Short windows put many window boundaries in a run: a late reading that arrives just after
+# another worker opened a new window must count in that window, not restart it.
+def _token_allows(r, elapsed):
+    return r["burst"] + r["maxRequests"] * elapsed * 1000 // r["windowMs"]
+
+
+def _windows_allow(r, elapsed):
+    # Every aligned window holds at most maxRequests (both window algorithms guarantee it);
+    # a span of `elapsed` touches at most floor(elapsed / window) + 1 of them.
+    return r["maxRequests"] * (int(elapsed * 1000 // r["windowMs"]) + 1)
+
+
+RACE_CASES = {
+    "TokenBucket": ({"maxRequests": 200, "windowMs": 1000, "burst": 100}, _token_allows),
+    "FixedWindow": ({"maxRequests": 20, "windowMs": 100}, _windows_allow),
+    "SlidingWindow": ({"maxRequests": 20, "windowMs": 100}, _windows_allow),
+}
+
+
+@pytest.mark.parametrize("algo", sorted(RACE_CASES))
+def test_workers_racing_for_the_zone_never_exceed_the_limit(gateway_factory, tmp_path, algo):
+    """Four workers under wrk -c64 for 3 s on one Global rule: a worker that read the clock
+    before another one but took the zone lock after it must count as no time elapsed, never as
+    a clock gone back (that would refill a bucket or restart a window, admitting several times
+    the rate). The admitted count is bounded by what the algorithm allows over the measured run."""
+    import re
+    import shutil
+    import subprocess
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk not installed")
+    params, allows = RACE_CASES[algo]
+    r = rule(type=algo, scope="Global", maxRequests=params["maxRequests"],
+             window="%dms" % params["windowMs"])
+    if "burst" in params:
+        r["burst"] = params["burst"]
+    # Per-IP rules checked first (limits never reached), as in a usual configuration: they
+    # widen the gap between a worker's clock reading and its turn at the zone lock for r1.
+    pads = [rule("ip%d" % i, scope="PerIp", maxRequests=10**9, window="1s") for i in range(3)]
+    cfg = config(tmp_path, free_port(), pads + [r], workers=4)
+    del cfg["log"]["accessLog"]
+    gw = gateway_factory(cfg)
+    before = {w["pid"]: w["requests"] for w in gw.workers()}
+    start = time.monotonic()
+    out = subprocess.run(["wrk", "-t2", "-c64", "-d3s", gw.url("/")], capture_output=True,
+                         text=True, timeout=30).stdout
+    elapsed = time.monotonic() - start
+    m = re.search(r"(\d+) requests in", out)
+    assert m, out
+    st = rule_stats(gw, "r1")
+    allowed = st["allowed"]
+    # The gateway's readings are whole milliseconds: its span is at most elapsed + 1 ms.
+    bound = allows(params, elapsed + 0.001)
+    margin = 1
+    print("%s: %d allowed, %d limited in %.2f s; the algorithm allows %d" %
+          (algo, allowed, st["limited"], elapsed, bound))
+    # The load exceeded the limit, on several workers at once.
+    assert st["limited"] > allowed, (st, out)
+    after = {w["pid"]: w["requests"] for w in gw.workers()}
+    busy = [p for p in after if after[p] - before.get(p, 0) > 100]
+    assert len(busy) >= 2, (before, after)
+    assert allowed <= bound + margin, (allowed, bound, elapsed, st)
+    # ... and the limit still admits at about its rate (not a limiter that blocks everything).
+    assert allowed >= bound // 2, (allowed, bound, elapsed)
