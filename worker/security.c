@@ -326,9 +326,11 @@ void fg_security_free(fg_config_t *cfg)
 
 void fg_security_worker_init(const fg_config_t *cfg)
 {
+#ifdef FG_TEST_HOOKS
     const char *hook = getenv("FG_TEST_RATELIMIT_HOLD");
     if (hook && *hook && fg_ratelimit_set_fault_hook(hook) < 0)
         fg_log_error("FG_TEST_RATELIMIT_HOLD: not an absolute file name; test hook not armed");
+#endif
 }
 
 static int resolve_ip(const sec_t *s, fg_request_t *req)
@@ -525,12 +527,12 @@ json_t *fg_security_show_abnormal(const fg_config_t *cfg)
         fg_ip_format(&v[i].ip, text, sizeof(text));
         int blocked = v[i].blocked_until > now;
         json_array_append_new(
-            arr, json_pack("{s:s, s:I, s:I, s:b, s:b, s:I, s:I}", "ip", text, "errors",
-                           (json_int_t)v[i].count, "total", (json_int_t)v[i].total, "abnormal",
-                           v[i].count >= a->threshold, "blocked", blocked, "blockedFor",
-                           (json_int_t)(blocked ? (v[i].blocked_until - now + 999) / 1000 : 0),
-                           "lastSeenMsAgo",
-                           (json_int_t)(now > v[i].last_ms ? now - v[i].last_ms : 0)));
+            arr,
+            json_pack("{s:s, s:I, s:I, s:b, s:b, s:I, s:I}", "ip", text, "errors",
+                      (json_int_t)v[i].count, "total", (json_int_t)v[i].total, "abnormal",
+                      v[i].count >= a->threshold, "blocked", blocked, "blockedFor",
+                      (json_int_t)(blocked ? (v[i].blocked_until - now + 999) / 1000 : 0),
+                      "lastSeenMsAgo", (json_int_t)(now > v[i].last_ms ? now - v[i].last_ms : 0)));
     }
     free(v);
     return json_pack("{s:b, s:I, s:I, s:{s:b, s:I, s:I}, s:o, s:o}", "enabled", 1, "windowMs",

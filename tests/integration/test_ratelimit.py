@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import base_config, free_port, http_request
+from conftest import BINARY, TEST_BINARY, base_config, free_port, http_request
 
 
 HOLD_PATH = "/__fastgateway_test/hold-ratelimit-lock"  # FG_RL_FAULT_PATH
@@ -177,10 +177,11 @@ def test_forwarded_header_from_trusted_peer(gateway_factory, tmp_path):
 
 
 def test_worker_killed_holding_zone_lock(gateway_factory, tmp_path, monkeypatch):
+    assert TEST_BINARY.exists(), "%s not built: make build/test/fastgateway" % TEST_BINARY
     port = free_port()
     pidfile = tmp_path / "holder.pid"
     monkeypatch.setenv("FG_TEST_RATELIMIT_HOLD", str(pidfile))
-    gw = gateway_factory(config(tmp_path, port, [rule(maxRequests=1000)]))
+    gw = gateway_factory(config(tmp_path, port, [rule(maxRequests=1000)]), binary=TEST_BINARY)
     assert "TEST FAULT HOOK ARMED" in gw.error_log()
     t = threading.Thread(target=lambda: _ignore(lambda: http_request(
         "GET", gw.url(HOLD_PATH), timeout=30)))
@@ -202,6 +203,23 @@ def test_worker_killed_holding_zone_lock(gateway_factory, tmp_path, monkeypatch)
     while len(gw.workers()) < 2 and time.time() < deadline:
         time.sleep(0.1)
     assert len(gw.workers()) == 2
+
+
+def test_release_build_has_no_test_hook(gateway_factory, tmp_path, monkeypatch):
+    """The lock-holding fault hook exists in the test build only: the release binary neither
+    contains its names nor reacts to its variable or its path."""
+    assert TEST_BINARY.exists(), "%s not built: make build/test/fastgateway" % TEST_BINARY
+    marks = [b"FG_TEST_RATELIMIT_HOLD", HOLD_PATH.encode(), b"fg_ratelimit_set_fault_hook"]
+    release, test_build = BINARY.read_bytes(), TEST_BINARY.read_bytes()
+    assert [m for m in marks if m in release] == []
+    assert [m for m in marks if m in test_build] == marks  # the check looks for the right names
+    pidfile = tmp_path / "holder.pid"
+    monkeypatch.setenv("FG_TEST_RATELIMIT_HOLD", str(pidfile))
+    gw = gateway_factory(config(tmp_path, free_port(), [rule(maxRequests=1000)]))
+    assert "TEST FAULT HOOK" not in gw.error_log()
+    start = time.time()
+    assert http_request("GET", gw.url(HOLD_PATH), timeout=10)[0] == 200
+    assert time.time() - start < 5 and not pidfile.exists()
 
 
 def _ignore(fn):
