@@ -102,7 +102,9 @@ void fg_rl_check(const fg_rl_params_t *p, fg_rl_state_t *s, uint64_t now_ms, fg_
 {
     /* Workers read the clock before they take the zone lock, so a reading a little older than
      * the one another worker just stored is normal: no time has elapsed for this state. Time
-     * never runs back for it, so it never refills a bucket or restarts a window. */
+     * never runs back for it, so it never refills a bucket or restarts a window. The stored
+     * time is always a reading of the same monotonic clock (or a window start before one), so
+     * it is never ahead of the newest reading. */
     if (s->init && now_ms < s->t)
         now_ms = s->t;
     *r = (fg_rl_result_t){.limit = p->algo == FG_RL_ALGO_TOKEN && p->burst ? p->burst : p->limit};
