@@ -32,6 +32,11 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 DEPS     := $(SRCS:%.c=$(BUILD)/%.d)
 
+# The test build: the same sources with -DFG_TEST_HOOKS, which compiles in the fault-injection
+# hooks some integration tests use (docs/operations.md). Only build/test/fastgateway has them.
+HOOK_OBJS := $(SRCS:%.c=$(BUILD)/hooks/%.o)
+DEPS      += $(HOOK_OBJS:.o=.d)
+
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
@@ -58,6 +63,17 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -MMD -MP -c -o $@ $<
 
+build/test/fastgateway: $(BUILD)/hooks/fastgateway FORCE
+	@mkdir -p $(dir $@)
+	@cmp -s $< $@ || cp $< $@
+
+$(BUILD)/hooks/fastgateway: $(HOOK_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/hooks/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DFG_TEST_HOOKS $(CFLAGS) $(WARN) -MMD -MP -c -o $@ $<
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libfg.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(BUILD)/libfg.a $(LDLIBS) -lcmocka
@@ -71,7 +87,7 @@ run: deps fastgateway
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-integration: fastgateway
+integration: fastgateway build/test/fastgateway
 	$(PYTHON) -m pytest -q tests/integration
 
 test: deps

@@ -85,13 +85,12 @@ static int fail(char *err, size_t errlen, const char *why, const char *s)
 int fg_iprange_parse(const char *s, fg_iprange_t *out, int *plen, char *err, size_t errlen)
 {
     const char *slash = strchr(s, '/'), *dash = strchr(s, '-');
-    size_t len = strlen(s);
 
     if (slash && dash)
         return fail(err, errlen, "use either a CIDR or an a-b range, not both", s);
     if (dash) {
         if (fg_ip_parse(s, (size_t)(dash - s), &out->lo) < 0 ||
-            fg_ip_parse(dash + 1, len - (size_t)(dash - s) - 1, &out->hi) < 0)
+            fg_ip_parse(dash + 1, strlen(dash + 1), &out->hi) < 0)
             return fail(err, errlen, "not an address range (\"a-b\")", s);
         if (fg_ip_is_v4(&out->lo) != fg_ip_is_v4(&out->hi))
             return fail(err, errlen, "range mixes IPv4 and IPv6", s);
@@ -100,7 +99,13 @@ int fg_iprange_parse(const char *s, fg_iprange_t *out, int *plen, char *err, siz
         *plen = -1;
         return 0;
     }
-    size_t alen = slash ? (size_t)(slash - s) : len;
+    return fg_iprange_parse_cidr(s, out, plen, err, errlen);
+}
+
+int fg_iprange_parse_cidr(const char *s, fg_iprange_t *out, int *plen, char *err, size_t errlen)
+{
+    const char *slash = strchr(s, '/');
+    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
     if (fg_ip_parse(s, alen, &out->lo) < 0)
         return fail(err, errlen, "not an IP address", s);
     /* The notation decides how the prefix counts: "::ffff:10.0.0.0/104" is an IPv6 prefix. */

@@ -39,6 +39,8 @@ void fg_ip_mask(fg_ip_t *ip, unsigned plen);
  * families nor run backwards). *plen receives the 128-bit prefix length of a CIDR or
  * single address, or -1 for an a-b range. Returns 0 or -1 with a reason in err. */
 int fg_iprange_parse(const char *s, fg_iprange_t *out, int *plen, char *err, size_t errlen);
+/* The same for "IP" and "IP/len" only: a dash is no range here, just not an address. */
+int fg_iprange_parse_cidr(const char *s, fg_iprange_t *out, int *plen, char *err, size_t errlen);
 
 /* Sets: add in any order, then finish (sort and merge) before lookups. A range added that
  * reaches outside the IPv4-mapped block (IPv6 notation) loses the part inside it: IPv6 entries

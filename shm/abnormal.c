@@ -21,14 +21,16 @@ fg_shm_hash_t *fg_abnormal_init(void *mem, size_t size, uint64_t seed)
     return fg_shm_hash_init(mem, size, sizeof(abn_key_t), sizeof(fg_abnormal_entry_t), seed);
 }
 
+/* Workers read the clock before they take the zone lock: a reading older than the window
+ * start another worker just set counts as no time elapsed, never as a new window. */
 static void advance(fg_abnormal_entry_t *e, uint64_t now, uint64_t w)
 {
-    if (e->t == 0 || now < e->t) {
+    if (e->t == 0) {
         e->t = now;
         e->cur = e->prev = 0;
         return;
     }
-    if (now - e->t < w)
+    if (now < e->t || now - e->t < w)
         return;
     uint64_t n = (now - e->t) / w;
     e->prev = n == 1 ? e->cur : 0;
@@ -38,9 +40,9 @@ static void advance(fg_abnormal_entry_t *e, uint64_t now, uint64_t w)
 
 static uint64_t estimate(const fg_abnormal_entry_t *e, uint64_t now, uint64_t w)
 {
-    if (e->t == 0 || now < e->t)
+    if (e->t == 0)
         return 0;
-    uint64_t el = now - e->t;
+    uint64_t el = now > e->t ? now - e->t : 0; /* an older reading: no time elapsed */
     if (el >= 2 * w)
         return 0;
     if (el >= w) /* not advanced yet: this window's count is the previous one now */
@@ -64,7 +66,8 @@ int fg_abnormal_record(fg_shm_hash_t *h, const fg_ip_t *ip, uint64_t now, uint64
         advance(e, now, window_ms);
         e->cur++;
         e->total++;
-        e->last_ms = now;
+        if (now > e->last_ms)
+            e->last_ms = now;
         if (block_threshold && estimate(e, now, window_ms) >= block_threshold &&
             e->blocked_until <= now) {
             e->blocked_until = now + block_ms;
@@ -336,7 +339,10 @@ int fg_acl_dyn_add(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned p
         return rc;
     fg_shm_hash_t *h = table(d);
     if (v) {
-        v->expires_ms = expires_ms;
+        /* Adding again never shortens an entry's life: a permanent entry stays permanent, and
+         * an expiry computed from an older clock reading than the stored one is ignored. */
+        if (v->expires_ms != 0 && (expires_ms == 0 || expires_ms > v->expires_ms))
+            v->expires_ms = expires_ms;
         rc = 1;
     } else if (list_slot(d, list, 1) == NULL) {
         rc = -ENOSPC; /* more than FG_ACL_DYN_LISTS lists with dynamic entries */

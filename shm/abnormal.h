@@ -62,8 +62,9 @@ typedef struct {
 #define FG_ACL_DYN_LISTS 256
 
 fg_acl_dyn_t *fg_acl_dyn_init(void *mem, size_t size, uint64_t seed);
-/* Add or refresh (new expiry) an entry. Returns 0 added, 1 refreshed, -ENOSPC when full (or
- * when FG_ACL_DYN_LISTS other lists already hold entries), other <0 on lock errors. */
+/* Add or refresh an entry; expires_ms 0 = never. Refreshing only ever extends an entry's life.
+ * Returns 0 added, 1 refreshed, -ENOSPC when full (or when FG_ACL_DYN_LISTS other lists already
+ * hold entries), other <0 on lock errors. */
 int fg_acl_dyn_add(fg_acl_dyn_t *d, uint64_t list, const fg_ip_t *ip, unsigned plen,
                    uint64_t expires_ms, uint64_t now);
 /* Returns 0, or -ENOENT when there is no such entry. */

@@ -231,8 +231,9 @@ static uint64_t slice_ms(const fg_health_config_t *hc)
 /* The bucket of slice `epoch`, emptied first when it last counted an older slice. Reporters
  * that find the same stale bucket race on its epoch: one empties it, and a count another one
  * added in between may be lost, which blurs the rate by a request, never more. A reporter whose
- * clock reading is a little older than another's (a later slice already took the bucket) adds
- * to it as it is: the two slices are adjacent. */
+ * clock reading is older than another's never empties a newer slice: its own slice is either
+ * still in the window (a few milliseconds behind, another bucket) or, when a later slice
+ * already took its bucket, it adds to that slice as if no time had elapsed. */
 static fg_hbucket_t *bucket(fg_hdest_t *d, uint64_t epoch)
 {
     fg_hbucket_t *b = &d->win[epoch % FG_HEALTH_BUCKETS];
@@ -333,11 +334,13 @@ int fg_health_passive_state(const fg_hdest_t *d, uint64_t now_ms)
 int fg_health_probe_claim(fg_hdest_t *d, uint64_t now_ms, uint64_t interval_ms)
 {
     check_dest(d);
-    uint64_t next = atomic_load(&d->next_probe_ms);
-    /* A lease further away than one interval comes from a longer interval before a reload. */
-    if (now_ms < next && next - now_ms <= interval_ms)
+    uint64_t last = atomic_load(&d->probe_claimed_ms);
+    /* The interval counts from the last claim, under whatever interval that claim was made, so
+     * a reload to a shorter interval does not wait out the old one. A reading older than the
+     * last claim (another worker read the clock later but claimed first) is no time elapsed. */
+    if (last != 0 && (now_ms < last || now_ms - last < interval_ms))
         return 0;
-    return atomic_compare_exchange_strong(&d->next_probe_ms, &next, now_ms + interval_ms);
+    return atomic_compare_exchange_strong(&d->probe_claimed_ms, &last, now_ms ? now_ms : 1);
 }
 
 void fg_health_probe_report(fg_hdest_t *d, const fg_health_config_t *hc, int ok, int status,

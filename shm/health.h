@@ -64,9 +64,9 @@ typedef struct {
     _Atomic uint64_t passive_trips;    /* times it was marked unhealthy */
 
     /* active */
-    _Alignas(FG_CACHELINE) _Atomic uint64_t next_probe_ms; /* the probe lease (monotonic ms) */
-    _Atomic int active;                                    /* fg_health_state_t */
-    _Atomic uint32_t probe_failures;                       /* in a row */
+    _Alignas(FG_CACHELINE) _Atomic uint64_t probe_claimed_ms; /* last probe claim (monotonic) */
+    _Atomic int active;                                       /* fg_health_state_t */
+    _Atomic uint32_t probe_failures;                          /* in a row */
     _Atomic uint64_t probes;
     _Atomic uint64_t last_probe_wall_ms; /* 0 = never probed */
     _Atomic uint64_t last_latency_us;
@@ -121,7 +121,8 @@ int fg_health_passive_report(fg_hdest_t *d, const fg_health_config_t *hc, int ou
 void fg_health_passive_window(const fg_hdest_t *d, const fg_health_config_t *hc, uint64_t now_ms,
                               uint32_t *requests, uint32_t *failures);
 
-/* Active health: claim the probe of d due at now (one claimer per interval, whole gateway). */
+/* Active health: claim the probe of d due at now (one claimer per interval, whole gateway):
+ * 1 when interval_ms has passed since the last claim. */
 int fg_health_probe_claim(fg_hdest_t *d, uint64_t now_ms, uint64_t interval_ms);
 /* The result of a probe; error NULL on success. */
 void fg_health_probe_report(fg_hdest_t *d, const fg_health_config_t *hc, int ok, int status,

@@ -4,9 +4,7 @@
 static void advance(const fg_rl_params_t *p, fg_rl_state_t *s, uint64_t now)
 {
     uint64_t w = p->window_ms;
-    if (!s->init || now < s->t) {
-        /* A fresh key, or a clock that went back (a state written by a repaired worker):
-         * start over rather than trust the old window. */
+    if (!s->init) {
         s->init = 1;
         s->t = now;
         s->x = s->y = 0;
@@ -77,7 +75,7 @@ static void token(const fg_rl_params_t *p, fg_rl_state_t *s, uint64_t now, fg_rl
 {
     uint64_t w = p->window_ms, burst = p->burst ? p->burst : p->limit;
     uint64_t cap = burst * w; /* one token = w units; refill = limit units per ms */
-    if (!s->init || now < s->t) {
+    if (!s->init) {
         s->init = 1;
         s->x = cap;
     } else {
@@ -102,6 +100,13 @@ static void token(const fg_rl_params_t *p, fg_rl_state_t *s, uint64_t now, fg_rl
 
 void fg_rl_check(const fg_rl_params_t *p, fg_rl_state_t *s, uint64_t now_ms, fg_rl_result_t *r)
 {
+    /* Workers read the clock before they take the zone lock, so a reading a little older than
+     * the one another worker just stored is normal: no time has elapsed for this state. Time
+     * never runs back for it, so it never refills a bucket or restarts a window. The stored
+     * time is always a reading of the same monotonic clock (or a window start before one), so
+     * it is never ahead of the newest reading. */
+    if (s->init && now_ms < s->t)
+        now_ms = s->t;
     *r = (fg_rl_result_t){.limit = p->algo == FG_RL_ALGO_TOKEN && p->burst ? p->burst : p->limit};
     switch (p->algo) {
     case FG_RL_ALGO_FIXED:

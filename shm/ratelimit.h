@@ -42,7 +42,8 @@ typedef struct {
     uint64_t retry_ms;  /* when denied: until a request would pass */
 } fg_rl_result_t;
 
-/* Count one request at now_ms against state s. */
+/* Count one request at now_ms against state s. A now_ms older than the time s holds (another
+ * worker read the clock later but took the lock first) counts as no time elapsed. */
 void fg_rl_check(const fg_rl_params_t *p, fg_rl_state_t *s, uint64_t now_ms, fg_rl_result_t *r);
 
 #endif

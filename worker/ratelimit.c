@@ -200,6 +200,7 @@ static void make_key(const fg_rl_rule_t *r, const fg_request_t *req, const fg_ip
 
 _Static_assert(FG_RLC_UNCHECKED < FG_STATS_COUNTERS, "rule counters fit a stats slot");
 
+#ifdef FG_TEST_HOOKS
 /* Test-only fault hook (see the header): the pid file named by FG_TEST_RATELIMIT_HOLD. Empty
  * unless a test set the variable; the trigger path is fixed and reserved. */
 static char fault_pidfile[512];
@@ -228,6 +229,9 @@ static void fault_hook(const fg_request_t *req)
     while (nanosleep(&ts, &ts) == -1)
         ;
 }
+#else
+#define fault_hook(req) ((void)(req))
+#endif
 
 /* A request the zone could not judge is let through (failing every request would turn a lock
  * fault into an outage), but never silently: counted per rule and logged at most once a second

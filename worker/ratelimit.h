@@ -66,13 +66,15 @@ int fg_ratelimit_check(fg_shm_hash_t *zone, void *stats_table, fg_rl_rule_t *r,
  * {error, message, retryAfter}; finishes req. */
 void fg_ratelimit_reject(fg_request_t *req, const fg_rl_rule_t *r, const fg_rl_result_t *res);
 
-/* Test-only fault hook: with a PIDFILE path (from the FG_TEST_RATELIMIT_HOLD environment
- * variable), a request for FG_RL_FAULT_PATH writes the worker's pid there and sleeps holding the
- * zone lock, so that a test can SIGKILL a lock owner. The path is reserved (no route can make
- * a real client's request trigger it unless the variable is set) and arming it is logged as a
- * warning by every worker. Returns 0 when armed, -1 when spec is unusable. */
+#ifdef FG_TEST_HOOKS
+/* Test builds only (-DFG_TEST_HOOKS, build/test/fastgateway): with a PIDFILE path (from the
+ * FG_TEST_RATELIMIT_HOLD environment variable), a request for FG_RL_FAULT_PATH writes the
+ * worker's pid there and sleeps holding the zone lock, so that a test can SIGKILL a lock owner.
+ * Arming it is logged as a warning by every worker. Returns 0 when armed, -1 when the path is
+ * unusable. */
 #define FG_RL_FAULT_PATH "/__fastgateway_test/hold-ratelimit-lock"
 int fg_ratelimit_set_fault_hook(const char *pidfile);
+#endif
 
 /* Match a glob pattern ("*", "prefix*", "*suffix", exact), ASCII case-insensitively, as the
  * seed does. Exposed for tests. */

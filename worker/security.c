@@ -326,9 +326,11 @@ void fg_security_free(fg_config_t *cfg)
 
 void fg_security_worker_init(const fg_config_t *cfg)
 {
+#ifdef FG_TEST_HOOKS
     const char *hook = getenv("FG_TEST_RATELIMIT_HOLD");
     if (hook && *hook && fg_ratelimit_set_fault_hook(hook) < 0)
         fg_log_error("FG_TEST_RATELIMIT_HOLD: not an absolute file name; test hook not armed");
+#endif
 }
 
 static int resolve_ip(const sec_t *s, fg_request_t *req)
@@ -525,11 +527,12 @@ json_t *fg_security_show_abnormal(const fg_config_t *cfg)
         fg_ip_format(&v[i].ip, text, sizeof(text));
         int blocked = v[i].blocked_until > now;
         json_array_append_new(
-            arr, json_pack("{s:s, s:I, s:I, s:b, s:b, s:I, s:I}", "ip", text, "errors",
-                           (json_int_t)v[i].count, "total", (json_int_t)v[i].total, "abnormal",
-                           v[i].count >= a->threshold, "blocked", blocked, "blockedFor",
-                           (json_int_t)(blocked ? (v[i].blocked_until - now + 999) / 1000 : 0),
-                           "lastSeenMsAgo", (json_int_t)(now - v[i].last_ms)));
+            arr,
+            json_pack("{s:s, s:I, s:I, s:b, s:b, s:I, s:I}", "ip", text, "errors",
+                      (json_int_t)v[i].count, "total", (json_int_t)v[i].total, "abnormal",
+                      v[i].count >= a->threshold, "blocked", blocked, "blockedFor",
+                      (json_int_t)(blocked ? (v[i].blocked_until - now + 999) / 1000 : 0),
+                      "lastSeenMsAgo", (json_int_t)(now > v[i].last_ms ? now - v[i].last_ms : 0)));
     }
     free(v);
     return json_pack("{s:b, s:I, s:I, s:{s:b, s:I, s:I}, s:o, s:o}", "enabled", 1, "windowMs",
@@ -565,17 +568,23 @@ json_t *fg_security_acl_command(const fg_config_t *cfg, int add, const char *arg
     fg_iprange_t r;
     int plen;
     char why[160];
-    if (fg_iprange_parse(addr, &r, &plen, why, sizeof(why)) < 0)
+    if (fg_iprange_parse_cidr(addr, &r, &plen, why, sizeof(why)) < 0) {
+        /* The command takes an address or a CIDR; say so for a well-formed range, and report
+         * anything else as the address it fails to be. */
+        char ignored[160];
+        if (fg_iprange_parse(addr, &r, &plen, ignored, sizeof(ignored)) == 0)
+            return cmd_error("\"%s\": ranges (a-b) belong in the configuration file; use an "
+                             "address or a CIDR",
+                             addr);
         return cmd_error("%s", why);
-    if (plen < 0)
-        return cmd_error("\"%s\": ranges (a-b) belong in the configuration file; use an address "
-                         "or a CIDR",
-                         addr);
-    int rc;
+    }
+    int rc, existed;
     if (add) {
         rc = fg_acl_dyn_add(s->dyn, l->key, &r.lo, (unsigned)plen, 0, now_ms());
+        existed = rc == 1;
     } else {
         rc = fg_acl_dyn_del(s->dyn, l->key, &r.lo, (unsigned)plen);
+        existed = rc == 0;
         if (rc == -ENOENT && fg_iprange_set_contains(&l->set, &r.lo))
             return cmd_error("\"%s\" comes from the configuration file of list \"%s\": remove "
                              "it there and reload",
@@ -590,7 +599,7 @@ json_t *fg_security_acl_command(const fg_config_t *cfg, int add, const char *arg
     if (rc < 0)
         return cmd_error("cannot update list \"%s\": %s", list_id, strerror(-rc));
     return json_pack("{s:b, s:s, s:s, s:s, s:b}", "ok", 1, "list", list_id, "entry", addr, "action",
-                     add ? "added" : "deleted", "existed", rc == 1);
+                     add ? "added" : "deleted", "existed", existed);
 }
 
 json_t *fg_security_show_zones(fg_shm_t *shm)

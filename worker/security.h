@@ -40,7 +40,7 @@ json_t *fg_security_show_zones(fg_shm_t *shm);
 
 /* ---- worker ---- */
 
-/* Once per worker process (reads the test-only fault hook from the environment). */
+/* Once per worker process (a test build reads its fault hook from the environment). */
 void fg_security_worker_init(const fg_config_t *cfg);
 /* After routing (req->route may be NULL): 0 to go on, -1 after answering 403 or 429. */
 int fg_security_check(fg_request_t *req);

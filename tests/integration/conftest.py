@@ -31,6 +31,10 @@ os.environ.setdefault("ASAN_OPTIONS", "quarantine_size_mb=8:allocator_release_to
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # FASTGATEWAY=/path/to/binary runs the suite against another build (e.g. a sanitizer one)
 BINARY = Path(os.environ.get("FASTGATEWAY", str(REPO_ROOT / "fastgateway"))).resolve()
+# The test build (`make build/test/fastgateway`, built by `make integration`): the same sources
+# with the fault-injection hooks (-DFG_TEST_HOOKS) that the release binary does not have.
+TEST_BINARY = Path(os.environ.get("FASTGATEWAY_TEST",
+                                  str(REPO_ROOT / "build/test/fastgateway"))).resolve()
 UPSTREAM_SCRIPT = Path(__file__).resolve().parent / "upstream.py"
 SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|runtime error: ")
 TEST_TIMEOUT = float(os.environ.get("FG_TEST_TIMEOUT", "120"))
@@ -173,7 +177,8 @@ class GatewayError(AssertionError):
 class Gateway:
     """One running master started as `./fastgateway -f -c <file>`."""
 
-    def __init__(self, config, tmp, name="fastgateway.json"):
+    def __init__(self, config, tmp, name="fastgateway.json", binary=None):
+        self.binary = binary or BINARY
         self.config = config
         self.tmp = Path(tmp)
         self.config_path = self.tmp / name
@@ -199,7 +204,7 @@ class Gateway:
         self.stderr_path = self.tmp / (self.config_path.stem + ".stderr")
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [str(BINARY), "-f", "-c", str(self.config_path)],
+                [str(self.binary), "-f", "-c", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=str(self.tmp),
                 start_new_session=True)
         self.pid = self.proc.pid
@@ -418,9 +423,9 @@ class Upstream:
 def gateway_factory(tmp_path):
     started = []
 
-    def factory(config, wait=True, timeout=10):
+    def factory(config, wait=True, timeout=10, binary=None):
         name = "fastgateway.json" if not started else "fastgateway-%d.json" % (len(started) + 1)
-        gw = Gateway(config, tmp_path, name)
+        gw = Gateway(config, tmp_path, name, binary)
         started.append(gw)
         return gw.start(wait=wait, timeout=timeout)
 

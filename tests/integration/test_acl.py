@@ -212,3 +212,37 @@ def test_empty_whitelist_admits_again_after_its_dynamic_entries_are_gone(gateway
     assert code(gw.url()) == 403
     assert gw.status("del acl w 192.0.2.1")["ok"]
     assert code(gw.url()) == 200
+
+
+def test_del_acl_says_the_entry_existed(gateway_factory, tmp_path):
+    """del acl right after add acl removes an entry that existed, and says so."""
+    cfg = base_config(tmp_path, free_port(), accessControl=[lst("dyn", "blacklist", [])])
+    cfg["servers"][0]["accessControl"] = ["dyn"]
+    gw = gateway_factory(cfg)
+    ans = gw.status("add acl dyn 192.0.2.9")
+    assert ans["ok"] is True and ans["action"] == "added" and ans["existed"] is False, ans
+    assert gw.status("add acl dyn 192.0.2.9")["existed"] is True
+    ans = gw.status("del acl dyn 192.0.2.9")
+    assert ans["ok"] is True and ans["action"] == "deleted" and ans["existed"] is True, ans
+    assert "no dynamic entry" in gw.status("del acl dyn 192.0.2.9")["error"]
+    ans = gw.status("add acl dyn 2001:db8::/64")
+    assert ans["existed"] is False, ans
+    assert gw.status("del acl dyn 2001:db8::/64")["existed"] is True
+
+
+def test_acl_command_errors_name_the_forms_it_takes(gateway_factory, tmp_path):
+    """add/del acl take an address or a CIDR: a word with a dash is not an IP address (not a
+    malformed a-b range); a well-formed range is pointed to the configuration file."""
+    cfg = base_config(tmp_path, free_port(), accessControl=[lst("dyn", "blacklist", [])])
+    cfg["servers"][0]["accessControl"] = ["dyn"]
+    gw = gateway_factory(cfg)
+    for verb in ("add", "del"):
+        err = gw.status("%s acl dyn not-an-ip" % verb)["error"]
+        assert err == '"not-an-ip": not an IP address', err
+        err = gw.status("%s acl dyn 10.0.0.1-10.0.0.9" % verb)["error"]
+        assert "ranges (a-b) belong in the configuration file" in err, err
+        err = gw.status("%s acl dyn 10.0.0.0/33" % verb)["error"]
+        assert "IPv4 prefix length must be 0..32" in err, err
+        err = gw.status("%s acl dyn 10.0.0.1-host/8" % verb)["error"]
+        assert "not an IP address" in err, err
+    assert code(gw.url()) == 200  # nothing was added

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import base_config, free_port, http_request
+from conftest import BINARY, TEST_BINARY, base_config, free_port, http_request
 
 
 HOLD_PATH = "/__fastgateway_test/hold-ratelimit-lock"  # FG_RL_FAULT_PATH
@@ -177,10 +177,11 @@ def test_forwarded_header_from_trusted_peer(gateway_factory, tmp_path):
 
 
 def test_worker_killed_holding_zone_lock(gateway_factory, tmp_path, monkeypatch):
+    assert TEST_BINARY.exists(), "%s not built: make build/test/fastgateway" % TEST_BINARY
     port = free_port()
     pidfile = tmp_path / "holder.pid"
     monkeypatch.setenv("FG_TEST_RATELIMIT_HOLD", str(pidfile))
-    gw = gateway_factory(config(tmp_path, port, [rule(maxRequests=1000)]))
+    gw = gateway_factory(config(tmp_path, port, [rule(maxRequests=1000)]), binary=TEST_BINARY)
     assert "TEST FAULT HOOK ARMED" in gw.error_log()
     t = threading.Thread(target=lambda: _ignore(lambda: http_request(
         "GET", gw.url(HOLD_PATH), timeout=30)))
@@ -202,6 +203,23 @@ def test_worker_killed_holding_zone_lock(gateway_factory, tmp_path, monkeypatch)
     while len(gw.workers()) < 2 and time.time() < deadline:
         time.sleep(0.1)
     assert len(gw.workers()) == 2
+
+
+def test_release_build_has_no_test_hook(gateway_factory, tmp_path, monkeypatch):
+    """The lock-holding fault hook exists in the test build only: the release binary neither
+    contains its names nor reacts to its variable or its path."""
+    assert TEST_BINARY.exists(), "%s not built: make build/test/fastgateway" % TEST_BINARY
+    marks = [b"FG_TEST_RATELIMIT_HOLD", HOLD_PATH.encode(), b"fg_ratelimit_set_fault_hook"]
+    release, test_build = BINARY.read_bytes(), TEST_BINARY.read_bytes()
+    assert [m for m in marks if m in release] == []
+    assert [m for m in marks if m in test_build] == marks  # the check looks for the right names
+    pidfile = tmp_path / "holder.pid"
+    monkeypatch.setenv("FG_TEST_RATELIMIT_HOLD", str(pidfile))
+    gw = gateway_factory(config(tmp_path, free_port(), [rule(maxRequests=1000)]))
+    assert "TEST FAULT HOOK" not in gw.error_log()
+    start = time.time()
+    assert http_request("GET", gw.url(HOLD_PATH), timeout=10)[0] == 200
+    assert time.time() - start < 5 and not pidfile.exists()
 
 
 def _ignore(fn):
@@ -434,3 +452,72 @@ def test_ipv6_prefix_only_for_per_ip(tmp_path):
     r = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True)
     assert r.returncode != 0
     assert 'rateLimits[0].ipv6Prefix: only applies to scope "PerIp"' in r.stderr
+
+
+# Each case: the rule, and what the algorithm allows over a span of `elapsed` seconds that
+# encloses every request (the rule's windows start at its first request, inside the span).
+# Short windows put many window boundaries in a run: a late reading that arrives just after
+# another worker opened a new window must count in that window, not restart it.
+def _token_allows(r, elapsed):
+    return r["burst"] + r["maxRequests"] * elapsed * 1000 // r["windowMs"]
+
+
+def _windows_allow(r, elapsed):
+    # Every aligned window holds at most maxRequests (both window algorithms guarantee it);
+    # a span of `elapsed` touches at most floor(elapsed / window) + 1 of them.
+    return r["maxRequests"] * (int(elapsed * 1000 // r["windowMs"]) + 1)
+
+
+RACE_CASES = {
+    "TokenBucket": ({"maxRequests": 200, "windowMs": 1000, "burst": 100}, _token_allows),
+    "FixedWindow": ({"maxRequests": 5, "windowMs": 20}, _windows_allow),
+    "SlidingWindow": ({"maxRequests": 5, "windowMs": 20}, _windows_allow),
+}
+
+
+@pytest.mark.parametrize("algo", sorted(RACE_CASES))
+def test_workers_racing_for_the_zone_never_exceed_the_limit(gateway_factory, tmp_path, algo):
+    """Four workers under wrk -c64 for 3 s on one Global rule (checked after 8 per-IP ones): a
+    worker that read the clock before another one but took the zone lock after it must count
+    as no time elapsed, never as a clock gone back (that would refill a bucket or restart a
+    window, admitting several times the rate). The admitted count is bounded by what the
+    algorithm allows over the measured run."""
+    import re
+    import shutil
+    import subprocess
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk not installed")
+    params, allows = RACE_CASES[algo]
+    r = rule(type=algo, scope="Global", maxRequests=params["maxRequests"],
+             window="%dms" % params["windowMs"])
+    if "burst" in params:
+        r["burst"] = params["burst"]
+    # Per-IP rules checked first (limits never reached): each takes the zone lock in turn, which
+    # widens the gap between a worker's clock reading and its turn at the lock for r1, so that
+    # late readings happen often enough on a 2-core machine to land on window boundaries.
+    pads = [rule("ip%d" % i, scope="PerIp", maxRequests=10**9, window="1s") for i in range(8)]
+    cfg = config(tmp_path, free_port(), pads + [r], workers=4)
+    del cfg["log"]["accessLog"]
+    gw = gateway_factory(cfg)
+    before = {w["pid"]: w["requests"] for w in gw.workers()}
+    start = time.monotonic()
+    out = subprocess.run(["wrk", "-t2", "-c64", "-d3s", gw.url("/")], capture_output=True,
+                         text=True, timeout=30).stdout
+    elapsed = time.monotonic() - start
+    m = re.search(r"(\d+) requests in", out)
+    assert m, out
+    st = rule_stats(gw, "r1")
+    allowed = st["allowed"]
+    # The gateway's readings are whole milliseconds: its span is at most elapsed + 1 ms.
+    bound = allows(params, elapsed + 0.001)
+    margin = 1
+    print("%s: %d allowed, %d limited in %.2f s; the algorithm allows %d" %
+          (algo, allowed, st["limited"], elapsed, bound))
+    # The load exceeded the limit, on several workers at once.
+    assert st["limited"] > allowed, (st, out)
+    after = {w["pid"]: w["requests"] for w in gw.workers()}
+    busy = [p for p in after if after[p] - before.get(p, 0) > 100]
+    assert len(busy) >= 2, (before, after)
+    assert allowed <= bound + margin, (allowed, bound, elapsed, st)
+    # ... and the limit still admits at about its rate (not a limiter that blocks everything).
+    assert allowed >= bound // 2, (allowed, bound, elapsed)

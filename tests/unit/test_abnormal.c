@@ -103,6 +103,55 @@ static void test_dynamic_entries(void **state)
     munmap(mem, SIZE);
 }
 
+/* A worker whose clock reading is older than the window start another worker just set counts
+ * its error in that window: no time elapsed, the window is not restarted. */
+static void test_older_reading_counts_in_current_window(void **state)
+{
+    void *mem = map();
+    fg_shm_hash_t *h = fg_abnormal_init(mem, SIZE, 1);
+    fg_ip_t a = ip("192.0.2.7");
+    assert_int_equal(fg_abnormal_record(h, &a, 100000, 1000, 5, 30000), 0);
+    /* another worker opens the next window at 101000 */
+    assert_int_equal(fg_abnormal_record(h, &a, 101000, 1000, 5, 30000), 0);
+    assert_int_equal(fg_abnormal_record(h, &a, 101000, 1000, 5, 30000), 0);
+    assert_int_equal(fg_abnormal_record(h, &a, 100999, 1000, 5, 30000), 0);
+    /* the fifth error in the weighted window blocks, although its reading is older */
+    assert_int_equal(fg_abnormal_record(h, &a, 100998, 1000, 5, 30000), 1);
+    fg_abnormal_info_t top[1];
+    /* A status reader with an older reading sees the same count, not an empty window. */
+    assert_int_equal(fg_abnormal_top(h, 100990, 1000, 1, top, 1), 1);
+    assert_int_equal(top[0].count, 5);
+    assert_int_equal(top[0].total, 5);
+    assert_true(top[0].last_ms == 101000); /* never moves back */
+    assert_int_equal(fg_abnormal_top(h, 101000, 1000, 1, top, 1), 1);
+    assert_int_equal(top[0].count, 5);
+    munmap(mem, SIZE);
+}
+
+/* Adding an entry again never shortens its life: an expiry computed from an older reading is
+ * ignored, and a permanent entry stays permanent. */
+static void test_dynamic_refresh_never_shortens(void **state)
+{
+    void *mem = map();
+    fg_acl_dyn_t *d = fg_acl_dyn_init(mem, SIZE, 5);
+    assert_non_null(d);
+    fg_ip_t a = ip("198.51.100.1"), b = ip("198.51.100.2");
+    assert_int_equal(fg_acl_dyn_add(d, 1, &a, 128, 31000, 1000), 0);
+    assert_int_equal(fg_acl_dyn_add(d, 1, &a, 128, 30999, 999), 1);
+    assert_int_equal(fg_acl_dyn_match(d, 1, &a, 30999), 1);
+    assert_int_equal(fg_acl_dyn_match(d, 1, &a, 31000), 0);
+    assert_int_equal(fg_acl_dyn_add(d, 1, &b, 128, 0, 1000), 0);
+    assert_int_equal(fg_acl_dyn_add(d, 1, &b, 128, 5000, 1000), 1);
+    assert_int_equal(fg_acl_dyn_match(d, 1, &b, 1000000), 1);
+    /* a later expiry, or none, does extend */
+    assert_int_equal(fg_acl_dyn_add(d, 1, &a, 128, 40000, 35000), 0);
+    assert_int_equal(fg_acl_dyn_add(d, 1, &a, 128, 50000, 36000), 1);
+    assert_int_equal(fg_acl_dyn_match(d, 1, &a, 49999), 1);
+    assert_int_equal(fg_acl_dyn_add(d, 1, &a, 128, 0, 37000), 1);
+    assert_int_equal(fg_acl_dyn_match(d, 1, &a, 1000000), 1);
+    munmap(mem, SIZE);
+}
+
 static void test_dynamic_full_refuses(void **state)
 {
     void *mem = map();
@@ -199,6 +248,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counts_and_autoblock),
         cmocka_unit_test(test_top_keeps_the_largest),
+        cmocka_unit_test(test_older_reading_counts_in_current_window),
+        cmocka_unit_test(test_dynamic_refresh_never_shortens),
         cmocka_unit_test(test_dynamic_entries),
         cmocka_unit_test(test_dynamic_full_refuses),
         cmocka_unit_test(test_dynamic_has_per_list),

@@ -215,12 +215,28 @@ static void test_probe_lease_once_per_interval(void **state)
         assert_false(fg_health_probe_claim(&d, t + 999, 1000));
     assert_true(fg_health_probe_claim(&d, t + 1000, 1000));
     assert_false(fg_health_probe_claim(&d, t + 1001, 1000));
-    /* A shorter interval after a reload does not wait for the old, longer lease. */
-    assert_true(fg_health_probe_claim(&d, t + 1002, 100));
-    assert_false(fg_health_probe_claim(&d, t + 1003, 100));
+    /* A shorter interval after a reload counts from the last claim, not from the old lease. */
+    assert_false(fg_health_probe_claim(&d, t + 1099, 100));
+    assert_true(fg_health_probe_claim(&d, t + 1100, 100));
+    assert_false(fg_health_probe_claim(&d, t + 1101, 100));
+}
+
+/* A worker whose clock reading is older than the last claim (it read the clock first, another
+ * worker claimed first) does not probe again: no time elapsed. */
+static void test_probe_lease_older_reading(void **state)
+{
+    fg_hdest_t d;
     fg_health_dest_init(&d, "c", "a");
-    atomic_store(&d.next_probe_ms, t + 60000);
+    uint64_t t = 10000;
     assert_true(fg_health_probe_claim(&d, t, 1000));
+    assert_false(fg_health_probe_claim(&d, t - 1, 1000));
+    assert_false(fg_health_probe_claim(&d, t - 999, 1000));
+    assert_false(fg_health_probe_claim(&d, t + 999, 1000));
+    assert_true(fg_health_probe_claim(&d, t + 1000, 1000));
+    assert_false(fg_health_probe_claim(&d, t + 999, 1000));
+    /* a gateway started less than one interval after boot still probes at once */
+    fg_health_dest_init(&d, "c", "a");
+    assert_true(fg_health_probe_claim(&d, 5, 1000));
 }
 
 /* ---- shared memory: attach, reload, worker death ---- */
@@ -383,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_active_threshold),
         cmocka_unit_test(test_disabled_passive_check_does_not_count),
         cmocka_unit_test(test_probe_lease_once_per_interval),
+        cmocka_unit_test(test_probe_lease_older_reading),
         cmocka_unit_test(test_attach_keeps_state_across_reload),
         cmocka_unit_test(test_begin_end_balance),
         cmocka_unit_test(test_status_commands),

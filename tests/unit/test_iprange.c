@@ -85,6 +85,26 @@ static void test_parse_ranges(void **state)
     assert_int_equal(fg_iprange_parse("host.example", &r, &plen, err, sizeof(err)), -1);
 }
 
+/* Address or CIDR only: a dash makes no range, the text is just not an address. */
+static void test_parse_cidr_only(void **state)
+{
+    fg_iprange_t r;
+    int plen;
+    char err[128];
+    assert_int_equal(fg_iprange_parse_cidr("10.1.2.3/16", &r, &plen, err, sizeof(err)), 0);
+    assert_int_equal(plen, 112);
+    fg_ip_t lo = ip("10.1.0.0");
+    assert_int_equal(fg_ip_cmp(&r.lo, &lo), 0);
+    assert_int_equal(fg_iprange_parse_cidr("2001:db8::1", &r, &plen, err, sizeof(err)), 0);
+    assert_int_equal(plen, 128);
+    assert_int_equal(fg_iprange_parse_cidr("not-an-ip", &r, &plen, err, sizeof(err)), -1);
+    assert_string_equal(err, "\"not-an-ip\": not an IP address");
+    assert_int_equal(fg_iprange_parse_cidr("1.2.3.4-1.2.3.9", &r, &plen, err, sizeof(err)), -1);
+    assert_string_equal(err, "\"1.2.3.4-1.2.3.9\": not an IP address");
+    assert_int_equal(fg_iprange_parse_cidr("1.2.3.4/33", &r, &plen, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "0..32"));
+}
+
 static void add(fg_iprange_set_t *s, const char *text)
 {
     fg_iprange_t r;
@@ -209,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_parse_and_format),
         cmocka_unit_test(test_sockaddr),
         cmocka_unit_test(test_parse_ranges),
+        cmocka_unit_test(test_parse_cidr_only),
         cmocka_unit_test(test_set_lookup_and_merge),
         cmocka_unit_test(test_large_set),
         cmocka_unit_test(test_ipv6_notation_and_ipv4_clients),

@@ -145,14 +145,67 @@ static void test_token_bucket(void **state)
     assert_true(r.allowed);
 }
 
-static void test_clock_going_back_restarts(void **state)
+/* Workers read the clock before they take the zone lock: a reading older than the one the state
+ * holds is no time elapsed, for every algorithm. It never refills a bucket nor restarts a
+ * window (which admitted several times the rate under load). */
+static void test_older_reading_token_bucket_no_refill(void **state)
+{
+    fg_rl_params_t p = {FG_RL_ALGO_TOKEN, 10, 1000, 20};
+    fg_rl_state_t s;
+    fg_rl_result_t r;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(pass_count(&p, &s, 5000, 100, &r), 20);
+    assert_int_equal(pass_count(&p, &s, 4999, 100, &r), 0);
+    assert_int_equal(r.retry_ms, 100);
+    assert_int_equal(pass_count(&p, &s, 1000, 100, &r), 0);
+    /* The refill still counts from 5000: one token 100 ms later, not more. */
+    assert_int_equal(pass_count(&p, &s, 5099, 100, &r), 0);
+    assert_int_equal(pass_count(&p, &s, 5100, 100, &r), 1);
+    /* Interleaved readings (two workers, 1 ms apart) earn exactly the elapsed time's tokens. */
+    int passed = 0;
+    for (uint64_t t = 5101; t < 6100; t += 2) {
+        fg_rl_check(&p, &s, t + 1, &r);
+        passed += r.allowed;
+        fg_rl_check(&p, &s, t, &r);
+        passed += r.allowed;
+    }
+    assert_int_equal(passed + pass_count(&p, &s, 6100, 100, &r), 10);
+}
+
+static void test_older_reading_fixed_window_no_restart(void **state)
 {
     fg_rl_params_t p = {FG_RL_ALGO_FIXED, 2, 1000, 0};
     fg_rl_state_t s;
     fg_rl_result_t r;
     memset(&s, 0, sizeof(s));
     assert_int_equal(pass_count(&p, &s, 5000, 10, &r), 2);
-    assert_int_equal(pass_count(&p, &s, 4000, 10, &r), 2);
+    assert_int_equal(pass_count(&p, &s, 4000, 10, &r), 0);
+    assert_int_equal(r.retry_ms, 1000); /* the window still ends at 6000 */
+    assert_int_equal(pass_count(&p, &s, 5999, 10, &r), 0);
+    /* Another worker opens the next window at 6000; a reading of 5999 taken before it counts
+     * in that window, which the two requests then fill. */
+    assert_int_equal(pass_count(&p, &s, 6000, 1, &r), 1);
+    assert_int_equal(pass_count(&p, &s, 5999, 10, &r), 1);
+    assert_int_equal(pass_count(&p, &s, 6999, 10, &r), 0);
+    assert_int_equal(pass_count(&p, &s, 7000, 10, &r), 2);
+}
+
+static void test_older_reading_sliding_window_no_restart(void **state)
+{
+    fg_rl_params_t p = {FG_RL_ALGO_SLIDING, 2, 1000, 0};
+    fg_rl_state_t s;
+    fg_rl_result_t r;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(pass_count(&p, &s, 5000, 10, &r), 2);
+    assert_int_equal(pass_count(&p, &s, 4000, 10, &r), 0);
+    assert_int_equal(pass_count(&p, &s, 5999, 10, &r), 0);
+    /* At 6000 the previous window weighs fully; a reading of 5999 after it changes nothing. */
+    assert_int_equal(pass_count(&p, &s, 6000, 10, &r), 0);
+    assert_int_equal(pass_count(&p, &s, 5999, 10, &r), 0);
+    /* Half-way through, the previous window's 2 weigh 1: one more passes, as without the
+     * older readings. */
+    assert_int_equal(pass_count(&p, &s, 6500, 10, &r), 1);
+    assert_int_equal(pass_count(&p, &s, 6000, 10, &r), 0);
 }
 
 static void test_glob(void **state)
@@ -176,7 +229,9 @@ int main(void)
         cmocka_unit_test(test_sliding_retry_next_window),
         cmocka_unit_test(test_sliding_worst_case_boundary),
         cmocka_unit_test(test_token_bucket),
-        cmocka_unit_test(test_clock_going_back_restarts),
+        cmocka_unit_test(test_older_reading_token_bucket_no_refill),
+        cmocka_unit_test(test_older_reading_fixed_window_no_restart),
+        cmocka_unit_test(test_older_reading_sliding_window_no_restart),
         cmocka_unit_test(test_glob),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
