@@ -772,12 +772,49 @@ static int adopt_head(fg_http1_conn_t *h, const char *raw, size_t len, fg_http1_
     return 0;
 }
 
+/* A head the parser refused still names its client, and what was parsed of it before the
+ * error (method, target, Host), for the logs. Copied: the input is drained before the answer. */
+static void keep_parsed(fg_http1_conn_t *h, const fg_http1_head_t *head)
+{
+    fg_request_t *req = &h->req;
+    const fg_str_t *from[3] = {&head->method, &head->target, &head->host};
+    fg_str_t *to[3] = {&req->method, &req->target, &req->host};
+    for (int i = 0; i < 3; i++) {
+        size_t n = from[i]->len < 1024 ? from[i]->len : 1024;
+        char *copy = n ? fg_pool_alloc(h->pool, n) : NULL;
+        if (copy != NULL) {
+            memcpy(copy, from[i]->base, n);
+            *to[i] = (fg_str_t){copy, n};
+        }
+    }
+    if (head->method.len)
+        req->version = head->minor_version == 0 ? 10 : 11;
+}
+
 static void reject(fg_http1_conn_t *h, int status, const char *error, const char *msg)
 {
     fg_request_t *req = &h->req;
     req->proto = h;
     req->pool = h->pool;
     req->ops = &h1_ops;
+    if (req->client_ip[0] == '\0') { /* refused by the parser: start_request did not run */
+        req->worker = h->w;
+        req->server = h->server;
+        req->start_us = fg_request_now_us();
+        req->client_addr = h->peer;
+        memcpy(req->client_ip, h->peer_ip, sizeof(req->client_ip));
+        req->client_port = h->peer_port;
+    }
+    if (req->request_id[0] == '\0')
+        make_request_id(h, req);
+    if (fg_log_level() >= FG_LOG_INFO) {
+        char host[260];
+        size_t hl = fg_log_escape_text(host, sizeof(host), req->host.base, req->host.len);
+        fg_log_info("client sent an invalid request (%d: %s), client: %s:%u, server: %s, "
+                    "host: \"%.*s\", request_id: %s",
+                    status, msg, req->client_ip, (unsigned)req->client_port, h->server->id, (int)hl,
+                    host, req->request_id);
+    }
     if (req->version == 0)
         req->version = 11;
     if (req->method.base == NULL)
@@ -1020,6 +1057,7 @@ static void process(fg_http1_conn_t *h)
         if (r < 0) {
             const char *error, *msg;
             int status = head_error_status(r, &error, &msg);
+            keep_parsed(h, &head);
             evbuffer_drain(in, avail);
             reject(h, status, error, msg);
             break;
