@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import BINARY, Blackhole, base_config, free_port, recv_until_close
+from conftest import BINARY, Blackhole, Scripted, base_config, free_port, recv_until_close
 
 
 def closed_port():
@@ -167,6 +167,42 @@ def test_success_path_writes_no_error_log_line(gateway_factory, upstream_factory
         assert get(gw)[0] == 200
     access_lines(gw, 5)
     assert gw.error_log() == before
+
+
+def test_truncated_body_logged_at_warn(gateway_factory, tmp_path):
+    """A destination that closes mid-body: the client sees a cut response, the error log says
+    so (nginx's "while reading upstream"), the access log says upstream_reset."""
+    def script(sock, head):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    up = Scripted(script)
+    try:
+        gw = gateway_factory(proxy_cfg(tmp_path, [up.port]))
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(b"GET /cut HTTP/1.1\r\nHost: h\r\nX-Request-Id: cut-1\r\n\r\n")
+        resp = recv_until_close(s)
+        s.close()
+        assert resp.startswith(b"HTTP/1.1 200") and resp.endswith(b"x" * 10)
+        line = wait_log(gw, "cut-1")
+        assert re.search(r"\[warn\].*upstream prematurely closed connection while reading "
+                         r"upstream" + context(gw, "/cut", up.port, "cut-1", host="h")
+                         + r", attempt: 1; response truncated", line), line
+        e = access_lines(gw, 1)[-1]
+        assert e["termination"] == "upstream_reset" and e["requestId"] == "cut-1"
+    finally:
+        up.close()
+
+
+def test_json_error_log_line(gateway_factory, tmp_path):
+    """With "format": "json" the failure is one JSON object whose msg is the same text."""
+    dead = closed_port()
+    gw = gateway_factory(proxy_cfg(tmp_path, [dead], log={"format": "json"}))
+    st, rid, _ = get(gw, "/j%22q", headers={"Host": "json.test"})
+    assert st == 502
+    line = wait_log(gw, re.escape(rid))
+    doc = json.loads(line)
+    assert doc["level"] == "warn" and doc["role"].startswith("worker")
+    assert doc["msg"].startswith("connect() failed (111: Connection refused) while connecting")
+    assert 'request: "GET /j%22q HTTP/1.1"' in doc["msg"] and 'host: "json.test"' in doc["msg"]
 
 
 # ---- access log fields ----
