@@ -205,9 +205,9 @@ static int load_access_fields(fg_config_ctx_t *c, const json_t *o, uint64_t *out
 
 static int load_log(fg_config_ctx_t *c, const json_t *root)
 {
-    static const char *const keys[] = {"errorLog",        "level",          "format", "accessLog",
-                                       "accessLogBuffer", "accessLogFlush", "accessLogFields",
-                                       NULL};
+    static const char *const keys[] = {
+        "errorLog",        "level",          "format",          "accessLog",
+        "accessLogBuffer", "accessLogFlush", "accessLogFields", NULL};
     static const char *const levels[] = {"error", "warn", "notice", "info", "debug", NULL};
     static const char *const formats[] = {"text", "json", NULL};
     fg_log_config_t *lc = &c->cfg->log;

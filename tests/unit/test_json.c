@@ -30,9 +30,11 @@ static void test_utf8_passes_through(void **state)
 static void test_invalid_utf8_escaped(void **state)
 {
     char out[64];
-    const char *in = "a\x80" "b\xc3\xc0\xaf\xed\xa0\x80\xf0\x9f\x98\x80";
+    const char *in = "a\x80"
+                     "b\xc3\xc0\xaf\xed\xa0\x80\xf0\x9f\x98\x80";
     size_t n = fg_json_escape(out, sizeof(out), in, strlen(in));
-    const char *want = "a\\u0080" "b\\u00c3\\u00c0\\u00af\\u00ed\\u00a0\\u0080\xf0\x9f\x98\x80";
+    const char *want = "a\\u0080"
+                       "b\\u00c3\\u00c0\\u00af\\u00ed\\u00a0\\u0080\xf0\x9f\x98\x80";
     assert_int_equal(n, strlen(want));
     assert_memory_equal(out, want, n);
     n = fg_json_escape(out, 3, "\xf0\x9f\x98\x80", 4);
