@@ -70,6 +70,7 @@ static void begin_close(fg_http1_conn_t *h);
 static void on_read(fg_conn_t *c, void *arg);
 static void on_drain(fg_conn_t *c, void *arg);
 static void on_event(fg_conn_t *c, void *arg, int what);
+static void fill_client(fg_http1_conn_t *h);
 
 static const fg_conn_cbs_t conn_cbs = {on_read, on_drain, on_event};
 
@@ -635,6 +636,7 @@ static void on_event(fg_conn_t *c, void *arg, int what)
         h->req.method = FG_STR_LIT("GET");
         h->close_after = 1;
         h->in_req = 1;
+        fill_client(h);
         fg_request_error(&h->req, 408, "request_timeout", "request head not received in time");
         return;
     }
@@ -791,13 +793,12 @@ static void keep_parsed(fg_http1_conn_t *h, const fg_http1_head_t *head)
         req->version = head->minor_version == 0 ? 10 : 11;
 }
 
-static void reject(fg_http1_conn_t *h, int status, const char *error, const char *msg)
+/* A request answered before start_request ran (refused or timed-out head) still names its
+ * client and gets a request id, for the logs. */
+static void fill_client(fg_http1_conn_t *h)
 {
     fg_request_t *req = &h->req;
-    req->proto = h;
-    req->pool = h->pool;
-    req->ops = &h1_ops;
-    if (req->client_ip[0] == '\0') { /* refused by the parser: start_request did not run */
+    if (req->client_ip[0] == '\0') {
         req->worker = h->w;
         req->server = h->server;
         req->start_us = fg_request_now_us();
@@ -807,6 +808,15 @@ static void reject(fg_http1_conn_t *h, int status, const char *error, const char
     }
     if (req->request_id[0] == '\0')
         make_request_id(h, req);
+}
+
+static void reject(fg_http1_conn_t *h, int status, const char *error, const char *msg)
+{
+    fg_request_t *req = &h->req;
+    req->proto = h;
+    req->pool = h->pool;
+    req->ops = &h1_ops;
+    fill_client(h);
     if (fg_log_level() >= FG_LOG_INFO) {
         char host[260];
         size_t hl = fg_log_escape_text(host, sizeof(host), req->host.base, req->host.len);

@@ -357,3 +357,41 @@ def test_trusted_proxy_append_adds_the_peer(gateway_factory, upstream_factory, t
     st, _, data = get(gw, headers={"X-Forwarded-For": "203.0.113.9"})
     xff = [v for k, v in json.loads(data)["headers"] if k.lower() == "x-forwarded-for"]
     assert xff == ["203.0.113.9, 127.0.0.1"], xff
+
+
+# ---- termination reasons decided before or without a destination ----
+
+def test_termination_reasons(gateway_factory, upstream_factory, tmp_path):
+    """denied (ACL, matched behind a trusted proxy), no_route, client_aborted, client_timeout:
+    each line says who ended the exchange."""
+    up = upstream_factory()
+    cfg = proxy_cfg(tmp_path, [up.port], log={"accessLogFields": [
+        "client", "clientPort", "path", "status", "termination", "requestId"]})
+    cfg["routes"][0]["match"]["path"] = "/p/{**rest}"
+    cfg["routes"][0]["transforms"] = [{"PathRemovePrefix": "/p"}]
+    cfg["accessControl"] = [{"id": "bad", "type": "blacklist", "entries": ["198.51.100.66"]}]
+    cfg["security"] = {"accessControl": ["bad"]}
+    cfg["servers"][0].update({"clientIpSource": "X-Forwarded-For",
+                              "trustedProxies": ["127.0.0.1"], "timeouts": {"header": "300ms"}})
+    gw = gateway_factory(cfg)
+    assert get(gw, "/p/x", headers={"X-Forwarded-For": "198.51.100.66"})[0] == 403
+    assert get(gw, "/nowhere")[0] == 404
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"GET /p/slow?ms=2000 HTTP/1.1\r\nHost: h\r\n\r\n")
+    time.sleep(0.3)
+    s.close()  # the client leaves before the destination answers
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    slow_port = s.getsockname()[1]
+    s.sendall(b"GET /p/x HTTP/1.1\r\nHost: h\r\n")  # never finished
+    resp = recv_until_close(s)
+    s.close()
+    assert resp.startswith(b"HTTP/1.1 408")
+    lines = access_lines(gw, 4)
+    by_status = {e["status"]: e for e in lines}
+    assert by_status[403]["termination"] == "denied"
+    assert by_status[403]["client"] == "198.51.100.66"
+    assert by_status[404]["termination"] == "no_route"
+    assert by_status[499]["termination"] == "client_aborted"
+    t = by_status[408]
+    assert t["termination"] == "client_timeout" and t["clientPort"] == slow_port
+    assert t["client"] == "127.0.0.1" and re.fullmatch(r"[0-9a-f]{32}", t["requestId"]), t
