@@ -22,7 +22,7 @@ void fg_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 
 /* Copy s[0..len) into out (at most cap bytes) for a text log line: printable ASCII except '"'
  * and '\\' as is, every other byte as \xHH, so that a client's bytes can neither forge a line
- * nor break the quoting (nginx does the same). Stops before an escape that would not fit whole.
+ * nor break the quoting. Stops before an escape that would not fit whole.
  * Returns the bytes written. */
 size_t fg_log_escape_text(char *out, size_t cap, const char *s, size_t len);
 
