@@ -168,10 +168,46 @@ static int load_path(fg_config_ctx_t *c, const json_t *obj, const char *key, cha
     return rc;
 }
 
+/* log.accessLogFields: the names of common/log.h, each once, in any order (lines keep
+ * the documented order). Absent: *out stays 0, the default set. */
+static int load_access_fields(fg_config_ctx_t *c, const json_t *o, uint64_t *out)
+{
+    json_t *arr = NULL, *v;
+    size_t i;
+    if (fg_config_get_array(c, o, "accessLogFields", &arr) < 0)
+        return -1;
+    if (arr == NULL)
+        return 0;
+    if (json_array_size(arr) == 0)
+        return fg_config_fail(c, "accessLogFields", "must name at least one field");
+    size_t mark = fg_config_push_key(c, "accessLogFields");
+    int rc = 0;
+    json_array_foreach(arr, i, v)
+    {
+        size_t m = fg_config_push_index(c, i);
+        int f = json_is_string(v) ? fg_log_access_field(json_string_value(v)) : -1;
+        if (!json_is_string(v))
+            rc = fg_config_fail(c, NULL, "expected a field name, got %s", fg_config_type_name(v));
+        else if (f < 0)
+            rc = fg_config_fail(c, NULL, "unknown access log field \"%s\" (see docs/logging.md)",
+                                json_string_value(v));
+        else if (*out & FG_AL_BIT(f))
+            rc = fg_config_fail(c, NULL, "field \"%s\" listed twice", json_string_value(v));
+        else
+            *out |= FG_AL_BIT(f);
+        fg_config_pop(c, m);
+        if (rc < 0)
+            break;
+    }
+    fg_config_pop(c, mark);
+    return rc;
+}
+
 static int load_log(fg_config_ctx_t *c, const json_t *root)
 {
-    static const char *const keys[] = {"errorLog",        "level",          "format", "accessLog",
-                                       "accessLogBuffer", "accessLogFlush", NULL};
+    static const char *const keys[] = {
+        "errorLog",        "level",          "format",          "accessLog",
+        "accessLogBuffer", "accessLogFlush", "accessLogFields", NULL};
     static const char *const levels[] = {"error", "warn", "notice", "info", "debug", NULL};
     static const char *const formats[] = {"text", "json", NULL};
     fg_log_config_t *lc = &c->cfg->log;
@@ -209,7 +245,8 @@ static int load_log(fg_config_ctx_t *c, const json_t *root)
         goto out;
     }
     lc->access_buffer = (size_t)n;
-    if (fg_config_get_duration(c, o, "accessLogFlush", &lc->access_flush_ms) < 0)
+    if (fg_config_get_duration(c, o, "accessLogFlush", &lc->access_flush_ms) < 0 ||
+        load_access_fields(c, o, &lc->access_fields) < 0)
         goto out;
     rc = 0;
 out:

@@ -362,6 +362,7 @@ typedef struct {
     char *access_path;        /* NULL = off */
     size_t access_buffer;     /* default 64k */
     uint64_t access_flush_ms; /* default 1 s */
+    uint64_t access_fields;   /* accessLogFields: FG_AL_BIT()s of common/log.h; 0 = default */
 } fg_log_config_t;
 
 typedef struct {

@@ -452,8 +452,14 @@ static int request_framing(fg_http1_head_t *h, const struct framing *f)
     if (f->te_codings) {
         if (h->minor_version == 0 || f->cl >= 0)
             return FG_HTTP1_ERR_BAD;
+        /* RFC 9112 6.3: chunked must be the final coding, applied once, or the length is
+         * unknowable (400). Any other coding before it is one we do not decode, and a server
+         * answers a coding it does not understand with 501 (RFC 9112 6.1); forwarding the body
+         * without it would hand the destination something other than what the client sent. */
         if (f->chunked_seen != 1 || !f->last_chunked)
             return FG_HTTP1_ERR_BAD;
+        if (f->te_codings != 1)
+            return FG_HTTP1_ERR_NOT_IMPLEMENTED;
         h->te_present = 1;
         h->chunked = 1;
     } else {

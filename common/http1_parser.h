@@ -62,7 +62,8 @@ typedef struct {
  * Rejected (FG_HTTP1_ERR_BAD): bare LF line endings, whitespace before a colon, obs-fold,
  * NUL/CR/LF in values, invalid tokens, both Content-Length and Transfer-Encoding, differing
  * Content-Length values, invalid Content-Length, a Transfer-Encoding whose final coding is not
- * chunked, missing Host in HTTP/1.1, more than one Host. */
+ * chunked, missing Host in HTTP/1.1, more than one Host. A Transfer-Encoding with any coding
+ * besides one final chunked ("gzip, chunked") is FG_HTTP1_ERR_NOT_IMPLEMENTED (501). */
 int fg_http1_parse_request(const char *buf, size_t len, const fg_http1_limits_t *lim,
                            fg_http1_head_t *head);
 

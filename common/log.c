@@ -92,6 +92,72 @@ void fg_log_set_role(const char *role)
     snprintf(log_role, sizeof(log_role), "%s", role);
 }
 
+size_t fg_log_escape_text(char *out, size_t cap, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            if (n + 1 > cap)
+                break;
+            out[n++] = (char)c;
+            continue;
+        }
+        if (n + 4 > cap)
+            break;
+        out[n++] = '\\';
+        out[n++] = 'x';
+        out[n++] = hex[c >> 4];
+        out[n++] = hex[c & 15];
+    }
+    return n;
+}
+
+static const char *const access_fields[FG_AL_COUNT] = {
+    [FG_AL_TIME] = "time",
+    [FG_AL_CLIENT] = "client",
+    [FG_AL_CLIENT_PORT] = "clientPort",
+    [FG_AL_PEER] = "peer",
+    [FG_AL_METHOD] = "method",
+    [FG_AL_HOST] = "host",
+    [FG_AL_PATH] = "path",
+    [FG_AL_QUERY] = "query",
+    [FG_AL_PROTOCOL] = "protocol",
+    [FG_AL_STATUS] = "status",
+    [FG_AL_BYTES_IN] = "bytesIn",
+    [FG_AL_BYTES_OUT] = "bytesOut",
+    [FG_AL_DURATION] = "duration",
+    [FG_AL_USER_AGENT] = "userAgent",
+    [FG_AL_REFERER] = "referer",
+    [FG_AL_UPSTREAM] = "upstream",
+    [FG_AL_UPSTREAM_STATUS] = "upstreamStatus",
+    [FG_AL_ATTEMPTS] = "attempts",
+    [FG_AL_CONNECT_TIME] = "upstreamConnectTime",
+    [FG_AL_FIRST_BYTE_TIME] = "upstreamFirstByteTime",
+    [FG_AL_UPSTREAM_TIME] = "upstreamTime",
+    [FG_AL_ROUTE] = "route",
+    [FG_AL_TENANT] = "tenant",
+    [FG_AL_METADATA] = "metadata",
+    [FG_AL_CLUSTER] = "cluster",
+    [FG_AL_ERROR] = "error",
+    [FG_AL_TERMINATION] = "termination",
+    [FG_AL_REQUEST_ID] = "requestId",
+};
+
+int fg_log_access_field(const char *name)
+{
+    for (int i = 0; i < FG_AL_COUNT; i++)
+        if (strcmp(name, access_fields[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *fg_log_access_field_name(int f)
+{
+    return f >= 0 && f < FG_AL_COUNT ? access_fields[f] : "";
+}
+
 void fg_log(int level, const char *fmt, ...)
 {
     if (level > log_level)

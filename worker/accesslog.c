@@ -13,6 +13,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "worker/upstream.h"
 
 struct fg_accesslog_s {
     const fg_log_config_t *cfg;
@@ -120,94 +121,277 @@ static const char *timestamp(fg_accesslog_t *l, int *ms)
     return l->ts;
 }
 
-#define ADD_LIT(s)                                                                                 \
-    do {                                                                                           \
-        if (n + sizeof(s) >= cap)                                                                  \
-            return;                                                                                \
-        memcpy(b + n, s, sizeof(s) - 1);                                                           \
-        n += sizeof(s) - 1;                                                                        \
-    } while (0)
-/* A value longer than the line's room is cut (still valid JSON); 512 bytes stay for the rest. */
-#define ADD_STR(p, len)                                                                            \
-    do {                                                                                           \
-        if (n + 512 >= cap)                                                                        \
-            return;                                                                                \
-        n += fg_json_escape(b + n, cap - n - 512, (p), (len));                                     \
-    } while (0)
-#define ADD_FMT(...)                                                                               \
-    do {                                                                                           \
-        int k_ = snprintf(b + n, cap - n, __VA_ARGS__);                                            \
-        if (k_ < 0 || (size_t)k_ >= cap - n)                                                       \
-            return;                                                                                \
-        n += (size_t)k_;                                                                           \
-    } while (0)
+/* One line under construction, inside the log buffer: b[0..n) of at most cap bytes. A
+ * literal or number that does not fit sets `full` and the line is dropped; string values are
+ * cut first (still valid JSON), keeping LINE_RESERVE bytes for what follows them. */
+typedef struct {
+    char *b;
+    size_t n, cap;
+    int full;
+    int first;
+} line_t;
 
-static void format_line(fg_accesslog_t *l, const fg_request_t *r, char *b, size_t cap, size_t *out)
+#define LINE_MAX_BYTES (16 * 1024)
+#define LINE_RESERVE 512
+#define VALUE_MAX 4096 /* escaped bytes of one string value */
+
+static void lit(line_t *l, const char *s, size_t len)
 {
-    size_t n = 0;
-    int ms;
-    const char *ts = timestamp(l, &ms);
-    uint64_t now = fg_request_now_us();
-    double dur = r->start_us ? (double)(now - r->start_us) / 1000.0 : 0.0;
-    ADD_FMT("{\"time\":\"%s.%03dZ\",\"client\":\"%s\",\"method\":\"", ts, ms, r->client_ip);
-    ADD_STR(r->method.base, r->method.len);
-    ADD_LIT("\",\"host\":\"");
-    ADD_STR(r->host.base, r->host.len);
-    ADD_LIT("\",\"path\":\"");
-    ADD_STR(r->path.base ? r->path.base : r->target.base,
-            r->path.base ? r->path.len : r->target.len);
-    if (r->query.len) {
-        ADD_LIT("\",\"query\":\"");
-        ADD_STR(r->query.base, r->query.len);
+    if (l->full || l->n + len >= l->cap) {
+        l->full = 1;
+        return;
     }
-    ADD_FMT("\",\"status\":%d,\"bytesIn\":%llu,\"bytesOut\":%llu,\"duration\":%.3f", r->status,
-            (unsigned long long)(r->head_bytes + r->body_bytes), (unsigned long long)r->bytes_out,
-            dur);
-    if (r->upstream_addr)
-        ADD_FMT(",\"upstream\":\"%s\",\"upstreamTime\":%.3f", r->upstream_addr,
-                (double)r->upstream_us / 1000.0);
-    if (r->route) {
-        ADD_LIT(",\"route\":\"");
-        ADD_STR(r->route->id, strlen(r->route->id));
-        ADD_LIT("\"");
+    memcpy(l->b + l->n, s, len);
+    l->n += len;
+}
+#define LIT(l, s) lit((l), (s), sizeof(s) - 1)
+
+static void esc(line_t *l, const char *s, size_t len)
+{
+    if (l->full || l->n + LINE_RESERVE >= l->cap) {
+        l->full = 1;
+        return;
     }
-    if (r->tenant.len) {
-        ADD_LIT(",\"tenant\":\"");
-        ADD_STR(r->tenant.base, r->tenant.len);
-        ADD_LIT("\"");
-    }
-    if (r->route && r->route->nmetadata) {
-        ADD_LIT(",\"metadata\":{");
-        for (size_t i = 0; i < r->route->nmetadata; i++) {
-            const fg_header_kv_t *kv = &r->route->metadata[i];
-            ADD_LIT("\"");
-            ADD_STR(kv->name, strlen(kv->name));
-            ADD_LIT("\":\"");
-            ADD_STR(kv->value, strlen(kv->value));
-            ADD_LIT("\"");
-            if (i + 1 < r->route->nmetadata)
-                ADD_LIT(",");
+    size_t room = l->cap - l->n - LINE_RESERVE;
+    l->n += fg_json_escape(l->b + l->n, room < VALUE_MAX ? room : VALUE_MAX, s, len);
+}
+
+static void u64(line_t *l, uint64_t v)
+{
+    char tmp[24];
+    lit(l, tmp, (size_t)(fg_put_u64(tmp, v) - tmp));
+}
+
+/* Microseconds as milliseconds with three decimals ("12.345"). */
+static void ms(line_t *l, uint64_t us)
+{
+    char tmp[32], *w = fg_put_u64(tmp, us / 1000);
+    unsigned frac = (unsigned)(us % 1000);
+    *w++ = '.';
+    *w++ = (char)('0' + frac / 100);
+    *w++ = (char)('0' + frac / 10 % 10);
+    *w++ = (char)('0' + frac % 10);
+    lit(l, tmp, (size_t)(w - tmp));
+}
+
+/* ,"name": (the first key has no comma) */
+static void key(line_t *l, int f)
+{
+    const char *name = fg_log_access_field_name(f);
+    if (!l->first)
+        LIT(l, ",");
+    l->first = 0;
+    LIT(l, "\"");
+    lit(l, name, strlen(name));
+    LIT(l, "\":");
+}
+
+static void str_field(line_t *l, int f, const char *s, size_t len)
+{
+    key(l, f);
+    LIT(l, "\"");
+    esc(l, s, len);
+    LIT(l, "\"");
+}
+
+/* The termination reason (docs/logging.md): what the handler recorded, else what the answer
+ * tells. */
+static const char *termination(const fg_request_t *r)
+{
+    static const struct {
+        const char *error, *reason;
+    } by_error[] = {
+        {"client_closed", "client_aborted"},     {"request_timeout", "client_timeout"},
+        {"bad_request", "bad_request"},          {"uri_too_long", "bad_request"},
+        {"headers_too_large", "bad_request"},    {"version_not_supported", "bad_request"},
+        {"not_implemented", "bad_request"},      {"not_found", "no_route"},
+        {"payload_too_large", "too_large"},      {"service_unavailable", "no_destination"},
+        {"gateway_timeout", "upstream_timeout"}, {"bad_gateway", "upstream_reset"},
+    };
+    if (r->termination)
+        return r->termination;
+    if (r->security_denied)
+        return r->status == 429 ? "rate_limited" : "denied";
+    if (r->error == NULL)
+        return "ok";
+    for (size_t i = 0; i < sizeof(by_error) / sizeof(by_error[0]); i++)
+        if (strcmp(r->error, by_error[i].error) == 0)
+            return by_error[i].reason;
+    return "gateway_error";
+}
+
+static void header_field(line_t *l, int f, const fg_request_t *r, fg_str_t name)
+{
+    const fg_http_header_t *h = r->headers ? fg_request_header(r, name) : NULL;
+    if (h)
+        str_field(l, f, h->value.base, h->value.len);
+}
+
+static void upstream_lists(line_t *l, uint64_t want, const fg_request_t *r)
+{
+    size_t n = r->attempts < FG_MAX_TRIES ? r->attempts : FG_MAX_TRIES;
+    if (want & FG_AL_BIT(FG_AL_UPSTREAM)) {
+        key(l, FG_AL_UPSTREAM);
+        LIT(l, "\"");
+        for (size_t i = 0; i < n; i++) {
+            char a[64];
+            size_t al = fg_upstream_addr_text(r->tries[i].dest, a, sizeof(a));
+            if (i)
+                LIT(l, ", ");
+            lit(l, a, al);
         }
-        ADD_LIT("}");
+        LIT(l, "\"");
     }
-    if (r->cluster_id) {
-        ADD_LIT(",\"cluster\":\"");
-        ADD_STR(r->cluster_id, strlen(r->cluster_id));
-        ADD_LIT("\"");
+    if (want & FG_AL_BIT(FG_AL_UPSTREAM_STATUS)) {
+        key(l, FG_AL_UPSTREAM_STATUS);
+        LIT(l, "\"");
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                LIT(l, ", ");
+            if (r->tries[i].status)
+                u64(l, (uint64_t)r->tries[i].status);
+            else
+                LIT(l, "-");
+        }
+        LIT(l, "\"");
     }
-    if (r->error)
-        ADD_FMT(",\"error\":\"%s\"", r->error);
-    ADD_FMT(",\"requestId\":\"%s\"}\n", r->request_id);
-    *out = n;
+    if (want & FG_AL_BIT(FG_AL_ATTEMPTS)) {
+        key(l, FG_AL_ATTEMPTS);
+        u64(l, r->attempts);
+    }
+    if (want & FG_AL_BIT(FG_AL_CONNECT_TIME)) {
+        key(l, FG_AL_CONNECT_TIME);
+        ms(l, r->upstream_connect_us);
+    }
+    if ((want & FG_AL_BIT(FG_AL_FIRST_BYTE_TIME)) && r->upstream_first_us) {
+        key(l, FG_AL_FIRST_BYTE_TIME);
+        ms(l, r->upstream_first_us);
+    }
+    if (want & FG_AL_BIT(FG_AL_UPSTREAM_TIME)) {
+        key(l, FG_AL_UPSTREAM_TIME);
+        ms(l, r->upstream_us);
+    }
+}
+
+static void metadata(line_t *l, const fg_route_t *route)
+{
+    key(l, FG_AL_METADATA);
+    LIT(l, "{");
+    for (size_t i = 0; i < route->nmetadata; i++) {
+        const fg_header_kv_t *kv = &route->metadata[i];
+        if (i)
+            LIT(l, ",");
+        LIT(l, "\"");
+        esc(l, kv->name, strlen(kv->name));
+        LIT(l, "\":\"");
+        esc(l, kv->value, strlen(kv->value));
+        LIT(l, "\"");
+    }
+    LIT(l, "}");
+}
+
+/* The client side of the line: who asked what. */
+static void request_part(fg_accesslog_t *al, line_t *l, uint64_t want, const fg_request_t *r)
+{
+    if (want & FG_AL_BIT(FG_AL_TIME)) {
+        int msec;
+        const char *ts = timestamp(al, &msec);
+        char frac[5] = {'.', (char)('0' + msec / 100), (char)('0' + msec / 10 % 10),
+                        (char)('0' + msec % 10), 'Z'};
+        key(l, FG_AL_TIME);
+        LIT(l, "\"");
+        lit(l, ts, strlen(ts));
+        lit(l, frac, sizeof(frac));
+        LIT(l, "\"");
+    }
+    if (want & FG_AL_BIT(FG_AL_CLIENT))
+        str_field(l, FG_AL_CLIENT, r->client_ip, strlen(r->client_ip));
+    if (want & FG_AL_BIT(FG_AL_CLIENT_PORT)) {
+        key(l, FG_AL_CLIENT_PORT);
+        u64(l, r->client_port);
+    }
+    if ((want & FG_AL_BIT(FG_AL_PEER)) && r->peer_ip[0])
+        str_field(l, FG_AL_PEER, r->peer_ip, strlen(r->peer_ip));
+    if (want & FG_AL_BIT(FG_AL_METHOD))
+        str_field(l, FG_AL_METHOD, r->method.base, r->method.len);
+    if (want & FG_AL_BIT(FG_AL_HOST))
+        str_field(l, FG_AL_HOST, r->host.base, r->host.len);
+    if (want & FG_AL_BIT(FG_AL_PATH)) {
+        fg_str_t p = r->path.base ? r->path : r->target;
+        str_field(l, FG_AL_PATH, p.base, p.len);
+    }
+    if ((want & FG_AL_BIT(FG_AL_QUERY)) && r->query.len)
+        str_field(l, FG_AL_QUERY, r->query.base, r->query.len);
+    if (want & FG_AL_BIT(FG_AL_PROTOCOL)) {
+        key(l, FG_AL_PROTOCOL);
+        if (r->version == 20)
+            LIT(l, "\"HTTP/2\"");
+        else if (r->version == 10)
+            LIT(l, "\"HTTP/1.0\"");
+        else
+            LIT(l, "\"HTTP/1.1\"");
+    }
+}
+
+static void format_line(fg_accesslog_t *al, const fg_request_t *r, line_t *l)
+{
+    uint64_t want = al->cfg->access_fields ? al->cfg->access_fields : FG_AL_DEFAULT;
+    LIT(l, "{");
+    request_part(al, l, want, r);
+    if (want & FG_AL_BIT(FG_AL_STATUS)) {
+        key(l, FG_AL_STATUS);
+        u64(l, (uint64_t)(r->status > 0 ? r->status : 0));
+    }
+    if (want & FG_AL_BIT(FG_AL_BYTES_IN)) {
+        key(l, FG_AL_BYTES_IN);
+        u64(l, r->head_bytes + r->body_bytes);
+    }
+    if (want & FG_AL_BIT(FG_AL_BYTES_OUT)) {
+        key(l, FG_AL_BYTES_OUT);
+        u64(l, r->bytes_out);
+    }
+    if (want & FG_AL_BIT(FG_AL_DURATION)) {
+        key(l, FG_AL_DURATION);
+        ms(l, r->start_us ? fg_request_now_us() - r->start_us : 0);
+    }
+    if (want & FG_AL_BIT(FG_AL_USER_AGENT))
+        header_field(l, FG_AL_USER_AGENT, r, FG_STR_LIT("User-Agent"));
+    if (want & FG_AL_BIT(FG_AL_REFERER))
+        header_field(l, FG_AL_REFERER, r, FG_STR_LIT("Referer"));
+    if (r->attempts)
+        upstream_lists(l, want, r);
+    if ((want & FG_AL_BIT(FG_AL_ROUTE)) && r->route)
+        str_field(l, FG_AL_ROUTE, r->route->id, strlen(r->route->id));
+    if ((want & FG_AL_BIT(FG_AL_TENANT)) && r->tenant.len)
+        str_field(l, FG_AL_TENANT, r->tenant.base, r->tenant.len);
+    if ((want & FG_AL_BIT(FG_AL_METADATA)) && r->route && r->route->nmetadata)
+        metadata(l, r->route);
+    if ((want & FG_AL_BIT(FG_AL_CLUSTER)) && r->cluster_id)
+        str_field(l, FG_AL_CLUSTER, r->cluster_id, strlen(r->cluster_id));
+    if ((want & FG_AL_BIT(FG_AL_ERROR)) && r->error)
+        str_field(l, FG_AL_ERROR, r->error, strlen(r->error));
+    if (want & FG_AL_BIT(FG_AL_TERMINATION)) {
+        const char *t = termination(r);
+        str_field(l, FG_AL_TERMINATION, t, strlen(t));
+    }
+    if (want & FG_AL_BIT(FG_AL_REQUEST_ID))
+        str_field(l, FG_AL_REQUEST_ID, r->request_id, strlen(r->request_id));
+    LIT(l, "}\n");
 }
 
 void fg_accesslog_write(fg_accesslog_t *l, const fg_request_t *req)
 {
     if (l == NULL)
         return;
-    if (l->cap - l->len < 4096)
+    size_t line_max = l->cap < LINE_MAX_BYTES ? l->cap : LINE_MAX_BYTES;
+    if (l->cap - l->len < line_max)
         fg_accesslog_flush(l);
-    size_t n = 0;
-    format_line(l, req, l->buf + l->len, l->cap - l->len, &n);
-    l->len += n;
+    line_t line = {l->buf + l->len, 0, line_max, 0, 1};
+    format_line(l, req, &line);
+    if (line.full) {
+        fg_log_warn("access log: a line of request %s exceeds %zu bytes, not logged",
+                    req->request_id, line_max);
+        return;
+    }
+    l->len += line.n;
 }

@@ -77,3 +77,13 @@ int fg_clientip_resolve(const fg_request_t *req, int source, const fg_iprange_se
         *out = ip;
     return 0;
 }
+
+void fg_clientip_apply(fg_request_t *req, const fg_ip_t *ip)
+{
+    fg_ip_t peer;
+    if (fg_ip_from_sockaddr((const struct sockaddr *)&req->client_addr, &peer) < 0 ||
+        fg_ip_cmp(&peer, ip) == 0)
+        return;
+    memcpy(req->peer_ip, req->client_ip, sizeof(req->peer_ip));
+    fg_ip_format(ip, req->client_ip, sizeof(req->client_ip));
+}

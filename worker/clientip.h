@@ -16,4 +16,8 @@
 int fg_clientip_resolve(const fg_request_t *req, int source, const fg_iprange_set_t *trusted,
                         fg_ip_t *out);
 
+/* Record the resolved client `ip` on req for the logs and the forwarded headers: when it is not
+ * the TCP peer, req->client_ip becomes its text and req->peer_ip keeps the peer's. */
+void fg_clientip_apply(fg_request_t *req, const fg_ip_t *ip);
+
 #endif

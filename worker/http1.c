@@ -70,6 +70,7 @@ static void begin_close(fg_http1_conn_t *h);
 static void on_read(fg_conn_t *c, void *arg);
 static void on_drain(fg_conn_t *c, void *arg);
 static void on_event(fg_conn_t *c, void *arg, int what);
+static void fill_client(fg_http1_conn_t *h);
 
 static const fg_conn_cbs_t conn_cbs = {on_read, on_drain, on_event};
 
@@ -635,6 +636,7 @@ static void on_event(fg_conn_t *c, void *arg, int what)
         h->req.method = FG_STR_LIT("GET");
         h->close_after = 1;
         h->in_req = 1;
+        fill_client(h);
         fg_request_error(&h->req, 408, "request_timeout", "request head not received in time");
         return;
     }
@@ -772,12 +774,57 @@ static int adopt_head(fg_http1_conn_t *h, const char *raw, size_t len, fg_http1_
     return 0;
 }
 
+/* A head the parser refused still names its client, and what was parsed of it before the
+ * error (method, target, Host), for the logs. Copied: the input is drained before the answer. */
+static void keep_parsed(fg_http1_conn_t *h, const fg_http1_head_t *head)
+{
+    fg_request_t *req = &h->req;
+    const fg_str_t *from[3] = {&head->method, &head->target, &head->host};
+    fg_str_t *to[3] = {&req->method, &req->target, &req->host};
+    for (int i = 0; i < 3; i++) {
+        size_t n = from[i]->len < 1024 ? from[i]->len : 1024;
+        char *copy = n ? fg_pool_alloc(h->pool, n) : NULL;
+        if (copy != NULL) {
+            memcpy(copy, from[i]->base, n);
+            *to[i] = (fg_str_t){copy, n};
+        }
+    }
+    if (head->method.len)
+        req->version = head->minor_version == 0 ? 10 : 11;
+}
+
+/* A request answered before start_request ran (refused or timed-out head) still names its
+ * client and gets a request id, for the logs. */
+static void fill_client(fg_http1_conn_t *h)
+{
+    fg_request_t *req = &h->req;
+    if (req->client_ip[0] == '\0') {
+        req->worker = h->w;
+        req->server = h->server;
+        req->start_us = fg_request_now_us();
+        req->client_addr = h->peer;
+        memcpy(req->client_ip, h->peer_ip, sizeof(req->client_ip));
+        req->client_port = h->peer_port;
+    }
+    if (req->request_id[0] == '\0')
+        make_request_id(h, req);
+}
+
 static void reject(fg_http1_conn_t *h, int status, const char *error, const char *msg)
 {
     fg_request_t *req = &h->req;
     req->proto = h;
     req->pool = h->pool;
     req->ops = &h1_ops;
+    fill_client(h);
+    if (fg_log_level() >= FG_LOG_INFO) {
+        char host[260];
+        size_t hl = fg_log_escape_text(host, sizeof(host), req->host.base, req->host.len);
+        fg_log_info("client sent an invalid request (%d: %s), client: %s:%u, server: %s, "
+                    "host: \"%.*s\", request_id: %s",
+                    status, msg, req->client_ip, (unsigned)req->client_port, h->server->id, (int)hl,
+                    host, req->request_id);
+    }
     if (req->version == 0)
         req->version = 11;
     if (req->method.base == NULL)
@@ -1020,6 +1067,7 @@ static void process(fg_http1_conn_t *h)
         if (r < 0) {
             const char *error, *msg;
             int status = head_error_status(r, &error, &msg);
+            keep_parsed(h, &head);
             evbuffer_drain(in, avail);
             reject(h, status, error, msg);
             break;

@@ -31,7 +31,6 @@ typedef struct {
     int64_t resp_left;
     fg_http1_chunked_t dec;
     uint64_t sent_at;
-    char addr[64];
     unsigned req_chunked : 1; /* request body re-framed as chunked upstream */
     unsigned req_sent : 1;    /* whole request (head and body) is in the upstream output */
     unsigned body_moved : 1;  /* some body bytes left req->body for the upstream */
@@ -56,7 +55,25 @@ typedef struct {
     fg_str_t aff_key;      /* affinity key forwarded upstream (keySource tenant) */
     unsigned aff_set : 1;  /* bind the client to the chosen destination in the response */
     unsigned answered : 1; /* passive health already counted this exchange's answer */
+    /* the current attempt's failure, for the error log (log_attempt) and the access log */
+    int fail_kind;  /* F_* */
+    int fail_err;   /* errno of it, 0 when none */
+    int fail_state; /* p->state when it failed */
+    unsigned fail_logged : 1;
+    uint64_t connect_at; /* when the connect of a fresh connection started */
 } proxy_t;
+
+/* How an attempt failed. */
+enum {
+    F_NONE = 0,
+    F_CONNECT,
+    F_CONNECT_TIMEOUT,
+    F_SEND_TIMEOUT,
+    F_READ_TIMEOUT,
+    F_EOF,
+    F_RESET,
+    F_INVALID
+};
 
 enum { P_CONNECTING = 1, P_WAIT_HEAD, P_BODY, P_DONE };
 enum { R_NONE = 0, R_LENGTH, R_CHUNKED, R_CLOSE };
@@ -136,17 +153,132 @@ static int build_head(proxy_t *p)
     w = put(w, FG_STR_LIT("\r\n"));
     p->head = buf;
     p->head_len = (size_t)(w - buf);
-    /* The upstream exchange is named in the access log. */
-    const struct sockaddr *sa = (const struct sockaddr *)&d->addr;
-    char ip[INET6_ADDRSTRLEN] = "";
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
-    snprintf(p->addr, sizeof(p->addr), sa->sa_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip,
-             (unsigned)d->port);
-    req->upstream_addr = p->addr;
     return 0;
+}
+
+/* ---- attempts, for the logs ---- */
+
+/* A new attempt at destination p->di: counted, and named in the access log's lists. */
+static void begin_attempt(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    if (req->attempts < FG_MAX_TRIES) {
+        req->tries[req->attempts].dest = &p->cl->destinations[p->di];
+        req->tries[req->attempts].status = 0;
+    }
+    if (req->attempts < 255)
+        req->attempts++;
+    p->fail_kind = F_NONE;
+    p->fail_err = 0;
+    p->fail_logged = 0;
+}
+
+static void attempt_status(proxy_t *p, int status)
+{
+    fg_request_t *req = p->req;
+    if (req->attempts > 0 && req->attempts <= FG_MAX_TRIES)
+        req->tries[req->attempts - 1].status = status;
+}
+
+static const char *termination_of(int kind, int err)
+{
+    switch (kind) {
+    case F_CONNECT:
+        return "upstream_refused";
+    case F_CONNECT_TIMEOUT:
+        return "upstream_connect_timeout";
+    case F_SEND_TIMEOUT:
+    case F_READ_TIMEOUT:
+        return "upstream_timeout";
+    case F_INVALID:
+        return "upstream_invalid";
+    default:
+        return "upstream_reset";
+    }
+}
+
+/* The current attempt failed: remember how, for log_attempt and the access log. */
+static void set_fail(proxy_t *p, int kind, int err)
+{
+    p->fail_kind = kind;
+    p->fail_err = err;
+    p->fail_state = p->state;
+    int timeout = kind == F_CONNECT_TIMEOUT || kind == F_SEND_TIMEOUT || kind == F_READ_TIMEOUT;
+    attempt_status(p, timeout ? 504 : 502);
+    p->req->termination = termination_of(kind, err);
+}
+
+/* "connect() failed (111: Connection refused)" and "while connecting to upstream", in the
+ * words nginx uses, so that operators' searches and alerts carry over. */
+static void describe_fail(const proxy_t *p, char *what, size_t wl, const char **phase)
+{
+    int e = p->fail_err;
+    *phase = p->fail_state == P_CONNECTING     ? "connecting to upstream"
+             : p->fail_state == P_BODY         ? "reading upstream"
+             : p->write_failed || !p->req_sent ? "sending request to upstream"
+                                               : "reading response header from upstream";
+    switch (p->fail_kind) {
+    case F_CONNECT:
+        snprintf(what, wl, "connect() failed (%d: %s)", e, strerror(e));
+        break;
+    case F_CONNECT_TIMEOUT:
+    case F_SEND_TIMEOUT:
+    case F_READ_TIMEOUT:
+        snprintf(what, wl, "upstream timed out (%d: %s)", ETIMEDOUT, strerror(ETIMEDOUT));
+        break;
+    case F_EOF:
+        snprintf(what, wl, "upstream prematurely closed connection");
+        break;
+    case F_RESET:
+        snprintf(what, wl, "%s() failed (%d: %s)", p->write_failed ? "send" : "recv", e,
+                 strerror(e));
+        break;
+    default:
+        snprintf(what, wl, "upstream sent an invalid response");
+        break;
+    }
+}
+
+/* The target sent upstream: the request line of the serialised head. */
+static fg_str_t upstream_target(const proxy_t *p)
+{
+    const char *sp = p->head ? memchr(p->head, ' ', p->head_len) : NULL;
+    if (sp == NULL)
+        return FG_STR_LIT("");
+    const char *end = memchr(sp + 1, ' ', p->head_len - (size_t)(sp + 1 - p->head));
+    return end ? (fg_str_t){sp + 1, (size_t)(end - sp - 1)} : FG_STR_LIT("");
+}
+
+/* Write the current attempt's failure to the error log at warn, once, with what happens next
+ * (`then`). Formats only here: the success path never comes through. */
+static void log_attempt(proxy_t *p, const char *then)
+{
+    if (p->fail_kind == F_NONE || p->fail_logged)
+        return;
+    p->fail_logged = 1;
+    if (fg_log_level() < FG_LOG_WARN)
+        return;
+    const fg_request_t *req = p->req;
+    const fg_destination_t *d = &p->cl->destinations[p->di];
+    char what[160], addr[64], line[600], host[260], target[520];
+    const char *phase;
+    describe_fail(p, what, sizeof(what), &phase);
+    fg_upstream_addr_text(d, addr, sizeof(addr));
+    size_t n = fg_log_escape_text(line, 256, req->method.base, req->method.len);
+    line[n++] = ' ';
+    n += fg_log_escape_text(line + n, sizeof(line) - n - 12, req->target.base, req->target.len);
+    memcpy(line + n, req->version == 10 ? " HTTP/1.0" : " HTTP/1.1", 9);
+    n += 9;
+    size_t hl = fg_log_escape_text(host, sizeof(host), req->host.base, req->host.len);
+    fg_str_t t = upstream_target(p);
+    size_t tl = fg_log_escape_text(target, sizeof(target), t.base, t.len);
+    fg_log_warn("%s while %s, client: %s, server: %s, request: \"%.*s\", upstream: "
+                "\"%s://%s%.*s\", host: \"%.*s\", route: %s, cluster: %s, destination: %s, "
+                "request_id: %s, attempt: %u; %s",
+                what, phase, req->client_ip, req->server ? req->server->id : "-", (int)n, line,
+                d->https ? "https" : "http", addr, (int)tl, target, (int)hl, host,
+                req->route ? req->route->id : "-", p->cl->id, d->id, req->request_id,
+                (unsigned)req->attempts, then);
 }
 
 /* ---- shared destination state ---- */
@@ -220,6 +352,10 @@ static void drop_upstream(proxy_t *p, int reusable)
 static void fail(proxy_t *p, int status, const char *error, const char *msg)
 {
     fg_request_t *req = p->req;
+    if (p->fail_kind != F_NONE)
+        log_attempt(p, p->resp_started ? "response truncated"
+                       : status == 504 ? "answering 504"
+                                       : "answering 502");
     drop_upstream(p, 0);
     release_replay(p);
     count_end(p);
@@ -235,6 +371,7 @@ static void fail(proxy_t *p, int status, const char *error, const char *msg)
 static void complete(proxy_t *p)
 {
     fg_request_t *req = p->req;
+    req->termination = NULL;
     p->state = P_DONE;
     drop_upstream(p, p->keep_alive && p->req_sent && req->body_done);
     release_replay(p);
@@ -396,6 +533,8 @@ static int start_exchange(proxy_t *p, int fresh)
     uint64_t max_idle = retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US;
     fg_upconn_t *u = fresh ? NULL : fg_upstream_acquire(p->w, p->cl, (size_t)p->di, max_idle);
     count_begin(p);
+    begin_attempt(p);
+    p->req->upstream_connect_us = 0;
     if (u != NULL) {
         p->u = u;
         fg_conn_set_cbs(u->c, &up_cbs, p);
@@ -412,9 +551,15 @@ static int start_exchange(proxy_t *p, int fresh)
         timeout =
             p->cl->failover.connect_timeout_ms < left ? p->cl->failover.connect_timeout_ms : left;
     }
+    p->connect_at = fg_request_now_us();
     u = fg_upstream_open_timeout(p->w, p->cl, (size_t)p->di, &up_cbs, p, timeout);
-    if (u == NULL)
+    if (u == NULL) {
+        int e = errno;
+        p->state = P_CONNECTING;
+        set_fail(p, F_CONNECT, e);
+        errno = e;
         return -1;
+    }
     p->u = u;
     p->state = P_CONNECTING;
     return 0;
@@ -436,6 +581,7 @@ static int try_again(proxy_t *p, int eof)
     if (p->body_moved && !p->replayable)
         return -1;
     p->retried = 1;
+    log_attempt(p, "retrying on a new connection");
     drop_upstream(p, 0);
     if (start_exchange(p, 1) != 0)
         return -1;
@@ -480,6 +626,10 @@ static int fail_over(proxy_t *p)
         int next = fg_balancer_select(fg_upstream_balancer(p->w, p->cl), p->cl, &pk, NULL);
         if (next < 0 || next == p->di)
             return -1;
+        char then[160];
+        snprintf(then, sizeof(then), "failing over to destination %s",
+                 p->cl->destinations[next].id);
+        log_attempt(p, then);
         drop_upstream(p, 0);
         count_end(p);
         p->di = next;
@@ -709,10 +859,12 @@ static int handle_head(proxy_t *p)
         if (r == FG_HTTP1_INCOMPLETE) {
             if (n < max)
                 return HEAD_MORE;
+            set_fail(p, F_INVALID, 0);
             fail(p, 502, "bad_gateway", "upstream response head too large");
             return HEAD_ENDED;
         }
         if (r < 0) {
+            set_fail(p, F_INVALID, 0);
             fail(p, 502, "bad_gateway", "invalid response from upstream");
             return HEAD_ENDED;
         }
@@ -722,6 +874,7 @@ static int handle_head(proxy_t *p)
              * Expect: 100-continue and never forwards Expect); others, such as 103 Early
              * Hints, go to the client. */
             if (head.status == 101) {
+                set_fail(p, F_INVALID, 0);
                 fail(p, 502, "bad_gateway", "unexpected protocol switch from upstream");
                 return HEAD_ENDED;
             }
@@ -738,6 +891,8 @@ static int handle_head(proxy_t *p)
             continue;
         }
         req->upstream_us = fg_request_now_us() - p->sent_at;
+        attempt_status(p, head.status);
+        req->termination = NULL;
         report(p, 0);
         p->keep_alive =
             head.minor_version >= 1 ? !head.conn_close : (head.conn_keep_alive && !head.conn_close);
@@ -758,6 +913,7 @@ static int handle_head(proxy_t *p)
              * these too. */
             evbuffer_drain(in, (size_t)r);
             p->keep_alive = 0;
+            set_fail(p, F_INVALID, 0);
             fail(p, 502, "bad_gateway", "unsupported transfer coding from upstream");
             return HEAD_ENDED;
         } else if (head.chunked) {
@@ -803,14 +959,17 @@ static int process_upstream(proxy_t *p)
         return 0;
     int r = pass_body(p, fg_conn_input(p->u->c));
     if (r == -2) {
+        set_fail(p, F_INVALID, 0);
         fail(p, 502, "bad_gateway", "invalid chunked body from upstream");
         return 1;
     }
     if (r == -1) {
+        p->req->termination = "client_aborted";
         fail(p, 502, "client_error", "client write failed");
         return 1;
     }
     if (r == -4) {
+        set_fail(p, F_EOF, 0);
         fail(p, 502, "bad_gateway", "upstream closed the connection before the body ended");
         return 1;
     }
@@ -849,6 +1008,8 @@ static int early_answer(proxy_t *p)
 static void up_read(fg_conn_t *c, void *arg)
 {
     proxy_t *p = arg;
+    if (!p->got_bytes && p->state == P_WAIT_HEAD)
+        p->req->upstream_first_us = fg_request_now_us() - p->sent_at;
     p->got_bytes = 1;
     if (p->state == P_WAIT_HEAD || p->state == P_BODY)
         process_upstream(p);
@@ -865,6 +1026,7 @@ static void up_event(fg_conn_t *c, void *arg, int what)
     proxy_t *p = arg;
     switch (what) {
     case FG_CONN_CONNECTED:
+        p->req->upstream_connect_us = fg_request_now_us() - p->connect_at;
         send_request(p);
         return;
     case FG_CONN_EOF:
@@ -876,6 +1038,7 @@ static void up_event(fg_conn_t *c, void *arg, int what)
             complete(p);
             return;
         }
+        set_fail(p, F_EOF, 0);
         if (try_again(p, 1) == 0)
             return;
         report(p, 1); /* closed before the answer, or before the body's end */
@@ -884,6 +1047,7 @@ static void up_event(fg_conn_t *c, void *arg, int what)
         fail(p, 502, "bad_gateway", "upstream closed the connection prematurely");
         return;
     case FG_CONN_TIMEOUT_WRITE:
+        set_fail(p, p->state == P_CONNECTING ? F_CONNECT_TIMEOUT : F_SEND_TIMEOUT, ETIMEDOUT);
         report(p, 1);
         if (p->state == P_CONNECTING) {
             if (fail_over(p) == 0)
@@ -896,6 +1060,7 @@ static void up_event(fg_conn_t *c, void *arg, int what)
     case FG_CONN_TIMEOUT_READ:
         /* YARP counts an activity timeout against the destination, and so do we once it had the
          * whole request: before that, the silence may be the client's slow upload. */
+        set_fail(p, F_READ_TIMEOUT, ETIMEDOUT);
         if (p->req_sent)
             report(p, 1);
         fail(p, 504, "gateway_timeout", "upstream did not answer in time");
@@ -903,6 +1068,7 @@ static void up_event(fg_conn_t *c, void *arg, int what)
     default:
         if (early_answer(p))
             return;
+        set_fail(p, p->state == P_CONNECTING ? F_CONNECT : F_RESET, fg_conn_errno(c));
         if (p->state != P_CONNECTING && try_again(p, 0) == 0)
             return;
         report(p, 1);
@@ -964,6 +1130,7 @@ static void on_writable(fg_request_t *req)
 static void on_abort(fg_request_t *req)
 {
     proxy_t *p = req->handler_data;
+    req->termination = NULL; /* the client's going decides (access log: client_aborted) */
     drop_upstream(p, 0);
     release_replay(p);
     count_end(p);
@@ -996,6 +1163,11 @@ void fg_proxy_handle(fg_request_t *req)
     if (p->di < 0)
         p->di = fg_balancer_pick(p->w, cl, req, -1);
     if (p->di < 0) {
+        req->termination = "no_destination";
+        fg_log_warn("no destination available, client: %s, server: %s, route: %s, cluster: %s, "
+                    "request_id: %s",
+                    req->client_ip, req->server ? req->server->id : "-", req->route->id, cl->id,
+                    req->request_id);
         fg_request_error(req, 503, "service_unavailable", "no destination available");
         return;
     }
@@ -1007,6 +1179,7 @@ void fg_proxy_handle(fg_request_t *req)
     req->handler_data = p;
     if (start_exchange(p, 0) != 0 && (report(p, 1), fail_over(p)) != 0) {
         char msg[128];
+        log_attempt(p, "answering 502");
         count_end(p);
         snprintf(msg, sizeof(msg), "upstream connect failed: %s", strerror(errno));
         req->handler = NULL;

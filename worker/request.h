@@ -69,6 +69,7 @@ typedef struct {
 
 #define FG_MAX_CAPTURES 16
 #define FG_REQUEST_ID_LEN 32
+#define FG_MAX_TRIES 8
 
 struct fg_worker_s;
 
@@ -101,7 +102,7 @@ struct fg_request_s {
     size_t ncaptures;
 
     char request_id[FG_REQUEST_ID_LEN + 1]; /* X-Request-Id: incoming or generated */
-    char client_ip[64];                     /* textual peer (or trusted forwarded) address */
+    char client_ip[64]; /* textual peer, or the address a trusted proxy gave (peer_ip) */
     uint16_t client_port;
     struct sockaddr_storage client_addr;
     /* worker/security.c: the address requests are judged by (clientIpSource, trustedProxies),
@@ -112,10 +113,20 @@ struct fg_request_s {
 
     /* response facts, for the access log */
     int status;
-    uint64_t bytes_out;        /* body bytes sent to the client */
-    uint64_t start_us;         /* monotonic microseconds at head complete */
-    const char *upstream_addr; /* "127.0.0.1:9000" or NULL */
-    uint64_t upstream_us;      /* time to the upstream response head */
+    uint64_t bytes_out;   /* body bytes sent to the client */
+    uint64_t start_us;    /* monotonic microseconds at head complete */
+    uint64_t upstream_us; /* request sent upstream to response head, last attempt */
+    /* upstream attempts (worker/proxy.c): every exchange started with a destination, retries
+     * on a fresh connection included; the first FG_MAX_TRIES are kept for the access log */
+    uint8_t attempts;
+    struct {
+        const fg_destination_t *dest;
+        int status; /* the destination's status, or 502/504 when it gave none (nginx's way) */
+    } tries[FG_MAX_TRIES];
+    uint64_t upstream_connect_us; /* connect time of the answering attempt; 0 = pooled */
+    uint64_t upstream_first_us;   /* request sent upstream to its first response byte */
+    const char *termination;      /* why the exchange ended, when the handler knows (proxy) */
+    char peer_ip[64];             /* the TCP peer when a trusted proxy supplied client_ip */
     const char *cluster_id;
     fg_str_t tenant;   /* the tenant header's value (cfg->tenant_header); empty = none */
     const char *error; /* short error kind when the gateway answered an error */

@@ -289,7 +289,10 @@ static void sec_free(sec_t *s)
 
 int fg_security_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, char *err, size_t errlen)
 {
-    if (cfg->nratelimits == 0 && cfg->nacls == 0 && !cfg->abnormal.enabled) {
+    int trusted = 0;
+    for (size_t i = 0; i < cfg->nservers; i++)
+        trusted |= cfg->servers[i].ntrusted_proxies > 0;
+    if (cfg->nratelimits == 0 && cfg->nacls == 0 && !cfg->abnormal.enabled && !trusted) {
         cfg->security_compiled = NULL;
         return 0;
     }
@@ -347,6 +350,7 @@ static int resolve_ip(const sec_t *s, fg_request_t *req)
         return -1;
     memcpy(req->real_ip, ip.b, 16);
     req->real_ip_set = 1;
+    fg_clientip_apply(req, &ip);
     return 0;
 }
 
@@ -360,8 +364,12 @@ int fg_security_check(fg_request_t *req)
     if (si >= s->nservers || ri > s->nroutes)
         return 0;
     const plan_t *p = &s->plans[si * (s->nroutes + 1) + ri];
-    if (p->nrules == 0 && p->nacls == 0)
+    /* The client a trusted proxy names is logged and forwarded even where nothing judges it. */
+    if (p->nrules == 0 && p->nacls == 0) {
+        if (req->server->ntrusted_proxies && req->server->client_ip_source != FG_CIP_SOCKET)
+            resolve_ip(s, req);
         return 0;
+    }
     if (resolve_ip(s, req) < 0)
         return 0; /* no usable address (not an IP socket): nothing to judge by */
     fg_ip_t ip;

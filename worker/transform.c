@@ -336,7 +336,17 @@ static int x_forwarded(tx_t *tx, const fg_transform_t *t)
     const fg_request_t *req = tx->req;
     const char *pre = t->xf_header_prefix;
     fg_str_t proto = req->scheme.len ? req->scheme : FG_STR_LIT("http");
-    if (xf_one(tx, pre, "For", "X-Forwarded-For", t->xf_for, fg_str(req->client_ip)) != 0 ||
+    /* Set: the client, then the peer when a trusted proxy named the client (its own hops, our
+     * infrastructure, are left out). Append: the incoming list plus the peer, as each proxy
+     * adds the address it saw. */
+    fg_str_t peer = fg_str(req->peer_ip[0] ? req->peer_ip : req->client_ip);
+    fg_str_t xff = t->xf_for == FG_XF_APPEND ? peer
+                   : req->peer_ip[0]
+                       ? concat3(tx->pool, fg_str(req->client_ip), FG_STR_LIT(", "), peer)
+                       : peer;
+    if (xff.base == NULL)
+        return -1;
+    if (xf_one(tx, pre, "For", "X-Forwarded-For", t->xf_for, xff) != 0 ||
         xf_one(tx, pre, "Proto", "X-Forwarded-Proto", t->xf_proto, proto) != 0 ||
         xf_one(tx, pre, "Host", "X-Forwarded-Host", t->xf_host, req->host) != 0 ||
         xf_one(tx, pre, "Prefix", "X-Forwarded-Prefix", t->xf_prefix, tx->removed) != 0)
@@ -463,7 +473,9 @@ static int forwarded(tx_t *tx, const fg_transform_t *t)
         return -1;
     char *p = buf;
     if (t->fwd_for != FG_NODE_NONE) {
-        put_node(node, t->fwd_for, req->client_ip, req->client_port);
+        /* the node that connected to us, with its port (docs/logging.md) */
+        put_node(node, t->fwd_for, req->peer_ip[0] ? req->peer_ip : req->client_ip,
+                 req->client_port);
         p = put_param(p, "for", fg_str(node));
     }
     if (t->fwd_by != FG_NODE_NONE) {

@@ -1,5 +1,6 @@
 #include "worker/upstream.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -205,4 +206,34 @@ void fg_upstream_release(fg_upconn_t *u)
         dp->idle->prev = u;
     dp->idle = u;
     dp->nidle++;
+}
+
+size_t fg_upstream_addr_text(const fg_destination_t *d, char *buf, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN];
+    const struct sockaddr *sa = (const struct sockaddr *)&d->addr;
+    const void *bin = sa->sa_family == AF_INET6
+                          ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                          : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+    if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) || len < 2 ||
+        inet_ntop(sa->sa_family, bin, ip, sizeof(ip)) == NULL) {
+        if (len)
+            buf[0] = '\0';
+        return 0;
+    }
+    /* no printf: the access log calls this for every proxied request */
+    char tmp[INET6_ADDRSTRLEN + 10], *w = tmp;
+    size_t il = strlen(ip);
+    if (sa->sa_family == AF_INET6)
+        *w++ = '[';
+    memcpy(w, ip, il);
+    w += il;
+    if (sa->sa_family == AF_INET6)
+        *w++ = ']';
+    *w++ = ':';
+    w = fg_put_u64(w, d->port);
+    size_t n = (size_t)(w - tmp) < len - 1 ? (size_t)(w - tmp) : len - 1;
+    memcpy(buf, tmp, n);
+    buf[n] = '\0';
+    return n;
 }

@@ -39,6 +39,10 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
 void fg_upstream_release(fg_upconn_t *u);
 void fg_upstream_close(fg_upconn_t *u);
 
+/* d's resolved address as "ip:port" ("[ip6]:port") in buf, NUL-terminated; returns its length
+ * (0 for an address family without a textual form). */
+size_t fg_upstream_addr_text(const fg_destination_t *d, char *buf, size_t len);
+
 /* This worker's balancer of a cluster (worker/balancer.h), created with the pools. */
 struct fg_balancer_s *fg_upstream_balancer(fg_worker_t *w, const fg_cluster_t *cl);
 

@@ -479,6 +479,30 @@ def test_smuggling_vector_rejected(gw, name):
     assert not gw.recorder.seen(marker + b"-after"), name
 
 
+# A transfer coding the gateway does not decode, before a final chunked: 501 (RFC 9112 6.1),
+# the connection closed and nothing forwarded (it used to go upstream without the coding).
+UNKNOWN_CODINGS = {
+    "gzip_chunked": b"Transfer-Encoding: gzip, chunked\r\n",
+    "x_chunked": b"Transfer-Encoding: x, chunked\r\n",
+    "two_fields": b"Transfer-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNKNOWN_CODINGS))
+def test_unknown_transfer_coding_501(gw, name):
+    marker = ("/rec/coding-%s-%d" % (name, time.monotonic_ns())).encode()
+    data = (b"POST " + marker + b" HTTP/1.1\r\nHost: gw.test\r\n" + UNKNOWN_CODINGS[name]
+            + b"\r\n5\r\nhello\r\n0\r\n\r\n")
+    s, r = connect(gw)
+    with s:
+        s.sendall(data + get(marker + b"-after"))
+        st, h, body = r.response()
+        assert st == 501, (st, body)
+        assert json.loads(body)["status"] == 501
+        assert r.closed()
+    assert not gw.recorder.seen(marker)
+
+
 # ---- limits ----
 
 def expect_error(gw, data, status, marker=None):

@@ -112,6 +112,28 @@ static void test_single_value_headers(void **state)
     assert_string_equal(resolve(FG_CIP_REAL_IP), "192.168.1.1");
 }
 
+/* The resolved client replaces client_ip and the peer moves to peer_ip; a client equal to the
+ * peer leaves both as they are (no peer field in the access log). */
+static void test_apply_keeps_peer(void **state)
+{
+    peer("10.1.2.3");
+    strcpy(req.client_ip, "10.1.2.3");
+    header("X-Forwarded-For", "203.0.113.9");
+    fg_ip_t ip;
+    assert_int_equal(fg_clientip_resolve(&req, FG_CIP_XFF, &trusted, &ip), 0);
+    fg_clientip_apply(&req, &ip);
+    assert_string_equal(req.client_ip, "203.0.113.9");
+    assert_string_equal(req.peer_ip, "10.1.2.3");
+
+    peer("198.51.100.1"); /* not trusted: the header is ignored */
+    strcpy(req.client_ip, "198.51.100.1");
+    header("X-Forwarded-For", "203.0.113.9");
+    assert_int_equal(fg_clientip_resolve(&req, FG_CIP_XFF, &trusted, &ip), 0);
+    fg_clientip_apply(&req, &ip);
+    assert_string_equal(req.client_ip, "198.51.100.1");
+    assert_string_equal(req.peer_ip, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -119,6 +141,7 @@ int main(void)
         cmocka_unit_test(test_untrusted_peer_header_ignored),
         cmocka_unit_test(test_xff_rightmost_untrusted),
         cmocka_unit_test(test_single_value_headers),
+        cmocka_unit_test(test_apply_keeps_peer),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -25,6 +25,22 @@ static void test_utf8_passes_through(void **state)
     assert_memory_equal(out, in, n);
 }
 
+/* Bytes that are not well-formed UTF-8 (a lone continuation, a cut sequence, an overlong form,
+ * a surrogate) become \u00XX; a valid four-byte sequence next to them is kept, and never cut. */
+static void test_invalid_utf8_escaped(void **state)
+{
+    char out[64];
+    const char *in = "a\x80"
+                     "b\xc3\xc0\xaf\xed\xa0\x80\xf0\x9f\x98\x80";
+    size_t n = fg_json_escape(out, sizeof(out), in, strlen(in));
+    const char *want = "a\\u0080"
+                       "b\\u00c3\\u00c0\\u00af\\u00ed\\u00a0\\u0080\xf0\x9f\x98\x80";
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(out, want, n);
+    n = fg_json_escape(out, 3, "\xf0\x9f\x98\x80", 4);
+    assert_int_equal(n, 0);
+}
+
 /* Truncation never splits an escape, so the result stays a valid JSON string body. */
 static void test_truncates_on_whole_escapes(void **state)
 {
@@ -43,6 +59,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_and_escapes),
+        cmocka_unit_test(test_invalid_utf8_escaped),
         cmocka_unit_test(test_utf8_passes_through),
         cmocka_unit_test(test_truncates_on_whole_escapes),
     };
