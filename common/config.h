@@ -397,7 +397,11 @@ typedef struct {
     void *json_root;           /* the parsed document, kept for diagnostics; owned */
 } fg_config_t;
 
-/* Load, validate and resolve FILE. Returns NULL on failure with a one-line message in err,
+/* The largest configuration file fg_config_load reads (docs/config.md). */
+#define FG_CONFIG_MAX_FILE_SIZE (64 * 1024 * 1024)
+
+/* Load, validate and resolve FILE: a regular file (symlinks followed) of at most
+ * FG_CONFIG_MAX_FILE_SIZE bytes. Returns NULL on failure with a one-line message in err,
  * formatted "FILE: json.path: reason" or "FILE:LINE:COL: reason" for syntax errors. */
 fg_config_t *fg_config_load(const char *file, char *err, size_t errlen);
 /* The same from a string (tests); `name` stands for the file name in messages. */

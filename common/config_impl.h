@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <jansson.h>
 #include "common/config.h"
+#include "common/config_index.h"
 
 typedef struct {
     const char *name;    /* file name shown in messages */
@@ -17,6 +18,7 @@ typedef struct {
     char path[512]; /* JSON path of the value being read, e.g. "routes[2].match" */
     size_t plen;
     fg_config_t *cfg;
+    fg_config_index_t *cluster_ids; /* cluster id -> position, while routes load */
 } fg_config_ctx_t;
 
 /* Getters return 1 when the key was present and valid, 0 when absent (the output is left

@@ -317,15 +317,13 @@ int fg_config_load_route_security(fg_config_ctx_t *c, const json_t *route, fg_ro
     return load_attach(c, route, &r->security);
 }
 
-/* Every attached id must name a rule or a list; the path names where it is attached. */
-static int resolve(fg_config_ctx_t *c, const fg_security_attach_t *a)
+/* Every attached id must name a rule or a list (looked up in rules and acls, indexes of
+ * cfg->ratelimits and cfg->acls); the path names where it is attached. */
+static int resolve(fg_config_ctx_t *c, const fg_security_attach_t *a,
+                   const fg_config_index_t *rules, const fg_config_index_t *acls)
 {
-    const fg_config_t *cfg = c->cfg;
     for (size_t i = 0; i < a->nratelimits; i++) {
-        size_t j = 0;
-        while (j < cfg->nratelimits && strcmp(cfg->ratelimits[j].id, a->ratelimits[i]) != 0)
-            j++;
-        if (j == cfg->nratelimits) {
+        if (!fg_config_index_find(rules, a->ratelimits[i], NULL)) {
             fg_config_push_key(c, "rateLimits");
             fg_config_push_index(c, i);
             return fg_config_fail(c, NULL, "unknown rate limit \"%s\" (not in \"rateLimits\")",
@@ -333,10 +331,7 @@ static int resolve(fg_config_ctx_t *c, const fg_security_attach_t *a)
         }
     }
     for (size_t i = 0; i < a->nacls; i++) {
-        size_t j = 0;
-        while (j < cfg->nacls && strcmp(cfg->acls[j].id, a->acls[i]) != 0)
-            j++;
-        if (j == cfg->nacls) {
+        if (!fg_config_index_find(acls, a->acls[i], NULL)) {
             fg_config_push_key(c, "accessControl");
             fg_config_push_index(c, i);
             return fg_config_fail(c, NULL,
@@ -347,28 +342,43 @@ static int resolve(fg_config_ctx_t *c, const fg_security_attach_t *a)
     return 0;
 }
 
-int fg_config_resolve_security(fg_config_ctx_t *c)
+static int resolve_all(fg_config_ctx_t *c, const fg_config_index_t *rules,
+                       const fg_config_index_t *acls)
 {
     fg_config_t *cfg = c->cfg;
     size_t mark = fg_config_push_key(c, "security");
-    if (resolve(c, &cfg->security) < 0)
+    if (resolve(c, &cfg->security, rules, acls) < 0)
         return -1;
     fg_config_pop(c, mark);
     for (size_t i = 0; i < cfg->nservers; i++) {
         mark = fg_config_push_key(c, "servers");
         fg_config_push_index(c, i);
-        if (resolve(c, &cfg->servers[i].security) < 0)
+        if (resolve(c, &cfg->servers[i].security, rules, acls) < 0)
             return -1;
         fg_config_pop(c, mark);
     }
     for (size_t i = 0; i < cfg->nroutes; i++) {
         mark = fg_config_push_key(c, "routes");
         fg_config_push_index(c, i);
-        if (resolve(c, &cfg->routes[i].security) < 0)
+        if (resolve(c, &cfg->routes[i].security, rules, acls) < 0)
             return -1;
         fg_config_pop(c, mark);
     }
     return 0;
+}
+
+int fg_config_resolve_security(fg_config_ctx_t *c)
+{
+    fg_config_t *cfg = c->cfg;
+    fg_config_index_t *rules = fg_config_index_of(
+        cfg->ratelimits, cfg->nratelimits, sizeof(fg_ratelimit_rule_t),
+        offsetof(fg_ratelimit_rule_t, id));
+    fg_config_index_t *acls =
+        fg_config_index_of(cfg->acls, cfg->nacls, sizeof(fg_acl_list_t), offsetof(fg_acl_list_t, id));
+    int rc = resolve_all(c, rules, acls);
+    fg_config_index_free(acls);
+    fg_config_index_free(rules);
+    return rc;
 }
 
 void fg_config_free_security(fg_config_t *cfg)

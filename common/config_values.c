@@ -11,6 +11,7 @@
 
 #include "common/config.h"
 #include "common/config_impl.h"
+#include "common/config_index.h"
 
 #define KIB 1024ULL
 /* ---- allocation: out of memory at load time is fatal (STYLE.md) ---- */
@@ -546,17 +547,22 @@ int fg_config_load_list(fg_config_ctx_t *c, const json_t *obj, const char *key, 
     *items = base;
     *n = count; /* set before loading: the owner frees what was loaded on failure */
     size_t mark = fg_config_push_key(c, key);
+    fg_config_index_t *ids = fg_config_index_new(count);
+    rc = -1;
     for (size_t i = 0; i < count; i++) {
-        size_t m = fg_config_push_index(c, i);
+        size_t m = fg_config_push_index(c, i), j;
         if (load(c, json_array_get(arr, i), base + i * size) < 0)
-            return -1;
+            goto out;
         const char *id = *(char **)(base + i * size + id_offset);
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(*(char **)(base + j * size + id_offset), id) == 0)
-                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at %s[%zu])", id, key,
-                                      j);
+        if (fg_config_index_add(ids, id, i, &j) == 1) {
+            fg_config_fail(c, "id", "duplicate id \"%s\" (first at %s[%zu])", id, key, j);
+            goto out;
+        }
         fg_config_pop(c, m);
     }
     fg_config_pop(c, mark);
-    return 0;
+    rc = 0;
+out:
+    fg_config_index_free(ids);
+    return rc;
 }
