@@ -646,5 +646,14 @@ void fg_config_free(fg_config_t *cfg)
     free(cfg->status_group);
     if (cfg->json_root)
         json_decref(cfg->json_root);
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        free(cfg->warnings[i]);
+    free(cfg->warnings);
     free(cfg);
+}
+
+void fg_config_log_warnings(const fg_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        fg_log_warn("%s", cfg->warnings[i]);
 }

@@ -33,6 +33,13 @@ void fg_config_pop(fg_config_ctx_t *c, size_t mark);
 int fg_config_fail(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *fg_config_type_name(const json_t *v);
+/* A warning that does not fail the load: "NAME: path[.key]: reason" appended to
+ * cfg->warnings. */
+void fg_config_warn(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Warn at the current path when text is a CIDR with bits set after its prefix length
+ * ("10.66.0.1/16"): the prefix alone decides what matches (nginx warns the same). */
+void fg_config_warn_cidr(fg_config_ctx_t *c, const char *text);
 
 int fg_config_check_keys(fg_config_ctx_t *c, const json_t *obj, const char *const allowed[]);
 /* Sub-object at key, checked against allowed (NULL = no check). */

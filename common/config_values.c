@@ -12,6 +12,7 @@
 #include "common/config.h"
 #include "common/config_impl.h"
 #include "common/config_index.h"
+#include "common/iprange.h"
 
 #define KIB 1024ULL
 /* ---- allocation: out of memory at load time is fatal (STYLE.md) ---- */
@@ -76,6 +77,35 @@ int fg_config_fail(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
         snprintf(c->err, c->errlen, "%s: %s", c->name, reason);
     fg_config_pop(c, mark);
     return -1;
+}
+
+void fg_config_warn(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
+{
+    char reason[768], line[1536];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+
+    size_t mark = key ? fg_config_push_key(c, key) : c->plen;
+    if (c->plen)
+        snprintf(line, sizeof(line), "%s: %s: %s", c->name, c->path, reason);
+    else
+        snprintf(line, sizeof(line), "%s: %s", c->name, reason);
+    fg_config_pop(c, mark);
+    fg_config_t *cfg = c->cfg;
+    char **w = realloc(cfg->warnings, (cfg->nwarnings + 1) * sizeof(char *));
+    if (w == NULL)
+        abort();
+    cfg->warnings = w;
+    cfg->warnings[cfg->nwarnings++] = fg_config_xstrdup(line);
+}
+
+void fg_config_warn_cidr(fg_config_ctx_t *c, const char *text)
+{
+    if (fg_iprange_has_host_bits(text))
+        fg_config_warn(c, NULL, "low address bits of %s are meaningless", text);
 }
 
 const char *fg_config_type_name(const json_t *v)
