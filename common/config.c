@@ -564,12 +564,15 @@ static char *read_file(const char *file, size_t *len, char *err, size_t errlen)
     for (;;) {
         if (n == cap) {
             if (cap > FG_CONFIG_MAX_FILE_SIZE) {
-                snprintf(err, errlen, "%s: grew past the %d MiB a configuration may be while "
-                         "being read", file, FG_CONFIG_MAX_FILE_SIZE >> 20);
+                snprintf(err, errlen,
+                         "%s: grew past the %d MiB a configuration may be while "
+                         "being read",
+                         file, FG_CONFIG_MAX_FILE_SIZE >> 20);
                 goto out_free;
             }
-            cap = cap * 2 > (size_t)FG_CONFIG_MAX_FILE_SIZE + 1 ? (size_t)FG_CONFIG_MAX_FILE_SIZE + 1
-                                                                 : cap * 2;
+            cap = cap * 2 > (size_t)FG_CONFIG_MAX_FILE_SIZE + 1
+                      ? (size_t)FG_CONFIG_MAX_FILE_SIZE + 1
+                      : cap * 2;
             char *nb = realloc(buf, cap + 1);
             if (nb == NULL)
                 abort();

@@ -11,20 +11,14 @@
 #include "common/config.h"
 #include "common/log.h"
 
-static const char *const lb_names[] = {"PowerOfTwoChoices", "RoundRobin", "LeastRequests",
-                                       "Random", "FirstAlphabetical"};
+static const char *const lb_names[] = {"PowerOfTwoChoices", "RoundRobin", "LeastRequests", "Random",
+                                       "FirstAlphabetical"};
 static const char *const level_names[] = {"error", "warn", "notice", "info", "debug"};
 static const char *const xf_names[] = {"Off", "Set", "Append", "Remove"};
-static const char *const node_names[] = {"None",
-                                         "Random",
-                                         "RandomAndPort",
-                                         "RandomAndRandomPort",
-                                         "Unknown",
-                                         "UnknownAndPort",
-                                         "UnknownAndRandomPort",
-                                         "Ip",
-                                         "IpAndPort",
-                                         "IpAndRandomPort"};
+static const char *const node_names[] = {
+    "None",      "Random",         "RandomAndPort",        "RandomAndRandomPort",
+    "Unknown",   "UnknownAndPort", "UnknownAndRandomPort", "Ip",
+    "IpAndPort", "IpAndRandomPort"};
 static const char *const when_names[] = {"Success", "Always", "Failure"};
 
 static json_t *duration(uint64_t ms)
@@ -114,8 +108,8 @@ static json_t *match_kvs(const fg_match_kv_t *kv, size_t n, int header)
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_pack("{s:s, s:s, s:b}", "name", kv[i].name, "mode",
-                              header ? hmodes[kv[i].mode] : qmodes[kv[i].mode],
-                              "isCaseSensitive", kv[i].case_sensitive);
+                              header ? hmodes[kv[i].mode] : qmodes[kv[i].mode], "isCaseSensitive",
+                              kv[i].case_sensitive);
         if (kv[i].nvalues)
             set(o, "values", strings(kv[i].values, kv[i].nvalues));
         json_array_append_new(a, o);
@@ -236,8 +230,9 @@ static void action(json_t *o, const fg_route_t *r)
                                      : json_string("")));
         break;
     case FG_ROUTE_REDIRECT:
-        set(o, "redirect", json_pack("{s:i, s:s}", "status", r->redirect_status, "location",
-                                     r->redirect_location));
+        set(o, "redirect",
+            json_pack("{s:i, s:s}", "status", r->redirect_status, "location",
+                      r->redirect_location));
         break;
     }
 }
@@ -255,9 +250,9 @@ static json_t *route(const fg_route_t *r)
         json_array_append_new(tx, transform(&r->transforms[i]));
     set(o, "transforms", tx);
     if (r->max_request_body_size >= 0)
-        set(o, "maxRequestBodySize", r->max_request_body_size == INT64_MAX
-                                         ? json_string("unlimited")
-                                         : size((uint64_t)r->max_request_body_size));
+        set(o, "maxRequestBodySize",
+            r->max_request_body_size == INT64_MAX ? json_string("unlimited")
+                                                  : size((uint64_t)r->max_request_body_size));
     attach(o, &r->security);
     if (r->tenant_code)
         set(o, "tenantCode", json_string(r->tenant_code));
@@ -282,19 +277,18 @@ static json_t *destination(const fg_destination_t *d)
 
 static json_t *health(const fg_health_config_t *h)
 {
-    json_t *active = json_pack(
-        "{s:b, s:o, s:o, s:s, s:i}", "enabled", h->active, "interval", duration(h->interval_ms),
-        "timeout", duration(h->timeout_ms), "path", h->path ? h->path : "/", "threshold",
-        (int)h->threshold);
+    json_t *active = json_pack("{s:b, s:o, s:o, s:s, s:i}", "enabled", h->active, "interval",
+                               duration(h->interval_ms), "timeout", duration(h->timeout_ms), "path",
+                               h->path ? h->path : "/", "threshold", (int)h->threshold);
     if (h->query)
         set(active, "query", json_string(h->query));
     if (h->expected_status)
         set(active, "expectedStatus", json_integer(h->expected_status));
-    json_t *passive = json_pack("{s:b, s:o, s:i, s:f, s:i, s:o}", "enabled", h->passive, "window",
-                                duration(h->window_ms), "minimumRequests", (int)h->min_requests,
-                                "failureRate", h->failure_rate, "consecutiveFailures",
-                                (int)h->consecutive, "reactivationPeriod",
-                                duration(h->reactivation_ms));
+    json_t *passive =
+        json_pack("{s:b, s:o, s:i, s:f, s:i, s:o}", "enabled", h->passive, "window",
+                  duration(h->window_ms), "minimumRequests", (int)h->min_requests, "failureRate",
+                  h->failure_rate, "consecutiveFailures", (int)h->consecutive, "reactivationPeriod",
+                  duration(h->reactivation_ms));
     return json_pack("{s:o, s:o, s:s}", "active", active, "passive", passive, "availability",
                      h->availability == FG_AVAIL_HEALTHY_AND_UNKNOWN ? "HealthyAndUnknown"
                                                                      : "HealthyOrPanic");
@@ -304,20 +298,19 @@ static json_t *affinity(const fg_affinity_config_t *a)
 {
     static const char *const policies[] = {"HashCookie", "Cookie", "CustomHeader"};
     static const char *const same[] = {"Unspecified", "Lax", "Strict", "None"};
-    json_t *cookie = json_pack("{s:s, s:o, s:b, s:b, s:s}", "path",
-                               a->cookie_path ? a->cookie_path : "/", "domain",
-                               str_or_null(a->cookie_domain), "httpOnly", a->cookie_http_only,
-                               "secure", a->cookie_secure, "sameSite", same[a->cookie_same_site]);
+    json_t *cookie =
+        json_pack("{s:s, s:o, s:b, s:b, s:s}", "path", a->cookie_path ? a->cookie_path : "/",
+                  "domain", str_or_null(a->cookie_domain), "httpOnly", a->cookie_http_only,
+                  "secure", a->cookie_secure, "sameSite", same[a->cookie_same_site]);
     if (a->cookie_domain == NULL)
         json_object_del(cookie, "domain");
     if (a->cookie_max_age >= 0)
         set(cookie, "maxAge", duration((uint64_t)a->cookie_max_age * 1000));
-    return json_pack("{s:b, s:s, s:s, s:s, s:s, s:o}", "enabled", a->enabled, "policy",
-                     policies[a->policy], "failurePolicy",
-                     a->failure_policy == FG_AFF_RETURN_503 ? "Return503Error" : "Redistribute",
-                     "affinityKeyName", a->key_name ? a->key_name : ".FastGateway.Affinity",
-                     "keySource", a->key_source == FG_AFF_KEY_TENANT ? "tenant" : "request",
-                     "cookie", cookie);
+    return json_pack(
+        "{s:b, s:s, s:s, s:s, s:s, s:o}", "enabled", a->enabled, "policy", policies[a->policy],
+        "failurePolicy", a->failure_policy == FG_AFF_RETURN_503 ? "Return503Error" : "Redistribute",
+        "affinityKeyName", a->key_name ? a->key_name : ".FastGateway.Affinity", "keySource",
+        a->key_source == FG_AFF_KEY_TENANT ? "tenant" : "request", "cookie", cookie);
 }
 
 static json_t *cluster(const fg_cluster_t *cl)
@@ -327,8 +320,8 @@ static json_t *cluster(const fg_cluster_t *cl)
         json_array_append_new(dests, destination(&cl->destinations[i]));
     const fg_failover_config_t *f = &cl->failover;
     return json_pack(
-        "{s:s, s:s, s:o, s:{s:o, s:o}, s:{s:i, s:o, s:i}, s:o, s:o, s:{s:b, s:o, s:o, s:b}}",
-        "id", cl->id, "loadBalancingPolicy", lb_names[cl->lb_policy], "destinations", dests,
+        "{s:s, s:s, s:o, s:{s:o, s:o}, s:{s:i, s:o, s:i}, s:o, s:o, s:{s:b, s:o, s:o, s:b}}", "id",
+        cl->id, "loadBalancingPolicy", lb_names[cl->lb_policy], "destinations", dests,
         "httpRequest", "connectTimeout", duration(cl->connect_timeout_ms), "activityTimeout",
         duration(cl->activity_timeout_ms), "keepAlive", "maxIdleConnections",
         (int)cl->max_idle_connections, "idleTimeout", duration(cl->idle_timeout_ms),
@@ -389,9 +382,9 @@ static void security(json_t *root, const fg_config_t *cfg)
     if (a->enabled)
         set(root, "abnormalIp",
             json_pack("{s:b, s:o, s:I, s:{s:b, s:I, s:o}}", "enabled", 1, "window",
-                      duration(a->window_ms), "threshold", (json_int_t)a->threshold,
-                      "autoBlock", "enabled", a->autoblock, "threshold",
-                      (json_int_t)a->autoblock_threshold, "duration", duration(a->autoblock_ms)));
+                      duration(a->window_ms), "threshold", (json_int_t)a->threshold, "autoBlock",
+                      "enabled", a->autoblock, "threshold", (json_int_t)a->autoblock_threshold,
+                      "duration", duration(a->autoblock_ms)));
 }
 
 /* ---- top level ---- */

@@ -413,8 +413,8 @@ int fg_config_resolve_security(fg_config_ctx_t *c)
 {
     fg_config_t *cfg = c->cfg;
     attach_index_t ix = {
-        .rules = fg_config_index_of(cfg->ratelimits, cfg->nratelimits,
-                                    sizeof(fg_ratelimit_rule_t), offsetof(fg_ratelimit_rule_t, id)),
+        .rules = fg_config_index_of(cfg->ratelimits, cfg->nratelimits, sizeof(fg_ratelimit_rule_t),
+                                    offsetof(fg_ratelimit_rule_t, id)),
         .acls = fg_config_index_of(cfg->acls, cfg->nacls, sizeof(fg_acl_list_t),
                                    offsetof(fg_acl_list_t, id)),
         .rule_used = fg_config_xcalloc(cfg->nratelimits + 1, 1),

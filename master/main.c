@@ -51,8 +51,7 @@ static void version(void)
     printf("built with libevent %s, running with %s\n", LIBEVENT_VERSION, event_get_version());
     printf("built with %s, running with %s\n", OPENSSL_VERSION_TEXT,
            OpenSSL_version(OPENSSL_VERSION));
-    printf("built with nghttp2 %s, running with %s\n", NGHTTP2_VERSION,
-           h2 ? h2->version_str : "?");
+    printf("built with nghttp2 %s, running with %s\n", NGHTTP2_VERSION, h2 ? h2->version_str : "?");
     printf("built with jansson %s, running with %s\n", JANSSON_VERSION, jansson_version_str());
 }
 
@@ -93,8 +92,7 @@ static int test_config(const char *file, int dump)
         json_t *doc = fg_config_dump(cfg);
         if (json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0 ||
             fputc('\n', stdout) == EOF || fflush(stdout) == EOF) {
-            fprintf(stderr, "fastgateway: cannot write the configuration: %s\n",
-                    strerror(errno));
+            fprintf(stderr, "fastgateway: cannot write the configuration: %s\n", strerror(errno));
             rc = EXIT_FAILED;
         }
         json_decref(doc);
@@ -203,9 +201,8 @@ out:
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
-                                             {"version", no_argument, NULL, 'v'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'v'}, {NULL, 0, NULL, 0}};
     const char *conf = DEFAULT_CONF;
     const char *sig = NULL;
     int foreground = 0, test = 0, dump = 0, opt;

@@ -956,12 +956,12 @@ static void test_parse_listen(void **state)
 /* Warnings do not fail the load; each names the file and the JSON path. */
 static void test_warnings(void **state)
 {
-    fg_config_t *cfg = load_ok(
-        "{'servers': [{'id': 's', 'listen': ':80', 'trustedProxies': ['10.0.0.1/8'],"
-        " 'accessControl': ['a']}],"
-        " 'accessControl': [{'id': 'a', 'type': 'blacklist', 'entries': ['10.66.0.1/16',"
-        "   '10.67.0.0/16']}, {'id': 'b', 'type': 'whitelist', 'entries': []}],"
-        " 'rateLimits': [{'id': 'r', 'maxRequests': 1, 'window': '1s'}]}");
+    fg_config_t *cfg =
+        load_ok("{'servers': [{'id': 's', 'listen': ':80', 'trustedProxies': ['10.0.0.1/8'],"
+                " 'accessControl': ['a']}],"
+                " 'accessControl': [{'id': 'a', 'type': 'blacklist', 'entries': ['10.66.0.1/16',"
+                "   '10.67.0.0/16']}, {'id': 'b', 'type': 'whitelist', 'entries': []}],"
+                " 'rateLimits': [{'id': 'r', 'maxRequests': 1, 'window': '1s'}]}");
     assert_int_equal(cfg->nwarnings, 4);
     assert_string_equal(cfg->warnings[0],
                         "t.json: servers[0].trustedProxies[0]: low address bits of 10.0.0.1/8 "
@@ -980,7 +980,7 @@ static void test_warnings(void **state)
 }
 
 /* Only regular files are read: devices, FIFOs and directories are refused by kind. */
-static void test_load_refuses_non_regular_files(void **state)
+static void test_file_kinds(void **state)
 {
     char dir[] = "/tmp/fgcfgXXXXXX", fifo[64], err[512] = "";
     assert_non_null(mkdtemp(dir));
@@ -1009,11 +1009,11 @@ static void test_dump_round_trip(void **state)
         fail_msg("%s\n%s", err, text);
     json_t *second = fg_config_dump(again);
     assert_true(json_equal(first, second));
-    assert_int_equal(json_integer_value(json_object_get(
-                         json_object_get(json_array_get(json_object_get(first, "servers"), 0),
-                                         "limits"),
-                         "maxHeaders")),
-                     cfg->servers[0].max_headers);
+    assert_int_equal(
+        json_integer_value(json_object_get(
+            json_object_get(json_array_get(json_object_get(first, "servers"), 0), "limits"),
+            "maxHeaders")),
+        cfg->servers[0].max_headers);
     json_decref(second);
     json_decref(first);
     free(text);
@@ -1035,7 +1035,7 @@ int main(void)
         cmocka_unit_test(test_err_transforms),   cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_demo_config),      cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),       cmocka_unit_test(test_parse_listen),
-        cmocka_unit_test(test_warnings),         cmocka_unit_test(test_load_refuses_non_regular_files),
+        cmocka_unit_test(test_warnings),         cmocka_unit_test(test_file_kinds),
         cmocka_unit_test(test_dump_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
