@@ -3,6 +3,7 @@
  * and route attachment. The load context, getters and value parsers are in config_values.c,
  * routes in config_routes.c, clusters in config_clusters.c. Schema: docs/config.md. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
@@ -11,6 +12,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "common/config.h"
 #include "common/config_impl.h"
@@ -460,24 +462,27 @@ static int route_on_server(const fg_route_t *r, const fg_server_t *s)
     return 0;
 }
 
-/* server->routes: the server's routes by `order`, keeping configuration order among equals
- * (insertion sort is stable, and route lists are short). */
+/* Route pointers by `order`, then by position in cfg->routes (configuration order), which
+ * makes qsort's order stable. */
+static int route_order_cmp(const void *a, const void *b)
+{
+    const fg_route_t *x = *(fg_route_t *const *)a, *y = *(fg_route_t *const *)b;
+    if (x->order != y->order)
+        return x->order < y->order ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* server->routes: the server's routes by `order`, keeping configuration order among equals;
+ * O(n log n) per server. */
 static void attach_routes(fg_config_t *cfg)
 {
     for (size_t i = 0; i < cfg->nservers; i++) {
         fg_server_t *s = &cfg->servers[i];
         s->routes = fg_config_xcalloc(cfg->nroutes + 1, sizeof(fg_route_t *));
-        for (size_t j = 0; j < cfg->nroutes; j++) {
-            fg_route_t *r = &cfg->routes[j];
-            if (!route_on_server(r, s))
-                continue;
-            size_t k = s->nroutes++;
-            while (k > 0 && s->routes[k - 1]->order > r->order) {
-                s->routes[k] = s->routes[k - 1];
-                k--;
-            }
-            s->routes[k] = r;
-        }
+        for (size_t j = 0; j < cfg->nroutes; j++)
+            if (route_on_server(&cfg->routes[j], s))
+                s->routes[s->nroutes++] = &cfg->routes[j];
+        qsort(s->routes, s->nroutes, sizeof(fg_route_t *), route_order_cmp);
     }
 }
 
@@ -553,37 +558,91 @@ fg_config_t *fg_config_load_string(const char *name, const char *json, char *err
     return cfg;
 }
 
-fg_config_t *fg_config_load(const char *file, char *err, size_t errlen)
+static const char *file_kind(mode_t mode)
 {
-    FILE *f = fopen(file, "rb");
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
+    return S_ISDIR(mode)    ? "a directory"
+           : S_ISCHR(mode)  ? "a character device"
+           : S_ISBLK(mode)  ? "a block device"
+           : S_ISFIFO(mode) ? "a FIFO"
+           : S_ISSOCK(mode) ? "a socket"
+                            : "not a regular file";
+}
 
-    if (f == NULL) {
+/* The whole of `file` as a NUL-terminated string (*len bytes), or NULL with the reason in err.
+ * Only a regular file (after symlinks) up to FG_CONFIG_MAX_FILE_SIZE is read: a device such as
+ * /dev/zero would never end, and a FIFO could block forever (O_NONBLOCK makes its open return
+ * at once, and fstat refuses it before any read). The bound holds for a file that grows while
+ * it is read. */
+static char *read_file(const char *file, size_t *len, char *err, size_t errlen)
+{
+    struct stat st;
+    char *buf = NULL;
+    int fd = open(file, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+
+    if (fd == -1) {
         snprintf(err, errlen, "%s: %s", file, strerror(errno));
         return NULL;
     }
+    if (fstat(fd, &st) == -1) {
+        snprintf(err, errlen, "%s: fstat: %s", file, strerror(errno));
+        goto out_close;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: is %s, not a regular file", file, file_kind(st.st_mode));
+        goto out_close;
+    }
+    if (st.st_size > FG_CONFIG_MAX_FILE_SIZE) {
+        snprintf(err, errlen, "%s: file is %lld bytes, more than the %d MiB a configuration may be",
+                 file, (long long)st.st_size, FG_CONFIG_MAX_FILE_SIZE >> 20);
+        goto out_close;
+    }
+    size_t cap = (size_t)st.st_size + 4096, n = 0;
+    buf = fg_config_xcalloc(cap + 1, 1);
     for (;;) {
-        if (cap - len < 4096) {
-            cap = cap ? cap * 2 : 16384;
+        if (n == cap) {
+            if (cap > FG_CONFIG_MAX_FILE_SIZE) {
+                snprintf(err, errlen,
+                         "%s: grew past the %d MiB a configuration may be while "
+                         "being read",
+                         file, FG_CONFIG_MAX_FILE_SIZE >> 20);
+                goto out_free;
+            }
+            cap = cap * 2 > (size_t)FG_CONFIG_MAX_FILE_SIZE + 1
+                      ? (size_t)FG_CONFIG_MAX_FILE_SIZE + 1
+                      : cap * 2;
             char *nb = realloc(buf, cap + 1);
             if (nb == NULL)
                 abort();
             buf = nb;
         }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0)
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r == -1 && errno == EINTR)
+            continue;
+        if (r == -1) {
+            snprintf(err, errlen, "%s: read: %s", file, strerror(errno));
+            goto out_free;
+        }
+        if (r == 0)
             break;
+        n += (size_t)r;
     }
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        snprintf(err, errlen, "%s: read error", file);
-        free(buf);
+    close(fd);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+out_free:
+    free(buf);
+out_close:
+    close(fd);
+    return NULL;
+}
+
+fg_config_t *fg_config_load(const char *file, char *err, size_t errlen)
+{
+    size_t len = 0;
+    char *buf = read_file(file, &len, err, errlen);
+    if (buf == NULL)
         return NULL;
-    }
-    buf[len] = '\0';
     if (strlen(buf) != len) {
         snprintf(err, errlen, "%s: file contains a NUL byte", file);
         free(buf);
@@ -627,5 +686,14 @@ void fg_config_free(fg_config_t *cfg)
     free(cfg->status_group);
     if (cfg->json_root)
         json_decref(cfg->json_root);
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        free(cfg->warnings[i]);
+    free(cfg->warnings);
     free(cfg);
+}
+
+void fg_config_log_warnings(const fg_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        fg_log_warn("%s", cfg->warnings[i]);
 }

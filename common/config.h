@@ -396,14 +396,26 @@ typedef struct {
     void *security_compiled;   /* worker/security.c, built in the master */
     char *tenant_header;       /* "tenantHeader", default "X-Tenant-Code" */
     void *json_root;           /* the parsed document, kept for diagnostics; owned */
+    char **warnings;           /* "FILE: json.path: reason" the load did not fail on */
+    size_t nwarnings;
 } fg_config_t;
 
-/* Load, validate and resolve FILE. Returns NULL on failure with a one-line message in err,
+/* The largest configuration file fg_config_load reads (docs/config.md). */
+#define FG_CONFIG_MAX_FILE_SIZE (64 * 1024 * 1024)
+
+/* Load, validate and resolve FILE: a regular file (symlinks followed) of at most
+ * FG_CONFIG_MAX_FILE_SIZE bytes. Returns NULL on failure with a one-line message in err,
  * formatted "FILE: json.path: reason" or "FILE:LINE:COL: reason" for syntax errors. */
 fg_config_t *fg_config_load(const char *file, char *err, size_t errlen);
 /* The same from a string (tests); `name` stands for the file name in messages. */
 fg_config_t *fg_config_load_string(const char *name, const char *json, char *err, size_t errlen);
 void fg_config_free(fg_config_t *cfg);
+/* The effective configuration as a new JSON document (jansson's json_t; the caller
+ * decrefs): every key with its default filled in, loadable as a configuration itself. */
+struct json_t;
+struct json_t *fg_config_dump(const fg_config_t *cfg);
+/* Each of cfg->warnings to the error log at level warn (start and reload). */
+void fg_config_log_warnings(const fg_config_t *cfg);
 
 /* Helpers shared with other parsers. Return 0 or -1. */
 int fg_config_parse_duration(

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <jansson.h>
 #include "common/config.h"
+#include "common/config_index.h"
 
 typedef struct {
     const char *name;    /* file name shown in messages */
@@ -17,6 +18,7 @@ typedef struct {
     char path[512]; /* JSON path of the value being read, e.g. "routes[2].match" */
     size_t plen;
     fg_config_t *cfg;
+    fg_config_index_t *cluster_ids; /* cluster id -> position, while routes load */
 } fg_config_ctx_t;
 
 /* Getters return 1 when the key was present and valid, 0 when absent (the output is left
@@ -31,6 +33,13 @@ void fg_config_pop(fg_config_ctx_t *c, size_t mark);
 int fg_config_fail(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *fg_config_type_name(const json_t *v);
+/* A warning that does not fail the load: "NAME: path[.key]: reason" appended to
+ * cfg->warnings. */
+void fg_config_warn(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Warn at the current path when text is a CIDR with bits set after its prefix length
+ * ("10.66.0.1/16"): the prefix alone decides what matches (nginx warns the same). */
+void fg_config_warn_cidr(fg_config_ctx_t *c, const char *text);
 
 int fg_config_check_keys(fg_config_ctx_t *c, const json_t *obj, const char *const allowed[]);
 /* Sub-object at key, checked against allowed (NULL = no check). */

@@ -342,7 +342,10 @@ static int load_action(fg_config_ctx_t *c, const json_t *ro, fg_route_t *r)
     if (found == 0) {
         if (fg_config_get_string(c, ro, "clusterId", 1, &r->cluster_id) < 0)
             return -1;
-        r->cluster = fg_config_find_cluster(c->cfg, r->cluster_id);
+        size_t pos;
+        r->cluster = fg_config_index_find(c->cluster_ids, r->cluster_id, &pos)
+                         ? &c->cfg->clusters[pos]
+                         : NULL;
         if (r->cluster == NULL)
             return fg_config_fail(c, "clusterId", "unknown cluster \"%s\"", r->cluster_id);
         return 0;
@@ -750,9 +753,13 @@ int fg_config_load_routes(fg_config_ctx_t *c, const json_t *root)
     else if (!fg_config_is_token(cfg->tenant_header))
         return fg_config_fail(c, "tenantHeader", "\"%s\" is not a header name", cfg->tenant_header);
     void *items;
+    c->cluster_ids = fg_config_index_of(cfg->clusters, cfg->nclusters, sizeof(fg_cluster_t),
+                                        offsetof(fg_cluster_t, id));
     int rc = fg_config_load_list(c, root, "routes", sizeof(fg_route_t), offsetof(fg_route_t, id),
                                  load_route_item, &items, &cfg->nroutes);
     cfg->routes = items; /* also on failure: what was loaded is freed with the config */
+    fg_config_index_free(c->cluster_ids);
+    c->cluster_ids = NULL;
     return rc;
 }
 

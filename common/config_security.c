@@ -54,6 +54,9 @@ static int check_pattern(fg_config_ctx_t *c, const char *key, const char *p, int
         char why[160];
         if (fg_iprange_parse(p, &r, &plen, why, sizeof(why)) < 0 || plen < 0)
             return fg_config_fail(c, key, "invalid CIDR %s", why);
+        size_t mark = fg_config_push_key(c, key);
+        fg_config_warn_cidr(c, p);
+        fg_config_pop(c, mark);
         return 0;
     }
     if (star && !(n == 1 || star == p + n - 1 || (star == p && strchr(p + 1, '*') == NULL)))
@@ -157,10 +160,11 @@ static int load_list(fg_config_ctx_t *c, const json_t *o, fg_acl_list_t *l)
         fg_iprange_t r;
         int plen;
         char why[160];
-        if (fg_iprange_parse(l->entries[i], &r, &plen, why, sizeof(why)) < 0) {
-            fg_config_push_index(c, i);
+        size_t m = fg_config_push_index(c, i);
+        if (fg_iprange_parse(l->entries[i], &r, &plen, why, sizeof(why)) < 0)
             return fg_config_fail(c, NULL, "%s", why);
-        }
+        fg_config_warn_cidr(c, l->entries[i]);
+        fg_config_pop(c, m);
     }
     fg_config_pop(c, mark);
     return 0;
@@ -299,10 +303,11 @@ int fg_config_load_server_security(fg_config_ctx_t *c, const json_t *srv, fg_ser
         fg_iprange_t r;
         int plen;
         char why[160];
-        if (fg_iprange_parse(s->trusted_proxies[i], &r, &plen, why, sizeof(why)) < 0) {
-            fg_config_push_index(c, i);
+        size_t m = fg_config_push_index(c, i);
+        if (fg_iprange_parse(s->trusted_proxies[i], &r, &plen, why, sizeof(why)) < 0)
             return fg_config_fail(c, NULL, "%s", why);
-        }
+        fg_config_warn_cidr(c, s->trusted_proxies[i]);
+        fg_config_pop(c, m);
     }
     fg_config_pop(c, mark);
     if (s->client_ip_source != FG_CIP_SOCKET && s->ntrusted_proxies == 0)
@@ -317,15 +322,20 @@ int fg_config_load_route_security(fg_config_ctx_t *c, const json_t *route, fg_ro
     return load_attach(c, route, &r->security);
 }
 
+/* Indexes of cfg->ratelimits and cfg->acls by id, and which of them something attaches. */
+typedef struct {
+    fg_config_index_t *rules, *acls;
+    unsigned char *rule_used, *acl_used;
+} attach_index_t;
+
 /* Every attached id must name a rule or a list; the path names where it is attached. */
-static int resolve(fg_config_ctx_t *c, const fg_security_attach_t *a)
+static int resolve(fg_config_ctx_t *c, const fg_security_attach_t *a, attach_index_t *ix)
 {
-    const fg_config_t *cfg = c->cfg;
+    size_t pos;
     for (size_t i = 0; i < a->nratelimits; i++) {
-        size_t j = 0;
-        while (j < cfg->nratelimits && strcmp(cfg->ratelimits[j].id, a->ratelimits[i]) != 0)
-            j++;
-        if (j == cfg->nratelimits) {
+        if (fg_config_index_find(ix->rules, a->ratelimits[i], &pos)) {
+            ix->rule_used[pos] = 1;
+        } else {
             fg_config_push_key(c, "rateLimits");
             fg_config_push_index(c, i);
             return fg_config_fail(c, NULL, "unknown rate limit \"%s\" (not in \"rateLimits\")",
@@ -333,10 +343,9 @@ static int resolve(fg_config_ctx_t *c, const fg_security_attach_t *a)
         }
     }
     for (size_t i = 0; i < a->nacls; i++) {
-        size_t j = 0;
-        while (j < cfg->nacls && strcmp(cfg->acls[j].id, a->acls[i]) != 0)
-            j++;
-        if (j == cfg->nacls) {
+        if (fg_config_index_find(ix->acls, a->acls[i], &pos)) {
+            ix->acl_used[pos] = 1;
+        } else {
             fg_config_push_key(c, "accessControl");
             fg_config_push_index(c, i);
             return fg_config_fail(c, NULL,
@@ -347,28 +356,78 @@ static int resolve(fg_config_ctx_t *c, const fg_security_attach_t *a)
     return 0;
 }
 
-int fg_config_resolve_security(fg_config_ctx_t *c)
+static int resolve_all(fg_config_ctx_t *c, attach_index_t *ix)
 {
     fg_config_t *cfg = c->cfg;
     size_t mark = fg_config_push_key(c, "security");
-    if (resolve(c, &cfg->security) < 0)
+    if (resolve(c, &cfg->security, ix) < 0)
         return -1;
     fg_config_pop(c, mark);
     for (size_t i = 0; i < cfg->nservers; i++) {
         mark = fg_config_push_key(c, "servers");
         fg_config_push_index(c, i);
-        if (resolve(c, &cfg->servers[i].security) < 0)
+        if (resolve(c, &cfg->servers[i].security, ix) < 0)
             return -1;
         fg_config_pop(c, mark);
     }
     for (size_t i = 0; i < cfg->nroutes; i++) {
         mark = fg_config_push_key(c, "routes");
         fg_config_push_index(c, i);
-        if (resolve(c, &cfg->routes[i].security) < 0)
+        if (resolve(c, &cfg->routes[i].security, ix) < 0)
             return -1;
         fg_config_pop(c, mark);
     }
     return 0;
+}
+
+/* A rule or list nothing attaches does nothing: say so, since it is usually a forgotten
+ * attachment rather than intent. */
+static void warn_unattached(fg_config_ctx_t *c, const attach_index_t *ix)
+{
+    const fg_config_t *cfg = c->cfg;
+    for (size_t i = 0; i < cfg->nratelimits; i++) {
+        if (ix->rule_used[i])
+            continue;
+        size_t mark = fg_config_push_key(c, "rateLimits");
+        fg_config_push_index(c, i);
+        fg_config_warn(c, NULL,
+                       "rate limit \"%s\" is attached to no route, server or \"security\" "
+                       "section: it has no effect",
+                       cfg->ratelimits[i].id);
+        fg_config_pop(c, mark);
+    }
+    for (size_t i = 0; i < cfg->nacls; i++) {
+        if (ix->acl_used[i])
+            continue;
+        size_t mark = fg_config_push_key(c, "accessControl");
+        fg_config_push_index(c, i);
+        fg_config_warn(c, NULL,
+                       "access-control list \"%s\" is attached to no route, server or "
+                       "\"security\" section: it has no effect",
+                       cfg->acls[i].id);
+        fg_config_pop(c, mark);
+    }
+}
+
+int fg_config_resolve_security(fg_config_ctx_t *c)
+{
+    fg_config_t *cfg = c->cfg;
+    attach_index_t ix = {
+        .rules = fg_config_index_of(cfg->ratelimits, cfg->nratelimits, sizeof(fg_ratelimit_rule_t),
+                                    offsetof(fg_ratelimit_rule_t, id)),
+        .acls = fg_config_index_of(cfg->acls, cfg->nacls, sizeof(fg_acl_list_t),
+                                   offsetof(fg_acl_list_t, id)),
+        .rule_used = fg_config_xcalloc(cfg->nratelimits + 1, 1),
+        .acl_used = fg_config_xcalloc(cfg->nacls + 1, 1),
+    };
+    int rc = resolve_all(c, &ix);
+    if (rc == 0)
+        warn_unattached(c, &ix);
+    free(ix.acl_used);
+    free(ix.rule_used);
+    fg_config_index_free(ix.acls);
+    fg_config_index_free(ix.rules);
+    return rc;
 }
 
 void fg_config_free_security(fg_config_t *cfg)

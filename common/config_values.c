@@ -11,6 +11,8 @@
 
 #include "common/config.h"
 #include "common/config_impl.h"
+#include "common/config_index.h"
+#include "common/iprange.h"
 
 #define KIB 1024ULL
 /* ---- allocation: out of memory at load time is fatal (STYLE.md) ---- */
@@ -75,6 +77,35 @@ int fg_config_fail(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
         snprintf(c->err, c->errlen, "%s: %s", c->name, reason);
     fg_config_pop(c, mark);
     return -1;
+}
+
+void fg_config_warn(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
+{
+    char reason[768], line[1536];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+
+    size_t mark = key ? fg_config_push_key(c, key) : c->plen;
+    if (c->plen)
+        snprintf(line, sizeof(line), "%s: %s: %s", c->name, c->path, reason);
+    else
+        snprintf(line, sizeof(line), "%s: %s", c->name, reason);
+    fg_config_pop(c, mark);
+    fg_config_t *cfg = c->cfg;
+    char **w = realloc(cfg->warnings, (cfg->nwarnings + 1) * sizeof(char *));
+    if (w == NULL)
+        abort();
+    cfg->warnings = w;
+    cfg->warnings[cfg->nwarnings++] = fg_config_xstrdup(line);
+}
+
+void fg_config_warn_cidr(fg_config_ctx_t *c, const char *text)
+{
+    if (fg_iprange_has_host_bits(text))
+        fg_config_warn(c, NULL, "low address bits of %s are meaningless", text);
 }
 
 const char *fg_config_type_name(const json_t *v)
@@ -546,17 +577,22 @@ int fg_config_load_list(fg_config_ctx_t *c, const json_t *obj, const char *key, 
     *items = base;
     *n = count; /* set before loading: the owner frees what was loaded on failure */
     size_t mark = fg_config_push_key(c, key);
+    fg_config_index_t *ids = fg_config_index_new(count);
+    rc = -1;
     for (size_t i = 0; i < count; i++) {
-        size_t m = fg_config_push_index(c, i);
+        size_t m = fg_config_push_index(c, i), j;
         if (load(c, json_array_get(arr, i), base + i * size) < 0)
-            return -1;
+            goto out;
         const char *id = *(char **)(base + i * size + id_offset);
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(*(char **)(base + j * size + id_offset), id) == 0)
-                return fg_config_fail(c, "id", "duplicate id \"%s\" (first at %s[%zu])", id, key,
-                                      j);
+        if (fg_config_index_add(ids, id, i, &j) == 1) {
+            fg_config_fail(c, "id", "duplicate id \"%s\" (first at %s[%zu])", id, key, j);
+            goto out;
+        }
         fg_config_pop(c, m);
     }
     fg_config_pop(c, mark);
-    return 0;
+    rc = 0;
+out:
+    fg_config_index_free(ids);
+    return rc;
 }

@@ -131,6 +131,20 @@ int fg_iprange_parse_cidr(const char *s, fg_iprange_t *out, int *plen, char *err
     return 0;
 }
 
+int fg_iprange_has_host_bits(const char *s)
+{
+    const char *slash = strchr(s, '/');
+    fg_iprange_t r;
+    fg_ip_t addr;
+    int plen;
+    char why[8];
+
+    if (slash == NULL || fg_iprange_parse(s, &r, &plen, why, sizeof(why)) < 0 ||
+        fg_ip_parse(s, (size_t)(slash - s), &addr) < 0)
+        return 0;
+    return fg_ip_cmp(&addr, &r.lo) != 0;
+}
+
 void fg_iprange_set_init(fg_iprange_set_t *set)
 {
     memset(set, 0, sizeof(*set));

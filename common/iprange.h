@@ -42,6 +42,11 @@ int fg_iprange_parse(const char *s, fg_iprange_t *out, int *plen, char *err, siz
 /* The same for "IP" and "IP/len" only: a dash is no range here, just not an address. */
 int fg_iprange_parse_cidr(const char *s, fg_iprange_t *out, int *plen, char *err, size_t errlen);
 
+/* 1 when s is a CIDR ("IP/len") whose address has bits set after the prefix length, such as
+ * "10.66.0.1/16": the bits are ignored, which usually hides a typo. 0 otherwise, also for text
+ * fg_iprange_parse refuses. */
+int fg_iprange_has_host_bits(const char *s);
+
 /* Sets: add in any order, then finish (sort and merge) before lookups. A range added that
  * reaches outside the IPv4-mapped block (IPv6 notation) loses the part inside it: IPv6 entries
  * never match IPv4 clients. */

@@ -1,5 +1,7 @@
-/* fastgateway: the command line, in nginx's conventions (-c -t -s -f -v -h). */
+/* fastgateway: the command line, in nginx's conventions (-c -t -T -s -f -v -h). Exit codes
+ * (docs/operations.md): 0 success, 1 invalid configuration or failed operation, 2 bad usage. */
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -7,9 +9,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <jansson.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
 
 #include "common/config.h"
+#include "master/check.h"
 #include "master/daemon.h"
 #include "master/listener.h"
 #include "master/master.h"
@@ -18,16 +25,35 @@
 
 #define DEFAULT_CONF "/etc/fastgateway/fastgateway.json"
 
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: fastgateway [-c FILE] [-f] [-t] [-s SIGNAL] [-v] [-h]\n"
+    fprintf(out, "usage: fastgateway [-c FILE] [-f] [-t] [-T] [-s SIGNAL] [-v] [-h]\n"
                  "  -c FILE    configuration file (default " DEFAULT_CONF ")\n"
                  "  -f         stay in the foreground (default: daemonize)\n"
-                 "  -t         test the configuration and exit\n"
+                 "  -t         test the configuration and what start-up needs, then exit\n"
+                 "  -T         as -t, then print the effective configuration (JSON, with every\n"
+                 "             default filled in) on stdout\n"
                  "  -s SIGNAL  send SIGNAL to the running master: reload, stop, quit, reopen;\n"
                  "             or `-s status` to print what the status socket reports\n"
-                 "  -v         print the version and exit\n"
-                 "  -h         print this help and exit\n");
+                 "  -v, --version  print the version and the libraries' versions, and exit\n"
+                 "  -h, --help     print this help and exit\n"
+                 "exit status: 0 success, 1 invalid configuration or failed operation, "
+                 "2 usage error\n");
+}
+
+/* Name and version, then each library as compiled against and as loaded at run time (a
+ * shared library upgraded under the binary shows here). */
+static void version(void)
+{
+    const nghttp2_info *h2 = nghttp2_version(0);
+    printf("fastgateway %s\n", FG_VERSION);
+    printf("built with libevent %s, running with %s\n", LIBEVENT_VERSION, event_get_version());
+    printf("built with %s, running with %s\n", OPENSSL_VERSION_TEXT,
+           OpenSSL_version(OPENSSL_VERSION));
+    printf("built with nghttp2 %s, running with %s\n", NGHTTP2_VERSION, h2 ? h2->version_str : "?");
+    printf("built with jansson %s, running with %s\n", JANSSON_VERSION, jansson_version_str());
 }
 
 /* Load and compile the whole configuration, as the master would. NULL after printing why. */
@@ -73,18 +99,33 @@ static int check_start(const char *file, const fg_config_t *cfg)
     return 0;
 }
 
-static int test_config(const char *file)
+/* -t and -T: the configuration, its warnings (stderr, not fatal), what start-up needs; with
+ * dump, the effective configuration on stdout. */
+static int test_config(const char *file, int dump)
 {
     fg_config_t *cfg = load(file);
     if (cfg == NULL)
-        return 1;
-    if (check_start(file, cfg) < 0) {
-        unload(cfg);
-        return 1;
+        return EXIT_FAILED;
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        fprintf(stderr, "warning: %s\n", cfg->warnings[i]);
+    int rc = EXIT_OK;
+    if (check_start(file, cfg) < 0)
+        rc = EXIT_FAILED;
+    if (fg_check_start(cfg) < 0)
+        rc = EXIT_FAILED;
+    if (rc == EXIT_OK && dump) {
+        json_t *doc = fg_config_dump(cfg);
+        if (json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0 ||
+            fputc('\n', stdout) == EOF || fflush(stdout) == EOF) {
+            fprintf(stderr, "fastgateway: cannot write the configuration: %s\n", strerror(errno));
+            rc = EXIT_FAILED;
+        }
+        json_decref(doc);
     }
     unload(cfg);
-    printf("%s: configuration is ok\n", file);
-    return 0;
+    if (rc == EXIT_OK)
+        fprintf(dump ? stderr : stdout, "%s: configuration is ok\n", file);
+    return rc;
 }
 
 static int send_signal(const char *file, const char *name)
@@ -99,8 +140,8 @@ static int send_signal(const char *file, const char *name)
             sig = map[i].sig;
     fg_config_t *cfg = load(file);
     if (cfg == NULL)
-        return 1;
-    int rc = 1;
+        return EXIT_FAILED;
+    int rc = EXIT_FAILED;
     char err[512];
     pid_t pid;
     if (cfg->pid_file == NULL)
@@ -112,7 +153,7 @@ static int send_signal(const char *file, const char *name)
                 cfg->pid_file, strerror(errno),
                 errno == ESRCH ? " (stale pid file: not running)" : "");
     else
-        rc = 0;
+        rc = EXIT_OK;
     unload(cfg);
     return rc;
 }
@@ -160,8 +201,8 @@ static int show_status(const char *file)
 {
     fg_config_t *cfg = load(file);
     if (cfg == NULL)
-        return 1;
-    int rc = 1;
+        return EXIT_FAILED;
+    int rc = EXIT_FAILED;
     if (cfg->status_socket == NULL) {
         fprintf(stderr, "fastgateway: %s sets no statusSocket\n", file);
         goto out;
@@ -177,7 +218,7 @@ static int show_status(const char *file)
     print_status(ans[0], ans[1], ans[2]);
     for (int i = 0; i < 3; i++)
         json_decref(ans[i]);
-    rc = 0;
+    rc = EXIT_OK;
 out:
     unload(cfg);
     return rc;
@@ -185,11 +226,13 @@ out:
 
 int main(int argc, char **argv)
 {
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'v'}, {NULL, 0, NULL, 0}};
     const char *conf = DEFAULT_CONF;
     const char *sig = NULL;
-    int foreground = 0, test = 0, opt;
+    int foreground = 0, test = 0, dump = 0, opt;
 
-    while ((opt = getopt(argc, argv, "c:fts:vh")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:ftTs:vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             conf = optarg;
@@ -197,6 +240,9 @@ int main(int argc, char **argv)
         case 'f':
             foreground = 1;
             break;
+        case 'T':
+            dump = 1;
+            /* fall through */
         case 't':
             test = 1;
             break;
@@ -204,20 +250,20 @@ int main(int argc, char **argv)
             sig = optarg;
             break;
         case 'v':
-            printf("fastgateway %s\n", FG_VERSION);
-            return 0;
+            version();
+            return EXIT_OK;
         case 'h':
             usage(stdout);
-            return 0;
+            return EXIT_OK;
         default:
             usage(stderr);
-            return 1;
+            return EXIT_USAGE;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "fastgateway: unexpected argument \"%s\"\n", argv[optind]);
         usage(stderr);
-        return 1;
+        return EXIT_USAGE;
     }
     if (sig != NULL && strcmp(sig, "status") != 0 && strcmp(sig, "reload") != 0 &&
         strcmp(sig, "stop") != 0 && strcmp(sig, "quit") != 0 && strcmp(sig, "reopen") != 0) {
@@ -225,10 +271,14 @@ int main(int argc, char **argv)
                 "fastgateway: unknown signal \"%s\" (reload, stop, quit, reopen, "
                 "status)\n",
                 sig);
-        return 1;
+        return EXIT_USAGE;
+    }
+    if (test && sig != NULL) {
+        fprintf(stderr, "fastgateway: -t/-T and -s exclude each other\n");
+        return EXIT_USAGE;
     }
     if (test)
-        return test_config(conf);
+        return test_config(conf, dump);
     if (sig != NULL)
         return strcmp(sig, "status") == 0 ? show_status(conf) : send_signal(conf, sig);
 
@@ -236,7 +286,7 @@ int main(int argc, char **argv)
     char abs[PATH_MAX];
     if (realpath(conf, abs) == NULL) {
         fprintf(stderr, "fastgateway: %s: %s\n", conf, strerror(errno));
-        return 1;
+        return EXIT_FAILED;
     }
     return fg_master_run(abs, foreground);
 }

@@ -669,6 +669,7 @@ static void reload(master_t *m)
         reload_fail(m, err);
         return;
     }
+    fg_config_log_warnings(g->cfg);
     if (fg_security_build(g->cfg, m->shm, g->id, err, sizeof(err)) < 0 ||
         fg_health_attach(m->shm, g->cfg, g->id, oldest_live_gen(m), err, sizeof(err)) < 0) {
         gen_free(g);
@@ -867,6 +868,7 @@ static int start(master_t *m, int foreground)
     if (!foreground && !log_is_file(cfg))
         fg_log_warn("log.errorLog is \"stderr\": a daemon has no stderr once started, so its "
                     "error log is discarded from then on (set a file, or run with -f)");
+    fg_config_log_warnings(cfg);
     if (fg_daemon_set_nofile(cfg->rlimit_nofile, err, sizeof(err)) < 0)
         fg_log_warn("%s", err);
     if (cfg->user && geteuid() != 0)

@@ -221,3 +221,129 @@ def test_start_with_bad_config_exits_1(tmp_path, foreground):
         pid = int(open(pid_file).read().strip() or 0)
         assert pid == 0 or not os.path.exists("/proc/%d" % pid)
     assert not os.path.exists(cfg["statusSocket"])
+
+
+# ---- what the loader reads: a regular file of bounded size, whatever -c names ----
+
+MAX_CONFIG_BYTES = 64 * 1024 * 1024  # FG_CONFIG_MAX_FILE_SIZE, docs/config.md
+
+
+def check_refused(proc, path, why):
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    line = proc.stderr.strip().splitlines()[0]
+    prefix = "%s: " % path
+    assert line.startswith(prefix), proc.stderr
+    assert why in line[len(prefix):], proc.stderr
+
+
+@pytest.mark.parametrize("device,why", [("/dev/zero", "character device"),
+                                        ("/dev/urandom", "character device")],
+                         ids=["dev-zero", "dev-urandom"])
+def test_device_is_refused(device, why):
+    """A device never ends: the loader refuses it instead of reading until the OOM killer."""
+    check_refused(run(["-t", "-c", device]), device, why)
+
+
+def test_fifo_is_refused(tmp_path):
+    """Nobody writes to the FIFO: opening or reading it must not block."""
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    check_refused(run(["-t", "-c", str(fifo)]), fifo, "FIFO")
+
+
+def test_directory_is_refused(tmp_path):
+    check_refused(run(["-t", "-c", str(tmp_path)]), tmp_path, "directory")
+
+
+def test_symlink_to_device_is_refused(tmp_path):
+    link = tmp_path / "fastgateway.json"
+    os.symlink("/dev/zero", link)
+    check_refused(run(["-t", "-c", str(link)]), link, "character device")
+
+
+def test_symlink_to_regular_file_is_followed(tmp_path):
+    target = write(tmp_path, valid(tmp_path), "real.json")
+    link = tmp_path / "link.json"
+    os.symlink(target, link)
+    proc = run(["-t", "-c", str(link)])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_oversized_file_is_refused(tmp_path):
+    """A sparse file one byte over the limit: refused by its size, before it is read."""
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as f:
+        f.truncate(MAX_CONFIG_BYTES + 1)
+    check_refused(run(["-t", "-c", str(path)]), path, "64 MiB")
+
+
+def test_file_at_the_limit_is_read(tmp_path):
+    """Exactly the limit is allowed: a valid configuration padded with spaces to 64 MiB."""
+    text = json.dumps(valid(tmp_path))
+    path = tmp_path / "padded.json"
+    with open(path, "w") as f:
+        f.write(text)
+        f.write(" " * (MAX_CONFIG_BYTES - len(text)))
+    assert path.stat().st_size == MAX_CONFIG_BYTES
+    proc = run(["-t", "-c", str(path)])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_reload_from_a_fifo_fails_and_keeps_serving(tmp_path, gateway_factory):
+    """The master reads the file on SIGHUP too: a FIFO in its place fails the reload at once
+    instead of blocking the master."""
+    gw = gateway_factory(valid(tmp_path))
+    os.unlink(gw.config_path)
+    os.mkfifo(gw.config_path)
+    last = gw.reload(expect_ok=False, timeout=10)
+    assert "FIFO" in last.get("error", ""), last
+    assert gw.info()["reloadFailures"] == 1
+
+
+# ---- load time grows with n log n of routes, not n^2 ----
+
+def many_routes_config(tmp_path, n, nclusters=100):
+    routes = []
+    for i in range(n):
+        if i % 2:
+            routes.append({"id": "r%d" % i, "order": n - i,
+                           "match": {"path": "/api/%d/{**rest}" % i,
+                                     "hosts": ["h%d.example.com" % (i % 50)]},
+                           "clusterId": "c%d" % (i % nclusters)})
+        else:
+            routes.append({"id": "r%d" % i, "order": n - i, "match": {"path": "/d/%d" % i},
+                           "direct": {"status": 200, "body": "x"}})
+    clusters = [cluster("c%d" % j) for j in range(nclusters)]
+    return base_config(tmp_path, free_port(), routes=routes, clusters=clusters)
+
+
+def test_100000_routes_load(tmp_path):
+    """100,000 routes (descending `order`, so no input order makes sorting cheap) with 100
+    clusters pass -t well inside a generous bound; with a quadratic loader they take minutes."""
+    path = write(tmp_path, many_routes_config(tmp_path, 100000), "many.json")
+    proc = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                          timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_duplicate_id_among_many_routes_names_the_first(tmp_path):
+    """The hashed duplicate check still points at the first occurrence."""
+    cfg = many_routes_config(tmp_path, 5000)
+    cfg["routes"].append(direct_route("r1234", "/dup"))
+    path = write(tmp_path, cfg)
+    proc = run(["-t", "-c", str(path)])
+    check_error(proc, path, "routes[5000].id")
+    assert "first at routes[1234]" in proc.stderr, proc.stderr
+
+
+def test_many_clusters_and_destinations_load(tmp_path):
+    """30,000 clusters of 3 destinations each, every route referring to one: -t scales in
+    clusters and destinations as it does in routes."""
+    cfg = many_routes_config(tmp_path, 30000, nclusters=30000)
+    for cl in cfg["clusters"]:
+        cl["destinations"] = [{"id": "d%d" % k, "address": "http://127.0.0.1:%d" % (9000 + k)}
+                              for k in range(3)]
+    path = write(tmp_path, cfg, "clusters.json")
+    proc = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                          timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr

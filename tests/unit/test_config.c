@@ -9,7 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "common/config.h"
 #include "common/log.h"
@@ -951,6 +953,74 @@ static void test_parse_listen(void **state)
             fail_msg("accepted \"%s\"", bad[i]);
 }
 
+/* Warnings do not fail the load; each names the file and the JSON path. */
+static void test_warnings(void **state)
+{
+    fg_config_t *cfg =
+        load_ok("{'servers': [{'id': 's', 'listen': ':80', 'trustedProxies': ['10.0.0.1/8'],"
+                " 'accessControl': ['a']}],"
+                " 'accessControl': [{'id': 'a', 'type': 'blacklist', 'entries': ['10.66.0.1/16',"
+                "   '10.67.0.0/16']}, {'id': 'b', 'type': 'whitelist', 'entries': []}],"
+                " 'rateLimits': [{'id': 'r', 'maxRequests': 1, 'window': '1s'}]}");
+    assert_int_equal(cfg->nwarnings, 4);
+    assert_string_equal(cfg->warnings[0],
+                        "t.json: servers[0].trustedProxies[0]: low address bits of 10.0.0.1/8 "
+                        "are meaningless");
+    assert_string_equal(cfg->warnings[1],
+                        "t.json: accessControl[0].entries[0]: low address bits of 10.66.0.1/16 "
+                        "are meaningless");
+    assert_non_null(strstr(cfg->warnings[2], "t.json: rateLimits[0]: rate limit \"r\" is "
+                                             "attached to no route"));
+    assert_non_null(strstr(cfg->warnings[3], "t.json: accessControl[1]: access-control list "
+                                             "\"b\" is attached to no route"));
+    fg_config_free(cfg);
+    cfg = load_ok("{" SRV "}");
+    assert_int_equal(cfg->nwarnings, 0);
+    fg_config_free(cfg);
+}
+
+/* Only regular files are read: devices, FIFOs and directories are refused by kind. */
+static void test_file_kinds(void **state)
+{
+    char dir[] = "/tmp/fgcfgXXXXXX", fifo[64], err[512] = "";
+    assert_non_null(mkdtemp(dir));
+    snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_null(fg_config_load("/dev/zero", err, sizeof(err)));
+    assert_string_equal(err, "/dev/zero: is a character device, not a regular file");
+    assert_null(fg_config_load(fifo, err, sizeof(err)));
+    assert_non_null(strstr(err, "is a FIFO, not a regular file"));
+    assert_null(fg_config_load(dir, err, sizeof(err)));
+    assert_non_null(strstr(err, "is a directory, not a regular file"));
+    unlink(fifo);
+    rmdir(dir);
+}
+
+/* The dump of a configuration loads again to the same dump. */
+static void test_dump_round_trip(void **state)
+{
+    fg_config_t *cfg = load_full();
+    json_t *first = fg_config_dump(cfg);
+    char *text = json_dumps(first, JSON_COMPACT);
+    assert_non_null(text);
+    char err[512] = "";
+    fg_config_t *again = fg_config_load_string("/etc/fg/gw.json", text, err, sizeof(err));
+    if (again == NULL)
+        fail_msg("%s\n%s", err, text);
+    json_t *second = fg_config_dump(again);
+    assert_true(json_equal(first, second));
+    assert_int_equal(
+        json_integer_value(json_object_get(
+            json_object_get(json_array_get(json_object_get(first, "servers"), 0), "limits"),
+            "maxHeaders")),
+        cfg->servers[0].max_headers);
+    json_decref(second);
+    json_decref(first);
+    free(text);
+    fg_config_free(again);
+    fg_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -965,6 +1035,8 @@ int main(void)
         cmocka_unit_test(test_err_transforms),   cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_demo_config),      cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),       cmocka_unit_test(test_parse_listen),
+        cmocka_unit_test(test_warnings),         cmocka_unit_test(test_file_kinds),
+        cmocka_unit_test(test_dump_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

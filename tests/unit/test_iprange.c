@@ -223,6 +223,22 @@ static void test_large_set(void **state)
     fg_iprange_set_free(&s);
 }
 
+static void test_host_bits(void **state)
+{
+    assert_true(fg_iprange_has_host_bits("10.66.0.1/16"));
+    assert_true(fg_iprange_has_host_bits("127.0.0.1/8"));
+    assert_true(fg_iprange_has_host_bits("fd00::1/8"));
+    assert_true(fg_iprange_has_host_bits("::ffff:10.0.0.1/104"));
+    assert_false(fg_iprange_has_host_bits("10.66.0.0/16"));
+    assert_false(fg_iprange_has_host_bits("10.66.0.1/32"));
+    assert_false(fg_iprange_has_host_bits("0.0.0.0/0"));
+    assert_false(fg_iprange_has_host_bits("fd00::/8"));
+    assert_false(fg_iprange_has_host_bits("10.66.0.1"));
+    assert_false(fg_iprange_has_host_bits("10.0.0.1-10.0.0.9"));
+    assert_false(fg_iprange_has_host_bits("10.0.0.1/33")); /* invalid: not this check's call */
+    assert_false(fg_iprange_has_host_bits("nonsense/8"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -233,6 +249,7 @@ int main(void)
         cmocka_unit_test(test_set_lookup_and_merge),
         cmocka_unit_test(test_large_set),
         cmocka_unit_test(test_ipv6_notation_and_ipv4_clients),
+        cmocka_unit_test(test_host_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,439 @@
+/* The effective configuration as JSON (`fastgateway -T`): every key the loader knows, with
+ * the defaults it filled in and references resolved, in the schema of docs/config.md, so the
+ * output is itself a valid configuration that loads to the same values. Durations are written
+ * in the largest unit that is exact ("90s", "1500ms"), sizes as byte counts. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "common/config.h"
+#include "common/log.h"
+
+static const char *const lb_names[] = {"PowerOfTwoChoices", "RoundRobin", "LeastRequests", "Random",
+                                       "FirstAlphabetical"};
+static const char *const level_names[] = {"error", "warn", "notice", "info", "debug"};
+static const char *const xf_names[] = {"Off", "Set", "Append", "Remove"};
+static const char *const node_names[] = {
+    "None",      "Random",         "RandomAndPort",        "RandomAndRandomPort",
+    "Unknown",   "UnknownAndPort", "UnknownAndRandomPort", "Ip",
+    "IpAndPort", "IpAndRandomPort"};
+static const char *const when_names[] = {"Success", "Always", "Failure"};
+
+static json_t *duration(uint64_t ms)
+{
+    static const struct {
+        uint64_t ms;
+        const char *unit;
+    } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+    char buf[32];
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (ms != 0 && ms % units[i].ms == 0) {
+            snprintf(buf, sizeof(buf), "%" PRIu64 "%s", ms / units[i].ms, units[i].unit);
+            return json_string(buf);
+        }
+    }
+    snprintf(buf, sizeof(buf), "%" PRIu64 "ms", ms);
+    return json_string(buf);
+}
+
+static json_t *size(uint64_t n)
+{
+    return json_integer((json_int_t)n);
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *strings(char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+static void set(json_t *o, const char *key, json_t *v)
+{
+    json_object_set_new(o, key, v);
+}
+
+static void attach(json_t *o, const fg_security_attach_t *a)
+{
+    set(o, "rateLimits", strings(a->ratelimits, a->nratelimits));
+    set(o, "accessControl", strings(a->acls, a->nacls));
+}
+
+/* ---- servers ---- */
+
+static json_t *server(const fg_server_t *s)
+{
+    static const char *const sources[] = {"socket", "X-Forwarded-For", "X-Real-IP",
+                                          "CF-Connecting-IP"};
+    json_t *o = json_object();
+    set(o, "id", json_string(s->id));
+    if (s->name)
+        set(o, "name", json_string(s->name));
+    set(o, "listen", json_string(s->listen));
+    set(o, "enabled", json_boolean(s->enabled));
+    set(o, "backlog", json_integer(s->backlog));
+    set(o, "limits",
+        json_pack("{s:o, s:o, s:i, s:o}", "maxRequestLineSize", size(s->max_request_line),
+                  "maxHeaderSize", size(s->max_header_size), "maxHeaders", (int)s->max_headers,
+                  "maxRequestBodySize",
+                  s->max_request_body_size < 0 ? json_string("unlimited")
+                                               : size((uint64_t)s->max_request_body_size)));
+    set(o, "timeouts",
+        json_pack("{s:o, s:o, s:o, s:o}", "header", duration(s->header_timeout_ms), "body",
+                  duration(s->body_timeout_ms), "keepAlive", duration(s->keepalive_timeout_ms),
+                  "send", duration(s->send_timeout_ms)));
+    set(o, "maxKeepAliveRequests", json_integer(s->max_keepalive_requests));
+    set(o, "ignoreClientAbort", json_boolean(s->ignore_client_abort));
+    attach(o, &s->security);
+    set(o, "clientIpSource", json_string(sources[s->client_ip_source]));
+    set(o, "trustedProxies", strings(s->trusted_proxies, s->ntrusted_proxies));
+    return o;
+}
+
+/* ---- routes ---- */
+
+static json_t *match_kvs(const fg_match_kv_t *kv, size_t n, int header)
+{
+    static const char *const hmodes[] = {"ExactHeader", "HeaderPrefix", "Contains",
+                                         "NotContains", "Exists",       "NotExists"};
+    static const char *const qmodes[] = {"Exact", "Prefix", "Contains", "NotContains", "Exists"};
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_pack("{s:s, s:s, s:b}", "name", kv[i].name, "mode",
+                              header ? hmodes[kv[i].mode] : qmodes[kv[i].mode], "isCaseSensitive",
+                              kv[i].case_sensitive);
+        if (kv[i].nvalues)
+            set(o, "values", strings(kv[i].values, kv[i].nvalues));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+static json_t *match(const fg_route_match_t *m)
+{
+    json_t *o = json_object();
+    if (m->path)
+        set(o, "path", json_string(m->path));
+    set(o, "hosts", strings(m->hosts, m->nhosts));
+    set(o, "methods", strings(m->methods, m->nmethods));
+    set(o, "headers", match_kvs(m->headers, m->nheaders, 1));
+    set(o, "queryParameters", match_kvs(m->query, m->nquery, 0));
+    return o;
+}
+
+static json_t *headers(const fg_header_kv_t *h, size_t n)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < n; i++)
+        set(o, h[i].name, json_string(h[i].value));
+    return o;
+}
+
+/* Set or Append with its value, and When for response transforms. */
+static void tx_value(json_t *o, const fg_transform_t *t, int response)
+{
+    set(o, t->action == FG_TX_APPEND ? "Append" : "Set", json_string(t->value));
+    if (response)
+        set(o, "When", json_string(when_names[t->when]));
+}
+
+static json_t *transform(const fg_transform_t *t)
+{
+    static const char *const path_keys[] = {"PathPrefix", "PathRemovePrefix", "PathSet",
+                                            "PathPattern"};
+    json_t *o = json_object();
+    switch (t->kind) {
+    case FG_TX_PATH_PREFIX:
+    case FG_TX_PATH_REMOVE_PREFIX:
+    case FG_TX_PATH_SET:
+    case FG_TX_PATH_PATTERN:
+        set(o, path_keys[t->kind - FG_TX_PATH_PREFIX], json_string(t->value));
+        break;
+    case FG_TX_QUERY_VALUE:
+        set(o, "QueryValueParameter", json_string(t->name));
+        tx_value(o, t, 0);
+        break;
+    case FG_TX_QUERY_REMOVE:
+        set(o, "QueryRemoveParameter", json_string(t->name));
+        break;
+    case FG_TX_METHOD_CHANGE:
+        set(o, "HttpMethodChange", json_string(t->name));
+        set(o, "Set", json_string(t->value));
+        break;
+    case FG_TX_REQ_HEADER:
+        set(o, "RequestHeader", json_string(t->name));
+        tx_value(o, t, 0);
+        break;
+    case FG_TX_REQ_HEADER_REMOVE:
+        set(o, "RequestHeaderRemove", json_string(t->name));
+        break;
+    case FG_TX_REQ_HEADERS_COPY:
+        set(o, "RequestHeadersCopy", json_boolean(t->flag));
+        break;
+    case FG_TX_REQ_ORIGINAL_HOST:
+        set(o, "RequestHeaderOriginalHost", json_boolean(t->flag));
+        break;
+    case FG_TX_X_FORWARDED:
+        set(o, "X-Forwarded", json_string(t->value));
+        set(o, "For", json_string(xf_names[t->xf_for]));
+        set(o, "Proto", json_string(xf_names[t->xf_proto]));
+        set(o, "Host", json_string(xf_names[t->xf_host]));
+        set(o, "Prefix", json_string(xf_names[t->xf_prefix]));
+        set(o, "HeaderPrefix", json_string(t->xf_header_prefix));
+        break;
+    case FG_TX_FORWARDED:
+        set(o, "Forwarded", json_string(t->value));
+        set(o, "Action", json_string(xf_names[t->xf_for]));
+        if (t->fwd_for != FG_NODE_NONE)
+            set(o, "ForFormat", json_string(node_names[t->fwd_for]));
+        if (t->fwd_by != FG_NODE_NONE)
+            set(o, "ByFormat", json_string(node_names[t->fwd_by]));
+        break;
+    case FG_TX_RESP_HEADER:
+        set(o, "ResponseHeader", json_string(t->name));
+        tx_value(o, t, 1);
+        break;
+    case FG_TX_RESP_HEADER_REMOVE:
+        set(o, "ResponseHeaderRemove", json_string(t->name));
+        set(o, "When", json_string(when_names[t->when]));
+        break;
+    }
+    return o;
+}
+
+/* The one action of a route: clusterId, static, direct or redirect. */
+static void action(json_t *o, const fg_route_t *r)
+{
+    switch (r->kind) {
+    case FG_ROUTE_CLUSTER:
+        set(o, "clusterId", json_string(r->cluster_id));
+        break;
+    case FG_ROUTE_STATIC:
+        set(o, "static",
+            json_pack("{s:s, s:o, s:o}", "root", r->static_root, "index",
+                      strings(r->static_index, r->nstatic_index), "tryFiles",
+                      strings(r->static_try_files, r->nstatic_try_files)));
+        break;
+    case FG_ROUTE_DIRECT:
+        set(o, "direct",
+            json_pack("{s:i, s:o, s:o}", "status", r->direct_status, "headers",
+                      headers(r->direct_headers, r->ndirect_headers), "body",
+                      r->direct_body ? json_stringn(r->direct_body, r->direct_body_len)
+                                     : json_string("")));
+        break;
+    case FG_ROUTE_REDIRECT:
+        set(o, "redirect",
+            json_pack("{s:i, s:s}", "status", r->redirect_status, "location",
+                      r->redirect_location));
+        break;
+    }
+}
+
+static json_t *route(const fg_route_t *r)
+{
+    json_t *o = json_object();
+    set(o, "id", json_string(r->id));
+    set(o, "order", json_integer(r->order));
+    set(o, "servers", strings(r->server_ids, r->nserver_ids));
+    set(o, "match", match(&r->match));
+    action(o, r);
+    json_t *tx = json_array();
+    for (size_t i = 0; i < r->ntransforms; i++)
+        json_array_append_new(tx, transform(&r->transforms[i]));
+    set(o, "transforms", tx);
+    if (r->max_request_body_size >= 0)
+        set(o, "maxRequestBodySize",
+            r->max_request_body_size == INT64_MAX ? json_string("unlimited")
+                                                  : size((uint64_t)r->max_request_body_size));
+    attach(o, &r->security);
+    if (r->tenant_code)
+        set(o, "tenantCode", json_string(r->tenant_code));
+    set(o, "isGlobal", json_boolean(r->is_global));
+    set(o, "metadata", headers(r->metadata, r->nmetadata));
+    return o;
+}
+
+/* ---- clusters ---- */
+
+static json_t *destination(const fg_destination_t *d)
+{
+    json_t *o = json_pack("{s:s, s:s}", "id", d->id, "address", d->address);
+    if (d->host_override)
+        set(o, "host", json_string(d->host_override));
+    if (d->health)
+        set(o, "health", json_string(d->health));
+    set(o, "enabled", json_boolean(d->enabled));
+    set(o, "weight", json_integer(d->weight));
+    return o;
+}
+
+static json_t *health(const fg_health_config_t *h)
+{
+    json_t *active = json_pack("{s:b, s:o, s:o, s:s, s:i}", "enabled", h->active, "interval",
+                               duration(h->interval_ms), "timeout", duration(h->timeout_ms), "path",
+                               h->path ? h->path : "/", "threshold", (int)h->threshold);
+    if (h->query)
+        set(active, "query", json_string(h->query));
+    if (h->expected_status)
+        set(active, "expectedStatus", json_integer(h->expected_status));
+    json_t *passive =
+        json_pack("{s:b, s:o, s:i, s:f, s:i, s:o}", "enabled", h->passive, "window",
+                  duration(h->window_ms), "minimumRequests", (int)h->min_requests, "failureRate",
+                  h->failure_rate, "consecutiveFailures", (int)h->consecutive, "reactivationPeriod",
+                  duration(h->reactivation_ms));
+    return json_pack("{s:o, s:o, s:s}", "active", active, "passive", passive, "availability",
+                     h->availability == FG_AVAIL_HEALTHY_AND_UNKNOWN ? "HealthyAndUnknown"
+                                                                     : "HealthyOrPanic");
+}
+
+static json_t *affinity(const fg_affinity_config_t *a)
+{
+    static const char *const policies[] = {"HashCookie", "Cookie", "CustomHeader"};
+    static const char *const same[] = {"Unspecified", "Lax", "Strict", "None"};
+    json_t *cookie =
+        json_pack("{s:s, s:o, s:b, s:b, s:s}", "path", a->cookie_path ? a->cookie_path : "/",
+                  "domain", str_or_null(a->cookie_domain), "httpOnly", a->cookie_http_only,
+                  "secure", a->cookie_secure, "sameSite", same[a->cookie_same_site]);
+    if (a->cookie_domain == NULL)
+        json_object_del(cookie, "domain");
+    if (a->cookie_max_age >= 0)
+        set(cookie, "maxAge", duration((uint64_t)a->cookie_max_age * 1000));
+    return json_pack(
+        "{s:b, s:s, s:s, s:s, s:s, s:o}", "enabled", a->enabled, "policy", policies[a->policy],
+        "failurePolicy", a->failure_policy == FG_AFF_RETURN_503 ? "Return503Error" : "Redistribute",
+        "affinityKeyName", a->key_name ? a->key_name : ".FastGateway.Affinity", "keySource",
+        a->key_source == FG_AFF_KEY_TENANT ? "tenant" : "request", "cookie", cookie);
+}
+
+static json_t *cluster(const fg_cluster_t *cl)
+{
+    json_t *dests = json_array();
+    for (size_t i = 0; i < cl->ndestinations; i++)
+        json_array_append_new(dests, destination(&cl->destinations[i]));
+    const fg_failover_config_t *f = &cl->failover;
+    return json_pack(
+        "{s:s, s:s, s:o, s:{s:o, s:o}, s:{s:i, s:o, s:i}, s:o, s:o, s:{s:b, s:o, s:o, s:b}}", "id",
+        cl->id, "loadBalancingPolicy", lb_names[cl->lb_policy], "destinations", dests,
+        "httpRequest", "connectTimeout", duration(cl->connect_timeout_ms), "activityTimeout",
+        duration(cl->activity_timeout_ms), "keepAlive", "maxIdleConnections",
+        (int)cl->max_idle_connections, "idleTimeout", duration(cl->idle_timeout_ms),
+        "maxRequestsPerConnection", (int)cl->max_requests_per_connection, "healthCheck",
+        health(&cl->health), "sessionAffinity", affinity(&cl->affinity), "failover", "enabled",
+        f->enabled, "connectTimeout", duration(f->connect_timeout_ms), "budget",
+        duration(f->budget_ms), "allowNonIdempotent", f->allow_non_idempotent);
+}
+
+/* ---- security ---- */
+
+static json_t *rule(const fg_ratelimit_rule_t *r)
+{
+    static const char *const types[] = {"SlidingWindow", "FixedWindow", "TokenBucket"};
+    static const char *const scopes[] = {"Global", "PerIp", "PerRoute", "PerHeader"};
+    json_t *o = json_pack("{s:s, s:b, s:s, s:s, s:I, s:o}", "id", r->id, "enabled", r->enabled,
+                          "type", types[r->type], "scope", scopes[r->scope], "maxRequests",
+                          (json_int_t)r->max_requests, "window", duration(r->window_ms));
+    if (r->name)
+        set(o, "name", json_string(r->name));
+    if (r->type == FG_RLT_TOKEN && r->burst)
+        set(o, "burst", json_integer((json_int_t)r->burst));
+    if (r->scope == FG_RLS_PER_HEADER)
+        set(o, "header", json_string(r->header));
+    if (r->scope == FG_RLS_PER_IP)
+        set(o, "ipv6Prefix", json_integer(r->ipv6_prefix));
+    if (r->path_pattern)
+        set(o, "pathPattern", json_string(r->path_pattern));
+    if (r->ip_pattern)
+        set(o, "ipPattern", json_string(r->ip_pattern));
+    set(o, "methods", strings(r->methods, r->nmethods));
+    set(o, "dryRun", json_boolean(r->dry_run));
+    return o;
+}
+
+static json_t *acl(const fg_acl_list_t *l)
+{
+    json_t *o = json_pack("{s:s, s:b, s:s, s:o}", "id", l->id, "enabled", l->enabled, "type",
+                          l->whitelist ? "whitelist" : "blacklist", "entries",
+                          strings(l->entries, l->nentries));
+    if (l->name)
+        set(o, "name", json_string(l->name));
+    return o;
+}
+
+static void security(json_t *root, const fg_config_t *cfg)
+{
+    json_t *rules = json_array(), *acls = json_array(), *glob = json_object();
+    for (size_t i = 0; i < cfg->nratelimits; i++)
+        json_array_append_new(rules, rule(&cfg->ratelimits[i]));
+    for (size_t i = 0; i < cfg->nacls; i++)
+        json_array_append_new(acls, acl(&cfg->acls[i]));
+    attach(glob, &cfg->security);
+    set(root, "rateLimits", rules);
+    set(root, "accessControl", acls);
+    set(root, "security", glob);
+    const fg_abnormal_config_t *a = &cfg->abnormal;
+    if (a->enabled)
+        set(root, "abnormalIp",
+            json_pack("{s:b, s:o, s:I, s:{s:b, s:I, s:o}}", "enabled", 1, "window",
+                      duration(a->window_ms), "threshold", (json_int_t)a->threshold, "autoBlock",
+                      "enabled", a->autoblock, "threshold", (json_int_t)a->autoblock_threshold,
+                      "duration", duration(a->autoblock_ms)));
+}
+
+/* ---- top level ---- */
+
+static void globals(json_t *root, const fg_config_t *cfg)
+{
+    const fg_log_config_t *lc = &cfg->log;
+    set(root, "workers", json_integer(cfg->workers));
+    set(root, "user", str_or_null(cfg->user));
+    set(root, "group", str_or_null(cfg->group));
+    if (cfg->user == NULL) {
+        json_object_del(root, "user");
+        json_object_del(root, "group");
+    }
+    set(root, "pidFile", json_string(cfg->pid_file));
+    set(root, "statusSocket", json_string(cfg->status_socket));
+    if (cfg->status_group)
+        set(root, "statusGroup", json_string(cfg->status_group));
+    set(root, "workerRlimitNofile", json_integer((json_int_t)cfg->rlimit_nofile));
+    set(root, "shutdownTimeout", duration(cfg->shutdown_timeout_ms));
+    set(root, "drainTimeout", duration(cfg->drain_timeout_ms));
+    set(root, "shm",
+        json_pack("{s:o, s:o, s:o, s:o}", "size", size(cfg->shm_size), "rateLimitZone",
+                  size(cfg->shm_ratelimit_zone), "accessControlZone", size(cfg->shm_acl_zone),
+                  "abnormalIpZone", size(cfg->shm_abnormal_zone)));
+    set(root, "log",
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "errorLog", lc->path ? lc->path : "stderr",
+                  "level", level_names[lc->level], "format", lc->json ? "json" : "text",
+                  "accessLog", lc->access_path ? lc->access_path : "off", "accessLogBuffer",
+                  size(lc->access_buffer), "accessLogFlush", duration(lc->access_flush_ms)));
+    set(root, "tenantHeader", json_string(cfg->tenant_header));
+}
+
+json_t *fg_config_dump(const fg_config_t *cfg)
+{
+    json_t *root = json_object(), *a;
+    globals(root, cfg);
+    a = json_array();
+    for (size_t i = 0; i < cfg->nservers; i++)
+        json_array_append_new(a, server(&cfg->servers[i]));
+    set(root, "servers", a);
+    a = json_array();
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        json_array_append_new(a, route(&cfg->routes[i]));
+    set(root, "routes", a);
+    a = json_array();
+    for (size_t i = 0; i < cfg->nclusters; i++)
+        json_array_append_new(a, cluster(&cfg->clusters[i]));
+    set(root, "clusters", a);
+    security(root, cfg);
+    return root;
+}
