@@ -313,28 +313,22 @@ void fg_ratelimit_reject(fg_request_t *req, const fg_rl_rule_t *r, const fg_rl_r
         snprintf(window, sizeof(window), "%llus", (unsigned long long)(w / 1000));
     else
         snprintf(window, sizeof(window), "%llums", (unsigned long long)w);
-    char *body =
-        fg_pool_printf(req->pool,
-                       "{\"error\":\"Too Many Requests\",\"message\":\"rate limit "
-                       "exceeded: %llu requests per %s\",\"retryAfter\":%llu}\n",
-                       (unsigned long long)r->params.limit, window, (unsigned long long)retry);
+    char *msg = fg_pool_printf(req->pool, "rate limit exceeded: %llu requests per %s",
+                               (unsigned long long)r->params.limit, window);
     char *ra = fg_pool_printf(req->pool, "%llu", (unsigned long long)retry);
     char *lim = fg_pool_printf(req->pool, "%llu", (unsigned long long)res->limit);
     char *rem = fg_pool_printf(req->pool, "%llu", (unsigned long long)res->remaining);
     char *reset = fg_pool_printf(req->pool, "%llu", (unsigned long long)ceil_s(res->reset_ms));
-    req->error = "rate_limited";
-    if (body == NULL || ra == NULL || lim == NULL || rem == NULL || reset == NULL) {
+    if (msg == NULL || ra == NULL || lim == NULL || rem == NULL || reset == NULL) {
         fg_request_error(req, 429, "rate_limited", "rate limit exceeded");
         return;
     }
+    /* The common error shape (fg_request_error_with); the wait is in Retry-After. */
     fg_headers_t h;
-    fg_headers_init(&h, req->pool, 6);
-    fg_headers_add(&h, FG_STR_LIT("Content-Type"), FG_STR_LIT("application/json"));
+    fg_headers_init(&h, req->pool, 4);
     fg_headers_add(&h, FG_STR_LIT("Retry-After"), fg_str(ra));
     fg_headers_add(&h, FG_STR_LIT("X-RateLimit-Limit"), fg_str(lim));
     fg_headers_add(&h, FG_STR_LIT("X-RateLimit-Remaining"), fg_str(rem));
     fg_headers_add(&h, FG_STR_LIT("X-RateLimit-Reset"), fg_str(reset));
-    if (req->request_id[0])
-        fg_headers_add(&h, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id));
-    fg_request_respond(req, 429, &h, body, strlen(body));
+    fg_request_error_with(req, 429, "rate_limited", msg, &h);
 }
