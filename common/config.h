@@ -325,9 +325,9 @@ struct fg_cluster_s {
 
 /* One errorPages entry: what replaces the JSON error body for a status or a status class. */
 typedef struct {
-    int status;         /* 400..599, or 4 / 5 for the "4xx" / "5xx" class */
-    char *file;         /* absolute path, as read at load; NULL for a redirect */
-    char *body;         /* the file's contents (body_len bytes, NUL-terminated) */
+    int status; /* 400..599, or 4 / 5 for the "4xx" / "5xx" class */
+    char *file; /* absolute path, as read at load; NULL for a redirect */
+    char *body; /* the file's contents (body_len bytes, NUL-terminated) */
     size_t body_len;
     char *content_type; /* "contentType", or NULL: by the file's extension */
     char *redirect;     /* "redirect": answer 302 with this Location instead */
@@ -414,13 +414,13 @@ typedef struct {
     size_t nacls;
     fg_security_attach_t security; /* global attachments ("security") */
     fg_abnormal_config_t abnormal;
-    size_t shm_ratelimit_zone; /* shm.rateLimitZone, default 8m */
-    size_t shm_acl_zone;       /* shm.accessControlZone, default 1m */
-    size_t shm_abnormal_zone;  /* shm.abnormalIpZone, default 4m */
-    void *security_compiled;   /* worker/security.c, built in the master */
-    char *tenant_header;       /* "tenantHeader", default "X-Tenant-Code" */
+    size_t shm_ratelimit_zone;       /* shm.rateLimitZone, default 8m */
+    size_t shm_acl_zone;             /* shm.accessControlZone, default 1m */
+    size_t shm_abnormal_zone;        /* shm.abnormalIpZone, default 4m */
+    void *security_compiled;         /* worker/security.c, built in the master */
+    char *tenant_header;             /* "tenantHeader", default "X-Tenant-Code" */
     fg_responses_config_t responses; /* top-level serverHeader, errorPages, ... (defaults) */
-    void *json_root;           /* the parsed document, kept for diagnostics; owned */
+    void *json_root;                 /* the parsed document, kept for diagnostics; owned */
 } fg_config_t;
 
 /* Load, validate and resolve FILE. Returns NULL on failure with a one-line message in err,

@@ -65,13 +65,20 @@ void fg_request_respond(fg_request_t *req, int status, const fg_headers_t *hdrs,
 
 /* ---- the gateway's own answers: Date, Server, errors ---- */
 
+/* Without a worker loop (unit tests): formatted into the request's pool. */
+static fg_str_t uncached_date(fg_request_t *req)
+{
+    char *d = fg_pool_alloc(req->pool, 30);
+    if (d == NULL)
+        return FG_STR_NULL;
+    return (fg_str_t){d, fg_static_http_date(time(NULL), d)};
+}
+
 fg_str_t fg_request_date(fg_request_t *req)
 {
     fg_worker_t *w = req->worker;
-    if (w == NULL || w->base == NULL) {
-        char *d = fg_pool_alloc(req->pool, 30);
-        return d ? (fg_str_t){d, fg_static_http_date(time(NULL), d)} : FG_STR_NULL;
-    }
+    if (w == NULL || w->base == NULL)
+        return uncached_date(req);
     /* libevent's time of this loop iteration: no system call inside a callback. */
     struct timeval tv;
     if (event_base_gettimeofday_cached(w->base, &tv) != 0)
@@ -91,8 +98,7 @@ static int has_field(const fg_headers_t *hdrs, fg_str_t name)
     return 0;
 }
 
-void fg_request_stamp(fg_request_t *req, const fg_headers_t *hdrs, fg_str_t *date,
-                      fg_str_t *server)
+void fg_request_stamp(fg_request_t *req, const fg_headers_t *hdrs, fg_str_t *date, fg_str_t *server)
 {
     /* RFC 9110 6.6.1: an origin with a clock sends Date; a recipient that forwards a response
      * without one adds it. A destination's own Date is kept: it dates the origin's answer. */
@@ -174,13 +180,14 @@ void fg_request_error_with(fg_request_t *req, int status, const char *error, con
         extra = NULL;
     } else if (page != NULL) {
         body = (fg_str_t){page->body, page->body_len};
-        const char *type = page->content_type ? page->content_type : fg_static_mime_type(page->file);
+        const char *type =
+            page->content_type ? page->content_type : fg_static_mime_type(page->file);
         rc = fg_headers_add(&h, FG_STR_LIT("Content-Type"), fg_str(type));
     } else {
         body = json_error_body(req, status, error, message);
-        rc = body.base == NULL ? -1
-                               : fg_headers_add(&h, FG_STR_LIT("Content-Type"),
-                                                FG_STR_LIT("application/json"));
+        rc = body.base == NULL
+                 ? -1
+                 : fg_headers_add(&h, FG_STR_LIT("Content-Type"), FG_STR_LIT("application/json"));
     }
     for (size_t i = 0; rc == 0 && extra && i < extra->n; i++)
         rc = fg_headers_add(&h, extra->v[i].name, extra->v[i].value);
@@ -192,6 +199,39 @@ void fg_request_error_with(fg_request_t *req, int status, const char *error, con
         return;
     }
     fg_request_respond(req, status, &h, body.base, body.len);
+}
+
+const char *fg_request_error_kind(int status)
+{
+    static const struct {
+        short status;
+        const char *kind;
+    } kinds[] = {
+        {400, "bad_request"},
+        {401, "unauthorized"},
+        {403, "forbidden"},
+        {404, "not_found"},
+        {405, "method_not_allowed"},
+        {408, "request_timeout"},
+        {410, "gone"},
+        {412, "precondition_failed"},
+        {413, "payload_too_large"},
+        {414, "uri_too_long"},
+        {416, "range_not_satisfiable"},
+        {429, "rate_limited"},
+        {431, "headers_too_large"},
+        {451, "unavailable_for_legal_reasons"},
+        {500, "internal_error"},
+        {501, "not_implemented"},
+        {502, "bad_gateway"},
+        {503, "service_unavailable"},
+        {504, "gateway_timeout"},
+        {505, "version_not_supported"},
+    };
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (kinds[i].status == status)
+            return kinds[i].kind;
+    return status >= 500 ? "server_error" : "client_error";
 }
 
 void fg_request_error(fg_request_t *req, int status, const char *error, const char *message)

@@ -146,6 +146,9 @@ uint64_t fg_request_now_us(void);
  * copied. Sets req->error; calls finish. */
 void fg_request_error_with(fg_request_t *req, int status, const char *error, const char *message,
                            const fg_headers_t *extra);
+/* The error kind the gateway uses for status ("not_found" for 404, ...): "client_error" or
+ * "server_error" for a status it has no name for. */
+const char *fg_request_error_kind(int status);
 /* fg_request_error_with without extra fields. */
 void fg_request_error(fg_request_t *req, int status, const char *error, const char *message);
 

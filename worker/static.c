@@ -698,10 +698,10 @@ static void answer_failure(fg_request_t *req, int rc)
     } else if (rc == -EACCES || rc == -EPERM || rc == 403) {
         fg_request_error(req, 403, "forbidden", "file not readable");
     } else if (rc > 0) {
-        fg_request_error(req, rc, "static_status", "no file matched");
+        fg_request_error(req, rc, fg_request_error_kind(rc), "no file matched");
     } else if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM) {
         fg_log_warn("static: %.*s: %s", (int)req->path.len, req->path.base, strerror(-rc));
-        fg_request_error(req, 503, "unavailable", "out of resources");
+        fg_request_error(req, 503, "service_unavailable", "out of resources");
     } else {
         fg_log_error("static: %.*s: %s", (int)req->path.len, req->path.base, strerror(-rc));
         fg_request_error(req, 500, "internal_error", "cannot open file");
