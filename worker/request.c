@@ -137,7 +137,8 @@ static fg_str_t json_error_body(fg_request_t *req, int status, const char *error
 {
     fg_str_t shown = req->path.base ? req->path : req->target;
     size_t el = strlen(error), ml = strlen(message), il = strlen(req->request_id);
-    char *b = fg_pool_alloc(req->pool, 96 + el + 6 * (ml + il) + 6 * shown.len);
+    /* Every byte escapes to at most 6; the fixed text and the status take under 96. */
+    char *b = fg_pool_alloc(req->pool, 96 + 6 * (el + ml + il + shown.len));
     if (b == NULL)
         return FG_STR_NULL;
     char *p = PUT_LIT(b, "{\"status\":");
