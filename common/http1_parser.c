@@ -454,6 +454,10 @@ static int request_framing(fg_http1_head_t *h, const struct framing *f)
             return FG_HTTP1_ERR_BAD;
         if (f->chunked_seen != 1 || !f->last_chunked)
             return FG_HTTP1_ERR_BAD;
+        /* RFC 9112 6.1: a coding under chunked (gzip, ...) that the gateway cannot undo is
+         * answered 501; forwarding the bytes without it would change the body's meaning. */
+        if (f->te_codings > f->chunked_seen)
+            return FG_HTTP1_ERR_NOT_IMPLEMENTED;
         h->te_present = 1;
         h->chunked = 1;
     } else {

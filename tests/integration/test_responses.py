@@ -221,6 +221,8 @@ def trigger(gw, kind):
         return resp
     if kind == 431:
         return get(p, "/direct", extra=b"X-Big: " + b"b" * 6000 + b"\r\n")
+    if kind == 501:
+        return get(p, "/direct", "POST", b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n")
     if kind == 505:
         return parse(raw(p, b"GET /direct HTTP/2.0\r\nHost: a\r\n\r\n"))
     if kind == 502:
@@ -230,11 +232,20 @@ def trigger(gw, kind):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("status", [400, 403, 404, 405, 408, 413, 414, 429, 431, 502, 504, 505])
+@pytest.mark.parametrize("status", [400, 403, 404, 405, 408, 413, 414, 429, 431, 501, 502, 504, 505])
 def test_every_error_has_one_shape(gw, status):
     doc = assert_error(trigger(gw, status), status)
     if status in (404, 405, 413, 429, 502, 504):
         assert doc["requestId"]
+
+
+def test_request_coding_under_chunked_is_501(gw):
+    """Regression: a request body sent with "Transfer-Encoding: gzip, chunked" was de-chunked
+    and forwarded without its gzip coding, so the destination took gzip bytes as the content.
+    The gateway cannot undo gzip: 501 (RFC 9112 6.1), and the handler never runs."""
+    st, _, body = get(gw.port, "/dated", "POST", b"Transfer-Encoding: gzip, chunked\r\n\r\n"
+                                               b"3\r\nabc\r\n0\r\n")
+    assert st == 501 and json.loads(body)["error"] == "not_implemented"
 
 
 def test_405_keeps_allow(gw):

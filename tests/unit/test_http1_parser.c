@@ -317,15 +317,13 @@ static void te_chunked(void **state)
 
 static void te_gzip_then_chunked(void **state)
 {
+    /* A coding under chunked cannot be undone by the gateway: 501 (RFC 9112 6.1). */
     const char *s = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
-    assert_int_equal(req(s), (int)strlen(s));
-    assert_int_equal(head.te_present, 1);
-    assert_int_equal(head.chunked, 1);
+    assert_int_equal(req(s), FG_HTTP1_ERR_NOT_IMPLEMENTED);
     /* Split over two fields, with an unknown coding carrying a parameter. */
     const char *two = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: x-custom;q=\"a,b\"\r\n"
                       "Transfer-Encoding: chunked\r\n\r\n";
-    assert_int_equal(req(two), (int)strlen(two));
-    assert_int_equal(head.chunked, 1);
+    assert_int_equal(req(two), FG_HTTP1_ERR_NOT_IMPLEMENTED);
 }
 
 static void te_not_ending_chunked(void **state)
