@@ -57,7 +57,8 @@ static int parse_status_key(const char *k)
 /* Read the whole file at path (bounded by FG_ERROR_PAGE_MAX) into p->body. */
 static int read_page(fg_config_ctx_t *c, const char *key, fg_error_page_t *p)
 {
-    int fd = open(p->file, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO named by mistake must fail the S_ISREG check, not hang the load. */
+    int fd = open(p->file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd == -1)
         return fg_config_fail(c, key, "cannot open \"%s\": %s", p->file, strerror(errno));
     struct stat st;

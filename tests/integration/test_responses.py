@@ -5,6 +5,7 @@ every error whatever produced it, errorPages (a file or a redirect per status or
 responses keep the destination's Date and Server."""
 import email.utils
 import json
+import os
 import re
 import socket
 import subprocess
@@ -375,12 +376,16 @@ def check_t(tmp_path, mutate):
 def test_error_pages_validated_at_load(tmp_path):
     big = tmp_path / "big.html"
     big.write_bytes(b"x" * (64 * 1024 + 1))
+    fifo = tmp_path / "fifo.html"
+    os.mkfifo(fifo)
     cases = [
         (lambda c: c["errorPages"].update({"404": "pages/missing.html"}),
          ["errorPages.404", "missing.html", "No such file"]),
         (lambda c: c["errorPages"].update({"404": str(big)}),
          ["errorPages.404", "65537 bytes, more than the 65536 allowed"]),
         (lambda c: c["errorPages"].update({"404": str(tmp_path)}),
+         ["errorPages.404", "not a regular file"]),
+        (lambda c: c["errorPages"].update({"404": str(fifo)}),
          ["errorPages.404", "not a regular file"]),
         (lambda c: c["errorPages"].update({"600": "pages/404.html"}),
          ["errorPages", "\"600\" is not a status 400..599"]),
