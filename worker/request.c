@@ -128,6 +128,7 @@ static char *put_json_path(char *out, fg_str_t s)
     return out;
 }
 
+#define ERROR_PATH_MAX 2048 /* bytes of the path an error body shows */
 #define PUT_LIT(p, s) (memcpy((p), (s), sizeof(s) - 1), (p) + sizeof(s) - 1)
 
 /* The JSON error body (docs/config.md "Error responses"), in pool memory; NULL without
@@ -136,6 +137,8 @@ static fg_str_t json_error_body(fg_request_t *req, int status, const char *error
                                 const char *message)
 {
     fg_str_t shown = req->path.base ? req->path : req->target;
+    if (shown.len > ERROR_PATH_MAX) /* an error body stays small whatever the request line */
+        shown.len = ERROR_PATH_MAX;
     size_t el = strlen(error), ml = strlen(message), il = strlen(req->request_id);
     /* Every byte escapes to at most 6; the fixed text and the status take under 96. */
     char *b = fg_pool_alloc(req->pool, 96 + 6 * (el + ml + il + shown.len));

@@ -131,6 +131,20 @@ static void test_error_path_bytes_percent_encoded(void **state)
     json_decref(doc);
 }
 
+static void test_error_path_bounded(void **state)
+{
+    fg_request_t *req = request("GET", "/x");
+    char *long_path = fg_pool_alloc(pool, 3000);
+    memset(long_path, 'a', 3000);
+    long_path[0] = '/';
+    req->path = (fg_str_t){long_path, 3000};
+    fg_request_error(req, 414, "uri_too_long", "m");
+    json_t *doc = json_loadb(sent.body, sent.body_len, 0, NULL);
+    assert_non_null(doc);
+    assert_int_equal(strlen(json_string_value(json_object_get(doc, "path"))), 2048);
+    json_decref(doc);
+}
+
 static void test_error_extra_fields(void **state)
 {
     fg_request_t *req = request("POST", "/f");
@@ -288,6 +302,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_error_shape, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_path_bytes_percent_encoded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_path_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_extra_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_pages_precedence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stamp, setup, teardown),
