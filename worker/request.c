@@ -177,7 +177,7 @@ void fg_request_error_with(fg_request_t *req, int status, const char *error, con
     fg_str_t body;
     int rc = 0;
     if (page != NULL && page->redirect != NULL) {
-        /* As nginx's error_page with a URI: the client is sent there with a 302. */
+        /* A redirect entry sends the client to the operator's page: 302 Found (RFC 9110 15.4.3). */
         status = 302;
         body = FG_STR_LIT("");
         rc = fg_headers_add(&h, FG_STR_LIT("Location"), fg_str(page->redirect));
