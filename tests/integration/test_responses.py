@@ -403,3 +403,24 @@ def test_error_pages_validated_at_load(tmp_path):
         err = check_t(tmp_path, mutate)
         for n in needles:
             assert n in err, (n, err)
+
+
+def test_429_message_names_limit_and_window(gateway_factory, tmp_path):
+    port = free_port()
+    cfg = base_config(tmp_path, port, rateLimits=[
+        {"id": "ms", "type": "FixedWindow", "maxRequests": 1, "window": "1500ms"},
+        {"id": "s", "type": "FixedWindow", "maxRequests": 2, "window": "2m"}])
+    cfg["servers"][0]["rateLimits"] = ["ms"]
+    cfg["servers"].append({"id": "b", "listen": "127.0.0.1:%d" % free_port(),
+                           "rateLimits": ["s"]})
+    gateway_factory(cfg)
+    for _ in range(5):  # a window boundary between two requests only delays the 429
+        resp = get(port, "/x")
+        if resp[0] == 429:
+            break
+    doc = assert_error(resp, 429)
+    assert doc["message"] == "rate limit exceeded: 1 requests per 1500ms", doc
+    other = int(cfg["servers"][1]["listen"].rsplit(":", 1)[1])
+    codes = [get(other, "/x") for _ in range(3)]
+    doc = assert_error(codes[-1], 429)
+    assert doc["message"] == "rate limit exceeded: 2 requests per 120s", doc
