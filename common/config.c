@@ -381,6 +381,9 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
                                        "clientIpSource",
                                        "trustedProxies",
                                        "ignoreClientAbort",
+                                       "serverHeader",
+                                       "errorPages",
+                                       "exposeAccessListIds",
                                        NULL};
     long long backlog = 511, maxka = 0;
 
@@ -409,7 +412,7 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
         load_server_limits(c, o, s) < 0 || load_server_timeouts(c, o, s) < 0 ||
         fg_config_get_int(c, o, "maxKeepAliveRequests", 0, UINT_MAX, &maxka) < 0 ||
         fg_config_get_bool(c, o, "ignoreClientAbort", &s->ignore_client_abort) < 0 ||
-        fg_config_load_server_security(c, o, s) < 0)
+        fg_config_load_server_security(c, o, s) < 0 || fg_config_load_server_responses(c, o, s) < 0)
         return -1;
     s->backlog = (int)backlog;
     s->max_keepalive_requests = (unsigned)maxka;
@@ -507,15 +510,19 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                                        "security",
                                        "abnormalIp",
                                        "tenantHeader",
+                                       "serverHeader",
+                                       "errorPages",
+                                       "exposeAccessListIds",
                                        NULL};
 
     if (!json_is_object(root))
         return fg_config_fail(c, NULL, "expected an object at the top level, got %s",
                               fg_config_type_name(root));
     if (fg_config_check_keys(c, root, keys) < 0 || load_globals(c, root) < 0 ||
-        load_log(c, root) < 0 || load_servers(c, root) < 0 ||
-        fg_config_load_clusters(c, root) < 0 || fg_config_load_routes(c, root) < 0 ||
-        fg_config_load_security(c, root) < 0 || fg_config_resolve_security(c) < 0)
+        load_log(c, root) < 0 || fg_config_load_responses(c, root) < 0 ||
+        load_servers(c, root) < 0 || fg_config_load_clusters(c, root) < 0 ||
+        fg_config_load_routes(c, root) < 0 || fg_config_load_security(c, root) < 0 ||
+        fg_config_resolve_security(c) < 0)
         return -1;
     attach_routes(c->cfg);
     return 0;
@@ -674,7 +681,9 @@ void fg_config_free(fg_config_t *cfg)
         free(s->name);
         free(s->listen);
         free(s->routes);
+        fg_config_free_responses(&s->responses);
     }
+    fg_config_free_responses(&cfg->responses);
     free(cfg->servers);
     free(cfg->log.path);
     free(cfg->log.access_path);

@@ -318,6 +318,30 @@ struct fg_cluster_s {
     void *state;                          /* shm/health.c cluster record, attached by the master */
 };
 
+/* ---- the gateway's own answers (common/config_responses.c) ---- */
+
+/* Largest errorPages file; the file is held in memory by every worker. */
+#define FG_ERROR_PAGE_MAX (64 * 1024)
+
+/* One errorPages entry: what replaces the JSON error body for a status or a status class. */
+typedef struct {
+    int status; /* 400..599, or 4 / 5 for the "4xx" / "5xx" class */
+    char *file; /* absolute path, as read at load; NULL for a redirect */
+    char *body; /* the file's contents (body_len bytes, NUL-terminated) */
+    size_t body_len;
+    char *content_type; /* "contentType", or NULL: by the file's extension */
+    char *redirect;     /* "redirect": answer 302 with this Location instead */
+} fg_error_page_t;
+
+/* "serverHeader", "errorPages", "exposeAccessListIds": top level (the defaults) and per
+ * server. A server's own errorPages are searched before the top-level ones. */
+typedef struct {
+    char *server_header; /* Server field value; NULL = none. Default "fastgateway" */
+    fg_error_page_t *error_pages;
+    size_t nerror_pages;
+    int expose_acl_ids; /* a 403 body names the list that refused; default 0 */
+} fg_responses_config_t;
+
 /* ---- servers (listeners) ---- */
 
 typedef struct {
@@ -351,6 +375,7 @@ typedef struct {
     int client_ip_source;          /* fg_client_ip_source_t */
     char **trusted_proxies;        /* CIDRs or addresses */
     size_t ntrusted_proxies;
+    fg_responses_config_t responses; /* serverHeader, errorPages, exposeAccessListIds */
 } fg_server_t;
 
 /* ---- top level ---- */
@@ -390,13 +415,14 @@ typedef struct {
     size_t nacls;
     fg_security_attach_t security; /* global attachments ("security") */
     fg_abnormal_config_t abnormal;
-    size_t shm_ratelimit_zone; /* shm.rateLimitZone, default 8m */
-    size_t shm_acl_zone;       /* shm.accessControlZone, default 1m */
-    size_t shm_abnormal_zone;  /* shm.abnormalIpZone, default 4m */
-    void *security_compiled;   /* worker/security.c, built in the master */
-    char *tenant_header;       /* "tenantHeader", default "X-Tenant-Code" */
-    void *json_root;           /* the parsed document, kept for diagnostics; owned */
-    char **warnings;           /* "FILE: json.path: reason" the load did not fail on */
+    size_t shm_ratelimit_zone;       /* shm.rateLimitZone, default 8m */
+    size_t shm_acl_zone;             /* shm.accessControlZone, default 1m */
+    size_t shm_abnormal_zone;        /* shm.abnormalIpZone, default 4m */
+    void *security_compiled;         /* worker/security.c, built in the master */
+    char *tenant_header;             /* "tenantHeader", default "X-Tenant-Code" */
+    fg_responses_config_t responses; /* top-level serverHeader, errorPages, ... (defaults) */
+    void *json_root;                 /* the parsed document, kept for diagnostics; owned */
+    char **warnings;                 /* "FILE: json.path: reason" the load did not fail on */
     size_t nwarnings;
 } fg_config_t;
 
@@ -424,6 +450,11 @@ int fg_config_parse_size(const char *s, uint64_t *bytes); /* "512" "64k" "64m" "
 int fg_config_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
 fg_cluster_t *fg_config_find_cluster(const fg_config_t *cfg, const char *id);
+
+/* The errorPages entry for status: the server's exact status, its class, then the top-level
+ * exact status and class. NULL when the JSON error applies. */
+const fg_error_page_t *fg_config_error_page(const fg_config_t *cfg, const fg_server_t *s,
+                                            int status);
 
 /* Fill d->id_hash and d->id_hash_hex from d->id (done by the loader). */
 void fg_config_destination_hash(fg_destination_t *d);

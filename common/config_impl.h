@@ -91,6 +91,11 @@ int fg_config_load_server_security(fg_config_ctx_t *c, const json_t *srv, fg_ser
 int fg_config_load_route_security(fg_config_ctx_t *c, const json_t *route, fg_route_t *r);
 int fg_config_resolve_security(fg_config_ctx_t *c);
 void fg_config_free_security(fg_config_t *cfg);
+/* common/config_responses.c: serverHeader, errorPages, exposeAccessListIds; the top level
+ * first (it gives the servers their defaults), then each server. */
+int fg_config_load_responses(fg_config_ctx_t *c, const json_t *root);
+int fg_config_load_server_responses(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s);
+void fg_config_free_responses(fg_responses_config_t *r);
 void fg_config_free_routes(fg_config_t *cfg);
 void fg_config_free_clusters(fg_config_t *cfg);
 

@@ -262,9 +262,21 @@ static int ops_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs
             h->close_after = 1; /* HTTP/1.0: the end of the body is the close */
     }
 
+    fg_str_t date, server;
+    fg_request_stamp(req, hdrs, &date, &server);
     char *buf, *p;
-    if (format_head(req, status, hdrs, 104, &buf, &p) != 0)
+    if (format_head(req, status, hdrs, 104 + 20 + date.len + server.len, &buf, &p) != 0)
         return -1;
+    if (date.len) {
+        p = PUT_LIT(p, "Date: ");
+        p = put(p, date.base, date.len);
+        p = PUT_LIT(p, "\r\n");
+    }
+    if (server.len) {
+        p = PUT_LIT(p, "Server: ");
+        p = put(p, server.base, server.len);
+        p = PUT_LIT(p, "\r\n");
+    }
     if (h->resp_chunked)
         p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
     else if (!no_length && content_length >= 0) {
@@ -632,6 +644,8 @@ static void on_event(fg_conn_t *c, void *arg, int what)
         h->req.proto = h;
         h->req.pool = h->pool;
         h->req.ops = &h1_ops;
+        h->req.worker = h->w;
+        h->req.server = h->server;
         h->req.version = 11;
         h->req.method = FG_STR_LIT("GET");
         h->close_after = 1;
@@ -816,6 +830,8 @@ static void reject(fg_http1_conn_t *h, int status, const char *error, const char
     req->proto = h;
     req->pool = h->pool;
     req->ops = &h1_ops;
+    req->worker = h->w; /* Date cache, errorPages and serverHeader apply to these answers too */
+    req->server = h->server;
     fill_client(h);
     if (fg_log_level() >= FG_LOG_INFO) {
         char host[260];

@@ -928,6 +928,7 @@ static int handle_head(proxy_t *p)
             p->keep_alive = 0;
         }
         fg_headers_t hdrs;
+        req->relayed = 1; /* the destination's Date and Server stand (fg_request_stamp) */
         if (response_headers(p, &head, &hdrs) != 0 ||
             req->ops->send_head(req, head.status, &hdrs, length) != 0) {
             evbuffer_drain(in, (size_t)r);

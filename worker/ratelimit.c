@@ -306,39 +306,59 @@ static uint64_t ceil_s(uint64_t ms)
     return (ms + 999) / 1000;
 }
 
+/* v in decimal, NUL-terminated, in pool memory; NULL without memory. */
+static char *u64_str(fg_pool_t *pool, uint64_t v)
+{
+    char *s = fg_pool_alloc(pool, 21);
+    if (s != NULL)
+        *fg_put_u64(s, v) = '\0';
+    return s;
+}
+
+/* "rate limit exceeded: N requests per 60s" (or "per 1500ms"), in pool memory. */
+static char *reject_message(fg_pool_t *pool, uint64_t limit, uint64_t window_ms)
+{
+    static const char head[] = "rate limit exceeded: ", mid[] = " requests per ";
+    char *m = fg_pool_alloc(pool, sizeof(head) + sizeof(mid) + 2 * 20 + 3);
+    if (m == NULL)
+        return NULL;
+    char *p = m;
+    memcpy(p, head, sizeof(head) - 1);
+    p = fg_put_u64(p + sizeof(head) - 1, limit);
+    memcpy(p, mid, sizeof(mid) - 1);
+    p += sizeof(mid) - 1;
+    if (window_ms % 1000 == 0) {
+        p = fg_put_u64(p, window_ms / 1000);
+    } else {
+        p = fg_put_u64(p, window_ms);
+        *p++ = 'm';
+    }
+    *p++ = 's';
+    *p = '\0';
+    return m;
+}
+
+/* Built without formatted printing: a flood of refused requests is this function's load. */
 void fg_ratelimit_reject(fg_request_t *req, const fg_rl_rule_t *r, const fg_rl_result_t *res)
 {
     uint64_t retry = ceil_s(res->retry_ms);
     if (retry == 0)
         retry = 1; /* RFC 9110 10.2.3: delay-seconds; 0 would invite an immediate retry */
-    char window[32];
-    uint64_t w = r->cfg->window_ms;
-    if (w % 1000 == 0)
-        snprintf(window, sizeof(window), "%llus", (unsigned long long)(w / 1000));
-    else
-        snprintf(window, sizeof(window), "%llums", (unsigned long long)w);
-    char *body =
-        fg_pool_printf(req->pool,
-                       "{\"error\":\"Too Many Requests\",\"message\":\"rate limit "
-                       "exceeded: %llu requests per %s\",\"retryAfter\":%llu}\n",
-                       (unsigned long long)r->params.limit, window, (unsigned long long)retry);
-    char *ra = fg_pool_printf(req->pool, "%llu", (unsigned long long)retry);
-    char *lim = fg_pool_printf(req->pool, "%llu", (unsigned long long)res->limit);
-    char *rem = fg_pool_printf(req->pool, "%llu", (unsigned long long)res->remaining);
-    char *reset = fg_pool_printf(req->pool, "%llu", (unsigned long long)ceil_s(res->reset_ms));
-    req->error = "rate_limited";
-    if (body == NULL || ra == NULL || lim == NULL || rem == NULL || reset == NULL) {
+    char *msg = reject_message(req->pool, r->params.limit, r->cfg->window_ms);
+    char *ra = u64_str(req->pool, retry);
+    char *lim = u64_str(req->pool, res->limit);
+    char *rem = u64_str(req->pool, res->remaining);
+    char *reset = u64_str(req->pool, ceil_s(res->reset_ms));
+    if (msg == NULL || ra == NULL || lim == NULL || rem == NULL || reset == NULL) {
         fg_request_error(req, 429, "rate_limited", "rate limit exceeded");
         return;
     }
+    /* The common error shape (fg_request_error_with); the wait is in Retry-After. */
     fg_headers_t h;
-    fg_headers_init(&h, req->pool, 6);
-    fg_headers_add(&h, FG_STR_LIT("Content-Type"), FG_STR_LIT("application/json"));
+    fg_headers_init(&h, req->pool, 4);
     fg_headers_add(&h, FG_STR_LIT("Retry-After"), fg_str(ra));
     fg_headers_add(&h, FG_STR_LIT("X-RateLimit-Limit"), fg_str(lim));
     fg_headers_add(&h, FG_STR_LIT("X-RateLimit-Remaining"), fg_str(rem));
     fg_headers_add(&h, FG_STR_LIT("X-RateLimit-Reset"), fg_str(reset));
-    if (req->request_id[0])
-        fg_headers_add(&h, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id));
-    fg_request_respond(req, 429, &h, body, strlen(body));
+    fg_request_error_with(req, 429, "rate_limited", msg, &h);
 }

@@ -110,6 +110,7 @@ struct fg_request_s {
     uint8_t real_ip[16];
     unsigned real_ip_set : 1;
     unsigned security_denied : 1; /* answered 403/429 by access control or a rate limit */
+    unsigned relayed : 1;         /* the response head is a destination's (worker/proxy.c) */
 
     /* response facts, for the access log */
     int status;
@@ -149,8 +150,26 @@ int64_t fg_request_body_limit(const fg_request_t *req);
 /* Monotonic clock in microseconds. */
 uint64_t fg_request_now_us(void);
 
-/* Answer with a JSON error {status, error, message, requestId, path}; calls finish. */
+/* Answer with the gateway's error for status, the one shape of every error it answers:
+ * {"status", "error" (a stable kind such as "not_found"), "message", "requestId", "path"}
+ * as application/json (docs/config.md "Error responses"), or the operator's errorPages entry
+ * for that status. extra (may be NULL) adds fields such as Allow or Retry-After; they are
+ * copied. Sets req->error; calls finish. */
+void fg_request_error_with(fg_request_t *req, int status, const char *error, const char *message,
+                           const fg_headers_t *extra);
+/* The error kind the gateway uses for status ("not_found" for 404, ...): "client_error" or
+ * "server_error" for a status it has no name for. */
+const char *fg_request_error_kind(int status);
+/* fg_request_error_with without extra fields. */
 void fg_request_error(fg_request_t *req, int status, const char *error, const char *message);
+
+/* The fields a front end adds to every response head: date, the Date value (RFC 9110 6.6.1)
+ * unless hdrs carry one; server, the server's serverHeader unless it is off, hdrs carry
+ * one, or the response is relayed from a destination. An empty slice means "add none". */
+void fg_request_stamp(fg_request_t *req, const fg_headers_t *hdrs, fg_str_t *date,
+                      fg_str_t *server);
+/* Now as an IMF-fixdate; formatted at most once a second per worker (worker-owned memory). */
+fg_str_t fg_request_date(fg_request_t *req);
 
 /* Answer with a complete in-memory response; calls finish. */
 void fg_request_respond(fg_request_t *req, int status, const fg_headers_t *hdrs, const char *body,

@@ -379,9 +379,12 @@ int fg_security_check(fg_request_t *req)
         const fg_acl_t *by;
         if (!fg_acl_verdict(p->acls, p->nacls, s->dyn, &ip, now, &by)) {
             req->security_denied = 1;
-            char msg[160];
-            snprintf(msg, sizeof(msg), "access denied by %s \"%s\"",
-                     by && by->whitelist ? "whitelist" : "blacklist", by ? by->id : "");
+            /* The list's id tells a prober how the gateway is configured: named only when
+             * the operator asks (exposeAccessListIds). */
+            char msg[160] = "access denied";
+            if (req->server->responses.expose_acl_ids)
+                snprintf(msg, sizeof(msg), "access denied by %s \"%s\"",
+                         by && by->whitelist ? "whitelist" : "blacklist", by ? by->id : "");
             fg_request_error(req, 403, "forbidden", msg);
             return -1;
         }

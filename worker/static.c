@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
@@ -463,33 +462,18 @@ static int header_date(const fg_request_t *req, const char *name, time_t *t)
     return h != NULL && fg_static_parse_http_date(trim_ows(h->value), t) == 0;
 }
 
-/* A JSON error like fg_request_error's, with one extra header (Allow for 405 as RFC 9110
- * 15.5.6 requires, Content-Range for 416 as 15.5.17 asks). */
+/* The gateway's error (fg_request_error_with) with one extra field: Allow for 405 as RFC 9110
+ * 15.5.6 requires, Content-Range for 416 as 15.5.17 asks. */
 static void error_with_header(fg_request_t *req, int status, const char *kind, const char *msg,
                               const char *hname, const char *hvalue)
 {
-    const char *path = req->path.base ? req->path.base : "";
-    json_t *o = json_pack("{s:i, s:s, s:s, s:s, s:s%}", "status", status, "error", kind, "message",
-                          msg, "requestId", req->request_id, "path", path, req->path.len);
-    if (o == NULL) /* the path is not valid UTF-8 */
-        o = json_pack("{s:i, s:s, s:s, s:s, s:s}", "status", status, "error", kind, "message", msg,
-                      "requestId", req->request_id, "path", "");
-    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    char *copy = body ? fg_pool_printf(req->pool, "%s\n", body) : NULL;
-    free(body);
     fg_headers_t h;
-    fg_headers_init(&h, req->pool, 4);
-    if (copy == NULL ||
-        fg_headers_add(&h, FG_STR_LIT("Content-Type"), FG_STR_LIT("application/json")) != 0 ||
-        (req->request_id[0] &&
-         fg_headers_add(&h, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id)) != 0) ||
-        fg_headers_add(&h, fg_str(hname), fg_str(hvalue)) != 0) {
+    fg_headers_init(&h, req->pool, 1);
+    if (fg_headers_add(&h, fg_str(hname), fg_str(hvalue)) != 0) {
         fg_request_error(req, 500, "internal_error", "out of memory");
         return;
     }
-    req->error = kind;
-    fg_request_respond(req, status, &h, copy, strlen(copy));
+    fg_request_error_with(req, status, kind, msg, &h);
 }
 
 /* ---- path mapping ---- */
@@ -714,10 +698,10 @@ static void answer_failure(fg_request_t *req, int rc)
     } else if (rc == -EACCES || rc == -EPERM || rc == 403) {
         fg_request_error(req, 403, "forbidden", "file not readable");
     } else if (rc > 0) {
-        fg_request_error(req, rc, "static_status", "no file matched");
+        fg_request_error(req, rc, fg_request_error_kind(rc), "no file matched");
     } else if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM) {
         fg_log_warn("static: %.*s: %s", (int)req->path.len, req->path.base, strerror(-rc));
-        fg_request_error(req, 503, "unavailable", "out of resources");
+        fg_request_error(req, 503, "service_unavailable", "out of resources");
     } else {
         fg_log_error("static: %.*s: %s", (int)req->path.len, req->path.base, strerror(-rc));
         fg_request_error(req, 500, "internal_error", "cannot open file");

@@ -45,6 +45,9 @@ typedef struct fg_worker_s {
     uint64_t request_seq;       /* for request ids */
     struct evbuffer *scratch;   /* empty between uses: carries in-memory bodies to send_body */
     struct fg_prober_s *prober; /* active health checks (worker/health.c) */
+    char date[32];              /* Date field value of second date_sec (fg_request_date) */
+    size_t date_len;
+    int64_t date_sec;
 } fg_worker_t;
 
 /* Called by a client connection when it closes; lets a retiring worker exit once idle. */

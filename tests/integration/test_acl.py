@@ -25,6 +25,7 @@ def test_blacklist_ipv4_403_json(gateway_factory, tmp_path):
     cfg = base_config(tmp_path, port, accessControl=[
         lst("bad", "blacklist", ["10.0.0.0/8", "127.0.0.1-127.0.0.3"])])
     cfg["servers"][0]["accessControl"] = ["bad"]
+    cfg["servers"][0]["exposeAccessListIds"] = True  # the body names the list (default: not)
     gw = gateway_factory(cfg)
     status, headers, body = get(gw.url("/x"))
     assert status == 403

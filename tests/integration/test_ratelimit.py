@@ -82,8 +82,8 @@ def test_429_answer(gateway_factory, tmp_path):
     assert headers["x-ratelimit-remaining"] == "0"
     assert 1 <= int(headers["x-ratelimit-reset"]) <= 30
     doc = json.loads(body)
-    assert set(doc) >= {"error", "message", "retryAfter"}
-    assert doc["retryAfter"] == retry
+    assert set(doc) == {"status", "error", "message", "requestId", "path"}  # the common shape
+    assert doc["status"] == 429 and doc["error"] == "rate_limited"
     assert "3 requests per 30s" in doc["message"]
 
 
