@@ -82,6 +82,12 @@ int fg_config_load_server_security(fg_config_ctx_t *c, const json_t *srv, fg_ser
 int fg_config_load_route_security(fg_config_ctx_t *c, const json_t *route, fg_route_t *r);
 int fg_config_resolve_security(fg_config_ctx_t *c);
 void fg_config_free_security(fg_config_t *cfg);
+/* common/config_tls.c: "certificates" and "tls" (before servers and clusters, which refer to
+ * certificate ids), a server's "tls" and "redirectHttps", a cluster's "httpClient". */
+int fg_config_load_certificates(fg_config_ctx_t *c, const json_t *root);
+int fg_config_load_server_tls(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s);
+int fg_config_load_http_client(fg_config_ctx_t *c, const json_t *cl_json, fg_cluster_t *cl);
+void fg_config_free_tls(fg_config_t *cfg);
 void fg_config_free_routes(fg_config_t *cfg);
 void fg_config_free_clusters(fg_config_t *cfg);
 

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "common/config.h"
+#include "common/tls.h"
 #include "master/daemon.h"
 #include "master/listener.h"
 #include "master/master.h"
@@ -73,12 +74,26 @@ static int check_start(const char *file, const fg_config_t *cfg)
     return 0;
 }
 
+static void tls_warn(void *arg, const char *msg)
+{
+    fprintf(stderr, "warning: %s\n", msg);
+}
+
+/* -t: the whole load as the master does it, certificates and keys included (without shared
+ * memory: ticket keys are the master's business). */
 static int test_config(const char *file)
 {
+    char err[1024];
     fg_config_t *cfg = load(file);
     if (cfg == NULL)
         return 1;
-    if (check_start(file, cfg) < 0) {
+    int rc = fg_tls_build(cfg, NULL, 0, tls_warn, NULL, err, sizeof(err));
+    if (rc == 0)
+        rc = fg_tls_refuse_unwired(cfg, err, sizeof(err));
+    if (rc < 0)
+        fprintf(stderr, "%s\n", err);
+    fg_tls_free(cfg);
+    if (rc < 0 || check_start(file, cfg) < 0) {
         unload(cfg);
         return 1;
     }
