@@ -89,7 +89,7 @@ static const char *ossl_reason(char *buf, size_t len, const char *fallback)
 /* "what (OpenSSL's reason)" into buf. */
 static const char *reason(const char *what, char *buf, size_t len)
 {
-    char r[256];
+    char r[160];
     snprintf(buf, len, "%s (%s)", what, ossl_reason(r, sizeof(r), "no detail"));
     return buf;
 }
