@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/hash.h"
+#include "common/tls_client.h"
 #include "shm/tickets.h"
 
 #define NAME_MAX_LEN 253 /* RFC 1035 2.3.4, without the trailing dot */
@@ -625,7 +626,7 @@ int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn w
     for (size_t i = 0; i < cfg->nservers; i++)
         nservers += cfg->servers[i].tls != NULL;
     if (cfg->ncertificates == 0)
-        return 0;
+        return fg_tls_client_build(cfg, err, errlen);
     tls_t *tls = calloc(1, sizeof(*tls));
     cert_t *certs = calloc(cfg->ncertificates, sizeof(cert_t));
     if (tls == NULL || certs == NULL)
@@ -647,11 +648,24 @@ int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn w
     for (size_t i = 0; i < cfg->nservers; i++)
         if (cfg->servers[i].tls && build_server(tls, cfg, i, err, errlen) < 0)
             return -1;
+    return fg_tls_client_build(cfg, err, errlen);
+}
+
+int fg_tls_cert_pair(const fg_config_t *cfg, size_t index, X509 **leaf, EVP_PKEY **pkey,
+                     STACK_OF(X509) **chain)
+{
+    const tls_t *tls = cfg->tls;
+    if (tls == NULL || index >= tls->ncerts)
+        return -1;
+    *leaf = tls->certs[index].leaf;
+    *pkey = tls->certs[index].pkey;
+    *chain = tls->certs[index].chain;
     return 0;
 }
 
 void fg_tls_free(fg_config_t *cfg)
 {
+    fg_tls_client_free(cfg);
     for (size_t i = 0; i < cfg->nservers; i++) {
         server_free(cfg->servers[i].tls_compiled);
         cfg->servers[i].tls_compiled = NULL;
@@ -668,6 +682,19 @@ void fg_tls_free(fg_config_t *cfg)
 
 int fg_tls_refuse_unwired(const fg_config_t *cfg, char *err, size_t errlen)
 {
+    for (size_t i = 0; i < cfg->nclusters; i++) {
+        const fg_cluster_t *cl = &cfg->clusters[i];
+        for (size_t j = 0; j < cl->ndestinations; j++) {
+            if (!cl->destinations[j].https)
+                continue;
+            snprintf(err, errlen,
+                     "%s: clusters[%zu].destinations[%zu].address: https destinations are not "
+                     "supported yet (the HTTP client does not speak TLS); refusing to send "
+                     "plaintext to \"%s\"",
+                     cfg->file, i, j, cl->destinations[j].address);
+            return -1;
+        }
+    }
     for (size_t i = 0; i < cfg->nservers; i++) {
         if (cfg->servers[i].tls == NULL)
             continue;

@@ -11,6 +11,9 @@
  * on which of the two OpenSSL reads it from. The SSL_CTX app data of these contexts belongs
  * to this module.
  *
+ * Destinations (https://) get their client contexts from common/tls_client.c, built by
+ * fg_tls_build too.
+ *
  * Session tickets are protected with keys from shm/tickets.c, shared by every worker and
  * generation, so a session resumes on any worker. */
 #ifndef FG_TLS_H
@@ -41,10 +44,17 @@ int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn w
                  char *err, size_t errlen);
 void fg_tls_free(fg_config_t *cfg);
 
-/* Until the connection layer speaks TLS, a server with "tls" is refused (the master and -t
- * call this): it would otherwise answer in plaintext on a port configured for TLS. Returns 0,
- * or -1 with "FILE: servers[i].tls: ..." in err. Goes away with the TLS transport. */
+/* Until the connection layer speaks TLS, a server with "tls" and an https destination are
+ * refused (the master and -t call this): the one would answer in plaintext on a port
+ * configured for TLS, the other send plaintext to an https address. Returns 0, or -1 with
+ * "FILE: servers[i].tls: ..." or "FILE: clusters[i].destinations[j].address: ..." in err.
+ * Goes away with the TLS transport and client. */
 int fg_tls_refuse_unwired(const fg_config_t *cfg, char *err, size_t errlen);
+
+/* Certificate index's leaf, key and intermediates (owned by cfg->tls), for a client
+ * certificate (common/tls_client.c). Returns 0, or -1 when not loaded. */
+int fg_tls_cert_pair(const fg_config_t *cfg, size_t index, X509 **leaf, EVP_PKEY **pkey,
+                     STACK_OF(X509) **chain);
 
 /* The context a server's connections start on; NULL for a plaintext server. */
 SSL_CTX *fg_tls_server_ctx(const fg_server_t *s);
