@@ -323,10 +323,6 @@ static int load_cert(load_t *l, cert_t *c)
         add_name(c, l->conf->names[i], strlen(l->conf->names[i]));
     if (l->conf->nnames == 0)
         names_from_cert(c);
-    if (c->nnames == 0)
-        return fail(l, "chain", l->conf->chain,
-                    "the certificate names no host (no DNS subjectAltName or CN): list its "
-                    "\"names\"");
     return 0;
 }
 
@@ -598,6 +594,14 @@ static int build_server(tls_t *tls, fg_config_t *cfg, size_t si, char *err, size
         abort();
     for (size_t i = 0; i < st->n; i++) {
         const cert_t *c = &tls->certs[t->cert_index[i]];
+        if (c->nnames == 0 && i != t->default_index) {
+            /* SNI could never choose it; only the default may go without names. */
+            snprintf(err, errlen,
+                     "%s: servers[%zu].tls.certificates[%zu]: certificate \"%s\" names no host "
+                     "(no DNS subjectAltName, no CN that is a host name): list its \"names\"",
+                     cfg->file, si, i, t->certificates[i]);
+            return -1;
+        }
         st->certs[i] = c;
         st->recs[i] = (ctx_rec_t){st, i};
         st->ctx[i] = SSL_CTX_new(TLS_server_method());

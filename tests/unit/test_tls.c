@@ -142,6 +142,7 @@ static int setup(void **state)
     fx_leaf("expired", "old.test", "DNS:old.test", -10 * 86400, -86400);
     fx_leaf("future", "new.test", "DNS:new.test", 86400, 10 * 86400);
     fx_leaf("soon", "soon.test", "DNS:soon.test", -60, 3 * 86400);
+    fx_leaf("noname", "Example Client", NULL, -60, 30 * 86400);
     return 0;
 }
 
@@ -277,6 +278,21 @@ static void test_expiring_soon_warns(void **state)
     assert_non_null(strstr(warnings, "/CN=soon.test expires on"));
     assert_null(strstr(warnings, "certificates[1]")); /* 30 days left: no warning */
     unbuild(cfg);
+}
+
+/* A certificate without host names (a client certificate) loads, but a server may offer it
+ * only as its default: SNI could never choose it. */
+static void test_nameless_certificate(void **state)
+{
+#define NAMELESS(def)                                                                              \
+    "{\"certificates\": [{\"id\": \"n\", \"chain\": \"noname.crt\", \"key\": \"noname.key\"}, "   \
+    "{\"id\": \"a\", \"chain\": \"a.crt\", \"key\": \"a.key\"}], \"servers\": [{\"id\": \"s\", "     \
+    "\"listen\": \"127.0.0.1:1\", \"tls\": {\"certificates\": [\"n\", \"a\"], \"default\": "       \
+    "\"" def "\"}}]}"
+    expect_build_error(NAMELESS("a"), "servers[0].tls.certificates[0]: certificate \"n\" names "
+                                      "no host");
+    unbuild(build(NAMELESS("n"), NULL));
+#undef NAMELESS
 }
 
 /* ---- SNI ---- */
@@ -571,6 +587,7 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_build_refuses_bad_files),
         cmocka_unit_test(test_expiring_soon_warns),
+        cmocka_unit_test(test_nameless_certificate),
         cmocka_unit_test(test_sni_selection),
         cmocka_unit_test(test_host_allowed_policy),
         cmocka_unit_test(test_alpn),
