@@ -81,8 +81,8 @@ typedef struct {
 typedef struct {
     char **certificates; /* ids, as written */
     size_t ncertificates;
-    size_t *cert_index;  /* resolved: indexes into fg_config_t.certificates */
-    char *default_id;    /* "default"; the only certificate when one is listed */
+    size_t *cert_index; /* resolved: indexes into fg_config_t.certificates */
+    char *default_id;   /* "default"; the only certificate when one is listed */
     size_t default_index;
     int min_version, max_version; /* FG_TLS_VERSION_*; default 1.2 .. 1.3 */
     char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); NULL = built-in default */
@@ -90,9 +90,9 @@ typedef struct {
     char *groups;       /* default "X25519:P-256:P-384" */
     char **alpn;        /* server preference order; default ["http/1.1"] */
     size_t nalpn;
-    int session_tickets;       /* default 1 */
-    unsigned session_cache;    /* per-worker session-id cache entries; 0 = off (default) */
-    char *hsts_header;         /* Strict-Transport-Security value; NULL = off (default) */
+    int session_tickets;           /* default 1 */
+    unsigned session_cache;        /* per-worker session-id cache entries; 0 = off (default) */
+    char *hsts_header;             /* Strict-Transport-Security value; NULL = off (default) */
     uint64_t handshake_timeout_ms; /* default 10 s */
 } fg_tls_server_config_t;
 
@@ -105,11 +105,11 @@ typedef struct {
 
 /* A cluster's "httpClient": how https destinations are spoken to. */
 typedef struct {
-    int verify;            /* !dangerousAcceptAnyServerCertificate; default 1 */
+    int verify;                   /* !dangerousAcceptAnyServerCertificate; default 1 */
     int min_version, max_version; /* from sslProtocols */
-    char *ca_file;         /* absolute path; NULL = the system's CAs */
-    char *server_name;     /* SNI and verified name; NULL = the destination's host */
-    char *client_cert_id;  /* "clientCertificate": a certificates id, for mutual TLS */
+    char *ca_file;                /* absolute path; NULL = the system's CAs */
+    char *server_name;            /* SNI and verified name; NULL = the destination's host */
+    char *client_cert_id;         /* "clientCertificate": a certificates id, for mutual TLS */
     size_t client_cert_index;
     uint64_t handshake_timeout_ms; /* default 10 s */
 } fg_tls_client_config_t;
@@ -403,9 +403,9 @@ typedef struct {
     int client_ip_source;          /* fg_client_ip_source_t */
     char **trusted_proxies;        /* CIDRs or addresses */
     size_t ntrusted_proxies;
-    fg_tls_server_config_t *tls;     /* "tls"; NULL = plaintext */
-    fg_redirect_https_t redirect;    /* "redirectHttps" (plaintext servers only) */
-    void *tls_compiled;              /* common/tls.c contexts, built in the master */
+    fg_tls_server_config_t *tls;  /* "tls"; NULL = plaintext */
+    fg_redirect_https_t redirect; /* "redirectHttps" (plaintext servers only) */
+    void *tls_compiled;           /* common/tls.c contexts, built in the master */
 } fg_server_t;
 
 /* ---- top level ---- */
@@ -444,12 +444,12 @@ typedef struct {
     size_t nacls;
     fg_security_attach_t security; /* global attachments ("security") */
     fg_abnormal_config_t abnormal;
-    size_t shm_ratelimit_zone; /* shm.rateLimitZone, default 8m */
-    size_t shm_acl_zone;       /* shm.accessControlZone, default 1m */
-    size_t shm_abnormal_zone;  /* shm.abnormalIpZone, default 4m */
-    void *security_compiled;   /* worker/security.c, built in the master */
-    char *tenant_header;       /* "tenantHeader", default "X-Tenant-Code" */
-    void *json_root;           /* the parsed document, kept for diagnostics; owned */
+    size_t shm_ratelimit_zone;          /* shm.rateLimitZone, default 8m */
+    size_t shm_acl_zone;                /* shm.accessControlZone, default 1m */
+    size_t shm_abnormal_zone;           /* shm.abnormalIpZone, default 4m */
+    void *security_compiled;            /* worker/security.c, built in the master */
+    char *tenant_header;                /* "tenantHeader", default "X-Tenant-Code" */
+    void *json_root;                    /* the parsed document, kept for diagnostics; owned */
     fg_tls_cert_config_t *certificates; /* "certificates" */
     size_t ncertificates;
     uint64_t tls_ticket_rotation_ms; /* tls.ticketKeyRotation, default 1 h */

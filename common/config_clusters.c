@@ -526,7 +526,7 @@ static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 {
     static const char *const keys[] = {
         "id",          "loadBalancingPolicy", "destinations", "httpRequest", "keepAlive",
-        "healthCheck", "sessionAffinity",     "failover",     "httpClient", NULL};
+        "healthCheck", "sessionAffinity",     "failover",     "httpClient",  NULL};
     static const char *const policies[] = {
         "PowerOfTwoChoices", "RoundRobin", "LeastRequests", "Random", "FirstAlphabetical", NULL};
 

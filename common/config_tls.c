@@ -102,9 +102,9 @@ static int get_version(fg_config_ctx_t *c, const json_t *o, const char *key, int
     json_t *v = o ? json_object_get(o, key) : NULL;
     int i = 0;
 
-    if (json_is_string(v) &&
-        (strcmp(json_string_value(v), "TLSv1") == 0 || strcmp(json_string_value(v), "TLSv1.0") == 0 ||
-         strcmp(json_string_value(v), "TLSv1.1") == 0))
+    if (json_is_string(v) && (strcmp(json_string_value(v), "TLSv1") == 0 ||
+                              strcmp(json_string_value(v), "TLSv1.0") == 0 ||
+                              strcmp(json_string_value(v), "TLSv1.1") == 0))
         return fg_config_fail(c, key, "%s is not supported (RFC 8996): use TLSv1.2 or TLSv1.3",
                               json_string_value(v));
     int rc = fg_config_get_enum(c, o, key, names, &i);
@@ -251,8 +251,8 @@ static int load_tls_object(fg_config_ctx_t *c, const json_t *tls, fg_tls_server_
     t->handshake_timeout_ms = 10 * 1000;
     if (fg_config_get_strings(c, tls, "certificates", &t->certificates, &t->ncertificates) < 0 ||
         fg_config_get_string(c, tls, "default", 1, &t->default_id) < 0 ||
-        resolve_server_certs(c, t) < 0 || load_protocols(c, tls, &t->min_version,
-                                                         &t->max_version) < 0 ||
+        resolve_server_certs(c, t) < 0 ||
+        load_protocols(c, tls, &t->min_version, &t->max_version) < 0 ||
         fg_config_get_string(c, tls, "ciphers", 1, &t->ciphers) < 0 ||
         fg_config_get_string(c, tls, "ciphersuites", 1, &t->ciphersuites) < 0 ||
         fg_config_get_string(c, tls, "groups", 1, &t->groups) < 0 || load_alpn(c, tls, t) < 0 ||
@@ -280,8 +280,9 @@ static int load_redirect(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
     if (v == NULL || json_is_false(v))
         return 0;
     if (s->tls)
-        return fg_config_fail(c, "redirectHttps", "only a plaintext server (without \"tls\") "
-                                                  "redirects to https");
+        return fg_config_fail(c, "redirectHttps",
+                              "only a plaintext server (without \"tls\") "
+                              "redirects to https");
     if (!json_is_true(v) && fg_config_get_object(c, srv, "redirectHttps", keys, &o) < 0)
         return -1;
     if (!json_is_true(v) && !json_is_object(v))
@@ -302,7 +303,8 @@ static int load_redirect(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
         goto out;
     }
     /* RFC 3986 3.2: host [ ":" port ], no user info, path or spaces. */
-    if (r->authority && (strpbrk(r->authority, "/?#@ \\") || !fg_config_is_field_value(r->authority))) {
+    if (r->authority &&
+        (strpbrk(r->authority, "/?#@ \\") || !fg_config_is_field_value(r->authority))) {
         fg_config_fail(c, "authority", "\"%s\" is not a host[:port]", r->authority);
         goto out;
     }
@@ -318,9 +320,8 @@ out:
 int fg_config_load_server_tls(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
     static const char *const keys[] = {
-        "certificates",   "default", "protocols", "ciphers",          "ciphersuites",
-        "groups",         "alpn",    "sessionTickets", "sessionCache", "hsts",
-        "handshakeTimeout", NULL};
+        "certificates", "default",        "protocols",    "ciphers", "ciphersuites",     "groups",
+        "alpn",         "sessionTickets", "sessionCache", "hsts",    "handshakeTimeout", NULL};
     json_t *tls = NULL;
 
     if (fg_config_get_object(c, srv, "tls", keys, &tls) < 0)
@@ -357,8 +358,8 @@ static int load_ssl_protocols(fg_config_ctx_t *c, const json_t *o, fg_tls_client
                                                  : 0;
         size_t m = fg_config_push_index(c, i);
         if (v == 0)
-            rc = fg_config_fail(c, NULL, "\"%s\" is not supported (expected Tls12, Tls13)",
-                                list[i]);
+            rc =
+                fg_config_fail(c, NULL, "\"%s\" is not supported (expected Tls12, Tls13)", list[i]);
         fg_config_pop(c, m);
         min = min == 0 || v < min ? v : min;
         max = v > max ? v : max;
@@ -413,10 +414,8 @@ int fg_config_load_http_client(fg_config_ctx_t *c, const json_t *cl_json, fg_clu
         fg_config_fail(c, "serverName", "\"%s\" is not a host name", h->server_name);
         goto out;
     }
-    if (h->client_cert_id &&
-        find_cert(c->cfg, h->client_cert_id, &h->client_cert_index) < 0) {
-        fg_config_fail(c, "clientCertificate", "unknown certificate id \"%s\"",
-                       h->client_cert_id);
+    if (h->client_cert_id && find_cert(c->cfg, h->client_cert_id, &h->client_cert_index) < 0) {
+        fg_config_fail(c, "clientCertificate", "unknown certificate id \"%s\"", h->client_cert_id);
         goto out;
     }
     if (h->handshake_timeout_ms == 0) {

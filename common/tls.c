@@ -28,7 +28,7 @@
 
 typedef struct {
     X509 *leaf;
-    STACK_OF(X509) *chain; /* intermediates */
+    STACK_OF(X509) * chain; /* intermediates */
     EVP_PKEY *pkey;
     SSL_CTX *ctx; /* the certificate's own context: where the key was checked against it */
     char **names; /* lower case; "*.x.y" for wildcards */
@@ -61,7 +61,7 @@ struct server_tls_s {
     SSL_CTX **ctx;
     ctx_rec_t *recs;
     const cert_t **certs;
-    table_t exact, wild; /* wild holds "x.y" for "*.x.y" */
+    table_t exact, wild;    /* wild holds "x.y" for "*.x.y" */
     unsigned char alpn[64]; /* the server's list in wire format (RFC 7301 3.1) */
     unsigned alpn_len;
 };
@@ -224,8 +224,8 @@ static int check_dates(load_t *l, X509 *x, int n)
     if (l->warn && X509_cmp_time(X509_get0_notAfter(x), &soon) < 0) {
         char msg[1024];
         format_time(X509_get0_notAfter(x), when, sizeof(when));
-        snprintf(msg, sizeof(msg), "%s: certificates[%zu].chain: %s: %s %s expires on %s",
-                 l->file, l->index, l->conf->chain, what, subj, when);
+        snprintf(msg, sizeof(msg), "%s: certificates[%zu].chain: %s: %s %s expires on %s", l->file,
+                 l->index, l->conf->chain, what, subj, when);
         l->warn(l->arg, msg);
     }
     return 0;
@@ -530,8 +530,8 @@ static int policy(server_tls_t *st, const fg_server_t *s, SSL_CTX *ctx, char *wh
     }
     /* Sessions of one server never resume on another (RFC 5246 F.1.4, RFC 8446 4.6.1). */
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)&id, sizeof(id));
-    SSL_CTX_set_session_cache_mode(ctx, t->session_cache ? SSL_SESS_CACHE_SERVER
-                                                         : SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_session_cache_mode(ctx,
+                                   t->session_cache ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
     if (t->session_cache)
         SSL_CTX_sess_set_cache_size(ctx, t->session_cache);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
@@ -612,8 +612,8 @@ static int build_server(tls_t *tls, fg_config_t *cfg, size_t si, char *err, size
         if (rc == 0 && SSL_CTX_use_cert_and_key(st->ctx[i], c->leaf, c->pkey, c->chain, 1) != 1)
             rc = -1, ossl_reason(why, sizeof(why), "certificate not usable");
         if (rc < 0) {
-            snprintf(err, errlen, "%s: servers[%zu].tls%s%s", cfg->file, si,
-                     rc == -2 ? "." : ": ", why);
+            snprintf(err, errlen, "%s: servers[%zu].tls%s%s", cfg->file, si, rc == -2 ? "." : ": ",
+                     why);
             return -1;
         }
     }
@@ -656,7 +656,7 @@ int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn w
 }
 
 int fg_tls_cert_pair(const fg_config_t *cfg, size_t index, X509 **leaf, EVP_PKEY **pkey,
-                     STACK_OF(X509) **chain)
+                     STACK_OF(X509) * *chain)
 {
     const tls_t *tls = cfg->tls;
     if (tls == NULL || index >= tls->ncerts)

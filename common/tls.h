@@ -54,7 +54,7 @@ int fg_tls_refuse_unwired(const fg_config_t *cfg, char *err, size_t errlen);
 /* Certificate index's leaf, key and intermediates (owned by cfg->tls), for a client
  * certificate (common/tls_client.c). Returns 0, or -1 when not loaded. */
 int fg_tls_cert_pair(const fg_config_t *cfg, size_t index, X509 **leaf, EVP_PKEY **pkey,
-                     STACK_OF(X509) **chain);
+                     STACK_OF(X509) * *chain);
 
 /* The context a server's connections start on; NULL for a plaintext server. */
 SSL_CTX *fg_tls_server_ctx(const fg_server_t *s);

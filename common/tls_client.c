@@ -27,8 +27,8 @@ static const unsigned char alpn_http11[] = "\x08http/1.1";
 static char *dest_name(const fg_cluster_t *cl, const fg_destination_t *d, int *is_ip)
 {
     const char *src = cl->http_client.server_name ? cl->http_client.server_name
-                      : d->host_override           ? d->host_override
-                                                   : d->host;
+                      : d->host_override          ? d->host_override
+                                                  : d->host;
     size_t len = strlen(src);
     const char *start = src;
     if (src[0] == '[') {
@@ -86,7 +86,7 @@ static int setup_ctx(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_
     if (h->client_cert_id) {
         X509 *leaf;
         EVP_PKEY *pkey;
-        STACK_OF(X509) *chain;
+        STACK_OF(X509) * chain;
         if (fg_tls_cert_pair(cfg, h->client_cert_index, &leaf, &pkey, &chain) < 0 ||
             SSL_CTX_use_cert_and_key(ctx, leaf, pkey, chain, 1) != 1)
             return fail(err, errlen, cfg, ci, "clientCertificate", h->client_cert_id);

@@ -19,7 +19,7 @@ struct fg_tickets_s {
     fg_shm_lock_t lock;
     uint64_t rotated_ms; /* monotonic time keys[0] became the newest */
     uint64_t rotations;
-    uint32_t nkeys;      /* keys in use, 1..FG_TICKETS_KEYS */
+    uint32_t nkeys;                        /* keys in use, 1..FG_TICKETS_KEYS */
     fg_ticket_key_t keys[FG_TICKETS_KEYS]; /* keys[0] is the newest */
 };
 
@@ -78,8 +78,8 @@ static int lock(fg_tickets_t *t)
 fg_tickets_t *fg_tickets_attach(fg_shm_t *shm, uint64_t gen)
 {
     int created = 0;
-    fg_tickets_t *t = fg_shm_zone_get(shm, "tickets", sizeof(*t), ZONE_KIND, ZONE_LAYOUT, gen,
-                                      &created);
+    fg_tickets_t *t =
+        fg_shm_zone_get(shm, "tickets", sizeof(*t), ZONE_KIND, ZONE_LAYOUT, gen, &created);
     if (t == NULL || !created) {
         if (t)
             check(t);
@@ -111,8 +111,8 @@ int fg_tickets_current(fg_tickets_t *t, uint64_t now_ms, uint64_t period_ms, fg_
     return rc;
 }
 
-int fg_tickets_find(fg_tickets_t *t, const unsigned char *name, uint64_t now_ms,
-                    uint64_t period_ms, fg_ticket_key_t *out)
+int fg_tickets_find(fg_tickets_t *t, const unsigned char *name, uint64_t now_ms, uint64_t period_ms,
+                    fg_ticket_key_t *out)
 {
     if (lock(t) < 0)
         return -1;

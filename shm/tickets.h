@@ -33,8 +33,8 @@ fg_tickets_t *fg_tickets_attach(fg_shm_t *shm, uint64_t gen);
 int fg_tickets_current(fg_tickets_t *t, uint64_t now_ms, uint64_t period_ms, fg_ticket_key_t *out);
 /* The key named `name`: returns 1 when it is the newest, 2 when an older one still accepted
  * (the caller renews the ticket), 0 when unknown or retired, -1 on lock failure. */
-int fg_tickets_find(fg_tickets_t *t, const unsigned char *name, uint64_t now_ms,
-                    uint64_t period_ms, fg_ticket_key_t *out);
+int fg_tickets_find(fg_tickets_t *t, const unsigned char *name, uint64_t now_ms, uint64_t period_ms,
+                    fg_ticket_key_t *out);
 /* Rotate now: a new newest key, the oldest dropped. Returns 0 or -1. */
 int fg_tickets_rotate(fg_tickets_t *t, uint64_t now_ms);
 /* Rotations so far. */

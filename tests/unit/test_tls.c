@@ -285,8 +285,8 @@ static void test_expiring_soon_warns(void **state)
 static void test_nameless_certificate(void **state)
 {
 #define NAMELESS(def)                                                                              \
-    "{\"certificates\": [{\"id\": \"n\", \"chain\": \"noname.crt\", \"key\": \"noname.key\"}, "   \
-    "{\"id\": \"a\", \"chain\": \"a.crt\", \"key\": \"a.key\"}], \"servers\": [{\"id\": \"s\", "     \
+    "{\"certificates\": [{\"id\": \"n\", \"chain\": \"noname.crt\", \"key\": \"noname.key\"}, "    \
+    "{\"id\": \"a\", \"chain\": \"a.crt\", \"key\": \"a.key\"}], \"servers\": [{\"id\": \"s\", "   \
     "\"listen\": \"127.0.0.1:1\", \"tls\": {\"certificates\": [\"n\", \"a\"], \"default\": "       \
     "\"" def "\"}}]}"
     expect_build_error(NAMELESS("a"), "servers[0].tls.certificates[0]: certificate \"n\" names "
@@ -559,8 +559,8 @@ static void test_redirect_location(void **state)
     fg_redirect_https_t r = {.enabled = 1, .port = 443, .status = 308};
     char out[256];
     const char *t = "/a/b?x=1";
-    assert_true(fg_tls_redirect_location(&r, "example.com:8080", 16, t, strlen(t), out,
-                                         sizeof(out)) > 0);
+    assert_true(
+        fg_tls_redirect_location(&r, "example.com:8080", 16, t, strlen(t), out, sizeof(out)) > 0);
     assert_string_equal(out, "https://example.com/a/b?x=1");
     r.port = 8443;
     assert_true(fg_tls_redirect_location(&r, "[::1]:8080", 10, t, strlen(t), out, sizeof(out)) > 0);
@@ -573,8 +573,7 @@ static void test_redirect_location(void **state)
     r.authority = NULL;
     /* a host that would break the Location (or is missing) is refused: 400 */
     assert_int_equal(fg_tls_redirect_location(&r, "a b", 3, t, strlen(t), out, sizeof(out)), -1);
-    assert_int_equal(fg_tls_redirect_location(&r, "evil.com/x", 10, t, strlen(t), out,
-                                              sizeof(out)),
+    assert_int_equal(fg_tls_redirect_location(&r, "evil.com/x", 10, t, strlen(t), out, sizeof(out)),
                      -1);
     assert_int_equal(fg_tls_redirect_location(&r, "", 0, t, strlen(t), out, sizeof(out)), -1);
     assert_int_equal(fg_tls_redirect_location(&r, "example.com", 11, t, strlen(t), out, 10), -1);

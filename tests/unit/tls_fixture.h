@@ -39,8 +39,7 @@ static void fx_ext(X509 *x, X509 *issuer, int nid, const char *value)
 
 /* A certificate for key, subject CN cn, SANs san ("DNS:a,DNS:b" or NULL), valid from
  * now+from_s to now+to_s, signed by the CA (or self-signed when ca is 1). */
-static X509 *fx_cert(EVP_PKEY *key, const char *cn, const char *san, long from_s, long to_s,
-                     int ca)
+static X509 *fx_cert(EVP_PKEY *key, const char *cn, const char *san, long from_s, long to_s, int ca)
 {
     static long serial = 1;
     X509 *x = X509_new();
