@@ -283,11 +283,11 @@ static int load_redirect(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
         return fg_config_fail(c, "redirectHttps",
                               "only a plaintext server (without \"tls\") "
                               "redirects to https");
-    if (!json_is_true(v) && fg_config_get_object(c, srv, "redirectHttps", keys, &o) < 0)
-        return -1;
     if (!json_is_true(v) && !json_is_object(v))
         return fg_config_fail(c, "redirectHttps", "expected true or an object, got %s",
                               fg_config_type_name(v));
+    if (json_is_object(v) && fg_config_get_object(c, srv, "redirectHttps", keys, &o) < 0)
+        return -1;
     size_t mark = fg_config_push_key(c, "redirectHttps");
     int rc = -1;
     if (fg_config_get_int(c, o, "port", 1, 65535, &port) < 0 ||

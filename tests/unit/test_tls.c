@@ -190,6 +190,26 @@ static void test_config_defaults(void **state)
                         "max-age=31536000; includeSubDomains; preload");
     assert_int_equal(cfg->servers[0].tls->min_version, FG_TLS_VERSION_1_3);
     fg_config_free(cfg);
+
+    cfg = load_json("{\"servers\": [{\"id\": \"a\", \"listen\": \"127.0.0.1:1\", "
+                    "\"redirectHttps\": true}, {\"id\": \"b\", \"listen\": \"127.0.0.1:2\", "
+                    "\"redirectHttps\": {\"port\": 8443, \"status\": 301}}, {\"id\": \"c\", "
+                    "\"listen\": \"127.0.0.1:3\"}], \"clusters\": [{\"id\": \"k\", "
+                    "\"destinations\": [{\"id\": \"d\", \"address\": \"https://127.0.0.1:1\"}], "
+                    "\"httpClient\": {\"sslProtocols\": [\"Tls13\"], \"caFile\": \"ca.crt\"}}]}");
+    assert_non_null(cfg);
+    const fg_redirect_https_t *r = &cfg->servers[0].redirect;
+    assert_true(r->enabled && r->port == 443 && r->status == 308 && r->authority == NULL);
+    r = &cfg->servers[1].redirect;
+    assert_true(r->enabled && r->port == 8443 && r->status == 301);
+    assert_false(cfg->servers[2].redirect.enabled);
+    const fg_tls_client_config_t *h = &cfg->clusters[0].http_client;
+    assert_true(h->verify);
+    assert_int_equal(h->min_version, FG_TLS_VERSION_1_3);
+    assert_int_equal(h->max_version, FG_TLS_VERSION_1_3);
+    assert_string_equal(h->ca_file, fx_path("ca.crt"));
+    assert_int_equal(h->handshake_timeout_ms, 10000);
+    fg_config_free(cfg);
 }
 
 static void test_config_errors(void **state)
@@ -224,6 +244,9 @@ static void test_config_errors(void **state)
     expect_error("{\"servers\": [{\"id\": \"s\", \"listen\": \"127.0.0.1:1\", \"redirectHttps\": "
                  "{\"port\": 8443, \"authority\": \"x\"}}]}",
                  "redirectHttps.authority: give either port or authority");
+    expect_error("{\"servers\": [{\"id\": \"s\", \"listen\": \"127.0.0.1:1\", \"redirectHttps\": "
+                 "\"yes\"}]}",
+                 "servers[0].redirectHttps: expected true or an object, got a string");
     expect_error("{\"servers\": [{\"id\": \"s\", \"listen\": \"127.0.0.1:1\", \"redirectHttps\": "
                  "{\"status\": 302}}]}",
                  "redirectHttps.status: must be 301 or 308");
@@ -265,6 +288,13 @@ static void test_build_refuses_bad_files(void **state)
     expect_build_error(ONE("expired.crt", "expired.key"), "certificate /CN=old.test expired on");
     expect_build_error(ONE("future.crt", "future.key"), "is not valid before");
 #undef ONE
+    /* OpenSSL refuses what the schema cannot judge: named with the key */
+    expect_build_error(server_json(", \"ciphers\": \"NOPE-CIPHER\""),
+                       "servers[0].tls.ciphers: no usable cipher in \"NOPE-CIPHER\"");
+    expect_build_error(server_json(", \"ciphersuites\": \"TLS_NOPE\""),
+                       "servers[0].tls.ciphersuites: \"TLS_NOPE\" is not a valid");
+    expect_build_error(server_json(", \"groups\": \"P-999\""),
+                       "servers[0].tls.groups: \"P-999\" is not a valid group list");
 }
 
 static void test_expiring_soon_warns(void **state)
