@@ -729,6 +729,15 @@ fg_tls_alpn_t fg_tls_alpn(const SSL *ssl)
     return FG_TLS_ALPN_NONE;
 }
 
+void fg_tls_info(const SSL *ssl, fg_tls_info_t *out)
+{
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    out->version = SSL_get_version(ssl);
+    out->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl));
+    out->sni = sni ? sni : "";
+    out->resumed = SSL_session_reused(ssl);
+}
+
 static const ctx_rec_t *rec_of(const SSL *ssl)
 {
     return SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));

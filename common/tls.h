@@ -77,6 +77,16 @@ fg_tls_alpn_t fg_tls_alpn(const SSL *ssl);
  * differs from SNI. */
 int fg_tls_host_allowed(const SSL *ssl, const char *host, size_t len);
 
+/* What the access log records of a finished handshake. The strings are OpenSSL's constants
+ * or the SSL's own SNI: valid while ssl lives, nothing allocated. */
+typedef struct {
+    const char *version; /* "TLSv1.3" */
+    const char *cipher;  /* "TLS_AES_128_GCM_SHA256" */
+    const char *sni;     /* "" when none was sent */
+    int resumed;
+} fg_tls_info_t;
+void fg_tls_info(const SSL *ssl, fg_tls_info_t *out);
+
 /* The certificate index (into cfg->certificates) of the connection's current context. */
 long fg_tls_selected_cert(const SSL *ssl);
 

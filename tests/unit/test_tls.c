@@ -93,6 +93,7 @@ typedef struct {
     fg_tls_alpn_t alpn;
     int host_ok;         /* fg_tls_host_allowed for `host` */
     int alpn_alert_seen; /* the client got a no_application_protocol alert */
+    char info[160];      /* fg_tls_info: "version cipher sni resumed" */
 } hs_result_t;
 
 static SSL_SESSION *handshake(const fg_server_t *s, SSL_CTX *cctx, const char *sni,
@@ -114,6 +115,10 @@ static SSL_SESSION *handshake(const fg_server_t *s, SSL_CTX *cctx, const char *s
         r->reused = SSL_session_reused(sv);
         r->alpn = fg_tls_alpn(sv);
         r->host_ok = host ? fg_tls_host_allowed(sv, host, strlen(host)) : -1;
+        fg_tls_info_t in;
+        fg_tls_info(sv, &in);
+        snprintf(r->info, sizeof(r->info), "%s %s %s %d", in.version, in.cipher,
+                 in.sni[0] ? in.sni : "-", in.resumed);
         out = fx_session(c, sv);
     } else {
         r->cert = -1;
@@ -403,6 +408,7 @@ static void test_alpn(void **state)
     SSL_SESSION_free(handshake(s, cctx, NULL, both, sizeof(both) - 1, NULL, NULL, &r));
     assert_int_equal(r.cert, 2);
     assert_int_equal(r.alpn, FG_TLS_ALPN_HTTP11);
+    assert_int_equal(strcmp(r.info + strlen(r.info) - 4, " - 0"), 0); /* no SNI, full */
     /* no ALPN offered: none negotiated, the front end's default */
     SSL_SESSION_free(handshake(s, cctx, NULL, NULL, 0, NULL, NULL, &r));
     assert_int_equal(r.cert, 2);
@@ -454,7 +460,7 @@ static uint64_t now_ms(void)
 
 /* A session made under key N, after n rotations: resumed while N is one of the three kept
  * (n < 3), a full handshake after. Each session is offered once, fresh. */
-static void ticket_rotation_over(const char *tls_extra)
+static void ticket_rotation_over(const char *tls_extra, const char *version_cipher)
 {
     fg_shm_t *shm = fg_shm_new(4 * 1024 * 1024);
     fg_config_t *cfg = build(server_json(tls_extra), shm);
@@ -473,6 +479,11 @@ static void ticket_rotation_over(const char *tls_extra)
         assert_non_null(next);
         if (r.reused != (n < 3))
             fail_msg("after %d rotation(s): reused %d", n, r.reused);
+        /* what the access log records */
+        char want[160];
+        snprintf(want, sizeof(want), " a.example.test %d", n < 3);
+        assert_non_null(strstr(r.info, want));
+        assert_true(strncmp(r.info, version_cipher, strlen(version_cipher)) == 0);
         assert_int_equal(r.cert, 0);
         SSL_SESSION_free(next);
         SSL_SESSION_free(sess);
@@ -484,12 +495,14 @@ static void ticket_rotation_over(const char *tls_extra)
 
 static void test_ticket_resumption_across_rotation_tls13(void **state)
 {
-    ticket_rotation_over("");
+    ticket_rotation_over("", "TLSv1.3 TLS_AES_256_GCM_SHA384 ");
 }
 
 static void test_ticket_resumption_across_rotation_tls12(void **state)
 {
-    ticket_rotation_over(", \"protocols\": {\"max\": \"TLSv1.2\"}");
+    /* the server's cipher order: ECDSA certificate, AES-128-GCM first */
+    ticket_rotation_over(", \"protocols\": {\"max\": \"TLSv1.2\"}",
+                         "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256 ");
 }
 
 /* A session made by one process (a worker) resumes on another, and rotations made by one are
