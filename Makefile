@@ -43,7 +43,7 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_TIME ?= 30
 
-.PHONY: all deps run test unit integration fuzz bench install lint format clean
+.PHONY: all deps run test unit integration fuzz bench install lint format clean example-certs
 
 all: fastgateway
 
@@ -104,6 +104,39 @@ fuzz: $(FUZZ_BINS)
 
 bench: deps fastgateway
 	scripts/bench.sh
+
+# Self-signed certificates for the examples (untracked): an ECDSA P-256 CA, a server
+# certificate for localhost, 127.0.0.1 and *.example.test signed by it, and a client certificate
+# for mutual TLS. Files that exist are kept, so running it again changes nothing.
+CERTS_DIR := etc/examples/certs
+example-certs: $(CERTS_DIR)/server.crt $(CERTS_DIR)/client.crt
+
+$(CERTS_DIR)/ca.crt:
+	@mkdir -p $(CERTS_DIR)
+	openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+	  -days 3650 -subj "/CN=FastGateway Example CA" -keyout $(CERTS_DIR)/ca.key -out $@ \
+	  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+
+# $(call leaf_cert,NAME,SUBJECT,EXTENSIONS): a key and a certificate signed by the example CA.
+define leaf_cert
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -subj "$(2)" \
+	  -keyout $(CERTS_DIR)/$(1).key -out $(CERTS_DIR)/$(1).csr
+	printf '%s\n' $(3) > $(CERTS_DIR)/$(1).ext
+	openssl x509 -req -in $(CERTS_DIR)/$(1).csr -CA $(CERTS_DIR)/ca.crt \
+	  -CAkey $(CERTS_DIR)/ca.key -CAcreateserial -CAserial $(CERTS_DIR)/ca.srl -days 825 \
+	  -sha256 -extfile $(CERTS_DIR)/$(1).ext -out $(CERTS_DIR)/$(1).crt
+	@rm -f $(CERTS_DIR)/$(1).csr $(CERTS_DIR)/$(1).ext
+endef
+
+SERVER_EXT := "subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:*.example.test" \
+	"extendedKeyUsage=serverAuth"
+CLIENT_EXT := "extendedKeyUsage=clientAuth"
+
+$(CERTS_DIR)/server.crt: $(CERTS_DIR)/ca.crt
+	$(call leaf_cert,server,/CN=localhost,$(SERVER_EXT))
+
+$(CERTS_DIR)/client.crt: $(CERTS_DIR)/ca.crt
+	$(call leaf_cert,client,/CN=FastGateway Example Client,$(CLIENT_EXT))
 
 # Paths follow the FHS: PREFIX=/usr puts the configuration in /etc, /usr/local in /usr/local/etc.
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)

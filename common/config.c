@@ -384,6 +384,8 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
                                        "serverHeader",
                                        "errorPages",
                                        "exposeAccessListIds",
+                                       "tls",
+                                       "redirectHttps",
                                        NULL};
     long long backlog = 511, maxka = 0;
 
@@ -412,7 +414,8 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
         load_server_limits(c, o, s) < 0 || load_server_timeouts(c, o, s) < 0 ||
         fg_config_get_int(c, o, "maxKeepAliveRequests", 0, UINT_MAX, &maxka) < 0 ||
         fg_config_get_bool(c, o, "ignoreClientAbort", &s->ignore_client_abort) < 0 ||
-        fg_config_load_server_security(c, o, s) < 0 || fg_config_load_server_responses(c, o, s) < 0)
+        fg_config_load_server_security(c, o, s) < 0 || fg_config_load_server_responses(c, o, s) < 0 ||
+        fg_config_load_server_tls(c, o, s) < 0)
         return -1;
     s->backlog = (int)backlog;
     s->max_keepalive_requests = (unsigned)maxka;
@@ -513,6 +516,8 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                                        "serverHeader",
                                        "errorPages",
                                        "exposeAccessListIds",
+                                       "certificates",
+                                       "tls",
                                        NULL};
 
     if (!json_is_object(root))
@@ -520,6 +525,7 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                               fg_config_type_name(root));
     if (fg_config_check_keys(c, root, keys) < 0 || load_globals(c, root) < 0 ||
         load_log(c, root) < 0 || fg_config_load_responses(c, root) < 0 ||
+        fg_config_load_certificates(c, root) < 0 ||
         load_servers(c, root) < 0 || fg_config_load_clusters(c, root) < 0 ||
         fg_config_load_routes(c, root) < 0 || fg_config_load_security(c, root) < 0 ||
         fg_config_resolve_security(c) < 0)
@@ -672,6 +678,7 @@ void fg_config_free(fg_config_t *cfg)
 {
     if (cfg == NULL)
         return;
+    fg_config_free_tls(cfg);
     fg_config_free_security(cfg);
     fg_config_free_routes(cfg);
     fg_config_free_clusters(cfg);

@@ -64,6 +64,56 @@ typedef struct {
     uint64_t autoblock_ms;        /* default 30 min */
 } fg_abnormal_config_t;
 
+/* ---- TLS: certificates, server policy, HTTPS redirect, destination client (config_tls.c) ---- */
+
+/* Protocol versions as on the wire (RFC 8446 4.1.2 legacy_version numbering). */
+#define FG_TLS_VERSION_1_2 0x0303
+#define FG_TLS_VERSION_1_3 0x0304
+
+typedef struct {
+    char *id;
+    char *chain;  /* absolute path: PEM, the certificate first, then its intermediates */
+    char *key;    /* absolute path: PEM private key */
+    char **names; /* "names"; NULL = the certificate's DNS SANs (its CN when it has none) */
+    size_t nnames;
+} fg_tls_cert_config_t;
+
+typedef struct {
+    char **certificates; /* ids, as written */
+    size_t ncertificates;
+    size_t *cert_index; /* resolved: indexes into fg_config_t.certificates */
+    char *default_id;   /* "default"; the only certificate when one is listed */
+    size_t default_index;
+    int min_version, max_version; /* FG_TLS_VERSION_*; default 1.2 .. 1.3 */
+    char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); NULL = built-in default */
+    char *ciphersuites; /* TLS 1.3 suites; NULL = OpenSSL's default */
+    char *groups;       /* default "X25519:P-256:P-384" */
+    char **alpn;        /* server preference order; default ["http/1.1"] */
+    size_t nalpn;
+    int session_tickets;           /* default 1 */
+    unsigned session_cache;        /* per-worker session-id cache entries; 0 = off (default) */
+    char *hsts_header;             /* Strict-Transport-Security value; NULL = off (default) */
+    uint64_t handshake_timeout_ms; /* default 10 s */
+} fg_tls_server_config_t;
+
+typedef struct {
+    int enabled;
+    uint16_t port;   /* target port; 443 is left out of the Location */
+    char *authority; /* instead of the request's host and port; NULL = from the request */
+    int status;      /* 301 or 308 (default) */
+} fg_redirect_https_t;
+
+/* A cluster's "httpClient": how https destinations are spoken to. */
+typedef struct {
+    int verify;                   /* !dangerousAcceptAnyServerCertificate; default 1 */
+    int min_version, max_version; /* from sslProtocols */
+    char *ca_file;                /* absolute path; NULL = the system's CAs */
+    char *server_name;            /* SNI and verified name; NULL = the destination's host */
+    char *client_cert_id;         /* "clientCertificate": a certificates id, for mutual TLS */
+    size_t client_cert_index;
+    uint64_t handshake_timeout_ms; /* default 10 s */
+} fg_tls_client_config_t;
+
 /* ---- routes: match ---- */
 
 typedef enum {
@@ -316,6 +366,8 @@ struct fg_cluster_s {
     fg_affinity_config_t affinity;        /* "sessionAffinity" */
     fg_failover_config_t failover;        /* "failover" */
     void *state;                          /* shm/health.c cluster record, attached by the master */
+    fg_tls_client_config_t http_client;   /* "httpClient" */
+    void *tls;                            /* common/tls_client.c, built in the master */
 };
 
 /* ---- the gateway's own answers (common/config_responses.c) ---- */
@@ -376,6 +428,9 @@ typedef struct {
     char **trusted_proxies;        /* CIDRs or addresses */
     size_t ntrusted_proxies;
     fg_responses_config_t responses; /* serverHeader, errorPages, exposeAccessListIds */
+    fg_tls_server_config_t *tls;  /* "tls"; NULL = plaintext */
+    fg_redirect_https_t redirect; /* "redirectHttps" (plaintext servers only) */
+    void *tls_compiled;           /* common/tls.c contexts, built in the master */
 } fg_server_t;
 
 /* ---- top level ---- */
@@ -424,6 +479,10 @@ typedef struct {
     void *json_root;                 /* the parsed document, kept for diagnostics; owned */
     char **warnings;                 /* "FILE: json.path: reason" the load did not fail on */
     size_t nwarnings;
+    fg_tls_cert_config_t *certificates; /* "certificates" */
+    size_t ncertificates;
+    uint64_t tls_ticket_rotation_ms; /* tls.ticketKeyRotation, default 1 h */
+    void *tls;                       /* common/tls.c: loaded certificates, built in the master */
 } fg_config_t;
 
 /* The largest configuration file fg_config_load reads (docs/config.md). */

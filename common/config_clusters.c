@@ -526,7 +526,7 @@ static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 {
     static const char *const keys[] = {
         "id",          "loadBalancingPolicy", "destinations", "httpRequest", "keepAlive",
-        "healthCheck", "sessionAffinity",     "failover",     NULL};
+        "healthCheck", "sessionAffinity",     "failover",     "httpClient",  NULL};
     static const char *const policies[] = {
         "PowerOfTwoChoices", "RoundRobin", "LeastRequests", "Random", "FirstAlphabetical", NULL};
 
@@ -540,7 +540,8 @@ static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
     if (fg_config_check_keys(c, o, keys) < 0 || fg_config_require_string(c, o, "id", &cl->id) < 0 ||
         fg_config_get_enum(c, o, "loadBalancingPolicy", policies, &cl->lb_policy) < 0 ||
         load_destinations(c, o, cl) < 0 || load_cluster_http(c, o, cl) < 0 ||
-        load_health(c, o, cl) < 0 || load_affinity(c, o, cl) < 0 || load_failover(c, o, cl) < 0)
+        load_health(c, o, cl) < 0 || load_affinity(c, o, cl) < 0 || load_failover(c, o, cl) < 0 ||
+        fg_config_load_http_client(c, o, cl) < 0)
         return -1;
     if (strlen(cl->id) > 63)
         return fg_config_fail(c, "id", "longer than 63 bytes");

@@ -96,6 +96,12 @@ void fg_config_free_security(fg_config_t *cfg);
 int fg_config_load_responses(fg_config_ctx_t *c, const json_t *root);
 int fg_config_load_server_responses(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s);
 void fg_config_free_responses(fg_responses_config_t *r);
+/* common/config_tls.c: "certificates" and "tls" (before servers and clusters, which refer to
+ * certificate ids), a server's "tls" and "redirectHttps", a cluster's "httpClient". */
+int fg_config_load_certificates(fg_config_ctx_t *c, const json_t *root);
+int fg_config_load_server_tls(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s);
+int fg_config_load_http_client(fg_config_ctx_t *c, const json_t *cl_json, fg_cluster_t *cl);
+void fg_config_free_tls(fg_config_t *cfg);
 void fg_config_free_routes(fg_config_t *cfg);
 void fg_config_free_clusters(fg_config_t *cfg);
 

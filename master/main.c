@@ -17,6 +17,7 @@
 
 #include "common/config.h"
 #include "master/check.h"
+#include "common/tls.h"
 #include "master/daemon.h"
 #include "master/listener.h"
 #include "master/master.h"
@@ -99,20 +100,37 @@ static int check_start(const char *file, const fg_config_t *cfg)
     return 0;
 }
 
-/* -t and -T: the configuration, its warnings (stderr, not fatal), what start-up needs; with
- * dump, the effective configuration on stdout. */
+static void tls_warn(void *arg, const char *msg)
+{
+    fprintf(stderr, "warning: %s\n", msg);
+}
+
+/* -t and -T: the whole load as the master does it, certificates and keys included (without
+ * shared memory: ticket keys are the master's business), its warnings (stderr, not fatal) and
+ * what start-up needs; with dump, the effective configuration on stdout. */
 static int test_config(const char *file, int dump)
 {
+    char err[1024];
     fg_config_t *cfg = load(file);
     if (cfg == NULL)
         return EXIT_FAILED;
     for (size_t i = 0; i < cfg->nwarnings; i++)
         fprintf(stderr, "warning: %s\n", cfg->warnings[i]);
     int rc = EXIT_OK;
-    if (check_start(file, cfg) < 0)
+    int trc = fg_tls_build(cfg, NULL, 0, tls_warn, NULL, err, sizeof(err));
+    if (trc == 0)
+        trc = fg_tls_refuse_unwired(cfg, err, sizeof(err));
+    if (trc < 0) {
+        fprintf(stderr, "%s\n", err);
         rc = EXIT_FAILED;
-    if (fg_check_start(cfg) < 0)
-        rc = EXIT_FAILED;
+    }
+    fg_tls_free(cfg);
+    if (rc == EXIT_OK) {
+        if (check_start(file, cfg) < 0)
+            rc = EXIT_FAILED;
+        if (fg_check_start(cfg) < 0)
+            rc = EXIT_FAILED;
+    }
     if (rc == EXIT_OK && dump) {
         json_t *doc = fg_config_dump(cfg);
         if (json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0 ||

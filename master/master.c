@@ -15,6 +15,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "master/daemon.h"
 #include "master/listener.h"
 #include "master/master_impl.h"
@@ -90,6 +91,7 @@ static void gen_free(gen_t *g)
     free(g->slots);
     free(g->fds);
     if (g->cfg) {
+        fg_tls_free(g->cfg);
         fg_security_free(g->cfg);
         fg_router_free(g->cfg);
         fg_config_free(g->cfg);
@@ -114,6 +116,8 @@ static gen_t *gen_load(master_t *m, uint64_t id, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", m->conf_file, rerr);
         goto fail;
     }
+    if (fg_tls_refuse_unwired(g->cfg, err, errlen) < 0)
+        goto fail;
     _Static_assert(2 * FG_CONFIG_MAX_WORKERS <= FG_SHM_MAX_WORKERS,
                    "two generations of workers fit the shared worker table");
     if (fg_daemon_user_resolve(g->cfg->user, g->cfg->group, &g->user, rerr, sizeof(rerr)) < 0) {
@@ -134,6 +138,11 @@ static gen_t *gen_load(master_t *m, uint64_t id, char *err, size_t errlen)
 fail:
     gen_free(g);
     return NULL;
+}
+
+static void tls_warn(void *arg, const char *msg)
+{
+    fg_log_warn("%s", msg);
 }
 
 /* ---- worker processes ---- */
@@ -671,6 +680,7 @@ static void reload(master_t *m)
     }
     fg_config_log_warnings(g->cfg);
     if (fg_security_build(g->cfg, m->shm, g->id, err, sizeof(err)) < 0 ||
+        fg_tls_build(g->cfg, m->shm, g->id, tls_warn, NULL, err, sizeof(err)) < 0 ||
         fg_health_attach(m->shm, g->cfg, g->id, oldest_live_gen(m), err, sizeof(err)) < 0) {
         gen_free(g);
         reload_fail(m, err);
@@ -901,6 +911,7 @@ static int start(master_t *m, int foreground)
     }
     fg_shm_set_generation(m->shm, m->cur->id);
     if (fg_security_build(cfg, m->shm, m->cur->id, err, sizeof(err)) < 0 ||
+        fg_tls_build(cfg, m->shm, m->cur->id, tls_warn, NULL, err, sizeof(err)) < 0 ||
         fg_health_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) < 0)
         goto fail;
     m->ls = fg_listeners_new();

@@ -1,0 +1,195 @@
+/* TLS to destinations (common/tls_client.h). */
+#include "common/tls_client.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "common/tls.h"
+
+typedef struct {
+    SSL_CTX *ctx;
+    size_t n;
+    char **names;           /* per destination: verified name or address */
+    int *is_ip;             /* per destination: names[d] is an IP literal (no SNI) */
+    SSL_SESSION **sessions; /* per destination, this process's */
+} client_t;
+
+static const unsigned char alpn_http11[] = "\x08http/1.1";
+
+/* The name a destination's certificate must carry: httpClient.serverName, else the
+ * destination's "host" (Host header) without its port, else its address's host; brackets of
+ * an IPv6 literal removed. */
+static char *dest_name(const fg_cluster_t *cl, const fg_destination_t *d, int *is_ip)
+{
+    const char *src = cl->http_client.server_name ? cl->http_client.server_name
+                      : d->host_override          ? d->host_override
+                                                  : d->host;
+    size_t len = strlen(src);
+    const char *start = src;
+    if (src[0] == '[') {
+        const char *end = strchr(src, ']');
+        start = src + 1;
+        len = end ? (size_t)(end - start) : len - 1;
+    } else if (strchr(src, ':')) {
+        len = (size_t)(strchr(src, ':') - src);
+    }
+    char *name = calloc(len + 1, 1);
+    if (name == NULL)
+        abort();
+    memcpy(name, start, len);
+    unsigned char buf[sizeof(struct in6_addr)];
+    *is_ip = inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
+    return name;
+}
+
+static int fail(char *err, size_t errlen, const fg_config_t *cfg, size_t ci, const char *key,
+                const char *what)
+{
+    char why[256];
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, why, sizeof(why));
+    else
+        snprintf(why, sizeof(why), "failed");
+    ERR_clear_error();
+    snprintf(err, errlen, "%s: clusters[%zu].httpClient%s%s: %s (%s)", cfg->file, ci,
+             key ? "." : "", key ? key : "", what, why);
+    return -1;
+}
+
+static int setup_ctx(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_t errlen)
+{
+    const fg_tls_client_config_t *h = &cfg->clusters[ci].http_client;
+
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    if (SSL_CTX_set_min_proto_version(ctx, h->min_version) != 1 ||
+        SSL_CTX_set_max_proto_version(ctx, h->max_version) != 1)
+        return fail(err, errlen, cfg, ci, "sslProtocols", "unsupported");
+    /* RFC 7301: offer only what the HTTP/1.1 client speaks. (Returns 0 on success.) */
+    if (SSL_CTX_set_alpn_protos(ctx, alpn_http11, sizeof(alpn_http11) - 1) != 0)
+        return fail(err, errlen, cfg, ci, NULL, "ALPN");
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    if (!h->verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        if (h->ca_file && SSL_CTX_load_verify_locations(ctx, h->ca_file, NULL) != 1)
+            return fail(err, errlen, cfg, ci, "caFile", h->ca_file);
+        if (h->ca_file == NULL && SSL_CTX_set_default_verify_paths(ctx) != 1)
+            return fail(err, errlen, cfg, ci, NULL, "the system's CA certificates");
+    }
+    if (h->client_cert_id) {
+        X509 *leaf;
+        EVP_PKEY *pkey;
+        STACK_OF(X509) * chain;
+        if (fg_tls_cert_pair(cfg, h->client_cert_index, &leaf, &pkey, &chain) < 0 ||
+            SSL_CTX_use_cert_and_key(ctx, leaf, pkey, chain, 1) != 1)
+            return fail(err, errlen, cfg, ci, "clientCertificate", h->client_cert_id);
+    }
+    return 0;
+}
+
+static void client_free(client_t *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->names[i]);
+        SSL_SESSION_free(c->sessions[i]);
+    }
+    free(c->names);
+    free(c->is_ip);
+    free(c->sessions);
+    SSL_CTX_free(c->ctx);
+    free(c);
+}
+
+int fg_tls_client_build(fg_config_t *cfg, char *err, size_t errlen)
+{
+    for (size_t ci = 0; ci < cfg->nclusters; ci++) {
+        fg_cluster_t *cl = &cfg->clusters[ci];
+        int https = 0;
+        for (size_t d = 0; d < cl->ndestinations; d++)
+            https |= cl->destinations[d].https;
+        if (!https)
+            continue;
+        client_t *c = calloc(1, sizeof(*c));
+        if (c == NULL || (c->ctx = SSL_CTX_new(TLS_client_method())) == NULL)
+            abort();
+        cl->tls = c;
+        c->n = cl->ndestinations;
+        c->names = calloc(c->n, sizeof(char *));
+        c->is_ip = calloc(c->n, sizeof(int));
+        c->sessions = calloc(c->n, sizeof(SSL_SESSION *));
+        if (c->names == NULL || c->is_ip == NULL || c->sessions == NULL)
+            abort();
+        for (size_t d = 0; d < c->n; d++)
+            c->names[d] = dest_name(cl, &cl->destinations[d], &c->is_ip[d]);
+        if (setup_ctx(cfg, ci, c->ctx, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+void fg_tls_client_free(fg_config_t *cfg)
+{
+    for (size_t ci = 0; ci < cfg->nclusters; ci++) {
+        client_free(cfg->clusters[ci].tls);
+        cfg->clusters[ci].tls = NULL;
+    }
+}
+
+SSL *fg_tls_client_ssl_new(const fg_cluster_t *cl, size_t d)
+{
+    const client_t *c = cl->tls;
+    if (c == NULL || d >= c->n)
+        return NULL;
+    SSL *ssl = SSL_new(c->ctx);
+    if (ssl == NULL)
+        return NULL;
+    int ok = 1;
+    if (c->is_ip[d]) {
+        /* RFC 6066 3: no IP literal in SNI; the address is checked against IP SANs. */
+        if (cl->http_client.verify)
+            ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->names[d]) == 1;
+    } else {
+        ok = SSL_set_tlsext_host_name(ssl, c->names[d]) == 1;
+        if (ok && cl->http_client.verify) {
+            SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            ok = SSL_set1_host(ssl, c->names[d]) == 1;
+        }
+    }
+    if (ok && c->sessions[d])
+        ok = SSL_set_session(ssl, c->sessions[d]) == 1;
+    if (!ok) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+void fg_tls_client_keep_session(const fg_cluster_t *cl, size_t d, SSL *ssl)
+{
+    client_t *c = cl->tls;
+    if (c == NULL || d >= c->n)
+        return;
+    SSL_SESSION *s = SSL_get1_session(ssl);
+    if (s && !SSL_SESSION_is_resumable(s)) {
+        SSL_SESSION_free(s);
+        return;
+    }
+    SSL_SESSION_free(c->sessions[d]);
+    c->sessions[d] = s;
+}
+
+const char *fg_tls_client_name(const fg_cluster_t *cl, size_t d)
+{
+    const client_t *c = cl->tls;
+    return c && d < c->n ? c->names[d] : NULL;
+}
