@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -19,6 +20,12 @@ struct fg_conn_s {
     struct event *wev;
     struct evbuffer *in;
     struct evbuffer *out;
+    /* One file being sent after `out` (fg_conn_send_file); bytes queued meanwhile wait in
+     * `tail`, which follows the file. file_fd -1 = none. */
+    int file_fd;
+    off_t file_off;
+    off_t file_left;
+    struct evbuffer *tail;
     fg_conn_cbs_t cbs;
     void *arg;
     uint64_t read_timeout_ms;
@@ -29,6 +36,7 @@ struct fg_conn_s {
     unsigned writing : 1;
     unsigned connecting : 1;
     unsigned raw : 1; /* readiness only: the owner moves bytes itself (splice) */
+    unsigned no_sendfile : 1; /* the transport cannot take sendfile(2): read + write instead */
 };
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
@@ -49,6 +57,7 @@ fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs
     if (c == NULL)
         return NULL;
     c->fd = fd;
+    c->file_fd = -1;
     c->in = evbuffer_new();
     c->out = evbuffer_new();
     c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
@@ -77,6 +86,10 @@ void fg_conn_free(fg_conn_t *c)
         evbuffer_free(c->in);
     if (c->out)
         evbuffer_free(c->out);
+    if (c->tail)
+        evbuffer_free(c->tail);
+    if (c->file_fd >= 0)
+        close(c->file_fd);
     if (c->fd >= 0)
         close(c->fd);
     free(c);
@@ -95,7 +108,7 @@ struct evbuffer *fg_conn_input(fg_conn_t *c)
 
 struct evbuffer *fg_conn_output(fg_conn_t *c)
 {
-    return c->out;
+    return c->file_fd >= 0 ? c->tail : c->out;
 }
 
 int fg_conn_fd(const fg_conn_t *c)
@@ -110,7 +123,40 @@ int fg_conn_errno(const fg_conn_t *c)
 
 size_t fg_conn_pending(const fg_conn_t *c)
 {
-    return evbuffer_get_length(c->out);
+    size_t n = evbuffer_get_length(c->out);
+    if (c->file_fd >= 0)
+        n += (size_t)c->file_left + evbuffer_get_length(c->tail);
+    return n;
+}
+
+int fg_conn_sending_file(const fg_conn_t *c)
+{
+    return c->file_fd >= 0;
+}
+
+void fg_conn_set_sendfile(fg_conn_t *c, int on)
+{
+    c->no_sendfile = on ? 0 : 1;
+}
+
+int fg_conn_send_file(fg_conn_t *c, int fd, off_t off, off_t len)
+{
+    if (c->file_fd >= 0) {
+        close(fd);
+        return -EBUSY;
+    }
+    if (len <= 0) {
+        close(fd);
+        return 0;
+    }
+    if (c->tail == NULL && (c->tail = evbuffer_new()) == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    c->file_fd = fd;
+    c->file_off = off;
+    c->file_left = len;
+    return 0;
 }
 
 int fg_conn_writing(const fg_conn_t *c)
@@ -172,23 +218,87 @@ static void want_write(fg_conn_t *c)
     c->writing = 1;
 }
 
+/* The file is sent: what was queued behind it becomes the output. */
+static void file_done(fg_conn_t *c)
+{
+    close(c->file_fd);
+    c->file_fd = -1;
+    evbuffer_add_buffer(c->out, c->tail);
+}
+
+/* Move the next part of the file towards the socket: sendfile(2) straight to it, or, for a
+ * transport that cannot (TLS), one pread into the (empty) output, which the caller writes.
+ * Returns >0 on progress, -1 with errno (EAGAIN included). */
+static ssize_t file_step(fg_conn_t *c)
+{
+    /* A few MiB per call keeps one connection from holding the loop for long. */
+    size_t want = c->file_left > (off_t)(4 << 20) ? (size_t)4 << 20 : (size_t)c->file_left;
+    ssize_t n;
+    if (!c->no_sendfile) {
+        n = sendfile(c->fd, c->file_fd, &c->file_off, want);
+    } else {
+        struct evbuffer_iovec v;
+        if (want > 16384)
+            want = 16384;
+        if (evbuffer_reserve_space(c->out, (ev_ssize_t)want, &v, 1) < 1) {
+            errno = ENOMEM;
+            return -1;
+        }
+        n = pread(c->file_fd, v.iov_base, want, c->file_off);
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(c->out, &v, 1);
+            c->file_off += n;
+        } else {
+            evbuffer_commit_space(c->out, &v, 0);
+        }
+    }
+    if (n == 0) {
+        errno = EIO; /* the file shrank under us: the response cannot be completed */
+        return -1;
+    }
+    if (n > 0) {
+        c->file_left -= n;
+        if (c->file_left == 0)
+            file_done(c);
+    }
+    return n;
+}
+
+/* One write step: the output buffer first, then the file behind it. Returns 1 when nothing is
+ * left, 0 after progress, -2 when the socket is full, -1 on an error (c->err set). */
+static int write_step(fg_conn_t *c)
+{
+    ssize_t n;
+    if (evbuffer_get_length(c->out) > 0)
+        n = evbuffer_write(c->out, c->fd);
+    else if (c->file_fd >= 0)
+        n = file_step(c);
+    else
+        return 1;
+    if (n > 0)
+        return 0;
+    if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -2;
+    if (n == -1 && errno == EINTR)
+        return 0;
+    c->err = n == 0 ? EPIPE : errno;
+    return -1;
+}
+
 int fg_conn_flush(fg_conn_t *c)
 {
     if (c->connecting)
         return 0;
-    while (evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, c->fd);
-        if (n > 0)
-            continue;
-        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!c->writing)
-                want_write(c);
-            return 0;
-        }
-        if (n == -1 && errno == EINTR)
-            continue;
-        c->err = n == 0 ? EPIPE : errno;
+    int r;
+    while ((r = write_step(c)) == 0)
+        ;
+    if (r == -1)
         return -1;
+    if (r == -2) {
+        if (!c->writing)
+            want_write(c);
+        return 0;
     }
     if (c->writing) {
         event_del(c->wev);
@@ -303,24 +413,20 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         c->cbs.on_event(c, c->arg, FG_CONN_CONNECTED);
         return;
     }
-    while (evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, fd);
-        if (n > 0) {
-            if (evbuffer_get_length(c->out) <= c->low_watermark)
-                break;
-            continue;
-        }
-        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (n == -1 && errno == EINTR)
-            continue;
-        c->err = n == 0 ? EPIPE : errno;
+    int r;
+    while ((r = write_step(c)) == 0) {
+        if (fg_conn_pending(c) <= c->low_watermark)
+            break;
+    }
+    if (r == -2)
+        return;
+    if (r == -1) {
         event_del(c->wev);
         c->writing = 0;
         c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
         return;
     }
-    if (evbuffer_get_length(c->out) == 0) {
+    if (fg_conn_pending(c) == 0) {
         event_del(c->wev);
         c->writing = 0;
     }

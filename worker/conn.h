@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 struct event_base;
 struct evbuffer;
@@ -40,7 +41,18 @@ void fg_conn_set_cbs(fg_conn_t *c, const fg_conn_cbs_t *cbs, void *arg);
 int fg_conn_connect(fg_conn_t *c, const struct sockaddr *sa, socklen_t len, uint64_t timeout_ms);
 
 struct evbuffer *fg_conn_input(fg_conn_t *c);
+/* Where the next output bytes go: while a file is being sent, a buffer that follows it. */
 struct evbuffer *fg_conn_output(fg_conn_t *c);
+/* Queue len bytes of fd from off after the output queued so far; the conn owns fd from now on
+ * (closed when sent or on free, and on failure). One file at a time: -EBUSY while one is being
+ * sent; -ENOMEM. The bytes go out with sendfile(2), or with pread + write, 16 KiB at a time,
+ * when the transport cannot take sendfile (fg_conn_set_sendfile). */
+int fg_conn_send_file(fg_conn_t *c, int fd, off_t off, off_t len);
+/* Whether a file is still being sent. */
+int fg_conn_sending_file(const fg_conn_t *c);
+/* Transport capability: 1 (default, plain TCP) sends files with sendfile(2); 0 reads them
+ * into the output in small pieces (a transport that encrypts, such as TLS). */
+void fg_conn_set_sendfile(fg_conn_t *c, int on);
 int fg_conn_fd(const fg_conn_t *c);
 int fg_conn_errno(const fg_conn_t *c);
 
@@ -55,6 +67,7 @@ void fg_conn_set_write_timeout(fg_conn_t *c, uint64_t timeout_ms);
 void fg_conn_set_low_watermark(fg_conn_t *c, size_t low);
 /* Bytes read per readable event at most (default 64 KiB). */
 void fg_conn_set_read_max(fg_conn_t *c, size_t max);
+/* Bytes queued and not yet written: output, the rest of the file, and what follows it. */
 size_t fg_conn_pending(const fg_conn_t *c);
 /* Whether the conn is still waiting for writability. */
 int fg_conn_writing(const fg_conn_t *c);

@@ -54,6 +54,7 @@ struct fg_http1_conn_s {
     unsigned linger : 1;   /* input may hold unread request bytes when we close */
     unsigned broken : 1;   /* a write failed: the client is gone, tell handlers, then destroy */
     unsigned peer_eof : 1; /* the client shut its sending side after whole requests */
+    unsigned out_paused : 1; /* parsing held until the output backlog drains */
     int64_t body_left;     /* Content-Length bytes still to read */
     fg_http1_chunked_t chunked;
     unsigned nrequests;
@@ -70,6 +71,7 @@ static void begin_close(fg_http1_conn_t *h);
 static void on_read(fg_conn_t *c, void *arg);
 static void on_drain(fg_conn_t *c, void *arg);
 static void on_event(fg_conn_t *c, void *arg, int what);
+static void resume_parsing(fg_http1_conn_t *h);
 
 static const fg_conn_cbs_t conn_cbs = {on_read, on_drain, on_event};
 
@@ -178,6 +180,25 @@ static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
     h->flush_pending = 0;
     if (h->broken || fg_conn_flush(h->c) != 0)
         on_event(h->c, h, FG_CONN_ERROR);
+    else if (h->out_paused)
+        resume_parsing(h);
+}
+
+/* Whether the answers queued to the client are too many to parse another pipelined request:
+ * a client that sends requests and never reads would otherwise make the worker queue answers
+ * without end. A file being sent counts too, so a connection holds one open file at most. */
+static int output_backlog(fg_http1_conn_t *h)
+{
+    return fg_conn_pending(h->c) > OUT_LOW_WATER || fg_conn_sending_file(h->c);
+}
+
+/* Parse again once a backlog that held parsing (and reading) has drained. */
+static void resume_parsing(fg_http1_conn_t *h)
+{
+    if (h->in_req || output_backlog(h))
+        return;
+    h->out_paused = 0;
+    process(h);
 }
 
 static char *put(char *p, const char *s, size_t n)
@@ -319,19 +340,17 @@ static int ops_send_file(fg_request_t *req, int fd, off_t off, off_t len)
         close(fd);
         return 0;
     }
-    struct evbuffer *out = fg_conn_output(h->c);
     if (h->resp_chunked) {
         char line[24];
         int l = snprintf(line, sizeof(line), "%llx\r\n", (unsigned long long)len);
-        evbuffer_add(out, line, (size_t)l);
+        evbuffer_add(fg_conn_output(h->c), line, (size_t)l);
     }
-    /* A file segment: evbuffer_write sends it with sendfile(2) on a plain socket. */
-    if (evbuffer_add_file(out, fd, off, len) != 0) {
-        close(fd);
+    /* The conn sends it with sendfile(2) where its transport allows; no mapping, one open
+     * file per connection (process() parses nothing more until it is sent). */
+    if (fg_conn_send_file(h->c, fd, off, len) != 0)
         return -1;
-    }
     if (h->resp_chunked)
-        evbuffer_add(out, "\r\n", 2);
+        evbuffer_add(fg_conn_output(h->c), "\r\n", 2);
     req->bytes_out += (uint64_t)len;
     schedule_flush(h);
     return 0;
@@ -598,6 +617,10 @@ static void on_drain(fg_conn_t *c, void *arg)
         h->linger_end_ms = fg_request_now_us() / 1000 + LINGER_TOTAL_MS;
         evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
         fg_conn_read(c, 1, LINGER_MS);
+        return;
+    }
+    if (h->out_paused) {
+        resume_parsing(h);
         return;
     }
     if (h->in_req && h->req.handler && h->req.handler->on_writable)
@@ -967,6 +990,13 @@ static void process(fg_http1_conn_t *h)
             h->busy = 0;
             begin_close(h);
             return;
+        }
+        if (output_backlog(h)) {
+            /* Nor read: the input stays bounded while the client does not read its answers.
+             * The send timeout runs on the queued output meanwhile; on_drain resumes. */
+            h->out_paused = 1;
+            fg_conn_read(h->c, 0, 0);
+            break;
         }
         if (avail == 0) {
             fg_conn_read(h->c, 1,

@@ -1,0 +1,181 @@
+"""What one client connection may cost a worker (worker/http1.c, worker/conn.c): pipelined
+requests from a client that never reads its answers are not parsed while the answers wait, static
+files go out one at a time per connection (sendfile, no mapping), and an idle keep-alive
+connection keeps only a small struct."""
+import hashlib
+import os
+import re
+import resource
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import base_config, free_port, http_request
+
+
+def rss_anon_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssAnon in /proc/%d/status" % pid)
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def only_worker(gw):
+    workers = gw.workers()
+    assert len(workers) == 1, workers
+    return workers[0]["pid"]
+
+
+class Pipeliner:
+    """Sends `data` on a connection from a thread and never reads until told to."""
+
+    def __init__(self, port, data):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        # Small kernel buffers on the client side, so the gateway's own queue is what fills.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self.data = memoryview(data)
+        self.sent = 0
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            while self.sent < len(self.data):
+                self.sent += self.sock.send(self.data[self.sent:self.sent + 65536])
+        except OSError as e:
+            self.error = e
+
+    def wait_stalled(self, quiet=1.0, timeout=30.0):
+        """Until sending has made no progress for `quiet` seconds (or everything is sent)."""
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline and self.thread.is_alive():
+            if self.sent != last:
+                last, since = self.sent, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
+
+    def close(self):
+        self.sock.close()
+
+
+def served_promptly(port, path):
+    t0 = time.monotonic()
+    status, _, body = http_request("GET", "http://127.0.0.1:%d%s" % (port, path), timeout=5.0)
+    return status, body, time.monotonic() - t0
+
+
+DIRECT_ROUTES = [
+    {"id": "d1", "match": {"path": "/d1"}, "direct": {"status": 200, "body": "one"}},
+    {"id": "d2", "match": {"path": "/d2"}, "direct": {"status": 200, "body": "two!"}},
+    {"id": "d3", "match": {"path": "/d3"}, "direct": {"status": 200, "body": "three"}},
+]
+
+
+def test_pipelined_requests_from_a_non_reading_client_stay_bounded(tmp_path, gateway_factory):
+    """24 MiB of pipelined GETs, never read: the worker stops parsing (and reading) while the
+    answers wait, so its anonymous memory stays small and another client is served; once the
+    client reads, every answer arrives, in order."""
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=DIRECT_ROUTES, workers=1))
+    pid = only_worker(gw)
+    status, _, _ = http_request("GET", gw.url("/d1"))
+    assert status == 200
+    base = rss_anon_kib(pid)
+
+    reqs = [b"GET /d%d HTTP/1.1\r\nHost: x\r\n\r\n" % (i + 1) for i in range(3)]
+    assert len({len(r) for r in reqs}) == 1
+    count = (24 << 20) // len(reqs[0])
+    data = b"".join(reqs[i % 3] for i in range(count))
+    p = Pipeliner(gw.port, data)
+    try:
+        p.wait_stalled()
+        grown = rss_anon_kib(pid) - base
+        assert grown < 8 * 1024, "worker grew by %d KiB for one non-reading client" % grown
+        status, body, took = served_promptly(gw.port, "/d2")
+        assert (status, body) == (200, b"two!")
+        assert took < 2.0
+
+        # Now read everything: each answer, in the order asked.
+        buf = bytearray()
+        bodies = []
+        pat = re.compile(rb"HTTP/1\.1 200 [^\r]*\r\n(?:[^\r]+\r\n)*\r\n(one|two!|three)")
+        pos = 0
+        deadline = time.monotonic() + 90
+        while len(bodies) < count and time.monotonic() < deadline:
+            chunk = p.sock.recv(1 << 20)
+            assert chunk, "connection closed after %d answers" % len(bodies)
+            buf += chunk
+            for m in pat.finditer(buf, pos):
+                bodies.append(m.group(1))
+                pos = m.end()
+            del buf[:pos]
+            pos = 0
+        assert p.error is None
+        names = (b"one", b"two!", b"three")
+        assert len(bodies) == count
+        assert all(b == names[i % 3] for i, b in enumerate(bodies))
+    finally:
+        p.close()
+
+
+def test_pipelined_static_file_requests_hold_one_descriptor(tmp_path, gateway_factory):
+    """200 pipelined GETs of a 1 MiB file, not read: the worker opens one file at a time for
+    the connection, another client is served, and every body arrives intact."""
+    www = tmp_path / "www"
+    www.mkdir()
+    content = os.urandom((1 << 20) + 7)
+    (www / "big.bin").write_bytes(content)
+    (www / "small.txt").write_bytes(b"small\n")
+    routes = [{"id": "files", "match": {"path": "/static/{**rest}"},
+               "static": {"root": str(www)}}]
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=routes, workers=1))
+    pid = only_worker(gw)
+    status, _, _ = http_request("GET", gw.url("/static/small.txt"))
+    assert status == 200
+    base = open_fds(pid)
+
+    count = 200
+    data = b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n" * count
+    p = Pipeliner(gw.port, data)
+    try:
+        p.wait_stalled()
+        time.sleep(0.5)
+        held = open_fds(pid) - base
+        assert held <= 3, "worker holds %d more descriptors for one client" % held
+        status, body, took = served_promptly(gw.port, "/static/small.txt")
+        assert (status, body) == (200, b"small\n")
+        assert took < 2.0
+
+        want = hashlib.sha256(content).hexdigest()
+        buf = bytearray()
+        got = 0
+        deadline = time.monotonic() + 90
+        while got < count and time.monotonic() < deadline:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                head = bytes(buf[:end]).decode("latin-1")
+                assert head.startswith("HTTP/1.1 200 "), head
+                m = re.search(r"(?im)^content-length:\s*(\d+)", head)
+                assert m and int(m.group(1)) == len(content), head
+                if len(buf) >= end + 4 + len(content):
+                    body = bytes(buf[end + 4:end + 4 + len(content)])
+                    assert hashlib.sha256(body).hexdigest() == want, "body %d corrupt" % got
+                    del buf[:end + 4 + len(content)]
+                    got += 1
+                    continue
+            chunk = p.sock.recv(1 << 20)
+            assert chunk, "connection closed after %d answers" % got
+            buf += chunk
+        assert got == count
+        assert p.error is None
+    finally:
+        p.close()
