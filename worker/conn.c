@@ -95,6 +95,33 @@ void fg_conn_free(fg_conn_t *c)
     free(c);
 }
 
+void fg_conn_release(fg_conn_t *c)
+{
+    if (c->in != NULL && evbuffer_get_length(c->in) == 0) {
+        evbuffer_free(c->in);
+        c->in = NULL;
+    }
+    if (c->out != NULL && c->file_fd < 0 && evbuffer_get_length(c->out) == 0) {
+        evbuffer_free(c->out);
+        c->out = NULL;
+        if (c->tail != NULL) {
+            evbuffer_free(c->tail);
+            c->tail = NULL;
+        }
+    }
+}
+
+/* Buffers given back by fg_conn_release return before any callback to the owner, so the
+ * owner always finds them there. Returns 0 or -1 (out of memory). */
+static int acquire(fg_conn_t *c)
+{
+    if (c->in == NULL && (c->in = evbuffer_new()) == NULL)
+        return -1;
+    if (c->out == NULL && (c->out = evbuffer_new()) == NULL)
+        return -1;
+    return 0;
+}
+
 void fg_conn_set_cbs(fg_conn_t *c, const fg_conn_cbs_t *cbs, void *arg)
 {
     c->cbs = *cbs;
@@ -123,7 +150,7 @@ int fg_conn_errno(const fg_conn_t *c)
 
 size_t fg_conn_pending(const fg_conn_t *c)
 {
-    size_t n = evbuffer_get_length(c->out);
+    size_t n = c->out ? evbuffer_get_length(c->out) : 0;
     if (c->file_fd >= 0)
         n += (size_t)c->file_left + evbuffer_get_length(c->tail);
     return n;
@@ -270,7 +297,7 @@ static ssize_t file_step(fg_conn_t *c)
 static int write_step(fg_conn_t *c)
 {
     ssize_t n;
-    if (evbuffer_get_length(c->out) > 0)
+    if (c->out != NULL && evbuffer_get_length(c->out) > 0)
         n = evbuffer_write(c->out, c->fd);
     else if (c->file_fd >= 0)
         n = file_step(c);
@@ -359,6 +386,13 @@ static int read_into(struct evbuffer *buf, int fd, size_t max)
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     fg_conn_t *c = arg;
+    if (acquire(c) != 0) {
+        event_del(c->rev);
+        c->reading = 0;
+        c->err = ENOMEM;
+        c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+        return;
+    }
     if (what & EV_TIMEOUT) {
         event_del(c->rev);
         c->reading = 0;
@@ -389,6 +423,13 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     fg_conn_t *c = arg;
+    if (acquire(c) != 0) {
+        event_del(c->wev);
+        c->writing = 0;
+        c->err = ENOMEM;
+        c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+        return;
+    }
     if (what & EV_TIMEOUT) {
         event_del(c->wev);
         c->writing = 0;
