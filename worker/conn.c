@@ -109,6 +109,10 @@ void fg_conn_release(fg_conn_t *c)
             c->tail = NULL;
         }
     }
+    if (c->wev != NULL && !c->writing && !c->connecting) {
+        event_free(c->wev);
+        c->wev = NULL;
+    }
 }
 
 /* Buffers given back by fg_conn_release return before any callback to the owner, so the
@@ -119,6 +123,11 @@ static int acquire(fg_conn_t *c)
         return -1;
     if (c->out == NULL && (c->out = evbuffer_new()) == NULL)
         return -1;
+    if (c->wev == NULL) {
+        c->wev = event_new(event_get_base(c->rev), c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+        if (c->wev == NULL)
+            return -1;
+    }
     return 0;
 }
 

@@ -35,10 +35,10 @@ fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs
 /* Close the socket and free everything. Safe to call from the conn's own callbacks. */
 void fg_conn_free(fg_conn_t *c);
 void fg_conn_set_cbs(fg_conn_t *c, const fg_conn_cbs_t *cbs, void *arg);
-/* Free the input and output buffers while they are empty (an idle keep-alive connection).
- * They are allocated again before the next callback, so fg_conn_input/fg_conn_output are
- * valid inside every callback; outside one, only after fg_conn_release has not been called
- * since the last callback. */
+/* Free the input and output buffers while they are empty, and the write event while no
+ * write waits (an idle keep-alive connection). They are allocated again before the next
+ * callback: fg_conn_input/fg_conn_output/fg_conn_flush/fg_conn_want_write are valid inside
+ * every callback, and outside one only if fg_conn_release was not called since the last. */
 void fg_conn_release(fg_conn_t *c);
 
 /* Start an outgoing connect; FG_CONN_CONNECTED or FG_CONN_ERROR/TIMEOUT_WRITE follow.

@@ -179,3 +179,48 @@ def test_pipelined_static_file_requests_hold_one_descriptor(tmp_path, gateway_fa
         assert p.error is None
     finally:
         p.close()
+
+
+def test_idle_keepalive_connection_holds_little_memory(tmp_path, gateway_factory):
+    """2,000 keep-alive connections idle after one request each cost the worker under 2 KiB
+    each (RssAnon delta / 2,000): request state and buffers are released between requests."""
+    n = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 256:
+        if hard != resource.RLIM_INFINITY and hard < n + 256:
+            pytest.skip("RLIMIT_NOFILE hard limit %d is too low" % hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 256, hard))
+    cfg = base_config(tmp_path, free_port(), routes=DIRECT_ROUTES, workers=1,
+                      workerRlimitNofile=n + 1024)
+    cfg["servers"][0]["timeouts"] = {"keepAlive": "300s"}
+    gw = gateway_factory(cfg)
+    pid = only_worker(gw)
+    for _ in range(3):
+        assert http_request("GET", gw.url("/d1"))[0] == 200
+    time.sleep(0.2)
+    base = rss_anon_kib(pid)
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            socks.append(s)
+            s.sendall(b"GET /d3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"three"):
+                chunk = s.recv(4096)
+                assert chunk, "closed before the answer"
+                data += chunk
+        time.sleep(0.5)
+        per = (rss_anon_kib(pid) - base) * 1024 / n
+        assert per < 2048, "an idle keep-alive connection costs %.0f bytes" % per
+        # Idle, not dead: each still answers its next request.
+        for s in socks[:: n // 20]:
+            s.sendall(b"GET /d2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"two!"):
+                chunk = s.recv(4096)
+                assert chunk
+                data += chunk
+    finally:
+        for s in socks:
+            s.close()
