@@ -10,8 +10,11 @@ States:
   idle   one request answered, then nothing (keep-alive)
   head   part of a request head sent, the rest never comes
   wait   a proxied request whose destination accepted and never answers
-  relay  a proxied 8 MiB response that the client does not read (so the gateway's buffers
-         toward the client and from the destination are full)
+  relay  a proxied 768 KiB response that the client does not read, relayed through the
+         worker's buffers (so they are full toward the client and from the destination);
+         at most 200 connections
+  splice the same with an 8 MiB response, which goes destination -> pipe -> client with
+         splice(2): the bytes in flight sit in kernel pipes, not in RssAnon
 
 Usage: connmem.py [--idle N] [--others N] [--fg BINARY] [--no-nginx] [--states a,b]
 Prints one line per (target, state) and a markdown table.
@@ -31,6 +34,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQ = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+BODY = {"relay": b"big768k", "splice": b"big8m"}  # files of the upstream nginx
 
 
 def free_port():
@@ -139,7 +143,8 @@ def start_gateway(tmp, fg, upstream_port, hole_port):
                      "timeouts": {"keepAlive": "300s", "header": "300s", "send": "300s"}}],
         "routes": [
             {"id": "wait", "match": {"path": "/wait"}, "clusterId": "hole"},
-            {"id": "big", "match": {"path": "/big"}, "clusterId": "files"},
+            {"id": "relay", "match": {"path": "/big768k"}, "clusterId": "files"},
+            {"id": "splice", "match": {"path": "/big8m"}, "clusterId": "files"},
             {"id": "hello", "match": {"path": "/{**rest}"},
              "direct": {"status": 200, "body": "hello"}},
         ],
@@ -176,7 +181,6 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {tmp}/www;
-        location = /big {{ try_files /big.bin =404; }}
         location / {{ return 200 "hello"; }}
     }}
 }}
@@ -211,9 +215,9 @@ def open_state(port, state, n):
             s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: connmem\r\nX-Pad: " + b"p" * 64)
         elif state == "wait":
             s.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
-        elif state == "relay":
+        elif state in BODY:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % BODY[state])
         socks.append(s)
     return socks
 
@@ -221,8 +225,8 @@ def open_state(port, state, n):
 def measure(target, start, state, n, settle):
     proc, port, worker = start()
     try:
-        if state == "relay":
-            get(port, "/big")  # warm the relay path too
+        if state in BODY:
+            get(port, "/" + BODY[state].decode())  # warm the relay path too
         for _ in range(3):
             get(port)
         time.sleep(0.3)
@@ -249,7 +253,7 @@ def main():
     ap.add_argument("--others", type=int, default=1000, help="connections for other states")
     ap.add_argument("--fg", default=os.path.join(ROOT, "fastgateway"))
     ap.add_argument("--no-nginx", action="store_true")
-    ap.add_argument("--states", default="idle,head,wait,relay")
+    ap.add_argument("--states", default="idle,head,wait,relay,splice")
     ap.add_argument("--settle", type=float, default=2.0)
     args = ap.parse_args()
     states = args.states.split(",")
@@ -263,14 +267,16 @@ def main():
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 
     tmp = tempfile.mkdtemp(prefix="fg-connmem.")
+    os.chmod(tmp, 0o755)  # nginx workers started by root run as nobody and serve from here
     hole = Blackhole()
     up = None
     rows = []
     try:
-        os.mkdir(os.path.join(tmp, "www"))
-        with open(os.path.join(tmp, "www", "big.bin"), "wb") as f:
-            f.write(os.urandom(8 << 20))
-        need_up = "relay" in states
+        os.mkdir(os.path.join(tmp, "www"), 0o755)
+        for name, size in (("big768k", 768 << 10), ("big8m", 8 << 20)):
+            with open(os.path.join(tmp, "www", name), "wb") as f:
+                f.write(os.urandom(size))
+        need_up = "relay" in states or "splice" in states
         if need_up:
             up, up_port, _ = start_nginx(tmp, "upstream", nofile)
         else:
@@ -280,6 +286,8 @@ def main():
             targets.append(("nginx", lambda: start_nginx(tmp, "front", nofile)))
         for state in states:
             n = args.idle if state == "idle" else args.others
+            if state == "relay":
+                n = min(n, 200)
             for name, start in targets:
                 if name == "nginx" and state not in ("idle", "head"):
                     continue

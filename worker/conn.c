@@ -35,7 +35,7 @@ struct fg_conn_s {
     unsigned reading : 1;
     unsigned writing : 1;
     unsigned connecting : 1;
-    unsigned raw : 1; /* readiness only: the owner moves bytes itself (splice) */
+    unsigned raw : 1;         /* readiness only: the owner moves bytes itself (splice) */
     unsigned no_sendfile : 1; /* the transport cannot take sendfile(2): read + write instead */
 };
 

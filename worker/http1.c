@@ -60,9 +60,9 @@ struct fg_http1_conn_s {
     unsigned dead : 1;        /* destroy when busy ends */
     unsigned body_paused : 1;
     unsigned flush_pending : 1;
-    unsigned linger : 1;   /* input may hold unread request bytes when we close */
-    unsigned broken : 1;   /* a write failed: the client is gone, tell handlers, then destroy */
-    unsigned peer_eof : 1; /* the client shut its sending side after whole requests */
+    unsigned linger : 1;     /* input may hold unread request bytes when we close */
+    unsigned broken : 1;     /* a write failed: the client is gone, tell handlers, then destroy */
+    unsigned peer_eof : 1;   /* the client shut its sending side after whole requests */
     unsigned out_paused : 1; /* parsing held until the output backlog drains */
     unsigned nrequests;
     union {
