@@ -698,7 +698,7 @@ static void on_event(fg_conn_t *c, void *arg, int what)
         h->peer_eof = 1;
         return;
     }
-    if (h->state == S_IDLE && !h->in_req && what == FG_CONN_TIMEOUT_READ &&
+    if (h->state == S_IDLE && !h->in_req && what == FG_CONN_TIMEOUT_READ && h->act != NULL &&
         evbuffer_get_length(fg_conn_input(c)) > 0 && !h->resp_started) {
         /* A partial head that never completed: 408 (RFC 9110 15.5.9). */
         h->req->proto = h;
@@ -872,6 +872,8 @@ static void set_client(const fg_http1_conn_t *h, fg_request_t *req)
         memcpy(&req->client_addr, &h->peer.in6, sizeof(h->peer.in6));
         inet_ntop(AF_INET6, &h->peer.in6.sin6_addr, req->client_ip, sizeof(req->client_ip));
         req->client_port = ntohs(h->peer.in6.sin6_port);
+    } else {
+        req->client_addr.ss_family = h->peer.sa.sa_family;
     }
 }
 
