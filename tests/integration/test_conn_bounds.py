@@ -12,7 +12,11 @@ import time
 
 import pytest
 
-from conftest import base_config, free_port, http_request
+from conftest import BINARY, base_config, free_port, http_request
+
+# A sanitizer build's allocator (redzones, quarantine, shadow memory) makes RssAnon say nothing
+# about the gateway's own memory: there, the memory bounds are not asserted; the rest is.
+SANITIZED = b"__asan_init" in BINARY.read_bytes()
 
 
 def rss_anon_kib(pid):
@@ -156,7 +160,7 @@ def test_pipelined_requests_from_a_non_reading_client_stay_bounded(
     try:
         p.wait_stalled()
         grown = settled_rss(pid) - base
-        assert grown < 8 * 1024, "worker grew by %d KiB for one non-reading client" % grown
+        assert SANITIZED or grown < 8 * 1024, "worker grew by %d KiB for one client" % grown
         status, _, took = served_promptly(gw.port, paths[1])
         assert status in (200, 302)
         assert took < 2.0
@@ -270,7 +274,7 @@ def test_idle_keepalive_connection_holds_little_memory(tmp_path, gateway_factory
                 data += chunk
         time.sleep(0.5)
         per = (rss_anon_kib(pid) - base) * 1024 / n
-        assert per < 2048, "an idle keep-alive connection costs %.0f bytes" % per
+        assert SANITIZED or per < 2048, "an idle keep-alive connection costs %.0f bytes" % per
         # Idle, not dead: each still answers its next request.
         for s in socks[:: n // 20]:
             s.sendall(b"GET /d2 HTTP/1.1\r\nHost: x\r\n\r\n")
