@@ -3,6 +3,8 @@
  * side, upstream side) sit on top and never touch the socket. Reads happen when the socket is
  * readable; writes are attempted at once by fg_conn_flush and fall back to a write event only
  * when the kernel buffer is full, so a small response costs one write(2) and no epoll change.
+ * A file can follow the output (sendfile, one at a time). An idle owner can give back the
+ * empty buffers and the write event (fg_conn_release).
  * TLS plugs in later as another transport behind the same interface. */
 #ifndef FG_CONN_H
 #define FG_CONN_H
