@@ -30,15 +30,21 @@ enum {
 #define OUT_LOW_WATER (64 * 1024)   /* handler's on_writable below this */
 #define LINGER_MS 2000              /* lingering close: the client's silence that ends it ... */
 #define LINGER_TOTAL_MS 5000        /* ... and its whole length (nginx's lingering_time) */
+/* Released request states a worker keeps for the next active connection: a keep-alive client
+ * sending request after request would otherwise make the allocator free and take back the
+ * same blocks (and trim the heap with brk) every time. */
+#define MAX_SPARE 64
 
 /* What a connection holds only while it has bytes to parse or answers to send: an idle
  * keep-alive connection keeps the small fg_http1_conn_t alone (nginx's keep-alive handler
  * releases its request pool and buffers the same way). */
-typedef struct {
+typedef struct act_s {
     fg_request_t req;
     fg_pool_t *pool;
     struct event *flush_ev;
-    int64_t body_left; /* Content-Length bytes still to read */
+    struct act_s *next_spare; /* in the worker's spare list */
+    size_t cap;               /* entries of hdrs */
+    int64_t body_left;        /* Content-Length bytes still to read */
     fg_http1_chunked_t chunked;
     fg_http_header_t hdrs[]; /* the parser's output, max_headers entries */
 } act_t;
@@ -530,22 +536,37 @@ static size_t hdrs_cap(const fg_http1_conn_t *h)
     return h->server->max_headers ? h->server->max_headers : 100;
 }
 
-/* Give h its request state (pool, request, parser output, flush event) when bytes arrive.
- * Returns 0, or -1 when out of memory. */
+/* Give h its request state (pool, request, parser output, flush event) when bytes arrive,
+ * from the worker's spares when one fits. Returns 0, or -1 when out of memory. */
 static int activate(fg_http1_conn_t *h)
 {
     if (h->act != NULL)
         return 0;
-    act_t *a = calloc(1, sizeof(*a) + hdrs_cap(h) * sizeof(a->hdrs[0]));
-    if (a == NULL)
-        return -1;
-    /* 4 KiB holds a typical head, its path and the response head; more comes in blocks. */
-    a->pool = fg_pool_new(4096);
-    a->req.body = evbuffer_new();
-    a->flush_ev = event_new(h->w->base, -1, 0, on_flush_ev, h);
-    if (a->pool == NULL || a->req.body == NULL || a->flush_ev == NULL) {
-        free_act(a);
-        return -1;
+    fg_worker_t *w = h->w;
+    act_t *a = w->h1_spare;
+    if (a != NULL && a->cap == hdrs_cap(h)) {
+        w->h1_spare = a->next_spare;
+        w->h1_nspare--;
+        /* Released idle: its pool is reset, its body buffer empty, its flush event idle. */
+        struct evbuffer *body = a->req.body;
+        memset(&a->req, 0, sizeof(a->req));
+        a->req.body = body;
+        event_assign(a->flush_ev, w->base, -1, 0, on_flush_ev, h);
+    } else {
+        /* The header array is written by the parser before it is read: no need to zero it. */
+        a = malloc(sizeof(*a) + hdrs_cap(h) * sizeof(a->hdrs[0]));
+        if (a == NULL)
+            return -1;
+        memset(a, 0, sizeof(*a));
+        a->cap = hdrs_cap(h);
+        /* 4 KiB holds a typical head, its path and the response head; more comes in blocks. */
+        a->pool = fg_pool_new(4096);
+        a->req.body = evbuffer_new();
+        a->flush_ev = event_new(w->base, -1, 0, on_flush_ev, h);
+        if (a->pool == NULL || a->req.body == NULL || a->flush_ev == NULL) {
+            free_act(a);
+            return -1;
+        }
     }
     h->act = a;
     h->req = &a->req;
@@ -563,16 +584,26 @@ static void free_act(act_t *a)
 }
 
 /* An idle keep-alive connection with nothing buffered either way keeps its small struct, the
- * conn and its read event only; everything else is allocated again when bytes arrive. */
+ * conn and its read event only; everything else goes back to the worker's spares (or is freed)
+ * and is taken again when bytes arrive. */
 static void release_if_idle(fg_http1_conn_t *h)
 {
     if (h->in_req || h->state != S_IDLE || h->flush_pending || fg_conn_pending(h->c) > 0 ||
         evbuffer_get_length(fg_conn_input(h->c)) > 0)
         return;
-    if (h->act != NULL) {
-        free_act(h->act);
+    act_t *a = h->act;
+    if (a != NULL) {
         h->act = NULL;
         h->req = NULL;
+        fg_worker_t *w = h->w;
+        if (w->h1_nspare < MAX_SPARE && evbuffer_get_length(a->req.body) == 0) {
+            fg_pool_reset(a->pool);
+            a->next_spare = w->h1_spare;
+            w->h1_spare = a;
+            w->h1_nspare++;
+        } else {
+            free_act(a);
+        }
     }
     fg_conn_release(h->c);
 }
@@ -1190,4 +1221,10 @@ void fg_http1_close_all(fg_worker_t *w)
 {
     while (w->conns)
         destroy(w->conns);
+    while (w->h1_spare != NULL) {
+        act_t *a = w->h1_spare;
+        w->h1_spare = a->next_spare;
+        free_act(a);
+    }
+    w->h1_nspare = 0;
 }
