@@ -218,6 +218,10 @@ static void resume_parsing(fg_http1_conn_t *h)
     if (h->in_req || output_backlog(h))
         return;
     h->out_paused = 0;
+    /* The header timeout of a head begun before the pause runs again from here: its rest may
+     * have waited in the socket while we did not read. */
+    if (h->head_start_ms != 0)
+        h->head_start_ms = fg_request_now_us() / 1000;
     process(h);
 }
 
