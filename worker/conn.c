@@ -37,6 +37,15 @@ struct fg_conn_s {
     unsigned connecting : 1;
     unsigned raw : 1;         /* readiness only: the owner moves bytes itself (splice) */
     unsigned no_sendfile : 1; /* the transport cannot take sendfile(2): read + write instead */
+    fg_conn_spares_t *spares; /* where fg_conn_release puts buffers and events, or NULL */
+};
+
+#define SPARES_MAX 64
+
+struct fg_conn_spares_s {
+    unsigned nbuf, nev;
+    struct evbuffer *buf[2 * SPARES_MAX]; /* empty */
+    struct event *ev[SPARES_MAX];         /* not pending */
 };
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
@@ -95,14 +104,50 @@ void fg_conn_free(fg_conn_t *c)
     free(c);
 }
 
+fg_conn_spares_t *fg_conn_spares_new(void)
+{
+    return calloc(1, sizeof(fg_conn_spares_t));
+}
+
+void fg_conn_spares_free(fg_conn_spares_t *sp)
+{
+    if (sp == NULL)
+        return;
+    for (unsigned i = 0; i < sp->nbuf; i++)
+        evbuffer_free(sp->buf[i]);
+    for (unsigned i = 0; i < sp->nev; i++)
+        event_free(sp->ev[i]);
+    free(sp);
+}
+
+void fg_conn_set_spares(fg_conn_t *c, fg_conn_spares_t *sp)
+{
+    c->spares = sp;
+}
+
+static void put_buffer(fg_conn_t *c, struct evbuffer *b)
+{
+    if (c->spares != NULL && c->spares->nbuf < 2 * SPARES_MAX)
+        c->spares->buf[c->spares->nbuf++] = b;
+    else
+        evbuffer_free(b);
+}
+
+static struct evbuffer *take_buffer(fg_conn_t *c)
+{
+    if (c->spares != NULL && c->spares->nbuf > 0)
+        return c->spares->buf[--c->spares->nbuf];
+    return evbuffer_new();
+}
+
 void fg_conn_release(fg_conn_t *c)
 {
     if (c->in != NULL && evbuffer_get_length(c->in) == 0) {
-        evbuffer_free(c->in);
+        put_buffer(c, c->in);
         c->in = NULL;
     }
     if (c->out != NULL && c->file_fd < 0 && evbuffer_get_length(c->out) == 0) {
-        evbuffer_free(c->out);
+        put_buffer(c, c->out);
         c->out = NULL;
         if (c->tail != NULL) {
             evbuffer_free(c->tail);
@@ -110,7 +155,10 @@ void fg_conn_release(fg_conn_t *c)
         }
     }
     if (c->wev != NULL && !c->writing && !c->connecting) {
-        event_free(c->wev);
+        if (c->spares != NULL && c->spares->nev < SPARES_MAX)
+            c->spares->ev[c->spares->nev++] = c->wev;
+        else
+            event_free(c->wev);
         c->wev = NULL;
     }
 }
@@ -119,12 +167,18 @@ void fg_conn_release(fg_conn_t *c)
  * owner always finds them there. Returns 0 or -1 (out of memory). */
 static int acquire(fg_conn_t *c)
 {
-    if (c->in == NULL && (c->in = evbuffer_new()) == NULL)
+    if (c->in == NULL && (c->in = take_buffer(c)) == NULL)
         return -1;
-    if (c->out == NULL && (c->out = evbuffer_new()) == NULL)
+    if (c->out == NULL && (c->out = take_buffer(c)) == NULL)
         return -1;
     if (c->wev == NULL) {
-        c->wev = event_new(event_get_base(c->rev), c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+        struct event_base *base = event_get_base(c->rev);
+        if (c->spares != NULL && c->spares->nev > 0) {
+            c->wev = c->spares->ev[--c->spares->nev];
+            event_assign(c->wev, base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+        } else {
+            c->wev = event_new(base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+        }
         if (c->wev == NULL)
             return -1;
     }

@@ -43,6 +43,14 @@ void fg_conn_set_cbs(fg_conn_t *c, const fg_conn_cbs_t *cbs, void *arg);
  * every callback, and outside one only if fg_conn_release was not called since the last. */
 void fg_conn_release(fg_conn_t *c);
 
+/* Buffers and write events released by the connections of one worker, kept (up to a bound)
+ * for the next ones, so that keep-alive traffic does not free and allocate them per request. */
+typedef struct fg_conn_spares_s fg_conn_spares_t;
+fg_conn_spares_t *fg_conn_spares_new(void);
+void fg_conn_spares_free(fg_conn_spares_t *sp);
+/* fg_conn_release gives to sp and the next callback takes from it; sp outlives c. */
+void fg_conn_set_spares(fg_conn_t *c, fg_conn_spares_t *sp);
+
 /* Start an outgoing connect; FG_CONN_CONNECTED or FG_CONN_ERROR/TIMEOUT_WRITE follow.
  * Returns 0 or -errno for an immediate failure. */
 int fg_conn_connect(fg_conn_t *c, const struct sockaddr *sa, socklen_t len, uint64_t timeout_ms);

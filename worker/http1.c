@@ -49,6 +49,13 @@ typedef struct act_s {
     fg_http_header_t hdrs[]; /* the parser's output, max_headers entries */
 } act_t;
 
+/* A worker's released state: request states and the connections' buffers and events. */
+struct fg_http1_spares_s {
+    act_t *acts;
+    unsigned nacts;
+    fg_conn_spares_t *conn;
+};
+
 struct fg_http1_conn_s {
     fg_http1_conn_t *prev, *next;
     fg_worker_t *w;
@@ -547,10 +554,11 @@ static int activate(fg_http1_conn_t *h)
     if (h->act != NULL)
         return 0;
     fg_worker_t *w = h->w;
-    act_t *a = w->h1_spare;
+    struct fg_http1_spares_s *sp = w->h1_spares;
+    act_t *a = sp ? sp->acts : NULL;
     if (a != NULL && a->cap == hdrs_cap(h)) {
-        w->h1_spare = a->next_spare;
-        w->h1_nspare--;
+        sp->acts = a->next_spare;
+        sp->nacts--;
         /* Released idle: its pool is reset, its body buffer empty, its flush event idle. */
         struct evbuffer *body = a->req.body;
         memset(&a->req, 0, sizeof(a->req));
@@ -599,12 +607,12 @@ static void release_if_idle(fg_http1_conn_t *h)
     if (a != NULL) {
         h->act = NULL;
         h->req = NULL;
-        fg_worker_t *w = h->w;
-        if (w->h1_nspare < MAX_SPARE && evbuffer_get_length(a->req.body) == 0) {
+        struct fg_http1_spares_s *sp = h->w->h1_spares;
+        if (sp != NULL && sp->nacts < MAX_SPARE && evbuffer_get_length(a->req.body) == 0) {
             fg_pool_reset(a->pool);
-            a->next_spare = w->h1_spare;
-            w->h1_spare = a;
-            w->h1_nspare++;
+            a->next_spare = sp->acts;
+            sp->acts = a;
+            sp->nacts++;
         } else {
             free_act(a);
         }
@@ -633,6 +641,13 @@ int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
     }
     fg_conn_set_write_timeout(h->c, srv->send_timeout_ms);
     fg_conn_set_low_watermark(h->c, OUT_LOW_WATER);
+    if (w->h1_spares == NULL && (w->h1_spares = calloc(1, sizeof(*w->h1_spares))) != NULL &&
+        (w->h1_spares->conn = fg_conn_spares_new()) == NULL) {
+        free(w->h1_spares); /* no spares: everything is freed and allocated as needed */
+        w->h1_spares = NULL;
+    }
+    if (w->h1_spares != NULL)
+        fg_conn_set_spares(h->c, w->h1_spares->conn);
     link_conn(w, h);
     /* The first head is due header_timeout after the accept, not after its first byte: a
      * client that connects and waits does not get the wait for free. */
@@ -1231,10 +1246,15 @@ void fg_http1_close_all(fg_worker_t *w)
 {
     while (w->conns)
         destroy(w->conns);
-    while (w->h1_spare != NULL) {
-        act_t *a = w->h1_spare;
-        w->h1_spare = a->next_spare;
+    struct fg_http1_spares_s *sp = w->h1_spares;
+    if (sp == NULL)
+        return;
+    while (sp->acts != NULL) {
+        act_t *a = sp->acts;
+        sp->acts = a->next_spare;
         free_act(a);
     }
-    w->h1_nspare = 0;
+    fg_conn_spares_free(sp->conn);
+    free(sp);
+    w->h1_spares = NULL;
 }

@@ -44,8 +44,7 @@ typedef struct fg_worker_s {
     uint64_t request_seq;       /* for request ids */
     struct evbuffer *scratch;   /* empty between uses: carries in-memory bodies to send_body */
     struct fg_prober_s *prober; /* active health checks (worker/health.c) */
-    void *h1_spare;             /* worker/http1.c: released request state kept for reuse */
-    unsigned h1_nspare;
+    struct fg_http1_spares_s *h1_spares; /* worker/http1.c: released state kept for reuse */
 } fg_worker_t;
 
 /* Called by a client connection when it closes; lets a retiring worker exit once idle. */
