@@ -600,8 +600,9 @@ static void free_act(act_t *a)
  * and is taken again when bytes arrive. */
 static void release_if_idle(fg_http1_conn_t *h)
 {
+    struct evbuffer *in = fg_conn_input(h->c); /* NULL: released already */
     if (h->in_req || h->state != S_IDLE || h->flush_pending || fg_conn_pending(h->c) > 0 ||
-        evbuffer_get_length(fg_conn_input(h->c)) > 0)
+        (in != NULL && evbuffer_get_length(in) > 0))
         return;
     act_t *a = h->act;
     if (a != NULL) {
