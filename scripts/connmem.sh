@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v nginx >/dev/null 2>&1 || PATH=$PATH:/usr/sbin
 # 5,000 connections need as many descriptors in this process and more in the servers.
-ulimit -n "$(ulimit -Hn)"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 exec python3 scripts/connmem.py "$@"
