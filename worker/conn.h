@@ -3,12 +3,15 @@
  * side, upstream side) sit on top and never touch the socket. Reads happen when the socket is
  * readable; writes are attempted at once by fg_conn_flush and fall back to a write event only
  * when the kernel buffer is full, so a small response costs one write(2) and no epoll change.
+ * A file can follow the output (sendfile, one at a time). An idle owner can give back the
+ * empty buffers and the write event (fg_conn_release).
  * TLS plugs in later as another transport behind the same interface. */
 #ifndef FG_CONN_H
 #define FG_CONN_H
 
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 struct event_base;
 struct evbuffer;
@@ -34,13 +37,37 @@ fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs
 /* Close the socket and free everything. Safe to call from the conn's own callbacks. */
 void fg_conn_free(fg_conn_t *c);
 void fg_conn_set_cbs(fg_conn_t *c, const fg_conn_cbs_t *cbs, void *arg);
+/* Free the input and output buffers while they are empty, and the write event while no
+ * write waits (an idle keep-alive connection). They are allocated again before the next
+ * callback: fg_conn_input/fg_conn_output/fg_conn_flush/fg_conn_want_write are valid inside
+ * every callback, and outside one only if fg_conn_release was not called since the last. */
+void fg_conn_release(fg_conn_t *c);
+
+/* Buffers and write events released by the connections of one worker, kept (up to a bound)
+ * for the next ones, so that keep-alive traffic does not free and allocate them per request. */
+typedef struct fg_conn_spares_s fg_conn_spares_t;
+fg_conn_spares_t *fg_conn_spares_new(void);
+void fg_conn_spares_free(fg_conn_spares_t *sp);
+/* fg_conn_release gives to sp and the next callback takes from it; sp outlives c. */
+void fg_conn_set_spares(fg_conn_t *c, fg_conn_spares_t *sp);
 
 /* Start an outgoing connect; FG_CONN_CONNECTED or FG_CONN_ERROR/TIMEOUT_WRITE follow.
  * Returns 0 or -errno for an immediate failure. */
 int fg_conn_connect(fg_conn_t *c, const struct sockaddr *sa, socklen_t len, uint64_t timeout_ms);
 
 struct evbuffer *fg_conn_input(fg_conn_t *c);
+/* Where the next output bytes go: while a file is being sent, a buffer that follows it. */
 struct evbuffer *fg_conn_output(fg_conn_t *c);
+/* Queue len bytes of fd from off after the output queued so far; the conn owns fd from now on
+ * (closed when sent or on free, and on failure). One file at a time: -EBUSY while one is being
+ * sent; -ENOMEM. The bytes go out with sendfile(2), or with pread + write, 16 KiB at a time,
+ * when the transport cannot take sendfile (fg_conn_set_sendfile). */
+int fg_conn_send_file(fg_conn_t *c, int fd, off_t off, off_t len);
+/* Whether a file is still being sent. */
+int fg_conn_sending_file(const fg_conn_t *c);
+/* Transport capability: 1 (default, plain TCP) sends files with sendfile(2); 0 reads them
+ * into the output in small pieces (a transport that encrypts, such as TLS). */
+void fg_conn_set_sendfile(fg_conn_t *c, int on);
 int fg_conn_fd(const fg_conn_t *c);
 int fg_conn_errno(const fg_conn_t *c);
 
@@ -55,6 +82,7 @@ void fg_conn_set_write_timeout(fg_conn_t *c, uint64_t timeout_ms);
 void fg_conn_set_low_watermark(fg_conn_t *c, size_t low);
 /* Bytes read per readable event at most (default 64 KiB). */
 void fg_conn_set_read_max(fg_conn_t *c, size_t max);
+/* Bytes queued and not yet written: output, the rest of the file, and what follows it. */
 size_t fg_conn_pending(const fg_conn_t *c);
 /* Whether the conn is still waiting for writability. */
 int fg_conn_writing(const fg_conn_t *c);

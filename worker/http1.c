@@ -30,17 +30,39 @@ enum {
 #define OUT_LOW_WATER (64 * 1024)   /* handler's on_writable below this */
 #define LINGER_MS 2000              /* lingering close: the client's silence that ends it ... */
 #define LINGER_TOTAL_MS 5000        /* ... and its whole length (nginx's lingering_time) */
+/* Released request states a worker keeps for the next active connection: a keep-alive client
+ * sending request after request would otherwise make the allocator free and take back the
+ * same blocks (and trim the heap with brk) every time. */
+#define MAX_SPARE 64
+
+/* What a connection holds only while it has bytes to parse or answers to send: an idle
+ * keep-alive connection keeps the small fg_http1_conn_t alone (nginx's keep-alive handler
+ * releases its request pool and buffers the same way). */
+typedef struct act_s {
+    fg_request_t req;
+    fg_pool_t *pool;
+    struct event *flush_ev;
+    struct act_s *next_spare; /* in the worker's spare list */
+    size_t cap;               /* entries of hdrs */
+    int64_t body_left;        /* Content-Length bytes still to read */
+    fg_http1_chunked_t chunked;
+    fg_http_header_t hdrs[]; /* the parser's output, max_headers entries */
+} act_t;
+
+/* A worker's released state: request states and the connections' buffers and events. */
+struct fg_http1_spares_s {
+    act_t *acts;
+    unsigned nacts;
+    fg_conn_spares_t *conn;
+};
 
 struct fg_http1_conn_s {
     fg_http1_conn_t *prev, *next;
     fg_worker_t *w;
     const fg_server_t *server;
     fg_conn_t *c;
-    fg_pool_t *pool;
-    struct event *flush_ev;
-    fg_request_t req;
-    fg_http_header_t *hdrs;
-    size_t hdrs_cap;
+    act_t *act;        /* request state while the connection is active, else NULL */
+    fg_request_t *req; /* &act->req, or NULL */
     int state;
     unsigned in_req : 1; /* req belongs to a handler */
     unsigned resp_started : 1;
@@ -51,15 +73,16 @@ struct fg_http1_conn_s {
     unsigned dead : 1;        /* destroy when busy ends */
     unsigned body_paused : 1;
     unsigned flush_pending : 1;
-    unsigned linger : 1;   /* input may hold unread request bytes when we close */
-    unsigned broken : 1;   /* a write failed: the client is gone, tell handlers, then destroy */
-    unsigned peer_eof : 1; /* the client shut its sending side after whole requests */
-    int64_t body_left;     /* Content-Length bytes still to read */
-    fg_http1_chunked_t chunked;
+    unsigned linger : 1;     /* input may hold unread request bytes when we close */
+    unsigned broken : 1;     /* a write failed: the client is gone, tell handlers, then destroy */
+    unsigned peer_eof : 1;   /* the client shut its sending side after whole requests */
+    unsigned out_paused : 1; /* parsing held until the output backlog drains */
     unsigned nrequests;
-    struct sockaddr_storage peer;
-    char peer_ip[64];
-    uint16_t peer_port;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
     uint64_t head_start_ms; /* when the first byte of the pending head arrived; 0 = none */
     uint64_t linger_end_ms; /* lingering close ends by then whatever the client sends */
 };
@@ -71,6 +94,11 @@ static void on_read(fg_conn_t *c, void *arg);
 static void on_drain(fg_conn_t *c, void *arg);
 static void on_event(fg_conn_t *c, void *arg, int what);
 static void fill_client(fg_http1_conn_t *h);
+static void set_client(const fg_http1_conn_t *h, fg_request_t *req);
+static void resume_parsing(fg_http1_conn_t *h);
+static void on_flush_ev(evutil_socket_t fd, short what, void *arg);
+static void free_act(act_t *a);
+static void release_if_idle(fg_http1_conn_t *h);
 
 static const fg_conn_cbs_t conn_cbs = {on_read, on_drain, on_event};
 
@@ -169,7 +197,7 @@ static void schedule_flush(fg_http1_conn_t *h)
     }
     if (!h->flush_pending) {
         h->flush_pending = 1;
-        event_active(h->flush_ev, EV_WRITE, 1);
+        event_active(h->act->flush_ev, EV_WRITE, 1);
     }
 }
 
@@ -179,6 +207,31 @@ static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
     h->flush_pending = 0;
     if (h->broken || fg_conn_flush(h->c) != 0)
         on_event(h->c, h, FG_CONN_ERROR);
+    else if (h->out_paused)
+        resume_parsing(h);
+    else if (!h->in_req)
+        release_if_idle(h);
+}
+
+/* Whether the answers queued to the client are too many to parse another pipelined request:
+ * a client that sends requests and never reads would otherwise make the worker queue answers
+ * without end. A file being sent counts too, so a connection holds one open file at most. */
+static int output_backlog(fg_http1_conn_t *h)
+{
+    return fg_conn_pending(h->c) > OUT_LOW_WATER || fg_conn_sending_file(h->c);
+}
+
+/* Parse again once a backlog that held parsing (and reading) has drained. */
+static void resume_parsing(fg_http1_conn_t *h)
+{
+    if (h->in_req || output_backlog(h))
+        return;
+    h->out_paused = 0;
+    /* The header timeout of a head begun before the pause runs again from here: its rest may
+     * have waited in the socket while we did not read. */
+    if (h->head_start_ms != 0)
+        h->head_start_ms = fg_request_now_us() / 1000;
+    process(h);
 }
 
 static char *put(char *p, const char *s, size_t n)
@@ -332,19 +385,17 @@ static int ops_send_file(fg_request_t *req, int fd, off_t off, off_t len)
         close(fd);
         return 0;
     }
-    struct evbuffer *out = fg_conn_output(h->c);
     if (h->resp_chunked) {
         char line[24];
         int l = snprintf(line, sizeof(line), "%llx\r\n", (unsigned long long)len);
-        evbuffer_add(out, line, (size_t)l);
+        evbuffer_add(fg_conn_output(h->c), line, (size_t)l);
     }
-    /* A file segment: evbuffer_write sends it with sendfile(2) on a plain socket. */
-    if (evbuffer_add_file(out, fd, off, len) != 0) {
-        close(fd);
+    /* The conn sends it with sendfile(2) where its transport allows; no mapping, one open
+     * file per connection (process() parses nothing more until it is sent). */
+    if (fg_conn_send_file(h->c, fd, off, len) != 0)
         return -1;
-    }
     if (h->resp_chunked)
-        evbuffer_add(out, "\r\n", 2);
+        evbuffer_add(fg_conn_output(h->c), "\r\n", 2);
     req->bytes_out += (uint64_t)len;
     schedule_flush(h);
     return 0;
@@ -375,15 +426,15 @@ static void ops_pause_body(fg_request_t *req, int pause)
 /* Reset per-request state; keeps the connection's buffers. */
 static void reset_request(fg_http1_conn_t *h)
 {
-    struct evbuffer *body = h->req.body;
+    struct evbuffer *body = h->req->body;
     evbuffer_drain(body, evbuffer_get_length(body));
-    memset(&h->req, 0, sizeof(h->req));
-    h->req.body = body;
-    fg_pool_reset(h->pool);
+    memset(h->req, 0, sizeof(*h->req));
+    h->req->body = body;
+    fg_pool_reset(h->act->pool);
     h->in_req = 0;
     h->resp_started = h->resp_chunked = h->resp_nobody = 0;
     h->body_paused = 0;
-    h->body_left = 0;
+    h->act->body_left = 0;
 }
 
 static void ops_finish(fg_request_t *req)
@@ -505,6 +556,85 @@ static void unlink_conn(fg_http1_conn_t *h)
         w->record->connections--;
 }
 
+static size_t hdrs_cap(const fg_http1_conn_t *h)
+{
+    return h->server->max_headers ? h->server->max_headers : 100;
+}
+
+/* Give h its request state (pool, request, parser output, flush event) when bytes arrive,
+ * from the worker's spares when one fits. Returns 0, or -1 when out of memory. */
+static int activate(fg_http1_conn_t *h)
+{
+    if (h->act != NULL)
+        return 0;
+    fg_worker_t *w = h->w;
+    struct fg_http1_spares_s *sp = w->h1_spares;
+    act_t *a = sp ? sp->acts : NULL;
+    if (a != NULL && a->cap == hdrs_cap(h)) {
+        sp->acts = a->next_spare;
+        sp->nacts--;
+        /* Released idle: its pool is reset, its body buffer empty, its flush event idle. */
+        struct evbuffer *body = a->req.body;
+        memset(&a->req, 0, sizeof(a->req));
+        a->req.body = body;
+        event_assign(a->flush_ev, w->base, -1, 0, on_flush_ev, h);
+    } else {
+        /* The header array is written by the parser before it is read: no need to zero it. */
+        a = malloc(sizeof(*a) + hdrs_cap(h) * sizeof(a->hdrs[0]));
+        if (a == NULL)
+            return -1;
+        memset(a, 0, sizeof(*a));
+        a->cap = hdrs_cap(h);
+        /* 4 KiB holds a typical head, its path and the response head; more comes in blocks. */
+        a->pool = fg_pool_new(4096);
+        a->req.body = evbuffer_new();
+        a->flush_ev = event_new(w->base, -1, 0, on_flush_ev, h);
+        if (a->pool == NULL || a->req.body == NULL || a->flush_ev == NULL) {
+            free_act(a);
+            return -1;
+        }
+    }
+    h->act = a;
+    h->req = &a->req;
+    return 0;
+}
+
+static void free_act(act_t *a)
+{
+    if (a->flush_ev)
+        event_free(a->flush_ev);
+    if (a->req.body)
+        evbuffer_free(a->req.body);
+    fg_pool_free(a->pool);
+    free(a);
+}
+
+/* An idle keep-alive connection with nothing buffered either way keeps its small struct, the
+ * conn and its read event only; everything else goes back to the worker's spares (or is freed)
+ * and is taken again when bytes arrive. */
+static void release_if_idle(fg_http1_conn_t *h)
+{
+    struct evbuffer *in = fg_conn_input(h->c); /* NULL: released already */
+    if (h->in_req || h->state != S_IDLE || h->flush_pending || fg_conn_pending(h->c) > 0 ||
+        (in != NULL && evbuffer_get_length(in) > 0))
+        return;
+    act_t *a = h->act;
+    if (a != NULL) {
+        h->act = NULL;
+        h->req = NULL;
+        struct fg_http1_spares_s *sp = h->w->h1_spares;
+        if (sp != NULL && sp->nacts < MAX_SPARE && evbuffer_get_length(a->req.body) == 0) {
+            fg_pool_reset(a->pool);
+            a->next_spare = sp->acts;
+            sp->acts = a;
+            sp->nacts++;
+        } else {
+            free_act(a);
+        }
+    }
+    fg_conn_release(h->c);
+}
+
 int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
                     const struct sockaddr_storage *peer, socklen_t len)
 {
@@ -513,43 +643,32 @@ int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
         return -1;
     h->w = w;
     h->server = srv;
-    h->peer = *peer;
-    if (peer->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &a->sin_addr, h->peer_ip, sizeof(h->peer_ip));
-        h->peer_port = ntohs(a->sin_port);
-    } else if (peer->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &a->sin6_addr, h->peer_ip, sizeof(h->peer_ip));
-        h->peer_port = ntohs(a->sin6_port);
-    }
-    h->hdrs_cap = srv->max_headers ? srv->max_headers : 100;
-    h->hdrs = calloc(h->hdrs_cap, sizeof(*h->hdrs));
-    h->pool = fg_pool_new(8192);
-    h->req.body = evbuffer_new();
-    h->flush_ev = event_new(w->base, -1, 0, on_flush_ev, h);
-    if (h->hdrs == NULL || h->pool == NULL || h->req.body == NULL || h->flush_ev == NULL)
-        goto fail;
+    if (peer->ss_family == AF_INET)
+        h->peer.in4 = *(const struct sockaddr_in *)peer;
+    else if (peer->ss_family == AF_INET6)
+        h->peer.in6 = *(const struct sockaddr_in6 *)peer;
+    else
+        h->peer.sa.sa_family = peer->ss_family;
     h->c = fg_conn_new(w->base, fd, &conn_cbs, h);
-    if (h->c == NULL)
-        goto fail;
+    if (h->c == NULL) {
+        free(h);
+        return -1;
+    }
     fg_conn_set_write_timeout(h->c, srv->send_timeout_ms);
     fg_conn_set_low_watermark(h->c, OUT_LOW_WATER);
+    if (w->h1_spares == NULL && (w->h1_spares = calloc(1, sizeof(*w->h1_spares))) != NULL &&
+        (w->h1_spares->conn = fg_conn_spares_new()) == NULL) {
+        free(w->h1_spares); /* no spares: everything is freed and allocated as needed */
+        w->h1_spares = NULL;
+    }
+    if (w->h1_spares != NULL)
+        fg_conn_set_spares(h->c, w->h1_spares->conn);
     link_conn(w, h);
     /* The first head is due header_timeout after the accept, not after its first byte: a
      * client that connects and waits does not get the wait for free. */
     h->head_start_ms = fg_request_now_us() / 1000;
     fg_conn_read(h->c, 1, srv->header_timeout_ms);
     return 0;
-fail:
-    if (h->flush_ev)
-        event_free(h->flush_ev);
-    if (h->req.body)
-        evbuffer_free(h->req.body);
-    fg_pool_free(h->pool);
-    free(h->hdrs);
-    free(h);
-    return -1;
 }
 
 static void destroy(fg_http1_conn_t *h)
@@ -561,7 +680,7 @@ static void destroy(fg_http1_conn_t *h)
     fg_worker_t *w = h->w;
     if (h->in_req) {
         /* The client left before the response ended: 499 in the nginx tradition. */
-        fg_request_t *req = &h->req;
+        fg_request_t *req = h->req;
         h->in_req = 0;
         if (req->handler && req->handler->on_abort)
             req->handler->on_abort(req);
@@ -572,10 +691,8 @@ static void destroy(fg_http1_conn_t *h)
     }
     unlink_conn(h);
     fg_conn_free(h->c);
-    event_free(h->flush_ev);
-    evbuffer_free(h->req.body);
-    fg_pool_free(h->pool);
-    free(h->hdrs);
+    if (h->act)
+        free_act(h->act);
     free(h);
     fg_worker_conn_closed(w);
 }
@@ -613,8 +730,16 @@ static void on_drain(fg_conn_t *c, void *arg)
         fg_conn_read(c, 1, LINGER_MS);
         return;
     }
-    if (h->in_req && h->req.handler && h->req.handler->on_writable)
-        h->req.handler->on_writable(&h->req);
+    if (h->out_paused) {
+        resume_parsing(h);
+        return;
+    }
+    if (!h->in_req) {
+        release_if_idle(h);
+        return;
+    }
+    if (h->req->handler && h->req->handler->on_writable)
+        h->req->handler->on_writable(h->req);
 }
 
 static void on_event(fg_conn_t *c, void *arg, int what)
@@ -638,24 +763,24 @@ static void on_event(fg_conn_t *c, void *arg, int what)
         h->peer_eof = 1;
         return;
     }
-    if (h->state == S_IDLE && !h->in_req && what == FG_CONN_TIMEOUT_READ &&
+    if (h->state == S_IDLE && !h->in_req && what == FG_CONN_TIMEOUT_READ && h->act != NULL &&
         evbuffer_get_length(fg_conn_input(c)) > 0 && !h->resp_started) {
         /* A partial head that never completed: 408 (RFC 9110 15.5.9). */
-        h->req.proto = h;
-        h->req.pool = h->pool;
-        h->req.ops = &h1_ops;
-        h->req.worker = h->w;
-        h->req.server = h->server;
-        h->req.version = 11;
-        h->req.method = FG_STR_LIT("GET");
+        h->req->proto = h;
+        h->req->pool = h->act->pool;
+        h->req->ops = &h1_ops;
+        h->req->worker = h->w;
+        h->req->server = h->server;
+        h->req->version = 11;
+        h->req->method = FG_STR_LIT("GET");
         h->close_after = 1;
         h->in_req = 1;
         fill_client(h);
-        fg_request_error(&h->req, 408, "request_timeout", "request head not received in time");
+        fg_request_error(h->req, 408, "request_timeout", "request head not received in time");
         return;
     }
     if (h->in_req && h->state == S_BODY && what == FG_CONN_TIMEOUT_READ && !h->resp_started) {
-        fg_request_t *req = &h->req;
+        fg_request_t *req = h->req;
         if (req->handler && req->handler->on_abort)
             req->handler->on_abort(req);
         req->handler = NULL;
@@ -769,8 +894,8 @@ static int parse_target(fg_request_t *req, fg_str_t target)
  * the input buffer can be drained while the request lives. One memcpy per request. */
 static int adopt_head(fg_http1_conn_t *h, const char *raw, size_t len, fg_http1_head_t *head)
 {
-    fg_request_t *req = &h->req;
-    char *copy = fg_pool_alloc(h->pool, len);
+    fg_request_t *req = h->req;
+    char *copy = fg_pool_alloc(h->act->pool, len);
     if (copy == NULL)
         return -1;
     memcpy(copy, raw, len);
@@ -779,11 +904,11 @@ static int adopt_head(fg_http1_conn_t *h, const char *raw, size_t len, fg_http1_
     req->target = REBASE(head->target);
     req->host = REBASE(head->host);
     for (size_t i = 0; i < head->num_headers; i++) {
-        h->hdrs[i].name = REBASE(head->headers[i].name);
-        h->hdrs[i].value = REBASE(head->headers[i].value);
+        h->act->hdrs[i].name = REBASE(head->headers[i].name);
+        h->act->hdrs[i].value = REBASE(head->headers[i].value);
     }
 #undef REBASE
-    req->headers = h->hdrs;
+    req->headers = h->act->hdrs;
     req->nheaders = head->num_headers;
     return 0;
 }
@@ -792,12 +917,12 @@ static int adopt_head(fg_http1_conn_t *h, const char *raw, size_t len, fg_http1_
  * error (method, target, Host), for the logs. Copied: the input is drained before the answer. */
 static void keep_parsed(fg_http1_conn_t *h, const fg_http1_head_t *head)
 {
-    fg_request_t *req = &h->req;
+    fg_request_t *req = h->req;
     const fg_str_t *from[3] = {&head->method, &head->target, &head->host};
     fg_str_t *to[3] = {&req->method, &req->target, &req->host};
     for (int i = 0; i < 3; i++) {
         size_t n = from[i]->len < 1024 ? from[i]->len : 1024;
-        char *copy = n ? fg_pool_alloc(h->pool, n) : NULL;
+        char *copy = n ? fg_pool_alloc(h->act->pool, n) : NULL;
         if (copy != NULL) {
             memcpy(copy, from[i]->base, n);
             *to[i] = (fg_str_t){copy, n};
@@ -811,14 +936,12 @@ static void keep_parsed(fg_http1_conn_t *h, const fg_http1_head_t *head)
  * client and gets a request id, for the logs. */
 static void fill_client(fg_http1_conn_t *h)
 {
-    fg_request_t *req = &h->req;
+    fg_request_t *req = h->req;
     if (req->client_ip[0] == '\0') {
         req->worker = h->w;
         req->server = h->server;
         req->start_us = fg_request_now_us();
-        req->client_addr = h->peer;
-        memcpy(req->client_ip, h->peer_ip, sizeof(req->client_ip));
-        req->client_port = h->peer_port;
+        set_client(h, req);
     }
     if (req->request_id[0] == '\0')
         make_request_id(h, req);
@@ -826,9 +949,9 @@ static void fill_client(fg_http1_conn_t *h)
 
 static void reject(fg_http1_conn_t *h, int status, const char *error, const char *msg)
 {
-    fg_request_t *req = &h->req;
+    fg_request_t *req = h->req;
     req->proto = h;
-    req->pool = h->pool;
+    req->pool = h->act->pool;
     req->ops = &h1_ops;
     req->worker = h->w; /* Date cache, errorPages and serverHeader apply to these answers too */
     req->server = h->server;
@@ -851,12 +974,34 @@ static void reject(fg_http1_conn_t *h, int status, const char *error, const char
     fg_request_error(req, status, error, msg);
 }
 
+/* The peer's address into req, as text too (per request: idle connections keep it binary). */
+static void set_client(const fg_http1_conn_t *h, fg_request_t *req)
+{
+    if (h->peer.sa.sa_family == AF_INET) {
+        memcpy(&req->client_addr, &h->peer.in4, sizeof(h->peer.in4));
+        /* glibc's inet_ntop formats IPv4 with sprintf: too slow for every request. */
+        const uint8_t *b = (const uint8_t *)&h->peer.in4.sin_addr;
+        char *p = req->client_ip;
+        for (int i = 0; i < 4; i++) {
+            p = fg_put_u64(p, b[i]);
+            *p++ = i < 3 ? '.' : '\0';
+        }
+        req->client_port = ntohs(h->peer.in4.sin_port);
+    } else if (h->peer.sa.sa_family == AF_INET6) {
+        memcpy(&req->client_addr, &h->peer.in6, sizeof(h->peer.in6));
+        inet_ntop(AF_INET6, &h->peer.in6.sin6_addr, req->client_ip, sizeof(req->client_ip));
+        req->client_port = ntohs(h->peer.in6.sin6_port);
+    } else {
+        req->client_addr.ss_family = h->peer.sa.sa_family;
+    }
+}
+
 /* Start the request whose head is the first `len` bytes of input. */
 static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1_head_t *head)
 {
-    fg_request_t *req = &h->req;
+    fg_request_t *req = h->req;
     struct evbuffer *in = fg_conn_input(h->c);
-    req->pool = h->pool;
+    req->pool = h->act->pool;
     req->worker = h->w;
     req->server = h->server;
     req->proto = h;
@@ -865,9 +1010,7 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->scheme = FG_STR_LIT("http");
     req->start_us = fg_request_now_us();
     req->head_bytes = (uint64_t)len;
-    req->client_addr = h->peer;
-    memcpy(req->client_ip, h->peer_ip, sizeof(req->client_ip));
-    req->client_port = h->peer_port;
+    set_client(h, req);
     h->in_req = 1;
     h->nrequests++;
     h->close_after = 0;
@@ -890,10 +1033,10 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->has_body = head->chunked || head->content_length > 0;
     req->expect_continue = head->expect_continue;
     if (head->chunked) {
-        fg_http1_chunked_init(&h->chunked);
-        h->body_left = -1;
+        fg_http1_chunked_init(&h->act->chunked);
+        h->act->body_left = -1;
     } else {
-        h->body_left = head->content_length > 0 ? head->content_length : 0;
+        h->act->body_left = head->content_length > 0 ? head->content_length : 0;
     }
     req->body_done = !req->has_body;
     h->state = req->has_body ? S_BODY : S_WAIT;
@@ -921,19 +1064,19 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
 /* Move request body bytes from the socket buffer to req->body and tell the handler. */
 static void pump_body(fg_http1_conn_t *h)
 {
-    fg_request_t *req = &h->req;
+    fg_request_t *req = h->req;
     struct evbuffer *in = fg_conn_input(h->c);
     size_t before = evbuffer_get_length(req->body);
     int64_t limit = fg_request_body_limit(req);
     while (h->state == S_BODY && !h->body_paused && evbuffer_get_length(in) > 0) {
-        if (h->body_left >= 0) {
+        if (h->act->body_left >= 0) {
             size_t n = evbuffer_get_length(in);
-            if ((int64_t)n > h->body_left)
-                n = (size_t)h->body_left;
+            if ((int64_t)n > h->act->body_left)
+                n = (size_t)h->act->body_left;
             evbuffer_remove_buffer(in, req->body, n);
-            h->body_left -= (int64_t)n;
+            h->act->body_left -= (int64_t)n;
             req->body_bytes += n;
-            if (h->body_left == 0) {
+            if (h->act->body_left == 0) {
                 req->body_done = 1;
                 h->state = S_WAIT;
             }
@@ -944,7 +1087,7 @@ static void pump_body(fg_http1_conn_t *h)
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
         size_t consumed = 0, data = 0;
-        int r = fg_http1_chunked_step(&h->chunked, v.iov_base, v.iov_len, &consumed, &data);
+        int r = fg_http1_chunked_step(&h->act->chunked, v.iov_base, v.iov_len, &consumed, &data);
         if (r < 0) {
             if (!h->resp_started) {
                 if (req->handler && req->handler->on_abort)
@@ -1022,7 +1165,7 @@ static void process(fg_http1_conn_t *h)
     h->busy = 1;
     struct evbuffer *in = fg_conn_input(h->c);
     fg_http1_limits_t lim = {h->server->max_request_line, h->server->max_header_size,
-                             (unsigned)h->hdrs_cap};
+                             (unsigned)hdrs_cap(h)};
     size_t max_head = h->server->max_header_size ? h->server->max_header_size : 32768;
     while (!h->dead && !h->in_req && h->state == S_IDLE) {
         size_t avail = evbuffer_get_length(in);
@@ -1031,16 +1174,29 @@ static void process(fg_http1_conn_t *h)
             begin_close(h);
             return;
         }
+        if (output_backlog(h)) {
+            /* Nor read: the input stays bounded while the client does not read its answers.
+             * The send timeout runs on the queued output meanwhile; on_drain resumes. */
+            h->out_paused = 1;
+            fg_conn_read(h->c, 0, 0);
+            break;
+        }
         if (avail == 0) {
+            release_if_idle(h);
             fg_conn_read(h->c, 1,
                          h->nrequests ? h->server->keepalive_timeout_ms
                                       : h->server->header_timeout_ms);
             break;
         }
+        if (activate(h) != 0) {
+            fg_log_error("http1: out of memory for a request: connection closed");
+            h->dead = 1;
+            break;
+        }
         fg_http1_head_t head;
         memset(&head, 0, sizeof(head));
-        head.headers = h->hdrs;
-        head.headers_cap = h->hdrs_cap;
+        head.headers = h->act->hdrs;
+        head.headers_cap = hdrs_cap(h);
         /* Most heads sit whole in the first chain: parse there and linearise only if not. */
         struct evbuffer_iovec v;
         int r = FG_HTTP1_INCOMPLETE;
@@ -1055,8 +1211,8 @@ static void process(fg_http1_conn_t *h)
             n = avail < max_head + 1 ? avail : max_head + 1;
             p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
             memset(&head, 0, sizeof(head));
-            head.headers = h->hdrs;
-            head.headers_cap = h->hdrs_cap;
+            head.headers = h->act->hdrs;
+            head.headers_cap = hdrs_cap(h);
             r = fg_http1_parse_request(p, n, &lim, &head);
         }
         if (r == FG_HTTP1_INCOMPLETE) {
@@ -1154,4 +1310,15 @@ void fg_http1_close_all(fg_worker_t *w)
 {
     while (w->conns)
         destroy(w->conns);
+    struct fg_http1_spares_s *sp = w->h1_spares;
+    if (sp == NULL)
+        return;
+    while (sp->acts != NULL) {
+        act_t *a = sp->acts;
+        sp->acts = a->next_spare;
+        free_act(a);
+    }
+    fg_conn_spares_free(sp->conn);
+    free(sp);
+    w->h1_spares = NULL;
 }

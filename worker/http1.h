@@ -1,7 +1,8 @@
 /* HTTP/1.1 server side of a client connection (RFC 9112): parses requests with
  * common/http1_parser, fills the protocol-neutral fg_request_t, dispatches it to its route's
  * handler and frames the response. One request at a time per connection; pipelined requests
- * wait in the input buffer until the previous response is finished. */
+ * wait in the input buffer until the previous response is finished, and are not parsed (nor
+ * more bytes read) while more than 64 KiB of answers, or a file, wait to be sent. */
 #ifndef FG_HTTP1_H
 #define FG_HTTP1_H
 

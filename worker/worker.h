@@ -48,6 +48,7 @@ typedef struct fg_worker_s {
     char date[32];              /* Date field value of second date_sec (fg_request_date) */
     size_t date_len;
     int64_t date_sec;
+    struct fg_http1_spares_s *h1_spares; /* worker/http1.c: released state kept for reuse */
 } fg_worker_t;
 
 /* Called by a client connection when it closes; lets a retiring worker exit once idle. */
