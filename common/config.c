@@ -414,8 +414,8 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
         load_server_limits(c, o, s) < 0 || load_server_timeouts(c, o, s) < 0 ||
         fg_config_get_int(c, o, "maxKeepAliveRequests", 0, UINT_MAX, &maxka) < 0 ||
         fg_config_get_bool(c, o, "ignoreClientAbort", &s->ignore_client_abort) < 0 ||
-        fg_config_load_server_security(c, o, s) < 0 || fg_config_load_server_responses(c, o, s) < 0 ||
-        fg_config_load_server_tls(c, o, s) < 0)
+        fg_config_load_server_security(c, o, s) < 0 ||
+        fg_config_load_server_responses(c, o, s) < 0 || fg_config_load_server_tls(c, o, s) < 0)
         return -1;
     s->backlog = (int)backlog;
     s->max_keepalive_requests = (unsigned)maxka;
@@ -525,10 +525,9 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                               fg_config_type_name(root));
     if (fg_config_check_keys(c, root, keys) < 0 || load_globals(c, root) < 0 ||
         load_log(c, root) < 0 || fg_config_load_responses(c, root) < 0 ||
-        fg_config_load_certificates(c, root) < 0 ||
-        load_servers(c, root) < 0 || fg_config_load_clusters(c, root) < 0 ||
-        fg_config_load_routes(c, root) < 0 || fg_config_load_security(c, root) < 0 ||
-        fg_config_resolve_security(c) < 0)
+        fg_config_load_certificates(c, root) < 0 || load_servers(c, root) < 0 ||
+        fg_config_load_clusters(c, root) < 0 || fg_config_load_routes(c, root) < 0 ||
+        fg_config_load_security(c, root) < 0 || fg_config_resolve_security(c) < 0)
         return -1;
     attach_routes(c->cfg);
     return 0;

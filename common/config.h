@@ -255,7 +255,7 @@ typedef struct {
     size_t ntransforms;
     int64_t max_request_body_size; /* -1 = inherit the server's */
     fg_security_attach_t security; /* route "rateLimits" / "accessControl" */
-    void *compiled;                /* matcher compiled by the router (worker/router.c) */
+    void *compiled;                /* matcher compiled by the router (worker/http/router.c) */
     /* tenant routes (the seed's GwTenantRoute): a route with a tenantCode that is not global
      * matches only requests of that tenant, and wins over a global route of the same path */
     char *tenant_code;        /* NULL = none */
@@ -422,15 +422,15 @@ typedef struct {
     /* routes attached to this server, in match order (built at load) */
     fg_route_t **routes;
     size_t nroutes;
-    void *router;                  /* compiled router (worker/router.c), built in the master */
+    void *router;                  /* compiled router (worker/http/router.c), built in the master */
     fg_security_attach_t security; /* server "rateLimits" / "accessControl" */
     int client_ip_source;          /* fg_client_ip_source_t */
     char **trusted_proxies;        /* CIDRs or addresses */
     size_t ntrusted_proxies;
     fg_responses_config_t responses; /* serverHeader, errorPages, exposeAccessListIds */
-    fg_tls_server_config_t *tls;  /* "tls"; NULL = plaintext */
-    fg_redirect_https_t redirect; /* "redirectHttps" (plaintext servers only) */
-    void *tls_compiled;           /* common/tls.c contexts, built in the master */
+    fg_tls_server_config_t *tls;     /* "tls"; NULL = plaintext */
+    fg_redirect_https_t redirect;    /* "redirectHttps" (plaintext servers only) */
+    void *tls_compiled;              /* common/tls.c contexts, built in the master */
 } fg_server_t;
 
 /* ---- top level ---- */
@@ -473,7 +473,7 @@ typedef struct {
     size_t shm_ratelimit_zone;       /* shm.rateLimitZone, default 8m */
     size_t shm_acl_zone;             /* shm.accessControlZone, default 1m */
     size_t shm_abnormal_zone;        /* shm.abnormalIpZone, default 4m */
-    void *security_compiled;         /* worker/security.c, built in the master */
+    void *security_compiled;         /* worker/admission/security.c, built in the master */
     char *tenant_header;             /* "tenantHeader", default "X-Tenant-Code" */
     fg_responses_config_t responses; /* top-level serverHeader, errorPages, ... (defaults) */
     void *json_root;                 /* the parsed document, kept for diagnostics; owned */

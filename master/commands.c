@@ -9,7 +9,7 @@
 #include "master/master_impl.h"
 #include "shm/health.h"
 #include "shm/zone.h"
-#include "worker/security.h"
+#include "worker/admission/security.h"
 
 static void iso_time(time_t t, char *buf, size_t len)
 {

@@ -22,7 +22,7 @@
 #include "master/listener.h"
 #include "master/master.h"
 #include "master/status.h"
-#include "worker/router.h"
+#include "worker/http/router.h"
 
 #define DEFAULT_CONF "/etc/fastgateway/fastgateway.json"
 

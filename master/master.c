@@ -23,9 +23,9 @@
 #include "shm/arena.h"
 #include "shm/zone.h"
 #include "shm/health.h"
-#include "worker/router.h"
-#include "worker/security.h"
-#include "worker/worker.h"
+#include "worker/http/router.h"
+#include "worker/admission/security.h"
+#include "worker/core/worker.h"
 
 #define READY_TIMEOUT_MS 10000 /* new workers must report ready within this */
 #define FAST_SHUTDOWN_MS 2000  /* TERM: then SIGKILL */

@@ -1,4 +1,4 @@
-"""What one client connection may cost a worker (worker/http1.c, worker/conn.c): pipelined
+"""What one client connection may cost a worker (worker/http/http1.c, worker/core/conn.c): pipelined
 requests from a client that never reads its answers are not parsed while the answers wait, static
 files go out one at a time per connection (sendfile, no mapping), and an idle keep-alive
 connection keeps only a small struct."""

@@ -1,4 +1,4 @@
-"""HTTP/1.1 front end over raw sockets (worker/http1.c, common/http1_parser.c): keep-alive,
+"""HTTP/1.1 front end over raw sockets (worker/http/http1.c, common/http1_parser.c): keep-alive,
 HTTP/1.0, pipelining, 100-continue, HEAD, every request-smuggling vector of RFC 9112 sections
 6.3 and 11.2 (400, close, and nothing reaches the upstream), size limits, timeouts, chunked
 request bodies and the 404 document.

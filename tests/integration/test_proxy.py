@@ -1,4 +1,4 @@
-"""Reverse proxy end to end (worker/proxy.c, worker/transform.c, worker/upstream.c): every
+"""Reverse proxy end to end (worker/handlers/proxy.c, worker/http/transform.c, worker/upstream/upstream.c): every
 transform as the echo upstream saw it, hop-by-hop fields, X-Request-Id, destination base
 paths, round-robin, upstream keep-alive reuse and stale connections, upstream failures
 (refused, reset, slow, unreachable), client aborts and the access log.

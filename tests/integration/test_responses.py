@@ -1,4 +1,4 @@
-"""The gateway's own answers (worker/request.c, worker/http1.c): a Date field (RFC 9110 6.6.1)
+"""The gateway's own answers (worker/http/request.c, worker/http/http1.c): a Date field (RFC 9110 6.6.1)
 on every one, a Server field that the operator can rename or turn off, one JSON shape for
 every error whatever produced it, errorPages (a file or a redirect per status or class) and a
 403 that names no access-control list unless exposeAccessListIds asks for it. Proxied

@@ -1,4 +1,4 @@
-"""Route matching end to end (worker/router.c): path templates, hosts, methods, header and
+"""Route matching end to end (worker/http/router.c): path templates, hosts, methods, header and
 query conditions, order and specificity, and the route kinds direct, redirect and cluster.
 
 Every route answers with its own id (direct routes) or a distinct Location / upstream path,

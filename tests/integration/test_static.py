@@ -1,5 +1,5 @@
 """Static routes: files, indexes, redirects, validators and conditional requests, single byte
-ranges, tryFiles, and every way out of the root we could think of (worker/static.c)."""
+ranges, tryFiles, and every way out of the root we could think of (worker/handlers/static.c)."""
 import hashlib
 import http.client
 import os

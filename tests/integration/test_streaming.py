@@ -1,4 +1,4 @@
-"""Streaming through the proxy (worker/proxy.c, worker/http1.c): a 1 GiB upload and a 1 GiB
+"""Streaming through the proxy (worker/handlers/proxy.c, worker/http/http1.c): a 1 GiB upload and a 1 GiB
 download must not grow the worker's resident memory by 16 MiB or more, chunked upstream
 responses are relayed intact, and a client that reads slowly holds the upstream back instead
 of making the gateway buffer (backpressure).

@@ -8,7 +8,7 @@
 
 #include "common/path.h"
 #include "common/pool.h"
-#include "worker/request.h"
+#include "worker/http/request.h"
 
 #define FAKE_MAX_HEADERS 32
 

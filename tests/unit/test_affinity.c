@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "shm/health.h"
-#include "worker/affinity.h"
+#include "worker/upstream/affinity.h"
 
 static fg_cluster_t cl;
 static fg_destination_t d[3];

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "shm/health.h"
-#include "worker/balancer.h"
+#include "worker/upstream/balancer.h"
 
 #define N 4
 

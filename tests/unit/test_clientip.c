@@ -7,7 +7,7 @@
 #include <arpa/inet.h>
 #include <string.h>
 
-#include "worker/clientip.h"
+#include "worker/admission/clientip.h"
 
 static fg_iprange_set_t trusted;
 static fg_http_header_t hdrs[4];

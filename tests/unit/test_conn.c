@@ -1,4 +1,4 @@
-/* Unit tests for worker/conn.c: a file queued between output bytes arrives intact and in
+/* Unit tests for worker/core/conn.c: a file queued between output bytes arrives intact and in
  * order with sendfile(2) and with the read + write fallback of a transport without it, one file
  * at a time; released buffers come back before the next callback. Driven over a socketpair
  * with a real event loop. */
@@ -19,7 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-#include "worker/conn.h"
+#include "worker/core/conn.h"
 
 #define FILE_SIZE (700 * 1024 + 13)
 

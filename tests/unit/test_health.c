@@ -11,7 +11,7 @@
 
 #include "common/config.h"
 #include "shm/health.h"
-#include "worker/health.h"
+#include "worker/upstream/health.h"
 
 static fg_health_config_t passive_cfg(void)
 {
@@ -373,7 +373,7 @@ static void test_status_commands(void **state)
     fg_shm_free(shm);
 }
 
-/* The prober's status-line reader (worker/health.c). */
+/* The prober's status-line reader (worker/upstream/health.c). */
 static void test_probe_status_line(void **state)
 {
     assert_int_equal(fg_health_parse_status("HTTP/1.1 200 OK\r\n", 17), 200);

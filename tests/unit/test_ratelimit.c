@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "shm/ratelimit.h"
-#include "worker/ratelimit.h"
+#include "worker/admission/ratelimit.h"
 
 /* Requests at `now` until one is denied; returns how many passed (bounded). */
 static int pass_count(const fg_rl_params_t *p, fg_rl_state_t *s, uint64_t now, int max,

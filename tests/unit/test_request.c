@@ -1,4 +1,4 @@
-/* worker/request.c, the gateway's own answers: the one JSON error shape, errorPages (a file or
+/* worker/http/request.c, the gateway's own answers: the one JSON error shape, errorPages (a file or
  * a redirect, exact status before class, server before top level), the Date and Server fields
  * a front end adds (fg_request_stamp), and the serverHeader / errorPages configuration keys.
  * Driven through mock request ops that record what a front end would send. */
@@ -15,7 +15,7 @@
 #include <jansson.h>
 
 #include "common/config.h"
-#include "worker/request.h"
+#include "worker/http/request.h"
 #include "fake_request.h"
 
 typedef struct {

@@ -1,4 +1,4 @@
-/* Unit tests for worker/router.c. Configurations are built by hand (no config loader). */
+/* Unit tests for worker/http/router.c. Configurations are built by hand (no config loader). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +11,7 @@
 #include <time.h>
 
 #include "common/path.h"
-#include "worker/router.h"
+#include "worker/http/router.h"
 
 #include "fake_request.h"
 

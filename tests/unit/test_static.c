@@ -1,5 +1,5 @@
-/* Unit tests for worker/static.c: the pure helpers (MIME, Range, HTTP dates, entity tags) and
- * the handler itself, driven through mock request ops over a temporary directory tree. */
+/* Unit tests for worker/handlers/static.c: the pure helpers (MIME, Range, HTTP dates, entity tags)
+ * and the handler itself, driven through mock request ops over a temporary directory tree. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,8 +16,8 @@
 #include <event2/buffer.h>
 
 #include "common/pool.h"
-#include "worker/request.h"
-#include "worker/static.h"
+#include "worker/http/request.h"
+#include "worker/handlers/static.h"
 
 /* ---- pure helpers ---- */
 

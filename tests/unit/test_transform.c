@@ -1,4 +1,4 @@
-/* Unit tests for worker/transform.c. Routes and destinations are built by hand. */
+/* Unit tests for worker/http/transform.c. Routes and destinations are built by hand. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "common/path.h"
-#include "worker/transform.h"
+#include "worker/http/transform.h"
 
 #include "fake_request.h"
 

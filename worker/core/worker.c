@@ -1,0 +1,374 @@
+#include "worker/core/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "shm/health.h"
+#include "worker/http/accesslog.h"
+#include "worker/http/http1.h"
+#include "worker/admission/security.h"
+#include "worker/handlers/static.h"
+#include "worker/upstream/upstream.h"
+#include "worker/upstream/health.h"
+
+/* accept() that fails for want of a descriptor (EMFILE, ENFILE) or of kernel memory (ENOBUFS,
+ * ENOMEM) leaves the connection queued, so the level-triggered listener is readable again at once
+ * and the loop would spin on the same error. The worker stops listening for ACCEPT_PAUSE_MS
+ * instead (nginx's answer too); the connections wait in the kernel's queue until a descriptor is
+ * free. One error-log line per ACCEPT_LOG_MS at most counts the accepts deferred meanwhile. */
+#define ACCEPT_PAUSE_MS 100
+#define ACCEPT_LOG_MS 10000
+
+typedef struct worker_state_s worker_state_t;
+
+typedef struct {
+    fg_worker_t *w;
+    worker_state_t *st;
+    const fg_server_t *server;
+    int fd;
+    struct event *ev;
+} listener_t;
+
+typedef struct {
+    struct event *resume; /* listens again after ACCEPT_PAUSE_MS */
+    struct event *report; /* logs the deferred accepts held back by the ACCEPT_LOG_MS bound */
+    uint64_t deferred;    /* accepts deferred since the last line */
+    uint64_t last_log_ms; /* monotonic; 0 = never logged */
+    const char *listen;   /* listener and errno of the last deferral, for the line */
+    int err;
+    int paused;
+} accept_pause_t;
+
+struct worker_state_s {
+    fg_worker_t w;
+    listener_t *listeners;
+    size_t nlisteners;
+    accept_pause_t pause;
+    struct event *sig_quit, *sig_term, *sig_int, *sig_usr1, *sig_hup;
+    struct event *drain_timer;    /* closes idle keep-alive connections after drainTimeout */
+    struct event *deadline_timer; /* exits at shutdownTimeout whatever is left */
+    int exit_status;
+};
+
+static void pause_accepting(listener_t *l, int err);
+
+/* Accept until the queue is empty (bounded per event so one listener cannot starve the loop). */
+static void accept_some(listener_t *l, int limit)
+{
+    for (int i = 0; limit == 0 || i < limit; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(l, errno);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK)
+                fg_log_error("accept on %s: %s", l->server->listen, strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (fg_http1_accept(l->w, l->server, fd, &ss, len) != 0)
+            close(fd);
+    }
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+    accept_some(arg, 64);
+}
+
+static struct timeval ms_tv(uint64_t ms)
+{
+    return (struct timeval){.tv_sec = (time_t)(ms / 1000),
+                            .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+}
+
+/* One line for the accepts deferred since the previous one, or, within ACCEPT_LOG_MS of it, a
+ * timer that writes it when the interval is over. */
+static void report_deferred(worker_state_t *st)
+{
+    accept_pause_t *p = &st->pause;
+    if (p->deferred == 0 || evtimer_pending(p->report, NULL))
+        return;
+    uint64_t now = fg_health_now_ms();
+    if (p->last_log_ms != 0 && now - p->last_log_ms < ACCEPT_LOG_MS) {
+        struct timeval tv = ms_tv(p->last_log_ms + ACCEPT_LOG_MS - now);
+        evtimer_add(p->report, &tv);
+        return;
+    }
+    struct rlimit rl = {0, 0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    fg_log_error("accept on %s: %s: %llu accept(s) deferred since the last report, retried "
+                 "every %d ms (%llu connections open, open file limit %llu)",
+                 p->listen, strerror(p->err), (unsigned long long)p->deferred, ACCEPT_PAUSE_MS,
+                 (unsigned long long)st->w.nconns, (unsigned long long)rl.rlim_cur);
+    p->deferred = 0;
+    p->last_log_ms = now;
+}
+
+static void on_report(evutil_socket_t fd, short what, void *arg)
+{
+    report_deferred(arg);
+}
+
+static void pause_accepting(listener_t *l, int err)
+{
+    worker_state_t *st = l->st;
+    accept_pause_t *p = &st->pause;
+    p->deferred++;
+    p->listen = l->server->listen;
+    p->err = err;
+    /* A retiring worker has closed its listeners; its final drain just stops here. */
+    if (!p->paused && !st->w.retiring) {
+        for (size_t i = 0; i < st->nlisteners; i++)
+            if (st->listeners[i].ev != NULL)
+                event_del(st->listeners[i].ev);
+        struct timeval tv = ms_tv(ACCEPT_PAUSE_MS);
+        evtimer_add(p->resume, &tv);
+        p->paused = 1;
+    }
+    report_deferred(st);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    worker_state_t *st = arg;
+    st->pause.paused = 0;
+    for (size_t i = 0; i < st->nlisteners; i++)
+        if (st->listeners[i].ev != NULL && event_add(st->listeners[i].ev, NULL) != 0)
+            fg_log_error("accept on %s: cannot listen again", st->listeners[i].server->listen);
+}
+
+static void stop_listening(worker_state_t *st, int final_drain)
+{
+    for (size_t i = 0; i < st->nlisteners; i++) {
+        listener_t *l = &st->listeners[i];
+        if (l->ev == NULL)
+            continue;
+        event_free(l->ev);
+        l->ev = NULL;
+        /* Connections the kernel already queued on this socket are ours to serve: a socket
+         * the master retires is filtered first, so this empties it for good. */
+        if (final_drain)
+            accept_some(l, 0);
+        close(l->fd);
+        l->fd = -1;
+    }
+}
+
+static void maybe_exit(worker_state_t *st)
+{
+    if (st->w.retiring && st->w.nconns == 0)
+        event_base_loopexit(st->w.base, NULL);
+}
+
+void fg_worker_conn_closed(fg_worker_t *w)
+{
+    worker_state_t *st = (worker_state_t *)w;
+    maybe_exit(st);
+}
+
+static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
+{
+    worker_state_t *st = arg;
+    fg_http1_close_idle(&st->w);
+    maybe_exit(st);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    worker_state_t *st = arg;
+    fg_log_warn("shutdown timeout: closing %llu connection(s)", (unsigned long long)st->w.nconns);
+    event_base_loopexit(st->w.base, NULL);
+}
+
+/* Graceful retire: stop accepting, let in-flight requests finish, answer the next request of each
+ * keep-alive connection with "Connection: close", close idle ones after drainTimeout. */
+static void retire(worker_state_t *st)
+{
+    if (st->w.retiring)
+        return;
+    st->w.retiring = 1;
+    stop_listening(st, 1);
+    /* Published after the last accept: from now on this worker takes no new connection. */
+    if (st->w.record)
+        __atomic_store_n(&st->w.record->state, FG_WORKER_DRAINING, __ATOMIC_RELEASE);
+    fg_http1_retire(&st->w);
+    struct timeval drain = ms_tv(st->w.cfg->drain_timeout_ms);
+    struct timeval deadline = ms_tv(st->w.cfg->shutdown_timeout_ms);
+    st->drain_timer = evtimer_new(st->w.base, on_drain_timer, st);
+    st->deadline_timer = evtimer_new(st->w.base, on_deadline, st);
+    evtimer_add(st->drain_timer, &drain);
+    evtimer_add(st->deadline_timer, &deadline);
+    maybe_exit(st);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    worker_state_t *st = arg;
+    switch (sig) {
+    case SIGQUIT:
+        fg_log_info("retiring (generation %llu)", (unsigned long long)st->w.generation);
+        retire(st);
+        break;
+    case SIGTERM:
+    case SIGINT:
+        st->w.terminating = 1;
+        event_base_loopexit(st->w.base, NULL);
+        break;
+    case SIGUSR1:
+        if (fg_log_reopen() != 0)
+            fg_log_error("reopening the error log failed");
+        fg_accesslog_reopen(st->w.accesslog);
+        break;
+    default:
+        break;
+    }
+}
+
+static int setup_listeners(worker_state_t *st, const fg_worker_args_t *args)
+{
+    const fg_config_t *cfg = args->cfg;
+    st->listeners = calloc(cfg->nservers ? cfg->nservers : 1, sizeof(*st->listeners));
+    st->pause.resume = evtimer_new(st->w.base, on_resume, st);
+    st->pause.report = evtimer_new(st->w.base, on_report, st);
+    if (st->listeners == NULL || st->pause.resume == NULL || st->pause.report == NULL)
+        return -1;
+    for (size_t i = 0; i < cfg->nservers; i++) {
+        if (args->listen_fds == NULL || args->listen_fds[i] < 0)
+            continue;
+        listener_t *l = &st->listeners[st->nlisteners++];
+        l->w = &st->w;
+        l->st = st;
+        l->server = &cfg->servers[i];
+        l->fd = args->listen_fds[i];
+        int fl = fcntl(l->fd, F_GETFL);
+        if (fl == -1 || fcntl(l->fd, F_SETFL, fl | O_NONBLOCK) == -1)
+            return -1;
+        l->ev = event_new(st->w.base, l->fd, EV_READ | EV_PERSIST, on_accept, l);
+        if (l->ev == NULL || event_add(l->ev, NULL) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int setup_signals(worker_state_t *st)
+{
+    struct event_base *b = st->w.base;
+    st->sig_quit = evsignal_new(b, SIGQUIT, on_signal, st);
+    st->sig_term = evsignal_new(b, SIGTERM, on_signal, st);
+    st->sig_int = evsignal_new(b, SIGINT, on_signal, st);
+    st->sig_usr1 = evsignal_new(b, SIGUSR1, on_signal, st);
+    st->sig_hup = evsignal_new(b, SIGHUP, on_signal, st); /* the master's business: ignore */
+    struct event *all[] = {st->sig_quit, st->sig_term, st->sig_int, st->sig_usr1, st->sig_hup};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (all[i] == NULL || evsignal_add(all[i], NULL) != 0)
+            return -1;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigprocmask(SIG_SETMASK, &set, NULL);
+    return 0;
+}
+
+static void teardown(worker_state_t *st)
+{
+    fg_http1_close_all(&st->w);
+    fg_accesslog_free(st->w.accesslog);
+    fg_health_prober_free(st->w.prober);
+    fg_upstream_pools_free(st->w.upstreams);
+    fg_static_deinit();
+    stop_listening(st, 0);
+    struct event *evs[] = {st->sig_quit,       st->sig_term,     st->sig_int,
+                           st->sig_usr1,       st->sig_hup,      st->drain_timer,
+                           st->deadline_timer, st->pause.resume, st->pause.report};
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        if (evs[i])
+            event_free(evs[i]);
+    free(st->listeners);
+    if (st->w.scratch)
+        evbuffer_free(st->w.scratch);
+    event_base_free(st->w.base);
+}
+
+int fg_worker_main(const fg_worker_args_t *args)
+{
+    worker_state_t st;
+    memset(&st, 0, sizeof(st));
+    st.w.cfg = args->cfg;
+    st.w.shm = args->shm;
+    st.w.record = args->record;
+    st.w.slot = args->slot;
+    st.w.pid = (int)getpid();
+    st.w.generation = args->generation;
+
+    struct event_config *ec = event_config_new();
+    if (ec == NULL)
+        return 1;
+    event_config_avoid_method(ec, "select");
+    event_config_avoid_method(ec, "poll");
+    st.w.base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (st.w.base == NULL) {
+        fg_log_error("cannot create the event loop");
+        return 1;
+    }
+    fg_security_worker_init(args->cfg);
+    st.w.scratch = evbuffer_new();
+    st.w.upstreams = fg_upstream_pools_new(&st.w);
+    st.w.accesslog = fg_accesslog_new(st.w.base, &args->cfg->log);
+    if (st.w.scratch == NULL || st.w.upstreams == NULL || fg_static_init(args->cfg) != 0 ||
+        setup_signals(&st) != 0 || fg_health_prober_start(&st.w) != 0) {
+        fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
+        teardown(&st);
+        return 1;
+    }
+    /* Told to go while waiting for the first health round: never start listening (the
+     * nested wait loop would have swallowed a loop exit). */
+    if (st.w.retiring || st.w.terminating) {
+        teardown(&st);
+        if (st.w.record)
+            st.w.record->state = FG_WORKER_EXITED;
+        return 0;
+    }
+    if (setup_listeners(&st, args) != 0) {
+        fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
+        teardown(&st);
+        return 1;
+    }
+    if (st.w.record)
+        st.w.record->state = FG_WORKER_READY;
+    if (args->ready_fd >= 0) {
+        char c = 'R';
+        ssize_t n = write(args->ready_fd, &c, 1);
+        (void)n;
+        close(args->ready_fd);
+    }
+    if (args->quiet_after_ready) {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null != -1) {
+            dup2(null, 2);
+            close(null);
+        }
+    }
+    event_base_dispatch(st.w.base);
+    teardown(&st);
+    if (st.w.record)
+        st.w.record->state = FG_WORKER_EXITED;
+    return st.exit_status;
+}

@@ -1,0 +1,21 @@
+/* The access log: one JSON line per request, buffered per worker and written when the buffer
+ * fills, every accessLogFlush, and at exit. Off when the config has no accessLog. */
+#ifndef FG_ACCESSLOG_H
+#define FG_ACCESSLOG_H
+
+#include "common/config.h"
+#include "worker/http/request.h"
+
+struct event_base;
+typedef struct fg_accesslog_s fg_accesslog_t;
+
+/* NULL when the access log is off or cannot be opened (logged). */
+fg_accesslog_t *fg_accesslog_new(struct event_base *base, const fg_log_config_t *cfg);
+/* Flush and close. NULL is fine. */
+void fg_accesslog_free(fg_accesslog_t *log);
+void fg_accesslog_write(fg_accesslog_t *log, const fg_request_t *req);
+void fg_accesslog_flush(fg_accesslog_t *log);
+/* Flush, then reopen the file (USR1, logrotate). */
+void fg_accesslog_reopen(fg_accesslog_t *log);
+
+#endif

@@ -1,0 +1,26 @@
+/* HTTP/1.1 server side of a client connection (RFC 9112): parses requests with
+ * common/http1_parser, fills the protocol-neutral fg_request_t, dispatches it to its route's
+ * handler and frames the response. One request at a time per connection; pipelined requests
+ * wait in the input buffer until the previous response is finished, and are not parsed (nor
+ * more bytes read) while more than 64 KiB of answers, or a file, wait to be sent. */
+#ifndef FG_HTTP1_H
+#define FG_HTTP1_H
+
+#include <sys/socket.h>
+#include "common/config.h"
+#include "worker/core/worker.h"
+
+typedef struct fg_http1_conn_s fg_http1_conn_t;
+
+/* Take an accepted socket. Returns 0, or -1 (the caller closes fd). */
+int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
+                    const struct sockaddr_storage *peer, socklen_t len);
+/* Graceful retire: every connection answers its current or next request with
+ * "Connection: close". */
+void fg_http1_retire(fg_worker_t *w);
+/* Close connections that are idle between requests (end of the drain period). */
+void fg_http1_close_idle(fg_worker_t *w);
+/* Close everything at once (worker exit). */
+void fg_http1_close_all(fg_worker_t *w);
+
+#endif

@@ -1,0 +1,303 @@
+#include "worker/http/request.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "worker/handlers/direct.h"
+#include "worker/handlers/proxy.h"
+#include "worker/http/router.h"
+#include "worker/admission/security.h"
+#include "worker/handlers/static.h"
+#include "worker/core/worker.h"
+
+uint64_t fg_request_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+const fg_http_header_t *fg_request_header(const fg_request_t *req, fg_str_t name)
+{
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (fg_str_ieq(req->headers[i].name, name))
+            return &req->headers[i];
+    return NULL;
+}
+
+int64_t fg_request_body_limit(const fg_request_t *req)
+{
+    if (req->route && req->route->max_request_body_size >= 0)
+        return req->route->max_request_body_size;
+    return req->server ? req->server->max_request_body_size : -1;
+}
+
+void fg_request_respond(fg_request_t *req, int status, const fg_headers_t *hdrs, const char *body,
+                        size_t len)
+{
+    fg_headers_t empty;
+    if (hdrs == NULL) {
+        fg_headers_init(&empty, req->pool, 0);
+        hdrs = &empty;
+    }
+    if (req->ops->send_head(req, status, hdrs, (int64_t)len) == 0 && len > 0) {
+        /* The worker's scratch buffer saves an allocation per direct answer; send_body empties
+         * it. Without a worker (unit tests), a buffer of our own. */
+        struct evbuffer *b =
+            req->worker && req->worker->scratch ? req->worker->scratch : evbuffer_new();
+        if (b != NULL) {
+            evbuffer_add(b, body, len);
+            req->ops->send_body(req, b);
+            evbuffer_drain(b, evbuffer_get_length(b));
+            if (b != (req->worker ? req->worker->scratch : NULL))
+                evbuffer_free(b);
+        }
+    }
+    req->ops->finish(req);
+}
+
+/* ---- the gateway's own answers: Date, Server, errors ---- */
+
+/* Without a worker loop (unit tests): formatted into the request's pool. */
+static fg_str_t uncached_date(fg_request_t *req)
+{
+    char *d = fg_pool_alloc(req->pool, 30);
+    if (d == NULL)
+        return FG_STR_NULL;
+    return (fg_str_t){d, fg_static_http_date(time(NULL), d)};
+}
+
+fg_str_t fg_request_date(fg_request_t *req)
+{
+    fg_worker_t *w = req->worker;
+    if (w == NULL || w->base == NULL)
+        return uncached_date(req);
+    /* libevent's time of this loop iteration: no system call inside a callback. */
+    struct timeval tv;
+    if (event_base_gettimeofday_cached(w->base, &tv) != 0)
+        tv.tv_sec = time(NULL);
+    if (w->date_len == 0 || tv.tv_sec != w->date_sec) {
+        w->date_len = fg_static_http_date(tv.tv_sec, w->date);
+        w->date_sec = tv.tv_sec;
+    }
+    return (fg_str_t){w->date, w->date_len};
+}
+
+static int has_field(const fg_headers_t *hdrs, fg_str_t name)
+{
+    for (size_t i = 0; i < hdrs->n; i++)
+        if (fg_str_ieq(hdrs->v[i].name, name))
+            return 1;
+    return 0;
+}
+
+void fg_request_stamp(fg_request_t *req, const fg_headers_t *hdrs, fg_str_t *date, fg_str_t *server)
+{
+    /* RFC 9110 6.6.1: an origin with a clock sends Date; a recipient that forwards a response
+     * without one adds it. A destination's own Date is kept: it dates the origin's answer. */
+    *date = has_field(hdrs, FG_STR_LIT("Date")) ? FG_STR_NULL : fg_request_date(req);
+    /* RFC 9110 10.2.4: Server names the origin's software. A relayed response keeps the
+     * destination's (or has none); the gateway names itself only in its own answers. */
+    const char *sh = req->server ? req->server->responses.server_header : NULL;
+    *server = sh == NULL || req->relayed || has_field(hdrs, FG_STR_LIT("Server")) ? FG_STR_NULL
+                                                                                  : fg_str(sh);
+}
+
+/* Copy s into out as a JSON string body, percent-encoding bytes >= 0x80 so that the result is
+ * ASCII (a path is a URI component, RFC 3986 2.1), and escaping what JSON requires. */
+static char *put_json_path(char *out, fg_str_t s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.base[i];
+        if (c >= 0x80) {
+            *out++ = '%';
+            *out++ = hex[c >> 4];
+            *out++ = hex[c & 15];
+        } else {
+            out += fg_json_escape(out, 6, (const char *)&c, 1);
+        }
+    }
+    return out;
+}
+
+#define ERROR_PATH_MAX 2048 /* bytes of the path an error body shows */
+#define PUT_LIT(p, s) (memcpy((p), (s), sizeof(s) - 1), (p) + sizeof(s) - 1)
+
+/* The JSON error body (docs/config.md "Error responses"), in pool memory; NULL without
+ * memory. Built by hand: no formatted printing on an error path a flood can drive. */
+static fg_str_t json_error_body(fg_request_t *req, int status, const char *error,
+                                const char *message)
+{
+    fg_str_t shown = req->path.base ? req->path : req->target;
+    if (shown.len > ERROR_PATH_MAX) /* an error body stays small whatever the request line */
+        shown.len = ERROR_PATH_MAX;
+    size_t el = strlen(error), ml = strlen(message), il = strlen(req->request_id);
+    /* Every byte escapes to at most 6; the fixed text and the status take under 96. */
+    char *b = fg_pool_alloc(req->pool, 96 + 6 * (el + ml + il + shown.len));
+    if (b == NULL)
+        return FG_STR_NULL;
+    char *p = PUT_LIT(b, "{\"status\":");
+    p = fg_put_u64(p, (uint64_t)status);
+    p = PUT_LIT(p, ",\"error\":\"");
+    p += fg_json_escape(p, 6 * el, error, el);
+    p = PUT_LIT(p, "\",\"message\":\"");
+    p += fg_json_escape(p, 6 * ml, message, ml);
+    p = PUT_LIT(p, "\",\"requestId\":\"");
+    p += fg_json_escape(p, 6 * il, req->request_id, il);
+    p = PUT_LIT(p, "\",\"path\":\"");
+    p = put_json_path(p, shown);
+    p = PUT_LIT(p, "\"}\n");
+    return (fg_str_t){b, (size_t)(p - b)};
+}
+
+/* The operator's page for status (errorPages), or NULL. */
+static const fg_error_page_t *error_page(const fg_request_t *req, int status)
+{
+    const fg_config_t *cfg = req->worker ? req->worker->cfg : NULL;
+    if (cfg == NULL && req->server == NULL)
+        return NULL;
+    return fg_config_error_page(cfg, req->server, status);
+}
+
+void fg_request_error_with(fg_request_t *req, int status, const char *error, const char *message,
+                           const fg_headers_t *extra)
+{
+    req->error = error;
+    const fg_error_page_t *page = error_page(req, status);
+    fg_headers_t h;
+    fg_headers_init(&h, req->pool, 3 + (extra ? extra->n : 0));
+    fg_str_t body;
+    int rc = 0;
+    if (page != NULL && page->redirect != NULL) {
+        /* A redirect entry sends the client to the operator's page: 302 Found (RFC 9110 15.4.3). */
+        status = 302;
+        body = FG_STR_LIT("");
+        rc = fg_headers_add(&h, FG_STR_LIT("Location"), fg_str(page->redirect));
+        extra = NULL;
+    } else if (page != NULL) {
+        body = (fg_str_t){page->body, page->body_len};
+        const char *type =
+            page->content_type ? page->content_type : fg_static_mime_type(page->file);
+        rc = fg_headers_add(&h, FG_STR_LIT("Content-Type"), fg_str(type));
+    } else {
+        body = json_error_body(req, status, error, message);
+        rc = body.base == NULL
+                 ? -1
+                 : fg_headers_add(&h, FG_STR_LIT("Content-Type"), FG_STR_LIT("application/json"));
+    }
+    for (size_t i = 0; rc == 0 && extra && i < extra->n; i++)
+        rc = fg_headers_add(&h, extra->v[i].name, extra->v[i].value);
+    if (rc == 0 && req->request_id[0])
+        rc = fg_headers_add(&h, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id));
+    if (rc != 0) {
+        /* Out of pool memory: the status alone still tells the client what happened. */
+        fg_request_respond(req, status, NULL, NULL, 0);
+        return;
+    }
+    fg_request_respond(req, status, &h, body.base, body.len);
+}
+
+const char *fg_request_error_kind(int status)
+{
+    static const struct {
+        short status;
+        const char *kind;
+    } kinds[] = {
+        {400, "bad_request"},
+        {401, "unauthorized"},
+        {403, "forbidden"},
+        {404, "not_found"},
+        {405, "method_not_allowed"},
+        {408, "request_timeout"},
+        {410, "gone"},
+        {412, "precondition_failed"},
+        {413, "payload_too_large"},
+        {414, "uri_too_long"},
+        {416, "range_not_satisfiable"},
+        {429, "rate_limited"},
+        {431, "headers_too_large"},
+        {451, "unavailable_for_legal_reasons"},
+        {500, "internal_error"},
+        {501, "not_implemented"},
+        {502, "bad_gateway"},
+        {503, "service_unavailable"},
+        {504, "gateway_timeout"},
+        {505, "version_not_supported"},
+    };
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (kinds[i].status == status)
+            return kinds[i].kind;
+    return status >= 500 ? "server_error" : "client_error";
+}
+
+void fg_request_error(fg_request_t *req, int status, const char *error, const char *message)
+{
+    fg_request_error_with(req, status, error, message, NULL);
+}
+
+int fg_request_route(fg_request_t *req)
+{
+    /* The tenant decides which tenant routes may match (worker/http/router.c). */
+    const fg_config_t *cfg = req->worker ? req->worker->cfg : NULL;
+    const fg_http_header_t *th =
+        cfg && cfg->tenant_header ? fg_request_header(req, fg_str(cfg->tenant_header)) : NULL;
+    req->tenant = th ? th->value : FG_STR_NULL;
+    int asterisk = req->path.len == 1 && req->path.base[0] == '*';
+    req->route = asterisk ? NULL : fg_router_match(req->server, req);
+    /* Access control and rate limits first: a refused client learns nothing about routes. */
+    if (fg_security_check(req) != 0)
+        return -1;
+    if (asterisk) {
+        /* RFC 9112 3.2.4: "*" is for OPTIONS only, and names the server, not a resource: the
+         * gateway answers for itself (RFC 9110 9.3.7) with the methods it relays. */
+        if (!fg_str_eq(req->method, FG_STR_LIT("OPTIONS"))) {
+            fg_request_error(req, 400, "bad_request", "the \"*\" target is for OPTIONS only");
+            return -1;
+        }
+        fg_headers_t h;
+        fg_headers_init(&h, req->pool, 1);
+        fg_headers_add(&h, FG_STR_LIT("Allow"),
+                       FG_STR_LIT("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"));
+        fg_request_respond(req, 200, &h, NULL, 0);
+        return -1;
+    }
+    if (req->route == NULL) {
+        fg_request_error(req, 404, "not_found", "no route matches the request");
+        return -1;
+    }
+    int64_t limit = fg_request_body_limit(req);
+    if (limit >= 0 && req->content_length > limit) {
+        fg_request_error(req, 413, "payload_too_large", "request body too large");
+        return -1;
+    }
+    return 0;
+}
+
+void fg_request_run(fg_request_t *req)
+{
+    switch (req->route->kind) {
+    case FG_ROUTE_CLUSTER:
+        fg_proxy_handle(req);
+        break;
+    case FG_ROUTE_STATIC:
+        fg_static_handle(req);
+        break;
+    case FG_ROUTE_DIRECT:
+        fg_direct_handle(req);
+        break;
+    case FG_ROUTE_REDIRECT:
+        fg_redirect_handle(req);
+        break;
+    default:
+        fg_request_error(req, 500, "internal_error", "unknown route kind");
+        break;
+    }
+}

@@ -1,0 +1,677 @@
+/* Request and response transforms (see worker/http/transform.h). Everything is allocated from
+ * req->pool; slices of the client's request and of the frozen config are shared, not copied. */
+#include "worker/http/transform.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/hash.h"
+
+/* Per-call state of fg_transform_request. */
+typedef struct {
+    const fg_request_t *req;
+    fg_pool_t *pool;
+    fg_outreq_t *out;
+    int copy;          /* RequestHeadersCopy */
+    int original_host; /* RequestHeaderOriginalHost */
+    fg_str_t removed;  /* what PathRemovePrefix took off, for X-Forwarded-Prefix */
+} tx_t;
+
+/* ---- small string helpers ---- */
+
+static fg_str_t concat3(fg_pool_t *pool, fg_str_t a, fg_str_t b, fg_str_t c)
+{
+    size_t len = a.len + b.len + c.len;
+    char *buf = fg_pool_alloc(pool, len + 1);
+    if (buf == NULL)
+        return FG_STR_NULL;
+    char *w = buf;
+    if (a.len)
+        memcpy(w, a.base, a.len);
+    w += a.len;
+    if (b.len)
+        memcpy(w, b.base, b.len);
+    w += b.len;
+    if (c.len)
+        memcpy(w, c.base, c.len);
+    buf[len] = '\0';
+    return (fg_str_t){buf, len};
+}
+
+static fg_str_t concat(fg_pool_t *pool, fg_str_t a, fg_str_t b)
+{
+    return concat3(pool, a, b, FG_STR_LIT(""));
+}
+
+static int is_unreserved(unsigned char c)
+{
+    return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+/* Percent-encode everything but unreserved characters (RFC 3986 2.1, 2.3), so that a value
+ * never introduces '&', '=', '#' or spaces into the query. */
+static fg_str_t encode(fg_pool_t *pool, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = s ? strlen(s) : 0;
+    char *buf = fg_pool_alloc(pool, n * 3 + 1);
+    if (buf == NULL)
+        return FG_STR_NULL;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (is_unreserved(c)) {
+            buf[w++] = (char)c;
+        } else {
+            buf[w++] = '%';
+            buf[w++] = hex[c >> 4];
+            buf[w++] = hex[c & 15];
+        }
+    }
+    buf[w] = '\0';
+    return (fg_str_t){buf, w};
+}
+
+/* All fields of that name joined with ", " (RFC 9110 5.3), or an empty slice. */
+static fg_str_t joined(fg_pool_t *pool, const fg_http_header_t *v, size_t n, fg_str_t name)
+{
+    fg_str_t acc = FG_STR_LIT("");
+    for (size_t i = 0; i < n; i++) {
+        if (!fg_str_ieq(v[i].name, name) || v[i].value.len == 0)
+            continue;
+        acc = acc.len ? concat3(pool, acc, FG_STR_LIT(", "), v[i].value) : v[i].value;
+        if (acc.base == NULL)
+            return acc;
+    }
+    return acc;
+}
+
+/* ---- path ---- */
+
+static int path_remove_prefix(tx_t *tx, const char *value)
+{
+    fg_str_t pre = fg_str(value);
+    while (pre.len > 1 && pre.base[pre.len - 1] == '/')
+        pre.len--;
+    fg_str_t path = tx->out->path;
+    if (pre.len <= 1 || path.len < pre.len || strncasecmp(path.base, pre.base, pre.len) != 0)
+        return 0;
+    /* Only on a segment boundary: "/api" takes "/api/x" and "/api", never "/apix". */
+    if (path.len > pre.len && path.base[pre.len] != '/')
+        return 0;
+    fg_str_t taken = {path.base, pre.len};
+    tx->removed = tx->removed.len ? concat(tx->pool, tx->removed, taken) : taken;
+    if (path.len == pre.len)
+        tx->out->path = FG_STR_LIT("/");
+    else
+        tx->out->path = (fg_str_t){path.base + pre.len, path.len - pre.len};
+    return tx->removed.base ? 0 : -1;
+}
+
+static fg_str_t capture(const fg_request_t *req, fg_str_t name)
+{
+    for (size_t i = 0; i < req->ncaptures; i++)
+        if (fg_str_ieq(req->captures[i].name, name))
+            return req->captures[i].value;
+    return FG_STR_LIT("");
+}
+
+/* Find the next "{...}" in tpl from *i; returns its parameter name (without '*' and '?') and
+ * leaves *i after it, or an empty slice with *i at the end. *lit gets the text before it. */
+static fg_str_t next_param(fg_str_t tpl, size_t *i, fg_str_t *lit)
+{
+    size_t start = *i;
+    const char *open = memchr(tpl.base + start, '{', tpl.len - start);
+    const char *close = open ? memchr(open, '}', tpl.len - (size_t)(open - tpl.base)) : NULL;
+    if (close == NULL) {
+        *lit = (fg_str_t){tpl.base + start, tpl.len - start};
+        *i = tpl.len;
+        return FG_STR_LIT("");
+    }
+    *lit = (fg_str_t){tpl.base + start, (size_t)(open - tpl.base) - start};
+    *i = (size_t)(close - tpl.base) + 1;
+    fg_str_t name = {open + 1, (size_t)(close - open - 1)};
+    while (name.len && name.base[0] == '*') {
+        name.base++;
+        name.len--;
+    }
+    if (name.len && name.base[name.len - 1] == '?')
+        name.len--;
+    return name;
+}
+
+/* PathPattern: fill "/new/{id}/{**rest}" from the route's captures. Captured values are slices
+ * of the normalised path, hence already encoded; a catch-all value keeps its slashes. */
+static int path_pattern(tx_t *tx, const char *pattern)
+{
+    fg_str_t tpl = fg_str(pattern), lit, name;
+    size_t len = 0, i = 0;
+    while (i < tpl.len) {
+        name = next_param(tpl, &i, &lit);
+        len += lit.len + capture(tx->req, name).len;
+    }
+    char *buf = fg_pool_alloc(tx->pool, len + 1);
+    if (buf == NULL)
+        return -1;
+    size_t w = 0;
+    i = 0;
+    while (i < tpl.len) {
+        name = next_param(tpl, &i, &lit);
+        fg_str_t val = capture(tx->req, name);
+        if (lit.len)
+            memcpy(buf + w, lit.base, lit.len);
+        w += lit.len;
+        if (val.len)
+            memcpy(buf + w, val.base, val.len);
+        w += val.len;
+    }
+    buf[w] = '\0';
+    tx->out->path = w ? (fg_str_t){buf, w} : FG_STR_LIT("/");
+    return 0;
+}
+
+/* ---- query ---- */
+
+static int unhex(char c)
+{
+    return isdigit((unsigned char)c) ? c - '0' : tolower((unsigned char)c) - 'a' + 10;
+}
+
+/* Whether the percent-decoded raw parameter name equals name, ignoring case like the
+ * router does. */
+static int qname_eq(fg_str_t raw, const char *name)
+{
+    size_t i = 0;
+    for (; *name; name++) {
+        if (i >= raw.len)
+            return 0;
+        int ch = (unsigned char)raw.base[i++];
+        if (ch == '+') {
+            ch = ' ';
+        } else if (ch == '%' && raw.len - i >= 2 && isxdigit((unsigned char)raw.base[i]) &&
+                   isxdigit((unsigned char)raw.base[i + 1])) {
+            ch = unhex(raw.base[i]) << 4 | unhex(raw.base[i + 1]);
+            i += 2;
+        }
+        if (tolower(ch) != tolower((unsigned char)*name))
+            return 0;
+    }
+    return i == raw.len;
+}
+
+/* Rebuild the query without parameters named `name`; when `repl` is not empty, the first of
+ * them is replaced by it in place (QueryValueParameter Set), else they are dropped.
+ * *found tells whether any was there. */
+static fg_str_t query_filter(fg_pool_t *pool, fg_str_t q, const char *name, fg_str_t repl,
+                             int *found)
+{
+    char *buf = fg_pool_alloc(pool, q.len + repl.len + 1);
+    if (buf == NULL)
+        return FG_STR_NULL;
+    size_t w = 0, i = 0;
+    *found = 0;
+    while (i < q.len) {
+        const char *amp = memchr(q.base + i, '&', q.len - i);
+        size_t end = amp ? (size_t)(amp - q.base) : q.len;
+        fg_str_t pair = {q.base + i, end - i};
+        i = end + 1;
+        if (pair.len == 0)
+            continue;
+        const char *eq = memchr(pair.base, '=', pair.len);
+        fg_str_t pname = {pair.base, eq ? (size_t)(eq - pair.base) : pair.len};
+        if (qname_eq(pname, name)) {
+            if (*found || repl.len == 0) {
+                *found = 1;
+                continue;
+            }
+            *found = 1;
+            pair = repl;
+        }
+        if (w)
+            buf[w++] = '&';
+        memcpy(buf + w, pair.base, pair.len);
+        w += pair.len;
+    }
+    buf[w] = '\0';
+    return (fg_str_t){buf, w};
+}
+
+static int query_value(tx_t *tx, const fg_transform_t *t)
+{
+    fg_str_t name = encode(tx->pool, t->name), value = encode(tx->pool, t->value);
+    if (name.base == NULL || value.base == NULL)
+        return -1;
+    fg_str_t pair = concat3(tx->pool, name, FG_STR_LIT("="), value);
+    if (pair.base == NULL)
+        return -1;
+    int found = 0;
+    fg_str_t q = tx->out->query;
+    if (t->action == FG_TX_SET) {
+        q = query_filter(tx->pool, q, t->name ? t->name : "", pair, &found);
+        if (q.base == NULL)
+            return -1;
+    }
+    if (!found)
+        q = q.len ? concat3(tx->pool, q, FG_STR_LIT("&"), pair) : pair;
+    tx->out->query = q;
+    return q.base ? 0 : -1;
+}
+
+static int query_remove(tx_t *tx, const char *name)
+{
+    int found;
+    fg_str_t q = query_filter(tx->pool, tx->out->query, name ? name : "", FG_STR_LIT(""), &found);
+    if (q.base == NULL)
+        return -1;
+    tx->out->query = q;
+    return 0;
+}
+
+/* ---- headers ---- */
+
+/* Whether a client field must not be forwarded: hop-by-hop fields and those the client's
+ * Connection header names (RFC 9110 7.6.1); Host and X-Request-Id, which are set later. */
+static int dropped(const fg_request_t *req, fg_str_t name)
+{
+    if (fg_headers_is_hop_by_hop(name) || fg_str_ieq_c(name, "Host") ||
+        fg_str_ieq_c(name, "X-Request-Id"))
+        return 1;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (fg_str_ieq_c(req->headers[i].name, "Connection") &&
+            fg_headers_connection_lists(req->headers[i].value, name))
+            return 1;
+    return 0;
+}
+
+static int copy_headers(tx_t *tx)
+{
+    const fg_request_t *req = tx->req;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const fg_http_header_t *h = &req->headers[i];
+        if (!dropped(req, h->name) && fg_headers_add(&tx->out->headers, h->name, h->value) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* One X-Forwarded-* field. Set replaces whatever the client sent (a spoofed value must not
+ * reach the destination); Append extends it; Remove drops it; Off leaves it as it is. */
+static int xf_one(tx_t *tx, const char *prefix, const char *suffix, const char *dflt, int action,
+                  fg_str_t value)
+{
+    if (action == FG_XF_OFF)
+        return 0;
+    fg_headers_t *h = &tx->out->headers;
+    fg_str_t name = fg_str(dflt);
+    if (prefix != NULL && strcmp(prefix, "X-Forwarded-") != 0)
+        name = concat(tx->pool, fg_str(prefix), fg_str(suffix));
+    if (name.base == NULL)
+        return -1;
+    fg_str_t incoming = FG_STR_LIT("");
+    if (action == FG_XF_APPEND) {
+        /* Without RequestHeadersCopy the client's value was not copied, but it still exists. */
+        incoming = tx->copy ? joined(tx->pool, h->v, h->n, name)
+                            : joined(tx->pool, tx->req->headers, tx->req->nheaders, name);
+        if (incoming.base == NULL)
+            return -1;
+        if (incoming.len && value.len)
+            value = concat3(tx->pool, incoming, FG_STR_LIT(", "), value);
+        else if (incoming.len)
+            value = incoming;
+        if (value.base == NULL)
+            return -1;
+    }
+    fg_headers_remove(h, name);
+    if (action == FG_XF_REMOVE || value.len == 0)
+        return 0;
+    return fg_headers_add(h, name, value);
+}
+
+static int x_forwarded(tx_t *tx, const fg_transform_t *t)
+{
+    const fg_request_t *req = tx->req;
+    const char *pre = t->xf_header_prefix;
+    fg_str_t proto = req->scheme.len ? req->scheme : FG_STR_LIT("http");
+    /* Set: the client, then the peer when a trusted proxy named the client (its own hops, our
+     * infrastructure, are left out). Append: the incoming list plus the peer, as each proxy
+     * adds the address it saw. */
+    fg_str_t peer = fg_str(req->peer_ip[0] ? req->peer_ip : req->client_ip);
+    fg_str_t xff = t->xf_for == FG_XF_APPEND ? peer
+                   : req->peer_ip[0]
+                       ? concat3(tx->pool, fg_str(req->client_ip), FG_STR_LIT(", "), peer)
+                       : peer;
+    if (xff.base == NULL)
+        return -1;
+    if (xf_one(tx, pre, "For", "X-Forwarded-For", t->xf_for, xff) != 0 ||
+        xf_one(tx, pre, "Proto", "X-Forwarded-Proto", t->xf_proto, proto) != 0 ||
+        xf_one(tx, pre, "Host", "X-Forwarded-Host", t->xf_host, req->host) != 0 ||
+        xf_one(tx, pre, "Prefix", "X-Forwarded-Prefix", t->xf_prefix, tx->removed) != 0)
+        return -1;
+    return 0;
+}
+
+/* ---- Forwarded (RFC 7239) ---- */
+
+/* Obfuscated identifiers need to be unguessable enough to reveal nothing, not secret: a
+ * per-process xorshift generator seeded from the pid and the clock. */
+static uint64_t obf_random(void)
+{
+    static uint64_t state;
+    if (state == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        state =
+            fg_hash_mix64((uint64_t)getpid() << 32 ^ (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec) |
+            1;
+    }
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return state * 0x2545f4914f6cdd1dull;
+}
+
+/* "_" and six characters of obfnode / obfport (RFC 7239 6.3). */
+static char *put_obf(char *p)
+{
+    static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+    uint64_t r = obf_random();
+    *p++ = '_';
+    for (int i = 0; i < 6; i++, r >>= 6)
+        *p++ = chars[r & 63];
+    return p;
+}
+
+/* A node (RFC 7239 6): nodename [":" node-port] in the chosen format. ip may be NULL
+ * (unknown address). Writes at most 80 bytes and a NUL into buf. */
+static void put_node(char *buf, int fmt, const char *ip, uint16_t port)
+{
+    char *p = buf;
+    int name =
+        fmt == FG_NODE_RANDOM || fmt == FG_NODE_RANDOM_AND_PORT ||
+                fmt == FG_NODE_RANDOM_AND_RANDOM_PORT
+            ? 0
+        : fmt == FG_NODE_IP || fmt == FG_NODE_IP_AND_PORT || fmt == FG_NODE_IP_AND_RANDOM_PORT
+            ? 2
+            : 1; /* 0 random, 1 unknown, 2 address */
+    if (name == 2 && (ip == NULL || ip[0] == '\0'))
+        name = 1;
+    if (name == 2 && strncmp(ip, "::ffff:", 7) == 0 && strchr(ip, '.'))
+        ip += 7; /* an IPv4 client on a dual-stack socket is an IPv4 client */
+    if (name == 0)
+        p = put_obf(p);
+    else if (name == 1)
+        p += sprintf(p, "unknown");
+    else if (strchr(ip, ':'))
+        p += snprintf(p, 50, "[%s]", ip); /* IPv6 in brackets (RFC 7239 6.1) */
+    else
+        p += snprintf(p, 50, "%s", ip);
+    if (fmt == FG_NODE_RANDOM_AND_PORT || fmt == FG_NODE_UNKNOWN_AND_PORT ||
+        fmt == FG_NODE_IP_AND_PORT) {
+        p += sprintf(p, ":%u", (unsigned)port);
+    } else if (fmt == FG_NODE_RANDOM_AND_RANDOM_PORT || fmt == FG_NODE_UNKNOWN_AND_RANDOM_PORT ||
+               fmt == FG_NODE_IP_AND_RANDOM_PORT) {
+        *p++ = ':';
+        p = put_obf(p);
+    }
+    *p = '\0';
+}
+
+static int is_tchar(unsigned char c)
+{
+    return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* ";name=value", the value a token or else a quoted-string (RFC 7239 4, RFC 9110 5.6.4). */
+static char *put_param(char *p, const char *name, fg_str_t v)
+{
+    int token = v.len > 0;
+    for (size_t i = 0; i < v.len && token; i++)
+        token = is_tchar((unsigned char)v.base[i]);
+    p += sprintf(p, ";%s=", name);
+    if (token) {
+        memcpy(p, v.base, v.len);
+        return p + v.len;
+    }
+    *p++ = '"';
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.base[i] == '"' || v.base[i] == '\\')
+            *p++ = '\\';
+        *p++ = v.base[i];
+    }
+    *p++ = '"';
+    return p;
+}
+
+static int forwarded(tx_t *tx, const fg_transform_t *t)
+{
+    int action = t->xf_for;
+    if (action == FG_XF_OFF)
+        return 0;
+    fg_headers_t *h = &tx->out->headers;
+    const fg_str_t name = FG_STR_LIT("Forwarded");
+    fg_str_t incoming = FG_STR_LIT("");
+    if (action == FG_XF_APPEND) {
+        incoming = tx->copy ? joined(tx->pool, h->v, h->n, name)
+                            : joined(tx->pool, tx->req->headers, tx->req->nheaders, name);
+        if (incoming.base == NULL)
+            return -1;
+    }
+    fg_headers_remove(h, name);
+    if (action == FG_XF_REMOVE)
+        return 0;
+    fg_request_t *req = (fg_request_t *)tx->req;
+    fg_str_t proto = req->scheme.len ? req->scheme : FG_STR_LIT("http");
+    char node[96];
+    /* each parameter: ";name=" and a value quoted with every byte escaped at worst */
+    size_t room = 2 * (16 + 2 * sizeof(node)) + 2 * (16 + 2 * req->host.len) + 16 + 2 * proto.len;
+    char *buf = fg_pool_alloc(tx->pool, room);
+    if (buf == NULL)
+        return -1;
+    char *p = buf;
+    if (t->fwd_for != FG_NODE_NONE) {
+        /* the node that connected to us, with its port (docs/logging.md) */
+        put_node(node, t->fwd_for, req->peer_ip[0] ? req->peer_ip : req->client_ip,
+                 req->client_port);
+        p = put_param(p, "for", fg_str(node));
+    }
+    if (t->fwd_by != FG_NODE_NONE) {
+        char ip[64];
+        uint16_t port = 0;
+        int known = req->ops && req->ops->local_addr &&
+                    req->ops->local_addr(req, ip, sizeof(ip), &port) == 0;
+        put_node(node, t->fwd_by, known ? ip : NULL, port);
+        p = put_param(p, "by", fg_str(node));
+    }
+    if (t->fwd_proto)
+        p = put_param(p, "proto", proto);
+    if (t->fwd_host && req->host.len)
+        p = put_param(p, "host", req->host);
+    if (p == buf)
+        return 0;                                        /* nothing to say */
+    fg_str_t element = {buf + 1, (size_t)(p - buf - 1)}; /* without the first ';' */
+    if (incoming.len)
+        element = concat3(tx->pool, incoming, FG_STR_LIT(", "), element);
+    return element.base ? fg_headers_add(h, name, element) : -1;
+}
+
+static int request_header(tx_t *tx, const fg_transform_t *t)
+{
+    fg_headers_t *h = &tx->out->headers;
+    fg_str_t name = fg_str(t->name), value = fg_str(t->value ? t->value : "");
+    if (name.len == 0)
+        return 0;
+    if (t->action == FG_TX_APPEND)
+        return fg_headers_append(h, name, value);
+    return fg_headers_set(h, name, value);
+}
+
+/* ---- request ---- */
+
+/* Path, query and method transforms. Header transforms run afterwards, in their own order,
+ * so that X-Forwarded-Prefix sees every PathRemovePrefix of the route. */
+static int apply_target(tx_t *tx, const fg_transform_t *t)
+{
+    fg_outreq_t *out = tx->out;
+    switch (t->kind) {
+    case FG_TX_PATH_PREFIX:
+        out->path = concat(tx->pool, fg_str(t->value), out->path);
+        return out->path.base ? 0 : -1;
+    case FG_TX_PATH_REMOVE_PREFIX:
+        return path_remove_prefix(tx, t->value);
+    case FG_TX_PATH_SET:
+        out->path = t->value && t->value[0] ? fg_str(t->value) : FG_STR_LIT("/");
+        return 0;
+    case FG_TX_PATH_PATTERN:
+        return path_pattern(tx, t->value ? t->value : "/");
+    case FG_TX_QUERY_VALUE:
+        return query_value(tx, t);
+    case FG_TX_QUERY_REMOVE:
+        return query_remove(tx, t->name);
+    case FG_TX_METHOD_CHANGE:
+        if (t->name && t->value && fg_str_eq(out->method, fg_str(t->name)))
+            out->method = fg_str(t->value);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static int apply_header(tx_t *tx, const fg_transform_t *t)
+{
+    switch (t->kind) {
+    case FG_TX_REQ_HEADER:
+        return request_header(tx, t);
+    case FG_TX_REQ_HEADER_REMOVE:
+        if (t->name)
+            fg_headers_remove(&tx->out->headers, fg_str(t->name));
+        return 0;
+    case FG_TX_X_FORWARDED:
+        return x_forwarded(tx, t);
+    case FG_TX_FORWARDED:
+        return forwarded(tx, t);
+    default:
+        return 0;
+    }
+}
+
+/* "host[:port]" of the destination, omitting the scheme's default port (RFC 9110 7.2). */
+static fg_str_t dest_authority(fg_pool_t *pool, const fg_destination_t *d)
+{
+    const char *host = d->host ? d->host : "";
+    int v6 = strchr(host, ':') != NULL && host[0] != '[';
+    int dflt = d->port == 0 || d->port == (d->https ? 443 : 80);
+    char *s = dflt ? fg_pool_printf(pool, "%s%s%s", v6 ? "[" : "", host, v6 ? "]" : "")
+                   : fg_pool_printf(pool, "%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "",
+                                    (unsigned)d->port);
+    return s ? fg_str(s) : FG_STR_NULL;
+}
+
+static int finish_request(tx_t *tx, const fg_destination_t *dest)
+{
+    fg_outreq_t *out = tx->out;
+    const fg_request_t *req = tx->req;
+    if (dest->base_path && dest->base_path[0]) {
+        out->path = concat(tx->pool, fg_str(dest->base_path), out->path);
+        if (out->path.base == NULL)
+            return -1;
+    }
+    /* A Host set by a RequestHeader transform wins; otherwise the documented order. */
+    if (fg_headers_get(&out->headers, FG_STR_LIT("Host")) == NULL) {
+        fg_str_t host;
+        if (dest->host_override && dest->host_override[0])
+            host = fg_str(dest->host_override);
+        else if (tx->original_host && req->host.len)
+            host = req->host;
+        else
+            host = dest_authority(tx->pool, dest);
+        if (host.base == NULL || fg_headers_set(&out->headers, FG_STR_LIT("Host"), host) != 0)
+            return -1;
+    }
+    if (req->request_id[0] &&
+        fg_headers_set(&out->headers, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id)) != 0)
+        return -1;
+    return 0;
+}
+
+int fg_transform_request(const fg_request_t *req, const fg_destination_t *dest, fg_outreq_t *out)
+{
+    tx_t tx = {.req = req, .pool = req->pool, .out = out, .copy = 1};
+    const fg_route_t *route = req->route;
+    const fg_transform_t *tr = route ? route->transforms : NULL;
+    size_t ntr = route ? route->ntransforms : 0;
+    int has_xf = 0;
+
+    for (size_t i = 0; i < ntr; i++) {
+        if (tr[i].kind == FG_TX_REQ_HEADERS_COPY)
+            tx.copy = tr[i].flag != 0;
+        else if (tr[i].kind == FG_TX_REQ_ORIGINAL_HOST)
+            tx.original_host = tr[i].flag != 0;
+        else if (tr[i].kind == FG_TX_X_FORWARDED || tr[i].kind == FG_TX_FORWARDED)
+            has_xf = 1; /* as in YARP, either one replaces the default X-Forwarded set */
+    }
+    out->method = req->method;
+    out->path = req->path.len ? req->path : FG_STR_LIT("/");
+    out->query = req->query.base ? req->query : FG_STR_LIT("");
+    fg_headers_init(&out->headers, req->pool, req->nheaders + 8);
+    if (tx.copy && copy_headers(&tx) != 0)
+        return -1;
+    for (size_t i = 0; i < ntr; i++)
+        if (apply_target(&tx, &tr[i]) != 0)
+            return -1;
+    for (size_t i = 0; i < ntr; i++)
+        if (apply_header(&tx, &tr[i]) != 0)
+            return -1;
+    if (!has_xf) {
+        /* YARP's default: X-Forwarded For, Proto, Host and Prefix, all with Set. */
+        static const fg_transform_t dflt = {.kind = FG_TX_X_FORWARDED,
+                                            .xf_for = FG_XF_SET,
+                                            .xf_proto = FG_XF_SET,
+                                            .xf_host = FG_XF_SET,
+                                            .xf_prefix = FG_XF_SET};
+        if (x_forwarded(&tx, &dflt) != 0)
+            return -1;
+    }
+    return finish_request(&tx, dest);
+}
+
+/* ---- response ---- */
+
+static int when_applies(int when, int status)
+{
+    switch (when) {
+    case FG_WHEN_ALWAYS:
+        return 1;
+    case FG_WHEN_FAILURE:
+        return status >= 400;
+    default: /* Success */
+        return status < 400;
+    }
+}
+
+int fg_transform_response(const fg_request_t *req, int status, fg_headers_t *hdrs)
+{
+    const fg_route_t *route = req->route;
+    if (route == NULL)
+        return 0;
+    for (size_t i = 0; i < route->ntransforms; i++) {
+        const fg_transform_t *t = &route->transforms[i];
+        if ((t->kind != FG_TX_RESP_HEADER && t->kind != FG_TX_RESP_HEADER_REMOVE) ||
+            t->name == NULL || !when_applies(t->when, status))
+            continue;
+        fg_str_t name = fg_str(t->name), value = fg_str(t->value ? t->value : "");
+        int rc = 0;
+        if (t->kind == FG_TX_RESP_HEADER_REMOVE)
+            fg_headers_remove(hdrs, name);
+        else if (t->action == FG_TX_APPEND)
+            rc = fg_headers_append(hdrs, name, value);
+        else
+            rc = fg_headers_set(hdrs, name, value);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}

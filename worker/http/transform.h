@@ -1,0 +1,30 @@
+/* Request and response transforms (YARP names, applied in route order). */
+#ifndef FG_TRANSFORM_H
+#define FG_TRANSFORM_H
+
+#include "common/config.h"
+#include "common/headers.h"
+#include "worker/http/request.h"
+
+/* The request as it will be sent to a destination. */
+typedef struct {
+    fg_str_t method;
+    fg_str_t path;        /* encoded path, with the destination's base path already prefixed */
+    fg_str_t query;       /* without '?'; empty = none */
+    fg_headers_t headers; /* Host included */
+} fg_outreq_t;
+
+/* Build the upstream request for req and dest in req->pool:
+ * copy the client's headers unless RequestHeadersCopy is false, never hop-by-hop ones nor those
+ * named in Connection (RFC 9110 7.6.1); apply the route's transforms in order; add
+ * X-Forwarded-For/Proto/Host/Prefix with Set unless a transform changes them (YARP default);
+ * Host is the destination's authority, its host override, or the client's host with
+ * RequestHeaderOriginalHost; X-Request-Id carries req->request_id.
+ * Returns 0, or -1 on allocation failure. */
+int fg_transform_request(const fg_request_t *req, const fg_destination_t *dest, fg_outreq_t *out);
+
+/* Apply the route's ResponseHeader/ResponseHeaderRemove transforms to hdrs for a response with
+ * `status` (When: Success = 1xx-3xx... as YARP: status < 400). Returns 0 or -1. */
+int fg_transform_response(const fg_request_t *req, int status, fg_headers_t *hdrs);
+
+#endif

@@ -1,0 +1,239 @@
+#include "worker/upstream/upstream.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "common/log.h"
+#include "worker/http/request.h"
+#include "worker/upstream/balancer.h"
+
+struct fg_dest_pool_s {
+    fg_worker_t *w;
+    const fg_cluster_t *cl;
+    const fg_destination_t *dest;
+    fg_upconn_t *idle; /* most recently released first */
+    unsigned nidle;
+};
+
+typedef struct {
+    fg_dest_pool_t *dests;
+    fg_balancer_t *balancer;
+} cluster_pools_t;
+
+struct fg_upstream_pools_s {
+    const fg_config_t *cfg;
+    cluster_pools_t *clusters;
+};
+
+fg_upstream_pools_t *fg_upstream_pools_new(fg_worker_t *w)
+{
+    const fg_config_t *cfg = w->cfg;
+    fg_upstream_pools_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->cfg = cfg;
+    p->clusters = calloc(cfg->nclusters ? cfg->nclusters : 1, sizeof(*p->clusters));
+    if (p->clusters == NULL) {
+        free(p);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->nclusters; i++) {
+        const fg_cluster_t *cl = &cfg->clusters[i];
+        cluster_pools_t *cp = &p->clusters[i];
+        cp->dests = calloc(cl->ndestinations ? cl->ndestinations : 1, sizeof(*cp->dests));
+        /* Seeded per process and cluster, so workers do not draw the same sequence. */
+        cp->balancer = fg_balancer_new(cl, ((uint64_t)w->pid << 32) ^ (uint64_t)(i + 1) * 0x9E37u ^
+                                               (uint64_t)w->slot);
+        if (cp->dests == NULL || cp->balancer == NULL) {
+            fg_upstream_pools_free(p);
+            return NULL;
+        }
+        for (size_t d = 0; d < cl->ndestinations; d++) {
+            cp->dests[d].w = w;
+            cp->dests[d].cl = cl;
+            cp->dests[d].dest = &cl->destinations[d];
+        }
+    }
+    return p;
+}
+
+static void idle_unlink(fg_upconn_t *u)
+{
+    fg_dest_pool_t *dp = u->pool;
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        dp->idle = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    u->prev = u->next = NULL;
+    dp->nidle--;
+}
+
+void fg_upstream_close(fg_upconn_t *u)
+{
+    if (u == NULL)
+        return;
+    fg_conn_free(u->c);
+    free(u);
+}
+
+void fg_upstream_pools_free(fg_upstream_pools_t *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->cfg->nclusters; i++) {
+        cluster_pools_t *cp = &p->clusters[i];
+        fg_balancer_free(cp->balancer);
+        if (cp->dests == NULL)
+            continue;
+        for (size_t d = 0; d < p->cfg->clusters[i].ndestinations; d++) {
+            while (cp->dests[d].idle) {
+                fg_upconn_t *u = cp->dests[d].idle;
+                idle_unlink(u);
+                fg_upstream_close(u);
+            }
+        }
+        free(cp->dests);
+    }
+    free(p->clusters);
+    free(p);
+}
+
+static fg_dest_pool_t *dest_pool(fg_worker_t *w, const fg_cluster_t *cl, size_t di)
+{
+    size_t ci = (size_t)(cl - w->cfg->clusters);
+    return &w->upstreams->clusters[ci].dests[di];
+}
+
+fg_balancer_t *fg_upstream_balancer(fg_worker_t *w, const fg_cluster_t *cl)
+{
+    return w->upstreams->clusters[cl - w->cfg->clusters].balancer;
+}
+
+/* An idle connection that becomes readable has either been closed by the destination or sent
+ * bytes nobody asked for: it cannot be reused either way. */
+static void idle_read(fg_conn_t *c, void *arg)
+{
+    fg_upconn_t *u = arg;
+    idle_unlink(u);
+    fg_upstream_close(u);
+}
+
+static void idle_event(fg_conn_t *c, void *arg, int what)
+{
+    idle_read(c, arg);
+}
+
+static const fg_conn_cbs_t idle_cbs = {idle_read, NULL, idle_event};
+
+fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                 uint64_t max_idle_us)
+{
+    fg_dest_pool_t *dp = dest_pool(w, cl, di);
+    fg_upconn_t *u = dp->idle; /* the most recently used: if it is too old, all are */
+    if (u == NULL)
+        return NULL;
+    if (max_idle_us && fg_request_now_us() - u->idle_since_us >= max_idle_us)
+        return NULL;
+    idle_unlink(u);
+    u->reused = 1;
+    return u;
+}
+
+fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                              const fg_conn_cbs_t *cbs, void *arg)
+{
+    return fg_upstream_open_timeout(w, cl, di, cbs, arg, cl->connect_timeout_ms);
+}
+
+fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                      const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms)
+{
+    const fg_destination_t *d = &cl->destinations[di];
+    int fd = socket(d->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return NULL;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    fg_upconn_t *u = calloc(1, sizeof(*u));
+    if (u == NULL) {
+        close(fd);
+        return NULL;
+    }
+    u->pool = dest_pool(w, cl, di);
+    u->c = fg_conn_new(w->base, fd, cbs, arg);
+    if (u->c == NULL) {
+        close(fd);
+        free(u);
+        errno = ENOMEM;
+        return NULL;
+    }
+    fg_conn_set_read_max(u->c, 64 * 1024 - 128);
+    int r = fg_conn_connect(u->c, (const struct sockaddr *)&d->addr, d->addrlen, timeout_ms);
+    if (r < 0) {
+        fg_upstream_close(u);
+        errno = -r;
+        return NULL;
+    }
+    return u;
+}
+
+void fg_upstream_release(fg_upconn_t *u)
+{
+    fg_dest_pool_t *dp = u->pool;
+    const fg_cluster_t *cl = dp->cl;
+    int spent = cl->max_requests_per_connection && u->requests >= cl->max_requests_per_connection;
+    if (spent || dp->nidle >= cl->max_idle_connections || dp->w->retiring ||
+        evbuffer_get_length(fg_conn_input(u->c)) > 0 || fg_conn_pending(u->c) > 0) {
+        fg_upstream_close(u);
+        return;
+    }
+    fg_conn_set_cbs(u->c, &idle_cbs, u);
+    fg_conn_read(u->c, 1, cl->idle_timeout_ms);
+    u->idle_since_us = fg_request_now_us();
+    u->next = dp->idle;
+    u->prev = NULL;
+    if (dp->idle)
+        dp->idle->prev = u;
+    dp->idle = u;
+    dp->nidle++;
+}
+
+size_t fg_upstream_addr_text(const fg_destination_t *d, char *buf, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN];
+    const struct sockaddr *sa = (const struct sockaddr *)&d->addr;
+    const void *bin = sa->sa_family == AF_INET6
+                          ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                          : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+    if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6) || len < 2 ||
+        inet_ntop(sa->sa_family, bin, ip, sizeof(ip)) == NULL) {
+        if (len)
+            buf[0] = '\0';
+        return 0;
+    }
+    /* no printf: the access log calls this for every proxied request */
+    char tmp[INET6_ADDRSTRLEN + 10], *w = tmp;
+    size_t il = strlen(ip);
+    if (sa->sa_family == AF_INET6)
+        *w++ = '[';
+    memcpy(w, ip, il);
+    w += il;
+    if (sa->sa_family == AF_INET6)
+        *w++ = ']';
+    *w++ = ':';
+    w = fg_put_u64(w, d->port);
+    size_t n = (size_t)(w - tmp) < len - 1 ? (size_t)(w - tmp) : len - 1;
+    memcpy(buf, tmp, n);
+    buf[n] = '\0';
+    return n;
+}

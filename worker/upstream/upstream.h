@@ -1,0 +1,49 @@
+/* Upstream connections: per-worker keep-alive pools, one per destination (LIFO, so idle
+ * connections beyond the working set time out). An idle connection is watched for EOF and
+ * stray bytes and closed on either, so a stale keep-alive is rarely handed out. */
+#ifndef FG_UPSTREAM_H
+#define FG_UPSTREAM_H
+
+#include <stdint.h>
+#include "common/config.h"
+#include "worker/core/conn.h"
+#include "worker/core/worker.h"
+
+typedef struct fg_upstream_pools_s fg_upstream_pools_t;
+typedef struct fg_dest_pool_s fg_dest_pool_t;
+
+typedef struct fg_upconn_s {
+    fg_conn_t *c;
+    struct fg_upconn_s *prev, *next; /* idle list */
+    fg_dest_pool_t *pool;
+    unsigned requests;      /* requests sent on this connection */
+    unsigned reused : 1;    /* handed out from the idle list */
+    uint64_t idle_since_us; /* when it joined the idle list */
+} fg_upconn_t;
+
+fg_upstream_pools_t *fg_upstream_pools_new(fg_worker_t *w);
+void fg_upstream_pools_free(fg_upstream_pools_t *p);
+
+/* An idle connection to destination `di` of `cl`, or NULL. */
+/* max_idle_us (0 = any): only a connection idle for less than that is handed out. */
+fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                 uint64_t max_idle_us);
+/* A new connection, connect started (FG_CONN_CONNECTED follows on cbs). NULL with errno set. */
+fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                              const fg_conn_cbs_t *cbs, void *arg);
+/* The same with a connect timeout other than the cluster's (failover attempts). */
+fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                      const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms);
+/* Back to the idle list after a complete exchange, or closed when the pool is full or the
+ * connection served its maxRequestsPerConnection. */
+void fg_upstream_release(fg_upconn_t *u);
+void fg_upstream_close(fg_upconn_t *u);
+
+/* d's resolved address as "ip:port" ("[ip6]:port") in buf, NUL-terminated; returns its length
+ * (0 for an address family without a textual form). */
+size_t fg_upstream_addr_text(const fg_destination_t *d, char *buf, size_t len);
+
+/* This worker's balancer of a cluster (worker/upstream/balancer.h), created with the pools. */
+struct fg_balancer_s *fg_upstream_balancer(fg_worker_t *w, const fg_cluster_t *cl);
+
+#endif
