@@ -102,7 +102,7 @@ LOGDIR       ?= /var/log/fastgateway
 RUNDIR       ?= /run/fastgateway
 FG_USER      ?= fastgateway
 INSTALL_SED = -e 's|/run/fastgateway/|$(RUNDIR)/|g' \
-	-e 's|/run/fastgateway.pid|$(RUNDIR)/fastgateway.pid|g' \
+	-e 's|:-/run/fastgateway.pid}|:-$(RUNDIR)/fastgateway.pid}|' \
 	-e 's|/var/log/fastgateway|$(LOGDIR)|g' \
 	-e 's|/usr/local/sbin/fastgateway|$(PREFIX)/sbin/fastgateway|g' \
 	-e 's|/usr/local/etc/fastgateway|$(SYSCONFDIR)/fastgateway|g' \
