@@ -74,9 +74,9 @@ static int reload_wait(const char *sock)
     char err[512];
     if (fg_status_query_wait(sock, &cmd, &ans, 1, RELOAD_WAIT_MS, err, sizeof(err)) < 0) {
         fprintf(stderr, "fastgateway: reload: %s%s\n", err,
-                strstr(err, " within ") ? " (see `fastgateway -s status`)"
+                strstr(err, " within ")     ? " (see `fastgateway -s status`)"
                 : strstr(err, "is running") ? ""
-                                             : " (is it running?)");
+                                            : " (is it running?)");
         return strstr(err, " within ") ? 2 : 1;
     }
     const char *result = json_string_value(json_object_get(ans, "result"));

@@ -790,8 +790,8 @@ static void watch_update(master_t *m)
     }
     char err[512];
     const char *files[] = {m->conf_file};
-    m->watch = fg_watch_new(m->base, files, 1, WATCH_DEBOUNCE_MS, on_file_changed, m, err,
-                            sizeof(err));
+    m->watch =
+        fg_watch_new(m->base, files, 1, WATCH_DEBOUNCE_MS, on_file_changed, m, err, sizeof(err));
     if (m->watch == NULL)
         fg_log_error("%s", err);
     else

@@ -79,9 +79,9 @@ typedef struct master_s {
     int lock_fd; /* the instance lock (fg_instance_lock), -1 when none */
     int shutdown;
     int started;
-    int notify_fd;       /* pipe to the launching process (daemon start-up) */
-    fg_notify_t *sd;     /* systemd's $NOTIFY_SOCKET, NULL when not under systemd */
-    fg_watch_t *watch;   /* watchConfig, NULL when off */
+    int notify_fd;     /* pipe to the launching process (daemon start-up) */
+    fg_notify_t *sd;   /* systemd's $NOTIFY_SOCKET, NULL when not under systemd */
+    fg_watch_t *watch; /* watchConfig, NULL when off */
     int exit_code;
     time_t start_time;
     uint64_t start_mono;

@@ -29,8 +29,8 @@ typedef struct conn_s {
     struct conn_s *next, **pprev;
     struct bufferevent *bev;
     struct fg_status_s *st;
-    int closing; /* close once the output is flushed */
-    int paused;  /* reading stopped: too much output waits (OUT_HIGH) */
+    int closing;     /* close once the output is flushed */
+    int paused;      /* reading stopped: too much output waits (OUT_HIGH) */
     uint64_t ticket; /* > 0: waiting for the answer of a deferred command */
 } conn_t;
 
@@ -171,7 +171,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 
     if (c->paused || c->ticket)
         return;
-    while (!c->closing && !c->ticket && (line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
+    while (!c->closing && !c->ticket &&
+           (line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
         if (len > FG_STATUS_MAX_LINE) {
             free(line);
             goto too_long;

@@ -103,8 +103,7 @@ static int add_file(fg_watch_t *w, const char *path, char *err, size_t errlen)
 }
 
 fg_watch_t *fg_watch_new(struct event_base *base, const char *const *files, size_t n,
-                         unsigned debounce_ms, fg_watch_fn fn, void *arg, char *err,
-                         size_t errlen)
+                         unsigned debounce_ms, fg_watch_fn fn, void *arg, char *err, size_t errlen)
 {
     fg_watch_t *w = calloc(1, sizeof(*w));
     if (w == NULL || (w->entries = calloc(n ? n : 1, sizeof(*w->entries))) == NULL) {

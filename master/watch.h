@@ -14,8 +14,7 @@ typedef void (*fg_watch_fn)(void *arg);
 /* Watch files[0..n) (absolute paths, copied); call fn(arg) once debounce_ms have passed
  * without a further change to any of them. Returns NULL with err filled. */
 fg_watch_t *fg_watch_new(struct event_base *base, const char *const *files, size_t n,
-                         unsigned debounce_ms, fg_watch_fn fn, void *arg, char *err,
-                         size_t errlen);
+                         unsigned debounce_ms, fg_watch_fn fn, void *arg, char *err, size_t errlen);
 void fg_watch_free(fg_watch_t *w);
 /* In a forked child: close the inotify descriptor, leaving the event base alone. */
 void fg_watch_close_in_child(const fg_watch_t *w);
