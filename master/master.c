@@ -399,6 +399,7 @@ static void startup_done(master_t *m)
 static void startup_fail(master_t *m, const char *why)
 {
     fg_log_error("start-up failed: %s", why);
+    fg_notify_send(m->sd, "STATUS=start-up failed: %s", why);
     char msg[1200];
     snprintf(msg, sizeof(msg), "fastgateway: start-up failed: %s", why);
     if (m->notify_fd != -1)

@@ -286,6 +286,95 @@ def _get(port):
         return None
 
 
+def syscall_groups():
+    """systemd's system call groups, expanded to system call names."""
+    out = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True, text=True,
+                         timeout=30).stdout
+    groups, cur = {}, None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            cur = groups.setdefault(line.strip(), [])
+        elif cur is not None and line.strip() and not line.strip().startswith("#"):
+            cur.append(line.strip())
+
+    def expand(names, seen):
+        calls = set()
+        for n in names:
+            if not n.startswith("@"):
+                calls.add(n)
+            elif n not in seen:
+                seen.add(n)
+                calls |= expand(groups.get(n, []), seen)
+        return calls
+    return lambda names: expand(names, set())
+
+
+def strace_calls(path):
+    calls = set()
+    for line in Path(path).read_text().splitlines():
+        fields = line.split()
+        if fields and re.match(r"^[0-9.]+$", fields[0]) and not line.startswith("100.00"):
+            calls.add(fields[-1])
+    return calls
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None or shutil.which("strace") is None,
+                    reason="needs systemd-analyze and strace")
+def test_unit_system_call_filter_allows_what_the_gateway_uses(world_dir, upstream_factory):
+    """Every system call the master, its workers and `-s reload` make while serving static
+    files, proxying, reloading, watching the file, reopening logs and stopping is allowed by
+    the unit's SystemCallFilter= lines (a denied one would kill the process under systemd)."""
+    binary, conf, logdir, rundir = install_runnable(world_dir)
+    unit = world_dir / "pfx/lib/systemd/system/fastgateway.service"
+    filters = [l.split("=", 1)[1] for l in unit.read_text().splitlines()
+               if l.startswith("SystemCallFilter=")]
+    expand = syscall_groups()
+    allowed = expand([n for f in filters if not f.startswith("~") for n in f.split()])
+    denied = expand([n for f in filters if f.startswith("~") for n in f[1:].split()])
+    assert "epoll_wait" in allowed and "mount" in denied  # the groups were understood
+
+    up = upstream_factory()
+    port = free_port()
+    cfg = json.loads(strip_comments(conf.read_text()))
+    cfg.update(watchConfig=True, workers=2, servers=[{"id": "main",
+                                                      "listen": "127.0.0.1:%d" % port}])
+    (world_dir / "www").mkdir()
+    (world_dir / "www/big.bin").write_bytes(os.urandom(300000))
+    cfg["routes"] = [
+        {"id": "files", "match": {"path": "/files/{**rest}"},
+         "static": {"root": str(world_dir / "www")}},
+        {"id": "api", "match": {"path": "/api/{**rest}"}, "clusterId": "up"}]
+    cfg["clusters"] = [{"id": "up", "destinations": [{"id": "u", "address": up.url}]}]
+    conf.write_text(json.dumps(cfg))
+    trace, client_trace = world_dir / "strace.out", world_dir / "strace-client.out"
+    gw = Running(binary, conf, ["strace", "-f", "-qq", "-c", "-o", str(trace)])
+    try:
+        wait_until(lambda: _get(port) is not None, 20, "the gateway under strace")
+        assert http_get("http://127.0.0.1:%d/files/big.bin" % port)[0] == 200
+        assert http_get("http://127.0.0.1:%d/api/x" % port)[0] == 200
+        r = subprocess.run(["strace", "-f", "-qq", "-c", "-o", str(client_trace), str(binary),
+                            "-s", "reload", "-c", str(conf)], capture_output=True, text=True,
+                           timeout=70)
+        assert r.returncode == 0, r.stderr
+        cfg["routes"] = cfg["routes"][:1]
+        conf.write_text(json.dumps(cfg))  # watchConfig: inotify
+        wait_until(lambda: _get(port) == 404, 20, "the watched change")
+        os.kill(int((rundir / "fastgateway.pid").read_text()), signal.SIGUSR1)
+        wait_until(lambda: "log files reopened" in (logdir / "error.log").read_text(), 10,
+                   "the reopen")
+    finally:
+        tracer = gw.proc
+        master = int((rundir / "fastgateway.pid").read_text()) if (
+            rundir / "fastgateway.pid").exists() else None
+        if master:
+            os.kill(master, signal.SIGQUIT)
+        tracer.wait(30)
+    used = strace_calls(trace) | strace_calls(client_trace)
+    assert {"epoll_wait", "accept4", "inotify_add_watch"} <= used, sorted(used)  # it served
+    assert not used - allowed, sorted(used - allowed)
+    assert not used & denied, sorted(used & denied)
+
+
 # ---- logrotate ----
 
 @pytest.mark.skipif(shutil.which("logrotate") is None and not os.path.exists("/usr/sbin/logrotate"),
