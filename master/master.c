@@ -1027,6 +1027,7 @@ fail_workers:
     return 0; /* the loop reaps the workers already started, then exits 1 */
 fail:
     fg_log_error("%s", err);
+    fg_notify_send(m->sd, "STATUS=start-up failed: %s", err);
     if (m->notify_fd != -1) {
         snprintf(m->startup_error, sizeof(m->startup_error), "fastgateway: %s", err);
     } else if (log_is_file(cfg)) {

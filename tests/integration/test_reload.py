@@ -319,6 +319,24 @@ def test_notify_ready_reloading_status_stopping(tmp_path, gateway_factory, notif
     assert msg["STOPPING"] == "1"
 
 
+def test_notify_status_on_a_failed_start(tmp_path, notify):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    try:
+        cfg = base_config(tmp_path, blocker.getsockname()[1])
+        path = tmp_path / "taken.json"
+        path.write_text(json.dumps(cfg))
+        r = subprocess.run([str(BINARY), "-f", "-c", str(path)], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1
+        msg = notify.wait_for(lambda m: "STATUS" in m, what="STATUS=")
+        assert msg["STATUS"].startswith("start-up failed: ") and "in use" in msg["STATUS"]
+        assert "READY" not in msg
+    finally:
+        blocker.close()
+
+
 def test_notify_abstract_socket(tmp_path, gateway_factory, monkeypatch):
     name = "fastgateway-test-%d" % os.getpid()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
