@@ -292,10 +292,12 @@ def notify(tmp_path, monkeypatch):
 
 
 def test_notify_ready_reloading_status_stopping(tmp_path, gateway_factory, notify):
-    gw = gateway_factory(base_config(tmp_path, free_port(), routes=direct("one")))
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=direct("one")), wait=False)
     msg = notify.wait_for(lambda m: m.get("READY") == "1", what="READY=1")
     assert msg["STATUS"] == "generation 1 serving, 2 workers"
+    # READY=1 means serving: no retry here
     assert http_get(gw.url("/")) == (200, b"one")
+    assert len(gw.workers()) == 2
 
     gw.write_config(dict(gw.config, routes=direct("two")))
     t0 = time.clock_gettime(time.CLOCK_MONOTONIC)
