@@ -72,16 +72,19 @@ static int reload_wait(const char *sock)
     const char *cmd = "reload";
     json_t *ans;
     char err[512];
-    if (fg_status_query_wait(sock, &cmd, &ans, 1, RELOAD_WAIT_MS, err, sizeof(err)) < 0) {
+    int rc = fg_status_query_wait(sock, &cmd, &ans, 1, RELOAD_WAIT_MS, err, sizeof(err));
+    if (rc == FG_STATUS_TIMEOUT) {
+        fprintf(stderr, "fastgateway: reload: %s (see `fastgateway -s status`)\n", err);
+        return 2;
+    }
+    if (rc < 0) {
         fprintf(stderr, "fastgateway: reload: %s%s\n", err,
-                strstr(err, " within ")     ? " (see `fastgateway -s status`)"
-                : strstr(err, "is running") ? ""
-                                            : " (is it running?)");
-        return strstr(err, " within ") ? 2 : 1;
+                strstr(err, "is running") ? "" : " (is it running?)");
+        return 1;
     }
     const char *result = json_string_value(json_object_get(ans, "result"));
     json_int_t gen = json_integer_value(json_object_get(ans, "generation"));
-    int rc = 1;
+    rc = 1;
     if (result && strcmp(result, "ok") == 0) {
         printf("fastgateway: reload ok: generation %lld serving\n", (long long)gen);
         rc = 0;

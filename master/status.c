@@ -493,6 +493,7 @@ int fg_status_query_wait(const char *path, const char *const *cmds, json_t **ans
                          unsigned timeout_ms, char *err, size_t errlen)
 {
     size_t done = 0, have = 0, cap = 8192;
+    int rc = FG_STATUS_ERROR;
     char *buf = malloc(cap);
     int fd = buf ? connect_path(path, timeout_ms, err, errlen) : -1;
     if (fd < 0) {
@@ -514,6 +515,7 @@ int fg_status_query_wait(const char *path, const char *const *cmds, json_t **ans
         if (answer == NULL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             snprintf(err, errlen, "%s: no answer to \"%s\" within %u s", path, cmds[done],
                      (timeout_ms + 999) / 1000);
+            rc = FG_STATUS_TIMEOUT;
             goto fail;
         }
         if (answer == NULL) {
@@ -546,7 +548,7 @@ fail:
         json_decref(answers[i]);
     close(fd);
     free(buf);
-    return -1;
+    return rc;
 }
 
 void fg_status_set_args_cmds(fg_status_t *st, const fg_status_args_cmd_t *cmds)

@@ -67,11 +67,13 @@ void fg_status_close_in_child(const fg_status_t *st);
 void fg_status_set_idle_timeout(fg_status_t *st, unsigned ms);
 
 /* Client side (`fastgateway -s status`): send each of cmds[0..n) over one connection and parse
- * each answer into answers[i] (new references). Returns 0, or -1 with err filled. */
+ * each answer into answers[i] (new references). Returns 0, or < 0 with err filled. */
 int fg_status_query(const char *path, const char *const *cmds, json_t **answers, size_t n,
                     char *err, size_t errlen);
-/* The same, waiting up to timeout_ms for each answer (fg_status_query waits 5 s). On a timeout
- * err says "no answer ... within N s". */
+/* fg_status_query_wait's failures: no answer in time, or any other error. */
+enum { FG_STATUS_ERROR = -1, FG_STATUS_TIMEOUT = -2 };
+/* The same, waiting up to timeout_ms for each answer (fg_status_query waits 5 s). Returns 0,
+ * FG_STATUS_TIMEOUT ("no answer ... within N s" in err) or FG_STATUS_ERROR. */
 int fg_status_query_wait(const char *path, const char *const *cmds, json_t **answers, size_t n,
                          unsigned timeout_ms, char *err, size_t errlen);
 
