@@ -108,6 +108,30 @@ def test_reinstall_keeps_the_configuration(tmp_path):
     assert "fastgateway.json.new" in r.stdout
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None and
+                    not os.path.exists("/usr/sbin/useradd"), reason="needs root and useradd")
+def test_install_creates_the_workers_user_or_falls_back(world_dir):
+    name = "fgtest%d" % os.getpid()
+    assert not user_exists(name)
+    try:
+        r = make_install("PREFIX=%s" % (world_dir / "a"), "LOGDIR=%s" % (world_dir / "la"),
+                         "LOGROTATEDIR=%s" % (world_dir / "ra"), "FG_USER=%s" % name)
+        assert "created system user %s" % name in r.stdout
+        pw = pwd.getpwnam(name)
+        assert pw.pw_uid < 1000 and pw.pw_shell.endswith("nologin")
+        conf = (world_dir / "a/etc/fastgateway/fastgateway.json").read_text()
+        assert '"user": "%s"' % name in conf
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=30)
+        subprocess.run(["groupdel", name], capture_output=True, timeout=30)
+    # a name useradd refuses: the configuration names nobody, and the install says so
+    r = make_install("PREFIX=%s" % (world_dir / "b"), "LOGDIR=%s" % (world_dir / "lb"),
+                     "LOGROTATEDIR=%s" % (world_dir / "rb"), "FG_USER=-bad:name")
+    assert "workers run as nobody" in r.stderr
+    conf = (world_dir / "b/etc/fastgateway/fastgateway.json").read_text()
+    assert '"user": "nobody"' in conf
+
+
 # ---- the installed configuration runs ----
 
 def install_runnable(base, user="nobody"):
