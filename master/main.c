@@ -65,7 +65,7 @@ static int test_config(const char *file)
 #define RELOAD_WAIT_MS 60000 /* a reload queued behind another: two readiness timeouts */
 
 /* `-s reload`: ask the master over the status socket and wait for the outcome. Returns the
- * exit status: 0 once the new generation serves, 1 when the master refused the file, 2 when
+ * exit status: 0 once the new generation serves, 1 when the master refused the file, 3 when
  * no answer came (then the reload may still be going on). */
 static int reload_wait(const char *sock)
 {
@@ -75,7 +75,7 @@ static int reload_wait(const char *sock)
     int rc = fg_status_query_wait(sock, &cmd, &ans, 1, RELOAD_WAIT_MS, err, sizeof(err));
     if (rc == FG_STATUS_TIMEOUT) {
         fprintf(stderr, "fastgateway: reload: %s (see `fastgateway -s status`)\n", err);
-        return 2;
+        return 3; /* 2 is a usage error */
     }
     if (rc < 0) {
         fprintf(stderr, "fastgateway: reload: %s%s\n", err,
