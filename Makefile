@@ -139,28 +139,52 @@ $(CERTS_DIR)/client.crt: $(CERTS_DIR)/ca.crt
 	$(call leaf_cert,client,/CN=FastGateway Example Client,$(CLIENT_EXT))
 
 # Paths follow the FHS: PREFIX=/usr puts the configuration in /etc, /usr/local in /usr/local/etc.
-SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
-DOCDIR     ?= $(PREFIX)/share/doc/fastgateway
-LOGDIR     ?= /var/log/fastgateway
-# The installed example runs as a service: pid file and socket in /run, logs in LOGDIR, the
-# documentation it serves from DOCDIR. The init script and unit name the installed paths.
-INSTALL_SED = -e 's|/tmp/fastgateway.pid|/run/fastgateway.pid|' \
-	-e 's|/tmp/fastgateway.sock|/run/fastgateway.sock|' \
-	-e 's|"errorLog": "stderr"|"errorLog": "$(LOGDIR)/error.log"|' \
-	-e 's|/tmp/fastgateway-access.log|$(LOGDIR)/access.log|' \
-	-e 's|"root": "../docs"|"root": "$(DOCDIR)"|' \
+# DESTDIR stages the whole tree for a package. The installed configuration is
+# etc/fastgateway.prod.json: workers as FG_USER, logs in LOGDIR, pid file and status socket in
+# RUNDIR (the systemd unit names /run/fastgateway and /var/log/fastgateway itself).
+SYSCONFDIR   ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+DOCDIR       ?= $(PREFIX)/share/doc/fastgateway
+MANDIR       ?= $(PREFIX)/share/man
+UNITDIR      ?= $(PREFIX)/lib/systemd/system
+LOGROTATEDIR ?= /etc/logrotate.d
+LOGDIR       ?= /var/log/fastgateway
+RUNDIR       ?= /run/fastgateway
+FG_USER      ?= fastgateway
+INSTALL_SED = -e 's|/run/fastgateway/|$(RUNDIR)/|g' \
+	-e 's|:-/run/fastgateway.pid}|:-$(RUNDIR)/fastgateway.pid}|' \
+	-e 's|/var/log/fastgateway|$(LOGDIR)|g' \
 	-e 's|/usr/local/sbin/fastgateway|$(PREFIX)/sbin/fastgateway|g' \
 	-e 's|/usr/local/etc/fastgateway|$(SYSCONFDIR)/fastgateway|g' \
 	-e 's|/usr/local/share/doc/fastgateway|$(DOCDIR)|g'
+CONF_DEST = $(DESTDIR)$(SYSCONFDIR)/fastgateway/fastgateway.json
 
+# The workers' user: FG_USER, created as a system user when missing (installing as root, no
+# DESTDIR); when it cannot be created the configuration names "nobody" and says so. A staged
+# install (DESTDIR) names FG_USER and leaves creating it to the package's scripts.
 install: fastgateway
 	install -D -m 0755 fastgateway $(DESTDIR)$(PREFIX)/sbin/fastgateway
 	install -d $(DESTDIR)$(SYSCONFDIR)/fastgateway $(DESTDIR)$(SYSCONFDIR)/init.d \
-	  $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(DOCDIR) $(DESTDIR)$(LOGDIR)
-	sed $(INSTALL_SED) etc/fastgateway.json > $(DESTDIR)$(SYSCONFDIR)/fastgateway/fastgateway.json
+	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(LOGDIR) $(DESTDIR)$(LOGROTATEDIR) \
+	  $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	@u='$(FG_USER)'; \
+	if [ -z '$(DESTDIR)' ] && ! getent passwd "$$u" >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && useradd --system --user-group --no-create-home \
+	     --home-dir /nonexistent --shell /usr/sbin/nologin "$$u"; then \
+	    echo "install: created system user $$u"; \
+	  else echo "install: cannot create user $$u: workers run as nobody" >&2; u=nobody; fi; \
+	fi; \
+	dest='$(CONF_DEST)'; \
+	if [ -e "$$dest" ]; then dest="$$dest.new"; \
+	  echo "install: $(CONF_DEST) exists, kept; the new one is $$dest"; fi; \
+	sed $(INSTALL_SED) -e "s|\"user\": \"fastgateway\"|\"user\": \"$$u\"|" \
+	  etc/fastgateway.prod.json > "$$dest"; chmod 0644 "$$dest"
 	sed $(INSTALL_SED) scripts/fastgateway.init > $(DESTDIR)$(SYSCONFDIR)/init.d/fastgateway
-	sed $(INSTALL_SED) scripts/fastgateway.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/fastgateway.service
 	chmod 0755 $(DESTDIR)$(SYSCONFDIR)/init.d/fastgateway
+	sed $(INSTALL_SED) scripts/fastgateway.service > $(DESTDIR)$(UNITDIR)/fastgateway.service
+	sed $(INSTALL_SED) scripts/fastgateway.logrotate > $(DESTDIR)$(LOGROTATEDIR)/fastgateway
+	chmod 0644 $(DESTDIR)$(UNITDIR)/fastgateway.service $(DESTDIR)$(LOGROTATEDIR)/fastgateway
+	install -m 0644 docs/man/fastgateway.8 $(DESTDIR)$(MANDIR)/man8/fastgateway.8
+	install -m 0644 docs/man/fastgateway.json.5 $(DESTDIR)$(MANDIR)/man5/fastgateway.json.5
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 
 FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)

@@ -276,6 +276,7 @@ static int load_globals(fg_config_ctx_t *c, const json_t *root)
         fg_config_get_int(c, root, "workerRlimitNofile", 0, INT_MAX, &n) < 0 ||
         fg_config_get_duration(c, root, "shutdownTimeout", &cfg->shutdown_timeout_ms) < 0 ||
         fg_config_get_duration(c, root, "drainTimeout", &cfg->drain_timeout_ms) < 0 ||
+        fg_config_get_bool(c, root, "watchConfig", &cfg->watch_config) < 0 ||
         fg_config_get_object(c, root, "shm", shm_keys, &shm) < 0)
         return -1;
     cfg->rlimit_nofile = (uint64_t)n;
@@ -518,6 +519,7 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                                        "exposeAccessListIds",
                                        "certificates",
                                        "tls",
+                                       "watchConfig",
                                        NULL};
 
     if (!json_is_object(root))

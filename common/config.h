@@ -457,6 +457,7 @@ typedef struct {
     uint64_t shutdown_timeout_ms; /* default 30 s */
     uint64_t drain_timeout_ms;    /* idle keep-alive kept open on retire, default 2 s */
     size_t shm_size;              /* default 64m */
+    int watch_config;             /* watchConfig: reload when the file changes; default 0 */
     fg_log_config_t log;
     fg_server_t *servers;
     size_t nservers;

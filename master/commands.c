@@ -50,12 +50,22 @@ static json_t *show_info(void *arg)
     json_object_set_new(lr, "error",
                         m->last_reload_result == RELOAD_FAILED ? json_string(m->last_reload_error)
                                                                : json_null());
-    return json_pack(
-        "{s:s, s:i, s:I, s:s, s:I, s:i, s:s, s:o, s:I, s:I, s:b}", "version", FG_VERSION, "pid",
-        (int)m->pid, "uptime", (json_int_t)((fg_master_mono_ms() - m->start_mono) / 1000),
-        "configFile", m->conf_file, "generation", (json_int_t)m->cur->id, "workers", m->cur->nslots,
-        "startTime", start, "lastReload", lr, "reloads", (json_int_t)m->reloads, "reloadFailures",
-        (json_int_t)m->reload_failures, "reloading", m->next != NULL);
+    json_object_set_new(lr, "generation",
+                        m->last_reload_result != RELOAD_NONE
+                            ? json_integer((json_int_t)m->last_reload_generation)
+                            : json_null());
+    json_t *lf = json_null();
+    if (m->last_failure_time != 0) {
+        iso_time(m->last_failure_time, last, sizeof(last));
+        lf = json_pack("{s:s, s:s*}", "time", last, "error", m->last_reload_error);
+    }
+    return json_pack("{s:s, s:i, s:I, s:s, s:I, s:i, s:s, s:o, s:o, s:I, s:I, s:b, s:b}", "version",
+                     FG_VERSION, "pid", (int)m->pid, "uptime",
+                     (json_int_t)((fg_master_mono_ms() - m->start_mono) / 1000), "configFile",
+                     m->conf_file, "generation", (json_int_t)m->cur->id, "workers", m->cur->nslots,
+                     "startTime", start, "lastReload", lr, "lastFailedReload", lf, "reloads",
+                     (json_int_t)m->reloads, "reloadFailures", (json_int_t)m->reload_failures,
+                     "reloading", m->next != NULL, "watchConfig", m->watch != NULL);
 }
 
 static json_t *worker_json(const proc_t *p, uint64_t now)
@@ -176,5 +186,21 @@ const fg_status_args_cmd_t fg_master_status_args_cmds[] = {
     {"add acl", "add acl LIST-ID ADDRESS|CIDR: add a dynamic entry, no reload", add_acl},
     {"del acl", "del acl LIST-ID ADDRESS|CIDR: remove a dynamic entry", del_acl},
     {"set destination", "set destination CLUSTER/DEST state ready|drain|maint", set_destination},
+    {NULL, NULL, NULL},
+};
+
+/* `reload`: answered once the reload that reads the file after this request has its new
+ * generation serving or has been refused. */
+static json_t *reload_cmd(void *arg, uint64_t *ticket)
+{
+    master_t *m = arg;
+    *ticket = fg_master_request_reload(m);
+    if (*ticket == 0)
+        return json_pack("{s:s, s:s}", "result", "failed", "error", "the master is stopping");
+    return NULL;
+}
+
+const fg_status_defer_cmd_t fg_master_status_defer_cmds[] = {
+    {"reload", "reload the configuration file; answers when it serves or was refused", reload_cmd},
     {NULL, NULL, NULL},
 };

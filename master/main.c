@@ -146,6 +146,41 @@ static int test_config(const char *file, int dump)
     return rc;
 }
 
+#define RELOAD_WAIT_MS 60000 /* a reload queued behind another: two readiness timeouts */
+
+/* `-s reload`: ask the master over the status socket and wait for the outcome. Returns the
+ * exit status: 0 once the new generation serves, 1 when the master refused the file, 3 when
+ * no answer came (then the reload may still be going on). */
+static int reload_wait(const char *sock)
+{
+    const char *cmd = "reload";
+    json_t *ans;
+    char err[512];
+    int rc = fg_status_query_wait(sock, &cmd, &ans, 1, RELOAD_WAIT_MS, err, sizeof(err));
+    if (rc == FG_STATUS_TIMEOUT) {
+        fprintf(stderr, "fastgateway: reload: %s (see `fastgateway -s status`)\n", err);
+        return 3; /* 2 is a usage error */
+    }
+    if (rc < 0) {
+        fprintf(stderr, "fastgateway: reload: %s%s\n", err,
+                strstr(err, "is running") ? "" : " (is it running?)");
+        return 1;
+    }
+    const char *result = json_string_value(json_object_get(ans, "result"));
+    json_int_t gen = json_integer_value(json_object_get(ans, "generation"));
+    rc = 1;
+    if (result && strcmp(result, "ok") == 0) {
+        printf("fastgateway: reload ok: generation %lld serving\n", (long long)gen);
+        rc = 0;
+    } else {
+        const char *why = json_string_value(json_object_get(ans, "error"));
+        fprintf(stderr, "fastgateway: reload failed, generation %lld keeps serving: %s\n",
+                (long long)gen, why ? why : "unknown error");
+    }
+    json_decref(ans);
+    return rc;
+}
+
 static int send_signal(const char *file, const char *name)
 {
     static const struct {
@@ -156,22 +191,29 @@ static int send_signal(const char *file, const char *name)
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
         if (strcmp(name, map[i].name) == 0)
             sig = map[i].sig;
+    /* The file is checked here as the master will check it; a reload of a file that does not
+     * load stops here with the reason, the master untouched. */
     fg_config_t *cfg = load(file);
     if (cfg == NULL)
         return EXIT_FAILED;
     int rc = EXIT_FAILED;
     char err[512];
     pid_t pid;
-    if (cfg->pid_file == NULL)
+    if (sig == SIGHUP && cfg->status_socket != NULL) {
+        rc = reload_wait(cfg->status_socket);
+    } else if (cfg->pid_file == NULL) {
         fprintf(stderr, "fastgateway: %s sets no pidFile\n", file);
-    else if (fg_pidfile_read(cfg->pid_file, &pid, err, sizeof(err)) < 0)
+    } else if (fg_pidfile_read(cfg->pid_file, &pid, err, sizeof(err)) < 0) {
         fprintf(stderr, "fastgateway: %s (is it running?)\n", err);
-    else if (kill(pid, sig) == -1)
+    } else if (kill(pid, sig) == -1) {
         fprintf(stderr, "fastgateway: cannot signal pid %d from %s: %s%s\n", (int)pid,
                 cfg->pid_file, strerror(errno),
                 errno == ESRCH ? " (stale pid file: not running)" : "");
-    else
+    } else {
+        if (sig == SIGHUP)
+            fprintf(stderr, "fastgateway: no statusSocket: SIGHUP sent, outcome not awaited\n");
         rc = EXIT_OK;
+    }
     unload(cfg);
     return rc;
 }
@@ -199,6 +241,9 @@ static void print_status(json_t *info, json_t *workers, json_t *shm)
            (long long)num(info, "reloadFailures"), str(lr, "result"), str(lr, "time"),
            json_is_string(json_object_get(lr, "error")) ? "\n             error: " : "",
            json_is_string(json_object_get(lr, "error")) ? str(lr, "error") : "");
+    json_t *lf = json_object_get(info, "lastFailedReload");
+    if (json_is_object(lf) && strcmp(str(lr, "result"), "failed") != 0)
+        printf("last failed: %s: %s\n", str(lf, "time"), str(lf, "error"));
     printf("shm:         %lld of %lld bytes used\n\n", (long long)num(shm, "used"),
            (long long)num(shm, "size"));
     printf("%4s %8s %4s %-9s %6s %10s %12s %8s %8s\n", "SLOT", "PID", "GEN", "STATE", "CONNS",

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <jansson.h>
 
 #include "common/config.h"
 #include "common/log.h"
@@ -19,6 +21,7 @@
 #include "master/daemon.h"
 #include "master/listener.h"
 #include "master/master_impl.h"
+#include "master/notify.h"
 #include "master/status.h"
 #include "shm/arena.h"
 #include "shm/zone.h"
@@ -33,6 +36,7 @@
 #define QUICK_CRASH_MS 2000    /* an exit this soon after start counts as a crash loop */
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 10000
+#define WATCH_DEBOUNCE_MS 500 /* watchConfig: reload once the file has been quiet this long */
 
 /* Signal handlers only write the signal number into this pipe; the loop does the work. */
 static int sig_pipe[2] = {-1, -1};
@@ -42,6 +46,7 @@ static const int handled_signals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1,
 static void reload(master_t *m);
 static void reload_fail(master_t *m, const char *why);
 static void zones_sweep(master_t *m);
+static void watch_update(master_t *m);
 
 /* ---- small helpers ---- */
 
@@ -220,6 +225,8 @@ _Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_
     int quiet = m->notify_fd != -1;
     if (m->notify_fd != -1)
         close(m->notify_fd);
+    fg_notify_free(m->sd);
+    fg_watch_close_in_child(m->watch);
 
     char err[512];
     if (fg_daemon_user_drop(&g->user, err, sizeof(err)) < 0) {
@@ -354,6 +361,37 @@ static int gen_all_ready(const gen_t *g)
 
 static void shutdown_begin(master_t *m, int mode);
 
+/* STATUS= is one line: the generation serving and how the last reload ended. */
+static void sd_ready(master_t *m)
+{
+    if (m->sd == NULL)
+        return;
+    char why[sizeof(m->last_reload_error)];
+    snprintf(why, sizeof(why), "%s", m->last_reload_error);
+    for (char *c = why; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
+    const char *last = m->last_reload_result == RELOAD_OK       ? "; last reload ok"
+                       : m->last_reload_result == RELOAD_FAILED ? "; last reload failed: "
+                                                                : "";
+    fg_notify_send(m->sd, "READY=1\nSTATUS=generation %llu serving, %d workers%s%s",
+                   (unsigned long long)m->cur->id, m->cur->nslots, last,
+                   m->last_reload_result == RELOAD_FAILED ? why : "");
+}
+
+/* Answer the `reload` commands this reload covered, with its outcome. */
+static void reload_answer(master_t *m)
+{
+    json_t *doc;
+    if (m->last_reload_result == RELOAD_OK)
+        doc = json_pack("{s:s, s:I}", "result", "ok", "generation", (json_int_t)m->cur->id);
+    else
+        doc = json_pack("{s:s, s:s*, s:I}", "result", "failed", "error", m->last_reload_error,
+                        "generation", (json_int_t)m->cur->id);
+    fg_status_resolve(m->status, m->reload_covers, doc);
+    json_decref(doc);
+}
+
 static void startup_done(master_t *m)
 {
     m->started = 1;
@@ -362,6 +400,8 @@ static void startup_done(master_t *m)
                   (int)m->pid, m->cur->nslots, (unsigned long long)m->cur->id);
     int detached = m->notify_fd != -1;
     fg_daemon_notify(&m->notify_fd, NULL);
+    sd_ready(m);
+    watch_update(m);
     if (detached)
         fg_daemon_silence_stderr(); /* the workers do the same once ready */
     if (m->reload_queued) {
@@ -374,6 +414,7 @@ static void startup_done(master_t *m)
 static void startup_fail(master_t *m, const char *why)
 {
     fg_log_error("start-up failed: %s", why);
+    fg_notify_send(m->sd, "STATUS=start-up failed: %s", why);
     char msg[1200];
     snprintf(msg, sizeof(msg), "fastgateway: start-up failed: %s", why);
     if (m->notify_fd != -1)
@@ -411,10 +452,13 @@ static void commit(master_t *m)
     m->reloads++;
     m->last_reload_time = time(NULL);
     m->last_reload_result = RELOAD_OK;
-    m->last_reload_error[0] = '\0';
+    m->last_reload_generation = g->id;
     fg_log_notice("reload: generation %llu serving with %d workers (%zu listening sockets "
                   "retired)",
                   (unsigned long long)g->id, g->nslots, retired);
+    reload_answer(m);
+    sd_ready(m);
+    watch_update(m);
     if (m->reload_queued) {
         m->reload_queued = 0;
         event_active(m->reload_ev, EV_TIMEOUT, 0);
@@ -455,9 +499,13 @@ static void reload_fail(master_t *m, const char *why)
     zones_sweep(m);
     m->last_reload_time = time(NULL);
     m->last_reload_result = RELOAD_FAILED;
+    m->last_reload_generation = m->cur->id;
+    m->last_failure_time = m->last_reload_time;
     snprintf(m->last_reload_error, sizeof(m->last_reload_error), "%s", why);
     fg_log_error("reload failed, generation %llu keeps serving: %s", (unsigned long long)m->cur->id,
                  why);
+    reload_answer(m);
+    sd_ready(m);
     if (m->reload_queued) {
         m->reload_queued = 0;
         event_active(m->reload_ev, EV_TIMEOUT, 0);
@@ -672,7 +720,15 @@ static void reload(master_t *m)
         fg_log_notice("reload requested while one is in progress: queued");
         return;
     }
+    m->reload_covers = m->reload_requested;
     fg_log_notice("reloading %s", m->conf_file);
+    /* systemd (Type=notify) holds `systemctl reload` until READY=1 follows this. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    fg_notify_send(m->sd, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+                   (unsigned long long)now.tv_sec * 1000000ULL +
+                       (unsigned long long)now.tv_nsec / 1000,
+                   m->conf_file);
     gen_t *g = gen_load(m, m->cur->id + 1, err, sizeof(err));
     if (g == NULL) {
         reload_fail(m, err);
@@ -721,6 +777,45 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
     reload(arg);
 }
 
+uint64_t fg_master_request_reload(master_t *m)
+{
+    if (m->shutdown)
+        return 0;
+    /* From the loop, not from here: the caller registers the number before any answer. */
+    event_active(m->reload_ev, EV_TIMEOUT, 0);
+    return ++m->reload_requested;
+}
+
+static void on_file_changed(void *arg)
+{
+    master_t *m = arg;
+    fg_log_notice("watchConfig: %s changed", m->conf_file);
+    m->reload_requested++;
+    reload(m);
+}
+
+/* Start or stop watching the file as the serving configuration asks. */
+static void watch_update(master_t *m)
+{
+    int want = m->cur->cfg->watch_config && !m->shutdown;
+    if (!want || m->watch != NULL) {
+        if (!want && m->watch != NULL) {
+            fg_watch_free(m->watch);
+            m->watch = NULL;
+            fg_log_info("watchConfig: no longer watching %s", m->conf_file);
+        }
+        return;
+    }
+    char err[512];
+    const char *files[] = {m->conf_file};
+    m->watch =
+        fg_watch_new(m->base, files, 1, WATCH_DEBOUNCE_MS, on_file_changed, m, err, sizeof(err));
+    if (m->watch == NULL)
+        fg_log_error("%s", err);
+    else
+        fg_log_info("watchConfig: watching %s", m->conf_file);
+}
+
 /* ---- shutdown ---- */
 
 static void on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
@@ -738,6 +833,12 @@ static void shutdown_begin(master_t *m, int mode)
         return;
     m->shutdown = mode;
     fg_log_notice("%s shutdown", mode == SD_FAST ? "fast" : "graceful");
+    fg_notify_send(m->sd, "STOPPING=1\nSTATUS=%s shutdown", mode == SD_FAST ? "fast" : "graceful");
+    json_t *doc = json_pack("{s:s, s:s}", "result", "failed", "error", "the master is stopping");
+    fg_status_resolve(m->status, UINT64_MAX, doc);
+    json_decref(doc);
+    fg_watch_free(m->watch);
+    m->watch = NULL;
     evtimer_del(m->timeout_ev);
     for (gen_t *g = m->cur; g; g = g == m->cur ? m->next : NULL)
         for (int i = 0; i < g->nslots; i++)
@@ -817,8 +918,10 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
     /* Reap first, so that a reload sees the slots as they are now. */
     if (chld)
         reap(m);
-    if (hup)
+    if (hup) {
+        m->reload_requested++;
         reload(m);
+    }
 }
 
 /* Catch the signals into the self-pipe. Done before the pid file exists: a `-s reload` or a
@@ -892,6 +995,7 @@ static int start(master_t *m, int foreground)
             fg_daemon_silence_stderr();
     }
     m->pid = getpid();
+    m->sd = fg_notify_new();
     m->start_time = time(NULL);
     m->start_mono = fg_master_mono_ms();
     if (signals_catch() < 0) {
@@ -936,6 +1040,7 @@ static int start(master_t *m, int foreground)
         if (m->status == NULL)
             goto fail_workers;
         fg_status_set_args_cmds(m->status, fg_master_status_args_cmds);
+        fg_status_set_defer_cmds(m->status, fg_master_status_defer_cmds);
     }
     struct timeval tv = tv_ms(READY_TIMEOUT_MS);
     evtimer_add(m->timeout_ev, &tv);
@@ -946,6 +1051,7 @@ fail_workers:
     return 0; /* the loop reaps the workers already started, then exits 1 */
 fail:
     fg_log_error("%s", err);
+    fg_notify_send(m->sd, "STATUS=start-up failed: %s", err);
     if (m->notify_fd != -1) {
         snprintf(m->startup_error, sizeof(m->startup_error), "fastgateway: %s", err);
     } else if (log_is_file(cfg)) {
@@ -956,6 +1062,8 @@ fail:
 
 static void stop(master_t *m)
 {
+    fg_watch_free(m->watch);
+    fg_notify_free(m->sd);
     fg_status_free(m->status);
     for (proc_t *p = m->procs, *next; p; p = next) {
         next = p->next;

@@ -10,7 +10,9 @@
 #include "common/config.h"
 #include "master/daemon.h"
 #include "master/listener.h"
+#include "master/notify.h"
 #include "master/status.h"
+#include "master/watch.h"
 #include "shm/arena.h"
 
 struct event;
@@ -77,13 +79,22 @@ typedef struct master_s {
     int lock_fd; /* the instance lock (fg_instance_lock), -1 when none */
     int shutdown;
     int started;
-    int notify_fd;
+    int notify_fd;     /* pipe to the launching process (daemon start-up) */
+    fg_notify_t *sd;   /* systemd's $NOTIFY_SOCKET, NULL when not under systemd */
+    fg_watch_t *watch; /* watchConfig, NULL when off */
     int exit_code;
     time_t start_time;
     uint64_t start_mono;
     uint64_t reloads, reload_failures;
     time_t last_reload_time;
     int last_reload_result;
+    uint64_t last_reload_generation; /* the generation serving after the last reload */
+    /* Reload requests are numbered (HUP, status command, file watch); a reload reads the file
+     * once for every request made before it started: the status command's answer waits for
+     * the reload that covers its number. */
+    uint64_t reload_requested;
+    uint64_t reload_covers;
+    time_t last_failure_time; /* the last failed reload, kept after later successes */
     char last_reload_error[1024];
     char startup_error[1200]; /* for the launching process, sent once cleanup is done */
 } master_t;
@@ -92,8 +103,13 @@ typedef struct master_s {
 uint64_t fg_master_mono_ms(void);
 uint64_t fg_master_wall_ms(void);
 
+/* Ask for a reload (it runs from the event loop, or after the one in progress). Returns the
+ * request's number for fg_status_resolve, or 0 when shutting down. */
+uint64_t fg_master_request_reload(master_t *m);
+
 /* The status socket's commands (commands.c). */
 extern const fg_status_cmd_t fg_master_status_cmds[];
+extern const fg_status_defer_cmd_t fg_master_status_defer_cmds[];
 extern const fg_status_args_cmd_t fg_master_status_args_cmds[];
 
 #endif

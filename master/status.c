@@ -29,8 +29,9 @@ typedef struct conn_s {
     struct conn_s *next, **pprev;
     struct bufferevent *bev;
     struct fg_status_s *st;
-    int closing; /* close once the output is flushed */
-    int paused;  /* reading stopped: too much output waits (OUT_HIGH) */
+    int closing;     /* close once the output is flushed */
+    int paused;      /* reading stopped: too much output waits (OUT_HIGH) */
+    uint64_t ticket; /* > 0: waiting for the answer of a deferred command */
 } conn_t;
 
 struct fg_status_s {
@@ -38,6 +39,7 @@ struct fg_status_s {
     char *path;
     const fg_status_cmd_t *cmds;
     const fg_status_args_cmd_t *args_cmds;
+    const fg_status_defer_cmd_t *defer_cmds;
     void *arg;
     conn_t *conns;
     size_t nconns;
@@ -77,6 +79,9 @@ static json_t *help(const fg_status_t *st)
     for (const fg_status_args_cmd_t *cmd = st->args_cmds; cmd && cmd->name; cmd++)
         json_array_append_new(list, json_pack("{s:s, s:s}", "command", cmd->name, "help",
                                               cmd->help ? cmd->help : ""));
+    for (const fg_status_defer_cmd_t *cmd = st->defer_cmds; cmd && cmd->name; cmd++)
+        json_array_append_new(list, json_pack("{s:s, s:s}", "command", cmd->name, "help",
+                                              cmd->help ? cmd->help : ""));
     json_array_append_new(list,
                           json_pack("{s:s, s:s}", "command", "help", "help", "list the commands"));
     json_array_append_new(
@@ -102,6 +107,21 @@ static void normalize(char *line)
     *w = '\0';
 }
 
+/* Run a deferred command: its answer now, or wait for the ticket with reading stopped (the
+ * idle timeout does not apply to a connection that is not read), so the client's later
+ * commands stay in order behind the answer. */
+static void defer(conn_t *c, const fg_status_defer_cmd_t *cmd)
+{
+    uint64_t ticket = 0;
+    json_t *now = cmd->fn(c->st->arg, &ticket);
+    if (now != NULL || ticket == 0) {
+        reply(c, now);
+        return;
+    }
+    c->ticket = ticket;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
 static void run_command(conn_t *c, char *line)
 {
     fg_status_t *st = c->st;
@@ -119,6 +139,12 @@ static void run_command(conn_t *c, char *line)
     for (const fg_status_cmd_t *cmd = st->cmds; cmd->name; cmd++) {
         if (strcmp(line, cmd->name) == 0) {
             reply(c, cmd->fn(st->arg));
+            return;
+        }
+    }
+    for (const fg_status_defer_cmd_t *cmd = st->defer_cmds; cmd && cmd->name; cmd++) {
+        if (strcmp(line, cmd->name) == 0) {
+            defer(c, cmd);
             return;
         }
     }
@@ -143,9 +169,10 @@ static void on_read(struct bufferevent *bev, void *arg)
     size_t len;
     char *line;
 
-    if (c->paused)
+    if (c->paused || c->ticket)
         return;
-    while (!c->closing && (line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
+    while (!c->closing && !c->ticket &&
+           (line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
         if (len > FG_STATUS_MAX_LINE) {
             free(line);
             goto too_long;
@@ -159,6 +186,8 @@ static void on_read(struct bufferevent *bev, void *arg)
             return;
         }
     }
+    if (c->ticket)
+        return;
     if (!c->closing && evbuffer_get_length(in) > FG_STATUS_MAX_LINE)
         goto too_long;
     if (c->closing) {
@@ -353,6 +382,26 @@ void fg_status_free(fg_status_t *st)
     free(st);
 }
 
+void fg_status_set_defer_cmds(fg_status_t *st, const fg_status_defer_cmd_t *cmds)
+{
+    st->defer_cmds = cmds;
+}
+
+void fg_status_resolve(fg_status_t *st, uint64_t upto, const json_t *doc)
+{
+    if (st == NULL)
+        return;
+    for (conn_t *c = st->conns, *next; c; c = next) {
+        next = c->next; /* on_read may free c when it asked to quit */
+        if (c->ticket == 0 || c->ticket > upto)
+            continue;
+        c->ticket = 0;
+        reply(c, doc ? json_deep_copy(doc) : NULL);
+        bufferevent_enable(c->bev, EV_READ);
+        on_read(c->bev, c);
+    }
+}
+
 void fg_status_close_in_child(const fg_status_t *st)
 {
     if (st == NULL)
@@ -402,13 +451,15 @@ static char *read_line(int fd, char **buf, size_t *have, size_t *cap)
         ssize_t n = read(fd, *buf + *have, *cap - *have);
         if (n == -1 && errno == EINTR)
             continue;
+        if (n == 0)
+            errno = 0; /* closed, not timed out */
         if (n <= 0)
             return NULL;
         *have += (size_t)n;
     }
 }
 
-static int connect_path(const char *path, char *err, size_t errlen)
+static int connect_path(const char *path, unsigned timeout_ms, char *err, size_t errlen)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sun.sun_path)) {
@@ -421,7 +472,7 @@ static int connect_path(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
     }
-    struct timeval tv = {5, 0};
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
@@ -435,9 +486,16 @@ static int connect_path(const char *path, char *err, size_t errlen)
 int fg_status_query(const char *path, const char *const *cmds, json_t **answers, size_t n,
                     char *err, size_t errlen)
 {
+    return fg_status_query_wait(path, cmds, answers, n, 5000, err, errlen);
+}
+
+int fg_status_query_wait(const char *path, const char *const *cmds, json_t **answers, size_t n,
+                         unsigned timeout_ms, char *err, size_t errlen)
+{
     size_t done = 0, have = 0, cap = 8192;
+    int rc = FG_STATUS_ERROR;
     char *buf = malloc(cap);
-    int fd = buf ? connect_path(path, err, errlen) : -1;
+    int fd = buf ? connect_path(path, timeout_ms, err, errlen) : -1;
     if (fd < 0) {
         if (buf == NULL)
             snprintf(err, errlen, "out of memory");
@@ -452,6 +510,12 @@ int fg_status_query(const char *path, const char *const *cmds, json_t **answers,
         char *answer = read_line(fd, &buf, &have, &cap);
         if (!sent && (answer == NULL || strstr(answer, "too many status clients") == NULL)) {
             snprintf(err, errlen, "%s: cannot send \"%s\"", path, cmds[done]);
+            goto fail;
+        }
+        if (answer == NULL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            snprintf(err, errlen, "%s: no answer to \"%s\" within %u s", path, cmds[done],
+                     (timeout_ms + 999) / 1000);
+            rc = FG_STATUS_TIMEOUT;
             goto fail;
         }
         if (answer == NULL) {
@@ -484,7 +548,7 @@ fail:
         json_decref(answers[i]);
     close(fd);
     free(buf);
-    return -1;
+    return rc;
 }
 
 void fg_status_set_args_cmds(fg_status_t *st, const fg_status_args_cmd_t *cmds)

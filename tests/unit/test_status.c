@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -40,6 +41,34 @@ static const fg_status_cmd_t cmds[] = {
     {NULL, NULL, NULL},
 };
 
+/* Deferred commands: "wait" takes the next ticket; "resolve N" answers the tickets up to N. */
+static fg_status_t *served;
+static uint64_t issued;
+
+static json_t *cmd_wait(void *arg, uint64_t *ticket)
+{
+    *ticket = ++issued;
+    return NULL;
+}
+
+static json_t *cmd_resolve(void *arg, const char *args)
+{
+    json_t *doc = json_pack("{s:i}", "upto", atoi(args));
+    fg_status_resolve(served, (uint64_t)atoi(args), doc);
+    json_decref(doc);
+    return json_pack("{s:b}", "resolved", 1);
+}
+
+static const fg_status_defer_cmd_t defer_cmds[] = {
+    {"wait", "answered by resolve", cmd_wait},
+    {NULL, NULL, NULL},
+};
+
+static const fg_status_args_cmd_t args_cmds[] = {
+    {"resolve", "answer the waits up to N", cmd_resolve},
+    {NULL, NULL, NULL},
+};
+
 /* A server in a child process, so the test itself can use blocking clients. */
 static pid_t serve(unsigned idle_ms)
 {
@@ -59,6 +88,9 @@ static pid_t serve(unsigned idle_ms)
         }
         if (idle_ms)
             fg_status_set_idle_timeout(st, idle_ms);
+        served = st;
+        fg_status_set_defer_cmds(st, defer_cmds);
+        fg_status_set_args_cmds(st, args_cmds);
         if (write(p[1], "r", 1) != 1)
             _exit(1);
         close(p[1]);
@@ -131,7 +163,7 @@ static void test_mode_and_commands(void **state)
     assert_string_equal(json_string_value(json_object_get(a[0], "pong")), "yes");
     assert_int_equal(json_integer_value(json_object_get(a[1], "calls")), 2);
     json_t *list = json_object_get(a[2], "commands");
-    assert_true(json_array_size(list) == 4); /* two given + help + quit */
+    assert_true(json_array_size(list) == 6); /* two given, wait, resolve, help, quit */
     assert_string_equal(json_string_value(json_object_get(a[3], "error")), "unknown command");
     assert_string_equal(json_string_value(json_object_get(a[3], "command")), "nope x");
     assert_string_equal(json_string_value(json_object_get(a[4], "error")), "internal error");
@@ -196,6 +228,70 @@ static void test_idle_timeout(void **state)
     stop(pid);
 }
 
+/* Read one line (blocking up to the 3 s receive timeout); "" when nothing came. */
+static void read_line(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+    while (len < cap - 1 && read(fd, buf + len, 1) == 1 && buf[len] != '\n')
+        len++;
+    buf[len] = '\0';
+}
+
+static int readable(int fd, int ms)
+{
+    struct timeval tv = {0, ms * 1000};
+    fd_set rd;
+    FD_ZERO(&rd);
+    FD_SET(fd, &rd);
+    return select(fd + 1, &rd, NULL, NULL, &tv) > 0;
+}
+
+static void test_deferred_answers_in_ticket_order(void **state)
+{
+    pid_t pid = serve(0);
+    int a = raw_connect(), b = raw_connect();
+    char buf[256];
+    /* a waits, and its next command stays queued behind the answer */
+    assert_int_equal(write(a, "wait\nshow ping\n", 15), 15);
+    usleep(50 * 1000);
+    assert_int_equal(write(b, "wait\n", 5), 5);
+    usleep(50 * 1000);
+    assert_false(readable(a, 100));
+    assert_false(readable(b, 0));
+
+    const char *q[] = {"resolve 1"};
+    json_t *ans;
+    char err[256];
+    assert_int_equal(fg_status_query(path, q, &ans, 1, err, sizeof(err)), 0);
+    json_decref(ans);
+    read_line(a, buf, sizeof(buf));
+    assert_string_equal(buf, "{\"upto\":1}");
+    read_line(a, buf, sizeof(buf));
+    assert_string_equal(buf, "{\"pong\":\"yes\",\"calls\":1}");
+    assert_false(readable(b, 100)); /* ticket 2 is not covered by 1 */
+
+    q[0] = "resolve 2";
+    assert_int_equal(fg_status_query(path, q, &ans, 1, err, sizeof(err)), 0);
+    json_decref(ans);
+    read_line(b, buf, sizeof(buf));
+    assert_string_equal(buf, "{\"upto\":2}");
+    close(a);
+    close(b);
+    stop(pid);
+}
+
+static void test_query_wait_times_out(void **state)
+{
+    pid_t pid = serve(0);
+    const char *q[] = {"wait"};
+    json_t *ans;
+    char err[256];
+    int rc = fg_status_query_wait(path, q, &ans, 1, 300, err, sizeof(err));
+    stop(pid); /* first: a failed assertion must not leave the server behind */
+    assert_int_equal(rc, FG_STATUS_TIMEOUT);
+    assert_non_null(strstr(err, "no answer to \"wait\" within 1 s"));
+}
+
 static void test_stale_live_and_foreign(void **state)
 {
     char err[256];
@@ -242,6 +338,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_live_and_foreign, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_answers_in_ticket_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_wait_times_out, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,352 @@
+"""Synchronous `-s reload`, the status socket's `reload` command, watchConfig and systemd's
+notify protocol (a Python datagram socket stands in for systemd's $NOTIFY_SOCKET)."""
+import json
+import os
+import socket
+import subprocess
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import BINARY, base_config, free_port, http_get, status_query
+
+
+def direct(body):
+    return [{"id": "d", "match": {"path": "/{**rest}"},
+             "direct": {"status": 200, "headers": {"Content-Type": "text/plain"}, "body": body}}]
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def s_reload(gw, timeout=70):
+    return subprocess.run([str(BINARY), "-s", "reload", "-c", str(gw.config_path)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def s_status(gw):
+    return subprocess.run([str(BINARY), "-s", "status", "-c", str(gw.config_path)],
+                          capture_output=True, text=True, timeout=10)
+
+
+# ---- -s reload ----
+
+def test_s_reload_returns_once_the_new_generation_serves(tmp_path, gateway_factory):
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=direct("one")))
+    gen0 = gw.info()["generation"]
+    for i in range(3):
+        gw.write_config(dict(gw.config, routes=direct("two-%d" % i)))
+        r = s_reload(gw)
+        assert r.returncode == 0, r.stderr
+        assert "generation %d serving" % (gen0 + 1 + i) in r.stdout
+        # no waiting here: when -s reload returns, the new configuration answers
+        assert gw.info()["generation"] == gen0 + 1 + i
+        assert gw.info()["lastReload"]["result"] == "ok"
+        assert http_get(gw.url("/")) == (200, ("two-%d" % i).encode())
+
+
+def test_s_reload_fails_with_the_masters_reason(tmp_path, gateway_factory):
+    """A file that is valid but cannot be applied (its new listener's port is taken): the
+    master refuses it, -s reload prints why and exits non-zero, the old generation serves."""
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=direct("old")))
+    gen0 = gw.info()["generation"]
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    try:
+        taken = blocker.getsockname()[1]
+        servers = gw.config["servers"] + [{"id": "b", "listen": "127.0.0.1:%d" % taken}]
+        gw.write_config(dict(gw.config, servers=servers, routes=direct("new")))
+        r = s_reload(gw)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "reload failed" in r.stderr and "in use" in r.stderr, r.stderr
+        info = gw.info()
+        assert info["generation"] == gen0
+        assert info["lastReload"]["result"] == "failed"
+        assert "in use" in info["lastFailedReload"]["error"]
+        assert http_get(gw.url("/")) == (200, b"old")
+        out = s_status(gw).stdout
+        assert "error:" in out and "in use" in out, out
+    finally:
+        blocker.close()
+    # a later success keeps the last failure visible in the status
+    gw.write_config(dict(gw.config, servers=gw.config["servers"][:1]))
+    r = s_reload(gw)
+    assert r.returncode == 0, r.stderr
+    info = gw.info()
+    assert info["lastReload"]["result"] == "ok" and info["lastReload"]["error"] is None
+    assert "in use" in info["lastFailedReload"]["error"]
+    out = s_status(gw).stdout
+    assert "last failed:" in out and "in use" in out, out
+
+
+def test_s_reload_of_a_file_that_does_not_load(tmp_path, gateway_factory):
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=direct("old")))
+    gw.config_path.write_text('{"workers": 2, "servers": [')
+    r = s_reload(gw)
+    assert r.returncode == 1
+    assert str(gw.config_path) in r.stderr
+    assert http_get(gw.url("/")) == (200, b"old")
+
+
+def test_s_reload_without_a_master(tmp_path, gateway_factory):
+    gw = gateway_factory(base_config(tmp_path, free_port()))
+    gw.stop()
+    r = s_reload(gw)
+    assert r.returncode != 0
+    assert "is it running" in r.stderr
+
+
+def test_reload_command_waits_for_its_own_reload(tmp_path, gateway_factory):
+    """Concurrent requests: each answer reports a reload that read the file after the request
+    was made, and later commands on the same connection are answered after it."""
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=direct("a")))
+    gen0 = gw.info()["generation"]
+    gw.write_config(dict(gw.config, routes=direct("b")))
+    answers = []
+
+    def ask():
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(30)
+        s.connect(gw.status_socket)
+        s.sendall(b"reload\nshow info\n")
+        buf = b""
+        while buf.count(b"\n") < 2:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+        s.close()
+        answers.append([json.loads(line) for line in buf.split(b"\n")[:2]])
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(40)
+    assert len(answers) == 4
+    for reload_ans, info in answers:
+        assert reload_ans["result"] == "ok", reload_ans
+        assert reload_ans["generation"] > gen0
+        assert info["generation"] >= reload_ans["generation"]
+    assert http_get(gw.url("/")) == (200, b"b")
+
+
+def test_reload_command_during_shutdown_is_answered(tmp_path, gateway_factory):
+    """A graceful stop held open by an idle keep-alive connection: a reload asked meanwhile is
+    refused at once instead of waiting for a reload that will never run."""
+    import http.client
+    gw = gateway_factory(base_config(tmp_path, free_port(), drainTimeout="5s"))
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    conn.request("GET", "/")
+    assert conn.getresponse().read() == b"hello"
+    try:
+        gw.signal(signal.SIGQUIT)
+        time.sleep(0.3)
+        assert gw.alive()
+        t0 = time.monotonic()
+        r = s_reload(gw)
+        assert r.returncode == 1
+        assert "stopping" in r.stderr, r.stderr
+        assert time.monotonic() - t0 < 3
+    finally:
+        conn.close()
+
+
+# ---- watchConfig ----
+
+def watching(tmp_path, body="one", **top):
+    return base_config(tmp_path, free_port(), routes=direct(body), watchConfig=True, **top)
+
+
+def test_watch_applies_an_in_place_write(tmp_path, gateway_factory):
+    gw = gateway_factory(watching(tmp_path))
+    assert gw.info()["watchConfig"] is True
+    gen0 = gw.info()["generation"]
+    gw.config_path.write_text(json.dumps(dict(gw.config, routes=direct("two"))))
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"two"), 10, "the new body")
+    assert gw.info()["generation"] == gen0 + 1
+    assert "watchConfig: %s changed" % gw.config_path in gw.error_log()
+
+
+def test_watch_applies_a_rename_over_the_file(tmp_path, gateway_factory):
+    gw = gateway_factory(watching(tmp_path))
+    gen0 = gw.info()["generation"]
+    gw.write_config(dict(gw.config, routes=direct("renamed")))  # .tmp, then os.replace
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"renamed"), 10, "the new body")
+    assert gw.info()["generation"] == gen0 + 1
+    # and again: the directory watch survives the old inode's replacement
+    gw.write_config(dict(gw.config, routes=direct("again")))
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"again"), 10, "the second body")
+
+
+def test_watch_refuses_an_invalid_file(tmp_path, gateway_factory):
+    gw = gateway_factory(watching(tmp_path))
+    gen0 = gw.info()["generation"]
+    gw.config_path.write_text('{"workers": 2, "routes": [ oops')
+    wait_until(lambda: gw.info()["lastReload"]["result"] == "failed", 10, "a failed reload")
+    info = gw.info()
+    assert info["generation"] == gen0
+    assert str(gw.config_path) in info["lastReload"]["error"]
+    assert http_get(gw.url("/")) == (200, b"one")
+    assert "reload failed" in gw.error_log()
+    # the file fixed: applied
+    gw.write_config(dict(gw.config, routes=direct("fixed")))
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"fixed"), 10, "the fixed file")
+
+
+def test_watch_never_reads_a_half_written_file(tmp_path, gateway_factory):
+    """A writer that pauses mid-file: nothing happens until it closes the file."""
+    gw = gateway_factory(watching(tmp_path))
+    before = gw.info()
+    text = json.dumps(dict(gw.config, routes=direct("whole")))
+    with open(gw.config_path, "w") as f:
+        f.write(text[:len(text) // 2])
+        f.flush()
+        time.sleep(1.5)  # three debounce periods
+        info = gw.info()
+        assert (info["reloads"], info["reloadFailures"]) == (before["reloads"],
+                                                             before["reloadFailures"])
+        f.write(text[len(text) // 2:])
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"whole"), 10, "the whole file")
+    assert gw.info()["reloadFailures"] == before["reloadFailures"]
+
+
+def test_watch_debounces_a_burst_of_writes(tmp_path, gateway_factory):
+    gw = gateway_factory(watching(tmp_path))
+    gen0 = gw.info()["generation"]
+    for i in range(5):
+        gw.write_config(dict(gw.config, routes=direct("burst-%d" % i)))
+        time.sleep(0.1)
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"burst-4"), 10, "the last body")
+    time.sleep(1.0)
+    assert gw.info()["generation"] == gen0 + 1
+
+
+def test_watch_is_off_by_default_and_follows_reloads(tmp_path, gateway_factory):
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=direct("one")))
+    assert gw.info()["watchConfig"] is False
+    gen0 = gw.info()["generation"]
+    gw.write_config(dict(gw.config, routes=direct("two")))
+    time.sleep(1.5)
+    assert gw.info()["generation"] == gen0
+    assert http_get(gw.url("/")) == (200, b"one")
+    # turned on by a reload, then off again by an edit it picks up itself
+    gw.write_config(dict(gw.config, routes=direct("three"), watchConfig=True))
+    assert s_reload(gw).returncode == 0
+    assert gw.info()["watchConfig"] is True
+    gw.write_config(dict(gw.config, routes=direct("four"), watchConfig=False))
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"four"), 10, "the watched edit")
+    assert gw.info()["watchConfig"] is False
+
+
+# ---- systemd notify ----
+
+class NotifySocket:
+    """A datagram socket where systemd's would be; collects the messages."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages = []
+
+    def _drain(self):
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                return
+            self.messages.append(dict(line.split("=", 1)
+                                      for line in data.decode().split("\n") if line))
+
+    def wait_for(self, pred, timeout=10, what="a message"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._drain()
+            for i, msg in enumerate(self.messages):
+                if pred(msg):
+                    del self.messages[:i + 1]
+                    return msg
+        raise AssertionError("no %s from the gateway; got %r" % (what, self.messages))
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path, monkeypatch):
+    ns = NotifySocket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", ns.path)
+    yield ns
+    ns.close()
+
+
+def test_notify_ready_reloading_status_stopping(tmp_path, gateway_factory, notify):
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=direct("one")), wait=False)
+    msg = notify.wait_for(lambda m: m.get("READY") == "1", what="READY=1")
+    assert msg["STATUS"] == "generation 1 serving, 2 workers"
+    # READY=1 means serving: no retry here
+    assert http_get(gw.url("/")) == (200, b"one")
+    assert len(gw.workers()) == 2
+
+    gw.write_config(dict(gw.config, routes=direct("two")))
+    t0 = time.clock_gettime(time.CLOCK_MONOTONIC)
+    assert s_reload(gw).returncode == 0
+    msg = notify.wait_for(lambda m: m.get("RELOADING") == "1", what="RELOADING=1")
+    usec = int(msg["MONOTONIC_USEC"])
+    assert t0 * 1e6 <= usec <= time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6
+    assert msg["STATUS"].startswith("reloading ")
+    msg = notify.wait_for(lambda m: m.get("READY") == "1", what="READY=1 after the reload")
+    assert msg["STATUS"] == "generation 2 serving, 2 workers; last reload ok"
+
+    gw.config_path.write_text('{"workers": [')
+    gw.signal(signal.SIGHUP)  # kill -HUP behaves the same
+    notify.wait_for(lambda m: m.get("RELOADING") == "1", what="RELOADING=1 (HUP)")
+    msg = notify.wait_for(lambda m: m.get("READY") == "1", what="READY=1 after a failure")
+    assert msg["STATUS"].startswith("generation 2 serving, 2 workers; last reload failed: ")
+    assert str(gw.config_path) in msg["STATUS"]
+
+    gw.stop(graceful=True)
+    msg = notify.wait_for(lambda m: "STOPPING" in m, what="STOPPING=1")
+    assert msg["STOPPING"] == "1"
+
+
+def test_notify_status_on_a_failed_start(tmp_path, notify):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    try:
+        cfg = base_config(tmp_path, blocker.getsockname()[1])
+        path = tmp_path / "taken.json"
+        path.write_text(json.dumps(cfg))
+        r = subprocess.run([str(BINARY), "-f", "-c", str(path)], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1
+        msg = notify.wait_for(lambda m: "STATUS" in m, what="STATUS=")
+        assert msg["STATUS"].startswith("start-up failed: ") and "in use" in msg["STATUS"]
+        assert "READY" not in msg
+    finally:
+        blocker.close()
+
+
+def test_notify_abstract_socket(tmp_path, gateway_factory, monkeypatch):
+    name = "fastgateway-test-%d" % os.getpid()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+    try:
+        gateway_factory(base_config(tmp_path, free_port()))
+        assert b"READY=1" in sock.recv(4096).split(b"\n")
+    finally:
+        sock.close()
