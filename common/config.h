@@ -256,7 +256,7 @@ typedef struct {
     int64_t max_request_body_size; /* -1 = inherit the server's */
     fg_security_attach_t security; /* route "rateLimits" / "accessControl" */
     void *compiled;                /* matcher compiled by the router (worker/http/router.c) */
-    /* tenant routes (the seed's GwTenantRoute): a route with a tenantCode that is not global
+    /* tenant routes (FastGateway's GwTenantRoute): a route with a tenantCode that is not global
      * matches only requests of that tenant, and wins over a global route of the same path */
     char *tenant_code;        /* NULL = none */
     int is_global;            /* isGlobal; default 1 without tenantCode, 0 with one */
@@ -274,7 +274,7 @@ typedef enum {
     FG_LB_FIRST_ALPHABETICAL,
 } fg_lb_policy_t;
 
-/* Cluster health checks, session affinity and failover (issue 5; docs/config.md). */
+/* Cluster health checks, session affinity and failover (docs/config.md). */
 typedef enum { FG_AVAIL_HEALTHY_OR_PANIC = 0, FG_AVAIL_HEALTHY_AND_UNKNOWN } fg_availability_t;
 
 typedef struct {

@@ -439,7 +439,7 @@ out:
     return rc;
 }
 
-/* sessionAffinity: YARP's policies plus the seed's key derivation (keySource "tenant"). */
+/* sessionAffinity: YARP's policies plus FastGateway's key derivation (keySource "tenant"). */
 static int load_affinity(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 {
     static const char *const keys[] = {
@@ -459,7 +459,7 @@ static int load_affinity(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
     size_t mark = fg_config_push_key(c, "sessionAffinity");
     int rc = -1;
     a->enabled = 1;
-    /* The seed's "Header" is YARP's CustomHeader. */
+    /* FastGateway's "Header" is YARP's CustomHeader. */
     json_t *pv = json_object_get(sa, "policy");
     if (json_is_string(pv) && strcmp(json_string_value(pv), "Header") == 0)
         a->policy = FG_AFF_CUSTOM_HEADER;

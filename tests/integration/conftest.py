@@ -1,7 +1,7 @@
 """Integration test harness: starts the real ./fastgateway master with a generated config on
 free loopback ports, and real echo upstreams (upstream.py) in separate processes.
 
-API (see /work/notes/conftest-api.md): free_port(), base_config(), the fixtures
+API: free_port(), base_config(), the fixtures
 gateway_factory, echo_upstream, upstream_factory, and the Gateway and Upstream classes.
 Tests import the helpers with `from conftest import base_config, free_port`.
 

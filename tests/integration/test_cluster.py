@@ -1,4 +1,4 @@
-"""Clusters (issue 5): load-balancing policies with weights, shared in-flight counts, active and
+"""Clusters: load-balancing policies with weights, shared in-flight counts, active and
 passive health in shared memory, failover, session affinity, tenant routes, and the status
 commands `show servers` / `set destination`. Real upstream processes are stopped and restarted
 mid-test; every destination's echo body names its port."""

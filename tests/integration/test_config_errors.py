@@ -103,7 +103,7 @@ CASES = [
     ("bad-workers-count", ("workers", -3), "workers"),
     # regression: 200 passed -t, then failed at start (the worker table holds 2 x 128)
     ("too-many-workers", ("workers", 200), "workers"),
-    # templates and locations that could never do what they say (found in review)
+    # templates and locations that could never do what they say
     ("path-param-twice", ("routes.0.match.path", "/{a}/{A}"), "routes[0].match.path"),
     ("path-dot-segment", ("routes.0.match.path", "/a/../b"), "routes[0].match.path"),
     ("path-query-in-literal", ("routes.0.match.path", "/a?b"), "routes[0].match.path"),

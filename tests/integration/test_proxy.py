@@ -516,13 +516,13 @@ STALE_CHUNKED_BUG = (
     "BUG: a stale pooled upstream connection surfaces as 502 when the request has a chunked "
     "body, however small: proxy.c req_wants_replay() refuses to keep a replay copy when "
     "content_length < 0, so try_again() gives up after the reset and the client gets "
-    "502 'upstream connection failed: Connection reset by peer' (issue 3: a stale keep-alive "
-    "never surfaces as a 502).")
+    "502 'upstream connection failed: Connection reset by peer' (a stale keep-alive must "
+    "never surface as a 502).")
 STALE_LARGE_BODY_BUG = (
     "BUG: a stale pooled upstream connection surfaces as 502 for a request body over "
     "REPLAY_MAX (64 KiB): the body is not kept for a retry, yet the request is still sent "
     "on a reused connection (it could go on a fresh one instead), so after the reset the "
-    "client gets 502 (issue 3: a stale keep-alive never surfaces as a 502).")
+    "client gets 502 (a stale keep-alive must never surface as a 502).")
 
 
 # Regressions for STALE_CHUNKED_BUG and STALE_LARGE_BODY_BUG (fixed: chunked bodies are kept for
