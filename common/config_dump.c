@@ -113,8 +113,8 @@ static json_t *tls_version(int v)
 
 static json_t *certificate(const fg_tls_cert_config_t *cert)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s}", "id", cert->id, "chain", cert->chain, "key",
-                          cert->key);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s}", "id", cert->id, "chain", cert->chain, "key", cert->key);
     if (cert->names)
         set(o, "names", strings(cert->names, cert->nnames));
     return o;
@@ -569,7 +569,8 @@ static void globals(json_t *root, const fg_config_t *cfg)
     for (size_t i = 0; i < cfg->ncertificates; i++)
         json_array_append_new(certs, certificate(&cfg->certificates[i]));
     set(root, "certificates", certs);
-    set(root, "tls", json_pack("{s:o}", "ticketKeyRotation", duration(cfg->tls_ticket_rotation_ms)));
+    set(root, "tls",
+        json_pack("{s:o}", "ticketKeyRotation", duration(cfg->tls_ticket_rotation_ms)));
 }
 
 json_t *fg_config_dump(const fg_config_t *cfg)
