@@ -537,9 +537,11 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
 
 /* ---- public ---- */
 
-fg_config_t *fg_config_load_string(const char *name, const char *json, char *err, size_t errlen)
+static fg_config_t *load_text(const char *name, const char *json, fg_config_keys_fn on_keys,
+                              void *arg, char *err, size_t errlen)
 {
-    fg_config_ctx_t c = {.name = name, .err = err, .errlen = errlen};
+    fg_config_ctx_t c = {
+        .name = name, .err = err, .errlen = errlen, .on_keys = on_keys, .on_keys_arg = arg};
     json_error_t jerr;
     int line = 0, col = 0;
     fg_config_t *cfg = NULL;
@@ -570,6 +572,11 @@ fg_config_t *fg_config_load_string(const char *name, const char *json, char *err
         return NULL;
     }
     return cfg;
+}
+
+fg_config_t *fg_config_load_string(const char *name, const char *json, char *err, size_t errlen)
+{
+    return load_text(name, json, NULL, NULL, err, errlen);
 }
 
 static const char *file_kind(mode_t mode)
@@ -651,7 +658,8 @@ out_close:
     return NULL;
 }
 
-fg_config_t *fg_config_load(const char *file, char *err, size_t errlen)
+fg_config_t *fg_config_load_traced(const char *file, fg_config_keys_fn on_keys, void *arg,
+                                   char *err, size_t errlen)
 {
     size_t len = 0;
     char *buf = read_file(file, &len, err, errlen);
@@ -662,9 +670,14 @@ fg_config_t *fg_config_load(const char *file, char *err, size_t errlen)
         free(buf);
         return NULL;
     }
-    fg_config_t *cfg = fg_config_load_string(file, buf, err, errlen);
+    fg_config_t *cfg = load_text(file, buf, on_keys, arg, err, errlen);
     free(buf);
     return cfg;
+}
+
+fg_config_t *fg_config_load(const char *file, char *err, size_t errlen)
+{
+    return fg_config_load_traced(file, NULL, NULL, err, errlen);
 }
 
 fg_cluster_t *fg_config_find_cluster(const fg_config_t *cfg, const char *id)

@@ -10,6 +10,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/tls.h"
 
 static const char *const lb_names[] = {"PowerOfTwoChoices", "RoundRobin", "LeastRequests", "Random",
                                        "FirstAlphabetical"};
@@ -67,6 +68,123 @@ static void attach(json_t *o, const fg_security_attach_t *a)
     set(o, "accessControl", strings(a->acls, a->nacls));
 }
 
+/* ---- responses (serverHeader, errorPages, exposeAccessListIds) ---- */
+
+/* One errorPages value in the object form: the file as loaded (absolute) and its contentType,
+ * or the redirect. */
+static json_t *error_page(const fg_error_page_t *p)
+{
+    json_t *o = json_object();
+    if (p->redirect) {
+        set(o, "redirect", json_string(p->redirect));
+        return o;
+    }
+    set(o, "file", json_string(p->file));
+    if (p->content_type)
+        set(o, "contentType", json_string(p->content_type));
+    return o;
+}
+
+/* The three keys of a server or the top level; an errorPages status (400..599) or class (4, 5)
+ * becomes its key again: "404", "5xx". */
+static void responses(json_t *o, const fg_responses_config_t *r)
+{
+    json_t *pages = json_object();
+    char key[16];
+    for (size_t i = 0; i < r->nerror_pages; i++) {
+        const fg_error_page_t *p = &r->error_pages[i];
+        if (p->status < 10)
+            snprintf(key, sizeof(key), "%dxx", p->status);
+        else
+            snprintf(key, sizeof(key), "%d", p->status);
+        set(pages, key, error_page(p));
+    }
+    set(o, "serverHeader", r->server_header ? json_string(r->server_header) : json_false());
+    set(o, "errorPages", pages);
+    set(o, "exposeAccessListIds", json_boolean(r->expose_acl_ids));
+}
+
+/* ---- TLS ---- */
+
+static json_t *tls_version(int v)
+{
+    return json_string(v == FG_TLS_VERSION_1_3 ? "TLSv1.3" : "TLSv1.2");
+}
+
+static json_t *certificate(const fg_tls_cert_config_t *cert)
+{
+    json_t *o =
+        json_pack("{s:s, s:s, s:s}", "id", cert->id, "chain", cert->chain, "key", cert->key);
+    if (cert->names)
+        set(o, "names", strings(cert->names, cert->nnames));
+    return o;
+}
+
+/* The loader keeps only the header value it builds ("max-age=N[; includeSubDomains]
+ * [; preload]"); the object is read back from it. */
+static json_t *hsts(const char *header)
+{
+    unsigned long long age = 0;
+    if (header == NULL || sscanf(header, "max-age=%llu", &age) != 1)
+        return json_string("off");
+    return json_pack("{s:o, s:b, s:b}", "maxAge", duration(age * 1000), "includeSubDomains",
+                     strstr(header, "; includeSubDomains") != NULL, "preload",
+                     strstr(header, "; preload") != NULL);
+}
+
+static json_t *server_tls(const fg_tls_server_config_t *t)
+{
+    json_t *o = json_object();
+    set(o, "certificates", strings(t->certificates, t->ncertificates));
+    set(o, "default", json_string(t->default_id));
+    set(o, "protocols",
+        json_pack("{s:o, s:o}", "min", tls_version(t->min_version), "max",
+                  tls_version(t->max_version)));
+    if (t->ciphers)
+        set(o, "ciphers", json_string(t->ciphers));
+    if (t->ciphersuites)
+        set(o, "ciphersuites", json_string(t->ciphersuites));
+    set(o, "groups", json_string(t->groups));
+    set(o, "alpn", strings(t->alpn, t->nalpn));
+    set(o, "sessionTickets", json_boolean(t->session_tickets));
+    set(o, "sessionCache", json_integer(t->session_cache));
+    set(o, "hsts", hsts(t->hsts_header));
+    set(o, "handshakeTimeout", duration(t->handshake_timeout_ms));
+    return o;
+}
+
+/* port and authority exclude each other: the authority, when set, replaces the port. */
+static json_t *redirect_https(const fg_redirect_https_t *r)
+{
+    if (!r->enabled)
+        return json_false();
+    json_t *o = json_pack("{s:i}", "status", r->status);
+    if (r->authority)
+        set(o, "authority", json_string(r->authority));
+    else
+        set(o, "port", json_integer(r->port));
+    return o;
+}
+
+static json_t *http_client(const fg_tls_client_config_t *h)
+{
+    json_t *protos = json_array();
+    if (h->min_version <= FG_TLS_VERSION_1_2)
+        json_array_append_new(protos, json_string("Tls12"));
+    if (h->max_version >= FG_TLS_VERSION_1_3)
+        json_array_append_new(protos, json_string("Tls13"));
+    json_t *o = json_pack("{s:b, s:o}", "dangerousAcceptAnyServerCertificate", !h->verify,
+                          "sslProtocols", protos);
+    if (h->ca_file)
+        set(o, "caFile", json_string(h->ca_file));
+    if (h->server_name)
+        set(o, "serverName", json_string(h->server_name));
+    if (h->client_cert_id)
+        set(o, "clientCertificate", json_string(h->client_cert_id));
+    set(o, "handshakeTimeout", duration(h->handshake_timeout_ms));
+    return o;
+}
+
 /* ---- servers ---- */
 
 static json_t *server(const fg_server_t *s)
@@ -95,6 +213,10 @@ static json_t *server(const fg_server_t *s)
     attach(o, &s->security);
     set(o, "clientIpSource", json_string(sources[s->client_ip_source]));
     set(o, "trustedProxies", strings(s->trusted_proxies, s->ntrusted_proxies));
+    responses(o, &s->responses);
+    if (s->tls)
+        set(o, "tls", server_tls(s->tls));
+    set(o, "redirectHttps", redirect_https(&s->redirect));
     return o;
 }
 
@@ -145,6 +267,15 @@ static void tx_value(json_t *o, const fg_transform_t *t, int response)
         set(o, "When", json_string(when_names[t->when]));
 }
 
+static int xf_action(const fg_transform_t *t)
+{
+    const int slots[] = {t->xf_for, t->xf_proto, t->xf_host, t->xf_prefix};
+    for (size_t i = 0; i < 4; i++)
+        if (slots[i] != FG_XF_OFF)
+            return slots[i];
+    return FG_XF_SET;
+}
+
 static json_t *transform(const fg_transform_t *t)
 {
     static const char *const path_keys[] = {"PathPrefix", "PathRemovePrefix", "PathSet",
@@ -188,6 +319,8 @@ static json_t *transform(const fg_transform_t *t)
         set(o, "Host", json_string(xf_names[t->xf_host]));
         set(o, "Prefix", json_string(xf_names[t->xf_prefix]));
         set(o, "HeaderPrefix", json_string(t->xf_header_prefix));
+        /* The four keys above decide; Action repeats the first header's for the reader. */
+        set(o, "Action", json_string(xf_names[xf_action(t)]));
         break;
     case FG_TX_FORWARDED:
         set(o, "Forwarded", json_string(t->value));
@@ -319,7 +452,7 @@ static json_t *cluster(const fg_cluster_t *cl)
     for (size_t i = 0; i < cl->ndestinations; i++)
         json_array_append_new(dests, destination(&cl->destinations[i]));
     const fg_failover_config_t *f = &cl->failover;
-    return json_pack(
+    json_t *o = json_pack(
         "{s:s, s:s, s:o, s:{s:o, s:o}, s:{s:i, s:o, s:i}, s:o, s:o, s:{s:b, s:o, s:o, s:b}}", "id",
         cl->id, "loadBalancingPolicy", lb_names[cl->lb_policy], "destinations", dests,
         "httpRequest", "connectTimeout", duration(cl->connect_timeout_ms), "activityTimeout",
@@ -329,6 +462,8 @@ static json_t *cluster(const fg_cluster_t *cl)
         health(&cl->health), "sessionAffinity", affinity(&cl->affinity), "failover", "enabled",
         f->enabled, "connectTimeout", duration(f->connect_timeout_ms), "budget",
         duration(f->budget_ms), "allowNonIdempotent", f->allow_non_idempotent);
+    set(o, "httpClient", http_client(&cl->http_client));
+    return o;
 }
 
 /* ---- security ---- */
@@ -389,6 +524,18 @@ static void security(json_t *root, const fg_config_t *cfg)
 
 /* ---- top level ---- */
 
+/* The accessLogFields bits as names in line order; 0 stands for the default set. */
+static json_t *access_fields(uint64_t bits)
+{
+    json_t *a = json_array();
+    if (bits == 0)
+        bits = FG_AL_DEFAULT;
+    for (int f = 0; f < FG_AL_COUNT; f++)
+        if (bits & FG_AL_BIT(f))
+            json_array_append_new(a, json_string(fg_log_access_field_name(f)));
+    return a;
+}
+
 static void globals(json_t *root, const fg_config_t *cfg)
 {
     const fg_log_config_t *lc = &cfg->log;
@@ -415,7 +562,15 @@ static void globals(json_t *root, const fg_config_t *cfg)
                   "level", level_names[lc->level], "format", lc->json ? "json" : "text",
                   "accessLog", lc->access_path ? lc->access_path : "off", "accessLogBuffer",
                   size(lc->access_buffer), "accessLogFlush", duration(lc->access_flush_ms)));
+    set(json_object_get(root, "log"), "accessLogFields", access_fields(lc->access_fields));
     set(root, "tenantHeader", json_string(cfg->tenant_header));
+    responses(root, &cfg->responses);
+    json_t *certs = json_array();
+    for (size_t i = 0; i < cfg->ncertificates; i++)
+        json_array_append_new(certs, certificate(&cfg->certificates[i]));
+    set(root, "certificates", certs);
+    set(root, "tls",
+        json_pack("{s:o}", "ticketKeyRotation", duration(cfg->tls_ticket_rotation_ms)));
 }
 
 json_t *fg_config_dump(const fg_config_t *cfg)

@@ -10,6 +10,10 @@
 #include "common/config.h"
 #include "common/config_index.h"
 
+/* Called with the JSON path of an object and the NULL-terminated list of keys the loader
+ * accepts there, each time it checks one (tests use it to prove -T writes every key). */
+typedef void (*fg_config_keys_fn)(void *arg, const char *path, const char *const keys[]);
+
 typedef struct {
     const char *name;    /* file name shown in messages */
     const char *basedir; /* absolute directory of the file, for relative paths */
@@ -19,6 +23,8 @@ typedef struct {
     size_t plen;
     fg_config_t *cfg;
     fg_config_index_t *cluster_ids; /* cluster id -> position, while routes load */
+    fg_config_keys_fn on_keys;      /* NULL outside tests */
+    void *on_keys_arg;
 } fg_config_ctx_t;
 
 /* Getters return 1 when the key was present and valid, 0 when absent (the output is left
@@ -42,6 +48,9 @@ void fg_config_warn(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
 void fg_config_warn_cidr(fg_config_ctx_t *c, const char *text);
 
 int fg_config_check_keys(fg_config_ctx_t *c, const json_t *obj, const char *const allowed[]);
+/* fg_config_load with on_keys called for every object checked against a key list. */
+fg_config_t *fg_config_load_traced(const char *file, fg_config_keys_fn on_keys, void *arg,
+                                   char *err, size_t errlen);
 /* Sub-object at key, checked against allowed (NULL = no check). */
 int fg_config_get_object(fg_config_ctx_t *c, const json_t *obj, const char *key,
                          const char *const allowed[], json_t **out);

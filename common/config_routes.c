@@ -584,6 +584,8 @@ static int load_transform(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t
         return fg_config_fail(c, NULL,
                               "no known transform key (such as PathPrefix, "
                               "RequestHeader, X-Forwarded)");
+    if (c->on_keys)
+        c->on_keys(c->on_keys_arg, c->path, sp->extra);
     json_object_foreach((json_t *)o, key, v)
     {
         if (strcmp(key, sp->key) != 0 && !in_list(sp->extra, key))

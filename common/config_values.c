@@ -136,6 +136,8 @@ int fg_config_check_keys(fg_config_ctx_t *c, const json_t *obj, const char *cons
     const char *key;
     json_t *v;
 
+    if (c->on_keys)
+        c->on_keys(c->on_keys_arg, c->path, allowed);
     json_object_foreach((json_t *)obj, key, v)
     {
         size_t i;

@@ -2,9 +2,12 @@
 checks beyond the file (log files, pid-file and socket directories) and the warnings it gives
 (CIDRs with host bits set, rate limits and access lists attached nowhere), which the master
 also writes to the error log at start and on reload."""
+import grp
 import json
 import os
+import pathlib
 import pwd
+import shutil
 import subprocess
 import tempfile
 import time
@@ -161,6 +164,60 @@ def test_dump_fills_in_defaults(tmp_path):
 def test_dump_is_a_configuration_that_loads_to_itself(tmp_path):
     """The output of -T loads again, and its own -T is identical: nothing is lost or changed."""
     first = dump(write(tmp_path, rich_config(tmp_path)))
+    again = dump(write(tmp_path, first, "effective.json"))
+    assert again == first
+
+
+FULL_DIR = pathlib.Path(__file__).parent / "data" / "full"
+
+
+def full_config(tmp_path):
+    """data/full/full_config.json (every key the loader knows; tests/unit/test_config_dump.c
+    holds the loader's key lists against it) in tmp_path, with its certificates made here.
+    Server "tls" is left out: the binary refuses TLS servers (termination is not wired)."""
+    from test_tls_config import Certs, serialization
+    shutil.copytree(FULL_DIR, tmp_path, dirs_exist_ok=True)
+    certs = Certs(tmp_path)
+    certs.leaf("site", "site.test")
+    certs.leaf("other", "other.test")
+    (tmp_path / "ca.crt").write_bytes(certs.ca.public_bytes(serialization.Encoding.PEM))
+    for d in ("run", "logs"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    cfg = json.loads((tmp_path / "full_config.json").read_text())
+    del cfg["servers"][0]["tls"]
+    # -T checks that the user reaches the log and run directories: use the one running.
+    cfg["user"] = pwd.getpwuid(os.getuid()).pw_name
+    cfg["group"] = cfg["statusGroup"] = grp.getgrgid(os.getgid()).gr_name
+    return cfg
+
+
+def missing_paths(given, out, path="$"):
+    """The JSON paths of `given` (arrays by index) that `out` lacks."""
+    if isinstance(given, dict):
+        if not isinstance(out, dict):
+            return [path]
+        return [m for k, v in given.items()
+                for m in (missing_paths(v, out[k], path + "." + k) if k in out
+                          else [path + "." + k])]
+    if isinstance(given, list):
+        if not isinstance(out, list):
+            return [path]
+        return [m for i, v in enumerate(given)
+                for m in (missing_paths(v, out[i], "%s[%d]" % (path, i)) if i < len(out)
+                          else ["%s[%d]" % (path, i)])]
+    return []
+
+
+def test_dump_of_every_key_keeps_each_and_loads_to_itself(tmp_path):
+    cfg = full_config(tmp_path)
+    first = dump(write(tmp_path, cfg))
+    assert missing_paths(cfg, first) == []
+    assert first["servers"][0]["errorPages"]["403"] == {
+        "file": str(tmp_path / "404.html"), "contentType": "text/html; charset=utf-8"}
+    assert first["errorPages"]["404"] == {"file": str(tmp_path / "404.html")}
+    assert first["servers"][1]["redirectHttps"] == {"status": 301, "port": 18443}
+    assert first["clusters"][0]["httpClient"]["caFile"] == str(tmp_path / "ca.crt")
+    assert first["log"]["accessLogFields"] == cfg["log"]["accessLogFields"]
     again = dump(write(tmp_path, first, "effective.json"))
     assert again == first
 
