@@ -553,6 +553,7 @@ static void globals(json_t *root, const fg_config_t *cfg)
     set(root, "workerRlimitNofile", json_integer((json_int_t)cfg->rlimit_nofile));
     set(root, "shutdownTimeout", duration(cfg->shutdown_timeout_ms));
     set(root, "drainTimeout", duration(cfg->drain_timeout_ms));
+    set(root, "watchConfig", json_boolean(cfg->watch_config));
     set(root, "shm",
         json_pack("{s:o, s:o, s:o, s:o}", "size", size(cfg->shm_size), "rateLimitZone",
                   size(cfg->shm_ratelimit_zone), "accessControlZone", size(cfg->shm_acl_zone),
