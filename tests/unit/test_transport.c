@@ -38,8 +38,7 @@ static void pair_open(pair_t *p)
     fx_leaf("srv", "srv.test", "DNS:srv.test", -60, 86400);
     p->sctx = SSL_CTX_new(TLS_server_method());
     assert_int_equal(SSL_CTX_use_certificate_chain_file(p->sctx, fx_path("srv.crt")), 1);
-    assert_int_equal(SSL_CTX_use_PrivateKey_file(p->sctx, fx_path("srv.key"), SSL_FILETYPE_PEM),
-                     1);
+    assert_int_equal(SSL_CTX_use_PrivateKey_file(p->sctx, fx_path("srv.key"), SSL_FILETYPE_PEM), 1);
     SSL_CTX_set_min_proto_version(p->sctx, TLS1_3_VERSION);
     p->cctx = SSL_CTX_new(TLS_client_method());
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p->fds), 0);

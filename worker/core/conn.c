@@ -38,12 +38,12 @@ struct fg_conn_s {
     unsigned reading : 1;
     unsigned writing : 1;
     unsigned connecting : 1;
-    unsigned raw : 1;         /* readiness only: the owner moves bytes itself (splice) */
-    unsigned no_sendfile : 1; /* the transport cannot take sendfile(2): read + write instead */
-    unsigned handshaking : 1; /* fg_conn_handshake runs: events drive the transport's */
+    unsigned raw : 1;              /* readiness only: the owner moves bytes itself (splice) */
+    unsigned no_sendfile : 1;      /* the transport cannot take sendfile(2): read + write instead */
+    unsigned handshaking : 1;      /* fg_conn_handshake runs: events drive the transport's */
     unsigned read_wants_write : 1; /* a TLS read waits for writability */
     unsigned write_wants_read : 1; /* a TLS write waits for readability */
-    fg_conn_spares_t *spares; /* where fg_conn_release puts buffers and events, or NULL */
+    fg_conn_spares_t *spares;      /* where fg_conn_release puts buffers and events, or NULL */
 };
 
 #define SPARES_MAX 64
@@ -210,7 +210,6 @@ struct evbuffer *fg_conn_output(fg_conn_t *c)
 {
     return c->file_fd >= 0 ? c->tail : c->out;
 }
-
 
 int fg_conn_errno(const fg_conn_t *c)
 {

@@ -28,7 +28,7 @@ enum {
     FG_CONN_ERROR = 2, /* read/write/connect error; errno in fg_conn_errno */
     FG_CONN_TIMEOUT_READ = 3,
     FG_CONN_TIMEOUT_WRITE = 4,
-    FG_CONN_CONNECTED = 5, /* an outgoing connect completed */
+    FG_CONN_CONNECTED = 5,      /* an outgoing connect completed */
     FG_CONN_HANDSHAKE_DONE = 6, /* fg_conn_handshake finished; reading is still on */
     /* fg_conn_handshake met a plain HTTP request instead of a ClientHello: the conn is plain
      * TCP from now on, the request unread, reading off. */

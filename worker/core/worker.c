@@ -84,7 +84,7 @@ static void accept_some(listener_t *l, int limit)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         int rc = l->server->tls != NULL ? fg_handshake_accept(l->w, l->server, fd, &ss)
-                                         : fg_http1_accept(l->w, l->server, fd, &ss, len);
+                                        : fg_http1_accept(l->w, l->server, fd, &ss, len);
         if (rc != 0)
             close(fd);
     }

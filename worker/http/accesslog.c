@@ -224,13 +224,20 @@ static const char *termination(const fg_request_t *r)
     static const struct {
         const char *error, *reason;
     } by_error[] = {
-        {"client_closed", "client_aborted"},     {"request_timeout", "client_timeout"},
-        {"bad_request", "bad_request"},          {"uri_too_long", "bad_request"},
-        {"headers_too_large", "bad_request"},    {"version_not_supported", "bad_request"},
-        {"not_implemented", "bad_request"},      {"not_found", "no_route"},
-        {"plain_http_to_tls_port", "bad_request"}, {"misdirected_request", "bad_request"},
-        {"payload_too_large", "too_large"},      {"service_unavailable", "no_destination"},
-        {"gateway_timeout", "upstream_timeout"}, {"bad_gateway", "upstream_reset"},
+        {"client_closed", "client_aborted"},
+        {"request_timeout", "client_timeout"},
+        {"bad_request", "bad_request"},
+        {"uri_too_long", "bad_request"},
+        {"headers_too_large", "bad_request"},
+        {"version_not_supported", "bad_request"},
+        {"not_implemented", "bad_request"},
+        {"not_found", "no_route"},
+        {"plain_http_to_tls_port", "bad_request"},
+        {"misdirected_request", "bad_request"},
+        {"payload_too_large", "too_large"},
+        {"service_unavailable", "no_destination"},
+        {"gateway_timeout", "upstream_timeout"},
+        {"bad_gateway", "upstream_reset"},
     };
     if (r->termination)
         return r->termination;

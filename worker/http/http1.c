@@ -74,12 +74,12 @@ struct fg_http1_conn_s {
     unsigned dead : 1;        /* destroy when busy ends */
     unsigned body_paused : 1;
     unsigned flush_pending : 1;
-    unsigned linger : 1;     /* input may hold unread request bytes when we close */
-    unsigned broken : 1;     /* a write failed: the client is gone, tell handlers, then destroy */
-    unsigned peer_eof : 1;   /* the client shut its sending side after whole requests */
-    unsigned out_paused : 1; /* parsing held until the output backlog drains */
+    unsigned linger : 1;       /* input may hold unread request bytes when we close */
+    unsigned broken : 1;       /* a write failed: the client is gone, tell handlers, then destroy */
+    unsigned peer_eof : 1;     /* the client shut its sending side after whole requests */
+    unsigned out_paused : 1;   /* parsing held until the output backlog drains */
     unsigned plain_on_tls : 1; /* plain HTTP on a TLS port: answer 400 and close */
-    const char *hsts; /* Strict-Transport-Security value on a TLS connection, or NULL */
+    const char *hsts;          /* Strict-Transport-Security value on a TLS connection, or NULL */
     size_t hsts_len;
     unsigned nrequests;
     union {
