@@ -252,3 +252,48 @@ def test_example_config_checks(tmp_path):
                        timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
     assert Path(certs_dir / "server.crt").exists()
+
+
+def test_static_file_over_tls_without_sendfile(tmp_path, certs, gateway_factory):
+    """TLS cannot take sendfile: the file goes through the read + write path, whole."""
+    www = tmp_path / "www"
+    www.mkdir()
+    data = bytes((i * 31 + i // 977) & 0xFF for i in range(5 * 1024 * 1024 + 3))
+    (www / "big.bin").write_bytes(data)
+    port = free_port()
+    routes = [{"id": "files", "match": {"path": "/static/{**rest}"}, "static": {"root": str(www)}}]
+    gateway_factory(tls_config(tmp_path, certs, port, routes=routes))
+    out = tmp_path / "got.bin"
+    p = curl(port, "/static/big.bin", "a.example.test", "-o", str(out), cacert=certs["ca"])
+    assert p.returncode == 0, p.stderr
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+def test_reload_keeps_open_tls_connections_on_their_generation(tmp_path, certs, gateway_factory):
+    """A keep-alive TLS connection opened before a reload that swaps the certificate is
+    served after it by its retiring worker; new connections get the new certificate."""
+    import ssl
+    port = free_port()
+    cfg = tls_config(tmp_path, certs, port)
+    gw = gateway_factory(cfg)
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                        server_hostname="a.example.test")
+    req = b"GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n"
+    s.sendall(req)
+    first = b""
+    while not first.endswith(b"hello"):  # the head and the body may come as two records
+        chunk = s.recv(4096)
+        assert chunk, first
+        first += chunk
+    assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"hello")
+    old_cert = s.getpeercert()
+    swapped = json.loads(json.dumps(cfg))
+    swapped["certificates"][0]["chain"], swapped["certificates"][0]["key"] = certs["a2"]
+    gw.reload(swapped)
+    s.sendall(req)
+    second = recv_until_close(s)  # the retiring worker answers, then closes
+    s.close()
+    assert second.startswith(b"HTTP/1.1 200") and second.endswith(b"hello"), second
+    assert dict(x[0] for x in old_cert["subject"])["commonName"] == "a.example.test"
+    assert subject_cn(s_client(port, "-servername", "a.example.test")) == "a2.example.test"
