@@ -181,6 +181,9 @@ int fg_transport_tls_server_init(fg_transport_t *t, int fd, SSL_CTX *ctx)
         return -1;
     }
     SSL_set_accept_state(ssl);
+    /* A client that closes TCP without close_notify has ended, not failed: requests are never
+     * delimited by the close (RFC 9112 6.3), so no truncation can pass unnoticed. */
+    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
     tls_setup(t, fd, ssl);
     return 0;
 }
