@@ -3,7 +3,8 @@
  * takes in parts (partial writes, repeated from the evbuffer as OpenSSL requires) arriving
  * intact, a KeyUpdate to answer while the send direction is full (the read reports want-write
  * or hands the data over and the answer follows with the next write; OpenSSL 3 does the
- * latter), plain HTTP detected instead of a ClientHello, and the capabilities. */
+ * latter), plain HTTP detected instead of a ClientHello, the capabilities, and an fg_conn on a
+ * real loop that reads, in pieces smaller than a record, bytes OpenSSL holds decrypted. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,11 +12,15 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "tests/unit/tls_fixture.h"
+#include "worker/core/conn.h"
 #include "worker/core/transport.h"
 
 #define BIG (1024 * 1024 + 777)
@@ -194,6 +199,106 @@ static void test_plain_http_instead_of_client_hello(void **state)
     pair_close(&p);
 }
 
+/* ---- fg_conn over TLS on a real loop ---- */
+
+#define STREAM (200 * 1000)
+
+typedef struct {
+    SSL_CTX *cctx;
+    int fd;
+} client_arg_t;
+
+/* A blocking client: handshake, STREAM bytes in one write (many records), then silence
+ * until the server closes. */
+static void *client_main(void *argp)
+{
+    client_arg_t *a = argp;
+    SSL *ssl = SSL_new(a->cctx);
+    SSL_set_fd(ssl, a->fd);
+    if (SSL_connect(ssl) == 1) {
+        char *buf = malloc(STREAM);
+        for (size_t i = 0; i < STREAM; i++)
+            buf[i] = (char)('a' + i % 26);
+        SSL_write(ssl, buf, STREAM);
+        free(buf);
+        char c;
+        SSL_read(ssl, &c, 1);
+    }
+    SSL_free(ssl);
+    return NULL;
+}
+
+typedef struct {
+    struct event_base *base;
+    size_t got;
+    int done, failed;
+} server_seen_t;
+
+static void srv_read(fg_conn_t *c, void *arg)
+{
+    server_seen_t *s = arg;
+    struct evbuffer *in = fg_conn_input(c);
+    s->got += evbuffer_get_length(in);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (s->got >= STREAM)
+        event_base_loopbreak(s->base);
+}
+
+static void srv_drain(fg_conn_t *c, void *arg)
+{
+    (void)c;
+    (void)arg;
+}
+
+static void srv_event(fg_conn_t *c, void *arg, int what)
+{
+    server_seen_t *s = arg;
+    if (what == FG_CONN_HANDSHAKE_DONE) {
+        s->done = 1;
+        return;
+    }
+    s->failed = what;
+    event_base_loopbreak(s->base);
+}
+
+/* Reads smaller than a record leave decrypted bytes inside OpenSSL, where no socket event
+ * announces them: the conn must come back for them by itself, or the stream stalls. */
+static void test_conn_reads_bytes_buffered_in_tls(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_open(&p);
+    p.server.ops->close(&p.server);
+    p.client.ops->close(&p.client);
+    int cfd = p.fds[1];
+    fcntl(cfd, F_SETFL, fcntl(cfd, F_GETFL) & ~O_NONBLOCK);
+    server_seen_t seen = {0};
+    seen.base = event_base_new();
+    fg_conn_cbs_t cbs = {srv_read, srv_drain, srv_event};
+    fg_conn_t *c = fg_conn_new(seen.base, p.fds[0], &cbs, &seen);
+    assert_non_null(c);
+    assert_int_equal(fg_conn_start_tls(c, p.sctx), 0);
+    assert_int_equal(fg_conn_can_splice(c), 0);
+    fg_conn_set_read_max(c, 1000);
+    fg_conn_handshake(c, 5000);
+    client_arg_t ca = {p.cctx, cfd};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, client_main, &ca), 0);
+    struct timeval limit = {10, 0};
+    event_base_loopexit(seen.base, &limit);
+    event_base_dispatch(seen.base);
+    assert_int_equal(seen.failed, 0);
+    assert_true(seen.done);
+    assert_int_equal(seen.got, STREAM);
+    assert_non_null(fg_conn_ssl(c));
+    fg_conn_free(c); /* close_notify: the client's last read returns */
+    pthread_join(th, NULL);
+    close(cfd);
+    event_base_free(seen.base);
+    SSL_CTX_free(p.sctx);
+    SSL_CTX_free(p.cctx);
+}
+
 int main(void)
 {
     (void)fx_handshake; /* the fixture's BIO-pair helpers are not needed here */
@@ -204,6 +309,7 @@ int main(void)
         cmocka_unit_test(test_partial_writes_arrive_intact),
         cmocka_unit_test(test_key_update_while_send_is_full),
         cmocka_unit_test(test_plain_http_instead_of_client_hello),
+        cmocka_unit_test(test_conn_reads_bytes_buffered_in_tls),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     fx_teardown();
