@@ -299,3 +299,17 @@ def test_reload_keeps_open_tls_connections_on_their_generation(tmp_path, certs, 
     assert second.startswith(b"HTTP/1.1 200") and second.endswith(b"hello"), second
     assert dict(x[0] for x in old_cert["subject"])["commonName"] == "a.example.test"
     assert subject_cn(s_client(port, "-servername", "a.example.test")) == "a2.example.test"
+
+
+def test_chunked_response_over_tls(tmp_path, certs, gateway_factory, echo_upstream):
+    """A chunked relay (1 KiB chunks from the destination, chunk-size lines between them)
+    arrives whole; small chains are gathered into records with what follows."""
+    port = free_port()
+    routes = [{"id": "up", "match": {"path": "/{**rest}"}, "clusterId": "c"}]
+    clusters = [{"id": "c", "destinations": [{"id": "d", "address": echo_upstream.url}]}]
+    gateway_factory(tls_config(tmp_path, certs, port, routes=routes, clusters=clusters))
+    out = tmp_path / "chunked.bin"
+    size = 3 * 1024 * 1024 + 5
+    p = curl(port, "/chunked/%d" % size, "a.example.test", "-o", str(out), cacert=certs["ca"])
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == b"x" * size

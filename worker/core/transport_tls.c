@@ -1,8 +1,9 @@
 /* The TLS transport: OpenSSL on the non-blocking socket (a socket BIO on the fd). Reads decrypt
  * straight into reserved evbuffer space and writes encrypt straight from the output's chains
- * (evbuffer_peek), so no byte is copied besides by the cipher. A chain is one record at most
- * 16 KiB (RFC 8446 5.1): the response head goes out as a small first record, body chains read
- * from a destination 16 KiB at a time as full ones. */
+ * (evbuffer_peek): body chains of about 16 KiB (reads from a destination, file pieces) become
+ * full records (RFC 8446 5.1: 16 KiB at most) without a copy. Small chains (a response head,
+ * chunk-size lines) are gathered with what follows into one record instead of each making a
+ * record of a few bytes. */
 #include "worker/core/transport.h"
 
 #include <errno.h>
@@ -12,6 +13,8 @@
 #include <openssl/err.h>
 
 #define TLS_RECORD_MAX 16384
+/* A chain shorter than this is gathered with what follows it into one record. */
+#define TLS_SMALL_CHAIN 4096
 
 /* Map an OpenSSL failure to the transport's results; ret is the call's return value. */
 static ssize_t tls_fail(fg_transport_t *t, int ret)
@@ -69,21 +72,46 @@ static ssize_t tls_recv(fg_transport_t *t, struct evbuffer *in, size_t max)
     return (ssize_t)total;
 }
 
+/* The bytes of the next record: the first chain in place when it is large enough to make a
+ * sizeable record, else up to a full record gathered from the chains into gather (a response
+ * head before its body, chunk-size lines between chunks), so that small chains do not each
+ * become a record of a few bytes. A repeated write offers at least the bytes of the one that
+ * blocked, as OpenSSL requires (the output was not drained meanwhile). */
+static const void *next_record(fg_transport_t *t, struct evbuffer *out,
+                               unsigned char gather[TLS_RECORD_MAX], size_t *len)
+{
+    size_t avail = evbuffer_get_length(out);
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(out, -1, NULL, &v, 1) < 1)
+        return NULL;
+    if (v.iov_len < TLS_SMALL_CHAIN && avail > v.iov_len && t->wpend <= TLS_RECORD_MAX) {
+        *len = avail < TLS_RECORD_MAX ? avail : TLS_RECORD_MAX;
+        evbuffer_copyout(out, gather, *len);
+        return gather;
+    }
+    if (v.iov_len < t->wpend) {
+        if (evbuffer_pullup(out, (ev_ssize_t)t->wpend) == NULL)
+            return NULL;
+        evbuffer_peek(out, -1, NULL, &v, 1);
+    }
+    *len = v.iov_len;
+    return v.iov_base;
+}
+
 static ssize_t tls_send_chain(fg_transport_t *t, struct evbuffer *out)
 {
     ssize_t total = 0;
+    unsigned char gather[TLS_RECORD_MAX];
     while (evbuffer_get_length(out) > 0) {
-        /* A repeated write must offer at least the bytes of the one that blocked. */
-        if (t->wpend > 0 && evbuffer_pullup(out, (ev_ssize_t)t->wpend) == NULL) {
+        size_t len = 0;
+        const void *src = next_record(t, out, gather, &len);
+        if (src == NULL) {
             errno = ENOMEM;
-            return -1;
+            return total > 0 ? total : -1;
         }
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(out, -1, NULL, &v, 1) < 1)
-            break;
         size_t n = 0;
         errno = 0;
-        int ret = SSL_write_ex(t->ssl, v.iov_base, v.iov_len, &n);
+        int ret = SSL_write_ex(t->ssl, src, len, &n);
         if (ret == 1) {
             t->wpend = 0;
             evbuffer_drain(out, n);
@@ -92,7 +120,7 @@ static ssize_t tls_send_chain(fg_transport_t *t, struct evbuffer *out)
         }
         ssize_t r = tls_fail(t, ret);
         if (r == FG_TRANSPORT_AGAIN) {
-            t->wpend = v.iov_len;
+            t->wpend = len;
             return total > 0 ? total : r;
         }
         if (r == 0) {
