@@ -143,6 +143,10 @@ static const char *const access_fields[FG_AL_COUNT] = {
     [FG_AL_ERROR] = "error",
     [FG_AL_TERMINATION] = "termination",
     [FG_AL_REQUEST_ID] = "requestId",
+    [FG_AL_TLS_VERSION] = "tlsVersion",
+    [FG_AL_TLS_CIPHER] = "tlsCipher",
+    [FG_AL_SNI] = "sni",
+    [FG_AL_TLS_RESUMED] = "tlsResumed",
 };
 
 int fg_log_access_field(const char *name)

@@ -699,15 +699,6 @@ int fg_tls_refuse_unwired(const fg_config_t *cfg, char *err, size_t errlen)
             return -1;
         }
     }
-    for (size_t i = 0; i < cfg->nservers; i++) {
-        if (cfg->servers[i].tls == NULL)
-            continue;
-        snprintf(err, errlen,
-                 "%s: servers[%zu].tls: TLS termination is not wired into the connection layer "
-                 "yet; refusing to answer in plaintext on a port configured for TLS",
-                 cfg->file, i);
-        return -1;
-    }
     return 0;
 }
 

@@ -44,11 +44,9 @@ int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn w
                  char *err, size_t errlen);
 void fg_tls_free(fg_config_t *cfg);
 
-/* Until the connection layer speaks TLS, a server with "tls" and an https destination are
- * refused (the master and -t call this): the one would answer in plaintext on a port
- * configured for TLS, the other send plaintext to an https address. Returns 0, or -1 with
- * "FILE: servers[i].tls: ..." or "FILE: clusters[i].destinations[j].address: ..." in err.
- * Goes away with the TLS transport and client. */
+/* Until the destination side speaks TLS, an https destination is refused (the master and -t
+ * call this): it would be sent plaintext. Returns 0, or -1 with
+ * "FILE: clusters[i].destinations[j].address: ..." in err. Goes away with the TLS client. */
 int fg_tls_refuse_unwired(const fg_config_t *cfg, char *err, size_t errlen);
 
 /* Certificate index's leaf, key and intermediates (owned by cfg->tls), for a client

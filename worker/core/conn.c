@@ -1,6 +1,7 @@
 #include "worker/core/conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -12,9 +13,11 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/tls.h"
+#include "worker/core/transport.h"
 
 struct fg_conn_s {
-    int fd;
+    fg_transport_t t; /* t.fd is the socket */
     int err;
     struct event *rev;
     struct event *wev;
@@ -35,9 +38,12 @@ struct fg_conn_s {
     unsigned reading : 1;
     unsigned writing : 1;
     unsigned connecting : 1;
-    unsigned raw : 1;         /* readiness only: the owner moves bytes itself (splice) */
-    unsigned no_sendfile : 1; /* the transport cannot take sendfile(2): read + write instead */
-    fg_conn_spares_t *spares; /* where fg_conn_release puts buffers and events, or NULL */
+    unsigned raw : 1;              /* readiness only: the owner moves bytes itself (splice) */
+    unsigned no_sendfile : 1;      /* the transport cannot take sendfile(2): read + write instead */
+    unsigned handshaking : 1;      /* fg_conn_handshake runs: events drive the transport's */
+    unsigned read_wants_write : 1; /* a TLS read waits for writability */
+    unsigned write_wants_read : 1; /* a TLS write waits for readability */
+    fg_conn_spares_t *spares;      /* where fg_conn_release puts buffers and events, or NULL */
 };
 
 #define SPARES_MAX 64
@@ -50,6 +56,9 @@ struct fg_conn_spares_s {
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void want_write(fg_conn_t *c);
+static void do_read(fg_conn_t *c);
+static void handshake_step(fg_conn_t *c);
+static int resume_write(fg_conn_t *c);
 
 #define NO_TIMEOUT_MS (7ull * 24 * 3600 * 1000)
 static void on_writable(evutil_socket_t fd, short what, void *arg);
@@ -65,14 +74,14 @@ fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs
     fg_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->fd = fd;
+    fg_transport_tcp_init(&c->t, fd);
     c->file_fd = -1;
     c->in = evbuffer_new();
     c->out = evbuffer_new();
     c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
     c->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
     if (c->in == NULL || c->out == NULL || c->rev == NULL || c->wev == NULL) {
-        c->fd = -1;
+        c->t.fd = -1;
         fg_conn_free(c);
         return NULL;
     }
@@ -99,8 +108,9 @@ void fg_conn_free(fg_conn_t *c)
         evbuffer_free(c->tail);
     if (c->file_fd >= 0)
         close(c->file_fd);
-    if (c->fd >= 0)
-        close(c->fd);
+    c->t.ops->close(&c->t);
+    if (c->t.fd >= 0)
+        close(c->t.fd);
     free(c);
 }
 
@@ -175,9 +185,9 @@ static int acquire(fg_conn_t *c)
         struct event_base *base = event_get_base(c->rev);
         if (c->spares != NULL && c->spares->nev > 0) {
             c->wev = c->spares->ev[--c->spares->nev];
-            event_assign(c->wev, base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+            event_assign(c->wev, base, c->t.fd, EV_WRITE | EV_PERSIST, on_writable, c);
         } else {
-            c->wev = event_new(base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+            c->wev = event_new(base, c->t.fd, EV_WRITE | EV_PERSIST, on_writable, c);
         }
         if (c->wev == NULL)
             return -1;
@@ -199,11 +209,6 @@ struct evbuffer *fg_conn_input(fg_conn_t *c)
 struct evbuffer *fg_conn_output(fg_conn_t *c)
 {
     return c->file_fd >= 0 ? c->tail : c->out;
-}
-
-int fg_conn_fd(const fg_conn_t *c)
-{
-    return c->fd;
 }
 
 int fg_conn_errno(const fg_conn_t *c)
@@ -294,6 +299,8 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
     struct timeval tv = ms_tv(timeout_ms ? timeout_ms : NO_TIMEOUT_MS);
     event_add(c->rev, &tv);
     c->reading = 1;
+    if (c->t.ops->pending(&c->t) > 0 && !c->handshaking)
+        event_active(c->rev, EV_READ, 1);
 }
 
 void fg_conn_set_write_timeout(fg_conn_t *c, uint64_t timeout_ms)
@@ -324,8 +331,8 @@ static ssize_t file_step(fg_conn_t *c)
     /* A few MiB per call keeps one connection from holding the loop for long. */
     size_t want = c->file_left > (off_t)(4 << 20) ? (size_t)4 << 20 : (size_t)c->file_left;
     ssize_t n;
-    if (!c->no_sendfile) {
-        n = sendfile(c->fd, c->file_fd, &c->file_off, want);
+    if (!c->no_sendfile && (c->t.ops->caps & FG_TRANSPORT_SENDFILE)) {
+        n = sendfile(c->t.fd, c->file_fd, &c->file_off, want);
     } else {
         struct evbuffer_iovec v;
         if (want > 16384)
@@ -360,12 +367,25 @@ static ssize_t file_step(fg_conn_t *c)
 static int write_step(fg_conn_t *c)
 {
     ssize_t n;
-    if (c->out != NULL && evbuffer_get_length(c->out) > 0)
-        n = evbuffer_write(c->out, c->fd);
-    else if (c->file_fd >= 0)
+    if (c->out != NULL && evbuffer_get_length(c->out) > 0) {
+        n = c->t.ops->send_chain(&c->t, c->out);
+        if (n == FG_TRANSPORT_AGAIN) {
+            if (c->t.want == FG_TRANSPORT_WANT_READ && !c->write_wants_read) {
+                /* The write goes on when the socket is readable (a TLS record to take in). */
+                c->write_wants_read = 1;
+                event_add(c->rev, NULL);
+            }
+            if (c->write_wants_read && c->writing) {
+                event_del(c->wev); /* writability would only spin the loop meanwhile */
+                c->writing = 0;
+            }
+            return -2;
+        }
+    } else if (c->file_fd >= 0) {
         n = file_step(c);
-    else
+    } else {
         return 1;
+    }
     if (n > 0)
         return 0;
     if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -386,7 +406,7 @@ int fg_conn_flush(fg_conn_t *c)
     if (r == -1)
         return -1;
     if (r == -2) {
-        if (!c->writing)
+        if (!c->writing && !c->write_wants_read)
             want_write(c);
         return 0;
     }
@@ -399,7 +419,7 @@ int fg_conn_flush(fg_conn_t *c)
 
 int fg_conn_connect(fg_conn_t *c, const struct sockaddr *sa, socklen_t len, uint64_t timeout_ms)
 {
-    if (connect(c->fd, sa, len) == -1 && errno != EINPROGRESS) {
+    if (connect(c->t.fd, sa, len) == -1 && errno != EINPROGRESS) {
         c->err = errno;
         return -errno;
     }
@@ -410,45 +430,10 @@ int fg_conn_connect(fg_conn_t *c, const struct sockaddr *sa, socklen_t len, uint
     return 0;
 }
 
-/* Read up to max bytes straight into free space of buf. evbuffer_read would first ask the
- * kernel how much is waiting (an ioctl per read); one readv into reserved space is enough. */
-static int read_into(struct evbuffer *buf, int fd, size_t max)
-{
-    struct evbuffer_iovec v[2];
-    int nv = evbuffer_reserve_space(buf, (ev_ssize_t)max, v, 2);
-    if (nv <= 0) {
-        errno = ENOMEM;
-        return -1;
-    }
-    struct iovec iov[2];
-    size_t room = 0;
-    for (int i = 0; i < nv; i++) {
-        size_t len = v[i].iov_len;
-        if (room + len > max)
-            len = max - room;
-        iov[i].iov_base = v[i].iov_base;
-        iov[i].iov_len = len;
-        room += len;
-    }
-    ssize_t n = readv(fd, iov, nv);
-    if (n <= 0) {
-        evbuffer_commit_space(buf, v, 0);
-        return (int)n;
-    }
-    size_t left = (size_t)n;
-    int used = 0;
-    for (int i = 0; i < nv && left > 0; i++, used++) {
-        if (v[i].iov_len > left)
-            v[i].iov_len = left;
-        left -= v[i].iov_len;
-    }
-    evbuffer_commit_space(buf, v, used);
-    return (int)n;
-}
-
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     fg_conn_t *c = arg;
+    (void)fd;
     if (acquire(c) != 0) {
         event_del(c->rev);
         c->reading = 0;
@@ -462,16 +447,46 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         c->cbs.on_event(c, c->arg, FG_CONN_TIMEOUT_READ);
         return;
     }
+    if (c->handshaking) {
+        handshake_step(c);
+        return;
+    }
+    if (c->write_wants_read) {
+        c->write_wants_read = 0;
+        if (!c->reading)
+            event_del(c->rev);
+        if (resume_write(c) != 0 || !c->reading)
+            return; /* c may be gone */
+    }
+    if (!c->reading)
+        return; /* activated for buffered TLS bytes, then reading was turned off */
+    do_read(c);
+}
+
+/* One read through the transport, and the owner told. */
+static void do_read(fg_conn_t *c)
+{
     if (c->raw) {
         c->cbs.on_read(c, c->arg);
         return;
     }
-    int n = read_into(c->in, fd, c->read_max);
+    ssize_t n = c->t.ops->recv(&c->t, c->in, c->read_max);
     if (n > 0) {
+        /* Decrypted bytes left in the TLS layer raise no socket event: come back for them. */
+        if (c->t.ops->pending(&c->t) > 0)
+            event_active(c->rev, EV_READ, 1);
         c->cbs.on_read(c, c->arg);
         return;
     }
-    if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    if (n == FG_TRANSPORT_AGAIN) {
+        if (c->t.want == FG_TRANSPORT_WANT_WRITE && !c->read_wants_write) {
+            c->read_wants_write = 1;
+            if (!c->writing)
+                want_write(c);
+        }
+        return;
+    }
+    if (n == -1 && errno == EINTR)
         return;
     event_del(c->rev);
     c->reading = 0;
@@ -486,6 +501,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     fg_conn_t *c = arg;
+    (void)fd;
     if (acquire(c) != 0) {
         event_del(c->wev);
         c->writing = 0;
@@ -517,23 +533,161 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         c->cbs.on_event(c, c->arg, FG_CONN_CONNECTED);
         return;
     }
+    if (c->handshaking) {
+        handshake_step(c);
+        return;
+    }
+    if (c->read_wants_write) {
+        c->read_wants_write = 0;
+        if (fg_conn_pending(c) == 0) {
+            event_del(c->wev);
+            c->writing = 0;
+        }
+        if (c->reading) {
+            do_read(c);
+            return; /* c may be gone; a write still due comes with the next event */
+        }
+    }
+    resume_write(c);
+}
+
+/* Write on writability: as much as the socket takes, down to the low watermark; on_drain
+ * when it fell that far. Returns 0, or -1 after the owner was called (c may be gone). */
+static int resume_write(fg_conn_t *c)
+{
     int r;
     while ((r = write_step(c)) == 0) {
         if (fg_conn_pending(c) <= c->low_watermark)
             break;
     }
-    if (r == -2)
-        return;
+    if (r == -2) {
+        if (!c->writing && !c->write_wants_read)
+            want_write(c);
+        return 0;
+    }
     if (r == -1) {
-        event_del(c->wev);
+        if (c->writing)
+            event_del(c->wev);
         c->writing = 0;
         c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
-        return;
+        return -1;
     }
-    if (fg_conn_pending(c) == 0) {
+    if (fg_conn_pending(c) == 0 && c->writing) {
         event_del(c->wev);
         c->writing = 0;
     }
     if (c->cbs.on_drain)
         c->cbs.on_drain(c, c->arg);
+    return -1;
+}
+
+/* ---- transports ---- */
+
+int fg_conn_start_tls(fg_conn_t *c, SSL_CTX *ctx)
+{
+    fg_transport_t t;
+    if (fg_transport_tls_server_init(&t, c->t.fd, ctx) != 0)
+        return -ENOMEM;
+    c->t.ops->close(&c->t);
+    c->t = t;
+    return 0;
+}
+
+void fg_conn_handshake(fg_conn_t *c, uint64_t timeout_ms)
+{
+    c->handshaking = 1;
+    /* A server speaks second: the first step runs when the ClientHello arrives. */
+    fg_conn_read(c, 1, timeout_ms);
+}
+
+/* Advance the handshake and arm the event it waits for; tell the owner when it ends. */
+static void handshake_step(fg_conn_t *c)
+{
+    int r = c->t.ops->handshake(&c->t);
+    if (r == FG_TRANSPORT_AGAIN) {
+        if (c->t.want == FG_TRANSPORT_WANT_WRITE) {
+            if (!c->writing)
+                want_write(c);
+        } else if (c->writing) {
+            event_del(c->wev);
+            c->writing = 0;
+        }
+        return;
+    }
+    c->handshaking = 0;
+    if (c->writing) {
+        event_del(c->wev);
+        c->writing = 0;
+    }
+    if (r == 0) {
+        c->cbs.on_event(c, c->arg, FG_CONN_HANDSHAKE_DONE);
+        return;
+    }
+    fg_conn_read(c, 0, 0);
+    if (r == FG_TRANSPORT_PLAINTEXT) {
+        /* Nothing was consumed: the owner reads the plain request from a plain transport. */
+        c->t.ops->close(&c->t);
+        fg_transport_tcp_init(&c->t, c->t.fd);
+        c->cbs.on_event(c, c->arg, FG_CONN_PLAINTEXT);
+        return;
+    }
+    c->err = errno ? errno : EPROTO;
+    c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+}
+
+SSL *fg_conn_ssl(const fg_conn_t *c)
+{
+    return c->t.ssl;
+}
+
+fg_tls_alpn_t fg_conn_alpn(const fg_conn_t *c)
+{
+    return c->t.ssl ? fg_tls_alpn(c->t.ssl) : FG_TLS_ALPN_NONE;
+}
+
+int fg_conn_shutdown_write(fg_conn_t *c)
+{
+    return c->t.ops->shutdown_write(&c->t) == 0 ? 0 : -errno;
+}
+
+int fg_conn_local_addr(const fg_conn_t *c, struct sockaddr_storage *ss, socklen_t *len)
+{
+    *len = sizeof(*ss);
+    return getsockname(c->t.fd, (struct sockaddr *)ss, len) == 0 ? 0 : -errno;
+}
+
+int fg_conn_peer_addr(const fg_conn_t *c, struct sockaddr_storage *ss, socklen_t *len)
+{
+    *len = sizeof(*ss);
+    return getpeername(c->t.fd, (struct sockaddr *)ss, len) == 0 ? 0 : -errno;
+}
+
+int fg_conn_can_splice(const fg_conn_t *c)
+{
+    return (c->t.ops->caps & FG_TRANSPORT_SPLICE) != 0;
+}
+
+ssize_t fg_conn_splice_in(fg_conn_t *c, int pipe_wr, size_t len)
+{
+    if (!fg_conn_can_splice(c))
+        return -ENOTSUP;
+    ssize_t n = splice(c->t.fd, NULL, pipe_wr, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    return n >= 0 ? n : -errno;
+}
+
+ssize_t fg_conn_splice_out(fg_conn_t *c, int pipe_rd, size_t len)
+{
+    if (!fg_conn_can_splice(c))
+        return -ENOTSUP;
+    ssize_t n = splice(pipe_rd, NULL, c->t.fd, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    return n >= 0 ? n : -errno;
+}
+
+size_t fg_conn_read_now(fg_conn_t *c)
+{
+    size_t total = 0;
+    ssize_t n;
+    while ((n = c->t.ops->recv(&c->t, c->in, 65536)) > 0)
+        total += (size_t)n;
+    return total;
 }

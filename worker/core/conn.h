@@ -5,13 +5,19 @@
  * when the kernel buffer is full, so a small response costs one write(2) and no epoll change.
  * A file can follow the output (sendfile, one at a time). An idle owner can give back the
  * empty buffers and the write event (fg_conn_release).
- * TLS plugs in later as another transport behind the same interface. */
+ * The bytes pass through a transport (worker/core/transport.h): plain TCP, or TLS after
+ * fg_conn_start_tls and fg_conn_handshake. No socket leaves this layer: addresses, half-close
+ * and zero-copy moves (splice, a capability TLS lacks) are functions of the conn. */
 #ifndef FG_CONN_H
 #define FG_CONN_H
 
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+
+#include <openssl/ssl.h>
+
+#include "common/tls.h"
 
 struct event_base;
 struct evbuffer;
@@ -22,7 +28,11 @@ enum {
     FG_CONN_ERROR = 2, /* read/write/connect error; errno in fg_conn_errno */
     FG_CONN_TIMEOUT_READ = 3,
     FG_CONN_TIMEOUT_WRITE = 4,
-    FG_CONN_CONNECTED = 5, /* an outgoing connect completed */
+    FG_CONN_CONNECTED = 5,      /* an outgoing connect completed */
+    FG_CONN_HANDSHAKE_DONE = 6, /* fg_conn_handshake finished; reading is still on */
+    /* fg_conn_handshake met a plain HTTP request instead of a ClientHello: the conn is plain
+     * TCP from now on, the request unread, reading off. */
+    FG_CONN_PLAINTEXT = 7,
 };
 
 typedef struct {
@@ -68,7 +78,6 @@ int fg_conn_sending_file(const fg_conn_t *c);
 /* Transport capability: 1 (default, plain TCP) sends files with sendfile(2); 0 reads them
  * into the output in small pieces (a transport that encrypts, such as TLS). */
 void fg_conn_set_sendfile(fg_conn_t *c, int on);
-int fg_conn_fd(const fg_conn_t *c);
 int fg_conn_errno(const fg_conn_t *c);
 
 /* Enable or disable reading. timeout_ms 0 = no read timeout; otherwise it runs from this call
@@ -91,5 +100,30 @@ int fg_conn_writing(const fg_conn_t *c);
 void fg_conn_set_raw(fg_conn_t *c, int raw);
 /* Arm the write event even with empty output: on_drain fires once the socket is writable. */
 void fg_conn_want_write(fg_conn_t *c);
+
+/* Put the accepted connection on a server-side TLS transport starting on ctx; sendfile and
+ * splice are off from now on. 0 or -ENOMEM (the conn stays plain). */
+int fg_conn_start_tls(fg_conn_t *c, SSL_CTX *ctx);
+/* Run the transport's handshake on the loop: on_event gets FG_CONN_HANDSHAKE_DONE,
+ * FG_CONN_PLAINTEXT, FG_CONN_ERROR or FG_CONN_TIMEOUT_READ (timeout_ms from this call). */
+void fg_conn_handshake(fg_conn_t *c, uint64_t timeout_ms);
+/* The TLS session, or NULL on plain TCP. */
+SSL *fg_conn_ssl(const fg_conn_t *c);
+/* The protocol ALPN settled; FG_TLS_ALPN_NONE on plain TCP. */
+fg_tls_alpn_t fg_conn_alpn(const fg_conn_t *c);
+/* End our sending direction (TLS: close_notify, then the TCP FIN). 0 or -errno. */
+int fg_conn_shutdown_write(fg_conn_t *c);
+/* The local and the peer's socket address. 0 or -errno. */
+int fg_conn_local_addr(const fg_conn_t *c, struct sockaddr_storage *ss, socklen_t *len);
+int fg_conn_peer_addr(const fg_conn_t *c, struct sockaddr_storage *ss, socklen_t *len);
+/* Zero-copy moves through a pipe, for raw mode: from c's socket into pipe_wr, and from pipe_rd
+ * to c's socket. They return the bytes moved, 0 (splice_in: the peer closed), -EAGAIN, another
+ * -errno, or -ENOTSUP when c's transport cannot splice (fg_conn_can_splice is 0: TLS). */
+int fg_conn_can_splice(const fg_conn_t *c);
+ssize_t fg_conn_splice_in(fg_conn_t *c, int pipe_wr, size_t len);
+ssize_t fg_conn_splice_out(fg_conn_t *c, int pipe_rd, size_t len);
+/* Read what the socket holds now into the input, whatever the read settings (an answer
+ * waiting behind a failed write). Returns the bytes added. */
+size_t fg_conn_read_now(fg_conn_t *c);
 
 #endif

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "shm/health.h"
 #include "worker/http/accesslog.h"
+#include "worker/core/handshake.h"
 #include "worker/http/http1.h"
 #include "worker/admission/security.h"
 #include "worker/handlers/static.h"
@@ -82,7 +83,9 @@ static void accept_some(listener_t *l, int limit)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (fg_http1_accept(l->w, l->server, fd, &ss, len) != 0)
+        int rc = l->server->tls != NULL ? fg_handshake_accept(l->w, l->server, fd, &ss)
+                                        : fg_http1_accept(l->w, l->server, fd, &ss, len);
+        if (rc != 0)
             close(fd);
     }
 }

@@ -45,7 +45,7 @@ typedef struct {
     unsigned splicing : 1;     /* body moves socket -> pipe -> socket in the kernel */
     unsigned up_head : 1;      /* the method sent upstream is HEAD (maybe not the client's) */
     int pipe[2];
-    int cfd;        /* client socket while splicing */
+    fg_conn_t *cc;  /* the client connection while splicing */
     size_t in_pipe; /* bytes spliced from the destination, not yet to the client */
     /* shared destination state (shm/health.h) */
     fg_hdest_t *counted;   /* the destination holding this request's in-flight count */
@@ -654,21 +654,18 @@ static void resume_upstream(proxy_t *p);
 static int splice_pump(proxy_t *p)
 {
     fg_request_t *req = p->req;
-    int cfd = p->cfd;
-    int ufd = fg_conn_fd(p->u->c);
     for (;;) {
         while (p->in_pipe > 0) {
-            ssize_t n =
-                splice(p->pipe[0], NULL, cfd, NULL, p->in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            ssize_t n = fg_conn_splice_out(p->cc, p->pipe[0], p->in_pipe);
             if (n > 0) {
                 p->in_pipe -= (size_t)n;
                 p->resp_left -= n;
                 req->bytes_out += (uint64_t)n;
                 continue;
             }
-            if (n == -1 && errno == EINTR)
+            if (n == -EINTR)
                 continue;
-            if (n == -1 && errno == EAGAIN) {
+            if (n == -EAGAIN) {
                 /* Stop watching the destination until the client drains, or its level-
                  * triggered readiness would spin the loop. */
                 fg_conn_read(p->u->c, 0, 0);
@@ -682,14 +679,14 @@ static int splice_pump(proxy_t *p)
             return 1;
         }
         size_t want = p->resp_left > SPLICE_CHUNK ? SPLICE_CHUNK : (size_t)p->resp_left;
-        ssize_t n = splice(ufd, NULL, p->pipe[1], NULL, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        ssize_t n = fg_conn_splice_in(p->u->c, p->pipe[1], want);
         if (n > 0) {
             p->in_pipe = (size_t)n;
             continue;
         }
-        if (n == -1 && errno == EINTR)
+        if (n == -EINTR)
             continue;
-        if (n == -1 && errno == EAGAIN)
+        if (n == -EAGAIN)
             return 0; /* the raw read event calls again */
         return -3;    /* 0: the destination closed before the declared length */
     }
@@ -701,10 +698,10 @@ static int start_splice(proxy_t *p, struct evbuffer *in)
 {
     fg_request_t *req = p->req;
     if (p->resp_mode != R_LENGTH || p->resp_left < SPLICE_MIN || evbuffer_get_length(in) > 0 ||
-        p->up_paused || req->ops->raw_fd == NULL)
+        p->up_paused || req->ops->raw_conn == NULL || !fg_conn_can_splice(p->u->c))
         return 0;
-    p->cfd = req->ops->raw_fd(req);
-    if (p->cfd < 0 || pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
+    p->cc = req->ops->raw_conn(req);
+    if (p->cc == NULL || pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
         return 0;
     fcntl(p->pipe[1], F_SETPIPE_SZ, SPLICE_CHUNK);
     p->splicing = 1;
@@ -987,9 +984,7 @@ static int early_answer(proxy_t *p)
     if (p->state != P_WAIT_HEAD || p->u == NULL)
         return 0;
     struct evbuffer *in = fg_conn_input(p->u->c);
-    int fd = fg_conn_fd(p->u->c);
-    while (evbuffer_read(in, fd, 65536) > 0)
-        ;
+    fg_conn_read_now(p->u->c);
     if (evbuffer_get_length(in) == 0)
         return 0;
     p->got_bytes = 1; /* answered: never retried elsewhere */

@@ -13,6 +13,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "worker/upstream/upstream.h"
 
 struct fg_accesslog_s {
@@ -186,6 +187,28 @@ static void key(line_t *l, int f)
     LIT(l, "\":");
 }
 
+static void str_field(line_t *l, int f, const char *s, size_t len);
+
+/* What the handshake settled (fg_tls_info: OpenSSL's constants, nothing formatted). */
+static void tls_fields(line_t *l, uint64_t want, const SSL *ssl)
+{
+    fg_tls_info_t ti;
+    fg_tls_info(ssl, &ti);
+    if (want & FG_AL_BIT(FG_AL_TLS_VERSION))
+        str_field(l, FG_AL_TLS_VERSION, ti.version, strlen(ti.version));
+    if (want & FG_AL_BIT(FG_AL_TLS_CIPHER))
+        str_field(l, FG_AL_TLS_CIPHER, ti.cipher, strlen(ti.cipher));
+    if ((want & FG_AL_BIT(FG_AL_SNI)) && ti.sni[0] != '\0')
+        str_field(l, FG_AL_SNI, ti.sni, strlen(ti.sni));
+    if (want & FG_AL_BIT(FG_AL_TLS_RESUMED)) {
+        key(l, FG_AL_TLS_RESUMED);
+        if (ti.resumed)
+            LIT(l, "true");
+        else
+            LIT(l, "false");
+    }
+}
+
 static void str_field(line_t *l, int f, const char *s, size_t len)
 {
     key(l, f);
@@ -201,12 +224,20 @@ static const char *termination(const fg_request_t *r)
     static const struct {
         const char *error, *reason;
     } by_error[] = {
-        {"client_closed", "client_aborted"},     {"request_timeout", "client_timeout"},
-        {"bad_request", "bad_request"},          {"uri_too_long", "bad_request"},
-        {"headers_too_large", "bad_request"},    {"version_not_supported", "bad_request"},
-        {"not_implemented", "bad_request"},      {"not_found", "no_route"},
-        {"payload_too_large", "too_large"},      {"service_unavailable", "no_destination"},
-        {"gateway_timeout", "upstream_timeout"}, {"bad_gateway", "upstream_reset"},
+        {"client_closed", "client_aborted"},
+        {"request_timeout", "client_timeout"},
+        {"bad_request", "bad_request"},
+        {"uri_too_long", "bad_request"},
+        {"headers_too_large", "bad_request"},
+        {"version_not_supported", "bad_request"},
+        {"not_implemented", "bad_request"},
+        {"not_found", "no_route"},
+        {"plain_http_to_tls_port", "bad_request"},
+        {"misdirected_request", "bad_request"},
+        {"payload_too_large", "too_large"},
+        {"service_unavailable", "no_destination"},
+        {"gateway_timeout", "upstream_timeout"},
+        {"bad_gateway", "upstream_reset"},
     };
     if (r->termination)
         return r->termination;
@@ -376,6 +407,8 @@ static void format_line(fg_accesslog_t *al, const fg_request_t *r, line_t *l)
     }
     if (want & FG_AL_BIT(FG_AL_REQUEST_ID))
         str_field(l, FG_AL_REQUEST_ID, r->request_id, strlen(r->request_id));
+    if (r->ssl != NULL)
+        tls_fields(l, want, r->ssl);
     LIT(l, "}\n");
 }
 

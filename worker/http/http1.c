@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "common/path.h"
+#include "common/tls.h"
 #include "worker/http/accesslog.h"
 #include "worker/admission/security.h"
 #include "worker/core/conn.h"
@@ -73,10 +74,13 @@ struct fg_http1_conn_s {
     unsigned dead : 1;        /* destroy when busy ends */
     unsigned body_paused : 1;
     unsigned flush_pending : 1;
-    unsigned linger : 1;     /* input may hold unread request bytes when we close */
-    unsigned broken : 1;     /* a write failed: the client is gone, tell handlers, then destroy */
-    unsigned peer_eof : 1;   /* the client shut its sending side after whole requests */
-    unsigned out_paused : 1; /* parsing held until the output backlog drains */
+    unsigned linger : 1;       /* input may hold unread request bytes when we close */
+    unsigned broken : 1;       /* a write failed: the client is gone, tell handlers, then destroy */
+    unsigned peer_eof : 1;     /* the client shut its sending side after whole requests */
+    unsigned out_paused : 1;   /* parsing held until the output backlog drains */
+    unsigned plain_on_tls : 1; /* plain HTTP on a TLS port: answer 400 and close */
+    const char *hsts;          /* Strict-Transport-Security value on a TLS connection, or NULL */
+    size_t hsts_len;
     unsigned nrequests;
     union {
         struct sockaddr sa;
@@ -318,8 +322,14 @@ static int ops_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs
     fg_str_t date, server;
     fg_request_stamp(req, hdrs, &date, &server);
     char *buf, *p;
-    if (format_head(req, status, hdrs, 104 + 20 + date.len + server.len, &buf, &p) != 0)
+    if (format_head(req, status, hdrs, 104 + 20 + date.len + server.len + 32 + h->hsts_len, &buf,
+                    &p) != 0)
         return -1;
+    if (h->hsts != NULL) {
+        p = PUT_LIT(p, "Strict-Transport-Security: ");
+        p = put(p, h->hsts, h->hsts_len);
+        p = PUT_LIT(p, "\r\n");
+    }
     if (date.len) {
         p = PUT_LIT(p, "Date: ");
         p = put(p, date.base, date.len);
@@ -479,12 +489,13 @@ static void ops_abort(fg_request_t *req)
     destroy(h);
 }
 
-static int ops_raw_fd(fg_request_t *req)
+static fg_conn_t *ops_raw_conn(fg_request_t *req)
 {
     fg_http1_conn_t *h = req->proto;
-    if (h->resp_chunked || h->resp_nobody || fg_conn_flush(h->c) != 0 || fg_conn_pending(h->c) > 0)
-        return -1;
-    return fg_conn_fd(h->c);
+    if (h->resp_chunked || h->resp_nobody || !fg_conn_can_splice(h->c) ||
+        fg_conn_flush(h->c) != 0 || fg_conn_pending(h->c) > 0)
+        return NULL;
+    return h->c;
 }
 
 static void ops_want_writable(fg_request_t *req)
@@ -497,8 +508,8 @@ static int ops_local_addr(fg_request_t *req, char *ip, size_t iplen, uint16_t *p
 {
     fg_http1_conn_t *h = req->proto;
     struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getsockname(fg_conn_fd(h->c), (struct sockaddr *)&ss, &len) == -1)
+    socklen_t len;
+    if (fg_conn_local_addr(h->c, &ss, &len) != 0)
         return -1;
     if (ss.ss_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
@@ -523,7 +534,7 @@ static const fg_req_ops_t h1_ops = {
     .pending = ops_pending,
     .pause_body = ops_pause_body,
     .abort = ops_abort,
-    .raw_fd = ops_raw_fd,
+    .raw_conn = ops_raw_conn,
     .want_writable = ops_want_writable,
 };
 
@@ -638,22 +649,38 @@ static void release_if_idle(fg_http1_conn_t *h)
 int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
                     const struct sockaddr_storage *peer, socklen_t len)
 {
+    fg_conn_t *c = fg_conn_new(w->base, fd, NULL, NULL);
+    if (c == NULL)
+        return -1;
+    if (fg_http1_adopt(w, srv, c, peer, 0) != 0) {
+        fg_log_error("http1: out of memory for a connection: closed");
+        fg_conn_free(c); /* closes fd: the caller has nothing left to close */
+    }
+    return 0;
+}
+
+int fg_http1_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
+                   const struct sockaddr_storage *peer, int flags)
+{
     fg_http1_conn_t *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return -1;
     h->w = w;
     h->server = srv;
+    h->plain_on_tls = (flags & FG_HTTP1_PLAIN_ON_TLS) != 0;
     if (peer->ss_family == AF_INET)
         h->peer.in4 = *(const struct sockaddr_in *)peer;
     else if (peer->ss_family == AF_INET6)
         h->peer.in6 = *(const struct sockaddr_in6 *)peer;
     else
         h->peer.sa.sa_family = peer->ss_family;
-    h->c = fg_conn_new(w->base, fd, &conn_cbs, h);
-    if (h->c == NULL) {
-        free(h);
-        return -1;
+    h->c = c;
+    if (fg_conn_ssl(c) != NULL && srv->tls != NULL && srv->tls->hsts_header != NULL) {
+        /* RFC 6797 7.2: only over a secure transport. */
+        h->hsts = srv->tls->hsts_header;
+        h->hsts_len = strlen(h->hsts);
     }
+    fg_conn_set_cbs(c, &conn_cbs, h);
     fg_conn_set_write_timeout(h->c, srv->send_timeout_ms);
     fg_conn_set_low_watermark(h->c, OUT_LOW_WATER);
     if (w->h1_spares == NULL && (w->h1_spares = calloc(1, sizeof(*w->h1_spares))) != NULL &&
@@ -723,7 +750,7 @@ static void on_drain(fg_conn_t *c, void *arg)
             destroy(h);
             return;
         }
-        shutdown(fg_conn_fd(c), SHUT_WR);
+        fg_conn_shutdown_write(c);
         h->state = S_LINGER;
         h->linger_end_ms = fg_request_now_us() / 1000 + LINGER_TOTAL_MS;
         evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
@@ -955,6 +982,7 @@ static void reject(fg_http1_conn_t *h, int status, const char *error, const char
     req->ops = &h1_ops;
     req->worker = h->w; /* Date cache, errorPages and serverHeader apply to these answers too */
     req->server = h->server;
+    req->ssl = fg_conn_ssl(h->c);
     fill_client(h);
     if (fg_log_level() >= FG_LOG_INFO) {
         char host[260];
@@ -996,6 +1024,44 @@ static void set_client(const fg_http1_conn_t *h, fg_request_t *req)
     }
 }
 
+/* Answer what the connection's transport decides before routing: plain HTTP on a TLS port
+ * (400, then close, as nginx's 497), a Host the TLS connection may not serve (421), and on a
+ * plaintext server with redirectHttps the redirect. Returns 1 when answered. */
+static int tls_gate(fg_http1_conn_t *h, fg_request_t *req)
+{
+    if (h->plain_on_tls) {
+        h->close_after = 1;
+        h->linger = 1;
+        fg_request_error(req, 400, "plain_http_to_tls_port",
+                         "The plain HTTP request was sent to a TLS port");
+        return 1;
+    }
+    if (req->ssl != NULL) {
+        /* RFC 9110 15.5.20: the client retries on a connection for that name. */
+        if (fg_tls_host_allowed(req->ssl, req->host.base, req->host.len))
+            return 0;
+        fg_request_error(req, 421, "misdirected_request",
+                         "The certificate of this connection does not cover this host");
+        return 1;
+    }
+    if (!h->server->redirect.enabled)
+        return 0;
+    size_t cap = 300 + req->host.len + req->target.len;
+    char *loc = fg_pool_alloc(req->pool, cap);
+    int n = loc ? fg_tls_redirect_location(&h->server->redirect, req->host.base, req->host.len,
+                                           req->target.base, req->target.len, loc, cap)
+                : -1;
+    fg_headers_t hd;
+    fg_headers_init(&hd, req->pool, 1);
+    if (n < 0 || fg_headers_add(&hd, FG_STR_LIT("Location"), (fg_str_t){loc, (size_t)n}) != 0) {
+        h->close_after = 1;
+        fg_request_error(req, 400, "bad_request", "no valid host to redirect to");
+        return 1;
+    }
+    fg_request_respond(req, h->server->redirect.status, &hd, NULL, 0);
+    return 1;
+}
+
 /* Start the request whose head is the first `len` bytes of input. */
 static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1_head_t *head)
 {
@@ -1007,7 +1073,8 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->proto = h;
     req->ops = &h1_ops;
     req->version = head->minor_version == 0 ? 10 : 11;
-    req->scheme = FG_STR_LIT("http");
+    req->ssl = fg_conn_ssl(h->c);
+    req->scheme = req->ssl ? FG_STR_LIT("https") : FG_STR_LIT("http");
     req->start_us = fg_request_now_us();
     req->head_bytes = (uint64_t)len;
     set_client(h, req);
@@ -1041,7 +1108,7 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->body_done = !req->has_body;
     h->state = req->has_body ? S_BODY : S_WAIT;
 
-    if (fg_request_route(req) != 0)
+    if (tls_gate(h, req) != 0 || fg_request_route(req) != 0)
         return;
     if (req->has_body && req->expect_continue && req->version == 11) {
         /* RFC 9110 10.1.1: the body is wanted, say so before the client waits it out. */

@@ -15,6 +15,14 @@ typedef struct fg_http1_conn_s fg_http1_conn_t;
 /* Take an accepted socket. Returns 0, or -1 (the caller closes fd). */
 int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
                     const struct sockaddr_storage *peer, socklen_t len);
+
+struct fg_conn_s;
+/* The client sent plain HTTP to a TLS port: answer its first request 400 and close. */
+#define FG_HTTP1_PLAIN_ON_TLS 1
+/* Take a connection whose transport is ready (a finished TLS handshake, or plain TCP with
+ * FG_HTTP1_PLAIN_ON_TLS). Returns 0, or -1 (the caller frees c). */
+int fg_http1_adopt(fg_worker_t *w, const fg_server_t *srv, struct fg_conn_s *c,
+                   const struct sockaddr_storage *peer, int flags);
 /* Graceful retire: every connection answers its current or next request with
  * "Connection: close". */
 void fg_http1_retire(fg_worker_t *w);

@@ -46,10 +46,11 @@ typedef struct {
     /* The response cannot be completed (upstream died mid-body): drop the client stream so that
      * the client sees a truncated message, never a wrong one. The front end frees req. */
     void (*abort)(fg_request_t *req);
-    /* Zero-copy body relay: the client socket when body bytes may be written to it directly
-     * (plain TCP, identity framing, nothing queued), else -1. The caller counts bytes_out. */
-    int (*raw_fd)(fg_request_t *req);
-    /* Call handler->on_writable once the client socket can take bytes (after raw_fd EAGAIN). */
+    /* Zero-copy body relay: the client connection when body bytes may be spliced to it
+     * (fg_conn_splice_out: a transport that can, identity framing, nothing queued), else NULL.
+     * The caller counts bytes_out. */
+    struct fg_conn_s *(*raw_conn)(fg_request_t *req);
+    /* Call handler->on_writable once the client can take bytes (after a splice -EAGAIN). */
     void (*want_writable)(fg_request_t *req);
     /* The gateway's own address on the client's connection (Forwarded "by"): 0 with ip set as
      * text and *port, or -1. */
@@ -111,6 +112,8 @@ struct fg_request_s {
     unsigned real_ip_set : 1;
     unsigned security_denied : 1; /* answered 403/429 by access control or a rate limit */
     unsigned relayed : 1; /* the response head is a destination's (worker/handlers/proxy.c) */
+    /* The client connection's TLS session (fg_tls_host_allowed, fg_tls_info), or NULL. */
+    const struct ssl_st *ssl;
 
     /* response facts, for the access log */
     int status;

@@ -1,0 +1,315 @@
+"""TLS termination end to end: certificates made at test time with the openssl CLI (a CA, a
+certificate for a.example.test, a wildcard *.w.example.test and a default), driven with curl,
+`openssl s_client` and wrk against the real binary and a real upstream (upstream.py).
+
+Covers SNI (exact, wildcard, default, none), keep-alive HTTP/1.1 over TLS with a large download
+and a chunked upload, X-Forwarded-Proto, HSTS, 421, plain HTTP to the TLS port (400), the
+handshake timeout, redirectHttps, the access log's TLS fields, session resumption across
+workers (TLS 1.2 and 1.3), a certificate swap under wrk load, and the shipped example."""
+import hashlib
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BINARY, REPO_ROOT, base_config, free_port, recv_until_close
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("curl") is None,
+                                reason="needs the openssl and curl CLIs")
+
+
+def _run(*args, **kw):
+    return subprocess.run(list(args), check=True, capture_output=True, timeout=60, **kw)
+
+
+def _leaf(d, name, cn, sans):
+    key, csr, ext, crt = (d / (name + s) for s in (".key", ".csr", ".ext", ".crt"))
+    _run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-subj", "/CN=" + cn, "-keyout", str(key), "-out", str(csr))
+    ext.write_text("subjectAltName=" + ",".join("DNS:" + s for s in sans) + "\n")
+    _run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(d / "ca.crt"), "-CAkey",
+         str(d / "ca.key"), "-CAcreateserial", "-days", "30", "-sha256", "-extfile", str(ext),
+         "-out", str(crt))
+    return str(crt), str(key)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+    _run("openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", "/CN=Test CA",
+         "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    return {
+        "dir": d,
+        "ca": str(d / "ca.crt"),
+        "a": _leaf(d, "a", "a.example.test", ["a.example.test"]),
+        "w": _leaf(d, "w", "wild", ["*.w.example.test"]),
+        "def": _leaf(d, "def", "default.example.test", ["default.example.test"]),
+        "a2": _leaf(d, "a2", "a2.example.test", ["a.example.test"]),
+    }
+
+
+def tls_config(tmp_path, certs, port, routes=None, clusters=None, workers=2, **tls):
+    cfg = base_config(tmp_path, port, routes=routes, clusters=clusters, workers=workers)
+    cfg["certificates"] = [{"id": i, "chain": certs[i][0], "key": certs[i][1]}
+                           for i in ("a", "w", "def")]
+    t = {"certificates": ["a", "w", "def"], "default": "def"}
+    t.update(tls)
+    cfg["servers"][0]["tls"] = t
+    return cfg
+
+
+def curl(port, path="/", host="a.example.test", *extra, cacert=None):
+    args = ["curl", "-sS", "--max-time", "20", "--resolve", "%s:%d:127.0.0.1" % (host, port),
+            "--cacert", cacert, "-D", "-"] + list(extra) + ["https://%s:%d%s" % (host, port, path)]
+    return subprocess.run(args, capture_output=True, timeout=60)
+
+
+def s_client(port, *args, stdin=b""):
+    p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port] + list(args),
+                       input=stdin, capture_output=True, timeout=30)
+    return p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+
+
+def subject_cn(out):
+    m = re.search(r"subject=.*?CN\s*=\s*([^,\n/]+)", out)
+    return m.group(1).strip() if m else None
+
+
+def test_sni_exact_wildcard_default_and_none(tmp_path, certs, gateway_factory):
+    port = free_port()
+    gateway_factory(tls_config(tmp_path, certs, port))
+    assert subject_cn(s_client(port, "-servername", "a.example.test")) == "a.example.test"
+    assert subject_cn(s_client(port, "-servername", "x.w.example.test")) == "wild"
+    # a one-level wildcard covers neither its parent nor a name two levels down
+    assert subject_cn(s_client(port, "-servername", "a.b.w.example.test")) == \
+        "default.example.test"
+    assert subject_cn(s_client(port, "-servername", "w.example.test")) == "default.example.test"
+    assert subject_cn(s_client(port, "-servername", "unknown.test")) == "default.example.test"
+    assert subject_cn(s_client(port, "-noservername")) == "default.example.test"
+    # curl verifies the chain and the name against the CA
+    for host in ("a.example.test", "x.w.example.test", "default.example.test"):
+        p = curl(port, "/", host, cacert=certs["ca"])
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.startswith(b"HTTP/1.1 200") and p.stdout.endswith(b"hello")
+
+
+def test_keepalive_download_upload_and_forwarded_proto(tmp_path, certs, gateway_factory,
+                                                       echo_upstream):
+    port = free_port()
+    routes = [{"id": "up", "match": {"path": "/{**rest}"}, "clusterId": "c"}]
+    clusters = [{"id": "c", "destinations": [{"id": "d", "address": echo_upstream.url}]}]
+    gateway_factory(tls_config(tmp_path, certs, port, routes=routes, clusters=clusters))
+    size = 24 << 20
+    expect = hashlib.sha256(b"x" * size).hexdigest()
+    body = tmp_path / "up.bin"
+    body.write_bytes(bytes(range(256)) * 8192)  # 2 MiB
+    out = tmp_path / "down.bin"
+    base = "https://a.example.test:%d" % port
+    common = ["--resolve", "a.example.test:%d:127.0.0.1" % port, "--cacert", certs["ca"]]
+    p = subprocess.run(["curl", "-sS", "-v", "--max-time", "30"] + common +
+                       ["-o", str(out), base + "/bytes/%d" % size, "--next"] + common +
+                       ["-H", "Transfer-Encoding: chunked", "--data-binary", "@" + str(body),
+                        base + "/upload"], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == expect
+    assert b"Re-using existing connection" in p.stderr or b"Reusing existing" in p.stderr, \
+        p.stderr[-2000:]
+    echo = json.loads(p.stdout[p.stdout.index(b"{"):])
+    assert echo["method"] == "POST" and echo["bodyLength"] == 2 << 20
+    assert echo["bodySha256"] == hashlib.sha256(body.read_bytes()).hexdigest()
+    hdrs = {k.lower(): v for k, v in echo["headers"]}
+    assert hdrs.get("x-forwarded-proto") == "https"
+
+
+def test_hsts_421_and_access_log_fields(tmp_path, certs, gateway_factory):
+    port = free_port()
+    gw = gateway_factory(tls_config(tmp_path, certs, port,
+                                    hsts={"maxAge": "1d", "includeSubDomains": True}))
+    p = curl(port, "/", "a.example.test", cacert=certs["ca"])
+    assert p.stdout.startswith(b"HTTP/1.1 200")
+    assert b"\r\nStrict-Transport-Security: max-age=86400; includeSubDomains\r\n" in p.stdout
+    # RFC 9110 15.5.20: a Host the connection's certificate does not cover
+    p = curl(port, "/", "a.example.test", "-H", "Host: x.w.example.test", cacert=certs["ca"])
+    assert p.stdout.startswith(b"HTTP/1.1 421"), p.stdout
+    # without SNI any Host is served (routing by Host)
+    out = s_client(port, "-noservername", "-ign_eof",
+                   stdin=b"GET / HTTP/1.1\r\nHost: x.w.example.test\r\nConnection: close\r\n\r\n")
+    assert "HTTP/1.1 200" in out
+    lines = gw.access_log(wait_for=3)  # each worker writes its own lines: any order
+    assert sorted(l["status"] for l in lines) == [200, 200, 421], lines
+    ok = [l for l in lines if l["status"] == 200 and l["host"].startswith("a.example.test")][0]
+    assert ok["tlsVersion"] == "TLSv1.3" and ok["sni"] == "a.example.test"
+    assert ok["tlsCipher"].startswith("TLS_") and ok["tlsResumed"] is False
+    bare = [l for l in lines if l["host"].startswith("x.w.example.test") and l["status"] == 200][0]
+    assert "sni" not in bare and bare["tlsVersion"] == "TLSv1.3"
+
+
+def test_plain_http_to_tls_port_gets_400_then_close(tmp_path, certs, gateway_factory):
+    port = free_port()
+    gateway_factory(tls_config(tmp_path, certs, port))
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n")
+    data = recv_until_close(s)  # an orderly close: a reset would raise
+    s.close()
+    assert data.startswith(b"HTTP/1.1 400"), data
+    assert b"Connection: close" in data and b"TLS port" in data
+
+
+def test_handshake_timeout_closes_a_silent_client(tmp_path, certs, gateway_factory):
+    port = free_port()
+    gateway_factory(tls_config(tmp_path, certs, port, handshakeTimeout="1s"))
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t0 = time.monotonic()
+    assert s.recv(100) == b""
+    waited = time.monotonic() - t0
+    s.close()
+    assert 0.5 < waited < 8, waited
+
+
+def test_redirect_https(tmp_path, certs, gateway_factory):
+    port, plain = free_port(), free_port()
+    cfg = tls_config(tmp_path, certs, port)
+    cfg["servers"].append({"id": "plain", "listen": "127.0.0.1:%d" % plain,
+                           "redirectHttps": {"port": port, "status": 301}})
+    gateway_factory(cfg)
+    p = subprocess.run(["curl", "-sS", "-D", "-", "-o", "/dev/null",
+                        "http://localhost:%d/a/b?c=1" % plain], capture_output=True, timeout=30)
+    assert p.stdout.startswith(b"HTTP/1.1 301"), p.stdout
+    assert b"\r\nLocation: https://localhost:%d/a/b?c=1\r\n" % port in p.stdout
+    # followed, it lands on the TLS server
+    p = subprocess.run(["curl", "-sS", "-L", "--cacert", certs["ca"], "--resolve",
+                        "a.example.test:%d:127.0.0.1" % port, "--resolve",
+                        "a.example.test:%d:127.0.0.1" % plain,
+                        "http://a.example.test:%d/x" % plain], capture_output=True, timeout=30)
+    assert p.returncode == 0 and p.stdout == b"hello", p.stderr
+
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+def test_resumption_across_workers(tmp_path, certs, gateway_factory, version):
+    port = free_port()
+    gw = gateway_factory(tls_config(tmp_path, certs, port, workers=3))
+    assert len(gw.workers()) == 3
+    sess = tmp_path / "sess.pem"
+    req = b"GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n"
+    out = s_client(port, version, "-servername", "a.example.test", "-ign_eof", "-sess_out",
+                   str(sess), stdin=req)
+    assert "HTTP/1.1 200" in out and sess.exists()
+    reused = 0
+    for _ in range(100):
+        out = s_client(port, version, "-servername", "a.example.test", "-ign_eof", "-sess_in",
+                       str(sess), "-sess_out", str(sess), stdin=req)
+        assert "HTTP/1.1 200" in out
+        reused += "Reused," in out
+    assert reused == 100
+    lines = gw.access_log(wait_for=101)
+    assert sum(1 for l in lines if l.get("tlsResumed")) == 100
+
+
+def test_certificate_swap_under_wrk_load(tmp_path, certs, gateway_factory):
+    if shutil.which("wrk") is None:
+        pytest.skip("needs wrk")
+    port = free_port()
+    cfg = tls_config(tmp_path, certs, port)
+    gw = gateway_factory(cfg)
+    result = {}
+
+    def load():
+        p = subprocess.run(["wrk", "-t2", "-c8", "-d4s", "https://127.0.0.1:%d/" % port],
+                           capture_output=True, text=True, timeout=60)
+        result["out"] = p.stdout + p.stderr
+
+    t = threading.Thread(target=load)
+    t.start()
+    time.sleep(1.5)
+    swapped = json.loads(json.dumps(cfg))
+    swapped["certificates"][0]["chain"], swapped["certificates"][0]["key"] = certs["a2"]
+    gw.reload(swapped)
+    t.join()
+    out = result["out"]
+    m = re.search(r"(\d+) requests in", out)
+    assert m and int(m.group(1)) > 100, out
+    assert "Socket errors" not in out and "Non-2xx" not in out, out
+    # the new generation offers the new certificate
+    assert subject_cn(s_client(port, "-servername", "a.example.test")) == "a2.example.test"
+
+
+def test_example_config_checks(tmp_path):
+    certs_dir = tmp_path / "certs"
+    p = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "example-certs",
+                        "CERTS_DIR=" + str(certs_dir)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    example = json.loads((REPO_ROOT / "etc/examples/tls.json").read_text())
+    text = json.dumps(example).replace("certs/", str(certs_dir) + "/")
+    cfg = tmp_path / "tls.json"
+    cfg.write_text(text)
+    p = subprocess.run([str(BINARY), "-t", "-c", str(cfg)], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert Path(certs_dir / "server.crt").exists()
+
+
+def test_static_file_over_tls_without_sendfile(tmp_path, certs, gateway_factory):
+    """TLS cannot take sendfile: the file goes through the read + write path, whole."""
+    www = tmp_path / "www"
+    www.mkdir()
+    data = bytes((i * 31 + i // 977) & 0xFF for i in range(5 * 1024 * 1024 + 3))
+    (www / "big.bin").write_bytes(data)
+    port = free_port()
+    routes = [{"id": "files", "match": {"path": "/static/{**rest}"}, "static": {"root": str(www)}}]
+    gateway_factory(tls_config(tmp_path, certs, port, routes=routes))
+    out = tmp_path / "got.bin"
+    p = curl(port, "/static/big.bin", "a.example.test", "-o", str(out), cacert=certs["ca"])
+    assert p.returncode == 0, p.stderr
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+def test_reload_keeps_open_tls_connections_on_their_generation(tmp_path, certs, gateway_factory):
+    """A keep-alive TLS connection opened before a reload that swaps the certificate is
+    served after it by its retiring worker; new connections get the new certificate."""
+    import ssl
+    port = free_port()
+    cfg = tls_config(tmp_path, certs, port)
+    gw = gateway_factory(cfg)
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                        server_hostname="a.example.test")
+    req = b"GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n"
+    s.sendall(req)
+    first = b""
+    while not first.endswith(b"hello"):  # the head and the body may come as two records
+        chunk = s.recv(4096)
+        assert chunk, first
+        first += chunk
+    assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"hello")
+    old_cert = s.getpeercert()
+    swapped = json.loads(json.dumps(cfg))
+    swapped["certificates"][0]["chain"], swapped["certificates"][0]["key"] = certs["a2"]
+    gw.reload(swapped)
+    s.sendall(req)
+    second = recv_until_close(s)  # the retiring worker answers, then closes
+    s.close()
+    assert second.startswith(b"HTTP/1.1 200") and second.endswith(b"hello"), second
+    assert dict(x[0] for x in old_cert["subject"])["commonName"] == "a.example.test"
+    assert subject_cn(s_client(port, "-servername", "a.example.test")) == "a2.example.test"
+
+
+def test_chunked_response_over_tls(tmp_path, certs, gateway_factory, echo_upstream):
+    """A chunked relay (1 KiB chunks from the destination, chunk-size lines between them)
+    arrives whole; small chains are gathered into records with what follows."""
+    port = free_port()
+    routes = [{"id": "up", "match": {"path": "/{**rest}"}, "clusterId": "c"}]
+    clusters = [{"id": "c", "destinations": [{"id": "d", "address": echo_upstream.url}]}]
+    gateway_factory(tls_config(tmp_path, certs, port, routes=routes, clusters=clusters))
+    out = tmp_path / "chunked.bin"
+    size = 3 * 1024 * 1024 + 5
+    p = curl(port, "/chunked/%d" % size, "a.example.test", "-o", str(out), cacert=certs["ca"])
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == b"x" * size

@@ -1,0 +1,317 @@
+/* Unit tests for worker/core/transport_tcp.c and transport_tls.c over a socketpair with small
+ * socket buffers: a TLS handshake reported as want-read steps, a large write that the kernel
+ * takes in parts (partial writes, repeated from the evbuffer as OpenSSL requires) arriving
+ * intact, a KeyUpdate to answer while the send direction is full (the read reports want-write
+ * or hands the data over and the answer follows with the next write; OpenSSL 3 does the
+ * latter), plain HTTP detected instead of a ClientHello, the capabilities, and an fg_conn on a
+ * real loop that reads, in pieces smaller than a record, bytes OpenSSL holds decrypted. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "tests/unit/tls_fixture.h"
+#include "worker/core/conn.h"
+#include "worker/core/transport.h"
+
+#define BIG (1024 * 1024 + 777)
+
+typedef struct {
+    SSL_CTX *sctx, *cctx;
+    int fds[2];
+    fg_transport_t server, client;
+} pair_t;
+
+static void small_buffers(int fd)
+{
+    int sz = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+}
+
+static void pair_open(pair_t *p)
+{
+    fx_leaf("srv", "srv.test", "DNS:srv.test", -60, 86400);
+    p->sctx = SSL_CTX_new(TLS_server_method());
+    assert_int_equal(SSL_CTX_use_certificate_chain_file(p->sctx, fx_path("srv.crt")), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey_file(p->sctx, fx_path("srv.key"), SSL_FILETYPE_PEM), 1);
+    SSL_CTX_set_min_proto_version(p->sctx, TLS1_3_VERSION);
+    p->cctx = SSL_CTX_new(TLS_client_method());
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p->fds), 0);
+    small_buffers(p->fds[0]);
+    small_buffers(p->fds[1]);
+    assert_int_equal(fg_transport_tls_server_init(&p->server, p->fds[0], p->sctx), 0);
+    fg_transport_tls_client_init(&p->client, p->fds[1], SSL_new(p->cctx));
+}
+
+static void pair_close(pair_t *p)
+{
+    p->server.ops->close(&p->server);
+    p->client.ops->close(&p->client);
+    close(p->fds[0]);
+    close(p->fds[1]);
+    SSL_CTX_free(p->sctx);
+    SSL_CTX_free(p->cctx);
+}
+
+static void pair_handshake(pair_t *p)
+{
+    int s = FG_TRANSPORT_AGAIN, c = FG_TRANSPORT_AGAIN, rounds = 0;
+    while ((s != 0 || c != 0) && rounds++ < 50) {
+        if (c != 0)
+            c = p->client.ops->handshake(&p->client);
+        if (s != 0)
+            s = p->server.ops->handshake(&p->server);
+        if (s == FG_TRANSPORT_AGAIN)
+            assert_int_equal(p->server.want, FG_TRANSPORT_WANT_READ);
+    }
+    assert_int_equal(s, 0);
+    assert_int_equal(c, 0);
+}
+
+static void test_handshake_and_capabilities(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_open(&p);
+    /* Nothing sent yet: the server waits to read. */
+    assert_int_equal(p.server.ops->handshake(&p.server), FG_TRANSPORT_AGAIN);
+    assert_int_equal(p.server.want, FG_TRANSPORT_WANT_READ);
+    pair_handshake(&p);
+    assert_int_equal(p.server.ops->caps & (FG_TRANSPORT_SENDFILE | FG_TRANSPORT_SPLICE), 0);
+    fg_transport_t tcp;
+    fg_transport_tcp_init(&tcp, -1);
+    assert_int_equal(tcp.ops->caps, FG_TRANSPORT_SENDFILE | FG_TRANSPORT_SPLICE);
+    pair_close(&p);
+}
+
+/* The server writes BIG bytes held in many evbuffer chains; the socket takes a few KiB at a
+ * time, so writes block and are repeated (partial) while the client reads in between. */
+static void test_partial_writes_arrive_intact(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_open(&p);
+    pair_handshake(&p);
+    unsigned char *data = malloc(BIG);
+    for (size_t i = 0; i < BIG; i++)
+        data[i] = (unsigned char)(i * 7 + i / 251);
+    struct evbuffer *out = evbuffer_new(), *in = evbuffer_new();
+    for (size_t off = 0; off < BIG; off += 5000)
+        evbuffer_add(out, data + off, BIG - off < 5000 ? BIG - off : 5000);
+    int blocked = 0, partial = 0, rounds = 0;
+    while (evbuffer_get_length(out) > 0 && rounds++ < 100000) {
+        ssize_t n = p.server.ops->send_chain(&p.server, out);
+        if (n == FG_TRANSPORT_AGAIN) {
+            assert_int_equal(p.server.want, FG_TRANSPORT_WANT_WRITE);
+            blocked++;
+        } else {
+            assert_true(n > 0);
+            partial += evbuffer_get_length(out) > 0;
+        }
+        if (rounds % 2 == 0)
+            continue; /* every other round, the writer finds the socket still full */
+        ssize_t r;
+        while ((r = p.client.ops->recv(&p.client, in, 65536)) > 0)
+            ;
+        assert_int_equal(r, FG_TRANSPORT_AGAIN);
+    }
+    assert_int_equal(evbuffer_get_length(out), 0);
+    while (evbuffer_get_length(in) < BIG && rounds++ < 100000)
+        if (p.client.ops->recv(&p.client, in, 65536) == FG_TRANSPORT_AGAIN)
+            break;
+    assert_true(partial > 10); /* the kernel took the data in many parts */
+    assert_true(blocked > 10); /* and repeated from the evbuffer after blocking */
+    assert_int_equal(evbuffer_get_length(in), BIG);
+    assert_memory_equal(evbuffer_pullup(in, -1), data, BIG);
+    /* close_notify: the client reads the orderly end. */
+    assert_int_equal(p.server.ops->shutdown_write(&p.server), 0);
+    assert_int_equal(p.client.ops->recv(&p.client, in, 65536), 0);
+    evbuffer_free(out);
+    evbuffer_free(in);
+    free(data);
+    pair_close(&p);
+}
+
+/* A read that must write: the client asks for a KeyUpdate (RFC 8446 4.6.3) while the server's
+ * send direction is full. The stream must stay sound in both directions afterwards. */
+static void test_key_update_while_send_is_full(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_open(&p);
+    pair_handshake(&p);
+    struct evbuffer *out = evbuffer_new(), *in = evbuffer_new();
+    static char blob[65536];
+    memset(blob, 'z', sizeof(blob));
+    evbuffer_add(out, blob, sizeof(blob));
+    /* Fill the server -> client direction. */
+    while (p.server.ops->send_chain(&p.server, out) != FG_TRANSPORT_AGAIN)
+        ;
+    assert_int_equal(SSL_key_update(p.client.ssl, SSL_KEY_UPDATE_REQUESTED), 1);
+    struct evbuffer *cout = evbuffer_new();
+    evbuffer_add(cout, "ping", 4);
+    assert_int_equal(p.client.ops->send_chain(&p.client, cout), 4);
+    ssize_t r = p.server.ops->recv(&p.server, in, 65536);
+    if (r == FG_TRANSPORT_AGAIN) {
+        assert_int_equal(p.server.want, FG_TRANSPORT_WANT_WRITE);
+    } else {
+        /* OpenSSL may queue the answer and hand over the data first: then the next write
+         * carries the KeyUpdate. Either way the data arrives and the stream stays sound. */
+        assert_int_equal(r, 4);
+    }
+    /* The client drains; the server can write (and so answer) again, and read. */
+    struct evbuffer *cin = evbuffer_new();
+    int rounds = 0;
+    while (evbuffer_get_length(in) < 4 && rounds++ < 10000) {
+        p.client.ops->recv(&p.client, cin, 65536);
+        p.server.ops->send_chain(&p.server, out);
+        p.server.ops->recv(&p.server, in, 65536);
+    }
+    assert_int_equal(evbuffer_get_length(in), 4);
+    assert_memory_equal(evbuffer_pullup(in, -1), "ping", 4);
+    evbuffer_free(out);
+    evbuffer_free(in);
+    evbuffer_free(cout);
+    evbuffer_free(cin);
+    pair_close(&p);
+}
+
+static void test_plain_http_instead_of_client_hello(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_open(&p);
+    assert_int_equal(write(p.fds[1], "GET / HTTP/1.1\r\n", 16), 16);
+    assert_int_equal(p.server.ops->handshake(&p.server), FG_TRANSPORT_PLAINTEXT);
+    /* Nothing was consumed: the request is there for a plain transport. */
+    char buf[32];
+    assert_int_equal(recv(p.fds[0], buf, sizeof(buf), MSG_PEEK), 16);
+    pair_close(&p);
+}
+
+/* ---- fg_conn over TLS on a real loop ---- */
+
+#define STREAM (200 * 1000)
+
+typedef struct {
+    SSL_CTX *cctx;
+    int fd;
+} client_arg_t;
+
+/* A blocking client: handshake, STREAM bytes in one write (many records), then silence
+ * until the server closes. */
+static void *client_main(void *argp)
+{
+    client_arg_t *a = argp;
+    SSL *ssl = SSL_new(a->cctx);
+    SSL_set_fd(ssl, a->fd);
+    if (SSL_connect(ssl) == 1) {
+        char *buf = malloc(STREAM);
+        for (size_t i = 0; i < STREAM; i++)
+            buf[i] = (char)('a' + i % 26);
+        SSL_write(ssl, buf, STREAM);
+        free(buf);
+        char c;
+        SSL_read(ssl, &c, 1);
+    }
+    SSL_free(ssl);
+    return NULL;
+}
+
+typedef struct {
+    struct event_base *base;
+    size_t got;
+    int done, failed;
+} server_seen_t;
+
+static void srv_read(fg_conn_t *c, void *arg)
+{
+    server_seen_t *s = arg;
+    struct evbuffer *in = fg_conn_input(c);
+    s->got += evbuffer_get_length(in);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (s->got >= STREAM)
+        event_base_loopbreak(s->base);
+}
+
+static void srv_drain(fg_conn_t *c, void *arg)
+{
+    (void)c;
+    (void)arg;
+}
+
+static void srv_event(fg_conn_t *c, void *arg, int what)
+{
+    server_seen_t *s = arg;
+    if (what == FG_CONN_HANDSHAKE_DONE) {
+        s->done = 1;
+        return;
+    }
+    s->failed = what;
+    event_base_loopbreak(s->base);
+}
+
+/* Reads smaller than a record leave decrypted bytes inside OpenSSL, where no socket event
+ * announces them: the conn must come back for them by itself, or the stream stalls. */
+static void test_conn_reads_bytes_buffered_in_tls(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_open(&p);
+    p.server.ops->close(&p.server);
+    p.client.ops->close(&p.client);
+    int cfd = p.fds[1];
+    fcntl(cfd, F_SETFL, fcntl(cfd, F_GETFL) & ~O_NONBLOCK);
+    server_seen_t seen = {0};
+    seen.base = event_base_new();
+    fg_conn_cbs_t cbs = {srv_read, srv_drain, srv_event};
+    fg_conn_t *c = fg_conn_new(seen.base, p.fds[0], &cbs, &seen);
+    assert_non_null(c);
+    assert_int_equal(fg_conn_start_tls(c, p.sctx), 0);
+    assert_int_equal(fg_conn_can_splice(c), 0);
+    fg_conn_set_read_max(c, 1000);
+    fg_conn_handshake(c, 5000);
+    client_arg_t ca = {p.cctx, cfd};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, client_main, &ca), 0);
+    struct timeval limit = {10, 0};
+    event_base_loopexit(seen.base, &limit);
+    event_base_dispatch(seen.base);
+    assert_int_equal(seen.failed, 0);
+    assert_true(seen.done);
+    assert_int_equal(seen.got, STREAM);
+    assert_non_null(fg_conn_ssl(c));
+    fg_conn_free(c); /* close_notify: the client's last read returns */
+    pthread_join(th, NULL);
+    close(cfd);
+    event_base_free(seen.base);
+    SSL_CTX_free(p.sctx);
+    SSL_CTX_free(p.cctx);
+}
+
+int main(void)
+{
+    (void)fx_handshake; /* the fixture's BIO-pair helpers are not needed here */
+    (void)fx_session;
+    fx_setup();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_handshake_and_capabilities),
+        cmocka_unit_test(test_partial_writes_arrive_intact),
+        cmocka_unit_test(test_key_update_while_send_is_full),
+        cmocka_unit_test(test_plain_http_instead_of_client_hello),
+        cmocka_unit_test(test_conn_reads_bytes_buffered_in_tls),
+    };
+    int r = cmocka_run_group_tests(tests, NULL, NULL);
+    fx_teardown();
+    return r;
+}

@@ -1,0 +1,70 @@
+/* Transports: how a connection's bytes reach its socket. Plain TCP and TLS (OpenSSL) offer the
+ * same operations, so fg_conn (worker/core/conn.c) and everything above it never touch a socket
+ * or know which one carries them.
+ *
+ * Operations report "would block" as FG_TRANSPORT_AGAIN with t->want saying which readiness
+ * unblocks them: a TLS read can need writability and a TLS write readability; the caller arms
+ * that event and repeats the call.
+ *
+ * Capabilities a transport may lack: FG_TRANSPORT_SENDFILE (sendfile(2) straight to the socket)
+ * and FG_TRANSPORT_SPLICE (splice(2) to and from a pipe). TLS has neither: its bytes pass
+ * through user space to be encrypted. */
+#ifndef FG_TRANSPORT_H
+#define FG_TRANSPORT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <openssl/ssl.h>
+
+struct evbuffer;
+
+enum { FG_TRANSPORT_SENDFILE = 1, FG_TRANSPORT_SPLICE = 2 };
+enum { FG_TRANSPORT_WANT_READ = 1, FG_TRANSPORT_WANT_WRITE = 2 };
+
+#define FG_TRANSPORT_AGAIN (-2)
+/* handshake: the peer sent plain HTTP where a TLS ClientHello was due (nothing consumed). */
+#define FG_TRANSPORT_PLAINTEXT (-3)
+
+typedef struct fg_transport_s fg_transport_t;
+
+typedef struct {
+    const char *name;
+    unsigned caps; /* FG_TRANSPORT_SENDFILE | FG_TRANSPORT_SPLICE */
+    /* Append up to max bytes to in. Returns the count, 0 at the peer's orderly end, -1 with
+     * errno on an error, or FG_TRANSPORT_AGAIN. */
+    ssize_t (*recv)(fg_transport_t *t, struct evbuffer *in, size_t max);
+    /* Write from out's chains in place (no copy) and drain what was taken. Returns the count,
+     * -1 with errno, or FG_TRANSPORT_AGAIN. */
+    ssize_t (*send_chain)(fg_transport_t *t, struct evbuffer *out);
+    /* End the sending direction (TLS: close_notify first). 0 or -1 with errno. */
+    int (*shutdown_write)(fg_transport_t *t);
+    /* Advance the handshake: 0 when done, FG_TRANSPORT_AGAIN, FG_TRANSPORT_PLAINTEXT, -1. */
+    int (*handshake)(fg_transport_t *t);
+    /* Bytes received and decoded but not yet returned by recv (no socket event will come). */
+    size_t (*pending)(const fg_transport_t *t);
+    /* Release the transport's state (TLS: close_notify when the session is sound, so that it
+     * stays resumable); the fd stays open, it is the connection's. */
+    void (*close)(fg_transport_t *t);
+} fg_transport_ops_t;
+
+struct fg_transport_s {
+    const fg_transport_ops_t *ops;
+    int fd;
+    unsigned want;       /* FG_TRANSPORT_WANT_* of the last FG_TRANSPORT_AGAIN */
+    SSL *ssl;            /* TLS only */
+    size_t wpend;        /* TLS: length of a write to repeat (OpenSSL needs at least as much) */
+    unsigned peeked : 1; /* TLS server: the first byte was checked for a ClientHello */
+    unsigned failed : 1; /* TLS: a fatal error, no close_notify may follow */
+    unsigned shut : 1;   /* TLS: close_notify sent */
+};
+
+void fg_transport_tcp_init(fg_transport_t *t, int fd);
+/* A server-side TLS transport on fd starting on ctx (SNI may switch it). 0 or -1 (out of
+ * memory). The SSL reads and writes fd directly; partial writes and moving write buffers are
+ * allowed, and idle connections give their record buffers back. */
+int fg_transport_tls_server_init(fg_transport_t *t, int fd, SSL_CTX *ctx);
+/* A client-side TLS transport on fd with ssl (in connect state, owned from now on). */
+void fg_transport_tls_client_init(fg_transport_t *t, int fd, SSL *ssl);
+
+#endif
