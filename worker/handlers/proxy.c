@@ -364,8 +364,8 @@ static void keep_for_replay(proxy_t *p)
 }
 
 /* Pause the client body while more than the high watermark waits to be written (`queued`),
- * resume it once a quarter of that is left. Every pause has a resume: on_body, move_body and
- * x_send_ready all come through here, so a pause decided while connecting is lifted by the
+ * resume it once a quarter of that is left. Every pause has a resume: on_body and
+ * x_send_ready (connect, drain) both come through here, so a pause decided while connecting is lifted by the
  * first flush even when the kernel takes everything at once and no write event follows. */
 static void body_backpressure(proxy_t *p, size_t queued)
 {
@@ -466,11 +466,14 @@ static int start_exchange(proxy_t *p, int fresh)
         errno = e;
         return -1;
     }
-    /* A fresh connection keeps the body only when failover may have to send it again. */
+    /* A fresh connection keeps the body only when failover may have to send it again. Its
+     * body stays in req->body until the connect succeeds (x_send_ready), so a failed connect
+     * leaves it there for the next destination. */
+    int reused = fg_exchange_info(p->x)->reused;
     if (!p->body_moved)
-        p->replayable =
-            (fg_exchange_info(p->x)->reused || may_fail_over(p)) && req_wants_replay(p);
-    move_body(p);
+        p->replayable = (reused || may_fail_over(p)) && req_wants_replay(p);
+    if (reused)
+        move_body(p);
     return 0;
 }
 
@@ -652,12 +655,13 @@ static int response_headers(proxy_t *p, const fg_exchange_head_t *h, fg_headers_
     return fg_transform_response(p->req, h->status, out);
 }
 
-/* The exchange can take body bytes (connected, or its output drained). */
+/* The exchange can take body bytes (connected, or its output drained): give it what the
+ * client sent meanwhile. */
 static void x_send_ready(void *arg)
 {
     proxy_t *p = arg;
     sync_timing(p);
-    body_backpressure(p, fg_exchange_pending(p->x));
+    move_body(p);
 }
 
 /* Interim responses (RFC 9110 15.2). A proxy MUST forward them unless it asked for them
@@ -803,7 +807,8 @@ static void x_error(void *arg, const fg_exchange_fail_t *f)
 static void on_body(fg_request_t *req)
 {
     proxy_t *p = req->handler_data;
-    if (p->x == NULL || p->done) {
+    if (p->x == NULL || p->done ||
+        fg_exchange_info(p->x)->phase == FG_XPHASE_CONNECTING) {
         body_backpressure(p, evbuffer_get_length(req->body));
         return;
     }

@@ -586,8 +586,10 @@ static void on_event(h1x_t *x, fg_conn_t *c, int what)
     case FG_CONN_CONNECTED:
         x->info.connect_us = fg_request_now_us() - x->connect_at;
         go(x);
-        if (flush(x) == 0)
-            x->cbs->on_send_ready(x->arg);
+        /* The handler queues what body it has first, so head and body leave in one write. */
+        x->cbs->on_send_ready(x->arg);
+        if (!x->dead)
+            flush(x);
         return;
     case FG_CONN_EOF:
         if (x->info.phase == FG_XPHASE_BODY && x->mode == R_CLOSE) {
