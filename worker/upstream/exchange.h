@@ -86,6 +86,7 @@ typedef struct {
     unsigned got_bytes : 1;    /* any response byte arrived */
     unsigned req_sent : 1;     /* the whole request is in the output */
     unsigned write_failed : 1; /* the destination refused our bytes */
+    unsigned reusable : 1;     /* the connection may carry another exchange after this one */
     uint64_t connect_us;       /* connect duration of a fresh connection, 0 when pooled */
     uint64_t sent_at_us;       /* when the head was queued */
     uint64_t first_byte_us;    /* from sent_at to the first response byte, 0 before */

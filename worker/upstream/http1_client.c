@@ -33,7 +33,6 @@ typedef struct {
     unsigned chunked_up : 1; /* request body framed as chunks */
     unsigned up_head : 1;    /* the method sent is HEAD */
     unsigned upgrade : 1;    /* a 101 is the answer, not an error */
-    unsigned keep_alive : 1;
     unsigned paused : 1;
     unsigned raw : 1;
     unsigned dead : 1;
@@ -45,6 +44,19 @@ static void up_event(fg_conn_t *c, void *arg, int what);
 static void process(h1x_t *x);
 
 static const fg_conn_cbs_t up_cbs = {up_read, up_drain, up_event};
+
+static void quiet_read(fg_conn_t *c, void *arg)
+{
+    fg_conn_read(c, 0, 0);
+}
+
+static void quiet_event(fg_conn_t *c, void *arg, int what)
+{
+    fg_conn_read(c, 0, 0);
+}
+
+/* A taken-over connection until its new owner sets its callbacks. */
+static const fg_conn_cbs_t quiet_cbs = {quiet_read, NULL, quiet_event};
 
 /* ---- lifetime ---- */
 
@@ -88,7 +100,7 @@ static void x_release(fg_exchange_t *b)
     h1x_t *x = (h1x_t *)b;
     /* RFC 9112 9.3: persistent unless either side said close, and only after a complete
      * request and response with nothing extra in between. */
-    detach(x, x->keep_alive && x->info.req_sent && x->info.phase == FG_XPHASE_DONE);
+    detach(x, x->info.reusable && x->info.req_sent && x->info.phase == FG_XPHASE_DONE);
 }
 
 static void x_close(fg_exchange_t *b)
@@ -105,7 +117,7 @@ static fg_conn_t *x_take_over(fg_exchange_t *b, struct evbuffer *rest)
     if (c != NULL) {
         if (rest)
             evbuffer_add_buffer(rest, fg_conn_input(c));
-        fg_conn_set_cbs(c, NULL, NULL);
+        fg_conn_set_cbs(c, &quiet_cbs, NULL);
         free(u);
     }
     detach(x, 0);
@@ -117,7 +129,7 @@ static fg_conn_t *x_take_over(fg_exchange_t *b, struct evbuffer *rest)
 static void fail(h1x_t *x, fg_exchange_error_t kind, int err, const char *detail)
 {
     fg_exchange_fail_t f = {kind, err, x->info.phase, detail};
-    x->keep_alive = 0;
+    x->info.reusable = 0;
     x->cbs->on_error(x->arg, &f);
     if (!x->dead)
         detach(x, 0);
@@ -310,7 +322,7 @@ static size_t end_to_end(const fg_http1_head_t *h)
 static int framing(h1x_t *x, const fg_http1_head_t *h, fg_exchange_head_t *xh)
 {
     /* RFC 9112 9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive". */
-    x->keep_alive = h->minor_version >= 1 ? !h->conn_close : (h->conn_keep_alive && !h->conn_close);
+    x->info.reusable = h->minor_version >= 1 ? !h->conn_close : (h->conn_keep_alive && !h->conn_close);
     xh->content_length = -1;
     /* Rule 1: framed by the method actually sent, which a transform may have changed. */
     fg_str_t m = x->up_head ? FG_STR_LIT("HEAD") : FG_STR_LIT("GET");
@@ -332,7 +344,7 @@ static int framing(h1x_t *x, const fg_http1_head_t *h, fg_exchange_head_t *xh)
         xh->content_length = h->content_length;
     } else {
         x->mode = R_CLOSE; /* rule 8: the close ends it */
-        x->keep_alive = 0;
+        x->info.reusable = 0;
     }
     return 0;
 }
@@ -390,7 +402,7 @@ static int read_head(h1x_t *x)
         if (h.status == 101) {
             xh.bodiless = 1;
             x->mode = R_NONE;
-            x->keep_alive = 0;
+            x->info.reusable = 0;
         } else if (framing(x, &h, &xh) != 0) {
             evbuffer_drain(in, (size_t)r);
             fail(x, FG_XERR_INVALID, 0, "unsupported transfer coding from upstream");
@@ -411,7 +423,7 @@ static int read_head(h1x_t *x)
         }
         if (x->mode == R_NONE || (x->mode == R_LENGTH && x->left == 0)) {
             if (evbuffer_get_length(in) > 0)
-                x->keep_alive = 0; /* bytes nobody asked for */
+                x->info.reusable = 0; /* bytes nobody asked for */
             finish(x);
             return 1;
         }
@@ -448,7 +460,7 @@ static void read_body(h1x_t *x)
                 return;
             if (x->left == 0) {
                 if (evbuffer_get_length(in) > 0)
-                    x->keep_alive = 0; /* bytes beyond the declared length */
+                    x->info.reusable = 0; /* bytes beyond the declared length */
                 finish(x);
                 return;
             }
@@ -473,7 +485,7 @@ static void read_body(h1x_t *x)
             }
             if (r == 1) {
                 if (evbuffer_get_length(in) > 0)
-                    x->keep_alive = 0;
+                    x->info.reusable = 0;
                 finish(x);
                 return;
             }
@@ -550,7 +562,7 @@ static int early_answer(h1x_t *x)
         return 0;
     x->info.got_bytes = 1; /* answered: never sent again elsewhere */
     x->info.write_failed = 1;
-    x->keep_alive = 0;
+    x->info.reusable = 0;
     struct evbuffer *out = fg_conn_output(x->u->c);
     evbuffer_drain(out, evbuffer_get_length(out));
     process(x);
@@ -595,7 +607,7 @@ static void on_event(h1x_t *x, fg_conn_t *c, int what)
         if (x->info.phase == FG_XPHASE_BODY && x->mode == R_CLOSE) {
             process(x);
             if (!x->dead) {
-                x->keep_alive = 0;
+                x->info.reusable = 0;
                 finish(x);
             }
             return;
@@ -635,49 +647,77 @@ static const fg_exchange_vt_t h1_vt = {x_send_body, x_pending,      x_pause, x_i
                                        x_raw_left,  x_raw_begin,    x_raw_consumed,
                                        x_release,   x_close,        x_take_over};
 
-fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
-                                     const fg_exchange_cbs_t *cbs, void *arg)
+/* A new exchange object for rq on u (its head queued). NULL when out of memory (u untouched). */
+static h1x_t *create(fg_upconn_t *u, const fg_exchange_req_t *rq, const fg_exchange_cbs_t *cbs,
+                     void *arg, uint64_t activity_ms)
 {
     h1x_t *x = calloc(1, sizeof(*x));
-    if (x == NULL) {
-        errno = ENOMEM;
+    if (x == NULL)
         return NULL;
-    }
     x->base.vt = &h1_vt;
     x->cbs = cbs;
     x->arg = arg;
-    x->activity_ms = t->activity_timeout_ms;
+    x->activity_ms = activity_ms;
     x->up_head = fg_str_eq(rq->out->method, FG_STR_LIT("HEAD"));
     x->upgrade = rq->upgrade;
-    fg_upconn_t *u = NULL;
-    if (t->cl != NULL && !t->fresh)
-        u = fg_upstream_acquire(t->w, t->cl, t->di, t->max_idle_us);
-    if (u != NULL) {
-        x->info.reused = 1;
-        fg_conn_set_cbs(u->c, &up_cbs, x);
-    } else {
-        x->connect_at = fg_request_now_us();
-        u = t->cl ? fg_upstream_open_timeout(t->w, t->cl, t->di, &up_cbs, x, t->connect_timeout_ms)
-                  : fg_upstream_open_addr(t->w, t->addr, t->addrlen, &up_cbs, x,
-                                          t->connect_timeout_ms);
-        if (u == NULL) {
-            int e = errno;
-            free(x);
-            errno = e;
-            return NULL;
-        }
-    }
     x->u = u;
     x->info.phase = FG_XPHASE_CONNECTING;
     struct evbuffer *out = fg_conn_output(u->c);
     if (put_head(x, rq, out) != 0) {
-        x_close(&x->base);
-        errno = ENOMEM;
+        free(x);
         return NULL;
     }
     if (rq->replay)
         frame_body(x, out, rq->replay, 1);
-    if (x->info.reused)
+    fg_conn_set_cbs(u->c, &up_cbs, x);
+    return x;
+}
+
+fg_exchange_t *fg_http1_client_attach(fg_conn_t *c, const fg_exchange_req_t *rq,
+                                      const fg_exchange_cbs_t *cbs, void *arg,
+                                      uint64_t activity_ms)
+{
+    fg_upconn_t *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    u->c = c;
+    h1x_t *x = create(u, rq, cbs, arg, activity_ms);
+    if (x == NULL) {
+        free(u);
+        return NULL;
+    }
+    go(x);
+    return &x->base;
+}
+
+fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
+                                     const fg_exchange_cbs_t *cbs, void *arg)
+{
+    fg_upconn_t *u = NULL;
+    uint64_t connect_at = 0;
+    if (t->cl != NULL && !t->fresh)
+        u = fg_upstream_acquire(t->w, t->cl, t->di, t->max_idle_us);
+    int reused = u != NULL;
+    if (u == NULL) {
+        connect_at = fg_request_now_us();
+        u = t->cl ? fg_upstream_open_timeout(t->w, t->cl, t->di, NULL, NULL, t->connect_timeout_ms)
+                  : fg_upstream_open_addr(t->w, t->addr, t->addrlen, NULL, NULL,
+                                          t->connect_timeout_ms);
+        if (u == NULL)
+            return NULL;
+    }
+    h1x_t *x = create(u, rq, cbs, arg, t->activity_timeout_ms);
+    if (x == NULL) {
+        if (reused)
+            fg_upstream_release(u); /* untouched: back to the idle list */
+        else
+            fg_upstream_close(u);
+        errno = ENOMEM;
+        return NULL;
+    }
+    x->connect_at = connect_at;
+    x->info.reused = reused;
+    if (reused)
         go(x); /* the caller's first send_body flushes head and body in one write */
     return &x->base;
 }

@@ -11,4 +11,11 @@
 fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
                                      const fg_exchange_cbs_t *cbs, void *arg);
 
+/* An exchange on a connection already established (c, owned by the exchange from now on,
+ * never pooled): the head is queued and the first send_body writes it. Used by tests and by
+ * callers that open their own transport. NULL when out of memory. */
+fg_exchange_t *fg_http1_client_attach(fg_conn_t *c, const fg_exchange_req_t *rq,
+                                      const fg_exchange_cbs_t *cbs, void *arg,
+                                      uint64_t activity_ms);
+
 #endif
