@@ -44,9 +44,9 @@ typedef struct {
     unsigned write_failed : 1;
     unsigned req_sent : 1;
     int pipe[2];
-    int cfd;        /* client socket while splicing */
-    fg_conn_t *raw; /* destination connection while splicing */
-    size_t in_pipe; /* bytes spliced from the destination, not yet to the client */
+    int cfd;           /* client socket while splicing */
+    fg_conn_t *raw;    /* destination connection while splicing */
+    size_t in_pipe;    /* bytes spliced from the destination, not yet to the client */
     int64_t resp_left; /* body bytes left while splicing */
     /* shared destination state (shm/health.h) */
     fg_hdest_t *counted;   /* the destination holding this request's in-flight count */
@@ -158,10 +158,10 @@ static void set_fail(proxy_t *p, int kind, int err, int phase)
 static void describe_fail(const proxy_t *p, char *what, size_t wl, const char **phase)
 {
     int e = p->fail_err;
-    *phase = p->fail_state == FG_XPHASE_CONNECTING     ? "connecting to upstream"
-             : p->fail_state == FG_XPHASE_BODY         ? "reading upstream"
-             : p->write_failed || !p->req_sent ? "sending request to upstream"
-                                               : "reading response header from upstream";
+    *phase = p->fail_state == FG_XPHASE_CONNECTING ? "connecting to upstream"
+             : p->fail_state == FG_XPHASE_BODY     ? "reading upstream"
+             : p->write_failed || !p->req_sent     ? "sending request to upstream"
+                                                   : "reading response header from upstream";
     switch (p->fail_kind) {
     case FG_XERR_CONNECT:
         snprintf(what, wl, "connect() failed (%d: %s)", e, strerror(e));
@@ -365,8 +365,9 @@ static void keep_for_replay(proxy_t *p)
 
 /* Pause the client body while more than the high watermark waits to be written (`queued`),
  * resume it once a quarter of that is left. Every pause has a resume: on_body and
- * x_send_ready (connect, drain) both come through here, so a pause decided while connecting is lifted by the
- * first flush even when the kernel takes everything at once and no write event follows. */
+ * x_send_ready (connect, drain) both come through here, so a pause decided while connecting is
+ * lifted by the first flush even when the kernel takes everything at once and no write event
+ * follows. */
 static void body_backpressure(proxy_t *p, size_t queued)
 {
     fg_request_t *req = p->req;
@@ -450,8 +451,14 @@ static int start_exchange(proxy_t *p, int fresh)
         timeout =
             p->cl->failover.connect_timeout_ms < left ? p->cl->failover.connect_timeout_ms : left;
     }
-    fg_exchange_target_t t = {p->w, p->cl, (size_t)p->di, NULL, 0, fresh,
-                              retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US, timeout,
+    fg_exchange_target_t t = {p->w,
+                              p->cl,
+                              (size_t)p->di,
+                              NULL,
+                              0,
+                              fresh,
+                              retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US,
+                              timeout,
                               p->cl->activity_timeout_ms};
     fg_exchange_req_t rq = {&p->out, req->content_length,
                             p->body_moved && p->replay ? p->replay : NULL, req->has_body, 0};
@@ -807,8 +814,7 @@ static void x_error(void *arg, const fg_exchange_fail_t *f)
 static void on_body(fg_request_t *req)
 {
     proxy_t *p = req->handler_data;
-    if (p->x == NULL || p->done ||
-        fg_exchange_info(p->x)->phase == FG_XPHASE_CONNECTING) {
+    if (p->x == NULL || p->done || fg_exchange_info(p->x)->phase == FG_XPHASE_CONNECTING) {
         body_backpressure(p, evbuffer_get_length(req->body));
         return;
     }

@@ -53,9 +53,9 @@ typedef enum {
 
 typedef struct {
     fg_exchange_error_t kind;
-    int err;              /* errno, 0 when none */
+    int err; /* errno, 0 when none */
     fg_exchange_phase_t phase;
-    const char *detail;   /* a short text for the client's error page */
+    const char *detail; /* a short text for the client's error page */
 } fg_exchange_fail_t;
 
 /* The request: the transform's output plus the body's framing facts. Content-Length and Expect
@@ -111,8 +111,8 @@ typedef struct {
     size_t di;
     const struct sockaddr *addr;
     socklen_t addrlen;
-    int fresh;                   /* never take a pooled connection */
-    uint64_t max_idle_us;        /* a pooled connection idle longer is not taken (0: any) */
+    int fresh;            /* never take a pooled connection */
+    uint64_t max_idle_us; /* a pooled connection idle longer is not taken (0: any) */
     uint64_t connect_timeout_ms;
     uint64_t activity_timeout_ms; /* destination silence once it has the request; 0: none */
 } fg_exchange_target_t;

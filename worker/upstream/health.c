@@ -81,9 +81,7 @@ static void probe_timeout(evutil_socket_t fd, short what, void *arg)
     probe_done(arg, 0, "timeout");
 }
 
-static void probe_ready(void *arg)
-{
-}
+static void probe_ready(void *arg) {}
 
 static int probe_interim(void *arg, int status, fg_http_header_t *h, size_t n)
 {
@@ -102,9 +100,7 @@ static int probe_body(void *arg, struct evbuffer *data)
     return 0;
 }
 
-static void probe_end(void *arg)
-{
-}
+static void probe_end(void *arg) {}
 
 static void probe_error(void *arg, const fg_exchange_fail_t *f)
 {
@@ -152,15 +148,26 @@ static void probe_start(fg_prober_t *pr, const fg_cluster_t *cl, const fg_destin
         probe_done(pb, 0, "probe request too long");
         return;
     }
-    pb->fields[0] = (fg_http_header_t){FG_STR_LIT("Host"), fg_str(d->health_authority ? d->health_authority : "")};
+    pb->fields[0] = (fg_http_header_t){FG_STR_LIT("Host"),
+                                       fg_str(d->health_authority ? d->health_authority : "")};
     pb->fields[1] = (fg_http_header_t){FG_STR_LIT("User-Agent"), FG_STR_LIT("fastgateway-health")};
     pb->fields[2] = (fg_http_header_t){FG_STR_LIT("Connection"), FG_STR_LIT("close")};
-    fg_outreq_t out = {FG_STR_LIT("GET"), {pb->target, (size_t)n},
-                       hc->query ? fg_str(hc->query) : FG_STR_NULL, {pb->fields, 3, 3, NULL}};
+    fg_outreq_t out = {FG_STR_LIT("GET"),
+                       {pb->target, (size_t)n},
+                       hc->query ? fg_str(hc->query) : FG_STR_NULL,
+                       {pb->fields, 3, 3, NULL}};
     fg_exchange_req_t rq = {&out, -1, NULL, 0, 0};
-    fg_exchange_target_t t = {pr->w, NULL, 0, (const struct sockaddr *)&d->health_addr,
-                              d->health_addrlen, 1, 0, hc->timeout_ms, hc->timeout_ms};
-    struct timeval tv = {(time_t)(hc->timeout_ms / 1000), (suseconds_t)(hc->timeout_ms % 1000) * 1000};
+    fg_exchange_target_t t = {pr->w,
+                              NULL,
+                              0,
+                              (const struct sockaddr *)&d->health_addr,
+                              d->health_addrlen,
+                              1,
+                              0,
+                              hc->timeout_ms,
+                              hc->timeout_ms};
+    struct timeval tv = {(time_t)(hc->timeout_ms / 1000),
+                         (suseconds_t)(hc->timeout_ms % 1000) * 1000};
     pb->deadline = evtimer_new(pr->w->base, probe_timeout, pb);
     if (pb->deadline == NULL || evtimer_add(pb->deadline, &tv) != 0) {
         probe_done(pb, 0, "out of memory");

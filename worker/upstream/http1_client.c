@@ -28,8 +28,8 @@ typedef struct {
     int mode;
     int64_t left;
     fg_http1_chunked_t dec;
-    struct evbuffer *part; /* the first bytes of the input, when only those are body */
-    int busy;              /* callbacks on the stack: free deferred */
+    struct evbuffer *part;   /* the first bytes of the input, when only those are body */
+    int busy;                /* callbacks on the stack: free deferred */
     unsigned chunked_up : 1; /* request body framed as chunks */
     unsigned up_head : 1;    /* the method sent is HEAD */
     unsigned upgrade : 1;    /* a 101 is the answer, not an error */
@@ -322,7 +322,8 @@ static size_t end_to_end(const fg_http1_head_t *h)
 static int framing(h1x_t *x, const fg_http1_head_t *h, fg_exchange_head_t *xh)
 {
     /* RFC 9112 9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive". */
-    x->info.reusable = h->minor_version >= 1 ? !h->conn_close : (h->conn_keep_alive && !h->conn_close);
+    x->info.reusable =
+        h->minor_version >= 1 ? !h->conn_close : (h->conn_keep_alive && !h->conn_close);
     xh->content_length = -1;
     /* Rule 1: framed by the method actually sent, which a transform may have changed. */
     fg_str_t m = x->up_head ? FG_STR_LIT("HEAD") : FG_STR_LIT("GET");
@@ -643,9 +644,9 @@ static void up_event(fg_conn_t *c, void *arg, int what)
 
 /* ---- start ---- */
 
-static const fg_exchange_vt_t h1_vt = {x_send_body, x_pending,      x_pause, x_info,
-                                       x_raw_left,  x_raw_begin,    x_raw_consumed,
-                                       x_release,   x_close,        x_take_over};
+static const fg_exchange_vt_t h1_vt = {x_send_body, x_pending,   x_pause,        x_info,
+                                       x_raw_left,  x_raw_begin, x_raw_consumed, x_release,
+                                       x_close,     x_take_over};
 
 /* A new exchange object for rq on u (its head queued). NULL when out of memory (u untouched). */
 static h1x_t *create(fg_upconn_t *u, const fg_exchange_req_t *rq, const fg_exchange_cbs_t *cbs,
@@ -674,8 +675,7 @@ static h1x_t *create(fg_upconn_t *u, const fg_exchange_req_t *rq, const fg_excha
 }
 
 fg_exchange_t *fg_http1_client_attach(fg_conn_t *c, const fg_exchange_req_t *rq,
-                                      const fg_exchange_cbs_t *cbs, void *arg,
-                                      uint64_t activity_ms)
+                                      const fg_exchange_cbs_t *cbs, void *arg, uint64_t activity_ms)
 {
     fg_upconn_t *u = calloc(1, sizeof(*u));
     if (u == NULL)

@@ -189,8 +189,8 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
                                       const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms)
 {
     const fg_destination_t *d = &cl->destinations[di];
-    fg_upconn_t *u =
-        fg_upstream_open_addr(w, (const struct sockaddr *)&d->addr, d->addrlen, cbs, arg, timeout_ms);
+    fg_upconn_t *u = fg_upstream_open_addr(w, (const struct sockaddr *)&d->addr, d->addrlen, cbs,
+                                           arg, timeout_ms);
     if (u != NULL)
         u->pool = dest_pool(w, cl, di);
     return u;
