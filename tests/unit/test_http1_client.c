@@ -36,6 +36,9 @@ typedef struct {
     int failed;
     fg_exchange_error_t kind;
     fg_exchange_phase_t phase;
+    int take_over; /* take the connection over on a 101 */
+    char rest[64]; /* bytes after the 101's head */
+    size_t restlen;
     char req[4096]; /* what the destination received */
     size_t reqlen;
 } rec_t;
@@ -62,6 +65,15 @@ static int cb_head(void *arg, const fg_exchange_head_t *h)
     r->status = h->status;
     r->clen = h->content_length;
     r->bodiless = h->bodiless;
+    if (h->status == 101 && r->take_over) {
+        struct evbuffer *rest = evbuffer_new();
+        fg_conn_t *c = fg_exchange_take_over(r->x, rest);
+        r->restlen = evbuffer_remove(rest, r->rest, sizeof(r->rest));
+        evbuffer_free(rest);
+        fg_conn_free(c);
+        event_base_loopbreak(r->base);
+        return -1;
+    }
     for (size_t i = 0; i < h->num_headers; i++) {
         strncat(r->names, h->headers[i].name.base,
                 h->headers[i].name.len < 64 ? h->headers[i].name.len : 64);
@@ -112,11 +124,13 @@ typedef struct {
     int64_t content_length;        /* of the request body; -1: chunked */
     const fg_http_header_t *extra; /* request fields besides Host */
     size_t nextra;
+    int upgrade; /* the request asks to switch protocols */
 } script_t;
 
 static void run(const script_t *s, rec_t *r)
 {
     memset(r, 0, sizeof(*r));
+    r->take_over = s->upgrade;
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
@@ -129,7 +143,8 @@ static void run(const script_t *s, rec_t *r)
         fields[i + 1] = s->extra[i];
     fg_outreq_t out = {
         fg_str(s->method), FG_STR_LIT("/p"), FG_STR_LIT(""), {fields, 1 + s->nextra, 8, NULL}};
-    fg_exchange_req_t rq = {&out, s->body ? s->content_length : -1, NULL, s->body != NULL, 0};
+    fg_exchange_req_t rq = {&out, s->body ? s->content_length : -1, NULL, s->body != NULL,
+                            s->upgrade != 0};
     r->x = fg_http1_client_attach(c, &rq, &cbs, r, 2000);
     assert_non_null(r->x);
     if (s->body) {
@@ -147,7 +162,7 @@ static void run(const script_t *s, rec_t *r)
     struct timeval limit = {3, 0};
     event_base_loopexit(r->base, &limit);
     event_base_dispatch(r->base);
-    if (!r->ended && !r->failed)
+    if (!r->ended && !r->failed && !r->restlen)
         fg_exchange_close(r->x);
     fcntl(sv[1], F_SETFL, O_NONBLOCK);
     ssize_t n = read(sv[1], r->req, sizeof(r->req) - 1);
@@ -384,6 +399,19 @@ static void test_length_restated_and_expect_dropped(void **state)
                         "PUT /p HTTP/1.1\r\nHost: dest\r\nX-B: b\r\nContent-Length: 3\r\n\r\nabc");
 }
 
+static void test_upgrade_takes_the_connection_over(void **state)
+{
+    rec_t r;
+    script_t s = {.method = "GET",
+                  .answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                            "Connection: upgrade\r\n\r\nFRAME",
+                  .upgrade = 1};
+    run(&s, &r);
+    assert_false(r.failed);
+    assert_int_equal(r.restlen, 5);
+    assert_memory_equal(r.rest, "FRAME", 5);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +428,7 @@ int main(void)
         cmocka_unit_test(test_connection_listed_fields_dropped),
         cmocka_unit_test(test_chunked_upload_framing),
         cmocka_unit_test(test_length_restated_and_expect_dropped),
+        cmocka_unit_test(test_upgrade_takes_the_connection_over),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

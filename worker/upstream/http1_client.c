@@ -30,6 +30,7 @@ typedef struct {
     fg_http1_chunked_t dec;
     struct evbuffer *part;   /* the first bytes of the input, when only those are body */
     int busy;                /* callbacks on the stack: free deferred */
+    size_t head_len;         /* the head being delivered, still at the front of the input */
     unsigned chunked_up : 1; /* request body framed as chunks */
     unsigned up_head : 1;    /* the method sent is HEAD */
     unsigned upgrade : 1;    /* a 101 is the answer, not an error */
@@ -115,8 +116,10 @@ static fg_conn_t *x_take_over(fg_exchange_t *b, struct evbuffer *rest)
     fg_conn_t *c = u ? u->c : NULL;
     x->u = NULL;
     if (c != NULL) {
+        struct evbuffer *in = fg_conn_input(c);
+        evbuffer_drain(in, x->head_len); /* taken over from inside on_head */
         if (rest)
-            evbuffer_add_buffer(rest, fg_conn_input(c));
+            evbuffer_add_buffer(rest, in);
         fg_conn_set_cbs(c, &quiet_cbs, NULL);
         free(u);
     }
@@ -411,7 +414,10 @@ static int read_head(h1x_t *x)
         }
         xh.num_headers = end_to_end(&h);
         x->info.phase = FG_XPHASE_BODY;
-        if (x->cbs->on_head(x->arg, &xh) != 0 || x->dead) {
+        x->head_len = (size_t)r;
+        int rc = x->cbs->on_head(x->arg, &xh);
+        x->head_len = 0;
+        if (rc != 0 || x->dead) {
             if (!x->dead)
                 detach(x, 0);
             return 1;
