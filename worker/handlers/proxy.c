@@ -451,17 +451,18 @@ static int start_exchange(proxy_t *p, int fresh)
         timeout =
             p->cl->failover.connect_timeout_ms < left ? p->cl->failover.connect_timeout_ms : left;
     }
-    fg_exchange_target_t t = {p->w,
-                              p->cl,
-                              (size_t)p->di,
-                              NULL,
-                              0,
-                              fresh,
-                              retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US,
-                              timeout,
-                              p->cl->activity_timeout_ms};
-    fg_exchange_req_t rq = {&p->out, req->content_length,
-                            p->body_moved && p->replay ? p->replay : NULL, req->has_body, 0};
+    fg_exchange_target_t t = {.w = p->w,
+                              .cl = p->cl,
+                              .di = (size_t)p->di,
+                              .fresh = fresh,
+                              .max_idle_us = retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US,
+                              .connect_timeout_ms = timeout,
+                              .activity_timeout_ms = p->cl->activity_timeout_ms};
+    /* On a retry, what the lost exchange already carried goes first. */
+    fg_exchange_req_t rq = {.out = &p->out,
+                            .content_length = req->content_length,
+                            .replay = p->body_moved ? p->replay : NULL,
+                            .has_body = req->has_body};
     count_begin(p);
     begin_attempt(p);
     req->upstream_connect_us = 0;

@@ -190,8 +190,9 @@ static inline void fg_exchange_close(fg_exchange_t *x)
 {
     x->vt->close(x);
 }
-/* An upgrade: the connection with the bytes already read after the response head (moved into
- * rest). x is gone; the caller owns the connection. */
+/* An upgrade (rq->upgrade and a 101, typically from inside on_head): the connection, with the
+ * bytes already read after the response head moved into rest. x is gone; the caller owns the
+ * connection, which neither reads nor reports until the caller sets its callbacks. */
 static inline fg_conn_t *fg_exchange_take_over(fg_exchange_t *x, struct evbuffer *rest)
 {
     return x->vt->take_over(x, rest);

@@ -156,16 +156,13 @@ static void probe_start(fg_prober_t *pr, const fg_cluster_t *cl, const fg_destin
                        {pb->target, (size_t)n},
                        hc->query ? fg_str(hc->query) : FG_STR_NULL,
                        {pb->fields, 3, 3, NULL}};
-    fg_exchange_req_t rq = {&out, -1, NULL, 0, 0};
-    fg_exchange_target_t t = {pr->w,
-                              NULL,
-                              0,
-                              (const struct sockaddr *)&d->health_addr,
-                              d->health_addrlen,
-                              1,
-                              0,
-                              hc->timeout_ms,
-                              hc->timeout_ms};
+    fg_exchange_req_t rq = {.out = &out, .content_length = -1};
+    fg_exchange_target_t t = {.w = pr->w,
+                              .addr = (const struct sockaddr *)&d->health_addr,
+                              .addrlen = d->health_addrlen,
+                              .fresh = 1,
+                              .connect_timeout_ms = hc->timeout_ms,
+                              .activity_timeout_ms = hc->timeout_ms};
     struct timeval tv = {(time_t)(hc->timeout_ms / 1000),
                          (suseconds_t)(hc->timeout_ms % 1000) * 1000};
     pb->deadline = evtimer_new(pr->w->base, probe_timeout, pb);
