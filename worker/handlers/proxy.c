@@ -717,6 +717,7 @@ static int x_head(void *arg, const fg_exchange_head_t *h)
         return -1;
     }
     p->resp_started = 1;
+    start_splice(p); /* a head that came alone: the whole body may bypass user space */
     return 0;
 }
 

@@ -530,7 +530,7 @@ static int64_t x_raw_left(const fg_exchange_t *b)
 {
     const h1x_t *x = (const h1x_t *)b;
     if (x->u == NULL || x->info.phase != FG_XPHASE_BODY || x->mode != R_LENGTH || x->paused ||
-        evbuffer_get_length(fg_conn_input(x->u->c)) > 0)
+        evbuffer_get_length(fg_conn_input(x->u->c)) > x->head_len) /* the head: from on_head */
         return x->raw ? x->left : -1;
     return x->left;
 }
