@@ -373,19 +373,6 @@ static void test_status_commands(void **state)
     fg_shm_free(shm);
 }
 
-/* The prober's status-line reader (worker/upstream/health.c). */
-static void test_probe_status_line(void **state)
-{
-    assert_int_equal(fg_health_parse_status("HTTP/1.1 200 OK\r\n", 17), 200);
-    assert_int_equal(fg_health_parse_status("HTTP/1.0 503", 12), 503);
-    assert_int_equal(fg_health_parse_status("HTTP/1.1 20", 11), 0); /* more bytes needed */
-    assert_int_equal(fg_health_parse_status("HTT", 3), 0);
-    assert_int_equal(fg_health_parse_status("SSH-2.0-OpenSSH", 15), -1);
-    assert_int_equal(fg_health_parse_status("HTTP/1.1 2x0 OK", 15), -1);
-    assert_int_equal(fg_health_parse_status("HTTP/1.1 099 OK", 15), -1);
-    assert_int_equal(fg_health_parse_status("HTTP/2 200 OK", 13), -1);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,7 +390,6 @@ int main(void)
         cmocka_unit_test(test_attach_keeps_state_across_reload),
         cmocka_unit_test(test_begin_end_balance),
         cmocka_unit_test(test_status_commands),
-        cmocka_unit_test(test_probe_status_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

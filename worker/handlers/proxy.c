@@ -14,39 +14,40 @@
 #include "worker/upstream/affinity.h"
 #include "worker/upstream/balancer.h"
 #include "worker/http/transform.h"
+#include "worker/upstream/exchange.h"
 #include "worker/upstream/upstream.h"
 
-/* One exchange with a destination on behalf of one client request. Lives in req->pool. */
+/* One client request proxied to a destination: picks it (balancer, affinity), applies the
+ * transforms, drives an exchange (worker/upstream/exchange.h) and decides retries and
+ * failover. It writes no protocol bytes. Lives in req->pool. */
 typedef struct {
     fg_request_t *req;
     fg_worker_t *w;
     const fg_cluster_t *cl;
     int di;
-    fg_upconn_t *u;
-    char *head; /* serialised request head, kept for a retry */
-    size_t head_len;
-    struct evbuffer *replay; /* body bytes already sent on a reused connection, for a retry */
-    int state;
-    int resp_mode;
-    int64_t resp_left;
-    fg_http1_chunked_t dec;
-    uint64_t sent_at;
-    unsigned req_chunked : 1; /* request body re-framed as chunked upstream */
-    unsigned req_sent : 1;    /* whole request (head and body) is in the upstream output */
-    unsigned body_moved : 1;  /* some body bytes left req->body for the upstream */
+    fg_exchange_t *x;
+    fg_outreq_t out;         /* the request for destination di, kept for a retry */
+    struct evbuffer *replay; /* body bytes already given to an exchange, for a retry */
+    unsigned body_moved : 1; /* some body bytes left req->body for an exchange */
+    unsigned end_sent : 1;   /* the body's end was given to the current exchange */
     unsigned replayable : 1;
     unsigned retried : 1;
     unsigned resp_started : 1; /* client response head sent */
-    unsigned got_bytes : 1;    /* any response byte received on this connection */
-    unsigned keep_alive : 1;   /* destination allows reuse */
-    unsigned up_paused : 1;    /* upstream reading paused for a slow client */
+    unsigned up_paused : 1;    /* exchange paused for a slow client */
     unsigned body_paused : 1;  /* we paused the client body (backpressure) */
-    unsigned write_failed : 1; /* the destination refused our bytes: it had closed */
     unsigned splicing : 1;     /* body moves socket -> pipe -> socket in the kernel */
     unsigned up_head : 1;      /* the method sent upstream is HEAD (maybe not the client's) */
+    unsigned done : 1;
+    /* the exchange's facts when it failed (fg_exchange_info_t), for retries and the log */
+    unsigned reused : 1;
+    unsigned got_bytes : 1;
+    unsigned write_failed : 1;
+    unsigned req_sent : 1;
     int pipe[2];
-    fg_conn_t *cc;  /* the client connection while splicing */
-    size_t in_pipe; /* bytes spliced from the destination, not yet to the client */
+    fg_conn_t *cc;     /* client connection while splicing */
+    fg_conn_t *raw;    /* destination connection while splicing */
+    size_t in_pipe;    /* bytes spliced from the destination, not yet to the client */
+    int64_t resp_left; /* body bytes left while splicing */
     /* shared destination state (shm/health.h) */
     fg_hdest_t *counted;   /* the destination holding this request's in-flight count */
     int record;            /* this worker's index in the arena's worker table */
@@ -56,27 +57,11 @@ typedef struct {
     unsigned aff_set : 1;  /* bind the client to the chosen destination in the response */
     unsigned answered : 1; /* passive health already counted this exchange's answer */
     /* the current attempt's failure, for the error log (log_attempt) and the access log */
-    int fail_kind;  /* F_* */
+    int fail_kind;  /* fg_exchange_error_t */
     int fail_err;   /* errno of it, 0 when none */
-    int fail_state; /* p->state when it failed */
+    int fail_state; /* fg_exchange_phase_t when it failed */
     unsigned fail_logged : 1;
-    uint64_t connect_at; /* when the connect of a fresh connection started */
 } proxy_t;
-
-/* How an attempt failed. */
-enum {
-    F_NONE = 0,
-    F_CONNECT,
-    F_CONNECT_TIMEOUT,
-    F_SEND_TIMEOUT,
-    F_READ_TIMEOUT,
-    F_EOF,
-    F_RESET,
-    F_INVALID
-};
-
-enum { P_CONNECTING = 1, P_WAIT_HEAD, P_BODY, P_DONE };
-enum { R_NONE = 0, R_LENGTH, R_CHUNKED, R_CLOSE };
 
 #define UP_HIGH_WATER (256 * 1024)
 #define SPLICE_MIN (1024 * 1024) /* bodies this large skip user space */
@@ -84,75 +69,34 @@ enum { R_NONE = 0, R_LENGTH, R_CHUNKED, R_CLOSE };
 #define REPLAY_MAX (64 * 1024)
 #define NONIDEMPOTENT_REUSE_US (1000 * 1000) /* pooled connections idle longer: fresh one */
 
-static void up_read(fg_conn_t *c, void *arg);
-static void up_drain(fg_conn_t *c, void *arg);
-static void up_event(fg_conn_t *c, void *arg, int what);
+static void x_send_ready(void *arg);
+static int x_interim(void *arg, int status, fg_http_header_t *h, size_t n);
+static int x_head(void *arg, const fg_exchange_head_t *h);
+static int x_body(void *arg, struct evbuffer *data);
+static void x_end(void *arg);
+static void x_error(void *arg, const fg_exchange_fail_t *f);
 static void on_body(fg_request_t *req);
 static void on_writable(fg_request_t *req);
 static void on_abort(fg_request_t *req);
 
 static void release_replay(proxy_t *p);
-static int process_upstream(proxy_t *p);
 
-static const fg_conn_cbs_t up_cbs = {up_read, up_drain, up_event};
+static const fg_exchange_cbs_t x_cbs = {x_send_ready, x_interim, x_head, x_body, x_end, x_error};
 static const fg_req_handler_t proxy_handler = {on_body, on_writable, on_abort};
 
-/* ---- request head ---- */
+/* ---- the request for a destination ---- */
 
-static char *put(char *p, fg_str_t s)
-{
-    memcpy(p, s.base, s.len);
-    return p + s.len;
-}
-
-static int build_head(proxy_t *p)
+static int build_out(proxy_t *p)
 {
     fg_request_t *req = p->req;
     const fg_destination_t *d = &p->cl->destinations[p->di];
-    fg_outreq_t out;
-    if (fg_transform_request(req, d, &out) != 0)
+    if (fg_transform_request(req, d, &p->out) != 0)
         return -1;
-    /* Framing is ours to decide (RFC 9112 6): the client's Content-Length is re-stated below,
-     * and the gateway already answered any Expect: 100-continue. */
-    fg_headers_remove(&out.headers, FG_STR_LIT("Content-Length"));
-    fg_headers_remove(&out.headers, FG_STR_LIT("Expect"));
     /* The seed's tenant-derived session key travels upstream, replacing any sent by the client. */
     if (p->aff_key.len &&
-        fg_headers_set(&out.headers, fg_str(p->cl->affinity.key_name), p->aff_key) != 0)
+        fg_headers_set(&p->out.headers, fg_str(p->cl->affinity.key_name), p->aff_key) != 0)
         return -1;
-    size_t need = out.method.len + out.path.len + out.query.len + 64;
-    for (size_t i = 0; i < out.headers.n; i++)
-        need += out.headers.v[i].name.len + out.headers.v[i].value.len + 4;
-    char *buf = fg_pool_alloc(req->pool, need);
-    if (buf == NULL)
-        return -1;
-    char *w = buf;
-    w = put(w, out.method);
-    p->up_head = fg_str_eq(out.method, FG_STR_LIT("HEAD"));
-    *w++ = ' ';
-    w = put(w, out.path);
-    if (out.query.len) {
-        *w++ = '?';
-        w = put(w, out.query);
-    }
-    w = put(w, FG_STR_LIT(" HTTP/1.1\r\n"));
-    for (size_t i = 0; i < out.headers.n; i++) {
-        w = put(w, out.headers.v[i].name);
-        w = put(w, FG_STR_LIT(": "));
-        w = put(w, out.headers.v[i].value);
-        w = put(w, FG_STR_LIT("\r\n"));
-    }
-    if (req->content_length >= 0) { /* an explicit "Content-Length: 0" too (some servers want it) */
-        w = put(w, FG_STR_LIT("Content-Length: "));
-        w = fg_put_u64(w, (uint64_t)req->content_length);
-        w = put(w, FG_STR_LIT("\r\n"));
-    } else if (req->has_body) {
-        w = put(w, FG_STR_LIT("Transfer-Encoding: chunked\r\n"));
-        p->req_chunked = 1;
-    }
-    w = put(w, FG_STR_LIT("\r\n"));
-    p->head = buf;
-    p->head_len = (size_t)(w - buf);
+    p->up_head = fg_str_eq(p->out.method, FG_STR_LIT("HEAD"));
     return 0;
 }
 
@@ -168,7 +112,7 @@ static void begin_attempt(proxy_t *p)
     }
     if (req->attempts < 255)
         req->attempts++;
-    p->fail_kind = F_NONE;
+    p->fail_kind = FG_XERR_NONE;
     p->fail_err = 0;
     p->fail_logged = 0;
 }
@@ -183,14 +127,14 @@ static void attempt_status(proxy_t *p, int status)
 static const char *termination_of(int kind, int err)
 {
     switch (kind) {
-    case F_CONNECT:
+    case FG_XERR_CONNECT:
         return "upstream_refused";
-    case F_CONNECT_TIMEOUT:
+    case FG_XERR_CONNECT_TIMEOUT:
         return "upstream_connect_timeout";
-    case F_SEND_TIMEOUT:
-    case F_READ_TIMEOUT:
+    case FG_XERR_SEND_TIMEOUT:
+    case FG_XERR_READ_TIMEOUT:
         return "upstream_timeout";
-    case F_INVALID:
+    case FG_XERR_INVALID:
         return "upstream_invalid";
     default:
         return "upstream_reset";
@@ -198,12 +142,13 @@ static const char *termination_of(int kind, int err)
 }
 
 /* The current attempt failed: remember how, for log_attempt and the access log. */
-static void set_fail(proxy_t *p, int kind, int err)
+static void set_fail(proxy_t *p, int kind, int err, int phase)
 {
     p->fail_kind = kind;
     p->fail_err = err;
-    p->fail_state = p->state;
-    int timeout = kind == F_CONNECT_TIMEOUT || kind == F_SEND_TIMEOUT || kind == F_READ_TIMEOUT;
+    p->fail_state = phase;
+    int timeout = kind == FG_XERR_CONNECT_TIMEOUT || kind == FG_XERR_SEND_TIMEOUT ||
+                  kind == FG_XERR_READ_TIMEOUT;
     attempt_status(p, timeout ? 504 : 502);
     p->req->termination = termination_of(kind, err);
 }
@@ -213,23 +158,24 @@ static void set_fail(proxy_t *p, int kind, int err)
 static void describe_fail(const proxy_t *p, char *what, size_t wl, const char **phase)
 {
     int e = p->fail_err;
-    *phase = p->fail_state == P_CONNECTING     ? "connecting to upstream"
-             : p->fail_state == P_BODY         ? "reading upstream"
-             : p->write_failed || !p->req_sent ? "sending request to upstream"
-                                               : "reading response header from upstream";
+    *phase = p->fail_state == FG_XPHASE_CONNECTING ? "connecting to upstream"
+             : p->fail_state == FG_XPHASE_BODY     ? "reading upstream"
+             : p->write_failed || !p->req_sent     ? "sending request to upstream"
+                                                   : "reading response header from upstream";
     switch (p->fail_kind) {
-    case F_CONNECT:
+    case FG_XERR_CONNECT:
         snprintf(what, wl, "connect() failed (%d: %s)", e, strerror(e));
         break;
-    case F_CONNECT_TIMEOUT:
-    case F_SEND_TIMEOUT:
-    case F_READ_TIMEOUT:
+    case FG_XERR_CONNECT_TIMEOUT:
+    case FG_XERR_SEND_TIMEOUT:
+    case FG_XERR_READ_TIMEOUT:
         snprintf(what, wl, "upstream timed out (%d: %s)", ETIMEDOUT, strerror(ETIMEDOUT));
         break;
-    case F_EOF:
+    case FG_XERR_EOF:
+    case FG_XERR_EOF_BODY:
         snprintf(what, wl, "upstream prematurely closed connection");
         break;
-    case F_RESET:
+    case FG_XERR_RESET:
         snprintf(what, wl, "%s() failed (%d: %s)", p->write_failed ? "send" : "recv", e,
                  strerror(e));
         break;
@@ -239,21 +185,22 @@ static void describe_fail(const proxy_t *p, char *what, size_t wl, const char **
     }
 }
 
-/* The target sent upstream: the request line of the serialised head. */
-static fg_str_t upstream_target(const proxy_t *p)
+/* The target sent upstream, escaped into buf: path, then "?query". */
+static size_t upstream_target(const proxy_t *p, char *buf, size_t len)
 {
-    const char *sp = p->head ? memchr(p->head, ' ', p->head_len) : NULL;
-    if (sp == NULL)
-        return FG_STR_LIT("");
-    const char *end = memchr(sp + 1, ' ', p->head_len - (size_t)(sp + 1 - p->head));
-    return end ? (fg_str_t){sp + 1, (size_t)(end - sp - 1)} : FG_STR_LIT("");
+    size_t n = fg_log_escape_text(buf, len, p->out.path.base, p->out.path.len);
+    if (p->out.query.len && n + 2 < len) {
+        buf[n++] = '?';
+        n += fg_log_escape_text(buf + n, len - n, p->out.query.base, p->out.query.len);
+    }
+    return n;
 }
 
 /* Write the current attempt's failure to the error log at warn, once, with what happens next
  * (`then`). Formats only here: the success path never comes through. */
 static void log_attempt(proxy_t *p, const char *then)
 {
-    if (p->fail_kind == F_NONE || p->fail_logged)
+    if (p->fail_kind == FG_XERR_NONE || p->fail_logged)
         return;
     p->fail_logged = 1;
     if (fg_log_level() < FG_LOG_WARN)
@@ -270,8 +217,7 @@ static void log_attempt(proxy_t *p, const char *then)
     memcpy(line + n, req->version == 10 ? " HTTP/1.0" : " HTTP/1.1", 9);
     n += 9;
     size_t hl = fg_log_escape_text(host, sizeof(host), req->host.base, req->host.len);
-    fg_str_t t = upstream_target(p);
-    size_t tl = fg_log_escape_text(target, sizeof(target), t.base, t.len);
+    size_t tl = upstream_target(p, target, sizeof(target));
     fg_log_warn("%s while %s, client: %s, server: %s, request: \"%.*s\", upstream: "
                 "\"%s://%s%.*s\", host: \"%.*s\", route: %s, cluster: %s, destination: %s, "
                 "request_id: %s, attempt: %u; %s",
@@ -331,35 +277,35 @@ static void stop_splice(proxy_t *p)
     close(p->pipe[0]);
     close(p->pipe[1]);
     p->splicing = 0;
-    if (p->u)
-        fg_conn_set_raw(p->u->c, 0);
+    p->raw = NULL;
 }
 
-/* Detach from the upstream connection: back to the pool when the exchange ended cleanly. */
-static void drop_upstream(proxy_t *p, int reusable)
+/* Detach from the exchange: its connection goes back to the pool when it ended cleanly and
+ * the protocol allows reuse. */
+static void drop_upstream(proxy_t *p, int complete)
 {
     stop_splice(p);
-    fg_upconn_t *u = p->u;
-    p->u = NULL;
-    if (u == NULL)
+    fg_exchange_t *x = p->x;
+    p->x = NULL;
+    if (x == NULL)
         return;
-    if (reusable)
-        fg_upstream_release(u);
+    if (complete)
+        fg_exchange_release(x);
     else
-        fg_upstream_close(u);
+        fg_exchange_close(x);
 }
 
 static void fail(proxy_t *p, int status, const char *error, const char *msg)
 {
     fg_request_t *req = p->req;
-    if (p->fail_kind != F_NONE)
+    if (p->fail_kind != FG_XERR_NONE)
         log_attempt(p, p->resp_started ? "response truncated"
                        : status == 504 ? "answering 504"
                                        : "answering 502");
     drop_upstream(p, 0);
     release_replay(p);
     count_end(p);
-    p->state = P_DONE;
+    p->done = 1;
     if (p->resp_started) {
         req->error = error;
         req->ops->abort(req);
@@ -372,66 +318,56 @@ static void complete(proxy_t *p)
 {
     fg_request_t *req = p->req;
     req->termination = NULL;
-    p->state = P_DONE;
-    drop_upstream(p, p->keep_alive && p->req_sent && req->body_done);
+    p->done = 1;
+    drop_upstream(p, req->body_done);
     release_replay(p);
     count_end(p);
     req->ops->finish(req);
 }
 
+/* The exchange's timings for the access log. */
+static void sync_timing(proxy_t *p)
+{
+    const fg_exchange_info_t *in = fg_exchange_info(p->x);
+    p->req->upstream_connect_us = in->connect_us;
+    if (in->first_byte_us)
+        p->req->upstream_first_us = in->first_byte_us;
+}
+
 /* ---- sending ---- */
 
-/* Queue the body bytes that arrived (re-framed as chunks when the client's length is unknown)
- * and, once the body is complete, its end. While the exchange may have to be sent again on a
- * fresh connection, the framed bytes are also copied to p->replay, up to REPLAY_MAX. */
-static void move_body(proxy_t *p)
+/* Keep a copy of the body bytes about to leave req->body, while the exchange may have to be
+ * sent again on a fresh connection, up to REPLAY_MAX. */
+static void keep_for_replay(proxy_t *p)
 {
-    fg_request_t *req = p->req;
-    struct evbuffer *out = fg_conn_output(p->u->c);
-    size_t before = evbuffer_get_length(out);
-    size_t n = evbuffer_get_length(req->body);
-    if (n > 0) {
-        if (p->req_chunked) {
-            char line[24];
-            int l = snprintf(line, sizeof(line), "%zx\r\n", n);
-            evbuffer_add(out, line, (size_t)l);
-            evbuffer_add_buffer(out, req->body);
-            evbuffer_add(out, "\r\n", 2);
-        } else {
-            evbuffer_add_buffer(out, req->body);
-        }
-        p->body_moved = 1;
+    struct evbuffer *body = p->req->body;
+    size_t n = evbuffer_get_length(body);
+    if (!p->replayable || p->replay == NULL || n == 0)
+        return;
+    if (evbuffer_get_length(p->replay) + n > REPLAY_MAX) {
+        p->replayable = 0;
+        return;
     }
-    if (req->body_done && !p->req_sent) {
-        if (p->req_chunked)
-            evbuffer_add(out, "0\r\n\r\n", 5);
-        p->req_sent = 1; /* the caller starts activityTimeout */
-    }
-    size_t added = evbuffer_get_length(out) - before;
-    if (p->replayable && p->replay && added > 0) {
-        if (evbuffer_get_length(p->replay) + added <= REPLAY_MAX) {
-            struct evbuffer_ptr at;
-            evbuffer_ptr_set(out, &at, before, EVBUFFER_PTR_SET);
-            char tmp[4096];
-            for (size_t off = 0; off < added;) {
-                size_t k = added - off < sizeof(tmp) ? added - off : sizeof(tmp);
-                ev_ssize_t got = evbuffer_copyout_from(out, &at, tmp, k);
-                if (got <= 0)
-                    break;
-                evbuffer_add(p->replay, tmp, (size_t)got);
-                evbuffer_ptr_set(out, &at, (size_t)got, EVBUFFER_PTR_ADD);
-                off += (size_t)got;
-            }
-        } else {
-            p->replayable = 0;
+    struct evbuffer_iovec v[16];
+    struct evbuffer_ptr at;
+    evbuffer_ptr_set(body, &at, 0, EVBUFFER_PTR_SET);
+    for (size_t off = 0; off < n;) {
+        int nv = evbuffer_peek(body, (ev_ssize_t)(n - off), &at, v, 16);
+        if (nv <= 0)
+            break;
+        for (int i = 0; i < nv && i < 16; i++) {
+            evbuffer_add(p->replay, v[i].iov_base, v[i].iov_len);
+            off += v[i].iov_len;
         }
+        evbuffer_ptr_set(body, &at, off, EVBUFFER_PTR_SET);
     }
 }
 
 /* Pause the client body while more than the high watermark waits to be written (`queued`),
- * resume it once a quarter of that is left. Every pause has a resume: on_body, flush_upstream
- * and up_drain all come through here, so a pause decided while connecting is lifted by the
- * first flush even when the kernel takes everything at once and no write event follows. */
+ * resume it once a quarter of that is left. Every pause has a resume: on_body and
+ * x_send_ready (connect, drain) both come through here, so a pause decided while connecting is
+ * lifted by the first flush even when the kernel takes everything at once and no write event
+ * follows. */
 static void body_backpressure(proxy_t *p, size_t queued)
 {
     fg_request_t *req = p->req;
@@ -446,49 +382,25 @@ static void body_backpressure(proxy_t *p, size_t queued)
     }
 }
 
-/* Write what is queued for the destination, then pause the client body while more than the
- * high watermark still waits (up_drain resumes it once the socket drained). The check must
- * follow the flush: a pause decided before it could outlive the last write event, and nothing
- * would ever resume the upload. Returns -1 when the exchange failed (p may be gone). */
-static int flush_upstream(proxy_t *p)
+/* Give the exchange the body bytes that arrived and, once complete, the body's end; then
+ * pause the client while too much waits. Returns -1 when the exchange failed (p may be gone). */
+static int move_body(proxy_t *p)
 {
-    fg_upconn_t *u = p->u;
-    if (fg_conn_flush(u->c) != 0) {
-        p->write_failed = 1;
-        up_event(u->c, p, FG_CONN_ERROR);
-        return -1;
+    fg_request_t *req = p->req;
+    if (evbuffer_get_length(req->body) > 0) {
+        keep_for_replay(p);
+        p->body_moved = 1;
     }
-    body_backpressure(p, fg_conn_pending(u->c));
+    int end = req->body_done && !p->end_sent;
+    p->end_sent |= end;
+    if (fg_exchange_send_body(p->x, req->body, end) != 0)
+        return -1;
+    body_backpressure(p, fg_exchange_pending(p->x));
     return 0;
 }
 
-static void send_request(proxy_t *p)
-{
-    fg_request_t *req = p->req;
-    fg_upconn_t *u = p->u;
-    struct evbuffer *out = fg_conn_output(u->c);
-    u->requests++;
-    p->state = P_WAIT_HEAD;
-    p->got_bytes = 0;
-    p->sent_at = fg_request_now_us();
-    evbuffer_add(out, p->head, p->head_len);
-    if (p->replay && evbuffer_get_length(p->replay) > 0) {
-        /* A retry: what the lost connection carried. Copied, as failover may need it again. */
-        size_t n = evbuffer_get_length(p->replay);
-        evbuffer_add(out, evbuffer_pullup(p->replay, (ev_ssize_t)n), n);
-    }
-    move_body(p);
-    fg_conn_set_write_timeout(u->c, p->cl->activity_timeout_ms);
-    /* activityTimeout measures the destination's silence once it has the whole request; while
-     * the body streams, a slow client is the body timeout's business and a destination that
-     * stops reading is the write timeout's. An early answer is read all the same. */
-    fg_conn_read(u->c, 1, p->req_sent ? p->cl->activity_timeout_ms : 0);
-    flush_upstream(p);
-    (void)req;
-}
-
 /* A body small enough to keep a copy of, for a retry on a fresh connection. A chunked body is
- * copied while it fits (move_body gives up beyond REPLAY_MAX). */
+ * copied while it fits (keep_for_replay gives up beyond REPLAY_MAX). */
 static int req_wants_replay(proxy_t *p)
 {
     fg_request_t *req = p->req;
@@ -519,31 +431,19 @@ static int retry_allowed(const proxy_t *p)
     return idempotent(p->req->method) || p->cl->failover.allow_non_idempotent;
 }
 
+/* Start an attempt at destination di. Returns -1 when no connection could be started (the
+ * failure is recorded), 0 otherwise (p may be gone when the exchange failed at once). */
 static int start_exchange(proxy_t *p, int fresh)
 {
-    p->write_failed = 0;
+    fg_request_t *req = p->req;
     /* A pooled connection may have been closed by the destination while idle; the request is
      * then sent again on a fresh one, which needs the body. A body too large to keep a copy of
      * goes straight to a fresh connection, so a stale one never costs the client a 502. */
-    if (p->req->content_length > REPLAY_MAX)
+    if (req->content_length > REPLAY_MAX)
         fresh = 1;
     /* A non-idempotent request is never sent twice (RFC 9110 9.2.2), so it only rides a pooled
      * connection used moments ago: destinations close idle connections after seconds, and a
      * connection that fresh is very unlikely to be in the middle of being closed. */
-    uint64_t max_idle = retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US;
-    fg_upconn_t *u = fresh ? NULL : fg_upstream_acquire(p->w, p->cl, (size_t)p->di, max_idle);
-    count_begin(p);
-    begin_attempt(p);
-    p->req->upstream_connect_us = 0;
-    if (u != NULL) {
-        p->u = u;
-        fg_conn_set_cbs(u->c, &up_cbs, p);
-        p->replayable = !p->body_moved && req_wants_replay(p);
-        send_request(p);
-        return 0;
-    }
-    /* A fresh connection keeps the body only when failover may have to send it again. */
-    p->replayable = !p->body_moved && may_fail_over(p) && req_wants_replay(p);
     uint64_t timeout = p->cl->connect_timeout_ms;
     if (p->cl->failover.enabled) {
         uint64_t spent = fg_health_now_ms() - p->first_ms;
@@ -551,30 +451,49 @@ static int start_exchange(proxy_t *p, int fresh)
         timeout =
             p->cl->failover.connect_timeout_ms < left ? p->cl->failover.connect_timeout_ms : left;
     }
-    p->connect_at = fg_request_now_us();
-    u = fg_upstream_open_timeout(p->w, p->cl, (size_t)p->di, &up_cbs, p, timeout);
-    if (u == NULL) {
+    fg_exchange_target_t t = {.w = p->w,
+                              .cl = p->cl,
+                              .di = (size_t)p->di,
+                              .fresh = fresh,
+                              .max_idle_us = retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US,
+                              .connect_timeout_ms = timeout,
+                              .activity_timeout_ms = p->cl->activity_timeout_ms};
+    /* On a retry, what the lost exchange already carried goes first. */
+    fg_exchange_req_t rq = {.out = &p->out,
+                            .content_length = req->content_length,
+                            .replay = p->body_moved ? p->replay : NULL,
+                            .has_body = req->has_body};
+    count_begin(p);
+    begin_attempt(p);
+    req->upstream_connect_us = 0;
+    p->end_sent = 0;
+    p->x = fg_exchange_start(&t, &rq, &x_cbs, p);
+    if (p->x == NULL) {
         int e = errno;
-        p->state = P_CONNECTING;
-        set_fail(p, F_CONNECT, e);
+        set_fail(p, FG_XERR_CONNECT, e, FG_XPHASE_CONNECTING);
         errno = e;
         return -1;
     }
-    p->u = u;
-    p->state = P_CONNECTING;
+    /* A fresh connection keeps the body only when failover may have to send it again. Its
+     * body stays in req->body until the connect succeeds (x_send_ready), so a failed connect
+     * leaves it there for the next destination. */
+    int reused = fg_exchange_info(p->x)->reused;
+    if (!p->body_moved)
+        p->replayable = (reused || may_fail_over(p)) && req_wants_replay(p);
+    if (reused)
+        move_body(p);
     return 0;
 }
 
 /* A reused keep-alive connection that fails before any response byte was probably closed by
- * the destination while idle: try once more on a fresh one if the body can be sent again. */
-
-/* eof: the destination closed the connection cleanly. A non-idempotent request is sent again
+ * the destination while idle: try once more on a fresh one if the body can be sent again.
+ * eof: the destination closed the connection cleanly. A non-idempotent request is sent again
  * only when the destination cannot have processed it (RFC 9110 9.2.2): it closed the idle
  * connection (a clean EOF before any response byte) or refused our bytes. A reset after the
  * whole request went out may follow a crash mid-request: that one is answered 502. */
 static int try_again(proxy_t *p, int eof)
 {
-    if (p->retried || p->u == NULL || !p->u->reused || p->got_bytes || p->resp_started)
+    if (p->retried || p->x == NULL || !p->reused || p->got_bytes || p->resp_started)
         return -1;
     if (!retry_allowed(p) && !eof && !p->write_failed && p->req_sent)
         return -1;
@@ -634,9 +553,10 @@ static int fail_over(proxy_t *p)
         count_end(p);
         p->di = next;
         p->retried = 0;
+        p->reused = p->got_bytes = p->write_failed = p->req_sent = 0;
         if (p->cl->affinity.enabled && p->cl->affinity.key_source != FG_AFF_KEY_TENANT)
             p->aff_set = 1; /* the session moves with the request */
-        if (build_head(p) != 0)
+        if (build_out(p) != 0)
             return -1;
         if (start_exchange(p, 0) == 0)
             return 0;
@@ -645,8 +565,6 @@ static int fail_over(proxy_t *p)
 }
 
 /* ---- response ---- */
-
-static void resume_upstream(proxy_t *p);
 
 /* Move body bytes destination -> pipe -> client until one side would block. Returns 1 when the
  * exchange ended (p is gone), 0 to wait (for the destination's readability, or the client's
@@ -660,6 +578,7 @@ static int splice_pump(proxy_t *p)
             if (n > 0) {
                 p->in_pipe -= (size_t)n;
                 p->resp_left -= n;
+                fg_exchange_raw_consumed(p->x, (size_t)n);
                 req->bytes_out += (uint64_t)n;
                 continue;
             }
@@ -668,7 +587,7 @@ static int splice_pump(proxy_t *p)
             if (n == -EAGAIN) {
                 /* Stop watching the destination until the client drains, or its level-
                  * triggered readiness would spin the loop. */
-                fg_conn_read(p->u->c, 0, 0);
+                fg_conn_read(p->raw, 0, 0);
                 req->ops->want_writable(req);
                 return 0;
             }
@@ -679,7 +598,7 @@ static int splice_pump(proxy_t *p)
             return 1;
         }
         size_t want = p->resp_left > SPLICE_CHUNK ? SPLICE_CHUNK : (size_t)p->resp_left;
-        ssize_t n = fg_conn_splice_in(p->u->c, p->pipe[1], want);
+        ssize_t n = fg_conn_splice_in(p->raw, p->pipe[1], want);
         if (n > 0) {
             p->in_pipe = (size_t)n;
             continue;
@@ -692,392 +611,201 @@ static int splice_pump(proxy_t *p)
     }
 }
 
+static void pump(proxy_t *p)
+{
+    int r = splice_pump(p);
+    if (r == -1) {
+        p->req->termination = "client_aborted";
+        fail(p, 502, "client_error", "client write failed");
+    } else if (r == -3) {
+        set_fail(p, FG_XERR_EOF_BODY, 0, FG_XPHASE_BODY);
+        fail(p, 502, "bad_gateway", "upstream closed the connection before the body ended");
+    }
+}
+
 /* Switch a large identity-framed body to splice(2) when both sides are plain sockets and
- * nothing is buffered in user space. Returns 1 when switched. */
-static int start_splice(proxy_t *p, struct evbuffer *in)
+ * nothing is buffered in user space. */
+static void start_splice(proxy_t *p)
 {
     fg_request_t *req = p->req;
-    if (p->resp_mode != R_LENGTH || p->resp_left < SPLICE_MIN || evbuffer_get_length(in) > 0 ||
-        p->up_paused || req->ops->raw_conn == NULL || !fg_conn_can_splice(p->u->c))
-        return 0;
+    if (p->up_paused || req->ops->raw_conn == NULL)
+        return;
+    int64_t left = fg_exchange_raw_left(p->x);
+    if (left < SPLICE_MIN)
+        return;
     p->cc = req->ops->raw_conn(req);
-    if (p->cc == NULL || pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
-        return 0;
+    if (p->cc == NULL || !fg_conn_can_splice(p->cc) ||
+        pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
+        return;
     fcntl(p->pipe[1], F_SETPIPE_SZ, SPLICE_CHUNK);
     p->splicing = 1;
     p->in_pipe = 0;
-    fg_conn_set_raw(p->u->c, 1);
-    return 1;
+    p->resp_left = left;
+    p->raw = fg_exchange_raw_begin(p->x);
 }
 
-/* Send the first n bytes of in to the client. */
-static int send_part(proxy_t *p, struct evbuffer *in, size_t n)
+/* The final response's fields: the destination's end-to-end ones, the affinity cookie, the
+ * route's transforms. */
+static int response_headers(proxy_t *p, const fg_exchange_head_t *h, fg_headers_t *out)
 {
-    fg_request_t *req = p->req;
-    if (n == evbuffer_get_length(in))
-        return req->ops->send_body(req, in);
-    struct evbuffer *tmp = evbuffer_new();
-    if (tmp == NULL)
-        return -1;
-    evbuffer_remove_buffer(in, tmp, n);
-    int r = req->ops->send_body(req, tmp);
-    evbuffer_free(tmp);
-    return r;
-}
-
-/* Relay response body bytes. Returns 1 when the exchange ended (p is gone), 0 to wait for more,
- * -1 when the client cannot take bytes, -2 for an invalid body. */
-static int pass_body(proxy_t *p, struct evbuffer *in)
-{
-    fg_request_t *req = p->req;
-    if (p->splicing) {
-        int r = splice_pump(p);
-        return r == -3 ? -4 : r;
-    }
-    while (evbuffer_get_length(in) > 0 && p->state == P_BODY) {
-        if (p->resp_mode == R_LENGTH) {
-            size_t n = evbuffer_get_length(in);
-            if ((int64_t)n >= p->resp_left)
-                n = (size_t)p->resp_left;
-            if (send_part(p, in, n) != 0)
-                return -1;
-            p->resp_left -= (int64_t)n;
-            if (p->resp_left == 0) {
-                /* Bytes beyond the declared length make the connection unusable. */
-                if (evbuffer_get_length(in) > 0)
-                    p->keep_alive = 0;
-                complete(p);
-                return 1;
-            }
-        } else if (p->resp_mode == R_CLOSE) {
-            if (req->ops->send_body(req, in) != 0)
-                return -1;
-        } else {
-            struct evbuffer_iovec v;
-            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-                break;
-            size_t consumed = 0, data = 0;
-            int r = fg_http1_chunked_step(&p->dec, v.iov_base, v.iov_len, &consumed, &data);
-            if (r < 0)
-                return -2;
-            if (data > 0) {
-                if (send_part(p, in, data) != 0)
-                    return -1;
-            } else {
-                evbuffer_drain(in, consumed);
-            }
-            if (r == 1) {
-                if (evbuffer_get_length(in) > 0)
-                    p->keep_alive = 0;
-                complete(p);
-                return 1;
-            }
-            if (consumed == 0 && data == 0)
-                break;
-        }
-        if (req->ops->pending(req) > UP_HIGH_WATER) {
-            /* A slow client: stop reading the destination until it catches up. */
-            p->up_paused = 1;
-            fg_conn_read(p->u->c, 0, 0);
-            break;
-        }
-    }
-    /* Everything buffered went out: the rest of a large body can bypass user space. */
-    start_splice(p, in);
-    return 0;
-}
-
-/* Whether any Connection field of head names `name` (RFC 9110 7.6.1: every one counts). */
-static int listed_in_connection(const fg_http1_head_t *head, fg_str_t name)
-{
-    for (size_t i = 0; i < head->num_headers; i++)
-        if (fg_str_ieq(head->headers[i].name, FG_STR_LIT("Connection")) &&
-            fg_headers_connection_lists(head->headers[i].value, name))
-            return 1;
-    return 0;
-}
-
-/* Copy the destination's response fields for the client, minus hop-by-hop ones and framing
- * (RFC 9110 7.6.1). */
-static int end_to_end_headers(proxy_t *p, const fg_http1_head_t *head, fg_headers_t *out)
-{
-    int has_conn = head->conn_close || head->conn_keep_alive || head->conn_upgrade;
-    for (size_t i = 0; i < head->num_headers && !has_conn; i++)
-        has_conn = fg_str_ieq(head->headers[i].name, FG_STR_LIT("Connection"));
-    fg_headers_init(out, p->req->pool, head->num_headers + 4);
-    for (size_t i = 0; i < head->num_headers; i++) {
-        fg_str_t name = head->headers[i].name;
-        if (fg_headers_is_hop_by_hop(name) || fg_str_ieq(name, FG_STR_LIT("Content-Length")))
-            continue;
-        if (has_conn && listed_in_connection(head, name))
-            continue;
-        if (fg_headers_add(out, name, head->headers[i].value) != 0)
+    fg_headers_init(out, p->req->pool, h->num_headers + 4);
+    for (size_t i = 0; i < h->num_headers; i++)
+        if (fg_headers_add(out, h->headers[i].name, h->headers[i].value) != 0)
             return -1;
-    }
-    return 0;
-}
-
-/* The final response's fields: end-to-end ones, the affinity cookie, the route's transforms. */
-static int response_headers(proxy_t *p, const fg_http1_head_t *head, fg_headers_t *out)
-{
-    if (end_to_end_headers(p, head, out) != 0)
-        return -1;
     if (p->aff_set) {
         fg_str_t an, av;
         if (fg_affinity_response(p->cl, (size_t)p->di, p->req->pool, &an, &av) != 0 ||
             fg_headers_add(out, an, av) != 0)
             return -1;
     }
-    return fg_transform_response(p->req, head->status, out);
+    return fg_transform_response(p->req, h->status, out);
 }
 
-enum { HEAD_BODY = 0, HEAD_MORE, HEAD_ENDED };
-
-/* Returns HEAD_BODY when the body follows, HEAD_MORE when more bytes are needed, HEAD_ENDED
- * when the exchange ended (p is gone: the caller must not look at it again). */
-static int handle_head(proxy_t *p)
+/* The exchange can take body bytes (connected, or its output drained): give it what the
+ * client sent meanwhile. */
+static void x_send_ready(void *arg)
 {
+    proxy_t *p = arg;
+    sync_timing(p);
+    move_body(p);
+}
+
+/* Interim responses (RFC 9110 15.2). A proxy MUST forward them unless it asked for them
+ * itself: 100 Continue is the gateway's own business (it answered any Expect: 100-continue and
+ * never forwards Expect); others, such as 103 Early Hints, go to the client. */
+static int x_interim(void *arg, int status, fg_http_header_t *h, size_t n)
+{
+    proxy_t *p = arg;
     fg_request_t *req = p->req;
-    struct evbuffer *in = fg_conn_input(p->u->c);
-    for (;;) {
-        size_t avail = evbuffer_get_length(in);
-        if (avail == 0)
-            return HEAD_MORE;
-        size_t max = 65536;
-        size_t n = avail < max ? avail : max;
-        const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-        fg_http_header_t fields[128];
-        fg_http1_head_t head;
-        memset(&head, 0, sizeof(head));
-        head.headers = fields;
-        head.headers_cap = 128;
-        fg_http1_limits_t lim = {65536, 65536, 128};
-        int r = fg_http1_parse_response(buf, n, &lim, &head);
-        if (r == FG_HTTP1_INCOMPLETE) {
-            if (n < max)
-                return HEAD_MORE;
-            set_fail(p, F_INVALID, 0);
-            fail(p, 502, "bad_gateway", "upstream response head too large");
-            return HEAD_ENDED;
-        }
-        if (r < 0) {
-            set_fail(p, F_INVALID, 0);
-            fail(p, 502, "bad_gateway", "invalid response from upstream");
-            return HEAD_ENDED;
-        }
-        if (head.status >= 100 && head.status < 200) {
-            /* Interim responses (RFC 9110 15.2). A proxy MUST forward them unless it asked for
-             * them itself: 100 Continue is the gateway's own business (it answered any
-             * Expect: 100-continue and never forwards Expect); others, such as 103 Early
-             * Hints, go to the client. */
-            if (head.status == 101) {
-                set_fail(p, F_INVALID, 0);
-                fail(p, 502, "bad_gateway", "unexpected protocol switch from upstream");
-                return HEAD_ENDED;
-            }
-            if (head.status != 100) {
-                fg_headers_t hdrs;
-                if (end_to_end_headers(p, &head, &hdrs) != 0 ||
-                    req->ops->send_interim(req, head.status, &hdrs) != 0) {
-                    evbuffer_drain(in, (size_t)r);
-                    fail(p, 502, "internal_error", "cannot relay an interim response");
-                    return HEAD_ENDED;
-                }
-            }
-            evbuffer_drain(in, (size_t)r);
-            continue;
-        }
-        req->upstream_us = fg_request_now_us() - p->sent_at;
-        attempt_status(p, head.status);
-        req->termination = NULL;
-        report(p, 0);
-        p->keep_alive =
-            head.minor_version >= 1 ? !head.conn_close : (head.conn_keep_alive && !head.conn_close);
-        int64_t length = -1;
-        /* The destination frames its answer by the method it was sent, which a transform
-         * (HttpMethodChange) may have made differ from the client's (RFC 9112 6.3 rule 1). */
-        fg_str_t up_method = p->up_head ? FG_STR_LIT("HEAD") : FG_STR_LIT("GET");
-        if (fg_http1_response_bodiless(up_method, head.status)) {
-            p->resp_mode = R_NONE;
-            /* The client's own HEAD keeps the length it would have had; a client whose GET
-             * went upstream as HEAD gets what it will receive: nothing. */
-            int client_head = fg_str_eq(req->method, FG_STR_LIT("HEAD"));
-            length = p->up_head && !client_head ? 0 : head.content_length;
-        } else if (head.te_other) {
-            /* A coding such as gzip under (or instead of) chunked: the gateway decodes only
-             * chunked, and Transfer-Encoding is hop-by-hop, so relaying the bytes would hand
-             * the client encoded content as if it were plain (RFC 9112 6.1). nginx refuses
-             * these too. */
-            evbuffer_drain(in, (size_t)r);
-            p->keep_alive = 0;
-            set_fail(p, F_INVALID, 0);
-            fail(p, 502, "bad_gateway", "unsupported transfer coding from upstream");
-            return HEAD_ENDED;
-        } else if (head.chunked) {
-            p->resp_mode = R_CHUNKED;
-            fg_http1_chunked_init(&p->dec);
-        } else if (head.content_length >= 0) {
-            p->resp_mode = R_LENGTH;
-            p->resp_left = head.content_length;
-            length = head.content_length;
-        } else {
-            p->resp_mode = R_CLOSE;
-            p->keep_alive = 0;
-        }
-        fg_headers_t hdrs;
-        req->relayed = 1; /* the destination's Date and Server stand (fg_request_stamp) */
-        if (response_headers(p, &head, &hdrs) != 0 ||
-            req->ops->send_head(req, head.status, &hdrs, length) != 0) {
-            evbuffer_drain(in, (size_t)r);
-            fail(p, 502, "internal_error", "cannot relay the response head");
-            return HEAD_ENDED;
-        }
-        evbuffer_drain(in, (size_t)r);
-        p->resp_started = 1;
-        p->state = P_BODY;
-        if (p->resp_mode == R_NONE || (p->resp_mode == R_LENGTH && p->resp_left == 0)) {
-            if (evbuffer_get_length(in) > 0)
-                p->keep_alive = 0;
-            complete(p);
-            return HEAD_ENDED;
-        }
-        return HEAD_BODY;
-    }
+    if (status == 100)
+        return 0;
+    fg_headers_t hdrs;
+    fg_headers_init(&hdrs, req->pool, n + 1);
+    for (size_t i = 0; i < n; i++)
+        if (fg_headers_add(&hdrs, h[i].name, h[i].value) != 0)
+            goto fail;
+    if (req->ops->send_interim(req, status, &hdrs) == 0)
+        return 0;
+fail:
+    fail(p, 502, "internal_error", "cannot relay an interim response");
+    return -1;
 }
 
-/* Returns 1 when the exchange ended (p is gone), 0 otherwise. */
-static int process_upstream(proxy_t *p)
+static int x_head(void *arg, const fg_exchange_head_t *h)
 {
-    if (p->state == P_WAIT_HEAD) {
-        int h = handle_head(p);
-        if (h != HEAD_BODY)
-            return h == HEAD_ENDED;
+    proxy_t *p = arg;
+    fg_request_t *req = p->req;
+    sync_timing(p);
+    req->upstream_us = fg_request_now_us() - fg_exchange_info(p->x)->sent_at_us;
+    attempt_status(p, h->status);
+    req->termination = NULL;
+    report(p, 0);
+    int64_t length = h->content_length;
+    if (h->bodiless) {
+        /* The client's own HEAD keeps the length it would have had; a client whose GET went
+         * upstream as HEAD (HttpMethodChange) gets what it will receive: nothing. */
+        int client_head = fg_str_eq(req->method, FG_STR_LIT("HEAD"));
+        length = p->up_head && !client_head ? 0 : h->content_length;
     }
-    if (p->state != P_BODY || p->u == NULL)
+    fg_headers_t hdrs;
+    req->relayed = 1; /* the destination's Date and Server stand (fg_request_stamp) */
+    if (response_headers(p, h, &hdrs) != 0 ||
+        req->ops->send_head(req, h->status, &hdrs, length) != 0) {
+        fail(p, 502, "internal_error", "cannot relay the response head");
+        return -1;
+    }
+    p->resp_started = 1;
+    start_splice(p); /* a head that came alone: the whole body may bypass user space */
+    return 0;
+}
+
+static int x_body(void *arg, struct evbuffer *data)
+{
+    proxy_t *p = arg;
+    fg_request_t *req = p->req;
+    if (data == NULL) {
+        if (p->splicing)
+            pump(p);
         return 0;
-    int r = pass_body(p, fg_conn_input(p->u->c));
-    if (r == -2) {
-        set_fail(p, F_INVALID, 0);
-        fail(p, 502, "bad_gateway", "invalid chunked body from upstream");
-        return 1;
     }
-    if (r == -1) {
-        p->req->termination = "client_aborted";
+    if (req->ops->send_body(req, data) != 0) {
+        req->termination = "client_aborted";
         fail(p, 502, "client_error", "client write failed");
-        return 1;
+        return -1;
     }
-    if (r == -4) {
-        set_fail(p, F_EOF, 0);
-        fail(p, 502, "bad_gateway", "upstream closed the connection before the body ended");
-        return 1;
+    if (req->ops->pending(req) > UP_HIGH_WATER) {
+        /* A slow client: stop reading the destination until it catches up. */
+        p->up_paused = 1;
+        fg_exchange_pause(p->x, 1);
+        return 0;
     }
-    return r;
+    /* Everything buffered went out: the rest of a large body can bypass user space. */
+    start_splice(p);
+    return 0;
 }
 
-/* The destination stopped taking the request (a write failed) before answering it as far
- * as we know. A server may answer early and close without reading the rest of the body, a 413
- * say (RFC 9112 9.3); the answer then waits in our receive buffer even after the reset. Read
- * it and relay it rather than a 502. Returns 1 when that answer now drives the exchange (p may
- * be gone), 0 when there is none and the write error stands. */
-static int early_answer(proxy_t *p)
+static void x_end(void *arg)
 {
-    if (p->state != P_WAIT_HEAD || p->u == NULL)
-        return 0;
-    struct evbuffer *in = fg_conn_input(p->u->c);
-    fg_conn_read_now(p->u->c);
-    if (evbuffer_get_length(in) == 0)
-        return 0;
-    p->got_bytes = 1; /* answered: never retried elsewhere */
-    p->write_failed = 1;
-    p->keep_alive = 0; /* a connection whose write failed never goes back to the pool */
-    /* The rest of the request goes nowhere: drop what is queued, and on_body discards what
-     * the client still sends (the front end closes after the response, body unread). */
-    struct evbuffer *out = fg_conn_output(p->u->c);
-    evbuffer_drain(out, evbuffer_get_length(out));
-    if (process_upstream(p) != 0)
-        return 1;
-    if (p->state == P_WAIT_HEAD)
-        return 0; /* not even a whole head: the error stands */
-    return 1;
+    complete(arg);
 }
 
-static void up_read(fg_conn_t *c, void *arg)
+static void x_error(void *arg, const fg_exchange_fail_t *f)
 {
     proxy_t *p = arg;
-    if (!p->got_bytes && p->state == P_WAIT_HEAD)
-        p->req->upstream_first_us = fg_request_now_us() - p->sent_at;
-    p->got_bytes = 1;
-    if (p->state == P_WAIT_HEAD || p->state == P_BODY)
-        process_upstream(p);
-}
-
-static void up_drain(fg_conn_t *c, void *arg)
-{
-    proxy_t *p = arg;
-    body_backpressure(p, fg_conn_pending(c));
-}
-
-static void up_event(fg_conn_t *c, void *arg, int what)
-{
-    proxy_t *p = arg;
-    switch (what) {
-    case FG_CONN_CONNECTED:
-        p->req->upstream_connect_us = fg_request_now_us() - p->connect_at;
-        send_request(p);
+    const fg_exchange_info_t *in = fg_exchange_info(p->x);
+    p->reused = in->reused;
+    p->got_bytes = in->got_bytes;
+    p->write_failed = in->write_failed;
+    p->req_sent = in->req_sent;
+    sync_timing(p);
+    if (f->kind == FG_XERR_NONE) {
+        fail(p, 502, "internal_error", f->detail);
         return;
-    case FG_CONN_EOF:
-        if (p->state == P_BODY && p->resp_mode == R_CLOSE) {
-            /* The close is the end of this body (RFC 9112 6.3 rule 8). */
-            if (process_upstream(p) != 0)
-                return;
-            p->keep_alive = 0;
-            complete(p);
-            return;
-        }
-        set_fail(p, F_EOF, 0);
+    }
+    set_fail(p, f->kind, f->err, f->phase);
+    switch (f->kind) {
+    case FG_XERR_EOF:
+    case FG_XERR_EOF_BODY:
         if (try_again(p, 1) == 0)
             return;
         report(p, 1); /* closed before the answer, or before the body's end */
         if (fail_over(p) == 0)
             return;
-        fail(p, 502, "bad_gateway", "upstream closed the connection prematurely");
+        fail(p, 502, "bad_gateway", f->detail);
         return;
-    case FG_CONN_TIMEOUT_WRITE:
-        set_fail(p, p->state == P_CONNECTING ? F_CONNECT_TIMEOUT : F_SEND_TIMEOUT, ETIMEDOUT);
+    case FG_XERR_CONNECT_TIMEOUT:
         report(p, 1);
-        if (p->state == P_CONNECTING) {
-            if (fail_over(p) == 0)
-                return;
-            fail(p, 504, "gateway_timeout", "upstream connect timed out");
+        if (fail_over(p) == 0)
             return;
-        }
-        fail(p, 504, "gateway_timeout", "upstream stopped accepting data");
+        fail(p, 504, "gateway_timeout", f->detail);
         return;
-    case FG_CONN_TIMEOUT_READ:
+    case FG_XERR_SEND_TIMEOUT:
+        report(p, 1);
+        fail(p, 504, "gateway_timeout", f->detail);
+        return;
+    case FG_XERR_READ_TIMEOUT:
         /* YARP counts an activity timeout against the destination, and so do we once it had the
          * whole request: before that, the silence may be the client's slow upload. */
-        set_fail(p, F_READ_TIMEOUT, ETIMEDOUT);
         if (p->req_sent)
             report(p, 1);
-        fail(p, 504, "gateway_timeout", "upstream did not answer in time");
+        fail(p, 504, "gateway_timeout", f->detail);
         return;
-    default:
-        if (early_answer(p))
-            return;
-        set_fail(p, p->state == P_CONNECTING ? F_CONNECT : F_RESET, fg_conn_errno(c));
-        if (p->state != P_CONNECTING && try_again(p, 0) == 0)
+    case FG_XERR_INVALID:
+        fail(p, 502, "bad_gateway", f->detail);
+        return;
+    default: {
+        if (f->kind == FG_XERR_RESET && try_again(p, 0) == 0)
             return;
         report(p, 1);
         if (fail_over(p) == 0)
             return;
-        {
-            char msg[128];
-            snprintf(msg, sizeof(msg), "upstream %s: %s",
-                     p->state == P_CONNECTING ? "connect failed" : "connection failed",
-                     strerror(fg_conn_errno(c)));
-            fail(p, 502, "bad_gateway", msg);
-        }
+        char msg[128];
+        snprintf(msg, sizeof(msg), "upstream %s: %s",
+                 f->kind == FG_XERR_CONNECT ? "connect failed" : "connection failed",
+                 strerror(f->err));
+        fail(p, 502, "bad_gateway", msg);
         return;
+    }
     }
 }
 
@@ -1086,41 +814,27 @@ static void up_event(fg_conn_t *c, void *arg, int what)
 static void on_body(fg_request_t *req)
 {
     proxy_t *p = req->handler_data;
-    if (p->u == NULL || p->state == P_CONNECTING || p->state == P_DONE) {
+    if (p->x == NULL || p->done || fg_exchange_info(p->x)->phase == FG_XPHASE_CONNECTING) {
         body_backpressure(p, evbuffer_get_length(req->body));
         return;
     }
-    if (p->write_failed) {
-        /* the destination answered early and stopped reading (early_answer) */
-        evbuffer_drain(req->body, evbuffer_get_length(req->body));
-        return;
-    }
-    if (p->req_sent)
-        return;
     move_body(p);
-    if (p->req_sent) /* the destination has it all: its silence counts from now */
-        fg_conn_read(p->u->c, 1, p->cl->activity_timeout_ms);
-    flush_upstream(p);
-}
-
-static void resume_upstream(proxy_t *p)
-{
-    if (!p->up_paused || p->u == NULL)
-        return;
-    p->up_paused = 0;
-    fg_conn_read(p->u->c, 1, p->cl->activity_timeout_ms);
-    process_upstream(p);
 }
 
 static void on_writable(fg_request_t *req)
 {
     proxy_t *p = req->handler_data;
+    if (p->x == NULL)
+        return;
     if (p->splicing) {
-        fg_conn_read(p->u->c, 1, p->cl->activity_timeout_ms);
-        process_upstream(p);
+        fg_conn_read(p->raw, 1, p->cl->activity_timeout_ms);
+        pump(p);
         return;
     }
-    resume_upstream(p);
+    if (!p->up_paused)
+        return;
+    p->up_paused = 0;
+    fg_exchange_pause(p->x, 0);
 }
 
 static void on_abort(fg_request_t *req)
@@ -1130,7 +844,7 @@ static void on_abort(fg_request_t *req)
     drop_upstream(p, 0);
     release_replay(p);
     count_end(p);
-    p->state = P_DONE;
+    p->done = 1;
 }
 
 void fg_proxy_handle(fg_request_t *req)
@@ -1167,7 +881,7 @@ void fg_proxy_handle(fg_request_t *req)
         fg_request_error(req, 503, "service_unavailable", "no destination available");
         return;
     }
-    if (build_head(p) != 0) {
+    if (build_out(p) != 0) {
         fg_request_error(req, 500, "internal_error", "cannot build the upstream request");
         return;
     }

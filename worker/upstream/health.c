@@ -4,33 +4,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "common/log.h"
 #include "shm/health.h"
 #include "worker/http/request.h"
+#include "worker/upstream/exchange.h"
 
 #define TICK_MAX_MS 100
 #define WAIT_MAX_MS 5000
 
-/* One probe in progress: connect, send the GET, read the status line. */
+/* One probe in progress: a GET through the HTTP/1.1 client, judged by its status. */
 typedef struct probe_s {
     struct probe_s *prev, *next;
     fg_prober_t *pr;
     const fg_cluster_t *cl;
     const fg_destination_t *d;
-    int fd;
-    struct event *ev;
+    fg_exchange_t *x;
+    struct event *deadline; /* the whole probe's timeout */
     uint64_t start_us;
-    uint64_t deadline_ms;
-    int connected;
-    char req[512];
-    size_t reqlen, sent;
-    char buf[256];
-    size_t len;
+    char target[400]; /* base path + path */
+    fg_http_header_t fields[3];
 } probe_t;
 
 struct fg_prober_s {
@@ -39,28 +34,6 @@ struct fg_prober_s {
     uint64_t tick_ms;
     probe_t *probes;
 };
-
-static void probe_io(evutil_socket_t fd, short what, void *arg);
-
-int fg_health_parse_status(const char *buf, size_t len)
-{
-    /* RFC 9112 4: status-line = HTTP-version SP status-code SP [reason-phrase] */
-    static const char v[] = "HTTP/1.";
-    size_t n = len < 7 ? len : 7;
-    if (memcmp(buf, v, n) != 0)
-        return -1;
-    if (len < 12)
-        return 0;
-    if (buf[7] < '0' || buf[7] > '9' || buf[8] != ' ')
-        return -1;
-    int code = 0;
-    for (int i = 9; i < 12; i++) {
-        if (buf[i] < '0' || buf[i] > '9')
-            return -1;
-        code = code * 10 + (buf[i] - '0');
-    }
-    return code >= 100 ? code : -1;
-}
 
 static void probe_free(probe_t *pb)
 {
@@ -71,10 +44,10 @@ static void probe_free(probe_t *pb)
         pr->probes = pb->next;
     if (pb->next)
         pb->next->prev = pb->prev;
-    if (pb->ev)
-        event_free(pb->ev);
-    if (pb->fd >= 0)
-        close(pb->fd);
+    if (pb->deadline)
+        event_free(pb->deadline);
+    if (pb->x)
+        fg_exchange_close(pb->x);
     free(pb);
 }
 
@@ -103,65 +76,56 @@ static void probe_done(probe_t *pb, int status, const char *error)
     probe_free(pb);
 }
 
-static int arm(probe_t *pb, short what)
+static void probe_timeout(evutil_socket_t fd, short what, void *arg)
 {
-    uint64_t now = fg_health_now_ms();
-    uint64_t left = pb->deadline_ms > now ? pb->deadline_ms - now : 1;
-    struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
-    if (pb->ev)
-        event_free(pb->ev);
-    pb->ev = event_new(pb->pr->w->base, pb->fd, what, probe_io, pb);
-    return pb->ev && event_add(pb->ev, &tv) == 0 ? 0 : -1;
+    probe_done(arg, 0, "timeout");
 }
 
-static void probe_io(evutil_socket_t fd, short what, void *arg)
+static void probe_ready(void *arg) {}
+
+static int probe_interim(void *arg, int status, fg_http_header_t *h, size_t n)
+{
+    return 0;
+}
+
+/* Judged by the final status alone: the body is never read. */
+static int probe_head(void *arg, const fg_exchange_head_t *head)
+{
+    probe_done(arg, head->status, NULL);
+    return -1;
+}
+
+static int probe_body(void *arg, struct evbuffer *data)
+{
+    return 0;
+}
+
+static void probe_end(void *arg) {}
+
+static void probe_error(void *arg, const fg_exchange_fail_t *f)
 {
     probe_t *pb = arg;
-    if (what & EV_TIMEOUT) {
+    switch (f->kind) {
+    case FG_XERR_CONNECT_TIMEOUT:
+    case FG_XERR_SEND_TIMEOUT:
+    case FG_XERR_READ_TIMEOUT:
         probe_done(pb, 0, "timeout");
         return;
-    }
-    if (!pb->connected) {
-        int err = 0;
-        socklen_t el = sizeof(err);
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
-        if (err != 0) {
-            probe_done(pb, 0, strerror(err));
-            return;
-        }
-        pb->connected = 1;
-    }
-    if (pb->sent < pb->reqlen) {
-        ssize_t n = send(fd, pb->req + pb->sent, pb->reqlen - pb->sent, MSG_NOSIGNAL);
-        if (n == -1 && errno != EAGAIN && errno != EINTR) {
-            probe_done(pb, 0, strerror(errno));
-            return;
-        }
-        if (n > 0)
-            pb->sent += (size_t)n;
-        if (arm(pb, pb->sent < pb->reqlen ? EV_WRITE : EV_READ) != 0)
-            probe_done(pb, 0, "out of memory");
+    case FG_XERR_EOF:
+    case FG_XERR_EOF_BODY:
+        probe_done(pb, 0, "closed before answering");
         return;
-    }
-    ssize_t n = recv(fd, pb->buf + pb->len, sizeof(pb->buf) - pb->len, 0);
-    if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
-        if (arm(pb, EV_READ) != 0)
-            probe_done(pb, 0, "out of memory");
-        return;
-    }
-    if (n <= 0) {
-        probe_done(pb, 0, n == 0 ? "closed before answering" : strerror(errno));
-        return;
-    }
-    pb->len += (size_t)n;
-    int status = fg_health_parse_status(pb->buf, pb->len);
-    if (status < 0)
+    case FG_XERR_INVALID:
         probe_done(pb, 0, "not an HTTP response");
-    else if (status > 0)
-        probe_done(pb, status, NULL);
-    else if (arm(pb, EV_READ) != 0)
-        probe_done(pb, 0, "out of memory");
+        return;
+    default:
+        probe_done(pb, 0, f->err ? strerror(f->err) : "failed");
+        return;
+    }
 }
+
+static const fg_exchange_cbs_t probe_cbs = {probe_ready, probe_interim, probe_head,
+                                            probe_body,  probe_end,     probe_error};
 
 /* Start one probe of d; its outcome is reported even when it cannot start. */
 static void probe_start(fg_prober_t *pr, const fg_cluster_t *cl, const fg_destination_t *d)
@@ -177,30 +141,42 @@ static void probe_start(fg_prober_t *pr, const fg_cluster_t *cl, const fg_destin
         pr->probes->prev = pb;
     pr->probes = pb;
     pb->start_us = fg_request_now_us();
-    pb->deadline_ms = fg_health_now_ms() + cl->health.timeout_ms;
     const fg_health_config_t *hc = &cl->health;
-    int n = snprintf(pb->req, sizeof(pb->req),
-                     "GET %s%s%s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: fastgateway-health\r\n"
-                     "Connection: close\r\n\r\n",
-                     d->health_base ? d->health_base : "", hc->path, hc->query ? "?" : "",
-                     hc->query ? hc->query : "", d->health_authority ? d->health_authority : "");
-    if (n < 0 || (size_t)n >= sizeof(pb->req)) {
+    int n = snprintf(pb->target, sizeof(pb->target), "%s%s", d->health_base ? d->health_base : "",
+                     hc->path);
+    if (n < 0 || (size_t)n >= sizeof(pb->target)) {
         probe_done(pb, 0, "probe request too long");
         return;
     }
-    pb->reqlen = (size_t)n;
-    pb->fd = socket(d->health_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (pb->fd == -1) {
-        probe_done(pb, 0, strerror(errno));
-        return;
-    }
-    if (connect(pb->fd, (const struct sockaddr *)&d->health_addr, d->health_addrlen) == -1 &&
-        errno != EINPROGRESS) {
-        probe_done(pb, 0, strerror(errno));
-        return;
-    }
-    if (arm(pb, EV_WRITE) != 0)
+    pb->fields[0] = (fg_http_header_t){FG_STR_LIT("Host"),
+                                       fg_str(d->health_authority ? d->health_authority : "")};
+    pb->fields[1] = (fg_http_header_t){FG_STR_LIT("User-Agent"), FG_STR_LIT("fastgateway-health")};
+    pb->fields[2] = (fg_http_header_t){FG_STR_LIT("Connection"), FG_STR_LIT("close")};
+    fg_outreq_t out = {FG_STR_LIT("GET"),
+                       {pb->target, (size_t)n},
+                       hc->query ? fg_str(hc->query) : FG_STR_NULL,
+                       {pb->fields, 3, 3, NULL}};
+    fg_exchange_req_t rq = {.out = &out, .content_length = -1};
+    fg_exchange_target_t t = {.w = pr->w,
+                              .addr = (const struct sockaddr *)&d->health_addr,
+                              .addrlen = d->health_addrlen,
+                              .fresh = 1,
+                              .connect_timeout_ms = hc->timeout_ms,
+                              .activity_timeout_ms = hc->timeout_ms};
+    struct timeval tv = {(time_t)(hc->timeout_ms / 1000),
+                         (suseconds_t)(hc->timeout_ms % 1000) * 1000};
+    pb->deadline = evtimer_new(pr->w->base, probe_timeout, pb);
+    if (pb->deadline == NULL || evtimer_add(pb->deadline, &tv) != 0) {
         probe_done(pb, 0, "out of memory");
+        return;
+    }
+    pb->x = fg_exchange_start(&t, &rq, &probe_cbs, pb);
+    if (pb->x == NULL) {
+        probe_done(pb, 0, strerror(errno));
+        return;
+    }
+    /* a pooled connection never: the first send_body only ends the (empty) body */
+    fg_exchange_send_body(pb->x, NULL, 1);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)

@@ -1,7 +1,8 @@
 /* Active health checks. Every worker runs the same timer, but each destination is probed once
  * per interval by the whole gateway: the worker whose timer first finds a probe due claims it
  * with a compare-and-swap on the destination's next-probe time in shared memory (a lease), then
- * probes on its own event loop with a non-blocking HTTP/1.1 GET. The outcome is written to
+ * probes on its own event loop with an HTTP/1.1 GET through the same client the proxy uses
+ * (worker/upstream/http1_client.c). The outcome is written to
  * shared memory, so every worker's balancer sees it at once. A worker that dies mid-probe only
  * delays that destination's next probe by one interval. */
 #ifndef FG_WORKER_HEALTH_H
@@ -21,9 +22,5 @@ void fg_health_prober_free(fg_prober_t *pr);
 
 /* Whether every destination of a cluster with active checks has been probed at least once. */
 int fg_health_first_round_done(const fg_config_t *cfg);
-
-/* Parse the status code of an HTTP/1.x status line at the start of buf (len bytes): the code,
- * 0 when more bytes are needed, -1 when it is not HTTP. */
-int fg_health_parse_status(const char *buf, size_t len);
 
 #endif

@@ -155,11 +155,10 @@ fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
     return fg_upstream_open_timeout(w, cl, di, cbs, arg, cl->connect_timeout_ms);
 }
 
-fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
-                                      const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms)
+fg_upconn_t *fg_upstream_open_addr(fg_worker_t *w, const struct sockaddr *sa, socklen_t len,
+                                   const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms)
 {
-    const fg_destination_t *d = &cl->destinations[di];
-    int fd = socket(d->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return NULL;
     int one = 1;
@@ -169,7 +168,6 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
         close(fd);
         return NULL;
     }
-    u->pool = dest_pool(w, cl, di);
     u->c = fg_conn_new(w->base, fd, cbs, arg);
     if (u->c == NULL) {
         close(fd);
@@ -178,7 +176,7 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
         return NULL;
     }
     fg_conn_set_read_max(u->c, 64 * 1024 - 128);
-    int r = fg_conn_connect(u->c, (const struct sockaddr *)&d->addr, d->addrlen, timeout_ms);
+    int r = fg_conn_connect(u->c, sa, len, timeout_ms);
     if (r < 0) {
         fg_upstream_close(u);
         errno = -r;
@@ -187,9 +185,24 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
     return u;
 }
 
+fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                      const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms)
+{
+    const fg_destination_t *d = &cl->destinations[di];
+    fg_upconn_t *u = fg_upstream_open_addr(w, (const struct sockaddr *)&d->addr, d->addrlen, cbs,
+                                           arg, timeout_ms);
+    if (u != NULL)
+        u->pool = dest_pool(w, cl, di);
+    return u;
+}
+
 void fg_upstream_release(fg_upconn_t *u)
 {
     fg_dest_pool_t *dp = u->pool;
+    if (dp == NULL) {
+        fg_upstream_close(u);
+        return;
+    }
     const fg_cluster_t *cl = dp->cl;
     int spent = cl->max_requests_per_connection && u->requests >= cl->max_requests_per_connection;
     if (spent || dp->nidle >= cl->max_idle_connections || dp->w->retiring ||

@@ -34,6 +34,9 @@ fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
 /* The same with a connect timeout other than the cluster's (failover attempts). */
 fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
                                       const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms);
+/* A new connection to an address outside any pool (health probes): never reused. */
+fg_upconn_t *fg_upstream_open_addr(fg_worker_t *w, const struct sockaddr *sa, socklen_t len,
+                                   const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms);
 /* Back to the idle list after a complete exchange, or closed when the pool is full or the
  * connection served its maxRequestsPerConnection. */
 void fg_upstream_release(fg_upconn_t *u);
