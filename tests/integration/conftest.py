@@ -31,6 +31,8 @@ os.environ.setdefault("ASAN_OPTIONS", "quarantine_size_mb=8:allocator_release_to
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # FASTGATEWAY=/path/to/binary runs the suite against another build (e.g. a sanitizer one)
 BINARY = Path(os.environ.get("FASTGATEWAY", str(REPO_ROOT / "fastgateway"))).resolve()
+# A sanitizer build (make SANITIZE=...): its runtime changes memory figures and system calls.
+SANITIZED = BINARY.exists() and b"__asan_init" in BINARY.read_bytes()
 # The test build (`make build/test/fastgateway`, built by `make integration`): the same sources
 # with the fault-injection hooks (-DFG_TEST_HOOKS) that the release binary does not have.
 TEST_BINARY = Path(os.environ.get("FASTGATEWAY_TEST",

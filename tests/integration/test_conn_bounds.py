@@ -12,11 +12,10 @@ import time
 
 import pytest
 
-from conftest import BINARY, base_config, free_port, http_request
+from conftest import SANITIZED, base_config, free_port, http_request
 
 # A sanitizer build's allocator (redzones, quarantine, shadow memory) makes RssAnon say nothing
 # about the gateway's own memory: there, the memory bounds are not asserted; the rest is.
-SANITIZED = b"__asan_init" in BINARY.read_bytes()
 
 
 def rss_anon_kib(pid):

@@ -634,8 +634,7 @@ static void start_splice(proxy_t *p)
     if (left < SPLICE_MIN)
         return;
     p->cc = req->ops->raw_conn(req);
-    if (p->cc == NULL || !fg_conn_can_splice(p->cc) ||
-        pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
+    if (p->cc == NULL || !fg_conn_can_splice(p->cc) || pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
         return;
     fcntl(p->pipe[1], F_SETPIPE_SZ, SPLICE_CHUNK);
     p->splicing = 1;
