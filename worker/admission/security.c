@@ -19,6 +19,7 @@
 #include "worker/admission/clientip.h"
 #include "worker/admission/ratelimit.h"
 #include "worker/core/worker.h"
+#include "worker/core/clock.h"
 
 #define STATS_ZONE_SIZE (1024 * 1024)
 #define STATS_LAYOUT 1
@@ -53,13 +54,6 @@ typedef struct {
     plan_t *plans; /* [server * (nroutes + 1) + route], route nroutes = no route matched */
     const fg_config_t *cfg;
 } sec_t;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static uint64_t random_seed(void)
 {
@@ -374,7 +368,7 @@ int fg_security_check(fg_request_t *req)
         return 0; /* no usable address (not an IP socket): nothing to judge by */
     fg_ip_t ip;
     memcpy(ip.b, req->real_ip, 16);
-    uint64_t now = now_ms();
+    uint64_t now = fg_clock_now_ms();
     if (p->nacls) {
         const fg_acl_t *by;
         if (!fg_acl_verdict(p->acls, p->nacls, s->dyn, &ip, now, &by)) {
@@ -410,7 +404,7 @@ void fg_security_on_finish(fg_request_t *req)
     const fg_abnormal_config_t *a = &s->cfg->abnormal;
     fg_ip_t ip;
     memcpy(ip.b, req->real_ip, 16);
-    uint64_t now = now_ms();
+    uint64_t now = fg_clock_now_ms();
     int block = fg_abnormal_record(s->abn_zone, &ip, now, a->window_ms,
                                    s->autoblock ? a->autoblock_threshold : 0, a->autoblock_ms);
     if (block == 1 && s->dyn) {
@@ -514,7 +508,7 @@ json_t *fg_security_show_acl(const fg_config_t *cfg)
 {
     const sec_t *s = cfg->security_compiled;
     json_t *lists = json_array();
-    uint64_t now = now_ms();
+    uint64_t now = fg_clock_now_ms();
     for (size_t i = 0; s && i < s->nacls; i++)
         json_array_append_new(lists, list_json(s, &s->acls[i], now));
     if (s && s->autoblock)
@@ -531,7 +525,7 @@ json_t *fg_security_show_abnormal(const fg_config_t *cfg)
         return json_pack("{s:b, s:[]}", "enabled", 0, "addresses");
     fg_abnormal_info_t *v = calloc(SHOW_ABNORMAL_MAX, sizeof(*v));
     json_t *arr = json_array();
-    uint64_t now = now_ms();
+    uint64_t now = fg_clock_now_ms();
     size_t n = v ? fg_abnormal_top(s->abn_zone, now, a->window_ms, 1, v, SHOW_ABNORMAL_MAX) : 0;
     for (size_t i = 0; i < n; i++) {
         char text[64];
@@ -591,7 +585,7 @@ json_t *fg_security_acl_command(const fg_config_t *cfg, int add, const char *arg
     }
     int rc, existed;
     if (add) {
-        rc = fg_acl_dyn_add(s->dyn, l->key, &r.lo, (unsigned)plen, 0, now_ms());
+        rc = fg_acl_dyn_add(s->dyn, l->key, &r.lo, (unsigned)plen, 0, fg_clock_now_ms());
         existed = rc == 1;
     } else {
         rc = fg_acl_dyn_del(s->dyn, l->key, &r.lo, (unsigned)plen);

@@ -22,6 +22,7 @@
 #include "worker/handlers/static.h"
 #include "worker/upstream/upstream.h"
 #include "worker/upstream/health.h"
+#include "worker/core/clock.h"
 
 /* accept() that fails for want of a descriptor (EMFILE, ENFILE) or of kernel memory (ENOBUFS,
  * ENOMEM) leaves the connection queued, so the level-triggered listener is readable again at once
@@ -105,7 +106,7 @@ static void report_deferred(worker_state_t *st)
     accept_pause_t *p = &st->pause;
     if (p->deferred == 0 || evtimer_pending(p->report, NULL))
         return;
-    uint64_t now = fg_health_now_ms();
+    uint64_t now = fg_clock_now_ms();
     if (p->last_log_ms != 0 && now - p->last_log_ms < ACCEPT_LOG_MS) {
         struct timeval tv = ms_tv(p->last_log_ms + ACCEPT_LOG_MS - now);
         evtimer_add(p->report, &tv);
@@ -366,7 +367,7 @@ int fg_worker_main(const fg_worker_args_t *args)
             close(null);
         }
     }
-    event_base_dispatch(st.w.base);
+    fg_clock_dispatch(st.w.base);
     teardown(&st);
     if (st.w.record)
         st.w.record->state = FG_WORKER_EXITED;

@@ -15,6 +15,7 @@
 #include "worker/upstream/balancer.h"
 #include "worker/http/transform.h"
 #include "worker/upstream/upstream.h"
+#include "worker/core/clock.h"
 
 /* One exchange with a destination on behalf of one client request. Lives in req->pool. */
 typedef struct {
@@ -315,7 +316,7 @@ static void report(proxy_t *p, int failed)
                   : p->answered ? FG_PASSIVE_FAILED_LATE
                                 : FG_PASSIVE_FAILED;
     p->answered |= !failed;
-    if (fg_health_passive_report(d, &p->cl->health, outcome, fg_health_now_ms()))
+    if (fg_health_passive_report(d, &p->cl->health, outcome, fg_clock_now_ms()))
         fg_log_warn("cluster %s destination %s: unhealthy after transport failures (passive), "
                     "back in %llu ms",
                     p->cl->id, p->cl->destinations[p->di].id,
@@ -470,7 +471,7 @@ static void send_request(proxy_t *p)
     u->requests++;
     p->state = P_WAIT_HEAD;
     p->got_bytes = 0;
-    p->sent_at = fg_request_now_us();
+    p->sent_at = fg_clock_now_us();
     evbuffer_add(out, p->head, p->head_len);
     if (p->replay && evbuffer_get_length(p->replay) > 0) {
         /* A retry: what the lost connection carried. Copied, as failover may need it again. */
@@ -546,12 +547,12 @@ static int start_exchange(proxy_t *p, int fresh)
     p->replayable = !p->body_moved && may_fail_over(p) && req_wants_replay(p);
     uint64_t timeout = p->cl->connect_timeout_ms;
     if (p->cl->failover.enabled) {
-        uint64_t spent = fg_health_now_ms() - p->first_ms;
+        uint64_t spent = fg_clock_now_ms() - p->first_ms;
         uint64_t left = spent < p->cl->failover.budget_ms ? p->cl->failover.budget_ms - spent : 1;
         timeout =
             p->cl->failover.connect_timeout_ms < left ? p->cl->failover.connect_timeout_ms : left;
     }
-    p->connect_at = fg_request_now_us();
+    p->connect_at = fg_clock_now_us();
     u = fg_upstream_open_timeout(p->w, p->cl, (size_t)p->di, &up_cbs, p, timeout);
     if (u == NULL) {
         int e = errno;
@@ -615,7 +616,7 @@ static int fail_over(proxy_t *p)
     if (p->body_moved && !p->replayable)
         return -1;
     for (;;) {
-        uint64_t now = fg_health_now_ms();
+        uint64_t now = fg_clock_now_ms();
         if (now - p->first_ms >= p->cl->failover.budget_ms)
             return -1;
         if (p->tried == NULL &&
@@ -890,7 +891,7 @@ static int handle_head(proxy_t *p)
             evbuffer_drain(in, (size_t)r);
             continue;
         }
-        req->upstream_us = fg_request_now_us() - p->sent_at;
+        req->upstream_us = fg_clock_now_us() - p->sent_at;
         attempt_status(p, head.status);
         req->termination = NULL;
         report(p, 0);
@@ -1010,7 +1011,7 @@ static void up_read(fg_conn_t *c, void *arg)
 {
     proxy_t *p = arg;
     if (!p->got_bytes && p->state == P_WAIT_HEAD)
-        p->req->upstream_first_us = fg_request_now_us() - p->sent_at;
+        p->req->upstream_first_us = fg_clock_now_us() - p->sent_at;
     p->got_bytes = 1;
     if (p->state == P_WAIT_HEAD || p->state == P_BODY)
         process_upstream(p);
@@ -1027,7 +1028,7 @@ static void up_event(fg_conn_t *c, void *arg, int what)
     proxy_t *p = arg;
     switch (what) {
     case FG_CONN_CONNECTED:
-        p->req->upstream_connect_us = fg_request_now_us() - p->connect_at;
+        p->req->upstream_connect_us = fg_clock_now_us() - p->connect_at;
         send_request(p);
         return;
     case FG_CONN_EOF:
@@ -1151,7 +1152,7 @@ void fg_proxy_handle(fg_request_t *req)
     p->w = req->worker;
     p->cl = cl;
     p->record = p->w->record && p->w->shm ? (int)(p->w->record - fg_shm_worker(p->w->shm, 0)) : -1;
-    p->first_ms = fg_health_now_ms();
+    p->first_ms = fg_clock_now_ms();
     fg_affinity_t aff;
     p->di = fg_affinity_resolve(cl, req, p->first_ms, &aff);
     if (p->di == FG_AFFINITY_FAIL) {

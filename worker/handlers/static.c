@@ -14,6 +14,7 @@
 #include "common/headers.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "worker/core/clock.h"
 
 /* A path names a directory: lookup() returns it when the caller may redirect. */
 #define FOUND_DIR 1
@@ -279,7 +280,9 @@ int fg_static_parse_http_date(fg_str_t s, time_t *t)
         /* RFC 9110 5.6.7: a two-digit year more than 50 years in the future is in the past
          * century. */
         struct tm now;
-        time_t tnow = time(NULL);
+        struct timeval tv;
+        fg_clock_wall(&tv);
+        time_t tnow = tv.tv_sec;
         gmtime_r(&tnow, &now);
         int cur = now.tm_year + 1900;
         year += cur - cur % 100;
@@ -782,7 +785,9 @@ static int add_validators(fg_request_t *req, const struct stat *st, time_t lm, t
 /* Answer req with the regular file f (owned: closed or handed to send_file). */
 static void serve(fg_request_t *req, file_t *f)
 {
-    time_t now = time(NULL);
+    struct timeval tv;
+    fg_clock_wall(&tv); /* the clock fg_request_date stamps Date with */
+    time_t now = tv.tv_sec;
     /* 8.8.2.1: never a Last-Modified later than the response's Date. */
     time_t lm = f->st.st_mtim.tv_sec < now ? f->st.st_mtim.tv_sec : now;
     int64_t size = f->st.st_size, first = 0, last = size - 1;

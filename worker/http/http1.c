@@ -17,6 +17,7 @@
 #include "worker/admission/security.h"
 #include "worker/core/conn.h"
 #include "worker/http/request.h"
+#include "worker/core/clock.h"
 
 enum {
     S_IDLE = 0, /* waiting for (the rest of) a request head */
@@ -230,7 +231,7 @@ static void resume_parsing(fg_http1_conn_t *h)
     /* The header timeout of a head begun before the pause runs again from here: its rest may
      * have waited in the socket while we did not read. */
     if (h->head_start_ms != 0)
-        h->head_start_ms = fg_request_now_us() / 1000;
+        h->head_start_ms = fg_clock_now_us() / 1000;
     process(h);
 }
 
@@ -666,7 +667,7 @@ int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
     link_conn(w, h);
     /* The first head is due header_timeout after the accept, not after its first byte: a
      * client that connects and waits does not get the wait for free. */
-    h->head_start_ms = fg_request_now_us() / 1000;
+    h->head_start_ms = fg_clock_now_us() / 1000;
     fg_conn_read(h->c, 1, srv->header_timeout_ms);
     return 0;
 }
@@ -725,7 +726,7 @@ static void on_drain(fg_conn_t *c, void *arg)
         }
         shutdown(fg_conn_fd(c), SHUT_WR);
         h->state = S_LINGER;
-        h->linger_end_ms = fg_request_now_us() / 1000 + LINGER_TOTAL_MS;
+        h->linger_end_ms = fg_clock_now_us() / 1000 + LINGER_TOTAL_MS;
         evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
         fg_conn_read(c, 1, LINGER_MS);
         return;
@@ -940,7 +941,7 @@ static void fill_client(fg_http1_conn_t *h)
     if (req->client_ip[0] == '\0') {
         req->worker = h->w;
         req->server = h->server;
-        req->start_us = fg_request_now_us();
+        req->start_us = fg_clock_now_us();
         set_client(h, req);
     }
     if (req->request_id[0] == '\0')
@@ -1008,7 +1009,7 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->ops = &h1_ops;
     req->version = head->minor_version == 0 ? 10 : 11;
     req->scheme = FG_STR_LIT("http");
-    req->start_us = fg_request_now_us();
+    req->start_us = fg_clock_now_us();
     req->head_bytes = (uint64_t)len;
     set_client(h, req);
     h->in_req = 1;
@@ -1228,7 +1229,7 @@ static void process(fg_http1_conn_t *h)
             } else {
                 /* The header timeout bounds the whole head, not the gap between its bytes: a
                  * client trickling a byte at a time (slowloris) cannot hold the connection. */
-                uint64_t now = fg_request_now_us() / 1000, limit = h->server->header_timeout_ms;
+                uint64_t now = fg_clock_now_us() / 1000, limit = h->server->header_timeout_ms;
                 if (h->head_start_ms == 0)
                     h->head_start_ms = now;
                 uint64_t spent = now - h->head_start_ms;
@@ -1279,7 +1280,7 @@ static void on_read(fg_conn_t *c, void *arg)
     case S_LINGER:
         evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
         /* a client that keeps trickling bytes cannot hold the connection for ever */
-        if (h->state == S_LINGER && fg_request_now_us() / 1000 >= h->linger_end_ms)
+        if (h->state == S_LINGER && fg_clock_now_us() / 1000 >= h->linger_end_ms)
             destroy(h);
         break;
     }

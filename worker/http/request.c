@@ -15,14 +15,8 @@
 #include "worker/http/router.h"
 #include "worker/admission/security.h"
 #include "worker/handlers/static.h"
+#include "worker/core/clock.h"
 #include "worker/core/worker.h"
-
-uint64_t fg_request_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 const fg_http_header_t *fg_request_header(const fg_request_t *req, fg_str_t name)
 {
@@ -79,10 +73,9 @@ fg_str_t fg_request_date(fg_request_t *req)
     fg_worker_t *w = req->worker;
     if (w == NULL || w->base == NULL)
         return uncached_date(req);
-    /* libevent's time of this loop iteration: no system call inside a callback. */
+    /* The wall clock of this loop turn (worker/core/clock.h). */
     struct timeval tv;
-    if (event_base_gettimeofday_cached(w->base, &tv) != 0)
-        tv.tv_sec = time(NULL);
+    fg_clock_wall(&tv);
     if (w->date_len == 0 || tv.tv_sec != w->date_sec) {
         w->date_len = fg_static_http_date(tv.tv_sec, w->date);
         w->date_sec = tv.tv_sec;

@@ -147,9 +147,6 @@ void fg_request_run(fg_request_t *req);
 /* The body size limit that applies to req: the route's, else the server's (-1 = none). */
 int64_t fg_request_body_limit(const fg_request_t *req);
 
-/* Monotonic clock in microseconds. */
-uint64_t fg_request_now_us(void);
-
 /* Answer with the gateway's error for status, the one shape of every error it answers:
  * {"status", "error" (a stable kind such as "not_found"), "message", "requestId", "path"}
  * as application/json (docs/config.md "Error responses"), or the operator's errorPages entry

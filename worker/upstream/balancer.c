@@ -5,6 +5,7 @@
 
 #include "shm/health.h"
 #include "worker/upstream/upstream.h"
+#include "worker/core/clock.h"
 
 #define RR_SCAN_MAX 64 /* sequence steps a RoundRobin choice may skip over */
 
@@ -271,6 +272,6 @@ int fg_balancer_pick(fg_worker_t *w, const fg_cluster_t *cl, const fg_request_t 
     fg_balancer_t *b = fg_upstream_balancer(w, cl);
     if (b == NULL)
         return -1;
-    fg_pick_t pk = {fg_health_now_ms(), NULL, avoid};
+    fg_pick_t pk = {fg_clock_now_ms(), NULL, avoid};
     return fg_balancer_select(b, cl, &pk, NULL);
 }

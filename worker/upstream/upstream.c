@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "worker/http/request.h"
 #include "worker/upstream/balancer.h"
+#include "worker/core/clock.h"
 
 struct fg_dest_pool_s {
     fg_worker_t *w;
@@ -142,7 +143,7 @@ fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t 
     fg_upconn_t *u = dp->idle; /* the most recently used: if it is too old, all are */
     if (u == NULL)
         return NULL;
-    if (max_idle_us && fg_request_now_us() - u->idle_since_us >= max_idle_us)
+    if (max_idle_us && fg_clock_now_us() - u->idle_since_us >= max_idle_us)
         return NULL;
     idle_unlink(u);
     u->reused = 1;
@@ -199,7 +200,7 @@ void fg_upstream_release(fg_upconn_t *u)
     }
     fg_conn_set_cbs(u->c, &idle_cbs, u);
     fg_conn_read(u->c, 1, cl->idle_timeout_ms);
-    u->idle_since_us = fg_request_now_us();
+    u->idle_since_us = fg_clock_now_us();
     u->next = dp->idle;
     u->prev = NULL;
     if (dp->idle)
