@@ -25,7 +25,7 @@ else
   BUILD   ?= build/rel
 endif
 
-SRCS     := $(wildcard common/*.c shm/*.c worker/*/*.c master/*.c)
+SRCS     := $(wildcard common/*.c shm/*.c tables/*.c worker/*/*.c master/*.c)
 MAIN_SRC := master/main.c
 LIB_SRCS := $(filter-out $(MAIN_SRC),$(SRCS))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
