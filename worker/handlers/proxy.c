@@ -1163,7 +1163,7 @@ void fg_proxy_handle(fg_request_t *req)
     p->aff_key = cl->affinity.key_source == FG_AFF_KEY_TENANT ? aff.key : FG_STR_NULL;
     p->aff_set = aff.set;
     if (p->di < 0)
-        p->di = fg_balancer_pick(p->w, cl, req, -1);
+        p->di = fg_upstream_pick(p->w, cl, req, -1);
     if (p->di < 0) {
         req->termination = "no_destination";
         fg_log_warn("no destination available, client: %s, server: %s, route: %s, cluster: %s, "

@@ -16,6 +16,7 @@
 #include "worker/http/accesslog.h"
 #include "worker/admission/security.h"
 #include "worker/core/conn.h"
+#include "worker/http/dispatch.h"
 #include "worker/http/request.h"
 #include "worker/core/clock.h"
 
@@ -58,7 +59,7 @@ struct fg_http1_spares_s {
 };
 
 struct fg_http1_conn_s {
-    fg_http1_conn_t *prev, *next;
+    fg_session_t session; /* first: the worker's list of sessions (worker/core/frontend.h) */
     fg_worker_t *w;
     const fg_server_t *server;
     fg_conn_t *c;
@@ -530,31 +531,10 @@ static const fg_req_ops_t h1_ops = {
 
 /* ---- connection lifecycle ---- */
 
-static void link_conn(fg_worker_t *w, fg_http1_conn_t *h)
+/* The worker-wide spares of this front end, or NULL. */
+static struct fg_http1_spares_s *spares(const fg_worker_t *w)
 {
-    h->next = w->conns;
-    if (w->conns)
-        w->conns->prev = h;
-    w->conns = h;
-    w->nconns++;
-    if (w->record) {
-        w->record->connections++;
-        w->record->connections_total++;
-    }
-}
-
-static void unlink_conn(fg_http1_conn_t *h)
-{
-    fg_worker_t *w = h->w;
-    if (h->prev)
-        h->prev->next = h->next;
-    else
-        w->conns = h->next;
-    if (h->next)
-        h->next->prev = h->prev;
-    w->nconns--;
-    if (w->record)
-        w->record->connections--;
+    return w->frontend_state[fg_http1_frontend.slot];
 }
 
 static size_t hdrs_cap(const fg_http1_conn_t *h)
@@ -569,7 +549,7 @@ static int activate(fg_http1_conn_t *h)
     if (h->act != NULL)
         return 0;
     fg_worker_t *w = h->w;
-    struct fg_http1_spares_s *sp = w->h1_spares;
+    struct fg_http1_spares_s *sp = spares(w);
     act_t *a = sp ? sp->acts : NULL;
     if (a != NULL && a->cap == hdrs_cap(h)) {
         sp->acts = a->next_spare;
@@ -623,7 +603,7 @@ static void release_if_idle(fg_http1_conn_t *h)
     if (a != NULL) {
         h->act = NULL;
         h->req = NULL;
-        struct fg_http1_spares_s *sp = h->w->h1_spares;
+        struct fg_http1_spares_s *sp = spares(h->w);
         if (sp != NULL && sp->nacts < MAX_SPARE && evbuffer_get_length(a->req.body) == 0) {
             fg_pool_reset(a->pool);
             a->next_spare = sp->acts;
@@ -657,14 +637,16 @@ int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
     }
     fg_conn_set_write_timeout(h->c, srv->send_timeout_ms);
     fg_conn_set_low_watermark(h->c, OUT_LOW_WATER);
-    if (w->h1_spares == NULL && (w->h1_spares = calloc(1, sizeof(*w->h1_spares))) != NULL &&
-        (w->h1_spares->conn = fg_conn_spares_new()) == NULL) {
-        free(w->h1_spares); /* no spares: everything is freed and allocated as needed */
-        w->h1_spares = NULL;
+    struct fg_http1_spares_s *sp = spares(w);
+    if (sp == NULL && (sp = calloc(1, sizeof(*sp))) != NULL &&
+        (sp->conn = fg_conn_spares_new()) == NULL) {
+        free(sp); /* no spares: everything is freed and allocated as needed */
+        sp = NULL;
     }
-    if (w->h1_spares != NULL)
-        fg_conn_set_spares(h->c, w->h1_spares->conn);
-    link_conn(w, h);
+    w->frontend_state[fg_http1_frontend.slot] = sp;
+    if (sp != NULL)
+        fg_conn_set_spares(h->c, sp->conn);
+    fg_frontend_add(w, &h->session, &fg_http1_frontend);
     /* The first head is due header_timeout after the accept, not after its first byte: a
      * client that connects and waits does not get the wait for free. */
     h->head_start_ms = fg_clock_now_us() / 1000;
@@ -690,12 +672,12 @@ static void destroy(fg_http1_conn_t *h)
         req->error = req->error ? req->error : "client_closed";
         fg_accesslog_write(w->accesslog, req);
     }
-    unlink_conn(h);
+    /* A retiring worker leaves its loop once this was its last session. */
+    fg_frontend_remove(w, &h->session);
     fg_conn_free(h->c);
     if (h->act)
         free_act(h->act);
     free(h);
-    fg_worker_conn_closed(w);
 }
 
 /* Close after the pending output is written. If the client may still be sending (unread body,
@@ -841,7 +823,7 @@ static int parse_target(fg_request_t *req, fg_str_t target)
     if (frag)
         n = (size_t)(frag - t);
     if (n == 1 && t[0] == '*') {
-        /* asterisk-form (RFC 9112 3.2.4): the server as a whole; fg_request_route answers */
+        /* asterisk-form (RFC 9112 3.2.4): the server as a whole; fg_dispatch_route answers */
         req->path = FG_STR_LIT("*");
         req->query = FG_STR_LIT("");
         return 0;
@@ -1042,7 +1024,7 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->body_done = !req->has_body;
     h->state = req->has_body ? S_BODY : S_WAIT;
 
-    if (fg_request_route(req) != 0)
+    if (fg_dispatch_route(req) != 0)
         return;
     if (req->has_body && req->expect_continue && req->version == 11) {
         /* RFC 9110 10.1.1: the body is wanted, say so before the client waits it out. */
@@ -1057,7 +1039,7 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     }
     if (!h->in_req)
         return;
-    fg_request_run(req);
+    fg_dispatch_run(req);
     if (h->in_req && h->state == S_BODY)
         pump_body(h);
 }
@@ -1286,32 +1268,30 @@ static void on_read(fg_conn_t *c, void *arg)
     }
 }
 
-/* ---- worker-wide operations ---- */
+/* ---- the front-end interface (worker/core/frontend.h) ---- */
 
-void fg_http1_retire(fg_worker_t *w)
+static void fe_retire(fg_session_t *s)
 {
-    for (fg_http1_conn_t *h = w->conns; h; h = h->next) {
-        if (h->in_req && !h->resp_started)
-            h->close_after = 1;
-    }
+    fg_http1_conn_t *h = (fg_http1_conn_t *)s;
+    if (h->in_req && !h->resp_started)
+        h->close_after = 1;
 }
 
-void fg_http1_close_idle(fg_worker_t *w)
+static void fe_close_idle(fg_session_t *s)
 {
-    fg_http1_conn_t *h = w->conns;
-    while (h) {
-        fg_http1_conn_t *next = h->next;
-        if (!h->in_req && h->state == S_IDLE)
-            destroy(h);
-        h = next;
-    }
+    fg_http1_conn_t *h = (fg_http1_conn_t *)s;
+    if (!h->in_req && h->state == S_IDLE)
+        destroy(h);
 }
 
-void fg_http1_close_all(fg_worker_t *w)
+static void fe_close(fg_session_t *s)
 {
-    while (w->conns)
-        destroy(w->conns);
-    struct fg_http1_spares_s *sp = w->h1_spares;
+    destroy((fg_http1_conn_t *)s);
+}
+
+static void fe_release(fg_worker_t *w)
+{
+    struct fg_http1_spares_s *sp = spares(w);
     if (sp == NULL)
         return;
     while (sp->acts != NULL) {
@@ -1321,5 +1301,15 @@ void fg_http1_close_all(fg_worker_t *w)
     }
     fg_conn_spares_free(sp->conn);
     free(sp);
-    w->h1_spares = NULL;
+    w->frontend_state[fg_http1_frontend.slot] = NULL;
 }
+
+const fg_frontend_t fg_http1_frontend = {
+    .name = "http/1.1",
+    .slot = 0,
+    .start = fg_http1_accept,
+    .retire = fe_retire,
+    .close_idle = fe_close_idle,
+    .close = fe_close,
+    .release = fe_release,
+};

@@ -8,19 +8,14 @@
 
 #include <sys/socket.h>
 #include "common/config.h"
-#include "worker/core/worker.h"
+#include "worker/core/frontend.h"
 
 typedef struct fg_http1_conn_s fg_http1_conn_t;
 
 /* Take an accepted socket. Returns 0, or -1 (the caller closes fd). */
 int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
                     const struct sockaddr_storage *peer, socklen_t len);
-/* Graceful retire: every connection answers its current or next request with
- * "Connection: close". */
-void fg_http1_retire(fg_worker_t *w);
-/* Close connections that are idle between requests (end of the drain period). */
-void fg_http1_close_idle(fg_worker_t *w);
-/* Close everything at once (worker exit). */
-void fg_http1_close_all(fg_worker_t *w);
+/* The HTTP/1.1 front end: start is fg_http1_accept. */
+extern const fg_frontend_t fg_http1_frontend;
 
 #endif

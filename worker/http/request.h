@@ -138,12 +138,6 @@ struct fg_request_s {
     void *handler_data; /* handler's private state */
 };
 
-/* Routing, step 1: find req's route (fg_router_match) and check the declared body size.
- * Returns 0 when a handler should run, or -1 after answering (404 no route, 413 too large). */
-int fg_request_route(fg_request_t *req);
-/* Routing, step 2: hand req to its route's handler (proxy, static, direct, redirect). */
-void fg_request_run(fg_request_t *req);
-
 /* The body size limit that applies to req: the route's, else the server's (-1 = none). */
 int64_t fg_request_body_limit(const fg_request_t *req);
 

@@ -238,3 +238,12 @@ size_t fg_upstream_addr_text(const fg_destination_t *d, char *buf, size_t len)
     buf[n] = '\0';
     return n;
 }
+
+int fg_upstream_pick(fg_worker_t *w, const fg_cluster_t *cl, const fg_request_t *req, int avoid)
+{
+    fg_balancer_t *b = fg_upstream_balancer(w, cl);
+    if (b == NULL)
+        return -1;
+    fg_pick_t pk = {fg_clock_now_ms(), NULL, avoid};
+    return fg_balancer_select(b, cl, &pk, NULL);
+}
