@@ -168,6 +168,7 @@ format:
 	clang-format -i $(FMT_SRCS)
 lint:
 	@clang-format --dry-run --Werror $(FMT_SRCS)
+	@scripts/include-cycles.sh
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -I. -D_GNU_SOURCE $(SRCS)
 

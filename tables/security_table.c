@@ -38,7 +38,8 @@ static void *zone(fg_shm_t *shm, const char *name, size_t size, uint32_t kind, u
 }
 
 /* Layout words fold in the sizes, so a zone is rebuilt when its entry format changes. */
-static int build_zones(fg_security_table_t *s, const fg_config_t *cfg, fg_shm_t *shm, char *err, size_t errlen)
+static int build_zones(fg_security_table_t *s, const fg_config_t *cfg, fg_shm_t *shm, char *err,
+                       size_t errlen)
 {
     int created;
     void *mem = zone(shm, "stats", STATS_ZONE_SIZE, FG_ZONE_STATS, STATS_LAYOUT, s->gen, &created,
@@ -78,7 +79,8 @@ static int build_zones(fg_security_table_t *s, const fg_config_t *cfg, fg_shm_t 
     return 0;
 }
 
-static int build_rules_lists(fg_security_table_t *s, const fg_config_t *cfg, char *err, size_t errlen)
+static int build_rules_lists(fg_security_table_t *s, const fg_config_t *cfg, char *err,
+                             size_t errlen)
 {
     s->nrules = cfg->nratelimits;
     s->rules = calloc(s->nrules + 1, sizeof(*s->rules));
@@ -151,7 +153,8 @@ fg_acl_t *fg_security_table_list(const fg_security_table_t *s, const char *id)
     return NULL;
 }
 
-static void plan_attach(fg_security_table_t *s, fg_security_plan_t *p, const fg_security_attach_t *a)
+static void plan_attach(fg_security_table_t *s, fg_security_plan_t *p,
+                        const fg_security_attach_t *a)
 {
     for (size_t i = 0; i < a->nratelimits; i++) {
         fg_rl_rule_t *r = find_rule(s, a->ratelimits[i]);
@@ -241,8 +244,7 @@ static void sec_free(fg_security_table_t *s)
     free(s);
 }
 
-int fg_security_table_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, char *err,
-                           size_t errlen)
+int fg_security_table_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, char *err, size_t errlen)
 {
     int trusted = 0;
     for (size_t i = 0; i < cfg->nservers; i++)

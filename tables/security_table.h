@@ -49,7 +49,8 @@ typedef struct {
     int autoblock;
     fg_iprange_set_t *trusted; /* per server */
     size_t nservers, nroutes;
-    fg_security_plan_t *plans; /* [server * (nroutes + 1) + route], route nroutes = no route matched */
+    fg_security_plan_t
+        *plans; /* [server * (nroutes + 1) + route], route nroutes = no route matched */
     const fg_config_t *cfg;
 } fg_security_table_t;
 

@@ -102,7 +102,8 @@ int fg_security_check(fg_request_t *req)
 
 void fg_security_on_finish(fg_request_t *req)
 {
-    const fg_security_table_t *s = req->worker && req->worker->cfg ? req->worker->cfg->security_compiled : NULL;
+    const fg_security_table_t *s =
+        req->worker && req->worker->cfg ? req->worker->cfg->security_compiled : NULL;
     if (s == NULL || s->abn_zone == NULL || req->status < 400 || req->security_denied)
         return;
     if (resolve_ip(s, req) < 0)

@@ -71,8 +71,7 @@ static const fg_frontend_t *const frontends[] = {&fg_http1_frontend};
 
 /* The front end for a connection of srv whose transport negotiated alpn (len 0 = none). Every
  * server speaks HTTP/1.1; other protocols join here by their ALPN name. */
-static const fg_frontend_t *frontend_for_alpn(const fg_server_t *srv, const char *alpn,
-                                              size_t len)
+static const fg_frontend_t *frontend_for_alpn(const fg_server_t *srv, const char *alpn, size_t len)
 {
     (void)srv;
     (void)alpn;

@@ -174,8 +174,7 @@ void fg_request_error_with(fg_request_t *req, int status, const char *error, con
         extra = NULL;
     } else if (page != NULL) {
         body = (fg_str_t){page->body, page->body_len};
-        const char *type =
-            page->content_type ? page->content_type : fg_mime_type(page->file);
+        const char *type = page->content_type ? page->content_type : fg_mime_type(page->file);
         rc = fg_headers_add(&h, FG_STR_LIT("Content-Type"), fg_str(type));
     } else {
         body = json_error_body(req, status, error, message);

@@ -337,7 +337,8 @@ static size_t candidates(const router_t *rt, const fg_request_t *req, const req_
         lists[k++] = &n->routes;
         pos = end + 1;
     }
-    const bucket_t *bh = fg_route_table_find(&rt->by_host, rh->name.base ? rh->name.base : "", rh->name.len);
+    const bucket_t *bh =
+        fg_route_table_find(&rt->by_host, rh->name.base ? rh->name.base : "", rh->name.len);
     if (bh != NULL)
         lists[k++] = &bh->list;
     return k;

@@ -38,7 +38,6 @@ int fg_balancer_select(fg_balancer_t *b, const fg_cluster_t *cl, const fg_pick_t
 /* Whether destination i of cl may take a new request now (enabled, ready, not unhealthy). */
 int fg_balancer_available(const fg_cluster_t *cl, size_t i, uint64_t now_ms);
 
-
 /* In-flight requests of destination i across the gateway (0 when no shared state). */
 int64_t fg_balancer_inflight(const fg_cluster_t *cl, size_t i);
 
