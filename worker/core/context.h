@@ -10,11 +10,13 @@
 #include "shm/arena.h"
 
 #define FG_FRONTEND_SLOTS 4 /* front ends (worker/core/frontend.h): HTTP/1.1, HTTP/2, tunnels */
+#define FG_REQUEST_POOL_SPARES 64 /* finished requests' pools kept for the next ones */
 
 struct event_base;
 struct fg_upstream_pools_s;
 struct fg_accesslog_s;
 struct fg_session_s;
+struct fg_pool_s;
 
 /* The worker's context, one per process, passed to every connection. */
 typedef struct fg_worker_s {
@@ -38,6 +40,10 @@ typedef struct fg_worker_s {
     size_t date_len;
     int64_t date_sec;
     void *frontend_state[FG_FRONTEND_SLOTS]; /* per front end: worker-wide state it keeps */
+    /* Reset pools of finished requests (worker/http/request.c): keep-alive traffic takes them
+     * again instead of allocating and freeing a pool per request. */
+    struct fg_pool_s *request_pools[FG_REQUEST_POOL_SPARES];
+    unsigned nrequest_pools;
 } fg_worker_t;
 
 #endif

@@ -19,6 +19,7 @@
 #include "worker/http/accesslog.h"
 #include "worker/core/frontend.h"
 #include "worker/http/http1.h"
+#include "worker/http/request.h"
 #include "worker/admission/security.h"
 #include "worker/handlers/static.h"
 #include "worker/upstream/upstream.h"
@@ -302,6 +303,7 @@ static int setup_signals(worker_state_t *st)
 static void teardown(worker_state_t *st)
 {
     fg_frontend_close_all(&st->w, frontends, sizeof(frontends) / sizeof(frontends[0]));
+    fg_request_pools_free(&st->w);
     fg_accesslog_free(st->w.accesslog);
     fg_health_prober_free(st->w.prober);
     fg_upstream_pools_free(st->w.upstreams);

@@ -41,8 +41,7 @@ enum {
  * keep-alive connection keeps the small fg_http1_conn_t alone (nginx's keep-alive handler
  * releases its request pool and buffers the same way). */
 typedef struct act_s {
-    fg_request_t req;
-    fg_pool_t *pool;
+    fg_request_t req; /* req.pool: the request's own (fg_request_pool_take), NULL between */
     struct event *flush_ev;
     struct act_s *next_spare; /* in the worker's spare list */
     size_t cap;               /* entries of hdrs */
@@ -99,7 +98,7 @@ static void fill_client(fg_http1_conn_t *h);
 static void set_client(const fg_http1_conn_t *h, fg_request_t *req);
 static void resume_parsing(fg_http1_conn_t *h);
 static void on_flush_ev(evutil_socket_t fd, short what, void *arg);
-static void free_act(act_t *a);
+static void free_act(fg_worker_t *w, act_t *a);
 static void release_if_idle(fg_http1_conn_t *h);
 
 static const fg_conn_cbs_t conn_cbs = {on_read, on_drain, on_event};
@@ -430,9 +429,10 @@ static void reset_request(fg_http1_conn_t *h)
 {
     struct evbuffer *body = h->req->body;
     evbuffer_drain(body, evbuffer_get_length(body));
+    /* The request's memory goes with it. */
+    fg_request_pool_give(h->w, h->req->pool);
     memset(h->req, 0, sizeof(*h->req));
     h->req->body = body;
-    fg_pool_reset(h->act->pool);
     h->in_req = 0;
     h->resp_started = h->resp_chunked = h->resp_nobody = 0;
     h->body_paused = 0;
@@ -566,12 +566,10 @@ static int activate(fg_http1_conn_t *h)
             return -1;
         memset(a, 0, sizeof(*a));
         a->cap = hdrs_cap(h);
-        /* 4 KiB holds a typical head, its path and the response head; more comes in blocks. */
-        a->pool = fg_pool_new(4096);
         a->req.body = evbuffer_new();
         a->flush_ev = event_new(w->base, -1, 0, on_flush_ev, h);
-        if (a->pool == NULL || a->req.body == NULL || a->flush_ev == NULL) {
-            free_act(a);
+        if (a->req.body == NULL || a->flush_ev == NULL) {
+            free_act(NULL, a);
             return -1;
         }
     }
@@ -580,14 +578,24 @@ static int activate(fg_http1_conn_t *h)
     return 0;
 }
 
-static void free_act(act_t *a)
+/* Free a and the pool of its request, if one is still held (to w's spares; w may be NULL). */
+static void free_act(fg_worker_t *w, act_t *a)
 {
     if (a->flush_ev)
         event_free(a->flush_ev);
     if (a->req.body)
         evbuffer_free(a->req.body);
-    fg_pool_free(a->pool);
+    fg_request_pool_give(w, a->req.pool);
     free(a);
+}
+
+/* The current request's pool, taken when its state begins (head parsed, refused or timed
+ * out). NULL when out of memory. */
+static fg_pool_t *req_pool(fg_http1_conn_t *h)
+{
+    if (h->req->pool == NULL)
+        h->req->pool = fg_request_pool_take(h->w);
+    return h->req->pool;
 }
 
 /* An idle keep-alive connection with nothing buffered either way keeps its small struct, the
@@ -604,13 +612,14 @@ static void release_if_idle(fg_http1_conn_t *h)
         h->act = NULL;
         h->req = NULL;
         struct fg_http1_spares_s *sp = spares(h->w);
+        fg_request_pool_give(h->w, a->req.pool);
+        a->req.pool = NULL;
         if (sp != NULL && sp->nacts < MAX_SPARE && evbuffer_get_length(a->req.body) == 0) {
-            fg_pool_reset(a->pool);
             a->next_spare = sp->acts;
             sp->acts = a;
             sp->nacts++;
         } else {
-            free_act(a);
+            free_act(h->w, a);
         }
     }
     fg_conn_release(h->c);
@@ -676,7 +685,7 @@ static void destroy(fg_http1_conn_t *h)
     fg_frontend_remove(w, &h->session);
     fg_conn_free(h->c);
     if (h->act)
-        free_act(h->act);
+        free_act(w, h->act);
     free(h);
 }
 
@@ -750,7 +759,10 @@ static void on_event(fg_conn_t *c, void *arg, int what)
         evbuffer_get_length(fg_conn_input(c)) > 0 && !h->resp_started) {
         /* A partial head that never completed: 408 (RFC 9110 15.5.9). */
         h->req->proto = h;
-        h->req->pool = h->act->pool;
+        if (req_pool(h) == NULL) {
+            destroy(h);
+            return;
+        }
         h->req->ops = &h1_ops;
         h->req->worker = h->w;
         h->req->server = h->server;
@@ -878,7 +890,8 @@ static int parse_target(fg_request_t *req, fg_str_t target)
 static int adopt_head(fg_http1_conn_t *h, const char *raw, size_t len, fg_http1_head_t *head)
 {
     fg_request_t *req = h->req;
-    char *copy = fg_pool_alloc(h->act->pool, len);
+    fg_pool_t *pool = req_pool(h);
+    char *copy = pool ? fg_pool_alloc(pool, len) : NULL;
     if (copy == NULL)
         return -1;
     memcpy(copy, raw, len);
@@ -903,9 +916,10 @@ static void keep_parsed(fg_http1_conn_t *h, const fg_http1_head_t *head)
     fg_request_t *req = h->req;
     const fg_str_t *from[3] = {&head->method, &head->target, &head->host};
     fg_str_t *to[3] = {&req->method, &req->target, &req->host};
-    for (int i = 0; i < 3; i++) {
+    fg_pool_t *pool = req_pool(h);
+    for (int i = 0; i < 3 && pool != NULL; i++) {
         size_t n = from[i]->len < 1024 ? from[i]->len : 1024;
-        char *copy = n ? fg_pool_alloc(h->act->pool, n) : NULL;
+        char *copy = n ? fg_pool_alloc(pool, n) : NULL;
         if (copy != NULL) {
             memcpy(copy, from[i]->base, n);
             *to[i] = (fg_str_t){copy, n};
@@ -933,8 +947,12 @@ static void fill_client(fg_http1_conn_t *h)
 static void reject(fg_http1_conn_t *h, int status, const char *error, const char *msg)
 {
     fg_request_t *req = h->req;
+    if (req_pool(h) == NULL) {
+        /* No memory for even an error answer: drop the connection. */
+        destroy(h);
+        return;
+    }
     req->proto = h;
-    req->pool = h->act->pool;
     req->ops = &h1_ops;
     req->worker = h->w; /* Date cache, errorPages and serverHeader apply to these answers too */
     req->server = h->server;
@@ -984,7 +1002,6 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
 {
     fg_request_t *req = h->req;
     struct evbuffer *in = fg_conn_input(h->c);
-    req->pool = h->act->pool;
     req->worker = h->w;
     req->server = h->server;
     req->proto = h;
@@ -1297,7 +1314,7 @@ static void fe_release(fg_worker_t *w)
     while (sp->acts != NULL) {
         act_t *a = sp->acts;
         sp->acts = a->next_spare;
-        free_act(a);
+        free_act(w, a);
     }
     fg_conn_spares_free(sp->conn);
     free(sp);

@@ -23,6 +23,33 @@ const fg_http_header_t *fg_request_header(const fg_request_t *req, fg_str_t name
     return NULL;
 }
 
+#define REQUEST_POOL_SIZE 4096 /* holds a typical head, its path and the response head */
+
+fg_pool_t *fg_request_pool_take(fg_worker_t *w)
+{
+    if (w != NULL && w->nrequest_pools > 0)
+        return w->request_pools[--w->nrequest_pools];
+    return fg_pool_new(REQUEST_POOL_SIZE);
+}
+
+void fg_request_pool_give(fg_worker_t *w, fg_pool_t *pool)
+{
+    if (pool == NULL)
+        return;
+    if (w == NULL || w->nrequest_pools == FG_REQUEST_POOL_SPARES) {
+        fg_pool_free(pool);
+        return;
+    }
+    fg_pool_reset(pool);
+    w->request_pools[w->nrequest_pools++] = pool;
+}
+
+void fg_request_pools_free(fg_worker_t *w)
+{
+    while (w->nrequest_pools > 0)
+        fg_pool_free(w->request_pools[--w->nrequest_pools]);
+}
+
 int64_t fg_request_body_limit(const fg_request_t *req)
 {
     if (req->route && req->route->max_request_body_size >= 0)

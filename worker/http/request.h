@@ -138,6 +138,16 @@ struct fg_request_s {
     void *handler_data; /* handler's private state */
 };
 
+/* Request pools. Every request owns one pool (req->pool) from the moment its head is taken
+ * until it is finished or aborted, whatever the front end (HTTP/2 runs many requests on one
+ * connection). A pool has a 4 KiB first block; w (NULL in unit tests) keeps up to
+ * FG_REQUEST_POOL_SPARES reset pools, so keep-alive traffic allocates none per request. */
+fg_pool_t *fg_request_pool_take(struct fg_worker_s *w);
+/* Release pool (may be NULL): reset and kept by w, or freed. */
+void fg_request_pool_give(struct fg_worker_s *w, fg_pool_t *pool);
+/* Free w's spare pools (worker exit). */
+void fg_request_pools_free(struct fg_worker_s *w);
+
 /* The body size limit that applies to req: the route's, else the server's (-1 = none). */
 int64_t fg_request_body_limit(const fg_request_t *req);
 
