@@ -1,6 +1,7 @@
 #!/bin/sh
-# Lists the #include edges between worker/ modules (a module is a .c/.h pair: worker/http/request)
-# and prints every elementary cycle among them, one per line. Exits 1 when there is a cycle.
+# Lists the #include edges between the modules of worker/ and tables/ (a module is a .c/.h pair:
+# worker/http/request) and prints every elementary cycle among them, one per line. Exits 1 when
+# there is a cycle.
 # Usage: scripts/include-cycles.sh [-e] [root]   (-e also prints the edges)
 edges=0
 if [ "$1" = "-e" ]; then edges=1; shift; fi
@@ -9,9 +10,9 @@ exec /usr/bin/python3 - "$root" "$edges" <<'PY'
 import os, re, sys
 
 root, show_edges = sys.argv[1], sys.argv[2] == "1"
-inc = re.compile(r'^\s*#\s*include\s+"(worker/[^"]+)\.h"', re.M)
+inc = re.compile(r'^\s*#\s*include\s+"((?:worker|tables)/[^"]+)\.h"', re.M)
 graph = {}
-for d, _, files in os.walk(os.path.join(root, "worker")):
+for d, _, files in [w for top in ("worker", "tables") for w in os.walk(os.path.join(root, top))]:
     for f in files:
         if not f.endswith((".c", ".h")):
             continue
