@@ -7,7 +7,7 @@
 /* The per-process reading cache. Like the signal flags this is process state outside shm/: it
  * is a cache of the kernel's clock, owned by the loop that drives it, never shared. */
 static struct {
-    int driven; /* a fg_clock_loop_once caller keeps the readings fresh per turn */
+    int driven; /* inside fg_clock_loop_once: readings are cached for the turn */
     int mono_ok, wall_ok;
     uint64_t mono_us;
     struct timeval wall;
@@ -55,6 +55,8 @@ int fg_clock_loop_once(struct event_base *base)
     clk.driven = 1;
     clk.mono_ok = clk.wall_ok = 0;
     int rc = event_base_loop(base, EVLOOP_ONCE);
+    /* Between turns (start-up after a nested wait, teardown) every reading is a fresh one. */
+    clk.driven = 0;
     clk.mono_ok = clk.wall_ok = 0;
     return rc;
 }
@@ -63,9 +65,7 @@ int fg_clock_dispatch(struct event_base *base)
 {
     for (;;) {
         int rc = fg_clock_loop_once(base);
-        if (rc != 0 || event_base_got_exit(base) || event_base_got_break(base)) {
-            clk.driven = 0;
+        if (rc != 0 || event_base_got_exit(base) || event_base_got_break(base))
             return rc < 0 ? -1 : 0;
-        }
     }
 }

@@ -8,7 +8,8 @@
  * for timeouts: it is wall time rebuilt from an offset resynchronised every few seconds, and can
  * step backwards.
  *
- * Outside a driven loop (the master, unit tests, start-up) every call reads the kernel. */
+ * Outside a driven loop turn (the master, unit tests, start-up, between turns) every call
+ * reads the kernel. */
 #ifndef FG_CLOCK_H
 #define FG_CLOCK_H
 
@@ -24,8 +25,8 @@ uint64_t fg_clock_now_ms(void);
 void fg_clock_wall(struct timeval *tv);
 uint64_t fg_clock_wall_ms(void);
 
-/* One loop turn: mark the readings stale, then event_base_loop(base, EVLOOP_ONCE). Caches
- * readings until the next turn from the first call on. Returns event_base_loop's result. */
+/* One loop turn: event_base_loop(base, EVLOOP_ONCE), with the readings taken by its callbacks
+ * cached from the first one on. Returns event_base_loop's result. */
 int fg_clock_loop_once(struct event_base *base);
 /* Run base until loopexit/loopbreak or no events are left, one fg_clock_loop_once at a time. */
 int fg_clock_dispatch(struct event_base *base);
