@@ -25,7 +25,7 @@ else
   BUILD   ?= build/rel
 endif
 
-SRCS     := $(wildcard common/*.c shm/*.c worker/*/*.c master/*.c)
+SRCS     := $(wildcard common/*.c shm/*.c tables/*.c worker/*/*.c master/*.c)
 MAIN_SRC := master/main.c
 LIB_SRCS := $(filter-out $(MAIN_SRC),$(SRCS))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
@@ -192,6 +192,7 @@ format:
 	clang-format -i $(FMT_SRCS)
 lint:
 	@clang-format --dry-run --Werror $(FMT_SRCS)
+	@scripts/include-cycles.sh
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -I. -D_GNU_SOURCE $(SRCS)
 

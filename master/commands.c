@@ -10,6 +10,7 @@
 #include "shm/health.h"
 #include "shm/zone.h"
 #include "worker/admission/security.h"
+#include "worker/core/clock.h"
 
 static void iso_time(time_t t, char *buf, size_t len)
 {
@@ -160,7 +161,7 @@ static json_t *del_acl(void *arg, const char *args)
 static json_t *show_servers(void *arg)
 {
     master_t *m = arg;
-    return fg_health_show_servers(m->cur->cfg, fg_health_now_ms());
+    return fg_health_show_servers(m->cur->cfg, fg_clock_now_ms());
 }
 
 static json_t *set_destination(void *arg, const char *args)

@@ -22,7 +22,7 @@
 #include "master/listener.h"
 #include "master/master.h"
 #include "master/status.h"
-#include "worker/http/router.h"
+#include "tables/route_table.h"
 
 #define DEFAULT_CONF "/etc/fastgateway/fastgateway.json"
 
@@ -66,7 +66,7 @@ static fg_config_t *load(const char *file)
         fprintf(stderr, "%s\n", err);
         return NULL;
     }
-    if (fg_router_build(cfg, err, sizeof(err)) < 0) {
+    if (fg_route_table_build(cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s: %s\n", file, err);
         fg_config_free(cfg);
         return NULL;
@@ -76,7 +76,7 @@ static fg_config_t *load(const char *file)
 
 static void unload(fg_config_t *cfg)
 {
-    fg_router_free(cfg);
+    fg_route_table_free(cfg);
     fg_config_free(cfg);
 }
 

@@ -26,7 +26,8 @@
 #include "shm/arena.h"
 #include "shm/zone.h"
 #include "shm/health.h"
-#include "worker/http/router.h"
+#include "tables/route_table.h"
+#include "tables/security_table.h"
 #include "worker/admission/security.h"
 #include "worker/core/worker.h"
 
@@ -97,8 +98,8 @@ static void gen_free(gen_t *g)
     free(g->fds);
     if (g->cfg) {
         fg_tls_free(g->cfg);
-        fg_security_free(g->cfg);
-        fg_router_free(g->cfg);
+        fg_security_table_free(g->cfg);
+        fg_route_table_free(g->cfg);
         fg_config_free(g->cfg);
     }
     free(g);
@@ -117,7 +118,7 @@ static gen_t *gen_load(master_t *m, uint64_t id, char *err, size_t errlen)
     if (g->cfg == NULL)
         goto fail;
     char rerr[512];
-    if (fg_router_build(g->cfg, rerr, sizeof(rerr)) < 0) {
+    if (fg_route_table_build(g->cfg, rerr, sizeof(rerr)) < 0) {
         snprintf(err, errlen, "%s: %s", m->conf_file, rerr);
         goto fail;
     }
@@ -735,7 +736,7 @@ static void reload(master_t *m)
         return;
     }
     fg_config_log_warnings(g->cfg);
-    if (fg_security_build(g->cfg, m->shm, g->id, err, sizeof(err)) < 0 ||
+    if (fg_security_table_build(g->cfg, m->shm, g->id, err, sizeof(err)) < 0 ||
         fg_tls_build(g->cfg, m->shm, g->id, tls_warn, NULL, err, sizeof(err)) < 0 ||
         fg_health_attach(m->shm, g->cfg, g->id, oldest_live_gen(m), err, sizeof(err)) < 0) {
         gen_free(g);
@@ -1014,7 +1015,7 @@ static int start(master_t *m, int foreground)
         goto fail;
     }
     fg_shm_set_generation(m->shm, m->cur->id);
-    if (fg_security_build(cfg, m->shm, m->cur->id, err, sizeof(err)) < 0 ||
+    if (fg_security_table_build(cfg, m->shm, m->cur->id, err, sizeof(err)) < 0 ||
         fg_tls_build(cfg, m->shm, m->cur->id, tls_warn, NULL, err, sizeof(err)) < 0 ||
         fg_health_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) < 0)
         goto fail;

@@ -27,20 +27,6 @@ struct fg_health_s {
 /* The zone this process attached (inherited by the workers through fork). */
 static fg_health_t *attached;
 
-uint64_t fg_health_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-uint64_t fg_health_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void check_dest(const fg_hdest_t *d)
 {
     assert(d != NULL && d->magic == DEST_MAGIC);

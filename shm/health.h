@@ -152,8 +152,4 @@ struct json_t *fg_health_show_servers(const fg_config_t *cfg, uint64_t now_ms);
  * destination, but not a restart. */
 struct json_t *fg_health_set_command(fg_health_t *h, const fg_config_t *cfg, const char *args);
 
-/* Monotonic and wall clocks in milliseconds. */
-uint64_t fg_health_now_ms(void);
-uint64_t fg_health_wall_ms(void);
-
 #endif

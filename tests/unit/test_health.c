@@ -12,6 +12,7 @@
 #include "common/config.h"
 #include "shm/health.h"
 #include "worker/upstream/health.h"
+#include "worker/core/clock.h"
 
 static fg_health_config_t passive_cfg(void)
 {
@@ -363,7 +364,7 @@ static void test_status_commands(void **state)
     r = fg_health_set_command(h, cfg, "cb");
     assert_non_null(json_object_get(r, "error"));
     json_decref(r);
-    r = fg_health_show_servers(cfg, fg_health_now_ms());
+    r = fg_health_show_servers(cfg, fg_clock_now_ms());
     json_t *d = json_array_get(
         json_object_get(json_array_get(json_object_get(r, "clusters"), 0), "destinations"), 1);
     assert_string_equal(json_string_value(json_object_get(d, "admin")), "drain");

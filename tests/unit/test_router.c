@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "common/path.h"
+#include "tables/route_table.h"
 #include "worker/http/router.h"
 
 #include "fake_request.h"
@@ -44,7 +45,7 @@ static fx_t *fx_new(size_t cap)
 static void fx_free(fx_t *fx)
 {
     if (fx->built)
-        fg_router_free(&fx->cfg);
+        fg_route_table_free(&fx->cfg);
     free(fx->routes);
     free(fx->ptrs);
     fg_pool_free(fx->pool);
@@ -133,7 +134,7 @@ static void query_rule(fx_t *fx, fg_route_t *r, const char *name, int mode, int 
 }
 
 /* Attach every route to the one server (stably sorted by order, as the loader does) and build.
- * Returns fg_router_build's result; err receives its message. */
+ * Returns fg_route_table_build's result; err receives its message. */
 static int build_err(fx_t *fx, char *err, size_t errlen)
 {
     size_t k = 0;
@@ -154,7 +155,7 @@ static int build_err(fx_t *fx, char *err, size_t errlen)
     fx->cfg.nservers = 1;
     fx->cfg.routes = fx->routes;
     fx->cfg.nroutes = fx->n;
-    int rc = fg_router_build(&fx->cfg, err, errlen);
+    int rc = fg_route_table_build(&fx->cfg, err, errlen);
     fx->built = rc == 0;
     return rc;
 }
@@ -808,7 +809,7 @@ static void test_rebuild_after_free(void **state)
     fx_t *fx = fx_new(4);
     route(fx, "a", "/a", 0);
     build(fx);
-    fg_router_free(&fx->cfg);
+    fg_route_table_free(&fx->cfg);
     assert_null(fx->srv.router);
     assert_null(fx->routes[0].compiled);
     build(fx);
@@ -829,13 +830,13 @@ static void test_two_servers(void **state)
                           {.id = "s2", .routes = list2, .nroutes = 3}};
     fg_config_t cfg = {.servers = srv, .nservers = 2, .routes = fx->routes, .nroutes = 2};
     char err[128] = "";
-    assert_int_equal(fg_router_build(&cfg, err, sizeof(err)), 0);
+    assert_int_equal(fg_route_table_build(&cfg, err, sizeof(err)), 0);
     assert_string_equal(matched(&srv[0], mkreq(fx->pool, "GET", "/x", "h", NULL)), "a");
     assert_string_equal(matched(&srv[0], mkreq(fx->pool, "GET", "/y", "h", NULL)), "none");
     assert_string_equal(matched(&srv[1], mkreq(fx->pool, "GET", "/x", "h", NULL)), "a");
     assert_string_equal(matched(&srv[1], mkreq(fx->pool, "GET", "/x/1", "h", NULL)), "extra");
     assert_string_equal(matched(&srv[1], mkreq(fx->pool, "GET", "/y", "h", NULL)), "b");
-    fg_router_free(&cfg);
+    fg_route_table_free(&cfg);
     assert_null(extra.compiled);
     assert_null(srv[1].router);
     fx_free(fx);
@@ -848,7 +849,7 @@ static void test_hand_attached_invalid(void **state)
     fg_server_t srv = {.id = "s", .routes = list, .nroutes = 1};
     fg_config_t cfg = {.servers = &srv, .nservers = 1};
     char err[128] = "";
-    assert_int_equal(fg_router_build(&cfg, err, sizeof(err)), -1);
+    assert_int_equal(fg_route_table_build(&cfg, err, sizeof(err)), -1);
     assert_string_equal(err, "route oops: match.path: unbalanced braces");
     assert_null(bad.compiled);
 }

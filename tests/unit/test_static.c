@@ -15,6 +15,8 @@
 #include <unistd.h>
 #include <event2/buffer.h>
 
+#include "common/http_date.h"
+#include "common/mime.h"
 #include "common/pool.h"
 #include "worker/http/request.h"
 #include "worker/handlers/static.h"
@@ -24,20 +26,20 @@
 static void test_mime_types(void **state)
 {
     (void)state;
-    assert_string_equal(fg_static_mime_type("/a/index.html"), "text/html; charset=utf-8");
-    assert_string_equal(fg_static_mime_type("/A/INDEX.HTM"), "text/html; charset=utf-8");
-    assert_string_equal(fg_static_mime_type("app.mjs"), "text/javascript; charset=utf-8");
-    assert_string_equal(fg_static_mime_type("/r.md"), "text/markdown; charset=utf-8");
-    assert_string_equal(fg_static_mime_type("/x.tar.gz"), "application/gzip");
-    assert_string_equal(fg_static_mime_type("/f.woff2"), "font/woff2");
-    assert_string_equal(fg_static_mime_type("/i.svg"), "image/svg+xml");
-    assert_string_equal(fg_static_mime_type("/m.wasm"), "application/wasm");
-    assert_string_equal(fg_static_mime_type("/d.csv"), "text/csv; charset=utf-8");
+    assert_string_equal(fg_mime_type("/a/index.html"), "text/html; charset=utf-8");
+    assert_string_equal(fg_mime_type("/A/INDEX.HTM"), "text/html; charset=utf-8");
+    assert_string_equal(fg_mime_type("app.mjs"), "text/javascript; charset=utf-8");
+    assert_string_equal(fg_mime_type("/r.md"), "text/markdown; charset=utf-8");
+    assert_string_equal(fg_mime_type("/x.tar.gz"), "application/gzip");
+    assert_string_equal(fg_mime_type("/f.woff2"), "font/woff2");
+    assert_string_equal(fg_mime_type("/i.svg"), "image/svg+xml");
+    assert_string_equal(fg_mime_type("/m.wasm"), "application/wasm");
+    assert_string_equal(fg_mime_type("/d.csv"), "text/csv; charset=utf-8");
     /* no extension, a dot only in a directory name, a trailing dot, unknown extension */
-    assert_string_equal(fg_static_mime_type("/LICENSE"), "application/octet-stream");
-    assert_string_equal(fg_static_mime_type("/v1.2/README"), "application/octet-stream");
-    assert_string_equal(fg_static_mime_type("/file."), "application/octet-stream");
-    assert_string_equal(fg_static_mime_type("/x.exe"), "application/octet-stream");
+    assert_string_equal(fg_mime_type("/LICENSE"), "application/octet-stream");
+    assert_string_equal(fg_mime_type("/v1.2/README"), "application/octet-stream");
+    assert_string_equal(fg_mime_type("/file."), "application/octet-stream");
+    assert_string_equal(fg_mime_type("/x.exe"), "application/octet-stream");
 }
 
 static int range(const char *v, int64_t size, int64_t *a, int64_t *b)
@@ -97,11 +99,11 @@ static void test_http_date(void **state)
 {
     (void)state;
     char buf[30];
-    assert_int_equal(fg_static_http_date(784111777, buf), 29);
+    assert_int_equal(fg_http_date(784111777, buf), 29);
     assert_string_equal(buf, "Sun, 06 Nov 1994 08:49:37 GMT");
-    fg_static_http_date(0, buf);
+    fg_http_date(0, buf);
     assert_string_equal(buf, "Thu, 01 Jan 1970 00:00:00 GMT");
-    fg_static_http_date(951782400, buf); /* leap day */
+    fg_http_date(951782400, buf); /* leap day */
     assert_string_equal(buf, "Tue, 29 Feb 2000 00:00:00 GMT");
 
     time_t t = 0;
@@ -116,7 +118,7 @@ static void test_http_date(void **state)
     assert_int_equal(fg_static_parse_http_date(fg_str("Tue, 29 Feb 2000 00:00:00 GMT"), &t), 0);
     assert_int_equal(t, 951782400);
     /* round trip of a recent time */
-    fg_static_http_date(1767225599, buf);
+    fg_http_date(1767225599, buf);
     assert_int_equal(fg_static_parse_http_date(fg_str(buf), &t), 0);
     assert_int_equal(t, 1767225599);
 

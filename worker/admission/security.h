@@ -2,12 +2,9 @@
  * (worker/admission/acl.c), rate limits (worker/admission/ratelimit.c) and abnormal-IP tracking
  * (shm/abnormal.c), glued to the configuration and the shm zones.
  *
- * The master builds one plan per (server, route) pair when it loads a generation: the enabled
- * rules and lists attached globally ("security"), to the server and to the route, de-duplicated,
- * global first. A request then costs one array lookup to find its plan; with an empty plan and
- * no abnormal tracking nothing else runs. The zones (rate limits, dynamic ACL entries, abnormal
- * counters, statistics) are found or created in the arena at build time (shm/zone.h), so an
- * unchanged zone keeps its contents across reloads. */
+ * The master builds one plan per (server, route) pair when it loads a generation
+ * (tables/security_table.h). A request then costs one array lookup to find its plan; with an
+ * empty plan and no abnormal tracking nothing else runs. */
 #ifndef FG_WORKER_SECURITY_H
 #define FG_WORKER_SECURITY_H
 
@@ -19,15 +16,7 @@
 #include "shm/arena.h"
 #include "worker/http/request.h"
 
-/* Zone kinds (shm/zone.h) used here. */
-enum { FG_ZONE_STATS = 1, FG_ZONE_RATELIMIT, FG_ZONE_ACL, FG_ZONE_ABNORMAL };
-
 /* ---- master ---- */
-
-/* Compile cfg's security sections into cfg->security_compiled, finding or creating their zones
- * for generation gen. Returns 0 or -1 with err. */
-int fg_security_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, char *err, size_t errlen);
-void fg_security_free(fg_config_t *cfg);
 
 /* Status socket answers (new references). */
 json_t *fg_security_show_ratelimits(const fg_config_t *cfg);

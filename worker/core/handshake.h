@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 
 #include "common/config.h"
-#include "worker/core/worker.h"
+#include "worker/core/context.h"
 
 /* Take an accepted socket of a server with TLS. Returns 0, or -1 (the caller closes fd). */
 int fg_handshake_accept(fg_worker_t *w, const fg_server_t *srv, int fd,

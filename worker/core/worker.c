@@ -18,11 +18,14 @@
 #include "shm/health.h"
 #include "worker/http/accesslog.h"
 #include "worker/core/handshake.h"
+#include "worker/core/frontend.h"
 #include "worker/http/http1.h"
+#include "worker/http/request.h"
 #include "worker/admission/security.h"
 #include "worker/handlers/static.h"
 #include "worker/upstream/upstream.h"
 #include "worker/upstream/health.h"
+#include "worker/core/clock.h"
 
 /* accept() that fails for want of a descriptor (EMFILE, ENFILE) or of kernel memory (ENOBUFS,
  * ENOMEM) leaves the connection queued, so the level-triggered listener is readable again at once
@@ -65,6 +68,22 @@ struct worker_state_s {
 
 static void pause_accepting(listener_t *l, int err);
 
+/* Every front end this worker runs, for the worker-wide operations (frontend.h). */
+static const fg_frontend_t *const frontends[] = {&fg_http1_frontend};
+
+/* The front end for a connection of srv whose transport negotiated alpn (len 0 = none). Every
+ * server speaks HTTP/1.1; other protocols join here by their ALPN name. */
+static const fg_frontend_t *frontend_for_alpn(const fg_server_t *srv, const char *alpn, size_t len)
+{
+    (void)srv;
+    (void)alpn;
+    (void)len;
+    return &fg_http1_frontend;
+}
+
+/* The accept path's choice, as a pointer a transport can carry to its handshake's end. */
+static const fg_frontend_pick_fn pick_frontend = frontend_for_alpn;
+
 /* Accept until the queue is empty (bounded per event so one listener cannot starve the loop). */
 static void accept_some(listener_t *l, int limit)
 {
@@ -83,8 +102,9 @@ static void accept_some(listener_t *l, int limit)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        int rc = l->server->tls != NULL ? fg_handshake_accept(l->w, l->server, fd, &ss)
-                                        : fg_http1_accept(l->w, l->server, fd, &ss, len);
+        int rc = l->server->tls != NULL
+                     ? fg_handshake_accept(l->w, l->server, fd, &ss)
+                     : pick_frontend(l->server, NULL, 0)->start(l->w, l->server, fd, &ss, len);
         if (rc != 0)
             close(fd);
     }
@@ -108,7 +128,7 @@ static void report_deferred(worker_state_t *st)
     accept_pause_t *p = &st->pause;
     if (p->deferred == 0 || evtimer_pending(p->report, NULL))
         return;
-    uint64_t now = fg_health_now_ms();
+    uint64_t now = fg_clock_now_ms();
     if (p->last_log_ms != 0 && now - p->last_log_ms < ACCEPT_LOG_MS) {
         struct timeval tv = ms_tv(p->last_log_ms + ACCEPT_LOG_MS - now);
         evtimer_add(p->report, &tv);
@@ -180,16 +200,10 @@ static void maybe_exit(worker_state_t *st)
         event_base_loopexit(st->w.base, NULL);
 }
 
-void fg_worker_conn_closed(fg_worker_t *w)
-{
-    worker_state_t *st = (worker_state_t *)w;
-    maybe_exit(st);
-}
-
 static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
 {
     worker_state_t *st = arg;
-    fg_http1_close_idle(&st->w);
+    fg_frontend_close_idle(&st->w);
     maybe_exit(st);
 }
 
@@ -211,7 +225,7 @@ static void retire(worker_state_t *st)
     /* Published after the last accept: from now on this worker takes no new connection. */
     if (st->w.record)
         __atomic_store_n(&st->w.record->state, FG_WORKER_DRAINING, __ATOMIC_RELEASE);
-    fg_http1_retire(&st->w);
+    fg_frontend_retire_all(&st->w);
     struct timeval drain = ms_tv(st->w.cfg->drain_timeout_ms);
     struct timeval deadline = ms_tv(st->w.cfg->shutdown_timeout_ms);
     st->drain_timer = evtimer_new(st->w.base, on_drain_timer, st);
@@ -291,7 +305,8 @@ static int setup_signals(worker_state_t *st)
 
 static void teardown(worker_state_t *st)
 {
-    fg_http1_close_all(&st->w);
+    fg_frontend_close_all(&st->w, frontends, sizeof(frontends) / sizeof(frontends[0]));
+    fg_request_pools_free(&st->w);
     fg_accesslog_free(st->w.accesslog);
     fg_health_prober_free(st->w.prober);
     fg_upstream_pools_free(st->w.upstreams);
@@ -369,7 +384,7 @@ int fg_worker_main(const fg_worker_args_t *args)
             close(null);
         }
     }
-    event_base_dispatch(st.w.base);
+    fg_clock_dispatch(st.w.base);
     teardown(&st);
     if (st.w.record)
         st.w.record->state = FG_WORKER_EXITED;

@@ -14,8 +14,9 @@
 #include "worker/upstream/affinity.h"
 #include "worker/upstream/balancer.h"
 #include "worker/http/transform.h"
-#include "worker/upstream/exchange.h"
+#include "worker/upstream/client.h"
 #include "worker/upstream/upstream.h"
+#include "worker/core/clock.h"
 
 /* One client request proxied to a destination: picks it (balancer, affinity), applies the
  * transforms, drives an exchange (worker/upstream/exchange.h) and decides retries and
@@ -261,7 +262,7 @@ static void report(proxy_t *p, int failed)
                   : p->answered ? FG_PASSIVE_FAILED_LATE
                                 : FG_PASSIVE_FAILED;
     p->answered |= !failed;
-    if (fg_health_passive_report(d, &p->cl->health, outcome, fg_health_now_ms()))
+    if (fg_health_passive_report(d, &p->cl->health, outcome, fg_clock_now_ms()))
         fg_log_warn("cluster %s destination %s: unhealthy after transport failures (passive), "
                     "back in %llu ms",
                     p->cl->id, p->cl->destinations[p->di].id,
@@ -446,7 +447,7 @@ static int start_exchange(proxy_t *p, int fresh)
      * connection that fresh is very unlikely to be in the middle of being closed. */
     uint64_t timeout = p->cl->connect_timeout_ms;
     if (p->cl->failover.enabled) {
-        uint64_t spent = fg_health_now_ms() - p->first_ms;
+        uint64_t spent = fg_clock_now_ms() - p->first_ms;
         uint64_t left = spent < p->cl->failover.budget_ms ? p->cl->failover.budget_ms - spent : 1;
         timeout =
             p->cl->failover.connect_timeout_ms < left ? p->cl->failover.connect_timeout_ms : left;
@@ -467,7 +468,7 @@ static int start_exchange(proxy_t *p, int fresh)
     begin_attempt(p);
     req->upstream_connect_us = 0;
     p->end_sent = 0;
-    p->x = fg_exchange_start(&t, &rq, &x_cbs, p);
+    p->x = fg_client_start(&t, &rq, &x_cbs, p);
     if (p->x == NULL) {
         int e = errno;
         set_fail(p, FG_XERR_CONNECT, e, FG_XPHASE_CONNECTING);
@@ -534,7 +535,7 @@ static int fail_over(proxy_t *p)
     if (p->body_moved && !p->replayable)
         return -1;
     for (;;) {
-        uint64_t now = fg_health_now_ms();
+        uint64_t now = fg_clock_now_ms();
         if (now - p->first_ms >= p->cl->failover.budget_ms)
             return -1;
         if (p->tried == NULL &&
@@ -695,7 +696,7 @@ static int x_head(void *arg, const fg_exchange_head_t *h)
     proxy_t *p = arg;
     fg_request_t *req = p->req;
     sync_timing(p);
-    req->upstream_us = fg_request_now_us() - fg_exchange_info(p->x)->sent_at_us;
+    req->upstream_us = fg_clock_now_us() - fg_exchange_info(p->x)->sent_at_us;
     attempt_status(p, h->status);
     req->termination = NULL;
     report(p, 0);
@@ -859,7 +860,7 @@ void fg_proxy_handle(fg_request_t *req)
     p->w = req->worker;
     p->cl = cl;
     p->record = p->w->record && p->w->shm ? (int)(p->w->record - fg_shm_worker(p->w->shm, 0)) : -1;
-    p->first_ms = fg_health_now_ms();
+    p->first_ms = fg_clock_now_ms();
     fg_affinity_t aff;
     p->di = fg_affinity_resolve(cl, req, p->first_ms, &aff);
     if (p->di == FG_AFFINITY_FAIL) {
@@ -870,7 +871,7 @@ void fg_proxy_handle(fg_request_t *req)
     p->aff_key = cl->affinity.key_source == FG_AFF_KEY_TENANT ? aff.key : FG_STR_NULL;
     p->aff_set = aff.set;
     if (p->di < 0)
-        p->di = fg_balancer_pick(p->w, cl, req, -1);
+        p->di = fg_upstream_pick(p->w, cl, req, -1);
     if (p->di < 0) {
         req->termination = "no_destination";
         fg_log_warn("no destination available, client: %s, server: %s, route: %s, cluster: %s, "

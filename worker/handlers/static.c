@@ -12,8 +12,11 @@
 #include <unistd.h>
 
 #include "common/headers.h"
+#include "common/http_date.h"
 #include "common/log.h"
+#include "common/mime.h"
 #include "common/path.h"
+#include "worker/core/clock.h"
 
 /* A path names a directory: lookup() returns it when the caller may redirect. */
 #define FOUND_DIR 1
@@ -99,88 +102,10 @@ static int root_fd(const fg_route_t *route, int *owned)
     return open_root(route->static_root);
 }
 
-/* ---- MIME types ---- */
-
-static const struct {
-    const char *ext;
-    const char *type;
-} mime_types[] = {
-    {"html", "text/html; charset=utf-8"},
-    {"htm", "text/html; charset=utf-8"},
-    {"css", "text/css; charset=utf-8"},
-    {"js", "text/javascript; charset=utf-8"}, /* RFC 9239 */
-    {"mjs", "text/javascript; charset=utf-8"},
-    {"json", "application/json"},
-    {"map", "application/json"},
-    {"txt", "text/plain; charset=utf-8"},
-    {"md", "text/markdown; charset=utf-8"},
-    {"csv", "text/csv; charset=utf-8"},
-    {"xml", "text/xml; charset=utf-8"},
-    {"svg", "image/svg+xml"},
-    {"png", "image/png"},
-    {"jpg", "image/jpeg"},
-    {"jpeg", "image/jpeg"},
-    {"gif", "image/gif"},
-    {"webp", "image/webp"},
-    {"ico", "image/x-icon"},
-    {"avif", "image/avif"},
-    {"woff", "font/woff"},
-    {"woff2", "font/woff2"},
-    {"ttf", "font/ttf"},
-    {"otf", "font/otf"},
-    {"pdf", "application/pdf"},
-    {"zip", "application/zip"},
-    {"gz", "application/gzip"},
-    {"wasm", "application/wasm"},
-    {"mp4", "video/mp4"},
-    {"webm", "video/webm"},
-    {"mp3", "audio/mpeg"},
-    {"ogg", "audio/ogg"},
-};
-
-const char *fg_static_mime_type(const char *name)
-{
-    const char *slash = strrchr(name, '/');
-    const char *base = slash ? slash + 1 : name;
-    const char *dot = strrchr(base, '.');
-    if (dot != NULL && dot[1] != '\0') {
-        for (size_t i = 0; i < sizeof(mime_types) / sizeof(mime_types[0]); i++)
-            if (strcasecmp(dot + 1, mime_types[i].ext) == 0)
-                return mime_types[i].type;
-    }
-    return "application/octet-stream";
-}
-
 /* ---- HTTP dates (RFC 9110 5.6.7) ---- */
 
-static const char wdays[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
 static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-
-static void put_digits(char *out, unsigned v, int n)
-{
-    for (int i = n - 1; i >= 0; i--, v /= 10)
-        out[i] = (char)('0' + v % 10);
-}
-
-size_t fg_static_http_date(time_t t, char *out)
-{
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    /* Laid out by hand: strftime would follow the process locale.
-     * "Sun, 06 Nov 1994 08:49:37 GMT" */
-    memcpy(out, wdays[tm.tm_wday % 7], 3);
-    memcpy(out + 3, ", 00 ", 5);
-    put_digits(out + 5, (unsigned)tm.tm_mday, 2);
-    memcpy(out + 8, months[tm.tm_mon % 12], 3);
-    out[11] = ' ';
-    put_digits(out + 12, (unsigned)(tm.tm_year + 1900) % 10000, 4);
-    memcpy(out + 16, " 00:00:00 GMT", 14);
-    put_digits(out + 17, (unsigned)tm.tm_hour, 2);
-    put_digits(out + 20, (unsigned)tm.tm_min, 2);
-    put_digits(out + 23, (unsigned)tm.tm_sec, 2);
-    return 29;
-}
 
 typedef struct {
     const char *p;
@@ -279,7 +204,9 @@ int fg_static_parse_http_date(fg_str_t s, time_t *t)
         /* RFC 9110 5.6.7: a two-digit year more than 50 years in the future is in the past
          * century. */
         struct tm now;
-        time_t tnow = time(NULL);
+        struct timeval tv;
+        fg_clock_wall(&tv);
+        time_t tnow = tv.tv_sec;
         gmtime_r(&tnow, &now);
         int cur = now.tm_year + 1900;
         year += cur - cur % 100;
@@ -771,7 +698,7 @@ static int add_validators(fg_request_t *req, const struct stat *st, time_t lm, t
     char *date = fg_pool_alloc(req->pool, 30);
     if (tag == NULL || date == NULL)
         return -1;
-    fg_static_http_date(lm, date);
+    fg_http_date(lm, date);
     *etag = fg_str(tag);
     if (fg_headers_add(h, FG_STR_LIT("ETag"), *etag) != 0 ||
         fg_headers_add(h, FG_STR_LIT("Last-Modified"), fg_str(date)) != 0)
@@ -782,7 +709,9 @@ static int add_validators(fg_request_t *req, const struct stat *st, time_t lm, t
 /* Answer req with the regular file f (owned: closed or handed to send_file). */
 static void serve(fg_request_t *req, file_t *f)
 {
-    time_t now = time(NULL);
+    struct timeval tv;
+    fg_clock_wall(&tv); /* the clock fg_request_date stamps Date with */
+    time_t now = tv.tv_sec;
     /* 8.8.2.1: never a Last-Modified later than the response's Date. */
     time_t lm = f->st.st_mtim.tv_sec < now ? f->st.st_mtim.tv_sec : now;
     int64_t size = f->st.st_size, first = 0, last = size - 1;
@@ -829,7 +758,7 @@ static void serve(fg_request_t *req, file_t *f)
         first = 0;
         last = size - 1;
     }
-    if (fg_headers_add(&h, FG_STR_LIT("Content-Type"), fg_str(fg_static_mime_type(f->name))) ||
+    if (fg_headers_add(&h, FG_STR_LIT("Content-Type"), fg_str(fg_mime_type(f->name))) ||
         fg_headers_add(&h, FG_STR_LIT("Accept-Ranges"), FG_STR_LIT("bytes")))
         goto out_nomem;
 

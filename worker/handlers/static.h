@@ -30,9 +30,6 @@ void fg_static_handle(fg_request_t *req);
 
 /* ---- pure helpers, exported for the unit tests ---- */
 
-/* Content-Type for a file name, by its extension (case-insensitive); never NULL. */
-const char *fg_static_mime_type(const char *name);
-
 /* Outcome of a Range header against a representation of `size` bytes (RFC 9110 14.1.2). */
 enum {
     FG_RANGE_IGNORE = 0,       /* absent, malformed, other unit or several ranges: send 200 */
@@ -41,8 +38,6 @@ enum {
 };
 int fg_static_parse_range(fg_str_t value, int64_t size, int64_t *first, int64_t *last);
 
-/* IMF-fixdate (RFC 9110 5.6.7) of t into out (30 bytes with the NUL). Returns 29. */
-size_t fg_static_http_date(time_t t, char *out);
 /* Parse an HTTP-date in any of the three formats RFC 9110 5.6.7 requires recipients to accept.
  * Returns 0 and *t, or -1. */
 int fg_static_parse_http_date(fg_str_t s, time_t *t);

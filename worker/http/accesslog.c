@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/tls.h"
 #include "worker/upstream/upstream.h"
+#include "worker/core/clock.h"
 
 struct fg_accesslog_s {
     const fg_log_config_t *cfg;
@@ -111,7 +112,7 @@ void fg_accesslog_reopen(fg_accesslog_t *l)
 static const char *timestamp(fg_accesslog_t *l, int *ms)
 {
     struct timeval tv;
-    gettimeofday(&tv, NULL);
+    fg_clock_wall(&tv);
     *ms = (int)(tv.tv_usec / 1000);
     if (tv.tv_sec != l->ts_sec) {
         struct tm tm;
@@ -383,7 +384,7 @@ static void format_line(fg_accesslog_t *al, const fg_request_t *r, line_t *l)
     }
     if (want & FG_AL_BIT(FG_AL_DURATION)) {
         key(l, FG_AL_DURATION);
-        ms(l, r->start_us ? fg_request_now_us() - r->start_us : 0);
+        ms(l, r->start_us ? fg_clock_now_us() - r->start_us : 0);
     }
     if (want & FG_AL_BIT(FG_AL_USER_AGENT))
         header_field(l, FG_AL_USER_AGENT, r, FG_STR_LIT("User-Agent"));

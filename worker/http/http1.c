@@ -17,7 +17,9 @@
 #include "worker/http/accesslog.h"
 #include "worker/admission/security.h"
 #include "worker/core/conn.h"
+#include "worker/http/dispatch.h"
 #include "worker/http/request.h"
+#include "worker/core/clock.h"
 
 enum {
     S_IDLE = 0, /* waiting for (the rest of) a request head */
@@ -40,8 +42,7 @@ enum {
  * keep-alive connection keeps the small fg_http1_conn_t alone (nginx's keep-alive handler
  * releases its request pool and buffers the same way). */
 typedef struct act_s {
-    fg_request_t req;
-    fg_pool_t *pool;
+    fg_request_t req; /* req.pool: the request's own (fg_request_pool_take), NULL between */
     struct event *flush_ev;
     struct act_s *next_spare; /* in the worker's spare list */
     size_t cap;               /* entries of hdrs */
@@ -58,7 +59,7 @@ struct fg_http1_spares_s {
 };
 
 struct fg_http1_conn_s {
-    fg_http1_conn_t *prev, *next;
+    fg_session_t session; /* first: the worker's list of sessions (worker/core/frontend.h) */
     fg_worker_t *w;
     const fg_server_t *server;
     fg_conn_t *c;
@@ -101,7 +102,7 @@ static void fill_client(fg_http1_conn_t *h);
 static void set_client(const fg_http1_conn_t *h, fg_request_t *req);
 static void resume_parsing(fg_http1_conn_t *h);
 static void on_flush_ev(evutil_socket_t fd, short what, void *arg);
-static void free_act(act_t *a);
+static void free_act(fg_worker_t *w, act_t *a);
 static void release_if_idle(fg_http1_conn_t *h);
 
 static const fg_conn_cbs_t conn_cbs = {on_read, on_drain, on_event};
@@ -234,7 +235,7 @@ static void resume_parsing(fg_http1_conn_t *h)
     /* The header timeout of a head begun before the pause runs again from here: its rest may
      * have waited in the socket while we did not read. */
     if (h->head_start_ms != 0)
-        h->head_start_ms = fg_request_now_us() / 1000;
+        h->head_start_ms = fg_clock_now_us() / 1000;
     process(h);
 }
 
@@ -438,9 +439,10 @@ static void reset_request(fg_http1_conn_t *h)
 {
     struct evbuffer *body = h->req->body;
     evbuffer_drain(body, evbuffer_get_length(body));
+    /* The request's memory goes with it. */
+    fg_request_pool_give(h->w, h->req->pool);
     memset(h->req, 0, sizeof(*h->req));
     h->req->body = body;
-    fg_pool_reset(h->act->pool);
     h->in_req = 0;
     h->resp_started = h->resp_chunked = h->resp_nobody = 0;
     h->body_paused = 0;
@@ -540,31 +542,10 @@ static const fg_req_ops_t h1_ops = {
 
 /* ---- connection lifecycle ---- */
 
-static void link_conn(fg_worker_t *w, fg_http1_conn_t *h)
+/* The worker-wide spares of this front end, or NULL. */
+static struct fg_http1_spares_s *spares(const fg_worker_t *w)
 {
-    h->next = w->conns;
-    if (w->conns)
-        w->conns->prev = h;
-    w->conns = h;
-    w->nconns++;
-    if (w->record) {
-        w->record->connections++;
-        w->record->connections_total++;
-    }
-}
-
-static void unlink_conn(fg_http1_conn_t *h)
-{
-    fg_worker_t *w = h->w;
-    if (h->prev)
-        h->prev->next = h->next;
-    else
-        w->conns = h->next;
-    if (h->next)
-        h->next->prev = h->prev;
-    w->nconns--;
-    if (w->record)
-        w->record->connections--;
+    return w->frontend_state[fg_http1_frontend.slot];
 }
 
 static size_t hdrs_cap(const fg_http1_conn_t *h)
@@ -579,7 +560,7 @@ static int activate(fg_http1_conn_t *h)
     if (h->act != NULL)
         return 0;
     fg_worker_t *w = h->w;
-    struct fg_http1_spares_s *sp = w->h1_spares;
+    struct fg_http1_spares_s *sp = spares(w);
     act_t *a = sp ? sp->acts : NULL;
     if (a != NULL && a->cap == hdrs_cap(h)) {
         sp->acts = a->next_spare;
@@ -596,12 +577,10 @@ static int activate(fg_http1_conn_t *h)
             return -1;
         memset(a, 0, sizeof(*a));
         a->cap = hdrs_cap(h);
-        /* 4 KiB holds a typical head, its path and the response head; more comes in blocks. */
-        a->pool = fg_pool_new(4096);
         a->req.body = evbuffer_new();
         a->flush_ev = event_new(w->base, -1, 0, on_flush_ev, h);
-        if (a->pool == NULL || a->req.body == NULL || a->flush_ev == NULL) {
-            free_act(a);
+        if (a->req.body == NULL || a->flush_ev == NULL) {
+            free_act(NULL, a);
             return -1;
         }
     }
@@ -610,14 +589,24 @@ static int activate(fg_http1_conn_t *h)
     return 0;
 }
 
-static void free_act(act_t *a)
+/* Free a and the pool of its request, if one is still held (to w's spares; w may be NULL). */
+static void free_act(fg_worker_t *w, act_t *a)
 {
     if (a->flush_ev)
         event_free(a->flush_ev);
     if (a->req.body)
         evbuffer_free(a->req.body);
-    fg_pool_free(a->pool);
+    fg_request_pool_give(w, a->req.pool);
     free(a);
+}
+
+/* The current request's pool, taken when its state begins (head parsed, refused or timed
+ * out). NULL when out of memory. */
+static fg_pool_t *req_pool(fg_http1_conn_t *h)
+{
+    if (h->req->pool == NULL)
+        h->req->pool = fg_request_pool_take(h->w);
+    return h->req->pool;
 }
 
 /* An idle keep-alive connection with nothing buffered either way keeps its small struct, the
@@ -633,14 +622,15 @@ static void release_if_idle(fg_http1_conn_t *h)
     if (a != NULL) {
         h->act = NULL;
         h->req = NULL;
-        struct fg_http1_spares_s *sp = h->w->h1_spares;
+        struct fg_http1_spares_s *sp = spares(h->w);
+        fg_request_pool_give(h->w, a->req.pool);
+        a->req.pool = NULL;
         if (sp != NULL && sp->nacts < MAX_SPARE && evbuffer_get_length(a->req.body) == 0) {
-            fg_pool_reset(a->pool);
             a->next_spare = sp->acts;
             sp->acts = a;
             sp->nacts++;
         } else {
-            free_act(a);
+            free_act(h->w, a);
         }
     }
     fg_conn_release(h->c);
@@ -683,17 +673,19 @@ int fg_http1_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     fg_conn_set_cbs(c, &conn_cbs, h);
     fg_conn_set_write_timeout(h->c, srv->send_timeout_ms);
     fg_conn_set_low_watermark(h->c, OUT_LOW_WATER);
-    if (w->h1_spares == NULL && (w->h1_spares = calloc(1, sizeof(*w->h1_spares))) != NULL &&
-        (w->h1_spares->conn = fg_conn_spares_new()) == NULL) {
-        free(w->h1_spares); /* no spares: everything is freed and allocated as needed */
-        w->h1_spares = NULL;
+    struct fg_http1_spares_s *sp = spares(w);
+    if (sp == NULL && (sp = calloc(1, sizeof(*sp))) != NULL &&
+        (sp->conn = fg_conn_spares_new()) == NULL) {
+        free(sp); /* no spares: everything is freed and allocated as needed */
+        sp = NULL;
     }
-    if (w->h1_spares != NULL)
-        fg_conn_set_spares(h->c, w->h1_spares->conn);
-    link_conn(w, h);
+    w->frontend_state[fg_http1_frontend.slot] = sp;
+    if (sp != NULL)
+        fg_conn_set_spares(h->c, sp->conn);
+    fg_frontend_add(w, &h->session, &fg_http1_frontend);
     /* The first head is due header_timeout after the accept, not after its first byte: a
      * client that connects and waits does not get the wait for free. */
-    h->head_start_ms = fg_request_now_us() / 1000;
+    h->head_start_ms = fg_clock_now_us() / 1000;
     fg_conn_read(h->c, 1, srv->header_timeout_ms);
     return 0;
 }
@@ -716,12 +708,12 @@ static void destroy(fg_http1_conn_t *h)
         req->error = req->error ? req->error : "client_closed";
         fg_accesslog_write(w->accesslog, req);
     }
-    unlink_conn(h);
+    /* A retiring worker leaves its loop once this was its last session. */
+    fg_frontend_remove(w, &h->session);
     fg_conn_free(h->c);
     if (h->act)
-        free_act(h->act);
+        free_act(w, h->act);
     free(h);
-    fg_worker_conn_closed(w);
 }
 
 /* Close after the pending output is written. If the client may still be sending (unread body,
@@ -752,7 +744,7 @@ static void on_drain(fg_conn_t *c, void *arg)
         }
         fg_conn_shutdown_write(c);
         h->state = S_LINGER;
-        h->linger_end_ms = fg_request_now_us() / 1000 + LINGER_TOTAL_MS;
+        h->linger_end_ms = fg_clock_now_us() / 1000 + LINGER_TOTAL_MS;
         evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
         fg_conn_read(c, 1, LINGER_MS);
         return;
@@ -794,7 +786,10 @@ static void on_event(fg_conn_t *c, void *arg, int what)
         evbuffer_get_length(fg_conn_input(c)) > 0 && !h->resp_started) {
         /* A partial head that never completed: 408 (RFC 9110 15.5.9). */
         h->req->proto = h;
-        h->req->pool = h->act->pool;
+        if (req_pool(h) == NULL) {
+            destroy(h);
+            return;
+        }
         h->req->ops = &h1_ops;
         h->req->worker = h->w;
         h->req->server = h->server;
@@ -867,7 +862,7 @@ static int parse_target(fg_request_t *req, fg_str_t target)
     if (frag)
         n = (size_t)(frag - t);
     if (n == 1 && t[0] == '*') {
-        /* asterisk-form (RFC 9112 3.2.4): the server as a whole; fg_request_route answers */
+        /* asterisk-form (RFC 9112 3.2.4): the server as a whole; fg_dispatch_route answers */
         req->path = FG_STR_LIT("*");
         req->query = FG_STR_LIT("");
         return 0;
@@ -922,7 +917,8 @@ static int parse_target(fg_request_t *req, fg_str_t target)
 static int adopt_head(fg_http1_conn_t *h, const char *raw, size_t len, fg_http1_head_t *head)
 {
     fg_request_t *req = h->req;
-    char *copy = fg_pool_alloc(h->act->pool, len);
+    fg_pool_t *pool = req_pool(h);
+    char *copy = pool ? fg_pool_alloc(pool, len) : NULL;
     if (copy == NULL)
         return -1;
     memcpy(copy, raw, len);
@@ -947,9 +943,10 @@ static void keep_parsed(fg_http1_conn_t *h, const fg_http1_head_t *head)
     fg_request_t *req = h->req;
     const fg_str_t *from[3] = {&head->method, &head->target, &head->host};
     fg_str_t *to[3] = {&req->method, &req->target, &req->host};
-    for (int i = 0; i < 3; i++) {
+    fg_pool_t *pool = req_pool(h);
+    for (int i = 0; i < 3 && pool != NULL; i++) {
         size_t n = from[i]->len < 1024 ? from[i]->len : 1024;
-        char *copy = n ? fg_pool_alloc(h->act->pool, n) : NULL;
+        char *copy = n ? fg_pool_alloc(pool, n) : NULL;
         if (copy != NULL) {
             memcpy(copy, from[i]->base, n);
             *to[i] = (fg_str_t){copy, n};
@@ -967,7 +964,7 @@ static void fill_client(fg_http1_conn_t *h)
     if (req->client_ip[0] == '\0') {
         req->worker = h->w;
         req->server = h->server;
-        req->start_us = fg_request_now_us();
+        req->start_us = fg_clock_now_us();
         set_client(h, req);
     }
     if (req->request_id[0] == '\0')
@@ -977,8 +974,12 @@ static void fill_client(fg_http1_conn_t *h)
 static void reject(fg_http1_conn_t *h, int status, const char *error, const char *msg)
 {
     fg_request_t *req = h->req;
+    if (req_pool(h) == NULL) {
+        /* No memory for even an error answer: drop the connection. */
+        destroy(h);
+        return;
+    }
     req->proto = h;
-    req->pool = h->act->pool;
     req->ops = &h1_ops;
     req->worker = h->w; /* Date cache, errorPages and serverHeader apply to these answers too */
     req->server = h->server;
@@ -1067,7 +1068,6 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
 {
     fg_request_t *req = h->req;
     struct evbuffer *in = fg_conn_input(h->c);
-    req->pool = h->act->pool;
     req->worker = h->w;
     req->server = h->server;
     req->proto = h;
@@ -1075,7 +1075,7 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->version = head->minor_version == 0 ? 10 : 11;
     req->ssl = fg_conn_ssl(h->c);
     req->scheme = req->ssl ? FG_STR_LIT("https") : FG_STR_LIT("http");
-    req->start_us = fg_request_now_us();
+    req->start_us = fg_clock_now_us();
     req->head_bytes = (uint64_t)len;
     set_client(h, req);
     h->in_req = 1;
@@ -1108,7 +1108,7 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->body_done = !req->has_body;
     h->state = req->has_body ? S_BODY : S_WAIT;
 
-    if (tls_gate(h, req) != 0 || fg_request_route(req) != 0)
+    if (tls_gate(h, req) != 0 || fg_dispatch_route(req) != 0)
         return;
     if (req->has_body && req->expect_continue && req->version == 11) {
         /* RFC 9110 10.1.1: the body is wanted, say so before the client waits it out. */
@@ -1123,7 +1123,7 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     }
     if (!h->in_req)
         return;
-    fg_request_run(req);
+    fg_dispatch_run(req);
     if (h->in_req && h->state == S_BODY)
         pump_body(h);
 }
@@ -1295,7 +1295,7 @@ static void process(fg_http1_conn_t *h)
             } else {
                 /* The header timeout bounds the whole head, not the gap between its bytes: a
                  * client trickling a byte at a time (slowloris) cannot hold the connection. */
-                uint64_t now = fg_request_now_us() / 1000, limit = h->server->header_timeout_ms;
+                uint64_t now = fg_clock_now_us() / 1000, limit = h->server->header_timeout_ms;
                 if (h->head_start_ms == 0)
                     h->head_start_ms = now;
                 uint64_t spent = now - h->head_start_ms;
@@ -1346,46 +1346,54 @@ static void on_read(fg_conn_t *c, void *arg)
     case S_LINGER:
         evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
         /* a client that keeps trickling bytes cannot hold the connection for ever */
-        if (h->state == S_LINGER && fg_request_now_us() / 1000 >= h->linger_end_ms)
+        if (h->state == S_LINGER && fg_clock_now_us() / 1000 >= h->linger_end_ms)
             destroy(h);
         break;
     }
 }
 
-/* ---- worker-wide operations ---- */
+/* ---- the front-end interface (worker/core/frontend.h) ---- */
 
-void fg_http1_retire(fg_worker_t *w)
+static void fe_retire(fg_session_t *s)
 {
-    for (fg_http1_conn_t *h = w->conns; h; h = h->next) {
-        if (h->in_req && !h->resp_started)
-            h->close_after = 1;
-    }
+    fg_http1_conn_t *h = (fg_http1_conn_t *)s;
+    if (h->in_req && !h->resp_started)
+        h->close_after = 1;
 }
 
-void fg_http1_close_idle(fg_worker_t *w)
+static void fe_close_idle(fg_session_t *s)
 {
-    fg_http1_conn_t *h = w->conns;
-    while (h) {
-        fg_http1_conn_t *next = h->next;
-        if (!h->in_req && h->state == S_IDLE)
-            destroy(h);
-        h = next;
-    }
+    fg_http1_conn_t *h = (fg_http1_conn_t *)s;
+    if (!h->in_req && h->state == S_IDLE)
+        destroy(h);
 }
 
-void fg_http1_close_all(fg_worker_t *w)
+static void fe_close(fg_session_t *s)
 {
-    while (w->conns)
-        destroy(w->conns);
-    struct fg_http1_spares_s *sp = w->h1_spares;
+    destroy((fg_http1_conn_t *)s);
+}
+
+static void fe_release(fg_worker_t *w)
+{
+    struct fg_http1_spares_s *sp = spares(w);
     if (sp == NULL)
         return;
     while (sp->acts != NULL) {
         act_t *a = sp->acts;
         sp->acts = a->next_spare;
-        free_act(a);
+        free_act(w, a);
     }
     fg_conn_spares_free(sp->conn);
     free(sp);
-    w->h1_spares = NULL;
+    w->frontend_state[fg_http1_frontend.slot] = NULL;
 }
+
+const fg_frontend_t fg_http1_frontend = {
+    .name = "http/1.1",
+    .slot = 0,
+    .start = fg_http1_accept,
+    .retire = fe_retire,
+    .close_idle = fe_close_idle,
+    .close = fe_close,
+    .release = fe_release,
+};

@@ -8,7 +8,7 @@
 
 #include <sys/socket.h>
 #include "common/config.h"
-#include "worker/core/worker.h"
+#include "worker/core/frontend.h"
 
 typedef struct fg_http1_conn_s fg_http1_conn_t;
 
@@ -23,12 +23,7 @@ struct fg_conn_s;
  * FG_HTTP1_PLAIN_ON_TLS). Returns 0, or -1 (the caller frees c). */
 int fg_http1_adopt(fg_worker_t *w, const fg_server_t *srv, struct fg_conn_s *c,
                    const struct sockaddr_storage *peer, int flags);
-/* Graceful retire: every connection answers its current or next request with
- * "Connection: close". */
-void fg_http1_retire(fg_worker_t *w);
-/* Close connections that are idle between requests (end of the drain period). */
-void fg_http1_close_idle(fg_worker_t *w);
-/* Close everything at once (worker exit). */
-void fg_http1_close_all(fg_worker_t *w);
+/* The HTTP/1.1 front end: start is fg_http1_accept. */
+extern const fg_frontend_t fg_http1_frontend;
 
 #endif

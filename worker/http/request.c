@@ -9,20 +9,11 @@
 #include <event2/event.h>
 
 #include "common/json.h"
+#include "common/http_date.h"
 #include "common/log.h"
-#include "worker/handlers/direct.h"
-#include "worker/handlers/proxy.h"
-#include "worker/http/router.h"
-#include "worker/admission/security.h"
-#include "worker/handlers/static.h"
-#include "worker/core/worker.h"
-
-uint64_t fg_request_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
+#include "common/mime.h"
+#include "worker/core/clock.h"
+#include "worker/core/context.h"
 
 const fg_http_header_t *fg_request_header(const fg_request_t *req, fg_str_t name)
 {
@@ -30,6 +21,33 @@ const fg_http_header_t *fg_request_header(const fg_request_t *req, fg_str_t name
         if (fg_str_ieq(req->headers[i].name, name))
             return &req->headers[i];
     return NULL;
+}
+
+#define REQUEST_POOL_SIZE 4096 /* holds a typical head, its path and the response head */
+
+fg_pool_t *fg_request_pool_take(fg_worker_t *w)
+{
+    if (w != NULL && w->nrequest_pools > 0)
+        return w->request_pools[--w->nrequest_pools];
+    return fg_pool_new(REQUEST_POOL_SIZE);
+}
+
+void fg_request_pool_give(fg_worker_t *w, fg_pool_t *pool)
+{
+    if (pool == NULL)
+        return;
+    if (w == NULL || w->nrequest_pools == FG_REQUEST_POOL_SPARES) {
+        fg_pool_free(pool);
+        return;
+    }
+    fg_pool_reset(pool);
+    w->request_pools[w->nrequest_pools++] = pool;
+}
+
+void fg_request_pools_free(fg_worker_t *w)
+{
+    while (w->nrequest_pools > 0)
+        fg_pool_free(w->request_pools[--w->nrequest_pools]);
 }
 
 int64_t fg_request_body_limit(const fg_request_t *req)
@@ -71,7 +89,7 @@ static fg_str_t uncached_date(fg_request_t *req)
     char *d = fg_pool_alloc(req->pool, 30);
     if (d == NULL)
         return FG_STR_NULL;
-    return (fg_str_t){d, fg_static_http_date(time(NULL), d)};
+    return (fg_str_t){d, fg_http_date(time(NULL), d)};
 }
 
 fg_str_t fg_request_date(fg_request_t *req)
@@ -79,12 +97,11 @@ fg_str_t fg_request_date(fg_request_t *req)
     fg_worker_t *w = req->worker;
     if (w == NULL || w->base == NULL)
         return uncached_date(req);
-    /* libevent's time of this loop iteration: no system call inside a callback. */
+    /* The wall clock of this loop turn (worker/core/clock.h). */
     struct timeval tv;
-    if (event_base_gettimeofday_cached(w->base, &tv) != 0)
-        tv.tv_sec = time(NULL);
+    fg_clock_wall(&tv);
     if (w->date_len == 0 || tv.tv_sec != w->date_sec) {
-        w->date_len = fg_static_http_date(tv.tv_sec, w->date);
+        w->date_len = fg_http_date(tv.tv_sec, w->date);
         w->date_sec = tv.tv_sec;
     }
     return (fg_str_t){w->date, w->date_len};
@@ -184,8 +201,7 @@ void fg_request_error_with(fg_request_t *req, int status, const char *error, con
         extra = NULL;
     } else if (page != NULL) {
         body = (fg_str_t){page->body, page->body_len};
-        const char *type =
-            page->content_type ? page->content_type : fg_static_mime_type(page->file);
+        const char *type = page->content_type ? page->content_type : fg_mime_type(page->file);
         rc = fg_headers_add(&h, FG_STR_LIT("Content-Type"), fg_str(type));
     } else {
         body = json_error_body(req, status, error, message);
@@ -241,63 +257,4 @@ const char *fg_request_error_kind(int status)
 void fg_request_error(fg_request_t *req, int status, const char *error, const char *message)
 {
     fg_request_error_with(req, status, error, message, NULL);
-}
-
-int fg_request_route(fg_request_t *req)
-{
-    /* The tenant decides which tenant routes may match (worker/http/router.c). */
-    const fg_config_t *cfg = req->worker ? req->worker->cfg : NULL;
-    const fg_http_header_t *th =
-        cfg && cfg->tenant_header ? fg_request_header(req, fg_str(cfg->tenant_header)) : NULL;
-    req->tenant = th ? th->value : FG_STR_NULL;
-    int asterisk = req->path.len == 1 && req->path.base[0] == '*';
-    req->route = asterisk ? NULL : fg_router_match(req->server, req);
-    /* Access control and rate limits first: a refused client learns nothing about routes. */
-    if (fg_security_check(req) != 0)
-        return -1;
-    if (asterisk) {
-        /* RFC 9112 3.2.4: "*" is for OPTIONS only, and names the server, not a resource: the
-         * gateway answers for itself (RFC 9110 9.3.7) with the methods it relays. */
-        if (!fg_str_eq(req->method, FG_STR_LIT("OPTIONS"))) {
-            fg_request_error(req, 400, "bad_request", "the \"*\" target is for OPTIONS only");
-            return -1;
-        }
-        fg_headers_t h;
-        fg_headers_init(&h, req->pool, 1);
-        fg_headers_add(&h, FG_STR_LIT("Allow"),
-                       FG_STR_LIT("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"));
-        fg_request_respond(req, 200, &h, NULL, 0);
-        return -1;
-    }
-    if (req->route == NULL) {
-        fg_request_error(req, 404, "not_found", "no route matches the request");
-        return -1;
-    }
-    int64_t limit = fg_request_body_limit(req);
-    if (limit >= 0 && req->content_length > limit) {
-        fg_request_error(req, 413, "payload_too_large", "request body too large");
-        return -1;
-    }
-    return 0;
-}
-
-void fg_request_run(fg_request_t *req)
-{
-    switch (req->route->kind) {
-    case FG_ROUTE_CLUSTER:
-        fg_proxy_handle(req);
-        break;
-    case FG_ROUTE_STATIC:
-        fg_static_handle(req);
-        break;
-    case FG_ROUTE_DIRECT:
-        fg_direct_handle(req);
-        break;
-    case FG_ROUTE_REDIRECT:
-        fg_redirect_handle(req);
-        break;
-    default:
-        fg_request_error(req, 500, "internal_error", "unknown route kind");
-        break;
-    }
 }

@@ -141,17 +141,18 @@ struct fg_request_s {
     void *handler_data; /* handler's private state */
 };
 
-/* Routing, step 1: find req's route (fg_router_match) and check the declared body size.
- * Returns 0 when a handler should run, or -1 after answering (404 no route, 413 too large). */
-int fg_request_route(fg_request_t *req);
-/* Routing, step 2: hand req to its route's handler (proxy, static, direct, redirect). */
-void fg_request_run(fg_request_t *req);
+/* Request pools. Every request owns one pool (req->pool) from the moment its head is taken
+ * until it is finished or aborted, whatever the front end (HTTP/2 runs many requests on one
+ * connection). A pool has a 4 KiB first block; w (NULL in unit tests) keeps up to
+ * FG_REQUEST_POOL_SPARES reset pools, so keep-alive traffic allocates none per request. */
+fg_pool_t *fg_request_pool_take(struct fg_worker_s *w);
+/* Release pool (may be NULL): reset and kept by w, or freed. */
+void fg_request_pool_give(struct fg_worker_s *w, fg_pool_t *pool);
+/* Free w's spare pools (worker exit). */
+void fg_request_pools_free(struct fg_worker_s *w);
 
 /* The body size limit that applies to req: the route's, else the server's (-1 = none). */
 int64_t fg_request_body_limit(const fg_request_t *req);
-
-/* Monotonic clock in microseconds. */
-uint64_t fg_request_now_us(void);
 
 /* Answer with the gateway's error for status, the one shape of every error it answers:
  * {"status", "error" (a stable kind such as "not_found"), "message", "requestId", "path"}

@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "shm/health.h"
-#include "worker/upstream/upstream.h"
 
 #define RR_SCAN_MAX 64 /* sequence steps a RoundRobin choice may skip over */
 
@@ -264,13 +263,4 @@ int fg_balancer_select(fg_balancer_t *b, const fg_cluster_t *cl, const fg_pick_t
     default:
         return power_of_two(b, cl, cand, k);
     }
-}
-
-int fg_balancer_pick(fg_worker_t *w, const fg_cluster_t *cl, const fg_request_t *req, int avoid)
-{
-    fg_balancer_t *b = fg_upstream_balancer(w, cl);
-    if (b == NULL)
-        return -1;
-    fg_pick_t pk = {fg_health_now_ms(), NULL, avoid};
-    return fg_balancer_select(b, cl, &pk, NULL);
 }

@@ -10,7 +10,7 @@
 
 #include "common/config.h"
 #include "worker/http/request.h"
-#include "worker/core/worker.h"
+#include "worker/core/context.h"
 
 #define FG_BALANCER_MAX_DESTS 256 /* per cluster, checked at load */
 
@@ -37,9 +37,6 @@ int fg_balancer_select(fg_balancer_t *b, const fg_cluster_t *cl, const fg_pick_t
 
 /* Whether destination i of cl may take a new request now (enabled, ready, not unhealthy). */
 int fg_balancer_available(const fg_cluster_t *cl, size_t i, uint64_t now_ms);
-
-/* The worker's choice for req (its balancer of cl), avoiding `avoid` (-1 = none). */
-int fg_balancer_pick(fg_worker_t *w, const fg_cluster_t *cl, const fg_request_t *req, int avoid);
 
 /* In-flight requests of destination i across the gateway (0 when no shared state). */
 int64_t fg_balancer_inflight(const fg_cluster_t *cl, size_t i);

@@ -24,7 +24,7 @@
 #include "common/config.h"
 #include "common/http1_parser.h"
 #include "worker/core/conn.h"
-#include "worker/core/worker.h"
+#include "worker/core/context.h"
 #include "worker/http/transform.h"
 
 struct evbuffer;
@@ -135,13 +135,7 @@ struct fg_exchange_s {
     const fg_exchange_vt_t *vt;
 };
 
-/* Start an exchange (HTTP/1.1 today): a pooled connection when one fits, else a fresh one with
- * the connect timeout. The head (and rq->replay) is queued at once; the caller's first
- * fg_exchange_send_body (with or without bytes) writes it on a pooled connection, the connect
- * does on a fresh one, and on_send_ready follows. Returns NULL with errno set when no
- * connection could even be started. */
-fg_exchange_t *fg_exchange_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
-                                 const fg_exchange_cbs_t *cbs, void *arg);
+/* An exchange is started by the destination's client (worker/upstream/client.h). */
 
 /* Queue request body bytes (all of data is taken) and, with end, the body's end. Bytes given
  * after the destination refused the request are dropped. Returns 0, or -1 when the exchange

@@ -10,7 +10,8 @@
 #include "common/log.h"
 #include "shm/health.h"
 #include "worker/http/request.h"
-#include "worker/upstream/exchange.h"
+#include "worker/upstream/client.h"
+#include "worker/core/clock.h"
 
 #define TICK_MAX_MS 100
 #define WAIT_MAX_MS 5000
@@ -65,8 +66,8 @@ static void probe_done(probe_t *pb, int status, const char *error)
     }
     if (h != NULL) {
         int before = atomic_load(&h->active);
-        fg_health_probe_report(h, hc, ok, status, fg_request_now_us() - pb->start_us, error,
-                               fg_health_wall_ms());
+        fg_health_probe_report(h, hc, ok, status, fg_clock_now_us() - pb->start_us, error,
+                               fg_clock_wall_ms());
         int after = atomic_load(&h->active);
         if (before != after)
             fg_log_notice("cluster %s destination %s: %s by active check%s%s", pb->cl->id,
@@ -140,7 +141,7 @@ static void probe_start(fg_prober_t *pr, const fg_cluster_t *cl, const fg_destin
     if (pr->probes)
         pr->probes->prev = pb;
     pr->probes = pb;
-    pb->start_us = fg_request_now_us();
+    pb->start_us = fg_clock_now_us();
     const fg_health_config_t *hc = &cl->health;
     int n = snprintf(pb->target, sizeof(pb->target), "%s%s", d->health_base ? d->health_base : "",
                      hc->path);
@@ -170,7 +171,7 @@ static void probe_start(fg_prober_t *pr, const fg_cluster_t *cl, const fg_destin
         probe_done(pb, 0, "out of memory");
         return;
     }
-    pb->x = fg_exchange_start(&t, &rq, &probe_cbs, pb);
+    pb->x = fg_client_start(&t, &rq, &probe_cbs, pb);
     if (pb->x == NULL) {
         probe_done(pb, 0, strerror(errno));
         return;
@@ -185,7 +186,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     const fg_config_t *cfg = pr->w->cfg;
     if (pr->w->retiring)
         return; /* the next generation probes; stop claiming leases */
-    uint64_t now = fg_health_now_ms();
+    uint64_t now = fg_clock_now_ms();
     for (size_t i = 0; i < cfg->nclusters; i++) {
         const fg_cluster_t *cl = &cfg->clusters[i];
         if (!cl->health.active)
@@ -263,7 +264,7 @@ int fg_health_prober_start(fg_worker_t *w)
         return 0;
     }
     while (!expired && !w->retiring && !w->terminating && !fg_health_first_round_done(cfg))
-        event_base_loop(w->base, EVLOOP_ONCE);
+        fg_clock_loop_once(w->base);
     event_free(timer);
     return 0;
 }

@@ -8,7 +8,7 @@
 #ifndef FG_WORKER_HEALTH_H
 #define FG_WORKER_HEALTH_H
 
-#include "worker/core/worker.h"
+#include "worker/core/context.h"
 
 typedef struct fg_prober_s fg_prober_t;
 

@@ -9,6 +9,7 @@
 #include <event2/buffer.h>
 
 #include "common/headers.h"
+#include "worker/core/clock.h"
 #include "worker/http/request.h"
 #include "worker/upstream/upstream.h"
 
@@ -289,7 +290,7 @@ static void go(h1x_t *x)
 {
     fg_conn_t *c = x->u->c;
     x->info.phase = FG_XPHASE_WAIT_HEAD;
-    x->info.sent_at_us = fg_request_now_us();
+    x->info.sent_at_us = fg_clock_now_us();
     x->u->requests++;
     fg_conn_set_write_timeout(c, x->activity_ms);
     /* An early answer is read all the same while the body streams. */
@@ -584,7 +585,7 @@ static void up_read(fg_conn_t *c, void *arg)
         x->cbs->on_body(x->arg, NULL); /* readiness for the caller's splice */
     } else {
         if (!x->info.got_bytes && x->info.phase == FG_XPHASE_WAIT_HEAD)
-            x->info.first_byte_us = fg_request_now_us() - x->info.sent_at_us;
+            x->info.first_byte_us = fg_clock_now_us() - x->info.sent_at_us;
         x->info.got_bytes = 1;
         process(x);
     }
@@ -603,7 +604,7 @@ static void on_event(h1x_t *x, fg_conn_t *c, int what)
 {
     switch (what) {
     case FG_CONN_CONNECTED:
-        x->info.connect_us = fg_request_now_us() - x->connect_at;
+        x->info.connect_us = fg_clock_now_us() - x->connect_at;
         go(x);
         /* The handler queues what body it has first, so head and body leave in one write. */
         x->cbs->on_send_ready(x->arg);
@@ -705,7 +706,7 @@ fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exc
         u = fg_upstream_acquire(t->w, t->cl, t->di, t->max_idle_us);
     int reused = u != NULL;
     if (u == NULL) {
-        connect_at = fg_request_now_us();
+        connect_at = fg_clock_now_us();
         u = t->cl ? fg_upstream_open_timeout(t->w, t->cl, t->di, NULL, NULL, t->connect_timeout_ms)
                   : fg_upstream_open_addr(t->w, t->addr, t->addrlen, NULL, NULL,
                                           t->connect_timeout_ms);

@@ -7,7 +7,7 @@
 
 #include "worker/upstream/exchange.h"
 
-/* fg_exchange_start for an HTTP/1.1 destination; same contract. */
+/* fg_client_start for an HTTP/1.1 destination; same contract. */
 fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
                                      const fg_exchange_cbs_t *cbs, void *arg);
 

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "worker/http/request.h"
 #include "worker/upstream/balancer.h"
+#include "worker/core/clock.h"
 
 struct fg_dest_pool_s {
     fg_worker_t *w;
@@ -142,7 +143,7 @@ fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t 
     fg_upconn_t *u = dp->idle; /* the most recently used: if it is too old, all are */
     if (u == NULL)
         return NULL;
-    if (max_idle_us && fg_request_now_us() - u->idle_since_us >= max_idle_us)
+    if (max_idle_us && fg_clock_now_us() - u->idle_since_us >= max_idle_us)
         return NULL;
     idle_unlink(u);
     u->reused = 1;
@@ -212,7 +213,7 @@ void fg_upstream_release(fg_upconn_t *u)
     }
     fg_conn_set_cbs(u->c, &idle_cbs, u);
     fg_conn_read(u->c, 1, cl->idle_timeout_ms);
-    u->idle_since_us = fg_request_now_us();
+    u->idle_since_us = fg_clock_now_us();
     u->next = dp->idle;
     u->prev = NULL;
     if (dp->idle)
@@ -249,4 +250,13 @@ size_t fg_upstream_addr_text(const fg_destination_t *d, char *buf, size_t len)
     memcpy(buf, tmp, n);
     buf[n] = '\0';
     return n;
+}
+
+int fg_upstream_pick(fg_worker_t *w, const fg_cluster_t *cl, const fg_request_t *req, int avoid)
+{
+    fg_balancer_t *b = fg_upstream_balancer(w, cl);
+    if (b == NULL)
+        return -1;
+    fg_pick_t pk = {fg_clock_now_ms(), NULL, avoid};
+    return fg_balancer_select(b, cl, &pk, NULL);
 }

@@ -7,7 +7,8 @@
 #include <stdint.h>
 #include "common/config.h"
 #include "worker/core/conn.h"
-#include "worker/core/worker.h"
+#include "worker/core/context.h"
+#include "worker/http/request.h"
 
 typedef struct fg_upstream_pools_s fg_upstream_pools_t;
 typedef struct fg_dest_pool_s fg_dest_pool_t;
@@ -48,5 +49,7 @@ size_t fg_upstream_addr_text(const fg_destination_t *d, char *buf, size_t len);
 
 /* This worker's balancer of a cluster (worker/upstream/balancer.h), created with the pools. */
 struct fg_balancer_s *fg_upstream_balancer(fg_worker_t *w, const fg_cluster_t *cl);
+/* The worker's choice for req (its balancer of cl), avoiding `avoid` (-1 = none). */
+int fg_upstream_pick(fg_worker_t *w, const fg_cluster_t *cl, const fg_request_t *req, int avoid);
 
 #endif

@@ -1,0 +1,495 @@
+#include "tables/route_table.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- helpers ---- */
+
+static unsigned char ascii_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c | 0x20) : c;
+}
+
+static uint64_t hash_lower(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= ascii_lower((unsigned char)s[i]);
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int list_push(list_t *l, const compiled_t *c, uint32_t rank)
+{
+    /* A route listing one host twice ("a.com", "a.com:8080") lands in a bucket once. */
+    if (l->n > 0 && l->v[l->n - 1].c == c)
+        return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 4;
+        entry_t *v = realloc(l->v, cap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n].c = c;
+    l->v[l->n].rank = rank;
+    l->n++;
+    return 0;
+}
+
+bucket_t *fg_route_table_find(const table_t *t, const char *key, size_t len)
+{
+    if (t->cap == 0)
+        return NULL;
+    uint64_t h = hash_lower(key, len);
+    for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        bucket_t *b = &t->b[i];
+        if (b->key == NULL)
+            return NULL;
+        if (b->hash == h && b->keylen == len && strncasecmp(b->key, key, len) == 0)
+            return b;
+    }
+}
+
+static int table_grow(table_t *t)
+{
+    size_t cap = t->cap ? t->cap * 2 : 16;
+    bucket_t *nb = calloc(cap, sizeof(*nb));
+    if (nb == NULL)
+        return -1;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->b[i].key == NULL)
+            continue;
+        size_t j = t->b[i].hash & (cap - 1);
+        while (nb[j].key != NULL)
+            j = (j + 1) & (cap - 1);
+        nb[j] = t->b[i];
+    }
+    free(t->b);
+    t->b = nb;
+    t->cap = cap;
+    return 0;
+}
+
+/* The bucket for key, created when absent. NULL on allocation failure. */
+static bucket_t *table_get(table_t *t, const char *key, size_t len)
+{
+    bucket_t *b = fg_route_table_find(t, key, len);
+    if (b != NULL)
+        return b;
+    if ((t->n + 1) * 2 > t->cap && table_grow(t) != 0) /* load factor <= 1/2 */
+        return NULL;
+    uint64_t h = hash_lower(key, len);
+    size_t i = h & (t->cap - 1);
+    while (t->b[i].key != NULL)
+        i = (i + 1) & (t->cap - 1);
+    b = &t->b[i];
+    b->key = malloc(len + 1);
+    if (b->key == NULL)
+        return NULL;
+    for (size_t k = 0; k < len; k++)
+        b->key[k] = (char)ascii_lower((unsigned char)key[k]);
+    b->key[len] = '\0';
+    b->keylen = len;
+    b->hash = h;
+    t->n++;
+    return b;
+}
+
+static void node_free(node_t *n);
+
+static void table_free(table_t *t)
+{
+    for (size_t i = 0; i < t->cap; i++) {
+        free(t->b[i].key);
+        free(t->b[i].list.v);
+        if (t->b[i].child != NULL) {
+            node_free(t->b[i].child);
+            free(t->b[i].child);
+        }
+    }
+    free(t->b);
+}
+
+static void node_free(node_t *n)
+{
+    table_free(&n->children);
+    free(n->routes.v);
+}
+
+/* ---- compiling one route ---- */
+
+static int valid_name_char(unsigned char c)
+{
+    return isalnum(c) || c == '_' || c == '-' || c == '.';
+}
+
+/* Parse one "{...}" segment s[0..n) into seg. Returns NULL or the reason it is invalid. */
+static const char *parse_param(const char *s, size_t n, seg_t *seg)
+{
+    const char *p = s + 1, *end = s + n - 1; /* inside the braces */
+    seg->kind = SEG_PARAM;
+    if (end - p >= 2 && p[0] == '*' && p[1] == '*') {
+        seg->kind = SEG_CATCHALL;
+        p += 2;
+    } else if (end - p >= 1 && p[0] == '*') {
+        seg->kind = SEG_CATCHALL;
+        p += 1;
+    }
+    if (end > p && end[-1] == '?') {
+        if (seg->kind == SEG_CATCHALL)
+            return "a catch-all parameter cannot be optional";
+        seg->kind = SEG_OPTIONAL;
+        end--;
+    }
+    if (end == p)
+        return "empty parameter name";
+    for (const char *q = p; q < end; q++) {
+        if (*q == ':' || *q == '=')
+            return "parameter constraints and defaults are not supported";
+        if (!valid_name_char((unsigned char)*q))
+            return "invalid character in parameter name";
+    }
+    seg->text = (fg_str_t){p, (size_t)(end - p)};
+    return NULL;
+}
+
+/* Split a template into segments. Empty segments (a leading, doubled or trailing '/') are
+ * ignored: "/api/" is the same template as "/api". Returns NULL or the reason it is invalid. */
+static const char *parse_template(const char *tpl, compiled_t *c)
+{
+    size_t len = strlen(tpl), max = 1;
+    for (size_t i = 0; i < len; i++)
+        max += tpl[i] == '/';
+    c->segs = calloc(max, sizeof(seg_t));
+    if (c->segs == NULL)
+        return "out of memory";
+    size_t ncap = 0, i = 0;
+    int leading = 1;
+    while (i < len) {
+        while (i < len && tpl[i] == '/')
+            i++;
+        if (i == len)
+            break;
+        size_t start = i;
+        while (i < len && tpl[i] != '/')
+            i++;
+        const char *s = tpl + start;
+        size_t n = i - start;
+        seg_t *seg = &c->segs[c->nsegs];
+        if (c->nsegs > 0 && (seg[-1].kind == SEG_CATCHALL || seg[-1].kind == SEG_OPTIONAL))
+            return seg[-1].kind == SEG_CATCHALL ? "a catch-all parameter must be the last segment"
+                                                : "an optional parameter must be the last segment";
+        if (s[0] == '{') {
+            if (n < 2 || s[n - 1] != '}' || memchr(s + 1, '{', n - 2) || memchr(s + 1, '}', n - 2))
+                return "unbalanced braces";
+            const char *why = parse_param(s, n, seg);
+            if (why != NULL)
+                return why;
+            for (size_t k = 0; k < c->nsegs; k++)
+                if (c->segs[k].kind != SEG_LITERAL && fg_str_ieq(c->segs[k].text, seg->text))
+                    return "a parameter name is used twice";
+            if (++ncap > FG_ROUTE_MAX_PARAMS)
+                return "too many parameters";
+            leading = 0;
+            if (seg->kind == SEG_CATCHALL)
+                c->catchall = 1;
+        } else {
+            if (memchr(s, '{', n) || memchr(s, '}', n))
+                return memchr(s, '{', n) && memchr(s, '}', n)
+                           ? "a parameter must be a whole segment"
+                           : "unbalanced braces";
+            /* A normalised request path has no such segment: the route could never match. */
+            if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+                return "\".\" and \"..\" segments never match a normalised path";
+            for (size_t k = 0; k < n; k++)
+                if (strchr("?# \\\"<>^`|", s[k]) != NULL)
+                    return "a literal segment cannot hold '?', '#', spaces or characters a "
+                           "request path never has";
+            seg->kind = SEG_LITERAL;
+            seg->text = (fg_str_t){s, n};
+            c->nliteral++;
+            c->nleading += leading;
+        }
+        c->nsegs++;
+    }
+    return NULL;
+}
+
+static int parse_port(const char *s, size_t n)
+{
+    if (n == 0 || n > 5)
+        return -2;
+    int port = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -2;
+        port = port * 10 + (s[i] - '0');
+    }
+    return port <= 65535 ? port : -2;
+}
+
+void fg_route_table_split_host(fg_str_t in, fg_str_t *name, int *port)
+{
+    const char *colon = NULL;
+    if (in.len > 0 && in.base[0] == '[') {
+        const char *rb = memchr(in.base, ']', in.len);
+        if (rb != NULL && (size_t)(rb - in.base) + 1 < in.len && rb[1] == ':')
+            colon = rb + 1;
+    } else {
+        colon = memchr(in.base ? in.base : "", ':', in.len);
+    }
+    if (colon == NULL) {
+        *name = in;
+        *port = -1;
+        return;
+    }
+    *name = (fg_str_t){in.base, (size_t)(colon - in.base)};
+    *port = parse_port(colon + 1, in.len - (size_t)(colon - in.base) - 1);
+}
+
+static const char *parse_hosts(const fg_route_match_t *m, compiled_t *c)
+{
+    if (m->nhosts == 0)
+        return NULL;
+    c->hosts = calloc(m->nhosts, sizeof(host_pat_t));
+    if (c->hosts == NULL)
+        return "out of memory";
+    c->exact_hosts_only = 1;
+    for (size_t i = 0; i < m->nhosts; i++) {
+        host_pat_t *h = &c->hosts[i];
+        fg_route_table_split_host(fg_str(m->hosts[i]), &h->name, &h->port);
+        if (h->port == -2 || h->port == 0)
+            return "invalid port";
+        if (h->name.len > 1 && h->name.base[h->name.len - 1] == '.')
+            h->name.len--; /* "example.com." names the same host as the request's form */
+        if (h->name.len == 1 && h->name.base[0] == '*') {
+            h->any = 1;
+        } else if (h->name.len > 2 && h->name.base[0] == '*' && h->name.base[1] == '.') {
+            h->wildcard = 1;
+            h->name.base++;
+            h->name.len--;
+        } else if (h->name.len == 0 || memchr(h->name.base, '*', h->name.len)) {
+            return "invalid host pattern";
+        }
+        if (h->any || h->wildcard)
+            c->exact_hosts_only = 0;
+    }
+    c->nhosts = m->nhosts;
+    return NULL;
+}
+
+static void compiled_free(compiled_t *c)
+{
+    if (c == NULL)
+        return;
+    free(c->segs);
+    free(c->hosts);
+    free(c);
+}
+
+/* Compile route r into r->compiled. Returns NULL or the reason it is invalid, and whether the
+ * reason concerns the path (*field). */
+static const char *compile_route(fg_route_t *r, const char **field)
+{
+    compiled_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return "out of memory";
+    r->compiled = c;
+    c->route = r;
+    *field = "match.path";
+    if (r->match.path != NULL) {
+        c->has_path = 1;
+        const char *why = parse_template(r->match.path, c);
+        if (why != NULL)
+            return why;
+    } else {
+        c->catchall = 1; /* no path ranks like "/{**any}" */
+    }
+    *field = "match.hosts";
+    const char *why = parse_hosts(&r->match, c);
+    if (why != NULL || r->kind != FG_ROUTE_REDIRECT || r->redirect_location == NULL)
+        return why;
+    /* Every {name} of the location is a variable or a parameter of the path template: an
+     * unknown one would be sent literally. */
+    *field = "redirect.location";
+    for (const char *p = strchr(r->redirect_location, '{'); p; p = strchr(p + 1, '{')) {
+        const char *close = strchr(p, '}');
+        if (close == NULL)
+            return "unbalanced braces";
+        fg_str_t name = {p + 1, (size_t)(close - p - 1)};
+        while (name.len && name.base[0] == '*') {
+            name.base++;
+            name.len--;
+        }
+        int known = fg_str_eq(name, FG_STR_LIT("scheme")) || fg_str_eq(name, FG_STR_LIT("host")) ||
+                    fg_str_eq(name, FG_STR_LIT("path")) || fg_str_eq(name, FG_STR_LIT("query"));
+        for (size_t k = 0; k < c->nsegs && !known; k++)
+            known = c->segs[k].kind != SEG_LITERAL && fg_str_ieq(c->segs[k].text, name);
+        if (!known)
+            return "unknown variable in braces (use {scheme}, {host}, {path}, {query} or a "
+                   "parameter of match.path)";
+    }
+    return NULL;
+}
+
+/* ---- ranking and indexing one server ---- */
+
+/* Path specificity (YARP precedence): more literal segments first; then templates without a
+ * catch-all; then the longer literal prefix. Ties keep configuration order. */
+static int spec_cmp(const fg_route_t *a, const fg_route_t *b)
+{
+    const compiled_t *ca = a->compiled, *cb = b->compiled;
+    if (a->order != b->order)
+        return a->order < b->order ? -1 : 1;
+    if (ca->nliteral != cb->nliteral)
+        return ca->nliteral > cb->nliteral ? -1 : 1;
+    if (ca->catchall != cb->catchall)
+        return ca->catchall ? 1 : -1;
+    if (ca->nleading != cb->nleading)
+        return ca->nleading > cb->nleading ? -1 : 1;
+    return 0;
+}
+
+typedef struct {
+    const fg_route_t *r;
+    uint32_t idx;
+} rank_item_t;
+
+static int rank_item_cmp(const void *a, const void *b)
+{
+    const rank_item_t *x = a, *y = b;
+    int c = spec_cmp(x->r, y->r);
+    if (c != 0)
+        return c;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+static int index_route(router_t *rt, const compiled_t *c, uint32_t rank)
+{
+    if (c->nleading == 0 && c->exact_hosts_only) {
+        for (size_t i = 0; i < c->nhosts; i++) {
+            bucket_t *b = table_get(&rt->by_host, c->hosts[i].name.base, c->hosts[i].name.len);
+            if (b == NULL || list_push(&b->list, c, rank) != 0)
+                return -1;
+        }
+        return 0;
+    }
+    node_t *n = &rt->root;
+    for (size_t i = 0; i < c->nleading && i < MAX_DEPTH; i++) {
+        bucket_t *b = table_get(&n->children, c->segs[i].text.base, c->segs[i].text.len);
+        if (b == NULL)
+            return -1;
+        if (b->child == NULL && (b->child = calloc(1, sizeof(node_t))) == NULL)
+            return -1;
+        n = b->child;
+    }
+    return list_push(&n->routes, c, rank);
+}
+
+static void router_free(router_t *rt)
+{
+    if (rt == NULL)
+        return;
+    node_free(&rt->root);
+    table_free(&rt->by_host);
+    free(rt);
+}
+
+/* Index the routes of srv into a new server->router. Returns 0 or -1 (out of memory; what was
+ * built is left in srv->router for fg_route_table_free). */
+static int build_server(fg_server_t *srv)
+{
+    router_t *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL)
+        return -1;
+    srv->router = rt;
+    rank_item_t *items = calloc(srv->nroutes ? srv->nroutes : 1, sizeof(*items));
+    if (items == NULL)
+        return -1;
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        items[i] = (rank_item_t){srv->routes[i], (uint32_t)i};
+        rt->has_tenant_routes |= !srv->routes[i]->is_global && srv->routes[i]->tenant_code;
+    }
+    qsort(items, srv->nroutes, sizeof(*items), rank_item_cmp);
+    /* Pushing in rank order keeps every list sorted by rank. */
+    int rc = 0;
+    for (size_t k = 0; k < srv->nroutes && rc == 0; k++)
+        rc = index_route(rt, items[k].r->compiled, (uint32_t)k);
+    free(items);
+    return rc;
+}
+
+/* Whether r is one of cfg->routes (rather than attached to a server by hand). */
+static int in_cfg(const fg_config_t *cfg, const fg_route_t *r)
+{
+    return cfg->nroutes > 0 && r >= cfg->routes && r < cfg->routes + cfg->nroutes;
+}
+
+void fg_route_table_free(fg_config_t *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < cfg->nservers; i++) {
+        router_free(cfg->servers[i].router);
+        cfg->servers[i].router = NULL;
+        /* Routes attached by hand (not in cfg->routes) were compiled for this server. */
+        for (size_t k = 0; k < cfg->servers[i].nroutes; k++) {
+            fg_route_t *r = cfg->servers[i].routes[k];
+            if (!in_cfg(cfg, r)) {
+                compiled_free(r->compiled);
+                r->compiled = NULL;
+            }
+        }
+    }
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        compiled_free(cfg->routes[i].compiled);
+        cfg->routes[i].compiled = NULL;
+    }
+}
+
+int fg_route_table_build(fg_config_t *cfg, char *err, size_t errlen)
+{
+    /* Start from a clean slate so that fg_route_table_free copes with a failure at any point. */
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        cfg->routes[i].compiled = NULL;
+    for (size_t s = 0; s < cfg->nservers; s++) {
+        cfg->servers[s].router = NULL;
+        for (size_t k = 0; k < cfg->servers[s].nroutes; k++)
+            cfg->servers[s].routes[k]->compiled = NULL;
+    }
+    const char *field = "match.path", *why = NULL;
+    const fg_route_t *bad = NULL;
+    for (size_t i = 0; i < cfg->nroutes && why == NULL; i++) {
+        bad = &cfg->routes[i];
+        why = compile_route(&cfg->routes[i], &field);
+    }
+    /* Routes attached to a server but absent from cfg->routes (built by hand) */
+    for (size_t s = 0; s < cfg->nservers && why == NULL; s++) {
+        fg_server_t *srv = &cfg->servers[s];
+        for (size_t k = 0; k < srv->nroutes && why == NULL; k++) {
+            bad = srv->routes[k];
+            if (bad->compiled == NULL)
+                why = compile_route(srv->routes[k], &field);
+        }
+        if (why == NULL && build_server(srv) != 0) {
+            why = "out of memory";
+            bad = NULL;
+        }
+    }
+    if (why == NULL)
+        return 0;
+    if (bad != NULL && in_cfg(cfg, bad))
+        snprintf(err, errlen, "routes[%zu].%s: %s", (size_t)(bad - cfg->routes), field, why);
+    else if (bad != NULL)
+        snprintf(err, errlen, "route %s: %s: %s", bad->id ? bad->id : "?", field, why);
+    else
+        snprintf(err, errlen, "router: %s", why);
+    fg_route_table_free(cfg);
+    return -1;
+}

@@ -1,0 +1,49 @@
+/* The worker's context: one per process, passed to every connection, request and handler. A
+ * header of its own so that every layer can take the worker without depending on the loop
+ * (worker/core/worker.c), which depends on all of them. */
+#ifndef FG_WORKER_CONTEXT_H
+#define FG_WORKER_CONTEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "common/config.h"
+#include "shm/arena.h"
+
+#define FG_FRONTEND_SLOTS 4 /* front ends (worker/core/frontend.h): HTTP/1.1, HTTP/2, tunnels */
+#define FG_REQUEST_POOL_SPARES 64 /* finished requests' pools kept for the next ones */
+
+struct event_base;
+struct fg_upstream_pools_s;
+struct fg_accesslog_s;
+struct fg_session_s;
+struct fg_pool_s;
+
+/* The worker's context, one per process, passed to every connection. */
+typedef struct fg_worker_s {
+    struct event_base *base;
+    const fg_config_t *cfg;
+    fg_shm_t *shm;
+    fg_shm_worker_t *record;
+    int slot;
+    int pid; /* getpid() is a system call: asked once */
+    uint64_t generation;
+    struct fg_upstream_pools_s *upstreams; /* keep-alive pools, per destination */
+    struct fg_accesslog_s *accesslog;
+    struct fg_session_s *sessions; /* open client connections, any front end (frontend.h) */
+    uint64_t nconns;
+    unsigned retiring : 1;      /* graceful retire in progress */
+    unsigned terminating : 1;   /* TERM/INT: leave the loop now */
+    uint64_t request_seq;       /* for request ids */
+    struct evbuffer *scratch;   /* empty between uses: carries in-memory bodies to send_body */
+    struct fg_prober_s *prober; /* active health checks (worker/upstream/health.c) */
+    char date[32];              /* Date field value of second date_sec (fg_request_date) */
+    size_t date_len;
+    int64_t date_sec;
+    void *frontend_state[FG_FRONTEND_SLOTS]; /* per front end: worker-wide state it keeps */
+    /* Reset pools of finished requests (worker/http/request.c): keep-alive traffic takes them
+     * again instead of allocating and freeing a pool per request. */
+    struct fg_pool_s *request_pools[FG_REQUEST_POOL_SPARES];
+    unsigned nrequest_pools;
+} fg_worker_t;
+
+#endif

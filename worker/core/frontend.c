@@ -1,0 +1,60 @@
+#include "worker/core/frontend.h"
+
+#include <event2/event.h>
+
+void fg_frontend_add(fg_worker_t *w, fg_session_t *s, const fg_frontend_t *fe)
+{
+    s->fe = fe;
+    s->prev = NULL;
+    s->next = w->sessions;
+    if (w->sessions)
+        w->sessions->prev = s;
+    w->sessions = s;
+    w->nconns++;
+    if (w->record) {
+        w->record->connections++;
+        w->record->connections_total++;
+    }
+}
+
+void fg_frontend_remove(fg_worker_t *w, fg_session_t *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        w->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    w->nconns--;
+    if (w->record)
+        w->record->connections--;
+    if (w->retiring && w->nconns == 0 && w->base != NULL)
+        event_base_loopexit(w->base, NULL);
+}
+
+void fg_frontend_retire_all(fg_worker_t *w)
+{
+    for (fg_session_t *s = w->sessions; s; s = s->next)
+        s->fe->retire(s);
+}
+
+void fg_frontend_close_idle(fg_worker_t *w)
+{
+    fg_session_t *s = w->sessions;
+    while (s) {
+        /* close_idle may free s: step first. */
+        fg_session_t *next = s->next;
+        s->fe->close_idle(s);
+        s = next;
+    }
+}
+
+void fg_frontend_close_all(fg_worker_t *w, const fg_frontend_t *const *fes, size_t n)
+{
+    while (w->sessions)
+        w->sessions->fe->close(w->sessions);
+    for (size_t i = 0; i < n; i++)
+        if (fes[i]->release)
+            fes[i]->release(w);
+}
