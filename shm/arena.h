@@ -1,8 +1,8 @@
 /* The shared-memory arena: one MAP_SHARED anonymous region mapped by the master before it forks,
  * so every worker of every generation sees the same bytes. It holds the generation number, the
  * worker slot table and global counters, and the named zones (shm/zone.h: rate limits, access
- * control, abnormal IPs, health, ticket keys). Structures carry magic numbers checked by always-on asserts;
- * counters written by several processes sit on their own cache lines. */
+ * control, abnormal IPs, health, ticket keys). Structures carry magic numbers checked by always-on
+ * asserts; counters written by several processes sit on their own cache lines. */
 #ifndef FG_SHM_ARENA_H
 #define FG_SHM_ARENA_H
 
