@@ -811,19 +811,19 @@ static void watch_update(master_t *m, int after_failure)
         return;
     }
     char err[512];
-    if (m->watch == NULL &&
-        (m->watch = fg_watch_new(m->base, WATCH_DEBOUNCE_MS, on_file_changed, m, err,
-                                 sizeof(err))) == NULL) {
-        fg_log_error("%s", err);
-        return;
+    if (m->watch == NULL) {
+        m->watch = fg_watch_new(m->base, WATCH_DEBOUNCE_MS, on_file_changed, m, err, sizeof(err));
+        if (m->watch == NULL) {
+            fg_log_error("%s", err);
+            return;
+        }
     }
     fg_watch_files_t files = {0};
     fg_watch_files_add_config(&files, m->conf_file, m->cur->cfg);
     if (after_failure)
         fg_watch_files_add_named(&files, m->conf_file);
     size_t n = fg_watch_set(m->watch, (const char *const *)files.paths, files.n);
-    fg_log_info("watchConfig: watching %s and %zu file(s) it names", m->conf_file,
-                n ? n - 1 : 0);
+    fg_log_info("watchConfig: watching %zu file(s): %s and the files it reads", n, m->conf_file);
     for (size_t i = 1; i < files.n; i++)
         fg_log_debug("watchConfig: watching %s", files.paths[i]);
     fg_watch_files_free(&files);

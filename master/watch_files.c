@@ -101,8 +101,7 @@ size_t fg_watch_files_add_named(fg_watch_files_t *l, const char *conf_file)
     size_t i;
     json_t *v;
     named_pages(&c, root);
-    json_array_foreach(json_object_get(root, "servers"), i, v)
-        named_pages(&c, v);
+    json_array_foreach(json_object_get(root, "servers"), i, v) named_pages(&c, v);
     json_array_foreach(json_object_get(root, "certificates"), i, v)
     {
         add_name(&c, json_object_get(v, "chain"));
