@@ -89,9 +89,34 @@ static void named_pages(named_t *c, const json_t *obj)
         add_name(c, json_is_object(v) ? json_object_get(v, "file") : v);
 }
 
+/* The document in file, comments allowed as the loader allows them; NULL when it is not one. */
+static json_t *parse(const char *file)
+{
+    FILE *f = fopen(file, "re");
+    if (f == NULL)
+        return NULL;
+    char *text = malloc(FG_CONFIG_MAX_FILE_SIZE + 1), *plain = NULL;
+    json_t *root = NULL;
+    if (text == NULL)
+        goto out;
+    size_t len = fread(text, 1, FG_CONFIG_MAX_FILE_SIZE + 1, f);
+    if (ferror(f) || len > FG_CONFIG_MAX_FILE_SIZE)
+        goto out;
+    text[len] = '\0';
+    int line, col;
+    plain = fg_config_strip_comments(text, &line, &col);
+    if (plain != NULL)
+        root = json_loads(plain, 0, NULL);
+out:
+    free(plain);
+    free(text);
+    fclose(f);
+    return root;
+}
+
 size_t fg_watch_files_add_named(fg_watch_files_t *l, const char *conf_file)
 {
-    json_t *root = json_load_file(conf_file, 0, NULL);
+    json_t *root = parse(conf_file);
     if (!json_is_object(root)) {
         json_decref(root);
         return 0;

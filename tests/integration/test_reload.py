@@ -326,7 +326,11 @@ def test_watch_follows_the_files_the_serving_configuration_names(tmp_path, gatew
 def test_watch_retries_when_a_file_named_by_a_refused_configuration_appears(tmp_path,
                                                                              gateway_factory):
     gw = gateway_factory(paged(tmp_path))
-    gw.write_config(dict(gw.config, errorPages={"404": "pages/later.html"}))
+    config = gw.config
+    # with a comment: the names are looked up in the refused file as the loader reads it
+    gw.write_config("// the page is not written yet\n" +
+                    json.dumps(dict(config, errorPages={"404": "pages/later.html"})))
+    gw.config = config  # the fixture reads paths from it
     wait_until(lambda: gw.info()["lastReload"]["result"] == "failed", 10, "a failed reload")
     assert "later.html" in gw.info()["lastReload"]["error"]
     assert page(gw) == b"first page\n"
