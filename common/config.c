@@ -27,7 +27,7 @@
  * original text; UTF-8 continuation bytes inside comments are dropped because jansson counts
  * columns in characters. Returns NULL for an unterminated block comment (*line, *col = its
  * start). */
-static char *strip_comments(const char *text, int *line, int *col)
+char *fg_config_strip_comments(const char *text, int *line, int *col)
 {
     size_t len = strlen(text);
     char *out = fg_config_xcalloc(len + 1, 1);
@@ -548,7 +548,7 @@ static fg_config_t *load_text(const char *name, const char *json, fg_config_keys
 
     if (errlen)
         err[0] = '\0';
-    char *text = strip_comments(json, &line, &col);
+    char *text = fg_config_strip_comments(json, &line, &col);
     if (text == NULL) {
         snprintf(err, errlen, "%s:%d:%d: unterminated /* comment", name, line, col);
         return NULL;

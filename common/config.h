@@ -496,6 +496,10 @@ fg_config_t *fg_config_load(const char *file, char *err, size_t errlen);
 /* The same from a string (tests); `name` stands for the file name in messages. */
 fg_config_t *fg_config_load_string(const char *name, const char *json, char *err, size_t errlen);
 void fg_config_free(fg_config_t *cfg);
+/* A copy of text (NUL-terminated) with its // and block comments blanked, so that jansson reads
+ * it; newlines stay, so line numbers still point into text. NULL for an unterminated block
+ * comment (*line, *col = where it starts). The caller frees. */
+char *fg_config_strip_comments(const char *text, int *line, int *col);
 /* The effective configuration as a new JSON document (jansson's json_t; the caller
  * decrefs): every key with its default filled in, loadable as a configuration itself. */
 struct json_t;

@@ -23,6 +23,7 @@
 #include "master/master_impl.h"
 #include "master/notify.h"
 #include "master/status.h"
+#include "master/watch_files.h"
 #include "shm/arena.h"
 #include "shm/zone.h"
 #include "shm/health.h"
@@ -47,7 +48,7 @@ static const int handled_signals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1,
 static void reload(master_t *m);
 static void reload_fail(master_t *m, const char *why);
 static void zones_sweep(master_t *m);
-static void watch_update(master_t *m);
+static void watch_update(master_t *m, int after_failure);
 
 /* ---- small helpers ---- */
 
@@ -402,7 +403,7 @@ static void startup_done(master_t *m)
     int detached = m->notify_fd != -1;
     fg_daemon_notify(&m->notify_fd, NULL);
     sd_ready(m);
-    watch_update(m);
+    watch_update(m, 0);
     if (detached)
         fg_daemon_silence_stderr(); /* the workers do the same once ready */
     if (m->reload_queued) {
@@ -459,7 +460,7 @@ static void commit(master_t *m)
                   (unsigned long long)g->id, g->nslots, retired);
     reload_answer(m);
     sd_ready(m);
-    watch_update(m);
+    watch_update(m, 0);
     if (m->reload_queued) {
         m->reload_queued = 0;
         event_active(m->reload_ev, EV_TIMEOUT, 0);
@@ -507,6 +508,7 @@ static void reload_fail(master_t *m, const char *why)
                  why);
     reload_answer(m);
     sd_ready(m);
+    watch_update(m, 1);
     if (m->reload_queued) {
         m->reload_queued = 0;
         event_active(m->reload_ev, EV_TIMEOUT, 0);
@@ -787,20 +789,22 @@ uint64_t fg_master_request_reload(master_t *m)
     return ++m->reload_requested;
 }
 
-static void on_file_changed(void *arg)
+static void on_file_changed(void *arg, const char *file)
 {
     master_t *m = arg;
-    fg_log_notice("watchConfig: %s changed", m->conf_file);
+    fg_log_notice("watchConfig: %s changed", file);
     m->reload_requested++;
     reload(m);
 }
 
-/* Start or stop watching the file as the serving configuration asks. */
-static void watch_update(master_t *m)
+/* Start or stop watching as the serving configuration asks, and watch every file it read.
+ * After a failed reload the files the refused file names are watched too, so that fixing one
+ * of them (a certificate, an error page) retries. */
+static void watch_update(master_t *m, int after_failure)
 {
     int want = m->cur->cfg->watch_config && !m->shutdown;
-    if (!want || m->watch != NULL) {
-        if (!want && m->watch != NULL) {
+    if (!want) {
+        if (m->watch != NULL) {
             fg_watch_free(m->watch);
             m->watch = NULL;
             fg_log_info("watchConfig: no longer watching %s", m->conf_file);
@@ -808,13 +812,22 @@ static void watch_update(master_t *m)
         return;
     }
     char err[512];
-    const char *files[] = {m->conf_file};
-    m->watch =
-        fg_watch_new(m->base, files, 1, WATCH_DEBOUNCE_MS, on_file_changed, m, err, sizeof(err));
-    if (m->watch == NULL)
-        fg_log_error("%s", err);
-    else
-        fg_log_info("watchConfig: watching %s", m->conf_file);
+    if (m->watch == NULL) {
+        m->watch = fg_watch_new(m->base, WATCH_DEBOUNCE_MS, on_file_changed, m, err, sizeof(err));
+        if (m->watch == NULL) {
+            fg_log_error("%s", err);
+            return;
+        }
+    }
+    fg_watch_files_t files = {0};
+    fg_watch_files_add_config(&files, m->conf_file, m->cur->cfg);
+    if (after_failure)
+        fg_watch_files_add_named(&files, m->conf_file);
+    size_t n = fg_watch_set(m->watch, (const char *const *)files.paths, files.n);
+    fg_log_info("watchConfig: watching %zu file(s): %s and the files it reads", n, m->conf_file);
+    for (size_t i = 1; i < files.n; i++)
+        fg_log_debug("watchConfig: watching %s", files.paths[i]);
+    fg_watch_files_free(&files);
 }
 
 /* ---- shutdown ---- */

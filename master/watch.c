@@ -19,7 +19,8 @@
 
 typedef struct {
     int wd;
-    char *name; /* the file's name within its directory */
+    char *path;       /* as given */
+    const char *name; /* the file's name within its directory: points into path */
 } entry_t;
 
 struct fg_watch_s {
@@ -29,6 +30,7 @@ struct fg_watch_s {
     unsigned debounce_ms;
     entry_t *entries;
     size_t n;
+    char *changed; /* the first file seen changing since the last call of fn; NULL = none */
     fg_watch_fn fn;
     void *arg;
 };
@@ -36,17 +38,22 @@ struct fg_watch_s {
 static void on_debounce(evutil_socket_t fd, short what, void *arg)
 {
     fg_watch_t *w = arg;
-    w->fn(w->arg);
+    char *file = w->changed;
+    w->changed = NULL;
+    w->fn(w->arg, file ? file : "a watched file");
+    free(file);
 }
 
-static int matches(const fg_watch_t *w, const struct inotify_event *ev)
+/* The entry an event is about, or NULL. Lost events count as the first file's: one of them may
+ * have been ours. */
+static const entry_t *matches(const fg_watch_t *w, const struct inotify_event *ev)
 {
     if (ev->mask & IN_Q_OVERFLOW)
-        return 1; /* events were lost: one of them may have been ours */
+        return w->n ? &w->entries[0] : NULL;
     for (size_t i = 0; i < w->n; i++)
         if (w->entries[i].wd == ev->wd && ev->len > 0 && strcmp(ev->name, w->entries[i].name) == 0)
-            return 1;
-    return 0;
+            return &w->entries[i];
+    return NULL;
 }
 
 static void on_inotify(evutil_socket_t fd, short what, void *arg)
@@ -58,57 +65,97 @@ static void on_inotify(evutil_socket_t fd, short what, void *arg)
     while ((len = read(fd, buf, sizeof(buf))) > 0) {
         for (char *p = buf; p < buf + len;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
-            hit |= matches(w, ev);
+            const entry_t *e = matches(w, ev);
+            if (e != NULL) {
+                hit = 1;
+                if (w->changed == NULL)
+                    w->changed = strdup(e->path); /* NULL: the log says less, nothing else */
+            }
             p += sizeof(*ev) + ev->len;
         }
     }
     if (!hit)
         return;
-    /* Every change restarts the wait: the reload reads the file once it has been quiet. */
+    /* Every change restarts the wait: the reload reads the files once they have been quiet. */
     struct timeval tv = {(time_t)(w->debounce_ms / 1000),
                          (suseconds_t)(w->debounce_ms % 1000) * 1000};
     evtimer_add(w->debounce_ev, &tv);
 }
 
-/* Watch the directory of path, remember the name. Returns 0 or -1 with err. */
-static int add_file(fg_watch_t *w, const char *path, char *err, size_t errlen)
+/* Watch the directory of path into *e. Returns 0, or -1 with the reason logged. */
+static int watch_file(const fg_watch_t *w, const char *path, entry_t *e)
 {
     const char *slash = strrchr(path, '/');
     if (slash == NULL || slash[1] == '\0') {
-        snprintf(err, errlen, "watchConfig: %s is not an absolute file path", path);
+        fg_log_warn("watchConfig: %s is not an absolute file path, not watched", path);
         return -1;
     }
     char dir[PATH_MAX];
     size_t dlen = slash == path ? 1 : (size_t)(slash - path);
     if (dlen >= sizeof(dir)) {
-        snprintf(err, errlen, "watchConfig: %s: path too long", path);
+        fg_log_warn("watchConfig: %s: path too long, not watched", path);
         return -1;
     }
     memcpy(dir, path, dlen);
     dir[dlen] = '\0';
+    /* A directory already watched gives its existing descriptor back. */
     int wd = inotify_add_watch(w->fd, dir, DIR_EVENTS);
     if (wd == -1) {
-        snprintf(err, errlen, "watchConfig: cannot watch %s: %s", dir, strerror(errno));
+        fg_log_warn("watchConfig: cannot watch %s for %s: %s", dir, path, strerror(errno));
         return -1;
     }
-    entry_t *e = &w->entries[w->n];
+    e->path = strdup(path);
+    if (e->path == NULL) {
+        fg_log_error("watchConfig: out of memory");
+        return -1;
+    }
     e->wd = wd;
-    e->name = strdup(slash + 1);
-    if (e->name == NULL) {
-        snprintf(err, errlen, "watchConfig: out of memory");
-        return -1;
-    }
-    w->n++;
+    e->name = e->path + (slash + 1 - path);
     return 0;
 }
 
-fg_watch_t *fg_watch_new(struct event_base *base, const char *const *files, size_t n,
-                         unsigned debounce_ms, fg_watch_fn fn, void *arg, char *err, size_t errlen)
+static int wd_in(const entry_t *v, size_t n, int wd)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i].wd == wd)
+            return 1;
+    return 0;
+}
+
+static void free_entries(entry_t *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i].path);
+    free(v);
+}
+
+size_t fg_watch_set(fg_watch_t *w, const char *const *files, size_t n)
+{
+    entry_t *v = calloc(n ? n : 1, sizeof(*v));
+    if (v == NULL) {
+        fg_log_error("watchConfig: out of memory, the watched files stay as they were");
+        return w->n;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (watch_file(w, files[i], &v[k]) == 0)
+            k++;
+    /* Directories no file of the new set lives in are dropped. */
+    for (size_t i = 0; i < w->n; i++)
+        if (!wd_in(v, k, w->entries[i].wd) && !wd_in(w->entries, i, w->entries[i].wd))
+            inotify_rm_watch(w->fd, w->entries[i].wd);
+    free_entries(w->entries, w->n);
+    w->entries = v;
+    w->n = k;
+    return k;
+}
+
+fg_watch_t *fg_watch_new(struct event_base *base, unsigned debounce_ms, fg_watch_fn fn, void *arg,
+                         char *err, size_t errlen)
 {
     fg_watch_t *w = calloc(1, sizeof(*w));
-    if (w == NULL || (w->entries = calloc(n ? n : 1, sizeof(*w->entries))) == NULL) {
+    if (w == NULL) {
         snprintf(err, errlen, "watchConfig: out of memory");
-        free(w);
         return NULL;
     }
     w->debounce_ms = debounce_ms;
@@ -119,9 +166,6 @@ fg_watch_t *fg_watch_new(struct event_base *base, const char *const *files, size
         snprintf(err, errlen, "watchConfig: inotify_init1: %s", strerror(errno));
         goto fail;
     }
-    for (size_t i = 0; i < n; i++)
-        if (add_file(w, files[i], err, errlen) < 0)
-            goto fail;
     w->read_ev = event_new(base, w->fd, EV_READ | EV_PERSIST, on_inotify, w);
     w->debounce_ev = evtimer_new(base, on_debounce, w);
     if (w->read_ev == NULL || w->debounce_ev == NULL || event_add(w->read_ev, NULL) == -1) {
@@ -144,9 +188,8 @@ void fg_watch_free(fg_watch_t *w)
         event_free(w->debounce_ev);
     if (w->fd != -1)
         close(w->fd);
-    for (size_t i = 0; i < w->n; i++)
-        free(w->entries[i].name);
-    free(w->entries);
+    free_entries(w->entries, w->n);
+    free(w->changed);
     free(w);
 }
 

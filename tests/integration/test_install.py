@@ -448,3 +448,71 @@ def test_man_page_renders_without_warnings(page):
         assert r.returncode == 0, r.stderr
         assert "NAME" in r.stdout and "SEE ALSO" in r.stdout
         assert r.stderr == "", r.stderr
+
+
+def rendered(page):
+    """The page as a reader sees it: plain text, no hyphenation, so words stay whole."""
+    r = subprocess.run(["groff", "-man", "-Tascii", "-rHY=0", "-P-cbou",
+                        str(ROOT / "docs/man" / page)], capture_output=True, text=True,
+                       timeout=30, env=dict(os.environ, LC_ALL="C.UTF-8"))
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def section(text, title):
+    """The body of one top-level section (a title at column 0) of a rendered page."""
+    m = re.search(r"^%s\n(.*?)(?=^[A-Z][A-Z -]+\n|\Z)" % re.escape(title), text, re.S | re.M)
+    assert m, "no %s section" % title
+    return m.group(1)
+
+
+def has_word(text, word):
+    return re.search(r"(?<![\w.-])%s(?![\w-])" % re.escape(word), text) is not None
+
+
+@pytest.mark.skipif(shutil.which("groff") is None, reason="groff not installed")
+def test_man_page_lists_every_option_of_help():
+    from conftest import BINARY
+    r = subprocess.run([str(BINARY), "--help"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0
+    # the option column of each help line: "  -v, --version  ..." and the usage line
+    options = set()
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s+((?:--?[A-Za-z][\w-]*(?:, )?)+)", line)
+        if m:
+            options.update(o.strip() for o in m.group(1).split(","))
+    options.update(re.findall(r"\[(-[A-Za-z])\b", r.stdout.splitlines()[0]))
+    assert {"-c", "-t", "-T", "-s", "-h", "--help", "-v", "--version"} <= options, options
+    text = rendered("fastgateway.8")
+    opts = section(text, "OPTIONS")
+    missing = [o for o in sorted(options) if not has_word(opts, o)]
+    assert not missing, "fastgateway(8) OPTIONS lacks %s" % missing
+    synopsis = section(text, "SYNOPSIS")
+    assert not [o for o in options if not has_word(synopsis, o)], synopsis
+    # exit statuses of docs/operations.md: 0, 1, 2 (usage), 3 (-s reload timeout)
+    status = section(text, "EXIT STATUS")
+    for code in ("0", "1", "2", "3"):
+        assert re.search(r"^\s+%s\s" % code, status, re.M), "exit status %s" % code
+
+
+def top_level_keys():
+    """The keys of the "Top level" table of docs/config.md (a row may name several)."""
+    doc = (ROOT / "docs/config.md").read_text()
+    table = re.search(r"^## Top level\n(.*?)(?=^## )", doc, re.S | re.M).group(1)
+    keys = []
+    for row in table.splitlines():
+        cells = row.split("|")
+        if len(cells) > 2 and "`" in cells[1]:
+            keys += re.findall(r"`([A-Za-z]+)`", cells[1])
+    return keys
+
+
+@pytest.mark.skipif(shutil.which("groff") is None, reason="groff not installed")
+def test_config_man_page_lists_every_top_level_key():
+    keys = top_level_keys()
+    assert {"workers", "servers", "watchConfig", "certificates", "errorPages"} <= set(keys)
+    section_text = section(rendered("fastgateway.json.5"), "TOP-LEVEL KEYS")
+    missing = [k for k in keys if not has_word(section_text, k)]
+    assert not missing, "fastgateway.json(5) TOP-LEVEL KEYS lacks %s" % missing
+    for nested in ("accessLogFields", "tls", "redirectHttps", "httpClient"):
+        assert has_word(section_text, nested), nested

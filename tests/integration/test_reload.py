@@ -248,6 +248,131 @@ def test_watch_is_off_by_default_and_follows_reloads(tmp_path, gateway_factory):
     assert gw.info()["watchConfig"] is False
 
 
+# ---- watchConfig: the files the configuration names ----
+
+def paged(tmp_path, **top):
+    """Only /ok is routed: every other path is a 404 answered with pages/404.html."""
+    pages = tmp_path / "pages"
+    pages.mkdir(exist_ok=True)
+    (pages / "404.html").write_text("first page\n")
+    routes = [{"id": "ok", "match": {"path": "/ok"}, "direct": {"status": 200, "body": "ok"}}]
+    return base_config(tmp_path, free_port(), routes=routes, watchConfig=True,
+                       errorPages={"404": "pages/404.html"}, **top)
+
+
+def page(gw):
+    st, body = http_get(gw.url("/nothing"))
+    assert st == 404
+    return body
+
+
+def replace(path, text):
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def test_watch_applies_a_rewritten_error_page(tmp_path, gateway_factory):
+    gw = gateway_factory(paged(tmp_path))
+    assert page(gw) == b"first page\n"
+    gen0 = gw.info()["generation"]
+    target = tmp_path / "pages" / "404.html"
+    target.write_text("second page\n")
+    wait_until(lambda: page(gw) == b"second page\n", 10, "the rewritten page")
+    assert gw.info()["generation"] == gen0 + 1
+    assert "watchConfig: %s changed" % target in gw.error_log()
+
+
+def test_watch_applies_an_error_page_renamed_over(tmp_path, gateway_factory):
+    gw = gateway_factory(paged(tmp_path))
+    target = tmp_path / "pages" / "404.html"
+    replace(target, "renamed page\n")
+    wait_until(lambda: page(gw) == b"renamed page\n", 10, "the renamed page")
+    # and again: the watch follows the name, not the replaced inode
+    replace(target, "renamed again\n")
+    wait_until(lambda: page(gw) == b"renamed again\n", 10, "the second rename")
+
+
+def test_watch_never_applies_a_half_written_error_page(tmp_path, gateway_factory):
+    gw = gateway_factory(paged(tmp_path))
+    before = gw.info()
+    with open(tmp_path / "pages" / "404.html", "w") as f:
+        f.write("half ")
+        f.flush()
+        time.sleep(1.5)  # three debounce periods
+        info = gw.info()
+        assert (info["reloads"], info["reloadFailures"]) == (before["reloads"],
+                                                             before["reloadFailures"])
+        assert page(gw) == b"first page\n"
+        f.write("and whole\n")
+    wait_until(lambda: page(gw) == b"half and whole\n", 10, "the whole page")
+    assert gw.info()["reloads"] == before["reloads"] + 1
+
+
+def test_watch_follows_the_files_the_serving_configuration_names(tmp_path, gateway_factory):
+    """A page the configuration stops naming is no longer watched; the new one is."""
+    gw = gateway_factory(paged(tmp_path))
+    (tmp_path / "pages" / "other.html").write_text("other page\n")
+    gw.write_config(dict(gw.config, errorPages={"404": "pages/other.html"}))
+    wait_until(lambda: page(gw) == b"other page\n", 10, "the page the new file names")
+    gen = gw.info()["generation"]
+    (tmp_path / "pages" / "404.html").write_text("dropped\n")
+    time.sleep(1.5)
+    assert gw.info()["generation"] == gen
+    (tmp_path / "pages" / "other.html").write_text("other, edited\n")
+    wait_until(lambda: page(gw) == b"other, edited\n", 10, "the watched page")
+
+
+def test_watch_retries_when_a_file_named_by_a_refused_configuration_appears(tmp_path,
+                                                                             gateway_factory):
+    gw = gateway_factory(paged(tmp_path))
+    config = gw.config
+    # with a comment: the names are looked up in the refused file as the loader reads it
+    gw.write_config("// the page is not written yet\n" +
+                    json.dumps(dict(config, errorPages={"404": "pages/later.html"})))
+    gw.config = config  # the fixture reads paths from it
+    wait_until(lambda: gw.info()["lastReload"]["result"] == "failed", 10, "a failed reload")
+    assert "later.html" in gw.info()["lastReload"]["error"]
+    assert page(gw) == b"first page\n"
+    (tmp_path / "pages" / "later.html").write_text("late page\n")
+    wait_until(lambda: page(gw) == b"late page\n", 10, "the retried reload")
+    assert gw.info()["lastReload"]["result"] == "ok"
+
+
+def openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=30)
+
+
+def test_watch_reloads_when_a_certificate_is_replaced(tmp_path, gateway_factory):
+    """The certificate is named by a cluster's httpClient (servers' `tls` is refused until the
+    TLS transport exists); the master loads it at every reload all the same."""
+    key, chain = tmp_path / "key.pem", tmp_path / "chain.pem"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(key), "-out", str(chain), "-days", "2", "-subj", "/CN=one.test")
+    cfg = base_config(tmp_path, free_port(), routes=direct("x"), watchConfig=True,
+                      certificates=[{"id": "c", "chain": "chain.pem", "key": "key.pem"}],
+                      clusters=[{"id": "cl", "httpClient": {"clientCertificate": "c"},
+                                 "destinations": [{"id": "d",
+                                                   "address": "http://127.0.0.1:%d" % free_port()}]}])
+    gw = gateway_factory(cfg)
+    gen0 = gw.info()["generation"]
+    # a new certificate for the same key, written aside and renamed over the old one
+    fresh = tmp_path / "chain.pem.new"
+    openssl("req", "-x509", "-new", "-key", str(key), "-out", str(fresh), "-days", "3",
+            "-subj", "/CN=two.test")
+    os.replace(fresh, chain)
+    wait_until(lambda: gw.info()["generation"] == gen0 + 1, 10, "a reload")
+    assert gw.info()["lastReload"]["result"] == "ok"
+    assert "watchConfig: %s changed" % chain in gw.error_log()
+    # a broken key is refused, and the key fixed is applied
+    good = key.read_bytes()
+    key.write_text("-----BEGIN PRIVATE KEY-----\nbroken\n")
+    wait_until(lambda: gw.info()["lastReload"]["result"] == "failed", 10, "a refused key")
+    assert gw.info()["generation"] == gen0 + 1
+    key.write_bytes(good)
+    wait_until(lambda: gw.info()["generation"] == gen0 + 2, 10, "the fixed key")
+
+
 # ---- systemd notify ----
 
 class NotifySocket:
