@@ -181,6 +181,36 @@ static int reload_wait(const char *sock)
     return rc;
 }
 
+/* The binary a process runs, " (deleted)" cut off (the package was upgraded under it). */
+static int exe_of(const char *proc, char *buf, size_t len)
+{
+    ssize_t n = readlink(proc, buf, len - 1);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    static const char deleted[] = " (deleted)";
+    size_t dl = sizeof(deleted) - 1;
+    if ((size_t)n > dl && strcmp(buf + n - dl, deleted) == 0)
+        buf[n - dl] = '\0';
+    return 0;
+}
+
+/* Whether pid is this configuration's running master: the instance lock is held (a stale pid
+ * file names whatever process took the number since) and pid runs this binary. When the exe
+ * link cannot be read (another user's process), kill() decides: it fails the same way. */
+static int is_our_master(const char *pid_file, pid_t pid)
+{
+    if (!fg_instance_running(pid_file))
+        return 0;
+    char proc[64], theirs[PATH_MAX], ours[PATH_MAX];
+    snprintf(proc, sizeof(proc), "/proc/%d/exe", (int)pid);
+    if (exe_of(proc, theirs, sizeof(theirs)) < 0)
+        return errno == EACCES || errno == EPERM;
+    if (exe_of("/proc/self/exe", ours, sizeof(ours)) < 0)
+        return 0;
+    return strcmp(theirs, ours) == 0;
+}
+
 static int send_signal(const char *file, const char *name)
 {
     static const struct {
@@ -205,6 +235,11 @@ static int send_signal(const char *file, const char *name)
         fprintf(stderr, "fastgateway: %s sets no pidFile\n", file);
     } else if (fg_pidfile_read(cfg->pid_file, &pid, err, sizeof(err)) < 0) {
         fprintf(stderr, "fastgateway: %s (is it running?)\n", err);
+    } else if (!is_our_master(cfg->pid_file, pid)) {
+        fprintf(stderr,
+                "fastgateway: pid file %s names process %d, which is not a running fastgateway "
+                "master; nothing signalled\n",
+                cfg->pid_file, (int)pid);
     } else if (kill(pid, sig) == -1) {
         fprintf(stderr, "fastgateway: cannot signal pid %d from %s: %s%s\n", (int)pid,
                 cfg->pid_file, strerror(errno),

@@ -902,3 +902,51 @@ def test_pid_file_naming_another_process_does_not_block_start(tmp_path, gateway_
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.parametrize("sig", ["stop", "quit", "reopen"])
+def test_s_refuses_a_pid_file_naming_another_process(tmp_path, sig):
+    """Regression: `-s SIGNAL` signalled whatever process the pid file named. With no instance
+    holding the lock (a stale pid file whose number was reused), nothing is signalled."""
+    cfg = base_config(tmp_path, free_port())
+    path = tmp_path / "stale.json"
+    path.write_text(json.dumps(cfg))
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        with open(cfg["pidFile"], "w") as f:
+            f.write("%d\n" % other.pid)
+        r = subprocess.run([str(BINARY), "-s", sig, "-c", str(path)], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 1, r.stderr
+        assert "names process %d, which is not a running fastgateway master" % other.pid \
+            in r.stderr, r.stderr
+        time.sleep(0.2)
+        assert other.poll() is None, "the unrelated process was signalled"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_s_refuses_a_pid_that_is_not_the_gateway_while_one_runs(tmp_path, gateway_factory):
+    """The lock is held by the running master, but the pid file names another binary's
+    process: refused, that process and the master untouched; the real pid is signalled."""
+    cfg = base_config(tmp_path, free_port(), routes=[direct("up")])
+    gw = gateway_factory(cfg)
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        with open(cfg["pidFile"], "w") as f:
+            f.write("%d\n" % other.pid)
+        r = subprocess.run([str(BINARY), "-s", "stop", "-c", str(gw.config_path)],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1 and "not a running fastgateway master" in r.stderr, r.stderr
+        time.sleep(0.2)
+        assert other.poll() is None and gw.alive()
+        with open(cfg["pidFile"], "w") as f:
+            f.write("%d\n" % gw.pid)
+        r = subprocess.run([str(BINARY), "-s", "reopen", "-c", str(gw.config_path)],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        assert gw.alive() and http_get(gw.url("/")) == (200, b"up")
+    finally:
+        other.kill()
+        other.wait()
