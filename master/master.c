@@ -506,6 +506,7 @@ static void reload_fail(master_t *m, const char *why)
                  why);
     reload_answer(m);
     sd_ready(m);
+    watch_update(m);
     if (m->reload_queued) {
         m->reload_queued = 0;
         event_active(m->reload_ev, EV_TIMEOUT, 0);
@@ -794,18 +795,19 @@ static void on_file_changed(void *arg)
     reload(m);
 }
 
-/* Start or stop watching the file as the serving configuration asks. */
+/* Start or stop watching the file as the serving configuration asks. A running watch is
+ * built again: the symlinks on the way to the file may have been swapped since. */
 static void watch_update(master_t *m)
 {
     int want = m->cur->cfg->watch_config && !m->shutdown;
-    if (!want || m->watch != NULL) {
-        if (!want && m->watch != NULL) {
-            fg_watch_free(m->watch);
-            m->watch = NULL;
+    if (m->watch != NULL) {
+        fg_watch_free(m->watch);
+        m->watch = NULL;
+        if (!want)
             fg_log_info("watchConfig: no longer watching %s", m->conf_file);
-        }
-        return;
     }
+    if (!want)
+        return;
     char err[512];
     const char *files[] = {m->conf_file};
     m->watch =

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -28,7 +29,7 @@ struct fg_watch_s {
     struct event *debounce_ev;
     unsigned debounce_ms;
     entry_t *entries;
-    size_t n;
+    size_t n, cap;
     fg_watch_fn fn;
     void *arg;
 };
@@ -91,6 +92,16 @@ static int add_file(fg_watch_t *w, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "watchConfig: cannot watch %s: %s", dir, strerror(errno));
         return -1;
     }
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? 2 * w->cap : 4;
+        entry_t *grown = realloc(w->entries, cap * sizeof(*grown));
+        if (grown == NULL) {
+            snprintf(err, errlen, "watchConfig: out of memory");
+            return -1;
+        }
+        w->entries = grown;
+        w->cap = cap;
+    }
     entry_t *e = &w->entries[w->n];
     e->wd = wd;
     e->name = strdup(slash + 1);
@@ -102,11 +113,80 @@ static int add_file(fg_watch_t *w, const char *path, char *err, size_t errlen)
     return 0;
 }
 
+#define MAX_LINKS 40 /* as the kernel's own limit on symlinks in one lookup (ELOOP) */
+
+/* Watch path as named and every symlink met on the way to the file it names, in the final
+ * component or in a directory (a ConfigMap's cfg.json -> ..data/cfg.json, ..data -> ..2026_x
+ * swapped by rename): replacing any link of the chain changes which file a reload reads. The
+ * chain is resolved now; the owner builds a new watch after each reload to follow a swap.
+ * A component that does not exist ends the walk: what was found is watched. */
+static int add_chain(fg_watch_t *w, const char *path, char *err, size_t errlen)
+{
+    if (add_file(w, path, err, errlen) < 0)
+        return -1;
+    char done[PATH_MAX] = "", rest[PATH_MAX], link[PATH_MAX], tmp[PATH_MAX];
+    if (snprintf(rest, sizeof(rest), "%s", path) >= (int)sizeof(rest))
+        return 0;
+    int links = 0;
+    char *r = rest;
+    while (*r) {
+        while (*r == '/')
+            r++;
+        if (*r == '\0')
+            break;
+        char *end = strchrnul(r, '/');
+        size_t clen = (size_t)(end - r);
+        if (clen == 1 && r[0] == '.') {
+            r = end;
+            continue;
+        }
+        if (clen == 2 && r[0] == '.' && r[1] == '.') {
+            char *slash = strrchr(done, '/');
+            if (slash)
+                *slash = '\0';
+            r = end;
+            continue;
+        }
+        size_t dlen = strlen(done);
+        if (dlen + 1 + clen >= sizeof(done))
+            return 0;
+        char *comp = done + dlen;
+        *comp = '/';
+        memcpy(comp + 1, r, clen);
+        comp[1 + clen] = '\0';
+        r = end;
+        struct stat st;
+        if (lstat(done, &st) == -1)
+            break;
+        if (!S_ISLNK(st.st_mode))
+            continue;
+        ssize_t n = readlink(done, link, sizeof(link) - 1);
+        if (n <= 0 || ++links > MAX_LINKS)
+            break;
+        link[n] = '\0';
+        if (add_file(w, done, err, errlen) < 0)
+            return -1;
+        /* The target replaces the component: absolute from "/", relative from its directory. */
+        if (snprintf(tmp, sizeof(tmp), "%s/%s", link, r) >= (int)sizeof(tmp))
+            break;
+        memcpy(rest, tmp, sizeof(rest));
+        r = rest;
+        if (link[0] == '/')
+            done[0] = '\0';
+        else
+            *comp = '\0';
+    }
+    /* The file at the end of the chain: written in place by an editor. */
+    if (done[0] != '\0' && strcmp(done, path) != 0)
+        return add_file(w, done, err, errlen);
+    return 0;
+}
+
 fg_watch_t *fg_watch_new(struct event_base *base, const char *const *files, size_t n,
                          unsigned debounce_ms, fg_watch_fn fn, void *arg, char *err, size_t errlen)
 {
     fg_watch_t *w = calloc(1, sizeof(*w));
-    if (w == NULL || (w->entries = calloc(n ? n : 1, sizeof(*w->entries))) == NULL) {
+    if (w == NULL) {
         snprintf(err, errlen, "watchConfig: out of memory");
         free(w);
         return NULL;
@@ -120,7 +200,7 @@ fg_watch_t *fg_watch_new(struct event_base *base, const char *const *files, size
         goto fail;
     }
     for (size_t i = 0; i < n; i++)
-        if (add_file(w, files[i], err, errlen) < 0)
+        if (add_chain(w, files[i], err, errlen) < 0)
             goto fail;
     w->read_ev = event_new(base, w->fd, EV_READ | EV_PERSIST, on_inotify, w);
     w->debounce_ev = evtimer_new(base, on_debounce, w);

@@ -350,3 +350,70 @@ def test_notify_abstract_socket(tmp_path, gateway_factory, monkeypatch):
         assert b"READY=1" in sock.recv(4096).split(b"\n")
     finally:
         sock.close()
+
+
+# ---- a configuration reached through symlinks ----
+
+def configmap(tmp_path, cfg):
+    """A Kubernetes ConfigMap volume's layout: cfg.json -> ..data/cfg.json, ..data -> a
+    timestamped directory; swap() publishes new content by renaming a new ..data link over
+    the old one and removing the old directory, as the kubelet does."""
+    d = tmp_path / "cm"
+    d.mkdir()
+    state = {"n": 0}
+
+    def swap(content):
+        state["n"] += 1
+        ts = d / ("..2026_%d" % state["n"])
+        ts.mkdir()
+        (ts / "cfg.json").write_text(json.dumps(content))
+        old = os.readlink(d / "..data") if (d / "..data").is_symlink() else None
+        os.symlink(ts.name, d / "..data_tmp")
+        os.rename(d / "..data_tmp", d / "..data")
+        if old:
+            for f in (d / old).iterdir():
+                f.unlink()
+            (d / old).rmdir()
+
+    swap(cfg)
+    os.symlink("..data/cfg.json", d / "cfg.json")
+    return d / "cfg.json", swap
+
+
+def linked_gateway(tmp_path, gateway_factory, cfg):
+    link, swap = configmap(tmp_path, cfg)
+    gw = gateway_factory(cfg, wait=False)  # writes fastgateway.json, started on that file
+    gw.stop(graceful=False, timeout=5)
+    gw.config_path = link
+    gw.start()
+    return gw, swap
+
+
+def test_s_reload_follows_a_configmap_symlink_swap(tmp_path, gateway_factory):
+    """Regression: the file's path was resolved once at start, so a reload after the ..data
+    link was swapped read the old target (or failed once it was removed)."""
+    cfg = base_config(tmp_path, free_port(), routes=direct("one"))
+    gw, swap = linked_gateway(tmp_path, gateway_factory, cfg)
+    assert gw.info()["configFile"] == str(gw.config_path)
+    for body in ("two", "three"):
+        swap(dict(cfg, routes=direct(body)))
+        r = s_reload(gw)
+        assert r.returncode == 0, r.stderr
+        assert http_get(gw.url("/")) == (200, body.encode())
+
+
+def test_watch_follows_a_configmap_symlink_swap(tmp_path, gateway_factory):
+    """With watchConfig, renaming a new ..data link over the old one is a change of the file:
+    it reloads, and the watch follows the new chain for the next swap."""
+    cfg = base_config(tmp_path, free_port(), routes=direct("one"), watchConfig=True)
+    gw, swap = linked_gateway(tmp_path, gateway_factory, cfg)
+    gen0 = gw.info()["generation"]
+    swap(dict(cfg, routes=direct("two")))
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"two"), 10, "the swapped file")
+    assert gw.info()["generation"] == gen0 + 1
+    swap(dict(cfg, routes=direct("three")))
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"three"), 10, "the second swap")
+    # an edit of the file the chain ends at is seen too
+    target = gw.config_path.parent / os.readlink(gw.config_path.parent / "..data") / "cfg.json"
+    target.write_text(json.dumps(dict(cfg, routes=direct("four"))))
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"four"), 10, "the in-place edit")
