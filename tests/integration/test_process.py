@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BINARY, base_config, free_port, http_get, http_request
+from conftest import BINARY, base_config, free_port, http_get, http_request, status_query
 
 
 def direct(body, rid="d", path="/{**catchall}"):
@@ -950,3 +950,32 @@ def test_s_refuses_a_pid_that_is_not_the_gateway_while_one_runs(tmp_path, gatewa
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.parametrize("error_log", ["file", "stderr"])
+def test_daemon_processes_hold_no_pipe_of_the_caller(tmp_path, error_log):
+    """`fastgateway -c x.json 2>&1 | cat` returns once start-up is over, with the error log in a
+    file or on stderr: neither the master nor a worker keeps the pipe on fds 0-2."""
+    cfg = base_config(tmp_path, free_port())
+    if error_log == "stderr":
+        cfg["log"]["errorLog"] = "stderr"
+    path = tmp_path / "pipe.json"
+    path.write_text(json.dumps(cfg))
+    pid = None
+    try:
+        r = subprocess.run([str(BINARY), "-c", str(path)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=10,
+                           text=True)
+        assert r.returncode == 0, r.stdout
+        pid = int(open(cfg["pidFile"]).read())
+        procs = [pid] + [int(w["pid"]) for w in
+                         status_query(cfg["statusSocket"], "show workers")["workers"]]
+        assert len(procs) == 1 + cfg["workers"]
+        for p in procs:
+            for fd in (0, 1, 2):
+                target = os.readlink("/proc/%d/fd/%d" % (p, fd))
+                assert not target.startswith("pipe:"), (p, fd, target)
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not pid_alive(pid), 10, what="master exit")
