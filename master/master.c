@@ -506,7 +506,6 @@ static void reload_fail(master_t *m, const char *why)
                  why);
     reload_answer(m);
     sd_ready(m);
-    watch_update(m);
     if (m->reload_queued) {
         m->reload_queued = 0;
         event_active(m->reload_ev, EV_TIMEOUT, 0);
@@ -730,6 +729,13 @@ static void reload(master_t *m)
                    (unsigned long long)now.tv_sec * 1000000ULL +
                        (unsigned long long)now.tv_nsec / 1000,
                    m->conf_file);
+    /* The watch follows the symlinks as they are now, set before the file is read: a change
+     * from here on is seen, whatever this reload reads. */
+    if (m->watch != NULL) {
+        fg_watch_free(m->watch);
+        m->watch = NULL;
+        watch_update(m);
+    }
     gen_t *g = gen_load(m, m->cur->id + 1, err, sizeof(err));
     if (g == NULL) {
         reload_fail(m, err);
@@ -795,19 +801,18 @@ static void on_file_changed(void *arg)
     reload(m);
 }
 
-/* Start or stop watching the file as the serving configuration asks. A running watch is
- * built again: the symlinks on the way to the file may have been swapped since. */
+/* Start or stop watching the file as the serving configuration asks. */
 static void watch_update(master_t *m)
 {
     int want = m->cur->cfg->watch_config && !m->shutdown;
-    if (m->watch != NULL) {
-        fg_watch_free(m->watch);
-        m->watch = NULL;
-        if (!want)
+    if (!want || m->watch != NULL) {
+        if (!want && m->watch != NULL) {
+            fg_watch_free(m->watch);
+            m->watch = NULL;
             fg_log_info("watchConfig: no longer watching %s", m->conf_file);
-    }
-    if (!want)
+        }
         return;
+    }
     char err[512];
     const char *files[] = {m->conf_file};
     m->watch =
