@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -286,6 +287,44 @@ static int targets_of(const char *file, int lenient, targets_t *t)
     return 1;
 }
 
+/* Whether a and b name the same file: the same inode (a symlink and its target), or, when
+ * one cannot be reached, the same absolute name. */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char abs[PATH_MAX];
+    return absolute(a, abs, sizeof(abs)) == 0 && strcmp(abs, b) == 0;
+}
+
+/* A running master that answers on this configuration's statusSocket but serves another
+ * configuration file: this one could not start beside it (the socket, its pid lock and its
+ * addresses are that instance's). Returns -1 after printing it, 0 when the socket does not
+ * answer (then nothing can be told) or the file is the same (-t before a reload). */
+static int check_other_instance(const char *file, const fg_config_t *cfg)
+{
+    if (cfg->status_socket == NULL)
+        return 0;
+    const char *cmd = "show info";
+    json_t *info = NULL;
+    char err[512];
+    if (fg_status_query(cfg->status_socket, &cmd, &info, 1, err, sizeof(err)) < 0)
+        return 0;
+    const char *theirs = json_string_value(json_object_get(info, "configFile"));
+    int rc = 0;
+    if (theirs != NULL && !same_file(file, theirs)) {
+        fprintf(stderr,
+                "%s: statusSocket %s is served by a running instance (pid %lld) of another "
+                "configuration file, %s: this one cannot start beside it\n",
+                file, cfg->status_socket, (long long)json_integer_value(json_object_get(info, "pid")),
+                theirs);
+        rc = -1;
+    }
+    json_decref(info);
+    return rc;
+}
+
 /* What start would meet beyond the file itself: a listen address another socket listens on
  * (unless this configuration's own instance runs: then the holder is presumably that
  * instance), and an error log on stderr, which a daemon discards once started. Returns 0 or
@@ -293,6 +332,8 @@ static int targets_of(const char *file, int lenient, targets_t *t)
 static int check_start(const char *file, const fg_config_t *cfg)
 {
     char err[512];
+    if (check_other_instance(file, cfg) < 0)
+        return -1;
     const char *lock = cfg->pid_file ? cfg->pid_file : cfg->status_socket;
     if (fg_listeners_probe(cfg, err, sizeof(err)) < 0 && !(lock && fg_instance_running(lock))) {
         fprintf(stderr, "%s: %s\n", file, err);

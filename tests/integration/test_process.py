@@ -979,3 +979,27 @@ def test_daemon_processes_hold_no_pipe_of_the_caller(tmp_path, error_log):
         if pid:
             os.kill(pid, signal.SIGTERM)
             wait_until(lambda: not pid_alive(pid), 10, what="master exit")
+
+
+def test_t_refuses_a_file_whose_socket_another_configurations_instance_serves(
+        tmp_path, gateway_factory):
+    """Regression: a copy of the running configuration at another path (same pidFile,
+    statusSocket and addresses) passed -t, the held instance lock excusing the probe, though it
+    could never start beside the running instance. -t of the running file itself, directly or
+    through a symlink, keeps passing."""
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=[direct("first")]))
+    copy = tmp_path / "copy" / "fastgateway.json"
+    copy.parent.mkdir()
+    copy.write_text(gw.config_path.read_text())
+    r = subprocess.run([str(BINARY), "-t", "-c", str(copy)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert ("statusSocket %s is served by a running instance (pid %d) of another configuration "
+            "file, %s" % (gw.config["statusSocket"], gw.pid, gw.config_path)) in r.stderr, r.stderr
+    assert "configuration is ok" not in r.stdout
+    link = tmp_path / "link.json"
+    link.symlink_to(gw.config_path)
+    for path in (gw.config_path, link):
+        r = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 0, (path, r.stderr)
