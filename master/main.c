@@ -317,8 +317,8 @@ static int check_other_instance(const char *file, const fg_config_t *cfg)
         fprintf(stderr,
                 "%s: statusSocket %s is served by a running instance (pid %lld) of another "
                 "configuration file, %s: this one cannot start beside it\n",
-                file, cfg->status_socket, (long long)json_integer_value(json_object_get(info, "pid")),
-                theirs);
+                file, cfg->status_socket,
+                (long long)json_integer_value(json_object_get(info, "pid")), theirs);
         rc = -1;
     }
     json_decref(info);
@@ -489,9 +489,8 @@ static int send_signal(const char *file, const char *name)
                 "master; nothing signalled\n",
                 t.pid_file, (int)pid);
     } else if (kill(pid, sig) == -1) {
-        fprintf(stderr, "fastgateway: cannot signal pid %d from %s: %s%s\n", (int)pid,
-                t.pid_file, strerror(errno),
-                errno == ESRCH ? " (stale pid file: not running)" : "");
+        fprintf(stderr, "fastgateway: cannot signal pid %d from %s: %s%s\n", (int)pid, t.pid_file,
+                strerror(errno), errno == ESRCH ? " (stale pid file: not running)" : "");
     } else {
         if (sig == SIGHUP)
             fprintf(stderr, "fastgateway: no statusSocket: SIGHUP sent, outcome not awaited\n");
