@@ -468,3 +468,23 @@ def test_s_status_of_a_broken_file_without_the_keys_uses_the_defaults(tmp_path):
                        text=True, timeout=10)
     assert r.returncode == 1
     assert "%s:1:" % path in r.stderr and "/run/fastgateway.sock" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("text,pid_file,sock", [
+    ('{"a": "}{[", "statusSocket": "/x/s.sock", "pidFile": "p.pid", oops',
+     "{dir}/p.pid", "/x/s.sock"),
+    ('{"n": {"statusSocket": "/no", "pidFile": "/no"}, "l": [{"statusSocket": "/no"}],\n'
+     ' "statusSocket": "/yes.sock" ,, ', "/run/fastgateway.pid", "/yes.sock"),
+    ('// "pidFile": "/comment.pid"\n/* "statusSocket": "/c.sock" */ '
+     '{"statusSocket": "/d\\"q.sock", "pidFile": "sub/./f.pid" x', "{dir}/sub/./f.pid",
+     '/d"q.sock'),
+    ('{"statusSocket": "/cut', "/run/fastgateway.pid", "/run/fastgateway.sock"),
+], ids=["braces-in-strings", "nested-keys-ignored", "comments-and-escapes", "unterminated"])
+def test_tolerant_scan_of_a_broken_file(tmp_path, text, pid_file, sock):
+    path = tmp_path / "broken.json"
+    path.write_text(text)
+    r = subprocess.run([str(BINARY), "-s", "status", "-c", str(path)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1
+    assert ("its pidFile %s and statusSocket %s are used as found in it"
+            % (pid_file.format(dir=tmp_path), sock)) in r.stderr, r.stderr
