@@ -421,7 +421,7 @@ def test_watch_follows_a_configmap_symlink_swap(tmp_path, linked_gateway):
     gen0 = gw.info()["generation"]
     swap(dict(cfg, routes=direct("two")))
     wait_until(lambda: http_get(gw.url("/")) == (200, b"two"), 10, "the swapped file")
-    assert gw.info()["generation"] == gen0 + 1
+    wait_until(lambda: gw.info()["generation"] == gen0 + 1, 5, "the generation committed")
     swap(dict(cfg, routes=direct("three")))
     wait_until(lambda: http_get(gw.url("/")) == (200, b"three"), 10, "the second swap")
     # an edit of the file the chain ends at is seen too
