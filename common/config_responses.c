@@ -13,6 +13,7 @@
 #include "common/config_impl.h"
 
 #define DEFAULT_SERVER_HEADER "fastgateway"
+#define SERVER_HEADER_MAX 256 /* a product token and version or two, with a comment */
 
 /* "serverHeader": true (the default value), false (none) or the field value to send. */
 static int load_server_header(fg_config_ctx_t *c, const json_t *obj, char **out)
@@ -32,8 +33,14 @@ static int load_server_header(fg_config_ctx_t *c, const json_t *obj, char **out)
         return fg_config_fail(c, "serverHeader", "expected true, false or a string, got %s",
                               fg_config_type_name(v));
     const char *s = json_string_value(v);
-    /* RFC 9110 10.2.4: product tokens and comments; at least a field value without CR/LF. */
-    if (*s == '\0' || !fg_config_is_field_value(s))
+    size_t len = strlen(s);
+    if (len > SERVER_HEADER_MAX)
+        return fg_config_fail(c, "serverHeader", "%zu bytes, more than the %d allowed", len,
+                              SERVER_HEADER_MAX);
+    /* RFC 9110 10.2.4: product tokens and comments; at least a field value without CR/LF, and
+     * a field value has no leading or trailing whitespace (RFC 9110 5.5). */
+    if (*s == '\0' || !fg_config_is_field_value(s) || s[0] == ' ' || s[0] == '\t' ||
+        s[len - 1] == ' ' || s[len - 1] == '\t')
         return fg_config_fail(c, "serverHeader",
                               "\"%s\" is not a valid field value (use false to send none)", s);
     *out = fg_config_xstrdup(s);
@@ -99,9 +106,13 @@ out_close:
 /* A redirect target: an absolute path or an http(s) URI, sent as Location (RFC 9110 10.2.2). */
 static int valid_location(const char *s)
 {
-    if (!fg_config_is_field_value(s) || strchr(s, ' ') != NULL)
+    if (!fg_config_is_field_value(s) || strpbrk(s, " \\") != NULL)
         return 0;
-    return s[0] == '/' || strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+    /* "//host/x" is a network-path reference (RFC 3986 4.2): another site, not a path. A
+     * backslash is no URI character, and browsers read it as "/" ("/\\host" goes off-site). */
+    if (s[0] == '/')
+        return s[1] != '/';
+    return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
 }
 
 /* Resolve file against the configuration's directory and read it; key names it in messages. */

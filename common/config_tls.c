@@ -2,6 +2,9 @@
  * and "redirectHttps", and a cluster's "httpClient". Only the schema is checked here; the files
  * are read and checked (key match, validity dates) by common/tls.c when the master builds a
  * generation, and by -t. Schema: docs/config.md, docs/tls.md. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
@@ -269,6 +272,42 @@ static int load_tls_object(fg_config_ctx_t *c, const json_t *tls, fg_tls_server_
     return 0;
 }
 
+/* RFC 3986 3.2.2-3.2.3: host [ ":" port ], the host a reg-name (letters, digits, "-._~") or
+ * a bracketed IPv6 literal, the port 1..65535; no user info, path, query or spaces. */
+static int valid_authority(const char *a)
+{
+    const char *p = a, *port;
+    if (*p == '[') {
+        const char *close = strchr(p, ']');
+        if (close == NULL || close == p + 1 || (size_t)(close - p - 1) >= INET6_ADDRSTRLEN)
+            return 0;
+        char ip[INET6_ADDRSTRLEN];
+        memcpy(ip, p + 1, (size_t)(close - p - 1));
+        ip[close - p - 1] = '\0';
+        struct in6_addr in6;
+        if (inet_pton(AF_INET6, ip, &in6) != 1)
+            return 0;
+        p = close + 1;
+    } else {
+        while (isalnum((unsigned char)*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~')
+            p++;
+        if (p == a)
+            return 0;
+    }
+    if (*p == '\0')
+        return 1;
+    if (*p != ':')
+        return 0;
+    port = p + 1;
+    if (*port == '\0' || strlen(port) > 5)
+        return 0;
+    for (p = port; *p; p++)
+        if (!isdigit((unsigned char)*p))
+            return 0;
+    long n = strtol(port, NULL, 10);
+    return n >= 1 && n <= 65535;
+}
+
 /* "redirectHttps": true | {port, authority, status}. */
 static int load_redirect(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
@@ -302,9 +341,7 @@ static int load_redirect(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
         fg_config_fail(c, "authority", "give either port or authority, not both");
         goto out;
     }
-    /* RFC 3986 3.2: host [ ":" port ], no user info, path or spaces. */
-    if (r->authority &&
-        (strpbrk(r->authority, "/?#@ \\") || !fg_config_is_field_value(r->authority))) {
+    if (r->authority && !valid_authority(r->authority)) {
         fg_config_fail(c, "authority", "\"%s\" is not a host[:port]", r->authority);
         goto out;
     }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -57,20 +58,28 @@ static void version(void)
     printf("built with jansson %s, running with %s\n", JANSSON_VERSION, jansson_version_str());
 }
 
-/* Load and compile the whole configuration, as the master would. NULL after printing why. */
-static fg_config_t *load(const char *file)
+/* Load and compile the whole configuration, as the master would. NULL with why in err. */
+static fg_config_t *load_err(const char *file, char *err, size_t errlen)
 {
-    char err[1024];
-    fg_config_t *cfg = fg_config_load(file, err, sizeof(err));
-    if (cfg == NULL) {
-        fprintf(stderr, "%s\n", err);
+    fg_config_t *cfg = fg_config_load(file, err, errlen);
+    if (cfg == NULL)
         return NULL;
-    }
-    if (fg_route_table_build(cfg, err, sizeof(err)) < 0) {
-        fprintf(stderr, "%s: %s\n", file, err);
+    char rerr[1024];
+    if (fg_route_table_build(cfg, rerr, sizeof(rerr)) < 0) {
+        snprintf(err, errlen, "%s: %s", file, rerr);
         fg_config_free(cfg);
         return NULL;
     }
+    return cfg;
+}
+
+/* As load_err(), NULL after printing why. */
+static fg_config_t *load(const char *file)
+{
+    char err[1100];
+    fg_config_t *cfg = load_err(file, err, sizeof(err));
+    if (cfg == NULL)
+        fprintf(stderr, "%s\n", err);
     return cfg;
 }
 
@@ -80,6 +89,242 @@ static void unload(fg_config_t *cfg)
     fg_config_free(cfg);
 }
 
+/* path made absolute against the working directory, "//" and "/./" folded, symlinks and ".."
+ * left as they are: every reload opens the file by this name, so a symlink swapped since
+ * (a Kubernetes ConfigMap's ..data, a releases/current link) leads to the new file. Resolving
+ * ".." by text would be wrong under a symlinked directory. Returns 0, or -1 with errno. */
+static int absolute(const char *path, char *out, size_t len)
+{
+    char buf[PATH_MAX];
+    if (path[0] == '/') {
+        if (strlen(path) >= sizeof(buf))
+            return errno = ENAMETOOLONG, -1;
+        strcpy(buf, path);
+    } else {
+        if (getcwd(buf, sizeof(buf)) == NULL)
+            return -1;
+        size_t n = strlen(buf);
+        if (n + 1 + strlen(path) >= sizeof(buf))
+            return errno = ENAMETOOLONG, -1;
+        buf[n] = '/';
+        strcpy(buf + n + 1, path);
+    }
+    size_t o = 0;
+    for (const char *p = buf; *p;) {
+        if (*p == '/') {
+            while (*p == '/')
+                p++;
+            if (p[0] == '.' && (p[1] == '/' || p[1] == '\0')) {
+                p++;
+                continue;
+            }
+            if (o + 1 >= len)
+                return errno = ENAMETOOLONG, -1;
+            out[o++] = '/';
+            continue;
+        }
+        if (o + 1 >= len)
+            return errno = ENAMETOOLONG, -1;
+        out[o++] = *p++;
+    }
+    if (o == 0)
+        out[o++] = '/';
+    out[o] = '\0';
+    return 0;
+}
+
+/* ---- where the running master listens, from a file that does not load ----
+ * `-s status` and `-s stop|quit|reopen` must reach the master exactly when the file is broken
+ * (the status then shows the failed reload's error). The top-level "statusSocket" and
+ * "pidFile" are read by a tolerant scan that skips comments, strings and nested values and
+ * stops at the first malformed string; absent keys take the loader's defaults. */
+
+#define LENIENT_MAX (1024 * 1024) /* the top-level keys come early; a config file is small */
+
+/* The JSON string at p (at its '"'): its decoded value in *out (NULL if it holds an escape
+ * other than \" \\ \/), the position after it returned; NULL when it does not end on the line. */
+static const char *scan_string(const char *p, char **out)
+{
+    *out = NULL;
+    size_t n = 0, cap = strcspn(p + 1, "\n") + 1;
+    char *v = malloc(cap + 1);
+    int ok = v != NULL;
+    for (p++; *p != '"'; p++) {
+        if (*p == '\0' || *p == '\n') {
+            free(v);
+            return NULL;
+        }
+        if (*p == '\\') {
+            p++;
+            if (*p == '\0' || *p == '\n') {
+                free(v);
+                return NULL;
+            }
+            if (*p != '"' && *p != '\\' && *p != '/')
+                ok = 0;
+        }
+        if (ok && n < cap)
+            v[n++] = *p;
+        else
+            ok = 0;
+    }
+    if (ok) {
+        v[n] = '\0';
+        *out = v;
+    } else {
+        free(v);
+    }
+    return p + 1;
+}
+
+static const char *skip_blank(const char *p)
+{
+    for (;;) {
+        if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+            p++;
+        else if (p[0] == '/' && p[1] == '/')
+            p = strchrnul(p, '\n');
+        else if (p[0] == '/' && p[1] == '*' && strstr(p + 2, "*/"))
+            p = strstr(p + 2, "*/") + 2;
+        else
+            return p;
+    }
+}
+
+/* The string value of key in the top-level object of text, or NULL. */
+static char *scan_top_key(const char *text, const char *key)
+{
+    int depth = 0;
+    for (const char *p = skip_blank(text); *p; p = skip_blank(p)) {
+        if (*p == '{' || *p == '[') {
+            depth++;
+            p++;
+        } else if (*p == '}' || *p == ']') {
+            depth--;
+            p++;
+        } else if (*p == '"') {
+            char *k, *v = NULL;
+            const char *after = scan_string(p, &k);
+            if (after == NULL)
+                return NULL;
+            int hit = depth == 1 && k != NULL && strcmp(k, key) == 0;
+            free(k);
+            p = after;
+            if (!hit)
+                continue;
+            const char *q = skip_blank(p);
+            if (*q == ':' && *(q = skip_blank(q + 1)) == '"' && scan_string(q, &v) != NULL)
+                return v;
+            return NULL;
+        } else {
+            p++;
+        }
+    }
+    return NULL;
+}
+
+/* key's value from the file, relative to the file's directory as the loader has it, or def. */
+static char *lenient_path(const char *file, const char *text, const char *key, const char *def)
+{
+    char *v = scan_top_key(text, key);
+    char abs[PATH_MAX];
+    if (v == NULL || v[0] == '\0') {
+        free(v);
+        return strdup(def);
+    }
+    if (v[0] == '/' || absolute(file, abs, sizeof(abs)) < 0)
+        return v;
+    char *slash = strrchr(abs, '/');
+    slash[1] = '\0';
+    char *r = malloc(strlen(abs) + strlen(v) + 1);
+    if (r != NULL)
+        sprintf(r, "%s%s", abs, v);
+    free(v);
+    return r;
+}
+
+typedef struct {
+    char *pid_file, *status_socket;
+} targets_t;
+
+static void targets_free(targets_t *t)
+{
+    free(t->pid_file);
+    free(t->status_socket);
+}
+
+/* Where this configuration's master is: from the loaded file, or, when it does not load and
+ * lenient is set, from the scan. Returns 0, 1 (scanned: the load error was printed), or -1
+ * after printing why. */
+static int targets_of(const char *file, int lenient, targets_t *t)
+{
+    char err[1100];
+    memset(t, 0, sizeof(*t));
+    fg_config_t *cfg = load_err(file, err, sizeof(err));
+    if (cfg != NULL) {
+        t->pid_file = cfg->pid_file ? strdup(cfg->pid_file) : NULL;
+        t->status_socket = cfg->status_socket ? strdup(cfg->status_socket) : NULL;
+        unload(cfg);
+        return 0;
+    }
+    fprintf(stderr, "%s\n", err);
+    FILE *f = lenient ? fopen(file, "re") : NULL;
+    if (f == NULL)
+        return -1;
+    char *text = calloc(1, LENIENT_MAX + 1);
+    if (text != NULL)
+        fread(text, 1, LENIENT_MAX, f);
+    fclose(f);
+    if (text == NULL)
+        return -1;
+    t->pid_file = lenient_path(file, text, "pidFile", "/run/fastgateway.pid");
+    t->status_socket = lenient_path(file, text, "statusSocket", "/run/fastgateway.sock");
+    free(text);
+    fprintf(stderr,
+            "fastgateway: %s does not load; its pidFile %s and statusSocket %s are used as "
+            "found in it\n",
+            file, t->pid_file ? t->pid_file : "-", t->status_socket ? t->status_socket : "-");
+    return 1;
+}
+
+/* Whether a and b name the same file: the same inode (a symlink and its target), or, when
+ * one cannot be reached, the same absolute name. */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char abs[PATH_MAX];
+    return absolute(a, abs, sizeof(abs)) == 0 && strcmp(abs, b) == 0;
+}
+
+/* A running master that answers on this configuration's statusSocket but serves another
+ * configuration file: this one could not start beside it (the socket, its pid lock and its
+ * addresses are that instance's). Returns -1 after printing it, 0 when the socket does not
+ * answer (then nothing can be told) or the file is the same (-t before a reload). */
+static int check_other_instance(const char *file, const fg_config_t *cfg)
+{
+    if (cfg->status_socket == NULL)
+        return 0;
+    const char *cmd = "show info";
+    json_t *info = NULL;
+    char err[512];
+    if (fg_status_query(cfg->status_socket, &cmd, &info, 1, err, sizeof(err)) < 0)
+        return 0;
+    const char *theirs = json_string_value(json_object_get(info, "configFile"));
+    int rc = 0;
+    if (theirs != NULL && !same_file(file, theirs)) {
+        fprintf(stderr,
+                "%s: statusSocket %s is served by a running instance (pid %lld) of another "
+                "configuration file, %s: this one cannot start beside it\n",
+                file, cfg->status_socket,
+                (long long)json_integer_value(json_object_get(info, "pid")), theirs);
+        rc = -1;
+    }
+    json_decref(info);
+    return rc;
+}
+
 /* What start would meet beyond the file itself: a listen address another socket listens on
  * (unless this configuration's own instance runs: then the holder is presumably that
  * instance), and an error log on stderr, which a daemon discards once started. Returns 0 or
@@ -87,6 +332,8 @@ static void unload(fg_config_t *cfg)
 static int check_start(const char *file, const fg_config_t *cfg)
 {
     char err[512];
+    if (check_other_instance(file, cfg) < 0)
+        return -1;
     const char *lock = cfg->pid_file ? cfg->pid_file : cfg->status_socket;
     if (fg_listeners_probe(cfg, err, sizeof(err)) < 0 && !(lock && fg_instance_running(lock))) {
         fprintf(stderr, "%s: %s\n", file, err);
@@ -181,6 +428,36 @@ static int reload_wait(const char *sock)
     return rc;
 }
 
+/* The binary a process runs, " (deleted)" cut off (the package was upgraded under it). */
+static int exe_of(const char *proc, char *buf, size_t len)
+{
+    ssize_t n = readlink(proc, buf, len - 1);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    static const char deleted[] = " (deleted)";
+    size_t dl = sizeof(deleted) - 1;
+    if ((size_t)n > dl && strcmp(buf + n - dl, deleted) == 0)
+        buf[n - dl] = '\0';
+    return 0;
+}
+
+/* Whether pid is this configuration's running master: the instance lock is held (a stale pid
+ * file names whatever process took the number since) and pid runs this binary. When the exe
+ * link cannot be read (another user's process), kill() decides: it fails the same way. */
+static int is_our_master(const char *pid_file, pid_t pid)
+{
+    if (!fg_instance_running(pid_file))
+        return 0;
+    char proc[64], theirs[PATH_MAX], ours[PATH_MAX];
+    snprintf(proc, sizeof(proc), "/proc/%d/exe", (int)pid);
+    if (exe_of(proc, theirs, sizeof(theirs)) < 0)
+        return errno == EACCES || errno == EPERM;
+    if (exe_of("/proc/self/exe", ours, sizeof(ours)) < 0)
+        return 0;
+    return strcmp(theirs, ours) == 0;
+}
+
 static int send_signal(const char *file, const char *name)
 {
     static const struct {
@@ -192,29 +469,34 @@ static int send_signal(const char *file, const char *name)
         if (strcmp(name, map[i].name) == 0)
             sig = map[i].sig;
     /* The file is checked here as the master will check it; a reload of a file that does not
-     * load stops here with the reason, the master untouched. */
-    fg_config_t *cfg = load(file);
-    if (cfg == NULL)
+     * load stops here with the reason, the master untouched. The other signals do not read
+     * the file in the master: they reach it whatever state the file is in. */
+    targets_t t;
+    if (targets_of(file, sig != SIGHUP, &t) < 0)
         return EXIT_FAILED;
     int rc = EXIT_FAILED;
     char err[512];
     pid_t pid;
-    if (sig == SIGHUP && cfg->status_socket != NULL) {
-        rc = reload_wait(cfg->status_socket);
-    } else if (cfg->pid_file == NULL) {
+    if (sig == SIGHUP && t.status_socket != NULL) {
+        rc = reload_wait(t.status_socket);
+    } else if (t.pid_file == NULL) {
         fprintf(stderr, "fastgateway: %s sets no pidFile\n", file);
-    } else if (fg_pidfile_read(cfg->pid_file, &pid, err, sizeof(err)) < 0) {
+    } else if (fg_pidfile_read(t.pid_file, &pid, err, sizeof(err)) < 0) {
         fprintf(stderr, "fastgateway: %s (is it running?)\n", err);
+    } else if (!is_our_master(t.pid_file, pid)) {
+        fprintf(stderr,
+                "fastgateway: pid file %s names process %d, which is not a running fastgateway "
+                "master; nothing signalled\n",
+                t.pid_file, (int)pid);
     } else if (kill(pid, sig) == -1) {
-        fprintf(stderr, "fastgateway: cannot signal pid %d from %s: %s%s\n", (int)pid,
-                cfg->pid_file, strerror(errno),
-                errno == ESRCH ? " (stale pid file: not running)" : "");
+        fprintf(stderr, "fastgateway: cannot signal pid %d from %s: %s%s\n", (int)pid, t.pid_file,
+                strerror(errno), errno == ESRCH ? " (stale pid file: not running)" : "");
     } else {
         if (sig == SIGHUP)
             fprintf(stderr, "fastgateway: no statusSocket: SIGHUP sent, outcome not awaited\n");
         rc = EXIT_OK;
     }
-    unload(cfg);
+    targets_free(&t);
     return rc;
 }
 
@@ -260,20 +542,22 @@ static void print_status(json_t *info, json_t *workers, json_t *shm)
     }
 }
 
+/* The master's state; with a file that does not load, its load error (stderr) and then the
+ * state of the master the file's statusSocket names, still serving the last good file. */
 static int show_status(const char *file)
 {
-    fg_config_t *cfg = load(file);
-    if (cfg == NULL)
+    targets_t t;
+    if (targets_of(file, 1, &t) < 0)
         return EXIT_FAILED;
     int rc = EXIT_FAILED;
-    if (cfg->status_socket == NULL) {
+    if (t.status_socket == NULL) {
         fprintf(stderr, "fastgateway: %s sets no statusSocket\n", file);
         goto out;
     }
     const char *cmds[] = {"show info", "show workers", "show shm"};
     json_t *ans[3];
     char err[512];
-    if (fg_status_query(cfg->status_socket, cmds, ans, 3, err, sizeof(err)) < 0) {
+    if (fg_status_query(t.status_socket, cmds, ans, 3, err, sizeof(err)) < 0) {
         fprintf(stderr, "fastgateway: %s%s\n", err,
                 strstr(err, "is running") ? "" : " (is it running?)");
         goto out;
@@ -283,7 +567,7 @@ static int show_status(const char *file)
         json_decref(ans[i]);
     rc = EXIT_OK;
 out:
-    unload(cfg);
+    targets_free(&t);
     return rc;
 }
 
@@ -347,7 +631,7 @@ int main(int argc, char **argv)
 
     /* The daemon leaves the working directory: reloads must find the file from "/". */
     char abs[PATH_MAX];
-    if (realpath(conf, abs) == NULL) {
+    if (absolute(conf, abs, sizeof(abs)) < 0 || access(abs, R_OK) == -1) {
         fprintf(stderr, "fastgateway: %s: %s\n", conf, strerror(errno));
         return EXIT_FAILED;
     }

@@ -732,6 +732,10 @@ static void reload(master_t *m)
                    (unsigned long long)now.tv_sec * 1000000ULL +
                        (unsigned long long)now.tv_nsec / 1000,
                    m->conf_file);
+    /* The watch follows the symlinks as they are now, set before the file is read: a change
+     * from here on is seen, whatever this reload reads. */
+    if (m->watch != NULL)
+        watch_update(m, 0);
     gen_t *g = gen_load(m, m->cur->id + 1, err, sizeof(err));
     if (g == NULL) {
         reload_fail(m, err);

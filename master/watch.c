@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -129,25 +130,107 @@ static void free_entries(entry_t *v, size_t n)
     free(v);
 }
 
+#define MAX_LINKS 40 /* as the kernel's own limit on symlinks in one lookup (ELOOP) */
+
+typedef struct {
+    const fg_watch_t *w;
+    entry_t *v;
+    size_t n, cap;
+} entries_t;
+
+static void push(entries_t *es, const char *path)
+{
+    if (es->n == es->cap) {
+        size_t cap = es->cap ? 2 * es->cap : 8;
+        entry_t *grown = realloc(es->v, cap * sizeof(*grown));
+        if (grown == NULL) {
+            fg_log_error("watchConfig: out of memory, %s not watched", path);
+            return;
+        }
+        es->v = grown;
+        es->cap = cap;
+    }
+    if (watch_file(es->w, path, &es->v[es->n]) == 0)
+        es->n++;
+}
+
+/* Watch path as named and every symlink met on the way to the file it names, in the final
+ * component or in a directory (a ConfigMap's cfg.json -> ..data/cfg.json, ..data -> ..2026_x
+ * swapped by rename): replacing any link of the chain changes which file a reload reads, and
+ * the owner sets the watch again when a reload starts, so a swap is followed. A component
+ * that does not exist ends the walk: what was found is watched. */
+static void push_chain(entries_t *es, const char *path)
+{
+    push(es, path);
+    char done[PATH_MAX] = "", rest[PATH_MAX], link[PATH_MAX], tmp[2 * PATH_MAX];
+    if (snprintf(rest, sizeof(rest), "%s", path) >= (int)sizeof(rest))
+        return;
+    int links = 0;
+    char *r = rest;
+    while (*r) {
+        while (*r == '/')
+            r++;
+        if (*r == '\0')
+            break;
+        char *end = strchrnul(r, '/');
+        size_t clen = (size_t)(end - r);
+        if (clen == 1 && r[0] == '.') {
+            r = end;
+            continue;
+        }
+        if (clen == 2 && r[0] == '.' && r[1] == '.') {
+            char *slash = strrchr(done, '/');
+            if (slash)
+                *slash = '\0';
+            r = end;
+            continue;
+        }
+        size_t dlen = strlen(done);
+        if (dlen + 1 + clen >= sizeof(done))
+            return;
+        char *comp = done + dlen;
+        *comp = '/';
+        memcpy(comp + 1, r, clen);
+        comp[1 + clen] = '\0';
+        r = end;
+        struct stat st;
+        if (lstat(done, &st) == -1)
+            break;
+        if (!S_ISLNK(st.st_mode))
+            continue;
+        ssize_t n = readlink(done, link, sizeof(link) - 1);
+        if (n <= 0 || ++links > MAX_LINKS)
+            break;
+        link[n] = '\0';
+        push(es, done);
+        /* The target replaces the component: absolute from "/", relative from its directory. */
+        if (snprintf(tmp, sizeof(tmp), "%s/%s", link, r) >= (int)sizeof(rest))
+            break;
+        memcpy(rest, tmp, sizeof(rest));
+        r = rest;
+        if (link[0] == '/')
+            done[0] = '\0';
+        else
+            *comp = '\0';
+    }
+    /* The file at the end of the chain: written in place by an editor. */
+    if (done[0] != '\0' && strcmp(done, path) != 0)
+        push(es, done);
+}
+
 size_t fg_watch_set(fg_watch_t *w, const char *const *files, size_t n)
 {
-    entry_t *v = calloc(n ? n : 1, sizeof(*v));
-    if (v == NULL) {
-        fg_log_error("watchConfig: out of memory, the watched files stay as they were");
-        return w->n;
-    }
-    size_t k = 0;
+    entries_t es = {.w = w};
     for (size_t i = 0; i < n; i++)
-        if (watch_file(w, files[i], &v[k]) == 0)
-            k++;
+        push_chain(&es, files[i]);
     /* Directories no file of the new set lives in are dropped. */
     for (size_t i = 0; i < w->n; i++)
-        if (!wd_in(v, k, w->entries[i].wd) && !wd_in(w->entries, i, w->entries[i].wd))
+        if (!wd_in(es.v, es.n, w->entries[i].wd) && !wd_in(w->entries, i, w->entries[i].wd))
             inotify_rm_watch(w->fd, w->entries[i].wd);
     free_entries(w->entries, w->n);
-    w->entries = v;
-    w->n = k;
-    return k;
+    w->entries = es.v;
+    w->n = es.n;
+    return es.n;
 }
 
 fg_watch_t *fg_watch_new(struct event_base *base, unsigned debounce_ms, fg_watch_fn fn, void *arg,

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BINARY, base_config, free_port, http_get, http_request
+from conftest import BINARY, base_config, free_port, http_get, http_request, status_query
 
 
 def direct(body, rid="d", path="/{**catchall}"):
@@ -902,3 +902,104 @@ def test_pid_file_naming_another_process_does_not_block_start(tmp_path, gateway_
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.parametrize("sig", ["stop", "quit", "reopen"])
+def test_s_refuses_a_pid_file_naming_another_process(tmp_path, sig):
+    """Regression: `-s SIGNAL` signalled whatever process the pid file named. With no instance
+    holding the lock (a stale pid file whose number was reused), nothing is signalled."""
+    cfg = base_config(tmp_path, free_port())
+    path = tmp_path / "stale.json"
+    path.write_text(json.dumps(cfg))
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        with open(cfg["pidFile"], "w") as f:
+            f.write("%d\n" % other.pid)
+        r = subprocess.run([str(BINARY), "-s", sig, "-c", str(path)], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 1, r.stderr
+        assert "names process %d, which is not a running fastgateway master" % other.pid \
+            in r.stderr, r.stderr
+        time.sleep(0.2)
+        assert other.poll() is None, "the unrelated process was signalled"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_s_refuses_a_pid_that_is_not_the_gateway_while_one_runs(tmp_path, gateway_factory):
+    """The lock is held by the running master, but the pid file names another binary's
+    process: refused, that process and the master untouched; the real pid is signalled."""
+    cfg = base_config(tmp_path, free_port(), routes=[direct("up")])
+    gw = gateway_factory(cfg)
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        with open(cfg["pidFile"], "w") as f:
+            f.write("%d\n" % other.pid)
+        r = subprocess.run([str(BINARY), "-s", "stop", "-c", str(gw.config_path)],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1 and "not a running fastgateway master" in r.stderr, r.stderr
+        time.sleep(0.2)
+        assert other.poll() is None and gw.alive()
+        with open(cfg["pidFile"], "w") as f:
+            f.write("%d\n" % gw.pid)
+        r = subprocess.run([str(BINARY), "-s", "reopen", "-c", str(gw.config_path)],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        assert gw.alive() and http_get(gw.url("/")) == (200, b"up")
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize("error_log", ["file", "stderr"])
+def test_daemon_processes_hold_no_pipe_of_the_caller(tmp_path, error_log):
+    """`fastgateway -c x.json 2>&1 | cat` returns once start-up is over, with the error log in a
+    file or on stderr: neither the master nor a worker keeps the pipe on fds 0-2."""
+    cfg = base_config(tmp_path, free_port())
+    if error_log == "stderr":
+        cfg["log"]["errorLog"] = "stderr"
+    path = tmp_path / "pipe.json"
+    path.write_text(json.dumps(cfg))
+    pid = None
+    try:
+        r = subprocess.run([str(BINARY), "-c", str(path)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=10,
+                           text=True)
+        assert r.returncode == 0, r.stdout
+        pid = int(open(cfg["pidFile"]).read())
+        procs = [pid] + [int(w["pid"]) for w in
+                         status_query(cfg["statusSocket"], "show workers")["workers"]]
+        assert len(procs) == 1 + cfg["workers"]
+        for p in procs:
+            for fd in (0, 1, 2):
+                target = os.readlink("/proc/%d/fd/%d" % (p, fd))
+                assert not target.startswith("pipe:"), (p, fd, target)
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not pid_alive(pid), 10, what="master exit")
+
+
+def test_t_refuses_a_file_whose_socket_another_configurations_instance_serves(
+        tmp_path, gateway_factory):
+    """Regression: a copy of the running configuration at another path (same pidFile,
+    statusSocket and addresses) passed -t, the held instance lock excusing the probe, though it
+    could never start beside the running instance. -t of the running file itself, directly or
+    through a symlink, keeps passing."""
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=[direct("first")]))
+    copy = tmp_path / "copy" / "fastgateway.json"
+    copy.parent.mkdir()
+    copy.write_text(gw.config_path.read_text())
+    r = subprocess.run([str(BINARY), "-t", "-c", str(copy)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert ("statusSocket %s is served by a running instance (pid %d) of another configuration "
+            "file, %s" % (gw.config["statusSocket"], gw.pid, gw.config_path)) in r.stderr, r.stderr
+    assert "configuration is ok" not in r.stdout
+    link = tmp_path / "link.json"
+    link.symlink_to(gw.config_path)
+    for path in (gw.config_path, link):
+        r = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 0, (path, r.stderr)

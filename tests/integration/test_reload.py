@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BINARY, base_config, free_port, http_get, status_query
+from conftest import BINARY, Gateway, base_config, free_port, http_get, status_query
 
 
 def direct(body):
@@ -475,3 +475,141 @@ def test_notify_abstract_socket(tmp_path, gateway_factory, monkeypatch):
         assert b"READY=1" in sock.recv(4096).split(b"\n")
     finally:
         sock.close()
+
+
+# ---- a configuration reached through symlinks ----
+
+def configmap(tmp_path, cfg):
+    """A Kubernetes ConfigMap volume's layout: cfg.json -> ..data/cfg.json, ..data -> a
+    timestamped directory; swap() publishes new content by renaming a new ..data link over
+    the old one and removing the old directory, as the kubelet does."""
+    d = tmp_path / "cm"
+    d.mkdir()
+    state = {"n": 0}
+
+    def swap(content):
+        state["n"] += 1
+        ts = d / ("..2026_%d" % state["n"])
+        ts.mkdir()
+        (ts / "cfg.json").write_text(json.dumps(content))
+        old = os.readlink(d / "..data") if (d / "..data").is_symlink() else None
+        os.symlink(ts.name, d / "..data_tmp")
+        os.rename(d / "..data_tmp", d / "..data")
+        if old:
+            for f in (d / old).iterdir():
+                f.unlink()
+            (d / old).rmdir()
+
+    swap(cfg)
+    os.symlink("..data/cfg.json", d / "cfg.json")
+    return d / "cfg.json", swap
+
+
+@pytest.fixture
+def linked_gateway(tmp_path):
+    """Starts a gateway on configmap()'s link; stops it at the end."""
+    started = []
+
+    def start(cfg):
+        link, swap = configmap(tmp_path, cfg)
+        gw = Gateway(cfg, tmp_path, "unused.json")
+        gw.config_path = link
+        started.append(gw)
+        return gw.start(), swap
+
+    yield start
+    for gw in started:
+        try:
+            gw.stop(graceful=False, timeout=5)
+        except Exception:
+            gw.cleanup()
+
+
+def test_s_reload_follows_a_configmap_symlink_swap(tmp_path, linked_gateway):
+    """Regression: the file's path was resolved once at start, so a reload after the ..data
+    link was swapped read the old target (or failed once it was removed)."""
+    cfg = base_config(tmp_path, free_port(), routes=direct("one"))
+    gw, swap = linked_gateway(cfg)
+    assert gw.info()["configFile"] == str(gw.config_path)
+    for body in ("two", "three"):
+        swap(dict(cfg, routes=direct(body)))
+        r = s_reload(gw)
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: http_get(gw.url("/")) == (200, body.encode()), 5, "the new body")
+
+
+def test_watch_follows_a_configmap_symlink_swap(tmp_path, linked_gateway):
+    """With watchConfig, renaming a new ..data link over the old one is a change of the file:
+    it reloads, and the watch follows the new chain for the next swap."""
+    cfg = base_config(tmp_path, free_port(), routes=direct("one"), watchConfig=True)
+    gw, swap = linked_gateway(cfg)
+    gen0 = gw.info()["generation"]
+    swap(dict(cfg, routes=direct("two")))
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"two"), 10, "the swapped file")
+    wait_until(lambda: gw.info()["generation"] == gen0 + 1, 5, "the generation committed")
+    swap(dict(cfg, routes=direct("three")))
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"three"), 10, "the second swap")
+    # an edit of the file the chain ends at is seen too
+    target = gw.config_path.parent / os.readlink(gw.config_path.parent / "..data") / "cfg.json"
+    target.write_text(json.dumps(dict(cfg, routes=direct("four"))))
+    wait_until(lambda: http_get(gw.url("/")) == (200, b"four"), 10, "the in-place edit")
+
+
+# ---- the command line with a file that does not load ----
+
+def test_s_status_and_stop_reach_the_master_while_the_file_is_broken(tmp_path, gateway_factory):
+    """Regression: -s status and -s stop parsed the whole file to find statusSocket and
+    pidFile, so while the file was broken the status (with the failed reload's error) was out
+    of reach. They fall back to a tolerant scan (comments, nested keys, relative paths);
+    -s reload still refuses the file with its parse error."""
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=direct("one")))
+    assert gw.config["statusSocket"] == str(tmp_path / "status.sock")
+    assert gw.config["pidFile"] == str(tmp_path / "fastgateway.pid")
+    gw.config_path.write_text(
+        '// edited by hand\n'
+        '{ "servers": [ { "statusSocket": "/nowhere.sock", "pidFile": "/nowhere.pid" } ],\n'
+        '  "statusSocket": "status.sock", /* relative to this file */ "pidFile": "fastgateway.pid",\n'
+        '  "routes": [ oops\n')
+    r = s_reload(gw)
+    assert r.returncode == 1
+    assert "%s:4:" % gw.config_path in r.stderr, r.stderr
+    gw.signal(signal.SIGHUP)  # the master tries the file itself and keeps serving
+    wait_until(lambda: gw.info()["lastReload"]["result"] == "failed", 10, "the failed reload")
+    r = s_status(gw)
+    assert r.returncode == 0, r.stderr
+    assert "%s:4:" % gw.config_path in r.stderr  # the load error
+    assert "last: failed" in r.stdout and "error: %s:4:" % gw.config_path in r.stdout, r.stdout
+    assert http_get(gw.url("/")) == (200, b"one")
+    r = subprocess.run([str(BINARY), "-s", "stop", "-c", str(gw.config_path)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    gw.proc.wait(timeout=10)
+
+
+def test_s_status_of_a_broken_file_without_the_keys_uses_the_defaults(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{ "workers": 2, "routes": [ oops')
+    r = subprocess.run([str(BINARY), "-s", "status", "-c", str(path)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1
+    assert "%s:1:" % path in r.stderr and "/run/fastgateway.sock" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("text,pid_file,sock", [
+    ('{"a": "}{[", "statusSocket": "/x/s.sock", "pidFile": "p.pid", oops',
+     "{dir}/p.pid", "/x/s.sock"),
+    ('{"n": {"statusSocket": "/no", "pidFile": "/no"}, "l": [{"statusSocket": "/no"}],\n'
+     ' "statusSocket": "/yes.sock" ,, ', "/run/fastgateway.pid", "/yes.sock"),
+    ('// "pidFile": "/comment.pid"\n/* "statusSocket": "/c.sock" */ '
+     '{"statusSocket": "/d\\"q.sock", "pidFile": "sub/./f.pid" x', "{dir}/sub/./f.pid",
+     '/d"q.sock'),
+    ('{"statusSocket": "/cut', "/run/fastgateway.pid", "/run/fastgateway.sock"),
+], ids=["braces-in-strings", "nested-keys-ignored", "comments-and-escapes", "unterminated"])
+def test_tolerant_scan_of_a_broken_file(tmp_path, text, pid_file, sock):
+    path = tmp_path / "broken.json"
+    path.write_text(text)
+    r = subprocess.run([str(BINARY), "-s", "status", "-c", str(path)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1
+    assert ("its pidFile %s and statusSocket %s are used as found in it"
+            % (pid_file.format(dir=tmp_path), sock)) in r.stderr, r.stderr

@@ -424,3 +424,62 @@ def test_429_message_names_limit_and_window(gateway_factory, tmp_path):
     codes = [get(other, "/x") for _ in range(3)]
     doc = assert_error(codes[-1], 429)
     assert doc["message"] == "rate limit exceeded: 2 requests per 120s", doc
+
+
+def check_ok(tmp_path, mutate):
+    cfg, _ = pages_config(tmp_path, free_port())
+    mutate(cfg)
+    path = tmp_path / "good.json"
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                          timeout=10, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+
+
+def redirect_https(authority):
+    return lambda c: c["servers"][0].update({"redirectHttps": {"authority": authority}})
+
+
+@pytest.mark.parametrize("mutate,needles", [
+    # a protocol-relative location is another site; a backslash is read as "/" by browsers
+    (lambda c: c["errorPages"].update({"404": {"redirect": "//evil.example/x"}}),
+     ["errorPages.404.redirect", "not an absolute path or an http(s) URI"]),
+    (lambda c: c["errorPages"].update({"404": {"redirect": "/\\evil.example/x"}}),
+     ["errorPages.404.redirect", "not an absolute path"]),
+    (lambda c: c["errorPages"].update({"404": {"redirect": "https://a.example\\@b/"}}),
+     ["errorPages.404.redirect"]),
+    (redirect_https("a:99999"), ["redirectHttps.authority", "not a host[:port]"]),
+    (redirect_https("a:0"), ["redirectHttps.authority"]),
+    (redirect_https("a:"), ["redirectHttps.authority"]),
+    (redirect_https("a:8x"), ["redirectHttps.authority"]),
+    (redirect_https("[::1"), ["redirectHttps.authority"]),
+    (redirect_https("[::1]x"), ["redirectHttps.authority"]),
+    (redirect_https("[nothex]:443"), ["redirectHttps.authority"]),
+    (redirect_https("::1"), ["redirectHttps.authority"]),
+    (redirect_https("a b"), ["redirectHttps.authority"]),
+    (lambda c: c.update({"serverHeader": " acme"}), ["serverHeader", "not a valid field value"]),
+    (lambda c: c.update({"serverHeader": "acme\t"}), ["serverHeader", "not a valid field value"]),
+    (lambda c: c.update({"serverHeader": "a" * 257}),
+     ["serverHeader", "257 bytes, more than the 256 allowed"]),
+    (lambda c: c.update({"serverHeader": "a" * 200000}), ["serverHeader", "200000 bytes"]),
+], ids=["protocol-relative", "backslash-path", "backslash-uri", "port-too-big", "port-0",
+        "port-empty", "port-not-digits", "ipv6-unclosed", "ipv6-trailing", "ipv6-bad",
+        "ipv6-unbracketed", "space", "server-leading-space", "server-trailing-tab",
+        "server-257", "server-200000"])
+def test_locations_authorities_and_server_header_validated(tmp_path, mutate, needles):
+    err = check_t(tmp_path, mutate)
+    for n in needles:
+        assert n in err, (n, err)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda c: c["errorPages"].update({"404": {"redirect": "/a//b"}}),
+    lambda c: c["errorPages"].update({"404": {"redirect": "https://example.com//x"}}),
+    redirect_https("example.com:8443"), redirect_https("192.0.2.1"),
+    redirect_https("[2001:db8::1]:65535"), redirect_https("[::1]"),
+    lambda c: c.update({"serverHeader": "a" * 256}),
+    lambda c: c.update({"serverHeader": "acme/2.1 (edge)"}),
+], ids=["path-with-double-slash", "uri-with-double-slash", "host-port", "ipv4", "ipv6-port",
+        "ipv6", "server-256", "server-comment"])
+def test_valid_locations_authorities_and_server_header_pass(tmp_path, mutate):
+    check_ok(tmp_path, mutate)
