@@ -57,7 +57,7 @@ struct fg_transport_s {
     unsigned peeked : 1; /* TLS server: the first byte was checked for a ClientHello */
     unsigned failed : 1; /* TLS: a fatal error, no close_notify may follow */
     unsigned shut : 1;   /* TLS: close_notify sent */
-    unsigned long tls_err; /* TLS client: OpenSSL's first error of a failed handshake, or 0 */
+    unsigned long err;   /* TLS client: OpenSSL's first error of a failed handshake, or 0 */
 };
 
 void fg_transport_tcp_init(fg_transport_t *t, int fd);

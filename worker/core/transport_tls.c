@@ -228,7 +228,7 @@ static int tls_client_handshake(fg_transport_t *t)
     if (ret == 1)
         return 0;
     if (SSL_get_error(t->ssl, ret) == SSL_ERROR_SSL)
-        t->tls_err = ERR_peek_error();
+        t->err = ERR_peek_error();
     ssize_t r = tls_fail(t, ret);
     return r == FG_TRANSPORT_AGAIN ? FG_TRANSPORT_AGAIN : -1;
 }
@@ -259,9 +259,9 @@ void fg_transport_tls_client_why(const fg_transport_t *t, int err, char *buf, si
     if (t->ssl && (SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER) && v != X509_V_OK) {
         snprintf(buf, len, "certificate verify failed (%ld: %s)", v,
                  X509_verify_cert_error_string(v));
-    } else if (t->tls_err != 0) {
+    } else if (t->err != 0) {
         char why[200];
-        ERR_error_string_n(t->tls_err, why, sizeof(why));
+        ERR_error_string_n(t->err, why, sizeof(why));
         snprintf(buf, len, "SSL_do_handshake() failed (SSL: %s)", why);
     } else {
         snprintf(buf, len, "SSL_do_handshake() failed (%d: %s)", err, strerror(err));

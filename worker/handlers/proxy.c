@@ -57,9 +57,9 @@ typedef struct {
     unsigned aff_set : 1;  /* bind the client to the chosen destination in the response */
     unsigned answered : 1; /* passive health already counted this exchange's answer */
     /* the current attempt's failure, for the error log (log_attempt) and the access log */
-    int fail_kind;  /* fg_exchange_error_t */
-    int fail_err;   /* errno of it, 0 when none */
-    int fail_state; /* fg_exchange_phase_t when it failed */
+    int fail_kind;       /* fg_exchange_error_t */
+    int fail_err;        /* errno of it, 0 when none */
+    int fail_state;      /* fg_exchange_phase_t when it failed */
     const char *tls_why; /* FG_XERR_TLS: OpenSSL's reason (req->pool) */
     unsigned fail_logged : 1;
 } proxy_t;
@@ -161,11 +161,11 @@ static void set_fail(proxy_t *p, int kind, int err, int phase)
 static void describe_fail(const proxy_t *p, char *what, size_t wl, const char **phase)
 {
     int e = p->fail_err;
-    *phase = p->fail_kind == FG_XERR_TLS               ? "SSL handshaking to upstream"
+    *phase = p->fail_kind == FG_XERR_TLS             ? "SSL handshaking to upstream"
              : p->fail_state == FG_XPHASE_CONNECTING ? "connecting to upstream"
-             : p->fail_state == FG_XPHASE_BODY     ? "reading upstream"
-             : p->write_failed || !p->req_sent     ? "sending request to upstream"
-                                                   : "reading response header from upstream";
+             : p->fail_state == FG_XPHASE_BODY       ? "reading upstream"
+             : p->write_failed || !p->req_sent       ? "sending request to upstream"
+                                                     : "reading response header from upstream";
     switch (p->fail_kind) {
     case FG_XERR_CONNECT:
         snprintf(what, wl, "connect() failed (%d: %s)", e, strerror(e));
