@@ -10,6 +10,7 @@ chunked upload through TLS to the destination."""
 import hashlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -313,3 +314,45 @@ def test_large_download_and_chunked_upload_through_tls(tmp_path, certs, gateway_
     doc = json.loads(p.stdout)
     assert doc["bodyLength"] == len(data)
     assert doc["bodySha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_handshake_timeout_is_504(tmp_path, certs, gateway_factory):
+    """A destination that completes the TCP connect (the kernel's accept queue) but never
+    answers the ClientHello: the handshake gives up after handshakeTimeout."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    try:
+        clusters = [{"id": "c", "destinations": [{"id": "d", "address": "https://127.0.0.1:%d"
+                                                  % ls.getsockname()[1]}],
+                     "httpClient": {"handshakeTimeout": "300ms"}}]
+        gw = gateway_factory(proxy_config(tmp_path, certs, clusters))
+        t0 = time.monotonic()
+        status, body = get(gw, "/silent")
+        assert status == 504, body
+        assert time.monotonic() - t0 < 5
+        assert wait_log(gw, "upstream timed out (110: Connection timed out) while SSL "
+                            "handshaking to upstream")
+        assert gw.access_log(wait_for=1)[-1]["termination"] == "upstream_tls"
+    finally:
+        ls.close()
+
+
+def test_failed_handshake_fails_over(tmp_path, certs, gateway_factory, tls_upstreams,
+                                     upstream_factory):
+    """A failed handshake is a destination failure: the request goes to the next one."""
+    good = tls_upstreams(*certs["up"])
+    plain = upstream_factory()
+    clusters = [{"id": "c", "loadBalancingPolicy": "RoundRobin", "destinations": [
+                    {"id": "bad", "address": "https://127.0.0.1:%d" % plain.port,
+                     "host": "up.example.test"},
+                    {"id": "good", "address": good.url, "host": "up.example.test"}],
+                 "httpClient": {"caFile": certs["ca"]},
+                 "failover": {"enabled": True, "connectTimeout": "1s", "budget": "3s"}}]
+    gw = gateway_factory(proxy_config(tmp_path, certs, clusters, workers=1))
+    for i in range(4):
+        status, body = get(gw, "/f%d" % i)
+        assert status == 200, body
+        assert json.loads(body)["upstream"] == good.port
+    assert wait_log(gw, "while SSL handshaking to upstream")
+    assert "failing over to destination good" in gw.error_log()
