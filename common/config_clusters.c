@@ -545,12 +545,6 @@ static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
         return -1;
     if (strlen(cl->id) > 63)
         return fg_config_fail(c, "id", "longer than 63 bytes");
-    for (size_t i = 0; cl->health.active && i < cl->ndestinations; i++)
-        if (cl->destinations[i].https && cl->destinations[i].health == NULL)
-            return fg_config_fail(c, "healthCheck.active",
-                                  "destination \"%s\" is https: probes need an http \"health\" "
-                                  "address",
-                                  cl->destinations[i].id);
     if (cl->ndestinations > 256)
         return fg_config_fail(c, "destinations", "more than 256 destinations");
     return 0;

@@ -684,24 +684,6 @@ void fg_tls_free(fg_config_t *cfg)
     cfg->tls = NULL;
 }
 
-int fg_tls_refuse_unwired(const fg_config_t *cfg, char *err, size_t errlen)
-{
-    for (size_t i = 0; i < cfg->nclusters; i++) {
-        const fg_cluster_t *cl = &cfg->clusters[i];
-        for (size_t j = 0; j < cl->ndestinations; j++) {
-            if (!cl->destinations[j].https)
-                continue;
-            snprintf(err, errlen,
-                     "%s: clusters[%zu].destinations[%zu].address: https destinations are not "
-                     "supported yet (the HTTP client does not speak TLS); refusing to send "
-                     "plaintext to \"%s\"",
-                     cfg->file, i, j, cl->destinations[j].address);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 SSL_CTX *fg_tls_server_ctx(const fg_server_t *s)
 {
     const server_tls_t *st = s->tls_compiled;

@@ -44,11 +44,6 @@ int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn w
                  char *err, size_t errlen);
 void fg_tls_free(fg_config_t *cfg);
 
-/* Until the destination side speaks TLS, an https destination is refused (the master and -t
- * call this): it would be sent plaintext. Returns 0, or -1 with
- * "FILE: clusters[i].destinations[j].address: ..." in err. Goes away with the TLS client. */
-int fg_tls_refuse_unwired(const fg_config_t *cfg, char *err, size_t errlen);
-
 /* Certificate index's leaf, key and intermediates (owned by cfg->tls), for a client
  * certificate (common/tls_client.c). Returns 0, or -1 when not loaded. */
 int fg_tls_cert_pair(const fg_config_t *cfg, size_t index, X509 **leaf, EVP_PKEY **pkey,

@@ -62,6 +62,19 @@ static int fail(char *err, size_t errlen, const fg_config_t *cfg, size_t ci, con
     return -1;
 }
 
+/* A session arrived (TLS 1.2: in the handshake; TLS 1.3: a ticket read after it, RFC 8446
+ * 4.6.1): it replaces the destination's slot (SSL's app data) when resumable. Returns 1 when
+ * the slot took the reference. */
+static int new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    SSL_SESSION **slot = SSL_get_app_data(ssl);
+    if (slot == NULL || !SSL_SESSION_is_resumable(sess))
+        return 0;
+    SSL_SESSION_free(*slot);
+    *slot = sess;
+    return 1;
+}
+
 static int setup_ctx(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_t errlen)
 {
     const fg_tls_client_config_t *h = &cfg->clusters[ci].http_client;
@@ -74,6 +87,7 @@ static int setup_ctx(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_
     if (SSL_CTX_set_alpn_protos(ctx, alpn_http11, sizeof(alpn_http11) - 1) != 0)
         return fail(err, errlen, cfg, ci, NULL, "ALPN");
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session);
     if (!h->verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     } else {
@@ -166,26 +180,14 @@ SSL *fg_tls_client_ssl_new(const fg_cluster_t *cl, size_t d)
     }
     if (ok && c->sessions[d])
         ok = SSL_set_session(ssl, c->sessions[d]) == 1;
+    if (ok)
+        ok = SSL_set_app_data(ssl, &c->sessions[d]) == 1;
     if (!ok) {
         SSL_free(ssl);
         return NULL;
     }
     SSL_set_connect_state(ssl);
     return ssl;
-}
-
-void fg_tls_client_keep_session(const fg_cluster_t *cl, size_t d, SSL *ssl)
-{
-    client_t *c = cl->tls;
-    if (c == NULL || d >= c->n)
-        return;
-    SSL_SESSION *s = SSL_get1_session(ssl);
-    if (s && !SSL_SESSION_is_resumable(s)) {
-        SSL_SESSION_free(s);
-        return;
-    }
-    SSL_SESSION_free(c->sessions[d]);
-    c->sessions[d] = s;
 }
 
 const char *fg_tls_client_name(const fg_cluster_t *cl, size_t d)

@@ -2,9 +2,11 @@
  * destination, built by the master from the cluster's "httpClient" (fg_tls_build calls
  * fg_tls_client_build), and per destination the name sent as SNI and verified, and a slot
  * for the session to resume (RFC 8446 2.2, RFC 5077). Workers inherit the contexts; each
- * worker's session slots are its own (copy-on-write after fork). The HTTP client calls
- * fg_tls_client_ssl_new for a connection and fg_tls_client_keep_session when it closes one
- * cleanly (after a TLS 1.3 ticket can have arrived). */
+ * worker's session slots are its own (copy-on-write after fork). The connect path
+ * (worker/upstream/upstream.c) calls fg_tls_client_ssl_new for a connection; every resumable
+ * session the destination issues on it (TLS 1.2 in the handshake, TLS 1.3 tickets after it,
+ * read with the response) replaces the destination's slot, through the context's new-session
+ * callback. */
 #ifndef FG_TLS_CLIENT_H
 #define FG_TLS_CLIENT_H
 
@@ -22,11 +24,10 @@ void fg_tls_client_free(fg_config_t *cfg);
 
 /* A client SSL for destination d (index into cl->destinations), in connect state: SNI and the
  * verified host name (or IP address) set, the destination's last session offered for
- * resumption, ALPN offering http/1.1. NULL when the cluster has no TLS context or out of
+ * resumption and its slot as the SSL's app data (for the sessions to come), ALPN offering
+ * http/1.1. NULL when the cluster has no TLS context or out of
  * memory. */
 SSL *fg_tls_client_ssl_new(const fg_cluster_t *cl, size_t d);
-/* Keep ssl's session for destination d's next connection, when it is resumable. */
-void fg_tls_client_keep_session(const fg_cluster_t *cl, size_t d, SSL *ssl);
 /* The name checked against destination d's certificate (and sent as SNI unless it is an IP
  * address). */
 const char *fg_tls_client_name(const fg_cluster_t *cl, size_t d);

@@ -365,8 +365,6 @@ static int test_config(const char *file, int dump)
         fprintf(stderr, "warning: %s\n", cfg->warnings[i]);
     int rc = EXIT_OK;
     int trc = fg_tls_build(cfg, NULL, 0, tls_warn, NULL, err, sizeof(err));
-    if (trc == 0)
-        trc = fg_tls_refuse_unwired(cfg, err, sizeof(err));
     if (trc < 0) {
         fprintf(stderr, "%s\n", err);
         rc = EXIT_FAILED;

@@ -123,8 +123,6 @@ static gen_t *gen_load(master_t *m, uint64_t id, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", m->conf_file, rerr);
         goto fail;
     }
-    if (fg_tls_refuse_unwired(g->cfg, err, errlen) < 0)
-        goto fail;
     _Static_assert(2 * FG_CONFIG_MAX_WORKERS <= FG_SHM_MAX_WORKERS,
                    "two generations of workers fit the shared worker table");
     if (fg_daemon_user_resolve(g->cfg->user, g->cfg->group, &g->user, rerr, sizeof(rerr)) < 0) {

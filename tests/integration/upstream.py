@@ -1,7 +1,11 @@
 #!/usr/bin/python3
 """Echo upstream for the integration tests: a real HTTP/1.1 server in its own process.
 
-Usage: upstream.py PORT
+Usage: upstream.py PORT [--tls CERT KEY [--client-ca CA]]
+
+With --tls the server speaks HTTPS (Python ssl, TLS 1.2 and 1.3, session tickets on); with
+--client-ca it demands a client certificate signed by CA (mutual TLS). /__tls answers JSON
+{"handshakes", "resumed", "sni": [names in arrival order], "clientCerts": [subject CNs]}.
 
 Every request is answered with a JSON document describing exactly what arrived:
     {"method", "path" (raw target path), "query" (raw, without '?'), "headers": [[name, value]...]
@@ -32,6 +36,7 @@ HTTP/1.0 only with "Connection: keep-alive". Only the standard library is used.
 import hashlib
 import json
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -57,6 +62,7 @@ class Closed(Exception):
 
 COUNTS = {}
 CONTROL = {"delay": 0, "health": 200}
+TLS_STATS = {"handshakes": 0, "resumed": 0, "sni": [], "clientCerts": []}
 LOCK = threading.Lock()
 
 
@@ -199,13 +205,14 @@ def handle(sock, port):
         body = Body()
         read_body(conn, headers, body)
 
-        if path == "/__count" or path == "/__set":
+        if path in ("/__count", "/__set", "/__tls"):
             if path == "/__set":
                 for k in ("delay", "health"):
                     if k in params:
                         CONTROL[k] = int(params[k][0])
             with LOCK:
-                payload = (json.dumps(COUNTS if path == "/__count" else CONTROL) + "\n").encode()
+                doc = {"/__count": COUNTS, "/__set": CONTROL, "/__tls": TLS_STATS}[path]
+                payload = (json.dumps(doc) + "\n").encode()
             send_all(sock, response_head(200, [("Content-Type", "application/json"),
                                                ("Content-Length", str(len(payload)))]) + payload)
             if not keep:
@@ -291,8 +298,28 @@ def handle(sock, port):
             return
 
 
-def serve_conn(sock, port):
+def tls_accept(sock, ctx):
+    """The server side of a handshake; counts it (resumed or not, SNI, client certificate)."""
+    sock.settimeout(10)
+    ssock = ctx.wrap_socket(sock, server_side=True)
+    cert = ssock.getpeercert()
+    cn = ""
+    for rdn in (cert or {}).get("subject", ()):
+        for k, v in rdn:
+            if k == "commonName":
+                cn = v
+    with LOCK:
+        TLS_STATS["handshakes"] += 1
+        TLS_STATS["resumed"] += 1 if ssock.session_reused else 0
+        if cn:
+            TLS_STATS["clientCerts"].append(cn)
+    return ssock
+
+
+def serve_conn(sock, port, ctx=None):
     try:
+        if ctx is not None:
+            sock = tls_accept(sock, ctx)
         handle(sock, port)
     except (Closed, OSError, ValueError):
         pass
@@ -303,8 +330,26 @@ def serve_conn(sock, port):
             pass
 
 
+def tls_context(args):
+    if "--tls" not in args:
+        return None
+    i = args.index("--tls")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(args[i + 1], args[i + 2])
+    if "--client-ca" in args:
+        ctx.load_verify_locations(args[args.index("--client-ca") + 1])
+        ctx.verify_mode = ssl.CERT_REQUIRED
+
+    def on_sni(sslobj, name, _ctx):
+        with LOCK:
+            TLS_STATS["sni"].append(name)
+    ctx.sni_callback = on_sni
+    return ctx
+
+
 def main():
     port = int(sys.argv[1])
+    ctx = tls_context(sys.argv[2:])
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("127.0.0.1", port))
@@ -313,7 +358,7 @@ def main():
     while True:
         sock, _ = ls.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=serve_conn, args=(sock, port), daemon=True).start()
+        threading.Thread(target=serve_conn, args=(sock, port, ctx), daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -43,7 +44,10 @@ struct fg_conn_s {
     unsigned handshaking : 1;      /* fg_conn_handshake runs: events drive the transport's */
     unsigned read_wants_write : 1; /* a TLS read waits for writability */
     unsigned write_wants_read : 1; /* a TLS write waits for readability */
+    unsigned tls_client : 1;       /* a client handshake follows the connect */
     fg_conn_spares_t *spares;      /* where fg_conn_release puts buffers and events, or NULL */
+    uint64_t hs_timeout_ms;        /* tls_client: time allowed for the handshake */
+    char *tls_why;                 /* after FG_CONN_TLS_FAILED, or NULL */
 };
 
 #define SPARES_MAX 64
@@ -58,6 +62,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void want_write(fg_conn_t *c);
 static void do_read(fg_conn_t *c);
 static void handshake_step(fg_conn_t *c);
+static void tls_client_failed(fg_conn_t *c, int err);
 static int resume_write(fg_conn_t *c);
 
 #define NO_TIMEOUT_MS (7ull * 24 * 3600 * 1000)
@@ -108,6 +113,7 @@ void fg_conn_free(fg_conn_t *c)
         evbuffer_free(c->tail);
     if (c->file_fd >= 0)
         close(c->file_fd);
+    free(c->tls_why);
     c->t.ops->close(&c->t);
     if (c->t.fd >= 0)
         close(c->t.fd);
@@ -444,6 +450,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     if (what & EV_TIMEOUT) {
         event_del(c->rev);
         c->reading = 0;
+        if (c->handshaking && c->tls_client) {
+            tls_client_failed(c, ETIMEDOUT);
+            return;
+        }
         c->cbs.on_event(c, c->arg, FG_CONN_TIMEOUT_READ);
         return;
     }
@@ -512,6 +522,11 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     if (what & EV_TIMEOUT) {
         event_del(c->wev);
         c->writing = 0;
+        if (c->handshaking && c->tls_client) {
+            fg_conn_read(c, 0, 0);
+            tls_client_failed(c, ETIMEDOUT);
+            return;
+        }
         c->connecting = 0;
         c->err = ETIMEDOUT;
         c->cbs.on_event(c, c->arg, FG_CONN_TIMEOUT_WRITE);
@@ -528,6 +543,14 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         if (err != 0) {
             c->err = err;
             c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+            return;
+        }
+        if (c->tls_client) {
+            /* The client speaks first: the ClientHello goes out now. */
+            c->handshaking = 1;
+            c->write_timeout_ms = c->hs_timeout_ms;
+            fg_conn_read(c, 1, c->hs_timeout_ms);
+            handshake_step(c);
             return;
         }
         c->cbs.on_event(c, c->arg, FG_CONN_CONNECTED);
@@ -604,6 +627,7 @@ void fg_conn_handshake(fg_conn_t *c, uint64_t timeout_ms)
 static void handshake_step(fg_conn_t *c)
 {
     int r = c->t.ops->handshake(&c->t);
+    int e = errno; /* before event_del can change it */
     if (r == FG_TRANSPORT_AGAIN) {
         if (c->t.want == FG_TRANSPORT_WANT_WRITE) {
             if (!c->writing)
@@ -619,11 +643,22 @@ static void handshake_step(fg_conn_t *c)
         event_del(c->wev);
         c->writing = 0;
     }
+    if (r == 0 && c->tls_client) {
+        /* To the owner this is the end of the connect: it turns reading on when it wants. */
+        fg_conn_read(c, 0, 0);
+        c->tls_client = 0;
+        c->cbs.on_event(c, c->arg, FG_CONN_CONNECTED);
+        return;
+    }
     if (r == 0) {
         c->cbs.on_event(c, c->arg, FG_CONN_HANDSHAKE_DONE);
         return;
     }
     fg_conn_read(c, 0, 0);
+    if (c->tls_client) {
+        tls_client_failed(c, e ? e : EPROTO);
+        return;
+    }
     if (r == FG_TRANSPORT_PLAINTEXT) {
         /* Nothing was consumed: the owner reads the plain request from a plain transport. */
         c->t.ops->close(&c->t);
@@ -633,6 +668,35 @@ static void handshake_step(fg_conn_t *c)
     }
     c->err = errno ? errno : EPROTO;
     c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+}
+
+void fg_conn_start_tls_client(fg_conn_t *c, SSL *ssl, uint64_t timeout_ms)
+{
+    c->t.ops->close(&c->t);
+    fg_transport_tls_client_init(&c->t, c->t.fd, ssl);
+    c->tls_client = 1;
+    c->hs_timeout_ms = timeout_ms;
+}
+
+/* The client handshake ended without a session: keep why, tell the owner. */
+static void tls_client_failed(fg_conn_t *c, int err)
+{
+    char why[320];
+    c->handshaking = 0;
+    c->tls_client = 0;
+    c->err = err;
+    if (err == ETIMEDOUT)
+        snprintf(why, sizeof(why), "SSL handshake timed out");
+    else
+        fg_transport_tls_client_why(&c->t, err, why, sizeof(why));
+    free(c->tls_why);
+    c->tls_why = strdup(why); /* NULL reads as "" */
+    c->cbs.on_event(c, c->arg, FG_CONN_TLS_FAILED);
+}
+
+const char *fg_conn_tls_error(const fg_conn_t *c)
+{
+    return c->tls_why ? c->tls_why : "";
 }
 
 SSL *fg_conn_ssl(const fg_conn_t *c)

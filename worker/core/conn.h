@@ -33,6 +33,9 @@ enum {
     /* fg_conn_handshake met a plain HTTP request instead of a ClientHello: the conn is plain
      * TCP from now on, the request unread, reading off. */
     FG_CONN_PLAINTEXT = 7,
+    /* the client handshake after a connect (fg_conn_start_tls_client) failed: fg_conn_errno
+     * (ETIMEDOUT when it ran out of time) and fg_conn_tls_error say why; reading is off. */
+    FG_CONN_TLS_FAILED = 8,
 };
 
 typedef struct {
@@ -104,6 +107,14 @@ void fg_conn_want_write(fg_conn_t *c);
 /* Put the accepted connection on a server-side TLS transport starting on ctx; sendfile and
  * splice are off from now on. 0 or -ENOMEM (the conn stays plain). */
 int fg_conn_start_tls(fg_conn_t *c, SSL_CTX *ctx);
+/* Put an outgoing connection on a client TLS transport with ssl (connect state; owned from now
+ * on), before the loop completes its fg_conn_connect: once connected, the handshake runs within
+ * timeout_ms, and FG_CONN_CONNECTED follows it (reading off, as after a plain connect), or
+ * FG_CONN_TLS_FAILED. sendfile and splice are off. */
+void fg_conn_start_tls_client(fg_conn_t *c, SSL *ssl, uint64_t timeout_ms);
+/* After FG_CONN_TLS_FAILED: OpenSSL's reason ("certificate verify failed (20: ...)"), valid
+ * until the conn is freed; "" before. */
+const char *fg_conn_tls_error(const fg_conn_t *c);
 /* Run the transport's handshake on the loop: on_event gets FG_CONN_HANDSHAKE_DONE,
  * FG_CONN_PLAINTEXT, FG_CONN_ERROR or FG_CONN_TIMEOUT_READ (timeout_ms from this call). */
 void fg_conn_handshake(fg_conn_t *c, uint64_t timeout_ms);

@@ -57,6 +57,7 @@ struct fg_transport_s {
     unsigned peeked : 1; /* TLS server: the first byte was checked for a ClientHello */
     unsigned failed : 1; /* TLS: a fatal error, no close_notify may follow */
     unsigned shut : 1;   /* TLS: close_notify sent */
+    unsigned long err;   /* TLS client: OpenSSL's first error of a failed handshake, or 0 */
 };
 
 void fg_transport_tcp_init(fg_transport_t *t, int fd);
@@ -66,5 +67,9 @@ void fg_transport_tcp_init(fg_transport_t *t, int fd);
 int fg_transport_tls_server_init(fg_transport_t *t, int fd, SSL_CTX *ctx);
 /* A client-side TLS transport on fd with ssl (in connect state, owned from now on). */
 void fg_transport_tls_client_init(fg_transport_t *t, int fd, SSL *ssl);
+/* Why a client handshake failed, in buf: "certificate verify failed (20: unable to get local
+ * issuer certificate)", "SSL_do_handshake() failed (SSL: error:...)" or, for a system error
+ * err, "SSL_do_handshake() failed (104: Connection reset by peer)". */
+void fg_transport_tls_client_why(const fg_transport_t *t, int err, char *buf, size_t len);
 
 #endif

@@ -7,10 +7,13 @@
 #include "worker/core/transport.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #define TLS_RECORD_MAX 16384
 /* A chain shorter than this is gathered with what follows it into one record. */
@@ -216,10 +219,51 @@ int fg_transport_tls_server_init(fg_transport_t *t, int fd, SSL_CTX *ctx)
     return 0;
 }
 
+/* A client speaks first and never meets plain HTTP; a failure keeps OpenSSL's reason for the
+ * error log (tls_fail clears the queue). */
+static int tls_client_handshake(fg_transport_t *t)
+{
+    errno = 0;
+    int ret = SSL_do_handshake(t->ssl);
+    if (ret == 1)
+        return 0;
+    if (SSL_get_error(t->ssl, ret) == SSL_ERROR_SSL)
+        t->err = ERR_peek_error();
+    ssize_t r = tls_fail(t, ret);
+    return r == FG_TRANSPORT_AGAIN ? FG_TRANSPORT_AGAIN : -1;
+}
+
+static const fg_transport_ops_t tls_client_ops = {
+    .name = "tls",
+    .caps = 0,
+    .recv = tls_recv,
+    .send_chain = tls_send_chain,
+    .shutdown_write = tls_shutdown_write,
+    .handshake = tls_client_handshake,
+    .pending = tls_pending,
+    .close = tls_close,
+};
+
 void fg_transport_tls_client_init(fg_transport_t *t, int fd, SSL *ssl)
 {
     SSL_set_fd(ssl, fd);
     SSL_set_connect_state(ssl);
     tls_setup(t, fd, ssl);
+    t->ops = &tls_client_ops;
     t->peeked = 1;
+}
+
+void fg_transport_tls_client_why(const fg_transport_t *t, int err, char *buf, size_t len)
+{
+    long v = t->ssl ? SSL_get_verify_result(t->ssl) : X509_V_OK;
+    if (t->ssl && (SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER) && v != X509_V_OK) {
+        snprintf(buf, len, "certificate verify failed (%ld: %s)", v,
+                 X509_verify_cert_error_string(v));
+    } else if (t->err != 0) {
+        char why[200];
+        ERR_error_string_n(t->err, why, sizeof(why));
+        snprintf(buf, len, "SSL_do_handshake() failed (SSL: %s)", why);
+    } else {
+        snprintf(buf, len, "SSL_do_handshake() failed (%d: %s)", err, strerror(err));
+    }
 }

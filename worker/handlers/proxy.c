@@ -58,9 +58,10 @@ typedef struct {
     unsigned aff_set : 1;  /* bind the client to the chosen destination in the response */
     unsigned answered : 1; /* passive health already counted this exchange's answer */
     /* the current attempt's failure, for the error log (log_attempt) and the access log */
-    int fail_kind;  /* fg_exchange_error_t */
-    int fail_err;   /* errno of it, 0 when none */
-    int fail_state; /* fg_exchange_phase_t when it failed */
+    int fail_kind;       /* fg_exchange_error_t */
+    int fail_err;        /* errno of it, 0 when none */
+    int fail_state;      /* fg_exchange_phase_t when it failed */
+    const char *tls_why; /* FG_XERR_TLS: OpenSSL's reason (req->pool) */
     unsigned fail_logged : 1;
 } proxy_t;
 
@@ -137,6 +138,8 @@ static const char *termination_of(int kind, int err)
         return "upstream_timeout";
     case FG_XERR_INVALID:
         return "upstream_invalid";
+    case FG_XERR_TLS:
+        return "upstream_tls";
     default:
         return "upstream_reset";
     }
@@ -149,7 +152,7 @@ static void set_fail(proxy_t *p, int kind, int err, int phase)
     p->fail_err = err;
     p->fail_state = phase;
     int timeout = kind == FG_XERR_CONNECT_TIMEOUT || kind == FG_XERR_SEND_TIMEOUT ||
-                  kind == FG_XERR_READ_TIMEOUT;
+                  kind == FG_XERR_READ_TIMEOUT || (kind == FG_XERR_TLS && err == ETIMEDOUT);
     attempt_status(p, timeout ? 504 : 502);
     p->req->termination = termination_of(kind, err);
 }
@@ -159,10 +162,11 @@ static void set_fail(proxy_t *p, int kind, int err, int phase)
 static void describe_fail(const proxy_t *p, char *what, size_t wl, const char **phase)
 {
     int e = p->fail_err;
-    *phase = p->fail_state == FG_XPHASE_CONNECTING ? "connecting to upstream"
-             : p->fail_state == FG_XPHASE_BODY     ? "reading upstream"
-             : p->write_failed || !p->req_sent     ? "sending request to upstream"
-                                                   : "reading response header from upstream";
+    *phase = p->fail_kind == FG_XERR_TLS             ? "SSL handshaking to upstream"
+             : p->fail_state == FG_XPHASE_CONNECTING ? "connecting to upstream"
+             : p->fail_state == FG_XPHASE_BODY       ? "reading upstream"
+             : p->write_failed || !p->req_sent       ? "sending request to upstream"
+                                                     : "reading response header from upstream";
     switch (p->fail_kind) {
     case FG_XERR_CONNECT:
         snprintf(what, wl, "connect() failed (%d: %s)", e, strerror(e));
@@ -175,6 +179,12 @@ static void describe_fail(const proxy_t *p, char *what, size_t wl, const char **
     case FG_XERR_EOF:
     case FG_XERR_EOF_BODY:
         snprintf(what, wl, "upstream prematurely closed connection");
+        break;
+    case FG_XERR_TLS:
+        if (e == ETIMEDOUT)
+            snprintf(what, wl, "upstream timed out (%d: %s)", ETIMEDOUT, strerror(ETIMEDOUT));
+        else
+            snprintf(what, wl, "%s", p->tls_why ? p->tls_why : "SSL handshake failed");
         break;
     case FG_XERR_RESET:
         snprintf(what, wl, "%s() failed (%d: %s)", p->write_failed ? "send" : "recv", e,
@@ -208,7 +218,7 @@ static void log_attempt(proxy_t *p, const char *then)
         return;
     const fg_request_t *req = p->req;
     const fg_destination_t *d = &p->cl->destinations[p->di];
-    char what[160], addr[64], line[600], host[260], target[520];
+    char what[256], addr[64], line[600], host[260], target[520];
     const char *phase;
     describe_fail(p, what, sizeof(what), &phase);
     fg_upstream_addr_text(d, addr, sizeof(addr));
@@ -793,6 +803,18 @@ static void x_error(void *arg, const fg_exchange_fail_t *f)
     case FG_XERR_INVALID:
         fail(p, 502, "bad_gateway", f->detail);
         return;
+    case FG_XERR_TLS: {
+        /* A destination whose certificate or handshake fails is failing, as a refused connect
+         * is. The reason goes to the error log only, not to the client. */
+        p->tls_why = f->detail ? fg_pool_strndup(p->req->pool, f->detail, strlen(f->detail)) : NULL;
+        report(p, 1);
+        if (fail_over(p) == 0)
+            return;
+        int timeout = f->err == ETIMEDOUT;
+        fail(p, timeout ? 504 : 502, timeout ? "gateway_timeout" : "bad_gateway",
+             timeout ? "upstream TLS handshake timed out" : "upstream TLS handshake failed");
+        return;
+    }
     default: {
         if (f->kind == FG_XERR_RESET && try_again(p, 0) == 0)
             return;

@@ -41,6 +41,8 @@ typedef enum {
     FG_XERR_EOF_BODY,        /* closed before the response body's declared end */
     FG_XERR_RESET,           /* read or write error (err = errno) */
     FG_XERR_INVALID,         /* malformed or unsupported response (detail says which) */
+    FG_XERR_TLS, /* TLS handshake with the destination failed (detail: OpenSSL's reason) or
+                  * timed out (err = ETIMEDOUT) */
 } fg_exchange_error_t;
 
 /* Where an exchange was when something happened. */

@@ -119,6 +119,9 @@ static void probe_error(void *arg, const fg_exchange_fail_t *f)
     case FG_XERR_INVALID:
         probe_done(pb, 0, "not an HTTP response");
         return;
+    case FG_XERR_TLS:
+        probe_done(pb, 0, f->err == ETIMEDOUT ? "TLS handshake timeout" : f->detail);
+        return;
     default:
         probe_done(pb, 0, f->err ? strerror(f->err) : "failed");
         return;
@@ -164,6 +167,12 @@ static void probe_start(fg_prober_t *pr, const fg_cluster_t *cl, const fg_destin
                               .fresh = 1,
                               .connect_timeout_ms = hc->timeout_ms,
                               .activity_timeout_ms = hc->timeout_ms};
+    if (d->https && d->health == NULL) {
+        /* The destination's own address over TLS, with its client context (SNI, verification,
+         * client certificate, session); fresh and "Connection: close", so never pooled. */
+        t.cl = cl;
+        t.di = (size_t)(d - cl->destinations);
+    }
     struct timeval tv = {(time_t)(hc->timeout_ms / 1000),
                          (suseconds_t)(hc->timeout_ms % 1000) * 1000};
     pb->deadline = evtimer_new(pr->w->base, probe_timeout, pb);

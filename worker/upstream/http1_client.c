@@ -632,6 +632,9 @@ static void on_event(h1x_t *x, fg_conn_t *c, int what)
     case FG_CONN_TIMEOUT_READ:
         fail(x, FG_XERR_READ_TIMEOUT, ETIMEDOUT, "upstream did not answer in time");
         return;
+    case FG_CONN_TLS_FAILED:
+        fail(x, FG_XERR_TLS, fg_conn_errno(c), fg_conn_tls_error(c));
+        return;
     default:
         if (early_answer(x))
             return;

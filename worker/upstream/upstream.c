@@ -12,6 +12,7 @@
 #include <event2/buffer.h>
 
 #include "common/log.h"
+#include "common/tls_client.h"
 #include "worker/http/request.h"
 #include "worker/upstream/balancer.h"
 #include "worker/core/clock.h"
@@ -192,8 +193,25 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
     const fg_destination_t *d = &cl->destinations[di];
     fg_upconn_t *u = fg_upstream_open_addr(w, (const struct sockaddr *)&d->addr, d->addrlen, cbs,
                                            arg, timeout_ms);
-    if (u != NULL)
-        u->pool = dest_pool(w, cl, di);
+    if (u == NULL)
+        return NULL;
+    u->pool = dest_pool(w, cl, di);
+    if (d->https) {
+        /* The connect completes on the loop, so the transport can still change; no client
+         * SSL (no context, out of memory) means no connection: never plaintext to https. */
+        SSL *ssl = fg_tls_client_ssl_new(cl, di);
+        if (ssl == NULL) {
+            fg_upstream_close(u);
+            errno = ENOMEM;
+            return NULL;
+        }
+        /* With failover on, an attempt's handshake stays within its connect timeout, so the
+         * attempts keep to the budget. */
+        uint64_t hs = cl->http_client.handshake_timeout_ms;
+        if (cl->failover.enabled && timeout_ms < hs)
+            hs = timeout_ms;
+        fg_conn_start_tls_client(u->c, ssl, hs);
+    }
     return u;
 }
 

@@ -29,7 +29,9 @@ void fg_upstream_pools_free(fg_upstream_pools_t *p);
 /* max_idle_us (0 = any): only a connection idle for less than that is handed out. */
 fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
                                  uint64_t max_idle_us);
-/* A new connection, connect started (FG_CONN_CONNECTED follows on cbs). NULL with errno set. */
+/* A new connection, connect started (FG_CONN_CONNECTED follows on cbs). An https destination's
+ * connection runs its TLS handshake (common/tls_client.h) before FG_CONN_CONNECTED, or reports
+ * FG_CONN_TLS_FAILED. NULL with errno set. */
 fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
                               const fg_conn_cbs_t *cbs, void *arg);
 /* The same with a connect timeout other than the cluster's (failover attempts). */
