@@ -313,3 +313,24 @@ def test_chunked_response_over_tls(tmp_path, certs, gateway_factory, echo_upstre
     p = curl(port, "/chunked/%d" % size, "a.example.test", "-o", str(out), cacert=certs["ca"])
     assert p.returncode == 0, p.stderr
     assert out.read_bytes() == b"x" * size
+
+
+def test_reload_waits_for_a_handshake_in_progress(tmp_path, certs, gateway_factory):
+    """A connection accepted before a reload whose client has not yet sent its ClientHello is
+    a session of the retiring worker: the worker waits for the handshake, serves the request
+    (closing after it), and does not exit under the client."""
+    import ssl
+    port = free_port()
+    cfg = tls_config(tmp_path, certs, port, workers=1)
+    gw = gateway_factory(cfg)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    time.sleep(0.3)  # accepted by the worker of generation 1, handshake pending
+    gw.reload(cfg)
+    time.sleep(0.5)  # the old worker is retiring now
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    s = ctx.wrap_socket(raw, server_hostname="a.example.test")
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n")
+    answer = recv_until_close(s)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert b"connection: close" in answer.lower()

@@ -6,13 +6,42 @@
 #include "common/log.h"
 #include "common/tls.h"
 #include "worker/core/conn.h"
+#include "worker/core/frontend.h"
 #include "worker/http/http1.h"
 
+/* A connection in its handshake is a session of its own (the "tls" front end below), so the
+ * worker counts it: a retiring worker waits for it to finish and hand over, the drain period's
+ * end and the worker's exit close it. */
 typedef struct {
+    fg_session_t session; /* first: the worker's list of sessions */
     fg_worker_t *w;
     const fg_server_t *srv;
+    fg_conn_t *c;
     struct sockaddr_storage peer;
 } pending_t;
+
+static void hs_retire(fg_session_t *s)
+{
+    (void)s; /* the handshake finishes; the front end it goes to sees the worker retiring */
+}
+
+/* A handshake is not a request in flight: the drain period's end closes it like an idle
+ * connection. */
+static void hs_close(fg_session_t *s)
+{
+    pending_t *p = (pending_t *)s;
+    fg_conn_free(p->c);
+    fg_frontend_remove(p->w, &p->session);
+    free(p);
+}
+
+static const fg_frontend_t handshake_fe = {
+    .name = "tls",
+    .slot = FG_FRONTEND_SLOTS - 1, /* keeps no worker-wide state */
+    .retire = hs_retire,
+    .close_idle = hs_close,
+    .close = hs_close,
+};
 
 typedef int (*front_adopt_fn)(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
                               const struct sockaddr_storage *peer, int flags);
@@ -29,8 +58,11 @@ static void hand_over(fg_conn_t *c, pending_t *p, int plain)
 {
     fg_tls_alpn_t alpn = plain ? FG_TLS_ALPN_NONE : fg_conn_alpn(c);
     front_adopt_fn adopt = (size_t)alpn < sizeof(fronts) / sizeof(fronts[0]) ? fronts[alpn] : NULL;
+    /* The front end's session is registered before this one goes, so a retiring worker never
+     * sees zero sessions in between. */
     if (adopt == NULL || adopt(p->w, p->srv, c, &p->peer, plain ? FG_HTTP1_PLAIN_ON_TLS : 0) != 0)
         fg_conn_free(c);
+    fg_frontend_remove(p->w, &p->session);
     free(p);
 }
 
@@ -46,8 +78,7 @@ static void on_event(fg_conn_t *c, void *arg, int what)
     else if (what == FG_CONN_ERROR)
         fg_log_info("tls: handshake failed (%s), server: %s", strerror(fg_conn_errno(c)),
                     p->srv->id);
-    fg_conn_free(c);
-    free(p);
+    hs_close(&p->session);
 }
 
 static void on_nothing(fg_conn_t *c, void *arg)
@@ -70,10 +101,11 @@ int fg_handshake_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
         free(p);
         return -1;
     }
+    p->c = c;
+    fg_frontend_add(w, &p->session, &handshake_fe);
     if (fg_conn_start_tls(c, fg_tls_server_ctx(srv)) != 0) {
         fg_log_error("tls: out of memory for a connection, server: %s", srv->id);
-        fg_conn_free(c); /* closes fd */
-        free(p);
+        hs_close(&p->session); /* closes fd */
         return 0;
     }
     fg_conn_set_write_timeout(c, srv->tls->handshake_timeout_ms);
