@@ -1,5 +1,7 @@
 #include "worker/http/dispatch.h"
 
+#include <string.h>
+
 #include "worker/admission/security.h"
 #include "worker/core/context.h"
 #include "worker/handlers/direct.h"
@@ -64,4 +66,47 @@ void fg_dispatch_run(fg_request_t *req)
         fg_request_error(req, 500, "internal_error", "unknown route kind");
         break;
     }
+}
+
+/* req's headers with X-Original-URI set to the request target (a client's own is replaced, so
+ * the route cannot be told a forged one). Returns 0 or -1 without memory. */
+static int set_original_uri(fg_request_t *req)
+{
+    static const fg_str_t name = FG_STR_LIT("X-Original-URI");
+    fg_http_header_t *v = fg_pool_alloc(req->pool, (req->nheaders + 1) * sizeof(*v));
+    if (v == NULL)
+        return -1;
+    size_t n = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (!fg_str_ieq(req->headers[i].name, name))
+            v[n++] = req->headers[i];
+    v[n] = (fg_http_header_t){0};
+    v[n].name = name;
+    v[n].value = req->target;
+    req->headers = v;
+    req->nheaders = n + 1;
+    return 0;
+}
+
+void fg_dispatch_error_route(fg_request_t *req, const fg_route_t *route)
+{
+    if (set_original_uri(req) != 0) {
+        fg_request_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
+    /* nginx's error_page: the internal redirect is a GET, a HEAD stays a HEAD (RFC 9110 9.3.2:
+     * the same head, no body). */
+    if (!fg_str_eq(req->method, FG_STR_LIT("HEAD")))
+        req->method = FG_STR_LIT("GET");
+    const char *path = route->match.path;
+    if (path != NULL && strchr(path, '{') == NULL) {
+        req->path = fg_str(path);
+        req->query = FG_STR_LIT("");
+    }
+    req->ncaptures = 0;
+    req->route = route;
+    req->handler = NULL; /* the handler that raised the error is done with req */
+    req->handler_data = NULL;
+    req->termination = "error_page";
+    fg_dispatch_run(req);
 }
