@@ -456,13 +456,15 @@ def route_pages_config(tmp_path, port, up):
                                    "maxRequests": 1, "window": "1h"}],
                       errorPages={"404": {"route": "page404"},
                                   "5xx": {"route": "oops", "status": 503}})
-    ports = {"broken": free_port(), "rl": free_port(), "b": free_port()}
+    ports = {"broken": free_port(), "rl": free_port(), "b": free_port(), "px": free_port()}
     cfg["servers"] += [
         {"id": "broken", "listen": "127.0.0.1:%d" % ports["broken"],
          "errorPages": {"404": {"route": "missing"}}},
         {"id": "rl", "listen": "127.0.0.1:%d" % ports["rl"], "rateLimits": ["one"],
          "errorPages": {"429": {"route": "echo-page"}}},
         {"id": "b", "listen": "127.0.0.1:%d" % ports["b"]},
+        {"id": "px", "listen": "127.0.0.1:%d" % ports["px"],
+         "errorPages": {"502": {"route": "echo-page"}}},
     ]
     return cfg, ports
 
@@ -506,10 +508,17 @@ def test_error_page_route_failing_falls_back_to_json(gateway_factory, upstream_f
                                                      tmp_path):
     port = free_port()
     cfg, ports = route_pages_config(tmp_path, port, upstream_factory())
-    gateway_factory(cfg)
+    gw = gateway_factory(cfg)
     # the page route's own 404 (its file is missing) gets the plain JSON error: no second hop
-    doc = assert_error(get(ports["broken"], "/nothing"), 404)
+    doc = assert_error(get(ports["broken"], "/nothing?q=1"), 404)
     assert doc["message"] == "file not found", doc
+    assert doc["path"] == "/nothing", doc  # what the client asked for, not the page's path
+    line = gw.access_log(wait_for=1)[0]
+    assert line["status"] == 404 and line["termination"] == "no_route", line
+    # a request with a body is not handed to the page route
+    data = raw(port, b"POST /nothing HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+                     b"Connection: close\r\n\r\nab")
+    assert_error(parse(data), 404)
 
 
 def test_error_page_route_proxied_gets_original_uri(gateway_factory, upstream_factory,
@@ -526,6 +535,11 @@ def test_error_page_route_proxied_gets_original_uri(gateway_factory, upstream_fa
     assert doc["method"] == "GET" and doc["path"] == "/echo-page", doc
     sent = [v for n, v in doc["headers"] if n.lower() == "x-original-uri"]
     assert sent == ["/direct?q=1"], doc["headers"]
+    # a failed exchange handed to a proxied page: a fresh exchange with the page's destination
+    st, fields, body = get(ports["px"], "/down/y")
+    assert st == 502 and json.loads(body)["path"] == "/echo-page", (st, fields, body)
+    sent = [v for n, v in json.loads(body)["headers"] if n.lower() == "x-original-uri"]
+    assert sent == ["/down/y"]
 
 
 def test_error_page_routes_validated_at_load(upstream_factory, tmp_path):

@@ -154,6 +154,13 @@ static fg_str_t json_error_body(fg_request_t *req, int status, const char *error
                                 const char *message)
 {
     fg_str_t shown = req->path.base ? req->path : req->target;
+    if (req->error_ops != NULL) {
+        /* An errorPages route failed: the client asked for the original target, not the page. */
+        const char *q = memchr(req->target.base, '?', req->target.len);
+        shown = req->target;
+        if (q != NULL)
+            shown.len = (size_t)(q - req->target.base);
+    }
     if (shown.len > ERROR_PATH_MAX) /* an error body stays small whatever the request line */
         shown.len = ERROR_PATH_MAX;
     size_t el = strlen(error), ml = strlen(message), il = strlen(req->request_id);
@@ -218,9 +225,12 @@ void fg_request_error_with(fg_request_t *req, int status, const char *error, con
 {
     req->error = error;
     const fg_error_page_t *page = NULL;
-    if (req->error_ops != NULL)
-        req->ops = req->error_ops; /* failed while serving an error page: the plain JSON error */
-    else
+    if (req->error_ops != NULL) {
+        /* Failed while serving an error page: the plain JSON error, logged as that failure. */
+        req->ops = req->error_ops;
+        if (req->termination && strcmp(req->termination, "error_page") == 0)
+            req->termination = NULL;
+    } else
         page = error_page(req, status);
     if (page != NULL && page->route != NULL && error_route(req, page, status) == 0)
         return;
