@@ -479,6 +479,11 @@ def test_error_page_routes(gateway_factory, upstream_factory, tmp_path):
     assert values(fields, "Content-Type")[0].startswith("text/html")
     assert int(values(fields, "Content-Length")[0]) == len(body)
     assert_date(fields)
+    # the client's conditionals and Range concern the missing resource, not the page
+    st, fields, body = get(port, "/nothing", extra=b"Range: bytes=0-3\r\nIf-Modified-Since: "
+                           b"Sun, 06 Nov 2095 08:49:37 GMT\r\n")
+    assert st == 404 and body == b"<h1>custom 404</h1>\n", (st, fields, body)
+    assert values(fields, "Content-Range") == []
     # a POST is served the page as a GET would be
     st, _, body = get(port, "/nothing", method="DELETE")
     assert st == 404 and body == b"<h1>custom 404</h1>\n"

@@ -68,20 +68,36 @@ void fg_dispatch_run(fg_request_t *req)
     }
 }
 
-/* req's headers with X-Original-URI set to the request target (a client's own is replaced, so
- * the route cannot be told a forged one). Returns 0 or -1 without memory. */
-static int set_original_uri(fg_request_t *req)
+/* Fields an error page route must not see: the client's own X-Original-URI (the route must not
+ * be told a forged one), and the conditionals and Range, which concern the resource that failed.
+ * RFC 9110 13.2.1: preconditions are evaluated only where the answer would be 2xx, and an error
+ * answer is not; RFC 9110 14.2: a server may ignore Range. */
+static int page_drops(fg_str_t name)
 {
-    static const fg_str_t name = FG_STR_LIT("X-Original-URI");
+    static const fg_str_t drop[] = {
+        FG_STR_LIT("X-Original-URI"),     FG_STR_LIT("Range"),
+        FG_STR_LIT("If-Range"),           FG_STR_LIT("If-Match"),
+        FG_STR_LIT("If-None-Match"),      FG_STR_LIT("If-Modified-Since"),
+        FG_STR_LIT("If-Unmodified-Since")};
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        if (fg_str_ieq(name, drop[i]))
+            return 1;
+    return 0;
+}
+
+/* req's headers as an error page route sees them (page_drops), with X-Original-URI set to the
+ * request target. Returns 0 or -1 without memory. */
+static int page_headers(fg_request_t *req)
+{
     fg_http_header_t *v = fg_pool_alloc(req->pool, (req->nheaders + 1) * sizeof(*v));
     if (v == NULL)
         return -1;
     size_t n = 0;
     for (size_t i = 0; i < req->nheaders; i++)
-        if (!fg_str_ieq(req->headers[i].name, name))
+        if (!page_drops(req->headers[i].name))
             v[n++] = req->headers[i];
     v[n] = (fg_http_header_t){0};
-    v[n].name = name;
+    v[n].name = FG_STR_LIT("X-Original-URI");
     v[n].value = req->target;
     req->headers = v;
     req->nheaders = n + 1;
@@ -90,7 +106,7 @@ static int set_original_uri(fg_request_t *req)
 
 void fg_dispatch_error_route(fg_request_t *req, const fg_route_t *route)
 {
-    if (set_original_uri(req) != 0) {
+    if (page_headers(req) != 0) {
         fg_request_error(req, 500, "internal_error", "out of memory");
         return;
     }
