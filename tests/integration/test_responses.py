@@ -505,6 +505,7 @@ def test_error_page_routes(gateway_factory, upstream_factory, tmp_path):
     lines = gw.access_log(wait_for=5)
     first = [l for l in lines if l.get("status") == 404][0]
     assert first["termination"] == "error_page", first
+    assert first["route"] == "page404" and first["error"] == "not_found", first
     down = [l for l in lines if l.get("status") == 503][0]
     assert down["termination"] == "error_page", down
 
