@@ -529,7 +529,8 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
         load_log(c, root) < 0 || fg_config_load_responses(c, root) < 0 ||
         fg_config_load_certificates(c, root) < 0 || load_servers(c, root) < 0 ||
         fg_config_load_clusters(c, root) < 0 || fg_config_load_routes(c, root) < 0 ||
-        fg_config_load_security(c, root) < 0 || fg_config_resolve_security(c) < 0)
+        fg_config_resolve_error_pages(c) < 0 || fg_config_load_security(c, root) < 0 ||
+        fg_config_resolve_security(c) < 0)
         return -1;
     attach_routes(c->cfg);
     return 0;

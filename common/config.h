@@ -225,7 +225,7 @@ typedef struct {
 
 typedef struct fg_cluster_s fg_cluster_t;
 
-typedef struct {
+typedef struct fg_route_s {
     char *id;
     int order;         /* lower first; default 0 */
     char **server_ids; /* servers this route is attached to; empty = all servers */
@@ -383,6 +383,11 @@ typedef struct {
     size_t body_len;
     char *content_type; /* "contentType", or NULL: by the file's extension */
     char *redirect;     /* "redirect": answer 302 with this Location instead */
+    /* "route": the route (static, direct or cluster) that answers instead, resolved at load;
+     * route_status is the status the client sees ("status"), 0 = the error's own. */
+    char *route_id;
+    const struct fg_route_s *route;
+    int route_status;
 } fg_error_page_t;
 
 /* "serverHeader", "errorPages", "exposeAccessListIds": top level (the defaults) and per

@@ -71,12 +71,18 @@ static void attach(json_t *o, const fg_security_attach_t *a)
 /* ---- responses (serverHeader, errorPages, exposeAccessListIds) ---- */
 
 /* One errorPages value in the object form: the file as loaded (absolute) and its contentType,
- * or the redirect. */
+ * the redirect, or the route and its status. */
 static json_t *error_page(const fg_error_page_t *p)
 {
     json_t *o = json_object();
     if (p->redirect) {
         set(o, "redirect", json_string(p->redirect));
+        return o;
+    }
+    if (p->route_id) {
+        set(o, "route", json_string(p->route_id));
+        if (p->route_status)
+            set(o, "status", json_integer(p->route_status));
         return o;
     }
     set(o, "file", json_string(p->file));

@@ -104,6 +104,9 @@ void fg_config_free_security(fg_config_t *cfg);
  * first (it gives the servers their defaults), then each server. */
 int fg_config_load_responses(fg_config_ctx_t *c, const json_t *root);
 int fg_config_load_server_responses(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s);
+/* Resolve every errorPages "route" (after routes load): it must exist, be static, direct or a
+ * cluster route, and be attached to the server (a top-level entry: to every server). */
+int fg_config_resolve_error_pages(fg_config_ctx_t *c);
 void fg_config_free_responses(fg_responses_config_t *r);
 /* common/config_tls.c: "certificates" and "tls" (before servers and clusters, which refer to
  * certificate ids), a server's "tls" and "redirectHttps", a cluster's "httpClient". */

@@ -4,6 +4,7 @@
  * for an error and a missing or oversized file fails the load. Schema: docs/config.md. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -124,19 +125,41 @@ static int load_file(fg_config_ctx_t *c, const char *key, const char *file, fg_e
     return read_page(c, key, p);
 }
 
-/* {"file": FILE, "contentType": TYPE} or {"redirect": LOCATION}, under the path of its key. */
+/* {"route": ID, "status": CODE}: the id is resolved once routes are loaded
+ * (fg_config_resolve_error_pages); "status" overrides the status the client sees. */
+static int load_route_target(fg_config_ctx_t *c, json_t *v, fg_error_page_t *p)
+{
+    long long st = 0;
+    if (json_object_get(v, "contentType") != NULL)
+        return fg_config_fail(c, "contentType", "applies to \"file\" only");
+    if (fg_config_get_int(c, v, "status", 200, 599, &st) < 0)
+        return -1;
+    p->route_status = (int)st;
+    if (*p->route_id == '\0')
+        return fg_config_fail(c, "route", "the route id is empty");
+    return 0;
+}
+
+/* {"file": FILE, "contentType": TYPE}, {"redirect": LOCATION} or {"route": ID, "status": CODE},
+ * under the path of its key. */
 static int load_page_object(fg_config_ctx_t *c, json_t *v, fg_error_page_t *p)
 {
-    static const char *const keys[] = {"file", "contentType", "redirect", NULL};
+    static const char *const keys[] = {"file", "contentType", "redirect", "route", "status", NULL};
     if (fg_config_check_keys(c, v, keys) < 0 ||
         fg_config_get_string(c, v, "redirect", 1, &p->redirect) < 0 ||
+        fg_config_get_string(c, v, "route", 1, &p->route_id) < 0 ||
         fg_config_get_string(c, v, "contentType", 1, &p->content_type) < 0)
         return -1;
     json_t *f = json_object_get(v, "file");
     if (f != NULL && !json_is_string(f))
         return fg_config_fail(c, "file", "expected a string, got %s", fg_config_type_name(f));
-    if ((f == NULL) == (p->redirect == NULL))
-        return fg_config_fail(c, NULL, "expected exactly one of \"file\" and \"redirect\"");
+    if ((f != NULL) + (p->redirect != NULL) + (p->route_id != NULL) != 1)
+        return fg_config_fail(c, NULL,
+                              "expected exactly one of \"file\", \"redirect\" and \"route\"");
+    if (p->route_id != NULL)
+        return load_route_target(c, v, p);
+    if (json_object_get(v, "status") != NULL)
+        return fg_config_fail(c, "status", "applies to \"route\" only");
     if (p->content_type && !fg_config_is_field_value(p->content_type))
         return fg_config_fail(c, "contentType", "\"%s\" is not a valid field value",
                               p->content_type);
@@ -224,10 +247,87 @@ void fg_config_free_responses(fg_responses_config_t *r)
         free(r->error_pages[i].body);
         free(r->error_pages[i].content_type);
         free(r->error_pages[i].redirect);
+        free(r->error_pages[i].route_id);
     }
     free(r->error_pages);
     free(r->server_header);
     memset(r, 0, sizeof(*r));
+}
+
+/* ---- "route" targets, resolved once routes are loaded ---- */
+
+static int attached(const fg_route_t *rt, const char *server_id)
+{
+    if (rt->nserver_ids == 0)
+        return 1;
+    for (size_t i = 0; i < rt->nserver_ids; i++)
+        if (strcmp(rt->server_ids[i], server_id) == 0)
+            return 1;
+    return 0;
+}
+
+/* Point p at its route; srv is the server whose entry it is, or NULL for a top-level entry
+ * (which every server may use, so the route must be attached to every server). The caller has
+ * pushed the path down to the entry's key. */
+static int resolve_page(fg_config_ctx_t *c, const fg_server_t *srv, fg_error_page_t *p)
+{
+    const fg_config_t *cfg = c->cfg;
+    const fg_route_t *rt = NULL;
+    for (size_t i = 0; i < cfg->nroutes && rt == NULL; i++)
+        if (strcmp(cfg->routes[i].id, p->route_id) == 0)
+            rt = &cfg->routes[i];
+    if (rt == NULL)
+        return fg_config_fail(c, "route", "no route has the id \"%s\"", p->route_id);
+    if (rt->kind == FG_ROUTE_REDIRECT)
+        return fg_config_fail(
+            c, "route", "route \"%s\" is a redirect route (use {\"redirect\": ...})", p->route_id);
+    for (size_t i = 0; i < cfg->nservers; i++) {
+        const fg_server_t *s = srv ? srv : &cfg->servers[i];
+        if (!attached(rt, s->id))
+            return fg_config_fail(c, "route", "route \"%s\" is not attached to server \"%s\"",
+                                  p->route_id, s->id);
+        if (srv)
+            break;
+    }
+    p->route = rt;
+    return 0;
+}
+
+static int resolve_pages(fg_config_ctx_t *c, const fg_server_t *srv, fg_responses_config_t *r)
+{
+    size_t mark = fg_config_push_key(c, "errorPages");
+    int rc = 0;
+    char key[16];
+    for (size_t i = 0; rc == 0 && i < r->nerror_pages; i++) {
+        fg_error_page_t *p = &r->error_pages[i];
+        if (p->route_id == NULL)
+            continue;
+        if (p->status < 10)
+            snprintf(key, sizeof(key), "%dxx", p->status);
+        else
+            snprintf(key, sizeof(key), "%d", p->status);
+        size_t m = fg_config_push_key(c, key);
+        rc = resolve_page(c, srv, p);
+        fg_config_pop(c, m);
+    }
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+int fg_config_resolve_error_pages(fg_config_ctx_t *c)
+{
+    fg_config_t *cfg = c->cfg;
+    if (resolve_pages(c, NULL, &cfg->responses) < 0)
+        return -1;
+    size_t mark = fg_config_push_key(c, "servers");
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < cfg->nservers; i++) {
+        size_t m = fg_config_push_index(c, i);
+        rc = resolve_pages(c, &cfg->servers[i], &cfg->servers[i].responses);
+        fg_config_pop(c, m);
+    }
+    fg_config_pop(c, mark);
+    return rc;
 }
 
 static const fg_error_page_t *find_page(const fg_responses_config_t *r, int status)

@@ -426,6 +426,165 @@ def test_429_message_names_limit_and_window(gateway_factory, tmp_path):
     assert doc["message"] == "rate limit exceeded: 2 requests per 120s", doc
 
 
+# ---- errorPages: a route per status ----
+
+def route_pages_config(tmp_path, port, up):
+    www = tmp_path / "www"
+    (www / "errors").mkdir(parents=True, exist_ok=True)
+    (www / "errors" / "404.html").write_text("<h1>custom 404</h1>\n")
+    routes = [
+        {"id": "direct", "match": {"path": "/direct"}, "direct": {"status": 200, "body": "d"}},
+        {"id": "down", "match": {"path": "/down/{**rest}"}, "clusterId": "down"},
+        {"id": "relay", "match": {"path": "/relay/{**rest}"}, "clusterId": "echo",
+         "transforms": [{"PathRemovePrefix": "/relay"}]},
+        {"id": "page404", "match": {"path": "/errors/404.html"}, "static": {"root": str(www)}},
+        {"id": "missing", "match": {"path": "/errors/missing.html"},
+         "static": {"root": str(www)}},
+        {"id": "oops", "match": {"path": "/oops-page"},
+         "direct": {"status": 200, "headers": {"Content-Type": "text/x-oops"},
+                    "body": "oops page"}},
+        {"id": "echo-page", "match": {"path": "/echo-page"}, "clusterId": "echo"},
+        {"id": "only-b", "servers": ["b"], "match": {"path": "/b"}, "direct": {"status": 200}},
+    ]
+    clusters = [
+        {"id": "down", "destinations": [{"id": "d",
+                                         "address": "http://127.0.0.1:%d" % free_port()}]},
+        {"id": "echo", "destinations": [{"id": "e", "address": up.url}]},
+    ]
+    cfg = base_config(tmp_path, port, routes=routes, clusters=clusters, workers=1,
+                      rateLimits=[{"id": "one", "type": "FixedWindow", "scope": "PerIp",
+                                   "maxRequests": 1, "window": "1h"}],
+                      errorPages={"404": {"route": "page404"},
+                                  "5xx": {"route": "oops", "status": 503}})
+    ports = {"broken": free_port(), "rl": free_port(), "b": free_port(), "px": free_port()}
+    cfg["servers"] += [
+        {"id": "broken", "listen": "127.0.0.1:%d" % ports["broken"],
+         "errorPages": {"404": {"route": "missing"}}},
+        {"id": "rl", "listen": "127.0.0.1:%d" % ports["rl"], "rateLimits": ["one"],
+         "errorPages": {"429": {"route": "echo-page"}}},
+        {"id": "b", "listen": "127.0.0.1:%d" % ports["b"]},
+        {"id": "px", "listen": "127.0.0.1:%d" % ports["px"],
+         "errorPages": {"502": {"route": "echo-page"}}},
+    ]
+    return cfg, ports
+
+
+def test_error_page_routes(gateway_factory, upstream_factory, tmp_path):
+    port = free_port()
+    cfg, ports = route_pages_config(tmp_path, port, upstream_factory())
+    gw = gateway_factory(cfg)
+    # 404 -> a static route: the error's status, the page's body and type
+    st, fields, body = get(port, "/nothing?x=1")
+    assert st == 404 and body == b"<h1>custom 404</h1>\n", (st, fields, body)
+    assert values(fields, "Content-Type")[0].startswith("text/html")
+    assert int(values(fields, "Content-Length")[0]) == len(body)
+    assert_date(fields)
+    # the client's conditionals and Range concern the missing resource, not the page
+    st, fields, body = get(port, "/nothing", extra=b"Range: bytes=0-3\r\nIf-Modified-Since: "
+                           b"Sun, 06 Nov 2095 08:49:37 GMT\r\n")
+    assert st == 404 and body == b"<h1>custom 404</h1>\n", (st, fields, body)
+    assert values(fields, "Content-Range") == []
+    # a POST is served the page as a GET would be
+    st, _, body = get(port, "/nothing", method="DELETE")
+    assert st == 404 and body == b"<h1>custom 404</h1>\n"
+    # 502 from an unreachable destination -> a direct route, with the status overridden
+    st, fields, body = get(port, "/down/x")
+    assert st == 503 and body == b"oops page", (st, fields, body)
+    assert values(fields, "Content-Type") == ["text/x-oops"]
+    # a destination's own 500 is relayed, never replaced
+    st, fields, body = get(port, "/relay/status/500")
+    assert st == 500 and json.loads(body)["path"] == "/status/500"
+    # HEAD: the page's head, no body; the next request on the connection is intact
+    data = raw(port, b"HEAD /nothing HTTP/1.1\r\nHost: a\r\n\r\n"
+                     b"GET /direct HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404"), data
+    assert b"Content-Length: 20\r\n" in head + b"\r\n", data
+    assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"\r\n\r\nd"), data
+    # the access log keeps the status the client saw and says a page route answered
+    lines = gw.access_log(wait_for=5)
+    first = [l for l in lines if l.get("status") == 404][0]
+    assert first["termination"] == "error_page", first
+    assert first["route"] == "page404" and first["error"] == "not_found", first
+    down = [l for l in lines if l.get("status") == 503][0]
+    assert down["termination"] == "error_page", down
+
+
+def test_error_page_route_failing_falls_back_to_json(gateway_factory, upstream_factory,
+                                                     tmp_path):
+    port = free_port()
+    cfg, ports = route_pages_config(tmp_path, port, upstream_factory())
+    gw = gateway_factory(cfg)
+    # the page route's own 404 (its file is missing) gets the plain JSON error: no second hop
+    doc = assert_error(get(ports["broken"], "/nothing?q=1"), 404)
+    assert doc["message"] == "file not found", doc
+    assert doc["path"] == "/nothing", doc  # what the client asked for, not the page's path
+    line = gw.access_log(wait_for=1)[0]
+    assert line["status"] == 404 and line["termination"] == "no_route", line
+    # a request with a body is not handed to the page route
+    data = raw(port, b"POST /nothing HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+                     b"Connection: close\r\n\r\nab")
+    assert_error(parse(data), 404)
+
+
+def test_error_page_route_proxied_gets_original_uri(gateway_factory, upstream_factory,
+                                                   tmp_path):
+    port = free_port()
+    cfg, ports = route_pages_config(tmp_path, port, upstream_factory())
+    gateway_factory(cfg)
+    assert get(ports["rl"], "/direct")[0] == 200
+    st, fields, body = get(ports["rl"], "/direct?q=1", method="PUT",
+                           extra=b"X-Original-URI: /forged\r\n")
+    assert st == 429, (st, fields, body)
+    assert values(fields, "Retry-After") == []  # the page route's head, not the error's
+    doc = json.loads(body)
+    assert doc["method"] == "GET" and doc["path"] == "/echo-page", doc
+    sent = [v for n, v in doc["headers"] if n.lower() == "x-original-uri"]
+    assert sent == ["/direct?q=1"], doc["headers"]
+    # a failed exchange handed to a proxied page: a fresh exchange with the page's destination
+    st, fields, body = get(ports["px"], "/down/y")
+    assert st == 502 and json.loads(body)["path"] == "/echo-page", (st, fields, body)
+    sent = [v for n, v in json.loads(body)["headers"] if n.lower() == "x-original-uri"]
+    assert sent == ["/down/y"]
+
+
+def test_error_page_routes_validated_at_load(upstream_factory, tmp_path):
+    up = upstream_factory()
+
+    def check(mutate, needles):
+        cfg, _ = route_pages_config(tmp_path, free_port(), up)
+        mutate(cfg)
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(cfg))
+        proc = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True,
+                              text=True, timeout=10, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 1, (proc.stdout, proc.stderr)
+        for n in needles:
+            assert n in proc.stderr, (n, proc.stderr)
+
+    check(lambda c: c["errorPages"].update({"404": {"route": "nope"}}),
+          ["errorPages.404.route", "no route has the id \"nope\""])
+    check(lambda c: c["servers"][1]["errorPages"].update({"404": {"route": "only-b"}}),
+          ["servers[1].errorPages.404.route", "\"only-b\" is not attached to server \"broken\""])
+    check(lambda c: c["errorPages"].update({"4xx": {"route": "only-b"}}),
+          ["errorPages.4xx.route", "\"only-b\" is not attached to server \"main\""])
+    check(lambda c: c["errorPages"].update({"404": {"route": "oops", "status": 99}}),
+          ["errorPages.404.status"])
+    check(lambda c: c["errorPages"].update({"404": {"route": "oops", "file": "x.html"}}),
+          ["errorPages.404", "exactly one of"])
+    check(lambda c: c["errorPages"].update({"404": {"file": "www/errors/404.html",
+                                                    "status": 200}}),
+          ["errorPages.404.status", "applies to \"route\" only"])
+    # the same server-level entry is accepted where the route is attached
+    cfg, _ = route_pages_config(tmp_path, free_port(), up)
+    cfg["servers"][3]["errorPages"] = {"404": {"route": "only-b"}}
+    path = tmp_path / "good.json"
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                          timeout=10, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+
+
 def check_ok(tmp_path, mutate):
     cfg, _ = pages_config(tmp_path, free_port())
     mutate(cfg)

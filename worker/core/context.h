@@ -17,6 +17,7 @@ struct fg_upstream_pools_s;
 struct fg_accesslog_s;
 struct fg_session_s;
 struct fg_pool_s;
+struct fg_request_s;
 
 /* The worker's context, one per process, passed to every connection. */
 typedef struct fg_worker_s {
@@ -44,6 +45,9 @@ typedef struct fg_worker_s {
      * again instead of allocating and freeing a pool per request. */
     struct fg_pool_s *request_pools[FG_REQUEST_POOL_SPARES];
     unsigned nrequest_pools;
+    /* Serve an error through an errorPages "route" entry (fg_dispatch_error_route): the request
+     * toolkit calls it without knowing the handlers. NULL (unit tests): the JSON error. */
+    void (*error_route)(struct fg_request_s *req, const fg_route_t *route);
 } fg_worker_t;
 
 #endif

@@ -21,6 +21,7 @@
 #include "worker/core/frontend.h"
 #include "worker/http/http1.h"
 #include "worker/http/request.h"
+#include "worker/http/dispatch.h"
 #include "worker/admission/security.h"
 #include "worker/handlers/static.h"
 #include "worker/upstream/upstream.h"
@@ -348,6 +349,7 @@ int fg_worker_main(const fg_worker_args_t *args)
     }
     fg_security_worker_init(args->cfg);
     st.w.scratch = evbuffer_new();
+    st.w.error_route = fg_dispatch_error_route;
     st.w.upstreams = fg_upstream_pools_new(&st.w);
     st.w.accesslog = fg_accesslog_new(st.w.base, &args->cfg->log);
     if (st.w.scratch == NULL || st.w.upstreams == NULL || fg_static_init(args->cfg) != 0 ||

@@ -1,5 +1,7 @@
 #include "worker/http/dispatch.h"
 
+#include <string.h>
+
 #include "worker/admission/security.h"
 #include "worker/core/context.h"
 #include "worker/handlers/direct.h"
@@ -64,4 +66,63 @@ void fg_dispatch_run(fg_request_t *req)
         fg_request_error(req, 500, "internal_error", "unknown route kind");
         break;
     }
+}
+
+/* Fields an error page route must not see: the client's own X-Original-URI (the route must not
+ * be told a forged one), and the conditionals and Range, which concern the resource that failed.
+ * RFC 9110 13.2.1: preconditions are evaluated only where the answer would be 2xx, and an error
+ * answer is not; RFC 9110 14.2: a server may ignore Range. */
+static int page_drops(fg_str_t name)
+{
+    static const fg_str_t drop[] = {
+        FG_STR_LIT("X-Original-URI"),     FG_STR_LIT("Range"),
+        FG_STR_LIT("If-Range"),           FG_STR_LIT("If-Match"),
+        FG_STR_LIT("If-None-Match"),      FG_STR_LIT("If-Modified-Since"),
+        FG_STR_LIT("If-Unmodified-Since")};
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        if (fg_str_ieq(name, drop[i]))
+            return 1;
+    return 0;
+}
+
+/* req's headers as an error page route sees them (page_drops), with X-Original-URI set to the
+ * request target. Returns 0 or -1 without memory. */
+static int page_headers(fg_request_t *req)
+{
+    fg_http_header_t *v = fg_pool_alloc(req->pool, (req->nheaders + 1) * sizeof(*v));
+    if (v == NULL)
+        return -1;
+    size_t n = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (!page_drops(req->headers[i].name))
+            v[n++] = req->headers[i];
+    v[n] = (fg_http_header_t){0};
+    v[n].name = FG_STR_LIT("X-Original-URI");
+    v[n].value = req->target;
+    req->headers = v;
+    req->nheaders = n + 1;
+    return 0;
+}
+
+void fg_dispatch_error_route(fg_request_t *req, const fg_route_t *route)
+{
+    if (page_headers(req) != 0) {
+        fg_request_error(req, 500, "internal_error", "out of memory");
+        return;
+    }
+    /* nginx's error_page: the internal redirect is a GET, a HEAD stays a HEAD (RFC 9110 9.3.2:
+     * the same head, no body). */
+    if (!fg_str_eq(req->method, FG_STR_LIT("HEAD")))
+        req->method = FG_STR_LIT("GET");
+    const char *path = route->match.path;
+    if (path != NULL && strchr(path, '{') == NULL) {
+        req->path = fg_str(path);
+        req->query = FG_STR_LIT("");
+    }
+    req->ncaptures = 0;
+    req->route = route;
+    req->handler = NULL; /* the handler that raised the error is done with req */
+    req->handler_data = NULL;
+    req->termination = "error_page";
+    fg_dispatch_run(req);
 }

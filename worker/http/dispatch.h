@@ -14,4 +14,11 @@ int fg_dispatch_route(fg_request_t *req);
 /* Step 2: hand req to its route's handler (proxy, static, direct, redirect). */
 void fg_dispatch_run(fg_request_t *req);
 
+/* Answer req's error through route, an errorPages "route" entry (as nginx's internal
+ * redirect): no routing or admission; the method becomes GET unless HEAD, the path the route's
+ * literal match path (else kept), captures, conditionals and Range are dropped and the request
+ * target goes to the route as X-Original-URI. The caller has set req->error_ops and
+ * req->error_status. */
+void fg_dispatch_error_route(fg_request_t *req, const fg_route_t *route);
+
 #endif

@@ -154,6 +154,13 @@ static fg_str_t json_error_body(fg_request_t *req, int status, const char *error
                                 const char *message)
 {
     fg_str_t shown = req->path.base ? req->path : req->target;
+    if (req->error_ops != NULL) {
+        /* An errorPages route failed: the client asked for the original target, not the page. */
+        const char *q = memchr(req->target.base, '?', req->target.len);
+        shown = req->target;
+        if (q != NULL)
+            shown.len = (size_t)(q - req->target.base);
+    }
     if (shown.len > ERROR_PATH_MAX) /* an error body stays small whatever the request line */
         shown.len = ERROR_PATH_MAX;
     size_t el = strlen(error), ml = strlen(message), il = strlen(req->request_id);
@@ -184,11 +191,51 @@ static const fg_error_page_t *error_page(const fg_request_t *req, int status)
     return fg_config_error_page(cfg, req->server, status);
 }
 
+/* send_head while an errorPages route answers: the client sees the error's status. */
+static int error_route_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs,
+                                 int64_t content_length)
+{
+    (void)status;
+    return req->error_ops->send_head(req, req->error_status, hdrs, content_length);
+}
+
+/* Hand req to the errorPages route of page (worker->error_route). Only a request whose head is
+ * complete and that has no body: the front end is then between reading and answering, and the
+ * route's handler can own req. Returns 0 when handed over, -1 when the JSON error applies. */
+static int error_route(fg_request_t *req, const fg_error_page_t *page, int status)
+{
+    fg_worker_t *w = req->worker;
+    if (w == NULL || w->error_route == NULL || req->ops == NULL || req->has_body ||
+        req->path.base == NULL || req->request_id[0] == '\0')
+        return -1;
+    fg_req_ops_t *ops = fg_pool_alloc(req->pool, sizeof(*ops));
+    if (ops == NULL)
+        return -1;
+    *ops = *req->ops;
+    ops->send_head = error_route_send_head;
+    req->error_ops = req->ops;
+    req->error_status = page->route_status ? page->route_status : status;
+    req->ops = ops;
+    w->error_route(req, page->route);
+    return 0;
+}
+
 void fg_request_error_with(fg_request_t *req, int status, const char *error, const char *message,
                            const fg_headers_t *extra)
 {
     req->error = error;
-    const fg_error_page_t *page = error_page(req, status);
+    const fg_error_page_t *page = NULL;
+    if (req->error_ops != NULL) {
+        /* Failed while serving an error page: the plain JSON error, logged as that failure. */
+        req->ops = req->error_ops;
+        if (req->termination && strcmp(req->termination, "error_page") == 0)
+            req->termination = NULL;
+    } else
+        page = error_page(req, status);
+    if (page != NULL && page->route != NULL && error_route(req, page, status) == 0)
+        return;
+    if (page != NULL && page->route != NULL)
+        page = NULL;
     fg_headers_t h;
     fg_headers_init(&h, req->pool, 3 + (extra ? extra->n : 0));
     fg_str_t body;

@@ -134,6 +134,11 @@ struct fg_request_s {
     const char *cluster_id;
     fg_str_t tenant;   /* the tenant header's value (cfg->tenant_header); empty = none */
     const char *error; /* short error kind when the gateway answered an error */
+    /* An errorPages "route" answers an error (fg_request_error_with): the front end's ops,
+     * whose send_head gets error_status whatever the route's handler answers. Set once: an
+     * error raised while that route answers gets the JSON error. */
+    const fg_req_ops_t *error_ops;
+    int error_status;
 
     const fg_req_ops_t *ops;
     void *proto; /* front end's private state */
