@@ -14,6 +14,7 @@
 
 #include "common/log.h"
 #include "common/tls.h"
+#include "worker/core/clock.h"
 #include "worker/core/transport.h"
 
 struct fg_conn_s {
@@ -32,6 +33,11 @@ struct fg_conn_s {
     fg_conn_cbs_t cbs;
     void *arg;
     uint64_t read_timeout_ms;
+    /* Read timeout, lazily: the armed timer fires no later than read_timer_at (fg_clock ms);
+     * the timeout is due at read_due. Both are set while reading. */
+    uint64_t read_due;
+    uint64_t read_timer_at;
+    uint64_t read_timer_ms; /* the interval armed: a persistent event re-arms it on each wake */
     uint64_t write_timeout_ms;
     size_t low_watermark;
     size_t read_max;
@@ -294,11 +300,22 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
     if (c->reading && timeout_ms == 0 && c->read_timeout_ms == 0)
         return;
     c->read_timeout_ms = timeout_ms;
+    uint64_t now = fg_clock_now_ms();
     /* event_add(NULL) would keep an earlier timer, and event_del costs an epoll_ctl: "no
      * timeout" is a timer too far away to matter. */
-    struct timeval tv = ms_tv(timeout_ms ? timeout_ms : NO_TIMEOUT_MS);
+    uint64_t ms = timeout_ms ? timeout_ms : NO_TIMEOUT_MS;
+    c->read_due = now + ms;
+    /* Moving a timer costs a heap update in libevent, several times per request: a timer
+     * armed to fire no later than the new due time stays, and on_readable arms it again for
+     * the rest when it fires early. */
+    if (c->reading && c->read_timer_at <= c->read_due)
+        goto armed;
+    struct timeval tv = ms_tv(ms);
     event_add(c->rev, &tv);
+    c->read_timer_at = c->read_due;
+    c->read_timer_ms = ms;
     c->reading = 1;
+armed:
     if (c->t.ops->pending(&c->t) > 0 && !c->handshaking)
         event_active(c->rev, EV_READ, 1);
 }
@@ -440,6 +457,24 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         c->err = ENOMEM;
         c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
         return;
+    }
+    if ((what & EV_TIMEOUT) && c->reading) {
+        uint64_t now = fg_clock_now_ms();
+        if (now < c->read_due) {
+            /* reads since the timer was armed moved the due time: wait for the rest */
+            c->read_timer_ms = c->read_due - now;
+            struct timeval tv = ms_tv(c->read_timer_ms);
+            event_add(c->rev, &tv);
+            c->read_timer_at = c->read_due;
+            what &= ~EV_TIMEOUT;
+            if (!(what & EV_READ))
+                return;
+        }
+    } else if (!(what & EV_TIMEOUT) && c->reading) {
+        /* libevent moved the persistent event's timer to its wake-up time plus the interval;
+         * its clock is not ahead of ours, so this bound is not earlier than the timer by more
+         * than the millisecond that rounding loses. */
+        c->read_timer_at = fg_clock_now_ms() + c->read_timer_ms;
     }
     if (what & EV_TIMEOUT) {
         event_del(c->rev);
