@@ -844,9 +844,15 @@ static void make_request_id(fg_http1_conn_t *h, fg_request_t *req)
     uint64_t parts[2] = {(req->start_us << 16) ^ (uint64_t)h->w->pid, ++h->w->request_seq};
     parts[1] ^= (uint64_t)h->w->slot << 56;
     char *p = req->request_id;
-    for (int k = 0; k < 2; k++)
-        for (int i = 15; i >= 0; i--)
-            *p++ = hex[(parts[k] >> (i * 4)) & 0xf];
+    /* two digits a step, from the lowest byte up: half the loop turns of one a step */
+    for (int k = 0; k < 2; k++) {
+        uint64_t v = parts[k];
+        for (int i = 14; i >= 0; i -= 2, v >>= 8) {
+            p[i] = hex[(v >> 4) & 0xf];
+            p[i + 1] = hex[v & 0xf];
+        }
+        p += 16;
+    }
     *p = '\0';
     (void)hexval;
 }
