@@ -88,8 +88,7 @@ fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs
     c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
     c->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
     c->rtimer = evtimer_new(base, on_read_timer, c);
-    if (c->in == NULL || c->out == NULL || c->rev == NULL || c->wev == NULL ||
-        c->rtimer == NULL) {
+    if (c->in == NULL || c->out == NULL || c->rev == NULL || c->wev == NULL || c->rtimer == NULL) {
         c->t.fd = -1;
         fg_conn_free(c);
         return NULL;
