@@ -17,6 +17,7 @@
 #include <openssl/opensslv.h>
 
 #include "common/config.h"
+#include "common/evmem.h"
 #include "master/check.h"
 #include "common/tls.h"
 #include "master/daemon.h"
@@ -576,6 +577,8 @@ int main(int argc, char **argv)
     const char *conf = DEFAULT_CONF;
     const char *sig = NULL;
     int foreground = 0, test = 0, dump = 0, opt;
+
+    fg_evmem_install(); /* before libevent allocates anything */
 
     while ((opt = getopt_long(argc, argv, "c:ftTs:vh", longopts, NULL)) != -1) {
         switch (opt) {

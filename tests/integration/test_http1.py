@@ -691,6 +691,33 @@ def test_body_timeout_408(gw, path):
         assert time.monotonic() - t0 < 8  # body timeout is 1s
 
 
+def test_body_timeout_runs_from_the_last_read(gw):
+    # The read timer is left armed when a read pushes the due time forward and is armed again
+    # for the rest when it fires early: a body trickled within the timeout (1 s) between reads
+    # is never cut, and the 408 comes a full timeout after the last byte, not at the first
+    # timer's expiry.
+    s, r = connect(gw, timeout=10)
+    with s:
+        s.sendall(b"POST /up/trickle-ok HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 6\r\n\r\na")
+        for ch in b"bcdef":  # 3 s in all, 0.6 s apart
+            time.sleep(0.6)
+            s.sendall(bytes([ch]))
+        st, _, body = r.response()
+        assert st == 200, body
+        assert json.loads(body)["bodyLength"] == 6
+    s, r = connect(gw, timeout=10)
+    with s:
+        s.sendall(b"POST /up/trickle-stop HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 10\r\n\r\na")
+        for ch in b"bcd":
+            time.sleep(0.6)
+            s.sendall(bytes([ch]))
+        t_last = time.monotonic()
+        st, _, body = r.response()
+        waited = time.monotonic() - t_last
+        assert st == 408, body
+        assert 0.9 <= waited < 5, waited
+
+
 def test_keep_alive_timeout_closes_idle_connection(gw):
     s, r = connect(gw, timeout=10)
     with s:

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -27,6 +28,7 @@ typedef struct {
     int reads;
     size_t input_len;
     int events;
+    int what;
 } seen_t;
 
 static void cb_read(fg_conn_t *c, void *arg)
@@ -45,8 +47,8 @@ static void cb_drain(fg_conn_t *c, void *arg)
 static void cb_event(fg_conn_t *c, void *arg, int what)
 {
     (void)c;
-    (void)what;
     ((seen_t *)arg)->events++;
+    ((seen_t *)arg)->what = what;
 }
 
 static const fg_conn_cbs_t cbs = {cb_read, cb_drain, cb_event};
@@ -178,12 +180,81 @@ static void test_file_shorter_than_announced(void **state)
     event_base_free(base);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Run the loop for `secs`, or until an event reaches the owner. */
+static void run_for(struct event_base *base, seen_t *seen, double secs)
+{
+    double until = now_s() + secs;
+    while (now_s() < until && seen->events == 0) {
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        usleep(2000);
+    }
+}
+
+/* The read timer is moved lazily: a timeout shortened while a longer one is pending fires at
+ * the shorter one; reads push it forward (a timer that fires early is armed again for the
+ * rest); "no timeout" after a timeout leaves nothing to fire. */
+static void test_read_timeout_moves_lazily(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    struct event_base *base = event_base_new();
+    seen_t seen = {0};
+    fg_conn_t *c = fg_conn_new(base, sv[0], &cbs, &seen);
+    assert_non_null(c);
+
+    /* shortened: 10 s pending, then 150 ms */
+    fg_conn_read(c, 1, 10000);
+    double t0 = now_s();
+    fg_conn_read(c, 1, 150);
+    run_for(base, &seen, 3);
+    assert_int_equal(seen.events, 1);
+    assert_int_equal(seen.what, FG_CONN_TIMEOUT_READ);
+    double took = now_s() - t0;
+    assert_true(took >= 0.14 && took < 2.5);
+
+    /* pushed by reads: 300 ms timeout, a byte every 100 ms for 600 ms, then silence */
+    seen = (seen_t){0};
+    fg_conn_read(c, 1, 300);
+    for (int i = 0; i < 6; i++) {
+        run_for(base, &seen, 0.1);
+        assert_int_equal(write(sv[1], "x", 1), 1);
+    }
+    double last = now_s();
+    run_for(base, &seen, 0.05);
+    assert_int_equal(seen.events, 0);
+    assert_int_equal(seen.reads, 6);
+    run_for(base, &seen, 3);
+    assert_int_equal(seen.events, 1);
+    assert_int_equal(seen.what, FG_CONN_TIMEOUT_READ);
+    took = now_s() - last;
+    assert_true(took >= 0.29 && took < 2.5);
+
+    /* a pending timer finds nothing due after "no timeout" */
+    seen = (seen_t){0};
+    fg_conn_read(c, 1, 100);
+    fg_conn_read(c, 1, 0);
+    run_for(base, &seen, 0.4);
+    assert_int_equal(seen.events, 0);
+
+    fg_conn_free(c);
+    close(sv[1]);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_file_with_sendfile),
         cmocka_unit_test(test_file_with_read_write),
         cmocka_unit_test(test_file_shorter_than_announced),
+        cmocka_unit_test(test_read_timeout_moves_lazily),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,13 +15,15 @@
 
 #include "common/log.h"
 #include "common/tls.h"
+#include "worker/core/clock.h"
 #include "worker/core/transport.h"
 
 struct fg_conn_s {
     fg_transport_t t; /* t.fd is the socket */
     int err;
-    struct event *rev;
+    struct event *rev; /* no timeout of its own: rtimer keeps the read timeout */
     struct event *wev;
+    struct event *rtimer;
     struct evbuffer *in;
     struct evbuffer *out;
     /* One file being sent after `out` (fg_conn_send_file); bytes queued meanwhile wait in
@@ -33,6 +35,10 @@ struct fg_conn_s {
     fg_conn_cbs_t cbs;
     void *arg;
     uint64_t read_timeout_ms;
+    /* Read timeout, lazily: rtimer is pending to fire at read_timer_at (fg_clock ms; 0 = not
+     * pending); the timeout is due at read_due (0 = none). */
+    uint64_t read_due;
+    uint64_t read_timer_at;
     uint64_t write_timeout_ms;
     size_t low_watermark;
     size_t read_max;
@@ -59,13 +65,14 @@ struct fg_conn_spares_s {
 };
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
+static void on_read_timer(evutil_socket_t fd, short what, void *arg);
+static void arm_read_timer(fg_conn_t *c, uint64_t ms);
 static void want_write(fg_conn_t *c);
 static void do_read(fg_conn_t *c);
 static void handshake_step(fg_conn_t *c);
 static void tls_client_failed(fg_conn_t *c, int err);
 static int resume_write(fg_conn_t *c);
 
-#define NO_TIMEOUT_MS (7ull * 24 * 3600 * 1000)
 static void on_writable(evutil_socket_t fd, short what, void *arg);
 
 static struct timeval ms_tv(uint64_t ms)
@@ -85,7 +92,8 @@ fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs
     c->out = evbuffer_new();
     c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
     c->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
-    if (c->in == NULL || c->out == NULL || c->rev == NULL || c->wev == NULL) {
+    c->rtimer = evtimer_new(base, on_read_timer, c);
+    if (c->in == NULL || c->out == NULL || c->rev == NULL || c->wev == NULL || c->rtimer == NULL) {
         c->t.fd = -1;
         fg_conn_free(c);
         return NULL;
@@ -105,6 +113,8 @@ void fg_conn_free(fg_conn_t *c)
         event_free(c->rev);
     if (c->wev)
         event_free(c->wev);
+    if (c->rtimer)
+        event_free(c->rtimer);
     if (c->in)
         evbuffer_free(c->in);
     if (c->out)
@@ -295,16 +305,20 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
         return;
     }
     /* A timeout runs from this call: a connection taken from the pool must not inherit the
-     * timer of its idle time (found in review). Re-adding a pending event only moves its
-     * timer, no epoll_ctl; only "no timeout" again is left alone. */
+     * timer of its idle time. "No timeout" again changes nothing. */
     if (c->reading && timeout_ms == 0 && c->read_timeout_ms == 0)
         return;
     c->read_timeout_ms = timeout_ms;
-    /* event_add(NULL) would keep an earlier timer, and event_del costs an epoll_ctl: "no
-     * timeout" is a timer too far away to matter. */
-    struct timeval tv = ms_tv(timeout_ms ? timeout_ms : NO_TIMEOUT_MS);
-    event_add(c->rev, &tv);
+    if (!c->reading)
+        event_add(c->rev, NULL);
     c->reading = 1;
+    /* The timer lives in its own event: a persistent read event with a timeout has libevent
+     * move that timer on every wake-up. Moving a timer is a heap update, several per request:
+     * a timer pending to fire no later than the new due time stays, and on_read_timer arms
+     * it again for the rest. "No timeout" leaves a pending timer to find nothing due. */
+    c->read_due = timeout_ms ? fg_clock_now_ms() + timeout_ms : 0;
+    if (c->read_due && (c->read_timer_at == 0 || c->read_timer_at > c->read_due))
+        arm_read_timer(c, timeout_ms);
     if (c->t.ops->pending(&c->t) > 0 && !c->handshaking)
         event_active(c->rev, EV_READ, 1);
 }
@@ -436,6 +450,40 @@ int fg_conn_connect(fg_conn_t *c, const struct sockaddr *sa, socklen_t len, uint
     return 0;
 }
 
+static void arm_read_timer(fg_conn_t *c, uint64_t ms)
+{
+    struct timeval tv = ms_tv(ms);
+    evtimer_add(c->rtimer, &tv);
+    c->read_timer_at = fg_clock_now_ms() + ms;
+}
+
+static void on_read_timer(evutil_socket_t fd, short what, void *arg)
+{
+    fg_conn_t *c = arg;
+    (void)fd;
+    (void)what;
+    c->read_timer_at = 0;
+    if (!c->reading || c->read_due == 0)
+        return;
+    uint64_t now = fg_clock_now_ms();
+    if (now < c->read_due) {
+        arm_read_timer(c, c->read_due - now); /* reads since it was armed moved the due time */
+        return;
+    }
+    event_del(c->rev);
+    c->reading = 0;
+    if (c->handshaking && c->tls_client) {
+        tls_client_failed(c, ETIMEDOUT);
+        return;
+    }
+    if (acquire(c) != 0) {
+        c->err = ENOMEM;
+        c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+        return;
+    }
+    c->cbs.on_event(c, c->arg, FG_CONN_TIMEOUT_READ);
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     fg_conn_t *c = arg;
@@ -447,16 +495,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
         return;
     }
-    if (what & EV_TIMEOUT) {
-        event_del(c->rev);
-        c->reading = 0;
-        if (c->handshaking && c->tls_client) {
-            tls_client_failed(c, ETIMEDOUT);
-            return;
-        }
-        c->cbs.on_event(c, c->arg, FG_CONN_TIMEOUT_READ);
-        return;
-    }
+    /* Every wake-up for reading is activity: the read timeout runs again from here (what
+     * libevent does for a persistent event's own timeout). */
+    if (c->reading && c->read_timeout_ms)
+        c->read_due = fg_clock_now_ms() + c->read_timeout_ms;
     if (c->handshaking) {
         handshake_step(c);
         return;
