@@ -18,41 +18,43 @@
 #include "worker/core/clock.h"
 #include "worker/core/transport.h"
 
+/* Laid out for an idle keep-alive connection's footprint: timeouts and sizes fit 32 bits. */
 struct fg_conn_s {
     fg_transport_t t; /* t.fd is the socket */
     int err;
+    /* One file being sent after `out` (fg_conn_send_file); bytes queued meanwhile wait in
+     * `tail`, which follows the file. file_fd -1 = none. */
+    int file_fd;
     struct event *rev; /* no timeout of its own: rtimer keeps the read timeout */
     struct event *wev;
     struct event *rtimer;
     struct evbuffer *in;
     struct evbuffer *out;
-    /* One file being sent after `out` (fg_conn_send_file); bytes queued meanwhile wait in
-     * `tail`, which follows the file. file_fd -1 = none. */
-    int file_fd;
     off_t file_off;
     off_t file_left;
     struct evbuffer *tail;
-    fg_conn_cbs_t cbs;
+    const fg_conn_cbs_t *cbs; /* the owner's table, which outlives the conn */
     void *arg;
-    uint64_t read_timeout_ms;
     /* Read timeout, lazily: rtimer is pending to fire at read_timer_at (fg_clock ms; 0 = not
      * pending); the timeout is due at read_due (0 = none). */
     uint64_t read_due;
     uint64_t read_timer_at;
-    uint64_t write_timeout_ms;
-    size_t low_watermark;
-    size_t read_max;
+    uint32_t read_timeout_ms;
+    uint32_t write_timeout_ms;
+    uint32_t hs_timeout_ms; /* tls_client: time allowed for the handshake */
+    uint32_t low_watermark;
+    uint32_t read_max;
     unsigned reading : 1;
     unsigned writing : 1;
     unsigned connecting : 1;
     unsigned raw : 1;              /* readiness only: the owner moves bytes itself (splice) */
     unsigned no_sendfile : 1;      /* the transport cannot take sendfile(2): read + write instead */
     unsigned handshaking : 1;      /* fg_conn_handshake runs: events drive the transport's */
+    unsigned idle_timeout : 1;     /* released: the read timeout rides on rev, rtimer is gone */
     unsigned read_wants_write : 1; /* a TLS read waits for writability */
     unsigned write_wants_read : 1; /* a TLS write waits for readability */
     unsigned tls_client : 1;       /* a client handshake follows the connect */
     fg_conn_spares_t *spares;      /* where fg_conn_release puts buffers and events, or NULL */
-    uint64_t hs_timeout_ms;        /* tls_client: time allowed for the handshake */
     char *tls_why;                 /* after FG_CONN_TLS_FAILED, or NULL */
 };
 
@@ -74,6 +76,12 @@ static void tls_client_failed(fg_conn_t *c, int err);
 static int resume_write(fg_conn_t *c);
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
+
+/* Timeouts are kept in 32 bits: 49 days and more mean "never" in practice. */
+static uint32_t ms32(uint64_t ms)
+{
+    return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+}
 
 static struct timeval ms_tv(uint64_t ms)
 {
@@ -100,7 +108,7 @@ fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs
     }
     c->read_max = 16 * 1024 - 128; /* one 16 KiB chain with its header */
     if (cbs)
-        c->cbs = *cbs;
+        c->cbs = cbs;
     c->arg = arg;
     return c;
 }
@@ -159,6 +167,26 @@ static void put_buffer(fg_conn_t *c, struct evbuffer *b)
         evbuffer_free(b);
 }
 
+static void give_event(fg_conn_t *c, struct event *ev)
+{
+    if (c->spares != NULL && c->spares->nev < SPARES_MAX)
+        c->spares->ev[c->spares->nev++] = ev;
+    else
+        event_free(ev);
+}
+
+/* A spare event (or a new one) set up as fd/what/cb; NULL when out of memory. */
+static struct event *take_event(fg_conn_t *c, evutil_socket_t fd, short what, event_callback_fn cb)
+{
+    struct event_base *base = event_get_base(c->rev);
+    if (c->spares != NULL && c->spares->nev > 0) {
+        struct event *ev = c->spares->ev[--c->spares->nev];
+        event_assign(ev, base, fd, what, cb, c);
+        return ev;
+    }
+    return event_new(base, fd, what, cb, c);
+}
+
 static struct evbuffer *take_buffer(fg_conn_t *c)
 {
     if (c->spares != NULL && c->spares->nbuf > 0)
@@ -181,12 +209,34 @@ void fg_conn_release(fg_conn_t *c)
         }
     }
     if (c->wev != NULL && !c->writing && !c->connecting) {
-        if (c->spares != NULL && c->spares->nev < SPARES_MAX)
-            c->spares->ev[c->spares->nev++] = c->wev;
-        else
-            event_free(c->wev);
+        give_event(c, c->wev);
         c->wev = NULL;
     }
+    /* An idle connection keeps no timer event either: what is left of its read timeout rides
+     * on the read event itself, which no read moves while the connection is idle. */
+    if (c->rtimer != NULL && !c->handshaking && c->in == NULL) {
+        if (c->reading && c->read_due != 0) {
+            uint64_t now = fg_clock_now_ms();
+            struct timeval tv = ms_tv(c->read_due > now ? c->read_due - now : 1);
+            event_add(c->rev, &tv);
+            c->idle_timeout = 1;
+        }
+        event_del(c->rtimer);
+        give_event(c, c->rtimer);
+        c->rtimer = NULL;
+        c->read_timer_at = 0;
+    }
+}
+
+/* The read event goes back to having no timeout of its own (the timer event keeps it). */
+static void end_idle_timeout(fg_conn_t *c)
+{
+    if (!c->idle_timeout)
+        return;
+    c->idle_timeout = 0;
+    event_del(c->rev);
+    if (c->reading)
+        event_add(c->rev, NULL);
 }
 
 /* Buffers given back by fg_conn_release return before any callback to the owner, so the
@@ -197,23 +247,22 @@ static int acquire(fg_conn_t *c)
         return -1;
     if (c->out == NULL && (c->out = take_buffer(c)) == NULL)
         return -1;
-    if (c->wev == NULL) {
-        struct event_base *base = event_get_base(c->rev);
-        if (c->spares != NULL && c->spares->nev > 0) {
-            c->wev = c->spares->ev[--c->spares->nev];
-            event_assign(c->wev, base, c->t.fd, EV_WRITE | EV_PERSIST, on_writable, c);
-        } else {
-            c->wev = event_new(base, c->t.fd, EV_WRITE | EV_PERSIST, on_writable, c);
-        }
-        if (c->wev == NULL)
-            return -1;
+    if (c->wev == NULL &&
+        (c->wev = take_event(c, c->t.fd, EV_WRITE | EV_PERSIST, on_writable)) == NULL)
+        return -1;
+    if (c->rtimer == NULL && (c->rtimer = take_event(c, -1, 0, on_read_timer)) == NULL)
+        return -1;
+    end_idle_timeout(c);
+    if (c->reading && c->read_due != 0 && c->read_timer_at == 0) {
+        uint64_t now = fg_clock_now_ms();
+        arm_read_timer(c, c->read_due > now ? c->read_due - now : 1);
     }
     return 0;
 }
 
 void fg_conn_set_cbs(fg_conn_t *c, const fg_conn_cbs_t *cbs, void *arg)
 {
-    c->cbs = *cbs;
+    c->cbs = cbs;
     c->arg = arg;
 }
 
@@ -288,12 +337,12 @@ void fg_conn_want_write(fg_conn_t *c)
 
 void fg_conn_set_low_watermark(fg_conn_t *c, size_t low)
 {
-    c->low_watermark = low;
+    c->low_watermark = low > UINT32_MAX ? UINT32_MAX : (uint32_t)low;
 }
 
 void fg_conn_set_read_max(fg_conn_t *c, size_t max)
 {
-    c->read_max = max;
+    c->read_max = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max;
 }
 
 void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
@@ -302,13 +351,15 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
         if (c->reading)
             event_del(c->rev);
         c->reading = 0;
+        c->idle_timeout = 0;
         return;
     }
+    end_idle_timeout(c);
     /* A timeout runs from this call: a connection taken from the pool must not inherit the
      * timer of its idle time. "No timeout" again changes nothing. */
     if (c->reading && timeout_ms == 0 && c->read_timeout_ms == 0)
         return;
-    c->read_timeout_ms = timeout_ms;
+    c->read_timeout_ms = ms32(timeout_ms);
     if (!c->reading)
         event_add(c->rev, NULL);
     c->reading = 1;
@@ -325,7 +376,7 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
 
 void fg_conn_set_write_timeout(fg_conn_t *c, uint64_t timeout_ms)
 {
-    c->write_timeout_ms = timeout_ms;
+    c->write_timeout_ms = ms32(timeout_ms);
 }
 
 static void want_write(fg_conn_t *c)
@@ -445,13 +496,15 @@ int fg_conn_connect(fg_conn_t *c, const struct sockaddr *sa, socklen_t len, uint
     }
     /* Even an immediate success on loopback is reported from the loop, so callers see one path. */
     c->connecting = 1;
-    c->write_timeout_ms = timeout_ms;
+    c->write_timeout_ms = ms32(timeout_ms);
     want_write(c);
     return 0;
 }
 
 static void arm_read_timer(fg_conn_t *c, uint64_t ms)
 {
+    if (c->rtimer == NULL && (c->rtimer = take_event(c, -1, 0, on_read_timer)) == NULL)
+        return; /* out of memory: the read waits without a timeout */
     struct timeval tv = ms_tv(ms);
     evtimer_add(c->rtimer, &tv);
     c->read_timer_at = fg_clock_now_ms() + ms;
@@ -478,21 +531,34 @@ static void on_read_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (acquire(c) != 0) {
         c->err = ENOMEM;
-        c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+        c->cbs->on_event(c, c->arg, FG_CONN_ERROR);
         return;
     }
-    c->cbs.on_event(c, c->arg, FG_CONN_TIMEOUT_READ);
+    c->cbs->on_event(c, c->arg, FG_CONN_TIMEOUT_READ);
 }
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     fg_conn_t *c = arg;
     (void)fd;
+    if (what & EV_TIMEOUT) {
+        /* The read timeout of an idle connection, carried by rev (fg_conn_release). */
+        c->idle_timeout = 0;
+        event_del(c->rev);
+        c->reading = 0;
+        if (acquire(c) != 0) {
+            c->err = ENOMEM;
+            c->cbs->on_event(c, c->arg, FG_CONN_ERROR);
+            return;
+        }
+        c->cbs->on_event(c, c->arg, FG_CONN_TIMEOUT_READ);
+        return;
+    }
     if (acquire(c) != 0) {
         event_del(c->rev);
         c->reading = 0;
         c->err = ENOMEM;
-        c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+        c->cbs->on_event(c, c->arg, FG_CONN_ERROR);
         return;
     }
     /* Every wake-up for reading is activity: the read timeout runs again from here (what
@@ -519,7 +585,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 static void do_read(fg_conn_t *c)
 {
     if (c->raw) {
-        c->cbs.on_read(c, c->arg);
+        c->cbs->on_read(c, c->arg);
         return;
     }
     ssize_t n = c->t.ops->recv(&c->t, c->in, c->read_max);
@@ -527,7 +593,7 @@ static void do_read(fg_conn_t *c)
         /* Decrypted bytes left in the TLS layer raise no socket event: come back for them. */
         if (c->t.ops->pending(&c->t) > 0)
             event_active(c->rev, EV_READ, 1);
-        c->cbs.on_read(c, c->arg);
+        c->cbs->on_read(c, c->arg);
         return;
     }
     if (n == FG_TRANSPORT_AGAIN) {
@@ -543,10 +609,10 @@ static void do_read(fg_conn_t *c)
     event_del(c->rev);
     c->reading = 0;
     if (n == 0) {
-        c->cbs.on_event(c, c->arg, FG_CONN_EOF);
+        c->cbs->on_event(c, c->arg, FG_CONN_EOF);
     } else {
         c->err = errno;
-        c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+        c->cbs->on_event(c, c->arg, FG_CONN_ERROR);
     }
 }
 
@@ -558,7 +624,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         event_del(c->wev);
         c->writing = 0;
         c->err = ENOMEM;
-        c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+        c->cbs->on_event(c, c->arg, FG_CONN_ERROR);
         return;
     }
     if (what & EV_TIMEOUT) {
@@ -571,7 +637,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         }
         c->connecting = 0;
         c->err = ETIMEDOUT;
-        c->cbs.on_event(c, c->arg, FG_CONN_TIMEOUT_WRITE);
+        c->cbs->on_event(c, c->arg, FG_CONN_TIMEOUT_WRITE);
         return;
     }
     if (c->connecting) {
@@ -584,7 +650,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         c->writing = 0;
         if (err != 0) {
             c->err = err;
-            c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+            c->cbs->on_event(c, c->arg, FG_CONN_ERROR);
             return;
         }
         if (c->tls_client) {
@@ -595,7 +661,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
             handshake_step(c);
             return;
         }
-        c->cbs.on_event(c, c->arg, FG_CONN_CONNECTED);
+        c->cbs->on_event(c, c->arg, FG_CONN_CONNECTED);
         return;
     }
     if (c->handshaking) {
@@ -634,15 +700,15 @@ static int resume_write(fg_conn_t *c)
         if (c->writing)
             event_del(c->wev);
         c->writing = 0;
-        c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+        c->cbs->on_event(c, c->arg, FG_CONN_ERROR);
         return -1;
     }
     if (fg_conn_pending(c) == 0 && c->writing) {
         event_del(c->wev);
         c->writing = 0;
     }
-    if (c->cbs.on_drain)
-        c->cbs.on_drain(c, c->arg);
+    if (c->cbs->on_drain)
+        c->cbs->on_drain(c, c->arg);
     return -1;
 }
 
@@ -689,11 +755,11 @@ static void handshake_step(fg_conn_t *c)
         /* To the owner this is the end of the connect: it turns reading on when it wants. */
         fg_conn_read(c, 0, 0);
         c->tls_client = 0;
-        c->cbs.on_event(c, c->arg, FG_CONN_CONNECTED);
+        c->cbs->on_event(c, c->arg, FG_CONN_CONNECTED);
         return;
     }
     if (r == 0) {
-        c->cbs.on_event(c, c->arg, FG_CONN_HANDSHAKE_DONE);
+        c->cbs->on_event(c, c->arg, FG_CONN_HANDSHAKE_DONE);
         return;
     }
     fg_conn_read(c, 0, 0);
@@ -705,11 +771,11 @@ static void handshake_step(fg_conn_t *c)
         /* Nothing was consumed: the owner reads the plain request from a plain transport. */
         c->t.ops->close(&c->t);
         fg_transport_tcp_init(&c->t, c->t.fd);
-        c->cbs.on_event(c, c->arg, FG_CONN_PLAINTEXT);
+        c->cbs->on_event(c, c->arg, FG_CONN_PLAINTEXT);
         return;
     }
     c->err = errno ? errno : EPROTO;
-    c->cbs.on_event(c, c->arg, FG_CONN_ERROR);
+    c->cbs->on_event(c, c->arg, FG_CONN_ERROR);
 }
 
 void fg_conn_start_tls_client(fg_conn_t *c, SSL *ssl, uint64_t timeout_ms)
@@ -717,7 +783,7 @@ void fg_conn_start_tls_client(fg_conn_t *c, SSL *ssl, uint64_t timeout_ms)
     c->t.ops->close(&c->t);
     fg_transport_tls_client_init(&c->t, c->t.fd, ssl);
     c->tls_client = 1;
-    c->hs_timeout_ms = timeout_ms;
+    c->hs_timeout_ms = ms32(timeout_ms);
 }
 
 /* The client handshake ended without a session: keep why, tell the owner. */
@@ -733,7 +799,7 @@ static void tls_client_failed(fg_conn_t *c, int err)
         fg_transport_tls_client_why(&c->t, err, why, sizeof(why));
     free(c->tls_why);
     c->tls_why = strdup(why); /* NULL reads as "" */
-    c->cbs.on_event(c, c->arg, FG_CONN_TLS_FAILED);
+    c->cbs->on_event(c, c->arg, FG_CONN_TLS_FAILED);
 }
 
 const char *fg_conn_tls_error(const fg_conn_t *c)

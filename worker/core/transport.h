@@ -51,12 +51,12 @@ typedef struct {
 struct fg_transport_s {
     const fg_transport_ops_t *ops;
     int fd;
-    unsigned want;       /* FG_TRANSPORT_WANT_* of the last FG_TRANSPORT_AGAIN */
-    SSL *ssl;            /* TLS only */
-    size_t wpend;        /* TLS: length of a write to repeat (OpenSSL needs at least as much) */
+    unsigned want : 8;   /* FG_TRANSPORT_WANT_* of the last FG_TRANSPORT_AGAIN */
     unsigned peeked : 1; /* TLS server: the first byte was checked for a ClientHello */
     unsigned failed : 1; /* TLS: a fatal error, no close_notify may follow */
     unsigned shut : 1;   /* TLS: close_notify sent */
+    SSL *ssl;            /* TLS only */
+    size_t wpend;        /* TLS: length of a write to repeat (OpenSSL needs at least as much) */
     unsigned long err;   /* TLS client: OpenSSL's first error of a failed handshake, or 0 */
 };
 

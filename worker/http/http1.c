@@ -75,13 +75,15 @@ struct fg_http1_conn_s {
     unsigned dead : 1;        /* destroy when busy ends */
     unsigned body_paused : 1;
     unsigned flush_pending : 1;
-    unsigned linger : 1;       /* input may hold unread request bytes when we close */
-    unsigned broken : 1;       /* a write failed: the client is gone, tell handlers, then destroy */
-    unsigned peer_eof : 1;     /* the client shut its sending side after whole requests */
-    unsigned out_paused : 1;   /* parsing held until the output backlog drains */
-    unsigned plain_on_tls : 1; /* plain HTTP on a TLS port: answer 400 and close */
-    const char *hsts;          /* Strict-Transport-Security value on a TLS connection, or NULL */
-    size_t hsts_len;
+    unsigned linger : 1;     /* input may hold unread request bytes when we close */
+    unsigned broken : 1;     /* a write failed: the client is gone, tell handlers, then destroy */
+    unsigned peer_eof : 1;   /* the client shut its sending side after whole requests */
+    unsigned out_paused : 1; /* parsing held until the output backlog drains */
+    unsigned plain_on_tls : 1;
+    unsigned hsts : 1;
+        /* a TLS connection of a server that sends Strict-Transport-Security */ /* plain HTTP on a
+                                                                                   TLS port: answer
+                                                                                   400 and close */
     unsigned nrequests;
     union {
         struct sockaddr sa;
@@ -322,13 +324,15 @@ static int ops_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs
 
     fg_str_t date, server;
     fg_request_stamp(req, hdrs, &date, &server);
+    const char *hsts = h->hsts ? h->server->tls->hsts_header : NULL;
+    size_t hsts_len = hsts ? strlen(hsts) : 0;
     char *buf, *p;
-    if (format_head(req, status, hdrs, 104 + 20 + date.len + server.len + 32 + h->hsts_len, &buf,
+    if (format_head(req, status, hdrs, 104 + 20 + date.len + server.len + 32 + hsts_len, &buf,
                     &p) != 0)
         return -1;
-    if (h->hsts != NULL) {
+    if (hsts != NULL) {
         p = PUT_LIT(p, "Strict-Transport-Security: ");
-        p = put(p, h->hsts, h->hsts_len);
+        p = put(p, hsts, hsts_len);
         p = PUT_LIT(p, "\r\n");
     }
     if (date.len) {
@@ -682,9 +686,7 @@ int fg_http1_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
         h->peer.sa.sa_family = peer->ss_family;
     h->c = c;
     if (fg_conn_ssl(c) != NULL && srv->tls != NULL && srv->tls->hsts_header != NULL) {
-        /* RFC 6797 7.2: only over a secure transport. */
-        h->hsts = srv->tls->hsts_header;
-        h->hsts_len = strlen(h->hsts);
+        h->hsts = 1; /* RFC 6797 7.2: only over a secure transport */
     }
     fg_conn_set_cbs(c, &conn_cbs, h);
     fg_conn_set_write_timeout(h->c, srv->send_timeout_ms);
