@@ -12,7 +12,7 @@
 # TLS rows: fastgateway, nginx and HAProxy also terminate TLS (1.2 and 1.3, default ciphers,
 # session tickets and a session cache on) with one ECDSA P-256 certificate made here, in front
 # of the same upstream, measured in the same rounds with
-#   wrk ... https://127.0.0.1:PORT/                  (keep-alive req/s, p99, CPU per request)
+#   wrk -d$TLS_DURATION ... https://127.0.0.1:PORT/  (keep-alive req/s, p99, CPU per request)
 #   openssl s_time -new / -reuse -www /, $THREADS in parallel for HS_TIME seconds
 #                                                    (handshakes/s, full and resumed, and the
 #                                                     server's CPU per handshake)
@@ -22,7 +22,8 @@
 #
 # Every target is started first and measured in turn, ROUNDS times; medians are reported.
 # Knobs: DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), ROUNDS (3), FG (./fastgateway),
-#        OUT (docs/benchmarks.md), BIGFILE_MB (256), HS_TIME (2, seconds per s_time run).
+#        OUT (docs/benchmarks.md), BIGFILE_MB (256), TLS_DURATION (5s, wrk over TLS),
+#        HS_TIME (1, seconds per s_time run).
 # Not a test: the numbers depend on the machine and its load.
 set -euo pipefail
 
@@ -35,7 +36,8 @@ WARMUP=${WARMUP:-2s}
 FG=${FG:-$ROOT/fastgateway}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 BIGFILE_MB=${BIGFILE_MB:-256}
-HS_TIME=${HS_TIME:-2}
+TLS_DURATION=${TLS_DURATION:-5s}
+HS_TIME=${HS_TIME:-1}
 NPROC=$(nproc)
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -183,7 +185,7 @@ median() {
 measure_all() {
     local round n out
     declare -A runs p50s p99s cpus hsn hsr hsncpu hsrcpu
-    local t0 t1 reqs r c
+    local t0 t1 reqs r c d
     for n in "${NAMES[@]}"; do
         [ -n "${PORT[$n]:-}" ] || continue
         wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "${URL[$n]}/" >/dev/null 2>&1 || true
@@ -193,7 +195,9 @@ measure_all() {
             [ -n "${PORT[$n]:-}" ] || continue
             echo "== round $round: $n (port ${PORT[$n]})" >&2
             t0=$(group_ticks "${PGID[$n]}")
-            out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${URL[$n]}/" 2>&1) || true
+            d=$DURATION
+            [ "${MODE[$n]}" != tls ] || d=$TLS_DURATION
+            out=$(wrk -t"$THREADS" -c"$CONNS" -d"$d" --latency "${URL[$n]}/" 2>&1) || true
             t1=$(group_ticks "${PGID[$n]}")
             reqs=$(echo "$out" | awk '/requests in/ { print $1 }')
             cpus[$n]+=" $(cpu_per "$t0" "$t1" "${reqs:-0}")"
@@ -623,8 +627,9 @@ mkdir -p "$(dirname "$OUT")"
     echo "  per worker, nginx \`ssl_session_cache shared:SSL:10m\`, HAProxy \`tune.ssl.cachesize"
     echo "  20000\`); HAProxy reads the certificate and key from one PEM bundle (\`ssl crt\`), nginx"
     echo "  from \`ssl_certificate\`/\`ssl_certificate_key\`."
-    echo "  - keep-alive: the same wrk run as above against \`https://127.0.0.1:PORT/\`, in the same"
-    echo "    rounds (wrk offers no ALPN and resumes nothing: one handshake per connection)."
+    echo "  - keep-alive: the same wrk load as above for $TLS_DURATION against"
+    echo "    \`https://127.0.0.1:PORT/\`, in the same rounds (wrk offers no ALPN; one handshake per"
+    echo "    connection)."
     echo "  - handshakes: in each round, $THREADS \`openssl s_time -new -www / -time $HS_TIME\` clients in"
     echo "    parallel (full handshakes), then $THREADS \`openssl s_time -reuse -www / -time $HS_TIME\`"
     echo "    (resumed handshakes). Each connection is one handshake, one HTTP/1.0 \`GET /\` proxied"
