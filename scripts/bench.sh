@@ -23,7 +23,8 @@
 # Every target is started first and measured in turn, ROUNDS times; medians are reported.
 # Knobs: DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), ROUNDS (3), FG (./fastgateway),
 #        OUT (docs/benchmarks.md), BIGFILE_MB (256), TLS_DURATION (5s, wrk over TLS),
-#        HS_TIME (1, seconds per s_time run).
+#        HS_TIME (1, seconds per s_time run), FG_BEFORE (another fastgateway binary: its TLS
+#        rows too, to compare two builds in one run).
 # Not a test: the numbers depend on the machine and its load.
 set -euo pipefail
 
@@ -286,9 +287,10 @@ wait_target() {
     if [ "$2" = tls ]; then wait_https "$1"; else wait_http "$1" /; fi
 }
 
-# start_fg NAME MODE: start the gateway of $TMP/NAME and register it as a target.
+# start_fg NAME MODE [BINARY]: start the gateway of $TMP/NAME and register it as a target.
 start_fg() {
     local name=$1 mode=$2 port
+    local FG=${3:-$FG}
     port=$(sed -n 's/.*"listen": "127.0.0.1:\([0-9]*\)".*/\1/p' "$TMP/$name/fastgateway.json")
     if [ -x "$FG" ] && "$FG" -t -c "$TMP/$name/fastgateway.json" >"$TMP/$name.test" 2>&1; then
         spawn "$TMP/$name.out" "$FG" -f -c "$TMP/$name/fastgateway.json"
@@ -319,6 +321,12 @@ fg_config fastgateway-tls "$(free_port)" "$CATCH_ALL" \
     ", \"certificates\": [ { \"id\": \"bench\", \"chain\": \"$TMP/tls/cert.pem\", \"key\": \"$TMP/tls/key.pem\" } ]" \
     ', "tls": { "certificates": ["bench"], "sessionCache": 20000 }'
 start_fg fastgateway-tls tls
+if [ -n "${FG_BEFORE:-}" ]; then
+    fg_config fastgateway-tls-before "$(free_port)" "$CATCH_ALL" \
+        ", \"certificates\": [ { \"id\": \"bench\", \"chain\": \"$TMP/tls/cert.pem\", \"key\": \"$TMP/tls/key.pem\" } ]" \
+        ', "tls": { "certificates": ["bench"], "sessionCache": 20000 }'
+    start_fg fastgateway-tls-before tls "$FG_BEFORE"
+fi
 
 # The same traffic with 999 other routes in front (literal prefixes, templates, hosts,
 # methods): matching must not scan them (at least 90% of the 1-route throughput).
@@ -539,7 +547,9 @@ tls_table() {
     echo "| target | req/s | CPU µs/req | p50 ms | p99 ms | full handshakes/s | CPU µs/full | resumed handshakes/s | CPU µs/resumed | 256 MiB download GB/s | wrk errors |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     local n
-    for n in fastgateway-tls nginx-tls haproxy-tls; do
+    local rows=(fastgateway-tls nginx-tls haproxy-tls)
+    [ -z "${FG_BEFORE:-}" ] || rows+=(fastgateway-tls-before)
+    for n in "${rows[@]}"; do
         echo "| $n | ${RPS[$n]:-0} | ${CPU[$n]:--} | ${P50[$n]:-0} | ${P99[$n]:-0} |" \
             "${HSN[$n]:-0} | ${HSNCPU[$n]:--} | ${HSR[$n]:-0} | ${HSRCPU[$n]:--} | ${DL[$n]:-0} | ${ERRS[$n]:-none} |"
     done
@@ -547,8 +557,11 @@ tls_table() {
     echo "| ratio | req/s | CPU/req (lower is better) | p99 (lower is better) | full handshakes/s | CPU/full (lower is better) | resumed handshakes/s | CPU/resumed (lower is better) | download |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     local f=fastgateway-tls
-    for n in nginx-tls haproxy-tls; do
-        echo "| fastgateway/${n%-tls} | $(ratio "${RPS[$f]}" "${RPS[$n]}") | $(ratio "${CPU[$f]}" "${CPU[$n]}") |" \
+    local others=(nginx-tls haproxy-tls)
+    [ -z "${FG_BEFORE:-}" ] || others+=(fastgateway-tls-before)
+    for n in "${others[@]}"; do
+        local label=${n%-tls}
+        echo "| fastgateway/${label#fastgateway-tls-} | $(ratio "${RPS[$f]}" "${RPS[$n]}") | $(ratio "${CPU[$f]}" "${CPU[$n]}") |" \
             "$(ratio "${P99[$f]}" "${P99[$n]}") | $(ratio "${HSN[$f]}" "${HSN[$n]}") |" \
             "$(ratio "${HSNCPU[$f]}" "${HSNCPU[$n]}") | $(ratio "${HSR[$f]}" "${HSR[$n]}") |" \
             "$(ratio "${HSRCPU[$f]}" "${HSRCPU[$n]}") | $(ratio "${DL[$f]}" "${DL[$n]}") |"
@@ -638,6 +651,10 @@ mkdir -p "$(dirname "$OUT")"
     echo "    share the CPUs with the server, so the server's CPU µs per handshake (its process"
     echo "    group's user + sys time over the run / connections) is the steadier figure."
     echo "  - download: \`curl -k -o /dev/null\` of the same file over https, best of 3."
+    if [ -n "${FG_BEFORE:-}" ]; then
+        echo "  - fastgateway-tls-before: the same TLS target run by another build"
+        echo "    (\`FG_BEFORE=$FG_BEFORE\`, $(first_line "$FG_BEFORE" -v)), measured in the same rounds."
+    fi
     echo "- CPU µs/req: user + sys time of all the target's processes (master and workers, or"
     echo "  nginx's, HAProxy's) read from /proc over each wrk run, divided by that run's requests;"
     echo "  median of the rounds. It does not depend on how busy the rest of the machine is the way"
