@@ -7,13 +7,24 @@
 #   curl -o /dev/null of the 256 MiB file            (best of 3, GB/s = 1e9 bytes/s)
 # and the CPU time (user + sys) that the target's processes spent during each wrk run, divided by
 # the requests of that run: microseconds of CPU per request, steadier than req/s on a shared box.
-# The upstream alone is measured the same way as the ceiling. The markdown table with the
+# The upstream alone is measured the same way as the ceiling.
+#
+# TLS rows: fastgateway, nginx and HAProxy also terminate TLS (1.2 and 1.3, default ciphers,
+# session tickets and a session cache on) with one ECDSA P-256 certificate made here, in front
+# of the same upstream, measured in the same rounds with
+#   wrk -d$TLS_DURATION ... https://127.0.0.1:PORT/  (keep-alive req/s, p99, CPU per request)
+#   openssl s_time -new / -reuse -www /, $THREADS in parallel for HS_TIME seconds
+#                                                    (handshakes/s, full and resumed, and the
+#                                                     server's CPU per handshake)
+#   curl -k -o /dev/null of the 256 MiB file         (best of 3) The markdown table with the
 # ratios fastgateway/nginx and fastgateway/haproxy is printed and written, with the machine
 # description, to docs/benchmarks.md (OUT=... to write elsewhere).
 #
 # Every target is started first and measured in turn, ROUNDS times; medians are reported.
 # Knobs: DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), ROUNDS (3), FG (./fastgateway),
-#        OUT (docs/benchmarks.md), BIGFILE_MB (256).
+#        OUT (docs/benchmarks.md), BIGFILE_MB (256), TLS_DURATION (5s, wrk over TLS),
+#        HS_TIME (1, seconds per s_time run), FG_BEFORE (another fastgateway binary: its TLS
+#        rows too, to compare two builds in one run).
 # Not a test: the numbers depend on the machine and its load.
 set -euo pipefail
 
@@ -26,10 +37,12 @@ WARMUP=${WARMUP:-2s}
 FG=${FG:-$ROOT/fastgateway}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 BIGFILE_MB=${BIGFILE_MB:-256}
+TLS_DURATION=${TLS_DURATION:-5s}
+HS_TIME=${HS_TIME:-1}
 NPROC=$(nproc)
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 
-for tool in nginx haproxy wrk curl python3; do
+for tool in nginx haproxy wrk curl python3 openssl; do
     command -v "$tool" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin
     command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool not found (make deps)" >&2; exit 1; }
 done
@@ -95,17 +108,19 @@ to_ms() {
         printf "%.3f", n }'
 }
 
-declare -A RPS P50 P99 DL ERRS PORT MODE PGID CPU
+declare -A RPS P50 P99 DL ERRS PORT MODE PGID CPU URL HSN HSR HSNCPU HSRCPU
 NAMES=()
 ROUNDS=${ROUNDS:-3}
 
-# target NAME PORT MODE: measure NAME later (MODE full: req/s and download; rps: req/s only).
-# The target's processes are the process group of the last `spawn`.
+# target NAME PORT MODE: measure NAME later (MODE full: req/s and download; rps: req/s only;
+# tls: over TLS, req/s, handshakes and download). The target's processes are the process group
+# of the last `spawn`.
 target() {
     NAMES+=("$1")
     PORT[$1]=$2
     MODE[$1]=$3
     PGID[$1]=$LAST_PID
+    if [ "$3" = tls ]; then URL[$1]="https://127.0.0.1:$2"; else URL[$1]="http://127.0.0.1:$2"; fi
 }
 
 # group_ticks PGID: user + sys clock ticks of every live process of the group. Field 2 (comm)
@@ -122,7 +137,43 @@ CLK_TCK=$(getconf CLK_TCK)
 
 failed() {
     NAMES+=("$1")
-    RPS[$1]=0 P50[$1]=0 P99[$1]=0 DL[$1]=0 ERRS[$1]="did not start"
+    MODE[$1]=${2:-full}
+    RPS[$1]=0 P50[$1]=0 P99[$1]=0 DL[$1]=0 HSN[$1]=0 HSR[$1]=0 ERRS[$1]="did not start"
+}
+
+# cpu_per T0 T1 COUNT: microseconds of CPU per unit from two group_ticks readings.
+cpu_per() {
+    awk -v a="$1" -v b="$2" -v r="${3:-0}" -v hz="$CLK_TCK" 'BEGIN {
+        if (r > 0) printf "%.2f", (b - a) / hz / r * 1e6 }'
+}
+
+# handshakes NAME -new|-reuse: $THREADS `openssl s_time` clients in parallel for HS_TIME
+# seconds, each connection one handshake and one HTTP/1.0 GET / (s_time reads a TLS 1.3 ticket
+# only when it reads a response); prints "RATE CPU_US" (handshakes/s, server CPU per handshake).
+handshakes() {
+    local n=$1 how=$2 i t0 t1 w0 w1 total=0 c
+    local pids=()
+    t0=$(group_ticks "${PGID[$n]}")
+    w0=$(date +%s.%N)
+    for i in $(seq "$THREADS"); do
+        openssl s_time -connect "127.0.0.1:${PORT[$n]}" "$how" -www / -time "$HS_TIME" \
+            >"$TMP/s_time.$i" 2>&1 </dev/null &
+        pids+=($!)
+    done
+    wait "${pids[@]}" || true
+    w1=$(date +%s.%N)
+    t1=$(group_ticks "${PGID[$n]}")
+    for i in $(seq "$THREADS"); do
+        # "N connections in 1.12s; ..." (the reuse run's line comes last)
+        c=$(awk '/connections in .*s;/ { v = $1 } END { print v + 0 }' "$TMP/s_time.$i")
+        if [ "$how" = -reuse ] && ! grep -q 'rrr' "$TMP/s_time.$i"; then
+            echo "   $n: s_time -reuse resumed no session" >&2
+            c=0
+        fi
+        total=$((total + c))
+    done
+    awk -v c="$total" -v a="$w0" -v b="$w1" 'BEGIN { printf "%.0f ", c / (b - a) }'
+    cpu_per "$t0" "$t1" "$total"
 }
 
 median() {
@@ -134,27 +185,35 @@ median() {
 # sample of every target instead of all the samples of one. Reported: the median of the rounds.
 measure_all() {
     local round n out
-    declare -A runs p50s p99s cpus
-    local t0 t1 reqs
+    declare -A runs p50s p99s cpus hsn hsr hsncpu hsrcpu
+    local t0 t1 reqs r c d
     for n in "${NAMES[@]}"; do
         [ -n "${PORT[$n]:-}" ] || continue
-        wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:${PORT[$n]}/" >/dev/null 2>&1 || true
+        wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "${URL[$n]}/" >/dev/null 2>&1 || true
     done
     for round in $(seq "$ROUNDS"); do
         for n in "${NAMES[@]}"; do
             [ -n "${PORT[$n]:-}" ] || continue
             echo "== round $round: $n (port ${PORT[$n]})" >&2
             t0=$(group_ticks "${PGID[$n]}")
-            out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${PORT[$n]}/" 2>&1) || true
+            d=$DURATION
+            [ "${MODE[$n]}" != tls ] || d=$TLS_DURATION
+            out=$(wrk -t"$THREADS" -c"$CONNS" -d"$d" --latency "${URL[$n]}/" 2>&1) || true
             t1=$(group_ticks "${PGID[$n]}")
             reqs=$(echo "$out" | awk '/requests in/ { print $1 }')
-            cpus[$n]+=" $(awk -v a="$t0" -v b="$t1" -v r="${reqs:-0}" -v hz="$CLK_TCK" 'BEGIN {
-                if (r > 0) printf "%.2f", (b - a) / hz / r * 1e6 }')"
+            cpus[$n]+=" $(cpu_per "$t0" "$t1" "${reqs:-0}")"
             echo "$out" | grep -E "Requests/sec|99%|errors|Non-2xx" | sed 's/^/   /' >&2
             runs[$n]+=" $(echo "$out" | awk '/^Requests\/sec:/ { printf "%.0f", $2 }')"
             p50s[$n]+=" $(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')")"
             p99s[$n]+=" $(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')")"
             ERRS[$n]+=$(echo "$out" | awk '/Socket errors|Non-2xx/ { sub(/^ +/, ""); printf "%s; ", $0 }')
+            [ "${MODE[$n]}" = tls ] || continue
+            read -r r c <<<"$(handshakes "$n" -new)"
+            hsn[$n]+=" $r" hsncpu[$n]+=" $c"
+            echo "   full handshakes/s $r, CPU µs each $c" >&2
+            read -r r c <<<"$(handshakes "$n" -reuse)"
+            hsr[$n]+=" $r" hsrcpu[$n]+=" $c"
+            echo "   resumed handshakes/s $r, CPU µs each $c" >&2
         done
     done
     for n in "${NAMES[@]}"; do
@@ -164,14 +223,19 @@ measure_all() {
         P50[$n]=$(echo "${p50s[$n]}" | median)
         P99[$n]=$(echo "${p99s[$n]}" | median)
         DL[$n]="-"
+        [ "${MODE[$n]}" = tls ] || continue
+        HSN[$n]=$(echo "${hsn[$n]}" | median)
+        HSR[$n]=$(echo "${hsr[$n]}" | median)
+        HSNCPU[$n]=$(echo "${hsncpu[$n]}" | median)
+        HSRCPU[$n]=$(echo "${hsrcpu[$n]}" | median)
     done
     # Downloads: best of 3, taken in turn as well.
     local i s code size speed
     for i in 1 2 3; do
         for n in "${NAMES[@]}"; do
-            [ "${MODE[$n]:-}" = full ] || continue
-            s=$(curl -s -o /dev/null -m 120 -w '%{http_code} %{size_download} %{speed_download}' \
-                "http://127.0.0.1:${PORT[$n]}/big.bin" || true)
+            [ "${MODE[$n]:-}" = full ] || [ "${MODE[$n]:-}" = tls ] || continue
+            s=$(curl -k -s -o /dev/null -m 120 -w '%{http_code} %{size_download} %{speed_download}' \
+                "${URL[$n]}/big.bin" || true)
             read -r code size speed <<<"$s"
             if [ "${code:-0}" != 200 ] || [ "${size:-0}" != "$BIG_BYTES" ]; then
                 echo "   $n download $i failed: $s" >&2
@@ -206,13 +270,31 @@ fg_config() {
 EOF
 }
 
-# start_fg NAME MODE: start the gateway of $TMP/NAME and register it as a target.
+# wait_https PORT: until https://127.0.0.1:PORT/ answers 200 (10 s at most).
+wait_https() {
+    local i
+    for i in $(seq 100); do
+        if [ "$(curl -k -s -o /dev/null -m 1 -w '%{http_code}' "https://127.0.0.1:$1/" || true)" = 200 ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# wait_target PORT MODE: until the target answers, over TLS for MODE tls.
+wait_target() {
+    if [ "$2" = tls ]; then wait_https "$1"; else wait_http "$1" /; fi
+}
+
+# start_fg NAME MODE [BINARY]: start the gateway of $TMP/NAME and register it as a target.
 start_fg() {
     local name=$1 mode=$2 port
+    local FG=${3:-$FG}
     port=$(sed -n 's/.*"listen": "127.0.0.1:\([0-9]*\)".*/\1/p' "$TMP/$name/fastgateway.json")
     if [ -x "$FG" ] && "$FG" -t -c "$TMP/$name/fastgateway.json" >"$TMP/$name.test" 2>&1; then
         spawn "$TMP/$name.out" "$FG" -f -c "$TMP/$name/fastgateway.json"
-        if wait_http "$port" /; then
+        if wait_target "$port" "$mode"; then
             target "$name" "$port" "$mode"
             return 0
         fi
@@ -221,12 +303,30 @@ start_fg() {
     else
         echo "bench: $FG missing or config rejected: $(cat "$TMP/$name.test" 2>/dev/null)" >&2
     fi
-    failed "$name"
+    failed "$name" "$mode"
 }
 
 CATCH_ALL='{ "id": "all", "match": { "path": "/{**rest}" }, "clusterId": "up" }'
 fg_config fastgateway "$(free_port)" "$CATCH_ALL"
 start_fg fastgateway full
+
+# ---- TLS: one ECDSA P-256 certificate for the three proxies ---------------------------------
+mkdir -p "$TMP/tls"
+openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 2 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" 2>"$TMP/tls/openssl.out"
+cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/bundle.pem" # HAProxy's `crt`
+
+fg_config fastgateway-tls "$(free_port)" "$CATCH_ALL" \
+    ", \"certificates\": [ { \"id\": \"bench\", \"chain\": \"$TMP/tls/cert.pem\", \"key\": \"$TMP/tls/key.pem\" } ]" \
+    ', "tls": { "certificates": ["bench"], "sessionCache": 20000 }'
+start_fg fastgateway-tls tls
+if [ -n "${FG_BEFORE:-}" ]; then
+    fg_config fastgateway-tls-before "$(free_port)" "$CATCH_ALL" \
+        ", \"certificates\": [ { \"id\": \"bench\", \"chain\": \"$TMP/tls/cert.pem\", \"key\": \"$TMP/tls/key.pem\" } ]" \
+        ', "tls": { "certificates": ["bench"], "sessionCache": 20000 }'
+    start_fg fastgateway-tls-before tls "$FG_BEFORE"
+fi
 
 # The same traffic with 999 other routes in front (literal prefixes, templates, hosts,
 # methods): matching must not scan them (at least 90% of the 1-route throughput).
@@ -332,6 +432,76 @@ else
     failed haproxy
 fi
 
+# ---- nginx and HAProxy terminating TLS --------------------------------------------------------
+NGS_PORT=$(free_port)
+mkdir -p "$TMP/nginx-tls/logs"
+cat >"$TMP/nginx-tls/nginx.conf" <<EOF
+$RUN_AS_ROOT
+worker_processes $NPROC;
+pid $TMP/nginx-tls/nginx.pid;
+error_log $TMP/nginx-tls/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream up {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGS_PORT ssl backlog=4096;
+        ssl_certificate $TMP/tls/cert.pem;
+        ssl_certificate_key $TMP/tls/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+spawn "$TMP/nginx-tls.out" nginx -p "$TMP/nginx-tls" -c "$TMP/nginx-tls/nginx.conf" -g 'daemon off;'
+if wait_https "$NGS_PORT"; then
+    target nginx-tls "$NGS_PORT" tls
+else
+    cat "$TMP/nginx-tls.out" "$TMP/nginx-tls/logs/error.log" >&2 2>/dev/null || true
+    failed nginx-tls tls
+fi
+
+HAS_PORT=$(free_port)
+mkdir -p "$TMP/haproxy-tls"
+cat >"$TMP/haproxy-tls/haproxy.cfg" <<EOF
+global
+    nbthread $NPROC
+    maxconn 4096
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+    tune.ssl.cachesize 20000
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 75s
+    http-reuse always
+
+frontend fe
+    bind 127.0.0.1:$HAS_PORT ssl crt $TMP/tls/bundle.pem
+    default_backend be
+
+backend be
+    server u1 127.0.0.1:$UP_PORT
+EOF
+spawn "$TMP/haproxy-tls.out" haproxy -db -f "$TMP/haproxy-tls/haproxy.cfg"
+if wait_https "$HAS_PORT"; then
+    target haproxy-tls "$HAS_PORT" tls
+else
+    cat "$TMP/haproxy-tls.out" >&2 2>/dev/null || true
+    failed haproxy-tls tls
+fi
+
 measure_all
 
 # ---- report ---------------------------------------------------------------------------------
@@ -344,6 +514,7 @@ table() {
     echo "|---|---:|---:|---:|---:|---:|---|"
     local n
     for n in "${NAMES[@]}"; do
+        [ "${MODE[$n]:-}" != tls ] || continue
         echo "| $n | ${RPS[$n]:-0} | ${CPU[$n]:--} | ${P50[$n]:-0} | ${P99[$n]:-0} | ${DL[$n]:-0} | ${ERRS[$n]:-none} |"
     done
     echo
@@ -365,6 +536,60 @@ table() {
         ok = (fr > 0 && fr >= nr && fp <= np && fd >= hd)
         print ok ? "met" : "not met" }')
     echo "Target (req/s >= 1.0x nginx, p99 <= nginx, download >= 1.0x HAProxy): **$verdict**."
+    tls_table
+}
+
+# The TLS rows: fastgateway-tls, nginx-tls and haproxy-tls with their ratios.
+tls_table() {
+    echo
+    echo "### TLS"
+    echo
+    echo "| target | req/s | CPU µs/req | p50 ms | p99 ms | full handshakes/s | CPU µs/full | resumed handshakes/s | CPU µs/resumed | 256 MiB download GB/s | wrk errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    local n
+    local rows=(fastgateway-tls nginx-tls haproxy-tls)
+    [ -z "${FG_BEFORE:-}" ] || rows+=(fastgateway-tls-before)
+    for n in "${rows[@]}"; do
+        echo "| $n | ${RPS[$n]:-0} | ${CPU[$n]:--} | ${P50[$n]:-0} | ${P99[$n]:-0} |" \
+            "${HSN[$n]:-0} | ${HSNCPU[$n]:--} | ${HSR[$n]:-0} | ${HSRCPU[$n]:--} | ${DL[$n]:-0} | ${ERRS[$n]:-none} |"
+    done
+    echo
+    echo "| ratio | req/s | CPU/req (lower is better) | p99 (lower is better) | full handshakes/s | CPU/full (lower is better) | resumed handshakes/s | CPU/resumed (lower is better) | download |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    local f=fastgateway-tls
+    local others=(nginx-tls haproxy-tls)
+    [ -z "${FG_BEFORE:-}" ] || others+=(fastgateway-tls-before)
+    for n in "${others[@]}"; do
+        local label=${n%-tls}
+        echo "| fastgateway/${label#fastgateway-tls-} | $(ratio "${RPS[$f]}" "${RPS[$n]}") | $(ratio "${CPU[$f]}" "${CPU[$n]}") |" \
+            "$(ratio "${P99[$f]}" "${P99[$n]}") | $(ratio "${HSN[$f]}" "${HSN[$n]}") |" \
+            "$(ratio "${HSNCPU[$f]}" "${HSNCPU[$n]}") | $(ratio "${HSR[$f]}" "${HSR[$n]}") |" \
+            "$(ratio "${HSRCPU[$f]}" "${HSRCPU[$n]}") | $(ratio "${DL[$f]}" "${DL[$n]}") |"
+    done
+    echo
+    # Above the better of the two on each row: the higher req/s, handshakes/s and download, the
+    # lower p99.
+    local missed
+    missed=$(awk -v fr="${RPS[$f]}" -v nr="${RPS[nginx-tls]}" -v hr="${RPS[haproxy-tls]}" \
+        -v fp="${P99[$f]}" -v np="${P99[nginx-tls]}" -v hp="${P99[haproxy-tls]}" \
+        -v fn="${HSN[$f]}" -v nn="${HSN[nginx-tls]}" -v hn="${HSN[haproxy-tls]}" \
+        -v fs="${HSR[$f]}" -v ns="${HSR[nginx-tls]}" -v hs="${HSR[haproxy-tls]}" \
+        -v fd="${DL[$f]}" -v nd="${DL[nginx-tls]}" -v hd="${DL[haproxy-tls]}" '
+        function max(a, b) { return a + 0 > b + 0 ? a + 0 : b + 0 }
+        function min(a, b) { return a + 0 < b + 0 ? a + 0 : b + 0 }
+        BEGIN {
+            m = ""
+            if (!(fr + 0 > 0 && fr + 0 >= max(nr, hr))) m = m " req/s,"
+            if (!(fp + 0 > 0 && fp + 0 <= min(np, hp))) m = m " p99,"
+            if (!(fn + 0 >= max(nn, hn))) m = m " full handshakes,"
+            if (!(fs + 0 >= max(ns, hs))) m = m " resumed handshakes,"
+            if (!(fd + 0 >= max(nd, hd))) m = m " download,"
+            sub(/,$/, "", m); print m }')
+    if [ -z "$missed" ]; then
+        echo "TLS target (each row at least the better of nginx and HAProxy): **met**."
+    else
+        echo "TLS target (each row at least the better of nginx and HAProxy): **not met** (${missed# })."
+    fi
 }
 
 first_line() { "$@" 2>&1 | head -1 || true; }
@@ -407,6 +632,29 @@ mkdir -p "$(dirname "$OUT")"
     echo "  runs for the whole benchmark; after a $WARMUP warm-up of each, the targets are measured"
     echo "  in turn, $ROUNDS rounds, and each figure is the median of its rounds (req/s, p50, p99)."
     echo "- download: \`curl -o /dev/null\` of the file, best of 3 taken in turn, GB/s = 10^9 B/s."
+    echo "- TLS: fastgateway, nginx and HAProxy each also run a second instance ($NPROC workers or"
+    echo "  threads) that terminates TLS with one ECDSA P-256 certificate made by the script"
+    echo "  (\`openssl req -x509 -newkey ec\`), in front of the same upstream. TLS 1.2 and 1.3, each"
+    echo "  server's default ciphers and groups (TLS 1.3 with TLS_AES_256_GCM_SHA384 for these"
+    echo "  clients), session tickets on and a session cache (fastgateway \`sessionCache: 20000\`"
+    echo "  per worker, nginx \`ssl_session_cache shared:SSL:10m\`, HAProxy \`tune.ssl.cachesize"
+    echo "  20000\`); HAProxy reads the certificate and key from one PEM bundle (\`ssl crt\`), nginx"
+    echo "  from \`ssl_certificate\`/\`ssl_certificate_key\`."
+    echo "  - keep-alive: the same wrk load as above for $TLS_DURATION against"
+    echo "    \`https://127.0.0.1:PORT/\`, in the same rounds (wrk offers no ALPN; one handshake per"
+    echo "    connection)."
+    echo "  - handshakes: in each round, $THREADS \`openssl s_time -new -www / -time $HS_TIME\` clients in"
+    echo "    parallel (full handshakes), then $THREADS \`openssl s_time -reuse -www / -time $HS_TIME\`"
+    echo "    (resumed handshakes). Each connection is one handshake, one HTTP/1.0 \`GET /\` proxied"
+    echo "    to the upstream and the close: s_time reads the TLS 1.3 ticket only with a response."
+    echo "    Handshakes/s = all the clients' connections / wall time; the single-threaded clients"
+    echo "    share the CPUs with the server, so the server's CPU µs per handshake (its process"
+    echo "    group's user + sys time over the run / connections) is the steadier figure."
+    echo "  - download: \`curl -k -o /dev/null\` of the same file over https, best of 3."
+    if [ -n "${FG_BEFORE:-}" ]; then
+        echo "  - fastgateway-tls-before: the same TLS target run by another build"
+        echo "    (\`FG_BEFORE=$FG_BEFORE\`, $(first_line "$FG_BEFORE" -v)), measured in the same rounds."
+    fi
     echo "- CPU µs/req: user + sys time of all the target's processes (master and workers, or"
     echo "  nginx's, HAProxy's) read from /proc over each wrk run, divided by that run's requests;"
     echo "  median of the rounds. It does not depend on how busy the rest of the machine is the way"

@@ -63,6 +63,11 @@ static ssize_t tls_recv(fg_transport_t *t, struct evbuffer *in, size_t max)
             v.iov_len = n;
             evbuffer_commit_space(in, &v, 1);
             total += n;
+            /* With read-ahead, OpenSSL's last read took what the socket held: once that is
+             * consumed, another call would only meet EAGAIN. Bytes that arrived since raise the
+             * (level-triggered) read event again. */
+            if (!SSL_has_pending(t->ssl))
+                break;
             continue;
         }
         evbuffer_commit_space(in, &v, 0);
@@ -167,9 +172,14 @@ static int tls_handshake(fg_transport_t *t)
     return r == FG_TRANSPORT_AGAIN ? FG_TRANSPORT_AGAIN : -1;
 }
 
+/* Decrypted bytes, or with read-ahead received records not yet decrypted (SSL_pending counts
+ * only the former): neither raises a socket event. */
 static size_t tls_pending(const fg_transport_t *t)
 {
-    return (size_t)SSL_pending(t->ssl);
+    int n = SSL_pending(t->ssl);
+    if (n > 0)
+        return (size_t)n;
+    return SSL_has_pending(t->ssl) ? 1 : 0;
 }
 
 static void tls_close(fg_transport_t *t)
@@ -200,6 +210,9 @@ static void tls_setup(fg_transport_t *t, int fd, SSL *ssl)
     *t = (fg_transport_t){.ops = &tls_ops, .fd = fd, .ssl = ssl};
     SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
+    /* One read(2) takes a record's header and body, and whatever records follow, instead of a
+     * read for each header and each body. */
+    SSL_set_read_ahead(ssl, 1);
 }
 
 int fg_transport_tls_server_init(fg_transport_t *t, int fd, SSL_CTX *ctx)
