@@ -86,7 +86,9 @@ static void named_pages(named_t *c, const json_t *obj)
     json_t *pages = json_object_get(obj, "errorPages"), *v;
     const char *k;
     json_object_foreach(pages, k, v)
+    {
         add_name(c, json_is_object(v) ? json_object_get(v, "file") : v);
+    }
 }
 
 /* The document in file, comments allowed as the loader allows them; NULL when it is not one. */
@@ -126,14 +128,19 @@ size_t fg_watch_files_add_named(fg_watch_files_t *l, const char *conf_file)
     size_t i;
     json_t *v;
     named_pages(&c, root);
-    json_array_foreach(json_object_get(root, "servers"), i, v) named_pages(&c, v);
+    json_array_foreach(json_object_get(root, "servers"), i, v)
+    {
+        named_pages(&c, v);
+    }
     json_array_foreach(json_object_get(root, "certificates"), i, v)
     {
         add_name(&c, json_object_get(v, "chain"));
         add_name(&c, json_object_get(v, "key"));
     }
     json_array_foreach(json_object_get(root, "clusters"), i, v)
+    {
         add_name(&c, json_object_get(json_object_get(v, "httpClient"), "caFile"));
+    }
     json_decref(root);
     return c.added;
 }

@@ -81,9 +81,9 @@ struct fg_http1_conn_s {
     unsigned out_paused : 1; /* parsing held until the output backlog drains */
     unsigned plain_on_tls : 1;
     unsigned hsts : 1;
-        /* a TLS connection of a server that sends Strict-Transport-Security */ /* plain HTTP on a
-                                                                                   TLS port: answer
-                                                                                   400 and close */
+    /* a TLS connection of a server that sends Strict-Transport-Security */ /* plain HTTP on a
+                                                                               TLS port: answer
+                                                                               400 and close */
     unsigned nrequests;
     union {
         struct sockaddr sa;
