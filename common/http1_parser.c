@@ -576,7 +576,7 @@ static const char *parse_status_line(const char *p, const char *end, fg_http1_he
         if (p[i] < '0' || p[i] > '9')
             return NULL;
     h->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
-    if (h->status < 100)
+    if (h->status < 100 || h->status > 599) /* RFC 9110 15: codes are 100..599 */
         return NULL;
     p += 3;
     if (*p == ' ')
@@ -591,6 +591,24 @@ static const char *parse_status_line(const char *p, const char *end, fg_http1_he
     return p + 2;
 }
 
+/* A head still incomplete whose start already shows it is no response (RFC 9112 4): not
+ * "HTTP/", or a complete first line that is no status line. Deciding now spares waiting for a
+ * blank line that a peer which does not speak HTTP never sends. */
+static int response_start(const char *buf, size_t len, fg_http1_head_t *h)
+{
+    if (memcmp(buf, "HTTP/", len < 5 ? len : 5) != 0)
+        return FG_HTTP1_ERR_BAD;
+    const char *nl = memchr(buf, '\n', len);
+    if (nl == NULL)
+        return FG_HTTP1_INCOMPLETE;
+    int rc = 0;
+    const char *p = parse_status_line(buf, nl + 1, h, &rc);
+    head_reset(h);
+    if (p == NULL)
+        return rc ? rc : FG_HTTP1_ERR_BAD;
+    return FG_HTTP1_INCOMPLETE;
+}
+
 int fg_http1_parse_response(const char *buf, size_t len, const fg_http1_limits_t *lim,
                             fg_http1_head_t *head)
 {
@@ -602,6 +620,8 @@ int fg_http1_parse_response(const char *buf, size_t len, const fg_http1_limits_t
     resolve_limits(lim, head, &max_line, &max_head, &max_fields);
     /* The status line has no limit of its own: the head size bounds it. */
     int rc = head_bound(buf, len, 0, max_head, max_head, FG_HTTP1_ERR_HEADERS_TOO_LARGE, &end);
+    if (rc == FG_HTTP1_INCOMPLETE)
+        return response_start(buf, len, head);
     if (rc)
         return rc;
 

@@ -1,12 +1,13 @@
 """Destination responses at the edges of HTTP/1.1 framing, each from a scripted raw upstream:
 transfer codings the gateway cannot decode, early answers to uploads, timers of reused
 connections."""
+import re
 import socket
 import time
 
 import pytest
 
-from conftest import Scripted, base_config, free_port, http_request, recv_until_close
+from conftest import SANITIZED, Scripted, base_config, free_port, http_request, recv_until_close
 
 
 def proxy_cfg(tmp_path, up, **cluster):
@@ -114,3 +115,103 @@ def test_early_answer_to_an_upload_reaches_the_client(tmp_path, gateway_factory,
         s.close()
         results.append(data.split(b"\r\n", 1)[0])
     assert results == [b"HTTP/1.1 413 Content Too Large"] * 5, results
+
+
+def rss_anon_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssAnon in /proc/%d/status" % pid)
+
+
+INTERIM_MAX = 8  # worker/upstream/http1_client.c
+PROCESSING = b"HTTP/1.1 102 Processing\r\nX-Pad: " + b"p" * 4000 + b"\r\n\r\n"
+
+
+def flood_or_ok(s, head):
+    """/ok answers 200; anything else gets 102 interim heads without end (for 8 s at most)."""
+    if head.startswith(b"GET /ok "):
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return
+    deadline = time.monotonic() + 8
+    s.settimeout(2)
+    while time.monotonic() < deadline:
+        s.sendall(PROCESSING * 16)
+
+
+def test_interim_flood_to_a_non_reading_client_stays_bounded(tmp_path, gateway_factory, scripted):
+    """Regression: interim heads from the destination were relayed without a count and without
+    waiting for the client: a destination flooding 102s to a client that sends a GET and never
+    reads grew one worker by gigabytes within seconds. Beyond INTERIM_MAX the exchange fails
+    with 502; the worker stays small and serves others."""
+    up = scripted(flood_or_ok)
+    gw = gateway_factory(proxy_cfg(tmp_path, up))
+    pid = gw.workers()[0]["pid"]
+    before = rss_anon_kib(pid)
+    c = socket.create_connection(("127.0.0.1", gw.port))
+    c.sendall(b"GET /flood HTTP/1.1\r\nHost: x\r\n\r\n")
+    peak = before
+    for _ in range(30):  # 3 s of not reading
+        time.sleep(0.1)
+        peak = max(peak, rss_anon_kib(pid))
+    if not SANITIZED:
+        assert peak - before < 32 * 1024, (before, peak)
+    c.settimeout(5)
+    data = b""
+    try:
+        while b"HTTP/1.1 502 " not in data and len(data) < 4 * 1024 * 1024:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    c.close()
+    assert data.count(b"HTTP/1.1 102 ") <= INTERIM_MAX
+    assert b"HTTP/1.1 502 " in data
+    assert b"too many interim responses" in data
+    assert http_request("GET", gw.url("/ok"))[0] == 200
+    assert re.search(r"\[warn\].*upstream sent an invalid response", gw.error_log())
+
+
+@pytest.mark.parametrize("n, want", [(INTERIM_MAX, 200), (INTERIM_MAX + 1, 502)])
+def test_interim_responses_up_to_the_bound_are_taken(tmp_path, gateway_factory, scripted,
+                                                      n, want):
+    def script(s, head):
+        s.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" * n +
+                  b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        time.sleep(0.5)
+
+    up = scripted(script)
+    gw = gateway_factory(proxy_cfg(tmp_path, up))
+    c = socket.create_connection(("127.0.0.1", gw.port))
+    c.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = recv_until_close(c, 5)
+    c.close()
+    final = data.split(b"HTTP/1.1 103 Early Hints\r\n")[-1]
+    assert data.count(b"HTTP/1.1 103 ") == min(n, INTERIM_MAX)
+    assert b"HTTP/1.1 %d " % want in final
+
+
+@pytest.mark.parametrize("answer", [b"hello world\r\n", b"HTTP/1.1 999 OK\r\n",
+                                    b"HTTP/1.1 600 OK\r\nContent-Length: 5\r\n\r\nhello"])
+def test_answer_with_no_valid_status_line_is_refused_at_once(tmp_path, gateway_factory,
+                                                             scripted, answer):
+    """Regression: a destination answering a line that is no status line (RFC 9112 4) got 504
+    after activityTimeout, as the parser waited for a blank line; and a status code outside
+    100..599 (RFC 9110 15) was relayed. Both are 502 as soon as the first line is in."""
+    def script(s, head):
+        s.sendall(answer)
+        s.settimeout(6)
+        try:
+            s.recv(1)
+        except OSError:
+            pass
+
+    up = scripted(script)
+    gw = gateway_factory(proxy_cfg(tmp_path, up, httpRequest={"activityTimeout": "4s"}))
+    t0 = time.monotonic()
+    status, _, _ = http_request("GET", gw.url("/x"), timeout=8)
+    assert status == 502
+    assert time.monotonic() - t0 < 2

@@ -652,6 +652,36 @@ static void resp_bad_status_line(void **state)
     assert_int_equal(resp("HTTP/1.1 200 OK\nX: y\r\n\r\n"), FG_HTTP1_ERR_BAD);
 }
 
+/* RFC 9112 4: the first line settles whether an answer is HTTP at all; the parser does not
+ * wait for a blank line that a peer speaking something else never sends. */
+static void resp_first_line_decides(void **state)
+{
+    assert_int_equal(resp("hello world\r\n"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("hello"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTX"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/1.1 999 OK\r\n"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/1.1 200 OK\nServer: x\r\n"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/2.0 200 OK\r\n"), FG_HTTP1_ERR_VERSION);
+    assert_int_equal(resp(""), FG_HTTP1_INCOMPLETE);
+    assert_int_equal(resp("HTTP/1.1 200 OK"), FG_HTTP1_INCOMPLETE);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\n"), FG_HTTP1_INCOMPLETE);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nServer: x\r\n"), FG_HTTP1_INCOMPLETE);
+    assert_int_equal(head.status, 0); /* nothing half-filled on an incomplete head */
+}
+
+/* RFC 9110 15: status codes are 100..599. */
+static void resp_status_range(void **state)
+{
+    assert_int_equal(resp("HTTP/1.1 600 X\r\n\r\n"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/1.1 999 X\r\n\r\n"), FG_HTTP1_ERR_BAD);
+    const char *lo = "HTTP/1.1 100 Continue\r\n\r\n";
+    assert_int_equal(resp(lo), (int)strlen(lo));
+    assert_int_equal(head.status, 100);
+    const char *hi = "HTTP/1.1 599 X\r\n\r\n";
+    assert_int_equal(resp(hi), (int)strlen(hi));
+    assert_int_equal(head.status, 599);
+}
+
 static void resp_incremental(void **state)
 {
     const char *s = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -967,6 +997,8 @@ int main(void)
         cmocka_unit_test_teardown(resp_cl_differing, teardown),
         cmocka_unit_test_teardown(resp_bad_status_line, teardown),
         cmocka_unit_test_teardown(resp_incremental, teardown),
+        cmocka_unit_test_teardown(resp_first_line_decides, teardown),
+        cmocka_unit_test_teardown(resp_status_range, teardown),
         cmocka_unit_test_teardown(resp_headers_too_large, teardown),
         cmocka_unit_test(bodiless),
         cmocka_unit_test(chunked_whole),

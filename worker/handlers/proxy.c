@@ -682,7 +682,8 @@ static void x_send_ready(void *arg)
 
 /* Interim responses (RFC 9110 15.2). A proxy MUST forward them unless it asked for them
  * itself: 100 Continue is the gateway's own business (it answered any Expect: 100-continue and
- * never forwards Expect); others, such as 103 Early Hints, go to the client. */
+ * never forwards Expect); others, such as 103 Early Hints, go to the client. The exchange
+ * bounds how many come (and so the pool they take); the client's pace bounds their output. */
 static int x_interim(void *arg, int status, fg_http_header_t *h, size_t n)
 {
     proxy_t *p = arg;
@@ -694,8 +695,14 @@ static int x_interim(void *arg, int status, fg_http_header_t *h, size_t n)
     for (size_t i = 0; i < n; i++)
         if (fg_headers_add(&hdrs, h[i].name, h[i].value) != 0)
             goto fail;
-    if (req->ops->send_interim(req, status, &hdrs) == 0)
-        return 0;
+    if (req->ops->send_interim(req, status, &hdrs) != 0)
+        goto fail;
+    if (req->ops->pending(req) > UP_HIGH_WATER) {
+        /* A client that does not read: interim heads wait like body bytes (on_writable). */
+        p->up_paused = 1;
+        fg_exchange_pause(p->x, 1);
+    }
+    return 0;
 fail:
     fail(p, 502, "internal_error", "cannot relay an interim response");
     return -1;

@@ -287,6 +287,8 @@ static int ops_send_interim(fg_request_t *req, int status, const fg_headers_t *h
     fg_http1_conn_t *h = req->proto;
     if (h->resp_started || req->version < 11 || status < 102 || status > 199)
         return 0;
+    if (h->broken)
+        return -1; /* as send_body: the connection is going */
     char *buf, *p;
     if (format_head(req, status, hdrs, 2, &buf, &p) != 0)
         return -1;

@@ -15,6 +15,10 @@
 
 #define HEAD_MAX 65536
 #define FIELDS_MAX 128
+/* Interim responses taken per exchange. RFC 9110 15.2 sets no limit, but each one costs a
+ * parse and, relayed, client output: a destination sending them without end must not make the
+ * gateway work without end. Beyond this the exchange fails (502). */
+#define INTERIM_MAX 8
 
 enum { R_NONE = 0, R_LENGTH, R_CHUNKED, R_CLOSE };
 
@@ -32,6 +36,7 @@ typedef struct {
     struct evbuffer *part;   /* the first bytes of the input, when only those are body */
     int busy;                /* callbacks on the stack: free deferred */
     size_t head_len;         /* the head being delivered, still at the front of the input */
+    unsigned interims;       /* interim responses seen (INTERIM_MAX) */
     unsigned chunked_up : 1; /* request body framed as chunks */
     unsigned up_head : 1;    /* the method sent is HEAD */
     unsigned upgrade : 1;    /* a 101 is the answer, not an error */
@@ -394,6 +399,10 @@ static int read_head(h1x_t *x)
         }
         if (h.status >= 100 && h.status < 200 && h.status != 101) {
             /* Interim responses (RFC 9110 15.2): the handler decides which it forwards. */
+            if (++x->interims > INTERIM_MAX) {
+                fail(x, FG_XERR_INVALID, 0, "too many interim responses from upstream");
+                return 1;
+            }
             h.num_headers = end_to_end(&h);
             if (x->cbs->on_interim(x->arg, h.status, h.headers, h.num_headers) != 0 || x->dead) {
                 if (!x->dead)
@@ -401,6 +410,8 @@ static int read_head(h1x_t *x)
                 return 1;
             }
             evbuffer_drain(in, (size_t)r);
+            if (x->paused)
+                return 1; /* a slow client: x_pause resumes parsing */
             continue;
         }
         fg_exchange_head_t xh = {h.status, h.headers, 0, -1, 0};
