@@ -338,6 +338,53 @@ def test_handshake_timeout_is_504(tmp_path, certs, gateway_factory):
         ls.close()
 
 
+def test_handshake_timeout_is_a_deadline_for_a_dribbling_destination(tmp_path, certs,
+                                                                       gateway_factory):
+    """A destination sending its handshake record one byte at a time, each well within the
+    timeout, still meets handshakeTimeout counted from the start of the handshake: 504."""
+    import threading
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    stop = threading.Event()
+
+    def dribble():
+        ls.settimeout(10)
+        try:
+            a, _ = ls.accept()
+        except OSError:
+            return
+        # A handshake record header announcing 16 KiB, then its body a byte at a time.
+        record = b"\x16\x03\x03\x40\x00" + b"\x00" * 100
+        try:
+            for i in range(len(record)):
+                if stop.wait(0.4):
+                    break
+                a.send(record[i:i + 1])
+        except OSError:
+            pass
+        finally:
+            a.close()
+
+    th = threading.Thread(target=dribble, daemon=True)
+    th.start()
+    try:
+        clusters = [{"id": "c", "destinations": [{"id": "d", "address": "https://127.0.0.1:%d"
+                                                  % ls.getsockname()[1]}],
+                     "httpClient": {"handshakeTimeout": "1500ms"}}]
+        gw = gateway_factory(proxy_config(tmp_path, certs, clusters))
+        t0 = time.monotonic()
+        status, body = get(gw, "/dribble")
+        took = time.monotonic() - t0
+        assert status == 504, body
+        assert took < 4, took
+        assert wait_log(gw, "SSL handshaking to upstream")
+    finally:
+        stop.set()
+        ls.close()
+        th.join(5)
+
+
 def test_failed_handshake_fails_over(tmp_path, certs, gateway_factory, tls_upstreams,
                                      upstream_factory):
     """A failed handshake is a destination failure: the request goes to the next one."""
