@@ -21,10 +21,6 @@
 #include "shm/tickets.h"
 
 #define NAME_MAX_LEN 253 /* RFC 1035 2.3.4, without the trailing dot */
-/* Mozilla's "intermediate" TLS 1.2 list: forward secrecy and AEAD only. */
-#define DEFAULT_CIPHERS                                                                            \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 typedef struct {
     X509 *leaf;
@@ -512,7 +508,7 @@ static int policy(server_tls_t *st, const fg_server_t *s, SSL_CTX *ctx, char *wh
         ossl_reason(why, wlen, "protocols");
         return -1;
     }
-    if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : DEFAULT_CIPHERS) != 1) {
+    if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : FG_TLS_DEFAULT_CIPHERS) != 1) {
         snprintf(why, wlen, "ciphers: no usable cipher in \"%s\"", t->ciphers);
         ERR_clear_error();
         return -2;
@@ -749,6 +745,19 @@ static int covers(const cert_t *c, const char *name, size_t len)
     return 0;
 }
 
+/* An IP-literal Host (RFC 3986 3.2.2; IPv6 in brackets) that an IP SAN of the certificate
+ * carries (RFC 5280 4.2.1.6). `name` is NUL-terminated. */
+static int covers_ip(const cert_t *c, const char *name, size_t len)
+{
+    char ip[NAME_MAX_LEN + 1];
+    if (len >= 2 && name[0] == '[' && name[len - 1] == ']') {
+        memcpy(ip, name + 1, len - 2);
+        ip[len - 2] = '\0';
+        name = ip;
+    }
+    return X509_check_ip_asc(c->leaf, name, 0) == 1;
+}
+
 int fg_tls_host_allowed(const SSL *ssl, const char *host, size_t len)
 {
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
@@ -766,7 +775,7 @@ int fg_tls_host_allowed(const SSL *ssl, const char *host, size_t len)
         slen--;
     if (slen == n && strncasecmp(sni, name, n) == 0)
         return 1;
-    return covers(r->srv->certs[r->cert], name, n);
+    return covers(r->srv->certs[r->cert], name, n) || covers_ip(r->srv->certs[r->cert], name, n);
 }
 
 /* RFC 3986 3.2.2 reg-name or IP-literal, as far as a Location needs: no byte that would end

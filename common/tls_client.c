@@ -83,6 +83,9 @@ static int setup_ctx(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_
     if (SSL_CTX_set_min_proto_version(ctx, h->min_version) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, h->max_version) != 1)
         return fail(err, errlen, cfg, ci, "sslProtocols", "unsupported");
+    /* TLS 1.2 with forward secrecy and AEAD only, as the servers (TLS 1.3 suites all are). */
+    if (SSL_CTX_set_cipher_list(ctx, FG_TLS_DEFAULT_CIPHERS) != 1)
+        return fail(err, errlen, cfg, ci, NULL, "cipher list");
     /* RFC 7301: offer only what the HTTP/1.1 client speaks. (Returns 0 on success.) */
     if (SSL_CTX_set_alpn_protos(ctx, alpn_http11, sizeof(alpn_http11) - 1) != 0)
         return fail(err, errlen, cfg, ci, NULL, "ALPN");
