@@ -3,11 +3,14 @@
 #include "common/tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -232,17 +235,48 @@ static int no_password(char *buf, int size, int rwflag, void *u)
     return -1; /* an encrypted key would otherwise prompt on the terminal */
 }
 
+BIO *fg_tls_open_pem(const char *path, char *why, size_t whylen)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, and the master
+     * with it. Only a regular file is read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd == -1) {
+        snprintf(why, whylen, "cannot read: %s", strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st) == -1) {
+        snprintf(why, whylen, "cannot read: %s", strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, whylen, "cannot read: not a regular file (%s)",
+                 S_ISDIR(st.st_mode)    ? "a directory"
+                 : S_ISFIFO(st.st_mode) ? "a FIFO"
+                                        : "a device or socket");
+        close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "r");
+    BIO *b = f ? BIO_new_fp(f, BIO_CLOSE) : NULL;
+    if (b == NULL) {
+        snprintf(why, whylen, "cannot read: %s", strerror(f ? ENOMEM : errno));
+        if (f)
+            fclose(f);
+        else
+            close(fd);
+        ERR_clear_error();
+    }
+    return b;
+}
+
 static BIO *open_file(load_t *l, const char *key, const char *path)
 {
     char why[256];
-    errno = 0;
-    BIO *b = BIO_new_file(path, "r");
-    if (b == NULL) {
-        int e = errno;
-        ERR_clear_error();
-        snprintf(why, sizeof(why), "cannot read: %s", e ? strerror(e) : "unknown error");
+    BIO *b = fg_tls_open_pem(path, why, sizeof(why));
+    if (b == NULL)
         fail(l, key, path, why);
-    }
     return b;
 }
 

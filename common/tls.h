@@ -35,6 +35,10 @@
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
+/* A PEM file opened for reading without blocking on a FIFO; anything but a regular file is
+ * refused. Returns the BIO (caller frees), or NULL with the reason in why. */
+BIO *fg_tls_open_pem(const char *path, char *why, size_t whylen);
+
 typedef void (*fg_tls_warn_fn)(void *arg, const char *msg);
 
 /* Read and check every certificate of cfg, and build the contexts of its TLS servers into
