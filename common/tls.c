@@ -3,11 +3,14 @@
 #include "common/tls.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -21,10 +24,6 @@
 #include "shm/tickets.h"
 
 #define NAME_MAX_LEN 253 /* RFC 1035 2.3.4, without the trailing dot */
-/* Mozilla's "intermediate" TLS 1.2 list: forward secrecy and AEAD only. */
-#define DEFAULT_CIPHERS                                                                            \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 typedef struct {
     X509 *leaf;
@@ -236,17 +235,48 @@ static int no_password(char *buf, int size, int rwflag, void *u)
     return -1; /* an encrypted key would otherwise prompt on the terminal */
 }
 
+BIO *fg_tls_open_pem(const char *path, char *why, size_t whylen)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, and the master
+     * with it. Only a regular file is read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd == -1) {
+        snprintf(why, whylen, "cannot read: %s", strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st) == -1) {
+        snprintf(why, whylen, "cannot read: %s", strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, whylen, "cannot read: not a regular file (%s)",
+                 S_ISDIR(st.st_mode)    ? "a directory"
+                 : S_ISFIFO(st.st_mode) ? "a FIFO"
+                                        : "a device or socket");
+        close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "r");
+    BIO *b = f ? BIO_new_fp(f, BIO_CLOSE) : NULL;
+    if (b == NULL) {
+        snprintf(why, whylen, "cannot read: %s", strerror(f ? ENOMEM : errno));
+        if (f)
+            fclose(f);
+        else
+            close(fd);
+        ERR_clear_error();
+    }
+    return b;
+}
+
 static BIO *open_file(load_t *l, const char *key, const char *path)
 {
     char why[256];
-    errno = 0;
-    BIO *b = BIO_new_file(path, "r");
-    if (b == NULL) {
-        int e = errno;
-        ERR_clear_error();
-        snprintf(why, sizeof(why), "cannot read: %s", e ? strerror(e) : "unknown error");
+    BIO *b = fg_tls_open_pem(path, why, sizeof(why));
+    if (b == NULL)
         fail(l, key, path, why);
-    }
     return b;
 }
 
@@ -512,7 +542,7 @@ static int policy(server_tls_t *st, const fg_server_t *s, SSL_CTX *ctx, char *wh
         ossl_reason(why, wlen, "protocols");
         return -1;
     }
-    if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : DEFAULT_CIPHERS) != 1) {
+    if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : FG_TLS_DEFAULT_CIPHERS) != 1) {
         snprintf(why, wlen, "ciphers: no usable cipher in \"%s\"", t->ciphers);
         ERR_clear_error();
         return -2;
@@ -749,6 +779,19 @@ static int covers(const cert_t *c, const char *name, size_t len)
     return 0;
 }
 
+/* An IP-literal Host (RFC 3986 3.2.2; IPv6 in brackets) that an IP SAN of the certificate
+ * carries (RFC 5280 4.2.1.6). `name` is NUL-terminated. */
+static int covers_ip(const cert_t *c, const char *name, size_t len)
+{
+    char ip[NAME_MAX_LEN + 1];
+    if (len >= 2 && name[0] == '[' && name[len - 1] == ']') {
+        memcpy(ip, name + 1, len - 2);
+        ip[len - 2] = '\0';
+        name = ip;
+    }
+    return X509_check_ip_asc(c->leaf, name, 0) == 1;
+}
+
 int fg_tls_host_allowed(const SSL *ssl, const char *host, size_t len)
 {
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
@@ -766,7 +809,7 @@ int fg_tls_host_allowed(const SSL *ssl, const char *host, size_t len)
         slen--;
     if (slen == n && strncasecmp(sni, name, n) == 0)
         return 1;
-    return covers(r->srv->certs[r->cert], name, n);
+    return covers(r->srv->certs[r->cert], name, n) || covers_ip(r->srv->certs[r->cert], name, n);
 }
 
 /* RFC 3986 3.2.2 reg-name or IP-literal, as far as a Location needs: no byte that would end

@@ -29,6 +29,15 @@
 
 /* Certificates expiring within this many days draw a warning at load and from -t. */
 #define FG_TLS_EXPIRY_WARN_DAYS 14
+/* The TLS 1.2 cipher list of servers (tls.ciphers unset) and of the destination client:
+ * Mozilla's "intermediate" list, forward secrecy and AEAD only. */
+#define FG_TLS_DEFAULT_CIPHERS                                                                     \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* A PEM file opened for reading without blocking on a FIFO; anything but a regular file is
+ * refused. Returns the BIO (caller frees), or NULL with the reason in why. */
+BIO *fg_tls_open_pem(const char *path, char *why, size_t whylen);
 
 typedef void (*fg_tls_warn_fn)(void *arg, const char *msg);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "common/tls.h"
@@ -75,6 +76,36 @@ static int new_session(SSL *ssl, SSL_SESSION *sess)
     return 1;
 }
 
+/* The CA certificates (and CRLs) of a PEM file into ctx's store, read through
+ * fg_tls_open_pem so that a FIFO or a directory is refused rather than waited on. */
+static int load_ca_file(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, const char *path, char *err,
+                        size_t errlen)
+{
+    char why[256];
+    BIO *b = fg_tls_open_pem(path, why, sizeof(why));
+    if (b == NULL) {
+        snprintf(err, errlen, "%s: clusters[%zu].httpClient.caFile: %s: %s", cfg->file, ci, path,
+                 why);
+        return -1;
+    }
+    STACK_OF(X509_INFO) *infos = PEM_X509_INFO_read_bio(b, NULL, NULL, NULL);
+    BIO_free(b);
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int n = 0, ok = infos != NULL;
+    for (int i = 0; ok && i < sk_X509_INFO_num(infos); i++) {
+        X509_INFO *in = sk_X509_INFO_value(infos, i);
+        if (in->x509 && (ok = X509_STORE_add_cert(store, in->x509)) == 1)
+            n++;
+        if (ok && in->crl)
+            ok = X509_STORE_add_crl(store, in->crl);
+    }
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    if (!ok || n == 0)
+        return fail(err, errlen, cfg, ci, "caFile", n == 0 && ok ? "no PEM certificate" : path);
+    ERR_clear_error();
+    return 0;
+}
+
 static int setup_ctx(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_t errlen)
 {
     const fg_tls_client_config_t *h = &cfg->clusters[ci].http_client;
@@ -83,6 +114,9 @@ static int setup_ctx(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_
     if (SSL_CTX_set_min_proto_version(ctx, h->min_version) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, h->max_version) != 1)
         return fail(err, errlen, cfg, ci, "sslProtocols", "unsupported");
+    /* TLS 1.2 with forward secrecy and AEAD only, as the servers (TLS 1.3 suites all are). */
+    if (SSL_CTX_set_cipher_list(ctx, FG_TLS_DEFAULT_CIPHERS) != 1)
+        return fail(err, errlen, cfg, ci, NULL, "cipher list");
     /* RFC 7301: offer only what the HTTP/1.1 client speaks. (Returns 0 on success.) */
     if (SSL_CTX_set_alpn_protos(ctx, alpn_http11, sizeof(alpn_http11) - 1) != 0)
         return fail(err, errlen, cfg, ci, NULL, "ALPN");
@@ -92,8 +126,8 @@ static int setup_ctx(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        if (h->ca_file && SSL_CTX_load_verify_locations(ctx, h->ca_file, NULL) != 1)
-            return fail(err, errlen, cfg, ci, "caFile", h->ca_file);
+        if (h->ca_file && load_ca_file(cfg, ci, ctx, h->ca_file, err, errlen) < 0)
+            return -1;
         if (h->ca_file == NULL && SSL_CTX_set_default_verify_paths(ctx) != 1)
             return fail(err, errlen, cfg, ci, NULL, "the system's CA certificates");
     }

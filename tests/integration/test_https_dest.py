@@ -338,6 +338,100 @@ def test_handshake_timeout_is_504(tmp_path, certs, gateway_factory):
         ls.close()
 
 
+def test_handshake_timeout_is_a_deadline_for_a_dribbling_destination(tmp_path, certs,
+                                                                       gateway_factory):
+    """A destination sending its handshake record one byte at a time, each well within the
+    timeout, still meets handshakeTimeout counted from the start of the handshake: 504."""
+    import threading
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    stop = threading.Event()
+
+    def dribble():
+        ls.settimeout(10)
+        try:
+            a, _ = ls.accept()
+        except OSError:
+            return
+        # A handshake record header announcing 16 KiB, then its body a byte at a time.
+        record = b"\x16\x03\x03\x40\x00" + b"\x00" * 100
+        try:
+            for i in range(len(record)):
+                if stop.wait(0.4):
+                    break
+                a.send(record[i:i + 1])
+        except OSError:
+            pass
+        finally:
+            a.close()
+
+    th = threading.Thread(target=dribble, daemon=True)
+    th.start()
+    try:
+        clusters = [{"id": "c", "destinations": [{"id": "d", "address": "https://127.0.0.1:%d"
+                                                  % ls.getsockname()[1]}],
+                     "httpClient": {"handshakeTimeout": "1500ms"}}]
+        gw = gateway_factory(proxy_config(tmp_path, certs, clusters))
+        t0 = time.monotonic()
+        status, body = get(gw, "/dribble")
+        took = time.monotonic() - t0
+        assert status == 504, body
+        assert took < 4, took
+        assert wait_log(gw, "SSL handshaking to upstream")
+    finally:
+        stop.set()
+        ls.close()
+        th.join(5)
+
+
+def test_weak_tls12_ciphers_are_refused(tmp_path, certs, gateway_factory):
+    """A destination offering only CBC suites (no AEAD) over TLS 1.2: no handshake, 502, and
+    the reason in the error log."""
+    import ssl
+    import threading
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA:AES128-SHA")
+    ctx.load_cert_chain(*certs["up"])
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    ls.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                a, _ = ls.accept()
+            except OSError:
+                continue
+            a.settimeout(5)
+            try:
+                with ctx.wrap_socket(a, server_side=True) as t:
+                    t.recv(65536)
+                    t.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n"
+                              b"Connection: close\r\n\r\nweak")
+            except OSError:
+                a.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        clusters = [{"id": "c", "destinations": [{"id": "d", "address": "https://127.0.0.1:%d"
+                                                  % ls.getsockname()[1]}],
+                     "httpClient": {"caFile": certs["ca"]}}]
+        gw = gateway_factory(proxy_config(tmp_path, certs, clusters))
+        status, body = get(gw, "/weak")
+        assert status == 502, body
+        assert wait_log(gw, "alert handshake failure) while SSL handshaking to upstream"), \
+            gw.error_log()[-2000:]
+    finally:
+        stop.set()
+        th.join(5)
+        ls.close()
+
+
 def test_failed_handshake_fails_over(tmp_path, certs, gateway_factory, tls_upstreams,
                                      upstream_factory):
     """A failed handshake is a destination failure: the request goes to the next one."""

@@ -173,6 +173,46 @@ def test_handshake_timeout_closes_a_silent_client(tmp_path, certs, gateway_facto
     assert 0.5 < waited < 8, waited
 
 
+def _client_hello():
+    """The bytes of a real ClientHello, taken from a memory BIO."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), out := ssl.MemoryBIO(), server_hostname="a.example.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return out.read()
+
+
+def test_handshake_timeout_is_a_deadline_for_a_dribbling_client(tmp_path, certs,
+                                                                  gateway_factory):
+    """A client sending its ClientHello one byte at a time, each within the timeout, is closed
+    at handshakeTimeout counted from the accept."""
+    import select
+    port = free_port()
+    gateway_factory(tls_config(tmp_path, certs, port, handshakeTimeout="2s"))
+    hello = _client_hello()
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t0 = time.monotonic()
+    closed = None
+    try:
+        for i in range(len(hello) - 1):
+            s.send(hello[i:i + 1])
+            if select.select([s], [], [], 0.5)[0]:
+                assert s.recv(100) == b""
+                closed = time.monotonic() - t0
+                break
+            if time.monotonic() - t0 > 8:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        closed = time.monotonic() - t0
+    finally:
+        s.close()
+    assert closed is not None, "still open after 8 s of dribbling"
+    assert 1.5 < closed < 4, closed
+
+
 def test_redirect_https(tmp_path, certs, gateway_factory):
     port, plain = free_port(), free_port()
     cfg = tls_config(tmp_path, certs, port)

@@ -188,3 +188,94 @@ def test_reload_with_a_bad_key_keeps_the_old_generation(tmp_path, certs, gateway
     gw.reload(cfg)
     assert gw.info()["generation"] == gen0 + 1
     assert http_get(gw.url("/")) == (200, b"hello")
+
+
+def _not_a_file(tmp_path, kind):
+    """A FIFO or a directory where a PEM file is expected."""
+    import os
+    path = tmp_path / ("pem-" + kind)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    return str(path)
+
+
+def _unblock(path):
+    """Give a reader blocked in open() on a FIFO its writer (a binary that waits there)."""
+    import os
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir"])
+@pytest.mark.parametrize("which", ["chain", "key"])
+def test_check_refuses_a_fifo_or_directory_as_pem_file(tmp_path, certs, kind, which):
+    """-t answers promptly, naming the file, instead of waiting in open() on a FIFO."""
+    crt, key = certs.leaf("one", "one.test")
+    bad = _not_a_file(tmp_path, kind)
+    pair = (bad, key) if which == "chain" else (crt, bad)
+    cfg = with_certs(tmp_path, pair)
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps(cfg))
+    try:
+        p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                           timeout=10)
+    finally:
+        _unblock(bad)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "certificates[0].%s: %s: cannot read: not a regular file" % (which, bad) in out, out
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir"])
+def test_check_refuses_a_fifo_or_directory_as_ca_file(tmp_path, kind):
+    bad = _not_a_file(tmp_path, kind)
+    cfg = base_config(tmp_path, free_port(), clusters=[
+        {"id": "c", "destinations": [{"id": "d", "address": "https://127.0.0.1:%d" % free_port()}],
+         "httpClient": {"caFile": bad}}])
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps(cfg))
+    try:
+        p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                           timeout=10)
+    finally:
+        _unblock(bad)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "clusters[0].httpClient.caFile: %s: cannot read: not a regular file" % bad in out, out
+
+
+@pytest.mark.parametrize("which", ["chain", "key", "caFile"])
+def test_reload_with_a_fifo_as_pem_file_keeps_the_old_generation(tmp_path, certs,
+                                                                  gateway_factory, which):
+    """The master refuses the FIFO at once: the reload fails, `-s status` answers, the old
+    generation keeps serving."""
+    good = certs.leaf("good", "good.test")
+    cfg = with_certs(tmp_path, good)
+    gw = gateway_factory(cfg)
+    gen0 = gw.info()["generation"]
+    bad_path = _not_a_file(tmp_path, "fifo")
+    bad = json.loads(json.dumps(cfg))
+    if which == "caFile":
+        bad["clusters"] = [{"id": "tls", "destinations": [
+            {"id": "d", "address": "https://127.0.0.1:%d" % free_port()}],
+            "httpClient": {"caFile": bad_path}}]
+        where = "clusters[0].httpClient.caFile"
+    else:
+        bad["certificates"][0][which] = bad_path
+        where = "certificates[0].%s" % which
+    try:
+        last = gw.reload(bad, expect_ok=False, timeout=5)
+        assert "%s: %s: cannot read: not a regular file" % (where, bad_path) in last["error"], last
+        p = subprocess.run([str(BINARY), "-s", "status", "-c", str(gw.config_path)],
+                           capture_output=True, text=True, timeout=10)
+        assert p.returncode == 0, p.stderr
+        assert "not a regular file" in p.stdout, p.stdout
+        info = gw.info()
+        assert info["generation"] == gen0 and info["reloadFailures"] == 1
+        assert http_get(gw.url("/")) == (200, b"hello")
+    finally:
+        _unblock(bad_path)

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -153,6 +154,9 @@ int main(void)
 {
     (void)fx_handshake; /* the fixture's BIO-pair helpers are not needed here */
     (void)fx_session;
+    /* The server thread may write its TLS 1.3 tickets after the client closed: EPIPE, as the
+     * gateway itself sees it, not a signal that ends the test. */
+    signal(SIGPIPE, SIG_IGN);
     fx_setup();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connected_after_a_verified_handshake),

@@ -141,7 +141,8 @@ static SSL_SESSION *handshake(const fg_server_t *s, SSL_CTX *cctx, const char *s
 static int setup(void **state)
 {
     fx_setup();
-    fx_leaf("a", "a.example.test", "DNS:a.example.test,DNS:alt.example.test", -60, 30 * 86400);
+    fx_leaf("a", "a.example.test", "DNS:a.example.test,DNS:alt.example.test,IP:127.0.0.1,IP:::1",
+            -60, 30 * 86400);
     fx_leaf("w", "wild", "DNS:*.example.test", -60, 30 * 86400);
     fx_leaf("d", "d.test", NULL, -60, 30 * 86400); /* CN only: names from the CN */
     fx_leaf("expired", "old.test", "DNS:old.test", -10 * 86400, -86400);
@@ -382,6 +383,13 @@ static void test_host_allowed_policy(void **state)
         {"unknown.test", "unknown.test", 1}, /* the client took the default for its name */
         {NULL, "anything.test", 1},          /* no SNI: routing by Host */
         {NULL, "[::1]:8443", 1},
+        /* an IP-literal Host that an IP SAN of the certificate carries */
+        {"a.example.test", "127.0.0.1", 1},
+        {"a.example.test", "127.0.0.1:8443", 1},
+        {"a.example.test", "[::1]:8443", 1},
+        {"a.example.test", "[0:0::1]", 1},
+        {"a.example.test", "127.0.0.2", 0},
+        {"b.example.test", "127.0.0.1", 0}, /* the wildcard certificate has no IP SAN */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         SSL_SESSION *sess = handshake(s, cctx, cases[i].sni, NULL, 0, NULL, cases[i].host, &r);

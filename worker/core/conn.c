@@ -562,8 +562,9 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     /* Every wake-up for reading is activity: the read timeout runs again from here (what
-     * libevent does for a persistent event's own timeout). */
-    if (c->reading && c->read_timeout_ms)
+     * libevent does for a persistent event's own timeout). A handshake keeps the one due time
+     * it started with: a peer sending a byte now and then must not stretch it. */
+    if (c->reading && c->read_timeout_ms && !c->handshaking)
         c->read_due = fg_clock_now_ms() + c->read_timeout_ms;
     if (c->handshaking) {
         handshake_step(c);
