@@ -3,8 +3,10 @@
  * takes in parts (partial writes, repeated from the evbuffer as OpenSSL requires) arriving
  * intact, a KeyUpdate to answer while the send direction is full (the read reports want-write
  * or hands the data over and the answer follows with the next write; OpenSSL 3 does the
- * latter), plain HTTP detected instead of a ClientHello, the capabilities, and an fg_conn on a
- * real loop that reads, in pieces smaller than a record, bytes OpenSSL holds decrypted. */
+ * latter), plain HTTP detected instead of a ClientHello, the capabilities, an fg_conn on a
+ * real loop that reads, in pieces smaller than a record, bytes OpenSSL holds decrypted, and a
+ * close_notify that arrives in the same read as data (peer's TCP still open): reported as the
+ * end after the data, by the transport and by the conn to its owner. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 
@@ -199,6 +202,34 @@ static void test_plain_http_instead_of_client_hello(void **state)
     pair_close(&p);
 }
 
+/* The peer's data and its close_notify arrive in one read(2) while its TCP stays open: recv
+ * hands over the data, and pending() says the end is still to be reported, as no socket
+ * event will announce it (the socket holds nothing more). */
+static void test_close_notify_with_data_is_pending(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_open(&p);
+    pair_handshake(&p);
+    struct evbuffer *in = evbuffer_new();
+    /* Server-side records the client has not read yet (TLS 1.3 tickets) are taken first. */
+    assert_int_equal(p.client.ops->recv(&p.client, in, 65536), FG_TRANSPORT_AGAIN);
+    size_t n = 0;
+    assert_int_equal(SSL_write_ex(p.client.ssl, "hello", 5, &n), 1);
+    assert_int_equal(SSL_shutdown(p.client.ssl), 0); /* close_notify sent, TCP stays open */
+    assert_int_equal(p.server.ops->pending(&p.server), 0);
+    assert_int_equal(p.server.ops->recv(&p.server, in, 65536), 5);
+    assert_memory_equal(evbuffer_pullup(in, -1), "hello", 5);
+    struct pollfd pfd = {.fd = p.fds[0], .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 0), 0); /* no socket event will come */
+    assert_true(p.server.ops->pending(&p.server) > 0);
+    assert_int_equal(p.server.ops->recv(&p.server, in, 65536), 0);
+    assert_true(p.server.ops->pending(&p.server) > 0); /* the end stays reported */
+    assert_int_equal(p.server.ops->recv(&p.server, in, 65536), 0);
+    evbuffer_free(in);
+    pair_close(&p);
+}
+
 /* ---- fg_conn over TLS on a real loop ---- */
 
 #define STREAM (200 * 1000)
@@ -299,6 +330,125 @@ static void test_conn_reads_bytes_buffered_in_tls(void **state)
     SSL_CTX_free(p.cctx);
 }
 
+/* A client that, once the handshake is done, sends "hello" and its close_notify in one
+ * write(2) and keeps TCP open until the server closes. */
+static void *eof_client_main(void *argp)
+{
+    client_arg_t *a = argp;
+    SSL *ssl = SSL_new(a->cctx);
+    SSL_set_fd(ssl, a->fd);
+    if (SSL_connect(ssl) == 1) {
+        BIO *mem = BIO_new(BIO_s_mem());
+        SSL_set0_wbio(ssl, mem); /* the records wait here, then leave together */
+        size_t n = 0;
+        SSL_write_ex(ssl, "hello", 5, &n);
+        SSL_shutdown(ssl);
+        char *bytes = NULL;
+        long len = BIO_get_mem_data(mem, &bytes);
+        if (len > 0 && write(a->fd, bytes, (size_t)len) != len)
+            perror("write");
+        char c;
+        while (recv(a->fd, &c, 1, 0) > 0) /* until the server closes */
+            ;
+    }
+    SSL_free(ssl);
+    return NULL;
+}
+
+typedef struct {
+    struct event_base *base;
+    struct event *resume; /* NULL: reading stays on */
+    size_t got;
+    int eof, other;
+} eof_seen_t;
+
+static void eof_read(fg_conn_t *c, void *arg)
+{
+    eof_seen_t *s = arg;
+    struct evbuffer *in = fg_conn_input(c);
+    s->got += evbuffer_get_length(in);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (s->resume != NULL) {
+        /* The owner stops reading for a while (busy elsewhere), then takes up again. */
+        fg_conn_read(c, 0, 0);
+        struct timeval tv = {0, 50 * 1000};
+        evtimer_add(s->resume, &tv);
+    }
+}
+
+static void eof_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fg_conn_read(arg, 1, 5000);
+}
+
+static void eof_event(fg_conn_t *c, void *arg, int what)
+{
+    eof_seen_t *s = arg;
+    if (what == FG_CONN_HANDSHAKE_DONE) {
+        /* As a front end does: the records read with the client's Finished are taken now. */
+        fg_conn_read(c, 1, 5000);
+        return;
+    }
+    if (what == FG_CONN_EOF)
+        s->eof = 1;
+    else
+        s->other = what;
+    event_base_loopbreak(s->base);
+}
+
+/* The conn hands the data over, then FG_CONN_EOF without waiting for the socket: the client
+ * only closes after the server did, so without that EOF the loop would run until its limit. */
+static void conn_eof_case(int pause_reading)
+{
+    pair_t p;
+    pair_open(&p);
+    p.server.ops->close(&p.server);
+    p.client.ops->close(&p.client);
+    int cfd = p.fds[1];
+    fcntl(cfd, F_SETFL, fcntl(cfd, F_GETFL) & ~O_NONBLOCK);
+    eof_seen_t seen = {0};
+    seen.base = event_base_new();
+    fg_conn_cbs_t cbs = {eof_read, srv_drain, eof_event};
+    fg_conn_t *c = fg_conn_new(seen.base, p.fds[0], &cbs, &seen);
+    assert_non_null(c);
+    if (pause_reading)
+        seen.resume = evtimer_new(seen.base, eof_resume, c);
+    assert_int_equal(fg_conn_start_tls(c, p.sctx), 0);
+    fg_conn_handshake(c, 5000);
+    client_arg_t ca = {p.cctx, cfd};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, eof_client_main, &ca), 0);
+    struct timeval limit = {5, 0};
+    event_base_loopexit(seen.base, &limit);
+    event_base_dispatch(seen.base);
+    fg_conn_free(c); /* the client's wait ends */
+    pthread_join(th, NULL);
+    assert_int_equal(seen.other, 0);
+    assert_int_equal(seen.got, 5);
+    assert_true(seen.eof);
+    if (seen.resume)
+        event_free(seen.resume);
+    close(cfd);
+    event_base_free(seen.base);
+    SSL_CTX_free(p.sctx);
+    SSL_CTX_free(p.cctx);
+}
+
+static void test_conn_eof_after_data_with_close_notify(void **state)
+{
+    (void)state;
+    conn_eof_case(0);
+}
+
+/* Reading was off when the close_notify was taken in: turning it on reports the end. */
+static void test_conn_eof_when_reading_resumes(void **state)
+{
+    (void)state;
+    conn_eof_case(1);
+}
+
 int main(void)
 {
     (void)fx_handshake; /* the fixture's BIO-pair helpers are not needed here */
@@ -310,6 +460,9 @@ int main(void)
         cmocka_unit_test(test_key_update_while_send_is_full),
         cmocka_unit_test(test_plain_http_instead_of_client_hello),
         cmocka_unit_test(test_conn_reads_bytes_buffered_in_tls),
+        cmocka_unit_test(test_close_notify_with_data_is_pending),
+        cmocka_unit_test(test_conn_eof_after_data_with_close_notify),
+        cmocka_unit_test(test_conn_eof_when_reading_resumes),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     fx_teardown();

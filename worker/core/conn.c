@@ -591,7 +591,10 @@ static void do_read(fg_conn_t *c)
     }
     ssize_t n = c->t.ops->recv(&c->t, c->in, c->read_max);
     if (n > 0) {
-        /* Decrypted bytes left in the TLS layer raise no socket event: come back for them. */
+        /* Decrypted bytes left in the TLS layer raise no socket event, nor does a close_notify
+         * taken in with the bytes just read: come back for them, so that the owner, after
+         * these bytes, gets the rest or FG_CONN_EOF (a reading owner in the next turn, one
+         * that turns reading on later from fg_conn_read). */
         if (c->t.ops->pending(&c->t) > 0)
             event_active(c->rev, EV_READ, 1);
         c->cbs->on_read(c, c->arg);
@@ -854,6 +857,11 @@ ssize_t fg_conn_splice_out(fg_conn_t *c, int pipe_rd, size_t len)
         return -ENOTSUP;
     ssize_t n = splice(pipe_rd, NULL, c->t.fd, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     return n >= 0 ? n : -errno;
+}
+
+int fg_conn_input_waiting(const fg_conn_t *c)
+{
+    return c->t.ops->pending(&c->t) > 0;
 }
 
 size_t fg_conn_read_now(fg_conn_t *c)

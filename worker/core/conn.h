@@ -133,6 +133,10 @@ int fg_conn_peer_addr(const fg_conn_t *c, struct sockaddr_storage *ss, socklen_t
 int fg_conn_can_splice(const fg_conn_t *c);
 ssize_t fg_conn_splice_in(fg_conn_t *c, int pipe_wr, size_t len);
 ssize_t fg_conn_splice_out(fg_conn_t *c, int pipe_rd, size_t len);
+/* Whether the transport holds what the next read takes without a socket event: bytes it
+ * decoded, or the peer's end (a TLS close_notify that came with the last bytes read). A
+ * connection in that state has more to say than its input shows. */
+int fg_conn_input_waiting(const fg_conn_t *c);
 /* Read what the socket holds now into the input, whatever the read settings (an answer
  * waiting behind a failed write). Returns the bytes added. */
 size_t fg_conn_read_now(fg_conn_t *c);

@@ -41,7 +41,9 @@ typedef struct {
     int (*shutdown_write)(fg_transport_t *t);
     /* Advance the handshake: 0 when done, FG_TRANSPORT_AGAIN, FG_TRANSPORT_PLAINTEXT, -1. */
     int (*handshake)(fg_transport_t *t);
-    /* Bytes received and decoded but not yet returned by recv (no socket event will come). */
+    /* Nonzero while recv has more to report that no socket event will announce: bytes received
+     * and decoded but not yet returned, or (TLS) the end: a close_notify that came with the
+     * last bytes returned, which the next recv reports as 0. */
     size_t (*pending)(const fg_transport_t *t);
     /* Release the transport's state (TLS: close_notify when the session is sound, so that it
      * stays resumable); the fd stays open, it is the connection's. */

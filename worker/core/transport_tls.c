@@ -72,7 +72,9 @@ static ssize_t tls_recv(fg_transport_t *t, struct evbuffer *in, size_t max)
         }
         evbuffer_commit_space(in, &v, 0);
         if (total > 0) {
-            ERR_clear_error(); /* reported again by the next call */
+            /* Reported again by the next call, which must come without a socket event when
+             * the peer's close_notify was among the bytes taken (tls_pending says so). */
+            ERR_clear_error();
             return (ssize_t)total;
         }
         return tls_fail(t, ret);
@@ -173,13 +175,17 @@ static int tls_handshake(fg_transport_t *t)
 }
 
 /* Decrypted bytes, or with read-ahead received records not yet decrypted (SSL_pending counts
- * only the former): neither raises a socket event. */
+ * only the former): neither raises a socket event. Nor does the peer's close_notify once
+ * OpenSSL has taken it in, typically in the same read(2) as the data before it while the peer
+ * keeps TCP open (RFC 8446 6.1): recv must still report that end. */
 static size_t tls_pending(const fg_transport_t *t)
 {
     int n = SSL_pending(t->ssl);
     if (n > 0)
         return (size_t)n;
-    return SSL_has_pending(t->ssl) ? 1 : 0;
+    if (SSL_has_pending(t->ssl))
+        return 1;
+    return (SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN) ? 1 : 0;
 }
 
 static void tls_close(fg_transport_t *t)

@@ -225,7 +225,11 @@ void fg_upstream_release(fg_upconn_t *u)
     const fg_cluster_t *cl = dp->cl;
     int spent = cl->max_requests_per_connection && u->requests >= cl->max_requests_per_connection;
     if (spent || dp->nidle >= cl->max_idle_connections || dp->w->retiring ||
-        evbuffer_get_length(fg_conn_input(u->c)) > 0 || fg_conn_pending(u->c) > 0) {
+        evbuffer_get_length(fg_conn_input(u->c)) > 0 || fg_conn_pending(u->c) > 0 ||
+        fg_conn_input_waiting(u->c)) {
+        /* Not reusable: unread bytes, unsent ones, or a destination that ended its side
+         * (a TLS close_notify behind the response), which the pool would only learn of
+         * from its read event after a request taken from the pool first. */
         fg_upstream_close(u);
         return;
     }
