@@ -1313,7 +1313,7 @@ static void process(fg_http1_conn_t *h)
                 r = FG_HTTP1_ERR_HEADERS_TOO_LARGE;
             } else if (h->peer_eof) {
                 /* The rest of this head will never come: drop it, but let the previous
-                 * response finish writing (found in review: it was cut off). */
+                 * response finish writing. */
                 evbuffer_drain(in, avail);
                 h->busy = 0;
                 begin_close(h);

@@ -1,4 +1,4 @@
-/* Route matching (YARP semantics, ../shared/REFERENCE.md section 2).
+/* Route matching (YARP semantics).
  * tables/route_table.c compiles each server's routes once, in the master after the config
  * loads; workers inherit the compiled form and only call fg_router_match. */
 #ifndef FG_ROUTER_H

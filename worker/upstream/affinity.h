@@ -1,4 +1,4 @@
-/* Session affinity (YARP's policies, the seed's key derivation). A request carries a key:
+/* Session affinity (YARP's policies, FastGateway's key derivation). A request carries a key:
  *   Cookie       cookie affinityKeyName = the destination id;
  *   HashCookie   cookie affinityKeyName = a hash of the destination id (hides the id);
  *   CustomHeader header affinityKeyName = a destination id or its hash (as a response header
