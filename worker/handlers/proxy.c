@@ -94,7 +94,8 @@ static int build_out(proxy_t *p)
     const fg_destination_t *d = &p->cl->destinations[p->di];
     if (fg_transform_request(req, d, &p->out) != 0)
         return -1;
-    /* FastGateway's tenant-derived session key travels upstream, replacing any sent by the client. */
+    /* FastGateway's tenant-derived session key travels upstream, replacing any sent by the client.
+     */
     if (p->aff_key.len &&
         fg_headers_set(&p->out.headers, fg_str(p->cl->affinity.key_name), p->aff_key) != 0)
         return -1;
