@@ -380,33 +380,29 @@ static int resolve_all(fg_config_ctx_t *c, attach_index_t *ix)
     return 0;
 }
 
+static void warn_one(fg_config_ctx_t *c, const char *key, size_t i, const char *kind,
+                     const char *id)
+{
+    size_t mark = fg_config_push_key(c, key);
+    fg_config_push_index(c, i);
+    fg_config_warn(c, NULL,
+                   "%s \"%s\" is attached to no route, server or \"security\" section: it has "
+                   "no effect",
+                   kind, id);
+    fg_config_pop(c, mark);
+}
+
 /* A rule or list nothing attaches does nothing: say so, since it is usually a forgotten
  * attachment rather than intent. */
 static void warn_unattached(fg_config_ctx_t *c, const attach_index_t *ix)
 {
     const fg_config_t *cfg = c->cfg;
-    for (size_t i = 0; i < cfg->nratelimits; i++) {
-        if (ix->rule_used[i])
-            continue;
-        size_t mark = fg_config_push_key(c, "rateLimits");
-        fg_config_push_index(c, i);
-        fg_config_warn(c, NULL,
-                       "rate limit \"%s\" is attached to no route, server or \"security\" "
-                       "section: it has no effect",
-                       cfg->ratelimits[i].id);
-        fg_config_pop(c, mark);
-    }
-    for (size_t i = 0; i < cfg->nacls; i++) {
-        if (ix->acl_used[i])
-            continue;
-        size_t mark = fg_config_push_key(c, "accessControl");
-        fg_config_push_index(c, i);
-        fg_config_warn(c, NULL,
-                       "access-control list \"%s\" is attached to no route, server or "
-                       "\"security\" section: it has no effect",
-                       cfg->acls[i].id);
-        fg_config_pop(c, mark);
-    }
+    for (size_t i = 0; i < cfg->nratelimits; i++)
+        if (!ix->rule_used[i])
+            warn_one(c, "rateLimits", i, "rate limit", cfg->ratelimits[i].id);
+    for (size_t i = 0; i < cfg->nacls; i++)
+        if (!ix->acl_used[i])
+            warn_one(c, "accessControl", i, "access-control list", cfg->acls[i].id);
 }
 
 int fg_config_resolve_security(fg_config_ctx_t *c)
