@@ -38,6 +38,11 @@ typedef struct {
     int (*send_body)(fg_request_t *req, struct evbuffer *buf);
     /* Send len bytes of fd from off; the front end takes ownership of fd and closes it. */
     int (*send_file)(fg_request_t *req, int fd, off_t off, off_t len);
+    /* Response trailers (RFC 9110 6.5): after the last send_body, before finish, at most once.
+     * NULL: the front end cannot carry trailers and the caller drops them (a recipient may
+     * discard trailer fields, RFC 9110 6.5.1). A front end whose framing of this response has
+     * no room for them (HTTP/1.1 with a Content-Length) drops them too. Returns 0 or <0. */
+    int (*send_trailers)(fg_request_t *req, const fg_headers_t *trailers);
     /* The response is complete. The front end logs it and frees the request. */
     void (*finish)(fg_request_t *req);
     /* Bytes queued to the client and not yet written. */
@@ -96,6 +101,10 @@ struct fg_request_s {
     unsigned expect_continue : 1;
     unsigned keep_alive : 1; /* the front end will keep the connection */
     struct evbuffer *body;   /* decoded body bytes not yet consumed by the handler */
+    /* Request trailers (RFC 9110 6.5) in pool memory, set by the front end no later than
+     * body_done; NULL when the body had none. */
+    fg_http_header_t *trailers;
+    size_t ntrailers;
     uint64_t body_bytes;     /* total decoded body bytes received */
     uint64_t head_bytes;     /* size of the request head as received */
 

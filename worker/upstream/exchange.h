@@ -102,6 +102,9 @@ typedef struct {
     int (*on_interim)(void *arg, int status, fg_http_header_t *headers, size_t n);
     int (*on_head)(void *arg, const fg_exchange_head_t *head);
     int (*on_body)(void *arg, struct evbuffer *data); /* takes all of data; NULL: raw ready */
+    /* Response trailers, after the last on_body and before on_end (RFC 9110 6.5); NULL: the
+     * handler has no use for them and the exchange discards them. */
+    int (*on_trailers)(void *arg, fg_http_header_t *trailers, size_t n);
     void (*on_end)(void *arg);
     void (*on_error)(void *arg, const fg_exchange_fail_t *f);
 } fg_exchange_cbs_t;
@@ -122,6 +125,7 @@ typedef struct {
 /* The protocol behind an exchange. */
 typedef struct {
     int (*send_body)(fg_exchange_t *x, struct evbuffer *data, int end);
+    int (*send_trailers)(fg_exchange_t *x, const fg_http_header_t *trailers, size_t n);
     size_t (*pending)(const fg_exchange_t *x);
     void (*pause)(fg_exchange_t *x, int paused);
     const fg_exchange_info_t *(*info)(const fg_exchange_t *x);
@@ -145,6 +149,14 @@ struct fg_exchange_s {
 static inline int fg_exchange_send_body(fg_exchange_t *x, struct evbuffer *data, int end)
 {
     return x->vt->send_body(x, data, end);
+}
+/* End the request body with trailers (RFC 9110 6.5), in place of send_body's end; a protocol
+ * or framing that cannot carry them (HTTP/1.1 with a Content-Length) drops them. Returns 0 or
+ * -1 as send_body. */
+static inline int fg_exchange_send_trailers(fg_exchange_t *x, const fg_http_header_t *trailers,
+                                            size_t n)
+{
+    return x->vt->send_trailers(x, trailers, n);
 }
 /* Request bytes queued and not yet written. */
 static inline size_t fg_exchange_pending(const fg_exchange_t *x)

@@ -279,6 +279,26 @@ static int x_send_body(fg_exchange_t *b, struct evbuffer *data, int end)
     return leave(x) ? -1 : 0;
 }
 
+/* The request body's end with trailers: in the last chunk when the body is chunked (RFC 9112
+ * 7.1.2), dropped with a Content-Length framing, which has no room for them. */
+static int x_send_trailers(fg_exchange_t *b, const fg_http_header_t *t, size_t n)
+{
+    h1x_t *x = (h1x_t *)b;
+    if (x->u == NULL || x->info.write_failed || x->info.req_sent || !x->chunked_up)
+        return x_send_body(b, NULL, 1);
+    struct evbuffer *out = fg_conn_output(x->u->c);
+    evbuffer_add(out, "0\r\n", 3);
+    for (size_t i = 0; i < n; i++) {
+        evbuffer_add(out, t[i].name.p, t[i].name.len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, t[i].value.p, t[i].value.len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    x->chunked_up = 0; /* the last chunk and its trailer section are written */
+    evbuffer_add(out, "\r\n", 2);
+    return x_send_body(b, NULL, 1);
+}
+
 static size_t x_pending(const fg_exchange_t *b)
 {
     const h1x_t *x = (const h1x_t *)b;
@@ -665,9 +685,19 @@ static void up_event(fg_conn_t *c, void *arg, int what)
 
 /* ---- start ---- */
 
-static const fg_exchange_vt_t h1_vt = {x_send_body, x_pending,   x_pause,        x_info,
-                                       x_raw_left,  x_raw_begin, x_raw_consumed, x_release,
-                                       x_close,     x_take_over};
+static const fg_exchange_vt_t h1_vt = {
+    .send_body = x_send_body,
+    .send_trailers = x_send_trailers,
+    .pending = x_pending,
+    .pause = x_pause,
+    .info = x_info,
+    .raw_left = x_raw_left,
+    .raw_begin = x_raw_begin,
+    .raw_consumed = x_raw_consumed,
+    .release = x_release,
+    .close = x_close,
+    .take_over = x_take_over,
+};
 
 /* A new exchange object for rq on u (its head queued). NULL when out of memory (u untouched). */
 static h1x_t *create(fg_upconn_t *u, const fg_exchange_req_t *rq, const fg_exchange_cbs_t *cbs,
