@@ -88,7 +88,14 @@ static void error(void *arg, const fg_exchange_fail_t *f)
     event_base_loopbreak(s->base);
 }
 
-static const fg_exchange_cbs_t cbs = {ready, interim, head, body, end, error};
+static const fg_exchange_cbs_t cbs = {
+    .on_send_ready = ready,
+    .on_interim = interim,
+    .on_head = head,
+    .on_body = body,
+    .on_end = end,
+    .on_error = error,
+};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -114,7 +114,14 @@ static void cb_error(void *arg, const fg_exchange_fail_t *f)
     event_base_loopbreak(r->base);
 }
 
-static const fg_exchange_cbs_t cbs = {cb_ready, cb_interim, cb_head, cb_body, cb_end, cb_error};
+static const fg_exchange_cbs_t cbs = {
+    .on_send_ready = cb_ready,
+    .on_interim = cb_interim,
+    .on_head = cb_head,
+    .on_body = cb_body,
+    .on_end = cb_end,
+    .on_error = cb_error,
+};
 
 typedef struct {
     const char *method;

@@ -83,7 +83,14 @@ static void on_abort(fg_request_t *req);
 
 static void release_replay(proxy_t *p);
 
-static const fg_exchange_cbs_t x_cbs = {x_send_ready, x_interim, x_head, x_body, x_end, x_error};
+static const fg_exchange_cbs_t x_cbs = {
+    .on_send_ready = x_send_ready,
+    .on_interim = x_interim,
+    .on_head = x_head,
+    .on_body = x_body,
+    .on_end = x_end,
+    .on_error = x_error,
+};
 static const fg_req_handler_t proxy_handler = {on_body, on_writable, on_abort};
 
 /* ---- the request for a destination ---- */

@@ -128,8 +128,14 @@ static void probe_error(void *arg, const fg_exchange_fail_t *f)
     }
 }
 
-static const fg_exchange_cbs_t probe_cbs = {probe_ready, probe_interim, probe_head,
-                                            probe_body,  probe_end,     probe_error};
+static const fg_exchange_cbs_t probe_cbs = {
+    .on_send_ready = probe_ready,
+    .on_interim = probe_interim,
+    .on_head = probe_head,
+    .on_body = probe_body,
+    .on_end = probe_end,
+    .on_error = probe_error,
+};
 
 /* Start one probe of d; its outcome is reported even when it cannot start. */
 static void probe_start(fg_prober_t *pr, const fg_cluster_t *cl, const fg_destination_t *d)

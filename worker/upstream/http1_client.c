@@ -289,9 +289,9 @@ static int x_send_trailers(fg_exchange_t *b, const fg_http_header_t *t, size_t n
     struct evbuffer *out = fg_conn_output(x->u->c);
     evbuffer_add(out, "0\r\n", 3);
     for (size_t i = 0; i < n; i++) {
-        evbuffer_add(out, t[i].name.p, t[i].name.len);
+        evbuffer_add(out, t[i].name.base, t[i].name.len);
         evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, t[i].value.p, t[i].value.len);
+        evbuffer_add(out, t[i].value.base, t[i].value.len);
         evbuffer_add(out, "\r\n", 2);
     }
     x->chunked_up = 0; /* the last chunk and its trailer section are written */
