@@ -105,8 +105,8 @@ struct fg_request_s {
      * body_done; NULL when the body had none. */
     fg_http_header_t *trailers;
     size_t ntrailers;
-    uint64_t body_bytes;     /* total decoded body bytes received */
-    uint64_t head_bytes;     /* size of the request head as received */
+    uint64_t body_bytes; /* total decoded body bytes received */
+    uint64_t head_bytes; /* size of the request head as received */
 
     fg_capture_t captures[FG_MAX_CAPTURES];
     size_t ncaptures;
