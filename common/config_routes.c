@@ -464,17 +464,31 @@ static int name_list(fg_config_ctx_t *c, const char *key, const char *what, cons
     return 0;
 }
 
-/* X-Forwarded: "For,Proto,Host,Prefix" picks the headers (others are Off), Action says how
- * (default Set, which also drops a spoofed incoming value), and a per-header key overrides. */
+/* X-Forwarded takes two forms that cannot be confused, since no action is a header name.
+ * YARP's: the value is the action of all four headers ("Set", "Append", "Remove", "Off").
+ * The list form: "For,Proto,Host,Prefix" picks the headers (others are Off) and Action says
+ * how (default Set, which also drops a spoofed incoming value). In both, a per-header key
+ * overrides. */
 static int load_xforwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t)
 {
     static const char *const actions[] = {"Off", "Set", "Append", "Remove", NULL};
     static const char *const names[] = {"For", "Proto", "Host", "Prefix"};
     int *slots[] = {&t->xf_for, &t->xf_proto, &t->xf_host, &t->xf_prefix};
-    int listed[4] = {0}, action = FG_XF_SET;
+    int listed[4] = {0}, action = FG_XF_SET, yarp = -1;
 
-    if (name_list(c, "X-Forwarded", "header", t->value, names, listed) < 0)
+    for (int k = 0; actions[k]; k++)
+        if (strcasecmp(t->value, actions[k]) == 0)
+            yarp = k;
+    if (yarp >= 0) {
+        if (json_object_get(o, "Action") != NULL)
+            return fg_config_fail(c, "Action",
+                                  "the action is already the value of X-Forwarded (\"%s\")",
+                                  t->value);
+        action = yarp; /* the enum follows the order of actions[] */
+        listed[0] = listed[1] = listed[2] = listed[3] = 1;
+    } else if (name_list(c, "X-Forwarded", "header", t->value, names, listed) < 0) {
         return -1;
+    }
     if (fg_config_get_enum(c, o, "Action", actions, &action) < 0)
         return -1;
     for (int i = 0; i < 4; i++) {

@@ -615,10 +615,20 @@ static void test_host_original(void **state)
     expect_header(&fx->out.headers, "Host", "client.com:8443");
 }
 
-static void test_host_override_wins(void **state)
+/* YARP: RequestHeaderOriginalHost: true wins over a destination's host. */
+static void test_original_host_wins_over_destination_host(void **state)
 {
     fx_t *fx = *state;
     add(fx, FG_TX_REQ_ORIGINAL_HOST, NULL, NULL)->flag = 1;
+    fx->dest.host_override = "api.internal";
+    mkreq(fx, "GET", "/", "client.com", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "client.com");
+}
+
+static void test_destination_host_without_original_host(void **state)
+{
+    fx_t *fx = *state;
     fx->dest.host_override = "api.internal";
     mkreq(fx, "GET", "/", "client.com", NULL);
     run(fx);
@@ -746,7 +756,8 @@ int main(void)
         T(test_host_default_ports_omitted),
         T(test_host_ipv6_destination),
         T(test_host_original),
-        T(test_host_override_wins),
+        T(test_original_host_wins_over_destination_host),
+        T(test_destination_host_without_original_host),
         T(test_host_original_false),
         T(test_host_set_by_request_header),
         T(test_response_when),
