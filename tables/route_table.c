@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/punycode.h"
+
 /* ---- helpers ---- */
 
 static unsigned char ascii_lower(unsigned char c)
@@ -221,6 +223,35 @@ static const char *parse_template(const char *tpl, compiled_t *c)
     return NULL;
 }
 
+static int has_non_ascii(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return 1;
+    return 0;
+}
+
+/* A copy of s with every byte >= 0x80 written "%XX". NULL when out of memory. */
+static char *percent_encode_high(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = malloc(3 * strlen(s) + 1), *w = out;
+    if (out == NULL)
+        return NULL;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x80) {
+            *w++ = (char)c;
+            continue;
+        }
+        *w++ = '%';
+        *w++ = hex[c >> 4];
+        *w++ = hex[c & 15];
+    }
+    *w = '\0';
+    return out;
+}
+
 static int parse_port(const char *s, size_t n)
 {
     if (n == 0 || n > 5)
@@ -260,10 +291,21 @@ static const char *parse_hosts(const fg_route_match_t *m, compiled_t *c)
     c->hosts = calloc(m->nhosts, sizeof(host_pat_t));
     if (c->hosts == NULL)
         return "out of memory";
+    c->nhosts_alloc = m->nhosts;
     c->exact_hosts_only = 1;
     for (size_t i = 0; i < m->nhosts; i++) {
         host_pat_t *h = &c->hosts[i];
-        fg_route_table_split_host(fg_str(m->hosts[i]), &h->name, &h->port);
+        fg_str_t text = fg_str(m->hosts[i]);
+        if (has_non_ascii(m->hosts[i])) {
+            /* RFC 5891 4.4: the wire carries the A-label form, "xn--" and Punycode */
+            size_t cap = 4 * text.len + 64;
+            if ((h->ascii = malloc(cap)) == NULL)
+                return "out of memory";
+            if (fg_punycode_host(text.base, text.len, h->ascii, cap) < 0)
+                return "invalid internationalised host name (UTF-8 expected)";
+            text = fg_str(h->ascii);
+        }
+        fg_route_table_split_host(text, &h->name, &h->port);
         if (h->port == -2 || h->port == 0)
             return "invalid port";
         if (h->name.len > 1 && h->name.base[h->name.len - 1] == '.')
@@ -288,6 +330,9 @@ static void compiled_free(compiled_t *c)
 {
     if (c == NULL)
         return;
+    for (size_t i = 0; c->hosts && i < c->nhosts_alloc; i++)
+        free(c->hosts[i].ascii);
+    free(c->path_encoded);
     free(c->segs);
     free(c->hosts);
     free(c);
@@ -305,7 +350,15 @@ static const char *compile_route(fg_route_t *r, const char **field)
     *field = "match.path";
     if (r->match.path != NULL) {
         c->has_path = 1;
-        const char *why = parse_template(r->match.path, c);
+        const char *tpl = r->match.path;
+        if (has_non_ascii(tpl)) {
+            /* A literal "/café" matches the request "/caf%C3%A9": requests carry UTF-8
+             * percent-encoded (RFC 3986 2.5), and the match ignores the case of hex digits. */
+            if ((c->path_encoded = percent_encode_high(tpl)) == NULL)
+                return "out of memory";
+            tpl = c->path_encoded;
+        }
+        const char *why = parse_template(tpl, c);
         if (why != NULL)
             return why;
     } else {
@@ -340,20 +393,58 @@ static const char *compile_route(fg_route_t *r, const char **field)
 
 /* ---- ranking and indexing one server ---- */
 
-/* Path specificity (YARP precedence): more literal segments first; then templates without a
- * catch-all; then the longer literal prefix. Ties keep configuration order. */
+/* ASP.NET's inbound precedence digit of a segment: literal 1, parameter 3, catch-all 5
+ * (RoutePrecedence.ComputeInboundPrecedenceDigit; constraints and complex segments, which
+ * would take 2 and 4, are not part of our templates). A route without a path ranks as
+ * "/{**any}". */
+static int seg_digit(const compiled_t *c, size_t i)
+{
+    if (!c->has_path)
+        return 5;
+    switch (c->segs[i].kind) {
+    case SEG_LITERAL:
+        return 1;
+    case SEG_CATCHALL:
+        return 5;
+    default:
+        return 3;
+    }
+}
+
+/* Path precedence as ASP.NET compares its decimal "1.13": digit by digit from the first
+ * segment, a template that ends first (all digits equal so far) ranking first. */
+static int precedence_cmp(const compiled_t *a, const compiled_t *b)
+{
+    size_t na = a->has_path ? a->nsegs : 1, nb = b->has_path ? b->nsegs : 1;
+    for (size_t i = 0; i < na && i < nb; i++) {
+        int x = seg_digit(a, i), y = seg_digit(b, i);
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+    return na == nb ? 0 : na < nb ? -1 : 1;
+}
+
+/* A route with a constraint of some kind ranks before one without; then the one with more
+ * rules of that kind. The kinds are compared in the order of ASP.NET's and YARP's matcher
+ * policies: methods, hosts, headers, query parameters. */
+static int constraints_cmp(const fg_route_t *a, const fg_route_t *b)
+{
+    size_t x[4] = {a->match.nmethods > 0, a->match.nhosts > 0, a->match.nheaders, a->match.nquery};
+    size_t y[4] = {b->match.nmethods > 0, b->match.nhosts > 0, b->match.nheaders, b->match.nquery};
+    for (int i = 0; i < 4; i++)
+        if (x[i] != y[i])
+            return x[i] > y[i] ? -1 : 1;
+    return 0;
+}
+
+/* YARP's route order: lower `order`, then path precedence, then constraints. Ties keep
+ * configuration order. */
 static int spec_cmp(const fg_route_t *a, const fg_route_t *b)
 {
-    const compiled_t *ca = a->compiled, *cb = b->compiled;
     if (a->order != b->order)
         return a->order < b->order ? -1 : 1;
-    if (ca->nliteral != cb->nliteral)
-        return ca->nliteral > cb->nliteral ? -1 : 1;
-    if (ca->catchall != cb->catchall)
-        return ca->catchall ? 1 : -1;
-    if (ca->nleading != cb->nleading)
-        return ca->nleading > cb->nleading ? -1 : 1;
-    return 0;
+    int c = precedence_cmp(a->compiled, b->compiled);
+    return c != 0 ? c : constraints_cmp(a, b);
 }
 
 typedef struct {
