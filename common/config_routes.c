@@ -12,6 +12,7 @@
 
 #include "common/config.h"
 #include "common/config_impl.h"
+#include "common/punycode.h"
 #include "common/headers.h"
 
 static void free_strings(char **v, size_t n)
@@ -85,12 +86,37 @@ static const char *host_pattern_error(const char *h)
     return NULL;
 }
 
+/* A host written in Unicode is kept in its A-label form ("bücher.example" becomes
+ * "xn--bcher-kva.example"), the form clients send on the wire (RFC 5891 4.4). Returns why it
+ * cannot be converted, or NULL. */
+static const char *to_ascii_host(char **host)
+{
+    const char *h = *host;
+    size_t n = strlen(h);
+    int ascii = 1;
+    for (size_t i = 0; i < n; i++)
+        ascii &= (unsigned char)h[i] < 0x80;
+    if (ascii)
+        return NULL;
+    size_t cap = 4 * n + 64;
+    char *out = fg_config_xcalloc(cap, 1);
+    if (fg_punycode_host(h, n, out, cap) < 0) {
+        free(out);
+        return "not valid UTF-8, or a label too long to encode";
+    }
+    free(*host);
+    *host = out;
+    return NULL;
+}
+
 static int load_hosts(fg_config_ctx_t *c, const json_t *match, fg_route_match_t *m)
 {
     if (fg_config_get_strings(c, match, "hosts", &m->hosts, &m->nhosts) < 0)
         return -1;
     for (size_t i = 0; i < m->nhosts; i++) {
-        const char *why = host_pattern_error(m->hosts[i]);
+        const char *why = to_ascii_host(&m->hosts[i]);
+        if (why == NULL)
+            why = host_pattern_error(m->hosts[i]);
         if (why) {
             size_t mark = fg_config_push_key(c, "hosts");
             fg_config_push_index(c, i);

@@ -6,8 +6,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/punycode.h"
-
 /* ---- helpers ---- */
 
 static unsigned char ascii_lower(unsigned char c)
@@ -291,21 +289,10 @@ static const char *parse_hosts(const fg_route_match_t *m, compiled_t *c)
     c->hosts = calloc(m->nhosts, sizeof(host_pat_t));
     if (c->hosts == NULL)
         return "out of memory";
-    c->nhosts_alloc = m->nhosts;
     c->exact_hosts_only = 1;
     for (size_t i = 0; i < m->nhosts; i++) {
         host_pat_t *h = &c->hosts[i];
-        fg_str_t text = fg_str(m->hosts[i]);
-        if (has_non_ascii(m->hosts[i])) {
-            /* RFC 5891 4.4: the wire carries the A-label form, "xn--" and Punycode */
-            size_t cap = 4 * text.len + 64;
-            if ((h->ascii = malloc(cap)) == NULL)
-                return "out of memory";
-            if (fg_punycode_host(text.base, text.len, h->ascii, cap) < 0)
-                return "invalid internationalised host name (UTF-8 expected)";
-            text = fg_str(h->ascii);
-        }
-        fg_route_table_split_host(text, &h->name, &h->port);
+        fg_route_table_split_host(fg_str(m->hosts[i]), &h->name, &h->port);
         if (h->port == -2 || h->port == 0)
             return "invalid port";
         if (h->name.len > 1 && h->name.base[h->name.len - 1] == '.')
@@ -330,8 +317,6 @@ static void compiled_free(compiled_t *c)
 {
     if (c == NULL)
         return;
-    for (size_t i = 0; c->hosts && i < c->nhosts_alloc; i++)
-        free(c->hosts[i].ascii);
     free(c->path_encoded);
     free(c->segs);
     free(c->hosts);

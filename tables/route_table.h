@@ -32,7 +32,6 @@ typedef struct {
     int wildcard;  /* "*.example.com" */
     int any;       /* "*" */
     int port;      /* -1 = any port */
-    char *ascii;   /* owned: the A-label form of a host written in Unicode, or NULL */
 } host_pat_t;
 
 typedef struct {
@@ -43,7 +42,6 @@ typedef struct {
     size_t nsegs;
     host_pat_t *hosts;
     size_t nhosts;
-    size_t nhosts_alloc; /* entries of hosts to free, also when compiling failed halfway */
     int exact_hosts_only; /* hosts present and none is a wildcard: indexable by host */
     /* specificity, compared at build time */
     unsigned nliteral;
