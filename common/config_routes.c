@@ -507,9 +507,8 @@ static int load_xforwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *
             yarp = k;
     if (yarp >= 0) {
         if (json_object_get(o, "Action") != NULL)
-            return fg_config_fail(c, "Action",
-                                  "the action is already the value of X-Forwarded (\"%s\")",
-                                  t->value);
+            return fg_config_fail(
+                c, "Action", "the action is already the value of X-Forwarded (\"%s\")", t->value);
         action = yarp; /* the enum follows the order of actions[] */
         listed[0] = listed[1] = listed[2] = listed[3] = 1;
     } else if (name_list(c, "X-Forwarded", "header", t->value, names, listed) < 0) {

@@ -14,7 +14,6 @@
 #include "common/mime.h"
 #include "worker/core/clock.h"
 #include "worker/core/context.h"
-#include "worker/http/transform.h"
 
 const fg_http_header_t *fg_request_header(const fg_request_t *req, fg_str_t name)
 {
@@ -259,12 +258,6 @@ void fg_request_error_with(fg_request_t *req, int status, const char *error, con
     }
     for (size_t i = 0; rc == 0 && extra && i < extra->n; i++)
         rc = fg_headers_add(&h, extra->v[i].name, extra->v[i].value);
-    /* The gateway's own failure answer for a proxied route is the route's response too: its
-     * ResponseHeader transforms with When Failure or Always apply (YARP runs the response
-     * transforms when the destination gave no response). */
-    if (rc == 0 && status >= 500 && req->route != NULL && req->route->kind == FG_ROUTE_CLUSTER &&
-        page == NULL)
-        rc = fg_transform_response(req, status, &h);
     if (rc == 0 && req->request_id[0])
         rc = fg_headers_add(&h, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id));
     if (rc != 0) {
