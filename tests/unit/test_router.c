@@ -702,6 +702,50 @@ static void test_config_order_breaks_ties(void **state)
     fx_free(fx);
 }
 
+/* HttpMethodMatcherPolicy: the methods of the routes that match but for the method; none when
+ * the path is unknown or another constraint fails too. */
+static void test_allowed_methods(void **state)
+{
+    fx_t *fx = fx_new(8);
+    fg_route_t *r = route(fx, "a", "/m", 0);
+    methods(fx, r, "POST", "PUT", NULL);
+    r = route(fx, "b", "/m", 0);
+    methods(fx, r, "PUT", "DELETE", NULL);
+    r = route(fx, "h", "/mh", 0);
+    methods(fx, r, "POST", NULL);
+    hosts(fx, r, "b.example", NULL);
+    build(fx);
+    char buf[64];
+    fg_request_t *req = mkreq(fx->pool, "GET", "/m", "a", NULL);
+    assert_null(fg_router_match(&fx->srv, req));
+    size_t n = fg_router_allowed(&fx->srv, req, buf, sizeof(buf));
+    assert_string_equal(buf, "POST, PUT, DELETE");
+    assert_int_equal(n, strlen(buf));
+    req = mkreq(fx->pool, "GET", "/nothing", "a", NULL);
+    assert_int_equal(fg_router_allowed(&fx->srv, req, buf, sizeof(buf)), 0);
+    req = mkreq(fx->pool, "GET", "/mh", "c.example", NULL);
+    assert_int_equal(fg_router_allowed(&fx->srv, req, buf, sizeof(buf)), 0);
+    req = mkreq(fx->pool, "GET", "/mh", "b.example", NULL);
+    assert_int_equal(fg_router_allowed(&fx->srv, req, buf, sizeof(buf)), 4);
+    assert_string_equal(buf, "POST");
+    /* cut to the buffer, never overrun */
+    req = mkreq(fx->pool, "GET", "/m", "a", NULL);
+    assert_true(fg_router_allowed(&fx->srv, req, buf, 10) < 10);
+    fx_free(fx);
+}
+
+/* A literal written in UTF-8 matches its percent-encoded form, hex digits in either case. */
+static void test_non_ascii_literal(void **state)
+{
+    fx_t *fx = fx_new(2);
+    route(fx, "cafe", "/caf\xC3\xA9/menu", 0);
+    build(fx);
+    assert_string_equal(M(fx, "GET", "/caf%C3%A9/menu", "a"), "cafe");
+    assert_string_equal(M(fx, "GET", "/CAF%c3%a9/menu", "a"), "cafe");
+    assert_string_equal(M(fx, "GET", "/cafe/menu", "a"), "none");
+    fx_free(fx);
+}
+
 /* Issue cases: a canary with a header rule listed after the plain route wins when its header
  * is there (HeaderMatcherPolicy's comparer); a literal first segment beats a parameter
  * whatever the later segments (ASP.NET RoutePrecedence). */
@@ -1077,6 +1121,8 @@ int main(void)
         cmocka_unit_test(test_longer_literal_prefix_wins),
         cmocka_unit_test(test_config_order_breaks_ties),
         cmocka_unit_test(test_precedence_constraints_and_segments),
+        cmocka_unit_test(test_allowed_methods),
+        cmocka_unit_test(test_non_ascii_literal),
         cmocka_unit_test(test_negative_order_and_fallback_merge),
         cmocka_unit_test(test_full_match_falls_through),
         cmocka_unit_test(test_no_match_clears_captures),
