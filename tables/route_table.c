@@ -197,8 +197,6 @@ static const char *parse_template(const char *tpl, compiled_t *c)
             if (++ncap > FG_ROUTE_MAX_PARAMS)
                 return "too many parameters";
             leading = 0;
-            if (seg->kind == SEG_CATCHALL)
-                c->catchall = 1;
         } else {
             if (memchr(s, '{', n) || memchr(s, '}', n))
                 return memchr(s, '{', n) && memchr(s, '}', n)
@@ -213,7 +211,6 @@ static const char *parse_template(const char *tpl, compiled_t *c)
                            "request path never has";
             seg->kind = SEG_LITERAL;
             seg->text = (fg_str_t){s, n};
-            c->nliteral++;
             c->nleading += leading;
         }
         c->nsegs++;
@@ -346,8 +343,6 @@ static const char *compile_route(fg_route_t *r, const char **field)
         const char *why = parse_template(tpl, c);
         if (why != NULL)
             return why;
-    } else {
-        c->catchall = 1; /* no path ranks like "/{**any}" */
     }
     *field = "match.hosts";
     const char *why = parse_hosts(&r->match, c);

@@ -9,7 +9,8 @@
 #include "worker/http/request.h"
 
 /* The first route of req->server that matches req (method, host, path, headers, query), in
- * order: lower `order` first, then the more specific path, then configuration order.
+ * order: lower `order` first, then path precedence, then the route with more constraints,
+ * then configuration order (docs/config.md "Precedence").
  * Fills req->captures. Returns NULL when nothing matches. Allocates nothing. */
 const fg_route_t *fg_router_match(const fg_server_t *srv, fg_request_t *req);
 
