@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/config_impl.h"
 #include "common/hash.h"
+#include "common/xxhash.h"
 
 typedef struct {
     int https;
@@ -187,10 +188,52 @@ static int check_url(fg_config_ctx_t *c, const char *key, const char *s, url_t *
     return 0;
 }
 
+/* One UTF-8 sequence of s at *i as a code point (U+FFFD for a malformed one), *i advanced. */
+static uint32_t utf8_next(const unsigned char *s, size_t n, size_t *i)
+{
+    unsigned char c = s[(*i)++];
+    int more = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+    if (c < 0x80)
+        return c;
+    uint32_t cp = c & (0x3F >> more);
+    if (c < 0xC0 || c > 0xF7)
+        return 0xFFFD;
+    for (int k = 0; k < more; k++) {
+        if (*i >= n || (s[*i] & 0xC0) != 0x80)
+            return 0xFFFD;
+        cp = cp << 6 | (s[(*i)++] & 0x3F);
+    }
+    return cp;
+}
+
 void fg_config_destination_hash(fg_destination_t *d)
 {
     d->id_hash = fg_hash_fnv1a(FG_HASH_FNV_BASIS, d->id, strlen(d->id));
-    snprintf(d->id_hash_hex, sizeof(d->id_hash_hex), "%016llx", (unsigned long long)d->id_hash);
+    /* YARP's HashCookie value: XXH64 (seed 0) of the id upper-cased and encoded UTF-16LE,
+     * written as 16 lower-case hex digits of the big-endian hash. Only ASCII letters are
+     * upper-cased here (YARP applies the invariant culture to every letter). */
+    const unsigned char *s = (const unsigned char *)d->id;
+    size_t n = strlen(d->id), w = 0;
+    unsigned char stackbuf[256] = {0}, *buf = n * 4 <= sizeof(stackbuf) ? stackbuf : calloc(n, 4);
+    if (buf == NULL)
+        abort(); /* load time: out of memory ends start-up */
+    for (size_t i = 0; i < n;) {
+        uint32_t cp = utf8_next(s, n, &i);
+        if (cp >= 'a' && cp <= 'z')
+            cp -= 32;
+        if (cp >= 0x10000) { /* a surrogate pair */
+            uint32_t v = cp - 0x10000, hi = 0xD800 | v >> 10, lo = 0xDC00 | (v & 0x3FF);
+            buf[w++] = (unsigned char)hi;
+            buf[w++] = (unsigned char)(hi >> 8);
+            cp = lo;
+        }
+        buf[w++] = (unsigned char)cp;
+        buf[w++] = (unsigned char)(cp >> 8);
+    }
+    uint64_t h = fg_xxh64(buf, w, 0);
+    if (buf != stackbuf)
+        free(buf);
+    snprintf(d->id_hash_hex, sizeof(d->id_hash_hex), "%016llx", (unsigned long long)h);
 }
 
 static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_t *d)

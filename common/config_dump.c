@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 
@@ -282,6 +283,14 @@ static int xf_action(const fg_transform_t *t)
     return FG_XF_SET;
 }
 
+static int xf_yarp_form(const fg_transform_t *t)
+{
+    for (size_t i = 0; i < 4; i++)
+        if (t->value && strcasecmp(t->value, xf_names[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static json_t *transform(const fg_transform_t *t)
 {
     static const char *const path_keys[] = {"PathPrefix", "PathRemovePrefix", "PathSet",
@@ -325,8 +334,10 @@ static json_t *transform(const fg_transform_t *t)
         set(o, "Host", json_string(xf_names[t->xf_host]));
         set(o, "Prefix", json_string(xf_names[t->xf_prefix]));
         set(o, "HeaderPrefix", json_string(t->xf_header_prefix));
-        /* The four keys above decide; Action repeats the first header's for the reader. */
-        set(o, "Action", json_string(xf_names[xf_action(t)]));
+        /* The four keys above decide; Action repeats the first header's for the reader of
+         * the list form (YARP's form has the action as its value already). */
+        if (!xf_yarp_form(t))
+            set(o, "Action", json_string(xf_names[xf_action(t)]));
         break;
     case FG_TX_FORWARDED:
         set(o, "Forwarded", json_string(t->value));

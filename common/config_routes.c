@@ -12,6 +12,7 @@
 
 #include "common/config.h"
 #include "common/config_impl.h"
+#include "common/punycode.h"
 #include "common/headers.h"
 
 static void free_strings(char **v, size_t n)
@@ -85,12 +86,37 @@ static const char *host_pattern_error(const char *h)
     return NULL;
 }
 
+/* A host written in Unicode is kept in its A-label form ("bücher.example" becomes
+ * "xn--bcher-kva.example"), the form clients send on the wire (RFC 5891 4.4). Returns why it
+ * cannot be converted, or NULL. */
+static const char *to_ascii_host(char **host)
+{
+    const char *h = *host;
+    size_t n = strlen(h);
+    int ascii = 1;
+    for (size_t i = 0; i < n; i++)
+        ascii &= (unsigned char)h[i] < 0x80;
+    if (ascii)
+        return NULL;
+    size_t cap = 4 * n + 64;
+    char *out = fg_config_xcalloc(cap, 1);
+    if (fg_punycode_host(h, n, out, cap) < 0) {
+        free(out);
+        return "not valid UTF-8, or a label too long to encode";
+    }
+    free(*host);
+    *host = out;
+    return NULL;
+}
+
 static int load_hosts(fg_config_ctx_t *c, const json_t *match, fg_route_match_t *m)
 {
     if (fg_config_get_strings(c, match, "hosts", &m->hosts, &m->nhosts) < 0)
         return -1;
     for (size_t i = 0; i < m->nhosts; i++) {
-        const char *why = host_pattern_error(m->hosts[i]);
+        const char *why = to_ascii_host(&m->hosts[i]);
+        if (why == NULL)
+            why = host_pattern_error(m->hosts[i]);
         if (why) {
             size_t mark = fg_config_push_key(c, "hosts");
             fg_config_push_index(c, i);
@@ -464,17 +490,30 @@ static int name_list(fg_config_ctx_t *c, const char *key, const char *what, cons
     return 0;
 }
 
-/* X-Forwarded: "For,Proto,Host,Prefix" picks the headers (others are Off), Action says how
- * (default Set, which also drops a spoofed incoming value), and a per-header key overrides. */
+/* X-Forwarded takes two forms that cannot be confused, since no action is a header name.
+ * YARP's: the value is the action of all four headers ("Set", "Append", "Remove", "Off").
+ * The list form: "For,Proto,Host,Prefix" picks the headers (others are Off) and Action says
+ * how (default Set, which also drops a spoofed incoming value). In both, a per-header key
+ * overrides. */
 static int load_xforwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t)
 {
     static const char *const actions[] = {"Off", "Set", "Append", "Remove", NULL};
     static const char *const names[] = {"For", "Proto", "Host", "Prefix"};
     int *slots[] = {&t->xf_for, &t->xf_proto, &t->xf_host, &t->xf_prefix};
-    int listed[4] = {0}, action = FG_XF_SET;
+    int listed[4] = {0}, action = FG_XF_SET, yarp = -1;
 
-    if (name_list(c, "X-Forwarded", "header", t->value, names, listed) < 0)
+    for (int k = 0; actions[k]; k++)
+        if (strcasecmp(t->value, actions[k]) == 0)
+            yarp = k;
+    if (yarp >= 0) {
+        if (json_object_get(o, "Action") != NULL)
+            return fg_config_fail(
+                c, "Action", "the action is already the value of X-Forwarded (\"%s\")", t->value);
+        action = yarp; /* the enum follows the order of actions[] */
+        listed[0] = listed[1] = listed[2] = listed[3] = 1;
+    } else if (name_list(c, "X-Forwarded", "header", t->value, names, listed) < 0) {
         return -1;
+    }
     if (fg_config_get_enum(c, o, "Action", actions, &action) < 0)
         return -1;
     for (int i = 0; i < 4; i++) {

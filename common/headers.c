@@ -125,6 +125,19 @@ int fg_headers_is_hop_by_hop(fg_str_t name)
         FG_STR_LIT("Upgrade"),
         FG_STR_LIT("Proxy-Authenticate"),
         FG_STR_LIT("Proxy-Authorization"),
+        /* fields that only describe the connection they arrived on, which YARP never forwards
+         * in either direction (RequestUtilities): RFC 7838 Alt-Svc, RFC 7540 3.2.1
+         * HTTP2-Settings, RFC 7301 ALPN, Proxy-Authentication-Info (RFC 9110 11.7.4) and a
+         * few registered connection-scoped names. */
+        FG_STR_LIT("Proxy-Authentication-Info"),
+        FG_STR_LIT("Proxy-Features"),
+        FG_STR_LIT("Proxy-Instruction"),
+        FG_STR_LIT("Security-Scheme"),
+        FG_STR_LIT("ALPN"),
+        FG_STR_LIT("Close"),
+        FG_STR_LIT("HTTP2-Settings"),
+        FG_STR_LIT("Upgrade-Insecure-Requests"),
+        FG_STR_LIT("Alt-Svc"),
     };
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         if (fg_str_ieq(name, hop[i]))

@@ -28,8 +28,10 @@ size_t fg_headers_remove(fg_headers_t *h, fg_str_t name);
 /* The first field of that name, or NULL. */
 const fg_http_header_t *fg_headers_get(const fg_headers_t *h, fg_str_t name);
 
-/* Hop-by-hop fields (RFC 9110 7.6.1): Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
- * Transfer-Encoding, Upgrade, Proxy-Authenticate, Proxy-Authorization... */
+/* Fields never forwarded in either direction: hop-by-hop ones (RFC 9110 7.6.1: Connection,
+ * Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Authenticate,
+ * Proxy-Authorization) and the connection-scoped ones YARP also drops (Alt-Svc, ALPN,
+ * HTTP2-Settings, Upgrade-Insecure-Requests...). */
 int fg_headers_is_hop_by_hop(fg_str_t name);
 /* Fields that frame the message or manage the connection (Content-Length, Transfer-Encoding,
  * Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade): the gateway writes these

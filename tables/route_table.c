@@ -197,8 +197,6 @@ static const char *parse_template(const char *tpl, compiled_t *c)
             if (++ncap > FG_ROUTE_MAX_PARAMS)
                 return "too many parameters";
             leading = 0;
-            if (seg->kind == SEG_CATCHALL)
-                c->catchall = 1;
         } else {
             if (memchr(s, '{', n) || memchr(s, '}', n))
                 return memchr(s, '{', n) && memchr(s, '}', n)
@@ -213,12 +211,40 @@ static const char *parse_template(const char *tpl, compiled_t *c)
                            "request path never has";
             seg->kind = SEG_LITERAL;
             seg->text = (fg_str_t){s, n};
-            c->nliteral++;
             c->nleading += leading;
         }
         c->nsegs++;
     }
     return NULL;
+}
+
+static int has_non_ascii(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return 1;
+    return 0;
+}
+
+/* A copy of s with every byte >= 0x80 written "%XX". NULL when out of memory. */
+static char *percent_encode_high(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = malloc(3 * strlen(s) + 1), *w = out;
+    if (out == NULL)
+        return NULL;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x80) {
+            *w++ = (char)c;
+            continue;
+        }
+        *w++ = '%';
+        *w++ = hex[c >> 4];
+        *w++ = hex[c & 15];
+    }
+    *w = '\0';
+    return out;
 }
 
 static int parse_port(const char *s, size_t n)
@@ -288,6 +314,7 @@ static void compiled_free(compiled_t *c)
 {
     if (c == NULL)
         return;
+    free(c->path_encoded);
     free(c->segs);
     free(c->hosts);
     free(c);
@@ -305,11 +332,17 @@ static const char *compile_route(fg_route_t *r, const char **field)
     *field = "match.path";
     if (r->match.path != NULL) {
         c->has_path = 1;
-        const char *why = parse_template(r->match.path, c);
+        const char *tpl = r->match.path;
+        if (has_non_ascii(tpl)) {
+            /* A literal "/café" matches the request "/caf%C3%A9": requests carry UTF-8
+             * percent-encoded (RFC 3986 2.5), and the match ignores the case of hex digits. */
+            if ((c->path_encoded = percent_encode_high(tpl)) == NULL)
+                return "out of memory";
+            tpl = c->path_encoded;
+        }
+        const char *why = parse_template(tpl, c);
         if (why != NULL)
             return why;
-    } else {
-        c->catchall = 1; /* no path ranks like "/{**any}" */
     }
     *field = "match.hosts";
     const char *why = parse_hosts(&r->match, c);
@@ -340,20 +373,58 @@ static const char *compile_route(fg_route_t *r, const char **field)
 
 /* ---- ranking and indexing one server ---- */
 
-/* Path specificity (YARP precedence): more literal segments first; then templates without a
- * catch-all; then the longer literal prefix. Ties keep configuration order. */
+/* ASP.NET's inbound precedence digit of a segment: literal 1, parameter 3, catch-all 5
+ * (RoutePrecedence.ComputeInboundPrecedenceDigit; constraints and complex segments, which
+ * would take 2 and 4, are not part of our templates). A route without a path ranks as
+ * "/{**any}". */
+static int seg_digit(const compiled_t *c, size_t i)
+{
+    if (!c->has_path)
+        return 5;
+    switch (c->segs[i].kind) {
+    case SEG_LITERAL:
+        return 1;
+    case SEG_CATCHALL:
+        return 5;
+    default:
+        return 3;
+    }
+}
+
+/* Path precedence as ASP.NET compares its decimal "1.13": digit by digit from the first
+ * segment, a template that ends first (all digits equal so far) ranking first. */
+static int precedence_cmp(const compiled_t *a, const compiled_t *b)
+{
+    size_t na = a->has_path ? a->nsegs : 1, nb = b->has_path ? b->nsegs : 1;
+    for (size_t i = 0; i < na && i < nb; i++) {
+        int x = seg_digit(a, i), y = seg_digit(b, i);
+        if (x != y)
+            return x < y ? -1 : 1;
+    }
+    return na == nb ? 0 : na < nb ? -1 : 1;
+}
+
+/* A route with a constraint of some kind ranks before one without; then the one with more
+ * rules of that kind. The kinds are compared in the order of ASP.NET's and YARP's matcher
+ * policies: methods, hosts, headers, query parameters. */
+static int constraints_cmp(const fg_route_t *a, const fg_route_t *b)
+{
+    size_t x[4] = {a->match.nmethods > 0, a->match.nhosts > 0, a->match.nheaders, a->match.nquery};
+    size_t y[4] = {b->match.nmethods > 0, b->match.nhosts > 0, b->match.nheaders, b->match.nquery};
+    for (int i = 0; i < 4; i++)
+        if (x[i] != y[i])
+            return x[i] > y[i] ? -1 : 1;
+    return 0;
+}
+
+/* YARP's route order: lower `order`, then path precedence, then constraints. Ties keep
+ * configuration order. */
 static int spec_cmp(const fg_route_t *a, const fg_route_t *b)
 {
-    const compiled_t *ca = a->compiled, *cb = b->compiled;
     if (a->order != b->order)
         return a->order < b->order ? -1 : 1;
-    if (ca->nliteral != cb->nliteral)
-        return ca->nliteral > cb->nliteral ? -1 : 1;
-    if (ca->catchall != cb->catchall)
-        return ca->catchall ? 1 : -1;
-    if (ca->nleading != cb->nleading)
-        return ca->nleading > cb->nleading ? -1 : 1;
-    return 0;
+    int c = precedence_cmp(a->compiled, b->compiled);
+    return c != 0 ? c : constraints_cmp(a, b);
 }
 
 typedef struct {

@@ -8,7 +8,8 @@
  * literal segments, where a route hangs on the node reached by its leading literal segments
  * ("/api/v1/{id}" under api -> v1); routes with no leading literal but only exact hosts are
  * bucketed by host instead of hanging on the root. Every list is sorted by the route's rank
- * on that server, a total order of (order, path specificity, configuration order). */
+ * on that server, a total order of (order, path precedence, constraints, configuration order;
+ * see spec_cmp in route_table.c). */
 #ifndef FG_ROUTE_TABLE_H
 #define FG_ROUTE_TABLE_H
 
@@ -36,16 +37,14 @@ typedef struct {
 
 typedef struct {
     const fg_route_t *route;
+    char *path_encoded; /* owned: the template with non-ASCII bytes percent-encoded, or NULL */
     int has_path;
     seg_t *segs;
     size_t nsegs;
     host_pat_t *hosts;
     size_t nhosts;
     int exact_hosts_only; /* hosts present and none is a wildcard: indexable by host */
-    /* specificity, compared at build time */
-    unsigned nliteral;
-    unsigned nleading; /* literal segments before the first parameter */
-    int catchall;
+    unsigned nleading;    /* literal segments before the first parameter: the trie's depth */
 } compiled_t;
 
 typedef struct {

@@ -175,7 +175,7 @@ def assert_error_doc(status, headers, body, expected, path):
     ("/trp", "/", ""),
     ("/tps/any/thing?x=1", "/fixed", "x=1"),
     ("/tpp/42/a/b", "/pp/42/end/a/b", ""),
-    ("/tpp/7", "/pp/7/end/", ""),
+    ("/tpp/7", "/pp/7/end", ""),  # an empty last value takes its "/" along (TemplateBinder)
 ])
 def test_path_transforms(gw, target, path, query):
     status, _, doc = echo(gw, target)

@@ -78,9 +78,10 @@ static void test_hash_cookie_hides_id(void **state)
     header("Cookie", cookie);
     fg_affinity_t a;
     assert_int_equal(fg_affinity_resolve(&cl, &req, 0, &a), 2);
-    /* the plain id is not accepted by HashCookie */
+    /* the plain id names no destination for HashCookie: Return503Error answers 503
+     * (YARP: DestinationNotFound goes to the failure policy) */
     hdrs[0].value = fg_str("aff=gamma");
-    assert_int_equal(fg_affinity_resolve(&cl, &req, 0, &a), FG_AFFINITY_NONE);
+    assert_int_equal(fg_affinity_resolve(&cl, &req, 0, &a), FG_AFFINITY_FAIL);
     /* destination down: Return503Error */
     hdrs[0].value = fg_str(cookie);
     atomic_store(&h[2].admin, FG_ADMIN_MAINT);

@@ -427,6 +427,24 @@ static void test_defaults(void **state)
     assert_true(t[2].fwd_proto && !t[2].fwd_host);
     assert_ptr_equal(cfg->servers[0].routes[0], &cfg->routes[0]);
     fg_config_free(cfg);
+
+    /* YARP's X-Forwarded form: the value is the action of all four, keys override */
+    cfg = load_ok("{" SRV ", " CLU ", 'routes': [{'id': 'r', 'match': {'path': '/',"
+                  "  'hosts': ['b\u00fccher.example', '*.M\u00dcNCHEN.de:8080']},"
+                  "  'clusterId': 'c1', 'transforms': [{'X-Forwarded': 'Append',"
+                  "  'Prefix': 'Off', 'HeaderPrefix': 'X-Fwd-'}, {'X-Forwarded': 'off'}]}]}");
+    t = &cfg->routes[0].transforms[0];
+    assert_int_equal(t->xf_for, FG_XF_APPEND);
+    assert_int_equal(t->xf_proto, FG_XF_APPEND);
+    assert_int_equal(t->xf_host, FG_XF_APPEND);
+    assert_int_equal(t->xf_prefix, FG_XF_OFF);
+    assert_string_equal(t->xf_header_prefix, "X-Fwd-");
+    assert_int_equal(t[1].xf_for, FG_XF_OFF);
+    assert_int_equal(t[1].xf_prefix, FG_XF_OFF);
+    /* Unicode hosts are kept in their A-label form (RFC 5891) */
+    assert_string_equal(cfg->routes[0].match.hosts[0], "xn--bcher-kva.example");
+    assert_string_equal(cfg->routes[0].match.hosts[1], "*.xn--mnchen-3ya.de:8080");
+    fg_config_free(cfg);
 }
 
 /* Comments become spaces: "//" and "/ *" inside strings stay, escaped quotes do not end a
@@ -775,6 +793,9 @@ static void test_err_transforms(void **state)
         {TX("{'X-Forwarded': 'For', 'Action': 'Replace'}"),
          "t.json: routes[0].transforms[0].Action: unknown value \"Replace\" (expected Off, Set, "
          "Append, Remove)"},
+        {TX("{'X-Forwarded': 'Append', 'Action': 'Set'}"),
+         "t.json: routes[0].transforms[0].Action: the action is already the value of "
+         "X-Forwarded (\"Append\")"},
         {TX("{'RequestHeadersCopy': 'maybe'}"),
          "t.json: routes[0].transforms[0].RequestHeadersCopy: expected true or false"},
         {TX("{'HttpMethodChange': 'GET'}"),

@@ -527,9 +527,12 @@ static void test_header_exact(void **state)
     assert_string_equal(M(fx, "GET", "/ci", "a", "X-Env", "canary"), "ci");
     assert_string_equal(M(fx, "GET", "/ci", "a", "X-Env", "betas"), "none");
     assert_string_equal(M(fx, "GET", "/ci", "a"), "none");
-    /* list values are split on ',' and ';' and one pair of quotes is stripped */
+    /* HeaderMatcherPolicy: list values split on ',' (';' only for Cookie), a quoted comma
+     * does not split, and one pair of quotes is stripped */
     assert_string_equal(M(fx, "GET", "/ci", "a", "X-Env", "alpha, \"beta\""), "ci");
-    assert_string_equal(M(fx, "GET", "/ci", "a", "X-Env", "alpha;canary"), "ci");
+    assert_string_equal(M(fx, "GET", "/ci", "a", "X-Env", "alpha;canary"), "none");
+    assert_string_equal(M(fx, "GET", "/ci", "a", "X-Env", "\"beta, x\""), "none");
+    assert_string_equal(M(fx, "GET", "/ci", "a", "X-Env", "\"x,y\",canary"), "ci");
     assert_string_equal(M(fx, "GET", "/cs", "a", "X-Env", "Beta"), "cs");
     assert_string_equal(M(fx, "GET", "/cs", "a", "X-Env", "beta"), "none");
     fx_free(fx);
@@ -577,7 +580,10 @@ static void test_header_exists_not_exists(void **state)
     assert_string_equal(M(fx, "GET", "/e", "a", "Authorization", ""), "none");
     assert_string_equal(M(fx, "GET", "/e", "a"), "none");
     assert_string_equal(M(fx, "GET", "/ne", "a"), "ne");
-    assert_string_equal(M(fx, "GET", "/ne", "a", "Authorization", ""), "none");
+    /* HeaderMatcherPolicyTests.ApplyAsync_MatchingScenarios_AnyHeaderValue: an empty value
+     * is no value for NotExists */
+    assert_string_equal(M(fx, "GET", "/ne", "a", "Authorization", ""), "ne");
+    assert_string_equal(M(fx, "GET", "/ne", "a", "Authorization", "x"), "none");
     fx_free(fx);
 }
 
@@ -686,9 +692,82 @@ static void test_config_order_breaks_ties(void **state)
     route(fx, "second", "/same", 0);
     r = route(fx, "third", "/same", 0);
     methods(fx, r, "GET", NULL);
+    route(fx, "fourth", "/same", 0);
     build(fx);
-    assert_string_equal(M(fx, "GET", "/same", "a.com"), "first");
-    assert_string_equal(M(fx, "GET", "/same", "b.com"), "second");
+    /* constraints rank before configuration order: methods, then hosts */
+    assert_string_equal(M(fx, "GET", "/same", "a.com"), "third");
+    assert_string_equal(M(fx, "POST", "/same", "a.com"), "first");
+    /* equal constraints: configuration order */
+    assert_string_equal(M(fx, "POST", "/same", "b.com"), "second");
+    fx_free(fx);
+}
+
+/* HttpMethodMatcherPolicy: the methods of the routes that match but for the method; none when
+ * the path is unknown or another constraint fails too. */
+static void test_allowed_methods(void **state)
+{
+    fx_t *fx = fx_new(8);
+    fg_route_t *r = route(fx, "a", "/m", 0);
+    methods(fx, r, "POST", "PUT", NULL);
+    r = route(fx, "b", "/m", 0);
+    methods(fx, r, "PUT", "DELETE", NULL);
+    r = route(fx, "h", "/mh", 0);
+    methods(fx, r, "POST", NULL);
+    hosts(fx, r, "b.example", NULL);
+    build(fx);
+    char buf[64];
+    fg_request_t *req = mkreq(fx->pool, "GET", "/m", "a", NULL);
+    assert_null(fg_router_match(&fx->srv, req));
+    size_t n = fg_router_allowed(&fx->srv, req, buf, sizeof(buf));
+    assert_string_equal(buf, "POST, PUT, DELETE");
+    assert_int_equal(n, strlen(buf));
+    req = mkreq(fx->pool, "GET", "/nothing", "a", NULL);
+    assert_int_equal(fg_router_allowed(&fx->srv, req, buf, sizeof(buf)), 0);
+    req = mkreq(fx->pool, "GET", "/mh", "c.example", NULL);
+    assert_int_equal(fg_router_allowed(&fx->srv, req, buf, sizeof(buf)), 0);
+    req = mkreq(fx->pool, "GET", "/mh", "b.example", NULL);
+    assert_int_equal(fg_router_allowed(&fx->srv, req, buf, sizeof(buf)), 4);
+    assert_string_equal(buf, "POST");
+    /* cut to the buffer, never overrun */
+    req = mkreq(fx->pool, "GET", "/m", "a", NULL);
+    assert_true(fg_router_allowed(&fx->srv, req, buf, 10) < 10);
+    fx_free(fx);
+}
+
+/* A literal written in UTF-8 matches its percent-encoded form, hex digits in either case. */
+static void test_non_ascii_literal(void **state)
+{
+    fx_t *fx = fx_new(2);
+    route(fx, "cafe", "/caf\xC3\xA9/menu", 0);
+    build(fx);
+    assert_string_equal(M(fx, "GET", "/caf%C3%A9/menu", "a"), "cafe");
+    assert_string_equal(M(fx, "GET", "/CAF%c3%a9/menu", "a"), "cafe");
+    assert_string_equal(M(fx, "GET", "/cafe/menu", "a"), "none");
+    fx_free(fx);
+}
+
+/* Issue cases: a canary with a header rule listed after the plain route wins when its header
+ * is there (HeaderMatcherPolicy's comparer); a literal first segment beats a parameter
+ * whatever the later segments (ASP.NET RoutePrecedence). */
+static void test_precedence_constraints_and_segments(void **state)
+{
+    fx_t *fx = fx_new(8);
+    route(fx, "meta", "/meta", 0);
+    fg_route_t *r = route(fx, "canary", "/meta", 0);
+    header_rule(fx, r, "X-Canary", FG_HDR_EXISTS, 0, NULL);
+    route(fx, "param", "/{a}/zzb", 0);
+    route(fx, "pr1", "/pr1/{**rest}", 0);
+    route(fx, "lit", "/x/y", 0);
+    route(fx, "xparam", "/x/{id}", 0);
+    route(fx, "xcatch", "/x/{**rest}", 0);
+    build(fx);
+    assert_string_equal(M(fx, "GET", "/meta", "a", "X-Canary", "1"), "canary");
+    assert_string_equal(M(fx, "GET", "/meta", "a"), "meta");
+    assert_string_equal(M(fx, "GET", "/pr1/zzb", "a"), "pr1");
+    assert_string_equal(M(fx, "GET", "/pr2/zzb", "a"), "param");
+    assert_string_equal(M(fx, "GET", "/x/y", "a"), "lit");
+    assert_string_equal(M(fx, "GET", "/x/z", "a"), "xparam");
+    assert_string_equal(M(fx, "GET", "/x/z/w", "a"), "xcatch");
     fx_free(fx);
 }
 
@@ -1041,6 +1120,9 @@ int main(void)
         cmocka_unit_test(test_param_beats_catchall),
         cmocka_unit_test(test_longer_literal_prefix_wins),
         cmocka_unit_test(test_config_order_breaks_ties),
+        cmocka_unit_test(test_precedence_constraints_and_segments),
+        cmocka_unit_test(test_allowed_methods),
+        cmocka_unit_test(test_non_ascii_literal),
         cmocka_unit_test(test_negative_order_and_fallback_merge),
         cmocka_unit_test(test_full_match_falls_through),
         cmocka_unit_test(test_no_match_clears_captures),

@@ -273,6 +273,31 @@ static void test_xf_before_remove_prefix_still_sees_it(void **state)
     expect_header(&fx->out.headers, "X-Forwarded-Prefix", "/v1");
 }
 
+/* Regression: Append with Prefix and nothing removed from the path answered 500. */
+static void test_xf_append_prefix_without_removed_prefix(void **state)
+{
+    fx_t *fx = *state;
+    add_xf(fx, FG_XF_APPEND, FG_XF_APPEND, FG_XF_APPEND, FG_XF_APPEND);
+    mkreq(fx, "GET", "/", "h", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-Forwarded-For", "10.0.0.1");
+    expect_header(&fx->out.headers, "X-Forwarded-Prefix", NULL);
+}
+
+/* AddXForwarded removes the client's Forwarded; a route with everything Off keeps it. */
+static void test_xf_drops_client_forwarded(void **state)
+{
+    fx_t *fx = *state;
+    mkreq(fx, "GET", "/", "h", "Forwarded", "for=6.6.6.6", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Forwarded", NULL);
+    fx->route.ntransforms = 0;
+    add_xf(fx, FG_XF_OFF, FG_XF_OFF, FG_XF_OFF, FG_XF_OFF);
+    mkreq(fx, "GET", "/", "h", "Forwarded", "for=6.6.6.6", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Forwarded", "for=6.6.6.6");
+}
+
 /* ---- headers copy ---- */
 
 /* ---- Forwarded (RFC 7239) ---- */
@@ -296,6 +321,21 @@ static int local_addr_v4(fg_request_t *req, char *ip, size_t iplen, uint16_t *po
 }
 
 static const fg_req_ops_t local_ops = {.local_addr = local_addr_v4};
+
+/* TransformHelpers.RemoveAllXForwardedHeaders: a Forwarded transform drops X-Forwarded-*. */
+static void test_forwarded_drops_client_x_forwarded(void **state)
+{
+    fx_t *fx = *state;
+    add_fwd(fx, FG_XF_SET, FG_NODE_NONE, FG_NODE_NONE, 0, 1);
+    mkreq(fx, "GET", "/", "h", "X-Forwarded-For", "6.6.6.6", "X-Forwarded-Host", "evil",
+          "X-Forwarded-Proto", "gopher", "X-Forwarded-Prefix", "/e", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "X-Forwarded-For", NULL);
+    expect_header(&fx->out.headers, "X-Forwarded-Host", NULL);
+    expect_header(&fx->out.headers, "X-Forwarded-Proto", NULL);
+    expect_header(&fx->out.headers, "X-Forwarded-Prefix", NULL);
+    expect_header(&fx->out.headers, "Forwarded", "proto=http");
+}
 
 static void test_forwarded_set_replaces_spoofed(void **state)
 {
@@ -464,6 +504,30 @@ static void test_path_pattern_missing_capture(void **state)
     expect_str(fx->out.path, "/x//y");
 }
 
+/* PathRouteValuesTransform (ASP.NET TemplateBinder): "{*rest}" encodes '/', "{**rest}" not. */
+static void test_path_pattern_single_star_encodes_slashes(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_PATH_PATTERN, NULL, "/new/{*rest}");
+    mkreq(fx, "GET", "/old/a/b", "h", NULL);
+    fg_str_t p = fx->req->path;
+    fx->req->captures[0] = (fg_capture_t){S("rest"), {p.base + 5, p.len - 5}};
+    fx->req->ncaptures = 1;
+    run(fx);
+    expect_str(fx->out.path, "/new/a%2Fb");
+}
+
+static void test_path_pattern_empty_last_value_no_trailing_slash(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_PATH_PATTERN, NULL, "/new/{**rest}");
+    mkreq(fx, "GET", "/old", "h", NULL);
+    fx->req->captures[0] = (fg_capture_t){S("rest"), S("")};
+    fx->req->ncaptures = 1;
+    run(fx);
+    expect_str(fx->out.path, "/new");
+}
+
 static void test_path_transforms_in_order(void **state)
 {
     fx_t *fx = *state;
@@ -615,10 +679,20 @@ static void test_host_original(void **state)
     expect_header(&fx->out.headers, "Host", "client.com:8443");
 }
 
-static void test_host_override_wins(void **state)
+/* YARP: RequestHeaderOriginalHost: true wins over a destination's host. */
+static void test_original_host_wins_over_destination_host(void **state)
 {
     fx_t *fx = *state;
     add(fx, FG_TX_REQ_ORIGINAL_HOST, NULL, NULL)->flag = 1;
+    fx->dest.host_override = "api.internal";
+    mkreq(fx, "GET", "/", "client.com", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Host", "client.com");
+}
+
+static void test_destination_host_without_original_host(void **state)
+{
+    fx_t *fx = *state;
     fx->dest.host_override = "api.internal";
     mkreq(fx, "GET", "/", "client.com", NULL);
     run(fx);
@@ -717,6 +791,11 @@ int main(void)
         T(test_no_route),
         T(test_xf_default_replaces_spoofed),
         T(test_xf_append),
+        T(test_xf_append_prefix_without_removed_prefix),
+        T(test_xf_drops_client_forwarded),
+        T(test_forwarded_drops_client_x_forwarded),
+        T(test_path_pattern_single_star_encodes_slashes),
+        T(test_path_pattern_empty_last_value_no_trailing_slash),
         T(test_xf_remove),
         T(test_xf_off),
         T(test_xf_custom_prefix),
@@ -746,7 +825,8 @@ int main(void)
         T(test_host_default_ports_omitted),
         T(test_host_ipv6_destination),
         T(test_host_original),
-        T(test_host_override_wins),
+        T(test_original_host_wins_over_destination_host),
+        T(test_destination_host_without_original_host),
         T(test_host_original_false),
         T(test_host_set_by_request_header),
         T(test_response_when),

@@ -314,6 +314,18 @@ static void drop_upstream(proxy_t *p, int complete)
         fg_exchange_close(x);
 }
 
+/* The gateway's own error answer on a proxied route. It is the route's response too: its
+ * ResponseHeader transforms with When Failure or Always apply, as YARP runs the response
+ * transforms when the destination gave no response. */
+static void proxy_error(fg_request_t *req, int status, const char *error, const char *msg)
+{
+    fg_headers_t h;
+    fg_headers_init(&h, req->pool, 2);
+    if (fg_transform_response(req, status, &h) != 0)
+        h.n = 0; /* out of pool memory: the plain error still tells the client */
+    fg_request_error_with(req, status, error, msg, h.n ? &h : NULL);
+}
+
 static void fail(proxy_t *p, int status, const char *error, const char *msg)
 {
     fg_request_t *req = p->req;
@@ -330,7 +342,7 @@ static void fail(proxy_t *p, int status, const char *error, const char *msg)
         req->ops->abort(req);
         return;
     }
-    fg_request_error(req, status, error, msg);
+    proxy_error(req, status, error, msg);
 }
 
 static void complete(proxy_t *p)
@@ -890,7 +902,7 @@ void fg_proxy_handle(fg_request_t *req)
     req->cluster_id = cl->id;
     proxy_t *p = fg_pool_calloc(req->pool, sizeof(*p));
     if (p == NULL) {
-        fg_request_error(req, 500, "internal_error", "out of memory");
+        proxy_error(req, 500, "internal_error", "out of memory");
         return;
     }
     p->req = req;
@@ -901,8 +913,7 @@ void fg_proxy_handle(fg_request_t *req)
     fg_affinity_t aff;
     p->di = fg_affinity_resolve(cl, req, p->first_ms, &aff);
     if (p->di == FG_AFFINITY_FAIL) {
-        fg_request_error(req, 503, "service_unavailable",
-                         "the session's destination is unavailable");
+        proxy_error(req, 503, "service_unavailable", "the session's destination is unavailable");
         return;
     }
     p->aff_key = cl->affinity.key_source == FG_AFF_KEY_TENANT ? aff.key : FG_STR_NULL;
@@ -915,11 +926,11 @@ void fg_proxy_handle(fg_request_t *req)
                     "request_id: %s",
                     req->client_ip, req->server ? req->server->id : "-", req->route->id, cl->id,
                     req->request_id);
-        fg_request_error(req, 503, "service_unavailable", "no destination available");
+        proxy_error(req, 503, "service_unavailable", "no destination available");
         return;
     }
     if (build_out(p) != 0) {
-        fg_request_error(req, 500, "internal_error", "cannot build the upstream request");
+        proxy_error(req, 500, "internal_error", "cannot build the upstream request");
         return;
     }
     req->handler = &proxy_handler;
@@ -930,6 +941,6 @@ void fg_proxy_handle(fg_request_t *req)
         count_end(p);
         snprintf(msg, sizeof(msg), "upstream connect failed: %s", strerror(errno));
         req->handler = NULL;
-        fg_request_error(req, 502, "bad_gateway", msg);
+        proxy_error(req, 502, "bad_gateway", msg);
     }
 }

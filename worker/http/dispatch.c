@@ -36,6 +36,18 @@ int fg_dispatch_route(fg_request_t *req)
         return -1;
     }
     if (req->route == NULL) {
+        /* RFC 9110 15.5.6: the target exists for other methods: 405 with Allow. */
+        char allow[128];
+        fg_headers_t h;
+        if (fg_router_allowed(req->server, req, allow, sizeof(allow)) > 0) {
+            fg_headers_init(&h, req->pool, 1);
+            const char *v = fg_pool_str(req->pool, fg_str(allow)).base;
+            if (v != NULL && fg_headers_add(&h, FG_STR_LIT("Allow"), fg_str(v)) == 0) {
+                fg_request_error_with(req, 405, "method_not_allowed",
+                                      "the route does not accept this method", &h);
+                return -1;
+            }
+        }
         fg_request_error(req, 404, "not_found", "no route matches the request");
         return -1;
     }

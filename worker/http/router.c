@@ -126,16 +126,14 @@ static int contains(fg_str_t v, const char *pat, int cs)
     return 0;
 }
 
-/* ExactHeader / HeaderPrefix against one element of a list value: YARP splits on ',' and ';'
- * and strips one pair of quotes before comparing. */
+/* ExactHeader / HeaderPrefix against one element of a field: leading spaces are skipped and
+ * one pair of surrounding quotes is stripped (YARP's HeaderMatcherPolicy). */
 static int element_ok(fg_str_t el, const fg_match_kv_t *m)
 {
-    while (el.len && (el.base[0] == ' ' || el.base[0] == '\t')) {
+    while (el.len && el.base[0] == ' ') {
         el.base++;
         el.len--;
     }
-    while (el.len && (el.base[el.len - 1] == ' ' || el.base[el.len - 1] == '\t'))
-        el.len--;
     if (el.len >= 2 && el.base[0] == '"' && el.base[el.len - 1] == '"') {
         el.base++;
         el.len -= 2;
@@ -150,7 +148,27 @@ static int element_ok(fg_str_t el, const fg_match_kv_t *m)
     return 0;
 }
 
-static int header_value_ok(fg_str_t v, const fg_match_kv_t *m)
+/* The end of the element of v that starts at i: the next separator outside a quoted string
+ * (an unclosed quote runs to the end), or v.len. */
+static size_t element_end(fg_str_t v, size_t i, char sep)
+{
+    for (; i < v.len; i++) {
+        if (v.base[i] == sep)
+            return i;
+        if (v.base[i] == '"') {
+            const char *q = memchr(v.base + i + 1, '"', v.len - i - 1);
+            if (q == NULL)
+                return v.len;
+            i = (size_t)(q - v.base);
+        }
+    }
+    return v.len;
+}
+
+/* One field against the rule. Elements are separated by ',' and, for Cookie only, by ';'
+ * (RFC 6265 4.2.1); a separator inside quotes does not split. Contains looks at the whole
+ * field. */
+static int header_value_ok(fg_str_t v, const fg_match_kv_t *m, char sep)
 {
     if (m->mode == FG_HDR_CONTAINS || m->mode == FG_HDR_NOT_CONTAINS) {
         for (size_t k = 0; k < m->nvalues; k++)
@@ -158,40 +176,46 @@ static int header_value_ok(fg_str_t v, const fg_match_kv_t *m)
                 return 1;
         return 0;
     }
-    size_t start = 0;
-    for (size_t i = 0; i <= v.len; i++) {
-        if (i == v.len || v.base[i] == ',' || v.base[i] == ';') {
-            if (element_ok((fg_str_t){v.base + start, i - start}, m))
-                return 1;
-            start = i + 1;
-        }
+    for (size_t i = 0; i < v.len;) {
+        while (i < v.len && v.base[i] == ' ')
+            i++;
+        size_t end = element_end(v, i, sep);
+        if (element_ok((fg_str_t){v.base + i, end - i}, m))
+            return 1;
+        i = end + 1;
     }
     return 0;
 }
 
 /* One header rule over every field of that name (RFC 9110 5.3: repeated fields form one list).
- * Positive modes need a hit in any field; NotContains/NotExists need none. */
+ * As YARP's HeaderMatcherPolicy: the header is "empty" when absent or when its only field has
+ * an empty value; Exists needs it non-empty, NotExists empty; the value modes need a hit in any
+ * field (NotContains: none, or an empty header). */
 static int header_rule_ok(const fg_match_kv_t *m, const fg_request_t *req)
 {
     fg_str_t name = fg_str(m->name);
-    int hit = 0, present = 0;
-    for (size_t i = 0; i < req->nheaders && !hit; i++) {
+    char sep = fg_str_ieq_c(name, "Cookie") ? ';' : ',';
+    size_t fields = 0, last_len = 0;
+    int hit = 0;
+    for (size_t i = 0; i < req->nheaders; i++) {
         const fg_http_header_t *h = &req->headers[i];
         if (!fg_str_ieq(h->name, name))
             continue;
-        present = 1;
-        if (m->mode == FG_HDR_EXISTS)
-            hit = h->value.len > 0;
-        else if (m->mode != FG_HDR_NOT_EXISTS)
-            hit = header_value_ok(h->value, m);
+        fields++;
+        last_len = h->value.len;
+        if (!hit && m->mode != FG_HDR_EXISTS && m->mode != FG_HDR_NOT_EXISTS)
+            hit = header_value_ok(h->value, m, sep);
     }
+    int empty = fields == 0 || (fields == 1 && last_len == 0);
     switch (m->mode) {
+    case FG_HDR_EXISTS:
+        return !empty;
     case FG_HDR_NOT_EXISTS:
-        return !present;
+        return empty;
     case FG_HDR_NOT_CONTAINS:
-        return !hit;
+        return empty || !hit;
     default:
-        return hit;
+        return !empty && hit;
     }
 }
 
@@ -292,11 +316,13 @@ static int tenant_ok(const fg_route_t *r, fg_str_t tenant)
     return !tenant_route(r) || fg_str_eq(tenant, fg_str(r->tenant_code));
 }
 
-static int full_match(const compiled_t *c, fg_request_t *req, const req_host_t *rh)
+/* Whether route c matches req; with any_method, whatever the request's method. */
+static int full_match_m(const compiled_t *c, fg_request_t *req, const req_host_t *rh,
+                        int any_method)
 {
     const fg_route_match_t *m = &c->route->match;
-    if (!tenant_ok(c->route, req->tenant) || !method_ok(m, req->method) || !host_ok(c, rh) ||
-        !path_ok(c, req))
+    if (!tenant_ok(c->route, req->tenant) || (!any_method && !method_ok(m, req->method)) ||
+        !host_ok(c, rh) || !path_ok(c, req))
         return 0;
     for (size_t i = 0; i < m->nheaders; i++)
         if (!header_rule_ok(&m->headers[i], req))
@@ -305,6 +331,11 @@ static int full_match(const compiled_t *c, fg_request_t *req, const req_host_t *
         if (!query_rule_ok(&m->query[i], req->query))
             return 0;
     return 1;
+}
+
+static int full_match(const compiled_t *c, fg_request_t *req, const req_host_t *rh)
+{
+    return full_match_m(c, req, rh, 0);
 }
 
 /* Tenant precedence compares path templates as written, literals case-insensitively as the
@@ -382,4 +413,48 @@ const fg_route_t *fg_router_match(const fg_server_t *srv, fg_request_t *req)
     }
     req->ncaptures = 0;
     return NULL;
+}
+
+/* Append the methods of m missing from the list to buf (", "-separated), within cap. */
+static size_t add_methods(char *buf, size_t len, size_t cap, const fg_route_match_t *m)
+{
+    for (size_t i = 0; i < m->nmethods; i++) {
+        size_t ml = strlen(m->methods[i]);
+        int seen = 0;
+        for (const char *p = buf; p < buf + len && !seen; p += strcspn(p, ",") + 2)
+            seen = strncmp(p, m->methods[i], ml) == 0 && (p[ml] == ',' || p + ml == buf + len);
+        if (seen || len + ml + 2 >= cap)
+            continue;
+        if (len) {
+            memcpy(buf + len, ", ", 2);
+            len += 2;
+        }
+        memcpy(buf + len, m->methods[i], ml);
+        len += ml;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+size_t fg_router_allowed(const fg_server_t *srv, fg_request_t *req, char *buf, size_t cap)
+{
+    const router_t *rt = srv->router;
+    size_t len = 0;
+    if (cap == 0)
+        return 0;
+    buf[0] = '\0';
+    if (rt == NULL)
+        return 0;
+    req_host_t rh = request_host(req);
+    const list_t *lists[MAX_DEPTH + 2];
+    size_t k = candidates(rt, req, &rh, lists);
+    /* Only the candidates of the request's path are looked at, as for a match. */
+    for (size_t i = 0; i < k; i++)
+        for (size_t j = 0; j < lists[i]->n; j++) {
+            const compiled_t *c = lists[i]->v[j].c;
+            if (full_match_m(c, req, &rh, 1))
+                len = add_methods(buf, len, cap, &c->route->match);
+        }
+    req->ncaptures = 0;
+    return len;
 }

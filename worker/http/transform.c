@@ -121,9 +121,11 @@ static fg_str_t capture(const fg_request_t *req, fg_str_t name)
 }
 
 /* Find the next "{...}" in tpl from *i; returns its parameter name (without '*' and '?') and
- * leaves *i after it, or an empty slice with *i at the end. *lit gets the text before it. */
-static fg_str_t next_param(fg_str_t tpl, size_t *i, fg_str_t *lit)
+ * leaves *i after it, or an empty slice with *i at the end. *lit gets the text before it,
+ * *stars the number of leading '*' (1: a catch-all whose slashes are encoded, 2: kept). */
+static fg_str_t next_param(fg_str_t tpl, size_t *i, fg_str_t *lit, int *stars)
 {
+    *stars = 0;
     size_t start = *i;
     const char *open = memchr(tpl.base + start, '{', tpl.len - start);
     const char *close = open ? memchr(open, '}', tpl.len - (size_t)(open - tpl.base)) : NULL;
@@ -138,21 +140,45 @@ static fg_str_t next_param(fg_str_t tpl, size_t *i, fg_str_t *lit)
     while (name.len && name.base[0] == '*') {
         name.base++;
         name.len--;
+        (*stars)++;
     }
     if (name.len && name.base[name.len - 1] == '?')
         name.len--;
     return name;
 }
 
+/* Copy a captured value into w; a "{*name}" value has its '/' written as "%2F" (ASP.NET's
+ * template binder encodes slashes for one star, not for two). Returns the bytes written. */
+static size_t put_value(char *w, fg_str_t val, int stars)
+{
+    if (stars != 1) {
+        if (val.len)
+            memcpy(w, val.base, val.len);
+        return val.len;
+    }
+    size_t n = 0;
+    for (size_t k = 0; k < val.len; k++) {
+        if (val.base[k] == '/') {
+            memcpy(w + n, "%2F", 3);
+            n += 3;
+        } else {
+            w[n++] = val.base[k];
+        }
+    }
+    return n;
+}
+
 /* PathPattern: fill "/new/{id}/{**rest}" from the route's captures. Captured values are slices
- * of the normalised path, hence already encoded; a catch-all value keeps its slashes. */
+ * of the normalised path, hence already encoded. An empty value ending the pattern takes the
+ * '/' before it along ("/new/{**rest}" gives "/new", as ASP.NET's binder does). */
 static int path_pattern(tx_t *tx, const char *pattern)
 {
     fg_str_t tpl = fg_str(pattern), lit, name;
     size_t len = 0, i = 0;
+    int stars;
     while (i < tpl.len) {
-        name = next_param(tpl, &i, &lit);
-        len += lit.len + capture(tx->req, name).len;
+        name = next_param(tpl, &i, &lit, &stars);
+        len += lit.len + 3 * capture(tx->req, name).len;
     }
     char *buf = fg_pool_alloc(tx->pool, len + 1);
     if (buf == NULL)
@@ -160,14 +186,14 @@ static int path_pattern(tx_t *tx, const char *pattern)
     size_t w = 0;
     i = 0;
     while (i < tpl.len) {
-        name = next_param(tpl, &i, &lit);
+        name = next_param(tpl, &i, &lit, &stars);
         fg_str_t val = capture(tx->req, name);
         if (lit.len)
             memcpy(buf + w, lit.base, lit.len);
         w += lit.len;
-        if (val.len)
-            memcpy(buf + w, val.base, val.len);
-        w += val.len;
+        w += put_value(buf + w, val, stars);
+        if (name.len && val.len == 0 && i == tpl.len && w > 1 && buf[w - 1] == '/')
+            w--;
     }
     buf[w] = '\0';
     tx->out->path = w ? (fg_str_t){buf, w} : FG_STR_LIT("/");
@@ -351,6 +377,11 @@ static int x_forwarded(tx_t *tx, const fg_transform_t *t)
         xf_one(tx, pre, "Host", "X-Forwarded-Host", t->xf_host, req->host) != 0 ||
         xf_one(tx, pre, "Prefix", "X-Forwarded-Prefix", t->xf_prefix, tx->removed) != 0)
         return -1;
+    /* A client's Forwarded field is not vouched for by anyone once the gateway speaks
+     * X-Forwarded (YARP's X-Forwarded transforms remove it). */
+    if (t->xf_for != FG_XF_OFF || t->xf_proto != FG_XF_OFF || t->xf_host != FG_XF_OFF ||
+        t->xf_prefix != FG_XF_OFF)
+        fg_headers_remove(&tx->out->headers, FG_STR_LIT("Forwarded"));
     return 0;
 }
 
@@ -464,6 +495,13 @@ static int forwarded(tx_t *tx, const fg_transform_t *t)
     if (action == FG_XF_OFF)
         return 0;
     fg_headers_t *h = &tx->out->headers;
+    /* Likewise the client's X-Forwarded-* fields once the gateway speaks Forwarded (YARP
+     * removes the four of the default prefix). */
+    static const fg_str_t xf[] = {FG_STR_LIT("X-Forwarded-For"), FG_STR_LIT("X-Forwarded-Proto"),
+                                  FG_STR_LIT("X-Forwarded-Host"), FG_STR_LIT("X-Forwarded-Prefix")};
+    if (t->fwd_for != FG_NODE_NONE || t->fwd_by != FG_NODE_NONE || t->fwd_host || t->fwd_proto)
+        for (size_t i = 0; i < sizeof(xf) / sizeof(xf[0]); i++)
+            fg_headers_remove(h, xf[i]);
     const fg_str_t name = FG_STR_LIT("Forwarded");
     fg_str_t incoming = FG_STR_LIT("");
     if (action == FG_XF_APPEND) {
@@ -608,10 +646,13 @@ static int finish_request(tx_t *tx, const fg_destination_t *dest)
     /* A Host set by a RequestHeader transform wins; otherwise the documented order. */
     if (fg_headers_get(&out->headers, FG_STR_LIT("Host")) == NULL) {
         fg_str_t host;
-        if (dest->host_override && dest->host_override[0])
-            host = fg_str(dest->host_override);
-        else if (tx->original_host && req->host.len)
+        /* RequestHeaderOriginalHost is the route's explicit wish: it wins over the
+         * destination's host (YARP's RequestHeaderOriginalHostTransform runs after the
+         * destination's Host is chosen). */
+        if (tx->original_host && req->host.len)
             host = req->host;
+        else if (dest->host_override && dest->host_override[0])
+            host = fg_str(dest->host_override);
         else
             host = dest_authority(tx->pool, dest);
         if (host.base == NULL || fg_headers_set(&out->headers, FG_STR_LIT("Host"), host) != 0)
@@ -625,7 +666,7 @@ static int finish_request(tx_t *tx, const fg_destination_t *dest)
 
 int fg_transform_request(const fg_request_t *req, const fg_destination_t *dest, fg_outreq_t *out)
 {
-    tx_t tx = {.req = req, .pool = req->pool, .out = out, .copy = 1};
+    tx_t tx = {.req = req, .pool = req->pool, .out = out, .copy = 1, .removed = FG_STR_LIT("")};
     const fg_route_t *route = req->route;
     const fg_transform_t *tr = route ? route->transforms : NULL;
     size_t ntr = route ? route->ntransforms : 0;

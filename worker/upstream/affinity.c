@@ -8,8 +8,9 @@
 
 void fg_affinity_hash_id(const char *id, char out[17])
 {
-    snprintf(out, 17, "%016llx",
-             (unsigned long long)fg_hash_fnv1a(FG_HASH_FNV_BASIS, id, strlen(id)));
+    fg_destination_t d = {.id = (char *)id};
+    fg_config_destination_hash(&d);
+    memcpy(out, d.id_hash_hex, 17);
 }
 
 /* Bound destinations may take a request unless disabled, in maintenance or unhealthy; a
@@ -93,6 +94,24 @@ static int rendezvous(const fg_cluster_t *cl, fg_str_t key, uint64_t now_ms, int
     return best;
 }
 
+static size_t header_count(const fg_request_t *req, fg_str_t name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        n += fg_str_ieq(req->headers[i].name, name);
+    return n;
+}
+
+/* A key that names no destination or cannot be read: Return503Error answers 503, Redistribute
+ * balances and binds the request afresh (YARP's affinity failure policies). */
+static int key_failed(const fg_affinity_config_t *a, fg_affinity_t *out)
+{
+    if (a->failure_policy == FG_AFF_RETURN_503)
+        return FG_AFFINITY_FAIL;
+    out->set = 1;
+    return FG_AFFINITY_NONE;
+}
+
 int fg_affinity_resolve(const fg_cluster_t *cl, const fg_request_t *req, uint64_t now_ms,
                         fg_affinity_t *out)
 {
@@ -111,6 +130,10 @@ int fg_affinity_resolve(const fg_cluster_t *cl, const fg_request_t *req, uint64_
             out->set = 1;
             return FG_AFFINITY_NONE;
         }
+        /* Two fields are ambiguous: a failed key extraction, for the failure policy
+         * (YARP's CustomHeaderSessionAffinityPolicy). */
+        if (header_count(req, fg_str(a->key_name)) > 1)
+            return key_failed(a, out);
         key = h->value;
         di = by_id(cl, key, 1);
         if (di < 0)
@@ -123,11 +146,8 @@ int fg_affinity_resolve(const fg_cluster_t *cl, const fg_request_t *req, uint64_
             return FG_AFFINITY_NONE;
         }
         di = by_id(cl, key, a->policy == FG_AFF_HASH_COOKIE);
-        if (di < 0) {
-            /* A stale or forged cookie names nothing: treat it as absent. */
-            out->set = 1;
-            return FG_AFFINITY_NONE;
-        }
+        if (di < 0) /* a stale or forged cookie names nothing (YARP: DestinationNotFound) */
+            return key_failed(a, out);
     }
     out->key = key;
     if (keyed)

@@ -232,11 +232,24 @@ static int round_robin(fg_balancer_t *b, const fg_cluster_t *cl, const int *cand
     return cand[weighted_draw(b, cl, cand, k, (size_t)-1)];
 }
 
+/* Ordinal comparison ignoring case as .NET's OrdinalIgnoreCase does it (YARP's
+ * FirstLoadBalancingPolicy): letters are folded to upper case, so "_" sorts after "A". */
+static int ordinal_icmp(const char *a, const char *b)
+{
+    for (;; a++, b++) {
+        int x = (unsigned char)*a, y = (unsigned char)*b;
+        x = x >= 'a' && x <= 'z' ? x - 32 : x;
+        y = y >= 'a' && y <= 'z' ? y - 32 : y;
+        if (x != y || x == 0)
+            return x - y;
+    }
+}
+
 static int first_alphabetical(const fg_cluster_t *cl, const int *cand, size_t k)
 {
     int best = cand[0];
     for (size_t j = 1; j < k; j++)
-        if (strcmp(cl->destinations[cand[j]].id, cl->destinations[best].id) < 0)
+        if (ordinal_icmp(cl->destinations[cand[j]].id, cl->destinations[best].id) < 0)
             best = cand[j];
     return best;
 }
