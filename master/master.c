@@ -27,6 +27,7 @@
 #include "shm/arena.h"
 #include "shm/zone.h"
 #include "shm/health.h"
+#include "shm/metrics.h"
 #include "tables/route_table.h"
 #include "tables/security_table.h"
 #include "worker/admission/security.h"
@@ -615,6 +616,7 @@ static void child_exited(master_t *m, proc_t *p, int status)
     proc_unlink(m, p);
     /* A worker killed mid-request leaves in-flight counts behind: give them back. */
     fg_health_worker_gone(fg_health_zone(m->shm), (int)(p->rec - fg_shm_worker(m->shm, 0)));
+    fg_metrics_worker_gone(fg_metrics_zone(m->shm), (int)(p->rec - fg_shm_worker(m->shm, 0)));
 
     gen_t *g = NULL;
     if (m->next && p->generation == m->next->id && m->next->slots[p->slot].proc == p)
@@ -747,6 +749,7 @@ static void reload(master_t *m)
         reload_fail(m, err);
         return;
     }
+    fg_metrics_attach(m->shm, g->cfg, g->id, m->cur->id, oldest_live_gen(m));
     if (g->cfg->shm_size != m->shm_requested)
         fg_log_warn("shm.size changed: the arena keeps its size (%zu bytes) until a restart",
                     fg_shm_size(m->shm));
@@ -1034,6 +1037,7 @@ static int start(master_t *m, int foreground)
         fg_tls_build(cfg, m->shm, m->cur->id, tls_warn, NULL, err, sizeof(err)) < 0 ||
         fg_health_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) < 0)
         goto fail;
+    fg_metrics_attach(m->shm, cfg, m->cur->id, m->cur->id, m->cur->id);
     m->ls = fg_listeners_new();
     if (m->ls == NULL || fg_listeners_prepare(m->ls, cfg, &m->cur->fds, err, sizeof(err)) < 0)
         goto fail;

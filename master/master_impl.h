@@ -107,6 +107,10 @@ uint64_t fg_master_wall_ms(void);
  * request's number for fg_status_resolve, or 0 when shutting down. */
 uint64_t fg_master_request_reload(master_t *m);
 
+/* A snapshot of the metrics of the serving generation (commands.c; master/metrics_view.h). */
+struct fg_metrics_snap_s;
+struct fg_metrics_snap_s *fg_master_metrics_snap(master_t *m);
+
 /* The status socket's commands (commands.c). */
 extern const fg_status_cmd_t fg_master_status_cmds[];
 extern const fg_status_defer_cmd_t fg_master_status_defer_cmds[];

@@ -1,0 +1,242 @@
+"""Metrics (docs/metrics.md): counts exact under concurrent load across workers, kept across a
+reload for unchanged ids and reset for removed ones, `show stat` (JSON, CSV) and `show metrics`
+(Prometheus text, checked by promtool when installed)."""
+import http.client
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import base_config, free_port, http_get
+
+THREADS = 8
+PER_THREAD = 150
+PER_CONN = 15  # requests per keep-alive connection: many connections, spread by SO_REUSEPORT
+
+
+def proxy_config(tmp_path, port, up, routes=None, workers=2):
+    if routes is None:
+        routes = ["api", "other"]
+    rs = [{"id": r, "match": {"path": "/%s/{**rest}" % r}, "clusterId": "up"} for r in routes]
+    rs.append({"id": "st", "match": {"path": "/status/{code}"}, "clusterId": "up"})
+    rs.append({"id": "direct", "match": {"path": "/d/{**rest}"},
+               "direct": {"status": 404, "body": "no"}})
+    clusters = [{"id": "up", "destinations": [{"id": "u1", "address": up.url}]}]
+    return base_config(tmp_path, port, routes=rs, clusters=clusters, workers=workers)
+
+
+def load(port, paths):
+    """Every thread sends PER_THREAD requests, cycling through paths, on a new connection every
+    PER_CONN requests. Returns (statuses by path, connections opened)."""
+    got = {}
+    conns = [0]
+    lock = threading.Lock()
+    errors = []
+
+    def run():
+        mine = {}
+        opened = 0
+        c = None
+        try:
+            for i in range(PER_THREAD):
+                if i % PER_CONN == 0:
+                    if c is not None:
+                        c.close()
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    opened += 1
+                path = paths[i % len(paths)]
+                c.request("GET", path)
+                r = c.getresponse()
+                r.read()
+                mine.setdefault(path, []).append(r.status)
+        except Exception as e:  # reported by the main thread
+            errors.append(e)
+        finally:
+            if c is not None:
+                c.close()
+        with lock:
+            for k, v in mine.items():
+                got.setdefault(k, []).extend(v)
+            conns[0] += opened
+
+    ts = [threading.Thread(target=run) for _ in range(THREADS)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    return got, conns[0]
+
+
+def by_id(items):
+    return {x["id"]: x for x in items}
+
+
+def wait_stat(gw, done, timeout=5.0):
+    """`show stat` once done(stat) holds: a response can reach the client just before its
+    worker counts it. The last answer is returned either way, for the asserts to explain."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stat = gw.status("show stat")
+        if done(stat) or time.monotonic() > deadline:
+            return stat
+        time.sleep(0.05)
+
+
+def prom_samples(text):
+    """{(name, frozenset(labels)): value} of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+        assert m, line
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def test_counts_exact_under_concurrent_load(tmp_path, gateway_factory, echo_upstream):
+    port = free_port()
+    gw = gateway_factory(proxy_config(tmp_path, port, echo_upstream))
+    paths = ["/api/a", "/api/b", "/other/x", "/d/nothing", "/status/503"]
+    got, nconns = load(port, paths)
+    total = THREADS * PER_THREAD
+    api_ok = len(got["/api/a"]) + len(got["/api/b"])
+    assert set(got["/api/a"] + got["/api/b"] + got["/other/x"]) == {200}
+    assert set(got["/d/nothing"]) == {404} and set(got["/status/503"]) == {503}
+
+    def settled(s):
+        srv = by_id(s["servers"])["main"]
+        return sum(srv["requests"].values()) >= total
+    stat = wait_stat(gw, settled)
+    srv = by_id(stat["servers"])["main"]
+    assert srv["requests"] == {"1xx": 0, "2xx": api_ok + len(got["/other/x"]),
+                               "3xx": 0, "4xx": len(got["/d/nothing"]),
+                               "5xx": len(got["/status/503"]), "other": 0}
+    # the fixture's readiness probes connect too: compare with the workers' own totals
+    workers = gw.status("show workers")["workers"]
+    assert srv["connections"] == sum(w["connectionsTotal"] for w in workers)
+    assert nconns <= srv["connections"] <= nconns + 3
+    assert srv["bytesIn"] > 0 and srv["bytesOut"] > 0
+    routes = by_id(stat["routes"])
+    assert routes["api"]["requests"]["2xx"] == api_ok
+    assert routes["st"]["requests"]["5xx"] == len(got["/status/503"])
+    assert routes["api"]["latency"]["count"] == api_ok
+    assert routes["other"]["requests"]["2xx"] == len(got["/other/x"])
+    assert routes["direct"]["requests"]["4xx"] == len(got["/d/nothing"])
+    cl = by_id(stat["clusters"])["up"]
+    proxied = api_ok + len(got["/other/x"]) + len(got["/status/503"])
+    # a pooled connection the destination closed is retried once on a new one: counted as an
+    # attempt and a retry, never as a second request
+    assert cl["requests"] - cl["retries"] == proxied
+    assert cl["responseTime"]["count"] == proxied
+    assert cl["inFlight"] == 0 and cl["destinationsUp"] == 1
+    dest = by_id(cl["destinations"])["u1"]
+    assert dest["requests"] == cl["requests"] and dest["failures"] == 0
+    assert dest["up"] is True and dest["admin"] == "ready"
+    # the load was spread over both workers, and the sums add their lanes up
+    served = [w["requests"] for w in workers]
+    assert len([n for n in served if n > 0]) == 2, served
+    assert sum(served) == total
+
+    prom = prom_samples(gw.status("show metrics")["text"])
+    key = ("fastgateway_route_requests_total", frozenset({("route", "api"), ("code", "2xx")}))
+    assert prom[key] == api_ok
+    key = ("fastgateway_route_request_duration_seconds_count", frozenset({("route", "api")}))
+    assert prom[key] == api_ok
+    inf = ("fastgateway_route_request_duration_seconds_bucket",
+           frozenset({("route", "api"), ("le", "+Inf")}))
+    assert prom[inf] == prom[key]
+    key = ("fastgateway_destination_requests_total",
+           frozenset({("cluster", "up"), ("destination", "u1")}))
+    assert prom[key] == dest["requests"]
+    assert prom[("fastgateway_process_workers", frozenset())] == 2
+
+
+def test_failures_counted_per_destination(tmp_path, gateway_factory, echo_upstream):
+    port = free_port()
+    dead = free_port()  # nothing listens there: every connect is refused
+    cfg = proxy_config(tmp_path, port, echo_upstream)
+    cfg["clusters"] = [{"id": "up", "destinations": [
+        {"id": "dead", "address": "http://127.0.0.1:%d" % dead}]}]
+    gw = gateway_factory(cfg)
+    for _ in range(5):
+        assert http_get(gw.url("/api/x"))[0] == 502
+    stat = wait_stat(gw, lambda s: by_id(s["routes"])["api"]["requests"]["5xx"] >= 5)
+    dest = by_id(by_id(stat["clusters"])["up"]["destinations"])["dead"]
+    assert dest["requests"] == 5 and dest["failures"] == 5
+    assert dest["responseTime"]["count"] == 0
+    assert by_id(stat["routes"])["api"]["requests"]["5xx"] == 5
+
+
+def test_reload_keeps_unchanged_ids_and_resets_removed(tmp_path, gateway_factory,
+                                                       echo_upstream):
+    port = free_port()
+    gw = gateway_factory(proxy_config(tmp_path, port, echo_upstream))
+    for _ in range(7):
+        assert http_get(gw.url("/api/x"))[0] == 200
+    for _ in range(3):
+        assert http_get(gw.url("/other/x"))[0] == 200
+    wait_stat(gw, lambda s: by_id(s["routes"])["other"]["requests"]["2xx"] >= 3)
+
+    # "other" removed, "third" added, workers changed: "api", the server, cluster and
+    # destination keep their figures
+    gw.reload(proxy_config(tmp_path, port, echo_upstream, routes=["api", "third"], workers=3))
+    stat = gw.status("show stat")
+    routes = by_id(stat["routes"])
+    assert "other" not in routes
+    assert routes["api"]["requests"]["2xx"] == 7
+    assert routes["third"]["requests"]["2xx"] == 0
+    assert sum(by_id(stat["servers"])["main"]["requests"].values()) == 10
+    cl = by_id(stat["clusters"])["up"]
+    assert cl["requests"] - cl["retries"] == 10
+    assert gw.status("show info")["reloads"] == 1
+
+    # "other" comes back: it starts from zero, it does not resume its old figures
+    gw.reload(proxy_config(tmp_path, port, echo_upstream, routes=["api", "other"]))
+    routes = by_id(gw.status("show stat")["routes"])
+    assert routes["other"]["requests"]["2xx"] == 0
+    assert routes["api"]["requests"]["2xx"] == 7
+    prom = prom_samples(gw.status("show metrics")["text"])
+    assert prom[("fastgateway_process_reloads_total", frozenset())] == 2
+    assert prom[("fastgateway_process_last_reload_success", frozenset())] == 1
+    assert prom[("fastgateway_process_last_reload_timestamp_seconds", frozenset())] > 0
+
+
+def test_show_stat_csv(tmp_path, gateway_factory, echo_upstream):
+    port = free_port()
+    gw = gateway_factory(proxy_config(tmp_path, port, echo_upstream))
+    for _ in range(4):
+        assert http_get(gw.url("/api/x"))[0] == 200
+    wait_stat(gw, lambda s: by_id(s["routes"])["api"]["requests"]["2xx"] >= 4)
+    ans = gw.status("show stat csv")
+    assert ans["contentType"] == "text/csv"
+    lines = ans["text"].splitlines()
+    head = lines[0].lstrip("# ").split(",")
+    rows = [dict(zip(head, l.split(","))) for l in lines[1:]]
+    assert all(len(l.split(",")) == len(head) for l in lines[1:])
+    srv = [r for r in rows if r["type"] == "server" and r["id"] == "main"][0]
+    assert srv["hrsp_2xx"] == "4" and srv["req_tot"] == "4"
+    api = [r for r in rows if r["type"] == "route" and r["id"] == "api"][0]
+    assert api["hrsp_2xx"] == "4" and api["cluster"] == "up"
+    dest = [r for r in rows if r["type"] == "destination" and r["id"] == "u1"][0]
+    assert dest["cluster"] == "up" and dest["up"] == "1" and dest["failures"] == "0"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) "
+                    "not installed")
+def test_promtool_check_metrics(tmp_path, gateway_factory, echo_upstream):
+    port = free_port()
+    gw = gateway_factory(proxy_config(tmp_path, port, echo_upstream))
+    for p in ("/api/x", "/other/y", "/d/z", "/status/500"):
+        http_get(gw.url(p))
+    text = gw.status("show metrics")["text"]
+    assert gw.status("show metrics")["contentType"].startswith("text/plain; version=0.0.4")
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", \
+        r.stdout + r.stderr
