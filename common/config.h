@@ -493,6 +493,11 @@ typedef struct {
     size_t ncertificates;
     uint64_t tls_ticket_rotation_ms; /* tls.ticketKeyRotation, default 1 h */
     void *tls;                       /* common/tls.c: loaded certificates, built in the master */
+    /* "metrics": the master's metrics listener (master/metrics_http.c); NULL listen = none */
+    char *metrics_listen;
+    char *metrics_path; /* default "/metrics" */
+    struct sockaddr_storage metrics_addr;
+    socklen_t metrics_addrlen;
 } fg_config_t;
 
 /* The largest configuration file fg_config_load reads (docs/config.md). */

@@ -187,6 +187,14 @@ fg_metrics_snap_t *fg_master_metrics_snap(master_t *m)
     return fg_metrics_snap_new(m->cur->cfg, m->shm, &p, fg_clock_now_ms());
 }
 
+int fg_master_metrics_scrape(void *arg, struct evbuffer *out)
+{
+    fg_metrics_snap_t *s = fg_master_metrics_snap(arg);
+    int rc = s ? fg_metrics_view_prometheus(s, out) : -1;
+    fg_metrics_snap_free(s);
+    return rc;
+}
+
 static json_t *show_stat(void *arg)
 {
     fg_metrics_snap_t *s = fg_master_metrics_snap(arg);

@@ -21,6 +21,7 @@
 #include "master/daemon.h"
 #include "master/listener.h"
 #include "master/master_impl.h"
+#include "master/metrics_http.h"
 #include "master/notify.h"
 #include "master/status.h"
 #include "master/watch_files.h"
@@ -217,6 +218,7 @@ _Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_
      * left alone: freeing it would deregister the master's fds from the shared epoll. */
     fg_listeners_close_in_child(m->ls, listen_fds, nservers);
     fg_status_close_in_child(m->status);
+    fg_metrics_http_close_in_child(m->metrics_http);
     close(sig_pipe[0]);
     close(sig_pipe[1]);
     for (proc_t *p = m->procs; p; p = p->next)
@@ -449,6 +451,10 @@ static void commit(master_t *m)
     m->cur = g;
     m->next = NULL;
     gen_free(old);
+    char err[256];
+    if (fg_metrics_http_apply(&m->metrics_http, m->base, g->cfg, fg_master_metrics_scrape, m, err,
+                              sizeof(err)) < 0)
+        fg_log_error("reload: %s; the metrics listener is unchanged", err);
     zones_sweep(m);
     m->reloads++;
     m->last_reload_time = time(NULL);
@@ -1062,6 +1068,12 @@ static int start(master_t *m, int foreground)
         fg_status_set_args_cmds(m->status, fg_master_status_args_cmds);
         fg_status_set_defer_cmds(m->status, fg_master_status_defer_cmds);
     }
+    if (cfg->metrics_listen) {
+        m->metrics_http =
+            fg_metrics_http_new(m->base, cfg, fg_master_metrics_scrape, m, err, sizeof(err));
+        if (m->metrics_http == NULL)
+            goto fail_workers;
+    }
     struct timeval tv = tv_ms(READY_TIMEOUT_MS);
     evtimer_add(m->timeout_ev, &tv);
     return 0;
@@ -1085,6 +1097,7 @@ static void stop(master_t *m)
     fg_watch_free(m->watch);
     fg_notify_free(m->sd);
     fg_status_free(m->status);
+    fg_metrics_http_free(m->metrics_http);
     for (proc_t *p = m->procs, *next; p; p = next) {
         next = p->next;
         proc_free(p);

@@ -2,6 +2,7 @@
 reload for unchanged ids and reset for removed ones, `show stat` (JSON, CSV) and `show metrics`
 (Prometheus text, checked by promtool when installed)."""
 import http.client
+import json
 import re
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import base_config, free_port, http_get
+from conftest import BINARY, base_config, free_port, http_get
 
 THREADS = 8
 PER_THREAD = 150
@@ -240,3 +241,77 @@ def test_promtool_check_metrics(tmp_path, gateway_factory, echo_upstream):
                        text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", \
         r.stdout + r.stderr
+
+
+def scrape(port, path="/metrics", method="GET"):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request(method, path)
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read().decode()
+    finally:
+        c.close()
+
+
+def test_metrics_listener(tmp_path, gateway_factory, echo_upstream):
+    port, mport = free_port(), free_port()
+    cfg = proxy_config(tmp_path, port, echo_upstream)
+    cfg["metrics"] = {"listen": "127.0.0.1:%d" % mport}
+    gw = gateway_factory(cfg)
+    for _ in range(3):
+        assert http_get(gw.url("/api/x"))[0] == 200
+    wait_stat(gw, lambda s: by_id(s["routes"])["api"]["requests"]["2xx"] >= 3)
+    status, headers, body = scrape(mport)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    prom = prom_samples(body)
+    assert prom[("fastgateway_route_requests_total",
+                 frozenset({("route", "api"), ("code", "2xx")}))] == 3
+    assert scrape(mport, "/metrics?x=1")[0] == 200
+    assert scrape(mport, "/other")[0] == 404
+    status, headers, _ = scrape(mport, method="POST")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    status, headers, body = scrape(mport, method="HEAD")
+    assert status == 200 and body == "" and int(headers["Content-Length"]) > 0
+
+    # a reload moves the path, then the port
+    cfg["metrics"] = {"listen": "127.0.0.1:%d" % mport, "path": "/m2"}
+    gw.reload(cfg)
+    assert scrape(mport, "/m2")[0] == 200 and scrape(mport)[0] == 404
+    mport2 = free_port()
+    cfg["metrics"] = {"listen": "127.0.0.1:%d" % mport2}
+    gw.reload(cfg)
+    assert scrape(mport2)[0] == 200
+    with pytest.raises(OSError):
+        scrape(mport)
+    # and removes it
+    del cfg["metrics"]
+    gw.reload(cfg)
+    with pytest.raises(OSError):
+        scrape(mport2)
+
+
+def test_metrics_listener_config_errors(tmp_path):
+    port = free_port()
+    cfg = base_config(tmp_path, port)
+    path = tmp_path / "fg.json"
+
+    def check(metrics):
+        if metrics is None:
+            cfg.pop("metrics", None)
+        else:
+            cfg["metrics"] = metrics
+        path.write_text(json.dumps(cfg))
+        return subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True,
+                              text=True, timeout=10)
+
+    r = check({"listen": "127.0.0.1:%d" % free_port()})
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = [({"listen": "127.0.0.1:%d" % port}, "metrics.listen"),
+           ({"path": "/m"}, "missing required key \"listen\""),
+           ({"listen": "nowhere"}, "metrics.listen"),
+           ({"listen": "127.0.0.1:%d" % free_port(), "path": "m"}, "metrics.path"),
+           ({"listen": "127.0.0.1:1", "extra": 1}, "extra")]
+    for m, want in bad:
+        r = check(m)
+        assert r.returncode != 0 and want in r.stdout + r.stderr, (m, r.stdout + r.stderr)
