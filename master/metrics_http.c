@@ -47,8 +47,8 @@ static void conn_free(conn_t *c)
     free(c);
 }
 
-static void respond(conn_t *c, int status, const char *reason, const char *type,
-                    const char *extra, struct evbuffer *body, int head_only)
+static void respond(conn_t *c, int status, const char *reason, const char *type, const char *extra,
+                    struct evbuffer *body, int head_only)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t n = body ? evbuffer_get_length(body) : 0;
@@ -172,8 +172,7 @@ static int open_socket(const fg_config_t *cfg, char *err, size_t errlen)
 }
 
 fg_metrics_http_t *fg_metrics_http_new(struct event_base *base, const fg_config_t *cfg,
-                                       fg_metrics_http_fn fn, void *arg, char *err,
-                                       size_t errlen)
+                                       fg_metrics_http_fn fn, void *arg, char *err, size_t errlen)
 {
     fg_metrics_http_t *h = calloc(1, sizeof(*h));
     if (h == NULL || (h->listen = strdup(cfg->metrics_listen)) == NULL ||

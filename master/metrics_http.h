@@ -22,8 +22,7 @@ typedef struct fg_metrics_http_s fg_metrics_http_t;
 /* Listen on cfg's metrics address; NULL with err filled on failure. cfg->metrics_listen must
  * be set. fn renders a scrape. */
 fg_metrics_http_t *fg_metrics_http_new(struct event_base *base, const fg_config_t *cfg,
-                                       fg_metrics_http_fn fn, void *arg, char *err,
-                                       size_t errlen);
+                                       fg_metrics_http_fn fn, void *arg, char *err, size_t errlen);
 /* After a reload: keep *h when the address is unchanged (the path follows cfg), else listen on
  * the new address (or none) and close the old one. On failure *h is kept, err filled, -1. */
 int fg_metrics_http_apply(fg_metrics_http_t **h, struct event_base *base, const fg_config_t *cfg,

@@ -37,14 +37,12 @@ struct fg_metrics_snap_s {
     uint64_t gauge_total[FG_MG_COUNT];
 };
 
-static const char *const class_names[FG_MC_CLASSES] = {"1xx", "2xx", "3xx",
-                                                       "4xx", "5xx", "other"};
+static const char *const class_names[FG_MC_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx", "other"};
 static const char *const admin_names[] = {"ready", "drain", "maint"};
 
 /* ---- the snapshot ---- */
 
-static void read_dest(dest_t *d, const fg_destination_t *cd, const fg_cluster_t *c,
-                      uint64_t now_ms)
+static void read_dest(dest_t *d, const fg_destination_t *cd, const fg_cluster_t *c, uint64_t now_ms)
 {
     fg_metrics_read(cd->metrics, d->m.v);
     const fg_hdest_t *h = cd->state;
@@ -301,8 +299,8 @@ static void prom_servers(out_t *o, const fg_metrics_snap_t *s)
                       FG_MS_CONNECTIONS);
     family(o, "server_requests_total", "counter", "Requests answered, by status class.");
     for (size_t i = 0; i < s->cfg->nservers; i++)
-        by_class(o, "server_requests_total", "server",
-                 (const char *const[]){s->cfg->servers[i].id}, &s->servers[i].v[FG_MS_REQUESTS]);
+        by_class(o, "server_requests_total", "server", (const char *const[]){s->cfg->servers[i].id},
+                 &s->servers[i].v[FG_MS_REQUESTS]);
     prom_server_field(o, s, "server_received_bytes_total",
                       "Request bytes received (head and body).", FG_MS_BYTES_IN);
     prom_server_field(o, s, "server_sent_bytes_total", "Response body bytes sent.",
@@ -365,8 +363,8 @@ static void prom_upstream_hist(out_t *o, const fg_metrics_snap_t *s, const char 
         const fg_cluster_t *c = &s->cfg->clusters[i];
         for (size_t j = 0; j < c->ndestinations; j++)
             histogram(o, name, "cluster,destination",
-                      (const char *const[]){c->id, c->destinations[j].id},
-                      &s->dests[i][j].m.v[f], s->dests[i][j].m.v[fsum]);
+                      (const char *const[]){c->id, c->destinations[j].id}, &s->dests[i][j].m.v[f],
+                      s->dests[i][j].m.v[fsum]);
     }
 }
 
@@ -423,16 +421,18 @@ static void prom_security(out_t *o, const fg_metrics_snap_t *s)
     static const struct {
         const char *name, *help;
         int counter;
-    } rl[] = {
-        {"ratelimit_allowed_total", "Requests a rate limit let through.", FG_RLC_ALLOWED},
-        {"ratelimit_limited_total", "Requests a rate limit refused (429).", FG_RLC_LIMITED},
-        {"ratelimit_dry_run_limited_total", "Requests a dry-run rate limit would have refused.",
-         FG_RLC_DRYRUN},
-    }, acl[] = {
-        {"acl_checks_total", "Requests checked against an access-control list.", FG_ACLC_CHECKS},
-        {"acl_hits_total", "Requests whose address an access-control list holds.", FG_ACLC_HITS},
-        {"acl_denied_total", "Requests an access-control list refused (403).", FG_ACLC_DENIED},
-    };
+    } rl[] =
+        {
+            {"ratelimit_allowed_total", "Requests a rate limit let through.", FG_RLC_ALLOWED},
+            {"ratelimit_limited_total", "Requests a rate limit refused (429).", FG_RLC_LIMITED},
+            {"ratelimit_dry_run_limited_total", "Requests a dry-run rate limit would have refused.",
+             FG_RLC_DRYRUN},
+        },
+      acl[] = {
+          {"acl_checks_total", "Requests checked against an access-control list.", FG_ACLC_CHECKS},
+          {"acl_hits_total", "Requests whose address an access-control list holds.", FG_ACLC_HITS},
+          {"acl_denied_total", "Requests an access-control list refused (403).", FG_ACLC_DENIED},
+      };
     for (size_t k = 0; k < sizeof(rl) / sizeof(rl[0]); k++) {
         family(o, rl[k].name, "counter", rl[k].help);
         for (size_t i = 0; t && i < t->nrules; i++)
@@ -454,8 +454,7 @@ int fg_metrics_view_prometheus(const fg_metrics_snap_t *s, struct evbuffer *out)
     prom_conns(&o, s);
     prom_servers(&o, s);
     prom_routes(&o, s);
-    prom_upstream_field(&o, s, "requests_total", "Attempts sent to destinations.",
-                        FG_MD_REQUESTS);
+    prom_upstream_field(&o, s, "requests_total", "Attempts sent to destinations.", FG_MD_REQUESTS);
     prom_upstream_field(&o, s, "failures_total",
                         "Attempts that failed in transport (refused, reset, timed out).",
                         FG_MD_FAILURES);
@@ -599,8 +598,8 @@ static json_t *hist_json(const uint64_t *b, uint64_t sum_us)
 
 static json_t *upstream_json(const uint64_t *v)
 {
-    return json_pack("{s:I, s:I, s:o, s:o}", "requests", (json_int_t)v[FG_MD_REQUESTS],
-                     "failures", (json_int_t)v[FG_MD_FAILURES], "connectTime",
+    return json_pack("{s:I, s:I, s:o, s:o}", "requests", (json_int_t)v[FG_MD_REQUESTS], "failures",
+                     (json_int_t)v[FG_MD_FAILURES], "connectTime",
                      hist_json(&v[FG_MD_CONNECT], v[FG_MD_CONNECT_SUM]), "responseTime",
                      hist_json(&v[FG_MD_RESPONSE], v[FG_MD_RESPONSE_SUM]));
 }
@@ -636,24 +635,23 @@ static json_t *servers_routes_json(const fg_metrics_snap_t *s, json_t **routes)
     json_t *servers = json_array();
     for (size_t i = 0; i < s->cfg->nservers; i++) {
         const uint64_t *v = s->servers[i].v;
-        json_array_append_new(
-            servers,
-            json_pack("{s:s, s:I, s:o, s:I, s:I, s:{s:I, s:I, s:I}}", "id", s->cfg->servers[i].id,
-                      "connections", (json_int_t)v[FG_MS_CONNECTIONS], "requests",
-                      classes_json(&v[FG_MS_REQUESTS]), "bytesIn", (json_int_t)v[FG_MS_BYTES_IN],
-                      "bytesOut", (json_int_t)v[FG_MS_BYTES_OUT], "tls", "handshakes",
-                      (json_int_t)v[FG_MS_TLS_HANDSHAKES], "failures",
-                      (json_int_t)v[FG_MS_TLS_FAILURES], "resumed",
-                      (json_int_t)v[FG_MS_TLS_RESUMED]));
+        json_array_append_new(servers, json_pack("{s:s, s:I, s:o, s:I, s:I, s:{s:I, s:I, s:I}}",
+                                                 "id", s->cfg->servers[i].id, "connections",
+                                                 (json_int_t)v[FG_MS_CONNECTIONS], "requests",
+                                                 classes_json(&v[FG_MS_REQUESTS]), "bytesIn",
+                                                 (json_int_t)v[FG_MS_BYTES_IN], "bytesOut",
+                                                 (json_int_t)v[FG_MS_BYTES_OUT], "tls",
+                                                 "handshakes", (json_int_t)v[FG_MS_TLS_HANDSHAKES],
+                                                 "failures", (json_int_t)v[FG_MS_TLS_FAILURES],
+                                                 "resumed", (json_int_t)v[FG_MS_TLS_RESUMED]));
     }
     *routes = json_array();
     for (size_t i = 0; i < s->cfg->nroutes; i++) {
         const uint64_t *v = s->routes[i].v;
-        json_array_append_new(*routes, json_pack("{s:s, s:o, s:o}", "id", s->cfg->routes[i].id,
-                                                 "requests", classes_json(&v[FG_MR_REQUESTS]),
-                                                 "latency",
-                                                 hist_json(&v[FG_MR_LATENCY],
-                                                           v[FG_MR_LATENCY_SUM])));
+        json_array_append_new(*routes,
+                              json_pack("{s:s, s:o, s:o}", "id", s->cfg->routes[i].id, "requests",
+                                        classes_json(&v[FG_MR_REQUESTS]), "latency",
+                                        hist_json(&v[FG_MR_LATENCY], v[FG_MR_LATENCY_SUM])));
     }
     return servers;
 }

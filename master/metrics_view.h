@@ -20,9 +20,9 @@ struct evbuffer;
 
 /* What only the master knows: its processes and reloads. */
 typedef struct {
-    int workers;             /* worker processes alive, retiring ones included */
-    uint64_t generation;     /* serving generation */
-    uint64_t reloads;        /* successful reloads */
+    int workers;         /* worker processes alive, retiring ones included */
+    uint64_t generation; /* serving generation */
+    uint64_t reloads;    /* successful reloads */
     uint64_t reload_failures;
     int last_reload_result;  /* 0 none, 1 ok, 2 failed */
     time_t last_reload_time; /* 0 = none */

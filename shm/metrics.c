@@ -45,8 +45,8 @@ struct fg_metrics_s {
 };
 
 const uint64_t fg_metrics_bucket_bounds_us[FG_METRICS_BUCKETS - 1] = {
-    1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000,
-    10000000,
+    1000,   2500,   5000,    10000,   25000,   50000,    100000,
+    250000, 500000, 1000000, 2500000, 5000000, 10000000,
 };
 
 /* The writer's side, set once per worker (fg_metrics_worker_start). */

@@ -49,20 +49,20 @@ enum { FG_MC_1XX = 0, FG_MC_2XX, FG_MC_3XX, FG_MC_4XX, FG_MC_5XX, FG_MC_OTHER, F
 
 /* Server fields. */
 enum {
-    FG_MS_CONNECTIONS = 0,                  /* accepted */
-    FG_MS_REQUESTS,                         /* + class: requests by status class */
+    FG_MS_CONNECTIONS = 0,                           /* accepted */
+    FG_MS_REQUESTS,                                  /* + class: requests by status class */
     FG_MS_BYTES_IN = FG_MS_REQUESTS + FG_MC_CLASSES, /* request head and body bytes */
-    FG_MS_BYTES_OUT,                        /* response body bytes */
-    FG_MS_TLS_HANDSHAKES,                   /* completed */
-    FG_MS_TLS_FAILURES,                     /* failed or timed out */
-    FG_MS_TLS_RESUMED,                      /* completed by session resumption */
+    FG_MS_BYTES_OUT,                                 /* response body bytes */
+    FG_MS_TLS_HANDSHAKES,                            /* completed */
+    FG_MS_TLS_FAILURES,                              /* failed or timed out */
+    FG_MS_TLS_RESUMED,                               /* completed by session resumption */
     FG_MS_NFIELDS
 };
 
 /* Route fields. */
 enum {
-    FG_MR_REQUESTS = 0,                          /* + class */
-    FG_MR_LATENCY = FG_MR_REQUESTS + FG_MC_CLASSES, /* + bucket */
+    FG_MR_REQUESTS = 0,                                     /* + class */
+    FG_MR_LATENCY = FG_MR_REQUESTS + FG_MC_CLASSES,         /* + bucket */
     FG_MR_LATENCY_SUM = FG_MR_LATENCY + FG_METRICS_BUCKETS, /* microseconds */
     FG_MR_NFIELDS
 };
@@ -75,11 +75,11 @@ enum {
 
 /* Destination fields: per attempt. */
 enum {
-    FG_MD_REQUESTS = 0,                              /* attempts started */
-    FG_MD_FAILURES,                                  /* transport failures */
-    FG_MD_CONNECT = 2,                               /* + bucket: new connections' connect time */
-    FG_MD_CONNECT_SUM = FG_MD_CONNECT + FG_METRICS_BUCKETS,   /* microseconds */
-    FG_MD_RESPONSE,                                  /* + bucket: request sent to response head */
+    FG_MD_REQUESTS = 0, /* attempts started */
+    FG_MD_FAILURES,     /* transport failures */
+    FG_MD_CONNECT = 2,  /* + bucket: new connections' connect time */
+    FG_MD_CONNECT_SUM = FG_MD_CONNECT + FG_METRICS_BUCKETS, /* microseconds */
+    FG_MD_RESPONSE, /* + bucket: request sent to response head */
     FG_MD_RESPONSE_SUM = FG_MD_RESPONSE + FG_METRICS_BUCKETS, /* microseconds */
     FG_MD_NFIELDS
 };

@@ -3,6 +3,7 @@ reload for unchanged ids and reset for removed ones, `show stat` (JSON, CSV) and
 (Prometheus text, checked by promtool when installed)."""
 import http.client
 import json
+import pathlib
 import re
 import shutil
 import subprocess
@@ -315,3 +316,11 @@ def test_metrics_listener_config_errors(tmp_path):
     for m, want in bad:
         r = check(m)
         assert r.returncode != 0 and want in r.stdout + r.stderr, (m, r.stdout + r.stderr)
+
+
+def test_example_configuration_is_valid():
+    example = pathlib.Path(__file__).resolve().parents[2] / "etc/examples/metrics.json"
+    r = subprocess.run([str(BINARY), "-t", "-c", str(example)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(example.read_text())["metrics"]["listen"] == "127.0.0.1:9901"

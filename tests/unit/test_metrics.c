@@ -32,7 +32,7 @@ static fg_config_t *load(const char *routes_json)
 }
 
 #define ROUTES_AB                                                                                  \
-    "[{\"id\":\"a\",\"match\":{\"path\":\"/a\"},\"clusterId\":\"c\"},"                            \
+    "[{\"id\":\"a\",\"match\":{\"path\":\"/a\"},\"clusterId\":\"c\"},"                             \
     "{\"id\":\"b\",\"match\":{\"path\":\"/b\"},\"clusterId\":\"c\"}]"
 #define ROUTES_A "[{\"id\":\"a\",\"match\":{\"path\":\"/a\"},\"clusterId\":\"c\"}]"
 
@@ -230,8 +230,8 @@ static void test_gauges_and_worker_gone(void **state)
 
 /* ---- views ---- */
 
-static char *render(const fg_metrics_snap_t *s, int (*view)(const fg_metrics_snap_t *,
-                                                            struct evbuffer *))
+static char *render(const fg_metrics_snap_t *s,
+                    int (*view)(const fg_metrics_snap_t *, struct evbuffer *))
 {
     struct evbuffer *b = evbuffer_new();
     assert_int_equal(view(s, b), 0);
@@ -261,17 +261,21 @@ static fg_metrics_snap_t *sample_snap(fg_shm_t **shm, fg_config_t **cfg)
     assert_non_null(mt);
     fg_metrics_worker_start(mt, 0);
     fg_config_t *c = *cfg;
-    fg_metrics_request(c->servers[0].metrics, c->routes[0].metrics, c->clusters[0].metrics, 200,
-                       10, 20, 2000, 1);
-    fg_metrics_request(c->servers[0].metrics, c->routes[0].metrics, c->clusters[0].metrics, 200,
-                       10, 20, 300000, 0);
-    fg_metrics_request(c->servers[0].metrics, c->routes[0].metrics, c->clusters[0].metrics, 502,
-                       10, 20, 20000000, 0);
+    fg_metrics_request(c->servers[0].metrics, c->routes[0].metrics, c->clusters[0].metrics, 200, 10,
+                       20, 2000, 1);
+    fg_metrics_request(c->servers[0].metrics, c->routes[0].metrics, c->clusters[0].metrics, 200, 10,
+                       20, 300000, 0);
+    fg_metrics_request(c->servers[0].metrics, c->routes[0].metrics, c->clusters[0].metrics, 502, 10,
+                       20, 20000000, 0);
     fg_metrics_attempt(c->clusters[0].destinations[1].metrics);
     fg_metrics_attempt_done(c->clusters[0].destinations[1].metrics, 0, 1500, 2000);
     fg_metrics_worker_start(NULL, -1);
-    fg_metrics_process_t p = {.workers = 2, .generation = 1, .reloads = 3, .reload_failures = 1,
-                              .last_reload_result = 1, .last_reload_time = 1700000000,
+    fg_metrics_process_t p = {.workers = 2,
+                              .generation = 1,
+                              .reloads = 3,
+                              .reload_failures = 1,
+                              .last_reload_result = 1,
+                              .last_reload_time = 1700000000,
                               .start_time = 1600000000};
     fg_metrics_snap_t *s = fg_metrics_snap_new(c, *shm, &p, 0);
     assert_non_null(s);
@@ -292,24 +296,23 @@ static void test_prometheus_view(void **state)
         t, "fastgateway_route_request_duration_seconds_bucket{route=\"a\",le=\"0.001\"} 0\n"));
     assert_non_null(strstr(
         t, "fastgateway_route_request_duration_seconds_bucket{route=\"a\",le=\"0.0025\"} 1\n"));
-    assert_non_null(strstr(
-        t, "fastgateway_route_request_duration_seconds_bucket{route=\"a\",le=\"0.5\"} 2\n"));
-    assert_non_null(strstr(
-        t, "fastgateway_route_request_duration_seconds_bucket{route=\"a\",le=\"10\"} 2\n"));
+    assert_non_null(
+        strstr(t, "fastgateway_route_request_duration_seconds_bucket{route=\"a\",le=\"0.5\"} 2\n"));
+    assert_non_null(
+        strstr(t, "fastgateway_route_request_duration_seconds_bucket{route=\"a\",le=\"10\"} 2\n"));
     assert_non_null(strstr(
         t, "fastgateway_route_request_duration_seconds_bucket{route=\"a\",le=\"+Inf\"} 3\n"));
     assert_non_null(
         strstr(t, "fastgateway_route_request_duration_seconds_sum{route=\"a\"} 20.302000\n"));
-    assert_non_null(
-        strstr(t, "fastgateway_route_request_duration_seconds_count{route=\"a\"} 3\n"));
+    assert_non_null(strstr(t, "fastgateway_route_request_duration_seconds_count{route=\"a\"} 3\n"));
     assert_non_null(strstr(t, "fastgateway_server_requests_total{server=\"main\",code=\"5xx\"} 1"));
     assert_non_null(strstr(t, "fastgateway_server_received_bytes_total{server=\"main\"} 30\n"));
     assert_non_null(strstr(t, "fastgateway_cluster_retries_total{cluster=\"c\"} 1\n"));
     assert_non_null(strstr(t, "fastgateway_cluster_requests_total{cluster=\"c\"} 1\n"));
-    assert_non_null(strstr(
-        t, "fastgateway_destination_requests_total{cluster=\"c\",destination=\"d2\"} 1\n"));
-    assert_non_null(strstr(
-        t, "fastgateway_destination_requests_total{cluster=\"c\",destination=\"d1\"} 0\n"));
+    assert_non_null(
+        strstr(t, "fastgateway_destination_requests_total{cluster=\"c\",destination=\"d2\"} 1\n"));
+    assert_non_null(
+        strstr(t, "fastgateway_destination_requests_total{cluster=\"c\",destination=\"d1\"} 0\n"));
     assert_non_null(strstr(t, "fastgateway_destination_connect_duration_seconds_bucket{cluster="
                               "\"c\",destination=\"d2\",le=\"0.0025\"} 1\n"));
     assert_non_null(strstr(t, "fastgateway_process_reloads_total 3\n"));
@@ -350,8 +353,8 @@ static void test_csv_and_json_views(void **state)
 
     json_t *j = fg_metrics_view_json(s);
     json_t *route = json_array_get(json_object_get(j, "routes"), 0);
-    assert_int_equal(
-        json_integer_value(json_object_get(json_object_get(route, "requests"), "2xx")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(route, "requests"), "2xx")),
+                     2);
     assert_int_equal(
         json_integer_value(json_object_get(json_object_get(route, "latency"), "count")), 3);
     json_t *cl = json_array_get(json_object_get(j, "clusters"), 0);
