@@ -5,6 +5,7 @@ import http.client
 import json
 import pathlib
 import re
+import socket
 import shutil
 import subprocess
 import threading
@@ -12,7 +13,8 @@ import time
 
 import pytest
 
-from conftest import BINARY, base_config, free_port, http_get
+from conftest import BINARY, base_config, free_port, http_get, recv_until_close
+from test_tls import certs, s_client, tls_config  # noqa: F401 (certs is a fixture)
 
 THREADS = 8
 PER_THREAD = 150
@@ -324,3 +326,45 @@ def test_example_configuration_is_valid():
                        timeout=10)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(example.read_text())["metrics"]["listen"] == "127.0.0.1:9901"
+
+
+
+def tls_stat(gw):
+    return by_id(gw.status("show stat")["servers"])["main"]["tls"]
+
+
+def test_tls_handshakes_resumed_and_failed(tmp_path, certs, gateway_factory):
+    port = free_port()
+    gw = gateway_factory(tls_config(tmp_path, certs, port))
+    # the fixture's readiness probes connected and left without a handshake: wait until the
+    # workers have taken them all
+    last, deadline = None, time.monotonic() + 5
+    while time.monotonic() < deadline:
+        cur = tls_stat(gw)
+        if cur == last:
+            break
+        last = cur
+        time.sleep(0.3)
+    assert last["handshakes"] == 0 and last["resumed"] == 0
+    failed = last["failures"]
+
+    sess = tmp_path / "sess.pem"
+    req = b"GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n"
+    out = s_client(port, "-tls1_2", "-servername", "a.example.test", "-ign_eof", "-sess_out",
+                   str(sess), stdin=req)
+    assert "HTTP/1.1 200" in out
+    for _ in range(3):
+        out = s_client(port, "-tls1_2", "-servername", "a.example.test", "-ign_eof", "-sess_in",
+                       str(sess), stdin=req)
+        assert "Reused," in out
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"\x16\x03\x01\x00\x05hello")  # a record too short for a ClientHello
+    recv_until_close(s)
+    s.close()
+    deadline = time.monotonic() + 5
+    while tls_stat(gw)["failures"] < failed + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tls_stat(gw) == {"handshakes": 4, "resumed": 3, "failures": failed + 1}
+    prom = prom_samples(gw.status("show metrics")["text"])
+    assert prom[("fastgateway_server_tls_resumed_handshakes_total",
+                 frozenset({("server", "main")}))] == 3
