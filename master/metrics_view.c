@@ -656,6 +656,29 @@ static json_t *servers_routes_json(const fg_metrics_snap_t *s, json_t **routes)
     return servers;
 }
 
+/* Rate limits and access-control lists, from the same counters as prom_security. */
+static json_t *security_json(const fg_metrics_snap_t *s)
+{
+    const fg_security_table_t *t = s->cfg->security_compiled;
+    json_t *rl = json_array(), *acl = json_array();
+    for (size_t i = 0; t && i < t->nrules; i++) {
+        const fg_stats_slot_t *st = t->rules[i].stats;
+        json_array_append_new(rl, json_pack("{s:s, s:I, s:I, s:I}", "id", t->rules[i].cfg->id,
+                                            "allowed", (json_int_t)fg_stats_get(st, FG_RLC_ALLOWED),
+                                            "limited", (json_int_t)fg_stats_get(st, FG_RLC_LIMITED),
+                                            "dryRunLimited",
+                                            (json_int_t)fg_stats_get(st, FG_RLC_DRYRUN)));
+    }
+    for (size_t i = 0; t && i <= t->nacls; i++) {
+        const fg_stats_slot_t *st = t->acls[i].stats;
+        json_array_append_new(acl, json_pack("{s:s, s:I, s:I, s:I}", "id", t->acls[i].id, "checks",
+                                             (json_int_t)fg_stats_get(st, FG_ACLC_CHECKS), "hits",
+                                             (json_int_t)fg_stats_get(st, FG_ACLC_HITS), "denied",
+                                             (json_int_t)fg_stats_get(st, FG_ACLC_DENIED)));
+    }
+    return json_pack("{s:o, s:o}", "rateLimits", rl, "acls", acl);
+}
+
 json_t *fg_metrics_view_json(const fg_metrics_snap_t *s)
 {
     json_t *routes = NULL, *servers = servers_routes_json(s, &routes);
@@ -670,7 +693,10 @@ json_t *fg_metrics_view_json(const fg_metrics_snap_t *s)
                             json_pack("{s:I, s:I}", "open", (json_int_t)s->gauge[g], "total",
                                       (json_int_t)s->gauge_total[g]));
     json_object_set_new(conns, "clients", json_integer((json_int_t)s->connections));
-    return json_pack("{s:b, s:o, s:o, s:o, s:o, s:o}", "enabled", s->have_metrics,
-                     "bucketBoundsSeconds", bounds, "connections", conns, "servers", servers,
-                     "routes", routes, "clusters", clusters_json(s));
+    json_t *doc = json_pack("{s:b, s:o, s:o, s:o, s:o, s:o}", "enabled", s->have_metrics,
+                            "bucketBoundsSeconds", bounds, "connections", conns, "servers", servers,
+                            "routes", routes, "clusters", clusters_json(s));
+    if (doc != NULL)
+        json_object_update_new(doc, security_json(s));
+    return doc;
 }

@@ -368,3 +368,28 @@ def test_tls_handshakes_resumed_and_failed(tmp_path, certs, gateway_factory):
     prom = prom_samples(gw.status("show metrics")["text"])
     assert prom[("fastgateway_server_tls_resumed_handshakes_total",
                  frozenset({("server", "main")}))] == 3
+
+
+def test_rate_limit_and_acl_counters(tmp_path, gateway_factory):
+    port = free_port()
+    direct = {"status": 200, "body": "ok"}
+    routes = [{"id": "limited", "match": {"path": "/limited"}, "direct": direct,
+               "rateLimits": ["r1"]},
+              {"id": "blocked", "match": {"path": "/blocked"}, "direct": direct,
+               "accessControl": ["bad"]}]
+    cfg = base_config(tmp_path, port, routes=routes,
+                      rateLimits=[{"id": "r1", "type": "FixedWindow", "scope": "PerIp",
+                                   "maxRequests": 3, "window": "60s"}],
+                      accessControl=[{"id": "bad", "type": "blacklist",
+                                      "entries": ["127.0.0.1"]}])
+    gw = gateway_factory(cfg)
+    assert [http_get(gw.url("/limited"))[0] for _ in range(5)] == [200] * 3 + [429] * 2
+    assert [http_get(gw.url("/blocked"))[0] for _ in range(2)] == [403] * 2
+    stat = wait_stat(gw, lambda s: by_id(s["routes"])["blocked"]["requests"]["4xx"] >= 2)
+    assert by_id(stat["rateLimits"])["r1"] == {"id": "r1", "allowed": 3, "limited": 2,
+                                               "dryRunLimited": 0}
+    assert by_id(stat["acls"])["bad"] == {"id": "bad", "checks": 2, "hits": 2, "denied": 2}
+    assert by_id(stat["routes"])["limited"]["requests"]["4xx"] == 2
+    prom = prom_samples(gw.status("show metrics")["text"])
+    assert prom[("fastgateway_ratelimit_limited_total", frozenset({("ratelimit", "r1")}))] == 2
+    assert prom[("fastgateway_acl_denied_total", frozenset({("acl", "bad")}))] == 2
