@@ -520,6 +520,7 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                                        "certificates",
                                        "tls",
                                        "watchConfig",
+                                       "metrics",
                                        NULL};
 
     if (!json_is_object(root))
@@ -530,7 +531,7 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
         fg_config_load_certificates(c, root) < 0 || load_servers(c, root) < 0 ||
         fg_config_load_clusters(c, root) < 0 || fg_config_load_routes(c, root) < 0 ||
         fg_config_resolve_error_pages(c) < 0 || fg_config_load_security(c, root) < 0 ||
-        fg_config_resolve_security(c) < 0)
+        fg_config_resolve_security(c) < 0 || fg_config_load_metrics(c, root) < 0)
         return -1;
     attach_routes(c->cfg);
     return 0;
@@ -715,6 +716,7 @@ void fg_config_free(fg_config_t *cfg)
     free(cfg->pid_file);
     free(cfg->status_socket);
     free(cfg->status_group);
+    fg_config_free_metrics(cfg);
     if (cfg->json_root)
         json_decref(cfg->json_root);
     for (size_t i = 0; i < cfg->nwarnings; i++)

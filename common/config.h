@@ -262,6 +262,7 @@ typedef struct fg_route_s {
     int is_global;            /* isGlobal; default 1 without tenantCode, 0 with one */
     fg_header_kv_t *metadata; /* "metadata": free string pairs, in the access log */
     size_t nmetadata;
+    void *metrics; /* shm/metrics.c object, attached by the master (fg_metrics_attach) */
 } fg_route_t;
 
 /* ---- clusters ---- */
@@ -348,6 +349,7 @@ typedef struct {
     uint64_t id_hash;
     char id_hash_hex[17]; /* see fg_config_destination_hash */
     void *state;          /* shm/health.c record, attached by the master (fg_health_attach) */
+    void *metrics;        /* shm/metrics.c object, attached by the master (fg_metrics_attach) */
 } fg_destination_t;
 
 struct fg_cluster_s {
@@ -368,6 +370,7 @@ struct fg_cluster_s {
     void *state;                          /* shm/health.c cluster record, attached by the master */
     fg_tls_client_config_t http_client;   /* "httpClient" */
     void *tls;                            /* common/tls_client.c, built in the master */
+    void *metrics;                        /* shm/metrics.c object (fg_metrics_attach) */
 };
 
 /* ---- the gateway's own answers (common/config_responses.c) ---- */
@@ -436,6 +439,7 @@ typedef struct {
     fg_tls_server_config_t *tls;     /* "tls"; NULL = plaintext */
     fg_redirect_https_t redirect;    /* "redirectHttps" (plaintext servers only) */
     void *tls_compiled;              /* common/tls.c contexts, built in the master */
+    void *metrics;                   /* shm/metrics.c object (fg_metrics_attach) */
 } fg_server_t;
 
 /* ---- top level ---- */
@@ -489,6 +493,11 @@ typedef struct {
     size_t ncertificates;
     uint64_t tls_ticket_rotation_ms; /* tls.ticketKeyRotation, default 1 h */
     void *tls;                       /* common/tls.c: loaded certificates, built in the master */
+    /* "metrics": the master's metrics listener (master/metrics_http.c); NULL listen = none */
+    char *metrics_listen;
+    char *metrics_path; /* default "/metrics" */
+    struct sockaddr_storage metrics_addr;
+    socklen_t metrics_addrlen;
 } fg_config_t;
 
 /* The largest configuration file fg_config_load reads (docs/config.md). */

@@ -571,6 +571,9 @@ static void globals(json_t *root, const fg_config_t *cfg)
     set(root, "shutdownTimeout", duration(cfg->shutdown_timeout_ms));
     set(root, "drainTimeout", duration(cfg->drain_timeout_ms));
     set(root, "watchConfig", json_boolean(cfg->watch_config));
+    if (cfg->metrics_listen)
+        set(root, "metrics",
+            json_pack("{s:s, s:s}", "listen", cfg->metrics_listen, "path", cfg->metrics_path));
     set(root, "shm",
         json_pack("{s:o, s:o, s:o, s:o}", "size", size(cfg->shm_size), "rateLimitZone",
                   size(cfg->shm_ratelimit_zone), "accessControlZone", size(cfg->shm_acl_zone),

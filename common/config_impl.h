@@ -115,6 +115,9 @@ int fg_config_load_server_tls(fg_config_ctx_t *c, const json_t *srv, fg_server_t
 int fg_config_load_http_client(fg_config_ctx_t *c, const json_t *cl_json, fg_cluster_t *cl);
 void fg_config_free_tls(fg_config_t *cfg);
 void fg_config_free_routes(fg_config_t *cfg);
+/* common/config_metrics.c: "metrics" (after servers, whose addresses it must not take). */
+int fg_config_load_metrics(fg_config_ctx_t *c, const json_t *root);
+void fg_config_free_metrics(fg_config_t *cfg);
 void fg_config_free_clusters(fg_config_t *cfg);
 
 #endif

@@ -4,9 +4,11 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <event2/buffer.h>
 #include <jansson.h>
 
 #include "master/master_impl.h"
+#include "master/metrics_view.h"
 #include "shm/health.h"
 #include "shm/zone.h"
 #include "worker/admission/security.h"
@@ -170,6 +172,65 @@ static json_t *set_destination(void *arg, const char *args)
     return fg_health_set_command(fg_health_zone(m->shm), m->cur->cfg, args);
 }
 
+fg_metrics_snap_t *fg_master_metrics_snap(master_t *m)
+{
+    fg_metrics_process_t p = {
+        .generation = m->cur->id,
+        .reloads = m->reloads,
+        .reload_failures = m->reload_failures,
+        .last_reload_result = m->last_reload_result,
+        .last_reload_time = m->last_reload_result != RELOAD_NONE ? m->last_reload_time : 0,
+        .start_time = m->start_time,
+    };
+    for (const proc_t *q = m->procs; q; q = q->next)
+        p.workers++;
+    return fg_metrics_snap_new(m->cur->cfg, m->shm, &p, fg_clock_now_ms());
+}
+
+int fg_master_metrics_scrape(void *arg, struct evbuffer *out)
+{
+    fg_metrics_snap_t *s = fg_master_metrics_snap(arg);
+    int rc = s ? fg_metrics_view_prometheus(s, out) : -1;
+    fg_metrics_snap_free(s);
+    return rc;
+}
+
+static json_t *show_stat(void *arg)
+{
+    fg_metrics_snap_t *s = fg_master_metrics_snap(arg);
+    json_t *doc = s ? fg_metrics_view_json(s) : NULL;
+    fg_metrics_snap_free(s);
+    return doc;
+}
+
+/* A text view answered as one JSON document: {"contentType": type, "text": the view}. */
+static json_t *text_view(master_t *m, int (*view)(const fg_metrics_snap_t *, struct evbuffer *),
+                         const char *type)
+{
+    fg_metrics_snap_t *s = fg_master_metrics_snap(m);
+    struct evbuffer *b = evbuffer_new();
+    json_t *doc = NULL;
+    if (s != NULL && b != NULL && view(s, b) == 0) {
+        size_t n = evbuffer_get_length(b);
+        const char *text = (const char *)evbuffer_pullup(b, -1);
+        doc = json_pack("{s:s, s:s%}", "contentType", type, "text", text ? text : "", n);
+    }
+    if (b != NULL)
+        evbuffer_free(b);
+    fg_metrics_snap_free(s);
+    return doc;
+}
+
+static json_t *show_metrics(void *arg)
+{
+    return text_view(arg, fg_metrics_view_prometheus, FG_METRICS_CONTENT_TYPE);
+}
+
+static json_t *show_stat_csv(void *arg)
+{
+    return text_view(arg, fg_metrics_view_csv, "text/csv");
+}
+
 const fg_status_cmd_t fg_master_status_cmds[] = {
     {"show info", "process, configuration and last reload", show_info},
     {"show workers", "every worker process, retiring ones included", show_workers},
@@ -180,6 +241,10 @@ const fg_status_cmd_t fg_master_status_cmds[] = {
     {"show abnormal", "addresses with the most errors in the abnormalIp window", show_abnormal},
     {"show servers", "per destination: health, admin state, in-flight, totals, weight",
      show_servers},
+    {"show stat", "per server, route, cluster and destination: requests, bytes, latency",
+     show_stat},
+    {"show stat csv", "the same as CSV, in \"text\"", show_stat_csv},
+    {"show metrics", "Prometheus text exposition (docs/metrics.md), in \"text\"", show_metrics},
     {NULL, NULL, NULL},
 };
 

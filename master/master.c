@@ -21,12 +21,14 @@
 #include "master/daemon.h"
 #include "master/listener.h"
 #include "master/master_impl.h"
+#include "master/metrics_http.h"
 #include "master/notify.h"
 #include "master/status.h"
 #include "master/watch_files.h"
 #include "shm/arena.h"
 #include "shm/zone.h"
 #include "shm/health.h"
+#include "shm/metrics.h"
 #include "tables/route_table.h"
 #include "tables/security_table.h"
 #include "worker/admission/security.h"
@@ -216,6 +218,7 @@ _Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_
      * left alone: freeing it would deregister the master's fds from the shared epoll. */
     fg_listeners_close_in_child(m->ls, listen_fds, nservers);
     fg_status_close_in_child(m->status);
+    fg_metrics_http_close_in_child(m->metrics_http);
     close(sig_pipe[0]);
     close(sig_pipe[1]);
     for (proc_t *p = m->procs; p; p = p->next)
@@ -448,6 +451,10 @@ static void commit(master_t *m)
     m->cur = g;
     m->next = NULL;
     gen_free(old);
+    char err[256];
+    if (fg_metrics_http_apply(&m->metrics_http, m->base, g->cfg, fg_master_metrics_scrape, m, err,
+                              sizeof(err)) < 0)
+        fg_log_error("reload: %s; the metrics listener is unchanged", err);
     zones_sweep(m);
     m->reloads++;
     m->last_reload_time = time(NULL);
@@ -615,6 +622,7 @@ static void child_exited(master_t *m, proc_t *p, int status)
     proc_unlink(m, p);
     /* A worker killed mid-request leaves in-flight counts behind: give them back. */
     fg_health_worker_gone(fg_health_zone(m->shm), (int)(p->rec - fg_shm_worker(m->shm, 0)));
+    fg_metrics_worker_gone(fg_metrics_zone(m->shm), (int)(p->rec - fg_shm_worker(m->shm, 0)));
 
     gen_t *g = NULL;
     if (m->next && p->generation == m->next->id && m->next->slots[p->slot].proc == p)
@@ -747,6 +755,7 @@ static void reload(master_t *m)
         reload_fail(m, err);
         return;
     }
+    fg_metrics_attach(m->shm, g->cfg, g->id, m->cur->id, oldest_live_gen(m));
     if (g->cfg->shm_size != m->shm_requested)
         fg_log_warn("shm.size changed: the arena keeps its size (%zu bytes) until a restart",
                     fg_shm_size(m->shm));
@@ -1034,6 +1043,7 @@ static int start(master_t *m, int foreground)
         fg_tls_build(cfg, m->shm, m->cur->id, tls_warn, NULL, err, sizeof(err)) < 0 ||
         fg_health_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) < 0)
         goto fail;
+    fg_metrics_attach(m->shm, cfg, m->cur->id, m->cur->id, m->cur->id);
     m->ls = fg_listeners_new();
     if (m->ls == NULL || fg_listeners_prepare(m->ls, cfg, &m->cur->fds, err, sizeof(err)) < 0)
         goto fail;
@@ -1058,6 +1068,12 @@ static int start(master_t *m, int foreground)
         fg_status_set_args_cmds(m->status, fg_master_status_args_cmds);
         fg_status_set_defer_cmds(m->status, fg_master_status_defer_cmds);
     }
+    if (cfg->metrics_listen) {
+        m->metrics_http =
+            fg_metrics_http_new(m->base, cfg, fg_master_metrics_scrape, m, err, sizeof(err));
+        if (m->metrics_http == NULL)
+            goto fail_workers;
+    }
     struct timeval tv = tv_ms(READY_TIMEOUT_MS);
     evtimer_add(m->timeout_ev, &tv);
     return 0;
@@ -1081,6 +1097,7 @@ static void stop(master_t *m)
     fg_watch_free(m->watch);
     fg_notify_free(m->sd);
     fg_status_free(m->status);
+    fg_metrics_http_free(m->metrics_http);
     for (proc_t *p = m->procs, *next; p; p = next) {
         next = p->next;
         proc_free(p);

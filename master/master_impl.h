@@ -67,6 +67,7 @@ typedef struct master_s {
     size_t shm_requested;
     fg_listeners_t *ls;
     fg_status_t *status;
+    struct fg_metrics_http_s *metrics_http; /* the "metrics" listener, NULL when none */
     char *pid_file;
     gen_t *cur;
     gen_t *next; /* being started by a reload */
@@ -106,6 +107,13 @@ uint64_t fg_master_wall_ms(void);
 /* Ask for a reload (it runs from the event loop, or after the one in progress). Returns the
  * request's number for fg_status_resolve, or 0 when shutting down. */
 uint64_t fg_master_request_reload(master_t *m);
+
+/* A snapshot of the metrics of the serving generation (commands.c; master/metrics_view.h). */
+struct fg_metrics_snap_s;
+struct fg_metrics_snap_s *fg_master_metrics_snap(master_t *m);
+/* The metrics listener's scrape (fg_metrics_http_fn): arg is the master. */
+struct evbuffer;
+int fg_master_metrics_scrape(void *arg, struct evbuffer *out);
 
 /* The status socket's commands (commands.c). */
 extern const fg_status_cmd_t fg_master_status_cmds[];

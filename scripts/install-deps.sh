@@ -1,14 +1,16 @@
 #!/bin/sh
 # Installs every Debian package FastGateway's build, tests and benchmarks need.
 # Idempotent: only missing packages are installed; when nothing is missing it does nothing
-# (no apt-get update, no root needed). nginx and haproxy are only benchmark/comparison tools:
-# their Debian services are stopped so they never hold port 80 or any other port.
+# (no apt-get update, no root needed). nginx and haproxy are only benchmark/comparison tools,
+# and prometheus is only there for promtool (tests/integration/test_metrics.py): their Debian
+# services are stopped so they never hold port 80, 9090 or any other port.
 set -eu
 
 PACKAGES="build-essential pkg-config clang libevent-dev libssl-dev libnghttp2-dev
 libjansson-dev libcmocka-dev libclang-rt-14-dev python3 python3-pytest curl nghttp2-client wrk
 nginx-light haproxy procps psmisc clang-format cppcheck socat systemd logrotate strace groff-base
-man-db python3-cryptography openssl testssl.sh python3-h2 python3-grpcio nghttp2-server"
+man-db python3-cryptography openssl testssl.sh python3-h2 python3-grpcio nghttp2-server
+prometheus"
 
 missing=""
 for p in $PACKAGES; do
@@ -57,5 +59,8 @@ case "$missing" in
 esac
 case "$missing" in
 *haproxy*) stop_service haproxy /run/haproxy.pid ;;
+esac
+case "$missing" in
+*prometheus*) stop_service prometheus /run/prometheus/prometheus.pid ;;
 esac
 exit 0

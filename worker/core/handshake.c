@@ -5,6 +5,7 @@
 
 #include "common/log.h"
 #include "common/tls.h"
+#include "shm/metrics.h"
 #include "worker/core/conn.h"
 #include "worker/core/frontend.h"
 #include "worker/http/http1.h"
@@ -69,6 +70,13 @@ static void hand_over(fg_conn_t *c, pending_t *p, int plain)
 static void on_event(fg_conn_t *c, void *arg, int what)
 {
     pending_t *p = arg;
+    if (what == FG_CONN_HANDSHAKE_DONE) {
+        fg_metrics_add(p->srv->metrics, FG_MS_TLS_HANDSHAKES, 1);
+        if (SSL_session_reused(fg_conn_ssl(c)))
+            fg_metrics_add(p->srv->metrics, FG_MS_TLS_RESUMED, 1);
+    } else if (what != FG_CONN_PLAINTEXT) {
+        fg_metrics_add(p->srv->metrics, FG_MS_TLS_FAILURES, 1);
+    }
     if (what == FG_CONN_HANDSHAKE_DONE || what == FG_CONN_PLAINTEXT) {
         hand_over(c, p, what == FG_CONN_PLAINTEXT);
         return;

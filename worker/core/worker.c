@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "shm/health.h"
+#include "shm/metrics.h"
 #include "worker/http/accesslog.h"
 #include "worker/core/handshake.h"
 #include "worker/core/frontend.h"
@@ -103,6 +104,7 @@ static void accept_some(listener_t *l, int limit)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        fg_metrics_add(l->server->metrics, FG_MS_CONNECTIONS, 1);
         int rc = l->server->tls != NULL
                      ? fg_handshake_accept(l->w, l->server, fd, &ss)
                      : pick_frontend(l->server, NULL, 0)->start(l->w, l->server, fd, &ss, len);
@@ -335,6 +337,10 @@ int fg_worker_main(const fg_worker_args_t *args)
     st.w.slot = args->slot;
     st.w.pid = (int)getpid();
     st.w.generation = args->generation;
+    if (args->shm != NULL)
+        fg_metrics_worker_start(fg_metrics_zone(args->shm),
+                                args->record ? (int)(args->record - fg_shm_worker(args->shm, 0))
+                                             : -1);
 
     struct event_config *ec = event_config_new();
     if (ec == NULL)

@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "shm/health.h"
+#include "shm/metrics.h"
 #include "worker/upstream/affinity.h"
 #include "worker/upstream/balancer.h"
 #include "worker/http/transform.h"
@@ -122,6 +123,7 @@ static void begin_attempt(proxy_t *p)
     }
     if (req->attempts < 255)
         req->attempts++;
+    fg_metrics_attempt(p->cl->destinations[p->di].metrics);
     p->fail_kind = FG_XERR_NONE;
     p->fail_err = 0;
     p->fail_logged = 0;
@@ -273,6 +275,9 @@ static void count_end(proxy_t *p)
  * An exchange whose answer was already counted adds a failure, not a second request. */
 static void report(proxy_t *p, int failed)
 {
+    fg_metrics_attempt_done(p->cl->destinations[p->di].metrics, failed,
+                            failed ? 0 : p->req->upstream_connect_us,
+                            failed ? 0 : p->req->upstream_us);
     fg_hdest_t *d = p->cl->destinations[p->di].state;
     if (d == NULL)
         return;

@@ -14,6 +14,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/tls.h"
+#include "shm/metrics.h"
 #include "worker/upstream/upstream.h"
 #include "worker/core/clock.h"
 
@@ -413,8 +414,20 @@ static void format_line(fg_accesslog_t *al, const fg_request_t *r, line_t *l)
     LIT(l, "}\n");
 }
 
+/* The request's metrics: its facts are final here, whatever the front end. */
+static void count(const fg_request_t *r)
+{
+    const fg_route_t *route = r->route;
+    fg_metrics_request(r->server ? r->server->metrics : NULL, route ? route->metrics : NULL,
+                       route && route->cluster ? route->cluster->metrics : NULL, r->status,
+                       r->head_bytes + r->body_bytes, r->bytes_out,
+                       r->start_us ? fg_clock_now_us() - r->start_us : 0,
+                       r->attempts > 1 ? r->attempts - 1u : 0);
+}
+
 void fg_accesslog_write(fg_accesslog_t *l, const fg_request_t *req)
 {
+    count(req);
     if (l == NULL)
         return;
     size_t line_max = l->cap < LINE_MAX_BYTES ? l->cap : LINE_MAX_BYTES;

@@ -13,6 +13,8 @@ typedef struct fg_accesslog_s fg_accesslog_t;
 fg_accesslog_t *fg_accesslog_new(struct event_base *base, const fg_log_config_t *cfg);
 /* Flush and close. NULL is fine. */
 void fg_accesslog_free(fg_accesslog_t *log);
+/* Log req (nothing when log is NULL) and, in any case, count it in the metrics
+ * (shm/metrics.h): every front end calls this exactly once per request. */
 void fg_accesslog_write(fg_accesslog_t *log, const fg_request_t *req);
 void fg_accesslog_flush(fg_accesslog_t *log);
 /* Flush, then reopen the file (USR1, logrotate). */
