@@ -26,6 +26,7 @@
 #define STREAM_LOW (64 * 1024) /* a stream's handler hears on_writable at or below this */
 #define FILE_CHUNK (64 * 1024) /* a file is read into its stream's queue this much at a time */
 #define TICK_MS 1000           /* timeouts, flood budget and retirement run on this tick */
+#define LINGER_MS 2000 /* a finished connection reads what the client still sends this long */
 /* Frames that cost us work and carry no request (PING, SETTINGS, PRIORITY, WINDOW_UPDATE,
  * RST_STREAM, empty DATA): a budget of FLOOD_BURST refilled at FLOOD_RATE a second; a
  * connection past it is closed with ENHANCE_YOUR_CALM (CVE-2019-9512, -9515, -9518). */
@@ -72,7 +73,9 @@ struct fg_http2_conn_s {
     unsigned final_goaway : 1;
     unsigned hsts : 1;
     unsigned served : 1; /* a request arrived: the idle limit is keepAlive, not header */
+    unsigned lingering : 1; /* all said, write side shut: reading until the client closes */
     uint64_t retire_ms;
+    uint64_t linger_end_ms;
     uint64_t idle_since_ms;
     uint64_t flood_ms; /* when flood_tokens was last refilled */
     unsigned flood_tokens;
@@ -115,6 +118,7 @@ struct stream_s {
 };
 
 static void service(fg_http2_conn_t *h);
+static void linger(fg_http2_conn_t *h);
 static void destroy(fg_http2_conn_t *h);
 static void kick(fg_http2_conn_t *h);
 static const fg_req_ops_t h2_ops;
@@ -1000,7 +1004,7 @@ static void service(fg_http2_conn_t *h)
     }
     size_t pending = fg_conn_pending(h->c);
     if (!nghttp2_session_want_read(h->ng) && !nghttp2_session_want_write(h->ng) && pending == 0) {
-        destroy(h);
+        linger(h);
         return;
     }
     /* A client that does not read its answers is not read either: its input stays bounded
@@ -1016,13 +1020,32 @@ static void service(fg_http2_conn_t *h)
         kick(h);
 }
 
+/* Everything is sent (the final GOAWAY included). Closing now would turn bytes the client sent
+ * meanwhile (a request crossing our GOAWAY, a WINDOW_UPDATE) into a TCP reset that can destroy
+ * the end of the last response in the client's receive buffer; so shut our side and read until
+ * the client closes, LINGER_MS at most. */
+static void linger(fg_http2_conn_t *h)
+{
+    if (h->lingering)
+        return;
+    h->lingering = 1;
+    h->linger_end_ms = now_ms() + LINGER_MS;
+    if (fg_conn_shutdown_write(h->c) != 0) {
+        destroy(h);
+        return;
+    }
+    evbuffer_drain(fg_conn_input(h->c), evbuffer_get_length(fg_conn_input(h->c)));
+    fg_conn_read(h->c, 1, LINGER_MS);
+}
+
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     fg_http2_conn_t *h = arg;
     (void)fd;
     (void)what;
     h->kicked = 0;
-    service(h);
+    if (!h->lingering)
+        service(h);
 }
 
 static void kick(fg_http2_conn_t *h)
@@ -1037,6 +1060,10 @@ static void on_read(fg_conn_t *c, void *arg)
 {
     fg_http2_conn_t *h = arg;
     struct evbuffer *in = fg_conn_input(c);
+    if (h->lingering) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     h->busy = 1;
     while (!h->dead && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
@@ -1065,8 +1092,10 @@ static void on_read(fg_conn_t *c, void *arg)
 
 static void on_drain(fg_conn_t *c, void *arg)
 {
+    fg_http2_conn_t *h = arg;
     (void)c;
-    service(arg);
+    if (!h->lingering)
+        service(h);
 }
 
 static void on_event(fg_conn_t *c, void *arg, int what)
@@ -1097,7 +1126,9 @@ static void check_streams(fg_http2_conn_t *h, uint64_t now)
             fg_request_error(req, 408, "request_timeout", "request body not received in time");
         } else if (stalled_out || stalled_in) {
             s->progress_ms = now;
-            detach(s, stalled_out ? "send_timeout" : "request_timeout");
+            if (s->in_req)
+                s->req.termination = "client_timeout";
+            detach(s, "request_timeout");
             nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
         }
     }
@@ -1118,6 +1149,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     uint64_t now = now_ms();
+    if (h->lingering) {
+        if (now >= h->linger_end_ms)
+            destroy(h);
+        return;
+    }
     h->busy = 1;
     check_streams(h, now);
     h->busy = 0;
