@@ -155,9 +155,8 @@ static int load_alpn(fg_config_ctx_t *c, const json_t *tls, fg_tls_server_config
     for (size_t i = 0; i < t->nalpn && rc == 0; i++) {
         size_t m = fg_config_push_index(c, i);
         if (strcmp(t->alpn[i], "h2") != 0 && strcmp(t->alpn[i], "http/1.1") != 0)
-            rc = fg_config_fail(c, NULL,
-                                "unknown protocol \"%s\" (expected \"h2\" or \"http/1.1\")",
-                                t->alpn[i]);
+            rc = fg_config_fail(
+                c, NULL, "unknown protocol \"%s\" (expected \"h2\" or \"http/1.1\")", t->alpn[i]);
         for (size_t j = 0; j < i && rc == 0; j++)
             if (strcmp(t->alpn[j], t->alpn[i]) == 0)
                 rc = fg_config_fail(c, NULL, "\"%s\" is listed twice", t->alpn[i]);

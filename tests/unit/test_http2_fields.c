@@ -27,9 +27,8 @@ static void assert_str(fg_str_t s, const char *want)
 static void test_cookie_crumbs_joined_in_place_of_the_first(void **state)
 {
     fg_pool_t *pool = fg_pool_new(1024);
-    fg_http_header_t v[] = {field("accept", "*/*"),  field("cookie", "a=1"),
-                            field("x-one", "1"),     field("cookie", "b=2"),
-                            field("cookie", "c=3"), field("x-two", "2")};
+    fg_http_header_t v[] = {field("accept", "*/*"), field("cookie", "a=1"), field("x-one", "1"),
+                            field("cookie", "b=2"), field("cookie", "c=3"), field("x-two", "2")};
     size_t n = 6;
     assert_int_equal(fg_http2_join_cookies(pool, v, &n), 0);
     assert_int_equal(n, 4);

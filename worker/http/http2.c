@@ -64,15 +64,15 @@ struct fg_http2_conn_s {
     struct event *tick_ev;
     stream_t *streams; /* open streams with a request */
     unsigned nstreams;
-    unsigned busy : 1;    /* inside nghttp2 or the handlers: destruction deferred */
-    unsigned dead : 1;    /* destroy when busy ends */
-    unsigned todo : 1;    /* a stream has work for its handler (run_todo) */
-    unsigned kicked : 1;  /* kick_ev is active */
-    unsigned read_off : 1;  /* reading paused while the output is at its bound */
-    unsigned retiring : 1;  /* shutdown notice sent */
+    unsigned busy : 1;     /* inside nghttp2 or the handlers: destruction deferred */
+    unsigned dead : 1;     /* destroy when busy ends */
+    unsigned todo : 1;     /* a stream has work for its handler (run_todo) */
+    unsigned kicked : 1;   /* kick_ev is active */
+    unsigned read_off : 1; /* reading paused while the output is at its bound */
+    unsigned retiring : 1; /* shutdown notice sent */
     unsigned final_goaway : 1;
     unsigned hsts : 1;
-    unsigned served : 1; /* a request arrived: the idle limit is keepAlive, not header */
+    unsigned served : 1;    /* a request arrived: the idle limit is keepAlive, not header */
     unsigned lingering : 1; /* all said, write side shut: reading until the client closes */
     uint64_t retire_ms;
     uint64_t linger_end_ms;
@@ -102,18 +102,18 @@ struct stream_s {
     off_t file_off, file_left;
     nghttp2_nv *trailers;
     size_t ntrailers;
-    uint64_t progress_ms; /* when bytes last moved for this stream, either way */
-    unsigned in_req : 1;  /* a handler (or an error answer) owns req */
-    unsigned dispatch : 1;  /* head complete, not yet dispatched */
-    unsigned body_todo : 1; /* tell the handler about req->body */
+    uint64_t progress_ms;    /* when bytes last moved for this stream, either way */
+    unsigned in_req : 1;     /* a handler (or an error answer) owns req */
+    unsigned dispatch : 1;   /* head complete, not yet dispatched */
+    unsigned body_todo : 1;  /* tell the handler about req->body */
     unsigned write_todo : 1; /* tell the handler it may write again */
     unsigned want_w : 1;     /* the handler waits for on_writable */
     unsigned resp_started : 1;
-    unsigned nobody : 1;   /* the response has no content (HEAD, 204, 304) */
-    unsigned finished : 1; /* the handler is done: the queue ends the response */
-    unsigned deferred : 1; /* nghttp2 waits for resume_data */
-    unsigned paused : 1;   /* ops->pause_body */
-    unsigned too_large : 1; /* fields past maxHeaderListSize or maxHeaders */
+    unsigned nobody : 1;     /* the response has no content (HEAD, 204, 304) */
+    unsigned finished : 1;   /* the handler is done: the queue ends the response */
+    unsigned deferred : 1;   /* nghttp2 waits for resume_data */
+    unsigned paused : 1;     /* ops->pause_body */
+    unsigned too_large : 1;  /* fields past maxHeaderListSize or maxHeaders */
     unsigned over_limit : 1; /* body past the body size limit */
 };
 
@@ -680,8 +680,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
 }
 
 /* Append a field to a pool array that doubles as it fills. */
-static int push_field(fg_pool_t *pool, fg_http_header_t **v, size_t *n, size_t *cap,
-                      fg_str_t name, fg_str_t value)
+static int push_field(fg_pool_t *pool, fg_http_header_t **v, size_t *n, size_t *cap, fg_str_t name,
+                      fg_str_t value)
 {
     if (*n == *cap) {
         size_t ncap = *cap ? *cap * 2 : 16;
@@ -767,8 +767,8 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
 {
     fg_http2_conn_t *h = arg;
     if (costly_frame(frame) && !flood_ok(h)) {
-        fg_log_info("http2: too many control frames from %s:%u: connection closed",
-                    h->client_ip, (unsigned)h->client_port);
+        fg_log_info("http2: too many control frames from %s:%u: connection closed", h->client_ip,
+                    (unsigned)h->client_port);
         nghttp2_session_terminate_session(ng, NGHTTP2_ENHANCE_YOUR_CALM);
         return 0;
     }

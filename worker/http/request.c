@@ -313,8 +313,8 @@ static int plain_id(fg_str_t v)
         return 0;
     for (size_t i = 0; i < v.len; i++) {
         char ch = v.base[i];
-        if (!((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
-              ch == '-' || ch == '_' || ch == '.'))
+        if (!((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') || ch == '-' ||
+              ch == '_' || ch == '.'))
             return 0;
     }
     return 1;

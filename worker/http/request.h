@@ -93,11 +93,12 @@ struct fg_request_s {
     fg_str_t host;             /* authority: Host header or :authority */
     fg_str_t scheme;           /* "http" or "https" */
     int version;               /* 10, 11, 20 */
+    fg_http_header_t *headers; /* as received, in order */
+    size_t nheaders;
+
     /* Extended CONNECT (RFC 8441 4): the :protocol of an HTTP/2 CONNECT ("websocket"), in
      * which case method is CONNECT and path the :path; empty for every other request. */
     fg_str_t protocol;
-    fg_http_header_t *headers; /* as received, in order */
-    size_t nheaders;
     int64_t content_length; /* -1 unknown (chunked / h2 without length) */
     unsigned has_body : 1;
     unsigned body_done : 1;
