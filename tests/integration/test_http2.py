@@ -8,6 +8,7 @@ concurrent streams, a stalled stream next to a live one, the stream and flood li
 CONNECT, the send and idle timeouts, and GOAWAY on reload under h2load load."""
 import hashlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -555,16 +556,17 @@ class GoawayClient:
 
 
 def test_goaway_on_reload_loses_nothing(tmp_path, gateway_factory, echo_upstream):
-    """Ten reloads under h2load load and a GOAWAY-aware client: every request a client sent is
-    answered. scripts/h2_reload_soak.sh runs a hundred. (h2load itself counts the request it
-    could not submit on a connection that received GOAWAY as failed, so its own tally is
-    reported, not asserted.)"""
+    """Ten reloads (FG_H2_RELOADS) under h2load load and GOAWAY-aware clients: every request a
+    client sent is answered. scripts/h2_reload_soak.sh runs a hundred. (h2load itself counts the
+    request it could not submit on a connection that received GOAWAY as failed, so its own tally
+    is not asserted.)"""
     import threading
+    reloads = int(os.environ.get("FG_H2_RELOADS", "10"))
     port = free_port()
     cfg = h2c_config(tmp_path, port, echo_upstream)
     cfg["log"]["accessLogFields"] = ["status", "termination"]
     gw = gateway_factory(cfg)
-    load = subprocess.Popen(["h2load", "-D", "8", "-c", "4", "-m", "10",
+    load = subprocess.Popen(["h2load", "-D", str(int(reloads * 0.4) + 4), "-c", "4", "-m", "10",
                              "http://127.0.0.1:%d/echo" % port], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     clients = [GoawayClient(port, "/echo") for _ in range(3)]
@@ -572,7 +574,7 @@ def test_goaway_on_reload_loses_nothing(tmp_path, gateway_factory, echo_upstream
     for t in threads:
         t.start()
     time.sleep(1)
-    for i in range(10):
+    for i in range(reloads):
         cfg["routes"][0]["direct"]["body"] = "made %d" % i
         gw.reload(cfg)
         time.sleep(0.3)
@@ -582,9 +584,25 @@ def test_goaway_on_reload_loses_nothing(tmp_path, gateway_factory, echo_upstream
     for t in threads:
         t.join(30)
     out = load.communicate(timeout=60)[0].decode()
-    assert sum(c.goaways for c in clients) >= 10
+    assert sum(c.goaways for c in clients) >= reloads
     assert sum(c.ok for c in clients) > 100
     assert [c.failed for c in clients] == [0, 0, 0]
     # every request the gateway received was answered in full
     lines = gw.access_log()
     assert lines and all(x["status"] == 200 and x["termination"] == "ok" for x in lines), out
+
+
+def test_h2c_example_serves_both_protocols(tmp_path, gateway_factory):
+    from conftest import REPO_ROOT
+    cfg = json.loads((REPO_ROOT / "etc/examples/h2c.json").read_text())
+    port = free_port()
+    cfg["servers"][0]["listen"] = "127.0.0.1:%d" % port
+    cfg["pidFile"] = str(tmp_path / "p.pid")
+    cfg["statusSocket"] = str(tmp_path / "s.sock")
+    cfg["log"].update(errorLog=str(tmp_path / "error.log"), accessLog=str(tmp_path / "a.log"))
+    gateway_factory(cfg)
+    st, h, body = curl("http://127.0.0.1:%d/x" % port)
+    assert st.startswith("HTTP/2 200") and body == b"hello over h2c or HTTP/1.1\n"
+    p = subprocess.run(["curl", "-sS", "http://127.0.0.1:%d/x" % port], capture_output=True,
+                       timeout=30)
+    assert p.stdout == b"hello over h2c or HTTP/1.1\n"
