@@ -283,6 +283,21 @@ def test_h2_by_alpn_over_tls_default_list(tmp_path, gateway_factory, echo_upstre
     assert p.returncode == 0 and b"201" not in p.stderr
 
 
+def test_hsts_and_421_over_h2(tmp_path, gateway_factory, cert):
+    port = free_port()
+    cfg = tls_config(tmp_path, port, cert)
+    cfg["servers"][0]["tls"]["hsts"] = {"maxAge": "1d"}
+    gateway_factory(cfg)
+    url = "https://h2.example.test:%d/direct/x" % port
+    st, h, body = curl(url, h2c=False, cacert=cert[0], port=port)
+    assert st.startswith("HTTP/2 201") and h["strict-transport-security"] == "max-age=86400"
+    # RFC 9110 15.5.20: an authority the connection's certificate does not cover
+    st, h, body = curl(url, "-H", "Host: other.example.test", h2c=False, cacert=cert[0],
+                       port=port)
+    assert st.startswith("HTTP/2 421")
+    assert json.loads(body)["error"] == "misdirected_request"
+
+
 def test_upload_streamed_to_destination(tmp_path, gateway_factory, echo_upstream, cert):
     port, tport = free_port(), free_port()
     cfg = h2c_config(tmp_path, port, echo_upstream)
