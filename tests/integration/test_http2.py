@@ -298,6 +298,20 @@ def test_hsts_and_421_over_h2(tmp_path, gateway_factory, cert):
     assert json.loads(body)["error"] == "misdirected_request"
 
 
+def test_small_window_download_is_not_a_flood(tmp_path, gateway_factory, static_root):
+    """nghttp's 64 KiB windows: a WINDOW_UPDATE every few DATA frames of a 64 MiB file (some
+    two thousand) must not count as a control-frame flood."""
+    with open(static_root / "zeros.bin", "wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    port = free_port()
+    gateway_factory(h2c_config(tmp_path, port, static_root=static_root))
+    p = subprocess.run(["nghttp", "-w", "16", "-W", "16",
+                        "http://127.0.0.1:%d/files/zeros.bin" % port],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout) == 64 * 1024 * 1024 and p.stdout.count(0) == len(p.stdout)
+
+
 def test_upload_streamed_to_destination(tmp_path, gateway_factory, echo_upstream, cert):
     port, tport = free_port(), free_port()
     cfg = h2c_config(tmp_path, port, echo_upstream)

@@ -27,9 +27,10 @@
 #define FILE_CHUNK (64 * 1024) /* a file is read into its stream's queue this much at a time */
 #define TICK_MS 1000           /* timeouts, flood budget and retirement run on this tick */
 #define LINGER_MS 2000 /* a finished connection reads what the client still sends this long */
-/* Frames that cost us work and carry no request (PING, SETTINGS, PRIORITY, WINDOW_UPDATE,
- * RST_STREAM, empty DATA): a budget of FLOOD_BURST refilled at FLOOD_RATE a second; a
- * connection past it is closed with ENHANCE_YOUR_CALM (CVE-2019-9512, -9515, -9518). */
+/* Frames that cost us work and carry no request (PING, SETTINGS, PRIORITY, RST_STREAM, empty
+ * DATA): a budget of FLOOD_BURST refilled at FLOOD_RATE a second; a connection past it is closed
+ * with ENHANCE_YOUR_CALM (CVE-2019-9512, -9515, -9518). WINDOW_UPDATE is not counted: a client
+ * with a small window sends one per few DATA frames of a large download. */
 #define FLOOD_BURST 1000
 #define FLOOD_RATE 100
 /* Rapid reset (CVE-2023-44487): nghttp2's token bucket for streams the client resets. */
@@ -650,7 +651,6 @@ static int costly_frame(const nghttp2_frame *f)
     case NGHTTP2_SETTINGS:
         return !(f->hd.flags & NGHTTP2_FLAG_ACK);
     case NGHTTP2_PRIORITY:
-    case NGHTTP2_WINDOW_UPDATE:
     case NGHTTP2_RST_STREAM:
         return 1;
     case NGHTTP2_DATA:
