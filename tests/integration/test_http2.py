@@ -32,6 +32,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ENHANCE_YOUR_CALM = 0xb
 PROTOCOL_ERROR = 0x1
 INTERNAL_ERROR = 0x2
+REFUSED_STREAM = 0x7
 CANCEL = 0x8
 
 
@@ -354,6 +355,24 @@ def test_cookie_crumbs_joined_and_authority_rules(tmp_path, gateway_factory, ech
     c.close()
 
 
+def test_malformed_requests_are_reset(tmp_path, gateway_factory, echo_upstream):
+    """RFC 9113 8.1.1 and 8.2.2, checked by nghttp2's HTTP messaging rules (kept on): a
+    content-length its DATA contradicts, a connection-specific field, te other than trailers."""
+    port = free_port()
+    gateway_factory(h2c_config(tmp_path, port, echo_upstream))
+    c = Raw(port)
+    short = c.get("/echo", method="POST", extra=[("content-length", "10")], end=False)
+    c.send(DataFrame(short, data=b"12345", flags=["END_STREAM"]))
+    conn = c.get("/echo", extra=[("connection", "keep-alive")])
+    te = c.get("/echo", extra=[("te", "gzip")])
+    ok = c.get("/echo", extra=[("te", "trailers")])
+    out, goaway = c.responses([short, conn, te, ok])
+    assert goaway is None
+    assert [out[s]["rst"] for s in (short, conn, te)] == [PROTOCOL_ERROR] * 3
+    assert status_of(out[ok]) == 200
+    c.close()
+
+
 def test_rate_limit_acl_and_access_log(tmp_path, gateway_factory):
     port = free_port()
     cfg = h2c_config(tmp_path, port, rateLimits=[
@@ -429,6 +448,13 @@ def test_stalled_stream_does_not_stall_another(tmp_path, gateway_factory, echo_u
 def test_concurrent_stream_limit(tmp_path, gateway_factory, echo_upstream):
     port = free_port()
     gateway_factory(h2c_config(tmp_path, port, echo_upstream, http2={"maxConcurrentStreams": 2}))
+    # before the client acknowledged the setting: the extra stream is refused, the others served
+    c = Raw(port)
+    sids = [c.get("/slow?ms=300") for _ in range(3)]
+    out, goaway = c.responses(sids)
+    assert goaway is None and out[sids[2]]["rst"] == REFUSED_STREAM
+    assert [status_of(out[s]) for s in sids[:2]] == [200, 200]
+    c.close()
     c = Raw(port)
     while 3 not in c.server_settings:  # wait for the server's SETTINGS (and ACK them)
         c.read_frame()
