@@ -53,6 +53,10 @@ typedef struct fg_http2_conn_s fg_http2_conn_t;
 typedef struct {
     nghttp2_session_callbacks *cbs;
     nghttp2_option *opt;
+    /* TICK_MS as a libevent common timeout: every connection's tick shares one queue, so
+     * adding and firing them costs no heap operations. */
+    const struct timeval *tick;
+    struct timeval tick_tv; /* the plain timeout, should libevent refuse a common one */
 } shared_t;
 
 struct fg_http2_conn_s {
@@ -1214,6 +1218,10 @@ static shared_t *get_shared(fg_worker_t *w)
     nghttp2_option_set_max_continuations(sh->opt, MAX_CONTINUATIONS);
     nghttp2_option_set_stream_reset_rate_limit(sh->opt, RESET_BURST, RESET_RATE);
     nghttp2_option_set_max_deflate_dynamic_table_size(sh->opt, HPACK_TABLE);
+    sh->tick_tv = (struct timeval){TICK_MS / 1000, 0};
+    sh->tick = event_base_init_common_timeout(w->base, &sh->tick_tv);
+    if (sh->tick == NULL)
+        sh->tick = &sh->tick_tv;
     w->frontend_state[fg_http2_frontend.slot] = sh;
     return sh;
 }
@@ -1267,11 +1275,10 @@ int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     h->hsts = fg_conn_ssl(c) != NULL && srv->tls != NULL && srv->tls->hsts_header != NULL;
     h->idle_since_ms = h->flood_ms = now_ms();
     h->flood_tokens = FLOOD_BURST;
-    struct timeval tick = {TICK_MS / 1000, 0};
     h->kick_ev = event_new(w->base, -1, 0, on_kick, h);
     h->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, h);
     if (h->kick_ev == NULL || h->tick_ev == NULL || start_session(h, sh) != 0 ||
-        event_add(h->tick_ev, &tick) != 0) {
+        event_add(h->tick_ev, sh->tick) != 0) {
         if (h->ng)
             nghttp2_session_del(h->ng);
         if (h->kick_ev)
