@@ -20,6 +20,7 @@
 #include "worker/core/handshake.h"
 #include "worker/core/frontend.h"
 #include "worker/http/http1.h"
+#include "worker/http/h2c.h"
 #include "worker/http/http2.h"
 #include "worker/http/request.h"
 #include "worker/http/dispatch.h"
@@ -81,7 +82,7 @@ static const fg_frontend_t *frontend_for_alpn(const fg_server_t *srv, const char
     if (len == 2 && memcmp(alpn, "h2", 2) == 0)
         return &fg_http2_frontend;
     if (len == 0 && srv->tls == NULL && srv->http2.h2c)
-        return &fg_http2_h2c_frontend;
+        return &fg_h2c_frontend;
     return &fg_http1_frontend;
 }
 

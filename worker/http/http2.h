@@ -24,8 +24,4 @@ int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, struct fg_conn_s *c,
 /* The HTTP/2 front end (start takes an accepted plaintext socket that sent the preface). */
 extern const fg_frontend_t fg_http2_frontend;
 
-/* The front end of a plaintext server with h2c: it peeks at the first bytes of a connection
- * and hands it to HTTP/2 when they are the client preface (RFC 9113 3.3), else to HTTP/1.1. */
-extern const fg_frontend_t fg_http2_h2c_frontend;
-
 #endif
