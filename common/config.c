@@ -387,6 +387,7 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
                                        "exposeAccessListIds",
                                        "tls",
                                        "redirectHttps",
+                                       "http2",
                                        NULL};
     long long backlog = 511, maxka = 0;
 
@@ -416,7 +417,8 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
         fg_config_get_int(c, o, "maxKeepAliveRequests", 0, UINT_MAX, &maxka) < 0 ||
         fg_config_get_bool(c, o, "ignoreClientAbort", &s->ignore_client_abort) < 0 ||
         fg_config_load_server_security(c, o, s) < 0 ||
-        fg_config_load_server_responses(c, o, s) < 0 || fg_config_load_server_tls(c, o, s) < 0)
+        fg_config_load_server_responses(c, o, s) < 0 || fg_config_load_server_tls(c, o, s) < 0 ||
+        fg_config_load_server_http2(c, o, s) < 0)
         return -1;
     s->backlog = (int)backlog;
     s->max_keepalive_requests = (unsigned)maxka;

@@ -404,6 +404,18 @@ typedef struct {
 
 /* ---- servers (listeners) ---- */
 
+/* A server's "http2" object (worker/http/http2.c, docs/http2.md): how HTTP/2 is reached on a
+ * plaintext server, and the limits every HTTP/2 connection of the server runs under. */
+typedef struct {
+    int h2c;                         /* "h2c": prior knowledge on a plaintext server; default 0 */
+    unsigned max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS; default 128 */
+    uint32_t max_header_list_size;   /* decoded field section bytes (RFC 9113 6.5.2); 64k */
+    uint32_t initial_window_size;    /* per-stream receive window; default 1m */
+    uint32_t connection_window_size; /* the connection's receive window; default 8m */
+    uint32_t max_frame_size;         /* largest frame we accept; default 16k */
+    int enable_connect_protocol;     /* SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441); default 1 */
+} fg_http2_config_t;
+
 typedef struct {
     char *id;
     char *name;
@@ -440,6 +452,7 @@ typedef struct {
     fg_redirect_https_t redirect;    /* "redirectHttps" (plaintext servers only) */
     void *tls_compiled;              /* common/tls.c contexts, built in the master */
     void *metrics;                   /* shm/metrics.c object (fg_metrics_attach) */
+    fg_http2_config_t http2;         /* "http2" */
 } fg_server_t;
 
 /* ---- top level ---- */

@@ -224,6 +224,13 @@ static json_t *server(const fg_server_t *s)
     if (s->tls)
         set(o, "tls", server_tls(s->tls));
     set(o, "redirectHttps", redirect_https(&s->redirect));
+    const fg_http2_config_t *h = &s->http2;
+    set(o, "http2",
+        json_pack("{s:b, s:i, s:o, s:o, s:o, s:o, s:b}", "h2c", h->h2c, "maxConcurrentStreams",
+                  (int)h->max_concurrent_streams, "maxHeaderListSize",
+                  size(h->max_header_list_size), "initialWindowSize", size(h->initial_window_size),
+                  "connectionWindowSize", size(h->connection_window_size), "maxFrameSize",
+                  size(h->max_frame_size), "enableConnectProtocol", h->enable_connect_protocol));
     return o;
 }
 

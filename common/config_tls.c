@@ -135,15 +135,17 @@ static int load_protocols(fg_config_ctx_t *c, const json_t *tls, int *min, int *
     return rc;
 }
 
-/* ALPN identifiers the front ends speak (RFC 7301 6 registry names). */
+/* ALPN identifiers the front ends speak (RFC 7301 6 registry names). The default offers HTTP/2
+ * first, as browsers and modern gateways expect, then HTTP/1.1. */
 static int load_alpn(fg_config_ctx_t *c, const json_t *tls, fg_tls_server_config_t *t)
 {
     if (fg_config_get_strings(c, tls, "alpn", &t->alpn, &t->nalpn) < 0)
         return -1;
     if (t->alpn == NULL) {
-        t->alpn = fg_config_xcalloc(2, sizeof(char *));
-        t->alpn[0] = fg_config_xstrdup("http/1.1");
-        t->nalpn = 1;
+        t->alpn = fg_config_xcalloc(3, sizeof(char *));
+        t->alpn[0] = fg_config_xstrdup("h2");
+        t->alpn[1] = fg_config_xstrdup("http/1.1");
+        t->nalpn = 2;
         return 0;
     }
     if (t->nalpn == 0)
@@ -152,11 +154,9 @@ static int load_alpn(fg_config_ctx_t *c, const json_t *tls, fg_tls_server_config
     int rc = 0;
     for (size_t i = 0; i < t->nalpn && rc == 0; i++) {
         size_t m = fg_config_push_index(c, i);
-        if (strcmp(t->alpn[i], "h2") == 0)
-            rc = fg_config_fail(c, NULL, "\"h2\" is not supported yet");
-        else if (strcmp(t->alpn[i], "http/1.1") != 0)
-            rc = fg_config_fail(c, NULL, "unknown protocol \"%s\" (expected \"http/1.1\")",
-                                t->alpn[i]);
+        if (strcmp(t->alpn[i], "h2") != 0 && strcmp(t->alpn[i], "http/1.1") != 0)
+            rc = fg_config_fail(
+                c, NULL, "unknown protocol \"%s\" (expected \"h2\" or \"http/1.1\")", t->alpn[i]);
         for (size_t j = 0; j < i && rc == 0; j++)
             if (strcmp(t->alpn[j], t->alpn[i]) == 0)
                 rc = fg_config_fail(c, NULL, "\"%s\" is listed twice", t->alpn[i]);

@@ -66,8 +66,8 @@ def tls_config(tmp_path, certs, port, routes=None, clusters=None, workers=2, **t
 
 
 def curl(port, path="/", host="a.example.test", *extra, cacert=None):
-    args = ["curl", "-sS", "--max-time", "20", "--resolve", "%s:%d:127.0.0.1" % (host, port),
-            "--cacert", cacert, "-D", "-"] + list(extra) + ["https://%s:%d%s" % (host, port, path)]
+    args = ["curl", "-sS", "--http1.1", "--max-time", "20", "--resolve",
+            "%s:%d:127.0.0.1" % (host, port), "--cacert", cacert, "-D", "-"] + list(extra) + ["https://%s:%d%s" % (host, port, path)]
     return subprocess.run(args, capture_output=True, timeout=60)
 
 

@@ -178,8 +178,9 @@ static void test_config_defaults(void **state)
     assert_int_equal(t->min_version, FG_TLS_VERSION_1_2);
     assert_int_equal(t->max_version, FG_TLS_VERSION_1_3);
     assert_string_equal(t->groups, "X25519:P-256:P-384");
-    assert_int_equal(t->nalpn, 1);
-    assert_string_equal(t->alpn[0], "http/1.1");
+    assert_int_equal(t->nalpn, 2);
+    assert_string_equal(t->alpn[0], "h2");
+    assert_string_equal(t->alpn[1], "http/1.1");
     assert_true(t->session_tickets);
     assert_null(t->hsts_header);
     assert_int_equal(t->handshake_timeout_ms, 10000);
@@ -411,10 +412,14 @@ static void test_alpn(void **state)
     SSL_CTX *cctx = client_ctx();
     hs_result_t r;
     static const unsigned char both[] = "\x02h2\x08http/1.1";
-    static const unsigned char h2[] = "\x02h2";
+    static const unsigned char h11[] = "\x08http/1.1";
+    static const unsigned char other[] = "\x06spdy/3";
 
+    /* the default list prefers h2 */
     SSL_SESSION_free(handshake(s, cctx, NULL, both, sizeof(both) - 1, NULL, NULL, &r));
     assert_int_equal(r.cert, 2);
+    assert_int_equal(r.alpn, FG_TLS_ALPN_H2);
+    SSL_SESSION_free(handshake(s, cctx, NULL, h11, sizeof(h11) - 1, NULL, NULL, &r));
     assert_int_equal(r.alpn, FG_TLS_ALPN_HTTP11);
     assert_int_equal(strcmp(r.info + strlen(r.info) - 4, " - 0"), 0); /* no SNI, full */
     /* no ALPN offered: none negotiated, the front end's default */
@@ -422,7 +427,7 @@ static void test_alpn(void **state)
     assert_int_equal(r.cert, 2);
     assert_int_equal(r.alpn, FG_TLS_ALPN_NONE);
     /* RFC 7301 3.2: no overlap is fatal, with the no_application_protocol alert */
-    assert_null(handshake(s, cctx, NULL, h2, sizeof(h2) - 1, NULL, NULL, &r));
+    assert_null(handshake(s, cctx, NULL, other, sizeof(other) - 1, NULL, NULL, &r));
     assert_int_equal(r.cert, -1);
     assert_true(r.alpn_alert_seen);
     SSL_CTX_free(cctx);

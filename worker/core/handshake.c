@@ -9,6 +9,7 @@
 #include "worker/core/conn.h"
 #include "worker/core/frontend.h"
 #include "worker/http/http1.h"
+#include "worker/http/http2.h"
 
 /* A connection in its handshake is a session of its own (the "tls" front end below), so the
  * worker counts it: a retiring worker waits for it to finish and hand over, the drain period's
@@ -52,7 +53,7 @@ typedef int (*front_adopt_fn)(fg_worker_t *w, const fg_server_t *srv, fg_conn_t 
 static const front_adopt_fn fronts[] = {
     [FG_TLS_ALPN_NONE] = fg_http1_adopt,
     [FG_TLS_ALPN_HTTP11] = fg_http1_adopt,
-    [FG_TLS_ALPN_H2] = NULL,
+    [FG_TLS_ALPN_H2] = fg_http2_adopt,
 };
 
 static void hand_over(fg_conn_t *c, pending_t *p, int plain)

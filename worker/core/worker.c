@@ -21,6 +21,8 @@
 #include "worker/core/handshake.h"
 #include "worker/core/frontend.h"
 #include "worker/http/http1.h"
+#include "worker/http/h2c.h"
+#include "worker/http/http2.h"
 #include "worker/http/request.h"
 #include "worker/http/dispatch.h"
 #include "worker/admission/security.h"
@@ -71,15 +73,17 @@ struct worker_state_s {
 static void pause_accepting(listener_t *l, int err);
 
 /* Every front end this worker runs, for the worker-wide operations (frontend.h). */
-static const fg_frontend_t *const frontends[] = {&fg_http1_frontend};
+static const fg_frontend_t *const frontends[] = {&fg_http1_frontend, &fg_http2_frontend};
 
 /* The front end for a connection of srv whose transport negotiated alpn (len 0 = none). Every
- * server speaks HTTP/1.1; other protocols join here by their ALPN name. */
+ * server speaks HTTP/1.1; "h2" goes to HTTP/2; a plaintext connection of a server with h2c goes
+ * to the front end that tells the HTTP/2 preface from an HTTP/1.1 request. */
 static const fg_frontend_t *frontend_for_alpn(const fg_server_t *srv, const char *alpn, size_t len)
 {
-    (void)srv;
-    (void)alpn;
-    (void)len;
+    if (len == 2 && memcmp(alpn, "h2", 2) == 0)
+        return &fg_http2_frontend;
+    if (len == 0 && srv->tls == NULL && srv->http2.h2c)
+        return &fg_h2c_frontend;
     return &fg_http1_frontend;
 }
 

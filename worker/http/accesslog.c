@@ -358,7 +358,7 @@ static void request_part(fg_accesslog_t *al, line_t *l, uint64_t want, const fg_
     if (want & FG_AL_BIT(FG_AL_PROTOCOL)) {
         key(l, FG_AL_PROTOCOL);
         if (r->version == 20)
-            LIT(l, "\"HTTP/2\"");
+            LIT(l, "\"HTTP/2.0\"");
         else if (r->version == 10)
             LIT(l, "\"HTTP/1.0\"");
         else

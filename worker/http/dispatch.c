@@ -21,6 +21,13 @@ int fg_dispatch_route(fg_request_t *req)
     /* Access control and rate limits first: a refused client learns nothing about routes. */
     if (fg_security_check(req) != 0)
         return -1;
+    if (req->protocol.len > 0) {
+        /* RFC 8441 4: a protocol this gateway does not tunnel yet; 501 names the method's
+         * extension as not implemented (RFC 9110 15.6.2). */
+        fg_request_error(req, 501, "not_implemented",
+                         "extended CONNECT (:protocol) is not supported");
+        return -1;
+    }
     if (asterisk) {
         /* RFC 9112 3.2.4: "*" is for OPTIONS only, and names the server, not a resource: the
          * gateway answers for itself (RFC 9110 9.3.7) with the methods it relays. */

@@ -305,3 +305,43 @@ void fg_request_error(fg_request_t *req, int status, const char *error, const ch
 {
     fg_request_error_with(req, status, error, message, NULL);
 }
+
+/* A client's X-Request-Id is kept when it is short and plain enough to log and forward. */
+static int plain_id(fg_str_t v)
+{
+    if (v.len == 0 || v.len > FG_REQUEST_ID_LEN)
+        return 0;
+    for (size_t i = 0; i < v.len; i++) {
+        char ch = v.base[i];
+        if (!((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') || ch == '-' ||
+              ch == '_' || ch == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+void fg_request_make_id(fg_request_t *req)
+{
+    const fg_http_header_t *f = fg_request_header(req, FG_STR_LIT("X-Request-Id"));
+    if (f != NULL && plain_id(f->value)) {
+        memcpy(req->request_id, f->value.base, f->value.len);
+        req->request_id[f->value.len] = '\0';
+        return;
+    }
+    /* 32 hex digits: start time, pid, per-worker sequence: unique across workers and restarts.
+     * Formatted by hand: this runs for every request. */
+    static const char hex[] = "0123456789abcdef";
+    fg_worker_t *w = req->worker;
+    uint64_t parts[2] = {(req->start_us << 16) ^ (uint64_t)w->pid, ++w->request_seq};
+    parts[1] ^= (uint64_t)w->slot << 56;
+    char *p = req->request_id;
+    for (int k = 0; k < 2; k++) {
+        uint64_t v = parts[k];
+        for (int i = 14; i >= 0; i -= 2, v >>= 8) {
+            p[i] = hex[(v >> 4) & 0xf];
+            p[i + 1] = hex[v & 0xf];
+        }
+        p += 16;
+    }
+    *p = '\0';
+}

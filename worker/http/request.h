@@ -95,6 +95,10 @@ struct fg_request_s {
     int version;               /* 10, 11, 20 */
     fg_http_header_t *headers; /* as received, in order */
     size_t nheaders;
+
+    /* Extended CONNECT (RFC 8441 4): the :protocol of an HTTP/2 CONNECT ("websocket"), in
+     * which case method is CONNECT and path the :path; empty for every other request. */
+    fg_str_t protocol;
     int64_t content_length; /* -1 unknown (chunked / h2 without length) */
     unsigned has_body : 1;
     unsigned body_done : 1;
@@ -164,6 +168,11 @@ fg_pool_t *fg_request_pool_take(struct fg_worker_s *w);
 void fg_request_pool_give(struct fg_worker_s *w, fg_pool_t *pool);
 /* Free w's spare pools (worker exit). */
 void fg_request_pools_free(struct fg_worker_s *w);
+
+/* Give req its request id (X-Request-Id): the client's when it is 1-32 characters of
+ * [0-9A-Za-z._-], else 32 hex digits of start time, pid and a per-worker sequence. Needs
+ * req->worker and req->start_us. */
+void fg_request_make_id(fg_request_t *req);
 
 /* The body size limit that applies to req: the route's, else the server's (-1 = none). */
 int64_t fg_request_body_limit(const fg_request_t *req);

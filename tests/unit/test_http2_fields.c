@@ -1,0 +1,112 @@
+/* RFC 9113 8.2-8.3 field mapping (worker/http/http2_fields.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "worker/http/http2_fields.h"
+
+static fg_http_header_t field(const char *name, const char *value)
+{
+    fg_http_header_t f;
+    memset(&f, 0, sizeof(f));
+    f.name = fg_str(name);
+    f.value = fg_str(value);
+    return f;
+}
+
+static void assert_str(fg_str_t s, const char *want)
+{
+    assert_int_equal(s.len, strlen(want));
+    assert_memory_equal(s.base, want, s.len);
+}
+
+static void test_cookie_crumbs_joined_in_place_of_the_first(void **state)
+{
+    fg_pool_t *pool = fg_pool_new(1024);
+    fg_http_header_t v[] = {field("accept", "*/*"), field("cookie", "a=1"), field("x-one", "1"),
+                            field("cookie", "b=2"), field("cookie", "c=3"), field("x-two", "2")};
+    size_t n = 6;
+    assert_int_equal(fg_http2_join_cookies(pool, v, &n), 0);
+    assert_int_equal(n, 4);
+    assert_str(v[0].name, "accept");
+    assert_str(v[1].name, "cookie");
+    assert_str(v[1].value, "a=1; b=2; c=3"); /* RFC 9113 8.2.3 */
+    assert_str(v[2].name, "x-one");
+    assert_str(v[3].name, "x-two");
+    fg_pool_free(pool);
+}
+
+static void test_one_cookie_or_none_untouched(void **state)
+{
+    fg_pool_t *pool = fg_pool_new(1024);
+    fg_http_header_t v[] = {field("cookie", "a=1"), field("accept", "*/*")};
+    size_t n = 2;
+    assert_int_equal(fg_http2_join_cookies(pool, v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_str(v[0].value, "a=1");
+    n = 1;
+    assert_int_equal(fg_http2_join_cookies(pool, v + 1, &n), 0);
+    assert_int_equal(n, 1);
+    fg_pool_free(pool);
+}
+
+static void test_authority_against_host(void **state)
+{
+    fg_http_header_t same[] = {field("host", "Example.test")};
+    fg_http_header_t other[] = {field("host", "other.test")};
+    fg_str_t out;
+    /* RFC 9113 8.3.1: :authority wins, and a Host that names another entity is malformed */
+    assert_int_equal(fg_http2_authority(FG_STR_LIT("example.test"), same, 1, &out), 0);
+    assert_str(out, "example.test");
+    assert_int_equal(fg_http2_authority(FG_STR_LIT("example.test"), other, 1, &out), -1);
+    assert_int_equal(fg_http2_authority(FG_STR_LIT("example.test"), NULL, 0, &out), 0);
+    assert_int_equal(fg_http2_authority(FG_STR_NULL, other, 1, &out), 0);
+    assert_str(out, "other.test");
+    assert_int_equal(fg_http2_authority(FG_STR_NULL, NULL, 0, &out), -1);
+}
+
+static void test_path_split_and_normalised(void **state)
+{
+    fg_pool_t *pool = fg_pool_new(1024);
+    fg_str_t path, query;
+    assert_int_equal(fg_http2_split_path(pool, FG_STR_LIT("/a/./b/../c?x=1#frag"), &path, &query),
+                     0);
+    assert_str(path, "/a/c");
+    assert_str(query, "x=1");
+    assert_int_equal(fg_http2_split_path(pool, FG_STR_LIT("*"), &path, &query), 0);
+    assert_str(path, "*");
+    assert_int_equal(fg_http2_split_path(pool, FG_STR_LIT("/p"), &path, &query), 0);
+    assert_null(query.base);
+    assert_int_equal(fg_http2_split_path(pool, FG_STR_LIT("http://x/p"), &path, &query), -1);
+    assert_int_equal(fg_http2_split_path(pool, FG_STR_LIT(""), &path, &query), -1);
+    fg_pool_free(pool);
+}
+
+static void test_connection_specific_and_lowercase(void **state)
+{
+    fg_pool_t *pool = fg_pool_new(1024);
+    assert_true(fg_http2_connection_specific(FG_STR_LIT("Connection")));
+    assert_true(fg_http2_connection_specific(FG_STR_LIT("transfer-encoding")));
+    assert_true(fg_http2_connection_specific(FG_STR_LIT("Keep-Alive")));
+    assert_false(fg_http2_connection_specific(FG_STR_LIT("content-type")));
+    fg_str_t lower = FG_STR_LIT("x-already");
+    assert_ptr_equal(fg_http2_lower(pool, lower).base, lower.base); /* no copy */
+    assert_str(fg_http2_lower(pool, FG_STR_LIT("Content-Type")), "content-type");
+    fg_pool_free(pool);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cookie_crumbs_joined_in_place_of_the_first),
+        cmocka_unit_test(test_one_cookie_or_none_untouched),
+        cmocka_unit_test(test_authority_against_host),
+        cmocka_unit_test(test_path_split_and_normalised),
+        cmocka_unit_test(test_connection_specific_and_lowercase),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

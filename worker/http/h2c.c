@@ -1,0 +1,103 @@
+#include "worker/http/h2c.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "worker/http/http1.h"
+#include "worker/http/http2.h"
+
+/* The client preface (RFC 9113 3.4) that starts an h2c connection. */
+#define PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define PREFACE_LEN 24
+
+/* A plaintext connection until its first bytes say which protocol it speaks. They are peeked,
+ * not read, so the chosen front end starts on an untouched socket. */
+typedef struct {
+    fg_session_t session; /* first: the worker's list of sessions */
+    fg_worker_t *w;
+    const fg_server_t *srv;
+    int fd;
+    struct event *ev;
+    struct sockaddr_storage peer;
+    socklen_t len;
+} sniff_t;
+
+static void sniff_close(fg_session_t *sess)
+{
+    sniff_t *sn = (sniff_t *)sess;
+    event_free(sn->ev);
+    close(sn->fd);
+    fg_frontend_remove(sn->w, &sn->session);
+    free(sn);
+}
+
+static void sniff_retire(fg_session_t *sess)
+{
+    (void)sess; /* the front end it goes to sees the worker retiring */
+}
+
+static void hand_over(sniff_t *sn, const fg_frontend_t *fe)
+{
+    event_free(sn->ev);
+    /* The next session registers before this one goes: a retiring worker never sees zero. */
+    if (fe->start(sn->w, sn->srv, sn->fd, &sn->peer, sn->len) != 0)
+        close(sn->fd);
+    fg_frontend_remove(sn->w, &sn->session);
+    free(sn);
+}
+
+static void on_sniff(evutil_socket_t fd, short what, void *arg)
+{
+    sniff_t *sn = arg;
+    if (what & EV_TIMEOUT) {
+        sniff_close(&sn->session);
+        return;
+    }
+    char buf[PREFACE_LEN];
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK);
+    if (n == -1 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        sniff_close(&sn->session);
+        return;
+    }
+    if (memcmp(buf, PREFACE, (size_t)n) != 0)
+        hand_over(sn, &fg_http1_frontend);
+    else if (n == PREFACE_LEN)
+        hand_over(sn, &fg_http2_frontend);
+    /* else a prefix of the preface: wait for the rest (edge-triggered: new bytes wake us) */
+}
+
+static int sniff_start(fg_worker_t *w, const fg_server_t *srv, int fd,
+                       const struct sockaddr_storage *peer, socklen_t len)
+{
+    sniff_t *sn = calloc(1, sizeof(*sn));
+    if (sn == NULL)
+        return -1;
+    *sn = (sniff_t){.w = w, .srv = srv, .fd = fd, .peer = *peer, .len = len};
+    sn->ev = event_new(w->base, fd, EV_READ | EV_ET | EV_PERSIST, on_sniff, sn);
+    struct timeval tv = {(time_t)(srv->header_timeout_ms / 1000),
+                         (suseconds_t)(srv->header_timeout_ms % 1000) * 1000};
+    if (sn->ev == NULL || event_add(sn->ev, &tv) != 0) {
+        if (sn->ev)
+            event_free(sn->ev);
+        free(sn);
+        return -1;
+    }
+    fg_frontend_add(w, &sn->session, &fg_h2c_frontend);
+    return 0;
+}
+
+const fg_frontend_t fg_h2c_frontend = {
+    .name = "h2c",
+    .slot = FG_FRONTEND_SLOTS - 1, /* keeps no worker-wide state */
+    .start = sniff_start,
+    .retire = sniff_retire,
+    .close_idle = sniff_close,
+    .close = sniff_close,
+};

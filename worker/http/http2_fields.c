@@ -1,0 +1,121 @@
+#include "worker/http/http2_fields.h"
+
+#include <string.h>
+
+#include "common/path.h"
+
+int fg_http2_join_cookies(fg_pool_t *pool, fg_http_header_t *v, size_t *n)
+{
+    size_t count = 0, total = 0, first = 0;
+    for (size_t i = 0; i < *n; i++) {
+        if (fg_str_ieq_c(v[i].name, "cookie")) {
+            if (count++ == 0)
+                first = i;
+            total += v[i].value.len;
+        }
+    }
+    if (count < 2)
+        return 0;
+    char *buf = fg_pool_alloc(pool, total + 2 * (count - 1));
+    if (buf == NULL)
+        return -1;
+    char *p = buf;
+    size_t out = 0;
+    for (size_t i = 0; i < *n; i++) {
+        if (!fg_str_ieq_c(v[i].name, "cookie")) {
+            v[out++] = v[i];
+            continue;
+        }
+        if (p != buf) {
+            memcpy(p, "; ", 2);
+            p += 2;
+        }
+        memcpy(p, v[i].value.base, v[i].value.len);
+        p += v[i].value.len;
+        if (i == first)
+            v[out++] = v[i];
+    }
+    /* The joined field keeps the first crumb's place; first <= its index after compaction. */
+    for (size_t i = 0; i < out; i++) {
+        if (fg_str_ieq_c(v[i].name, "cookie")) {
+            v[i].value = (fg_str_t){buf, (size_t)(p - buf)};
+            break;
+        }
+    }
+    *n = out;
+    return 0;
+}
+
+int fg_http2_authority(fg_str_t authority, const fg_http_header_t *v, size_t n, fg_str_t *out)
+{
+    const fg_http_header_t *host = NULL;
+    for (size_t i = 0; i < n && host == NULL; i++)
+        if (fg_str_ieq_c(v[i].name, "host"))
+            host = &v[i];
+    if (authority.len > 0) {
+        /* "A server SHOULD treat a request as malformed if it contains a Host header field
+         * that identifies an entity that differs from the entity in :authority." */
+        if (host != NULL && !fg_str_ieq(host->value, authority))
+            return -1;
+        *out = authority;
+        return 0;
+    }
+    if (host == NULL || host->value.len == 0)
+        return -1;
+    *out = host->value;
+    return 0;
+}
+
+int fg_http2_split_path(fg_pool_t *pool, fg_str_t target, fg_str_t *path, fg_str_t *query)
+{
+    const char *t = target.base;
+    size_t len = target.len;
+    const char *frag = len ? memchr(t, '#', len) : NULL;
+    if (frag != NULL)
+        len = (size_t)(frag - t);
+    if (len == 1 && t[0] == '*') {
+        *path = FG_STR_LIT("*");
+        *query = FG_STR_LIT("");
+        return 0;
+    }
+    if (len == 0 || t[0] != '/')
+        return -1;
+    const char *q = memchr(t, '?', len);
+    size_t plen = q ? (size_t)(q - t) : len;
+    *query = q ? (fg_str_t){q + 1, len - plen - 1} : FG_STR_NULL;
+    char *p = fg_pool_alloc(pool, plen + 1);
+    if (p == NULL)
+        return -1;
+    long l = fg_path_normalize(t, plen, p);
+    if (l < 0)
+        return -1;
+    *path = (fg_str_t){p, (size_t)l};
+    return 0;
+}
+
+int fg_http2_connection_specific(fg_str_t name)
+{
+    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "upgrade",    "te"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (fg_str_ieq_c(name, names[i]))
+            return 1;
+    return 0;
+}
+
+fg_str_t fg_http2_lower(fg_pool_t *pool, fg_str_t name)
+{
+    size_t i = 0;
+    while (i < name.len && !(name.base[i] >= 'A' && name.base[i] <= 'Z'))
+        i++;
+    if (i == name.len)
+        return name;
+    char *p = fg_pool_alloc(pool, name.len);
+    if (p == NULL)
+        return FG_STR_NULL;
+    for (size_t k = 0; k < name.len; k++) {
+        char ch = name.base[k];
+        p[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch | 0x20) : ch;
+    }
+    return (fg_str_t){p, name.len};
+}
