@@ -25,10 +25,24 @@ static inline int fg_str_eq(fg_str_t a, fg_str_t b)
     return a.len == b.len && (a.len == 0 || memcmp(a.base, b.base, a.len) == 0);
 }
 
-/* ASCII case-insensitive equality (header names, hosts, path literals). */
+/* ASCII case-insensitive equality (header names, hosts, path literals), as strncasecmp in the
+ * C locale but without stopping at a NUL. Inline: most calls compare a header name against a
+ * literal of the same length, and differ in the first byte or two, where a call into libc costs
+ * more than the comparison. */
 static inline int fg_str_ieq(fg_str_t a, fg_str_t b)
 {
-    return a.len == b.len && (a.len == 0 || strncasecmp(a.base, b.base, a.len) == 0);
+    if (a.len != b.len)
+        return 0;
+    for (size_t i = 0; i < a.len; i++) {
+        unsigned char x = (unsigned char)a.base[i], y = (unsigned char)b.base[i];
+        if (x == y)
+            continue;
+        /* Only letters fold: they differ in bit 0x20 alone. */
+        unsigned char l = x | 0x20;
+        if ((x ^ y) != 0x20 || l < 'a' || l > 'z')
+            return 0;
+    }
+    return 1;
 }
 
 static inline int fg_str_ieq_c(fg_str_t a, const char *b)
