@@ -1,6 +1,7 @@
 /* Header field lists backed by a pool (see common/headers.h). */
 #include "common/headers.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #define DEFAULT_CAP 16
@@ -110,39 +111,137 @@ const fg_http_header_t *fg_headers_get(const fg_headers_t *h, fg_str_t name)
     return NULL;
 }
 
+/* The names fg_headers_class knows. RFC 9110 7.6.1 names Connection, Proxy-Connection,
+ * Keep-Alive, TE, Transfer-Encoding and Upgrade as hop-by-hop; Trailer (RFC 9110 6.6.2) and the
+ * Proxy-Authenticate/-Authorization pair (RFC 9110 11.7) only concern the next hop as well.
+ * Framing fields are those that frame the message or manage the connection. */
+enum {
+    K_TE,
+    K_HOST,
+    K_TRAILER,
+    K_UPGRADE,
+    K_CONNECTION,
+    K_KEEP_ALIVE,
+    K_REQUEST_ID,
+    K_CONTENT_LENGTH,
+    K_PROXY_CONNECTION,
+    K_TRANSFER_ENCODING,
+    K_PROXY_AUTHENTICATE,
+    K_PROXY_AUTHORIZATION,
+};
+
+#define HOP_FRAMING (FG_HDR_HOP | FG_HDR_FRAMING)
+
+/* Lower case, and letters and '-' only: fold_eq relies on it. */
+static const struct {
+    const char *lower;
+    unsigned cls;
+} known[] = {
+    [K_TE] = {"te", HOP_FRAMING},
+    [K_HOST] = {"host", FG_HDR_HOST},
+    [K_TRAILER] = {"trailer", HOP_FRAMING},
+    [K_UPGRADE] = {"upgrade", HOP_FRAMING},
+    [K_CONNECTION] = {"connection", HOP_FRAMING | FG_HDR_CONNECTION},
+    [K_KEEP_ALIVE] = {"keep-alive", HOP_FRAMING},
+    [K_REQUEST_ID] = {"x-request-id", FG_HDR_REQUEST_ID},
+    [K_CONTENT_LENGTH] = {"content-length", FG_HDR_FRAMING | FG_HDR_CONTENT_LENGTH},
+    [K_PROXY_CONNECTION] = {"proxy-connection", HOP_FRAMING},
+    [K_TRANSFER_ENCODING] = {"transfer-encoding", HOP_FRAMING},
+    [K_PROXY_AUTHENTICATE] = {"proxy-authenticate", FG_HDR_HOP},
+    [K_PROXY_AUTHORIZATION] = {"proxy-authorization", FG_HDR_HOP},
+};
+
+/* Whether the 8, 4 or 2 bytes at s equal those at lit up to the case of lit's letters. lit is
+ * lower-case letters and '-': letters have bit 0x40, '-' has not, so (lit & 0x40) >> 1 is 0x20
+ * exactly where a letter may come in either case; elsewhere bytes must be equal. */
+static inline int fold8(const char *s, const char *lit)
+{
+    uint64_t a, l;
+    memcpy(&a, s, 8);
+    memcpy(&l, lit, 8);
+    return (a | ((l & 0x4040404040404040ull) >> 1)) == l;
+}
+
+static inline int fold4(const char *s, const char *lit)
+{
+    uint32_t a, l;
+    memcpy(&a, s, 4);
+    memcpy(&l, lit, 4);
+    return (a | ((l & 0x40404040u) >> 1)) == l;
+}
+
+static inline int fold2(const char *s, const char *lit)
+{
+    uint16_t a, l;
+    memcpy(&a, s, 2);
+    memcpy(&l, lit, 2);
+    return (uint16_t)(a | ((l & 0x4040u) >> 1)) == l;
+}
+
+/* ASCII case-insensitive equality of len >= 2 bytes at s with a known name, a word at a time;
+ * the last word overlaps the one before when len is not a multiple of its size. */
+static int fold_eq(const char *s, const char *lit, size_t len)
+{
+    if (len < 4)
+        return fold2(s, lit) && fold2(s + len - 2, lit + len - 2);
+    if (len < 8)
+        return fold4(s, lit) && fold4(s + len - 4, lit + len - 4);
+    for (size_t i = 0; i + 8 < len; i += 8)
+        if (!fold8(s + i, lit + i))
+            return 0;
+    return fold8(s + len - 8, lit + len - 8);
+}
+
+unsigned fg_headers_class(fg_str_t name)
+{
+    /* The length, and for the two lengths that two names share the first letter, leave one
+     * candidate: a perfect hash of the table above. */
+    int k;
+    switch (name.len) {
+    case 2:
+        k = K_TE;
+        break;
+    case 4:
+        k = K_HOST;
+        break;
+    case 7:
+        k = (name.base[0] | 0x20) == 't' ? K_TRAILER : K_UPGRADE;
+        break;
+    case 10:
+        k = (name.base[0] | 0x20) == 'c' ? K_CONNECTION : K_KEEP_ALIVE;
+        break;
+    case 12:
+        k = K_REQUEST_ID;
+        break;
+    case 14:
+        k = K_CONTENT_LENGTH;
+        break;
+    case 16:
+        k = K_PROXY_CONNECTION;
+        break;
+    case 17:
+        k = K_TRANSFER_ENCODING;
+        break;
+    case 18:
+        k = K_PROXY_AUTHENTICATE;
+        break;
+    case 19:
+        k = K_PROXY_AUTHORIZATION;
+        break;
+    default:
+        return 0;
+    }
+    return fold_eq(name.base, known[k].lower, name.len) ? known[k].cls : 0;
+}
+
 int fg_headers_is_hop_by_hop(fg_str_t name)
 {
-    /* RFC 9110 7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and
-     * Upgrade; Trailer (RFC 9110 6.6.2) and the Proxy-Authenticate/-Authorization pair
-     * (RFC 9110 11.7) only concern the next hop as well. */
-    static const fg_str_t hop[] = {
-        FG_STR_LIT("Connection"),
-        FG_STR_LIT("Keep-Alive"),
-        FG_STR_LIT("Proxy-Connection"),
-        FG_STR_LIT("TE"),
-        FG_STR_LIT("Trailer"),
-        FG_STR_LIT("Transfer-Encoding"),
-        FG_STR_LIT("Upgrade"),
-        FG_STR_LIT("Proxy-Authenticate"),
-        FG_STR_LIT("Proxy-Authorization"),
-    };
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (fg_str_ieq(name, hop[i]))
-            return 1;
-    return 0;
+    return (fg_headers_class(name) & FG_HDR_HOP) != 0;
 }
 
 int fg_headers_is_framing(fg_str_t name)
 {
-    static const fg_str_t framing[] = {
-        FG_STR_LIT("Content-Length"), FG_STR_LIT("Transfer-Encoding"), FG_STR_LIT("Connection"),
-        FG_STR_LIT("Keep-Alive"),     FG_STR_LIT("Proxy-Connection"),  FG_STR_LIT("TE"),
-        FG_STR_LIT("Trailer"),        FG_STR_LIT("Upgrade"),
-    };
-    for (size_t i = 0; i < sizeof(framing) / sizeof(framing[0]); i++)
-        if (fg_str_ieq(name, framing[i]))
-            return 1;
-    return 0;
+    return (fg_headers_class(name) & FG_HDR_FRAMING) != 0;
 }
 
 static int is_ows(char c)
@@ -150,22 +249,70 @@ static int is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-int fg_headers_connection_lists(fg_str_t value, fg_str_t name)
+/* The next non-empty element of a Connection value from *i on, OWS trimmed. RFC 9110 7.6.1:
+ * Connection = #connection-option; list elements are separated by commas with optional
+ * whitespace, and empty elements are allowed (RFC 9110 5.6.1). Returns 0 at the end. */
+static int next_option(fg_str_t value, size_t *i, fg_str_t *opt)
 {
-    /* RFC 9110 7.6.1: Connection = #connection-option; list elements are separated by commas
-     * with optional whitespace, and empty elements are allowed (RFC 9110 5.6.1). */
-    size_t i = 0;
-    while (i < value.len) {
-        while (i < value.len && (is_ows(value.base[i]) || value.base[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < value.len && value.base[i] != ',')
-            i++;
-        size_t end = i;
+    while (*i < value.len) {
+        while (*i < value.len && (is_ows(value.base[*i]) || value.base[*i] == ','))
+            (*i)++;
+        size_t start = *i;
+        while (*i < value.len && value.base[*i] != ',')
+            (*i)++;
+        size_t end = *i;
         while (end > start && is_ows(value.base[end - 1]))
             end--;
-        if (end > start && fg_str_ieq((fg_str_t){value.base + start, end - start}, name))
+        if (end > start) {
+            *opt = (fg_str_t){value.base + start, end - start};
             return 1;
+        }
     }
+    return 0;
+}
+
+int fg_headers_connection_lists(fg_str_t value, fg_str_t name)
+{
+    size_t i = 0;
+    fg_str_t opt;
+    while (next_option(value, &i, &opt))
+        if (fg_str_ieq(opt, name))
+            return 1;
+    return 0;
+}
+
+void fg_headers_conn_options(fg_conn_options_t *o, const fg_http_header_t *v, size_t n)
+{
+    o->n = 0;
+    o->v = NULL;
+    o->nv = 0;
+    for (size_t f = 0; f < n; f++) {
+        if (!(fg_headers_class(v[f].name) & FG_HDR_CONNECTION))
+            continue;
+        size_t i = 0;
+        fg_str_t opt;
+        while (next_option(v[f].value, &i, &opt)) {
+            if (o->n == FG_HEADERS_OPTIONS_MAX) {
+                o->v = v; /* too many to keep: fg_headers_conn_listed reads the values */
+                o->nv = n;
+                return;
+            }
+            o->opt[o->n++] = opt;
+        }
+    }
+}
+
+int fg_headers_conn_listed(const fg_conn_options_t *o, fg_str_t name)
+{
+    if (o->v != NULL) {
+        for (size_t f = 0; f < o->nv; f++)
+            if ((fg_headers_class(o->v[f].name) & FG_HDR_CONNECTION) &&
+                fg_headers_connection_lists(o->v[f].value, name))
+                return 1;
+        return 0;
+    }
+    for (size_t i = 0; i < o->n; i++)
+        if (fg_str_ieq(o->opt[i], name))
+            return 1;
     return 0;
 }

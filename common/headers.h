@@ -28,6 +28,17 @@ size_t fg_headers_remove(fg_headers_t *h, fg_str_t name);
 /* The first field of that name, or NULL. */
 const fg_http_header_t *fg_headers_get(const fg_headers_t *h, fg_str_t name);
 
+/* What the gateway knows about a field name: an OR of FG_HDR_* bits, 0 for any other name.
+ * A switch on the length and the first letter picks the one candidate, so an unknown name
+ * costs a comparison at most. */
+#define FG_HDR_HOP 0x01            /* hop-by-hop (fg_headers_is_hop_by_hop) */
+#define FG_HDR_FRAMING 0x02        /* written by the gateway only (fg_headers_is_framing) */
+#define FG_HDR_CONNECTION 0x04     /* Connection itself */
+#define FG_HDR_CONTENT_LENGTH 0x08 /* Content-Length */
+#define FG_HDR_HOST 0x10           /* Host */
+#define FG_HDR_REQUEST_ID 0x20     /* X-Request-Id */
+unsigned fg_headers_class(fg_str_t name);
+
 /* Hop-by-hop fields (RFC 9110 7.6.1): Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
  * Transfer-Encoding, Upgrade, Proxy-Authenticate, Proxy-Authorization... */
 int fg_headers_is_hop_by_hop(fg_str_t name);
@@ -37,5 +48,21 @@ int fg_headers_is_hop_by_hop(fg_str_t name);
 int fg_headers_is_framing(fg_str_t name);
 /* Whether `name` is listed in a Connection header value (comma-separated tokens). */
 int fg_headers_connection_lists(fg_str_t connection_value, fg_str_t name);
+
+/* The options named by the Connection fields of one message (RFC 9110 7.6.1), gathered once so
+ * that each field is checked against a short list instead of re-parsing every Connection value.
+ * Beyond FG_HEADERS_OPTIONS_MAX options the values are searched field by field instead. */
+#define FG_HEADERS_OPTIONS_MAX 16
+typedef struct {
+    fg_str_t opt[FG_HEADERS_OPTIONS_MAX];
+    size_t n;
+    const fg_http_header_t *v; /* the message's fields, when there were too many options */
+    size_t nv;
+} fg_conn_options_t;
+
+/* Gather the options of the Connection fields among v[0..n); v must outlive o. */
+void fg_headers_conn_options(fg_conn_options_t *o, const fg_http_header_t *v, size_t n);
+/* Whether a Connection field of that message lists `name`. */
+int fg_headers_conn_listed(const fg_conn_options_t *o, fg_str_t name);
 
 #endif
