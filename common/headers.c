@@ -1,7 +1,6 @@
 /* Header field lists backed by a pool (see common/headers.h). */
 #include "common/headers.h"
 
-#include <stdint.h>
 #include <string.h>
 
 #define DEFAULT_CAP 16
@@ -132,7 +131,7 @@ enum {
 
 #define HOP_FRAMING (FG_HDR_HOP | FG_HDR_FRAMING)
 
-/* Lower case, and letters and '-' only: fold_eq relies on it. */
+/* Lower case, and letters and '-' only, for fg_str_ieq_lower. */
 static const struct {
     const char *lower;
     unsigned cls;
@@ -150,47 +149,6 @@ static const struct {
     [K_PROXY_AUTHENTICATE] = {"proxy-authenticate", FG_HDR_HOP},
     [K_PROXY_AUTHORIZATION] = {"proxy-authorization", FG_HDR_HOP},
 };
-
-/* Whether the 8, 4 or 2 bytes at s equal those at lit up to the case of lit's letters. lit is
- * lower-case letters and '-': letters have bit 0x40, '-' has not, so (lit & 0x40) >> 1 is 0x20
- * exactly where a letter may come in either case; elsewhere bytes must be equal. */
-static inline int fold8(const char *s, const char *lit)
-{
-    uint64_t a, l;
-    memcpy(&a, s, 8);
-    memcpy(&l, lit, 8);
-    return (a | ((l & 0x4040404040404040ull) >> 1)) == l;
-}
-
-static inline int fold4(const char *s, const char *lit)
-{
-    uint32_t a, l;
-    memcpy(&a, s, 4);
-    memcpy(&l, lit, 4);
-    return (a | ((l & 0x40404040u) >> 1)) == l;
-}
-
-static inline int fold2(const char *s, const char *lit)
-{
-    uint16_t a, l;
-    memcpy(&a, s, 2);
-    memcpy(&l, lit, 2);
-    return (uint16_t)(a | ((l & 0x4040u) >> 1)) == l;
-}
-
-/* ASCII case-insensitive equality of len >= 2 bytes at s with a known name, a word at a time;
- * the last word overlaps the one before when len is not a multiple of its size. */
-static int fold_eq(const char *s, const char *lit, size_t len)
-{
-    if (len < 4)
-        return fold2(s, lit) && fold2(s + len - 2, lit + len - 2);
-    if (len < 8)
-        return fold4(s, lit) && fold4(s + len - 4, lit + len - 4);
-    for (size_t i = 0; i + 8 < len; i += 8)
-        if (!fold8(s + i, lit + i))
-            return 0;
-    return fold8(s + len - 8, lit + len - 8);
-}
 
 unsigned fg_headers_class(fg_str_t name)
 {
@@ -231,7 +189,7 @@ unsigned fg_headers_class(fg_str_t name)
     default:
         return 0;
     }
-    return fold_eq(name.base, known[k].lower, name.len) ? known[k].cls : 0;
+    return fg_str_ieq_lower(name.base, known[k].lower, name.len) ? known[k].cls : 0;
 }
 
 int fg_headers_is_hop_by_hop(fg_str_t name)

@@ -325,14 +325,10 @@ int fg_http1_valid_host(fg_str_t v)
     return 1;
 }
 
-/* Case-insensitive match of a field name against a lower-case literal of letters and '-'.
- * Setting bit 0x20 lower-cases letters and leaves '-' alone; no other tchar maps onto either. */
+/* Case-insensitive match of a field name against a lower-case literal of letters and '-'. */
 static inline int name_is(const char *name, const char *lit, size_t len)
 {
-    for (size_t i = 0; i < len; i++)
-        if ((name[i] | 0x20) != lit[i])
-            return 0;
-    return 1;
+    return fg_str_ieq_lower(name, lit, len);
 }
 
 /* Record what one field says about framing and the connection. The switch on the name length

@@ -45,6 +45,48 @@ static inline int fg_str_ieq(fg_str_t a, fg_str_t b)
     return 1;
 }
 
+/* Whether the 8, 4 or 2 bytes at s equal those at lower up to case, where lower holds only
+ * lower-case letters and '-': letters have bit 0x40 and '-' has not, so (lower & 0x40) >> 1
+ * is 0x20 exactly where a letter may come in either case; elsewhere bytes must be equal. */
+static inline int fg_str_fold8(const char *s, const char *lower)
+{
+    uint64_t a, l;
+    memcpy(&a, s, 8);
+    memcpy(&l, lower, 8);
+    return (a | ((l & 0x4040404040404040ull) >> 1)) == l;
+}
+
+static inline int fg_str_fold4(const char *s, const char *lower)
+{
+    uint32_t a, l;
+    memcpy(&a, s, 4);
+    memcpy(&l, lower, 4);
+    return (a | ((l & 0x40404040u) >> 1)) == l;
+}
+
+static inline int fg_str_fold2(const char *s, const char *lower)
+{
+    uint16_t a, l;
+    memcpy(&a, s, 2);
+    memcpy(&l, lower, 2);
+    return (uint16_t)(a | ((l & 0x4040u) >> 1)) == l;
+}
+
+/* Case-insensitive equality of len >= 2 bytes at s with a name written in lower-case letters
+ * and '-' (the header names the gateway recognises), a word at a time: the last word overlaps
+ * the one before when len is not a multiple of its size. Exact: no other byte folds. */
+static inline int fg_str_ieq_lower(const char *s, const char *lower, size_t len)
+{
+    if (len < 4)
+        return fg_str_fold2(s, lower) && fg_str_fold2(s + len - 2, lower + len - 2);
+    if (len < 8)
+        return fg_str_fold4(s, lower) && fg_str_fold4(s + len - 4, lower + len - 4);
+    for (size_t i = 0; i + 8 < len; i += 8)
+        if (!fg_str_fold8(s + i, lower + i))
+            return 0;
+    return fg_str_fold8(s + len - 8, lower + len - 8);
+}
+
 static inline int fg_str_ieq_c(fg_str_t a, const char *b)
 {
     return fg_str_ieq(a, fg_str(b));

@@ -50,12 +50,32 @@ static void test_case_fold_matches_strncasecmp(void **state)
     assert_true(fg_str_ieq(FG_STR_NULL, FG_STR_LIT("")));
 }
 
+/* Against strncasecmp for every length from 2 to 24 and every byte at every position. */
+static void test_ieq_lower(void **state)
+{
+    const char lower[] = "content-length-proxy-xyz";
+    char buf[32];
+    for (size_t len = 2; len <= 24; len++) {
+        memcpy(buf, lower, len);
+        assert_true(fg_str_ieq_lower(buf, lower, len));
+        for (size_t i = 0; i < len; i++) {
+            for (int c = 1; c < 256; c++) {
+                memcpy(buf, lower, len);
+                buf[i] = (char)c;
+                int want = strncasecmp(buf, lower, len) == 0;
+                assert_int_equal(fg_str_ieq_lower(buf, lower, len), want);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_u64),
         cmocka_unit_test(test_case_insensitive_compare),
         cmocka_unit_test(test_case_fold_matches_strncasecmp),
+        cmocka_unit_test(test_ieq_lower),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
