@@ -84,8 +84,18 @@ static inline uint64_t swar_nonvisible(const char *p)
 /* First byte at or after p that may not appear in a field value (the CR ending it, normally). */
 static inline const char *scan_value(const char *p, const char *end)
 {
-    while (end - p >= 8 && !swar_ctl(p))
+    while (end - p >= 8) {
+        uint64_t m = swar_ctl(p);
+        if (m) {
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* The lowest flag is exact (a borrow only runs upwards from a flagged byte): it
+             * is the first CTL or DEL, usually the CR ending the value. */
+            p += __builtin_ctzll(m) >> 3;
+#endif
+            break;
+        }
         p += 8;
+    }
     while (IS(*p, C_VALUE))
         p++;
     return p;
