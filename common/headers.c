@@ -47,6 +47,11 @@ int fg_headers_add(fg_headers_t *h, fg_str_t name, fg_str_t value)
 /* Remove every field named `name` at index >= from; keeps the order of the others. */
 static size_t remove_from(fg_headers_t *h, fg_str_t name, size_t from)
 {
+    /* Usually the name is absent: nothing moves until the first match. */
+    while (from < h->n && !fg_str_ieq(h->v[from].name, name))
+        from++;
+    if (from == h->n)
+        return 0;
     size_t w = from;
     for (size_t r = from; r < h->n; r++) {
         if (fg_str_ieq(h->v[r].name, name))
