@@ -258,9 +258,19 @@ static void test_class_near_misses(void **state)
         buf[len] = 's';
         assert_int_equal(fg_headers_class((fg_str_t){buf, len + 1}), 0);
     }
-    const char *other[] = {"",          "T",          "Date",         "Server",     "Expect",
-                           "Trailers",  "Content-Type", "Cache-Control", "Keep-Alivf",
-                           "Upgradf",   "Tpgrade",    "Uonnection",   "X-Request-Ix",
+    const char *other[] = {"",
+                           "T",
+                           "Date",
+                           "Server",
+                           "Expect",
+                           "Trailers",
+                           "Content-Type",
+                           "Cache-Control",
+                           "Keep-Alivf",
+                           "Upgradf",
+                           "Tpgrade",
+                           "Uonnection",
+                           "X-Request-Ix",
                            "Authorization"};
     for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)
         assert_int_equal(fg_headers_class(fg_str(other[i])), 0);
