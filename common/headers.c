@@ -34,7 +34,7 @@ static int grow(fg_headers_t *h)
     return 0;
 }
 
-int fg_headers_add(fg_headers_t *h, fg_str_t name, fg_str_t value)
+int fg_headers_add_grow(fg_headers_t *h, fg_str_t name, fg_str_t value)
 {
     if (grow(h) != 0)
         return -1;

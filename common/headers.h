@@ -17,8 +17,20 @@ typedef struct {
 } fg_headers_t;
 
 void fg_headers_init(fg_headers_t *h, fg_pool_t *pool, size_t cap_hint);
-/* Append a field (duplicates allowed). Returns 0 or -1 on allocation failure. */
-int fg_headers_add(fg_headers_t *h, fg_str_t name, fg_str_t value);
+/* Append a field when the array is full or not allocated yet: fg_headers_add's slow path. */
+int fg_headers_add_grow(fg_headers_t *h, fg_str_t name, fg_str_t value);
+
+/* Append a field (duplicates allowed). Returns 0 or -1 on allocation failure. Inline: a
+ * proxied request adds a dozen or more fields, most of them into room already there. */
+static inline int fg_headers_add(fg_headers_t *h, fg_str_t name, fg_str_t value)
+{
+    if (h->v == NULL || h->n >= h->cap)
+        return fg_headers_add_grow(h, name, value);
+    h->v[h->n].name = name;
+    h->v[h->n].value = value;
+    h->n++;
+    return 0;
+}
 /* Replace every field of that name with one field (added at the end when absent). */
 int fg_headers_set(fg_headers_t *h, fg_str_t name, fg_str_t value);
 /* Append to an existing field as "old, value" (RFC 9110 5.3), or add it. */
