@@ -34,7 +34,7 @@ static int grow(fg_headers_t *h)
     return 0;
 }
 
-int fg_headers_add(fg_headers_t *h, fg_str_t name, fg_str_t value)
+int fg_headers_add_grow(fg_headers_t *h, fg_str_t name, fg_str_t value)
 {
     if (grow(h) != 0)
         return -1;
@@ -47,6 +47,11 @@ int fg_headers_add(fg_headers_t *h, fg_str_t name, fg_str_t value)
 /* Remove every field named `name` at index >= from; keeps the order of the others. */
 static size_t remove_from(fg_headers_t *h, fg_str_t name, size_t from)
 {
+    /* Usually the name is absent: nothing moves until the first match. */
+    while (from < h->n && !fg_str_ieq(h->v[from].name, name))
+        from++;
+    if (from == h->n)
+        return 0;
     size_t w = from;
     for (size_t r = from; r < h->n; r++) {
         if (fg_str_ieq(h->v[r].name, name))
@@ -110,52 +115,132 @@ const fg_http_header_t *fg_headers_get(const fg_headers_t *h, fg_str_t name)
     return NULL;
 }
 
+/* The names fg_headers_class knows. RFC 9110 7.6.1 names Connection, Proxy-Connection,
+ * Keep-Alive, TE, Transfer-Encoding and Upgrade as hop-by-hop; Trailer (RFC 9110 6.6.2) and the
+ * Proxy-Authenticate/-Authorization pair (RFC 9110 11.7) only concern the next hop as well.
+ * Framing fields are those that frame the message or manage the connection. */
+enum {
+    K_TE,
+    K_HOST,
+    K_TRAILER,
+    K_UPGRADE,
+    K_CONNECTION,
+    K_KEEP_ALIVE,
+    K_REQUEST_ID,
+    K_CONTENT_LENGTH,
+    K_PROXY_CONNECTION,
+    K_TRANSFER_ENCODING,
+    K_PROXY_AUTHENTICATE,
+    K_PROXY_AUTHORIZATION,
+    K_ALPN,
+    K_CLOSE,
+    K_ALT_SVC,
+    K_PROXY_FEATURES,
+    K_HTTP2_SETTINGS,
+    K_SECURITY_SCHEME,
+    K_PROXY_INSTRUCTION,
+    K_PROXY_AUTHENTICATION_INFO,
+    K_UPGRADE_INSECURE_REQUESTS,
+};
+
+#define HOP_FRAMING (FG_HDR_HOP | FG_HDR_FRAMING)
+
+/* Lower case, and letters and '-' only, for fg_str_ieq_lower. */
+static const struct {
+    const char *lower;
+    unsigned cls;
+} known[] = {
+    [K_TE] = {"te", HOP_FRAMING},
+    [K_HOST] = {"host", FG_HDR_HOST},
+    [K_TRAILER] = {"trailer", HOP_FRAMING},
+    [K_UPGRADE] = {"upgrade", HOP_FRAMING},
+    [K_CONNECTION] = {"connection", HOP_FRAMING | FG_HDR_CONNECTION},
+    [K_KEEP_ALIVE] = {"keep-alive", HOP_FRAMING},
+    [K_REQUEST_ID] = {"x-request-id", FG_HDR_REQUEST_ID},
+    [K_CONTENT_LENGTH] = {"content-length", FG_HDR_FRAMING | FG_HDR_CONTENT_LENGTH},
+    [K_PROXY_CONNECTION] = {"proxy-connection", HOP_FRAMING},
+    [K_TRANSFER_ENCODING] = {"transfer-encoding", HOP_FRAMING},
+    [K_PROXY_AUTHENTICATE] = {"proxy-authenticate", FG_HDR_HOP},
+    [K_PROXY_AUTHORIZATION] = {"proxy-authorization", FG_HDR_HOP},
+    /* fields that only describe the connection they arrived on, which YARP never forwards in
+     * either direction (RequestUtilities): RFC 7301 ALPN, RFC 7838 Alt-Svc, RFC 7540 3.2.1
+     * HTTP2-Settings, Proxy-Authentication-Info (RFC 9110 11.7.4) and a few registered
+     * connection-scoped names */
+    [K_ALPN] = {"alpn", FG_HDR_HOP},
+    [K_CLOSE] = {"close", FG_HDR_HOP},
+    [K_ALT_SVC] = {"alt-svc", FG_HDR_HOP},
+    [K_PROXY_FEATURES] = {"proxy-features", FG_HDR_HOP},
+    [K_HTTP2_SETTINGS] = {"http2-settings", FG_HDR_HOP},
+    [K_SECURITY_SCHEME] = {"security-scheme", FG_HDR_HOP},
+    [K_PROXY_INSTRUCTION] = {"proxy-instruction", FG_HDR_HOP},
+    [K_PROXY_AUTHENTICATION_INFO] = {"proxy-authentication-info", FG_HDR_HOP},
+    [K_UPGRADE_INSECURE_REQUESTS] = {"upgrade-insecure-requests", FG_HDR_HOP},
+};
+
+unsigned fg_headers_class(fg_str_t name)
+{
+    /* The length, and for the lengths that names share the first letter, leave one candidate:
+     * a perfect hash of the table above. */
+    int k;
+    switch (name.len) {
+    case 2:
+        k = K_TE;
+        break;
+    case 4:
+        k = (name.base[0] | 0x20) == 'h' ? K_HOST : K_ALPN;
+        break;
+    case 5:
+        k = K_CLOSE;
+        break;
+    case 7: {
+        int c = name.base[0] | 0x20;
+        k = c == 't' ? K_TRAILER : c == 'u' ? K_UPGRADE : K_ALT_SVC;
+        break;
+    }
+    case 10:
+        k = (name.base[0] | 0x20) == 'c' ? K_CONNECTION : K_KEEP_ALIVE;
+        break;
+    case 12:
+        k = K_REQUEST_ID;
+        break;
+    case 14: {
+        int c = name.base[0] | 0x20;
+        k = c == 'c' ? K_CONTENT_LENGTH : c == 'p' ? K_PROXY_FEATURES : K_HTTP2_SETTINGS;
+        break;
+    }
+    case 15:
+        k = K_SECURITY_SCHEME;
+        break;
+    case 16:
+        k = K_PROXY_CONNECTION;
+        break;
+    case 17:
+        k = (name.base[0] | 0x20) == 't' ? K_TRANSFER_ENCODING : K_PROXY_INSTRUCTION;
+        break;
+    case 18:
+        k = K_PROXY_AUTHENTICATE;
+        break;
+    case 19:
+        k = K_PROXY_AUTHORIZATION;
+        break;
+    case 25:
+        k = (name.base[0] | 0x20) == 'p' ? K_PROXY_AUTHENTICATION_INFO
+                                         : K_UPGRADE_INSECURE_REQUESTS;
+        break;
+    default:
+        return 0;
+    }
+    return fg_str_ieq_lower(name.base, known[k].lower, name.len) ? known[k].cls : 0;
+}
+
 int fg_headers_is_hop_by_hop(fg_str_t name)
 {
-    /* RFC 9110 7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and
-     * Upgrade; Trailer (RFC 9110 6.6.2) and the Proxy-Authenticate/-Authorization pair
-     * (RFC 9110 11.7) only concern the next hop as well. */
-    static const fg_str_t hop[] = {
-        FG_STR_LIT("Connection"),
-        FG_STR_LIT("Keep-Alive"),
-        FG_STR_LIT("Proxy-Connection"),
-        FG_STR_LIT("TE"),
-        FG_STR_LIT("Trailer"),
-        FG_STR_LIT("Transfer-Encoding"),
-        FG_STR_LIT("Upgrade"),
-        FG_STR_LIT("Proxy-Authenticate"),
-        FG_STR_LIT("Proxy-Authorization"),
-        /* fields that only describe the connection they arrived on, which YARP never forwards
-         * in either direction (RequestUtilities): RFC 7838 Alt-Svc, RFC 7540 3.2.1
-         * HTTP2-Settings, RFC 7301 ALPN, Proxy-Authentication-Info (RFC 9110 11.7.4) and a
-         * few registered connection-scoped names. */
-        FG_STR_LIT("Proxy-Authentication-Info"),
-        FG_STR_LIT("Proxy-Features"),
-        FG_STR_LIT("Proxy-Instruction"),
-        FG_STR_LIT("Security-Scheme"),
-        FG_STR_LIT("ALPN"),
-        FG_STR_LIT("Close"),
-        FG_STR_LIT("HTTP2-Settings"),
-        FG_STR_LIT("Upgrade-Insecure-Requests"),
-        FG_STR_LIT("Alt-Svc"),
-    };
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (fg_str_ieq(name, hop[i]))
-            return 1;
-    return 0;
+    return (fg_headers_class(name) & FG_HDR_HOP) != 0;
 }
 
 int fg_headers_is_framing(fg_str_t name)
 {
-    static const fg_str_t framing[] = {
-        FG_STR_LIT("Content-Length"), FG_STR_LIT("Transfer-Encoding"), FG_STR_LIT("Connection"),
-        FG_STR_LIT("Keep-Alive"),     FG_STR_LIT("Proxy-Connection"),  FG_STR_LIT("TE"),
-        FG_STR_LIT("Trailer"),        FG_STR_LIT("Upgrade"),
-    };
-    for (size_t i = 0; i < sizeof(framing) / sizeof(framing[0]); i++)
-        if (fg_str_ieq(name, framing[i]))
-            return 1;
-    return 0;
+    return (fg_headers_class(name) & FG_HDR_FRAMING) != 0;
 }
 
 static int is_ows(char c)
@@ -163,22 +248,70 @@ static int is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-int fg_headers_connection_lists(fg_str_t value, fg_str_t name)
+/* The next non-empty element of a Connection value from *i on, OWS trimmed. RFC 9110 7.6.1:
+ * Connection = #connection-option; list elements are separated by commas with optional
+ * whitespace, and empty elements are allowed (RFC 9110 5.6.1). Returns 0 at the end. */
+static int next_option(fg_str_t value, size_t *i, fg_str_t *opt)
 {
-    /* RFC 9110 7.6.1: Connection = #connection-option; list elements are separated by commas
-     * with optional whitespace, and empty elements are allowed (RFC 9110 5.6.1). */
-    size_t i = 0;
-    while (i < value.len) {
-        while (i < value.len && (is_ows(value.base[i]) || value.base[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < value.len && value.base[i] != ',')
-            i++;
-        size_t end = i;
+    while (*i < value.len) {
+        while (*i < value.len && (is_ows(value.base[*i]) || value.base[*i] == ','))
+            (*i)++;
+        size_t start = *i;
+        while (*i < value.len && value.base[*i] != ',')
+            (*i)++;
+        size_t end = *i;
         while (end > start && is_ows(value.base[end - 1]))
             end--;
-        if (end > start && fg_str_ieq((fg_str_t){value.base + start, end - start}, name))
+        if (end > start) {
+            *opt = (fg_str_t){value.base + start, end - start};
             return 1;
+        }
     }
+    return 0;
+}
+
+int fg_headers_connection_lists(fg_str_t value, fg_str_t name)
+{
+    size_t i = 0;
+    fg_str_t opt;
+    while (next_option(value, &i, &opt))
+        if (fg_str_ieq(opt, name))
+            return 1;
+    return 0;
+}
+
+void fg_headers_conn_options(fg_conn_options_t *o, const fg_http_header_t *v, size_t n)
+{
+    o->n = 0;
+    o->v = NULL;
+    o->nv = 0;
+    for (size_t f = 0; f < n; f++) {
+        if (!(fg_headers_class(v[f].name) & FG_HDR_CONNECTION))
+            continue;
+        size_t i = 0;
+        fg_str_t opt;
+        while (next_option(v[f].value, &i, &opt)) {
+            if (o->n == FG_HEADERS_OPTIONS_MAX) {
+                o->v = v; /* too many to keep: fg_headers_conn_listed reads the values */
+                o->nv = n;
+                return;
+            }
+            o->opt[o->n++] = opt;
+        }
+    }
+}
+
+int fg_headers_conn_listed(const fg_conn_options_t *o, fg_str_t name)
+{
+    if (o->v != NULL) {
+        for (size_t f = 0; f < o->nv; f++)
+            if ((fg_headers_class(o->v[f].name) & FG_HDR_CONNECTION) &&
+                fg_headers_connection_lists(o->v[f].value, name))
+                return 1;
+        return 0;
+    }
+    for (size_t i = 0; i < o->n; i++)
+        if (fg_str_ieq(o->opt[i], name))
+            return 1;
     return 0;
 }

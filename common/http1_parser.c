@@ -84,8 +84,18 @@ static inline uint64_t swar_nonvisible(const char *p)
 /* First byte at or after p that may not appear in a field value (the CR ending it, normally). */
 static inline const char *scan_value(const char *p, const char *end)
 {
-    while (end - p >= 8 && !swar_ctl(p))
+    while (end - p >= 8) {
+        uint64_t m = swar_ctl(p);
+        if (m) {
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* The lowest flag is exact (a borrow only runs upwards from a flagged byte): it
+             * is the first CTL or DEL, usually the CR ending the value. */
+            p += __builtin_ctzll(m) >> 3;
+#endif
+            break;
+        }
         p += 8;
+    }
     while (IS(*p, C_VALUE))
         p++;
     return p;
@@ -325,14 +335,10 @@ int fg_http1_valid_host(fg_str_t v)
     return 1;
 }
 
-/* Case-insensitive match of a field name against a lower-case literal of letters and '-'.
- * Setting bit 0x20 lower-cases letters and leaves '-' alone; no other tchar maps onto either. */
+/* Case-insensitive match of a field name against a lower-case literal of letters and '-'. */
 static inline int name_is(const char *name, const char *lit, size_t len)
 {
-    for (size_t i = 0; i < len; i++)
-        if ((name[i] | 0x20) != lit[i])
-            return 0;
-    return 1;
+    return fg_str_ieq_lower(name, lit, len);
 }
 
 /* Record what one field says about framing and the connection. The switch on the name length

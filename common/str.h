@@ -25,10 +25,66 @@ static inline int fg_str_eq(fg_str_t a, fg_str_t b)
     return a.len == b.len && (a.len == 0 || memcmp(a.base, b.base, a.len) == 0);
 }
 
-/* ASCII case-insensitive equality (header names, hosts, path literals). */
+/* ASCII case-insensitive equality (header names, hosts, path literals), as strncasecmp in the
+ * C locale but without stopping at a NUL. Inline: most calls compare a header name against a
+ * literal of the same length, and differ in the first byte or two, where a call into libc costs
+ * more than the comparison. */
 static inline int fg_str_ieq(fg_str_t a, fg_str_t b)
 {
-    return a.len == b.len && (a.len == 0 || strncasecmp(a.base, b.base, a.len) == 0);
+    if (a.len != b.len)
+        return 0;
+    for (size_t i = 0; i < a.len; i++) {
+        unsigned char x = (unsigned char)a.base[i], y = (unsigned char)b.base[i];
+        if (x == y)
+            continue;
+        /* Only letters fold: they differ in bit 0x20 alone. */
+        unsigned char l = x | 0x20;
+        if ((x ^ y) != 0x20 || l < 'a' || l > 'z')
+            return 0;
+    }
+    return 1;
+}
+
+/* Whether the 8, 4 or 2 bytes at s equal those at lower up to case, where lower holds only
+ * lower-case letters and '-': letters have bit 0x40 and '-' has not, so (lower & 0x40) >> 1
+ * is 0x20 exactly where a letter may come in either case; elsewhere bytes must be equal. */
+static inline int fg_str_fold8(const char *s, const char *lower)
+{
+    uint64_t a, l;
+    memcpy(&a, s, 8);
+    memcpy(&l, lower, 8);
+    return (a | ((l & 0x4040404040404040ull) >> 1)) == l;
+}
+
+static inline int fg_str_fold4(const char *s, const char *lower)
+{
+    uint32_t a, l;
+    memcpy(&a, s, 4);
+    memcpy(&l, lower, 4);
+    return (a | ((l & 0x40404040u) >> 1)) == l;
+}
+
+static inline int fg_str_fold2(const char *s, const char *lower)
+{
+    uint16_t a, l;
+    memcpy(&a, s, 2);
+    memcpy(&l, lower, 2);
+    return (uint16_t)(a | ((l & 0x4040u) >> 1)) == l;
+}
+
+/* Case-insensitive equality of len >= 2 bytes at s with a name written in lower-case letters
+ * and '-' (the header names the gateway recognises), a word at a time: the last word overlaps
+ * the one before when len is not a multiple of its size. Exact: no other byte folds. */
+static inline int fg_str_ieq_lower(const char *s, const char *lower, size_t len)
+{
+    if (len < 4)
+        return fg_str_fold2(s, lower) && fg_str_fold2(s + len - 2, lower + len - 2);
+    if (len < 8)
+        return fg_str_fold4(s, lower) && fg_str_fold4(s + len - 4, lower + len - 4);
+    for (size_t i = 0; i + 8 < len; i += 8)
+        if (!fg_str_fold8(s + i, lower + i))
+            return 0;
+    return fg_str_fold8(s + len - 8, lower + len - 8);
 }
 
 static inline int fg_str_ieq_c(fg_str_t a, const char *b)

@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -248,6 +250,87 @@ static void test_read_timeout_moves_lazily(void **state)
     event_base_free(base);
 }
 
+/* epoll_ctl calls, counted: this definition takes the place of libc's for libevent too. */
+static int epoll_ctls;
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    epoll_ctls++;
+    return (int)syscall(SYS_epoll_ctl, epfd, op, fd, ev);
+}
+
+static void cb_read_drain(fg_conn_t *c, void *arg)
+{
+    cb_read(c, arg);
+    evbuffer_drain(fg_conn_input(c), evbuffer_get_length(fg_conn_input(c)));
+}
+
+static const fg_conn_cbs_t drain_cbs = {cb_read_drain, cb_drain, cb_event};
+
+/* One byte from the peer, read and drained by the conn. */
+static void one_read(struct event_base *base, int peer, seen_t *seen)
+{
+    int before = seen->reads;
+    assert_int_equal(write(peer, "x", 1), 1);
+    for (int spins = 0; spins < 1000 && seen->reads == before; spins++)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_int_equal(seen->reads, before + 1);
+}
+
+/* A keep-alive connection going idle (fg_conn_release: its read timeout rides on the read
+ * event) and busy again (the timer event takes it back) costs no epoll_ctl, and the timeouts
+ * of both states still fire on time. */
+static void test_idle_and_back_without_epoll_ctl(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    struct event_base *base = event_base_new();
+    seen_t seen = {0};
+    fg_conn_t *c = fg_conn_new(base, sv[0], &drain_cbs, &seen);
+    assert_non_null(c);
+    fg_conn_spares_t *sp = fg_conn_spares_new();
+    fg_conn_set_spares(c, sp);
+
+    fg_conn_read(c, 1, 5000);
+    one_read(base, sv[1], &seen);
+    fg_conn_release(c);
+    epoll_ctls = 0; /* the descriptor is registered: nothing more to tell epoll */
+    for (int i = 0; i < 10; i++) {
+        one_read(base, sv[1], &seen);
+        fg_conn_release(c);
+    }
+    assert_int_equal(epoll_ctls, 0);
+
+    /* busy again after idle: the busy timeout fires, once */
+    fg_conn_read(c, 1, 300);
+    one_read(base, sv[1], &seen);
+    fg_conn_release(c);
+    one_read(base, sv[1], &seen);
+    double t0 = now_s();
+    run_for(base, &seen, 3);
+    assert_int_equal(seen.events, 1);
+    assert_int_equal(seen.what, FG_CONN_TIMEOUT_READ);
+    assert_true(now_s() - t0 >= 0.29);
+    run_for(base, &seen, 0.4);
+    assert_int_equal(seen.events, 1);
+
+    /* idle: the timeout carried by the read event fires */
+    seen = (seen_t){0};
+    fg_conn_read(c, 1, 200);
+    one_read(base, sv[1], &seen);
+    fg_conn_release(c);
+    t0 = now_s();
+    run_for(base, &seen, 3);
+    assert_int_equal(seen.events, 1);
+    assert_int_equal(seen.what, FG_CONN_TIMEOUT_READ);
+    assert_true(now_s() - t0 >= 0.19);
+
+    fg_conn_free(c);
+    fg_conn_spares_free(sp);
+    close(sv[1]);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -255,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_file_with_read_write),
         cmocka_unit_test(test_file_shorter_than_announced),
         cmocka_unit_test(test_read_timeout_moves_lazily),
+        cmocka_unit_test(test_idle_and_back_without_epoll_ctl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

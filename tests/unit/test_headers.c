@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -176,6 +177,149 @@ static void test_connection_lists(void **state)
     assert_false(fg_headers_connection_lists(S("a b"), S("a")));
 }
 
+/* Every name fg_headers_class knows, with its bits. */
+static const struct {
+    const char *name;
+    unsigned cls;
+} known_names[] = {
+    {"Connection", FG_HDR_HOP | FG_HDR_FRAMING | FG_HDR_CONNECTION},
+    {"Keep-Alive", FG_HDR_HOP | FG_HDR_FRAMING},
+    {"Proxy-Connection", FG_HDR_HOP | FG_HDR_FRAMING},
+    {"TE", FG_HDR_HOP | FG_HDR_FRAMING},
+    {"Trailer", FG_HDR_HOP | FG_HDR_FRAMING},
+    {"Transfer-Encoding", FG_HDR_HOP | FG_HDR_FRAMING},
+    {"Upgrade", FG_HDR_HOP | FG_HDR_FRAMING},
+    {"Proxy-Authenticate", FG_HDR_HOP},
+    {"Proxy-Authorization", FG_HDR_HOP},
+    {"Content-Length", FG_HDR_FRAMING | FG_HDR_CONTENT_LENGTH},
+    {"Host", FG_HDR_HOST},
+    {"X-Request-Id", FG_HDR_REQUEST_ID},
+};
+
+#define NKNOWN (sizeof(known_names) / sizeof(known_names[0]))
+
+/* Each known name in every letter case: as written, lower, upper, and with the case of each
+ * letter flipped in turn. */
+static void test_class_matches_any_case(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < NKNOWN; k++) {
+        const char *name = known_names[k].name;
+        size_t len = strlen(name);
+        char buf[32];
+        assert_int_equal(fg_headers_class(fg_str(name)), known_names[k].cls);
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (char)tolower((unsigned char)name[i]);
+        assert_int_equal(fg_headers_class((fg_str_t){buf, len}), known_names[k].cls);
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (char)toupper((unsigned char)name[i]);
+        assert_int_equal(fg_headers_class((fg_str_t){buf, len}), known_names[k].cls);
+        for (size_t i = 0; i < len; i++) {
+            memcpy(buf, name, len);
+            if (isalpha((unsigned char)buf[i]))
+                buf[i] ^= 0x20;
+            assert_int_equal(fg_headers_class((fg_str_t){buf, len}), known_names[k].cls);
+        }
+        assert_int_equal(fg_headers_is_hop_by_hop(fg_str(name)),
+                         (known_names[k].cls & FG_HDR_HOP) != 0);
+        assert_int_equal(fg_headers_is_framing(fg_str(name)),
+                         (known_names[k].cls & FG_HDR_FRAMING) != 0);
+    }
+}
+
+/* Near misses of every known name are unknown: each byte replaced by a neighbour or by a
+ * character that folds onto a letter only in a careless comparison, one byte dropped, one byte
+ * added; plus other common names of the same lengths. */
+static void test_class_near_misses(void **state)
+{
+    (void)state;
+    static const char subst[] = {'-', '_', '@', '[', '`', '{', 'x', '0', '\x80'};
+    for (size_t k = 0; k < NKNOWN; k++) {
+        const char *name = known_names[k].name;
+        size_t len = strlen(name);
+        char buf[32];
+        for (size_t i = 0; i < len; i++) {
+            for (size_t s = 0; s < sizeof(subst); s++) {
+                memcpy(buf, name, len);
+                if ((buf[i] | 0x20) == (subst[s] | 0x20))
+                    continue;
+                buf[i] = subst[s];
+                assert_int_equal(fg_headers_class((fg_str_t){buf, len}), 0);
+            }
+            memcpy(buf, name, len);
+            buf[i] = (char)(buf[i] + 1);
+            assert_int_equal(fg_headers_class((fg_str_t){buf, len}), 0);
+        }
+        assert_int_equal(fg_headers_class((fg_str_t){name, len - 1}), 0);
+        assert_int_equal(fg_headers_class((fg_str_t){name + 1, len - 1}), 0);
+        memcpy(buf, name, len);
+        buf[len] = 's';
+        assert_int_equal(fg_headers_class((fg_str_t){buf, len + 1}), 0);
+    }
+    const char *other[] = {"",
+                           "T",
+                           "Date",
+                           "Server",
+                           "Expect",
+                           "Trailers",
+                           "Content-Type",
+                           "Cache-Control",
+                           "Keep-Alivf",
+                           "Upgradf",
+                           "Tpgrade",
+                           "Uonnection",
+                           "X-Request-Ix",
+                           "Authorization"};
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)
+        assert_int_equal(fg_headers_class(fg_str(other[i])), 0);
+}
+
+static void test_conn_options(void **state)
+{
+    (void)state;
+    fg_http_header_t v[] = {
+        {S("Connection"), S(" keep-alive ,, X-A")},
+        {S("X-A"), S("1")},
+        {S("connection"), S("\tX-B\t")},
+        {S("X-Connection"), S("X-C")},
+    };
+    fg_conn_options_t co;
+    fg_headers_conn_options(&co, v, 4);
+    assert_int_equal(co.n, 3);
+    assert_true(fg_headers_conn_listed(&co, S("x-a")));
+    assert_true(fg_headers_conn_listed(&co, S("X-B")));
+    assert_true(fg_headers_conn_listed(&co, S("Keep-Alive")));
+    assert_false(fg_headers_conn_listed(&co, S("X-C")));
+    assert_false(fg_headers_conn_listed(&co, S("X-AB")));
+    assert_false(fg_headers_conn_listed(&co, S("")));
+    fg_headers_conn_options(&co, v, 0);
+    assert_false(fg_headers_conn_listed(&co, S("X-A")));
+}
+
+/* More options than the list keeps: the values are read field by field, with the same answers. */
+static void test_conn_options_many(void **state)
+{
+    (void)state;
+    char value[FG_HEADERS_OPTIONS_MAX * 8 + 16];
+    size_t len = 0;
+    for (int i = 0; i <= FG_HEADERS_OPTIONS_MAX + 2; i++)
+        len += (size_t)snprintf(value + len, sizeof(value) - len, "%sX-%d", i ? ", " : "", i);
+    fg_http_header_t v[] = {
+        {S("Connection"), {value, len}},
+        {S("Connection"), S("X-Last")},
+    };
+    fg_conn_options_t co;
+    fg_headers_conn_options(&co, v, 2);
+    char name[16];
+    for (int i = 0; i <= FG_HEADERS_OPTIONS_MAX + 2; i++) {
+        int n = snprintf(name, sizeof(name), "x-%d", i);
+        assert_true(fg_headers_conn_listed(&co, (fg_str_t){name, (size_t)n}));
+    }
+    assert_true(fg_headers_conn_listed(&co, S("X-LAST")));
+    assert_false(fg_headers_conn_listed(&co, S("X-99")));
+    assert_false(fg_headers_conn_listed(&co, S("X-")));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +334,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_empty_list, setup, teardown),
         cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_connection_lists),
+        cmocka_unit_test(test_class_matches_any_case),
+        cmocka_unit_test(test_class_near_misses),
+        cmocka_unit_test(test_conn_options),
+        cmocka_unit_test(test_conn_options_many),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -186,6 +186,38 @@ static void obs_text_allowed(void **state)
     assert_slice(head.headers[1].value, "caf\xc3\xa9 \xff\x80");
 }
 
+/* A control byte at any offset of a long value (where the value is scanned eight bytes at a
+ * time) ends the scan there: HTAB belongs to the value, every other CTL and DEL is a 400, and
+ * obs-text after a HTAB still passes. */
+static void value_bytes_at_every_offset(void **state)
+{
+    const char *pre = "GET / HTTP/1.1\r\nHost: h\r\nX-V: ";
+    size_t plen = strlen(pre);
+    for (size_t vlen = 1; vlen <= 24; vlen++) {
+        for (size_t at = 0; at < vlen; at++) {
+            for (int c = 0; c < 256; c++) {
+                char buf[128];
+                memcpy(buf, pre, plen);
+                memset(buf + plen, 'a', vlen);
+                buf[plen + at] = (char)c;
+                memcpy(buf + plen + vlen, "\r\n\r\n", 4);
+                size_t len = plen + vlen + 4;
+                int r = req_n(buf, len, NULL);
+                int ok = c == '\t' || (c >= 0x20 && c != 0x7f);
+                if (c == '\r' || c == '\n' || !ok) {
+                    assert_true(r < 0);
+                    continue;
+                }
+                assert_int_equal(r, (int)len);
+                /* OWS at either end is trimmed off the value */
+                size_t lo = at == 0 && (c == ' ' || c == '\t') ? 1 : 0;
+                size_t hi = at == vlen - 1 && at > 0 && (c == ' ' || c == '\t') ? 1 : 0;
+                assert_int_equal(head.headers[1].value.len, vlen - lo - hi);
+            }
+        }
+    }
+}
+
 static void leading_crlf(void **state)
 {
     const char *s = "\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
@@ -952,6 +984,7 @@ int main(void)
         cmocka_unit_test_teardown(many_headers_exact_slices, teardown),
         cmocka_unit_test_teardown(ows_trimmed, teardown),
         cmocka_unit_test_teardown(obs_text_allowed, teardown),
+        cmocka_unit_test_teardown(value_bytes_at_every_offset, teardown),
         cmocka_unit_test_teardown(leading_crlf, teardown),
         cmocka_unit_test_teardown(incremental_every_prefix, teardown),
         cmocka_unit_test_teardown(pipelined, teardown),

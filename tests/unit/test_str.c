@@ -35,11 +35,47 @@ static void test_case_insensitive_compare(void **state)
     assert_true(fg_str_eq(FG_STR_NULL, fg_str("")));
 }
 
+/* Every pair of non-NUL bytes compares as strncasecmp in the C locale does: letters fold,
+ * nothing else does ('@' against '`', '[' against '{', bytes above 0x7f). */
+static void test_case_fold_matches_strncasecmp(void **state)
+{
+    for (int x = 1; x < 256; x++) {
+        for (int y = 1; y < 256; y++) {
+            char a[3] = {'k', (char)x, 'Z'}, b[3] = {'K', (char)y, 'z'};
+            int want = strncasecmp(a, b, 3) == 0;
+            assert_int_equal(fg_str_ieq((fg_str_t){a, 3}, (fg_str_t){b, 3}), want);
+        }
+    }
+    assert_false(fg_str_ieq(FG_STR_LIT("TE"), FG_STR_LIT("TEE")));
+    assert_true(fg_str_ieq(FG_STR_NULL, FG_STR_LIT("")));
+}
+
+/* Against strncasecmp for every length from 2 to 24 and every byte at every position. */
+static void test_ieq_lower(void **state)
+{
+    const char lower[] = "content-length-proxy-xyz";
+    char buf[32];
+    for (size_t len = 2; len <= 24; len++) {
+        memcpy(buf, lower, len);
+        assert_true(fg_str_ieq_lower(buf, lower, len));
+        for (size_t i = 0; i < len; i++) {
+            for (int c = 1; c < 256; c++) {
+                memcpy(buf, lower, len);
+                buf[i] = (char)c;
+                int want = strncasecmp(buf, lower, len) == 0;
+                assert_int_equal(fg_str_ieq_lower(buf, lower, len), want);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_u64),
         cmocka_unit_test(test_case_insensitive_compare),
+        cmocka_unit_test(test_case_fold_matches_strncasecmp),
+        cmocka_unit_test(test_ieq_lower),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -228,15 +228,18 @@ void fg_conn_release(fg_conn_t *c)
     }
 }
 
-/* The read event goes back to having no timeout of its own (the timer event keeps it). */
+/* The read event goes back to having no timeout of its own (the timer event keeps it).
+ * event_remove_timer leaves the descriptor registered: deleting and adding the event again
+ * would cost an epoll_ctl pair on every request of a keep-alive connection. */
 static void end_idle_timeout(fg_conn_t *c)
 {
     if (!c->idle_timeout)
         return;
     c->idle_timeout = 0;
-    event_del(c->rev);
     if (c->reading)
-        event_add(c->rev, NULL);
+        event_remove_timer(c->rev);
+    else
+        event_del(c->rev);
 }
 
 /* Buffers given back by fg_conn_release return before any callback to the owner, so the

@@ -301,24 +301,20 @@ static int query_remove(tx_t *tx, const char *name)
 
 /* Whether a client field must not be forwarded: hop-by-hop fields and those the client's
  * Connection header names (RFC 9110 7.6.1); Host and X-Request-Id, which are set later. */
-static int dropped(const fg_request_t *req, fg_str_t name)
+static int dropped(const fg_conn_options_t *co, fg_str_t name)
 {
-    if (fg_headers_is_hop_by_hop(name) || fg_str_ieq_c(name, "Host") ||
-        fg_str_ieq_c(name, "X-Request-Id"))
-        return 1;
-    for (size_t i = 0; i < req->nheaders; i++)
-        if (fg_str_ieq_c(req->headers[i].name, "Connection") &&
-            fg_headers_connection_lists(req->headers[i].value, name))
-            return 1;
-    return 0;
+    return (fg_headers_class(name) & (FG_HDR_HOP | FG_HDR_HOST | FG_HDR_REQUEST_ID)) ||
+           fg_headers_conn_listed(co, name);
 }
 
 static int copy_headers(tx_t *tx)
 {
     const fg_request_t *req = tx->req;
+    fg_conn_options_t co;
+    fg_headers_conn_options(&co, req->headers, req->nheaders);
     for (size_t i = 0; i < req->nheaders; i++) {
         const fg_http_header_t *h = &req->headers[i];
-        if (!dropped(req, h->name) && fg_headers_add(&tx->out->headers, h->name, h->value) != 0)
+        if (!dropped(&co, h->name) && fg_headers_add(&tx->out->headers, h->name, h->value) != 0)
             return -1;
     }
     return 0;

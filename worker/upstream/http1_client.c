@@ -328,20 +328,15 @@ static void go(h1x_t *x)
  * field lists, and the framing the client re-states). */
 static size_t end_to_end(const fg_http1_head_t *h)
 {
-    int has_conn = h->conn_close || h->conn_keep_alive || h->conn_upgrade;
-    for (size_t i = 0; i < h->num_headers && !has_conn; i++)
-        has_conn = fg_str_ieq(h->headers[i].name, FG_STR_LIT("Connection"));
+    fg_conn_options_t co;
+    fg_headers_conn_options(&co, h->headers, h->num_headers);
     size_t n = 0;
     for (size_t i = 0; i < h->num_headers; i++) {
         fg_str_t name = h->headers[i].name;
-        if (fg_headers_is_hop_by_hop(name) || fg_str_ieq(name, FG_STR_LIT("Content-Length")))
+        if ((fg_headers_class(name) & (FG_HDR_HOP | FG_HDR_CONTENT_LENGTH)) ||
+            fg_headers_conn_listed(&co, name))
             continue;
-        int listed = 0;
-        for (size_t j = 0; has_conn && j < h->num_headers && !listed; j++)
-            listed = fg_str_ieq(h->headers[j].name, FG_STR_LIT("Connection")) &&
-                     fg_headers_connection_lists(h->headers[j].value, name);
-        if (!listed)
-            h->headers[n++] = h->headers[i];
+        h->headers[n++] = h->headers[i];
     }
     return n;
 }
