@@ -378,7 +378,9 @@ static int convert_static(fg_import_t *im, const json_t *d, json_t *route)
     json_t *st = json_object();
     put_str(st, "root", root);
     if (tf != NULL && json_array_size(tf) > 0) {
-        /* FastGateway's entries name files ("index.html"); ours are paths or {path}. */
+        /* FastGateway serves the requested file first and falls back to its entries, which
+         * name files ("index.html"); ours are paths or {path}, tried in order. */
+        json_array_insert_new(tf, 0, json_string("{path}"));
         size_t i;
         json_t *e;
         json_array_foreach(tf, i, e)
