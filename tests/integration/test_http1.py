@@ -582,6 +582,19 @@ def test_chunked_body_over_route_limit_413(gw):
     expect_error(gw, data, 413)
 
 
+def test_chunked_body_at_route_limit_ok(gw):
+    """A chunked body of exactly the limit is accepted: only a byte more is too large."""
+    half = ROUTE_BODY_LIMIT // 2
+    data = (b"POST /small/x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + (b"%x\r\n" % half + b"a" * half + b"\r\n") * 2 + b"0\r\n\r\n")
+    s, r = connect(gw)
+    with s:
+        s.sendall(data)
+        st, _, body = r.response()
+        assert st == 200
+        assert json.loads(body)["bodyLength"] == ROUTE_BODY_LIMIT
+
+
 def test_body_at_route_limit_ok(gw):
     n = ROUTE_BODY_LIMIT
     data = (b"POST /small/x HTTP/1.1\r\nHost: gw.test\r\nContent-Length: %d\r\n\r\n" % n

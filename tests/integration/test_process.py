@@ -349,6 +349,20 @@ def test_int_is_fast_stop(tmp_path, gateway_factory):
     wait_until(lambda: not group_members(gw.pid), 2, what="workers gone")
 
 
+def test_int_does_not_wait_for_requests_in_flight(tmp_path, gateway_factory, echo_upstream):
+    """SIGINT is a fast stop, as TERM (nginx): a 5 s request in flight does not hold it up
+    under a 30 s shutdownTimeout, as it would a graceful QUIT."""
+    gw = gateway_factory(proxy_config(tmp_path, echo_upstream, shutdownTimeout="30s"))
+    t = threading.Thread(target=lambda: _swallow(http_get, gw.url("/slow?ms=5000"), 10),
+                         daemon=True)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    gw.signal(signal.SIGINT)
+    assert gw.proc.wait(5) == 0
+    assert time.monotonic() - t0 < 2.0
+
+
 def _swallow(fn, *args):
     try:
         fn(*args)
