@@ -488,6 +488,13 @@ UNKNOWN_CODINGS = {
 }
 
 
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/3.0", b"HTTP/0.9"])
+def test_unsupported_http_version_505(gw, version):
+    """RFC 9112 2.3 / RFC 9110 15.6.6: a request line with a major version other than 1."""
+    expect_error(gw, b"GET /rec/v505 " + version + b"\r\nHost: gw.test\r\n\r\n", 505,
+                 marker=b"v505")
+
+
 @pytest.mark.parametrize("name", sorted(UNKNOWN_CODINGS))
 def test_unknown_transfer_coding_501(gw, name):
     marker = ("/rec/coding-%s-%d" % (name, time.monotonic_ns())).encode()
