@@ -180,6 +180,8 @@ static const struct {
     {"Forwarded", {"Action", "ForFormat", "ByFormat", NULL}},
     {"ResponseHeader", {"Set", "Append", "When", NULL}},
     {"ResponseHeaderRemove", {"When", NULL}},
+    {"QueryRouteParameter", {"Set", "Append", NULL}},
+    {"RequestHeaderRouteValue", {"Set", "Append", NULL}},
 };
 
 /* Transforms with no equivalent, and why: the message names what to do instead. */
@@ -187,10 +189,6 @@ static const struct {
     const char *name;
     const char *why;
 } no_tx[] = {
-    {"QueryRouteParameter", "a query parameter from a route value is not supported; forward the "
-                            "value in the path with PathPattern"},
-    {"RequestHeaderRouteValue", "a request header from a route value is not supported; forward the "
-                                "value in the path with PathPattern"},
     {"RequestHeadersAllowed", "an allow-list of request headers is not supported; remove the "
                               "others with RequestHeaderRemove"},
     {"ResponseHeadersAllowed", "an allow-list of response headers is not supported; remove the "
@@ -198,7 +196,6 @@ static const struct {
     {"ResponseTrailer", "response trailers cannot be set"},
     {"ResponseTrailerRemove", "response trailers cannot be removed one by one"},
     {"ClientCert", "client certificates are not forwarded in a header"},
-    {"QueryParameterRemove", "unknown transform"},
 };
 
 /* {"X-Forwarded": ACTION, "For"|"Proto"|"Host"|"Prefix": ACTION, "HeaderPrefix": P}: YARP's
@@ -244,6 +241,14 @@ static int copy_transform(fg_import_t *im, const json_t *t, size_t k, json_t *ou
             return fg_import_fail(im, key, "expected a string");
         json_object_set(out, canon, v);
     }
+    /* The value of a Set/Append transform is required: said here with the source's key. */
+    int set = json_object_get(out, "Set") != NULL, append = json_object_get(out, "Append") != NULL;
+    const char *const *o = same_tx[k].others;
+    if (o[0] != NULL && strcmp(o[0], "Set") == 0 && o[1] != NULL && strcmp(o[1], "Append") == 0 &&
+        set + append != 1)
+        return fg_import_fail(im, NULL, "%s needs exactly one of Set, Append", same_tx[k].name);
+    if (o[0] != NULL && strcmp(o[0], "Set") == 0 && o[1] == NULL && !set)
+        return fg_import_fail(im, NULL, "%s needs Set", same_tx[k].name);
     return 0;
 }
 

@@ -115,7 +115,8 @@ def test_yarp_routes_served_request_by_request(yarp_gateway):
     assert r[0] == 200
     e = echo(r)
     assert e["upstream"] == ups["ORDERS"].port and e["path"] == "/42"
-    assert e["query"] == "v=2&source=edge"
+    assert e["query"] == "v=2&source=edge&orderId=42"  # QueryRouteParameter
+    assert hdr(e, "X-Order-Id") == "42"  # RequestHeaderRouteValue
     cookie = r[1].get("set-cookie")
     assert cookie.startswith(".Shop.Affinity=orders-a")
     assert re.search(r"(?i)max-age=86400", cookie) and re.search(r"(?i)samesite=lax", cookie)
@@ -165,10 +166,12 @@ C = "ReverseProxy:Clusters:c"
     (_route(match={"Path": "/p/{slug:regex(^[a-z]+$)}"}), R + ":Match:Path", "regex"),
     (_route(match={"Path": "/files/{name}.{ext}"}), R + ":Match:Path", "complex segment"),
     (_route(match={"Path": "/a/{x=1}"}), R + ":Match:Path", "default value"),
-    (_route({"Transforms": [{"QueryRouteParameter": "id", "Append": "id"}]}),
-     R + ":Transforms:0:QueryRouteParameter", "no equivalent"),
-    (_route({"Transforms": [{"PathSet": "/"}, {"RequestHeaderRouteValue": "X-Id", "Set": "id"}]}),
-     R + ":Transforms:1:RequestHeaderRouteValue", "no equivalent"),
+    (_route({"Transforms": [{"QueryRouteParameter": "id", "Sett": "id"}]}),
+     R + ":Transforms:0:Sett", "not a key of the QueryRouteParameter transform"),
+    (_route({"Transforms": [{"PathSet": "/"}, {"RequestHeaderRouteValue": "X-Id"}]}),
+     R + ":Transforms:1", "exactly one of Set, Append"),
+    (_route({"Transforms": [{"ClientCert": "X-Client-Cert"}]}),
+     R + ":Transforms:0:ClientCert", "no equivalent"),
     (_route({"Transforms": [{"RequestHeadersAllowed": "Accept;Cookie"}]}),
      R + ":Transforms:0:RequestHeadersAllowed", "allow-list"),
     (_route({"Transforms": [{"ResponseHeadersCopy": "false"}]}),

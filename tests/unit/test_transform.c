@@ -464,6 +464,25 @@ static void test_path_pattern_missing_capture(void **state)
     expect_str(fx->out.path, "/x//y");
 }
 
+/* QueryRouteParameter and RequestHeaderRouteValue take a capture's value (YARP); an absent
+ * capture leaves the request as it is. */
+static void test_route_value_transforms(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_QUERY_ROUTE_VALUE, "orderId", "id")->action = FG_TX_APPEND;
+    add(fx, FG_TX_REQ_HEADER_ROUTE_VALUE, "X-Order", "id");
+    add(fx, FG_TX_QUERY_ROUTE_VALUE, "none", "missing");
+    add(fx, FG_TX_REQ_HEADER_ROUTE_VALUE, "X-None", "missing");
+    mkreq(fx, "GET", "/orders/a%20b?v=2", "h", NULL);
+    fg_str_t p = fx->req->path;
+    fx->req->captures[0] = (fg_capture_t){S("id"), {p.base + 8, p.len - 8}};
+    fx->req->ncaptures = 1;
+    run(fx);
+    expect_str(fx->out.query, "v=2&orderId=a%20b");
+    expect_header(&fx->out.headers, "X-Order", "a b");
+    expect_header(&fx->out.headers, "X-None", NULL);
+}
+
 static void test_path_transforms_in_order(void **state)
 {
     fx_t *fx = *state;
@@ -734,6 +753,7 @@ int main(void)
         T(test_path_set),
         T(test_path_pattern),
         T(test_path_pattern_missing_capture),
+        T(test_route_value_transforms),
         T(test_path_transforms_in_order),
         T(test_base_path),
         T(test_query_set_replaces),
