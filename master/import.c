@@ -18,8 +18,8 @@ size_t fg_import_push(fg_import_t *im, const char *key)
     int n = snprintf(im->path + im->plen, sizeof(im->path) - im->plen, "%s%s",
                      im->plen ? (char[]){im->sep, '\0'} : "", key);
     if (n > 0)
-        im->plen = im->plen + (size_t)n < sizeof(im->path) ? im->plen + (size_t)n
-                                                           : sizeof(im->path) - 1;
+        im->plen =
+            im->plen + (size_t)n < sizeof(im->path) ? im->plen + (size_t)n : sizeof(im->path) - 1;
     return mark;
 }
 
@@ -106,14 +106,14 @@ int fg_import_check_keys(fg_import_t *im, const json_t *obj, const char *const k
         while (known[i] != NULL && strcasecmp(known[i], k) != 0)
             i++;
         if (known[i] == NULL)
-            return fg_import_fail(im, k, "unknown key (no equivalent in FastGateway's "
-                                         "configuration, or a typo)");
+            return fg_import_fail(im, k,
+                                  "unknown key (no equivalent in FastGateway's "
+                                  "configuration, or a typo)");
         json_object_foreach((json_t *)obj, k2, v2)
         {
             if (k2 != k && strcasecmp(k, k2) == 0)
-                return fg_import_fail(im, k,
-                                      "given twice as \"%s\" and \"%s\" (keys ignore case)", k,
-                                      k2);
+                return fg_import_fail(im, k, "given twice as \"%s\" and \"%s\" (keys ignore case)",
+                                      k, k2);
         }
     }
     return 0;
@@ -154,8 +154,7 @@ int fg_import_bool(fg_import_t *im, const json_t *obj, const char *key, int *out
     return 0;
 }
 
-int fg_import_int(fg_import_t *im, const json_t *obj, const char *key, long long *out,
-                  int *present)
+int fg_import_int(fg_import_t *im, const json_t *obj, const char *key, long long *out, int *present)
 {
     json_t *v = fg_import_get(obj, key);
     set_present(present, 0);
@@ -178,8 +177,7 @@ int fg_import_int(fg_import_t *im, const json_t *obj, const char *key, long long
     return 0;
 }
 
-int fg_import_number(fg_import_t *im, const json_t *obj, const char *key, double *out,
-                     int *present)
+int fg_import_number(fg_import_t *im, const json_t *obj, const char *key, double *out, int *present)
 {
     json_t *v = fg_import_get(obj, key);
     set_present(present, 0);
@@ -281,8 +279,7 @@ int fg_import_timespan(fg_import_t *im, const json_t *obj, const char *key, char
     if (rc == -2)
         return fg_import_fail(im, key, "\"%s\": durations are whole milliseconds", s);
     if (rc < 0)
-        return fg_import_fail(im, key,
-                              "\"%s\" is not a TimeSpan (hh:mm:ss, d.hh:mm:ss.fff)", s);
+        return fg_import_fail(im, key, "\"%s\" is not a TimeSpan (hh:mm:ss, d.hh:mm:ss.fff)", s);
     fg_import_duration(ms, out, len);
     set_present(present, 1);
     return 0;
@@ -404,8 +401,7 @@ static json_t *read_source(fg_import_t *im)
     json_t *root = json_loads(plain, JSON_REJECT_DUPLICATES, &je);
     free(plain);
     if (root == NULL)
-        snprintf(im->msg, sizeof(im->msg), "%s:%d:%d: %s", im->file, je.line, je.column,
-                 je.text);
+        snprintf(im->msg, sizeof(im->msg), "%s:%d:%d: %s", im->file, je.line, je.column, je.text);
     else if (!json_is_object(root)) {
         snprintf(im->msg, sizeof(im->msg), "%s: the top level is not an object", im->file);
         json_decref(root);
@@ -421,8 +417,7 @@ static int check_loads(fg_import_t *im, const char *text)
     char err[1024];
     fg_config_t *cfg = fg_config_load_string(im->file, text, err, sizeof(err));
     if (cfg == NULL) {
-        snprintf(im->msg, sizeof(im->msg), "the converted configuration does not load: %s",
-                 err);
+        snprintf(im->msg, sizeof(im->msg), "the converted configuration does not load: %s", err);
         return -1;
     }
     int rc = fg_route_table_build(cfg, err, sizeof(err));

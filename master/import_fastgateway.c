@@ -37,8 +37,8 @@ static const server_info_t *find_server(const state_t *st, const char *id)
 
 static int convert_list(fg_import_t *im, const json_t *l, json_t *out, state_t *st)
 {
-    static const char *const keys[] = {"id", "name", "description", "ips", "enable", "isBlacklist",
-                                       NULL};
+    static const char *const keys[] = {"id",     "name",        "description", "ips",
+                                       "enable", "isBlacklist", NULL};
     const char *id = NULL, *name = NULL;
     int enable = 1, black = 0, has;
     json_t *ips;
@@ -67,8 +67,10 @@ static int convert_list(fg_import_t *im, const json_t *l, json_t *out, state_t *
 
 static int convert_rate(fg_import_t *im, const json_t *r, json_t *out, json_t *attach)
 {
-    static const char *const keys[] = {"id", "name", "enable", "type", "scope", "pathPattern",
-                                       "ipPattern", "maxRequests", "windowSizeSeconds", NULL};
+    static const char *const keys[] = {"id",        "name",        "enable",
+                                       "type",      "scope",       "pathPattern",
+                                       "ipPattern", "maxRequests", "windowSizeSeconds",
+                                       NULL};
     static const char *const types[] = {"SlidingWindow", "FixedWindow", "TokenBucket", NULL};
     static const char *const scopes[] = {"Global", "PerIp", NULL};
     const char *id = NULL, *name = NULL, *type = "SlidingWindow", *scope = "Global", *pp = NULL,
@@ -100,8 +102,9 @@ static int convert_rate(fg_import_t *im, const json_t *r, json_t *out, json_t *a
     json_object_set_new(o, "enabled", json_boolean(enable));
     /* FastGateway's TokenBucket counts a fixed window: converted as what it does. */
     if (strcmp(type, "TokenBucket") == 0)
-        fg_import_note(im, "type", "FastGateway's TokenBucket counts per fixed window: converted "
-                                   "to FixedWindow, which is what it did");
+        fg_import_note(im, "type",
+                       "FastGateway's TokenBucket counts per fixed window: converted "
+                       "to FixedWindow, which is what it did");
     put_str(o, "type", strcmp(type, "TokenBucket") == 0 ? "FixedWindow" : type);
     put_str(o, "scope", scope);
     json_object_set_new(o, "maxRequests", json_integer(max));
@@ -121,10 +124,10 @@ static int convert_rate(fg_import_t *im, const json_t *r, json_t *out, json_t *a
 
 static int convert_cert(fg_import_t *im, const json_t *c, json_t *out)
 {
-    static const char *const keys[] = {
-        "id",      "domain",  "domains",   "chain",     "key",       "certs",
-        "autoRenew", "isActive", "expired", "issuer",   "email",     "renewTime",
-        "renewStats", "notBefore", "notAfter", NULL};
+    static const char *const keys[] = {"id",         "domain",    "domains",   "chain",
+                                       "key",        "certs",     "autoRenew", "isActive",
+                                       "expired",    "issuer",    "email",     "renewTime",
+                                       "renewStats", "notBefore", "notAfter",  NULL};
     const char *id = NULL, *chain = NULL, *key = NULL;
     int active = 1, has, renew = 0, has_renew;
     json_t *names = NULL, *one = NULL;
@@ -152,8 +155,9 @@ static int convert_cert(fg_import_t *im, const json_t *c, json_t *out)
         goto fail;
     }
     if (renew)
-        fg_import_note(im, "autoRenew", "ACME renewal is not done by the gateway: renew the files "
-                                        "with an ACME client and reload");
+        fg_import_note(im, "autoRenew",
+                       "ACME renewal is not done by the gateway: renew the files "
+                       "with an ACME client and reload");
     json_t *o = json_object();
     put_str(o, "id", id);
     put_str(o, "chain", chain);
@@ -181,7 +185,10 @@ static int server_tls(fg_import_t *im, json_t *s, const json_t *certs)
         return fg_import_fail(im, "isHttps", "an https server needs certificates (none active)");
     json_t *tls = json_object(), *ids = json_array(), *c;
     size_t i;
-    json_array_foreach(certs, i, c) json_array_append(ids, json_object_get(c, "id"));
+    json_array_foreach(certs, i, c)
+    {
+        json_array_append(ids, json_object_get(c, "id"));
+    }
     json_object_set_new(tls, "certificates", ids);
     /* FastGateway's SNI falls back to a default certificate: the first one here. */
     json_object_set(tls, "default", json_object_get(json_array_get(certs, 0), "id"));
@@ -192,12 +199,24 @@ static int server_tls(fg_import_t *im, json_t *s, const json_t *certs)
 static int convert_server(fg_import_t *im, const json_t *in, json_t *out, const json_t *certs,
                           state_t *st, json_t *routes)
 {
-    static const char *const keys[] = {
-        "id",          "listen",          "name",           "description",
-        "enable",      "isHttps",         "redirectHttps",  "staticCompress",
-        "enableTunnel", "enableBlacklist", "enableWhitelist", "clientIpSource",
-        "trustedProxies", "copyRequestHost", "maxRequestBodySize", "timeout",
-        "enableRequestFailover", NULL};
+    static const char *const keys[] = {"id",
+                                       "listen",
+                                       "name",
+                                       "description",
+                                       "enable",
+                                       "isHttps",
+                                       "redirectHttps",
+                                       "staticCompress",
+                                       "enableTunnel",
+                                       "enableBlacklist",
+                                       "enableWhitelist",
+                                       "clientIpSource",
+                                       "trustedProxies",
+                                       "copyRequestHost",
+                                       "maxRequestBodySize",
+                                       "timeout",
+                                       "enableRequestFailover",
+                                       NULL};
     static const char *const sources[] = {"socket", "X-Forwarded-For", "X-Real-IP",
                                           "CF-Connecting-IP", NULL};
     const char *id = NULL, *name = NULL, *src = NULL;
@@ -223,8 +242,8 @@ static int convert_server(fg_import_t *im, const json_t *in, json_t *out, const 
         fg_import_string_list(im, in, "trustedProxies", &trusted) < 0)
         return -1;
     if (id == NULL || !has_port)
-        return json_decref(trusted), fg_import_fail(im, NULL, "missing \"%s\"",
-                                                    id ? "listen" : "id");
+        return json_decref(trusted),
+               fg_import_fail(im, NULL, "missing \"%s\"", id ? "listen" : "id");
     if (port < 1 || port > 65535)
         return json_decref(trusted), fg_import_fail(im, "listen", "expected a port 1..65535");
     if (tunnel)
@@ -279,8 +298,8 @@ static int convert_server(fg_import_t *im, const json_t *in, json_t *out, const 
         char rid[300];
         snprintf(rid, sizeof(rid), "%s-redirect-https", id);
         json_t *r = json_pack("{s:s, s:[s], s:i, s:{s:s}, s:{s:i, s:s}}", "id", rid, "servers", id,
-                              "order", -1000000, "match", "path", "/{**path}", "redirect",
-                              "status", 307, "location", "https://{host}{path}{query}");
+                              "order", -1000000, "match", "path", "/{**path}", "redirect", "status",
+                              307, "location", "https://{host}{path}{query}");
         json_array_append_new(routes, r);
     }
     st->servers[st->nservers++] =
@@ -333,8 +352,8 @@ static int convert_upstreams(fg_import_t *im, const json_t *ups, json_t *dests)
             return fg_import_fail(im, "weight", "expected 1..1000");
         char id[24];
         snprintf(id, sizeof(id), "%zu", i + 1);
-        json_array_append_new(dests, json_pack("{s:s, s:s, s:I}", "id", id, "address", svc,
-                                               "weight", (json_int_t)w));
+        json_array_append_new(
+            dests, json_pack("{s:s, s:s, s:I}", "id", id, "address", svc, "weight", (json_int_t)w));
         fg_import_pop(im, m2);
     }
     fg_import_pop(im, mark);
@@ -354,7 +373,8 @@ static int convert_health(fg_import_t *im, const json_t *d, json_t *cluster)
     if (!on)
         return 0;
     if (iv < 1 || to < 1)
-        return fg_import_fail(im, iv < 1 ? "healthCheckIntervalSeconds" : "healthCheckTimeoutSeconds",
+        return fg_import_fail(im,
+                              iv < 1 ? "healthCheckIntervalSeconds" : "healthCheckTimeoutSeconds",
                               "expected seconds >= 1");
     char a[32], b[32];
     fg_import_duration((unsigned long long)iv * 1000, a, sizeof(a));
@@ -406,10 +426,23 @@ static int convert_static(fg_import_t *im, const json_t *d, json_t *route)
 static int convert_domain(fg_import_t *im, const json_t *d, json_t *routes, json_t *clusters,
                           const state_t *st)
 {
-    static const char *const keys[] = {
-        "id",      "serverId", "path",       "domains",    "serviceType", "service", "host",
-        "upStreams", "root",   "tryFiles",   "enable",     "enableHealthCheck", "healthCheckPath",
-        "healthCheckIntervalSeconds", "healthCheckTimeoutSeconds", "accessNodeId", NULL};
+    static const char *const keys[] = {"id",
+                                       "serverId",
+                                       "path",
+                                       "domains",
+                                       "serviceType",
+                                       "service",
+                                       "host",
+                                       "upStreams",
+                                       "root",
+                                       "tryFiles",
+                                       "enable",
+                                       "enableHealthCheck",
+                                       "healthCheckPath",
+                                       "healthCheckIntervalSeconds",
+                                       "healthCheckTimeoutSeconds",
+                                       "accessNodeId",
+                                       NULL};
     static const char *const types[] = {"Service", "ServiceCluster", "StaticFile", NULL};
     const char *id = NULL, *sid = NULL, *path = NULL, *type = NULL, *svc = NULL, *host = NULL,
                *node = NULL;
@@ -419,16 +452,20 @@ static int convert_domain(fg_import_t *im, const json_t *d, json_t *routes, json
         fg_import_string(im, d, "id", &id) < 0 || fg_import_string(im, d, "serverId", &sid) < 0 ||
         fg_import_string(im, d, "path", &path) < 0 ||
         fg_import_enum(im, d, "serviceType", types, &type) < 0 ||
-        fg_import_string(im, d, "service", &svc) < 0 || fg_import_string(im, d, "host", &host) < 0 ||
+        fg_import_string(im, d, "service", &svc) < 0 ||
+        fg_import_string(im, d, "host", &host) < 0 ||
         fg_import_string(im, d, "accessNodeId", &node) < 0 ||
         fg_import_bool(im, d, "enable", &enable, &has) < 0)
         return -1;
     if (id == NULL || sid == NULL || type == NULL)
         return fg_import_fail(im, NULL, "missing \"%s\"",
-                              id == NULL ? "id" : sid == NULL ? "serverId" : "serviceType");
+                              id == NULL    ? "id"
+                              : sid == NULL ? "serverId"
+                                            : "serviceType");
     if (node != NULL && *node)
-        return fg_import_fail(im, "accessNodeId", "relaying through another node has no "
-                                                  "equivalent");
+        return fg_import_fail(im, "accessNodeId",
+                              "relaying through another node has no "
+                              "equivalent");
     const server_info_t *srv = find_server(st, sid);
     if (srv == NULL)
         return fg_import_fail(im, "serverId", "no server has the id \"%s\"", sid);
@@ -532,8 +569,8 @@ static int do_domain(fg_import_t *im, const json_t *e, void *a)
 
 json_t *fg_import_fastgateway(fg_import_t *im, const json_t *root)
 {
-    static const char *const top[] = {"servers", "domainNames", "certificates", "accessControls",
-                                      "rateLimits", "settings", NULL};
+    static const char *const top[] = {
+        "servers", "domainNames", "certificates", "accessControls", "rateLimits", "settings", NULL};
     conv_t c = {.ours = json_object()};
     json_t *v = fg_import_get(root, "servers");
     c.st.servers = calloc(json_array_size(v) + 1, sizeof(server_info_t));
@@ -553,7 +590,8 @@ json_t *fg_import_fastgateway(fg_import_t *im, const json_t *root)
 #undef SECTION
     c.security_rates = json_array();
     json_object_set_new(c.ours, "security", json_pack("{s:o}", "rateLimits", c.security_rates));
-    if (fg_import_check_keys(im, root, top) < 0 || each(im, root, "accessControls", do_list, &c) < 0 ||
+    if (fg_import_check_keys(im, root, top) < 0 ||
+        each(im, root, "accessControls", do_list, &c) < 0 ||
         each(im, root, "rateLimits", do_rate, &c) < 0 ||
         each(im, root, "certificates", do_cert, &c) < 0 ||
         each(im, root, "servers", do_server, &c) < 0 ||
@@ -567,8 +605,8 @@ json_t *fg_import_fastgateway(fg_import_t *im, const json_t *root)
         goto fail;
     }
     /* Empty sections are left out, so that the result reads like a hand-written file. */
-    static const char *const sections[] = {"certificates", "rateLimits", "accessControl",
-                                           "routes", "clusters"};
+    static const char *const sections[] = {"certificates", "rateLimits", "accessControl", "routes",
+                                           "clusters"};
     for (size_t i = 0; i < 5; i++)
         if (json_array_size(json_object_get(c.ours, sections[i])) == 0)
             json_object_del(c.ours, sections[i]);

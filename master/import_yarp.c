@@ -77,8 +77,8 @@ static int convert_path(fg_import_t *im, const char *tpl, json_t *match)
 
 /* ---- route match ---- */
 
-static const char *const header_modes[] = {"ExactHeader", "HeaderPrefix", "Contains",
-                                           "NotContains", "Exists",       "NotExists", NULL};
+static const char *const header_modes[] = {"ExactHeader", "HeaderPrefix", "Contains", "NotContains",
+                                           "Exists",      "NotExists",    NULL};
 static const char *const query_modes[] = {"Exact",  "Contains", "NotContains",
                                           "Prefix", "Exists",   NULL};
 
@@ -100,7 +100,8 @@ static int convert_conditions(fg_import_t *im, const json_t *list, const char *k
         int cs = 0, has_cs = 0;
         json_array_append_new(arr, c);
         if (fg_import_want_object(im, e, NULL) < 0 || fg_import_check_keys(im, e, keys) < 0 ||
-            fg_import_string(im, e, "Name", &name) < 0 || fg_import_enum(im, e, "Mode", modes, &mode) < 0 ||
+            fg_import_string(im, e, "Name", &name) < 0 ||
+            fg_import_enum(im, e, "Mode", modes, &mode) < 0 ||
             fg_import_string_list(im, e, "Values", &values) < 0 ||
             fg_import_bool(im, e, "IsCaseSensitive", &cs, &has_cs) < 0)
             return json_decref(values), -1;
@@ -123,8 +124,8 @@ static int convert_conditions(fg_import_t *im, const json_t *list, const char *k
 
 static int convert_match(fg_import_t *im, const json_t *m, json_t *route)
 {
-    static const char *const keys[] = {"Path", "Hosts", "Methods", "Headers", "QueryParameters",
-                                       NULL};
+    static const char *const keys[] = {"Path",    "Hosts",           "Methods",
+                                       "Headers", "QueryParameters", NULL};
     size_t mark = fg_import_push(im, "Match");
     json_t *match = json_object(), *list;
     const char *path = NULL;
@@ -278,7 +279,7 @@ static int convert_transform(fg_import_t *im, const json_t *t, json_t **out)
     }
     *out = json_object();
     if (fg_import_get(t, "X-Forwarded") != NULL) {
-        static const char *const keys[] = {"X-Forwarded", "For",    "Proto", "Host",
+        static const char *const keys[] = {"X-Forwarded", "For",          "Proto", "Host",
                                            "Prefix",      "HeaderPrefix", NULL};
         if (fg_import_check_keys(im, t, keys) < 0)
             return -1;
@@ -355,11 +356,20 @@ static int convert_metadata(fg_import_t *im, const json_t *md, json_t *route)
 
 static int convert_route(fg_import_t *im, const char *id, const json_t *r, json_t *routes)
 {
-    static const char *const keys[] = {
-        "RouteId",         "ClusterId",         "Order",      "Match",
-        "Transforms",      "Metadata",          "MaxRequestBodySize", "AuthorizationPolicy",
-        "CorsPolicy",      "RateLimiterPolicy", "TimeoutPolicy", "Timeout",
-        "OutputCachePolicy", NULL};
+    static const char *const keys[] = {"RouteId",
+                                       "ClusterId",
+                                       "Order",
+                                       "Match",
+                                       "Transforms",
+                                       "Metadata",
+                                       "MaxRequestBodySize",
+                                       "AuthorizationPolicy",
+                                       "CorsPolicy",
+                                       "RateLimiterPolicy",
+                                       "TimeoutPolicy",
+                                       "Timeout",
+                                       "OutputCachePolicy",
+                                       NULL};
     json_t *route = json_object();
     json_array_append_new(routes, route);
     const char *rid = NULL, *cluster = NULL;
@@ -381,8 +391,7 @@ static int convert_route(fg_import_t *im, const char *id, const json_t *r, json_
                               "a route's request timeout has no equivalent; set the cluster's "
                               "HttpRequest:ActivityTimeout");
     if (rid != NULL && id != NULL && strcmp(rid, id) != 0)
-        return fg_import_fail(im, "RouteId", "\"%s\" differs from the route's key \"%s\"", rid,
-                              id);
+        return fg_import_fail(im, "RouteId", "\"%s\" differs from the route's key \"%s\"", rid, id);
     put_str(route, "id", id ? id : rid ? rid : "");
     if (id == NULL && rid == NULL)
         return fg_import_fail(im, NULL, "missing \"RouteId\"");
@@ -414,8 +423,7 @@ static int convert_route(fg_import_t *im, const char *id, const json_t *r, json_
 /* Routes and Clusters are objects keyed by id in configuration files; an array (each element
  * with its RouteId / ClusterId, as code builds them) is accepted too. */
 static int each_entry(fg_import_t *im, const json_t *coll, const char *key,
-                      int (*fn)(fg_import_t *, const char *, const json_t *, json_t *),
-                      json_t *out)
+                      int (*fn)(fg_import_t *, const char *, const json_t *, json_t *), json_t *out)
 {
     size_t mark = fg_import_push(im, key);
     if (json_is_object(coll)) {
@@ -447,13 +455,14 @@ static int each_entry(fg_import_t *im, const json_t *coll, const char *key,
 
 /* ---- clusters ---- */
 
-static const char *const lb_policies[] = {"PowerOfTwoChoices", "RoundRobin", "LeastRequests",
-                                          "Random", "FirstAlphabetical", NULL};
+static const char *const lb_policies[] = {
+    "PowerOfTwoChoices", "RoundRobin", "LeastRequests", "Random", "FirstAlphabetical", NULL};
 
 static int convert_cookie(fg_import_t *im, const json_t *c, json_t *aff)
 {
-    static const char *const keys[] = {"Path",     "Domain",   "HttpOnly",     "SecurePolicy",
-                                       "SameSite", "Expiration", "MaxAge", "IsEssential", NULL};
+    static const char *const keys[] = {"Path",         "Domain",      "HttpOnly",
+                                       "SecurePolicy", "SameSite",    "Expiration",
+                                       "MaxAge",       "IsEssential", NULL};
     static const char *const same[] = {"Unspecified", "None", "Lax", "Strict", NULL};
     static const char *const secure[] = {"SameAsRequest", "Always", "None", NULL};
     size_t mark = fg_import_push(im, "Cookie");
@@ -491,16 +500,17 @@ static int convert_cookie(fg_import_t *im, const json_t *c, json_t *aff)
     if (has_exp || has_max) /* a persistent cookie either way: Max-Age says the same */
         put_str(out, "maxAge", has_exp ? exp : max);
     if (has_ess)
-        fg_import_note(im, "IsEssential", "consent tracking is ASP.NET's; the cookie is always "
-                                          "sent");
+        fg_import_note(im, "IsEssential",
+                       "consent tracking is ASP.NET's; the cookie is always "
+                       "sent");
     fg_import_pop(im, mark);
     return 0;
 }
 
 static int convert_affinity(fg_import_t *im, const json_t *a, json_t *cluster)
 {
-    static const char *const keys[] = {"Enabled", "Policy", "FailurePolicy", "AffinityKeyName",
-                                       "Cookie", NULL};
+    static const char *const keys[] = {"Enabled",         "Policy", "FailurePolicy",
+                                       "AffinityKeyName", "Cookie", NULL};
     static const char *const policies[] = {"HashCookie", "Cookie", "CustomHeader", "ArrCookie",
                                            NULL};
     static const char *const failures[] = {"Redistribute", "Return503Error", NULL};
@@ -521,8 +531,9 @@ static int convert_affinity(fg_import_t *im, const json_t *a, json_t *cluster)
         return 0;
     }
     if (policy != NULL && strcmp(policy, "ArrCookie") == 0)
-        return fg_import_fail(im, "Policy", "\"ArrCookie\" (IIS ARR's cookie values) has no "
-                                            "equivalent; HashCookie is the nearest");
+        return fg_import_fail(im, "Policy",
+                              "\"ArrCookie\" (IIS ARR's cookie values) has no "
+                              "equivalent; HashCookie is the nearest");
     if (policy)
         put_str(out, "policy", policy);
     if (fail)
@@ -537,8 +548,7 @@ static int convert_affinity(fg_import_t *im, const json_t *a, json_t *cluster)
 }
 
 /* Metadata keys of a cluster that YARP's health policies read; the rest is inert data. */
-static int metadata_number(fg_import_t *im, const json_t *md, const char *key, double *v,
-                           int *has)
+static int metadata_number(fg_import_t *im, const json_t *md, const char *key, double *v, int *has)
 {
     size_t mark = fg_import_push(im, "Metadata");
     int rc = fg_import_number(im, md, key, v, has);
@@ -548,8 +558,8 @@ static int metadata_number(fg_import_t *im, const json_t *md, const char *key, d
 
 static int convert_active(fg_import_t *im, const json_t *a, const json_t *md, json_t *hc)
 {
-    static const char *const keys[] = {"Enabled", "Interval", "Timeout", "Policy", "Path", "Query",
-                                       NULL};
+    static const char *const keys[] = {"Enabled", "Interval", "Timeout", "Policy",
+                                       "Path",    "Query",    NULL};
     static const char *const policies[] = {"ConsecutiveFailures", NULL};
     size_t mark = fg_import_push(im, "Active");
     json_t *out = json_object();
@@ -640,10 +650,14 @@ static int convert_health(fg_import_t *im, const json_t *h, const json_t *md, js
 
 static int convert_http_client(fg_import_t *im, const json_t *h, json_t *cluster)
 {
-    static const char *const keys[] = {"SslProtocols", "DangerousAcceptAnyServerCertificate",
-                                       "MaxConnectionsPerServer", "EnableMultipleHttp2Connections",
-                                       "RequestHeaderEncoding", "ResponseHeaderEncoding",
-                                       "WebProxy", NULL};
+    static const char *const keys[] = {"SslProtocols",
+                                       "DangerousAcceptAnyServerCertificate",
+                                       "MaxConnectionsPerServer",
+                                       "EnableMultipleHttp2Connections",
+                                       "RequestHeaderEncoding",
+                                       "ResponseHeaderEncoding",
+                                       "WebProxy",
+                                       NULL};
     size_t mark = fg_import_push(im, "HttpClient");
     json_t *out = json_object(), *protos;
     int danger, has_d, multi, has_m;
@@ -767,9 +781,9 @@ static int note_cluster_metadata(fg_import_t *im, const json_t *md)
 
 static int convert_cluster(fg_import_t *im, const char *id, const json_t *c, json_t *clusters)
 {
-    static const char *const keys[] = {"ClusterId",   "LoadBalancingPolicy", "SessionAffinity",
-                                       "HealthCheck", "HttpClient",          "HttpRequest",
-                                       "Destinations", "Metadata",           NULL};
+    static const char *const keys[] = {
+        "ClusterId",   "LoadBalancingPolicy", "SessionAffinity", "HealthCheck", "HttpClient",
+        "HttpRequest", "Destinations",        "Metadata",        NULL};
     json_t *cluster = json_object();
     json_array_append_new(clusters, cluster);
     const char *cid = NULL, *lb = NULL;
@@ -778,8 +792,8 @@ static int convert_cluster(fg_import_t *im, const char *id, const json_t *c, jso
         fg_import_enum(im, c, "LoadBalancingPolicy", lb_policies, &lb) < 0)
         return -1;
     if (cid != NULL && id != NULL && strcmp(cid, id) != 0)
-        return fg_import_fail(im, "ClusterId", "\"%s\" differs from the cluster's key \"%s\"",
-                              cid, id);
+        return fg_import_fail(im, "ClusterId", "\"%s\" differs from the cluster's key \"%s\"", cid,
+                              id);
     if (id == NULL && cid == NULL)
         return fg_import_fail(im, NULL, "missing \"ClusterId\"");
     put_str(cluster, "id", id ? id : cid);
@@ -815,8 +829,7 @@ static int convert_cluster(fg_import_t *im, const char *id, const json_t *c, jso
 /* A Kestrel URL ("http://+:80", "http://localhost:5000", "http://[::]:8080") as our listen
  * address. Kestrel binds a host that is neither an IP address nor localhost to every
  * address. */
-static int kestrel_listen(fg_import_t *im, const char *key, const char *url, char *out,
-                          size_t len)
+static int kestrel_listen(fg_import_t *im, const char *key, const char *url, char *out, size_t len)
 {
     const char *p = url;
     if (strncasecmp(p, "http://", 7) != 0)
@@ -855,9 +868,13 @@ static void add_server(json_t *servers, const char *id, const char *listen)
 
 static int convert_limits(fg_import_t *im, const json_t *l, json_t *servers)
 {
-    static const char *const keys[] = {"MaxRequestBodySize", "MaxRequestHeaderCount",
-                                       "MaxRequestLineSize", "MaxRequestHeadersTotalSize",
-                                       "KeepAliveTimeout", "RequestHeadersTimeout", NULL};
+    static const char *const keys[] = {"MaxRequestBodySize",
+                                       "MaxRequestHeaderCount",
+                                       "MaxRequestLineSize",
+                                       "MaxRequestHeadersTotalSize",
+                                       "KeepAliveTimeout",
+                                       "RequestHeadersTimeout",
+                                       NULL};
     static const char *const ints[][2] = {{"MaxRequestBodySize", "maxRequestBodySize"},
                                           {"MaxRequestHeaderCount", "maxHeaders"},
                                           {"MaxRequestLineSize", "maxRequestLineSize"},
@@ -930,8 +947,8 @@ static int convert_kestrel(fg_import_t *im, const json_t *k, json_t *servers)
         if (url == NULL)
             return fg_import_fail(im, NULL, "missing \"Url\"");
         if (protos != NULL && strcasecmp(protos, "Http1") != 0)
-            return fg_import_fail(im, "Protocols",
-                                  "\"%s\": plaintext servers speak HTTP/1.1 only", protos);
+            return fg_import_fail(im, "Protocols", "\"%s\": plaintext servers speak HTTP/1.1 only",
+                                  protos);
         if (kestrel_listen(im, "Url", url, listen, sizeof(listen)) < 0)
             return -1;
         add_server(servers, name, listen);
@@ -969,10 +986,10 @@ static int convert_urls(fg_import_t *im, const json_t *root, json_t *servers)
 
 static int convert_logging(fg_import_t *im, const json_t *lg, json_t *ours)
 {
-    static const char *const levels[] = {"Trace",    "Debug", "Information", "Warning",
-                                         "Error",    "Critical", "None", NULL};
-    static const char *const mapped[] = {"debug", "debug", "info", "warn", "error", "error",
-                                         "error"};
+    static const char *const levels[] = {"Trace", "Debug",    "Information", "Warning",
+                                         "Error", "Critical", "None",        NULL};
+    static const char *const mapped[] = {"debug", "debug", "info", "warn",
+                                         "error", "error", "error"};
     size_t mark = fg_import_push(im, "Logging");
     json_t *ll = fg_import_get(lg, "LogLevel");
     const char *k;
@@ -999,8 +1016,9 @@ static int convert_logging(fg_import_t *im, const json_t *lg, json_t *ours)
         json_object_foreach(ll, k, v)
         {
             if (strcasecmp(k, "Default") != 0)
-                fg_import_note(im, k, "per-category log levels have no equivalent: the level "
-                                      "is the Default one");
+                fg_import_note(im, k,
+                               "per-category log levels have no equivalent: the level "
+                               "is the Default one");
         }
         fg_import_pop(im, m2);
     }

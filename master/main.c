@@ -577,11 +577,10 @@ out:
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'v'},
-        {"import", required_argument, NULL, 'I'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'v'},
+                                             {"import", required_argument, NULL, 'I'},
+                                             {NULL, 0, NULL, 0}};
     const char *conf = DEFAULT_CONF;
     const char *sig = NULL, *import = NULL;
     int foreground = 0, test = 0, dump = 0, opt;

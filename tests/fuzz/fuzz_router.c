@@ -59,9 +59,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const uint8_t *p = data, *end = data + size;
     char *tpl = line(&p, end), *host = line(&p, end), *target = line(&p, end);
-    json_t *doc = json_pack("{s:[{s:s, s:s}], s:[{s:s, s:{s:s}, s:{s:i}}]}", "servers", "id",
-                            "s", "listen", "127.0.0.1:1", "routes", "id", "r", "match", "path",
-                            tpl, "direct", "status", 200);
+    json_t *doc = json_pack("{s:[{s:s, s:s}], s:[{s:s, s:{s:s}, s:{s:i}}]}", "servers", "id", "s",
+                            "listen", "127.0.0.1:1", "routes", "id", "r", "match", "path", tpl,
+                            "direct", "status", 200);
     char *text = doc ? json_dumps(doc, 0) : NULL;
     char err[512];
     fg_config_t *cfg = text ? fg_config_load_string("fuzz", text, err, sizeof(err)) : NULL;

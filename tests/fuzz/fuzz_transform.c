@@ -89,12 +89,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_t *tx = json_loads(text, 0, NULL);
     if (!json_is_array(tx))
         goto out_tx;
-    json_t *doc = json_pack("{s:[{s:s, s:s}], s:[{s:s, s:{s:s}, s:s, s:O}], s:[{s:s, s:[{s:s, "
-                            "s:s}]}]}",
-                            "servers", "id", "s", "listen", "127.0.0.1:1", "routes", "id", "r",
-                            "match", "path", "/{**rest}", "clusterId", "c", "transforms", tx,
-                            "clusters", "id", "c", "destinations", "id", "d", "address",
-                            "http://127.0.0.1:1/base");
+    json_t *doc =
+        json_pack("{s:[{s:s, s:s}], s:[{s:s, s:{s:s}, s:s, s:O}], s:[{s:s, s:[{s:s, "
+                  "s:s}]}]}",
+                  "servers", "id", "s", "listen", "127.0.0.1:1", "routes", "id", "r", "match",
+                  "path", "/{**rest}", "clusterId", "c", "transforms", tx, "clusters", "id", "c",
+                  "destinations", "id", "d", "address", "http://127.0.0.1:1/base");
     char *conf = doc ? json_dumps(doc, 0) : NULL;
     char err[512];
     fg_config_t *cfg = conf ? fg_config_load_string("fuzz", conf, err, sizeof(err)) : NULL;

@@ -469,10 +469,10 @@ static void test_path_pattern_missing_capture(void **state)
 static void test_route_value_transforms(void **state)
 {
     fx_t *fx = *state;
-    add(fx, FG_TX_QUERY_ROUTE_VALUE, "orderId", "id")->action = FG_TX_APPEND;
-    add(fx, FG_TX_REQ_HEADER_ROUTE_VALUE, "X-Order", "id");
-    add(fx, FG_TX_QUERY_ROUTE_VALUE, "none", "missing");
-    add(fx, FG_TX_REQ_HEADER_ROUTE_VALUE, "X-None", "missing");
+    add(fx, FG_TX_QUERY_ROUTE, "orderId", "id")->action = FG_TX_APPEND;
+    add(fx, FG_TX_REQ_HEADER_ROUTE, "X-Order", "id");
+    add(fx, FG_TX_QUERY_ROUTE, "none", "missing");
+    add(fx, FG_TX_REQ_HEADER_ROUTE, "X-None", "missing");
     mkreq(fx, "GET", "/orders/a%20b?v=2", "h", NULL);
     fg_str_t p = fx->req->path;
     fx->req->captures[0] = (fg_capture_t){S("id"), {p.base + 8, p.len - 8}};

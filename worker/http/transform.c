@@ -550,7 +550,7 @@ static int apply_target(tx_t *tx, const fg_transform_t *t)
         if (t->name && t->value && fg_str_eq(out->method, fg_str(t->name)))
             out->method = fg_str(t->value);
         return 0;
-    case FG_TX_QUERY_ROUTE_VALUE:
+    case FG_TX_QUERY_ROUTE:
         return query_route_value(tx, t);
     default:
         return 0;
@@ -570,7 +570,7 @@ static int apply_header(tx_t *tx, const fg_transform_t *t)
         return x_forwarded(tx, t);
     case FG_TX_FORWARDED:
         return forwarded(tx, t);
-    case FG_TX_REQ_HEADER_ROUTE_VALUE:
+    case FG_TX_REQ_HEADER_ROUTE:
         return header_route_value(tx, t);
     default:
         return 0;
