@@ -483,6 +483,19 @@ static void test_route_value_transforms(void **state)
     expect_header(&fx->out.headers, "X-None", NULL);
 }
 
+/* Route values are decoded as ASP.NET decodes them: every escape but %2F, which stays. */
+static void test_route_value_keeps_encoded_slash(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADER_ROUTE, "X-Order", "id");
+    mkreq(fx, "GET", "/orders/a%2Fb%41", "h", NULL);
+    fg_str_t p = fx->req->path;
+    fx->req->captures[0] = (fg_capture_t){S("id"), {p.base + 8, p.len - 8}};
+    fx->req->ncaptures = 1;
+    run(fx);
+    expect_header(&fx->out.headers, "X-Order", "a%2FbA");
+}
+
 static void test_path_transforms_in_order(void **state)
 {
     fx_t *fx = *state;
@@ -754,6 +767,7 @@ int main(void)
         T(test_path_pattern),
         T(test_path_pattern_missing_capture),
         T(test_route_value_transforms),
+        T(test_route_value_keeps_encoded_slash),
         T(test_path_transforms_in_order),
         T(test_base_path),
         T(test_query_set_replaces),
