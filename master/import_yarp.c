@@ -224,6 +224,31 @@ static int convert_xforwarded(fg_import_t *im, const json_t *t, json_t *out)
     return 0;
 }
 
+/* The values an enumerated transform key takes (YARP reads them ignoring case), or NULL. */
+static const char *const *enum_values(const char *key)
+{
+    static const char *const when[] = {"Success", "Always", "Failure", NULL};
+    static const char *const action[] = {"Set", "Append", "Remove", "Off", NULL};
+    static const char *const node[] = {"Random",
+                                       "RandomAndPort",
+                                       "RandomAndRandomPort",
+                                       "Unknown",
+                                       "UnknownAndPort",
+                                       "UnknownAndRandomPort",
+                                       "Ip",
+                                       "IpAndPort",
+                                       "IpAndRandomPort",
+                                       "None",
+                                       NULL};
+    if (strcmp(key, "When") == 0)
+        return when;
+    if (strcmp(key, "Action") == 0)
+        return action;
+    if (strcmp(key, "ForFormat") == 0 || strcmp(key, "ByFormat") == 0)
+        return node;
+    return NULL;
+}
+
 /* A transform whose keys are ours: copied with our spelling of each key, values as strings
  * (YARP's are strings; "true"/"false" are accepted where ours takes a boolean). */
 static int copy_transform(fg_import_t *im, const json_t *t, size_t k, json_t *out)
@@ -240,7 +265,11 @@ static int copy_transform(fg_import_t *im, const json_t *t, size_t k, json_t *ou
             return fg_import_fail(im, key, "not a key of the %s transform", same_tx[k].name);
         if (!json_is_string(v) && !json_is_boolean(v))
             return fg_import_fail(im, key, "expected a string");
-        json_object_set(out, canon, v);
+        const char *const *names = enum_values(canon);
+        const char *value = NULL;
+        if (names != NULL && fg_import_enum(im, t, key, names, &value) < 0)
+            return -1;
+        json_object_set_new(out, canon, value ? json_string(value) : json_incref(v));
     }
     /* The value of a Set/Append transform is required: said here with the source's key. */
     int set = json_object_get(out, "Set") != NULL, append = json_object_get(out, "Append") != NULL;

@@ -180,6 +180,8 @@ C = "ReverseProxy:Clusters:c"
      R + ":Transforms:0:ResponseTrailer", "trailers"),
     (_route({"Transforms": [{"X-Forwarded": "Sometimes"}]}),
      R + ":Transforms:0:X-Forwarded", "unknown value \"Sometimes\""),
+    (_route({"Transforms": [{"ResponseHeader": "X", "Set": "1", "When": "Sometimes"}]}),
+     R + ":Transforms:0:When", "unknown value \"Sometimes\""),
     (_route({"AuthorizationPolicy": "AdminsOnly"}), R + ":AuthorizationPolicy", "policy"),
     (_route({"Timeout": "00:00:10"}), R + ":Timeout", "ActivityTimeout"),
     (_route({"Matchh": {}}), R + ":Matchh", "unknown key"),
