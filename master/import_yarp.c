@@ -858,15 +858,14 @@ static int convert_cluster(fg_import_t *im, const char *id, const json_t *c, jso
 /* A Kestrel URL ("http://+:80", "http://localhost:5000", "http://[::]:8080") as our listen
  * address. Kestrel binds a host that is neither an IP address nor localhost to every
  * address. */
-static int kestrel_listen(fg_import_t *im, const char *key, const char *url, char *out, size_t len)
+static int kestrel_listen(fg_import_t *im, const char *key, const char *url, int *https, char *out,
+                          size_t len)
 {
     const char *p = url;
-    if (strncasecmp(p, "http://", 7) != 0)
-        return fg_import_fail(im, key,
-                              "\"%s\": only http:// endpoints convert (TLS endpoints need "
-                              "certificates: add servers[].tls after the import)",
-                              url);
-    p += 7;
+    *https = strncasecmp(p, "https://", 8) == 0;
+    if (strncasecmp(p, "http://", 7) != 0 && !*https)
+        return fg_import_fail(im, key, "\"%s\" is not an http:// or https:// URL", url);
+    p += *https ? 8 : 7;
     const char *colon = p[0] == '[' ? strstr(p, "]:") : strrchr(p, ':');
     if (colon == NULL)
         return fg_import_fail(im, key, "\"%s\": no port", url);
@@ -952,10 +951,72 @@ out:
     return rc;
 }
 
-static int convert_kestrel(fg_import_t *im, const json_t *k, json_t *servers)
+/* An https endpoint's Certificate (PEM Path and KeyPath) as one of our certificates, and its
+ * server's tls. Kestrel's development certificate, the certificate store and PKCS#12 files
+ * have no equivalent: the loader reads PEM files. */
+static int kestrel_tls(fg_import_t *im, const char *name, const json_t *ep, json_t *server,
+                       json_t *ours)
+{
+    static const char *const ckeys[] = {"Path",  "KeyPath",  "Password",     "Subject",
+                                        "Store", "Location", "AllowInvalid", NULL};
+    json_t *c = fg_import_get(ep, "Certificate"), *protos;
+    const char *path = NULL, *key = NULL;
+    if (c == NULL)
+        return fg_import_fail(im, NULL,
+                              "an https endpoint needs \"Certificate\" with PEM \"Path\" and "
+                              "\"KeyPath\" (Kestrel's development certificate has no "
+                              "equivalent)");
+    size_t mark = fg_import_push(im, "Certificate");
+    if (fg_import_want_object(im, c, NULL) < 0 || fg_import_check_keys(im, c, ckeys) < 0 ||
+        fg_import_string(im, c, "Path", &path) < 0 || fg_import_string(im, c, "KeyPath", &key) < 0)
+        return -1;
+    static const char *const refused[] = {"Password", "Subject", "Store"};
+    for (size_t i = 0; i < 3; i++)
+        if (fg_import_get(c, refused[i]) != NULL)
+            return fg_import_fail(im, refused[i],
+                                  "no equivalent: give an unencrypted PEM key in \"KeyPath\"");
+    if (path == NULL || key == NULL)
+        return fg_import_fail(im, path ? "KeyPath" : "Path",
+                              "missing: a PKCS#12 file converts with openssl pkcs12 into a PEM "
+                              "chain (Path) and key (KeyPath)");
+    fg_import_pop(im, mark);
+    char id[300];
+    snprintf(id, sizeof(id), "%s-certificate", name);
+    json_t *certs = json_object_get(ours, "certificates");
+    if (certs == NULL)
+        json_object_set_new(ours, "certificates", certs = json_array());
+    json_array_append_new(certs, json_pack("{s:s, s:s, s:s}", "id", id, "chain", path, "key", key));
+    json_t *tls = json_pack("{s:[s]}", "certificates", id);
+    json_object_set_new(server, "tls", tls);
+    if (fg_import_string_list(im, ep, "SslProtocols", &protos) < 0)
+        return -1;
+    if (protos != NULL) {
+        int has12 = 0, has13 = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(protos, i, v)
+        {
+            const char *pr = json_string_value(v);
+            has12 |= strcasecmp(pr, "Tls12") == 0;
+            has13 |= strcasecmp(pr, "Tls13") == 0;
+            if (strcasecmp(pr, "Tls12") != 0 && strcasecmp(pr, "Tls13") != 0 &&
+                strcasecmp(pr, "None") != 0)
+                return json_decref(protos),
+                       fg_import_fail(im, "SslProtocols", "\"%s\": only Tls12 and Tls13", pr);
+        }
+        json_decref(protos);
+        if (has12 || has13)
+            json_object_set_new(tls, "protocols",
+                                json_pack("{s:s, s:s}", "min", has12 ? "TLSv1.2" : "TLSv1.3", "max",
+                                          has13 ? "TLSv1.3" : "TLSv1.2"));
+    }
+    return 0;
+}
+
+static int convert_kestrel(fg_import_t *im, const json_t *k, json_t *servers, json_t *ours)
 {
     static const char *const keys[] = {"Endpoints", "Limits", NULL};
-    static const char *const ekeys[] = {"Url", "Protocols", NULL};
+    static const char *const ekeys[] = {"Url", "Protocols", "Certificate", "SslProtocols", NULL};
     size_t mark = fg_import_push(im, "Kestrel");
     if (fg_import_want_object(im, k, NULL) < 0 || fg_import_check_keys(im, k, keys) < 0)
         return -1;
@@ -975,12 +1036,22 @@ static int convert_kestrel(fg_import_t *im, const json_t *k, json_t *servers)
             return -1;
         if (url == NULL)
             return fg_import_fail(im, NULL, "missing \"Url\"");
-        if (protos != NULL && strcasecmp(protos, "Http1") != 0)
-            return fg_import_fail(im, "Protocols", "\"%s\": plaintext servers speak HTTP/1.1 only",
-                                  protos);
-        if (kestrel_listen(im, "Url", url, listen, sizeof(listen)) < 0)
+        int https;
+        if (kestrel_listen(im, "Url", url, &https, listen, sizeof(listen)) < 0)
             return -1;
+        /* Over TLS, ALPN settles on HTTP/1.1 with a client that also offers h2: the requests
+         * mean the same. A plaintext or h2-only endpoint speaking HTTP/2 has no equivalent. */
+        if (protos != NULL && strcasecmp(protos, "Http1") != 0 &&
+            !(https && strcasecmp(protos, "Http1AndHttp2") == 0))
+            return fg_import_fail(im, "Protocols", "\"%s\": servers speak HTTP/1.1 only", protos);
+        if (!https && (fg_import_get(ep, "Certificate") || fg_import_get(ep, "SslProtocols")))
+            return fg_import_fail(im,
+                                  fg_import_get(ep, "Certificate") ? "Certificate" : "SslProtocols",
+                                  "only for an https:// endpoint");
         add_server(servers, name, listen);
+        if (https && kestrel_tls(im, name, ep,
+                                 json_array_get(servers, json_array_size(servers) - 1), ours) < 0)
+            return -1;
         fg_import_pop(im, m3);
     }
     fg_import_pop(im, m2);
@@ -1004,8 +1075,15 @@ static int convert_urls(fg_import_t *im, const json_t *root, json_t *servers)
     json_array_foreach(list, i, u)
     {
         char listen[80], id[32];
-        if (kestrel_listen(im, "Urls", json_string_value(u), listen, sizeof(listen)) < 0)
+        int https;
+        if (kestrel_listen(im, "Urls", json_string_value(u), &https, listen, sizeof(listen)) < 0)
             return json_decref(list), -1;
+        if (https)
+            return json_decref(list),
+                   fg_import_fail(im, "Urls",
+                                  "\"%s\": an https URL needs a certificate: declare it as a "
+                                  "Kestrel endpoint with \"Certificate\"",
+                                  json_string_value(u));
         snprintf(id, sizeof(id), "url%zu", i + 1);
         add_server(servers, id, listen);
     }
@@ -1102,7 +1180,7 @@ json_t *fg_import_yarp(fg_import_t *im, const json_t *root)
     if (convert_allowed_hosts(im, root) < 0 ||
         ((v = fg_import_get(root, "Logging")) && convert_logging(im, v, ours) < 0))
         goto fail;
-    if ((v = fg_import_get(root, "Kestrel")) && convert_kestrel(im, v, servers) < 0)
+    if ((v = fg_import_get(root, "Kestrel")) && convert_kestrel(im, v, servers, ours) < 0)
         goto fail;
     if (json_array_size(servers) == 0 && convert_urls(im, root, servers) < 0)
         goto fail;

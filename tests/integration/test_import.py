@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BINARY, base_config, free_port, http_request
+from conftest import BINARY, base_config, free_port, http_request, recv_until_close
 
 DATA = Path(__file__).resolve().parent / "data" / "import"
 
@@ -326,3 +326,65 @@ def test_fastgateway_token_bucket_becomes_the_fixed_window_it_was(tmp_path):
                                    "scope": "Global", "maxRequests": 5, "window": "10s"}]
     assert ours["security"] == {"rateLimits": ["r"]}
     assert "TokenBucket" in notes
+
+
+def test_yarp_kestrel_https_endpoint(tmp_path, gateway_factory, echo_upstream):
+    """A Kestrel https endpoint with a PEM certificate becomes a TLS server (relative paths as
+    the source wrote them, resolved beside the file); SslProtocols Tls13 refuses TLS 1.2."""
+    import shutil
+    import ssl
+    import socket
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl CLI")
+    (tmp_path / "certs").mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout",
+                    str(tmp_path / "certs" / "site.key"), "-out",
+                    str(tmp_path / "certs" / "site.crt")], check=True, capture_output=True)
+    http_port, https_port = free_port(), free_port()
+    doc = {
+        "Kestrel": {"Endpoints": {
+            "Http": {"Url": "http://127.0.0.1:%d" % http_port},
+            "Https": {"Url": "https://127.0.0.1:%d" % https_port, "Protocols": "Http1AndHttp2",
+                      "SslProtocols": ["Tls13"],
+                      "Certificate": {"Path": "certs/site.crt", "KeyPath": "certs/site.key"}}}},
+        "ReverseProxy": {
+            "Routes": {"all": {"ClusterId": "app", "Match": {"Path": "{**catch-all}"}}},
+            "Clusters": {"app": {"Destinations": {"a": {"Address": echo_upstream.url}}}}},
+    }
+    ours, _ = convert("yarp", json.dumps(doc), tmp_path, "appsettings.json")
+    assert ours["certificates"] == [{"id": "Https-certificate", "chain": "certs/site.crt",
+                                     "key": "certs/site.key"}]
+    assert ours["servers"][1]["tls"] == {
+        "certificates": ["Https-certificate"], "protocols": {"min": "TLSv1.3", "max": "TLSv1.3"}}
+    gw = gateway_factory(with_process_settings(tmp_path, ours, http_port))
+    assert echo(get(http_port, "/plain"))["path"] == "/plain"
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "certs" / "site.crt"))
+    ctx.check_hostname = False
+    with socket.create_connection(("127.0.0.1", https_port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.version() == "TLSv1.3"
+            s.sendall(b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = recv_until_close(s, 5)
+    assert data.startswith(b"HTTP/1.1 200") and b'"path": "/secure"' in data
+    old = ssl.create_default_context(cafile=str(tmp_path / "certs" / "site.crt"))
+    old.check_hostname = False
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", https_port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLError):
+            old.wrap_socket(raw, server_hostname="localhost")
+
+
+@pytest.mark.parametrize("endpoint,key,why", [
+    ({"Url": "https://127.0.0.1:8443"}, "Kestrel:Endpoints:E", "development certificate"),
+    ({"Url": "https://127.0.0.1:8443", "Certificate": {"Path": "site.pfx", "Password": "x"}},
+     "Kestrel:Endpoints:E:Certificate:Password", "unencrypted PEM"),
+    ({"Url": "http://127.0.0.1:8080", "Protocols": "Http2"}, "Kestrel:Endpoints:E:Protocols",
+     "HTTP/1.1 only"),
+])
+def test_yarp_kestrel_endpoint_errors(tmp_path, endpoint, key, why):
+    src = tmp_path / "appsettings.json"
+    src.write_text(json.dumps({"Kestrel": {"Endpoints": {"E": endpoint}}, "ReverseProxy": {}}))
+    r = run_import("yarp", src)
+    assert r.returncode == 1 and key in r.stderr and why in r.stderr, r.stderr
