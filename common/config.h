@@ -175,6 +175,8 @@ typedef enum {
     FG_TX_FORWARDED,          /* Forwarded (RFC 7239): fwd_* fields, xf_for = action */
     FG_TX_RESP_HEADER,        /* ResponseHeader: name; Set|Append: value; When */
     FG_TX_RESP_HEADER_REMOVE, /* ResponseHeaderRemove: name; When */
+    FG_TX_REQ_HEADER_ROUTE,   /* RequestHeaderRouteValue: name; Set|Append: route value key */
+    FG_TX_QUERY_ROUTE,        /* QueryRouteParameter: name; Set|Append: route value key */
 } fg_transform_kind_t;
 
 typedef enum { FG_TX_SET = 0, FG_TX_APPEND } fg_transform_action_t;

@@ -362,6 +362,14 @@ static json_t *transform(const fg_transform_t *t)
         set(o, "ResponseHeaderRemove", json_string(t->name));
         set(o, "When", json_string(when_names[t->when]));
         break;
+    case FG_TX_REQ_HEADER_ROUTE:
+        set(o, "RequestHeaderRouteValue", json_string(t->name));
+        tx_value(o, t, 0);
+        break;
+    case FG_TX_QUERY_ROUTE:
+        set(o, "QueryRouteParameter", json_string(t->name));
+        tx_value(o, t, 0);
+        break;
     }
     return o;
 }

@@ -423,6 +423,8 @@ static const tx_spec_t tx_specs[] = {
     {"Forwarded", FG_TX_FORWARDED, V_XF, x_fwd},
     {"ResponseHeader", FG_TX_RESP_HEADER, V_HEADER, x_resp},
     {"ResponseHeaderRemove", FG_TX_RESP_HEADER_REMOVE, V_HEADER, x_when},
+    {"RequestHeaderRouteValue", FG_TX_REQ_HEADER_ROUTE, V_HEADER, x_set_append},
+    {"QueryRouteParameter", FG_TX_QUERY_ROUTE, V_QUERY, x_set_append},
 };
 #define NSPECS (sizeof(tx_specs) / sizeof(tx_specs[0]))
 
@@ -637,6 +639,8 @@ static int load_transform(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t
     case FG_TX_QUERY_VALUE:
     case FG_TX_REQ_HEADER:
     case FG_TX_RESP_HEADER:
+    case FG_TX_REQ_HEADER_ROUTE:
+    case FG_TX_QUERY_ROUTE:
         if (fg_headers_is_framing(fg_str(t->name)))
             return fg_config_fail(c, sp->key,
                                   "\"%s\" frames the message; the gateway sets it itself", t->name);

@@ -21,6 +21,7 @@
 #include "master/check.h"
 #include "common/tls.h"
 #include "master/daemon.h"
+#include "master/import.h"
 #include "master/listener.h"
 #include "master/master.h"
 #include "master/status.h"
@@ -33,6 +34,7 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 static void usage(FILE *out)
 {
     fprintf(out, "usage: fastgateway [-c FILE] [-f] [-t] [-T] [-s SIGNAL] [-v] [-h]\n"
+                 "       fastgateway --import yarp|fastgateway FILE\n"
                  "  -c FILE    configuration file (default " DEFAULT_CONF ")\n"
                  "  -f         stay in the foreground (default: daemonize)\n"
                  "  -t         test the configuration and what start-up needs, then exit\n"
@@ -40,6 +42,9 @@ static void usage(FILE *out)
                  "             default filled in) on stdout\n"
                  "  -s SIGNAL  send SIGNAL to the running master: reload, stop, quit, reopen;\n"
                  "             or `-s status` to print what the status socket reports\n"
+                 "  --import KIND FILE  convert a YARP (appsettings.json or its ReverseProxy\n"
+                 "             section) or FastGateway (config.json) configuration and print\n"
+                 "             ours on stdout\n"
                  "  -v, --version  print the version and the libraries' versions, and exit\n"
                  "  -h, --help     print this help and exit\n"
                  "exit status: 0 success, 1 invalid configuration or failed operation, "
@@ -572,10 +577,12 @@ out:
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'v'}, {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'v'},
+                                             {"import", required_argument, NULL, 'I'},
+                                             {NULL, 0, NULL, 0}};
     const char *conf = DEFAULT_CONF;
-    const char *sig = NULL;
+    const char *sig = NULL, *import = NULL;
     int foreground = 0, test = 0, dump = 0, opt;
 
     fg_evmem_install(); /* before libevent allocates anything */
@@ -597,6 +604,9 @@ int main(int argc, char **argv)
         case 's':
             sig = optarg;
             break;
+        case 'I':
+            import = optarg;
+            break;
         case 'v':
             version();
             return EXIT_OK;
@@ -607,6 +617,20 @@ int main(int argc, char **argv)
             usage(stderr);
             return EXIT_USAGE;
         }
+    }
+    if (import != NULL) {
+        if (optind + 1 != argc || test || sig != NULL || foreground) {
+            fprintf(stderr, "fastgateway: --import takes a kind and one FILE, and no other "
+                            "option\n");
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+        if (strcmp(import, "yarp") != 0 && strcmp(import, "fastgateway") != 0) {
+            fprintf(stderr, "fastgateway: --import: unknown kind \"%s\" (yarp, fastgateway)\n",
+                    import);
+            return EXIT_USAGE;
+        }
+        return fg_import_run(import, argv[optind], stdout, stderr) < 0 ? EXIT_FAILED : EXIT_OK;
     }
     if (optind < argc) {
         fprintf(stderr, "fastgateway: unexpected argument \"%s\"\n", argv[optind]);

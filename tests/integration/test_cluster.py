@@ -407,6 +407,19 @@ def test_failover_non_idempotent_not_retried(gateway_factory, upstream_factory, 
     assert st == 200 and json.loads(data)["body"] == "hello"
 
 
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "OPTIONS"])
+def test_failover_idempotent_methods_retried(gateway_factory, upstream_factory, tmp_path,
+                                             method):
+    """RFC 9110 9.2.2: PUT, DELETE and OPTIONS are idempotent, so failover sends them on."""
+    a, b = upstream_factory(), upstream_factory()
+    a.stop()
+    cl = cluster("c", [a, b], "FirstAlphabetical", failover={"enabled": True})
+    gw = start(gateway_factory, tmp_path, [cl])
+    st, _, data = Client(gw).get("/item/1", method=method)
+    assert st == 200 and upstream_port(data) == b.port
+    assert json.loads(data)["method"] == method
+
+
 def test_failover_connect_timeout_then_next_destination(gateway_factory, upstream_factory,
                                                        tmp_path):
     """A destination that never completes the handshake costs one per-attempt connect timeout

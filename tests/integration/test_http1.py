@@ -488,6 +488,13 @@ UNKNOWN_CODINGS = {
 }
 
 
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/3.0", b"HTTP/0.9"])
+def test_unsupported_http_version_505(gw, version):
+    """RFC 9112 2.3 / RFC 9110 15.6.6: a request line with a major version other than 1."""
+    expect_error(gw, b"GET /rec/v505 " + version + b"\r\nHost: gw.test\r\n\r\n", 505,
+                 marker=b"v505")
+
+
 @pytest.mark.parametrize("name", sorted(UNKNOWN_CODINGS))
 def test_unknown_transfer_coding_501(gw, name):
     marker = ("/rec/coding-%s-%d" % (name, time.monotonic_ns())).encode()
@@ -580,6 +587,19 @@ def test_chunked_body_over_route_limit_413(gw):
     data = (b"POST /small/x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"400\r\n" + b"a" * 1024 + b"\r\n1\r\nb\r\n0\r\n\r\n")
     expect_error(gw, data, 413)
+
+
+def test_chunked_body_at_route_limit_ok(gw):
+    """A chunked body of exactly the limit is accepted: only a byte more is too large."""
+    half = ROUTE_BODY_LIMIT // 2
+    data = (b"POST /small/x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + (b"%x\r\n" % half + b"a" * half + b"\r\n") * 2 + b"0\r\n\r\n")
+    s, r = connect(gw)
+    with s:
+        s.sendall(data)
+        st, _, body = r.response()
+        assert st == 200
+        assert json.loads(body)["bodyLength"] == ROUTE_BODY_LIMIT
 
 
 def test_body_at_route_limit_ok(gw):

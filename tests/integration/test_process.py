@@ -349,6 +349,20 @@ def test_int_is_fast_stop(tmp_path, gateway_factory):
     wait_until(lambda: not group_members(gw.pid), 2, what="workers gone")
 
 
+def test_int_does_not_wait_for_requests_in_flight(tmp_path, gateway_factory, echo_upstream):
+    """SIGINT is a fast stop, as TERM (nginx): a 5 s request in flight does not hold it up
+    under a 30 s shutdownTimeout, as it would a graceful QUIT."""
+    gw = gateway_factory(proxy_config(tmp_path, echo_upstream, shutdownTimeout="30s"))
+    t = threading.Thread(target=lambda: _swallow(http_get, gw.url("/slow?ms=5000"), 10),
+                         daemon=True)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    gw.signal(signal.SIGINT)
+    assert gw.proc.wait(5) == 0
+    assert time.monotonic() - t0 < 2.0
+
+
 def _swallow(fn, *args):
     try:
         fn(*args)
@@ -1003,3 +1017,60 @@ def test_t_refuses_a_file_whose_socket_another_configurations_instance_serves(
         r = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True,
                            text=True, timeout=10)
         assert r.returncode == 0, (path, r.stderr)
+
+
+# ---- deadlines and backoff ----
+
+def _slot_pid(gw, slot, not_pid):
+    for w in gw.all_workers():
+        if w["slot"] == slot and w["pid"] != not_pid and w["state"] == "ready":
+            return w["pid"]
+    return None
+
+
+def test_crash_loop_respawns_back_off(tmp_path, gateway_factory):
+    """A slot whose workers die within 2 s of starting is respawned after 100, 200, 400 ms...
+    (operations.md, Worker crashes): the later respawns wait, the first does not."""
+    gw = gateway_factory(base_config(tmp_path, free_port(), workers=1))
+    pid = gw.workers()[0]["pid"]
+    gaps = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        pid = wait_until(lambda: _slot_pid(gw, 0, pid), 10, 0.01, "respawn")
+        gaps.append(time.monotonic() - t0)
+    assert gaps[0] < 0.5, gaps
+    assert gaps[-1] >= 0.35 and gaps[-1] > gaps[0], gaps  # 400 ms or more by the fifth
+    assert http_get(gw.url("/"))[0] == 200
+
+
+def test_quit_closes_requests_still_running_at_shutdown_timeout(tmp_path, gateway_factory,
+                                                              echo_upstream):
+    """Graceful stop: a request longer than shutdownTimeout is cut there, and the master exits
+    soon after, not when the request would have ended."""
+    gw = gateway_factory(proxy_config(tmp_path, echo_upstream, shutdownTimeout="1s"))
+    t = threading.Thread(target=lambda: _swallow(http_get, gw.url("/slow?ms=8000"), 12),
+                         daemon=True)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    gw.signal(signal.SIGQUIT)
+    assert gw.proc.wait(6) == 0
+    took = time.monotonic() - t0
+    assert 0.8 <= took < 4.0, took
+    wait_until(lambda: not group_members(gw.pid), 2, what="workers gone")
+
+
+@pytest.mark.parametrize("sig,limit", [(signal.SIGQUIT, 5.0), (signal.SIGTERM, 4.5)])
+def test_master_kills_a_worker_that_does_not_exit(tmp_path, gateway_factory, sig, limit):
+    """A worker that cannot exit (stopped here) is killed by the master at its deadline:
+    shutdownTimeout + 1 s for QUIT, 2 s for TERM; the master still exits 0."""
+    gw = gateway_factory(base_config(tmp_path, free_port(), shutdownTimeout="1s"))
+    stuck = gw.workers()[0]["pid"]
+    os.kill(stuck, signal.SIGSTOP)
+    t0 = time.monotonic()
+    gw.signal(sig)
+    assert gw.proc.wait(limit + 3) == 0
+    took = time.monotonic() - t0
+    assert 1.5 <= took < limit, took
+    assert not pid_alive(stuck)

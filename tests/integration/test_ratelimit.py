@@ -521,3 +521,26 @@ def test_workers_racing_for_the_zone_never_exceed_the_limit(gateway_factory, tmp
     assert allowed <= bound + margin, (allowed, bound, elapsed, st)
     # ... and the limit still admits at about its rate (not a limiter that blocks everything).
     assert allowed >= bound // 2, (allowed, bound, elapsed)
+
+
+def test_per_route_counts_each_route_apart(gateway_factory, tmp_path):
+    """One PerRoute rule on the server: each route has its own counter, whichever client."""
+    routes = [{"id": "a", "match": {"path": "/a"}, "direct": {"status": 200}},
+              {"id": "b", "match": {"path": "/b"}, "direct": {"status": 200}}]
+    cfg = config(tmp_path, free_port(), [rule(scope="PerRoute", maxRequests=2)], routes=routes)
+    gw = gateway_factory(cfg)
+    assert statuses(gw, 3, "/a") == [200, 200, 429]
+    assert statuses(gw, 3, "/b") == [200, 200, 429]
+
+
+def test_global_and_ip_pattern_scopes(gateway_factory, tmp_path):
+    """Global: one counter for every client and path; ipPattern: a rule whose pattern misses
+    the client does not count it (pattern and CIDR forms)."""
+    rules = [rule("all", scope="Global", maxRequests=3, pathPattern="/g*"),
+             rule("other-net", maxRequests=1, ipPattern="10.0.*", pathPattern="/p*"),
+             rule("cidr-miss", maxRequests=1, ipPattern="192.0.2.0/24", pathPattern="/p*"),
+             rule("cidr-hit", maxRequests=2, ipPattern="127.0.0.0/8", pathPattern="/c*")]
+    gw = gateway_factory(config(tmp_path, free_port(), rules))
+    assert statuses(gw, 2, "/g1") + statuses(gw, 2, "/g2") == [200, 200, 200, 429]
+    assert statuses(gw, 3, "/p") == [200, 200, 200]  # neither pattern matches 127.0.0.1
+    assert statuses(gw, 3, "/c") == [200, 200, 429]

@@ -613,3 +613,29 @@ def test_tolerant_scan_of_a_broken_file(tmp_path, text, pid_file, sock):
     assert r.returncode == 1
     assert ("its pidFile %s and statusSocket %s are used as found in it"
             % (pid_file.format(dir=tmp_path), sock)) in r.stderr, r.stderr
+
+
+def test_reload_requested_during_a_reload_runs_after_it(tmp_path, gateway_factory):
+    """A HUP that arrives while a reload is in progress is queued, then run: the file written
+    in between is the one served at the end. The first reload is held up by its workers'
+    first health round (a destination that never answers, 1 s probe timeout)."""
+    from conftest import Blackhole
+    hole = Blackhole()
+    try:
+        gw = gateway_factory(base_config(tmp_path, free_port(), routes=direct("a")))
+        gen0 = gw.info()["generation"]
+        slow = dict(gw.config, routes=direct("b") + [
+            {"id": "p", "match": {"path": "/probe"}, "clusterId": "c"}],
+            clusters=[{"id": "c", "destinations": [
+                {"id": "d", "address": "http://127.0.0.1:%d" % hole.port}],
+                "healthCheck": {"active": {"interval": "10s", "timeout": "1s"}}}])
+        gw.write_config(slow)
+        gw.signal(signal.SIGHUP)
+        time.sleep(0.3)
+        gw.write_config(dict(gw.config, routes=direct("c"), clusters=[]))
+        gw.signal(signal.SIGHUP)
+        wait_until(lambda: http_get(gw.url("/")) == (200, b"c"), 10, "the second file served")
+        assert "reload requested while one is in progress: queued" in gw.error_log()
+        assert gw.info()["generation"] == gen0 + 2
+    finally:
+        hole.close()

@@ -3,6 +3,7 @@ transfer codings the gateway cannot decode, early answers to uploads, timers of 
 connections."""
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -215,3 +216,125 @@ def test_answer_with_no_valid_status_line_is_refused_at_once(tmp_path, gateway_f
     status, _, _ = http_request("GET", gw.url("/x"), timeout=8)
     assert status == 502
     assert time.monotonic() - t0 < 2
+
+
+def _hold(s, seconds=6):
+    s.settimeout(seconds)
+    try:
+        s.recv(1)
+    except OSError:
+        pass
+
+
+def raw_get(gw, path, timeout=8):
+    """Send GET path; return (status, body bytes received until the gateway closed)."""
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=timeout)
+    with s:
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n" % path)
+        data = recv_until_close(s, timeout)
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]) if head else 0, head, body
+
+
+def test_oversized_answer_head_is_502(tmp_path, gateway_factory, scripted):
+    """A response head larger than the gateway accepts is refused whole, not relayed in part."""
+    def script(s, head):
+        s.sendall(b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 4000)
+                                                   for i in range(300)) + b"\r\n")
+        _hold(s)
+
+    gw = gateway_factory(proxy_cfg(tmp_path, scripted(script)))
+    t0 = time.monotonic()
+    status, _, _ = http_request("GET", gw.url("/big-head"), timeout=8)
+    assert status == 502 and time.monotonic() - t0 < 3
+
+
+def test_truncated_answer_body_closes_the_client_connection(tmp_path, gateway_factory, scripted):
+    """A destination that closes before its Content-Length is complete: the head is already
+    out, so the client's connection is closed short of the length (it can tell), at once."""
+    def script(s, head):
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+
+    gw = gateway_factory(proxy_cfg(tmp_path, scripted(script)))
+    t0 = time.monotonic()
+    status, head, body = raw_get(gw, b"/truncated")
+    assert status == 200 and b"100000" in head
+    assert 0 < len(body) < 100000
+    assert time.monotonic() - t0 < 3
+
+
+def test_close_framed_answer_is_relayed_whole(tmp_path, gateway_factory, scripted):
+    """No Content-Length nor chunked: the body runs to the destination's close (RFC 9112
+    6.3 item 8); the client gets every byte, framed so that it can tell where it ends."""
+    payload = bytes(range(256)) * 300
+
+    def script(s, head):
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+        for i in range(0, len(payload), 7000):
+            s.sendall(payload[i:i + 7000])
+            time.sleep(0.002)
+
+    gw = gateway_factory(proxy_cfg(tmp_path, scripted(script)))
+    status, _, data = http_request("GET", gw.url("/close-framed"), timeout=8)
+    assert status == 200 and data == payload
+    status, _, data = http_request("GET", gw.url("/close-framed"), timeout=8)  # twice: no reuse
+    assert status == 200 and data == payload
+
+
+def test_unexpected_101_is_502(tmp_path, gateway_factory, scripted):
+    """101 answers only a request that asked to upgrade (RFC 9110 15.2.2); to a plain GET it
+    is a broken destination, and the client's connection is never switched."""
+    def script(s, head):
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\n\r\nraw bytes after the switch")
+        _hold(s)
+
+    gw = gateway_factory(proxy_cfg(tmp_path, scripted(script)))
+    status, _, _ = http_request("GET", gw.url("/no-upgrade"), timeout=8)
+    assert status == 502
+
+
+def test_destination_that_stops_reading_the_upload_is_504(tmp_path, gateway_factory, scripted):
+    """The destination takes the head and never reads the body: the gateway's writes stall, and
+    after activityTimeout without progress the client gets 504 rather than waiting forever."""
+    def script(s, head):
+        time.sleep(12)  # reads nothing more: the socket buffers fill and the writes stall
+
+    gw = gateway_factory(proxy_cfg(tmp_path, scripted(script),
+                                   httpRequest={"activityTimeout": "1s"}))
+    n = 64 * 1024 * 1024
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+
+    def upload():
+        try:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: %d\r\n\r\n" % n)
+            block = b"u" * 65536
+            for _ in range(n // len(block)):
+                s.sendall(block)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=upload, daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    with s:
+        s.settimeout(10)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 504"), data[:200]
+    assert time.monotonic() - t0 < 8
+
+
+def test_cluster_with_no_available_destination_is_503(tmp_path, gateway_factory, scripted):
+    """Every destination disabled: nothing to try, 503 at once (not 502: no transport failed)."""
+    up = scripted(lambda s, head: None)
+    cfg = proxy_cfg(tmp_path, up)
+    cfg["clusters"][0]["destinations"][0]["enabled"] = False
+    gw = gateway_factory(cfg)
+    status, headers, data = http_request("GET", gw.url("/x"), timeout=8)
+    assert status == 503 and b"service_unavailable" in data
+    assert up.heads == []

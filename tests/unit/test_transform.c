@@ -780,6 +780,40 @@ static void test_response_ignores_request_transforms(void **state)
     expect_header(&h, "Server", "upstream");
 }
 
+/* ---- transforms from route values ---- */
+
+/* QueryRouteParameter and RequestHeaderRouteValue take a capture's value (YARP); an absent
+ * capture leaves the request as it is. */
+static void test_route_value_transforms(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_QUERY_ROUTE, "orderId", "id")->action = FG_TX_APPEND;
+    add(fx, FG_TX_REQ_HEADER_ROUTE, "X-Order", "id");
+    add(fx, FG_TX_QUERY_ROUTE, "none", "missing");
+    add(fx, FG_TX_REQ_HEADER_ROUTE, "X-None", "missing");
+    mkreq(fx, "GET", "/orders/a%20b?v=2", "h", NULL);
+    fg_str_t p = fx->req->path;
+    fx->req->captures[0] = (fg_capture_t){S("id"), {p.base + 8, p.len - 8}};
+    fx->req->ncaptures = 1;
+    run(fx);
+    expect_str(fx->out.query, "v=2&orderId=a%20b");
+    expect_header(&fx->out.headers, "X-Order", "a b");
+    expect_header(&fx->out.headers, "X-None", NULL);
+}
+
+/* Route values are decoded as ASP.NET decodes them: every escape but %2F, which stays. */
+static void test_route_value_keeps_encoded_slash(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADER_ROUTE, "X-Order", "id");
+    mkreq(fx, "GET", "/orders/a%2Fb%41", "h", NULL);
+    fg_str_t p = fx->req->path;
+    fx->req->captures[0] = (fg_capture_t){S("id"), {p.base + 8, p.len - 8}};
+    fx->req->ncaptures = 1;
+    run(fx);
+    expect_header(&fx->out.headers, "X-Order", "a%2FbA");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -832,6 +866,8 @@ int main(void)
         T(test_response_when),
         T(test_response_set_append_remove),
         T(test_response_ignores_request_transforms),
+        T(test_route_value_transforms),
+        T(test_route_value_keeps_encoded_slash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

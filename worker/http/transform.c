@@ -21,6 +21,9 @@ typedef struct {
     fg_str_t removed;  /* what PathRemovePrefix took off, for X-Forwarded-Prefix */
 } tx_t;
 
+static int query_route_value(tx_t *tx, const fg_transform_t *t);
+static int header_route_value(tx_t *tx, const fg_transform_t *t);
+
 /* ---- small string helpers ---- */
 
 static fg_str_t concat3(fg_pool_t *pool, fg_str_t a, fg_str_t b, fg_str_t c)
@@ -581,6 +584,8 @@ static int apply_target(tx_t *tx, const fg_transform_t *t)
         if (t->name && t->value && fg_str_eq(out->method, fg_str(t->name)))
             out->method = fg_str(t->value);
         return 0;
+    case FG_TX_QUERY_ROUTE:
+        return query_route_value(tx, t);
     default:
         return 0;
     }
@@ -599,6 +604,8 @@ static int apply_header(tx_t *tx, const fg_transform_t *t)
         return x_forwarded(tx, t);
     case FG_TX_FORWARDED:
         return forwarded(tx, t);
+    case FG_TX_REQ_HEADER_ROUTE:
+        return header_route_value(tx, t);
     default:
         return 0;
     }
@@ -737,4 +744,65 @@ int fg_transform_response(const fg_request_t *req, int status, fg_headers_t *hdr
             return -1;
     }
     return 0;
+}
+
+/* ---- transforms from route values ---- */
+
+/* The value of the route's capture named by t->value (YARP's route value key), decoded as
+ * ASP.NET decodes route values (every escape but %2F, which would change the segments),
+ * NUL-terminated in the request's pool; NULL when the route has no such capture or it is
+ * empty: YARP's QueryRouteParameter and RequestHeaderRouteValue then change nothing. */
+static const char *route_value(tx_t *tx, const fg_transform_t *t, int *oom)
+{
+    fg_str_t v = capture(tx->req, fg_str(t->value ? t->value : ""));
+    *oom = 0;
+    if (v.len == 0)
+        return NULL;
+    char *s = fg_pool_alloc(tx->pool, v.len + 1);
+    if (s == NULL) {
+        *oom = 1;
+        return NULL;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        int esc = v.base[i] == '%' && i + 2 < v.len && isxdigit((unsigned char)v.base[i + 1]) &&
+                  isxdigit((unsigned char)v.base[i + 2]);
+        int c = esc ? unhex(v.base[i + 1]) << 4 | unhex(v.base[i + 2]) : 0;
+        if (esc && c != '/' && c != 0) {
+            s[o++] = (char)c;
+            i += 2;
+        } else {
+            s[o++] = v.base[i];
+        }
+    }
+    s[o] = '\0';
+    return s;
+}
+
+/* QueryRouteParameter: QueryValueParameter with the capture's value (percent-encoded). */
+static int query_route_value(tx_t *tx, const fg_transform_t *t)
+{
+    int oom;
+    const char *v = route_value(tx, t, &oom);
+    if (v == NULL)
+        return oom ? -1 : 0;
+    fg_transform_t q = *t;
+    q.value = (char *)v;
+    return query_value(tx, &q);
+}
+
+/* RequestHeaderRouteValue: RequestHeader with the capture's value. A value a header cannot
+ * carry (a decoded control character) is not sent (RFC 9110 5.5). */
+static int header_route_value(tx_t *tx, const fg_transform_t *t)
+{
+    int oom;
+    const char *v = route_value(tx, t, &oom);
+    if (v == NULL)
+        return oom ? -1 : 0;
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return 0;
+    fg_transform_t h = *t;
+    h.value = (char *)v;
+    return request_header(tx, &h);
 }
