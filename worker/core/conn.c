@@ -228,15 +228,17 @@ void fg_conn_release(fg_conn_t *c)
     }
 }
 
-/* The read event goes back to having no timeout of its own (the timer event keeps it). */
+/* The read event goes back to having no timeout of its own (the timer event keeps it). Only
+ * the timer goes: a delete and an add would cost two epoll_ctl calls per keep-alive request. */
 static void end_idle_timeout(fg_conn_t *c)
 {
     if (!c->idle_timeout)
         return;
     c->idle_timeout = 0;
-    event_del(c->rev);
     if (c->reading)
-        event_add(c->rev, NULL);
+        event_remove_timer(c->rev);
+    else
+        event_del(c->rev);
 }
 
 /* Buffers given back by fg_conn_release return before any callback to the owner, so the
