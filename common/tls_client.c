@@ -61,9 +61,8 @@ static char *health_name(const fg_cluster_t *cl, const fg_destination_t *d, int 
 {
     if (d->health == NULL || !d->health_https)
         return NULL;
-    return host_name(cl->http_client.server_name ? cl->http_client.server_name
-                                                 : d->health_authority,
-                     is_ip);
+    return host_name(
+        cl->http_client.server_name ? cl->http_client.server_name : d->health_authority, is_ip);
 }
 
 static int fail(char *err, size_t errlen, const fg_config_t *cfg, size_t ci, const char *key,

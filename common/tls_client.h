@@ -16,9 +16,9 @@
 
 #include "common/config.h"
 
-/* Build cfg->clusters[i].tls for every cluster with an https destination or health address. Certificates
- * (cfg->tls) must be loaded first: a clientCertificate names one. Returns 0, or -1 with
- * "FILE: clusters[i].httpClient...: reason" in err. */
+/* Build cfg->clusters[i].tls for every cluster with an https destination or health address.
+ * Certificates (cfg->tls) must be loaded first: a clientCertificate names one. Returns 0, or -1
+ * with "FILE: clusters[i].httpClient...: reason" in err. */
 int fg_tls_client_build(fg_config_t *cfg, char *err, size_t errlen);
 void fg_tls_client_free(fg_config_t *cfg);
 

@@ -756,8 +756,7 @@ fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exc
         else if (t->cl)
             u = fg_upstream_open_timeout(t->w, t->cl, t->di, NULL, NULL, t->connect_timeout_ms);
         else
-            u = fg_upstream_open_addr(t->w, t->addr, t->addrlen, NULL, NULL,
-                                      t->connect_timeout_ms);
+            u = fg_upstream_open_addr(t->w, t->addr, t->addrlen, NULL, NULL, t->connect_timeout_ms);
         if (u == NULL)
             return NULL;
     }
