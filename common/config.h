@@ -110,6 +110,9 @@ typedef struct {
     char *ca_file;                /* absolute path; NULL = the system's CAs */
     char *server_name;            /* SNI and verified name; NULL = the destination's host */
     char *client_cert_id;         /* "clientCertificate": a certificates id, for mutual TLS */
+    char *ciphers;                /* TLS 1.2 list; NULL = FG_TLS_DEFAULT_CIPHERS */
+    char *ciphersuites;           /* TLS 1.3 suites; NULL = OpenSSL's */
+    char *groups;                 /* key exchange groups; NULL = OpenSSL's client default */
     size_t client_cert_index;
     uint64_t handshake_timeout_ms; /* default 10 s */
 } fg_tls_client_config_t;
@@ -346,6 +349,7 @@ typedef struct {
     socklen_t health_addrlen;
     char *health_authority; /* Host header of a probe */
     char *health_base;      /* "" or "/base" */
+    int health_https;       /* probes speak TLS: an https address, or https `health` */
     /* FNV-1a of id, and as 16 hex digits (the HashCookie value), computed at load so that
      * session affinity compares and scores without hashing per request */
     uint64_t id_hash;

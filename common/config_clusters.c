@@ -163,14 +163,12 @@ static int load_health_address(fg_config_ctx_t *c, fg_destination_t *d)
         snprintf(auth, sizeof(auth), "%s:%u", d->host, (unsigned)d->port);
         d->health_authority = fg_config_xstrdup(auth);
         d->health_base = fg_config_xstrdup(d->base_path);
+        d->health_https = d->https;
         return 0;
     }
     if (check_url(c, "health", d->health, &u) < 0)
         return -1;
-    if (u.https) {
-        url_clear(&u);
-        return fg_config_fail(c, "health", "https probes are not supported yet");
-    }
+    d->health_https = u.https;
     int rc = resolve_to(c, "health", u.host, u.port, &d->health_addr, &d->health_addrlen);
     snprintf(auth, sizeof(auth), "%s:%u", u.host, (unsigned)u.port);
     d->health_authority = fg_config_xstrdup(auth);

@@ -188,6 +188,12 @@ static json_t *http_client(const fg_tls_client_config_t *h)
         set(o, "serverName", json_string(h->server_name));
     if (h->client_cert_id)
         set(o, "clientCertificate", json_string(h->client_cert_id));
+    if (h->ciphers)
+        set(o, "ciphers", json_string(h->ciphers));
+    if (h->ciphersuites)
+        set(o, "ciphersuites", json_string(h->ciphersuites));
+    if (h->groups)
+        set(o, "groups", json_string(h->groups));
     set(o, "handshakeTimeout", duration(h->handshake_timeout_ms));
     return o;
 }

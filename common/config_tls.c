@@ -422,6 +422,9 @@ int fg_config_load_http_client(fg_config_ctx_t *c, const json_t *cl_json, fg_clu
                                        "serverName",
                                        "clientCertificate",
                                        "handshakeTimeout",
+                                       "ciphers",
+                                       "ciphersuites",
+                                       "groups",
                                        NULL};
     fg_tls_client_config_t *h = &cl->http_client;
     json_t *o = NULL;
@@ -442,7 +445,10 @@ int fg_config_load_http_client(fg_config_ctx_t *c, const json_t *cl_json, fg_clu
         load_ssl_protocols(c, o, h) < 0 || fg_config_get_string(c, o, "caFile", 1, &ca) < 0 ||
         fg_config_get_string(c, o, "serverName", 1, &h->server_name) < 0 ||
         fg_config_get_string(c, o, "clientCertificate", 1, &h->client_cert_id) < 0 ||
-        fg_config_get_duration(c, o, "handshakeTimeout", &h->handshake_timeout_ms) < 0)
+        fg_config_get_duration(c, o, "handshakeTimeout", &h->handshake_timeout_ms) < 0 ||
+        fg_config_get_string(c, o, "ciphers", 1, &h->ciphers) < 0 ||
+        fg_config_get_string(c, o, "ciphersuites", 1, &h->ciphersuites) < 0 ||
+        fg_config_get_string(c, o, "groups", 1, &h->groups) < 0)
         goto out;
     h->verify = !any;
     if (ca)
@@ -506,5 +512,8 @@ void fg_config_free_tls(fg_config_t *cfg)
         free(h->ca_file);
         free(h->server_name);
         free(h->client_cert_id);
+        free(h->ciphers);
+        free(h->ciphersuites);
+        free(h->groups);
     }
 }

@@ -495,8 +495,8 @@ static int ticket_mac_init(EVP_MAC_CTX *hctx, fg_ticket_key_t *k)
 
 /* RFC 5077 4's ticket protection with the shared keys: AES-256-CBC and HMAC-SHA256 under the
  * newest key; decryption under any of the three still kept. Returns 1 (done), 2 (decrypted
- * under an older key: OpenSSL issues a fresh ticket), 0 (no ticket / unknown key: a full
- * handshake), -1 (error). */
+ * under an older key, or any TLS 1.3 ticket: OpenSSL issues a fresh ticket), 0 (no ticket /
+ * unknown key: a full handshake), -1 (error). */
 static int on_ticket(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *ectx,
                      EVP_MAC_CTX *hctx, int enc)
 {
@@ -523,6 +523,10 @@ static int on_ticket(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
         if (rc > 0 && (EVP_DecryptInit_ex2(ectx, EVP_aes_256_cbc(), k.aes_key, iv, NULL) != 1 ||
                        ticket_mac_init(hctx, &k) < 0))
             rc = -1;
+        /* RFC 8446 4.6.1 and C.4: a TLS 1.3 client uses a ticket once, so each resumption
+         * hands out the next one (TLS 1.2 tickets stay reusable, RFC 5077 3.3). */
+        else if (rc == 1 && SSL_version(ssl) == TLS1_3_VERSION)
+            rc = 2;
     }
     OPENSSL_cleanse(&k, sizeof(k));
     return rc;

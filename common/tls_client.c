@@ -12,12 +12,14 @@
 
 #include "common/tls.h"
 
+/* Slots 0..n-1 are the destinations, n..2n-1 their `health` addresses (name NULL: no TLS
+ * there). */
 typedef struct {
     SSL_CTX *ctx;
     size_t n;
-    char **names;           /* per destination: verified name or address */
-    int *is_ip;             /* per destination: names[d] is an IP literal (no SNI) */
-    SSL_SESSION **sessions; /* per destination, this process's */
+    char **names;           /* per slot: verified name or address */
+    int *is_ip;             /* per slot: names[i] is an IP literal (no SNI) */
+    SSL_SESSION **sessions; /* per slot, this process's */
 } client_t;
 
 static const unsigned char alpn_http11[] = "\x08http/1.1";
@@ -25,11 +27,8 @@ static const unsigned char alpn_http11[] = "\x08http/1.1";
 /* The name a destination's certificate must carry: httpClient.serverName, else the
  * destination's "host" (Host header) without its port, else its address's host; brackets of
  * an IPv6 literal removed. */
-static char *dest_name(const fg_cluster_t *cl, const fg_destination_t *d, int *is_ip)
+static char *host_name(const char *src, int *is_ip)
 {
-    const char *src = cl->http_client.server_name ? cl->http_client.server_name
-                      : d->host_override          ? d->host_override
-                                                  : d->host;
     size_t len = strlen(src);
     const char *start = src;
     if (src[0] == '[') {
@@ -46,6 +45,24 @@ static char *dest_name(const fg_cluster_t *cl, const fg_destination_t *d, int *i
     unsigned char buf[sizeof(struct in6_addr)];
     *is_ip = inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
     return name;
+}
+
+static char *dest_name(const fg_cluster_t *cl, const fg_destination_t *d, int *is_ip)
+{
+    return host_name(cl->http_client.server_name ? cl->http_client.server_name
+                     : d->host_override          ? d->host_override
+                                                 : d->host,
+                     is_ip);
+}
+
+/* A `health` address's name: serverName, else the host of the health URL (whose authority
+ * is the probe's Host); NULL when the probes to d speak plain HTTP. */
+static char *health_name(const fg_cluster_t *cl, const fg_destination_t *d, int *is_ip)
+{
+    if (d->health == NULL || !d->health_https)
+        return NULL;
+    return host_name(
+        cl->http_client.server_name ? cl->http_client.server_name : d->health_authority, is_ip);
 }
 
 static int fail(char *err, size_t errlen, const fg_config_t *cfg, size_t ci, const char *key,
@@ -106,6 +123,28 @@ static int load_ca_file(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, const char *p
     return 0;
 }
 
+/* ciphers, ciphersuites and groups of httpClient; checked here, at load, so that -t and a
+ * reload refuse a list OpenSSL cannot use. */
+static int cipher_policy(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_t errlen)
+{
+    const fg_tls_client_config_t *h = &cfg->clusters[ci].http_client;
+    const char *key = NULL, *val = NULL, *what = NULL;
+    /* TLS 1.2 with forward secrecy and AEAD only by default, as the servers (TLS 1.3 suites
+     * all are). */
+    if (SSL_CTX_set_cipher_list(ctx, h->ciphers ? h->ciphers : FG_TLS_DEFAULT_CIPHERS) != 1)
+        key = "ciphers", val = h->ciphers, what = "no usable cipher in";
+    else if (h->ciphersuites && SSL_CTX_set_ciphersuites(ctx, h->ciphersuites) != 1)
+        key = "ciphersuites", val = h->ciphersuites, what = "not a valid TLS 1.3 suite list:";
+    else if (h->groups && SSL_CTX_set1_groups_list(ctx, h->groups) != 1)
+        key = "groups", val = h->groups, what = "not a valid group list:";
+    if (key == NULL)
+        return 0;
+    ERR_clear_error();
+    snprintf(err, errlen, "%s: clusters[%zu].httpClient.%s: %s \"%s\"", cfg->file, ci, key, what,
+             val ? val : FG_TLS_DEFAULT_CIPHERS);
+    return -1;
+}
+
 static int setup_ctx(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_t errlen)
 {
     const fg_tls_client_config_t *h = &cfg->clusters[ci].http_client;
@@ -114,9 +153,8 @@ static int setup_ctx(fg_config_t *cfg, size_t ci, SSL_CTX *ctx, char *err, size_
     if (SSL_CTX_set_min_proto_version(ctx, h->min_version) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, h->max_version) != 1)
         return fail(err, errlen, cfg, ci, "sslProtocols", "unsupported");
-    /* TLS 1.2 with forward secrecy and AEAD only, as the servers (TLS 1.3 suites all are). */
-    if (SSL_CTX_set_cipher_list(ctx, FG_TLS_DEFAULT_CIPHERS) != 1)
-        return fail(err, errlen, cfg, ci, NULL, "cipher list");
+    if (cipher_policy(cfg, ci, ctx, err, errlen) < 0)
+        return -1;
     /* RFC 7301: offer only what the HTTP/1.1 client speaks. (Returns 0 on success.) */
     if (SSL_CTX_set_alpn_protos(ctx, alpn_http11, sizeof(alpn_http11) - 1) != 0)
         return fail(err, errlen, cfg, ci, NULL, "ALPN");
@@ -146,7 +184,7 @@ static void client_free(client_t *c)
 {
     if (c == NULL)
         return;
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < 2 * c->n; i++) {
         free(c->names[i]);
         SSL_SESSION_free(c->sessions[i]);
     }
@@ -163,7 +201,7 @@ int fg_tls_client_build(fg_config_t *cfg, char *err, size_t errlen)
         fg_cluster_t *cl = &cfg->clusters[ci];
         int https = 0;
         for (size_t d = 0; d < cl->ndestinations; d++)
-            https |= cl->destinations[d].https;
+            https |= cl->destinations[d].https | cl->destinations[d].health_https;
         if (!https)
             continue;
         client_t *c = calloc(1, sizeof(*c));
@@ -171,13 +209,15 @@ int fg_tls_client_build(fg_config_t *cfg, char *err, size_t errlen)
             abort();
         cl->tls = c;
         c->n = cl->ndestinations;
-        c->names = calloc(c->n, sizeof(char *));
-        c->is_ip = calloc(c->n, sizeof(int));
-        c->sessions = calloc(c->n, sizeof(SSL_SESSION *));
+        c->names = calloc(2 * c->n, sizeof(char *));
+        c->is_ip = calloc(2 * c->n, sizeof(int));
+        c->sessions = calloc(2 * c->n, sizeof(SSL_SESSION *));
         if (c->names == NULL || c->is_ip == NULL || c->sessions == NULL)
             abort();
-        for (size_t d = 0; d < c->n; d++)
+        for (size_t d = 0; d < c->n; d++) {
             c->names[d] = dest_name(cl, &cl->destinations[d], &c->is_ip[d]);
+            c->names[c->n + d] = health_name(cl, &cl->destinations[d], &c->is_ip[c->n + d]);
+        }
         if (setup_ctx(cfg, ci, c->ctx, err, errlen) < 0)
             return -1;
     }
@@ -192,10 +232,10 @@ void fg_tls_client_free(fg_config_t *cfg)
     }
 }
 
-SSL *fg_tls_client_ssl_new(const fg_cluster_t *cl, size_t d)
+/* A client SSL for slot d of c (a destination or a health address). */
+static SSL *slot_ssl_new(const fg_cluster_t *cl, const client_t *c, size_t d)
 {
-    const client_t *c = cl->tls;
-    if (c == NULL || d >= c->n)
+    if (c->names[d] == NULL)
         return NULL;
     SSL *ssl = SSL_new(c->ctx);
     if (ssl == NULL)
@@ -222,6 +262,20 @@ SSL *fg_tls_client_ssl_new(const fg_cluster_t *cl, size_t d)
     }
     SSL_set_connect_state(ssl);
     return ssl;
+}
+
+SSL *fg_tls_client_ssl_new(const fg_cluster_t *cl, size_t d)
+{
+    const client_t *c = cl->tls;
+    return c && d < c->n ? slot_ssl_new(cl, c, d) : NULL;
+}
+
+SSL *fg_tls_client_health_ssl_new(const fg_cluster_t *cl, size_t d)
+{
+    const client_t *c = cl->tls;
+    if (c == NULL || d >= c->n)
+        return NULL;
+    return slot_ssl_new(cl, c, cl->destinations[d].health ? c->n + d : d);
 }
 
 const char *fg_tls_client_name(const fg_cluster_t *cl, size_t d)

@@ -16,9 +16,9 @@
 
 #include "common/config.h"
 
-/* Build cfg->clusters[i].tls for every cluster with an https destination. Certificates
- * (cfg->tls) must be loaded first: a clientCertificate names one. Returns 0, or -1 with
- * "FILE: clusters[i].httpClient...: reason" in err. */
+/* Build cfg->clusters[i].tls for every cluster with an https destination or health address.
+ * Certificates (cfg->tls) must be loaded first: a clientCertificate names one. Returns 0, or -1
+ * with "FILE: clusters[i].httpClient...: reason" in err. */
 int fg_tls_client_build(fg_config_t *cfg, char *err, size_t errlen);
 void fg_tls_client_free(fg_config_t *cfg);
 
@@ -28,6 +28,10 @@ void fg_tls_client_free(fg_config_t *cfg);
  * http/1.1. NULL when the cluster has no TLS context or out of
  * memory. */
 SSL *fg_tls_client_ssl_new(const fg_cluster_t *cl, size_t d);
+/* The same for the health probes of destination d: for its `health` address when it has one
+ * (an https URL; name: serverName, else the URL's host; a session slot of its own), else for
+ * d itself. NULL when the probes speak plain HTTP, or as above. */
+SSL *fg_tls_client_health_ssl_new(const fg_cluster_t *cl, size_t d);
 /* The name checked against destination d's certificate (and sent as SNI unless it is an IP
  * address). */
 const char *fg_tls_client_name(const fg_cluster_t *cl, size_t d);

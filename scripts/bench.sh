@@ -13,7 +13,7 @@
 # session tickets and a session cache on) with one ECDSA P-256 certificate made here, in front
 # of the same upstream, measured in the same rounds with
 #   wrk -d$TLS_DURATION ... https://127.0.0.1:PORT/  (keep-alive req/s, p99, CPU per request)
-#   openssl s_time -new / -reuse -www /, $THREADS in parallel for HS_TIME seconds
+#   openssl s_time -new / -reuse -www /, $HS_CLIENTS in parallel for HS_TIME seconds
 #                                                    (handshakes/s, full and resumed, and the
 #                                                     server's CPU per handshake)
 #   curl -k -o /dev/null of the 256 MiB file         (best of 3) The markdown table with the
@@ -23,7 +23,9 @@
 # Every target is started first and measured in turn, ROUNDS times; medians are reported.
 # Knobs: DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), ROUNDS (3), FG (./fastgateway),
 #        OUT (docs/benchmarks.md), BIGFILE_MB (256), TLS_DURATION (5s, wrk over TLS),
-#        HS_TIME (1, seconds per s_time run), FG_BEFORE (another fastgateway binary: its TLS
+#        HS_TIME (1, seconds per s_time run), HS_CLIENTS (2 x THREADS, s_time clients in
+#        parallel: each client waits for its own connection, so twice as many as there are
+#        workers keep every worker busy), FG_BEFORE (another fastgateway binary: its TLS
 #        rows too, to compare two builds in one run).
 # Not a test: the numbers depend on the machine and its load.
 set -euo pipefail
@@ -39,6 +41,7 @@ OUT=${OUT:-$ROOT/docs/benchmarks.md}
 BIGFILE_MB=${BIGFILE_MB:-256}
 TLS_DURATION=${TLS_DURATION:-5s}
 HS_TIME=${HS_TIME:-1}
+HS_CLIENTS=${HS_CLIENTS:-$((2 * THREADS))}
 NPROC=$(nproc)
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -147,7 +150,7 @@ cpu_per() {
         if (r > 0) printf "%.2f", (b - a) / hz / r * 1e6 }'
 }
 
-# handshakes NAME -new|-reuse: $THREADS `openssl s_time` clients in parallel for HS_TIME
+# handshakes NAME -new|-reuse: $HS_CLIENTS `openssl s_time` clients in parallel for HS_TIME
 # seconds, each connection one handshake and one HTTP/1.0 GET / (s_time reads a TLS 1.3 ticket
 # only when it reads a response); prints "RATE CPU_US" (handshakes/s, server CPU per handshake).
 handshakes() {
@@ -155,7 +158,7 @@ handshakes() {
     local pids=()
     t0=$(group_ticks "${PGID[$n]}")
     w0=$(date +%s.%N)
-    for i in $(seq "$THREADS"); do
+    for i in $(seq "$HS_CLIENTS"); do
         openssl s_time -connect "127.0.0.1:${PORT[$n]}" "$how" -www / -time "$HS_TIME" \
             >"$TMP/s_time.$i" 2>&1 </dev/null &
         pids+=($!)
@@ -163,7 +166,7 @@ handshakes() {
     wait "${pids[@]}" || true
     w1=$(date +%s.%N)
     t1=$(group_ticks "${PGID[$n]}")
-    for i in $(seq "$THREADS"); do
+    for i in $(seq "$HS_CLIENTS"); do
         # "N connections in 1.12s; ..." (the reuse run's line comes last)
         c=$(awk '/connections in .*s;/ { v = $1 } END { print v + 0 }' "$TMP/s_time.$i")
         if [ "$how" = -reuse ] && ! grep -q 'rrr' "$TMP/s_time.$i"; then
@@ -643,13 +646,17 @@ mkdir -p "$(dirname "$OUT")"
     echo "  - keep-alive: the same wrk load as above for $TLS_DURATION against"
     echo "    \`https://127.0.0.1:PORT/\`, in the same rounds (wrk offers no ALPN; one handshake per"
     echo "    connection)."
-    echo "  - handshakes: in each round, $THREADS \`openssl s_time -new -www / -time $HS_TIME\` clients in"
-    echo "    parallel (full handshakes), then $THREADS \`openssl s_time -reuse -www / -time $HS_TIME\`"
+    echo "  - handshakes: in each round, $HS_CLIENTS \`openssl s_time -new -www / -time $HS_TIME\` clients in"
+    echo "    parallel (full handshakes), then $HS_CLIENTS \`openssl s_time -reuse -www / -time $HS_TIME\`"
     echo "    (resumed handshakes). Each connection is one handshake, one HTTP/1.0 \`GET /\` proxied"
     echo "    to the upstream and the close: s_time reads the TLS 1.3 ticket only with a response."
-    echo "    Handshakes/s = all the clients' connections / wall time; the single-threaded clients"
-    echo "    share the CPUs with the server, so the server's CPU µs per handshake (its process"
-    echo "    group's user + sys time over the run / connections) is the steadier figure."
+    echo "    Handshakes/s = all the clients' connections / wall time. Each client waits for its"
+    echo "    own connection, so there are twice as many clients as workers; they share the CPUs"
+    echo "    with the server, and most of a handshake's CPU is the client's: the rate says more"
+    echo "    about the clients than about the server. The server's CPU µs per handshake (its"
+    echo "    process group's user + sys time over the run / connections) is its own cost. Every"
+    echo "    resumed TLS 1.3 handshake ends with a fresh ticket from all three servers (s_time"
+    echo "    offers the first session's ticket each time)."
     echo "  - download: \`curl -k -o /dev/null\` of the same file over https, best of 3."
     if [ -n "${FG_BEFORE:-}" ]; then
         echo "  - fastgateway-tls-before: the same TLS target run by another build"

@@ -267,7 +267,15 @@ class Gateway:
         return self.config["statusSocket"]
 
     def status(self, cmd, timeout=5.0):
-        return status_query(self.status_socket, cmd, timeout)
+        try:
+            return status_query(self.status_socket, cmd, timeout)
+        except ConnectionRefusedError as e:
+            # A Unix socket refuses only when nothing listens on it any more (a full backlog
+            # is EAGAIN, a busy master a timeout): say whether the master is gone, and how.
+            if self.proc is None or self.proc.poll() is None:
+                raise
+            raise GatewayError("status socket refused: the master exited with %s\n%s"
+                               % (self.proc.returncode, self._diag())) from e
 
     def info(self):
         return self.status("show info")

@@ -271,6 +271,76 @@ def test_health_probes_over_tls(tmp_path, certs, gateway_factory, tls_upstreams,
     assert plain.proc.poll() is None
 
 
+def test_https_health_address_probes_over_tls(tmp_path, certs, gateway_factory, tls_upstreams,
+                                              upstream_factory):
+    """A `health` address given as https:// is probed over TLS, with the cluster's httpClient
+    (caFile; the address's IP checked against the certificate's IP SAN), whatever the
+    destination's own scheme."""
+    tls_health = tls_upstreams(*certs["up"])
+    plain = upstream_factory()
+    clusters = [{"id": "c", "destinations": [
+                    {"id": "good", "address": plain.url, "health": tls_health.url},
+                    {"id": "plain", "address": plain.url,
+                     "health": "https://127.0.0.1:%d" % plain.port}],
+                 "httpClient": {"caFile": certs["ca"], "handshakeTimeout": "1s"},
+                 "healthCheck": {"active": {"enabled": True, "interval": "300ms",
+                                            "timeout": "500ms", "path": "/health",
+                                            "threshold": 1}}}]
+    gw = gateway_factory(proxy_config(tmp_path, certs, clusters))
+
+    def states():
+        for c in gw.status("show servers")["clusters"]:
+            if c["id"] == "c":
+                return {d["id"]: d["active"]["state"] for d in c["destinations"]}
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and states() != {"good": "healthy", "plain": "unhealthy"}:
+        time.sleep(0.1)
+    assert states() == {"good": "healthy", "plain": "unhealthy"}
+    stats = tls_health.tls_stats(certs["ca"])
+    assert stats["handshakes"] >= 2 and None in stats["sni"]  # IP address: no SNI
+    # the plain server behind the https health address never got a request in plaintext
+    p = subprocess.run(["curl", "-sS", plain.url + "/__count"], capture_output=True, timeout=20)
+    assert "/health" not in json.loads(p.stdout)
+    assert wait_log(gw, "destination plain: unhealthy by active check")
+
+
+@pytest.mark.parametrize("client,expected", [
+    ({"sslProtocols": ["Tls12"], "ciphers": "ECDHE-ECDSA-CHACHA20-POLY1305"},
+     "ECDHE-ECDSA-CHACHA20-POLY1305"),
+    ({"sslProtocols": ["Tls13"], "ciphersuites": "TLS_CHACHA20_POLY1305_SHA256",
+      "groups": "P-384"},
+     "TLS_CHACHA20_POLY1305_SHA256"),
+])
+def test_http_client_ciphers_are_offered(tmp_path, certs, gateway_factory, tls_upstreams,
+                                         client, expected):
+    up = tls_upstreams(*certs["up"])
+    clusters = [{"id": "c", "destinations": [{"id": "d", "address": up.url,
+                                              "host": "up.example.test"}],
+                 "httpClient": dict(client, caFile=certs["ca"])}]
+    gw = gateway_factory(proxy_config(tmp_path, certs, clusters))
+    status, body = get(gw, "/x")
+    assert status == 200, body
+    # the first handshake is the gateway's (the second, curl's for /__tls)
+    assert up.tls_stats(certs["ca"])["ciphers"][0] == expected
+
+
+@pytest.mark.parametrize("key,value,why", [
+    ("ciphers", "NOPE-CIPHER", 'httpClient.ciphers: no usable cipher in "NOPE-CIPHER"'),
+    ("ciphersuites", "TLS_NOPE", 'httpClient.ciphersuites: not a valid TLS 1.3 suite list: '
+                                 '"TLS_NOPE"'),
+    ("groups", "P-1", 'httpClient.groups: not a valid group list: "P-1"'),
+])
+def test_check_refuses_bad_http_client_cipher_lists(tmp_path, certs, key, value, why):
+    clusters = [{"id": "c", "destinations": [{"id": "d", "address": "https://127.0.0.1:1"}],
+                 "httpClient": {key: value}}]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(proxy_config(tmp_path, certs, clusters)))
+    from conftest import BINARY
+    p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, timeout=30)
+    assert p.returncode != 0 and why in p.stderr.decode(), p.stderr
+
+
 def test_https_address_in_front_of_a_plain_server_fails(tmp_path, certs, gateway_factory,
                                                         upstream_factory):
     """The bug this closes: https://127.0.0.1:PORT in front of a plain server answered 200

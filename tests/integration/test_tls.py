@@ -252,6 +252,25 @@ def test_resumption_across_workers(tmp_path, certs, gateway_factory, version):
     assert sum(1 for l in lines if l.get("tlsResumed")) == 100
 
 
+def test_tls13_resumption_issues_a_fresh_ticket(tmp_path, certs, gateway_factory):
+    """RFC 8446 C.4: TLS 1.3 clients use a ticket once (browsers do), so a resumed handshake
+    must hand out the next ticket, or every third connection of such a client is a full
+    handshake. A chain of single-use resumptions all resume, each with a NewSessionTicket."""
+    port = free_port()
+    gw = gateway_factory(tls_config(tmp_path, certs, port))
+    req = b"GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n"
+    sess = [tmp_path / ("sess%d.pem" % i) for i in range(6)]
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof", "-sess_out",
+                   str(sess[0]), stdin=req)
+    assert "HTTP/1.1 200" in out and sess[0].exists()
+    for i in range(1, 6):
+        out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof", "-msg",
+                       "-sess_in", str(sess[i - 1]), "-sess_out", str(sess[i]), stdin=req)
+        assert "HTTP/1.1 200" in out and "Reused," in out, out[-2000:]
+        assert "NewSessionTicket" in out, "resumption %d issued no ticket" % i
+        assert sess[i].read_bytes() != sess[i - 1].read_bytes()
+
+
 def test_certificate_swap_under_wrk_load(tmp_path, certs, gateway_factory):
     if shutil.which("wrk") is None:
         pytest.skip("needs wrk")

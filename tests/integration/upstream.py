@@ -62,7 +62,7 @@ class Closed(Exception):
 
 COUNTS = {}
 CONTROL = {"delay": 0, "health": 200}
-TLS_STATS = {"handshakes": 0, "resumed": 0, "sni": [], "clientCerts": []}
+TLS_STATS = {"handshakes": 0, "resumed": 0, "sni": [], "clientCerts": [], "ciphers": []}
 LOCK = threading.Lock()
 
 
@@ -311,6 +311,7 @@ def tls_accept(sock, ctx):
     with LOCK:
         TLS_STATS["handshakes"] += 1
         TLS_STATS["resumed"] += 1 if ssock.session_reused else 0
+        TLS_STATS["ciphers"].append(ssock.cipher()[0])
         if cn:
             TLS_STATS["clientCerts"].append(cn)
     return ssock

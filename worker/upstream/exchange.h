@@ -117,6 +117,7 @@ typedef struct {
     const struct sockaddr *addr;
     socklen_t addrlen;
     int fresh;            /* never take a pooled connection */
+    int probe;            /* with cl, di: d's health target (fg_upstream_open_probe) */
     uint64_t max_idle_us; /* a pooled connection idle longer is not taken (0: any) */
     uint64_t connect_timeout_ms;
     uint64_t activity_timeout_ms; /* destination silence once it has the request; 0: none */

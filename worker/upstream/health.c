@@ -167,18 +167,16 @@ static void probe_start(fg_prober_t *pr, const fg_cluster_t *cl, const fg_destin
                        hc->query ? fg_str(hc->query) : FG_STR_NULL,
                        {pb->fields, 3, 3, NULL}};
     fg_exchange_req_t rq = {.out = &out, .content_length = -1};
+    /* The health target over TLS when it is https, with the cluster's client context (SNI,
+     * verification, client certificate, session); fresh and "Connection: close", so never
+     * pooled. */
     fg_exchange_target_t t = {.w = pr->w,
-                              .addr = (const struct sockaddr *)&d->health_addr,
-                              .addrlen = d->health_addrlen,
+                              .cl = cl,
+                              .di = (size_t)(d - cl->destinations),
+                              .probe = 1,
                               .fresh = 1,
                               .connect_timeout_ms = hc->timeout_ms,
                               .activity_timeout_ms = hc->timeout_ms};
-    if (d->https && d->health == NULL) {
-        /* The destination's own address over TLS, with its client context (SNI, verification,
-         * client certificate, session); fresh and "Connection: close", so never pooled. */
-        t.cl = cl;
-        t.di = (size_t)(d - cl->destinations);
-    }
     struct timeval tv = {(time_t)(hc->timeout_ms / 1000),
                          (suseconds_t)(hc->timeout_ms % 1000) * 1000};
     pb->deadline = evtimer_new(pr->w->base, probe_timeout, pb);

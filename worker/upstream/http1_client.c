@@ -746,9 +746,12 @@ fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exc
     int reused = u != NULL;
     if (u == NULL) {
         connect_at = fg_clock_now_us();
-        u = t->cl ? fg_upstream_open_timeout(t->w, t->cl, t->di, NULL, NULL, t->connect_timeout_ms)
-                  : fg_upstream_open_addr(t->w, t->addr, t->addrlen, NULL, NULL,
-                                          t->connect_timeout_ms);
+        if (t->cl && t->probe)
+            u = fg_upstream_open_probe(t->w, t->cl, t->di, t->connect_timeout_ms);
+        else if (t->cl)
+            u = fg_upstream_open_timeout(t->w, t->cl, t->di, NULL, NULL, t->connect_timeout_ms);
+        else
+            u = fg_upstream_open_addr(t->w, t->addr, t->addrlen, NULL, NULL, t->connect_timeout_ms);
         if (u == NULL)
             return NULL;
     }

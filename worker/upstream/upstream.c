@@ -215,6 +215,26 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
     return u;
 }
 
+fg_upconn_t *fg_upstream_open_probe(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                    uint64_t timeout_ms)
+{
+    const fg_destination_t *d = &cl->destinations[di];
+    fg_upconn_t *u = fg_upstream_open_addr(w, (const struct sockaddr *)&d->health_addr,
+                                           d->health_addrlen, NULL, NULL, timeout_ms);
+    if (u == NULL || !d->health_https)
+        return u;
+    /* never plaintext where the address says https */
+    SSL *ssl = fg_tls_client_health_ssl_new(cl, di);
+    if (ssl == NULL) {
+        fg_upstream_close(u);
+        errno = ENOMEM;
+        return NULL;
+    }
+    uint64_t hs = cl->http_client.handshake_timeout_ms;
+    fg_conn_start_tls_client(u->c, ssl, timeout_ms < hs ? timeout_ms : hs);
+    return u;
+}
+
 void fg_upstream_release(fg_upconn_t *u)
 {
     fg_dest_pool_t *dp = u->pool;

@@ -40,6 +40,11 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
 /* A new connection to an address outside any pool (health probes): never reused. */
 fg_upconn_t *fg_upstream_open_addr(fg_worker_t *w, const struct sockaddr *sa, socklen_t len,
                                    const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms);
+/* A new connection to destination di's health target (its `health` address, else its own),
+ * over TLS when that is https (fg_tls_client_health_ssl_new), outside any pool: never
+ * reused. NULL with errno set. */
+fg_upconn_t *fg_upstream_open_probe(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                    uint64_t timeout_ms);
 /* Back to the idle list after a complete exchange, or closed when the pool is full or the
  * connection served its maxRequestsPerConnection. */
 void fg_upstream_release(fg_upconn_t *u);
