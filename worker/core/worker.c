@@ -20,6 +20,7 @@
 #include "worker/core/handshake.h"
 #include "worker/core/frontend.h"
 #include "worker/http/http1.h"
+#include "worker/http/relay.h"
 #include "worker/http/request.h"
 #include "worker/http/dispatch.h"
 #include "worker/admission/security.h"
@@ -70,7 +71,7 @@ struct worker_state_s {
 static void pause_accepting(listener_t *l, int err);
 
 /* Every front end this worker runs, for the worker-wide operations (frontend.h). */
-static const fg_frontend_t *const frontends[] = {&fg_http1_frontend};
+static const fg_frontend_t *const frontends[] = {&fg_http1_frontend, &fg_relay_frontend};
 
 /* The front end for a connection of srv whose transport negotiated alpn (len 0 = none). Every
  * server speaks HTTP/1.1; other protocols join here by their ALPN name. */

@@ -40,6 +40,7 @@ typedef struct {
     unsigned chunked_up : 1; /* request body framed as chunks */
     unsigned up_head : 1;    /* the method sent is HEAD */
     unsigned upgrade : 1;    /* a 101 is the answer, not an error */
+    unsigned exempt_sse : 1; /* text/event-stream: no activity timeout */
     unsigned paused : 1;
     unsigned raw : 1;
     unsigned dead : 1;
@@ -325,15 +326,21 @@ static void go(h1x_t *x)
 /* ---- response ---- */
 
 /* Keep only end-to-end fields, in place (RFC 9110 7.6.1: hop-by-hop ones, those a Connection
- * field lists, and the framing the client re-states). */
+ * field lists, and the framing the client re-states). A 101 keeps its Upgrade: the switch it
+ * names is this exchange's, and the handler relays it (RFC 9110 7.8). */
 static size_t end_to_end(const fg_http1_head_t *h)
 {
+    int keep_upgrade = h->status == 101;
     int has_conn = h->conn_close || h->conn_keep_alive || h->conn_upgrade;
     for (size_t i = 0; i < h->num_headers && !has_conn; i++)
         has_conn = fg_str_ieq(h->headers[i].name, FG_STR_LIT("Connection"));
     size_t n = 0;
     for (size_t i = 0; i < h->num_headers; i++) {
         fg_str_t name = h->headers[i].name;
+        if (keep_upgrade && fg_str_ieq(name, FG_STR_LIT("Upgrade"))) {
+            h->headers[n++] = h->headers[i];
+            continue;
+        }
         if (fg_headers_is_hop_by_hop(name) || fg_str_ieq(name, FG_STR_LIT("Content-Length")))
             continue;
         int listed = 0;
@@ -383,6 +390,22 @@ static void finish(h1x_t *x)
 {
     x->info.phase = FG_XPHASE_DONE;
     x->cbs->on_end(x->arg);
+}
+
+/* Server-sent events (text/event-stream) may stay silent longer than any activity timeout
+ * between events: such a response is read without one. */
+static void exempt_event_stream(h1x_t *x, const fg_exchange_head_t *xh)
+{
+    for (size_t i = 0; i < xh->num_headers; i++) {
+        const fg_http_header_t *f = &xh->headers[i];
+        if (f->name.len == 12 && fg_str_ieq(f->name, FG_STR_LIT("Content-Type")) &&
+            f->value.len >= 17 &&
+            fg_str_ieq((fg_str_t){f->value.base, 17}, FG_STR_LIT("text/event-stream"))) {
+            x->activity_ms = 0;
+            fg_conn_read(x->u->c, 1, 0);
+            return;
+        }
+    }
 }
 
 /* Parse heads until the final one. Returns 0 when body bytes may follow, 1 to stop (more
@@ -445,6 +468,8 @@ static int read_head(h1x_t *x)
             return 1;
         }
         xh.num_headers = end_to_end(&h);
+        if (x->exempt_sse && h.status != 101)
+            exempt_event_stream(x, &xh);
         x->info.phase = FG_XPHASE_BODY;
         x->head_len = (size_t)r;
         int rc = x->cbs->on_head(x->arg, &xh);
@@ -767,6 +792,7 @@ fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exc
         return NULL;
     }
     x->connect_at = connect_at;
+    x->exempt_sse = t->exempt_event_streams;
     x->info.reused = reused;
     if (reused)
         go(x); /* the caller's first send_body flushes head and body in one write */
