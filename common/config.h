@@ -268,8 +268,8 @@ typedef struct fg_route_s {
     char **upgrade_protocols;
     size_t nupgrade_protocols;
     uint64_t upgrade_idle_timeout_ms; /* "webSocketIdleTimeout"; 0 = the cluster's activity */
-    int exempt_event_streams; /* "exemptEventStreams": text/event-stream has no activity
-                               * timeout; default 1 */
+    int exempt_event_streams;         /* "exemptEventStreams": text/event-stream has no activity
+                                       * timeout; default 1 */
 } fg_route_t;
 
 /* ---- clusters ---- */
@@ -470,10 +470,10 @@ typedef struct {
     uint64_t rlimit_nofile;       /* workerRlimitNofile; 0 = leave as is */
     uint64_t shutdown_timeout_ms; /* default 30 s */
     uint64_t drain_timeout_ms;    /* idle keep-alive kept open on retire, default 2 s */
-    /* open WebSockets kept on retire; default 20 s, less than shutdown_timeout_ms */
-    uint64_t websocket_drain_timeout_ms;
     size_t shm_size;              /* default 64m */
     int watch_config;             /* watchConfig: reload when the file changes; default 0 */
+    /* open WebSockets kept on retire; default 20 s, less than shutdown_timeout_ms */
+    uint64_t websocket_drain_timeout_ms;
     fg_log_config_t log;
     fg_server_t *servers;
     size_t nservers;

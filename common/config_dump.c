@@ -399,8 +399,7 @@ static json_t *route(const fg_route_t *r)
     set(o, "isGlobal", json_boolean(r->is_global));
     set(o, "metadata", headers(r->metadata, r->nmetadata));
     set(o, "upgradeProtocols", strings(r->upgrade_protocols, r->nupgrade_protocols));
-    if (r->upgrade_idle_timeout_ms)
-        set(o, "webSocketIdleTimeout", duration(r->upgrade_idle_timeout_ms));
+    set(o, "webSocketIdleTimeout", duration(r->upgrade_idle_timeout_ms)); /* 0: the cluster's */
     set(o, "exemptEventStreams", json_boolean(r->exempt_event_streams));
     return o;
 }

@@ -733,11 +733,25 @@ static int load_upgrade(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
 
 static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
 {
-    static const char *const keys[] = {
-        "id",         "order",         "servers",    "match",      "clusterId",
-        "static",     "direct",        "redirect",   "transforms", "maxRequestBodySize",
-        "rateLimits", "accessControl", "tenantCode", "isGlobal",   "metadata",
-        "upgradeProtocols", "webSocketIdleTimeout", "exemptEventStreams", NULL};
+    static const char *const keys[] = {"id",
+                                       "order",
+                                       "servers",
+                                       "match",
+                                       "clusterId",
+                                       "static",
+                                       "direct",
+                                       "redirect",
+                                       "transforms",
+                                       "maxRequestBodySize",
+                                       "rateLimits",
+                                       "accessControl",
+                                       "tenantCode",
+                                       "isGlobal",
+                                       "metadata",
+                                       "upgradeProtocols",
+                                       "webSocketIdleTimeout",
+                                       "exemptEventStreams",
+                                       NULL};
     long long order = 0;
     json_t *body;
 

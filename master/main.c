@@ -537,8 +537,8 @@ static void print_status(json_t *info, json_t *workers, json_t *shm)
                (long long)num(w, "slot"), (long long)num(w, "pid"), (long long)num(w, "generation"),
                str(w, "state"), (long long)num(w, "connections"),
                (long long)num(w, "connectionsTotal"), (long long)num(w, "webSockets"),
-               (long long)num(w, "requests"),
-               (long long)num(w, "restarts"), (long long)num(w, "uptime"));
+               (long long)num(w, "requests"), (long long)num(w, "restarts"),
+               (long long)num(w, "uptime"));
     }
 }
 

@@ -871,7 +871,8 @@ static int names_protocol(fg_str_t list, fg_str_t proto)
         while (i < list.len && list.base[i] != ',' && list.base[i] != '/' && list.base[i] != ' ' &&
                list.base[i] != '\t')
             i++;
-        if (i - b == pl && pl > 0 && fg_str_ieq((fg_str_t){list.base + b, pl}, (fg_str_t){proto.base, pl}))
+        if (i - b == pl && pl > 0 &&
+            fg_str_ieq((fg_str_t){list.base + b, pl}, (fg_str_t){proto.base, pl}))
             return 1;
         while (i < list.len && list.base[i] != ',')
             i++;

@@ -27,12 +27,12 @@ typedef struct fg_relay_s relay_t;
 typedef struct {
     relay_t *r;
     fg_conn_t *c;
-    uint64_t bytes;     /* bytes received from this end */
-    int pipe[2];        /* splice: this end's bytes on their way to the other; -1 when none */
-    size_t in_pipe;     /* bytes in the pipe */
-    unsigned eof : 1;   /* this end ended its sending */
-    unsigned held : 1;  /* reading stopped: the other end's output is full */
-    unsigned shut : 1;  /* we ended our sending toward this end */
+    uint64_t bytes;    /* bytes received from this end */
+    int pipe[2];       /* splice: this end's bytes on their way to the other; -1 when none */
+    size_t in_pipe;    /* bytes in the pipe */
+    unsigned eof : 1;  /* this end ended its sending */
+    unsigned held : 1; /* reading stopped: the other end's output is full */
+    unsigned shut : 1; /* we ended our sending toward this end */
 } end_t;
 
 struct fg_relay_s {
@@ -299,7 +299,7 @@ static void on_read(fg_conn_t *c, void *arg)
 /* The end's output drained: the direction toward it may go on. */
 static void on_drain(fg_conn_t *c, void *arg)
 {
-    end_t *o = arg;   /* the end that drained */
+    end_t *o = arg;      /* the end that drained */
     end_t *e = other(o); /* the one sending to it */
     if (e->held && fg_conn_pending(c) <= (e->r->splice ? 0 : RELAY_LOW)) {
         e->held = 0;

@@ -111,7 +111,7 @@ struct fg_request_s {
     /* The Upgrade field's value when the client asked to switch protocols (RFC 9110 7.8:
      * HTTP/1.1 with "Connection: upgrade"); empty otherwise. */
     fg_str_t upgrade;
-    struct evbuffer *body;   /* decoded body bytes not yet consumed by the handler */
+    struct evbuffer *body; /* decoded body bytes not yet consumed by the handler */
     /* Request trailers (RFC 9110 6.5) in pool memory, set by the front end no later than
      * body_done; NULL when the body had none. */
     fg_http_header_t *trailers;
