@@ -480,3 +480,78 @@ def test_server_sent_events_arrive_event_by_event(tmp_path, gateway_factory):
     events, _ = read_events(b"/timed/slow")
     assert events == []
     dest.close()
+
+
+def _rss(pid):
+    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.parametrize("front", ["plain", "tls"])
+def test_backpressure_bounds_memory_both_ways(tmp_path, gateway_factory, front):
+    """A peer that does not read holds the other back: 64 MiB each way, a reader that waits
+    2 s, and the worker's resident memory grows by less than 16 MiB."""
+    total = 64 * MiB
+    chunk = b"\x5a" * MiB
+
+    def script(c, head, rest):
+        c.sendall(SWITCH)
+        for _ in range(total // MiB):  # blocks while the gateway holds back
+            c.sendall(chunk)
+        time.sleep(2.0)  # now let the client's bytes pile up against us
+        got = len(rest)
+        c.settimeout(30)
+        while got < total:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            got += len(d)
+        c.sendall(b"%d" % got)
+        c.shutdown(socket.SHUT_WR)
+    dest = RawDest(script)
+    port = free_port()
+    cfg = ws_config(tmp_path, port, dest.url)
+    if front == "tls":
+        _leaf_certs(tmp_path)
+        cfg["certificates"] = [{"id": "a", "chain": str(tmp_path / "a.crt"),
+                                "key": str(tmp_path / "a.key")}]
+        cfg["servers"][0]["tls"] = {"certificates": ["a"], "default": "a"}
+    gw = gateway_factory(cfg)
+    pid = gw.all_workers()[0]["pid"]
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    if front == "tls":
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        s = ctx.wrap_socket(raw, server_hostname="a.example.test")
+    else:
+        s = raw
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a.example.test\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\n\r\n")
+    before = _rss(pid)
+    time.sleep(2.0)  # the destination sends, we do not read
+    grown_down = _rss(pid) - before
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+    head, _, body = buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    got = len(body)
+    while got < total:
+        d = s.recv(1 << 20)
+        assert d, "closed after %d bytes" % got
+        got += len(d)
+    assert got == total
+    # the other way: the destination waits 2 s before reading our 64 MiB
+    before = _rss(pid)
+    sender = threading.Thread(target=lambda: [s.sendall(chunk) for _ in range(total // MiB)])
+    sender.start()
+    time.sleep(1.5)
+    grown_up = _rss(pid) - before
+    sender.join(60)
+    assert s.recv(100) == b"%d" % total
+    s.close()
+    dest.close()
+    assert grown_down < 16 * MiB and grown_up < 16 * MiB, (grown_down, grown_up)

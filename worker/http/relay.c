@@ -244,6 +244,13 @@ static int move_spliced(end_t *e)
 {
     end_t *o = other(e);
     relay_t *r = e->r;
+    if (fg_conn_pending(o->c) > 0) {
+        /* Bytes queued in user space (the 101, what came before the switch) go first: its
+         * write event is armed, and on_drain comes back once they are out. */
+        e->held = 1;
+        fg_conn_read(e->c, 0, 0);
+        return 0;
+    }
     for (;;) {
         while (e->in_pipe > 0) {
             ssize_t n = fg_conn_splice_out(o->c, e->pipe[0], e->in_pipe);
