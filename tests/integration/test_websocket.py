@@ -98,6 +98,8 @@ class RawDest:
         self.heads.append(head.decode("latin-1"))
         try:
             self.script(c, head.decode("latin-1"), rest)
+        except OSError:
+            pass  # the client side went first; its assertions tell
         finally:
             c.close()
 

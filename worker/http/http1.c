@@ -584,8 +584,10 @@ static int ops_switch_protocols(fg_request_t *req, const fg_headers_t *hdrs, fg_
     fg_relay_attach_conn(relay, FG_RELAY_CLIENT, h->c);
     h->c = NULL;
     h->in_req = 0;
-    destroy(h);
+    /* The relay's session first: a retiring worker whose last session this was must not
+     * leave its loop in between. */
     fg_relay_start(relay);
+    destroy(h);
     return 0;
 }
 
