@@ -402,8 +402,10 @@ void fg_relay_start(fg_relay_t *r)
     unsigned *n = server_count(w, r->srv, 1);
     if (n != NULL)
         (*n)++;
-    if (w->record)
+    if (w->record) {
         w->record->websockets++;
+        w->record->connections_total--; /* the client's connection was counted at its accept */
+    }
     r->last_ms = fg_clock_now_ms();
     if (w->retiring)
         r->drain_at = r->last_ms + w->cfg->websocket_drain_timeout_ms;
