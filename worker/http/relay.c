@@ -244,6 +244,7 @@ static int move_spliced(end_t *e)
 {
     end_t *o = other(e);
     relay_t *r = e->r;
+    int drained = 0;
     if (fg_conn_pending(o->c) > 0) {
         /* Bytes queued in user space (the 101, what came before the switch) go first: its
          * write event is armed, and on_drain comes back once they are out. */
@@ -271,11 +272,17 @@ static int move_spliced(end_t *e)
         }
         if (e->eof)
             return pass_end(e);
+        /* A short read took all the socket had: the (level-triggered) read event tells when
+         * more comes, so one more splice_in would only learn EAGAIN. */
+        if (drained)
+            return 0;
         ssize_t n = fg_conn_splice_in(e->c, e->pipe[1], SPLICE_CHUNK);
         if (n > 0) {
             e->in_pipe = (size_t)n;
             e->bytes += (uint64_t)n;
             r->last_ms = fg_clock_now_ms();
+            if ((size_t)n < SPLICE_CHUNK)
+                drained = 1;
             continue;
         }
         if (n == -EINTR)
