@@ -257,6 +257,23 @@ out:
     return rc;
 }
 
+/* "webSocketDrainTimeout": a retiring worker's open WebSockets stay until then. The worker
+ * itself ends at shutdownTimeout, so the drain must end before. */
+static int load_websocket_drain(fg_config_ctx_t *c, const json_t *root)
+{
+    fg_config_t *cfg = c->cfg;
+    uint64_t def = cfg->shutdown_timeout_ms / 3 * 2;
+    cfg->websocket_drain_timeout_ms = def < 20 * 1000 ? def : 20 * 1000;
+    if (json_object_get(root, "webSocketDrainTimeout") == NULL)
+        return 0;
+    if (fg_config_get_duration(c, root, "webSocketDrainTimeout", &cfg->websocket_drain_timeout_ms) <
+        0)
+        return -1;
+    if (cfg->websocket_drain_timeout_ms >= cfg->shutdown_timeout_ms)
+        return fg_config_fail(c, "webSocketDrainTimeout", "must be shorter than shutdownTimeout");
+    return 0;
+}
+
 static int load_globals(fg_config_ctx_t *c, const json_t *root)
 {
     static const char *const shm_keys[] = {"size", "rateLimitZone", "accessControlZone",
@@ -276,6 +293,7 @@ static int load_globals(fg_config_ctx_t *c, const json_t *root)
         fg_config_get_int(c, root, "workerRlimitNofile", 0, INT_MAX, &n) < 0 ||
         fg_config_get_duration(c, root, "shutdownTimeout", &cfg->shutdown_timeout_ms) < 0 ||
         fg_config_get_duration(c, root, "drainTimeout", &cfg->drain_timeout_ms) < 0 ||
+        load_websocket_drain(c, root) < 0 ||
         fg_config_get_bool(c, root, "watchConfig", &cfg->watch_config) < 0 ||
         fg_config_get_object(c, root, "shm", shm_keys, &shm) < 0)
         return -1;
@@ -388,8 +406,9 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
                                        "tls",
                                        "redirectHttps",
                                        "http2",
+                                       "maxWebSockets",
                                        NULL};
-    long long backlog = 511, maxka = 0;
+    long long backlog = 511, maxka = 0, maxws = 0;
 
     s->enabled = 1;
     s->max_request_line = 8 * KIB;
@@ -416,12 +435,14 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
         load_server_limits(c, o, s) < 0 || load_server_timeouts(c, o, s) < 0 ||
         fg_config_get_int(c, o, "maxKeepAliveRequests", 0, UINT_MAX, &maxka) < 0 ||
         fg_config_get_bool(c, o, "ignoreClientAbort", &s->ignore_client_abort) < 0 ||
+        fg_config_get_int(c, o, "maxWebSockets", 0, UINT_MAX, &maxws) < 0 ||
         fg_config_load_server_security(c, o, s) < 0 ||
         fg_config_load_server_responses(c, o, s) < 0 || fg_config_load_server_tls(c, o, s) < 0 ||
         fg_config_load_server_http2(c, o, s) < 0)
         return -1;
     s->backlog = (int)backlog;
     s->max_keepalive_requests = (unsigned)maxka;
+    s->max_websockets = (unsigned)maxws;
     return 0;
 }
 
@@ -506,6 +527,7 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                                        "workerRlimitNofile",
                                        "shutdownTimeout",
                                        "drainTimeout",
+                                       "webSocketDrainTimeout",
                                        "shm",
                                        "log",
                                        "servers",

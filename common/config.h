@@ -268,6 +268,14 @@ typedef struct fg_route_s {
     fg_header_kv_t *metadata; /* "metadata": free string pairs, in the access log */
     size_t nmetadata;
     void *metrics; /* shm/metrics.c object, attached by the master (fg_metrics_attach) */
+    /* Protocol switches (RFC 9110 7.8) relayed on this route (docs/websocket.md): the
+     * "upgradeProtocols" names, compared case-insensitively without a "/version"; default
+     * ["websocket"], [] = none (the Upgrade field is then dropped, as any hop-by-hop one). */
+    char **upgrade_protocols;
+    size_t nupgrade_protocols;
+    uint64_t upgrade_idle_timeout_ms; /* "webSocketIdleTimeout"; 0 = the cluster's activity */
+    int exempt_event_streams;         /* "exemptEventStreams": text/event-stream has no activity
+                                       * timeout; default 1 */
 } fg_route_t;
 
 /* ---- clusters ---- */
@@ -445,6 +453,7 @@ typedef struct {
      * response is still sent (nginx's proxy_ignore_client_abort). Default off: the EOF aborts
      * the upstream exchange and logs 499, as nginx and YARP do. */
     int ignore_client_abort;
+    unsigned max_websockets; /* "maxWebSockets": open relays per worker, 503 past it; 0 = no cap */
     /* routes attached to this server, in match order (built at load) */
     fg_route_t **routes;
     size_t nroutes;
@@ -486,6 +495,8 @@ typedef struct {
     uint64_t drain_timeout_ms;    /* idle keep-alive kept open on retire, default 2 s */
     size_t shm_size;              /* default 64m */
     int watch_config;             /* watchConfig: reload when the file changes; default 0 */
+    /* open WebSockets kept on retire; default 20 s, less than shutdown_timeout_ms */
+    uint64_t websocket_drain_timeout_ms;
     fg_log_config_t log;
     fg_server_t *servers;
     size_t nservers;

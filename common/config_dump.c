@@ -223,6 +223,7 @@ static json_t *server(const fg_server_t *s)
                   "send", duration(s->send_timeout_ms)));
     set(o, "maxKeepAliveRequests", json_integer(s->max_keepalive_requests));
     set(o, "ignoreClientAbort", json_boolean(s->ignore_client_abort));
+    set(o, "maxWebSockets", json_integer(s->max_websockets));
     attach(o, &s->security);
     set(o, "clientIpSource", json_string(sources[s->client_ip_source]));
     set(o, "trustedProxies", strings(s->trusted_proxies, s->ntrusted_proxies));
@@ -429,6 +430,9 @@ static json_t *route(const fg_route_t *r)
         set(o, "tenantCode", json_string(r->tenant_code));
     set(o, "isGlobal", json_boolean(r->is_global));
     set(o, "metadata", headers(r->metadata, r->nmetadata));
+    set(o, "upgradeProtocols", strings(r->upgrade_protocols, r->nupgrade_protocols));
+    set(o, "webSocketIdleTimeout", duration(r->upgrade_idle_timeout_ms)); /* 0: the cluster's */
+    set(o, "exemptEventStreams", json_boolean(r->exempt_event_streams));
     return o;
 }
 
@@ -591,6 +595,7 @@ static void globals(json_t *root, const fg_config_t *cfg)
     set(root, "workerRlimitNofile", json_integer((json_int_t)cfg->rlimit_nofile));
     set(root, "shutdownTimeout", duration(cfg->shutdown_timeout_ms));
     set(root, "drainTimeout", duration(cfg->drain_timeout_ms));
+    set(root, "webSocketDrainTimeout", duration(cfg->websocket_drain_timeout_ms));
     set(root, "watchConfig", json_boolean(cfg->watch_config));
     if (cfg->metrics_listen)
         set(root, "metrics",

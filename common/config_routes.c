@@ -750,13 +750,51 @@ static int load_tenant(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
     return 0;
 }
 
+/* Protocol switches relayed on the route (docs/websocket.md), their idle timeout, and the
+ * activity-timeout exemption of event streams. */
+static int load_upgrade(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
+{
+    r->exempt_event_streams = 1;
+    if (fg_config_get_duration(c, o, "webSocketIdleTimeout", &r->upgrade_idle_timeout_ms) < 0 ||
+        fg_config_get_bool(c, o, "exemptEventStreams", &r->exempt_event_streams) < 0)
+        return -1;
+    if (json_object_get(o, "upgradeProtocols") == NULL) {
+        r->upgrade_protocols = fg_config_xcalloc(2, sizeof(char *));
+        r->upgrade_protocols[0] = fg_config_xstrdup("websocket");
+        r->nupgrade_protocols = 1;
+        return 0;
+    }
+    if (fg_config_get_strings(c, o, "upgradeProtocols", &r->upgrade_protocols,
+                              &r->nupgrade_protocols) < 0)
+        return -1;
+    for (size_t i = 0; i < r->nupgrade_protocols; i++)
+        if (!fg_config_is_token(r->upgrade_protocols[i]))
+            return fg_config_fail(c, "upgradeProtocols", "\"%s\" is not a protocol name",
+                                  r->upgrade_protocols[i]);
+    return 0;
+}
+
 static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
 {
-    static const char *const keys[] = {
-        "id",         "order",         "servers",    "match",      "clusterId",
-        "static",     "direct",        "redirect",   "transforms", "maxRequestBodySize",
-        "rateLimits", "accessControl", "tenantCode", "isGlobal",   "metadata",
-        NULL};
+    static const char *const keys[] = {"id",
+                                       "order",
+                                       "servers",
+                                       "match",
+                                       "clusterId",
+                                       "static",
+                                       "direct",
+                                       "redirect",
+                                       "transforms",
+                                       "maxRequestBodySize",
+                                       "rateLimits",
+                                       "accessControl",
+                                       "tenantCode",
+                                       "isGlobal",
+                                       "metadata",
+                                       "upgradeProtocols",
+                                       "webSocketIdleTimeout",
+                                       "exemptEventStreams",
+                                       NULL};
     long long order = 0;
     json_t *body;
 
@@ -767,7 +805,7 @@ static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
         fg_config_get_int(c, o, "order", INT32_MIN, INT32_MAX, &order) < 0 ||
         load_route_servers(c, o, r) < 0 || load_match(c, o, r) < 0 || load_action(c, o, r) < 0 ||
         load_transforms(c, o, r) < 0 || fg_config_load_route_security(c, o, r) < 0 ||
-        load_tenant(c, o, r) < 0)
+        load_tenant(c, o, r) < 0 || load_upgrade(c, o, r) < 0)
         return -1;
     r->order = (int)order;
     /* -1 in the struct means "the server's limit", so "unlimited" here is the largest size. */
@@ -823,6 +861,7 @@ void fg_config_free_routes(fg_config_t *cfg)
         fg_route_t *r = &cfg->routes[i];
         free(r->id);
         free_strings(r->server_ids, r->nserver_ids);
+        free_strings(r->upgrade_protocols, r->nupgrade_protocols);
         free(r->match.path);
         free_strings(r->match.hosts, r->match.nhosts);
         free_strings(r->match.methods, r->match.nmethods);

@@ -153,7 +153,7 @@ static const struct {
     [K_TE] = {"te", HOP_FRAMING},
     [K_HOST] = {"host", FG_HDR_HOST},
     [K_TRAILER] = {"trailer", HOP_FRAMING},
-    [K_UPGRADE] = {"upgrade", HOP_FRAMING},
+    [K_UPGRADE] = {"upgrade", HOP_FRAMING | FG_HDR_UPGRADE},
     [K_CONNECTION] = {"connection", HOP_FRAMING | FG_HDR_CONNECTION},
     [K_KEEP_ALIVE] = {"keep-alive", HOP_FRAMING},
     [K_REQUEST_ID] = {"x-request-id", FG_HDR_REQUEST_ID},

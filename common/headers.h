@@ -49,6 +49,7 @@ const fg_http_header_t *fg_headers_get(const fg_headers_t *h, fg_str_t name);
 #define FG_HDR_CONTENT_LENGTH 0x08 /* Content-Length */
 #define FG_HDR_HOST 0x10           /* Host */
 #define FG_HDR_REQUEST_ID 0x20     /* X-Request-Id */
+#define FG_HDR_UPGRADE 0x40        /* Upgrade */
 unsigned fg_headers_class(fg_str_t name);
 
 /* Fields never forwarded in either direction: hop-by-hop ones (RFC 9110 7.6.1: Connection,

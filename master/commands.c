@@ -75,13 +75,14 @@ static json_t *worker_json(const proc_t *p, uint64_t now)
 {
     const fg_shm_worker_t *r = p->rec;
     uint64_t started = r->started_ms;
-    return json_pack("{s:i, s:i, s:I, s:s, s:b, s:I, s:I, s:I, s:I, s:I}", "slot", p->slot, "pid",
-                     (int)p->pid, "generation", (json_int_t)p->generation, "state",
+    return json_pack("{s:i, s:i, s:I, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "slot", p->slot,
+                     "pid", (int)p->pid, "generation", (json_int_t)p->generation, "state",
                      state_name(__atomic_load_n(&r->state, __ATOMIC_ACQUIRE)), "retiring",
                      p->state == P_RETIRING, "connections",
                      (json_int_t)__atomic_load_n(&r->connections, __ATOMIC_RELAXED),
                      "connectionsTotal",
                      (json_int_t)__atomic_load_n(&r->connections_total, __ATOMIC_RELAXED),
+                     "webSockets", (json_int_t)__atomic_load_n(&r->websockets, __ATOMIC_RELAXED),
                      "requests", (json_int_t)__atomic_load_n(&r->requests, __ATOMIC_RELAXED),
                      "restarts", (json_int_t)r->restarts, "uptime",
                      (json_int_t)(now > started ? (now - started) / 1000 : 0));

@@ -532,17 +532,18 @@ static void print_status(json_t *info, json_t *workers, json_t *shm)
         printf("last failed: %s: %s\n", str(lf, "time"), str(lf, "error"));
     printf("shm:         %lld of %lld bytes used\n\n", (long long)num(shm, "used"),
            (long long)num(shm, "size"));
-    printf("%4s %8s %4s %-9s %6s %10s %12s %8s %8s\n", "SLOT", "PID", "GEN", "STATE", "CONNS",
-           "CONNS_TOT", "REQUESTS", "RESTARTS", "UPTIME");
+    printf("%4s %8s %4s %-9s %6s %10s %6s %12s %8s %8s\n", "SLOT", "PID", "GEN", "STATE", "CONNS",
+           "CONNS_TOT", "WS", "REQUESTS", "RESTARTS", "UPTIME");
     size_t i;
     json_t *w;
     json_array_foreach(json_object_get(workers, "workers"), i, w)
     {
-        printf("%4lld %8lld %4lld %-9s %6lld %10lld %12lld %8lld %7llds\n",
+        printf("%4lld %8lld %4lld %-9s %6lld %10lld %6lld %12lld %8lld %7llds\n",
                (long long)num(w, "slot"), (long long)num(w, "pid"), (long long)num(w, "generation"),
                str(w, "state"), (long long)num(w, "connections"),
-               (long long)num(w, "connectionsTotal"), (long long)num(w, "requests"),
-               (long long)num(w, "restarts"), (long long)num(w, "uptime"));
+               (long long)num(w, "connectionsTotal"), (long long)num(w, "webSockets"),
+               (long long)num(w, "requests"), (long long)num(w, "restarts"),
+               (long long)num(w, "uptime"));
     }
 }
 

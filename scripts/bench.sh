@@ -673,3 +673,12 @@ mkdir -p "$(dirname "$OUT")"
 } >"$OUT"
 echo
 echo "written to $OUT"
+
+# ---- WebSocket echo (scripts/ws-bench.py): fastgateway vs nginx vs HAProxy vs direct ----------
+# WS_BENCH=0 skips it. Its own processes and ports; its table goes to the terminal and the file.
+if [ "${WS_BENCH:-1}" != 0 ] && python3 -c 'import asyncio' 2>/dev/null; then
+    echo
+    WS_TABLE=$(python3 "$(dirname "$0")/ws-bench.py" --fastgateway "$FG" 2>/dev/null) || true
+    printf '%s\n' "$WS_TABLE"
+    { echo; echo "## WebSocket echo"; echo; echo '```'; printf '%s\n' "$WS_TABLE"; echo '```'; } >>"$OUT"
+fi

@@ -146,6 +146,7 @@ fg_shm_worker_t *fg_shm_worker_alloc(fg_shm_t *shm, int slot, uint64_t generatio
         __atomic_store_n(&w->connections, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&w->connections_total, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&w->requests, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&w->websockets, 0, __ATOMIC_RELAXED);
         w->restarts = 0;
         __atomic_store_n(&w->state, FG_WORKER_STARTING, __ATOMIC_RELEASE);
         return w;

@@ -31,8 +31,9 @@ typedef struct {
     uint64_t started_ms;  /* wall clock */
     uint64_t connections; /* open client connections now */
     uint64_t connections_total;
-    uint64_t requests; /* requests served */
-    uint64_t restarts; /* respawns of this slot */
+    uint64_t requests;   /* requests served */
+    uint64_t restarts;   /* respawns of this slot */
+    uint64_t websockets; /* open upgraded exchanges now (worker/http/relay.c) */
 } fg_shm_worker_t;
 
 typedef struct fg_shm_s fg_shm_t;

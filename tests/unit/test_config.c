@@ -1042,6 +1042,39 @@ static void test_dump_round_trip(void **state)
     fg_config_free(cfg);
 }
 
+/* Protocol switches (docs/websocket.md): defaults, and what a file may not say. */
+static void test_websocket_keys(void **state)
+{
+    (void)state;
+    fg_config_t *cfg = load_ok("{'shutdownTimeout': '9s', 'servers': [{'id': 's', 'listen': "
+                               "':80', 'maxWebSockets': 7}], 'routes': [{'id': 'r', 'match': "
+                               "{'path': '/'}, 'direct': {'status': 200}}]}");
+    assert_int_equal(cfg->websocket_drain_timeout_ms, 6000); /* 2/3 of a short shutdown */
+    assert_int_equal(cfg->servers[0].max_websockets, 7);
+    assert_int_equal(cfg->routes[0].nupgrade_protocols, 1);
+    assert_string_equal(cfg->routes[0].upgrade_protocols[0], "websocket");
+    assert_int_equal(cfg->routes[0].exempt_event_streams, 1);
+    assert_int_equal(cfg->routes[0].upgrade_idle_timeout_ms, 0);
+    fg_config_free(cfg);
+    cfg = load_ok("{'servers': [{'id': 's', 'listen': ':80'}], 'routes': [{'id': 'r', "
+                  "'match': {'path': '/'}, 'direct': {'status': 200}, 'upgradeProtocols': [], "
+                  "'webSocketIdleTimeout': '5m', 'exemptEventStreams': false}]}");
+    assert_int_equal(cfg->websocket_drain_timeout_ms, 20000);
+    assert_int_equal(cfg->routes[0].nupgrade_protocols, 0);
+    assert_int_equal(cfg->routes[0].upgrade_idle_timeout_ms, 300000);
+    assert_int_equal(cfg->routes[0].exempt_event_streams, 0);
+    fg_config_free(cfg);
+    static const bad_case_t cases[] = {
+        {"{'shutdownTimeout': '10s', 'webSocketDrainTimeout': '10s', 'servers': [{'id': 's', "
+         "'listen': ':80'}]}",
+         "t.json: webSocketDrainTimeout: must be shorter than shutdownTimeout"},
+        {"{'servers': [{'id': 's', 'listen': ':80'}], 'routes': [{'id': 'r', 'match': {'path': "
+         "'/'}, 'direct': {'status': 200}, 'upgradeProtocols': ['web socket']}]}",
+         "t.json: routes[0].upgradeProtocols: \"web socket\" is not a protocol name"},
+    };
+    RUN_BAD(cases);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1057,7 +1090,7 @@ int main(void)
         cmocka_unit_test(test_demo_config),      cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),       cmocka_unit_test(test_parse_listen),
         cmocka_unit_test(test_warnings),         cmocka_unit_test(test_file_kinds),
-        cmocka_unit_test(test_dump_round_trip),
+        cmocka_unit_test(test_dump_round_trip),  cmocka_unit_test(test_websocket_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,6 +65,11 @@ static int cb_head(void *arg, const fg_exchange_head_t *h)
     r->status = h->status;
     r->clen = h->content_length;
     r->bodiless = h->bodiless;
+    for (size_t i = 0; i < h->num_headers; i++) {
+        strncat(r->names, h->headers[i].name.base,
+                h->headers[i].name.len < 64 ? h->headers[i].name.len : 64);
+        strcat(r->names, ",");
+    }
     if (h->status == 101 && r->take_over) {
         struct evbuffer *rest = evbuffer_new();
         fg_conn_t *c = fg_exchange_take_over(r->x, rest);
@@ -73,11 +78,6 @@ static int cb_head(void *arg, const fg_exchange_head_t *h)
         fg_conn_free(c);
         event_base_loopbreak(r->base);
         return -1;
-    }
-    for (size_t i = 0; i < h->num_headers; i++) {
-        strncat(r->names, h->headers[i].name.base,
-                h->headers[i].name.len < 64 ? h->headers[i].name.len : 64);
-        strcat(r->names, ",");
     }
     return 0;
 }
@@ -417,6 +417,8 @@ static void test_upgrade_takes_the_connection_over(void **state)
     assert_false(r.failed);
     assert_int_equal(r.restlen, 5);
     assert_memory_equal(r.rest, "FRAME", 5);
+    /* the switch's Upgrade is the handler's to relay; Connection stays hop-by-hop */
+    assert_string_equal(r.names, "Upgrade,");
 }
 
 int main(void)

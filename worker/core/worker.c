@@ -23,6 +23,7 @@
 #include "worker/http/http1.h"
 #include "worker/http/h2c.h"
 #include "worker/http/http2.h"
+#include "worker/http/relay.h"
 #include "worker/http/request.h"
 #include "worker/http/dispatch.h"
 #include "worker/admission/security.h"
@@ -73,7 +74,8 @@ struct worker_state_s {
 static void pause_accepting(listener_t *l, int err);
 
 /* Every front end this worker runs, for the worker-wide operations (frontend.h). */
-static const fg_frontend_t *const frontends[] = {&fg_http1_frontend, &fg_http2_frontend};
+static const fg_frontend_t *const frontends[] = {&fg_http1_frontend, &fg_http2_frontend,
+                                                 &fg_relay_frontend};
 
 /* The front end for a connection of srv whose transport negotiated alpn (len 0 = none). Every
  * server speaks HTTP/1.1; "h2" goes to HTTP/2; a plaintext connection of a server with h2c goes

@@ -18,6 +18,7 @@
 #include "worker/upstream/client.h"
 #include "worker/upstream/upstream.h"
 #include "worker/core/clock.h"
+#include "worker/http/relay.h"
 
 /* One client request proxied to a destination: picks it (balancer, affinity), applies the
  * transforms, drives an exchange (worker/upstream/exchange.h) and decides retries and
@@ -64,6 +65,7 @@ typedef struct {
     int fail_state;      /* fg_exchange_phase_t when it failed */
     const char *tls_why; /* FG_XERR_TLS: OpenSSL's reason (req->pool) */
     unsigned fail_logged : 1;
+    unsigned upgrade : 1; /* the request goes with its Upgrade (RFC 9110 7.8) */
 } proxy_t;
 
 #define UP_HIGH_WATER (256 * 1024)
@@ -83,6 +85,8 @@ static void on_writable(fg_request_t *req);
 static void on_abort(fg_request_t *req);
 
 static void release_replay(proxy_t *p);
+static int upgrade_headers(proxy_t *p);
+static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h);
 
 static const fg_exchange_cbs_t x_cbs = {
     .on_send_ready = x_send_ready,
@@ -108,7 +112,7 @@ static int build_out(proxy_t *p)
         fg_headers_set(&p->out.headers, fg_str(p->cl->affinity.key_name), p->aff_key) != 0)
         return -1;
     p->up_head = fg_str_eq(p->out.method, FG_STR_LIT("HEAD"));
-    return 0;
+    return p->upgrade ? upgrade_headers(p) : 0;
 }
 
 /* ---- attempts, for the logs ---- */
@@ -493,12 +497,14 @@ static int start_exchange(proxy_t *p, int fresh)
                               .fresh = fresh,
                               .max_idle_us = retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US,
                               .connect_timeout_ms = timeout,
-                              .activity_timeout_ms = p->cl->activity_timeout_ms};
+                              .activity_timeout_ms = p->cl->activity_timeout_ms,
+                              .exempt_event_streams = req->route->exempt_event_streams};
     /* On a retry, what the lost exchange already carried goes first. */
     fg_exchange_req_t rq = {.out = &p->out,
                             .content_length = req->content_length,
                             .replay = p->body_moved ? p->replay : NULL,
-                            .has_body = req->has_body};
+                            .has_body = req->has_body,
+                            .upgrade = p->upgrade};
     count_begin(p);
     begin_attempt(p);
     req->upstream_connect_us = 0;
@@ -737,6 +743,8 @@ static int x_head(void *arg, const fg_exchange_head_t *h)
 {
     proxy_t *p = arg;
     fg_request_t *req = p->req;
+    if (h->status == 101)
+        return switch_protocols(p, h);
     sync_timing(p);
     req->upstream_us = fg_clock_now_us() - fg_exchange_info(p->x)->sent_at_us;
     attempt_status(p, h->status);
@@ -863,6 +871,126 @@ static void x_error(void *arg, const fg_exchange_fail_t *f)
     }
 }
 
+/* ---- protocol switches (RFC 9110 7.8, RFC 6455 4) ---- */
+
+/* Whether the comma-separated protocol list (an Upgrade field value, RFC 9110 7.8) names
+ * proto; protocol names compare case-insensitively, a "/version" ignored on both sides. */
+static int names_protocol(fg_str_t list, fg_str_t proto)
+{
+    size_t pl = 0;
+    while (pl < proto.len && proto.base[pl] != '/')
+        pl++;
+    size_t i = 0;
+    while (i < list.len) {
+        while (i < list.len && (list.base[i] == ' ' || list.base[i] == '\t' || list.base[i] == ','))
+            i++;
+        size_t b = i;
+        while (i < list.len && list.base[i] != ',' && list.base[i] != '/' && list.base[i] != ' ' &&
+               list.base[i] != '\t')
+            i++;
+        if (i - b == pl && pl > 0 &&
+            fg_str_ieq((fg_str_t){list.base + b, pl}, (fg_str_t){proto.base, pl}))
+            return 1;
+        while (i < list.len && list.base[i] != ',')
+            i++;
+    }
+    return 0;
+}
+
+/* Whether the route relays a switch to one of the protocols in list. */
+static int route_allows(const fg_route_t *rt, fg_str_t list)
+{
+    for (size_t i = 0; i < rt->nupgrade_protocols; i++)
+        if (names_protocol(list, fg_str(rt->upgrade_protocols[i])))
+            return 1;
+    return 0;
+}
+
+/* Decide whether the client's Upgrade goes to the destination: a switch the route allows,
+ * asked without a body (the new protocol's bytes would follow it), through a front end that
+ * can hand its connection over. Otherwise the request goes without it, which RFC 9110 7.8
+ * allows ("a server MAY ignore a received Upgrade"). Past the server's maxWebSockets the
+ * answer is 503. Returns 0 to go on, -1 after answering. */
+static int begin_upgrade(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    if (req->upgrade.len == 0 || req->has_body || req->ops->switch_protocols == NULL ||
+        !route_allows(req->route, req->upgrade))
+        return 0;
+    if (req->server != NULL && !fg_relay_admit(p->w, req->server)) {
+        req->termination = "websocket_limit";
+        fg_request_error(req, 503, "service_unavailable", "too many open WebSockets");
+        return -1;
+    }
+    p->upgrade = 1;
+    return 0;
+}
+
+/* The hop-by-hop fields of this exchange's switch, for the destination (RFC 9110 7.8: the
+ * Upgrade field, and Connection naming it). Sec-WebSocket-* are end-to-end and already there. */
+static int upgrade_headers(proxy_t *p)
+{
+    if (fg_headers_set(&p->out.headers, FG_STR_LIT("Upgrade"), p->req->upgrade) != 0 ||
+        fg_headers_set(&p->out.headers, FG_STR_LIT("Connection"), FG_STR_LIT("upgrade")) != 0)
+        return -1;
+    return 0;
+}
+
+/* The 101's protocol: its Upgrade field's value, or an empty slice. */
+static fg_str_t switched_to(const fg_exchange_head_t *h)
+{
+    for (size_t i = 0; i < h->num_headers; i++)
+        if (fg_str_ieq(h->headers[i].name, FG_STR_LIT("Upgrade")))
+            return h->headers[i].value;
+    return FG_STR_NULL;
+}
+
+/* The destination switched protocols: the connection leaves the exchange for a relay whose
+ * other end the front end gives. A switch to a protocol the client did not offer, or the route
+ * does not allow, is an invalid answer (RFC 9110 7.8: the server MUST NOT switch to one the
+ * client did not ask for). Returns -1 (the exchange is gone either way). */
+static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h)
+{
+    fg_request_t *req = p->req;
+    sync_timing(p);
+    req->upstream_us = fg_clock_now_us() - fg_exchange_info(p->x)->sent_at_us;
+    attempt_status(p, 101);
+    fg_str_t proto = switched_to(h);
+    if (proto.len == 0 || !names_protocol(req->upgrade, proto) ||
+        !route_allows(req->route, proto)) {
+        set_fail(p, FG_XERR_INVALID, 0, FG_XPHASE_BODY);
+        fail(p, 502, "bad_gateway", "upstream switched to a protocol the client did not ask for");
+        return -1;
+    }
+    req->termination = NULL;
+    report(p, 0);
+    fg_headers_t hdrs;
+    uint64_t idle = req->route->upgrade_idle_timeout_ms ? req->route->upgrade_idle_timeout_ms
+                                                        : p->cl->activity_timeout_ms;
+    fg_relay_t *r = fg_relay_new(p->w, req->server, idle);
+    req->relayed = 1;
+    if (r == NULL || response_headers(p, h, &hdrs) != 0) {
+        fg_relay_free(r);
+        fail(p, 502, "internal_error", "cannot relay the protocol switch");
+        return -1;
+    }
+    /* Bytes the destination sent after its 101 stay in the connection's input: the relay
+     * passes them on first. */
+    fg_conn_t *c = fg_exchange_take_over(p->x, NULL);
+    p->x = NULL;
+    count_end(p);
+    release_replay(p);
+    if (c != NULL)
+        fg_relay_attach_conn(r, FG_RELAY_DEST, c);
+    if (c == NULL || req->ops->switch_protocols(req, &hdrs, r) != 0) {
+        fg_relay_free(r);
+        fail(p, 502, "internal_error", "cannot relay the protocol switch");
+        return -1;
+    }
+    p->done = 1; /* req is gone: the relay holds what the access log needs */
+    return -1;
+}
+
 /* ---- the client side ---- */
 
 static void on_body(fg_request_t *req)
@@ -934,6 +1062,8 @@ void fg_proxy_handle(fg_request_t *req)
         proxy_error(req, 503, "service_unavailable", "no destination available");
         return;
     }
+    if (begin_upgrade(p) != 0)
+        return;
     if (build_out(p) != 0) {
         proxy_error(req, 500, "internal_error", "cannot build the upstream request");
         return;

@@ -19,6 +19,7 @@
 #include "worker/core/conn.h"
 #include "worker/http/dispatch.h"
 #include "worker/http/request.h"
+#include "worker/http/relay.h"
 #include "worker/core/clock.h"
 
 enum {
@@ -548,7 +549,50 @@ static int ops_local_addr(fg_request_t *req, char *ip, size_t iplen, uint16_t *p
     return -1;
 }
 
+/* The destination switched protocols (RFC 9110 7.8): the 101 goes out with "Connection:
+ * upgrade" (RFC 9110 7.6.1, the Upgrade field is hop-by-hop), then the connection, with any
+ * bytes the client sent after its request, becomes the relay's client end and this session
+ * ends. Only after the whole request: bytes after the switch belong to the new protocol. */
+static int ops_switch_protocols(fg_request_t *req, const fg_headers_t *hdrs, fg_relay_t *relay)
+{
+    fg_http1_conn_t *h = req->proto;
+    /* Inside process() the connection is still being worked on: never hand it over there. */
+    if (h->state != S_WAIT || h->resp_started || h->broken || h->dead || h->busy)
+        return -1;
+    fg_str_t date, server;
+    fg_request_stamp(req, hdrs, &date, &server);
+    char *buf, *p;
+    if (format_head(req, 101, hdrs, 64 + date.len + server.len, &buf, &p) != 0)
+        return -1;
+    if (date.len) {
+        p = PUT_LIT(p, "Date: ");
+        p = put(p, date.base, date.len);
+        p = PUT_LIT(p, "\r\n");
+    }
+    if (server.len) {
+        p = PUT_LIT(p, "Server: ");
+        p = put(p, server.base, server.len);
+        p = PUT_LIT(p, "\r\n");
+    }
+    p = PUT_LIT(p, "Connection: upgrade\r\n\r\n");
+    evbuffer_add(fg_conn_output(h->c), buf, (size_t)(p - buf));
+    req->status = 101;
+    h->resp_started = 1;
+    if (h->w->record)
+        h->w->record->requests++;
+    fg_relay_adopt_request(relay, req);
+    fg_relay_attach_conn(relay, FG_RELAY_CLIENT, h->c);
+    h->c = NULL;
+    h->in_req = 0;
+    /* The relay's session first: a retiring worker whose last session this was must not
+     * leave its loop in between. */
+    fg_relay_start(relay);
+    destroy(h);
+    return 0;
+}
+
 static const fg_req_ops_t h1_ops = {
+    .switch_protocols = ops_switch_protocols,
     .send_head = ops_send_head,
     .send_interim = ops_send_interim,
     .local_addr = ops_local_addr,
@@ -1123,6 +1167,10 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     /* Keep-alive rules, RFC 9112 9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive". */
     req->keep_alive =
         req->version == 11 ? !head->conn_close : (head->conn_keep_alive && !head->conn_close);
+    if (head->conn_upgrade && req->version == 11) {
+        const fg_http_header_t *u = fg_request_header(req, FG_STR_LIT("Upgrade"));
+        req->upgrade = u ? u->value : FG_STR_NULL;
+    }
     make_request_id(h, req);
     if (parse_target(req, req->target) != 0) {
         reject(h, 400, "bad_request", "invalid request target");

@@ -24,6 +24,7 @@
 #include "common/str.h"
 
 struct evbuffer;
+struct fg_relay_s;
 typedef struct fg_request_s fg_request_t;
 
 typedef struct {
@@ -60,6 +61,13 @@ typedef struct {
     /* The gateway's own address on the client's connection (Forwarded "by"): 0 with ip set as
      * text and *port, or -1. */
     int (*local_addr)(fg_request_t *req, char *ip, size_t iplen, uint16_t *port);
+    /* The destination switched protocols (RFC 9110 7.8, a 101 to req->upgrade): send the 101
+     * with hdrs (its Upgrade field included), give relay the request's log facts
+     * (fg_relay_adopt_request) and the client's end, and start it (worker/http/relay.h).
+     * Returns 0 (req is gone, the relay runs), or <0 with req untouched (the caller answers
+     * and frees relay). NULL: the front end cannot switch (the request is sent without its
+     * Upgrade). */
+    int (*switch_protocols)(fg_request_t *req, const fg_headers_t *hdrs, struct fg_relay_s *relay);
 } fg_req_ops_t;
 
 typedef struct {
@@ -104,7 +112,10 @@ struct fg_request_s {
     unsigned body_done : 1;
     unsigned expect_continue : 1;
     unsigned keep_alive : 1; /* the front end will keep the connection */
-    struct evbuffer *body;   /* decoded body bytes not yet consumed by the handler */
+    /* The Upgrade field's value when the client asked to switch protocols (RFC 9110 7.8:
+     * HTTP/1.1 with "Connection: upgrade"); empty otherwise. */
+    fg_str_t upgrade;
+    struct evbuffer *body; /* decoded body bytes not yet consumed by the handler */
     /* Request trailers (RFC 9110 6.5) in pool memory, set by the front end no later than
      * body_done; NULL when the body had none. */
     fg_http_header_t *trailers;

@@ -121,6 +121,9 @@ typedef struct {
     uint64_t max_idle_us; /* a pooled connection idle longer is not taken (0: any) */
     uint64_t connect_timeout_ms;
     uint64_t activity_timeout_ms; /* destination silence once it has the request; 0: none */
+    /* a response of type text/event-stream has no activity timeout: its events may come
+     * minutes apart (docs/config.md, route exemptEventStreams) */
+    unsigned exempt_event_streams : 1;
 } fg_exchange_target_t;
 
 /* The protocol behind an exchange. */

@@ -40,6 +40,7 @@ typedef struct {
     unsigned chunked_up : 1; /* request body framed as chunks */
     unsigned up_head : 1;    /* the method sent is HEAD */
     unsigned upgrade : 1;    /* a 101 is the answer, not an error */
+    unsigned exempt_sse : 1; /* text/event-stream: no activity timeout */
     unsigned paused : 1;
     unsigned raw : 1;
     unsigned dead : 1;
@@ -325,16 +326,22 @@ static void go(h1x_t *x)
 /* ---- response ---- */
 
 /* Keep only end-to-end fields, in place (RFC 9110 7.6.1: hop-by-hop ones, those a Connection
- * field lists, and the framing the client re-states). */
+ * field lists, and the framing the client re-states). A 101 keeps its Upgrade: the switch it
+ * names is this exchange's, and the handler relays it (RFC 9110 7.8). */
 static size_t end_to_end(const fg_http1_head_t *h)
 {
+    int keep_upgrade = h->status == 101;
     fg_conn_options_t co;
     fg_headers_conn_options(&co, h->headers, h->num_headers);
     size_t n = 0;
     for (size_t i = 0; i < h->num_headers; i++) {
         fg_str_t name = h->headers[i].name;
-        if ((fg_headers_class(name) & (FG_HDR_HOP | FG_HDR_CONTENT_LENGTH)) ||
-            fg_headers_conn_listed(&co, name))
+        unsigned cls = fg_headers_class(name);
+        if (keep_upgrade && (cls & FG_HDR_UPGRADE)) {
+            h->headers[n++] = h->headers[i];
+            continue;
+        }
+        if ((cls & (FG_HDR_HOP | FG_HDR_CONTENT_LENGTH)) || fg_headers_conn_listed(&co, name))
             continue;
         h->headers[n++] = h->headers[i];
     }
@@ -378,6 +385,22 @@ static void finish(h1x_t *x)
 {
     x->info.phase = FG_XPHASE_DONE;
     x->cbs->on_end(x->arg);
+}
+
+/* Server-sent events (text/event-stream) may stay silent longer than any activity timeout
+ * between events: such a response is read without one. */
+static void exempt_event_stream(h1x_t *x, const fg_exchange_head_t *xh)
+{
+    for (size_t i = 0; i < xh->num_headers; i++) {
+        const fg_http_header_t *f = &xh->headers[i];
+        if (f->name.len == 12 && fg_str_ieq(f->name, FG_STR_LIT("Content-Type")) &&
+            f->value.len >= 17 &&
+            fg_str_ieq((fg_str_t){f->value.base, 17}, FG_STR_LIT("text/event-stream"))) {
+            x->activity_ms = 0;
+            fg_conn_read(x->u->c, 1, 0);
+            return;
+        }
+    }
 }
 
 /* Parse heads until the final one. Returns 0 when body bytes may follow, 1 to stop (more
@@ -440,6 +463,8 @@ static int read_head(h1x_t *x)
             return 1;
         }
         xh.num_headers = end_to_end(&h);
+        if (x->exempt_sse && h.status != 101)
+            exempt_event_stream(x, &xh);
         x->info.phase = FG_XPHASE_BODY;
         x->head_len = (size_t)r;
         int rc = x->cbs->on_head(x->arg, &xh);
@@ -765,6 +790,7 @@ fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exc
         return NULL;
     }
     x->connect_at = connect_at;
+    x->exempt_sse = t->exempt_event_streams;
     x->info.reused = reused;
     if (reused)
         go(x); /* the caller's first send_body flushes head and body in one write */

@@ -1,0 +1,481 @@
+#include "worker/http/relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "worker/core/clock.h"
+#include "worker/http/accesslog.h"
+
+/* User-space bytes one direction holds at most before it stops reading its source, and the
+ * level below which it reads again (TLS, or a side that cannot splice). */
+#define RELAY_HIGH (256 * 1024)
+#define RELAY_LOW (64 * 1024)
+/* Bytes one splice(2) takes from a socket: what a pipe holds by default. */
+#define SPLICE_CHUNK (64 * 1024)
+
+typedef struct fg_relay_s relay_t;
+
+/* One side: its connection and what it sent. The direction "from this end" is read here and
+ * written to the other end. */
+typedef struct {
+    relay_t *r;
+    fg_conn_t *c;
+    uint64_t bytes;    /* bytes received from this end */
+    int pipe[2];       /* splice: this end's bytes on their way to the other; -1 when none */
+    size_t in_pipe;    /* bytes in the pipe */
+    unsigned eof : 1;  /* this end ended its sending */
+    unsigned held : 1; /* reading stopped: the other end's output is full */
+    unsigned shut : 1; /* we ended our sending toward this end */
+} end_t;
+
+struct fg_relay_s {
+    fg_session_t session; /* first: the worker's list of sessions */
+    fg_worker_t *w;
+    const fg_server_t *srv;
+    end_t end[2];
+    fg_request_t req; /* the handshake's facts, for the access log; req.pool is ours */
+    struct event *timer;
+    uint64_t idle_ms;
+    uint64_t last_ms;  /* last byte moved either way */
+    uint64_t drain_at; /* retiring: close then; 0 = not retiring */
+    unsigned splice : 1;
+    unsigned started : 1;
+    unsigned have_req : 1;
+};
+
+/* The relays' worker-wide state: open relays per server (maxWebSockets). */
+typedef struct {
+    size_t n;
+    unsigned open[];
+} counts_t;
+
+static void on_read(fg_conn_t *c, void *arg);
+static void on_drain(fg_conn_t *c, void *arg);
+static void on_event(fg_conn_t *c, void *arg, int what);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+static const fg_conn_cbs_t relay_cbs = {on_read, on_drain, on_event};
+
+#define SLOT 3
+
+static end_t *other(end_t *e)
+{
+    return e == &e->r->end[0] ? &e->r->end[1] : &e->r->end[0];
+}
+
+static counts_t *counts(fg_worker_t *w, int create)
+{
+    counts_t *ct = w->frontend_state[SLOT];
+    if (ct == NULL && create && w->cfg != NULL) {
+        ct = calloc(1, sizeof(*ct) + w->cfg->nservers * sizeof(unsigned));
+        if (ct != NULL)
+            ct->n = w->cfg->nservers;
+        w->frontend_state[SLOT] = ct;
+    }
+    return ct;
+}
+
+static unsigned *server_count(fg_worker_t *w, const fg_server_t *srv, int create)
+{
+    counts_t *ct = counts(w, create);
+    if (ct == NULL || srv == NULL || w->cfg == NULL)
+        return NULL;
+    size_t i = (size_t)(srv - w->cfg->servers);
+    return i < ct->n ? &ct->open[i] : NULL;
+}
+
+int fg_relay_admit(fg_worker_t *w, const fg_server_t *srv)
+{
+    if (srv->max_websockets == 0)
+        return 1;
+    unsigned *n = server_count(w, srv, 1);
+    return n == NULL || *n < srv->max_websockets;
+}
+
+fg_relay_t *fg_relay_new(fg_worker_t *w, const fg_server_t *srv, uint64_t idle_ms)
+{
+    relay_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->timer = evtimer_new(w->base, on_timer, r);
+    if (r->timer == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->w = w;
+    r->srv = srv;
+    r->idle_ms = idle_ms;
+    for (int i = 0; i < 2; i++) {
+        r->end[i].r = r;
+        r->end[i].pipe[0] = r->end[i].pipe[1] = -1;
+    }
+    return r;
+}
+
+void fg_relay_attach_conn(fg_relay_t *r, int side, fg_conn_t *c)
+{
+    r->end[side].c = c;
+    fg_conn_set_spares(c, NULL); /* its buffers stay its own: the relay outlives front ends */
+    fg_conn_set_cbs(c, &relay_cbs, &r->end[side]);
+    fg_conn_read(c, 0, 0);
+}
+
+void fg_relay_adopt_request(fg_relay_t *r, fg_request_t *req)
+{
+    r->req = *req;
+    req->pool = NULL;
+    r->have_req = 1;
+    /* The fields may sit in the front end's per-connection memory: the log needs a copy. */
+    fg_http_header_t *h = NULL;
+    if (req->nheaders && r->req.pool)
+        h = fg_pool_alloc(r->req.pool, req->nheaders * sizeof(*h));
+    if (h != NULL)
+        memcpy(h, req->headers, req->nheaders * sizeof(*h));
+    r->req.headers = h;
+    r->req.nheaders = h ? req->nheaders : 0;
+    r->req.body = NULL;
+    r->req.ops = NULL;
+    r->req.proto = NULL;
+    r->req.handler = NULL;
+    r->req.handler_data = NULL;
+}
+
+/* ---- the end ---- */
+
+static void close_ends(relay_t *r)
+{
+    for (int i = 0; i < 2; i++) {
+        end_t *e = &r->end[i];
+        if (e->pipe[0] >= 0) {
+            close(e->pipe[0]);
+            close(e->pipe[1]);
+        }
+        fg_conn_free(e->c);
+        e->c = NULL;
+    }
+}
+
+void fg_relay_free(fg_relay_t *r)
+{
+    if (r == NULL)
+        return;
+    close_ends(r);
+    event_free(r->timer);
+    fg_request_pool_give(r->w, r->req.pool);
+    free(r);
+}
+
+/* End the relay: the access log line (termination NULL: both sides ended), the counts, the
+ * session. r is gone. */
+static void finish(relay_t *r, const char *termination)
+{
+    fg_worker_t *w = r->w;
+    if (r->have_req) {
+        fg_request_t *q = &r->req;
+        q->status = 101;
+        q->body_bytes = r->end[FG_RELAY_CLIENT].bytes;
+        q->bytes_out = r->end[FG_RELAY_DEST].bytes;
+        q->termination = termination;
+        /* req.ssl is the client connection's: still open here. */
+        fg_accesslog_write(w->accesslog, q);
+    }
+    if (r->started) {
+        unsigned *n = server_count(w, r->srv, 0);
+        if (n != NULL && *n > 0)
+            (*n)--;
+        if (w->record)
+            w->record->websockets--;
+        fg_frontend_remove(w, &r->session);
+    }
+    fg_relay_free(r);
+}
+
+/* ---- moving bytes ---- */
+
+/* Half-close (RFC 9112 9.6 for the connection, RFC 6455 7.1.1 leaves the TCP close to the
+ * peers): once everything e sent reached the other end, end our sending there. Returns 1 when
+ * the relay ended (both directions done). */
+static int pass_end(end_t *e)
+{
+    end_t *o = other(e);
+    if (!e->eof || o->shut || e->in_pipe > 0 || fg_conn_pending(o->c) > 0 ||
+        evbuffer_get_length(fg_conn_input(e->c)) > 0)
+        return 0;
+    o->shut = 1;
+    if (fg_conn_shutdown_write(o->c) != 0 || (o->eof && e->shut)) {
+        finish(e->r, NULL);
+        return 1;
+    }
+    return 0;
+}
+
+/* Buffered: what e's input holds goes to the other end's output. Returns 1 when r is gone. */
+static int move_buffered(end_t *e)
+{
+    end_t *o = other(e);
+    struct evbuffer *in = fg_conn_input(e->c);
+    size_t n = evbuffer_get_length(in);
+    if (n > 0) {
+        e->bytes += n;
+        e->r->last_ms = fg_clock_now_ms();
+        evbuffer_add_buffer(fg_conn_output(o->c), in);
+        if (fg_conn_flush(o->c) != 0) {
+            finish(e->r, e == &e->r->end[0] ? "upstream_reset" : "client_aborted");
+            return 1;
+        }
+    }
+    if (!e->held && fg_conn_pending(o->c) > RELAY_HIGH) {
+        /* The other end does not keep up: stop reading this one (on_drain resumes). */
+        e->held = 1;
+        fg_conn_read(e->c, 0, 0);
+    }
+    return pass_end(e);
+}
+
+/* Spliced: e's socket -> pipe -> the other end's socket until one would block. Returns 1 when
+ * r is gone. */
+static int move_spliced(end_t *e)
+{
+    end_t *o = other(e);
+    relay_t *r = e->r;
+    int drained = 0;
+    if (fg_conn_pending(o->c) > 0) {
+        /* Bytes queued in user space (the 101, what came before the switch) go first: its
+         * write event is armed, and on_drain comes back once they are out. */
+        e->held = 1;
+        fg_conn_read(e->c, 0, 0);
+        return 0;
+    }
+    for (;;) {
+        while (e->in_pipe > 0) {
+            ssize_t n = fg_conn_splice_out(o->c, e->pipe[0], e->in_pipe);
+            if (n > 0) {
+                e->in_pipe -= (size_t)n;
+                continue;
+            }
+            if (n == -EINTR)
+                continue;
+            if (n == -EAGAIN) {
+                e->held = 1;
+                fg_conn_read(e->c, 0, 0);
+                fg_conn_want_write(o->c);
+                return 0;
+            }
+            finish(r, e == &r->end[0] ? "upstream_reset" : "client_aborted");
+            return 1;
+        }
+        if (e->eof)
+            return pass_end(e);
+        /* A short read took all the socket had: the (level-triggered) read event tells when
+         * more comes, so one more splice_in would only learn EAGAIN. */
+        if (drained)
+            return 0;
+        ssize_t n = fg_conn_splice_in(e->c, e->pipe[1], SPLICE_CHUNK);
+        if (n > 0) {
+            e->in_pipe = (size_t)n;
+            e->bytes += (uint64_t)n;
+            r->last_ms = fg_clock_now_ms();
+            if ((size_t)n < SPLICE_CHUNK)
+                drained = 1;
+            continue;
+        }
+        if (n == -EINTR)
+            continue;
+        if (n == -EAGAIN)
+            return 0;
+        if (n == 0) {
+            e->eof = 1;
+            fg_conn_read(e->c, 0, 0);
+            return pass_end(e);
+        }
+        finish(r, e == &r->end[0] ? "client_aborted" : "upstream_reset");
+        return 1;
+    }
+}
+
+/* Bytes from e toward the other end, by whichever way this relay moves them. */
+static int move(end_t *e)
+{
+    return e->r->splice ? move_spliced(e) : move_buffered(e);
+}
+
+static void on_read(fg_conn_t *c, void *arg)
+{
+    move(arg);
+}
+
+/* The end's output drained: the direction toward it may go on. */
+static void on_drain(fg_conn_t *c, void *arg)
+{
+    end_t *o = arg;      /* the end that drained */
+    end_t *e = other(o); /* the one sending to it */
+    if (e->held && fg_conn_pending(c) <= (e->r->splice ? 0 : RELAY_LOW)) {
+        e->held = 0;
+        if (!e->eof)
+            fg_conn_read(e->c, 1, 0);
+        if (move(e))
+            return;
+    }
+    pass_end(e);
+}
+
+static void on_event(fg_conn_t *c, void *arg, int what)
+{
+    end_t *e = arg;
+    relay_t *r = e->r;
+    int client = e == &r->end[FG_RELAY_CLIENT];
+    if (what == FG_CONN_EOF) {
+        e->eof = 1;
+        if (!r->splice)
+            move_buffered(e);
+        else
+            pass_end(e);
+        return;
+    }
+    if (what == FG_CONN_TIMEOUT_WRITE) {
+        finish(r, client ? "client_timeout" : "upstream_timeout");
+        return;
+    }
+    finish(r, client ? "client_aborted" : "upstream_reset");
+}
+
+/* ---- timers ---- */
+
+static void arm(relay_t *r)
+{
+    uint64_t now = fg_clock_now_ms(), due = 0;
+    if (r->idle_ms)
+        due = r->last_ms + r->idle_ms;
+    if (r->drain_at && (due == 0 || r->drain_at < due))
+        due = r->drain_at;
+    if (due == 0)
+        return;
+    uint64_t in = due > now ? due - now : 0;
+    struct timeval tv = {(time_t)(in / 1000), (suseconds_t)(in % 1000 * 1000)};
+    evtimer_add(r->timer, &tv);
+}
+
+/* One timer serves both limits; bytes moved since it was armed push the idle one back. */
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    relay_t *r = arg;
+    uint64_t now = fg_clock_now_ms();
+    if (r->drain_at && now >= r->drain_at) {
+        finish(r, "drained");
+        return;
+    }
+    if (r->idle_ms && now >= r->last_ms + r->idle_ms) {
+        finish(r, "idle_timeout");
+        return;
+    }
+    arm(r);
+}
+
+/* ---- start ---- */
+
+/* Splice when both ends are plain sockets and their pipes can be made; else buffered. */
+static void choose_splice(relay_t *r)
+{
+    for (int i = 0; i < 2; i++)
+        if (!fg_conn_can_splice(r->end[i].c))
+            return;
+    for (int i = 0; i < 2; i++) {
+        end_t *e = &r->end[i];
+        if (pipe2(e->pipe, O_NONBLOCK | O_CLOEXEC) == -1) {
+            for (int k = 0; k <= i; k++) {
+                if (r->end[k].pipe[0] >= 0) {
+                    close(r->end[k].pipe[0]);
+                    close(r->end[k].pipe[1]);
+                }
+                r->end[k].pipe[0] = r->end[k].pipe[1] = -1;
+            }
+            return;
+        }
+    }
+    r->splice = 1;
+}
+
+void fg_relay_start(fg_relay_t *r)
+{
+    fg_worker_t *w = r->w;
+    fg_frontend_add(w, &r->session, &fg_relay_frontend);
+    r->started = 1;
+    unsigned *n = server_count(w, r->srv, 1);
+    if (n != NULL)
+        (*n)++;
+    if (w->record) {
+        w->record->websockets++;
+        w->record->connections_total--; /* the client's connection was counted at its accept */
+    }
+    r->last_ms = fg_clock_now_ms();
+    if (w->retiring)
+        r->drain_at = r->last_ms + w->cfg->websocket_drain_timeout_ms;
+    arm(r);
+    /* The 101 goes out, and bytes read before the switch follow it, through user space
+     * whatever the mode. */
+    for (int i = 0; i < 2; i++) {
+        fg_conn_set_low_watermark(r->end[i].c, RELAY_LOW);
+        if (fg_conn_flush(r->end[i].c) != 0) {
+            finish(r, i == FG_RELAY_CLIENT ? "client_aborted" : "upstream_reset");
+            return;
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        if (move_buffered(&r->end[i]))
+            return;
+    choose_splice(r);
+    for (int i = 0; i < 2; i++) {
+        end_t *e = &r->end[i];
+        if (r->splice) {
+            fg_conn_set_low_watermark(e->c, 0);
+            fg_conn_set_raw(e->c, 1);
+        }
+        if (!e->held)
+            fg_conn_read(e->c, 1, 0);
+    }
+}
+
+/* ---- the session (worker/core/frontend.h) ---- */
+
+/* A retiring worker keeps its relays until they end or webSocketDrainTimeout passes. */
+static void fe_retire(fg_session_t *s)
+{
+    relay_t *r = (relay_t *)s;
+    if (r->drain_at)
+        return;
+    r->drain_at = fg_clock_now_ms() + r->w->cfg->websocket_drain_timeout_ms;
+    arm(r);
+}
+
+/* A relay is never idle between requests: the drain timer decides. */
+static void fe_close_idle(fg_session_t *s)
+{
+    (void)s;
+}
+
+static void fe_close(fg_session_t *s)
+{
+    finish((relay_t *)s, "drained");
+}
+
+static void fe_release(fg_worker_t *w)
+{
+    free(w->frontend_state[SLOT]);
+    w->frontend_state[SLOT] = NULL;
+}
+
+const fg_frontend_t fg_relay_frontend = {
+    .name = "relay",
+    .slot = SLOT,
+    .start = NULL,
+    .retire = fe_retire,
+    .close_idle = fe_close_idle,
+    .close = fe_close,
+    .release = fe_release,
+};

@@ -1,0 +1,57 @@
+/* The relay after a protocol switch (RFC 9110 7.8; WebSocket, RFC 6455 4): the bytes of an
+ * upgraded exchange go both ways unchanged, messages are never reframed, until both sides have
+ * ended. It has two ends:
+ *  - the client end, given by the front end that took the request (HTTP/1.1: its connection,
+ *    fg_req_ops_t.switch_protocols);
+ *  - the destination end, given by the exchange (fg_exchange_take_over).
+ * An end is an fg_conn_t: the relay uses only its input, output, read switch, flush, drain and
+ * shutdown_write, which is what an HTTP/2 stream (RFC 8441) offers as well, so such a stream can
+ * later be an end by the same few operations.
+ *
+ * Flow: each direction buffers at most RELAY_HIGH bytes in user space (it stops reading its
+ * source until the other end drained); when both ends are plain TCP, bytes move through a pipe
+ * with splice(2) and never enter user space. An end's close is passed on as a half-close
+ * (shutdown_write on the other end, after the bytes before it). The relay ends when both
+ * directions ended, on an error of either side, when neither side sent anything for the idle
+ * timeout, or when a retiring worker's webSocketDrainTimeout passes.
+ *
+ * A relay is a session of the worker (worker/core/frontend.h), counted in the worker's record
+ * (open WebSockets in the status output) and per server (maxWebSockets). At its end it writes one
+ * access log line for the exchange: status 101, duration, and bytes each way. */
+#ifndef FG_RELAY_H
+#define FG_RELAY_H
+
+#include <stdint.h>
+
+#include "worker/core/conn.h"
+#include "worker/core/context.h"
+#include "worker/core/frontend.h"
+#include "worker/http/request.h"
+
+typedef struct fg_relay_s fg_relay_t;
+
+enum { FG_RELAY_CLIENT = 0, FG_RELAY_DEST = 1 };
+
+/* A relay for an upgrade of srv's route, not yet running; idle_ms 0 = no idle timeout. NULL when
+ * out of memory. */
+fg_relay_t *fg_relay_new(fg_worker_t *w, const fg_server_t *srv, uint64_t idle_ms);
+/* Give side (FG_RELAY_CLIENT or FG_RELAY_DEST) its connection: owned from now on. Its input
+ * holds the bytes already read from that side (they go to the other side first), its output
+ * what is due to that side (the 101 head). */
+void fg_relay_attach_conn(fg_relay_t *r, int side, fg_conn_t *c);
+/* Keep what the access log line needs of req (a copy; the request's pool moves to the relay,
+ * req->pool becomes NULL). The front end calls it once, before fg_relay_start. */
+void fg_relay_adopt_request(fg_relay_t *r, fg_request_t *req);
+/* Both ends attached: register the session and relay. r may be gone on return (an end had
+ * already failed). */
+void fg_relay_start(fg_relay_t *r);
+/* Abandon a relay that did not start: its connections are closed. */
+void fg_relay_free(fg_relay_t *r);
+
+/* Whether srv may open another relay in this worker (maxWebSockets). */
+int fg_relay_admit(fg_worker_t *w, const fg_server_t *srv);
+
+/* The relays' front-end entry (retire, close_idle, close). */
+extern const fg_frontend_t fg_relay_frontend;
+
+#endif
