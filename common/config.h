@@ -348,7 +348,15 @@ typedef struct {
     uint64_t id_hash;
     char id_hash_hex[17]; /* see fg_config_destination_hash */
     void *state;          /* shm/health.c record, attached by the master (fg_health_attach) */
+    /* "httpVersion": FG_HTTP_V11 or FG_HTTP_V2; the cluster's when the destination sets none */
+    int http_version;
 } fg_destination_t;
+
+/* Protocol versions a cluster or destination speaks to its destinations ("httpVersion"). */
+enum { FG_HTTP_V11 = 11, FG_HTTP_V2 = 20 };
+/* "versionPolicy" (YARP's HttpVersionPolicy): whether a destination that does not agree to
+ * HTTP/2 by ALPN is spoken to in HTTP/1.1 (OrLower) or refused (Exact). */
+enum { FG_VERSION_OR_LOWER = 0, FG_VERSION_EXACT = 1 };
 
 struct fg_cluster_s {
     char *id;
@@ -368,6 +376,8 @@ struct fg_cluster_s {
     void *state;                          /* shm/health.c cluster record, attached by the master */
     fg_tls_client_config_t http_client;   /* "httpClient" */
     void *tls;                            /* common/tls_client.c, built in the master */
+    int http_version;                     /* "httpVersion": FG_HTTP_V11 (default) or _V2 */
+    int version_policy;                   /* "versionPolicy": FG_VERSION_* */
 };
 
 /* ---- the gateway's own answers (common/config_responses.c) ---- */

@@ -120,6 +120,8 @@ typedef struct {
     uint64_t max_idle_us; /* a pooled connection idle longer is not taken (0: any) */
     uint64_t connect_timeout_ms;
     uint64_t activity_timeout_ms; /* destination silence once it has the request; 0: none */
+    int http2; /* with cl NULL: speak HTTP/2 (h2c prior knowledge); with cl, the destination's
+                * httpVersion decides */
 } fg_exchange_target_t;
 
 /* The protocol behind an exchange. */

@@ -172,7 +172,8 @@ static void probe_start(fg_prober_t *pr, const fg_cluster_t *cl, const fg_destin
                               .addrlen = d->health_addrlen,
                               .fresh = 1,
                               .connect_timeout_ms = hc->timeout_ms,
-                              .activity_timeout_ms = hc->timeout_ms};
+                              .activity_timeout_ms = hc->timeout_ms,
+                              .http2 = d->http_version == FG_HTTP_V2};
     if (d->https && d->health == NULL) {
         /* The destination's own address over TLS, with its client context (SNI, verification,
          * client certificate, session); fresh and "Connection: close", so never pooled. */
