@@ -66,7 +66,7 @@ struct h2x_s {
     int32_t id;
     fg_exchange_info_t info;
     fg_exchange_target_t t; /* for the HTTP/1.1 fallback */
-    const fg_outreq_t *out;
+    fg_outreq_t *out_copy; /* the request, kept while an ALPN fallback may need it */
     int64_t content_length;
     struct evbuffer *body;  /* request body not yet framed */
     struct evbuffer *in;    /* response body held while paused */
@@ -98,7 +98,7 @@ struct h2x_s {
 static void conn_flush(h2conn_t *c);
 static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
 static void conn_maybe_idle(h2conn_t *c);
-static int submit(h2x_t *x);
+static int submit(h2x_t *x, const fg_outreq_t *o);
 
 /* ---- lifetimes ---- */
 
@@ -110,6 +110,7 @@ static void x_free(h2x_t *x)
         evbuffer_free(x->in);
     free(x->trailers);
     free(x->hb);
+    free(x->out_copy);
     free(x);
 }
 
@@ -324,10 +325,9 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
 }
 
 /* Submit x's HEADERS (and its body's data source) on its ready connection. -1 on failure. */
-static int submit(h2x_t *x)
+static int submit(h2x_t *x, const fg_outreq_t *o)
 {
     h2conn_t *c = x->conn;
-    const fg_outreq_t *o = x->out;
     nghttp2_nv nv[FIELDS_MAX + 8];
     char names[16384], len[24];
     fg_str_t scheme = c->https ? FG_STR_LIT("https") : FG_STR_LIT("http");
@@ -342,9 +342,45 @@ static int submit(h2x_t *x)
     x->id = id;
     if (!x->has_body)
         x->info.req_sent = 1;
+    return 0;
+}
+
+/* The stream's head leaves now (the connection is up). */
+static void go(h2x_t *x)
+{
     x->info.phase = FG_XPHASE_WAIT_HEAD;
     x->info.sent_at_us = fg_clock_now_us();
-    return 0;
+}
+
+/* A copy of the request in one block, for a stream that may have to become an HTTP/1.1
+ * exchange once ALPN answers (the caller's request need not outlive fg_client_start). */
+static fg_outreq_t *outreq_copy(const fg_outreq_t *o)
+{
+    size_t bytes = sizeof(fg_outreq_t) + o->headers.n * sizeof(fg_http_header_t) + o->method.len +
+                   o->path.len + o->query.len;
+    for (size_t i = 0; i < o->headers.n; i++)
+        bytes += o->headers.v[i].name.len + o->headers.v[i].value.len;
+    fg_outreq_t *c = malloc(bytes);
+    if (c == NULL)
+        return NULL;
+    fg_http_header_t *v = (fg_http_header_t *)(c + 1);
+    char *p = (char *)(v + o->headers.n);
+#define COPY_STR(dst, src)                                                                         \
+    do {                                                                                           \
+        memcpy(p, (src).base, (src).len);                                                          \
+        (dst) = (fg_str_t){p, (src).len};                                                          \
+        p += (src).len;                                                                            \
+    } while (0)
+    COPY_STR(c->method, o->method);
+    COPY_STR(c->path, o->path);
+    COPY_STR(c->query, o->query);
+    for (size_t i = 0; i < o->headers.n; i++) {
+        COPY_STR(v[i].name, o->headers.v[i].name);
+        COPY_STR(v[i].value, o->headers.v[i].value);
+    }
+#undef COPY_STR
+    c->headers = (fg_headers_t){v, o->headers.n, o->headers.n, NULL};
+    return c;
 }
 
 /* ---- exchange vtable ---- */
@@ -877,16 +913,18 @@ static void fall_back(h2conn_t *c)
         x->next = x->prev = NULL;
         x->conn = NULL;
         c->nstreams--;
-        fg_exchange_req_t rq = {.out = x->out,
+        fg_exchange_req_t rq = {.out = x->out_copy,
                                 .content_length = x->content_length,
                                 .replay = evbuffer_get_length(x->body) ? x->body : NULL,
                                 .has_body = x->has_body};
         x->t.fresh = 0;
         x->busy++;
-        x->inner = fg_http1_client_start(&x->t, &rq, x->cbs, x->arg);
+        x->inner = x->out_copy ? fg_http1_client_start(&x->t, &rq, x->cbs, x->arg) : NULL;
         evbuffer_drain(x->body, evbuffer_get_length(x->body));
         if (x->inner == NULL)
             x_fail(x, FG_XERR_CONNECT, errno, NULL);
+        else if (x->body_end) /* the whole body was given: its end too (trailers are lost) */
+            fg_exchange_send_body(x->inner, NULL, 1);
         else if (fg_exchange_info(x->inner)->reused)
             x->cbs->on_send_ready(x->arg); /* a pooled connection: the body goes now */
         x_leave(x);
@@ -908,22 +946,15 @@ static void conn_up(h2conn_t *c)
     c->ready = 1;
     uint64_t connect_us = fg_clock_now_us() - c->connect_at;
     conn_enter(c);
-    for (h2x_t *x = c->streams, *nx; x && !c->dead; x = nx) {
-        nx = x->next;
+    for (h2x_t *x = c->streams; x; x = x->next) {
         x->info.connect_us = connect_us;
-        if (submit(x) == 0) {
-            x->wait_ready = 1; /* conn_flush tells it: the body may follow the head */
-            continue;
-        }
-        x->busy++;
-        x_fail(x, FG_XERR_NONE, ENOMEM, "cannot start an HTTP/2 stream");
-        nx = x->dead ? c->streams : x->next;
-        x_leave(x);
+        free(x->out_copy);
+        x->out_copy = NULL;
+        go(x);
+        x->wait_ready = 1; /* conn_flush tells it: the body may follow the head */
     }
-    if (!c->dead) {
-        conn_busy_read(c);
-        conn_flush(c);
-    }
+    conn_busy_read(c);
+    conn_flush(c);
     conn_leave(c);
 }
 
@@ -1094,7 +1125,6 @@ static h2x_t *x_new(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
     x->arg = arg;
     if (t)
         x->t = *t;
-    x->out = rq->out;
     x->content_length = rq->content_length;
     x->has_body = rq->has_body;
     x->up_head = fg_str_eq(rq->out->method, FG_STR_LIT("HEAD"));
@@ -1161,19 +1191,18 @@ fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exc
         return NULL;
     }
     attach(x, c);
+    /* Every stream counts as riding a pooled connection: the caller keeps a copy of a small
+     * body and queues it at once, so that a stream the destination refused (RFC 9113 8.7) or
+     * lost to a connection closed before answering can go again on a fresh connection. */
+    x->info.reused = 1;
+    int may_fall_back = !c->ready && c->https && c->cl->version_policy != FG_VERSION_EXACT;
+    if (submit(x, rq->out) != 0 || (may_fall_back && (x->out_copy = outreq_copy(rq->out)) == NULL)) {
+        x_end(x, NGHTTP2_CANCEL);
+        errno = ENOMEM;
+        return NULL;
+    }
     if (c->ready) {
-        /* A connection in use: like a pooled one, the caller's first send_body sends. */
-        x->info.reused = 1;
-        if (submit(x) != 0) {
-            x->conn = NULL;
-            c->streams = x->next;
-            if (x->next)
-                x->next->prev = NULL;
-            c->nstreams--;
-            x_free(x);
-            errno = ENOMEM;
-            return NULL;
-        }
+        go(x); /* the caller's first send_body sends */
         conn_busy_read(c);
     }
     return &x->base;
@@ -1212,9 +1241,10 @@ fg_h2test_t *fg_http2_client_test_new(const fg_exchange_req_t *rq, const fg_exch
     }
     t->c = c;
     c->ready = 1;
+    x->info.phase = FG_XPHASE_WAIT_HEAD;
     c->connect_at = fg_clock_now_us();
     attach(x, c);
-    if (submit(x) != 0) {
+    if (submit(x, rq->out) != 0) {
         x_end(x, 0);
         conn_free(c);
         free(t);
