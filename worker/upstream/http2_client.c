@@ -842,7 +842,10 @@ static void conn_flush(h2conn_t *c)
     c->flushing = 0;
     if (!c->dead && nghttp2_session_want_read(c->s) == 0 &&
         nghttp2_session_want_write(c->s) == 0)
-        conn_fail(c, FG_XERR_EOF, 0, "upstream ended the HTTP/2 connection");
+        /* The session is over: the peer's GOAWAY, or ours after its protocol error. */
+        conn_fail(c, c->goaway ? FG_XERR_EOF : FG_XERR_INVALID, 0,
+                  c->goaway ? "upstream ended the HTTP/2 connection"
+                            : "invalid HTTP/2 from upstream");
     conn_leave(c);
 }
 
