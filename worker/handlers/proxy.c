@@ -799,7 +799,20 @@ static int x_trailers(void *arg, fg_http_header_t *t, size_t n)
     n = relayable(t, n);
     if (n == 0)
         return 0;
-    fg_headers_t hdrs = {t, n, n, req->pool};
+    /* Copied into the request's pool: the exchange's slices end with it, and a front end may
+     * write the trailers after the exchange ended (an HTTP/2 stream's last DATA). */
+    fg_http_header_t *c = fg_pool_alloc(req->pool, n * sizeof(*c));
+    for (size_t i = 0; c != NULL && i < n; i++) {
+        c[i].name = fg_pool_str(req->pool, t[i].name);
+        c[i].value = fg_pool_str(req->pool, t[i].value);
+        if (c[i].name.base == NULL || c[i].value.base == NULL)
+            c = NULL;
+    }
+    if (c == NULL) {
+        fail(p, 502, "internal_error", "out of memory");
+        return -1;
+    }
+    fg_headers_t hdrs = {c, n, n, req->pool};
     if (req->ops->send_trailers(req, &hdrs) != 0) {
         req->termination = "client_aborted";
         fail(p, 502, "client_error", "client write failed");

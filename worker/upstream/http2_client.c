@@ -74,6 +74,8 @@ struct h2x_s {
     nghttp2_nv *trailers;   /* request trailers to send after the body (one block) */
     size_t ntrailers;
     char *hb; /* the header block being received: bytes, and fields as offsets */
+    char *head_hb; /* the final head's bytes, kept while the trailers arrive: a front end may
+                    * still hold slices of the head it was given */
     size_t hlen, hcap;
     uint32_t hoff[FIELDS_MAX][4];
     unsigned nh;
@@ -110,6 +112,7 @@ static void x_free(h2x_t *x)
         evbuffer_free(x->in);
     free(x->trailers);
     free(x->hb);
+    free(x->head_hb);
     free(x->out_copy);
     free(x);
 }
@@ -580,6 +583,11 @@ static h2x_t *stream_of(nghttp2_session *s, int32_t id)
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
     h2x_t *x = stream_of(s, f->hd.stream_id);
+    if (x && x->head_done && x->head_hb == NULL) {
+        x->head_hb = x->hb; /* the trailers get memory of their own */
+        x->hb = NULL;
+        x->hcap = 0;
+    }
     if (x) {
         x->hlen = 0;
         x->nh = 0;
