@@ -207,8 +207,8 @@ static int load_http_version(fg_config_ctx_t *c, const json_t *o, int *v)
 
 static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_t *d)
 {
-    static const char *const keys[] = {"id",     "address", "host",        "health",
-                                       "enabled", "weight", "httpVersion", NULL};
+    static const char *const keys[] = {"id",      "address", "host",        "health",
+                                       "enabled", "weight",  "httpVersion", NULL};
     long long weight = 1;
     url_t u;
 
@@ -537,9 +537,9 @@ out:
 static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 {
     static const char *const keys[] = {
-        "id",          "loadBalancingPolicy", "destinations", "httpRequest", "keepAlive",
-        "healthCheck", "sessionAffinity",     "failover",     "httpClient",  "httpVersion",
-        "versionPolicy", NULL};
+        "id",         "loadBalancingPolicy", "destinations",    "httpRequest",
+        "keepAlive",  "healthCheck",         "sessionAffinity", "failover",
+        "httpClient", "httpVersion",         "versionPolicy",   NULL};
     static const char *const vpolicies[] = {"RequestVersionOrLower", "RequestVersionExact", NULL};
     static const char *const policies[] = {
         "PowerOfTwoChoices", "RoundRobin", "LeastRequests", "Random", "FirstAlphabetical", NULL};

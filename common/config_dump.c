@@ -471,9 +471,9 @@ static json_t *cluster(const fg_cluster_t *cl)
         duration(f->budget_ms), "allowNonIdempotent", f->allow_non_idempotent);
     set(o, "httpClient", http_client(&cl->http_client));
     set(o, "httpVersion", json_string(cl->http_version == FG_HTTP_V2 ? "2" : "1.1"));
-    set(o, "versionPolicy", json_string(cl->version_policy == FG_VERSION_EXACT
-                                            ? "RequestVersionExact"
-                                            : "RequestVersionOrLower"));
+    set(o, "versionPolicy",
+        json_string(cl->version_policy == FG_VERSION_EXACT ? "RequestVersionExact"
+                                                           : "RequestVersionOrLower"));
     return o;
 }
 

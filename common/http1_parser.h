@@ -88,8 +88,8 @@ typedef struct {
      * copied into tr (caller memory, tr_cap bytes) as they are decoded. */
     char *tr;
     size_t tr_len, tr_cap;
-    unsigned keep : 1;      /* the caller wants trailers */
-    unsigned tr_asked : 1;  /* the step stopped once for the caller to give tr */
+    unsigned keep : 1;     /* the caller wants trailers */
+    unsigned tr_asked : 1; /* the step stopped once for the caller to give tr */
 } fg_http1_chunked_t;
 
 void fg_http1_chunked_init(fg_http1_chunked_t *d);

@@ -218,9 +218,9 @@ SSL *fg_tls_client_ssl_new(const fg_cluster_t *cl, size_t d)
      * wants HTTP/2 exactly (RFC 9113 3.2). SSL_set_alpn_protos returns 0 on success. */
     if (ok && cl->destinations[d].http_version == FG_HTTP_V2) {
         int exact = cl->version_policy == FG_VERSION_EXACT;
-        ok = exact ? SSL_set_alpn_protos(ssl, alpn_h2, sizeof(alpn_h2) - 1) == 0
-                   : SSL_set_alpn_protos(ssl, alpn_h2_or_http11, sizeof(alpn_h2_or_http11) - 1) ==
-                         0;
+        ok = exact
+                 ? SSL_set_alpn_protos(ssl, alpn_h2, sizeof(alpn_h2) - 1) == 0
+                 : SSL_set_alpn_protos(ssl, alpn_h2_or_http11, sizeof(alpn_h2_or_http11) - 1) == 0;
     }
     if (ok && c->sessions[d])
         ok = SSL_set_session(ssl, c->sessions[d]) == 1;

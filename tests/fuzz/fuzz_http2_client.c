@@ -17,9 +17,7 @@ typedef struct {
     int outcomes, heads, pause, paused;
 } st_t;
 
-static void ready(void *arg)
-{
-}
+static void ready(void *arg) {}
 
 static int interim(void *arg, int status, fg_http_header_t *h, size_t n)
 {

@@ -43,12 +43,14 @@ static fg_http_header_t fields[] = {
 
 static void request_fields(void **state)
 {
-    fg_outreq_t out = {FG_STR_LIT("POST"), FG_STR_LIT("/pkg.Svc/Call"), FG_STR_LIT("a=1"),
+    fg_outreq_t out = {FG_STR_LIT("POST"),
+                       FG_STR_LIT("/pkg.Svc/Call"),
+                       FG_STR_LIT("a=1"),
                        {fields, sizeof(fields) / sizeof(fields[0]), 0, NULL}};
     nghttp2_nv nv[32];
     char names[512], len[24];
-    int n = fg_http2_client_request_nv(&out, FG_STR_LIT("https"), 12, nv, 32, names,
-                                       sizeof(names), len);
+    int n = fg_http2_client_request_nv(&out, FG_STR_LIT("https"), 12, nv, 32, names, sizeof(names),
+                                       len);
     assert_true(n > 0);
     assert_true(nv_is(&nv[0], ":method", "POST"));
     assert_true(nv_is(&nv[1], ":scheme", "https"));
@@ -58,8 +60,9 @@ static void request_fields(void **state)
     assert_true(nv_is(find(nv, n, "te"), "te", "trailers"));
     assert_true(nv_is(find(nv, n, "x-custom-name"), "x-custom-name", "Value"));
     assert_true(nv_is(find(nv, n, "content-length"), "content-length", "12"));
-    static const char *const dropped[] = {"host", "connection", "keep-alive", "transfer-encoding",
-                                          "upgrade", "Host", "X-Custom-Name"};
+    static const char *const dropped[] = {
+        "host",    "connection", "keep-alive",   "transfer-encoding",
+        "upgrade", "Host",       "X-Custom-Name"};
     for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]); i++)
         assert_null(find(nv, n, dropped[i]));
     int cl = 0;
@@ -75,8 +78,8 @@ static void te_other_than_trailers_dropped(void **state)
     fg_outreq_t out = {FG_STR_LIT("GET"), FG_STR_LIT("/"), FG_STR_NULL, {f, 2, 0, NULL}};
     nghttp2_nv nv[8];
     char names[64], len[24];
-    int n = fg_http2_client_request_nv(&out, FG_STR_LIT("http"), -1, nv, 8, names, sizeof(names),
-                                       len);
+    int n =
+        fg_http2_client_request_nv(&out, FG_STR_LIT("http"), -1, nv, 8, names, sizeof(names), len);
     assert_int_equal(n, 4);
     assert_null(find(nv, n, "te"));
     assert_null(find(nv, n, "content-length"));
@@ -84,16 +87,18 @@ static void te_other_than_trailers_dropped(void **state)
 
 static void too_small_buffers_fail(void **state)
 {
-    fg_outreq_t out = {FG_STR_LIT("GET"), FG_STR_LIT("/"), FG_STR_NULL,
+    fg_outreq_t out = {FG_STR_LIT("GET"),
+                       FG_STR_LIT("/"),
+                       FG_STR_NULL,
                        {fields, sizeof(fields) / sizeof(fields[0]), 0, NULL}};
     nghttp2_nv nv[32];
     char names[4], len[24];
-    assert_int_equal(fg_http2_client_request_nv(&out, FG_STR_LIT("http"), -1, nv, 32, names,
-                                                sizeof(names), len),
-                     -1);
-    assert_int_equal(fg_http2_client_request_nv(&out, FG_STR_LIT("http"), -1, nv, 3, names,
-                                                sizeof(names), len),
-                     -1);
+    assert_int_equal(
+        fg_http2_client_request_nv(&out, FG_STR_LIT("http"), -1, nv, 32, names, sizeof(names), len),
+        -1);
+    assert_int_equal(
+        fg_http2_client_request_nv(&out, FG_STR_LIT("http"), -1, nv, 3, names, sizeof(names), len),
+        -1);
 }
 
 /* ---- exchanges against a server session ---- */
@@ -155,9 +160,7 @@ static nghttp2_session *server_new(peer_t *p)
     return s;
 }
 
-static void on_send_ready(void *arg)
-{
-}
+static void on_send_ready(void *arg) {}
 
 static int on_interim(void *arg, int status, fg_http_header_t *h, size_t n)
 {
@@ -185,8 +188,7 @@ static int on_trailers(void *arg, fg_http_header_t *t, size_t n)
     peer_t *p = arg;
     for (size_t i = 0; i < n; i++)
         if (fg_str_eq(t[i].name, FG_STR_LIT("grpc-status")))
-            snprintf(p->trailer, sizeof(p->trailer), "%.*s", (int)t[i].value.len,
-                     t[i].value.base);
+            snprintf(p->trailer, sizeof(p->trailer), "%.*s", (int)t[i].value.len, t[i].value.base);
     return 0;
 }
 

@@ -296,8 +296,8 @@ static int copy_headers(tx_t *tx)
         /* "TE: trailers" says the client takes trailer fields (RFC 9110 10.1.4), which the
          * gateway relays; an HTTP/2 destination gets it as the one TE value HTTP/2 allows
          * (RFC 9113 8.2.2), which gRPC servers require. */
-        int te_trailers = tx->h2 &&
-                          fg_str_ieq_c(h->name, "TE") && fg_str_ieq_c(h->value, "trailers");
+        int te_trailers =
+            tx->h2 && fg_str_ieq_c(h->name, "TE") && fg_str_ieq_c(h->value, "trailers");
         if ((te_trailers || !dropped(req, h->name)) &&
             fg_headers_add(&tx->out->headers, h->name, h->value) != 0)
             return -1;

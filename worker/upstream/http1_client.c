@@ -534,7 +534,8 @@ static void read_body(h1x_t *x)
             int r = fg_http1_chunked_step(&x->dec, v.iov_base, v.iov_len, &consumed, &data);
             int asked = r == 0 && fg_http1_chunked_wants_buf(&x->dec);
             if (asked && (x->trailers = malloc(fg_http1_chunked_trailer_max(&x->dec))) != NULL)
-                fg_http1_chunked_set_buf(&x->dec, x->trailers, fg_http1_chunked_trailer_max(&x->dec));
+                fg_http1_chunked_set_buf(&x->dec, x->trailers,
+                                         fg_http1_chunked_trailer_max(&x->dec));
             if (r < 0) {
                 fail(x, FG_XERR_INVALID, 0, "invalid chunked body from upstream");
                 return;

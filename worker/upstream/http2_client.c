@@ -16,11 +16,11 @@
 #include "worker/upstream/http1_client.h"
 #include "worker/upstream/upstream.h"
 
-#define HEAD_MAX 65536   /* bytes of one received header block */
-#define FIELDS_MAX 128   /* fields of one received header block */
-#define INTERIM_MAX 8    /* as the HTTP/1.1 client */
-#define OUT_HIGH 262144  /* session output queued on the connection before we stop producing */
-#define BODY_LOW 65536   /* a stream's queued body at or below this: on_send_ready */
+#define HEAD_MAX 65536  /* bytes of one received header block */
+#define FIELDS_MAX 128  /* fields of one received header block */
+#define INTERIM_MAX 8   /* as the HTTP/1.1 client */
+#define OUT_HIGH 262144 /* session output queued on the connection before we stop producing */
+#define BODY_LOW 65536  /* a stream's queued body at or below this: on_send_ready */
 #define STREAM_WINDOW (256 * 1024)
 #define CONN_WINDOW (16 * 1024 * 1024)
 #define DEFAULT_STREAMS 100 /* assumed until the peer's SETTINGS say (RFC 9113 6.5.2) */
@@ -30,6 +30,7 @@ typedef struct h2x_s h2x_t;
 
 /* A destination's connections in one worker. */
 typedef struct {
+    fg_upstream_ext_t ext; /* first: the upstream pools release it (dest_free) */
     h2conn_t *conns;
     unsigned h1_only : 1; /* ALPN chose http/1.1: the HTTP/1.1 client serves it */
 } h2dest_t;
@@ -40,16 +41,16 @@ struct h2conn_s {
     fg_worker_t *w;
     const fg_cluster_t *cl;
     size_t di;
-    fg_upconn_t *u;        /* NULL in the memory mode of the tests */
-    struct evbuffer *mem;  /* memory mode: what the session sends */
+    fg_upconn_t *u;       /* NULL in the memory mode of the tests */
+    struct evbuffer *mem; /* memory mode: what the session sends */
     nghttp2_session *s;
     h2x_t *streams;
     unsigned nstreams;
     uint64_t connect_at;
     uint64_t activity_ms;
     int busy;
-    unsigned ready : 1;    /* connected, preface queued */
-    unsigned goaway : 1;   /* no new stream (GOAWAY received or sent) */
+    unsigned ready : 1;  /* connected, preface queued */
+    unsigned goaway : 1; /* no new stream (GOAWAY received or sent) */
     unsigned dead : 1;
     unsigned flushing : 1; /* inside flush: a nested one only asks for another round */
     unsigned again : 1;
@@ -66,14 +67,14 @@ struct h2x_s {
     int32_t id;
     fg_exchange_info_t info;
     fg_exchange_target_t t; /* for the HTTP/1.1 fallback */
-    fg_outreq_t *out_copy; /* the request, kept while an ALPN fallback may need it */
+    fg_outreq_t *out_copy;  /* the request, kept while an ALPN fallback may need it */
     int64_t content_length;
-    struct evbuffer *body;  /* request body not yet framed */
-    struct evbuffer *in;    /* response body held while paused */
-    size_t unconsumed;      /* bytes of `in` not yet given back to the flow-control windows */
-    nghttp2_nv *trailers;   /* request trailers to send after the body (one block) */
+    struct evbuffer *body; /* request body not yet framed */
+    struct evbuffer *in;   /* response body held while paused */
+    size_t unconsumed;     /* bytes of `in` not yet given back to the flow-control windows */
+    nghttp2_nv *trailers;  /* request trailers to send after the body (one block) */
     size_t ntrailers;
-    char *hb; /* the header block being received: bytes, and fields as offsets */
+    char *hb;      /* the header block being received: bytes, and fields as offsets */
     char *head_hb; /* the final head's bytes, kept while the trailers arrive: a front end may
                     * still hold slices of the head it was given */
     size_t hlen, hcap;
@@ -100,6 +101,7 @@ struct h2x_s {
 static void conn_flush(h2conn_t *c);
 static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
 static void conn_maybe_idle(h2conn_t *c);
+static void dest_free(fg_upstream_ext_t *ext);
 static int submit(h2x_t *x, const fg_outreq_t *o);
 
 /* ---- lifetimes ---- */
@@ -300,8 +302,8 @@ int fg_http2_client_request_nv(const fg_outreq_t *out, fg_str_t scheme, int64_t 
 }
 
 /* The data source: the body bytes given so far, then the end (with trailers when given). */
-static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *ud)
+static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud)
 {
     h2x_t *x = src->ptr;
     if (x == NULL || x->conn == NULL) {
@@ -314,8 +316,7 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
         evbuffer_remove(x->body, buf, n);
     if (n == avail && x->body_end) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (x->ntrailers > 0 &&
-            nghttp2_submit_trailer(s, id, x->trailers, x->ntrailers) == 0)
+        if (x->ntrailers > 0 && nghttp2_submit_trailer(s, id, x->trailers, x->ntrailers) == 0)
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
         x->info.req_sent = 1;
         return (ssize_t)n;
@@ -638,8 +639,7 @@ static int parse_status(const uint8_t *v, size_t len)
 }
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
-                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                     void *ud)
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
     h2x_t *x = stream_of(s, f->hd.stream_id);
     if (x == NULL)
@@ -848,8 +848,7 @@ static void conn_flush(h2conn_t *c)
         }
     } while (c->again && !c->dead);
     c->flushing = 0;
-    if (!c->dead && nghttp2_session_want_read(c->s) == 0 &&
-        nghttp2_session_want_write(c->s) == 0)
+    if (!c->dead && nghttp2_session_want_read(c->s) == 0 && nghttp2_session_want_write(c->s) == 0)
         /* The session is over: the peer's GOAWAY, or ours after its protocol error. */
         conn_fail(c, c->goaway ? FG_XERR_EOF : FG_XERR_INVALID, 0,
                   c->goaway ? "upstream ended the HTTP/2 connection"
@@ -1097,9 +1096,9 @@ static h2conn_t *conn_new(const fg_exchange_target_t *t, h2dest_t *dest)
         errno = ENOMEM;
         return NULL;
     }
-    c->u = t->cl ? fg_upstream_open_timeout(t->w, t->cl, t->di, &up_cbs, c, t->connect_timeout_ms)
-                 : fg_upstream_open_addr(t->w, t->addr, t->addrlen, &up_cbs, c,
-                                         t->connect_timeout_ms);
+    c->u =
+        t->cl ? fg_upstream_open_timeout(t->w, t->cl, t->di, &up_cbs, c, t->connect_timeout_ms)
+              : fg_upstream_open_addr(t->w, t->addr, t->addrlen, &up_cbs, c, t->connect_timeout_ms);
     if (c->u == NULL) {
         int e = errno;
         conn_free(c);
@@ -1171,10 +1170,15 @@ static h2dest_t *dest_of(const fg_exchange_target_t *t)
 {
     if (t->cl == NULL)
         return NULL;
-    void **slot = fg_upstream_h2_slot(t->w, t->cl, t->di);
-    if (*slot == NULL)
-        *slot = calloc(1, sizeof(h2dest_t));
-    return *slot;
+    fg_upstream_ext_t **slot = fg_upstream_h2_slot(t->w, t->cl, t->di);
+    if (*slot == NULL) {
+        h2dest_t *d = calloc(1, sizeof(h2dest_t));
+        if (d == NULL)
+            return NULL;
+        d->ext.release = dest_free;
+        *slot = &d->ext;
+    }
+    return (h2dest_t *)*slot;
 }
 
 fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
@@ -1207,7 +1211,8 @@ fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exc
      * lost to a connection closed before answering can go again on a fresh connection. */
     x->info.reused = 1;
     int may_fall_back = !c->ready && c->https && c->cl->version_policy != FG_VERSION_EXACT;
-    if (submit(x, rq->out) != 0 || (may_fall_back && (x->out_copy = outreq_copy(rq->out)) == NULL)) {
+    if (submit(x, rq->out) != 0 ||
+        (may_fall_back && (x->out_copy = outreq_copy(rq->out)) == NULL)) {
         x_end(x, NGHTTP2_CANCEL);
         errno = ENOMEM;
         return NULL;
@@ -1219,11 +1224,10 @@ fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exc
     return &x->base;
 }
 
-void fg_http2_client_dest_free(void *state)
+/* The destination's connections closed, every stream failed (the pools are being freed). */
+static void dest_free(fg_upstream_ext_t *ext)
 {
-    h2dest_t *dest = state;
-    if (dest == NULL)
-        return;
+    h2dest_t *dest = (h2dest_t *)ext;
     while (dest->conns) {
         h2conn_t *c = dest->conns;
         conn_fail(c, FG_XERR_RESET, ECONNABORTED, "worker exiting"); /* unlinks and frees */

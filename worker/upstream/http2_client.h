@@ -16,10 +16,6 @@
 fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
                                      const fg_exchange_cbs_t *cbs, void *arg);
 
-/* A destination's HTTP/2 state in a worker (its connections), kept by the upstream pools
- * (fg_upstream_h2_slot) and freed with them: every connection closed, every stream failed. */
-void fg_http2_client_dest_free(void *state);
-
 /* The request head as HTTP/2 fields (RFC 9113 8.3.1, 8.2.2): pseudo-header fields first
  * (:authority from Host), lowercase names written into names (namecap bytes), fields specific to
  * a connection dropped, TE kept only as "trailers", Content-Length re-stated from

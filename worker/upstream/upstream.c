@@ -15,7 +15,6 @@
 #include "common/tls_client.h"
 #include "worker/http/request.h"
 #include "worker/upstream/balancer.h"
-#include "worker/upstream/http2_client.h"
 #include "worker/core/clock.h"
 
 struct fg_dest_pool_s {
@@ -24,7 +23,7 @@ struct fg_dest_pool_s {
     const fg_destination_t *dest;
     fg_upconn_t *idle; /* most recently released first */
     unsigned nidle;
-    void *h2; /* the HTTP/2 client's connections (fg_upstream_h2_slot) */
+    fg_upstream_ext_t *h2; /* the HTTP/2 client's connections (fg_upstream_h2_slot) */
 };
 
 typedef struct {
@@ -100,7 +99,8 @@ void fg_upstream_pools_free(fg_upstream_pools_t *p)
         if (cp->dests == NULL)
             continue;
         for (size_t d = 0; d < p->cfg->clusters[i].ndestinations; d++) {
-            fg_http2_client_dest_free(cp->dests[d].h2);
+            if (cp->dests[d].h2)
+                cp->dests[d].h2->release(cp->dests[d].h2);
             cp->dests[d].h2 = NULL;
             while (cp->dests[d].idle) {
                 fg_upconn_t *u = cp->dests[d].idle;
@@ -120,7 +120,7 @@ static fg_dest_pool_t *dest_pool(fg_worker_t *w, const fg_cluster_t *cl, size_t 
     return &w->upstreams->clusters[ci].dests[di];
 }
 
-void **fg_upstream_h2_slot(fg_worker_t *w, const fg_cluster_t *cl, size_t di)
+fg_upstream_ext_t **fg_upstream_h2_slot(fg_worker_t *w, const fg_cluster_t *cl, size_t di)
 {
     return &dest_pool(w, cl, di)->h2;
 }
