@@ -187,22 +187,61 @@ def test_status_and_bodiless_responses(tmp_path, gateway_factory, h2up):
     assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\n")
 
 
+def start_nghttpd(root):
+    port = free_port()
+    p = subprocess.Popen(["nghttpd", "--no-tls", "-d", str(root), str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return p, port
+
+
+@pytest.mark.skipif(shutil.which("nghttpd") is None, reason="nghttpd (nghttp2-server) missing")
+def test_slow_stream_does_not_stall_another(tmp_path, gateway_factory):
+    """Two downloads share the worker's connection to the destination: a client that stops
+    reading holds only its own stream (its window is given back as its client reads)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    blob = bytes(range(256)) * 32768  # 8 MiB
+    (root / "big.bin").write_bytes(blob)
+    p, port = start_nghttpd(root)
+    try:
+        gw = gateway_factory(cfg(tmp_path, "http://127.0.0.1:%d" % port))
+        stalled = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        stalled.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)  # its stream fills the gateway's buffers and stops
+        t0 = time.monotonic()
+        out = subprocess.run(["curl", "-sS", gw.url("/big.bin")], capture_output=True,
+                             timeout=30).stdout
+        assert out == blob
+        assert time.monotonic() - t0 < 20
+        # the stalled client still gets all of its body once it reads
+        got = bytearray()
+        stalled.settimeout(10)
+        while not (len(got) > len(blob) and got.endswith(blob[-64:])):
+            d = stalled.recv(1 << 20)
+            if not d:
+                break
+            got += d
+        assert bytes(got).endswith(blob)
+        stalled.close()
+    finally:
+        p.kill()
+        p.wait()
+
+
 @pytest.mark.skipif(shutil.which("nghttpd") is None, reason="nghttpd (nghttp2-server) missing")
 def test_nghttpd_large_download(tmp_path, gateway_factory):
     root = tmp_path / "root"
     root.mkdir()
     blob = bytes(range(256)) * 8192  # 2 MiB: many windows' worth
     (root / "big.bin").write_bytes(blob)
-    port = free_port()
-    p = subprocess.Popen(["nghttpd", "--no-tls", "-d", str(root), str(port)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p, port = start_nghttpd(root)
     try:
-        for _ in range(50):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         gw = gateway_factory(cfg(tmp_path, "http://127.0.0.1:%d" % port))
         out = subprocess.run(["curl", "-sS", "--limit-rate", "4M", gw.url("/big.bin")],
                              capture_output=True, timeout=30).stdout

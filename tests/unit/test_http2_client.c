@@ -300,6 +300,25 @@ static void refused_stream_is_a_retryable_failure(void **state)
     nghttp2_session_del(p.srv);
 }
 
+static void goaway_above_the_stream_is_retryable(void **state)
+{
+    /* RFC 9113 6.8: streams above the GOAWAY's last stream id were not processed. */
+    peer_t p = {0};
+    p.srv = server_new(&p);
+    fg_http_header_t f[] = {{FG_STR_LIT("Host"), FG_STR_LIT("h")}};
+    fg_outreq_t out = {FG_STR_LIT("POST"), FG_STR_LIT("/"), FG_STR_NULL, {f, 1, 0, NULL}};
+    fg_exchange_req_t rq = {.out = &out, .content_length = -1};
+    fg_h2test_t *t = fg_http2_client_test_new(&rq, &cbs, &p, &p.x);
+    assert_non_null(t);
+    pump(t, &p);
+    assert_int_equal(nghttp2_submit_goaway(p.srv, 0, 0, NGHTTP2_NO_ERROR, NULL, 0), 0);
+    pump(t, &p);
+    assert_true(p.failed);
+    assert_int_equal(p.fail_kind, FG_XERR_EOF);
+    fg_http2_client_test_free(t);
+    nghttp2_session_del(p.srv);
+}
+
 static void garbage_fails_the_exchange(void **state)
 {
     peer_t p = {0};
@@ -323,6 +342,7 @@ int main(void)
         cmocka_unit_test(too_small_buffers_fail),
         cmocka_unit_test(exchange_with_trailers_both_ways),
         cmocka_unit_test(refused_stream_is_a_retryable_failure),
+        cmocka_unit_test(goaway_above_the_stream_is_retryable),
         cmocka_unit_test(garbage_fails_the_exchange),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
