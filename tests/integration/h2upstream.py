@@ -96,7 +96,7 @@ class H2Upstream:
         conn.initiate_connection()
         s.sendall(conn.data_to_send())
         streams = {}
-        send_lock = threading.Lock()
+        send_lock = threading.RLock()
         while True:
             data = s.recv(65536)
             if not data:
@@ -116,10 +116,11 @@ class H2Upstream:
                     st = streams.pop(ev.stream_id)
                     if self._answer(s, conn, ev.stream_id, st, send_lock) == "die":
                         return
+            # one writer at a time: frames of two threads must not interleave
             with send_lock:
                 out = conn.data_to_send()
-            if out:
-                s.sendall(out)
+                if out:
+                    s.sendall(out)
 
     def _answer(self, s, conn, sid, st, lock):
         hdrs = {k.decode(): v.decode() for k, v in st["headers"]}
@@ -149,11 +150,10 @@ class H2Upstream:
         if path.startswith("/slow"):
             def later():
                 time.sleep(0.3)
-                self._send(conn, sid, 200, b"slow", lock)
-                with lock:
-                    out = conn.data_to_send()
                 try:
-                    s.sendall(out)
+                    self._send(conn, sid, 200, b"slow", lock)
+                    with lock:
+                        s.sendall(conn.data_to_send())
                 except OSError:
                     pass
             threading.Thread(target=later, daemon=True).start()
