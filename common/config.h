@@ -364,7 +364,15 @@ typedef struct {
     char id_hash_hex[17]; /* see fg_config_destination_hash */
     void *state;          /* shm/health.c record, attached by the master (fg_health_attach) */
     void *metrics;        /* shm/metrics.c object, attached by the master (fg_metrics_attach) */
+    /* "httpVersion": FG_HTTP_V11 or FG_HTTP_V2; the cluster's when the destination sets none */
+    int http_version;
 } fg_destination_t;
+
+/* Protocol versions a cluster or destination speaks to its destinations ("httpVersion"). */
+enum { FG_HTTP_V11 = 11, FG_HTTP_V2 = 20 };
+/* "versionPolicy" (YARP's HttpVersionPolicy): whether a destination that does not agree to
+ * HTTP/2 by ALPN is spoken to in HTTP/1.1 (OrLower) or refused (Exact). */
+enum { FG_VERSION_OR_LOWER = 0, FG_VERSION_EXACT = 1 };
 
 struct fg_cluster_s {
     char *id;
@@ -385,6 +393,8 @@ struct fg_cluster_s {
     fg_tls_client_config_t http_client;   /* "httpClient" */
     void *tls;                            /* common/tls_client.c, built in the master */
     void *metrics;                        /* shm/metrics.c object (fg_metrics_attach) */
+    int http_version;                     /* "httpVersion": FG_HTTP_V11 (default) or _V2 */
+    int version_policy;                   /* "versionPolicy": FG_VERSION_* */
 };
 
 /* ---- the gateway's own answers (common/config_responses.c) ---- */

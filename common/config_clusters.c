@@ -234,10 +234,22 @@ void fg_config_destination_hash(fg_destination_t *d)
     snprintf(d->id_hash_hex, sizeof(d->id_hash_hex), "%016llx", (unsigned long long)h);
 }
 
+/* "httpVersion": "1.1" or "2" (YARP's HttpRequest.Version); *v stays as it was when absent. */
+static int load_http_version(fg_config_ctx_t *c, const json_t *o, int *v)
+{
+    static const char *const names[] = {"1.1", "2", "2.0", NULL};
+    int i = -1;
+    if (fg_config_get_enum(c, o, "httpVersion", names, &i) < 0)
+        return -1;
+    if (i >= 0)
+        *v = i == 0 ? FG_HTTP_V11 : FG_HTTP_V2;
+    return 0;
+}
+
 static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_t *d)
 {
-    static const char *const keys[] = {"id",      "address", "host", "health",
-                                       "enabled", "weight",  NULL};
+    static const char *const keys[] = {"id",      "address", "host",        "health",
+                                       "enabled", "weight",  "httpVersion", NULL};
     long long weight = 1;
     url_t u;
 
@@ -266,7 +278,7 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
         fg_config_get_int(c, o, "weight", 1, 1000, &weight) < 0)
         return -1;
     d->weight = (int)weight;
-    return 0;
+    return load_http_version(c, o, &d->http_version);
 }
 
 static int load_destination_item(fg_config_ctx_t *c, const json_t *o, void *out)
@@ -566,8 +578,10 @@ out:
 static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
 {
     static const char *const keys[] = {
-        "id",          "loadBalancingPolicy", "destinations", "httpRequest", "keepAlive",
-        "healthCheck", "sessionAffinity",     "failover",     "httpClient",  NULL};
+        "id",         "loadBalancingPolicy", "destinations",    "httpRequest",
+        "keepAlive",  "healthCheck",         "sessionAffinity", "failover",
+        "httpClient", "httpVersion",         "versionPolicy",   NULL};
+    static const char *const vpolicies[] = {"RequestVersionOrLower", "RequestVersionExact", NULL};
     static const char *const policies[] = {
         "PowerOfTwoChoices", "RoundRobin", "LeastRequests", "Random", "FirstAlphabetical", NULL};
 
@@ -584,6 +598,13 @@ static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
         load_health(c, o, cl) < 0 || load_affinity(c, o, cl) < 0 || load_failover(c, o, cl) < 0 ||
         fg_config_load_http_client(c, o, cl) < 0)
         return -1;
+    cl->http_version = FG_HTTP_V11;
+    if (load_http_version(c, o, &cl->http_version) < 0 ||
+        fg_config_get_enum(c, o, "versionPolicy", vpolicies, &cl->version_policy) < 0)
+        return -1;
+    for (size_t i = 0; i < cl->ndestinations; i++)
+        if (cl->destinations[i].http_version == 0)
+            cl->destinations[i].http_version = cl->http_version;
     if (strlen(cl->id) > 63)
         return fg_config_fail(c, "id", "longer than 63 bytes");
     if (cl->ndestinations > 256)

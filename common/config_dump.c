@@ -447,6 +447,7 @@ static json_t *destination(const fg_destination_t *d)
         set(o, "health", json_string(d->health));
     set(o, "enabled", json_boolean(d->enabled));
     set(o, "weight", json_integer(d->weight));
+    set(o, "httpVersion", json_string(d->http_version == FG_HTTP_V2 ? "2" : "1.1"));
     return o;
 }
 
@@ -505,6 +506,10 @@ static json_t *cluster(const fg_cluster_t *cl)
         f->enabled, "connectTimeout", duration(f->connect_timeout_ms), "budget",
         duration(f->budget_ms), "allowNonIdempotent", f->allow_non_idempotent);
     set(o, "httpClient", http_client(&cl->http_client));
+    set(o, "httpVersion", json_string(cl->http_version == FG_HTTP_V2 ? "2" : "1.1"));
+    set(o, "versionPolicy",
+        json_string(cl->version_policy == FG_VERSION_EXACT ? "RequestVersionExact"
+                                                           : "RequestVersionOrLower"));
     return o;
 }
 

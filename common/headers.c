@@ -243,6 +243,52 @@ int fg_headers_is_framing(fg_str_t name)
     return (fg_headers_class(name) & FG_HDR_FRAMING) != 0;
 }
 
+int fg_headers_trailer_allowed(fg_str_t name)
+{
+    static const fg_str_t banned[] = {
+        FG_STR_LIT("Content-Length"),
+        FG_STR_LIT("Transfer-Encoding"),
+        FG_STR_LIT("Trailer"),
+        FG_STR_LIT("TE"),
+        FG_STR_LIT("Connection"),
+        FG_STR_LIT("Keep-Alive"),
+        FG_STR_LIT("Proxy-Connection"),
+        FG_STR_LIT("Upgrade"),
+        FG_STR_LIT("Host"),
+        FG_STR_LIT("Authorization"),
+        FG_STR_LIT("Proxy-Authorization"),
+        FG_STR_LIT("WWW-Authenticate"),
+        FG_STR_LIT("Proxy-Authenticate"),
+        FG_STR_LIT("Cookie"),
+        FG_STR_LIT("Set-Cookie"),
+        FG_STR_LIT("Cache-Control"),
+        FG_STR_LIT("Expect"),
+        FG_STR_LIT("Max-Forwards"),
+        FG_STR_LIT("Pragma"),
+        FG_STR_LIT("Range"),
+        FG_STR_LIT("If-Match"),
+        FG_STR_LIT("If-None-Match"),
+        FG_STR_LIT("If-Modified-Since"),
+        FG_STR_LIT("If-Unmodified-Since"),
+        FG_STR_LIT("If-Range"),
+        FG_STR_LIT("Age"),
+        FG_STR_LIT("Date"),
+        FG_STR_LIT("Expires"),
+        FG_STR_LIT("Location"),
+        FG_STR_LIT("Retry-After"),
+        FG_STR_LIT("Vary"),
+        FG_STR_LIT("Content-Type"),
+        FG_STR_LIT("Content-Encoding"),
+        FG_STR_LIT("Content-Range"),
+    };
+    if (name.len == 0 || name.base[0] == ':')
+        return 0;
+    for (size_t i = 0; i < sizeof(banned) / sizeof(banned[0]); i++)
+        if (fg_str_ieq(name, banned[i]))
+            return 0;
+    return 1;
+}
+
 static int is_ows(char c)
 {
     return c == ' ' || c == '\t';

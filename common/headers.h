@@ -61,6 +61,13 @@ int fg_headers_is_hop_by_hop(fg_str_t name);
  * Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade): the gateway writes these
  * itself, and configuration may not (a second length would desynchronise the peer). */
 int fg_headers_is_framing(fg_str_t name);
+/* Whether a field may travel in a trailer section (RFC 9110 6.5.1): not one that frames the
+ * message, routes it, modifies the request, authenticates, controls the response or says how
+ * to process the content (Content-Length, Transfer-Encoding, Trailer, TE, Connection, Host,
+ * Authorization, Cookie, Set-Cookie, Cache-Control, Expect, Range, If-*, Age, Date, Expires,
+ * Location, Retry-After, Vary, Content-Type, Content-Encoding, Content-Range, ... and pseudo
+ * fields). The gateway drops the others when it relays trailers. */
+int fg_headers_trailer_allowed(fg_str_t name);
 /* Whether `name` is listed in a Connection header value (comma-separated tokens). */
 int fg_headers_connection_lists(fg_str_t connection_value, fg_str_t name);
 

@@ -813,9 +813,18 @@ static int chunked_framing(fg_http1_chunked_t *d, const char *buf, size_t len, s
             st = c == '\n' ? CH_SIZE : CH_ERROR;
             d->line_len = 0;
         } else {
+            if (st == CH_TR_START && d->trailer_bytes == 0 && d->keep && d->tr == NULL &&
+                !d->tr_asked && c != '\r') {
+                /* A trailer section with fields: the caller gives memory for them first. */
+                d->tr_asked = 1;
+                *consumed = i - 1;
+                return 0;
+            }
             if (++d->trailer_bytes > max_trailer)
                 return FG_HTTP1_ERR_BAD;
             st = trailer_byte(st, c);
+            if (d->tr != NULL && d->tr_len < d->tr_cap)
+                d->tr[d->tr_len++] = (char)c;
         }
         if (st == CH_ERROR)
             return FG_HTTP1_ERR_BAD;
@@ -850,4 +859,69 @@ int fg_http1_chunked_step(fg_http1_chunked_t *d, const char *buf, size_t len, si
     if (rc < 0)
         d->state = CH_ERROR;
     return rc;
+}
+
+void fg_http1_chunked_keep_trailers(fg_http1_chunked_t *d)
+{
+    d->keep = 1;
+}
+
+int fg_http1_chunked_wants_buf(const fg_http1_chunked_t *d)
+{
+    return d->keep && d->tr_asked && d->tr == NULL && d->trailer_bytes == 0;
+}
+
+size_t fg_http1_chunked_trailer_max(const fg_http1_chunked_t *d)
+{
+    return d->max_trailer ? d->max_trailer : DEFAULT_MAX_TRAILER;
+}
+
+void fg_http1_chunked_set_buf(fg_http1_chunked_t *d, char *buf, size_t cap)
+{
+    d->tr = buf;
+    d->tr_cap = cap;
+    d->tr_len = 0;
+}
+
+/* Walk the kept field lines ("name:value\r\n", validated by trailer_byte as they came; the
+ * final CRLF ends the walk). With out, store up to cap slices. Returns the lines seen. */
+static size_t trailer_walk(const fg_http1_chunked_t *d, fg_http_header_t *out, size_t cap)
+{
+    size_t n = 0, i = 0, len = d->state == CH_DONE ? d->tr_len : 0;
+    const char *b = d->tr;
+    while (i < len && b[i] != '\r') {
+        size_t start = i;
+        while (i < len && b[i] != ':')
+            i++;
+        size_t colon = i;
+        while (i < len && b[i] != '\r')
+            i++;
+        if (i >= len)
+            break; /* cut by tr_cap */
+        size_t vs = colon + 1, ve = i;
+        while (vs < ve && IS_OWS(b[vs]))
+            vs++;
+        while (ve > vs && IS_OWS(b[ve - 1]))
+            ve--;
+        if (out != NULL && n < cap) {
+            out[n].name = (fg_str_t){b + start, colon - start};
+            out[n].value = (fg_str_t){b + vs, ve - vs};
+        }
+        n++;
+        i += 2; /* CRLF */
+    }
+    return n;
+}
+
+size_t fg_http1_chunked_trailer_count(const fg_http1_chunked_t *d)
+{
+    return d->tr ? trailer_walk(d, NULL, 0) : 0;
+}
+
+size_t fg_http1_chunked_trailers(const fg_http1_chunked_t *d, fg_http_header_t *out, size_t cap)
+{
+    if (d->tr == NULL)
+        return 0;
+    size_t n = trailer_walk(d, out, cap);
+    return n < cap ? n : cap;
 }

@@ -84,9 +84,31 @@ typedef struct {
     size_t line_len;      /* bytes of the current size/trailer line seen, for limits */
     size_t trailer_bytes; /* total trailer section bytes, for limits */
     size_t max_trailer;   /* 0 = 8192 */
+    /* Trailer capture (fg_http1_chunked_keep_trailers): the trailer section's field lines are
+     * copied into tr (caller memory, tr_cap bytes) as they are decoded. */
+    char *tr;
+    size_t tr_len, tr_cap;
+    unsigned keep : 1;     /* the caller wants trailers */
+    unsigned tr_asked : 1; /* the step stopped once for the caller to give tr */
 } fg_http1_chunked_t;
 
 void fg_http1_chunked_init(fg_http1_chunked_t *d);
+
+/* Ask the decoder to keep trailer fields (RFC 9112 7.1.2). It never allocates: when a trailer
+ * section with at least one field begins, fg_http1_chunked_step returns once early (consumed
+ * up to the section) with fg_http1_chunked_wants_buf true; the caller then passes memory of
+ * fg_http1_chunked_trailer_max bytes with fg_http1_chunked_set_buf (or nothing: the fields are
+ * then discarded) and steps on. Messages without trailers cost nothing. */
+void fg_http1_chunked_keep_trailers(fg_http1_chunked_t *d);
+int fg_http1_chunked_wants_buf(const fg_http1_chunked_t *d);
+size_t fg_http1_chunked_trailer_max(const fg_http1_chunked_t *d);
+void fg_http1_chunked_set_buf(fg_http1_chunked_t *d, char *buf, size_t cap);
+/* After the step returned 1: the kept trailer fields as slices of the caller's buffer (names
+ * as sent, values without surrounding OWS), at most cap of them (the rest are discarded).
+ * Returns how many were stored in out; 0 when there were none. */
+size_t fg_http1_chunked_trailers(const fg_http1_chunked_t *d, fg_http_header_t *out, size_t cap);
+/* How many field lines the kept trailer section has (to size out). */
+size_t fg_http1_chunked_trailer_count(const fg_http1_chunked_t *d);
 
 /* Feed buf[0..len). On return:
  *  - *data_len > 0: buf[0 .. *data_len) is chunk payload (always at offset 0), *consumed ==

@@ -23,6 +23,8 @@ typedef struct {
 } client_t;
 
 static const unsigned char alpn_http11[] = "\x08http/1.1";
+static const unsigned char alpn_h2_or_http11[] = "\x02h2\x08http/1.1";
+static const unsigned char alpn_h2[] = "\x02h2";
 
 /* The name a destination's certificate must carry: httpClient.serverName, else the
  * destination's "host" (Host header) without its port, else its address's host; brackets of
@@ -251,6 +253,14 @@ static SSL *slot_ssl_new(const fg_cluster_t *cl, const client_t *c, size_t d)
             SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
             ok = SSL_set1_host(ssl, c->names[d]) == 1;
         }
+    }
+    /* RFC 7301: an HTTP/2 destination is offered h2 first, and HTTP/1.1 too unless the cluster
+     * wants HTTP/2 exactly (RFC 9113 3.2). SSL_set_alpn_protos returns 0 on success. */
+    if (ok && cl->destinations[d].http_version == FG_HTTP_V2) {
+        int exact = cl->version_policy == FG_VERSION_EXACT;
+        ok = exact
+                 ? SSL_set_alpn_protos(ssl, alpn_h2, sizeof(alpn_h2) - 1) == 0
+                 : SSL_set_alpn_protos(ssl, alpn_h2_or_http11, sizeof(alpn_h2_or_http11) - 1) == 0;
     }
     if (ok && c->sessions[d])
         ok = SSL_set_session(ssl, c->sessions[d]) == 1;

@@ -25,7 +25,8 @@ void fg_tls_client_free(fg_config_t *cfg);
 /* A client SSL for destination d (index into cl->destinations), in connect state: SNI and the
  * verified host name (or IP address) set, the destination's last session offered for
  * resumption and its slot as the SSL's app data (for the sessions to come), ALPN offering
- * http/1.1. NULL when the cluster has no TLS context or out of
+ * http/1.1 (h2 first for an HTTP/2 destination, alone with versionPolicy RequestVersionExact).
+ * NULL when the cluster has no TLS context or out of
  * memory. */
 SSL *fg_tls_client_ssl_new(const fg_cluster_t *cl, size_t d);
 /* The same for the health probes of destination d: for its `health` address when it has one

@@ -78,6 +78,7 @@ static void x_send_ready(void *arg);
 static int x_interim(void *arg, int status, fg_http_header_t *h, size_t n);
 static int x_head(void *arg, const fg_exchange_head_t *h);
 static int x_body(void *arg, struct evbuffer *data);
+static int x_trailers(void *arg, fg_http_header_t *t, size_t n);
 static void x_end(void *arg);
 static void x_error(void *arg, const fg_exchange_fail_t *f);
 static void on_body(fg_request_t *req);
@@ -93,6 +94,7 @@ static const fg_exchange_cbs_t x_cbs = {
     .on_interim = x_interim,
     .on_head = x_head,
     .on_body = x_body,
+    .on_trailers = x_trailers,
     .on_end = x_end,
     .on_error = x_error,
 };
@@ -422,6 +424,17 @@ static void body_backpressure(proxy_t *p, size_t queued)
     }
 }
 
+/* Keep, in place, the trailer fields a proxy may forward (RFC 9110 6.5.1: not framing,
+ * routing, authentication, controls...; fg_headers_trailer_allowed). Returns how many. */
+static size_t relayable(fg_http_header_t *t, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fg_headers_trailer_allowed(t[i].name))
+            t[k++] = t[i];
+    return k;
+}
+
 /* Give the exchange the body bytes that arrived and, once complete, the body's end; then
  * pause the client while too much waits. Returns -1 when the exchange failed (p may be gone). */
 static int move_body(proxy_t *p)
@@ -433,8 +446,14 @@ static int move_body(proxy_t *p)
     }
     int end = req->body_done && !p->end_sent;
     p->end_sent |= end;
-    if (fg_exchange_send_body(p->x, req->body, end) != 0)
+    size_t nt = end && req->trailers ? relayable(req->trailers, req->ntrailers) : 0;
+    if (nt > 0) {
+        if (fg_exchange_send_body(p->x, req->body, 0) != 0 ||
+            fg_exchange_send_trailers(p->x, req->trailers, nt) != 0)
+            return -1;
+    } else if (fg_exchange_send_body(p->x, req->body, end) != 0) {
         return -1;
+    }
     body_backpressure(p, fg_exchange_pending(p->x));
     return 0;
 }
@@ -791,6 +810,39 @@ static int x_body(void *arg, struct evbuffer *data)
     }
     /* Everything buffered went out: the rest of a large body can bypass user space. */
     start_splice(p);
+    return 0;
+}
+
+/* The destination's trailers go to the client when its front end carries them (ops NULL:
+ * dropped, RFC 9110 6.5.1). The exchange's slices live until on_end, so they are relayed now. */
+static int x_trailers(void *arg, fg_http_header_t *t, size_t n)
+{
+    proxy_t *p = arg;
+    fg_request_t *req = p->req;
+    if (req->ops->send_trailers == NULL)
+        return 0;
+    n = relayable(t, n);
+    if (n == 0)
+        return 0;
+    /* Copied into the request's pool: the exchange's slices end with it, and a front end may
+     * write the trailers after the exchange ended (an HTTP/2 stream's last DATA). */
+    fg_http_header_t *c = fg_pool_alloc(req->pool, n * sizeof(*c));
+    for (size_t i = 0; c != NULL && i < n; i++) {
+        c[i].name = fg_pool_str(req->pool, t[i].name);
+        c[i].value = fg_pool_str(req->pool, t[i].value);
+        if (c[i].name.base == NULL || c[i].value.base == NULL)
+            c = NULL;
+    }
+    if (c == NULL) {
+        fail(p, 502, "internal_error", "out of memory");
+        return -1;
+    }
+    fg_headers_t hdrs = {c, n, n, req->pool};
+    if (req->ops->send_trailers(req, &hdrs) != 0) {
+        req->termination = "client_aborted";
+        fail(p, 502, "client_error", "client write failed");
+        return -1;
+    }
     return 0;
 }
 

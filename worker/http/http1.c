@@ -435,6 +435,40 @@ static int ops_send_file(fg_request_t *req, int fd, off_t off, off_t len)
     return 0;
 }
 
+/* Trailers go in the last chunk (RFC 9112 7.1.2); a response framed by Content-Length (or
+ * without a body) has no room for them and they are dropped (RFC 9110 6.5.1 lets a recipient
+ * discard them). */
+static int ops_send_trailers(fg_request_t *req, const fg_headers_t *t)
+{
+    fg_http1_conn_t *h = req->proto;
+    if (h->broken)
+        return -1;
+    if (!h->resp_chunked || h->resp_nobody)
+        return 0;
+    size_t need = 5;
+    for (size_t i = 0; i < t->n; i++)
+        need += t->v[i].name.len + t->v[i].value.len + 4;
+    struct evbuffer *out = fg_conn_output(h->c);
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)need, &v, 1) < 1 || v.iov_len < need)
+        return -1;
+    char *p = v.iov_base;
+    p = PUT_LIT(p, "0\r\n");
+    for (size_t i = 0; i < t->n; i++) {
+        p = put(p, t->v[i].name.base, t->v[i].name.len);
+        p = PUT_LIT(p, ": ");
+        p = put(p, t->v[i].value.base, t->v[i].value.len);
+        p = PUT_LIT(p, "\r\n");
+    }
+    p = PUT_LIT(p, "\r\n");
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    if (evbuffer_commit_space(out, &v, 1) != 0)
+        return -1;
+    h->resp_chunked = 0; /* the last chunk is written: finish adds none */
+    schedule_flush(h);
+    return 0;
+}
+
 static size_t ops_pending(fg_request_t *req)
 {
     fg_http1_conn_t *h = req->proto;
@@ -598,6 +632,7 @@ static const fg_req_ops_t h1_ops = {
     .local_addr = ops_local_addr,
     .send_body = ops_send_body,
     .send_file = ops_send_file,
+    .send_trailers = ops_send_trailers,
     .finish = ops_finish,
     .pending = ops_pending,
     .pause_body = ops_pause_body,
@@ -1181,6 +1216,7 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->expect_continue = head->expect_continue;
     if (head->chunked) {
         fg_http1_chunked_init(&h->act->chunked);
+        fg_http1_chunked_keep_trailers(&h->act->chunked);
         h->act->body_left = -1;
     } else {
         h->act->body_left = head->content_length > 0 ? head->content_length : 0;
@@ -1206,6 +1242,29 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     fg_dispatch_run(req);
     if (h->in_req && h->state == S_BODY)
         pump_body(h);
+}
+
+/* A chunked body's trailer section begins: memory for its fields from the request's pool
+ * (bounded by the decoder's trailer limit). Without memory the fields are discarded. */
+static void trailer_buf(fg_request_t *req, fg_http1_chunked_t *d)
+{
+    size_t cap = fg_http1_chunked_trailer_max(d);
+    char *buf = fg_pool_alloc(req->pool, cap);
+    if (buf != NULL)
+        fg_http1_chunked_set_buf(d, buf, cap);
+}
+
+/* The chunked body ended: its trailer fields become req->trailers (RFC 9110 6.5). */
+static void keep_trailers(fg_request_t *req, const fg_http1_chunked_t *d)
+{
+    size_t n = fg_http1_chunked_trailer_count(d);
+    if (n == 0)
+        return;
+    fg_http_header_t *t = fg_pool_alloc(req->pool, n * sizeof(*t));
+    if (t == NULL)
+        return;
+    req->ntrailers = fg_http1_chunked_trailers(d, t, n);
+    req->trailers = t;
 }
 
 /* Move request body bytes from the socket buffer to req->body and tell the handler. */
@@ -1235,6 +1294,9 @@ static void pump_body(fg_http1_conn_t *h)
             break;
         size_t consumed = 0, data = 0;
         int r = fg_http1_chunked_step(&h->act->chunked, v.iov_base, v.iov_len, &consumed, &data);
+        int asked = r == 0 && fg_http1_chunked_wants_buf(&h->act->chunked);
+        if (asked)
+            trailer_buf(req, &h->act->chunked);
         if (r < 0) {
             if (!h->resp_started) {
                 if (req->handler && req->handler->on_abort)
@@ -1266,10 +1328,11 @@ static void pump_body(fg_http1_conn_t *h)
             evbuffer_drain(in, consumed);
         }
         if (r == 1) {
+            keep_trailers(req, &h->act->chunked);
             req->body_done = 1;
             h->state = S_WAIT;
         }
-        if (consumed == 0 && data == 0)
+        if (consumed == 0 && data == 0 && !asked)
             break;
     }
     if (h->state == S_WAIT)

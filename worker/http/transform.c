@@ -19,6 +19,7 @@ typedef struct {
     int copy;          /* RequestHeadersCopy */
     int original_host; /* RequestHeaderOriginalHost */
     fg_str_t removed;  /* what PathRemovePrefix took off, for X-Forwarded-Prefix */
+    int h2;            /* the destination speaks HTTP/2 */
 } tx_t;
 
 static int query_route_value(tx_t *tx, const fg_transform_t *t);
@@ -317,7 +318,13 @@ static int copy_headers(tx_t *tx)
     fg_headers_conn_options(&co, req->headers, req->nheaders);
     for (size_t i = 0; i < req->nheaders; i++) {
         const fg_http_header_t *h = &req->headers[i];
-        if (!dropped(&co, h->name) && fg_headers_add(&tx->out->headers, h->name, h->value) != 0)
+        /* "TE: trailers" says the client takes trailer fields (RFC 9110 10.1.4), which the
+         * gateway relays; an HTTP/2 destination gets it as the one TE value HTTP/2 allows
+         * (RFC 9113 8.2.2), which gRPC servers require. */
+        int te_trailers =
+            tx->h2 && fg_str_ieq_c(h->name, "TE") && fg_str_ieq_c(h->value, "trailers");
+        if ((te_trailers || !dropped(&co, h->name)) &&
+            fg_headers_add(&tx->out->headers, h->name, h->value) != 0)
             return -1;
     }
     return 0;
@@ -669,7 +676,12 @@ static int finish_request(tx_t *tx, const fg_destination_t *dest)
 
 int fg_transform_request(const fg_request_t *req, const fg_destination_t *dest, fg_outreq_t *out)
 {
-    tx_t tx = {.req = req, .pool = req->pool, .out = out, .copy = 1, .removed = FG_STR_LIT("")};
+    tx_t tx = {.req = req,
+               .pool = req->pool,
+               .out = out,
+               .copy = 1,
+               .removed = FG_STR_LIT(""),
+               .h2 = dest != NULL && dest->http_version == FG_HTTP_V2};
     const fg_route_t *route = req->route;
     const fg_transform_t *tr = route ? route->transforms : NULL;
     size_t ntr = route ? route->ntransforms : 0;

@@ -1,6 +1,6 @@
 /* The destination client: starts an exchange (worker/upstream/exchange.h) with the client of
- * the destination's protocol. Destinations speak HTTP/1.1 over plain TCP or TLS; an HTTP/2
- * client is chosen here by the destination's protocol when it exists. */
+ * the destination's protocol ("httpVersion"): HTTP/1.1 (worker/upstream/http1_client.h) or
+ * HTTP/2 (worker/upstream/http2_client.h), over plain TCP or TLS. */
 #ifndef FG_CLIENT_H
 #define FG_CLIENT_H
 

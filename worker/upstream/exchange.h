@@ -2,8 +2,11 @@
  * (the proxy, the health prober) starts an exchange, gives it the request head and streams the
  * body; the exchange calls back with interim responses, the final head, body bytes (framing
  * already removed), the end, or a failure of a precise kind. The HTTP/1.1 client
- * (worker/upstream/http1_client.c) implements it over an fg_conn, plain or TLS; another
- * protocol plugs in behind the same vtable.
+ * (worker/upstream/http1_client.c) implements it over an fg_conn, plain or TLS; the HTTP/2
+ * client (worker/upstream/http2_client.c) as a stream of a shared connection.
+ *
+ * Slices the exchange hands over (fields of a head, interim response or trailers) are valid
+ * only during the callback that gives them: a caller that keeps them longer copies them.
  *
  * Flow control, both ways:
  *  - request body: fg_exchange_pending says how much waits to be written; on_send_ready fires
@@ -124,6 +127,8 @@ typedef struct {
     /* a response of type text/event-stream has no activity timeout: its events may come
      * minutes apart (docs/config.md, route exemptEventStreams) */
     unsigned exempt_event_streams : 1;
+    int http2; /* with cl NULL: speak HTTP/2 (h2c prior knowledge); with cl, the destination's
+                * httpVersion decides */
 } fg_exchange_target_t;
 
 /* The protocol behind an exchange. */

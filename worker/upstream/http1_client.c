@@ -34,6 +34,7 @@ typedef struct {
     int64_t left;
     fg_http1_chunked_t dec;
     struct evbuffer *part;   /* the first bytes of the input, when only those are body */
+    char *trailers;          /* the response's trailer section, when it has one */
     int busy;                /* callbacks on the stack: free deferred */
     size_t head_len;         /* the head being delivered, still at the front of the input */
     unsigned interims;       /* interim responses seen (INTERIM_MAX) */
@@ -82,6 +83,7 @@ static int leave(h1x_t *x)
         return 0;
     if (x->part)
         evbuffer_free(x->part);
+    free(x->trailers);
     free(x);
     return 1;
 }
@@ -370,6 +372,8 @@ static int framing(h1x_t *x, const fg_http1_head_t *h, fg_exchange_head_t *xh)
     } else if (h->chunked) {
         x->mode = R_CHUNKED;
         fg_http1_chunked_init(&x->dec);
+        if (x->cbs->on_trailers != NULL)
+            fg_http1_chunked_keep_trailers(&x->dec);
     } else if (h->content_length >= 0) {
         x->mode = R_LENGTH;
         x->left = h->content_length;
@@ -377,6 +381,22 @@ static int framing(h1x_t *x, const fg_http1_head_t *h, fg_exchange_head_t *xh)
     } else {
         x->mode = R_CLOSE; /* rule 8: the close ends it */
         x->info.reusable = 0;
+    }
+    return 0;
+}
+
+/* A chunked response's trailer fields to the handler (RFC 9110 6.5), before on_end. Returns
+ * 1 when x is gone. */
+static int relay_trailers(h1x_t *x)
+{
+    fg_http_header_t t[FIELDS_MAX];
+    size_t n = fg_http1_chunked_trailers(&x->dec, t, FIELDS_MAX);
+    if (n == 0 || x->cbs->on_trailers == NULL)
+        return 0;
+    if (x->cbs->on_trailers(x->arg, t, n) != 0 || x->dead) {
+        if (!x->dead)
+            detach(x, 0);
+        return 1;
     }
     return 0;
 }
@@ -532,6 +552,10 @@ static void read_body(h1x_t *x)
                 return;
             size_t consumed = 0, data = 0;
             int r = fg_http1_chunked_step(&x->dec, v.iov_base, v.iov_len, &consumed, &data);
+            int asked = r == 0 && fg_http1_chunked_wants_buf(&x->dec);
+            if (asked && (x->trailers = malloc(fg_http1_chunked_trailer_max(&x->dec))) != NULL)
+                fg_http1_chunked_set_buf(&x->dec, x->trailers,
+                                         fg_http1_chunked_trailer_max(&x->dec));
             if (r < 0) {
                 fail(x, FG_XERR_INVALID, 0, "invalid chunked body from upstream");
                 return;
@@ -545,10 +569,12 @@ static void read_body(h1x_t *x)
             if (r == 1) {
                 if (evbuffer_get_length(in) > 0)
                     x->info.reusable = 0;
+                if (relay_trailers(x))
+                    return;
                 finish(x);
                 return;
             }
-            if (consumed == 0 && data == 0)
+            if (consumed == 0 && data == 0 && !asked)
                 return;
         }
     }

@@ -23,6 +23,7 @@ struct fg_dest_pool_s {
     const fg_destination_t *dest;
     fg_upconn_t *idle; /* most recently released first */
     unsigned nidle;
+    fg_upstream_ext_t *h2; /* the HTTP/2 client's connections (fg_upstream_h2_slot) */
 };
 
 typedef struct {
@@ -98,6 +99,9 @@ void fg_upstream_pools_free(fg_upstream_pools_t *p)
         if (cp->dests == NULL)
             continue;
         for (size_t d = 0; d < p->cfg->clusters[i].ndestinations; d++) {
+            if (cp->dests[d].h2)
+                cp->dests[d].h2->release(cp->dests[d].h2);
+            cp->dests[d].h2 = NULL;
             while (cp->dests[d].idle) {
                 fg_upconn_t *u = cp->dests[d].idle;
                 idle_unlink(u);
@@ -114,6 +118,11 @@ static fg_dest_pool_t *dest_pool(fg_worker_t *w, const fg_cluster_t *cl, size_t 
 {
     size_t ci = (size_t)(cl - w->cfg->clusters);
     return &w->upstreams->clusters[ci].dests[di];
+}
+
+fg_upstream_ext_t **fg_upstream_h2_slot(fg_worker_t *w, const fg_cluster_t *cl, size_t di)
+{
+    return &dest_pool(w, cl, di)->h2;
 }
 
 fg_balancer_t *fg_upstream_balancer(fg_worker_t *w, const fg_cluster_t *cl)

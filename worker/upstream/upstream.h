@@ -50,6 +50,14 @@ fg_upconn_t *fg_upstream_open_probe(fg_worker_t *w, const fg_cluster_t *cl, size
 void fg_upstream_release(fg_upconn_t *u);
 void fg_upstream_close(fg_upconn_t *u);
 
+/* State another client keeps per destination (the HTTP/2 client's connections): it fills the
+ * slot with an object whose first member is this header; the pools call release when they are
+ * freed (worker exit). */
+typedef struct fg_upstream_ext_s {
+    void (*release)(struct fg_upstream_ext_s *ext);
+} fg_upstream_ext_t;
+fg_upstream_ext_t **fg_upstream_h2_slot(fg_worker_t *w, const fg_cluster_t *cl, size_t di);
+
 /* d's resolved address as "ip:port" ("[ip6]:port") in buf, NUL-terminated; returns its length
  * (0 for an address family without a textual form). */
 size_t fg_upstream_addr_text(const fg_destination_t *d, char *buf, size_t len);

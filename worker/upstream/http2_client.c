@@ -1,0 +1,1303 @@
+/* The HTTP/2 client (worker/upstream/http2_client.h): connections, streams and their mapping to
+ * fg_exchange. nghttp2 callbacks run inside nghttp2_session_mem_recv; the handler's callbacks
+ * are made from them, so every object carries a busy count and a dead flag, and nothing is sent
+ * while a receive is under way (the receive path flushes once it returns). */
+#include "worker/upstream/http2_client.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "common/headers.h"
+#include "common/log.h"
+#include "worker/core/clock.h"
+#include "worker/upstream/http1_client.h"
+#include "worker/upstream/upstream.h"
+
+#define HEAD_MAX 65536  /* bytes of one received header block */
+#define FIELDS_MAX 128  /* fields of one received header block */
+#define INTERIM_MAX 8   /* as the HTTP/1.1 client */
+#define OUT_HIGH 262144 /* session output queued on the connection before we stop producing */
+#define BODY_LOW 65536  /* a stream's queued body at or below this: on_send_ready */
+#define STREAM_WINDOW (256 * 1024)
+#define CONN_WINDOW (16 * 1024 * 1024)
+#define DEFAULT_STREAMS 100 /* assumed until the peer's SETTINGS say (RFC 9113 6.5.2) */
+
+typedef struct h2conn_s h2conn_t;
+typedef struct h2x_s h2x_t;
+
+/* A destination's connections in one worker. */
+typedef struct {
+    fg_upstream_ext_t ext; /* first: the upstream pools release it (dest_free) */
+    h2conn_t *conns;
+    unsigned h1_only : 1; /* ALPN chose http/1.1: the HTTP/1.1 client serves it */
+} h2dest_t;
+
+struct h2conn_s {
+    h2dest_t *dest; /* NULL: a private connection, closed once its streams are done */
+    h2conn_t *prev, *next;
+    fg_worker_t *w;
+    const fg_cluster_t *cl;
+    size_t di;
+    fg_upconn_t *u;       /* NULL in the memory mode of the tests */
+    struct evbuffer *mem; /* memory mode: what the session sends */
+    nghttp2_session *s;
+    h2x_t *streams;
+    unsigned nstreams;
+    uint64_t connect_at;
+    uint64_t activity_ms;
+    int busy;
+    unsigned ready : 1;  /* connected, preface queued */
+    unsigned goaway : 1; /* no new stream (GOAWAY received or sent) */
+    unsigned dead : 1;
+    unsigned flushing : 1; /* inside flush: a nested one only asks for another round */
+    unsigned again : 1;
+    unsigned in_recv : 1; /* inside nghttp2_session_mem_recv: nothing may be sent */
+    unsigned https : 1;
+};
+
+struct h2x_s {
+    fg_exchange_t base;
+    const fg_exchange_cbs_t *cbs;
+    void *arg;
+    h2conn_t *conn;
+    h2x_t *prev, *next;
+    int32_t id;
+    fg_exchange_info_t info;
+    fg_exchange_target_t t; /* for the HTTP/1.1 fallback */
+    fg_outreq_t *out_copy;  /* the request, kept while an ALPN fallback may need it */
+    int64_t content_length;
+    struct evbuffer *body; /* request body not yet framed */
+    struct evbuffer *in;   /* response body held while paused */
+    size_t unconsumed;     /* bytes of `in` not yet given back to the flow-control windows */
+    nghttp2_nv *trailers;  /* request trailers to send after the body (one block) */
+    size_t ntrailers;
+    char *hb;      /* the header block being received: bytes, and fields as offsets */
+    char *head_hb; /* the final head's bytes, kept while the trailers arrive: a front end may
+                    * still hold slices of the head it was given */
+    size_t hlen, hcap;
+    uint32_t hoff[FIELDS_MAX][4];
+    unsigned nh;
+    int status;
+    int64_t clen;
+    unsigned interims;
+    int busy;
+    fg_exchange_t *inner; /* the HTTP/1.1 exchange standing in for this one */
+    unsigned has_body : 1;
+    unsigned body_end : 1;
+    unsigned deferred : 1; /* the data source said NGHTTP2_ERR_DEFERRED */
+    unsigned up_head : 1;
+    unsigned paused : 1;
+    unsigned ended : 1;    /* END_STREAM received; on_end pending while paused */
+    unsigned finished : 1; /* on_end or on_error made */
+    unsigned closed : 1;   /* the stream is closed in the session */
+    unsigned wait_ready : 1;
+    unsigned head_done : 1;
+    unsigned dead : 1;
+};
+
+static void conn_flush(h2conn_t *c);
+static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
+static void conn_maybe_idle(h2conn_t *c);
+static void dest_free(fg_upstream_ext_t *ext);
+static int submit(h2x_t *x, const fg_outreq_t *o);
+
+/* ---- lifetimes ---- */
+
+static void x_free(h2x_t *x)
+{
+    if (x->body)
+        evbuffer_free(x->body);
+    if (x->in)
+        evbuffer_free(x->in);
+    free(x->trailers);
+    free(x->hb);
+    free(x->head_hb);
+    free(x->out_copy);
+    free(x);
+}
+
+/* Returns 1 when x is gone. */
+static int x_leave(h2x_t *x)
+{
+    if (--x->busy > 0)
+        return x->dead;
+    if (!x->dead)
+        return 0;
+    x_free(x);
+    return 1;
+}
+
+/* Not inlined: callers hold a busy count across the calls that may free, which the
+ * compiler's use-after-free analysis cannot see. */
+__attribute__((noinline)) static void conn_free(h2conn_t *c)
+{
+    nghttp2_session_del(c->s);
+    if (c->u)
+        fg_upstream_close(c->u);
+    if (c->mem)
+        evbuffer_free(c->mem);
+    free(c);
+}
+
+static void conn_enter(h2conn_t *c)
+{
+    c->busy++;
+}
+
+/* Returns 1 when c is gone. */
+static int conn_leave(h2conn_t *c)
+{
+    if (--c->busy > 0)
+        return c->dead;
+    if (!c->dead || c->mem)
+        return c->dead; /* memory mode: fg_http2_client_test_free frees it */
+    conn_free(c);
+    return 1;
+}
+
+static void conn_unlink(h2conn_t *c)
+{
+    if (c->dest == NULL)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->dest->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    c->dest = NULL;
+}
+
+/* Take x off its connection: the session forgets it (its stream, if open, is reset with
+ * `code` unless 0 and already closed). */
+static void detach(h2x_t *x, uint32_t code)
+{
+    h2conn_t *c = x->conn;
+    if (c == NULL)
+        return;
+    x->conn = NULL;
+    if (x->id > 0) {
+        nghttp2_session_set_stream_user_data(c->s, x->id, NULL);
+        /* A stream done both ways needs no reset (RFC 9113 5.1). */
+        int done = x->ended && x->info.req_sent;
+        if (!x->closed && !c->dead && !done)
+            nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, x->id, code);
+    }
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        c->streams = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    x->prev = x->next = NULL;
+    c->nstreams--;
+    if (!c->dead) {
+        conn_flush(c);
+        conn_maybe_idle(c);
+    }
+}
+
+static void x_end(h2x_t *x, uint32_t code)
+{
+    detach(x, code);
+    x->dead = 1;
+    x->busy++;
+    x_leave(x);
+}
+
+/* ---- failure ---- */
+
+static void x_fail(h2x_t *x, fg_exchange_error_t kind, int err, const char *detail)
+{
+    if (x->finished)
+        return;
+    x->finished = 1;
+    x->info.reusable = 0;
+    fg_exchange_fail_t f = {kind, err, x->info.phase, detail};
+    x->busy++;
+    x->cbs->on_error(x->arg, &f);
+    if (!x->dead)
+        x_end(x, NGHTTP2_CANCEL);
+    x_leave(x);
+}
+
+static void x_finish(h2x_t *x)
+{
+    if (x->finished)
+        return;
+    x->finished = 1;
+    x->info.phase = FG_XPHASE_DONE;
+    x->cbs->on_end(x->arg);
+}
+
+/* ---- request ---- */
+
+static int conn_specific(fg_str_t n)
+{
+    /* RFC 9113 8.2.2; Host becomes :authority (8.3.1); framing is the stream's (8.1). */
+    return fg_headers_is_hop_by_hop(n) || fg_str_ieq(n, FG_STR_LIT("Host")) ||
+           fg_str_ieq(n, FG_STR_LIT("Content-Length")) || fg_str_ieq(n, FG_STR_LIT("Expect"));
+}
+
+static nghttp2_nv mknv(const char *n, size_t nl, const char *v, size_t vl)
+{
+    nghttp2_nv nv = {(uint8_t *)(uintptr_t)n, (uint8_t *)(uintptr_t)v, nl, vl,
+                     NGHTTP2_NV_FLAG_NONE};
+    return nv;
+}
+
+int fg_http2_client_request_nv(const fg_outreq_t *out, fg_str_t scheme, int64_t content_length,
+                               nghttp2_nv *nv, size_t cap, char *names, size_t namecap,
+                               char *lenbuf)
+{
+    const fg_headers_t *h = &out->headers;
+    const fg_http_header_t *host = fg_headers_get(h, FG_STR_LIT("Host"));
+    size_t n = 0, used = 0;
+    if (cap < 5 + h->n)
+        return -1;
+    nv[n++] = mknv(":method", 7, out->method.base, out->method.len);
+    nv[n++] = mknv(":scheme", 7, scheme.base, scheme.len);
+    if (host)
+        nv[n++] = mknv(":authority", 10, host->value.base, host->value.len);
+    /* The path and query are one slice apart in the caller's memory: the path alone when there
+     * is no query, else both joined in names. */
+    if (out->query.len == 0) {
+        nv[n++] = mknv(":path", 5, out->path.base, out->path.len);
+    } else {
+        size_t pl = out->path.len + 1 + out->query.len;
+        if (pl > namecap)
+            return -1;
+        memcpy(names, out->path.base, out->path.len);
+        names[out->path.len] = '?';
+        memcpy(names + out->path.len + 1, out->query.base, out->query.len);
+        nv[n++] = mknv(":path", 5, names, pl);
+        used = pl;
+    }
+    for (size_t i = 0; i < h->n; i++) {
+        fg_str_t nm = h->v[i].name, v = h->v[i].value;
+        if (conn_specific(nm) && !fg_str_ieq(nm, FG_STR_LIT("TE")))
+            continue;
+        /* RFC 9113 8.2.2: TE only with the value "trailers" (gRPC needs it). */
+        if (fg_str_ieq(nm, FG_STR_LIT("TE")) && !fg_str_ieq(v, FG_STR_LIT("trailers")))
+            continue;
+        if (used + nm.len > namecap)
+            return -1;
+        char *lc = names + used;
+        for (size_t k = 0; k < nm.len; k++) {
+            char ch = nm.base[k];
+            lc[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch; /* RFC 9113 8.2.1 */
+        }
+        used += nm.len;
+        nv[n++] = mknv(lc, nm.len, v.base, v.len);
+    }
+    if (content_length >= 0) {
+        char *e = fg_put_u64(lenbuf, (uint64_t)content_length);
+        nv[n++] = mknv("content-length", 14, lenbuf, (size_t)(e - lenbuf));
+    }
+    return (int)n;
+}
+
+/* The data source: the body bytes given so far, then the end (with trailers when given). */
+static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud)
+{
+    h2x_t *x = src->ptr;
+    if (x == NULL || x->conn == NULL) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return 0;
+    }
+    size_t avail = evbuffer_get_length(x->body);
+    size_t n = avail < len ? avail : len;
+    if (n > 0)
+        evbuffer_remove(x->body, buf, n);
+    if (n == avail && x->body_end) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (x->ntrailers > 0 && nghttp2_submit_trailer(s, id, x->trailers, x->ntrailers) == 0)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        x->info.req_sent = 1;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        x->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+/* Submit x's HEADERS (and its body's data source) on its ready connection. -1 on failure. */
+static int submit(h2x_t *x, const fg_outreq_t *o)
+{
+    h2conn_t *c = x->conn;
+    nghttp2_nv nv[FIELDS_MAX + 8];
+    char names[16384], len[24];
+    fg_str_t scheme = c->https ? FG_STR_LIT("https") : FG_STR_LIT("http");
+    int n = fg_http2_client_request_nv(o, scheme, x->content_length, nv, FIELDS_MAX + 8, names,
+                                       sizeof(names), len);
+    if (n < 0)
+        return -1;
+    nghttp2_data_provider dp = {.source.ptr = x, .read_callback = read_body};
+    int32_t id = nghttp2_submit_request(c->s, NULL, nv, (size_t)n, x->has_body ? &dp : NULL, x);
+    if (id < 0)
+        return -1;
+    x->id = id;
+    if (!x->has_body)
+        x->info.req_sent = 1;
+    return 0;
+}
+
+/* The stream's head leaves now (the connection is up). */
+static void go(h2x_t *x)
+{
+    x->info.phase = FG_XPHASE_WAIT_HEAD;
+    x->info.sent_at_us = fg_clock_now_us();
+}
+
+/* A copy of the request in one block, for a stream that may have to become an HTTP/1.1
+ * exchange once ALPN answers (the caller's request need not outlive fg_client_start). */
+static fg_outreq_t *outreq_copy(const fg_outreq_t *o)
+{
+    size_t bytes = sizeof(fg_outreq_t) + o->headers.n * sizeof(fg_http_header_t) + o->method.len +
+                   o->path.len + o->query.len;
+    for (size_t i = 0; i < o->headers.n; i++)
+        bytes += o->headers.v[i].name.len + o->headers.v[i].value.len;
+    fg_outreq_t *c = malloc(bytes);
+    if (c == NULL)
+        return NULL;
+    fg_http_header_t *v = (fg_http_header_t *)(c + 1);
+    char *p = (char *)(v + o->headers.n);
+#define COPY_STR(dst, src)                                                                         \
+    do {                                                                                           \
+        memcpy(p, (src).base, (src).len);                                                          \
+        (dst) = (fg_str_t){p, (src).len};                                                          \
+        p += (src).len;                                                                            \
+    } while (0)
+    COPY_STR(c->method, o->method);
+    COPY_STR(c->path, o->path);
+    COPY_STR(c->query, o->query);
+    for (size_t i = 0; i < o->headers.n; i++) {
+        COPY_STR(v[i].name, o->headers.v[i].name);
+        COPY_STR(v[i].value, o->headers.v[i].value);
+    }
+#undef COPY_STR
+    c->headers = (fg_headers_t){v, o->headers.n, o->headers.n, NULL};
+    return c;
+}
+
+/* ---- exchange vtable ---- */
+
+static int xs_send_body(fg_exchange_t *b, struct evbuffer *data, int end)
+{
+    h2x_t *x = (h2x_t *)b;
+    if (x->inner)
+        return fg_exchange_send_body(x->inner, data, end);
+    if (x->conn == NULL || x->body_end || x->closed) {
+        if (data)
+            evbuffer_drain(data, evbuffer_get_length(data));
+        return 0;
+    }
+    if (data)
+        evbuffer_add_buffer(x->body, data);
+    x->body_end |= !!end;
+    if (evbuffer_get_length(x->body) > BODY_LOW)
+        x->wait_ready = 1;
+    h2conn_t *c = x->conn;
+    if (x->id > 0 && x->deferred) {
+        x->deferred = 0;
+        nghttp2_session_resume_data(c->s, x->id);
+    }
+    x->busy++;
+    conn_flush(c);
+    return x_leave(x) || x->dead ? -1 : 0;
+}
+
+/* Trailers close the body (RFC 9113 8.1: a HEADERS frame with END_STREAM after the DATA). */
+static int xs_send_trailers(fg_exchange_t *b, const fg_http_header_t *t, size_t n)
+{
+    h2x_t *x = (h2x_t *)b;
+    if (x->inner)
+        return fg_exchange_send_trailers(x->inner, t, n);
+    if (x->conn == NULL || x->body_end || x->trailers != NULL || n == 0)
+        return xs_send_body(b, NULL, 1);
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += t[i].name.len + t[i].value.len;
+    x->trailers = malloc(n * sizeof(nghttp2_nv) + bytes);
+    if (x->trailers == NULL)
+        return xs_send_body(b, NULL, 1);
+    char *p = (char *)(x->trailers + n);
+    for (size_t i = 0; i < n; i++) {
+        char *nm = p;
+        for (size_t k = 0; k < t[i].name.len; k++) {
+            char ch = t[i].name.base[k];
+            *p++ = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+        }
+        memcpy(p, t[i].value.base, t[i].value.len);
+        x->trailers[i] = mknv(nm, t[i].name.len, p, t[i].value.len);
+        p += t[i].value.len;
+    }
+    x->ntrailers = n;
+    return xs_send_body(b, NULL, 1);
+}
+
+static size_t xs_pending(const fg_exchange_t *b)
+{
+    const h2x_t *x = (const h2x_t *)b;
+    if (x->inner)
+        return fg_exchange_pending(x->inner);
+    return x->body ? evbuffer_get_length(x->body) : 0;
+}
+
+/* Give the handler what waits in `in` and its window back to the peer. Returns 1 when x is
+ * gone. */
+static int deliver(h2x_t *x)
+{
+    size_t n = evbuffer_get_length(x->in);
+    if (n > 0 && !x->finished) {
+        x->cbs->on_body(x->arg, x->in);
+        if (x->dead)
+            return 1;
+    }
+    if (x->unconsumed > 0 && x->conn != NULL && x->id > 0) {
+        nghttp2_session_consume(x->conn->s, x->id, x->unconsumed);
+        x->unconsumed = 0;
+    }
+    if (x->ended && !x->paused) {
+        x_finish(x);
+        return x->dead;
+    }
+    return 0;
+}
+
+static void xs_pause(fg_exchange_t *b, int paused)
+{
+    h2x_t *x = (h2x_t *)b;
+    if (x->inner) {
+        fg_exchange_pause(x->inner, paused);
+        return;
+    }
+    if (x->paused == (unsigned)!!paused)
+        return;
+    x->paused = !!paused;
+    if (paused)
+        return;
+    h2conn_t *c = x->conn;
+    x->busy++;
+    if (c)
+        conn_enter(c);
+    deliver(x);
+    if (c) {
+        if (!c->dead)
+            conn_flush(c);
+        conn_leave(c);
+    }
+    x_leave(x);
+}
+
+static const fg_exchange_info_t *xs_info(const fg_exchange_t *b)
+{
+    const h2x_t *x = (const h2x_t *)b;
+    return x->inner ? fg_exchange_info(x->inner) : &x->info;
+}
+
+static int64_t xs_raw_left(const fg_exchange_t *b)
+{
+    const h2x_t *x = (const h2x_t *)b;
+    return x->inner ? fg_exchange_raw_left(x->inner) : -1; /* frames: never spliced */
+}
+
+static fg_conn_t *xs_raw_begin(fg_exchange_t *b)
+{
+    h2x_t *x = (h2x_t *)b;
+    return x->inner ? fg_exchange_raw_begin(x->inner) : NULL;
+}
+
+static void xs_raw_consumed(fg_exchange_t *b, size_t n)
+{
+    h2x_t *x = (h2x_t *)b;
+    if (x->inner)
+        fg_exchange_raw_consumed(x->inner, n);
+}
+
+static void xs_release(fg_exchange_t *b)
+{
+    h2x_t *x = (h2x_t *)b;
+    if (x->inner) {
+        fg_exchange_t *in = x->inner;
+        x->inner = NULL;
+        fg_exchange_release(in);
+    }
+    /* A stream whose response ended while our body still flowed: RFC 9113 8.1 lets the server
+     * answer early; NO_ERROR tells it we stop sending. */
+    x_end(x, NGHTTP2_NO_ERROR);
+}
+
+static void xs_close(fg_exchange_t *b)
+{
+    h2x_t *x = (h2x_t *)b;
+    if (x->inner) {
+        fg_exchange_t *in = x->inner;
+        x->inner = NULL;
+        fg_exchange_close(in);
+    }
+    x_end(x, NGHTTP2_CANCEL);
+}
+
+static fg_conn_t *xs_take_over(fg_exchange_t *b, struct evbuffer *rest)
+{
+    h2x_t *x = (h2x_t *)b;
+    if (x->inner) {
+        fg_exchange_t *in = x->inner;
+        x->inner = NULL;
+        fg_conn_t *c = fg_exchange_take_over(in, rest);
+        x_end(x, NGHTTP2_CANCEL);
+        return c;
+    }
+    x_end(x, NGHTTP2_CANCEL);
+    return NULL; /* no upgrade over HTTP/2 (extended CONNECT is not spoken to destinations) */
+}
+
+static const fg_exchange_vt_t h2_vt = {
+    .send_body = xs_send_body,
+    .send_trailers = xs_send_trailers,
+    .pending = xs_pending,
+    .pause = xs_pause,
+    .info = xs_info,
+    .raw_left = xs_raw_left,
+    .raw_begin = xs_raw_begin,
+    .raw_consumed = xs_raw_consumed,
+    .release = xs_release,
+    .close = xs_close,
+    .take_over = xs_take_over,
+};
+
+/* ---- receiving ---- */
+
+static h2x_t *stream_of(nghttp2_session *s, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(s, id);
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    h2x_t *x = stream_of(s, f->hd.stream_id);
+    if (x && x->head_done && x->head_hb == NULL) {
+        x->head_hb = x->hb; /* the trailers get memory of their own */
+        x->hb = NULL;
+        x->hcap = 0;
+    }
+    if (x) {
+        x->hlen = 0;
+        x->nh = 0;
+        x->status = 0;
+        x->clen = -1;
+    }
+    return 0;
+}
+
+/* Keep a field in x's header block: bytes in hb (grown up to HEAD_MAX), offsets in hoff. */
+static int keep_field(h2x_t *x, const uint8_t *n, size_t nl, const uint8_t *v, size_t vl)
+{
+    if (x->nh >= FIELDS_MAX || x->hlen + nl + vl > HEAD_MAX)
+        return -1;
+    if (x->hlen + nl + vl > x->hcap) {
+        size_t cap = x->hcap ? x->hcap : 4096;
+        while (cap < x->hlen + nl + vl)
+            cap *= 2;
+        char *nb = realloc(x->hb, cap);
+        if (nb == NULL)
+            return -1;
+        x->hb = nb;
+        x->hcap = cap;
+    }
+    uint32_t *o = x->hoff[x->nh++];
+    o[0] = (uint32_t)x->hlen;
+    o[1] = (uint32_t)nl;
+    memcpy(x->hb + x->hlen, n, nl);
+    x->hlen += nl;
+    o[2] = (uint32_t)x->hlen;
+    o[3] = (uint32_t)vl;
+    memcpy(x->hb + x->hlen, v, vl);
+    x->hlen += vl;
+    return 0;
+}
+
+static int parse_status(const uint8_t *v, size_t len)
+{
+    if (len != 3)
+        return -1;
+    int st = 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        st = st * 10 + (v[i] - '0');
+    }
+    return st >= 100 ? st : -1;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+{
+    h2x_t *x = stream_of(s, f->hd.stream_id);
+    if (x == NULL)
+        return 0;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        x->status = parse_status(value, valuelen);
+        return 0;
+    }
+    if (namelen > 0 && name[0] == ':')
+        return 0;
+    if (namelen == 14 && memcmp(name, "content-length", 14) == 0) {
+        int64_t cl = 0;
+        for (size_t i = 0; i < valuelen && cl >= 0; i++)
+            cl = cl < ((int64_t)1 << 58) ? cl * 10 + (value[i] - '0') : -1;
+        x->clen = cl; /* nghttp2 checked it is digits and matches the DATA (RFC 9113 8.1.1) */
+        return 0;
+    }
+    if (keep_field(x, name, namelen, value, valuelen) != 0) {
+        x_fail(x, FG_XERR_INVALID, 0, "upstream response head too large");
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    return 0;
+}
+
+/* The kept header block as fields (names as received: lowercase). */
+static size_t fields_of(h2x_t *x, fg_http_header_t *out)
+{
+    for (unsigned i = 0; i < x->nh; i++) {
+        out[i].name = (fg_str_t){x->hb + x->hoff[i][0], x->hoff[i][1]};
+        out[i].value = (fg_str_t){x->hb + x->hoff[i][2], x->hoff[i][3]};
+    }
+    return x->nh;
+}
+
+/* A complete HEADERS block for x: interim, final head or trailers. Returns 1 when x is gone
+ * or failed. */
+static int got_headers(h2x_t *x, const nghttp2_frame *f)
+{
+    fg_http_header_t fields[FIELDS_MAX];
+    size_t n = fields_of(x, fields);
+    int eos = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    if (x->head_done) {
+        /* A trailer section (RFC 9113 8.1); END_STREAM follows (nghttp2 checks it). */
+        if (x->cbs->on_trailers && n > 0 && x->cbs->on_trailers(x->arg, fields, n) != 0)
+            return 1;
+        return x->dead;
+    }
+    if (x->status < 0 || x->status == 0) {
+        x_fail(x, FG_XERR_INVALID, 0, "invalid response from upstream");
+        return 1;
+    }
+    if (x->status < 200) {
+        if (x->status == 101 || ++x->interims > INTERIM_MAX) {
+            x_fail(x, FG_XERR_INVALID, 0, "invalid interim response from upstream");
+            return 1;
+        }
+        if (x->cbs->on_interim(x->arg, x->status, fields, n) != 0)
+            return 1;
+        return x->dead;
+    }
+    x->head_done = 1;
+    x->info.phase = FG_XPHASE_BODY;
+    fg_exchange_head_t h = {x->status, fields, n, x->clen, 0};
+    fg_str_t m = x->up_head ? FG_STR_LIT("HEAD") : FG_STR_LIT("GET");
+    if (fg_http1_response_bodiless(m, x->status))
+        h.bodiless = 1;
+    else if (eos)
+        h.content_length = 0;
+    if (x->cbs->on_head(x->arg, &h) != 0 || x->dead)
+        return 1;
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+    h2conn_t *c = ud;
+    if (f->hd.type == NGHTTP2_GOAWAY) {
+        c->goaway = 1; /* streams above last-stream-id close with REFUSED_STREAM */
+        return 0;
+    }
+    if (f->hd.stream_id == 0)
+        return 0;
+    h2x_t *x = stream_of(s, f->hd.stream_id);
+    if (x == NULL || x->finished)
+        return 0;
+    x->busy++;
+    int gone = 0;
+    if (f->hd.type == NGHTTP2_HEADERS)
+        gone = got_headers(x, f);
+    if (!gone && !x->dead && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+        (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && x->head_done) {
+        x->ended = 1;
+        if (!x->paused)
+            deliver(x);
+    }
+    x_leave(x);
+    return 0;
+}
+
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                   void *ud)
+{
+    h2x_t *x = stream_of(s, id);
+    if (x == NULL || x->finished) {
+        nghttp2_session_consume(s, id, len); /* nobody reads it: the window goes back */
+        return 0;
+    }
+    if (!x->info.got_bytes)
+        x->info.first_byte_us = fg_clock_now_us() - x->info.sent_at_us;
+    x->info.got_bytes = 1;
+    evbuffer_add(x->in, data, len);
+    x->unconsumed += len;
+    if (x->paused)
+        return 0; /* held within the stream's window (STREAM_WINDOW) */
+    x->busy++;
+    deliver(x);
+    x_leave(x);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
+{
+    h2x_t *x = stream_of(s, id);
+    if (x == NULL)
+        return 0;
+    x->closed = 1;
+    if (x->finished || (x->ended && code == NGHTTP2_NO_ERROR))
+        return 0;
+    if (code == NGHTTP2_REFUSED_STREAM) {
+        /* RFC 9113 8.7: not processed, so it may go again, as after a stale pooled
+         * connection (the proxy retries once on a fresh connection). */
+        x->info.reused = 1;
+        x->info.got_bytes = 0;
+        x_fail(x, FG_XERR_EOF, 0, "upstream refused the stream");
+    } else if (x->info.phase == FG_XPHASE_BODY) {
+        x_fail(x, FG_XERR_EOF_BODY, 0, "upstream reset the stream");
+    } else {
+        x_fail(x, FG_XERR_RESET, ECONNRESET, "upstream reset the stream");
+    }
+    return 0;
+}
+
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud)
+{
+    h2x_t *x = hd->stream_id ? stream_of(s, hd->stream_id) : NULL;
+    if (x && !x->info.got_bytes && hd->type == NGHTTP2_HEADERS) {
+        x->info.first_byte_us = fg_clock_now_us() - x->info.sent_at_us;
+        x->info.got_bytes = 1;
+    }
+    return 0;
+}
+
+/* ---- the connection ---- */
+
+static unsigned max_streams(h2conn_t *c)
+{
+    uint32_t m = nghttp2_session_get_remote_settings(c->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    return m < DEFAULT_STREAMS * 10u ? m : DEFAULT_STREAMS * 10u;
+}
+
+/* Produce the session's frames into the connection's output (bounded by OUT_HIGH: the rest
+ * waits for on_drain) and write them; then tell streams whose queued body drained. */
+static void conn_flush(h2conn_t *c)
+{
+    if (c->flushing || c->in_recv) {
+        c->again = 1; /* the outer flush, or the receive path once it returns, sends */
+        return;
+    }
+    if (!c->ready || c->dead)
+        return;
+    c->flushing = 1;
+    conn_enter(c);
+    do {
+        c->again = 0;
+        struct evbuffer *out = c->u ? fg_conn_output(c->u->c) : c->mem;
+        while (c->u == NULL || fg_conn_pending(c->u->c) < OUT_HIGH) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->s, &data);
+            if (n < 0) {
+                c->flushing = 0;
+                conn_fail(c, FG_XERR_INVALID, 0, "HTTP/2 session failed");
+                conn_leave(c);
+                return;
+            }
+            if (n == 0)
+                break;
+            evbuffer_add(out, data, (size_t)n);
+        }
+        if (c->u && fg_conn_flush(c->u->c) != 0) {
+            c->flushing = 0;
+            for (h2x_t *x = c->streams; x; x = x->next)
+                x->info.write_failed = 1;
+            conn_fail(c, FG_XERR_RESET, fg_conn_errno(c->u->c), NULL);
+            conn_leave(c);
+            return;
+        }
+        for (h2x_t *x = c->streams, *nx; x && !c->dead; x = nx) {
+            nx = x->next;
+            if (x->wait_ready && evbuffer_get_length(x->body) <= BODY_LOW) {
+                x->wait_ready = 0;
+                x->busy++;
+                x->cbs->on_send_ready(x->arg);
+                nx = x->dead ? c->streams : x->next; /* the list may have changed */
+                x_leave(x);
+            }
+        }
+    } while (c->again && !c->dead);
+    c->flushing = 0;
+    if (!c->dead && nghttp2_session_want_read(c->s) == 0 && nghttp2_session_want_write(c->s) == 0)
+        /* The session is over: the peer's GOAWAY, or ours after its protocol error. */
+        conn_fail(c, c->goaway ? FG_XERR_EOF : FG_XERR_INVALID, 0,
+                  c->goaway ? "upstream ended the HTTP/2 connection"
+                            : "invalid HTTP/2 from upstream");
+    conn_leave(c);
+}
+
+/* Fail every stream of c and close it. */
+static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail)
+{
+    if (c->dead)
+        return;
+    conn_enter(c);
+    c->dead = 1;
+    conn_unlink(c);
+    while (c->streams) {
+        h2x_t *x = c->streams;
+        /* Off the connection first, so that the handler's close touches only x. */
+        c->streams = x->next;
+        if (c->streams)
+            c->streams->prev = NULL;
+        x->next = x->prev = NULL;
+        x->conn = NULL;
+        c->nstreams--;
+        fg_exchange_error_t k = kind;
+        if (k == FG_XERR_EOF && x->info.phase == FG_XPHASE_BODY)
+            k = FG_XERR_EOF_BODY;
+        if (k == FG_XERR_CONNECT && x->info.phase != FG_XPHASE_CONNECTING)
+            k = FG_XERR_RESET;
+        x_fail(x, k, err, detail);
+    }
+    conn_leave(c);
+}
+
+/* A connection without streams: closed when private, goaway or the worker retires; else read
+ * with the cluster's idle timeout. */
+static void conn_maybe_idle(h2conn_t *c)
+{
+    if (c->nstreams > 0 || !c->ready || c->u == NULL)
+        return;
+    if (c->dest == NULL || c->goaway || c->w->retiring) {
+        conn_enter(c);
+        c->dead = 1;
+        conn_unlink(c);
+        conn_leave(c);
+        return;
+    }
+    fg_conn_read(c->u->c, 1, c->cl ? c->cl->idle_timeout_ms : 0);
+}
+
+static void conn_busy_read(h2conn_t *c)
+{
+    if (c->u)
+        fg_conn_read(c->u->c, 1, c->activity_ms);
+}
+
+/* Hand every stream waiting on c to the HTTP/1.1 client: ALPN chose http/1.1 (RFC 7301). The
+ * connection joins the HTTP/1.1 pool, where the first of them finds it. */
+static void fall_back(h2conn_t *c)
+{
+    if (c->dest)
+        c->dest->h1_only = 1;
+    conn_enter(c);
+    c->dead = 1;
+    conn_unlink(c);
+    fg_upconn_t *u = c->u;
+    c->u = NULL;
+    fg_upstream_release(u);
+    while (c->streams) {
+        h2x_t *x = c->streams;
+        c->streams = x->next;
+        x->next = x->prev = NULL;
+        x->conn = NULL;
+        c->nstreams--;
+        fg_exchange_req_t rq = {.out = x->out_copy,
+                                .content_length = x->content_length,
+                                .replay = evbuffer_get_length(x->body) ? x->body : NULL,
+                                .has_body = x->has_body};
+        x->t.fresh = 0;
+        x->busy++;
+        x->inner = x->out_copy ? fg_http1_client_start(&x->t, &rq, x->cbs, x->arg) : NULL;
+        evbuffer_drain(x->body, evbuffer_get_length(x->body));
+        if (x->inner == NULL)
+            x_fail(x, FG_XERR_CONNECT, errno, NULL);
+        else if (x->body_end) /* the whole body was given: its end too (trailers are lost) */
+            fg_exchange_send_body(x->inner, NULL, 1);
+        else if (fg_exchange_info(x->inner)->reused)
+            x->cbs->on_send_ready(x->arg); /* a pooled connection: the body goes now */
+        x_leave(x);
+    }
+    conn_leave(c);
+}
+
+/* Connected (TLS done): the preface and the waiting streams go out. */
+static void conn_up(h2conn_t *c)
+{
+    if (c->u && fg_conn_ssl(c->u->c) && fg_conn_alpn(c->u->c) != FG_TLS_ALPN_H2) {
+        if (c->cl && c->cl->version_policy == FG_VERSION_EXACT) {
+            conn_fail(c, FG_XERR_TLS, 0, "upstream did not agree to HTTP/2 (ALPN)");
+            return;
+        }
+        fall_back(c);
+        return;
+    }
+    c->ready = 1;
+    uint64_t connect_us = fg_clock_now_us() - c->connect_at;
+    conn_enter(c);
+    for (h2x_t *x = c->streams; x; x = x->next) {
+        x->info.connect_us = connect_us;
+        free(x->out_copy);
+        x->out_copy = NULL;
+        go(x);
+        x->wait_ready = 1; /* conn_flush tells it: the body may follow the head */
+    }
+    conn_busy_read(c);
+    conn_flush(c);
+    conn_leave(c);
+}
+
+static void up_read(fg_conn_t *fc, void *arg)
+{
+    h2conn_t *c = arg;
+    struct evbuffer *in = fg_conn_input(fc);
+    conn_enter(c);
+    while (!c->dead && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        c->in_recv = 1;
+        ssize_t n = nghttp2_session_mem_recv(c->s, v.iov_base, v.iov_len);
+        c->in_recv = 0;
+        if (c->dead)
+            break;
+        if (n < 0) {
+            conn_fail(c, FG_XERR_INVALID, 0, "invalid HTTP/2 from upstream");
+            break;
+        }
+        evbuffer_drain(in, (size_t)n);
+    }
+    if (!c->dead)
+        conn_flush(c);
+    conn_leave(c);
+}
+
+static void up_drain(fg_conn_t *fc, void *arg)
+{
+    h2conn_t *c = arg;
+    conn_flush(c);
+}
+
+static void up_event(fg_conn_t *fc, void *arg, int what)
+{
+    h2conn_t *c = arg;
+    conn_enter(c);
+    int connecting = !c->ready;
+    switch (what) {
+    case FG_CONN_CONNECTED:
+        conn_up(c);
+        break;
+    case FG_CONN_TIMEOUT_WRITE:
+        conn_fail(c, connecting ? FG_XERR_CONNECT_TIMEOUT : FG_XERR_SEND_TIMEOUT, ETIMEDOUT,
+                  connecting ? "upstream connect timed out" : "upstream stopped accepting data");
+        break;
+    case FG_CONN_TIMEOUT_READ:
+        if (c->nstreams == 0) {
+            c->dead = 1; /* idle for the cluster's idleTimeout */
+            conn_unlink(c);
+        } else {
+            conn_fail(c, FG_XERR_READ_TIMEOUT, ETIMEDOUT, "upstream did not answer in time");
+        }
+        break;
+    case FG_CONN_TLS_FAILED:
+        conn_fail(c, FG_XERR_TLS, fg_conn_errno(fc), fg_conn_tls_error(fc));
+        break;
+    case FG_CONN_EOF:
+        conn_fail(c, FG_XERR_EOF, 0, "upstream closed the connection prematurely");
+        break;
+    default:
+        conn_fail(c, connecting ? FG_XERR_CONNECT : FG_XERR_RESET, fg_conn_errno(fc), NULL);
+        break;
+    }
+    conn_leave(c);
+}
+
+static const fg_conn_cbs_t up_cbs = {up_read, up_drain, up_event};
+
+static nghttp2_session_callbacks *callbacks(void)
+{
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        return NULL;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
+    return cbs;
+}
+
+/* A session for c, its SETTINGS queued (RFC 9113 3.4: the preface). -1 when out of memory. */
+static int session_new(h2conn_t *c)
+{
+    nghttp2_option *opt;
+    nghttp2_session_callbacks *cbs = callbacks(); /* the session keeps a copy */
+    if (cbs == NULL)
+        return -1;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        return -1;
+    }
+    /* Windows go back as the handler takes the bytes (nghttp2_session_consume), so a slow
+     * client holds at most STREAM_WINDOW of its stream in memory. */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_peer_max_concurrent_streams(opt, DEFAULT_STREAMS);
+    int rc = nghttp2_session_client_new2(&c->s, cbs, c, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    if (rc != 0)
+        return -1;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, HEAD_MAX},
+    };
+    if (nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
+        nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) != 0)
+        return -1;
+    return 0;
+}
+
+static h2conn_t *conn_new(const fg_exchange_target_t *t, h2dest_t *dest)
+{
+    h2conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->w = t->w;
+    c->cl = t->cl;
+    c->di = t->di;
+    c->activity_ms = t->activity_timeout_ms;
+    c->connect_at = fg_clock_now_us();
+    c->https = t->cl && t->cl->destinations[t->di].https;
+    if (session_new(c) != 0) {
+        conn_free(c);
+        errno = ENOMEM;
+        return NULL;
+    }
+    c->u =
+        t->cl ? fg_upstream_open_timeout(t->w, t->cl, t->di, &up_cbs, c, t->connect_timeout_ms)
+              : fg_upstream_open_addr(t->w, t->addr, t->addrlen, &up_cbs, c, t->connect_timeout_ms);
+    if (c->u == NULL) {
+        int e = errno;
+        conn_free(c);
+        errno = e;
+        return NULL;
+    }
+    if (dest) {
+        c->dest = dest;
+        c->next = dest->conns;
+        if (dest->conns)
+            dest->conns->prev = c;
+        dest->conns = c;
+    }
+    return c;
+}
+
+/* A shared connection to the destination with room for one more stream, or NULL. */
+static h2conn_t *conn_find(h2dest_t *dest)
+{
+    for (h2conn_t *c = dest->conns; c; c = c->next)
+        if (!c->dead && !c->goaway && c->nstreams < (c->ready ? max_streams(c) : DEFAULT_STREAMS))
+            return c;
+    return NULL;
+}
+
+static h2x_t *x_new(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
+                    const fg_exchange_cbs_t *cbs, void *arg)
+{
+    h2x_t *x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        return NULL;
+    x->base.vt = &h2_vt;
+    x->cbs = cbs;
+    x->arg = arg;
+    if (t)
+        x->t = *t;
+    x->content_length = rq->content_length;
+    x->has_body = rq->has_body;
+    x->up_head = fg_str_eq(rq->out->method, FG_STR_LIT("HEAD"));
+    x->info.phase = FG_XPHASE_CONNECTING;
+    x->clen = -1;
+    x->body = evbuffer_new();
+    x->in = evbuffer_new();
+    if (x->body == NULL || x->in == NULL) {
+        x_free(x);
+        return NULL;
+    }
+    if (rq->replay) {
+        /* Copied, not drained: the caller keeps it for another attempt. */
+        struct evbuffer_iovec v[16];
+        int nv = evbuffer_peek(rq->replay, -1, NULL, v, 16);
+        for (int i = 0; i < nv && i < 16; i++)
+            evbuffer_add(x->body, v[i].iov_base, v[i].iov_len);
+    }
+    return x;
+}
+
+static void attach(h2x_t *x, h2conn_t *c)
+{
+    x->conn = c;
+    x->next = c->streams;
+    if (c->streams)
+        c->streams->prev = x;
+    c->streams = x;
+    c->nstreams++;
+}
+
+static h2dest_t *dest_of(const fg_exchange_target_t *t)
+{
+    if (t->cl == NULL)
+        return NULL;
+    fg_upstream_ext_t **slot = fg_upstream_h2_slot(t->w, t->cl, t->di);
+    if (*slot == NULL) {
+        h2dest_t *d = calloc(1, sizeof(h2dest_t));
+        if (d == NULL)
+            return NULL;
+        d->ext.release = dest_free;
+        *slot = &d->ext;
+    }
+    return (h2dest_t *)*slot;
+}
+
+fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
+                                     const fg_exchange_cbs_t *cbs, void *arg)
+{
+    h2dest_t *dest = dest_of(t);
+    if (t->cl != NULL && dest == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* An upgrade needs HTTP/1.1 (no extended CONNECT to destinations); so does a destination
+     * whose ALPN chose http/1.1. */
+    if (rq->upgrade || (dest && dest->h1_only))
+        return fg_http1_client_start(t, rq, cbs, arg);
+    h2x_t *x = x_new(t, rq, cbs, arg);
+    if (x == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    h2conn_t *c = dest && !t->fresh ? conn_find(dest) : NULL;
+    if (c == NULL && (c = conn_new(t, dest)) == NULL) {
+        int e = errno;
+        x_free(x);
+        errno = e;
+        return NULL;
+    }
+    attach(x, c);
+    /* Every stream counts as riding a pooled connection: the caller keeps a copy of a small
+     * body and queues it at once, so that a stream the destination refused (RFC 9113 8.7) or
+     * lost to a connection closed before answering can go again on a fresh connection. */
+    x->info.reused = 1;
+    int may_fall_back = !c->ready && c->https && c->cl->version_policy != FG_VERSION_EXACT;
+    if (submit(x, rq->out) != 0 ||
+        (may_fall_back && (x->out_copy = outreq_copy(rq->out)) == NULL)) {
+        x_end(x, NGHTTP2_CANCEL);
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (c->ready) {
+        go(x); /* the caller's first send_body sends */
+        conn_busy_read(c);
+    }
+    return &x->base;
+}
+
+/* The destination's connections closed, every stream failed (the pools are being freed). */
+static void dest_free(fg_upstream_ext_t *ext)
+{
+    h2dest_t *dest = (h2dest_t *)ext;
+    while (dest->conns) {
+        h2conn_t *c = dest->conns;
+        conn_fail(c, FG_XERR_RESET, ECONNABORTED, "worker exiting"); /* unlinks and frees */
+    }
+    free(dest);
+}
+
+/* ---- memory mode (tests, fuzzing) ---- */
+
+struct fg_h2test_s {
+    h2conn_t *c;
+};
+
+fg_h2test_t *fg_http2_client_test_new(const fg_exchange_req_t *rq, const fg_exchange_cbs_t *cbs,
+                                      void *arg, fg_exchange_t **xp)
+{
+    fg_h2test_t *t = calloc(1, sizeof(*t));
+    h2conn_t *c = calloc(1, sizeof(*c));
+    h2x_t *x = NULL;
+    if (t == NULL || c == NULL || (c->mem = evbuffer_new()) == NULL || session_new(c) != 0 ||
+        (x = x_new(NULL, rq, cbs, arg)) == NULL) {
+        free(t);
+        if (c)
+            conn_free(c);
+        return NULL;
+    }
+    t->c = c;
+    c->ready = 1;
+    x->info.phase = FG_XPHASE_WAIT_HEAD;
+    c->connect_at = fg_clock_now_us();
+    attach(x, c);
+    if (submit(x, rq->out) != 0) {
+        x_end(x, 0);
+        conn_free(c);
+        free(t);
+        return NULL;
+    }
+    *xp = &x->base;
+    conn_flush(c);
+    return t;
+}
+
+ssize_t fg_http2_client_test_feed(fg_h2test_t *t, const uint8_t *data, size_t len)
+{
+    h2conn_t *c = t->c;
+    if (c->dead)
+        return -1;
+    conn_enter(c);
+    c->in_recv = 1;
+    ssize_t n = nghttp2_session_mem_recv(c->s, data, len);
+    c->in_recv = 0;
+    if (!c->dead && n < 0)
+        conn_fail(c, FG_XERR_INVALID, 0, "invalid HTTP/2 from upstream");
+    if (!c->dead)
+        conn_flush(c);
+    int gone = c->dead;
+    conn_leave(c);
+    return gone ? -1 : n;
+}
+
+void fg_http2_client_test_output(fg_h2test_t *t, struct evbuffer *out)
+{
+    if (!t->c->dead)
+        evbuffer_add_buffer(out, t->c->mem);
+}
+
+void fg_http2_client_test_free(fg_h2test_t *t)
+{
+    h2conn_t *c = t->c;
+    conn_fail(c, FG_XERR_RESET, ECONNABORTED, "test over");
+    conn_free(c);
+    free(t);
+}
