@@ -110,7 +110,7 @@ struct stream_s {
     unsigned write_todo : 1; /* tell the handler it may write again */
     unsigned want_w : 1;     /* the handler waits for on_writable */
     unsigned resp_started : 1;
-    unsigned nobody : 1;     /* the response has no content (HEAD, 204, 304) */
+    unsigned nobody : 1;     /* the response has no content (HEAD, 204, 304, length 0) */
     unsigned finished : 1;   /* the handler is done: the queue ends the response */
     unsigned deferred : 1;   /* nghttp2 waits for resume_data */
     unsigned paused : 1;     /* ops->pause_body */
@@ -249,15 +249,33 @@ static stream_t *new_stream(fg_http2_conn_t *h, int32_t id)
 
 /* ---- response (fg_req_ops_t) ---- */
 
-static int add_nv(nghttp2_nv *nv, fg_pool_t *pool, fg_str_t name, fg_str_t value)
+/* A field for nghttp2. Literal names and values (the gateway's own fields) are used in place;
+ * others (a destination's fields, valid only while the exchange's callback runs) are copied:
+ * by nghttp2 when the frame is submitted at once (keep 0), into the stream's pool when it is
+ * submitted later (keep 1, trailers). */
+static int add_nv_as(nghttp2_nv *nv, fg_pool_t *pool, fg_str_t name, fg_str_t value, int literal,
+                     int keep)
 {
     fg_str_t lower = fg_http2_lower(pool, name);
     if (lower.base == NULL)
         return -1;
-    /* Pool memory outlives the frame: nghttp2 need not copy (the stream owns the pool). */
-    *nv = (nghttp2_nv){(uint8_t *)lower.base, (uint8_t *)value.base, lower.len, value.len,
-                       NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+    uint8_t flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+    if (!literal && keep) {
+        if (lower.base == name.base &&
+            (lower.base = fg_pool_strndup(pool, name.base, name.len)) == NULL)
+            return -1;
+        if ((value.base = fg_pool_strndup(pool, value.base, value.len)) == NULL)
+            return -1;
+    } else if (!literal) {
+        flags = NGHTTP2_NV_FLAG_NONE;
+    }
+    *nv = (nghttp2_nv){(uint8_t *)lower.base, (uint8_t *)value.base, lower.len, value.len, flags};
     return 0;
+}
+
+static int add_nv(nghttp2_nv *nv, fg_pool_t *pool, fg_str_t name, fg_str_t value)
+{
+    return add_nv_as(nv, pool, name, value, 1, 0);
 }
 
 /* ":status" and the fields of hdrs fit for HTTP/2, with `extra` spare entries after them. */
@@ -278,7 +296,7 @@ static nghttp2_nv *head_nv(fg_request_t *req, int status, const fg_headers_t *hd
         const fg_http_header_t *f = &hdrs->v[i];
         if (fg_http2_connection_specific(f->name) || f->name.len == 0)
             continue;
-        if (add_nv(&nv[k++], req->pool, f->name, f->value) != 0)
+        if (add_nv_as(&nv[k++], req->pool, f->name, f->value, 0, 0) != 0)
             return NULL;
     }
     *n = k;
@@ -297,7 +315,9 @@ static int ops_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs
         return -1;
     s->resp_started = 1;
     req->status = status;
-    s->nobody = fg_http1_response_bodiless(req->method, status) != 0;
+    /* A response known to be empty ends with its HEADERS (END_STREAM), which a gRPC
+     * "trailers-only" answer relies on (its status is in that one HEADERS frame). */
+    s->nobody = fg_http1_response_bodiless(req->method, status) != 0 || content_length == 0;
     int no_length = (status >= 100 && status < 200) || status == 204 || status == 304;
     fg_str_t date, server;
     fg_request_stamp(req, hdrs, &date, &server);
@@ -411,7 +431,7 @@ static int ops_send_trailers(fg_request_t *req, const fg_headers_t *trailers)
         /* RFC 9113 8.1: trailers carry no pseudo-header and no connection-specific field. */
         if (f->name.len == 0 || f->name.base[0] == ':' || fg_http2_connection_specific(f->name))
             continue;
-        if (add_nv(&nv[k++], req->pool, f->name, f->value) != 0)
+        if (add_nv_as(&nv[k++], req->pool, f->name, f->value, 0, 1) != 0)
             return -1;
     }
     s->trailers = nv;
