@@ -188,6 +188,11 @@ def full_config(tmp_path):
     # -T checks that the user reaches the log and run directories: use the one running.
     cfg["user"] = pwd.getpwuid(os.getuid()).pw_name
     cfg["group"] = cfg["statusGroup"] = grp.getgrgid(os.getgid()).gr_name
+    # -T binds the listeners: free ports, so that nothing else on the machine interferes
+    from conftest import free_port
+    for s in cfg["servers"]:
+        s["listen"] = "127.0.0.1:%d" % free_port()
+    cfg["metrics"]["listen"] = "127.0.0.1:%d" % free_port()
     return cfg
 
 
