@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import Gateway, Upstream, base_config, free_port
+from conftest import SANITIZER_RE, Gateway, Upstream, base_config, free_port
 from h2raw import (CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,
                    GOAWAY, HEADERS, INITIAL_WINDOW_SIZE, NO_ERROR, PING, RST_STREAM, SETTINGS,
                    Client, frame, request_fields, rss_kib, settings_payload)
@@ -76,8 +76,11 @@ def gw(tmp_path_factory):
     g = Gateway(cfg, tmp).start()
     yield g
     g.stop()
+    # a sanitizer build reports memory errors on stderr or in the error log
+    report = SANITIZER_RE.search(g.stderr() + g.error_log())
     hole.close()
     up.stop()
+    assert report is None, (g.stderr() + g.error_log())[-3000:]
 
 
 def worker_pid(gw):

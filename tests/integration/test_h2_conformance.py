@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from conftest import Gateway, Upstream, base_config, free_port
+from conftest import SANITIZER_RE, Gateway, Upstream, base_config, free_port
 from h2raw import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENABLE_CONNECT_PROTOCOL,
                    ENABLE_PUSH, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS,
                    INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, PADDED, PING, PRIORITY, PRIORITY_FLAG,
@@ -44,7 +44,10 @@ def gw(tmp_path_factory):
     g = Gateway(cfg, tmp).start()
     yield g
     g.stop()
+    # a sanitizer build reports memory errors on stderr or in the error log
+    report = SANITIZER_RE.search(g.stderr() + g.error_log())
     up.stop()
+    assert report is None, (g.stderr() + g.error_log())[-3000:]
 
 
 @pytest.fixture
