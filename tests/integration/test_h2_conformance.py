@@ -14,7 +14,7 @@ from conftest import SANITIZER_RE, Gateway, Upstream, base_config, free_port
 from h2raw import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENABLE_CONNECT_PROTOCOL,
                    ENABLE_PUSH, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS,
                    INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, PADDED, PING, PRIORITY, PRIORITY_FLAG,
-                   PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, STREAM_CLOSED,
+                   PROTOCOL_ERROR, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS, STREAM_CLOSED,
                    COMPRESSION_ERROR, WINDOW_UPDATE, Client, frame, request_fields,
                    settings_payload)
 
@@ -208,6 +208,14 @@ def test_5_1_closed_after_rst_stream(c):
     sid = c.request(path="/slow?ms=300", end=False)
     c.send(frame(RST_STREAM, 0, sid, struct.pack(">I", 8)))
     c.send(frame(DATA, 0, sid, b"x"))
+    kind, code = c.stream_error(sid)
+    assert code == STREAM_CLOSED, (kind, code)
+
+
+def test_5_1_closed_headers_after_rst_stream(c):
+    sid = c.request(path="/slow?ms=300", end=False)
+    c.send(frame(RST_STREAM, 0, sid, struct.pack(">I", 8)))
+    c.send(frame(HEADERS, END_HEADERS | END_STREAM, sid, c.block([("x-trailer", "1")])))
     kind, code = c.stream_error(sid)
     assert code == STREAM_CLOSED, (kind, code)
 
@@ -731,6 +739,19 @@ def test_8_3_1_authority_conflicting_host(c):
 def test_8_5_connect_with_scheme_and_path(c):
     bad_fields(c, [(":method", "CONNECT"), (":scheme", "http"), (":path", "/"),
                    (":authority", "h2.test:443")])
+
+
+def test_8_4_push_promise_from_client(c):
+    sid = c.request(path="/slow?ms=300")
+    c.send(frame(PUSH_PROMISE, END_HEADERS, sid, struct.pack(">I", 2) + block(c)))
+    conn_error(c, PROTOCOL_ERROR)
+
+
+def test_8_4_client_disables_push(gw):
+    cl = Client(gw.port, settings=[(ENABLE_PUSH, 0)])
+    cl.handshake()
+    assert cl.response(cl.request())["status"] == 200
+    cl.close()
 
 
 # ---- RFC 7541 HPACK ----
