@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "common/tls.h"
+#include "shm/metrics.h"
 #include "worker/admission/security.h"
 #include "worker/core/clock.h"
 #include "worker/core/conn.h"
@@ -192,6 +193,7 @@ static void free_stream(stream_t *s)
         s->next->prev = s->prev;
     if (--h->nstreams == 0)
         h->idle_since_ms = now_ms();
+    fg_metrics_conn_close(FG_MG_H2_STREAMS);
     if (s->file_fd >= 0)
         close(s->file_fd);
     if (s->body_cb)
@@ -225,6 +227,7 @@ static stream_t *new_stream(fg_http2_conn_t *h, int32_t id)
         h->streams->prev = s;
     h->streams = s;
     h->nstreams++;
+    fg_metrics_conn_open(FG_MG_H2_STREAMS); /* free_stream closes it on every path */
     if (s->out == NULL || s->body_cb == NULL) {
         free_stream(s);
         return NULL;
