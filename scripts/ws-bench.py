@@ -120,7 +120,8 @@ def start_proxies(tmp, dest, fg_binary):
         f.write('{"workers": 1, "pidFile": "%s/fg.pid", "statusSocket": "%s/fg.sock", '
                 '"log": {"errorLog": "%s/fg.err", "level": "warn"}, '
                 '"servers": [{"id": "s", "listen": "127.0.0.1:%d"}], '
-                '"routes": [{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c"}], '
+                '"routes": [{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c", '
+                '"webSocketIdleTimeout": "300s"}], '
                 '"clusters": [{"id": "c", "destinations": [{"id": "d", '
                 '"address": "http://127.0.0.1:%d"}]}]}' % (tmp, tmp, tmp, fg, dest))
     procs.append(subprocess.Popen([fg_binary, "-f", "-c", cfg], start_new_session=True))
