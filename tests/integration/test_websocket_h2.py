@@ -6,7 +6,8 @@ relays the stream's DATA frames (worker/http/http2.c tunnel_*, worker/http/relay
 Covers echo with python3-websockets as the destination (tests/integration/ws_echo.py), 1 MiB
 messages, many WebSockets on one connection, a stream whose reader stalls next to a live one,
 half-close both ways, a wrong Sec-WebSocket-Accept (502), other answers, other :protocol values
-by the route's upgradeProtocols, and the access log line."""
+by the route's upgradeProtocols, the access log line, and a reload: the retiring worker's
+connection stays open past its GOAWAY until webSocketDrainTimeout resets the streams."""
 import base64
 import hashlib
 import os
@@ -18,7 +19,7 @@ import time
 import pytest
 
 from conftest import free_port
-from test_websocket import MiB, RawDest, _leaf_certs, ws_config, ws_echo  # noqa: F401
+from test_websocket import MiB, RawDest, _leaf_certs, _reload, ws_config, ws_echo  # noqa: F401
 
 h2 = pytest.importorskip("h2")
 import h2.config  # noqa: E402
@@ -399,3 +400,83 @@ def test_other_protocols_follow_upgrade_protocols(tmp_path, gateway_factory):
     assert len(dest.heads) == 1
     c.close()
     dest.close()
+
+
+class RawTunnels:
+    """Tunnels on test_http2.Raw (hyperframe): unlike python3-h2, it goes on reading streams
+    after a GOAWAY, as RFC 9113 6.8 allows for the streams the GOAWAY keeps."""
+
+    def __init__(self, port):
+        from test_http2 import Raw
+        self.c = Raw(port)
+        while 8 not in self.c.server_settings:
+            self.c.read_frame()
+        self.st = {}
+        self.goaways = 0
+
+    def open(self, path):
+        sid = self.c.headers([(":method", "CONNECT"), (":protocol", "websocket"),
+                              (":scheme", "http"), (":path", path), (":authority", "a.test"),
+                              ("sec-websocket-version", "13")], end=False)
+        self.st[sid] = {"status": None, "data": b"", "rst": None}
+        return sid
+
+    def read(self, cond, timeout=20):
+        from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, "timed out"
+            f = self.c.read_frame(max(0.1, deadline - time.monotonic()))
+            assert f is not None, "connection closed"
+            r = self.st.get(f.stream_id)
+            if isinstance(f, GoAwayFrame):
+                self.goaways += 1
+            elif isinstance(f, HeadersFrame) and r is not None:
+                r["status"] = dict(self.c.dec.decode(f.data)).get(":status")
+            elif isinstance(f, DataFrame) and r is not None:
+                r["data"] += f.data
+                if f.flow_controlled_length:
+                    self.c.window(f.flow_controlled_length, f.stream_id)
+            elif isinstance(f, RstStreamFrame) and r is not None:
+                r["rst"] = f.error_code
+
+    def echo(self, sid, msg):
+        from hyperframe.frame import DataFrame
+        d = DataFrame(sid)
+        d.data = ws_frame(msg)
+        self.c.send(d)
+        r, out = self.st[sid], []
+
+        def got():
+            m, rest = ws_parse(r["data"])
+            if m is not None:
+                r["data"] = rest
+                out.append(m)
+            return out
+        self.read(got)
+        return out[0]
+
+
+def test_reload_keeps_tunnels_until_the_drain_timeout(tmp_path, gateway_factory, ws_echo):
+    port = free_port()
+    drain = 3.0
+    gw = gateway_factory(h2c(ws_config(tmp_path, port, ws_echo, workers=1,
+                                       webSocketDrainTimeout="3s", shutdownTimeout="10s")))
+    c = RawTunnels(port)
+    sids = [c.open("/d%d" % i) for i in range(5)]
+    c.read(lambda: all(c.st[s]["status"] for s in sids))
+    for sid in sids:
+        assert c.st[sid]["status"] == "200"
+        assert c.echo(sid, "before") == "before"
+    retired = _reload(gw)
+    # past the final GOAWAY (a second after the notice) the WebSockets still work
+    time.sleep(1.5)
+    for sid in sids:
+        assert c.echo(sid, "after") == "after"
+    assert c.goaways >= 1
+    c.read(lambda: all(c.st[s]["rst"] is not None for s in sids), timeout=drain + 5)
+    lived = time.monotonic() - retired
+    assert drain - 0.3 <= lived <= drain + 3, lived
+    lines = [l for l in gw.access_log(wait_for=5) if l["path"].startswith("/d")]
+    assert len(lines) == 5 and all(l["termination"] == "drained" for l in lines)
+    c.c.close()
