@@ -120,11 +120,11 @@ struct stream_s {
     /* RFC 8441 tunnel: the stream is an end of a relay (tunnel_* below); req.body holds the
      * client's DATA bytes not yet taken, out what goes to the client. */
     unsigned tunnel : 1;
-    unsigned t_reading : 1;    /* the relay takes input */
-    unsigned t_read_todo : 1;  /* tell the relay about input */
-    unsigned t_drain_todo : 1; /* tell the relay its output went out */
-    unsigned t_eof_todo : 1;   /* tell the relay the client ended its sending */
-    unsigned t_closing : 1;    /* nghttp2 closed the stream: no more frames for it */
+    unsigned t_reading : 1;     /* the relay takes input */
+    unsigned t_read_todo : 1;   /* tell the relay about input */
+    unsigned t_drain_todo : 1;  /* tell the relay its output went out */
+    unsigned t_eof_todo : 1;    /* tell the relay the client ended its sending */
+    unsigned t_closing : 1;     /* nghttp2 closed the stream: no more frames for it */
     const fg_conn_cbs_t *t_cbs; /* the relay's callbacks while it holds the stream, else NULL */
     void *t_arg;
 };
