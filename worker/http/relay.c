@@ -243,6 +243,8 @@ static void finish(relay_t *r, const char *termination)
         if (w->record)
             w->record->websockets--;
         fg_frontend_remove(w, &r->session);
+        if (w->record && r->end[FG_RELAY_CLIENT].ops != NULL)
+            w->record->connections++; /* remove took one off for a session start did not add */
     }
     fg_relay_free(r);
 }
@@ -463,10 +465,11 @@ void fg_relay_start(fg_relay_t *r)
         (*n)++;
     if (w->record) {
         w->record->websockets++;
-        /* A client connection that became the end was counted at its accept; a stream of a
-         * connection (fg_relay_attach_end) was not. */
-        if (r->end[FG_RELAY_CLIENT].c != NULL)
-            w->record->connections_total--;
+        /* The session is no new connection: a client connection that became the end was
+         * counted at its accept, and a stream (fg_relay_attach_end) is its connection's. */
+        w->record->connections_total--;
+        if (r->end[FG_RELAY_CLIENT].ops != NULL)
+            w->record->connections--;
     }
     r->last_ms = fg_clock_now_ms();
     if (w->retiring)
