@@ -49,7 +49,11 @@ def frame(size):
 
 async def echo_dest(port):
     async def serve(r, w):
-        head = await r.readuntil(b"\r\n\r\n")
+        try:
+            head = await r.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, OSError):  # a readiness probe (wait_port)
+            w.close()
+            return
         if b"upgrade" not in head.lower():
             w.close()
             return
