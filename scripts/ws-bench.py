@@ -58,12 +58,15 @@ async def echo_dest(port):
             w.close()
             return
         w.write(SWITCH)
-        while True:
-            d = await r.read(65536)
-            if not d:
-                break
-            w.write(d)
-            await w.drain()
+        try:
+            while True:
+                d = await r.read(65536)
+                if not d:
+                    break
+                w.write(d)
+                await w.drain()
+        except OSError:  # the proxy in front was stopped (the next row)
+            pass
         w.close()
     return await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
 
