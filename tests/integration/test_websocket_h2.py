@@ -480,3 +480,47 @@ def test_reload_keeps_tunnels_until_the_drain_timeout(tmp_path, gateway_factory,
     lines = [l for l in gw.access_log(wait_for=5) if l["path"].startswith("/d")]
     assert len(lines) == 5 and all(l["termination"] == "drained" for l in lines)
     c.c.close()
+
+
+def test_rst_stream_aborts_the_relay_and_the_destination_sees_the_close(tmp_path,
+                                                                      gateway_factory):
+    closed = []
+
+    def script(s, head, rest):
+        key = [l.split(":", 1)[1].strip() for l in head.split("\r\n")
+               if l.lower().startswith("sec-websocket-key:")][0]
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_of(key).encode() +
+                  b"\r\n\r\n")
+        s.settimeout(10)
+        while True:
+            try:
+                d = s.recv(65536)
+            except OSError:
+                d = b""
+            if not d:
+                closed.append(time.monotonic())
+                return
+            s.sendall(d)
+    dest = RawDest(script)
+    port = free_port()
+    gw = gateway_factory(h2c(ws_config(tmp_path, port, dest.url)))
+    c = Client(port)
+    sid, other = c.open("/abort"), c.open("/stays")
+    assert c.response(sid)["headers"][":status"] == "200"
+    assert c.response(other)["headers"][":status"] == "200"
+    c.send(sid, b"x")
+    c.until(lambda: bytes(c.st[sid]["data"]) == b"x")
+    c.conn.reset_stream(sid, error_code=8)  # CANCEL
+    c.flush()
+    deadline = time.monotonic() + 5
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed, "the destination's connection was not closed"
+    # the connection and its other WebSocket go on
+    c.send(other, b"still")
+    c.until(lambda: bytes(c.st[other]["data"]) == b"still")
+    line = [l for l in gw.access_log(wait_for=1) if l["path"] == "/abort"]
+    assert line and line[0]["termination"] == "client_aborted"
+    c.close()
+    dest.close()
