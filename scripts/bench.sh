@@ -682,3 +682,13 @@ if [ "${WS_BENCH:-1}" != 0 ] && python3 -c 'import asyncio' 2>/dev/null; then
     printf '%s\n' "$WS_TABLE"
     { echo; echo "## WebSocket echo"; echo; echo '```'; printf '%s\n' "$WS_TABLE"; echo '```'; } >>"$OUT"
 fi
+
+# ---- memory of idle WebSockets (scripts/ws-mem.py): fastgateway vs nginx ---------------------
+# WS_MEM_COUNT WebSockets (default 10,000; fewer when the descriptor limit cannot hold them).
+if [ "${WS_BENCH:-1}" != 0 ] && python3 -c 'import asyncio' 2>/dev/null; then
+    echo
+    WS_MEM=$(python3 "$(dirname "$0")/ws-mem.py" --fastgateway "$FG" \
+        --count "${WS_MEM_COUNT:-10000}" 2>/dev/null) || true
+    printf '%s\n' "$WS_MEM"
+    { echo; echo "## Idle WebSocket memory"; echo; echo '```'; printf '%s\n' "$WS_MEM"; echo '```'; } >>"$OUT"
+fi

@@ -10,7 +10,7 @@ PACKAGES="build-essential pkg-config clang libevent-dev libssl-dev libnghttp2-de
 libjansson-dev libcmocka-dev libclang-rt-14-dev python3 python3-pytest curl nghttp2-client wrk
 nginx-light haproxy procps psmisc clang-format cppcheck socat systemd logrotate strace groff-base
 man-db python3-cryptography openssl testssl.sh python3-h2 python3-grpcio nghttp2-server
-prometheus python3-websockets"
+prometheus python3-websockets chromium node-ws"
 
 missing=""
 for p in $PACKAGES; do

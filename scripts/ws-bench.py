@@ -49,17 +49,24 @@ def frame(size):
 
 async def echo_dest(port):
     async def serve(r, w):
-        head = await r.readuntil(b"\r\n\r\n")
+        try:
+            head = await r.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, OSError):  # a readiness probe (wait_port)
+            w.close()
+            return
         if b"upgrade" not in head.lower():
             w.close()
             return
         w.write(SWITCH)
-        while True:
-            d = await r.read(65536)
-            if not d:
-                break
-            w.write(d)
-            await w.drain()
+        try:
+            while True:
+                d = await r.read(65536)
+                if not d:
+                    break
+                w.write(d)
+                await w.drain()
+        except OSError:  # the proxy in front was stopped (the next row)
+            pass
         w.close()
     return await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
 
@@ -120,7 +127,8 @@ def start_proxies(tmp, dest, fg_binary):
         f.write('{"workers": 1, "pidFile": "%s/fg.pid", "statusSocket": "%s/fg.sock", '
                 '"log": {"errorLog": "%s/fg.err", "level": "warn"}, '
                 '"servers": [{"id": "s", "listen": "127.0.0.1:%d"}], '
-                '"routes": [{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c"}], '
+                '"routes": [{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c", '
+                '"webSocketIdleTimeout": "300s"}], '
                 '"clusters": [{"id": "c", "destinations": [{"id": "d", '
                 '"address": "http://127.0.0.1:%d"}]}]}' % (tmp, tmp, tmp, fg, dest))
     procs.append(subprocess.Popen([fg_binary, "-f", "-c", cfg], start_new_session=True))

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include "common/log.h"
 #include "shm/health.h"
@@ -66,6 +68,10 @@ typedef struct {
     const char *tls_why; /* FG_XERR_TLS: OpenSSL's reason (req->pool) */
     unsigned fail_logged : 1;
     unsigned upgrade : 1; /* the request goes with its Upgrade (RFC 9110 7.8) */
+    /* An extended CONNECT (RFC 8441): the switch goes to the destination as an HTTP/1.1
+     * Upgrade of a GET, the client's stream bytes wait for the 101. */
+    unsigned tunnel : 1;
+    char ws_key[25]; /* the Sec-WebSocket-Key we generated for it (RFC 6455 4.1), or "" */
 } proxy_t;
 
 #define UP_HIGH_WATER (256 * 1024)
@@ -87,6 +93,7 @@ static void on_abort(fg_request_t *req);
 
 static void release_replay(proxy_t *p);
 static int upgrade_headers(proxy_t *p);
+static int tunnel_headers(proxy_t *p);
 static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h);
 
 static const fg_exchange_cbs_t x_cbs = {
@@ -114,6 +121,8 @@ static int build_out(proxy_t *p)
         fg_headers_set(&p->out.headers, fg_str(p->cl->affinity.key_name), p->aff_key) != 0)
         return -1;
     p->up_head = fg_str_eq(p->out.method, FG_STR_LIT("HEAD"));
+    if (p->tunnel && tunnel_headers(p) != 0)
+        return -1;
     return p->upgrade ? upgrade_headers(p) : 0;
 }
 
@@ -440,6 +449,8 @@ static size_t relayable(fg_http_header_t *t, size_t n)
 static int move_body(proxy_t *p)
 {
     fg_request_t *req = p->req;
+    if (p->tunnel)
+        return 0; /* the stream's bytes are the new protocol's: the relay takes them */
     if (evbuffer_get_length(req->body) > 0) {
         keep_for_replay(p);
         p->body_moved = 1;
@@ -522,7 +533,7 @@ static int start_exchange(proxy_t *p, int fresh)
     fg_exchange_req_t rq = {.out = &p->out,
                             .content_length = req->content_length,
                             .replay = p->body_moved ? p->replay : NULL,
-                            .has_body = req->has_body,
+                            .has_body = req->has_body && !p->tunnel,
                             .upgrade = p->upgrade};
     count_begin(p);
     begin_attempt(p);
@@ -764,6 +775,14 @@ static int x_head(void *arg, const fg_exchange_head_t *h)
     fg_request_t *req = p->req;
     if (h->status == 101)
         return switch_protocols(p, h);
+    if (p->tunnel && h->status >= 200 && h->status < 300) {
+        /* RFC 8441 5: a 2xx opens the tunnel; a destination that ignored the Upgrade and
+         * answered the GET did not switch, so the client must not be told it did. */
+        attempt_status(p, h->status);
+        set_fail(p, FG_XERR_INVALID, 0, FG_XPHASE_BODY);
+        fail(p, 502, "bad_gateway", "upstream did not switch protocols");
+        return -1;
+    }
     sync_timing(p);
     req->upstream_us = fg_clock_now_us() - fg_exchange_info(p->x)->sent_at_us;
     attempt_status(p, h->status);
@@ -958,6 +977,29 @@ static int route_allows(const fg_route_t *rt, fg_str_t list)
     return 0;
 }
 
+/* An extended CONNECT (RFC 8441 4) is only a request to switch: a route that does not relay
+ * its :protocol, or a front end that cannot hand its stream over, answers 501 (RFC 9110
+ * 15.6.2), past maxWebSockets 503. The stream's bytes stay where they are (body paused) until
+ * the destination switched. Returns 0 to go on, -1 after answering. */
+static int begin_tunnel(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    if (req->ops->switch_protocols == NULL || !route_allows(req->route, req->protocol)) {
+        fg_request_error(req, 501, "not_implemented", "the route does not relay this protocol");
+        return -1;
+    }
+    if (req->server != NULL && !fg_relay_admit(p->w, req->server)) {
+        req->termination = "websocket_limit";
+        fg_request_error(req, 503, "service_unavailable", "too many open WebSockets");
+        return -1;
+    }
+    req->upgrade = req->protocol;
+    p->upgrade = 1;
+    p->tunnel = 1;
+    req->ops->pause_body(req, 1);
+    return 0;
+}
+
 /* Decide whether the client's Upgrade goes to the destination: a switch the route allows,
  * asked without a body (the new protocol's bytes would follow it), through a front end that
  * can hand its connection over. Otherwise the request goes without it, which RFC 9110 7.8
@@ -966,6 +1008,8 @@ static int route_allows(const fg_route_t *rt, fg_str_t list)
 static int begin_upgrade(proxy_t *p)
 {
     fg_request_t *req = p->req;
+    if (req->protocol.len > 0)
+        return begin_tunnel(p);
     if (req->upgrade.len == 0 || req->has_body || req->ops->switch_protocols == NULL ||
         !route_allows(req->route, req->upgrade))
         return 0;
@@ -985,6 +1029,40 @@ static int upgrade_headers(proxy_t *p)
     if (fg_headers_set(&p->out.headers, FG_STR_LIT("Upgrade"), p->req->upgrade) != 0 ||
         fg_headers_set(&p->out.headers, FG_STR_LIT("Connection"), FG_STR_LIT("upgrade")) != 0)
         return -1;
+    return 0;
+}
+
+/* An extended CONNECT as an HTTP/1.1 switch (RFC 8441 5): a GET, and for WebSocket a key of
+ * our own (RFC 6455 4.1: 16 random bytes, base64); Sec-WebSocket-Version, -Protocol and
+ * -Extensions are the client's and already copied. */
+static int tunnel_headers(proxy_t *p)
+{
+    p->out.method = FG_STR_LIT("GET");
+    if (!names_protocol(p->req->protocol, FG_STR_LIT("websocket")))
+        return 0;
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return -1;
+    EVP_EncodeBlock((unsigned char *)p->ws_key, raw, sizeof(raw));
+    return fg_headers_set(&p->out.headers, FG_STR_LIT("Sec-WebSocket-Key"), fg_str(p->ws_key));
+}
+
+/* RFC 6455 4.2.2: the 101's Sec-WebSocket-Accept is base64(SHA-1(key + the GUID)) of our key
+ * (RFC 8441 5: the gateway stands in for the client's check). Returns 1 when it matches. */
+static int accept_ok(const proxy_t *p, const fg_exchange_head_t *h)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    char in[24 + sizeof(guid)];
+    unsigned char md[20];
+    char want[29];
+    memcpy(in, p->ws_key, 24);
+    memcpy(in + 24, guid, sizeof(guid) - 1);
+    if (EVP_Digest(in, 24 + sizeof(guid) - 1, md, NULL, EVP_sha1(), NULL) != 1)
+        return 0;
+    int n = EVP_EncodeBlock((unsigned char *)want, md, sizeof(md));
+    for (size_t i = 0; i < h->num_headers; i++)
+        if (fg_str_ieq(h->headers[i].name, FG_STR_LIT("Sec-WebSocket-Accept")))
+            return fg_str_eq(h->headers[i].value, (fg_str_t){want, (size_t)n});
     return 0;
 }
 
@@ -1014,6 +1092,11 @@ static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h)
         fail(p, 502, "bad_gateway", "upstream switched to a protocol the client did not ask for");
         return -1;
     }
+    if (p->ws_key[0] && !accept_ok(p, h)) {
+        set_fail(p, FG_XERR_INVALID, 0, FG_XPHASE_BODY);
+        fail(p, 502, "bad_gateway", "upstream's Sec-WebSocket-Accept does not match the key");
+        return -1;
+    }
     req->termination = NULL;
     report(p, 0);
     fg_headers_t hdrs;
@@ -1026,6 +1109,8 @@ static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h)
         fail(p, 502, "internal_error", "cannot relay the protocol switch");
         return -1;
     }
+    if (p->tunnel) /* RFC 8441 5: the client sent no key and checks no accept */
+        fg_headers_remove(&hdrs, FG_STR_LIT("Sec-WebSocket-Accept"));
     /* Bytes the destination sent after its 101 stay in the connection's input: the relay
      * passes them on first. */
     fg_conn_t *c = fg_exchange_take_over(p->x, NULL);
@@ -1048,6 +1133,8 @@ static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h)
 static void on_body(fg_request_t *req)
 {
     proxy_t *p = req->handler_data;
+    if (p->tunnel)
+        return;
     if (p->x == NULL || p->done || fg_exchange_info(p->x)->phase == FG_XPHASE_CONNECTING) {
         body_backpressure(p, evbuffer_get_length(req->body));
         return;

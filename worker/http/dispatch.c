@@ -21,11 +21,12 @@ int fg_dispatch_route(fg_request_t *req)
     /* Access control and rate limits first: a refused client learns nothing about routes. */
     if (fg_security_check(req) != 0)
         return -1;
-    if (req->protocol.len > 0) {
-        /* RFC 8441 4: a protocol this gateway does not tunnel yet; 501 names the method's
-         * extension as not implemented (RFC 9110 15.6.2). */
+    if (req->protocol.len > 0 && (req->route == NULL || req->route->kind != FG_ROUTE_CLUSTER)) {
+        /* RFC 8441 4: only a cluster route relays a protocol (the proxy checks the route's
+         * upgradeProtocols); elsewhere 501 names the method's extension as not implemented
+         * (RFC 9110 15.6.2). */
         fg_request_error(req, 501, "not_implemented",
-                         "extended CONNECT (:protocol) is not supported");
+                         "extended CONNECT (:protocol) is not supported on this route");
         return -1;
     }
     if (asterisk) {

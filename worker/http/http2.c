@@ -20,6 +20,7 @@
 #include "worker/http/accesslog.h"
 #include "worker/http/dispatch.h"
 #include "worker/http/http2_fields.h"
+#include "worker/http/relay.h"
 #include "worker/http/request.h"
 
 #define OUT_HIGH (256 * 1024)  /* frames are produced while the transport holds less */
@@ -117,6 +118,16 @@ struct stream_s {
     unsigned paused : 1;     /* ops->pause_body */
     unsigned too_large : 1;  /* fields past maxHeaderListSize or maxHeaders */
     unsigned over_limit : 1; /* body past the body size limit */
+    /* RFC 8441 tunnel: the stream is an end of a relay (tunnel_* below); req.body holds the
+     * client's DATA bytes not yet taken, out what goes to the client. */
+    unsigned tunnel : 1;
+    unsigned t_reading : 1;     /* the relay takes input */
+    unsigned t_read_todo : 1;   /* tell the relay about input */
+    unsigned t_drain_todo : 1;  /* tell the relay its output went out */
+    unsigned t_eof_todo : 1;    /* tell the relay the client ended its sending */
+    unsigned t_closing : 1;     /* nghttp2 closed the stream: no more frames for it */
+    const fg_conn_cbs_t *t_cbs; /* the relay's callbacks while it holds the stream, else NULL */
+    void *t_arg;
 };
 
 static void service(fg_http2_conn_t *h);
@@ -124,6 +135,8 @@ static void linger(fg_http2_conn_t *h);
 static void destroy(fg_http2_conn_t *h);
 static void kick(fg_http2_conn_t *h);
 static const fg_req_ops_t h2_ops;
+static void tunnel_todo(stream_t *s);
+static void tunnel_gone(stream_t *s, uint32_t code);
 
 static shared_t *shared(const fg_worker_t *w)
 {
@@ -170,6 +183,8 @@ static void log_request(stream_t *s)
 static void detach(stream_t *s, const char *error)
 {
     fg_request_t *req = &s->req;
+    if (s->t_cbs != NULL)
+        tunnel_gone(s, NGHTTP2_CANCEL);
     if (!s->in_req)
         return;
     s->in_req = 0;
@@ -526,6 +541,167 @@ static int ops_local_addr(fg_request_t *req, char *ip, size_t iplen, uint16_t *p
     return -1;
 }
 
+/* ---- RFC 8441 tunnels: a stream as an end of a relay (worker/http/relay.h) ---- */
+
+static void t_set_cbs(void *obj, const fg_conn_cbs_t *cbs, void *arg)
+{
+    stream_t *s = obj;
+    s->t_cbs = cbs;
+    s->t_arg = arg;
+}
+
+static struct evbuffer *t_input(void *obj)
+{
+    return ((stream_t *)obj)->req.body;
+}
+
+static struct evbuffer *t_output(void *obj)
+{
+    return ((stream_t *)obj)->out;
+}
+
+/* DATA frames go out as the client's windows allow (read_body, on_send_data). */
+static int t_flush(void *obj)
+{
+    stream_t *s = obj;
+    if (s->h->dead || s->t_closing)
+        return -1;
+    resume(s);
+    return 0;
+}
+
+static size_t t_pending(void *obj)
+{
+    return queued(obj);
+}
+
+/* Input the relay does not take stays in req.body: its window stays closed (RFC 9113 6.9), so
+ * the client's sending on this stream stops, and only on this stream. */
+static void t_read(void *obj, int enable)
+{
+    stream_t *s = obj;
+    s->t_reading = enable ? 1 : 0;
+    if (enable && (evbuffer_get_length(s->req.body) > 0 || s->t_eof_todo)) {
+        s->t_read_todo = 1;
+        s->h->todo = 1;
+        kick(s->h);
+    }
+}
+
+/* RFC 8441 4: our half-close is END_STREAM, after the queued DATA (read_body). */
+static int t_shutdown_write(void *obj)
+{
+    stream_t *s = obj;
+    if (s->h->dead || s->t_closing)
+        return -1;
+    s->finished = 1;
+    resume(s);
+    return 0;
+}
+
+/* The relay ended. A tunnel that did not end both ways cleanly is reset (RFC 8441 4: the
+ * equivalent of a TCP reset); unread bytes give their window back. */
+static void t_close(void *obj)
+{
+    stream_t *s = obj;
+    fg_http2_conn_t *h = s->h;
+    s->t_cbs = NULL;
+    s->t_arg = NULL;
+    evbuffer_drain(s->req.body, evbuffer_get_length(s->req.body));
+    if (s->t_closing || h->dead)
+        return;
+    if (!(s->finished && s->req.body_done))
+        nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+    kick(h);
+}
+
+static const fg_relay_end_ops_t tunnel_ops = {
+    .set_cbs = t_set_cbs,
+    .input = t_input,
+    .output = t_output,
+    .flush = t_flush,
+    .pending = t_pending,
+    .read = t_read,
+    .shutdown_write = t_shutdown_write,
+    .close = t_close,
+};
+
+/* The relay hears what happened on the stream, outside nghttp2's callbacks (run_todo). Each
+ * call may end the relay (t_close). */
+static void tunnel_todo(stream_t *s)
+{
+    if (s->t_cbs != NULL && s->t_read_todo && s->t_reading) {
+        s->t_read_todo = 0;
+        if (evbuffer_get_length(s->req.body) > 0)
+            s->t_cbs->on_read(NULL, s->t_arg);
+    }
+    if (s->t_cbs != NULL && s->t_drain_todo) {
+        s->t_drain_todo = 0;
+        s->t_cbs->on_drain(NULL, s->t_arg);
+    }
+    if (s->t_cbs != NULL && s->t_eof_todo) {
+        s->t_eof_todo = 0;
+        s->t_cbs->on_event(NULL, s->t_arg, FG_CONN_EOF);
+    }
+}
+
+/* The stream closed under the relay (RST_STREAM, the connection's end). A client that had
+ * ended its sending cleanly is heard as such first; what is left is an abort. */
+static void tunnel_gone(stream_t *s, uint32_t code)
+{
+    s->t_closing = 1;
+    if (s->t_cbs != NULL && s->req.body_done && code == NGHTTP2_NO_ERROR) {
+        s->t_eof_todo = 0;
+        s->t_cbs->on_event(NULL, s->t_arg, FG_CONN_EOF);
+    }
+    if (s->t_cbs != NULL)
+        s->t_cbs->on_event(NULL, s->t_arg, FG_CONN_ERROR);
+}
+
+/* The destination switched (RFC 8441 5): the 101 becomes a 200 on the stream, which stays
+ * open (no END_STREAM) and becomes the relay's client end. The relay keeps its own copy of the
+ * request's facts; their text stays in the stream's pool, which lives until the stream closes,
+ * and a closing stream ends the relay first (tunnel_gone). */
+static int ops_switch_protocols(fg_request_t *req, const fg_headers_t *hdrs, fg_relay_t *relay)
+{
+    stream_t *s = req->proto;
+    fg_http2_conn_t *h = s->h;
+    if (req->protocol.len == 0 || s->resp_started || !s->in_req || h->dead)
+        return -1;
+    fg_str_t date, server;
+    fg_request_stamp(req, hdrs, &date, &server);
+    size_t n;
+    nghttp2_nv *nv = head_nv(req, 200, hdrs, 2, &n);
+    fg_pool_t *pool = nv ? fg_request_pool_take(h->w) : NULL;
+    if (pool == NULL)
+        return -1;
+    if (date.len)
+        add_nv(&nv[n++], req->pool, FG_STR_LIT("date"), date);
+    if (server.len)
+        add_nv(&nv[n++], req->pool, FG_STR_LIT("server"), server);
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = read_body};
+    if (nghttp2_submit_response(h->ng, s->id, nv, n, &prd) != 0) {
+        fg_request_pool_give(h->w, pool);
+        return -1;
+    }
+    s->resp_started = 1;
+    req->status = 200;
+    if (h->w->record)
+        h->w->record->requests++;
+    fg_request_t facts = *req;
+    facts.pool = pool;
+    fg_relay_adopt_request(relay, &facts);
+    s->in_req = 0;
+    s->paused = 0;
+    s->body_todo = 0;
+    s->tunnel = 1;
+    req->handler = NULL;
+    fg_relay_attach_end(relay, FG_RELAY_CLIENT, &tunnel_ops, s);
+    fg_relay_start(relay);
+    kick(h);
+    return 0;
+}
+
 static const fg_req_ops_t h2_ops = {
     .send_head = ops_send_head,
     .send_interim = ops_send_interim,
@@ -539,6 +715,7 @@ static const fg_req_ops_t h2_ops = {
     .raw_conn = ops_raw_conn,
     .want_writable = ops_want_writable,
     .local_addr = ops_local_addr,
+    .switch_protocols = ops_switch_protocols,
 };
 
 /* ---- output ---- */
@@ -644,6 +821,10 @@ static int on_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
     s->progress_ms = now_ms();
     if (s->want_w && s->in_req && queued(s) <= STREAM_LOW) {
         s->write_todo = 1;
+        h->todo = 1;
+    }
+    if (s->t_cbs != NULL && queued(s) <= STREAM_LOW) {
+        s->t_drain_todo = 1;
         h->todo = 1;
     }
     return 0;
@@ -783,6 +964,7 @@ static void body_end(stream_t *s)
 {
     s->req.body_done = 1;
     s->body_todo = 1;
+    s->t_eof_todo = s->tunnel; /* RFC 8441 4: END_STREAM is the client's half-close */
     s->h->todo = 1;
 }
 
@@ -824,6 +1006,14 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     fg_http2_conn_t *h = arg;
     (void)flags;
     stream_t *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (s != NULL && s->tunnel && s->t_cbs != NULL) {
+        /* The window reopens as the relay takes the bytes (on_body_drain). */
+        evbuffer_add(s->req.body, data, len);
+        s->progress_ms = now_ms();
+        s->t_read_todo = 1;
+        h->todo = 1;
+        return 0;
+    }
     if (s == NULL || s->finished || (!s->in_req && !s->dispatch)) {
         /* Nobody takes these bytes: give the window back at once. */
         nghttp2_session_consume(ng, id, len);
@@ -848,6 +1038,8 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
     if (s == NULL)
         return 0;
     nghttp2_session_set_stream_user_data(ng, id, NULL);
+    if (s->t_cbs != NULL)
+        tunnel_gone(s, code);
     detach(s, "client_closed");
     free_stream(s);
     return 0;
@@ -998,6 +1190,8 @@ static void run_todo(fg_http2_conn_t *h)
             if (s->req.handler && s->req.handler->on_writable)
                 s->req.handler->on_writable(&s->req);
         }
+        if (s->tunnel)
+            tunnel_todo(s);
     }
 }
 
@@ -1138,6 +1332,12 @@ static void check_streams(fg_http2_conn_t *h, uint64_t now)
     for (stream_t *s = h->streams; s != NULL; s = s->next) {
         uint64_t quiet = now - s->progress_ms;
         int stalled_out = queued(s) > 0 && quiet >= srv->send_timeout_ms;
+        if (s->t_cbs != NULL) {
+            /* A tunnel's client that takes nothing: the relay ends (client_timeout). */
+            if (stalled_out)
+                s->t_cbs->on_event(NULL, s->t_arg, FG_CONN_TIMEOUT_WRITE);
+            continue;
+        }
         int stalled_in = s->in_req && !s->req.body_done && !s->paused &&
                          evbuffer_get_length(s->req.body) == 0 && quiet >= srv->body_timeout_ms;
         if (stalled_in && !s->resp_started) {

@@ -27,6 +27,9 @@ typedef struct fg_relay_s relay_t;
 typedef struct {
     relay_t *r;
     fg_conn_t *c;
+    /* An end that is not a connection (fg_relay_attach_end): its operations and object. */
+    const fg_relay_end_ops_t *ops;
+    void *obj;
     uint64_t bytes;    /* bytes received from this end */
     int pipe[2];       /* splice: this end's bytes on their way to the other; -1 when none */
     size_t in_pipe;    /* bytes in the pipe */
@@ -67,6 +70,40 @@ static const fg_conn_cbs_t relay_cbs = {on_read, on_drain, on_event};
 static end_t *other(end_t *e)
 {
     return e == &e->r->end[0] ? &e->r->end[1] : &e->r->end[0];
+}
+
+/* An end's operations: its connection's, or those its owner gave (fg_relay_attach_end). */
+static struct evbuffer *end_input(end_t *e)
+{
+    return e->ops ? e->ops->input(e->obj) : fg_conn_input(e->c);
+}
+
+static struct evbuffer *end_output(end_t *e)
+{
+    return e->ops ? e->ops->output(e->obj) : fg_conn_output(e->c);
+}
+
+static int end_flush(end_t *e)
+{
+    return e->ops ? e->ops->flush(e->obj) : fg_conn_flush(e->c);
+}
+
+static size_t end_pending(end_t *e)
+{
+    return e->ops ? e->ops->pending(e->obj) : fg_conn_pending(e->c);
+}
+
+static void end_read(end_t *e, int enable)
+{
+    if (e->ops)
+        e->ops->read(e->obj, enable);
+    else
+        fg_conn_read(e->c, enable, 0);
+}
+
+static int end_shutdown_write(end_t *e)
+{
+    return e->ops ? e->ops->shutdown_write(e->obj) : fg_conn_shutdown_write(e->c);
 }
 
 static counts_t *counts(fg_worker_t *w, int create)
@@ -126,6 +163,14 @@ void fg_relay_attach_conn(fg_relay_t *r, int side, fg_conn_t *c)
     fg_conn_read(c, 0, 0);
 }
 
+void fg_relay_attach_end(fg_relay_t *r, int side, const fg_relay_end_ops_t *ops, void *obj)
+{
+    r->end[side].ops = ops;
+    r->end[side].obj = obj;
+    ops->set_cbs(obj, &relay_cbs, &r->end[side]);
+    ops->read(obj, 0);
+}
+
 void fg_relay_adopt_request(fg_relay_t *r, fg_request_t *req)
 {
     r->req = *req;
@@ -156,6 +201,11 @@ static void close_ends(relay_t *r)
             close(e->pipe[0]);
             close(e->pipe[1]);
         }
+        if (e->ops) {
+            const fg_relay_end_ops_t *ops = e->ops;
+            e->ops = NULL;
+            ops->close(e->obj);
+        }
         fg_conn_free(e->c);
         e->c = NULL;
     }
@@ -178,7 +228,8 @@ static void finish(relay_t *r, const char *termination)
     fg_worker_t *w = r->w;
     if (r->have_req) {
         fg_request_t *q = &r->req;
-        q->status = 101;
+        if (q->status == 0)
+            q->status = 101; /* the front end says what its client saw (HTTP/2: 200) */
         q->body_bytes = r->end[FG_RELAY_CLIENT].bytes;
         q->bytes_out = r->end[FG_RELAY_DEST].bytes;
         q->termination = termination;
@@ -192,6 +243,8 @@ static void finish(relay_t *r, const char *termination)
         if (w->record)
             w->record->websockets--;
         fg_frontend_remove(w, &r->session);
+        if (w->record && r->end[FG_RELAY_CLIENT].ops != NULL)
+            w->record->connections++; /* remove took one off for a session start did not add */
     }
     fg_relay_free(r);
 }
@@ -204,11 +257,11 @@ static void finish(relay_t *r, const char *termination)
 static int pass_end(end_t *e)
 {
     end_t *o = other(e);
-    if (!e->eof || o->shut || e->in_pipe > 0 || fg_conn_pending(o->c) > 0 ||
-        evbuffer_get_length(fg_conn_input(e->c)) > 0)
+    if (!e->eof || o->shut || e->in_pipe > 0 || end_pending(o) > 0 ||
+        evbuffer_get_length(end_input(e)) > 0)
         return 0;
     o->shut = 1;
-    if (fg_conn_shutdown_write(o->c) != 0 || (o->eof && e->shut)) {
+    if (end_shutdown_write(o) != 0 || (o->eof && e->shut)) {
         finish(e->r, NULL);
         return 1;
     }
@@ -219,21 +272,21 @@ static int pass_end(end_t *e)
 static int move_buffered(end_t *e)
 {
     end_t *o = other(e);
-    struct evbuffer *in = fg_conn_input(e->c);
+    struct evbuffer *in = end_input(e);
     size_t n = evbuffer_get_length(in);
     if (n > 0) {
         e->bytes += n;
         e->r->last_ms = fg_clock_now_ms();
-        evbuffer_add_buffer(fg_conn_output(o->c), in);
-        if (fg_conn_flush(o->c) != 0) {
+        evbuffer_add_buffer(end_output(o), in);
+        if (end_flush(o) != 0) {
             finish(e->r, e == &e->r->end[0] ? "upstream_reset" : "client_aborted");
             return 1;
         }
     }
-    if (!e->held && fg_conn_pending(o->c) > RELAY_HIGH) {
+    if (!e->held && end_pending(o) > RELAY_HIGH) {
         /* The other end does not keep up: stop reading this one (on_drain resumes). */
         e->held = 1;
-        fg_conn_read(e->c, 0, 0);
+        end_read(e, 0);
     }
     return pass_end(e);
 }
@@ -315,10 +368,11 @@ static void on_drain(fg_conn_t *c, void *arg)
 {
     end_t *o = arg;      /* the end that drained */
     end_t *e = other(o); /* the one sending to it */
-    if (e->held && fg_conn_pending(c) <= (e->r->splice ? 0 : RELAY_LOW)) {
+    (void)c;
+    if (e->held && end_pending(o) <= (e->r->splice ? 0 : RELAY_LOW)) {
         e->held = 0;
         if (!e->eof)
-            fg_conn_read(e->c, 1, 0);
+            end_read(e, 1);
         if (move(e))
             return;
     }
@@ -383,7 +437,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 static void choose_splice(relay_t *r)
 {
     for (int i = 0; i < 2; i++)
-        if (!fg_conn_can_splice(r->end[i].c))
+        if (r->end[i].c == NULL || !fg_conn_can_splice(r->end[i].c))
             return;
     for (int i = 0; i < 2; i++) {
         end_t *e = &r->end[i];
@@ -411,7 +465,11 @@ void fg_relay_start(fg_relay_t *r)
         (*n)++;
     if (w->record) {
         w->record->websockets++;
-        w->record->connections_total--; /* the client's connection was counted at its accept */
+        /* The session is no new connection: a client connection that became the end was
+         * counted at its accept, and a stream (fg_relay_attach_end) is its connection's. */
+        w->record->connections_total--;
+        if (r->end[FG_RELAY_CLIENT].ops != NULL)
+            w->record->connections--;
     }
     r->last_ms = fg_clock_now_ms();
     if (w->retiring)
@@ -420,8 +478,9 @@ void fg_relay_start(fg_relay_t *r)
     /* The 101 goes out, and bytes read before the switch follow it, through user space
      * whatever the mode. */
     for (int i = 0; i < 2; i++) {
-        fg_conn_set_low_watermark(r->end[i].c, RELAY_LOW);
-        if (fg_conn_flush(r->end[i].c) != 0) {
+        if (r->end[i].c != NULL)
+            fg_conn_set_low_watermark(r->end[i].c, RELAY_LOW);
+        if (end_flush(&r->end[i]) != 0) {
             finish(r, i == FG_RELAY_CLIENT ? "client_aborted" : "upstream_reset");
             return;
         }
@@ -437,7 +496,7 @@ void fg_relay_start(fg_relay_t *r)
             fg_conn_set_raw(e->c, 1);
         }
         if (!e->held)
-            fg_conn_read(e->c, 1, 0);
+            end_read(e, 1);
     }
 }
 

@@ -4,9 +4,9 @@
  *  - the client end, given by the front end that took the request (HTTP/1.1: its connection,
  *    fg_req_ops_t.switch_protocols);
  *  - the destination end, given by the exchange (fg_exchange_take_over).
- * An end is an fg_conn_t: the relay uses only its input, output, read switch, flush, drain and
- * shutdown_write, which is what an HTTP/2 stream (RFC 8441) offers as well, so such a stream can
- * later be an end by the same few operations.
+ * An end is an fg_conn_t, or any object that offers the same few operations the relay uses
+ * (input, output, read switch, flush, pending, drain and shutdown_write; fg_relay_end_ops_t):
+ * an HTTP/2 stream (RFC 8441) is such an end. Splice needs two connection ends.
  *
  * Flow: each direction buffers at most RELAY_HIGH bytes in user space (it stops reading its
  * source until the other end drained); when both ends are plain TCP, bytes move through a pipe
@@ -39,6 +39,22 @@ fg_relay_t *fg_relay_new(fg_worker_t *w, const fg_server_t *srv, uint64_t idle_m
  * holds the bytes already read from that side (they go to the other side first), its output
  * what is due to that side (the 101 head). */
 void fg_relay_attach_conn(fg_relay_t *r, int side, fg_conn_t *c);
+/* An end that is not a connection. Its owner calls cbs->on_read (c NULL, arg) when input
+ * arrived, cbs->on_drain when pending() fell to 64 KiB or less after output went out, and
+ * cbs->on_event with FG_CONN_EOF (the peer ended its sending), FG_CONN_ERROR (it is gone) or
+ * FG_CONN_TIMEOUT_WRITE. Never from inside one of these operations. */
+typedef struct {
+    void (*set_cbs)(void *obj, const fg_conn_cbs_t *cbs, void *arg);
+    struct evbuffer *(*input)(void *obj);  /* what the peer sent; the relay drains what it takes */
+    struct evbuffer *(*output)(void *obj); /* what is due to the peer */
+    int (*flush)(void *obj);               /* send what output holds: 0, or <0 when gone */
+    size_t (*pending)(void *obj);          /* bytes due to the peer, not yet sent */
+    void (*read)(void *obj, int enable);   /* whether on_read may report input */
+    int (*shutdown_write)(void *obj);      /* end our sending once output went out: 0 or <0 */
+    void (*close)(void *obj);              /* the relay ended: it never touches obj again */
+} fg_relay_end_ops_t;
+/* Give side an end that is not a connection (see fg_relay_end_ops_t). */
+void fg_relay_attach_end(fg_relay_t *r, int side, const fg_relay_end_ops_t *ops, void *obj);
 /* Keep what the access log line needs of req (a copy; the request's pool moves to the relay,
  * req->pool becomes NULL). The front end calls it once, before fg_relay_start. */
 void fg_relay_adopt_request(fg_relay_t *r, fg_request_t *req);
