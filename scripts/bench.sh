@@ -685,7 +685,7 @@ h2_table() {
     echo
     echo "h2load -t$THREADS -c$H2_CONNS -m$H2_STREAMS -D$H2_DURATION per round; p99 from h2load's per-request log."
     echo
-    echo "| target | req/s | CPU µs/req | p99 ms | 256 MiB download GB/s | h2load failures |"
+    echo "| target | req/s | CPU µs/req | p99 ms | $BIGFILE_MB MiB download GB/s | h2load failures |"
     echo "|---|---:|---:|---:|---:|---|"
     local n p
     for n in fastgateway-h2 nginx-h2 haproxy-h2 fastgateway-h2c nginx-h2c haproxy-h2c; do
