@@ -24,6 +24,9 @@
 #define OUT_HIGH (256 * 1024)  /* frames are produced while the transport holds less */
 #define STREAM_LOW (64 * 1024) /* a stream's handler hears on_writable at or below this */
 #define FILE_CHUNK (64 * 1024) /* a file is read into its stream's queue this much at a time */
+/* One read takes up to this much: a connection multiplexes many streams' frames (and uploads
+ * arrive in 16 KiB DATA frames), so a larger read than HTTP/1.1's saves system calls. */
+#define READ_MAX (64 * 1024 - 128)
 #define TICK_MS 1000           /* timeouts, flood budget and retirement run on this tick */
 #define LINGER_MS 2000 /* a finished connection reads what the client still sends this long */
 /* Frames that cost us work and carry no request (PING, SETTINGS, PRIORITY, RST_STREAM, empty
@@ -1287,6 +1290,7 @@ int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     fg_conn_set_cbs(c, &conn_cbs, h);
     fg_conn_set_write_timeout(c, srv->send_timeout_ms);
     fg_conn_set_low_watermark(c, OUT_HIGH / 4);
+    fg_conn_set_read_max(c, READ_MAX);
     fg_frontend_add(w, &h->session, &fg_http2_frontend);
     fg_conn_read(c, 1, 0);
     if (w->retiring)
