@@ -24,9 +24,6 @@
 #define OUT_HIGH (256 * 1024)  /* frames are produced while the transport holds less */
 #define STREAM_LOW (64 * 1024) /* a stream's handler hears on_writable at or below this */
 #define FILE_CHUNK (64 * 1024) /* a file is read into its stream's queue this much at a time */
-/* One read takes up to this much: a connection multiplexes many streams' frames (and uploads
- * arrive in 16 KiB DATA frames), so a larger read than HTTP/1.1's saves system calls. */
-#define READ_MAX (64 * 1024 - 128)
 #define TICK_MS 1000           /* timeouts, flood budget and retirement run on this tick */
 #define LINGER_MS 2000 /* a finished connection reads what the client still sends this long */
 /* Frames that cost us work and carry no request (PING, SETTINGS, PRIORITY, RST_STREAM, empty
@@ -44,6 +41,9 @@
 /* The client's stream ids run out at 2^31-1 (RFC 9113 5.1.1): past this one the connection
  * retires gracefully so that the client opens a new one in time. */
 #define STREAM_ID_HIGH 0x7ff00000
+/* One read takes up to this much: a connection multiplexes many streams' frames (and uploads
+ * arrive in 16 KiB DATA frames), so a larger read than HTTP/1.1's saves system calls. */
+#define READ_MAX (64 * 1024 - 128)
 
 typedef struct stream_s stream_t;
 typedef struct fg_http2_conn_s fg_http2_conn_t;
