@@ -16,9 +16,15 @@
 #   openssl s_time -new / -reuse -www /, $HS_CLIENTS in parallel for HS_TIME seconds
 #                                                    (handshakes/s, full and resumed, and the
 #                                                     server's CPU per handshake)
-#   curl -k -o /dev/null of the 256 MiB file         (best of 3) The markdown table with the
-# ratios fastgateway/nginx and fastgateway/haproxy is printed and written, with the machine
-# description, to docs/benchmarks.md (OUT=... to write elsewhere).
+#   curl -k --http1.1 -o /dev/null of the 256 MiB file (best of 3)
+# HTTP/2 rows: the same three TLS instances also speak h2 by ALPN, and a fourth instance of each
+# speaks h2c (prior knowledge) on a plaintext port; both measured in the same rounds with
+#   h2load -t$THREADS -c$H2_CONNS -m$H2_STREAMS -D$H2_DURATION --log-file
+#                                                    (req/s, p99 from the per-request log, CPU
+#                                                     per request)
+#   curl --http2 (h2) / --http2-prior-knowledge (h2c) of the 256 MiB file (best of 3)
+# The markdown table with the ratios fastgateway/nginx and fastgateway/haproxy is printed and
+# written, with the machine description, to docs/benchmarks.md (OUT=... to write elsewhere).
 #
 # Every target is started first and measured in turn, ROUNDS times; medians are reported.
 # Knobs: DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), ROUNDS (3), FG (./fastgateway),
@@ -26,7 +32,9 @@
 #        HS_TIME (1, seconds per s_time run), HS_CLIENTS (2 x THREADS, s_time clients in
 #        parallel: each client waits for its own connection, so twice as many as there are
 #        workers keep every worker busy), FG_BEFORE (another fastgateway binary: its TLS
-#        rows too, to compare two builds in one run).
+#        rows too, to compare two builds in one run), H2_DURATION (5, seconds of h2load),
+#        H2_CONNS (32), H2_STREAMS (10), ONLY_H2 (1: only the HTTP/2 rows and the TLS download
+#        they are compared with; the table is printed, and written only when OUT is given).
 # Not a test: the numbers depend on the machine and its load.
 set -euo pipefail
 
@@ -37,15 +45,24 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
 FG=${FG:-$ROOT/fastgateway}
+if [ -n "${ONLY_H2:-}" ] && [ -z "${OUT:-}" ]; then OUT=/dev/null; fi
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 BIGFILE_MB=${BIGFILE_MB:-256}
 TLS_DURATION=${TLS_DURATION:-5s}
 HS_TIME=${HS_TIME:-1}
 HS_CLIENTS=${HS_CLIENTS:-$((2 * THREADS))}
+H2_DURATION=${H2_DURATION:-5}
+H2_CONNS=${H2_CONNS:-32}
+H2_STREAMS=${H2_STREAMS:-10}
+ONLY_H2=${ONLY_H2:-}
+# Idle upstream connections each proxy worker keeps (fastgateway's maxIdleConnections, nginx's
+# `keepalive`): above the concurrency of every load here (h2load's 32 x 10 streams), so that no
+# proxy closes and reopens upstream connections between bursts. HAProxy keeps them unbounded.
+UP_IDLE=${UP_IDLE:-512}
 NPROC=$(nproc)
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 
-for tool in nginx haproxy wrk curl python3 openssl; do
+for tool in nginx haproxy wrk curl python3 openssl h2load; do
     command -v "$tool" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin
     command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool not found (make deps)" >&2; exit 1; }
 done
@@ -116,14 +133,51 @@ NAMES=()
 ROUNDS=${ROUNDS:-3}
 
 # target NAME PORT MODE: measure NAME later (MODE full: req/s and download; rps: req/s only;
-# tls: over TLS, req/s, handshakes and download). The target's processes are the process group
-# of the last `spawn`.
+# tls: over TLS, req/s, handshakes and download; h2 / h2c: HTTP/2 over TLS / prior knowledge,
+# h2load and download). The target's processes are the process group of the last `spawn`.
 target() {
     NAMES+=("$1")
     PORT[$1]=$2
     MODE[$1]=$3
     PGID[$1]=$LAST_PID
-    if [ "$3" = tls ]; then URL[$1]="https://127.0.0.1:$2"; else URL[$1]="http://127.0.0.1:$2"; fi
+    case $3 in
+    tls | h2) URL[$1]="https://127.0.0.1:$2" ;;
+    *) URL[$1]="http://127.0.0.1:$2" ;;
+    esac
+}
+
+# h2_alias NAME OF: NAME is HTTP/2 (by ALPN) to the running TLS target OF, same processes.
+h2_alias() {
+    if [ -z "${PORT[$2]:-}" ]; then
+        failed "$1" h2
+        return 0
+    fi
+    local last=$LAST_PID
+    LAST_PID=${PGID[$2]}
+    target "$1" "${PORT[$2]}" h2
+    LAST_PID=$last
+}
+
+# skipped NAME: with ONLY_H2, only the HTTP/2 targets take load (the TLS ones give a download).
+skipped() {
+    [ -n "$ONLY_H2" ] && [ "${MODE[$1]}" != h2 ] && [ "${MODE[$1]}" != h2c ]
+}
+
+# h2_load NAME: one h2load run; prints "REQ/S P99_MS CPU_US REQUESTS FAILED" (p99 of the
+# per-request times of its --log-file).
+h2_load() {
+    local n=$1 t0 t1 out rps reqs failed p99
+    rm -f "$TMP/h2load.log"
+    t0=$(group_ticks "${PGID[$n]}")
+    out=$(h2load -t"$THREADS" -c"$H2_CONNS" -m"$H2_STREAMS" -D "$H2_DURATION" \
+        --log-file="$TMP/h2load.log" "${URL[$n]}/" 2>&1) || true
+    t1=$(group_ticks "${PGID[$n]}")
+    rps=$(echo "$out" | awk '/^finished in/ { sub(/,$/, "", $4); printf "%.0f", $4 }')
+    reqs=$(echo "$out" | awk '/^requests:/ { print $8 }')
+    failed=$(echo "$out" | awk '/^requests:/ { print $10 + $12 + $14 }')
+    p99=$(awk -F'\t' '$2 == 200 { print $3 }' "$TMP/h2load.log" 2>/dev/null | sort -n |
+        awk '{ v[NR] = $1 } END { if (NR) { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] / 1000 } }')
+    echo "${rps:-0} ${p99:-0} $(cpu_per "$t0" "$t1" "${reqs:-0}") ${reqs:-0} ${failed:-0}"
 }
 
 # group_ticks PGID: user + sys clock ticks of every live process of the group. Field 2 (comm)
@@ -189,15 +243,29 @@ median() {
 measure_all() {
     local round n out
     declare -A runs p50s p99s cpus hsn hsr hsncpu hsrcpu
-    local t0 t1 reqs r c d
+    local t0 t1 reqs r c d p
     for n in "${NAMES[@]}"; do
         [ -n "${PORT[$n]:-}" ] || continue
-        wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "${URL[$n]}/" >/dev/null 2>&1 || true
+        skipped "$n" && continue
+        case ${MODE[$n]} in
+        h2 | h2c) h2load -t"$THREADS" -c"$H2_CONNS" -m"$H2_STREAMS" -D "${WARMUP%s}" \
+            "${URL[$n]}/" >/dev/null 2>&1 || true ;;
+        *) wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" "${URL[$n]}/" >/dev/null 2>&1 || true ;;
+        esac
     done
     for round in $(seq "$ROUNDS"); do
         for n in "${NAMES[@]}"; do
             [ -n "${PORT[$n]:-}" ] || continue
+            skipped "$n" && continue
             echo "== round $round: $n (port ${PORT[$n]})" >&2
+            if [ "${MODE[$n]}" = h2 ] || [ "${MODE[$n]}" = h2c ]; then
+                local f
+                read -r r p c reqs f <<<"$(h2_load "$n")"
+                echo "   h2load req/s $r, p99 ms $p, CPU µs/req $c, requests $reqs, failed $f" >&2
+                runs[$n]+=" $r" p99s[$n]+=" $p" cpus[$n]+=" $c" p50s[$n]+=" 0"
+                [ "$f" = 0 ] || ERRS[$n]+="$f failed; "
+                continue
+            fi
             t0=$(group_ticks "${PGID[$n]}")
             d=$DURATION
             [ "${MODE[$n]}" != tls ] || d=$TLS_DURATION
@@ -221,6 +289,8 @@ measure_all() {
     done
     for n in "${NAMES[@]}"; do
         [ -n "${PORT[$n]:-}" ] || continue
+        DL[$n]="-"
+        skipped "$n" && continue
         RPS[$n]=$(echo "${runs[$n]}" | median)
         CPU[$n]=$(echo "${cpus[$n]}" | median)
         P50[$n]=$(echo "${p50s[$n]}" | median)
@@ -233,13 +303,24 @@ measure_all() {
         HSRCPU[$n]=$(echo "${hsrcpu[$n]}" | median)
     done
     # Downloads: best of 3, taken in turn as well.
-    local i s code size speed
+    # TLS downloads are HTTP/1.1 (curl would pick h2 by ALPN), h2 and h2c ones HTTP/2.
+    local i s code size speed ver proto
     for i in 1 2 3; do
         for n in "${NAMES[@]}"; do
-            [ "${MODE[$n]:-}" = full ] || [ "${MODE[$n]:-}" = tls ] || continue
-            s=$(curl -k -s -o /dev/null -m 120 -w '%{http_code} %{size_download} %{speed_download}' \
+            [ -n "${PORT[$n]:-}" ] || continue
+            [ -z "$ONLY_H2" ] || [ "${MODE[$n]}" != full ] || continue
+            case ${MODE[$n]} in
+            full) proto=--http1.1 ;;
+            tls) proto=--http1.1 ;;
+            h2) proto=--http2 ;;
+            h2c) proto=--http2-prior-knowledge ;;
+            *) continue ;;
+            esac
+            s=$(curl -k "$proto" -s -o /dev/null -m 120 \
+                -w '%{http_code} %{size_download} %{speed_download} %{http_version}' \
                 "${URL[$n]}/big.bin" || true)
-            read -r code size speed <<<"$s"
+            read -r code size speed ver <<<"$s"
+            case ${MODE[$n]} in h2 | h2c) [ "${ver:-}" = 2 ] || code="$code (HTTP/${ver:-?})" ;; esac
             if [ "${code:-0}" != 200 ] || [ "${size:-0}" != "$BIG_BYTES" ]; then
                 echo "   $n download $i failed: $s" >&2
                 continue
@@ -250,7 +331,7 @@ measure_all() {
     done
 }
 
-target upstream "$UP_PORT" full
+[ -n "$ONLY_H2" ] || target upstream "$UP_PORT" full
 
 # ---- fastgateway ----------------------------------------------------------------------------
 # fg_config NAME PORT ROUTES_JSON [TOP_KEYS [SERVER_KEYS]]: a gateway config in
@@ -266,7 +347,7 @@ fg_config() {
     "log": { "errorLog": "$TMP/$name/error.log", "level": "warn", "accessLog": "off" },
     "servers": [ { "id": "main", "listen": "127.0.0.1:$port" $srv } ],
     "routes": [ $routes ],
-    "clusters": [ { "id": "up",
+    "clusters": [ { "id": "up", "keepAlive": { "maxIdleConnections": $UP_IDLE },
                     "destinations": [ { "id": "u1", "address": "http://127.0.0.1:$UP_PORT" } ] } ]
     $top
 }
@@ -310,8 +391,10 @@ start_fg() {
 }
 
 CATCH_ALL='{ "id": "all", "match": { "path": "/{**rest}" }, "clusterId": "up" }'
-fg_config fastgateway "$(free_port)" "$CATCH_ALL"
-start_fg fastgateway full
+if [ -z "$ONLY_H2" ]; then
+    fg_config fastgateway "$(free_port)" "$CATCH_ALL"
+    start_fg fastgateway full
+fi
 
 # ---- TLS: one ECDSA P-256 certificate for the three proxies ---------------------------------
 mkdir -p "$TMP/tls"
@@ -330,6 +413,9 @@ if [ -n "${FG_BEFORE:-}" ]; then
         ', "tls": { "certificates": ["bench"], "sessionCache": 20000 }'
     start_fg fastgateway-tls-before tls "$FG_BEFORE"
 fi
+
+# The plaintext HTTP/1.1 variants (not with ONLY_H2).
+if [ -z "$ONLY_H2" ]; then
 
 # The same traffic with 999 other routes in front (literal prefixes, templates, hosts,
 # methods): matching must not scan them (at least 90% of the 1-route throughput).
@@ -382,7 +468,7 @@ http {
     access_log off;
     upstream up {
         server 127.0.0.1:$UP_PORT;
-        keepalive 64;
+        keepalive $UP_IDLE;
     }
     server {
         listen 127.0.0.1:$NG_PORT backlog=4096;
@@ -434,6 +520,7 @@ else
     cat "$TMP/haproxy.out" >&2 2>/dev/null || true
     failed haproxy
 fi
+fi # ONLY_H2
 
 # ---- nginx and HAProxy terminating TLS --------------------------------------------------------
 NGS_PORT=$(free_port)
@@ -446,12 +533,13 @@ error_log $TMP/nginx-tls/logs/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
+    keepalive_requests 1000000; # also HTTP/2's requests per connection (default 1000)
     upstream up {
         server 127.0.0.1:$UP_PORT;
-        keepalive 64;
+        keepalive $UP_IDLE;
     }
     server {
-        listen 127.0.0.1:$NGS_PORT ssl backlog=4096;
+        listen 127.0.0.1:$NGS_PORT ssl http2 backlog=4096;
         ssl_certificate $TMP/tls/cert.pem;
         ssl_certificate_key $TMP/tls/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -491,7 +579,7 @@ defaults
     http-reuse always
 
 frontend fe
-    bind 127.0.0.1:$HAS_PORT ssl crt $TMP/tls/bundle.pem
+    bind 127.0.0.1:$HAS_PORT ssl crt $TMP/tls/bundle.pem alpn h2,http/1.1
     default_backend be
 
 backend be
@@ -503,6 +591,56 @@ if wait_https "$HAS_PORT"; then
 else
     cat "$TMP/haproxy-tls.out" >&2 2>/dev/null || true
     failed haproxy-tls tls
+fi
+
+# ---- HTTP/2 ---------------------------------------------------------------------------------
+# h2 by ALPN: the three TLS instances above (fastgateway offers h2 by default; nginx `listen ...
+# ssl http2`, HAProxy `alpn h2,http/1.1`). h2c by prior knowledge: one more instance of each on a
+# plaintext port (fastgateway `"http2": {"h2c": true}`, nginx `listen ... http2`, HAProxy
+# `proto h2`), same workers, same upstream.
+h2_alias fastgateway-h2 fastgateway-tls
+h2_alias nginx-h2 nginx-tls
+h2_alias haproxy-h2 haproxy-tls
+
+# wait_h2c PORT: until an h2c request to http://127.0.0.1:PORT/ answers 200 (10 s at most).
+wait_h2c() {
+    local i
+    for i in $(seq 100); do
+        if [ "$(curl --http2-prior-knowledge -s -o /dev/null -m 1 -w '%{http_code}' \
+            "http://127.0.0.1:$1/" || true)" = 200 ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+fg_config fastgateway-h2c "$(free_port)" "$CATCH_ALL" "" ', "http2": { "h2c": true }'
+start_fg fastgateway-h2c h2c
+
+NGC_PORT=$(free_port)
+mkdir -p "$TMP/nginx-h2c/logs"
+sed -e "s|$TMP/nginx-tls|$TMP/nginx-h2c|g" \
+    -e "s|listen 127.0.0.1:$NGS_PORT ssl http2|listen 127.0.0.1:$NGC_PORT http2|" \
+    -e '/ssl_/d' "$TMP/nginx-tls/nginx.conf" >"$TMP/nginx-h2c/nginx.conf"
+spawn "$TMP/nginx-h2c.out" nginx -p "$TMP/nginx-h2c" -c "$TMP/nginx-h2c/nginx.conf" -g 'daemon off;'
+if wait_h2c "$NGC_PORT"; then
+    target nginx-h2c "$NGC_PORT" h2c
+else
+    cat "$TMP/nginx-h2c.out" "$TMP/nginx-h2c/logs/error.log" >&2 2>/dev/null || true
+    failed nginx-h2c h2c
+fi
+
+HAC_PORT=$(free_port)
+mkdir -p "$TMP/haproxy-h2c"
+sed -e "s|bind 127.0.0.1:$HAS_PORT .*|bind 127.0.0.1:$HAC_PORT proto h2|" \
+    "$TMP/haproxy-tls/haproxy.cfg" >"$TMP/haproxy-h2c/haproxy.cfg"
+spawn "$TMP/haproxy-h2c.out" haproxy -db -f "$TMP/haproxy-h2c/haproxy.cfg"
+if wait_h2c "$HAC_PORT"; then
+    target haproxy-h2c "$HAC_PORT" h2c
+else
+    cat "$TMP/haproxy-h2c.out" >&2 2>/dev/null || true
+    failed haproxy-h2c h2c
 fi
 
 measure_all
@@ -517,7 +655,7 @@ table() {
     echo "|---|---:|---:|---:|---:|---:|---|"
     local n
     for n in "${NAMES[@]}"; do
-        [ "${MODE[$n]:-}" != tls ] || continue
+        case ${MODE[$n]:-} in tls | h2 | h2c) continue ;; esac
         echo "| $n | ${RPS[$n]:-0} | ${CPU[$n]:--} | ${P50[$n]:-0} | ${P99[$n]:-0} | ${DL[$n]:-0} | ${ERRS[$n]:-none} |"
     done
     echo
@@ -540,6 +678,53 @@ table() {
         print ok ? "met" : "not met" }')
     echo "Target (req/s >= 1.0x nginx, p99 <= nginx, download >= 1.0x HAProxy): **$verdict**."
     tls_table
+    h2_table
+}
+
+# The HTTP/2 rows: h2 (TLS, ALPN) and h2c for the three proxies, with the ratios and the targets.
+h2_table() {
+    echo
+    echo "### HTTP/2"
+    echo
+    echo "h2load -t$THREADS -c$H2_CONNS -m$H2_STREAMS -D$H2_DURATION per round; p99 from h2load's per-request log."
+    echo
+    echo "| target | req/s | CPU µs/req | p99 ms | $BIGFILE_MB MiB download GB/s | h2load failures |"
+    echo "|---|---:|---:|---:|---:|---|"
+    local n p
+    for n in fastgateway-h2 nginx-h2 haproxy-h2 fastgateway-h2c nginx-h2c haproxy-h2c; do
+        echo "| $n | ${RPS[$n]:-0} | ${CPU[$n]:--} | ${P99[$n]:-0} | ${DL[$n]:-0} | ${ERRS[$n]:-none} |"
+    done
+    echo "| fastgateway-tls, HTTP/1.1 | | | | ${DL[fastgateway-tls]:-0} | |"
+    echo
+    echo "| ratio | req/s | CPU/req (lower is better) | p99 (lower is better) | download |"
+    echo "|---|---:|---:|---:|---:|"
+    for p in h2 h2c; do
+        for n in nginx haproxy; do
+            echo "| fastgateway/$n, $p | $(ratio "${RPS[fastgateway-$p]}" "${RPS[$n-$p]}") |" \
+                "$(ratio "${CPU[fastgateway-$p]}" "${CPU[$n-$p]}") |" \
+                "$(ratio "${P99[fastgateway-$p]}" "${P99[$n-$p]}") |" \
+                "$(ratio "${DL[fastgateway-$p]}" "${DL[$n-$p]}") |"
+        done
+    done
+    echo "| fastgateway h2 / HTTP/1.1 over TLS | | | | $(ratio "${DL[fastgateway-h2]}" "${DL[fastgateway-tls]}") |"
+    echo
+    local missed
+    missed=$(awk -v fr="${RPS[fastgateway-h2]:-0}" -v hr="${RPS[haproxy-h2]:-0}" \
+        -v fp="${P99[fastgateway-h2]:-0}" -v np="${P99[nginx-h2]:-0}" -v hp="${P99[haproxy-h2]:-0}" \
+        -v fd="${DL[fastgateway-h2]:-0}" -v td="${DL[fastgateway-tls]:-0}" '
+        BEGIN {
+            m = ""
+            if (!(fr + 0 > 0 && fr + 0 >= 1.1 * hr)) m = m " req/s,"
+            b = (np + 0 > 0 && (hp + 0 == 0 || np + 0 < hp + 0)) ? np : hp
+            if (!(fp + 0 > 0 && fp + 0 <= b + 0)) m = m " p99,"
+            if (!(fd + 0 > 0 && fd + 0 >= 0.8 * td)) m = m " download,"
+            sub(/,$/, "", m); print m }')
+    local goal="HTTP/2 target (h2 req/s >= 1.1x HAProxy's, h2 p99 <= the better of nginx and HAProxy, h2 download >= 0.8x fastgateway's HTTP/1.1 over TLS)"
+    if [ -z "$missed" ]; then
+        echo "$goal: **met**."
+    else
+        echo "$goal: **not met** (${missed# })."
+    fi
 }
 
 # The TLS rows: fastgateway-tls, nginx-tls and haproxy-tls with their ratios.
@@ -597,7 +782,7 @@ tls_table() {
 
 first_line() { "$@" 2>&1 | head -1 || true; }
 
-TABLE=$(table)
+if [ -n "$ONLY_H2" ]; then TABLE=$(h2_table); else TABLE=$(table); fi
 echo
 echo "$TABLE"
 
@@ -626,8 +811,9 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "- upstream: nginx, $NPROC workers, \`return 200\` with a 12-byte body on \`/\`, and a"
     echo "  ${BIGFILE_MB} MiB file served with sendfile."
-    echo "- fastgateway: $NPROC workers, one cluster route to the upstream, access log off."
-    echo "- nginx: $NPROC workers, \`proxy_pass\` to an upstream block with \`keepalive 64\`,"
+    echo "- fastgateway: $NPROC workers, one cluster route to the upstream, access log off,"
+    echo "  \`keepAlive.maxIdleConnections: $UP_IDLE\`."
+    echo "- nginx: $NPROC workers, \`proxy_pass\` to an upstream block with \`keepalive $UP_IDLE\`,"
     echo "  \`proxy_http_version 1.1\`, \`proxy_set_header Connection \"\"\`, access log off,"
     echo "  other settings default (proxy_buffering on)."
     echo "- HAProxy: \`nbthread $NPROC\`, \`mode http\`, \`http-reuse always\`."
@@ -657,7 +843,14 @@ mkdir -p "$(dirname "$OUT")"
     echo "    process group's user + sys time over the run / connections) is its own cost. Every"
     echo "    resumed TLS 1.3 handshake ends with a fresh ticket from all three servers (s_time"
     echo "    offers the first session's ticket each time)."
-    echo "  - download: \`curl -k -o /dev/null\` of the same file over https, best of 3."
+    echo "  - download: \`curl -k --http1.1 -o /dev/null\` of the same file over https, best of 3."
+    echo "- HTTP/2: the three TLS instances also offer h2 by ALPN (fastgateway by default, nginx"
+    echo "  \`listen ... ssl http2\` and \`keepalive_requests 1000000\`, HAProxy \`alpn h2,http/1.1\`);"
+    echo "  a fourth instance of each, configured the same on a plaintext port, takes h2c by prior"
+    echo "  knowledge (fastgateway \`\"http2\": {\"h2c\": true}\`, nginx \`listen ... http2\`, HAProxy"
+    echo "  \`proto h2\`). In the same rounds: \`h2load -t$THREADS -c$H2_CONNS -m$H2_STREAMS -D $H2_DURATION --log-file\`"
+    echo "  on \`/\` (req/s from h2load; p99 of the per-request times in its log; CPU µs/req as below),"
+    echo "  and \`curl --http2\` (\`--http2-prior-knowledge\` for h2c) of the file, best of 3."
     if [ -n "${FG_BEFORE:-}" ]; then
         echo "  - fastgateway-tls-before: the same TLS target run by another build"
         echo "    (\`FG_BEFORE=$FG_BEFORE\`, $(first_line "$FG_BEFORE" -v)), measured in the same rounds."

@@ -43,6 +43,9 @@
 /* The client's stream ids run out at 2^31-1 (RFC 9113 5.1.1): past this one the connection
  * retires gracefully so that the client opens a new one in time. */
 #define STREAM_ID_HIGH 0x7ff00000
+/* One read takes up to this much: a connection multiplexes many streams' frames (and uploads
+ * arrive in 16 KiB DATA frames), so a larger read than HTTP/1.1's saves system calls. */
+#define READ_MAX (64 * 1024 - 128)
 
 typedef struct stream_s stream_t;
 typedef struct fg_http2_conn_s fg_http2_conn_t;
@@ -1510,6 +1513,7 @@ int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     fg_conn_set_cbs(c, &conn_cbs, h);
     fg_conn_set_write_timeout(c, srv->send_timeout_ms);
     fg_conn_set_low_watermark(c, OUT_HIGH / 4);
+    fg_conn_set_read_max(c, READ_MAX);
     fg_frontend_add(w, &h->session, &fg_http2_frontend);
     fg_conn_read(c, 1, 0);
     if (w->retiring)
