@@ -588,7 +588,7 @@ static int load_cluster(fg_config_ctx_t *c, const json_t *o, fg_cluster_t *cl)
     cl->lb_policy = FG_LB_POWER_OF_TWO;
     cl->connect_timeout_ms = 5 * 1000;
     cl->activity_timeout_ms = 100 * 1000;
-    cl->max_idle_connections = 64;
+    cl->max_idle_connections = 512;
     cl->idle_timeout_ms = 60 * 1000;
     if (!json_is_object(o))
         return fg_config_fail(c, NULL, "expected an object, got %s", fg_config_type_name(o));
