@@ -408,7 +408,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->lb_policy, FG_LB_POWER_OF_TWO);
     assert_int_equal(c->connect_timeout_ms, 5000);
     assert_int_equal(c->activity_timeout_ms, 100000);
-    assert_int_equal(c->max_idle_connections, 64);
+    assert_int_equal(c->max_idle_connections, 512);
     assert_int_equal(c->idle_timeout_ms, 60000);
     assert_int_equal(c->max_requests_per_connection, 0);
     assert_null(cfg->log.access_path);
