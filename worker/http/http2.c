@@ -760,7 +760,9 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     stream_t *s = src->ptr;
     (void)buf;
     (void)arg;
-    if (evbuffer_get_length(s->out) == 0 && s->file_left > 0 && read_file(s) != 0)
+    /* Refill before the queue runs short of a frame, so that a window opening by a few bytes
+     * never leaves a tiny remainder to go out as a DATA frame of its own. */
+    if (evbuffer_get_length(s->out) < length && s->file_left > 0 && read_file(s) != 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     size_t n = evbuffer_get_length(s->out);
     if (n > length)
