@@ -421,6 +421,7 @@ typedef struct {
     int anonymous_writes;   /* every request allowed without a token (loopback only) */
     int anonymous_metrics;  /* GET of the metrics path without a token */
     char *metrics_path;     /* default "/metrics" */
+    char *dashboard;        /* directory of the dashboard's files, absolute; NULL = none */
 } fg_admin_config_t;
 
 /* ---- servers (listeners) ---- */

@@ -89,17 +89,22 @@ static int check_listen(fg_config_ctx_t *c, fg_admin_config_t *a)
 
 static int load_admin_keys(fg_config_ctx_t *c, const json_t *o, fg_admin_config_t *a)
 {
-    char *token_file = NULL, *state_file = NULL;
+    char *token_file = NULL, *state_file = NULL, *dashboard = NULL;
     if (fg_config_get_string(c, o, "listen", 1, &a->listen) < 0 ||
         fg_config_get_string(c, o, "tokenFile", 1, &token_file) < 0 ||
         fg_config_get_string(c, o, "stateFile", 1, &state_file) < 0 ||
         fg_config_get_bool(c, o, "anonymousWrites", &a->anonymous_writes) < 0 ||
         fg_config_get_bool(c, o, "anonymousMetrics", &a->anonymous_metrics) < 0 ||
-        fg_config_get_string(c, o, "metricsPath", 1, &a->metrics_path) < 0) {
+        fg_config_get_string(c, o, "metricsPath", 1, &a->metrics_path) < 0 ||
+        fg_config_get_string(c, o, "dashboard", 1, &dashboard) < 0) {
         free(token_file);
         free(state_file);
+        free(dashboard);
         return -1;
     }
+    if (dashboard)
+        a->dashboard = fg_config_abs_path(c, dashboard);
+    free(dashboard);
     if (token_file)
         a->token_file = fg_config_abs_path(c, token_file);
     if (state_file)
@@ -115,7 +120,7 @@ int fg_config_load_admin(fg_config_ctx_t *c, const json_t *root)
 {
     static const char *const keys[] = {"listen",          "tokenFile",        "stateFile",
                                        "anonymousWrites", "anonymousMetrics", "metricsPath",
-                                       NULL};
+                                       "dashboard",       NULL};
     fg_admin_config_t *a = &c->cfg->admin;
     json_t *o = NULL;
     int rc = fg_config_get_object(c, root, "admin", keys, &o);
@@ -158,6 +163,7 @@ void fg_config_free_admin(fg_config_t *cfg)
     free(a->token_file);
     free(a->state_file);
     free(a->metrics_path);
+    free(a->dashboard);
 }
 
 /* ---- the state file ---- */

@@ -604,6 +604,8 @@ static void globals(json_t *root, const fg_config_t *cfg)
             set(o, "tokenFile", json_string(a->token_file));
         if (a->state_file)
             set(o, "stateFile", json_string(a->state_file));
+        if (a->dashboard)
+            set(o, "dashboard", json_string(a->dashboard));
         set(root, "admin", o);
     }
     set(root, "shm",
