@@ -18,6 +18,7 @@
 #include <event2/buffer.h>
 
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/xxhash.h"
 #include "master/master_impl.h"
 #include "master/metrics_view.h"
@@ -182,13 +183,17 @@ static void commit(api_t *x, json_t *state, int status, const char *etag, json_t
 {
     char err[1024];
     fg_config_t *cfg = fg_config_load_state(x->m->conf_file, state, err, sizeof(err));
-    if (cfg == NULL) {
+    /* the certificates as -t reads them: a change the reload would refuse is not written */
+    int bad = cfg == NULL || fg_tls_build(cfg, NULL, 0, NULL, NULL, err, sizeof(err)) < 0;
+    if (cfg != NULL)
+        fg_tls_free(cfg);
+    fg_config_free(cfg);
+    if (bad) {
         json_decref(state);
         json_decref(answer);
         fail(x, 400, err);
         return;
     }
-    fg_config_free(cfg);
     int rc = write_state(x->a->state_file, state, err, sizeof(err));
     json_decref(state);
     if (rc < 0) {
