@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,11 +169,16 @@ void fg_config_free_admin(fg_config_t *cfg)
 
 /* ---- the state file ---- */
 
-static int state_fail(char *err, size_t errlen, const char *name, const char *fmt, const char *a,
-                      size_t i)
+static int state_fail(char *err, size_t errlen, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int state_fail(char *err, size_t errlen, const char *name, const char *fmt, ...)
 {
     char what[256];
-    snprintf(what, sizeof(what), fmt, a, i);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
     snprintf(err, errlen, "%s: %s", name, what);
     return -1;
 }
@@ -198,7 +204,7 @@ int fg_config_admin_check_state(const json_t *state, const char *name, char *err
     const char *key;
     json_t *v;
     if (!json_is_object(state))
-        return state_fail(err, errlen, name, "expected an object at the top level%s%zu", "", 0);
+        return state_fail(err, errlen, name, "expected an object at the top level");
     json_object_foreach((json_t *)state, key, v)
     {
         int kind = 0;
@@ -208,23 +214,22 @@ int fg_config_admin_check_state(const json_t *state, const char *name, char *err
             const char *dk;
             json_t *ids;
             if (!json_is_object(v))
-                return state_fail(err, errlen, name, "%s: expected an object%zu", key, 0);
+                return state_fail(err, errlen, name, "%s: expected an object", key);
             json_object_foreach(v, dk, ids)
             {
                 size_t i;
                 json_t *id;
                 if (!json_is_array(ids))
-                    return state_fail(err, errlen, name, "deleted.%s: expected an array%zu", dk,
-                                      0);
+                    return state_fail(err, errlen, name, "deleted.%s: expected an array", dk);
                 json_array_foreach(ids, i, id) if (!json_is_string(id)) return state_fail(
                     err, errlen, name, "deleted.%s[%zu]: expected a string id", dk, i);
             }
             continue;
         }
         if (!kind)
-            return state_fail(err, errlen, name, "unknown key \"%s\"%zu", key, 0);
+            return state_fail(err, errlen, name, "unknown key \"%s\"", key);
         if (!json_is_array(v))
-            return state_fail(err, errlen, name, "%s: expected an array%zu", key, 0);
+            return state_fail(err, errlen, name, "%s: expected an array", key);
         size_t i;
         json_t *e;
         json_array_foreach(v, i, e) if (!json_is_string(json_object_get(e, "id"))) return state_fail(
