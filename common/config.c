@@ -702,8 +702,7 @@ fg_config_t *fg_config_load_traced(const char *file, fg_config_keys_fn on_keys, 
     return load_file(file, on_keys, arg, NULL, err, errlen);
 }
 
-fg_config_t *fg_config_load_state(const char *file, const json_t *state, char *err,
-                                  size_t errlen)
+fg_config_t *fg_config_load_state(const char *file, const json_t *state, char *err, size_t errlen)
 {
     return load_file(file, NULL, NULL, state, err, errlen);
 }

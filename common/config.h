@@ -413,15 +413,15 @@ typedef struct {
     char *listen; /* default "127.0.0.1:9901" when "admin" is present */
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    int loopback;           /* listen is 127.0.0.0/8 or ::1 */
-    char *token;            /* tokenFile's content, trailing blanks cut; NULL = none */
+    int loopback; /* listen is 127.0.0.0/8 or ::1 */
+    char *token;  /* tokenFile's content, trailing blanks cut; NULL = none */
     size_t token_len;
-    char *token_file;       /* absolute */
-    char *state_file;       /* absolute; NULL = the API cannot change the configuration */
-    int anonymous_writes;   /* every request allowed without a token (loopback only) */
-    int anonymous_metrics;  /* GET of the metrics path without a token */
-    char *metrics_path;     /* default "/metrics" */
-    char *dashboard;        /* directory of the dashboard's files, absolute; NULL = none */
+    char *token_file;      /* absolute */
+    char *state_file;      /* absolute; NULL = the API cannot change the configuration */
+    int anonymous_writes;  /* every request allowed without a token (loopback only) */
+    int anonymous_metrics; /* GET of the metrics path without a token */
+    char *metrics_path;    /* default "/metrics" */
+    char *dashboard;       /* directory of the dashboard's files, absolute; NULL = none */
 } fg_admin_config_t;
 
 /* ---- servers (listeners) ---- */

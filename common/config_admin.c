@@ -17,8 +17,8 @@
 /* The state file holds at most what a configuration file may hold. */
 #define STATE_MAX FG_CONFIG_MAX_FILE_SIZE
 
-const char *const fg_config_admin_kinds[] = {"routes", "clusters", "rateLimits", "accessControl",
-                                             "certificates", NULL};
+const char *const fg_config_admin_kinds[] = {"routes",        "clusters",     "rateLimits",
+                                             "accessControl", "certificates", NULL};
 
 static int is_loopback(const struct sockaddr_storage *ss)
 {
@@ -55,8 +55,7 @@ static int read_token(fg_config_ctx_t *c, fg_admin_config_t *a)
     close(fd);
     if (n < 0) {
         free(buf);
-        return fg_config_fail(c, "tokenFile", "cannot read %s: %s", a->token_file,
-                              strerror(errno));
+        return fg_config_fail(c, "tokenFile", "cannot read %s: %s", a->token_file, strerror(errno));
     }
     size_t len = (size_t)n;
     while (len > 0 && strchr(" \t\r\n", buf[len - 1]) != NULL)
@@ -119,9 +118,9 @@ static int load_admin_keys(fg_config_ctx_t *c, const json_t *o, fg_admin_config_
  * an address other hosts can reach would hand the gateway to anyone on the network. */
 int fg_config_load_admin(fg_config_ctx_t *c, const json_t *root)
 {
-    static const char *const keys[] = {"listen",          "tokenFile",        "stateFile",
-                                       "anonymousWrites", "anonymousMetrics", "metricsPath",
-                                       "dashboard",       NULL};
+    static const char *const keys[] = {
+        "listen",           "tokenFile",   "stateFile", "anonymousWrites",
+        "anonymousMetrics", "metricsPath", "dashboard", NULL};
     fg_admin_config_t *a = &c->cfg->admin;
     json_t *o = NULL;
     int rc = fg_config_get_object(c, root, "admin", keys, &o);
@@ -134,8 +133,9 @@ int fg_config_load_admin(fg_config_ctx_t *c, const json_t *root)
         goto fail;
     if (a->metrics_path[0] != '/' || strpbrk(a->metrics_path, "? \t") != NULL ||
         strncmp(a->metrics_path, "/api/", 5) == 0) {
-        fg_config_fail(c, "metricsPath", "must start with \"/\", not with \"/api/\", and hold "
-                                         "no query or blank");
+        fg_config_fail(c, "metricsPath",
+                       "must start with \"/\", not with \"/api/\", and hold "
+                       "no query or blank");
         goto fail;
     }
     if (a->anonymous_writes && !a->loopback) {
@@ -221,8 +221,12 @@ int fg_config_admin_check_state(const json_t *state, const char *name, char *err
                 json_t *id;
                 if (!json_is_array(ids))
                     return state_fail(err, errlen, name, "deleted.%s: expected an array", dk);
-                json_array_foreach(ids, i, id) if (!json_is_string(id)) return state_fail(
-                    err, errlen, name, "deleted.%s[%zu]: expected a string id", dk, i);
+                json_array_foreach(ids, i, id)
+                {
+                    if (!json_is_string(id))
+                        return state_fail(err, errlen, name,
+                                          "deleted.%s[%zu]: expected a string id", dk, i);
+                }
             }
             continue;
         }
@@ -232,8 +236,12 @@ int fg_config_admin_check_state(const json_t *state, const char *name, char *err
             return state_fail(err, errlen, name, "%s: expected an array", key);
         size_t i;
         json_t *e;
-        json_array_foreach(v, i, e) if (!json_is_string(json_object_get(e, "id"))) return state_fail(
-            err, errlen, name, "%s[%zu]: expected an object with a string \"id\"", key, i);
+        json_array_foreach(v, i, e)
+        {
+            if (!json_is_string(json_object_get(e, "id")))
+                return state_fail(err, errlen, name,
+                                  "%s[%zu]: expected an object with a string \"id\"", key, i);
+        }
     }
     return 0;
 }
@@ -303,8 +311,8 @@ json_t *fg_config_admin_read_state(const char *file, char *err, size_t errlen)
 /* Merge `state`, or the file root's admin.stateFile names, into root. */
 int fg_config_admin_apply_state(fg_config_ctx_t *c, json_t *root, const json_t *state)
 {
-    const char *rel = json_string_value(json_object_get(json_object_get(root, "admin"),
-                                                        "stateFile"));
+    const char *rel =
+        json_string_value(json_object_get(json_object_get(root, "admin"), "stateFile"));
     if (state != NULL) {
         if (fg_config_admin_check_state(state, "admin state", c->err, c->errlen) < 0)
             return -1;

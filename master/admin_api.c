@@ -317,8 +317,9 @@ static void put_and_commit(api_t *x, const char *kind, json_t *item, int status)
 static int check_write(api_t *x, const char *etag, int exists)
 {
     if (x->a->state_file == NULL) {
-        fail(x, 409, "admin.stateFile is not configured: the API cannot change the "
-                     "configuration");
+        fail(x, 409,
+             "admin.stateFile is not configured: the API cannot change the "
+             "configuration");
         return -1;
     }
     int st = precondition(x, etag, exists);
@@ -568,9 +569,14 @@ static void acl_dynamic(api_t *x, const char *id, const char *entry)
 static const struct {
     const char *name, *cmd;
 } views[] = {
-    {"status", "show info"},         {"workers", "show workers"}, {"stats", "show stat"},
-    {"health", "show servers"},      {"ratelimitStats", "show ratelimits"},
-    {"aclStats", "show acl"},        {"abnormal", "show abnormal"}, {"shm", "show shm"},
+    {"status", "show info"},
+    {"workers", "show workers"},
+    {"stats", "show stat"},
+    {"health", "show servers"},
+    {"ratelimitStats", "show ratelimits"},
+    {"aclStats", "show acl"},
+    {"abnormal", "show abnormal"},
+    {"shm", "show shm"},
 };
 
 static int runtime_view(api_t *x)
@@ -666,8 +672,7 @@ static void route_api(api_t *x)
  * pass). */
 static int cross_origin(const fg_admin_req_t *req)
 {
-    if (req->origin == NULL || strcmp(req->method, "GET") == 0 ||
-        strcmp(req->method, "HEAD") == 0)
+    if (req->origin == NULL || strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
         return 0;
     const char *o = req->origin;
     if (strncmp(o, "http://", 7) == 0)

@@ -28,9 +28,9 @@ struct fg_admin_conn_s {
     struct fg_admin_conn_s *next, **pprev;
     struct bufferevent *bev;
     struct fg_admin_http_s *h;
-    int closing;       /* answered: close once the output is flushed */
-    int have_head;     /* the head is parsed; waiting for body_len bytes */
-    char *head;        /* the request head, split in place into req's strings */
+    int closing;   /* answered: close once the output is flushed */
+    int have_head; /* the head is parsed; waiting for body_len bytes */
+    char *head;    /* the request head, split in place into req's strings */
     char *body;
     fg_admin_req_t req;
     uint64_t ticket; /* > 0: a deferred answer waits for this reload */
@@ -115,9 +115,8 @@ void fg_admin_respond(fg_admin_conn_t *c, int status, const char *type, const ch
                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s%s"
                         "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
                         "Connection: close\r\n\r\n",
-                        status, reason(status), type ? type : "text/plain", n,
-                        etag ? "ETag: " : "", etag ? etag : "", etag ? "\r\n" : "",
-                        extra ? extra : "");
+                        status, reason(status), type ? type : "text/plain", n, etag ? "ETag: " : "",
+                        etag ? etag : "", etag ? "\r\n" : "", extra ? extra : "");
     if (body && !head)
         evbuffer_add_buffer(out, body);
     else if (body)
@@ -150,8 +149,7 @@ static void error(fg_admin_conn_t *c, int status, const char *msg)
     fg_admin_respond_json(c, status, NULL, json_pack("{s:s}", "error", msg));
 }
 
-void fg_admin_defer(fg_admin_conn_t *c, uint64_t ticket, int status, const char *etag,
-                    json_t *doc)
+void fg_admin_defer(fg_admin_conn_t *c, uint64_t ticket, int status, const char *etag, json_t *doc)
 {
     c->ticket = ticket;
     c->defer_status = status;
@@ -249,8 +247,8 @@ static int field(fg_admin_req_t *req, char *line, long *clen)
 {
     char *colon = strchr(line, ':');
     /* RFC 9112 5.1: no blank between name and colon; 5.2: obs-fold is refused */
-    if (colon == NULL || colon == line || line[0] == ' ' || line[0] == '\t' ||
-        colon[-1] == ' ' || colon[-1] == '\t')
+    if (colon == NULL || colon == line || line[0] == ' ' || line[0] == '\t' || colon[-1] == ' ' ||
+        colon[-1] == '\t')
         return 400;
     *colon = '\0';
     char *v = trim(colon + 1);
@@ -361,8 +359,9 @@ static void on_read(struct bufferevent *bev, void *arg)
         long clen = -1;
         int st = parse_head(c, &clen);
         if (st != 0) {
-            error(c, st, st == 501 ? "Transfer-Encoding is not supported: send Content-Length"
-                                   : "malformed request");
+            error(c, st,
+                  st == 501 ? "Transfer-Encoding is not supported: send Content-Length"
+                            : "malformed request");
             return;
         }
         c->req.body_len = clen > 0 ? (size_t)clen : 0;

@@ -57,8 +57,7 @@ void fg_admin_respond(fg_admin_conn_t *c, int status, const char *type, const ch
 void fg_admin_respond_json(fg_admin_conn_t *c, int status, const char *etag, json_t *doc);
 /* Answer later: once the reload with a number >= ticket ends, doc (stolen) gets the reload's
  * outcome under "reload" and is sent with status, or with 500 when the reload failed. */
-void fg_admin_defer(fg_admin_conn_t *c, uint64_t ticket, int status, const char *etag,
-                    json_t *doc);
+void fg_admin_defer(fg_admin_conn_t *c, uint64_t ticket, int status, const char *etag, json_t *doc);
 /* A reload ended: answer the deferred requests up to `upto` with its outcome. */
 void fg_admin_http_resolve(fg_admin_http_t *h, uint64_t upto, const json_t *outcome);
 

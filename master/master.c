@@ -458,8 +458,8 @@ static void commit(master_t *m)
     if (fg_metrics_http_apply(&m->metrics_http, m->base, g->cfg, fg_master_metrics_scrape, m, err,
                               sizeof(err)) < 0)
         fg_log_error("reload: %s; the metrics listener is unchanged", err);
-    if (fg_admin_http_apply(&m->admin, m->base, g->cfg, fg_admin_api_handle, m, err,
-                            sizeof(err)) < 0)
+    if (fg_admin_http_apply(&m->admin, m->base, g->cfg, fg_admin_api_handle, m, err, sizeof(err)) <
+        0)
         fg_log_error("reload: %s; the admin listener is unchanged", err);
     zones_sweep(m);
     m->reloads++;

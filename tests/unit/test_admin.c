@@ -38,7 +38,8 @@ static json_t *load(const char *s)
  * "deleted" leave the file's list. */
 static void test_merge_rule(void **state)
 {
-    json_t *root = load("{\"routes\": [{\"id\": \"a\", \"v\": 1}, {\"id\": \"b\"}, {\"id\": \"c\"}]}");
+    json_t *root =
+        load("{\"routes\": [{\"id\": \"a\", \"v\": 1}, {\"id\": \"b\"}, {\"id\": \"c\"}]}");
     json_t *st = load("{\"routes\": [{\"id\": \"c\", \"v\": 2}, {\"id\": \"d\"}],"
                       " \"deleted\": {\"routes\": [\"b\"]}, \"clusters\": [{\"id\": \"x\"}]}");
     char err[256];
