@@ -763,8 +763,12 @@ void fg_admin_api_static(master_t *m, fg_admin_conn_t *c, const fg_admin_req_t *
     struct evbuffer *b = evbuffer_new();
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat st;
-    if (b == NULL || fd == -1 || fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
-        st.st_size > MAX_ASSET || evbuffer_read(b, fd, (int)st.st_size) != (int)st.st_size) {
+    int ok = b != NULL && fd != -1 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+             st.st_size <= MAX_ASSET;
+    /* evbuffer_read takes a few KiB per call */
+    while (ok && evbuffer_get_length(b) < (size_t)st.st_size)
+        ok = evbuffer_read(b, fd, (int)(st.st_size - (off_t)evbuffer_get_length(b))) > 0;
+    if (!ok) {
         fg_log_error("admin: dashboard %s: %s", path, fd == -1 ? strerror(errno) : "unreadable");
         fg_admin_respond_json(c, 500, NULL, json_pack("{s:s}", "error", "dashboard unreadable"));
     } else {

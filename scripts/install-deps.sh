@@ -2,7 +2,8 @@
 # Installs every Debian package FastGateway's build, tests and benchmarks need.
 # Idempotent: only missing packages are installed; when nothing is missing it does nothing
 # (no apt-get update, no root needed). nginx and haproxy are only benchmark/comparison tools,
-# and prometheus is only there for promtool (tests/integration/test_metrics.py): their Debian
+# prometheus is only there for promtool (tests/integration/test_metrics.py) and chromium for
+# tests/integration/test_dashboard.py: the Debian
 # services are stopped so they never hold port 80, 9090 or any other port.
 set -eu
 
