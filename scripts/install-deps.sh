@@ -2,16 +2,16 @@
 # Installs every Debian package FastGateway's build, tests and benchmarks need.
 # Idempotent: only missing packages are installed; when nothing is missing it does nothing
 # (no apt-get update, no root needed). nginx and haproxy are only benchmark/comparison tools,
-# prometheus is only there for promtool (tests/integration/test_metrics.py) and chromium for
-# tests/integration/test_dashboard.py: the Debian
-# services are stopped so they never hold port 80, 9090 or any other port.
+# and prometheus is only there for promtool (tests/integration/test_metrics.py): their Debian
+# services are stopped so they never hold port 80, 9090 or any other port. chromium runs
+# tests/integration/test_dashboard.py headless.
 set -eu
 
 PACKAGES="build-essential pkg-config clang libevent-dev libssl-dev libnghttp2-dev
 libjansson-dev libcmocka-dev libclang-rt-14-dev python3 python3-pytest curl nghttp2-client wrk
 nginx-light haproxy procps psmisc clang-format cppcheck socat systemd logrotate strace groff-base
 man-db python3-cryptography openssl testssl.sh python3-h2 python3-grpcio nghttp2-server
-prometheus"
+prometheus python3-websockets chromium"
 
 missing=""
 for p in $PACKAGES; do
