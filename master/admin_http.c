@@ -123,6 +123,9 @@ void fg_admin_respond(fg_admin_conn_t *c, int status, const char *type, const ch
         evbuffer_drain(body, n);
     c->closing = 1;
     bufferevent_disable(c->bev, EV_READ);
+    /* a deferred answer ran without a timeout: a client that does not read is still bounded */
+    struct timeval tv = {REQUEST_TIMEOUT_S, 0};
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
 }
 
 void fg_admin_respond_json(fg_admin_conn_t *c, int status, const char *etag, json_t *doc)
