@@ -45,8 +45,9 @@ class Page:
 
     async def wait_for(self, expr, timeout=10.0):
         deadline = time.monotonic() + timeout
+        guarded = "(() => { try { return (%s); } catch (e) { return false; } })()" % expr
         while time.monotonic() < deadline:
-            v = await self.eval(expr)
+            v = await self.eval(guarded)  # the page may still be loading
             if v:
                 return v
             await asyncio.sleep(0.1)
