@@ -422,6 +422,9 @@ typedef struct {
     int anonymous_metrics; /* GET of the metrics path without a token */
     char *metrics_path;    /* default "/metrics" */
     char *dashboard;       /* directory of the dashboard's files, absolute; NULL = none */
+    long tls_cert;         /* admin.tls.certificate: index in certificates, -1 = plain HTTP */
+    char *tls_cert_id;
+    char *client_ca_file; /* admin.tls.clientCaFile, absolute; NULL = no client certificates */
 } fg_admin_config_t;
 
 /* ---- servers (listeners) ---- */

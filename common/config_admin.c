@@ -114,13 +114,52 @@ static int load_admin_keys(fg_config_ctx_t *c, const json_t *o, fg_admin_config_
     return 0;
 }
 
+/* "tls": {"certificate": ID of "certificates", "clientCaFile": PEM of the CAs whose client
+ * certificates authenticate a request}. */
+static int load_admin_tls(fg_config_ctx_t *c, const json_t *o, fg_admin_config_t *a)
+{
+    static const char *const keys[] = {"certificate", "clientCaFile", NULL};
+    json_t *t = NULL;
+    char *ca = NULL;
+    a->tls_cert = -1;
+    int rc = fg_config_get_object(c, o, "tls", keys, &t);
+    if (rc <= 0)
+        return rc;
+    size_t mark = fg_config_push_key(c, "tls");
+    rc = -1;
+    if (fg_config_require_string(c, t, "certificate", &a->tls_cert_id) < 0 ||
+        fg_config_get_string(c, t, "clientCaFile", 1, &ca) < 0)
+        goto out;
+    for (size_t i = 0; i < c->cfg->ncertificates; i++)
+        if (strcmp(c->cfg->certificates[i].id, a->tls_cert_id) == 0)
+            a->tls_cert = (long)i;
+    if (a->tls_cert < 0) {
+        fg_config_fail(c, "certificate", "unknown certificate \"%s\" (not in \"certificates\")",
+                       a->tls_cert_id);
+        goto out;
+    }
+    if (ca != NULL) {
+        a->client_ca_file = fg_config_abs_path(c, ca);
+        if (access(a->client_ca_file, R_OK) == -1) {
+            fg_config_fail(c, "clientCaFile", "cannot read %s: %s", a->client_ca_file,
+                           strerror(errno));
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(ca);
+    fg_config_pop(c, mark);
+    return rc;
+}
+
 /* Absent: no admin listener. Present: listen defaults to 127.0.0.1:9901. Anonymous writes on
  * an address other hosts can reach would hand the gateway to anyone on the network. */
 int fg_config_load_admin(fg_config_ctx_t *c, const json_t *root)
 {
     static const char *const keys[] = {
-        "listen",           "tokenFile",   "stateFile", "anonymousWrites",
-        "anonymousMetrics", "metricsPath", "dashboard", NULL};
+        "listen",    "tokenFile", "stateFile", "anonymousWrites", "anonymousMetrics", "metricsPath",
+        "dashboard", "tls",       NULL};
     fg_admin_config_t *a = &c->cfg->admin;
     json_t *o = NULL;
     int rc = fg_config_get_object(c, root, "admin", keys, &o);
@@ -129,7 +168,7 @@ int fg_config_load_admin(fg_config_ctx_t *c, const json_t *root)
     size_t mark = fg_config_push_key(c, "admin");
     a->listen = fg_config_xstrdup("127.0.0.1:9901");
     a->metrics_path = fg_config_xstrdup("/metrics");
-    if (load_admin_keys(c, o, a) < 0 || check_listen(c, a) < 0)
+    if (load_admin_keys(c, o, a) < 0 || check_listen(c, a) < 0 || load_admin_tls(c, o, a) < 0)
         goto fail;
     if (a->metrics_path[0] != '/' || strpbrk(a->metrics_path, "? \t") != NULL ||
         strncmp(a->metrics_path, "/api/", 5) == 0) {
@@ -165,6 +204,8 @@ void fg_config_free_admin(fg_config_t *cfg)
     free(a->state_file);
     free(a->metrics_path);
     free(a->dashboard);
+    free(a->tls_cert_id);
+    free(a->client_ca_file);
 }
 
 /* ---- the state file ---- */

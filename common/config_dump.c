@@ -606,6 +606,12 @@ static void globals(json_t *root, const fg_config_t *cfg)
             set(o, "stateFile", json_string(a->state_file));
         if (a->dashboard)
             set(o, "dashboard", json_string(a->dashboard));
+        if (a->tls_cert_id) {
+            json_t *t = json_pack("{s:s}", "certificate", a->tls_cert_id);
+            if (a->client_ca_file)
+                set(t, "clientCaFile", json_string(a->client_ca_file));
+            set(o, "tls", t);
+        }
         set(root, "admin", o);
     }
     set(root, "shm",

@@ -14,10 +14,14 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <event2/bufferevent_ssl.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "common/log.h"
+#include "common/tls.h"
 
 #define MAX_CONNS 64
 #define REQUEST_TIMEOUT_S 10
@@ -41,6 +45,7 @@ struct fg_admin_conn_s {
 
 struct fg_admin_http_s {
     struct evconnlistener *lev;
+    SSL_CTX *ctx; /* admin.tls; NULL = plain HTTP */
     char *listen;
     fg_admin_handler_fn fn;
     void *arg;
@@ -331,6 +336,11 @@ static int parse_head(fg_admin_conn_t *c, long *clen)
 static void dispatch(fg_admin_conn_t *c)
 {
     c->req.body = c->body ? c->body : "";
+    SSL *ssl = c->h->ctx ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+    /* SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT: a certificate, when sent, has been
+     * verified against clientCaFile by the handshake; check the outcome all the same */
+    c->req.client_cert =
+        ssl && SSL_get0_peer_certificate(ssl) && SSL_get_verify_result(ssl) == X509_V_OK;
     c->h->fn(c->h->arg, c, &c->req);
 }
 
@@ -395,6 +405,8 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     fg_admin_conn_t *c = arg;
+    if (what & BEV_EVENT_CONNECTED)
+        return; /* the TLS handshake is done */
     /* a client that half-closed after its request still gets the deferred answer */
     if (c->ticket && (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR))
         return;
@@ -407,9 +419,15 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     fg_admin_http_t *h = arg;
     fg_admin_conn_t *c = h->nconns < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
     struct bufferevent *bev = NULL;
-    if (c != NULL)
+    SSL *ssl = c && h->ctx ? SSL_new(h->ctx) : NULL;
+    if (c != NULL && h->ctx == NULL)
         bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd, BEV_OPT_CLOSE_ON_FREE);
+    else if (ssl != NULL)
+        bev = bufferevent_openssl_socket_new(evconnlistener_get_base(lev), fd, ssl,
+                                             BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL) {
+        if (ssl != NULL)
+            SSL_free(ssl);
         free(c);
         close(fd);
         return;
@@ -443,6 +461,44 @@ static int open_socket(const fg_admin_config_t *a, char *err, size_t errlen)
     return fd;
 }
 
+/* The TLS context of admin.tls from the certificate cfg's generation loaded (fg_tls_build):
+ * *out NULL for plain HTTP. Returns 0, or -1 with err. */
+static int make_ctx(const fg_config_t *cfg, SSL_CTX **out, char *err, size_t errlen)
+{
+    const fg_admin_config_t *a = &cfg->admin;
+    X509 *leaf;
+    EVP_PKEY *pkey;
+    STACK_OF(X509) * chain;
+    *out = NULL;
+    if (a->tls_cert < 0)
+        return 0;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL || fg_tls_cert_pair(cfg, (size_t)a->tls_cert, &leaf, &pkey, &chain) < 0 ||
+        SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_use_certificate(ctx, leaf) != 1 || SSL_CTX_use_PrivateKey(ctx, pkey) != 1)
+        goto fail;
+    for (int i = 0; chain && i < sk_X509_num(chain); i++)
+        if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1)
+            goto fail;
+    if (a->client_ca_file) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(a->client_ca_file);
+        if (names == NULL || SSL_CTX_load_verify_locations(ctx, a->client_ca_file, NULL) != 1) {
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+            goto fail;
+        }
+        SSL_CTX_set_client_CA_list(ctx, names);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    *out = ctx;
+    return 0;
+fail:
+    snprintf(err, errlen, "admin.tls: cannot set up certificate \"%s\"%s%s", a->tls_cert_id,
+             a->client_ca_file ? " or clientCaFile " : "",
+             a->client_ca_file ? a->client_ca_file : "");
+    SSL_CTX_free(ctx);
+    return -1;
+}
+
 fg_admin_http_t *fg_admin_http_new(struct event_base *base, const fg_config_t *cfg,
                                    fg_admin_handler_fn fn, void *arg, char *err, size_t errlen)
 {
@@ -453,6 +509,8 @@ fg_admin_http_t *fg_admin_http_new(struct event_base *base, const fg_config_t *c
     }
     h->fn = fn;
     h->arg = arg;
+    if (make_ctx(cfg, &h->ctx, err, errlen) < 0)
+        goto out_free;
     int fd = open_socket(&cfg->admin, err, errlen);
     if (fd < 0)
         goto out_free;
@@ -465,8 +523,10 @@ fg_admin_http_t *fg_admin_http_new(struct event_base *base, const fg_config_t *c
     }
     return h;
 out_free:
-    if (h)
+    if (h) {
+        SSL_CTX_free(h->ctx);
         free(h->listen);
+    }
     free(h);
     return NULL;
 }
@@ -475,8 +535,15 @@ int fg_admin_http_apply(fg_admin_http_t **h, struct event_base *base, const fg_c
                         fg_admin_handler_fn fn, void *arg, char *err, size_t errlen)
 {
     fg_admin_http_t *cur = *h;
-    if (cur && cfg->admin.listen && strcmp(cur->listen, cfg->admin.listen) == 0)
+    if (cur && cfg->admin.listen && strcmp(cur->listen, cfg->admin.listen) == 0) {
+        /* the same socket; the certificate may have changed: new connections take the new */
+        SSL_CTX *ctx;
+        if (make_ctx(cfg, &ctx, err, errlen) < 0)
+            return -1;
+        SSL_CTX_free(cur->ctx);
+        cur->ctx = ctx;
         return 0;
+    }
     fg_admin_http_t *next = NULL;
     if (cfg->admin.listen) {
         /* the new listener first: when it cannot listen, the old one keeps serving */
@@ -501,6 +568,7 @@ void fg_admin_http_free(fg_admin_http_t *h)
     while (h->conns)
         conn_free(h->conns);
     evconnlistener_free(h->lev);
+    SSL_CTX_free(h->ctx);
     for (size_t i = 0; i < HISTORY; i++)
         json_decref(h->history[i]);
     free(h->listen);

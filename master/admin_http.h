@@ -33,6 +33,7 @@ typedef struct {
     const char *host;
     const char *body; /* body_len bytes, NUL-terminated */
     size_t body_len;
+    int client_cert; /* over TLS, a client certificate clientCaFile verified */
 } fg_admin_req_t;
 
 typedef void (*fg_admin_handler_fn)(void *arg, fg_admin_conn_t *c, const fg_admin_req_t *req);
