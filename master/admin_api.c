@@ -62,11 +62,30 @@ static int bearer_ok(const fg_admin_config_t *a, const char *auth)
     return fg_admin_token_equal(t, strlen(t), a->token, a->token_len);
 }
 
+/* 1 when Host names the loopback: 127.x.x.x, [::1] or localhost, with or without a port. */
+static int loopback_host(const char *host)
+{
+    if (host == NULL)
+        return 0;
+    size_t n = strlen(host);
+    const char *colon = strrchr(host, ':');
+    if (colon && host[0] != '[')
+        n = (size_t)(colon - host);
+    else if (host[0] == '[')
+        return strncmp(host, "[::1]", 5) == 0 && (host[5] == '\0' || host[5] == ':');
+    if (n == 9 && strncasecmp(host, "localhost", 9) == 0)
+        return 1;
+    return n >= 7 && n < 16 && strncmp(host, "127.", 4) == 0 && strspn(host, "0123456789.") >= n;
+}
+
+/* Anonymous access is also held to a Host that names the loopback: a web page whose name
+ * a hostile DNS server re-points at 127.0.0.1 sends its own name, and is refused. */
 static int authorized(const fg_admin_config_t *a, const fg_admin_req_t *req, int metrics)
 {
-    if (a->anonymous_writes || (metrics && a->anonymous_metrics) || req->client_cert)
+    if (req->client_cert || bearer_ok(a, req->authorization))
         return 1;
-    return bearer_ok(a, req->authorization);
+    return (a->anonymous_writes || (metrics && a->anonymous_metrics)) &&
+           (!a->loopback || loopback_host(req->host));
 }
 
 /* ---- paths ---- */

@@ -487,3 +487,17 @@ def test_tls_certificate_must_exist(tmp_path):
     proc = run_t(tmp_path, cfg)
     assert proc.returncode == 1
     assert 'admin.tls.certificate: unknown certificate "nope"' in proc.stderr
+
+
+def test_anonymous_access_needs_a_loopback_host(tmp_path, gateway_factory):
+    """A page whose DNS name was re-pointed at 127.0.0.1 sends its own Host: refused."""
+    port, aport = free_port(), free_port()
+    gateway_factory(admin_config(tmp_path, port, aport, anonymousWrites=True))
+    base = "http://127.0.0.1:%d/api/status" % aport
+    assert http_request("GET", base)[0] == 200
+    assert http_request("GET", base, headers={"Host": "localhost:%d" % aport})[0] == 200
+    assert http_request("GET", base, headers={"Host": "evil.example:%d" % aport})[0] == 401
+    assert http_request("GET", base, headers={"Host": "127.0.0.1.evil.example"})[0] == 401
+    # a token still works whatever the Host
+    assert http_request("GET", base, headers={"Host": "evil.example",
+                                              "Authorization": "Bearer " + TOKEN})[0] == 200
