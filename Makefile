@@ -145,6 +145,7 @@ $(CERTS_DIR)/client.crt: $(CERTS_DIR)/ca.crt
 SYSCONFDIR   ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 DOCDIR       ?= $(PREFIX)/share/doc/fastgateway
 MANDIR       ?= $(PREFIX)/share/man
+DASHDIR      ?= $(PREFIX)/share/fastgateway/dashboard
 UNITDIR      ?= $(PREFIX)/lib/systemd/system
 LOGROTATEDIR ?= /etc/logrotate.d
 LOGDIR       ?= /var/log/fastgateway
@@ -186,6 +187,8 @@ install: fastgateway
 	install -m 0644 docs/man/fastgateway.8 $(DESTDIR)$(MANDIR)/man8/fastgateway.8
 	install -m 0644 docs/man/fastgateway.json.5 $(DESTDIR)$(MANDIR)/man5/fastgateway.json.5
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(DASHDIR)
+	install -m 0644 admin/dashboard/* $(DESTDIR)$(DASHDIR)/
 
 FMT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:

@@ -545,6 +545,7 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                                        "tls",
                                        "watchConfig",
                                        "metrics",
+                                       "admin",
                                        NULL};
 
     if (!json_is_object(root))
@@ -555,7 +556,8 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
         fg_config_load_certificates(c, root) < 0 || load_servers(c, root) < 0 ||
         fg_config_load_clusters(c, root) < 0 || fg_config_load_routes(c, root) < 0 ||
         fg_config_resolve_error_pages(c) < 0 || fg_config_load_security(c, root) < 0 ||
-        fg_config_resolve_security(c) < 0 || fg_config_load_metrics(c, root) < 0)
+        fg_config_resolve_security(c) < 0 || fg_config_load_metrics(c, root) < 0 ||
+        fg_config_load_admin(c, root) < 0)
         return -1;
     attach_routes(c->cfg);
     return 0;
@@ -563,33 +565,48 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
 
 /* ---- public ---- */
 
-static fg_config_t *load_text(const char *name, const char *json, fg_config_keys_fn on_keys,
-                              void *arg, char *err, size_t errlen)
+/* The document of text (comments stripped) with the API state merged in; NULL with err. */
+static json_t *parse_merged(fg_config_ctx_t *c, const char *json, const json_t *state)
 {
-    fg_config_ctx_t c = {
-        .name = name, .err = err, .errlen = errlen, .on_keys = on_keys, .on_keys_arg = arg};
     json_error_t jerr;
     int line = 0, col = 0;
-    fg_config_t *cfg = NULL;
-
-    if (errlen)
-        err[0] = '\0';
     char *text = fg_config_strip_comments(json, &line, &col);
     if (text == NULL) {
-        snprintf(err, errlen, "%s:%d:%d: unterminated /* comment", name, line, col);
+        snprintf(c->err, c->errlen, "%s:%d:%d: unterminated /* comment", c->name, line, col);
         return NULL;
     }
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
     if (root == NULL) {
-        snprintf(err, errlen, "%s:%d:%d: %s", name, jerr.line, jerr.column, jerr.text);
+        snprintf(c->err, c->errlen, "%s:%d:%d: %s", c->name, jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+    if (json_is_object(root) && fg_config_admin_apply_state(c, root, state) < 0) {
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+static fg_config_t *load_text(const char *name, const char *json, fg_config_keys_fn on_keys,
+                              void *arg, const json_t *state, char *err, size_t errlen)
+{
+    fg_config_ctx_t c = {
+        .name = name, .err = err, .errlen = errlen, .on_keys = on_keys, .on_keys_arg = arg};
+    fg_config_t *cfg = NULL;
+
+    if (errlen)
+        err[0] = '\0';
+    char *dir = fg_config_base_dir(name);
+    c.basedir = dir;
+    json_t *root = parse_merged(&c, json, state);
+    if (root == NULL) {
+        free(dir);
         return NULL;
     }
     cfg = fg_config_xcalloc(1, sizeof(*cfg));
     cfg->file = fg_config_xstrdup(name);
     c.cfg = cfg;
-    char *dir = fg_config_base_dir(name);
-    c.basedir = dir;
     int rc = load_root(&c, root);
     free(dir);
     json_decref(root);
@@ -602,7 +619,7 @@ static fg_config_t *load_text(const char *name, const char *json, fg_config_keys
 
 fg_config_t *fg_config_load_string(const char *name, const char *json, char *err, size_t errlen)
 {
-    return load_text(name, json, NULL, NULL, err, errlen);
+    return load_text(name, json, NULL, NULL, NULL, err, errlen);
 }
 
 static const char *file_kind(mode_t mode)
@@ -684,8 +701,8 @@ out_close:
     return NULL;
 }
 
-fg_config_t *fg_config_load_traced(const char *file, fg_config_keys_fn on_keys, void *arg,
-                                   char *err, size_t errlen)
+static fg_config_t *load_file(const char *file, fg_config_keys_fn on_keys, void *arg,
+                              const json_t *state, char *err, size_t errlen)
 {
     size_t len = 0;
     char *buf = read_file(file, &len, err, errlen);
@@ -696,9 +713,35 @@ fg_config_t *fg_config_load_traced(const char *file, fg_config_keys_fn on_keys, 
         free(buf);
         return NULL;
     }
-    fg_config_t *cfg = load_text(file, buf, on_keys, arg, err, errlen);
+    fg_config_t *cfg = load_text(file, buf, on_keys, arg, state, err, errlen);
     free(buf);
     return cfg;
+}
+
+fg_config_t *fg_config_load_traced(const char *file, fg_config_keys_fn on_keys, void *arg,
+                                   char *err, size_t errlen)
+{
+    return load_file(file, on_keys, arg, NULL, err, errlen);
+}
+
+fg_config_t *fg_config_load_state(const char *file, const json_t *state, char *err, size_t errlen)
+{
+    return load_file(file, NULL, NULL, state, err, errlen);
+}
+
+json_t *fg_config_merged_json(const char *file, const json_t *state, char *err, size_t errlen)
+{
+    size_t len = 0;
+    char *buf = read_file(file, &len, err, errlen);
+    if (buf == NULL)
+        return NULL;
+    fg_config_ctx_t c = {.name = file, .err = err, .errlen = errlen};
+    char *dir = fg_config_base_dir(file);
+    c.basedir = dir;
+    json_t *root = parse_merged(&c, buf, state);
+    free(dir);
+    free(buf);
+    return root;
 }
 
 fg_config_t *fg_config_load(const char *file, char *err, size_t errlen)
@@ -741,6 +784,7 @@ void fg_config_free(fg_config_t *cfg)
     free(cfg->status_socket);
     free(cfg->status_group);
     fg_config_free_metrics(cfg);
+    fg_config_free_admin(cfg);
     if (cfg->json_root)
         json_decref(cfg->json_root);
     for (size_t i = 0; i < cfg->nwarnings; i++)

@@ -426,6 +426,25 @@ typedef struct {
     int expose_acl_ids; /* a 403 body names the list that refused; default 0 */
 } fg_responses_config_t;
 
+/* "admin": the master's admin API listener (docs/admin.md); listen NULL = none. */
+typedef struct {
+    char *listen; /* default "127.0.0.1:9901" when "admin" is present */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int loopback; /* listen is 127.0.0.0/8 or ::1 */
+    char *token;  /* tokenFile's content, trailing blanks cut; NULL = none */
+    size_t token_len;
+    char *token_file;      /* absolute */
+    char *state_file;      /* absolute; NULL = the API cannot change the configuration */
+    int anonymous_writes;  /* every request allowed without a token (loopback only) */
+    int anonymous_metrics; /* GET of the metrics path without a token */
+    char *metrics_path;    /* default "/metrics" */
+    char *dashboard;       /* directory of the dashboard's files, absolute; NULL = none */
+    long tls_cert;         /* admin.tls.certificate: index in certificates, -1 = plain HTTP */
+    char *tls_cert_id;
+    char *client_ca_file; /* admin.tls.clientCaFile, absolute; NULL = no client certificates */
+} fg_admin_config_t;
+
 /* ---- servers (listeners) ---- */
 
 /* A server's "http2" object (worker/http/http2.c, docs/http2.md): how HTTP/2 is reached on a
@@ -538,6 +557,7 @@ typedef struct {
     char *metrics_path; /* default "/metrics" */
     struct sockaddr_storage metrics_addr;
     socklen_t metrics_addrlen;
+    fg_admin_config_t admin; /* "admin" (master/admin_http.c, docs/admin.md) */
 } fg_config_t;
 
 /* The largest configuration file fg_config_load reads (docs/config.md). */
@@ -566,6 +586,26 @@ int fg_config_parse_duration(
     const char *s, uint64_t *ms); /* "500ms" "30s" "5m" "1h" "2d", bare number = seconds */
 int fg_config_parse_size(const char *s, uint64_t *bytes); /* "512" "64k" "64m" "1g" */
 int fg_config_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+/* fg_config_load with the API state document `state` (common/config_admin.c) merged in place of
+ * the file admin.stateFile names; state NULL reads that file as fg_config_load does. */
+struct json_t;
+fg_config_t *fg_config_load_state(const char *file, const struct json_t *state, char *err,
+                                  size_t errlen);
+/* The document fg_config_load_state validates: the file's JSON with `state` (or the state file
+ * when NULL) merged in. NULL with err on a read or syntax error. The caller decrefs. */
+struct json_t *fg_config_merged_json(const char *file, const struct json_t *state, char *err,
+                                     size_t errlen);
+
+/* The API state document (common/config_admin.c, docs/admin.md): the kinds it may hold, NULL
+ * terminated; the index of the element of arr with that "id" (-1); the shape check; the merge
+ * into a configuration document; the file read (absent = an empty object). */
+extern const char *const fg_config_admin_kinds[];
+long fg_config_admin_find(const struct json_t *arr, const char *id);
+int fg_config_admin_check_state(const struct json_t *state, const char *name, char *err,
+                                size_t errlen);
+void fg_config_admin_merge(struct json_t *root, const struct json_t *state);
+struct json_t *fg_config_admin_read_state(const char *file, char *err, size_t errlen);
 
 fg_cluster_t *fg_config_find_cluster(const fg_config_t *cfg, const char *id);
 

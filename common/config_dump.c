@@ -605,6 +605,25 @@ static void globals(json_t *root, const fg_config_t *cfg)
     if (cfg->metrics_listen)
         set(root, "metrics",
             json_pack("{s:s, s:s}", "listen", cfg->metrics_listen, "path", cfg->metrics_path));
+    if (cfg->admin.listen) {
+        const fg_admin_config_t *a = &cfg->admin;
+        json_t *o = json_pack("{s:s, s:b, s:b, s:s}", "listen", a->listen, "anonymousWrites",
+                              a->anonymous_writes, "anonymousMetrics", a->anonymous_metrics,
+                              "metricsPath", a->metrics_path);
+        if (a->token_file)
+            set(o, "tokenFile", json_string(a->token_file));
+        if (a->state_file)
+            set(o, "stateFile", json_string(a->state_file));
+        if (a->dashboard)
+            set(o, "dashboard", json_string(a->dashboard));
+        if (a->tls_cert_id) {
+            json_t *t = json_pack("{s:s}", "certificate", a->tls_cert_id);
+            if (a->client_ca_file)
+                set(t, "clientCaFile", json_string(a->client_ca_file));
+            set(o, "tls", t);
+        }
+        set(root, "admin", o);
+    }
     set(root, "shm",
         json_pack("{s:o, s:o, s:o, s:o}", "size", size(cfg->shm_size), "rateLimitZone",
                   size(cfg->shm_ratelimit_zone), "accessControlZone", size(cfg->shm_acl_zone),

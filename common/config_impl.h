@@ -117,6 +117,11 @@ void fg_config_free_tls(fg_config_t *cfg);
 /* common/config_http2.c: a server's "http2" object (after its "tls"). */
 int fg_config_load_server_http2(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s);
 void fg_config_free_routes(fg_config_t *cfg);
+/* common/config_admin.c: "admin" (after servers and metrics, whose addresses it must not take),
+ * and the API state file merged into the document before it loads (docs/admin.md). */
+int fg_config_load_admin(fg_config_ctx_t *c, const json_t *root);
+void fg_config_free_admin(fg_config_t *cfg);
+int fg_config_admin_apply_state(fg_config_ctx_t *c, json_t *root, const json_t *state);
 /* common/config_metrics.c: "metrics" (after servers, whose addresses it must not take). */
 int fg_config_load_metrics(fg_config_ctx_t *c, const json_t *root);
 void fg_config_free_metrics(fg_config_t *cfg);

@@ -21,6 +21,7 @@
 #include "master/daemon.h"
 #include "master/listener.h"
 #include "master/master_impl.h"
+#include "master/admin_api.h"
 #include "master/metrics_http.h"
 #include "master/notify.h"
 #include "master/status.h"
@@ -219,6 +220,7 @@ _Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_
     fg_listeners_close_in_child(m->ls, listen_fds, nservers);
     fg_status_close_in_child(m->status);
     fg_metrics_http_close_in_child(m->metrics_http);
+    fg_admin_http_close_in_child(m->admin);
     close(sig_pipe[0]);
     close(sig_pipe[1]);
     for (proc_t *p = m->procs; p; p = p->next)
@@ -392,6 +394,7 @@ static void reload_answer(master_t *m)
         doc = json_pack("{s:s, s:s*, s:I}", "result", "failed", "error", m->last_reload_error,
                         "generation", (json_int_t)m->cur->id);
     fg_status_resolve(m->status, m->reload_covers, doc);
+    fg_admin_http_resolve(m->admin, m->reload_covers, doc);
     json_decref(doc);
 }
 
@@ -455,6 +458,9 @@ static void commit(master_t *m)
     if (fg_metrics_http_apply(&m->metrics_http, m->base, g->cfg, fg_master_metrics_scrape, m, err,
                               sizeof(err)) < 0)
         fg_log_error("reload: %s; the metrics listener is unchanged", err);
+    if (fg_admin_http_apply(&m->admin, m->base, g->cfg, fg_admin_api_handle, m, err, sizeof(err)) <
+        0)
+        fg_log_error("reload: %s; the admin listener is unchanged", err);
     zones_sweep(m);
     m->reloads++;
     m->last_reload_time = time(NULL);
@@ -1074,6 +1080,11 @@ static int start(master_t *m, int foreground)
         if (m->metrics_http == NULL)
             goto fail_workers;
     }
+    if (cfg->admin.listen) {
+        m->admin = fg_admin_http_new(m->base, cfg, fg_admin_api_handle, m, err, sizeof(err));
+        if (m->admin == NULL)
+            goto fail_workers;
+    }
     struct timeval tv = tv_ms(READY_TIMEOUT_MS);
     evtimer_add(m->timeout_ev, &tv);
     return 0;
@@ -1098,6 +1109,7 @@ static void stop(master_t *m)
     fg_notify_free(m->sd);
     fg_status_free(m->status);
     fg_metrics_http_free(m->metrics_http);
+    fg_admin_http_free(m->admin);
     for (proc_t *p = m->procs, *next; p; p = next) {
         next = p->next;
         proc_free(p);

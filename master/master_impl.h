@@ -68,6 +68,7 @@ typedef struct master_s {
     fg_listeners_t *ls;
     fg_status_t *status;
     struct fg_metrics_http_s *metrics_http; /* the "metrics" listener, NULL when none */
+    struct fg_admin_http_s *admin;          /* the "admin" listener, NULL when none */
     char *pid_file;
     gen_t *cur;
     gen_t *next; /* being started by a reload */

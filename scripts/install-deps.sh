@@ -3,7 +3,8 @@
 # Idempotent: only missing packages are installed; when nothing is missing it does nothing
 # (no apt-get update, no root needed). nginx and haproxy are only benchmark/comparison tools,
 # and prometheus is only there for promtool (tests/integration/test_metrics.py): their Debian
-# services are stopped so they never hold port 80, 9090 or any other port.
+# services are stopped so they never hold port 80, 9090 or any other port. chromium runs
+# tests/integration/test_dashboard.py headless.
 set -eu
 
 PACKAGES="build-essential pkg-config clang libevent-dev libssl-dev libnghttp2-dev
