@@ -557,3 +557,29 @@ def test_backpressure_bounds_memory_both_ways(tmp_path, gateway_factory, front):
     s.close()
     dest.close()
     assert grown_down < 16 * MiB and grown_up < 16 * MiB, (grown_down, grown_up)
+
+
+def _prom(gw, name):
+    m = re.search(r"^%s (\S+)$" % name, gw.status("show metrics")["text"], re.M)
+    return float(m.group(1))
+
+
+def test_open_websockets_in_show_metrics(tmp_path, gateway_factory, ws_echo):
+    port = free_port()
+    gw = gateway_factory(ws_config(tmp_path, port, ws_echo))
+    total0 = _prom(gw, "fastgateway_websockets_total")
+
+    async def go():
+        socks = [await connect("ws://127.0.0.1:%d/" % port) for _ in range(3)]
+        for ws in socks:
+            await ws.send("x")
+            assert await ws.recv() == "x"
+        assert _prom(gw, "fastgateway_websockets") == 3
+        for ws in socks:
+            await ws.close()
+    run(go())
+    deadline = time.monotonic() + 5
+    while _prom(gw, "fastgateway_websockets") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _prom(gw, "fastgateway_websockets") == 0
+    assert _prom(gw, "fastgateway_websockets_total") == total0 + 3

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "shm/metrics.h"
 #include "worker/core/clock.h"
 #include "worker/http/accesslog.h"
 
@@ -242,6 +243,7 @@ static void finish(relay_t *r, const char *termination)
             (*n)--;
         if (w->record)
             w->record->websockets--;
+        fg_metrics_conn_close(FG_MG_WEBSOCKETS);
         fg_frontend_remove(w, &r->session);
         if (w->record && r->end[FG_RELAY_CLIENT].ops != NULL)
             w->record->connections++; /* remove took one off for a session start did not add */
@@ -463,6 +465,7 @@ void fg_relay_start(fg_relay_t *r)
     unsigned *n = server_count(w, r->srv, 1);
     if (n != NULL)
         (*n)++;
+    fg_metrics_conn_open(FG_MG_WEBSOCKETS); /* closed where the session is removed */
     if (w->record) {
         w->record->websockets++;
         /* The session is no new connection: a client connection that became the end was
