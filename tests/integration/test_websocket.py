@@ -557,3 +557,39 @@ def test_backpressure_bounds_memory_both_ways(tmp_path, gateway_factory, front):
     s.close()
     dest.close()
     assert grown_down < 16 * MiB and grown_up < 16 * MiB, (grown_down, grown_up)
+
+
+def _fds(pid):
+    return len(list(Path("/proc/%d/fd" % pid).iterdir()))
+
+
+def test_idle_websockets_hold_two_descriptors_each(tmp_path, gateway_factory, ws_echo):
+    """An idle spliced relay holds its two sockets and no pipe: with N idle WebSockets that
+    each moved a message both ways, the worker holds at most 2 descriptors per WebSocket plus
+    a constant (its cache of empty pipes)."""
+    n = 100
+    port = free_port()
+    gw = gateway_factory(ws_config(tmp_path, port, ws_echo))
+    pid = gw.all_workers()[0]["pid"]
+    base = _fds(pid)
+    socks = []
+    mask = b"\x01\x02\x03\x04"
+    frame = b"\x81\x82" + mask + bytes(a ^ b for a, b in zip(b"hi", mask))
+    try:
+        for _ in range(n):
+            s, head, rest = raw_handshake(port, "/")
+            assert head.startswith("HTTP/1.1 101"), head
+            s.sendall(frame)
+            got = rest
+            while len(got) < 4:
+                d = s.recv(100)
+                assert d
+                got += d
+            assert got == b"\x81\x02hi"
+            socks.append(s)
+        time.sleep(0.3)
+        grown = _fds(pid) - base
+        assert grown <= 2 * n + 40, (grown, n)
+    finally:
+        for s in socks:
+            s.close()
