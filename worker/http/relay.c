@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "shm/metrics.h"
 #include "worker/core/clock.h"
 #include "worker/http/accesslog.h"
 
@@ -58,7 +59,8 @@ struct fg_relay_s {
     unsigned have_req : 1;
 };
 
-/* The relays' worker-wide state: open relays per server (maxWebSockets). */
+/* The relays' worker-wide state: open relays per server, for maxWebSockets when the server has
+ * no shared-memory count (no metrics zone: tests, a full table). */
 typedef struct {
     size_t n;
     unsigned open[];
@@ -170,10 +172,16 @@ static unsigned *server_count(fg_worker_t *w, const fg_server_t *srv, int create
     return i < ct->n ? &ct->open[i] : NULL;
 }
 
+/* maxWebSockets is a cap for the server across all workers: the relays of every worker are
+ * counted in shared memory (shm/metrics.h). Checked at the handshake, counted from the switch:
+ * handshakes in flight at the same moment may together pass the cap by their number. */
 int fg_relay_admit(fg_worker_t *w, const fg_server_t *srv)
 {
     if (srv->max_websockets == 0)
         return 1;
+    uint64_t open;
+    if (fg_metrics_ws_count(srv->metrics, &open) == 0)
+        return open < srv->max_websockets;
     unsigned *n = server_count(w, srv, 1);
     return n == NULL || *n < srv->max_websockets;
 }
@@ -280,6 +288,7 @@ static void finish(relay_t *r, const char *termination)
         unsigned *n = server_count(w, r->srv, 0);
         if (n != NULL && *n > 0)
             (*n)--;
+        fg_metrics_ws_close(r->srv ? r->srv->metrics : NULL);
         if (w->record)
             w->record->websockets--;
         fg_frontend_remove(w, &r->session);
@@ -515,6 +524,7 @@ void fg_relay_start(fg_relay_t *r)
     unsigned *n = server_count(w, r->srv, 1);
     if (n != NULL)
         (*n)++;
+    fg_metrics_ws_open(r->srv ? r->srv->metrics : NULL);
     if (w->record) {
         w->record->websockets++;
         /* The session is no new connection: a client connection that became the end was
