@@ -34,11 +34,11 @@ typedef struct {
     /* An end that is not a connection (fg_relay_attach_end): its operations and object. */
     const fg_relay_end_ops_t *ops;
     void *obj;
-    uint64_t bytes;    /* bytes received from this end */
+    uint64_t bytes; /* bytes received from this end */
     /* splice: this end's bytes on their way to the other; -1 while the direction is idle (a
      * pipe is taken when bytes arrive and given back once it drained) */
     int pipe[2];
-    size_t in_pipe; /* bytes in the pipe */
+    size_t in_pipe;    /* bytes in the pipe */
     unsigned eof : 1;  /* this end ended its sending */
     unsigned held : 1; /* reading stopped: the other end's output is full */
     unsigned shut : 1; /* we ended our sending toward this end */
