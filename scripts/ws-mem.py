@@ -5,11 +5,13 @@ For each proxy a fresh instance (one worker, loopback) is started in front of a 
 destination (a 101, then every byte echoed), its worker's RssAnon is read, --count WebSockets
 are opened through it (handshake and one echoed frame each, so that every relay is established),
 and after --settle seconds RssAnon is read again: (after - before) / count is the user-space
-memory one idle WebSocket costs the proxy. Kernel memory (socket buffers, fastgateway's splice
-pipes) is not in RssAnon; the descriptors each proxy holds per WebSocket are printed too.
+memory one idle WebSocket costs the proxy. Kernel memory is not in RssAnon: the growth of the
+machine's slab (/proc/meminfo Slab) per WebSocket is printed, which counts the client's and the
+destination's sockets too (the same for both proxies, so the rows compare) and anything else the
+machine allocates meanwhile; and the descriptors each proxy's worker holds per WebSocket.
 
-Needs count descriptors here and in the destination (a child process), and 2 (nginx) to 6
-(fastgateway: two sockets and two splice pipes) x count in the proxy's worker: the limit is
+Needs count descriptors here and in the destination (a child process), and 2 x count in the
+proxy's worker (its two sockets; an idle relay holds no splice pipe): the limit is
 raised as far as the hard limit allows (`ulimit -Hn`; root with CAP_SYS_RESOURCE can go beyond). Not a test: the figures depend on the allocator and kernel.
 
 usage: ws-mem.py [--fastgateway PATH] [--count 10000] [--settle 2]
@@ -191,21 +193,30 @@ async def open_ws(port):
     return w
 
 
+def slab_kib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Slab:"):
+                return int(line.split()[1])
+    return 0
+
+
 async def measure(name, port, worker, a):
-    before, fd0 = rss_anon_kib(worker), fds(worker)
+    before, fd0, slab0 = rss_anon_kib(worker), fds(worker), slab_kib()
     conns = []
     try:
         for i in range(0, a.count, 250):
             conns += await asyncio.gather(*[open_ws(port)
                                             for _ in range(min(250, a.count - i))])
         await asyncio.sleep(a.settle)
-        after, fd1 = rss_anon_kib(worker), fds(worker)
+        after, fd1, slab1 = rss_anon_kib(worker), fds(worker), slab_kib()
     finally:
         for w in conns:
             w.close()
     per = (after - before) * 1024.0 / a.count
-    print("%-12s %8d %12d %12d %14.0f %8.1f" % (name, a.count, before, after, per,
-                                                (fd1 - fd0) / a.count))
+    print("%-12s %8d %12d %12d %14.0f %8.1f %14.0f" % (name, a.count, before, after, per,
+                                                       (fd1 - fd0) / a.count,
+                                                       (slab1 - slab0) * 1024.0 / a.count))
     return per
 
 
@@ -230,8 +241,8 @@ async def main(a):
     if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
         rows.append(("nginx", lambda tmp: start_nginx(tmp, dest, want)))
     print("ws-mem: %d idle WebSockets per proxy (one worker), RssAnon of the worker" % a.count)
-    print("%-12s %8s %12s %12s %14s %8s" % ("proxy", "count", "before KiB", "after KiB",
-                                            "bytes per WS", "fds/WS"))
+    print("%-12s %8s %12s %12s %14s %8s %14s" % ("proxy", "count", "before KiB", "after KiB",
+                                                 "bytes per WS", "fds/WS", "slab B/WS"))
     for name, start in rows:
         with tempfile.TemporaryDirectory() as tmp:
             p, port, worker = start(tmp)

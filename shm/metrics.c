@@ -13,7 +13,7 @@
 #define ZONE_KIND 0x4d455452u /* "METR" */
 #define ZONE_LAYOUT                                                                                \
     ((uint64_t)FG_METRICS_LANES << 48 | (uint64_t)FG_METRICS_FIELDS << 32 |                        \
-     (uint64_t)FG_METRICS_MAX_OBJECTS << 8 | 1u)
+     (uint64_t)FG_METRICS_MAX_OBJECTS << 8 | 2u)
 
 #define LANE_BYTES (FG_METRICS_FIELDS * sizeof(uint64_t))
 
@@ -41,6 +41,12 @@ struct fg_metrics_s {
     uint32_t global; /* index of the FG_MK_GLOBAL object, + 1 (0 = none yet) */
     objrec_t recs[FG_METRICS_MAX_OBJECTS];
     gauge_row_t gauges[FG_SHM_MAX_WORKERS];
+    /* Open WebSockets per worker record and server (maxWebSockets): a worker writes its
+     * record's row only, a check adds a column up, and a dead worker's row is zeroed. Column k
+     * belongs to the object ws_obj[k] - 1 (0 = free): a worker claims one for a server when it
+     * first counts there, the master frees it when it recycles the object. */
+    uint32_t ws_obj[FG_METRICS_WS_SERVERS];
+    _Alignas(FG_CACHELINE) uint32_t ws_open[FG_SHM_MAX_WORKERS][FG_METRICS_WS_SERVERS];
     _Alignas(FG_CACHELINE) fg_metrics_obj_t objs[FG_METRICS_MAX_OBJECTS];
 };
 
@@ -54,6 +60,8 @@ static struct {
     size_t lane;
     gauge_row_t *row;
     fg_metrics_obj_t *global;
+    fg_metrics_t *mt;
+    uint32_t *ws_row; /* this record's row of ws_open */
 } self;
 
 static void check(const fg_metrics_t *mt)
@@ -88,6 +96,18 @@ static void zero_obj(fg_metrics_obj_t *o)
             __atomic_store_n(&o->lanes[l][f], 0, __ATOMIC_RELAXED);
 }
 
+/* Object i is recycled: its WebSocket column, if any, is free again (its workers are gone). */
+static void free_ws_column(fg_metrics_t *mt, size_t i)
+{
+    for (size_t k = 0; k < FG_METRICS_WS_SERVERS; k++) {
+        if (__atomic_load_n(&mt->ws_obj[k], __ATOMIC_RELAXED) != i + 1)
+            continue;
+        for (int r = 0; r < FG_SHM_MAX_WORKERS; r++)
+            __atomic_store_n(&mt->ws_open[r][k], 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&mt->ws_obj[k], 0, __ATOMIC_RELEASE);
+    }
+}
+
 /* The object of (kind, id) for generation gen: kept when the serving generation had it, zeroed
  * when it is new or comes back after a removal. NULL when the table is full of live objects. */
 static fg_metrics_obj_t *object(fg_metrics_t *mt, uint32_t kind, const char *id, uint64_t gen,
@@ -111,6 +131,7 @@ static fg_metrics_obj_t *object(fg_metrics_t *mt, uint32_t kind, const char *id,
         return NULL;
     size_t i = (size_t)(spare - mt->recs);
     zero_obj(&mt->objs[i]);
+    free_ws_column(mt, i);
     spare->kind = kind;
     spare->last_gen = gen;
     snprintf(spare->id, sizeof(spare->id), "%s", id);
@@ -193,6 +214,8 @@ void fg_metrics_worker_gone(fg_metrics_t *mt, int record)
     check(mt);
     for (int g = 0; g < FG_MG_COUNT; g++)
         __atomic_store_n(&mt->gauges[record].g[g], 0, __ATOMIC_RELAXED);
+    for (size_t k = 0; k < FG_METRICS_WS_SERVERS; k++)
+        __atomic_store_n(&mt->ws_open[record][k], 0, __ATOMIC_RELAXED);
 }
 
 size_t fg_metrics_used(const fg_metrics_t *mt)
@@ -250,6 +273,8 @@ void fg_metrics_worker_start(fg_metrics_t *mt, int record)
     self.lane = record < 0 ? 0 : (size_t)record % FG_METRICS_LANES;
     self.row = record >= 0 && record < FG_SHM_MAX_WORKERS ? &mt->gauges[record] : NULL;
     self.global = mt->global ? &mt->objs[mt->global - 1] : NULL;
+    self.mt = mt;
+    self.ws_row = record >= 0 && record < FG_SHM_MAX_WORKERS ? mt->ws_open[record] : NULL;
 }
 
 static inline void add(fg_metrics_obj_t *o, int i, uint64_t n)
@@ -327,4 +352,62 @@ void fg_metrics_conn_close(fg_metrics_gauge_t g)
 {
     if (self.row != NULL)
         __atomic_fetch_sub(&self.row->g[g], 1, __ATOMIC_RELAXED);
+}
+
+/* ---- open WebSockets per server ---- */
+
+/* server's column in ws_open, claimed when it has none; -1 when it is no object of this
+ * worker's table or every column is taken. A scan of FG_METRICS_WS_SERVERS words, per
+ * handshake and relay end only. */
+static long ws_column(const fg_metrics_obj_t *server)
+{
+    if (self.mt == NULL || self.ws_row == NULL || server == NULL || server < self.mt->objs ||
+        server >= self.mt->objs + FG_METRICS_MAX_OBJECTS)
+        return -1;
+    uint32_t want = (uint32_t)(server - self.mt->objs) + 1;
+    uint32_t *cols = self.mt->ws_obj;
+    for (int round = 0; round < 2; round++) {
+        for (long k = 0; k < FG_METRICS_WS_SERVERS; k++) {
+            uint32_t v = __atomic_load_n(&cols[k], __ATOMIC_ACQUIRE);
+            if (v == want)
+                return k;
+            uint32_t none = 0;
+            /* second round: claim a free column (another worker may claim it first) */
+            if (round == 1 && v == 0 &&
+                __atomic_compare_exchange_n(&cols[k], &none, want, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                return k;
+            if (round == 1 && none == want)
+                return k;
+        }
+    }
+    return -1;
+}
+
+int fg_metrics_ws_count(const fg_metrics_obj_t *server, uint64_t *open)
+{
+    long col = ws_column(server);
+    if (col < 0)
+        return -1;
+    uint64_t sum = 0;
+    for (int r = 0; r < FG_SHM_MAX_WORKERS; r++)
+        sum += __atomic_load_n(&self.mt->ws_open[r][col], __ATOMIC_RELAXED);
+    *open = sum;
+    return 0;
+}
+
+int fg_metrics_ws_open(const fg_metrics_obj_t *server)
+{
+    long col = ws_column(server);
+    if (col < 0)
+        return -1;
+    __atomic_fetch_add(&self.ws_row[col], 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+void fg_metrics_ws_close(const fg_metrics_obj_t *server)
+{
+    long col = ws_column(server);
+    if (col >= 0 && __atomic_load_n(&self.ws_row[col], __ATOMIC_RELAXED) > 0)
+        __atomic_fetch_sub(&self.ws_row[col], 1, __ATOMIC_RELAXED);
 }

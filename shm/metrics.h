@@ -35,6 +35,9 @@
 /* Histogram buckets: FG_METRICS_BUCKETS - 1 finite upper bounds (fg_metrics_bucket_bounds_us)
  * and +Inf. Buckets are stored per bucket and made cumulative when rendered. */
 #define FG_METRICS_BUCKETS 14
+/* Servers whose open WebSockets are counted across workers (maxWebSockets); past it a server
+ * counts per worker. */
+#define FG_METRICS_WS_SERVERS 64
 
 typedef enum {
     FG_MK_SERVER = 1,
@@ -167,5 +170,14 @@ void fg_metrics_add(fg_metrics_obj_t *obj, int i, uint64_t n);
  * fg_metrics_worker_start. */
 void fg_metrics_conn_open(fg_metrics_gauge_t g);
 void fg_metrics_conn_close(fg_metrics_gauge_t g);
+
+/* Open WebSockets of a server across every worker (maxWebSockets), kept per worker record so
+ * that the master drops a dead worker's share (fg_metrics_worker_gone). server is the server's
+ * object (fg_server_t.metrics). Each returns -1 when this worker has no table, server no
+ * object, or FG_METRICS_WS_SERVERS other servers hold every column (the caller counts by
+ * itself), else 0. open: the sum across workers now. */
+int fg_metrics_ws_count(const fg_metrics_obj_t *server, uint64_t *open);
+int fg_metrics_ws_open(const fg_metrics_obj_t *server);
+void fg_metrics_ws_close(const fg_metrics_obj_t *server);
 
 #endif

@@ -583,3 +583,78 @@ def test_open_websockets_in_show_metrics(tmp_path, gateway_factory, ws_echo):
         time.sleep(0.05)
     assert _prom(gw, "fastgateway_websockets") == 0
     assert _prom(gw, "fastgateway_websockets_total") == total0 + 3
+
+
+def _fds(pid):
+    return len(list(Path("/proc/%d/fd" % pid).iterdir()))
+
+
+def test_idle_websockets_hold_two_descriptors_each(tmp_path, gateway_factory, ws_echo):
+    """An idle spliced relay holds its two sockets and no pipe: with N idle WebSockets that
+    each moved a message both ways, the worker holds at most 2 descriptors per WebSocket plus
+    a constant (its cache of empty pipes)."""
+    n = 100
+    port = free_port()
+    gw = gateway_factory(ws_config(tmp_path, port, ws_echo))
+    pid = gw.all_workers()[0]["pid"]
+    base = _fds(pid)
+    socks = []
+    mask = b"\x01\x02\x03\x04"
+    frame = b"\x81\x82" + mask + bytes(a ^ b for a, b in zip(b"hi", mask))
+    try:
+        for _ in range(n):
+            s, head, rest = raw_handshake(port, "/")
+            assert head.startswith("HTTP/1.1 101"), head
+            s.sendall(frame)
+            got = rest
+            while len(got) < 4:
+                d = s.recv(100)
+                assert d
+                got += d
+            assert got == b"\x81\x02hi"
+            socks.append(s)
+        time.sleep(0.3)
+        grown = _fds(pid) - base
+        assert grown <= 2 * n + 40, (grown, n)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_max_websockets_is_a_cap_across_workers(tmp_path, gateway_factory, ws_echo):
+    """maxWebSockets caps the server's open WebSockets summed over its workers: with two
+    workers and a cap of 6, of 26 handshakes (new connections, spread over both workers by
+    the kernel) exactly 6 switch, the rest are 503, and status shows 6 open in total."""
+    cap, extra = 6, 20
+    port = free_port()
+    cfg = ws_config(tmp_path, port, ws_echo, workers=2)
+    cfg["servers"][0]["maxWebSockets"] = cap
+    gw = gateway_factory(cfg)
+    opened, refused = [], 0
+    try:
+        for _ in range(cap + extra):
+            s, head, _ = raw_handshake(port, "/")
+            if head.startswith("HTTP/1.1 101"):
+                opened.append(s)
+            else:
+                assert head.startswith("HTTP/1.1 503"), head
+                refused += 1
+                s.close()
+            # the open count must never pass the cap, whichever worker took the handshake
+            assert len(opened) <= cap
+        workers = gw.all_workers()
+        assert sum(w["webSockets"] for w in workers) == cap
+        assert len(opened) == cap and refused == extra
+        # the handshakes reached both workers, so a per-worker count would have let more in
+        assert len(workers) == 2 and all(w["connectionsTotal"] > 0 for w in workers), workers
+        opened.pop().close()
+        deadline = time.monotonic() + 5
+        while sum(w["webSockets"] for w in gw.all_workers()) != cap - 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        s, head, _ = raw_handshake(port, "/")  # a place is free again
+        assert head.startswith("HTTP/1.1 101"), head
+        opened.append(s)
+    finally:
+        for s in opened:
+            s.close()

@@ -282,6 +282,42 @@ static fg_metrics_snap_t *sample_snap(fg_shm_t **shm, fg_config_t **cfg)
     return s;
 }
 
+/* Open WebSockets per server add up over workers (maxWebSockets); a dead worker's share goes,
+ * and a server without an object, or a worker without the table, reports -1. */
+static void test_websockets_per_server_across_workers(void **state)
+{
+    fg_metrics_t *mt = table();
+    fg_config_t *cfg = load(ROUTES_A);
+    fg_metrics_attach_table(mt, cfg, 1, 1, 1);
+    void *srv = cfg->servers[0].metrics;
+    uint64_t open = 99;
+    assert_int_equal(fg_metrics_ws_count(srv, &open), -1); /* no worker_start yet */
+    assert_int_equal(fg_metrics_ws_open(srv), -1);
+    fg_metrics_worker_start(mt, 3);
+    assert_int_equal(fg_metrics_ws_open(srv), 0);
+    assert_int_equal(fg_metrics_ws_open(srv), 0);
+    fg_metrics_worker_start(mt, 200);
+    assert_int_equal(fg_metrics_ws_open(srv), 0);
+    assert_int_equal(fg_metrics_ws_count(srv, &open), 0);
+    assert_int_equal(open, 3);
+    fg_metrics_ws_close(srv);
+    fg_metrics_ws_close(srv); /* more closes than opens in this worker: stays at 0 */
+    assert_int_equal(fg_metrics_ws_count(srv, &open), 0);
+    assert_int_equal(open, 2);
+    fg_metrics_worker_start(mt, 5);
+    fg_metrics_ws_open(srv);
+    fg_metrics_worker_gone(mt, 3); /* died with two open */
+    assert_int_equal(fg_metrics_ws_count(srv, &open), 0);
+    assert_int_equal(open, 1);
+    assert_int_equal(fg_metrics_ws_count(cfg->routes[0].metrics, &open), 0); /* another column */
+    assert_int_equal(open, 0);
+    int not_an_object;
+    assert_int_equal(fg_metrics_ws_count((void *)&not_an_object, &open), -1);
+    fg_metrics_worker_start(NULL, -1);
+    fg_config_free(cfg);
+    free(mt);
+}
+
 static void test_prometheus_view(void **state)
 {
     fg_shm_t *shm;
@@ -374,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_reload_keeps_and_resets),
         cmocka_unit_test(test_full_table_and_recycling),
         cmocka_unit_test(test_gauges_and_worker_gone),
+        cmocka_unit_test(test_websockets_per_server_across_workers),
         cmocka_unit_test(test_prometheus_view),
         cmocka_unit_test(test_csv_and_json_views),
     };

@@ -20,6 +20,9 @@
 #define RELAY_LOW (64 * 1024)
 /* Bytes one splice(2) takes from a socket: what a pipe holds by default. */
 #define SPLICE_CHUNK (64 * 1024)
+/* Empty pipes a worker keeps for the next direction that has bytes to move, so that a busy
+ * relay does not pay pipe2() and two close() per message; the rest are closed. */
+#define PIPE_CACHE 16
 
 typedef struct fg_relay_s relay_t;
 
@@ -31,8 +34,10 @@ typedef struct {
     /* An end that is not a connection (fg_relay_attach_end): its operations and object. */
     const fg_relay_end_ops_t *ops;
     void *obj;
-    uint64_t bytes;    /* bytes received from this end */
-    int pipe[2];       /* splice: this end's bytes on their way to the other; -1 when none */
+    uint64_t bytes; /* bytes received from this end */
+    /* splice: this end's bytes on their way to the other; -1 while the direction is idle (a
+     * pipe is taken when bytes arrive and given back once it drained) */
+    int pipe[2];
     size_t in_pipe;    /* bytes in the pipe */
     unsigned eof : 1;  /* this end ended its sending */
     unsigned held : 1; /* reading stopped: the other end's output is full */
@@ -54,7 +59,8 @@ struct fg_relay_s {
     unsigned have_req : 1;
 };
 
-/* The relays' worker-wide state: open relays per server (maxWebSockets). */
+/* The relays' worker-wide state: open relays per server, for maxWebSockets when the server has
+ * no shared-memory count (no metrics zone: tests, a full table). */
 typedef struct {
     size_t n;
     unsigned open[];
@@ -67,6 +73,44 @@ static void on_timer(evutil_socket_t fd, short what, void *arg);
 static const fg_conn_cbs_t relay_cbs = {on_read, on_drain, on_event};
 
 #define SLOT 3
+
+/* The worker's empty pipes (PIPE_CACHE); a worker is one process with one thread. */
+static int pipe_cache[PIPE_CACHE][2];
+static int pipes_cached;
+
+/* A pipe for e's direction: an empty cached one, or a new one. 0, or -errno. */
+static int take_pipe(end_t *e)
+{
+    if (pipes_cached > 0) {
+        pipes_cached--;
+        e->pipe[0] = pipe_cache[pipes_cached][0];
+        e->pipe[1] = pipe_cache[pipes_cached][1];
+        return 0;
+    }
+    if (pipe2(e->pipe, O_NONBLOCK | O_CLOEXEC) == -1) {
+        e->pipe[0] = e->pipe[1] = -1;
+        return -errno;
+    }
+    return 0;
+}
+
+/* e's direction is idle: its pipe goes back to the cache when empty, else it is closed (bytes
+ * still in it belong to no one once the relay ended). */
+static void give_pipe(end_t *e)
+{
+    if (e->pipe[0] < 0)
+        return;
+    if (e->in_pipe == 0 && pipes_cached < PIPE_CACHE) {
+        pipe_cache[pipes_cached][0] = e->pipe[0];
+        pipe_cache[pipes_cached][1] = e->pipe[1];
+        pipes_cached++;
+    } else {
+        close(e->pipe[0]);
+        close(e->pipe[1]);
+    }
+    e->pipe[0] = e->pipe[1] = -1;
+    e->in_pipe = 0;
+}
 
 static end_t *other(end_t *e)
 {
@@ -128,10 +172,16 @@ static unsigned *server_count(fg_worker_t *w, const fg_server_t *srv, int create
     return i < ct->n ? &ct->open[i] : NULL;
 }
 
+/* maxWebSockets is a cap for the server across all workers: the relays of every worker are
+ * counted in shared memory (shm/metrics.h). Checked at the handshake, counted from the switch:
+ * handshakes in flight at the same moment may together pass the cap by their number. */
 int fg_relay_admit(fg_worker_t *w, const fg_server_t *srv)
 {
     if (srv->max_websockets == 0)
         return 1;
+    uint64_t open;
+    if (fg_metrics_ws_count(srv->metrics, &open) == 0)
+        return open < srv->max_websockets;
     unsigned *n = server_count(w, srv, 1);
     return n == NULL || *n < srv->max_websockets;
 }
@@ -198,10 +248,7 @@ static void close_ends(relay_t *r)
 {
     for (int i = 0; i < 2; i++) {
         end_t *e = &r->end[i];
-        if (e->pipe[0] >= 0) {
-            close(e->pipe[0]);
-            close(e->pipe[1]);
-        }
+        give_pipe(e);
         if (e->ops) {
             const fg_relay_end_ops_t *ops = e->ops;
             e->ops = NULL;
@@ -241,6 +288,7 @@ static void finish(relay_t *r, const char *termination)
         unsigned *n = server_count(w, r->srv, 0);
         if (n != NULL && *n > 0)
             (*n)--;
+        fg_metrics_ws_close(r->srv ? r->srv->metrics : NULL);
         if (w->record)
             w->record->websockets--;
         fg_metrics_conn_close(FG_MG_WEBSOCKETS);
@@ -305,6 +353,8 @@ static int move_spliced(end_t *e)
          * write event is armed, and on_drain comes back once they are out. */
         e->held = 1;
         fg_conn_read(e->c, 0, 0);
+        if (e->in_pipe == 0)
+            give_pipe(e);
         return 0;
     }
     for (;;) {
@@ -325,12 +375,27 @@ static int move_spliced(end_t *e)
             finish(r, e == &r->end[0] ? "upstream_reset" : "client_aborted");
             return 1;
         }
-        if (e->eof)
+        /* The pipe is empty here. */
+        if (e->eof) {
+            give_pipe(e);
             return pass_end(e);
+        }
         /* A short read took all the socket had: the (level-triggered) read event tells when
-         * more comes, so one more splice_in would only learn EAGAIN. */
-        if (drained)
+         * more comes, so one more splice_in would only learn EAGAIN. The direction is idle
+         * until then and holds no pipe. */
+        if (drained) {
+            give_pipe(e);
             return 0;
+        }
+        if (e->pipe[0] < 0) {
+            int err = take_pipe(e);
+            if (err != 0) {
+                /* Out of descriptors: this relay cannot go on without dropping bytes' order. */
+                fg_log_warn("websocket relay: pipe2: %s", strerror(-err));
+                finish(r, "gateway_error");
+                return 1;
+            }
+        }
         ssize_t n = fg_conn_splice_in(e->c, e->pipe[1], SPLICE_CHUNK);
         if (n > 0) {
             e->in_pipe = (size_t)n;
@@ -342,11 +407,14 @@ static int move_spliced(end_t *e)
         }
         if (n == -EINTR)
             continue;
-        if (n == -EAGAIN)
+        if (n == -EAGAIN) {
+            give_pipe(e);
             return 0;
+        }
         if (n == 0) {
             e->eof = 1;
             fg_conn_read(e->c, 0, 0);
+            give_pipe(e);
             return pass_end(e);
         }
         finish(r, e == &r->end[0] ? "client_aborted" : "upstream_reset");
@@ -435,25 +503,17 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- start ---- */
 
-/* Splice when both ends are plain sockets and their pipes can be made; else buffered. */
+/* Splice when both ends are plain sockets and a pipe can be had now (it goes to the cache:
+ * a direction takes one only while it has bytes to move); else buffered. */
 static void choose_splice(relay_t *r)
 {
     for (int i = 0; i < 2; i++)
         if (r->end[i].c == NULL || !fg_conn_can_splice(r->end[i].c))
             return;
-    for (int i = 0; i < 2; i++) {
-        end_t *e = &r->end[i];
-        if (pipe2(e->pipe, O_NONBLOCK | O_CLOEXEC) == -1) {
-            for (int k = 0; k <= i; k++) {
-                if (r->end[k].pipe[0] >= 0) {
-                    close(r->end[k].pipe[0]);
-                    close(r->end[k].pipe[1]);
-                }
-                r->end[k].pipe[0] = r->end[k].pipe[1] = -1;
-            }
-            return;
-        }
-    }
+    end_t *e = &r->end[0];
+    if (take_pipe(e) != 0)
+        return;
+    give_pipe(e);
     r->splice = 1;
 }
 
@@ -466,6 +526,7 @@ void fg_relay_start(fg_relay_t *r)
     if (n != NULL)
         (*n)++;
     fg_metrics_conn_open(FG_MG_WEBSOCKETS); /* closed where the session is removed */
+    fg_metrics_ws_open(r->srv ? r->srv->metrics : NULL);
     if (w->record) {
         w->record->websockets++;
         /* The session is no new connection: a client connection that became the end was
@@ -528,6 +589,11 @@ static void fe_close(fg_session_t *s)
 
 static void fe_release(fg_worker_t *w)
 {
+    while (pipes_cached > 0) {
+        pipes_cached--;
+        close(pipe_cache[pipes_cached][0]);
+        close(pipe_cache[pipes_cached][1]);
+    }
     free(w->frontend_state[SLOT]);
     w->frontend_state[SLOT] = NULL;
 }

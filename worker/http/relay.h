@@ -16,8 +16,9 @@
  * timeout, or when a retiring worker's webSocketDrainTimeout passes.
  *
  * A relay is a session of the worker (worker/core/frontend.h), counted in the worker's record
- * (open WebSockets in the status output) and per server (maxWebSockets). At its end it writes one
- * access log line for the exchange: status 101, duration, and bytes each way. */
+ * (open WebSockets in the status output) and per server across workers (maxWebSockets, shared
+ * memory). At its end it writes one access log line for the exchange: status 101, duration,
+ * and bytes each way. */
 #ifndef FG_RELAY_H
 #define FG_RELAY_H
 
@@ -64,7 +65,7 @@ void fg_relay_start(fg_relay_t *r);
 /* Abandon a relay that did not start: its connections are closed. */
 void fg_relay_free(fg_relay_t *r);
 
-/* Whether srv may open another relay in this worker (maxWebSockets). */
+/* Whether srv may open another relay: fewer than maxWebSockets open across all workers. */
 int fg_relay_admit(fg_worker_t *w, const fg_server_t *srv);
 
 /* The relays' front-end entry (retire, close_idle, close). */
