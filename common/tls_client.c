@@ -255,8 +255,9 @@ static SSL *slot_ssl_new(const fg_cluster_t *cl, const client_t *c, size_t d)
         }
     }
     /* RFC 7301: an HTTP/2 destination is offered h2 first, and HTTP/1.1 too unless the cluster
-     * wants HTTP/2 exactly (RFC 9113 3.2). SSL_set_alpn_protos returns 0 on success. */
-    if (ok && cl->destinations[d].http_version == FG_HTTP_V2) {
+     * wants HTTP/2 exactly (RFC 9113 3.2). SSL_set_alpn_protos returns 0 on success. A health
+     * address's slot (d >= c->n) is probed in HTTP/1.1 (worker/upstream/client.c). */
+    if (ok && d < c->n && cl->destinations[d].http_version == FG_HTTP_V2) {
         int exact = cl->version_policy == FG_VERSION_EXACT;
         ok = exact
                  ? SSL_set_alpn_protos(ssl, alpn_h2, sizeof(alpn_h2) - 1) == 0

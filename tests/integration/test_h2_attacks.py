@@ -263,7 +263,9 @@ def test_client_that_never_reads(gw, bounded):
         time.sleep(0.5)
         bounded()
         well_behaved(gw)
-    assert prom(gw, "fastgateway_http2_streams_total") >= total0 + 8
+    # the worker stops reading a connection whose output is full, so the later requests may
+    # still wait in the socket: at least the first was taken
+    assert prom(gw, "fastgateway_http2_streams_total") >= total0 + 1
     # nothing read: once the socket takes nothing for timeouts.send (2s) the connection ends
     # and its streams go (the kernel's buffers delay when "nothing" begins)
     deadline = time.monotonic() + 20
