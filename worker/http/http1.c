@@ -666,10 +666,11 @@ static int activate(fg_http1_conn_t *h)
     if (a != NULL && a->cap == hdrs_cap(h)) {
         sp->acts = a->next_spare;
         sp->nacts--;
-        /* Released idle: its pool is reset, its body buffer empty, its flush event idle. */
-        struct evbuffer *body = a->req.body;
-        memset(&a->req, 0, sizeof(a->req));
-        a->req.body = body;
+        /* Released idle: its pool given back, its body buffer empty, its flush event idle,
+         * and its request clear: reset_request cleared it when the last request ended, and
+         * nothing writes the request while it is not in progress except just before it
+         * begins one (start_request, reject, the 408), so release_if_idle, which takes only
+         * an act with no request in progress, puts clear requests among the spares. */
         event_assign(a->flush_ev, w->base, -1, 0, on_flush_ev, h);
     } else {
         /* The header array is written by the parser before it is read: no need to zero it. */
