@@ -434,7 +434,7 @@ static void test_reused_exchange_starts_clean(void **state)
                    "0\r\nX-T: 1\r\n\r\n"},
         {.method = "GET",
          .answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                   "Connection: upgrade\r\n\r\n",
+                   "Connection: upgrade\r\n\r\nFRAME", /* run() closes none with bytes after */
          .upgrade = 1},
     };
     script_t next = {.method = "GET",
