@@ -809,3 +809,35 @@ def test_404_keeps_client_request_id(gw):
         st, _, body = r.response()
         assert st == 404
         assert json.loads(body)["requestId"] == "my-id-123"
+
+
+
+def test_request_state_does_not_outlive_its_connection(gw):
+    """Request state released by an idle keep-alive connection and taken by another connection's
+    next request starts clear: an error recorded for a refused request on one connection is
+    never logged for a good request on another."""
+    held = []
+    try:
+        for i in range(8):
+            a, ra = connect(gw)
+            held.append(a)
+            a.sendall(get(b"/nowhere/%d" % i))
+            st, h, _ = ra.response()
+            assert st == 404 and hdr(h, "Connection") != "close"
+            b, rb = connect(gw)
+            held.append(b)
+            b.sendall(get(b"/d1?clean=%d" % i))
+            assert rb.response()[0] == 200
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 5
+    while True:
+        lines = gw.access_log()
+        clean = [ln for ln in lines if ln.get("query", "").startswith("clean=")]
+        refused = [ln for ln in lines if ln.get("path", "").startswith("/nowhere/")]
+        if len(clean) == 8 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(clean) == 8 and len(refused) == 8
+    assert all(ln.get("error") in (None, "", "-") for ln in clean), clean

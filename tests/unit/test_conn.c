@@ -331,6 +331,78 @@ static void test_idle_and_back_without_epoll_ctl(void **state)
     event_base_free(base);
 }
 
+/* After an idle spell the read timeout stays on the read event while the connection is busy,
+ * unless a shorter one is asked for: each timeout asked for still fires on time, none late and
+ * none when "no timeout" was asked for. */
+static void test_idle_timeout_carried_through_busy(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    struct event_base *base = event_base_new();
+    seen_t seen = {0};
+    fg_conn_t *c = fg_conn_new(base, sv[0], &drain_cbs, &seen);
+    assert_non_null(c);
+    fg_conn_spares_t *sp = fg_conn_spares_new();
+    fg_conn_set_spares(c, sp);
+
+    /* busy with a shorter timeout than the idle one: the shorter one fires */
+    fg_conn_read(c, 1, 5000);
+    one_read(base, sv[1], &seen);
+    fg_conn_release(c);
+    one_read(base, sv[1], &seen);
+    fg_conn_read(c, 1, 300);
+    double t0 = now_s();
+    run_for(base, &seen, 3);
+    assert_int_equal(seen.events, 1);
+    assert_int_equal(seen.what, FG_CONN_TIMEOUT_READ);
+    assert_true(now_s() - t0 >= 0.29 && now_s() - t0 < 2);
+
+    /* busy with no timeout: the idle one, still pending, finds nothing due */
+    seen = (seen_t){0};
+    fg_conn_read(c, 1, 200);
+    one_read(base, sv[1], &seen);
+    fg_conn_release(c);
+    one_read(base, sv[1], &seen);
+    fg_conn_read(c, 1, 0);
+    run_for(base, &seen, 0.5);
+    assert_int_equal(seen.events, 0);
+
+    /* idle again after a busy spell: the timeout runs from the last fg_conn_read, not from
+     * the wake-up that ended the previous idle spell */
+    fg_conn_read(c, 1, 300);
+    fg_conn_release(c);
+    one_read(base, sv[1], &seen);
+    fg_conn_read(c, 1, 0);
+    run_for(base, &seen, 0.2);
+    fg_conn_read(c, 1, 300);
+    fg_conn_release(c);
+    t0 = now_s();
+    run_for(base, &seen, 3);
+    assert_int_equal(seen.events, 1);
+    assert_int_equal(seen.what, FG_CONN_TIMEOUT_READ);
+    assert_true(now_s() - t0 >= 0.29 && now_s() - t0 < 2);
+
+    /* a shorter timeout asked for while idle, then a read: the read restarts the idle
+     * timeout on the read event, which must not outlast the shorter one */
+    seen = (seen_t){0};
+    fg_conn_read(c, 1, 1000);
+    one_read(base, sv[1], &seen);
+    fg_conn_release(c);
+    run_for(base, &seen, 0.8); /* 300 ms from here ends after the idle timeout: kept */
+    fg_conn_read(c, 1, 300);
+    one_read(base, sv[1], &seen);
+    t0 = now_s();
+    run_for(base, &seen, 3);
+    assert_int_equal(seen.events, 1);
+    assert_int_equal(seen.what, FG_CONN_TIMEOUT_READ);
+    assert_true(now_s() - t0 >= 0.29 && now_s() - t0 < 0.9);
+
+    fg_conn_free(c);
+    fg_conn_spares_free(sp);
+    close(sv[1]);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_file_shorter_than_announced),
         cmocka_unit_test(test_read_timeout_moves_lazily),
         cmocka_unit_test(test_idle_and_back_without_epoll_ctl),
+        cmocka_unit_test(test_idle_timeout_carried_through_busy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

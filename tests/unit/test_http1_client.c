@@ -421,6 +421,44 @@ static void test_upgrade_takes_the_connection_over(void **state)
     assert_string_equal(r.names, "Upgrade,");
 }
 
+/* The client keeps released exchange objects for the next exchange: one that follows a HEAD,
+ * a chunked answer with trailers and a protocol switch frames its own answer, with nothing
+ * carried over from the object's previous use. */
+static void test_reused_exchange_starts_clean(void **state)
+{
+    rec_t r;
+    script_t before[] = {
+        {.method = "HEAD", .answer = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"},
+        {.method = "GET",
+         .answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+                   "0\r\nX-T: 1\r\n\r\n"},
+        {.method = "GET",
+         .answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   "Connection: upgrade\r\n\r\nFRAME", /* run() closes none with bytes after */
+         .upgrade = 1},
+    };
+    script_t next = {.method = "GET",
+                     .answer = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"};
+    for (size_t i = 0; i < sizeof(before) / sizeof(before[0]); i++) {
+        run(&before[i], &r);
+        const void *used = r.x;
+        run(&next, &r);
+#if !defined(__SANITIZE_ADDRESS__)
+        assert_ptr_equal(r.x, used); /* the same object, taken again */
+#else
+        (void)used;
+#endif
+        assert_int_equal(r.status, 200);
+        assert_false(r.bodiless);
+        assert_int_equal(r.clen, 5);
+        assert_int_equal(r.blen, 5);
+        assert_memory_equal(r.body, "hello", 5);
+        assert_true(r.ended);
+        assert_true(r.reusable);
+        assert_false(r.failed);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -438,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_chunked_upload_framing),
         cmocka_unit_test(test_length_restated_and_expect_dropped),
         cmocka_unit_test(test_upgrade_takes_the_connection_over),
+        cmocka_unit_test(test_reused_exchange_starts_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

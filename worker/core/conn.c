@@ -35,13 +35,17 @@ struct fg_conn_s {
     struct evbuffer *tail;
     const fg_conn_cbs_t *cbs; /* the owner's table, which outlives the conn */
     void *arg;
-    /* Read timeout, lazily: rtimer is pending to fire at read_timer_at (fg_clock ms; 0 = not
-     * pending); the timeout is due at read_due (0 = none). */
+    /* Read timeout, lazily: a timer is pending to fire at read_timer_at (fg_clock ms; 0 = none
+     * pending), rtimer's, or rev's own while idle_timeout is set; the timeout is due at
+     * read_due (0 = none). */
     uint64_t read_due;
     uint64_t read_timer_at;
     uint32_t read_timeout_ms;
     uint32_t write_timeout_ms;
-    uint32_t hs_timeout_ms; /* tls_client: time allowed for the handshake */
+    union {
+        uint32_t hs_timeout_ms;  /* tls_client, until connected: time allowed for the handshake */
+        uint32_t rev_timeout_ms; /* idle_timeout: rev's timeout, which each wake-up restarts */
+    };
     uint32_t low_watermark;
     uint32_t read_max;
     unsigned reading : 1;
@@ -50,7 +54,7 @@ struct fg_conn_s {
     unsigned raw : 1;              /* readiness only: the owner moves bytes itself (splice) */
     unsigned no_sendfile : 1;      /* the transport cannot take sendfile(2): read + write instead */
     unsigned handshaking : 1;      /* fg_conn_handshake runs: events drive the transport's */
-    unsigned idle_timeout : 1;     /* released: the read timeout rides on rev, rtimer is gone */
+    unsigned idle_timeout : 1;     /* the read timeout rides on rev, rtimer is not pending */
     unsigned read_wants_write : 1; /* a TLS read waits for writability */
     unsigned write_wants_read : 1; /* a TLS write waits for readability */
     unsigned tls_client : 1;       /* a client handshake follows the connect */
@@ -217,14 +221,16 @@ void fg_conn_release(fg_conn_t *c)
     if (c->rtimer != NULL && !c->handshaking && c->in == NULL) {
         if (c->reading && c->read_due != 0) {
             uint64_t now = fg_clock_now_ms();
-            struct timeval tv = ms_tv(c->read_due > now ? c->read_due - now : 1);
+            uint64_t rest = c->read_due > now ? c->read_due - now : 1;
+            struct timeval tv = ms_tv(rest);
             event_add(c->rev, &tv);
             c->idle_timeout = 1;
+            c->rev_timeout_ms = ms32(rest);
         }
         event_del(c->rtimer);
         give_event(c, c->rtimer);
         c->rtimer = NULL;
-        c->read_timer_at = 0;
+        c->read_timer_at = c->idle_timeout ? fg_clock_now_ms() + c->rev_timeout_ms : 0;
     }
 }
 
@@ -236,6 +242,7 @@ static void end_idle_timeout(fg_conn_t *c)
     if (!c->idle_timeout)
         return;
     c->idle_timeout = 0;
+    c->read_timer_at = 0;
     if (c->reading)
         event_remove_timer(c->rev);
     else
@@ -243,7 +250,9 @@ static void end_idle_timeout(fg_conn_t *c)
 }
 
 /* Buffers given back by fg_conn_release return before any callback to the owner, so the
- * owner always finds them there. Returns 0 or -1 (out of memory). */
+ * owner always finds them there. A read timeout riding on rev stays there while no shorter one
+ * is asked for (fg_conn_read): moving it to rtimer and back would cost two timer insertions and
+ * two removals per request of a keep-alive connection. Returns 0 or -1 (out of memory). */
 static int acquire(fg_conn_t *c)
 {
     if (c->in == NULL && (c->in = take_buffer(c)) == NULL)
@@ -253,9 +262,10 @@ static int acquire(fg_conn_t *c)
     if (c->wev == NULL &&
         (c->wev = take_event(c, c->t.fd, EV_WRITE | EV_PERSIST, on_writable)) == NULL)
         return -1;
+    if (c->idle_timeout)
+        return 0;
     if (c->rtimer == NULL && (c->rtimer = take_event(c, -1, 0, on_read_timer)) == NULL)
         return -1;
-    end_idle_timeout(c);
     if (c->reading && c->read_due != 0 && c->read_timer_at == 0) {
         uint64_t now = fg_clock_now_ms();
         arm_read_timer(c, c->read_due > now ? c->read_due - now : 1);
@@ -354,10 +364,12 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
         if (c->reading)
             event_del(c->rev);
         c->reading = 0;
-        c->idle_timeout = 0;
+        if (c->idle_timeout) {
+            c->idle_timeout = 0;
+            c->read_timer_at = 0;
+        }
         return;
     }
-    end_idle_timeout(c);
     /* A timeout runs from this call: a connection taken from the pool must not inherit the
      * timer of its idle time. "No timeout" again changes nothing. */
     if (c->reading && timeout_ms == 0 && c->read_timeout_ms == 0)
@@ -371,8 +383,10 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
      * a timer pending to fire no later than the new due time stays, and on_read_timer arms
      * it again for the rest. "No timeout" leaves a pending timer to find nothing due. */
     c->read_due = timeout_ms ? fg_clock_now_ms() + timeout_ms : 0;
-    if (c->read_due && (c->read_timer_at == 0 || c->read_timer_at > c->read_due))
+    if (c->read_due && (c->read_timer_at == 0 || c->read_timer_at > c->read_due)) {
+        end_idle_timeout(c);
         arm_read_timer(c, timeout_ms);
+    }
     if (c->t.ops->pending(&c->t) > 0 && !c->handshaking)
         event_active(c->rev, EV_READ, 1);
 }
@@ -545,8 +559,23 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     fg_conn_t *c = arg;
     (void)fd;
     if (what & EV_TIMEOUT) {
-        /* The read timeout of an idle connection, carried by rev (fg_conn_release). */
+        /* The read timeout carried by rev (fg_conn_release), lazily: reads or a longer timeout
+         * since it was set may have moved the due time, or "no timeout" removed it. */
+        uint64_t now = fg_clock_now_ms();
+        if (c->reading && c->read_due > now) {
+            uint64_t rest = c->read_due - now;
+            struct timeval tv = ms_tv(rest);
+            event_add(c->rev, &tv);
+            c->rev_timeout_ms = ms32(rest);
+            c->read_timer_at = now + rest;
+            return;
+        }
+        if (c->reading && c->read_due == 0) {
+            end_idle_timeout(c);
+            return;
+        }
         c->idle_timeout = 0;
+        c->read_timer_at = 0;
         event_del(c->rev);
         c->reading = 0;
         if (acquire(c) != 0) {
@@ -557,9 +586,14 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         c->cbs->on_event(c, c->arg, FG_CONN_TIMEOUT_READ);
         return;
     }
+    /* A wake-up restarts rev's own timeout: libevent has it fire rev_timeout_ms from now. */
+    if (c->idle_timeout)
+        c->read_timer_at = fg_clock_now_ms() + c->rev_timeout_ms;
     if (acquire(c) != 0) {
         event_del(c->rev);
         c->reading = 0;
+        c->idle_timeout = 0;
+        c->read_timer_at = 0;
         c->err = ENOMEM;
         c->cbs->on_event(c, c->arg, FG_CONN_ERROR);
         return;
@@ -567,8 +601,14 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     /* Every wake-up for reading is activity: the read timeout runs again from here (what
      * libevent does for a persistent event's own timeout). A handshake keeps the one due time
      * it started with: a peer sending a byte now and then must not stretch it. */
-    if (c->reading && c->read_timeout_ms && !c->handshaking)
+    if (c->reading && c->read_timeout_ms && !c->handshaking) {
         c->read_due = fg_clock_now_ms() + c->read_timeout_ms;
+        /* rev's timeout, longer than the one asked for since, would fire too late */
+        if (c->idle_timeout && c->read_timer_at > c->read_due) {
+            end_idle_timeout(c);
+            arm_read_timer(c, c->read_timeout_ms);
+        }
+    }
     if (c->handshaking) {
         handshake_step(c);
         return;

@@ -43,11 +43,12 @@ enum {
  * keep-alive connection keeps the small fg_http1_conn_t alone (nginx's keep-alive handler
  * releases its request pool and buffers the same way). */
 typedef struct act_s {
-    fg_request_t req; /* req.pool: the request's own (fg_request_pool_take), NULL between */
-    struct event *flush_ev;
-    struct act_s *next_spare; /* in the worker's spare list */
-    size_t cap;               /* entries of hdrs */
-    int64_t body_left;        /* Content-Length bytes still to read */
+    fg_request_t req;       /* req.pool: the request's own (fg_request_pool_take), NULL between */
+    struct event *flush_ev; /* its argument is the act: owner says whose it is */
+    struct fg_http1_conn_s *owner; /* the connection holding this act */
+    struct act_s *next_spare;      /* in the worker's spare list */
+    size_t cap;                    /* entries of hdrs */
+    int64_t body_left;             /* Content-Length bytes still to read */
     fg_http1_chunked_t chunked;
     fg_http_header_t hdrs[]; /* the parser's output, max_headers entries */
 } act_t;
@@ -211,7 +212,7 @@ static void schedule_flush(fg_http1_conn_t *h)
 
 static void on_flush_ev(evutil_socket_t fd, short what, void *arg)
 {
-    fg_http1_conn_t *h = arg;
+    fg_http1_conn_t *h = ((act_t *)arg)->owner;
     h->flush_pending = 0;
     if (h->broken || fg_conn_flush(h->c) != 0)
         on_event(h->c, h, FG_CONN_ERROR);
@@ -666,11 +667,12 @@ static int activate(fg_http1_conn_t *h)
     if (a != NULL && a->cap == hdrs_cap(h)) {
         sp->acts = a->next_spare;
         sp->nacts--;
-        /* Released idle: its pool is reset, its body buffer empty, its flush event idle. */
-        struct evbuffer *body = a->req.body;
-        memset(&a->req, 0, sizeof(a->req));
-        a->req.body = body;
-        event_assign(a->flush_ev, w->base, -1, 0, on_flush_ev, h);
+        /* Released idle: its pool given back, its body buffer empty, its flush event idle,
+         * and its request clear: reset_request cleared it when the last request ended, and
+         * nothing writes the request while it is not in progress except just before it
+         * begins one (start_request, reject, the 408), so release_if_idle, which takes only
+         * an act with no request in progress, puts clear requests among the spares. The
+         * flush event, idle, finds its connection through a->owner. */
     } else {
         /* The header array is written by the parser before it is read: no need to zero it. */
         a = malloc(sizeof(*a) + hdrs_cap(h) * sizeof(a->hdrs[0]));
@@ -679,12 +681,13 @@ static int activate(fg_http1_conn_t *h)
         memset(a, 0, sizeof(*a));
         a->cap = hdrs_cap(h);
         a->req.body = evbuffer_new();
-        a->flush_ev = event_new(w->base, -1, 0, on_flush_ev, h);
+        a->flush_ev = event_new(w->base, -1, 0, on_flush_ev, a);
         if (a->req.body == NULL || a->flush_ev == NULL) {
             free_act(NULL, a);
             return -1;
         }
     }
+    a->owner = h;
     h->act = a;
     h->req = &a->req;
     return 0;

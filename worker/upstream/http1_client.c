@@ -69,6 +69,50 @@ static const fg_conn_cbs_t quiet_cbs = {quiet_read, NULL, quiet_event};
 
 /* ---- lifetime ---- */
 
+/* Exchange objects the worker keeps for reuse: a calloc and a free per proxied request cost
+ * about 350 instructions (glibc's calloc bypasses its thread cache), a reused object only its
+ * clearing. A worker is one process with one thread, so the list is the process's. Under
+ * AddressSanitizer nothing is kept, so that a use after release is still reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPARE_MAX 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPARE_MAX 0
+#endif
+#endif
+#ifndef SPARE_MAX
+#define SPARE_MAX 64
+#endif
+
+#if SPARE_MAX > 0
+static h1x_t *spare_list[SPARE_MAX];
+static unsigned nspare;
+#endif
+
+/* A cleared exchange object, or NULL when out of memory. */
+static h1x_t *x_new(void)
+{
+#if SPARE_MAX > 0
+    if (nspare > 0) {
+        h1x_t *x = spare_list[--nspare];
+        memset(x, 0, sizeof(*x));
+        return x;
+    }
+#endif
+    return calloc(1, sizeof(h1x_t));
+}
+
+static void x_free(h1x_t *x)
+{
+#if SPARE_MAX > 0
+    if (nspare < SPARE_MAX) {
+        spare_list[nspare++] = x;
+        return;
+    }
+#endif
+    free(x);
+}
+
 static void enter(h1x_t *x)
 {
     x->busy++;
@@ -84,7 +128,7 @@ static int leave(h1x_t *x)
     if (x->part)
         evbuffer_free(x->part);
     free(x->trailers);
-    free(x);
+    x_free(x);
     return 1;
 }
 
@@ -749,7 +793,7 @@ static const fg_exchange_vt_t h1_vt = {
 static h1x_t *create(fg_upconn_t *u, const fg_exchange_req_t *rq, const fg_exchange_cbs_t *cbs,
                      void *arg, uint64_t activity_ms)
 {
-    h1x_t *x = calloc(1, sizeof(*x));
+    h1x_t *x = x_new();
     if (x == NULL)
         return NULL;
     x->base.vt = &h1_vt;
@@ -762,7 +806,7 @@ static h1x_t *create(fg_upconn_t *u, const fg_exchange_req_t *rq, const fg_excha
     x->info.phase = FG_XPHASE_CONNECTING;
     struct evbuffer *out = fg_conn_output(u->c);
     if (put_head(x, rq, out) != 0) {
-        free(x);
+        x_free(x);
         return NULL;
     }
     if (rq->replay)
