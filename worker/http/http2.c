@@ -1439,6 +1439,9 @@ static shared_t *get_shared(fg_worker_t *w)
     /* Windows open as handlers take the body (on_body_drain), not as bytes arrive. */
     nghttp2_option_set_no_auto_window_update(sh->opt, 1);
     nghttp2_option_set_max_settings(sh->opt, MAX_SETTINGS);
+    /* Unsent PING and SETTINGS ACKs nghttp2 queues before it drops the connection without a
+     * word: above the flood budget, so that a flood meets the budget's GOAWAY first. */
+    nghttp2_option_set_max_outbound_ack(sh->opt, 4 * FLOOD_BURST);
     nghttp2_option_set_max_continuations(sh->opt, MAX_CONTINUATIONS);
     nghttp2_option_set_stream_reset_rate_limit(sh->opt, RESET_BURST, RESET_RATE);
     nghttp2_option_set_max_deflate_dynamic_table_size(sh->opt, HPACK_TABLE);
