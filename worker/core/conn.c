@@ -1,11 +1,13 @@
 #include "worker/core/conn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -873,6 +875,25 @@ int fg_conn_local_addr(const fg_conn_t *c, struct sockaddr_storage *ss, socklen_
 {
     *len = sizeof(*ss);
     return getsockname(c->t.fd, (struct sockaddr *)ss, len) == 0 ? 0 : -errno;
+}
+
+int fg_conn_local_addr_text(const fg_conn_t *c, char *ip, size_t iplen, uint16_t *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (fg_conn_local_addr(c, &ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        *port = ntohs(a->sin_port);
+        return inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)iplen) ? 0 : -1;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        *port = ntohs(a->sin6_port);
+        return inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)iplen) ? 0 : -1;
+    }
+    return -1;
 }
 
 int fg_conn_peer_addr(const fg_conn_t *c, struct sockaddr_storage *ss, socklen_t *len)

@@ -126,6 +126,8 @@ fg_tls_alpn_t fg_conn_alpn(const fg_conn_t *c);
 int fg_conn_shutdown_write(fg_conn_t *c);
 /* The local and the peer's socket address. 0 or -errno. */
 int fg_conn_local_addr(const fg_conn_t *c, struct sockaddr_storage *ss, socklen_t *len);
+/* The local address as text in ip and its port (Forwarded "by"): 0, or -1. */
+int fg_conn_local_addr_text(const fg_conn_t *c, char *ip, size_t iplen, uint16_t *port);
 int fg_conn_peer_addr(const fg_conn_t *c, struct sockaddr_storage *ss, socklen_t *len);
 /* Zero-copy moves through a pipe, for raw mode: from c's socket into pipe_wr, and from pipe_rd
  * to c's socket. They return the bytes moved, 0 (splice_in: the peer closed), -EAGAIN, another

@@ -567,21 +567,7 @@ static void ops_want_writable(fg_request_t *req)
 static int ops_local_addr(fg_request_t *req, char *ip, size_t iplen, uint16_t *port)
 {
     fg_http1_conn_t *h = req->proto;
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (fg_conn_local_addr(h->c, &ss, &len) != 0)
-        return -1;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-        *port = ntohs(a->sin_port);
-        return inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)iplen) ? 0 : -1;
-    }
-    if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-        *port = ntohs(a->sin6_port);
-        return inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)iplen) ? 0 : -1;
-    }
-    return -1;
+    return fg_conn_local_addr_text(h->c, ip, iplen, port);
 }
 
 /* The destination switched protocols (RFC 9110 7.8): the 101 goes out with "Connection:
