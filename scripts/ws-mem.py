@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """Memory of idle WebSockets through fastgateway and through nginx, in the same run.
 
-For each proxy a fresh instance (one worker, loopback) is started in front of a raw echo
-destination (a 101, then every byte echoed), its worker's RssAnon is read, --count WebSockets
+For each proxy a fresh instance (loopback; as few workers as the descriptor limit allows) is started in front of a raw echo
+destination (a 101, then every byte echoed), its workers' RssAnon is read, --count WebSockets
 are opened through it (handshake and one echoed frame each, so that every relay is established),
 and after --settle seconds RssAnon is read again: (after - before) / count is the user-space
 memory one idle WebSocket costs the proxy. Kernel memory is not in RssAnon: the growth of the
 machine's slab (/proc/meminfo Slab) per WebSocket is printed, which counts the client's and the
 destination's sockets too (the same for both proxies, so the rows compare) and anything else the
-machine allocates meanwhile; and the descriptors each proxy's worker holds per WebSocket.
+machine allocates meanwhile; and the descriptors each proxy's workers hold per WebSocket.
 
 Needs count descriptors here and in the destination (a child process), and 2 x count in the
-proxy's worker (its two sockets; an idle relay holds no splice pipe): the limit is
-raised as far as the hard limit allows (`ulimit -Hn`; root with CAP_SYS_RESOURCE can go beyond). Not a test: the figures depend on the allocator and kernel.
+proxy (its two sockets; an idle relay holds no splice pipe), spread over as many workers as it
+takes for each to stay within the hard limit (`ulimit -Hn`); both proxies run with the same
+number of workers, nginx with `reuseport` like fastgateway's listeners. Not a test: the figures depend on the allocator and kernel.
 
 usage: ws-mem.py [--fastgateway PATH] [--count 10000] [--settle 2]
 Run by scripts/bench.sh (WS_BENCH=0 skips it)."""
@@ -71,7 +72,7 @@ def fds(pid):
         return 0
 
 
-def one_worker(master, timeout=10.0):
+def all_workers(master, n, timeout=10.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
@@ -79,10 +80,10 @@ def one_worker(master, timeout=10.0):
                 kids = [int(x) for x in f.read().split()]
         except OSError:
             kids = []
-        if len(kids) == 1:
-            return kids[0]
+        if len(kids) == n:
+            return kids
         time.sleep(0.05)
-    raise RuntimeError("no single worker under %d" % master)
+    raise RuntimeError("not %d workers under %d" % (n, master))
 
 
 def wait_port(port, timeout=10.0):
@@ -96,9 +97,9 @@ def wait_port(port, timeout=10.0):
     raise RuntimeError("port %d did not open" % port)
 
 
-def start_fastgateway(tmp, fg, dest, nofile):
+def start_fastgateway(tmp, fg, dest, nofile, workers):
     port = free_port()
-    cfg = {"workers": 1, "workerRlimitNofile": nofile,
+    cfg = {"workers": workers, "workerRlimitNofile": nofile,
            "pidFile": os.path.join(tmp, "fg.pid"), "statusSocket": os.path.join(tmp, "fg.sock"),
            "log": {"errorLog": os.path.join(tmp, "fg-error.log"), "level": "warn"},
            "servers": [{"id": "s", "listen": "127.0.0.1:%d" % port}],
@@ -112,11 +113,11 @@ def start_fastgateway(tmp, fg, dest, nofile):
     p = subprocess.Popen([fg, "-f", "-c", path], start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
-    return p, port, one_worker(p.pid)
+    return p, port, all_workers(p.pid, workers)
 
 
 NGINX = """user root;
-worker_processes 1;
+worker_processes {workers};
 worker_rlimit_nofile {nofile};
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
@@ -126,7 +127,7 @@ http {{
     client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
     fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096 reuseport;
         location / {{
             proxy_pass http://127.0.0.1:{dest};
             proxy_http_version 1.1;
@@ -140,10 +141,10 @@ http {{
 """
 
 
-def start_nginx(tmp, dest, nofile):
+def start_nginx(tmp, dest, nofile, workers):
     port = free_port()
     conf = os.path.join(tmp, "nginx.conf")
-    text = NGINX.format(tmp=tmp, port=port, dest=dest, nofile=nofile)
+    text = NGINX.format(tmp=tmp, port=port, dest=dest, nofile=nofile, workers=workers)
     if os.geteuid() != 0:
         text = text.replace("user root;\n", "")
     with open(conf, "w") as f:
@@ -153,7 +154,7 @@ def start_nginx(tmp, dest, nofile):
                          start_new_session=True, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     wait_port(port)
-    return p, port, one_worker(p.pid)
+    return p, port, all_workers(p.pid, workers)
 
 
 async def echo_dest(port):
@@ -201,15 +202,17 @@ def slab_kib():
     return 0
 
 
-async def measure(name, port, worker, a):
-    before, fd0, slab0 = rss_anon_kib(worker), fds(worker), slab_kib()
+async def measure(name, port, workers, a):
+    before = sum(rss_anon_kib(w) for w in workers)
+    fd0, slab0 = sum(fds(w) for w in workers), slab_kib()
     conns = []
     try:
         for i in range(0, a.count, 250):
             conns += await asyncio.gather(*[open_ws(port)
                                             for _ in range(min(250, a.count - i))])
         await asyncio.sleep(a.settle)
-        after, fd1, slab1 = rss_anon_kib(worker), fds(worker), slab_kib()
+        after = sum(rss_anon_kib(w) for w in workers)
+        fd1, slab1 = sum(fds(w) for w in workers), slab_kib()
     finally:
         for w in conns:
             w.close()
@@ -222,12 +225,17 @@ async def measure(name, port, worker, a):
 
 async def main(a):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if os.geteuid() != 0 or hard < 6 * a.count + 1024:
-        fit = max(100, (hard - 1024) // 6)
-        if fit < a.count:
-            print("ws-mem: descriptor limit %d (ulimit -Hn) fits %d WebSockets through "
-                  "fastgateway's worker, not %d: measuring %d" % (hard, fit, a.count, fit))
-            a.count = fit
+    # Each WebSocket holds one descriptor here, one in the destination (a process of its own)
+    # and two in the proxy: enough workers that each one's share fits the limit with room for
+    # an uneven spread (SO_REUSEPORT hashes connections over the workers).
+    if a.count + 1024 > hard:
+        fit = hard - 1024
+        print("ws-mem: descriptor limit %d (ulimit -Hn) fits %d WebSockets here, not %d: "
+              "measuring %d" % (hard, fit, a.count, fit))
+        a.count = fit
+    workers = max(1, -(-2 * a.count // (hard - 1024)))
+    if workers > 1:
+        workers += 1
     nofile = raise_nofile(a.count + 1024)
     if nofile < a.count + 256:
         sys.exit("ws-mem: %d WebSockets need %d descriptors here, the limit is %d"
@@ -236,18 +244,20 @@ async def main(a):
     dp = multiprocessing.Process(target=run_dest, args=(dest, a.count + 1024), daemon=True)
     dp.start()
     wait_port(dest)
-    want = 6 * a.count + 1024
-    rows = [("fastgateway", lambda tmp: start_fastgateway(tmp, a.fastgateway, dest, want))]
+    want = min(hard, 4 * a.count // workers + 1024)
+    rows = [("fastgateway", lambda tmp: start_fastgateway(tmp, a.fastgateway, dest, want,
+                                                          workers))]
     if shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"):
-        rows.append(("nginx", lambda tmp: start_nginx(tmp, dest, want)))
-    print("ws-mem: %d idle WebSockets per proxy (one worker), RssAnon of the worker" % a.count)
+        rows.append(("nginx", lambda tmp: start_nginx(tmp, dest, want, workers)))
+    print("ws-mem: %d idle WebSockets per proxy (%d worker%s), RssAnon of the workers"
+          % (a.count, workers, "s" if workers > 1 else ""))
     print("%-12s %8s %12s %12s %14s %8s %14s" % ("proxy", "count", "before KiB", "after KiB",
                                                  "bytes per WS", "fds/WS", "slab B/WS"))
     for name, start in rows:
         with tempfile.TemporaryDirectory() as tmp:
-            p, port, worker = start(tmp)
+            p, port, wpids = start(tmp)
             try:
-                await measure(name, port, worker, a)
+                await measure(name, port, wpids, a)
             except (OSError, RuntimeError, asyncio.IncompleteReadError) as e:
                 print("%-12s failed: %s" % (name, e))
             finally:
