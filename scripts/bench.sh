@@ -643,7 +643,79 @@ else
     failed haproxy-h2c h2c
 fi
 
+# ---- tunnel: a route served through fastgateway-agent vs the same upstream proxied directly --
+# The gateway (NPROC workers) takes the agent on a TLS server (acceptTunnels) and serves "/"
+# through tunnel://bench/web; the agent reaches the upstream. Gateway and agent run in one
+# process group, so CPU µs/req counts both. Measured as a `full` target beside `fastgateway`.
+# The agent's VmRSS: idle once online, the peak sampled during the whole measurement, and after
+# it settles. TUNNEL_BENCH=0 skips it.
+AGENT=${AGENT:-$ROOT/fastgateway-agent}
+AG_RSS_IDLE=- AG_RSS_PEAK=- AG_RSS_AFTER=- AG_PID=
+vmrss() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo -; }
+if [ -z "$ONLY_H2" ] && [ "${TUNNEL_BENCH:-1}" != 0 ] && [ -x "$AGENT" ]; then
+    TN_PORT=$(free_port) TN_AGENT_PORT=$(free_port)
+    mkdir -p "$TMP/tunnel"
+    head -c 32 /dev/urandom | base64 >"$TMP/tunnel/bench.key"
+    chmod 600 "$TMP/tunnel/bench.key"
+    cat >"$TMP/tunnel/fastgateway.json" <<EOF
+{
+    "workers": $NPROC,
+    "pidFile": "$TMP/tunnel/fastgateway.pid",
+    "statusSocket": "$TMP/tunnel/status.sock",
+    "log": { "errorLog": "$TMP/tunnel/error.log", "level": "warn", "accessLog": "off" },
+    "certificates": [ { "id": "bench", "chain": "$TMP/tls/cert.pem", "key": "$TMP/tls/key.pem" } ],
+    "tunnels": { "agents": [ { "id": "bench", "secretFile": "$TMP/tunnel/bench.key" } ] },
+    "servers": [ { "id": "main", "listen": "127.0.0.1:$TN_PORT" },
+                 { "id": "agents", "listen": "127.0.0.1:$TN_AGENT_PORT", "acceptTunnels": true,
+                   "tls": { "certificates": ["bench"] } } ],
+    "routes": [ { "id": "all", "servers": ["main"], "match": { "path": "/{**rest}" }, "clusterId": "tun" } ],
+    "clusters": [ { "id": "tun", "destinations": [ { "id": "t1", "address": "tunnel://bench/web" } ] } ]
+}
+EOF
+    cat >"$TMP/tunnel/agent.json" <<EOF
+{
+    "gateway": "wss://127.0.0.1:$TN_AGENT_PORT/_fg/tunnel",
+    "id": "bench",
+    "secretFile": "$TMP/tunnel/bench.key",
+    "tls": { "ca": "$TMP/tls/cert.pem", "serverName": "localhost" },
+    "services": { "web": "http://127.0.0.1:$UP_PORT" },
+    "reconnect": { "initialMs": 100, "maxMs": 1000, "jitter": 0.2 },
+    "log": { "level": "warn", "errorLog": "$TMP/tunnel/agent.log" }
+}
+EOF
+    # one process group: the gateway in the background, the agent in place of the shell
+    spawn "$TMP/tunnel.out" bash -c "\"$FG\" -f -c \"$TMP/tunnel/fastgateway.json\" &
+        sleep 0.5; exec \"$AGENT\" -c \"$TMP/tunnel/agent.json\""
+    AG_PID=$LAST_PID
+    if wait_http "$TN_PORT" /; then
+        target fastgateway-tunnel "$TN_PORT" full
+        sleep 1
+        AG_RSS_IDLE=$(vmrss "$AG_PID")
+        (
+            peak=0
+            while kill -0 "$AG_PID" 2>/dev/null; do
+                r=$(vmrss "$AG_PID")
+                if [ "$r" != - ] && [ "$r" -gt "$peak" ]; then
+                    peak=$r
+                    echo "$peak" >"$TMP/tunnel/rss.peak"
+                fi
+                sleep 0.2
+            done
+        ) &
+    else
+        echo "bench: the tunnel did not serve:" >&2
+        tail -5 "$TMP/tunnel.out" "$TMP/tunnel/error.log" "$TMP/tunnel/agent.log" >&2 2>/dev/null || true
+        failed fastgateway-tunnel full
+        AG_PID=
+    fi
+fi
+
 measure_all
+if [ -n "$AG_PID" ]; then
+    AG_RSS_PEAK=$(cat "$TMP/tunnel/rss.peak" 2>/dev/null || echo -)
+    sleep 6 # the agent gives idle memory back every 5 s
+    AG_RSS_AFTER=$(vmrss "$AG_PID")
+fi
 
 # ---- report ---------------------------------------------------------------------------------
 ratio() {
@@ -677,6 +749,7 @@ table() {
         ok = (fr > 0 && fr >= nr && fp <= np && fd >= hd)
         print ok ? "met" : "not met" }')
     echo "Target (req/s >= 1.0x nginx, p99 <= nginx, download >= 1.0x HAProxy): **$verdict**."
+    tunnel_table
     tls_table
     h2_table
 }
@@ -720,6 +793,39 @@ h2_table() {
             if (!(fd + 0 > 0 && fd + 0 >= 0.8 * td)) m = m " download,"
             sub(/,$/, "", m); print m }')
     local goal="HTTP/2 target (h2 req/s >= 1.1x HAProxy's, h2 p99 <= the better of nginx and HAProxy, h2 download >= 0.8x fastgateway's HTTP/1.1 over TLS)"
+    if [ -z "$missed" ]; then
+        echo "$goal: **met**."
+    else
+        echo "$goal: **not met** (${missed# })."
+    fi
+}
+
+# The tunnel rows: fastgateway-tunnel against fastgateway (direct), and the agent's memory.
+tunnel_table() {
+    [ -n "${MODE[fastgateway-tunnel]:-}" ] || return 0
+    echo
+    echo "### Tunnel"
+    echo
+    echo "| ratio tunnel / direct | req/s | CPU/req (lower is better) | p99 (lower is better) | download |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| fastgateway-tunnel/fastgateway | $(ratio "${RPS[fastgateway-tunnel]}" "${RPS[fastgateway]}") |" \
+        "$(ratio "${CPU[fastgateway-tunnel]}" "${CPU[fastgateway]}") |" \
+        "$(ratio "${P99[fastgateway-tunnel]}" "${P99[fastgateway]}") |" \
+        "$(ratio "${DL[fastgateway-tunnel]}" "${DL[fastgateway]}") |"
+    echo
+    echo "Agent VmRSS: ${AG_RSS_IDLE} KiB idle once online, ${AG_RSS_PEAK} KiB at the peak of the"
+    echo "measurement, ${AG_RSS_AFTER} KiB after it settled."
+    echo
+    local missed
+    missed=$(awk -v tr="${RPS[fastgateway-tunnel]:-0}" -v dr="${RPS[fastgateway]:-0}" \
+        -v td="${DL[fastgateway-tunnel]:-0}" -v dd="${DL[fastgateway]:-0}" -v rss="$AG_RSS_IDLE" '
+        BEGIN {
+            m = ""
+            if (!(tr + 0 > 0 && tr + 0 >= 0.8 * dr)) m = m " req/s,"
+            if (!(td + 0 > 0 && td + 0 >= 0.8 * dd)) m = m " download,"
+            if (!(rss + 0 > 0 && rss + 0 <= 8192)) m = m " agent idle RSS,"
+            sub(/,$/, "", m); print m }')
+    local goal="Tunnel target (req/s and download >= 0.8x direct, agent idle RSS <= 8 MiB)"
     if [ -z "$missed" ]; then
         echo "$goal: **met**."
     else
@@ -855,6 +961,11 @@ mkdir -p "$(dirname "$OUT")"
         echo "  - fastgateway-tls-before: the same TLS target run by another build"
         echo "    (\`FG_BEFORE=$FG_BEFORE\`, $(first_line "$FG_BEFORE" -v)), measured in the same rounds."
     fi
+    echo "- tunnel: fastgateway-tunnel is a gateway ($NPROC workers) whose route goes through"
+    echo "  \`tunnel://bench/web\` to a fastgateway-agent on the same machine (TLS to the gateway's"
+    echo "  acceptTunnels server, WebSocket, HTTP/2 inside), which proxies to the same upstream;"
+    echo "  measured in the same rounds as fastgateway (direct), with the same wrk load and"
+    echo "  download. Its CPU µs/req counts the gateway's and the agent's processes."
     echo "- CPU µs/req: user + sys time of all the target's processes (master and workers, or"
     echo "  nginx's, HAProxy's) read from /proc over each wrk run, divided by that run's requests;"
     echo "  median of the rounds. It does not depend on how busy the rest of the machine is the way"
