@@ -450,8 +450,14 @@ static size_t relayable(fg_http_header_t *t, size_t n)
 static int move_body(proxy_t *p)
 {
     fg_request_t *req = p->req;
-    if (p->tunnel)
-        return 0; /* the stream's bytes are the new protocol's: the relay takes them */
+    if (p->tunnel) {
+        /* The stream's bytes are the new protocol's (the relay takes them): the exchange gets
+         * only the request's end, which sends its head. */
+        if (p->end_sent)
+            return 0;
+        p->end_sent = 1;
+        return fg_exchange_send_body(p->x, NULL, 1);
+    }
     if (evbuffer_get_length(req->body) > 0) {
         keep_for_replay(p);
         p->body_moved = 1;

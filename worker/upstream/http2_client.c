@@ -333,8 +333,18 @@ static int xs_send_body(fg_exchange_t *b, struct evbuffer *data, int end)
     if (x->inner)
         return fg_exchange_send_body(x->inner, data, end);
     /* An upgrade has no body: after the switch the stream's DATA are the relay's, and an end
-     * here would be END_STREAM, the tunnel's half-close (RFC 8441 4). */
-    if (x->conn == NULL || x->body_end || x->closed || x->upgrade || x->connect) {
+     * here would be END_STREAM, the tunnel's half-close (RFC 8441 4). The call sends the
+     * head. */
+    if (x->upgrade || x->connect) {
+        if (data)
+            evbuffer_drain(data, evbuffer_get_length(data));
+        if (x->conn == NULL || x->id <= 0 || x->relay)
+            return 0;
+        x->busy++;
+        conn_flush(x->conn);
+        return x_leave(x) || x->dead ? -1 : 0;
+    }
+    if (x->conn == NULL || x->body_end || x->closed) {
         if (data)
             evbuffer_drain(data, evbuffer_get_length(data));
         return 0;

@@ -1,0 +1,324 @@
+"""WebSocket to HTTP/2 destinations (cluster "httpVersion": "2"): the gateway opens an RFC 8441
+extended CONNECT stream when the destination's connection announced
+SETTINGS_ENABLE_CONNECT_PROTOCOL = 1, answers the client itself (101 with its own
+Sec-WebSocket-Accept for HTTP/1.1, 200 for an RFC 8441 client), and relays the stream's DATA
+(worker/upstream/http2_tunnel.c, worker/http/relay.c). Without the setting the WebSocket goes as
+an HTTP/1.1 Upgrade on a connection of its own.
+
+The destination is ws_h2_echo.py (python3-h2); the clients are python3-websockets over HTTP/1.1
+and the raw RFC 8441 client of test_websocket_h2.py over h2c. Tests are named after the RFC
+section whose rule they check."""
+import asyncio
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import base_config, free_port
+from test_websocket import MiB, connect, raw_handshake, run
+from test_websocket_h2 import Client, ws_frame
+from ws_h2_echo import WsH2Echo
+
+websockets = pytest.importorskip("websockets")
+
+LOG_FIELDS = ["method", "path", "status", "protocol", "bytesIn", "bytesOut", "termination"]
+
+
+@pytest.fixture
+def dest():
+    made = []
+
+    def factory(**kw):
+        d = WsH2Echo(**kw)
+        made.append(d)
+        return d
+
+    yield factory
+    for d in made:
+        d.close()
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wsh2certs")
+    subprocess.run(["openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(d / "k.pem"),
+                    "-out", str(d / "c.pem")], check=True, capture_output=True, timeout=60)
+    return str(d / "c.pem"), str(d / "k.pem")
+
+
+def cfg(tmp_path, port, url, route=None, h2c=False, **cluster):
+    c = {"id": "c", "httpVersion": "2", "destinations": [{"id": "d", "address": url}]}
+    if url.startswith("https"):
+        c["httpClient"] = {"dangerousAcceptAnyServerCertificate": True}
+    c.update(cluster)
+    r = {"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c"}
+    r.update(route or {})
+    conf = base_config(tmp_path, port, workers=1, routes=[r], clusters=[c])
+    conf["log"]["accessLogFields"] = LOG_FIELDS
+    if h2c:
+        conf["servers"][0]["http2"] = {"h2c": True}
+    return conf
+
+
+def echo_h1(port, path="/", msgs=("hello", b"\x00\x01binary\xff"), **kw):
+    """Echo msgs through an HTTP/1.1 WebSocket; returns (replies, subprotocol, close code)."""
+    async def go():
+        async with connect("ws://127.0.0.1:%d%s" % (port, path), **kw) as ws:
+            got = []
+            for m in msgs:
+                await ws.send(m)
+                got.append(await ws.recv())
+            sub = ws.subprotocol
+        return got, sub, ws.close_code
+    return run(go())
+
+
+def h2_handshakes(d):
+    return [f for kind, f in d.handshakes if kind == "h2"]
+
+
+def h1_handshakes(d):
+    return [f for kind, f in d.handshakes if kind == "http/1.1"]
+
+
+def log_line(gw, path):
+    lines = [l for l in gw.access_log(wait_for=1) if l.get("path") == path]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+# ---- extended CONNECT to the destination ----
+
+def test_rfc8441_4_http11_client_reaches_the_destination_by_extended_connect(
+        tmp_path, gateway_factory, dest):
+    d = dest()
+    port = free_port()
+    gateway_factory(cfg(tmp_path, port, d.url))
+    got, sub, code = echo_h1(port, "/subproto", msgs=("text", b"\x00\xffbin"),
+                             subprotocols=["chat"])
+    assert got == ["text", b"\x00\xffbin"]
+    # the 101 carried Upgrade and a Sec-WebSocket-Accept the client's library checked, and the
+    # destination's sec-websocket-protocol
+    assert sub == "chat" and code == 1000
+    hs = h2_handshakes(d)
+    assert len(hs) == 1 and not h1_handshakes(d), d.handshakes
+    f = hs[0]
+    assert f[":method"] == "CONNECT" and f[":protocol"] == "websocket"
+    assert f[":scheme"] == "http" and f[":path"] == "/subproto" and f[":authority"]
+    assert f["sec-websocket-version"] == "13" and f["sec-websocket-protocol"] == "chat"
+    # RFC 8441 5: no key, and no hop-by-hop fields of the HTTP/1.1 handshake
+    for gone in ("sec-websocket-key", "upgrade", "connection", "host"):
+        assert gone not in f, f
+
+
+def test_rfc8441_5_h2_client_gets_200_and_echo(tmp_path, gateway_factory, dest):
+    d = dest()
+    port = free_port()
+    gw = gateway_factory(cfg(tmp_path, port, d.url, h2c=True))
+    c = Client(port)
+    sid = c.open("/h2c")
+    r = c.response(sid)
+    assert r["headers"][":status"] == "200", r
+    assert "sec-websocket-accept" not in r["headers"]
+    assert c.echo(sid, "over h2 twice") == "over h2 twice"
+    assert c.echo(sid, b"\x01\x02") == b"\x01\x02"
+    c.send(sid, ws_frame(b"\x03\xe8", opcode=8))  # close; the destination echoes and ends
+    assert c.message(sid) == b"\x03\xe8"
+    c.until(lambda: c.st[sid]["ended"])
+    c.send(sid, b"", end=True)
+    c.close()
+    hs = h2_handshakes(d)
+    assert len(hs) == 1 and "sec-websocket-key" not in hs[0] and hs[0][":protocol"] == "websocket"
+    line = log_line(gw, "/h2c")
+    assert line["status"] == 200 and line["method"] == "CONNECT"
+    assert line["termination"] == "ok"
+
+
+def test_rfc9113_6_9_large_messages_both_ways_within_flow_control(tmp_path, gateway_factory,
+                                                                   dest):
+    """Messages far larger than every window on the way (the destination stream's 256 KiB, the
+    relay's 256 KiB): the windows reopen as the bytes are passed on, both ways."""
+    d = dest()
+    port = free_port()
+    gw = gateway_factory(cfg(tmp_path, port, d.url, h2c=True))
+    big = [os.urandom(4 * MiB), b"\x5a" * (3 * MiB + 17), "t" * MiB]
+    got, _, code = echo_h1(port, "/big", msgs=big)
+    assert got == big and code == 1000
+    c = Client(port)
+    sid = c.open("/bigh2")
+    assert c.response(sid)["headers"][":status"] == "200"
+    for m in big[:2]:
+        assert c.echo(sid, m) == m
+    # many messages queued at once come back whole and in order
+    for i in range(300):
+        c.send(sid, ws_frame("m%d" % i))
+    assert [c.message(sid) for _ in range(300)] == ["m%d" % i for i in range(300)]
+    c.close()
+    line = log_line(gw, "/big")
+    assert line["bytesIn"] > 8 * MiB and line["bytesOut"] > 8 * MiB
+
+
+def test_rfc6455_7_close_handshake_ends_both_ways(tmp_path, gateway_factory, dest):
+    d = dest()
+    port = free_port()
+    gw = gateway_factory(cfg(tmp_path, port, d.url))
+
+    async def go():
+        ws = await connect("ws://127.0.0.1:%d/closing" % port)
+        await ws.send("x")
+        assert await ws.recv() == "x"
+        await ws.close(code=4001, reason="bye")
+        return ws.close_code, ws.close_reason
+    # the destination echoed the close frame (RFC 6455 5.5.1), then ended its stream, which
+    # the gateway passed on as the end of the TCP connection
+    assert run(go()) == (4001, "bye")
+    line = log_line(gw, "/closing")
+    assert line["status"] == 101 and line["termination"] == "ok"
+    time.sleep(0.3)
+    assert d.resets == []  # ended both ways with END_STREAM, nothing reset
+
+
+def test_rfc9113_5_1_many_websockets_share_one_destination_connection(tmp_path,
+                                                                      gateway_factory, dest):
+    d = dest()
+    port = free_port()
+    gateway_factory(cfg(tmp_path, port, d.url))
+
+    async def one(i):
+        async with connect("ws://127.0.0.1:%d/m%d" % (port, i)) as ws:
+            for k in range(5):
+                await ws.send("w%d-%d" % (i, k))
+                assert await ws.recv() == "w%d-%d" % (i, k)
+
+    async def go():
+        await asyncio.gather(*(one(i) for i in range(30)))
+    run(go())
+    assert len(h2_handshakes(d)) == 30
+    assert d.connections == 1
+
+
+# ---- no extended CONNECT: HTTP/1.1 ----
+
+@pytest.mark.parametrize("announced", [None, 0], ids=["setting_absent", "setting_0"])
+def test_rfc8441_3_without_the_setting_falls_back_to_http11_upgrade(tmp_path, gateway_factory,
+                                                                    dest, announced):
+    d = dest(connect_protocol=announced)
+    port = free_port()
+    gateway_factory(cfg(tmp_path, port, d.url, h2c=True))
+    got, _, code = echo_h1(port, "/fb1")
+    assert got == ["hello", b"\x00\x01binary\xff"] and code == 1000
+    c = Client(port)
+    sid = c.open("/fb2")
+    assert c.response(sid)["headers"][":status"] == "200"
+    assert c.echo(sid, "via http/1.1") == "via http/1.1"
+    c.close()
+    # no extended CONNECT was sent; each WebSocket went on an HTTP/1.1 connection of its own
+    assert h2_handshakes(d) == []
+    hs = h1_handshakes(d)
+    assert len(hs) == 2, d.handshakes
+    for f in hs:
+        assert f[":request-line"].startswith("GET /fb") and f["upgrade"] == "websocket"
+        assert len(f["sec-websocket-key"]) == 24
+    assert d.connections >= 3  # the HTTP/2 connection that told, then one per WebSocket
+
+
+def test_rfc7301_fallback_over_tls_offers_http11_alone(tmp_path, gateway_factory, dest, cert):
+    """An https destination that speaks h2 but not extended CONNECT: the HTTP/1.1 Upgrade goes on
+    a TLS connection whose ALPN offers only http/1.1, else the destination would pick h2 again."""
+    d = dest(connect_protocol=None, tls=cert)
+    port = free_port()
+    gateway_factory(cfg(tmp_path, port, d.url))
+    # a plain request first opens the HTTP/2 connection and learns its SETTINGS
+    got, _, _ = echo_h1(port, "/tls1")
+    assert got == ["hello", b"\x00\x01binary\xff"]
+    got, _, _ = echo_h1(port, "/tls2")
+    assert got == ["hello", b"\x00\x01binary\xff"]
+    assert len(h1_handshakes(d)) == 2 and h2_handshakes(d) == []
+    assert "h2" in d.alpn_seen and d.alpn_seen.count("http/1.1") == 2, d.alpn_seen
+
+
+def test_rfc8441_4_over_tls_destination(tmp_path, gateway_factory, dest, cert):
+    d = dest(tls=cert)
+    port = free_port()
+    gateway_factory(cfg(tmp_path, port, d.url))
+    big = os.urandom(2 * MiB)
+    got, _, _ = echo_h1(port, "/tls", msgs=("a", big))
+    assert got == ["a", big]
+    hs = h2_handshakes(d)
+    assert len(hs) == 1 and hs[0][":scheme"] == "https"
+    assert d.alpn_seen == ["h2"]
+
+
+# ---- refusals and timeouts ----
+
+def test_rfc8441_5_a_refusal_reaches_the_client_with_its_status(tmp_path, gateway_factory, dest):
+    d = dest()
+    port = free_port()
+    gw = gateway_factory(cfg(tmp_path, port, d.url, h2c=True))
+
+    s, head, rest = raw_handshake(port, "/refuse")
+    assert head.startswith("HTTP/1.1 403"), head
+    assert "upgrade" not in head.lower().split("\r\n", 1)[1]
+    s.settimeout(5)
+    while len(rest) < 7:
+        rest += s.recv(100)
+    assert rest == b"refused"
+    s.close()
+    c = Client(port)
+    sid = c.open("/refuse-h2")
+    r = c.response(sid)
+    assert r["headers"][":status"] == "403"
+    c.until(lambda: r["ended"])
+    assert bytes(r["data"]) == b"refused"
+    c.close()
+    assert [l["status"] for l in gw.access_log(wait_for=2)
+            if l.get("path", "").startswith("/refuse")] == [403, 403]
+
+
+def test_rfc6455_idle_websocket_closed_at_the_route_idle_timeout(tmp_path, gateway_factory, dest):
+    d = dest()
+    port = free_port()
+    gw = gateway_factory(cfg(tmp_path, port, d.url, route={"webSocketIdleTimeout": "1s"}))
+
+    async def go():
+        async with connect("ws://127.0.0.1:%d/idle" % port) as ws:
+            for _ in range(6):  # activity keeps it open past the timeout
+                await asyncio.sleep(0.3)
+                await ws.send("k")
+                assert await ws.recv() == "k"
+            t0 = time.monotonic()
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+            return time.monotonic() - t0
+    idle = run(go())
+    assert 0.8 < idle < 3.0
+    assert log_line(gw, "/idle")["termination"] == "idle_timeout"
+    # the destination's stream was reset (RFC 8441 4: the relay did not end cleanly)
+    deadline = time.monotonic() + 3
+    while not d.resets and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(d.resets) == 1
+
+
+def test_rfc8441_4_a_quiet_websocket_outlives_the_cluster_activity_timeout(
+        tmp_path, gateway_factory, dest):
+    """The destination connection's activity timeout is for streams waiting for an answer; a
+    connection whose streams are all WebSockets may be silent up to webSocketIdleTimeout."""
+    d = dest()
+    port = free_port()
+    gateway_factory(cfg(tmp_path, port, d.url, route={"webSocketIdleTimeout": "10s"},
+                        httpRequest={"activityTimeout": "1s"}))
+
+    async def go():
+        async with connect("ws://127.0.0.1:%d/quiet" % port) as ws:
+            await ws.send("a")
+            assert await ws.recv() == "a"
+            await asyncio.sleep(2.2)
+            await ws.send("b")
+            return await ws.recv()
+    assert run(go()) == "b"
+    assert d.resets == []
