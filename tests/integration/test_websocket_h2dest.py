@@ -158,6 +158,7 @@ def test_rfc9113_6_9_large_messages_both_ways_within_flow_control(tmp_path, gate
         c.send(sid, ws_frame("m%d" % i))
     assert [c.message(sid) for _ in range(300)] == ["m%d" % i for i in range(300)]
     c.close()
+    assert len(h2_handshakes(d)) == 2 and not h1_handshakes(d)
     line = log_line(gw, "/big")
     assert line["bytesIn"] > 8 * MiB and line["bytesOut"] > 8 * MiB
 
@@ -180,6 +181,7 @@ def test_rfc6455_7_close_handshake_ends_both_ways(tmp_path, gateway_factory, des
     assert line["status"] == 101 and line["termination"] == "ok"
     time.sleep(0.3)
     assert d.resets == []  # ended both ways with END_STREAM, nothing reset
+    assert len(h2_handshakes(d)) == 1 and not h1_handshakes(d)
 
 
 def test_rfc9113_5_1_many_websockets_share_one_destination_connection(tmp_path,
@@ -321,4 +323,4 @@ def test_rfc8441_4_a_quiet_websocket_outlives_the_cluster_activity_timeout(
             await ws.send("b")
             return await ws.recv()
     assert run(go()) == "b"
-    assert d.resets == []
+    assert d.resets == [] and len(h2_handshakes(d)) == 1
