@@ -97,10 +97,12 @@ typedef struct {
     unsigned req_sent : 1;     /* the whole request is in the output */
     unsigned write_failed : 1; /* the destination refused our bytes */
     unsigned reusable : 1;     /* the connection may carry another exchange after this one */
-    unsigned extended_connect : 1; /* an upgrade sent as extended CONNECT (RFC 8441 4) */
     uint64_t connect_us;       /* connect duration of a fresh connection, 0 when pooled */
     uint64_t sent_at_us;       /* when the head was queued */
     uint64_t first_byte_us;    /* from sent_at to the first response byte, 0 before */
+
+    /* an upgrade sent as extended CONNECT (RFC 8441 4): a 2xx is the switch */
+    unsigned extended_connect : 1;
 } fg_exchange_info_t;
 
 /* Callbacks, all with the handler's arg. Those returning int return 0, or -1 when the handler
