@@ -324,3 +324,41 @@ def test_rfc8441_4_a_quiet_websocket_outlives_the_cluster_activity_timeout(
             return await ws.recv()
     assert run(go()) == "b"
     assert d.resets == [] and len(h2_handshakes(d)) == 1
+
+
+def test_rfc9113_6_9_a_destination_that_never_opens_its_window_times_out(tmp_path,
+                                                                         gateway_factory, dest):
+    """The destination takes nothing (its stream window stays closed): what the client sends
+    waits in the gateway's bounded buffers, and after the cluster's activityTimeout without
+    progress the relay ends (upstream_timeout), long before webSocketIdleTimeout."""
+    d = dest()
+    port = free_port()
+    gw = gateway_factory(cfg(tmp_path, port, d.url, route={"webSocketIdleTimeout": "30s"},
+                             httpRequest={"activityTimeout": "1s"}))
+    s, head, _ = raw_handshake(port, "/stall")
+    assert head.startswith("HTTP/1.1 101"), head
+    s.settimeout(0.2)
+    frame = ws_frame(os.urandom(64 * 1024))
+    sent, t0 = 0, time.monotonic()
+    closed = None
+    while time.monotonic() - t0 < 10 and closed is None:
+        try:
+            sent += s.send(frame)
+        except socket.timeout:
+            pass
+        except OSError:
+            closed = time.monotonic() - t0
+            break
+        try:
+            if s.recv(65536) == b"":
+                closed = time.monotonic() - t0
+        except socket.timeout:
+            pass
+        except OSError:
+            closed = time.monotonic() - t0
+    s.close()
+    assert closed is not None and closed < 6, (closed, sent)
+    # bounded: the destination's window, the gateway's buffers and the sockets, not 10 s of
+    # sending
+    assert sent < 16 * MiB
+    assert log_line(gw, "/stall")["termination"] == "upstream_timeout"

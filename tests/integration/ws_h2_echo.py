@@ -6,7 +6,8 @@ ALPN protocols given.
   or 0; None announces nothing, which means 0), and answers an extended CONNECT with :protocol websocket with 200,
   then echoes every WebSocket frame of the stream's DATA back unmasked (RFC 6455 5.1), within
   the peer's flow-control windows. A close frame is echoed, then the stream ends (END_STREAM).
-- The path /refuse gets 403; /subproto answers with sec-websocket-protocol: chat.
+- The path /refuse gets 403; /subproto answers with sec-websocket-protocol: chat; /stall
+  opens the tunnel but never reads it (the stream's window is never given back).
 - A connection that does not start with the HTTP/2 preface (or TLS with ALPN http/1.1) is an
   HTTP/1.1 WebSocket handshake (RFC 6455 4.2.2: the 101 with Sec-WebSocket-Accept), then the
   same echo over the socket: the fallback of a gateway whose peer did not allow extended
@@ -214,9 +215,12 @@ class WsH2Echo:
                 extra = [("sec-websocket-protocol", "chat")] \
                     if f.get(":path", "").startswith("/subproto") else []
                 conn.send_headers(sid, [(":status", "200")] + extra)
-                st[sid] = {"frames": Frames(), "out": bytearray(), "end": False, "closed": False}
+                st[sid] = {"frames": Frames(), "out": bytearray(), "end": False, "closed": False,
+                           "stall": f.get(":path", "").startswith("/stall")}
         elif isinstance(ev, h2.events.DataReceived):
             r = st.get(ev.stream_id)
+            if r is not None and r["stall"]:
+                return
             if ev.flow_controlled_length:
                 conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             if r is None or r["closed"]:

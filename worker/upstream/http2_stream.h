@@ -87,6 +87,8 @@ struct h2x_s {
     const fg_conn_cbs_t *t_cbs;
     void *t_arg;
     struct event *t_ev;
+    uint64_t t_progress_ms; /* when the destination last took bytes, or had none waiting */
+    uint64_t t_send_ms;     /* it takes nothing this long while bytes wait: the relay ends */
     unsigned has_body : 1;
     unsigned body_end : 1;
     unsigned deferred : 1; /* the data source said NGHTTP2_ERR_DEFERRED */

@@ -3,6 +3,8 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "worker/core/clock.h"
+
 /* Tell the relay what happened, from the stream's event (t_run). */
 static void kick(h2x_t *x)
 {
@@ -10,9 +12,27 @@ static void kick(h2x_t *x)
         event_active(x->t_ev, EV_TIMEOUT, 0);
 }
 
+/* A destination that leaves the stream's window closed while bytes wait for it (a zero-window
+ * stall, RFC 9113 6.9) ends the relay after t_send_ms without progress, as a connection end
+ * that takes nothing does (FG_CONN_TIMEOUT_WRITE); the stream's event doubles as the timer.
+ * Returns 1 when the time is up. */
+static int send_stalled(h2x_t *x)
+{
+    if (x->t_send_ms == 0 || evbuffer_get_length(x->body) == 0)
+        return 0;
+    uint64_t now = fg_clock_now_ms(), due = x->t_progress_ms + x->t_send_ms;
+    if (now >= due)
+        return 1;
+    uint64_t in = due - now;
+    struct timeval tv = {(time_t)(in / 1000), (suseconds_t)(in % 1000 * 1000)};
+    event_add(x->t_ev, &tv);
+    return 0;
+}
+
 /* The stream's event: frames produced for what the relay did (window updates, DATA), then the
- * relay hears of input, output drained, the destination's end, the stream's loss, in that
- * order. Each callback may end the relay (t_close): the hold keeps x until the last. */
+ * relay hears of input, output drained, the destination's end, the stream's loss, a send
+ * stall, in that order. Each callback may end the relay (t_close): the hold keeps x until the
+ * last. */
 static void t_run(evutil_socket_t fd, short what, void *arg)
 {
     h2x_t *x = arg;
@@ -38,6 +58,8 @@ static void t_run(evutil_socket_t fd, short what, void *arg)
         x->t_gone_todo = 0;
         x->t_cbs->on_event(NULL, x->t_arg, FG_CONN_ERROR);
     }
+    if (x->t_cbs != NULL && send_stalled(x))
+        x->t_cbs->on_event(NULL, x->t_arg, FG_CONN_TIMEOUT_WRITE);
     fg_http2_client_stream_leave(x);
 }
 
@@ -84,6 +106,8 @@ static int t_flush(void *obj)
     h2x_t *x = obj;
     if (!usable(x))
         return -1;
+    if (x->deferred) /* nothing was waiting: the stall clock starts with these bytes */
+        x->t_progress_ms = fg_clock_now_ms();
     if (x->deferred && evbuffer_get_length(x->body) > 0) {
         x->deferred = 0;
         nghttp2_session_resume_data(x->conn->s, x->id);
@@ -164,6 +188,8 @@ int fg_http2_tunnel_attach(h2x_t *x, fg_relay_t *r)
     x->relay = 1;
     x->wait_ready = 0;
     x->t_eof_todo = x->ended; /* a 2xx with END_STREAM: the destination sends nothing */
+    x->t_send_ms = c->activity_ms;
+    x->t_progress_ms = fg_clock_now_ms();
     c->ntunnels++;
     fg_relay_attach_end(r, FG_RELAY_DEST, &tunnel_ops, x);
     if (x->t_eof_todo)
@@ -185,8 +211,10 @@ ssize_t fg_http2_tunnel_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_
     }
     size_t avail = evbuffer_get_length(x->body);
     size_t n = avail < len ? avail : len;
-    if (n > 0)
+    if (n > 0) {
         evbuffer_remove(x->body, buf, n);
+        x->t_progress_ms = fg_clock_now_ms();
+    }
     if (n == avail && x->body_end) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         x->info.req_sent = 1;
