@@ -362,3 +362,16 @@ def test_rfc9113_6_9_a_destination_that_never_opens_its_window_times_out(tmp_pat
     # sending
     assert sent < 16 * MiB
     assert log_line(gw, "/stall")["termination"] == "upstream_timeout"
+
+
+def test_rfc8441_3_request_version_exact_refuses_the_http11_fallback(tmp_path, gateway_factory,
+                                                                      dest):
+    d = dest(connect_protocol=None)
+    port = free_port()
+    gateway_factory(cfg(tmp_path, port, d.url, versionPolicy="RequestVersionExact"))
+    # the first waits for the connection's SETTINGS, the second finds them known
+    for path in ("/exact1", "/exact2"):
+        s, head, _ = raw_handshake(port, path)
+        assert head.startswith("HTTP/1.1 502"), head
+        s.close()
+    assert h1_handshakes(d) == [] and h2_handshakes(d) == []
