@@ -9,6 +9,8 @@ The destination is ws_h2_echo.py (python3-h2); the clients are python3-websocket
 and the raw RFC 8441 client of test_websocket_h2.py over h2c. Tests are named after the RFC
 section whose rule they check."""
 import asyncio
+import base64
+import hashlib
 import os
 import socket
 import subprocess
@@ -17,7 +19,7 @@ import time
 import pytest
 
 from conftest import base_config, free_port
-from test_websocket import MiB, connect, raw_handshake, run
+from test_websocket import MiB, RawDest, connect, raw_handshake, run
 from test_websocket_h2 import Client, ws_frame
 from ws_h2_echo import WsH2Echo
 
@@ -375,3 +377,62 @@ def test_rfc8441_3_request_version_exact_refuses_the_http11_fallback(tmp_path, g
         assert head.startswith("HTTP/1.1 502"), head
         s.close()
     assert h1_handshakes(d) == [] and h2_handshakes(d) == []
+
+
+def _keepalive_then_upgrade(sock, head, rest):
+    """An HTTP/1.1 destination: plain requests answered with keep-alive, an Upgrade switched
+    (RFC 6455 4.2.2) and echoed raw on the same connection."""
+    while True:
+        fields = {ln.partition(":")[0].strip().lower(): ln.partition(":")[2].strip()
+                  for ln in head.split("\r\n")[1:]}
+        if "upgrade" in fields:
+            acc = base64.b64encode(hashlib.sha1(fields["sec-websocket-key"].encode() +
+                                                b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n\r\n" +
+                         rest)
+            while True:
+                d = sock.recv(65536)
+                if not d:
+                    return
+                sock.sendall(d)  # the client's frames come back as they are: enough here
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        buf = rest
+        while b"\r\n\r\n" not in buf:
+            d = sock.recv(65536)
+            if not d:
+                return
+            buf += d
+        h, _, rest = buf.partition(b"\r\n\r\n")
+        head = h.decode("latin-1")
+
+
+def test_rfc8441_5_extended_connect_on_a_pooled_http11_connection(tmp_path, gateway_factory):
+    """An RFC 8441 client's WebSocket to an HTTP/1.1 destination that takes a keep-alive
+    connection from the pool: its Upgrade head is sent at once, not left queued."""
+    d = RawDest(_keepalive_then_upgrade)
+    port = free_port()
+    conf = base_config(tmp_path, port, workers=1,
+                       routes=[{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c"}],
+                       clusters=[{"id": "c", "destinations": [{"id": "d", "address": d.url}]}])
+    conf["servers"][0]["http2"] = {"h2c": True}
+    gateway_factory(conf)
+    c = Client(port)
+    sid = c.conn.get_next_available_stream_id()
+    c.st[sid] = {"headers": None, "data": bytearray(), "ended": False, "reset": None,
+                 "unacked": 0}
+    c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":path", "/plain"),
+                              (":authority", "a.example.test")], end_stream=True)
+    c.flush()
+    c.until(lambda: c.st[sid]["ended"])
+    assert c.st[sid]["headers"][":status"] == "200"
+    ws = c.open("/ws")
+    r = c.response(ws)
+    assert r["headers"][":status"] == "200", r
+    frame = ws_frame("raw echo")
+    c.send(ws, frame)
+    c.until(lambda: len(c.st[ws]["data"]) >= len(frame), timeout=5)
+    assert bytes(c.st[ws]["data"]) == frame
+    c.close()
+    d.close()
+    assert len(d.heads) == 1  # both requests rode the one pooled connection
