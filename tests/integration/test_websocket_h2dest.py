@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import base_config, free_port
-from test_websocket import MiB, RawDest, connect, raw_handshake, run
+from test_websocket import MiB, RawDest, _reload, connect, raw_handshake, run
 from test_websocket_h2 import Client, ws_frame
 from ws_h2_echo import WsH2Echo
 
@@ -436,3 +436,43 @@ def test_rfc8441_5_extended_connect_on_a_pooled_http11_connection(tmp_path, gate
     c.close()
     d.close()
     assert len(d.heads) == 1  # both requests rode the one pooled connection
+
+
+def test_rfc9113_6_8_reload_keeps_the_streams_until_the_drain_timeout(tmp_path,
+                                                                      gateway_factory, dest):
+    """A retiring worker keeps its WebSockets' destination streams (and so their connection)
+    until webSocketDrainTimeout, then resets them; new WebSockets go from the new generation."""
+    d = dest()
+    port = free_port()
+    conf = cfg(tmp_path, port, d.url)
+    conf.update(webSocketDrainTimeout="2s", shutdownTimeout="10s")
+    gw = gateway_factory(conf)
+
+    async def go():
+        old = [await connect("ws://127.0.0.1:%d/old%d" % (port, i)) for i in range(5)]
+        for ws in old:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+        retired = await asyncio.get_event_loop().run_in_executor(None, _reload, gw)
+        for ws in old:
+            await ws.send("after")
+            assert await ws.recv() == "after"
+        async with connect("ws://127.0.0.1:%d/new" % port) as ws:
+            await ws.send("new")
+            assert await ws.recv() == "new"
+        lived = []
+        for ws in old:
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await ws.recv()
+            lived.append(time.monotonic() - retired)
+        return lived
+    lived = run(go(), timeout=30)
+    assert all(1.7 <= t <= 5 for t in lived), lived
+    lines = [l for l in gw.access_log(wait_for=6) if l.get("path", "").startswith("/old")]
+    assert len(lines) == 5 and all(l["termination"] == "drained" for l in lines)
+    deadline = time.monotonic() + 3
+    while len(d.resets) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(d.resets) == 5  # RST_STREAM CANCEL for each drained tunnel
+    assert d.connections == 2  # one per generation
