@@ -115,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                        FG_STR_LIT("/"),
                        FG_STR_NULL,
                        {&host, 1, 1, NULL}};
-    fg_exchange_req_t rq = {&out, -1, NULL, 0, 0};
+    fg_exchange_req_t rq = {&out, -1, NULL, 0, 0, FG_STR_NULL};
     s.x = fg_http1_client_attach(c, &rq, &cbs, &s, 0);
     if (s.x == NULL)
         abort();

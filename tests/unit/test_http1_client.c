@@ -150,8 +150,9 @@ static void run(const script_t *s, rec_t *r)
         fields[i + 1] = s->extra[i];
     fg_outreq_t out = {
         fg_str(s->method), FG_STR_LIT("/p"), FG_STR_LIT(""), {fields, 1 + s->nextra, 8, NULL}};
-    fg_exchange_req_t rq = {&out, s->body ? s->content_length : -1, NULL, s->body != NULL,
-                            s->upgrade != 0};
+    fg_exchange_req_t rq = {
+        &out,       s->body ? s->content_length : -1, NULL, s->body != NULL, s->upgrade != 0,
+        FG_STR_NULL};
     r->x = fg_http1_client_attach(c, &rq, &cbs, r, 2000);
     assert_non_null(r->x);
     if (s->body) {

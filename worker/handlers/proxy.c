@@ -72,6 +72,7 @@ typedef struct {
      * Upgrade of a GET, the client's stream bytes wait for the 101. */
     unsigned tunnel : 1;
     char ws_key[25]; /* the Sec-WebSocket-Key we generated for it (RFC 6455 4.1), or "" */
+    fg_str_t proto;  /* with upgrade: the one protocol asked of the destination (RFC 8441 4) */
 } proxy_t;
 
 #define UP_HIGH_WATER (256 * 1024)
@@ -449,8 +450,14 @@ static size_t relayable(fg_http_header_t *t, size_t n)
 static int move_body(proxy_t *p)
 {
     fg_request_t *req = p->req;
-    if (p->tunnel)
-        return 0; /* the stream's bytes are the new protocol's: the relay takes them */
+    if (p->tunnel) {
+        /* The stream's bytes are the new protocol's (the relay takes them): the exchange gets
+         * only the request's end, which sends its head. */
+        if (p->end_sent)
+            return 0;
+        p->end_sent = 1;
+        return fg_exchange_send_body(p->x, NULL, 1);
+    }
     if (evbuffer_get_length(req->body) > 0) {
         keep_for_replay(p);
         p->body_moved = 1;
@@ -534,7 +541,8 @@ static int start_exchange(proxy_t *p, int fresh)
                             .content_length = req->content_length,
                             .replay = p->body_moved ? p->replay : NULL,
                             .has_body = req->has_body && !p->tunnel,
-                            .upgrade = p->upgrade};
+                            .upgrade = p->upgrade,
+                            .protocol = p->proto};
     count_begin(p);
     begin_attempt(p);
     req->upstream_connect_us = 0;
@@ -775,6 +783,9 @@ static int x_head(void *arg, const fg_exchange_head_t *h)
     fg_request_t *req = p->req;
     if (h->status == 101)
         return switch_protocols(p, h);
+    /* RFC 8441 5: to an extended CONNECT, a 2xx is the switch. */
+    if (fg_exchange_info(p->x)->extended_connect && h->status >= 200 && h->status < 300)
+        return switch_protocols(p, h);
     if (p->tunnel && h->status >= 200 && h->status < 300) {
         /* RFC 8441 5: a 2xx opens the tunnel; a destination that ignored the Upgrade and
          * answered the GET did not switch, so the client must not be told it did. */
@@ -977,6 +988,27 @@ static int route_allows(const fg_route_t *rt, fg_str_t list)
     return 0;
 }
 
+/* The first protocol of the client's Upgrade list that the route relays, without its
+ * "/version": the one an extended CONNECT names (RFC 8441 4 has a single :protocol). */
+static fg_str_t chosen_protocol(const fg_route_t *rt, fg_str_t list)
+{
+    size_t i = 0;
+    while (i < list.len) {
+        while (i < list.len && (list.base[i] == ' ' || list.base[i] == '\t' || list.base[i] == ','))
+            i++;
+        size_t b = i;
+        while (i < list.len && list.base[i] != ',' && list.base[i] != '/' && list.base[i] != ' ' &&
+               list.base[i] != '\t')
+            i++;
+        fg_str_t name = {list.base + b, i - b};
+        if (name.len > 0 && route_allows(rt, name))
+            return name;
+        while (i < list.len && list.base[i] != ',')
+            i++;
+    }
+    return FG_STR_NULL;
+}
+
 /* An extended CONNECT (RFC 8441 4) is only a request to switch: a route that does not relay
  * its :protocol, or a front end that cannot hand its stream over, answers 501 (RFC 9110
  * 15.6.2), past maxWebSockets 503. The stream's bytes stay where they are (body paused) until
@@ -994,6 +1026,7 @@ static int begin_tunnel(proxy_t *p)
         return -1;
     }
     req->upgrade = req->protocol;
+    p->proto = req->protocol;
     p->upgrade = 1;
     p->tunnel = 1;
     req->ops->pause_body(req, 1);
@@ -1019,6 +1052,7 @@ static int begin_upgrade(proxy_t *p)
         return -1;
     }
     p->upgrade = 1;
+    p->proto = chosen_protocol(req->route, req->upgrade);
     return 0;
 }
 
@@ -1047,23 +1081,52 @@ static int tunnel_headers(proxy_t *p)
     return fg_headers_set(&p->out.headers, FG_STR_LIT("Sec-WebSocket-Key"), fg_str(p->ws_key));
 }
 
-/* RFC 6455 4.2.2: the 101's Sec-WebSocket-Accept is base64(SHA-1(key + the GUID)) of our key
- * (RFC 8441 5: the gateway stands in for the client's check). Returns 1 when it matches. */
-static int accept_ok(const proxy_t *p, const fg_exchange_head_t *h)
+/* RFC 6455 4.2.2: Sec-WebSocket-Accept is base64(SHA-1(key + the GUID)), written into out
+ * (29 bytes, NUL-terminated). Returns its length, or -1 (a key of 24 characters only, RFC 6455
+ * 4.1: 16 bytes in base64). */
+static int ws_accept(fg_str_t key, char *out)
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     char in[24 + sizeof(guid)];
     unsigned char md[20];
-    char want[29];
-    memcpy(in, p->ws_key, 24);
+    if (key.len != 24)
+        return -1;
+    memcpy(in, key.base, 24);
     memcpy(in + 24, guid, sizeof(guid) - 1);
     if (EVP_Digest(in, 24 + sizeof(guid) - 1, md, NULL, EVP_sha1(), NULL) != 1)
-        return 0;
-    int n = EVP_EncodeBlock((unsigned char *)want, md, sizeof(md));
-    for (size_t i = 0; i < h->num_headers; i++)
+        return -1;
+    return EVP_EncodeBlock((unsigned char *)out, md, sizeof(md));
+}
+
+/* The 101's Sec-WebSocket-Accept must answer our key (RFC 8441 5: the gateway stands in for
+ * the client's check). Returns 1 when it does. */
+static int accept_ok(const proxy_t *p, const fg_exchange_head_t *h)
+{
+    char want[29];
+    int n = ws_accept(fg_str(p->ws_key), want);
+    for (size_t i = 0; n > 0 && i < h->num_headers; i++)
         if (fg_str_ieq(h->headers[i].name, FG_STR_LIT("Sec-WebSocket-Accept")))
             return fg_str_eq(h->headers[i].value, (fg_str_t){want, (size_t)n});
     return 0;
+}
+
+/* An HTTP/1.1 client's 101 for a switch the destination made on an HTTP/2 stream (RFC 8441
+ * 5): Upgrade names the protocol, and for WebSocket the gateway answers the client's key
+ * itself (RFC 6455 4.2.2; Connection is the front end's). Returns 0 or -1. */
+static int h1_switch_headers(proxy_t *p, fg_headers_t *hdrs)
+{
+    fg_request_t *req = p->req;
+    fg_headers_remove(hdrs, FG_STR_LIT("Sec-WebSocket-Accept"));
+    if (fg_headers_set(hdrs, FG_STR_LIT("Upgrade"), p->proto) != 0)
+        return -1;
+    const fg_http_header_t *key = fg_request_header(req, FG_STR_LIT("Sec-WebSocket-Key"));
+    if (key == NULL || !names_protocol(p->proto, FG_STR_LIT("websocket")))
+        return 0;
+    char *acc = fg_pool_alloc(req->pool, 29);
+    int n = acc ? ws_accept(key->value, acc) : -1;
+    if (n < 0)
+        return 0; /* no valid key: no answer to it, the client's check fails as it should */
+    return fg_headers_set(hdrs, FG_STR_LIT("Sec-WebSocket-Accept"), (fg_str_t){acc, (size_t)n});
 }
 
 /* The 101's protocol: its Upgrade field's value, or an empty slice. */
@@ -1082,17 +1145,18 @@ static fg_str_t switched_to(const fg_exchange_head_t *h)
 static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h)
 {
     fg_request_t *req = p->req;
+    int stream = h->status != 101; /* a 2xx to an extended CONNECT: the stream is the end */
     sync_timing(p);
     req->upstream_us = fg_clock_now_us() - fg_exchange_info(p->x)->sent_at_us;
-    attempt_status(p, 101);
-    fg_str_t proto = switched_to(h);
+    attempt_status(p, h->status);
+    fg_str_t proto = stream ? p->proto : switched_to(h);
     if (proto.len == 0 || !names_protocol(req->upgrade, proto) ||
         !route_allows(req->route, proto)) {
         set_fail(p, FG_XERR_INVALID, 0, FG_XPHASE_BODY);
         fail(p, 502, "bad_gateway", "upstream switched to a protocol the client did not ask for");
         return -1;
     }
-    if (p->ws_key[0] && !accept_ok(p, h)) {
+    if (!stream && p->ws_key[0] && !accept_ok(p, h)) {
         set_fail(p, FG_XERR_INVALID, 0, FG_XPHASE_BODY);
         fail(p, 502, "bad_gateway", "upstream's Sec-WebSocket-Accept does not match the key");
         return -1;
@@ -1104,7 +1168,8 @@ static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h)
                                                         : p->cl->activity_timeout_ms;
     fg_relay_t *r = fg_relay_new(p->w, req->server, idle);
     req->relayed = 1;
-    if (r == NULL || response_headers(p, h, &hdrs) != 0) {
+    if (r == NULL || response_headers(p, h, &hdrs) != 0 ||
+        (stream && !p->tunnel && h1_switch_headers(p, &hdrs) != 0)) {
         fg_relay_free(r);
         fail(p, 502, "internal_error", "cannot relay the protocol switch");
         return -1;
@@ -1113,13 +1178,19 @@ static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h)
         fg_headers_remove(&hdrs, FG_STR_LIT("Sec-WebSocket-Accept"));
     /* Bytes the destination sent after its 101 stay in the connection's input: the relay
      * passes them on first. */
-    fg_conn_t *c = fg_exchange_take_over(p->x, NULL);
+    int attached = 0;
+    if (stream) {
+        attached = fg_exchange_relay_end(p->x, r) == 0;
+    } else {
+        fg_conn_t *c = fg_exchange_take_over(p->x, NULL);
+        if (c != NULL)
+            fg_relay_attach_conn(r, FG_RELAY_DEST, c);
+        attached = c != NULL;
+    }
     p->x = NULL;
     count_end(p);
     release_replay(p);
-    if (c != NULL)
-        fg_relay_attach_conn(r, FG_RELAY_DEST, c);
-    if (c == NULL || req->ops->switch_protocols(req, &hdrs, r) != 0) {
+    if (!attached || req->ops->switch_protocols(req, &hdrs, r) != 0) {
         fg_relay_free(r);
         fail(p, 502, "internal_error", "cannot relay the protocol switch");
         return -1;

@@ -3,10 +3,12 @@
  * ended. It has two ends:
  *  - the client end, given by the front end that took the request (HTTP/1.1: its connection,
  *    fg_req_ops_t.switch_protocols);
- *  - the destination end, given by the exchange (fg_exchange_take_over).
+ *  - the destination end, given by the exchange: its connection (fg_exchange_take_over) or
+ *    its HTTP/2 stream (fg_exchange_relay_end, RFC 8441 extended CONNECT).
  * An end is an fg_conn_t, or any object that offers the same few operations the relay uses
  * (input, output, read switch, flush, pending, drain and shutdown_write; fg_relay_end_ops_t):
- * an HTTP/2 stream (RFC 8441) is such an end. Splice needs two connection ends.
+ * an HTTP/2 stream (RFC 8441), on either side, is such an end. Splice needs two connection
+ * ends.
  *
  * Flow: each direction buffers at most RELAY_HIGH bytes in user space (it stops reading its
  * source until the other end drained); when both ends are plain TCP, bytes move through a pipe

@@ -32,6 +32,7 @@
 
 struct evbuffer;
 typedef struct fg_exchange_s fg_exchange_t;
+typedef struct fg_relay_s fg_relay_t;
 
 /* How an exchange failed. */
 typedef enum {
@@ -70,7 +71,11 @@ typedef struct {
     int64_t content_length;  /* >= 0: declared length (0 too); -1 with has_body: streamed */
     struct evbuffer *replay; /* body bytes to send first (copied, not drained), or NULL */
     unsigned has_body : 1;
-    unsigned upgrade : 1; /* a 101 is the final answer (then fg_exchange_take_over) */
+    /* A switch: a 101 is the final answer (then fg_exchange_take_over), or over HTTP/2, when
+     * protocol is set and the destination allows extended CONNECT (RFC 8441 3), a 2xx to a
+     * CONNECT with :protocol (info.extended_connect; then fg_exchange_relay_end). */
+    unsigned upgrade : 1;
+    fg_str_t protocol; /* with upgrade: the one protocol to switch to ("websocket"), or empty */
 } fg_exchange_req_t;
 
 /* A final response head: end-to-end fields only (hop-by-hop and framing removed, RFC 9110
@@ -95,6 +100,9 @@ typedef struct {
     uint64_t connect_us;       /* connect duration of a fresh connection, 0 when pooled */
     uint64_t sent_at_us;       /* when the head was queued */
     uint64_t first_byte_us;    /* from sent_at to the first response byte, 0 before */
+
+    /* an upgrade sent as extended CONNECT (RFC 8441 4): a 2xx is the switch */
+    unsigned extended_connect : 1;
 } fg_exchange_info_t;
 
 /* Callbacks, all with the handler's arg. Those returning int return 0, or -1 when the handler
@@ -129,6 +137,9 @@ typedef struct {
     unsigned exempt_event_streams : 1;
     int http2; /* with cl NULL: speak HTTP/2 (h2c prior knowledge); with cl, the destination's
                 * httpVersion decides */
+    /* HTTP/1.1 to an HTTP/2 destination (an upgrade it cannot take as extended CONNECT): a
+     * fresh TLS connection offers ALPN http/1.1 alone */
+    unsigned http1_alpn : 1;
 } fg_exchange_target_t;
 
 /* The protocol behind an exchange. */
@@ -144,6 +155,7 @@ typedef struct {
     void (*release)(fg_exchange_t *x);
     void (*close)(fg_exchange_t *x);
     fg_conn_t *(*take_over)(fg_exchange_t *x, struct evbuffer *rest);
+    int (*relay_end)(fg_exchange_t *x, fg_relay_t *r); /* NULL: the protocol has no such end */
 } fg_exchange_vt_t;
 
 struct fg_exchange_s {
@@ -213,6 +225,19 @@ static inline void fg_exchange_close(fg_exchange_t *x)
 static inline fg_conn_t *fg_exchange_take_over(fg_exchange_t *x, struct evbuffer *rest)
 {
     return x->vt->take_over(x, rest);
+}
+
+/* An upgrade answered on a stream (info.extended_connect and a 2xx, RFC 8441 5, typically from
+ * inside on_head): the stream becomes relay r's destination end (fg_relay_attach_end), its DATA
+ * the relay's bytes both ways. x is gone either way. Returns 0, or -1 when the stream is no
+ * longer usable. */
+static inline int fg_exchange_relay_end(fg_exchange_t *x, fg_relay_t *r)
+{
+    if (x->vt->relay_end == NULL) {
+        x->vt->close(x);
+        return -1;
+    }
+    return x->vt->relay_end(x, r);
 }
 
 #endif

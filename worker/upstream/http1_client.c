@@ -843,6 +843,8 @@ fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exc
         connect_at = fg_clock_now_us();
         if (t->cl && t->probe)
             u = fg_upstream_open_probe(t->w, t->cl, t->di, t->connect_timeout_ms);
+        else if (t->cl && t->http1_alpn)
+            u = fg_upstream_open_http1(t->w, t->cl, t->di, t->connect_timeout_ms);
         else if (t->cl)
             u = fg_upstream_open_timeout(t->w, t->cl, t->di, NULL, NULL, t->connect_timeout_ms);
         else

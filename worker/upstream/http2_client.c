@@ -9,94 +9,15 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "common/headers.h"
 #include "common/log.h"
 #include "worker/core/clock.h"
 #include "worker/upstream/http1_client.h"
+#include "worker/upstream/http2_stream.h"
+#include "worker/upstream/http2_tunnel.h"
 #include "worker/upstream/upstream.h"
-
-#define HEAD_MAX 65536  /* bytes of one received header block */
-#define FIELDS_MAX 128  /* fields of one received header block */
-#define INTERIM_MAX 8   /* as the HTTP/1.1 client */
-#define OUT_HIGH 262144 /* session output queued on the connection before we stop producing */
-#define BODY_LOW 65536  /* a stream's queued body at or below this: on_send_ready */
-#define STREAM_WINDOW (256 * 1024)
-#define CONN_WINDOW (16 * 1024 * 1024)
-#define DEFAULT_STREAMS 100 /* assumed until the peer's SETTINGS say (RFC 9113 6.5.2) */
-
-typedef struct h2conn_s h2conn_t;
-typedef struct h2x_s h2x_t;
-
-/* A destination's connections in one worker. */
-typedef struct {
-    fg_upstream_ext_t ext; /* first: the upstream pools release it (dest_free) */
-    h2conn_t *conns;
-    unsigned h1_only : 1; /* ALPN chose http/1.1: the HTTP/1.1 client serves it */
-} h2dest_t;
-
-struct h2conn_s {
-    h2dest_t *dest; /* NULL: a private connection, closed once its streams are done */
-    h2conn_t *prev, *next;
-    fg_worker_t *w;
-    const fg_cluster_t *cl;
-    size_t di;
-    fg_upconn_t *u;       /* NULL in the memory mode of the tests */
-    struct evbuffer *mem; /* memory mode: what the session sends */
-    nghttp2_session *s;
-    h2x_t *streams;
-    unsigned nstreams;
-    uint64_t connect_at;
-    uint64_t activity_ms;
-    int busy;
-    unsigned ready : 1;  /* connected, preface queued */
-    unsigned goaway : 1; /* no new stream (GOAWAY received or sent) */
-    unsigned dead : 1;
-    unsigned flushing : 1; /* inside flush: a nested one only asks for another round */
-    unsigned again : 1;
-    unsigned in_recv : 1; /* inside nghttp2_session_mem_recv: nothing may be sent */
-    unsigned https : 1;
-};
-
-struct h2x_s {
-    fg_exchange_t base;
-    const fg_exchange_cbs_t *cbs;
-    void *arg;
-    h2conn_t *conn;
-    h2x_t *prev, *next;
-    int32_t id;
-    fg_exchange_info_t info;
-    fg_exchange_target_t t; /* for the HTTP/1.1 fallback */
-    fg_outreq_t *out_copy;  /* the request, kept while an ALPN fallback may need it */
-    int64_t content_length;
-    struct evbuffer *body; /* request body not yet framed */
-    struct evbuffer *in;   /* response body held while paused */
-    size_t unconsumed;     /* bytes of `in` not yet given back to the flow-control windows */
-    nghttp2_nv *trailers;  /* request trailers to send after the body (one block) */
-    size_t ntrailers;
-    char *hb;      /* the header block being received: bytes, and fields as offsets */
-    char *head_hb; /* the final head's bytes, kept while the trailers arrive: a front end may
-                    * still hold slices of the head it was given */
-    size_t hlen, hcap;
-    uint32_t hoff[FIELDS_MAX][4];
-    unsigned nh;
-    int status;
-    int64_t clen;
-    unsigned interims;
-    int busy;
-    fg_exchange_t *inner; /* the HTTP/1.1 exchange standing in for this one */
-    unsigned has_body : 1;
-    unsigned body_end : 1;
-    unsigned deferred : 1; /* the data source said NGHTTP2_ERR_DEFERRED */
-    unsigned up_head : 1;
-    unsigned paused : 1;
-    unsigned ended : 1;    /* END_STREAM received; on_end pending while paused */
-    unsigned finished : 1; /* on_end or on_error made */
-    unsigned closed : 1;   /* the stream is closed in the session */
-    unsigned wait_ready : 1;
-    unsigned head_done : 1;
-    unsigned dead : 1;
-};
 
 static void conn_flush(h2conn_t *c);
 static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
@@ -108,6 +29,8 @@ static int submit(h2x_t *x, const fg_outreq_t *o);
 
 static void x_free(h2x_t *x)
 {
+    if (x->t_ev)
+        event_free(x->t_ev);
     if (x->body)
         evbuffer_free(x->body);
     if (x->in)
@@ -207,6 +130,21 @@ static void x_end(h2x_t *x, uint32_t code)
     x->dead = 1;
     x->busy++;
     x_leave(x);
+}
+
+void fg_http2_client_stream_end(h2x_t *x, uint32_t code)
+{
+    x_end(x, code);
+}
+
+int fg_http2_client_stream_leave(h2x_t *x)
+{
+    return x_leave(x);
+}
+
+void fg_http2_client_flush(h2conn_t *c)
+{
+    conn_flush(c);
 }
 
 /* ---- failure ---- */
@@ -394,6 +332,18 @@ static int xs_send_body(fg_exchange_t *b, struct evbuffer *data, int end)
     h2x_t *x = (h2x_t *)b;
     if (x->inner)
         return fg_exchange_send_body(x->inner, data, end);
+    /* An upgrade has no body: after the switch the stream's DATA are the relay's, and an end
+     * here would be END_STREAM, the tunnel's half-close (RFC 8441 4). The call sends the
+     * head. */
+    if (x->upgrade || x->connect) {
+        if (data)
+            evbuffer_drain(data, evbuffer_get_length(data));
+        if (x->conn == NULL || x->id <= 0 || x->relay)
+            return 0;
+        x->busy++;
+        conn_flush(x->conn);
+        return x_leave(x) || x->dead ? -1 : 0;
+    }
     if (x->conn == NULL || x->body_end || x->closed) {
         if (data)
             evbuffer_drain(data, evbuffer_get_length(data));
@@ -557,7 +507,24 @@ static fg_conn_t *xs_take_over(fg_exchange_t *b, struct evbuffer *rest)
         return c;
     }
     x_end(x, NGHTTP2_CANCEL);
-    return NULL; /* no upgrade over HTTP/2 (extended CONNECT is not spoken to destinations) */
+    return NULL; /* a stream has no connection to give: fg_exchange_relay_end */
+}
+
+static void conn_busy_read(h2conn_t *c);
+
+/* The extended CONNECT was answered 2xx (RFC 8441 5): the stream becomes the relay's end. */
+static int xs_relay_end(fg_exchange_t *b, fg_relay_t *r)
+{
+    h2x_t *x = (h2x_t *)b;
+    if (x->inner || !x->connect || x->conn == NULL || x->closed) {
+        xs_close(b);
+        return -1;
+    }
+    h2conn_t *c = x->conn;
+    if (fg_http2_tunnel_attach(x, r) != 0)
+        return -1;
+    conn_busy_read(c);
+    return 0;
 }
 
 static const fg_exchange_vt_t h2_vt = {
@@ -572,6 +539,7 @@ static const fg_exchange_vt_t h2_vt = {
     .release = xs_release,
     .close = xs_close,
     .take_over = xs_take_over,
+    .relay_end = xs_relay_end,
 };
 
 /* ---- receiving ---- */
@@ -720,9 +688,21 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         c->goaway = 1; /* streams above last-stream-id close with REFUSED_STREAM */
         return 0;
     }
+    if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK) && !c->got_settings) {
+        /* RFC 9113 3.4: the server's preface; waiting upgrades learn whether extended CONNECT
+         * is allowed (RFC 8441 3) once the receive returns */
+        c->got_settings = 1;
+        c->settings_todo = 1;
+        return 0;
+    }
     if (f->hd.stream_id == 0)
         return 0;
     h2x_t *x = stream_of(s, f->hd.stream_id);
+    if (x != NULL && x->relay) {
+        if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+            fg_http2_tunnel_eof(x); /* RFC 8441 4: the destination's half-close */
+        return 0;
+    }
     if (x == NULL || x->finished)
         return 0;
     x->busy++;
@@ -743,6 +723,10 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
                    void *ud)
 {
     h2x_t *x = stream_of(s, id);
+    if (x != NULL && x->relay) {
+        fg_http2_tunnel_data(x, data, len);
+        return 0;
+    }
     if (x == NULL || x->finished) {
         nghttp2_session_consume(s, id, len); /* nobody reads it: the window goes back */
         return 0;
@@ -766,6 +750,12 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
     if (x == NULL)
         return 0;
     x->closed = 1;
+    if (x->relay) {
+        /* Both ways ended cleanly: the relay heard the destination's end already. */
+        if (!(x->ended && code == NGHTTP2_NO_ERROR))
+            fg_http2_tunnel_gone(x);
+        return 0;
+    }
     if (x->finished || (x->ended && code == NGHTTP2_NO_ERROR))
         return 0;
     if (code == NGHTTP2_REFUSED_STREAM) {
@@ -873,6 +863,10 @@ static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char
         x->next = x->prev = NULL;
         x->conn = NULL;
         c->nstreams--;
+        if (x->relay) {
+            fg_http2_tunnel_gone(x);
+            continue;
+        }
         fg_exchange_error_t k = kind;
         if (k == FG_XERR_EOF && x->info.phase == FG_XPHASE_BODY)
             k = FG_XERR_EOF_BODY;
@@ -899,10 +893,34 @@ static void conn_maybe_idle(h2conn_t *c)
     fg_conn_read(c->u->c, 1, c->cl ? c->cl->idle_timeout_ms : 0);
 }
 
+/* Read with the activity timeout while a stream waits for its destination; streams that are
+ * relay ends only may be silent for long (the relay's idle timeout governs them). */
 static void conn_busy_read(h2conn_t *c)
 {
     if (c->u)
-        fg_conn_read(c->u->c, 1, c->activity_ms);
+        fg_conn_read(c->u->c, 1, c->nstreams > c->ntunnels ? c->activity_ms : 0);
+}
+
+/* x, off its connection, goes to the HTTP/1.1 client (its request kept in out_copy); x then
+ * stands in front of that exchange (x->inner). */
+static void to_http1(h2x_t *x)
+{
+    fg_exchange_req_t rq = {.out = x->out_copy,
+                            .content_length = x->content_length,
+                            .replay = evbuffer_get_length(x->body) ? x->body : NULL,
+                            .has_body = x->has_body,
+                            .upgrade = x->protocol[0] != 0};
+    x->busy++;
+    x->inner = x->out_copy ? fg_http1_client_start(&x->t, &rq, x->cbs, x->arg) : NULL;
+    int e = errno;
+    evbuffer_drain(x->body, evbuffer_get_length(x->body));
+    if (x->inner == NULL)
+        x_fail(x, FG_XERR_CONNECT, e, NULL);
+    else if (x->body_end) /* the whole body was given: its end too (trailers are lost) */
+        fg_exchange_send_body(x->inner, NULL, 1);
+    else if (fg_exchange_info(x->inner)->reused)
+        x->cbs->on_send_ready(x->arg); /* a pooled connection: the body goes now */
+    x_leave(x);
 }
 
 /* Hand every stream waiting on c to the HTTP/1.1 client: ALPN chose http/1.1 (RFC 7301). The
@@ -923,22 +941,92 @@ static void fall_back(h2conn_t *c)
         x->next = x->prev = NULL;
         x->conn = NULL;
         c->nstreams--;
-        fg_exchange_req_t rq = {.out = x->out_copy,
-                                .content_length = x->content_length,
-                                .replay = evbuffer_get_length(x->body) ? x->body : NULL,
-                                .has_body = x->has_body};
+        x->upgrade = 0;
         x->t.fresh = 0;
-        x->busy++;
-        x->inner = x->out_copy ? fg_http1_client_start(&x->t, &rq, x->cbs, x->arg) : NULL;
-        evbuffer_drain(x->body, evbuffer_get_length(x->body));
-        if (x->inner == NULL)
-            x_fail(x, FG_XERR_CONNECT, errno, NULL);
-        else if (x->body_end) /* the whole body was given: its end too (trailers are lost) */
-            fg_exchange_send_body(x->inner, NULL, 1);
-        else if (fg_exchange_info(x->inner)->reused)
-            x->cbs->on_send_ready(x->arg); /* a pooled connection: the body goes now */
-        x_leave(x);
+        to_http1(x);
     }
+    conn_leave(c);
+}
+
+/* An upgrade as an extended CONNECT (RFC 8441 4, 5): :method CONNECT with :protocol, then the
+ * request's fields as for any request but Sec-WebSocket-Key (RFC 8441 5: the key and its
+ * Accept are not used over HTTP/2). The stream stays open for the tunnel's DATA
+ * (fg_http2_tunnel_read). -1 on failure. */
+static int submit_connect(h2x_t *x)
+{
+    h2conn_t *c = x->conn;
+    nghttp2_nv tmp[FIELDS_MAX + 8], nv[FIELDS_MAX + 9];
+    char names[16384], len[24];
+    fg_str_t scheme = c->https ? FG_STR_LIT("https") : FG_STR_LIT("http");
+    int n = fg_http2_client_request_nv(x->out_copy, scheme, -1, tmp, FIELDS_MAX + 8, names,
+                                       sizeof(names), len);
+    if (n < 1)
+        return -1;
+    size_t k = 0;
+    nv[k++] = mknv(":method", 7, "CONNECT", 7);
+    nv[k++] = mknv(":protocol", 9, x->protocol, strlen(x->protocol));
+    for (int i = 1; i < n; i++) /* tmp[0] is :method */
+        if (!(tmp[i].namelen == 17 && memcmp(tmp[i].name, "sec-websocket-key", 17) == 0))
+            nv[k++] = tmp[i];
+    nghttp2_data_provider dp = {.read_callback = fg_http2_tunnel_read};
+    int32_t id = nghttp2_submit_request(c->s, NULL, nv, k, &dp, x);
+    if (id < 0)
+        return -1;
+    x->id = id;
+    x->connect = 1;
+    x->info.extended_connect = 1;
+    free(x->out_copy);
+    x->out_copy = NULL;
+    go(x);
+    return 0;
+}
+
+/* RFC 8441 3: extended CONNECT only to a peer that announced SETTINGS_ENABLE_CONNECT_PROTOCOL 1
+ * (a peer's preface SETTINGS must have arrived). */
+static int connect_allowed(h2conn_t *c)
+{
+    return nghttp2_session_get_remote_settings(c->s, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1;
+}
+
+/* An upgrade the destination cannot take as extended CONNECT goes as an HTTP/1.1 Upgrade on a
+ * connection of its own, unless the cluster wants HTTP/2 exactly. x is off c on return. */
+static void upgrade_by_http1(h2x_t *x)
+{
+    x->busy++;
+    detach(x, 0); /* not submitted: nothing to reset */
+    if (x->t.cl && x->t.cl->version_policy == FG_VERSION_EXACT)
+        x_fail(x, FG_XERR_INVALID, 0, "upstream does not allow extended CONNECT");
+    else
+        to_http1(x);
+    x_leave(x);
+}
+
+static h2x_t *waiting_upgrade(h2conn_t *c)
+{
+    for (h2x_t *x = c->streams; x; x = x->next)
+        if (x->upgrade)
+            return x;
+    return NULL;
+}
+
+/* The peer's SETTINGS arrived: every upgrade waiting on c goes, as extended CONNECT or by
+ * HTTP/1.1. */
+static void decide_upgrades(h2conn_t *c)
+{
+    c->settings_todo = 0;
+    int ok = connect_allowed(c);
+    conn_enter(c);
+    for (h2x_t *x; !c->dead && (x = waiting_upgrade(c)) != NULL;) {
+        x->upgrade = 0;
+        if (!ok)
+            upgrade_by_http1(x);
+        else if (submit_connect(x) != 0)
+            x_fail(x, FG_XERR_INVALID, 0, "cannot send the extended CONNECT");
+        else
+            x->wait_ready = 1;
+    }
+    if (!c->dead)
+        conn_flush(c);
     conn_leave(c);
 }
 
@@ -958,6 +1046,8 @@ static void conn_up(h2conn_t *c)
     conn_enter(c);
     for (h2x_t *x = c->streams; x; x = x->next) {
         x->info.connect_us = connect_us;
+        if (x->upgrade)
+            continue; /* it waits for the peer's SETTINGS (decide_upgrades) */
         free(x->out_copy);
         x->out_copy = NULL;
         go(x);
@@ -988,6 +1078,8 @@ static void up_read(fg_conn_t *fc, void *arg)
         }
         evbuffer_drain(in, (size_t)n);
     }
+    if (!c->dead && c->settings_todo)
+        decide_upgrades(c);
     if (!c->dead)
         conn_flush(c);
     conn_leave(c);
@@ -1181,6 +1273,56 @@ static h2dest_t *dest_of(const fg_exchange_target_t *t)
     return (h2dest_t *)*slot;
 }
 
+/* An upgrade (a WebSocket) to an HTTP/2 destination: an extended CONNECT stream when the
+ * connection's peer allows it (RFC 8441 3), else an HTTP/1.1 Upgrade on a connection of its own
+ * (ALPN http/1.1 alone over TLS). A connection whose peer's SETTINGS did not arrive yet holds
+ * the stream, not submitted, until they do (decide_upgrades). */
+static fg_exchange_t *upgrade_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
+                                    const fg_exchange_cbs_t *cbs, void *arg, h2dest_t *dest)
+{
+    fg_exchange_target_t t1 = *t;
+    t1.http1_alpn = 1;
+    int exact = t->cl && t->cl->version_policy == FG_VERSION_EXACT;
+    h2conn_t *c = dest && !t->fresh ? conn_find(dest) : NULL;
+    int named = rq->protocol.len > 0 && rq->protocol.len < sizeof(((h2x_t *)0)->protocol);
+    if ((dest && dest->h1_only) || !named || (c && c->got_settings && !connect_allowed(c))) {
+        if (exact) {
+            errno = EPROTONOSUPPORT; /* HTTP/2 exactly, and no extended CONNECT there */
+            return NULL;
+        }
+        return fg_http1_client_start(&t1, rq, cbs, arg);
+    }
+    h2x_t *x = x_new(&t1, rq, cbs, arg);
+    if (x == NULL || (x->out_copy = outreq_copy(rq->out)) == NULL)
+        goto out_free_x;
+    memcpy(x->protocol, rq->protocol.base, rq->protocol.len);
+    x->upgrade = 1;
+    if (c == NULL && (c = conn_new(t, dest)) == NULL) {
+        int e = errno;
+        x_free(x);
+        errno = e;
+        return NULL;
+    }
+    attach(x, c);
+    x->info.reused = 1; /* as any stream (fg_http2_client_start) */
+    if (c->got_settings) {
+        x->upgrade = 0;
+        if (submit_connect(x) != 0) {
+            x_end(x, NGHTTP2_CANCEL);
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    if (c->ready)
+        conn_busy_read(c);
+    return &x->base;
+out_free_x:
+    if (x)
+        x_free(x);
+    errno = ENOMEM;
+    return NULL;
+}
+
 fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
                                      const fg_exchange_cbs_t *cbs, void *arg)
 {
@@ -1189,9 +1331,10 @@ fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exc
         errno = ENOMEM;
         return NULL;
     }
-    /* An upgrade needs HTTP/1.1 (no extended CONNECT to destinations); so does a destination
-     * whose ALPN chose http/1.1. */
-    if (rq->upgrade || (dest && dest->h1_only))
+    if (rq->upgrade)
+        return upgrade_start(t, rq, cbs, arg, dest);
+    /* A destination whose ALPN chose http/1.1 is spoken to in HTTP/1.1. */
+    if (dest && dest->h1_only)
         return fg_http1_client_start(t, rq, cbs, arg);
     h2x_t *x = x_new(t, rq, cbs, arg);
     if (x == NULL) {

@@ -3,7 +3,9 @@
  * another connection opens when the peer's SETTINGS_MAX_CONCURRENT_STREAMS is reached. h2 over
  * TLS is chosen by ALPN (RFC 9113 3.2; a destination that selects http/1.1 is spoken to by the
  * HTTP/1.1 client unless versionPolicy is RequestVersionExact), h2c by prior knowledge for
- * http:// (RFC 9113 3.3). Built on nghttp2 (the 1.52 API). */
+ * http:// (RFC 9113 3.3). An upgrade (rq->upgrade) goes as an RFC 8441 extended CONNECT when the
+ * peer allows it (the stream then becomes a relay end, worker/upstream/http2_tunnel.h), else to
+ * the HTTP/1.1 client on a connection of its own. Built on nghttp2 (the 1.52 API). */
 #ifndef FG_HTTP2_CLIENT_H
 #define FG_HTTP2_CLIENT_H
 

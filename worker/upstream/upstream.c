@@ -196,8 +196,10 @@ fg_upconn_t *fg_upstream_open_addr(fg_worker_t *w, const struct sockaddr *sa, so
     return u;
 }
 
-fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
-                                      const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms)
+/* fg_upstream_open_timeout; with http1, TLS offers ALPN http/1.1 alone (RFC 7301), whatever
+ * the destination's httpVersion. */
+static fg_upconn_t *open_dest(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                              const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms, int http1)
 {
     const fg_destination_t *d = &cl->destinations[di];
     fg_upconn_t *u = fg_upstream_open_addr(w, (const struct sockaddr *)&d->addr, d->addrlen, cbs,
@@ -208,7 +210,13 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
     if (d->https) {
         /* The connect completes on the loop, so the transport can still change; no client
          * SSL (no context, out of memory) means no connection: never plaintext to https. */
+        static const unsigned char alpn_http11[] = "\x08http/1.1";
         SSL *ssl = fg_tls_client_ssl_new(cl, di);
+        /* SSL_set_alpn_protos returns 0 on success */
+        if (ssl != NULL && http1 && SSL_set_alpn_protos(ssl, alpn_http11, 9) != 0) {
+            SSL_free(ssl);
+            ssl = NULL;
+        }
         if (ssl == NULL) {
             fg_upstream_close(u);
             errno = ENOMEM;
@@ -222,6 +230,18 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
         fg_conn_start_tls_client(u->c, ssl, hs);
     }
     return u;
+}
+
+fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                      const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms)
+{
+    return open_dest(w, cl, di, cbs, arg, timeout_ms, 0);
+}
+
+fg_upconn_t *fg_upstream_open_http1(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                    uint64_t timeout_ms)
+{
+    return open_dest(w, cl, di, NULL, NULL, timeout_ms, 1);
 }
 
 fg_upconn_t *fg_upstream_open_probe(fg_worker_t *w, const fg_cluster_t *cl, size_t di,

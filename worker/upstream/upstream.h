@@ -37,6 +37,10 @@ fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
 /* The same with a connect timeout other than the cluster's (failover attempts). */
 fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
                                       const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms);
+/* The same, to be spoken to in HTTP/1.1 whatever the destination's httpVersion: over TLS, ALPN
+ * offers http/1.1 alone (an upgrade to an HTTP/2 destination without extended CONNECT). */
+fg_upconn_t *fg_upstream_open_http1(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
+                                    uint64_t timeout_ms);
 /* A new connection to an address outside any pool (health probes): never reused. */
 fg_upconn_t *fg_upstream_open_addr(fg_worker_t *w, const struct sockaddr *sa, socklen_t len,
                                    const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms);

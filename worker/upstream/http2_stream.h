@@ -1,0 +1,122 @@
+/* The HTTP/2 client's connection and stream objects, shared by the client
+ * (worker/upstream/http2_client.c) and the stream as a relay end (worker/upstream/http2_tunnel.c).
+ * Not a public interface: other modules use worker/upstream/http2_client.h. */
+#ifndef FG_HTTP2_STREAM_H
+#define FG_HTTP2_STREAM_H
+
+#include <nghttp2/nghttp2.h>
+
+#include "worker/upstream/exchange.h"
+#include "worker/upstream/upstream.h"
+
+#define HEAD_MAX 65536  /* bytes of one received header block */
+#define FIELDS_MAX 128  /* fields of one received header block */
+#define INTERIM_MAX 8   /* as the HTTP/1.1 client */
+#define OUT_HIGH 262144 /* session output queued on the connection before we stop producing */
+#define BODY_LOW 65536  /* a stream's queued body at or below this: on_send_ready */
+#define STREAM_WINDOW (256 * 1024)
+#define CONN_WINDOW (16 * 1024 * 1024)
+#define DEFAULT_STREAMS 100 /* assumed until the peer's SETTINGS say (RFC 9113 6.5.2) */
+
+typedef struct h2conn_s h2conn_t;
+typedef struct h2x_s h2x_t;
+
+/* A destination's connections in one worker. */
+typedef struct {
+    fg_upstream_ext_t ext; /* first: the upstream pools release it (dest_free) */
+    h2conn_t *conns;
+    unsigned h1_only : 1; /* ALPN chose http/1.1: the HTTP/1.1 client serves it */
+} h2dest_t;
+
+struct h2conn_s {
+    h2dest_t *dest; /* NULL: a private connection, closed once its streams are done */
+    h2conn_t *prev, *next;
+    fg_worker_t *w;
+    const fg_cluster_t *cl;
+    size_t di;
+    fg_upconn_t *u;       /* NULL in the memory mode of the tests */
+    struct evbuffer *mem; /* memory mode: what the session sends */
+    nghttp2_session *s;
+    h2x_t *streams;
+    unsigned nstreams;
+    uint64_t connect_at;
+    uint64_t activity_ms;
+    int busy;
+    unsigned ready : 1;  /* connected, preface queued */
+    unsigned goaway : 1; /* no new stream (GOAWAY received or sent) */
+    unsigned dead : 1;
+    unsigned flushing : 1; /* inside flush: a nested one only asks for another round */
+    unsigned again : 1;
+    unsigned in_recv : 1; /* inside nghttp2_session_mem_recv: nothing may be sent */
+    unsigned https : 1;
+    unsigned got_settings : 1;  /* the peer's first SETTINGS arrived (RFC 9113 3.4) */
+    unsigned settings_todo : 1; /* upgrades wait for them: decide once the receive returns */
+    unsigned ntunnels;          /* streams that are relay ends: silence on them is no fault */
+};
+
+struct h2x_s {
+    fg_exchange_t base;
+    const fg_exchange_cbs_t *cbs;
+    void *arg;
+    h2conn_t *conn;
+    h2x_t *prev, *next;
+    int32_t id;
+    fg_exchange_info_t info;
+    fg_exchange_target_t t; /* for the HTTP/1.1 fallback */
+    fg_outreq_t *out_copy;  /* the request, kept while an ALPN fallback may need it */
+    int64_t content_length;
+    struct evbuffer *body; /* request body not yet framed */
+    struct evbuffer *in;   /* response body held while paused */
+    size_t unconsumed;     /* bytes of `in` not yet given back to the flow-control windows */
+    nghttp2_nv *trailers;  /* request trailers to send after the body (one block) */
+    size_t ntrailers;
+    char *hb;      /* the header block being received: bytes, and fields as offsets */
+    char *head_hb; /* the final head's bytes, kept while the trailers arrive: a front end may
+                    * still hold slices of the head it was given */
+    size_t hlen, hcap;
+    uint32_t hoff[FIELDS_MAX][4];
+    unsigned nh;
+    int status;
+    int64_t clen;
+    unsigned interims;
+    int busy;
+    fg_exchange_t *inner; /* the HTTP/1.1 exchange standing in for this one */
+    char protocol[32];    /* an upgrade's :protocol (RFC 8441 4), NUL-terminated */
+    /* A relay end (worker/upstream/http2_tunnel.c): the relay's callbacks, and the event that
+     * tells it what happened, outside nghttp2's callbacks and the relay's own operations. */
+    const fg_conn_cbs_t *t_cbs;
+    void *t_arg;
+    struct event *t_ev;
+    uint64_t t_progress_ms; /* when the destination last took bytes, or had none waiting */
+    uint64_t t_send_ms;     /* it takes nothing this long while bytes wait: the relay ends */
+    unsigned has_body : 1;
+    unsigned body_end : 1;
+    unsigned deferred : 1; /* the data source said NGHTTP2_ERR_DEFERRED */
+    unsigned up_head : 1;
+    unsigned paused : 1;
+    unsigned ended : 1;    /* END_STREAM received; on_end pending while paused */
+    unsigned finished : 1; /* on_end or on_error made */
+    unsigned closed : 1;   /* the stream is closed in the session */
+    unsigned wait_ready : 1;
+    unsigned head_done : 1;
+    unsigned dead : 1;
+    unsigned upgrade : 1; /* waits for the peer's SETTINGS: extended CONNECT, or HTTP/1.1 */
+    unsigned connect : 1; /* sent as an extended CONNECT: a 2xx is the switch (RFC 8441 5) */
+    unsigned relay : 1;   /* the stream is a relay's end; the handler is done with it */
+    unsigned t_reading : 1;
+    unsigned t_read_todo : 1;  /* tell the relay about input */
+    unsigned t_drain_todo : 1; /* tell the relay its output went out */
+    unsigned t_eof_todo : 1;   /* tell the relay the destination ended its sending */
+    unsigned t_gone_todo : 1;  /* tell the relay the stream is gone */
+};
+
+/* Produce the session's frames and write them (nothing while a receive is under way: the
+ * receive path flushes once it returns). */
+void fg_http2_client_flush(h2conn_t *c);
+/* Take x off its connection (its stream reset with code unless done) and let it go: freed
+ * now, or when the last caller holding it leaves. */
+void fg_http2_client_stream_end(h2x_t *x, uint32_t code);
+/* Release a hold on x taken with x->busy++; returns 1 when x is gone. */
+int fg_http2_client_stream_leave(h2x_t *x);
+
+#endif
