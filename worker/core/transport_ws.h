@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "worker/core/conn.h"
+typedef struct fg_conn_s fg_conn_t; /* worker/core/conn.h, which implements these */
 
 #define FG_WS_TEXT_MAX 1024
 #define FG_WS_FRAME_MAX 65536
