@@ -21,6 +21,7 @@
 #include <event2/event.h>
 
 #include "master/http_server.h"
+#include "tests/unit/child_server.h"
 
 #define TIMEOUT_MS 400
 
@@ -65,6 +66,16 @@ static const fg_http_server_conf_t conf = {
     .handler = handler,
 };
 
+static int start(struct event_base *base, void *arg)
+{
+    char err[256];
+    srv = fg_http_server_new(base, (struct sockaddr *)&addr, sizeof(addr), "test", &conf, err,
+                             sizeof(err));
+    if (srv == NULL)
+        fprintf(stderr, "%s\n", err);
+    return srv ? 0 : -1;
+}
+
 /* A server in a child process, so the test itself can use blocking clients. */
 static int setup(void **state)
 {
@@ -74,28 +85,7 @@ static int setup(void **state)
     assert_int_equal(bind(probe, (struct sockaddr *)&addr, sizeof(addr)), 0);
     assert_int_equal(getsockname(probe, (struct sockaddr *)&addr, &len), 0);
     close(probe);
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    server = fork();
-    assert_true(server >= 0);
-    if (server == 0) {
-        char err[256];
-        struct event_base *base = event_base_new();
-        srv = fg_http_server_new(base, (struct sockaddr *)&addr, sizeof(addr), "test", &conf, err,
-                                 sizeof(err));
-        if (srv == NULL) {
-            fprintf(stderr, "%s\n", err);
-            _exit(1);
-        }
-        if (write(p[1], "r", 1) != 1)
-            _exit(1);
-        event_base_dispatch(base);
-        _exit(0);
-    }
-    close(p[1]);
-    char c;
-    assert_int_equal(read(p[0], &c, 1), 1);
-    close(p[0]);
+    server = child_server(start, NULL);
     return 0;
 }
 
@@ -118,17 +108,6 @@ static int dial(void)
 static void send_str(int fd, const char *s)
 {
     assert_int_equal(send(fd, s, strlen(s), MSG_NOSIGNAL), (ssize_t)strlen(s));
-}
-
-/* Everything the server sends until it closes (or the 3 s receive timeout). */
-static size_t read_all(int fd, char *buf, size_t cap)
-{
-    size_t len = 0;
-    ssize_t n;
-    while (len < cap - 1 && (n = read(fd, buf + len, cap - 1 - len)) > 0)
-        len += (size_t)n;
-    buf[len] = '\0';
-    return len;
 }
 
 /* Send one request on a new connection and return the whole answer in buf. */
