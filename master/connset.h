@@ -66,7 +66,8 @@ void *fg_connset_arg(const fg_connset_t *s);
 /* The first connection; walk on with ->next. */
 fg_connset_conn_t *fg_connset_conns(const fg_connset_t *s);
 
-/* The last answer is queued: stop reading; c is freed once its output is flushed. */
+/* The last answer is queued: stop reading; c is freed once its output is flushed. With
+ * nothing queued no flush will come: the caller closes c itself. */
 void fg_connset_finish(fg_connset_conn_t *c);
 /* Free c now (ops->release first). */
 void fg_connset_close(fg_connset_conn_t *c);
