@@ -359,7 +359,7 @@ static void collection(api_t *x, const char *kind)
         return;
     }
     if (strcmp(method, "POST") != 0) {
-        fg_admin_respond(x->c, 405, "text/plain", NULL, "Allow: GET, HEAD, POST\r\n", NULL);
+        fg_http_server_respond(x->c, 405, "text/plain", NULL, "Allow: GET, HEAD, POST\r\n", NULL);
         return;
     }
     json_t *body = body_object(x);
@@ -408,7 +408,8 @@ static void item(api_t *x, const char *kind, const char *id)
         commit(x, state, 200, NULL, json_pack("{s:s}", "deleted", id));
         return;
     }
-    fg_admin_respond(x->c, 405, "text/plain", NULL, "Allow: GET, HEAD, PUT, DELETE\r\n", NULL);
+    fg_http_server_respond(x->c, 405, "text/plain", NULL, "Allow: GET, HEAD, PUT, DELETE\r\n",
+                           NULL);
 }
 
 /* The list at parent[key] of a copy of the parent entry, for nested resources (a cluster's
@@ -475,7 +476,7 @@ static void destinations(api_t *x, const char *cid, const char *did)
         }
         json_decref(body);
     } else {
-        fg_admin_respond(x->c, 405, "text/plain", NULL, NULL, NULL);
+        fg_http_server_respond(x->c, 405, "text/plain", NULL, NULL, NULL);
     }
     json_decref(cl);
 }
@@ -514,7 +515,7 @@ static void acl_entries(api_t *x, const char *id, const char *entry)
             put_and_commit(x, "accessControl", l, 200);
         }
     } else {
-        fg_admin_respond(x->c, 405, "text/plain", NULL, NULL, NULL);
+        fg_http_server_respond(x->c, 405, "text/plain", NULL, NULL, NULL);
     }
     json_decref(l);
 }
@@ -548,7 +549,7 @@ static void runtime_answer(api_t *x, json_t *doc)
 static void destination_state(api_t *x, const char *cid, const char *did)
 {
     if (strcmp(x->req->method, "PUT") != 0) {
-        fg_admin_respond(x->c, 405, "text/plain", NULL, "Allow: PUT\r\n", NULL);
+        fg_http_server_respond(x->c, 405, "text/plain", NULL, "Allow: PUT\r\n", NULL);
         return;
     }
     json_t *body = body_object(x);
@@ -605,7 +606,7 @@ static int runtime_view(api_t *x)
     for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++) {
         if (strcmp(x->seg[0], views[i].name) == 0) {
             if (strcmp(x->req->method, "GET") != 0 && strcmp(x->req->method, "HEAD") != 0)
-                fg_admin_respond(x->c, 405, "text/plain", NULL, "Allow: GET, HEAD\r\n", NULL);
+                fg_http_server_respond(x->c, 405, "text/plain", NULL, "Allow: GET, HEAD\r\n", NULL);
             else
                 runtime_answer(x, run_show(x->m, views[i].cmd));
             return 1;
@@ -634,7 +635,7 @@ static int load_docs(api_t *x)
 static void reload_now(api_t *x)
 {
     if (strcmp(x->req->method, "POST") != 0) {
-        fg_admin_respond(x->c, 405, "text/plain", NULL, "Allow: POST\r\n", NULL);
+        fg_http_server_respond(x->c, 405, "text/plain", NULL, "Allow: POST\r\n", NULL);
         return;
     }
     uint64_t ticket = fg_master_request_reload(x->m);
@@ -648,7 +649,7 @@ static void documents(api_t *x, const char *which)
 {
     json_t *doc = strcmp(which, "config") == 0 ? x->eff : x->state;
     if (strcmp(x->req->method, "GET") != 0 && strcmp(x->req->method, "HEAD") != 0)
-        fg_admin_respond(x->c, 405, "text/plain", NULL, "Allow: GET, HEAD\r\n", NULL);
+        fg_http_server_respond(x->c, 405, "text/plain", NULL, "Allow: GET, HEAD\r\n", NULL);
     else
         fg_admin_respond_json(x->c, 200, x->doc_etag, json_incref(doc));
 }
@@ -716,8 +717,8 @@ void fg_admin_api_handle(void *arg, fg_admin_conn_t *c, const fg_admin_req_t *re
         struct evbuffer *b = evbuffer_new();
         if (b)
             evbuffer_add_printf(b, "{\"error\": \"a valid bearer token is required\"}\n");
-        fg_admin_respond(c, 401, "application/json", NULL,
-                         "WWW-Authenticate: Bearer realm=\"fastgateway\"\r\n", b);
+        fg_http_server_respond(c, 401, "application/json", NULL,
+                               "WWW-Authenticate: Bearer realm=\"fastgateway\"\r\n", b);
         if (b)
             evbuffer_free(b);
         return;
@@ -729,7 +730,7 @@ void fg_admin_api_handle(void *arg, fg_admin_conn_t *c, const fg_admin_req_t *re
     if (is_metrics) {
         struct evbuffer *b = evbuffer_new();
         if (b && fg_master_metrics_scrape(m, b) == 0)
-            fg_admin_respond(c, 200, FG_METRICS_CONTENT_TYPE, NULL, NULL, b);
+            fg_http_server_respond(c, 200, FG_METRICS_CONTENT_TYPE, NULL, NULL, b);
         else
             fail(&x, 500, "metrics unavailable");
         if (b)
@@ -774,7 +775,7 @@ void fg_admin_api_static(master_t *m, fg_admin_conn_t *c, const fg_admin_req_t *
         return;
     }
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
-        fg_admin_respond(c, 405, "text/plain", NULL, "Allow: GET, HEAD\r\n", NULL);
+        fg_http_server_respond(c, 405, "text/plain", NULL, "Allow: GET, HEAD\r\n", NULL);
         return;
     }
     char path[4096];
@@ -791,8 +792,8 @@ void fg_admin_api_static(master_t *m, fg_admin_conn_t *c, const fg_admin_req_t *
         fg_log_error("admin: dashboard %s: %s", path, fd == -1 ? strerror(errno) : "unreadable");
         fg_admin_respond_json(c, 500, NULL, json_pack("{s:s}", "error", "dashboard unreadable"));
     } else {
-        fg_admin_respond(c, 200, assets[i].type, NULL,
-                         "Content-Security-Policy: default-src 'self'\r\n", b);
+        fg_http_server_respond(c, 200, assets[i].type, NULL,
+                               "Content-Security-Policy: default-src 'self'\r\n", b);
     }
     if (fd != -1)
         close(fd);

@@ -1,8 +1,9 @@
-/* The admin listener's HTTP/1.1 transport (config "admin", docs/admin.md): a small server in the
- * master's event loop. One request per connection (Connection: close), a head of up to 16 KiB
- * and a body of up to 1 MiB (Content-Length only), 64 connections at most, 10 s to send the
- * request. The requests are handed to master/admin_api.c; a handler answers at once or defers
- * its answer to the end of a reload (fg_admin_http_resolve), so the loop never waits. */
+/* The admin listener (config "admin", docs/admin.md): a master/http_server.h server, over TLS
+ * when admin.tls names a certificate. One request per connection (Connection: close), a head of
+ * up to 16 KiB and a body of up to 1 MiB (Content-Length only), 64 connections at most, 10 s to
+ * send the request. The requests are handed to master/admin_api.c; a handler answers at once
+ * (fg_http_server_respond, fg_admin_respond_json) or defers its answer to the end of a reload
+ * (fg_admin_http_resolve), so the loop never waits. */
 #ifndef FG_ADMIN_HTTP_H
 #define FG_ADMIN_HTTP_H
 
@@ -12,16 +13,16 @@
 #include <jansson.h>
 
 #include "common/config.h"
+#include "master/http_server.h"
 
 struct event_base;
-struct evbuffer;
 
 #define FG_ADMIN_MAX_HEAD (16 * 1024)
 #define FG_ADMIN_MAX_BODY (1024 * 1024)
 
-typedef struct fg_admin_conn_s fg_admin_conn_t;
+typedef fg_http_server_conn_t fg_admin_conn_t;
 
-/* One request; every string is NUL-terminated and lives until the answer is given. */
+/* One request; every string is NUL-terminated and lives as long as the connection. */
 typedef struct {
     const char *method;
     char *path; /* the target without its query, still percent-encoded */
@@ -50,10 +51,6 @@ int fg_admin_http_apply(fg_admin_http_t **h, struct event_base *base, const fg_c
 void fg_admin_http_free(fg_admin_http_t *h);
 void fg_admin_http_close_in_child(const fg_admin_http_t *h);
 
-/* Answer: status, the body's type, an optional ETag (the quoted tag) and extra header lines
- * ("Name: value\r\n" each, or NULL). body may be NULL; it is drained. */
-void fg_admin_respond(fg_admin_conn_t *c, int status, const char *type, const char *etag,
-                      const char *extra, struct evbuffer *body);
 /* Answer with a JSON document (stolen), pretty-printed. */
 void fg_admin_respond_json(fg_admin_conn_t *c, int status, const char *etag, json_t *doc);
 /* Answer later: once the reload with a number >= ticket ends, doc (stolen) gets the reload's

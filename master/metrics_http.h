@@ -1,9 +1,9 @@
-/* The metrics listener: a small HTTP/1.x server in the master's event loop that answers
+/* The metrics listener: a master/http_server.h server in the master's event loop that answers
  * `GET <path>` with the Prometheus text exposition (config "metrics", docs/metrics.md). It is
  * served by the master, not the workers, because the master holds the view of every worker and
  * of the reloads; the admin listener (master/admin_http.c, docs/admin.md) serves the same text
- * beside its API. One request per connection (Connection: close), heads up to 8 KiB,
- * 64 connections at most, 10 s to send the head. */
+ * beside its API. One request per connection (Connection: close), heads up to 8 KiB and 64
+ * fields, no body, 64 connections at most, 10 s to send the request. */
 #ifndef FG_METRICS_HTTP_H
 #define FG_METRICS_HTTP_H
 

@@ -14,51 +14,40 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 
-#include "common/log.h"
+#include "master/connset.h"
 
 #define MAX_CONNS 64
+#define IDLE_MS 30000
 /* A client that sends commands without reading the answers: stop reading its commands while
  * this much output waits, go on once it fell to OUT_LOW. The master never buffers without
  * bound. */
 #define OUT_HIGH (256 * 1024)
 #define OUT_LOW (64 * 1024)
 
-typedef struct conn_s {
-    struct conn_s *next, **pprev;
-    struct bufferevent *bev;
-    struct fg_status_s *st;
-    int closing;     /* close once the output is flushed */
+typedef struct {
+    fg_connset_conn_t base;
     int paused;      /* reading stopped: too much output waits (OUT_HIGH) */
     uint64_t ticket; /* > 0: waiting for the answer of a deferred command */
 } conn_t;
 
 struct fg_status_s {
-    struct evconnlistener *lev;
+    fg_connset_t *set;
     char *path;
     const fg_status_cmd_t *cmds;
     const fg_status_args_cmd_t *args_cmds;
     const fg_status_defer_cmd_t *defer_cmds;
     void *arg;
-    conn_t *conns;
-    size_t nconns;
-    unsigned idle_ms;
 };
 
-static void conn_free(conn_t *c)
+static fg_status_t *status_of(const conn_t *c)
 {
-    *c->pprev = c->next;
-    if (c->next)
-        c->next->pprev = c->pprev;
-    c->st->nconns--;
-    bufferevent_free(c->bev);
-    free(c);
+    return fg_connset_arg(c->base.set);
 }
 
 static void reply(conn_t *c, json_t *doc)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = bufferevent_get_output(c->base.bev);
     char *s = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     if (s == NULL) {
         evbuffer_add_printf(out, "{\"error\":\"internal error\"}\n");
@@ -113,23 +102,23 @@ static void normalize(char *line)
 static void defer(conn_t *c, const fg_status_defer_cmd_t *cmd)
 {
     uint64_t ticket = 0;
-    json_t *now = cmd->fn(c->st->arg, &ticket);
+    json_t *now = cmd->fn(status_of(c)->arg, &ticket);
     if (now != NULL || ticket == 0) {
         reply(c, now);
         return;
     }
     c->ticket = ticket;
-    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_disable(c->base.bev, EV_READ);
 }
 
 static void run_command(conn_t *c, char *line)
 {
-    fg_status_t *st = c->st;
+    fg_status_t *st = status_of(c);
     normalize(line);
     if (line[0] == '\0')
         return;
     if (strcmp(line, "quit") == 0) {
-        c->closing = 1;
+        c->base.closing = 1;
         return;
     }
     if (strcmp(line, "help") == 0) {
@@ -162,16 +151,17 @@ static void run_command(conn_t *c, char *line)
         reply(c, json_pack("{s:s, s:o}", "error", "unknown command", "command", shown));
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+static void on_read(fg_connset_conn_t *b)
 {
-    conn_t *c = arg;
+    conn_t *c = (conn_t *)b;
+    struct bufferevent *bev = b->bev;
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len;
     char *line;
 
     if (c->paused || c->ticket)
         return;
-    while (!c->closing && !c->ticket &&
+    while (!b->closing && !c->ticket &&
            (line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF)) != NULL) {
         if (len > FG_STATUS_MAX_LINE) {
             free(line);
@@ -188,75 +178,41 @@ static void on_read(struct bufferevent *bev, void *arg)
     }
     if (c->ticket)
         return;
-    if (!c->closing && evbuffer_get_length(in) > FG_STATUS_MAX_LINE)
+    if (!b->closing && evbuffer_get_length(in) > FG_STATUS_MAX_LINE)
         goto too_long;
-    if (c->closing) {
-        bufferevent_disable(bev, EV_READ);
+    if (b->closing) {
+        fg_connset_finish(b);
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            conn_free(c);
+            fg_connset_close(b);
     }
     return;
 too_long:
     reply(c, json_pack("{s:s, s:i}", "error", "line too long", "max", FG_STATUS_MAX_LINE));
-    c->closing = 1;
-    bufferevent_disable(bev, EV_READ);
+    fg_connset_finish(b);
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+static int on_write(fg_connset_conn_t *b)
 {
-    conn_t *c = arg;
-    if (c->paused) {
-        /* the client caught up: back to the commands it already sent */
-        c->paused = 0;
-        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-        bufferevent_enable(bev, EV_READ);
-        on_read(bev, c);
-        return;
-    }
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        conn_free(c);
+    conn_t *c = (conn_t *)b;
+    if (!c->paused)
+        return 0;
+    /* the client caught up: back to the commands it already sent */
+    c->paused = 0;
+    bufferevent_setwatermark(b->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(b->bev, EV_READ);
+    on_read(b);
+    return 1;
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-    /* EOF, error or the idle timeout: nothing more to say to this client. */
-    conn_free(arg);
-}
-
-static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
-{
-    fg_status_t *st = arg;
-    if (st->nconns >= MAX_CONNS) {
-        /* say why, so that `fastgateway -s status` does not suggest the master is down */
-        static const char busy[] = "{\"error\":\"too many status clients\"}\n";
-        ssize_t n = write(fd, busy, sizeof(busy) - 1);
-        (void)n;
-        close(fd);
-        return;
-    }
-    conn_t *c = calloc(1, sizeof(*c));
-    struct bufferevent *bev = NULL;
-    if (c != NULL)
-        bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd, BEV_OPT_CLOSE_ON_FREE);
-    if (bev == NULL) {
-        free(c);
-        close(fd);
-        return;
-    }
-    c->bev = bev;
-    c->st = st;
-    c->next = st->conns;
-    if (c->next)
-        c->next->pprev = &c->next;
-    c->pprev = &st->conns;
-    st->conns = c;
-    st->nconns++;
-    struct timeval tv = {st->idle_ms / 1000, (st->idle_ms % 1000) * 1000};
-    bufferevent_set_timeouts(bev, &tv, &tv);
-    bufferevent_setcb(bev, on_read, on_write, on_event, c);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
-}
+static const fg_connset_ops_t conn_ops = {
+    .conn_size = sizeof(conn_t),
+    .max_conns = MAX_CONNS,
+    /* said before closing, so that `fastgateway -s status` does not suggest the master is down */
+    .busy = "{\"error\":\"too many status clients\"}\n",
+    .read = on_read,
+    .write = on_write,
+    /* no .event: after EOF, an error or the idle timeout there is nothing more to say */
+};
 
 /* A socket file left by a master that died without cleaning up is removed; a live one means
  * another instance runs with this configuration. Returns 0 or -1 with err. */
@@ -351,17 +307,17 @@ fg_status_t *fg_status_new(struct event_base *base, const char *path, const char
     }
     st->cmds = cmds;
     st->arg = arg;
-    st->idle_ms = 30000;
     int fd = open_socket(path, group, err, errlen);
     if (fd < 0)
         goto out_free;
-    st->lev = evconnlistener_new(base, on_accept, st, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-    if (st->lev == NULL) {
-        snprintf(err, errlen, "statusSocket %s: cannot register with the event loop", path);
-        close(fd);
+    char label[sizeof(((struct sockaddr_un *)0)->sun_path) + 16];
+    snprintf(label, sizeof(label), "statusSocket %s", path);
+    st->set = fg_connset_new(base, fd, label, &conn_ops, st, err, errlen);
+    if (st->set == NULL) {
         unlink(path);
         goto out_free;
     }
+    fg_connset_set_timeout(st->set, IDLE_MS);
     return st;
 out_free:
     if (st)
@@ -374,9 +330,7 @@ void fg_status_free(fg_status_t *st)
 {
     if (st == NULL)
         return;
-    while (st->conns)
-        conn_free(st->conns);
-    evconnlistener_free(st->lev);
+    fg_connset_free(st->set);
     unlink(st->path);
     free(st->path);
     free(st);
@@ -391,29 +345,27 @@ void fg_status_resolve(fg_status_t *st, uint64_t upto, const json_t *doc)
 {
     if (st == NULL)
         return;
-    for (conn_t *c = st->conns, *next; c; c = next) {
-        next = c->next; /* on_read may free c when it asked to quit */
+    for (fg_connset_conn_t *b = fg_connset_conns(st->set), *next; b; b = next) {
+        next = b->next; /* on_read may free b when it asked to quit */
+        conn_t *c = (conn_t *)b;
         if (c->ticket == 0 || c->ticket > upto)
             continue;
         c->ticket = 0;
         reply(c, doc ? json_deep_copy(doc) : NULL);
-        bufferevent_enable(c->bev, EV_READ);
-        on_read(c->bev, c);
+        bufferevent_enable(b->bev, EV_READ);
+        on_read(b);
     }
 }
 
 void fg_status_close_in_child(const fg_status_t *st)
 {
-    if (st == NULL)
-        return;
-    close(evconnlistener_get_fd(st->lev));
-    for (const conn_t *c = st->conns; c; c = c->next)
-        close(bufferevent_getfd(c->bev));
+    if (st)
+        fg_connset_close_in_child(st->set);
 }
 
 void fg_status_set_idle_timeout(fg_status_t *st, unsigned ms)
 {
-    st->idle_ms = ms;
+    fg_connset_set_timeout(st->set, ms);
 }
 
 /* ---- client ---- */

@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "master/status.h"
+#include "tests/unit/child_server.h"
 
 static char dir[48];
 static char path[100];
@@ -69,39 +70,28 @@ static const fg_status_args_cmd_t args_cmds[] = {
     {NULL, NULL, NULL},
 };
 
+static int start(struct event_base *base, void *arg)
+{
+    static int calls;
+    char err[256];
+    fg_status_t *st = fg_status_new(base, path, NULL, cmds, &calls, err, sizeof(err));
+    if (st == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    unsigned idle_ms = *(const unsigned *)arg;
+    if (idle_ms)
+        fg_status_set_idle_timeout(st, idle_ms);
+    served = st;
+    fg_status_set_defer_cmds(st, defer_cmds);
+    fg_status_set_args_cmds(st, args_cmds);
+    return 0;
+}
+
 /* A server in a child process, so the test itself can use blocking clients. */
 static pid_t serve(unsigned idle_ms)
 {
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(p[0]);
-        static int calls;
-        char err[256];
-        struct event_base *base = event_base_new();
-        fg_status_t *st = fg_status_new(base, path, NULL, cmds, &calls, err, sizeof(err));
-        if (st == NULL) {
-            fprintf(stderr, "%s\n", err);
-            _exit(1);
-        }
-        if (idle_ms)
-            fg_status_set_idle_timeout(st, idle_ms);
-        served = st;
-        fg_status_set_defer_cmds(st, defer_cmds);
-        fg_status_set_args_cmds(st, args_cmds);
-        if (write(p[1], "r", 1) != 1)
-            _exit(1);
-        close(p[1]);
-        event_base_dispatch(base);
-        _exit(0);
-    }
-    close(p[1]);
-    char c;
-    assert_int_equal(read(p[0], &c, 1), 1);
-    close(p[0]);
-    return pid;
+    return child_server(start, &idle_ms);
 }
 
 static void stop(pid_t pid)
@@ -120,17 +110,6 @@ static int raw_connect(void)
     struct timeval tv = {3, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;
-}
-
-/* Everything the server sends until it closes (or the 3 s receive timeout). */
-static size_t read_all(int fd, char *buf, size_t cap)
-{
-    size_t len = 0;
-    ssize_t n;
-    while (len < cap - 1 && (n = read(fd, buf + len, cap - 1 - len)) > 0)
-        len += (size_t)n;
-    buf[len] = '\0';
-    return len;
 }
 
 static int setup(void **state)
