@@ -180,6 +180,13 @@ typedef enum {
     FG_TX_RESP_HEADER_REMOVE, /* ResponseHeaderRemove: name; When */
     FG_TX_REQ_HEADER_ROUTE,   /* RequestHeaderRouteValue: name; Set|Append: route value key */
     FG_TX_QUERY_ROUTE,        /* QueryRouteParameter: name; Set|Append: route value key */
+    FG_TX_REQ_HEADERS_ALLOWED,  /* RequestHeadersAllowed: value = "A;B" (copy only those) */
+    FG_TX_RESP_HEADERS_COPY,    /* ResponseHeadersCopy: flag */
+    FG_TX_RESP_HEADERS_ALLOWED, /* ResponseHeadersAllowed: value = "A;B" */
+    FG_TX_RESP_TRAILERS_COPY,   /* ResponseTrailersCopy: flag */
+    FG_TX_RESP_TRAILERS_ALLOWED, /* ResponseTrailersAllowed: value = "A;B" */
+    FG_TX_RESP_TRAILER,          /* ResponseTrailer: name; Set|Append: value; When */
+    FG_TX_RESP_TRAILER_REMOVE,   /* ResponseTrailerRemove: name; When */
 } fg_transform_kind_t;
 
 typedef enum { FG_TX_SET = 0, FG_TX_APPEND } fg_transform_action_t;
