@@ -611,8 +611,8 @@ static int load_tx_value(fg_config_ctx_t *c, const json_t *o, const tx_spec_t *s
 
     if (sp->value == V_FLAG)
         return parse_flag(c, v, sp->key, &t->flag);
-    if (fg_config_get_string(c, o, sp->key, sp->value != V_PATH && sp->value != V_LIST,
-                             &t->value) < 0)
+    if (fg_config_get_string(c, o, sp->key, sp->value != V_PATH && sp->value != V_LIST, &t->value) <
+        0)
         return -1;
     switch (sp->value) {
     case V_PATH:

@@ -28,7 +28,7 @@ static int convert_path(fg_import_t *im, const char *tpl, json_t *match)
         abort();
     strcpy(fixed + (p[0] != '/'), p);
     fixed[0] = '/';
-    compiled_t c;
+    fg_route_tpl_t c;
     memset(&c, 0, sizeof(c));
     const char *why = fg_route_template_parse(&c, fixed);
     int rc = why ? fg_import_fail(im, "Path", "\"%s\": %s", tpl, why) : 0;

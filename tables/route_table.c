@@ -223,7 +223,7 @@ static void compiled_free(compiled_t *c)
     if (c == NULL)
         return;
     free(c->path_encoded);
-    fg_route_template_free(c);
+    fg_route_template_free(&c->tpl);
     free(c->hosts);
     free(c);
 }
@@ -248,7 +248,7 @@ static const char *compile_route(fg_route_t *r, const char **field)
                 return "out of memory";
             tpl = c->path_encoded;
         }
-        const char *why = fg_route_template_parse(c, tpl);
+        const char *why = fg_route_template_parse(&c->tpl, tpl);
         if (why != NULL)
             return why;
     }
@@ -270,7 +270,7 @@ static const char *compile_route(fg_route_t *r, const char **field)
         }
         int known = fg_str_eq(name, FG_STR_LIT("scheme")) || fg_str_eq(name, FG_STR_LIT("host")) ||
                     fg_str_eq(name, FG_STR_LIT("path")) || fg_str_eq(name, FG_STR_LIT("query"));
-        known = known || fg_route_template_has_param(c, name);
+        known = known || fg_route_template_has_param(&c->tpl, name);
         if (!known)
             return "unknown variable in braces (use {scheme}, {host}, {path}, {query} or a "
                    "parameter of match.path)";
@@ -287,7 +287,7 @@ static int seg_digit(const compiled_t *c, size_t i)
 {
     if (!c->has_path)
         return 5;
-    const seg_t *s = &c->segs[i];
+    const seg_t *s = &c->tpl.segs[i];
     switch (s->kind) {
     case SEG_LITERAL:
         return 1;
@@ -304,7 +304,7 @@ static int seg_digit(const compiled_t *c, size_t i)
  * segment, a template that ends first (all digits equal so far) ranking first. */
 static int precedence_cmp(const compiled_t *a, const compiled_t *b)
 {
-    size_t na = a->has_path ? a->nsegs : 1, nb = b->has_path ? b->nsegs : 1;
+    size_t na = a->has_path ? a->tpl.nsegs : 1, nb = b->has_path ? b->tpl.nsegs : 1;
     for (size_t i = 0; i < na && i < nb; i++) {
         int x = seg_digit(a, i), y = seg_digit(b, i);
         if (x != y)
@@ -352,7 +352,7 @@ static int rank_item_cmp(const void *a, const void *b)
 
 static int index_route(router_t *rt, const compiled_t *c, uint32_t rank)
 {
-    if (c->nleading == 0 && c->exact_hosts_only) {
+    if (c->tpl.nleading == 0 && c->exact_hosts_only) {
         for (size_t i = 0; i < c->nhosts; i++) {
             bucket_t *b = table_get(&rt->by_host, c->hosts[i].name.base, c->hosts[i].name.len);
             if (b == NULL || list_push(&b->list, c, rank) != 0)
@@ -361,8 +361,8 @@ static int index_route(router_t *rt, const compiled_t *c, uint32_t rank)
         return 0;
     }
     node_t *n = &rt->root;
-    for (size_t i = 0; i < c->nleading && i < MAX_DEPTH; i++) {
-        bucket_t *b = table_get(&n->children, c->segs[i].text.base, c->segs[i].text.len);
+    for (size_t i = 0; i < c->tpl.nleading && i < MAX_DEPTH; i++) {
+        bucket_t *b = table_get(&n->children, c->tpl.segs[i].text.base, c->tpl.segs[i].text.len);
         if (b == NULL)
             return -1;
         if (b->child == NULL && (b->child = calloc(1, sizeof(node_t))) == NULL)

@@ -15,59 +15,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <regex.h>
 #include "common/config.h"
 #include "common/str.h"
-
-/* Parameters a path template may have: a match fills one fg_request_t capture for each. */
-#define FG_ROUTE_MAX_PARAMS 16
-
-/* Segment kinds. SEG_COMPLEX holds literal text and parameters in one segment ("{name}.{ext}",
- * "v{major}"), matched as ASP.NET's RoutePatternMatcher does. */
-enum { SEG_LITERAL, SEG_PARAM, SEG_OPTIONAL, SEG_CATCHALL, SEG_COMPLEX };
-
-/* ASP.NET's inline route constraints (":int", ":range(1,9)", ":regex(...)"): the value a
- * parameter captured must satisfy all of its constraints, or the route does not match. */
-typedef enum {
-    CON_INT = 1, /* int.TryParse, NumberStyles.Integer */
-    CON_LONG,
-    CON_BOOL,
-    CON_GUID,
-    CON_ALPHA,    /* ASCII letters only */
-    CON_REQUIRED, /* a non-empty value */
-    CON_MINLEN,   /* a: length in UTF-16 units, as .NET counts a string */
-    CON_MAXLEN,
-    CON_LENGTH, /* a <= length <= b */
-    CON_MIN,    /* a <= value, the value a long */
-    CON_MAX,
-    CON_RANGE,
-    CON_REGEX, /* re: case-insensitive search, not anchored (RegexRouteConstraint.IsMatch) */
-} con_kind_t;
-
-typedef struct {
-    int kind; /* con_kind_t */
-    int64_t a, b;
-    regex_t *re; /* CON_REGEX: compiled at load, owned */
-} constraint_t;
-
-/* A literal run or a parameter of a segment. */
-typedef struct {
-    int literal;
-    int optional;     /* "{x?}" */
-    int has_default;  /* "{x=v}": the value when the request has none */
-    fg_str_t text;    /* literal text or parameter name */
-    fg_str_t dflt;    /* default value (compiled_t strings) */
-    constraint_t *cons;
-    size_t ncons;
-} part_t;
-
-typedef struct {
-    int kind;
-    fg_str_t text;  /* literal text or parameter name, a slice of the template */
-    part_t p;       /* SEG_PARAM, SEG_OPTIONAL, SEG_CATCHALL: constraints and default */
-    part_t *parts;  /* SEG_COMPLEX: left to right */
-    size_t nparts;
-} seg_t;
+#include "tables/route_template.h"
 
 typedef struct {
     fg_str_t name; /* without port; for wildcards the suffix including the dot: ".example.com" */
@@ -80,19 +30,10 @@ typedef struct {
     const fg_route_t *route;
     char *path_encoded; /* owned: the template with non-ASCII bytes percent-encoded, or NULL */
     int has_path;
-    seg_t *segs;
-    size_t nsegs;
-    part_t *parts; /* pool for the segments' parts (owned) */
-    size_t nparts;
-    constraint_t *cons; /* pool for the parts' constraints (owned) */
-    size_t ncons;
-    char *strs; /* unescaped literals, defaults and regexes (owned) */
-    size_t nstrs;
-    char why[192]; /* a reason that names what is wrong (fg_route_template_parse) */
+    fg_route_tpl_t tpl; /* the path template, parsed */
     host_pat_t *hosts;
     size_t nhosts;
     int exact_hosts_only; /* hosts present and none is a wildcard: indexable by host */
-    unsigned nleading;    /* literal segments before the first parameter: the trie's depth */
 } compiled_t;
 
 typedef struct {

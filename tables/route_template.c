@@ -13,7 +13,7 @@
 
 /* ---- parsing ---- */
 
-static const char *why(compiled_t *c, const char *fmt, ...)
+static const char *why(fg_route_tpl_t *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -23,7 +23,7 @@ static const char *why(compiled_t *c, const char *fmt, ...)
 }
 
 /* A copy of s[0..n) in c->strs, braces unescaped ("{{" is "{", "}}" is "}"). */
-static fg_str_t put_str(compiled_t *c, const char *s, size_t n)
+static fg_str_t put_str(fg_route_tpl_t *c, const char *s, size_t n)
 {
     char *w = c->strs + c->nstrs, *start = w;
     for (size_t i = 0; i < n; i++) {
@@ -182,7 +182,7 @@ static const char *regex_to_posix(const char *s, size_t n, char *out)
     return NULL;
 }
 
-static const char *compile_regex(compiled_t *c, constraint_t *k, const char *s, size_t n)
+static const char *compile_regex(fg_route_tpl_t *c, constraint_t *k, const char *s, size_t n)
 {
     char *posix = malloc(12 * n + 1);
     if (posix == NULL)
@@ -217,17 +217,15 @@ typedef struct {
 } con_spec_t;
 
 static const con_spec_t con_specs[] = {
-    {"int", CON_INT, 0},           {"long", CON_LONG, 0},
-    {"bool", CON_BOOL, 0},         {"guid", CON_GUID, 0},
-    {"alpha", CON_ALPHA, 0},       {"required", CON_REQUIRED, 0},
-    {"minlength", CON_MINLEN, 1},  {"maxlength", CON_MAXLEN, 1},
-    {"length", CON_LENGTH, -1},    {"min", CON_MIN, 1},
-    {"max", CON_MAX, 1},           {"range", CON_RANGE, 2},
+    {"int", CON_INT, 0},          {"long", CON_LONG, 0},        {"bool", CON_BOOL, 0},
+    {"guid", CON_GUID, 0},        {"alpha", CON_ALPHA, 0},      {"required", CON_REQUIRED, 0},
+    {"minlength", CON_MINLEN, 1}, {"maxlength", CON_MAXLEN, 1}, {"length", CON_LENGTH, -1},
+    {"min", CON_MIN, 1},          {"max", CON_MAX, 1},          {"range", CON_RANGE, 2},
     {"regex", CON_REGEX, 9},
 };
 
 /* The arguments "a" or "a,b" of a constraint into k->a, k->b. */
-static const char *con_args(compiled_t *c, const con_spec_t *sp, constraint_t *k, const char *a,
+static const char *con_args(fg_route_tpl_t *c, const con_spec_t *sp, constraint_t *k, const char *a,
                             size_t n)
 {
     const char *comma = memchr(a, ',', n);
@@ -249,7 +247,7 @@ static const char *con_args(compiled_t *c, const con_spec_t *sp, constraint_t *k
 }
 
 /* One constraint "name" or "name(args)" of part p. */
-static const char *add_constraint(compiled_t *c, part_t *p, const char *name, size_t nlen,
+static const char *add_constraint(fg_route_tpl_t *c, part_t *p, const char *name, size_t nlen,
                                   const char *args, size_t alen, int has_args)
 {
     const con_spec_t *sp = NULL;
@@ -287,7 +285,7 @@ static const char *args_end(const char *s, const char *end)
 }
 
 /* The constraints and default after a parameter's name: q points at ':' or '=' or end. */
-static const char *parse_policies(compiled_t *c, part_t *p, const char *q, const char *end)
+static const char *parse_policies(fg_route_tpl_t *c, part_t *p, const char *q, const char *end)
 {
     while (q < end && *q == ':') {
         const char *name = ++q;
@@ -321,7 +319,7 @@ static const char *parse_policies(compiled_t *c, part_t *p, const char *q, const
 
 /* The inside of "{...}" (s[0..n), braces still escaped) into part p; *kind gets SEG_PARAM,
  * SEG_OPTIONAL or SEG_CATCHALL. */
-static const char *parse_param(compiled_t *c, const char *s, size_t n, part_t *p, int *kind)
+static const char *parse_param(fg_route_tpl_t *c, const char *s, size_t n, part_t *p, int *kind)
 {
     fg_str_t in = put_str(c, s, n);
     const char *q = in.base, *end = in.base + in.len;
@@ -391,9 +389,8 @@ static const char *check_complex(const part_t *parts, size_t n, const int *kinds
             return "a catch-all parameter cannot share its segment with anything else";
         if (i > 0 && !parts[i - 1].literal)
             return "two parameters in one segment must be separated by literal text";
-        if (parts[i].optional &&
-            (i != n - 1 || i == 0 || !parts[i - 1].literal || !fg_str_eq(parts[i - 1].text,
-                                                                       FG_STR_LIT("."))))
+        if (parts[i].optional && (i != n - 1 || i == 0 || !parts[i - 1].literal ||
+                                  !fg_str_eq(parts[i - 1].text, FG_STR_LIT("."))))
             return "an optional parameter in a segment with other parts must be last and "
                    "follow a period (\"{name}.{ext?}\")";
     }
@@ -401,7 +398,7 @@ static const char *check_complex(const part_t *parts, size_t n, const int *kinds
 }
 
 /* One segment tpl[*i..) up to '/' or the end. */
-static const char *parse_segment(compiled_t *c, const char *tpl, size_t len, size_t *i)
+static const char *parse_segment(fg_route_tpl_t *c, const char *tpl, size_t len, size_t *i)
 {
     size_t first = c->nparts;
     int kinds[FG_ROUTE_MAX_PARTS];
@@ -457,7 +454,7 @@ static size_t count_char(const char *s, char ch)
     return n;
 }
 
-const char *fg_route_template_parse(compiled_t *c, const char *tpl)
+const char *fg_route_template_parse(fg_route_tpl_t *c, const char *tpl)
 {
     size_t len = strlen(tpl);
     c->segs = calloc(count_char(tpl, '/') + 1, sizeof(seg_t));
@@ -489,7 +486,7 @@ const char *fg_route_template_parse(compiled_t *c, const char *tpl)
     return NULL;
 }
 
-void fg_route_template_free(compiled_t *c)
+void fg_route_template_free(fg_route_tpl_t *c)
 {
     for (size_t i = 0; c->cons != NULL && i < c->ncons; i++) {
         if (c->cons[i].re != NULL) {
@@ -503,7 +500,7 @@ void fg_route_template_free(compiled_t *c)
     free(c->strs);
 }
 
-int fg_route_template_has_param(const compiled_t *c, fg_str_t name)
+int fg_route_template_has_param(const fg_route_tpl_t *c, fg_str_t name)
 {
     for (size_t k = 0; k < c->nparts; k++)
         if (!c->parts[k].literal && fg_str_ieq(c->parts[k].text, name))
@@ -567,8 +564,8 @@ static int guid_ok(fg_str_t v)
     v = trim(v);
     if (v.len == 32)
         return hex_run(v.base, 32);
-    if (v.len == 38 && ((v.base[0] == '{' && v.base[37] == '}') ||
-                        (v.base[0] == '(' && v.base[37] == ')'))) {
+    if (v.len == 38 &&
+        ((v.base[0] == '{' && v.base[37] == '}') || (v.base[0] == '(' && v.base[37] == ')'))) {
         v.base++;
         v.len = 36;
     }

@@ -42,8 +42,8 @@ static void check_captures(const compiled_t *c, const fg_request_t *req)
 {
     if (req->ncaptures > FG_MAX_CAPTURES)
         abort();
-    for (size_t i = 0; i < c->nsegs; i++) {
-        const seg_t *s = &c->segs[i];
+    for (size_t i = 0; i < c->tpl.nsegs; i++) {
+        const seg_t *s = &c->tpl.segs[i];
         if (s->kind == SEG_LITERAL || s->kind == SEG_COMPLEX)
             continue;
         for (size_t k = 0; k < req->ncaptures; k++)

@@ -13,9 +13,9 @@
 
 #include "tables/route_template.h"
 
-static compiled_t *parse(const char *tpl)
+static fg_route_tpl_t *parse(const char *tpl)
 {
-    compiled_t *c = calloc(1, sizeof(*c));
+    fg_route_tpl_t *c = calloc(1, sizeof(*c));
     assert_non_null(c);
     const char *why = fg_route_template_parse(c, tpl);
     if (why != NULL)
@@ -23,7 +23,7 @@ static compiled_t *parse(const char *tpl)
     return c;
 }
 
-static void release(compiled_t *c)
+static void release(fg_route_tpl_t *c)
 {
     fg_route_template_free(c);
     free(c);
@@ -32,7 +32,7 @@ static void release(compiled_t *c)
 /* Whether value satisfies the constraints of the one parameter of "/{x:...}". */
 static int ok(const char *tpl, const char *value)
 {
-    compiled_t *c = parse(tpl);
+    fg_route_tpl_t *c = parse(tpl);
     assert_int_equal(c->nsegs, 1);
     int r = fg_route_constraints_ok(&c->segs[0].p, fg_str(value));
     release(c);
@@ -112,14 +112,14 @@ static void test_regex(void **state)
     assert_false(ok("/{x:regex(^[a-z0-9\\-]+$)}", "my_slug"));
     assert_true(ok("/{x:regex(^(?:ab)+$)}", "abAB"));
     assert_true(ok("/{x:regex(^[\\w.]+$)}", "file.name_1"));
-    assert_true(ok("/{x:regex(^a:b$)}", "a:b")); /* ':' inside the parentheses */
+    assert_true(ok("/{x:regex(^a:b$)}", "a:b"));     /* ':' inside the parentheses */
     assert_true(ok("/{x:regex(^a%2Fb$)}", "a%2Fb")); /* %2F stays encoded */
 }
 
 /* Match seg (the template's only segment) against v; the values joined "name=value;...". */
 static const char *cx(const char *tpl, const char *v, char *out)
 {
-    compiled_t *c = parse(tpl);
+    fg_route_tpl_t *c = parse(tpl);
     assert_int_equal(c->nsegs, 1);
     const seg_t *s = &c->segs[0];
     assert_int_equal(s->kind, SEG_COMPLEX);
@@ -167,7 +167,7 @@ static void test_complex_segments(void **state)
 
 static void test_parse_shapes(void **state)
 {
-    compiled_t *c = parse("/api/v{ver:int}/{id:int=3}/{*rest:minlength(2)}");
+    fg_route_tpl_t *c = parse("/api/v{ver:int}/{id:int=3}/{*rest:minlength(2)}");
     assert_int_equal(c->nsegs, 4);
     assert_int_equal(c->nleading, 1);
     assert_int_equal(c->segs[1].kind, SEG_COMPLEX);
@@ -188,9 +188,9 @@ static void test_parse_shapes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_int_long),          cmocka_unit_test(test_bool_guid_alpha),
+        cmocka_unit_test(test_int_long),           cmocka_unit_test(test_bool_guid_alpha),
         cmocka_unit_test(test_lengths_and_ranges), cmocka_unit_test(test_regex),
-        cmocka_unit_test(test_complex_segments),  cmocka_unit_test(test_parse_shapes),
+        cmocka_unit_test(test_complex_segments),   cmocka_unit_test(test_parse_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

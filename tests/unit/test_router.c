@@ -966,8 +966,7 @@ static void test_invalid_templates(void **state)
     /* RoutePatternParser's rules for constraints, defaults and complex segments */
     expect_invalid("/a/{id=1?}", "routes[2].match.path: an optional parameter cannot have a "
                                  "default value");
-    expect_invalid("/a/{*rest?}",
-                   "routes[2].match.path: a catch-all parameter cannot be optional");
+    expect_invalid("/a/{*rest?}", "routes[2].match.path: a catch-all parameter cannot be optional");
     expect_invalid("/a/{x}{y}", "routes[2].match.path: two parameters in one segment must be "
                                 "separated by literal text");
     expect_invalid("/a/x{*rest}", "routes[2].match.path: a catch-all parameter cannot share its "
@@ -981,8 +980,7 @@ static void test_invalid_templates(void **state)
                    "length, min, max, range, regex)");
     expect_invalid("/a/{id:int(3)}",
                    "routes[2].match.path: the constraint \"int\" takes no argument");
-    expect_invalid("/a/{id:min}",
-                   "routes[2].match.path: the constraint \"min\" needs an argument");
+    expect_invalid("/a/{id:min}", "routes[2].match.path: the constraint \"min\" needs an argument");
     expect_invalid("/a/{id:range(9,1)}",
                    "routes[2].match.path: the constraint \"range(9,1)\" has an invalid range");
     expect_invalid("/a/{id:length(x)}", "routes[2].match.path: the constraint \"length\" needs "

@@ -492,8 +492,8 @@ static void test_response_copy_fields(void **state)
 static void test_response_trailers(void **state)
 {
     fx_t *fx = *state;
-    fg_http_header_t in[] = {{S("grpc-status"), S("0")}, {S("X-Debug"), S("a")},
-                             {S("X-Keep"), S("k")}};
+    fg_http_header_t in[] = {
+        {S("grpc-status"), S("0")}, {S("X-Debug"), S("a")}, {S("X-Keep"), S("k")}};
     add(fx, FG_TX_RESP_TRAILERS_ALLOWED, NULL, "grpc-status;x-debug");
     add(fx, FG_TX_RESP_TRAILER, "X-Debug", "b")->action = FG_TX_APPEND;
     add(fx, FG_TX_RESP_TRAILER, "X-Server", "gw")->action = FG_TX_SET;

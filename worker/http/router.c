@@ -104,8 +104,8 @@ static int param_ok(fg_request_t *req, const seg_t *s, fg_str_t v, int present)
  * that may be absent (optional, with a default, a catch-all). */
 static int rest_ok(const compiled_t *c, size_t i, fg_request_t *req, fg_str_t at_end)
 {
-    for (; i < c->nsegs; i++) {
-        const seg_t *s = &c->segs[i];
+    for (; i < c->tpl.nsegs; i++) {
+        const seg_t *s = &c->tpl.segs[i];
         if (s->kind == SEG_LITERAL || s->kind == SEG_COMPLEX || !param_ok(req, s, at_end, 0))
             return 0;
     }
@@ -138,8 +138,8 @@ static int path_ok(const compiled_t *c, fg_request_t *req)
         return 1;
     const char *p = req->path.base;
     size_t len = req->path.len, pos = (len > 0 && p[0] == '/') ? 1 : 0;
-    for (size_t i = 0; i < c->nsegs; i++) {
-        const seg_t *s = &c->segs[i];
+    for (size_t i = 0; i < c->tpl.nsegs; i++) {
+        const seg_t *s = &c->tpl.segs[i];
         if (s->kind == SEG_CATCHALL) {
             size_t from = pos < len ? pos : len;
             return param_ok(req, s, (fg_str_t){p + from, len - from}, from < len);
@@ -154,8 +154,7 @@ static int path_ok(const compiled_t *c, fg_request_t *req)
                 return 0;
         } else if (seg.len == 0) {
             return 0;
-        } else if (s->kind == SEG_COMPLEX ? !complex_ok(req, s, seg)
-                                          : !param_ok(req, s, seg, 1)) {
+        } else if (s->kind == SEG_COMPLEX ? !complex_ok(req, s, seg) : !param_ok(req, s, seg, 1)) {
             return 0;
         }
         pos = end + 1;

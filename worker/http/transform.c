@@ -344,8 +344,8 @@ static int copy_headers(tx_t *tx)
     fg_headers_conn_options(&co, req->headers, req->nheaders);
     for (size_t i = 0; i < req->nheaders; i++) {
         const fg_http_header_t *h = &req->headers[i];
-        if (tx->allow_list && (h->value.len == 0 ||
-                               !allowed(req->route, FG_TX_REQ_HEADERS_ALLOWED, h->name)))
+        if (tx->allow_list &&
+            (h->value.len == 0 || !allowed(req->route, FG_TX_REQ_HEADERS_ALLOWED, h->name)))
             continue;
         /* "TE: trailers" says the client takes trailer fields (RFC 9110 10.1.4), which the
          * gateway relays; an HTTP/2 destination gets it as the one TE value HTTP/2 allows
@@ -822,8 +822,8 @@ int fg_transform_copy_fields(const fg_request_t *req, int trailers, const fg_htt
     return 0;
 }
 
-int fg_transform_trailers(const fg_request_t *req, int status, const fg_http_header_t *in,
-                          size_t n, fg_headers_t *out)
+int fg_transform_trailers(const fg_request_t *req, int status, const fg_http_header_t *in, size_t n,
+                          fg_headers_t *out)
 {
     const fg_route_t *route = req->route;
     if (fg_transform_copy_fields(req, 1, in, n, out) != 0)

@@ -36,8 +36,8 @@ int fg_transform_copy_fields(const fg_request_t *req, int trailers, const fg_htt
 /* The trailers for the client: the destination's (in, n; none is n = 0) copied as above, then
  * the route's ResponseTrailer / ResponseTrailerRemove transforms that apply to `status`, in
  * order (YARP's ResponseTrailersTransform). Returns 0 or -1. */
-int fg_transform_trailers(const fg_request_t *req, int status, const fg_http_header_t *in,
-                          size_t n, fg_headers_t *out);
+int fg_transform_trailers(const fg_request_t *req, int status, const fg_http_header_t *in, size_t n,
+                          fg_headers_t *out);
 
 /* Whether the route has a ResponseTrailer transform, which may add trailers to a response
  * whose destination sent none. */
