@@ -1139,3 +1139,59 @@ def test_RedistributeAffinityFailurePolicyTests_Handle(gw, path, fields):
 def test_CustomHeaderSessionAffinityPolicyTests_MultipleValues_Redistribute_rebinds(gw):
     st, h, _ = request(gw, "GET", "/lb/hdrre", [("X-Session-Key", "a"), ("X-Session-Key", "b")])
     assert st == 200 and hget(h, "x-session-key")
+
+
+# ---- trailers to an HTTP/2 client (Transforms/ResponseTrailerValueTransform.cs) ----
+
+def _h2_get(port, path):
+    """GET over h2c (prior knowledge); returns (status, body, trailers as a dict)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                header_encoding="utf-8"))
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    status, body, trailers = None, b"", {}
+    try:
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                              (":authority", "gw.test"), ("te", "trailers")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        done = False
+        while not done:
+            data = s.recv(65536)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    status = int(dict(ev.headers)[":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    body += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trailers = dict(ev.headers)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    done = True
+            s.sendall(conn.data_to_send())
+    finally:
+        s.close()
+    return status, body, trailers
+
+
+def test_ResponseTrailerValueTransform_over_http2(tmp_path, gateway_factory, echo_upstream):
+    """An HTTP/2 client always has room for trailers: the Set one arrives after a destination
+    answer framed by Content-Length too, and the Failure one only on a failure status."""
+    port = free_port()
+    cfg = base_config(tmp_path, port, routes=[
+        _proxy("h2-trl", "/{**rest}", transforms=[
+            {"ResponseTrailer": "X-Trace", "Set": "gw"},
+            {"ResponseTrailer": "X-Fail", "Set": "f", "When": "Failure"}])],
+        clusters=[{"id": "echo", "destinations": [{"id": "e", "address": echo_upstream.url}]}])
+    cfg["servers"][0]["http2"] = {"h2c": True}
+    gateway_factory(cfg)
+    st, body, trailers = _h2_get(port, "/chunked/3")
+    assert (st, body, trailers) == (200, b"xxx", {"x-trace": "gw"})
+    st, body, trailers = _h2_get(port, "/length")
+    assert st == 200 and json.loads(body)["path"] == "/length" and trailers == {"x-trace": "gw"}
+    st, _, trailers = _h2_get(port, "/status/503")
+    assert st == 503 and trailers == {"x-fail": "f"}
