@@ -125,6 +125,17 @@ def test_yarp_routes_served_request_by_request(yarp_gateway):
     assert get(port, "/orders/42?v=2", method="POST", body=b"x" * 2000)[0] == 413
     assert get(port, "/orders/42?v=2", method="POST", body=b"x" * 1000)[0] == 200
 
+    # invoices: constraints and a complex segment with an optional part; allow-lists
+    r = get(port, "/invoices/7/report.pdf", headers={"X-Tenant": "t1", "X-Other": "o"})
+    assert r[0] == 200
+    e = echo(r)
+    assert e["upstream"] == ups["ORDERS"].port and e["path"] == "/invoices/7/report.pdf"
+    assert hdr(e, "X-Tenant") == "t1" and hdr(e, "X-Other") is None
+    assert "x-upstream" not in r[1] and r[1]["content-type"] == "application/json"
+    assert get(port, "/invoices/7/readme")[0] == 200
+    assert get(port, "/invoices/0/report.pdf")[0] == 404   # min(1)
+    assert get(port, "/invoices/x/report.pdf")[0] == 404   # int
+
     # admin: host match, PathPrefix
     e = echo(get(port, "/users", host="admin.shop.test"))
     assert e["path"] == "/admin/users" and e["upstream"] in catalog_ports
