@@ -163,23 +163,30 @@ typedef struct {
 /* ---- routes: transforms (YARP names, applied in order) ---- */
 
 typedef enum {
-    FG_TX_PATH_PREFIX = 1,    /* PathPrefix: value */
-    FG_TX_PATH_REMOVE_PREFIX, /* PathRemovePrefix: value */
-    FG_TX_PATH_SET,           /* PathSet: value */
-    FG_TX_PATH_PATTERN,       /* PathPattern: value (template using route captures) */
-    FG_TX_QUERY_VALUE,        /* QueryValueParameter: name; Set|Append: value */
-    FG_TX_QUERY_REMOVE,       /* QueryRemoveParameter: name */
-    FG_TX_METHOD_CHANGE,      /* HttpMethodChange: name=from; Set: value=to */
-    FG_TX_REQ_HEADER,         /* RequestHeader: name; Set|Append: value */
-    FG_TX_REQ_HEADER_REMOVE,  /* RequestHeaderRemove: name */
-    FG_TX_REQ_HEADERS_COPY,   /* RequestHeadersCopy: flag (true/false) */
-    FG_TX_REQ_ORIGINAL_HOST,  /* RequestHeaderOriginalHost: flag */
-    FG_TX_X_FORWARDED,        /* X-Forwarded: xf_* fields */
-    FG_TX_FORWARDED,          /* Forwarded (RFC 7239): fwd_* fields, xf_for = action */
-    FG_TX_RESP_HEADER,        /* ResponseHeader: name; Set|Append: value; When */
-    FG_TX_RESP_HEADER_REMOVE, /* ResponseHeaderRemove: name; When */
-    FG_TX_REQ_HEADER_ROUTE,   /* RequestHeaderRouteValue: name; Set|Append: route value key */
-    FG_TX_QUERY_ROUTE,        /* QueryRouteParameter: name; Set|Append: route value key */
+    FG_TX_PATH_PREFIX = 1,       /* PathPrefix: value */
+    FG_TX_PATH_REMOVE_PREFIX,    /* PathRemovePrefix: value */
+    FG_TX_PATH_SET,              /* PathSet: value */
+    FG_TX_PATH_PATTERN,          /* PathPattern: value (template using route captures) */
+    FG_TX_QUERY_VALUE,           /* QueryValueParameter: name; Set|Append: value */
+    FG_TX_QUERY_REMOVE,          /* QueryRemoveParameter: name */
+    FG_TX_METHOD_CHANGE,         /* HttpMethodChange: name=from; Set: value=to */
+    FG_TX_REQ_HEADER,            /* RequestHeader: name; Set|Append: value */
+    FG_TX_REQ_HEADER_REMOVE,     /* RequestHeaderRemove: name */
+    FG_TX_REQ_HEADERS_COPY,      /* RequestHeadersCopy: flag (true/false) */
+    FG_TX_REQ_ORIGINAL_HOST,     /* RequestHeaderOriginalHost: flag */
+    FG_TX_X_FORWARDED,           /* X-Forwarded: xf_* fields */
+    FG_TX_FORWARDED,             /* Forwarded (RFC 7239): fwd_* fields, xf_for = action */
+    FG_TX_RESP_HEADER,           /* ResponseHeader: name; Set|Append: value; When */
+    FG_TX_RESP_HEADER_REMOVE,    /* ResponseHeaderRemove: name; When */
+    FG_TX_REQ_HEADER_ROUTE,      /* RequestHeaderRouteValue: name; Set|Append: route value key */
+    FG_TX_QUERY_ROUTE,           /* QueryRouteParameter: name; Set|Append: route value key */
+    FG_TX_REQ_HEADERS_ALLOWED,   /* RequestHeadersAllowed: value = "A;B" (copy only those) */
+    FG_TX_RESP_HEADERS_COPY,     /* ResponseHeadersCopy: flag */
+    FG_TX_RESP_HEADERS_ALLOWED,  /* ResponseHeadersAllowed: value = "A;B" */
+    FG_TX_RESP_TRAILERS_COPY,    /* ResponseTrailersCopy: flag */
+    FG_TX_RESP_TRAILERS_ALLOWED, /* ResponseTrailersAllowed: value = "A;B" */
+    FG_TX_RESP_TRAILER,          /* ResponseTrailer: name; Set|Append: value; When */
+    FG_TX_RESP_TRAILER_REMOVE,   /* ResponseTrailerRemove: name; When */
 } fg_transform_kind_t;
 
 typedef enum { FG_TX_SET = 0, FG_TX_APPEND } fg_transform_action_t;

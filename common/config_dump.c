@@ -377,6 +377,29 @@ static json_t *transform(const fg_transform_t *t)
         set(o, "QueryRouteParameter", json_string(t->name));
         tx_value(o, t, 0);
         break;
+    case FG_TX_REQ_HEADERS_ALLOWED:
+        set(o, "RequestHeadersAllowed", json_string(t->value));
+        break;
+    case FG_TX_RESP_HEADERS_COPY:
+        set(o, "ResponseHeadersCopy", json_boolean(t->flag));
+        break;
+    case FG_TX_RESP_HEADERS_ALLOWED:
+        set(o, "ResponseHeadersAllowed", json_string(t->value));
+        break;
+    case FG_TX_RESP_TRAILERS_COPY:
+        set(o, "ResponseTrailersCopy", json_boolean(t->flag));
+        break;
+    case FG_TX_RESP_TRAILERS_ALLOWED:
+        set(o, "ResponseTrailersAllowed", json_string(t->value));
+        break;
+    case FG_TX_RESP_TRAILER:
+        set(o, "ResponseTrailer", json_string(t->name));
+        tx_value(o, t, 1);
+        break;
+    case FG_TX_RESP_TRAILER_REMOVE:
+        set(o, "ResponseTrailerRemove", json_string(t->name));
+        set(o, "When", json_string(when_names[t->when]));
+        break;
     }
     return o;
 }

@@ -389,7 +389,7 @@ static int load_action(fg_config_ctx_t *c, const json_t *ro, fg_route_t *r)
 
 /* ---- transforms ---- */
 
-enum { V_PATH, V_HEADER, V_QUERY, V_METHOD, V_FLAG, V_XF };
+enum { V_PATH, V_HEADER, V_QUERY, V_METHOD, V_FLAG, V_XF, V_LIST };
 
 typedef struct {
     const char *key;
@@ -425,6 +425,13 @@ static const tx_spec_t tx_specs[] = {
     {"ResponseHeaderRemove", FG_TX_RESP_HEADER_REMOVE, V_HEADER, x_when},
     {"RequestHeaderRouteValue", FG_TX_REQ_HEADER_ROUTE, V_HEADER, x_set_append},
     {"QueryRouteParameter", FG_TX_QUERY_ROUTE, V_QUERY, x_set_append},
+    {"RequestHeadersAllowed", FG_TX_REQ_HEADERS_ALLOWED, V_LIST, x_none},
+    {"ResponseHeadersCopy", FG_TX_RESP_HEADERS_COPY, V_FLAG, x_none},
+    {"ResponseHeadersAllowed", FG_TX_RESP_HEADERS_ALLOWED, V_LIST, x_none},
+    {"ResponseTrailersCopy", FG_TX_RESP_TRAILERS_COPY, V_FLAG, x_none},
+    {"ResponseTrailersAllowed", FG_TX_RESP_TRAILERS_ALLOWED, V_LIST, x_none},
+    {"ResponseTrailer", FG_TX_RESP_TRAILER, V_HEADER, x_resp},
+    {"ResponseTrailerRemove", FG_TX_RESP_TRAILER_REMOVE, V_HEADER, x_when},
 };
 #define NSPECS (sizeof(tx_specs) / sizeof(tx_specs[0]))
 
@@ -565,6 +572,37 @@ static int load_forwarded(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t
     return 0;
 }
 
+/* A ';'-separated list of header names, as YARP splits it (blanks around names and empty
+ * entries ignored; "" allows none). Stored normalised: "A;B". */
+static int load_name_list(fg_config_ctx_t *c, const char *key, fg_transform_t *t)
+{
+    char *w = t->value;
+    for (const char *p = t->value; *p;) {
+        size_t len = strcspn(p, ";");
+        const char *s = p, *e = p + len;
+        p += len + (p[len] == ';');
+        while (s < e && (*s == ' ' || *s == '\t'))
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (s == e)
+            continue;
+        char name[256];
+        if ((size_t)(e - s) >= sizeof(name))
+            return fg_config_fail(c, key, "a header name is too long");
+        memcpy(name, s, (size_t)(e - s));
+        name[e - s] = '\0';
+        if (!fg_config_is_token(name))
+            return fg_config_fail(c, key, "\"%s\" is not a valid header name", name);
+        if (w != t->value)
+            *w++ = ';';
+        memmove(w, name, (size_t)(e - s));
+        w += e - s;
+    }
+    *w = '\0';
+    return 0;
+}
+
 /* The main value of a transform, checked for its kind. */
 static int load_tx_value(fg_config_ctx_t *c, const json_t *o, const tx_spec_t *sp,
                          fg_transform_t *t)
@@ -573,7 +611,8 @@ static int load_tx_value(fg_config_ctx_t *c, const json_t *o, const tx_spec_t *s
 
     if (sp->value == V_FLAG)
         return parse_flag(c, v, sp->key, &t->flag);
-    if (fg_config_get_string(c, o, sp->key, sp->value != V_PATH, &t->value) < 0)
+    if (fg_config_get_string(c, o, sp->key, sp->value != V_PATH && sp->value != V_LIST, &t->value) <
+        0)
         return -1;
     switch (sp->value) {
     case V_PATH:
@@ -588,6 +627,8 @@ static int load_tx_value(fg_config_ctx_t *c, const json_t *o, const tx_spec_t *s
         if (!fg_config_is_token(t->value))
             return fg_config_fail(c, sp->key, "\"%s\" is not a valid method", t->value);
         break;
+    case V_LIST:
+        return load_name_list(c, sp->key, t);
     default:
         break;
     }
@@ -639,6 +680,7 @@ static int load_transform(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t
     case FG_TX_QUERY_VALUE:
     case FG_TX_REQ_HEADER:
     case FG_TX_RESP_HEADER:
+    case FG_TX_RESP_TRAILER:
     case FG_TX_REQ_HEADER_ROUTE:
     case FG_TX_QUERY_ROUTE:
         if (fg_headers_is_framing(fg_str(t->name)))

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "master/import_impl.h"
+#include "tables/route_template.h"
 
 /* Helpers for writing the converted document. */
 static void put_str(json_t *o, const char *k, const char *v)
@@ -16,63 +17,26 @@ static void put_str(json_t *o, const char *k, const char *v)
 
 /* ---- route path templates ---- */
 
-/* Check one "{...}" parameter of template (name only, optional '?', catch-all '*' or '**').
- * ASP.NET constraints (":int", ":regex(...)") and defaults ("=x") have no equivalent in our
- * router, which matches parameters unconstrained: dropping one would widen the route. */
-static int check_param(fg_import_t *im, const char *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n && p[i] == '*')
-        i++;
-    size_t name = i;
-    while (i < n && p[i] != ':' && p[i] != '=' && p[i] != '?')
-        i++;
-    if (i < n && p[i] == ':')
-        return fg_import_fail(im, "Path",
-                              "the constraint \":%.*s\" of parameter \"%.*s\" has no equivalent "
-                              "(route parameters match any value here); remove it, accepting a "
-                              "wider match, or match the value another way",
-                              (int)(n - i - 1), p + i + 1, (int)(i - name), p + name);
-    if (i < n && p[i] == '=')
-        return fg_import_fail(im, "Path",
-                              "the default value of parameter \"%.*s\" has no equivalent; use "
-                              "an optional parameter \"{%.*s?}\"",
-                              (int)(i - name), p + name, (int)(i - name), p + name);
-    return 0;
-}
-
-/* The route's path template, checked for what our router cannot express. A missing leading
- * '/' is added (ASP.NET accepts "api/{x}"). */
+/* The route's path template, checked by the router's own parser so that an error names the
+ * source key. Constraints, defaults, optional parameters and complex segments are ASP.NET's
+ * and kept as written. A missing leading '/' is added (ASP.NET accepts "api/{x}"). */
 static int convert_path(fg_import_t *im, const char *tpl, json_t *match)
 {
     const char *p = tpl[0] == '~' ? tpl + 1 : tpl;
-    for (const char *seg = p; *seg;) {
-        size_t n = strcspn(seg, "/");
-        const char *open = memchr(seg, '{', n);
-        if (open != NULL) {
-            const char *close = memchr(open, '}', (size_t)(seg + n - open));
-            if (close == NULL)
-                return fg_import_fail(im, "Path", "unbalanced braces in \"%s\"", tpl);
-            if (open != seg || close != seg + n - 1)
-                return fg_import_fail(
-                    im, "Path",
-                    "the complex segment \"%.*s\" (a parameter with text or another parameter "
-                    "in the same segment) has no equivalent: a parameter must be a whole "
-                    "segment; capture the segment whole (\"{%.*s}\") and split it upstream",
-                    (int)n, seg, (int)(close - open - 1), open + 1);
-            if (check_param(im, open + 1, (size_t)(close - open - 1)) < 0)
-                return -1;
-        }
-        seg += n + (seg[n] == '/');
-    }
     char *fixed = malloc(strlen(p) + 2);
     if (fixed == NULL)
         abort();
     strcpy(fixed + (p[0] != '/'), p);
     fixed[0] = '/';
-    put_str(match, "path", fixed);
+    fg_route_tpl_t c;
+    memset(&c, 0, sizeof(c));
+    const char *why = fg_route_template_parse(&c, fixed);
+    int rc = why ? fg_import_fail(im, "Path", "\"%s\": %s", tpl, why) : 0;
+    fg_route_template_free(&c);
+    if (rc == 0)
+        put_str(match, "path", fixed);
     free(fixed);
-    return 0;
+    return rc;
 }
 
 /* ---- route match ---- */
@@ -183,6 +147,11 @@ static const struct {
     {"ResponseHeaderRemove", {"When", NULL}},
     {"QueryRouteParameter", {"Set", "Append", NULL}},
     {"RequestHeaderRouteValue", {"Set", "Append", NULL}},
+    {"RequestHeadersAllowed", {NULL}},
+    {"ResponseHeadersAllowed", {NULL}},
+    {"ResponseTrailersAllowed", {NULL}},
+    {"ResponseTrailer", {"Set", "Append", "When", NULL}},
+    {"ResponseTrailerRemove", {"When", NULL}},
 };
 
 /* Transforms with no equivalent, and why: the message names what to do instead. */
@@ -190,12 +159,6 @@ static const struct {
     const char *name;
     const char *why;
 } no_tx[] = {
-    {"RequestHeadersAllowed", "an allow-list of request headers is not supported; remove the "
-                              "others with RequestHeaderRemove"},
-    {"ResponseHeadersAllowed", "an allow-list of response headers is not supported; remove the "
-                               "others with ResponseHeaderRemove"},
-    {"ResponseTrailer", "response trailers cannot be set"},
-    {"ResponseTrailerRemove", "response trailers cannot be removed one by one"},
     {"ClientCert", "client certificates are not forwarded in a header"},
 };
 
@@ -299,11 +262,10 @@ static int convert_transform(fg_import_t *im, const json_t *t, json_t **out)
                                                                     : "ResponseTrailersCopy";
         if (json_object_size(t) != 1 || fg_import_bool(im, t, which, &on, &has) < 0)
             return json_object_size(t) != 1 ? fg_import_fail(im, NULL, "one key expected") : -1;
-        if (!on)
-            return fg_import_fail(im, which,
-                                  "\"false\" has no equivalent: the destination's response %s "
-                                  "are always relayed (remove ones with ResponseHeaderRemove)",
-                                  which[8] == 'H' ? "headers" : "trailers");
+        if (!on) {
+            *out = json_object();
+            json_object_set_new(*out, which, json_false());
+        }
         return 0; /* "true" is what happens anyway */
     }
     *out = json_object();

@@ -1,5 +1,7 @@
 #include "tables/route_table.h"
 
+#include "tables/route_template.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,100 +126,6 @@ static void node_free(node_t *n)
 
 /* ---- compiling one route ---- */
 
-static int valid_name_char(unsigned char c)
-{
-    return isalnum(c) || c == '_' || c == '-' || c == '.';
-}
-
-/* Parse one "{...}" segment s[0..n) into seg. Returns NULL or the reason it is invalid. */
-static const char *parse_param(const char *s, size_t n, seg_t *seg)
-{
-    const char *p = s + 1, *end = s + n - 1; /* inside the braces */
-    seg->kind = SEG_PARAM;
-    if (end - p >= 2 && p[0] == '*' && p[1] == '*') {
-        seg->kind = SEG_CATCHALL;
-        p += 2;
-    } else if (end - p >= 1 && p[0] == '*') {
-        seg->kind = SEG_CATCHALL;
-        p += 1;
-    }
-    if (end > p && end[-1] == '?') {
-        if (seg->kind == SEG_CATCHALL)
-            return "a catch-all parameter cannot be optional";
-        seg->kind = SEG_OPTIONAL;
-        end--;
-    }
-    if (end == p)
-        return "empty parameter name";
-    for (const char *q = p; q < end; q++) {
-        if (*q == ':' || *q == '=')
-            return "parameter constraints and defaults are not supported";
-        if (!valid_name_char((unsigned char)*q))
-            return "invalid character in parameter name";
-    }
-    seg->text = (fg_str_t){p, (size_t)(end - p)};
-    return NULL;
-}
-
-/* Split a template into segments. Empty segments (a leading, doubled or trailing '/') are
- * ignored: "/api/" is the same template as "/api". Returns NULL or the reason it is invalid. */
-static const char *parse_template(const char *tpl, compiled_t *c)
-{
-    size_t len = strlen(tpl), max = 1;
-    for (size_t i = 0; i < len; i++)
-        max += tpl[i] == '/';
-    c->segs = calloc(max, sizeof(seg_t));
-    if (c->segs == NULL)
-        return "out of memory";
-    size_t ncap = 0, i = 0;
-    int leading = 1;
-    while (i < len) {
-        while (i < len && tpl[i] == '/')
-            i++;
-        if (i == len)
-            break;
-        size_t start = i;
-        while (i < len && tpl[i] != '/')
-            i++;
-        const char *s = tpl + start;
-        size_t n = i - start;
-        seg_t *seg = &c->segs[c->nsegs];
-        if (c->nsegs > 0 && (seg[-1].kind == SEG_CATCHALL || seg[-1].kind == SEG_OPTIONAL))
-            return seg[-1].kind == SEG_CATCHALL ? "a catch-all parameter must be the last segment"
-                                                : "an optional parameter must be the last segment";
-        if (s[0] == '{') {
-            if (n < 2 || s[n - 1] != '}' || memchr(s + 1, '{', n - 2) || memchr(s + 1, '}', n - 2))
-                return "unbalanced braces";
-            const char *why = parse_param(s, n, seg);
-            if (why != NULL)
-                return why;
-            for (size_t k = 0; k < c->nsegs; k++)
-                if (c->segs[k].kind != SEG_LITERAL && fg_str_ieq(c->segs[k].text, seg->text))
-                    return "a parameter name is used twice";
-            if (++ncap > FG_ROUTE_MAX_PARAMS)
-                return "too many parameters";
-            leading = 0;
-        } else {
-            if (memchr(s, '{', n) || memchr(s, '}', n))
-                return memchr(s, '{', n) && memchr(s, '}', n)
-                           ? "a parameter must be a whole segment"
-                           : "unbalanced braces";
-            /* A normalised request path has no such segment: the route could never match. */
-            if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
-                return "\".\" and \"..\" segments never match a normalised path";
-            for (size_t k = 0; k < n; k++)
-                if (strchr("?# \\\"<>^`|", s[k]) != NULL)
-                    return "a literal segment cannot hold '?', '#', spaces or characters a "
-                           "request path never has";
-            seg->kind = SEG_LITERAL;
-            seg->text = (fg_str_t){s, n};
-            c->nleading += leading;
-        }
-        c->nsegs++;
-    }
-    return NULL;
-}
-
 static int has_non_ascii(const char *s)
 {
     for (; *s; s++)
@@ -315,7 +223,7 @@ static void compiled_free(compiled_t *c)
     if (c == NULL)
         return;
     free(c->path_encoded);
-    free(c->segs);
+    fg_route_template_free(&c->tpl);
     free(c->hosts);
     free(c);
 }
@@ -340,7 +248,7 @@ static const char *compile_route(fg_route_t *r, const char **field)
                 return "out of memory";
             tpl = c->path_encoded;
         }
-        const char *why = parse_template(tpl, c);
+        const char *why = fg_route_template_parse(&c->tpl, tpl);
         if (why != NULL)
             return why;
     }
@@ -362,8 +270,7 @@ static const char *compile_route(fg_route_t *r, const char **field)
         }
         int known = fg_str_eq(name, FG_STR_LIT("scheme")) || fg_str_eq(name, FG_STR_LIT("host")) ||
                     fg_str_eq(name, FG_STR_LIT("path")) || fg_str_eq(name, FG_STR_LIT("query"));
-        for (size_t k = 0; k < c->nsegs && !known; k++)
-            known = c->segs[k].kind != SEG_LITERAL && fg_str_ieq(c->segs[k].text, name);
+        known = known || fg_route_template_has_param(&c->tpl, name);
         if (!known)
             return "unknown variable in braces (use {scheme}, {host}, {path}, {query} or a "
                    "parameter of match.path)";
@@ -373,21 +280,23 @@ static const char *compile_route(fg_route_t *r, const char **field)
 
 /* ---- ranking and indexing one server ---- */
 
-/* ASP.NET's inbound precedence digit of a segment: literal 1, parameter 3, catch-all 5
- * (RoutePrecedence.ComputeInboundPrecedenceDigit; constraints and complex segments, which
- * would take 2 and 4, are not part of our templates). A route without a path ranks as
- * "/{**any}". */
+/* ASP.NET's inbound precedence digit of a segment (RoutePrecedence.ComputeInbound): literal 1,
+ * complex segment or constrained parameter 2, parameter 3, constrained catch-all 4, catch-all 5.
+ * A route without a path ranks as "/{**any}". */
 static int seg_digit(const compiled_t *c, size_t i)
 {
     if (!c->has_path)
         return 5;
-    switch (c->segs[i].kind) {
+    const seg_t *s = &c->tpl.segs[i];
+    switch (s->kind) {
     case SEG_LITERAL:
         return 1;
+    case SEG_COMPLEX:
+        return 2;
     case SEG_CATCHALL:
-        return 5;
+        return s->p.ncons ? 4 : 5;
     default:
-        return 3;
+        return s->p.ncons ? 2 : 3;
     }
 }
 
@@ -395,7 +304,7 @@ static int seg_digit(const compiled_t *c, size_t i)
  * segment, a template that ends first (all digits equal so far) ranking first. */
 static int precedence_cmp(const compiled_t *a, const compiled_t *b)
 {
-    size_t na = a->has_path ? a->nsegs : 1, nb = b->has_path ? b->nsegs : 1;
+    size_t na = a->has_path ? a->tpl.nsegs : 1, nb = b->has_path ? b->tpl.nsegs : 1;
     for (size_t i = 0; i < na && i < nb; i++) {
         int x = seg_digit(a, i), y = seg_digit(b, i);
         if (x != y)
@@ -443,7 +352,7 @@ static int rank_item_cmp(const void *a, const void *b)
 
 static int index_route(router_t *rt, const compiled_t *c, uint32_t rank)
 {
-    if (c->nleading == 0 && c->exact_hosts_only) {
+    if (c->tpl.nleading == 0 && c->exact_hosts_only) {
         for (size_t i = 0; i < c->nhosts; i++) {
             bucket_t *b = table_get(&rt->by_host, c->hosts[i].name.base, c->hosts[i].name.len);
             if (b == NULL || list_push(&b->list, c, rank) != 0)
@@ -452,8 +361,8 @@ static int index_route(router_t *rt, const compiled_t *c, uint32_t rank)
         return 0;
     }
     node_t *n = &rt->root;
-    for (size_t i = 0; i < c->nleading && i < MAX_DEPTH; i++) {
-        bucket_t *b = table_get(&n->children, c->segs[i].text.base, c->segs[i].text.len);
+    for (size_t i = 0; i < c->tpl.nleading && i < MAX_DEPTH; i++) {
+        bucket_t *b = table_get(&n->children, c->tpl.segs[i].text.base, c->tpl.segs[i].text.len);
         if (b == NULL)
             return -1;
         if (b->child == NULL && (b->child = calloc(1, sizeof(node_t))) == NULL)

@@ -17,16 +17,7 @@
 #include <stdint.h>
 #include "common/config.h"
 #include "common/str.h"
-
-/* Parameters a path template may have: a match fills one fg_request_t capture for each. */
-#define FG_ROUTE_MAX_PARAMS 16
-
-enum { SEG_LITERAL, SEG_PARAM, SEG_OPTIONAL, SEG_CATCHALL };
-
-typedef struct {
-    int kind;
-    fg_str_t text; /* literal text or parameter name, a slice of the template */
-} seg_t;
+#include "tables/route_template.h"
 
 typedef struct {
     fg_str_t name; /* without port; for wildcards the suffix including the dot: ".example.com" */
@@ -39,12 +30,10 @@ typedef struct {
     const fg_route_t *route;
     char *path_encoded; /* owned: the template with non-ASCII bytes percent-encoded, or NULL */
     int has_path;
-    seg_t *segs;
-    size_t nsegs;
+    fg_route_tpl_t tpl; /* the path template, parsed */
     host_pat_t *hosts;
     size_t nhosts;
     int exact_hosts_only; /* hosts present and none is a wildcard: indexable by host */
-    unsigned nleading;    /* literal segments before the first parameter: the trie's depth */
 } compiled_t;
 
 typedef struct {

@@ -1,7 +1,10 @@
-/* libFuzzer target: route templates and the router (tables/route_table.c, worker/http/router.c).
+/* libFuzzer target: route templates and the router (tables/route_table.c,
+ * tables/route_template.c, worker/http/router.c).
  * Input: "TEMPLATE\nHOST\nTARGET". The template goes through the loader as a route's
  * match.path; when it loads, the request is routed. A literal template must match its own
- * path; whatever matched, the route is the one configured. */
+ * path; whatever matched, the route is the one configured, and every value it captured for a
+ * constrained parameter satisfies the constraints (templates such as "/{id:int}",
+ * "/{f}.{x:regex(^[a-z]+$)}" or "/{n:range(1,9)=5}" reach the parser and the matcher). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +15,7 @@
 #include "common/config.h"
 #include "common/path.h"
 #include "tables/route_table.h"
+#include "tables/route_template.h"
 #include "worker/http/router.h"
 
 static char *line(const uint8_t **p, const uint8_t *end)
@@ -23,6 +27,30 @@ static char *line(const uint8_t **p, const uint8_t *end)
     if (s == NULL)
         abort();
     return s;
+}
+
+static int ascii(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return 0;
+    return 1;
+}
+
+/* Every capture of a whole-segment parameter satisfies that parameter's constraints. */
+static void check_captures(const compiled_t *c, const fg_request_t *req)
+{
+    if (req->ncaptures > FG_MAX_CAPTURES)
+        abort();
+    for (size_t i = 0; i < c->tpl.nsegs; i++) {
+        const seg_t *s = &c->tpl.segs[i];
+        if (s->kind == SEG_LITERAL || s->kind == SEG_COMPLEX)
+            continue;
+        for (size_t k = 0; k < req->ncaptures; k++)
+            if (fg_str_eq(req->captures[k].name, s->text) &&
+                !fg_route_constraints_ok(&s->p, req->captures[k].value))
+                abort();
+    }
 }
 
 static void route(fg_config_t *cfg, const char *tpl, const char *host, const char *target)
@@ -47,8 +75,12 @@ static void route(fg_config_t *cfg, const char *tpl, const char *host, const cha
         const fg_route_t *r = fg_router_match(&cfg->servers[0], &req);
         if (r != NULL && strcmp(r->id, "r") != 0)
             abort();
-        /* a template without parameters matches the same path, whatever the letter case */
-        if (r == NULL && strchr(tpl, '{') == NULL && (size_t)n == strlen(tpl) &&
+        if (r != NULL)
+            check_captures(r->compiled, &req);
+        /* a template without parameters matches the same path, whatever the letter case
+         * (an ASCII one: a UTF-8 literal matches its percent-encoded form, and front ends
+         * refuse raw UTF-8 in a request target) */
+        if (r == NULL && strchr(tpl, '{') == NULL && ascii(tpl) && (size_t)n == strlen(tpl) &&
             strncasecmp(path, tpl, (size_t)n) == 0 && tpl[n - 1] != '/')
             abort();
     }

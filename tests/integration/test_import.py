@@ -125,6 +125,17 @@ def test_yarp_routes_served_request_by_request(yarp_gateway):
     assert get(port, "/orders/42?v=2", method="POST", body=b"x" * 2000)[0] == 413
     assert get(port, "/orders/42?v=2", method="POST", body=b"x" * 1000)[0] == 200
 
+    # invoices: constraints and a complex segment with an optional part; allow-lists
+    r = get(port, "/invoices/7/report.pdf", headers={"X-Tenant": "t1", "X-Other": "o"})
+    assert r[0] == 200
+    e = echo(r)
+    assert e["upstream"] == ups["ORDERS"].port and e["path"] == "/invoices/7/report.pdf"
+    assert hdr(e, "X-Tenant") == "t1" and hdr(e, "X-Other") is None
+    assert "x-upstream" not in r[1] and r[1]["content-type"] == "application/json"
+    assert get(port, "/invoices/7/readme")[0] == 200
+    assert get(port, "/invoices/0/report.pdf")[0] == 404   # min(1)
+    assert get(port, "/invoices/x/report.pdf")[0] == 404   # int
+
     # admin: host match, PathPrefix
     e = echo(get(port, "/users", host="admin.shop.test"))
     assert e["path"] == "/admin/users" and e["upstream"] in catalog_ports
@@ -162,22 +173,23 @@ C = "ReverseProxy:Clusters:c"
 
 
 @pytest.mark.parametrize("doc,where,why", [
-    (_route(match={"Path": "/items/{id:int}"}), R + ":Match:Path", "constraint \":int\""),
-    (_route(match={"Path": "/p/{slug:regex(^[a-z]+$)}"}), R + ":Match:Path", "regex"),
-    (_route(match={"Path": "/files/{name}.{ext}"}), R + ":Match:Path", "complex segment"),
-    (_route(match={"Path": "/a/{x=1}"}), R + ":Match:Path", "default value"),
+    (_route(match={"Path": "/items/{id:float}"}), R + ":Match:Path",
+     "the constraint \"float\" of parameter \"id\" is not supported"),
+    (_route(match={"Path": "/p/{slug:regex(^a(?=b))}"}), R + ":Match:Path",
+     "lookarounds and inline options"),
+    (_route(match={"Path": "/files/{name}{ext}"}), R + ":Match:Path",
+     "separated by literal text"),
+    (_route(match={"Path": "/a/{x=1?}"}), R + ":Match:Path", "cannot have a default value"),
     (_route({"Transforms": [{"QueryRouteParameter": "id", "Sett": "id"}]}),
      R + ":Transforms:0:Sett", "not a key of the QueryRouteParameter transform"),
     (_route({"Transforms": [{"PathSet": "/"}, {"RequestHeaderRouteValue": "X-Id"}]}),
      R + ":Transforms:1", "exactly one of Set, Append"),
     (_route({"Transforms": [{"ClientCert": "X-Client-Cert"}]}),
      R + ":Transforms:0:ClientCert", "no equivalent"),
-    (_route({"Transforms": [{"RequestHeadersAllowed": "Accept;Cookie"}]}),
-     R + ":Transforms:0:RequestHeadersAllowed", "allow-list"),
-    (_route({"Transforms": [{"ResponseHeadersCopy": "false"}]}),
-     R + ":Transforms:0:ResponseHeadersCopy", "\"false\" has no equivalent"),
-    (_route({"Transforms": [{"ResponseTrailer": "X-T", "Set": "1"}]}),
-     R + ":Transforms:0:ResponseTrailer", "trailers"),
+    (_route({"Transforms": [{"ResponseTrailer": "X-T"}]}),
+     R + ":Transforms:0", "ResponseTrailer needs exactly one of Set, Append"),
+    (_route({"Transforms": [{"ResponseTrailerRemove": "X-T", "Sett": "1"}]}),
+     R + ":Transforms:0:Sett", "not a key of the ResponseTrailerRemove transform"),
     (_route({"Transforms": [{"X-Forwarded": "Sometimes"}]}),
      R + ":Transforms:0:X-Forwarded", "unknown value \"Sometimes\""),
     (_route({"Transforms": [{"ResponseHeader": "X", "Set": "1", "When": "Sometimes"}]}),
@@ -206,6 +218,30 @@ def test_yarp_without_equivalent_is_an_error_naming_the_key(tmp_path, doc, where
     r = run_import("yarp", src)
     assert r.returncode == 1 and r.stdout == ""
     assert where in r.stderr and why in r.stderr, r.stderr
+
+
+def test_yarp_constraints_and_header_transforms_convert(tmp_path):
+    """Route constraints, defaults, complex segments and the allow-list, copy and trailer
+    transforms convert as written (YARP's own keys in our spelling)."""
+    doc = _route({"Transforms": [
+        {"RequestHeadersAllowed": "Accept; X-Tenant"},
+        {"ResponseHeadersCopy": "false"},
+        {"ResponseHeadersAllowed": "Content-Type"},
+        {"responsetrailersallowed": "grpc-status"},
+        {"ResponseTrailersCopy": "true"},
+        {"ResponseTrailer": "X-Trace", "Append": "gw", "When": "always"},
+        {"ResponseTrailerRemove": "X-Internal"}]},
+        match={"Path": "api/v{ver:int}/{id:guid}/{name}.{ext?}"})
+    ours, _ = convert("yarp", json.dumps(doc), tmp_path, "appsettings.json")
+    route = ours["routes"][0]
+    assert route["match"]["path"] == "/api/v{ver:int}/{id:guid}/{name}.{ext?}"
+    assert route["transforms"] == [
+        {"RequestHeadersAllowed": "Accept; X-Tenant"},
+        {"ResponseHeadersCopy": False},
+        {"ResponseHeadersAllowed": "Content-Type"},
+        {"ResponseTrailersAllowed": "grpc-status"},
+        {"ResponseTrailer": "X-Trace", "Append": "gw", "When": "Always"},
+        {"ResponseTrailerRemove": "X-Internal"}]
 
 
 def test_import_usage_errors(tmp_path):

@@ -440,7 +440,51 @@ def _routing_routes():
         _direct("idn", {"hosts": ["bücher.example"]}),
         _direct("idn-wild", {"path": "/idn", "hosts": ["*.münchen.de"]}),
         _direct("idn-upper", {"path": "/idn", "hosts": ["ÜBER.example"]}),
-    ]
+        # route constraints rank as RoutePrecedence says (constrained parameter 2, complex
+        # segment 2, parameter 3); a failing constraint leaves the request to the next route
+        _direct("c-any", {"path": "/c/{name}"}),
+        _direct("c-int", {"path": "/c/{id:int}"}),
+        _direct("c-me", {"path": "/c/me"}),
+        _direct("f-any", {"path": "/f/{any}"}),
+        _direct("f-ext", {"path": "/f/{name}.{ext}"}),
+        _direct("p-id", {"path": "/p/prefix-{id:int}"}),
+        _direct("dl", {"path": "/dl/{file}.{ext?}"}),
+        _direct("k-fallback", {"path": "/k/{**rest}"}),
+    ] + [_direct("k-" + name, {"path": "/k/%s/{v:%s}" % (name, spec)})
+         for name, spec in CONSTRAINTS]
+
+
+# One route per constraint of ASP.NET's default constraint map (RouteOptions), with the
+# values of its unit tests (aspnetcore src/Http/Routing/test/UnitTests/Constraints/*Tests.cs).
+CONSTRAINTS = [
+    ("int", "int"), ("long", "long"), ("bool", "bool"), ("guid", "guid"), ("alpha", "alpha"),
+    ("minlength", "minlength(3)"), ("maxlength", "maxlength(3)"), ("length", "length(2)"),
+    ("length2", "length(2,4)"), ("min", "min(10)"), ("max", "max(10)"),
+    ("range", "range(1,5)"), ("regex", "regex(^\\d{{3}}-\\d{{3}}$)"),
+    ("regexsearch", "regex(abc)"),
+]
+CONSTRAINT_VECTORS = [
+    ("int", "42", True), ("int", "-42", True), ("int", "43.567", False),
+    ("int", "not-parseable-as-int", False), ("int", "2147483648", False),
+    ("long", "9223372036854775807", True), ("long", "9223372036854775808", False),
+    ("long", "3.14", False),
+    ("bool", "true", True), ("bool", "False", True), ("bool", "1", False),
+    ("bool", "not-parseable-as-bool", False),
+    ("guid", "12345678-1234-1234-1234-123456789012", True),
+    ("guid", "%7B12345678-1234-1234-1234-123456789012%7D", True),  # braces, encoded
+    ("guid", "12345678123412341234123456789012", True),
+    ("guid", "not-parseable-as-guid", False),
+    ("alpha", "alpha", True), ("alpha", "a1pha", False), ("alpha", "ALPHA", True),
+    ("minlength", "123", True), ("minlength", "12", False),
+    ("maxlength", "123", True), ("maxlength", "1234", False),
+    ("length", "12", True), ("length", "1", False), ("length", "123", False),
+    ("length2", "12", True), ("length2", "1234", True), ("length2", "12345", False),
+    ("min", "10", True), ("min", "9", False), ("min", "-1", False),
+    ("max", "10", True), ("max", "11", False), ("max", "-1", True),
+    ("range", "1", True), ("range", "5", True), ("range", "0", False), ("range", "6", False),
+    ("regex", "123-456", True), ("regex", "1234-567", False),
+    ("regexsearch", "xxABCxx", True), ("regexsearch", "ab", False),
+]
 
 
 def _transform_routes():
@@ -479,6 +523,25 @@ def _transform_routes():
             {"ResponseHeader": "X-When-Always", "Set": "a", "When": "Always"},
             {"ResponseHeader": "X-When-Success", "Set": "s"}]),
         _proxy("scripted", "/t/scripted", cluster="scripted"),
+        _proxy("mvc", "/mvc/{controller=Home}/{action=Index}/{id?}",
+               transforms=[{"PathPattern": "/to/{controller}/{action}/{id}"}]),
+        _proxy("hdr-allowed", "/t/allowed",
+               transforms=[{"RequestHeadersAllowed": "X-A; x-b"}]),
+        _proxy("resp-nocopy", "/t/nocopy", transforms=[
+            {"ResponseHeadersCopy": "false"}, {"ResponseHeader": "X-Own", "Set": "1"}]),
+        _proxy("resp-allowed", "/t/respallowed",
+               transforms=[{"ResponseHeadersAllowed": "Content-Type"}]),
+        _proxy("trl-plain", "/t/trailers", cluster="trailers"),
+        _proxy("trl-script", "/t/trailers2", cluster="trailers", transforms=[
+            {"ResponseTrailersAllowed": "grpc-status;X-Debug"},
+            {"ResponseTrailer": "X-Debug", "Append": "b"},
+            {"ResponseTrailer": "X-Added", "Set": "1"},
+            {"ResponseTrailerRemove": "grpc-status", "When": "Failure"}]),
+        _proxy("trl-nocopy", "/t/trailers3", cluster="trailers",
+               transforms=[{"ResponseTrailersCopy": "false"}]),
+        _proxy("trl-add", "/chunked/{n:int}", transforms=[
+            {"ResponseTrailer": "X-Trace", "Set": "gw"},
+            {"ResponseTrailer": "X-Fail", "Set": "f", "When": "Failure"}]),
     ]
 
 
@@ -505,11 +568,21 @@ def _scripted(sock, head):
     sock.sendall(SCRIPTED_RESPONSE)
 
 
+TRAILERS_RESPONSE = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                     b"Trailer: grpc-status, X-Debug, X-Internal\r\nConnection: close\r\n\r\n"
+                     b"2\r\nok\r\n0\r\ngrpc-status: 0\r\nX-Debug: a\r\nX-Internal: s\r\n\r\n")
+
+
+def _trailers(sock, head):
+    sock.sendall(TRAILERS_RESPONSE)
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("yarp")
     ups = [Upstream().start() for _ in range(3)]
     scripted = Scripted(_scripted)
+    trailing = Scripted(_trailers)
     port = free_port()
     dead = free_port()  # nothing listens there: 502
 
@@ -526,6 +599,7 @@ def gw(tmp_path_factory):
                                            "host": "dest.internal"}]},
         {"id": "dead", "destinations": [{"id": "x", "address": "http://127.0.0.1:%d" % dead}]},
         {"id": "scripted", "destinations": [{"id": "s", "address": scripted.url}]},
+        {"id": "trailers", "destinations": [{"id": "t", "address": trailing.url}]},
         dict(id="first", **dests(["b-dest", "a1", "B2"], policy="FirstAlphabetical")),
         dict(id="first2", **dests(["_x", "b", "a"], policy="FirstAlphabetical")),
         dict(id="hash503", **dests(["dest-A", "dest-B", "dest-C"], {
@@ -548,6 +622,7 @@ def gw(tmp_path_factory):
     yield g
     g.stop()
     scripted.close()
+    trailing.close()
     for u in ups:
         u.stop()
 
@@ -693,6 +768,44 @@ def test_HostMatcherPolicy_Comparer_HostsFirst(gw):
 ])
 def test_RoutePrecedence_ComputeInbound(gw, path, route):
     assert route_of(gw, path) == route
+
+
+# ---- route constraints and complex segments (aspnetcore src/Http/Routing/src/Patterns,
+# Constraints; the DfaMatcher drops a candidate whose constraints fail) ----
+
+@pytest.mark.parametrize("path,route", [
+    ("/c/42", "c-int"),            # 1.2 before 1.3, whatever the file order
+    ("/c/-7", "c-int"),
+    ("/c/abc", "c-any"),           # the constraint fails: the next candidate
+    ("/c/2147483648", "c-any"),    # beyond int
+    ("/c/me", "c-me"),             # a literal before both
+    ("/f/report.final.pdf", "f-ext"),  # complex segment (2) before a parameter (3)
+    ("/f/readme", "f-any"),
+    ("/f/.profile", "f-any"),      # "{name}" needs a character
+    ("/p/prefix-12", "p-id"),
+    ("/p/PREFIX-12", "p-id"),      # literal text ignores case
+    ("/p/prefix-x", 404),          # the part's constraint fails
+    ("/p/xprefix-12", 404),        # a leading literal must start the segment
+    ("/dl/a.tar.gz", "dl"),        # "{file}.{ext?}"
+    ("/dl/readme", "dl"),          # without the optional part
+    ("/dl/readme.", 404),          # a trailing period needs the optional value
+])
+def test_RoutePatternMatcher_constraints_and_complex_segments(gw, path, route):
+    assert route_of(gw, path) == route
+
+
+@pytest.mark.parametrize("name,value,match", CONSTRAINT_VECTORS)
+def test_RouteConstraints_default_map(gw, name, value, match):
+    assert route_of(gw, "/k/%s/%s" % (name, value)) == ("k-" + name if match else "k-fallback")
+
+
+@pytest.mark.parametrize("target,path", [
+    ("/mvc", "/to/Home/Index"),               # defaults fill the missing segments
+    ("/mvc/shop", "/to/shop/Index"),
+    ("/mvc/shop/list/7", "/to/shop/list/7"),  # {id?} absent: no value, no trailing slash
+])
+def test_RoutePatternMatcher_defaults(gw, target, path):
+    assert echo(gw, target)[0] == path
 
 
 # ---- HttpMethodMatcherPolicy 405 (aspnetcore src/Http/Routing/src/Matching) ----
@@ -889,6 +1002,75 @@ def test_ResponseCondition_on_success(gw):
     assert hget(h, "x-when-failure") is None
 
 
+# ---- header copying (Transforms/RequestHeadersAllowedTransform.cs, ResponseHeadersAllowed-
+# Transform.cs, Builder/StructuredTransformer.cs) ----
+
+def test_RequestHeadersAllowedTransformTests_AllowedHeaders_Copied(gw):
+    _, h = echo(gw, "/t/allowed", [("X-A", "1"), ("X-B", "2"), ("X-C", "3"), ("Accept", "*/*")])
+    assert h["x-a"] == ["1"] and h["x-b"] == ["2"]
+    assert "x-c" not in h and "accept" not in h
+    assert "x-forwarded-for" in h and h["host"] != ["gw.test"]  # the defaults still apply
+
+
+def test_StructuredTransformer_ResponseHeadersCopy_false(gw):
+    st, h, body = request(gw, "GET", "/t/nocopy")
+    assert st == 200 and json.loads(body)["path"] == "/t/nocopy"
+    assert hget(h, "x-upstream") is None and hget(h, "content-type") is None
+    assert hget(h, "x-own") == "1"
+
+
+def test_ResponseHeadersAllowedTransformTests(gw):
+    st, h, _ = request(gw, "GET", "/t/respallowed")
+    assert st == 200 and hget(h, "content-type") == "application/json"
+    assert hget(h, "x-upstream") is None
+
+
+# ---- trailers (Transforms/ResponseTrailer*Transform.cs) ----
+
+def trailers_of(body):
+    """The data and the trailer fields of a chunked body."""
+    data, trailers = b"", {}
+    while True:
+        line, _, body = body.partition(b"\r\n")
+        n = int(line.split(b";")[0], 16)
+        if n == 0:
+            break
+        data, body = data + body[:n], body[n + 2:]
+    for ln in body.decode("latin-1").split("\r\n"):
+        if ln:
+            k, _, v = ln.partition(":")
+            trailers[k.strip().lower()] = v.strip()
+    return data, trailers
+
+
+def test_ResponseTrailersTransform_copies_by_default(gw):
+    st, h, body = request(gw, "GET", "/t/trailers", [("TE", "trailers")])
+    assert st == 200 and hget(h, "transfer-encoding") == "chunked"
+    assert trailers_of(body) == (b"ok", {"grpc-status": "0", "x-debug": "a",
+                                         "x-internal": "s"})
+
+
+def test_ResponseTrailersAllowed_Value_Remove_Transforms(gw):
+    """Allowed copies the named trailers; Append extends one, Set adds one, Remove with
+    When Failure leaves a 200 alone."""
+    st, _, body = request(gw, "GET", "/t/trailers2", [("TE", "trailers")])
+    assert st == 200
+    assert trailers_of(body) == (b"ok", {"grpc-status": "0", "x-debug": "a, b", "x-added": "1"})
+
+
+def test_StructuredTransformer_ResponseTrailersCopy_false(gw):
+    st, _, body = request(gw, "GET", "/t/trailers3", [("TE", "trailers")])
+    assert st == 200 and trailers_of(body) == (b"ok", {})
+
+
+def test_ResponseTrailerValueTransform_without_destination_trailers(gw):
+    """YARP runs the trailer transforms after every proxied body: a chunked answer with no
+    trailers gets the Set one (When Success), not the Failure one."""
+    st, h, body = request(gw, "GET", "/chunked/5", [("TE", "trailers")])
+    assert st == 200 and hget(h, "transfer-encoding") == "chunked"
+    assert trailers_of(body) == (b"xxxxx", {"x-trace": "gw"})
+
+
 # ---- load balancing (LoadBalancing/FirstLoadBalancingPolicy.cs) ----
 
 def _upstream_port(body):
@@ -957,3 +1139,59 @@ def test_RedistributeAffinityFailurePolicyTests_Handle(gw, path, fields):
 def test_CustomHeaderSessionAffinityPolicyTests_MultipleValues_Redistribute_rebinds(gw):
     st, h, _ = request(gw, "GET", "/lb/hdrre", [("X-Session-Key", "a"), ("X-Session-Key", "b")])
     assert st == 200 and hget(h, "x-session-key")
+
+
+# ---- trailers to an HTTP/2 client (Transforms/ResponseTrailerValueTransform.cs) ----
+
+def _h2_get(port, path):
+    """GET over h2c (prior knowledge); returns (status, body, trailers as a dict)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                header_encoding="utf-8"))
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    status, body, trailers = None, b"", {}
+    try:
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                              (":authority", "gw.test"), ("te", "trailers")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        done = False
+        while not done:
+            data = s.recv(65536)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    status = int(dict(ev.headers)[":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    body += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trailers = dict(ev.headers)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    done = True
+            s.sendall(conn.data_to_send())
+    finally:
+        s.close()
+    return status, body, trailers
+
+
+def test_ResponseTrailerValueTransform_over_http2(tmp_path, gateway_factory, echo_upstream):
+    """An HTTP/2 client always has room for trailers: the Set one arrives after a destination
+    answer framed by Content-Length too, and the Failure one only on a failure status."""
+    port = free_port()
+    cfg = base_config(tmp_path, port, routes=[
+        _proxy("h2-trl", "/{**rest}", transforms=[
+            {"ResponseTrailer": "X-Trace", "Set": "gw"},
+            {"ResponseTrailer": "X-Fail", "Set": "f", "When": "Failure"}])],
+        clusters=[{"id": "echo", "destinations": [{"id": "e", "address": echo_upstream.url}]}])
+    cfg["servers"][0]["http2"] = {"h2c": True}
+    gateway_factory(cfg)
+    st, body, trailers = _h2_get(port, "/chunked/3")
+    assert (st, body, trailers) == (200, b"xxx", {"x-trace": "gw"})
+    st, body, trailers = _h2_get(port, "/length")
+    assert st == 200 and json.loads(body)["path"] == "/length" and trailers == {"x-trace": "gw"}
+    st, _, trailers = _h2_get(port, "/status/503")
+    assert st == 503 and trailers == {"x-fail": "f"}

@@ -771,6 +771,111 @@ static void test_precedence_constraints_and_segments(void **state)
     fx_free(fx);
 }
 
+/* The value of capture `name` after a match, or fails. */
+static void assert_value(const fg_request_t *req, const char *name, const char *value)
+{
+    for (size_t i = 0; i < req->ncaptures; i++)
+        if (fg_str_eq(req->captures[i].name, fg_str(name))) {
+            if (!fg_str_eq(req->captures[i].value, fg_str(value)))
+                fail_msg("capture %s = \"%.*s\", want \"%s\"", name,
+                         (int)req->captures[i].value.len, req->captures[i].value.base, value);
+            return;
+        }
+    fail_msg("no capture named %s", name);
+}
+
+static void assert_no_value(const fg_request_t *req, const char *name)
+{
+    for (size_t i = 0; i < req->ncaptures; i++)
+        if (fg_str_eq(req->captures[i].name, fg_str(name)))
+            fail_msg("unexpected capture %s", name);
+}
+
+/* ASP.NET RoutePrecedence.ComputeInbound: a constrained parameter (digit 2) ranks before an
+ * unconstrained one (3) whatever the file order; a constraint that fails is no match, so the
+ * next route gets the request (DfaMatcher drops candidates whose constraints fail). */
+static void test_constraint_precedence_and_fallthrough(void **state)
+{
+    for (int flip = 0; flip < 2; flip++) {
+        fx_t *fx = fx_new(8);
+        if (flip)
+            route(fx, "name", "/api/{name}", 0);
+        route(fx, "int", "/api/{id:int}", 0);
+        if (!flip)
+            route(fx, "name", "/api/{name}", 0);
+        route(fx, "me", "/api/me", 0);
+        route(fx, "guid", "/g/{x:guid}", 0);
+        route(fx, "gany", "/g/{**rest}", 0);
+        build(fx);
+        assert_string_equal(M(fx, "GET", "/api/42", "a"), "int");
+        assert_string_equal(M(fx, "GET", "/api/-42", "a"), "int");
+        assert_string_equal(M(fx, "GET", "/api/4x", "a"), "name");
+        assert_string_equal(M(fx, "GET", "/api/99999999999", "a"), "name");
+        assert_string_equal(M(fx, "GET", "/api/me", "a"), "me");
+        assert_string_equal(M(fx, "GET", "/g/6F9619FF-8B86-D011-B42D-00CF4FC964FF", "a"), "guid");
+        assert_string_equal(M(fx, "GET", "/g/not-a-guid", "a"), "gany");
+        fx_free(fx);
+    }
+}
+
+/* A complex segment ranks with constrained parameters (digit 2), before "{any}" (3); a
+ * constrained catch-all (4) before a plain one (5). */
+static void test_complex_segment_precedence(void **state)
+{
+    fx_t *fx = fx_new(8);
+    route(fx, "any", "/files/{any}", 0);
+    route(fx, "ext", "/files/{name}.{ext}", 0);
+    route(fx, "all", "/c/{**p}", 0);
+    route(fx, "img", "/c/{**p:regex(^img/)}", 0);
+    build(fx);
+    fg_request_t *req = mkreq(fx->pool, "GET", "/files/report.final.pdf", "a", NULL);
+    assert_string_equal(matched(&fx->srv, req), "ext");
+    assert_value(req, "name", "report.final");
+    assert_value(req, "ext", "pdf");
+    assert_string_equal(M(fx, "GET", "/files/readme", "a"), "any");
+    assert_string_equal(M(fx, "GET", "/files/.profile", "a"), "any");
+    assert_string_equal(M(fx, "GET", "/c/img/a.png", "a"), "img");
+    assert_string_equal(M(fx, "GET", "/c/IMG/a.png", "a"), "img");
+    assert_string_equal(M(fx, "GET", "/c/css/a.css", "a"), "all");
+    fx_free(fx);
+}
+
+/* RoutePatternMatcher: segments the request leaves out may be optional or have defaults; an
+ * absent optional parameter has no value and passes its constraints. */
+static void test_defaults_and_optional_constraints(void **state)
+{
+    fx_t *fx = fx_new(8);
+    route(fx, "mvc", "/m/{controller=Home}/{action=Index}/{id?}", 0);
+    route(fx, "opt", "/o/{id:int?}", 0);
+    route(fx, "dflt", "/d/{n:range(1,9)=5}", 0);
+    route(fx, "ver", "/v/v{major:int}.{minor:int}", 0);
+    build(fx);
+    fg_request_t *req = mkreq(fx->pool, "GET", "/m", "a", NULL);
+    assert_string_equal(matched(&fx->srv, req), "mvc");
+    assert_value(req, "controller", "Home");
+    assert_value(req, "action", "Index");
+    assert_no_value(req, "id");
+    req = mkreq(fx->pool, "GET", "/m/shop/list/7", "a", NULL);
+    assert_string_equal(matched(&fx->srv, req), "mvc");
+    assert_capture(req, "controller", "shop");
+    assert_capture(req, "id", "7");
+    assert_string_equal(M(fx, "GET", "/o", "a"), "opt");
+    assert_string_equal(M(fx, "GET", "/o/12", "a"), "opt");
+    assert_string_equal(M(fx, "GET", "/o/x", "a"), "none");
+    req = mkreq(fx->pool, "GET", "/d", "a", NULL);
+    assert_string_equal(matched(&fx->srv, req), "dflt");
+    assert_value(req, "n", "5");
+    assert_string_equal(M(fx, "GET", "/d/9", "a"), "dflt");
+    assert_string_equal(M(fx, "GET", "/d/10", "a"), "none");
+    req = mkreq(fx->pool, "GET", "/v/V2.15", "a", NULL);
+    assert_string_equal(matched(&fx->srv, req), "ver");
+    assert_capture(req, "major", "2");
+    assert_capture(req, "minor", "15");
+    assert_string_equal(M(fx, "GET", "/v/v2.x", "a"), "none");
+    assert_string_equal(M(fx, "GET", "/v/2.1", "a"), "none");
+    fx_free(fx);
+}
+
 static void test_negative_order_and_fallback_merge(void **state)
 {
     fx_t *fx = fx_new(8);
@@ -850,18 +955,44 @@ static void test_invalid_templates(void **state)
 {
     expect_invalid("/a/{id", "routes[2].match.path: unbalanced braces");
     expect_invalid("/a/id}", "routes[2].match.path: unbalanced braces");
-    expect_invalid("/a/{{id}}", "routes[2].match.path: unbalanced braces");
+    expect_invalid("/a/{{id}}", "routes[2].match.path: a literal brace never matches a request "
+                                "path (clients send %7B)");
     expect_invalid("/a/{**rest}/b",
                    "routes[2].match.path: a catch-all parameter must be the last segment");
-    expect_invalid("/a/{id?}/b",
-                   "routes[2].match.path: an optional parameter must be the last segment");
     expect_invalid("/a/{}", "routes[2].match.path: empty parameter name");
     expect_invalid("/a/{**}", "routes[2].match.path: empty parameter name");
     expect_invalid("/a/{?}", "routes[2].match.path: empty parameter name");
-    expect_invalid("/a/x{id}", "routes[2].match.path: a parameter must be a whole segment");
-    expect_invalid("/a/{id:int}",
-                   "routes[2].match.path: parameter constraints and defaults are not supported");
     expect_invalid("/a/{i d}", "routes[2].match.path: invalid character in parameter name");
+    /* RoutePatternParser's rules for constraints, defaults and complex segments */
+    expect_invalid("/a/{id=1?}", "routes[2].match.path: an optional parameter cannot have a "
+                                 "default value");
+    expect_invalid("/a/{*rest?}", "routes[2].match.path: a catch-all parameter cannot be optional");
+    expect_invalid("/a/{x}{y}", "routes[2].match.path: two parameters in one segment must be "
+                                "separated by literal text");
+    expect_invalid("/a/x{*rest}", "routes[2].match.path: a catch-all parameter cannot share its "
+                                  "segment with anything else");
+    expect_invalid("/a/{x}-{y?}",
+                   "routes[2].match.path: an optional parameter in a segment with other parts "
+                   "must be last and follow a period (\"{name}.{ext?}\")");
+    expect_invalid("/a/{id:float}",
+                   "routes[2].match.path: the constraint \"float\" of parameter \"id\" is not "
+                   "supported (int, long, bool, guid, alpha, required, minlength, maxlength, "
+                   "length, min, max, range, regex)");
+    expect_invalid("/a/{id:int(3)}",
+                   "routes[2].match.path: the constraint \"int\" takes no argument");
+    expect_invalid("/a/{id:min}", "routes[2].match.path: the constraint \"min\" needs an argument");
+    expect_invalid("/a/{id:range(9,1)}",
+                   "routes[2].match.path: the constraint \"range(9,1)\" has an invalid range");
+    expect_invalid("/a/{id:length(x)}", "routes[2].match.path: the constraint \"length\" needs "
+                                        "integer arguments, not \"x\"");
+    expect_invalid("/a/{id:regex(a(?=b))}",
+                   "routes[2].match.path: regex(a(?=b)): lookarounds and inline options "
+                   "\"(?...)\" have no POSIX equivalent");
+    expect_invalid("/a/{id:regex(a+?)}", "routes[2].match.path: regex(a+?): lazy and possessive "
+                                         "quantifiers have no POSIX equivalent");
+    expect_invalid("/a/{id:regex(abc}",
+                   "routes[2].match.path: unclosed parenthesis in a constraint");
+    expect_invalid("/a/{id}/{ID}", "routes[2].match.path: a parameter name is used twice");
 }
 
 static void test_invalid_host(void **state)
@@ -1121,6 +1252,9 @@ int main(void)
         cmocka_unit_test(test_longer_literal_prefix_wins),
         cmocka_unit_test(test_config_order_breaks_ties),
         cmocka_unit_test(test_precedence_constraints_and_segments),
+        cmocka_unit_test(test_constraint_precedence_and_fallthrough),
+        cmocka_unit_test(test_complex_segment_precedence),
+        cmocka_unit_test(test_defaults_and_optional_constraints),
         cmocka_unit_test(test_allowed_methods),
         cmocka_unit_test(test_non_ascii_literal),
         cmocka_unit_test(test_negative_order_and_fallback_merge),

@@ -428,6 +428,94 @@ static void test_headers_copy_true_explicit(void **state)
     expect_header(&fx->out.headers, "Accept", "*/*");
 }
 
+/* YARP RequestHeadersAllowedTransformTests.AllowedHeaders_Copied: only the named fields with a
+ * value, names compared ignoring case; the gateway's own fields still follow. Hop-by-hop
+ * fields are never forwarded, listed or not (RFC 9110 7.6.1). */
+static void test_request_headers_allowed(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADERS_ALLOWED, NULL, "header1;HEADER3;Connection");
+    add(fx, FG_TX_REQ_HEADERS_ALLOWED, NULL, "X-Empty");
+    mkreq(fx, "GET", "/", "h", "Header1", "v1", "header2", "v2", "header3", "v3", "X-Empty", "",
+          "Connection", "close", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "header1", "v1");
+    expect_header(&fx->out.headers, "header2", NULL);
+    expect_header(&fx->out.headers, "header3", "v3");
+    expect_header(&fx->out.headers, "X-Empty", NULL);
+    expect_header(&fx->out.headers, "Connection", NULL);
+    expect_header(&fx->out.headers, "Host", "10.1.1.1:9000");
+    expect_header(&fx->out.headers, "X-Forwarded-For", "10.0.0.1");
+}
+
+/* RequestHeadersAllowed "" (YARP: the list ["" ]) copies nothing. */
+static void test_request_headers_allowed_empty(void **state)
+{
+    fx_t *fx = *state;
+    add(fx, FG_TX_REQ_HEADERS_ALLOWED, NULL, "");
+    mkreq(fx, "GET", "/", "h", "Accept", "*/*", NULL);
+    run(fx);
+    expect_header(&fx->out.headers, "Accept", NULL);
+    expect_header(&fx->out.headers, "X-Request-Id", "req-1");
+}
+
+/* ResponseHeadersCopy false / ResponseHeadersAllowed (YARP's StructuredTransformer and
+ * ResponseHeadersAllowedTransform). */
+static void test_response_copy_fields(void **state)
+{
+    fx_t *fx = *state;
+    fg_http_header_t in[] = {{S("Content-Type"), S("text/plain")}, {S("X-Secret"), S("1")}};
+    mkreq(fx, "GET", "/", "h", NULL);
+    fg_headers_t h;
+    fg_headers_init(&h, fx->pool, 4);
+    assert_int_equal(fg_transform_copy_fields(fx->req, 0, in, 2, &h), 0);
+    assert_int_equal(h.n, 2);
+    fg_transform_t *t = add(fx, FG_TX_RESP_HEADERS_COPY, NULL, NULL);
+    t->flag = 0;
+    fg_headers_init(&h, fx->pool, 4);
+    assert_int_equal(fg_transform_copy_fields(fx->req, 0, in, 2, &h), 0);
+    assert_int_equal(h.n, 0);
+    add(fx, FG_TX_RESP_HEADERS_ALLOWED, NULL, "content-type");
+    fg_headers_init(&h, fx->pool, 4);
+    assert_int_equal(fg_transform_copy_fields(fx->req, 0, in, 2, &h), 0);
+    expect_header(&h, "Content-Type", "text/plain");
+    expect_header(&h, "X-Secret", NULL);
+    /* the trailers' policy is their own */
+    fg_headers_init(&h, fx->pool, 4);
+    assert_int_equal(fg_transform_copy_fields(fx->req, 1, in, 2, &h), 0);
+    assert_int_equal(h.n, 2);
+}
+
+/* YARP ResponseTrailerValueTransformTests / ResponseTrailerRemoveTransformTests /
+ * ResponseTrailersAllowedTransformTests: Set replaces, Append adds, Remove drops, When decides
+ * by status (< 400 is success). */
+static void test_response_trailers(void **state)
+{
+    fx_t *fx = *state;
+    fg_http_header_t in[] = {
+        {S("grpc-status"), S("0")}, {S("X-Debug"), S("a")}, {S("X-Keep"), S("k")}};
+    add(fx, FG_TX_RESP_TRAILERS_ALLOWED, NULL, "grpc-status;x-debug");
+    add(fx, FG_TX_RESP_TRAILER, "X-Debug", "b")->action = FG_TX_APPEND;
+    add(fx, FG_TX_RESP_TRAILER, "X-Server", "gw")->action = FG_TX_SET;
+    add(fx, FG_TX_RESP_TRAILER, "X-Err", "1")->when = FG_WHEN_FAILURE;
+    add(fx, FG_TX_RESP_TRAILER_REMOVE, "grpc-status", NULL)->when = FG_WHEN_FAILURE;
+    mkreq(fx, "GET", "/", "h", NULL);
+    assert_true(fg_transform_adds_trailers(&fx->route));
+    fg_headers_t h;
+    fg_headers_init(&h, fx->pool, 4);
+    assert_int_equal(fg_transform_trailers(fx->req, 200, in, 3, &h), 0);
+    expect_header(&h, "grpc-status", "0");
+    expect_header(&h, "X-Debug", "a, b");
+    expect_header(&h, "X-Keep", NULL);
+    expect_header(&h, "X-Server", "gw");
+    expect_header(&h, "X-Err", NULL);
+    fg_headers_init(&h, fx->pool, 4);
+    assert_int_equal(fg_transform_trailers(fx->req, 503, NULL, 0, &h), 0);
+    expect_header(&h, "grpc-status", NULL);
+    expect_header(&h, "X-Err", "1");
+    expect_header(&h, "X-Server", NULL);
+}
+
 /* ---- path ---- */
 
 static void test_path_prefix(void **state)
@@ -841,6 +929,10 @@ int main(void)
         T(test_headers_copy_false),
         T(test_headers_copy_false_xf_append_keeps_incoming),
         T(test_headers_copy_true_explicit),
+        T(test_request_headers_allowed),
+        T(test_request_headers_allowed_empty),
+        T(test_response_copy_fields),
+        T(test_response_trailers),
         T(test_path_prefix),
         T(test_path_remove_prefix),
         T(test_path_remove_prefix_trailing_slash_value),

@@ -73,6 +73,7 @@ typedef struct {
     unsigned tunnel : 1;
     char ws_key[25]; /* the Sec-WebSocket-Key we generated for it (RFC 6455 4.1), or "" */
     fg_str_t proto;  /* with upgrade: the one protocol asked of the destination (RFC 8441 4) */
+    unsigned trailers_sent : 1; /* the response's trailers went to the client's front end */
 } proxy_t;
 
 #define UP_HIGH_WATER (256 * 1024)
@@ -728,9 +729,8 @@ static void start_splice(proxy_t *p)
 static int response_headers(proxy_t *p, const fg_exchange_head_t *h, fg_headers_t *out)
 {
     fg_headers_init(out, p->req->pool, h->num_headers + 4);
-    for (size_t i = 0; i < h->num_headers; i++)
-        if (fg_headers_add(out, h->headers[i].name, h->headers[i].value) != 0)
-            return -1;
+    if (fg_transform_copy_fields(p->req, 0, h->headers, h->num_headers, out) != 0)
+        return -1;
     if (p->aff_set) {
         fg_str_t an, av;
         if (fg_affinity_response(p->cl, (size_t)p->di, p->req->pool, &an, &av) != 0 ||
@@ -843,42 +843,55 @@ static int x_body(void *arg, struct evbuffer *data)
     return 0;
 }
 
-/* The destination's trailers go to the client when its front end carries them (ops NULL:
- * dropped, RFC 9110 6.5.1). The exchange's slices live until on_end, so they are relayed now. */
-static int x_trailers(void *arg, fg_http_header_t *t, size_t n)
+/* The destination's trailers, through the route's trailer transforms, go to the client when
+ * its front end carries them (ops NULL: dropped, RFC 9110 6.5.1). Fields that may not be
+ * trailers (RFC 9110 6.5.1) are left out. The exchange's slices live until on_end, so the
+ * trailers are copied into the request's pool now: a front end may write them after the
+ * exchange ended (an HTTP/2 stream's last DATA). Returns 0 or -1 (p failed). */
+static int send_trailers(proxy_t *p, fg_http_header_t *t, size_t n)
 {
-    proxy_t *p = arg;
     fg_request_t *req = p->req;
+    p->trailers_sent = 1;
     if (req->ops->send_trailers == NULL)
         return 0;
-    n = relayable(t, n);
-    if (n == 0)
+    fg_headers_t hdrs;
+    fg_headers_init(&hdrs, req->pool, n + 2);
+    if (fg_transform_trailers(req, req->status, t, n, &hdrs) != 0)
+        goto oom;
+    hdrs.n = relayable(hdrs.v, hdrs.n);
+    for (size_t i = 0; i < hdrs.n; i++) {
+        hdrs.v[i].name = fg_pool_str(req->pool, hdrs.v[i].name);
+        hdrs.v[i].value = fg_pool_str(req->pool, hdrs.v[i].value);
+        if (hdrs.v[i].name.base == NULL || hdrs.v[i].value.base == NULL)
+            goto oom;
+    }
+    if (hdrs.n == 0)
         return 0;
-    /* Copied into the request's pool: the exchange's slices end with it, and a front end may
-     * write the trailers after the exchange ended (an HTTP/2 stream's last DATA). */
-    fg_http_header_t *c = fg_pool_alloc(req->pool, n * sizeof(*c));
-    for (size_t i = 0; c != NULL && i < n; i++) {
-        c[i].name = fg_pool_str(req->pool, t[i].name);
-        c[i].value = fg_pool_str(req->pool, t[i].value);
-        if (c[i].name.base == NULL || c[i].value.base == NULL)
-            c = NULL;
-    }
-    if (c == NULL) {
-        fail(p, 502, "internal_error", "out of memory");
-        return -1;
-    }
-    fg_headers_t hdrs = {c, n, n, req->pool};
     if (req->ops->send_trailers(req, &hdrs) != 0) {
         req->termination = "client_aborted";
         fail(p, 502, "client_error", "client write failed");
         return -1;
     }
     return 0;
+oom:
+    fail(p, 502, "internal_error", "out of memory");
+    return -1;
+}
+
+static int x_trailers(void *arg, fg_http_header_t *t, size_t n)
+{
+    return send_trailers(arg, t, n);
 }
 
 static void x_end(void *arg)
 {
-    complete(arg);
+    proxy_t *p = arg;
+    /* A ResponseTrailer transform adds its trailer when the destination sent none, as YARP
+     * runs its trailer transforms after every proxied body. */
+    if (!p->trailers_sent && fg_transform_adds_trailers(p->req->route) &&
+        send_trailers(p, NULL, 0) != 0)
+        return;
+    complete(p);
 }
 
 static void x_error(void *arg, const fg_exchange_fail_t *f)

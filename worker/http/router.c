@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "tables/route_table.h"
+#include "tables/route_template.h"
 
 _Static_assert(FG_MAX_CAPTURES >= FG_ROUTE_MAX_PARAMS, "a capture for every template parameter");
 
@@ -71,7 +72,65 @@ static int method_ok(const fg_route_match_t *m, fg_str_t method)
     return 0;
 }
 
-/* Match the template against the normalised path and fill the captures (slices of path). */
+static void add_capture(fg_request_t *req, fg_str_t name, fg_str_t value)
+{
+    req->captures[req->ncaptures++] = (fg_capture_t){name, value};
+}
+
+/* A whole-segment parameter s: its value v when the request has one (present), else its
+ * default. ASP.NET's rules: an absent optional parameter has no value and passes its
+ * constraints; an absent catch-all has an empty one, which fails any constraint. */
+static int param_ok(fg_request_t *req, const seg_t *s, fg_str_t v, int present)
+{
+    const part_t *p = &s->p;
+    if (!present && p->has_default) {
+        v = p->dflt;
+    } else if (!present && s->kind == SEG_OPTIONAL) {
+        return 1;
+    } else if (!present && s->kind != SEG_CATCHALL) {
+        return 0;
+    } else if (!present && p->ncons > 0) {
+        return 0;
+    }
+    if (present && !fg_route_constraints_ok(p, v))
+        return 0;
+    if (!present && p->has_default && !fg_route_constraints_ok(p, v))
+        return 0;
+    add_capture(req, s->text, v);
+    return 1;
+}
+
+/* The segments from i on, when the request path has none left: each must be a parameter
+ * that may be absent (optional, with a default, a catch-all). */
+static int rest_ok(const compiled_t *c, size_t i, fg_request_t *req, fg_str_t at_end)
+{
+    for (; i < c->tpl.nsegs; i++) {
+        const seg_t *s = &c->tpl.segs[i];
+        if (s->kind == SEG_LITERAL || s->kind == SEG_COMPLEX || !param_ok(req, s, at_end, 0))
+            return 0;
+    }
+    return 1;
+}
+
+/* A complex segment against the request segment v: the parts' values, then their
+ * constraints. */
+static int complex_ok(fg_request_t *req, const seg_t *s, fg_str_t v)
+{
+    fg_str_t vals[FG_ROUTE_MAX_PARTS];
+    if (!fg_route_complex_match(s, v, vals))
+        return 0;
+    for (size_t j = 0; j < s->nparts; j++) {
+        if (s->parts[j].literal || vals[j].base == NULL)
+            continue;
+        if (!fg_route_constraints_ok(&s->parts[j], vals[j]))
+            return 0;
+        add_capture(req, s->parts[j].text, vals[j]);
+    }
+    return 1;
+}
+
+/* Match the template against the normalised path and fill the captures (slices of path, or
+ * a parameter's default value). */
 static int path_ok(const compiled_t *c, fg_request_t *req)
 {
     req->ncaptures = 0;
@@ -79,28 +138,24 @@ static int path_ok(const compiled_t *c, fg_request_t *req)
         return 1;
     const char *p = req->path.base;
     size_t len = req->path.len, pos = (len > 0 && p[0] == '/') ? 1 : 0;
-    for (size_t i = 0; i < c->nsegs; i++) {
-        const seg_t *s = &c->segs[i];
+    for (size_t i = 0; i < c->tpl.nsegs; i++) {
+        const seg_t *s = &c->tpl.segs[i];
         if (s->kind == SEG_CATCHALL) {
             size_t from = pos < len ? pos : len;
-            req->captures[req->ncaptures++] = (fg_capture_t){s->text, {p + from, len - from}};
-            return 1;
+            return param_ok(req, s, (fg_str_t){p + from, len - from}, from < len);
         }
-        if (pos >= len) { /* no segment left */
-            if (s->kind == SEG_OPTIONAL)
-                return 1;
-            return 0;
-        }
+        if (pos >= len) /* no segment left */
+            return rest_ok(c, i, req, (fg_str_t){p + len, 0});
         const char *slash = memchr(p + pos, '/', len - pos);
         size_t end = slash ? (size_t)(slash - p) : len;
         fg_str_t seg = {p + pos, end - pos};
         if (s->kind == SEG_LITERAL) {
             if (!fg_str_ieq(seg, s->text))
                 return 0;
-        } else {
-            if (seg.len == 0)
-                return 0;
-            req->captures[req->ncaptures++] = (fg_capture_t){s->text, seg};
+        } else if (seg.len == 0) {
+            return 0;
+        } else if (s->kind == SEG_COMPLEX ? !complex_ok(req, s, seg) : !param_ok(req, s, seg, 1)) {
+            return 0;
         }
         pos = end + 1;
     }

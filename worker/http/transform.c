@@ -20,6 +20,7 @@ typedef struct {
     int original_host; /* RequestHeaderOriginalHost */
     fg_str_t removed;  /* what PathRemovePrefix took off, for X-Forwarded-Prefix */
     int h2;            /* the destination speaks HTTP/2 */
+    int allow_list;    /* RequestHeadersAllowed: copy only the fields it names */
 } tx_t;
 
 static int query_route_value(tx_t *tx, const fg_transform_t *t);
@@ -311,6 +312,31 @@ static int dropped(const fg_conn_options_t *co, fg_str_t name)
            fg_headers_conn_listed(co, name);
 }
 
+/* Whether name is in the normalised "A;B" list of an allow-list transform (ASCII
+ * case-insensitive, as YARP's OrdinalIgnoreCase set). */
+static int in_list(const char *list, fg_str_t name)
+{
+    for (const char *p = list ? list : ""; *p;) {
+        size_t len = strcspn(p, ";");
+        if (len == name.len && strncasecmp(p, name.base, len) == 0)
+            return 1;
+        p += len + (p[len] == ';');
+    }
+    return 0;
+}
+
+/* Whether any allow-list transform of `kind` on the route names `name`. */
+static int allowed(const fg_route_t *r, int kind, fg_str_t name)
+{
+    for (size_t i = 0; i < r->ntransforms; i++)
+        if (r->transforms[i].kind == kind && in_list(r->transforms[i].value, name))
+            return 1;
+    return 0;
+}
+
+/* The client's fields, all of them (RequestHeadersCopy) or, with RequestHeadersAllowed, those
+ * it names with a value (YARP's RequestHeadersAllowedTransform); never the fields the gateway
+ * must not forward. */
 static int copy_headers(tx_t *tx)
 {
     const fg_request_t *req = tx->req;
@@ -318,6 +344,9 @@ static int copy_headers(tx_t *tx)
     fg_headers_conn_options(&co, req->headers, req->nheaders);
     for (size_t i = 0; i < req->nheaders; i++) {
         const fg_http_header_t *h = &req->headers[i];
+        if (tx->allow_list &&
+            (h->value.len == 0 || !allowed(req->route, FG_TX_REQ_HEADERS_ALLOWED, h->name)))
+            continue;
         /* "TE: trailers" says the client takes trailer fields (RFC 9110 10.1.4), which the
          * gateway relays; an HTTP/2 destination gets it as the one TE value HTTP/2 allows
          * (RFC 9113 8.2.2), which gRPC servers require. */
@@ -694,7 +723,11 @@ int fg_transform_request(const fg_request_t *req, const fg_destination_t *dest, 
             tx.original_host = tr[i].flag != 0;
         else if (tr[i].kind == FG_TX_X_FORWARDED || tr[i].kind == FG_TX_FORWARDED)
             has_xf = 1; /* as in YARP, either one replaces the default X-Forwarded set */
+        else if (tr[i].kind == FG_TX_REQ_HEADERS_ALLOWED)
+            tx.allow_list = 1;
     }
+    /* An allow-list copies what it names whatever RequestHeadersCopy says. */
+    tx.copy |= tx.allow_list;
     out->method = req->method;
     out->path = req->path.len ? req->path : FG_STR_LIT("/");
     out->query = req->query.base ? req->query : FG_STR_LIT("");
@@ -755,6 +788,70 @@ int fg_transform_response(const fg_request_t *req, int status, fg_headers_t *hdr
         if (rc != 0)
             return -1;
     }
+    return 0;
+}
+
+/* How the destination's fields are copied: copy and allow-list kinds for the head or the
+ * trailers. */
+static void copy_policy(const fg_route_t *r, int trailers, int *copy, int *allow_kind)
+{
+    int copy_kind = trailers ? FG_TX_RESP_TRAILERS_COPY : FG_TX_RESP_HEADERS_COPY;
+    *allow_kind = trailers ? FG_TX_RESP_TRAILERS_ALLOWED : FG_TX_RESP_HEADERS_ALLOWED;
+    int lists = 0;
+    *copy = 1;
+    for (size_t i = 0; r != NULL && i < r->ntransforms; i++) {
+        if (r->transforms[i].kind == copy_kind)
+            *copy = r->transforms[i].flag != 0;
+        lists |= r->transforms[i].kind == *allow_kind;
+    }
+    if (!lists)
+        *allow_kind = 0;
+}
+
+int fg_transform_copy_fields(const fg_request_t *req, int trailers, const fg_http_header_t *in,
+                             size_t n, fg_headers_t *out)
+{
+    int copy, allow_kind;
+    copy_policy(req->route, trailers, &copy, &allow_kind);
+    for (size_t i = 0; i < n; i++) {
+        if (allow_kind ? !allowed(req->route, allow_kind, in[i].name) : !copy)
+            continue;
+        if (fg_headers_add(out, in[i].name, in[i].value) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int fg_transform_trailers(const fg_request_t *req, int status, const fg_http_header_t *in, size_t n,
+                          fg_headers_t *out)
+{
+    const fg_route_t *route = req->route;
+    if (fg_transform_copy_fields(req, 1, in, n, out) != 0)
+        return -1;
+    for (size_t i = 0; route != NULL && i < route->ntransforms; i++) {
+        const fg_transform_t *t = &route->transforms[i];
+        if ((t->kind != FG_TX_RESP_TRAILER && t->kind != FG_TX_RESP_TRAILER_REMOVE) ||
+            !when_applies(t->when, status))
+            continue;
+        fg_str_t name = fg_str(t->name), value = fg_str(t->value ? t->value : "");
+        int rc = 0;
+        if (t->kind == FG_TX_RESP_TRAILER_REMOVE)
+            fg_headers_remove(out, name);
+        else if (t->action == FG_TX_APPEND)
+            rc = fg_headers_append(out, name, value);
+        else
+            rc = fg_headers_set(out, name, value);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int fg_transform_adds_trailers(const fg_route_t *route)
+{
+    for (size_t i = 0; route != NULL && i < route->ntransforms; i++)
+        if (route->transforms[i].kind == FG_TX_RESP_TRAILER)
+            return 1;
     return 0;
 }
 

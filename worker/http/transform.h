@@ -27,4 +27,20 @@ int fg_transform_request(const fg_request_t *req, const fg_destination_t *dest, 
  * `status` (When: Success = 1xx-3xx... as YARP: status < 400). Returns 0 or -1. */
 int fg_transform_response(const fg_request_t *req, int status, fg_headers_t *hdrs);
 
+/* Copy the destination's response fields (trailers: its trailer fields) to out as the route
+ * says: all (the default), none (ResponseHeadersCopy / ResponseTrailersCopy false) or those an
+ * allow-list names (ResponseHeadersAllowed / ResponseTrailersAllowed). Returns 0 or -1. */
+int fg_transform_copy_fields(const fg_request_t *req, int trailers, const fg_http_header_t *in,
+                             size_t n, fg_headers_t *out);
+
+/* The trailers for the client: the destination's (in, n; none is n = 0) copied as above, then
+ * the route's ResponseTrailer / ResponseTrailerRemove transforms that apply to `status`, in
+ * order (YARP's ResponseTrailersTransform). Returns 0 or -1. */
+int fg_transform_trailers(const fg_request_t *req, int status, const fg_http_header_t *in, size_t n,
+                          fg_headers_t *out);
+
+/* Whether the route has a ResponseTrailer transform, which may add trailers to a response
+ * whose destination sent none. */
+int fg_transform_adds_trailers(const fg_route_t *route);
+
 #endif
