@@ -358,10 +358,19 @@ out:
 
 int fg_config_load_server_tls(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
-    static const char *const keys[] = {
-        "certificates", "default",        "protocols",    "ciphers", "ciphersuites",     "groups",
-        "alpn",         "sessionTickets", "sessionCache", "hsts",    "handshakeTimeout",
-        "ticketsPerHandshake", NULL};
+    static const char *const keys[] = {"certificates",
+                                       "default",
+                                       "protocols",
+                                       "ciphers",
+                                       "ciphersuites",
+                                       "groups",
+                                       "alpn",
+                                       "sessionTickets",
+                                       "sessionCache",
+                                       "ticketsPerHandshake",
+                                       "hsts",
+                                       "handshakeTimeout",
+                                       NULL};
     json_t *tls = NULL;
 
     if (fg_config_get_object(c, srv, "tls", keys, &tls) < 0)

@@ -573,9 +573,8 @@ static int policy(server_tls_t *st, const fg_server_t *s, SSL_CTX *ctx, char *wh
      * handshake issues one more in any case (on_ticket), so a client that resumes in turn
      * always holds an unused one; more only help a client that opens connections in parallel
      * right after its first. With neither tickets nor a cache, a ticket could never resume. */
-    SSL_CTX_set_num_tickets(ctx, t->session_tickets || t->session_cache
-                                     ? t->tickets_per_handshake
-                                     : 0);
+    SSL_CTX_set_num_tickets(ctx,
+                            t->session_tickets || t->session_cache ? t->tickets_per_handshake : 0);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, st);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, st);
