@@ -90,10 +90,11 @@ typedef struct {
     char *groups;       /* default "X25519:P-256:P-384" */
     char **alpn;        /* server preference order; default ["http/1.1"] */
     size_t nalpn;
-    int session_tickets;           /* default 1 */
-    unsigned session_cache;        /* per-worker session-id cache entries; 0 = off (default) */
-    char *hsts_header;             /* Strict-Transport-Security value; NULL = off (default) */
-    uint64_t handshake_timeout_ms; /* default 10 s */
+    int session_tickets;            /* default 1 */
+    unsigned session_cache;         /* per-worker session-id cache entries; 0 = off (default) */
+    unsigned tickets_per_handshake; /* TLS 1.3 tickets after a full handshake; default 1 */
+    char *hsts_header;              /* Strict-Transport-Security value; NULL = off (default) */
+    uint64_t handshake_timeout_ms;  /* default 10 s */
 } fg_tls_server_config_t;
 
 typedef struct {

@@ -155,6 +155,7 @@ static json_t *server_tls(const fg_tls_server_config_t *t)
     set(o, "alpn", strings(t->alpn, t->nalpn));
     set(o, "sessionTickets", json_boolean(t->session_tickets));
     set(o, "sessionCache", json_integer(t->session_cache));
+    set(o, "ticketsPerHandshake", json_integer(t->tickets_per_handshake));
     set(o, "hsts", hsts(t->hsts_header));
     set(o, "handshakeTimeout", duration(t->handshake_timeout_ms));
     return o;

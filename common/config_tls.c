@@ -248,7 +248,7 @@ static int resolve_server_certs(fg_config_ctx_t *c, fg_tls_server_config_t *t)
 
 static int load_tls_object(fg_config_ctx_t *c, const json_t *tls, fg_tls_server_config_t *t)
 {
-    long long cache = 0;
+    long long cache = 0, tickets = 1;
 
     t->session_tickets = 1;
     t->handshake_timeout_ms = 10 * 1000;
@@ -261,6 +261,7 @@ static int load_tls_object(fg_config_ctx_t *c, const json_t *tls, fg_tls_server_
         fg_config_get_string(c, tls, "groups", 1, &t->groups) < 0 || load_alpn(c, tls, t) < 0 ||
         fg_config_get_bool(c, tls, "sessionTickets", &t->session_tickets) < 0 ||
         fg_config_get_int(c, tls, "sessionCache", 0, 1000000, &cache) < 0 ||
+        fg_config_get_int(c, tls, "ticketsPerHandshake", 1, 8, &tickets) < 0 ||
         load_hsts(c, tls, t) < 0 ||
         fg_config_get_duration(c, tls, "handshakeTimeout", &t->handshake_timeout_ms) < 0)
         return -1;
@@ -269,6 +270,7 @@ static int load_tls_object(fg_config_ctx_t *c, const json_t *tls, fg_tls_server_
     if (t->handshake_timeout_ms == 0)
         return fg_config_fail(c, "handshakeTimeout", "must be greater than 0");
     t->session_cache = (unsigned)cache;
+    t->tickets_per_handshake = (unsigned)tickets;
     return 0;
 }
 
@@ -356,9 +358,19 @@ out:
 
 int fg_config_load_server_tls(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
-    static const char *const keys[] = {
-        "certificates", "default",        "protocols",    "ciphers", "ciphersuites",     "groups",
-        "alpn",         "sessionTickets", "sessionCache", "hsts",    "handshakeTimeout", NULL};
+    static const char *const keys[] = {"certificates",
+                                       "default",
+                                       "protocols",
+                                       "ciphers",
+                                       "ciphersuites",
+                                       "groups",
+                                       "alpn",
+                                       "sessionTickets",
+                                       "sessionCache",
+                                       "ticketsPerHandshake",
+                                       "hsts",
+                                       "handshakeTimeout",
+                                       NULL};
     json_t *tls = NULL;
 
     if (fg_config_get_object(c, srv, "tls", keys, &tls) < 0)

@@ -568,6 +568,13 @@ static int policy(server_tls_t *st, const fg_server_t *s, SSL_CTX *ctx, char *wh
                                    t->session_cache ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
     if (t->session_cache)
         SSL_CTX_sess_set_cache_size(ctx, t->session_cache);
+    /* TLS 1.3 tickets after a full handshake (RFC 8446 4.6.1; OpenSSL sends 2 by default).
+     * Each costs a session encoding, its encryption and MAC, a record and a write. A resumed
+     * handshake issues one more in any case (on_ticket), so a client that resumes in turn
+     * always holds an unused one; more only help a client that opens connections in parallel
+     * right after its first. With neither tickets nor a cache, a ticket could never resume. */
+    SSL_CTX_set_num_tickets(ctx,
+                            t->session_tickets || t->session_cache ? t->tickets_per_handshake : 0);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, st);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, st);

@@ -5,7 +5,8 @@ certificate for a.example.test, a wildcard *.w.example.test and a default), driv
 Covers SNI (exact, wildcard, default, none), keep-alive HTTP/1.1 over TLS with a large download
 and a chunked upload, X-Forwarded-Proto, HSTS, 421, plain HTTP to the TLS port (400), the
 handshake timeout, redirectHttps, the access log's TLS fields, session resumption across
-workers (TLS 1.2 and 1.3), a certificate swap under wrk load, and the shipped example."""
+workers (TLS 1.2 and 1.3), the tickets sent per handshake, a certificate swap under wrk load,
+and the shipped example."""
 import hashlib
 import json
 import re
@@ -269,6 +270,25 @@ def test_tls13_resumption_issues_a_fresh_ticket(tmp_path, certs, gateway_factory
         assert "HTTP/1.1 200" in out and "Reused," in out, out[-2000:]
         assert "NewSessionTicket" in out, "resumption %d issued no ticket" % i
         assert sess[i].read_bytes() != sess[i - 1].read_bytes()
+
+
+@pytest.mark.parametrize("configured,expected", [(None, 1), (2, 2)])
+def test_tickets_per_full_handshake(tmp_path, certs, gateway_factory, configured, expected):
+    """A full TLS 1.3 handshake ends with tls.ticketsPerHandshake tickets (default 1), sent
+    with the response; a resumption with exactly one."""
+    port = free_port()
+    extra = {} if configured is None else {"ticketsPerHandshake": configured}
+    gateway_factory(tls_config(tmp_path, certs, port, **extra))
+    req = b"GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n"
+    sess = tmp_path / "sess.pem"
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof", "-msg",
+                   "-sess_out", str(sess), stdin=req)
+    assert "HTTP/1.1 200" in out and "New," in out
+    assert out.count("NewSessionTicket") == expected, out[-3000:]
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof", "-msg",
+                   "-sess_in", str(sess), stdin=req)
+    assert "HTTP/1.1 200" in out and "Reused," in out
+    assert out.count("NewSessionTicket") == 1, out[-3000:]
 
 
 def test_certificate_swap_under_wrk_load(tmp_path, certs, gateway_factory):

@@ -182,6 +182,7 @@ static void test_config_defaults(void **state)
     assert_string_equal(t->alpn[0], "h2");
     assert_string_equal(t->alpn[1], "http/1.1");
     assert_true(t->session_tickets);
+    assert_int_equal(t->tickets_per_handshake, 1);
     assert_null(t->hsts_header);
     assert_int_equal(t->handshake_timeout_ms, 10000);
     assert_int_equal(t->default_index, 2);
@@ -243,6 +244,8 @@ static void test_config_errors(void **state)
     expect_error(server_json(", \"hsts\": {\"maxAge\": \"1d\", \"preload\": true}"),
                  "tls.hsts.preload: needs includeSubDomains");
     expect_error(server_json(", \"handshakeTimeout\": 0"), "handshakeTimeout: must be greater");
+    expect_error(server_json(", \"ticketsPerHandshake\": 0"), "tls.ticketsPerHandshake");
+    expect_error(server_json(", \"ticketsPerHandshake\": 9"), "tls.ticketsPerHandshake");
     expect_error(server_json(", \"colour\": 1"), "servers[0].tls.colour: unknown key");
     expect_error("{\"certificates\": [{\"id\": \"a\", \"chain\": \"a.crt\", \"key\": \"a.key\", "
                  "\"names\": [\"a.*.test\"]}], \"servers\": [{\"id\": \"s\", \"listen\": "
@@ -608,6 +611,53 @@ static void test_tickets_off(void **state)
     fg_shm_free(shm);
 }
 
+/* TLS 1.3 tickets a client receives: counted by its new-session callback. */
+static int tickets_seen;
+
+static int count_ticket(SSL *ssl, SSL_SESSION *sess)
+{
+    tickets_seen++;
+    return 0; /* not kept: the caller still owns sess */
+}
+
+static int tickets_after(const fg_server_t *s, SSL_CTX *cctx, SSL_SESSION *resume, int *reused)
+{
+    hs_result_t r;
+    tickets_seen = 0;
+    SSL_SESSION *sess = handshake(s, cctx, NULL, NULL, 0, resume, NULL, &r);
+    assert_non_null(sess); /* fx_session's byte carried the tickets sent before it */
+    SSL_SESSION_free(sess);
+    *reused = r.reused;
+    return tickets_seen;
+}
+
+/* ticketsPerHandshake: one ticket after a full handshake by default, as configured otherwise;
+ * a resumed handshake always issues exactly one. */
+static void test_tickets_per_handshake(void **state)
+{
+    fg_shm_t *shm = fg_shm_new(4 * 1024 * 1024);
+    static const char *const extra[] = {"", ", \"ticketsPerHandshake\": 3",
+                                        ", \"sessionTickets\": false"};
+    static const int full[] = {1, 3, 0}, resumed[] = {1, 1, 0};
+    for (size_t i = 0; i < 3; i++) {
+        fg_config_t *cfg = build(server_json(extra[i]), shm);
+        SSL_CTX *cctx = client_ctx();
+        SSL_CTX_sess_set_new_cb(cctx, count_ticket);
+        hs_result_t r;
+        SSL_SESSION *first = handshake(&cfg->servers[0], cctx, NULL, NULL, 0, NULL, NULL, &r);
+        assert_non_null(first);
+        int reused;
+        assert_int_equal(tickets_after(&cfg->servers[0], cctx, NULL, &reused), full[i]);
+        assert_false(reused);
+        assert_int_equal(tickets_after(&cfg->servers[0], cctx, first, &reused), resumed[i]);
+        assert_int_equal(reused, resumed[i]);
+        SSL_SESSION_free(first);
+        SSL_CTX_free(cctx);
+        unbuild(cfg);
+    }
+    fg_shm_free(shm);
+}
+
 /* ---- redirectHttps ---- */
 
 static void test_redirect_location(void **state)
@@ -651,6 +701,7 @@ int main(void)
         cmocka_unit_test(test_ticket_resumption_across_rotation_tls12),
         cmocka_unit_test(test_ticket_resumption_across_fork),
         cmocka_unit_test(test_tickets_off),
+        cmocka_unit_test(test_tickets_per_handshake),
         cmocka_unit_test(test_redirect_location),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -97,6 +97,43 @@ static void test_handshake_and_capabilities(void **state)
     pair_close(&p);
 }
 
+static int tickets_got;
+
+static int count_ticket(SSL *ssl, SSL_SESSION *sess)
+{
+    tickets_got++;
+    return 0;
+}
+
+/* A TLS 1.3 server's tickets (RFC 8446 4.6.1) wait for its first write and leave with it, in
+ * one writev, instead of a write(2) each: nothing is on the wire when the handshake ends, and
+ * the client gets both tickets and the data from the first write. */
+static void test_tickets_leave_with_the_first_write(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_open(&p);
+    SSL_CTX_set_session_cache_mode(p.cctx, SSL_SESS_CACHE_CLIENT);
+    SSL_CTX_sess_set_new_cb(p.cctx, count_ticket);
+    pair_handshake(&p);
+    char b;
+    errno = 0;
+    assert_int_equal(recv(p.fds[1], &b, 1, MSG_PEEK | MSG_DONTWAIT), -1);
+    assert_int_equal(errno, EAGAIN);
+    struct evbuffer *out = evbuffer_new(), *in = evbuffer_new();
+    evbuffer_add(out, "hello", 5);
+    assert_int_equal(p.server.ops->send_chain(&p.server, out), 5);
+    tickets_got = 0;
+    while (p.client.ops->recv(&p.client, in, 65536) > 0)
+        ;
+    assert_int_equal(evbuffer_get_length(in), 5);
+    assert_memory_equal(evbuffer_pullup(in, -1), "hello", 5);
+    assert_int_equal(tickets_got, 2); /* OpenSSL's default count */
+    evbuffer_free(out);
+    evbuffer_free(in);
+    pair_close(&p);
+}
+
 /* The server writes BIG bytes held in many evbuffer chains; the socket takes a few KiB at a
  * time, so writes block and are repeated (partial) while the client reads in between. */
 static void test_partial_writes_arrive_intact(void **state)
@@ -456,6 +493,7 @@ int main(void)
     fx_setup();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handshake_and_capabilities),
+        cmocka_unit_test(test_tickets_leave_with_the_first_write),
         cmocka_unit_test(test_partial_writes_arrive_intact),
         cmocka_unit_test(test_key_update_while_send_is_full),
         cmocka_unit_test(test_plain_http_instead_of_client_hello),

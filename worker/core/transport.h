@@ -70,7 +70,8 @@ struct fg_transport_s {
 void fg_transport_tcp_init(fg_transport_t *t, int fd);
 /* A server-side TLS transport on fd starting on ctx (SNI may switch it). 0 or -1 (out of
  * memory). The SSL reads and writes fd directly; partial writes and moving write buffers are
- * allowed, and idle connections give their record buffers back. */
+ * allowed, and idle connections give their record buffers back. The TLS 1.3 tickets written
+ * at the end of the handshake are sent with the first write after it. */
 int fg_transport_tls_server_init(fg_transport_t *t, int fd, SSL_CTX *ctx);
 /* A client-side TLS transport on fd with ssl (in connect state, owned from now on). */
 void fg_transport_tls_client_init(fg_transport_t *t, int fd, SSL *ssl);

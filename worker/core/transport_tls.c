@@ -1,4 +1,5 @@
-/* The TLS transport: OpenSSL on the non-blocking socket (a socket BIO on the fd). Reads decrypt
+/* The TLS transport: OpenSSL on the non-blocking socket (a socket BIO of our own on the fd,
+ * which lets a server's tickets leave with its first response). Reads decrypt
  * straight into reserved evbuffer space and writes encrypt straight from the output's chains
  * (evbuffer_peek): body chains of about 16 KiB (reads from a destination, file pieces) become
  * full records (RFC 8446 5.1: 16 KiB at most) without a copy. Small chains (a response head,
@@ -8,10 +9,14 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
@@ -44,6 +49,149 @@ static ssize_t tls_fail(fg_transport_t *t, int ret)
         errno = EPROTO;
         return -1;
     }
+}
+
+/* ---- the server's socket BIO ----
+ * A socket BIO that can hold writes back. OpenSSL flushes after each TLS 1.3 NewSessionTicket
+ * (RFC 8446 4.6.1), so with a plain socket BIO every ticket is a write(2) of its own, and a
+ * segment and a wake-up for the client, just before the first response is written anyway.
+ * While `hold` is set, writes are kept (up to HOLD_MAX) and flushes ignored; the next write
+ * that is not held sends them first, in one writev(2) with its own bytes. The tickets of a
+ * handshake thus leave with the first response, which RFC 8446 4.6.1 allows ("at any time
+ * after the server has received the client Finished"). */
+#define HOLD_MAX 4096
+
+typedef struct {
+    int fd;
+    unsigned hold : 1;
+    unsigned eof : 1;
+    size_t len;         /* bytes held */
+    unsigned char *buf; /* HOLD_MAX bytes while some are held, else NULL */
+} hold_bio_t;
+
+/* Send what is held. 1 when nothing is left, 0 when the socket is full (retry flag set), -1. */
+static int hold_flush(BIO *b, hold_bio_t *h)
+{
+    while (h->len > 0) {
+        ssize_t n = write(h->fd, h->buf, h->len);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                BIO_set_retry_write(b);
+                return 0;
+            }
+            return -1;
+        }
+        memmove(h->buf, h->buf + n, h->len - (size_t)n);
+        h->len -= (size_t)n;
+    }
+    free(h->buf);
+    h->buf = NULL;
+    return 1;
+}
+
+static int hold_write(BIO *b, const char *data, int dlen)
+{
+    hold_bio_t *h = BIO_get_data(b);
+    size_t n = (size_t)dlen;
+    BIO_clear_retry_flags(b);
+    if (h->hold && h->len + n <= HOLD_MAX) {
+        if (h->buf == NULL && (h->buf = malloc(HOLD_MAX)) == NULL)
+            return -1;
+        memcpy(h->buf + h->len, data, n);
+        h->len += n;
+        return dlen;
+    }
+    ssize_t w;
+    if (h->len == 0) {
+        w = write(h->fd, data, n);
+    } else {
+        struct iovec iov[2] = {{h->buf, h->len}, {(void *)data, n}};
+        w = writev(h->fd, iov, 2);
+        if (w >= 0 && (size_t)w < h->len) {
+            memmove(h->buf, h->buf + w, h->len - (size_t)w);
+            h->len -= (size_t)w;
+            errno = EAGAIN; /* the caller repeats this write later, as after EAGAIN */
+            w = -1;
+        } else if (w >= 0) {
+            w -= (ssize_t)h->len;
+            h->len = 0;
+            free(h->buf);
+            h->buf = NULL;
+            if (w == 0) {
+                errno = EAGAIN;
+                w = -1;
+            }
+        }
+    }
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_write(b);
+    return w < 0 ? -1 : (int)w;
+}
+
+static int hold_read(BIO *b, char *out, int outl)
+{
+    hold_bio_t *h = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = read(h->fd, out, (size_t)outl);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_read(b);
+    else if (n == 0)
+        h->eof = 1; /* BIO_eof: SSL_OP_IGNORE_UNEXPECTED_EOF tells an end from an error by it */
+    return (int)n;
+}
+
+static long hold_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    hold_bio_t *h = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return h->hold ? 1 : hold_flush(b, h);
+    case BIO_CTRL_EOF:
+        return h->eof;
+    case BIO_CTRL_WPENDING:
+        return (long)h->len;
+    case BIO_C_GET_FD:
+        if (ptr != NULL)
+            *(int *)ptr = h->fd;
+        return h->fd;
+    default:
+        return 0;
+    }
+}
+
+static int hold_destroy(BIO *b)
+{
+    hold_bio_t *h = BIO_get_data(b);
+    if (h != NULL) {
+        free(h->buf);
+        free(h);
+        BIO_set_data(b, NULL);
+    }
+    return 1;
+}
+
+static BIO *hold_bio_new(int fd)
+{
+    static BIO_METHOD *method; /* one per process, for its lifetime */
+    if (method == NULL) {
+        BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "fg socket");
+        if (m == NULL || !BIO_meth_set_write(m, hold_write) || !BIO_meth_set_read(m, hold_read) ||
+            !BIO_meth_set_ctrl(m, hold_ctrl) || !BIO_meth_set_destroy(m, hold_destroy)) {
+            BIO_meth_free(m);
+            return NULL;
+        }
+        method = m;
+    }
+    hold_bio_t *h = calloc(1, sizeof(*h));
+    BIO *b = h ? BIO_new(method) : NULL;
+    if (b == NULL) {
+        free(h);
+        return NULL;
+    }
+    h->fd = fd;
+    BIO_set_data(b, h);
+    BIO_set_init(b, 1);
+    return b;
 }
 
 static ssize_t tls_recv(fg_transport_t *t, struct evbuffer *in, size_t max)
@@ -162,14 +310,33 @@ static int plain_http(fg_transport_t *t)
     return n == 1 && b >= 'A' && b <= 'Z';
 }
 
+/* The server's handshake holds its writes back: a flight that ends in a wait for the client
+ * (or any TLS 1.2 flight, which the client needs before it sends) is sent at once; what the
+ * step that completes a TLS 1.3 handshake wrote (its tickets) waits for the first write. */
 static int tls_handshake(fg_transport_t *t)
 {
     if (!t->peeked && plain_http(t))
         return FG_TRANSPORT_PLAINTEXT;
+    BIO *b = SSL_get_wbio(t->ssl);
+    hold_bio_t *h = BIO_get_data(b);
     errno = 0;
-    int ret = SSL_do_handshake(t->ssl);
-    if (ret == 1)
+    int ret = 1;
+    if (!SSL_is_init_finished(t->ssl)) {
+        h->hold = 1;
+        ret = SSL_do_handshake(t->ssl);
+        h->hold = 0;
+    }
+    if (ret == 1 && SSL_version(t->ssl) == TLS1_3_VERSION)
         return 0;
+    int f = hold_flush(b, h); /* after a failure too: the alert that tells the client why */
+    if (f < 0) {
+        t->failed = 1;
+        return -1;
+    }
+    if (ret == 1 || f == 0) {
+        t->want = FG_TRANSPORT_WANT_WRITE;
+        return f == 1 ? 0 : FG_TRANSPORT_AGAIN;
+    }
     ssize_t r = tls_fail(t, ret);
     return r == FG_TRANSPORT_AGAIN ? FG_TRANSPORT_AGAIN : -1;
 }
@@ -226,10 +393,12 @@ int fg_transport_tls_server_init(fg_transport_t *t, int fd, SSL_CTX *ctx)
     SSL *ssl = SSL_new(ctx);
     if (ssl == NULL)
         return -1;
-    if (SSL_set_fd(ssl, fd) != 1) {
+    BIO *b = hold_bio_new(fd);
+    if (b == NULL) {
         SSL_free(ssl);
         return -1;
     }
+    SSL_set_bio(ssl, b, b);
     SSL_set_accept_state(ssl);
     /* A client that closes TCP without close_notify has ended, not failed: requests are never
      * delimited by the close (RFC 9112 6.3), so no truncation can pass unnoticed. */

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Instructions per TLS handshake and per MiB downloaded over TLS, exactly: one process of the
+# target under valgrind's callgrind (fastgateway: one worker; nginx: one worker; HAProxy: one
+# thread) terminating TLS with an ECDSA P-256 certificate in front of a one-process nginx
+# upstream. Counters are zeroed after a warm-up and dumped after the load, so start-up is left
+# out. User-space instructions only (not the system calls' cost), and under valgrind's CPU
+# model (no AVX-512), so compare targets and builds with each other, not with CPU time.
+#   scripts/tls-callgrind.sh new|reuse|download [TARGET]
+#     new / reuse: `openssl s_time -new|-reuse -www /` for S seconds (default 20); per handshake
+#     download:    `curl -k --http1.1` of a MB MiB file (default 64); per MiB
+#   TARGET: fastgateway (FG=./fastgateway), nginx or haproxy. KEEP=dir keeps the output.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=${1:?new, reuse or download}
+TARGET=${2:-fastgateway}
+FG=${FG:-$ROOT/fastgateway}
+S=${S:-20}
+MB=${MB:-64}
+PATH=$PATH:/usr/sbin
+TMP=$(mktemp -d /tmp/fg-tlscg.XXXXXX)
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
+UP_PORT=$(free_port)
+PORT=$(free_port)
+RUN_AS_ROOT=""
+[ "$(id -u)" -ne 0 ] || RUN_AS_ROOT="user root;"
+mkdir -p "$TMP/up/logs" "$TMP/www" "$TMP/ng/logs"
+fallocate -l "${MB}M" "$TMP/www/big.bin" 2>/dev/null ||
+    dd if=/dev/zero of="$TMP/www/big.bin" bs=1M count="$MB" status=none
+cat >"$TMP/up/nginx.conf" <<CONF
+$RUN_AS_ROOT
+worker_processes 1;
+pid $TMP/up/nginx.pid;
+error_log $TMP/up/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off; sendfile on; keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        root $TMP/www;
+        location = / { default_type text/plain; return 200 "hello world\n"; }
+        location / { }
+    }
+}
+CONF
+spawn "$TMP/up.out" nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -g 'daemon off;'
+openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 2 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/bundle.pem"
+
+VG=(valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$TMP/cg.%p")
+case $TARGET in
+fastgateway)
+    cat >"$TMP/fg.json" <<CONF
+{ "workers": 1, "pidFile": "$TMP/fg.pid", "statusSocket": "$TMP/status.sock",
+  "log": { "errorLog": "$TMP/error.log", "level": "warn", "accessLog": "off" },
+  "certificates": [ { "id": "c", "chain": "$TMP/cert.pem", "key": "$TMP/key.pem" } ],
+  "servers": [ { "id": "main", "listen": "127.0.0.1:$PORT",
+                 "tls": { "certificates": ["c"], "sessionCache": 20000 } } ],
+  "routes": [ { "id": "all", "match": { "path": "/{**rest}" }, "clusterId": "up" } ],
+  "clusters": [ { "id": "up",
+                  "destinations": [ { "id": "u1", "address": "http://127.0.0.1:$UP_PORT" } ] } ] }
+CONF
+    spawn "$TMP/vg.out" "${VG[@]}" "$FG" -f -c "$TMP/fg.json"
+    ;;
+nginx)
+    cat >"$TMP/ng/nginx.conf" <<CONF
+$RUN_AS_ROOT
+worker_processes 1;
+pid $TMP/ng/nginx.pid;
+error_log $TMP/ng/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$PORT ssl;
+        ssl_certificate $TMP/cert.pem;
+        ssl_certificate_key $TMP/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+CONF
+    spawn "$TMP/vg.out" "${VG[@]}" nginx -p "$TMP/ng" -c "$TMP/ng/nginx.conf" -g 'daemon off;'
+    ;;
+haproxy)
+    cat >"$TMP/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+    tune.ssl.cachesize 20000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$PORT ssl crt $TMP/bundle.pem alpn h2,http/1.1
+    default_backend be
+backend be
+    server u1 127.0.0.1:$UP_PORT
+CONF
+    spawn "$TMP/vg.out" "${VG[@]}" haproxy -db -f "$TMP/haproxy.cfg"
+    ;;
+*) echo "tls-callgrind: unknown target $TARGET" >&2; exit 1 ;;
+esac
+VGPID=$LAST_PID
+for _ in $(seq 300); do
+    [ "$(curl -k -s -o /dev/null -m 2 -w '%{http_code}' "https://127.0.0.1:$PORT/" || true)" != 200 ] || break
+    sleep 0.2
+done
+# The process that serves: the worker (fastgateway, nginx) or the one process (HAProxy).
+if [ "$TARGET" = haproxy ]; then PID=$VGPID; else PID=$(pgrep -P "$VGPID" | head -1); fi
+
+load() {
+    case $MODE in
+    new | reuse)
+        openssl s_time -connect "127.0.0.1:$PORT" "-$MODE" -www / -time "$1" 2>&1 |
+            awk '/connections in .* real/ { n += $1 } END { print n + 0 }' ;;
+    download)
+        curl -k -s --http1.1 -o /dev/null "https://127.0.0.1:$PORT/big.bin"
+        echo "$MB" ;;
+    esac
+}
+load 2 >/dev/null
+callgrind_control -z "$PID" >/dev/null 2>&1
+n=$(load "$S")
+callgrind_control -d "$PID" >/dev/null 2>&1
+sleep 0.5
+OUT=$(ls -t "$TMP"/cg."$PID".* | head -1)
+total=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+unit=handshake
+[ "$MODE" != download ] || unit=MiB
+echo "$TARGET $MODE: $n ${unit}s"
+awk -v t="$total" -v n="$n" -v u="$unit" 'BEGIN { printf "instructions per %s: %.0f\n", u, t / n }'
+if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"
+    cp "$OUT" "$KEEP/$TARGET.$MODE.cg"
+    echo "$n" >"$KEEP/$TARGET.$MODE.n"
+fi
+callgrind_annotate --inclusive=no "$OUT" 2>/dev/null |
+    awk '/file:function/ { go = 1; next } go && NF && !/^---/' | head -"${TOP:-20}" || true
