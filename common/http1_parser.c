@@ -206,6 +206,24 @@ static int parse_content_length(fg_str_t v, struct framing *f)
     const char *p = v.base, *end = v.base + v.len;
     fg_str_t el;
 
+    /* One value of up to 18 digits (below CL_LIMIT): no list to split. */
+    if (v.len > 0 && v.len <= 18) {
+        int64_t n = 0;
+        size_t i = 0;
+        for (; i < v.len; i++) {
+            unsigned d = (unsigned char)v.base[i] - '0';
+            if (d > 9)
+                break;
+            n = n * 10 + d;
+        }
+        if (i == v.len) {
+            if (f->cl >= 0 && f->cl != n)
+                return FG_HTTP1_ERR_BAD;
+            f->cl = n;
+            return 0;
+        }
+    }
+
     while (next_element(&p, end, &el)) {
         if (el.len == 0)
             return FG_HTTP1_ERR_BAD;
@@ -316,6 +334,16 @@ static void parse_connection(fg_str_t v, fg_http1_head_t *h)
 {
     const char *p = v.base, *end = v.base + v.len;
     fg_str_t el;
+
+    /* The value is trimmed of OWS: one known option alone needs no list splitting. */
+    if (v.len == 10 && fg_str_ieq_lower(v.base, "keep-alive", 10)) {
+        h->conn_keep_alive = 1;
+        return;
+    }
+    if (v.len == 5 && fg_str_ieq_lower(v.base, "close", 5)) {
+        h->conn_close = 1;
+        return;
+    }
 
     while (next_element(&p, end, &el)) {
         if (fg_str_ieq_c(el, "close"))
@@ -517,6 +545,33 @@ static const char *parse_request_line(const char *p, const char *end, fg_http1_h
     return p + 2;
 }
 
+/* The end of the first empty line ("\r\n\r\n") in [s, lim), or NULL. A word at a time: the
+ * lowest flag of the zero-byte test is exact, and the scan goes on after it. */
+static const char *find_blank_line(const char *s, const char *lim)
+{
+    const char *p = s;
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (lim - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        x ^= ONES * '\n';
+        uint64_t m = (x - ONES) & ~x & HIGHS;
+        if (m == 0) {
+            p += 8;
+            continue;
+        }
+        const char *lf = p + (__builtin_ctzll(m) >> 3);
+        if (lf - s >= 3 && memcmp(lf - 3, "\r\n\r\n", 4) == 0)
+            return lf + 1;
+        p = lf + 1;
+    }
+#endif
+    for (; p < lim; p++)
+        if (*p == '\n' && p - s >= 3 && memcmp(p - 3, "\r\n\r\n", 4) == 0)
+            return p + 1;
+    return NULL;
+}
+
 /* Where the parse may run: to the end of buf when it already ends with CRLF CRLF (the usual
  * case: a whole head in one read), else to the end of the first empty line found by the scan,
  * which also decides the incomplete and over-limit cases. Returns 0 or a negative code. */
@@ -624,14 +679,20 @@ int fg_http1_parse_response(const char *buf, size_t len, const fg_http1_limits_t
 
     head_reset(head);
     resolve_limits(lim, head, &max_line, &max_head, &max_fields);
-    /* The status line has no limit of its own: the head size bounds it. */
-    int rc = head_bound(buf, len, 0, max_head, max_head, FG_HTTP1_ERR_HEADERS_TOO_LARGE, &end);
+    /* A response usually arrives with (some of) its body, so that buf rarely ends with the
+     * head: the first empty line within the size limit bounds the parse, which refuses any LF
+     * without its CR (RFC 9112 2.2) as head_bound's line scan would. Without one, head_bound
+     * tells an incomplete head from a bad or oversized one. The status line has no limit of
+     * its own: the head size bounds it. */
+    int rc = 0;
+    end = find_blank_line(buf, buf + (len < max_head ? len : max_head));
+    if (end == NULL)
+        rc = head_bound(buf, len, 0, max_head, max_head, FG_HTTP1_ERR_HEADERS_TOO_LARGE, &end);
     if (rc == FG_HTTP1_INCOMPLETE)
         return response_start(buf, len, head);
     if (rc)
         return rc;
 
-    rc = 0;
     p = parse_status_line(buf, end, head, &rc);
     if (!p)
         return rc ? rc : FG_HTTP1_ERR_BAD;
