@@ -92,6 +92,42 @@ static inline int fg_str_ieq_c(fg_str_t a, const char *b)
     return fg_str_ieq(a, fg_str(b));
 }
 
+/* Copy n bytes from s to p; returns p + n. The pieces of a message head (names, values, a
+ * method, a path) are mostly under 32 bytes, where a call to memcpy costs more than the copy:
+ * those take two overlapping loads and stores of 8 or 16 bytes, inline. */
+static inline char *fg_str_put(char *p, const char *s, size_t n)
+{
+    uint64_t a, b, c, d;
+    if (n > 32) {
+        memcpy(p, s, n);
+    } else if (n >= 16) {
+        memcpy(&a, s, 8);
+        memcpy(&b, s + 8, 8);
+        memcpy(&c, s + n - 16, 8);
+        memcpy(&d, s + n - 8, 8);
+        memcpy(p, &a, 8);
+        memcpy(p + 8, &b, 8);
+        memcpy(p + n - 16, &c, 8);
+        memcpy(p + n - 8, &d, 8);
+    } else if (n >= 8) {
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(p, &a, 8);
+        memcpy(p + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, s, 4);
+        memcpy(&y, s + n - 4, 4);
+        memcpy(p, &x, 4);
+        memcpy(p + n - 4, &y, 4);
+    } else if (n > 0) {
+        p[0] = s[0];
+        p[n / 2] = s[n / 2];
+        p[n - 1] = s[n - 1];
+    }
+    return p + n;
+}
+
 /* Write v in decimal at p; returns the end. printf costs more than the rest of a response
  * head, so the hot paths format their few numbers with this. */
 static inline char *fg_put_u64(char *p, uint64_t v)

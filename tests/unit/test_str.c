@@ -69,6 +69,25 @@ static void test_ieq_lower(void **state)
     }
 }
 
+/* fg_str_put copies exactly n bytes for every length on each side of its 4, 8, 16 and 32 byte
+ * cases, and writes nothing before p or after p + n. */
+static void test_put_copies_exactly(void **state)
+{
+    char src[80], dst[100];
+    for (size_t i = 0; i < sizeof(src); i++)
+        src[i] = (char)('A' + i % 26);
+    for (size_t n = 0; n <= 70; n++) {
+        memset(dst, '#', sizeof(dst));
+        char *end = fg_str_put(dst + 8, src + 3, n);
+        assert_ptr_equal(end, dst + 8 + n);
+        assert_memory_equal(dst + 8, src + 3, n);
+        for (size_t k = 0; k < 8; k++)
+            assert_int_equal(dst[k], '#');
+        for (size_t k = 8 + n; k < sizeof(dst); k++)
+            assert_int_equal(dst[k], '#');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -76,6 +95,7 @@ int main(void)
         cmocka_unit_test(test_case_insensitive_compare),
         cmocka_unit_test(test_case_fold_matches_strncasecmp),
         cmocka_unit_test(test_ieq_lower),
+        cmocka_unit_test(test_put_copies_exactly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

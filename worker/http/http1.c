@@ -245,8 +245,7 @@ static void resume_parsing(fg_http1_conn_t *h)
 
 static char *put(char *p, const char *s, size_t n)
 {
-    memcpy(p, s, n);
-    return p + n;
+    return fg_str_put(p, s, n);
 }
 
 #define PUT_LIT(p, s) put((p), (s), sizeof(s) - 1)
