@@ -1,4 +1,5 @@
 /* RFC 9113 8.2-8.3 field mapping (worker/http/http2_fields.c). */
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -139,6 +140,27 @@ static void test_lowercase_every_byte(void **state)
     fg_pool_free(pool);
 }
 
+/* Common names come back as static lowercase literals, in whatever case they arrive; a name
+ * of the same length that is not one is lowered (or kept) as any other. */
+static void test_lowercase_common_names(void **state)
+{
+    fg_pool_t *pool = fg_pool_new(1024);
+    const char *names[] = {"Date", "ETAG", "vary", "Server", "Expires", "Location",
+                           "Set-Cookie", "Content-Type", "Cache-Control", "Last-Modified",
+                           "Accept-Ranges", "Content-Length", "Content-Encoding"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        fg_str_t out = fg_http2_lower(pool, fg_str(names[i]));
+        assert_int_equal(out.len, strlen(names[i]));
+        for (size_t k = 0; k < out.len; k++)
+            assert_int_equal(out.base[k], tolower((unsigned char)names[i][k]));
+    }
+    assert_str(fg_http2_lower(pool, FG_STR_LIT("Dave")), "dave");
+    assert_str(fg_http2_lower(pool, FG_STR_LIT("Content_Type")), "content_type");
+    fg_str_t x = FG_STR_LIT("content-typf");
+    assert_ptr_equal(fg_http2_lower(pool, x).base, x.base);
+    fg_pool_free(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -149,6 +171,7 @@ int main(void)
         cmocka_unit_test(test_connection_specific_and_lowercase),
         cmocka_unit_test(test_connection_specific_names_of_each_length),
         cmocka_unit_test(test_lowercase_every_byte),
+        cmocka_unit_test(test_lowercase_common_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

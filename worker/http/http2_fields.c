@@ -126,9 +126,52 @@ static inline uint64_t upper_bits(uint64_t x)
     return (ge_a & ~gt_z & ~x & HIGHS) >> 2;
 }
 
+/* The lowercase literal of a common response field name, in any case, or NULL: those need
+ * neither a copy nor a pass over their bytes. One candidate per length and first letter. */
+static const char *common_name(fg_str_t name)
+{
+    const char *lit;
+    int c = name.len ? name.base[0] | 0x20 : 0;
+    switch (name.len) {
+    case 4:
+        lit = c == 'd' ? "date" : c == 'e' ? "etag" : "vary";
+        break;
+    case 6:
+        lit = "server";
+        break;
+    case 7:
+        lit = "expires";
+        break;
+    case 8:
+        lit = "location";
+        break;
+    case 10:
+        lit = "set-cookie";
+        break;
+    case 12:
+        lit = "content-type";
+        break;
+    case 13:
+        lit = c == 'c' ? "cache-control" : c == 'l' ? "last-modified" : "accept-ranges";
+        break;
+    case 14:
+        lit = "content-length";
+        break;
+    case 16:
+        lit = "content-encoding";
+        break;
+    default:
+        return NULL;
+    }
+    return fg_str_ieq_lower(name.base, lit, name.len) ? lit : NULL;
+}
+
 /* Field names are short (most under 16 bytes): a word at a time, then the last bytes. */
 fg_str_t fg_http2_lower(fg_pool_t *pool, fg_str_t name)
 {
+    const char *lit = common_name(name);
+    if (lit != NULL)
+        return (fg_str_t){lit, name.len};
     size_t i = 0;
     uint64_t w = 0;
     for (; i + 8 <= name.len; i += 8) {
