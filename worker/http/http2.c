@@ -95,6 +95,7 @@ struct fg_http2_conn_s {
     struct event *kick_ev; /* runs service() after a handler queued something */
     struct event *tick_ev;
     stream_t *streams; /* open streams with a request */
+    stream_t *hdr_stream; /* the last stream opened, for on_header; NULL once it is freed */
     unsigned nstreams;
     unsigned busy : 1;     /* inside nghttp2 or the handlers: destruction deferred */
     unsigned dead : 1;     /* destroy when busy ends */
@@ -287,6 +288,8 @@ static void free_stream(stream_t *s)
         s->next->prev = s->prev;
     if (--h->nstreams == 0)
         h->idle_since_ms = now_ms();
+    if (h->hdr_stream == s)
+        h->hdr_stream = NULL;
     fg_metrics_conn_close(FG_MG_H2_STREAMS);
     if (s->file_fd >= 0)
         close(s->file_fd);
@@ -940,6 +943,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     nghttp2_session_set_stream_user_data(ng, s->id, s);
+    h->hdr_stream = s;
     if (s->id >= STREAM_ID_HIGH && !h->retiring) {
         h->retiring = 1;
         h->retire_ms = now_ms();
@@ -990,7 +994,11 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 {
     fg_http2_conn_t *h = arg;
     (void)flags;
-    stream_t *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    /* A request's fields follow the opening of its stream: no lookup for each of them (ids
+     * are never reused on a connection, and a freed stream leaves hdr_stream). */
+    stream_t *s = h->hdr_stream;
+    if (s == NULL || s->id != frame->hd.stream_id)
+        s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (s == NULL || frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     /* RFC 9113 6.5.2: 32 bytes of overhead per field. Past the limit the fields are dropped
