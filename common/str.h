@@ -128,6 +128,34 @@ static inline char *fg_str_put(char *p, const char *s, size_t n)
     return p + n;
 }
 
+/* Eight lowercase hex digits of v at p, most significant first, without a loop or table:
+ * each nibble is spread into a byte of its own, turned to ASCII ('0' + n, plus 39 for a..f)
+ * eight at a time, and stored in digit order. */
+static inline void fg_put_hex32(char *p, uint32_t v)
+{
+    uint64_t x = v;
+    x = ((x & 0xffff0000ull) << 16) | (x & 0xffffull);
+    x = ((x & 0x0000ff000000ff00ull) << 8) | (x & 0x000000ff000000ffull);
+    x = ((x & 0x00f000f000f000f0ull) << 4) | (x & 0x000f000f000f000full);
+    /* byte i holds nibble i (from the least significant): digits run backwards in memory */
+    uint64_t letters = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+    x += 0x3030303030303030ull + letters * 39;
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    x = __builtin_bswap64(x);
+    memcpy(p, &x, 8);
+#else
+    for (int i = 0; i < 8; i++, x >>= 8)
+        p[7 - i] = (char)(x & 0xff);
+#endif
+}
+
+/* Sixteen lowercase hex digits of v at p, most significant first. */
+static inline void fg_put_hex64(char *p, uint64_t v)
+{
+    fg_put_hex32(p, (uint32_t)(v >> 32));
+    fg_put_hex32(p + 8, (uint32_t)v);
+}
+
 /* Write v in decimal at p; returns the end. printf costs more than the rest of a response
  * head, so the hot paths format their few numbers with this. */
 static inline char *fg_put_u64(char *p, uint64_t v)

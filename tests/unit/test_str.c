@@ -88,6 +88,23 @@ static void test_put_copies_exactly(void **state)
     }
 }
 
+/* fg_put_hex64 writes what printf's %016llx writes, for every single nibble value at every
+ * position and for mixed values. */
+static void test_put_hex64(void **state)
+{
+    char got[17], want[17];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 2000; i++) {
+        uint64_t v = i < 16 * 16 ? (uint64_t)(i % 16) << (4 * (i / 16)) : (x = x * 6364136223846793005ull + 1442695040888963407ull);
+        if (i == 0)
+            v = ~0ull;
+        fg_put_hex64(got, v);
+        got[16] = '\0';
+        snprintf(want, sizeof(want), "%016llx", (unsigned long long)v);
+        assert_string_equal(got, want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -96,6 +113,7 @@ int main(void)
         cmocka_unit_test(test_case_fold_matches_strncasecmp),
         cmocka_unit_test(test_ieq_lower),
         cmocka_unit_test(test_put_copies_exactly),
+        cmocka_unit_test(test_put_hex64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

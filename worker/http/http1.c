@@ -927,26 +927,10 @@ static void make_request_id(fg_http1_conn_t *h, fg_request_t *req)
         }
     }
     /* 32 hex digits: start time, pid, per-worker sequence: unique across workers and restarts. */
-    static const char pairs[513] =
-        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-        "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-        "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-        "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-        "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
-    uint64_t parts[2] = {(req->start_us << 16) ^ (uint64_t)h->w->pid, ++h->w->request_seq};
-    parts[1] ^= (uint64_t)h->w->slot << 56;
-    char *p = req->request_id;
-    /* a byte (two digits) a step, from the lowest byte up */
-    for (int k = 0; k < 2; k++) {
-        uint64_t v = parts[k];
-        for (int i = 14; i >= 0; i -= 2, v >>= 8)
-            memcpy(p + i, pairs + 2 * (v & 0xff), 2);
-        p += 16;
-    }
-    *p = '\0';
+    uint64_t seq = ++h->w->request_seq ^ (uint64_t)h->w->slot << 56;
+    fg_put_hex64(req->request_id, (req->start_us << 16) ^ (uint64_t)h->w->pid);
+    fg_put_hex64(req->request_id + 16, seq);
+    req->request_id[32] = '\0';
     (void)hexval;
 }
 
