@@ -10,6 +10,9 @@
 
 #include <string.h>
 #include <strings.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define DEFAULT_MAX_REQUEST_LINE 8192
 #define DEFAULT_MAX_HEADER_SIZE 32768
@@ -545,11 +548,25 @@ static const char *parse_request_line(const char *p, const char *end, fg_http1_h
     return p + 2;
 }
 
-/* The end of the first empty line ("\r\n\r\n") in [s, lim), or NULL. A word at a time: the
- * lowest flag of the zero-byte test is exact, and the scan goes on after it. */
+/* The end of the first empty line ("\r\n\r\n") in [s, lim), or NULL. Sixteen bytes at a time
+ * where SSE2 is there, else a word at a time (the lowest flag of the zero-byte test is exact,
+ * and the scan goes on after it), then a byte at a time for the rest. */
 static const char *find_blank_line(const char *s, const char *lim)
 {
     const char *p = s;
+#if defined(__SSE2__)
+    /* 16 bytes a step: one compare gives every LF of the block at once. */
+    const __m128i nl = _mm_set1_epi8('\n');
+    for (; lim - p >= 16; p += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, nl));
+        for (; m != 0; m &= m - 1) {
+            const char *lf = p + __builtin_ctz(m);
+            if (lf - s >= 3 && memcmp(lf - 3, "\r\n\r\n", 4) == 0)
+                return lf + 1;
+        }
+    }
+#endif
 #if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     while (lim - p >= 8) {
         uint64_t x;
