@@ -169,6 +169,46 @@ static void many_headers_exact_slices(void **state)
     }
 }
 
+/* A byte at any offset of a field name, for names shorter and longer than the 16-byte block
+ * checked at once: tchars (RFC 9110 5.6.2) make a name, anything else is a 400, and the name
+ * ends at its colon. */
+static void name_bytes_at_every_offset(void **state)
+{
+    const char *pre = "GET / HTTP/1.1\r\nHost: h\r\n";
+    const char *tchar_punct = "!#$%&'*+-.^_`|~";
+    size_t plen = strlen(pre);
+    for (size_t nlen = 1; nlen <= 20; nlen++) {
+        for (size_t at = 0; at < nlen; at++) {
+            for (int c = 1; c < 256; c++) {
+                char buf[128];
+                memcpy(buf, pre, plen);
+                memset(buf + plen, 'n', nlen);
+                buf[plen + at] = (char)c;
+                /* a field after it, so that even a short name has 16 bytes to load */
+                static const char tail[] = ": v\r\nX-Pad: 0123456789abcdef\r\n\r\n";
+                memcpy(buf + plen + nlen, tail, sizeof(tail) - 1);
+                size_t len = plen + nlen + sizeof(tail) - 1;
+                int r = req_n(buf, len, NULL);
+                int tchar = (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+                            strchr(tchar_punct, c) != NULL;
+                if (c == ':' && at > 0) {
+                    /* the name ends early; the rest of it starts the value */
+                    assert_int_equal(r, (int)len);
+                    assert_int_equal(head.headers[1].name.len, at);
+                    continue;
+                }
+                if (!tchar) {
+                    assert_true(r < 0);
+                    continue;
+                }
+                assert_int_equal(r, (int)len);
+                assert_int_equal(head.headers[1].name.len, nlen);
+                assert_int_equal(head.headers[1].name.base[at], (char)c);
+            }
+        }
+    }
+}
+
 static void ows_trimmed(void **state)
 {
     const char *s = "GET / HTTP/1.1\r\nHost:h\r\nX-A: \t a  b \t \r\nX-Empty:\r\nX-Sp:   \r\n\r\n";
@@ -1049,6 +1089,7 @@ int main(void)
         cmocka_unit_test_teardown(host_twice, teardown),
         cmocka_unit_test_teardown(host_invalid, teardown),
         cmocka_unit_test_teardown(many_headers_exact_slices, teardown),
+        cmocka_unit_test_teardown(name_bytes_at_every_offset, teardown),
         cmocka_unit_test_teardown(ows_trimmed, teardown),
         cmocka_unit_test_teardown(obs_text_allowed, teardown),
         cmocka_unit_test_teardown(value_bytes_at_every_offset, teardown),
