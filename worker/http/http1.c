@@ -182,6 +182,8 @@ static const char *reason_phrase(int status)
         {508, "Loop Detected"},
         {511, "Network Authentication Required"},
     };
+    if (status == 200)
+        return "OK"; /* most answers: no search */
     size_t lo = 0, hi = sizeof(table) / sizeof(table[0]);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -255,7 +257,8 @@ static int format_head(fg_request_t *req, int status, const fg_headers_t *hdrs, 
                        char **buf, char **end)
 {
     const char *reason = reason_phrase(status);
-    size_t need = 16 + strlen(reason) + extra;
+    size_t reason_len = strlen(reason);
+    size_t need = 16 + reason_len + extra;
     for (size_t i = 0; i < hdrs->n; i++)
         need += hdrs->v[i].name.len + hdrs->v[i].value.len + 4;
     char *p = fg_pool_alloc(req->pool, need);
@@ -267,7 +270,7 @@ static int format_head(fg_request_t *req, int status, const fg_headers_t *hdrs, 
     *p++ = (char)('0' + status / 10 % 10);
     *p++ = (char)('0' + status % 10);
     *p++ = ' ';
-    p = put(p, reason, strlen(reason));
+    p = put(p, reason, reason_len);
     p = PUT_LIT(p, "\r\n");
     for (size_t i = 0; i < hdrs->n; i++) {
         const fg_http_header_t *f = &hdrs->v[i];
