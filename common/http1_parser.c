@@ -153,7 +153,8 @@ static inline const char *scan_name(const char *p, const char *end)
             __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
                                           _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
             __m128i dash = _mm_cmpeq_epi8(v, _mm_set1_epi8('-'));
-            unsigned ok = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(alpha, digit), dash));
+            unsigned ok =
+                (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(alpha, digit), dash));
             unsigned n = (unsigned)__builtin_ctz(colon);
             unsigned want = (1u << n) - 1;
             if ((ok & want) == want)

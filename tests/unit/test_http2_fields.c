@@ -103,10 +103,18 @@ static void test_connection_specific_and_lowercase(void **state)
 /* Every RFC 9113 8.2.2 name in any case, and names of the same lengths that are not. */
 static void test_connection_specific_names_of_each_length(void **state)
 {
-    const char *yes[] = {"te", "TE", "Upgrade", "connection", "KEEP-ALIVE", "Proxy-Connection",
-                         "Transfer-Encoding"};
-    const char *no[] = {"tf", "t-", "upgradf", "connectioo", "keep_alive", "proxy-connectio",
-                        "proxy-connectionx", "transfer-encodinh", "", "x"};
+    const char *yes[] = {
+        "te", "TE", "Upgrade", "connection", "KEEP-ALIVE", "Proxy-Connection", "Transfer-Encoding"};
+    const char *no[] = {"tf",
+                        "t-",
+                        "upgradf",
+                        "connectioo",
+                        "keep_alive",
+                        "proxy-connectio",
+                        "proxy-connectionx",
+                        "transfer-encodinh",
+                        "",
+                        "x"};
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
         assert_true(fg_http2_connection_specific(fg_str(yes[i])));
     for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
@@ -145,9 +153,19 @@ static void test_lowercase_every_byte(void **state)
 static void test_lowercase_common_names(void **state)
 {
     fg_pool_t *pool = fg_pool_new(1024);
-    const char *names[] = {"Date", "ETAG", "vary", "Server", "Expires", "Location",
-                           "Set-Cookie", "Content-Type", "Cache-Control", "Last-Modified",
-                           "Accept-Ranges", "Content-Length", "Content-Encoding"};
+    const char *names[] = {"Date",
+                           "ETAG",
+                           "vary",
+                           "Server",
+                           "Expires",
+                           "Location",
+                           "Set-Cookie",
+                           "Content-Type",
+                           "Cache-Control",
+                           "Last-Modified",
+                           "Accept-Ranges",
+                           "Content-Length",
+                           "Content-Encoding"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         fg_str_t out = fg_http2_lower(pool, fg_str(names[i]));
         assert_int_equal(out.len, strlen(names[i]));

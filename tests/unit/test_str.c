@@ -95,7 +95,8 @@ static void test_put_hex64(void **state)
     char got[17], want[17];
     uint64_t x = 0x9e3779b97f4a7c15ull;
     for (int i = 0; i < 2000; i++) {
-        uint64_t v = i < 16 * 16 ? (uint64_t)(i % 16) << (4 * (i / 16)) : (x = x * 6364136223846793005ull + 1442695040888963407ull);
+        uint64_t v = i < 16 * 16 ? (uint64_t)(i % 16) << (4 * (i / 16))
+                                 : (x = x * 6364136223846793005ull + 1442695040888963407ull);
         if (i == 0)
             v = ~0ull;
         fg_put_hex64(got, v);

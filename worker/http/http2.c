@@ -70,8 +70,8 @@ typedef struct fg_http2_conn_s fg_http2_conn_t;
 typedef struct bufs_s {
     struct evbuffer *body, *out;
     struct evbuffer_cb_entry *body_cb;
-    stream_t *s;          /* the stream they serve; NULL while spare */
-    struct bufs_s *next;  /* the spare list */
+    stream_t *s;         /* the stream they serve; NULL while spare */
+    struct bufs_s *next; /* the spare list */
 } bufs_t;
 
 /* Worker-wide: the callbacks and options every session shares. */
@@ -94,7 +94,7 @@ struct fg_http2_conn_s {
     nghttp2_session *ng;
     struct event *kick_ev; /* runs service() after a handler queued something */
     struct event *tick_ev;
-    stream_t *streams; /* open streams with a request */
+    stream_t *streams;    /* open streams with a request */
     stream_t *hdr_stream; /* the last stream opened, for on_header; NULL once it is freed */
     unsigned nstreams;
     unsigned busy : 1;     /* inside nghttp2 or the handlers: destruction deferred */
