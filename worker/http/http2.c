@@ -1012,8 +1012,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     char *copy = fg_pool_alloc(s->req.pool, namelen + valuelen + 1);
     if (copy == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    memcpy(copy, name, namelen);
-    memcpy(copy + namelen, value, valuelen);
+    fg_str_put(fg_str_put(copy, (const char *)name, namelen), (const char *)value, valuelen);
     copy[namelen + valuelen] = '\0';
     fg_str_t n = {copy, namelen}, v = {copy + namelen, valuelen};
     if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
