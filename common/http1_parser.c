@@ -10,6 +10,9 @@
 
 #include <string.h>
 #include <strings.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define DEFAULT_MAX_REQUEST_LINE 8192
 #define DEFAULT_MAX_HEADER_SIZE 32768
@@ -84,6 +87,22 @@ static inline uint64_t swar_nonvisible(const char *p)
 /* First byte at or after p that may not appear in a field value (the CR ending it, normally). */
 static inline const char *scan_value(const char *p, const char *end)
 {
+#if defined(__SSE2__)
+    /* A CTL is a byte that min(byte, 0x1f) leaves alone (unsigned); then DEL. */
+    const __m128i ctl = _mm_set1_epi8(0x1f), del = _mm_set1_epi8(0x7f);
+    for (; end - p >= 16; p += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i bad = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v), _mm_cmpeq_epi8(v, del));
+        unsigned m = (unsigned)_mm_movemask_epi8(bad);
+        if (m != 0) {
+            /* usually the CR ending the value; a HTAB belongs to it, and the rest is
+             * taken a byte at a time */
+            for (p += __builtin_ctz(m); IS(*p, C_VALUE);)
+                p++;
+            return p;
+        }
+    }
+#endif
     while (end - p >= 8) {
         uint64_t m = swar_ctl(p);
         if (m) {
@@ -115,6 +134,36 @@ static inline const char *scan_token(const char *p)
     while (IS(*p, C_TCHAR))
         p++;
     return p;
+}
+
+/* The end of the field name at p: as scan_token, but a name of letters, digits and '-' (all
+ * the usual ones) that ends with its colon within 16 bytes is checked in one block. */
+static inline const char *scan_name(const char *p, const char *end)
+{
+#if defined(__SSE2__)
+    if (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned colon = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(':')));
+        if (colon != 0) {
+            /* Signed compares: bytes >= 0x80 are negative and match no range. OR 0x20 maps
+             * only the letters into a..z. */
+            __m128i low = _mm_or_si128(v, _mm_set1_epi8(0x20));
+            __m128i alpha = _mm_and_si128(_mm_cmpgt_epi8(low, _mm_set1_epi8('a' - 1)),
+                                          _mm_cmplt_epi8(low, _mm_set1_epi8('z' + 1)));
+            __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
+                                          _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
+            __m128i dash = _mm_cmpeq_epi8(v, _mm_set1_epi8('-'));
+            unsigned ok =
+                (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(alpha, digit), dash));
+            unsigned n = (unsigned)__builtin_ctz(colon);
+            unsigned want = (1u << n) - 1;
+            if ((ok & want) == want)
+                return p + n;
+        }
+    }
+#endif
+    (void)end;
+    return scan_token(p);
 }
 
 /* RFC 9112 2.2 lets a server skip empty lines before the request line; we allow a few.
@@ -205,6 +254,24 @@ static int parse_content_length(fg_str_t v, struct framing *f)
 {
     const char *p = v.base, *end = v.base + v.len;
     fg_str_t el;
+
+    /* One value of up to 18 digits (below CL_LIMIT): no list to split. */
+    if (v.len > 0 && v.len <= 18) {
+        int64_t n = 0;
+        size_t i = 0;
+        for (; i < v.len; i++) {
+            unsigned d = (unsigned char)v.base[i] - '0';
+            if (d > 9)
+                break;
+            n = n * 10 + d;
+        }
+        if (i == v.len) {
+            if (f->cl >= 0 && f->cl != n)
+                return FG_HTTP1_ERR_BAD;
+            f->cl = n;
+            return 0;
+        }
+    }
 
     while (next_element(&p, end, &el)) {
         if (el.len == 0)
@@ -317,6 +384,16 @@ static void parse_connection(fg_str_t v, fg_http1_head_t *h)
     const char *p = v.base, *end = v.base + v.len;
     fg_str_t el;
 
+    /* The value is trimmed of OWS: one known option alone needs no list splitting. */
+    if (v.len == 10 && fg_str_ieq_lower(v.base, "keep-alive", 10)) {
+        h->conn_keep_alive = 1;
+        return;
+    }
+    if (v.len == 5 && fg_str_ieq_lower(v.base, "close", 5)) {
+        h->conn_close = 1;
+        return;
+    }
+
     while (next_element(&p, end, &el)) {
         if (fg_str_ieq_c(el, "close"))
             h->conn_close = 1;
@@ -394,7 +471,7 @@ static int parse_fields(const char *p, const char *end, size_t max_fields, fg_ht
         /* A line starting with SP/HTAB is obs-fold (RFC 9112 5.2) and whitespace before the
          * colon is forbidden (RFC 9112 5.1): both end the token on something other than ':'. */
         const char *name = p;
-        p = scan_token(p);
+        p = scan_name(p, end);
         if (p == name || *p != ':')
             return FG_HTTP1_ERR_BAD;
         size_t nlen = (size_t)(p - name);
@@ -517,6 +594,47 @@ static const char *parse_request_line(const char *p, const char *end, fg_http1_h
     return p + 2;
 }
 
+/* The end of the first empty line ("\r\n\r\n") in [s, lim), or NULL. Sixteen bytes at a time
+ * where SSE2 is there, else a word at a time (the lowest flag of the zero-byte test is exact,
+ * and the scan goes on after it), then a byte at a time for the rest. */
+static const char *find_blank_line(const char *s, const char *lim)
+{
+    const char *p = s;
+#if defined(__SSE2__)
+    /* 16 bytes a step: one compare gives every LF of the block at once. */
+    const __m128i nl = _mm_set1_epi8('\n');
+    for (; lim - p >= 16; p += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, nl));
+        for (; m != 0; m &= m - 1) {
+            const char *lf = p + __builtin_ctz(m);
+            if (lf - s >= 3 && memcmp(lf - 3, "\r\n\r\n", 4) == 0)
+                return lf + 1;
+        }
+    }
+#endif
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (lim - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        x ^= ONES * '\n';
+        uint64_t m = (x - ONES) & ~x & HIGHS;
+        if (m == 0) {
+            p += 8;
+            continue;
+        }
+        const char *lf = p + (__builtin_ctzll(m) >> 3);
+        if (lf - s >= 3 && memcmp(lf - 3, "\r\n\r\n", 4) == 0)
+            return lf + 1;
+        p = lf + 1;
+    }
+#endif
+    for (; p < lim; p++)
+        if (*p == '\n' && p - s >= 3 && memcmp(p - 3, "\r\n\r\n", 4) == 0)
+            return p + 1;
+    return NULL;
+}
+
 /* Where the parse may run: to the end of buf when it already ends with CRLF CRLF (the usual
  * case: a whole head in one read), else to the end of the first empty line found by the scan,
  * which also decides the incomplete and over-limit cases. Returns 0 or a negative code. */
@@ -624,14 +742,20 @@ int fg_http1_parse_response(const char *buf, size_t len, const fg_http1_limits_t
 
     head_reset(head);
     resolve_limits(lim, head, &max_line, &max_head, &max_fields);
-    /* The status line has no limit of its own: the head size bounds it. */
-    int rc = head_bound(buf, len, 0, max_head, max_head, FG_HTTP1_ERR_HEADERS_TOO_LARGE, &end);
+    /* A response usually arrives with (some of) its body, so that buf rarely ends with the
+     * head: the first empty line within the size limit bounds the parse, which refuses any LF
+     * without its CR (RFC 9112 2.2) as head_bound's line scan would. Without one, head_bound
+     * tells an incomplete head from a bad or oversized one. The status line has no limit of
+     * its own: the head size bounds it. */
+    int rc = 0;
+    end = find_blank_line(buf, buf + (len < max_head ? len : max_head));
+    if (end == NULL)
+        rc = head_bound(buf, len, 0, max_head, max_head, FG_HTTP1_ERR_HEADERS_TOO_LARGE, &end);
     if (rc == FG_HTTP1_INCOMPLETE)
         return response_start(buf, len, head);
     if (rc)
         return rc;
 
-    rc = 0;
     p = parse_status_line(buf, end, head, &rc);
     if (!p)
         return rc ? rc : FG_HTTP1_ERR_BAD;

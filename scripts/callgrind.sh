@@ -7,12 +7,17 @@
 # user-space instructions only, not the system calls' cost.
 #   scripts/callgrind.sh [N]   (N requests, default 20000; FG=./fastgateway, KEEP=dir to keep
 #                               the callgrind output for callgrind_annotate)
+# MODE picks the client side: h1 (default: HTTP/1.1, 4 connections), h2c (HTTP/2 by prior
+# knowledge) or h2 (HTTP/2 over TLS by ALPN, with a throw-away ECDSA P-256 certificate); the
+# HTTP/2 modes use 4 connections with 10 streams in flight on each (h2load -m10), and the
+# destination side is HTTP/1.1 in every mode.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 N=${1:-20000}
 FG=${FG:-$ROOT/fastgateway}
+MODE=${MODE:-h1}
 for tool in nginx valgrind callgrind_control callgrind_annotate h2load curl python3; do
     command -v "$tool" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin
     command -v "$tool" >/dev/null 2>&1 || { echo "callgrind: $tool not found" >&2; exit 1; }
@@ -43,26 +48,55 @@ http {
 CONF
 spawn "$TMP/up.out" nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -g 'daemon off;'
 
+SRV="" TOP="" SCHEME=http LOAD=(--h1 -c 4) CURL=()
+case $MODE in
+h1) ;;
+h2c) SRV=', "http2": { "h2c": true }' LOAD=(-c 4 -m 10) CURL=(--http2-prior-knowledge) ;;
+h2)
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 2 \
+        -subj "/CN=localhost" -addext "subjectAltName=IP:127.0.0.1" \
+        -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>"$TMP/openssl.out"
+    TOP=", \"certificates\": [ { \"id\": \"c\", \"chain\": \"$TMP/cert.pem\", \"key\": \"$TMP/key.pem\" } ]"
+    SRV=', "tls": { "certificates": ["c"] }' SCHEME=https LOAD=(-c 4 -m 10) CURL=(-k --http2)
+    ;;
+*)
+    echo "callgrind: MODE must be h1, h2c or h2" >&2
+    exit 1
+    ;;
+esac
+
 cat >"$TMP/fg.json" <<CONF
 { "workers": 1, "pidFile": "$TMP/fg.pid", "statusSocket": "$TMP/status.sock",
   "log": { "errorLog": "$TMP/error.log", "level": "warn", "accessLog": "off" },
-  "servers": [ { "id": "main", "listen": "127.0.0.1:$FG_PORT" } ],
+  "servers": [ { "id": "main", "listen": "127.0.0.1:$FG_PORT" $SRV } ],
   "routes": [ { "id": "all", "match": { "path": "/{**rest}" }, "clusterId": "up" } ],
   "clusters": [ { "id": "up",
-                  "destinations": [ { "id": "u1", "address": "http://127.0.0.1:$UP_PORT" } ] } ] }
+                  "destinations": [ { "id": "u1", "address": "http://127.0.0.1:$UP_PORT" } ] } ]
+  $TOP }
 CONF
 spawn "$TMP/vg.out" valgrind --tool=callgrind --trace-children=yes \
     --callgrind-out-file="$TMP/cg.%p" "$FG" -f -c "$TMP/fg.json"
 VG=$LAST_PID
-if ! wait_http "$FG_PORT" /; then
+served() {
+    local i
+    for i in $(seq 100); do
+        if [ "$(curl "${CURL[@]}" -s -o /dev/null -m 2 -w '%{http_code}' \
+            "$SCHEME://127.0.0.1:$FG_PORT/" || true)" = 200 ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+if ! served; then
     echo "callgrind: the gateway did not serve" >&2
     cat "$TMP/vg.out" "$TMP/error.log" >&2 2>/dev/null || true
     exit 1
 fi
-h2load --h1 -n 2000 -c 4 "http://127.0.0.1:$FG_PORT/" >/dev/null 2>&1
+h2load "${LOAD[@]}" -n 2000 "$SCHEME://127.0.0.1:$FG_PORT/" >/dev/null 2>&1
 WORKER=$(pgrep -P "$VG" | head -1)
 callgrind_control -z "$WORKER" >/dev/null 2>&1
-h2load --h1 -n "$N" -c 4 "http://127.0.0.1:$FG_PORT/" >"$TMP/h2load.txt" 2>&1
+h2load "${LOAD[@]}" -n "$N" "$SCHEME://127.0.0.1:$FG_PORT/" >"$TMP/h2load.txt" 2>&1
 callgrind_control -d "$WORKER" >/dev/null 2>&1
 ok=$(awk '/^requests:/ { print $8 }' "$TMP/h2load.txt")
 OUT=$(ls "$TMP"/cg."$WORKER".* | head -1)

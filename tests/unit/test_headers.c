@@ -291,10 +291,14 @@ static void test_conn_options(void **state)
         {S("X-A"), S("1")},
         {S("connection"), S("\tX-B\t")},
         {S("X-Connection"), S("X-C")},
+        {S("Keep-Alive"), S("X-D")}, /* the length of Connection, another name */
+        {S("CONNECTION"), S("X-E")},
     };
     fg_conn_options_t co;
-    fg_headers_conn_options(&co, v, 4);
-    assert_int_equal(co.n, 3);
+    fg_headers_conn_options(&co, v, 6);
+    assert_int_equal(co.n, 4);
+    assert_false(fg_headers_conn_listed(&co, S("X-D")));
+    assert_true(fg_headers_conn_listed(&co, S("x-e")));
     assert_true(fg_headers_conn_listed(&co, S("x-a")));
     assert_true(fg_headers_conn_listed(&co, S("X-B")));
     assert_true(fg_headers_conn_listed(&co, S("Keep-Alive")));

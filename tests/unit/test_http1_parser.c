@@ -169,6 +169,46 @@ static void many_headers_exact_slices(void **state)
     }
 }
 
+/* A byte at any offset of a field name, for names shorter and longer than the 16-byte block
+ * checked at once: tchars (RFC 9110 5.6.2) make a name, anything else is a 400, and the name
+ * ends at its colon. */
+static void name_bytes_at_every_offset(void **state)
+{
+    const char *pre = "GET / HTTP/1.1\r\nHost: h\r\n";
+    const char *tchar_punct = "!#$%&'*+-.^_`|~";
+    size_t plen = strlen(pre);
+    for (size_t nlen = 1; nlen <= 20; nlen++) {
+        for (size_t at = 0; at < nlen; at++) {
+            for (int c = 1; c < 256; c++) {
+                char buf[128];
+                memcpy(buf, pre, plen);
+                memset(buf + plen, 'n', nlen);
+                buf[plen + at] = (char)c;
+                /* a field after it, so that even a short name has 16 bytes to load */
+                static const char tail[] = ": v\r\nX-Pad: 0123456789abcdef\r\n\r\n";
+                memcpy(buf + plen + nlen, tail, sizeof(tail) - 1);
+                size_t len = plen + nlen + sizeof(tail) - 1;
+                int r = req_n(buf, len, NULL);
+                int tchar = (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+                            strchr(tchar_punct, c) != NULL;
+                if (c == ':' && at > 0) {
+                    /* the name ends early; the rest of it starts the value */
+                    assert_int_equal(r, (int)len);
+                    assert_int_equal(head.headers[1].name.len, at);
+                    continue;
+                }
+                if (!tchar) {
+                    assert_true(r < 0);
+                    continue;
+                }
+                assert_int_equal(r, (int)len);
+                assert_int_equal(head.headers[1].name.len, nlen);
+                assert_int_equal(head.headers[1].name.base[at], (char)c);
+            }
+        }
+    }
+}
+
 static void ows_trimmed(void **state)
 {
     const char *s = "GET / HTTP/1.1\r\nHost:h\r\nX-A: \t a  b \t \r\nX-Empty:\r\nX-Sp:   \r\n\r\n";
@@ -584,6 +624,14 @@ static void connection_tokens(void **state)
     assert_int_equal(req(t), (int)strlen(t));
     assert_int_equal(head.conn_close, 0);
     assert_int_equal(head.conn_keep_alive, 0);
+    /* one option alone, in any case and with OWS around it */
+    const char *u = "GET / HTTP/1.1\r\nHost: h\r\nConnection:  CLOSE \r\n\r\n";
+    assert_int_equal(req(u), (int)strlen(u));
+    assert_int_equal(head.conn_close, 1);
+    assert_int_equal(head.conn_keep_alive, 0);
+    const char *v = "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alivf\r\n\r\n";
+    assert_int_equal(req(v), (int)strlen(v));
+    assert_int_equal(head.conn_keep_alive, 0);
 }
 
 static void expect_continue(void **state)
@@ -736,6 +784,65 @@ static void resp_headers_too_large(void **state)
     set_msg(s, strlen(s));
     assert_int_equal(fg_http1_parse_response(msg, strlen(s), &lim, &head),
                      FG_HTTP1_ERR_HEADERS_TOO_LARGE);
+}
+
+/* A response followed by its body (the head is not at the end of the buffer): the head ends at
+ * the first empty line, and every rule of a head alone still holds. */
+static void resp_with_body_after_head(void **state)
+{
+    const char *h = "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 12\r\n"
+                    "Connection: Keep-Alive\r\n\r\n";
+    char s[256];
+    snprintf(s, sizeof(s), "%shello\r\n\r\nworld", h);
+    assert_int_equal(resp(s), (int)strlen(h));
+    assert_int_equal(head.content_length, 12);
+    assert_int_equal(head.conn_keep_alive, 1);
+    assert_int_equal(head.num_headers, 3);
+    /* a bare LF anywhere in the head, even with a CRLF CRLF later */
+    assert_int_equal(resp("HTTP/1.1 200 OK\nServer: x\r\n\r\nbody"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nServer: x\n\r\n\r\nbody"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nA: 1\r\n\nB: 2\r\n\r\nbody"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nA: 1\r\r\n\r\nbody"), FG_HTTP1_ERR_BAD);
+    /* the empty line at every offset of the word-at-a-time scan */
+    for (size_t pad = 0; pad < 20; pad++) {
+        char v[32];
+        memset(v, 'v', pad);
+        v[pad] = '\0';
+        snprintf(s, sizeof(s), "HTTP/1.1 204 No Content\r\nX: a%s\r\n\r\nrest", v);
+        assert_int_equal(resp(s), (int)(strlen(s) - 4));
+        assert_int_equal(head.num_headers, 1);
+        assert_int_equal(head.headers[0].value.len, pad + 1);
+    }
+    /* no empty line yet: incomplete, or too large past the limit */
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nServer: x\r\nbody\r\n"), FG_HTTP1_INCOMPLETE);
+    fg_http1_limits_t lim = {.max_header_size = 24};
+    const char *big = "HTTP/1.1 200 OK\r\nServer: x\r\n\r\nbody";
+    set_msg(big, strlen(big));
+    assert_int_equal(fg_http1_parse_response(msg, strlen(big), &lim, &head),
+                     FG_HTTP1_ERR_HEADERS_TOO_LARGE);
+}
+
+/* Content-Length of one value and of a list, in one field or several (RFC 9110 8.6). */
+static void content_length_values(void **state)
+{
+    assert_true(resp("HTTP/1.1 200 OK\r\nContent-Length: 007\r\n\r\n") > 0);
+    assert_int_equal(head.content_length, 7);
+    assert_true(resp("HTTP/1.1 200 OK\r\nContent-Length: 999999999999999999\r\n\r\n") > 0);
+    assert_int_equal(head.content_length, 999999999999999999LL);
+    assert_true(resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n") > 0);
+    assert_int_equal(head.content_length, 5);
+    assert_true(resp("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n") > 0);
+    assert_int_equal(head.content_length, 5);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+                     FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5, 6\r\n\r\n"),
+                     FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nContent-Length: 5a\r\n\r\n"), FG_HTTP1_ERR_BAD);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nContent-Length: 4611686018427387904\r\n\r\n"),
+                     FG_HTTP1_ERR_BAD); /* 2^62 */
+    assert_true(resp("HTTP/1.1 200 OK\r\nContent-Length: 4611686018427387903\r\n\r\n") > 0);
+    assert_int_equal(head.content_length, 4611686018427387903LL);
 }
 
 static void bodiless(void **state)
@@ -982,6 +1089,7 @@ int main(void)
         cmocka_unit_test_teardown(host_twice, teardown),
         cmocka_unit_test_teardown(host_invalid, teardown),
         cmocka_unit_test_teardown(many_headers_exact_slices, teardown),
+        cmocka_unit_test_teardown(name_bytes_at_every_offset, teardown),
         cmocka_unit_test_teardown(ows_trimmed, teardown),
         cmocka_unit_test_teardown(obs_text_allowed, teardown),
         cmocka_unit_test_teardown(value_bytes_at_every_offset, teardown),
@@ -1033,6 +1141,8 @@ int main(void)
         cmocka_unit_test_teardown(resp_first_line_decides, teardown),
         cmocka_unit_test_teardown(resp_status_range, teardown),
         cmocka_unit_test_teardown(resp_headers_too_large, teardown),
+        cmocka_unit_test_teardown(resp_with_body_after_head, teardown),
+        cmocka_unit_test_teardown(content_length_values, teardown),
         cmocka_unit_test(bodiless),
         cmocka_unit_test(chunked_whole),
         cmocka_unit_test(chunked_byte_by_byte),

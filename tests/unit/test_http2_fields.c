@@ -1,4 +1,5 @@
 /* RFC 9113 8.2-8.3 field mapping (worker/http/http2_fields.c). */
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -99,6 +100,85 @@ static void test_connection_specific_and_lowercase(void **state)
     fg_pool_free(pool);
 }
 
+/* Every RFC 9113 8.2.2 name in any case, and names of the same lengths that are not. */
+static void test_connection_specific_names_of_each_length(void **state)
+{
+    const char *yes[] = {
+        "te", "TE", "Upgrade", "connection", "KEEP-ALIVE", "Proxy-Connection", "Transfer-Encoding"};
+    const char *no[] = {"tf",
+                        "t-",
+                        "upgradf",
+                        "connectioo",
+                        "keep_alive",
+                        "proxy-connectio",
+                        "proxy-connectionx",
+                        "transfer-encodinh",
+                        "",
+                        "x"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        assert_true(fg_http2_connection_specific(fg_str(yes[i])));
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        assert_false(fg_http2_connection_specific(fg_str(no[i])));
+}
+
+/* Word-at-a-time lowering: every byte of every length up to 40, letters at any offset, and
+ * bytes next to the letters (@ [ ` {) and at or above 0x80 left alone. */
+static void test_lowercase_every_byte(void **state)
+{
+    fg_pool_t *pool = fg_pool_new(1 << 16);
+    char in[40], want[40];
+    for (size_t len = 1; len <= sizeof(in); len++) {
+        for (unsigned c = 1; c < 256; c++) {
+            for (size_t pos = 0; pos < len; pos += 3) {
+                memset(in, 'a', len);
+                in[pos] = (char)c;
+                memcpy(want, in, len);
+                if (c >= 'A' && c <= 'Z')
+                    want[pos] = (char)(c | 0x20);
+                fg_str_t out = fg_http2_lower(pool, (fg_str_t){in, len});
+                assert_non_null(out.base);
+                assert_int_equal(out.len, len);
+                assert_memory_equal(out.base, want, len);
+                if (!(c >= 'A' && c <= 'Z'))
+                    assert_ptr_equal(out.base, in); /* nothing to lower: no copy */
+            }
+            fg_pool_reset(pool);
+        }
+    }
+    fg_pool_free(pool);
+}
+
+/* Common names come back as static lowercase literals, in whatever case they arrive; a name
+ * of the same length that is not one is lowered (or kept) as any other. */
+static void test_lowercase_common_names(void **state)
+{
+    fg_pool_t *pool = fg_pool_new(1024);
+    const char *names[] = {"Date",
+                           "ETAG",
+                           "vary",
+                           "Server",
+                           "Expires",
+                           "Location",
+                           "Set-Cookie",
+                           "Content-Type",
+                           "Cache-Control",
+                           "Last-Modified",
+                           "Accept-Ranges",
+                           "Content-Length",
+                           "Content-Encoding"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        fg_str_t out = fg_http2_lower(pool, fg_str(names[i]));
+        assert_int_equal(out.len, strlen(names[i]));
+        for (size_t k = 0; k < out.len; k++)
+            assert_int_equal(out.base[k], tolower((unsigned char)names[i][k]));
+    }
+    assert_str(fg_http2_lower(pool, FG_STR_LIT("Dave")), "dave");
+    assert_str(fg_http2_lower(pool, FG_STR_LIT("Content_Type")), "content_type");
+    fg_str_t x = FG_STR_LIT("content-typf");
+    assert_ptr_equal(fg_http2_lower(pool, x).base, x.base);
+    fg_pool_free(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -107,6 +187,9 @@ int main(void)
         cmocka_unit_test(test_authority_against_host),
         cmocka_unit_test(test_path_split_and_normalised),
         cmocka_unit_test(test_connection_specific_and_lowercase),
+        cmocka_unit_test(test_connection_specific_names_of_each_length),
+        cmocka_unit_test(test_lowercase_every_byte),
+        cmocka_unit_test(test_lowercase_common_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -69,6 +69,43 @@ static void test_ieq_lower(void **state)
     }
 }
 
+/* fg_str_put copies exactly n bytes for every length on each side of its 4, 8, 16 and 32 byte
+ * cases, and writes nothing before p or after p + n. */
+static void test_put_copies_exactly(void **state)
+{
+    char src[80], dst[100];
+    for (size_t i = 0; i < sizeof(src); i++)
+        src[i] = (char)('A' + i % 26);
+    for (size_t n = 0; n <= 70; n++) {
+        memset(dst, '#', sizeof(dst));
+        char *end = fg_str_put(dst + 8, src + 3, n);
+        assert_ptr_equal(end, dst + 8 + n);
+        assert_memory_equal(dst + 8, src + 3, n);
+        for (size_t k = 0; k < 8; k++)
+            assert_int_equal(dst[k], '#');
+        for (size_t k = 8 + n; k < sizeof(dst); k++)
+            assert_int_equal(dst[k], '#');
+    }
+}
+
+/* fg_put_hex64 writes what printf's %016llx writes, for every single nibble value at every
+ * position and for mixed values. */
+static void test_put_hex64(void **state)
+{
+    char got[17], want[17];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 2000; i++) {
+        uint64_t v = i < 16 * 16 ? (uint64_t)(i % 16) << (4 * (i / 16))
+                                 : (x = x * 6364136223846793005ull + 1442695040888963407ull);
+        if (i == 0)
+            v = ~0ull;
+        fg_put_hex64(got, v);
+        got[16] = '\0';
+        snprintf(want, sizeof(want), "%016llx", (unsigned long long)v);
+        assert_string_equal(got, want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -76,6 +113,8 @@ int main(void)
         cmocka_unit_test(test_case_insensitive_compare),
         cmocka_unit_test(test_case_fold_matches_strncasecmp),
         cmocka_unit_test(test_ieq_lower),
+        cmocka_unit_test(test_put_copies_exactly),
+        cmocka_unit_test(test_put_hex64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

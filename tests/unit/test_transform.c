@@ -204,6 +204,27 @@ static void test_xf_default_replaces_spoofed(void **state)
     expect_header(&fx->out.headers, "X-Forwarded-Prefix", NULL);
 }
 
+/* Each spoofed field alone, in any case, is replaced (or dropped); fields of the same lengths
+ * with other names pass untouched. */
+static void test_xf_default_replaces_each_field_alone(void **state)
+{
+    fx_t *fx = *state;
+    static const char *const names[] = {"x-forwarded-for", "X-FORWARDED-PROTO", "x-Forwarded-Host",
+                                        "X-Forwarded-prefix"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        mkreq(fx, "GET", "/", "h", names[i], "spoofed", "Accept-Encoding", "gzip", "Forwarded-By",
+              "x", "Xforwardedfor-Pad", "y", NULL);
+        run(fx);
+        expect_header(&fx->out.headers, "X-Forwarded-For", "10.0.0.1");
+        expect_header(&fx->out.headers, "X-Forwarded-Proto", "http");
+        expect_header(&fx->out.headers, "X-Forwarded-Host", "h");
+        expect_header(&fx->out.headers, "X-Forwarded-Prefix", NULL);
+        expect_header(&fx->out.headers, "Accept-Encoding", "gzip");
+        expect_header(&fx->out.headers, "Forwarded-By", "x");
+        expect_header(&fx->out.headers, "Xforwardedfor-Pad", "y");
+    }
+}
+
 static void test_xf_append(void **state)
 {
     fx_t *fx = *state;
@@ -912,6 +933,7 @@ int main(void)
         T(test_incoming_request_id_replaced),
         T(test_no_route),
         T(test_xf_default_replaces_spoofed),
+        T(test_xf_default_replaces_each_field_alone),
         T(test_xf_append),
         T(test_xf_append_prefix_without_removed_prefix),
         T(test_xf_drops_client_forwarded),

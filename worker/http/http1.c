@@ -182,6 +182,8 @@ static const char *reason_phrase(int status)
         {508, "Loop Detected"},
         {511, "Network Authentication Required"},
     };
+    if (status == 200)
+        return "OK"; /* most answers: no search */
     size_t lo = 0, hi = sizeof(table) / sizeof(table[0]);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -245,8 +247,7 @@ static void resume_parsing(fg_http1_conn_t *h)
 
 static char *put(char *p, const char *s, size_t n)
 {
-    memcpy(p, s, n);
-    return p + n;
+    return fg_str_put(p, s, n);
 }
 
 #define PUT_LIT(p, s) put((p), (s), sizeof(s) - 1)
@@ -256,7 +257,8 @@ static int format_head(fg_request_t *req, int status, const fg_headers_t *hdrs, 
                        char **buf, char **end)
 {
     const char *reason = reason_phrase(status);
-    size_t need = 16 + strlen(reason) + extra;
+    size_t reason_len = strlen(reason);
+    size_t need = 16 + reason_len + extra;
     for (size_t i = 0; i < hdrs->n; i++)
         need += hdrs->v[i].name.len + hdrs->v[i].value.len + 4;
     char *p = fg_pool_alloc(req->pool, need);
@@ -268,7 +270,7 @@ static int format_head(fg_request_t *req, int status, const fg_headers_t *hdrs, 
     *p++ = (char)('0' + status / 10 % 10);
     *p++ = (char)('0' + status % 10);
     *p++ = ' ';
-    p = put(p, reason, strlen(reason));
+    p = put(p, reason, reason_len);
     p = PUT_LIT(p, "\r\n");
     for (size_t i = 0; i < hdrs->n; i++) {
         const fg_http_header_t *f = &hdrs->v[i];
@@ -928,26 +930,10 @@ static void make_request_id(fg_http1_conn_t *h, fg_request_t *req)
         }
     }
     /* 32 hex digits: start time, pid, per-worker sequence: unique across workers and restarts. */
-    static const char pairs[513] =
-        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-        "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-        "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-        "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-        "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
-    uint64_t parts[2] = {(req->start_us << 16) ^ (uint64_t)h->w->pid, ++h->w->request_seq};
-    parts[1] ^= (uint64_t)h->w->slot << 56;
-    char *p = req->request_id;
-    /* a byte (two digits) a step, from the lowest byte up */
-    for (int k = 0; k < 2; k++) {
-        uint64_t v = parts[k];
-        for (int i = 14; i >= 0; i -= 2, v >>= 8)
-            memcpy(p + i, pairs + 2 * (v & 0xff), 2);
-        p += 16;
-    }
-    *p = '\0';
+    uint64_t seq = ++h->w->request_seq ^ (uint64_t)h->w->slot << 56;
+    fg_put_hex64(req->request_id, (req->start_us << 16) ^ (uint64_t)h->w->pid);
+    fg_put_hex64(req->request_id + 16, seq);
+    req->request_id[32] = '\0';
     (void)hexval;
 }
 

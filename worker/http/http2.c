@@ -50,10 +50,36 @@
 typedef struct stream_s stream_t;
 typedef struct fg_http2_conn_s fg_http2_conn_t;
 
+/* Spare stream buffers a worker keeps (see bufs_take). Under AddressSanitizer nothing is kept,
+ * so that a use of a stream's buffer after the stream is gone is still reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPARE_BUFS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPARE_BUFS 0
+#endif
+#endif
+#ifndef SPARE_BUFS
+#define SPARE_BUFS 64
+#endif
+
+/* A stream's request body and response queue, with the drain callback on the body. They
+ * outlive their stream: the worker keeps up to SPARE_BUFS of them, empty, for the next streams,
+ * since making and freeing two evbuffers and a callback entry per stream is about 1,300
+ * instructions. */
+typedef struct bufs_s {
+    struct evbuffer *body, *out;
+    struct evbuffer_cb_entry *body_cb;
+    stream_t *s;         /* the stream they serve; NULL while spare */
+    struct bufs_s *next; /* the spare list */
+} bufs_t;
+
 /* Worker-wide: the callbacks and options every session shares. */
 typedef struct {
     nghttp2_session_callbacks *cbs;
     nghttp2_option *opt;
+    bufs_t *spare; /* empty stream buffers, at most SPARE_BUFS */
+    unsigned nspare;
     /* TICK_MS as a libevent common timeout: every connection's tick shares one queue, so
      * adding and firing them costs no heap operations. */
     const struct timeval *tick;
@@ -68,7 +94,8 @@ struct fg_http2_conn_s {
     nghttp2_session *ng;
     struct event *kick_ev; /* runs service() after a handler queued something */
     struct event *tick_ev;
-    stream_t *streams; /* open streams with a request */
+    stream_t *streams;    /* open streams with a request */
+    stream_t *hdr_stream; /* the last stream opened, for on_header; NULL once it is freed */
     unsigned nstreams;
     unsigned busy : 1;     /* inside nghttp2 or the handlers: destruction deferred */
     unsigned dead : 1;     /* destroy when busy ends */
@@ -103,7 +130,7 @@ struct stream_s {
     fg_str_t authority, path;
     struct evbuffer *out;   /* response body waiting for the client's window */
     struct evbuffer *after; /* body sent while a file is still queued */
-    struct evbuffer_cb_entry *body_cb;
+    bufs_t *bufs;           /* req.body and out */
     int file_fd;
     off_t file_off, file_left;
     nghttp2_nv *trailers;
@@ -163,9 +190,9 @@ static size_t queued(const stream_t *s)
  * that what a stream holds unread never exceeds its window. */
 static void on_body_drain(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
-    stream_t *s = arg;
+    stream_t *s = ((bufs_t *)arg)->s;
     (void)buf;
-    if (info->n_deleted == 0)
+    if (s == NULL || info->n_deleted == 0)
         return;
     nghttp2_session_consume(s->h->ng, s->id, info->n_deleted);
     s->progress_ms = now_ms();
@@ -200,6 +227,56 @@ static void detach(stream_t *s, const char *error)
     log_request(s);
 }
 
+static void bufs_free(bufs_t *b)
+{
+    if (b->body)
+        evbuffer_free(b->body);
+    if (b->out)
+        evbuffer_free(b->out);
+    free(b);
+}
+
+/* Buffers for stream s: a spare set of the worker's, or a new one. NULL without memory. */
+static bufs_t *bufs_take(shared_t *sh, stream_t *s)
+{
+    bufs_t *b = sh->spare;
+    if (b != NULL) {
+        sh->spare = b->next;
+        sh->nspare--;
+    } else {
+        b = calloc(1, sizeof(*b));
+        if (b == NULL)
+            return NULL;
+        b->body = evbuffer_new();
+        b->out = evbuffer_new();
+        b->body_cb = b->body ? evbuffer_add_cb(b->body, on_body_drain, b) : NULL;
+        if (b->out == NULL || b->body_cb == NULL) {
+            bufs_free(b);
+            return NULL;
+        }
+    }
+    b->s = s;
+    return b;
+}
+
+/* The stream is gone: its buffers are emptied (what they still hold is dropped, as freeing them
+ * would) and kept for another stream, or freed beyond SPARE_BUFS. With b->s cleared first, the
+ * drain tells no stream and opens no window. */
+static void bufs_give(shared_t *sh, bufs_t *b)
+{
+    b->s = NULL;
+    evbuffer_drain(b->body, evbuffer_get_length(b->body));
+    evbuffer_drain(b->out, evbuffer_get_length(b->out));
+    if (sh->nspare + 1 > SPARE_BUFS || evbuffer_get_length(b->body) > 0 ||
+        evbuffer_get_length(b->out) > 0) {
+        bufs_free(b);
+        return;
+    }
+    b->next = sh->spare;
+    sh->spare = b;
+    sh->nspare++;
+}
+
 static void free_stream(stream_t *s)
 {
     fg_http2_conn_t *h = s->h;
@@ -211,15 +288,13 @@ static void free_stream(stream_t *s)
         s->next->prev = s->prev;
     if (--h->nstreams == 0)
         h->idle_since_ms = now_ms();
+    if (h->hdr_stream == s)
+        h->hdr_stream = NULL;
     fg_metrics_conn_close(FG_MG_H2_STREAMS);
     if (s->file_fd >= 0)
         close(s->file_fd);
-    if (s->body_cb)
-        evbuffer_remove_cb_entry(s->req.body, s->body_cb);
-    if (s->req.body)
-        evbuffer_free(s->req.body);
-    if (s->out)
-        evbuffer_free(s->out);
+    if (s->bufs)
+        bufs_give(shared(h->w), s->bufs);
     if (s->after)
         evbuffer_free(s->after);
     fg_request_pool_give(h->w, s->req.pool); /* s goes with it */
@@ -237,16 +312,18 @@ static stream_t *new_stream(fg_http2_conn_t *h, int32_t id)
     s->id = id;
     s->file_fd = -1;
     s->req.pool = pool;
-    s->req.body = evbuffer_new();
-    s->out = evbuffer_new();
-    s->body_cb = s->req.body ? evbuffer_add_cb(s->req.body, on_body_drain, s) : NULL;
+    s->bufs = bufs_take(shared(h->w), s);
+    if (s->bufs) {
+        s->req.body = s->bufs->body;
+        s->out = s->bufs->out;
+    }
     s->next = h->streams;
     if (h->streams)
         h->streams->prev = s;
     h->streams = s;
     h->nstreams++;
     fg_metrics_conn_open(FG_MG_H2_STREAMS); /* free_stream closes it on every path */
-    if (s->out == NULL || s->body_cb == NULL) {
+    if (s->bufs == NULL) {
         free_stream(s);
         return NULL;
     }
@@ -866,6 +943,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     nghttp2_session_set_stream_user_data(ng, s->id, s);
+    h->hdr_stream = s;
     if (s->id >= STREAM_ID_HIGH && !h->retiring) {
         h->retiring = 1;
         h->retire_ms = now_ms();
@@ -916,7 +994,11 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 {
     fg_http2_conn_t *h = arg;
     (void)flags;
-    stream_t *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    /* A request's fields follow the opening of its stream: no lookup for each of them (ids
+     * are never reused on a connection, and a freed stream leaves hdr_stream). */
+    stream_t *s = h->hdr_stream;
+    if (s == NULL || s->id != frame->hd.stream_id)
+        s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (s == NULL || frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     /* RFC 9113 6.5.2: 32 bytes of overhead per field. Past the limit the fields are dropped
@@ -930,8 +1012,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     char *copy = fg_pool_alloc(s->req.pool, namelen + valuelen + 1);
     if (copy == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    memcpy(copy, name, namelen);
-    memcpy(copy + namelen, value, valuelen);
+    fg_str_put(fg_str_put(copy, (const char *)name, namelen), (const char *)value, valuelen);
     copy[namelen + valuelen] = '\0';
     fg_str_t n = {copy, namelen}, v = {copy + namelen, valuelen};
     if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
@@ -1574,6 +1655,11 @@ static void fe_release(fg_worker_t *w)
         return;
     nghttp2_session_callbacks_del(sh->cbs);
     nghttp2_option_del(sh->opt);
+    while (sh->spare) {
+        bufs_t *b = sh->spare;
+        sh->spare = b->next;
+        bufs_free(b);
+    }
     free(sh);
     w->frontend_state[fg_http2_frontend.slot] = NULL;
 }

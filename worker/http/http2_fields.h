@@ -29,7 +29,8 @@ int fg_http2_split_path(fg_pool_t *pool, fg_str_t target, fg_str_t *path, fg_str
 int fg_http2_connection_specific(fg_str_t name);
 
 /* A lowercase copy of name in pool memory (RFC 9113 8.2: field names are lowercase on the
- * wire); name itself when it is already lowercase. base NULL without memory. */
+ * wire); a static literal for a common name (Date, Content-Type ...); name itself when it is
+ * already lowercase. base NULL without memory. */
 fg_str_t fg_http2_lower(fg_pool_t *pool, fg_str_t name);
 
 #endif

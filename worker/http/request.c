@@ -330,18 +330,9 @@ void fg_request_make_id(fg_request_t *req)
     }
     /* 32 hex digits: start time, pid, per-worker sequence: unique across workers and restarts.
      * Formatted by hand: this runs for every request. */
-    static const char hex[] = "0123456789abcdef";
     fg_worker_t *w = req->worker;
-    uint64_t parts[2] = {(req->start_us << 16) ^ (uint64_t)w->pid, ++w->request_seq};
-    parts[1] ^= (uint64_t)w->slot << 56;
-    char *p = req->request_id;
-    for (int k = 0; k < 2; k++) {
-        uint64_t v = parts[k];
-        for (int i = 14; i >= 0; i -= 2, v >>= 8) {
-            p[i] = hex[(v >> 4) & 0xf];
-            p[i + 1] = hex[v & 0xf];
-        }
-        p += 16;
-    }
-    *p = '\0';
+    uint64_t seq = ++w->request_seq ^ (uint64_t)w->slot << 56;
+    fg_put_hex64(req->request_id, (req->start_us << 16) ^ (uint64_t)w->pid);
+    fg_put_hex64(req->request_id + 16, seq);
+    req->request_id[32] = '\0';
 }

@@ -359,10 +359,25 @@ static int copy_headers(tx_t *tx)
     return 0;
 }
 
+/* Whether the outgoing list may hold a field x_forwarded removes under the default names
+ * (X-Forwarded-For, -Proto, -Host, -Prefix, Forwarded): one look at each name's length and
+ * first letter, so that a request without them costs no removal pass per field. */
+static int may_hold_forwarded(const fg_headers_t *h)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        fg_str_t n = h->v[i].name;
+        int c = n.len ? n.base[0] | 0x20 : 0;
+        if ((n.len == 9 && c == 'f') || ((n.len == 15 || n.len == 17 || n.len == 18) && c == 'x'))
+            return 1;
+    }
+    return 0;
+}
+
 /* One X-Forwarded-* field. Set replaces whatever the client sent (a spoofed value must not
- * reach the destination); Append extends it; Remove drops it; Off leaves it as it is. */
+ * reach the destination); Append extends it; Remove drops it; Off leaves it as it is.
+ * `present` is 0 when the outgoing list is known to hold no field of this name. */
 static int xf_one(tx_t *tx, const char *prefix, const char *suffix, const char *dflt, int action,
-                  fg_str_t value)
+                  fg_str_t value, int present)
 {
     if (action == FG_XF_OFF)
         return 0;
@@ -386,7 +401,8 @@ static int xf_one(tx_t *tx, const char *prefix, const char *suffix, const char *
         if (value.base == NULL)
             return -1;
     }
-    fg_headers_remove(h, name);
+    if (present)
+        fg_headers_remove(h, name);
     if (action == FG_XF_REMOVE || value.len == 0)
         return 0;
     return fg_headers_add(h, name, value);
@@ -407,15 +423,19 @@ static int x_forwarded(tx_t *tx, const fg_transform_t *t)
                        : peer;
     if (xff.base == NULL)
         return -1;
-    if (xf_one(tx, pre, "For", "X-Forwarded-For", t->xf_for, xff) != 0 ||
-        xf_one(tx, pre, "Proto", "X-Forwarded-Proto", t->xf_proto, proto) != 0 ||
-        xf_one(tx, pre, "Host", "X-Forwarded-Host", t->xf_host, req->host) != 0 ||
-        xf_one(tx, pre, "Prefix", "X-Forwarded-Prefix", t->xf_prefix, tx->removed) != 0)
+    /* The fields set here have other names than those removed after them, so what the list
+     * held before the first is what decides. */
+    int present =
+        (pre != NULL && strcmp(pre, "X-Forwarded-") != 0) || may_hold_forwarded(&tx->out->headers);
+    if (xf_one(tx, pre, "For", "X-Forwarded-For", t->xf_for, xff, present) != 0 ||
+        xf_one(tx, pre, "Proto", "X-Forwarded-Proto", t->xf_proto, proto, present) != 0 ||
+        xf_one(tx, pre, "Host", "X-Forwarded-Host", t->xf_host, req->host, present) != 0 ||
+        xf_one(tx, pre, "Prefix", "X-Forwarded-Prefix", t->xf_prefix, tx->removed, present) != 0)
         return -1;
     /* A client's Forwarded field is not vouched for by anyone once the gateway speaks
      * X-Forwarded (YARP's X-Forwarded transforms remove it). */
-    if (t->xf_for != FG_XF_OFF || t->xf_proto != FG_XF_OFF || t->xf_host != FG_XF_OFF ||
-        t->xf_prefix != FG_XF_OFF)
+    if (present && (t->xf_for != FG_XF_OFF || t->xf_proto != FG_XF_OFF || t->xf_host != FG_XF_OFF ||
+                    t->xf_prefix != FG_XF_OFF))
         fg_headers_remove(&tx->out->headers, FG_STR_LIT("Forwarded"));
     return 0;
 }

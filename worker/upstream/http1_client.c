@@ -195,8 +195,7 @@ static void fail(h1x_t *x, fg_exchange_error_t kind, int err, const char *detail
 
 static char *put(char *p, fg_str_t s)
 {
-    memcpy(p, s.base, s.len);
-    return p + s.len;
+    return fg_str_put(p, s.base, s.len);
 }
 
 /* Framing is the client's to state (RFC 9112 6): the caller's Content-Length is re-stated and
