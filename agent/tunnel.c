@@ -315,7 +315,8 @@ static void heartbeat(fg_tunnel_t *t, uint64_t now)
              (unsigned long long)(silent / 1000));
         return;
     }
-    if (now - t->pinged_ms < (uint64_t)t->cfg->heartbeat_s * 1000)
+    /* Half a tick of slack: a tick that fires a little early still pings on time. */
+    if (now + TICK_MS / 2 - t->pinged_ms < (uint64_t)t->cfg->heartbeat_s * 1000)
         return;
     uint64_t us = fg_clock_now_us();
     uint8_t p[8];

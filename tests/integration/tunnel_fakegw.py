@@ -66,7 +66,9 @@ class Tunnel:
         self.pings = 0        # pings the agent sent
         self.pongs = []       # payloads of pongs to our pings
         self.texts = []
-        self.goaway = None
+        self.goaway = None    # last stream id of the agent's latest GOAWAY
+        self.goaways = []
+        self.inbuf = bytearray()
         self.last_frame = time.monotonic()
         self.answer_pings = True
         self.settings_seen = threading.Event()
@@ -112,7 +114,7 @@ class Tunnel:
                 self.last_frame = time.monotonic()
                 if opcode == 2 or opcode == 0:
                     with self.lock:
-                        events = self.h2.receive_data(payload)
+                        events = self.h2.receive_data(self.strip_goaway(payload))
                         for ev in events:
                             self.on_event(ev)
                         self.flush()
@@ -141,6 +143,25 @@ class Tunnel:
         except OSError:
             pass
 
+    def strip_goaway(self, data):
+        """The HTTP/2 frames in data, less GOAWAY, which is recorded: python-h2 closes its
+        state machine on any GOAWAY, where RFC 9113 6.8 lets the streams below the last id
+        finish (the agent retires a tunnel that way)."""
+        self.inbuf += data
+        out = bytearray()
+        while len(self.inbuf) >= 9:
+            n = int.from_bytes(self.inbuf[:3], "big")
+            if len(self.inbuf) < 9 + n:
+                break
+            frame = bytes(self.inbuf[:9 + n])
+            del self.inbuf[:9 + n]
+            if frame[3] == 7:
+                self.goaways.append(int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF)
+                self.goaway = self.goaways[-1]
+            else:
+                out += frame
+        return bytes(out)
+
     def on_event(self, ev):
         if isinstance(ev, h2.events.ResponseReceived):
             r = self.responses[ev.stream_id]
@@ -155,8 +176,6 @@ class Tunnel:
             if ev.stream_id in self.responses:
                 self.responses[ev.stream_id].reset = ev.error_code
                 self.responses[ev.stream_id].done = True
-        elif isinstance(ev, h2.events.ConnectionTerminated):
-            self.goaway = ev
         elif isinstance(ev, h2.events.RemoteSettingsChanged):
             self.settings_seen.set()
 

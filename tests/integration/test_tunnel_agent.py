@@ -1,0 +1,337 @@
+"""fastgateway-agent against a fake gateway (tunnel_fakegw.py) and real local upstreams.
+
+The fake gateway accepts the agent's WebSocket upgrade, runs the tunnel handshake and sends
+HTTP/2 requests (python3-h2) naming a service in fg-tunnel-service, as the gateway does.
+"""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+from tunnel_fakegw import FakeGateway
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT = Path(os.environ.get("FG_AGENT_BINARY", REPO / "fastgateway-agent"))
+SECRET = b"office-secret-0123456789abcdef"
+
+
+def vmrss_kb(pid):
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+class Agent:
+    def __init__(self, tmp_path, gw_port, services, secret=SECRET, **top):
+        self.dir = Path(tmp_path)
+        self.key = self.dir / "office.key"
+        self.key.write_bytes(secret + b"\n")
+        self.key.chmod(0o600)
+        self.log = self.dir / "agent.log"
+        self.pid_file = self.dir / "agent.pid"
+        self.conf = {
+            "gateway": "ws://127.0.0.1:%d/_fg/tunnel" % gw_port,
+            "id": "office",
+            "secretFile": str(self.key),
+            "services": services,
+            "reconnect": {"initialMs": 100, "maxMs": 2000, "jitter": 0.3},
+            "log": {"level": "info", "errorLog": str(self.log)},
+            "pidFile": str(self.pid_file),
+        }
+        self.conf.update(top)
+        self.file = self.dir / "agent.json"
+        self.write()
+        self.proc = None
+
+    def write(self):
+        self.file.write_text(json.dumps(self.conf))
+
+    def start(self):
+        self.proc = subprocess.Popen([str(AGENT), "-c", str(self.file)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        return self
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode if self.proc else None
+
+    def logs(self):
+        return self.log.read_text() if self.log.exists() else ""
+
+    def log_lines(self):
+        return [json.loads(l) for l in self.logs().splitlines() if l.strip()]
+
+
+@pytest.fixture
+def fakegw():
+    gws = []
+
+    def make(**kw):
+        gw = FakeGateway(free_port(), {"office": SECRET}, **kw)
+        gws.append(gw)
+        return gw
+
+    yield make
+    for gw in gws:
+        gw.close()
+
+
+@pytest.fixture
+def agent_factory(tmp_path):
+    agents = []
+
+    def make(gw, services, **kw):
+        a = Agent(tmp_path, gw.port, services, **kw)
+        agents.append(a)
+        return a.start()
+
+    yield make
+    for a in agents:
+        a.stop()
+        err = a.proc.stderr.read().decode(errors="replace") if a.proc else ""
+        assert "Sanitizer" not in err and "runtime error" not in err, err
+
+
+def test_http_get_post_through_the_tunnel(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    agent_factory(gw, {"web": echo_upstream.url})
+    t = gw.wait_tunnels(1)
+    r = t.request("web", path="/hello/world?x=1", headers=[("x-client", "a")])
+    assert r.status == 200
+    echo = json.loads(bytes(r.body))
+    assert echo["path"] == "/hello/world" and echo["query"] == "x=1"
+    names = [k.lower() for k, _ in echo["headers"]]
+    # the service field is for the agent alone; the gateway's Host travels as it is
+    assert "fg-tunnel-service" not in names
+    assert ["Host", "app.example"] in echo["headers"]
+    assert ["x-client", "a"] in [[k.lower(), v] for k, v in echo["headers"]]
+    body = b"posted " * 100
+    r = t.request("web", method="POST", path="/submit", body=body)
+    assert r.status == 200
+    echo = json.loads(bytes(r.body))
+    assert echo["method"] == "POST" and echo["body"] == body.decode()
+
+
+def test_request_head_carries_no_credential(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    agent_factory(gw, {"web": echo_upstream.url})
+    gw.wait_tunnels(1)
+    head = gw.heads[0]
+    assert SECRET not in head and b"office" not in head
+    assert b"Sec-WebSocket-Protocol: fastgateway-tunnel.v1" in head
+
+
+def test_large_upload_and_download(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    agent_factory(gw, {"web": echo_upstream.url})
+    t = gw.wait_tunnels(1)
+    body = os.urandom(8 << 20)
+    r = t.request("web", method="POST", path="/up", body=body, timeout=60)
+    assert r.status == 200
+    echo = json.loads(bytes(r.body))
+    assert echo["bodyLength"] == len(body)
+    assert echo["bodySha256"] == hashlib.sha256(body).hexdigest()
+    r = t.request("web", path="/bytes/%d" % (16 << 20), timeout=60)
+    assert r.status == 200 and len(r.body) == 16 << 20 and r.body[:1] == b"x"
+
+
+def test_concurrent_streams(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    agent_factory(gw, {"web": echo_upstream.url})
+    t = gw.wait_tunnels(1)
+    sids = [t.start_request("web", path="/slow?ms=300&i=%d" % i) for i in range(200)]
+    got = [t.wait(s, timeout=60) for s in sids]
+    assert [r.status for r in got] == [200] * 200
+    queries = sorted(json.loads(bytes(r.body))["query"] for r in got)
+    assert queries == sorted("ms=300&i=%d" % i for i in range(200))
+
+
+def test_unknown_or_missing_service_is_502(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    agent_factory(gw, {"web": echo_upstream.url})
+    t = gw.wait_tunnels(1)
+    for service in ("nope", "WEB", None):
+        r = t.request(service, path="/x")
+        assert r.status == 502, service
+        assert bytes(r.body) == b"unknown tunnel service\n"
+    assert t.request("web", path="/x").status == 200
+
+
+def test_two_services(fakegw, agent_factory, upstream_factory):
+    a, b = upstream_factory(), upstream_factory()
+    gw = fakegw()
+    agent_factory(gw, {"a": a.url, "b": {"address": b.url}})
+    t = gw.wait_tunnels(1)
+    assert json.loads(bytes(t.request("a", path="/").body))["upstream"] == a.port
+    assert json.loads(bytes(t.request("b", path="/").body))["upstream"] == b.port
+
+
+def test_wrong_secret_is_refused_and_retried(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    a = agent_factory(gw, {"web": echo_upstream.url}, secret=b"not-the-right-secret-at-all")
+    gw.wait_accepts(3, timeout=10)
+    assert gw.auth_failures >= 2 and gw.tunnels == []
+    time.sleep(0.2)
+    logs = a.logs()
+    assert "close 1008" in logs and "check the id and the secret" in logs
+    assert "not-the-right-secret" not in logs and SECRET.decode() not in logs
+    errors = [l for l in a.log_lines() if l["level"] == "error"]
+    assert errors and all("retrying in" in l["msg"] for l in errors)
+
+
+def test_reconnect_backoff_grows_to_the_cap(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    gw.on_auth = lambda t: False  # every tunnel closed right after OK
+    agent_factory(gw, {"web": echo_upstream.url},
+                  reconnect={"initialMs": 100, "maxMs": 800, "jitter": 0.25, "stableMs": 5000})
+    acc = gw.wait_accepts(8, timeout=20)
+    gaps = [b - a for a, b in zip(acc, acc[1:])]
+    # base delays 100, 200, 400, 800, 800...: each gap is in [0.75 base, base] plus the
+    # dial and handshake; generous margins for a shared machine
+    bases = [0.1, 0.2, 0.4, 0.8, 0.8, 0.8, 0.8]
+    for gap, base in zip(gaps, bases):
+        assert 0.75 * base - 0.02 <= gap <= base + 0.5, (gaps, base)
+
+
+def test_backoff_resets_after_a_stable_tunnel(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    closes = {"n": 0}
+
+    def first_few_fail(t):
+        closes["n"] += 1
+        return closes["n"] > 4  # four quick failures push the backoff up, then it stays up
+
+    gw.on_auth = first_few_fail
+    agent_factory(gw, {"web": echo_upstream.url},
+                  reconnect={"initialMs": 100, "maxMs": 3000, "jitter": 0, "stableMs": 500})
+    t = gw.wait_tunnels(1, timeout=20)
+    time.sleep(1.0)  # longer than stableMs
+    n = len(gw.accepts)
+    killed = time.monotonic()
+    t.kill()
+    acc = gw.wait_accepts(n + 1, timeout=10)
+    # after a stable tunnel the first retry waits initialMs, not the 1.6 s the failures reached
+    assert acc[n] - killed < 1.0, acc[n] - killed
+
+
+def test_reconnect_message_moves_to_a_new_tunnel(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    a = agent_factory(gw, {"web": echo_upstream.url})
+    t1 = gw.wait_tunnels(1)
+    slow = t1.start_request("web", path="/slow?ms=1500")
+    time.sleep(0.2)
+    t1.send_text("FGT/1 RECONNECT")
+    t2 = gw.wait_tunnels(2, timeout=5)
+    # the new tunnel serves at once; the old one finishes its stream, then closes
+    assert t2.request("web", path="/after").status == 200
+    r = t1.wait(slow, timeout=10)
+    assert r.status == 200
+    assert t1.wait_closed(timeout=10)
+    assert t1.goaway == 1  # the final GOAWAY names the stream it finished
+    assert not t2.closed
+    assert t2.request("web", path="/still").status == 200
+    assert "RECONNECT" in a.logs()
+
+
+def test_heartbeat_pings_and_silence_closes(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    a = agent_factory(gw, {"web": echo_upstream.url}, heartbeatSeconds=1, graceSeconds=1)
+    t = gw.wait_tunnels(1)
+    time.sleep(2.5)
+    assert t.pings >= 2 and not t.closed
+    t.answer_pings = False  # the gateway goes silent
+    assert t.wait_closed(timeout=6)
+    gw.wait_tunnels(2, timeout=5)  # and the agent dials again
+    assert "nothing heard from the gateway" in a.logs()
+
+
+def test_sighup_reloads_the_services(fakegw, agent_factory, upstream_factory):
+    up1, up2 = upstream_factory(), upstream_factory()
+    gw = fakegw()
+    a = agent_factory(gw, {"web": up1.url})
+    t1 = gw.wait_tunnels(1)
+    assert t1.request("api", path="/").status == 502
+    a.conf["services"] = {"web": up1.url, "api": up2.url}
+    a.write()
+    a.signal(signal.SIGHUP)
+    t2 = gw.wait_tunnels(2, timeout=5)
+    r = t2.request("api", path="/")
+    assert r.status == 200 and json.loads(bytes(r.body))["upstream"] == up2.port
+    assert t1.wait_closed(timeout=10)
+    # a broken file is refused and the running tunnel stays
+    a.file.write_text("{")
+    a.signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert t2.request("api", path="/").status == 200
+    assert "reload failed" in a.logs()
+
+
+def test_sigterm_stops_cleanly(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    a = agent_factory(gw, {"web": echo_upstream.url})
+    t = gw.wait_tunnels(1)
+    assert int(a.pid_file.read_text()) == a.proc.pid
+    a.signal(signal.SIGTERM)
+    assert a.proc.wait(5) == 0
+    assert not a.pid_file.exists()
+    assert t.wait_closed(timeout=5)
+
+
+def test_idle_rss_within_8_mb(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    a = agent_factory(gw, {"web": echo_upstream.url})
+    t = gw.wait_tunnels(1)
+    for _ in range(20):
+        assert t.request("web", path="/warm").status == 200
+    time.sleep(0.3)
+    rss = vmrss_kb(a.proc.pid)
+    print("agent VmRSS idle: %d kB" % rss)
+    assert 0 < rss <= 8192
+
+
+@pytest.mark.parametrize("conf,msg", [
+    ({"gateway": "http://x/"}, "gateway: \"http://x/\" is not a ws:// or wss:// URL"),
+    ({"bogus": 1}, "unknown key"),
+    ({"id": "bad id"}, "id: \"bad id\": an agent id is"),
+    ({"services": {}}, "services: at least one service is required"),
+    ({"services": {"web": "ftp://x"}}, "services.web: \"ftp://x\" is not an http:// or https://"),
+    ({"reconnect": {"initialMs": 500, "maxMs": 100}}, "reconnect.maxMs: 100 is less than"),
+    ({"tls": {"verify": False}}, "tls: the gateway URL is ws://"),
+    ({"services": {"web": {"address": "http://127.0.0.1:1", "httpClient": {}}}},
+     "services.web.httpClient: applies to an https:// address only"),
+])
+def test_config_errors(tmp_path, conf, msg):
+    conf = dict(conf)
+    services = conf.pop("services", {"web": "http://127.0.0.1:9"})
+    a = Agent(tmp_path, 1, services, **conf)
+    r = subprocess.run([str(AGENT), "-t", "-c", str(a.file)], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert msg in r.stderr and str(a.file) in r.stderr, r.stderr
+
+
+def test_secret_file_must_be_private(tmp_path):
+    a = Agent(tmp_path, 1, {"web": "http://127.0.0.1:9"})
+    a.key.chmod(0o644)
+    r = subprocess.run([str(AGENT), "-t", "-c", str(a.file)], capture_output=True, text=True)
+    assert r.returncode == 1 and "secretFile" in r.stderr
+    assert SECRET.decode() not in r.stderr
+    a.key.chmod(0o600)
+    r = subprocess.run([str(AGENT), "-t", "-c", str(a.file)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
