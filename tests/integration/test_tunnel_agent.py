@@ -7,7 +7,9 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -335,3 +337,128 @@ def test_secret_file_must_be_private(tmp_path):
     a.key.chmod(0o600)
     r = subprocess.run([str(AGENT), "-t", "-c", str(a.file)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def _openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    """A self-signed certificate for localhost and 127.0.0.1, and an unrelated one."""
+    d = tmp_path_factory.mktemp("agentcerts")
+    for name in ("gw", "other"):
+        _openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-days", "30", "-subj", "/CN=localhost", "-addext",
+                 "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(d / (name + ".key")),
+                 "-out", str(d / (name + ".crt")))
+    return d
+
+
+def test_wss_with_ca_and_server_name(fakegw, agent_factory, echo_upstream, certs):
+    gw = fakegw(tls=(str(certs / "gw.crt"), str(certs / "gw.key")))
+    agent_factory(gw, {"web": echo_upstream.url}, gateway="wss://127.0.0.1:%d/_fg/tunnel" % gw.port,
+                  tls={"ca": str(certs / "gw.crt"), "serverName": "localhost"})
+    t = gw.wait_tunnels(1)
+    assert gw.sni == ["localhost"]
+    assert t.request("web", path="/tls").status == 200
+
+
+def test_wss_ip_address_checked_without_sni(fakegw, agent_factory, echo_upstream, certs):
+    gw = fakegw(tls=(str(certs / "gw.crt"), str(certs / "gw.key")))
+    agent_factory(gw, {"web": echo_upstream.url}, gateway="wss://127.0.0.1:%d/_fg/tunnel" % gw.port,
+                  tls={"ca": str(certs / "gw.crt")})
+    t = gw.wait_tunnels(1)
+    assert gw.sni == [None]  # RFC 6066 3: no IP address in SNI
+    assert t.request("web", path="/tls").status == 200
+
+
+def test_wss_unknown_ca_is_refused(fakegw, agent_factory, echo_upstream, certs):
+    gw = fakegw(tls=(str(certs / "gw.crt"), str(certs / "gw.key")))
+    a = agent_factory(gw, {"web": echo_upstream.url},
+                      gateway="wss://127.0.0.1:%d/_fg/tunnel" % gw.port,
+                      tls={"ca": str(certs / "other.crt"), "serverName": "localhost"})
+    gw.wait_accepts(2, timeout=10)
+    time.sleep(0.3)
+    assert gw.tunnels == []
+    assert "certificate verify failed" in a.logs()
+
+
+def test_wss_verify_off(fakegw, agent_factory, echo_upstream, certs):
+    gw = fakegw(tls=(str(certs / "gw.crt"), str(certs / "gw.key")))
+    agent_factory(gw, {"web": echo_upstream.url}, gateway="wss://127.0.0.1:%d/_fg/tunnel" % gw.port,
+                  tls={"verify": False})
+    assert gw.wait_tunnels(1).request("web", path="/").status == 200
+
+
+def _ws_frame(payload, opcode=2):
+    """One masked client frame (RFC 6455 5.2)."""
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    data = (int.from_bytes(payload, "big") ^
+            int.from_bytes((mask * (n // 4 + 1))[:n], "big")).to_bytes(n, "big")
+    return head + mask + data
+
+
+def _ws_unframe(buf):
+    """(payload, rest) for one whole unmasked frame at the start of buf, or (None, buf)."""
+    if len(buf) < 2:
+        return None, buf
+    n, off = buf[1] & 0x7f, 2
+    if n == 126:
+        n, off = int.from_bytes(buf[2:4], "big"), 4
+    elif n == 127:
+        n, off = int.from_bytes(buf[2:10], "big"), 10
+    if len(buf) < off + n:
+        return None, buf
+    return bytes(buf[off:off + n]), buf[off + n:]
+
+
+@pytest.fixture
+def ws_echo_dest():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests/integration/ws_echo.py"),
+                             str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+    yield "http://127.0.0.1:%d" % port
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+
+
+def test_websocket_through_the_tunnel(fakegw, agent_factory, ws_echo_dest):
+    gw = fakegw()
+    agent_factory(gw, {"chat": ws_echo_dest})
+    t = gw.wait_tunnels(1)
+    # RFC 8441 4: the extended CONNECT the gateway sends for a client's WebSocket
+    sid = t.start_request("chat", method="CONNECT", path="/room",
+                          headers=[(":protocol", "websocket"), ("sec-websocket-version", "13")],
+                          end=False)
+    t.wait_for(lambda: t.responses[sid].status is not None)
+    assert t.responses[sid].status == 200
+    for msg in (b"hello", os.urandom(200000)):
+        t.send_body(sid, _ws_frame(msg), end=False)
+        got = {}
+
+        def whole():
+            p, rest = _ws_unframe(t.responses[sid].body)
+            if p is not None:
+                got["p"] = p
+                del t.responses[sid].body[:len(t.responses[sid].body) - len(rest)]
+            return p is not None
+        t.wait_for(whole, timeout=15)
+        assert got["p"] == msg

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -181,12 +182,14 @@ class Tunnel:
 
     # ---- requests ----
     def start_request(self, service, method="GET", path="/", headers=None, body=None,
-                      authority="app.example"):
+                      authority="app.example", end=True):
         hdrs = [(":method", method), (":scheme", "https"), (":authority", authority),
                 (":path", path)]
+        extra = list(headers or [])
+        hdrs += [h for h in extra if h[0].startswith(":")]  # pseudo-fields first (RFC 9113 8.3)
         if service is not None:
             hdrs.append(("fg-tunnel-service", service))
-        hdrs += list(headers or [])
+        hdrs += [h for h in extra if not h[0].startswith(":")]
         if body is not None:
             hdrs.append(("content-length", str(len(body))))
         with self.lock:
@@ -194,13 +197,23 @@ class Tunnel:
                 raise Closed("tunnel closed")
             sid = self.h2.get_next_available_stream_id()
             self.responses[sid] = Response()
-            self.h2.send_headers(sid, hdrs, end_stream=body is None)
+            self.h2.send_headers(sid, hdrs, end_stream=body is None and end)
             self.flush()
         if body is not None:
             self.send_body(sid, body)
         return sid
 
-    def send_body(self, sid, body, timeout=30):
+    def wait_for(self, pred, timeout=15):
+        """Wait until pred() holds (called under the lock)."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while not pred():
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    raise TimeoutError("condition not met")
+                self.lock.wait(left)
+
+    def send_body(self, sid, body, timeout=30, end=True):
         view = memoryview(body)
         deadline = time.monotonic() + timeout
         with self.lock:
@@ -210,11 +223,11 @@ class Tunnel:
                 room = min(self.h2.local_flow_control_window(sid),
                            self.h2.max_outbound_frame_size, len(view))
                 if room > 0 or len(view) == 0:
-                    end = room == len(view)
-                    self.h2.send_data(sid, view[:room].tobytes(), end_stream=end)
+                    last = room == len(view)
+                    self.h2.send_data(sid, view[:room].tobytes(), end_stream=last and end)
                     view = view[room:]
                     self.flush()
-                    if end:
+                    if last:
                         return
                     continue
                 if not self.lock.wait(deadline - time.monotonic()):
@@ -293,8 +306,15 @@ def read_frame(sock):
 class FakeGateway:
     """Accepts agents on 127.0.0.1:port. agents: {id: secret bytes}."""
 
-    def __init__(self, port, agents, heartbeat=30, path="/_fg/tunnel"):
+    def __init__(self, port, agents, heartbeat=30, path="/_fg/tunnel", tls=None):
         self.port = port
+        self.sni = []           # server names the agent sent (TLS)
+        self.tls_errors = []
+        self.ctx = None
+        if tls is not None:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(*tls)
+            self.ctx.sni_callback = lambda so, name, ctx: self.sni.append(name)
         self.agents = agents
         self.heartbeat = heartbeat
         self.path = path
@@ -337,6 +357,14 @@ class FakeGateway:
 
     def serve(self, s):
         try:
+            if self.ctx is not None:
+                s.settimeout(10)
+                try:
+                    s = self.ctx.wrap_socket(s, server_side=True)
+                except (ssl.SSLError, OSError) as e:
+                    self.tls_errors.append(str(e))
+                    s.close()
+                    return
             s.settimeout(None)
             t = self.handshake(s)
         except (Closed, OSError, AssertionError, ValueError):
