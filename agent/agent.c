@@ -1,6 +1,7 @@
 /* See agent/agent.h. */
 #include "agent/agent.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +38,7 @@ struct fg_agent_s {
     tlink_t *tunnels;
     fg_tunnel_t *cur; /* the tunnel being dialed or serving as the current one; NULL: waiting */
     fg_backoff_t backoff;
-    struct event *retry, *sweep;
+    struct event *retry, *sweep, *trim;
     struct event *sigs[4];
     int status;
 };
@@ -133,6 +134,23 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
             pp = &g->next;
         }
     }
+}
+
+/* Memory that a burst of streams took (their pools, buffers, the destination connections'
+ * buffers) goes back to malloc when they end, but the worker keeps up to 64 request pools for
+ * reuse and glibc keeps freed pages in the heap: an idle agent would stay near its peak. Every
+ * TRIM_MS the spare pools are freed and the free pages go back to the kernel (madvise), which
+ * costs little on a heap of a few MB. */
+#define TRIM_MS 5000
+
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    fg_agent_t *a = arg;
+    (void)fd;
+    (void)what;
+    for (gen_t *g = a->gens; g; g = g->next)
+        fg_agent_rt_trim(g->rt);
+    malloc_trim(0);
 }
 
 static void on_up(void *arg, fg_tunnel_t *t)
@@ -268,6 +286,8 @@ fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen)
     }
     a->retry = evtimer_new(a->base, on_retry, a);
     a->sweep = event_new(a->base, -1, 0, on_sweep, a);
+    a->trim = event_new(a->base, -1, EV_PERSIST, on_trim, a);
+    struct timeval trim_tv = {TRIM_MS / 1000, (TRIM_MS % 1000) * 1000};
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     for (size_t i = 0; i < 4; i++) {
         a->sigs[i] = evsignal_new(a->base, sigs[i], on_signal, a);
@@ -278,7 +298,12 @@ fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen)
         }
     }
     signal(SIGPIPE, SIG_IGN);
-    if (a->retry == NULL || a->sweep == NULL || gen_new(a, cfg, err, errlen) == NULL) {
+    /* Buffers of 64 KiB and more (reads, HTTP/2 frames of a burst) are mapped apart and
+     * unmapped when freed: a fixed threshold stops glibc from raising it after the first
+     * such free and keeping later ones in the heap, where they would stay after the burst. */
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+    if (a->retry == NULL || a->sweep == NULL || a->trim == NULL ||
+        event_add(a->trim, &trim_tv) != 0 || gen_new(a, cfg, err, errlen) == NULL) {
         fg_agent_free(a);
         return NULL;
     }
@@ -314,6 +339,8 @@ void fg_agent_free(fg_agent_t *a)
         event_free(a->retry);
     if (a->sweep)
         event_free(a->sweep);
+    if (a->trim)
+        event_free(a->trim);
     event_base_free(a->base);
     free(a);
 }

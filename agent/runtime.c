@@ -31,6 +31,10 @@
 /* A tunnel is idle between requests for as long as it likes: the gateway and the heartbeats
  * decide when it ends, never the HTTP/2 session's idle limits. */
 #define FOREVER "3650d"
+/* Idle keep-alive connections kept per local service: a burst of concurrent streams opens
+ * as many connections, and each idle one holds its buffers; past this many they close when
+ * the burst ends (the gateway's default, 512, would keep an agent at its peak memory). */
+#define IDLE_CONNS 32
 /* The gateway opens at most this many streams at once in one tunnel. */
 #define MAX_STREAMS 1024
 
@@ -55,8 +59,9 @@ static json_t *service_route(const fg_agent_service_t *s)
 
 static json_t *service_cluster(const fg_agent_service_t *s)
 {
-    json_t *cl = json_pack("{s:s, s:[{s:s, s:s}]}", "id", s->name, "destinations", "id", "local",
-                           "address", s->address);
+    json_t *cl = json_pack("{s:s, s:[{s:s, s:s}], s:{s:i, s:s}}", "id", s->name, "destinations",
+                           "id", "local", "address", s->address, "keepAlive",
+                           "maxIdleConnections", IDLE_CONNS, "idleTimeout", "30s");
     if (cl != NULL && s->client != NULL)
         json_object_set(cl, "httpClient", s->client);
     return cl;
@@ -183,6 +188,12 @@ int fg_agent_rt_serve(fg_agent_rt_t *rt, fg_conn_t *c, const struct sockaddr_sto
         return -1;
     }
     return 0;
+}
+
+void fg_agent_rt_trim(fg_agent_rt_t *rt)
+{
+    if (rt != NULL && rt->w.base != NULL)
+        fg_request_pools_free(&rt->w);
 }
 
 unsigned fg_agent_rt_sessions(const fg_agent_rt_t *rt)

@@ -35,6 +35,9 @@ fg_agent_rt_t *fg_agent_rt_new(struct event_base *base, const fg_agent_config_t 
 /* Start the HTTP/2 server session on c (its WebSocket layer pushed, the tunnel authenticated);
  * peer is the gateway's address. The session owns c from now on, also on failure (-1). */
 int fg_agent_rt_serve(fg_agent_rt_t *rt, struct fg_conn_s *c, const struct sockaddr_storage *peer);
+/* Give back what the worker keeps for reuse (the spare request pools), so that an agent
+ * idle after a burst returns to its idle size. */
+void fg_agent_rt_trim(fg_agent_rt_t *rt);
 /* Sessions open on the runtime's worker. */
 unsigned fg_agent_rt_sessions(const fg_agent_rt_t *rt);
 /* Close every session now and free everything. NULL is fine. */
