@@ -73,6 +73,7 @@ class Tunnel:
         self.last_frame = time.monotonic()
         self.answer_pings = True
         self.settings_seen = threading.Event()
+        self.error = None     # why the reader stopped
 
     # ---- WebSocket framing (we are the server: our frames unmasked, theirs masked) ----
     def send_frame(self, opcode, payload):
@@ -134,8 +135,8 @@ class Tunnel:
                     self.close_code = struct.unpack("!H", payload[:2])[0] if payload else 1005
                     self.send_frame(8, payload[:2])
                     break
-        except (Closed, OSError, h2.exceptions.ProtocolError):
-            pass
+        except (Closed, OSError, h2.exceptions.ProtocolError) as e:
+            self.error = e
         with self.lock:
             self.closed = True
             self.lock.notify_all()
@@ -210,7 +211,7 @@ class Tunnel:
             while not pred():
                 left = deadline - time.monotonic()
                 if self.closed or left <= 0:
-                    raise TimeoutError("condition not met")
+                    raise TimeoutError("condition not met (closed: %s)" % self.error)
                 self.lock.wait(left)
 
     def send_body(self, sid, body, timeout=30, end=True):
