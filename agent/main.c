@@ -3,6 +3,7 @@
  * script). Exit codes: 0 success, 1 invalid configuration or failed operation, 2 bad usage. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,6 +199,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "fastgateway-agent: unexpected argument \"%s\"\n", argv[optind]);
         usage(stderr);
         return EXIT_USAGE;
+    }
+    /* Reloads read the file again after -d moved to "/": keep it by an absolute name. */
+    char abs[PATH_MAX];
+    if (file[0] != '/' && getcwd(abs, sizeof(abs)) != NULL &&
+        strlen(abs) + 1 + strlen(file) < sizeof(abs)) {
+        strcat(abs, "/");
+        strcat(abs, file);
+        file = abs;
     }
     if (test)
         return test_config(file);

@@ -462,3 +462,37 @@ def test_websocket_through_the_tunnel(fakegw, agent_factory, ws_echo_dest):
             return p is not None
         t.wait_for(whole, timeout=15)
         assert got["p"] == msg
+
+
+def test_init_script_start_reload_stop(fakegw, echo_upstream, tmp_path):
+    gw = fakegw()
+    a = Agent(tmp_path, gw.port, {"web": echo_upstream.url})
+    env = dict(os.environ, DAEMON=str(AGENT), CONF=str(a.file), PIDFILE=str(a.pid_file),
+               DEFAULTS=str(tmp_path / "none"))
+    script = str(REPO / "scripts/fastgateway-agent.init")
+
+    def run(cmd):
+        return subprocess.run(["sh", script, cmd], env=env, capture_output=True, text=True,
+                              timeout=30)
+
+    try:
+        r = run("start")
+        assert r.returncode == 0, r.stdout + r.stderr
+        pid = int(a.pid_file.read_text())
+        t1 = gw.wait_tunnels(1)
+        assert t1.request("web", path="/").status == 200
+        assert run("status").returncode == 0
+        assert run("reload").returncode == 0
+        gw.wait_tunnels(2, timeout=5)
+        assert t1.wait_closed(timeout=10)
+        r = run("stop")
+        assert r.returncode == 0 and "stopped" in r.stdout
+        assert run("status").returncode == 3
+        try:  # gone, or a zombie its new parent has not reaped yet
+            state = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            state = "gone"
+        assert state in ("gone", "Z")
+    finally:
+        if a.pid_file.exists():
+            os.kill(int(a.pid_file.read_text()), signal.SIGKILL)
