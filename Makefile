@@ -200,6 +200,10 @@ install: fastgateway fastgateway-agent
 	sed $(INSTALL_SED) scripts/fastgateway.service > $(DESTDIR)$(UNITDIR)/fastgateway.service
 	sed $(INSTALL_SED) scripts/fastgateway.logrotate > $(DESTDIR)$(LOGROTATEDIR)/fastgateway
 	chmod 0644 $(DESTDIR)$(UNITDIR)/fastgateway.service $(DESTDIR)$(LOGROTATEDIR)/fastgateway
+	sed $(INSTALL_SED) scripts/fastgateway-agent.init > $(DESTDIR)$(SYSCONFDIR)/init.d/fastgateway-agent
+	chmod 0755 $(DESTDIR)$(SYSCONFDIR)/init.d/fastgateway-agent
+	sed $(INSTALL_SED) etc/fastgateway-agent.service > $(DESTDIR)$(UNITDIR)/fastgateway-agent.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/fastgateway-agent.service
 	install -m 0644 docs/man/fastgateway.8 $(DESTDIR)$(MANDIR)/man8/fastgateway.8
 	install -m 0644 docs/man/fastgateway.json.5 $(DESTDIR)$(MANDIR)/man5/fastgateway.json.5
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
