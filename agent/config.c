@@ -16,8 +16,8 @@
 #define CONF_MAX (1024 * 1024) /* an agent's file is a few lines */
 
 static const char *const top_keys[] = {
-    "gateway",          "id",      "secretFile",        "tls", "services", "reconnect",
-    "heartbeatSeconds", "graceSeconds", "connectTimeoutMs", "log", "pidFile", NULL};
+    "gateway",          "id",           "secretFile",       "tls", "services", "reconnect",
+    "heartbeatSeconds", "graceSeconds", "connectTimeoutMs", "log", "pidFile",  NULL};
 
 /* Split a ws:// or wss:// URL into cfg's host, port, path and Host field. */
 static int parse_gateway(fg_config_ctx_t *c, fg_agent_config_t *cfg)
@@ -34,9 +34,8 @@ static int parse_gateway(fg_config_ctx_t *c, fg_agent_config_t *cfg)
     size_t alen = strcspn(p, "/?#");
     const char *rest = p + alen;
     if (alen == 0 || memchr(p, '@', alen) != NULL || *rest == '#')
-        return fg_config_fail(c, "gateway",
-                              "\"%s\": expected ws[s]://HOST[:PORT][/PATH] (no user, no fragment)",
-                              u);
+        return fg_config_fail(
+            c, "gateway", "\"%s\": expected ws[s]://HOST[:PORT][/PATH] (no user, no fragment)", u);
     const char *host = p, *hend, *port = NULL;
     if (*p == '[') {
         hend = memchr(p, ']', alen);
@@ -58,8 +57,8 @@ static int parse_gateway(fg_config_ctx_t *c, fg_agent_config_t *cfg)
     size_t plen = port ? (size_t)(p + alen - port) : 0;
     if (hend == host)
         return fg_config_fail(c, "gateway", "\"%s\": no host", u);
-    if (port && (plen == 0 || plen > 5 || strspn(port, "0123456789") < plen ||
-                 atoi(port) < 1 || atoi(port) > 65535))
+    if (port && (plen == 0 || plen > 5 || strspn(port, "0123456789") < plen || atoi(port) < 1 ||
+                 atoi(port) > 65535))
         return fg_config_fail(c, "gateway", "\"%s\": the port must be 1..65535", u);
     cfg->host = strndup(host, (size_t)(hend - host));
     cfg->port = port ? strndup(port, plen) : strdup(cfg->tls ? "443" : "80");
@@ -74,8 +73,7 @@ static int parse_gateway(fg_config_ctx_t *c, fg_agent_config_t *cfg)
         abort();
     for (const char *q = cfg->path; *q; q++)
         if (*q <= ' ' || *q == 0x7f)
-            return fg_config_fail(c, "gateway", "\"%s\": the path has a space or control byte",
-                                  u);
+            return fg_config_fail(c, "gateway", "\"%s\": the path has a space or control byte", u);
     return 0;
 }
 
@@ -174,8 +172,8 @@ static int load_services(fg_config_ctx_t *c, const json_t *root, fg_agent_config
     return rc;
 }
 
-static int get_number(fg_config_ctx_t *c, const json_t *o, const char *key, double min,
-                      double max, double *out)
+static int get_number(fg_config_ctx_t *c, const json_t *o, const char *key, double min, double max,
+                      double *out)
 {
     json_t *v = o ? json_object_get(o, key) : NULL;
     if (v == NULL)
@@ -241,8 +239,8 @@ out:
 static int load_secret(fg_config_ctx_t *c, fg_agent_config_t *cfg)
 {
     char why[256];
-    int n = fg_tunnel_secret_load(cfg->secret_file, cfg->secret, sizeof(cfg->secret), why,
-                                  sizeof(why));
+    int n =
+        fg_tunnel_secret_load(cfg->secret_file, cfg->secret, sizeof(cfg->secret), why, sizeof(why));
     if (n < 0)
         return fg_config_fail(c, "secretFile", "%s", why);
     cfg->secret_len = (size_t)n;
@@ -367,9 +365,9 @@ void fg_agent_config_free(fg_agent_config_t *cfg)
         json_decref(cfg->services[i].client);
     }
     free(cfg->services);
-    char **strs[] = {&cfg->file,      &cfg->gateway,     &cfg->host,      &cfg->port,
-                     &cfg->path,      &cfg->host_field,  &cfg->secret_file, &cfg->ca_file,
-                     &cfg->server_name, &cfg->error_log, &cfg->pid_file};
+    char **strs[] = {&cfg->file,        &cfg->gateway,    &cfg->host,        &cfg->port,
+                     &cfg->path,        &cfg->host_field, &cfg->secret_file, &cfg->ca_file,
+                     &cfg->server_name, &cfg->error_log,  &cfg->pid_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     OPENSSL_cleanse(cfg->secret, sizeof(cfg->secret));

@@ -79,8 +79,7 @@ static int send_signal(const char *file, const char *name)
         if (strcmp(name, sigs[i].name) == 0)
             sig = sigs[i].sig;
     if (sig == 0) {
-        fprintf(stderr, "fastgateway-agent: unknown signal \"%s\" (stop, reload, reopen)\n",
-                name);
+        fprintf(stderr, "fastgateway-agent: unknown signal \"%s\" (stop, reload, reopen)\n", name);
         return EXIT_USAGE;
     }
     char err[1200];

@@ -26,8 +26,9 @@
 
 /* The arena: the smallest the loader accepts, with the smallest zones. It is MAP_SHARED and
  * anonymous, so only the pages a zone touches count in the agent's memory. */
-#define SHM_JSON "{\"size\": \"1m\", \"rateLimitZone\": \"64k\", " \
-                 "\"accessControlZone\": \"64k\", \"abnormalIpZone\": \"64k\"}"
+#define SHM_JSON                                                                                   \
+    "{\"size\": \"1m\", \"rateLimitZone\": \"64k\", "                                              \
+    "\"accessControlZone\": \"64k\", \"abnormalIpZone\": \"64k\"}"
 /* A tunnel is idle between requests for as long as it likes: the gateway and the heartbeats
  * decide when it ends, never the HTTP/2 session's idle limits. */
 #define FOREVER "3650d"
@@ -50,18 +51,18 @@ static const fg_frontend_t *const frontends[] = {&fg_http2_frontend, &fg_relay_f
 
 static json_t *service_route(const fg_agent_service_t *s)
 {
-    return json_pack(
-        "{s:s+, s:{s:s, s:[{s:s, s:[s], s:b}]}, s:s, s:[{s:s}, {s:b}, {s:s}]}", "id", "service-",
-        s->name, "match", "path", "/{**any}", "headers", "name", "fg-tunnel-service", "values",
-        s->name, "isCaseSensitive", 1, "clusterId", s->name, "transforms", "RequestHeaderRemove",
-        "fg-tunnel-service", "RequestHeaderOriginalHost", 1, "X-Forwarded", "Off");
+    return json_pack("{s:s+, s:{s:s, s:[{s:s, s:[s], s:b}]}, s:s, s:[{s:s}, {s:b}, {s:s}]}", "id",
+                     "service-", s->name, "match", "path", "/{**any}", "headers", "name",
+                     "fg-tunnel-service", "values", s->name, "isCaseSensitive", 1, "clusterId",
+                     s->name, "transforms", "RequestHeaderRemove", "fg-tunnel-service",
+                     "RequestHeaderOriginalHost", 1, "X-Forwarded", "Off");
 }
 
 static json_t *service_cluster(const fg_agent_service_t *s)
 {
     json_t *cl = json_pack("{s:s, s:[{s:s, s:s}], s:{s:i, s:s}}", "id", s->name, "destinations",
-                           "id", "local", "address", s->address, "keepAlive",
-                           "maxIdleConnections", IDLE_CONNS, "idleTimeout", "30s");
+                           "id", "local", "address", s->address, "keepAlive", "maxIdleConnections",
+                           IDLE_CONNS, "idleTimeout", "30s");
     if (cl != NULL && s->client != NULL)
         json_object_set(cl, "httpClient", s->client);
     return cl;
@@ -72,11 +73,11 @@ char *fg_agent_rt_gateway_json(const fg_agent_config_t *cfg)
     json_error_t jerr;
     json_t *shm = json_loads(SHM_JSON, 0, &jerr);
     json_t *routes = json_array(), *clusters = json_array();
-    json_t *root = json_pack(
-        "{s:i, s:o, s:[{s:s, s:s, s:{s:s, s:s}, s:{s:i}}], s:o, s:o}", "workers", 1, "shm", shm,
-        "servers", "id", "tunnel", "listen", "127.0.0.1:1", "timeouts", "header", FOREVER,
-        "keepAlive", FOREVER, "http2", "maxConcurrentStreams", MAX_STREAMS, "routes", routes,
-        "clusters", clusters);
+    json_t *root =
+        json_pack("{s:i, s:o, s:[{s:s, s:s, s:{s:s, s:s}, s:{s:i}}], s:o, s:o}", "workers", 1,
+                  "shm", shm, "servers", "id", "tunnel", "listen", "127.0.0.1:1", "timeouts",
+                  "header", FOREVER, "keepAlive", FOREVER, "http2", "maxConcurrentStreams",
+                  MAX_STREAMS, "routes", routes, "clusters", clusters);
     if (root == NULL)
         return NULL;
     for (size_t i = 0; i < cfg->nservices; i++) {
@@ -85,11 +86,11 @@ char *fg_agent_rt_gateway_json(const fg_agent_config_t *cfg)
     }
     /* Any other request (an unknown service, or none named): 502, as a proxy that cannot
      * reach what it was asked for (RFC 9110 15.6.3). Last by order whatever the others. */
-    json_array_append_new(
-        routes, json_pack("{s:s, s:i, s:{s:s}, s:{s:i, s:{s:s}, s:s}}", "id", "unknown-service",
-                          "order", 1000000, "match", "path", "/{**any}", "direct", "status", 502,
-                          "headers", "Content-Type", "text/plain", "body",
-                          "unknown tunnel service\n"));
+    json_array_append_new(routes,
+                          json_pack("{s:s, s:i, s:{s:s}, s:{s:i, s:{s:s}, s:s}}", "id",
+                                    "unknown-service", "order", 1000000, "match", "path",
+                                    "/{**any}", "direct", "status", 502, "headers", "Content-Type",
+                                    "text/plain", "body", "unknown tunnel service\n"));
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     return text;
@@ -147,8 +148,7 @@ static void session_hook(fg_worker_t *w, fg_session_t *s, int added)
 }
 
 fg_agent_rt_t *fg_agent_rt_new(struct event_base *base, const fg_agent_config_t *cfg,
-                               fg_agent_session_fn on_session, void *arg, char *err,
-                               size_t errlen)
+                               fg_agent_session_fn on_session, void *arg, char *err, size_t errlen)
 {
     fg_agent_rt_t *rt = calloc(1, sizeof(*rt));
     if (rt == NULL) {

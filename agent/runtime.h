@@ -30,8 +30,7 @@ char *fg_agent_rt_gateway_json(const fg_agent_config_t *cfg);
 /* Compile cfg's services and set up the worker on base (NULL: check only, for -t; the result
  * must then be freed at once). NULL with err. */
 fg_agent_rt_t *fg_agent_rt_new(struct event_base *base, const fg_agent_config_t *cfg,
-                               fg_agent_session_fn on_session, void *arg, char *err,
-                               size_t errlen);
+                               fg_agent_session_fn on_session, void *arg, char *err, size_t errlen);
 /* Start the HTTP/2 server session on c (its WebSocket layer pushed, the tunnel authenticated);
  * peer is the gateway's address. The session owns c from now on, also on failure (-1). */
 int fg_agent_rt_serve(fg_agent_rt_t *rt, struct fg_conn_s *c, const struct sockaddr_storage *peer);

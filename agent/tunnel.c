@@ -42,9 +42,9 @@ struct fg_tunnel_s {
     fg_agent_rt_t *rt;
     const fg_tunnel_cbs_t *cbs;
     void *arg;
-    fg_conn_t *c;         /* ours before P_UP; the session's after (valid while sess) */
-    fg_session_t *sess;   /* the HTTP/2 session serving on c */
-    struct event *tick;   /* TICK_MS: the dial deadline, heartbeats */
+    fg_conn_t *c;          /* ours before P_UP; the session's after (valid while sess) */
+    fg_session_t *sess;    /* the HTTP/2 session serving on c */
+    struct event *tick;    /* TICK_MS: the dial deadline, heartbeats */
     struct event *todo_ev; /* runs the todo bits from the loop */
     unsigned todo;
     int phase;
@@ -103,8 +103,8 @@ static int start_connect(fg_tunnel_t *t)
         fail(t, "out of memory");
         return -1;
     }
-    int rc = fg_conn_connect(t->c, (struct sockaddr *)&t->peer, t->peerlen,
-                             t->cfg->connect_timeout_ms);
+    int rc =
+        fg_conn_connect(t->c, (struct sockaddr *)&t->peer, t->peerlen, t->cfg->connect_timeout_ms);
     if (rc < 0) {
         fail(t, "connect: %s", strerror(-rc));
         return -1;
@@ -192,8 +192,7 @@ static void on_event(fg_conn_t *c, void *arg, int what)
         fail(t, "the gateway closed the connection during the %s",
              t->phase == P_UPGRADE ? "upgrade" : "handshake");
     } else if (what == FG_CONN_ERROR) {
-        fail(t, "%s: %s", t->phase == P_CONNECT ? "connect" : "read",
-             strerror(fg_conn_errno(c)));
+        fail(t, "%s: %s", t->phase == P_CONNECT ? "connect" : "read", strerror(fg_conn_errno(c)));
     } else {
         fail(t, "timed out (connectTimeoutMs)");
     }
@@ -206,8 +205,7 @@ static void answer_challenge(fg_tunnel_t *t, const fg_tunnel_msg_t *m)
     char line[FG_TUNNEL_MSG_MAX];
     snprintf(auth.id, sizeof(auth.id), "%s", t->cfg->id);
     int n = -1;
-    if (fg_tunnel_proof(t->cfg->secret, t->cfg->secret_len, m->nonce, t->cfg->id, auth.proof) ==
-        0)
+    if (fg_tunnel_proof(t->cfg->secret, t->cfg->secret_len, m->nonce, t->cfg->id, auth.proof) == 0)
         n = fg_tunnel_msg_format(&auth, line, sizeof(line));
     if (n < 0 || fg_conn_ws_text(t->c, line, (size_t)n) != 0)
         fail(t, "cannot answer the challenge");
@@ -334,7 +332,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     uint64_t now = fg_clock_now_ms();
     if (t->phase < P_OK && now - t->started_ms >= t->cfg->connect_timeout_ms)
-        fail(t, "timed out (connectTimeoutMs %llu)", (unsigned long long)t->cfg->connect_timeout_ms);
+        fail(t, "timed out (connectTimeoutMs %llu)",
+             (unsigned long long)t->cfg->connect_timeout_ms);
     else if (t->phase == P_UP)
         heartbeat(t, now);
 }

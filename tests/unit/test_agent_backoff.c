@@ -110,9 +110,10 @@ static void test_upgrade_request(void **state)
 /* The sample handshake of RFC 6455 1.3: key dGhlIHNhbXBsZSBub25jZQ== gives
  * s3pPLMBiTxaQ9kYGzzhZRbK+xOo=. */
 #define KEY "dGhlIHNhbXBsZSBub25jZQ=="
-#define GOOD                                                                                     \
-    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n" \
-    "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"                                        \
+#define GOOD                                                                                       \
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: keep-alive, "           \
+    "Upgrade\r\n"                                                                                  \
+    "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"                                       \
     "Sec-WebSocket-Protocol: fastgateway-tunnel.v1\r\n\r\n"
 
 static void test_101_accepted(void **state)
