@@ -208,7 +208,7 @@ int fg_dial_response(const char *buf, size_t len, const char *key, char *err, si
     if (sl < 12 || strncmp(buf, "HTTP/1.1 ", 9) != 0 || strncmp(buf + 9, "101", 3) != 0 ||
         (sl > 12 && buf[12] != ' ')) {
         char line[128];
-        fg_log_escape_text(line, sizeof(line), buf, sl < 100 ? sl : 100);
+        line[fg_log_escape_text(line, sizeof(line) - 1, buf, sl < 100 ? sl : 100)] = '\0';
         snprintf(err, errlen, "the gateway did not switch protocols: \"%s\"", line);
         return -1;
     }
