@@ -89,7 +89,12 @@ $(BUILD)/hooks/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -DFG_TEST_HOOKS $(CFLAGS) $(WARN) -MMD -MP -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libfgagent.a $(BUILD)/libfg.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libfg.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(BUILD)/libfg.a $(LDLIBS) -lcmocka
+
+# The agent's unit tests link its modules too (the shorter stem wins over the rule above).
+$(BUILD)/tests/test_agent_%: tests/unit/test_agent_%.c $(BUILD)/libfgagent.a $(BUILD)/libfg.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(BUILD)/libfgagent.a \
 	  $(BUILD)/libfg.a $(LDLIBS) -lcmocka
