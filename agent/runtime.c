@@ -73,11 +73,14 @@ char *fg_agent_rt_gateway_json(const fg_agent_config_t *cfg)
     json_error_t jerr;
     json_t *shm = json_loads(SHM_JSON, 0, &jerr);
     json_t *routes = json_array(), *clusters = json_array();
-    json_t *root =
-        json_pack("{s:i, s:o, s:[{s:s, s:s, s:{s:s, s:s}, s:{s:i}}], s:o, s:o}", "workers", 1,
-                  "shm", shm, "servers", "id", "tunnel", "listen", "127.0.0.1:1", "timeouts",
-                  "header", FOREVER, "keepAlive", FOREVER, "http2", "maxConcurrentStreams",
-                  MAX_STREAMS, "routes", routes, "clusters", clusters);
+    /* The gateway applied its own limits to the client's request; the agent's are only as
+     * tight as the worker's bounds need, so that nothing the gateway let through fails here. */
+    json_t *root = json_pack(
+        "{s:i, s:o, s:[{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:i, s:s}, s:{s:i, s:s}}], s:o, s:o}",
+        "workers", 1, "shm", shm, "servers", "id", "tunnel", "listen", "127.0.0.1:1", "timeouts",
+        "header", FOREVER, "keepAlive", FOREVER, "limits", "maxHeaderSize", "1m", "maxHeaders",
+        1000, "maxRequestBodySize", "unlimited", "http2", "maxConcurrentStreams", MAX_STREAMS,
+        "maxHeaderListSize", "1m", "routes", routes, "clusters", clusters);
     if (root == NULL)
         return NULL;
     for (size_t i = 0; i < cfg->nservices; i++) {
