@@ -186,7 +186,8 @@ fg_agent_rt_t *fg_agent_rt_new(struct event_base *base, const fg_agent_config_t 
 
 int fg_agent_rt_serve(fg_agent_rt_t *rt, fg_conn_t *c, const struct sockaddr_storage *peer)
 {
-    if (fg_http2_adopt(&rt->w, &rt->cfg->servers[0], c, peer, 0) != 0) {
+    /* The gateway authenticated as we did, and resets a stream for each client that leaves. */
+    if (fg_http2_adopt(&rt->w, &rt->cfg->servers[0], c, peer, FG_HTTP2_TRUSTED) != 0) {
         fg_conn_free(c);
         return -1;
     }

@@ -395,7 +395,7 @@ int fg_tunnel_session(fg_tunnel_t *t, fg_session_t *s, int added)
     t->c = NULL;
     if (t->phase == P_UP || t->phase == P_OK) {
         if (t->why[0] == '\0' && code != 0)
-            snprintf(t->why, sizeof(t->why), "the gateway closed the tunnel (close %u)",
+            snprintf(t->why, sizeof(t->why), "the tunnel closed (WebSocket close %u)",
                      (unsigned)code);
         else if (t->why[0] == '\0')
             snprintf(t->why, sizeof(t->why), "the tunnel's HTTP/2 session ended");

@@ -502,3 +502,23 @@ def test_init_script_start_reload_stop(fakegw, echo_upstream, tmp_path):
     finally:
         if a.pid_file.exists():
             os.kill(int(a.pid_file.read_text()), signal.SIGKILL)
+
+
+def test_many_client_aborts_do_not_close_the_tunnel(fakegw, agent_factory, echo_upstream):
+    """The gateway resets a stream whenever one of its clients goes away: on a busy gateway
+    that is hundreds a second on one tunnel, which must not count as a flood (an
+    unauthenticated client's HTTP/2 connection gets GOAWAY ENHANCE_YOUR_CALM for it)."""
+    gw = fakegw()
+    agent_factory(gw, {"web": echo_upstream.url})
+    t = gw.wait_tunnels(1)
+    for _ in range(15):
+        sids = [t.start_request("nope", method="POST", path="/abort", end=False)
+                for _ in range(100)]
+        with t.lock:
+            for sid in sids:
+                t.h2.reset_stream(sid)
+                t.responses.pop(sid, None)
+            t.flush()
+    assert t.request("web", path="/after-aborts").status == 200
+    time.sleep(0.5)
+    assert not t.closed and t.goaway is None
