@@ -522,3 +522,33 @@ def test_many_client_aborts_do_not_close_the_tunnel(fakegw, agent_factory, echo_
     assert t.request("web", path="/after-aborts").status == 200
     time.sleep(0.5)
     assert not t.closed and t.goaway is None
+
+
+def test_https_service_with_its_ca(fakegw, agent_factory, certs, tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests/integration/upstream.py"),
+                             str(port), "--tls", str(certs / "gw.crt"), str(certs / "gw.key")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        gw = fakegw()
+        url = "https://127.0.0.1:%d" % port
+        agent_factory(gw, {"good": {"address": url,
+                                    "httpClient": {"caFile": str(certs / "gw.crt")}},
+                           "bad": {"address": url,
+                                   "httpClient": {"caFile": str(certs / "other.crt")}}})
+        t = gw.wait_tunnels(1)
+        r = t.request("good", path="/secure")
+        assert r.status == 200 and json.loads(bytes(r.body))["path"] == "/secure"
+        assert t.request("bad", path="/secure").status == 502  # certificate not trusted
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
