@@ -552,3 +552,21 @@ def test_https_service_with_its_ca(fakegw, agent_factory, certs, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+def test_dash_s_reload_and_stop(fakegw, agent_factory, echo_upstream):
+    gw = fakegw()
+    a = agent_factory(gw, {"web": echo_upstream.url})
+    t1 = gw.wait_tunnels(1)
+    r = subprocess.run([str(AGENT), "-s", "reload", "-c", str(a.file)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    gw.wait_tunnels(2, timeout=5)
+    assert t1.wait_closed(timeout=10)
+    r = subprocess.run([str(AGENT), "-s", "stop", "-c", str(a.file)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert a.proc.wait(5) == 0
+    r = subprocess.run([str(AGENT), "-s", "bogus", "-c", str(a.file)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2 and "unknown signal" in r.stderr
