@@ -32,6 +32,12 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 DEPS     := $(SRCS:%.c=$(BUILD)/%.d)
 
+# The tunnel agent (agent/): its own modules on top of the gateway's library.
+AGENT_SRCS := $(wildcard agent/*.c)
+AGENT_MAIN := agent/main.c
+AGENT_LIB_OBJS := $(filter-out $(AGENT_MAIN:%.c=$(BUILD)/%.o),$(AGENT_SRCS:%.c=$(BUILD)/%.o))
+DEPS     += $(AGENT_SRCS:%.c=$(BUILD)/%.d)
+
 # The test build: the same sources with -DFG_TEST_HOOKS, which compiles in the fault-injection
 # hooks some integration tests use (docs/operations.md). Only build/test/fastgateway has them.
 HOOK_OBJS := $(SRCS:%.c=$(BUILD)/hooks/%.o)
@@ -45,7 +51,7 @@ FUZZ_TIME ?= 30
 
 .PHONY: all deps run test unit integration fuzz bench install lint format clean example-certs
 
-all: fastgateway
+all: fastgateway fastgateway-agent
 
 # Always refreshed, so that switching between SANITIZE builds never leaves a stale binary.
 fastgateway: $(BUILD)/fastgateway FORCE
@@ -55,6 +61,15 @@ FORCE:
 
 $(BUILD)/fastgateway: $(MAIN_OBJ) $(BUILD)/libfg.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+fastgateway-agent: $(BUILD)/fastgateway-agent FORCE
+	@cmp -s $< $@ || cp $< $@
+
+$(BUILD)/fastgateway-agent: $(BUILD)/agent/main.o $(BUILD)/libfgagent.a $(BUILD)/libfg.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libfgagent.a: $(AGENT_LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/libfg.a: $(LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^
@@ -78,6 +93,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libfg.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(BUILD)/libfg.a $(LDLIBS) -lcmocka
 
+# The agent's unit tests link its modules too (the shorter stem wins over the rule above).
+$(BUILD)/tests/test_agent_%: tests/unit/test_agent_%.c $(BUILD)/libfgagent.a $(BUILD)/libfg.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) $(LDFLAGS) -o $@ $< $(BUILD)/libfgagent.a \
+	  $(BUILD)/libfg.a $(LDLIBS) -lcmocka
+
 deps:
 	@scripts/install-deps.sh
 
@@ -87,11 +108,11 @@ run: deps fastgateway
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-integration: fastgateway build/test/fastgateway
+integration: fastgateway fastgateway-agent build/test/fastgateway
 	$(PYTHON) -m pytest -q tests/integration
 
 test: deps
-	$(MAKE) fastgateway unit
+	$(MAKE) fastgateway fastgateway-agent unit
 	$(MAKE) integration
 
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
@@ -162,7 +183,7 @@ CONF_DEST = $(DESTDIR)$(SYSCONFDIR)/fastgateway/fastgateway.json
 # The workers' user: FG_USER, created as a system user when missing (installing as root, no
 # DESTDIR); when it cannot be created the configuration names "nobody" and says so. A staged
 # install (DESTDIR) names FG_USER and leaves creating it to the package's scripts.
-install: fastgateway
+install: fastgateway fastgateway-agent
 	install -D -m 0755 fastgateway $(DESTDIR)$(PREFIX)/sbin/fastgateway
 	install -d $(DESTDIR)$(SYSCONFDIR)/fastgateway $(DESTDIR)$(SYSCONFDIR)/init.d \
 	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(LOGDIR) $(DESTDIR)$(LOGROTATEDIR) \
@@ -184,6 +205,10 @@ install: fastgateway
 	sed $(INSTALL_SED) scripts/fastgateway.service > $(DESTDIR)$(UNITDIR)/fastgateway.service
 	sed $(INSTALL_SED) scripts/fastgateway.logrotate > $(DESTDIR)$(LOGROTATEDIR)/fastgateway
 	chmod 0644 $(DESTDIR)$(UNITDIR)/fastgateway.service $(DESTDIR)$(LOGROTATEDIR)/fastgateway
+	sed $(INSTALL_SED) scripts/fastgateway-agent.init > $(DESTDIR)$(SYSCONFDIR)/init.d/fastgateway-agent
+	chmod 0755 $(DESTDIR)$(SYSCONFDIR)/init.d/fastgateway-agent
+	sed $(INSTALL_SED) etc/fastgateway-agent.service > $(DESTDIR)$(UNITDIR)/fastgateway-agent.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/fastgateway-agent.service
 	install -m 0644 docs/man/fastgateway.8 $(DESTDIR)$(MANDIR)/man8/fastgateway.8
 	install -m 0644 docs/man/fastgateway.json.5 $(DESTDIR)$(MANDIR)/man5/fastgateway.json.5
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
@@ -197,9 +222,9 @@ lint:
 	@clang-format --dry-run --Werror $(FMT_SRCS)
 	@scripts/include-cycles.sh
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
-	  --suppress=missingIncludeSystem -I. -D_GNU_SOURCE $(SRCS)
+	  --suppress=missingIncludeSystem -I. -D_GNU_SOURCE $(SRCS) $(AGENT_SRCS)
 
 clean:
-	rm -rf build fastgateway
+	rm -rf build fastgateway fastgateway-agent
 
 -include $(DEPS)

@@ -48,6 +48,10 @@ typedef struct fg_worker_s {
     /* Serve an error through an errorPages "route" entry (fg_dispatch_error_route): the request
      * toolkit calls it without knowing the handlers. NULL (unit tests): the JSON error. */
     void (*error_route)(struct fg_request_s *req, const fg_route_t *route);
+    /* Told of every session registered (added 1) and unregistered (added 0), NULL in the
+     * gateway: the tunnel agent (agent/) follows the HTTP/2 sessions it starts on its tunnels
+     * this way, since a session frees its connection itself. */
+    void (*session_hook)(struct fg_worker_s *w, struct fg_session_s *s, int added);
 } fg_worker_t;
 
 #endif

@@ -15,6 +15,8 @@ void fg_frontend_add(fg_worker_t *w, fg_session_t *s, const fg_frontend_t *fe)
         w->record->connections++;
         w->record->connections_total++;
     }
+    if (w->session_hook)
+        w->session_hook(w, s, 1);
 }
 
 void fg_frontend_remove(fg_worker_t *w, fg_session_t *s)
@@ -29,6 +31,8 @@ void fg_frontend_remove(fg_worker_t *w, fg_session_t *s)
     w->nconns--;
     if (w->record)
         w->record->connections--;
+    if (w->session_hook)
+        w->session_hook(w, s, 0);
     if (w->retiring && w->nconns == 0 && w->base != NULL)
         event_base_loopexit(w->base, NULL);
 }

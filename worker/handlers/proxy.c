@@ -1189,6 +1189,19 @@ static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h)
     }
     if (p->tunnel) /* RFC 8441 5: the client sent no key and checks no accept */
         fg_headers_remove(&hdrs, FG_STR_LIT("Sec-WebSocket-Accept"));
+    /* The fields point into the destination's 101 in the connection's input, which the take
+     * over drains: they move to the request's pool first (once per switch, not per request). */
+    for (size_t i = 0; i < hdrs.n; i++) {
+        fg_str_t name = fg_pool_str(req->pool, hdrs.v[i].name);
+        fg_str_t value = fg_pool_str(req->pool, hdrs.v[i].value);
+        if (name.base == NULL || value.base == NULL) {
+            fg_relay_free(r);
+            fail(p, 502, "internal_error", "cannot relay the protocol switch");
+            return -1;
+        }
+        hdrs.v[i].name = name;
+        hdrs.v[i].value = value;
+    }
     /* Bytes the destination sent after its 101 stay in the connection's input: the relay
      * passes them on first. */
     int attached = 0;

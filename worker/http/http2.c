@@ -80,6 +80,7 @@ typedef struct {
     nghttp2_option *opt;
     bufs_t *spare; /* empty stream buffers, at most SPARE_BUFS */
     unsigned nspare;
+    nghttp2_option *trusted_opt; /* FG_HTTP2_TRUSTED sessions: no rapid-reset limit */
     /* TICK_MS as a libevent common timeout: every connection's tick shares one queue, so
      * adding and firing them costs no heap operations. */
     const struct timeval *tick;
@@ -107,6 +108,7 @@ struct fg_http2_conn_s {
     unsigned hsts : 1;
     unsigned served : 1;    /* a request arrived: the idle limit is keepAlive, not header */
     unsigned lingering : 1; /* all said, write side shut: reading until the client closes */
+    unsigned trusted : 1;   /* FG_HTTP2_TRUSTED: no flood budget */
     uint64_t retire_ms;
     uint64_t linger_end_ms;
     uint64_t idle_since_ms;
@@ -1043,7 +1045,7 @@ static void body_end(stream_t *s)
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
 {
     fg_http2_conn_t *h = arg;
-    if (costly_frame(frame) && !flood_ok(h)) {
+    if (!h->trusted && costly_frame(frame) && !flood_ok(h)) {
         fg_log_info("http2: too many control frames from %s:%u: connection closed", h->client_ip,
                     (unsigned)h->client_port);
         nghttp2_session_terminate_session(ng, NGHTTP2_ENHANCE_YOUR_CALM);
@@ -1481,6 +1483,19 @@ static void destroy(fg_http2_conn_t *h)
     free(h);
 }
 
+static void set_options(nghttp2_option *o, uint64_t reset_burst, uint64_t reset_rate)
+{
+    /* Windows open as handlers take the body (on_body_drain), not as bytes arrive. */
+    nghttp2_option_set_no_auto_window_update(o, 1);
+    nghttp2_option_set_max_settings(o, MAX_SETTINGS);
+    /* Unsent PING and SETTINGS ACKs nghttp2 queues before it drops the connection without a
+     * word: above the flood budget, so that a flood meets the budget's GOAWAY first. */
+    nghttp2_option_set_max_outbound_ack(o, 4 * FLOOD_BURST);
+    nghttp2_option_set_max_continuations(o, MAX_CONTINUATIONS);
+    nghttp2_option_set_stream_reset_rate_limit(o, reset_burst, reset_rate);
+    nghttp2_option_set_max_deflate_dynamic_table_size(o, HPACK_TABLE);
+}
+
 /* The callbacks and options every session of the worker shares. NULL without memory. */
 static shared_t *get_shared(fg_worker_t *w)
 {
@@ -1489,9 +1504,11 @@ static shared_t *get_shared(fg_worker_t *w)
         return sh;
     sh = calloc(1, sizeof(*sh));
     if (sh == NULL || nghttp2_session_callbacks_new(&sh->cbs) != 0 ||
-        nghttp2_option_new(&sh->opt) != 0) {
+        nghttp2_option_new(&sh->opt) != 0 || nghttp2_option_new(&sh->trusted_opt) != 0) {
         if (sh && sh->cbs)
             nghttp2_session_callbacks_del(sh->cbs);
+        if (sh && sh->opt)
+            nghttp2_option_del(sh->opt);
         free(sh);
         return NULL;
     }
@@ -1503,15 +1520,10 @@ static shared_t *get_shared(fg_worker_t *w)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    /* Windows open as handlers take the body (on_body_drain), not as bytes arrive. */
-    nghttp2_option_set_no_auto_window_update(sh->opt, 1);
-    nghttp2_option_set_max_settings(sh->opt, MAX_SETTINGS);
-    /* Unsent PING and SETTINGS ACKs nghttp2 queues before it drops the connection without a
-     * word: above the flood budget, so that a flood meets the budget's GOAWAY first. */
-    nghttp2_option_set_max_outbound_ack(sh->opt, 4 * FLOOD_BURST);
-    nghttp2_option_set_max_continuations(sh->opt, MAX_CONTINUATIONS);
-    nghttp2_option_set_stream_reset_rate_limit(sh->opt, RESET_BURST, RESET_RATE);
-    nghttp2_option_set_max_deflate_dynamic_table_size(sh->opt, HPACK_TABLE);
+    set_options(sh->opt, RESET_BURST, RESET_RATE);
+    /* A trusted peer multiplexes many clients' streams, and resets one whenever a client goes
+     * away: the same options, without a bound on the resets. */
+    set_options(sh->trusted_opt, UINT64_MAX, UINT64_MAX);
     sh->tick_tv = (struct timeval){TICK_MS / 1000, 0};
     sh->tick = event_base_init_common_timeout(w->base, &sh->tick_tv);
     if (sh->tick == NULL)
@@ -1523,7 +1535,8 @@ static shared_t *get_shared(fg_worker_t *w)
 static int start_session(fg_http2_conn_t *h, shared_t *sh)
 {
     const fg_http2_config_t *cf = &h->server->http2;
-    if (nghttp2_session_server_new2(&h->ng, sh->cbs, h, sh->opt) != 0)
+    if (nghttp2_session_server_new2(&h->ng, sh->cbs, h, h->trusted ? sh->trusted_opt : sh->opt) !=
+        0)
         return -1;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cf->max_concurrent_streams},
@@ -1557,7 +1570,6 @@ static void set_peer(fg_http2_conn_t *h, const struct sockaddr_storage *peer)
 int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
                    const struct sockaddr_storage *peer, int flags)
 {
-    (void)flags;
     shared_t *sh = get_shared(w);
     fg_http2_conn_t *h = sh ? calloc(1, sizeof(*h)) : NULL;
     if (h == NULL)
@@ -1565,6 +1577,7 @@ int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     h->w = w;
     h->server = srv;
     h->c = c;
+    h->trusted = (flags & FG_HTTP2_TRUSTED) != 0;
     set_peer(h, peer);
     h->hsts = fg_conn_ssl(c) != NULL && srv->tls != NULL && srv->tls->hsts_header != NULL;
     h->idle_since_ms = h->flood_ms = now_ms();
@@ -1660,6 +1673,7 @@ static void fe_release(fg_worker_t *w)
         sh->spare = b->next;
         bufs_free(b);
     }
+    nghttp2_option_del(sh->trusted_opt);
     free(sh);
     w->frontend_state[fg_http2_frontend.slot] = NULL;
 }

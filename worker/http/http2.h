@@ -16,8 +16,13 @@
 
 struct fg_conn_s;
 
-/* Take a connection whose transport is ready and negotiated h2 (flags unused, 0). Returns 0,
- * or -1 (the caller frees c). */
+/* The peer is authenticated and speaks for many clients (the gateway at the end of a tunnel):
+ * no flood budget for control frames and no bound on stream resets, which it sends whenever
+ * one of its clients goes away. The other limits stay. */
+#define FG_HTTP2_TRUSTED 1
+
+/* Take a connection whose transport is ready and negotiated h2 (flags: 0 or
+ * FG_HTTP2_TRUSTED). Returns 0, or -1 (the caller frees c). */
 int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, struct fg_conn_s *c,
                    const struct sockaddr_storage *peer, int flags);
 

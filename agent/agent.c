@@ -1,0 +1,346 @@
+/* See agent/agent.h. */
+#include "agent/agent.h"
+
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "agent/backoff.h"
+#include "agent/dial.h"
+#include "agent/runtime.h"
+#include "agent/tunnel.h"
+#include "common/log.h"
+#include "worker/core/clock.h"
+
+/* One configuration and what is built from it; tunnels dialed under it keep it alive. */
+typedef struct gen_s {
+    fg_agent_config_t *cfg;
+    SSL_CTX *ctx;
+    fg_agent_rt_t *rt;
+    unsigned tunnels;
+    struct gen_s *next;
+} gen_t;
+
+typedef struct tlink_s {
+    fg_tunnel_t *t;
+    gen_t *gen;
+    struct tlink_s *next;
+} tlink_t;
+
+struct fg_agent_s {
+    struct event_base *base;
+    gen_t *gens; /* newest first: gens is the current configuration */
+    tlink_t *tunnels;
+    fg_tunnel_t *cur; /* the tunnel being dialed or serving as the current one; NULL: waiting */
+    fg_backoff_t backoff;
+    struct event *retry, *sweep, *trim;
+    struct event *sigs[4];
+    int status;
+};
+
+static void on_up(void *arg, fg_tunnel_t *t);
+static void on_reconnect(void *arg, fg_tunnel_t *t);
+static void on_gone(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, int auth);
+static const fg_tunnel_cbs_t tunnel_cbs = {on_up, on_reconnect, on_gone};
+
+static void gen_free(gen_t *g)
+{
+    fg_agent_rt_free(g->rt);
+    if (g->ctx)
+        SSL_CTX_free(g->ctx);
+    fg_agent_config_free(g->cfg);
+    free(g);
+}
+
+static void on_session(void *arg, fg_agent_rt_t *rt, fg_session_t *s, int added)
+{
+    fg_agent_t *a = arg;
+    for (tlink_t *l = a->tunnels; l; l = l->next)
+        if (fg_tunnel_rt(l->t) == rt && fg_tunnel_session(l->t, s, added))
+            return;
+}
+
+/* A generation for cfg (owned from now on on success). NULL with err. */
+static gen_t *gen_new(fg_agent_t *a, fg_agent_config_t *cfg, char *err, size_t errlen)
+{
+    gen_t *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (cfg->tls && (g->ctx = fg_dial_tls_ctx(cfg, err, errlen)) == NULL) {
+        free(g);
+        return NULL;
+    }
+    g->rt = fg_agent_rt_new(a->base, cfg, on_session, a, err, errlen);
+    if (g->rt == NULL) {
+        if (g->ctx)
+            SSL_CTX_free(g->ctx);
+        free(g);
+        return NULL;
+    }
+    g->cfg = cfg;
+    g->next = a->gens;
+    a->gens = g;
+    return g;
+}
+
+static void dial(fg_agent_t *a)
+{
+    gen_t *g = a->gens;
+    fg_tunnel_t *t = fg_tunnel_open(a->base, g->cfg, g->ctx, g->rt, &tunnel_cbs, a);
+    tlink_t *l = t ? calloc(1, sizeof(*l)) : NULL;
+    if (l == NULL) {
+        fg_tunnel_free(t);
+        fg_log_error("tunnel: out of memory; retrying in 1 s");
+        struct timeval tv = {1, 0};
+        evtimer_add(a->retry, &tv);
+        return;
+    }
+    fg_log_debug("tunnel: dialing %s", g->cfg->gateway);
+    l->t = t;
+    l->gen = g;
+    l->next = a->tunnels;
+    a->tunnels = l;
+    g->tunnels++;
+    a->cur = t;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    dial(arg);
+}
+
+/* Old generations that no tunnel uses any more; from the loop, never inside a session. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    fg_agent_t *a = arg;
+    (void)fd;
+    (void)what;
+    gen_t **pp = &a->gens[0].next;
+    while (*pp) {
+        gen_t *g = *pp;
+        if (g->tunnels == 0 && fg_agent_rt_sessions(g->rt) == 0) {
+            *pp = g->next;
+            gen_free(g);
+        } else {
+            pp = &g->next;
+        }
+    }
+}
+
+/* Memory that a burst of streams took (their pools, buffers, the destination connections'
+ * buffers) goes back to malloc when they end, but the worker keeps up to 64 request pools for
+ * reuse and glibc keeps freed pages in the heap: an idle agent would stay near its peak. Every
+ * TRIM_MS the spare pools are freed and the free pages go back to the kernel (madvise), which
+ * costs little on a heap of a few MB. */
+#define TRIM_MS 5000
+
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    fg_agent_t *a = arg;
+    (void)fd;
+    (void)what;
+    for (gen_t *g = a->gens; g; g = g->next)
+        fg_agent_rt_trim(g->rt);
+    malloc_trim(0);
+}
+
+static void on_up(void *arg, fg_tunnel_t *t)
+{
+    fg_agent_t *a = arg;
+    fg_log_notice("tunnel: up to %s as \"%s\"", a->gens->cfg->gateway, a->gens->cfg->id);
+    if (t != a->cur)
+        return;
+    /* The new tunnel serves: the older ones finish their streams and close (RFC 9113 6.8). */
+    for (tlink_t *l = a->tunnels; l; l = l->next)
+        if (l->t != t)
+            fg_tunnel_retire(l->t);
+}
+
+static void on_reconnect(void *arg, fg_tunnel_t *t)
+{
+    fg_agent_t *a = arg;
+    if (t != a->cur) {
+        fg_log_info("tunnel: RECONNECT on a tunnel already being replaced");
+        return;
+    }
+    fg_log_notice("tunnel: the gateway asked for a new tunnel (RECONNECT): dialing now");
+    dial(a);
+}
+
+static void on_gone(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, int auth)
+{
+    fg_agent_t *a = arg;
+    tlink_t **pp = &a->tunnels, *l = NULL;
+    while (*pp && (*pp)->t != t)
+        pp = &(*pp)->next;
+    if (*pp) {
+        l = *pp;
+        *pp = l->next;
+        l->gen->tunnels--;
+        free(l);
+    }
+    event_active(a->sweep, EV_WRITE, 1);
+    const fg_agent_config_t *cfg = a->gens->cfg;
+    if (up_ms > 0)
+        fg_log_notice("tunnel: closed after %llu s up: %s", (unsigned long long)(up_ms / 1000),
+                      why);
+    if (t != a->cur)
+        return;
+    a->cur = NULL;
+    if (up_ms >= cfg->stable_ms && up_ms > 0)
+        fg_backoff_reset(&a->backoff);
+    uint64_t delay = fg_backoff_next(&a->backoff);
+    if (up_ms == 0)
+        fg_log(auth ? FG_LOG_ERROR : FG_LOG_WARN, "tunnel: %s: %s; retrying in %llu ms",
+               cfg->gateway, why, (unsigned long long)delay);
+    else
+        fg_log_notice("tunnel: reconnecting in %llu ms", (unsigned long long)delay);
+    struct timeval tv = {(time_t)(delay / 1000), (suseconds_t)(delay % 1000) * 1000};
+    evtimer_add(a->retry, &tv);
+}
+
+static void stop(fg_agent_t *a)
+{
+    evtimer_del(a->retry);
+    /* Runtimes close their sessions (without telling anyone), then tunnels go quietly. */
+    for (gen_t *g = a->gens; g; g = g->next) {
+        fg_agent_rt_free(g->rt);
+        g->rt = NULL;
+    }
+    while (a->tunnels) {
+        tlink_t *l = a->tunnels;
+        a->tunnels = l->next;
+        fg_tunnel_free(l->t);
+        free(l);
+    }
+    a->cur = NULL;
+    event_base_loopexit(a->base, NULL);
+}
+
+static void reload(fg_agent_t *a)
+{
+    char err[1200];
+    const char *file = a->gens->cfg->file;
+    fg_log_notice("reloading %s", file);
+    fg_agent_config_t *cfg = fg_agent_config_load(file, err, sizeof(err));
+    if (cfg == NULL || gen_new(a, cfg, err, sizeof(err)) == NULL) {
+        fg_agent_config_free(cfg);
+        fg_log_error("reload failed, the running configuration stays: %s", err);
+        return;
+    }
+    fg_log_set_level(cfg->log_level);
+    fg_log_notice("reloaded: %zu service(s); a new tunnel replaces the current one",
+                  cfg->nservices);
+    fg_backoff_init(&a->backoff, cfg->initial_ms, cfg->max_ms, cfg->jitter, 0);
+    /* A tunnel still dialing under the old file is dropped; one serving stays until the new
+     * one is up (on_up retires it). */
+    for (tlink_t *l = a->tunnels; l; l = l->next)
+        if (!fg_tunnel_is_up(l->t))
+            fg_tunnel_retire(l->t);
+    evtimer_del(a->retry);
+    dial(a);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    fg_agent_t *a = arg;
+    (void)what;
+    if (sig == SIGTERM || sig == SIGINT) {
+        fg_log_notice("stopping (%s)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        stop(a);
+    } else if (sig == SIGHUP) {
+        reload(a);
+    } else if (sig == SIGUSR1 && fg_log_reopen() != 0) {
+        fg_log_error("reopening the error log failed");
+    }
+}
+
+fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen)
+{
+    fg_agent_t *a = calloc(1, sizeof(*a));
+    struct event_config *ec = event_config_new();
+    if (a == NULL || ec == NULL) {
+        free(a);
+        if (ec)
+            event_config_free(ec);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    event_config_avoid_method(ec, "select");
+    event_config_avoid_method(ec, "poll");
+    a->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (a->base == NULL) {
+        snprintf(err, errlen, "cannot create the event loop");
+        free(a);
+        return NULL;
+    }
+    a->retry = evtimer_new(a->base, on_retry, a);
+    a->sweep = event_new(a->base, -1, 0, on_sweep, a);
+    a->trim = event_new(a->base, -1, EV_PERSIST, on_trim, a);
+    struct timeval trim_tv = {TRIM_MS / 1000, (TRIM_MS % 1000) * 1000};
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    for (size_t i = 0; i < 4; i++) {
+        a->sigs[i] = evsignal_new(a->base, sigs[i], on_signal, a);
+        if (a->sigs[i] == NULL || evsignal_add(a->sigs[i], NULL) != 0) {
+            snprintf(err, errlen, "cannot catch signals");
+            fg_agent_free(a);
+            return NULL;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    /* Buffers of 64 KiB and more (reads, HTTP/2 frames of a burst) are mapped apart and
+     * unmapped when freed: a fixed threshold stops glibc from raising it after the first
+     * such free and keeping later ones in the heap, where they would stay after the burst. */
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+    if (a->retry == NULL || a->sweep == NULL || a->trim == NULL ||
+        event_add(a->trim, &trim_tv) != 0 || gen_new(a, cfg, err, errlen) == NULL) {
+        fg_agent_free(a);
+        return NULL;
+    }
+    fg_backoff_init(&a->backoff, cfg->initial_ms, cfg->max_ms, cfg->jitter, 0);
+    return a;
+}
+
+int fg_agent_run(fg_agent_t *a)
+{
+    const fg_agent_config_t *cfg = a->gens->cfg;
+    fg_log_notice("fastgateway-agent %s: agent \"%s\", gateway %s, %zu service(s)", FG_VERSION,
+                  cfg->id, cfg->gateway, cfg->nservices);
+    dial(a);
+    fg_clock_dispatch(a->base);
+    return a->status;
+}
+
+void fg_agent_free(fg_agent_t *a)
+{
+    if (a == NULL)
+        return;
+    if (a->tunnels)
+        stop(a);
+    while (a->gens) {
+        gen_t *g = a->gens;
+        a->gens = g->next;
+        gen_free(g);
+    }
+    for (size_t i = 0; i < 4; i++)
+        if (a->sigs[i])
+            event_free(a->sigs[i]);
+    if (a->retry)
+        event_free(a->retry);
+    if (a->sweep)
+        event_free(a->sweep);
+    if (a->trim)
+        event_free(a->trim);
+    event_base_free(a->base);
+    free(a);
+}

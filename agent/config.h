@@ -1,0 +1,56 @@
+/* The tunnel agent's configuration (docs/tunnels.md, "Agent configuration"): a JSON file read
+ * at start and on SIGHUP, checked with the gateway's loader conventions (unknown keys refused,
+ * every error as "FILE: path.key: reason"). The secret is read here, from secretFile, and is
+ * never printed. */
+#ifndef FG_AGENT_CONFIG_H
+#define FG_AGENT_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/tunnel_proto.h"
+
+typedef struct {
+    char *name;     /* the fg-tunnel-service value the gateway sends */
+    char *address;  /* http:// or https:// URL of the local destination */
+    json_t *client; /* "httpClient" object for an https:// address, or NULL */
+} fg_agent_service_t;
+
+typedef struct {
+    char *file; /* absolute path, as given on the command line */
+    /* gateway: ws:// or wss:// URL */
+    char *gateway;
+    int tls;          /* wss:// */
+    char *host;       /* as in the URL, IPv6 without brackets */
+    char *port;       /* decimal */
+    char *path;       /* "/_fg/tunnel" (and the query, if any) */
+    char *host_field; /* the Host field: host[:port] as the URL has it */
+    char id[FG_TUNNEL_ID_MAX + 1];
+    char *secret_file;
+    uint8_t secret[FG_TUNNEL_SECRET_MAX];
+    size_t secret_len;
+    char *ca_file;     /* tls.ca: NULL = the system's trust store */
+    char *server_name; /* tls.serverName: NULL = host */
+    int verify;        /* tls.verify, default 1 */
+    fg_agent_service_t *services;
+    size_t nservices;
+    uint64_t initial_ms, max_ms, stable_ms; /* reconnect.initialMs, maxMs, stableMs */
+    double jitter;                          /* reconnect.jitter */
+    unsigned heartbeat_s, grace_s;
+    uint64_t connect_timeout_ms; /* connectTimeoutMs: TCP + TLS + upgrade + handshake */
+    int log_level;
+    char *error_log; /* log.errorLog: NULL = stderr */
+    char *pid_file;
+} fg_agent_config_t;
+
+/* Load and check file. NULL with err ("FILE: path: reason") on any error. */
+fg_agent_config_t *fg_agent_config_load(const char *file, char *err, size_t errlen);
+/* The same from text (name stands for the file in messages and relative paths). */
+fg_agent_config_t *fg_agent_config_parse(const char *name, const char *text, char *err,
+                                         size_t errlen);
+/* Frees cfg and wipes the secret. NULL is fine. */
+void fg_agent_config_free(fg_agent_config_t *cfg);
+
+#endif
