@@ -20,6 +20,7 @@
 #include "worker/http/accesslog.h"
 #include "worker/core/handshake.h"
 #include "worker/core/frontend.h"
+#include "worker/tunnel/session.h"
 #include "worker/http/http1.h"
 #include "worker/http/h2c.h"
 #include "worker/http/http2.h"
@@ -75,7 +76,7 @@ static void pause_accepting(listener_t *l, int err);
 
 /* Every front end this worker runs, for the worker-wide operations (frontend.h). */
 static const fg_frontend_t *const frontends[] = {&fg_http1_frontend, &fg_http2_frontend,
-                                                 &fg_relay_frontend};
+                                                 &fg_relay_frontend, &fg_tunnel_frontend};
 
 /* The front end for a connection of srv whose transport negotiated alpn (len 0 = none). Every
  * server speaks HTTP/1.1; "h2" goes to HTTP/2; a plaintext connection of a server with h2c goes

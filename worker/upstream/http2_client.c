@@ -41,8 +41,12 @@ struct h2conn_s {
     fg_worker_t *w;
     const fg_cluster_t *cl;
     size_t di;
-    fg_upconn_t *u;       /* NULL in the memory mode of the tests */
+    fg_upconn_t *u;       /* NULL in the memory mode of the tests and when adopted */
+    fg_conn_t *fc;        /* adopted: a connection its owner opened and keeps */
+    const fg_h2client_owner_t *owner;
+    void *owner_arg;
     struct evbuffer *mem; /* memory mode: what the session sends */
+    uint64_t bytes_in, bytes_out; /* HTTP/2 bytes received and produced */
     nghttp2_session *s;
     h2x_t *streams;
     unsigned nstreams;
@@ -102,7 +106,20 @@ static void conn_flush(h2conn_t *c);
 static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
 static void conn_maybe_idle(h2conn_t *c);
 static void dest_free(fg_upstream_ext_t *ext);
-static int submit(h2x_t *x, const fg_outreq_t *o);
+static int submit(h2x_t *x, const fg_outreq_t *o, const fg_http_header_t *extra, size_t nextra);
+
+/* The connection the session reads and writes: pooled, adopted, or none (memory mode). */
+static fg_conn_t *cconn(const h2conn_t *c)
+{
+    return c->u ? c->u->c : c->fc;
+}
+
+/* Tell an adopting owner how many streams are open now. */
+static void tell_streams(h2conn_t *c)
+{
+    if (c->owner && c->owner->on_streams)
+        c->owner->on_streams(c->owner_arg, c->nstreams);
+}
 
 /* ---- lifetimes ---- */
 
@@ -152,8 +169,8 @@ static int conn_leave(h2conn_t *c)
 {
     if (--c->busy > 0)
         return c->dead;
-    if (!c->dead || c->mem)
-        return c->dead; /* memory mode: fg_http2_client_test_free frees it */
+    if (!c->dead || c->mem || c->fc)
+        return c->dead; /* memory mode and adopted: test_free / fg_http2_client_close free */
     conn_free(c);
     return 1;
 }
@@ -196,6 +213,7 @@ static void detach(h2x_t *x, uint32_t code)
     x->prev = x->next = NULL;
     c->nstreams--;
     if (!c->dead) {
+        tell_streams(c);
         conn_flush(c);
         conn_maybe_idle(c);
     }
@@ -329,16 +347,28 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
 }
 
 /* Submit x's HEADERS (and its body's data source) on its ready connection. -1 on failure. */
-static int submit(h2x_t *x, const fg_outreq_t *o)
+static int submit(h2x_t *x, const fg_outreq_t *o, const fg_http_header_t *extra, size_t nextra)
 {
     h2conn_t *c = x->conn;
-    nghttp2_nv nv[FIELDS_MAX + 8];
+    nghttp2_nv nv[FIELDS_MAX + 8 + FG_H2CLIENT_EXTRA_MAX];
     char names[16384], len[24];
     fg_str_t scheme = c->https ? FG_STR_LIT("https") : FG_STR_LIT("http");
     int n = fg_http2_client_request_nv(o, scheme, x->content_length, nv, FIELDS_MAX + 8, names,
                                        sizeof(names), len);
-    if (n < 0)
+    if (n < 0 || nextra > FG_H2CLIENT_EXTRA_MAX)
         return -1;
+    for (size_t i = 0; i < nextra; i++) {
+        /* An extra field replaces the request's own of that name: a client cannot choose
+         * what only the gateway says (the tunnel's service). Names are lowercase on both. */
+        int k = 0;
+        for (int j = 0; j < n; j++)
+            if (nv[j].namelen != extra[i].name.len ||
+                memcmp(nv[j].name, extra[i].name.base, nv[j].namelen) != 0)
+                nv[k++] = nv[j];
+        n = k;
+        nv[n++] = mknv(extra[i].name.base, extra[i].name.len, extra[i].value.base,
+                       extra[i].value.len);
+    }
     nghttp2_data_provider dp = {.source.ptr = x, .read_callback = read_body};
     int32_t id = nghttp2_submit_request(c->s, NULL, nv, (size_t)n, x->has_body ? &dp : NULL, x);
     if (id < 0)
@@ -814,8 +844,9 @@ static void conn_flush(h2conn_t *c)
     conn_enter(c);
     do {
         c->again = 0;
-        struct evbuffer *out = c->u ? fg_conn_output(c->u->c) : c->mem;
-        while (c->u == NULL || fg_conn_pending(c->u->c) < OUT_HIGH) {
+        fg_conn_t *fc = cconn(c);
+        struct evbuffer *out = fc ? fg_conn_output(fc) : c->mem;
+        while (fc == NULL || fg_conn_pending(fc) < OUT_HIGH) {
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(c->s, &data);
             if (n < 0) {
@@ -826,13 +857,14 @@ static void conn_flush(h2conn_t *c)
             }
             if (n == 0)
                 break;
+            c->bytes_out += (uint64_t)n;
             evbuffer_add(out, data, (size_t)n);
         }
-        if (c->u && fg_conn_flush(c->u->c) != 0) {
+        if (fc && fg_conn_flush(fc) != 0) {
             c->flushing = 0;
             for (h2x_t *x = c->streams; x; x = x->next)
                 x->info.write_failed = 1;
-            conn_fail(c, FG_XERR_RESET, fg_conn_errno(c->u->c), NULL);
+            conn_fail(c, FG_XERR_RESET, fg_conn_errno(fc), NULL);
             conn_leave(c);
             return;
         }
@@ -864,6 +896,8 @@ static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char
     conn_enter(c);
     c->dead = 1;
     conn_unlink(c);
+    if (c->owner && c->owner->on_dead)
+        c->owner->on_dead(c->owner_arg, detail);
     while (c->streams) {
         h2x_t *x = c->streams;
         /* Off the connection first, so that the handler's close touches only x. */
@@ -986,6 +1020,7 @@ static void up_read(fg_conn_t *fc, void *arg)
             conn_fail(c, FG_XERR_INVALID, 0, "invalid HTTP/2 from upstream");
             break;
         }
+        c->bytes_in += (uint64_t)n;
         evbuffer_drain(in, (size_t)n);
     }
     if (!c->dead)
@@ -1211,7 +1246,7 @@ fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exc
      * lost to a connection closed before answering can go again on a fresh connection. */
     x->info.reused = 1;
     int may_fall_back = !c->ready && c->https && c->cl->version_policy != FG_VERSION_EXACT;
-    if (submit(x, rq->out) != 0 ||
+    if (submit(x, rq->out, NULL, 0) != 0 ||
         (may_fall_back && (x->out_copy = outreq_copy(rq->out)) == NULL)) {
         x_end(x, NGHTTP2_CANCEL);
         errno = ENOMEM;
@@ -1233,6 +1268,101 @@ static void dest_free(fg_upstream_ext_t *ext)
         conn_fail(c, FG_XERR_RESET, ECONNABORTED, "worker exiting"); /* unlinks and frees */
     }
     free(dest);
+}
+
+/* ---- adopted connections (tunnels) ---- */
+
+fg_h2client_t *fg_http2_client_adopt(fg_worker_t *w, fg_conn_t *fc, const fg_h2client_owner_t *o,
+                                     void *arg)
+{
+    h2conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->w = w;
+    c->fc = fc;
+    c->owner = o;
+    c->owner_arg = arg;
+    c->connect_at = fg_clock_now_us();
+    if (session_new(c) != 0) {
+        nghttp2_session_del(c->s);
+        free(c);
+        return NULL;
+    }
+    c->ready = 1; /* the owner's connection is up: the preface leaves now */
+    conn_flush(c);
+    return (fg_h2client_t *)c;
+}
+
+void fg_http2_client_input(fg_h2client_t *h)
+{
+    h2conn_t *c = (h2conn_t *)h;
+    if (!c->dead)
+        up_read(c->fc, c);
+}
+
+void fg_http2_client_drain(fg_h2client_t *h)
+{
+    h2conn_t *c = (h2conn_t *)h;
+    if (!c->dead)
+        conn_flush(c);
+}
+
+void fg_http2_client_close(fg_h2client_t *h, const char *detail)
+{
+    h2conn_t *c = (h2conn_t *)h;
+    if (c == NULL)
+        return;
+    c->owner = NULL; /* the owner is going: nothing more is told */
+    conn_fail(c, FG_XERR_EOF, 0, detail);
+    if (c->busy == 0) {
+        nghttp2_session_del(c->s);
+        free(c);
+    } else {
+        c->fc = NULL; /* freed by the last conn_leave, which no longer sees it as adopted */
+    }
+}
+
+int fg_http2_client_available(const fg_h2client_t *h)
+{
+    const h2conn_t *c = (const h2conn_t *)h;
+    return !c->dead && !c->goaway && c->nstreams < max_streams((h2conn_t *)c);
+}
+
+unsigned fg_http2_client_nstreams(const fg_h2client_t *h)
+{
+    return ((const h2conn_t *)h)->nstreams;
+}
+
+void fg_http2_client_bytes(const fg_h2client_t *h, uint64_t *in, uint64_t *out)
+{
+    *in = ((const h2conn_t *)h)->bytes_in;
+    *out = ((const h2conn_t *)h)->bytes_out;
+}
+
+fg_exchange_t *fg_http2_client_start_on(fg_h2client_t *h, const fg_exchange_req_t *rq,
+                                        const fg_http_header_t *extra, size_t nextra,
+                                        const fg_exchange_cbs_t *cbs, void *arg)
+{
+    h2conn_t *c = (h2conn_t *)h;
+    if (!fg_http2_client_available(h)) {
+        errno = c->dead || c->goaway ? ENOTCONN : EAGAIN;
+        return NULL;
+    }
+    h2x_t *x = x_new(NULL, rq, cbs, arg);
+    if (x == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    attach(x, c);
+    x->info.reused = 1; /* as on a shared connection: a refused stream may go again */
+    if (submit(x, rq->out, extra, nextra) != 0) {
+        x_end(x, NGHTTP2_CANCEL);
+        errno = EINVAL;
+        return NULL;
+    }
+    tell_streams(c);
+    go(x); /* the caller's first send_body sends */
+    return &x->base;
 }
 
 /* ---- memory mode (tests, fuzzing) ---- */
@@ -1259,7 +1389,7 @@ fg_h2test_t *fg_http2_client_test_new(const fg_exchange_req_t *rq, const fg_exch
     x->info.phase = FG_XPHASE_WAIT_HEAD;
     c->connect_at = fg_clock_now_us();
     attach(x, c);
-    if (submit(x, rq->out) != 0) {
+    if (submit(x, rq->out, NULL, 0) != 0) {
         x_end(x, 0);
         conn_free(c);
         free(t);

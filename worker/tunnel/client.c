@@ -1,0 +1,36 @@
+#include "worker/tunnel/client.h"
+
+#include <errno.h>
+
+#include "shm/tunnels.h"
+#include "common/log.h"
+#include "worker/tunnel/session.h"
+#include "worker/upstream/http2_client.h"
+
+#define SERVICE_FIELD "fg-tunnel-service"
+
+fg_exchange_t *fg_tunnel_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
+                                      const fg_exchange_cbs_t *cbs, void *arg)
+{
+    const fg_destination_t *d = &t->cl->destinations[t->di];
+    uint64_t serial;
+    int pid = d->tunnel_rec ? fg_tunnels_owner(d->tunnel_rec, &serial) : 0;
+    if (pid == 0 || rq->upgrade) {
+        /* an upgrade would need extended CONNECT inside the tunnel (not spoken yet) */
+        errno = pid == 0 ? ENOTCONN : EPROTONOSUPPORT;
+        return NULL;
+    }
+    if (pid != t->w->pid) {
+        /* Another worker holds the tunnel: the hop between workers is not built, so this
+         * worker cannot reach the agent (docs/tunnels.md, "Workers"). */
+        errno = EXDEV;
+        return NULL;
+    }
+    fg_h2client_t *h = fg_tunnel_session_client(t->w, d->tunnel_agent, serial);
+    if (h == NULL) {
+        errno = ENOTCONN;
+        return NULL;
+    }
+    fg_http_header_t extra = {FG_STR_LIT(SERVICE_FIELD), fg_str(d->tunnel_service)};
+    return fg_http2_client_start_on(h, rq, &extra, 1, cbs, arg);
+}
