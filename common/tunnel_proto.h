@@ -32,7 +32,7 @@
 #define FG_TUNNEL_NONCE_LEN 32 /* bytes; 64 hex digits on the wire */
 #define FG_TUNNEL_PROOF_LEN 32 /* HMAC-SHA256 */
 #define FG_TUNNEL_ID_MAX 64
-#define FG_TUNNEL_MSG_MAX 256 /* longest control message either side accepts */
+#define FG_TUNNEL_MSG_MAX 256   /* longest control message either side accepts */
 #define FG_TUNNEL_SECRET_MIN 16 /* bytes of an agent secret, at least */
 #define FG_TUNNEL_SECRET_MAX 1024
 
@@ -71,7 +71,6 @@ int fg_tunnel_proof_ok(const uint8_t *secret, size_t secret_len,
  * FG_TUNNEL_SECRET_MIN and FG_TUNNEL_SECRET_MAX of them. Refuses a file that others than
  * its owner may read or write (mode & 077). Returns the length, or -1 with a reason in err
  * (never the secret). */
-int fg_tunnel_secret_load(const char *path, uint8_t *secret, size_t cap, char *err,
-                          size_t errlen);
+int fg_tunnel_secret_load(const char *path, uint8_t *secret, size_t cap, char *err, size_t errlen);
 
 #endif

@@ -19,6 +19,7 @@
 #include "common/tls.h"
 #include "worker/core/clock.h"
 #include "worker/core/transport.h"
+#include "worker/core/transport_ws.h"
 
 /* Laid out for an idle keep-alive connection's footprint: timeouts and sizes fit 32 bits. */
 struct fg_conn_s {
@@ -299,6 +300,8 @@ int fg_conn_errno(const fg_conn_t *c)
 size_t fg_conn_pending(const fg_conn_t *c)
 {
     size_t n = c->out ? evbuffer_get_length(c->out) : 0;
+    if (c->t.layer != NULL)
+        n += c->t.ops->unsent(&c->t);
     if (c->file_fd >= 0)
         n += (size_t)c->file_left + evbuffer_get_length(c->tail);
     return n;
@@ -457,7 +460,8 @@ static ssize_t file_step(fg_conn_t *c)
 static int write_step(fg_conn_t *c)
 {
     ssize_t n;
-    if (c->out != NULL && evbuffer_get_length(c->out) > 0) {
+    if ((c->out != NULL && evbuffer_get_length(c->out) > 0) ||
+        (c->t.layer != NULL && c->out != NULL && c->t.ops->unsent(&c->t) > 0)) {
         n = c->t.ops->send_chain(&c->t, c->out);
         if (n == FG_TRANSPORT_AGAIN) {
             if (c->t.want == FG_TRANSPORT_WANT_READ && !c->write_wants_read) {
@@ -635,6 +639,9 @@ static void do_read(fg_conn_t *c)
         return;
     }
     ssize_t n = c->t.ops->recv(&c->t, c->in, c->read_max);
+    /* a layer that answers as it reads (a WebSocket pong, a close echo) has frames to send */
+    if (c->t.layer != NULL && !c->writing && c->t.ops->unsent(&c->t) > 0)
+        want_write(c);
     if (n > 0) {
         /* Decrypted bytes left in the TLS layer raise no socket event, nor does a close_notify
          * taken in with the bytes just read: come back for them, so that the owner, after
@@ -935,4 +942,52 @@ size_t fg_conn_read_now(fg_conn_t *c)
     while ((n = c->t.ops->recv(&c->t, c->in, 65536)) > 0)
         total += (size_t)n;
     return total;
+}
+
+/* ---- the WebSocket layer (worker/core/transport_ws.h) ---- */
+
+int fg_conn_push_ws(fg_conn_t *c, int role, const fg_ws_cbs_t *cbs, void *arg)
+{
+    if (acquire(c) != 0)
+        return -ENOMEM;
+    int r = fg_transport_ws_push(&c->t, role, cbs, arg, c->in);
+    if (r == 0) {
+        c->no_sendfile = 1;
+        /* frames already read raise no socket event */
+        if (c->reading && c->t.ops->pending(&c->t) > 0)
+            event_active(c->rev, EV_READ, 1);
+    }
+    return r;
+}
+
+/* Queue a control frame and have the write event send it (never from here: the caller may be
+ * inside the layer's read). */
+static int ws_control(fg_conn_t *c, int kind, uint16_t code, const void *p, size_t n)
+{
+    if (acquire(c) != 0)
+        return -ENOMEM;
+    int r = fg_transport_ws_control(&c->t, kind, code, p, n);
+    if (r == 0 && !c->writing && !c->connecting)
+        want_write(c);
+    return r;
+}
+
+int fg_conn_ws_text(fg_conn_t *c, const char *msg, size_t len)
+{
+    return ws_control(c, FG_WS_CTL_TEXT, 0, msg, len);
+}
+
+int fg_conn_ws_ping(fg_conn_t *c, const void *payload, size_t len)
+{
+    return ws_control(c, FG_WS_CTL_PING, 0, payload, len);
+}
+
+int fg_conn_ws_close(fg_conn_t *c, uint16_t code, const char *reason)
+{
+    return ws_control(c, FG_WS_CTL_CLOSE, code, reason, reason ? strlen(reason) : 0);
+}
+
+uint16_t fg_conn_ws_peer_close(const fg_conn_t *c)
+{
+    return fg_transport_ws_peer_close(&c->t);
 }

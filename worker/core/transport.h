@@ -13,6 +13,7 @@
 #define FG_TRANSPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <openssl/ssl.h>
@@ -48,6 +49,9 @@ typedef struct {
     /* Release the transport's state (TLS: close_notify when the session is sound, so that it
      * stays resumable); the fd stays open, it is the connection's. */
     void (*close)(fg_transport_t *t);
+    /* Bytes the transport holds for sending beyond what it took from the output (a layer that
+     * frames: whole frames not yet written); NULL when it never holds any. */
+    size_t (*unsent)(const fg_transport_t *t);
 } fg_transport_ops_t;
 
 struct fg_transport_s {
@@ -60,6 +64,7 @@ struct fg_transport_s {
     SSL *ssl;            /* TLS only */
     size_t wpend;        /* TLS: length of a write to repeat (OpenSSL needs at least as much) */
     unsigned long err;   /* TLS client: OpenSSL's first error of a failed handshake, or 0 */
+    void *layer;         /* a layer above another transport (WebSocket): its state */
 };
 
 void fg_transport_tcp_init(fg_transport_t *t, int fd);
@@ -73,5 +78,15 @@ void fg_transport_tls_client_init(fg_transport_t *t, int fd, SSL *ssl);
  * issuer certificate)", "SSL_do_handshake() failed (SSL: error:...)" or, for a system error
  * err, "SSL_do_handshake() failed (104: Connection reset by peer)". */
 void fg_transport_tls_client_why(const fg_transport_t *t, int err, char *buf, size_t len);
+
+/* The WebSocket layer (worker/core/transport_ws.c; fg_conn_push_ws is its interface for
+ * owners): push it on t, taking the bytes of already (may be NULL) as received frames; queue a
+ * control frame; the close code the peer sent. */
+struct fg_ws_cbs_s;
+enum { FG_WS_CTL_TEXT = 1, FG_WS_CTL_PING, FG_WS_CTL_CLOSE };
+int fg_transport_ws_push(fg_transport_t *t, int role, const struct fg_ws_cbs_s *cbs, void *arg,
+                         struct evbuffer *already);
+int fg_transport_ws_control(fg_transport_t *t, int kind, uint16_t code, const void *p, size_t n);
+uint16_t fg_transport_ws_peer_close(const fg_transport_t *t);
 
 #endif

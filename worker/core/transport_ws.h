@@ -28,7 +28,7 @@
 
 enum { FG_WS_SERVER = 0, FG_WS_CLIENT = 1 };
 
-typedef struct {
+typedef struct fg_ws_cbs_s {
     /* Called from inside the connection's read. They may queue frames (fg_conn_ws_send) and
      * change conn settings, but must not free the connection: an owner that wants to close
      * schedules it (or waits for on_read / on_event). Either may be NULL. */
