@@ -425,16 +425,17 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent)
         fg_tunnel_session_refuse(s); /* no registry: nothing could find this tunnel */
         return;
     }
-    s->h2 = fg_http2_client_adopt(s->w, s->c, &h2_owner, s);
-    fg_tunnel_msg_t m = {.kind = FG_TUNNEL_MSG_OK, .heartbeat_s = (unsigned)(tc->heartbeat_ms / 1000)};
+    fg_tunnel_msg_t m = {.kind = FG_TUNNEL_MSG_OK,
+                         .heartbeat_s = (unsigned)(tc->heartbeat_ms / 1000)};
     char buf[FG_TUNNEL_MSG_MAX];
     int n = fg_tunnel_msg_format(&m, buf, sizeof(buf));
-    if (s->h2 == NULL || n < 0) {
+    /* OK first: the agent starts its HTTP/2 server once it has it, and the client's preface
+     * (queued and framed by the adoption) must follow it on the wire. */
+    if (n < 0 || fg_conn_ws_text(s->c, buf, (size_t)n) != 0 ||
+        (s->h2 = fg_http2_client_adopt(s->w, s->c, &h2_owner, s)) == NULL) {
         close_later(s, "out of memory");
         return;
     }
-    /* OK goes ahead of the preface the client queued: text frames pass data frames. */
-    fg_conn_ws_text(s->c, buf, (size_t)n);
     int prev_pid;
     uint64_t prev_serial;
     s->serial = fg_tunnels_claim(fg_tunnels_zone(), s->rec, s->w->pid, s->w->slot,
