@@ -504,6 +504,7 @@ typedef struct {
     void *metrics;                   /* shm/metrics.c object (fg_metrics_attach) */
     fg_http2_config_t http2;         /* "http2" */
     int accept_tunnels; /* "acceptTunnels": agents connect on tunnels.path (docs/tunnels.md) */
+    int tunnel_hop;     /* not configured: a worker's hop socket (worker/tunnel/hop.h) */
 } fg_server_t;
 
 /* ---- tunnels (common/config_tunnels.c, docs/tunnels.md) ---- */

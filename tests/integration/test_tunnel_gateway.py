@@ -30,7 +30,7 @@ def secret_file(tmp_path, name, value=None):
     return p
 
 
-def tunnel_config(tmp_path, port, agents, dests, workers=1, heartbeat=30, grace=10, fails=10,
+def tunnel_config(tmp_path, port, agents, dests, workers=2, heartbeat=30, grace=10, fails=10,
                   failover=False):
     """A gateway with the tunnel path on its server and /tunnel/{**rest} -> cluster "tun"."""
     clusters = [{"id": "tun", "loadBalancingPolicy": "RoundRobin", "destinations": dests}]
@@ -366,7 +366,7 @@ def test_reload_moves_agents_without_failures(one):
     for t in threads:
         t.start()
     try:
-        for i in range(3):
+        for i in range(10):
             gw.reload()
             ag.wait_line("online", count=i + 2, timeout=15)
             time.sleep(0.3)
@@ -376,6 +376,6 @@ def test_reload_moves_agents_without_failures(one):
             t.join(20)
     bad = [r for r in results if r != 200]
     assert results and not bad, (len(results), bad[:5])
-    assert ag.lines.count("reconnect") >= 3
+    assert ag.lines.count("reconnect") >= 10
     t = tunnels(gw)["office"]
     assert t["online"] and t["worker"]["generation"] == gw.info()["generation"]

@@ -85,7 +85,8 @@ class Tunnel:
         self.reqs = {}      # stream id -> [headers, bytearray body]
         self.pending = {}   # stream id -> bytearray still to send, with end flag
         self.tasks = set()
-        self.draining = False
+        self.draining = False   # RECONNECT heard
+        self.successor = False  # the tunnel that replaces this one is online
 
     async def send(self):
         data = self.h2.data_to_send()
@@ -104,8 +105,7 @@ class Tunnel:
                 if msg.strip() == "FGT/1 RECONNECT":
                     say("reconnect")
                     self.draining = True
-                    self.agent.spawn_tunnel()
-                    self.maybe_finish()
+                    self.agent.spawn_tunnel(self)
                 continue
             if os.environ.get("AGENT_DEBUG"): print("recv", len(msg), flush=True)
             for ev in self.h2.receive_data(msg):
@@ -114,20 +114,22 @@ class Tunnel:
             await self.send()
 
     def maybe_finish(self):
-        if self.draining and not self.reqs and not self.pending and not self.tasks:
+        # the old tunnel goes once the new one is online and its own streams are done: until
+        # then the gateway may still open streams on it
+        if (self.draining and self.successor and not self.reqs and not self.pending
+                and not self.tasks):
             asyncio.ensure_future(self.ws.close())
 
     def on_event(self, ev):
         if isinstance(ev, h2.events.RequestReceived):
             self.reqs[ev.stream_id] = [ev.headers, bytearray()]
-            if ev.stream_ended:
-                self.start(ev.stream_id)
         elif isinstance(ev, h2.events.DataReceived):
             r = self.reqs.get(ev.stream_id)
             if r is not None:
                 r[1] += ev.data
             self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
         elif isinstance(ev, h2.events.StreamEnded):
+            # h2 reports a request's end once, as this event (even for a bodiless request)
             if ev.stream_id in self.reqs:
                 self.start(ev.stream_id)
         elif isinstance(ev, h2.events.StreamReset):
@@ -175,12 +177,16 @@ class Tunnel:
                 self.pending[sid] = bytearray(data)
                 self.flush(sid)
             await self.send()
-        except Exception:  # the stream was reset meanwhile
+        except Exception as e:  # the stream was reset meanwhile
+            if os.environ.get("AGENT_DEBUG"):
+                print("answer", repr(e), flush=True)
             self.pending.pop(sid, None)
         self.maybe_finish()
 
     def flush(self, sid):
         buf = self.pending.get(sid)
+        if os.environ.get("AGENT_DEBUG"):
+            print("flush", sid, buf is not None and len(buf), self.h2.local_flow_control_window(sid), flush=True)
         if buf is None:
             return
         try:
@@ -192,8 +198,9 @@ class Tunnel:
                 self.h2.send_data(sid, bytes(buf[:n]))
                 del buf[:n]
             self.h2.end_stream(sid)
-        except Exception:
-            pass
+        except Exception as e:
+            if os.environ.get("AGENT_DEBUG"):
+                print("flush", repr(e), flush=True)
         self.pending.pop(sid, None)
         asyncio.ensure_future(self.send())
         self.maybe_finish()
@@ -217,10 +224,10 @@ class Agent:
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    def spawn_tunnel(self):
-        asyncio.ensure_future(self.one_tunnel())
+    def spawn_tunnel(self, old=None):
+        asyncio.ensure_future(self.one_tunnel(old))
 
-    async def one_tunnel(self):
+    async def one_tunnel(self, old=None):
         """Dial, authenticate, serve; returns when the tunnel ends."""
         try:
             ws = await websockets.connect(
@@ -246,6 +253,9 @@ class Agent:
         t = Tunnel(self, ws)
         self.live.add(t)
         say("online", t.n)
+        if old is not None:
+            old.successor = True
+            old.maybe_finish()
         try:
             await t.run()
         except websockets.ConnectionClosed:

@@ -21,6 +21,7 @@
 #include "worker/http/request.h"
 #include "worker/http/relay.h"
 #include "worker/tunnel/endpoint.h"
+#include "worker/tunnel/hop.h"
 #include "worker/core/clock.h"
 
 enum {
@@ -1217,16 +1218,19 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
 
     if (tls_gate(h, req) != 0)
         return;
-    /* The tunnel path never reaches a route (worker/tunnel/endpoint.h). */
-    if (fg_tunnel_endpoint_match(h->w->cfg, h->server, req->path)) {
+    if (h->server->tunnel_hop) {
+        /* another worker's request for a tunnel this worker holds: never a route */
+        if (fg_tunnel_hop_route(req) != 0)
+            return;
+    } else if (fg_tunnel_endpoint_match(h->w->cfg, h->server, req->path)) {
         if (fg_tunnel_endpoint_check(req) != 0)
             h->close_after = 1;
         else
             h->tunnel = 1;
         return;
-    }
-    if (fg_dispatch_route(req) != 0)
+    } else if (fg_dispatch_route(req) != 0) {
         return;
+    }
     if (req->has_body && req->expect_continue && req->version == 11) {
         /* RFC 9110 10.1.1: the body is wanted, say so before the client waits it out. */
         evbuffer_add(fg_conn_output(h->c), "HTTP/1.1 100 Continue\r\n\r\n", 25);

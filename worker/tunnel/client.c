@@ -3,7 +3,7 @@
 #include <errno.h>
 
 #include "shm/tunnels.h"
-#include "common/log.h"
+#include "worker/tunnel/hop.h"
 #include "worker/tunnel/session.h"
 #include "worker/upstream/http2_client.h"
 
@@ -20,12 +20,8 @@ fg_exchange_t *fg_tunnel_client_start(const fg_exchange_target_t *t, const fg_ex
         errno = pid == 0 ? ENOTCONN : EPROTONOSUPPORT;
         return NULL;
     }
-    if (pid != t->w->pid) {
-        /* Another worker holds the tunnel: the hop between workers is not built, so this
-         * worker cannot reach the agent (docs/tunnels.md, "Workers"). */
-        errno = EXDEV;
-        return NULL;
-    }
+    if (pid != t->w->pid)
+        return fg_tunnel_hop_start(t, rq, pid, cbs, arg);
     fg_h2client_t *h = fg_tunnel_session_client(t->w, d->tunnel_agent, serial);
     if (h == NULL) {
         errno = ENOTCONN;

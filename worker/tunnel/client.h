@@ -2,10 +2,9 @@
  * fg_client_start. The registry (shm/tunnels.h) says which worker holds the agent's current
  * tunnel: when it is this worker, the exchange is a new stream of the tunnel's HTTP/2 client
  * with the field fg-tunnel-service naming the service (a client's own field of that name is
- * replaced). When another worker holds it, no exchange starts (EXDEV): the hop between
- * workers is not built yet (docs/tunnels.md, "Workers"). While the agent is offline no
- * exchange starts either (ENOTCONN at once: the proxy fails over or answers 502 without
- * waiting). */
+ * replaced); when it is another worker, an HTTP/1.1 exchange over that worker's private Unix
+ * socket (worker/tunnel/hop.h), which sends it on. While the agent is offline no exchange
+ * starts (ENOTCONN at once: the proxy fails over or answers 502 without waiting). */
 #ifndef FG_TUNNEL_CLIENT_H
 #define FG_TUNNEL_CLIENT_H
 

@@ -297,9 +297,12 @@ static void h2_streams(void *arg, unsigned n)
         fg_metrics_conn_open(FG_MG_TUNNEL_STREAMS);
     for (unsigned i = n; i < s->streams; i++)
         fg_metrics_conn_close(FG_MG_TUNNEL_STREAMS);
+    int ended = n < s->streams;
     if (s->rec)
         fg_tunnels_streams(s->rec, (int)n - (int)s->streams);
     s->streams = n;
+    if (ended)
+        publish(s); /* a stream ended: its bytes count now, not at the next tick */
     if (n == 0)
         maybe_done(s);
 }
