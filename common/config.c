@@ -559,11 +559,10 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
     if (fg_config_check_keys(c, root, keys) < 0 || load_globals(c, root) < 0 ||
         load_log(c, root) < 0 || fg_config_load_responses(c, root) < 0 ||
         fg_config_load_certificates(c, root) < 0 || fg_config_load_tunnels(c, root) < 0 ||
-        load_servers(c, root) < 0 ||
-        fg_config_load_clusters(c, root) < 0 || fg_config_load_routes(c, root) < 0 ||
-        fg_config_resolve_error_pages(c) < 0 || fg_config_load_security(c, root) < 0 ||
-        fg_config_resolve_security(c) < 0 || fg_config_load_metrics(c, root) < 0 ||
-        fg_config_load_admin(c, root) < 0)
+        load_servers(c, root) < 0 || fg_config_load_clusters(c, root) < 0 ||
+        fg_config_load_routes(c, root) < 0 || fg_config_resolve_error_pages(c) < 0 ||
+        fg_config_load_security(c, root) < 0 || fg_config_resolve_security(c) < 0 ||
+        fg_config_load_metrics(c, root) < 0 || fg_config_load_admin(c, root) < 0)
         return -1;
     attach_routes(c->cfg);
     return 0;

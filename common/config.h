@@ -588,7 +588,7 @@ typedef struct {
     char *metrics_path; /* default "/metrics" */
     struct sockaddr_storage metrics_addr;
     socklen_t metrics_addrlen;
-    fg_admin_config_t admin; /* "admin" (master/admin_http.c, docs/admin.md) */
+    fg_admin_config_t admin;     /* "admin" (master/admin_http.c, docs/admin.md) */
     fg_tunnels_config_t tunnels; /* "tunnels" */
 } fg_config_t;
 

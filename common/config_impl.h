@@ -129,5 +129,4 @@ void fg_config_free_clusters(fg_config_t *cfg);
 int fg_config_load_tunnels(fg_config_ctx_t *c, const json_t *root);
 void fg_config_free_tunnels(fg_config_t *cfg);
 
-
 #endif

@@ -61,8 +61,8 @@ static int load_limits(fg_config_ctx_t *c, const json_t *t, fg_tunnels_config_t 
  * their loaders). Loaded before servers and clusters, which refer to it. */
 int fg_config_load_tunnels(fg_config_ctx_t *c, const json_t *root)
 {
-    static const char *const keys[] = {"path",   "heartbeatSeconds", "graceSeconds",
-                                       "authFailuresPerMinute", "agents", NULL};
+    static const char *const keys[] = {
+        "path", "heartbeatSeconds", "graceSeconds", "authFailuresPerMinute", "agents", NULL};
     fg_tunnels_config_t *tc = &c->cfg->tunnels;
     json_t *t = NULL;
     int rc = fg_config_get_object(c, root, "tunnels", keys, &t);

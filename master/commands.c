@@ -205,10 +205,10 @@ static json_t *tunnel_json(const fg_tunnel_agent_t *a, uint64_t now)
     uint64_t serial;
     int pid = fg_tunnels_owner(r, &serial);
     json_t *o = json_pack(
-        "{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "id", a->id, "online", pid != 0,
-        "streams", (json_int_t)atomic_load(&r->streams), "bytesIn",
-        (json_int_t)atomic_load(&r->bytes_in), "bytesOut", (json_int_t)atomic_load(&r->bytes_out),
-        "connects", (json_int_t)atomic_load(&r->connects), "reconnects",
+        "{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "id", a->id, "online", pid != 0, "streams",
+        (json_int_t)atomic_load(&r->streams), "bytesIn", (json_int_t)atomic_load(&r->bytes_in),
+        "bytesOut", (json_int_t)atomic_load(&r->bytes_out), "connects",
+        (json_int_t)atomic_load(&r->connects), "reconnects",
         (json_int_t)(atomic_load(&r->connects) ? atomic_load(&r->connects) - 1 : 0), "takeovers",
         (json_int_t)atomic_load(&r->takeovers), "authFailures",
         (json_int_t)atomic_load(&r->auth_failures));
@@ -217,8 +217,9 @@ static json_t *tunnel_json(const fg_tunnel_agent_t *a, uint64_t now)
     uint64_t since = atomic_load(&r->since_ms), beat = atomic_load(&r->last_beat_ms);
     char when[32];
     iso_time((time_t)(since / 1000), when, sizeof(when));
-    json_object_set_new(o, "worker", json_pack("{s:i, s:i, s:I}", "slot", r->slot, "pid", pid,
-                                               "generation", (json_int_t)r->generation));
+    json_object_set_new(o, "worker",
+                        json_pack("{s:i, s:i, s:I}", "slot", r->slot, "pid", pid, "generation",
+                                  (json_int_t)r->generation));
     json_object_set_new(o, "connection", json_integer((json_int_t)serial));
     json_object_set_new(o, "peer", json_string(r->peer));
     json_object_set_new(o, "connectedSince", json_string(when));

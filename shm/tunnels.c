@@ -60,8 +60,8 @@ int fg_tunnels_attach(fg_shm_t *shm, fg_config_t *cfg, uint64_t gen, uint64_t mi
     int created = 0;
     if (cfg->tunnels.nagents == 0 && attached == NULL)
         return 0;
-    fg_tunnels_t *t =
-        fg_shm_zone_get(shm, "tunnels", sizeof(fg_tunnels_t), ZONE_KIND, ZONE_LAYOUT, gen, &created);
+    fg_tunnels_t *t = fg_shm_zone_get(shm, "tunnels", sizeof(fg_tunnels_t), ZONE_KIND, ZONE_LAYOUT,
+                                      gen, &created);
     if (t == NULL) {
         snprintf(err, errlen, "shm: no room for the tunnels zone (%zu bytes)", sizeof(*t));
         return -1;

@@ -36,15 +36,15 @@ typedef struct {
     _Atomic int32_t pid;
     int32_t slot;
     uint64_t generation;
-    char peer[64]; /* the agent's address as the gateway saw it */
+    char peer[64];             /* the agent's address as the gateway saw it */
     _Atomic uint64_t since_ms; /* wall clock, when that connection authenticated */
 
     _Alignas(FG_CACHELINE) _Atomic uint64_t last_beat_ms; /* wall clock, last frame heard */
     _Atomic uint64_t rtt_us;                              /* last ping's round trip */
     _Atomic int64_t streams;                              /* in flight, every connection */
     _Atomic uint64_t bytes_in, bytes_out;                 /* tunnel bytes, both ways */
-    _Atomic uint64_t connects;   /* authenticated connections */
-    _Atomic uint64_t takeovers;  /* of those, how many displaced a live one */
+    _Atomic uint64_t connects;                            /* authenticated connections */
+    _Atomic uint64_t takeovers; /* of those, how many displaced a live one */
     _Atomic uint64_t auth_failures;
 } fg_tunnel_rec_t;
 

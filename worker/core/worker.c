@@ -381,7 +381,7 @@ int fg_worker_main(const fg_worker_args_t *args)
             st.w.record->state = FG_WORKER_EXITED;
         return 0;
     }
-    if (setup_listeners(&st, args) != 0 || fg_tunnel_hop_listen(&st.w) != 0) {
+    if (setup_listeners(&st, args) != 0 || fg_tunnel_hop_listen(&st.w, &fg_http1_frontend) != 0) {
         fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
         teardown(&st);
         return 1;

@@ -593,7 +593,8 @@ static int may_fail_over(const proxy_t *p)
 {
     const fg_failover_config_t *f = &p->cl->failover;
     /* a hop's destination was chosen by the worker that received the request */
-    return f->enabled && !p->req->hop_dest && (f->allow_non_idempotent || idempotent(p->req->method));
+    return f->enabled && !p->req->hop_dest &&
+           (f->allow_non_idempotent || idempotent(p->req->method));
 }
 
 /* Failover: the destination failed before answering (connect refused or timed out, reset) and

@@ -21,7 +21,8 @@ int fg_dispatch_route(fg_request_t *req)
     /* The tunnel path never reaches a route; agents come by HTTP/1.1 (the front end hands
      * their upgrades to worker/tunnel/endpoint.c before dispatch). */
     if (cfg && req->server && fg_tunnel_endpoint_match(cfg, req->server, req->path)) {
-        fg_request_error(req, 400, "bad_request", "tunnel agents connect by WebSocket over HTTP/1.1");
+        fg_request_error(req, 400, "bad_request",
+                         "tunnel agents connect by WebSocket over HTTP/1.1");
         return -1;
     }
     req->route = asterisk ? NULL : fg_router_match(req->server, req);

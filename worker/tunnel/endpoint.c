@@ -110,6 +110,36 @@ static int accept_value(fg_str_t key, char out[32])
     return EVP_EncodeBlock((unsigned char *)out, md, sizeof(md));
 }
 
+/* AUTH: the id must be configured and the proof right (compared in constant time). */
+static void on_handshake(fg_tsession_t *ts, const char *msg, size_t len)
+{
+    fg_tunnel_msg_t m;
+    const char *peer = fg_tunnel_session_peer_text(ts);
+    if (fg_tunnel_msg_parse(msg, len, &m) != 0 || m.kind != FG_TUNNEL_MSG_AUTH) {
+        fg_log_warn("tunnel: authentication failed from %s: malformed handshake message", peer);
+        fg_tunnels_auth_failed(fg_tunnels_zone(), NULL, fg_tunnel_session_peer(ts),
+                               fg_clock_now_ms());
+        fg_tunnel_session_refuse(ts);
+        return;
+    }
+    const fg_config_t *cfg = fg_tunnel_session_config(ts);
+    int a = fg_config_tunnel_agent(cfg, m.id, strlen(m.id));
+    const fg_tunnel_agent_t *ag = a >= 0 ? &cfg->tunnels.agents[a] : NULL;
+    /* Both checks run for a configured id; an unknown id gets the same answer as a wrong
+     * proof, so the close tells a guesser nothing about which ids exist. */
+    int ok = ag != NULL && fg_tunnel_proof_ok(ag->secret, ag->secret_len,
+                                              fg_tunnel_session_nonce(ts), m.id, m.proof);
+    if (!ok) {
+        fg_log_warn("tunnel: authentication failed from %s for agent \"%s\": %s", peer, m.id,
+                    ag ? "wrong proof" : "unknown agent");
+        fg_tunnels_auth_failed(fg_tunnels_zone(), ag ? ag->state : NULL, fg_tunnel_session_peer(ts),
+                               fg_clock_now_ms());
+        fg_tunnel_session_refuse(ts);
+        return;
+    }
+    fg_tunnel_session_authenticated(ts, a);
+}
+
 int fg_tunnel_endpoint_accept(fg_request_t *req, fg_conn_t *c)
 {
     char acc[32];
@@ -134,35 +164,6 @@ int fg_tunnel_endpoint_accept(fg_request_t *req, fg_conn_t *c)
         fg_conn_free(c);
         return -1;
     }
-    return fg_tunnel_session_start(req->worker, c, (const struct sockaddr *)&peer, len);
-}
-
-void fg_tunnel_endpoint_message(struct fg_tsession_s *s, const char *msg, size_t len)
-{
-    fg_tsession_t *ts = s;
-    fg_tunnel_msg_t m;
-    const char *peer = fg_tunnel_session_peer_text(ts);
-    if (fg_tunnel_msg_parse(msg, len, &m) != 0 || m.kind != FG_TUNNEL_MSG_AUTH) {
-        fg_log_warn("tunnel: authentication failed from %s: malformed handshake message", peer);
-        fg_tunnels_auth_failed(fg_tunnels_zone(), NULL, fg_tunnel_session_peer(ts),
-                               fg_clock_now_ms());
-        fg_tunnel_session_refuse(ts);
-        return;
-    }
-    const fg_config_t *cfg = fg_tunnel_session_config(ts);
-    int a = fg_config_tunnel_agent(cfg, m.id, strlen(m.id));
-    const fg_tunnel_agent_t *ag = a >= 0 ? &cfg->tunnels.agents[a] : NULL;
-    /* Both checks run for a configured id; an unknown id gets the same answer as a wrong
-     * proof, so the close tells a guesser nothing about which ids exist. */
-    int ok = ag != NULL && fg_tunnel_proof_ok(ag->secret, ag->secret_len,
-                                              fg_tunnel_session_nonce(ts), m.id, m.proof);
-    if (!ok) {
-        fg_log_warn("tunnel: authentication failed from %s for agent \"%s\": %s", peer, m.id,
-                    ag ? "wrong proof" : "unknown agent");
-        fg_tunnels_auth_failed(fg_tunnels_zone(), ag ? ag->state : NULL,
-                               fg_tunnel_session_peer(ts), fg_clock_now_ms());
-        fg_tunnel_session_refuse(ts);
-        return;
-    }
-    fg_tunnel_session_authenticated(ts, a);
+    return fg_tunnel_session_start(req->worker, c, (const struct sockaddr *)&peer, len,
+                                   on_handshake);
 }

@@ -16,8 +16,6 @@
 #include "worker/core/conn.h"
 #include "worker/http/request.h"
 
-struct fg_tsession_s;
-
 /* Whether path is the tunnel path of srv (a server with acceptTunnels). */
 int fg_tunnel_endpoint_match(const fg_config_t *cfg, const fg_server_t *srv, fg_str_t path);
 /* Check an HTTP/1.1 request on the tunnel path: 0 when it is an agent's upgrade that may
@@ -26,7 +24,5 @@ int fg_tunnel_endpoint_check(fg_request_t *req);
 /* Answer req's upgrade with 101 on c and make c a tunnel session (c is taken, whatever
  * happens). 0, or -1 (c freed). */
 int fg_tunnel_endpoint_accept(fg_request_t *req, fg_conn_t *c);
-/* A control message on a session whose handshake runs. */
-void fg_tunnel_endpoint_message(struct fg_tsession_s *s, const char *msg, size_t len);
 
 #endif

@@ -13,18 +13,18 @@
 #include <netinet/in.h>
 
 #include "common/log.h"
-#include "worker/http/http1.h"
 #include "worker/upstream/http1_client.h"
 
 #define HOP_FIELDS_MAX 256 /* request fields the hop carries, at most */
 #define ACCEPTS_PER_EVENT 32
 
 typedef struct {
+    const fg_frontend_t *fe; /* serves the accepted connections */
     int fd;
     struct event *ev;
-    fg_server_t server;       /* what the HTTP/1.1 front end serves the socket as */
-    fg_transform_t tx[3];     /* the hop route's transforms */
-    fg_route_t route;         /* template of the hop route */
+    fg_server_t server;   /* what the HTTP/1.1 front end serves the socket as */
+    fg_transform_t tx[3]; /* the hop route's transforms */
+    fg_route_t route;     /* template of the hop route */
 } hop_t;
 
 static socklen_t hop_addr(int pid, struct sockaddr_un *sa)
@@ -64,7 +64,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         struct sockaddr_in lo = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         struct sockaddr_storage ss;
         memcpy(&ss, &lo, sizeof(lo));
-        if (fg_http1_frontend.start(w, &h->server, fd, &ss, sizeof(lo)) != 0)
+        if (h->fe->start(w, &h->server, fd, &ss, sizeof(lo)) != 0)
             close(fd);
     }
 }
@@ -100,19 +100,19 @@ static void template(fg_worker_t *w, hop_t *h)
     h->route.exempt_event_streams = 1;
 }
 
-int fg_tunnel_hop_listen(fg_worker_t *w)
+int fg_tunnel_hop_listen(fg_worker_t *w, const fg_frontend_t *fe)
 {
     if (w->cfg->tunnels.nagents == 0)
         return 0;
     hop_t *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return -1;
+    h->fe = fe;
     template(w, h);
     struct sockaddr_un sa;
     socklen_t len = hop_addr(w->pid, &sa);
     h->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (h->fd == -1 || bind(h->fd, (struct sockaddr *)&sa, len) == -1 ||
-        listen(h->fd, 511) == -1) {
+    if (h->fd == -1 || bind(h->fd, (struct sockaddr *)&sa, len) == -1 || listen(h->fd, 511) == -1) {
         int e = errno;
         fg_log_error("tunnel hop: cannot listen on @%s: %s", sa.sun_path + 1, strerror(e));
         if (h->fd != -1)
@@ -192,7 +192,8 @@ static int find_dest(const fg_config_t *cfg, fg_str_t v, const fg_cluster_t **cl
         const fg_cluster_t *c = &cfg->clusters[i];
         for (size_t j = 0; j < c->ndestinations; j++) {
             const fg_destination_t *d = &c->destinations[j];
-            if (d->tunnel && d->tunnel_agent == agent && fg_str_eq(svc, fg_str(d->tunnel_service))) {
+            if (d->tunnel && d->tunnel_agent == agent &&
+                fg_str_eq(svc, fg_str(d->tunnel_service))) {
                 *cl = c;
                 return (int)j;
             }

@@ -10,13 +10,15 @@
 #ifndef FG_TUNNEL_HOP_H
 #define FG_TUNNEL_HOP_H
 
+#include "worker/core/frontend.h"
 #include "worker/http/request.h"
 #include "worker/upstream/exchange.h"
 
 #define FG_TUNNEL_HOP_FIELD "fg-tunnel-hop"
 
-/* Open this worker's hop socket (when tunnels are configured). 0, or -1 with errno. */
-int fg_tunnel_hop_listen(fg_worker_t *w);
+/* Open this worker's hop socket (when tunnels are configured), its connections served by fe
+ * (the HTTP/1.1 front end). 0, or -1 with errno. */
+int fg_tunnel_hop_listen(fg_worker_t *w, const fg_frontend_t *fe);
 void fg_tunnel_hop_close(fg_worker_t *w);
 /* fg_client_start for a tunnel destination whose agent worker pid holds. */
 fg_exchange_t *fg_tunnel_hop_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,

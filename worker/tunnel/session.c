@@ -15,13 +15,12 @@
 #include "shm/tunnels.h"
 #include "worker/core/clock.h"
 #include "worker/core/transport_ws.h"
-#include "worker/tunnel/endpoint.h"
 
-#define SLOT 2                    /* fg_worker_t.frontend_state */
-#define HANDSHAKE_MS 10000        /* TUNNEL_DESIGN: the whole handshake */
-#define OUT_LOW (64 * 1024)       /* on_drain once the output fell to this */
-#define CLOSE_LINGER_MS 1000      /* after our close frame: time for it to leave */
-#define WS_GOING_AWAY 1001        /* RFC 6455 7.4.1 */
+#define SLOT 2               /* fg_worker_t.frontend_state */
+#define HANDSHAKE_MS 10000   /* TUNNEL_DESIGN: the whole handshake */
+#define OUT_LOW (64 * 1024)  /* on_drain once the output fell to this */
+#define CLOSE_LINGER_MS 1000 /* after our close frame: time for it to leave */
+#define WS_GOING_AWAY 1001   /* RFC 6455 7.4.1 */
 #define WS_POLICY 1008
 
 enum { S_HANDSHAKE = 0, S_LIVE, S_CLOSING };
@@ -35,18 +34,19 @@ struct fg_tsession_s {
     fg_tunnel_rec_t *rec;
     uint64_t serial;
     fg_h2client_t *h2;
-    struct event *tick;  /* handshake timeout, then heartbeats */
-    struct event *later; /* deferred close */
+    struct event *tick;                  /* handshake timeout, then heartbeats */
+    struct event *later;                 /* deferred close */
+    fg_tunnel_handshake_fn on_handshake; /* control messages before OK */
     uint8_t nonce[FG_TUNNEL_NONCE_LEN];
     struct sockaddr_storage peer;
     char peer_text[64];
-    uint64_t heard_ms;     /* monotonic: the last frame from the agent */
-    uint64_t pinged_ms;    /* monotonic: our last ping */
-    unsigned streams;      /* as last published */
+    uint64_t heard_ms;        /* monotonic: the last frame from the agent */
+    uint64_t pinged_ms;       /* monotonic: our last ping */
+    unsigned streams;         /* as last published */
     uint64_t in_pub, out_pub; /* bytes already added to the registry */
-    const char *why;       /* the reason of a scheduled close, for the log */
-    unsigned retiring : 1; /* RECONNECT sent */
-    unsigned counted : 1;  /* the tunnel-agents gauge counts it */
+    const char *why;          /* the reason of a scheduled close, for the log */
+    unsigned retiring : 1;    /* RECONNECT sent */
+    unsigned counted : 1;     /* the tunnel-agents gauge counts it */
 };
 
 /* Worker-wide: the newest authenticated session of each agent in this worker. */
@@ -219,7 +219,7 @@ static void on_text(void *arg, const char *msg, size_t len)
     fg_tsession_t *s = arg;
     heard(s);
     if (s->state == S_HANDSHAKE) {
-        fg_tunnel_endpoint_message(s, msg, len);
+        s->on_handshake(s, msg, len);
         return;
     }
     /* After OK the agent has nothing to say on the control channel (tunnel_proto.h). */
@@ -331,12 +331,13 @@ static void peer_format(fg_tsession_t *s)
 }
 
 int fg_tunnel_session_start(fg_worker_t *w, fg_conn_t *c, const struct sockaddr *peer,
-                            socklen_t peerlen)
+                            socklen_t peerlen, fg_tunnel_handshake_fn on_handshake)
 {
     fg_tsession_t *s = calloc(1, sizeof(*s));
     if (s == NULL || tstate(w, 1) == NULL)
         goto fail;
     s->w = w;
+    s->on_handshake = on_handshake;
     s->c = c;
     s->agent = -1;
     if (peerlen > sizeof(s->peer))
@@ -441,8 +442,8 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent)
     }
     int prev_pid;
     uint64_t prev_serial;
-    s->serial = fg_tunnels_claim(fg_tunnels_zone(), s->rec, s->w->pid, s->w->slot,
-                                 s->w->generation, s->peer_text, &prev_pid, &prev_serial);
+    s->serial = fg_tunnels_claim(fg_tunnels_zone(), s->rec, s->w->pid, s->w->slot, s->w->generation,
+                                 s->peer_text, &prev_pid, &prev_serial);
     fg_tunnels_beat(s->rec, fg_clock_wall_ms());
     s->state = S_LIVE;
     s->counted = 1;

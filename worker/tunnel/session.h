@@ -27,10 +27,14 @@ typedef struct fg_tsession_s fg_tsession_t;
 
 extern const fg_frontend_t fg_tunnel_frontend;
 
-/* Take c, whose 101 is queued, as a new session: WebSocket layer (server role), CHALLENGE
- * with a fresh nonce, the handshake timeout. Returns 0, or -1 (c is freed). */
+/* The endpoint's handler of the control messages that arrive before OK. */
+typedef void (*fg_tunnel_handshake_fn)(fg_tsession_t *s, const char *msg, size_t len);
+
+/* Take c, whose 101 is sent, as a new session: WebSocket layer (server role), CHALLENGE with
+ * a fresh nonce, the handshake timeout; messages before OK go to on_handshake. Returns 0, or
+ * -1 (c is freed). */
 int fg_tunnel_session_start(fg_worker_t *w, fg_conn_t *c, const struct sockaddr *peer,
-                            socklen_t peerlen);
+                            socklen_t peerlen, fg_tunnel_handshake_fn on_handshake);
 
 /* For the endpoint during the handshake. */
 const uint8_t *fg_tunnel_session_nonce(const fg_tsession_t *s);

@@ -41,11 +41,11 @@ struct h2conn_s {
     fg_worker_t *w;
     const fg_cluster_t *cl;
     size_t di;
-    fg_upconn_t *u;       /* NULL in the memory mode of the tests and when adopted */
-    fg_conn_t *fc;        /* adopted: a connection its owner opened and keeps */
+    fg_upconn_t *u; /* NULL in the memory mode of the tests and when adopted */
+    fg_conn_t *fc;  /* adopted: a connection its owner opened and keeps */
     const fg_h2client_owner_t *owner;
     void *owner_arg;
-    struct evbuffer *mem; /* memory mode: what the session sends */
+    struct evbuffer *mem;         /* memory mode: what the session sends */
     uint64_t bytes_in, bytes_out; /* HTTP/2 bytes received and produced */
     nghttp2_session *s;
     h2x_t *streams;
@@ -366,8 +366,8 @@ static int submit(h2x_t *x, const fg_outreq_t *o, const fg_http_header_t *extra,
                 memcmp(nv[j].name, extra[i].name.base, nv[j].namelen) != 0)
                 nv[k++] = nv[j];
         n = k;
-        nv[n++] = mknv(extra[i].name.base, extra[i].name.len, extra[i].value.base,
-                       extra[i].value.len);
+        nv[n++] =
+            mknv(extra[i].name.base, extra[i].name.len, extra[i].value.base, extra[i].value.len);
     }
     nghttp2_data_provider dp = {.source.ptr = x, .read_callback = read_body};
     int32_t id = nghttp2_submit_request(c->s, NULL, nv, (size_t)n, x->has_body ? &dp : NULL, x);
