@@ -379,3 +379,113 @@ def test_reload_moves_agents_without_failures(one):
     assert ag.lines.count("reconnect") >= 10
     t = tunnels(gw)["office"]
     assert t["online"] and t["worker"]["generation"] == gw.info()["generation"]
+
+
+def test_hop_between_workers(one):
+    gw, ag, up, _ = one
+    holder = tunnels(gw)["office"]["worker"]["pid"]
+    assert len(gw.workers()) == 2
+    for i in range(30):  # fresh connections: the kernel spreads them over both workers
+        st, _, body = get(gw, "/tunnel/h%d" % i, headers={"fg-tunnel-hop": "office nope"})
+        assert st == 200, body
+        names = [n.lower() for n, _ in json.loads(body)["headers"]]
+        # X-Forwarded-For added once (by the worker that took the request), no hop field
+        assert names.count("x-forwarded-for") == 1 and "fg-tunnel-hop" not in names
+    lines = gw.access_log(wait_for=60)
+    hops = [l for l in lines if l.get("route") == "tunnel-hop"]
+    public = [l for l in lines if l.get("route") == "tun"]
+    assert len(public) == 30 and 0 < len(hops) < 30, (len(public), len(hops))
+    assert all(l["upstream"] == "tunnel://office/web" for l in public + hops)
+    assert tunnels(gw)["office"]["worker"]["pid"] == holder
+
+
+def test_hop_socket_refuses_a_request_without_destination(one):
+    gw, ag, up, _ = one
+    pid = tunnels(gw)["office"]["worker"]["pid"]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect("\0fastgateway-hop-%d" % pid)
+    s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    data = b""
+    s.settimeout(5)
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 400"), data[:100]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect("\0fastgateway-hop-%d" % pid)
+    s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\nfg-tunnel-hop: office other\r\n"
+              b"Connection: close\r\n\r\n")
+    s.settimeout(5)
+    assert s.recv(65536).startswith(b"HTTP/1.1 502")
+
+
+def test_gateway_restart_agents_come_back(one):
+    gw, ag, up, tmp = one
+    gw.stop(graceful=True)
+    ag.wait_line("closed")
+    gw.start()
+    ag.wait_line("online", count=2, timeout=15)
+    wait_online(gw, "office")
+    assert get(gw, "/tunnel/again")[0] == 200
+
+
+def test_agent_over_tls(gateway_factory, upstream_factory, agents, tmp_path):
+    d = Path(tmp_path)
+    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, timeout=60)
+    run("openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=Test CA",
+        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-subj", "/CN=localhost", "-keyout", str(d / "srv.key"), "-out",
+        str(d / "srv.csr"))
+    (d / "srv.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("openssl", "x509", "-req", "-in", str(d / "srv.csr"), "-CA", str(d / "ca.crt"),
+        "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2", "-sha256", "-extfile",
+        str(d / "srv.ext"), "-out", str(d / "srv.crt"))
+    up = upstream_factory()
+    port, tls_port = free_port(), free_port()
+    cfg = tunnel_config(tmp_path, port, ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}])
+    cfg["servers"][0]["acceptTunnels"] = False
+    cfg["certificates"] = [{"id": "c", "chain": str(d / "srv.crt"), "key": str(d / "srv.key")}]
+    cfg["servers"].append({"id": "edge", "listen": "127.0.0.1:%d" % tls_port,
+                           "acceptTunnels": True, "tls": {"certificates": ["c"]}})
+    gw = gateway_factory(cfg)
+    ag = Agent(port, "office", d / "office.key", {"web": up.url}, "--ca", str(d / "ca.crt"))
+    ag.cmd[ag.cmd.index("--gateway") + 1] = "wss://localhost:%d%s" % (tls_port, TUNNEL_PATH)
+    ag.start()
+    try:
+        ag.wait_line("online")
+        wait_online(gw, "office")
+        st, _, body = get(gw, "/tunnel/tls")
+        assert st == 200 and json.loads(body)["path"] == "/tls"
+        # the plain server has no tunnel path: the request goes to the routes
+        assert get(gw, TUNNEL_PATH)[2] == b"route"
+    finally:
+        ag.stop()
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: c.pop("tunnels"), 'needs a top-level "tunnels" section'),
+    (lambda c: c["clusters"][0]["destinations"][0].update(address="tunnel://ghost/web"),
+     'no agent "ghost" in tunnels.agents'),
+    (lambda c: c["clusters"][0]["destinations"][0].update(address="tunnel://office"),
+     "is not tunnel://AGENT/SERVICE"),
+    (lambda c: c["tunnels"]["agents"][0].update(id="bad id"), "tunnels.agents[0].id"),
+    (lambda c: os.chmod(c["tunnels"]["agents"][0]["secretFile"], 0o644),
+     "tunnels.agents[0].secretFile"),
+])
+def test_config_errors(tmp_path, change, message):
+    from conftest import BINARY
+    cfg = tunnel_config(tmp_path, free_port(), ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}])
+    change(cfg)
+    f = Path(tmp_path) / "bad.json"
+    f.write_text(json.dumps(cfg))
+    r = subprocess.run([str(BINARY), "-t", "-c", str(f)], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode != 0 and message in (r.stdout + r.stderr), r.stdout + r.stderr
+    # the secret never appears in an error
+    assert "s3cret" not in r.stdout + r.stderr

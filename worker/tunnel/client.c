@@ -27,6 +27,8 @@ fg_exchange_t *fg_tunnel_client_start(const fg_exchange_target_t *t, const fg_ex
         errno = ENOTCONN;
         return NULL;
     }
-    fg_http_header_t extra = {FG_STR_LIT(SERVICE_FIELD), fg_str(d->tunnel_service)};
-    return fg_http2_client_start_on(h, rq, &extra, 1, cbs, arg);
+    /* the service is the destination's; a client's hop field goes nowhere */
+    fg_http_header_t extra[] = {{FG_STR_LIT(SERVICE_FIELD), fg_str(d->tunnel_service)},
+                                {FG_STR_LIT(FG_TUNNEL_HOP_FIELD), FG_STR_NULL}};
+    return fg_http2_client_start_on(h, rq, extra, 2, cbs, arg);
 }

@@ -358,16 +358,18 @@ static int submit(h2x_t *x, const fg_outreq_t *o, const fg_http_header_t *extra,
     if (n < 0 || nextra > FG_H2CLIENT_EXTRA_MAX)
         return -1;
     for (size_t i = 0; i < nextra; i++) {
-        /* An extra field replaces the request's own of that name: a client cannot choose
-         * what only the gateway says (the tunnel's service). Names are lowercase on both. */
+        /* An extra field replaces the request's own of that name, and one without a value
+         * only removes them: a client cannot say what only the gateway says (the tunnel's
+         * service). Names are lowercase on both. */
         int k = 0;
         for (int j = 0; j < n; j++)
             if (nv[j].namelen != extra[i].name.len ||
                 memcmp(nv[j].name, extra[i].name.base, nv[j].namelen) != 0)
                 nv[k++] = nv[j];
         n = k;
-        nv[n++] =
-            mknv(extra[i].name.base, extra[i].name.len, extra[i].value.base, extra[i].value.len);
+        if (extra[i].value.base != NULL)
+            nv[n++] = mknv(extra[i].name.base, extra[i].name.len, extra[i].value.base,
+                           extra[i].value.len);
     }
     nghttp2_data_provider dp = {.source.ptr = x, .read_callback = read_body};
     int32_t id = nghttp2_submit_request(c->s, NULL, nv, (size_t)n, x->has_body ? &dp : NULL, x);

@@ -44,7 +44,8 @@ unsigned fg_http2_client_nstreams(const fg_h2client_t *h);
 /* HTTP/2 bytes received from and produced for the peer so far. */
 void fg_http2_client_bytes(const fg_h2client_t *h, uint64_t *in, uint64_t *out);
 /* An exchange as a new stream on h (fg_client_start's contract, already connected), with
- * extra fields (lowercase names, at most FG_H2CLIENT_EXTRA_MAX) after the request's own.
+ * extra fields (lowercase names, at most FG_H2CLIENT_EXTRA_MAX) in place of the request's own
+ * of those names (a value with a NULL base: the name is only removed).
  * NULL with errno: ENOTCONN (h ended), EAGAIN (no stream left), ENOMEM, EINVAL. */
 fg_exchange_t *fg_http2_client_start_on(fg_h2client_t *h, const fg_exchange_req_t *rq,
                                         const fg_http_header_t *extra, size_t nextra,
