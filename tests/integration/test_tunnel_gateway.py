@@ -375,7 +375,7 @@ def test_reload_moves_agents_without_failures(one):
         for t in threads:
             t.join(20)
     bad = [r for r in results if r != 200]
-    assert results and not bad, (len(results), bad[:5])
+    assert results and not bad, (len(results), bad[:5], ag.lines)
     assert ag.lines.count("reconnect") >= 10
     t = tunnels(gw)["office"]
     assert t["online"] and t["worker"]["generation"] == gw.info()["generation"]

@@ -225,7 +225,16 @@ class Agent:
         return ctx
 
     def spawn_tunnel(self, old=None):
-        asyncio.ensure_future(self.one_tunnel(old))
+        asyncio.ensure_future(self.successor(old))
+
+    async def successor(self, old):
+        """The tunnel that replaces old (RECONNECT): dialed again until it is online, as long
+        as old still serves."""
+        while True:
+            r = await self.one_tunnel(old)
+            if r not in ("failed", "refused") or old not in self.live:
+                return
+            await asyncio.sleep(self.args.reconnect_ms / 1000)
 
     async def one_tunnel(self, old=None):
         """Dial, authenticate, serve; returns when the tunnel ends."""
@@ -235,7 +244,7 @@ class Agent:
                 ping_interval=self.args.heartbeat, ping_timeout=self.args.heartbeat * 2,
                 max_size=None, compression=None, open_timeout=10)
         except Exception as e:
-            say("dial-failed", type(e).__name__)
+            say("dial-failed", type(e).__name__, str(e)[:80].replace("\n", " "))
             return "failed"
         try:
             challenge = await ws.recv()

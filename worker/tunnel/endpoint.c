@@ -155,8 +155,12 @@ int fg_tunnel_endpoint_accept(fg_request_t *req, fg_conn_t *c)
                         "Sec-WebSocket-Accept: %.*s\r\n"
                         "Sec-WebSocket-Protocol: " FG_TUNNEL_SUBPROTOCOL "\r\n\r\n",
                         n, acc);
-    /* The 101 leaves as it is, before the WebSocket layer frames what follows. */
-    fg_conn_flush(c);
+    /* The 101 leaves as it is, before the WebSocket layer frames what follows: a kernel that
+     * does not take 200 bytes at once means a connection not worth keeping. */
+    if (fg_conn_flush(c) != 0 || fg_conn_pending(c) != 0) {
+        fg_conn_free(c);
+        return -1;
+    }
     req->status = 101;
     struct sockaddr_storage peer;
     socklen_t len = sizeof(peer);

@@ -98,7 +98,7 @@ static void destroy(fg_tsession_t *s)
         ts->by_agent[s->agent] = NULL;
     if (s->counted)
         fg_metrics_conn_close(FG_MG_TUNNEL_AGENTS);
-    if (s->state != S_HANDSHAKE)
+    if (s->agent >= 0) /* a refused handshake was logged as such */
         fg_log_info("tunnel agent %s: connection %llu from %s closed: %s", agent_id(s),
                     (unsigned long long)s->serial, s->peer_text, s->why ? s->why : "closed");
     event_free(s->tick);
@@ -429,17 +429,8 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent)
         fg_tunnel_session_refuse(s); /* no registry: nothing could find this tunnel */
         return;
     }
-    fg_tunnel_msg_t m = {.kind = FG_TUNNEL_MSG_OK,
-                         .heartbeat_s = (unsigned)(tc->heartbeat_ms / 1000)};
-    char buf[FG_TUNNEL_MSG_MAX];
-    int n = fg_tunnel_msg_format(&m, buf, sizeof(buf));
-    /* OK first: the agent starts its HTTP/2 server once it has it, and the client's preface
-     * (queued and framed by the adoption) must follow it on the wire. */
-    if (n < 0 || fg_conn_ws_text(s->c, buf, (size_t)n) != 0 ||
-        (s->h2 = fg_http2_client_adopt(s->w, s->c, &h2_owner, s)) == NULL) {
-        close_later(s, "out of memory");
-        return;
-    }
+    /* The registry first: once OK is on the wire the agent may close its previous tunnel,
+     * whose release must then find this connection in place (no offline moment). */
     int prev_pid;
     uint64_t prev_serial;
     s->serial = fg_tunnels_claim(fg_tunnels_zone(), s->rec, s->w->pid, s->w->slot, s->w->generation,
@@ -456,6 +447,17 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent)
     else
         fg_log_notice("tunnel agent %s: connection %llu from %s online", tc->agents[agent].id,
                       (unsigned long long)s->serial, s->peer_text);
+    fg_tunnel_msg_t m = {.kind = FG_TUNNEL_MSG_OK,
+                         .heartbeat_s = (unsigned)(tc->heartbeat_ms / 1000)};
+    char buf[FG_TUNNEL_MSG_MAX];
+    int n = fg_tunnel_msg_format(&m, buf, sizeof(buf));
+    /* OK first: the agent starts its HTTP/2 server once it has it, and the client's preface
+     * (queued and framed by the adoption) must follow it on the wire. */
+    if (n < 0 || fg_conn_ws_text(s->c, buf, (size_t)n) != 0 ||
+        (s->h2 = fg_http2_client_adopt(s->w, s->c, &h2_owner, s)) == NULL) {
+        close_later(s, "out of memory");
+        return;
+    }
     take_place(s);
     evtimer_del(s->tick);
     ping(s, fg_clock_now_ms());
