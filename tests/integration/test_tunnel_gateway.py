@@ -489,3 +489,25 @@ def test_config_errors(tmp_path, change, message):
     assert r.returncode != 0 and message in (r.stdout + r.stderr), r.stdout + r.stderr
     # the secret never appears in an error
     assert "s3cret" not in r.stdout + r.stderr
+
+
+def test_silent_service_times_out_on_activity_timeout(gateway_factory, upstream_factory, agents,
+                                                      tmp_path):
+    """The tunnel stays alive (heartbeats flow) while the service behind it never answers: the
+    cluster's activityTimeout still ends the request with 504, and the tunnel serves on."""
+    up = upstream_factory()
+    port = free_port()
+    cfg = tunnel_config(tmp_path, port, ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}], heartbeat=1, grace=1)
+    cfg["clusters"][0]["httpRequest"] = {"activityTimeout": "1s"}
+    gw = gateway_factory(cfg)
+    ag = agents(port, "office", Path(tmp_path) / "office.key", {"web": up.url},
+                "--heartbeat", "1")
+    ag.wait_line("online")
+    wait_online(gw, "office")
+    t0 = time.monotonic()
+    st, _, _ = get(gw, "/tunnel/slow?ms=6000", timeout=10)
+    took = time.monotonic() - t0
+    assert st == 504 and 0.9 < took < 4.0, (st, took)
+    assert get(gw, "/tunnel/fine")[0] == 200
+    assert tunnels(gw)["office"]["connects"] == 1

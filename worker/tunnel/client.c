@@ -24,7 +24,7 @@ static fg_exchange_t *local(const fg_exchange_target_t *t, const fg_destination_
     /* the service is the destination's; a client's hop field goes nowhere */
     fg_http_header_t extra[] = {{FG_STR_LIT(SERVICE_FIELD), fg_str(d->tunnel_service)},
                                 {FG_STR_LIT(FG_TUNNEL_HOP_FIELD), FG_STR_NULL}};
-    return fg_http2_client_start_on(h, rq, extra, 2, cbs, arg);
+    return fg_http2_client_start_on(h, t, rq, extra, 2, cbs, arg);
 }
 
 fg_exchange_t *fg_tunnel_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,

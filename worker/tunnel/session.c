@@ -201,6 +201,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
     if (now - s->pinged_ms >= tc->heartbeat_ms)
         ping(s, now);
+    if (s->h2)
+        fg_http2_client_expire(s->h2, fg_clock_now_us());
     publish(s);
     maybe_done(s);
     if (s->state == S_LIVE)

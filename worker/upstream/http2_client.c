@@ -89,6 +89,9 @@ struct h2x_s {
     unsigned interims;
     int busy;
     fg_exchange_t *inner; /* the HTTP/1.1 exchange standing in for this one */
+    uint64_t idle_ms;     /* adopted connections: the stream's own activity timeout (0: none) */
+    uint64_t heard_us;    /* adopted connections: the last frame of this stream */
+    unsigned exempt : 1;  /* the activity timeout spares a response body (event streams) */
     unsigned has_body : 1;
     unsigned body_end : 1;
     unsigned deferred : 1; /* the data source said NGHTTP2_ERR_DEFERRED */
@@ -817,6 +820,8 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
 static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud)
 {
     h2x_t *x = hd->stream_id ? stream_of(s, hd->stream_id) : NULL;
+    if (x && x->idle_ms)
+        x->heard_us = fg_clock_now_us();
     if (x && !x->info.got_bytes && hd->type == NGHTTP2_HEADERS) {
         x->info.first_byte_us = fg_clock_now_us() - x->info.sent_at_us;
         x->info.got_bytes = 1;
@@ -1335,15 +1340,43 @@ unsigned fg_http2_client_nstreams(const fg_h2client_t *h)
     return ((const h2conn_t *)h)->nstreams;
 }
 
+/* Whether x has waited for its peer longer than its activity timeout: not while its handler
+ * holds the body back (paused), nor in an exempt response body. */
+static int overdue(const h2x_t *x, uint64_t now_us)
+{
+    if (x->idle_ms == 0 || x->paused || x->finished || (x->exempt && x->head_done))
+        return 0;
+    return now_us - x->heard_us > x->idle_ms * 1000;
+}
+
+void fg_http2_client_expire(fg_h2client_t *h, uint64_t now_us)
+{
+    h2conn_t *c = (h2conn_t *)h;
+    conn_enter(c);
+    /* A failure may change the list (the handler retries, or closes others): start over,
+     * at most once per stream. */
+    for (unsigned budget = c->nstreams; budget > 0 && !c->dead; budget--) {
+        h2x_t *x = c->streams;
+        while (x && !overdue(x, now_us))
+            x = x->next;
+        if (x == NULL)
+            break;
+        x_fail(x, FG_XERR_READ_TIMEOUT, ETIMEDOUT, "upstream did not answer in time");
+    }
+    if (!c->dead)
+        conn_flush(c);
+    conn_leave(c);
+}
+
 void fg_http2_client_bytes(const fg_h2client_t *h, uint64_t *in, uint64_t *out)
 {
     *in = ((const h2conn_t *)h)->bytes_in;
     *out = ((const h2conn_t *)h)->bytes_out;
 }
 
-fg_exchange_t *fg_http2_client_start_on(fg_h2client_t *h, const fg_exchange_req_t *rq,
-                                        const fg_http_header_t *extra, size_t nextra,
-                                        const fg_exchange_cbs_t *cbs, void *arg)
+fg_exchange_t *fg_http2_client_start_on(fg_h2client_t *h, const fg_exchange_target_t *t,
+                                        const fg_exchange_req_t *rq, const fg_http_header_t *extra,
+                                        size_t nextra, const fg_exchange_cbs_t *cbs, void *arg)
 {
     h2conn_t *c = (h2conn_t *)h;
     if (!fg_http2_client_available(h)) {
@@ -1357,6 +1390,9 @@ fg_exchange_t *fg_http2_client_start_on(fg_h2client_t *h, const fg_exchange_req_
     }
     attach(x, c);
     x->info.reused = 1; /* as on a shared connection: a refused stream may go again */
+    x->idle_ms = t->activity_timeout_ms;
+    x->heard_us = fg_clock_now_us();
+    x->exempt = t->exempt_event_streams;
     if (submit(x, rq->out, extra, nextra) != 0) {
         x_end(x, NGHTTP2_CANCEL);
         errno = EINVAL;

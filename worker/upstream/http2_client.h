@@ -43,13 +43,19 @@ int fg_http2_client_available(const fg_h2client_t *h);
 unsigned fg_http2_client_nstreams(const fg_h2client_t *h);
 /* HTTP/2 bytes received from and produced for the peer so far. */
 void fg_http2_client_bytes(const fg_h2client_t *h, uint64_t *in, uint64_t *out);
-/* An exchange as a new stream on h (fg_client_start's contract, already connected), with
+/* An exchange as a new stream on h (fg_client_start's contract, already connected; t gives
+ * the activity timeout), with
  * extra fields (lowercase names, at most FG_H2CLIENT_EXTRA_MAX) in place of the request's own
  * of those names (a value with a NULL base: the name is only removed).
  * NULL with errno: ENOTCONN (h ended), EAGAIN (no stream left), ENOMEM, EINVAL. */
-fg_exchange_t *fg_http2_client_start_on(fg_h2client_t *h, const fg_exchange_req_t *rq,
-                                        const fg_http_header_t *extra, size_t nextra,
-                                        const fg_exchange_cbs_t *cbs, void *arg);
+fg_exchange_t *fg_http2_client_start_on(fg_h2client_t *h, const fg_exchange_target_t *t,
+                                        const fg_exchange_req_t *rq, const fg_http_header_t *extra,
+                                        size_t nextra, const fg_exchange_cbs_t *cbs, void *arg);
+/* The session never reads with a timeout: the owner calls this every second or so, and each
+ * stream that heard nothing from the peer for t->activity_timeout_ms fails with
+ * FG_XERR_READ_TIMEOUT (and is reset), except while its handler paused it and, with
+ * t->exempt_event_streams, once its response head arrived. */
+void fg_http2_client_expire(fg_h2client_t *h, uint64_t now_us);
 
 /* The request head as HTTP/2 fields (RFC 9113 8.3.1, 8.2.2): pseudo-header fields first
  * (:authority from Host), lowercase names written into names (namecap bytes), fields specific to
