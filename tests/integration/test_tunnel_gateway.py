@@ -511,3 +511,38 @@ def test_silent_service_times_out_on_activity_timeout(gateway_factory, upstream_
     assert st == 504 and 0.9 < took < 4.0, (st, took)
     assert get(gw, "/tunnel/fine")[0] == 200
     assert tunnels(gw)["office"]["connects"] == 1
+
+
+@pytest.mark.skipif(__import__("shutil").which("h2load") is None, reason="needs h2load")
+def test_thousand_concurrent_streams(gateway_factory, upstream_factory, agents, tmp_path):
+    """10 HTTP/2 clients with 100 streams each: 1,000 requests in flight at once, one tunnel
+    (workers: 1, so they all ride the same connection to the agent)."""
+    up = upstream_factory()
+    port = free_port()
+    cfg = tunnel_config(tmp_path, port, ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}], workers=1)
+    cfg["servers"][0]["http2"] = {"h2c": True, "maxConcurrentStreams": 100}
+    gw = gateway_factory(cfg)
+    ag = agents(port, "office", Path(tmp_path) / "office.key", {"web": up.url})
+    ag.wait_line("online")
+    wait_online(gw, "office")
+    peak = [0]
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], tunnels(gw)["office"]["streams"])
+            time.sleep(0.02)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    try:
+        r = subprocess.run(["h2load", "-n", "2000", "-c", "10", "-m", "100",
+                            gw.url("/tunnel/slow?ms=200")],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        stop.set()
+        w.join()
+    assert "2000 succeeded, 0 failed, 0 errored" in r.stdout, r.stdout[-800:]
+    assert "status codes: 2000 2xx" in r.stdout, r.stdout[-800:]
+    assert peak[0] > 500, peak[0]  # many streams were in flight together on the one tunnel

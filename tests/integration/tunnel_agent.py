@@ -23,6 +23,7 @@ refused). --proof HEX: send this proof instead of computing it (a replayed answe
 """
 import argparse
 import asyncio
+import concurrent.futures
 import hashlib
 import hmac
 import os
@@ -306,6 +307,9 @@ def main():
 
     async def run():
         nonlocal agent
+        # one thread per request in flight, up to the streams a tunnel carries
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=args.max_streams))
         agent = Agent(args)
         await agent.main()
 
