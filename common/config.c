@@ -407,6 +407,7 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
                                        "redirectHttps",
                                        "http2",
                                        "maxWebSockets",
+                                       "acceptTunnels",
                                        NULL};
     long long backlog = 511, maxka = 0, maxws = 0;
 
@@ -436,10 +437,13 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
         fg_config_get_int(c, o, "maxKeepAliveRequests", 0, UINT_MAX, &maxka) < 0 ||
         fg_config_get_bool(c, o, "ignoreClientAbort", &s->ignore_client_abort) < 0 ||
         fg_config_get_int(c, o, "maxWebSockets", 0, UINT_MAX, &maxws) < 0 ||
+        fg_config_get_bool(c, o, "acceptTunnels", &s->accept_tunnels) < 0 ||
         fg_config_load_server_security(c, o, s) < 0 ||
         fg_config_load_server_responses(c, o, s) < 0 || fg_config_load_server_tls(c, o, s) < 0 ||
         fg_config_load_server_http2(c, o, s) < 0)
         return -1;
+    if (s->accept_tunnels && !c->cfg->tunnels.enabled)
+        return fg_config_fail(c, "acceptTunnels", "needs a top-level \"tunnels\" section");
     s->backlog = (int)backlog;
     s->max_keepalive_requests = (unsigned)maxka;
     s->max_websockets = (unsigned)maxws;
@@ -546,6 +550,7 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                                        "watchConfig",
                                        "metrics",
                                        "admin",
+                                       "tunnels",
                                        NULL};
 
     if (!json_is_object(root))
@@ -553,11 +558,11 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                               fg_config_type_name(root));
     if (fg_config_check_keys(c, root, keys) < 0 || load_globals(c, root) < 0 ||
         load_log(c, root) < 0 || fg_config_load_responses(c, root) < 0 ||
-        fg_config_load_certificates(c, root) < 0 || load_servers(c, root) < 0 ||
-        fg_config_load_clusters(c, root) < 0 || fg_config_load_routes(c, root) < 0 ||
-        fg_config_resolve_error_pages(c) < 0 || fg_config_load_security(c, root) < 0 ||
-        fg_config_resolve_security(c) < 0 || fg_config_load_metrics(c, root) < 0 ||
-        fg_config_load_admin(c, root) < 0)
+        fg_config_load_certificates(c, root) < 0 || fg_config_load_tunnels(c, root) < 0 ||
+        load_servers(c, root) < 0 || fg_config_load_clusters(c, root) < 0 ||
+        fg_config_load_routes(c, root) < 0 || fg_config_resolve_error_pages(c) < 0 ||
+        fg_config_load_security(c, root) < 0 || fg_config_resolve_security(c) < 0 ||
+        fg_config_load_metrics(c, root) < 0 || fg_config_load_admin(c, root) < 0)
         return -1;
     attach_routes(c->cfg);
     return 0;
@@ -765,6 +770,7 @@ void fg_config_free(fg_config_t *cfg)
     fg_config_free_security(cfg);
     fg_config_free_routes(cfg);
     fg_config_free_clusters(cfg);
+    fg_config_free_tunnels(cfg);
     for (size_t i = 0; i < cfg->nservers; i++) {
         fg_server_t *s = &cfg->servers[i];
         free(s->id);

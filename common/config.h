@@ -374,6 +374,12 @@ typedef struct {
     void *metrics;        /* shm/metrics.c object, attached by the master (fg_metrics_attach) */
     /* "httpVersion": FG_HTTP_V11 or FG_HTTP_V2; the cluster's when the destination sets none */
     int http_version;
+    /* "tunnel://AGENT/SERVICE" (docs/tunnels.md): no socket address; requests travel down the
+     * agent's tunnel; tunnel_agent indexes fg_config_t.tunnels.agents. */
+    int tunnel;
+    int tunnel_agent;
+    char *tunnel_service;
+    void *tunnel_rec; /* shm/tunnels.c record of the agent, attached by the master */
 } fg_destination_t;
 
 /* Protocol versions a cluster or destination speaks to its destinations ("httpVersion"). */
@@ -505,7 +511,32 @@ typedef struct {
     void *tls_compiled;              /* common/tls.c contexts, built in the master */
     void *metrics;                   /* shm/metrics.c object (fg_metrics_attach) */
     fg_http2_config_t http2;         /* "http2" */
+    int accept_tunnels; /* "acceptTunnels": agents connect on tunnels.path (docs/tunnels.md) */
+    int tunnel_hop;     /* not configured: a worker's hop socket (worker/tunnel/hop.h) */
 } fg_server_t;
+
+/* ---- tunnels (common/config_tunnels.c, docs/tunnels.md) ---- */
+
+#define FG_TUNNEL_AGENTS_MAX 256
+
+typedef struct {
+    char *id;          /* [A-Za-z0-9._-]{1,64} */
+    char *secret_file; /* absolute */
+    /* the secret, read by the master at load (never dumped, logged or shown) */
+    uint8_t secret[1024];
+    size_t secret_len;
+    void *state; /* shm/tunnels.c record, attached by the master (fg_tunnels_attach) */
+} fg_tunnel_agent_t;
+
+typedef struct {
+    int enabled;                /* the section is present */
+    char *path;                 /* default "/_fg/tunnel" */
+    uint64_t heartbeat_ms;      /* "heartbeatSeconds", default 30 s */
+    uint64_t grace_ms;          /* "graceSeconds", default 10 s */
+    unsigned auth_failures_max; /* "authFailuresPerMinute" per client address; default 10 */
+    fg_tunnel_agent_t *agents;
+    size_t nagents;
+} fg_tunnels_config_t;
 
 /* ---- top level ---- */
 
@@ -565,7 +596,8 @@ typedef struct {
     char *metrics_path; /* default "/metrics" */
     struct sockaddr_storage metrics_addr;
     socklen_t metrics_addrlen;
-    fg_admin_config_t admin; /* "admin" (master/admin_http.c, docs/admin.md) */
+    fg_admin_config_t admin;     /* "admin" (master/admin_http.c, docs/admin.md) */
+    fg_tunnels_config_t tunnels; /* "tunnels" */
 } fg_config_t;
 
 /* The largest configuration file fg_config_load reads (docs/config.md). */
@@ -616,6 +648,8 @@ void fg_config_admin_merge(struct json_t *root, const struct json_t *state);
 struct json_t *fg_config_admin_read_state(const char *file, char *err, size_t errlen);
 
 fg_cluster_t *fg_config_find_cluster(const fg_config_t *cfg, const char *id);
+/* The index of the agent id (len bytes) in cfg->tunnels.agents, or -1. */
+int fg_config_tunnel_agent(const fg_config_t *cfg, const char *id, size_t len);
 
 /* The errorPages entry for status: the server's exact status, its class, then the top-level
  * exact status and class. NULL when the JSON error applies. */

@@ -246,6 +246,31 @@ static int load_http_version(fg_config_ctx_t *c, const json_t *o, int *v)
     return 0;
 }
 
+/* "tunnel://AGENT/SERVICE" (docs/tunnels.md): AGENT one of tunnels.agents, SERVICE a name the
+ * agent maps to a local address. No socket address: the agent's tunnel carries the requests,
+ * and active probes skip the destination (its agent's presence is its health). */
+static int load_tunnel_address(fg_config_ctx_t *c, fg_destination_t *d)
+{
+    const char *agent = d->address + 9, *slash = strchr(agent, '/');
+    if (!c->cfg->tunnels.enabled)
+        return fg_config_fail(c, "address", "\"%s\" needs a top-level \"tunnels\" section",
+                              d->address);
+    if (slash == NULL || slash[1] == '\0' || strchr(slash + 1, '/') != NULL ||
+        !fg_config_is_token(slash + 1) || strlen(slash + 1) > 64)
+        return fg_config_fail(c, "address", "\"%s\" is not tunnel://AGENT/SERVICE", d->address);
+    d->tunnel_agent = fg_config_tunnel_agent(c->cfg, agent, (size_t)(slash - agent));
+    if (d->tunnel_agent < 0)
+        return fg_config_fail(c, "address", "\"%s\": no agent \"%.*s\" in tunnels.agents",
+                              d->address, (int)(slash - agent), agent);
+    d->tunnel = 1;
+    d->tunnel_service = fg_config_xstrdup(slash + 1);
+    d->host = fg_config_xstrdup(c->cfg->tunnels.agents[d->tunnel_agent].id);
+    d->base_path = fg_config_xstrdup("");
+    d->health_authority = fg_config_xstrdup(d->host);
+    d->health_base = fg_config_xstrdup("");
+    return 0;
+}
+
 static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_t *d)
 {
     static const char *const keys[] = {"id",      "address", "host",        "health",
@@ -257,14 +282,22 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
     if (!json_is_object(o))
         return fg_config_fail(c, NULL, "expected an object, got %s", fg_config_type_name(o));
     if (fg_config_check_keys(c, o, keys) < 0 || fg_config_require_string(c, o, "id", &d->id) < 0 ||
-        fg_config_require_string(c, o, "address", &d->address) < 0 ||
-        check_url(c, "address", d->address, &u) < 0)
+        fg_config_require_string(c, o, "address", &d->address) < 0)
         return -1;
-    d->https = u.https;
-    d->host = u.host;
-    d->port = u.port;
-    d->base_path = u.base;
-    if (resolve(c, d) < 0 || fg_config_get_string(c, o, "host", 1, &d->host_override) < 0 ||
+    if (strncmp(d->address, "tunnel://", 9) == 0) {
+        if (load_tunnel_address(c, d) < 0)
+            return -1;
+    } else {
+        if (check_url(c, "address", d->address, &u) < 0)
+            return -1;
+        d->https = u.https;
+        d->host = u.host;
+        d->port = u.port;
+        d->base_path = u.base;
+        if (resolve(c, d) < 0)
+            return -1;
+    }
+    if (fg_config_get_string(c, o, "host", 1, &d->host_override) < 0 ||
         fg_config_get_string(c, o, "health", 1, &d->health) < 0)
         return -1;
     if (d->host_override && !fg_config_is_field_value(d->host_override))
@@ -272,7 +305,9 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
     if (strlen(d->id) > 63)
         return fg_config_fail(c, "id", "longer than 63 bytes");
     fg_config_destination_hash(d);
-    if (load_health_address(c, d) < 0)
+    if (d->tunnel && d->health)
+        return fg_config_fail(c, "health", "a tunnel destination has no health address");
+    if (!d->tunnel && load_health_address(c, d) < 0)
         return -1;
     if (fg_config_get_bool(c, o, "enabled", &d->enabled) < 0 ||
         fg_config_get_int(c, o, "weight", 1, 1000, &weight) < 0)
@@ -642,6 +677,7 @@ void fg_config_free_clusters(fg_config_t *cfg)
             free(d->health);
             free(d->health_authority);
             free(d->health_base);
+            free(d->tunnel_service);
         }
         free(cl->destinations);
         free(cl->health.path);

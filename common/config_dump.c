@@ -225,6 +225,7 @@ static json_t *server(const fg_server_t *s)
     set(o, "maxKeepAliveRequests", json_integer(s->max_keepalive_requests));
     set(o, "ignoreClientAbort", json_boolean(s->ignore_client_abort));
     set(o, "maxWebSockets", json_integer(s->max_websockets));
+    set(o, "acceptTunnels", json_boolean(s->accept_tunnels));
     attach(o, &s->security);
     set(o, "clientIpSource", json_string(sources[s->client_ip_source]));
     set(o, "trustedProxies", strings(s->trusted_proxies, s->ntrusted_proxies));
@@ -668,6 +669,21 @@ static void globals(json_t *root, const fg_config_t *cfg)
         json_pack("{s:o}", "ticketKeyRotation", duration(cfg->tls_ticket_rotation_ms)));
 }
 
+/* "tunnels", with its defaults when absent (an empty section changes nothing). The agents'
+ * secret files are named, their secrets never written. */
+static json_t *tunnels(const fg_tunnels_config_t *tc)
+{
+    json_t *agents = json_array();
+    for (size_t i = 0; i < tc->nagents; i++)
+        json_array_append_new(agents, json_pack("{s:s, s:s}", "id", tc->agents[i].id, "secretFile",
+                                                tc->agents[i].secret_file));
+    return json_pack("{s:s, s:I, s:I, s:I, s:o}", "path", tc->path ? tc->path : "/_fg/tunnel",
+                     "heartbeatSeconds", (json_int_t)(tc->enabled ? tc->heartbeat_ms / 1000 : 30),
+                     "graceSeconds", (json_int_t)(tc->enabled ? tc->grace_ms / 1000 : 10),
+                     "authFailuresPerMinute",
+                     (json_int_t)(tc->enabled ? tc->auth_failures_max : 10), "agents", agents);
+}
+
 json_t *fg_config_dump(const fg_config_t *cfg)
 {
     json_t *root = json_object(), *a;
@@ -685,5 +701,6 @@ json_t *fg_config_dump(const fg_config_t *cfg)
         json_array_append_new(a, cluster(&cfg->clusters[i]));
     set(root, "clusters", a);
     security(root, cfg);
+    set(root, "tunnels", tunnels(&cfg->tunnels));
     return root;
 }

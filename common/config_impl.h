@@ -126,5 +126,7 @@ int fg_config_admin_apply_state(fg_config_ctx_t *c, json_t *root, const json_t *
 int fg_config_load_metrics(fg_config_ctx_t *c, const json_t *root);
 void fg_config_free_metrics(fg_config_t *cfg);
 void fg_config_free_clusters(fg_config_t *cfg);
+int fg_config_load_tunnels(fg_config_ctx_t *c, const json_t *root);
+void fg_config_free_tunnels(fg_config_t *cfg);
 
 #endif

@@ -29,6 +29,7 @@
 #include "shm/arena.h"
 #include "shm/zone.h"
 #include "shm/health.h"
+#include "shm/tunnels.h"
 #include "shm/metrics.h"
 #include "tables/route_table.h"
 #include "tables/security_table.h"
@@ -629,6 +630,7 @@ static void child_exited(master_t *m, proc_t *p, int status)
     /* A worker killed mid-request leaves in-flight counts behind: give them back. */
     fg_health_worker_gone(fg_health_zone(m->shm), (int)(p->rec - fg_shm_worker(m->shm, 0)));
     fg_metrics_worker_gone(fg_metrics_zone(m->shm), (int)(p->rec - fg_shm_worker(m->shm, 0)));
+    fg_tunnels_worker_gone(fg_tunnels_zone(), (int)p->pid);
 
     gen_t *g = NULL;
     if (m->next && p->generation == m->next->id && m->next->slots[p->slot].proc == p)
@@ -756,7 +758,8 @@ static void reload(master_t *m)
     fg_config_log_warnings(g->cfg);
     if (fg_security_table_build(g->cfg, m->shm, g->id, err, sizeof(err)) < 0 ||
         fg_tls_build(g->cfg, m->shm, g->id, tls_warn, NULL, err, sizeof(err)) < 0 ||
-        fg_health_attach(m->shm, g->cfg, g->id, oldest_live_gen(m), err, sizeof(err)) < 0) {
+        fg_health_attach(m->shm, g->cfg, g->id, oldest_live_gen(m), err, sizeof(err)) < 0 ||
+        fg_tunnels_attach(m->shm, g->cfg, g->id, oldest_live_gen(m), err, sizeof(err)) < 0) {
         gen_free(g);
         reload_fail(m, err);
         return;
@@ -1047,7 +1050,8 @@ static int start(master_t *m, int foreground)
     fg_shm_set_generation(m->shm, m->cur->id);
     if (fg_security_table_build(cfg, m->shm, m->cur->id, err, sizeof(err)) < 0 ||
         fg_tls_build(cfg, m->shm, m->cur->id, tls_warn, NULL, err, sizeof(err)) < 0 ||
-        fg_health_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) < 0)
+        fg_health_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) < 0 ||
+        fg_tunnels_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) < 0)
         goto fail;
     fg_metrics_attach(m->shm, cfg, m->cur->id, m->cur->id, m->cur->id);
     m->ls = fg_listeners_new();

@@ -40,6 +40,7 @@ typedef struct fg_worker_s {
     char date[32];              /* Date field value of second date_sec (fg_request_date) */
     size_t date_len;
     int64_t date_sec;
+    void *tunnel_hop;                        /* worker/tunnel/hop.c: this worker's hop socket */
     void *frontend_state[FG_FRONTEND_SLOTS]; /* per front end: worker-wide state it keeps */
     /* Reset pools of finished requests (worker/http/request.c): keep-alive traffic takes them
      * again instead of allocating and freeing a pool per request. */

@@ -20,6 +20,8 @@
 #include "worker/http/accesslog.h"
 #include "worker/core/handshake.h"
 #include "worker/core/frontend.h"
+#include "worker/tunnel/hop.h"
+#include "worker/tunnel/session.h"
 #include "worker/http/http1.h"
 #include "worker/http/h2c.h"
 #include "worker/http/http2.h"
@@ -75,7 +77,7 @@ static void pause_accepting(listener_t *l, int err);
 
 /* Every front end this worker runs, for the worker-wide operations (frontend.h). */
 static const fg_frontend_t *const frontends[] = {&fg_http1_frontend, &fg_http2_frontend,
-                                                 &fg_relay_frontend};
+                                                 &fg_relay_frontend, &fg_tunnel_frontend};
 
 /* The front end for a connection of srv whose transport negotiated alpn (len 0 = none). Every
  * server speaks HTTP/1.1; "h2" goes to HTTP/2; a plaintext connection of a server with h2c goes
@@ -315,6 +317,7 @@ static int setup_signals(worker_state_t *st)
 static void teardown(worker_state_t *st)
 {
     fg_frontend_close_all(&st->w, frontends, sizeof(frontends) / sizeof(frontends[0]));
+    fg_tunnel_hop_close(&st->w);
     fg_request_pools_free(&st->w);
     fg_accesslog_free(st->w.accesslog);
     fg_health_prober_free(st->w.prober);
@@ -378,7 +381,7 @@ int fg_worker_main(const fg_worker_args_t *args)
             st.w.record->state = FG_WORKER_EXITED;
         return 0;
     }
-    if (setup_listeners(&st, args) != 0) {
+    if (setup_listeners(&st, args) != 0 || fg_tunnel_hop_listen(&st.w, &fg_http1_frontend) != 0) {
         fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
         teardown(&st);
         return 1;

@@ -601,7 +601,9 @@ static int idempotent(fg_str_t m)
 static int may_fail_over(const proxy_t *p)
 {
     const fg_failover_config_t *f = &p->cl->failover;
-    return f->enabled && (f->allow_non_idempotent || idempotent(p->req->method));
+    /* a hop's destination was chosen by the worker that received the request */
+    return f->enabled && !p->req->hop_dest &&
+           (f->allow_non_idempotent || idempotent(p->req->method));
 }
 
 /* Failover: the destination failed before answering (connect refused or timed out, reset) and
@@ -1279,8 +1281,9 @@ void fg_proxy_handle(fg_request_t *req)
     p->cl = cl;
     p->record = p->w->record && p->w->shm ? (int)(p->w->record - fg_shm_worker(p->w->shm, 0)) : -1;
     p->first_ms = fg_clock_now_ms();
-    fg_affinity_t aff;
-    p->di = fg_affinity_resolve(cl, req, p->first_ms, &aff);
+    fg_affinity_t aff = {0};
+    /* A tunnel hop names its destination (worker/tunnel/hop.h): the other worker chose it. */
+    p->di = req->hop_dest ? req->hop_dest - 1 : fg_affinity_resolve(cl, req, p->first_ms, &aff);
     if (p->di == FG_AFFINITY_FAIL) {
         proxy_error(req, 503, "service_unavailable", "the session's destination is unavailable");
         return;

@@ -8,6 +8,7 @@
 #include "worker/handlers/proxy.h"
 #include "worker/handlers/static.h"
 #include "worker/http/router.h"
+#include "worker/tunnel/endpoint.h"
 
 int fg_dispatch_route(fg_request_t *req)
 {
@@ -17,6 +18,13 @@ int fg_dispatch_route(fg_request_t *req)
         cfg && cfg->tenant_header ? fg_request_header(req, fg_str(cfg->tenant_header)) : NULL;
     req->tenant = th ? th->value : FG_STR_NULL;
     int asterisk = req->path.len == 1 && req->path.base[0] == '*';
+    /* The tunnel path never reaches a route; agents come by HTTP/1.1 (the front end hands
+     * their upgrades to worker/tunnel/endpoint.c before dispatch). */
+    if (cfg && req->server && fg_tunnel_endpoint_match(cfg, req->server, req->path)) {
+        fg_request_error(req, 400, "bad_request",
+                         "tunnel agents connect by WebSocket over HTTP/1.1");
+        return -1;
+    }
     req->route = asterisk ? NULL : fg_router_match(req->server, req);
     /* Access control and rate limits first: a refused client learns nothing about routes. */
     if (fg_security_check(req) != 0)

@@ -20,6 +20,8 @@
 #include "worker/http/dispatch.h"
 #include "worker/http/request.h"
 #include "worker/http/relay.h"
+#include "worker/tunnel/endpoint.h"
+#include "worker/tunnel/hop.h"
 #include "worker/core/clock.h"
 
 enum {
@@ -82,6 +84,7 @@ struct fg_http1_conn_s {
     unsigned peer_eof : 1;   /* the client shut its sending side after whole requests */
     unsigned out_paused : 1; /* parsing held until the output backlog drains */
     unsigned plain_on_tls : 1;
+    unsigned tunnel : 1; /* an agent's upgrade on the tunnel path: hand over after process() */
     unsigned hsts : 1;
     /* a TLS connection of a server that sends Strict-Transport-Security */ /* plain HTTP on a
                                                                                TLS port: answer
@@ -1199,8 +1202,21 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->body_done = !req->has_body;
     h->state = req->has_body ? S_BODY : S_WAIT;
 
-    if (tls_gate(h, req) != 0 || fg_dispatch_route(req) != 0)
+    if (tls_gate(h, req) != 0)
         return;
+    if (h->server->tunnel_hop) {
+        /* another worker's request for a tunnel this worker holds: never a route */
+        if (fg_tunnel_hop_route(req) != 0)
+            return;
+    } else if (fg_tunnel_endpoint_match(h->w->cfg, h->server, req->path)) {
+        if (fg_tunnel_endpoint_check(req) != 0)
+            h->close_after = 1;
+        else
+            h->tunnel = 1;
+        return;
+    } else if (fg_dispatch_route(req) != 0) {
+        return;
+    }
     if (req->has_body && req->expect_continue && req->version == 11) {
         /* RFC 9110 10.1.1: the body is wanted, say so before the client waits it out. */
         evbuffer_add(fg_conn_output(h->c), "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -1345,6 +1361,22 @@ static int head_error_status(int r, const char **error, const char **msg)
 }
 
 /* Parse and run requests while whole heads are buffered and no request is in progress. */
+/* The agent's connection becomes a tunnel session; this session ends. */
+static void tunnel_hand_over(fg_http1_conn_t *h)
+{
+    fg_request_t *req = h->req;
+    fg_conn_t *c = h->c;
+    h->c = NULL;
+    h->in_req = 0;
+    if (h->w->record)
+        h->w->record->requests++;
+    /* The tunnel's session first: a retiring worker whose last session this was must not
+     * leave its loop in between. */
+    fg_tunnel_endpoint_accept(req, c);
+    fg_accesslog_write(h->w->accesslog, req);
+    destroy(h);
+}
+
 static void process(fg_http1_conn_t *h)
 {
     h->busy = 1;
@@ -1435,6 +1467,8 @@ static void process(fg_http1_conn_t *h)
     h->busy = 0;
     if (h->dead)
         destroy(h);
+    else if (h->tunnel)
+        tunnel_hand_over(h);
 }
 
 static void on_read(fg_conn_t *c, void *arg)

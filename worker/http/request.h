@@ -164,6 +164,7 @@ struct fg_request_s {
     const fg_req_ops_t *error_ops;
     int error_status;
 
+    int hop_dest; /* a tunnel hop's request (worker/tunnel/hop.h): its destination + 1 */
     const fg_req_ops_t *ops;
     void *proto; /* front end's private state */
     const fg_req_handler_t *handler;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "shm/health.h"
+#include "shm/tunnels.h"
 
 #define RR_SCAN_MAX 64 /* sequence steps a RoundRobin choice may skip over */
 
@@ -112,7 +113,12 @@ int64_t fg_balancer_inflight(const fg_cluster_t *cl, size_t i)
 static int ready(const fg_cluster_t *cl, size_t i)
 {
     fg_hdest_t *d = hdest(cl, i);
-    return cl->destinations[i].enabled && (d == NULL || fg_health_admin(d) == FG_ADMIN_READY);
+    const fg_destination_t *dest = &cl->destinations[i];
+    /* A tunnel whose agent is offline is no candidate, not even in panic mode: nothing could
+     * carry the request (docs/tunnels.md). */
+    if (dest->tunnel && !fg_tunnels_online(dest->tunnel_rec))
+        return 0;
+    return dest->enabled && (d == NULL || fg_health_admin(d) == FG_ADMIN_READY);
 }
 
 int fg_balancer_available(const fg_cluster_t *cl, size_t i, uint64_t now_ms)

@@ -207,7 +207,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         for (size_t j = 0; j < cl->ndestinations; j++) {
             const fg_destination_t *d = &cl->destinations[j];
             fg_hdest_t *h = d->state;
-            if (!d->enabled || h == NULL)
+            /* a tunnel destination's health is its agent's presence (docs/tunnels.md) */
+            if (!d->enabled || h == NULL || d->tunnel)
                 continue;
             if (fg_health_probe_claim(h, now, cl->health.interval_ms))
                 probe_start(pr, cl, d);
@@ -223,7 +224,8 @@ int fg_health_first_round_done(const fg_config_t *cfg)
             continue;
         for (size_t j = 0; j < cl->ndestinations; j++) {
             const fg_hdest_t *h = cl->destinations[j].state;
-            if (cl->destinations[j].enabled && h && atomic_load(&h->last_probe_wall_ms) == 0)
+            if (cl->destinations[j].enabled && !cl->destinations[j].tunnel && h &&
+                atomic_load(&h->last_probe_wall_ms) == 0)
                 return 0;
         }
     }

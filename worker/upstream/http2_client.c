@@ -23,7 +23,20 @@ static void conn_flush(h2conn_t *c);
 static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
 static void conn_maybe_idle(h2conn_t *c);
 static void dest_free(fg_upstream_ext_t *ext);
-static int submit(h2x_t *x, const fg_outreq_t *o);
+static int submit(h2x_t *x, const fg_outreq_t *o, const fg_http_header_t *extra, size_t nextra);
+
+/* The connection the session reads and writes: pooled, adopted, or none (memory mode). */
+static fg_conn_t *cconn(const h2conn_t *c)
+{
+    return c->u ? c->u->c : c->fc;
+}
+
+/* Tell an adopting owner how many streams are open now. */
+static void tell_streams(h2conn_t *c)
+{
+    if (c->owner && c->owner->on_streams)
+        c->owner->on_streams(c->owner_arg, c->nstreams);
+}
 
 /* ---- lifetimes ---- */
 
@@ -75,8 +88,8 @@ static int conn_leave(h2conn_t *c)
 {
     if (--c->busy > 0)
         return c->dead;
-    if (!c->dead || c->mem)
-        return c->dead; /* memory mode: fg_http2_client_test_free frees it */
+    if (!c->dead || c->mem || c->fc)
+        return c->dead; /* memory mode and adopted: test_free / fg_http2_client_close free */
     conn_free(c);
     return 1;
 }
@@ -119,6 +132,7 @@ static void detach(h2x_t *x, uint32_t code)
     x->prev = x->next = NULL;
     c->nstreams--;
     if (!c->dead) {
+        tell_streams(c);
         conn_flush(c);
         conn_maybe_idle(c);
     }
@@ -267,16 +281,37 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
 }
 
 /* Submit x's HEADERS (and its body's data source) on its ready connection. -1 on failure. */
-static int submit(h2x_t *x, const fg_outreq_t *o)
+/* Apply a stream's extra fields to the n fields of nv (room for FG_H2CLIENT_EXTRA_MAX more):
+ * an extra field replaces the request's own of that name, and one without a value only
+ * removes them, so a client cannot say what only the gateway says (a tunnel's service). Names
+ * are lowercase on both. Returns the new count. */
+static int apply_extra(nghttp2_nv *nv, int n, const fg_http_header_t *extra, size_t nextra)
+{
+    for (size_t i = 0; i < nextra; i++) {
+        int k = 0;
+        for (int j = 0; j < n; j++)
+            if (nv[j].namelen != extra[i].name.len ||
+                memcmp(nv[j].name, extra[i].name.base, nv[j].namelen) != 0)
+                nv[k++] = nv[j];
+        n = k;
+        if (extra[i].value.base != NULL)
+            nv[n++] = mknv(extra[i].name.base, extra[i].name.len, extra[i].value.base,
+                           extra[i].value.len);
+    }
+    return n;
+}
+
+static int submit(h2x_t *x, const fg_outreq_t *o, const fg_http_header_t *extra, size_t nextra)
 {
     h2conn_t *c = x->conn;
-    nghttp2_nv nv[FIELDS_MAX + 8];
+    nghttp2_nv nv[FIELDS_MAX + 8 + FG_H2CLIENT_EXTRA_MAX];
     char names[16384], len[24];
     fg_str_t scheme = c->https ? FG_STR_LIT("https") : FG_STR_LIT("http");
     int n = fg_http2_client_request_nv(o, scheme, x->content_length, nv, FIELDS_MAX + 8, names,
                                        sizeof(names), len);
-    if (n < 0)
+    if (n < 0 || nextra > FG_H2CLIENT_EXTRA_MAX)
         return -1;
+    n = apply_extra(nv, n, extra, nextra);
     nghttp2_data_provider dp = {.source.ptr = x, .read_callback = read_body};
     int32_t id = nghttp2_submit_request(c->s, NULL, nv, (size_t)n, x->has_body ? &dp : NULL, x);
     if (id < 0)
@@ -775,6 +810,8 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
 static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud)
 {
     h2x_t *x = hd->stream_id ? stream_of(s, hd->stream_id) : NULL;
+    if (x && x->idle_ms)
+        x->heard_us = fg_clock_now_us();
     if (x && !x->info.got_bytes && hd->type == NGHTTP2_HEADERS) {
         x->info.first_byte_us = fg_clock_now_us() - x->info.sent_at_us;
         x->info.got_bytes = 1;
@@ -804,8 +841,9 @@ static void conn_flush(h2conn_t *c)
     conn_enter(c);
     do {
         c->again = 0;
-        struct evbuffer *out = c->u ? fg_conn_output(c->u->c) : c->mem;
-        while (c->u == NULL || fg_conn_pending(c->u->c) < OUT_HIGH) {
+        fg_conn_t *fc = cconn(c);
+        struct evbuffer *out = fc ? fg_conn_output(fc) : c->mem;
+        while (fc == NULL || fg_conn_pending(fc) < OUT_HIGH) {
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(c->s, &data);
             if (n < 0) {
@@ -816,13 +854,14 @@ static void conn_flush(h2conn_t *c)
             }
             if (n == 0)
                 break;
+            c->bytes_out += (uint64_t)n;
             evbuffer_add(out, data, (size_t)n);
         }
-        if (c->u && fg_conn_flush(c->u->c) != 0) {
+        if (fc && fg_conn_flush(fc) != 0) {
             c->flushing = 0;
             for (h2x_t *x = c->streams; x; x = x->next)
                 x->info.write_failed = 1;
-            conn_fail(c, FG_XERR_RESET, fg_conn_errno(c->u->c), NULL);
+            conn_fail(c, FG_XERR_RESET, fg_conn_errno(fc), NULL);
             conn_leave(c);
             return;
         }
@@ -854,6 +893,8 @@ static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char
     conn_enter(c);
     c->dead = 1;
     conn_unlink(c);
+    if (c->owner && c->owner->on_dead)
+        c->owner->on_dead(c->owner_arg, detail);
     while (c->streams) {
         h2x_t *x = c->streams;
         /* Off the connection first, so that the handler's close touches only x. */
@@ -952,16 +993,18 @@ static void fall_back(h2conn_t *c)
  * request's fields as for any request but Sec-WebSocket-Key (RFC 8441 5: the key and its
  * Accept are not used over HTTP/2). The stream stays open for the tunnel's DATA
  * (fg_http2_tunnel_read). -1 on failure. */
-static int submit_connect(h2x_t *x)
+static int submit_connect(h2x_t *x, const fg_http_header_t *extra, size_t nextra)
 {
     h2conn_t *c = x->conn;
-    nghttp2_nv tmp[FIELDS_MAX + 8], nv[FIELDS_MAX + 9];
+    nghttp2_nv tmp[FIELDS_MAX + 8 + FG_H2CLIENT_EXTRA_MAX],
+        nv[FIELDS_MAX + 9 + FG_H2CLIENT_EXTRA_MAX];
     char names[16384], len[24];
     fg_str_t scheme = c->https ? FG_STR_LIT("https") : FG_STR_LIT("http");
     int n = fg_http2_client_request_nv(x->out_copy, scheme, -1, tmp, FIELDS_MAX + 8, names,
                                        sizeof(names), len);
-    if (n < 1)
+    if (n < 1 || nextra > FG_H2CLIENT_EXTRA_MAX)
         return -1;
+    n = apply_extra(tmp, n, extra, nextra);
     size_t k = 0;
     nv[k++] = mknv(":method", 7, "CONNECT", 7);
     nv[k++] = mknv(":protocol", 9, x->protocol, strlen(x->protocol));
@@ -1020,7 +1063,7 @@ static void decide_upgrades(h2conn_t *c)
         x->upgrade = 0;
         if (!ok)
             upgrade_by_http1(x);
-        else if (submit_connect(x) != 0)
+        else if (submit_connect(x, NULL, 0) != 0)
             x_fail(x, FG_XERR_INVALID, 0, "cannot send the extended CONNECT");
         else
             x->wait_ready = 1;
@@ -1076,6 +1119,7 @@ static void up_read(fg_conn_t *fc, void *arg)
             conn_fail(c, FG_XERR_INVALID, 0, "invalid HTTP/2 from upstream");
             break;
         }
+        c->bytes_in += (uint64_t)n;
         evbuffer_drain(in, (size_t)n);
     }
     if (!c->dead && c->settings_todo)
@@ -1307,7 +1351,7 @@ static fg_exchange_t *upgrade_start(const fg_exchange_target_t *t, const fg_exch
     x->info.reused = 1; /* as any stream (fg_http2_client_start) */
     if (c->got_settings) {
         x->upgrade = 0;
-        if (submit_connect(x) != 0) {
+        if (submit_connect(x, NULL, 0) != 0) {
             x_end(x, NGHTTP2_CANCEL);
             errno = ENOMEM;
             return NULL;
@@ -1354,7 +1398,7 @@ fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exc
      * lost to a connection closed before answering can go again on a fresh connection. */
     x->info.reused = 1;
     int may_fall_back = !c->ready && c->https && c->cl->version_policy != FG_VERSION_EXACT;
-    if (submit(x, rq->out) != 0 ||
+    if (submit(x, rq->out, NULL, 0) != 0 ||
         (may_fall_back && (x->out_copy = outreq_copy(rq->out)) == NULL)) {
         x_end(x, NGHTTP2_CANCEL);
         errno = ENOMEM;
@@ -1376,6 +1420,166 @@ static void dest_free(fg_upstream_ext_t *ext)
         conn_fail(c, FG_XERR_RESET, ECONNABORTED, "worker exiting"); /* unlinks and frees */
     }
     free(dest);
+}
+
+/* ---- adopted connections (tunnels) ---- */
+
+fg_h2client_t *fg_http2_client_adopt(fg_worker_t *w, fg_conn_t *fc, const fg_h2client_owner_t *o,
+                                     void *arg)
+{
+    h2conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->w = w;
+    c->fc = fc;
+    c->owner = o;
+    c->owner_arg = arg;
+    c->connect_at = fg_clock_now_us();
+    if (session_new(c) != 0) {
+        nghttp2_session_del(c->s);
+        free(c);
+        return NULL;
+    }
+    c->ready = 1; /* the owner's connection is up: the preface leaves now */
+    conn_flush(c);
+    return (fg_h2client_t *)c;
+}
+
+void fg_http2_client_input(fg_h2client_t *h)
+{
+    h2conn_t *c = (h2conn_t *)h;
+    if (!c->dead)
+        up_read(c->fc, c);
+}
+
+void fg_http2_client_drain(fg_h2client_t *h)
+{
+    h2conn_t *c = (h2conn_t *)h;
+    if (!c->dead)
+        conn_flush(c);
+}
+
+void fg_http2_client_close(fg_h2client_t *h, const char *detail)
+{
+    h2conn_t *c = (h2conn_t *)h;
+    if (c == NULL)
+        return;
+    c->owner = NULL; /* the owner is going: nothing more is told */
+    conn_fail(c, FG_XERR_EOF, 0, detail);
+    if (c->busy == 0) {
+        nghttp2_session_del(c->s);
+        free(c);
+    } else {
+        c->fc = NULL; /* freed by the last conn_leave, which no longer sees it as adopted */
+    }
+}
+
+int fg_http2_client_available(const fg_h2client_t *h)
+{
+    const h2conn_t *c = (const h2conn_t *)h;
+    return !c->dead && !c->goaway && c->nstreams < max_streams((h2conn_t *)c);
+}
+
+unsigned fg_http2_client_nstreams(const fg_h2client_t *h)
+{
+    return ((const h2conn_t *)h)->nstreams;
+}
+
+/* Whether x has waited for its peer longer than its activity timeout: not while its handler
+ * holds the body back (paused), nor in an exempt response body. */
+static int overdue(const h2x_t *x, uint64_t now_us)
+{
+    if (x->idle_ms == 0 || x->paused || x->finished || (x->exempt && x->head_done))
+        return 0;
+    return now_us - x->heard_us > x->idle_ms * 1000;
+}
+
+void fg_http2_client_expire(fg_h2client_t *h, uint64_t now_us)
+{
+    h2conn_t *c = (h2conn_t *)h;
+    conn_enter(c);
+    /* A failure may change the list (the handler retries, or closes others): start over,
+     * at most once per stream. */
+    for (unsigned budget = c->nstreams; budget > 0 && !c->dead; budget--) {
+        h2x_t *x = c->streams;
+        while (x && !overdue(x, now_us))
+            x = x->next;
+        if (x == NULL)
+            break;
+        x_fail(x, FG_XERR_READ_TIMEOUT, ETIMEDOUT, "upstream did not answer in time");
+    }
+    if (!c->dead)
+        conn_flush(c);
+    conn_leave(c);
+}
+
+void fg_http2_client_bytes(const fg_h2client_t *h, uint64_t *in, uint64_t *out)
+{
+    *in = ((const h2conn_t *)h)->bytes_in;
+    *out = ((const h2conn_t *)h)->bytes_out;
+}
+
+/* An upgrade on an adopted connection: an extended CONNECT stream (RFC 8441 4), to a peer
+ * that allows them (RFC 8441 3). There is no HTTP/1.1 to fall back to: EPROTONOSUPPORT. The
+ * stream has no activity timeout of its own: once switched, the relay's idle timeout rules. */
+static fg_exchange_t *upgrade_on(h2conn_t *c, const fg_exchange_req_t *rq,
+                                 const fg_http_header_t *extra, size_t nextra,
+                                 const fg_exchange_cbs_t *cbs, void *arg)
+{
+    if (rq->protocol.len == 0 || rq->protocol.len >= sizeof(((h2x_t *)0)->protocol) ||
+        !c->got_settings || !connect_allowed(c)) {
+        errno = EPROTONOSUPPORT;
+        return NULL;
+    }
+    h2x_t *x = x_new(NULL, rq, cbs, arg);
+    if (x == NULL || (x->out_copy = outreq_copy(rq->out)) == NULL) {
+        if (x)
+            x_free(x);
+        errno = ENOMEM;
+        return NULL;
+    }
+    memcpy(x->protocol, rq->protocol.base, rq->protocol.len);
+    attach(x, c);
+    x->info.reused = 1;
+    x->heard_us = fg_clock_now_us();
+    if (submit_connect(x, extra, nextra) != 0) {
+        x_end(x, NGHTTP2_CANCEL);
+        errno = EINVAL;
+        return NULL;
+    }
+    tell_streams(c);
+    return &x->base; /* the head leaves with the caller's first send (xs_send_body) */
+}
+
+fg_exchange_t *fg_http2_client_start_on(fg_h2client_t *h, const fg_exchange_target_t *t,
+                                        const fg_exchange_req_t *rq, const fg_http_header_t *extra,
+                                        size_t nextra, const fg_exchange_cbs_t *cbs, void *arg)
+{
+    h2conn_t *c = (h2conn_t *)h;
+    if (!fg_http2_client_available(h)) {
+        errno = c->dead || c->goaway ? ENOTCONN : EAGAIN;
+        return NULL;
+    }
+    if (rq->upgrade)
+        return upgrade_on(c, rq, extra, nextra, cbs, arg);
+    h2x_t *x = x_new(NULL, rq, cbs, arg);
+    if (x == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    attach(x, c);
+    x->info.reused = 1; /* as on a shared connection: a refused stream may go again */
+    x->idle_ms = t->activity_timeout_ms;
+    x->heard_us = fg_clock_now_us();
+    x->exempt = t->exempt_event_streams;
+    if (submit(x, rq->out, extra, nextra) != 0) {
+        x_end(x, NGHTTP2_CANCEL);
+        errno = EINVAL;
+        return NULL;
+    }
+    tell_streams(c);
+    go(x); /* the caller's first send_body sends */
+    return &x->base;
 }
 
 /* ---- memory mode (tests, fuzzing) ---- */
@@ -1402,7 +1606,7 @@ fg_h2test_t *fg_http2_client_test_new(const fg_exchange_req_t *rq, const fg_exch
     x->info.phase = FG_XPHASE_WAIT_HEAD;
     c->connect_at = fg_clock_now_us();
     attach(x, c);
-    if (submit(x, rq->out) != 0) {
+    if (submit(x, rq->out, NULL, 0) != 0) {
         x_end(x, 0);
         conn_free(c);
         free(t);

@@ -18,6 +18,47 @@
 fg_exchange_t *fg_http2_client_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
                                      const fg_exchange_cbs_t *cbs, void *arg);
 
+/* A client session on a connection the caller opened and keeps (a tunnel's): every stream
+ * started on it with fg_http2_client_start_on shares it, whatever destination names it. The
+ * owner keeps the connection's callbacks and passes its reads (fg_http2_client_input) and
+ * drains (fg_http2_client_drain) on; the session never reads with a timeout, never closes the
+ * connection and never frees it. The owner's callbacks may not free the session: on_dead
+ * (the session ended: a protocol error, a write error or the peer's GOAWAY; every stream
+ * failed) and on_streams (the open streams changed) schedule what they want done. */
+typedef struct fg_h2client_s fg_h2client_t;
+typedef struct fg_h2client_owner_s {
+    void (*on_dead)(void *arg, const char *detail);
+    void (*on_streams)(void *arg, unsigned nstreams);
+} fg_h2client_owner_t;
+#define FG_H2CLIENT_EXTRA_MAX 4 /* request fields start_on adds after the request's own */
+
+/* The session on fc, its preface queued and flushed. NULL when out of memory. */
+fg_h2client_t *fg_http2_client_adopt(fg_worker_t *w, fg_conn_t *fc, const fg_h2client_owner_t *o,
+                                     void *arg);
+void fg_http2_client_input(fg_h2client_t *h);
+void fg_http2_client_drain(fg_h2client_t *h);
+/* The owner's connection is over: every open stream fails (FG_XERR_EOF with detail) and h is
+ * freed. Not from inside the session's callbacks. */
+void fg_http2_client_close(fg_h2client_t *h, const char *detail);
+/* Whether a new stream may start (alive, no GOAWAY, below the peer's stream limit). */
+int fg_http2_client_available(const fg_h2client_t *h);
+unsigned fg_http2_client_nstreams(const fg_h2client_t *h);
+/* HTTP/2 bytes received from and produced for the peer so far. */
+void fg_http2_client_bytes(const fg_h2client_t *h, uint64_t *in, uint64_t *out);
+/* An exchange as a new stream on h (fg_client_start's contract, already connected; t gives
+ * the activity timeout), with
+ * extra fields (lowercase names, at most FG_H2CLIENT_EXTRA_MAX) in place of the request's own
+ * of those names (a value with a NULL base: the name is only removed).
+ * NULL with errno: ENOTCONN (h ended), EAGAIN (no stream left), ENOMEM, EINVAL. */
+fg_exchange_t *fg_http2_client_start_on(fg_h2client_t *h, const fg_exchange_target_t *t,
+                                        const fg_exchange_req_t *rq, const fg_http_header_t *extra,
+                                        size_t nextra, const fg_exchange_cbs_t *cbs, void *arg);
+/* The session never reads with a timeout: the owner calls this every second or so, and each
+ * stream that heard nothing from the peer for t->activity_timeout_ms fails with
+ * FG_XERR_READ_TIMEOUT (and is reset), except while its handler paused it and, with
+ * t->exempt_event_streams, once its response head arrived. */
+void fg_http2_client_expire(fg_h2client_t *h, uint64_t now_us);
+
 /* The request head as HTTP/2 fields (RFC 9113 8.3.1, 8.2.2): pseudo-header fields first
  * (:authority from Host), lowercase names written into names (namecap bytes), fields specific to
  * a connection dropped, TE kept only as "trailers", Content-Length re-stated from

@@ -34,8 +34,12 @@ struct h2conn_s {
     fg_worker_t *w;
     const fg_cluster_t *cl;
     size_t di;
-    fg_upconn_t *u;       /* NULL in the memory mode of the tests */
-    struct evbuffer *mem; /* memory mode: what the session sends */
+    fg_upconn_t *u; /* NULL in the memory mode of the tests and when adopted */
+    fg_conn_t *fc;  /* adopted: a connection its owner opened and keeps */
+    const struct fg_h2client_owner_s *owner; /* worker/upstream/http2_client.h */
+    void *owner_arg;
+    struct evbuffer *mem;         /* memory mode: what the session sends */
+    uint64_t bytes_in, bytes_out; /* HTTP/2 bytes received and produced */
     nghttp2_session *s;
     h2x_t *streams;
     unsigned nstreams;
@@ -81,6 +85,9 @@ struct h2x_s {
     unsigned interims;
     int busy;
     fg_exchange_t *inner; /* the HTTP/1.1 exchange standing in for this one */
+    uint64_t idle_ms;     /* adopted connections: the stream's own activity timeout (0: none) */
+    uint64_t heard_us;    /* adopted connections: the last frame of this stream */
+    unsigned exempt : 1;  /* the activity timeout spares a response body (event streams) */
     char protocol[32];    /* an upgrade's :protocol (RFC 8441 4), NUL-terminated */
     /* A relay end (worker/upstream/http2_tunnel.c): the relay's callbacks, and the event that
      * tells it what happened, outside nghttp2's callbacks and the relay's own operations. */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -297,6 +298,10 @@ size_t fg_upstream_addr_text(const fg_destination_t *d, char *buf, size_t len)
 {
     char ip[INET6_ADDRSTRLEN];
     const struct sockaddr *sa = (const struct sockaddr *)&d->addr;
+    if (d->tunnel && len > 0) { /* no socket address: the tunnel's, as written */
+        int n = snprintf(buf, len, "%s", d->address);
+        return n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
+    }
     const void *bin = sa->sa_family == AF_INET6
                           ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
                           : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;

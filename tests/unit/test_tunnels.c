@@ -1,0 +1,213 @@
+/* Tunnels, the gateway's side: the "tunnels" configuration and tunnel:// destinations
+ * (common/config_tunnels.c), and the registry in shared memory (shm/tunnels.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "shm/arena.h"
+#include "shm/tunnels.h"
+
+static char secret_path[256];
+
+static int setup(void **state)
+{
+    snprintf(secret_path, sizeof(secret_path), "/tmp/fg-test-tunnels-%d.key", (int)getpid());
+    FILE *f = fopen(secret_path, "w");
+    if (f == NULL)
+        return -1;
+    fputs("  a-secret-of-twenty-bytes\n", f);
+    fclose(f);
+    return chmod(secret_path, 0600);
+}
+
+static int teardown(void **state)
+{
+    unlink(secret_path);
+    return 0;
+}
+
+/* A configuration with agents office and branch and one cluster whose destination address is
+ * dest (NULL: no cluster); extra goes into the tunnels object. */
+static fg_config_t *load(const char *dest, const char *extra, char *err, size_t errlen)
+{
+    char text[2048];
+    char cluster[256] = "";
+    if (dest)
+        snprintf(cluster, sizeof(cluster),
+                 ", \"clusters\": [{\"id\": \"c\", \"destinations\": [{\"id\": \"d\", "
+                 "\"address\": \"%s\"}]}]",
+                 dest);
+    snprintf(text, sizeof(text),
+             "{\"servers\": [{\"id\": \"s\", \"listen\": \"127.0.0.1:1\", \"acceptTunnels\": "
+             "true}], \"tunnels\": {\"agents\": [{\"id\": \"office\", \"secretFile\": \"%s\"}, "
+             "{\"id\": \"branch\", \"secretFile\": \"%s\"}]%s}%s}",
+             secret_path, secret_path, extra ? extra : "", cluster);
+    return fg_config_load_string("t.json", text, err, errlen);
+}
+
+static void test_config_defaults_and_secret(void **state)
+{
+    char err[512] = "";
+    fg_config_t *cfg = load("tunnel://branch/web", NULL, err, sizeof(err));
+    assert_non_null(cfg);
+    const fg_tunnels_config_t *tc = &cfg->tunnels;
+    assert_true(tc->enabled);
+    assert_string_equal(tc->path, "/_fg/tunnel");
+    assert_int_equal(tc->heartbeat_ms, 30000);
+    assert_int_equal(tc->grace_ms, 10000);
+    assert_int_equal(tc->auth_failures_max, 10);
+    assert_int_equal(tc->nagents, 2);
+    /* surrounding whitespace is not part of the secret */
+    assert_int_equal(tc->agents[0].secret_len, 24);
+    assert_memory_equal(tc->agents[0].secret, "a-secret-of-twenty-bytes", 24);
+    const fg_destination_t *d = &cfg->clusters[0].destinations[0];
+    assert_true(d->tunnel);
+    assert_int_equal(d->tunnel_agent, 1);
+    assert_string_equal(d->tunnel_service, "web");
+    assert_true(cfg->servers[0].accept_tunnels);
+    assert_int_equal(fg_config_tunnel_agent(cfg, "office", 6), 0);
+    assert_int_equal(fg_config_tunnel_agent(cfg, "offic", 5), -1);
+    fg_config_free(cfg);
+}
+
+static void test_config_errors(void **state)
+{
+    static const struct {
+        const char *dest, *extra, *want;
+    } cases[] = {
+        {"tunnel://ghost/web", NULL, "no agent \"ghost\""},
+        {"tunnel://office", NULL, "is not tunnel://AGENT/SERVICE"},
+        {"tunnel://office/a/b", NULL, "is not tunnel://AGENT/SERVICE"},
+        {"tunnel://office/", NULL, "is not tunnel://AGENT/SERVICE"},
+        {NULL, ", \"path\": \"nope\"", "tunnels.path"},
+        {NULL, ", \"heartbeatSeconds\": 0", "tunnels.heartbeatSeconds"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[512] = "";
+        fg_config_t *cfg = load(cases[i].dest, cases[i].extra, err, sizeof(err));
+        if (cfg != NULL || strstr(err, cases[i].want) == NULL)
+            fail_msg("case %zu: got \"%s\", want \"%s\"", i, err, cases[i].want);
+        assert_null(strstr(err, "a-secret"));
+    }
+}
+
+static void test_config_refuses_a_readable_secret(void **state)
+{
+    char err[512] = "";
+    chmod(secret_path, 0644);
+    fg_config_t *cfg = load(NULL, NULL, err, sizeof(err));
+    chmod(secret_path, 0600);
+    assert_null(cfg);
+    assert_non_null(strstr(err, "tunnels.agents[0].secretFile"));
+    assert_null(strstr(err, "a-secret"));
+}
+
+static void test_config_tunnel_needs_section(void **state)
+{
+    char err[512] = "";
+    fg_config_t *cfg = fg_config_load_string(
+        "t.json",
+        "{\"servers\": [{\"id\": \"s\", \"listen\": \"127.0.0.1:1\"}], \"clusters\": [{\"id\": "
+        "\"c\", \"destinations\": [{\"id\": \"d\", \"address\": \"tunnel://a/b\"}]}]}",
+        err, sizeof(err));
+    assert_null(cfg);
+    assert_non_null(strstr(err, "needs a top-level \"tunnels\" section"));
+}
+
+/* ---- the registry ---- */
+
+static void test_registry_claim_takeover_release(void **state)
+{
+    char err[512] = "";
+    fg_config_t *cfg = load("tunnel://office/web", NULL, err, sizeof(err));
+    assert_non_null(cfg);
+    fg_shm_t *shm = fg_shm_new(16 << 20);
+    assert_non_null(shm);
+    assert_int_equal(fg_tunnels_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_tunnels_t *t = fg_tunnels_zone();
+    fg_tunnel_rec_t *rec = cfg->tunnels.agents[0].state;
+    assert_non_null(rec);
+    assert_ptr_equal(cfg->clusters[0].destinations[0].tunnel_rec, rec);
+    assert_false(fg_tunnels_online(rec));
+
+    int ppid;
+    uint64_t pserial, serial;
+    uint64_t s1 = fg_tunnels_claim(t, rec, 100, 0, 1, "1.2.3.4:5", &ppid, &pserial);
+    assert_true(s1 != 0);
+    assert_int_equal(ppid, 0);
+    assert_int_equal(pserial, 0);
+    assert_true(fg_tunnels_online(rec));
+    assert_int_equal(fg_tunnels_owner(rec, &serial), 100);
+    assert_int_equal(serial, s1);
+
+    /* a second connection takes over: the first one's release changes nothing */
+    uint64_t s2 = fg_tunnels_claim(t, rec, 200, 1, 1, "1.2.3.4:6", &ppid, &pserial);
+    assert_true(s2 != s1);
+    assert_int_equal(ppid, 100);
+    assert_int_equal(pserial, s1);
+    assert_int_equal(atomic_load(&rec->takeovers), 1);
+    fg_tunnels_release(t, rec, s1);
+    assert_int_equal(fg_tunnels_owner(rec, &serial), 200);
+    fg_tunnels_release(t, rec, s2);
+    assert_false(fg_tunnels_online(rec));
+
+    /* a reload keeps the record; a dead worker's agents go offline */
+    fg_tunnels_claim(t, rec, 300, 0, 1, "x", &ppid, &pserial);
+    fg_config_t *cfg2 = load(NULL, NULL, err, sizeof(err));
+    assert_int_equal(fg_tunnels_attach(shm, cfg2, 2, 1, err, sizeof(err)), 0);
+    assert_ptr_equal(cfg2->tunnels.agents[0].state, rec);
+    assert_true(fg_tunnels_online(rec));
+    fg_tunnels_worker_gone(t, 300);
+    assert_false(fg_tunnels_online(rec));
+    assert_int_equal(atomic_load(&rec->connects), 3);
+    fg_config_free(cfg2);
+    fg_config_free(cfg);
+    fg_shm_free(shm);
+}
+
+static void test_registry_auth_failures_per_address(void **state)
+{
+    char err[512] = "";
+    fg_config_t *cfg = load(NULL, NULL, err, sizeof(err));
+    fg_shm_t *shm = fg_shm_new(16 << 20);
+    assert_int_equal(fg_tunnels_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_tunnels_t *t = fg_tunnels_zone();
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0a000001)};
+    struct sockaddr_in b = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0a000002)};
+    uint64_t now = 10 * 60000 + 5;
+    for (int i = 0; i < 3; i++) {
+        assert_false(fg_tunnels_auth_blocked(t, (struct sockaddr *)&a, 3, now));
+        fg_tunnels_auth_failed(t, cfg->tunnels.agents[0].state, (struct sockaddr *)&a, now);
+    }
+    assert_true(fg_tunnels_auth_blocked(t, (struct sockaddr *)&a, 3, now));
+    /* another address has its own budget; the next minute starts afresh */
+    assert_false(fg_tunnels_auth_blocked(t, (struct sockaddr *)&b, 3, now));
+    assert_false(fg_tunnels_auth_blocked(t, (struct sockaddr *)&a, 3, now + 60000));
+    assert_int_equal(atomic_load(&((fg_tunnel_rec_t *)cfg->tunnels.agents[0].state)->auth_failures),
+                     3);
+    fg_config_free(cfg);
+    fg_shm_free(shm);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_defaults_and_secret),
+        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_config_refuses_a_readable_secret),
+        cmocka_unit_test(test_config_tunnel_needs_section),
+        cmocka_unit_test(test_registry_claim_takeover_release),
+        cmocka_unit_test(test_registry_auth_failures_per_address),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
