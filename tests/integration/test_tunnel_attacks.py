@@ -1,0 +1,142 @@
+"""Tunnels under attack (docs/tunnels.md, "Security model"): hostile clients on the tunnel
+path, hostile agents after authentication, hostile gateways against fastgateway-agent. Each
+test is named after what it attacks; the WebSocket frames are built by hand (RFC 6455 5.2)
+on raw sockets so that the attacks can break the rules a library would keep."""
+import hashlib
+import hmac
+import os
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, http_request
+from test_tunnel_gateway import TUNNEL_PATH, agents, tunnel_config, tunnels, wait_online  # noqa: F401
+
+UPGRADE = ("GET %s HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+           "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           "Sec-WebSocket-Protocol: fastgateway-tunnel.v1\r\n\r\n" % TUNNEL_PATH).encode()
+
+
+def frame(op, payload=b"", fin=True, mask=True):
+    """One WebSocket frame; masked as a client's must be (RFC 6455 5.3)."""
+    h = bytes([(0x80 if fin else 0) | op])
+    n, m = len(payload), 0x80 if mask else 0
+    if n < 126:
+        h += bytes([m | n])
+    elif n < 65536:
+        h += bytes([m | 126]) + struct.pack(">H", n)
+    else:
+        h += bytes([m | 127]) + struct.pack(">Q", n)
+    if mask:
+        key = os.urandom(4)
+        h += key
+        payload = bytes(b ^ key[i & 3] for i, b in enumerate(payload))
+    return h + payload
+
+
+class RawAgent:
+    """A tunnel client on a raw socket: the upgrade, then frames as the test wants them."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+
+    def upgrade(self):
+        """Sends the upgrade; returns the status line, and reads CHALLENGE after a 101."""
+        self.s.sendall(UPGRADE)
+        while b"\r\n\r\n" not in self.buf:
+            self._more()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        status = head.split(b"\r\n", 1)[0].decode()
+        self.nonce = None
+        if " 101 " in status:
+            op, msg = self.read_frame()
+            assert op == 1 and msg.startswith(b"FGT/1 CHALLENGE "), msg
+            self.nonce = msg.split()[2].decode()
+        return status
+
+    def _more(self):
+        c = self.s.recv(65536)
+        if not c:
+            raise EOFError(self.buf)
+        self.buf += c
+
+    def read_frame(self):
+        while len(self.buf) < 2:
+            self._more()
+        n, hl = self.buf[1] & 0x7f, 2
+        if n >= 126:
+            hl = 4 if n == 126 else 10
+            while len(self.buf) < hl:
+                self._more()
+            n = int.from_bytes(self.buf[2:hl], "big")
+        while len(self.buf) < hl + n:
+            self._more()
+        op, p = self.buf[0] & 0x0f, self.buf[hl:hl + n]
+        self.buf = self.buf[hl + n:]
+        return op, p
+
+    def auth(self, agent_id, secret):
+        msg = "FGT/1\n%s\n%s" % (self.nonce, agent_id)
+        proof = hmac.new(secret, msg.encode(), hashlib.sha256).hexdigest()
+        self.s.sendall(frame(1, ("FGT/1 AUTH %s %s" % (agent_id, proof)).encode()))
+
+    def close(self):
+        self.s.close()
+
+
+def secret_of(tmp_path, agent_id):
+    return (Path(tmp_path) / ("%s.key" % agent_id)).read_bytes().strip()
+
+
+def quick_get(gw, path="/x", timeout=3):
+    t0 = time.monotonic()
+    try:
+        st = http_request("GET", gw.url(path), timeout=timeout)[0]
+    except OSError as e:
+        st = repr(e)
+    return st, time.monotonic() - t0
+
+
+@pytest.fixture
+def gw1(gateway_factory, tmp_path):
+    """One worker (every connection shares its loop), agent "office" configured."""
+    cfg = tunnel_config(tmp_path, free_port(), ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}], workers=1)
+    return gateway_factory(cfg)
+
+
+def flood(sock, blob, stop):
+    def run():
+        try:
+            while not stop.is_set():
+                sock.sendall(blob)
+        except OSError:
+            pass
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_control_frame_flood_does_not_stall_the_worker(gw1):
+    """Frames that carry no payload (pongs, empty binary frames) sent as fast as the client
+    can: the worker still serves its other connections."""
+    stop = threading.Event()
+    raws = []
+    try:
+        for unit in (frame(10), frame(2)):
+            r = RawAgent(gw1.port)
+            assert r.upgrade().startswith("HTTP/1.1 101")
+            raws.append(r)
+            flood(r.s, unit * (65536 // len(unit)), stop)
+        time.sleep(0.3)
+        slow = [quick_get(gw1) for _ in range(5)]
+        assert all(st == 200 and took < 1.0 for st, took in slow), slow
+    finally:
+        stop.set()
+        for r in raws:
+            r.close()
