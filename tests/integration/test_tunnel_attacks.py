@@ -140,3 +140,30 @@ def test_control_frame_flood_does_not_stall_the_worker(gw1):
         stop.set()
         for r in raws:
             r.close()
+
+
+def test_preopened_handshakes_cannot_exceed_the_failure_budget(gateway_factory, tmp_path):
+    """A guesser opens many handshakes before its first failure (each upgrade passes the
+    429 check then), then answers them all: past authFailuresPerMinute no proof is checked,
+    not even a right one, and the log shows no more than the budget of wrong proofs."""
+    cfg = tunnel_config(tmp_path, free_port(), ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}], workers=1, fails=3)
+    gw = gateway_factory(cfg)
+    raws = [RawAgent(gw.port) for _ in range(8)]
+    try:
+        for r in raws:
+            assert r.upgrade().startswith("HTTP/1.1 101")
+        for r in raws[:7]:
+            r.auth("office", b"a-guessed-secret-0123456789")
+            op, p = r.read_frame()
+            assert op == 8 and p[:2] == struct.pack(">H", 1008)
+        raws[7].auth("office", secret_of(tmp_path, "office"))
+        op, p = raws[7].read_frame()
+        assert op == 8 and p[:2] == struct.pack(">H", 1008), (op, p)
+        log = gw.error_log()
+        assert log.count("wrong proof") == 3, log
+        assert "too many failed authentications" in log
+        assert not tunnels(gw)["office"]["online"]
+    finally:
+        for r in raws:
+            r.close()
