@@ -167,3 +167,53 @@ def test_preopened_handshakes_cannot_exceed_the_failure_budget(gateway_factory, 
     finally:
         for r in raws:
             r.close()
+
+
+def test_handshake_flood_cannot_keep_agents_out(gw1, tmp_path):
+    """More handshakes than a worker keeps pending (256), none ever answered: the oldest are
+    closed at once rather than after the 10 s timeout, and an agent still gets in."""
+    raws = []
+    try:
+        for _ in range(256 + 20):
+            r = RawAgent(gw1.port)
+            assert r.upgrade().startswith("HTTP/1.1 101")
+            raws.append(r)
+        t0 = time.monotonic()
+        for r in raws[:20]:
+            r.s.settimeout(3)
+            with pytest.raises((EOFError, ConnectionResetError)):
+                r.read_frame()
+        assert time.monotonic() - t0 < 3
+        good = RawAgent(gw1.port)
+        raws.append(good)
+        assert good.upgrade().startswith("HTTP/1.1 101")
+        good.auth("office", secret_of(tmp_path, "office"))
+        assert good.read_frame() == (1, b"FGT/1 OK 30")
+        assert "handshakes pending in this worker" in gw1.error_log()
+    finally:
+        for r in raws:
+            r.close()
+
+
+def test_unanswered_handshake_times_out(gw1):
+    """A client that never answers the challenge, trickling pongs to look alive: closed
+    after the handshake's 10 s."""
+    r = RawAgent(gw1.port)
+    try:
+        assert r.upgrade().startswith("HTTP/1.1 101")
+        t0 = time.monotonic()
+        r.s.settimeout(0.5)
+        closed = False
+        while time.monotonic() - t0 < 13 and not closed:
+            try:
+                r.s.sendall(frame(10))
+                r.read_frame()
+            except socket.timeout:
+                continue
+            except (EOFError, OSError):
+                closed = True
+        took = time.monotonic() - t0
+        assert closed and 9 < took < 12, took
+        assert "handshake from 127.0.0.1" in gw1.error_log()
+    finally:
+        r.close()
