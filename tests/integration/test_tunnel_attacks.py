@@ -217,3 +217,23 @@ def test_unanswered_handshake_times_out(gw1):
         assert "handshake from 127.0.0.1" in gw1.error_log()
     finally:
         r.close()
+
+
+def test_agent_text_flood_does_not_fill_the_log(gw1, tmp_path):
+    """An authenticated agent that sends control messages after OK, where the protocol has
+    none for it: ignored, and logged once rather than once per message."""
+    r = RawAgent(gw1.port)
+    try:
+        assert r.upgrade().startswith("HTTP/1.1 101")
+        r.auth("office", secret_of(tmp_path, "office"))
+        assert r.read_frame() == (1, b"FGT/1 OK 30")
+        r.s.sendall(frame(1, b"FGT/1 HELLO") * 500)
+        wait_online(gw1, "office")
+        deadline = time.monotonic() + 5
+        while "unexpected control message" not in gw1.error_log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert gw1.error_log().count("unexpected control message") == 1
+        assert tunnels(gw1)["office"]["online"]
+    finally:
+        r.close()

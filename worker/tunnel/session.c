@@ -52,6 +52,7 @@ struct fg_tsession_s {
     unsigned retiring : 1;    /* RECONNECT sent */
     unsigned counted : 1;     /* the tunnel-agents gauge counts it */
     unsigned pending : 1;     /* in the worker's list of pending handshakes */
+    unsigned chatty : 1;      /* a control message after OK was logged */
     struct fg_tsession_s *hs_prev, *hs_next;
 };
 
@@ -266,9 +267,14 @@ static void on_text(void *arg, const char *msg, size_t len)
         s->on_handshake(s, msg, len);
         return;
     }
-    /* After OK the agent has nothing to say on the control channel (tunnel_proto.h). */
-    if (s->state == S_LIVE)
-        fg_log_info("tunnel agent %s: unexpected control message ignored", agent_id(s));
+    /* After OK the agent has nothing to say on the control channel (tunnel_proto.h); said
+     * once per connection, so that an agent cannot fill the log with it. */
+    if (s->state == S_LIVE && !s->chatty) {
+        s->chatty = 1;
+        fg_log_info("tunnel agent %s: unexpected control message ignored (connection %llu; "
+                    "further ones are not logged)",
+                    agent_id(s), (unsigned long long)s->serial);
+    }
 }
 
 static void on_pong(void *arg, const uint8_t *p, size_t len)
