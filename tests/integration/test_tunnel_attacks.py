@@ -237,3 +237,57 @@ def test_agent_text_flood_does_not_fill_the_log(gw1, tmp_path):
         assert tunnels(gw1)["office"]["online"]
     finally:
         r.close()
+
+
+AGENT_BINARY = Path(os.environ.get("FG_AGENT_BINARY",
+                                   Path(__file__).resolve().parents[2] / "fastgateway-agent"))
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def test_gateway_pong_flood_does_not_stall_the_agent(tmp_path):
+    """A hostile gateway answers the upgrade, sends CHALLENGE, then pongs as fast as it can:
+    fastgateway-agent's loop still runs (SIGTERM stops it at once)."""
+    import base64
+    import json
+    import signal
+    import subprocess
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    port = ls.getsockname()[1]
+    key = Path(tmp_path) / "office.key"
+    key.write_bytes(b"office-secret-0123456789abcdef")
+    key.chmod(0o600)
+    conf = Path(tmp_path) / "agent.json"
+    conf.write_text(json.dumps({
+        "gateway": "ws://127.0.0.1:%d%s" % (port, TUNNEL_PATH), "id": "office",
+        "secretFile": str(key), "services": {"web": "http://127.0.0.1:9"},
+        "log": {"level": "info", "errorLog": str(Path(tmp_path) / "agent.log")}}))
+    agent = subprocess.Popen([str(AGENT_BINARY), "-c", str(conf)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    stop = threading.Event()
+    try:
+        ls.settimeout(10)
+        c, _ = ls.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += c.recv(4096)
+        k = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+             if line.lower().startswith(b"sec-websocket-key:")][0]
+        acc = base64.b64encode(hashlib.sha1(k + WS_GUID).digest())
+        challenge = b"FGT/1 CHALLENGE " + os.urandom(32).hex().encode()
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc +
+                  b"\r\nSec-WebSocket-Protocol: fastgateway-tunnel.v1\r\n\r\n" +
+                  frame(1, challenge, mask=False))
+        flood(c, frame(10, mask=False) * 30000, stop)
+        time.sleep(1)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(3) == 0
+    finally:
+        stop.set()
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(5)
+        ls.close()
