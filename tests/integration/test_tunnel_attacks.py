@@ -291,3 +291,80 @@ def test_gateway_pong_flood_does_not_stall_the_agent(tmp_path):
             agent.kill()
             agent.wait(5)
         ls.close()
+
+
+def test_oversized_fragmented_text_is_refused(gw1):
+    """A control message in 1-byte fragments, pings between them, past FG_WS_TEXT_MAX (1024
+    bytes): close 1009 (RFC 6455 7.4.1), not a buffer that grows."""
+    r = RawAgent(gw1.port)
+    try:
+        assert r.upgrade().startswith("HTTP/1.1 101")
+        data = frame(1, b"F", fin=False)
+        for i in range(1100):
+            data += frame(0, b"x", fin=False) + (frame(9, b"p") if i % 100 == 0 else b"")
+        r.s.sendall(data)
+        while True:
+            op, p = r.read_frame()
+            if op == 8:
+                break
+            assert op == 10
+        assert p[:2] == struct.pack(">H", 1009)
+    finally:
+        r.close()
+
+
+def test_auth_after_close_frame_is_ignored(gw1, tmp_path):
+    """A right AUTH that follows the client's own close frame: nothing after a close counts
+    (RFC 6455 5.5.1), the agent does not come online."""
+    r = RawAgent(gw1.port)
+    try:
+        assert r.upgrade().startswith("HTTP/1.1 101")
+        nonce_msg = "FGT/1\n%s\noffice" % r.nonce
+        proof = hmac.new(secret_of(tmp_path, "office"), nonce_msg.encode(),
+                         hashlib.sha256).hexdigest()
+        r.s.sendall(frame(8, struct.pack(">H", 1000)) +
+                    frame(1, ("FGT/1 AUTH office %s" % proof).encode()))
+        try:
+            assert r.read_frame()[0] == 8
+        except EOFError:
+            pass  # the connection ended with or without the close echo
+        time.sleep(0.3)
+        assert not tunnels(gw1)["office"]["online"]
+        assert "online" not in gw1.error_log().split("started")[-1]
+    finally:
+        r.close()
+
+
+def test_simultaneous_takeovers_leave_one_tunnel(gateway_factory, tmp_path):
+    """Twenty connections with the same id authenticate at once, over two workers: the
+    registry names one of them, every other one is closed, none is left half-owned."""
+    cfg = tunnel_config(tmp_path, free_port(), ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}], workers=2)
+    gw = gateway_factory(cfg)
+    raws = [RawAgent(gw.port) for _ in range(20)]
+    try:
+        for r in raws:
+            assert r.upgrade().startswith("HTTP/1.1 101")
+        secret = secret_of(tmp_path, "office")
+        for r in raws:
+            r.auth("office", secret)
+        deadline = time.monotonic() + 5
+        while (gw.error_log().count("closed: taken over") < 19 and
+               time.monotonic() < deadline):
+            time.sleep(0.1)
+        open_ = []
+        for r in raws:
+            r.s.settimeout(0.2)
+            try:
+                while r.read_frame()[0] != 8:
+                    pass
+            except socket.timeout:
+                open_.append(r)
+            except (EOFError, OSError):
+                pass
+        t = tunnels(gw)["office"]
+        assert len(open_) == 1 and t["online"] and t["connects"] == 20, (len(open_), t)
+        assert t["peer"] == "127.0.0.1:%d" % open_[0].s.getsockname()[1]
+    finally:
+        for r in raws:
+            r.close()
