@@ -368,3 +368,25 @@ def test_simultaneous_takeovers_leave_one_tunnel(gateway_factory, tmp_path):
     finally:
         for r in raws:
             r.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another user")
+def test_hop_socket_refuses_another_user(gw1):
+    """A local process of another user connects to a worker's hop socket and names a tunnel
+    destination: refused by its credentials (SO_PEERCRED), no answer."""
+    import subprocess
+    import sys
+    pid = gw1.workers()[0]["pid"]
+    code = ("import socket\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "s.settimeout(5)\n"
+            "s.connect('\\0fastgateway-hop-%d')\n"
+            "s.sendall(b'GET /x HTTP/1.1\\r\\nHost: a\\r\\nfg-tunnel-hop: office web\\r\\n\\r\\n')\n"
+            "try:\n"
+            "    print(repr(s.recv(100)))\n"
+            "except OSError as e:\n"
+            "    print('error', e)\n" % pid)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=20, preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+    assert out.stdout.strip() in ("b''", "error [Errno 104] Connection reset by peer"), out
+    assert "tunnel hop: connection from another user refused" in gw1.error_log()
