@@ -18,14 +18,15 @@
 
 #define SLOT 2               /* fg_worker_t.frontend_state */
 #define HANDSHAKE_MS 10000   /* TUNNEL_DESIGN: the whole handshake */
-/* Handshakes pending in one worker, at most: past it the oldest is closed. An agent's takes
- * one round trip, so the oldest are the slow (or hostile) ones, and a flood of connections
- * that never answer cannot keep agents out. */
-#define HANDSHAKES_MAX FG_TUNNEL_AGENTS_MAX
 #define OUT_LOW (64 * 1024)  /* on_drain once the output fell to this */
 #define CLOSE_LINGER_MS 1000 /* after our close frame: time for it to leave */
 #define WS_GOING_AWAY 1001   /* RFC 6455 7.4.1 */
 #define WS_POLICY 1008
+
+/* Handshakes pending in one worker, at most: past it the oldest is closed. An agent's takes
+ * one round trip, so the oldest are the slow (or hostile) ones, and a flood of connections
+ * that never answer cannot keep agents out. */
+#define HANDSHAKES_MAX FG_TUNNEL_AGENTS_MAX
 
 enum { S_HANDSHAKE = 0, S_LIVE, S_CLOSING };
 
