@@ -16,7 +16,7 @@
 
 /* Failed authentications of one address in one minute. */
 typedef struct {
-    uint8_t addr[16]; /* IPv4 as ::ffff:a.b.c.d */
+    uint8_t addr[16]; /* IPv4 as ::ffff:a.b.c.d; IPv6 as its /64 */
     uint64_t minute;  /* now_ms / 60000 + 1; 0: free */
     uint32_t count;
 } fail_slot_t;
@@ -195,11 +195,15 @@ void fg_tunnels_bytes(fg_tunnel_rec_t *rec, uint64_t in, uint64_t out)
 
 /* ---- authentication failures per client address ---- */
 
+/* The budget's unit: an IPv4 address, or an IPv6 /64, the subnet one host commonly holds
+ * (RFC 4291 2.5.4): counting single IPv6 addresses would give a host 2^64 budgets. */
 static void addr_key(const struct sockaddr *sa, uint8_t key[16])
 {
     memset(key, 0, 16);
     if (sa->sa_family == AF_INET6) {
-        memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        memcpy(key, a, memcmp(a, v4mapped, 12) == 0 ? 16 : 8);
     } else if (sa->sa_family == AF_INET) {
         key[10] = key[11] = 0xff;
         memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
@@ -218,7 +222,7 @@ static size_t addr_hash(const uint8_t key[16])
 static fail_slot_t *fail_slot(fg_tunnels_t *t, const uint8_t key[16], uint64_t minute, int make)
 {
     size_t h = addr_hash(key);
-    fail_slot_t *spare = NULL;
+    fail_slot_t *spare = NULL, *fewest = NULL;
     for (size_t i = 0; i < FAIL_PROBES; i++) {
         fail_slot_t *s = &t->fails[(h + i) % FG_TUNNELS_FAIL_SLOTS];
         int stale = s->minute != minute;
@@ -226,13 +230,16 @@ static fail_slot_t *fail_slot(fg_tunnels_t *t, const uint8_t key[16], uint64_t m
             return s;
         if (stale && spare == NULL)
             spare = s;
+        if (!stale && (fewest == NULL || s->count < fewest->count))
+            fewest = s;
     }
     if (!make)
         return NULL;
-    /* All probed slots busy this minute: the oldest address loses its count (bounded
-     * memory beats perfect memory for a flood of addresses). */
+    /* All probed slots busy this minute: the address with the fewest failures loses its
+     * count (bounded memory beats perfect memory for a flood of addresses), so a flood of
+     * one-time failures does not clear the count of a guesser close to its budget. */
     if (spare == NULL)
-        spare = &t->fails[h];
+        spare = fewest;
     memcpy(spare->addr, key, 16);
     spare->minute = minute;
     spare->count = 0;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +200,54 @@ static void test_registry_auth_failures_per_address(void **state)
     fg_shm_free(shm);
 }
 
+/* An IPv6 host holds a /64 (RFC 4291 2.5.4): its addresses share one budget, or a guesser
+ * would get authFailuresPerMinute answers for each of 2^64 addresses. */
+static void test_registry_auth_failures_per_ipv6_prefix(void **state)
+{
+    char err[512] = "";
+    fg_config_t *cfg = load(NULL, NULL, err, sizeof(err));
+    fg_shm_t *shm = fg_shm_new(16 << 20);
+    assert_int_equal(fg_tunnels_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_tunnels_t *t = fg_tunnels_zone();
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "2001:db8:1:2::1", &a.sin6_addr);
+    uint64_t now = 10 * 60000 + 5;
+    for (int i = 0; i < 3; i++) {
+        a.sin6_addr.s6_addr[15] = (uint8_t)(i + 1); /* another address of the same /64 */
+        assert_false(fg_tunnels_auth_blocked(t, (struct sockaddr *)&a, 3, now));
+        fg_tunnels_auth_failed(t, NULL, (struct sockaddr *)&a, now);
+    }
+    a.sin6_addr.s6_addr[8] = 0x42;
+    assert_true(fg_tunnels_auth_blocked(t, (struct sockaddr *)&a, 3, now));
+    a.sin6_addr.s6_addr[7] = 0x42; /* another /64 */
+    assert_false(fg_tunnels_auth_blocked(t, (struct sockaddr *)&a, 3, now));
+    fg_config_free(cfg);
+    fg_shm_free(shm);
+}
+
+/* A flood of addresses failing once each fills the table: a guesser that used most of its
+ * budget keeps its count (the address with the fewest failures gives up its slot). */
+static void test_registry_auth_failures_flood_keeps_guessers(void **state)
+{
+    char err[512] = "";
+    fg_config_t *cfg = load(NULL, NULL, err, sizeof(err));
+    fg_shm_t *shm = fg_shm_new(16 << 20);
+    assert_int_equal(fg_tunnels_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_tunnels_t *t = fg_tunnels_zone();
+    struct sockaddr_in g = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0xc0000201)};
+    uint64_t now = 10 * 60000 + 5;
+    fg_tunnels_auth_failed(t, NULL, (struct sockaddr *)&g, now);
+    fg_tunnels_auth_failed(t, NULL, (struct sockaddr *)&g, now);
+    for (uint32_t i = 0; i < 8 * FG_TUNNELS_FAIL_SLOTS; i++) {
+        struct sockaddr_in o = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0b000000 + i)};
+        fg_tunnels_auth_failed(t, NULL, (struct sockaddr *)&o, now);
+    }
+    fg_tunnels_auth_failed(t, NULL, (struct sockaddr *)&g, now);
+    assert_true(fg_tunnels_auth_blocked(t, (struct sockaddr *)&g, 3, now));
+    fg_config_free(cfg);
+    fg_shm_free(shm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,6 +257,8 @@ int main(void)
         cmocka_unit_test(test_config_tunnel_needs_section),
         cmocka_unit_test(test_registry_claim_takeover_release),
         cmocka_unit_test(test_registry_auth_failures_per_address),
+        cmocka_unit_test(test_registry_auth_failures_per_ipv6_prefix),
+        cmocka_unit_test(test_registry_auth_failures_flood_keeps_guessers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -653,6 +653,9 @@ static void do_read(fg_conn_t *c)
         return;
     }
     if (n == FG_TRANSPORT_AGAIN) {
+        /* a layer that yields with bytes buffered below it (TLS) raises no socket event */
+        if (c->t.layer != NULL && c->t.ops->pending(&c->t) > 0)
+            event_active(c->rev, EV_READ, 1);
         if (c->t.want == FG_TRANSPORT_WANT_WRITE && !c->read_wants_write) {
             c->read_wants_write = 1;
             if (!c->writing)

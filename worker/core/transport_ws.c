@@ -20,6 +20,10 @@
 #define WIRE_HIGH (2 * FG_WS_FRAME_MAX) /* framed bytes waiting before framing pauses */
 #define CTL_MAX 65536                   /* control frames waiting in wire, at most */
 #define HDR_MAX 14                      /* 2 + 8 (length) + 4 (mask) */
+/* Bytes one receive takes from the inner transport while no payload comes of them (control
+ * frames, text, empty frames): a peer sending those faster than they decode would otherwise
+ * hold the worker's loop in one call. */
+#define RECV_BUDGET 65536
 
 enum { OP_CONT = 0, OP_TEXT = 1, OP_BIN = 2, OP_CLOSE = 8, OP_PING = 9, OP_PONG = 10 };
 
@@ -344,6 +348,7 @@ static int decodable(const ws_t *L)
 static ssize_t ws_recv(fg_transport_t *t, struct evbuffer *in, size_t max)
 {
     ws_t *L = layer(t);
+    size_t taken = 0;
     for (;;) {
         if (L->failed) {
             errno = EPROTO;
@@ -354,11 +359,18 @@ static ssize_t ws_recv(fg_transport_t *t, struct evbuffer *in, size_t max)
             return n;
         if (L->eof)
             return 0;
+        if (taken >= RECV_BUDGET) {
+            /* yield to the loop; the owner's conn comes back while the inner transport still
+             * holds bytes (the socket's readiness, or ws_pending for TLS's buffer) */
+            t->want = FG_TRANSPORT_WANT_READ;
+            return FG_TRANSPORT_AGAIN;
+        }
         ssize_t r = L->inner.ops->recv(&L->inner, L->raw, max);
         if (r == FG_TRANSPORT_AGAIN)
             t->want = L->inner.want;
         if (r <= 0)
             return r;
+        taken += (size_t)r;
     }
 }
 

@@ -123,6 +123,16 @@ static void on_handshake(fg_tsession_t *ts, const char *msg, size_t len)
         return;
     }
     const fg_config_t *cfg = fg_tunnel_session_config(ts);
+    /* Handshakes opened before the address used its budget were let through the upgrade's
+     * check: past the budget no proof is checked on them either, so a guesser cannot test
+     * more answers a minute by opening many handshakes first. */
+    if (fg_tunnels_auth_blocked(fg_tunnels_zone(), fg_tunnel_session_peer(ts),
+                                cfg->tunnels.auth_failures_max, fg_clock_now_ms())) {
+        fg_log_warn("tunnel: authentication from %s refused: too many failed authentications",
+                    peer);
+        fg_tunnel_session_refuse(ts);
+        return;
+    }
     int a = fg_config_tunnel_agent(cfg, m.id, strlen(m.id));
     const fg_tunnel_agent_t *ag = a >= 0 ? &cfg->tunnels.agents[a] : NULL;
     /* Both checks run for a configured id; an unknown id gets the same answer as a wrong

@@ -23,6 +23,11 @@
 #define WS_GOING_AWAY 1001   /* RFC 6455 7.4.1 */
 #define WS_POLICY 1008
 
+/* Handshakes pending in one worker, at most: past it the oldest is closed. An agent's takes
+ * one round trip, so the oldest are the slow (or hostile) ones, and a flood of connections
+ * that never answer cannot keep agents out. */
+#define HANDSHAKES_MAX FG_TUNNEL_AGENTS_MAX
+
 enum { S_HANDSHAKE = 0, S_LIVE, S_CLOSING };
 
 struct fg_tsession_s {
@@ -47,11 +52,16 @@ struct fg_tsession_s {
     const char *why;          /* the reason of a scheduled close, for the log */
     unsigned retiring : 1;    /* RECONNECT sent */
     unsigned counted : 1;     /* the tunnel-agents gauge counts it */
+    unsigned pending : 1;     /* in the worker's list of pending handshakes */
+    unsigned chatty : 1;      /* a control message after OK was logged */
+    struct fg_tsession_s *hs_prev, *hs_next;
 };
 
 /* Worker-wide: the newest authenticated session of each agent in this worker. */
 typedef struct {
     fg_tsession_t *by_agent[FG_TUNNEL_AGENTS_MAX];
+    fg_tsession_t *hs_first, *hs_last; /* pending handshakes, oldest first */
+    unsigned hs_count;
 } tstate_t;
 
 static const fg_ws_cbs_t ws_cbs;
@@ -75,6 +85,38 @@ static const char *agent_id(const fg_tsession_t *s)
     return s->agent >= 0 ? tcfg(s)->agents[s->agent].id : "-";
 }
 
+/* ---- pending handshakes ---- */
+
+static void close_later(fg_tsession_t *s, const char *why);
+
+static void hs_done(fg_tsession_t *s)
+{
+    tstate_t *ts = tstate(s->w, 0);
+    if (!s->pending || ts == NULL)
+        return;
+    s->pending = 0;
+    *(s->hs_prev ? &s->hs_prev->hs_next : &ts->hs_first) = s->hs_next;
+    *(s->hs_next ? &s->hs_next->hs_prev : &ts->hs_last) = s->hs_prev;
+    s->hs_prev = s->hs_next = NULL;
+    ts->hs_count--;
+}
+
+static void hs_add(fg_tsession_t *s)
+{
+    tstate_t *ts = tstate(s->w, 0);
+    s->pending = 1;
+    s->hs_prev = ts->hs_last;
+    *(ts->hs_last ? &ts->hs_last->hs_next : &ts->hs_first) = s;
+    ts->hs_last = s;
+    if (++ts->hs_count > HANDSHAKES_MAX) {
+        fg_tsession_t *old = ts->hs_first;
+        fg_log_warn("tunnel: handshake from %s closed: more than %d handshakes pending in this "
+                    "worker",
+                    old->peer_text, HANDSHAKES_MAX);
+        close_later(old, "too many pending handshakes");
+    }
+}
+
 /* ---- closing ---- */
 
 static void publish(fg_tsession_t *s);
@@ -83,6 +125,7 @@ static void destroy(fg_tsession_t *s)
 {
     fg_worker_t *w = s->w;
     tstate_t *ts = tstate(w, 0);
+    hs_done(s);
     if (s->h2) {
         publish(s);
         fg_http2_client_close(s->h2, "tunnel closed");
@@ -117,6 +160,7 @@ static void close_later(fg_tsession_t *s, const char *why)
         s->why = why;
     if (s->state == S_CLOSING)
         return;
+    hs_done(s);
     s->state = S_CLOSING;
     event_active(s->later, EV_TIMEOUT, 0);
 }
@@ -224,9 +268,14 @@ static void on_text(void *arg, const char *msg, size_t len)
         s->on_handshake(s, msg, len);
         return;
     }
-    /* After OK the agent has nothing to say on the control channel (tunnel_proto.h). */
-    if (s->state == S_LIVE)
-        fg_log_info("tunnel agent %s: unexpected control message ignored", agent_id(s));
+    /* After OK the agent has nothing to say on the control channel (tunnel_proto.h); said
+     * once per connection, so that an agent cannot fill the log with it. */
+    if (s->state == S_LIVE && !s->chatty) {
+        s->chatty = 1;
+        fg_log_info("tunnel agent %s: unexpected control message ignored (connection %llu; "
+                    "further ones are not logged)",
+                    agent_id(s), (unsigned long long)s->serial);
+    }
 }
 
 static void on_pong(void *arg, const uint8_t *p, size_t len)
@@ -364,6 +413,7 @@ int fg_tunnel_session_start(fg_worker_t *w, fg_conn_t *c, const struct sockaddr 
     fg_conn_read(c, 1, 0);
     heard(s);
     arm(s, HANDSHAKE_MS);
+    hs_add(s);
     fg_conn_flush(c);
     return 0;
 fail:
@@ -404,6 +454,7 @@ void fg_tunnel_session_refuse(fg_tsession_t *s)
         return;
     fg_conn_ws_close(s->c, WS_POLICY, "authentication failed");
     fg_conn_flush(s->c);
+    hs_done(s);
     s->state = S_CLOSING;
     s->why = "authentication failed";
     /* the close frame leaves first; the connection goes a moment later */
@@ -438,6 +489,7 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent)
     s->serial = fg_tunnels_claim(fg_tunnels_zone(), s->rec, s->w->pid, s->w->slot, s->w->generation,
                                  s->peer_text, &prev_pid, &prev_serial);
     fg_tunnels_beat(s->rec, fg_clock_wall_ms());
+    hs_done(s);
     s->state = S_LIVE;
     s->counted = 1;
     fg_metrics_conn_open(FG_MG_TUNNEL_AGENTS);
