@@ -34,7 +34,7 @@ enum {
     P_DEAD,      /* gone follows from the loop */
 };
 
-enum { TODO_ADOPT = 1, TODO_RECONNECT = 2, TODO_FAIL = 4, TODO_GONE = 8 };
+enum { DUE_ADOPT = 1, DUE_RECONNECT = 2, DUE_FAIL = 4, DUE_GONE = 8 };
 
 struct fg_tunnel_s {
     const fg_agent_config_t *cfg;
@@ -42,11 +42,11 @@ struct fg_tunnel_s {
     fg_agent_rt_t *rt;
     const fg_tunnel_cbs_t *cbs;
     void *arg;
-    fg_conn_t *c;          /* ours before P_UP; the session's after (valid while sess) */
-    fg_session_t *sess;    /* the HTTP/2 session serving on c */
-    struct event *tick;    /* TICK_MS: the dial deadline, heartbeats */
-    struct event *todo_ev; /* runs the todo bits from the loop */
-    unsigned todo;
+    fg_conn_t *c;         /* ours before P_UP; the session's after (valid while sess) */
+    fg_session_t *sess;   /* the HTTP/2 session serving on c */
+    struct event *tick;   /* TICK_MS: the dial deadline, heartbeats */
+    struct event *due_ev; /* runs the due bits from the loop */
+    unsigned due;
     int phase;
     unsigned adopting : 1; /* inside fg_agent_rt_serve: the next session is ours */
     unsigned auth_failed : 1;
@@ -66,8 +66,8 @@ static const fg_ws_cbs_t ws_cbs = {on_text, on_pong};
 
 static void later(fg_tunnel_t *t, unsigned what)
 {
-    t->todo |= what;
-    event_active(t->todo_ev, EV_WRITE, 1);
+    t->due |= what;
+    event_active(t->due_ev, EV_WRITE, 1);
 }
 
 /* Record why the tunnel ends (the first reason wins) and end it from the loop. */
@@ -80,7 +80,7 @@ static void fail(fg_tunnel_t *t, const char *fmt, ...)
         vsnprintf(t->why, sizeof(t->why), fmt, ap);
         va_end(ap);
     }
-    later(t, TODO_FAIL);
+    later(t, DUE_FAIL);
 }
 
 static int start_connect(fg_tunnel_t *t)
@@ -230,9 +230,9 @@ static void on_text(void *arg, const char *msg, size_t len)
         t->phase = P_OK;
         fg_log_info("tunnel: authenticated to %s as \"%s\" (gateway heartbeat %us)",
                     t->cfg->gateway, t->cfg->id, m.heartbeat_s);
-        later(t, TODO_ADOPT);
+        later(t, DUE_ADOPT);
     } else if (t->phase >= P_OK && m.kind == FG_TUNNEL_MSG_RECONNECT) {
-        later(t, TODO_RECONNECT);
+        later(t, DUE_RECONNECT);
     } else {
         fail(t, "unexpected control message from the gateway (kind %d)", (int)m.kind);
     }
@@ -278,25 +278,25 @@ static void close_now(fg_tunnel_t *t)
         t->c = NULL;
     }
     t->phase = P_DEAD;
-    later(t, TODO_GONE);
+    later(t, DUE_GONE);
 }
 
-static void on_todo(evutil_socket_t fd, short what, void *arg)
+static void on_due(evutil_socket_t fd, short what, void *arg)
 {
     fg_tunnel_t *t = arg;
     (void)fd;
     (void)what;
-    unsigned todo = t->todo;
-    t->todo = 0;
-    if (todo & TODO_FAIL) {
+    unsigned due = t->due;
+    t->due = 0;
+    if (due & DUE_FAIL) {
         if (t->phase != P_DEAD)
             close_now(t);
-    } else if ((todo & TODO_ADOPT) && t->phase == P_OK) {
+    } else if ((due & DUE_ADOPT) && t->phase == P_OK) {
         adopt(t);
     }
-    if ((todo & TODO_RECONNECT) && t->phase == P_UP)
+    if ((due & DUE_RECONNECT) && t->phase == P_UP)
         t->cbs->reconnect(t->arg, t);
-    if ((todo & TODO_GONE) && t->phase == P_DEAD) {
+    if ((due & DUE_GONE) && t->phase == P_DEAD) {
         uint64_t up = t->up_ms ? fg_clock_now_ms() - t->up_ms : 0;
         t->cbs->gone(t->arg, t, t->why[0] ? t->why : "closed", up, t->auth_failed);
         fg_tunnel_free(t);
@@ -351,9 +351,9 @@ fg_tunnel_t *fg_tunnel_open(struct event_base *base, const fg_agent_config_t *cf
     t->arg = arg;
     t->started_ms = fg_clock_now_ms();
     t->tick = event_new(base, -1, EV_PERSIST, on_tick, t);
-    t->todo_ev = event_new(base, -1, 0, on_todo, t);
+    t->due_ev = event_new(base, -1, 0, on_due, t);
     struct timeval tv = {TICK_MS / 1000, 0};
-    if (t->tick == NULL || t->todo_ev == NULL || event_add(t->tick, &tv) != 0) {
+    if (t->tick == NULL || t->due_ev == NULL || event_add(t->tick, &tv) != 0) {
         fg_tunnel_free(t);
         return NULL;
     }
@@ -400,7 +400,7 @@ int fg_tunnel_session(fg_tunnel_t *t, fg_session_t *s, int added)
         else if (t->why[0] == '\0')
             snprintf(t->why, sizeof(t->why), "the tunnel's HTTP/2 session ended");
         t->phase = P_DEAD;
-        later(t, TODO_GONE);
+        later(t, DUE_GONE);
     }
     return 1;
 }
@@ -413,7 +413,7 @@ void fg_tunnel_free(fg_tunnel_t *t)
         fg_conn_free(t->c);
     if (t->tick)
         event_free(t->tick);
-    if (t->todo_ev)
-        event_free(t->todo_ev);
+    if (t->due_ev)
+        event_free(t->due_ev);
     free(t);
 }
