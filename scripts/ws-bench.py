@@ -8,7 +8,10 @@ without parsing frames, so the echo of a masked frame comes back as sent and the
 counts bytes. Client and destination are Python (asyncio): on a small machine they may cap the
 rate, so compare the rows of one run, never figures of different machines.
 
+Every target is measured in turn, --rounds times over; the medians are printed.
+
 usage: ws-bench.py [--fastgateway PATH] [--conns 50] [--depth 4] [--size 64] [--seconds 5]
+                   [--rounds 3]
 Run by scripts/bench.sh (WS_BENCH=0 skips it)."""
 import argparse
 import asyncio
@@ -16,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -166,16 +170,26 @@ async def main(a):
     with tempfile.TemporaryDirectory() as tmp:
         procs, rows = start_proxies(tmp, dest, a.fastgateway)
         try:
-            print("ws-bench: %d WebSockets, %d in flight each, %d-byte messages, %g s per row"
+            print("ws-bench: %d WebSockets, %d in flight each, %d-byte messages, %g s per run"
                   % (a.conns, a.depth, a.size, a.seconds))
-            print("%-12s %12s %9s %9s" % ("target", "msgs/s", "p50 ms", "p99 ms"))
+            live = []
             for name, port in rows:
                 ok = await asyncio.get_running_loop().run_in_executor(None, wait_port, port)
-                if not ok:
+                if ok:
+                    live.append((name, port))
+                else:
                     print("%-12s %12s" % (name, "failed"))
-                    continue
-                rate, p50, p99 = await run_load(port, a)
-                print("%-12s %12.0f %9.2f %9.2f" % (name, rate, p50, p99))
+            # the targets in turn, a.rounds times: a slow moment of the machine costs one
+            # sample of every target instead of all the samples of one; medians reported
+            samples = {name: [] for name, _ in live}
+            for _ in range(a.rounds):
+                for name, port in live:
+                    samples[name].append(await run_load(port, a))
+            print("%-12s %12s %9s %9s   (median of %d rounds)"
+                  % ("target", "msgs/s", "p50 ms", "p99 ms", a.rounds))
+            for name, _ in live:
+                med = [statistics.median(v[i] for v in samples[name]) for i in range(3)]
+                print("%-12s %12.0f %9.2f %9.2f" % (name, med[0], med[1], med[2]))
         finally:
             for p in procs:
                 try:
@@ -194,5 +208,6 @@ if __name__ == "__main__":
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
     asyncio.run(main(ap.parse_args()))
     sys.exit(0)
