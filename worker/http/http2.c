@@ -100,7 +100,7 @@ struct fg_http2_conn_s {
     unsigned nstreams;
     unsigned busy : 1;     /* inside nghttp2 or the handlers: destruction deferred */
     unsigned dead : 1;     /* destroy when busy ends */
-    unsigned todo : 1;     /* a stream has work for its handler (run_todo) */
+    unsigned due : 1;      /* a stream has work for its handler (run_due) */
     unsigned kicked : 1;   /* kick_ev is active */
     unsigned read_off : 1; /* reading paused while the output is at its bound */
     unsigned retiring : 1; /* shutdown notice sent */
@@ -137,12 +137,12 @@ struct stream_s {
     off_t file_off, file_left;
     nghttp2_nv *trailers;
     size_t ntrailers;
-    uint64_t progress_ms;    /* when bytes last moved for this stream, either way */
-    unsigned in_req : 1;     /* a handler (or an error answer) owns req */
-    unsigned dispatch : 1;   /* head complete, not yet dispatched */
-    unsigned body_todo : 1;  /* tell the handler about req->body */
-    unsigned write_todo : 1; /* tell the handler it may write again */
-    unsigned want_w : 1;     /* the handler waits for on_writable */
+    uint64_t progress_ms;   /* when bytes last moved for this stream, either way */
+    unsigned in_req : 1;    /* a handler (or an error answer) owns req */
+    unsigned dispatch : 1;  /* head complete, not yet dispatched */
+    unsigned body_due : 1;  /* tell the handler about req->body */
+    unsigned write_due : 1; /* tell the handler it may write again */
+    unsigned want_w : 1;    /* the handler waits for on_writable */
     unsigned resp_started : 1;
     unsigned nobody : 1;     /* the response has no content (HEAD, 204, 304, length 0) */
     unsigned finished : 1;   /* the handler is done: the queue ends the response */
@@ -154,9 +154,9 @@ struct stream_s {
      * client's DATA bytes not yet taken, out what goes to the client. */
     unsigned tunnel : 1;
     unsigned t_reading : 1;     /* the relay takes input */
-    unsigned t_read_todo : 1;   /* tell the relay about input */
-    unsigned t_drain_todo : 1;  /* tell the relay its output went out */
-    unsigned t_eof_todo : 1;    /* tell the relay the client ended its sending */
+    unsigned t_read_due : 1;    /* tell the relay about input */
+    unsigned t_drain_due : 1;   /* tell the relay its output went out */
+    unsigned t_eof_due : 1;     /* tell the relay the client ended its sending */
     unsigned t_closing : 1;     /* nghttp2 closed the stream: no more frames for it */
     const fg_conn_cbs_t *t_cbs; /* the relay's callbacks while it holds the stream, else NULL */
     void *t_arg;
@@ -167,7 +167,7 @@ static void linger(fg_http2_conn_t *h);
 static void destroy(fg_http2_conn_t *h);
 static void kick(fg_http2_conn_t *h);
 static const fg_req_ops_t h2_ops;
-static void tunnel_todo(stream_t *s);
+static void tunnel_due(stream_t *s);
 static void tunnel_gone(stream_t *s, uint32_t code);
 
 static shared_t *shared(const fg_worker_t *w)
@@ -564,8 +564,8 @@ static void ops_pause_body(fg_request_t *req, int pause)
     s->paused = pause ? 1 : 0;
     /* Pausing needs no frame: the window stays closed while the body is not taken. */
     if (!pause && (evbuffer_get_length(req->body) > 0 || req->body_done)) {
-        s->body_todo = 1;
-        s->h->todo = 1;
+        s->body_due = 1;
+        s->h->due = 1;
         kick(s->h);
     }
 }
@@ -597,8 +597,8 @@ static void ops_want_writable(fg_request_t *req)
     stream_t *s = req->proto;
     s->want_w = 1;
     if (queued(s) <= STREAM_LOW) {
-        s->write_todo = 1;
-        s->h->todo = 1;
+        s->write_due = 1;
+        s->h->due = 1;
     }
     kick(s->h);
 }
@@ -649,9 +649,9 @@ static void t_read(void *obj, int enable)
 {
     stream_t *s = obj;
     s->t_reading = enable ? 1 : 0;
-    if (enable && (evbuffer_get_length(s->req.body) > 0 || s->t_eof_todo)) {
-        s->t_read_todo = 1;
-        s->h->todo = 1;
+    if (enable && (evbuffer_get_length(s->req.body) > 0 || s->t_eof_due)) {
+        s->t_read_due = 1;
+        s->h->due = 1;
         kick(s->h);
     }
 }
@@ -694,21 +694,21 @@ static const fg_relay_end_ops_t tunnel_ops = {
     .close = t_close,
 };
 
-/* The relay hears what happened on the stream, outside nghttp2's callbacks (run_todo). Each
+/* The relay hears what happened on the stream, outside nghttp2's callbacks (run_due). Each
  * call may end the relay (t_close). */
-static void tunnel_todo(stream_t *s)
+static void tunnel_due(stream_t *s)
 {
-    if (s->t_cbs != NULL && s->t_read_todo && s->t_reading) {
-        s->t_read_todo = 0;
+    if (s->t_cbs != NULL && s->t_read_due && s->t_reading) {
+        s->t_read_due = 0;
         if (evbuffer_get_length(s->req.body) > 0)
             s->t_cbs->on_read(NULL, s->t_arg);
     }
-    if (s->t_cbs != NULL && s->t_drain_todo) {
-        s->t_drain_todo = 0;
+    if (s->t_cbs != NULL && s->t_drain_due) {
+        s->t_drain_due = 0;
         s->t_cbs->on_drain(NULL, s->t_arg);
     }
-    if (s->t_cbs != NULL && s->t_eof_todo) {
-        s->t_eof_todo = 0;
+    if (s->t_cbs != NULL && s->t_eof_due) {
+        s->t_eof_due = 0;
         s->t_cbs->on_event(NULL, s->t_arg, FG_CONN_EOF);
     }
 }
@@ -719,7 +719,7 @@ static void tunnel_gone(stream_t *s, uint32_t code)
 {
     s->t_closing = 1;
     if (s->t_cbs != NULL && s->req.body_done && code == NGHTTP2_NO_ERROR) {
-        s->t_eof_todo = 0;
+        s->t_eof_due = 0;
         s->t_cbs->on_event(NULL, s->t_arg, FG_CONN_EOF);
     }
     if (s->t_cbs != NULL)
@@ -761,7 +761,7 @@ static int ops_switch_protocols(fg_request_t *req, const fg_headers_t *hdrs, fg_
     fg_relay_adopt_request(relay, &facts);
     s->in_req = 0;
     s->paused = 0;
-    s->body_todo = 0;
+    s->body_due = 0;
     s->tunnel = 1;
     req->handler = NULL;
     fg_relay_attach_end(relay, FG_RELAY_CLIENT, &tunnel_ops, s);
@@ -890,12 +890,12 @@ static int on_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
     evbuffer_remove_buffer(s->out, out, length);
     s->progress_ms = now_ms();
     if (s->want_w && s->in_req && queued(s) <= STREAM_LOW) {
-        s->write_todo = 1;
-        h->todo = 1;
+        s->write_due = 1;
+        h->due = 1;
     }
     if (s->t_cbs != NULL && queued(s) <= STREAM_LOW) {
-        s->t_drain_todo = 1;
-        h->todo = 1;
+        s->t_drain_due = 1;
+        h->due = 1;
     }
     return 0;
 }
@@ -1037,9 +1037,9 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 static void body_end(stream_t *s)
 {
     s->req.body_done = 1;
-    s->body_todo = 1;
-    s->t_eof_todo = s->tunnel; /* RFC 8441 4: END_STREAM is the client's half-close */
-    s->h->todo = 1;
+    s->body_due = 1;
+    s->t_eof_due = s->tunnel; /* RFC 8441 4: END_STREAM is the client's half-close */
+    s->h->due = 1;
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *arg)
@@ -1059,7 +1059,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         s->dispatch = 1;
-        h->todo = 1;
+        h->due = 1;
         s->req.has_body = !end;
         s->req.body_done = end;
         return 0;
@@ -1084,8 +1084,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         /* The window reopens as the relay takes the bytes (on_body_drain). */
         evbuffer_add(s->req.body, data, len);
         s->progress_ms = now_ms();
-        s->t_read_todo = 1;
-        h->todo = 1;
+        s->t_read_due = 1;
+        h->due = 1;
         return 0;
     }
     if (s == NULL || s->finished || (!s->in_req && !s->dispatch)) {
@@ -1099,8 +1099,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     int64_t limit = fg_request_body_limit(&s->req);
     if (limit >= 0 && s->req.body_bytes > (uint64_t)limit)
         s->over_limit = 1;
-    s->body_todo = 1;
-    h->todo = 1;
+    s->body_due = 1;
+    h->due = 1;
     return 0;
 }
 
@@ -1223,7 +1223,7 @@ static void start_request(stream_t *s)
     }
     fg_dispatch_run(req);
     if (s->in_req && (evbuffer_get_length(req->body) > 0 || req->body_done))
-        s->body_todo = 1;
+        s->body_due = 1;
 }
 
 /* A body past the size limit: 413 when the response has not begun, else the stream is reset. */
@@ -1241,9 +1241,9 @@ static void refuse_body(stream_t *s)
 }
 
 /* Handler callbacks, outside nghttp2's: dispatch, body, writability. */
-static void run_todo(fg_http2_conn_t *h)
+static void run_due(fg_http2_conn_t *h)
 {
-    h->todo = 0;
+    h->due = 0;
     for (stream_t *s = h->streams; s != NULL && !h->dead; s = s->next) {
         if (s->dispatch) {
             s->dispatch = 0;
@@ -1253,19 +1253,19 @@ static void run_todo(fg_http2_conn_t *h)
             s->over_limit = 0;
             refuse_body(s);
         }
-        if (s->body_todo && s->in_req && !s->paused) {
-            s->body_todo = 0;
+        if (s->body_due && s->in_req && !s->paused) {
+            s->body_due = 0;
             if (s->req.handler && s->req.handler->on_body)
                 s->req.handler->on_body(&s->req);
         }
-        if (s->write_todo && s->in_req) {
-            s->write_todo = 0;
+        if (s->write_due && s->in_req) {
+            s->write_due = 0;
             s->want_w = 0;
             if (s->req.handler && s->req.handler->on_writable)
                 s->req.handler->on_writable(&s->req);
         }
         if (s->tunnel)
-            tunnel_todo(s);
+            tunnel_due(s);
     }
 }
 
@@ -1281,11 +1281,11 @@ static void service(fg_http2_conn_t *h)
     }
     h->busy = 1;
     for (int i = 0; i < 8 && !h->dead; i++) {
-        if (h->todo)
-            run_todo(h);
+        if (h->due)
+            run_due(h);
         if (!h->dead && nghttp2_session_send(h->ng) != 0)
             h->dead = 1;
-        if (!h->todo)
+        if (!h->due)
             break;
     }
     h->busy = 0;
@@ -1307,7 +1307,7 @@ static void service(fg_http2_conn_t *h)
         h->read_off = 0;
         fg_conn_read(h->c, 1, 0);
     }
-    if (h->todo)
+    if (h->due)
         kick(h);
 }
 

@@ -727,7 +727,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         /* RFC 9113 3.4: the server's preface; waiting upgrades learn whether extended CONNECT
          * is allowed (RFC 8441 3) once the receive returns */
         c->got_settings = 1;
-        c->settings_todo = 1;
+        c->settings_due = 1;
         return 0;
     }
     if (f->hd.stream_id == 0)
@@ -1056,7 +1056,7 @@ static h2x_t *waiting_upgrade(h2conn_t *c)
  * HTTP/1.1. */
 static void decide_upgrades(h2conn_t *c)
 {
-    c->settings_todo = 0;
+    c->settings_due = 0;
     int ok = connect_allowed(c);
     conn_enter(c);
     for (h2x_t *x; !c->dead && (x = waiting_upgrade(c)) != NULL;) {
@@ -1122,7 +1122,7 @@ static void up_read(fg_conn_t *fc, void *arg)
         c->bytes_in += (uint64_t)n;
         evbuffer_drain(in, (size_t)n);
     }
-    if (!c->dead && c->settings_todo)
+    if (!c->dead && c->settings_due)
         decide_upgrades(c);
     if (!c->dead)
         conn_flush(c);

@@ -53,9 +53,9 @@ struct h2conn_s {
     unsigned again : 1;
     unsigned in_recv : 1; /* inside nghttp2_session_mem_recv: nothing may be sent */
     unsigned https : 1;
-    unsigned got_settings : 1;  /* the peer's first SETTINGS arrived (RFC 9113 3.4) */
-    unsigned settings_todo : 1; /* upgrades wait for them: decide once the receive returns */
-    unsigned ntunnels;          /* streams that are relay ends: silence on them is no fault */
+    unsigned got_settings : 1; /* the peer's first SETTINGS arrived (RFC 9113 3.4) */
+    unsigned settings_due : 1; /* upgrades wait for them: decide once the receive returns */
+    unsigned ntunnels;         /* streams that are relay ends: silence on them is no fault */
 };
 
 struct h2x_s {
@@ -111,10 +111,10 @@ struct h2x_s {
     unsigned connect : 1; /* sent as an extended CONNECT: a 2xx is the switch (RFC 8441 5) */
     unsigned relay : 1;   /* the stream is a relay's end; the handler is done with it */
     unsigned t_reading : 1;
-    unsigned t_read_todo : 1;  /* tell the relay about input */
-    unsigned t_drain_todo : 1; /* tell the relay its output went out */
-    unsigned t_eof_todo : 1;   /* tell the relay the destination ended its sending */
-    unsigned t_gone_todo : 1;  /* tell the relay the stream is gone */
+    unsigned t_read_due : 1;  /* tell the relay about input */
+    unsigned t_drain_due : 1; /* tell the relay its output went out */
+    unsigned t_eof_due : 1;   /* tell the relay the destination ended its sending */
+    unsigned t_gone_due : 1;  /* tell the relay the stream is gone */
 };
 
 /* Produce the session's frames and write them (nothing while a receive is under way: the

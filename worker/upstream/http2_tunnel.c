@@ -41,21 +41,21 @@ static void t_run(evutil_socket_t fd, short what, void *arg)
     x->busy++;
     if (x->conn != NULL)
         fg_http2_client_flush(x->conn);
-    if (x->t_cbs != NULL && x->t_read_todo && x->t_reading) {
-        x->t_read_todo = 0;
+    if (x->t_cbs != NULL && x->t_read_due && x->t_reading) {
+        x->t_read_due = 0;
         if (evbuffer_get_length(x->in) > 0)
             x->t_cbs->on_read(NULL, x->t_arg);
     }
-    if (x->t_cbs != NULL && x->t_drain_todo) {
-        x->t_drain_todo = 0;
+    if (x->t_cbs != NULL && x->t_drain_due) {
+        x->t_drain_due = 0;
         x->t_cbs->on_drain(NULL, x->t_arg);
     }
-    if (x->t_cbs != NULL && x->t_eof_todo) {
-        x->t_eof_todo = 0;
+    if (x->t_cbs != NULL && x->t_eof_due) {
+        x->t_eof_due = 0;
         x->t_cbs->on_event(NULL, x->t_arg, FG_CONN_EOF);
     }
-    if (x->t_cbs != NULL && x->t_gone_todo) {
-        x->t_gone_todo = 0;
+    if (x->t_cbs != NULL && x->t_gone_due) {
+        x->t_gone_due = 0;
         x->t_cbs->on_event(NULL, x->t_arg, FG_CONN_ERROR);
     }
     if (x->t_cbs != NULL && send_stalled(x))
@@ -96,7 +96,7 @@ static struct evbuffer *t_output(void *obj)
 
 static int usable(const h2x_t *x)
 {
-    return x->conn != NULL && !x->closed && !x->t_gone_todo;
+    return x->conn != NULL && !x->closed && !x->t_gone_due;
 }
 
 /* DATA frames go as the destination's windows allow; the frames leave in the stream's event,
@@ -128,7 +128,7 @@ static void t_read(void *obj, int enable)
     h2x_t *x = obj;
     x->t_reading = enable ? 1 : 0;
     if (enable && evbuffer_get_length(x->in) > 0) {
-        x->t_read_todo = 1;
+        x->t_read_due = 1;
         kick(x);
     }
 }
@@ -187,12 +187,12 @@ int fg_http2_tunnel_attach(h2x_t *x, fg_relay_t *r)
     x->finished = 1; /* the handler hears nothing more of this stream */
     x->relay = 1;
     x->wait_ready = 0;
-    x->t_eof_todo = x->ended; /* a 2xx with END_STREAM: the destination sends nothing */
+    x->t_eof_due = x->ended; /* a 2xx with END_STREAM: the destination sends nothing */
     x->t_send_ms = c->activity_ms;
     x->t_progress_ms = fg_clock_now_ms();
     c->ntunnels++;
     fg_relay_attach_end(r, FG_RELAY_DEST, &tunnel_ops, x);
-    if (x->t_eof_todo)
+    if (x->t_eof_due)
         kick(x);
     return 0;
 }
@@ -223,7 +223,7 @@ ssize_t fg_http2_tunnel_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_
         return NGHTTP2_ERR_DEFERRED;
     }
     if (x->relay && avail - n <= BODY_LOW) {
-        x->t_drain_todo = 1;
+        x->t_drain_due = 1;
         kick(x);
     }
     return (ssize_t)n;
@@ -232,19 +232,19 @@ ssize_t fg_http2_tunnel_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_
 void fg_http2_tunnel_data(h2x_t *x, const uint8_t *data, size_t len)
 {
     evbuffer_add(x->in, data, len);
-    x->t_read_todo = 1;
+    x->t_read_due = 1;
     kick(x);
 }
 
 void fg_http2_tunnel_eof(h2x_t *x)
 {
     x->ended = 1;
-    x->t_eof_todo = 1;
+    x->t_eof_due = 1;
     kick(x);
 }
 
 void fg_http2_tunnel_gone(h2x_t *x)
 {
-    x->t_gone_todo = 1;
+    x->t_gone_due = 1;
     kick(x);
 }
