@@ -77,3 +77,53 @@ while b"\n" not in buf:
 print(buf.decode().strip())
 PY
 }
+
+# ---- CPU and TLS handshakes of a target (bench.sh, tls-bench.sh) ------------------------------
+# They read the callers' PGID[NAME] and PORT[NAME] arrays, TMP, HS_CLIENTS and HS_TIME.
+
+# group_ticks PGID: user + sys clock ticks of every live process of the group. Field 2 (comm)
+# may hold spaces, so fields are counted after its closing parenthesis.
+group_ticks() {
+    local f
+    for f in /proc/[0-9]*/stat; do
+        cat "$f" 2>/dev/null || true
+    done | awk -v g="$1" '{
+        s = substr($0, index($0, ") ") + 2); split(s, a, " ")
+        if (a[3] == g) t += a[12] + a[13] } END { printf "%d", t }'
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_per T0 T1 COUNT: microseconds of CPU per unit from two group_ticks readings.
+cpu_per() {
+    awk -v a="$1" -v b="$2" -v r="${3:-0}" -v hz="$CLK_TCK" 'BEGIN {
+        if (r > 0) printf "%.2f", (b - a) / hz / r * 1e6 }'
+}
+
+# handshakes NAME -new|-reuse: $HS_CLIENTS `openssl s_time` clients in parallel for HS_TIME
+# seconds, each connection one handshake and one HTTP/1.0 GET / (s_time reads a TLS 1.3 ticket
+# only when it reads a response); prints "RATE CPU_US" (handshakes/s, server CPU per handshake).
+handshakes() {
+    local n=$1 how=$2 i t0 t1 w0 w1 total=0 c
+    local pids=()
+    t0=$(group_ticks "${PGID[$n]}")
+    w0=$(date +%s.%N)
+    for i in $(seq "$HS_CLIENTS"); do
+        openssl s_time -connect "127.0.0.1:${PORT[$n]}" "$how" -www / -time "$HS_TIME" \
+            >"$TMP/s_time.$i" 2>&1 </dev/null &
+        pids+=($!)
+    done
+    wait "${pids[@]}" || true
+    w1=$(date +%s.%N)
+    t1=$(group_ticks "${PGID[$n]}")
+    for i in $(seq "$HS_CLIENTS"); do
+        # "N connections in 1.12s; ..." (the reuse run's line comes last)
+        c=$(awk '/connections in .*s;/ { v = $1 } END { print v + 0 }' "$TMP/s_time.$i")
+        if [ "$how" = -reuse ] && ! grep -q 'rrr' "$TMP/s_time.$i"; then
+            echo "   $n: s_time -reuse resumed no session" >&2
+            c=0
+        fi
+        total=$((total + c))
+    done
+    awk -v c="$total" -v a="$w0" -v b="$w1" 'BEGIN { printf "%.0f ", c / (b - a) }'
+    cpu_per "$t0" "$t1" "$total"
+}

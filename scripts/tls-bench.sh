@@ -31,7 +31,6 @@ PATH=$PATH:/usr/sbin
 TMP=$(mktemp -d /tmp/fg-tlsbench.XXXXXX)
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
-CLK_TCK=$(getconf CLK_TCK)
 RUN_AS_ROOT=""
 [ "$(id -u)" -ne 0 ] || RUN_AS_ROOT="user root;"
 
@@ -158,38 +157,6 @@ backend be
 CONF
 spawn "$TMP/haproxy.out" haproxy -db -f "$TMP/haproxy.cfg"
 add haproxy "$HAS_PORT"
-
-group_ticks() {
-    local f
-    for f in /proc/[0-9]*/stat; do cat "$f" 2>/dev/null || true; done | awk -v g="$1" '{
-        s = substr($0, index($0, ") ") + 2); split(s, a, " ")
-        if (a[3] == g) t += a[12] + a[13] } END { printf "%d", t }'
-}
-
-# handshakes NAME -new|-reuse -> "RATE CPU_US"
-handshakes() {
-    local n=$1 how=$2 i t0 t1 w0 w1 total=0 c pids=()
-    t0=$(group_ticks "${PGID[$n]}")
-    w0=$(date +%s.%N)
-    for i in $(seq "$HS_CLIENTS"); do
-        openssl s_time -connect "127.0.0.1:${PORT[$n]}" "$how" -www / -time "$HS_TIME" \
-            >"$TMP/s_time.$i" 2>&1 </dev/null &
-        pids+=($!)
-    done
-    wait "${pids[@]}" || true
-    w1=$(date +%s.%N)
-    t1=$(group_ticks "${PGID[$n]}")
-    for i in $(seq "$HS_CLIENTS"); do
-        c=$(awk '/connections in .*s;/ { v = $1 } END { print v + 0 }' "$TMP/s_time.$i")
-        if [ "$how" = -reuse ] && ! grep -q 'rrr' "$TMP/s_time.$i"; then
-            echo "   $n: s_time -reuse resumed no session" >&2
-            c=0
-        fi
-        total=$((total + c))
-    done
-    awk -v c="$total" -v a="$w0" -v b="$w1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" 'BEGIN {
-        printf "%.0f %.1f\n", c / (b - a), c ? (t1 - t0) / hz / c * 1e6 : 0 }'
-}
 
 # download NAME -> "GB/s CPU_MS_PER_MIB" of the best of DL_TRIES
 download() {
