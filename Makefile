@@ -54,8 +54,9 @@ FUZZ_TIME ?= 30
 all: fastgateway fastgateway-agent
 
 # Always refreshed, so that switching between SANITIZE builds never leaves a stale binary.
+# Copied then renamed: a running binary is replaced, never written over ("text file busy").
 fastgateway: $(BUILD)/fastgateway FORCE
-	@cmp -s $< $@ || cp $< $@
+	@cmp -s $< $@ || { cp $< $@.new && mv -f $@.new $@; }
 
 FORCE:
 
@@ -63,7 +64,7 @@ $(BUILD)/fastgateway: $(MAIN_OBJ) $(BUILD)/libfg.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 fastgateway-agent: $(BUILD)/fastgateway-agent FORCE
-	@cmp -s $< $@ || cp $< $@
+	@cmp -s $< $@ || { cp $< $@.new && mv -f $@.new $@; }
 
 $(BUILD)/fastgateway-agent: $(BUILD)/agent/main.o $(BUILD)/libfgagent.a $(BUILD)/libfg.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -298,10 +298,10 @@ fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen)
         }
     }
     signal(SIGPIPE, SIG_IGN);
-    /* Buffers of 64 KiB and more (reads, HTTP/2 frames of a burst) are mapped apart and
-     * unmapped when freed: a fixed threshold stops glibc from raising it after the first
-     * such free and keeping later ones in the heap, where they would stay after the burst. */
-    mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+    /* Read buffers (64 KiB) come from the heap, not from mmap: each read allocates one and
+     * frees it once drained, and a mapping per read costs an mmap and a munmap. A fixed
+     * threshold keeps glibc from moving it; the periodic trim hands free heap pages back. */
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     if (a->retry == NULL || a->sweep == NULL || a->trim == NULL ||
         event_add(a->trim, &trim_tv) != 0 || gen_new(a, cfg, err, errlen) == NULL) {
         fg_agent_free(a);

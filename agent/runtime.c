@@ -32,10 +32,10 @@
 /* A tunnel is idle between requests for as long as it likes: the gateway and the heartbeats
  * decide when it ends, never the HTTP/2 session's idle limits. */
 #define FOREVER "3650d"
-/* Idle keep-alive connections kept per local service: a burst of concurrent streams opens
- * as many connections, and each idle one holds its buffers; past this many they close when
- * the burst ends (the gateway's default, 512, would keep an agent at its peak memory). */
-#define IDLE_CONNS 32
+/* Idle keep-alive connections kept per local service. A burst of concurrent streams opens as
+ * many connections; fewer idle slots than the streams in flight would close and reopen local
+ * connections under steady load. An idle connection holds no buffers, about 1 KiB each. */
+#define IDLE_CONNS 256
 /* The gateway opens at most this many streams at once in one tunnel. */
 #define MAX_STREAMS 1024
 
