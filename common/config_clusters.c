@@ -15,6 +15,7 @@
 
 typedef struct {
     int https;
+    int tcp; /* tcp://HOST:PORT: a port, no path */
     char *host; /* as written, IPv6 literals keep their brackets (a Host header needs them) */
     uint16_t port;
     char *base; /* "" or "/base" without trailing slash */
@@ -46,8 +47,11 @@ static int parse_url(const char *s, url_t *u, char *why, size_t whylen)
     } else if (strncasecmp(s, "https://", 8) == 0) {
         p = s + 8;
         u->https = 1;
+    } else if (strncasecmp(s, "tcp://", 6) == 0) {
+        p = s + 6;
+        u->tcp = 1;
     } else {
-        snprintf(why, whylen, "is not an http or https URL");
+        snprintf(why, whylen, "is not an http, https or tcp URL");
         return -1;
     }
     if (strpbrk(p, "?#") != NULL) {
@@ -83,6 +87,10 @@ static int parse_url(const char *s, url_t *u, char *why, size_t whylen)
         return -1;
     }
     u->port = u->https ? 443 : 80;
+    if (u->tcp && (hend == pstart || *pstart != '\0')) {
+        snprintf(why, whylen, "is not tcp://HOST:PORT");
+        return -1;
+    }
     if (hend < pstart) {
         unsigned long n = 0;
         const char *q = hend + 1;
@@ -168,6 +176,10 @@ static int load_health_address(fg_config_ctx_t *c, fg_destination_t *d)
     }
     if (check_url(c, "health", d->health, &u) < 0)
         return -1;
+    if (u.tcp) {
+        url_clear(&u);
+        return fg_config_fail(c, "health", "\"%s\" is not an http or https URL", d->health);
+    }
     d->health_https = u.https;
     int rc = resolve_to(c, "health", u.host, u.port, &d->health_addr, &d->health_addrlen);
     snprintf(auth, sizeof(auth), "%s:%u", u.host, (unsigned)u.port);
@@ -291,6 +303,7 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
         if (check_url(c, "address", d->address, &u) < 0)
             return -1;
         d->https = u.https;
+        d->tcp = u.tcp;
         d->host = u.host;
         d->port = u.port;
         d->base_path = u.base;
@@ -307,6 +320,10 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
     fg_config_destination_hash(d);
     if (d->tunnel && d->health)
         return fg_config_fail(c, "health", "a tunnel destination has no health address");
+    if (d->tcp && (d->health || d->host_override))
+        return fg_config_fail(c, d->health ? "health" : "host",
+                              "a tcp:// destination speaks no HTTP: no %s",
+                              d->health ? "health address" : "Host to send");
     if (!d->tunnel && load_health_address(c, d) < 0)
         return -1;
     if (fg_config_get_bool(c, o, "enabled", &d->enabled) < 0 ||
