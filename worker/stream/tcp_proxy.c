@@ -138,9 +138,14 @@ static void give_up(tcp_t *t, const char *termination)
         t->x = NULL;
         fg_exchange_close(x);
     }
+    if (t->why[0] == '\0')
+        snprintf(t->why, sizeof(t->why),
+                 "no destination of cluster %s is available (disabled, unhealthy, or its agent "
+                 "offline)",
+                 t->cl->id);
     fg_log_error("tcp server %s: connection from %s:%u closed: %s", t->srv->id, t->peer,
-                 (unsigned)t->peer_port, t->why[0] ? t->why : "no destination available");
-    log_line(t, 0, 0, termination, t->why[0] ? t->why : "no destination available");
+                 (unsigned)t->peer_port, t->why);
+    log_line(t, 0, 0, termination, t->why);
     t_free(t);
 }
 
