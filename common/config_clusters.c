@@ -37,7 +37,7 @@ static int host_char(char ch)
 /* Split "http[s]://host[:port][/base]". Returns 0, or -1 with the reason in why (to follow
  * the quoted URL in the message). No user info, query or fragment: none has a meaning for an
  * upstream address. */
-static int parse_url(const char *s, url_t *u, char *why, size_t whylen)
+static int parse_url(const char *s, url_t *u, int tcp_ok, char *why, size_t whylen)
 {
     const char *p, *hend, *pstart;
 
@@ -47,11 +47,12 @@ static int parse_url(const char *s, url_t *u, char *why, size_t whylen)
     } else if (strncasecmp(s, "https://", 8) == 0) {
         p = s + 8;
         u->https = 1;
-    } else if (strncasecmp(s, "tcp://", 6) == 0) {
+    } else if (tcp_ok && strncasecmp(s, "tcp://", 6) == 0) {
         p = s + 6;
         u->tcp = 1;
     } else {
-        snprintf(why, whylen, "is not an http, https or tcp URL");
+        snprintf(why, whylen, tcp_ok ? "is not an http, https or tcp URL"
+                                     : "is not an http or https URL");
         return -1;
     }
     if (strpbrk(p, "?#") != NULL) {
@@ -176,10 +177,6 @@ static int load_health_address(fg_config_ctx_t *c, fg_destination_t *d)
     }
     if (check_url(c, "health", d->health, &u) < 0)
         return -1;
-    if (u.tcp) {
-        url_clear(&u);
-        return fg_config_fail(c, "health", "\"%s\" is not an http or https URL", d->health);
-    }
     d->health_https = u.https;
     int rc = resolve_to(c, "health", u.host, u.port, &d->health_addr, &d->health_addrlen);
     snprintf(auth, sizeof(auth), "%s:%u", u.host, (unsigned)u.port);
@@ -193,7 +190,7 @@ static int load_health_address(fg_config_ctx_t *c, fg_destination_t *d)
 static int check_url(fg_config_ctx_t *c, const char *key, const char *s, url_t *u)
 {
     char why[96];
-    if (parse_url(s, u, why, sizeof(why)) < 0)
+    if (parse_url(s, u, strcmp(key, "address") == 0, why, sizeof(why)) < 0)
         return fg_config_fail(c, key, "\"%s\" %s", s, why);
     return 0;
 }
