@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _live_groups, _port_open, base_config, free_port
+from conftest import BINARY, _live_groups, _port_open, base_config, free_port
 from test_tunnel import (AGENT, TUNNEL_PATH, agents, certs, secret_file,  # noqa: F401
                          wait_online)
 
@@ -172,24 +172,22 @@ def test_idle_timeout_closes_a_silent_connection(tmp_path, gateway_factory, echo
      "routes[0].clusterId: cluster \"svc\" has tcp:// destinations"),
 ])
 def test_config_errors(tmp_path, mutate, message):
-    from conftest import REPO_ROOT
     cfg = tcp_config(tmp_path, free_port(), free_port(), [("a", "tcp://127.0.0.1:22")])
     mutate(cfg)
     p = tmp_path / "gw.json"
     p.write_text(json.dumps(cfg))
-    binary = os.environ.get("FASTGATEWAY_BIN", str(REPO_ROOT / "fastgateway"))
+    binary = str(BINARY)
     r = subprocess.run([binary, "-t", "-c", str(p)], capture_output=True, text=True, timeout=20)
     assert r.returncode != 0
     assert message in r.stderr + r.stdout, r.stderr + r.stdout
 
 
 def test_valid_config_passes_t_and_dumps(tmp_path):
-    from conftest import REPO_ROOT
     cfg = tcp_config(tmp_path, free_port(), free_port(), [("a", "tcp://127.0.0.1:22")],
                      idleTimeout="1h", connectTimeout="5s")
     p = tmp_path / "gw.json"
     p.write_text(json.dumps(cfg))
-    binary = os.environ.get("FASTGATEWAY_BIN", str(REPO_ROOT / "fastgateway"))
+    binary = str(BINARY)
     r = subprocess.run([binary, "-t", "-c", str(p)], capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([binary, "-T", "-c", str(p)], capture_output=True, text=True, timeout=20)
