@@ -298,7 +298,7 @@ def test_offline_agent_fails_over_to_a_direct_destination(tunnel_setup, echo_ser
     ag.stop()
     wait_online(gw, "office", online=False)
     assert exchange(tport, b"direct") == b"direct"
-    lines = tcp_lines(gw, 2)
+    lines = sorted(tcp_lines(gw, 2), key=lambda ln: ln["time"])  # workers flush apart
     assert [ln["destination"] for ln in lines] == ["a", "b"]
 
 
@@ -317,3 +317,49 @@ def test_unknown_and_http_services_are_refused(tunnel_setup):
         time.sleep(0.1)
     line = tcp_lines(gw, 1)[0]
     assert line["attempts"] == 2 and line["termination"] == "no_destination"
+
+
+def test_route_relays_an_http_upgrade_to_tcp(tmp_path, gateway_factory, echo_server):
+    """A route to tcp:// destinations relays an HTTP/1.1 "Upgrade: tcp" as raw bytes; a request
+    without the switch gets an error answer, never a hang."""
+    echo = echo_server()
+    web, tport = free_port(), free_port()
+    cfg = tcp_config(tmp_path, web, tport, [("a", "tcp://127.0.0.1:%d" % echo)])
+    cfg["clusters"].append({"id": "raw", "destinations": [
+        {"id": "r", "address": "tcp://127.0.0.1:%d" % echo}]})
+    cfg["routes"].insert(0, {"id": "up", "match": {"path": "/raw"}, "clusterId": "raw",
+                             "upgradeProtocols": ["tcp"]})
+    gateway_factory(cfg)
+    with socket.create_connection(("127.0.0.1", web), timeout=5) as s:
+        s.sendall(b"GET /raw HTTP/1.1\r\nHost: x\r\nUpgrade: tcp\r\nConnection: upgrade\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        s.sendall(b"raw bytes")
+        got = b""
+        while len(got) < 9:
+            got += s.recv(100)
+        assert got == b"raw bytes"
+    with socket.create_connection(("127.0.0.1", web), timeout=5) as s:
+        s.sendall(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert s.recv(100).split(b" ")[1] in (b"502", b"503")
+
+
+@pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+def test_agent_service_that_refuses_answers_502(tmp_path, certs, gateway_factory, agents):
+    """The agent's dial to its tcp service fails: its answer to the CONNECT is 502, and the
+    gateway closes the client's connection and logs it."""
+    web, tport, aport = free_port(), free_port(), free_port()
+    sec = secret_file(tmp_path, "office")
+    gw = gateway_factory(tunnel_tcp_config(tmp_path, certs, web, tport, aport, sec, workers=1))
+    agents(tmp_path, "office", aport, certs["ca"], "office", sec,
+           {"ssh": "tcp://127.0.0.1:%d" % free_port()})
+    wait_online(gw, "office")
+    with socket.create_connection(("127.0.0.1", tport), timeout=10) as s:
+        s.settimeout(10)
+        assert s.recv(10) == b""
+    deadline = time.monotonic() + 5
+    while "answered 502 instead of a switch" not in gw.error_log():
+        assert time.monotonic() < deadline, gw.error_log()
+        time.sleep(0.1)
