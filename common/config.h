@@ -482,7 +482,7 @@ typedef struct {
     int enabled;                 /* "tcp" present: a layer-4 server */
     char *cluster_id;            /* "clusterId" */
     const fg_cluster_t *cluster; /* resolved after clusters load */
-    uint64_t idle_timeout_ms;    /* "idleTimeout": neither side sent a byte; default 1 h, 0 = none */
+    uint64_t idle_timeout_ms; /* "idleTimeout": neither side sent a byte; default 1 h, 0 = none */
     uint64_t connect_timeout_ms; /* "connectTimeout": per destination attempt; default 5 s */
 } fg_tcp_server_config_t;
 

@@ -15,7 +15,7 @@
 
 typedef struct {
     int https;
-    int tcp; /* tcp://HOST:PORT: a port, no path */
+    int tcp;    /* tcp://HOST:PORT: a port, no path */
     char *host; /* as written, IPv6 literals keep their brackets (a Host header needs them) */
     uint16_t port;
     char *base; /* "" or "/base" without trailing slash */
@@ -51,8 +51,8 @@ static int parse_url(const char *s, url_t *u, int tcp_ok, char *why, size_t whyl
         p = s + 6;
         u->tcp = 1;
     } else {
-        snprintf(why, whylen, tcp_ok ? "is not an http, https or tcp URL"
-                                     : "is not an http or https URL");
+        snprintf(why, whylen,
+                 tcp_ok ? "is not an http, https or tcp URL" : "is not an http or https URL");
         return -1;
     }
     if (strpbrk(p, "?#") != NULL) {

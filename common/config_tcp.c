@@ -24,7 +24,8 @@ int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t
                         : s->max_websockets > 0 ? "maxWebSockets"
                                                 : NULL;
     if (clash)
-        return fg_config_fail(c, clash, "not for a tcp server (it relays bytes and speaks no HTTP)");
+        return fg_config_fail(c, clash,
+                              "not for a tcp server (it relays bytes and speaks no HTTP)");
     fg_tcp_server_config_t *t = &s->tcp;
     t->enabled = 1;
     t->idle_timeout_ms = 3600 * 1000;
@@ -104,8 +105,7 @@ static int link_route(fg_config_ctx_t *c, size_t ri)
                                       "\"%s\" is a tcp server: it relays bytes and takes no routes",
                                       r->server_ids[i]);
     if (r->kind == FG_ROUTE_CLUSTER && r->cluster && has_tcp_destinations(r->cluster) &&
-        (r->nupgrade_protocols != 1 ||
-         strcasecmp(r->upgrade_protocols[0], FG_TCP_PROTOCOL) != 0))
+        (r->nupgrade_protocols != 1 || strcasecmp(r->upgrade_protocols[0], FG_TCP_PROTOCOL) != 0))
         return fg_config_fail(c, "clusterId",
                               "cluster \"%s\" has tcp:// destinations: a route to it must relay "
                               "\"upgradeProtocols\": [\"" FG_TCP_PROTOCOL "\"] alone",

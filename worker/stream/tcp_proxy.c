@@ -21,8 +21,6 @@
 #include "worker/upstream/client.h"
 #include "worker/upstream/upstream.h"
 
-
-
 typedef struct {
     fg_session_t session; /* first: registered until the relay takes over */
     fg_worker_t *w;
@@ -30,10 +28,10 @@ typedef struct {
     const fg_cluster_t *cl;
     fg_conn_t *client;
     fg_exchange_t *x;
-    int di;                          /* destination of the current attempt, -1 before */
+    int di; /* destination of the current attempt, -1 before */
     uint64_t tried[(FG_BALANCER_MAX_DESTS + 63) / 64]; /* destinations that failed it */
-    fg_hdest_t *counted;             /* in-flight share held (shm) */
-    int record;                      /* this worker's index in the arena, -1 = none */
+    fg_hdest_t *counted;                               /* in-flight share held (shm) */
+    int record; /* this worker's index in the arena, -1 = none */
     unsigned attempts;
     uint64_t start_us;
     char peer[INET6_ADDRSTRLEN];
@@ -48,8 +46,8 @@ static int on_head(void *arg, const fg_exchange_head_t *h);
 static int on_body(void *arg, struct evbuffer *data);
 static void on_end(void *arg);
 static void on_error(void *arg, const fg_exchange_fail_t *f);
-static const fg_exchange_cbs_t xcbs = {on_send_ready, NULL, on_head, on_body, NULL, on_end,
-                                       on_error};
+static const fg_exchange_cbs_t xcbs = {on_send_ready, NULL,   on_head, on_body,
+                                       NULL,          on_end, on_error};
 
 static void quiet_read(fg_conn_t *c, void *arg)
 {
@@ -86,9 +84,9 @@ static void report(tcp_t *t, int failed)
 {
     const fg_destination_t *d = &t->cl->destinations[t->di];
     fg_metrics_attempt_done(d->metrics, failed, 0, 0);
-    if (d->state && fg_health_passive_report(d->state, &t->cl->health,
-                                             failed ? FG_PASSIVE_FAILED : FG_PASSIVE_OK,
-                                             fg_clock_now_ms()))
+    if (d->state &&
+        fg_health_passive_report(d->state, &t->cl->health,
+                                 failed ? FG_PASSIVE_FAILED : FG_PASSIVE_OK, fg_clock_now_ms()))
         fg_log_warn("cluster %s destination %s: unhealthy after transport failures (passive), "
                     "back in %llu ms",
                     t->cl->id, d->id, (unsigned long long)t->cl->health.reactivation_ms);
@@ -149,8 +147,7 @@ static void give_up(tcp_t *t, const char *termination)
     t_free(t);
 }
 
-static void relay_done(void *arg, uint64_t from_client, uint64_t from_dest,
-                       const char *termination)
+static void relay_done(void *arg, uint64_t from_client, uint64_t from_dest, const char *termination)
 {
     tcp_t *t = arg;
     log_line(t, from_client, from_dest, termination, NULL);
@@ -272,13 +269,10 @@ static fg_exchange_t *begin(tcp_t *t, const fg_destination_t *d)
     fg_http_header_t v[] = {{FG_STR_LIT("Host"), fg_str(host)},
                             {FG_STR_LIT("Upgrade"), FG_STR_LIT(FG_TCP_PROTOCOL)},
                             {FG_STR_LIT("Connection"), FG_STR_LIT("upgrade")}};
-    fg_outreq_t out = {.method = FG_STR_LIT("GET"),
-                       .path = FG_STR_LIT("/"),
-                       .headers = {v, 3, 3, NULL}};
-    fg_exchange_req_t rq = {.out = &out,
-                            .content_length = 0,
-                            .upgrade = 1,
-                            .protocol = FG_STR_LIT(FG_TCP_PROTOCOL)};
+    fg_outreq_t out = {
+        .method = FG_STR_LIT("GET"), .path = FG_STR_LIT("/"), .headers = {v, 3, 3, NULL}};
+    fg_exchange_req_t rq = {
+        .out = &out, .content_length = 0, .upgrade = 1, .protocol = FG_STR_LIT(FG_TCP_PROTOCOL)};
     fg_exchange_target_t tg = {.w = t->w,
                                .cl = t->cl,
                                .di = (size_t)t->di,

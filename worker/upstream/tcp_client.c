@@ -56,8 +56,8 @@ static void on_event(fg_conn_t *c, void *arg, int what)
         x->info.phase = FG_XPHASE_BODY;
         x->info.req_sent = 1;
         fg_http_header_t up = {FG_STR_LIT("Upgrade"), FG_STR_LIT(FG_TCP_PROTOCOL)};
-        fg_exchange_head_t h = {.status = 101, .headers = &up, .num_headers = 1,
-                                .content_length = -1, .bodiless = 1};
+        fg_exchange_head_t h = {
+            .status = 101, .headers = &up, .num_headers = 1, .content_length = -1, .bodiless = 1};
         x->cbs->on_head(x->arg, &h);
     } else {
         int timeout = what == FG_CONN_TIMEOUT_WRITE || what == FG_CONN_TIMEOUT_READ;
@@ -90,9 +90,7 @@ static size_t xs_pending(const fg_exchange_t *b)
     return 0;
 }
 
-static void xs_pause(fg_exchange_t *b, int paused)
-{
-}
+static void xs_pause(fg_exchange_t *b, int paused) {}
 
 static const fg_exchange_info_t *xs_info(const fg_exchange_t *b)
 {
@@ -109,9 +107,7 @@ static fg_conn_t *xs_raw_begin(fg_exchange_t *b)
     return NULL;
 }
 
-static void xs_raw_consumed(fg_exchange_t *b, size_t n)
-{
-}
+static void xs_raw_consumed(fg_exchange_t *b, size_t n) {}
 
 static void xs_close(fg_exchange_t *b)
 {
