@@ -269,8 +269,11 @@ static fg_exchange_t *begin(tcp_t *t, const fg_destination_t *d)
     fg_http_header_t v[] = {{FG_STR_LIT("Host"), fg_str(host)},
                             {FG_STR_LIT("Upgrade"), FG_STR_LIT(FG_TCP_PROTOCOL)},
                             {FG_STR_LIT("Connection"), FG_STR_LIT("upgrade")}};
-    fg_outreq_t out = {
-        .method = FG_STR_LIT("GET"), .path = FG_STR_LIT("/"), .headers = {v, 3, 3, NULL}};
+    /* query "" rather than none: copies of the request memcpy it */
+    fg_outreq_t out = {.method = FG_STR_LIT("GET"),
+                       .path = FG_STR_LIT("/"),
+                       .query = FG_STR_LIT(""),
+                       .headers = {v, 3, 3, NULL}};
     fg_exchange_req_t rq = {
         .out = &out, .content_length = 0, .upgrade = 1, .protocol = FG_STR_LIT(FG_TCP_PROTOCOL)};
     fg_exchange_target_t tg = {.w = t->w,
