@@ -4,6 +4,7 @@ services behind it (an HTTP/2 CONNECT stream per connection inside the tunnel, o
 from workers that do not hold it). Destinations are tcp_echo.py processes."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -363,3 +364,32 @@ def test_agent_service_that_refuses_answers_502(tmp_path, certs, gateway_factory
     while "answered 502 instead of a switch" not in gw.error_log():
         assert time.monotonic() < deadline, gw.error_log()
         time.sleep(0.1)
+
+
+def test_retiring_worker_relays_until_the_drain_timeout(tmp_path, gateway_factory, echo_server):
+    """A reload leaves open connections to the old workers: they keep relaying, and are closed
+    at webSocketDrainTimeout (termination "drained"); new connections go to the new ones."""
+    echo = echo_server()
+    web, tport = free_port(), free_port()
+    cfg = tcp_config(tmp_path, web, tport, [("a", "tcp://127.0.0.1:%d" % echo)])
+    cfg["webSocketDrainTimeout"] = "1500ms"
+    cfg["shutdownTimeout"] = "5s"
+    gw = gateway_factory(cfg)
+    gen0 = gw.info()["generation"]
+    with socket.create_connection(("127.0.0.1", tport), timeout=10) as s:
+        s.sendall(b"before")
+        assert s.recv(100) == b"before"
+        gw.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while gw.info()["generation"] == gen0:
+            assert time.monotonic() < deadline, "no reload"
+            time.sleep(0.05)
+        assert exchange(tport, b"new generation") == b"new generation"
+        s.sendall(b"after the reload")
+        assert s.recv(100) == b"after the reload"
+        t0 = time.monotonic()
+        s.settimeout(10)
+        assert s.recv(100) == b""  # the drain timeout closes it
+        assert time.monotonic() - t0 < 5
+    drained = [ln for ln in tcp_lines(gw, 2) if ln["termination"] == "drained"]
+    assert len(drained) == 1 and drained[0]["bytesIn"] == len(b"beforeafter the reload")

@@ -280,7 +280,10 @@ static fg_exchange_t *begin(tcp_t *t, const fg_destination_t *d)
                                .cl = t->cl,
                                .di = (size_t)t->di,
                                .fresh = 1,
-                               .connect_timeout_ms = t->srv->tcp.connect_timeout_ms};
+                               .connect_timeout_ms = t->srv->tcp.connect_timeout_ms,
+                               /* over the hop, the holder's answer to the switch: its wait is
+                                * bounded too (after the switch the relay's idle timeout rules) */
+                               .activity_timeout_ms = t->srv->tcp.connect_timeout_ms};
     return fg_client_start(&tg, &rq, &xcbs, t);
 }
 
