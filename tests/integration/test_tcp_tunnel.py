@@ -4,6 +4,7 @@ services behind it (an HTTP/2 CONNECT stream per connection inside the tunnel, o
 from workers that do not hold it). Destinations are tcp_echo.py processes."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -107,6 +108,9 @@ def test_direct_tcp_forwarding_with_failover_and_log(tmp_path, gateway_factory, 
         assert ln["client"] == "127.0.0.1" and ln["termination"] == "closed"
     big = [ln for ln in lines if ln["bytesIn"] == MiB]
     assert big and big[0]["bytesOut"] == MiB and big[0]["durationMs"] >= 0
+    text = gw.status("show metrics")["text"]
+    assert re.search(r"^fastgateway_tcp_connections_total 2$", text, re.M), text
+    assert re.search(r"^fastgateway_tcp_connections 0$", text, re.M), text
 
 
 def test_no_destination_closes_the_connection_and_logs_why(tmp_path, gateway_factory):

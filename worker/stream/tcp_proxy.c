@@ -122,6 +122,7 @@ static void unregister(tcp_t *t)
 
 static void t_free(tcp_t *t)
 {
+    fg_metrics_conn_close(FG_MG_TCP);
     count_end(t);
     unregister(t);
     fg_conn_free(t->client);
@@ -355,6 +356,7 @@ static int fe_start(fg_worker_t *w, const fg_server_t *srv, int fd,
     fg_conn_read(t->client, 0, 0);
     fg_frontend_add(w, &t->session, &fg_tcp_proxy_frontend);
     t->registered = 1;
+    fg_metrics_conn_open(FG_MG_TCP); /* closed by t_free, on every path */
     start_attempt(t);
     return 0;
 }
