@@ -131,9 +131,10 @@ static int load_service(fg_config_ctx_t *c, const char *name, const json_t *v,
                        fg_config_type_name(v));
         goto out;
     }
-    if (strncmp(s->address, "http://", 7) != 0 && strncmp(s->address, "https://", 8) != 0) {
+    if (strncmp(s->address, "http://", 7) != 0 && strncmp(s->address, "https://", 8) != 0 &&
+        strncmp(s->address, "tcp://", 6) != 0) {
         fg_config_fail(c, json_is_object(v) ? "address" : NULL,
-                       "\"%s\" is not an http:// or https:// URL", s->address);
+                       "\"%s\" is not an http://, https:// or tcp:// URL", s->address);
         goto out;
     }
     if (s->client != NULL && strncmp(s->address, "https://", 8) != 0) {

@@ -47,9 +47,22 @@ struct fg_agent_rt_s {
     void *arg;
 };
 
+static json_t *route_of(const fg_agent_service_t *s);
+
 static const fg_frontend_t *const frontends[] = {&fg_http2_frontend, &fg_relay_frontend};
 
+/* A tcp:// service takes only the gateway's CONNECT (RFC 9113 8.5), which the tunnel's HTTP/2
+ * server turns into a switch to FG_TCP_PROTOCOL: its route relays that switch alone. An http
+ * service's route relays WebSocket (the default), so a CONNECT for it is answered 501. */
 static json_t *service_route(const fg_agent_service_t *s)
+{
+    json_t *r = route_of(s);
+    if (r != NULL && strncmp(s->address, "tcp://", 6) == 0)
+        json_object_set_new(r, "upgradeProtocols", json_pack("[s]", FG_TCP_PROTOCOL));
+    return r;
+}
+
+static json_t *route_of(const fg_agent_service_t *s)
 {
     return json_pack("{s:s+, s:{s:s, s:[{s:s, s:[s], s:b}]}, s:s, s:[{s:s}, {s:b}, {s:s}]}", "id",
                      "service-", s->name, "match", "path", "/{**any}", "headers", "name",
@@ -121,6 +134,7 @@ static int compile(fg_agent_rt_t *rt, const fg_agent_config_t *acfg, int with_sh
     free(json);
     if (rt->cfg == NULL)
         return -1;
+    rt->cfg->servers[0].accept_connect = 1; /* the gateway's CONNECT for a tcp:// service */
     if (fg_route_table_build(rt->cfg, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "%s: %s", name, why);
         return -1;

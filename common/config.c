@@ -408,6 +408,7 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
                                        "http2",
                                        "maxWebSockets",
                                        "acceptTunnels",
+                                       "tcp",
                                        NULL};
     long long backlog = 511, maxka = 0, maxws = 0;
 
@@ -440,7 +441,7 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
         fg_config_get_bool(c, o, "acceptTunnels", &s->accept_tunnels) < 0 ||
         fg_config_load_server_security(c, o, s) < 0 ||
         fg_config_load_server_responses(c, o, s) < 0 || fg_config_load_server_tls(c, o, s) < 0 ||
-        fg_config_load_server_http2(c, o, s) < 0)
+        fg_config_load_server_http2(c, o, s) < 0 || fg_config_load_server_tcp(c, o, s) < 0)
         return -1;
     if (s->accept_tunnels && !c->cfg->tunnels.enabled)
         return fg_config_fail(c, "acceptTunnels", "needs a top-level \"tunnels\" section");
@@ -488,6 +489,8 @@ static int load_servers(fg_config_ctx_t *c, const json_t *root)
 
 static int route_on_server(const fg_route_t *r, const fg_server_t *s)
 {
+    if (s->tcp.enabled)
+        return 0; /* it relays bytes: no request reaches a route there */
     if (r->nserver_ids == 0)
         return 1;
     for (size_t i = 0; i < r->nserver_ids; i++)
@@ -562,7 +565,8 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
         load_servers(c, root) < 0 || fg_config_load_clusters(c, root) < 0 ||
         fg_config_load_routes(c, root) < 0 || fg_config_resolve_error_pages(c) < 0 ||
         fg_config_load_security(c, root) < 0 || fg_config_resolve_security(c) < 0 ||
-        fg_config_load_metrics(c, root) < 0 || fg_config_load_admin(c, root) < 0)
+        fg_config_load_metrics(c, root) < 0 || fg_config_load_admin(c, root) < 0 ||
+        fg_config_link_tcp(c) < 0)
         return -1;
     attach_routes(c->cfg);
     return 0;
@@ -777,6 +781,7 @@ void fg_config_free(fg_config_t *cfg)
         free(s->name);
         free(s->listen);
         free(s->routes);
+        free(s->tcp.cluster_id);
         fg_config_free_responses(&s->responses);
     }
     fg_config_free_responses(&cfg->responses);

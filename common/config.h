@@ -380,6 +380,9 @@ typedef struct {
     int tunnel_agent;
     char *tunnel_service;
     void *tunnel_rec; /* shm/tunnels.c record of the agent, attached by the master */
+    /* "tcp://HOST:PORT": a raw TCP destination, for tcp servers (worker/stream/tcp_proxy.h) and
+     * routes that relay the "tcp" protocol switch; host, port and addr as for http:// */
+    int tcp;
 } fg_destination_t;
 
 /* Protocol versions a cluster or destination speaks to its destinations ("httpVersion"). */
@@ -473,6 +476,21 @@ typedef struct {
     int enable_connect_protocol;     /* SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441); default 1 */
 } fg_http2_config_t;
 
+/* A server's "tcp" object (common/config_tcp.c, worker/stream/tcp_proxy.h): the server relays
+ * each connection's bytes to a destination of the cluster; it takes no routes. */
+typedef struct {
+    int enabled;                 /* "tcp" present: a layer-4 server */
+    char *cluster_id;            /* "clusterId" */
+    const fg_cluster_t *cluster; /* resolved after clusters load */
+    uint64_t idle_timeout_ms; /* "idleTimeout": neither side sent a byte; default 1 h, 0 = none */
+    uint64_t connect_timeout_ms; /* "connectTimeout": per destination attempt; default 5 s */
+} fg_tcp_server_config_t;
+
+/* The protocol name of a relayed TCP stream: the switch a tcp server asks of a tunnel (an
+ * HTTP/2 CONNECT, RFC 9113 8.5, inside the tunnel; an HTTP/1.1 Upgrade over the hop) and that a
+ * route to tcp:// destinations relays. */
+#define FG_TCP_PROTOCOL "tcp"
+
 typedef struct {
     char *id;
     char *name;
@@ -513,6 +531,10 @@ typedef struct {
     fg_http2_config_t http2;         /* "http2" */
     int accept_tunnels; /* "acceptTunnels": agents connect on tunnels.path (docs/tunnels.md) */
     int tunnel_hop;     /* not configured: a worker's hop socket (worker/tunnel/hop.h) */
+    fg_tcp_server_config_t tcp; /* "tcp": a layer-4 server */
+    /* not configured: the HTTP/2 front end takes a CONNECT (RFC 9113 8.5) as a switch to
+     * FG_TCP_PROTOCOL for the authority's service (the agent's tunnel server) */
+    int accept_connect;
 } fg_server_t;
 
 /* ---- tunnels (common/config_tunnels.c, docs/tunnels.md) ---- */

@@ -15,6 +15,7 @@
 
 typedef struct {
     int https;
+    int tcp;    /* tcp://HOST:PORT: a port, no path */
     char *host; /* as written, IPv6 literals keep their brackets (a Host header needs them) */
     uint16_t port;
     char *base; /* "" or "/base" without trailing slash */
@@ -36,7 +37,7 @@ static int host_char(char ch)
 /* Split "http[s]://host[:port][/base]". Returns 0, or -1 with the reason in why (to follow
  * the quoted URL in the message). No user info, query or fragment: none has a meaning for an
  * upstream address. */
-static int parse_url(const char *s, url_t *u, char *why, size_t whylen)
+static int parse_url(const char *s, url_t *u, int tcp_ok, char *why, size_t whylen)
 {
     const char *p, *hend, *pstart;
 
@@ -46,8 +47,12 @@ static int parse_url(const char *s, url_t *u, char *why, size_t whylen)
     } else if (strncasecmp(s, "https://", 8) == 0) {
         p = s + 8;
         u->https = 1;
+    } else if (tcp_ok && strncasecmp(s, "tcp://", 6) == 0) {
+        p = s + 6;
+        u->tcp = 1;
     } else {
-        snprintf(why, whylen, "is not an http or https URL");
+        snprintf(why, whylen,
+                 tcp_ok ? "is not an http, https or tcp URL" : "is not an http or https URL");
         return -1;
     }
     if (strpbrk(p, "?#") != NULL) {
@@ -83,6 +88,10 @@ static int parse_url(const char *s, url_t *u, char *why, size_t whylen)
         return -1;
     }
     u->port = u->https ? 443 : 80;
+    if (u->tcp && (hend == pstart || *pstart != '\0')) {
+        snprintf(why, whylen, "is not tcp://HOST:PORT");
+        return -1;
+    }
     if (hend < pstart) {
         unsigned long n = 0;
         const char *q = hend + 1;
@@ -181,7 +190,7 @@ static int load_health_address(fg_config_ctx_t *c, fg_destination_t *d)
 static int check_url(fg_config_ctx_t *c, const char *key, const char *s, url_t *u)
 {
     char why[96];
-    if (parse_url(s, u, why, sizeof(why)) < 0)
+    if (parse_url(s, u, strcmp(key, "address") == 0, why, sizeof(why)) < 0)
         return fg_config_fail(c, key, "\"%s\" %s", s, why);
     return 0;
 }
@@ -291,6 +300,7 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
         if (check_url(c, "address", d->address, &u) < 0)
             return -1;
         d->https = u.https;
+        d->tcp = u.tcp;
         d->host = u.host;
         d->port = u.port;
         d->base_path = u.base;
@@ -307,6 +317,10 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
     fg_config_destination_hash(d);
     if (d->tunnel && d->health)
         return fg_config_fail(c, "health", "a tunnel destination has no health address");
+    if (d->tcp && (d->health || d->host_override))
+        return fg_config_fail(c, d->health ? "health" : "host",
+                              "a tcp:// destination speaks no HTTP: no %s",
+                              d->health ? "health address" : "Host to send");
     if (!d->tunnel && load_health_address(c, d) < 0)
         return -1;
     if (fg_config_get_bool(c, o, "enabled", &d->enabled) < 0 ||

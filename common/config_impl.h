@@ -127,6 +127,10 @@ int fg_config_load_metrics(fg_config_ctx_t *c, const json_t *root);
 void fg_config_free_metrics(fg_config_t *cfg);
 void fg_config_free_clusters(fg_config_t *cfg);
 int fg_config_load_tunnels(fg_config_ctx_t *c, const json_t *root);
+/* common/config_tcp.c: a server's "tcp" object (with the server's other keys loaded), and the
+ * checks that tie tcp servers, their clusters and routes together (after routes load). */
+int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s);
+int fg_config_link_tcp(fg_config_ctx_t *c);
 void fg_config_free_tunnels(fg_config_t *cfg);
 
 #endif

@@ -269,6 +269,7 @@ static void prom_conns(out_t *o, const fg_metrics_snap_t *s)
         {"websockets", "websockets_total", "WebSocket connections"},
         {"tunnel_agents", "tunnel_agents_total", "tunnel agent connections"},
         {"tunnel_streams", "tunnel_streams_total", "streams carried by tunnels"},
+        {"tcp_connections", "tcp_connections_total", "connections of tcp servers"},
     };
     family(o, "connections", "gauge", "Client connections open.");
     sample(o, "connections", NULL, NULL, NULL, s->connections);
@@ -687,7 +688,7 @@ json_t *fg_metrics_view_json(const fg_metrics_snap_t *s)
         json_array_append_new(bounds, json_real(fg_metrics_bucket_bounds_us[i] / 1e6));
     json_t *conns = json_object();
     static const char *const gnames[FG_MG_COUNT] = {"http2Streams", "webSockets", "tunnelAgents",
-                                                    "tunnelStreams"};
+                                                    "tunnelStreams", "tcpConnections"};
     for (int g = 0; g < FG_MG_COUNT; g++)
         json_object_set_new(conns, gnames[g],
                             json_pack("{s:I, s:I}", "open", (json_int_t)s->gauge[g], "total",

@@ -93,6 +93,7 @@ typedef enum {
     FG_MG_WEBSOCKETS,     /* upgraded WebSocket connections */
     FG_MG_TUNNEL_AGENTS,  /* tunnel agents connected */
     FG_MG_TUNNEL_STREAMS, /* streams carried by tunnels */
+    FG_MG_TCP,            /* connections of tcp servers (worker/stream/tcp_proxy.h) */
     FG_MG_COUNT
 } fg_metrics_gauge_t;
 

@@ -604,9 +604,10 @@ static void test_err_urls(void **state)
 {
     static const bad_case_t cases[] = {
         {DEST("htp://x"),
-         "t.json: clusters[0].destinations[1].address: \"htp://x\" is not an http or https URL"},
+         "t.json: clusters[0].destinations[1].address: \"htp://x\" is not an http, https or tcp "
+         "URL"},
         {DEST("127.0.0.1:80"), "t.json: clusters[0].destinations[1].address: \"127.0.0.1:80\" "
-                               "is not an http or https URL"},
+                               "is not an http, https or tcp URL"},
         {DEST("http://"), "t.json: clusters[0].destinations[1].address: \"http://\" has no host"},
         {DEST("http://x:99999"),
          "t.json: clusters[0].destinations[1].address: \"http://x:99999\" has an invalid port"},
@@ -618,6 +619,12 @@ static void test_err_urls(void **state)
                               "must not contain user information"},
         {DEST("http://[::1/"), "t.json: clusters[0].destinations[1].address: \"http://[::1/\" "
                                "has an invalid IPv6 address"},
+        {DEST("tcp://x"), "t.json: clusters[0].destinations[1].address: \"tcp://x\" is not "
+                          "tcp://HOST:PORT"},
+        {DEST("tcp://x:22/p"), "t.json: clusters[0].destinations[1].address: \"tcp://x:22/p\" "
+                               "is not tcp://HOST:PORT"},
+        {DEST("tcp://x:0"),
+         "t.json: clusters[0].destinations[1].address: \"tcp://x:0\" has an invalid port"},
         {DEST("http://a b/"),
          "t.json: clusters[0].destinations[1].address: \"http://a b/\" has an invalid host"},
         {"{" SRV ", 'clusters': [{'id': 'c', 'destinations': [{'id': 'd', 'address': "

@@ -21,6 +21,7 @@
 #include "worker/core/handshake.h"
 #include "worker/core/frontend.h"
 #include "worker/tunnel/hop.h"
+#include "worker/stream/tcp_proxy.h"
 #include "worker/tunnel/session.h"
 #include "worker/http/http1.h"
 #include "worker/http/h2c.h"
@@ -77,13 +78,16 @@ static void pause_accepting(listener_t *l, int err);
 
 /* Every front end this worker runs, for the worker-wide operations (frontend.h). */
 static const fg_frontend_t *const frontends[] = {&fg_http1_frontend, &fg_http2_frontend,
-                                                 &fg_relay_frontend, &fg_tunnel_frontend};
+                                                 &fg_relay_frontend, &fg_tunnel_frontend,
+                                                 &fg_tcp_proxy_frontend};
 
 /* The front end for a connection of srv whose transport negotiated alpn (len 0 = none). Every
  * server speaks HTTP/1.1; "h2" goes to HTTP/2; a plaintext connection of a server with h2c goes
  * to the front end that tells the HTTP/2 preface from an HTTP/1.1 request. */
 static const fg_frontend_t *frontend_for_alpn(const fg_server_t *srv, const char *alpn, size_t len)
 {
+    if (srv->tcp.enabled)
+        return &fg_tcp_proxy_frontend; /* layer 4: no TLS, no HTTP (common/config_tcp.c) */
     if (len == 2 && memcmp(alpn, "h2", 2) == 0)
         return &fg_http2_frontend;
     if (len == 0 && srv->tls == NULL && srv->http2.h2c)

@@ -442,3 +442,57 @@ void fg_accesslog_write(fg_accesslog_t *l, const fg_request_t *req)
     }
     l->len += line.n;
 }
+
+/* "name":"value" with the comma of a key that follows another. */
+static void tcp_str(line_t *l, const char *name, const char *v)
+{
+    if (v == NULL)
+        return;
+    LIT(l, ",\"");
+    lit(l, name, strlen(name));
+    LIT(l, "\":\"");
+    esc(l, v, strlen(v));
+    LIT(l, "\"");
+}
+
+static void tcp_u64(line_t *l, const char *name, uint64_t v)
+{
+    LIT(l, ",\"");
+    lit(l, name, strlen(name));
+    LIT(l, "\":");
+    u64(l, v);
+}
+
+void fg_accesslog_write_tcp(fg_accesslog_t *al, const fg_accesslog_tcp_t *e)
+{
+    if (al == NULL)
+        return;
+    size_t line_max = al->cap < LINE_MAX_BYTES ? al->cap : LINE_MAX_BYTES;
+    if (al->cap - al->len < line_max)
+        fg_accesslog_flush(al);
+    line_t line = {al->buf + al->len, 0, line_max, 0, 1}, *l = &line;
+    int msec;
+    const char *ts = timestamp(al, &msec);
+    char frac[5] = {'.', (char)('0' + msec / 100), (char)('0' + msec / 10 % 10),
+                    (char)('0' + msec % 10), 'Z'};
+    LIT(l, "{\"time\":\"");
+    lit(l, ts, strlen(ts));
+    lit(l, frac, sizeof(frac));
+    LIT(l, "\",\"kind\":\"tcp\"");
+    tcp_str(l, "server", e->server);
+    tcp_str(l, "client", e->client_ip);
+    tcp_u64(l, "clientPort", e->client_port);
+    tcp_str(l, "cluster", e->cluster);
+    tcp_str(l, "destination", e->destination);
+    tcp_str(l, "upstream", e->address);
+    tcp_u64(l, "attempts", e->attempts);
+    LIT(l, ",\"durationMs\":");
+    ms(l, e->duration_us);
+    tcp_u64(l, "bytesIn", e->bytes_in);
+    tcp_u64(l, "bytesOut", e->bytes_out);
+    tcp_str(l, "termination", e->termination);
+    tcp_str(l, "error", e->error);
+    LIT(l, "}\n");
+    if (!line.full)
+        al->len += line.n;
+}

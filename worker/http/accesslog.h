@@ -17,6 +17,22 @@ void fg_accesslog_free(fg_accesslog_t *log);
  * (shm/metrics.h): every front end calls this exactly once per request. */
 void fg_accesslog_write(fg_accesslog_t *log, const fg_request_t *req);
 void fg_accesslog_flush(fg_accesslog_t *log);
+
+/* One connection of a tcp server (worker/stream/tcp_proxy.h), at its end. */
+typedef struct {
+    const char *server, *client_ip;
+    unsigned client_port;
+    const char *cluster;
+    const char *destination, *address; /* the one relayed to (or tried last); may be NULL */
+    unsigned attempts;                 /* destinations tried */
+    uint64_t duration_us;
+    uint64_t bytes_in, bytes_out; /* from the client, to the client */
+    const char *termination;      /* why it ended */
+    const char *error;            /* why no destination took it; NULL */
+} fg_accesslog_tcp_t;
+/* Log a tcp connection (nothing when log is NULL): a JSON line with "kind":"tcp"
+ * (docs/operations.md). The accessLogFields selection applies to request lines only. */
+void fg_accesslog_write_tcp(fg_accesslog_t *log, const fg_accesslog_tcp_t *e);
 /* Flush, then reopen the file (USR1, logrotate). */
 void fg_accesslog_reopen(fg_accesslog_t *log);
 

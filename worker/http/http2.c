@@ -1184,7 +1184,11 @@ static int map_request(stream_t *s)
     fg_request_make_id(req);
     int connect = fg_str_eq(req->method, FG_STR_LIT("CONNECT"));
     req->target = connect && req->protocol.len == 0 ? s->authority : s->path;
-    if (connect && req->protocol.len == 0) {
+    if (connect && req->protocol.len == 0 && req->server && req->server->accept_connect) {
+        /* RFC 9113 8.5: a byte stream to the authority; here a switch to a tcp service. */
+        req->protocol = FG_STR_LIT(FG_TCP_PROTOCOL);
+        req->target = FG_STR_LIT("/");
+    } else if (connect && req->protocol.len == 0) {
         req->path = FG_STR_LIT("/");
         fg_request_error(req, 501, "not_implemented", "CONNECT is not supported");
         return -1;

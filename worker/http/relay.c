@@ -57,6 +57,8 @@ struct fg_relay_s {
     unsigned splice : 1;
     unsigned started : 1;
     unsigned have_req : 1;
+    fg_relay_done_fn done; /* a relay without request: its owner's end (fg_relay_set_done) */
+    void *done_arg;
 };
 
 /* The relays' worker-wide state: open relays per server, for maxWebSockets when the server has
@@ -222,6 +224,12 @@ void fg_relay_attach_end(fg_relay_t *r, int side, const fg_relay_end_ops_t *ops,
     ops->read(obj, 0);
 }
 
+void fg_relay_set_done(fg_relay_t *r, fg_relay_done_fn fn, void *arg)
+{
+    r->done = fn;
+    r->done_arg = arg;
+}
+
 void fg_relay_adopt_request(fg_relay_t *r, fg_request_t *req)
 {
     r->req = *req;
@@ -284,7 +292,10 @@ static void finish(relay_t *r, const char *termination)
         /* req.ssl is the client connection's: still open here. */
         fg_accesslog_write(w->accesslog, q);
     }
-    if (r->started) {
+    if (r->done)
+        r->done(r->done_arg, r->end[FG_RELAY_CLIENT].bytes, r->end[FG_RELAY_DEST].bytes,
+                termination);
+    if (r->started && !r->done) {
         unsigned *n = server_count(w, r->srv, 0);
         if (n != NULL && *n > 0)
             (*n)--;
@@ -292,6 +303,8 @@ static void finish(relay_t *r, const char *termination)
         if (w->record)
             w->record->websockets--;
         fg_metrics_conn_close(FG_MG_WEBSOCKETS);
+    }
+    if (r->started) {
         fg_frontend_remove(w, &r->session);
         if (w->record && r->end[FG_RELAY_CLIENT].ops != NULL)
             w->record->connections++; /* remove took one off for a session start did not add */
@@ -522,13 +535,16 @@ void fg_relay_start(fg_relay_t *r)
     fg_worker_t *w = r->w;
     fg_frontend_add(w, &r->session, &fg_relay_frontend);
     r->started = 1;
-    unsigned *n = server_count(w, r->srv, 1);
+    unsigned *n = r->done ? NULL : server_count(w, r->srv, 1);
     if (n != NULL)
         (*n)++;
-    fg_metrics_conn_open(FG_MG_WEBSOCKETS); /* closed where the session is removed */
-    fg_metrics_ws_open(r->srv ? r->srv->metrics : NULL);
+    if (!r->done) {
+        fg_metrics_conn_open(FG_MG_WEBSOCKETS); /* closed where the session is removed */
+        fg_metrics_ws_open(r->srv ? r->srv->metrics : NULL);
+    }
     if (w->record) {
-        w->record->websockets++;
+        if (!r->done)
+            w->record->websockets++;
         /* The session is no new connection: a client connection that became the end was
          * counted at its accept, and a stream (fg_relay_attach_end) is its connection's. */
         w->record->connections_total--;

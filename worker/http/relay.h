@@ -61,6 +61,13 @@ void fg_relay_attach_end(fg_relay_t *r, int side, const fg_relay_end_ops_t *ops,
 /* Keep what the access log line needs of req (a copy; the request's pool moves to the relay,
  * req->pool becomes NULL). The front end calls it once, before fg_relay_start. */
 void fg_relay_adopt_request(fg_relay_t *r, fg_request_t *req);
+/* The end of a relay that carries no request (a tcp server's connection, worker/stream/
+ * tcp_proxy.h): fn gets the bytes received from each side and why it ended (NULL: both sides
+ * ended), in place of the access log line, and the relay is not counted as a WebSocket. Called
+ * once, before fg_relay_start; the relay is gone when fn returns. */
+typedef void (*fg_relay_done_fn)(void *arg, uint64_t from_client, uint64_t from_dest,
+                                 const char *termination);
+void fg_relay_set_done(fg_relay_t *r, fg_relay_done_fn fn, void *arg);
 /* Both ends attached: register the session and relay. r may be gone on return (an end had
  * already failed). */
 void fg_relay_start(fg_relay_t *r);

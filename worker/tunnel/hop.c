@@ -114,6 +114,12 @@ static void template(fg_worker_t *w, hop_t *h)
                 h->protocols[np++] = rt->upgrade_protocols[j];
         }
     }
+    /* a tcp server's connection to a tunnel comes over the hop as a switch to "tcp" */
+    for (size_t i = 0; i < w->cfg->nservers && np < HOP_PROTOCOLS_MAX; i++)
+        if (w->cfg->servers[i].tcp.enabled) {
+            h->protocols[np++] = FG_TCP_PROTOCOL;
+            break;
+        }
     h->route.upgrade_protocols = h->protocols;
     h->route.nupgrade_protocols = np;
 }

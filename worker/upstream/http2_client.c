@@ -989,6 +989,25 @@ static void fall_back(h2conn_t *c)
     conn_leave(c);
 }
 
+/* A switch to FG_TCP_PROTOCOL (a tcp server's connection) is a plain CONNECT (RFC 9113 8.5):
+ * :method CONNECT (nv[0], set) and :authority (the request's Host: the service it names), no
+ * :scheme or :path; of the fields only the caller's extra ones (the tunnel's service). Returns
+ * the count in nv. */
+static size_t plain_connect(nghttp2_nv *nv, const nghttp2_nv *tmp, int n,
+                            const fg_http_header_t *extra, size_t nextra)
+{
+    size_t k = 1;
+    for (int i = 0; i < n; i++) {
+        int keep = tmp[i].namelen == 10 && memcmp(tmp[i].name, ":authority", 10) == 0;
+        for (size_t j = 0; !keep && j < nextra; j++)
+            keep = extra[j].value.base && tmp[i].namelen == extra[j].name.len &&
+                   memcmp(tmp[i].name, extra[j].name.base, extra[j].name.len) == 0;
+        if (keep)
+            nv[k++] = tmp[i];
+    }
+    return k;
+}
+
 /* An upgrade as an extended CONNECT (RFC 8441 4, 5): :method CONNECT with :protocol, then the
  * request's fields as for any request but Sec-WebSocket-Key (RFC 8441 5: the key and its
  * Accept are not used over HTTP/2). The stream stays open for the tunnel's DATA
@@ -1007,10 +1026,14 @@ static int submit_connect(h2x_t *x, const fg_http_header_t *extra, size_t nextra
     n = apply_extra(tmp, n, extra, nextra);
     size_t k = 0;
     nv[k++] = mknv(":method", 7, "CONNECT", 7);
-    nv[k++] = mknv(":protocol", 9, x->protocol, strlen(x->protocol));
-    for (int i = 1; i < n; i++) /* tmp[0] is :method */
-        if (!(tmp[i].namelen == 17 && memcmp(tmp[i].name, "sec-websocket-key", 17) == 0))
-            nv[k++] = tmp[i];
+    if (strcasecmp(x->protocol, FG_TCP_PROTOCOL) == 0) {
+        k = plain_connect(nv, tmp, n, extra, nextra);
+    } else {
+        nv[k++] = mknv(":protocol", 9, x->protocol, strlen(x->protocol));
+        for (int i = 1; i < n; i++) /* tmp[0] is :method */
+            if (!(tmp[i].namelen == 17 && memcmp(tmp[i].name, "sec-websocket-key", 17) == 0))
+                nv[k++] = tmp[i];
+    }
     nghttp2_data_provider dp = {.read_callback = fg_http2_tunnel_read};
     int32_t id = nghttp2_submit_request(c->s, NULL, nv, k, &dp, x);
     if (id < 0)
@@ -1526,8 +1549,11 @@ static fg_exchange_t *upgrade_on(h2conn_t *c, const fg_exchange_req_t *rq,
                                  const fg_http_header_t *extra, size_t nextra,
                                  const fg_exchange_cbs_t *cbs, void *arg)
 {
+    /* a plain CONNECT (RFC 9113 8.5) needs no setting; an extended one does (RFC 8441 3) */
+    int plain = rq->protocol.len == sizeof(FG_TCP_PROTOCOL) - 1 &&
+                strncasecmp(rq->protocol.base, FG_TCP_PROTOCOL, rq->protocol.len) == 0;
     if (rq->protocol.len == 0 || rq->protocol.len >= sizeof(((h2x_t *)0)->protocol) ||
-        !c->got_settings || !connect_allowed(c)) {
+        (!plain && (!c->got_settings || !connect_allowed(c)))) {
         errno = EPROTONOSUPPORT;
         return NULL;
     }

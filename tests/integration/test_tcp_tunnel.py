@@ -1,0 +1,399 @@
+"""TCP servers (layer 4, docs/config.md "tcp", docs/tunnels.md "TCP services"): the real gateway
+relays raw connections to tcp:// destinations and, through the real fastgateway-agent, to tcp://
+services behind it (an HTTP/2 CONNECT stream per connection inside the tunnel, over the hop
+from workers that do not hold it). Destinations are tcp_echo.py processes."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BINARY, _live_groups, _port_open, base_config, free_port
+from test_tunnel import (AGENT, TUNNEL_PATH, agents, certs, secret_file,  # noqa: F401
+                         wait_online)
+
+ECHO = Path(__file__).resolve().parent / "tcp_echo.py"
+MiB = 1 << 20
+
+
+@pytest.fixture
+def echo_server():
+    procs = []
+
+    def start():
+        port = free_port()
+        p = subprocess.Popen([sys.executable, str(ECHO), str(port)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        _live_groups.add(p.pid)
+        procs.append(p)
+        deadline = time.monotonic() + 10
+        while not _port_open(port, 0.2):
+            assert time.monotonic() < deadline, "echo server did not start"
+            time.sleep(0.02)
+        return port
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait(5)
+
+
+def exchange(port, payload, timeout=20.0):
+    """Send payload, end the sending half (FIN), read until the relay's FIN: what came back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        got = bytearray()
+        done = threading.Event()
+
+        def reader():
+            while True:
+                d = s.recv(262144)
+                if not d:
+                    break
+                got.extend(d)
+            done.set()
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        t.join(timeout)
+        assert done.is_set(), "no FIN from the relay after %d bytes" % len(got)
+        return bytes(got)
+
+
+def tcp_config(tmp_path, web_port, tcp_port, dests, workers=2, **tcp):
+    cfg = base_config(tmp_path, web_port, workers=workers,
+                      routes=[{"id": "r", "match": {"path": "/{**x}"},
+                               "direct": {"status": 200, "body": "web"}}])
+    t = {"clusterId": "svc"}
+    t.update(tcp)
+    cfg["servers"].append({"id": "ssh", "listen": "127.0.0.1:%d" % tcp_port, "tcp": t})
+    cfg["clusters"] = [{"id": "svc", "loadBalancingPolicy": "FirstAlphabetical",
+                        "destinations": [{"id": i, "address": a} for i, a in dests]}]
+    return cfg
+
+
+def tcp_lines(gw, n, timeout=5.0):
+    """The access log's tcp lines, polled until there are n."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tcp = [x for x in gw.access_log() if x.get("kind") == "tcp"]
+        if len(tcp) >= n or time.monotonic() > deadline:
+            return tcp
+        time.sleep(0.1)
+
+
+def test_direct_tcp_forwarding_with_failover_and_log(tmp_path, gateway_factory, echo_server):
+    echo = echo_server()
+    dead = free_port()  # nothing listens: refused, then the next destination
+    web, tport = free_port(), free_port()
+    gw = gateway_factory(tcp_config(tmp_path, web, tport,
+                                    [("a-dead", "tcp://127.0.0.1:%d" % dead),
+                                     ("b", "tcp://127.0.0.1:%d" % echo)]))
+    payload = os.urandom(MiB)
+    assert exchange(tport, payload) == payload
+    assert exchange(tport, b"x") == b"x"
+    lines = tcp_lines(gw, 2)
+    assert len(lines) == 2, lines
+    for ln in lines:
+        assert ln["server"] == "ssh" and ln["cluster"] == "svc" and ln["destination"] == "b"
+        assert ln["client"] == "127.0.0.1" and ln["termination"] == "closed"
+    big = [ln for ln in lines if ln["bytesIn"] == MiB]
+    assert big and big[0]["bytesOut"] == MiB and big[0]["durationMs"] >= 0
+    text = gw.status("show metrics")["text"]
+    assert re.search(r"^fastgateway_tcp_connections_total 2$", text, re.M), text
+    assert re.search(r"^fastgateway_tcp_connections 0$", text, re.M), text
+
+
+def test_no_destination_closes_the_connection_and_logs_why(tmp_path, gateway_factory):
+    web, tport = free_port(), free_port()
+    gw = gateway_factory(tcp_config(tmp_path, web, tport,
+                                    [("a", "tcp://127.0.0.1:%d" % free_port())]))
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", tport), timeout=5) as s:
+        s.settimeout(5)
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    assert time.monotonic() - t0 < 2
+    deadline = time.monotonic() + 5
+    while "tcp server ssh: connection from 127.0.0.1" not in gw.error_log():
+        assert time.monotonic() < deadline, gw.error_log()
+        time.sleep(0.1)
+    assert "destination a (tcp://127.0.0.1:" in gw.error_log()
+    line = tcp_lines(gw, 1)[0]
+    assert line["termination"] == "no_destination" and line["bytesIn"] == 0
+
+
+def test_idle_timeout_closes_a_silent_connection(tmp_path, gateway_factory, echo_server):
+    echo = echo_server()
+    web, tport = free_port(), free_port()
+    gw = gateway_factory(tcp_config(tmp_path, web, tport, [("a", "tcp://127.0.0.1:%d" % echo)],
+                                    idleTimeout="500ms"))
+    with socket.create_connection(("127.0.0.1", tport), timeout=5) as s:
+        s.sendall(b"ping")
+        assert s.recv(10) == b"ping"
+        t0 = time.monotonic()
+        assert s.recv(10) == b""  # closed by the gateway
+        assert time.monotonic() - t0 < 3
+    assert tcp_lines(gw, 1)[0]["termination"] == "idle_timeout"
+
+
+# ---- configuration errors ----
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda c: c["servers"][1].update(acceptTunnels=True),
+     "servers[1].acceptTunnels: not for a tcp server"),
+    (lambda c: c["servers"][1].update(http2={"h2c": True}),
+     "servers[1].http2: not for a tcp server"),
+    (lambda c: c["servers"][1]["tcp"].update(clusterId="nope"),
+     "servers[1].tcp.clusterId: unknown cluster \"nope\""),
+    (lambda c: c["servers"][1]["tcp"].pop("clusterId"),
+     "servers[1].tcp: missing required key \"clusterId\""),
+    (lambda c: c["servers"][1]["tcp"].update(connectTimeout="0s"),
+     "servers[1].tcp.connectTimeout: must be greater than 0"),
+    (lambda c: c["servers"][1]["tcp"].update(bogus=1),
+     "servers[1].tcp.bogus: unknown key"),
+    (lambda c: c["routes"][0].update(servers=["ssh"]),
+     "routes[0].servers: \"ssh\" is a tcp server"),
+    (lambda c: c["clusters"][0]["destinations"].append({"id": "h", "address": "http://127.0.0.1:1"}),
+     "clusters[0].destinations[1].address: \"http://127.0.0.1:1\" cannot serve tcp server"),
+    (lambda c: c["clusters"][0]["destinations"][0].update(address="tcp://127.0.0.1"),
+     "is not tcp://HOST:PORT"),
+    (lambda c: c["clusters"][0]["destinations"][0].update(address="tcp://127.0.0.1:22/x"),
+     "is not tcp://HOST:PORT"),
+    (lambda c: c["clusters"][0].update(healthCheck={"active": {}}),
+     "clusters[0].healthCheck.active: not for the cluster of tcp server \"ssh\""),
+    (lambda c: c["routes"][0].pop("direct") and c["routes"][0].update(clusterId="svc"),
+     "routes[0].clusterId: cluster \"svc\" has tcp:// destinations"),
+])
+def test_config_errors(tmp_path, mutate, message):
+    cfg = tcp_config(tmp_path, free_port(), free_port(), [("a", "tcp://127.0.0.1:22")])
+    mutate(cfg)
+    p = tmp_path / "gw.json"
+    p.write_text(json.dumps(cfg))
+    binary = str(BINARY)
+    r = subprocess.run([binary, "-t", "-c", str(p)], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert message in r.stderr + r.stdout, r.stderr + r.stdout
+
+
+def test_valid_config_passes_t_and_dumps(tmp_path):
+    cfg = tcp_config(tmp_path, free_port(), free_port(), [("a", "tcp://127.0.0.1:22")],
+                     idleTimeout="1h", connectTimeout="5s")
+    p = tmp_path / "gw.json"
+    p.write_text(json.dumps(cfg))
+    binary = str(BINARY)
+    r = subprocess.run([binary, "-t", "-c", str(p)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([binary, "-T", "-c", str(p)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    dumped = json.loads(r.stdout)
+    ssh = [s for s in dumped["servers"] if s["id"] == "ssh"][0]
+    assert ssh["tcp"] == {"clusterId": "svc", "idleTimeout": "1h", "connectTimeout": "5s"}
+
+
+# ---- through the agent ----
+
+def tunnel_tcp_config(tmp_path, certs, web, tport, aport, sec, workers=2, dests=None):
+    cfg = tcp_config(tmp_path, web, tport,
+                     dests or [("a", "tunnel://office/ssh")], workers=workers)
+    cfg["certificates"] = [{"id": "gw", "chain": certs["crt"], "key": certs["key"]}]
+    cfg["servers"].append({"id": "agents", "listen": "127.0.0.1:%d" % aport,
+                           "acceptTunnels": True, "tls": {"certificates": ["gw"]}})
+    cfg["tunnels"] = {"path": TUNNEL_PATH, "heartbeatSeconds": 2, "graceSeconds": 2,
+                      "agents": [{"id": "office", "secretFile": str(sec)}]}
+    return cfg
+
+
+@pytest.fixture
+def tunnel_setup(tmp_path, certs, gateway_factory, agents, echo_server):
+    def make(workers=2, dests=None):
+        echo = echo_server()
+        web, tport, aport = free_port(), free_port(), free_port()
+        sec = secret_file(tmp_path, "office")
+        gw = gateway_factory(tunnel_tcp_config(tmp_path, certs, web, tport, aport, sec,
+                                               workers=workers, dests=dests))
+        ag = agents(tmp_path, "office", aport, certs["ca"], "office", sec,
+                    {"ssh": "tcp://127.0.0.1:%d" % echo, "web": "http://127.0.0.1:1"})
+        wait_online(gw, "office")
+        return gw, ag, tport
+    return make
+
+
+@pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+def test_tcp_through_the_agent_concurrent_large_and_ordered(tunnel_setup):
+    gw, ag, tport = tunnel_setup(workers=2)
+    results, errors = {}, []
+
+    def one(i):
+        try:
+            payload = (b"%06d" % i) * (MiB // 6) if i % 8 == 0 else os.urandom(4096 + i)
+            results[i] = exchange(tport, payload) == payload
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    assert len(results) == 64 and all(results.values())
+    lines = tcp_lines(gw, 64)
+    assert len(lines) == 64
+    assert all(ln["destination"] == "a" and ln["termination"] == "closed" for ln in lines)
+
+
+@pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+def test_half_close_through_the_agent(tunnel_setup):
+    """The client's FIN reaches the service after its bytes; the service's answer still comes
+    back on the half-open connection, then its own FIN."""
+    gw, ag, tport = tunnel_setup(workers=1)
+    with socket.create_connection(("127.0.0.1", tport), timeout=10) as s:
+        s.sendall(b"first")
+        assert s.recv(100) == b"first"
+        s.sendall(b"second")
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            d = s.recv(100)
+            if not d:
+                break
+            got += d
+        assert got == b"second"
+
+
+@pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+def test_offline_agent_closes_promptly(tunnel_setup):
+    gw, ag, tport = tunnel_setup(workers=2, dests=[("a", "tunnel://office/ssh")])
+    ag.stop()
+    wait_online(gw, "office", online=False)
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", tport), timeout=5) as s:
+        s.settimeout(5)
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    assert time.monotonic() - t0 < 1.0
+    deadline = time.monotonic() + 5
+    while "no destination of cluster svc is available" not in gw.error_log():
+        assert time.monotonic() < deadline, gw.error_log()
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+def test_offline_agent_fails_over_to_a_direct_destination(tunnel_setup, echo_server):
+    """Two destinations, the tunnel first: while the agent is offline the balancer skips it and
+    the connection goes to the direct one."""
+    echo = echo_server()
+    gw, ag, tport = tunnel_setup(workers=2, dests=[("a", "tunnel://office/ssh"),
+                                                   ("b", "tcp://127.0.0.1:%d" % echo)])
+    assert exchange(tport, b"via-agent") == b"via-agent"
+    ag.stop()
+    wait_online(gw, "office", online=False)
+    assert exchange(tport, b"direct") == b"direct"
+    lines = sorted(tcp_lines(gw, 2), key=lambda ln: ln["time"])  # workers flush apart
+    assert [ln["destination"] for ln in lines] == ["a", "b"]
+
+
+@pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+def test_unknown_and_http_services_are_refused(tunnel_setup):
+    """A CONNECT for a service the agent lacks (502) or for an http service (501) is an answer,
+    not a switch: with no other destination the connection is closed and the log says so."""
+    gw, ag, tport = tunnel_setup(workers=1, dests=[("a", "tunnel://office/nope"),
+                                                   ("b", "tunnel://office/web")])
+    with socket.create_connection(("127.0.0.1", tport), timeout=5) as s:
+        s.settimeout(5)
+        assert s.recv(10) == b""
+    deadline = time.monotonic() + 5
+    while "answered 501" not in gw.error_log():
+        assert time.monotonic() < deadline, gw.error_log()
+        time.sleep(0.1)
+    line = tcp_lines(gw, 1)[0]
+    assert line["attempts"] == 2 and line["termination"] == "no_destination"
+
+
+def test_route_relays_an_http_upgrade_to_tcp(tmp_path, gateway_factory, echo_server):
+    """A route to tcp:// destinations relays an HTTP/1.1 "Upgrade: tcp" as raw bytes; a request
+    without the switch gets an error answer, never a hang."""
+    echo = echo_server()
+    web, tport = free_port(), free_port()
+    cfg = tcp_config(tmp_path, web, tport, [("a", "tcp://127.0.0.1:%d" % echo)])
+    cfg["clusters"].append({"id": "raw", "destinations": [
+        {"id": "r", "address": "tcp://127.0.0.1:%d" % echo}]})
+    cfg["routes"].insert(0, {"id": "up", "match": {"path": "/raw"}, "clusterId": "raw",
+                             "upgradeProtocols": ["tcp"]})
+    gateway_factory(cfg)
+    with socket.create_connection(("127.0.0.1", web), timeout=5) as s:
+        s.sendall(b"GET /raw HTTP/1.1\r\nHost: x\r\nUpgrade: tcp\r\nConnection: upgrade\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        s.sendall(b"raw bytes")
+        got = b""
+        while len(got) < 9:
+            got += s.recv(100)
+        assert got == b"raw bytes"
+    with socket.create_connection(("127.0.0.1", web), timeout=5) as s:
+        s.sendall(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert s.recv(100).split(b" ")[1] in (b"502", b"503")
+
+
+@pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+def test_agent_service_that_refuses_answers_502(tmp_path, certs, gateway_factory, agents):
+    """The agent's dial to its tcp service fails: its answer to the CONNECT is 502, and the
+    gateway closes the client's connection and logs it."""
+    web, tport, aport = free_port(), free_port(), free_port()
+    sec = secret_file(tmp_path, "office")
+    gw = gateway_factory(tunnel_tcp_config(tmp_path, certs, web, tport, aport, sec, workers=1))
+    agents(tmp_path, "office", aport, certs["ca"], "office", sec,
+           {"ssh": "tcp://127.0.0.1:%d" % free_port()})
+    wait_online(gw, "office")
+    with socket.create_connection(("127.0.0.1", tport), timeout=10) as s:
+        s.settimeout(10)
+        assert s.recv(10) == b""
+    deadline = time.monotonic() + 5
+    while "answered 502 instead of a switch" not in gw.error_log():
+        assert time.monotonic() < deadline, gw.error_log()
+        time.sleep(0.1)
+
+
+def test_retiring_worker_relays_until_the_drain_timeout(tmp_path, gateway_factory, echo_server):
+    """A reload leaves open connections to the old workers: they keep relaying, and are closed
+    at webSocketDrainTimeout (termination "drained"); new connections go to the new ones."""
+    echo = echo_server()
+    web, tport = free_port(), free_port()
+    cfg = tcp_config(tmp_path, web, tport, [("a", "tcp://127.0.0.1:%d" % echo)])
+    cfg["webSocketDrainTimeout"] = "1500ms"
+    cfg["shutdownTimeout"] = "5s"
+    gw = gateway_factory(cfg)
+    gen0 = gw.info()["generation"]
+    with socket.create_connection(("127.0.0.1", tport), timeout=10) as s:
+        s.sendall(b"before")
+        assert s.recv(100) == b"before"
+        gw.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while gw.info()["generation"] == gen0:
+            assert time.monotonic() < deadline, "no reload"
+            time.sleep(0.05)
+        assert exchange(tport, b"new generation") == b"new generation"
+        s.sendall(b"after the reload")
+        assert s.recv(100) == b"after the reload"
+        t0 = time.monotonic()
+        s.settimeout(10)
+        assert s.recv(100) == b""  # the drain timeout closes it
+        assert time.monotonic() - t0 < 5
+    drained = [ln for ln in tcp_lines(gw, 2) if ln["termination"] == "drained"]
+    assert len(drained) == 1 and drained[0]["bytesIn"] == len(b"beforeafter the reload")
