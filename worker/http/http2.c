@@ -19,6 +19,7 @@
 #include "worker/core/conn.h"
 #include "worker/http/accesslog.h"
 #include "worker/http/dispatch.h"
+#include "worker/http/h2mem.h"
 #include "worker/http/http2_fields.h"
 #include "worker/http/relay.h"
 #include "worker/http/request.h"
@@ -81,6 +82,7 @@ typedef struct {
     bufs_t *spare; /* empty stream buffers, at most SPARE_BUFS */
     unsigned nspare;
     nghttp2_option *trusted_opt; /* FG_HTTP2_TRUSTED sessions: no rapid-reset limit */
+    fg_h2mem_t *mem;             /* nghttp2's allocations, every session of the worker */
     /* TICK_MS as a libevent common timeout: every connection's tick shares one queue, so
      * adding and firing them costs no heap operations. */
     const struct timeval *tick;
@@ -1504,11 +1506,14 @@ static shared_t *get_shared(fg_worker_t *w)
         return sh;
     sh = calloc(1, sizeof(*sh));
     if (sh == NULL || nghttp2_session_callbacks_new(&sh->cbs) != 0 ||
-        nghttp2_option_new(&sh->opt) != 0 || nghttp2_option_new(&sh->trusted_opt) != 0) {
+        nghttp2_option_new(&sh->opt) != 0 || nghttp2_option_new(&sh->trusted_opt) != 0 ||
+        (sh->mem = fg_h2mem_new()) == NULL) {
         if (sh && sh->cbs)
             nghttp2_session_callbacks_del(sh->cbs);
         if (sh && sh->opt)
             nghttp2_option_del(sh->opt);
+        if (sh && sh->trusted_opt)
+            nghttp2_option_del(sh->trusted_opt);
         free(sh);
         return NULL;
     }
@@ -1535,8 +1540,8 @@ static shared_t *get_shared(fg_worker_t *w)
 static int start_session(fg_http2_conn_t *h, shared_t *sh)
 {
     const fg_http2_config_t *cf = &h->server->http2;
-    if (nghttp2_session_server_new2(&h->ng, sh->cbs, h, h->trusted ? sh->trusted_opt : sh->opt) !=
-        0)
+    if (nghttp2_session_server_new3(&h->ng, sh->cbs, h, h->trusted ? sh->trusted_opt : sh->opt,
+                                    fg_h2mem_nghttp2(sh->mem)) != 0)
         return -1;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cf->max_concurrent_streams},
@@ -1674,6 +1679,7 @@ static void fe_release(fg_worker_t *w)
         bufs_free(b);
     }
     nghttp2_option_del(sh->trusted_opt);
+    fg_h2mem_free(sh->mem); /* after every session: close_all ran first */
     free(sh);
     w->frontend_state[fg_http2_frontend.slot] = NULL;
 }
