@@ -121,8 +121,8 @@ static void test_nghttp2_session_runs_on_it(void **state)
     for (int round = 0; round < 3; round++) {
         nghttp2_session *srv, *cli;
         size_t cli_sent = 0;
-        assert_int_equal(
-            nghttp2_session_server_new3(&srv, cbs, &sent, NULL, fg_h2mem_nghttp2(m)), 0);
+        assert_int_equal(nghttp2_session_server_new3(&srv, cbs, &sent, NULL, fg_h2mem_nghttp2(m)),
+                         0);
         assert_int_equal(nghttp2_session_client_new(&cli, cbs, &cli_sent), 0);
         nghttp2_submit_settings(cli, NGHTTP2_FLAG_NONE, NULL, 0);
         const nghttp2_nv nv[] = {

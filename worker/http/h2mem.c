@@ -15,10 +15,10 @@
 #define H2MEM_CACHE 1
 #endif
 
-#define MIN_SHIFT 6 /* 64 B */
-#define NCLASSES 7  /* 64 B .. 4 KiB */
+#define MIN_SHIFT 6              /* 64 B */
+#define NCLASSES 7               /* 64 B .. 4 KiB */
 #define CLASS_BYTES (256 * 1024) /* each class keeps at most this much */
-#define LARGE 0xff /* a block above the largest class: malloc's own */
+#define LARGE 0xff               /* a block above the largest class: malloc's own */
 /* Every block starts with this header (16 bytes keep the payload aligned like malloc's). */
 #define HDR 16
 
@@ -47,6 +47,12 @@ static unsigned class_of(size_t size)
     while (((size_t)1 << (MIN_SHIFT + k)) < need)
         k++;
     return k;
+}
+
+/* The caller's part of block b (NULL for NULL). */
+static void *payload(void *b)
+{
+    return b != NULL ? (uint8_t *)b + HDR : NULL;
 }
 
 static void *take(fg_h2mem_t *m, size_t size)
@@ -114,8 +120,8 @@ static void *mem_realloc(void *ptr, size_t size, void *arg)
     uint8_t *b = (uint8_t *)ptr - HDR;
     unsigned k = b[0];
     if (k == LARGE) {
-        b = realloc(b, size + HDR);
-        return b ? b + HDR : NULL;
+        void *nb = realloc(b, size + HDR); /* on failure b stays nghttp2's to free */
+        return payload(nb);
     }
     size_t have = ((size_t)1 << (MIN_SHIFT + k)) - HDR;
     if (size <= have)
