@@ -19,6 +19,7 @@
 #include "worker/core/conn.h"
 #include "worker/http/accesslog.h"
 #include "worker/http/dispatch.h"
+#include "worker/http/h2mem.h"
 #include "worker/http/http2_fields.h"
 #include "worker/http/relay.h"
 #include "worker/http/request.h"
@@ -81,6 +82,7 @@ typedef struct {
     bufs_t *spare; /* empty stream buffers, at most SPARE_BUFS */
     unsigned nspare;
     nghttp2_option *trusted_opt; /* FG_HTTP2_TRUSTED sessions: no rapid-reset limit */
+    fg_h2mem_t *mem;             /* nghttp2's allocations, every session of the worker */
     /* TICK_MS as a libevent common timeout: every connection's tick shares one queue, so
      * adding and firing them costs no heap operations. */
     const struct timeval *tick;
@@ -267,10 +269,14 @@ static bufs_t *bufs_take(shared_t *sh, stream_t *s)
 static void bufs_give(shared_t *sh, bufs_t *b)
 {
     b->s = NULL;
-    evbuffer_drain(b->body, evbuffer_get_length(b->body));
-    evbuffer_drain(b->out, evbuffer_get_length(b->out));
-    if (sh->nspare + 1 > SPARE_BUFS || evbuffer_get_length(b->body) > 0 ||
-        evbuffer_get_length(b->out) > 0) {
+    size_t nbody = evbuffer_get_length(b->body), nout = evbuffer_get_length(b->out);
+    if (nbody > 0)
+        evbuffer_drain(b->body, nbody);
+    if (nout > 0)
+        evbuffer_drain(b->out, nout);
+    /* A buffer that did not drain (frozen) is not handed to another stream. */
+    if (sh->nspare + 1 > SPARE_BUFS || (nbody > 0 && evbuffer_get_length(b->body) > 0) ||
+        (nout > 0 && evbuffer_get_length(b->out) > 0)) {
         bufs_free(b);
         return;
     }
@@ -378,7 +384,9 @@ static int add_nv(nghttp2_nv *nv, fg_pool_t *pool, fg_str_t name, fg_str_t value
     return add_nv_as(nv, pool, name, value, 1, 0);
 }
 
-/* ":status" and the fields of hdrs fit for HTTP/2, with `extra` spare entries after them. */
+/* ":status" and the fields of hdrs fit for HTTP/2, with `extra` spare entries after them. The
+ * fields are kept in the stream's pool (which outlives the frame: nghttp2 packs a HEADERS frame
+ * only while its stream is open), so nghttp2 neither copies nor lowercases them again. */
 static nghttp2_nv *head_nv(fg_request_t *req, int status, const fg_headers_t *hdrs, size_t extra,
                            size_t *n)
 {
@@ -396,7 +404,7 @@ static nghttp2_nv *head_nv(fg_request_t *req, int status, const fg_headers_t *hd
         const fg_http_header_t *f = &hdrs->v[i];
         if (fg_http2_connection_specific(f->name) || f->name.len == 0)
             continue;
-        if (add_nv_as(&nv[k++], req->pool, f->name, f->value, 0, 0) != 0)
+        if (add_nv_as(&nv[k++], req->pool, f->name, f->value, 0, 1) != 0)
             return NULL;
     }
     *n = k;
@@ -549,7 +557,9 @@ static void ops_finish(fg_request_t *req)
     req->handler = NULL;
     log_request(s);
     /* A body the handler did not read opens the windows as it goes (on_data_chunk). */
-    evbuffer_drain(req->body, evbuffer_get_length(req->body));
+    size_t unread = evbuffer_get_length(req->body);
+    if (unread > 0)
+        evbuffer_drain(req->body, unread);
     resume(s);
 }
 
@@ -827,14 +837,17 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     (void)arg;
     /* Refill before the queue runs short of a frame, so that a window opening by a few bytes
      * never leaves a tiny remainder to go out as a DATA frame of its own. */
-    if (evbuffer_get_length(s->out) < length && s->file_left > 0 && read_file(s) != 0)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t n = evbuffer_get_length(s->out);
-    if (n > length)
-        n = length;
+    size_t have = evbuffer_get_length(s->out);
+    if (have < length && s->file_left > 0) {
+        if (read_file(s) != 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        have = evbuffer_get_length(s->out);
+    }
+    size_t n = have < length ? have : length;
     if (n > 0)
         *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (n == queued(s) && s->finished) {
+    if (s->finished && n == have && s->file_left == 0 &&
+        (s->after == NULL || evbuffer_get_length(s->after) == 0)) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         /* RFC 9113 8.1: trailers are a HEADERS frame with END_STREAM after the DATA. */
         if (s->trailers != NULL) {
@@ -889,11 +902,12 @@ static int on_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     evbuffer_remove_buffer(s->out, out, length);
     s->progress_ms = now_ms();
-    if (s->want_w && s->in_req && queued(s) <= STREAM_LOW) {
+    int low = (s->want_w || s->t_cbs != NULL) && queued(s) <= STREAM_LOW;
+    if (low && s->want_w && s->in_req) {
         s->write_due = 1;
         h->due = 1;
     }
-    if (s->t_cbs != NULL && queued(s) <= STREAM_LOW) {
+    if (low && s->t_cbs != NULL) {
         s->t_drain_due = 1;
         h->due = 1;
     }
@@ -1053,7 +1067,9 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
-    stream_t *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    stream_t *s = h->hdr_stream; /* a header block ends on the stream it opened (on_header) */
+    if (s == NULL || s->id != frame->hd.stream_id)
+        s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (s == NULL)
         return 0;
     int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
@@ -1508,11 +1524,14 @@ static shared_t *get_shared(fg_worker_t *w)
         return sh;
     sh = calloc(1, sizeof(*sh));
     if (sh == NULL || nghttp2_session_callbacks_new(&sh->cbs) != 0 ||
-        nghttp2_option_new(&sh->opt) != 0 || nghttp2_option_new(&sh->trusted_opt) != 0) {
+        nghttp2_option_new(&sh->opt) != 0 || nghttp2_option_new(&sh->trusted_opt) != 0 ||
+        (sh->mem = fg_h2mem_new()) == NULL) {
         if (sh && sh->cbs)
             nghttp2_session_callbacks_del(sh->cbs);
         if (sh && sh->opt)
             nghttp2_option_del(sh->opt);
+        if (sh && sh->trusted_opt)
+            nghttp2_option_del(sh->trusted_opt);
         free(sh);
         return NULL;
     }
@@ -1539,8 +1558,8 @@ static shared_t *get_shared(fg_worker_t *w)
 static int start_session(fg_http2_conn_t *h, shared_t *sh)
 {
     const fg_http2_config_t *cf = &h->server->http2;
-    if (nghttp2_session_server_new2(&h->ng, sh->cbs, h, h->trusted ? sh->trusted_opt : sh->opt) !=
-        0)
+    if (nghttp2_session_server_new3(&h->ng, sh->cbs, h, h->trusted ? sh->trusted_opt : sh->opt,
+                                    fg_h2mem_nghttp2(sh->mem)) != 0)
         return -1;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cf->max_concurrent_streams},
@@ -1678,6 +1697,7 @@ static void fe_release(fg_worker_t *w)
         bufs_free(b);
     }
     nghttp2_option_del(sh->trusted_opt);
+    fg_h2mem_free(sh->mem); /* after every session: close_all ran first */
     free(sh);
     w->frontend_state[fg_http2_frontend.slot] = NULL;
 }
