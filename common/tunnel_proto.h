@@ -52,7 +52,7 @@
 #define FG_TUNNEL_MSG_MAX 256   /* longest control message either side accepts */
 #define FG_TUNNEL_SECRET_MIN 16 /* bytes of an agent secret, at least */
 #define FG_TUNNEL_SECRET_MAX 1024
-#define FG_TUNNEL_INSTANCE_LEN 16 /* bytes; 32 hex digits on the wire */
+#define FG_TUNNEL_INSTANCE_LEN 16  /* bytes; 32 hex digits on the wire */
 #define FG_TUNNEL_WORKERS_MAX 1024 /* largest worker count OK may carry */
 
 typedef enum {
@@ -71,9 +71,9 @@ typedef enum {
 
 typedef struct {
     fg_tunnel_msg_kind_t kind;
-    uint8_t nonce[FG_TUNNEL_NONCE_LEN]; /* CHALLENGE */
-    char id[FG_TUNNEL_ID_MAX + 1];      /* AUTH, NUL-terminated */
-    uint8_t proof[FG_TUNNEL_PROOF_LEN]; /* AUTH */
+    uint8_t nonce[FG_TUNNEL_NONCE_LEN];       /* CHALLENGE */
+    char id[FG_TUNNEL_ID_MAX + 1];            /* AUTH, NUL-terminated */
+    uint8_t proof[FG_TUNNEL_PROOF_LEN];       /* AUTH */
     uint8_t instance[FG_TUNNEL_INSTANCE_LEN]; /* AUTH, unless role is LEGACY */
     fg_tunnel_role_t role;                    /* AUTH */
     unsigned heartbeat_s;                     /* OK: 1..86400 */

@@ -256,8 +256,8 @@ static json_t *tunnel_json(const fg_tunnel_agent_t *a, uint64_t now)
     if (c == NULL)
         return o;
     /* the newest connection's figures at the agent's level too */
-    static const char *const keys[] = {"worker", "connection", "peer", "connectedSince",
-                                       "lastHeartbeatAgoMs", "rttUs"};
+    static const char *const keys[] = {"worker",         "connection",         "peer",
+                                       "connectedSince", "lastHeartbeatAgoMs", "rttUs"};
     for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
         json_object_set(o, keys[k], json_object_get(c, keys[k]));
     json_decref(c);

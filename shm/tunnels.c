@@ -208,9 +208,8 @@ static int make_room(fg_tunnel_rec_t *rec, int pid, const uint8_t inst[16], int 
     return 0;
 }
 
-void fg_tunnels_claim(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int pid, int slot,
-                      uint64_t generation, const char *peer, const uint8_t *instance, int extra,
-                      fg_tunnels_claim_t *out)
+void fg_tunnels_claim(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int pid, int slot, uint64_t generation,
+                      const char *peer, const uint8_t *instance, int extra, fg_tunnels_claim_t *out)
 {
     assert(rec->magic == REC_MAGIC);
     memset(out, 0, sizeof(*out));

@@ -109,8 +109,8 @@ int fg_tunnels_has_other(const fg_tunnel_rec_t *rec, uint64_t serial);
  * agent of the older protocol, an instance of its own); extra: the agent asked for a worker
  * without a connection of its instance, so a live one of this worker makes it a duplicate
  * (index -1); otherwise such a one is replaced. Another instance's connections are displaced. */
-void fg_tunnels_claim(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int pid, int slot,
-                      uint64_t generation, const char *peer, const uint8_t *instance, int extra,
+void fg_tunnels_claim(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int pid, int slot, uint64_t generation,
+                      const char *peer, const uint8_t *instance, int extra,
                       fg_tunnels_claim_t *out);
 /* The connection in slot index with serial closed: the slot is free unless reused. */
 void fg_tunnels_release(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int index, uint64_t serial);

@@ -305,10 +305,8 @@ static void test_secret_load(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_malformed_refused),
-        cmocka_unit_test(test_proof),
-        cmocka_unit_test(test_instances),
+        cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_malformed_refused),
+        cmocka_unit_test(test_proof),       cmocka_unit_test(test_instances),
         cmocka_unit_test(test_secret_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,7 +11,8 @@
  * A session is a front-end session of the worker (worker/core/frontend.h): a retiring worker
  * sends each of its agents RECONNECT, keeps serving their in-flight streams, and closes each
  * tunnel once the agent has a connection in a worker that is not retiring and its last stream
- * ended (or at the worker's shutdown deadline). A retiring worker thus stays up while agents move. */
+ * ended (or at the worker's shutdown deadline). A retiring worker thus stays up while agents
+ * move. */
 #ifndef FG_TUNNEL_SESSION_H
 #define FG_TUNNEL_SESSION_H
 
