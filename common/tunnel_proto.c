@@ -111,7 +111,7 @@ static int parse_auth(const char *const *w, const size_t *n, int words, fg_tunne
     if (hex_decode(w[2], n[2], m->proof, FG_TUNNEL_PROOF_LEN) != 0)
         return -1;
     if (words == 3)
-        return 0; /* the older form: one connection, an instance of its own */
+        return 0; /* the short form: one connection, an instance of its own */
     if (word_is(w[4], n[4], "first"))
         m->role = FG_TUNNEL_ROLE_FIRST;
     else if (word_is(w[4], n[4], "extra"))
@@ -180,7 +180,7 @@ int fg_tunnel_msg_format(const fg_tunnel_msg_t *m, char *buf, size_t len)
             return -1;
         hex_encode(m->proof, FG_TUNNEL_PROOF_LEN, a);
         a[2 * FG_TUNNEL_PROOF_LEN] = '\0';
-        if (m->role == FG_TUNNEL_ROLE_LEGACY) {
+        if (m->role == FG_TUNNEL_ROLE_NONE) {
             n = snprintf(buf, len, PREFIX "AUTH %s %s", m->id, a);
             break;
         }
@@ -268,7 +268,7 @@ int fg_tunnel_proof_ok(const uint8_t *secret, size_t secret_len,
 int fg_tunnel_auth_sign(const uint8_t *secret, size_t secret_len,
                         const uint8_t nonce[FG_TUNNEL_NONCE_LEN], fg_tunnel_msg_t *m)
 {
-    if (m->role == FG_TUNNEL_ROLE_LEGACY)
+    if (m->role == FG_TUNNEL_ROLE_NONE)
         return sign(secret, secret_len, nonce, m->id, NULL, NULL, m->proof);
     const char *role = role_word(m->role);
     return role ? sign(secret, secret_len, nonce, m->id, m->instance, role, m->proof) : -1;

@@ -28,7 +28,7 @@
  * one on another worker; a worker that holds a connection of the instance answers DUPLICATE
  * and the agent dials again.
  *
- * The older forms "FGT/1 AUTH <agent-id> <proof>", with proof = HMAC-SHA256(secret, "FGT/1"
+ * The short forms "FGT/1 AUTH <agent-id> <proof>", with proof = HMAC-SHA256(secret, "FGT/1"
  * LF nonce LF agent-id), and "FGT/1 OK <heartbeat-seconds>" are accepted too: such an agent
  * keeps one connection, and each of its connections is an instance of its own.
  *
@@ -64,7 +64,7 @@ typedef enum {
 } fg_tunnel_msg_kind_t;
 
 typedef enum {
-    FG_TUNNEL_ROLE_LEGACY = 0, /* AUTH without instance and role */
+    FG_TUNNEL_ROLE_NONE = 0, /* AUTH without instance and role */
     FG_TUNNEL_ROLE_FIRST,
     FG_TUNNEL_ROLE_EXTRA,
 } fg_tunnel_role_t;
@@ -74,7 +74,7 @@ typedef struct {
     uint8_t nonce[FG_TUNNEL_NONCE_LEN];       /* CHALLENGE */
     char id[FG_TUNNEL_ID_MAX + 1];            /* AUTH, NUL-terminated */
     uint8_t proof[FG_TUNNEL_PROOF_LEN];       /* AUTH */
-    uint8_t instance[FG_TUNNEL_INSTANCE_LEN]; /* AUTH, unless role is LEGACY */
+    uint8_t instance[FG_TUNNEL_INSTANCE_LEN]; /* AUTH, unless role is NONE */
     fg_tunnel_role_t role;                    /* AUTH */
     unsigned heartbeat_s;                     /* OK: 1..86400 */
     unsigned workers;                         /* OK: 1..FG_TUNNEL_WORKERS_MAX; 0: not said */
@@ -96,7 +96,7 @@ int fg_tunnel_proof(const uint8_t *secret, size_t secret_len,
 int fg_tunnel_proof_ok(const uint8_t *secret, size_t secret_len,
                        const uint8_t nonce[FG_TUNNEL_NONCE_LEN], const char *id,
                        const uint8_t got[FG_TUNNEL_PROOF_LEN]);
-/* The proof of an AUTH message m (its id, and its instance and role unless LEGACY) into
+/* The proof of an AUTH message m (its id, and its instance and role unless NONE) into
  * m->proof. 0, or -1. */
 int fg_tunnel_auth_sign(const uint8_t *secret, size_t secret_len,
                         const uint8_t nonce[FG_TUNNEL_NONCE_LEN], fg_tunnel_msg_t *m);

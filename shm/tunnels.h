@@ -106,7 +106,7 @@ int fg_tunnels_pick(const fg_tunnel_rec_t *rec, int self_pid, uint64_t *serial);
 int fg_tunnels_has_other(const fg_tunnel_rec_t *rec, uint64_t serial);
 
 /* A connection of rec authenticated in this worker (pid). instance: its instance (NULL: an
- * agent of the older protocol, an instance of its own); extra: the agent asked for a worker
+ * agent using the short AUTH, an instance of its own); extra: the agent asked for a worker
  * without a connection of its instance, so a live one of this worker makes it a duplicate
  * (index -1); otherwise such a one is replaced. Another instance's connections are displaced. */
 void fg_tunnels_claim(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int pid, int slot, uint64_t generation,

@@ -6,7 +6,7 @@ and requests on every worker are served without the hop; an agent with one conne
 served from every worker through the hop, whose Unix connections are kept alive between
 requests; the handshake's instance and role (a connection of the same instance joins, "extra"
 on a worker that holds one is told DUPLICATE, "first" replaces it, another instance takes
-over, the older AUTH form still works); an agent restarted while its old process hangs takes
+over, the short AUTH form still works); an agent restarted while its old process hangs takes
 over at once; an agent reload (a new instance) moves every connection; gateway reloads under
 load lose nothing and leave one connection per worker of the new generation."""
 import hashlib
@@ -123,7 +123,7 @@ def auth(tport, secret, instance, role, agent_id="office"):
     op, msg, buf = _read_frame(s, buf)
     assert op == 1 and msg.startswith(b"FGT/1 CHALLENGE "), msg
     nonce = msg.split()[2].decode()
-    if instance is None:  # the older form
+    if instance is None:  # the short form
         signed = "FGT/1\n%s\n%s" % (nonce, agent_id)
     else:
         signed = "FGT/1\n%s\n%s\n%s\n%s" % (nonce, agent_id, instance, role)
@@ -182,7 +182,7 @@ def test_instances_join_duplicate_replace_and_take_over(multi):
     t = office(gw)
     assert len(t["connections"]) == 1 and t["takeovers"] == 1, t
     assert "takes over from connection" in gw.error_log()
-    # the older AUTH form: OK without the worker count, and it takes over too
+    # the short AUTH form: OK without the worker count, and it takes over too
     s6, _, (op, msg) = auth(tport, secret, None, None)
     assert (op, msg) == (1, b"FGT/1 OK 2"), msg
     assert closed_within(s5, buf5, 3)

@@ -148,7 +148,7 @@ static void test_proof(void **state)
 }
 
 /* The AUTH form with instance and role: round trip, the proof (expected values by Python's
- * hmac module) covering instance and role, and the older forms still accepted. */
+ * hmac module) covering instance and role, and the short forms still accepted. */
 static void test_instances(void **state)
 {
     (void)state;
@@ -177,7 +177,7 @@ static void test_instances(void **state)
     got.instance[0] ^= 1;
     assert_false(fg_tunnel_auth_ok(secret, SECRET_LEN, nonce, &got));
     got.instance[0] ^= 1;
-    got.role = FG_TUNNEL_ROLE_LEGACY; /* the older form's proof is another one */
+    got.role = FG_TUNNEL_ROLE_NONE; /* the short form's proof is another one */
     assert_false(fg_tunnel_auth_ok(secret, SECRET_LEN, nonce, &got));
 
     m.role = FG_TUNNEL_ROLE_EXTRA;
@@ -189,11 +189,11 @@ static void test_instances(void **state)
     assert_int_equal(got.role, FG_TUNNEL_ROLE_EXTRA);
     assert_true(fg_tunnel_auth_ok(secret, SECRET_LEN, nonce, &got));
 
-    /* the older AUTH: no instance, the proof over the id alone */
+    /* the short AUTH: no instance, the proof over the id alone */
     char old[160];
     snprintf(old, sizeof(old), "FGT/1 AUTH office %s", p3);
     assert_int_equal(parse(old, &got), 0);
-    assert_int_equal(got.role, FG_TUNNEL_ROLE_LEGACY);
+    assert_int_equal(got.role, FG_TUNNEL_ROLE_NONE);
     assert_true(fg_tunnel_auth_ok(secret, SECRET_LEN, nonce, &got));
 
     /* OK with and without the worker count, DUPLICATE */

@@ -196,7 +196,7 @@ static void test_registry_claim_takeover_release(void **state)
     fg_tunnels_release(t, rec, c4.index, c4.serial);
     assert_false(fg_tunnels_online(rec));
 
-    /* the older protocol (no instance): each connection takes over */
+    /* the short AUTH (no instance): each connection takes over */
     fg_tunnels_claim(t, rec, 100, 0, 1, "x", NULL, 0, &c1);
     fg_tunnels_claim(t, rec, 200, 1, 1, "y", NULL, 0, &c2);
     assert_int_equal(c2.displaced, 1);

@@ -534,9 +534,9 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent, const fg_tunne
     /* The registry first: once OK is on the wire the agent may close its previous tunnel,
      * whose release must then find this connection in place (no offline moment). */
     fg_tunnels_claim_t cl;
-    int legacy = auth->role == FG_TUNNEL_ROLE_LEGACY;
+    int short_form = auth->role == FG_TUNNEL_ROLE_NONE;
     fg_tunnels_claim(fg_tunnels_zone(), s->rec, s->w->pid, s->w->slot, s->w->generation,
-                     s->peer_text, legacy ? NULL : auth->instance,
+                     s->peer_text, short_form ? NULL : auth->instance,
                      auth->role == FG_TUNNEL_ROLE_EXTRA, &cl);
     if (cl.index < 0) {
         decline(s);
@@ -552,7 +552,7 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent, const fg_tunne
     log_claim(s, &cl);
     fg_tunnel_msg_t m = {.kind = FG_TUNNEL_MSG_OK,
                          .heartbeat_s = (unsigned)(tc->heartbeat_ms / 1000),
-                         .workers = legacy ? 0 : (unsigned)s->w->cfg->workers};
+                         .workers = short_form ? 0 : (unsigned)s->w->cfg->workers};
     if (m.workers > FG_TUNNEL_WORKERS_MAX)
         m.workers = FG_TUNNEL_WORKERS_MAX;
     char buf[FG_TUNNEL_MSG_MAX];
