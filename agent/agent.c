@@ -327,6 +327,9 @@ static void on_gone(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, 
 static void stop(fg_agent_t *a)
 {
     evtimer_del(a->retry);
+    /* A sweep made due by a tunnel that ended in this same loop turn would meet the freed
+     * runtimes below. */
+    event_del(a->sweep);
     /* Runtimes close their sessions (without telling anyone), then tunnels go quietly. */
     for (gen_t *g = a->gens; g; g = g->next) {
         fg_agent_rt_free(g->rt);
