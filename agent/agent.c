@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <openssl/rand.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "agent/backoff.h"
@@ -17,18 +19,28 @@
 #include "common/log.h"
 #include "worker/core/clock.h"
 
-/* One configuration and what is built from it; tunnels dialed under it keep it alive. */
+/* DUPLICATE answers in a row (the connection landed on a gateway worker that holds one of
+ * ours) before the agent waits a backoff delay: the kernel spreads new connections over the
+ * gateway's workers, so a few attempts find a free one. */
+#define DUPLICATE_TRIES 8
+
+/* One configuration and what is built from it; tunnels dialed under it keep it alive. Its
+ * tunnels are one instance of the agent for the gateway (common/tunnel_proto.h). */
 typedef struct gen_s {
     fg_agent_config_t *cfg;
     SSL_CTX *ctx;
     fg_agent_rt_t *rt;
     unsigned tunnels;
+    uint8_t instance[FG_TUNNEL_INSTANCE_LEN];
     struct gen_s *next;
 } gen_t;
 
 typedef struct tlink_s {
     fg_tunnel_t *t;
     gen_t *gen;
+    unsigned moving : 1;  /* the gateway asked for its replacement (RECONNECT) */
+    unsigned retired : 1; /* finishing its streams */
+    unsigned served : 1;  /* it came up */
     struct tlink_s *next;
 } tlink_t;
 
@@ -36,7 +48,9 @@ struct fg_agent_s {
     struct event_base *base;
     gen_t *gens; /* newest first: gens is the current configuration */
     tlink_t *tunnels;
-    fg_tunnel_t *cur; /* the tunnel being dialed or serving as the current one; NULL: waiting */
+    fg_tunnel_t *cur; /* the one attempt under way; NULL: none */
+    unsigned workers; /* the gateway's worker count, from the last OK (0: not said) */
+    unsigned dups;    /* DUPLICATE answers in a row */
     fg_backoff_t backoff;
     struct event *retry, *sweep, *trim;
     struct event *sigs[4];
@@ -84,10 +98,44 @@ static gen_t *gen_new(fg_agent_t *a, fg_agent_config_t *cfg, char *err, size_t e
         free(g);
         return NULL;
     }
+    if (RAND_bytes(g->instance, sizeof(g->instance)) != 1) {
+        snprintf(err, errlen, "no random bytes for the instance token");
+        fg_agent_rt_free(g->rt);
+        if (g->ctx)
+            SSL_CTX_free(g->ctx);
+        free(g);
+        return NULL;
+    }
     g->cfg = cfg;
     g->next = a->gens;
     a->gens = g;
     return g;
+}
+
+static tlink_t *link_of(fg_agent_t *a, const fg_tunnel_t *t)
+{
+    tlink_t *l = a->tunnels;
+    while (l && l->t != t)
+        l = l->next;
+    return l;
+}
+
+/* Tunnels of the current configuration that serve and stay (not moving, not retired). */
+static unsigned serving(const fg_agent_t *a)
+{
+    unsigned n = 0;
+    for (const tlink_t *l = a->tunnels; l; l = l->next)
+        n += l->gen == a->gens && !l->moving && !l->retired && fg_tunnel_is_up(l->t);
+    return n;
+}
+
+/* How many tunnels to keep: the configured number, or one per gateway worker. */
+static unsigned wanted(const fg_agent_t *a)
+{
+    unsigned n = a->gens->cfg->connections;
+    if (n == 0)
+        n = a->workers ? a->workers : 1;
+    return n < FG_AGENT_CONNECTIONS_MAX ? n : FG_AGENT_CONNECTIONS_MAX;
 }
 
 static void dial(fg_agent_t *a)
@@ -102,7 +150,10 @@ static void dial(fg_agent_t *a)
         evtimer_add(a->retry, &tv);
         return;
     }
-    fg_log_debug("tunnel: dialing %s", g->cfg->gateway);
+    /* With a tunnel serving, this one is wanted on another gateway worker. */
+    int extra = serving(a) > 0;
+    fg_tunnel_join(t, g->instance, extra);
+    fg_log_debug("tunnel: dialing %s (%s)", g->cfg->gateway, extra ? "extra" : "first");
     l->t = t;
     l->gen = g;
     l->next = a->tunnels;
@@ -111,11 +162,24 @@ static void dial(fg_agent_t *a)
     a->cur = t;
 }
 
+/* One attempt at a time, until the wanted number serves; none while a delay runs. */
+static void fill(fg_agent_t *a)
+{
+    if (a->cur == NULL && !evtimer_pending(a->retry, NULL) && serving(a) < wanted(a))
+        dial(a);
+}
+
+static void retry_in(fg_agent_t *a, uint64_t delay)
+{
+    struct timeval tv = {(time_t)(delay / 1000), (suseconds_t)(delay % 1000) * 1000};
+    evtimer_add(a->retry, &tv);
+}
+
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    dial(arg);
+    fill(arg);
 }
 
 /* Old generations that no tunnel uses any more; from the loop, never inside a session. */
@@ -153,27 +217,73 @@ static void on_trim(evutil_socket_t fd, short what, void *arg)
     malloc_trim(0);
 }
 
+static void retire(tlink_t *l)
+{
+    l->retired = 1;
+    fg_tunnel_retire(l->t);
+}
+
 static void on_up(void *arg, fg_tunnel_t *t)
 {
     fg_agent_t *a = arg;
+    tlink_t *l = link_of(a, t);
     fg_log_notice("tunnel: up to %s as \"%s\"", a->gens->cfg->gateway, a->gens->cfg->id);
-    if (t != a->cur)
+    if (l != NULL)
+        l->served = 1;
+    if (t != a->cur || l == NULL)
         return;
-    /* The new tunnel serves: the older ones finish their streams and close (RFC 9113 6.8). */
-    for (tlink_t *l = a->tunnels; l; l = l->next)
-        if (l->t != t)
-            fg_tunnel_retire(l->t);
+    a->cur = NULL;
+    a->dups = 0;
+    if (fg_tunnel_workers(t) != 0)
+        a->workers = fg_tunnel_workers(t);
+    /* The new tunnel serves: tunnels of older configurations, and one that the gateway asked
+     * to replace, finish their streams and close (RFC 9113 6.8). */
+    int replaced = 0;
+    for (tlink_t *o = a->tunnels; o; o = o->next) {
+        if (o == l || o->retired)
+            continue;
+        if (o->gen != l->gen) {
+            retire(o);
+        } else if (o->moving && !replaced) {
+            replaced = 1;
+            retire(o);
+        }
+    }
+    fill(a);
 }
 
 static void on_reconnect(void *arg, fg_tunnel_t *t)
 {
     fg_agent_t *a = arg;
-    if (t != a->cur) {
+    tlink_t *l = link_of(a, t);
+    if (l == NULL || l->moving || l->retired) {
         fg_log_info("tunnel: RECONNECT on a tunnel already being replaced");
         return;
     }
     fg_log_notice("tunnel: the gateway asked for a new tunnel (RECONNECT): dialing now");
-    dial(a);
+    l->moving = 1;
+    fill(a);
+}
+
+/* An attempt ended without serving. */
+static void attempt_failed(fg_agent_t *a, fg_tunnel_t *t, const char *why, int auth)
+{
+    const fg_agent_config_t *cfg = a->gens->cfg;
+    if (fg_tunnel_duplicate(t) && ++a->dups < DUPLICATE_TRIES) {
+        fg_log_debug("tunnel: %s; dialing again", why);
+        fill(a);
+        return;
+    }
+    uint64_t delay = fg_backoff_next(&a->backoff);
+    if (fg_tunnel_duplicate(t))
+        fg_log_info("tunnel: %u connection(s) on distinct gateway workers after %d attempts; "
+                    "trying again in %llu ms",
+                    serving(a), DUPLICATE_TRIES, (unsigned long long)delay);
+    else
+        fg_log(auth ? FG_LOG_ERROR : FG_LOG_WARN, "tunnel: %s: %s; retrying in %llu ms",
+               cfg->gateway, why, (unsigned long long)delay);
+    a->dups = 0;
+    retry_in(a, delay);
 }
 
 static void on_gone(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, int auth)
@@ -182,10 +292,12 @@ static void on_gone(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, 
     tlink_t **pp = &a->tunnels, *l = NULL;
     while (*pp && (*pp)->t != t)
         pp = &(*pp)->next;
+    int stayed = 0; /* a serving tunnel that was neither moving nor retired */
     if (*pp) {
         l = *pp;
         *pp = l->next;
         l->gen->tunnels--;
+        stayed = l->served && l->gen == a->gens && !l->moving && !l->retired;
         free(l);
     }
     event_active(a->sweep, EV_WRITE, 1);
@@ -193,24 +305,31 @@ static void on_gone(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, 
     if (up_ms > 0)
         fg_log_notice("tunnel: closed after %llu s up: %s", (unsigned long long)(up_ms / 1000),
                       why);
-    if (t != a->cur)
+    if (t == a->cur) {
+        a->cur = NULL;
+        attempt_failed(a, t, why, auth);
         return;
-    a->cur = NULL;
-    if (up_ms >= cfg->stable_ms && up_ms > 0)
+    }
+    if (!stayed) {
+        fill(a); /* a moving or retired tunnel ended: its replacement may still be wanted */
+        return;
+    }
+    /* A serving tunnel was lost: the next attempt after the backoff delay. */
+    if (up_ms >= cfg->stable_ms)
         fg_backoff_reset(&a->backoff);
+    if (a->cur != NULL || evtimer_pending(a->retry, NULL))
+        return;
     uint64_t delay = fg_backoff_next(&a->backoff);
-    if (up_ms == 0)
-        fg_log(auth ? FG_LOG_ERROR : FG_LOG_WARN, "tunnel: %s: %s; retrying in %llu ms",
-               cfg->gateway, why, (unsigned long long)delay);
-    else
-        fg_log_notice("tunnel: reconnecting in %llu ms", (unsigned long long)delay);
-    struct timeval tv = {(time_t)(delay / 1000), (suseconds_t)(delay % 1000) * 1000};
-    evtimer_add(a->retry, &tv);
+    fg_log_notice("tunnel: reconnecting in %llu ms", (unsigned long long)delay);
+    retry_in(a, delay);
 }
 
 static void stop(fg_agent_t *a)
 {
     evtimer_del(a->retry);
+    /* A sweep made due by a tunnel that ended in this same loop turn would meet the freed
+     * runtimes below. */
+    event_del(a->sweep);
     /* Runtimes close their sessions (without telling anyone), then tunnels go quietly. */
     for (gen_t *g = a->gens; g; g = g->next) {
         fg_agent_rt_free(g->rt);
@@ -241,12 +360,15 @@ static void reload(fg_agent_t *a)
     fg_log_notice("reloaded: %zu service(s); a new tunnel replaces the current one",
                   cfg->nservices);
     fg_backoff_init(&a->backoff, cfg->initial_ms, cfg->max_ms, cfg->jitter, 0);
-    /* A tunnel still dialing under the old file is dropped; one serving stays until the new
-     * one is up (on_up retires it). */
+    /* A tunnel still dialing under the old file is dropped; those serving stay until the new
+     * configuration's first is up (on_up retires them). Its instance is a new one: that
+     * first tunnel takes over at the gateway. */
     for (tlink_t *l = a->tunnels; l; l = l->next)
         if (!fg_tunnel_is_up(l->t))
-            fg_tunnel_retire(l->t);
+            retire(l);
     evtimer_del(a->retry);
+    a->cur = NULL;
+    a->dups = 0;
     dial(a);
 }
 

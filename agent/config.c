@@ -15,9 +15,19 @@
 
 #define CONF_MAX (1024 * 1024) /* an agent's file is a few lines */
 
-static const char *const top_keys[] = {
-    "gateway",          "id",           "secretFile",       "tls", "services", "reconnect",
-    "heartbeatSeconds", "graceSeconds", "connectTimeoutMs", "log", "pidFile",  NULL};
+static const char *const top_keys[] = {"gateway",
+                                       "id",
+                                       "secretFile",
+                                       "tls",
+                                       "services",
+                                       "reconnect",
+                                       "heartbeatSeconds",
+                                       "graceSeconds",
+                                       "connectTimeoutMs",
+                                       "log",
+                                       "pidFile",
+                                       "connections",
+                                       NULL};
 
 /* Split a ws:// or wss:// URL into cfg's host, port, path and Host field. */
 static int parse_gateway(fg_config_ctx_t *c, fg_agent_config_t *cfg)
@@ -188,6 +198,20 @@ static int get_number(fg_config_ctx_t *c, const json_t *o, const char *key, doub
     return 1;
 }
 
+/* connections: "auto" (0: the gateway's worker count) or 1..FG_AGENT_CONNECTIONS_MAX. */
+static int load_connections(fg_config_ctx_t *c, const json_t *root, fg_agent_config_t *cfg)
+{
+    const json_t *v = json_object_get(root, "connections");
+    if (v == NULL || (json_is_string(v) && strcmp(json_string_value(v), "auto") == 0))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+        json_integer_value(v) > FG_AGENT_CONNECTIONS_MAX)
+        return fg_config_fail(c, "connections", "expected \"auto\" or an integer 1..%d",
+                              FG_AGENT_CONNECTIONS_MAX);
+    cfg->connections = (unsigned)json_integer_value(v);
+    return 0;
+}
+
 static int load_reconnect(fg_config_ctx_t *c, const json_t *root, fg_agent_config_t *cfg)
 {
     static const char *const keys[] = {"initialMs", "maxMs", "jitter", "stableMs", NULL};
@@ -270,7 +294,7 @@ static int load_root(fg_config_ctx_t *c, const json_t *root, fg_agent_config_t *
         goto out;
     cfg->secret_file = fg_config_abs_path(c, secret);
     if (load_secret(c, cfg) < 0 || load_tls(c, root, cfg) < 0 || load_services(c, root, cfg) < 0 ||
-        load_reconnect(c, root, cfg) < 0 ||
+        load_reconnect(c, root, cfg) < 0 || load_connections(c, root, cfg) < 0 ||
         fg_config_get_int(c, root, "heartbeatSeconds", 1, 86400, &hb) < 0 ||
         fg_config_get_int(c, root, "graceSeconds", 1, 86400, &grace) < 0 ||
         fg_config_get_int(c, root, "connectTimeoutMs", 100, 600000, &connect) < 0 ||

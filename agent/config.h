@@ -12,6 +12,8 @@
 
 #include "common/tunnel_proto.h"
 
+#define FG_AGENT_CONNECTIONS_MAX 16 /* tunnel connections one agent keeps, at most */
+
 typedef struct {
     char *name;     /* the fg-tunnel-service value the gateway sends */
     char *address;  /* http:// or https:// URL of the local destination */
@@ -40,6 +42,8 @@ typedef struct {
     double jitter;                          /* reconnect.jitter */
     unsigned heartbeat_s, grace_s;
     uint64_t connect_timeout_ms; /* connectTimeoutMs: TCP + TLS + upgrade + handshake */
+    unsigned connections;        /* 1..FG_AGENT_CONNECTIONS_MAX; 0: "auto", the gateway's
+                                  * worker count (from its OK) */
     int log_level;
     char *error_log; /* log.errorLog: NULL = stderr */
     char *pid_file;

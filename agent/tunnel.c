@@ -50,6 +50,10 @@ struct fg_tunnel_s {
     int phase;
     unsigned adopting : 1; /* inside fg_agent_rt_serve: the next session is ours */
     unsigned auth_failed : 1;
+    unsigned duplicate : 1; /* the gateway answered DUPLICATE */
+    unsigned extra : 1;     /* AUTH role "extra" (else "first") */
+    unsigned workers;       /* from OK; 0: not said */
+    uint8_t instance[FG_TUNNEL_INSTANCE_LEN];
     uint64_t started_ms, up_ms, heard_ms, pinged_ms;
     struct sockaddr_storage peer;
     socklen_t peerlen;
@@ -201,11 +205,13 @@ static void on_event(fg_conn_t *c, void *arg, int what)
 /* CHALLENGE: answer with AUTH. The proof leaves this function only on the wire. */
 static void answer_challenge(fg_tunnel_t *t, const fg_tunnel_msg_t *m)
 {
-    fg_tunnel_msg_t auth = {.kind = FG_TUNNEL_MSG_AUTH};
+    fg_tunnel_msg_t auth = {.kind = FG_TUNNEL_MSG_AUTH,
+                            .role = t->extra ? FG_TUNNEL_ROLE_EXTRA : FG_TUNNEL_ROLE_FIRST};
     char line[FG_TUNNEL_MSG_MAX];
     snprintf(auth.id, sizeof(auth.id), "%s", t->cfg->id);
+    memcpy(auth.instance, t->instance, sizeof(auth.instance));
     int n = -1;
-    if (fg_tunnel_proof(t->cfg->secret, t->cfg->secret_len, m->nonce, t->cfg->id, auth.proof) == 0)
+    if (fg_tunnel_auth_sign(t->cfg->secret, t->cfg->secret_len, m->nonce, &auth) == 0)
         n = fg_tunnel_msg_format(&auth, line, sizeof(line));
     if (n < 0 || fg_conn_ws_text(t->c, line, (size_t)n) != 0)
         fail(t, "cannot answer the challenge");
@@ -228,9 +234,13 @@ static void on_text(void *arg, const char *msg, size_t len)
         answer_challenge(t, &m);
     } else if (t->phase == P_AUTH && m.kind == FG_TUNNEL_MSG_OK) {
         t->phase = P_OK;
+        t->workers = m.workers;
         fg_log_info("tunnel: authenticated to %s as \"%s\" (gateway heartbeat %us)",
                     t->cfg->gateway, t->cfg->id, m.heartbeat_s);
         later(t, DUE_ADOPT);
+    } else if (t->phase == P_AUTH && m.kind == FG_TUNNEL_MSG_DUPLICATE) {
+        t->duplicate = 1;
+        fail(t, "this gateway worker holds one of the agent's connections (DUPLICATE)");
     } else if (t->phase >= P_OK && m.kind == FG_TUNNEL_MSG_RECONNECT) {
         later(t, DUE_RECONNECT);
     } else {
@@ -367,6 +377,22 @@ void fg_tunnel_retire(fg_tunnel_t *t)
         t->sess->fe->retire(t->sess);
     else if (t->phase != P_DEAD)
         fail(t, "replaced by a newer tunnel");
+}
+
+void fg_tunnel_join(fg_tunnel_t *t, const uint8_t instance[FG_TUNNEL_INSTANCE_LEN], int extra)
+{
+    memcpy(t->instance, instance, FG_TUNNEL_INSTANCE_LEN);
+    t->extra = extra != 0;
+}
+
+unsigned fg_tunnel_workers(const fg_tunnel_t *t)
+{
+    return t->workers;
+}
+
+int fg_tunnel_duplicate(const fg_tunnel_t *t)
+{
+    return t->duplicate;
 }
 
 int fg_tunnel_is_up(const fg_tunnel_t *t)

@@ -4,7 +4,8 @@
  * (agent/runtime.h), with heartbeats: a WebSocket ping every heartbeatSeconds, and the tunnel
  * closed when nothing was heard for heartbeatSeconds + graceSeconds (a pong, a control
  * message). The gateway's RECONNECT is passed to the owner (agent/agent.c), which opens the
- * next tunnel and retires this one once that one is up.
+ * next tunnel and retires this one once that one is up; its DUPLICATE (this gateway worker
+ * holds a connection of the agent already) ends the attempt.
  *
  * The owner hears of a tunnel only through the callbacks, always from the loop, never from
  * inside a call it made. */
@@ -36,6 +37,13 @@ typedef struct {
  * any other failure comes as gone. */
 fg_tunnel_t *fg_tunnel_open(struct event_base *base, const fg_agent_config_t *cfg, SSL_CTX *ctx,
                             fg_agent_rt_t *rt, const fg_tunnel_cbs_t *cbs, void *arg);
+/* Before the handshake: the agent instance t belongs to and its AUTH role (extra: the agent
+ * serves already and wants t on another gateway worker; common/tunnel_proto.h). */
+void fg_tunnel_join(fg_tunnel_t *t, const uint8_t instance[FG_TUNNEL_INSTANCE_LEN], int extra);
+/* The gateway's worker count from its OK (0: not said). */
+unsigned fg_tunnel_workers(const fg_tunnel_t *t);
+/* Whether the gateway answered DUPLICATE (for gone). */
+int fg_tunnel_duplicate(const fg_tunnel_t *t);
 /* Graceful end: a serving tunnel sends GOAWAY (RFC 9113 6.8), finishes its streams and
  * closes; one not serving yet closes now. gone follows. */
 void fg_tunnel_retire(fg_tunnel_t *t);

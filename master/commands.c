@@ -197,35 +197,70 @@ int fg_master_metrics_scrape(void *arg, struct evbuffer *out)
     return rc;
 }
 
+static json_t *tunnel_conn_json(const fg_tunnel_conn_t *c, uint64_t serial, uint64_t now)
+{
+    uint64_t since = atomic_load(&c->since_ms), beat = atomic_load(&c->last_beat_ms);
+    char when[32];
+    iso_time((time_t)(since / 1000), when, sizeof(when));
+    return json_pack("{s:I, s:{s:i, s:i, s:I}, s:s, s:s, s:b, s:I, s:I, s:I}", "connection",
+                     (json_int_t)serial, "worker", "slot", c->slot, "pid", atomic_load(&c->pid),
+                     "generation", (json_int_t)c->generation, "peer", c->peer, "connectedSince",
+                     when, "draining", atomic_load(&c->draining) != 0, "streams",
+                     (json_int_t)atomic_load(&c->streams), "lastHeartbeatAgoMs",
+                     (json_int_t)(now > beat ? now - beat : 0), "rttUs",
+                     (json_int_t)atomic_load(&c->rtt_us));
+}
+
+/* The connection the agent-level fields describe: the newest not draining, else the newest. */
+static int newest_conn(const fg_tunnel_rec_t *r)
+{
+    int best = -1, best_draining = 1;
+    uint64_t best_serial = 0;
+    for (int i = 0; i < FG_TUNNEL_CONNS_MAX; i++) {
+        uint64_t serial = atomic_load(&r->conns[i].serial);
+        int draining = atomic_load(&r->conns[i].draining) != 0;
+        if (serial != 0 && (best < 0 || draining < best_draining ||
+                            (draining == best_draining && serial > best_serial))) {
+            best = i;
+            best_draining = draining;
+            best_serial = serial;
+        }
+    }
+    return best;
+}
+
 static json_t *tunnel_json(const fg_tunnel_agent_t *a, uint64_t now)
 {
     const fg_tunnel_rec_t *r = a->state;
     if (r == NULL)
-        return json_pack("{s:s, s:b}", "id", a->id, "online", 0);
-    uint64_t serial;
-    int pid = fg_tunnels_owner(r, &serial);
+        return json_pack("{s:s, s:b, s:[]}", "id", a->id, "online", 0, "connections");
+    json_t *conns = json_array();
+    for (size_t i = 0; conns != NULL && i < FG_TUNNEL_CONNS_MAX; i++) {
+        uint64_t serial = atomic_load(&r->conns[i].serial);
+        if (serial != 0)
+            json_array_append_new(conns, tunnel_conn_json(&r->conns[i], serial, now));
+    }
+    uint64_t connects = atomic_load(&r->connects);
     json_t *o = json_pack(
-        "{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "id", a->id, "online", pid != 0, "streams",
-        (json_int_t)atomic_load(&r->streams), "bytesIn", (json_int_t)atomic_load(&r->bytes_in),
-        "bytesOut", (json_int_t)atomic_load(&r->bytes_out), "connects",
-        (json_int_t)atomic_load(&r->connects), "reconnects",
-        (json_int_t)(atomic_load(&r->connects) ? atomic_load(&r->connects) - 1 : 0), "takeovers",
-        (json_int_t)atomic_load(&r->takeovers), "authFailures",
-        (json_int_t)atomic_load(&r->auth_failures));
-    if (pid == 0 || o == NULL)
+        "{s:s, s:b, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "id", a->id, "online",
+        fg_tunnels_online(r), "connections", conns, "streams", (json_int_t)atomic_load(&r->streams),
+        "bytesIn", (json_int_t)atomic_load(&r->bytes_in), "bytesOut",
+        (json_int_t)atomic_load(&r->bytes_out), "connects", (json_int_t)connects, "reconnects",
+        (json_int_t)(connects ? connects - 1 : 0), "takeovers",
+        (json_int_t)atomic_load(&r->takeovers), "duplicates",
+        (json_int_t)atomic_load(&r->duplicates), "hopRequests", (json_int_t)atomic_load(&r->hops),
+        "authFailures", (json_int_t)atomic_load(&r->auth_failures));
+    int i = o != NULL ? newest_conn(r) : -1;
+    uint64_t serial = i >= 0 ? atomic_load(&r->conns[i].serial) : 0;
+    json_t *c = serial ? tunnel_conn_json(&r->conns[i], serial, now) : NULL;
+    if (c == NULL)
         return o;
-    uint64_t since = atomic_load(&r->since_ms), beat = atomic_load(&r->last_beat_ms);
-    char when[32];
-    iso_time((time_t)(since / 1000), when, sizeof(when));
-    json_object_set_new(o, "worker",
-                        json_pack("{s:i, s:i, s:I}", "slot", r->slot, "pid", pid, "generation",
-                                  (json_int_t)r->generation));
-    json_object_set_new(o, "connection", json_integer((json_int_t)serial));
-    json_object_set_new(o, "peer", json_string(r->peer));
-    json_object_set_new(o, "connectedSince", json_string(when));
-    json_object_set_new(o, "lastHeartbeatAgoMs",
-                        json_integer((json_int_t)(now > beat ? now - beat : 0)));
-    json_object_set_new(o, "rttUs", json_integer((json_int_t)atomic_load(&r->rtt_us)));
+    /* the newest connection's figures at the agent's level too */
+    static const char *const keys[] = {"worker",         "connection",         "peer",
+                                       "connectedSince", "lastHeartbeatAgoMs", "rttUs"};
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+        json_object_set(o, keys[k], json_object_get(c, keys[k]));
+    json_decref(c);
     return o;
 }
 

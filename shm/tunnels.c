@@ -5,13 +5,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "shm/lock.h"
 #include "shm/zone.h"
 
 #define ZONE_MAGIC 0x46475431u /* "FGT1" */
 #define REC_MAGIC 0x46475452u  /* "FGTR" */
 #define ZONE_KIND 0x54554e4eu  /* "TUNN" */
-#define ZONE_LAYOUT 1
+#define ZONE_LAYOUT 2
 #define FAIL_PROBES 8 /* slots looked at per address (open addressing) */
 
 /* Failed authentications of one address in one minute. */
@@ -43,7 +45,7 @@ static fg_tunnel_rec_t *fresh(fg_tunnels_t *t, const char *id, uint64_t min_live
 {
     for (size_t i = 0; i < FG_TUNNELS_MAX; i++) {
         fg_tunnel_rec_t *r = &t->recs[i];
-        if (r->used && (r->last_gen >= min_live || atomic_load(&r->serial) != 0))
+        if (r->used && (r->last_gen >= min_live || atomic_load(&r->live) != 0))
             continue;
         memset(r, 0, sizeof(*r));
         r->magic = REC_MAGIC;
@@ -114,77 +116,173 @@ static int lock(fg_tunnels_t *t)
     return fg_shm_lock(&t->lock) < 0 ? -1 : 0;
 }
 
+/* The holder of a freed slot keeps counting its streams in the total until they end; only a
+ * holder that died (crashed) leaves them to be taken off here (dead). */
+static void conn_free(fg_tunnel_rec_t *r, fg_tunnel_conn_t *c, int dead)
+{
+    if (dead)
+        atomic_fetch_add(&r->streams, -atomic_load(&c->streams));
+    atomic_store(&c->streams, 0);
+    atomic_store(&c->pid, 0);
+    atomic_store_explicit(&c->serial, 0, memory_order_release);
+    atomic_fetch_sub(&r->live, 1);
+}
+
 void fg_tunnels_worker_gone(fg_tunnels_t *t, int pid)
 {
     if (t == NULL || lock(t) != 0)
         return;
     for (size_t i = 0; i < FG_TUNNELS_MAX; i++) {
         fg_tunnel_rec_t *r = &t->recs[i];
-        if (r->used && atomic_load(&r->pid) == pid) {
-            atomic_store(&r->serial, 0);
-            atomic_store(&r->pid, 0);
+        for (size_t j = 0; r->used && j < FG_TUNNEL_CONNS_MAX; j++) {
+            fg_tunnel_conn_t *c = &r->conns[j];
+            if (atomic_load(&c->serial) != 0 && atomic_load(&c->pid) == pid)
+                conn_free(r, c, 1);
         }
     }
     fg_shm_unlock(&t->lock);
 }
 
-int fg_tunnels_owner(const fg_tunnel_rec_t *rec, uint64_t *serial)
+int fg_tunnels_pick(const fg_tunnel_rec_t *rec, int self_pid, uint64_t *serial)
 {
-    *serial = atomic_load_explicit(&rec->serial, memory_order_acquire);
-    return *serial ? atomic_load_explicit(&rec->pid, memory_order_acquire) : 0;
+    int best = -1, best_draining = 1;
+    int64_t best_streams = 0;
+    *serial = 0;
+    if (!fg_tunnels_online(rec))
+        return 0;
+    for (int i = 0; i < FG_TUNNEL_CONNS_MAX; i++) {
+        const fg_tunnel_conn_t *c = &rec->conns[i];
+        if (atomic_load_explicit(&c->serial, memory_order_acquire) == 0 ||
+            atomic_load_explicit(&c->pid, memory_order_relaxed) == self_pid)
+            continue;
+        int draining = atomic_load_explicit(&c->draining, memory_order_relaxed) != 0;
+        int64_t n = atomic_load_explicit(&c->streams, memory_order_relaxed);
+        if (best < 0 || draining < best_draining ||
+            (draining == best_draining && n < best_streams)) {
+            best = i;
+            best_draining = draining;
+            best_streams = n;
+        }
+    }
+    if (best < 0)
+        return 0;
+    /* Both read again: a slot freed and reused between the reads names its new holder. */
+    const fg_tunnel_conn_t *c = &rec->conns[best];
+    int pid = atomic_load_explicit(&c->pid, memory_order_acquire);
+    *serial = atomic_load_explicit(&c->serial, memory_order_acquire);
+    return *serial != 0 && pid != self_pid ? pid : 0;
 }
 
-uint64_t fg_tunnels_claim(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int pid, int slot,
-                          uint64_t generation, const char *peer, int *prev_pid,
-                          uint64_t *prev_serial)
+int fg_tunnels_has_other(const fg_tunnel_rec_t *rec, uint64_t serial)
+{
+    for (int i = 0; i < FG_TUNNEL_CONNS_MAX; i++) {
+        const fg_tunnel_conn_t *c = &rec->conns[i];
+        uint64_t s = atomic_load_explicit(&c->serial, memory_order_acquire);
+        if (s != 0 && s != serial && !atomic_load_explicit(&c->draining, memory_order_relaxed))
+            return 1;
+    }
+    return 0;
+}
+
+/* Free the connections that the new one of instance (pid, extra) displaces or replaces;
+ * -1 when it is a duplicate. Under the lock. */
+static int make_room(fg_tunnel_rec_t *rec, int pid, const uint8_t inst[16], int extra,
+                     fg_tunnels_claim_t *out)
+{
+    int same = atomic_load(&rec->live) != 0 && memcmp(rec->instance, inst, 16) == 0;
+    for (int i = 0; i < FG_TUNNEL_CONNS_MAX; i++) {
+        fg_tunnel_conn_t *c = &rec->conns[i];
+        uint64_t s = atomic_load(&c->serial);
+        if (s == 0 || (same && (atomic_load(&c->pid) != pid || atomic_load(&c->draining))))
+            continue;
+        if (same && extra)
+            return -1;
+        out->prev_pid = atomic_load(&c->pid);
+        out->prev_serial = s;
+        if (same)
+            out->replaced++;
+        else
+            out->displaced++;
+        conn_free(rec, c, 0);
+    }
+    return 0;
+}
+
+void fg_tunnels_claim(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int pid, int slot, uint64_t generation,
+                      const char *peer, const uint8_t *instance, int extra, fg_tunnels_claim_t *out)
 {
     assert(rec->magic == REC_MAGIC);
+    memset(out, 0, sizeof(*out));
+    out->index = -1;
+    uint8_t inst[16];
+    if (instance != NULL)
+        memcpy(inst, instance, 16);
+    else if (RAND_bytes(inst, sizeof(inst)) != 1) /* the older protocol: its own instance */
+        memset(inst, 0xff, sizeof(inst));
     int locked = lock(t) == 0;
+    if (make_room(rec, pid, inst, extra, out) != 0) {
+        atomic_fetch_add(&rec->duplicates, 1);
+        goto out;
+    }
+    fg_tunnel_conn_t *c = NULL;
+    for (int i = 0; i < FG_TUNNEL_CONNS_MAX && c == NULL; i++)
+        if (atomic_load(&rec->conns[i].serial) == 0)
+            c = &rec->conns[out->index = i];
+    if (c == NULL) /* every slot live: counted as a duplicate, the agent tries later */
+        goto out;
     uint64_t serial = ++t->next_serial;
     if (serial == 0)
         serial = ++t->next_serial;
-    *prev_serial = atomic_load(&rec->serial);
-    *prev_pid = *prev_serial ? atomic_load(&rec->pid) : 0;
-    rec->slot = slot;
-    rec->generation = generation;
-    snprintf(rec->peer, sizeof(rec->peer), "%s", peer);
-    atomic_store(&rec->since_ms, 0);
-    atomic_store(&rec->pid, pid);
-    atomic_store_explicit(&rec->serial, serial, memory_order_release);
+    memcpy(rec->instance, inst, 16);
+    c->slot = slot;
+    c->generation = generation;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    atomic_store(&c->since_ms, 0);
+    atomic_store(&c->last_beat_ms, 0);
+    atomic_store(&c->rtt_us, 0);
+    atomic_store(&c->draining, 0);
+    atomic_store(&c->streams, 0);
+    atomic_store(&c->pid, pid);
+    atomic_store_explicit(&c->serial, serial, memory_order_release);
+    atomic_fetch_add(&rec->live, 1);
     atomic_fetch_add(&rec->connects, 1);
-    if (*prev_serial)
+    if (out->displaced)
         atomic_fetch_add(&rec->takeovers, 1);
+    out->serial = serial;
+out:
     if (locked)
         fg_shm_unlock(&t->lock);
-    return serial;
 }
 
-void fg_tunnels_release(fg_tunnels_t *t, fg_tunnel_rec_t *rec, uint64_t serial)
+void fg_tunnels_release(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int index, uint64_t serial)
 {
+    if (index < 0 || index >= FG_TUNNEL_CONNS_MAX)
+        return;
     int locked = lock(t) == 0;
-    if (atomic_load(&rec->serial) == serial) {
-        atomic_store(&rec->serial, 0);
-        atomic_store(&rec->pid, 0);
-    }
+    if (atomic_load(&rec->conns[index].serial) == serial)
+        conn_free(rec, &rec->conns[index], 0);
     if (locked)
         fg_shm_unlock(&t->lock);
 }
 
-void fg_tunnels_beat(fg_tunnel_rec_t *rec, uint64_t wall_ms)
+void fg_tunnels_beat(fg_tunnel_conn_t *c, uint64_t wall_ms)
 {
-    atomic_store_explicit(&rec->last_beat_ms, wall_ms, memory_order_relaxed);
+    atomic_store_explicit(&c->last_beat_ms, wall_ms, memory_order_relaxed);
     uint64_t zero = 0;
-    atomic_compare_exchange_strong(&rec->since_ms, &zero, wall_ms);
+    atomic_compare_exchange_strong(&c->since_ms, &zero, wall_ms);
 }
 
-void fg_tunnels_rtt(fg_tunnel_rec_t *rec, uint64_t rtt_us)
+void fg_tunnels_rtt(fg_tunnel_conn_t *c, uint64_t rtt_us)
 {
-    atomic_store_explicit(&rec->rtt_us, rtt_us, memory_order_relaxed);
+    atomic_store_explicit(&c->rtt_us, rtt_us > UINT32_MAX ? UINT32_MAX : (uint32_t)rtt_us,
+                          memory_order_relaxed);
 }
 
-void fg_tunnels_streams(fg_tunnel_rec_t *rec, int delta)
+void fg_tunnels_streams(fg_tunnel_rec_t *rec, fg_tunnel_conn_t *c, int delta)
 {
     atomic_fetch_add_explicit(&rec->streams, delta, memory_order_relaxed);
+    if (c != NULL)
+        atomic_fetch_add_explicit(&c->streams, delta, memory_order_relaxed);
 }
 
 void fg_tunnels_bytes(fg_tunnel_rec_t *rec, uint64_t in, uint64_t out)

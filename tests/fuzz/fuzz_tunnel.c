@@ -4,7 +4,8 @@
  * side); the rest arrives as received bytes in pieces of 1 to 64 bytes whose sizes come from
  * the input. Checked: payload bytes only ever grow the input by what recv reports, a text
  * message never exceeds FG_WS_TEXT_MAX and parses or is refused without reading past it, a
- * parsed AUTH carries a valid id, and once recv reports the end or an error it stays so. */
+ * parsed message is well-formed (a valid id, role and worker count) and formats back to one
+ * that parses the same, and once recv reports the end or an error it stays so. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -18,15 +19,32 @@
 #include "worker/core/transport.h"
 #include "worker/core/transport_ws.h"
 
+/* A message that parses is well-formed: its id valid, its role and worker count in range, and
+ * formatting it gives a message that parses to the same. */
+static void check_msg(const char *msg, size_t len)
+{
+    fg_tunnel_msg_t m, again;
+    char buf[FG_TUNNEL_MSG_MAX];
+    if (fg_tunnel_msg_parse(msg, len, &m) != 0)
+        return;
+    if (m.kind == FG_TUNNEL_MSG_AUTH &&
+        (!fg_tunnel_id_valid(m.id, strlen(m.id)) || m.role > FG_TUNNEL_ROLE_EXTRA))
+        abort();
+    if (m.kind == FG_TUNNEL_MSG_OK && m.workers > FG_TUNNEL_WORKERS_MAX)
+        abort();
+    int n = fg_tunnel_msg_format(&m, buf, sizeof(buf));
+    if (n < 0 || fg_tunnel_msg_parse(buf, (size_t)n, &again) != 0 || again.kind != m.kind ||
+        again.role != m.role || again.workers != m.workers ||
+        memcmp(again.instance, m.instance, sizeof(m.instance)) != 0)
+        abort();
+}
+
 static void on_text(void *arg, const char *msg, size_t len)
 {
     (void)arg;
     if (len > FG_WS_TEXT_MAX)
         abort();
-    fg_tunnel_msg_t m;
-    if (fg_tunnel_msg_parse(msg, len, &m) == 0 && m.kind == FG_TUNNEL_MSG_AUTH &&
-        !fg_tunnel_id_valid(m.id, strlen(m.id)))
-        abort();
+    check_msg(msg, len);
 }
 
 static void on_pong(void *arg, const uint8_t *p, size_t len)
@@ -44,8 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     /* the handshake message parser on the raw input as well */
-    fg_tunnel_msg_t m;
-    (void)fg_tunnel_msg_parse((const char *)data, size, &m);
+    check_msg((const char *)data, size);
 
     int fds[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) != 0)

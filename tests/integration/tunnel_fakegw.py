@@ -27,8 +27,10 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOL = "fastgateway-tunnel.v1"
 
 
-def proof(secret, nonce, agent_id):
+def proof(secret, nonce, agent_id, instance=None, role=None):
     msg = b"FGT/1\n" + nonce.hex().encode() + b"\n" + agent_id.encode()
+    if instance is not None:
+        msg += b"\n" + instance.encode() + b"\n" + role.encode()
     return hmac.new(secret, msg, hashlib.sha256).digest()
 
 
@@ -413,10 +415,14 @@ class FakeGateway:
         s.settimeout(None)
         assert op == 1, "expected AUTH as a text message, got opcode %d" % op
         parts = payload.decode().split(" ")
-        assert parts[0] == "FGT/1" and parts[1] == "AUTH" and len(parts) == 4, payload
+        assert parts[0] == "FGT/1" and parts[1] == "AUTH" and len(parts) in (4, 6), payload
         agent_id, got = parts[2], bytes.fromhex(parts[3])
+        # with the instance and role (first/extra) of an agent keeping several connections
+        instance, role = (parts[4], parts[5]) if len(parts) == 6 else (None, None)
+        assert role in (None, "first", "extra"), payload
         secret = self.agents.get(agent_id)
-        if secret is None or not hmac.compare_digest(proof(secret, nonce, agent_id), got):
+        if secret is None or not hmac.compare_digest(
+                proof(secret, nonce, agent_id, instance, role), got):
             with self.lock:
                 self.auth_failures += 1
                 self.lock.notify_all()

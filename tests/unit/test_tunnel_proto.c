@@ -147,6 +147,99 @@ static void test_proof(void **state)
     assert_false(fg_tunnel_proof_ok(secret, SECRET_LEN, nonce, "a b", proof));
 }
 
+/* The AUTH form with instance and role: round trip, the proof (expected values by Python's
+ * hmac module) covering instance and role, and the short forms still accepted. */
+static void test_instances(void **state)
+{
+    (void)state;
+    static const char p3[] = "74fdf28bdd5745f44f25e54c52cbcce853ab7cb1191778256fcece61d44857ec";
+    uint8_t nonce[FG_TUNNEL_NONCE_LEN];
+    for (int i = 0; i < FG_TUNNEL_NONCE_LEN; i++)
+        nonce[i] = (uint8_t)i;
+    fg_tunnel_msg_t m = {.kind = FG_TUNNEL_MSG_AUTH, .role = FG_TUNNEL_ROLE_FIRST}, got;
+    strcpy(m.id, "office");
+    for (int i = 0; i < FG_TUNNEL_INSTANCE_LEN; i++)
+        m.instance[i] = (uint8_t)(16 + i);
+    assert_int_equal(fg_tunnel_auth_sign(secret, SECRET_LEN, nonce, &m), 0);
+    char buf[FG_TUNNEL_MSG_MAX];
+    int n = fg_tunnel_msg_format(&m, buf, sizeof(buf));
+    assert_string_equal(buf, "FGT/1 AUTH office "
+                             "a5b1ec5a67c97b854327c617f588b9ee16b60fb9a63f1fe0c6a6c19b8984923a "
+                             "101112131415161718191a1b1c1d1e1f first");
+    assert_int_equal(fg_tunnel_msg_parse(buf, (size_t)n, &got), 0);
+    assert_int_equal(got.role, FG_TUNNEL_ROLE_FIRST);
+    assert_memory_equal(got.instance, m.instance, FG_TUNNEL_INSTANCE_LEN);
+    assert_true(fg_tunnel_auth_ok(secret, SECRET_LEN, nonce, &got));
+    /* the proof covers the role and the instance */
+    got.role = FG_TUNNEL_ROLE_EXTRA;
+    assert_false(fg_tunnel_auth_ok(secret, SECRET_LEN, nonce, &got));
+    got.role = FG_TUNNEL_ROLE_FIRST;
+    got.instance[0] ^= 1;
+    assert_false(fg_tunnel_auth_ok(secret, SECRET_LEN, nonce, &got));
+    got.instance[0] ^= 1;
+    got.role = FG_TUNNEL_ROLE_NONE; /* the short form's proof is another one */
+    assert_false(fg_tunnel_auth_ok(secret, SECRET_LEN, nonce, &got));
+
+    m.role = FG_TUNNEL_ROLE_EXTRA;
+    assert_int_equal(fg_tunnel_auth_sign(secret, SECRET_LEN, nonce, &m), 0);
+    n = fg_tunnel_msg_format(&m, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "6690d19d5de68bb5974f822bcf3d533501b4f33c1c18d6fd642adf6261c93138 "
+                                "101112131415161718191a1b1c1d1e1f extra"));
+    assert_int_equal(parse(buf, &got), 0);
+    assert_int_equal(got.role, FG_TUNNEL_ROLE_EXTRA);
+    assert_true(fg_tunnel_auth_ok(secret, SECRET_LEN, nonce, &got));
+
+    /* the short AUTH: no instance, the proof over the id alone */
+    char old[160];
+    snprintf(old, sizeof(old), "FGT/1 AUTH office %s", p3);
+    assert_int_equal(parse(old, &got), 0);
+    assert_int_equal(got.role, FG_TUNNEL_ROLE_NONE);
+    assert_true(fg_tunnel_auth_ok(secret, SECRET_LEN, nonce, &got));
+
+    /* OK with and without the worker count, DUPLICATE */
+    assert_int_equal(parse("FGT/1 OK 30 4", &got), 0);
+    assert_int_equal(got.heartbeat_s, 30);
+    assert_int_equal(got.workers, 4);
+    assert_int_equal(parse("FGT/1 OK 30", &got), 0);
+    assert_int_equal(got.workers, 0);
+    m = (fg_tunnel_msg_t){.kind = FG_TUNNEL_MSG_OK, .heartbeat_s = 5, .workers = 16};
+    fg_tunnel_msg_format(&m, buf, sizeof(buf));
+    assert_string_equal(buf, "FGT/1 OK 5 16");
+    m = (fg_tunnel_msg_t){.kind = FG_TUNNEL_MSG_DUPLICATE};
+    fg_tunnel_msg_format(&m, buf, sizeof(buf));
+    assert_string_equal(buf, "FGT/1 DUPLICATE");
+    assert_int_equal(parse(buf, &got), 0);
+    assert_int_equal(got.kind, FG_TUNNEL_MSG_DUPLICATE);
+
+    static const char *bad[] = {
+        "FGT/1 OK 30 0",
+        "FGT/1 OK 30 1025",
+        "FGT/1 OK 30 4 4",
+        "FGT/1 OK 30 x",
+        "FGT/1 DUPLICATE now",
+        "FGT/1 AUTH office "
+        "74fdf28bdd5745f44f25e54c52cbcce853ab7cb1191778256fcece61d44857ec "
+        "101112131415161718191a1b1c1d1e1f",
+        "FGT/1 AUTH office "
+        "74fdf28bdd5745f44f25e54c52cbcce853ab7cb1191778256fcece61d44857ec "
+        "101112131415161718191a1b1c1d1e1f second",
+        "FGT/1 AUTH office "
+        "74fdf28bdd5745f44f25e54c52cbcce853ab7cb1191778256fcece61d44857ec "
+        "101112131415161718191a1b1c1d1e first",
+        "FGT/1 AUTH office "
+        "74fdf28bdd5745f44f25e54c52cbcce853ab7cb1191778256fcece61d44857ec "
+        "101112131415161718191a1b1c1d1e1z first",
+        "FGT/1 AUTH office "
+        "74fdf28bdd5745f44f25e54c52cbcce853ab7cb1191778256fcece61d44857ec "
+        "101112131415161718191a1b1c1d1e1f first x",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (parse(bad[i], &got) == 0)
+            fail_msg("accepted: \"%s\"", bad[i]);
+    m = (fg_tunnel_msg_t){.kind = FG_TUNNEL_MSG_OK, .heartbeat_s = 5, .workers = 1025};
+    assert_int_equal(fg_tunnel_msg_format(&m, buf, sizeof(buf)), -1);
+}
+
 static char tmpdir[64];
 
 static const char *write_secret(const char *name, const char *content, mode_t mode)
@@ -212,9 +305,8 @@ static void test_secret_load(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_malformed_refused),
-        cmocka_unit_test(test_proof),
+        cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_malformed_refused),
+        cmocka_unit_test(test_proof),       cmocka_unit_test(test_instances),
         cmocka_unit_test(test_secret_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

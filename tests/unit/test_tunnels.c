@@ -141,36 +141,81 @@ static void test_registry_claim_takeover_release(void **state)
     assert_ptr_equal(cfg->clusters[0].destinations[0].tunnel_rec, rec);
     assert_false(fg_tunnels_online(rec));
 
-    int ppid;
-    uint64_t pserial, serial;
-    uint64_t s1 = fg_tunnels_claim(t, rec, 100, 0, 1, "1.2.3.4:5", &ppid, &pserial);
-    assert_true(s1 != 0);
-    assert_int_equal(ppid, 0);
-    assert_int_equal(pserial, 0);
+    static const uint8_t inst_a[16] = {1}, inst_b[16] = {2};
+    fg_tunnels_claim_t c1, c2, c3, c4;
+    uint64_t serial;
+    fg_tunnels_claim(t, rec, 100, 0, 1, "1.2.3.4:5", inst_a, 0, &c1);
+    assert_true(c1.index >= 0 && c1.serial != 0);
+    assert_int_equal(c1.displaced + c1.replaced, 0);
     assert_true(fg_tunnels_online(rec));
-    assert_int_equal(fg_tunnels_owner(rec, &serial), 100);
-    assert_int_equal(serial, s1);
+    /* worker 100 has no other holder to hop to; worker 200 hops to 100 */
+    assert_int_equal(fg_tunnels_pick(rec, 100, &serial), 0);
+    assert_int_equal(fg_tunnels_pick(rec, 200, &serial), 100);
+    assert_int_equal(serial, c1.serial);
 
-    /* a second connection takes over: the first one's release changes nothing */
-    uint64_t s2 = fg_tunnels_claim(t, rec, 200, 1, 1, "1.2.3.4:6", &ppid, &pserial);
-    assert_true(s2 != s1);
-    assert_int_equal(ppid, 100);
-    assert_int_equal(pserial, s1);
+    /* the same instance joins in another worker; "extra" in the same worker is a duplicate */
+    fg_tunnels_claim(t, rec, 200, 1, 1, "1.2.3.4:6", inst_a, 1, &c2);
+    assert_true(c2.index >= 0 && c2.index != c1.index && c2.serial != c1.serial);
+    assert_int_equal(atomic_load(&rec->live), 2);
+    fg_tunnels_claim(t, rec, 200, 1, 1, "1.2.3.4:7", inst_a, 1, &c3);
+    assert_int_equal(c3.index, -1);
+    assert_int_equal(atomic_load(&rec->duplicates), 1);
+    assert_int_equal(atomic_load(&rec->live), 2);
+
+    /* a third worker picks the holder with the fewest streams, and one not draining */
+    fg_tunnels_streams(rec, &rec->conns[c1.index], 3);
+    assert_int_equal(fg_tunnels_pick(rec, 300, &serial), 200);
+    fg_tunnels_streams(rec, &rec->conns[c1.index], -3);
+    atomic_store(&rec->conns[c2.index].draining, 1);
+    assert_int_equal(fg_tunnels_pick(rec, 300, &serial), 100);
+    assert_true(fg_tunnels_has_other(rec, c2.serial));
+    assert_false(fg_tunnels_has_other(rec, c1.serial));
+    atomic_store(&rec->conns[c2.index].draining, 0);
+
+    /* "first" in a worker holding one of the instance replaces it */
+    fg_tunnels_claim(t, rec, 200, 1, 1, "1.2.3.4:8", inst_a, 0, &c3);
+    assert_true(c3.index >= 0);
+    assert_int_equal(c3.replaced, 1);
+    assert_int_equal(c3.prev_serial, c2.serial);
+    assert_false(fg_tunnels_current(rec, c2.index, c2.serial) && c2.index != c3.index);
+    assert_int_equal(atomic_load(&rec->live), 2);
+    assert_int_equal(atomic_load(&rec->takeovers), 0);
+
+    /* another instance takes over: every connection of the first goes */
+    fg_tunnels_claim(t, rec, 100, 0, 1, "5.6.7.8:9", inst_b, 0, &c4);
+    assert_true(c4.index >= 0);
+    assert_int_equal(c4.displaced, 2);
+    assert_int_equal(atomic_load(&rec->live), 1);
     assert_int_equal(atomic_load(&rec->takeovers), 1);
-    fg_tunnels_release(t, rec, s1);
-    assert_int_equal(fg_tunnels_owner(rec, &serial), 200);
-    fg_tunnels_release(t, rec, s2);
+    assert_false(fg_tunnels_current(rec, c1.index, c1.serial) && c1.index != c4.index);
+    /* a displaced connection's release changes nothing */
+    fg_tunnels_release(t, rec, c1.index, c1.serial);
+    fg_tunnels_release(t, rec, c3.index, c3.serial);
+    assert_int_equal(atomic_load(&rec->live), 1);
+    assert_true(fg_tunnels_current(rec, c4.index, c4.serial));
+    fg_tunnels_release(t, rec, c4.index, c4.serial);
     assert_false(fg_tunnels_online(rec));
 
-    /* a reload keeps the record; a dead worker's agents go offline */
-    fg_tunnels_claim(t, rec, 300, 0, 1, "x", &ppid, &pserial);
+    /* the short AUTH (no instance): each connection takes over */
+    fg_tunnels_claim(t, rec, 100, 0, 1, "x", NULL, 0, &c1);
+    fg_tunnels_claim(t, rec, 200, 1, 1, "y", NULL, 0, &c2);
+    assert_int_equal(c2.displaced, 1);
+    assert_int_equal(atomic_load(&rec->live), 1);
+    fg_tunnels_release(t, rec, c2.index, c2.serial);
+
+    /* a reload keeps the record; a dead worker's connections go */
+    fg_tunnels_claim(t, rec, 300, 0, 1, "x", inst_a, 0, &c1);
+    fg_tunnels_claim(t, rec, 400, 1, 1, "y", inst_a, 1, &c2);
     fg_config_t *cfg2 = load(NULL, NULL, err, sizeof(err));
     assert_int_equal(fg_tunnels_attach(shm, cfg2, 2, 1, err, sizeof(err)), 0);
     assert_ptr_equal(cfg2->tunnels.agents[0].state, rec);
     assert_true(fg_tunnels_online(rec));
     fg_tunnels_worker_gone(t, 300);
+    assert_int_equal(atomic_load(&rec->live), 1);
+    assert_int_equal(fg_tunnels_pick(rec, 300, &serial), 400);
+    fg_tunnels_worker_gone(t, 400);
     assert_false(fg_tunnels_online(rec));
-    assert_int_equal(atomic_load(&rec->connects), 3);
+    assert_int_equal(atomic_load(&rec->connects), 8);
     fg_config_free(cfg2);
     fg_config_free(cfg);
     fg_shm_free(shm);

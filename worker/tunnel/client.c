@@ -11,12 +11,12 @@
 
 #define HOP_TRIES 3 /* holders a request may find gone in a row (agents moving on reload) */
 
-/* A stream of this worker's tunnel for d, or NULL (ENOTCONN: it was just superseded). */
+/* A stream of this worker's own connection of d's agent, or NULL (ENOTCONN: none that takes
+ * a stream). */
 static fg_exchange_t *local(const fg_exchange_target_t *t, const fg_destination_t *d,
-                            uint64_t serial, const fg_exchange_req_t *rq,
-                            const fg_exchange_cbs_t *cbs, void *arg)
+                            const fg_exchange_req_t *rq, const fg_exchange_cbs_t *cbs, void *arg)
 {
-    fg_h2client_t *h = fg_tunnel_session_client(t->w, d->tunnel_agent, serial);
+    fg_h2client_t *h = fg_tunnel_session_client(t->w, d->tunnel_agent);
     if (h == NULL) {
         errno = ENOTCONN;
         return NULL;
@@ -31,21 +31,31 @@ fg_exchange_t *fg_tunnel_client_start(const fg_exchange_target_t *t, const fg_ex
                                       const fg_exchange_cbs_t *cbs, void *arg)
 {
     const fg_destination_t *d = &t->cl->destinations[t->di];
+    fg_tunnel_rec_t *rec = d->tunnel_rec;
+    if (!fg_tunnels_online(rec)) {
+        errno = ENOTCONN;
+        return NULL;
+    }
+    /* This worker's own connection first: no hop. */
+    fg_exchange_t *x = local(t, d, rq, cbs, arg);
+    if (x != NULL || errno != ENOTCONN)
+        return x;
     for (int i = 0; i < HOP_TRIES; i++) {
         uint64_t serial;
-        int pid = d->tunnel_rec ? fg_tunnels_owner(d->tunnel_rec, &serial) : 0;
+        int pid = fg_tunnels_pick(rec, t->w->pid, &serial);
         if (pid == 0) {
             errno = ENOTCONN;
             return NULL;
         }
-        fg_exchange_t *x = pid == t->w->pid ? local(t, d, serial, rq, cbs, arg)
-                                            : fg_tunnel_hop_start(t, rq, pid, cbs, arg);
-        /* A holder that exited (its socket refuses) or a tunnel of ours just taken over:
-         * the registry names the new holder by now, when the agent moved. */
-        if (x != NULL || (errno != ECONNREFUSED && errno != ENOENT && errno != ENOTCONN))
+        x = fg_tunnel_hop_start(t, rq, pid, cbs, arg);
+        if (x != NULL)
+            atomic_fetch_add_explicit(&rec->hops, 1, memory_order_relaxed);
+        /* A holder that exited (its socket refuses): the registry names another one by now,
+         * when its agent moved. */
+        if (x != NULL || (errno != ECONNREFUSED && errno != ENOENT))
             return x;
         uint64_t now;
-        if (fg_tunnels_owner(d->tunnel_rec, &now) == pid && now == serial)
+        if (fg_tunnels_pick(rec, t->w->pid, &now) == pid && now == serial)
             return NULL;
     }
     return NULL;

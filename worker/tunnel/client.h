@@ -1,10 +1,11 @@
 /* The exchange for a tunnel destination ("tunnel://AGENT/SERVICE", docs/tunnels.md), behind
- * fg_client_start. The registry (shm/tunnels.h) says which worker holds the agent's current
- * tunnel: when it is this worker, the exchange is a new stream of the tunnel's HTTP/2 client
- * with the field fg-tunnel-service naming the service (a client's own field of that name is
- * replaced); when it is another worker, an HTTP/1.1 exchange over that worker's private Unix
- * socket (worker/tunnel/hop.h), which sends it on. While the agent is offline no exchange
- * starts (ENOTCONN at once: the proxy fails over or answers 502 without waiting). */
+ * fg_client_start. When this worker holds a connection of the agent, the exchange is a new
+ * stream of that tunnel's HTTP/2 client with the field fg-tunnel-service naming the service (a
+ * client's own field of that name is replaced). Otherwise the registry (shm/tunnels.h) names
+ * the other workers holding one, and the exchange is an HTTP/1.1 exchange over the socket of
+ * the one with the fewest streams (worker/tunnel/hop.h), which sends it on. While the agent is
+ * offline no exchange starts (ENOTCONN at once: the proxy fails over or answers 502 without
+ * waiting). */
 #ifndef FG_TUNNEL_CLIENT_H
 #define FG_TUNNEL_CLIENT_H
 

@@ -137,8 +137,8 @@ static void on_handshake(fg_tsession_t *ts, const char *msg, size_t len)
     const fg_tunnel_agent_t *ag = a >= 0 ? &cfg->tunnels.agents[a] : NULL;
     /* Both checks run for a configured id; an unknown id gets the same answer as a wrong
      * proof, so the close tells a guesser nothing about which ids exist. */
-    int ok = ag != NULL && fg_tunnel_proof_ok(ag->secret, ag->secret_len,
-                                              fg_tunnel_session_nonce(ts), m.id, m.proof);
+    int ok = ag != NULL &&
+             fg_tunnel_auth_ok(ag->secret, ag->secret_len, fg_tunnel_session_nonce(ts), &m);
     if (!ok) {
         fg_log_warn("tunnel: authentication failed from %s for agent \"%s\": %s", peer, m.id,
                     ag ? "wrong proof" : "unknown agent");
@@ -147,7 +147,7 @@ static void on_handshake(fg_tsession_t *ts, const char *msg, size_t len)
         fg_tunnel_session_refuse(ts);
         return;
     }
-    fg_tunnel_session_authenticated(ts, a);
+    fg_tunnel_session_authenticated(ts, a, &m);
 }
 
 int fg_tunnel_endpoint_accept(fg_request_t *req, fg_conn_t *c)

@@ -15,10 +15,33 @@
 
 #include "common/log.h"
 #include "worker/upstream/http1_client.h"
+#include "worker/upstream/upstream.h"
 
 #define HOP_FIELDS_MAX 256   /* request fields the hop carries, at most */
 #define HOP_PROTOCOLS_MAX 16 /* distinct upgrade protocols of the configuration's routes */
 #define ACCEPTS_PER_EVENT 32
+#define HOP_KEEPALIVE_MS 5000 /* the hop socket's keep-alive limit, as its server */
+/* Idle hop connections, per holder: kept below the holder's keep-alive limit, so that a
+ * pooled connection is rarely one the holder is closing (the proxy replays a request that
+ * meets one, as for any reused keep-alive connection). */
+#define HOP_IDLE_MS 2000
+#define HOP_IDLE_MAX 64
+/* Holders with a pool, at most: a worker meets its generation's peers and, while it retires,
+ * the next generation's; beyond it a hop uses a connection of its own. */
+#define HOP_POOLS 64
+
+/* A tunnel destination of the configuration, by its hop field value "AGENT SERVICE". */
+typedef struct {
+    char *key;
+    size_t keylen;
+    const fg_cluster_t *cl;
+    int di;
+} hop_dest_t;
+
+typedef struct {
+    int pid;
+    fg_dest_pool_t *dp;
+} hop_pool_t;
 
 typedef struct {
     const fg_frontend_t *fe; /* serves the accepted connections */
@@ -28,6 +51,11 @@ typedef struct {
     fg_transform_t tx[3];               /* the hop route's transforms */
     fg_route_t route;                   /* template of the hop route */
     char *protocols[HOP_PROTOCOLS_MAX]; /* the hop route's upgradeProtocols */
+    hop_dest_t *dests;                  /* sorted by key */
+    size_t ndests;
+    fg_cluster_t pool_cl; /* the idle limits of the pools */
+    hop_pool_t pools[HOP_POOLS];
+    size_t npools;
 } hop_t;
 
 static socklen_t hop_addr(int pid, struct sockaddr_un *sa)
@@ -86,7 +114,7 @@ static void template(fg_worker_t *w, hop_t *h)
     s->max_request_body_size = -1;
     s->header_timeout_ms = 60 * 1000;
     s->body_timeout_ms = 60 * 1000;
-    s->keepalive_timeout_ms = 5 * 1000;
+    s->keepalive_timeout_ms = HOP_KEEPALIVE_MS;
     s->send_timeout_ms = w->cfg->tunnels.heartbeat_ms + w->cfg->tunnels.grace_ms;
     s->ignore_client_abort = 0;
     s->responses.server_header = NULL;
@@ -124,6 +152,67 @@ static void template(fg_worker_t *w, hop_t *h)
     h->route.nupgrade_protocols = np;
 }
 
+static int key_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : al < bl ? -1 : al > bl;
+}
+
+static int dest_cmp(const void *x, const void *y)
+{
+    const hop_dest_t *a = x, *b = y;
+    return key_cmp(a->key, a->keylen, b->key, b->keylen);
+}
+
+static void hop_free(hop_t *h)
+{
+    for (size_t i = 0; i < h->ndests; i++)
+        free(h->dests[i].key);
+    free(h->dests);
+    for (size_t i = 0; i < h->npools; i++)
+        fg_upstream_pool_free(h->pools[i].dp);
+    free(h);
+}
+
+/* The tunnel destinations by "AGENT SERVICE", so that the holder finds a hop request's
+ * destination by a binary search. The first of equal keys wins (they lead to the same
+ * tunnel service). 0, or -1 when out of memory. */
+static int index_dests(const fg_config_t *cfg, hop_t *h)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nclusters; i++)
+        for (size_t j = 0; j < cfg->clusters[i].ndestinations; j++)
+            n += cfg->clusters[i].destinations[j].tunnel != 0;
+    h->dests = calloc(n ? n : 1, sizeof(*h->dests));
+    if (h->dests == NULL)
+        return -1;
+    for (size_t i = 0; i < cfg->nclusters; i++) {
+        const fg_cluster_t *c = &cfg->clusters[i];
+        for (size_t j = 0; j < c->ndestinations; j++) {
+            const fg_destination_t *d = &c->destinations[j];
+            if (!d->tunnel)
+                continue;
+            hop_dest_t *e = &h->dests[h->ndests];
+            int kl = asprintf(&e->key, "%s %s", cfg->tunnels.agents[d->tunnel_agent].id,
+                              d->tunnel_service);
+            if (kl < 0)
+                return -1;
+            e->keylen = (size_t)kl;
+            e->cl = c;
+            e->di = (int)j;
+            h->ndests++;
+        }
+    }
+    /* a stable order among equal keys: configuration order (cluster, then destination) */
+    for (size_t i = 1; i < h->ndests; i++)
+        for (size_t k = i; k > 0 && dest_cmp(&h->dests[k - 1], &h->dests[k]) > 0; k--) {
+            hop_dest_t t = h->dests[k];
+            h->dests[k] = h->dests[k - 1];
+            h->dests[k - 1] = t;
+        }
+    return 0;
+}
+
 int fg_tunnel_hop_listen(fg_worker_t *w, const fg_frontend_t *fe)
 {
     if (w->cfg->tunnels.nagents == 0)
@@ -133,6 +222,14 @@ int fg_tunnel_hop_listen(fg_worker_t *w, const fg_frontend_t *fe)
         return -1;
     h->fe = fe;
     template(w, h);
+    h->pool_cl.id = "tunnel-hop";
+    h->pool_cl.max_idle_connections = HOP_IDLE_MAX;
+    h->pool_cl.idle_timeout_ms = HOP_IDLE_MS;
+    if (index_dests(w->cfg, h) != 0) {
+        hop_free(h);
+        errno = ENOMEM;
+        return -1;
+    }
     struct sockaddr_un sa;
     socklen_t len = hop_addr(w->pid, &sa);
     h->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -141,7 +238,7 @@ int fg_tunnel_hop_listen(fg_worker_t *w, const fg_frontend_t *fe)
         fg_log_error("tunnel hop: cannot listen on @%s: %s", sa.sun_path + 1, strerror(e));
         if (h->fd != -1)
             close(h->fd);
-        free(h);
+        hop_free(h);
         errno = e;
         return -1;
     }
@@ -150,7 +247,7 @@ int fg_tunnel_hop_listen(fg_worker_t *w, const fg_frontend_t *fe)
         if (h->ev)
             event_free(h->ev);
         close(h->fd);
-        free(h);
+        hop_free(h);
         errno = ENOMEM;
         return -1;
     }
@@ -165,8 +262,26 @@ void fg_tunnel_hop_close(fg_worker_t *w)
         return;
     event_free(h->ev);
     close(h->fd);
-    free(h);
+    hop_free(h);
     w->tunnel_hop = NULL;
+}
+
+/* The keep-alive pool of hop connections to holder pid, or NULL (none: a connection of its
+ * own). Pools live as long as the worker: its exchanges release their connections into them. */
+static fg_dest_pool_t *pool_of(fg_worker_t *w, int pid)
+{
+    hop_t *h = w->tunnel_hop;
+    if (h == NULL)
+        return NULL;
+    for (size_t i = 0; i < h->npools; i++)
+        if (h->pools[i].pid == pid)
+            return h->pools[i].dp;
+    if (h->npools == HOP_POOLS)
+        return NULL;
+    fg_dest_pool_t *dp = fg_upstream_pool_new(w, &h->pool_cl);
+    if (dp != NULL)
+        h->pools[h->npools++] = (hop_pool_t){pid, dp};
+    return dp;
 }
 
 fg_exchange_t *fg_tunnel_hop_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
@@ -195,35 +310,32 @@ fg_exchange_t *fg_tunnel_hop_start(const fg_exchange_target_t *t, const fg_excha
     hr.out = &out;
     struct sockaddr_un sa;
     fg_exchange_target_t ht = *t;
-    ht.cl = NULL; /* a connection of its own: one exchange, then closed */
+    ht.cl = NULL;
+    ht.pool = pool_of(t->w, pid); /* keep-alive between workers */
     ht.addr = (const struct sockaddr *)&sa;
     ht.addrlen = hop_addr(pid, &sa);
     ht.http2 = 0;
-    ht.fresh = 1;
+    ht.fresh = t->fresh || ht.pool == NULL;
+    ht.max_idle_us = 0;
     /* the head is queued at once: the copies above need not outlive the call */
     return fg_http1_client_start(&ht, &hr, cbs, arg);
 }
 
-/* The destination of this worker's configuration for "AGENT SERVICE". */
-static int find_dest(const fg_config_t *cfg, fg_str_t v, const fg_cluster_t **cl)
+/* The destination of this worker's configuration for "AGENT SERVICE" (binary search). */
+static int find_dest(const hop_t *h, fg_str_t v, const fg_cluster_t **cl)
 {
-    const char *sp = memchr(v.base, ' ', v.len);
-    if (sp == NULL)
-        return -1;
-    int agent = fg_config_tunnel_agent(cfg, v.base, (size_t)(sp - v.base));
-    fg_str_t svc = {sp + 1, v.len - (size_t)(sp + 1 - v.base)};
-    for (size_t i = 0; agent >= 0 && i < cfg->nclusters; i++) {
-        const fg_cluster_t *c = &cfg->clusters[i];
-        for (size_t j = 0; j < c->ndestinations; j++) {
-            const fg_destination_t *d = &c->destinations[j];
-            if (d->tunnel && d->tunnel_agent == agent &&
-                fg_str_eq(svc, fg_str(d->tunnel_service))) {
-                *cl = c;
-                return (int)j;
-            }
-        }
+    size_t lo = 0, hi = h->ndests;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (key_cmp(h->dests[mid].key, h->dests[mid].keylen, v.base, v.len) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    return -1;
+    if (lo == h->ndests || key_cmp(h->dests[lo].key, h->dests[lo].keylen, v.base, v.len) != 0)
+        return -1;
+    *cl = h->dests[lo].cl;
+    return h->dests[lo].di;
 }
 
 int fg_tunnel_hop_route(fg_request_t *req)
@@ -235,7 +347,7 @@ int fg_tunnel_hop_route(fg_request_t *req)
         return -1;
     }
     const fg_cluster_t *cl = NULL;
-    int di = find_dest(req->worker->cfg, f->value, &cl);
+    int di = find_dest(h, f->value, &cl);
     fg_route_t *r = di >= 0 ? fg_pool_calloc(req->pool, sizeof(*r)) : NULL;
     if (r == NULL) {
         fg_request_error(req, 502, "bad_gateway", "no such tunnel destination in this worker");

@@ -37,6 +37,7 @@ struct fg_tsession_s {
     int state;
     int agent; /* index in cfg->tunnels.agents once authenticated, else -1 */
     fg_tunnel_rec_t *rec;
+    int index; /* its slot in rec->conns */
     uint64_t serial;
     fg_h2client_t *h2;
     struct event *tick;                  /* handshake timeout, then heartbeats */
@@ -121,6 +122,14 @@ static void hs_add(fg_tsession_t *s)
 
 static void publish(fg_tsession_t *s);
 
+/* s's slot in the registry while it is s's (no takeover freed it), else NULL. */
+static fg_tunnel_conn_t *conn(const fg_tsession_t *s)
+{
+    if (s->rec == NULL || s->serial == 0 || !fg_tunnels_current(s->rec, s->index, s->serial))
+        return NULL;
+    return &s->rec->conns[s->index];
+}
+
 static void destroy(fg_tsession_t *s)
 {
     fg_worker_t *w = s->w;
@@ -132,10 +141,11 @@ static void destroy(fg_tsession_t *s)
         s->h2 = NULL;
     }
     if (s->rec) {
-        fg_tunnels_streams(s->rec, -(int)s->streams);
+        fg_tunnels_streams(s->rec, conn(s), -(int)s->streams);
         for (unsigned i = 0; i < s->streams; i++)
             fg_metrics_conn_close(FG_MG_TUNNEL_STREAMS);
-        fg_tunnels_release(fg_tunnels_zone(), s->rec, s->serial);
+        if (s->serial)
+            fg_tunnels_release(fg_tunnels_zone(), s->rec, s->index, s->serial);
     }
     if (ts && s->agent >= 0 && ts->by_agent[s->agent] == s)
         ts->by_agent[s->agent] = NULL;
@@ -170,12 +180,12 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
     destroy(arg);
 }
 
-/* Whether a newer connection of this agent took over (here or in another worker). */
+/* Whether s serves no new stream: another instance of the agent took over, a connection of
+ * the same instance replaced it in this worker, or its worker retires and the agent has a
+ * connection elsewhere that does not. */
 static int superseded(const fg_tsession_t *s)
 {
-    uint64_t serial;
-    fg_tunnels_owner(s->rec, &serial);
-    return serial != s->serial;
+    return conn(s) == NULL || (s->retiring && fg_tunnels_has_other(s->rec, s->serial));
 }
 
 /* A session that serves no new stream (superseded) closes once its last stream ended. */
@@ -288,9 +298,12 @@ static void on_pong(void *arg, const uint8_t *p, size_t len)
     for (int i = 0; i < 8; i++)
         sent = sent << 8 | p[i];
     uint64_t now = fg_clock_now_us();
+    fg_tunnel_conn_t *c = conn(s);
+    if (c == NULL)
+        return;
     if (sent <= now)
-        fg_tunnels_rtt(s->rec, now - sent);
-    fg_tunnels_beat(s->rec, fg_clock_wall_ms());
+        fg_tunnels_rtt(c, now - sent);
+    fg_tunnels_beat(c, fg_clock_wall_ms());
 }
 
 static const fg_ws_cbs_t ws_cbs = {on_text, on_pong};
@@ -350,7 +363,7 @@ static void h2_streams(void *arg, unsigned n)
         fg_metrics_conn_close(FG_MG_TUNNEL_STREAMS);
     int ended = n < s->streams;
     if (s->rec)
-        fg_tunnels_streams(s->rec, (int)n - (int)s->streams);
+        fg_tunnels_streams(s->rec, conn(s), (int)n - (int)s->streams);
     s->streams = n;
     if (ended)
         publish(s); /* a stream ended: its bytes count now, not at the next tick */
@@ -473,7 +486,43 @@ static void take_place(fg_tsession_t *s)
         maybe_done(old);
 }
 
-void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent)
+/* The agent has a connection of this instance in this worker and asked for another worker:
+ * DUPLICATE, then a normal close (RFC 6455 7.4.1, 1000). Not a failure: it authenticated. */
+static void decline(fg_tsession_t *s)
+{
+    static const char msg[] = FG_TUNNEL_VERSION " DUPLICATE";
+    fg_log_info("tunnel agent %s: connection from %s declined: this worker holds one of the "
+                "agent's connections (DUPLICATE)",
+                agent_id(s), s->peer_text);
+    fg_conn_ws_text(s->c, msg, sizeof(msg) - 1);
+    fg_conn_ws_close(s->c, 1000, "duplicate");
+    fg_conn_flush(s->c);
+    hs_done(s);
+    s->state = S_CLOSING;
+    s->agent = -1; /* logged already */
+    struct timeval tv = {0, CLOSE_LINGER_MS * 1000 / 4};
+    evtimer_del(s->tick);
+    evtimer_add(s->later, &tv);
+}
+
+static void log_claim(const fg_tsession_t *s, const fg_tunnels_claim_t *cl)
+{
+    const char *id = agent_id(s);
+    unsigned long long serial = (unsigned long long)s->serial;
+    if (cl->displaced)
+        fg_log_notice("tunnel agent %s: connection %llu from %s takes over from connection %llu "
+                      "(worker pid %d)%s",
+                      id, serial, s->peer_text, (unsigned long long)cl->prev_serial, cl->prev_pid,
+                      cl->displaced > 1 ? " and the agent instance's other connections" : "");
+    else if (cl->replaced)
+        fg_log_notice("tunnel agent %s: connection %llu from %s online, replaces connection %llu "
+                      "of this worker",
+                      id, serial, s->peer_text, (unsigned long long)cl->prev_serial);
+    else
+        fg_log_notice("tunnel agent %s: connection %llu from %s online", id, serial, s->peer_text);
+}
+
+void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent, const fg_tunnel_msg_t *auth)
 {
     const fg_tunnels_config_t *tc = tcfg(s);
     s->agent = agent;
@@ -484,25 +533,28 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent)
     }
     /* The registry first: once OK is on the wire the agent may close its previous tunnel,
      * whose release must then find this connection in place (no offline moment). */
-    int prev_pid;
-    uint64_t prev_serial;
-    s->serial = fg_tunnels_claim(fg_tunnels_zone(), s->rec, s->w->pid, s->w->slot, s->w->generation,
-                                 s->peer_text, &prev_pid, &prev_serial);
-    fg_tunnels_beat(s->rec, fg_clock_wall_ms());
+    fg_tunnels_claim_t cl;
+    int short_form = auth->role == FG_TUNNEL_ROLE_NONE;
+    fg_tunnels_claim(fg_tunnels_zone(), s->rec, s->w->pid, s->w->slot, s->w->generation,
+                     s->peer_text, short_form ? NULL : auth->instance,
+                     auth->role == FG_TUNNEL_ROLE_EXTRA, &cl);
+    if (cl.index < 0) {
+        decline(s);
+        return;
+    }
+    s->index = cl.index;
+    s->serial = cl.serial;
+    fg_tunnels_beat(&s->rec->conns[s->index], fg_clock_wall_ms());
     hs_done(s);
     s->state = S_LIVE;
     s->counted = 1;
     fg_metrics_conn_open(FG_MG_TUNNEL_AGENTS);
-    if (prev_serial)
-        fg_log_notice("tunnel agent %s: connection %llu from %s takes over from connection %llu "
-                      "(worker pid %d)",
-                      tc->agents[agent].id, (unsigned long long)s->serial, s->peer_text,
-                      (unsigned long long)prev_serial, prev_pid);
-    else
-        fg_log_notice("tunnel agent %s: connection %llu from %s online", tc->agents[agent].id,
-                      (unsigned long long)s->serial, s->peer_text);
+    log_claim(s, &cl);
     fg_tunnel_msg_t m = {.kind = FG_TUNNEL_MSG_OK,
-                         .heartbeat_s = (unsigned)(tc->heartbeat_ms / 1000)};
+                         .heartbeat_s = (unsigned)(tc->heartbeat_ms / 1000),
+                         .workers = short_form ? 0 : (unsigned)s->w->cfg->workers};
+    if (m.workers > FG_TUNNEL_WORKERS_MAX)
+        m.workers = FG_TUNNEL_WORKERS_MAX;
     char buf[FG_TUNNEL_MSG_MAX];
     int n = fg_tunnel_msg_format(&m, buf, sizeof(buf));
     /* OK first: the agent starts its HTTP/2 server once it has it, and the client's preface
@@ -521,13 +573,13 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent)
     fg_conn_flush(s->c);
 }
 
-fg_h2client_t *fg_tunnel_session_client(fg_worker_t *w, int agent, uint64_t serial)
+fg_h2client_t *fg_tunnel_session_client(fg_worker_t *w, int agent)
 {
     tstate_t *ts = tstate(w, 0);
     if (ts == NULL || agent < 0 || agent >= FG_TUNNEL_AGENTS_MAX)
         return NULL;
     fg_tsession_t *s = ts->by_agent[agent];
-    if (s == NULL || s->state != S_LIVE || s->serial != serial || s->h2 == NULL ||
+    if (s == NULL || s->state != S_LIVE || s->h2 == NULL || conn(s) == NULL ||
         !fg_http2_client_available(s->h2))
         return NULL;
     return s->h2;
@@ -545,12 +597,14 @@ static void fe_retire(fg_session_t *b)
     if (s->state != S_LIVE || s->retiring)
         return;
     s->retiring = 1;
+    fg_tunnel_conn_t *c = conn(s);
+    if (c != NULL)
+        atomic_store(&c->draining, 1);
     static const char msg[] = FG_TUNNEL_VERSION " RECONNECT";
     fg_conn_ws_text(s->c, msg, sizeof(msg) - 1);
     fg_conn_flush(s->c);
     fg_log_info("tunnel agent %s: asked to reconnect (worker retiring)", agent_id(s));
 }
-
 static void fe_close_idle(fg_session_t *b)
 {
     fg_tsession_t *s = (fg_tsession_t *)b;

@@ -4,13 +4,15 @@
  * authenticated the session runs the HTTP/2 client on it (the gateway is the client, the agent
  * the server), sends heartbeats (WebSocket pings whose payload is the send time, for the RTT)
  * and closes the connection after heartbeatSeconds + graceSeconds without a frame from the
- * agent. It writes itself into the registry (shm/tunnels.h) as the connection that new
- * streams for its agent go to.
+ * agent. It writes itself into a slot of its agent's registry record (shm/tunnels.h): an agent
+ * keeps a connection in each worker it can, and each worker sends its requests for the agent
+ * down its own connection, to another worker's only when it has none.
  *
  * A session is a front-end session of the worker (worker/core/frontend.h): a retiring worker
  * sends each of its agents RECONNECT, keeps serving their in-flight streams, and closes each
- * tunnel once the agent's new connection authenticated elsewhere and its last stream ended (or
- * at the worker's shutdown deadline). A retiring worker thus stays up while agents move. */
+ * tunnel once the agent has a connection in a worker that is not retiring and its last stream
+ * ended (or at the worker's shutdown deadline). A retiring worker thus stays up while agents
+ * move. */
 #ifndef FG_TUNNEL_SESSION_H
 #define FG_TUNNEL_SESSION_H
 
@@ -41,14 +43,15 @@ const uint8_t *fg_tunnel_session_nonce(const fg_tsession_t *s);
 const struct sockaddr *fg_tunnel_session_peer(const fg_tsession_t *s);
 const char *fg_tunnel_session_peer_text(const fg_tsession_t *s);
 const fg_config_t *fg_tunnel_session_config(const fg_tsession_t *s);
-/* The agent (index in cfg->tunnels.agents) proved who it is: OK, the registry claim, the
- * HTTP/2 client. */
-void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent);
+/* The agent (index in cfg->tunnels.agents) proved who it is with auth (its instance and
+ * role): the registry claim, then OK and the HTTP/2 client, or DUPLICATE and a close when
+ * this worker holds a connection of the instance already and auth asked for another worker. */
+void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent, const fg_tunnel_msg_t *auth);
 /* The handshake failed: close 1008 "authentication failed", then the connection. */
 void fg_tunnel_session_refuse(fg_tsession_t *s);
 
-/* The HTTP/2 client of agent's connection in this worker when it is the registry's current
- * one (serial) and may take a stream; NULL otherwise. */
-fg_h2client_t *fg_tunnel_session_client(fg_worker_t *w, int agent, uint64_t serial);
+/* The HTTP/2 client of agent's connection in this worker when it is live in the registry and
+ * may take a stream; NULL otherwise. */
+fg_h2client_t *fg_tunnel_session_client(fg_worker_t *w, int agent);
 
 #endif

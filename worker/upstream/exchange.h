@@ -123,13 +123,15 @@ typedef struct {
 /* Where and how to connect. */
 typedef struct {
     fg_worker_t *w;
-    const fg_cluster_t *cl; /* with di: pooled connections; NULL: addr, never pooled */
+    const fg_cluster_t *cl; /* with di: pooled connections; NULL: addr, pooled in pool */
     size_t di;
     const struct sockaddr *addr;
     socklen_t addrlen;
-    int fresh;            /* never take a pooled connection */
-    int probe;            /* with cl, di: d's health target (fg_upstream_open_probe) */
-    uint64_t max_idle_us; /* a pooled connection idle longer is not taken (0: any) */
+    struct fg_dest_pool_s *pool; /* with cl NULL: keep-alive connections to addr (HTTP/1.1
+                                  * only, fg_upstream_pool_new); NULL: never pooled */
+    int fresh;                   /* never take a pooled connection */
+    int probe;                   /* with cl, di: d's health target (fg_upstream_open_probe) */
+    uint64_t max_idle_us;        /* a pooled connection idle longer is not taken (0: any) */
     uint64_t connect_timeout_ms;
     uint64_t activity_timeout_ms; /* destination silence once it has the request; 0: none */
     /* a response of type text/event-stream has no activity timeout: its events may come

@@ -837,6 +837,8 @@ fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exc
     uint64_t connect_at = 0;
     if (t->cl != NULL && !t->fresh)
         u = fg_upstream_acquire(t->w, t->cl, t->di, t->max_idle_us);
+    else if (t->pool != NULL && !t->fresh)
+        u = fg_upstream_pool_acquire(t->pool, t->max_idle_us);
     int reused = u != NULL;
     if (u == NULL) {
         connect_at = fg_clock_now_us();
@@ -850,6 +852,8 @@ fg_exchange_t *fg_http1_client_start(const fg_exchange_target_t *t, const fg_exc
             u = fg_upstream_open_addr(t->w, t->addr, t->addrlen, NULL, NULL, t->connect_timeout_ms);
         if (u == NULL)
             return NULL;
+        if (t->cl == NULL && t->pool != NULL)
+            fg_upstream_pool_adopt(t->pool, u);
     }
     h1x_t *x = create(u, rq, cbs, arg, t->activity_timeout_ms);
     if (x == NULL) {

@@ -150,7 +150,11 @@ static const fg_conn_cbs_t idle_cbs = {idle_read, NULL, idle_event};
 fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
                                  uint64_t max_idle_us)
 {
-    fg_dest_pool_t *dp = dest_pool(w, cl, di);
+    return fg_upstream_pool_acquire(dest_pool(w, cl, di), max_idle_us);
+}
+
+fg_upconn_t *fg_upstream_pool_acquire(fg_dest_pool_t *dp, uint64_t max_idle_us)
+{
     fg_upconn_t *u = dp->idle; /* the most recently used: if it is too old, all are */
     if (u == NULL)
         return NULL;
@@ -159,6 +163,38 @@ fg_upconn_t *fg_upstream_acquire(fg_worker_t *w, const fg_cluster_t *cl, size_t 
     idle_unlink(u);
     u->reused = 1;
     return u;
+}
+
+fg_dest_pool_t *fg_upstream_pool_new(fg_worker_t *w, const fg_cluster_t *cl)
+{
+    fg_dest_pool_t *dp = calloc(1, sizeof(*dp));
+    if (dp != NULL) {
+        dp->w = w;
+        dp->cl = cl;
+    }
+    return dp;
+}
+
+void fg_upstream_pool_free(fg_dest_pool_t *dp)
+{
+    if (dp == NULL)
+        return;
+    while (dp->idle) {
+        fg_upconn_t *u = dp->idle;
+        idle_unlink(u);
+        fg_upstream_close(u);
+    }
+    free(dp);
+}
+
+unsigned fg_upstream_pool_idle(const fg_dest_pool_t *dp)
+{
+    return dp->nidle;
+}
+
+void fg_upstream_pool_adopt(fg_dest_pool_t *dp, fg_upconn_t *u)
+{
+    u->pool = dp;
 }
 
 fg_upconn_t *fg_upstream_open(fg_worker_t *w, const fg_cluster_t *cl, size_t di,

@@ -41,6 +41,18 @@ fg_upconn_t *fg_upstream_open_timeout(fg_worker_t *w, const fg_cluster_t *cl, si
  * offers http/1.1 alone (an upgrade to an HTTP/2 destination without extended CONNECT). */
 fg_upconn_t *fg_upstream_open_http1(fg_worker_t *w, const fg_cluster_t *cl, size_t di,
                                     uint64_t timeout_ms);
+/* A pool of its own, outside the configuration's clusters (the tunnel hop's, one per holder
+ * worker), for connections opened with fg_upstream_open_addr and fg_upstream_pool_adopt; its
+ * idle limits are cl's (maxIdleConnections, idleTimeout, maxRequestsPerConnection), and cl
+ * outlives it. NULL when out of memory. */
+fg_dest_pool_t *fg_upstream_pool_new(fg_worker_t *w, const fg_cluster_t *cl);
+/* Close its idle connections and free it; connections in use are closed when released. */
+void fg_upstream_pool_free(fg_dest_pool_t *dp);
+unsigned fg_upstream_pool_idle(const fg_dest_pool_t *dp);
+/* An idle connection of dp, or NULL (as fg_upstream_acquire). */
+fg_upconn_t *fg_upstream_pool_acquire(fg_dest_pool_t *dp, uint64_t max_idle_us);
+/* u (fresh from fg_upstream_open_addr) goes back to dp when released. */
+void fg_upstream_pool_adopt(fg_dest_pool_t *dp, fg_upconn_t *u);
 /* A new connection to an address outside any pool (health probes): never reused. */
 fg_upconn_t *fg_upstream_open_addr(fg_worker_t *w, const struct sockaddr *sa, socklen_t len,
                                    const fg_conn_cbs_t *cbs, void *arg, uint64_t timeout_ms);
