@@ -121,6 +121,17 @@ static void hs_add(fg_tsession_t *s)
 
 static void publish(fg_tsession_t *s);
 
+/* RFC 6455 5.5.1: a close frame from the agent is answered with one before the TCP
+ * connection goes (the layer queued the echo while reading it), and ours, when we close
+ * first, is on its way too. One try without waiting: what the kernel does not take now is
+ * lost with the connection. */
+static void flush_close(fg_conn_t *c)
+{
+    if (fg_conn_ws_peer_close(c) == 0)
+        fg_conn_ws_close(c, WS_GOING_AWAY, NULL);
+    fg_conn_flush(c);
+}
+
 static void destroy(fg_tsession_t *s)
 {
     fg_worker_t *w = s->w;
@@ -146,6 +157,7 @@ static void destroy(fg_tsession_t *s)
                     (unsigned long long)s->serial, s->peer_text, s->why ? s->why : "closed");
     event_free(s->tick);
     event_free(s->later);
+    flush_close(s->c);
     fg_conn_free(s->c);
     /* A retiring worker leaves its loop once this was its last session. */
     fg_frontend_remove(w, &s->base);
