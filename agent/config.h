@@ -40,6 +40,7 @@ typedef struct {
     double jitter;                          /* reconnect.jitter */
     unsigned heartbeat_s, grace_s;
     uint64_t connect_timeout_ms; /* connectTimeoutMs: TCP + TLS + upgrade + handshake */
+    uint64_t shutdown_timeout_ms; /* shutdownTimeoutMs: the streams' drain time at TERM */
     int log_level;
     char *error_log; /* log.errorLog: NULL = stderr */
     char *pid_file;

@@ -50,6 +50,7 @@ struct fg_tunnel_s {
     int phase;
     unsigned adopting : 1; /* inside fg_agent_rt_serve: the next session is ours */
     unsigned auth_failed : 1;
+    unsigned going_away : 1; /* the agent stops: our close frame says 1001 */
     uint64_t started_ms, up_ms, heard_ms, pinged_ms;
     struct sockaddr_storage peer;
     socklen_t peerlen;
@@ -264,6 +265,17 @@ static void adopt(fg_tunnel_t *t)
     t->cbs->up(t->arg, t);
 }
 
+/* Before the connection goes (RFC 6455 5.5.1): the echo of the gateway's close frame, which
+ * the WebSocket layer queued when it read it, or our own close frame. One try without
+ * waiting: the gateway learns why the tunnel ends even when TCP closes right after. */
+static void send_close(fg_tunnel_t *t)
+{
+    if (fg_conn_ws_peer_close(t->c) == 0)
+        fg_conn_ws_close(t->c, t->going_away ? 1001 : 1000,
+                         t->going_away ? "agent stopping" : NULL);
+    fg_conn_flush(t->c);
+}
+
 /* End now: the session closes its connection (its end comes back through the session hook),
  * or the connection we hold is freed. */
 static void close_now(fg_tunnel_t *t)
@@ -274,6 +286,8 @@ static void close_now(fg_tunnel_t *t)
         return;
     }
     if (t->c != NULL) {
+        if (t->phase >= P_CHALLENGE)
+            send_close(t);
         fg_conn_free(t->c);
         t->c = NULL;
     }
@@ -369,6 +383,15 @@ void fg_tunnel_retire(fg_tunnel_t *t)
         fail(t, "replaced by a newer tunnel");
 }
 
+void fg_tunnel_drain(fg_tunnel_t *t)
+{
+    t->going_away = 1;
+    if (t->phase == P_UP && t->sess != NULL)
+        t->sess->fe->retire(t->sess);
+    else if (t->phase != P_DEAD)
+        fail(t, "the agent is stopping");
+}
+
 int fg_tunnel_is_up(const fg_tunnel_t *t)
 {
     return t->phase == P_UP;
@@ -391,6 +414,8 @@ int fg_tunnel_session(fg_tunnel_t *t, fg_session_t *s, int added)
         return 0;
     /* The session frees the connection once this returns: its close code is still there. */
     uint16_t code = t->c != NULL ? fg_conn_ws_peer_close(t->c) : 0;
+    if (t->c != NULL)
+        send_close(t);
     t->sess = NULL;
     t->c = NULL;
     if (t->phase == P_UP || t->phase == P_OK) {

@@ -39,6 +39,8 @@ fg_tunnel_t *fg_tunnel_open(struct event_base *base, const fg_agent_config_t *cf
 /* Graceful end: a serving tunnel sends GOAWAY (RFC 9113 6.8), finishes its streams and
  * closes; one not serving yet closes now. gone follows. */
 void fg_tunnel_retire(fg_tunnel_t *t);
+/* The same for the agent's stop: the WebSocket close frame says 1001 "agent stopping". */
+void fg_tunnel_drain(fg_tunnel_t *t);
 /* Whether t serves (between up and gone). */
 int fg_tunnel_is_up(const fg_tunnel_t *t);
 fg_agent_rt_t *fg_tunnel_rt(const fg_tunnel_t *t);

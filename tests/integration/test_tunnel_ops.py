@@ -27,12 +27,34 @@ def close_payload(code, reason=b""):
     return struct.pack(">H", code) + reason
 
 
+def read_frame(ra):
+    """One frame from ra's socket, masked (an agent's) or not (the gateway's)."""
+    while len(ra.buf) < 2:
+        ra._more()
+    n, hl, masked = ra.buf[1] & 0x7f, 2, ra.buf[1] & 0x80
+    if n >= 126:
+        hl = 4 if n == 126 else 10
+        while len(ra.buf) < hl:
+            ra._more()
+        n = int.from_bytes(ra.buf[2:hl], "big")
+    if masked:
+        hl += 4
+    while len(ra.buf) < hl + n:
+        ra._more()
+    op, p = ra.buf[0] & 0x0f, ra.buf[hl:hl + n]
+    if masked:
+        key = ra.buf[hl - 4:hl]
+        p = bytes(b ^ key[i & 3] for i, b in enumerate(p))
+    ra.buf = ra.buf[hl + n:]
+    return op, p
+
+
 def read_until_close(ra, timeout=5):
     """Frames from ra until a close frame (its payload) or the end of the stream (None)."""
     ra.s.settimeout(timeout)
     try:
         while True:
-            op, p = ra.read_frame()
+            op, p = read_frame(ra)
             if op == OP_CLOSE:
                 return bytes(p)
     except (EOFError, ConnectionResetError):
@@ -90,3 +112,168 @@ def test_unknown_id_and_wrong_proof_get_the_same_close(gw1):
     log = gw1.error_log()
     assert 'for agent "office": wrong proof' in log
     assert 'for agent "nobody": unknown agent' in log
+
+
+# ---- the closing handshake, agent side ----
+
+class RawGateway:
+    """One tunnel handshake by hand on a listening socket, for fastgateway-agent: the 101,
+    CHALLENGE, then whatever the test sends (unmasked frames, server role)."""
+
+    def __init__(self, secret):
+        self.secret = secret
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.lsock.settimeout(10)
+        self.port = self.lsock.getsockname()[1]
+
+    def accept(self):
+        s, _ = self.lsock.accept()
+        s.settimeout(10)
+        ra = RawAgent.__new__(RawAgent)  # its frame reader, on the gateway's end
+        ra.s, ra.buf = s, b""
+        while b"\r\n\r\n" not in ra.buf:
+            ra._more()
+        head, ra.buf = ra.buf.split(b"\r\n\r\n", 1)
+        key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n")
+               if l.lower().startswith(b"sec-websocket-key:")][0]
+        import base64
+        acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                               .digest())
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n"
+                  b"Sec-WebSocket-Protocol: fastgateway-tunnel.v1\r\n\r\n")
+        ra.s.sendall(frame(OP_TEXT, b"FGT/1 CHALLENGE " + b"ab" * 32, mask=False))
+        op, msg = read_frame(ra)
+        assert op == OP_TEXT and msg.startswith(b"FGT/1 AUTH office "), msg
+        return ra
+
+    def close(self):
+        self.lsock.close()
+
+
+def _raw_gw_agent(tmp_path, echo_upstream):
+    gw = RawGateway(SECRET)
+    a = Agent(tmp_path, gw.port, {"web": echo_upstream.url}, connectTimeoutMs=5000)
+    return gw, a.start()
+
+
+@pytest.mark.parametrize("after_ok", [False, True], ids=["handshake", "live"])
+def test_agent_echoes_the_gateways_close(tmp_path, echo_upstream, after_ok):
+    gw, a = _raw_gw_agent(tmp_path, echo_upstream)
+    try:
+        ra = gw.accept()
+        if after_ok:
+            ra.s.sendall(frame(OP_TEXT, b"FGT/1 OK 30", mask=False))
+            op, _ = read_frame(ra)  # the agent's HTTP/2 SETTINGS: it serves
+            assert op == OP_BIN
+        ra.s.sendall(frame(OP_CLOSE, close_payload(1001, b"gateway stopping"), mask=False))
+        got = read_until_close(ra)
+        assert got is not None, "the agent closed TCP without echoing the close frame"
+        assert got[:2] == struct.pack(">H", 1001)
+        ra.close()
+    finally:
+        a.stop()
+        gw.close()
+
+
+# ---- graceful stop of the agent ----
+
+GW_SECRET = b"s3cret-of-office-0123456789abcdef"
+
+
+@pytest.fixture
+def gw_agent(gateway_factory, echo_upstream, tmp_path):
+    """A one-worker gateway with agent "office" (fastgateway-agent) serving /tunnel/."""
+    cfg = tunnel_config(tmp_path, free_port(), ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}], workers=1)
+    gw = gateway_factory(cfg)
+    d = Path(tmp_path) / "agent"
+    d.mkdir()
+    started = []
+
+    def make(**top):
+        a = Agent(d, gw.port, {"web": echo_upstream.url}, secret=GW_SECRET, **top).start()
+        started.append(a)
+        wait_online(gw, "office")
+        return a
+
+    yield gw, make
+    for a in started:
+        a.stop()
+
+
+def _get_in_thread(gw, path, timeout=20):
+    out = {}
+
+    def run():
+        try:
+            out["status"] = http_request("GET", gw.url(path), timeout=timeout)[0]
+        except OSError as e:
+            out["status"] = repr(e)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th, out
+
+
+def _wait_streams(gw, n, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gw.status("show tunnels")["agents"][0]["streams"] >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError("never %d streams in flight" % n)
+
+
+def test_sigterm_lets_inflight_streams_finish(gw_agent):
+    gw, make = gw_agent
+    a = make()
+    th, out = _get_in_thread(gw, "/tunnel/slow?ms=1500")
+    _wait_streams(gw, 1)
+    a.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # the agent takes no new stream: a new request is answered at once, not by this agent
+    st, _, _ = http_request("GET", gw.url("/tunnel/x"), timeout=5)
+    assert st in (502, 503), st
+    th.join(10)
+    assert out.get("status") == 200, out
+    assert a.proc.wait(5) == 0
+    assert not a.pid_file.exists()
+    logs = a.logs()
+    assert "stopping: the tunnels finish their streams" in logs
+    assert "stopping: every tunnel closed" in logs
+    wait_online(gw, "office", online=False)
+
+
+def test_sigterm_drain_is_bounded(gw_agent):
+    gw, make = gw_agent
+    a = make(shutdownTimeoutMs=500)
+    th, out = _get_in_thread(gw, "/tunnel/slow?ms=6000")
+    _wait_streams(gw, 1)
+    t0 = time.monotonic()
+    a.signal(signal.SIGTERM)
+    assert a.proc.wait(5) == 0
+    assert time.monotonic() - t0 < 3
+    assert "shutdownTimeoutMs (500) is over" in a.logs()
+    th.join(10)
+    assert out.get("status") != 200
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_second_signal_stops_at_once(gw_agent, second):
+    gw, make = gw_agent
+    a = make()
+    th, out = _get_in_thread(gw, "/tunnel/slow?ms=6000")
+    _wait_streams(gw, 1)
+    a.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert a.proc.poll() is None  # draining
+    t0 = time.monotonic()
+    a.signal(second)
+    assert a.proc.wait(5) == 0
+    assert time.monotonic() - t0 < 2
+    assert "stopping now" in a.logs()
+    th.join(10)
