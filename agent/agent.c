@@ -12,6 +12,7 @@
 
 #include "agent/backoff.h"
 #include "agent/dial.h"
+#include "agent/resolve.h"
 #include "agent/runtime.h"
 #include "agent/tunnel.h"
 #include "common/log.h"
@@ -34,7 +35,8 @@ typedef struct tlink_s {
 
 struct fg_agent_s {
     struct event_base *base;
-    gen_t *gens; /* newest first: gens is the current configuration */
+    struct evdns_base *dns; /* the gateway's name, resolved off the loop (agent/resolve.h) */
+    gen_t *gens;            /* newest first: gens is the current configuration */
     tlink_t *tunnels;
     fg_tunnel_t *cur; /* the tunnel being dialed or serving as the current one; NULL: waiting */
     fg_backoff_t backoff;
@@ -95,7 +97,7 @@ static gen_t *gen_new(fg_agent_t *a, fg_agent_config_t *cfg, char *err, size_t e
 static void dial(fg_agent_t *a)
 {
     gen_t *g = a->gens;
-    fg_tunnel_t *t = fg_tunnel_open(a->base, g->cfg, g->ctx, g->rt, &tunnel_cbs, a);
+    fg_tunnel_t *t = fg_tunnel_open(a->base, a->dns, g->cfg, g->ctx, g->rt, &tunnel_cbs, a);
     tlink_t *l = t ? calloc(1, sizeof(*l)) : NULL;
     if (l == NULL) {
         fg_tunnel_free(t);
@@ -303,6 +305,7 @@ static void reload(fg_agent_t *a)
         return;
     }
     fg_log_set_level(cfg->log_level);
+    fg_resolve_base_reload(a->dns);
     fg_log_notice("reloaded: %zu service(s); a new tunnel replaces the current one",
                   cfg->nservices);
     fg_backoff_init(&a->backoff, cfg->initial_ms, cfg->max_ms, cfg->jitter, 0);
@@ -358,6 +361,7 @@ fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen)
     a->sweep = event_new(a->base, -1, 0, on_sweep, a);
     a->trim = event_new(a->base, -1, EV_PERSIST, on_trim, a);
     a->drain = evtimer_new(a->base, on_drain_over, a);
+    a->dns = fg_resolve_base_new(a->base);
     struct timeval trim_tv = {TRIM_MS / 1000, (TRIM_MS % 1000) * 1000};
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     for (size_t i = 0; i < 4; i++) {
@@ -374,7 +378,8 @@ fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen)
      * threshold keeps glibc from moving it; the periodic trim hands free heap pages back. */
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     if (a->retry == NULL || a->sweep == NULL || a->trim == NULL || a->drain == NULL ||
-        event_add(a->trim, &trim_tv) != 0 || gen_new(a, cfg, err, errlen) == NULL) {
+        a->dns == NULL || event_add(a->trim, &trim_tv) != 0 ||
+        gen_new(a, cfg, err, errlen) == NULL) {
         fg_agent_free(a);
         return NULL;
     }
@@ -414,6 +419,7 @@ void fg_agent_free(fg_agent_t *a)
         event_free(a->trim);
     if (a->drain)
         event_free(a->drain);
+    fg_resolve_base_free(a->dns);
     event_base_free(a->base);
     free(a);
 }

@@ -39,7 +39,7 @@ typedef struct {
     uint64_t initial_ms, max_ms, stable_ms; /* reconnect.initialMs, maxMs, stableMs */
     double jitter;                          /* reconnect.jitter */
     unsigned heartbeat_s, grace_s;
-    uint64_t connect_timeout_ms; /* connectTimeoutMs: TCP + TLS + upgrade + handshake */
+    uint64_t connect_timeout_ms;  /* connectTimeoutMs: TCP + TLS + upgrade + handshake */
     uint64_t shutdown_timeout_ms; /* shutdownTimeoutMs: the streams' drain time at TERM */
     int log_level;
     char *error_log; /* log.errorLog: NULL = stderr */

@@ -19,6 +19,7 @@
 #include "agent/runtime.h"
 
 struct event_base;
+struct evdns_base;
 typedef struct fg_tunnel_s fg_tunnel_t;
 
 typedef struct {
@@ -31,11 +32,12 @@ typedef struct {
     void (*gone)(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, int auth);
 } fg_tunnel_cbs_t;
 
-/* Start a tunnel to cfg's gateway that will serve on rt. ctx: the TLS client context for
- * wss:// (NULL for ws://). cfg, ctx, rt and cbs outlive the tunnel. NULL when out of memory;
- * any other failure comes as gone. */
-fg_tunnel_t *fg_tunnel_open(struct event_base *base, const fg_agent_config_t *cfg, SSL_CTX *ctx,
-                            fg_agent_rt_t *rt, const fg_tunnel_cbs_t *cbs, void *arg);
+/* Start a tunnel to cfg's gateway that will serve on rt. dns resolves the gateway's name
+ * (agent/resolve.h). ctx: the TLS client context for wss:// (NULL for ws://). dns, cfg, ctx,
+ * rt and cbs outlive the tunnel. NULL when out of memory; any other failure comes as gone. */
+fg_tunnel_t *fg_tunnel_open(struct event_base *base, struct evdns_base *dns,
+                            const fg_agent_config_t *cfg, SSL_CTX *ctx, fg_agent_rt_t *rt,
+                            const fg_tunnel_cbs_t *cbs, void *arg);
 /* Graceful end: a serving tunnel sends GOAWAY (RFC 9113 6.8), finishes its streams and
  * closes; one not serving yet closes now. gone follows. */
 void fg_tunnel_retire(fg_tunnel_t *t);

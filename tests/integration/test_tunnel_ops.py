@@ -277,3 +277,140 @@ def test_second_signal_stops_at_once(gw_agent, second):
     assert time.monotonic() - t0 < 2
     assert "stopping now" in a.logs()
     th.join(10)
+
+
+# ---- name resolution off the agent's loop ----
+
+class SilentDns:
+    """A DNS server on 127.53.x.y:53 that takes every query and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(20):
+            self.addr = "127.53.%d.%d" % (os.getpid() % 250 + 1, os.urandom(1)[0] % 250 + 1)
+            try:
+                self.sock.bind((self.addr, 53))
+                break
+            except OSError:
+                continue
+        else:
+            pytest.skip("no free loopback address for port 53")
+        self.queries = []
+        self.sock.settimeout(0.2)
+        self.stop = False
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                q, _ = self.sock.recvfrom(512)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.queries.append(q)
+
+    def asked(self, label):
+        # resolvers may mix the case of a name's letters (0x20 bits, against spoofing)
+        return any(label.encode() in q.lower() for q in self.queries)
+
+    def close(self):
+        self.stop = True
+        self.th.join(2)
+        self.sock.close()
+
+
+def _can_mount_namespace():
+    r = subprocess.run(["unshare", "-m", "sh", "-c",
+                        "mount --bind /etc/hostname /etc/hostname"], capture_output=True)
+    return r.returncode == 0
+
+
+class NsAgent(Agent):
+    """fastgateway-agent in a mount namespace of its own where /etc/resolv.conf and /etc/hosts
+    are the test's files: its resolver (and the C library's, in an older agent) asks only the
+    test's DNS server."""
+
+    def __init__(self, tmp_path, gw_port, services, resolv, hosts, **kw):
+        super().__init__(tmp_path, gw_port, services, **kw)
+        self.resolv, self.hosts = resolv, hosts
+
+    def start(self):
+        script = ("mount --bind %s /etc/resolv.conf && mount --bind %s /etc/hosts && exec %s -c %s"
+                  % (self.resolv, self.hosts, AGENT, self.file))
+        self.proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        return self
+
+
+@pytest.fixture
+def ns_agent(gateway_factory, echo_upstream, tmp_path):
+    if not _can_mount_namespace():
+        pytest.skip("needs a mount namespace (unshare -m) to give the agent its own resolv.conf")
+    cfg = tunnel_config(tmp_path, free_port(), ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}], workers=1)
+    gw = gateway_factory(cfg)
+    dns = SilentDns()
+    d = Path(tmp_path) / "agent"
+    d.mkdir()
+    resolv = d / "resolv.conf"
+    # one attempt of 4 s: a resolver that blocks the loop blocks it that long
+    resolv.write_text("nameserver %s\noptions timeout:4 attempts:1\n" % dns.addr)
+    hosts = d / "hosts"
+    hosts.write_text("127.0.0.1 localhost gw.hosts.test\n")
+    started = []
+
+    def make(gateway_host, **top):
+        a = NsAgent(d, gw.port, {"web": echo_upstream.url}, resolv, hosts, secret=GW_SECRET,
+                    connectTimeoutMs=2000, **top)
+        a.conf["gateway"] = "ws://%s:%d%s" % (gateway_host, gw.port, TUNNEL_PATH)
+        a.write()
+        started.append(a.start())
+        return a
+
+    yield gw, dns, make
+    for a in started:
+        a.stop()
+    dns.close()
+
+
+def test_agent_resolves_the_gateway_from_etc_hosts(ns_agent):
+    gw, dns, make = ns_agent
+    make("gw.hosts.test")
+    wait_online(gw, "office")
+    assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
+
+
+def test_slow_dns_does_not_stall_a_serving_tunnel(ns_agent):
+    gw, dns, make = ns_agent
+    a = make("127.0.0.1")
+    wait_online(gw, "office")
+    assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
+    # a reload names a gateway that only the silent DNS server could resolve
+    a.conf["gateway"] = "ws://gw.slow.test:%d%s" % (gw.port, TUNNEL_PATH)
+    a.write()
+    a.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while not dns.asked("slow") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dns.asked("slow"), "the agent never asked the DNS server"
+    # the lookup is pending: the serving tunnel answers as ever meanwhile
+    t_end = time.monotonic() + 1.5
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        try:
+            st = http_request("GET", gw.url("/tunnel/x"), timeout=1.5)[0]
+        except OSError as e:
+            st = repr(e)
+        assert st == 200, "request during the lookup: %s after %.2f s" % (st, time.monotonic() - t0)
+    deadline = time.monotonic() + 6
+    while "cannot resolve gw.slow.test" not in a.logs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = [l for l in a.log_lines() if "cannot resolve gw.slow.test" in l["msg"]]
+    assert line and line[0]["level"] == "warn", a.logs()
+    assert "no answer within connectTimeoutMs (2000 ms)" in line[0]["msg"]
+    assert "retrying in" in line[0]["msg"]
+    # and the old tunnel still serves
+    assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200

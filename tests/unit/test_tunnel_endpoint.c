@@ -20,8 +20,8 @@
 static unsigned hmacs;
 static int last_key_len;
 
-typedef unsigned char *(*hmac_fn)(const EVP_MD *, const void *, int, const unsigned char *,
-                                  size_t, unsigned char *, unsigned int *);
+typedef unsigned char *(*hmac_fn)(const EVP_MD *, const void *, int, const unsigned char *, size_t,
+                                  unsigned char *, unsigned int *);
 
 unsigned char *HMAC(const EVP_MD *md, const void *key, int key_len, const unsigned char *d,
                     size_t n, unsigned char *out, unsigned int *out_len)
@@ -51,9 +51,8 @@ static void auth_msg(fg_tunnel_msg_t *m, const char *id, const uint8_t *nonce, i
     memset(m, 0, sizeof(*m));
     m->kind = FG_TUNNEL_MSG_AUTH;
     strcpy(m->id, id);
-    assert_int_equal(fg_tunnel_proof((const uint8_t *)SECRET, sizeof(SECRET) - 1, nonce, id,
-                                     m->proof),
-                     0);
+    assert_int_equal(
+        fg_tunnel_proof((const uint8_t *)SECRET, sizeof(SECRET) - 1, nonce, id, m->proof), 0);
     if (!right)
         m->proof[0] ^= 1;
 }
