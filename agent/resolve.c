@@ -8,9 +8,10 @@
 #include <event2/dns.h>
 #include <event2/util.h>
 
-/* One lookup; it lives until evdns answers, even when forgotten before. */
+/* One lookup; it lives until evdns calls back, even when cancelled before. */
 struct fg_resolve_s {
-    fg_resolve_cb cb; /* NULL once forgotten */
+    struct evdns_getaddrinfo_request *req;
+    fg_resolve_cb cb; /* NULL once cancelled */
     void *arg;
     char host[256];
 };
@@ -25,7 +26,8 @@ struct evdns_base *fg_resolve_base_new(struct event_base *base)
 void fg_resolve_base_reload(struct evdns_base *dns)
 {
     evdns_base_clear_nameservers_and_suspend(dns);
-    evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, "/etc/resolv.conf");
+    /* not /etc/hosts: evdns would add its lines to the ones it has, the old ones winning */
+    evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL & ~DNS_OPTION_HOSTSFILE, "/etc/resolv.conf");
     evdns_base_resume(dns);
 }
 
@@ -39,7 +41,7 @@ static void on_result(int rc, struct evutil_addrinfo *res, void *arg)
 {
     fg_resolve_t *r = arg;
     if (r->cb == NULL || rc == EVUTIL_EAI_CANCEL) {
-        /* forgotten: nobody waits */
+        /* cancelled: nobody waits */
     } else if (rc != 0 || res == NULL) {
         char err[400];
         snprintf(err, sizeof(err), "cannot resolve %s: %s", r->host,
@@ -68,11 +70,18 @@ fg_resolve_t *fg_resolve_start(struct evdns_base *dns, const char *host, const c
                                     .ai_socktype = SOCK_STREAM,
                                     .ai_protocol = IPPROTO_TCP,
                                     .ai_flags = EVUTIL_AI_ADDRCONFIG};
-    /* Answered at once (a literal, /etc/hosts, an error), on_result ran and freed r. */
-    return evdns_getaddrinfo(dns, host, port, &hints, on_result, r) ? r : NULL;
+    struct evdns_getaddrinfo_request *req =
+        evdns_getaddrinfo(dns, host, port, &hints, on_result, r);
+    if (req == NULL)
+        return NULL; /* on_result ran and freed r */
+    r->req = req;
+    return r;
 }
 
-void fg_resolve_forget(fg_resolve_t *r)
+void fg_resolve_cancel(fg_resolve_t *r)
 {
+    /* on_result runs from the loop with EVUTIL_EAI_CANCEL (or the answer, if one is already on
+     * its way) and frees r */
     r->cb = NULL;
+    evdns_getaddrinfo_cancel(r->req);
 }

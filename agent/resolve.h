@@ -18,10 +18,10 @@ typedef void (*fg_resolve_cb)(void *arg, const struct sockaddr *sa, socklen_t le
 
 /* A resolver on base reading /etc/resolv.conf and /etc/hosts now. NULL when out of memory. */
 struct evdns_base *fg_resolve_base_new(struct event_base *base);
-/* Read /etc/resolv.conf and /etc/hosts again (SIGHUP); pending lookups go on with the new
- * nameservers. */
+/* Read /etc/resolv.conf again (SIGHUP); pending lookups go on with the new nameservers.
+ * /etc/hosts is read at start only. */
 void fg_resolve_base_reload(struct evdns_base *dns);
-/* Free it, once the loop has stopped. */
+/* Free it once the loop has stopped (after lookups cancelled from the loop had their turn). */
 void fg_resolve_base_free(struct evdns_base *dns);
 
 /* Resolve host and port (a number) for a TCP connection. cb runs once: from the loop, or
@@ -29,9 +29,8 @@ void fg_resolve_base_free(struct evdns_base *dns);
  * pending lookup, or NULL when cb already ran. */
 fg_resolve_t *fg_resolve_start(struct evdns_base *dns, const char *host, const char *port,
                                fg_resolve_cb cb, void *arg);
-/* Give up a pending lookup: its cb is never called. The query itself ends on its own, at the
- * latest at the resolver's timeout. (evdns reports a cancel later from the loop, and would
- * then touch a resolver that may be gone; forgetting needs no such care.) */
-void fg_resolve_forget(fg_resolve_t *r);
+/* Give up a pending lookup: its cb is never called. evdns ends the query and frees the lookup
+ * from the loop, later; dns must stay until the loop has run (fg_resolve_base_free). */
+void fg_resolve_cancel(fg_resolve_t *r);
 
 #endif

@@ -304,7 +304,7 @@ static void send_close(fg_tunnel_t *t)
 static void close_now(fg_tunnel_t *t)
 {
     if (t->lookup != NULL) {
-        fg_resolve_forget(t->lookup);
+        fg_resolve_cancel(t->lookup);
         t->lookup = NULL;
     }
     if (t->sess != NULL) {
@@ -467,7 +467,7 @@ void fg_tunnel_free(fg_tunnel_t *t)
     if (t == NULL)
         return;
     if (t->lookup != NULL)
-        fg_resolve_forget(t->lookup);
+        fg_resolve_cancel(t->lookup);
     if (t->sess == NULL && t->c != NULL)
         fg_conn_free(t->c);
     if (t->tick)

@@ -175,7 +175,7 @@ def test_agent_echoes_the_gateways_close(tmp_path, echo_upstream, after_ok):
         assert got[:2] == struct.pack(">H", 1001)
         ra.close()
     finally:
-        a.stop()
+        _stop_checked([a])
         gw.close()
 
 
@@ -201,8 +201,14 @@ def gw_agent(gateway_factory, echo_upstream, tmp_path):
         return a
 
     yield gw, make
-    for a in started:
+    _stop_checked(started)
+
+
+def _stop_checked(agents):
+    for a in agents:
         a.stop()
+        err = a.proc.stderr.read().decode(errors="replace")
+        assert "Sanitizer" not in err and "runtime error" not in err, err
 
 
 def _get_in_thread(gw, path, timeout=20):
@@ -371,9 +377,8 @@ def ns_agent(gateway_factory, echo_upstream, tmp_path):
         return a
 
     yield gw, dns, make
-    for a in started:
-        a.stop()
     dns.close()
+    _stop_checked(started)
 
 
 def test_agent_resolves_the_gateway_from_etc_hosts(ns_agent):
