@@ -8,6 +8,8 @@
 #include <event2/dns.h>
 #include <event2/util.h>
 
+#include "common/log.h"
+
 /* One lookup; it lives until evdns calls back, even when cancelled before. */
 struct fg_resolve_s {
     struct evdns_getaddrinfo_request *req;
@@ -16,8 +18,16 @@ struct fg_resolve_s {
     char host[256];
 };
 
+/* evdns' own lines (a nameserver failing, coming back) into the agent's log; its debug
+ * lines (every query) at debug. */
+static void evdns_line(int is_warn, const char *msg)
+{
+    fg_log(is_warn ? FG_LOG_WARN : FG_LOG_DEBUG, "dns: %s", msg);
+}
+
 struct evdns_base *fg_resolve_base_new(struct event_base *base)
 {
+    evdns_set_log_fn(evdns_line);
     /* DISABLE_WHEN_INACTIVE: no socket or event stays registered between lookups. */
     return evdns_base_new(base,
                           EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
