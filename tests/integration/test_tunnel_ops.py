@@ -419,3 +419,46 @@ def test_slow_dns_does_not_stall_a_serving_tunnel(ns_agent):
     assert "retrying in" in line[0]["msg"]
     # and the old tunnel still serves
     assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
+
+
+def test_sigterm_sends_new_requests_to_the_other_agent(gateway_factory, upstream_factory,
+                                                       tmp_path):
+    """Two agents serve one cluster: while one drains after TERM, every new request goes to
+    the other, and the draining one's slow request still completes."""
+    up_a, up_b = upstream_factory(), upstream_factory()
+    cfg = tunnel_config(tmp_path, free_port(), ["office", "branch"],
+                        [{"id": "a", "address": "tunnel://office/web"},
+                         {"id": "b", "address": "tunnel://branch/web"}], workers=1)
+    gw = gateway_factory(cfg)
+    agents = []
+    for name, up in (("office", up_a), ("branch", up_b)):
+        d = Path(tmp_path) / name
+        d.mkdir()
+        secret = ("s3cret-of-%s-0123456789abcdef" % name).encode()
+        a = Agent(d, gw.port, {"web": up.url}, secret=secret, id=name)
+        agents.append(a.start())
+        wait_online(gw, name)
+    try:
+        # a slow request on office (round robin: retry until one lands there)
+        th = out = None
+        for _ in range(6):
+            th, out = _get_in_thread(gw, "/tunnel/slow?ms=2000")
+            time.sleep(0.3)
+            agents_now = {x["id"]: x for x in gw.status("show tunnels")["agents"]}
+            if agents_now["office"]["streams"] == 1:
+                break
+            th.join(5)
+        assert agents_now["office"]["streams"] == 1
+        agents[0].signal(signal.SIGTERM)
+        time.sleep(0.3)
+        seen = []
+        for _ in range(10):
+            st, _, body = http_request("GET", gw.url("/tunnel/who"), timeout=5)
+            assert st == 200, (st, body)
+            seen.append(json.loads(body)["upstream"])
+        assert set(seen) == {up_b.port}
+        th.join(10)
+        assert out.get("status") == 200, out
+        assert agents[0].proc.wait(5) == 0
+    finally:
+        _stop_checked(agents)

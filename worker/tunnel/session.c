@@ -54,6 +54,8 @@ struct fg_tsession_s {
     unsigned counted : 1;     /* the tunnel-agents gauge counts it */
     unsigned pending : 1;     /* in the worker's list of pending handshakes */
     unsigned chatty : 1;      /* a control message after OK was logged */
+    unsigned goaway : 1;      /* the agent sent GOAWAY: it takes no new stream */
+    unsigned going : 1;       /* ... and that took the agent offline */
     struct fg_tsession_s *hs_prev, *hs_next;
 };
 
@@ -194,7 +196,9 @@ static int superseded(const fg_tsession_t *s)
 static void maybe_done(fg_tsession_t *s)
 {
     if (s->state == S_LIVE && s->streams == 0 && superseded(s))
-        close_later(s, s->retiring ? "moved to a new worker" : "taken over");
+        close_later(s, s->going      ? "the agent went away (GOAWAY)"
+                       : s->retiring ? "moved to a new worker"
+                                     : "taken over");
 }
 
 /* ---- heartbeats and figures ---- */
@@ -307,6 +311,24 @@ static void on_pong(void *arg, const uint8_t *p, size_t len)
 
 static const fg_ws_cbs_t ws_cbs = {on_text, on_pong};
 
+/* The agent sent GOAWAY (RFC 9113 6.8; it stops, or a newer tunnel of its own took over):
+ * this connection takes no new stream. Unless a newer connection of the agent already holds
+ * the registry, the agent is offline from now on, so that the balancer sends new requests to
+ * other destinations (or answers 503 at once) rather than here; the streams in flight finish,
+ * then the tunnel closes. */
+static void agent_going(fg_tsession_t *s)
+{
+    s->goaway = 1;
+    if (!superseded(s)) {
+        s->going = 1;
+        fg_tunnels_release(fg_tunnels_zone(), s->rec, s->serial);
+        fg_log_info("tunnel agent %s: connection %llu from %s goes away (GOAWAY): offline, %u "
+                    "stream(s) finishing",
+                    agent_id(s), (unsigned long long)s->serial, s->peer_text, s->streams);
+    }
+    maybe_done(s);
+}
+
 static void on_read(fg_conn_t *c, void *arg)
 {
     fg_tsession_t *s = arg;
@@ -314,6 +336,8 @@ static void on_read(fg_conn_t *c, void *arg)
     struct evbuffer *in = fg_conn_input(c);
     if (s->state == S_LIVE && s->h2) {
         fg_http2_client_input(s->h2);
+        if (!s->goaway && s->state == S_LIVE && s->h2 && fg_http2_client_goaway(s->h2))
+            agent_going(s);
         return;
     }
     /* Binary bytes before OK break the protocol (tunnel_proto.h). */
