@@ -9,11 +9,11 @@
 
 #include <event2/event.h>
 #include <openssl/rand.h>
-#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "agent/backoff.h"
 #include "agent/dial.h"
+#include "agent/resolve.h"
 #include "agent/runtime.h"
 #include "agent/tunnel.h"
 #include "common/log.h"
@@ -46,15 +46,18 @@ typedef struct tlink_s {
 
 struct fg_agent_s {
     struct event_base *base;
-    gen_t *gens; /* newest first: gens is the current configuration */
+    struct evdns_base *dns; /* the gateway's name, resolved off the loop (agent/resolve.h) */
+    gen_t *gens;            /* newest first: gens is the current configuration */
     tlink_t *tunnels;
     fg_tunnel_t *cur; /* the one attempt under way; NULL: none */
     unsigned workers; /* the gateway's worker count, from the last OK (0: not said) */
     unsigned dups;    /* DUPLICATE answers in a row */
     fg_backoff_t backoff;
     struct event *retry, *sweep, *trim;
+    struct event *drain; /* the end of a graceful stop's drain time */
     struct event *sigs[4];
     int status;
+    unsigned stopping : 1; /* TERM: no new tunnel, the streams finish, then exit */
 };
 
 static void on_up(void *arg, fg_tunnel_t *t);
@@ -141,7 +144,7 @@ static unsigned wanted(const fg_agent_t *a)
 static void dial(fg_agent_t *a)
 {
     gen_t *g = a->gens;
-    fg_tunnel_t *t = fg_tunnel_open(a->base, g->cfg, g->ctx, g->rt, &tunnel_cbs, a);
+    fg_tunnel_t *t = fg_tunnel_open(a->base, a->dns, g->cfg, g->ctx, g->rt, &tunnel_cbs, a);
     tlink_t *l = t ? calloc(1, sizeof(*l)) : NULL;
     if (l == NULL) {
         fg_tunnel_free(t);
@@ -162,10 +165,11 @@ static void dial(fg_agent_t *a)
     a->cur = t;
 }
 
-/* One attempt at a time, until the wanted number serves; none while a delay runs. */
+/* One attempt at a time, until the wanted number serves; none while a delay runs or once
+ * the agent stops. */
 static void fill(fg_agent_t *a)
 {
-    if (a->cur == NULL && !evtimer_pending(a->retry, NULL) && serving(a) < wanted(a))
+    if (!a->stopping && a->cur == NULL && !evtimer_pending(a->retry, NULL) && serving(a) < wanted(a))
         dial(a);
 }
 
@@ -255,6 +259,8 @@ static void on_up(void *arg, fg_tunnel_t *t)
 static void on_reconnect(void *arg, fg_tunnel_t *t)
 {
     fg_agent_t *a = arg;
+    if (a->stopping)
+        return;
     tlink_t *l = link_of(a, t);
     if (l == NULL || l->moving || l->retired) {
         fg_log_info("tunnel: RECONNECT on a tunnel already being replaced");
@@ -286,9 +292,69 @@ static void attempt_failed(fg_agent_t *a, fg_tunnel_t *t, const char *why, int a
     retry_in(a, delay);
 }
 
+static void stop(fg_agent_t *a);
+
+/* A tunnel ended during a graceful stop; the last one ends the agent. */
+static void drained(fg_agent_t *a, fg_tunnel_t *t, const char *why)
+{
+    tlink_t **pp = &a->tunnels;
+    while (*pp && (*pp)->t != t)
+        pp = &(*pp)->next;
+    if (*pp) {
+        tlink_t *l = *pp;
+        *pp = l->next;
+        l->gen->tunnels--;
+        free(l);
+    }
+    if (t == a->cur)
+        a->cur = NULL;
+    fg_log_info("stopping: a tunnel closed: %s", why);
+    if (a->tunnels == NULL) {
+        fg_log_notice("stopping: every tunnel closed");
+        stop(a);
+    }
+}
+
+static void on_drain_over(evutil_socket_t fd, short what, void *arg)
+{
+    fg_agent_t *a = arg;
+    (void)fd;
+    (void)what;
+    fg_log_warn("stopping: shutdownTimeoutMs (%llu) is over: closing the tunnels with their "
+                "streams",
+                (unsigned long long)a->gens->cfg->shutdown_timeout_ms);
+    stop(a);
+}
+
+/* TERM: like the gateway's graceful stop. Each serving tunnel sends GOAWAY (RFC 9113 6.8), so
+ * the gateway opens no new stream on it, finishes its streams and closes with a WebSocket
+ * close 1001; a tunnel still dialing closes at once. The agent exits when the last one is
+ * gone, or when shutdownTimeoutMs is over. */
+static void stop_gracefully(fg_agent_t *a)
+{
+    uint64_t ms = a->gens->cfg->shutdown_timeout_ms;
+    a->stopping = 1;
+    evtimer_del(a->retry);
+    if (a->tunnels == NULL) {
+        stop(a);
+        return;
+    }
+    fg_log_notice("stopping: the tunnels finish their streams (at most %llu ms; TERM again or "
+                  "INT to stop at once)",
+                  (unsigned long long)ms);
+    for (tlink_t *l = a->tunnels; l; l = l->next)
+        fg_tunnel_drain(l->t);
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(a->drain, &tv);
+}
+
 static void on_gone(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, int auth)
 {
     fg_agent_t *a = arg;
+    if (a->stopping) {
+        drained(a, t, why);
+        return;
+    }
     tlink_t **pp = &a->tunnels, *l = NULL;
     while (*pp && (*pp)->t != t)
         pp = &(*pp)->next;
@@ -330,6 +396,7 @@ static void stop(fg_agent_t *a)
     /* A sweep made due by a tunnel that ended in this same loop turn would meet the freed
      * runtimes below. */
     event_del(a->sweep);
+    evtimer_del(a->drain);
     /* Runtimes close their sessions (without telling anyone), then tunnels go quietly. */
     for (gen_t *g = a->gens; g; g = g->next) {
         fg_agent_rt_free(g->rt);
@@ -357,6 +424,7 @@ static void reload(fg_agent_t *a)
         return;
     }
     fg_log_set_level(cfg->log_level);
+    fg_resolve_base_reload(a->dns);
     fg_log_notice("reloaded: %zu service(s); a new tunnel replaces the current one",
                   cfg->nservices);
     fg_backoff_init(&a->backoff, cfg->initial_ms, cfg->max_ms, cfg->jitter, 0);
@@ -376,9 +444,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     fg_agent_t *a = arg;
     (void)what;
-    if (sig == SIGTERM || sig == SIGINT) {
-        fg_log_notice("stopping (%s)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (sig == SIGTERM && !a->stopping) {
+        fg_log_notice("stopping (SIGTERM)");
+        stop_gracefully(a);
+    } else if (sig == SIGTERM || sig == SIGINT) {
+        fg_log_notice("stopping now (%s)", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         stop(a);
+    } else if (sig == SIGHUP && a->stopping) {
+        fg_log_notice("reload ignored: stopping");
     } else if (sig == SIGHUP) {
         reload(a);
     } else if (sig == SIGUSR1 && fg_log_reopen() != 0) {
@@ -409,6 +482,8 @@ fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen)
     a->retry = evtimer_new(a->base, on_retry, a);
     a->sweep = event_new(a->base, -1, 0, on_sweep, a);
     a->trim = event_new(a->base, -1, EV_PERSIST, on_trim, a);
+    a->drain = evtimer_new(a->base, on_drain_over, a);
+    a->dns = fg_resolve_base_new(a->base);
     struct timeval trim_tv = {TRIM_MS / 1000, (TRIM_MS % 1000) * 1000};
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     for (size_t i = 0; i < 4; i++) {
@@ -424,8 +499,9 @@ fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen)
      * frees it once drained, and a mapping per read costs an mmap and a munmap. A fixed
      * threshold keeps glibc from moving it; the periodic trim hands free heap pages back. */
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
-    if (a->retry == NULL || a->sweep == NULL || a->trim == NULL ||
-        event_add(a->trim, &trim_tv) != 0 || gen_new(a, cfg, err, errlen) == NULL) {
+    if (a->retry == NULL || a->sweep == NULL || a->trim == NULL || a->drain == NULL ||
+        a->dns == NULL || event_add(a->trim, &trim_tv) != 0 ||
+        gen_new(a, cfg, err, errlen) == NULL) {
         fg_agent_free(a);
         return NULL;
     }
@@ -463,6 +539,9 @@ void fg_agent_free(fg_agent_t *a)
         event_free(a->sweep);
     if (a->trim)
         event_free(a->trim);
+    if (a->drain)
+        event_free(a->drain);
+    fg_resolve_base_free(a->dns);
     event_base_free(a->base);
     free(a);
 }

@@ -27,6 +27,7 @@ static const char *const top_keys[] = {"gateway",
                                        "log",
                                        "pidFile",
                                        "connections",
+                                       "shutdownTimeoutMs",
                                        NULL};
 
 /* Split a ws:// or wss:// URL into cfg's host, port, path and Host field. */
@@ -275,7 +276,7 @@ static int load_secret(fg_config_ctx_t *c, fg_agent_config_t *cfg)
 static int load_root(fg_config_ctx_t *c, const json_t *root, fg_agent_config_t *cfg)
 {
     char *id = NULL, *secret = NULL, *pid = NULL;
-    long long hb = 30, grace = 10, connect = 10000;
+    long long hb = 30, grace = 10, connect = 10000, drain = 30000;
     int rc = -1;
     if (!json_is_object(root))
         return fg_config_fail(c, NULL, "expected an object at the top, got %s",
@@ -298,11 +299,13 @@ static int load_root(fg_config_ctx_t *c, const json_t *root, fg_agent_config_t *
         fg_config_get_int(c, root, "heartbeatSeconds", 1, 86400, &hb) < 0 ||
         fg_config_get_int(c, root, "graceSeconds", 1, 86400, &grace) < 0 ||
         fg_config_get_int(c, root, "connectTimeoutMs", 100, 600000, &connect) < 0 ||
+        fg_config_get_int(c, root, "shutdownTimeoutMs", 0, 3600000, &drain) < 0 ||
         load_log(c, root, cfg) < 0 || fg_config_get_string(c, root, "pidFile", 1, &pid) < 0)
         goto out;
     cfg->heartbeat_s = (unsigned)hb;
     cfg->grace_s = (unsigned)grace;
     cfg->connect_timeout_ms = (uint64_t)connect;
+    cfg->shutdown_timeout_ms = (uint64_t)drain;
     if (pid != NULL)
         cfg->pid_file = fg_config_abs_path(c, pid);
     rc = 0;

@@ -41,9 +41,11 @@ typedef struct {
     uint64_t initial_ms, max_ms, stable_ms; /* reconnect.initialMs, maxMs, stableMs */
     double jitter;                          /* reconnect.jitter */
     unsigned heartbeat_s, grace_s;
-    uint64_t connect_timeout_ms; /* connectTimeoutMs: TCP + TLS + upgrade + handshake */
-    unsigned connections;        /* 1..FG_AGENT_CONNECTIONS_MAX; 0: "auto", the gateway's
-                                  * worker count (from its OK) */
+    uint64_t connect_timeout_ms;  /* connectTimeoutMs: resolution + TCP + TLS + upgrade +
+                                   * handshake */
+    uint64_t shutdown_timeout_ms; /* shutdownTimeoutMs: the streams' drain time at TERM */
+    unsigned connections;         /* 1..FG_AGENT_CONNECTIONS_MAX; 0: "auto", the gateway's
+                                   * worker count (from its OK) */
     int log_level;
     char *error_log; /* log.errorLog: NULL = stderr */
     char *pid_file;

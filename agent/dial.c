@@ -2,7 +2,6 @@
 #include "agent/dial.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -17,23 +16,6 @@
 #include "common/tunnel_proto.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 1.3 */
-
-int fg_dial_resolve(const fg_agent_config_t *cfg, struct sockaddr_storage *ss, socklen_t *len,
-                    char *err, size_t errlen)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(cfg->host, cfg->port, &hints, &res);
-    if (rc != 0 || res == NULL) {
-        snprintf(err, errlen, "cannot resolve %s: %s", cfg->host,
-                 rc ? gai_strerror(rc) : "no address");
-        return -1;
-    }
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *len = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
 
 static void ssl_reason(char *err, size_t errlen, const char *what)
 {

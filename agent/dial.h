@@ -1,7 +1,7 @@
-/* What the agent needs to open a tunnel, apart from the event loop: the gateway's address,
- * the TLS client context and connection (CA, verification, SNI), and the WebSocket upgrade
- * (RFC 6455 4.1): the request, and the check of the gateway's 101. agent/tunnel.c runs them on
- * a connection. */
+/* What the agent needs to open a tunnel, apart from the event loop and the gateway's address
+ * (agent/resolve.h): the TLS client context and connection (CA, verification, SNI), and the
+ * WebSocket upgrade (RFC 6455 4.1): the request, and the check of the gateway's 101.
+ * agent/tunnel.c runs them on a connection. */
 #ifndef FG_AGENT_DIAL_H
 #define FG_AGENT_DIAL_H
 
@@ -15,10 +15,6 @@
 #define FG_DIAL_KEY_LEN 24       /* base64 of 16 random bytes */
 #define FG_DIAL_HEAD_MAX (16384) /* longest 101 response head the agent reads */
 
-/* Resolve cfg's gateway host and port (getaddrinfo; blocking, once per attempt): the first
- * address. 0, or -1 with err. */
-int fg_dial_resolve(const fg_agent_config_t *cfg, struct sockaddr_storage *ss, socklen_t *len,
-                    char *err, size_t errlen);
 /* The TLS client context for a wss:// gateway: TLS 1.2 at least, the CA file (or the system
  * store), peer verification unless tls.verify is false. NULL with err (OpenSSL's reason). */
 SSL_CTX *fg_dial_tls_ctx(const fg_agent_config_t *cfg, char *err, size_t errlen);

@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 
 #include "agent/dial.h"
+#include "agent/resolve.h"
 #include "common/log.h"
 #include "common/tunnel_proto.h"
 #include "worker/core/clock.h"
@@ -25,6 +26,7 @@
 #define TICK_MS 1000
 
 enum {
+    P_RESOLVE,   /* the gateway's name being resolved (agent/resolve.h) */
     P_CONNECT,   /* TCP (and TLS) under way */
     P_UPGRADE,   /* request sent, waiting for the 101 */
     P_CHALLENGE, /* WebSocket up, waiting for CHALLENGE */
@@ -42,6 +44,8 @@ struct fg_tunnel_s {
     fg_agent_rt_t *rt;
     const fg_tunnel_cbs_t *cbs;
     void *arg;
+    struct evdns_base *dns;
+    fg_resolve_t *lookup; /* pending in P_RESOLVE */
     fg_conn_t *c;         /* ours before P_UP; the session's after (valid while sess) */
     fg_session_t *sess;   /* the HTTP/2 session serving on c */
     struct event *tick;   /* TICK_MS: the dial deadline, heartbeats */
@@ -54,6 +58,7 @@ struct fg_tunnel_s {
     unsigned extra : 1;     /* AUTH role "extra" (else "first") */
     unsigned workers;       /* from OK; 0: not said */
     uint8_t instance[FG_TUNNEL_INSTANCE_LEN];
+    unsigned going_away : 1; /* the agent stops: our close frame says 1001 */
     uint64_t started_ms, up_ms, heard_ms, pinged_ms;
     struct sockaddr_storage peer;
     socklen_t peerlen;
@@ -89,11 +94,7 @@ static void fail(fg_tunnel_t *t, const char *fmt, ...)
 
 static int start_connect(fg_tunnel_t *t)
 {
-    char err[256];
-    if (fg_dial_resolve(t->cfg, &t->peer, &t->peerlen, err, sizeof(err)) < 0) {
-        fail(t, "%s", err);
-        return -1;
-    }
+    t->phase = P_CONNECT;
     int fd = socket(t->peer.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         fail(t, "socket: %s", strerror(errno));
@@ -122,6 +123,29 @@ static int start_connect(fg_tunnel_t *t)
         fg_conn_start_tls_client(t->c, ssl, t->cfg->connect_timeout_ms);
     }
     return 0;
+}
+
+static void on_resolved(void *arg, const struct sockaddr *sa, socklen_t len, const char *err)
+{
+    fg_tunnel_t *t = arg;
+    t->lookup = NULL;
+    if (sa == NULL) {
+        fail(t, "%s", err);
+        return;
+    }
+    if (len > sizeof(t->peer))
+        len = sizeof(t->peer);
+    memcpy(&t->peer, sa, len);
+    t->peerlen = len;
+    start_connect(t);
+}
+
+/* The gateway's address, without blocking the loop: on_resolved goes on (perhaps before this
+ * returns); the tick ends a lookup that takes longer than connectTimeoutMs. */
+static void start_resolve(fg_tunnel_t *t)
+{
+    t->phase = P_RESOLVE;
+    t->lookup = fg_resolve_start(t->dns, t->cfg->host, t->cfg->port, on_resolved, t);
 }
 
 static void send_upgrade(fg_tunnel_t *t)
@@ -274,16 +298,33 @@ static void adopt(fg_tunnel_t *t)
     t->cbs->up(t->arg, t);
 }
 
+/* Before the connection goes (RFC 6455 5.5.1): the echo of the gateway's close frame, which
+ * the WebSocket layer queued when it read it, or our own close frame. One try without
+ * waiting: the gateway learns why the tunnel ends even when TCP closes right after. */
+static void send_close(fg_tunnel_t *t)
+{
+    if (fg_conn_ws_peer_close(t->c) == 0)
+        fg_conn_ws_close(t->c, t->going_away ? 1001 : 1000,
+                         t->going_away ? "agent stopping" : NULL);
+    fg_conn_flush(t->c);
+}
+
 /* End now: the session closes its connection (its end comes back through the session hook),
  * or the connection we hold is freed. */
 static void close_now(fg_tunnel_t *t)
 {
+    if (t->lookup != NULL) {
+        fg_resolve_cancel(t->lookup);
+        t->lookup = NULL;
+    }
     if (t->sess != NULL) {
         fg_session_t *s = t->sess;
         s->fe->close(s);
         return;
     }
     if (t->c != NULL) {
+        if (t->phase >= P_CHALLENGE)
+            send_close(t);
         fg_conn_free(t->c);
         t->c = NULL;
     }
@@ -341,15 +382,19 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     uint64_t now = fg_clock_now_ms();
-    if (t->phase < P_OK && now - t->started_ms >= t->cfg->connect_timeout_ms)
+    if (t->phase == P_RESOLVE && now - t->started_ms >= t->cfg->connect_timeout_ms)
+        fail(t, "cannot resolve %s: no answer within connectTimeoutMs (%llu ms)", t->cfg->host,
+             (unsigned long long)t->cfg->connect_timeout_ms);
+    else if (t->phase < P_OK && now - t->started_ms >= t->cfg->connect_timeout_ms)
         fail(t, "timed out (connectTimeoutMs %llu)",
              (unsigned long long)t->cfg->connect_timeout_ms);
     else if (t->phase == P_UP)
         heartbeat(t, now);
 }
 
-fg_tunnel_t *fg_tunnel_open(struct event_base *base, const fg_agent_config_t *cfg, SSL_CTX *ctx,
-                            fg_agent_rt_t *rt, const fg_tunnel_cbs_t *cbs, void *arg)
+fg_tunnel_t *fg_tunnel_open(struct event_base *base, struct evdns_base *dns,
+                            const fg_agent_config_t *cfg, SSL_CTX *ctx, fg_agent_rt_t *rt,
+                            const fg_tunnel_cbs_t *cbs, void *arg)
 {
     fg_tunnel_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
@@ -359,6 +404,7 @@ fg_tunnel_t *fg_tunnel_open(struct event_base *base, const fg_agent_config_t *cf
     t->rt = rt;
     t->cbs = cbs;
     t->arg = arg;
+    t->dns = dns;
     t->started_ms = fg_clock_now_ms();
     t->tick = event_new(base, -1, EV_PERSIST, on_tick, t);
     t->due_ev = event_new(base, -1, 0, on_due, t);
@@ -367,7 +413,7 @@ fg_tunnel_t *fg_tunnel_open(struct event_base *base, const fg_agent_config_t *cf
         fg_tunnel_free(t);
         return NULL;
     }
-    start_connect(t);
+    start_resolve(t);
     return t;
 }
 
@@ -395,6 +441,15 @@ int fg_tunnel_duplicate(const fg_tunnel_t *t)
     return t->duplicate;
 }
 
+void fg_tunnel_drain(fg_tunnel_t *t)
+{
+    t->going_away = 1;
+    if (t->phase == P_UP && t->sess != NULL)
+        t->sess->fe->retire(t->sess);
+    else if (t->phase != P_DEAD)
+        fail(t, "the agent is stopping");
+}
+
 int fg_tunnel_is_up(const fg_tunnel_t *t)
 {
     return t->phase == P_UP;
@@ -417,6 +472,8 @@ int fg_tunnel_session(fg_tunnel_t *t, fg_session_t *s, int added)
         return 0;
     /* The session frees the connection once this returns: its close code is still there. */
     uint16_t code = t->c != NULL ? fg_conn_ws_peer_close(t->c) : 0;
+    if (t->c != NULL)
+        send_close(t);
     t->sess = NULL;
     t->c = NULL;
     if (t->phase == P_UP || t->phase == P_OK) {
@@ -435,6 +492,8 @@ void fg_tunnel_free(fg_tunnel_t *t)
 {
     if (t == NULL)
         return;
+    if (t->lookup != NULL)
+        fg_resolve_cancel(t->lookup);
     if (t->sess == NULL && t->c != NULL)
         fg_conn_free(t->c);
     if (t->tick)

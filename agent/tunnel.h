@@ -20,6 +20,7 @@
 #include "agent/runtime.h"
 
 struct event_base;
+struct evdns_base;
 typedef struct fg_tunnel_s fg_tunnel_t;
 
 typedef struct {
@@ -32,11 +33,12 @@ typedef struct {
     void (*gone)(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, int auth);
 } fg_tunnel_cbs_t;
 
-/* Start a tunnel to cfg's gateway that will serve on rt. ctx: the TLS client context for
- * wss:// (NULL for ws://). cfg, ctx, rt and cbs outlive the tunnel. NULL when out of memory;
- * any other failure comes as gone. */
-fg_tunnel_t *fg_tunnel_open(struct event_base *base, const fg_agent_config_t *cfg, SSL_CTX *ctx,
-                            fg_agent_rt_t *rt, const fg_tunnel_cbs_t *cbs, void *arg);
+/* Start a tunnel to cfg's gateway that will serve on rt. dns resolves the gateway's name
+ * (agent/resolve.h). ctx: the TLS client context for wss:// (NULL for ws://). dns, cfg, ctx,
+ * rt and cbs outlive the tunnel. NULL when out of memory; any other failure comes as gone. */
+fg_tunnel_t *fg_tunnel_open(struct event_base *base, struct evdns_base *dns,
+                            const fg_agent_config_t *cfg, SSL_CTX *ctx, fg_agent_rt_t *rt,
+                            const fg_tunnel_cbs_t *cbs, void *arg);
 /* Before the handshake: the agent instance t belongs to and its AUTH role (extra: the agent
  * serves already and wants t on another gateway worker; common/tunnel_proto.h). */
 void fg_tunnel_join(fg_tunnel_t *t, const uint8_t instance[FG_TUNNEL_INSTANCE_LEN], int extra);
@@ -47,6 +49,8 @@ int fg_tunnel_duplicate(const fg_tunnel_t *t);
 /* Graceful end: a serving tunnel sends GOAWAY (RFC 9113 6.8), finishes its streams and
  * closes; one not serving yet closes now. gone follows. */
 void fg_tunnel_retire(fg_tunnel_t *t);
+/* The same for the agent's stop: the WebSocket close frame says 1001 "agent stopping". */
+void fg_tunnel_drain(fg_tunnel_t *t);
 /* Whether t serves (between up and gone). */
 int fg_tunnel_is_up(const fg_tunnel_t *t);
 fg_agent_rt_t *fg_tunnel_rt(const fg_tunnel_t *t);

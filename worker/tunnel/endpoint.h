@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "common/str.h"
+#include "common/tunnel_proto.h"
 #include "worker/core/conn.h"
 #include "worker/http/request.h"
 
@@ -24,5 +25,14 @@ int fg_tunnel_endpoint_check(fg_request_t *req);
 /* Answer req's upgrade with 101 on c and make c a tunnel session (c is taken, whatever
  * happens). 0, or -1 (c freed). */
 int fg_tunnel_endpoint_accept(fg_request_t *req, fg_conn_t *c);
+
+enum { FG_TUNNEL_UNKNOWN_AGENT = -1, FG_TUNNEL_WRONG_PROOF = -2 };
+
+/* Check an AUTH message m against cfg's agents for the connection's nonce: 0 (the proof is
+ * right), FG_TUNNEL_UNKNOWN_AGENT or FG_TUNNEL_WRONG_PROOF; *agent: the id's index in
+ * cfg->tunnels.agents, or -1. Both failures cost one HMAC and one constant-time comparison,
+ * as a success does. */
+int fg_tunnel_endpoint_verify(const fg_config_t *cfg, const uint8_t nonce[FG_TUNNEL_NONCE_LEN],
+                              const fg_tunnel_msg_t *m, int *agent);
 
 #endif

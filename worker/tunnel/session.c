@@ -55,6 +55,8 @@ struct fg_tsession_s {
     unsigned counted : 1;     /* the tunnel-agents gauge counts it */
     unsigned pending : 1;     /* in the worker's list of pending handshakes */
     unsigned chatty : 1;      /* a control message after OK was logged */
+    unsigned goaway : 1;      /* the agent sent GOAWAY: it takes no new stream */
+    unsigned going : 1;       /* ... and that took the agent offline */
     struct fg_tsession_s *hs_prev, *hs_next;
 };
 
@@ -130,6 +132,17 @@ static fg_tunnel_conn_t *conn(const fg_tsession_t *s)
     return &s->rec->conns[s->index];
 }
 
+/* RFC 6455 5.5.1: a close frame from the agent is answered with one before the TCP
+ * connection goes (the layer queued the echo while reading it), and ours, when we close
+ * first, is on its way too. One try without waiting: what the kernel does not take now is
+ * lost with the connection. */
+static void flush_close(fg_conn_t *c)
+{
+    if (fg_conn_ws_peer_close(c) == 0)
+        fg_conn_ws_close(c, WS_GOING_AWAY, NULL);
+    fg_conn_flush(c);
+}
+
 static void destroy(fg_tsession_t *s)
 {
     fg_worker_t *w = s->w;
@@ -156,6 +169,7 @@ static void destroy(fg_tsession_t *s)
                     (unsigned long long)s->serial, s->peer_text, s->why ? s->why : "closed");
     event_free(s->tick);
     event_free(s->later);
+    flush_close(s->c);
     fg_conn_free(s->c);
     /* A retiring worker leaves its loop once this was its last session. */
     fg_frontend_remove(w, &s->base);
@@ -192,7 +206,9 @@ static int superseded(const fg_tsession_t *s)
 static void maybe_done(fg_tsession_t *s)
 {
     if (s->state == S_LIVE && s->streams == 0 && superseded(s))
-        close_later(s, s->retiring ? "moved to a new worker" : "taken over");
+        close_later(s, s->going      ? "the agent went away (GOAWAY)"
+                       : s->retiring ? "moved to a new worker"
+                                     : "taken over");
 }
 
 /* ---- heartbeats and figures ---- */
@@ -308,6 +324,26 @@ static void on_pong(void *arg, const uint8_t *p, size_t len)
 
 static const fg_ws_cbs_t ws_cbs = {on_text, on_pong};
 
+/* The agent sent GOAWAY (RFC 9113 6.8; it stops, or a newer tunnel of its own took over):
+ * this connection takes no new stream. Its slot leaves the registry at once, so new requests
+ * go to the agent's other connections, or, when it was the last, the agent is offline and the
+ * balancer sends them to other destinations (or answers 503 at once) rather than here; the
+ * streams in flight finish, then the tunnel closes. */
+static void agent_going(fg_tsession_t *s)
+{
+    s->goaway = 1;
+    if (!superseded(s)) {
+        s->going = 1;
+        fg_tunnels_release(fg_tunnels_zone(), s->rec, s->index, s->serial);
+        fg_log_info("tunnel agent %s: connection %llu from %s goes away (GOAWAY): %s, %u "
+                    "stream(s) finishing",
+                    agent_id(s), (unsigned long long)s->serial, s->peer_text,
+                    fg_tunnels_online(s->rec) ? "no new stream on it" : "the agent is offline",
+                    s->streams);
+    }
+    maybe_done(s);
+}
+
 static void on_read(fg_conn_t *c, void *arg)
 {
     fg_tsession_t *s = arg;
@@ -315,6 +351,8 @@ static void on_read(fg_conn_t *c, void *arg)
     struct evbuffer *in = fg_conn_input(c);
     if (s->state == S_LIVE && s->h2) {
         fg_http2_client_input(s->h2);
+        if (!s->goaway && s->state == S_LIVE && s->h2 && fg_http2_client_goaway(s->h2))
+            agent_going(s);
         return;
     }
     /* Binary bytes before OK break the protocol (tunnel_proto.h). */

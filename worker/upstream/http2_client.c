@@ -1508,6 +1508,11 @@ unsigned fg_http2_client_nstreams(const fg_h2client_t *h)
     return ((const h2conn_t *)h)->nstreams;
 }
 
+int fg_http2_client_goaway(const fg_h2client_t *h)
+{
+    return ((const h2conn_t *)h)->goaway;
+}
+
 /* Whether x has waited for its peer longer than its activity timeout: not while its handler
  * holds the body back (paused), nor in an exempt response body. */
 static int overdue(const h2x_t *x, uint64_t now_us)

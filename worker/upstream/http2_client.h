@@ -43,6 +43,8 @@ void fg_http2_client_close(fg_h2client_t *h, const char *detail);
 /* Whether a new stream may start (alive, no GOAWAY, below the peer's stream limit). */
 int fg_http2_client_available(const fg_h2client_t *h);
 unsigned fg_http2_client_nstreams(const fg_h2client_t *h);
+/* Whether the peer sent GOAWAY (RFC 9113 6.8): no new stream may go to h. */
+int fg_http2_client_goaway(const fg_h2client_t *h);
 /* HTTP/2 bytes received from and produced for the peer so far. */
 void fg_http2_client_bytes(const fg_h2client_t *h, uint64_t *in, uint64_t *out);
 /* An exchange as a new stream on h (fg_client_start's contract, already connected; t gives
