@@ -16,8 +16,8 @@ is near 100 measured them, not the proxy.
 Every target is measured in turn, --rounds times over; the medians are printed. --compare PATH
 adds a row for a second fastgateway binary (A/B of two builds in one run).
 
-usage: ws-bench.py [--fastgateway PATH] [--compare PATH] [--conns 50] [--depth 4] [--size 64]
-                   [--seconds 5] [--rounds 3]
+usage: ws-bench.py [--fastgateway PATH] [--compare PATH] [--targets a,b] [--conns 50]
+                   [--depth 4] [--size 64] [--seconds 5] [--rounds 3]
 Run by scripts/bench.sh (WS_BENCH=0 skips it)."""
 import argparse
 import os
@@ -150,6 +150,8 @@ def main(a):
                   % (a.conns, a.depth, a.size, a.seconds))
             live = []
             for name, port, pg in rows:
+                if a.targets and name not in a.targets.split(","):
+                    continue
                 if wait_port(port):
                     live.append((name, port, pg))
                 else:
@@ -181,6 +183,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--fastgateway", default=os.path.join(here, "..", "fastgateway"))
     ap.add_argument("--compare", help="a second fastgateway binary, one more row (A/B)")
+    ap.add_argument("--targets", help="only these rows, comma-separated (direct, fastgateway, "
+                    "fg-compare, nginx, haproxy)")
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--size", type=int, default=64)
