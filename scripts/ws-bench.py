@@ -13,7 +13,9 @@ the run divided by the messages echoed (a message crosses the proxy twice), and 
 of the client and of the destination (100 = one core busy): a row whose client or destination
 is near 100 measured them, not the proxy.
 
-Every target is measured in turn, --rounds times over; the medians are printed. --compare PATH
+Every target is measured in turn, --rounds times over; the medians are printed, then
+fastgateway's ratios to nginx and HAProxy and whether it meets its target (msgs/s at least the
+better of theirs, p99 at or below theirs). --compare PATH
 adds a row for a second fastgateway binary (A/B of two builds in one run).
 
 usage: ws-bench.py [--fastgateway PATH] [--compare PATH] [--targets a,b] [--conns 50]
@@ -138,6 +140,22 @@ def start_proxies(tmp, dest, fg_binary, compare):
     return procs, rows
 
 
+def verdict(meds):
+    """The target of the WebSocket rows: fastgateway's msgs/s at least the better of nginx's
+    and HAProxy's, its p99 at or below theirs; with its CPU per message beside."""
+    others = [n for n in ("nginx", "haproxy") if n in meds]
+    if "fastgateway" not in meds or not others:
+        return
+    fg = meds["fastgateway"]
+    for n in others:
+        o = meds[n]
+        print("fastgateway/%-8s msgs/s %.2fx, p99 %.2fx, CPU per message %.2fx (lower is better)"
+              % (n, fg[0] / o[0], fg[2] / o[2], fg[3] / o[3] if o[3] else 0.0))
+    ok = fg[0] >= max(meds[n][0] for n in others) and fg[2] <= min(meds[n][2] for n in others)
+    print("WebSocket target (msgs/s >= the better of %s, p99 <= theirs): %s"
+          % (" and ".join(others), "met" if ok else "not met"))
+
+
 def main(a):
     with tempfile.TemporaryDirectory() as tmp:
         load = build_load(tmp)
@@ -165,10 +183,13 @@ def main(a):
             print("%-12s %10s %8s %8s %14s %9s %7s   (median of %d rounds)"
                   % ("target", "msgs/s", "p50 ms", "p99 ms", "proxy CPU us/msg", "client %",
                      "echo %", a.rounds))
+            meds = {}
             for name, _, _ in live:
                 med = [statistics.median(v[i] for v in samples[name]) for i in range(6)]
+                meds[name] = med
                 print("%-12s %10.0f %8.2f %8.2f %14.2f %9.0f %7.0f"
                       % (name, med[0], med[1], med[2], med[3], med[4], med[5]))
+            verdict(meds)
         finally:
             for p in procs:
                 try:
