@@ -726,13 +726,18 @@ def test_max_websockets_is_exact_under_concurrent_handshakes(tmp_path, gateway_f
 def test_max_websockets_place_freed_when_the_destination_does_not_switch(tmp_path,
                                                                           gateway_factory):
     """A handshake holds its place while the destination answers; one the destination
-    refuses (a 403) or never switches gives it back, so refused handshakes never fill the
-    cap."""
+    refuses (a 403) or answers without switching (a 200 whose body is still coming) gives it
+    back at that answer, so they never fill the cap."""
     release = threading.Event()
 
     def script(c, head, rest):
         if "/deny" in head.split("\r\n")[0]:
             c.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            return
+        if "/stream" in head.split("\r\n")[0]:
+            # the GET answered, not switched, with a body that goes on
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+            release.wait(30)
             return
         c.sendall(SWITCH)
         release.wait(30)
@@ -748,6 +753,9 @@ def test_max_websockets_place_freed_when_the_destination_does_not_switch(tmp_pat
             s, head, _ = raw_handshake(port, "/deny")
             s.close()
             assert head.startswith("HTTP/1.1 403"), head
+        s, head, _ = raw_handshake(port, "/stream")  # its response still streaming
+        socks.append(s)
+        assert head.startswith("HTTP/1.1 200"), head
         s, head, _ = raw_handshake(port, "/")
         socks.append(s)
         assert head.startswith("HTTP/1.1 101"), head

@@ -806,6 +806,7 @@ static int x_head(void *arg, const fg_exchange_head_t *h)
         fail(p, 502, "bad_gateway", "upstream did not switch protocols");
         return -1;
     }
+    release_place(p); /* an answer that is no switch: no WebSocket, whatever its body's length */
     sync_timing(p);
     req->upstream_us = fg_clock_now_us() - fg_exchange_info(p->x)->sent_at_us;
     attempt_status(p, h->status);
