@@ -291,6 +291,8 @@ static void count_end(proxy_t *p)
 /* The exchange ends without a relay: its maxWebSockets place is free again. */
 static void release_place(proxy_t *p)
 {
+    if (p->ws_place == FG_RELAY_PLACE_NONE)
+        return; /* no upgrade: every plain request passes here */
     fg_relay_unreserve(p->w, p->req->server, p->ws_place);
     p->ws_place = FG_RELAY_PLACE_NONE;
 }
