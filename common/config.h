@@ -514,7 +514,7 @@ typedef struct {
      * response is still sent (nginx's proxy_ignore_client_abort). Default off: the EOF aborts
      * the upstream exchange and logs 499, as nginx and YARP do. */
     int ignore_client_abort;
-    unsigned max_websockets; /* "maxWebSockets": open relays per worker, 503 past it; 0 = no cap */
+    unsigned max_websockets; /* "maxWebSockets": open relays (all workers), 503 past it */
     /* routes attached to this server, in match order (built at load) */
     fg_route_t **routes;
     size_t nroutes;

@@ -928,6 +928,13 @@ mkdir -p "$(dirname "$OUT")"
     echo "  nginx's, HAProxy's) read from /proc over each wrk run, divided by that run's requests;"
     echo "  median of the rounds. It does not depend on how busy the rest of the machine is the way"
     echo "  req/s does."
+    echo "- WebSocket echo (scripts/ws-bench.py): fastgateway, nginx and HAProxy, one worker or"
+    echo "  thread each, relay to one echo destination; client and destination are"
+    echo "  scripts/ws-load.c (C, epoll, one process each): 50 WebSockets, 4 masked 64-byte"
+    echo "  messages in flight on each, 5s per target, 3 rounds in turn, medians. Besides msgs/s"
+    echo "  and the round-trip p50/p99, each row gives the proxy's CPU µs per echoed message (as"
+    echo "  above; a message crosses the proxy twice) and the CPU share of the client and of the"
+    echo "  destination (100 = one core): near 100, they and not the proxy set the rate."
     echo
     echo "## Results"
     echo
@@ -938,7 +945,7 @@ echo "written to $OUT"
 
 # ---- WebSocket echo (scripts/ws-bench.py): fastgateway vs nginx vs HAProxy vs direct ----------
 # WS_BENCH=0 skips it. Its own processes and ports; its table goes to the terminal and the file.
-if [ "${WS_BENCH:-1}" != 0 ] && python3 -c 'import asyncio' 2>/dev/null; then
+if [ "${WS_BENCH:-1}" != 0 ] && command -v "${CC:-cc}" >/dev/null; then
     echo
     WS_TABLE=$(python3 "$(dirname "$0")/ws-bench.py" --fastgateway "$FG" 2>/dev/null) || true
     printf '%s\n' "$WS_TABLE"

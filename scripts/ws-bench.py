@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
 """WebSocket echo through fastgateway, nginx and HAProxy, and direct, in the same run.
 
-A raw-socket echo destination answers the handshake with a 101 and then echoes every byte; the
-load client opens --conns WebSockets, keeps --depth masked frames of --size bytes in flight on
-each, and counts echoed messages per second and the round-trip percentiles. Proxies relay bytes
-without parsing frames, so the echo of a masked frame comes back as sent and the client only
-counts bytes. Client and destination are Python (asyncio): on a small machine they may cap the
-rate, so compare the rows of one run, never figures of different machines.
+Client and echo destination are scripts/ws-load.c (built here with the system compiler): the
+destination answers the handshake with a 101 and then echoes every byte; the client opens
+--conns WebSockets, keeps --depth masked frames of --size bytes in flight on each, and counts
+echoed messages per second and the round-trip percentiles. Proxies relay bytes without parsing
+frames, so the echo of a masked frame comes back as sent and the client only counts bytes.
 
-Every target is measured in turn, --rounds times over; the medians are printed.
+Client, destination and proxy share the machine's CPUs, so msgs/s is capped by all three
+together; each row also gives the proxy's own cost, its processes' user + system CPU time over
+the run divided by the messages echoed (a message crosses the proxy twice), and the CPU share
+of the client and of the destination (100 = one core busy): a row whose client or destination
+is near 100 measured them, not the proxy.
 
-usage: ws-bench.py [--fastgateway PATH] [--conns 50] [--depth 4] [--size 64] [--seconds 5]
-                   [--rounds 3]
+Every target is measured in turn, --rounds times over; the medians are printed, then
+fastgateway's ratios to nginx and HAProxy and whether it meets its target (msgs/s at least the
+better of theirs, p99 at or below theirs). --compare PATH
+adds a row for a second fastgateway binary (A/B of two builds in one run).
+
+usage: ws-bench.py [--fastgateway PATH] [--compare PATH] [--targets a,b] [--conns 50]
+                   [--depth 4] [--size 64] [--seconds 5] [--rounds 3]
 Run by scripts/bench.sh (WS_BENCH=0 skips it)."""
 import argparse
-import asyncio
 import os
 import shutil
 import signal
@@ -25,12 +32,6 @@ import sys
 import tempfile
 import time
 
-SWITCH = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-          b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
-HANDSHAKE = (b"GET /echo HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-
-
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -39,77 +40,48 @@ def free_port():
     return p
 
 
-def frame(size):
-    """One masked binary frame (RFC 6455 5.2) of size bytes; the mask is zero, so the
-    payload is sent as is."""
-    if size < 126:
-        hdr = bytes([0x82, 0x80 | size])
-    elif size < 65536:
-        hdr = bytes([0x82, 0x80 | 126]) + size.to_bytes(2, "big")
-    else:
-        hdr = bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big")
-    return hdr + b"\0\0\0\0" + b"x" * size
+def build_load(tmp):
+    """scripts/ws-load.c, compiled with the system compiler into tmp: the path of the binary."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = os.path.join(tmp, "ws-load")
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", out, os.path.join(here, "ws-load.c")],
+                   check=True)
+    return out
 
 
-async def echo_dest(port):
-    async def serve(r, w):
+def group_cpu(pgid):
+    """User + system seconds of the live processes of process group pgid (a proxy and its
+    workers), read from /proc/PID/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
         try:
-            head = await r.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, OSError):  # a readiness probe (wait_port)
-            w.close()
-            return
-        if b"upgrade" not in head.lower():
-            w.close()
-            return
-        w.write(SWITCH)
-        try:
-            while True:
-                d = await r.read(65536)
-                if not d:
-                    break
-                w.write(d)
-                await w.drain()
-        except OSError:  # the proxy in front was stopped (the next row)
-            pass
-        w.close()
-    return await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
+            with open("/proc/%s/stat" % pid) as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # the fields after the command: state ppid pgrp ... utime (14th) stime (15th)
+        if int(rest[2]) == pgid:
+            total += int(rest[11]) + int(rest[12])
+    return total / tick
 
 
-async def one_conn(port, msg, depth, stop_at, rtts, counts):
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(HANDSHAKE)
-    head = await r.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise RuntimeError("handshake refused: %r" % head[:40])
-    sent = []
-    for _ in range(depth):
-        sent.append(time.perf_counter())
-        w.write(msg)
-    n = 0
-    while True:
-        await r.readexactly(len(msg))
-        now = time.perf_counter()
-        rtts.append(now - sent.pop(0))
-        n += 1
-        if now >= stop_at:
-            break
-        sent.append(now)
-        w.write(msg)
-    counts.append(n)
-    w.close()
-
-
-async def run_load(port, a):
-    msg = frame(a.size)
-    rtts, counts = [], []
-    start = time.perf_counter()
-    stop_at = start + a.seconds
-    await asyncio.gather(*[one_conn(port, msg, a.depth, stop_at, rtts, counts)
-                           for _ in range(a.conns)])
-    elapsed = time.perf_counter() - start
-    rtts.sort()
-    p = lambda q: rtts[min(len(rtts) - 1, int(q * len(rtts)))] * 1000
-    return sum(counts) / elapsed, p(0.5), p(0.99)
+def run_load(load, port, a, pgids):
+    """One run of the C client against port: (msgs/s, p50 ms, p99 ms, proxy CPU us per
+    message, client CPU %, echo CPU %). pgids: the proxy's process group (None for direct)
+    and the echo destination's."""
+    proxy_pg, echo_pg = pgids
+    p0 = group_cpu(proxy_pg) if proxy_pg else 0.0
+    e0 = group_cpu(echo_pg)
+    out = subprocess.run([load, "client", str(port), str(a.conns), str(a.depth), str(a.size),
+                          str(a.seconds)], check=True, capture_output=True, text=True).stdout
+    rate, p50, p99, client_cpu = (float(x) for x in out.split())
+    msgs = rate * a.seconds
+    proxy_us = (group_cpu(proxy_pg) - p0) * 1e6 / msgs if proxy_pg and msgs else 0.0
+    echo_pct = (group_cpu(echo_pg) - e0) * 100 / a.seconds
+    return rate, p50, p99, proxy_us, client_cpu * 100 / a.seconds, echo_pct
 
 
 def wait_port(port, timeout=10):
@@ -123,20 +95,24 @@ def wait_port(port, timeout=10):
     return False
 
 
-def start_proxies(tmp, dest, fg_binary):
-    procs, rows = [], [("direct", dest)]
-    fg = free_port()
-    cfg = os.path.join(tmp, "fg.json")
-    with open(cfg, "w") as f:
-        f.write('{"workers": 1, "pidFile": "%s/fg.pid", "statusSocket": "%s/fg.sock", '
-                '"log": {"errorLog": "%s/fg.err", "level": "warn"}, '
-                '"servers": [{"id": "s", "listen": "127.0.0.1:%d"}], '
-                '"routes": [{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c", '
-                '"webSocketIdleTimeout": "300s"}], '
-                '"clusters": [{"id": "c", "destinations": [{"id": "d", '
-                '"address": "http://127.0.0.1:%d"}]}]}' % (tmp, tmp, tmp, fg, dest))
-    procs.append(subprocess.Popen([fg_binary, "-f", "-c", cfg], start_new_session=True))
-    rows.append(("fastgateway", fg))
+def start_proxies(tmp, dest, fg_binary, compare):
+    procs, rows = [], [("direct", dest, None)]
+    for name, binary in (("fastgateway", fg_binary), ("fg-compare", compare)):
+        if binary is None:
+            continue
+        fg = free_port()
+        cfg = os.path.join(tmp, name + ".json")
+        with open(cfg, "w") as f:
+            f.write('{"workers": 1, "pidFile": "%s/%s.pid", "statusSocket": "%s/%s.sock", '
+                    '"log": {"errorLog": "%s/%s.err", "level": "warn"}, '
+                    '"servers": [{"id": "s", "listen": "127.0.0.1:%d"}], '
+                    '"routes": [{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c", '
+                    '"webSocketIdleTimeout": "300s"}], '
+                    '"clusters": [{"id": "c", "destinations": [{"id": "d", '
+                    '"address": "http://127.0.0.1:%d"}]}]}'
+                    % (tmp, name, tmp, name, tmp, name, fg, dest))
+        procs.append(subprocess.Popen([binary, "-f", "-c", cfg], start_new_session=True))
+        rows.append((name, fg, procs[-1].pid))
     if shutil.which("nginx"):
         ng = free_port()
         os.makedirs(os.path.join(tmp, "ng/logs"), exist_ok=True)
@@ -150,7 +126,7 @@ def start_proxies(tmp, dest, fg_binary):
         procs.append(subprocess.Popen(["nginx", "-p", tmp + "/ng", "-c", tmp + "/ng/nginx.conf",
                                        "-g", "daemon off;"], start_new_session=True,
                                       stderr=subprocess.DEVNULL))
-        rows.append(("nginx", ng))
+        rows.append(("nginx", ng, procs[-1].pid))
     if shutil.which("haproxy"):
         ha = free_port()
         with open(os.path.join(tmp, "ha.cfg"), "w") as f:
@@ -160,36 +136,60 @@ def start_proxies(tmp, dest, fg_binary):
                     "    default_backend be\nbackend be\n    server d 127.0.0.1:%d\n" % (ha, dest))
         procs.append(subprocess.Popen(["haproxy", "-db", "-f", tmp + "/ha.cfg"],
                                       start_new_session=True, stderr=subprocess.DEVNULL))
-        rows.append(("haproxy", ha))
+        rows.append(("haproxy", ha, procs[-1].pid))
     return procs, rows
 
 
-async def main(a):
-    dest = free_port()
-    server = await echo_dest(dest)
+def verdict(meds):
+    """The target of the WebSocket rows: fastgateway's msgs/s at least the better of nginx's
+    and HAProxy's, its p99 at or below theirs; with its CPU per message beside."""
+    others = [n for n in ("nginx", "haproxy") if n in meds]
+    if "fastgateway" not in meds or not others:
+        return
+    fg = meds["fastgateway"]
+    for n in others:
+        o = meds[n]
+        print("fastgateway/%-8s msgs/s %.2fx, p99 %.2fx, CPU per message %.2fx (lower is better)"
+              % (n, fg[0] / o[0], fg[2] / o[2], fg[3] / o[3] if o[3] else 0.0))
+    ok = fg[0] >= max(meds[n][0] for n in others) and fg[2] <= min(meds[n][2] for n in others)
+    print("WebSocket target (msgs/s >= the better of %s, p99 <= theirs): %s"
+          % (" and ".join(others), "met" if ok else "not met"))
+
+
+def main(a):
     with tempfile.TemporaryDirectory() as tmp:
-        procs, rows = start_proxies(tmp, dest, a.fastgateway)
+        load = build_load(tmp)
+        dest = free_port()
+        echo = subprocess.Popen([load, "echo", str(dest)], start_new_session=True)
+        procs, rows = start_proxies(tmp, dest, a.fastgateway, a.compare)
+        procs.append(echo)
         try:
             print("ws-bench: %d WebSockets, %d in flight each, %d-byte messages, %g s per run"
                   % (a.conns, a.depth, a.size, a.seconds))
             live = []
-            for name, port in rows:
-                ok = await asyncio.get_running_loop().run_in_executor(None, wait_port, port)
-                if ok:
-                    live.append((name, port))
+            for name, port, pg in rows:
+                if a.targets and name not in a.targets.split(","):
+                    continue
+                if wait_port(port):
+                    live.append((name, port, pg))
                 else:
                     print("%-12s %12s" % (name, "failed"))
             # the targets in turn, a.rounds times: a slow moment of the machine costs one
             # sample of every target instead of all the samples of one; medians reported
-            samples = {name: [] for name, _ in live}
+            samples = {name: [] for name, _, _ in live}
             for _ in range(a.rounds):
-                for name, port in live:
-                    samples[name].append(await run_load(port, a))
-            print("%-12s %12s %9s %9s   (median of %d rounds)"
-                  % ("target", "msgs/s", "p50 ms", "p99 ms", a.rounds))
-            for name, _ in live:
-                med = [statistics.median(v[i] for v in samples[name]) for i in range(3)]
-                print("%-12s %12.0f %9.2f %9.2f" % (name, med[0], med[1], med[2]))
+                for name, port, pg in live:
+                    samples[name].append(run_load(load, port, a, (pg, echo.pid)))
+            print("%-12s %10s %8s %8s %14s %9s %7s   (median of %d rounds)"
+                  % ("target", "msgs/s", "p50 ms", "p99 ms", "proxy CPU us/msg", "client %",
+                     "echo %", a.rounds))
+            meds = {}
+            for name, _, _ in live:
+                med = [statistics.median(v[i] for v in samples[name]) for i in range(6)]
+                meds[name] = med
+                print("%-12s %10.0f %8.2f %8.2f %14.2f %9.0f %7.0f"
+                      % (name, med[0], med[1], med[2], med[3], med[4], med[5]))
+            verdict(meds)
         finally:
             for p in procs:
                 try:
@@ -197,17 +197,19 @@ async def main(a):
                 except ProcessLookupError:
                     pass
                 p.wait()
-    server.close()
 
 
 if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
     ap.add_argument("--fastgateway", default=os.path.join(here, "..", "fastgateway"))
+    ap.add_argument("--compare", help="a second fastgateway binary, one more row (A/B)")
+    ap.add_argument("--targets", help="only these rows, comma-separated (direct, fastgateway, "
+                    "fg-compare, nginx, haproxy)")
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--rounds", type=int, default=3)
-    asyncio.run(main(ap.parse_args()))
+    main(ap.parse_args())
     sys.exit(0)

@@ -396,13 +396,26 @@ int fg_metrics_ws_count(const fg_metrics_obj_t *server, uint64_t *open)
     return 0;
 }
 
-int fg_metrics_ws_open(const fg_metrics_obj_t *server)
+/* Increment first, then add the column up: of two workers reserving at once, the later
+ * increment (in the single order of sequentially consistent operations) is seen by the other's
+ * sum, so they never both pass with the cap exceeded; both may back off near the cap, which
+ * refuses a handshake but never admits one too many. No lock: a worker that dies at any point
+ * leaves only its own row, which the master zeroes. */
+int fg_metrics_ws_reserve(const fg_metrics_obj_t *server, uint64_t cap)
 {
     long col = ws_column(server);
     if (col < 0)
         return -1;
-    __atomic_fetch_add(&self.ws_row[col], 1, __ATOMIC_RELAXED);
-    return 0;
+    __atomic_fetch_add(&self.ws_row[col], 1, __ATOMIC_SEQ_CST);
+    if (cap == 0)
+        return 0;
+    uint64_t sum = 0;
+    for (int r = 0; r < FG_SHM_MAX_WORKERS; r++)
+        sum += __atomic_load_n(&self.mt->ws_open[r][col], __ATOMIC_SEQ_CST);
+    if (sum <= cap)
+        return 0;
+    __atomic_fetch_sub(&self.ws_row[col], 1, __ATOMIC_SEQ_CST);
+    return 1;
 }
 
 void fg_metrics_ws_close(const fg_metrics_obj_t *server)

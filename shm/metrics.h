@@ -176,9 +176,14 @@ void fg_metrics_conn_close(fg_metrics_gauge_t g);
  * that the master drops a dead worker's share (fg_metrics_worker_gone). server is the server's
  * object (fg_server_t.metrics). Each returns -1 when this worker has no table, server no
  * object, or FG_METRICS_WS_SERVERS other servers hold every column (the caller counts by
- * itself), else 0. open: the sum across workers now. */
+ * itself).
+ *  - count: 0, open = the sum across workers now.
+ *  - reserve: one place for a WebSocket if the sum stays at or below cap (0 = no cap): 0 when
+ *    reserved (give it back with close), 1 when full (nothing held). Exact across workers:
+ *    concurrent reservations never together pass cap.
+ *  - close: give back one place of this worker's. */
 int fg_metrics_ws_count(const fg_metrics_obj_t *server, uint64_t *open);
-int fg_metrics_ws_open(const fg_metrics_obj_t *server);
+int fg_metrics_ws_reserve(const fg_metrics_obj_t *server, uint64_t cap);
 void fg_metrics_ws_close(const fg_metrics_obj_t *server);
 
 #endif

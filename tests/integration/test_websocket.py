@@ -6,6 +6,7 @@ maxWebSockets, access control on the handshake, the access log line, and server-
 relayed event by event."""
 import asyncio
 import json
+import os
 import re
 import shutil
 import signal
@@ -657,4 +658,147 @@ def test_max_websockets_is_a_cap_across_workers(tmp_path, gateway_factory, ws_ec
         opened.append(s)
     finally:
         for s in opened:
+            s.close()
+
+
+def _burst(port, n):
+    """n handshakes at once (threads released together): [(socket, head)]."""
+    gate = threading.Barrier(n)
+    out = [None] * n
+
+    def one(i):
+        gate.wait()
+        s, head, _ = raw_handshake(port, "/")
+        out[i] = (s, head)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_max_websockets_is_exact_under_concurrent_handshakes(tmp_path, gateway_factory):
+    """The cap holds for handshakes in flight together: 30 at once over two workers, against
+    a cap of 3 and a destination that takes 300 ms to switch, never open more than 3. A count
+    checked at the handshake and taken at the 101 lets every one of them through."""
+    cap, n = 3, 30
+    release = threading.Event()
+
+    def slow_switch(c, head, rest):
+        time.sleep(0.3)
+        c.sendall(SWITCH)
+        release.wait(30)
+
+    dest = RawDest(slow_switch)
+    port = free_port()
+    cfg = ws_config(tmp_path, port, dest.url, workers=2)
+    cfg["servers"][0]["maxWebSockets"] = cap
+    gw = gateway_factory(cfg)
+    socks = []
+    try:
+        res = _burst(port, n)
+        socks = [s for s, _ in res]
+        heads = [h for _, h in res]
+        switched = [h for h in heads if h.startswith("HTTP/1.1 101")]
+        assert all(h.startswith("HTTP/1.1 101") or h.startswith("HTTP/1.1 503")
+                   for h in heads), heads
+        assert 1 <= len(switched) <= cap, len(switched)
+        workers = gw.all_workers()
+        assert sum(w["webSockets"] for w in workers) == len(switched)
+        assert len(workers) == 2 and all(w["connectionsTotal"] > 0 for w in workers), workers
+        # refused and concurrent handshakes hold no place: the rest of the cap opens one by
+        # one, and the next is refused
+        for _ in range(cap - len(switched)):
+            s, head, _ = raw_handshake(port, "/")
+            socks.append(s)
+            assert head.startswith("HTTP/1.1 101"), head
+        s, head, _ = raw_handshake(port, "/")
+        socks.append(s)
+        assert head.startswith("HTTP/1.1 503"), head
+    finally:
+        release.set()
+        for s in socks:
+            s.close()
+        dest.close()
+
+
+def test_max_websockets_place_freed_when_the_destination_does_not_switch(tmp_path,
+                                                                          gateway_factory):
+    """A handshake holds its place while the destination answers; one the destination
+    refuses (a 403) or answers without switching (a 200 whose body is still coming) gives it
+    back at that answer, so they never fill the cap."""
+    release = threading.Event()
+
+    def script(c, head, rest):
+        if "/deny" in head.split("\r\n")[0]:
+            c.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            return
+        if "/stream" in head.split("\r\n")[0]:
+            # the GET answered, not switched, with a body that goes on
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+            release.wait(30)
+            return
+        c.sendall(SWITCH)
+        release.wait(30)
+
+    dest = RawDest(script)
+    port = free_port()
+    cfg = ws_config(tmp_path, port, dest.url, workers=1)
+    cfg["servers"][0]["maxWebSockets"] = 1
+    gateway_factory(cfg)
+    socks = []
+    try:
+        for _ in range(5):
+            s, head, _ = raw_handshake(port, "/deny")
+            s.close()
+            assert head.startswith("HTTP/1.1 403"), head
+        s, head, _ = raw_handshake(port, "/stream")  # its response still streaming
+        socks.append(s)
+        assert head.startswith("HTTP/1.1 200"), head
+        s, head, _ = raw_handshake(port, "/")
+        socks.append(s)
+        assert head.startswith("HTTP/1.1 101"), head
+        s, head, _ = raw_handshake(port, "/")
+        socks.append(s)
+        assert head.startswith("HTTP/1.1 503"), head
+    finally:
+        release.set()
+        for s in socks:
+            s.close()
+        dest.close()
+
+
+def test_max_websockets_places_of_a_killed_worker_come_back(tmp_path, gateway_factory,
+                                                            ws_echo):
+    """A worker killed with WebSockets open gives its places back (the master drops its
+    share): its replacement admits up to the cap again."""
+    port = free_port()
+    cfg = ws_config(tmp_path, port, ws_echo, workers=1)
+    cfg["servers"][0]["maxWebSockets"] = 2
+    gw = gateway_factory(cfg)
+    socks = []
+    try:
+        for _ in range(2):
+            s, head, _ = raw_handshake(port, "/")
+            socks.append(s)
+            assert head.startswith("HTTP/1.1 101"), head
+        s, head, _ = raw_handshake(port, "/")
+        s.close()
+        assert head.startswith("HTTP/1.1 503"), head
+        pid = gw.all_workers()[0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:
+            ws = [w for w in gw.all_workers() if w["pid"] != pid and w.get("state") == "ready"]
+            if ws:
+                break
+            assert time.monotonic() < deadline, gw.all_workers()
+            time.sleep(0.05)
+        for _ in range(2):
+            s, head, _ = raw_handshake(port, "/")
+            socks.append(s)
+            assert head.startswith("HTTP/1.1 101"), head
+    finally:
+        for s in socks:
             s.close()

@@ -292,12 +292,12 @@ static void test_websockets_per_server_across_workers(void **state)
     void *srv = cfg->servers[0].metrics;
     uint64_t open = 99;
     assert_int_equal(fg_metrics_ws_count(srv, &open), -1); /* no worker_start yet */
-    assert_int_equal(fg_metrics_ws_open(srv), -1);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 0), -1);
     fg_metrics_worker_start(mt, 3);
-    assert_int_equal(fg_metrics_ws_open(srv), 0);
-    assert_int_equal(fg_metrics_ws_open(srv), 0);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 0), 0);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 0), 0);
     fg_metrics_worker_start(mt, 200);
-    assert_int_equal(fg_metrics_ws_open(srv), 0);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 0), 0);
     assert_int_equal(fg_metrics_ws_count(srv, &open), 0);
     assert_int_equal(open, 3);
     fg_metrics_ws_close(srv);
@@ -305,7 +305,7 @@ static void test_websockets_per_server_across_workers(void **state)
     assert_int_equal(fg_metrics_ws_count(srv, &open), 0);
     assert_int_equal(open, 2);
     fg_metrics_worker_start(mt, 5);
-    fg_metrics_ws_open(srv);
+    fg_metrics_ws_reserve(srv, 0);
     fg_metrics_worker_gone(mt, 3); /* died with two open */
     assert_int_equal(fg_metrics_ws_count(srv, &open), 0);
     assert_int_equal(open, 1);
@@ -313,6 +313,36 @@ static void test_websockets_per_server_across_workers(void **state)
     assert_int_equal(open, 0);
     int not_an_object;
     assert_int_equal(fg_metrics_ws_count((void *)&not_an_object, &open), -1);
+    fg_metrics_worker_start(NULL, -1);
+    fg_config_free(cfg);
+    free(mt);
+}
+
+/* A reservation past the cap is refused and holds nothing; one that fits is counted in the
+ * reserving worker's row, whatever other workers hold. */
+static void test_websockets_reserve_respects_cap(void **state)
+{
+    fg_metrics_t *mt = table();
+    fg_config_t *cfg = load(ROUTES_A);
+    fg_metrics_attach_table(mt, cfg, 1, 1, 1);
+    void *srv = cfg->servers[0].metrics;
+    uint64_t open = 0;
+    fg_metrics_worker_start(mt, 1);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 3), 0);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 3), 0);
+    fg_metrics_worker_start(mt, 2);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 3), 0);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 3), 1); /* 3 held across two workers */
+    assert_int_equal(fg_metrics_ws_count(srv, &open), 0);
+    assert_int_equal(open, 3);
+    fg_metrics_worker_gone(mt, 1); /* its two places come back */
+    assert_int_equal(fg_metrics_ws_reserve(srv, 3), 0);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 3), 0);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 3), 1);
+    fg_metrics_ws_close(srv);
+    assert_int_equal(fg_metrics_ws_reserve(srv, 3), 0);
+    assert_int_equal(fg_metrics_ws_count(srv, &open), 0);
+    assert_int_equal(open, 3);
     fg_metrics_worker_start(NULL, -1);
     fg_config_free(cfg);
     free(mt);
@@ -411,6 +441,7 @@ int main(void)
         cmocka_unit_test(test_full_table_and_recycling),
         cmocka_unit_test(test_gauges_and_worker_gone),
         cmocka_unit_test(test_websockets_per_server_across_workers),
+        cmocka_unit_test(test_websockets_reserve_respects_cap),
         cmocka_unit_test(test_prometheus_view),
         cmocka_unit_test(test_csv_and_json_views),
     };

@@ -73,6 +73,7 @@ typedef struct {
     unsigned tunnel : 1;
     char ws_key[25]; /* the Sec-WebSocket-Key we generated for it (RFC 6455 4.1), or "" */
     fg_str_t proto;  /* with upgrade: the one protocol asked of the destination (RFC 8441 4) */
+    int ws_place;    /* with upgrade: the server's maxWebSockets place (fg_relay_reserve) */
     unsigned trailers_sent : 1; /* the response's trailers went to the client's front end */
 } proxy_t;
 
@@ -287,6 +288,15 @@ static void count_end(proxy_t *p)
     p->counted = NULL;
 }
 
+/* The exchange ends without a relay: its maxWebSockets place is free again. */
+static void release_place(proxy_t *p)
+{
+    if (p->ws_place == FG_RELAY_PLACE_NONE)
+        return; /* no upgrade: every plain request passes here */
+    fg_relay_unreserve(p->w, p->req->server, p->ws_place);
+    p->ws_place = FG_RELAY_PLACE_NONE;
+}
+
 /* Passive health: a transport outcome of destination p->di (failures are refused, reset,
  * closed or timed out; a 5xx is an answer and a client abort is not the destination's fault).
  * An exchange whose answer was already counted adds a failure, not a second request. */
@@ -358,6 +368,7 @@ static void fail(proxy_t *p, int status, const char *error, const char *msg)
     drop_upstream(p, 0);
     release_replay(p);
     count_end(p);
+    release_place(p);
     p->done = 1;
     if (p->resp_started) {
         req->error = error;
@@ -375,6 +386,7 @@ static void complete(proxy_t *p)
     drop_upstream(p, req->body_done);
     release_replay(p);
     count_end(p);
+    release_place(p);
     req->ops->finish(req);
 }
 
@@ -796,6 +808,7 @@ static int x_head(void *arg, const fg_exchange_head_t *h)
         fail(p, 502, "bad_gateway", "upstream did not switch protocols");
         return -1;
     }
+    release_place(p); /* an answer that is no switch: no WebSocket, whatever its body's length */
     sync_timing(p);
     req->upstream_us = fg_clock_now_us() - fg_exchange_info(p->x)->sent_at_us;
     attempt_status(p, h->status);
@@ -1024,6 +1037,23 @@ static fg_str_t chosen_protocol(const fg_route_t *rt, fg_str_t list)
     return FG_STR_NULL;
 }
 
+/* One of the server's maxWebSockets places for this exchange, held until it switches (the
+ * relay takes it) or ends. Returns 0, or -1 after answering 503. */
+static int reserve_place(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    if (req->server == NULL)
+        return 0;
+    int place = fg_relay_reserve(p->w, req->server);
+    if (place < 0) {
+        req->termination = "websocket_limit";
+        fg_request_error(req, 503, "service_unavailable", "too many open WebSockets");
+        return -1;
+    }
+    p->ws_place = place;
+    return 0;
+}
+
 /* An extended CONNECT (RFC 8441 4) is only a request to switch: a route that does not relay
  * its :protocol, or a front end that cannot hand its stream over, answers 501 (RFC 9110
  * 15.6.2), past maxWebSockets 503. The stream's bytes stay where they are (body paused) until
@@ -1035,11 +1065,8 @@ static int begin_tunnel(proxy_t *p)
         fg_request_error(req, 501, "not_implemented", "the route does not relay this protocol");
         return -1;
     }
-    if (req->server != NULL && !fg_relay_admit(p->w, req->server)) {
-        req->termination = "websocket_limit";
-        fg_request_error(req, 503, "service_unavailable", "too many open WebSockets");
+    if (reserve_place(p) != 0)
         return -1;
-    }
     req->upgrade = req->protocol;
     p->proto = req->protocol;
     p->upgrade = 1;
@@ -1061,11 +1088,8 @@ static int begin_upgrade(proxy_t *p)
     if (req->upgrade.len == 0 || req->has_body || req->ops->switch_protocols == NULL ||
         !route_allows(req->route, req->upgrade))
         return 0;
-    if (req->server != NULL && !fg_relay_admit(p->w, req->server)) {
-        req->termination = "websocket_limit";
-        fg_request_error(req, 503, "service_unavailable", "too many open WebSockets");
+    if (reserve_place(p) != 0)
         return -1;
-    }
     p->upgrade = 1;
     p->proto = chosen_protocol(req->route, req->upgrade);
     return 0;
@@ -1181,7 +1205,9 @@ static int switch_protocols(proxy_t *p, const fg_exchange_head_t *h)
     fg_headers_t hdrs;
     uint64_t idle = req->route->upgrade_idle_timeout_ms ? req->route->upgrade_idle_timeout_ms
                                                         : p->cl->activity_timeout_ms;
-    fg_relay_t *r = fg_relay_new(p->w, req->server, idle);
+    fg_relay_t *r = fg_relay_new(p->w, req->server, idle, p->ws_place);
+    if (r != NULL)
+        p->ws_place = FG_RELAY_PLACE_NONE;
     req->relayed = 1;
     if (r == NULL || response_headers(p, h, &hdrs) != 0 ||
         (stream && !p->tunnel && h1_switch_headers(p, &hdrs) != 0)) {
@@ -1264,6 +1290,7 @@ static void on_abort(fg_request_t *req)
     drop_upstream(p, 0);
     release_replay(p);
     count_end(p);
+    release_place(p);
     p->done = 1;
 }
 
@@ -1304,6 +1331,7 @@ void fg_proxy_handle(fg_request_t *req)
     if (begin_upgrade(p) != 0)
         return;
     if (build_out(p) != 0) {
+        release_place(p);
         proxy_error(req, 500, "internal_error", "cannot build the upstream request");
         return;
     }
@@ -1313,6 +1341,7 @@ void fg_proxy_handle(fg_request_t *req)
         char msg[128];
         log_attempt(p, "answering 502");
         count_end(p);
+        release_place(p);
         snprintf(msg, sizeof(msg), "upstream connect failed: %s", strerror(errno));
         req->handler = NULL;
         proxy_error(req, 502, "bad_gateway", msg);

@@ -56,6 +56,7 @@ struct fg_relay_s {
     uint64_t drain_at; /* retiring: close then; 0 = not retiring */
     unsigned splice : 1;
     unsigned started : 1;
+    int place; /* srv's maxWebSockets place it holds (fg_relay_reserve) */
     unsigned have_req : 1;
     fg_relay_done_fn done; /* a relay without request: its owner's end (fg_relay_set_done) */
     void *done_arg;
@@ -174,21 +175,38 @@ static unsigned *server_count(fg_worker_t *w, const fg_server_t *srv, int create
     return i < ct->n ? &ct->open[i] : NULL;
 }
 
-/* maxWebSockets is a cap for the server across all workers: the relays of every worker are
- * counted in shared memory (shm/metrics.h). Checked at the handshake, counted from the switch:
- * handshakes in flight at the same moment may together pass the cap by their number. */
-int fg_relay_admit(fg_worker_t *w, const fg_server_t *srv)
+/* maxWebSockets is a cap for the server across all workers: the places are counted in shared
+ * memory (shm/metrics.h), reserved at the handshake and given back when the relay ends or the
+ * handshake does not switch; a worker's dead places are dropped by the master. Without a
+ * shared count (no metrics zone: tests, a full table) the worker counts its own. */
+int fg_relay_reserve(fg_worker_t *w, const fg_server_t *srv)
 {
-    if (srv->max_websockets == 0)
-        return 1;
-    uint64_t open;
-    if (fg_metrics_ws_count(srv->metrics, &open) == 0)
-        return open < srv->max_websockets;
+    int rc = fg_metrics_ws_reserve(srv->metrics, srv->max_websockets);
+    if (rc >= 0)
+        return rc == 0 ? FG_RELAY_PLACE_SHARED : -1;
     unsigned *n = server_count(w, srv, 1);
-    return n == NULL || *n < srv->max_websockets;
+    if (n == NULL)
+        return FG_RELAY_PLACE_NONE;
+    if (srv->max_websockets && *n >= srv->max_websockets)
+        return -1;
+    (*n)++;
+    return FG_RELAY_PLACE_LOCAL;
 }
 
-fg_relay_t *fg_relay_new(fg_worker_t *w, const fg_server_t *srv, uint64_t idle_ms)
+void fg_relay_unreserve(fg_worker_t *w, const fg_server_t *srv, int place)
+{
+    if (srv == NULL || place == FG_RELAY_PLACE_NONE)
+        return;
+    if (place == FG_RELAY_PLACE_SHARED) {
+        fg_metrics_ws_close(srv->metrics);
+        return;
+    }
+    unsigned *n = server_count(w, srv, 0);
+    if (n != NULL && *n > 0)
+        (*n)--;
+}
+
+fg_relay_t *fg_relay_new(fg_worker_t *w, const fg_server_t *srv, uint64_t idle_ms, int place)
 {
     relay_t *r = calloc(1, sizeof(*r));
     if (r == NULL)
@@ -200,6 +218,7 @@ fg_relay_t *fg_relay_new(fg_worker_t *w, const fg_server_t *srv, uint64_t idle_m
     }
     r->w = w;
     r->srv = srv;
+    r->place = place;
     r->idle_ms = idle_ms;
     for (int i = 0; i < 2; i++) {
         r->end[i].r = r;
@@ -272,6 +291,7 @@ void fg_relay_free(fg_relay_t *r)
     if (r == NULL)
         return;
     close_ends(r);
+    fg_relay_unreserve(r->w, r->srv, r->place);
     event_free(r->timer);
     fg_request_pool_give(r->w, r->req.pool);
     free(r);
@@ -295,11 +315,7 @@ static void finish(relay_t *r, const char *termination)
     if (r->done)
         r->done(r->done_arg, r->end[FG_RELAY_CLIENT].bytes, r->end[FG_RELAY_DEST].bytes,
                 termination);
-    if (r->started && !r->done) {
-        unsigned *n = server_count(w, r->srv, 0);
-        if (n != NULL && *n > 0)
-            (*n)--;
-        fg_metrics_ws_close(r->srv ? r->srv->metrics : NULL);
+    if (r->started && !r->done) { /* a WebSocket (or other upgrade), not a tcp server's relay */
         if (w->record)
             w->record->websockets--;
         fg_metrics_conn_close(FG_MG_WEBSOCKETS);
@@ -517,7 +533,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 /* ---- start ---- */
 
 /* Splice when both ends are plain sockets and a pipe can be had now (it goes to the cache:
- * a direction takes one only while it has bytes to move); else buffered. */
+ * a direction takes one only while it has bytes to move); else buffered. Splice whatever the
+ * message size: both ways cost one call in and one out per burst of messages, splice's pipe
+ * costs no more than read/write's copies for small messages (64 B to 1 KiB measured equal
+ * within noise by scripts/ws-bench.py --compare), and from 4 KiB it costs half or less. */
 static void choose_splice(relay_t *r)
 {
     for (int i = 0; i < 2; i++)
@@ -535,13 +554,8 @@ void fg_relay_start(fg_relay_t *r)
     fg_worker_t *w = r->w;
     fg_frontend_add(w, &r->session, &fg_relay_frontend);
     r->started = 1;
-    unsigned *n = r->done ? NULL : server_count(w, r->srv, 1);
-    if (n != NULL)
-        (*n)++;
-    if (!r->done) {
+    if (!r->done)
         fg_metrics_conn_open(FG_MG_WEBSOCKETS); /* closed where the session is removed */
-        fg_metrics_ws_open(r->srv ? r->srv->metrics : NULL);
-    }
     if (w->record) {
         if (!r->done)
             w->record->websockets++;

@@ -35,9 +35,10 @@ typedef struct fg_relay_s fg_relay_t;
 
 enum { FG_RELAY_CLIENT = 0, FG_RELAY_DEST = 1 };
 
-/* A relay for an upgrade of srv's route, not yet running; idle_ms 0 = no idle timeout. NULL when
- * out of memory. */
-fg_relay_t *fg_relay_new(fg_worker_t *w, const fg_server_t *srv, uint64_t idle_ms);
+/* A relay for an upgrade of srv's route, not yet running; idle_ms 0 = no idle timeout. place:
+ * what fg_relay_reserve gave for this exchange, owned by the relay from now on (given back
+ * when it ends or is freed). NULL when out of memory (place still the caller's). */
+fg_relay_t *fg_relay_new(fg_worker_t *w, const fg_server_t *srv, uint64_t idle_ms, int place);
 /* Give side (FG_RELAY_CLIENT or FG_RELAY_DEST) its connection: owned from now on. Its input
  * holds the bytes already read from that side (they go to the other side first), its output
  * what is due to that side (the 101 head). */
@@ -74,8 +75,14 @@ void fg_relay_start(fg_relay_t *r);
 /* Abandon a relay that did not start: its connections are closed. */
 void fg_relay_free(fg_relay_t *r);
 
-/* Whether srv may open another relay: fewer than maxWebSockets open across all workers. */
-int fg_relay_admit(fg_worker_t *w, const fg_server_t *srv);
+/* maxWebSockets: reserve one of srv's places for a WebSocket at its handshake, exactly across
+ * all workers (concurrent handshakes never together pass the cap; a dead worker's places are
+ * dropped by the master). Returns -1 when the cap is reached (nothing held), else the place,
+ * which goes to fg_relay_new or back with fg_relay_unreserve if the exchange does not switch.
+ * Every relay holds one, cap or not: the count decides when a reload sets one. */
+enum { FG_RELAY_PLACE_NONE = 0, FG_RELAY_PLACE_SHARED = 1, FG_RELAY_PLACE_LOCAL = 2 };
+int fg_relay_reserve(fg_worker_t *w, const fg_server_t *srv);
+void fg_relay_unreserve(fg_worker_t *w, const fg_server_t *srv, int place);
 
 /* The relays' front-end entry (retire, close_idle, close). */
 extern const fg_frontend_t fg_relay_frontend;

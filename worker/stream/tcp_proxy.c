@@ -187,7 +187,7 @@ static int relay(tcp_t *t, int stream)
 {
     fg_exchange_t *x = t->x;
     t->x = NULL;
-    fg_relay_t *r = fg_relay_new(t->w, t->srv, t->srv->tcp.idle_timeout_ms);
+    fg_relay_t *r = fg_relay_new(t->w, t->srv, t->srv->tcp.idle_timeout_ms, FG_RELAY_PLACE_NONE);
     int ok = 0;
     if (r != NULL) {
         if (stream) {
