@@ -5,6 +5,7 @@
 #include "worker/upstream/http2_client.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,8 @@
 #include "worker/upstream/http2_stream.h"
 #include "worker/upstream/http2_tunnel.h"
 #include "worker/upstream/upstream.h"
+
+#define ADOPTED_READ_MAX (64 * 1024 - 128) /* one 64 KiB chain with its header */
 
 static void conn_flush(h2conn_t *c);
 static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
@@ -70,6 +73,8 @@ static int x_leave(h2x_t *x)
  * compiler's use-after-free analysis cannot see. */
 __attribute__((noinline)) static void conn_free(h2conn_t *c)
 {
+    if (c->flush_ev)
+        event_free(c->flush_ev);
     nghttp2_session_del(c->s);
     if (c->u)
         fg_upstream_close(c->u);
@@ -829,7 +834,29 @@ static unsigned max_streams(h2conn_t *c)
 
 /* Produce the session's frames into the connection's output (bounded by OUT_HIGH: the rest
  * waits for on_drain) and write them; then tell streams whose queued body drained. */
+static void conn_flush_now(h2conn_t *c);
+
 static void conn_flush(h2conn_t *c)
+{
+    if (c->flush_ev == NULL) {
+        conn_flush_now(c);
+    } else if (!c->flush_due && !c->dead) {
+        c->flush_due = 1;
+        event_active(c->flush_ev, EV_WRITE, 1);
+    }
+}
+
+static void on_flush_due(evutil_socket_t fd, short what, void *arg)
+{
+    h2conn_t *c = arg;
+    (void)fd;
+    (void)what;
+    c->flush_due = 0;
+    conn_flush_now(c);
+}
+
+/* Produce the session's frames into the connection's output and write them. */
+static void conn_flush_now(h2conn_t *c)
 {
     if (c->flushing || c->in_recv) {
         c->again = 1; /* the outer flush, or the receive path once it returns, sends */
@@ -1263,9 +1290,10 @@ static h2conn_t *conn_find(h2dest_t *dest)
 static h2x_t *x_new(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
                     const fg_exchange_cbs_t *cbs, void *arg)
 {
-    h2x_t *x = calloc(1, sizeof(*x));
+    h2x_t *x = malloc(sizeof(*x));
     if (x == NULL)
         return NULL;
+    memset(x, 0, offsetof(h2x_t, hoff));
     x->base.vt = &h2_vt;
     x->cbs = cbs;
     x->arg = arg;
@@ -1435,11 +1463,17 @@ fg_h2client_t *fg_http2_client_adopt(fg_worker_t *w, fg_conn_t *fc, const fg_h2c
     c->owner = o;
     c->owner_arg = arg;
     c->connect_at = fg_clock_now_us();
-    if (session_new(c) != 0) {
+    c->flush_ev = event_new(w->base, -1, 0, on_flush_due, c);
+    if (c->flush_ev == NULL || session_new(c) != 0) {
+        if (c->flush_ev)
+            event_free(c->flush_ev);
         nghttp2_session_del(c->s);
         free(c);
         return NULL;
     }
+    /* A tunnel carries many streams' DATA: reads as large as a WebSocket frame take them in
+     * a fraction of the system calls of the default 16 KiB. */
+    fg_conn_set_read_max(fc, ADOPTED_READ_MAX);
     c->ready = 1; /* the owner's connection is up: the preface leaves now */
     conn_flush(c);
     return (fg_h2client_t *)c;
@@ -1467,8 +1501,7 @@ void fg_http2_client_close(fg_h2client_t *h, const char *detail)
     c->owner = NULL; /* the owner is going: nothing more is told */
     conn_fail(c, FG_XERR_EOF, 0, detail);
     if (c->busy == 0) {
-        nghttp2_session_del(c->s);
-        free(c);
+        conn_free(c);
     } else {
         c->fc = NULL; /* freed by the last conn_leave, which no longer sees it as adopted */
     }
