@@ -21,6 +21,7 @@
 #include "worker/upstream/upstream.h"
 
 #define ADOPTED_READ_MAX (64 * 1024 - 128) /* one 64 KiB chain with its header */
+#define ADOPTED_FRAME_MAX (64 * 1024)      /* SETTINGS_MAX_FRAME_SIZE of a tunnel */
 
 static void conn_flush(h2conn_t *c);
 static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
@@ -1232,12 +1233,16 @@ static int session_new(h2conn_t *c)
     nghttp2_session_callbacks_del(cbs);
     if (rc != 0)
         return -1;
+    /* A tunnel's agent may send DATA frames as large as the WebSocket frames that carry them
+     * (RFC 9113 6.5.2): fewer frames, and whole buffer chains moved on its side. */
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, HEAD_MAX},
+        {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, ADOPTED_FRAME_MAX},
     };
-    if (nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
+    size_t niv = sizeof(iv) / sizeof(iv[0]) - (c->fc ? 0 : 1);
+    if (nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, niv) != 0 ||
         nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) != 0)
         return -1;
     return 0;
