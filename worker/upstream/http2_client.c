@@ -250,7 +250,12 @@ int fg_http2_client_request_nv(const fg_outreq_t *out, fg_str_t scheme, int64_t 
             lc[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch; /* RFC 9113 8.2.1 */
         }
         used += nm.len;
-        nv[n++] = mknv(lc, nm.len, v.base, v.len);
+        nv[n] = mknv(lc, nm.len, v.base, v.len);
+        /* RFC 7541 6.2.2: a value new with every request gains nothing from the dynamic table
+         * and would evict the fields that repeat. */
+        if (fg_str_eq((fg_str_t){lc, nm.len}, FG_STR_LIT("x-request-id")))
+            nv[n].flags = NGHTTP2_NV_FLAG_NO_INDEX;
+        n++;
     }
     if (content_length >= 0) {
         char *e = fg_put_u64(lenbuf, (uint64_t)content_length);
