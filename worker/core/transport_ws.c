@@ -74,13 +74,19 @@ static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t 
     memcpy(&k, k8, 8);
     mask_vec kv = {k, k};
     for (; i + 64 <= n; i += 64) {
-        mask_vec v[4];
-        memcpy(v, src + i, 64);
-        v[0] ^= kv;
-        v[1] ^= kv;
-        v[2] ^= kv;
-        v[3] ^= kv;
-        memcpy(dst + i, v, 64);
+        mask_vec a, b, c, d;
+        memcpy(&a, src + i, 16);
+        memcpy(&b, src + i + 16, 16);
+        memcpy(&c, src + i + 32, 16);
+        memcpy(&d, src + i + 48, 16);
+        a ^= kv;
+        b ^= kv;
+        c ^= kv;
+        d ^= kv;
+        memcpy(dst + i, &a, 16);
+        memcpy(dst + i + 16, &b, 16);
+        memcpy(dst + i + 32, &c, 16);
+        memcpy(dst + i + 48, &d, 16);
     }
     for (; i + 8 <= n; i += 8) {
         uint64_t v;
