@@ -194,11 +194,15 @@ static void x_finish(h2x_t *x)
 
 /* ---- request ---- */
 
-static int conn_specific(fg_str_t n)
+/* Whether a request field stays out of HTTP/2: RFC 9113 8.2.2 (connection-specific; TE only
+ * as "trailers"), Host (it becomes :authority, 8.3.1), and the framing, which is the stream's
+ * (8.1). cls is fg_headers_class(n). */
+static int conn_specific(fg_str_t n, fg_str_t v, unsigned cls)
 {
-    /* RFC 9113 8.2.2; Host becomes :authority (8.3.1); framing is the stream's (8.1). */
-    return fg_headers_is_hop_by_hop(n) || fg_str_ieq(n, FG_STR_LIT("Host")) ||
-           fg_str_ieq(n, FG_STR_LIT("Content-Length")) || fg_str_ieq(n, FG_STR_LIT("Expect"));
+    if (cls & FG_HDR_HOP)
+        return !(n.len == 2 && fg_str_ieq(v, FG_STR_LIT("trailers"))); /* TE, "te" */
+    return (cls & (FG_HDR_HOST | FG_HDR_CONTENT_LENGTH)) ||
+           (n.len == 6 && fg_str_ieq(n, FG_STR_LIT("Expect")));
 }
 
 static nghttp2_nv mknv(const char *n, size_t nl, const char *v, size_t vl)
@@ -237,10 +241,8 @@ int fg_http2_client_request_nv(const fg_outreq_t *out, fg_str_t scheme, int64_t 
     }
     for (size_t i = 0; i < h->n; i++) {
         fg_str_t nm = h->v[i].name, v = h->v[i].value;
-        if (conn_specific(nm) && !fg_str_ieq(nm, FG_STR_LIT("TE")))
-            continue;
-        /* RFC 9113 8.2.2: TE only with the value "trailers" (gRPC needs it). */
-        if (fg_str_ieq(nm, FG_STR_LIT("TE")) && !fg_str_ieq(v, FG_STR_LIT("trailers")))
+        unsigned cls = fg_headers_class(nm);
+        if (conn_specific(nm, v, cls))
             continue;
         if (used + nm.len > namecap)
             return -1;
@@ -253,7 +255,7 @@ int fg_http2_client_request_nv(const fg_outreq_t *out, fg_str_t scheme, int64_t 
         nv[n] = mknv(lc, nm.len, v.base, v.len);
         /* RFC 7541 6.2.2: a value new with every request gains nothing from the dynamic table
          * and would evict the fields that repeat. */
-        if (fg_str_eq((fg_str_t){lc, nm.len}, FG_STR_LIT("x-request-id")))
+        if (cls & FG_HDR_REQUEST_ID)
             nv[n].flags = NGHTTP2_NV_FLAG_NO_INDEX;
         n++;
     }
