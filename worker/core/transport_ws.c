@@ -184,7 +184,7 @@ static int add_frame(ws_t *L, int opcode, const void *p, size_t n)
 }
 
 /* Frame up to FG_WS_FRAME_MAX bytes of out as one binary frame into wire. Returns the payload
- * bytes taken, or -1. The server side moves the chains; the client side copies to mask. */
+ * bytes taken, or -1. The server side moves the chains; the client side masks as it copies. */
 static ssize_t frame_data(ws_t *L, struct evbuffer *out)
 {
     size_t n = evbuffer_get_length(out);
