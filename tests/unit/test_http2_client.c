@@ -85,6 +85,25 @@ static void te_other_than_trailers_dropped(void **state)
     assert_null(find(nv, n, "content-length"));
 }
 
+/* RFC 7541 6.2.2: the request id, new with every request, is never indexed (it would evict
+ * the repeating fields from the dynamic table); other fields may be. */
+static void request_id_never_indexed(void **state)
+{
+    fg_http_header_t f[] = {{FG_STR_LIT("Host"), FG_STR_LIT("h")},
+                            {FG_STR_LIT("X-Request-Id"), FG_STR_LIT("0123456789abcdef")},
+                            {FG_STR_LIT("Accept"), FG_STR_LIT("*/*")}};
+    fg_outreq_t out = {FG_STR_LIT("GET"), FG_STR_LIT("/"), FG_STR_NULL, {f, 3, 0, NULL}};
+    nghttp2_nv nv[8];
+    char names[64], len[24];
+    int n =
+        fg_http2_client_request_nv(&out, FG_STR_LIT("http"), -1, nv, 8, names, sizeof(names), len);
+    assert_int_equal(n, 6);
+    const nghttp2_nv *id = find(nv, n, "x-request-id");
+    assert_non_null(id);
+    assert_int_equal(id->flags, NGHTTP2_NV_FLAG_NO_INDEX);
+    assert_int_equal(find(nv, n, "accept")->flags, NGHTTP2_NV_FLAG_NONE);
+}
+
 static void too_small_buffers_fail(void **state)
 {
     fg_outreq_t out = {FG_STR_LIT("GET"),
@@ -339,6 +358,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(request_fields),
         cmocka_unit_test(te_other_than_trailers_dropped),
+        cmocka_unit_test(request_id_never_indexed),
         cmocka_unit_test(too_small_buffers_fail),
         cmocka_unit_test(exchange_with_trailers_both_ways),
         cmocka_unit_test(refused_stream_is_a_retryable_failure),

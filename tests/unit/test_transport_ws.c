@@ -270,6 +270,110 @@ static void test_bytes_given_at_push(void **state)
     close(fds[1]);
 }
 
+/* Frames whose bytes lie in many small chains of odd sizes, read back a few bytes at a time:
+ * the unmasking picks up the key at the right position across every chain and read boundary. */
+static void test_unmask_across_chains_and_reads(void **state)
+{
+    (void)state;
+    enum { N = 40000 };
+    static uint8_t f[2 * (N + 14)];
+    static char payload[N];
+    for (size_t i = 0; i < N; i++)
+        payload[i] = (char)(i * 7 + 3);
+    size_t n = 0;
+    for (int k = 0; k < 2; k++) { /* two frames of N / 2, the second one's key restarts */
+        f[n++] = 0x82;
+        f[n++] = 0x80 | 126;
+        f[n++] = (uint8_t)((N / 2) >> 8);
+        f[n++] = (uint8_t)(N / 2);
+        const uint8_t key[4] = {0xa5, (uint8_t)(0x13 + k), 0x7e, 0xc1};
+        memcpy(f + n, key, 4);
+        n += 4;
+        for (size_t i = 0; i < N / 2; i++)
+            f[n + i] = (uint8_t)(payload[k * (N / 2) + i] ^ key[i & 3]);
+        n += N / 2;
+    }
+    struct evbuffer *already = evbuffer_new(), *in = evbuffer_new();
+    for (size_t off = 0, step = 1; off < n; off += step, step = step % 13 + 2)
+        evbuffer_add_reference(already, f + off, off + step <= n ? step : n - off, NULL, NULL);
+    int fds[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    fg_transport_t t;
+    fg_transport_tcp_init(&t, fds[0]);
+    seen_t s = {0};
+    assert_int_equal(fg_transport_ws_push(&t, FG_WS_SERVER, &cbs, &s, already), 0);
+    for (size_t max = 1; evbuffer_get_length(in) < N; max = max % 11 + 1) {
+        ssize_t r = t.ops->recv(&t, in, max);
+        assert_true(r > 0 && (size_t)r <= max);
+    }
+    assert_memory_equal(evbuffer_pullup(in, -1), payload, N);
+    t.ops->close(&t);
+    evbuffer_free(already);
+    evbuffer_free(in);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* The client masks output that lies in many small chains: read off the socket by hand, every
+ * frame is masked (RFC 6455 5.3) and unmasks to the bytes given, in order. */
+static void test_client_masks_across_chains(void **state)
+{
+    (void)state;
+    enum { N = 3 * FG_WS_FRAME_MAX + 4321 };
+    static uint8_t src[N], wire[N + 64 * 14], got[N];
+    for (size_t i = 0; i < N; i++)
+        src[i] = (uint8_t)(i * 13 + 5);
+    int fds[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    fg_transport_t t;
+    fg_transport_tcp_init(&t, fds[1]);
+    seen_t s = {0};
+    assert_int_equal(fg_transport_ws_push(&t, FG_WS_CLIENT, &cbs, &s, NULL), 0);
+    struct evbuffer *out = evbuffer_new();
+    for (size_t off = 0, step = 3; off < N; off += step, step = step * 7 % 1021 + 1)
+        evbuffer_add_reference(out, src + off, off + step <= N ? step : N - off, NULL, NULL);
+    size_t have = 0;
+    for (int spins = 0; evbuffer_get_length(out) > 0 || t.ops->unsent(&t) > 0; spins++) {
+        ssize_t r = t.ops->send_chain(&t, out);
+        assert_true(r > 0 || r == FG_TRANSPORT_AGAIN);
+        ssize_t k = read(fds[0], wire + have, sizeof(wire) - have);
+        if (k > 0)
+            have += (size_t)k;
+        assert_true(spins < 100000);
+    }
+    ssize_t k;
+    while ((k = read(fds[0], wire + have, sizeof(wire) - have)) > 0)
+        have += (size_t)k;
+    size_t pos = 0, n = 0;
+    while (pos < have) {
+        assert_int_equal(wire[pos], 0x82);
+        assert_true(wire[pos + 1] & 0x80);
+        size_t len = wire[pos + 1] & 0x7f, hl = 2;
+        if (len == 126) {
+            len = (size_t)wire[pos + 2] << 8 | wire[pos + 3];
+            hl = 4;
+        } else if (len == 127) {
+            len = 0;
+            for (int i = 0; i < 8; i++)
+                len = len << 8 | wire[pos + 2 + i];
+            hl = 10;
+        }
+        const uint8_t *key = wire + pos + hl;
+        assert_true(n + len <= N);
+        for (size_t i = 0; i < len; i++)
+            got[n + i] = wire[pos + hl + 4 + i] ^ key[i & 3];
+        n += len;
+        pos += hl + 4 + len;
+    }
+    assert_int_equal(pos, have);
+    assert_int_equal(n, N);
+    assert_memory_equal(got, src, N);
+    t.ops->close(&t);
+    evbuffer_free(out);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 /* One violation per case: the server refuses it with EPROTO and sends close 1002. */
 static void expect_refused(const uint8_t *f, size_t n, uint16_t code)
 {
@@ -414,6 +518,8 @@ int main(void)
         cmocka_unit_test(test_close_code_echoed),
         cmocka_unit_test(test_fragments_and_split_reads),
         cmocka_unit_test(test_bytes_given_at_push),
+        cmocka_unit_test(test_unmask_across_chains_and_reads),
+        cmocka_unit_test(test_client_masks_across_chains),
         cmocka_unit_test(test_rfc6455_5_1_unmasked_client_frame_refused),
         cmocka_unit_test(test_rfc6455_5_2_reserved_bits_refused),
         cmocka_unit_test(test_rfc6455_5_5_control_frames),

@@ -12,9 +12,10 @@
  * frame is an error (EPROTO), after which the layer sends close 1002.
  *
  * Sent: what the owner writes to the output leaves as binary frames of at most
- * FG_WS_FRAME_MAX payload bytes, masked with fresh keys on the client side; the server side
- * moves the payload's chains without copying. Text, ping and close frames go first, between
- * two data frames. */
+ * FG_WS_FRAME_MAX payload bytes, masked with fresh keys on the client side (in the one copy
+ * into the frame); the server side moves the payload's chains without copying. A masked
+ * payload received is unmasked in the one copy to the input. Text, ping and close frames go
+ * first, between two data frames. */
 #ifndef FG_TRANSPORT_WS_H
 #define FG_TRANSPORT_WS_H
 

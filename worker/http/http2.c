@@ -864,6 +864,25 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     return (ssize_t)n;
 }
 
+/* The largest DATA payload: nghttp2's 16 KiB by default; up to the peer's
+ * SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2) on a trusted connection (a tunnel, whose gateway
+ * announces a large one), so that a frame moves whole chains of the stream's queue instead of
+ * copying 16 KiB slices of them. */
+static ssize_t data_length(nghttp2_session *ng, uint8_t type, int32_t id, int32_t conn_window,
+                           int32_t stream_window, uint32_t peer_max, void *arg)
+{
+    const fg_http2_conn_t *h = arg;
+    (void)ng;
+    (void)type;
+    (void)id;
+    size_t n = h->trusted ? peer_max : 16384;
+    if (n > (size_t)conn_window)
+        n = (size_t)conn_window;
+    if (n > (size_t)stream_window)
+        n = (size_t)stream_window;
+    return (ssize_t)(n > 0 ? n : 1);
+}
+
 /* Whether the transport may take another frame; flushes once when it is at its bound. */
 static int out_room(fg_http2_conn_t *h)
 {
@@ -1538,6 +1557,7 @@ static shared_t *get_shared(fg_worker_t *w)
     nghttp2_session_callbacks *cb = sh->cbs;
     nghttp2_session_callbacks_set_send_callback(cb, on_send);
     nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(cb, data_length);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);

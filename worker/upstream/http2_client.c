@@ -5,6 +5,7 @@
 #include "worker/upstream/http2_client.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,9 @@
 #include "worker/upstream/http2_stream.h"
 #include "worker/upstream/http2_tunnel.h"
 #include "worker/upstream/upstream.h"
+
+#define ADOPTED_READ_MAX (64 * 1024 - 128) /* one 64 KiB chain with its header */
+#define ADOPTED_FRAME_MAX (64 * 1024)      /* SETTINGS_MAX_FRAME_SIZE of a tunnel */
 
 static void conn_flush(h2conn_t *c);
 static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
@@ -70,6 +74,8 @@ static int x_leave(h2x_t *x)
  * compiler's use-after-free analysis cannot see. */
 __attribute__((noinline)) static void conn_free(h2conn_t *c)
 {
+    if (c->flush_ev)
+        event_free(c->flush_ev);
     nghttp2_session_del(c->s);
     if (c->u)
         fg_upstream_close(c->u);
@@ -188,11 +194,15 @@ static void x_finish(h2x_t *x)
 
 /* ---- request ---- */
 
-static int conn_specific(fg_str_t n)
+/* Whether a request field stays out of HTTP/2: RFC 9113 8.2.2 (connection-specific; TE only
+ * as "trailers"), Host (it becomes :authority, 8.3.1), and the framing, which is the stream's
+ * (8.1). cls is fg_headers_class(n). */
+static int conn_specific(fg_str_t n, fg_str_t v, unsigned cls)
 {
-    /* RFC 9113 8.2.2; Host becomes :authority (8.3.1); framing is the stream's (8.1). */
-    return fg_headers_is_hop_by_hop(n) || fg_str_ieq(n, FG_STR_LIT("Host")) ||
-           fg_str_ieq(n, FG_STR_LIT("Content-Length")) || fg_str_ieq(n, FG_STR_LIT("Expect"));
+    if (cls & FG_HDR_HOP)
+        return !(n.len == 2 && fg_str_ieq(v, FG_STR_LIT("trailers"))); /* TE, "te" */
+    return (cls & (FG_HDR_HOST | FG_HDR_CONTENT_LENGTH)) ||
+           (n.len == 6 && fg_str_ieq(n, FG_STR_LIT("Expect")));
 }
 
 static nghttp2_nv mknv(const char *n, size_t nl, const char *v, size_t vl)
@@ -231,10 +241,8 @@ int fg_http2_client_request_nv(const fg_outreq_t *out, fg_str_t scheme, int64_t 
     }
     for (size_t i = 0; i < h->n; i++) {
         fg_str_t nm = h->v[i].name, v = h->v[i].value;
-        if (conn_specific(nm) && !fg_str_ieq(nm, FG_STR_LIT("TE")))
-            continue;
-        /* RFC 9113 8.2.2: TE only with the value "trailers" (gRPC needs it). */
-        if (fg_str_ieq(nm, FG_STR_LIT("TE")) && !fg_str_ieq(v, FG_STR_LIT("trailers")))
+        unsigned cls = fg_headers_class(nm);
+        if (conn_specific(nm, v, cls))
             continue;
         if (used + nm.len > namecap)
             return -1;
@@ -244,7 +252,12 @@ int fg_http2_client_request_nv(const fg_outreq_t *out, fg_str_t scheme, int64_t 
             lc[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch; /* RFC 9113 8.2.1 */
         }
         used += nm.len;
-        nv[n++] = mknv(lc, nm.len, v.base, v.len);
+        nv[n] = mknv(lc, nm.len, v.base, v.len);
+        /* RFC 7541 6.2.2: a value new with every request gains nothing from the dynamic table
+         * and would evict the fields that repeat. */
+        if (cls & FG_HDR_REQUEST_ID)
+            nv[n].flags = NGHTTP2_NV_FLAG_NO_INDEX;
+        n++;
     }
     if (content_length >= 0) {
         char *e = fg_put_u64(lenbuf, (uint64_t)content_length);
@@ -829,7 +842,29 @@ static unsigned max_streams(h2conn_t *c)
 
 /* Produce the session's frames into the connection's output (bounded by OUT_HIGH: the rest
  * waits for on_drain) and write them; then tell streams whose queued body drained. */
+static void conn_flush_now(h2conn_t *c);
+
 static void conn_flush(h2conn_t *c)
+{
+    if (c->flush_ev == NULL) {
+        conn_flush_now(c);
+    } else if (!c->flush_due && !c->dead) {
+        c->flush_due = 1;
+        event_active(c->flush_ev, EV_WRITE, 1);
+    }
+}
+
+static void on_flush_due(evutil_socket_t fd, short what, void *arg)
+{
+    h2conn_t *c = arg;
+    (void)fd;
+    (void)what;
+    c->flush_due = 0;
+    conn_flush_now(c);
+}
+
+/* Produce the session's frames into the connection's output and write them. */
+static void conn_flush_now(h2conn_t *c)
 {
     if (c->flushing || c->in_recv) {
         c->again = 1; /* the outer flush, or the receive path once it returns, sends */
@@ -1228,12 +1263,16 @@ static int session_new(h2conn_t *c)
     nghttp2_session_callbacks_del(cbs);
     if (rc != 0)
         return -1;
+    /* A tunnel's agent may send DATA frames as large as the WebSocket frames that carry them
+     * (RFC 9113 6.5.2): fewer frames, and whole buffer chains moved on its side. */
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, HEAD_MAX},
+        {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, ADOPTED_FRAME_MAX},
     };
-    if (nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
+    size_t niv = sizeof(iv) / sizeof(iv[0]) - (c->fc ? 0 : 1);
+    if (nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, niv) != 0 ||
         nghttp2_session_set_local_window_size(c->s, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) != 0)
         return -1;
     return 0;
@@ -1286,9 +1325,10 @@ static h2conn_t *conn_find(h2dest_t *dest)
 static h2x_t *x_new(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
                     const fg_exchange_cbs_t *cbs, void *arg)
 {
-    h2x_t *x = calloc(1, sizeof(*x));
+    h2x_t *x = malloc(sizeof(*x));
     if (x == NULL)
         return NULL;
+    memset(x, 0, offsetof(h2x_t, hoff));
     x->base.vt = &h2_vt;
     x->cbs = cbs;
     x->arg = arg;
@@ -1458,11 +1498,17 @@ fg_h2client_t *fg_http2_client_adopt(fg_worker_t *w, fg_conn_t *fc, const fg_h2c
     c->owner = o;
     c->owner_arg = arg;
     c->connect_at = fg_clock_now_us();
-    if (session_new(c) != 0) {
+    c->flush_ev = event_new(w->base, -1, 0, on_flush_due, c);
+    if (c->flush_ev == NULL || session_new(c) != 0) {
+        if (c->flush_ev)
+            event_free(c->flush_ev);
         nghttp2_session_del(c->s);
         free(c);
         return NULL;
     }
+    /* A tunnel carries many streams' DATA: reads as large as a WebSocket frame take them in
+     * a fraction of the system calls of the default 16 KiB. */
+    fg_conn_set_read_max(fc, ADOPTED_READ_MAX);
     c->ready = 1; /* the owner's connection is up: the preface leaves now */
     conn_flush(c);
     return (fg_h2client_t *)c;
@@ -1490,8 +1536,7 @@ void fg_http2_client_close(fg_h2client_t *h, const char *detail)
     c->owner = NULL; /* the owner is going: nothing more is told */
     conn_fail(c, FG_XERR_EOF, 0, detail);
     if (c->busy == 0) {
-        nghttp2_session_del(c->s);
-        free(c);
+        conn_free(c);
     } else {
         c->fc = NULL; /* freed by the last conn_leave, which no longer sees it as adopted */
     }

@@ -56,6 +56,10 @@ struct h2conn_s {
     unsigned got_settings : 1; /* the peer's first SETTINGS arrived (RFC 9113 3.4) */
     unsigned settings_due : 1; /* upgrades wait for them: decide once the receive returns */
     unsigned ntunnels;         /* streams that are relay ends: silence on them is no fault */
+    /* Adopted: conn_flush only marks the connection and this event writes it once the loop's
+     * current callbacks ran, so the streams a loop turn opens leave in one write. */
+    struct event *flush_ev;
+    unsigned flush_due : 1;
 };
 
 struct h2x_s {
@@ -78,7 +82,6 @@ struct h2x_s {
     char *head_hb; /* the final head's bytes, kept while the trailers arrive: a front end may
                     * still hold slices of the head it was given */
     size_t hlen, hcap;
-    uint32_t hoff[FIELDS_MAX][4];
     unsigned nh;
     int status;
     int64_t clen;
@@ -115,6 +118,8 @@ struct h2x_s {
     unsigned t_drain_due : 1; /* tell the relay its output went out */
     unsigned t_eof_due : 1;   /* tell the relay the destination ended its sending */
     unsigned t_gone_due : 1;  /* tell the relay the stream is gone */
+    /* Last and left uninitialised by x_new (2 KiB): only the first nh entries are read. */
+    uint32_t hoff[FIELDS_MAX][4];
 };
 
 /* Produce the session's frames and write them (nothing while a receive is under way: the
