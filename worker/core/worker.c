@@ -108,6 +108,8 @@ static void accept_some(listener_t *l, int limit)
                 pause_accepting(l, errno);
             else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 fg_log_error("accept on %s: %s", l->server->listen, strerror(errno));
+            else /* everything steered here is accepted, and counted */
+                fg_frontend_publish_load(l->w, 1);
             return;
         }
         int one = 1;
@@ -232,6 +234,9 @@ static void retire(worker_state_t *st)
     if (st->w.retiring)
         return;
     st->w.retiring = 1;
+    /* The slot's counts belong to the worker that replaces this one from now on. */
+    st->w.lb_open = st->w.lb_pending = NULL;
+    st->w.lb_owner = NULL;
     stop_listening(st, 1);
     /* Published after the last accept: from now on this worker takes no new connection. */
     if (st->w.record)
@@ -346,6 +351,9 @@ int fg_worker_main(const fg_worker_args_t *args)
     st.w.slot = args->slot;
     st.w.pid = (int)getpid();
     st.w.generation = args->generation;
+    st.w.lb_open = args->lb_open;
+    st.w.lb_pending = args->lb_pending;
+    st.w.lb_owner = args->lb_owner;
     if (args->shm != NULL)
         fg_metrics_worker_start(fg_metrics_zone(args->shm),
                                 args->record ? (int)(args->record - fg_shm_worker(args->shm, 0))
@@ -380,6 +388,11 @@ int fg_worker_main(const fg_worker_args_t *args)
         if (st.w.record)
             st.w.record->state = FG_WORKER_EXITED;
         return 0;
+    }
+    if (st.w.lb_owner != NULL) {
+        /* Claim the slot: a worker this one replaces stops writing its counts. */
+        __atomic_store_n(st.w.lb_owner, st.w.generation, __ATOMIC_RELAXED);
+        fg_frontend_publish_load(&st.w, 1);
     }
     if (setup_listeners(&st, args) != 0 || fg_tunnel_hop_listen(&st.w, &fg_http1_frontend) != 0) {
         fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
