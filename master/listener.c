@@ -53,7 +53,7 @@ fg_listeners_t *fg_listeners_new(void)
     char err[256];
     ls->bal = fg_balance_new(err, sizeof(err));
     if (ls->bal == NULL) {
-        fg_log_warn("listeners: connections are spread over the workers by the kernel's hash, "
+        fg_log_info("listeners: connections are spread over the workers by the kernel's hash, "
                     "not by their load: %s",
                     err);
         return ls;
