@@ -41,6 +41,11 @@
  * free. One error-log line per ACCEPT_LOG_MS at most counts the accepts deferred meanwhile. */
 #define ACCEPT_PAUSE_MS 100
 #define ACCEPT_LOG_MS 10000
+/* Least-connections balancing: the count of connections steered here and not accepted is
+ * cleared at least this often. SYNs that never become connections (a client that gave up, a
+ * SYN flood, retransmitted SYNs) would otherwise keep it up, and this worker passed over, for
+ * as long as no accept of its own clears it. */
+#define LB_TICK_MS 1000
 
 typedef struct worker_state_s worker_state_t;
 
@@ -70,6 +75,7 @@ struct worker_state_s {
     struct event *sig_quit, *sig_term, *sig_int, *sig_usr1, *sig_hup;
     struct event *drain_timer;    /* closes idle keep-alive connections after drainTimeout */
     struct event *deadline_timer; /* exits at shutdownTimeout whatever is left */
+    struct event *lb_tick;        /* republishes the balancing counts (LB_TICK_MS) */
     int exit_status;
 };
 
@@ -251,6 +257,16 @@ static void retire(worker_state_t *st)
     maybe_exit(st);
 }
 
+static void on_lb_tick(evutil_socket_t fd, short what, void *arg)
+{
+    worker_state_t *st = arg;
+    if (st->w.lb_open == NULL) {
+        event_del(st->lb_tick); /* retiring, or the slot was taken over */
+        return;
+    }
+    fg_frontend_publish_load(&st->w, 1);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     worker_state_t *st = arg;
@@ -329,9 +345,9 @@ static void teardown(worker_state_t *st)
     fg_upstream_pools_free(st->w.upstreams);
     fg_static_deinit();
     stop_listening(st, 0);
-    struct event *evs[] = {st->sig_quit,       st->sig_term,     st->sig_int,
-                           st->sig_usr1,       st->sig_hup,      st->drain_timer,
-                           st->deadline_timer, st->pause.resume, st->pause.report};
+    struct event *evs[] = {st->sig_quit,     st->sig_term,    st->sig_int,        st->sig_usr1,
+                           st->sig_hup,      st->drain_timer, st->deadline_timer, st->pause.resume,
+                           st->pause.report, st->lb_tick};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);
@@ -393,6 +409,12 @@ int fg_worker_main(const fg_worker_args_t *args)
         /* Claim the slot: a worker this one replaces stops writing its counts. */
         __atomic_store_n(st.w.lb_owner, st.w.generation, __ATOMIC_RELAXED);
         fg_frontend_publish_load(&st.w, 1);
+        struct timeval tick = ms_tv(LB_TICK_MS);
+        st.lb_tick = event_new(st.w.base, -1, EV_PERSIST, on_lb_tick, &st);
+        if (st.lb_tick == NULL || event_add(st.lb_tick, &tick) != 0)
+            fg_log_warn("worker %d: no timer for the balancing counts: steered SYNs that never "
+                        "connect are forgotten only when an accept empties the queue",
+                        args->slot);
     }
     if (setup_listeners(&st, args) != 0 || fg_tunnel_hop_listen(&st.w, &fg_http1_frontend) != 0) {
         fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));
