@@ -63,13 +63,14 @@ static json_t *show_info(void *arg)
         iso_time(m->last_failure_time, last, sizeof(last));
         lf = json_pack("{s:s, s:s*}", "time", last, "error", m->last_reload_error);
     }
-    return json_pack("{s:s, s:i, s:I, s:s, s:I, s:i, s:s, s:o, s:o, s:I, s:I, s:b, s:b}", "version",
-                     FG_VERSION, "pid", (int)m->pid, "uptime",
+    return json_pack("{s:s, s:i, s:I, s:s, s:I, s:i, s:s, s:o, s:o, s:I, s:I, s:b, s:b, s:s}",
+                     "version", FG_VERSION, "pid", (int)m->pid, "uptime",
                      (json_int_t)((fg_master_mono_ms() - m->start_mono) / 1000), "configFile",
                      m->conf_file, "generation", (json_int_t)m->cur->id, "workers", m->cur->nslots,
                      "startTime", start, "lastReload", lr, "lastFailedReload", lf, "reloads",
                      (json_int_t)m->reloads, "reloadFailures", (json_int_t)m->reload_failures,
-                     "reloading", m->next != NULL, "watchConfig", m->watch != NULL);
+                     "reloading", m->next != NULL, "watchConfig", m->watch != NULL, "acceptBalance",
+                     fg_listeners_balanced(m->ls) ? "leastConnections" : "hash");
 }
 
 static json_t *worker_json(const proc_t *p, uint64_t now)

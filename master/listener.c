@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "master/balance.h"
 
 enum { FRESH = 1, BLOCKED = 2 };
 
@@ -19,9 +20,11 @@ typedef struct {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int *fds;
-    unsigned char *fresh; /* FRESH: opened by the pending prepare; BLOCKED: dropping SYNs */
+    unsigned char *fresh;   /* FRESH: opened by the pending prepare; BLOCKED: dropping SYNs */
+    unsigned char *offered; /* in the balancing program's socket map */
     int nfds;
-    int used; /* needed by the pending configuration */
+    int used;      /* needed by the pending configuration */
+    int bal_group; /* the group's id for least-connections balancing, -1 = kernel hash */
 } group_t;
 
 typedef struct {
@@ -36,20 +39,82 @@ struct fg_listeners_s {
     size_t nretired;
     int pending;
     int pending_workers;
+    fg_balance_t *bal; /* NULL: the kernel's hash spreads connections */
 };
+
+/* A slot no worker takes connections for weighs this much, so that the program passes it by. */
+#define UNAVAILABLE (1u << 30)
 
 fg_listeners_t *fg_listeners_new(void)
 {
-    return calloc(1, sizeof(fg_listeners_t));
+    fg_listeners_t *ls = calloc(1, sizeof(fg_listeners_t));
+    if (ls == NULL)
+        return NULL;
+    char err[256];
+    ls->bal = fg_balance_new(err, sizeof(err));
+    if (ls->bal == NULL) {
+        fg_log_info("listeners: connections are spread over the workers by the kernel's hash, "
+                    "not by their load: %s",
+                    err);
+        return ls;
+    }
+    fg_balance_page_t *pg = fg_balance_page(ls->bal);
+    for (int s = 0; s < FG_BALANCE_SLOTS; s++)
+        pg->open[s] = UNAVAILABLE;
+    return ls;
 }
 
-static void group_deinit(group_t *g)
+int fg_listeners_balanced(const fg_listeners_t *ls)
 {
+    return ls->bal != NULL;
+}
+
+uint32_t *fg_listeners_balance_slot(fg_listeners_t *ls, int slot, uint32_t **pending,
+                                    uint64_t **owner)
+{
+    fg_balance_page_t *pg = fg_balance_page(ls->bal);
+    if (pg == NULL || slot < 0 || slot >= FG_BALANCE_SLOTS) {
+        *pending = NULL;
+        *owner = NULL;
+        return NULL;
+    }
+    *pending = &pg->pending[slot];
+    *owner = &pg->owner[slot];
+    return &pg->open[slot];
+}
+
+/* Offer the socket of `slot` of g to the balancing program (it takes connections), or withdraw
+ * it (it is about to be retired). */
+static void offer(fg_listeners_t *ls, group_t *g, int slot, int on)
+{
+    if (ls->bal == NULL || g->bal_group < 0 || slot >= FG_BALANCE_SLOTS || g->fds[slot] == -1 ||
+        !g->offered[slot] == !on)
+        return;
+    int rc = fg_balance_offer(ls->bal, g->bal_group, slot, on ? g->fds[slot] : -1);
+    if (rc < 0) {
+        fg_log_warn("listeners: cannot %s listener fd %d for balancing: %s",
+                    on ? "offer" : "withdraw", g->fds[slot], strerror(-rc));
+        return;
+    }
+    g->offered[slot] = (unsigned char)on;
+    fg_balance_page_t *pg = fg_balance_page(ls->bal);
+    if (on && pg->open[slot] == UNAVAILABLE) {
+        /* a new worker: it holds nothing yet, and writes its count from its first connection */
+        __atomic_store_n(&pg->open[slot], 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&pg->pending[slot], 0, __ATOMIC_RELAXED);
+    }
+}
+
+static void group_deinit(fg_listeners_t *ls, group_t *g)
+{
+    if (ls->bal != NULL && g->bal_group >= 0)
+        fg_balance_group_free(ls->bal, g->bal_group);
     for (int i = 0; i < g->nfds; i++)
         if (g->fds[i] != -1)
             close(g->fds[i]);
     free(g->fds);
     free(g->fresh);
+    free(g->offered);
 }
 
 void fg_listeners_free(fg_listeners_t *ls)
@@ -57,9 +122,10 @@ void fg_listeners_free(fg_listeners_t *ls)
     if (ls == NULL)
         return;
     for (size_t i = 0; i < ls->ngroups; i++)
-        group_deinit(&ls->groups[i]);
+        group_deinit(ls, &ls->groups[i]);
     for (size_t i = 0; i < ls->nretired; i++)
         close(ls->retired[i].fd);
+    fg_balance_free(ls->bal);
     free(ls->groups);
     free(ls->retired);
     free(ls);
@@ -243,9 +309,14 @@ static int grow_group(group_t *g, int n)
     if (fresh == NULL)
         return -1;
     g->fresh = fresh;
+    unsigned char *offered = realloc(g->offered, (size_t)n);
+    if (offered == NULL)
+        return -1;
+    g->offered = offered;
     for (int i = g->nfds; i < n; i++) {
         g->fds[i] = -1;
         g->fresh[i] = 0;
+        g->offered[i] = 0;
     }
     g->nfds = n;
     return 0;
@@ -261,6 +332,7 @@ static group_t *add_group(fg_listeners_t *ls, const fg_server_t *srv)
     memset(g, 0, sizeof(*g));
     g->addr = srv->addr;
     g->addrlen = srv->addrlen;
+    g->bal_group = ls->bal ? fg_balance_group_new(ls->bal) : -1;
     return g;
 }
 
@@ -292,7 +364,7 @@ static void compact(fg_listeners_t *ls)
         for (int s = 0; s < g->nfds; s++)
             any |= g->fds[s] != -1;
         if (!any) {
-            group_deinit(g);
+            group_deinit(ls, g);
             continue;
         }
         ls->groups[out++] = *g;
@@ -310,6 +382,7 @@ static void undo_fresh(fg_listeners_t *ls)
                 close(g->fds[s]);
                 g->fds[s] = -1;
                 g->fresh[s] = 0;
+                g->offered[s] = 0;
             }
         }
     }
@@ -346,6 +419,12 @@ static int prepare_server(fg_listeners_t *ls, const fg_config_t *cfg, size_t si,
                 g->fresh[slot] |= BLOCKED;
         }
         tbl[si * (size_t)cfg->workers + (size_t)slot] = g->fds[slot];
+    }
+    if (ls->bal != NULL && g->bal_group >= 0) {
+        char why[512];
+        if (fg_balance_attach(ls->bal, g->bal_group, cfg->workers, g->fds[0], why, sizeof(why)) < 0)
+            fg_log_warn("listeners: %s: the kernel's hash spreads its connections: %s",
+                        srv->listen ? srv->listen : "?", why);
     }
     return 0;
 oom:
@@ -394,22 +473,27 @@ int fg_listeners_prepare(fg_listeners_t *ls, const fg_config_t *cfg, int **fds, 
     return 0;
 }
 
-static void unblock(group_t *g, int slot)
+/* The socket of `slot` takes connections: its filter goes, and the balancing program may pick
+ * it from now on. */
+static void unblock(fg_listeners_t *ls, group_t *g, int slot)
 {
     int dummy = 0;
-    if (slot < g->nfds && (g->fresh[slot] & BLOCKED) && g->fds[slot] != -1) {
+    if (slot >= g->nfds || g->fds[slot] == -1)
+        return;
+    if (g->fresh[slot] & BLOCKED) {
         if (setsockopt(g->fds[slot], SOL_SOCKET, SO_DETACH_FILTER, &dummy, sizeof(dummy)) == -1)
             fg_log_warn("cannot detach the filter of listener fd %d: %s", g->fds[slot],
                         strerror(errno));
         g->fresh[slot] &= (unsigned char)~BLOCKED;
     }
+    offer(ls, g, slot, 1);
 }
 
 void fg_listeners_open_slot(fg_listeners_t *ls, int slot)
 {
     for (size_t i = 0; i < ls->ngroups; i++)
         if (ls->groups[i].used)
-            unblock(&ls->groups[i], slot);
+            unblock(ls, &ls->groups[i], slot);
 }
 
 size_t fg_listeners_commit(fg_listeners_t *ls, fg_listeners_owner_fn owner, void *arg)
@@ -420,9 +504,10 @@ size_t fg_listeners_commit(fg_listeners_t *ls, fg_listeners_owner_fn owner, void
         int keep = g->used ? ls->pending_workers : 0;
         for (int s = 0; s < g->nfds; s++) {
             if (s < keep)
-                unblock(g, s);
+                unblock(ls, g, s);
             g->fresh[s] = 0;
             if (s >= keep && g->fds[s] != -1) {
+                offer(ls, g, s, 0);
                 retire(ls, g->fds[s], owner ? owner(s, arg) : 0);
                 g->fds[s] = -1;
                 n++;
@@ -430,6 +515,13 @@ size_t fg_listeners_commit(fg_listeners_t *ls, fg_listeners_owner_fn owner, void
         }
         if (g->nfds > keep)
             g->nfds = keep;
+    }
+    /* Slots beyond the workers now configured take no more connections; their old workers,
+     * no longer owners, stop writing their counts. */
+    fg_balance_page_t *pg = fg_balance_page(ls->bal);
+    for (int s = ls->pending_workers; pg != NULL && s < FG_BALANCE_SLOTS; s++) {
+        __atomic_store_n(&pg->owner[s], UINT64_MAX, __ATOMIC_RELAXED);
+        __atomic_store_n(&pg->open[s], UNAVAILABLE, __ATOMIC_RELAXED);
     }
     compact(ls);
     ls->pending = 0;
@@ -443,6 +535,7 @@ size_t fg_listeners_rollback(fg_listeners_t *ls, fg_listeners_owner_fn owner, vo
         group_t *g = &ls->groups[i];
         for (int s = 0; s < g->nfds; s++) {
             if (g->fresh[s]) {
+                offer(ls, g, s, 0);
                 retire(ls, g->fds[s], owner ? owner(s, arg) : 0);
                 g->fds[s] = -1;
                 g->fresh[s] = 0;
@@ -489,6 +582,7 @@ void fg_listeners_close_in_child(const fg_listeners_t *ls, const int *keep, size
     for (size_t i = 0; i < ls->nretired; i++)
         if (!kept(ls->retired[i].fd, keep, nkeep))
             close(ls->retired[i].fd);
+    fg_balance_close_in_child(ls->bal);
 }
 
 size_t fg_listeners_active(const fg_listeners_t *ls)

@@ -3,7 +3,9 @@
  * new workers, so nothing queued in the kernel is lost. Sockets a new configuration no longer
  * needs (address removed, fewer workers) are retired: a drop-all BPF filter stops new
  * handshakes on them, the old worker of that slot drains their queue, and the master closes its
- * copy once that worker has exited. See docs/operations.md, "Listeners". */
+ * copy once that worker has exited. Where the kernel allows it, a BPF program picks the socket
+ * of the least loaded worker for each new connection (master/balance.h). See
+ * docs/operations.md, "Listeners". */
 #ifndef FG_LISTENER_H
 #define FG_LISTENER_H
 
@@ -59,6 +61,17 @@ size_t fg_listeners_release(fg_listeners_t *ls, pid_t pid);
 /* In a freshly forked worker: close every socket of ls except those in keep[0..nkeep). Frees no
  * memory (the child exits through fg_worker_main). */
 void fg_listeners_close_in_child(const fg_listeners_t *ls, const int *keep, size_t nkeep);
+
+/* Least-connections balancing (master/balance.h): where the worker of `slot` writes how many
+ * connections it holds, (in *pending) where it clears the count of connections steered to it
+ * but not accepted yet, and (in *owner) where it claims the slot with its generation. NULL
+ * (all) when the kernel's hash spreads connections instead. */
+uint32_t *fg_listeners_balance_slot(fg_listeners_t *ls, int slot, uint32_t **pending,
+                                    uint64_t **owner);
+
+/* 1 when the balancing program spreads new connections (master/balance.h), 0 for the kernel's
+ * hash. */
+int fg_listeners_balanced(const fg_listeners_t *ls);
 
 /* Counts, for status and tests. */
 size_t fg_listeners_active(const fg_listeners_t *ls);

@@ -292,8 +292,17 @@ static void test_retired_keeps_queue(void **state)
     free(f);
 }
 
+/* Whether least-connections balancing runs (it needs CAP_BPF). */
+static int balanced(fg_listeners_t *ls)
+{
+    uint32_t *pending;
+    uint64_t *owner;
+    return fg_listeners_balance_slot(ls, 0, &pending, &owner) != NULL;
+}
+
 /* After the filter no handshake completes on the blocked socket; the clients whose SYN hashed
- * to it retransmit and land on the live socket once the blocked one is closed. */
+ * to it retransmit and land on the live socket once the blocked one is closed. With balancing,
+ * the program of the one remaining slot steers every SYN to the live socket at once. */
 static void test_blocked_socket_drops_syn(void **state)
 {
     enum { N = 16 };
@@ -314,7 +323,10 @@ static void test_blocked_socket_drops_syn(void **state)
     usleep(200 * 1000);
     assert_int_equal(accept_all(a[1]), 0);
     int live = accept_all(a[0]);
-    assert_true(live < N); /* 2^-16 chance that no SYN hashed to the blocked socket */
+    if (balanced(ls))
+        assert_int_equal(live, N);
+    else
+        assert_true(live < N); /* 2^-16 chance that no SYN hashed to the blocked socket */
 
     assert_int_equal(fg_listeners_release(ls, 78), 1);
     for (int waited = 0; live < N && waited < 5000; waited += 100) {
@@ -323,6 +335,78 @@ static void test_blocked_socket_drops_syn(void **state)
         live += accept_all(a[0]);
     }
     assert_int_equal(live, N);
+    for (int i = 0; i < N; i++)
+        close(c[i]);
+    free(a);
+    free(b);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+/* Each SYN goes to the slot with the fewest connections, open plus steered and not accepted
+ * yet; ties go to the lower slot. Loads (3, 0): slot 1 takes three, then they alternate. */
+static void test_least_connections_steers(void **state)
+{
+    enum { N = 7 };
+    fixture_t *f = fixture(1, 2);
+    fg_listeners_t *ls = fg_listeners_new();
+    if (!balanced(ls)) {
+        fg_listeners_free(ls);
+        free(f);
+        skip();
+    }
+    int *a = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    uint32_t *open[2], *pending[2];
+    uint64_t *owner;
+    for (int s = 0; s < 2; s++)
+        open[s] = fg_listeners_balance_slot(ls, s, &pending[s], &owner);
+    *open[0] = 3;
+    *open[1] = 0;
+    int c[N];
+    for (int i = 0; i < N; i++)
+        c[i] = connect_nb(f->port[0]);
+    usleep(100 * 1000);
+    assert_int_equal(*pending[0], 2);
+    assert_int_equal(*pending[1], 5);
+    assert_int_equal(accept_all(a[0]), 2);
+    assert_int_equal(accept_all(a[1]), 5);
+    for (int i = 0; i < N; i++)
+        close(c[i]);
+    free(a);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+/* A slot beyond the workers of the current configuration takes nothing once committed. */
+static void test_shrunk_slot_takes_nothing(void **state)
+{
+    enum { N = 8 };
+    fixture_t *f = fixture(1, 2);
+    fg_listeners_t *ls = fg_listeners_new();
+    if (!balanced(ls)) {
+        fg_listeners_free(ls);
+        free(f);
+        skip();
+    }
+    int *a = NULL, *b = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    uint32_t *pending;
+    uint64_t *owner;
+    *fg_listeners_balance_slot(ls, 0, &pending, &owner) = 100; /* slot 0 heavily loaded */
+    f->cfg.workers = 1;
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    owner_pid = 77;
+    assert_int_equal(fg_listeners_commit(ls, owner_fn, NULL), 1);
+    int c[N];
+    for (int i = 0; i < N; i++)
+        c[i] = connect_nb(f->port[0]);
+    usleep(100 * 1000);
+    assert_int_equal(accept_all(a[0]), N);
     for (int i = 0; i < N; i++)
         close(c[i]);
     free(a);
@@ -513,6 +597,8 @@ int main(void)
         cmocka_unit_test(test_shrink_and_remove_retire),
         cmocka_unit_test(test_retired_keeps_queue),
         cmocka_unit_test(test_blocked_socket_drops_syn),
+        cmocka_unit_test(test_least_connections_steers),
+        cmocka_unit_test(test_shrunk_slot_takes_nothing),
         cmocka_unit_test(test_bind_failure_undoes),
         cmocka_unit_test(test_foreign_listener_refused),
         cmocka_unit_test(test_own_sockets_pass_the_probe),

@@ -32,6 +32,12 @@ typedef struct fg_worker_s {
     struct fg_accesslog_s *accesslog;
     struct fg_session_s *sessions; /* open client connections, any front end (frontend.h) */
     uint64_t nconns;
+    /* Least-connections balancing (master/balance.h), NULL when off or retiring: nconns is
+     * published in *lb_open and *lb_pending cleared when the accept queue is empty, while
+     * *lb_owner holds this worker's generation (fg_frontend_publish_load). */
+    uint32_t *lb_open;
+    uint32_t *lb_pending;
+    uint64_t *lb_owner;
     unsigned retiring : 1;      /* graceful retire in progress */
     unsigned terminating : 1;   /* TERM/INT: leave the loop now */
     uint64_t request_seq;       /* for request ids */

@@ -2,6 +2,21 @@
 
 #include <event2/event.h>
 
+void fg_frontend_publish_load(fg_worker_t *w, int accepted_all)
+{
+    if (w->lb_open == NULL)
+        return;
+    /* A newer worker of this slot took it over (reload): its counts, not ours, from now on. */
+    if (__atomic_load_n(w->lb_owner, __ATOMIC_RELAXED) != w->generation) {
+        w->lb_open = w->lb_pending = NULL;
+        w->lb_owner = NULL;
+        return;
+    }
+    __atomic_store_n(w->lb_open, (uint32_t)w->nconns, __ATOMIC_RELAXED);
+    if (accepted_all)
+        __atomic_store_n(w->lb_pending, 0, __ATOMIC_RELAXED);
+}
+
 void fg_frontend_add(fg_worker_t *w, fg_session_t *s, const fg_frontend_t *fe)
 {
     s->fe = fe;
@@ -11,6 +26,7 @@ void fg_frontend_add(fg_worker_t *w, fg_session_t *s, const fg_frontend_t *fe)
         w->sessions->prev = s;
     w->sessions = s;
     w->nconns++;
+    fg_frontend_publish_load(w, 0);
     if (w->record) {
         w->record->connections++;
         w->record->connections_total++;
@@ -29,6 +45,7 @@ void fg_frontend_remove(fg_worker_t *w, fg_session_t *s)
         s->next->prev = s->prev;
     s->prev = s->next = NULL;
     w->nconns--;
+    fg_frontend_publish_load(w, 0);
     if (w->record)
         w->record->connections--;
     if (w->session_hook)

@@ -44,6 +44,10 @@ typedef const fg_frontend_t *(*fg_frontend_pick_fn)(const fg_server_t *srv, cons
 
 /* Register s, a session of fe, and count it in the worker's record. */
 void fg_frontend_add(fg_worker_t *w, fg_session_t *s, const fg_frontend_t *fe);
+/* Publish w->nconns for least-connections balancing (master/balance.h), and when accepted_all
+ * (the accept queue is empty) clear the count of connections steered here; a no-op when
+ * balancing is off or a newer worker took the slot over. Called by add and remove. */
+void fg_frontend_publish_load(fg_worker_t *w, int accepted_all);
 /* Unregister s; a retiring worker leaves its loop once its last session is gone. */
 void fg_frontend_remove(fg_worker_t *w, fg_session_t *s);
 

@@ -42,6 +42,11 @@
  * free. One error-log line per ACCEPT_LOG_MS at most counts the accepts deferred meanwhile. */
 #define ACCEPT_PAUSE_MS 100
 #define ACCEPT_LOG_MS 10000
+/* Least-connections balancing: the count of connections steered here and not accepted is
+ * cleared at least this often. SYNs that never become connections (a client that gave up, a
+ * SYN flood, retransmitted SYNs) would otherwise keep it up, and this worker passed over, for
+ * as long as no accept of its own clears it. */
+#define LB_TICK_MS 1000
 
 typedef struct worker_state_s worker_state_t;
 
@@ -71,6 +76,7 @@ struct worker_state_s {
     struct event *sig_quit, *sig_term, *sig_int, *sig_usr1, *sig_hup;
     struct event *drain_timer;    /* closes idle keep-alive connections after drainTimeout */
     struct event *deadline_timer; /* exits at shutdownTimeout whatever is left */
+    struct event *lb_tick;        /* republishes the balancing counts (LB_TICK_MS) */
     int exit_status;
 };
 
@@ -112,6 +118,8 @@ static void accept_some(listener_t *l, int limit)
                 pause_accepting(l, errno);
             else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 fg_log_error("accept on %s: %s", l->server->listen, strerror(errno));
+            else /* everything steered here is accepted, and counted */
+                fg_frontend_publish_load(l->w, 1);
             return;
         }
         int one = 1;
@@ -236,6 +244,9 @@ static void retire(worker_state_t *st)
     if (st->w.retiring)
         return;
     st->w.retiring = 1;
+    /* The slot's counts belong to the worker that replaces this one from now on. */
+    st->w.lb_open = st->w.lb_pending = NULL;
+    st->w.lb_owner = NULL;
     stop_listening(st, 1);
     /* Published after the last accept: from now on this worker takes no new connection. */
     if (st->w.record)
@@ -248,6 +259,16 @@ static void retire(worker_state_t *st)
     evtimer_add(st->drain_timer, &drain);
     evtimer_add(st->deadline_timer, &deadline);
     maybe_exit(st);
+}
+
+static void on_lb_tick(evutil_socket_t fd, short what, void *arg)
+{
+    worker_state_t *st = arg;
+    if (st->w.lb_open == NULL) {
+        event_del(st->lb_tick); /* retiring, or the slot was taken over */
+        return;
+    }
+    fg_frontend_publish_load(&st->w, 1);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -328,9 +349,9 @@ static void teardown(worker_state_t *st)
     fg_upstream_pools_free(st->w.upstreams);
     fg_static_deinit();
     stop_listening(st, 0);
-    struct event *evs[] = {st->sig_quit,       st->sig_term,     st->sig_int,
-                           st->sig_usr1,       st->sig_hup,      st->drain_timer,
-                           st->deadline_timer, st->pause.resume, st->pause.report};
+    struct event *evs[] = {st->sig_quit,     st->sig_term,    st->sig_int,        st->sig_usr1,
+                           st->sig_hup,      st->drain_timer, st->deadline_timer, st->pause.resume,
+                           st->pause.report, st->lb_tick};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);
@@ -350,6 +371,9 @@ int fg_worker_main(const fg_worker_args_t *args)
     st.w.slot = args->slot;
     st.w.pid = (int)getpid();
     st.w.generation = args->generation;
+    st.w.lb_open = args->lb_open;
+    st.w.lb_pending = args->lb_pending;
+    st.w.lb_owner = args->lb_owner;
     if (args->shm != NULL)
         fg_metrics_worker_start(fg_metrics_zone(args->shm),
                                 args->record ? (int)(args->record - fg_shm_worker(args->shm, 0))
@@ -384,6 +408,17 @@ int fg_worker_main(const fg_worker_args_t *args)
         if (st.w.record)
             st.w.record->state = FG_WORKER_EXITED;
         return 0;
+    }
+    if (st.w.lb_owner != NULL) {
+        /* Claim the slot: a worker this one replaces stops writing its counts. */
+        __atomic_store_n(st.w.lb_owner, st.w.generation, __ATOMIC_RELAXED);
+        fg_frontend_publish_load(&st.w, 1);
+        struct timeval tick = ms_tv(LB_TICK_MS);
+        st.lb_tick = event_new(st.w.base, -1, EV_PERSIST, on_lb_tick, &st);
+        if (st.lb_tick == NULL || event_add(st.lb_tick, &tick) != 0)
+            fg_log_warn("worker %d: no timer for the balancing counts: steered SYNs that never "
+                        "connect are forgotten only when an accept empties the queue",
+                        args->slot);
     }
     if (setup_listeners(&st, args) != 0 || fg_tunnel_hop_listen(&st.w, &fg_http1_frontend) != 0) {
         fg_log_error("worker %d: start-up failed: %s", args->slot, strerror(errno));

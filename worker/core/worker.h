@@ -17,6 +17,11 @@ typedef struct {
     int *listen_fds; /* one per cfg->servers[i] (this slot's SO_REUSEPORT socket), -1 = none */
     int ready_fd;    /* write one byte when ready to accept, then close */
     int quiet_after_ready; /* then point stderr at /dev/null (a daemon's start-up is over) */
+    /* Least-connections balancing (master/balance.h), or NULL: where this worker writes how
+     * many connections it holds, and clears the count of those steered to it not accepted. */
+    uint32_t *lb_open;
+    uint32_t *lb_pending;
+    uint64_t *lb_owner; /* claimed with the generation when the worker starts */
 } fg_worker_args_t;
 
 /* Run the worker loop. SIGQUIT: graceful retire; SIGTERM/SIGINT: fast exit; SIGUSR1: reopen

@@ -1,0 +1,119 @@
+"""Least-connections balancing of new connections over the workers (master/balance.h): a burst
+of keep-alive connections is spread evenly, before and after a reload. Needs CAP_BPF (root);
+the kernel's hash otherwise, and these tests are skipped."""
+import os
+import socket
+
+import pytest
+
+from conftest import base_config, free_port
+
+BURST = 64
+
+
+def direct_config(tmp_path, workers=2):
+    routes = [{"id": "d", "match": {"path": "/{**rest}"},
+               "direct": {"status": 200, "headers": {"Content-Type": "text/plain"},
+                          "body": "ok"}}]
+    return base_config(tmp_path, free_port(), routes=routes, workers=workers)
+
+
+def open_burst(port, n=BURST):
+    """n connections opened at once (the SYNs leave before any is accepted), then one
+    keep-alive request answered on each, so that every one is held by a worker."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        socks.append(s)
+    for s in socks:
+        s.setblocking(True)
+        s.settimeout(5)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    for s in socks:
+        data = b""
+        while not data.endswith(b"ok"):
+            chunk = s.recv(4096)
+            assert chunk, "connection closed before the answer"
+            data += chunk
+    return socks
+
+
+def held(gw):
+    """Connections held by each ready worker of the current generation, by slot."""
+    return {w["slot"]: w["connections"] for w in gw.workers()}
+
+
+def skip_unless_balanced(gw):
+    if gw.info().get("acceptBalance") != "leastConnections":
+        pytest.skip("least-connections balancing unavailable here (needs CAP_BPF): %s"
+                    % gw.info().get("acceptBalance"))
+
+
+def assert_even(counts, total):
+    assert sum(counts.values()) == total, counts
+    share = total / len(counts)
+    assert all(abs(c - share) <= 1 for c in counts.values()), counts
+
+
+def test_status_names_the_balancing(tmp_path, gateway_factory):
+    gw = gateway_factory(direct_config(tmp_path))
+    expected = "leastConnections" if os.geteuid() == 0 else None
+    got = gw.info()["acceptBalance"]
+    assert got in ("leastConnections", "hash")
+    if expected:
+        assert got == expected
+
+
+def test_burst_of_connections_is_spread_evenly(tmp_path, gateway_factory):
+    gw = gateway_factory(direct_config(tmp_path))
+    skip_unless_balanced(gw)
+    socks = open_burst(gw.port)
+    try:
+        assert_even(held(gw), BURST)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_three_workers_share_evenly(tmp_path, gateway_factory):
+    gw = gateway_factory(direct_config(tmp_path, workers=3))
+    skip_unless_balanced(gw)
+    socks = open_burst(gw.port, 63)
+    try:
+        assert_even(held(gw), 63)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_new_generation_is_balanced_after_reload(tmp_path, gateway_factory):
+    """The new workers share their slots' sockets with the retiring ones and claim the slots'
+    counts: a burst after the reload is spread evenly over the new generation."""
+    gw = gateway_factory(direct_config(tmp_path))
+    skip_unless_balanced(gw)
+    old = open_burst(gw.port, 40)
+    try:
+        gw.reload()
+        socks = open_burst(gw.port)
+        try:
+            assert_even(held(gw), BURST)
+        finally:
+            for s in socks:
+                s.close()
+    finally:
+        for s in old:
+            s.close()
+
+
+def test_fewer_workers_after_reload_take_everything(tmp_path, gateway_factory):
+    gw = gateway_factory(direct_config(tmp_path, workers=3))
+    skip_unless_balanced(gw)
+    gw.reload(direct_config(tmp_path, workers=2) | {"servers": gw.config["servers"]})
+    socks = open_burst(gw.port)
+    try:
+        assert_even(held(gw), BURST)
+    finally:
+        for s in socks:
+            s.close()
