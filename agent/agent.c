@@ -169,7 +169,8 @@ static void dial(fg_agent_t *a)
  * the agent stops. */
 static void fill(fg_agent_t *a)
 {
-    if (!a->stopping && a->cur == NULL && !evtimer_pending(a->retry, NULL) && serving(a) < wanted(a))
+    if (!a->stopping && a->cur == NULL && !evtimer_pending(a->retry, NULL) &&
+        serving(a) < wanted(a))
         dial(a);
 }
 

@@ -15,20 +15,11 @@
 
 #define CONF_MAX (1024 * 1024) /* an agent's file is a few lines */
 
-static const char *const top_keys[] = {"gateway",
-                                       "id",
-                                       "secretFile",
-                                       "tls",
-                                       "services",
-                                       "reconnect",
-                                       "heartbeatSeconds",
-                                       "graceSeconds",
-                                       "connectTimeoutMs",
-                                       "log",
-                                       "pidFile",
-                                       "connections",
-                                       "shutdownTimeoutMs",
-                                       NULL};
+static const char *const top_keys[] = {
+    "gateway",           "id",        "secretFile",       "tls",
+    "services",          "reconnect", "heartbeatSeconds", "graceSeconds",
+    "connectTimeoutMs",  "log",       "pidFile",          "connections",
+    "shutdownTimeoutMs", NULL};
 
 /* Split a ws:// or wss:// URL into cfg's host, port, path and Host field. */
 static int parse_gateway(fg_config_ctx_t *c, fg_agent_config_t *cfg)

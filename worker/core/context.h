@@ -46,7 +46,11 @@ typedef struct fg_worker_s {
     char date[32];              /* Date field value of second date_sec (fg_request_date) */
     size_t date_len;
     int64_t date_sec;
-    void *tunnel_hop;                        /* worker/tunnel/hop.c: this worker's hop socket */
+    void *tunnel_hop; /* worker/tunnel/hop.c: this worker's hop socket */
+    /* A retiring worker stays until then (monotonic ms) even without connections: its hop
+     * socket may still get requests from workers that chose it just before it left the tunnel
+     * registry (fg_tunnel_hop_linger). */
+    uint64_t linger_until_ms;
     void *frontend_state[FG_FRONTEND_SLOTS]; /* per front end: worker-wide state it keeps */
     /* Reset pools of finished requests (worker/http/request.c): keep-alive traffic takes them
      * again instead of allocating and freeing a pool per request. */

@@ -2,6 +2,8 @@
 
 #include <event2/event.h>
 
+#include "worker/core/clock.h"
+
 void fg_frontend_publish_load(fg_worker_t *w, int accepted_all)
 {
     if (w->lb_open == NULL)
@@ -50,7 +52,7 @@ void fg_frontend_remove(fg_worker_t *w, fg_session_t *s)
         w->record->connections--;
     if (w->session_hook)
         w->session_hook(w, s, 0);
-    if (w->retiring && w->nconns == 0 && w->base != NULL)
+    if (w->retiring && w->nconns == 0 && w->base != NULL && fg_clock_now_ms() >= w->linger_until_ms)
         event_base_loopexit(w->base, NULL);
 }
 

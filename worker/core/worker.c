@@ -219,7 +219,7 @@ static void stop_listening(worker_state_t *st, int final_drain)
 
 static void maybe_exit(worker_state_t *st)
 {
-    if (st->w.retiring && st->w.nconns == 0)
+    if (st->w.retiring && st->w.nconns == 0 && fg_clock_now_ms() >= st->w.linger_until_ms)
         event_base_loopexit(st->w.base, NULL);
 }
 

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 
 #include "common/log.h"
+#include "worker/core/clock.h"
 #include "worker/upstream/http1_client.h"
 #include "worker/upstream/upstream.h"
 
@@ -56,6 +57,7 @@ typedef struct {
     fg_cluster_t pool_cl; /* the idle limits of the pools */
     hop_pool_t pools[HOP_POOLS];
     size_t npools;
+    struct event *linger; /* a retiring worker's exit once its linger is over */
 } hop_t;
 
 static socklen_t hop_addr(int pid, struct sockaddr_un *sa)
@@ -171,6 +173,8 @@ static void hop_free(hop_t *h)
     free(h->dests);
     for (size_t i = 0; i < h->npools; i++)
         fg_upstream_pool_free(h->pools[i].dp);
+    if (h->linger)
+        event_free(h->linger);
     free(h);
 }
 
@@ -264,6 +268,27 @@ void fg_tunnel_hop_close(fg_worker_t *w)
     close(h->fd);
     hop_free(h);
     w->tunnel_hop = NULL;
+}
+
+static void on_linger_over(evutil_socket_t fd, short what, void *arg)
+{
+    fg_worker_t *w = arg;
+    (void)fd;
+    (void)what;
+    if (w->retiring && w->nconns == 0 && fg_clock_now_ms() >= w->linger_until_ms)
+        event_base_loopexit(w->base, NULL);
+}
+
+void fg_tunnel_hop_linger(fg_worker_t *w)
+{
+    hop_t *h = w->tunnel_hop;
+    if (h == NULL)
+        return;
+    if (h->linger == NULL && (h->linger = evtimer_new(w->base, on_linger_over, w)) == NULL)
+        return; /* out of memory: the worker exits when its connections are done */
+    w->linger_until_ms = fg_clock_now_ms() + FG_TUNNEL_HOP_LINGER_MS;
+    struct timeval tv = {0, FG_TUNNEL_HOP_LINGER_MS * 1000};
+    evtimer_add(h->linger, &tv);
 }
 
 /* The keep-alive pool of hop connections to holder pid, or NULL (none: a connection of its

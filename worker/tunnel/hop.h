@@ -20,6 +20,12 @@
  * (the HTTP/1.1 front end). 0, or -1 with errno. */
 int fg_tunnel_hop_listen(fg_worker_t *w, const fg_frontend_t *fe);
 void fg_tunnel_hop_close(fg_worker_t *w);
+/* One of this worker's tunnel connections left the registry: other workers may have chosen
+ * this worker as its holder an instant before and have a request on the way. A retiring
+ * worker keeps its hop socket open and serves them (over the agent's other connections) for
+ * FG_TUNNEL_HOP_LINGER_MS more before it exits. */
+#define FG_TUNNEL_HOP_LINGER_MS 500
+void fg_tunnel_hop_linger(fg_worker_t *w);
 /* fg_client_start for a tunnel destination whose agent worker pid holds. */
 fg_exchange_t *fg_tunnel_hop_start(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
                                    int pid, const fg_exchange_cbs_t *cbs, void *arg);

@@ -15,6 +15,7 @@
 #include "shm/tunnels.h"
 #include "worker/core/clock.h"
 #include "worker/core/transport_ws.h"
+#include "worker/tunnel/hop.h"
 
 #define SLOT 2               /* fg_worker_t.frontend_state */
 #define HANDSHAKE_MS 10000   /* TUNNEL_DESIGN: the whole handshake */
@@ -157,8 +158,10 @@ static void destroy(fg_tsession_t *s)
         fg_tunnels_streams(s->rec, conn(s), -(int)s->streams);
         for (unsigned i = 0; i < s->streams; i++)
             fg_metrics_conn_close(FG_MG_TUNNEL_STREAMS);
-        if (s->serial)
+        if (s->serial) {
             fg_tunnels_release(fg_tunnels_zone(), s->rec, s->index, s->serial);
+            fg_tunnel_hop_linger(w);
+        }
     }
     if (ts && s->agent >= 0 && ts->by_agent[s->agent] == s)
         ts->by_agent[s->agent] = NULL;
@@ -335,6 +338,7 @@ static void agent_going(fg_tsession_t *s)
     if (!superseded(s)) {
         s->going = 1;
         fg_tunnels_release(fg_tunnels_zone(), s->rec, s->index, s->serial);
+        fg_tunnel_hop_linger(s->w);
         fg_log_info("tunnel agent %s: connection %llu from %s goes away (GOAWAY): %s, %u "
                     "stream(s) finishing",
                     agent_id(s), (unsigned long long)s->serial, s->peer_text,
