@@ -70,7 +70,7 @@ static struct evdns_base *silent_resolver(struct event_base *base, int *fd)
 
 static void run_for(struct event_base *base, int ms)
 {
-    struct timeval tv = {0, ms * 1000};
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000}; /* tv_usec below one second */
     event_base_loopexit(base, &tv);
     event_base_dispatch(base);
 }
