@@ -9,6 +9,7 @@ killed with SIGKILL and restarted, gateway reloads under load and a gateway rest
 loss (SIGSTOP), and two agents serving one cluster with weights and failover."""
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -453,20 +454,28 @@ def _load(port, stop, results):
         results.append(status)
 
 
-def test_reloads_under_load_lose_nothing(setup):
-    gw, ag, up, port, tport, _ = setup()
+@contextlib.contextmanager
+def under_load(port, clients=4):
+    """GET /tunnel/load from `clients` threads while the block runs; yields their statuses (or
+    the exceptions' repr), complete once the block ended."""
     stop, results = threading.Event(), []
-    threads = [threading.Thread(target=_load, args=(port, stop, results)) for _ in range(4)]
+    threads = [threading.Thread(target=_load, args=(port, stop, results)) for _ in range(clients)]
     for t in threads:
         t.start()
     try:
-        for _ in range(20):
-            gw.reload()
-            time.sleep(0.3)
+        yield results
     finally:
         stop.set()
         for t in threads:
             t.join(30)
+
+
+def test_reloads_under_load_lose_nothing(setup):
+    gw, ag, up, port, tport, _ = setup()
+    with under_load(port) as results:
+        for _ in range(20):
+            gw.reload()
+            time.sleep(0.3)
     bad = [r for r in results if r != 200]
     assert len(results) > 100 and not bad, (len(results), bad[:10])
     assert "office" in json.dumps(tunnels_status(gw))

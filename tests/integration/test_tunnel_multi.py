@@ -14,13 +14,12 @@ import hmac
 import json
 import os
 import signal
-import threading
 import time
 
 import pytest
 
 from conftest import free_port
-from test_tunnel import (AGENT, Agent, _load, _read_frame, _send_text, _ws_connect, agents,  # noqa: F401
+from test_tunnel import (AGENT, Agent, under_load, _read_frame, _send_text, _ws_connect, agents,  # noqa: F401
                          certs, get, one_cluster, secret_file, tunnel_config, tunnels_status,
                          wait_online)
 
@@ -212,19 +211,11 @@ def test_agent_reload_moves_every_connection(multi):
     gw, ag, up, port, _, _ = multi()
     pids = [w["pid"] for w in gw.workers()]
     old = {c["connection"] for c in wait_connections(gw, 2, pids=pids)}
-    stop, results = threading.Event(), []
-    threads = [threading.Thread(target=_load, args=(port, stop, results)) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    with under_load(port, clients=2) as results:
         time.sleep(0.3)
         os.kill(ag.proc.pid, signal.SIGHUP)  # a new configuration: a new instance
         wait_connections(gw, 2, pids=pids, not_in=old)
         time.sleep(0.3)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
     assert office(gw)["takeovers"] == 1
     bad = [r for r in results if r != 200]
     assert results and not bad, (len(results), bad[:10])
@@ -233,18 +224,10 @@ def test_agent_reload_moves_every_connection(multi):
 def test_reloads_under_load_keep_a_connection_per_worker(multi):
     gw, ag, up, port, _, _ = multi()
     wait_connections(gw, 2, pids=[w["pid"] for w in gw.workers()])
-    stop, results = threading.Event(), []
-    threads = [threading.Thread(target=_load, args=(port, stop, results)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with under_load(port) as results:
         for _ in range(10):
             gw.reload()
             time.sleep(0.3)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
     bad = [r for r in results if r != 200]
     assert len(results) > 50 and not bad, (len(results), bad[:10])
     gen = gw.info()["generation"]
