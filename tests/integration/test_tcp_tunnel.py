@@ -91,6 +91,26 @@ def tcp_lines(gw, n, timeout=5.0):
         time.sleep(0.1)
 
 
+def closed_by_gateway(port, timeout=5):
+    """Connect to the tcp server at port and wait for the gateway to close the connection
+    without a byte (EOF or reset); returns the seconds it took."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    return time.monotonic() - t0
+
+
+def wait_error_log(gw, text, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while text not in gw.error_log():
+        assert time.monotonic() < deadline, gw.error_log()
+        time.sleep(0.1)
+
+
 def test_direct_tcp_forwarding_with_failover_and_log(tmp_path, gateway_factory, echo_server):
     echo = echo_server()
     dead = free_port()  # nothing listens: refused, then the next destination
@@ -117,18 +137,8 @@ def test_no_destination_closes_the_connection_and_logs_why(tmp_path, gateway_fac
     web, tport = free_port(), free_port()
     gw = gateway_factory(tcp_config(tmp_path, web, tport,
                                     [("a", "tcp://127.0.0.1:%d" % free_port())]))
-    t0 = time.monotonic()
-    with socket.create_connection(("127.0.0.1", tport), timeout=5) as s:
-        s.settimeout(5)
-        try:
-            assert s.recv(10) == b""
-        except ConnectionResetError:
-            pass
-    assert time.monotonic() - t0 < 2
-    deadline = time.monotonic() + 5
-    while "tcp server ssh: connection from 127.0.0.1" not in gw.error_log():
-        assert time.monotonic() < deadline, gw.error_log()
-        time.sleep(0.1)
+    assert closed_by_gateway(tport) < 2
+    wait_error_log(gw, "tcp server ssh: connection from 127.0.0.1")
     assert "destination a (tcp://127.0.0.1:" in gw.error_log()
     line = tcp_lines(gw, 1)[0]
     assert line["termination"] == "no_destination" and line["bytesIn"] == 0
@@ -278,18 +288,8 @@ def test_offline_agent_closes_promptly(tunnel_setup):
     gw, ag, tport = tunnel_setup(workers=2, dests=[("a", "tunnel://office/ssh")])
     ag.stop()
     wait_online(gw, "office", online=False)
-    t0 = time.monotonic()
-    with socket.create_connection(("127.0.0.1", tport), timeout=5) as s:
-        s.settimeout(5)
-        try:
-            assert s.recv(10) == b""
-        except ConnectionResetError:
-            pass
-    assert time.monotonic() - t0 < 1.0
-    deadline = time.monotonic() + 5
-    while "no destination of cluster svc is available" not in gw.error_log():
-        assert time.monotonic() < deadline, gw.error_log()
-        time.sleep(0.1)
+    assert closed_by_gateway(tport) < 1.0
+    wait_error_log(gw, "no destination of cluster svc is available")
 
 
 @pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
@@ -313,13 +313,8 @@ def test_unknown_and_http_services_are_refused(tunnel_setup):
     not a switch: with no other destination the connection is closed and the log says so."""
     gw, ag, tport = tunnel_setup(workers=1, dests=[("a", "tunnel://office/nope"),
                                                    ("b", "tunnel://office/web")])
-    with socket.create_connection(("127.0.0.1", tport), timeout=5) as s:
-        s.settimeout(5)
-        assert s.recv(10) == b""
-    deadline = time.monotonic() + 5
-    while "answered 501" not in gw.error_log():
-        assert time.monotonic() < deadline, gw.error_log()
-        time.sleep(0.1)
+    closed_by_gateway(tport)
+    wait_error_log(gw, "answered 501")
     line = tcp_lines(gw, 1)[0]
     assert line["attempts"] == 2 and line["termination"] == "no_destination"
 
@@ -361,13 +356,8 @@ def test_agent_service_that_refuses_answers_502(tmp_path, certs, gateway_factory
     agents(tmp_path, "office", aport, certs["ca"], "office", sec,
            {"ssh": "tcp://127.0.0.1:%d" % free_port()})
     wait_online(gw, "office")
-    with socket.create_connection(("127.0.0.1", tport), timeout=10) as s:
-        s.settimeout(10)
-        assert s.recv(10) == b""
-    deadline = time.monotonic() + 5
-    while "answered 502 instead of a switch" not in gw.error_log():
-        assert time.monotonic() < deadline, gw.error_log()
-        time.sleep(0.1)
+    closed_by_gateway(tport, timeout=10)
+    wait_error_log(gw, "answered 502 instead of a switch")
 
 
 def test_retiring_worker_relays_until_the_drain_timeout(tmp_path, gateway_factory, echo_server):
