@@ -15,6 +15,7 @@ from test_tunnel import AGENT, agents, certs, tunnels_status  # noqa: F401
 
 
 @pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+@pytest.mark.xfail(strict=True, reason="open: a full tunnel is logged as an offline agent")
 def test_full_tunnel_is_not_reported_as_an_offline_agent(tunnel_setup):
     gw, ag, tport = tunnel_setup(workers=1)
     socks = []
@@ -39,6 +40,7 @@ def test_full_tunnel_is_not_reported_as_an_offline_agent(tunnel_setup):
 
 
 @pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+@pytest.mark.xfail(strict=False, reason="open: streams that never read stall the tunnel")
 def test_clients_that_do_not_read_do_not_kill_the_agents_tunnel(tunnel_setup):
     """Clients of a tcp server (through the agent, to an echo service) that send and never read:
     per-stream flow control must hold them back. Observed instead: the agent's HTTP/2 side stops
