@@ -585,11 +585,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- start ---- */
 
-/* Splice when both ends are plain sockets and a pipe can be had now (it goes to the cache:
- * a direction takes one only while it has bytes to move); else buffered. Splice whatever the
- * message size: both ways cost one call in and one out per burst of messages, splice's pipe
- * costs no more than read/write's copies for small messages (64 B to 1 KiB measured equal
- * within noise by scripts/ws-bench.py --compare), and from 4 KiB it costs half or less. */
+/* Raw when both ends are plain sockets and a pipe can be had now (it goes to the cache: a
+ * direction takes one only while it has bulk bytes to move); else buffered. In raw mode a
+ * direction copies small reads (recv + send: for a 64-byte message a pipe round trip costs more
+ * kernel time than the copy, measured with scripts/ws-bench.py --compare) and splices reads of
+ * COPY_CHUNK and more (from 4 KiB splice costs half or less). */
 static void choose_splice(relay_t *r)
 {
     for (int i = 0; i < 2; i++)
