@@ -107,16 +107,18 @@ def test_small_messages_copy_and_bulk_splices(tmp_path, gateway_factory):
 
 
 def test_order_kept_across_copy_splice_switches_and_short_sends(tmp_path, gateway_factory):
-    """A pipelined stream of small and 200 KiB writes, each way, to a destination with a small
-    receive buffer that stops reading for a while: every byte comes back once, in order."""
+    """About 13 MiB of pipelined 1 KiB and 200 KiB writes, each way, through a destination with
+    a small receive buffer that stops reading for 3 s (copied sends toward it can fall short:
+    the rest waits in the gateway's output and the direction holds): every byte comes back
+    once, in order."""
     pause = threading.Event()
 
     def script(c, head, rest):
         c.sendall(SWITCH + rest)
-        time.sleep(1.0)  # the relay's sends toward us fall short meanwhile
+        time.sleep(3.0)
         pause.set()
         while True:
-            d = c.recv(7 * KiB)
+            d = c.recv(64 * KiB)
             if not d:
                 return
             c.sendall(d)
@@ -127,19 +129,18 @@ def test_order_kept_across_copy_splice_switches_and_short_sends(tmp_path, gatewa
     s, head, rest = raw_handshake(port, "/")
     assert head.startswith("HTTP/1.1 101") and rest == b""
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    parts = []
-    for i in range(300):
-        if i % 50 == 25:
-            parts.append(os.urandom(200 * KiB))
-        else:
-            parts.append(b"%05d:" % i + os.urandom(58))
+    # 1 KiB writes, read one at a time (copied), until the socket toward the destination is
+    # full; a bulk stretch; small writes again
+    parts = [b"%05d:" % i + os.urandom(KiB - 6) for i in range(12000)]
+    parts += [os.urandom(200 * KiB) for _ in range(5)]
+    parts += [b"%05d:" % i + os.urandom(KiB - 6) for i in range(500)]
     payload = b"".join(parts)
 
     def send():
         for p in parts:
             s.sendall(p)
-            if len(p) < 100:
-                time.sleep(0.001)
+            if len(p) == KiB:
+                time.sleep(0.00005)
     t = threading.Thread(target=send)
     t.start()
     try:
