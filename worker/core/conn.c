@@ -933,6 +933,22 @@ ssize_t fg_conn_splice_out(fg_conn_t *c, int pipe_rd, size_t len)
     return n >= 0 ? n : -errno;
 }
 
+ssize_t fg_conn_recv_raw(fg_conn_t *c, void *buf, size_t len)
+{
+    if (!fg_conn_can_splice(c))
+        return -ENOTSUP;
+    ssize_t n = recv(c->t.fd, buf, len, 0);
+    return n >= 0 ? n : -errno;
+}
+
+ssize_t fg_conn_send_raw(fg_conn_t *c, const void *buf, size_t len)
+{
+    if (!fg_conn_can_splice(c))
+        return -ENOTSUP;
+    ssize_t n = send(c->t.fd, buf, len, MSG_NOSIGNAL);
+    return n >= 0 ? n : -errno;
+}
+
 int fg_conn_input_waiting(const fg_conn_t *c)
 {
     return c->t.ops->pending(&c->t) > 0;

@@ -135,6 +135,10 @@ int fg_conn_peer_addr(const fg_conn_t *c, struct sockaddr_storage *ss, socklen_t
 int fg_conn_can_splice(const fg_conn_t *c);
 ssize_t fg_conn_splice_in(fg_conn_t *c, int pipe_wr, size_t len);
 ssize_t fg_conn_splice_out(fg_conn_t *c, int pipe_rd, size_t len);
+/* Plain moves for raw mode: one recv(2) from c's socket into buf, one send(2) of buf to it
+ * (small messages cost less this way than through a pipe). Same returns as the splice pair. */
+ssize_t fg_conn_recv_raw(fg_conn_t *c, void *buf, size_t len);
+ssize_t fg_conn_send_raw(fg_conn_t *c, const void *buf, size_t len);
 /* Whether the transport holds what the next read takes without a socket event: bytes it
  * decoded, or the peer's end (a TLS close_notify that came with the last bytes read). A
  * connection in that state has more to say than its input shows. */
