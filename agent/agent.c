@@ -96,6 +96,12 @@ static gen_t *gen_new(fg_agent_t *a, fg_agent_config_t *cfg, char *err, size_t e
     }
     g->rt = fg_agent_rt_new(a->base, cfg, on_session, a, err, errlen);
     if (g->rt == NULL) {
+        /* Once more with libcrypto's reason strings, so that the message names the reason
+         * (an https service's CA file, say); a failed build has no side effect. */
+        fg_dial_error_strings();
+        g->rt = fg_agent_rt_new(a->base, cfg, on_session, a, err, errlen);
+    }
+    if (g->rt == NULL) {
         if (g->ctx)
             SSL_CTX_free(g->ctx);
         free(g);

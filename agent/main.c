@@ -17,6 +17,7 @@
 
 #include "agent/agent.h"
 #include "agent/config.h"
+#include "agent/dial.h"
 #include "agent/runtime.h"
 #include "common/log.h"
 #include "master/daemon.h"
@@ -109,6 +110,10 @@ static int run(const char *file, int detach)
 {
     char err[1200];
     int notify = -1, rc = EXIT_FAILED, logfile;
+    if (fg_dial_tls_init() < 0) {
+        fprintf(stderr, "fastgateway-agent: OpenSSL's initialisation failed\n");
+        return EXIT_FAILED;
+    }
     fg_agent_config_t *cfg = fg_agent_config_load(file, err, sizeof(err));
     if (cfg == NULL) {
         fprintf(stderr, "%s\n", err);
