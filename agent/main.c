@@ -19,6 +19,7 @@
 #include "agent/config.h"
 #include "agent/dial.h"
 #include "agent/runtime.h"
+#include "agent/services.h"
 #include "common/log.h"
 #include "master/daemon.h"
 
@@ -55,7 +56,9 @@ static int test_config(const char *file)
 {
     char err[1200];
     fg_agent_config_t *cfg = fg_agent_config_load(file, err, sizeof(err));
-    fg_agent_rt_t *rt = cfg ? fg_agent_rt_new(NULL, cfg, NULL, NULL, err, sizeof(err)) : NULL;
+    fg_agent_rt_t *rt = cfg && fg_services_resolve_now(cfg, err, sizeof(err)) == 0
+                            ? fg_agent_rt_new(NULL, cfg, NULL, NULL, err, sizeof(err))
+                            : NULL;
     if (rt == NULL) {
         fprintf(stderr, "%s\n", err);
         fg_agent_config_free(cfg);
@@ -139,7 +142,9 @@ static int run(const char *file, int detach)
         fg_agent_config_free(cfg);
         goto out;
     }
-    fg_agent_t *a = fg_agent_new(cfg, err, sizeof(err));
+    fg_agent_t *a = fg_services_resolve_now(cfg, err, sizeof(err)) == 0
+                        ? fg_agent_new(cfg, err, sizeof(err))
+                        : NULL;
     if (a == NULL) {
         fg_agent_config_free(cfg);
         goto out;

@@ -567,10 +567,15 @@ def test_https_service_with_its_ca(fakegw, agent_factory, certs, tmp_path):
         agent_factory(gw, {"good": {"address": url,
                                     "httpClient": {"caFile": str(certs / "gw.crt")}},
                            "bad": {"address": url,
-                                   "httpClient": {"caFile": str(certs / "other.crt")}}})
+                                   "httpClient": {"caFile": str(certs / "other.crt")}},
+                           # a name: resolved by the agent, still the certificate's name
+                           "named": {"address": "https://localhost:%d" % port,
+                                     "httpClient": {"caFile": str(certs / "gw.crt")}}})
         t = gw.wait_tunnels(1)
         r = t.request("good", path="/secure")
         assert r.status == 200 and json.loads(bytes(r.body))["path"] == "/secure"
+        r = t.request("named", path="/named")
+        assert r.status == 200 and json.loads(bytes(r.body))["path"] == "/named"
         assert t.request("bad", path="/secure").status == 502  # certificate not trusted
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
