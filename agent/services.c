@@ -213,8 +213,24 @@ static void on_done_now(void *arg, fg_agent_config_t *cfg, const char *err)
     event_base_loopbreak(w->base);
 }
 
+/* Whether some service's host is a name (not an address literal). */
+static int has_names(const fg_agent_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        char authority[300], host[256], port[8];
+        const char *path;
+        if (fg_services_split(cfg->services[i].address, authority, sizeof(authority), host,
+                              sizeof(host), port, sizeof(port), &path) == 0 &&
+            !is_literal(host))
+            return 1;
+    }
+    return 0;
+}
+
 int fg_services_resolve_now(fg_agent_config_t *cfg, char *err, size_t errlen)
 {
+    if (!has_names(cfg))
+        return 0; /* no loop, no resolver to set up */
     wait_t w = {event_base_new(), 0, err, errlen};
     struct evdns_base *dns = w.base ? fg_resolve_base_new(w.base) : NULL;
     if (dns == NULL) {

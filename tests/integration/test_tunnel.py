@@ -564,4 +564,5 @@ def test_agent_idle_vmrss_within_8_mib(setup):
         assert get(port, "/tunnel/warm")[0] == 200
     time.sleep(1.0)
     rss = ag.rss_kb()
+    print("agent VmRSS idle over wss://: %d KiB" % rss)
     assert 0 < rss <= 8192, "VmRSS %d KiB: %s" % (rss, _smaps_top(ag.proc.pid))
