@@ -16,8 +16,8 @@ struct fg_services_lookup_s;
 
 typedef struct {
     struct fg_services_lookup_s *l;
-    size_t i;          /* the service */
-    fg_resolve_t *r;   /* pending; NULL once answered */
+    size_t i;        /* the service */
+    fg_resolve_t *r; /* pending; NULL once answered */
     char host[256];
 } slot_t;
 
@@ -32,8 +32,8 @@ struct fg_services_lookup_s {
     char err[800];
 };
 
-int fg_services_split(const char *address, char *authority, size_t alen, char *host,
-                      size_t hlen, char *port, size_t plen, const char **path)
+int fg_services_split(const char *address, char *authority, size_t alen, char *host, size_t hlen,
+                      char *port, size_t plen, const char **path)
 {
     const char *a = strstr(address, "://");
     if (a == NULL)
@@ -52,8 +52,11 @@ int fg_services_split(const char *address, char *authority, size_t alen, char *h
         he = colon ? colon : a + n;
     }
     size_t hl = (size_t)(he - h), pl = colon ? (size_t)(a + n - colon - 1) : 0;
-    if (hl == 0 || hl >= hlen || n >= alen || pl >= plen)
+    if (hl == 0 || hl >= hlen || n >= alen || pl >= plen || (colon && pl == 0))
         return -1;
+    for (size_t i = 0; i < pl; i++)
+        if (colon[1 + i] < '0' || colon[1 + i] > '9')
+            return -1;
     memcpy(authority, a, n);
     authority[n] = '\0';
     memcpy(host, h, hl);
@@ -66,10 +69,17 @@ int fg_services_split(const char *address, char *authority, size_t alen, char *h
     return 0;
 }
 
-static int is_literal(const char *host)
+/* Whether address names a host to look up (into host and port); an address literal, in
+ * brackets or not, or an address the loader will refuse (and explain) needs none. */
+static int needs_lookup(const char *address, char *host, size_t hlen, char port[8])
 {
+    char authority[300];
+    const char *path;
     unsigned char buf[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+    if (fg_services_split(address, authority, sizeof(authority), host, hlen, port, 8, &path) < 0 ||
+        authority[0] == '[')
+        return 0;
+    return inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1;
 }
 
 /* s's address with its host replaced by sa. 0, or -1 when out of memory. */
@@ -121,8 +131,7 @@ static void on_answer(void *arg, const struct sockaddr *sa, socklen_t len, const
     if (l->err[0] == '\0' && sa == NULL)
         snprintf(l->err, sizeof(l->err), "%s: services.%s: %s", l->cfg->file, svc->name, err);
     else if (l->err[0] == '\0' && set_resolved(svc, sa) < 0)
-        snprintf(l->err, sizeof(l->err), "%s: services.%s: out of memory", l->cfg->file,
-                 svc->name);
+        snprintf(l->err, sizeof(l->err), "%s: services.%s: out of memory", l->cfg->file, svc->name);
     if (!l->starting && (l->pending == 0 || l->err[0] != '\0'))
         finish(l);
 }
@@ -162,14 +171,11 @@ fg_services_lookup_t *fg_services_resolve(struct event_base *base, struct evdns_
     l->starting = 1;
     for (size_t i = 0; i < cfg->nservices && l->err[0] == '\0'; i++) {
         slot_t *s = &l->slots[i];
-        char authority[300], port[8];
-        const char *path;
+        char port[8];
         s->l = l;
         s->i = i;
-        if (fg_services_split(cfg->services[i].address, authority, sizeof(authority), s->host,
-                              sizeof(s->host), port, sizeof(port), &path) < 0 ||
-            is_literal(s->host))
-            continue; /* the loader checks (and reports) the address as it is */
+        if (!needs_lookup(cfg->services[i].address, s->host, sizeof(s->host), port))
+            continue;
         l->pending++;
         s->r = fg_resolve_start(dns, s->host, port, on_answer, s);
     }
@@ -217,11 +223,8 @@ static void on_done_now(void *arg, fg_agent_config_t *cfg, const char *err)
 static int has_names(const fg_agent_config_t *cfg)
 {
     for (size_t i = 0; i < cfg->nservices; i++) {
-        char authority[300], host[256], port[8];
-        const char *path;
-        if (fg_services_split(cfg->services[i].address, authority, sizeof(authority), host,
-                              sizeof(host), port, sizeof(port), &path) == 0 &&
-            !is_literal(host))
+        char host[256], port[8];
+        if (needs_lookup(cfg->services[i].address, host, sizeof(host), port))
             return 1;
     }
     return 0;

@@ -30,9 +30,10 @@ void fg_services_cancel(fg_services_lookup_t *l);
 int fg_services_resolve_now(fg_agent_config_t *cfg, char *err, size_t errlen);
 
 /* Split an http://, https:// or tcp:// address into its authority (host[:port], the bytes
- * between "//" and the path) and host (IPv6 without brackets). 0, or -1 when it has no
- * host or the host is too long. */
-int fg_services_split(const char *address, char *authority, size_t alen, char *host,
-                      size_t hlen, char *port, size_t plen, const char **path);
+ * between "//" and the path), host (IPv6 without brackets), port (decimal; 80 or 443 when
+ * absent) and path (the rest). 0, or -1 when it has no host, an empty or non-decimal port, or
+ * a part longer than its buffer. */
+int fg_services_split(const char *address, char *authority, size_t alen, char *host, size_t hlen,
+                      char *port, size_t plen, const char **path);
 
 #endif

@@ -40,14 +40,21 @@ static void test_split(void **state)
                      0);
     assert_string_equal(port, "443");
     assert_string_equal(path, "");
-    assert_int_equal(fg_services_split("http://[::1]:81/", auth, sizeof(auth), host,
-                                       sizeof(host), port, sizeof(port), &path),
+    assert_int_equal(fg_services_split("http://[::1]:81/", auth, sizeof(auth), host, sizeof(host),
+                                       port, sizeof(port), &path),
                      0);
     assert_string_equal(auth, "[::1]:81");
     assert_string_equal(host, "::1");
     assert_string_equal(port, "81");
     assert_int_equal(fg_services_split("http:///x", auth, sizeof(auth), host, sizeof(host), port,
                                        sizeof(port), &path),
+                     -1);
+    /* a port the loader refuses: no lookup, its message */
+    assert_int_equal(fg_services_split("http://svc.lan:/", auth, sizeof(auth), host, sizeof(host),
+                                       port, sizeof(port), &path),
+                     -1);
+    assert_int_equal(fg_services_split("http://svc.lan:8o/", auth, sizeof(auth), host, sizeof(host),
+                                       port, sizeof(port), &path),
                      -1);
 }
 
@@ -88,7 +95,8 @@ static void test_literals_at_once(void **state)
     (void)state;
     struct event_base *base = event_base_new();
     struct evdns_base *dns = evdns_base_new(base, 0);
-    fg_agent_config_t *cfg = config("{\"a\": \"http://127.0.0.1:81\", \"b\": \"tcp://[::1]:22\"}");
+    fg_agent_config_t *cfg = config("{\"a\": \"http://127.0.0.1:81\", \"b\": \"tcp://[::1]:22\", "
+                                    "\"c\": \"http://[fe80::1%25eth0]:80\"}");
     result_t r = {0};
     assert_null(fg_services_resolve(base, dns, cfg, on_done, &r));
     assert_int_equal(r.calls, 1);
