@@ -547,3 +547,28 @@ def test_agent_start_with_an_unanswered_service_name_fails_within_the_timeout(ns
     assert "services.web: cannot resolve svc.slow.test: no answer within connectTimeoutMs " \
            "(1000 ms)" in a.logs(), a.logs()
     assert took < 8
+
+
+def test_a_second_hup_replaces_a_reload_waiting_for_a_name(ns_agent, echo_upstream):
+    """A reload waiting on a silent DNS server is dropped by the next HUP: the second file
+    (an address literal) takes effect at once, and the first lookup never reports."""
+    gw, dns, make = ns_agent
+    a = make("127.0.0.1")
+    wait_online(gw, "office")
+    a.conf["services"] = {"web": _service_url(echo_upstream.url, "svc.slow.test")}
+    a.write()
+    a.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while not dns.asked("svc") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dns.asked("svc")
+    a.conf["services"] = {"web": echo_upstream.url}
+    a.write()
+    a.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "reloaded: 1 service(s)" not in a.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reloaded: 1 service(s)" in a.logs(), a.logs()
+    time.sleep(2.5)  # past connectTimeoutMs of the dropped lookup
+    assert "cannot resolve" not in a.logs(), a.logs()
+    assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
