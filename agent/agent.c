@@ -15,6 +15,7 @@
 #include "agent/dial.h"
 #include "agent/resolve.h"
 #include "agent/runtime.h"
+#include "agent/services.h"
 #include "agent/tunnel.h"
 #include "common/log.h"
 #include "worker/core/clock.h"
@@ -56,12 +57,15 @@ struct fg_agent_s {
     struct event *retry, *sweep, *trim;
     struct event *drain; /* the end of a graceful stop's drain time */
     struct event *sigs[4];
+    fg_services_lookup_t *reloading; /* a reload waiting for its services' names */
+    fg_agent_config_t *reload_cfg;   /* its configuration */
     int status;
     unsigned stopping : 1; /* TERM: no new tunnel, the streams finish, then exit */
 };
 
 static void on_up(void *arg, fg_tunnel_t *t);
 static void on_reconnect(void *arg, fg_tunnel_t *t);
+static void reload_cancel(fg_agent_t *a);
 static void on_gone(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, int auth);
 static const fg_tunnel_cbs_t tunnel_cbs = {on_up, on_reconnect, on_gone};
 
@@ -95,6 +99,12 @@ static gen_t *gen_new(fg_agent_t *a, fg_agent_config_t *cfg, char *err, size_t e
         return NULL;
     }
     g->rt = fg_agent_rt_new(a->base, cfg, on_session, a, err, errlen);
+    if (g->rt == NULL) {
+        /* Once more with libcrypto's reason strings, so that the message names the reason
+         * (an https service's CA file, say); a failed build has no side effect. */
+        fg_dial_error_strings();
+        g->rt = fg_agent_rt_new(a->base, cfg, on_session, a, err, errlen);
+    }
     if (g->rt == NULL) {
         if (g->ctx)
             SSL_CTX_free(g->ctx);
@@ -335,6 +345,7 @@ static void stop_gracefully(fg_agent_t *a)
 {
     uint64_t ms = a->gens->cfg->shutdown_timeout_ms;
     a->stopping = 1;
+    reload_cancel(a);
     evtimer_del(a->retry);
     if (a->tunnels == NULL) {
         stop(a);
@@ -393,6 +404,7 @@ static void on_gone(void *arg, fg_tunnel_t *t, const char *why, uint64_t up_ms, 
 
 static void stop(fg_agent_t *a)
 {
+    reload_cancel(a);
     evtimer_del(a->retry);
     /* A sweep made due by a tunnel that ended in this same loop turn would meet the freed
      * runtimes below. */
@@ -413,13 +425,25 @@ static void stop(fg_agent_t *a)
     event_base_loopexit(a->base, NULL);
 }
 
-static void reload(fg_agent_t *a)
+/* Drop a reload still waiting for its services' names. */
+static void reload_cancel(fg_agent_t *a)
 {
+    fg_services_cancel(a->reloading);
+    a->reloading = NULL;
+    fg_agent_config_free(a->reload_cfg);
+    a->reload_cfg = NULL;
+}
+
+/* The new configuration's service names are resolved (or one failed): switch to it. */
+static void on_reload_resolved(void *arg, fg_agent_config_t *cfg, const char *why)
+{
+    fg_agent_t *a = arg;
     char err[1200];
-    const char *file = a->gens->cfg->file;
-    fg_log_notice("reloading %s", file);
-    fg_agent_config_t *cfg = fg_agent_config_load(file, err, sizeof(err));
-    if (cfg == NULL || gen_new(a, cfg, err, sizeof(err)) == NULL) {
+    a->reloading = NULL;
+    a->reload_cfg = NULL;
+    if (why != NULL)
+        snprintf(err, sizeof(err), "%s", why);
+    if (why != NULL || gen_new(a, cfg, err, sizeof(err)) == NULL) {
         fg_agent_config_free(cfg);
         fg_log_error("reload failed, the running configuration stays: %s", err);
         return;
@@ -439,6 +463,23 @@ static void reload(fg_agent_t *a)
     a->cur = NULL;
     a->dups = 0;
     dial(a);
+}
+
+/* SIGHUP: read the file again; the switch waits for the services' names off the loop
+ * (agent/services.h), the tunnels serving meanwhile. A reload still waiting is replaced. */
+static void reload(fg_agent_t *a)
+{
+    char err[1200];
+    const char *file = a->gens->cfg->file;
+    fg_log_notice("reloading %s", file);
+    reload_cancel(a);
+    fg_agent_config_t *cfg = fg_agent_config_load(file, err, sizeof(err));
+    if (cfg == NULL) {
+        fg_log_error("reload failed, the running configuration stays: %s", err);
+        return;
+    }
+    a->reload_cfg = cfg;
+    a->reloading = fg_services_resolve(a->base, a->dns, cfg, on_reload_resolved, a);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -526,6 +567,7 @@ void fg_agent_free(fg_agent_t *a)
         return;
     if (a->tunnels)
         stop(a);
+    reload_cancel(a);
     while (a->gens) {
         gen_t *g = a->gens;
         a->gens = g->next;

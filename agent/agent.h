@@ -10,7 +10,9 @@
 typedef struct fg_agent_s fg_agent_t;
 
 /* Set up the agent for cfg (owned from now on) on a new event loop, with its signals:
- * TERM and INT stop, HUP reloads cfg->file, USR1 reopens the log. NULL with err. */
+ * TERM and INT stop, HUP reloads cfg->file, USR1 reopens the log. cfg's service names are
+ * resolved already (fg_services_resolve_now); a reload resolves them off the loop. NULL with
+ * err. */
 fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen);
 /* Run until stopped. Returns the exit status. */
 int fg_agent_run(fg_agent_t *a);

@@ -381,6 +381,8 @@ void fg_agent_config_free(fg_agent_config_t *cfg)
     for (size_t i = 0; i < cfg->nservices; i++) {
         free(cfg->services[i].name);
         free(cfg->services[i].address);
+        free(cfg->services[i].resolved);
+        free(cfg->services[i].authority);
         json_decref(cfg->services[i].client);
     }
     free(cfg->services);

@@ -1,4 +1,7 @@
 /* See agent/dial.h. */
+/* ERR_load_<LIB>_strings are deprecated in OpenSSL 3 but are the only way to load one
+ * library's reason strings after start-up (fg_dial_error_strings). */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "agent/dial.h"
 
 #include <arpa/inet.h>
@@ -17,8 +20,39 @@
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 1.3 */
 
+int fg_dial_tls_init(void)
+{
+    /* libssl's reason strings (a handshake's failure) are loaded, libcrypto's are not: hashing
+     * its few thousand reasons at start-up touches about 230 KiB of its code and heap for
+     * messages that only a failed configuration prints (fg_dial_error_strings loads them
+     * then). The system's OpenSSL configuration file is read as usual. */
+    return OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS | OPENSSL_INIT_LOAD_SSL_STRINGS,
+                            NULL) == 1
+               ? 0
+               : -1;
+}
+
+void fg_dial_error_strings(void)
+{
+    /* The libraries whose errors loading a CA file, a certificate or a key reports. Each call
+     * loads its table once. */
+    ERR_load_ERR_strings();
+    ERR_load_BIO_strings();
+    ERR_load_BUF_strings();
+    ERR_load_PEM_strings();
+    ERR_load_X509_strings();
+    ERR_load_X509V3_strings();
+    ERR_load_ASN1_strings();
+    ERR_load_EVP_strings();
+    ERR_load_EC_strings();
+    ERR_load_RSA_strings();
+    ERR_load_CRYPTO_strings();
+    ERR_load_OSSL_STORE_strings();
+}
+
 static void ssl_reason(char *err, size_t errlen, const char *what)
 {
+    fg_dial_error_strings();
     unsigned long e = ERR_get_error();
     char buf[256] = "unknown error";
     if (e != 0)

@@ -15,6 +15,12 @@
 #define FG_DIAL_KEY_LEN 24       /* base64 of 16 random bytes */
 #define FG_DIAL_HEAD_MAX (16384) /* longest 101 response head the agent reads */
 
+/* OpenSSL's initialisation for the agent, once at start-up before any other OpenSSL call:
+ * libcrypto's error strings are left out until fg_dial_error_strings. 0, or -1. */
+int fg_dial_tls_init(void);
+/* Load libcrypto's reason strings (idempotent), before an error of a failed configuration
+ * is formatted with ERR_error_string_n. */
+void fg_dial_error_strings(void);
 /* The TLS client context for a wss:// gateway: TLS 1.2 at least, the CA file (or the system
  * store), peer verification unless tls.verify is false. NULL with err (OpenSSL's reason). */
 SSL_CTX *fg_dial_tls_ctx(const fg_agent_config_t *cfg, char *err, size_t errlen);

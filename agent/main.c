@@ -17,7 +17,9 @@
 
 #include "agent/agent.h"
 #include "agent/config.h"
+#include "agent/dial.h"
 #include "agent/runtime.h"
+#include "agent/services.h"
 #include "common/log.h"
 #include "master/daemon.h"
 
@@ -54,7 +56,9 @@ static int test_config(const char *file)
 {
     char err[1200];
     fg_agent_config_t *cfg = fg_agent_config_load(file, err, sizeof(err));
-    fg_agent_rt_t *rt = cfg ? fg_agent_rt_new(NULL, cfg, NULL, NULL, err, sizeof(err)) : NULL;
+    fg_agent_rt_t *rt = cfg && fg_services_resolve_now(cfg, err, sizeof(err)) == 0
+                            ? fg_agent_rt_new(NULL, cfg, NULL, NULL, err, sizeof(err))
+                            : NULL;
     if (rt == NULL) {
         fprintf(stderr, "%s\n", err);
         fg_agent_config_free(cfg);
@@ -109,6 +113,10 @@ static int run(const char *file, int detach)
 {
     char err[1200];
     int notify = -1, rc = EXIT_FAILED, logfile;
+    if (fg_dial_tls_init() < 0) {
+        fprintf(stderr, "fastgateway-agent: OpenSSL's initialisation failed\n");
+        return EXIT_FAILED;
+    }
     fg_agent_config_t *cfg = fg_agent_config_load(file, err, sizeof(err));
     if (cfg == NULL) {
         fprintf(stderr, "%s\n", err);
@@ -134,7 +142,9 @@ static int run(const char *file, int detach)
         fg_agent_config_free(cfg);
         goto out;
     }
-    fg_agent_t *a = fg_agent_new(cfg, err, sizeof(err));
+    fg_agent_t *a = fg_services_resolve_now(cfg, err, sizeof(err)) == 0
+                        ? fg_agent_new(cfg, err, sizeof(err))
+                        : NULL;
     if (a == NULL) {
         fg_agent_config_free(cfg);
         goto out;

@@ -74,10 +74,15 @@ static json_t *route_of(const fg_agent_service_t *s)
 static json_t *service_cluster(const fg_agent_service_t *s)
 {
     json_t *cl = json_pack("{s:s, s:[{s:s, s:s}], s:{s:i, s:s}}", "id", s->name, "destinations",
-                           "id", "local", "address", s->address, "keepAlive", "maxIdleConnections",
-                           IDLE_CONNS, "idleTimeout", "30s");
+                           "id", "local", "address", s->resolved ? s->resolved : s->address,
+                           "keepAlive", "maxIdleConnections", IDLE_CONNS, "idleTimeout", "30s");
     if (cl != NULL && s->client != NULL)
         json_object_set(cl, "httpClient", s->client);
+    /* A resolved name (agent/services.h): the destination keeps the name for its Host (when
+     * the gateway's request has none) and its TLS name, as with the name in the address. */
+    if (cl != NULL && s->resolved != NULL && strncmp(s->address, "tcp://", 6) != 0)
+        json_object_set_new(json_array_get(json_object_get(cl, "destinations"), 0), "host",
+                            json_string(s->authority));
     return cl;
 }
 

@@ -536,3 +536,33 @@ def test_agent_idle_memory_is_small(setup):
         fields = dict(line.split(":", 1) for line in f if ":" in line)
     anon = int(fields["RssAnon"].split()[0])
     assert anon <= 2048, "RssAnon %d KiB, VmRSS %s" % (anon, fields["VmRSS"].strip())
+
+
+def _smaps_top(pid, n=8):
+    """The n mappings with the most resident KiB, for a failure message."""
+    rows, cur = [], None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            head = line.split()
+            if not head[0].endswith(":"):
+                cur = head[5] if len(head) > 5 else "[anon]"
+            elif head[0] == "Rss:" and int(head[1]) > 0:
+                rows.append((int(head[1]), cur))
+    rows.sort(reverse=True)
+    return ", ".join("%s %d KiB" % (name, kb) for kb, name in rows[:n])
+
+
+def test_agent_idle_vmrss_within_8_mib(setup):
+    """The agent's whole footprint as `make bench` reads it: VmRSS once online over TLS
+    (wss://, the CA checked) after traffic has come and gone. It counts the shared libraries'
+    resident pages too, so what the agent makes resident at start-up (OpenSSL's initialisation,
+    relocations) counts as well as its heap."""
+    if AGENT.exists() and b"__asan_init" in AGENT.read_bytes():
+        pytest.skip("a sanitizer build's memory is the sanitizer's")
+    gw, ag, up, port, tport, _ = setup()
+    for _ in range(50):
+        assert get(port, "/tunnel/warm")[0] == 200
+    time.sleep(1.0)
+    rss = ag.rss_kb()
+    print("agent VmRSS idle over wss://: %d KiB" % rss)
+    assert 0 < rss <= 8192, "VmRSS %d KiB: %s" % (rss, _smaps_top(ag.proc.pid))

@@ -339,6 +339,24 @@ def test_config_errors(tmp_path, conf, msg):
     assert msg in r.stderr and str(a.file) in r.stderr, r.stderr
 
 
+def test_ca_file_error_names_its_reason_when_running(tmp_path):
+    """The agent leaves libcrypto's error strings unloaded at start-up (its idle memory) and
+    loads them when a configuration fails: the reason is a phrase, not reason(NNN)."""
+    a = Agent(tmp_path, 1, {"web": "http://127.0.0.1:9"},
+              gateway="wss://127.0.0.1:1/_fg/tunnel", tls={"ca": str(a_file_not_pem(tmp_path))})
+    a.start()
+    assert a.proc.wait(10) == 1
+    text = a.logs() + a.proc.stderr.read().decode()
+    assert "tls.ca" in text and "no certificate or crl found" in text, text
+    assert "reason(" not in text, text
+
+
+def a_file_not_pem(tmp_path):
+    p = Path(tmp_path) / "not-a-ca.pem"
+    p.write_text("not a certificate\n")
+    return p
+
+
 def test_secret_file_must_be_private(tmp_path):
     a = Agent(tmp_path, 1, {"web": "http://127.0.0.1:9"})
     a.key.chmod(0o644)
@@ -549,10 +567,15 @@ def test_https_service_with_its_ca(fakegw, agent_factory, certs, tmp_path):
         agent_factory(gw, {"good": {"address": url,
                                     "httpClient": {"caFile": str(certs / "gw.crt")}},
                            "bad": {"address": url,
-                                   "httpClient": {"caFile": str(certs / "other.crt")}}})
+                                   "httpClient": {"caFile": str(certs / "other.crt")}},
+                           # a name: resolved by the agent, still the certificate's name
+                           "named": {"address": "https://localhost:%d" % port,
+                                     "httpClient": {"caFile": str(certs / "gw.crt")}}})
         t = gw.wait_tunnels(1)
         r = t.request("good", path="/secure")
         assert r.status == 200 and json.loads(bytes(r.body))["path"] == "/secure"
+        r = t.request("named", path="/named")
+        assert r.status == 200 and json.loads(bytes(r.body))["path"] == "/named"
         assert t.request("bad", path="/secure").status == 502  # certificate not trusted
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

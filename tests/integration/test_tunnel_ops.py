@@ -462,3 +462,113 @@ def test_sigterm_sends_new_requests_to_the_other_agent(gateway_factory, upstream
         assert agents[0].proc.wait(5) == 0
     finally:
         _stop_checked(agents)
+
+
+# ---- the services' host names, resolved off the loop ----
+
+def _service_url(upstream_url, host):
+    port = int(upstream_url.rsplit(":", 1)[1].split("/")[0])
+    return "http://%s:%d" % (host, port)
+
+
+def test_agent_resolves_a_service_name_from_etc_hosts(ns_agent, echo_upstream, tmp_path):
+    gw, dns, make = ns_agent
+    hosts = Path(tmp_path) / "agent" / "hosts"  # read by the agent at start only
+    hosts.write_text(hosts.read_text().replace("gw.hosts.test", "gw.hosts.test svc.hosts.test"))
+    a = make("127.0.0.1")
+    wait_online(gw, "office")
+    a.conf["services"] = {"web": _service_url(echo_upstream.url, "svc.hosts.test")}
+    a.write()
+    a.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reloaded: 1 service(s)" not in a.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reloaded: 1 service(s)" in a.logs(), a.logs()
+    assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
+    assert not dns.asked("svc"), "a name of /etc/hosts went to the DNS server"
+
+
+def test_slow_dns_for_a_service_does_not_stall_a_serving_tunnel(ns_agent, echo_upstream):
+    """A reload names a service host that only the silent DNS server could resolve: the
+    running tunnel serves throughout the lookup (a blocking resolver would freeze the agent's
+    loop for the resolver's 4 s timeout), and the reload fails after connectTimeoutMs with the
+    service and the host named."""
+    gw, dns, make = ns_agent
+    a = make("127.0.0.1")
+    wait_online(gw, "office")
+    a.conf["services"] = {"web": _service_url(echo_upstream.url, "svc.slow.test")}
+    a.write()
+    a.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while not dns.asked("svc") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dns.asked("svc"), "the agent never asked the DNS server"
+    t_end = time.monotonic() + 1.5
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        try:
+            st = http_request("GET", gw.url("/tunnel/x"), timeout=1.5)[0]
+        except OSError as e:
+            st = repr(e)
+        assert st == 200, "request during the lookup: %s after %.2f s" % (st, time.monotonic() - t0)
+    want = "services.web: cannot resolve svc.slow.test: no answer within connectTimeoutMs (2000 ms)"
+    deadline = time.monotonic() + 6
+    while want not in a.logs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = [l for l in a.log_lines() if want in l["msg"]]
+    assert line and line[0]["level"] == "error", a.logs()
+    assert "reload failed, the running configuration stays" in line[0]["msg"]
+    assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
+
+
+def test_agent_start_with_an_unanswered_service_name_fails_within_the_timeout(ns_agent,
+                                                                               echo_upstream,
+                                                                               tmp_path):
+    """At start-up the lookup is bounded by connectTimeoutMs, not by the resolver's own
+    timeouts (10 s here), and the error names the service and the host."""
+    gw, dns, _ = ns_agent
+    d = Path(tmp_path) / "slowstart"
+    d.mkdir()
+    resolv, hosts = d / "resolv.conf", d / "hosts"
+    resolv.write_text("nameserver %s\noptions timeout:10 attempts:1\n" % dns.addr)
+    hosts.write_text("127.0.0.1 localhost\n")
+    a = NsAgent(d, gw.port, {"web": _service_url(echo_upstream.url, "svc.slow.test")}, resolv,
+                hosts, secret=GW_SECRET, connectTimeoutMs=1000)
+    t0 = time.monotonic()
+    a.start()
+    try:
+        rc = a.proc.wait(8)
+    finally:
+        if a.proc.poll() is None:
+            a.proc.kill()
+            a.proc.wait(5)
+    took = time.monotonic() - t0
+    assert rc == 1
+    assert "services.web: cannot resolve svc.slow.test: no answer within connectTimeoutMs " \
+           "(1000 ms)" in a.logs(), a.logs()
+    assert took < 8
+
+
+def test_a_second_hup_replaces_a_reload_waiting_for_a_name(ns_agent, echo_upstream):
+    """A reload waiting on a silent DNS server is dropped by the next HUP: the second file
+    (an address literal) takes effect at once, and the first lookup never reports."""
+    gw, dns, make = ns_agent
+    a = make("127.0.0.1")
+    wait_online(gw, "office")
+    a.conf["services"] = {"web": _service_url(echo_upstream.url, "svc.slow.test")}
+    a.write()
+    a.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while not dns.asked("svc") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dns.asked("svc")
+    a.conf["services"] = {"web": echo_upstream.url}
+    a.write()
+    a.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "reloaded: 1 service(s)" not in a.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reloaded: 1 service(s)" in a.logs(), a.logs()
+    time.sleep(2.5)  # past connectTimeoutMs of the dropped lookup
+    assert "cannot resolve" not in a.logs(), a.logs()
+    assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
