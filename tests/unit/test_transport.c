@@ -149,7 +149,8 @@ static void test_partial_writes_arrive_intact(void **state)
     for (size_t off = 0; off < BIG; off += 5000)
         evbuffer_add(out, data + off, BIG - off < 5000 ? BIG - off : 5000);
     int blocked = 0, partial = 0, rounds = 0;
-    while (evbuffer_get_length(out) > 0 && rounds++ < 100000) {
+    while ((evbuffer_get_length(out) > 0 || p.server.ops->unsent(&p.server) > 0) &&
+           rounds++ < 100000) {
         ssize_t n = p.server.ops->send_chain(&p.server, out);
         if (n == FG_TRANSPORT_AGAIN) {
             assert_int_equal(p.server.want, FG_TRANSPORT_WANT_WRITE);
@@ -180,6 +181,80 @@ static void test_partial_writes_arrive_intact(void **state)
     evbuffer_free(in);
     free(data);
     pair_close(&p);
+}
+
+#define GATHERED (256 * 1024)
+
+/* Move what sits in from (packets or a stream) to buf at *len; the count of reads. */
+static int take_all(int from, unsigned char *buf, size_t cap, size_t *len)
+{
+    int reads = 0;
+    ssize_t n;
+    while (*len < cap && (n = recv(from, buf + *len, cap - *len, MSG_DONTWAIT)) > 0) {
+        *len += (size_t)n;
+        reads++;
+    }
+    return reads;
+}
+
+/* A bulk write of many records leaves in few write(2)s: after the handshake the server's
+ * socket is swapped (dup2) for a SOCK_SEQPACKET one, where every write(2) is one packet, so
+ * the packets count the writes. 256 KiB are 16 records of 16 KiB; gathered, they leave in
+ * writes of about 64 KiB. Records a full socket left behind are held (unsent) and sent by
+ * the next call, out empty or not. The client then decrypts the packets' bytes intact. */
+static void test_records_are_gathered_into_few_writes(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_open(&p);
+    pair_handshake(&p);
+    int sp[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, sp), 0);
+    assert_int_equal(dup2(sp[0], p.fds[0]), p.fds[0]);
+    close(sp[0]);
+    unsigned char *data = malloc(GATHERED), *wire = malloc(2 * GATHERED);
+    for (size_t i = 0; i < GATHERED; i++)
+        data[i] = (unsigned char)(i * 13 + i / 253);
+    struct evbuffer *out = evbuffer_new(), *in = evbuffer_new();
+    for (size_t off = 0; off < GATHERED; off += 16384)
+        evbuffer_add(out, data + off, 16384);
+    size_t wlen = 0;
+    int packets = 0, rounds = 0;
+    while ((evbuffer_get_length(out) > 0 || p.server.ops->unsent(&p.server) > 0) &&
+           rounds++ < 1000) {
+        ssize_t n = p.server.ops->send_chain(&p.server, out);
+        assert_true(n > 0 || n == FG_TRANSPORT_AGAIN);
+        packets += take_all(sp[1], wire, 2 * GATHERED, &wlen);
+    }
+    packets += take_all(sp[1], wire, 2 * GATHERED, &wlen);
+    assert_int_equal(evbuffer_get_length(out), 0);
+    assert_int_equal(p.server.ops->unsent(&p.server), 0);
+    assert_true(wlen > GATHERED);
+    assert_true(packets >= 4);
+    assert_true(packets <= 6); /* not one per record (16) */
+    /* The client reads the bytes from a stream of its own. */
+    int cs[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, cs), 0);
+    assert_int_equal(dup2(cs[0], p.fds[1]), p.fds[1]);
+    close(cs[0]);
+    size_t fed = 0;
+    rounds = 0;
+    while (evbuffer_get_length(in) < GATHERED && rounds++ < 10000) {
+        ssize_t w = write(cs[1], wire + fed, wlen - fed);
+        if (w > 0)
+            fed += (size_t)w;
+        ssize_t r = p.client.ops->recv(&p.client, in, 65536);
+        assert_true(r > 0 || r == FG_TRANSPORT_AGAIN);
+    }
+    assert_int_equal(evbuffer_get_length(in), GATHERED);
+    assert_memory_equal(evbuffer_pullup(in, -1), data, GATHERED);
+    evbuffer_free(out);
+    evbuffer_free(in);
+    free(data);
+    free(wire);
+    pair_close(&p); /* close_notify both ways: the peers are still open */
+    close(sp[1]);
+    close(cs[1]);
 }
 
 /* A read that must write: the client asks for a KeyUpdate (RFC 8446 4.6.3) while the server's
@@ -495,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_handshake_and_capabilities),
         cmocka_unit_test(test_tickets_leave_with_the_first_write),
         cmocka_unit_test(test_partial_writes_arrive_intact),
+        cmocka_unit_test(test_records_are_gathered_into_few_writes),
         cmocka_unit_test(test_key_update_while_send_is_full),
         cmocka_unit_test(test_plain_http_instead_of_client_hello),
         cmocka_unit_test(test_conn_reads_bytes_buffered_in_tls),

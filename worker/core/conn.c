@@ -300,7 +300,7 @@ int fg_conn_errno(const fg_conn_t *c)
 size_t fg_conn_pending(const fg_conn_t *c)
 {
     size_t n = c->out ? evbuffer_get_length(c->out) : 0;
-    if (c->t.layer != NULL)
+    if (c->t.ops->unsent != NULL)
         n += c->t.ops->unsent(&c->t);
     if (c->file_fd >= 0)
         n += (size_t)c->file_left + evbuffer_get_length(c->tail);
@@ -461,7 +461,7 @@ static int write_step(fg_conn_t *c)
 {
     ssize_t n;
     if ((c->out != NULL && evbuffer_get_length(c->out) > 0) ||
-        (c->t.layer != NULL && c->out != NULL && c->t.ops->unsent(&c->t) > 0)) {
+        (c->t.ops->unsent != NULL && c->out != NULL && c->t.ops->unsent(&c->t) > 0)) {
         n = c->t.ops->send_chain(&c->t, c->out);
         if (n == FG_TRANSPORT_AGAIN) {
             if (c->t.want == FG_TRANSPORT_WANT_READ && !c->write_wants_read) {
@@ -640,7 +640,7 @@ static void do_read(fg_conn_t *c)
     }
     ssize_t n = c->t.ops->recv(&c->t, c->in, c->read_max);
     /* a layer that answers as it reads (a WebSocket pong, a close echo) has frames to send */
-    if (c->t.layer != NULL && !c->writing && c->t.ops->unsent(&c->t) > 0)
+    if (c->t.ops->unsent != NULL && !c->writing && c->t.ops->unsent(&c->t) > 0)
         want_write(c);
     if (n > 0) {
         /* Decrypted bytes left in the TLS layer raise no socket event, nor does a close_notify

@@ -35,8 +35,8 @@ typedef struct {
     /* Append up to max bytes to in. Returns the count, 0 at the peer's orderly end, -1 with
      * errno on an error, or FG_TRANSPORT_AGAIN. */
     ssize_t (*recv)(fg_transport_t *t, struct evbuffer *in, size_t max);
-    /* Write from out's chains in place (no copy) and drain what was taken. Returns the count,
-     * -1 with errno, or FG_TRANSPORT_AGAIN. */
+    /* Write from out's chains in place (no copy) and drain what was taken. Returns the count
+     * (out empty: the held bytes written, see unsent), -1 with errno, or FG_TRANSPORT_AGAIN. */
     ssize_t (*send_chain)(fg_transport_t *t, struct evbuffer *out);
     /* End the sending direction (TLS: close_notify first). 0 or -1 with errno. */
     int (*shutdown_write)(fg_transport_t *t);
@@ -50,7 +50,9 @@ typedef struct {
      * stays resumable); the fd stays open, it is the connection's. */
     void (*close)(fg_transport_t *t);
     /* Bytes the transport holds for sending beyond what it took from the output (a layer that
-     * frames: whole frames not yet written); NULL when it never holds any. */
+     * frames: whole frames not yet written; TLS: records gathered for one write that the
+     * socket did not take); NULL when it never holds any. While nonzero, the owner calls
+     * send_chain again on writability, with an empty output too. */
     size_t (*unsent)(const fg_transport_t *t);
 } fg_transport_ops_t;
 
@@ -71,9 +73,11 @@ void fg_transport_tcp_init(fg_transport_t *t, int fd);
 /* A server-side TLS transport on fd starting on ctx (SNI may switch it). 0 or -1 (out of
  * memory). The SSL reads and writes fd directly; partial writes and moving write buffers are
  * allowed, and idle connections give their record buffers back. The TLS 1.3 tickets written
- * at the end of the handshake are sent with the first write after it. */
+ * at the end of the handshake are sent with the first write after it, and the records of one
+ * send_chain leave together, up to 64 KiB per write(2) (see unsent). */
 int fg_transport_tls_server_init(fg_transport_t *t, int fd, SSL_CTX *ctx);
-/* A client-side TLS transport on fd with ssl (in connect state, owned from now on). */
+/* A client-side TLS transport on fd with ssl (in connect state, owned from now on); writes as
+ * the server's do. */
 void fg_transport_tls_client_init(fg_transport_t *t, int fd, SSL *ssl);
 /* Why a client handshake failed, in buf: "certificate verify failed (20: unable to get local
  * issuer certificate)", "SSL_do_handshake() failed (SSL: error:...)" or, for a system error

@@ -4,7 +4,8 @@
  * (evbuffer_peek): body chains of about 16 KiB (reads from a destination, file pieces) become
  * full records (RFC 8446 5.1: 16 KiB at most) without a copy. Small chains (a response head,
  * chunk-size lines) are gathered with what follows into one record instead of each making a
- * record of a few bytes. */
+ * record of a few bytes. The records of one send_chain leave in writes of up to 64 KiB, not a
+ * write(2) each (the socket BIO below). */
 #include "worker/core/transport.h"
 
 #include <errno.h>
@@ -51,22 +52,32 @@ static ssize_t tls_fail(fg_transport_t *t, int ret)
     }
 }
 
-/* ---- the server's socket BIO ----
- * A socket BIO that can hold writes back. OpenSSL flushes after each TLS 1.3 NewSessionTicket
- * (RFC 8446 4.6.1), so with a plain socket BIO every ticket is a write(2) of its own, and a
- * segment and a wake-up for the client, just before the first response is written anyway.
- * While `hold` is set, writes are kept (up to HOLD_MAX) and flushes ignored; the next write
- * that is not held sends them first, in one writev(2) with its own bytes. The tickets of a
- * handshake thus leave with the first response, which RFC 8446 4.6.1 allows ("at any time
- * after the server has received the client Finished"). */
+/* ---- the socket BIO ----
+ * A socket BIO that can hold writes back, for two reasons.
+ * - OpenSSL flushes after each TLS 1.3 NewSessionTicket (RFC 8446 4.6.1), so with a plain
+ *   socket BIO every ticket is a write(2) of its own, and a segment and a wake-up for the
+ *   client, just before the first response is written anyway. While `hold` is set, writes are
+ *   kept (up to HOLD_MAX) and flushes ignored; the next write that is not held sends them
+ *   first, in one writev(2) with its own bytes. The tickets of a handshake thus leave with the
+ *   first response, which RFC 8446 4.6.1 allows ("at any time after the server has received
+ *   the client Finished").
+ * - SSL_write writes each record (16 KiB at most, RFC 8446 5.1) on its own: a bulk transfer
+ *   would make a write(2), and on the other side a wake-up and a read(2), per 16 KiB. While
+ *   `batch` is set (tls_send_chain), records are gathered up to BATCH_MAX and sent by the
+ *   writev(2) of the record that does not fit, or at the end of the call. What the socket
+ *   did not take stays held (tls_unsent reports it; the next send_chain sends it first):
+ *   OpenSSL counts those records as written. */
 #define HOLD_MAX 4096
+#define BATCH_MAX (64 * 1024)
 
 typedef struct {
     int fd;
     unsigned hold : 1;
+    unsigned batch : 1;
     unsigned eof : 1;
     size_t len;         /* bytes held */
-    unsigned char *buf; /* HOLD_MAX bytes while some are held, else NULL */
+    size_t cap;         /* size of buf */
+    unsigned char *buf; /* cap bytes while some are held, else NULL */
 } hold_bio_t;
 
 /* Send what is held. 1 when nothing is left, 0 when the socket is full (retry flag set), -1. */
@@ -86,6 +97,25 @@ static int hold_flush(BIO *b, hold_bio_t *h)
     }
     free(h->buf);
     h->buf = NULL;
+    h->cap = 0;
+    return 1;
+}
+
+/* Keep n bytes of data after the held ones, within max. 1 when kept, 0 when they do not fit,
+ * -1 out of memory. */
+static int hold_keep(hold_bio_t *h, const char *data, size_t n, size_t max)
+{
+    if (h->len + n > max)
+        return 0;
+    if (h->len + n > h->cap) {
+        unsigned char *nb = realloc(h->buf, max);
+        if (nb == NULL)
+            return -1;
+        h->buf = nb;
+        h->cap = max;
+    }
+    memcpy(h->buf + h->len, data, n);
+    h->len += n;
     return 1;
 }
 
@@ -94,12 +124,10 @@ static int hold_write(BIO *b, const char *data, int dlen)
     hold_bio_t *h = BIO_get_data(b);
     size_t n = (size_t)dlen;
     BIO_clear_retry_flags(b);
-    if (h->hold && h->len + n <= HOLD_MAX) {
-        if (h->buf == NULL && (h->buf = malloc(HOLD_MAX)) == NULL)
-            return -1;
-        memcpy(h->buf + h->len, data, n);
-        h->len += n;
-        return dlen;
+    if (h->hold || h->batch) {
+        int k = hold_keep(h, data, n, h->batch ? BATCH_MAX : HOLD_MAX);
+        if (k != 0)
+            return k > 0 ? dlen : -1;
     }
     ssize_t w;
     if (h->len == 0) {
@@ -117,6 +145,7 @@ static int hold_write(BIO *b, const char *data, int dlen)
             h->len = 0;
             free(h->buf);
             h->buf = NULL;
+            h->cap = 0;
             if (w == 0) {
                 errno = EAGAIN;
                 w = -1;
@@ -145,7 +174,7 @@ static long hold_ctrl(BIO *b, int cmd, long num, void *ptr)
     hold_bio_t *h = BIO_get_data(b);
     switch (cmd) {
     case BIO_CTRL_FLUSH:
-        return h->hold ? 1 : hold_flush(b, h);
+        return h->hold || h->batch ? 1 : hold_flush(b, h);
     case BIO_CTRL_EOF:
         return h->eof;
     case BIO_CTRL_WPENDING:
@@ -256,7 +285,8 @@ static const void *next_record(fg_transport_t *t, struct evbuffer *out,
     return v.iov_base;
 }
 
-static ssize_t tls_send_chain(fg_transport_t *t, struct evbuffer *out)
+/* SSL_write the output's bytes, record by record, until it is empty or the socket is full. */
+static ssize_t send_records(fg_transport_t *t, struct evbuffer *out)
 {
     ssize_t total = 0;
     unsigned char gather[TLS_RECORD_MAX];
@@ -288,6 +318,44 @@ static ssize_t tls_send_chain(fg_transport_t *t, struct evbuffer *out)
         return total > 0 ? total : r;
     }
     return total;
+}
+
+/* The output's records, after what the BIO holds (a handshake's tickets join the first
+ * record's writev; records a full socket left are sent first). A call with more than one
+ * record's worth gathers them (batch) and sends them in as few writes as BATCH_MAX allows.
+ * Returns the bytes taken from out or, when out is empty, the held bytes written. */
+static ssize_t tls_send_chain(fg_transport_t *t, struct evbuffer *out)
+{
+    BIO *b = SSL_get_wbio(t->ssl);
+    hold_bio_t *h = b != NULL ? BIO_get_data(b) : NULL;
+    if (h == NULL)
+        return send_records(t, out); /* no BIO: the SSL reports it */
+    if (evbuffer_get_length(out) == 0) {
+        ssize_t held = (ssize_t)h->len;
+        int f = hold_flush(b, h);
+        if (f == 0)
+            t->want = FG_TRANSPORT_WANT_WRITE;
+        if (f < 0)
+            t->failed = 1;
+        return f == 1 ? held : f == 0 ? FG_TRANSPORT_AGAIN : -1;
+    }
+    h->batch = evbuffer_get_length(out) > TLS_RECORD_MAX;
+    ssize_t total = send_records(t, out);
+    h->batch = 0;
+    /* What the batch kept leaves now; what the socket does not take stays held (unsent). */
+    if (h->len > 0 && total != FG_TRANSPORT_AGAIN && hold_flush(b, h) < 0) {
+        t->failed = 1;
+        return -1;
+    }
+    return total;
+}
+
+/* Encrypted bytes the BIO holds: the output they came from is drained already. */
+static size_t tls_unsent(const fg_transport_t *t)
+{
+    BIO *b = t->ssl != NULL ? SSL_get_wbio(t->ssl) : NULL;
+    const hold_bio_t *h = b != NULL ? BIO_get_data(b) : NULL;
+    return h != NULL ? h->len : 0;
 }
 
 static int tls_shutdown_write(fg_transport_t *t)
@@ -376,6 +444,7 @@ static const fg_transport_ops_t tls_ops = {
     .handshake = tls_handshake,
     .pending = tls_pending,
     .close = tls_close,
+    .unsent = tls_unsent,
 };
 
 static void tls_setup(fg_transport_t *t, int fd, SSL *ssl)
@@ -430,11 +499,15 @@ static const fg_transport_ops_t tls_client_ops = {
     .handshake = tls_client_handshake,
     .pending = tls_pending,
     .close = tls_close,
+    .unsent = tls_unsent,
 };
 
+/* Without memory for the BIO the SSL has none, and its handshake fails (BIO not set). */
 void fg_transport_tls_client_init(fg_transport_t *t, int fd, SSL *ssl)
 {
-    SSL_set_fd(ssl, fd);
+    BIO *b = hold_bio_new(fd);
+    if (b != NULL)
+        SSL_set_bio(ssl, b, b);
     SSL_set_connect_state(ssl);
     tls_setup(t, fd, ssl);
     t->ops = &tls_client_ops;

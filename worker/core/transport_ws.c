@@ -24,6 +24,7 @@
  * frames, text, empty frames): a peer sending those faster than they decode would otherwise
  * hold the worker's loop in one call. */
 #define RECV_BUDGET 65536
+#define TLS_READ_BUF (4 * (16384 + 256)) /* four full records with their overhead */
 
 enum { OP_CONT = 0, OP_TEXT = 1, OP_BIN = 2, OP_CLOSE = 8, OP_PING = 9, OP_PONG = 10 };
 
@@ -433,6 +434,12 @@ static ssize_t ws_recv(fg_transport_t *t, struct evbuffer *in, size_t max)
     }
 }
 
+/* Bytes the inner transport holds (TLS: records gathered, not yet written). */
+static size_t inner_unsent(const ws_t *L)
+{
+    return L->inner.ops->unsent != NULL ? L->inner.ops->unsent(&L->inner) : 0;
+}
+
 static ssize_t ws_send_chain(fg_transport_t *t, struct evbuffer *out)
 {
     ws_t *L = layer(t);
@@ -450,7 +457,7 @@ static ssize_t ws_send_chain(fg_transport_t *t, struct evbuffer *out)
         }
         took += n;
     }
-    if (evbuffer_get_length(L->wire) == 0)
+    if (evbuffer_get_length(L->wire) == 0 && inner_unsent(L) == 0)
         return took;
     ssize_t r = L->inner.ops->send_chain(&L->inner, L->wire);
     if (r > 0) {
@@ -470,7 +477,8 @@ static ssize_t ws_send_chain(fg_transport_t *t, struct evbuffer *out)
 
 static size_t ws_unsent(const fg_transport_t *t)
 {
-    return evbuffer_get_length(layer(t)->wire);
+    const ws_t *L = layer(t);
+    return evbuffer_get_length(L->wire) + inner_unsent(L);
 }
 
 static int ws_shutdown_write(fg_transport_t *t)
@@ -544,6 +552,11 @@ int fg_transport_ws_push(fg_transport_t *t, int role, const fg_ws_cbs_t *cbs, vo
         free(L);
         return -ENOMEM;
     }
+    /* A tunnel carries bulk transfers: with read-ahead, one read(2) then takes several TLS
+     * records (16 KiB each at most, RFC 8446 5.1) rather than one. The buffer exists only
+     * while it holds bytes (SSL_MODE_RELEASE_BUFFERS). */
+    if (t->ssl != NULL)
+        SSL_set_default_read_buffer_len(t->ssl, TLS_READ_BUF);
     L->inner = *t;
     L->role = role;
     L->cbs = cbs;
