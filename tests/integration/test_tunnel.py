@@ -230,6 +230,30 @@ def test_http_through_the_tunnel(setup):
     assert status == 200 and json.loads(body)["bodyLength"] == 7000
 
 
+def _host_at_service(port):
+    status, _, body = get(port, "/tunnel/h")
+    assert status == 200, body
+    return [v for n, v in json.loads(body)["headers"] if n.lower() == "host"]
+
+
+def test_destination_host_names_the_service_host(tmp_path, certs, gateway_factory,
+                                                 upstream_factory, agents):
+    """A tunnel destination's "host" is the Host the service behind the agent gets, on every
+    worker (a request on a worker without the agent's connection hops first)."""
+    up = upstream_factory()
+    port, tport = free_port(), free_port()
+    sec = secret_file(tmp_path, "branch")
+    cfg = tunnel_config(tmp_path, port, tport, certs,
+                        [{"id": "branch", "secretFile": str(sec)}],
+                        one_cluster(("a", "tunnel://branch/web", {"host": "app.internal"})))
+    gw = gateway_factory(cfg)
+    agents(tmp_path, "branch", tport, certs["ca"], "branch", sec,
+           {"web": "http://127.0.0.1:%d" % up.port})
+    wait_online(gw, "branch")
+    for _ in range(20):
+        assert _host_at_service(port) == ["app.internal"]
+
+
 def test_the_tunnel_path_never_reaches_a_destination(setup):
     gw, ag, up, port, tport, _ = setup()
     ctx = ssl.create_default_context(cafile=None)
