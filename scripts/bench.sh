@@ -31,7 +31,7 @@
 #        OUT (docs/benchmarks.md), BIGFILE_MB (256), TLS_DURATION (5s, wrk over TLS),
 #        HS_TIME (1, seconds per s_time run), HS_CLIENTS (2 x THREADS, s_time clients in
 #        parallel: each client waits for its own connection, so twice as many as there are
-#        workers keep every worker busy), FG_BEFORE (another fastgateway binary: its TLS
+#        workers keep every worker busy), FG_BEFORE (another fastgateway binary: its TLS and h2
 #        rows too, to compare two builds in one run), H2_DURATION (5, seconds of h2load),
 #        H2_CONNS (32), H2_STREAMS (10), ONLY_H2 (1: only the HTTP/2 rows and the TLS download
 #        they are compared with; the table is printed, and written only when OUT is given).
@@ -555,6 +555,7 @@ fi
 # plaintext port (fastgateway `"http2": {"h2c": true}`, nginx `listen ... http2`, HAProxy
 # `proto h2`), same workers, same upstream.
 h2_alias fastgateway-h2 fastgateway-tls
+[ -z "${FG_BEFORE:-}" ] || h2_alias fastgateway-h2-before fastgateway-tls-before
 h2_alias nginx-h2 nginx-tls
 h2_alias haproxy-h2 haproxy-tls
 
@@ -724,6 +725,11 @@ h2_table() {
         echo "| $n | ${RPS[$n]:-0} | ${CPU[$n]:--} | ${P99[$n]:-0} | ${DL[$n]:-0} | ${ERRS[$n]:-none} |"
     done
     echo "| fastgateway-tls, HTTP/1.1 | | | | ${DL[fastgateway-tls]:-0} | |"
+    if [ -n "${FG_BEFORE:-}" ]; then
+        n=fastgateway-h2-before
+        echo "| $n | ${RPS[$n]:-0} | ${CPU[$n]:--} | ${P99[$n]:-0} | ${DL[$n]:-0} | ${ERRS[$n]:-none} |"
+        echo "| fastgateway-tls-before, HTTP/1.1 | | | | ${DL[fastgateway-tls-before]:-0} | |"
+    fi
     echo
     echo "| ratio | req/s | CPU/req (lower is better) | p99 (lower is better) | download |"
     echo "|---|---:|---:|---:|---:|"

@@ -661,3 +661,55 @@ def test_h2c_example_serves_both_protocols(tmp_path, gateway_factory):
     p = subprocess.run(["curl", "-sS", "http://127.0.0.1:%d/x" % port], capture_output=True,
                        timeout=30)
     assert p.stdout == b"hello over h2c or HTTP/1.1\n"
+
+
+class TlsRaw(Raw):
+    """Raw over TLS, h2 by ALPN, with windows large enough that flow control never limits a
+    DATA frame's size."""
+
+    def __init__(self, port, cafile):
+        ctx = ssl.create_default_context(cafile=cafile)
+        ctx.set_alpn_protocols(["h2"])
+        plain = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = ctx.wrap_socket(plain, server_hostname="h2.example.test")
+        assert self.sock.selected_alpn_protocol() == "h2"
+        self.enc, self.dec, self.buf, self.server_settings, self.next_id = (
+            Encoder(), Decoder(), b"", {}, 1)
+        s = SettingsFrame(0)
+        s.settings = {SettingsFrame.INITIAL_WINDOW_SIZE: 1 << 30}
+        self.sock.sendall(PREFACE + s.serialize() +
+                          WindowUpdateFrame(0, window_increment=1 << 30).serialize())
+
+    def data_sizes(self, path, timeout=20):
+        """The body of GET path and the payload size of each of its DATA frames."""
+        sid = self.headers([(":method", "GET"), (":scheme", "https"), (":path", path),
+                            (":authority", "h2.example.test")])
+        body, sizes, deadline = [], [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            f = self.read_frame(max(0.1, deadline - time.monotonic()))
+            assert f is not None and not isinstance(f, (GoAwayFrame, RstStreamFrame)), f
+            if isinstance(f, DataFrame) and f.stream_id == sid:
+                body.append(f.data)
+                sizes.append(len(f.data))
+            if f.stream_id == sid and "END_STREAM" in f.flags:
+                return b"".join(body), sizes
+        raise AssertionError("no end of stream %d" % sid)
+
+
+def test_tls_data_frame_fills_one_tls_record(tmp_path, gateway_factory, echo_upstream,
+                                             static_root, cert):
+    """RFC 8446 5.1: a record carries 16 KiB of plaintext at most. Over TLS a DATA frame's
+    payload is 16384 - 9 bytes at most, so that the frame with its header is one record, for
+    a proxied body and for a file; the bytes arrive intact and in order."""
+    port = free_port()
+    gateway_factory(tls_config(tmp_path, port, cert, echo_upstream, static_root))
+    c = TlsRaw(port, cert[0])
+    try:
+        body, sizes = c.data_sizes("/files/big.bin")
+        assert body == bytes(range(256)) * (8 * 4096)
+        assert max(sizes) == 16384 - 9 and sizes.count(16384 - 9) > len(sizes) // 2, sizes
+        body, sizes = c.data_sizes("/bytes/%d" % (3 * 1024 * 1024 + 5))
+        assert body == b"x" * (3 * 1024 * 1024 + 5)
+        assert max(sizes) == 16384 - 9, sizes
+    finally:
+        c.close()

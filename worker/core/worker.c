@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -42,6 +43,7 @@
  * free. One error-log line per ACCEPT_LOG_MS at most counts the accepts deferred meanwhile. */
 #define ACCEPT_PAUSE_MS 100
 #define ACCEPT_LOG_MS 10000
+#define HEAP_KEEP (4 * 1024 * 1024) /* free heap a worker keeps at the top (mallopt) */
 /* Least-connections balancing: the count of connections steered here and not accepted is
  * cleared at least this often. SYNs that never become connections (a client that gave up, a
  * SYN flood, retransmitted SYNs) would otherwise keep it up, and this worker passed over, for
@@ -378,6 +380,14 @@ int fg_worker_main(const fg_worker_args_t *args)
         fg_metrics_worker_start(fg_metrics_zone(args->shm),
                                 args->record ? (int)(args->record - fg_shm_worker(args->shm, 0))
                                              : -1);
+
+    /* Requests free what they allocated at the top of the heap many times a second: with
+     * glibc's default (128 KiB, adjusted as large blocks come and go) the heap shrinks and grows
+     * by brk(2) every few dozen requests, and each growth faults its pages in again. A worker
+     * keeps up to HEAP_KEEP free at the top instead; the fixed mmap threshold, which setting
+     * the trim threshold implies, is raised so that 64 KiB read buffers stay on the heap. */
+    mallopt(M_TRIM_THRESHOLD, HEAP_KEEP);
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
 
     struct event_config *ec = event_config_new();
     if (ec == NULL)

@@ -47,6 +47,8 @@
 /* One read takes up to this much: a connection multiplexes many streams' frames (and uploads
  * arrive in 16 KiB DATA frames), so a larger read than HTTP/1.1's saves system calls. */
 #define READ_MAX (64 * 1024 - 128)
+/* A DATA frame's payload over TLS: with its 9-byte header, one full TLS record (data_length). */
+#define TLS_DATA_MAX (16384 - 9)
 
 typedef struct stream_s stream_t;
 typedef struct fg_http2_conn_s fg_http2_conn_t;
@@ -111,6 +113,7 @@ struct fg_http2_conn_s {
     unsigned served : 1;    /* a request arrived: the idle limit is keepAlive, not header */
     unsigned lingering : 1; /* all said, write side shut: reading until the client closes */
     unsigned trusted : 1;   /* FG_HTTP2_TRUSTED: no flood budget */
+    unsigned tls : 1;       /* frames become TLS records: DATA is laid out whole (on_send_data) */
     uint64_t retire_ms;
     uint64_t linger_end_ms;
     uint64_t idle_since_ms;
@@ -864,7 +867,9 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     return (ssize_t)n;
 }
 
-/* The largest DATA payload: nghttp2's 16 KiB by default; up to the peer's
+/* The largest DATA payload: over TLS, what fills one 16 KiB record with the frame's header
+ * (RFC 8446 5.1: 2^14 bytes of plaintext at most), so that each record carries one whole frame
+ * and the transport encrypts it in place; on plain TCP nghttp2's 16 KiB. Up to the peer's
  * SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2) on a trusted connection (a tunnel, whose gateway
  * announces a large one), so that a frame moves whole chains of the stream's queue instead of
  * copying 16 KiB slices of them. */
@@ -875,7 +880,7 @@ static ssize_t data_length(nghttp2_session *ng, uint8_t type, int32_t id, int32_
     (void)ng;
     (void)type;
     (void)id;
-    size_t n = h->trusted ? peer_max : 16384;
+    size_t n = h->trusted ? peer_max : h->tls ? TLS_DATA_MAX : 16384;
     if (n > (size_t)conn_window)
         n = (size_t)conn_window;
     if (n > (size_t)stream_window)
@@ -906,7 +911,23 @@ static ssize_t on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int
     return (ssize_t)len;
 }
 
-/* A DATA frame: its header, then `length` bytes moved (not copied) from the stream's queue. */
+/* The frame `hd` + `length` bytes of s's queue as one contiguous piece of out: one copy, after
+ * which the TLS transport encrypts the whole frame in place as one record, instead of gathering
+ * a record from the header's chain and slices of the body's chains. 0, or -1 without memory. */
+static int put_frame(struct evbuffer *out, stream_t *s, const uint8_t *hd, size_t length)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)(9 + length), &v, 1) < 1)
+        return -1;
+    memcpy(v.iov_base, hd, 9);
+    if (length > 0 && evbuffer_remove(s->out, (uint8_t *)v.iov_base + 9, length) != (int)length)
+        return -1;
+    v.iov_len = 9 + length;
+    return evbuffer_commit_space(out, &v, 1);
+}
+
+/* A DATA frame: its header, then `length` bytes of the stream's queue: copied whole behind the
+ * header over TLS (put_frame), moved as chains on plain TCP, where writev sends them in place. */
 static int on_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *framehd,
                         size_t length, nghttp2_data_source *src, void *arg)
 {
@@ -916,10 +937,15 @@ static int on_send_data(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
     if (!out_room(h))
         return h->dead ? NGHTTP2_ERR_CALLBACK_FAILURE : NGHTTP2_ERR_WOULDBLOCK;
     struct evbuffer *out = fg_conn_output(h->c);
-    evbuffer_add(out, framehd, 9);
     if (frame->data.padlen > 0) /* never: no padding callback is set */
         return NGHTTP2_ERR_CALLBACK_FAILURE;
-    evbuffer_remove_buffer(s->out, out, length);
+    if (h->tls && !h->trusted) {
+        if (put_frame(out, s, framehd, length) != 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+    } else {
+        evbuffer_add(out, framehd, 9);
+        evbuffer_remove_buffer(s->out, out, length);
+    }
     s->progress_ms = now_ms();
     int low = (s->want_w || s->t_cbs != NULL) && queued(s) <= STREAM_LOW;
     if (low && s->want_w && s->in_req) {
@@ -1622,7 +1648,8 @@ int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     h->c = c;
     h->trusted = (flags & FG_HTTP2_TRUSTED) != 0;
     set_peer(h, peer);
-    h->hsts = fg_conn_ssl(c) != NULL && srv->tls != NULL && srv->tls->hsts_header != NULL;
+    h->tls = fg_conn_ssl(c) != NULL;
+    h->hsts = h->tls && srv->tls != NULL && srv->tls->hsts_header != NULL;
     h->idle_since_ms = h->flood_ms = now_ms();
     h->flood_tokens = FLOOD_BURST;
     h->kick_ev = event_new(w->base, -1, 0, on_kick, h);
