@@ -97,8 +97,8 @@ char *fg_agent_rt_gateway_json(const fg_agent_config_t *cfg)
         "workers", 1, "shm", shm, "servers", "id", "tunnel", "listen", "127.0.0.1:1", "timeouts",
         "header", FOREVER, "keepAlive", FOREVER, "limits", "maxHeaderSize", "1m", "maxHeaders",
         1000, "maxRequestBodySize", "unlimited", "http2", "maxConcurrentStreams", MAX_STREAMS,
-        "maxHeaderListSize", "1m", "initialWindowSize", STREAM_WINDOW, "routes", routes,
-        "clusters", clusters);
+        "maxHeaderListSize", "1m", "initialWindowSize", STREAM_WINDOW, "routes", routes, "clusters",
+        clusters);
     if (root == NULL)
         return NULL;
     for (size_t i = 0; i < cfg->nservices; i++) {
