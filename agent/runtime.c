@@ -38,6 +38,10 @@
 #define IDLE_CONNS 256
 /* The gateway opens at most this many streams at once in one tunnel. */
 #define MAX_STREAMS 1024
+/* Each stream's receive window: the most a stream whose service is slow holds unread. The
+ * connection's window reopens as bytes arrive (worker/http/http2.c), so what a tunnel holds
+ * unread is bounded by MAX_STREAMS x STREAM_WINDOW (256 MiB), as on the gateway's side. */
+#define STREAM_WINDOW "256k"
 
 struct fg_agent_rt_s {
     fg_worker_t w; /* first: the session hook finds the runtime from the worker */
@@ -94,11 +98,12 @@ char *fg_agent_rt_gateway_json(const fg_agent_config_t *cfg)
     /* The gateway applied its own limits to the client's request; the agent's are only as
      * tight as the worker's bounds need, so that nothing the gateway let through fails here. */
     json_t *root = json_pack(
-        "{s:i, s:o, s:[{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:i, s:s}, s:{s:i, s:s}}], s:o, s:o}",
+        "{s:i, s:o, s:[{s:s, s:s, s:{s:s, s:s}, s:{s:s, s:i, s:s}, s:{s:i, s:s, s:s}}], s:o, s:o}",
         "workers", 1, "shm", shm, "servers", "id", "tunnel", "listen", "127.0.0.1:1", "timeouts",
         "header", FOREVER, "keepAlive", FOREVER, "limits", "maxHeaderSize", "1m", "maxHeaders",
         1000, "maxRequestBodySize", "unlimited", "http2", "maxConcurrentStreams", MAX_STREAMS,
-        "maxHeaderListSize", "1m", "routes", routes, "clusters", clusters);
+        "maxHeaderListSize", "1m", "initialWindowSize", STREAM_WINDOW, "routes", routes, "clusters",
+        clusters);
     if (root == NULL)
         return NULL;
     for (size_t i = 0; i < cfg->nservices; i++) {

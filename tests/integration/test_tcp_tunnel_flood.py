@@ -40,13 +40,12 @@ def test_full_tunnel_is_not_reported_as_an_offline_agent(tunnel_setup):
 
 
 @pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
-@pytest.mark.xfail(strict=False, reason="open: streams that never read stall the tunnel")
 def test_clients_that_do_not_read_do_not_kill_the_agents_tunnel(tunnel_setup):
     """Clients of a tcp server (through the agent, to an echo service) that send and never read:
-    per-stream flow control must hold them back. Observed instead: the agent's HTTP/2 side stops
-    reading the whole tunnel once its output holds 256 KiB (worker/http/http2.c, read_off), the
-    gateway's writes to it stall, and after heartbeat + grace the gateway closes the tunnel ("the
-    agent stopped reading"): every stream of the agent, any service, fails."""
+    per-stream flow control holds them back (docs/tunnels.md "Flow control"). Neither end may
+    stop reading the tunnel for them, nor let their held bytes close the connection's window:
+    then the gateway's writes stall, and after heartbeat + grace it closes the tunnel ("the
+    agent stopped reading"), and every stream of the agent, any service, fails."""
     gw, ag, tport = tunnel_setup(workers=1)
     assert exchange(tport, b"warm", timeout=10) == b"warm"
     blob = os.urandom(1 << 20)

@@ -193,15 +193,26 @@ static size_t queued(const stream_t *s)
            (s->after ? evbuffer_get_length(s->after) : 0);
 }
 
-/* The handler took body bytes from req->body: open the window by as much (RFC 9113 6.9), so
- * that what a stream holds unread never exceeds its window. */
+/* n bytes of stream id were taken (or thrown away): its window reopens by as much (RFC 9113
+ * 6.9), and the connection's too, except on a trusted connection (a tunnel), whose connection
+ * window reopened as the bytes arrived (on_data_chunk). */
+static void give_back(fg_http2_conn_t *h, int32_t id, size_t n)
+{
+    if (h->trusted)
+        nghttp2_session_consume_stream(h->ng, id, n);
+    else
+        nghttp2_session_consume(h->ng, id, n);
+}
+
+/* The handler took body bytes from req->body: open the window by as much, so that what a
+ * stream holds unread never exceeds its window. */
 static void on_body_drain(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     stream_t *s = ((bufs_t *)arg)->s;
     (void)buf;
     if (s == NULL || info->n_deleted == 0)
         return;
-    nghttp2_session_consume(s->h->ng, s->id, info->n_deleted);
+    give_back(s->h, s->id, info->n_deleted);
     s->progress_ms = now_ms();
     kick(s->h);
 }
@@ -1141,6 +1152,11 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     fg_http2_conn_t *h = arg;
     (void)flags;
     stream_t *s = nghttp2_session_get_stream_user_data(ng, id);
+    /* A trusted peer's connection window reopens on receipt: each stream's unread bytes are
+     * bounded by its own window, so a stream whose destination is slow closes only its own
+     * (RFC 9113 5.2.2), never the tunnel's other streams. */
+    if (h->trusted)
+        nghttp2_session_consume_connection(ng, len);
     if (s != NULL && s->tunnel && s->t_cbs != NULL) {
         /* The window reopens as the relay takes the bytes (on_body_drain). */
         evbuffer_add(s->req.body, data, len);
@@ -1151,7 +1167,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     }
     if (s == NULL || s->finished || (!s->in_req && !s->dispatch)) {
         /* Nobody takes these bytes: give the window back at once. */
-        nghttp2_session_consume(ng, id, len);
+        give_back(h, id, len);
         return 0;
     }
     evbuffer_add(s->req.body, data, len);
@@ -1364,8 +1380,10 @@ static void service(fg_http2_conn_t *h)
         return;
     }
     /* A client that does not read its answers is not read either: its input stays bounded
-     * while the send timeout runs on the output. */
-    if (pending >= OUT_HIGH && !h->read_off) {
+     * while the send timeout runs on the output. A trusted peer (a tunnel's gateway) is read
+     * on: the streams' windows bound its DATA, and a stop would hold every stream of the tunnel
+     * for the few whose destinations are slow, while the peer's own writes wait for us. */
+    if (pending >= OUT_HIGH && !h->read_off && !h->trusted) {
         h->read_off = 1;
         fg_conn_read(h->c, 0, 0);
     } else if (pending < OUT_HIGH && h->read_off) {

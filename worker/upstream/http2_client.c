@@ -449,6 +449,14 @@ static size_t xs_pending(const fg_exchange_t *b)
     return x->body ? evbuffer_get_length(x->body) : 0;
 }
 
+void fg_http2_client_consumed(h2conn_t *c, int32_t id, size_t n)
+{
+    if (c->fc != NULL)
+        nghttp2_session_consume_stream(c->s, id, n); /* the connection's reopened in on_data */
+    else
+        nghttp2_session_consume(c->s, id, n);
+}
+
 /* Give the handler what waits in `in` and its window back to the peer. Returns 1 when x is
  * gone. */
 static int deliver(h2x_t *x)
@@ -460,7 +468,7 @@ static int deliver(h2x_t *x)
             return 1;
     }
     if (x->unconsumed > 0 && x->conn != NULL && x->id > 0) {
-        nghttp2_session_consume(x->conn->s, x->id, x->unconsumed);
+        fg_http2_client_consumed(x->conn, x->id, x->unconsumed);
         x->unconsumed = 0;
     }
     if (x->ended && !x->paused) {
@@ -770,13 +778,19 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
                    void *ud)
 {
+    h2conn_t *c = ud;
     h2x_t *x = stream_of(s, id);
+    /* A tunnel's connection window reopens as the bytes arrive: what its streams hold unread is
+     * bounded by their own windows (fg_http2_client_consumed), and one stream whose reader
+     * stalls never closes the window of the others (RFC 9113 5.2.2, 6.9). */
+    if (c->fc != NULL)
+        nghttp2_session_consume_connection(s, len);
     if (x != NULL && x->relay) {
         fg_http2_tunnel_data(x, data, len);
         return 0;
     }
     if (x == NULL || x->finished) {
-        nghttp2_session_consume(s, id, len); /* nobody reads it: the window goes back */
+        fg_http2_client_consumed(c, id, len); /* nobody reads it: the window goes back */
         return 0;
     }
     if (!x->info.got_bytes)

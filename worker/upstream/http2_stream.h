@@ -125,6 +125,11 @@ struct h2x_s {
 /* Produce the session's frames and write them (nothing while a receive is under way: the
  * receive path flushes once it returns). */
 void fg_http2_client_flush(h2conn_t *c);
+/* The reader of stream id took n bytes: the stream's window reopens by as much (RFC 9113
+ * 6.9), and so does the connection's, unless c is adopted (a tunnel), whose connection window
+ * reopens as bytes arrive. Bounds what c holds unread: the streams' windows on a tunnel
+ * (STREAM_WINDOW each), and CONN_WINDOW in all on other connections. */
+void fg_http2_client_consumed(h2conn_t *c, int32_t id, size_t n);
 /* Take x off its connection (its stream reset with code unless done) and let it go: freed
  * now, or when the last caller holding it leaves. */
 void fg_http2_client_stream_end(h2x_t *x, uint32_t code);

@@ -71,7 +71,7 @@ static void in_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info
     (void)buf;
     if (info->n_deleted == 0 || x->conn == NULL)
         return;
-    nghttp2_session_consume(x->conn->s, x->id, info->n_deleted);
+    fg_http2_client_consumed(x->conn, x->id, info->n_deleted);
     kick(x);
 }
 
