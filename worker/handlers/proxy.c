@@ -300,6 +300,13 @@ static void release_place(proxy_t *p)
 /* Passive health: a transport outcome of destination p->di (failures are refused, reset,
  * closed or timed out; a 5xx is an answer and a client abort is not the destination's fault).
  * An exchange whose answer was already counted adds a failure, not a second request. */
+/* The attempt found the agent's tunnel without a stream for it (worker/tunnel/client.h). */
+static int tunnel_full(const proxy_t *p)
+{
+    return p->fail_kind == FG_XERR_CONNECT && p->cl->destinations[p->di].tunnel &&
+           (p->fail_err == EAGAIN || p->fail_err == EBUSY);
+}
+
 static void report(proxy_t *p, int failed)
 {
     fg_metrics_attempt_done(p->cl->destinations[p->di].metrics, failed,
@@ -308,6 +315,8 @@ static void report(proxy_t *p, int failed)
     fg_hdest_t *d = p->cl->destinations[p->di].state;
     if (d == NULL)
         return;
+    if (failed && tunnel_full(p))
+        return; /* the destination is up: its agent's tunnel is busy */
     int outcome = !failed       ? FG_PASSIVE_OK
                   : p->answered ? FG_PASSIVE_FAILED_LATE
                                 : FG_PASSIVE_FAILED;
@@ -548,7 +557,8 @@ static int start_exchange(proxy_t *p, int fresh)
                               .max_idle_us = retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US,
                               .connect_timeout_ms = timeout,
                               .activity_timeout_ms = p->cl->activity_timeout_ms,
-                              .exempt_event_streams = req->route->exempt_event_streams};
+                              .exempt_event_streams = req->route->exempt_event_streams,
+                              .hopped = req->hop_dest != 0};
     /* On a retry, what the lost exchange already carried goes first. */
     fg_exchange_req_t rq = {.out = &p->out,
                             .content_length = req->content_length,
@@ -1330,6 +1340,15 @@ void fg_proxy_handle(fg_request_t *req)
     }
     if (begin_upgrade(p) != 0)
         return;
+    if (cl->tcp && !p->upgrade) {
+        /* Raw destinations (the route relays only "tcp", common/config_tcp.c): a request that
+         * is not that switch has nothing to go to. The gateway's answer, no attempt: no
+         * destination is charged with it (RFC 9110 15.6.2). */
+        req->termination = "bad_request";
+        proxy_error(req, 501, "not_implemented",
+                    "the route relays only the switch to tcp (Upgrade: tcp)");
+        return;
+    }
     if (build_out(p) != 0) {
         release_place(p);
         proxy_error(req, 500, "internal_error", "cannot build the upstream request");
@@ -1339,11 +1358,20 @@ void fg_proxy_handle(fg_request_t *req)
     req->handler_data = p;
     if (start_exchange(p, 0) != 0 && (report(p, 1), fail_over(p)) != 0) {
         char msg[128];
-        log_attempt(p, "answering 502");
+        int full = tunnel_full(p);
+        log_attempt(p, full ? "answering 503" : "answering 502");
         count_end(p);
         release_place(p);
-        snprintf(msg, sizeof(msg), "upstream connect failed: %s", strerror(errno));
         req->handler = NULL;
+        if (full) {
+            /* RFC 9110 15.6.4: overloaded, not broken; the log's error names the cause */
+            req->termination = "tunnel_full";
+            proxy_error(req, 503, "service_unavailable",
+                        p->fail_err == EBUSY ? "the agent's tunnel has no stream free for tcp"
+                                             : "the agent's tunnel has no stream free");
+            return;
+        }
+        snprintf(msg, sizeof(msg), "upstream connect failed: %s", strerror(errno));
         proxy_error(req, 502, "bad_gateway", msg);
     }
 }

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <event2/buffer.h>
 
 #include "common/log.h"
+#include "common/xxhash.h"
 #include "shm/health.h"
 #include "shm/metrics.h"
 #include "shm/arena.h"
@@ -20,6 +22,28 @@
 #include "worker/upstream/balancer.h"
 #include "worker/upstream/client.h"
 #include "worker/upstream/upstream.h"
+
+#define SLOT 4            /* fg_worker_t.frontend_state */
+#define CLIENT_BUCKETS 1024 /* of the per-client counts: at most one entry per open connection */
+
+enum { PLACE_NONE = 0, PLACE_SHARED, PLACE_LOCAL }; /* where maxConnections counts one */
+
+/* A client address's open connections on one tcp server, in this worker. */
+typedef struct client_s {
+    struct client_s *next;
+    size_t server; /* index in cfg->servers */
+    uint8_t addr[16]; /* IPv4 as IPv4-mapped IPv6 */
+    unsigned open;
+} client_t;
+
+/* The worker-wide state: per-client counts (maxConnectionsPerClient), and each server's count
+ * when there is no shared one (no metrics table: maxConnections per worker then). */
+typedef struct {
+    uint64_t seed; /* a peer cannot aim its addresses at one bucket */
+    size_t nservers;
+    client_t *buckets[CLIENT_BUCKETS];
+    unsigned open[]; /* per server */
+} state_t;
 
 typedef struct {
     fg_session_t session; /* first: registered until the relay takes over */
@@ -37,6 +61,8 @@ typedef struct {
     char peer[INET6_ADDRSTRLEN];
     uint16_t peer_port;
     char why[160]; /* the last attempt's failure, for the error log */
+    client_t *counted_client; /* holds one of its address's places */
+    int place;                /* PLACE_*: holds one of the server's places */
     unsigned registered : 1;
 } tcp_t;
 
@@ -59,6 +85,152 @@ static void quiet_event(fg_conn_t *c, void *arg, int what)
 }
 /* The client waits, unread, while its destination is chosen and connected. */
 static const fg_conn_cbs_t client_cbs = {quiet_read, NULL, quiet_event};
+
+/* ---- caps: maxConnections (all workers), maxConnectionsPerClient (this worker) ---- */
+
+static state_t *state(fg_worker_t *w)
+{
+    state_t *st = w->frontend_state[SLOT];
+    if (st == NULL && w->cfg != NULL) {
+        st = calloc(1, sizeof(*st) + w->cfg->nservers * sizeof(unsigned));
+        if (st == NULL)
+            return NULL;
+        st->nservers = w->cfg->nservers;
+        st->seed = fg_clock_now_us() ^ ((uint64_t)w->pid << 32) ^ (uint64_t)(uintptr_t)st;
+        w->frontend_state[SLOT] = st;
+    }
+    return st;
+}
+
+static void release(fg_worker_t *w)
+{
+    state_t *st = w->frontend_state[SLOT];
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < CLIENT_BUCKETS; i++)
+        while (st->buckets[i]) {
+            client_t *c = st->buckets[i];
+            st->buckets[i] = c->next;
+            free(c);
+        }
+    free(st);
+    w->frontend_state[SLOT] = NULL;
+}
+
+static void addr_key(const struct sockaddr_storage *ss, uint8_t key[16])
+{
+    memset(key, 0, 16);
+    if (ss->ss_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+    } else if (ss->ss_family == AF_INET) {
+        key[10] = key[11] = 0xff;
+        memcpy(key + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+    }
+}
+
+/* One of the client address's places on t's server. 0 (held, or no cap), 1 (at the cap), -1
+ * (out of memory). */
+static int client_take(tcp_t *t, state_t *st, const struct sockaddr_storage *peer)
+{
+    unsigned cap = t->srv->tcp.max_per_client;
+    if (cap == 0)
+        return 0;
+    size_t si = (size_t)(t->srv - t->w->cfg->servers);
+    uint8_t key[16];
+    addr_key(peer, key);
+    uint64_t h = fg_xxh64(key, sizeof(key), st->seed ^ si);
+    client_t **b = &st->buckets[h % CLIENT_BUCKETS];
+    client_t *c = *b;
+    while (c != NULL && (c->server != si || memcmp(c->addr, key, 16) != 0))
+        c = c->next;
+    if (c != NULL && c->open >= cap)
+        return 1;
+    if (c == NULL) {
+        if ((c = calloc(1, sizeof(*c))) == NULL)
+            return -1;
+        c->server = si;
+        memcpy(c->addr, key, 16);
+        c->next = *b;
+        *b = c;
+    }
+    c->open++;
+    t->counted_client = c;
+    return 0;
+}
+
+static void client_give(tcp_t *t)
+{
+    client_t *c = t->counted_client;
+    if (c == NULL)
+        return;
+    t->counted_client = NULL;
+    if (--c->open > 0)
+        return;
+    state_t *st = t->w->frontend_state[SLOT];
+    uint64_t h = fg_xxh64(c->addr, sizeof(c->addr), st->seed ^ c->server);
+    client_t **p = &st->buckets[h % CLIENT_BUCKETS];
+    while (*p != c)
+        p = &(*p)->next;
+    *p = c->next;
+    free(c);
+}
+
+/* One of the server's places: counted in shared memory, exact across workers (the column that
+ * maxWebSockets uses on HTTP servers, shm/metrics.h; a tcp server has no WebSockets), else in
+ * this worker. 0 (held, or no cap), 1 (at the cap). */
+static int server_take(tcp_t *t, state_t *st)
+{
+    unsigned cap = t->srv->tcp.max_connections;
+    if (cap == 0)
+        return 0;
+    int rc = fg_metrics_ws_reserve(t->srv->metrics, cap);
+    if (rc >= 0) {
+        t->place = rc == 0 ? PLACE_SHARED : PLACE_NONE;
+        return rc;
+    }
+    unsigned *n = &st->open[t->srv - t->w->cfg->servers];
+    if (*n >= cap)
+        return 1;
+    (*n)++;
+    t->place = PLACE_LOCAL;
+    return 0;
+}
+
+static void server_give(tcp_t *t)
+{
+    if (t->place == PLACE_SHARED) {
+        fg_metrics_ws_close(t->srv->metrics);
+    } else if (t->place == PLACE_LOCAL) {
+        state_t *st = t->w->frontend_state[SLOT];
+        st->open[t->srv - t->w->cfg->servers]--;
+    }
+    t->place = PLACE_NONE;
+}
+
+/* The caps, before any destination is tried: NULL when t may go on, else the termination, with
+ * the reason in t->why. */
+static const char *admit(tcp_t *t, const struct sockaddr_storage *peer)
+{
+    const fg_tcp_server_config_t *c = &t->srv->tcp;
+    state_t *st = state(t->w);
+    if (st == NULL) {
+        snprintf(t->why, sizeof(t->why), "out of memory for the connection counts");
+        return "gateway_error";
+    }
+    int rc = client_take(t, st, peer);
+    if (rc != 0) {
+        snprintf(t->why, sizeof(t->why),
+                 rc > 0 ? "maxConnectionsPerClient (%u) reached: %s holds as many in this worker"
+                        : "out of memory for the connection counts",
+                 c->max_per_client, t->peer);
+        return rc > 0 ? "client_limit" : "gateway_error";
+    }
+    if (server_take(t, st) != 0) {
+        snprintf(t->why, sizeof(t->why), "maxConnections (%u) reached", c->max_connections);
+        return "server_limit";
+    }
+    return NULL;
+}
 
 /* ---- shared destination state ---- */
 
@@ -123,6 +295,8 @@ static void unregister(tcp_t *t)
 static void t_free(tcp_t *t)
 {
     fg_metrics_conn_close(FG_MG_TCP);
+    client_give(t);
+    server_give(t);
     count_end(t);
     unregister(t);
     fg_conn_free(t->client);
@@ -309,9 +483,17 @@ static void start_attempt(tcp_t *t)
             return;
         }
         int e = errno;
+        int full = d->tunnel && (e == EAGAIN || e == EBUSY);
         snprintf(t->why, sizeof(t->why), "destination %s (%s): %s", d->id, d->address,
-                 e == ENOTCONN ? "its agent is offline" : strerror(e));
-        if (e != ENOTCONN)
+                 e == ENOTCONN ? "its agent is offline"
+                 : full && e == EAGAIN
+                     ? "its agent's tunnel has no stream free (all the agent allows are open)"
+                 : full ? "its agent's tunnel has no stream free for tcp (tcp relays hold their "
+                          "share; the rest is kept for HTTP)"
+                        : strerror(e));
+        if (full) /* a failed attempt in the metrics, not against passive health: it is up */
+            fg_metrics_attempt_done(d->metrics, 1, 0, 0);
+        else if (e != ENOTCONN)
             report(t, 1);
         count_end(t);
         t->tried[t->di / 64] |= 1ULL << (t->di % 64);
@@ -357,6 +539,11 @@ static int fe_start(fg_worker_t *w, const fg_server_t *srv, int fd,
     fg_frontend_add(w, &t->session, &fg_tcp_proxy_frontend);
     t->registered = 1;
     fg_metrics_conn_open(FG_MG_TCP); /* closed by t_free, on every path */
+    const char *refused = admit(t, peer);
+    if (refused != NULL) {
+        give_up(t, refused); /* closed at once, unanswered, and logged */
+        return 0;
+    }
     start_attempt(t);
     return 0;
 }
@@ -381,10 +568,10 @@ static void fe_close(fg_session_t *s)
 
 const fg_frontend_t fg_tcp_proxy_frontend = {
     .name = "tcp",
-    .slot = FG_FRONTEND_SLOTS - 1, /* keeps no worker-wide state */
+    .slot = SLOT,
     .start = fe_start,
     .retire = fe_retire,
     .close_idle = fe_close_idle,
     .close = fe_close,
-    .release = NULL,
+    .release = release,
 };
