@@ -489,8 +489,8 @@ typedef struct {
     unsigned max_per_client;     /* "maxConnectionsPerClient": open from one address; 0 = none */
 } fg_tcp_server_config_t;
 
-#define FG_TCP_MAX_CONNECTIONS 1024  /* default of "maxConnections" */
-#define FG_TCP_MAX_PER_CLIENT 64     /* default of "maxConnectionsPerClient" */
+#define FG_TCP_MAX_CONNECTIONS 1024 /* default of "maxConnections" */
+#define FG_TCP_MAX_PER_CLIENT 64    /* default of "maxConnectionsPerClient" */
 
 /* The protocol name of a relayed TCP stream: the switch a tcp server asks of a tunnel (an
  * HTTP/2 CONNECT, RFC 9113 8.5, inside the tunnel; an HTTP/1.1 Upgrade over the hop) and that a

@@ -228,8 +228,8 @@ static json_t *server(const fg_server_t *s)
     set(o, "acceptTunnels", json_boolean(s->accept_tunnels));
     if (s->tcp.enabled)
         set(o, "tcp",
-            json_pack("{s:s, s:o, s:o, s:I, s:I}", "clusterId", s->tcp.cluster_id,
-                      "idleTimeout", duration(s->tcp.idle_timeout_ms), "connectTimeout",
+            json_pack("{s:s, s:o, s:o, s:I, s:I}", "clusterId", s->tcp.cluster_id, "idleTimeout",
+                      duration(s->tcp.idle_timeout_ms), "connectTimeout",
                       duration(s->tcp.connect_timeout_ms), "maxConnections",
                       (json_int_t)s->tcp.max_connections, "maxConnectionsPerClient",
                       (json_int_t)s->tcp.max_per_client));

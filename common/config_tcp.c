@@ -13,9 +13,9 @@
 
 int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
-    static const char *const keys[] = {"clusterId",      "idleTimeout",
-                                       "connectTimeout", "maxConnections",
-                                       "maxConnectionsPerClient", NULL};
+    static const char *const keys[] = {
+        "clusterId", "idleTimeout", "connectTimeout", "maxConnections", "maxConnectionsPerClient",
+        NULL};
     json_t *o = NULL;
     int rc = fg_config_get_object(c, srv, "tcp", keys, &o);
     if (rc <= 0)

@@ -23,7 +23,7 @@
 #include "worker/upstream/client.h"
 #include "worker/upstream/upstream.h"
 
-#define SLOT 4            /* fg_worker_t.frontend_state */
+#define SLOT 4              /* fg_worker_t.frontend_state */
 #define CLIENT_BUCKETS 1024 /* of the per-client counts: at most one entry per open connection */
 
 enum { PLACE_NONE = 0, PLACE_SHARED, PLACE_LOCAL }; /* where maxConnections counts one */
@@ -31,7 +31,7 @@ enum { PLACE_NONE = 0, PLACE_SHARED, PLACE_LOCAL }; /* where maxConnections coun
 /* A client address's open connections on one tcp server, in this worker. */
 typedef struct client_s {
     struct client_s *next;
-    size_t server; /* index in cfg->servers */
+    size_t server;    /* index in cfg->servers */
     uint8_t addr[16]; /* IPv4 as IPv4-mapped IPv6 */
     unsigned open;
 } client_t;
@@ -60,7 +60,7 @@ typedef struct {
     uint64_t start_us;
     char peer[INET6_ADDRSTRLEN];
     uint16_t peer_port;
-    char why[160]; /* the last attempt's failure, for the error log */
+    char why[256];            /* the last attempt's failure, for the error log */
     client_t *counted_client; /* holds one of its address's places */
     int place;                /* PLACE_*: holds one of the server's places */
     unsigned registered : 1;

@@ -31,8 +31,8 @@ static fg_exchange_t *local(const fg_exchange_target_t *t, const fg_destination_
         return NULL;
     /* Relays may hold streams for hours (a flood of silent connections holds them all): the
      * rest of the tunnel stays for the agent's HTTP routes. */
-    unsigned cap = fg_http2_client_max_streams(h) / FG_TUNNEL_TCP_SHARE_DIV *
-                   (FG_TUNNEL_TCP_SHARE_DIV - 1);
+    unsigned cap =
+        fg_http2_client_max_streams(h) / FG_TUNNEL_TCP_SHARE_DIV * (FG_TUNNEL_TCP_SHARE_DIV - 1);
     if (tcp_switch(rq) && fg_http2_client_nplain(h) >= (cap > 0 ? cap : 1)) {
         errno = EBUSY;
         return NULL;

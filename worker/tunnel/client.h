@@ -14,8 +14,9 @@
 #include "worker/upstream/exchange.h"
 
 /* Relays of the "tcp" switch (plain CONNECT streams) take at most (DIV - 1) / DIV of a tunnel
- * connection's streams (of the 1,000 a tunnel carries at once: 750); the rest stays for HTTP. A tcp switch past
- * it fails with EBUSY, any request on a connection with no stream free with EAGAIN. */
+ * connection's streams (of the 1,000 a tunnel carries at once: 750); the rest stays for HTTP.
+ * A tcp switch past it fails with EBUSY, any request on a connection with no stream free with
+ * EAGAIN. */
 #define FG_TUNNEL_TCP_SHARE_DIV 4
 
 /* fg_client_start's contract for a destination with d->tunnel. */
