@@ -206,31 +206,57 @@ def test_max_connections_is_exact_across_workers(tmp_path, gateway_factory, echo
             s.close()
 
 
-def test_max_connections_per_client(tmp_path, gateway_factory, echo_server):
+def test_max_connections_per_client_is_exact_across_workers(tmp_path, gateway_factory,
+                                                           echo_server):
+    """maxConnectionsPerClient counts an address's connections in shared memory: with two
+    workers taking them, exactly the cap is relayed; another address is not held back; closed
+    connections give their places back, and so does a worker that is killed."""
     echo = echo_server()
     web, tport = free_port(), free_port()
     gw = gateway_factory(tcp_config(tmp_path, web, tport, [("a", "tcp://127.0.0.1:%d" % echo)],
-                                    workers=1, maxConnectionsPerClient=3))
-    socks = [connect(tport) for _ in range(3)]
+                                    workers=2, maxConnectionsPerClient=3))
+    socks = [connect(tport) for _ in range(10)]
     try:
-        assert all(relayed(s) for s in socks)
-        with connect(tport) as s:
-            assert not relayed(s), "a 4th connection of 127.0.0.1 was relayed"
+        ok = [relayed(s) for s in socks]
+        assert ok.count(True) == 3, ok
         wait_error_log(gw, "tcp server ssh: connection from 127.0.0.1:")
         wait_error_log(gw, "closed: maxConnectionsPerClient (3) reached: 127.0.0.1 holds as many")
-        assert tcp_lines(gw, 1)[0]["termination"] == "client_limit"
+        assert "in this worker" not in gw.error_log()
+        assert all(ln["termination"] == "client_limit" for ln in tcp_lines(gw, 7)), tcp_lines(gw, 7)
         with connect(tport, "127.0.0.2") as s:  # another client is not held back
             assert relayed(s)
     finally:
         for s in socks:
             s.close()
-    deadline = time.monotonic() + 5
-    while True:  # their places are given back
-        with connect(tport) as s:
-            if relayed(s):
-                break
-        assert time.monotonic() < deadline, "127.0.0.1 stayed at its cap"
+    wait_places(tport, 3)
+    # a worker killed while it relays: the master gives its places back
+    held = wait_places(tport, 3, keep=True)
+    for w in gw.workers():
+        os.kill(w["pid"], signal.SIGKILL)
+    for s in held:
+        s.close()
+    deadline = time.monotonic() + 10
+    while len(gw.workers()) < 2:
+        assert time.monotonic() < deadline, gw.all_workers()
         time.sleep(0.1)
+    wait_places(tport, 3)
+
+
+def wait_places(port, n, timeout=10, keep=False):
+    """Wait until 127.0.0.1 can hold n relayed connections at once again (keep: return them
+    open)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        socks = [connect(port) for _ in range(n)]
+        good = all(relayed(s) for s in socks)
+        if good and keep:
+            return socks
+        for s in socks:
+            s.close()
+        if good:
+            return None
+        assert time.monotonic() < deadline, "127.0.0.1 stayed at its cap"
+        time.sleep(0.2)
 
 
 # ---- configuration errors ----

@@ -15,6 +15,7 @@
 #include "shm/health.h"
 #include "shm/metrics.h"
 #include "shm/arena.h"
+#include "shm/tcpclients.h"
 #include "worker/core/clock.h"
 #include "worker/core/conn.h"
 #include "worker/http/accesslog.h"
@@ -36,9 +37,11 @@ typedef struct client_s {
     unsigned open;
 } client_t;
 
-/* The worker-wide state: per-client counts (maxConnectionsPerClient), and each server's count
- * when there is no shared one (no metrics table: maxConnections per worker then). */
+/* The worker-wide state: the shared per-client counts (shm/tcpclients.h), and this worker's own
+ * counts where those cannot count: per client (maxConnectionsPerClient) when the shared table
+ * is missing or full, per server when there is no metrics table (maxConnections per worker). */
 typedef struct {
+    fg_tcpclients_t *shared;
     uint64_t seed; /* a peer cannot aim its addresses at one bucket */
     size_t nservers;
     client_t *buckets[CLIENT_BUCKETS];
@@ -60,9 +63,11 @@ typedef struct {
     uint64_t start_us;
     char peer[INET6_ADDRSTRLEN];
     uint16_t peer_port;
-    char why[256];            /* the last attempt's failure, for the error log */
-    client_t *counted_client; /* holds one of its address's places */
-    int place;                /* PLACE_*: holds one of the server's places */
+    char why[256];              /* the last attempt's failure, for the error log */
+    client_t *counted_client;   /* holds one of its address's places in this worker */
+    uint8_t ckey[16];           /* fg_tcpclients_key of the peer */
+    unsigned client_shared : 1; /* holds one of its address's places in shared memory */
+    int place;                  /* PLACE_*: holds one of the server's places */
     unsigned registered : 1;
 } tcp_t;
 
@@ -86,7 +91,7 @@ static void quiet_event(fg_conn_t *c, void *arg, int what)
 /* The client waits, unread, while its destination is chosen and connected. */
 static const fg_conn_cbs_t client_cbs = {quiet_read, NULL, quiet_event};
 
-/* ---- caps: maxConnections (all workers), maxConnectionsPerClient (this worker) ---- */
+/* ---- caps: maxConnections, maxConnectionsPerClient ---- */
 
 static state_t *state(fg_worker_t *w)
 {
@@ -97,6 +102,7 @@ static state_t *state(fg_worker_t *w)
             return NULL;
         st->nservers = w->cfg->nservers;
         st->seed = fg_clock_now_us() ^ ((uint64_t)w->pid << 32) ^ (uint64_t)(uintptr_t)st;
+        st->shared = fg_tcpclients_zone(w->shm);
         w->frontend_state[SLOT] = st;
     }
     return st;
@@ -117,34 +123,30 @@ static void release(fg_worker_t *w)
     w->frontend_state[SLOT] = NULL;
 }
 
-static void addr_key(const struct sockaddr_storage *ss, uint8_t key[16])
-{
-    memset(key, 0, 16);
-    if (ss->ss_family == AF_INET6) {
-        memcpy(key, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
-    } else if (ss->ss_family == AF_INET) {
-        key[10] = key[11] = 0xff;
-        memcpy(key + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
-    }
-}
-
-/* One of the client address's places on t's server. 0 (held, or no cap), 1 (at the cap), -1
- * (out of memory). */
+/* One of the client address's places on t's server: in shared memory (exact across workers),
+ * else in this worker. 0 (held, or no cap), 1 (at the cap), 2 (at the cap of this worker's own
+ * count), -1 (out of memory). */
 static int client_take(tcp_t *t, state_t *st, const struct sockaddr_storage *peer)
 {
     unsigned cap = t->srv->tcp.max_per_client;
     if (cap == 0)
         return 0;
+    fg_tcpclients_key(peer, t->ckey);
+    int rc = fg_tcpclients_take(st->shared, fg_tcpclients_server_key(t->srv->id), t->ckey,
+                                t->record, cap);
+    if (rc >= 0) {
+        t->client_shared = rc == 0;
+        return rc;
+    }
     size_t si = (size_t)(t->srv - t->w->cfg->servers);
-    uint8_t key[16];
-    addr_key(peer, key);
-    uint64_t h = fg_xxh64(key, sizeof(key), st->seed ^ si);
+    const uint8_t *key = t->ckey;
+    uint64_t h = fg_xxh64(key, 16, st->seed ^ si);
     client_t **b = &st->buckets[h % CLIENT_BUCKETS];
     client_t *c = *b;
     while (c != NULL && (c->server != si || memcmp(c->addr, key, 16) != 0))
         c = c->next;
     if (c != NULL && c->open >= cap)
-        return 1;
+        return 2;
     if (c == NULL) {
         if ((c = calloc(1, sizeof(*c))) == NULL)
             return -1;
@@ -160,6 +162,11 @@ static int client_take(tcp_t *t, state_t *st, const struct sockaddr_storage *pee
 
 static void client_give(tcp_t *t)
 {
+    if (t->client_shared) {
+        state_t *st = t->w->frontend_state[SLOT];
+        t->client_shared = 0;
+        fg_tcpclients_give(st->shared, fg_tcpclients_server_key(t->srv->id), t->ckey, t->record);
+    }
     client_t *c = t->counted_client;
     if (c == NULL)
         return;
@@ -218,12 +225,14 @@ static const char *admit(tcp_t *t, const struct sockaddr_storage *peer)
         return "gateway_error";
     }
     int rc = client_take(t, st, peer);
-    if (rc != 0) {
-        snprintf(t->why, sizeof(t->why),
-                 rc > 0 ? "maxConnectionsPerClient (%u) reached: %s holds as many in this worker"
-                        : "out of memory for the connection counts",
-                 c->max_per_client, t->peer);
-        return rc > 0 ? "client_limit" : "gateway_error";
+    if (rc < 0) {
+        snprintf(t->why, sizeof(t->why), "out of memory for the connection counts");
+        return "gateway_error";
+    }
+    if (rc > 0) {
+        snprintf(t->why, sizeof(t->why), "maxConnectionsPerClient (%u) reached: %s holds as many%s",
+                 c->max_per_client, t->peer, rc == 2 ? " in this worker" : "");
+        return "client_limit";
     }
     if (server_take(t, st) != 0) {
         snprintf(t->why, sizeof(t->why), "maxConnections (%u) reached", c->max_connections);
