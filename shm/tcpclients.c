@@ -79,7 +79,9 @@ void fg_tcpclients_key(const struct sockaddr_storage *ss, uint8_t key[16])
 {
     memset(key, 0, 16);
     if (ss->ss_family == AF_INET6) {
-        memcpy(key, &((const struct sockaddr_in6 *)ss)->sin6_addr, 8);
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        /* an IPv4 client of a dual-stack listener is that IPv4 address, not a /64 */
+        memcpy(key, a, IN6_IS_ADDR_V4MAPPED(a) ? 16 : 8);
     } else if (ss->ss_family == AF_INET) {
         key[10] = key[11] = 0xff;
         memcpy(key + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);

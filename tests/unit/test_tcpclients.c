@@ -97,6 +97,13 @@ static void test_ipv6_by_prefix(void **state)
     assert_int_equal(fg_tcpclients_take(t, ssh, a, 0, 1), 0);
     assert_int_equal(fg_tcpclients_take(t, ssh, b, 0, 1), 1);
     assert_int_equal(fg_tcpclients_take(t, ssh, c, 0, 1), 0);
+    /* an IPv4 client of a dual-stack listener is its IPv4 address */
+    uint8_t m1[16], m2[16], v4[16];
+    key_of("::ffff:192.0.2.1", m1);
+    key_of("::ffff:192.0.2.2", m2);
+    key_of("192.0.2.1", v4);
+    assert_memory_equal(m1, v4, 16);
+    assert_memory_not_equal(m1, m2, 16);
     munmap(mem, SIZE);
 }
 

@@ -230,8 +230,11 @@ static const char *admit(tcp_t *t, const struct sockaddr_storage *peer)
         return "gateway_error";
     }
     if (rc > 0) {
-        snprintf(t->why, sizeof(t->why), "maxConnectionsPerClient (%u) reached: %s holds as many%s",
-                 c->max_per_client, t->peer, rc == 2 ? " in this worker" : "");
+        /* an IPv6 client is its /64 (fg_tcpclients_key); IPv4 ones print without a colon */
+        int v6 = strchr(t->peer, ':') != NULL && strchr(t->peer, '.') == NULL;
+        snprintf(t->why, sizeof(t->why),
+                 "maxConnectionsPerClient (%u) reached: %s%s holds as many%s", c->max_per_client,
+                 t->peer, v6 ? " (its /64)" : "", rc == 2 ? " in this worker" : "");
         return "client_limit";
     }
     if (server_take(t, st) != 0) {
