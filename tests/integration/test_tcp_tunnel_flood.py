@@ -98,6 +98,33 @@ def test_tcp_flood_leaves_the_agents_http_routes_served(tunnel_setup, upstream_f
 
 
 @pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+def test_full_tunnels_in_every_worker_name_the_cause(tunnel_setup, upstream_factory):
+    """Two workers, each holding a connection of the agent: a worker whose own connection has no
+    stream for tcp sends the connection over the hop to the other, whose 503 says why; the log
+    names the tunnel (not "answered 503"), and the agent's HTTP route is still served."""
+    up = upstream_factory()
+    gw, ag, tport = tunnel_setup(workers=2, web_service="http://127.0.0.1:%d" % up.port,
+                                 mutate=web_route(), **NO_CAPS)
+    deadline = time.monotonic() + 10
+    while len(tunnels_status(gw)["agents"][0]["connections"]) < 2:
+        assert time.monotonic() < deadline, tunnels_status(gw)
+        time.sleep(0.1)
+    socks = []
+    try:
+        socks = flood(tport, 2100)  # past all the streams of both connections (2 x 1,000)
+        refused = refusals(gw)
+        for _ in range(5):
+            status, body = http_get("http://127.0.0.1:%d/tunnel/x" % gw.port, timeout=10)
+            assert status == 200, body
+        assert refused
+        assert all("its agent's tunnel has no stream free for tcp" in ln for ln in refused), \
+            [ln for ln in refused if "no stream free" not in ln][:1]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
 @pytest.mark.xfail(strict=False, reason="open: streams that never read stall the tunnel")
 def test_clients_that_do_not_read_do_not_kill_the_agents_tunnel(tunnel_setup):
     """Clients of a tcp server (through the agent, to an echo service) that send and never read:

@@ -21,6 +21,7 @@
 #include "worker/upstream/upstream.h"
 #include "worker/core/clock.h"
 #include "worker/http/relay.h"
+#include "worker/tunnel/hop.h"
 
 /* One client request proxied to a destination: picks it (balancer, affinity), applies the
  * transforms, drives an exchange (worker/upstream/exchange.h) and decides retries and
@@ -755,6 +756,8 @@ static int response_headers(proxy_t *p, const fg_exchange_head_t *h, fg_headers_
     fg_headers_init(out, p->req->pool, h->num_headers + 4);
     if (fg_transform_copy_fields(p->req, 0, h->headers, h->num_headers, out) != 0)
         return -1;
+    if (h->status == 503 && p->cl->destinations[p->di].tunnel)
+        fg_headers_remove(out, FG_STR_LIT(FG_TUNNEL_FULL_FIELD)); /* between workers only */
     if (p->aff_set) {
         fg_str_t an, av;
         if (fg_affinity_response(p->cl, (size_t)p->di, p->req->pool, &an, &av) != 0 ||
@@ -1304,6 +1307,28 @@ static void on_abort(fg_request_t *req)
     p->done = 1;
 }
 
+/* The destination's agent is online but its tunnel took no stream: 503 (RFC 9110 15.6.4:
+ * overloaded, not broken), no passive failure; the error names the cause, and so does a field
+ * for the worker that sent a hop request (worker/tunnel/hop.h). */
+static void tunnel_full_error(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    int tcp = p->fail_err == EBUSY;
+    const char *msg = tcp ? "the agent's tunnel has no stream free for tcp"
+                          : "the agent's tunnel has no stream free";
+    req->termination = "tunnel_full";
+    if (!req->hop_dest) {
+        proxy_error(req, 503, "service_unavailable", msg);
+        return;
+    }
+    fg_headers_t h;
+    fg_headers_init(&h, req->pool, 1);
+    if (fg_headers_add(&h, FG_STR_LIT(FG_TUNNEL_FULL_FIELD),
+                       tcp ? FG_STR_LIT("tcp") : FG_STR_LIT("streams")) != 0)
+        h.n = 0;
+    fg_request_error_with(req, 503, "service_unavailable", msg, h.n ? &h : NULL);
+}
+
 void fg_proxy_handle(fg_request_t *req)
 {
     const fg_cluster_t *cl = req->route->cluster;
@@ -1364,11 +1389,7 @@ void fg_proxy_handle(fg_request_t *req)
         release_place(p);
         req->handler = NULL;
         if (full) {
-            /* RFC 9110 15.6.4: overloaded, not broken; the log's error names the cause */
-            req->termination = "tunnel_full";
-            proxy_error(req, 503, "service_unavailable",
-                        p->fail_err == EBUSY ? "the agent's tunnel has no stream free for tcp"
-                                             : "the agent's tunnel has no stream free");
+            tunnel_full_error(p);
             return;
         }
         snprintf(msg, sizeof(msg), "upstream connect failed: %s", strerror(errno));

@@ -22,6 +22,7 @@
 #include "worker/http/relay.h"
 #include "worker/upstream/balancer.h"
 #include "worker/upstream/client.h"
+#include "worker/tunnel/hop.h"
 #include "worker/upstream/upstream.h"
 
 #define SLOT 4              /* fg_worker_t.frontend_state */
@@ -402,6 +403,20 @@ static int relay(tcp_t *t, int stream)
     return -1;
 }
 
+#define FULL_STREAMS "its agent's tunnel has no stream free (all the agent allows are open)"
+#define FULL_TCP                                                                                   \
+    "its agent's tunnel has no stream free for tcp (tcp relays hold their share; the rest is "     \
+    "kept for HTTP)"
+
+/* The cause a holder's FG_TUNNEL_FULL_FIELD names, or NULL when h has none. */
+static const char *field(const fg_exchange_head_t *h, fg_str_t name)
+{
+    for (size_t i = 0; i < h->num_headers; i++)
+        if (fg_str_ieq(h->headers[i].name, name))
+            return fg_str_eq(h->headers[i].value, FG_STR_LIT("tcp")) ? FULL_TCP : FULL_STREAMS;
+    return NULL;
+}
+
 static int on_head(void *arg, const fg_exchange_head_t *h)
 {
     tcp_t *t = arg;
@@ -411,13 +426,16 @@ static int on_head(void *arg, const fg_exchange_head_t *h)
     if (info->extended_connect && h->status >= 200 && h->status < 300)
         return relay(t, 1); /* RFC 9113 8.5: a 2xx makes the stream the connection */
     /* An answer, not a transport failure (an agent without that service: 502): the next
-     * destination may have it. */
+     * destination may have it. Over the hop, the holder's 503 may say its tunnel was full. */
+    const char *full = h->status == 503 ? field(h, FG_STR_LIT(FG_TUNNEL_FULL_FIELD)) : NULL;
     fg_exchange_t *x = t->x;
     t->x = NULL;
     fg_exchange_close(x);
     char st[48];
     snprintf(st, sizeof(st), "answered %d instead of a switch", h->status);
-    attempt_failed(t, 0, st, 0);
+    if (full != NULL)
+        fg_metrics_attempt_done(t->cl->destinations[t->di].metrics, 1, 0, 0);
+    attempt_failed(t, 0, full ? full : st, 0);
     return -1;
 }
 
@@ -497,12 +515,10 @@ static void start_attempt(tcp_t *t)
         int e = errno;
         int full = d->tunnel && (e == EAGAIN || e == EBUSY);
         snprintf(t->why, sizeof(t->why), "destination %s (%s): %s", d->id, d->address,
-                 e == ENOTCONN ? "its agent is offline"
-                 : full && e == EAGAIN
-                     ? "its agent's tunnel has no stream free (all the agent allows are open)"
-                 : full ? "its agent's tunnel has no stream free for tcp (tcp relays hold their "
-                          "share; the rest is kept for HTTP)"
-                        : strerror(e));
+                 e == ENOTCONN         ? "its agent is offline"
+                 : full && e == EAGAIN ? FULL_STREAMS
+                 : full                ? FULL_TCP
+                                       : strerror(e));
         if (full) /* a failed attempt in the metrics, not against passive health: it is up */
             fg_metrics_attempt_done(d->metrics, 1, 0, 0);
         else if (e != ENOTCONN)
