@@ -412,6 +412,7 @@ struct fg_cluster_s {
     void *metrics;                        /* shm/metrics.c object (fg_metrics_attach) */
     int http_version;                     /* "httpVersion": FG_HTTP_V11 (default) or _V2 */
     int version_policy;                   /* "versionPolicy": FG_VERSION_* */
+    int tcp; /* has tcp:// destinations: serves tcp servers and the "tcp" switch, no HTTP */
 };
 
 /* ---- the gateway's own answers (common/config_responses.c) ---- */
@@ -484,7 +485,12 @@ typedef struct {
     const fg_cluster_t *cluster; /* resolved after clusters load */
     uint64_t idle_timeout_ms; /* "idleTimeout": neither side sent a byte; default 1 h, 0 = none */
     uint64_t connect_timeout_ms; /* "connectTimeout": per destination attempt; default 5 s */
+    unsigned max_connections;    /* "maxConnections": open, all workers; 0 = no cap */
+    unsigned max_per_client;     /* "maxConnectionsPerClient": open from one address; 0 = none */
 } fg_tcp_server_config_t;
+
+#define FG_TCP_MAX_CONNECTIONS 1024 /* default of "maxConnections" */
+#define FG_TCP_MAX_PER_CLIENT 64    /* default of "maxConnectionsPerClient" */
 
 /* The protocol name of a relayed TCP stream: the switch a tcp server asks of a tunnel (an
  * HTTP/2 CONNECT, RFC 9113 8.5, inside the tunnel; an HTTP/1.1 Upgrade over the hop) and that a

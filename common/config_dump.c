@@ -228,9 +228,11 @@ static json_t *server(const fg_server_t *s)
     set(o, "acceptTunnels", json_boolean(s->accept_tunnels));
     if (s->tcp.enabled)
         set(o, "tcp",
-            json_pack("{s:s, s:o, s:o}", "clusterId", s->tcp.cluster_id, "idleTimeout",
+            json_pack("{s:s, s:o, s:o, s:I, s:I}", "clusterId", s->tcp.cluster_id, "idleTimeout",
                       duration(s->tcp.idle_timeout_ms), "connectTimeout",
-                      duration(s->tcp.connect_timeout_ms)));
+                      duration(s->tcp.connect_timeout_ms), "maxConnections",
+                      (json_int_t)s->tcp.max_connections, "maxConnectionsPerClient",
+                      (json_int_t)s->tcp.max_per_client));
     attach(o, &s->security);
     set(o, "clientIpSource", json_string(sources[s->client_ip_source]));
     set(o, "trustedProxies", strings(s->trusted_proxies, s->ntrusted_proxies));

@@ -9,9 +9,13 @@
 #include "common/config.h"
 #include "common/config_impl.h"
 
+#define MAX_CAP 1000000 /* connections: far past what a process's descriptors allow */
+
 int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
-    static const char *const keys[] = {"clusterId", "idleTimeout", "connectTimeout", NULL};
+    static const char *const keys[] = {
+        "clusterId", "idleTimeout", "connectTimeout", "maxConnections", "maxConnectionsPerClient",
+        NULL};
     json_t *o = NULL;
     int rc = fg_config_get_object(c, srv, "tcp", keys, &o);
     if (rc <= 0)
@@ -30,16 +34,26 @@ int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t
     t->enabled = 1;
     t->idle_timeout_ms = 3600 * 1000;
     t->connect_timeout_ms = 5 * 1000;
+    long long maxc = FG_TCP_MAX_CONNECTIONS, perc = FG_TCP_MAX_PER_CLIENT;
     size_t mark = fg_config_push_key(c, "tcp");
     rc = -1;
     if (fg_config_require_string(c, o, "clusterId", &t->cluster_id) < 0 ||
         fg_config_get_duration(c, o, "idleTimeout", &t->idle_timeout_ms) < 0 ||
-        fg_config_get_duration(c, o, "connectTimeout", &t->connect_timeout_ms) < 0)
+        fg_config_get_duration(c, o, "connectTimeout", &t->connect_timeout_ms) < 0 ||
+        fg_config_get_int(c, o, "maxConnections", 0, MAX_CAP, &maxc) < 0 ||
+        fg_config_get_int(c, o, "maxConnectionsPerClient", 0, MAX_CAP, &perc) < 0)
         goto out;
     if (t->connect_timeout_ms == 0) {
         fg_config_fail(c, "connectTimeout", "must be greater than 0");
         goto out;
     }
+    if (maxc > 0 && perc > maxc) {
+        fg_config_fail(c, "maxConnectionsPerClient",
+                       "%lld is more than maxConnections (%lld): it could never apply", perc, maxc);
+        goto out;
+    }
+    t->max_connections = (unsigned)maxc;
+    t->max_per_client = (unsigned)perc;
     rc = 0;
 out:
     fg_config_pop(c, mark);
@@ -114,11 +128,42 @@ static int link_route(fg_config_ctx_t *c, size_t ri)
     return 0;
 }
 
+/* clusters[ci] with tcp:// destinations: raw bytes only, so no destination of it speaks HTTP
+ * (a request could reach one through the route's "tcp" switch, or the switch an HTTP one) and
+ * no active probe goes to it. Marks it (cl->tcp) for the proxy, which sends it only the
+ * switch. */
+static int link_cluster(fg_config_ctx_t *c, size_t ci)
+{
+    fg_cluster_t *cl = &c->cfg->clusters[ci];
+    size_t mark = fg_config_push_key(c, "clusters");
+    fg_config_push_index(c, ci);
+    if (cl->health.active)
+        return fg_config_fail(c, "healthCheck.active",
+                              "not for a cluster with tcp:// destinations (probes speak HTTP)");
+    for (size_t i = 0; i < cl->ndestinations; i++) {
+        const fg_destination_t *d = &cl->destinations[i];
+        if (d->tcp || d->tunnel)
+            continue;
+        fg_config_push_key(c, "destinations");
+        fg_config_push_index(c, i);
+        return fg_config_fail(c, "address",
+                              "\"%s\" speaks HTTP: it cannot share a cluster with tcp:// "
+                              "destinations, which take raw bytes",
+                              d->address);
+    }
+    cl->tcp = 1;
+    fg_config_pop(c, mark);
+    return 0;
+}
+
 int fg_config_link_tcp(fg_config_ctx_t *c)
 {
     fg_config_t *cfg = c->cfg;
     for (size_t i = 0; i < cfg->nservers; i++)
         if (cfg->servers[i].tcp.enabled && link_server(c, i) < 0)
+            return -1;
+    for (size_t i = 0; i < cfg->nclusters; i++)
+        if (has_tcp_destinations(&cfg->clusters[i]) && link_cluster(c, i) < 0)
             return -1;
     for (size_t i = 0; i < cfg->nroutes; i++)
         if (link_route(c, i) < 0)

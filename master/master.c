@@ -31,6 +31,7 @@
 #include "shm/health.h"
 #include "shm/tunnels.h"
 #include "shm/metrics.h"
+#include "shm/tcpclients.h"
 #include "tables/route_table.h"
 #include "tables/security_table.h"
 #include "worker/admission/security.h"
@@ -631,6 +632,7 @@ static void child_exited(master_t *m, proc_t *p, int status)
     /* A worker killed mid-request leaves in-flight counts behind: give them back. */
     fg_health_worker_gone(fg_health_zone(m->shm), (int)(p->rec - fg_shm_worker(m->shm, 0)));
     fg_metrics_worker_gone(fg_metrics_zone(m->shm), (int)(p->rec - fg_shm_worker(m->shm, 0)));
+    fg_tcpclients_worker_gone(fg_tcpclients_zone(m->shm), (int)(p->rec - fg_shm_worker(m->shm, 0)));
     fg_tunnels_worker_gone(fg_tunnels_zone(), (int)p->pid);
 
     gen_t *g = NULL;
@@ -766,6 +768,7 @@ static void reload(master_t *m)
         return;
     }
     fg_metrics_attach(m->shm, g->cfg, g->id, m->cur->id, oldest_live_gen(m));
+    fg_tcpclients_attach(m->shm, g->cfg, g->id);
     if (g->cfg->shm_size != m->shm_requested)
         fg_log_warn("shm.size changed: the arena keeps its size (%zu bytes) until a restart",
                     fg_shm_size(m->shm));
@@ -1055,6 +1058,7 @@ static int start(master_t *m, int foreground)
         fg_tunnels_attach(m->shm, cfg, m->cur->id, m->cur->id, err, sizeof(err)) < 0)
         goto fail;
     fg_metrics_attach(m->shm, cfg, m->cur->id, m->cur->id, m->cur->id);
+    fg_tcpclients_attach(m->shm, cfg, m->cur->id);
     m->ls = fg_listeners_new();
     if (m->ls == NULL || fg_listeners_prepare(m->ls, cfg, &m->cur->fds, err, sizeof(err)) < 0)
         goto fail;

@@ -158,6 +158,107 @@ def test_idle_timeout_closes_a_silent_connection(tmp_path, gateway_factory, echo
     assert tcp_lines(gw, 1)[0]["termination"] == "idle_timeout"
 
 
+# ---- caps ----
+
+def relayed(s):
+    """Whether connection s reaches the echo service (else the gateway closed it unanswered)."""
+    try:
+        s.settimeout(5)
+        s.sendall(b"x")
+        return s.recv(1) == b"x"
+    except OSError:
+        return False
+
+
+def connect(port, source="127.0.0.1"):
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+
+
+def test_max_connections_is_exact_across_workers(tmp_path, gateway_factory, echo_server):
+    """maxConnections counts the server's connections in shared memory: with two workers taking
+    connections, exactly the cap is relayed; the rest are closed at once and logged; a place
+    comes back when a connection ends."""
+    echo = echo_server()
+    web, tport = free_port(), free_port()
+    gw = gateway_factory(tcp_config(tmp_path, web, tport, [("a", "tcp://127.0.0.1:%d" % echo)],
+                                    workers=2, maxConnections=6, maxConnectionsPerClient=0))
+    socks = [connect(tport) for _ in range(14)]
+    try:
+        ok = [relayed(s) for s in socks]
+        assert ok.count(True) == 6, ok
+        wait_error_log(gw, "closed: maxConnections (6) reached")
+        lines = tcp_lines(gw, 8)
+        assert len(lines) == 8 and all(ln["termination"] == "server_limit" for ln in lines), lines
+        assert lines[0]["error"] == "maxConnections (6) reached", lines[0]
+        for s, good in zip(socks, ok):
+            if good:
+                s.close()
+                break
+        deadline = time.monotonic() + 5
+        while True:  # the closed one's place is given back (once its relay saw the close)
+            with connect(tport) as s:
+                if relayed(s):
+                    break
+            assert time.monotonic() < deadline, "no place came back"
+            time.sleep(0.1)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_max_connections_per_client_is_exact_across_workers(tmp_path, gateway_factory,
+                                                           echo_server):
+    """maxConnectionsPerClient counts an address's connections in shared memory: with two
+    workers taking them, exactly the cap is relayed; another address is not held back; closed
+    connections give their places back, and so does a worker that is killed."""
+    echo = echo_server()
+    web, tport = free_port(), free_port()
+    gw = gateway_factory(tcp_config(tmp_path, web, tport, [("a", "tcp://127.0.0.1:%d" % echo)],
+                                    workers=2, maxConnectionsPerClient=3))
+    socks = [connect(tport) for _ in range(10)]
+    try:
+        ok = [relayed(s) for s in socks]
+        assert ok.count(True) == 3, ok
+        wait_error_log(gw, "tcp server ssh: connection from 127.0.0.1:")
+        wait_error_log(gw, "closed: maxConnectionsPerClient (3) reached: 127.0.0.1 holds as many")
+        assert "in this worker" not in gw.error_log()
+        assert all(ln["termination"] == "client_limit" for ln in tcp_lines(gw, 7)), tcp_lines(gw, 7)
+        with connect(tport, "127.0.0.2") as s:  # another client is not held back
+            assert relayed(s)
+    finally:
+        for s in socks:
+            s.close()
+    wait_places(tport, 3)
+    # a worker killed while it relays: the master gives its places back
+    held = wait_places(tport, 3, keep=True)
+    for w in gw.workers():
+        os.kill(w["pid"], signal.SIGKILL)
+    for s in held:
+        s.close()
+    deadline = time.monotonic() + 10
+    while len(gw.workers()) < 2:
+        assert time.monotonic() < deadline, gw.all_workers()
+        time.sleep(0.1)
+    wait_places(tport, 3)
+
+
+def wait_places(port, n, timeout=10, keep=False):
+    """Wait until 127.0.0.1 can hold n relayed connections at once again (keep: return them
+    open)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        socks = [connect(port) for _ in range(n)]
+        good = all(relayed(s) for s in socks)
+        if good and keep:
+            return socks
+        for s in socks:
+            s.close()
+        if good:
+            return None
+        assert time.monotonic() < deadline, "127.0.0.1 stayed at its cap"
+        time.sleep(0.2)
+
+
 # ---- configuration errors ----
 
 @pytest.mark.parametrize("mutate,message", [
@@ -185,6 +286,21 @@ def test_idle_timeout_closes_a_silent_connection(tmp_path, gateway_factory, echo
      "clusters[0].healthCheck.active: not for the cluster of tcp server \"ssh\""),
     (lambda c: c["routes"][0].pop("direct") and c["routes"][0].update(clusterId="svc"),
      "routes[0].clusterId: cluster \"svc\" has tcp:// destinations"),
+    (lambda c: c["servers"][1]["tcp"].update(maxConnections=-1),
+     "servers[1].tcp.maxConnections: -1 is out of range 0..1000000"),
+    (lambda c: c["servers"][1]["tcp"].update(maxConnectionsPerClient="8"),
+     "servers[1].tcp.maxConnectionsPerClient: expected an integer, got a string"),
+    (lambda c: c["servers"][1]["tcp"].update(maxConnections=10, maxConnectionsPerClient=11),
+     "servers[1].tcp.maxConnectionsPerClient: 11 is more than maxConnections (10): it could "
+     "never apply"),
+    # a cluster with tcp:// destinations takes raw bytes only, whoever uses it
+    (lambda c: c["clusters"].append({"id": "mix", "destinations": [
+        {"id": "t", "address": "tcp://127.0.0.1:22"}, {"id": "h", "address": "http://127.0.0.1:1"}]}),
+     "clusters[1].destinations[1].address: \"http://127.0.0.1:1\" speaks HTTP: it cannot share "
+     "a cluster with tcp:// destinations"),
+    (lambda c: c["clusters"].append({"id": "mix", "healthCheck": {"active": {}}, "destinations": [
+        {"id": "t", "address": "tcp://127.0.0.1:22"}]}),
+     "clusters[1].healthCheck.active: not for a cluster with tcp:// destinations"),
 ])
 def test_config_errors(tmp_path, mutate, message):
     cfg = tcp_config(tmp_path, free_port(), free_port(), [("a", "tcp://127.0.0.1:22")])
@@ -209,14 +325,15 @@ def test_valid_config_passes_t_and_dumps(tmp_path):
     assert r.returncode == 0, r.stderr
     dumped = json.loads(r.stdout)
     ssh = [s for s in dumped["servers"] if s["id"] == "ssh"][0]
-    assert ssh["tcp"] == {"clusterId": "svc", "idleTimeout": "1h", "connectTimeout": "5s"}
+    assert ssh["tcp"] == {"clusterId": "svc", "idleTimeout": "1h", "connectTimeout": "5s",
+                          "maxConnections": 1024, "maxConnectionsPerClient": 64}
 
 
 # ---- through the agent ----
 
-def tunnel_tcp_config(tmp_path, certs, web, tport, aport, sec, workers=2, dests=None):
+def tunnel_tcp_config(tmp_path, certs, web, tport, aport, sec, workers=2, dests=None, **tcp):
     cfg = tcp_config(tmp_path, web, tport,
-                     dests or [("a", "tunnel://office/ssh")], workers=workers)
+                     dests or [("a", "tunnel://office/ssh")], workers=workers, **tcp)
     cfg["certificates"] = [{"id": "gw", "chain": certs["crt"], "key": certs["key"]}]
     cfg["servers"].append({"id": "agents", "listen": "127.0.0.1:%d" % aport,
                            "acceptTunnels": True, "tls": {"certificates": ["gw"]}})
@@ -227,14 +344,18 @@ def tunnel_tcp_config(tmp_path, certs, web, tport, aport, sec, workers=2, dests=
 
 @pytest.fixture
 def tunnel_setup(tmp_path, certs, gateway_factory, agents, echo_server):
-    def make(workers=2, dests=None):
+    def make(workers=2, dests=None, web_service="http://127.0.0.1:1", mutate=None, **tcp):
+        """tcp: keys of the tcp server's "tcp" object; mutate(cfg) edits the config."""
         echo = echo_server()
         web, tport, aport = free_port(), free_port(), free_port()
         sec = secret_file(tmp_path, "office")
-        gw = gateway_factory(tunnel_tcp_config(tmp_path, certs, web, tport, aport, sec,
-                                               workers=workers, dests=dests))
+        cfg = tunnel_tcp_config(tmp_path, certs, web, tport, aport, sec, workers=workers,
+                                dests=dests, **tcp)
+        if mutate:
+            mutate(cfg)
+        gw = gateway_factory(cfg)
         ag = agents(tmp_path, "office", aport, certs["ca"], "office", sec,
-                    {"ssh": "tcp://127.0.0.1:%d" % echo, "web": "http://127.0.0.1:1"})
+                    {"ssh": "tcp://127.0.0.1:%d" % echo, "web": web_service})
         wait_online(gw, "office")
         return gw, ag, tport
     return make
@@ -341,9 +462,47 @@ def test_route_relays_an_http_upgrade_to_tcp(tmp_path, gateway_factory, echo_ser
         while len(got) < 9:
             got += s.recv(100)
         assert got == b"raw bytes"
-    with socket.create_connection(("127.0.0.1", web), timeout=5) as s:
-        s.sendall(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert s.recv(100).split(b" ")[1] in (b"502", b"503")
+
+
+def test_plain_request_to_a_tcp_route_is_refused_without_charging_the_destination(
+        tmp_path, gateway_factory, echo_server):
+    """A request that is not the switch to tcp, on a route to tcp:// destinations: the gateway's
+    own 501 (the route relays only the switch), never sent to the raw destination, and never
+    counted against it (its passive health would take it out of service for the tcp clients)."""
+    echo = echo_server()
+    web, tport = free_port(), free_port()
+    cfg = tcp_config(tmp_path, web, tport, [("a", "tcp://127.0.0.1:%d" % echo)])
+    cfg["clusters"].append({"id": "raw", "healthCheck": {"passive": {"enabled": True}},
+                            "destinations": [{"id": "r", "address": "tcp://127.0.0.1:%d" % echo}]})
+    cfg["routes"].insert(0, {"id": "up", "match": {"path": "/raw"}, "clusterId": "raw",
+                             "upgradeProtocols": ["tcp"]})
+    gw = gateway_factory(cfg)
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", web), timeout=5) as s:
+            s.sendall(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head = recv_all(s)
+        assert head.split(b" ")[1] == b"501", head
+        assert b"relays only the switch to tcp" in head, head
+    text = gw.status("show metrics")["text"]
+    assert re.search(r'^fastgateway_destination_failures_total\{cluster="raw",destination="r"\} 0$',
+                     text, re.M), text
+    assert "unhealthy" not in gw.error_log()
+    with socket.create_connection(("127.0.0.1", web), timeout=5) as s:  # the switch still works
+        s.sendall(b"GET /raw HTTP/1.1\r\nHost: x\r\nUpgrade: tcp\r\nConnection: upgrade\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+
+def recv_all(s, timeout=5):
+    s.settimeout(timeout)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return got
+        got += d
 
 
 @pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")

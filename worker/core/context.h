@@ -9,7 +9,9 @@
 #include "common/config.h"
 #include "shm/arena.h"
 
-#define FG_FRONTEND_SLOTS 4 /* front ends (worker/core/frontend.h): HTTP/1.1, HTTP/2, tunnels */
+/* front ends' worker-wide state (worker/core/frontend.h): HTTP/1.1, HTTP/2, tunnels, relays,
+ * tcp servers */
+#define FG_FRONTEND_SLOTS 5
 #define FG_REQUEST_POOL_SPARES 64 /* finished requests' pools kept for the next ones */
 
 struct event_base;

@@ -21,6 +21,7 @@
 #include "worker/upstream/upstream.h"
 #include "worker/core/clock.h"
 #include "worker/http/relay.h"
+#include "worker/tunnel/hop.h"
 
 /* One client request proxied to a destination: picks it (balancer, affinity), applies the
  * transforms, drives an exchange (worker/upstream/exchange.h) and decides retries and
@@ -300,6 +301,13 @@ static void release_place(proxy_t *p)
 /* Passive health: a transport outcome of destination p->di (failures are refused, reset,
  * closed or timed out; a 5xx is an answer and a client abort is not the destination's fault).
  * An exchange whose answer was already counted adds a failure, not a second request. */
+/* The attempt found the agent's tunnel without a stream for it (worker/tunnel/client.h). */
+static int tunnel_full(const proxy_t *p)
+{
+    return p->fail_kind == FG_XERR_CONNECT && p->cl->destinations[p->di].tunnel &&
+           (p->fail_err == EAGAIN || p->fail_err == EBUSY);
+}
+
 static void report(proxy_t *p, int failed)
 {
     fg_metrics_attempt_done(p->cl->destinations[p->di].metrics, failed,
@@ -308,6 +316,8 @@ static void report(proxy_t *p, int failed)
     fg_hdest_t *d = p->cl->destinations[p->di].state;
     if (d == NULL)
         return;
+    if (failed && tunnel_full(p))
+        return; /* the destination is up: its agent's tunnel is busy */
     int outcome = !failed       ? FG_PASSIVE_OK
                   : p->answered ? FG_PASSIVE_FAILED_LATE
                                 : FG_PASSIVE_FAILED;
@@ -548,7 +558,8 @@ static int start_exchange(proxy_t *p, int fresh)
                               .max_idle_us = retry_allowed(p) ? 0 : NONIDEMPOTENT_REUSE_US,
                               .connect_timeout_ms = timeout,
                               .activity_timeout_ms = p->cl->activity_timeout_ms,
-                              .exempt_event_streams = req->route->exempt_event_streams};
+                              .exempt_event_streams = req->route->exempt_event_streams,
+                              .hopped = req->hop_dest != 0};
     /* On a retry, what the lost exchange already carried goes first. */
     fg_exchange_req_t rq = {.out = &p->out,
                             .content_length = req->content_length,
@@ -745,6 +756,8 @@ static int response_headers(proxy_t *p, const fg_exchange_head_t *h, fg_headers_
     fg_headers_init(out, p->req->pool, h->num_headers + 4);
     if (fg_transform_copy_fields(p->req, 0, h->headers, h->num_headers, out) != 0)
         return -1;
+    if (h->status == 503 && p->cl->destinations[p->di].tunnel)
+        fg_headers_remove(out, FG_STR_LIT(FG_TUNNEL_FULL_FIELD)); /* between workers only */
     if (p->aff_set) {
         fg_str_t an, av;
         if (fg_affinity_response(p->cl, (size_t)p->di, p->req->pool, &an, &av) != 0 ||
@@ -1294,6 +1307,28 @@ static void on_abort(fg_request_t *req)
     p->done = 1;
 }
 
+/* The destination's agent is online but its tunnel took no stream: 503 (RFC 9110 15.6.4:
+ * overloaded, not broken), no passive failure; the error names the cause, and so does a field
+ * for the worker that sent a hop request (worker/tunnel/hop.h). */
+static void tunnel_full_error(proxy_t *p)
+{
+    fg_request_t *req = p->req;
+    int tcp = p->fail_err == EBUSY;
+    const char *msg = tcp ? "the agent's tunnel has no stream free for tcp"
+                          : "the agent's tunnel has no stream free";
+    req->termination = "tunnel_full";
+    if (!req->hop_dest) {
+        proxy_error(req, 503, "service_unavailable", msg);
+        return;
+    }
+    fg_headers_t h;
+    fg_headers_init(&h, req->pool, 1);
+    if (fg_headers_add(&h, FG_STR_LIT(FG_TUNNEL_FULL_FIELD),
+                       tcp ? FG_STR_LIT("tcp") : FG_STR_LIT("streams")) != 0)
+        h.n = 0;
+    fg_request_error_with(req, 503, "service_unavailable", msg, h.n ? &h : NULL);
+}
+
 void fg_proxy_handle(fg_request_t *req)
 {
     const fg_cluster_t *cl = req->route->cluster;
@@ -1330,6 +1365,15 @@ void fg_proxy_handle(fg_request_t *req)
     }
     if (begin_upgrade(p) != 0)
         return;
+    if (cl->tcp && !p->upgrade) {
+        /* Raw destinations (the route relays only "tcp", common/config_tcp.c): a request that
+         * is not that switch has nothing to go to. The gateway's answer, no attempt: no
+         * destination is charged with it (RFC 9110 15.6.2). */
+        req->termination = "bad_request";
+        proxy_error(req, 501, "not_implemented",
+                    "the route relays only the switch to tcp (Upgrade: tcp)");
+        return;
+    }
     if (build_out(p) != 0) {
         release_place(p);
         proxy_error(req, 500, "internal_error", "cannot build the upstream request");
@@ -1339,11 +1383,16 @@ void fg_proxy_handle(fg_request_t *req)
     req->handler_data = p;
     if (start_exchange(p, 0) != 0 && (report(p, 1), fail_over(p)) != 0) {
         char msg[128];
-        log_attempt(p, "answering 502");
+        int full = tunnel_full(p);
+        log_attempt(p, full ? "answering 503" : "answering 502");
         count_end(p);
         release_place(p);
-        snprintf(msg, sizeof(msg), "upstream connect failed: %s", strerror(errno));
         req->handler = NULL;
+        if (full) {
+            tunnel_full_error(p);
+            return;
+        }
+        snprintf(msg, sizeof(msg), "upstream connect failed: %s", strerror(errno));
         proxy_error(req, 502, "bad_gateway", msg);
     }
 }

@@ -15,6 +15,10 @@
 #include "worker/upstream/exchange.h"
 
 #define FG_TUNNEL_HOP_FIELD "fg-tunnel-hop"
+/* On the holder's 503 to a hop request that found the agent's tunnel without a stream for it:
+ * "tcp" (tcp relays hold their share) or "streams" (every stream open), so the worker that sent
+ * it logs the cause (worker/tunnel/client.h). The proxy never passes it to a client. */
+#define FG_TUNNEL_FULL_FIELD "fg-tunnel-full"
 
 /* Open this worker's hop socket (when tunnels are configured), its connections served by fe
  * (the HTTP/1.1 front end). 0, or -1 with errno. */

@@ -618,12 +618,22 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent, const fg_tunne
 fg_h2client_t *fg_tunnel_session_client(fg_worker_t *w, int agent)
 {
     tstate_t *ts = tstate(w, 0);
-    if (ts == NULL || agent < 0 || agent >= FG_TUNNEL_AGENTS_MAX)
+    if (ts == NULL || agent < 0 || agent >= FG_TUNNEL_AGENTS_MAX) {
+        errno = ENOTCONN;
         return NULL;
+    }
     fg_tsession_t *s = ts->by_agent[agent];
-    if (s == NULL || s->state != S_LIVE || s->h2 == NULL || conn(s) == NULL ||
-        !fg_http2_client_available(s->h2))
+    if (s == NULL || s->state != S_LIVE || s->h2 == NULL || conn(s) == NULL) {
+        errno = ENOTCONN;
         return NULL;
+    }
+    if (!fg_http2_client_available(s->h2)) {
+        /* full (every stream the agent allows is open), or ending */
+        int full = !fg_http2_client_goaway(s->h2) &&
+                   fg_http2_client_nstreams(s->h2) >= fg_http2_client_max_streams(s->h2);
+        errno = full ? EAGAIN : ENOTCONN;
+        return NULL;
+    }
     return s->h2;
 }
 

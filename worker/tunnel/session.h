@@ -51,7 +51,8 @@ void fg_tunnel_session_authenticated(fg_tsession_t *s, int agent, const fg_tunne
 void fg_tunnel_session_refuse(fg_tsession_t *s);
 
 /* The HTTP/2 client of agent's connection in this worker when it is live in the registry and
- * may take a stream; NULL otherwise. */
+ * may take a stream; NULL otherwise, with errno ENOTCONN (none live here) or EAGAIN (live, but
+ * every stream the agent allows is open). */
 fg_h2client_t *fg_tunnel_session_client(fg_worker_t *w, int agent);
 
 #endif

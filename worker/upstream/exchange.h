@@ -142,6 +142,8 @@ typedef struct {
     /* HTTP/1.1 to an HTTP/2 destination (an upgrade it cannot take as extended CONNECT): a
      * fresh TLS connection offers ALPN http/1.1 alone */
     unsigned http1_alpn : 1;
+    /* a tunnel hop's request (worker/tunnel/hop.h): a full tunnel here does not send it on */
+    unsigned hopped : 1;
 } fg_exchange_target_t;
 
 /* The protocol behind an exchange. */

@@ -137,6 +137,7 @@ static void detach(h2x_t *x, uint32_t code)
         x->next->prev = x->prev;
     x->prev = x->next = NULL;
     c->nstreams--;
+    c->nplain -= x->plain;
     if (!c->dead) {
         tell_streams(c);
         conn_flush(c);
@@ -953,6 +954,7 @@ static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char
         x->next = x->prev = NULL;
         x->conn = NULL;
         c->nstreams--;
+        c->nplain -= x->plain;
         if (x->relay) {
             fg_http2_tunnel_gone(x);
             continue;
@@ -1567,6 +1569,16 @@ unsigned fg_http2_client_nstreams(const fg_h2client_t *h)
     return ((const h2conn_t *)h)->nstreams;
 }
 
+unsigned fg_http2_client_nplain(const fg_h2client_t *h)
+{
+    return ((const h2conn_t *)h)->nplain;
+}
+
+unsigned fg_http2_client_max_streams(const fg_h2client_t *h)
+{
+    return max_streams((h2conn_t *)h);
+}
+
 int fg_http2_client_goaway(const fg_h2client_t *h)
 {
     return ((const h2conn_t *)h)->goaway;
@@ -1630,6 +1642,8 @@ static fg_exchange_t *upgrade_on(h2conn_t *c, const fg_exchange_req_t *rq,
     }
     memcpy(x->protocol, rq->protocol.base, rq->protocol.len);
     attach(x, c);
+    x->plain = (unsigned)plain;
+    c->nplain += x->plain;
     x->info.reused = 1;
     x->heard_us = fg_clock_now_us();
     if (submit_connect(x, extra, nextra) != 0) {

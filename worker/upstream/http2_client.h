@@ -43,6 +43,10 @@ void fg_http2_client_close(fg_h2client_t *h, const char *detail);
 /* Whether a new stream may start (alive, no GOAWAY, below the peer's stream limit). */
 int fg_http2_client_available(const fg_h2client_t *h);
 unsigned fg_http2_client_nstreams(const fg_h2client_t *h);
+/* Of those, the streams opened as a plain CONNECT (RFC 9113 8.5: relays of the "tcp" switch),
+ * and the most streams the peer allows at once (its SETTINGS_MAX_CONCURRENT_STREAMS). */
+unsigned fg_http2_client_nplain(const fg_h2client_t *h);
+unsigned fg_http2_client_max_streams(const fg_h2client_t *h);
 /* Whether the peer sent GOAWAY (RFC 9113 6.8): no new stream may go to h. */
 int fg_http2_client_goaway(const fg_h2client_t *h);
 /* HTTP/2 bytes received from and produced for the peer so far. */

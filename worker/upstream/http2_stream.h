@@ -56,6 +56,7 @@ struct h2conn_s {
     unsigned got_settings : 1; /* the peer's first SETTINGS arrived (RFC 9113 3.4) */
     unsigned settings_due : 1; /* upgrades wait for them: decide once the receive returns */
     unsigned ntunnels;         /* streams that are relay ends: silence on them is no fault */
+    unsigned nplain;           /* streams opened as a plain CONNECT (a tcp relay, RFC 9113 8.5) */
     /* Adopted: conn_flush only marks the connection and this event writes it once the loop's
      * current callbacks ran, so the streams a loop turn opens leave in one write. */
     struct event *flush_ev;
@@ -112,6 +113,7 @@ struct h2x_s {
     unsigned dead : 1;
     unsigned upgrade : 1; /* waits for the peer's SETTINGS: extended CONNECT, or HTTP/1.1 */
     unsigned connect : 1; /* sent as an extended CONNECT: a 2xx is the switch (RFC 8441 5) */
+    unsigned plain : 1;   /* counted in conn->nplain */
     unsigned relay : 1;   /* the stream is a relay's end; the handler is done with it */
     unsigned t_reading : 1;
     unsigned t_read_due : 1;  /* tell the relay about input */
