@@ -60,6 +60,7 @@ struct fg_tunnel_s {
     uint8_t instance[FG_TUNNEL_INSTANCE_LEN];
     unsigned going_away : 1; /* the agent stops: our close frame says 1001 */
     uint64_t started_ms, up_ms, heard_ms, pinged_ms;
+    uint64_t received; /* the WebSocket layer's byte count at the last heartbeat tick */
     struct sockaddr_storage peer;
     socklen_t peerlen;
     char key[FG_DIAL_KEY_LEN + 1];
@@ -357,6 +358,13 @@ static void on_due(evutil_socket_t fd, short what, void *arg)
 /* Heartbeats (RFC 6455 5.5.2): the ping carries the send time, 8 bytes of monotonic µs. */
 static void heartbeat(fg_tunnel_t *t, uint64_t now)
 {
+    /* Any frame is a sign of life, not only the pong: behind a busy tunnel's data the pong
+     * may come late while the gateway is plainly there. */
+    uint64_t rx = fg_conn_ws_received(t->c);
+    if (rx != t->received) {
+        t->received = rx;
+        t->heard_ms = now;
+    }
     uint64_t silent = now - t->heard_ms;
     uint64_t limit = (uint64_t)(t->cfg->heartbeat_s + t->cfg->grace_s) * 1000;
     if (silent >= limit) {

@@ -138,6 +138,28 @@ static void test_stream_both_ways(void **state)
     pair_close(&p);
 }
 
+/* Every frame read counts as a sign of the peer, data as much as a pong (agent heartbeats). */
+static void test_received_counts_every_frame(void **state)
+{
+    (void)state;
+    pair_t p;
+    pair_open(&p, 1);
+    struct evbuffer *out = evbuffer_new(), *in = evbuffer_new();
+    assert_int_equal(fg_transport_ws_received(&p.cli), 0);
+    fill(out, 1000, 3);
+    pump(&p.srv, out, &p.cli, in, 1000);
+    uint64_t after_data = fg_transport_ws_received(&p.cli);
+    assert_int_equal(after_data, 1000 + 4); /* payload and a 4-byte header (126: 16-bit length) */
+    assert_int_equal(fg_transport_ws_control(&p.srv, FG_WS_CTL_PING, 0, "x", 1), 0);
+    assert_true(p.srv.ops->send_chain(&p.srv, out) >= 0);
+    assert_int_equal(p.cli.ops->recv(&p.cli, in, 65536), FG_TRANSPORT_AGAIN);
+    assert_int_equal(fg_transport_ws_received(&p.cli), after_data + 3);
+    assert_int_equal(fg_transport_ws_received(&p.srv), 0); /* the client sent nothing */
+    evbuffer_free(out);
+    evbuffer_free(in);
+    pair_close(&p);
+}
+
 static void test_control_messages(void **state)
 {
     (void)state;
@@ -514,6 +536,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_both_ways),
+        cmocka_unit_test(test_received_counts_every_frame),
         cmocka_unit_test(test_control_messages),
         cmocka_unit_test(test_close_code_echoed),
         cmocka_unit_test(test_fragments_and_split_reads),

@@ -1010,3 +1010,8 @@ uint16_t fg_conn_ws_peer_close(const fg_conn_t *c)
 {
     return fg_transport_ws_peer_close(&c->t);
 }
+
+uint64_t fg_conn_ws_received(const fg_conn_t *c)
+{
+    return fg_transport_ws_received(&c->t);
+}

@@ -93,5 +93,6 @@ int fg_transport_ws_push(fg_transport_t *t, int role, const struct fg_ws_cbs_s *
                          struct evbuffer *already);
 int fg_transport_ws_control(fg_transport_t *t, int kind, uint16_t code, const void *p, size_t n);
 uint16_t fg_transport_ws_peer_close(const fg_transport_t *t);
+uint64_t fg_transport_ws_received(const fg_transport_t *t);
 
 #endif

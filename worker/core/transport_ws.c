@@ -48,6 +48,7 @@ typedef struct {
     unsigned eof : 1;    /* a close frame arrived */
     unsigned failed : 1; /* a protocol error: nothing more is read */
     uint16_t peer_close;
+    uint64_t received; /* bytes read from the inner transport */
     size_t textlen;
     char text[FG_WS_TEXT_MAX];
     uint8_t keys[64]; /* fresh masking keys (client side), 16 at a time */
@@ -431,6 +432,7 @@ static ssize_t ws_recv(fg_transport_t *t, struct evbuffer *in, size_t max)
         if (r <= 0)
             return r;
         taken += (size_t)r;
+        L->received += (uint64_t)r;
     }
 }
 
@@ -599,4 +601,9 @@ int fg_transport_ws_control(fg_transport_t *t, int kind, uint16_t code, const vo
 uint16_t fg_transport_ws_peer_close(const fg_transport_t *t)
 {
     return t->ops == &ws_ops ? layer(t)->peer_close : 0;
+}
+
+uint64_t fg_transport_ws_received(const fg_transport_t *t)
+{
+    return t->ops == &ws_ops ? layer(t)->received : 0;
 }

@@ -50,5 +50,8 @@ int fg_conn_ws_ping(fg_conn_t *c, const void *payload, size_t len);
 int fg_conn_ws_close(fg_conn_t *c, uint16_t code, const char *reason);
 /* The close code the peer sent (0: none yet, 1005: a close without a code). */
 uint16_t fg_conn_ws_peer_close(const fg_conn_t *c);
+/* Bytes received on c's WebSocket layer so far, frames of every kind (0 without the layer):
+ * any of them shows the peer alive. */
+uint64_t fg_conn_ws_received(const fg_conn_t *c);
 
 #endif
