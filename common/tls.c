@@ -693,7 +693,8 @@ int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn w
         snprintf(err, errlen, "shm: no room for the session ticket keys (shm.size)");
         return -1;
     }
-    if (tls->tickets && (tls->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)) == NULL) {
+    if (tls->tickets &&
+        (tls->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)) == NULL) {
         char why[160];
         snprintf(err, errlen, "tls: AES-256-CBC for session tickets: %s",
                  ossl_reason(why, sizeof(why), "not available"));
