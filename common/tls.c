@@ -70,6 +70,9 @@ typedef struct tls_s {
     size_t ncerts;
     fg_tickets_t *tickets;
     uint64_t rotation_ms;
+    /* Fetched once: EVP_aes_256_cbc() would make every ticket's EVP_CipherInit look the
+     * implementation up again in OpenSSL 3's provider store (a name lookup under a lock). */
+    EVP_CIPHER *ticket_cipher;
 } tls_t;
 
 /* ---- errors ---- */
@@ -507,9 +510,9 @@ static int on_ticket(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
 
     if (enc) {
         if (fg_tickets_current(tls->tickets, mono_ms(), tls->rotation_ms, &k) < 0 ||
-            RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1)
+            RAND_bytes(iv, EVP_CIPHER_get_iv_length(tls->ticket_cipher)) != 1)
             rc = 0;
-        else if (EVP_EncryptInit_ex2(ectx, EVP_aes_256_cbc(), k.aes_key, iv, NULL) != 1 ||
+        else if (EVP_EncryptInit_ex2(ectx, tls->ticket_cipher, k.aes_key, iv, NULL) != 1 ||
                  ticket_mac_init(hctx, &k) < 0)
             rc = -1;
         else {
@@ -520,7 +523,7 @@ static int on_ticket(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
         rc = fg_tickets_find(tls->tickets, name, mono_ms(), tls->rotation_ms, &k);
         if (rc < 0)
             rc = 0; /* a lock failure costs a full handshake, not the connection */
-        if (rc > 0 && (EVP_DecryptInit_ex2(ectx, EVP_aes_256_cbc(), k.aes_key, iv, NULL) != 1 ||
+        if (rc > 0 && (EVP_DecryptInit_ex2(ectx, tls->ticket_cipher, k.aes_key, iv, NULL) != 1 ||
                        ticket_mac_init(hctx, &k) < 0))
             rc = -1;
         /* RFC 8446 4.6.1 and C.4: a TLS 1.3 client uses a ticket once, so each resumption
@@ -690,6 +693,13 @@ int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn w
         snprintf(err, errlen, "shm: no room for the session ticket keys (shm.size)");
         return -1;
     }
+    if (tls->tickets &&
+        (tls->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)) == NULL) {
+        char why[160];
+        snprintf(err, errlen, "tls: AES-256-CBC for session tickets: %s",
+                 ossl_reason(why, sizeof(why), "not available"));
+        return -1;
+    }
     for (size_t i = 0; i < cfg->nservers; i++)
         if (cfg->servers[i].tls && build_server(tls, cfg, i, err, errlen) < 0)
             return -1;
@@ -720,6 +730,7 @@ void fg_tls_free(fg_config_t *cfg)
         return;
     for (size_t i = 0; i < tls->ncerts; i++)
         cert_clear(&tls->certs[i]);
+    EVP_CIPHER_free(tls->ticket_cipher);
     free(tls->certs);
     free(tls);
     cfg->tls = NULL;

@@ -174,6 +174,36 @@ def test_handshake_timeout_closes_a_silent_client(tmp_path, certs, gateway_facto
     assert 0.5 < waited < 8, waited
 
 
+def _accepted(gw):
+    return sum(w["connectionsTotal"] for w in gw.workers())
+
+
+def test_a_tls_connection_reaches_a_worker_with_its_clienthello(tmp_path, certs,
+                                                                  gateway_factory):
+    """TLS listeners defer the accept until the client's first bytes (TCP_DEFER_ACCEPT): a
+    connection that has sent nothing is no worker's yet; its ClientHello brings it in and the
+    handshake and a request complete as usual."""
+    import ssl
+    port = free_port()
+    gw = gateway_factory(tls_config(tmp_path, certs, port))
+    before = _accepted(gw)
+    for _ in range(3):  # the check must run within the kernel's deferral (about a second)
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        t0 = time.monotonic()
+        time.sleep(0.2)
+        silent = _accepted(gw)
+        if time.monotonic() - t0 < 0.8:
+            break
+        s.close()
+        before = _accepted(gw)
+    assert silent == before, "a connection that sent nothing was accepted"
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    with ctx.wrap_socket(s, server_hostname="a.example.test") as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n")
+        data = recv_until_close(tls)
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+
+
 def _client_hello():
     """The bytes of a real ClientHello, taken from a memory BIO."""
     import ssl
@@ -395,21 +425,53 @@ def test_chunked_response_over_tls(tmp_path, certs, gateway_factory, echo_upstre
 
 
 def test_reload_waits_for_a_handshake_in_progress(tmp_path, certs, gateway_factory):
-    """A connection accepted before a reload whose client has not yet sent its ClientHello is
-    a session of the retiring worker: the worker waits for the handshake, serves the request
-    (closing after it), and does not exit under the client."""
+    """A connection accepted before a reload whose client has sent only the start of its
+    ClientHello is a session of the retiring worker: the worker waits for the handshake, serves
+    the request (closing after it), and does not exit under the client."""
     import ssl
     port = free_port()
     cfg = tls_config(tmp_path, certs, port, workers=1)
     gw = gateway_factory(cfg)
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, out, server_hostname="a.example.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = out.read()
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.sendall(hello[:5])  # the record header: the listener defers accepts until bytes come
     time.sleep(0.3)  # accepted by the worker of generation 1, handshake pending
     gw.reload(cfg)
     time.sleep(0.5)  # the old worker is retiring now
-    ctx = ssl.create_default_context(cafile=certs["ca"])
-    s = ctx.wrap_socket(raw, server_hostname="a.example.test")
-    s.sendall(b"GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n")
-    answer = recv_until_close(s)
-    s.close()
+    raw.sendall(hello[5:])
+
+    def pump():
+        data = out.read()
+        if data:
+            raw.sendall(data)
+        chunk = raw.recv(65536)
+        if not chunk:
+            raise EOFError
+        inc.write(chunk)
+
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pump()
+    tls.write(b"GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n")
+    answer = b""
+    while True:
+        try:
+            chunk = tls.read(65536)
+            if not chunk:  # close_notify
+                break
+            answer += chunk
+        except ssl.SSLWantReadError:
+            pump()
+        except (ssl.SSLZeroReturnError, EOFError):
+            break
+    raw.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer
     assert b"connection: close" in answer.lower()

@@ -423,7 +423,7 @@ static void test_conn_reads_bytes_buffered_in_tls(void **state)
     assert_int_equal(fg_conn_start_tls(c, p.sctx), 0);
     assert_int_equal(fg_conn_can_splice(c), 0);
     fg_conn_set_read_max(c, 1000);
-    fg_conn_handshake(c, 5000);
+    fg_conn_handshake(c, 5000, 0);
     client_arg_t ca = {p.cctx, cfd};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, client_main, &ca), 0);
@@ -528,7 +528,7 @@ static void conn_eof_case(int pause_reading)
     if (pause_reading)
         seen.resume = evtimer_new(seen.base, eof_resume, c);
     assert_int_equal(fg_conn_start_tls(c, p.sctx), 0);
-    fg_conn_handshake(c, 5000);
+    fg_conn_handshake(c, 5000, 0);
     client_arg_t ca = {p.cctx, cfd};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, eof_client_main, &ca), 0);

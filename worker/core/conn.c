@@ -783,11 +783,14 @@ int fg_conn_start_tls(fg_conn_t *c, SSL_CTX *ctx)
     return 0;
 }
 
-void fg_conn_handshake(fg_conn_t *c, uint64_t timeout_ms)
+void fg_conn_handshake(fg_conn_t *c, uint64_t timeout_ms, int data_ready)
 {
     c->handshaking = 1;
-    /* A server speaks second: the first step runs when the ClientHello arrives. */
+    /* A server speaks second: the first step runs when the ClientHello arrives. Run from the
+     * loop, not from here, so that the caller's accept completes before any outcome. */
     fg_conn_read(c, 1, timeout_ms);
+    if (data_ready)
+        event_active(c->rev, EV_READ, 1);
 }
 
 /* Advance the handshake and arm the event it waits for; tell the owner when it ends. */

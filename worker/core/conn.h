@@ -116,8 +116,10 @@ void fg_conn_start_tls_client(fg_conn_t *c, SSL *ssl, uint64_t timeout_ms);
  * until the conn is freed; "" before. */
 const char *fg_conn_tls_error(const fg_conn_t *c);
 /* Run the transport's handshake on the loop: on_event gets FG_CONN_HANDSHAKE_DONE,
- * FG_CONN_PLAINTEXT, FG_CONN_ERROR or FG_CONN_TIMEOUT_READ (timeout_ms from this call). */
-void fg_conn_handshake(fg_conn_t *c, uint64_t timeout_ms);
+ * FG_CONN_PLAINTEXT, FG_CONN_ERROR or FG_CONN_TIMEOUT_READ (timeout_ms from this call). The
+ * first step waits for the socket to turn readable, or with data_ready (the peer's first bytes
+ * are known to be there) runs in this loop turn. */
+void fg_conn_handshake(fg_conn_t *c, uint64_t timeout_ms, int data_ready);
 /* The TLS session, or NULL on plain TCP. */
 SSL *fg_conn_ssl(const fg_conn_t *c);
 /* The protocol ALPN settled; FG_TLS_ALPN_NONE on plain TCP. */

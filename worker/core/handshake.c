@@ -99,7 +99,7 @@ static void on_nothing(fg_conn_t *c, void *arg)
 static const fg_conn_cbs_t cbs = {on_nothing, on_nothing, on_event};
 
 int fg_handshake_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
-                        const struct sockaddr_storage *peer)
+                        const struct sockaddr_storage *peer, int data_ready)
 {
     pending_t *p = malloc(sizeof(*p));
     if (p == NULL)
@@ -118,6 +118,6 @@ int fg_handshake_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
         return 0;
     }
     fg_conn_set_write_timeout(c, srv->tls->handshake_timeout_ms);
-    fg_conn_handshake(c, srv->tls->handshake_timeout_ms);
+    fg_conn_handshake(c, srv->tls->handshake_timeout_ms, data_ready);
     return 0;
 }

@@ -10,8 +10,10 @@
 #include "common/config.h"
 #include "worker/core/context.h"
 
-/* Take an accepted socket of a server with TLS. Returns 0, or -1 (the caller closes fd). */
+/* Take an accepted socket of a server with TLS. data_ready: the listener defers accepts until
+ * the client's first bytes (TCP_DEFER_ACCEPT), so the handshake starts in this loop turn rather
+ * than at the next readiness event. Returns 0, or -1 (the caller closes fd). */
 int fg_handshake_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
-                        const struct sockaddr_storage *peer);
+                        const struct sockaddr_storage *peer, int data_ready);
 
 #endif

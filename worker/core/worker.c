@@ -57,6 +57,7 @@ typedef struct {
     worker_state_t *st;
     const fg_server_t *server;
     int fd;
+    int deferred; /* TCP_DEFER_ACCEPT: a connection comes with its first bytes */
     struct event *ev;
 } listener_t;
 
@@ -128,7 +129,7 @@ static void accept_some(listener_t *l, int limit)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         fg_metrics_add(l->server->metrics, FG_MS_CONNECTIONS, 1);
         int rc = l->server->tls != NULL
-                     ? fg_handshake_accept(l->w, l->server, fd, &ss)
+                     ? fg_handshake_accept(l->w, l->server, fd, &ss, l->deferred)
                      : pick_frontend(l->server, NULL, 0)->start(l->w, l->server, fd, &ss, len);
         if (rc != 0)
             close(fd);
@@ -296,6 +297,22 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
 }
 
+/* A TLS client speaks first (its ClientHello, RFC 8446 4.1.2), so the kernel may hold a new
+ * connection until its first bytes arrive (TCP_DEFER_ACCEPT) and the handshake can start at the
+ * accept: one wake-up of the worker per connection instead of one for the final ACK of the TCP
+ * handshake and another for the ClientHello. A client that stays silent is handed over after
+ * DEFER_ACCEPT_S (the kernel counts it in SYN-ACK retransmissions: about a second) and then
+ * meets the handshake timeout. Plain servers accept at once: behind a `tcp` server the
+ * destination may be the one to speak first. The option belongs to the socket, which this
+ * slot's workers of every generation share: each sets it for the configuration it serves. */
+#define DEFER_ACCEPT_S 1
+
+static void defer_accept(listener_t *l)
+{
+    int s = l->server->tls != NULL ? DEFER_ACCEPT_S : 0;
+    l->deferred = setsockopt(l->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &s, sizeof(s)) == 0 && s > 0;
+}
+
 static int setup_listeners(worker_state_t *st, const fg_worker_args_t *args)
 {
     const fg_config_t *cfg = args->cfg;
@@ -315,6 +332,7 @@ static int setup_listeners(worker_state_t *st, const fg_worker_args_t *args)
         int fl = fcntl(l->fd, F_GETFL);
         if (fl == -1 || fcntl(l->fd, F_SETFL, fl | O_NONBLOCK) == -1)
             return -1;
+        defer_accept(l);
         l->ev = event_new(st->w.base, l->fd, EV_READ | EV_PERSIST, on_accept, l);
         if (l->ev == NULL || event_add(l->ev, NULL) != 0)
             return -1;
