@@ -75,6 +75,18 @@ static json_t *route_of(const fg_agent_service_t *s)
                      "RequestHeaderOriginalHost", 1, "X-Forwarded", "Off");
 }
 
+/* The route of an http service's requests whose Host is the gateway's placeholder
+ * (FG_TUNNEL_DEFAULT_AUTHORITY): without RequestHeaderOriginalHost, so the service gets its own
+ * authority, the destination's (RFC 9110 7.2). Its host ranks it before the service's route. */
+static json_t *default_host_route(const fg_agent_service_t *s)
+{
+    return json_pack("{s:s+, s:{s:s, s:[s], s:[{s:s, s:[s], s:b}]}, s:s, s:[{s:s}, {s:s}]}", "id",
+                     "default-host-", s->name, "match", "path", "/{**any}", "hosts",
+                     FG_TUNNEL_DEFAULT_AUTHORITY, "headers", "name", "fg-tunnel-service", "values",
+                     s->name, "isCaseSensitive", 1, "clusterId", s->name, "transforms",
+                     "RequestHeaderRemove", "fg-tunnel-service", "X-Forwarded", "Off");
+}
+
 static json_t *service_cluster(const fg_agent_service_t *s)
 {
     json_t *cl = json_pack("{s:s, s:[{s:s, s:s}], s:{s:i, s:s}}", "id", s->name, "destinations",
@@ -108,6 +120,8 @@ char *fg_agent_rt_gateway_json(const fg_agent_config_t *cfg)
         return NULL;
     for (size_t i = 0; i < cfg->nservices; i++) {
         json_array_append_new(routes, service_route(&cfg->services[i]));
+        if (strncmp(cfg->services[i].address, "tcp://", 6) != 0)
+            json_array_append_new(routes, default_host_route(&cfg->services[i]));
         json_array_append_new(clusters, service_cluster(&cfg->services[i]));
     }
     /* Any other request (an unknown service, or none named): 502, as a proxy that cannot

@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/config_impl.h"
 #include "common/hash.h"
+#include "common/tunnel_proto.h"
 #include "common/xxhash.h"
 
 typedef struct {
@@ -273,7 +274,7 @@ static int load_tunnel_address(fg_config_ctx_t *c, fg_destination_t *d)
                               d->address, (int)(slash - agent), agent);
     d->tunnel = 1;
     d->tunnel_service = fg_config_xstrdup(slash + 1);
-    d->host = fg_config_xstrdup(c->cfg->tunnels.agents[d->tunnel_agent].id);
+    d->host = fg_config_xstrdup(FG_TUNNEL_DEFAULT_AUTHORITY); /* the agent fills it in */
     d->base_path = fg_config_xstrdup("");
     d->health_authority = fg_config_xstrdup(d->host);
     d->health_base = fg_config_xstrdup("");

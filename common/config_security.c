@@ -134,6 +134,25 @@ static int load_rule(fg_config_ctx_t *c, const json_t *o, fg_ratelimit_rule_t *r
     return 0;
 }
 
+/* key's n strings v are addresses or CIDR ranges (fg_iprange_parse); a range with host bits set
+ * is warned about. Returns 0, or -1 with the parser's reason under key[i]. */
+static int check_ranges(fg_config_ctx_t *c, const char *key, char *const *v, size_t n)
+{
+    size_t mark = fg_config_push_key(c, key);
+    for (size_t i = 0; i < n; i++) {
+        fg_iprange_t r;
+        int plen;
+        char why[160];
+        size_t m = fg_config_push_index(c, i);
+        if (fg_iprange_parse(v[i], &r, &plen, why, sizeof(why)) < 0)
+            return fg_config_fail(c, NULL, "%s", why);
+        fg_config_warn_cidr(c, v[i]);
+        fg_config_pop(c, m);
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
+
 static int load_list(fg_config_ctx_t *c, const json_t *o, fg_acl_list_t *l)
 {
     static const char *const keys[] = {"id", "name", "enabled", "type", "entries", NULL};
@@ -155,19 +174,7 @@ static int load_list(fg_config_ctx_t *c, const json_t *o, fg_acl_list_t *l)
                               AUTOBLOCK_LIST);
     if (fg_config_get_strings(c, o, "entries", &l->entries, &l->nentries) < 0)
         return -1;
-    size_t mark = fg_config_push_key(c, "entries");
-    for (size_t i = 0; i < l->nentries; i++) {
-        fg_iprange_t r;
-        int plen;
-        char why[160];
-        size_t m = fg_config_push_index(c, i);
-        if (fg_iprange_parse(l->entries[i], &r, &plen, why, sizeof(why)) < 0)
-            return fg_config_fail(c, NULL, "%s", why);
-        fg_config_warn_cidr(c, l->entries[i]);
-        fg_config_pop(c, m);
-    }
-    fg_config_pop(c, mark);
-    return 0;
+    return check_ranges(c, "entries", l->entries, l->nentries);
 }
 
 static int load_rule_item(fg_config_ctx_t *c, const json_t *o, void *out)
@@ -298,18 +305,8 @@ int fg_config_load_server_security(fg_config_ctx_t *c, const json_t *srv, fg_ser
         fg_config_get_strings(c, srv, "trustedProxies", &s->trusted_proxies, &s->ntrusted_proxies) <
             0)
         return -1;
-    size_t mark = fg_config_push_key(c, "trustedProxies");
-    for (size_t i = 0; i < s->ntrusted_proxies; i++) {
-        fg_iprange_t r;
-        int plen;
-        char why[160];
-        size_t m = fg_config_push_index(c, i);
-        if (fg_iprange_parse(s->trusted_proxies[i], &r, &plen, why, sizeof(why)) < 0)
-            return fg_config_fail(c, NULL, "%s", why);
-        fg_config_warn_cidr(c, s->trusted_proxies[i]);
-        fg_config_pop(c, m);
-    }
-    fg_config_pop(c, mark);
+    if (check_ranges(c, "trustedProxies", s->trusted_proxies, s->ntrusted_proxies) < 0)
+        return -1;
     if (s->client_ip_source != FG_CIP_SOCKET && s->ntrusted_proxies == 0)
         return fg_config_fail(c, "trustedProxies",
                               "is required when clientIpSource is not \"socket\" (a forwarded "

@@ -68,8 +68,42 @@ static int has_tcp_destinations(const fg_cluster_t *cl)
     return 0;
 }
 
-/* servers[si]'s cluster: it exists, every destination is tcp:// or tunnel://, and it has no
- * active probes (they speak HTTP). */
+/* clusters[ci] carries raw bytes, for tcp server server_id (NULL: as a cluster with tcp://
+ * destinations): it has no active probes (they speak HTTP) and every destination is tcp:// or
+ * tunnel://. Returns 0, or -1 with the error under clusters[ci] (naming server_id if given). */
+static int check_raw_cluster(fg_config_ctx_t *c, size_t ci, const char *server_id)
+{
+    const fg_cluster_t *cl = &c->cfg->clusters[ci];
+    size_t mark = fg_config_push_key(c, "clusters");
+    fg_config_push_index(c, ci);
+    if (cl->health.active && server_id)
+        return fg_config_fail(c, "healthCheck.active",
+                              "not for the cluster of tcp server \"%s\" (probes speak HTTP)",
+                              server_id);
+    if (cl->health.active)
+        return fg_config_fail(c, "healthCheck.active",
+                              "not for a cluster with tcp:// destinations (probes speak HTTP)");
+    for (size_t i = 0; i < cl->ndestinations; i++) {
+        const fg_destination_t *d = &cl->destinations[i];
+        if (d->tcp || d->tunnel)
+            continue;
+        fg_config_push_key(c, "destinations");
+        fg_config_push_index(c, i);
+        if (server_id)
+            return fg_config_fail(c, "address",
+                                  "\"%s\" cannot serve tcp server \"%s\" (tcp://HOST:PORT or "
+                                  "tunnel://AGENT/SERVICE)",
+                                  d->address, server_id);
+        return fg_config_fail(c, "address",
+                              "\"%s\" speaks HTTP: it cannot share a cluster with tcp:// "
+                              "destinations, which take raw bytes",
+                              d->address);
+    }
+    fg_config_pop(c, mark);
+    return 0;
+}
+
+/* servers[si]'s cluster: it exists and carries raw bytes (check_raw_cluster). */
 static int link_server(fg_config_ctx_t *c, size_t si)
 {
     fg_config_t *cfg = c->cfg;
@@ -82,26 +116,7 @@ static int link_server(fg_config_ctx_t *c, size_t si)
         return fg_config_fail(c, "clusterId", "unknown cluster \"%s\"", s->tcp.cluster_id);
     fg_config_pop(c, mark);
     s->tcp.cluster = cl;
-    size_t ci = (size_t)(cl - cfg->clusters);
-    fg_config_push_key(c, "clusters");
-    fg_config_push_index(c, ci);
-    if (cl->health.active)
-        return fg_config_fail(c, "healthCheck.active",
-                              "not for the cluster of tcp server \"%s\" (probes speak HTTP)",
-                              s->id);
-    for (size_t i = 0; i < cl->ndestinations; i++) {
-        const fg_destination_t *d = &cl->destinations[i];
-        if (d->tcp || d->tunnel)
-            continue;
-        fg_config_push_key(c, "destinations");
-        fg_config_push_index(c, i);
-        return fg_config_fail(c, "address",
-                              "\"%s\" cannot serve tcp server \"%s\" (tcp://HOST:PORT or "
-                              "tunnel://AGENT/SERVICE)",
-                              d->address, s->id);
-    }
-    fg_config_pop(c, mark);
-    return 0;
+    return check_raw_cluster(c, (size_t)(cl - cfg->clusters), s->id);
 }
 
 /* routes[ri]: never bound to a tcp server by name; to a cluster with tcp:// destinations only
@@ -134,25 +149,9 @@ static int link_route(fg_config_ctx_t *c, size_t ri)
  * switch. */
 static int link_cluster(fg_config_ctx_t *c, size_t ci)
 {
-    fg_cluster_t *cl = &c->cfg->clusters[ci];
-    size_t mark = fg_config_push_key(c, "clusters");
-    fg_config_push_index(c, ci);
-    if (cl->health.active)
-        return fg_config_fail(c, "healthCheck.active",
-                              "not for a cluster with tcp:// destinations (probes speak HTTP)");
-    for (size_t i = 0; i < cl->ndestinations; i++) {
-        const fg_destination_t *d = &cl->destinations[i];
-        if (d->tcp || d->tunnel)
-            continue;
-        fg_config_push_key(c, "destinations");
-        fg_config_push_index(c, i);
-        return fg_config_fail(c, "address",
-                              "\"%s\" speaks HTTP: it cannot share a cluster with tcp:// "
-                              "destinations, which take raw bytes",
-                              d->address);
-    }
-    cl->tcp = 1;
-    fg_config_pop(c, mark);
+    if (check_raw_cluster(c, ci, NULL) < 0)
+        return -1;
+    c->cfg->clusters[ci].tcp = 1;
     return 0;
 }
 

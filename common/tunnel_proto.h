@@ -54,6 +54,12 @@
 #define FG_TUNNEL_SECRET_MAX 1024
 #define FG_TUNNEL_INSTANCE_LEN 16  /* bytes; 32 hex digits on the wire */
 #define FG_TUNNEL_WORKERS_MAX 1024 /* largest worker count OK may carry */
+/* The Host (HTTP/2 :authority) the gateway sends for a tunnel destination when neither the
+ * route (RequestHeaderOriginalHost, a Host transform) nor the destination ("host") names one.
+ * Only the agent knows the service's address: it replaces this name with the service's own
+ * authority, as a proxy sends to an http:// destination (RFC 9110 7.2). ".invalid" is
+ * reserved (RFC 6761 6.4), so no service expects it as its own name. */
+#define FG_TUNNEL_DEFAULT_AUTHORITY "fg-tunnel.invalid"
 
 typedef enum {
     FG_TUNNEL_MSG_CHALLENGE = 1,

@@ -15,6 +15,9 @@ from test_tcp_tunnel import echo_server, exchange, tunnel_setup  # noqa: F401
 from test_tunnel import AGENT, agents, certs, tunnels_status  # noqa: F401
 
 NO_CAPS = {"maxConnections": 0, "maxConnectionsPerClient": 0}  # the tunnel's limits alone
+# How long a fresh exchange may take while a flood holds the tunnel busy: a bound for a stream
+# that is never served, not a latency (the machine's load decides that).
+FRESH_S = 30
 
 
 def refusals(gw, timeout=10.0):
@@ -124,15 +127,31 @@ def test_full_tunnels_in_every_worker_name_the_cause(tunnel_setup, upstream_fact
             s.close()
 
 
+def tunnel_connections(gw):
+    """The agent office's tunnel connections, by number, and its connects count."""
+    agent = {a["id"]: a for a in tunnels_status(gw)["agents"]}["office"]
+    return sorted(c["connection"] for c in agent["connections"]), agent["connects"]
+
+
 @pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
 def test_clients_that_do_not_read_do_not_kill_the_agents_tunnel(tunnel_setup):
     """Clients of a tcp server (through the agent, to an echo service) that send and never read:
     per-stream flow control holds them back (docs/tunnels.md "Flow control"). Neither end may
     stop reading the tunnel for them, nor let their held bytes close the connection's window:
     then the gateway's writes stall, and after heartbeat + grace it closes the tunnel ("the
-    agent stopped reading"), and every stream of the agent, any service, fails."""
+    agent stopped reading"), and every stream of the agent, any service, fails.
+
+    How long another client waits meanwhile is not asserted: until flow control holds the
+    flood, its bytes (about 1.5 MiB a client, what the clients' kernels take unread) cross
+    the tunnel both ways, and on a loaded machine the gateway, the agent and the echo service
+    get little CPU (seen: runnable, 2 to 25 % of a CPU each, the fresh exchange over 8 s). What
+    is asserted is what a stall does: the tunnel connection closed or replaced (a stall closes
+    it after heartbeat + grace, 4 s here, and resets the fresh stream with it), or a fresh
+    exchange that never ends while the flood holds (FRESH_S)."""
     gw, ag, tport = tunnel_setup(workers=1, **NO_CAPS)
     assert exchange(tport, b"warm", timeout=10) == b"warm"
+    first = tunnel_connections(gw)
+    assert len(first[0]) == 1, first
     blob = os.urandom(1 << 20)
     for round in range(3):  # the stall is not certain in one round (3 of 5 here)
         cs = []
@@ -150,9 +169,12 @@ def test_clients_that_do_not_read_do_not_kill_the_agents_tunnel(tunnel_setup):
                         pass
                 time.sleep(0.01)
             # another client of the same service is served while they wait (observed: nothing
-            # comes back for 8 s, or a reset; at times the tunnel is closed)
-            assert exchange(tport, b"fresh", timeout=8) == b"fresh", round
-            assert "the agent stopped reading" not in gw.error_log()
+            # comes back, or a reset; at times the tunnel is closed)
+            assert exchange(tport, b"fresh", timeout=FRESH_S) == b"fresh", round
+            log = gw.error_log()
+            assert "the agent stopped reading" not in log
+            assert not re.search(r"tunnel agent office: connection \d+ .*closed", log), log
+            assert tunnel_connections(gw) == first, (round, first)
         finally:
             for s in cs:
                 s.close()

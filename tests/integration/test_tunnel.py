@@ -254,6 +254,52 @@ def test_destination_host_names_the_service_host(tmp_path, certs, gateway_factor
         assert _host_at_service(port) == ["app.internal"]
 
 
+
+def _host_gateway(tmp_path, certs, gateway_factory, agents, service, dest=None, transforms=()):
+    """A two-worker gateway whose route /tunnel/ goes to tunnel://office/web (dest: the
+    destination's extra keys, transforms: the route's beyond PathRemovePrefix), and agent
+    office serving web at the address service. Returns the gateway's client port."""
+    port, tport = free_port(), free_port()
+    sec = secret_file(tmp_path, "office")
+    routes = [{"id": "tun", "match": {"path": "/tunnel/{**rest}"}, "clusterId": "office-web",
+               "transforms": [{"PathRemovePrefix": "/tunnel"}] + list(transforms)}]
+    cfg = tunnel_config(tmp_path, port, tport, certs, [{"id": "office", "secretFile": str(sec)}],
+                        one_cluster(("a", "tunnel://office/web", dest or {})), routes=routes)
+    gw = gateway_factory(cfg)
+    agents(tmp_path, "office", tport, certs["ca"], "office", sec, {"web": service})
+    wait_online(gw, "office")
+    return port
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["literal", "name"])
+def test_service_gets_its_own_authority_as_host_by_default(tmp_path, certs, gateway_factory,
+                                                           upstream_factory, agents, host):
+    """With no destination "host" and no RequestHeaderOriginalHost, the service behind the
+    agent gets its own authority, host:port of its address in the agent's file (RFC 9110 7.2),
+    as an http:// destination does: not the agent's id, nor the gateway's placeholder. A name
+    (resolved by the agent) stays the name. On every worker (a request may hop first)."""
+    up = upstream_factory()
+    port = _host_gateway(tmp_path, certs, gateway_factory, agents,
+                         "http://%s:%d" % (host, up.port))
+    for _ in range(20):
+        assert _host_at_service(port) == ["%s:%d" % (host, up.port)]
+
+
+def test_original_host_reaches_the_service_through_the_tunnel(tmp_path, certs, gateway_factory,
+                                                             upstream_factory, agents):
+    """RequestHeaderOriginalHost on the gateway's route: the client's Host reaches the service,
+    also over a destination "host" (docs/config.md, transforms)."""
+    up = upstream_factory()
+    port = _host_gateway(tmp_path, certs, gateway_factory, agents,
+                         "http://127.0.0.1:%d" % up.port, dest={"host": "app.internal"},
+                         transforms=[{"RequestHeaderOriginalHost": True}])
+    for _ in range(20):
+        status, _, body = get(port, "/tunnel/h", headers={"Host": "shop.example:8080"})
+        assert status == 200, body
+        assert [v for n, v in json.loads(body)["headers"] if n.lower() == "host"] == \
+            ["shop.example:8080"]
+
+
 def test_the_tunnel_path_never_reaches_a_destination(setup):
     gw, ag, up, port, tport, _ = setup()
     ctx = ssl.create_default_context(cafile=None)

@@ -381,6 +381,49 @@ def ns_agent(gateway_factory, echo_upstream, tmp_path):
     _stop_checked(started)
 
 
+def _wait_until(cond, timeout):
+    """Polls cond() until it holds or timeout seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return cond()
+
+
+def _serving_agent(gw, make):
+    """An agent of ns_agent that reaches the gateway by address, online."""
+    a = make("127.0.0.1")
+    wait_online(gw, "office")
+    return a
+
+
+def _reload_into_silent_dns(a, dns, label, key, value):
+    """Sets a.conf[key] = value (a host name holding label, which only the silent DNS server
+    could resolve), writes the file and HUPs the agent; returns once the server was asked."""
+    a.conf[key] = value
+    a.write()
+    a.signal(signal.SIGHUP)
+    assert _wait_until(lambda: dns.asked(label), 5), "the agent never asked the DNS server"
+
+
+def _assert_served_during_lookup(gw, seconds=1.5):
+    """Every request for `seconds` is answered 200 within 1.5 s, while a lookup is pending."""
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        try:
+            st = http_request("GET", gw.url("/tunnel/x"), timeout=1.5)[0]
+        except OSError as e:
+            st = repr(e)
+        assert st == 200, "request during the lookup: %s after %.2f s" % (st, time.monotonic() - t0)
+
+
+def _log_line(a, text, timeout=6):
+    """The agent's first log line whose message holds text, waiting up to timeout s; or None."""
+    _wait_until(lambda: text in a.logs(), timeout)
+    lines = [l for l in a.log_lines() if text in l["msg"]]
+    return lines[0] if lines else None
+
+
 def test_agent_resolves_the_gateway_from_etc_hosts(ns_agent):
     gw, dns, make = ns_agent
     make("gw.hosts.test")
@@ -390,33 +433,17 @@ def test_agent_resolves_the_gateway_from_etc_hosts(ns_agent):
 
 def test_slow_dns_does_not_stall_a_serving_tunnel(ns_agent):
     gw, dns, make = ns_agent
-    a = make("127.0.0.1")
-    wait_online(gw, "office")
+    a = _serving_agent(gw, make)
     assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
     # a reload names a gateway that only the silent DNS server could resolve
-    a.conf["gateway"] = "ws://gw.slow.test:%d%s" % (gw.port, TUNNEL_PATH)
-    a.write()
-    a.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while not dns.asked("slow") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert dns.asked("slow"), "the agent never asked the DNS server"
+    _reload_into_silent_dns(a, dns, "slow", "gateway",
+                            "ws://gw.slow.test:%d%s" % (gw.port, TUNNEL_PATH))
     # the lookup is pending: the serving tunnel answers as ever meanwhile
-    t_end = time.monotonic() + 1.5
-    while time.monotonic() < t_end:
-        t0 = time.monotonic()
-        try:
-            st = http_request("GET", gw.url("/tunnel/x"), timeout=1.5)[0]
-        except OSError as e:
-            st = repr(e)
-        assert st == 200, "request during the lookup: %s after %.2f s" % (st, time.monotonic() - t0)
-    deadline = time.monotonic() + 6
-    while "cannot resolve gw.slow.test" not in a.logs() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    line = [l for l in a.log_lines() if "cannot resolve gw.slow.test" in l["msg"]]
-    assert line and line[0]["level"] == "warn", a.logs()
-    assert "no answer within connectTimeoutMs (2000 ms)" in line[0]["msg"]
-    assert "retrying in" in line[0]["msg"]
+    _assert_served_during_lookup(gw)
+    line = _log_line(a, "cannot resolve gw.slow.test")
+    assert line and line["level"] == "warn", a.logs()
+    assert "no answer within connectTimeoutMs (2000 ms)" in line["msg"]
+    assert "retrying in" in line["msg"]
     # and the old tunnel still serves
     assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
 
@@ -475,15 +502,11 @@ def test_agent_resolves_a_service_name_from_etc_hosts(ns_agent, echo_upstream, t
     gw, dns, make = ns_agent
     hosts = Path(tmp_path) / "agent" / "hosts"  # read by the agent at start only
     hosts.write_text(hosts.read_text().replace("gw.hosts.test", "gw.hosts.test svc.hosts.test"))
-    a = make("127.0.0.1")
-    wait_online(gw, "office")
+    a = _serving_agent(gw, make)
     a.conf["services"] = {"web": _service_url(echo_upstream.url, "svc.hosts.test")}
     a.write()
     a.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while "reloaded: 1 service(s)" not in a.logs() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "reloaded: 1 service(s)" in a.logs(), a.logs()
+    assert _log_line(a, "reloaded: 1 service(s)", timeout=10), a.logs()
     assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
     assert not dns.asked("svc"), "a name of /etc/hosts went to the DNS server"
 
@@ -494,30 +517,14 @@ def test_slow_dns_for_a_service_does_not_stall_a_serving_tunnel(ns_agent, echo_u
     loop for the resolver's 4 s timeout), and the reload fails after connectTimeoutMs with the
     service and the host named."""
     gw, dns, make = ns_agent
-    a = make("127.0.0.1")
-    wait_online(gw, "office")
-    a.conf["services"] = {"web": _service_url(echo_upstream.url, "svc.slow.test")}
-    a.write()
-    a.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while not dns.asked("svc") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert dns.asked("svc"), "the agent never asked the DNS server"
-    t_end = time.monotonic() + 1.5
-    while time.monotonic() < t_end:
-        t0 = time.monotonic()
-        try:
-            st = http_request("GET", gw.url("/tunnel/x"), timeout=1.5)[0]
-        except OSError as e:
-            st = repr(e)
-        assert st == 200, "request during the lookup: %s after %.2f s" % (st, time.monotonic() - t0)
+    a = _serving_agent(gw, make)
+    _reload_into_silent_dns(a, dns, "svc", "services",
+                            {"web": _service_url(echo_upstream.url, "svc.slow.test")})
+    _assert_served_during_lookup(gw)
     want = "services.web: cannot resolve svc.slow.test: no answer within connectTimeoutMs (2000 ms)"
-    deadline = time.monotonic() + 6
-    while want not in a.logs() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    line = [l for l in a.log_lines() if want in l["msg"]]
-    assert line and line[0]["level"] == "error", a.logs()
-    assert "reload failed, the running configuration stays" in line[0]["msg"]
+    line = _log_line(a, want)
+    assert line and line["level"] == "error", a.logs()
+    assert "reload failed, the running configuration stays" in line["msg"]
     assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
 
 
@@ -553,22 +560,13 @@ def test_a_second_hup_replaces_a_reload_waiting_for_a_name(ns_agent, echo_upstre
     """A reload waiting on a silent DNS server is dropped by the next HUP: the second file
     (an address literal) takes effect at once, and the first lookup never reports."""
     gw, dns, make = ns_agent
-    a = make("127.0.0.1")
-    wait_online(gw, "office")
-    a.conf["services"] = {"web": _service_url(echo_upstream.url, "svc.slow.test")}
-    a.write()
-    a.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while not dns.asked("svc") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert dns.asked("svc")
+    a = _serving_agent(gw, make)
+    _reload_into_silent_dns(a, dns, "svc", "services",
+                            {"web": _service_url(echo_upstream.url, "svc.slow.test")})
     a.conf["services"] = {"web": echo_upstream.url}
     a.write()
     a.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while "reloaded: 1 service(s)" not in a.logs() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "reloaded: 1 service(s)" in a.logs(), a.logs()
+    assert _log_line(a, "reloaded: 1 service(s)", timeout=5), a.logs()
     time.sleep(2.5)  # past connectTimeoutMs of the dropped lookup
     assert "cannot resolve" not in a.logs(), a.logs()
     assert http_request("GET", gw.url("/tunnel/x"), timeout=5)[0] == 200
