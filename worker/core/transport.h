@@ -63,6 +63,9 @@ struct fg_transport_s {
     unsigned peeked : 1; /* TLS server: the first byte was checked for a ClientHello */
     unsigned failed : 1; /* TLS: a fatal error, no close_notify may follow */
     unsigned shut : 1;   /* TLS: close_notify sent */
+    /* Set by the owner before send_chain: nothing follows this output, so the transport may
+     * end its sending with it (TLS: close_notify in the same write). */
+    unsigned last : 1;
     SSL *ssl;            /* TLS only */
     size_t wpend;        /* TLS: length of a write to repeat (OpenSSL needs at least as much) */
     unsigned long err;   /* TLS client: OpenSSL's first error of a failed handshake, or 0 */

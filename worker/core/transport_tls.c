@@ -75,6 +75,9 @@ typedef struct {
     unsigned hold : 1;
     unsigned batch : 1;
     unsigned eof : 1;
+    /* What is held is what the handshake's last step wrote (its tickets), kept for the first
+     * write: not reported as unsent, or the owner would arm writability to send it alone. */
+    unsigned deferred : 1;
     size_t len;         /* bytes held */
     size_t cap;         /* size of buf */
     unsigned char *buf; /* cap bytes while some are held, else NULL */
@@ -330,6 +333,7 @@ static ssize_t tls_send_chain(fg_transport_t *t, struct evbuffer *out)
     hold_bio_t *h = b != NULL ? BIO_get_data(b) : NULL;
     if (h == NULL)
         return send_records(t, out); /* no BIO: the SSL reports it */
+    h->deferred = 0; /* from here on, what stays held is what the socket did not take */
     if (evbuffer_get_length(out) == 0) {
         ssize_t held = (ssize_t)h->len;
         int f = hold_flush(b, h);
@@ -339,8 +343,15 @@ static ssize_t tls_send_chain(fg_transport_t *t, struct evbuffer *out)
             t->failed = 1;
         return f == 1 ? held : f == 0 ? FG_TRANSPORT_AGAIN : -1;
     }
-    h->batch = evbuffer_get_length(out) > TLS_RECORD_MAX;
+    h->batch = evbuffer_get_length(out) > TLS_RECORD_MAX || t->last;
     ssize_t total = send_records(t, out);
+    /* The last output: close_notify (RFC 8446 6.1) joins its records in the write below. */
+    if (t->last && total != FG_TRANSPORT_AGAIN && evbuffer_get_length(out) == 0 && !t->failed &&
+        !t->shut && SSL_is_init_finished(t->ssl)) {
+        SSL_shutdown(t->ssl);
+        ERR_clear_error();
+        t->shut = 1;
+    }
     h->batch = 0;
     /* What the batch kept leaves now; what the socket does not take stays held (unsent). */
     if (h->len > 0 && total != FG_TRANSPORT_AGAIN && hold_flush(b, h) < 0) {
@@ -355,7 +366,7 @@ static size_t tls_unsent(const fg_transport_t *t)
 {
     BIO *b = t->ssl != NULL ? SSL_get_wbio(t->ssl) : NULL;
     const hold_bio_t *h = b != NULL ? BIO_get_data(b) : NULL;
-    return h != NULL ? h->len : 0;
+    return h != NULL && !h->deferred ? h->len : 0;
 }
 
 static int tls_shutdown_write(fg_transport_t *t)
@@ -394,8 +405,10 @@ static int tls_handshake(fg_transport_t *t)
         ret = SSL_do_handshake(t->ssl);
         h->hold = 0;
     }
-    if (ret == 1 && SSL_version(t->ssl) == TLS1_3_VERSION)
+    if (ret == 1 && SSL_version(t->ssl) == TLS1_3_VERSION) {
+        h->deferred = h->len > 0;
         return 0;
+    }
     int f = hold_flush(b, h); /* after a failure too: the alert that tells the client why */
     if (f < 0) {
         t->failed = 1;
