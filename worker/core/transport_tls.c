@@ -78,6 +78,11 @@ typedef struct {
     /* What is held is what the handshake's last step wrote (its tickets), kept for the first
      * write: not reported as unsent, or the owner would arm writability to send it alone. */
     unsigned deferred : 1;
+    /* A read while hold is set came back short: the socket had no more. Within that
+     * handshake step the client cannot have sent more (it waits for the flight still held), so
+     * a further read would meet EAGAIN: it is answered so without the read(2). Bytes that did
+     * arrive meanwhile raise the (level-triggered) read event for the next step. */
+    unsigned drained : 1;
     size_t len;         /* bytes held */
     size_t cap;         /* size of buf */
     unsigned char *buf; /* cap bytes while some are held, else NULL */
@@ -164,11 +169,18 @@ static int hold_read(BIO *b, char *out, int outl)
 {
     hold_bio_t *h = BIO_get_data(b);
     BIO_clear_retry_flags(b);
+    if (h->hold && h->drained) {
+        BIO_set_retry_read(b);
+        errno = EAGAIN;
+        return -1;
+    }
     ssize_t n = read(h->fd, out, (size_t)outl);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         BIO_set_retry_read(b);
     else if (n == 0)
         h->eof = 1; /* BIO_eof: SSL_OP_IGNORE_UNEXPECTED_EOF tells an end from an error by it */
+    else if (n > 0 && n < outl)
+        h->drained = h->hold;
     return (int)n;
 }
 
@@ -402,6 +414,7 @@ static int tls_handshake(fg_transport_t *t)
     int ret = 1;
     if (!SSL_is_init_finished(t->ssl)) {
         h->hold = 1;
+        h->drained = 0;
         ret = SSL_do_handshake(t->ssl);
         h->hold = 0;
     }
