@@ -8,16 +8,19 @@
 #   scripts/tls-callgrind.sh new|reuse|download [TARGET]
 #     new / reuse: `openssl s_time -new|-reuse -www /` for S seconds (default 20); per handshake
 #     download:    `curl -k --http1.1` of a MB MiB file (default 64); per MiB
+#     keepalive:   `h2load --h1` over TLS, 4 keep-alive connections, N requests (default 20000)
+#                  after a warm-up; per request (the HTTPS/1.1 keep-alive row's cost)
 #   TARGET: fastgateway (FG=./fastgateway), nginx or haproxy. KEEP=dir keeps the output.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-MODE=${1:?new, reuse or download}
+MODE=${1:?new, reuse, download or keepalive}
 TARGET=${2:-fastgateway}
 FG=${FG:-$ROOT/fastgateway}
 S=${S:-20}
 MB=${MB:-64}
+N=${N:-20000}
 PATH=$PATH:/usr/sbin
 TMP=$(mktemp -d /tmp/fg-tlscg.XXXXXX)
 # shellcheck source=scripts/lib.sh
@@ -127,6 +130,12 @@ load() {
     download)
         curl -k -s --http1.1 -o /dev/null "https://127.0.0.1:$PORT/big.bin"
         echo "$MB" ;;
+    keepalive)
+        # the warm-up (load 2) sends 2000, the measured load N
+        local n=$N
+        [ "$1" != 2 ] || n=2000
+        h2load --h1 -c 4 -n "$n" "https://127.0.0.1:$PORT/" 2>&1 |
+            awk '/^requests:/ { print $8 + 0 }' ;;
     esac
 }
 load 2 >/dev/null
@@ -138,6 +147,7 @@ OUT=$(ls -t "$TMP"/cg."$PID".* | head -1)
 total=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
 unit=handshake
 [ "$MODE" != download ] || unit=MiB
+[ "$MODE" != keepalive ] || unit=request
 echo "$TARGET $MODE: $n ${unit}s"
 awk -v t="$total" -v n="$n" -v u="$unit" 'BEGIN { printf "instructions per %s: %.0f\n", u, t / n }'
 if [ -n "${KEEP:-}" ]; then

@@ -61,6 +61,7 @@ struct fg_conn_s {
     unsigned read_wants_write : 1; /* a TLS read waits for writability */
     unsigned write_wants_read : 1; /* a TLS write waits for readability */
     unsigned tls_client : 1;       /* a client handshake follows the connect */
+    unsigned last_output : 1;      /* fg_conn_last_output: nothing is queued after this */
     fg_conn_spares_t *spares;      /* where fg_conn_release puts buffers and events, or NULL */
     char *tls_why;                 /* after FG_CONN_TLS_FAILED, or NULL */
 };
@@ -396,6 +397,11 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms)
         event_active(c->rev, EV_READ, 1);
 }
 
+void fg_conn_last_output(fg_conn_t *c)
+{
+    c->last_output = 1;
+}
+
 void fg_conn_set_write_timeout(fg_conn_t *c, uint64_t timeout_ms)
 {
     c->write_timeout_ms = ms32(timeout_ms);
@@ -462,6 +468,7 @@ static int write_step(fg_conn_t *c)
     ssize_t n;
     if ((c->out != NULL && evbuffer_get_length(c->out) > 0) ||
         (c->t.ops->unsent != NULL && c->out != NULL && c->t.ops->unsent(&c->t) > 0)) {
+        c->t.last = c->last_output && c->file_fd < 0; /* the file's pieces come first */
         n = c->t.ops->send_chain(&c->t, c->out);
         if (n == FG_TRANSPORT_AGAIN) {
             if (c->t.want == FG_TRANSPORT_WANT_READ && !c->write_wants_read) {

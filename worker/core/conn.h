@@ -90,6 +90,10 @@ void fg_conn_read(fg_conn_t *c, int enable, uint64_t timeout_ms);
  * Returns 0, or -1 on a write error (on_event is not called for it). */
 int fg_conn_flush(fg_conn_t *c);
 void fg_conn_set_write_timeout(fg_conn_t *c, uint64_t timeout_ms);
+/* The owner queues nothing after what is queued now (output, file and what follows it): the
+ * transport may end its sending in the same write as the last bytes (TLS: the close_notify
+ * alert, RFC 8446 6.1), so that closing costs no write of its own. */
+void fg_conn_last_output(fg_conn_t *c);
 /* on_drain fires when pending output falls to `low` bytes (after a flush that left more). */
 void fg_conn_set_low_watermark(fg_conn_t *c, size_t low);
 /* Bytes read per readable event at most (default 64 KiB). */

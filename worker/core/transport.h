@@ -36,7 +36,9 @@ typedef struct {
      * errno on an error, or FG_TRANSPORT_AGAIN. */
     ssize_t (*recv)(fg_transport_t *t, struct evbuffer *in, size_t max);
     /* Write from out's chains in place (no copy) and drain what was taken. Returns the count
-     * (out empty: the held bytes written, see unsent), -1 with errno, or FG_TRANSPORT_AGAIN. */
+     * (out empty: the held bytes written, see unsent), -1 with errno, or FG_TRANSPORT_AGAIN.
+     * With t->last set, the transport may end its sending in the write of out's last bytes
+     * (TLS: close_notify, RFC 8446 6.1). */
     ssize_t (*send_chain)(fg_transport_t *t, struct evbuffer *out);
     /* End the sending direction (TLS: close_notify first). 0 or -1 with errno. */
     int (*shutdown_write)(fg_transport_t *t);
@@ -63,6 +65,7 @@ struct fg_transport_s {
     unsigned peeked : 1; /* TLS server: the first byte was checked for a ClientHello */
     unsigned failed : 1; /* TLS: a fatal error, no close_notify may follow */
     unsigned shut : 1;   /* TLS: close_notify sent */
+    unsigned last : 1;   /* set by the owner: nothing follows this output (see send_chain) */
     SSL *ssl;            /* TLS only */
     size_t wpend;        /* TLS: length of a write to repeat (OpenSSL needs at least as much) */
     unsigned long err;   /* TLS client: OpenSSL's first error of a failed handshake, or 0 */

@@ -75,6 +75,14 @@ typedef struct {
     unsigned hold : 1;
     unsigned batch : 1;
     unsigned eof : 1;
+    /* What is held is what the handshake's last step wrote (its tickets), kept for the first
+     * write: not reported as unsent, or the owner would arm writability to send it alone. */
+    unsigned deferred : 1;
+    /* A read while hold is set came back short: the socket had no more. Within that
+     * handshake step the client cannot have sent more (it waits for the flight still held), so
+     * a further read would meet EAGAIN: it is answered so without the read(2). Bytes that did
+     * arrive meanwhile raise the (level-triggered) read event for the next step. */
+    unsigned drained : 1;
     size_t len;         /* bytes held */
     size_t cap;         /* size of buf */
     unsigned char *buf; /* cap bytes while some are held, else NULL */
@@ -161,11 +169,18 @@ static int hold_read(BIO *b, char *out, int outl)
 {
     hold_bio_t *h = BIO_get_data(b);
     BIO_clear_retry_flags(b);
+    if (h->hold && h->drained) {
+        BIO_set_retry_read(b);
+        errno = EAGAIN;
+        return -1;
+    }
     ssize_t n = read(h->fd, out, (size_t)outl);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         BIO_set_retry_read(b);
     else if (n == 0)
         h->eof = 1; /* BIO_eof: SSL_OP_IGNORE_UNEXPECTED_EOF tells an end from an error by it */
+    else if (n > 0 && n < outl)
+        h->drained = h->hold;
     return (int)n;
 }
 
@@ -330,6 +345,7 @@ static ssize_t tls_send_chain(fg_transport_t *t, struct evbuffer *out)
     hold_bio_t *h = b != NULL ? BIO_get_data(b) : NULL;
     if (h == NULL)
         return send_records(t, out); /* no BIO: the SSL reports it */
+    h->deferred = 0; /* from here on, what stays held is what the socket did not take */
     if (evbuffer_get_length(out) == 0) {
         ssize_t held = (ssize_t)h->len;
         int f = hold_flush(b, h);
@@ -339,8 +355,15 @@ static ssize_t tls_send_chain(fg_transport_t *t, struct evbuffer *out)
             t->failed = 1;
         return f == 1 ? held : f == 0 ? FG_TRANSPORT_AGAIN : -1;
     }
-    h->batch = evbuffer_get_length(out) > TLS_RECORD_MAX;
+    h->batch = evbuffer_get_length(out) > TLS_RECORD_MAX || t->last;
     ssize_t total = send_records(t, out);
+    /* The last output: close_notify (RFC 8446 6.1) joins its records in the write below. */
+    if (t->last && total != FG_TRANSPORT_AGAIN && evbuffer_get_length(out) == 0 && !t->failed &&
+        !t->shut && SSL_is_init_finished(t->ssl)) {
+        SSL_shutdown(t->ssl);
+        ERR_clear_error();
+        t->shut = 1;
+    }
     h->batch = 0;
     /* What the batch kept leaves now; what the socket does not take stays held (unsent). */
     if (h->len > 0 && total != FG_TRANSPORT_AGAIN && hold_flush(b, h) < 0) {
@@ -355,7 +378,7 @@ static size_t tls_unsent(const fg_transport_t *t)
 {
     BIO *b = t->ssl != NULL ? SSL_get_wbio(t->ssl) : NULL;
     const hold_bio_t *h = b != NULL ? BIO_get_data(b) : NULL;
-    return h != NULL ? h->len : 0;
+    return h != NULL && !h->deferred ? h->len : 0;
 }
 
 static int tls_shutdown_write(fg_transport_t *t)
@@ -391,11 +414,14 @@ static int tls_handshake(fg_transport_t *t)
     int ret = 1;
     if (!SSL_is_init_finished(t->ssl)) {
         h->hold = 1;
+        h->drained = 0;
         ret = SSL_do_handshake(t->ssl);
         h->hold = 0;
     }
-    if (ret == 1 && SSL_version(t->ssl) == TLS1_3_VERSION)
+    if (ret == 1 && SSL_version(t->ssl) == TLS1_3_VERSION) {
+        h->deferred = h->len > 0;
         return 0;
+    }
     int f = hold_flush(b, h); /* after a failure too: the alert that tells the client why */
     if (f < 0) {
         t->failed = 1;

@@ -817,6 +817,7 @@ static void begin_close(fg_http1_conn_t *h)
     h->state = S_CLOSING;
     fg_conn_read(h->c, 0, 0);
     fg_conn_set_low_watermark(h->c, 0);
+    fg_conn_last_output(h->c);
     if (fg_conn_flush(h->c) != 0) {
         destroy(h);
         return;
