@@ -179,6 +179,28 @@ static void test_lowercase_common_names(void **state)
     fg_pool_free(pool);
 }
 
+/* The packing variant: a common name is its literal and leaves the block untouched; any other
+ * name is lowered into the block, already-lowercase ones copied too (the caller's bytes are a
+ * destination's, gone after the callback), and nothing past name.len is written. */
+static void test_lower_copy_into_a_block(void **state)
+{
+    char block[32];
+    memset(block, '#', sizeof(block));
+    fg_str_t out = fg_http2_lower_copy(FG_STR_LIT("Content-Type"), block);
+    assert_str(out, "content-type");
+    assert_true(out.base < block || out.base >= block + sizeof(block));
+    assert_int_equal(block[0], '#');
+    out = fg_http2_lower_copy(FG_STR_LIT("X-Request-Thing-Id"), block);
+    assert_ptr_equal(out.base, block);
+    assert_str(out, "x-request-thing-id");
+    assert_int_equal(block[18], '#');
+    char src[] = "x-lower";
+    out = fg_http2_lower_copy((fg_str_t){src, 7}, block);
+    assert_ptr_equal(out.base, block);
+    src[0] = 'Z';
+    assert_str(out, "x-lower");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +212,7 @@ int main(void)
         cmocka_unit_test(test_connection_specific_names_of_each_length),
         cmocka_unit_test(test_lowercase_every_byte),
         cmocka_unit_test(test_lowercase_common_names),
+        cmocka_unit_test(test_lower_copy_into_a_block),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -399,27 +399,38 @@ static int add_nv(nghttp2_nv *nv, fg_pool_t *pool, fg_str_t name, fg_str_t value
 }
 
 /* ":status" and the fields of hdrs fit for HTTP/2, with `extra` spare entries after them. The
- * fields are kept in the stream's pool (which outlives the frame: nghttp2 packs a HEADERS frame
- * only while its stream is open), so nghttp2 neither copies nor lowercases them again. */
+ * array and a copy of the fields' bytes (names in lowercase, RFC 9113 8.2) are one block of the
+ * stream's pool, which outlives the frame (nghttp2 packs a HEADERS frame only while its stream
+ * is open): nghttp2 neither copies nor lowercases them again, and a head costs one allocation
+ * whatever its number of fields. */
 static nghttp2_nv *head_nv(fg_request_t *req, int status, const fg_headers_t *hdrs, size_t extra,
                            size_t *n)
 {
-    nghttp2_nv *nv = fg_pool_alloc(req->pool, (hdrs->n + 1 + extra) * sizeof(*nv));
-    char *code = fg_pool_alloc(req->pool, 3);
-    if (nv == NULL || code == NULL)
+    size_t bytes = 3;
+    for (size_t i = 0; i < hdrs->n; i++)
+        bytes += hdrs->v[i].name.len + hdrs->v[i].value.len;
+    size_t slots = hdrs->n + 1 + extra;
+    nghttp2_nv *nv = fg_pool_alloc(req->pool, slots * sizeof(*nv) + bytes);
+    if (nv == NULL)
         return NULL;
-    code[0] = (char)('0' + status / 100 % 10);
-    code[1] = (char)('0' + status / 10 % 10);
-    code[2] = (char)('0' + status % 10);
-    nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)code, 7, 3,
-                         NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+    char *w = (char *)(nv + slots);
+    w[0] = (char)('0' + status / 100 % 10);
+    w[1] = (char)('0' + status / 10 % 10);
+    w[2] = (char)('0' + status % 10);
+    const uint8_t flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+    nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)w, 7, 3, flags};
+    w += 3;
     size_t k = 1;
     for (size_t i = 0; i < hdrs->n; i++) {
         const fg_http_header_t *f = &hdrs->v[i];
-        if (fg_http2_connection_specific(f->name) || f->name.len == 0)
+        if (f->name.len == 0 || fg_http2_connection_specific(f->name))
             continue;
-        if (add_nv_as(&nv[k++], req->pool, f->name, f->value, 0, 1) != 0)
-            return NULL;
+        fg_str_t name = fg_http2_lower_copy(f->name, w);
+        if (name.base == w)
+            w += name.len;
+        uint8_t *value = (uint8_t *)w;
+        w = fg_str_put(w, f->value.base, f->value.len);
+        nv[k++] = (nghttp2_nv){(uint8_t *)name.base, value, name.len, f->value.len, flags};
     }
     *n = k;
     return nv;

@@ -166,6 +166,23 @@ static const char *common_name(fg_str_t name)
     return fg_str_ieq_lower(name.base, lit, name.len) ? lit : NULL;
 }
 
+/* name in lowercase into p (name.len bytes). */
+static fg_str_t lower_into(fg_str_t name, char *p)
+{
+    uint64_t w;
+    size_t k = 0;
+    for (; k + 8 <= name.len; k += 8) {
+        memcpy(&w, name.base + k, 8);
+        w |= upper_bits(w);
+        memcpy(p + k, &w, 8);
+    }
+    for (; k < name.len; k++) {
+        char ch = name.base[k];
+        p[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch | 0x20) : ch;
+    }
+    return (fg_str_t){p, name.len};
+}
+
 /* Field names are short (most under 16 bytes): a word at a time, then the last bytes. */
 fg_str_t fg_http2_lower(fg_pool_t *pool, fg_str_t name)
 {
@@ -188,15 +205,11 @@ fg_str_t fg_http2_lower(fg_pool_t *pool, fg_str_t name)
     char *p = fg_pool_alloc(pool, name.len);
     if (p == NULL)
         return FG_STR_NULL;
-    size_t k = 0;
-    for (; k + 8 <= name.len; k += 8) {
-        memcpy(&w, name.base + k, 8);
-        w |= upper_bits(w);
-        memcpy(p + k, &w, 8);
-    }
-    for (; k < name.len; k++) {
-        char ch = name.base[k];
-        p[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch | 0x20) : ch;
-    }
-    return (fg_str_t){p, name.len};
+    return lower_into(name, p);
+}
+
+fg_str_t fg_http2_lower_copy(fg_str_t name, char *out)
+{
+    const char *lit = common_name(name);
+    return lit != NULL ? (fg_str_t){lit, name.len} : lower_into(name, out);
 }

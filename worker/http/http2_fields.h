@@ -33,4 +33,8 @@ int fg_http2_connection_specific(fg_str_t name);
  * already lowercase. base NULL without memory. */
 fg_str_t fg_http2_lower(fg_pool_t *pool, fg_str_t name);
 
+/* The same into out (name.len bytes), for a caller that packs several fields into one block:
+ * the literal of a common name (out untouched), else out holding name in lowercase. */
+fg_str_t fg_http2_lower_copy(fg_str_t name, char *out);
+
 #endif
