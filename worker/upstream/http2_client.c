@@ -363,6 +363,12 @@ static int in_range(const uint8_t *p, const char *lo, const char *hi)
     return (const char *)p >= lo && (const char *)p < hi;
 }
 
+/* The end of the n bytes at p, when it lies past end; else end. */
+static char *past(char *end, const uint8_t *p, size_t n)
+{
+    return (char *)(uintptr_t)p + n > end ? (char *)(uintptr_t)p + n : end;
+}
+
 /* Pin the n fields of nv, whose names request_nv wrote at names (in c's arena), for nghttp2
  * to pack as they are (NGHTTP2_NV_FLAG_NO_COPY_*): the values and the names that are not there
  * yet are copied behind them. Without that flag nghttp2 copies every name and value once more
@@ -375,12 +381,11 @@ static void pin_fields(h2conn_t *c, nghttp2_nv *nv, int n, char *names)
     size_t need = 0;
     for (int i = 0; i < n; i++) {
         if (in_range(nv[i].name, names, hi))
-            end = (char *)nv[i].name + nv[i].namelen > end ? (char *)nv[i].name + nv[i].namelen : end;
+            end = past(end, nv[i].name, nv[i].namelen);
         else
             need += nv[i].namelen;
         if (in_range(nv[i].value, names, hi))
-            end = (char *)nv[i].value + nv[i].valuelen > end ? (char *)nv[i].value + nv[i].valuelen
-                                                               : end;
+            end = past(end, nv[i].value, nv[i].valuelen);
         else
             need += nv[i].valuelen;
     }
