@@ -358,15 +358,16 @@ static char *names_room(h2conn_t *c, char *stack)
     return NV_ARENA - c->nvused >= NAMES_CAP ? c->nvbuf + c->nvused : stack;
 }
 
+/* Whether p lies in [lo, hi); compared as integers, p may point into any object. */
 static int in_range(const uint8_t *p, const char *lo, const char *hi)
 {
-    return (const char *)p >= lo && (const char *)p < hi;
+    return (uintptr_t)p >= (uintptr_t)lo && (uintptr_t)p < (uintptr_t)hi;
 }
 
 /* The end of the n bytes at p, when it lies past end; else end. */
 static char *past(char *end, const uint8_t *p, size_t n)
 {
-    return (char *)(uintptr_t)p + n > end ? (char *)(uintptr_t)p + n : end;
+    return (uintptr_t)p + n > (uintptr_t)end ? (char *)(uintptr_t)p + n : end;
 }
 
 /* Pin the n fields of nv, whose names request_nv wrote at names (in c's arena), for nghttp2
