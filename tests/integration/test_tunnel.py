@@ -446,6 +446,47 @@ def _handshake(tport, agent_id, secret, proof_for=None):
     return op, msg, line
 
 
+def test_concurrent_requests_keep_their_own_fields(setup):
+    """Many requests in flight on one tunnel connection, each with fields of its own (and of
+    its own lengths): each reaches the destination with exactly its own path, query and fields,
+    whichever requests the gateway submitted and sent with it."""
+    import http.client
+    gw, ag, up, port, tport, _ = setup(workers=1)
+    errors = []
+
+    def client(t):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for i in range(25):
+                probe = "%d-%d-%s" % (t, i, "z" * ((t * 7 + i * 13) % 300))
+                extra = {"X-Probe-%d" % (i % 5): "v" * (i % 40 + 1)}
+                conn.request("GET", "/tunnel/p/%d/%d?q=%s" % (t, i, probe[:20]),
+                             headers=dict({"X-Probe": probe, "User-Agent": "t%d" % t}, **extra))
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    errors.append((t, i, resp.status, body[:200]))
+                    continue
+                echo = json.loads(body)
+                got = {n.lower(): v for n, v in echo["headers"]}
+                want = {"x-probe": probe, "user-agent": "t%d" % t}
+                want.update({k.lower(): v for k, v in extra.items()})
+                if (echo["path"] != "/p/%d/%d" % (t, i) or echo["query"] != "q=" + probe[:20]
+                        or any(got.get(k) != v for k, v in want.items())):
+                    errors.append((t, i, echo))
+        except Exception as e:  # a torn connection is a failure of its own
+            errors.append((t, repr(e)))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(48)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors[:3]
+
+
 def test_auth_failures(setup, tmp_path):
     gw, ag, up, port, tport, sec = setup()
     secret = sec.read_text().strip().encode()

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,8 @@
 
 #define ADOPTED_READ_MAX (64 * 1024 - 128) /* one 64 KiB chain with its header */
 #define ADOPTED_FRAME_MAX (64 * 1024)      /* SETTINGS_MAX_FRAME_SIZE of a tunnel */
+#define NAMES_CAP 16384                    /* bytes of a request's lowercase names and path */
+#define NV_ARENA (64 * 1024)               /* an adopted connection's pinned request fields */
 
 static void conn_flush(h2conn_t *c);
 static void conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
@@ -53,8 +56,10 @@ static void x_free(h2x_t *x)
     if (x->in)
         evbuffer_free(x->in);
     free(x->trailers);
-    free(x->hb);
-    free(x->head_hb);
+    if (x->hb != x->hin)
+        free(x->hb);
+    if (x->head_hb != x->hin)
+        free(x->head_hb);
     free(x->out_copy);
     free(x);
 }
@@ -77,6 +82,7 @@ __attribute__((noinline)) static void conn_free(h2conn_t *c)
     if (c->flush_ev)
         event_free(c->flush_ev);
     nghttp2_session_del(c->s);
+    free(c->nvbuf); /* after the session: its queued HEADERS point into it */
     if (c->u)
         fg_upstream_close(c->u);
     if (c->mem)
@@ -213,6 +219,33 @@ static nghttp2_nv mknv(const char *n, size_t nl, const char *v, size_t vl)
     return nv;
 }
 
+/* 0x20 in each byte of x that is an ASCII upper-case letter, 0 in the others; the top bit is
+ * set apart so that no sum carries into the next byte. */
+static inline uint64_t upper_bits(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t low = x & ~highs;
+    uint64_t ge_a = low + ones * (0x80 - 'A');
+    uint64_t gt_z = low + ones * (0x80 - 'Z' - 1);
+    return (ge_a & ~gt_z & ~x & highs) >> 2;
+}
+
+/* name in lower case at dst: a word at a time, then the last bytes. */
+static void lower_into(char *dst, fg_str_t name)
+{
+    size_t k = 0;
+    for (; k + 8 <= name.len; k += 8) {
+        uint64_t w;
+        memcpy(&w, name.base + k, 8);
+        w |= upper_bits(w);
+        memcpy(dst + k, &w, 8);
+    }
+    for (; k < name.len; k++) {
+        char ch = name.base[k];
+        dst[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+    }
+}
+
 int fg_http2_client_request_nv(const fg_outreq_t *out, fg_str_t scheme, int64_t content_length,
                                nghttp2_nv *nv, size_t cap, char *names, size_t namecap,
                                char *lenbuf)
@@ -248,10 +281,7 @@ int fg_http2_client_request_nv(const fg_outreq_t *out, fg_str_t scheme, int64_t 
         if (used + nm.len > namecap)
             return -1;
         char *lc = names + used;
-        for (size_t k = 0; k < nm.len; k++) {
-            char ch = nm.base[k];
-            lc[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch; /* RFC 9113 8.2.1 */
-        }
+        lower_into(lc, nm); /* RFC 9113 8.2.1 */
         used += nm.len;
         nv[n] = mknv(lc, nm.len, v.base, v.len);
         /* RFC 7541 6.2.2: a value new with every request gains nothing from the dynamic table
@@ -303,10 +333,14 @@ static int apply_extra(nghttp2_nv *nv, int n, const fg_http_header_t *extra, siz
 {
     for (size_t i = 0; i < nextra; i++) {
         int k = 0;
-        for (int j = 0; j < n; j++)
-            if (nv[j].namelen != extra[i].name.len ||
-                memcmp(nv[j].name, extra[i].name.base, nv[j].namelen) != 0)
-                nv[k++] = nv[j];
+        for (int j = 0; j < n; j++) {
+            if (nv[j].namelen == extra[i].name.len &&
+                memcmp(nv[j].name, extra[i].name.base, nv[j].namelen) == 0)
+                continue;
+            if (k != j)
+                nv[k] = nv[j];
+            k++;
+        }
         n = k;
         if (extra[i].value.base != NULL)
             nv[n++] = mknv(extra[i].name.base, extra[i].name.len, extra[i].value.base,
@@ -315,17 +349,79 @@ static int apply_extra(nghttp2_nv *nv, int n, const fg_http_header_t *extra, siz
     return n;
 }
 
+/* Where a request's lowercase names go: on an adopted connection (a tunnel), into its arena of
+ * pinned fields when NAMES_CAP bytes are free there, else into the caller's buffer. */
+static char *names_room(h2conn_t *c, char *stack)
+{
+    if (c->fc == NULL || (c->nvbuf == NULL && (c->nvbuf = malloc(NV_ARENA)) == NULL))
+        return stack;
+    return NV_ARENA - c->nvused >= NAMES_CAP ? c->nvbuf + c->nvused : stack;
+}
+
+/* Whether p lies in [lo, hi); compared as integers, p may point into any object. */
+static int in_range(const uint8_t *p, const char *lo, const char *hi)
+{
+    return (uintptr_t)p >= (uintptr_t)lo && (uintptr_t)p < (uintptr_t)hi;
+}
+
+/* The end of the n bytes at p, when it lies past end; else end. */
+static char *past(char *end, const uint8_t *p, size_t n)
+{
+    return (uintptr_t)p + n > (uintptr_t)end ? (char *)(uintptr_t)p + n : end;
+}
+
+/* Pin the n fields of nv, whose names request_nv wrote at names (in c's arena), for nghttp2
+ * to pack as they are (NGHTTP2_NV_FLAG_NO_COPY_*): the values and the names that are not there
+ * yet are copied behind them. Without that flag nghttp2 copies every name and value once more
+ * and lowercases the names again, about 1,000 instructions for a dozen fields. The arena is
+ * reused once the session has nothing queued (conn_flush_now), since a HEADERS frame reads its
+ * fields only when packed; a request that does not fit is left for nghttp2 to copy. */
+static void pin_fields(h2conn_t *c, nghttp2_nv *nv, int n, char *names)
+{
+    char *hi = names + NAMES_CAP, *end = names;
+    size_t need = 0;
+    for (int i = 0; i < n; i++) {
+        if (in_range(nv[i].name, names, hi))
+            end = past(end, nv[i].name, nv[i].namelen);
+        else
+            need += nv[i].namelen;
+        if (in_range(nv[i].value, names, hi))
+            end = past(end, nv[i].value, nv[i].valuelen);
+        else
+            need += nv[i].valuelen;
+    }
+    if (need > (size_t)(c->nvbuf + NV_ARENA - end))
+        return;
+    for (int i = 0; i < n; i++) {
+        if (!in_range(nv[i].name, names, hi)) {
+            memcpy(end, nv[i].name, nv[i].namelen);
+            nv[i].name = (uint8_t *)end;
+            end += nv[i].namelen;
+        }
+        if (!in_range(nv[i].value, names, hi)) {
+            memcpy(end, nv[i].value, nv[i].valuelen);
+            nv[i].value = (uint8_t *)end;
+            end += nv[i].valuelen;
+        }
+        nv[i].flags |= NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
+    }
+    c->nvused = (size_t)(end - c->nvbuf);
+}
+
 static int submit(h2x_t *x, const fg_outreq_t *o, const fg_http_header_t *extra, size_t nextra)
 {
     h2conn_t *c = x->conn;
     nghttp2_nv nv[FIELDS_MAX + 8 + FG_H2CLIENT_EXTRA_MAX];
-    char names[16384], len[24];
+    char stack[NAMES_CAP], len[24];
+    char *names = names_room(c, stack);
     fg_str_t scheme = c->https ? FG_STR_LIT("https") : FG_STR_LIT("http");
     int n = fg_http2_client_request_nv(o, scheme, x->content_length, nv, FIELDS_MAX + 8, names,
-                                       sizeof(names), len);
+                                       NAMES_CAP, len);
     if (n < 0 || nextra > FG_H2CLIENT_EXTRA_MAX)
         return -1;
     n = apply_extra(nv, n, extra, nextra);
+    if (names != stack)
+        pin_fields(c, nv, n, names);
     nghttp2_data_provider dp = {.source.ptr = x, .read_callback = read_body};
     int32_t id = nghttp2_submit_request(c->s, NULL, nv, (size_t)n, x->has_body ? &dp : NULL, x);
     if (id < 0)
@@ -628,13 +724,20 @@ static int keep_field(h2x_t *x, const uint8_t *n, size_t nl, const uint8_t *v, s
 {
     if (x->nh >= FIELDS_MAX || x->hlen + nl + vl > HEAD_MAX)
         return -1;
+    /* A response head usually fits in the stream (hin): no allocation for it. */
+    if (x->hb == NULL && x->head_hb == NULL) {
+        x->hb = x->hin;
+        x->hcap = sizeof(x->hin);
+    }
     if (x->hlen + nl + vl > x->hcap) {
         size_t cap = x->hcap ? x->hcap : 4096;
         while (cap < x->hlen + nl + vl)
             cap *= 2;
-        char *nb = realloc(x->hb, cap);
+        char *nb = x->hb == x->hin ? malloc(cap) : realloc(x->hb, cap);
         if (nb == NULL)
             return -1;
+        if (x->hb == x->hin)
+            memcpy(nb, x->hin, x->hlen);
         x->hb = nb;
         x->hcap = cap;
     }
@@ -902,8 +1005,12 @@ static void conn_flush_now(h2conn_t *c)
                 conn_leave(c);
                 return;
             }
-            if (n == 0)
+            if (n == 0) {
+                /* Every HEADERS frame submitted is packed: the pinned fields are free. */
+                if (nghttp2_session_get_outbound_queue_size(c->s) == 0)
+                    c->nvused = 0;
                 break;
+            }
             c->bytes_out += (uint64_t)n;
             evbuffer_add(out, data, (size_t)n);
         }

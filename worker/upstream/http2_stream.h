@@ -10,6 +10,7 @@
 #include "worker/upstream/upstream.h"
 
 #define HEAD_MAX 65536  /* bytes of one received header block */
+#define HB_INLINE 512   /* bytes of a header block kept in the stream itself */
 #define FIELDS_MAX 128  /* fields of one received header block */
 #define INTERIM_MAX 8   /* as the HTTP/1.1 client */
 #define OUT_HIGH 262144 /* session output queued on the connection before we stop producing */
@@ -61,6 +62,10 @@ struct h2conn_s {
      * current callbacks ran, so the streams a loop turn opens leave in one write. */
     struct event *flush_ev;
     unsigned flush_due : 1;
+    /* Adopted: the request fields of the streams submitted since the session last had nothing
+     * queued, which nghttp2 packs without copying them (pin_fields in http2_client.c). */
+    char *nvbuf;
+    size_t nvused;
 };
 
 struct h2x_s {
@@ -122,6 +127,7 @@ struct h2x_s {
     unsigned t_gone_due : 1;  /* tell the relay the stream is gone */
     /* Last and left uninitialised by x_new (2 KiB): only the first nh entries are read. */
     uint32_t hoff[FIELDS_MAX][4];
+    char hin[HB_INLINE]; /* the first header block's bytes while they fit (keep_field) */
 };
 
 /* Produce the session's frames and write them (nothing while a receive is under way: the
