@@ -13,7 +13,8 @@ the run divided by the messages echoed (a message crosses the proxy twice), and 
 of the client and of the destination (100 = one core busy): a row whose client or destination
 is near 100 measured them, not the proxy.
 
-Every target is measured in turn, --rounds times over; the medians are printed, then
+Every target is measured in turn, --rounds times over, each round starting one target further
+on (a multiple of the number of targets gives each the same places); the medians are printed, then
 fastgateway's ratios to nginx and HAProxy and whether it meets its target (msgs/s at least the
 better of theirs, p99 at or below theirs). --compare PATH adds a row for a second fastgateway
 binary (A/B of two builds in one run). The "per round" lines compare two rows round by round
@@ -201,10 +202,12 @@ def main(a):
                 else:
                     print("%-12s %12s" % (name, "failed"))
             # the targets in turn, a.rounds times: a slow moment of the machine costs one
-            # sample of every target instead of all the samples of one; medians reported
+            # sample of every target instead of all the samples of one; medians reported.
+            # Each round starts one row further on: a fixed order would give one row the same
+            # place in every round (after the direct row, whose run fills both CPUs).
             samples = {name: [] for name, _, _ in live}
-            for _ in range(a.rounds):
-                for name, port, pg in live:
+            for k in range(a.rounds):
+                for name, port, pg in live[k % len(live):] + live[:k % len(live)]:
                     samples[name].append(run_load(load, port, a, (pg, echo.pid)))
             print("%-12s %10s %8s %8s %14s %9s %7s   (median of %d rounds)"
                   % ("target", "msgs/s", "p50 ms", "p99 ms", "proxy CPU us/msg", "client %",
