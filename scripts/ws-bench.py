@@ -183,7 +183,10 @@ def main(a):
     if a.realtime:
         # Inherited by the client, the destination and every proxy: they preempt the
         # machine's other work at once, so a round measures them rather than its queue.
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except PermissionError:
+            sys.exit("ws-bench: --realtime needs root (or CAP_SYS_NICE)")
     with tempfile.TemporaryDirectory() as tmp:
         load = build_load(tmp)
         dest = free_port()
