@@ -950,10 +950,13 @@ echo
 echo "written to $OUT"
 
 # ---- WebSocket echo (scripts/ws-bench.py): fastgateway vs nginx vs HAProxy vs direct ----------
-# WS_BENCH=0 skips it. Its own processes and ports; its table goes to the terminal and the file.
+# WS_BENCH=0 skips it; WS_BENCH_ARGS adds options (e.g. "--realtime --rounds 9"). Its own
+# processes and ports; its table goes to the terminal and the file.
 if [ "${WS_BENCH:-1}" != 0 ] && command -v "${CC:-cc}" >/dev/null; then
     echo
-    WS_TABLE=$(python3 "$(dirname "$0")/ws-bench.py" --fastgateway "$FG" 2>/dev/null) || true
+    # shellcheck disable=SC2086 # WS_BENCH_ARGS is a list of options
+    WS_TABLE=$(python3 "$(dirname "$0")/ws-bench.py" --fastgateway "$FG" ${WS_BENCH_ARGS:-} \
+        2>/dev/null) || true
     printf '%s\n' "$WS_TABLE"
     { echo; echo "## WebSocket echo"; echo; echo '```'; printf '%s\n' "$WS_TABLE"; echo '```'; } >>"$OUT"
 fi
