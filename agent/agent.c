@@ -504,18 +504,11 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen)
 {
     fg_agent_t *a = calloc(1, sizeof(*a));
-    struct event_config *ec = event_config_new();
-    if (a == NULL || ec == NULL) {
-        free(a);
-        if (ec)
-            event_config_free(ec);
+    if (a == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    event_config_avoid_method(ec, "select");
-    event_config_avoid_method(ec, "poll");
-    a->base = event_base_new_with_config(ec);
-    event_config_free(ec);
+    a->base = fg_clock_base_new();
     if (a->base == NULL) {
         snprintf(err, errlen, "cannot create the event loop");
         free(a);

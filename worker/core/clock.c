@@ -7,19 +7,37 @@
 /* The per-process reading cache. Like the signal flags this is process state outside shm/: it
  * is a cache of the kernel's clock, owned by the loop that drives it, never shared. */
 static struct {
-    int driven; /* inside fg_clock_loop_once: readings are cached for the turn */
+    struct event_base *base; /* the loop driven by fg_clock_loop_once, NULL between turns */
     int mono_ok, wall_ok;
     uint64_t mono_us;
     struct timeval wall;
+    struct timeval poll; /* libevent's cached time when the readings were taken */
 } clk;
+
+/* One EVLOOP_ONCE call does not return while callbacks keep activating events (event_active),
+ * so a busy loop can stay inside one call for seconds. A base from fg_clock_base_new polls
+ * again after DISPATCH_MAX callbacks, and libevent refreshes its cached time after every poll:
+ * a change in it marks the readings stale. It serves only as that marker: its value is never
+ * returned. */
+static void sync_poll(void)
+{
+    struct timeval tv;
+    if (clk.base == NULL || event_base_gettimeofday_cached(clk.base, &tv) != 0)
+        return;
+    if (tv.tv_sec != clk.poll.tv_sec || tv.tv_usec != clk.poll.tv_usec) {
+        clk.poll = tv;
+        clk.mono_ok = clk.wall_ok = 0;
+    }
+}
 
 uint64_t fg_clock_now_us(void)
 {
+    sync_poll();
     if (!clk.mono_ok) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         clk.mono_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-        clk.mono_ok = clk.driven;
+        clk.mono_ok = clk.base != NULL;
     }
     return clk.mono_us;
 }
@@ -31,12 +49,13 @@ uint64_t fg_clock_now_ms(void)
 
 void fg_clock_wall(struct timeval *tv)
 {
+    sync_poll();
     if (!clk.wall_ok) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         clk.wall.tv_sec = ts.tv_sec;
         clk.wall.tv_usec = (suseconds_t)(ts.tv_nsec / 1000);
-        clk.wall_ok = clk.driven;
+        clk.wall_ok = clk.base != NULL;
     }
     *tv = clk.wall;
 }
@@ -48,15 +67,34 @@ uint64_t fg_clock_wall_ms(void)
     return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
 }
 
+/* Callbacks run between two polls at most: bounds how stale a reading gets in a busy turn (and
+ * lets sockets that became ready meanwhile join the queue). A poll that finds nothing new costs
+ * one epoll_wait with a zero timeout. */
+#define DISPATCH_MAX 64
+
+struct event_base *fg_clock_base_new(void)
+{
+    struct event_config *ec = event_config_new();
+    if (ec == NULL)
+        return NULL;
+    event_config_avoid_method(ec, "select");
+    event_config_avoid_method(ec, "poll");
+    struct event_base *base = NULL;
+    if (event_config_set_max_dispatch_interval(ec, NULL, DISPATCH_MAX, 0) == 0)
+        base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return base;
+}
+
 int fg_clock_loop_once(struct event_base *base)
 {
     /* Stale before the wait: no callback runs before epoll returns, so the first reading of the
      * turn is taken after the wake-up. */
-    clk.driven = 1;
+    clk.base = base;
     clk.mono_ok = clk.wall_ok = 0;
     int rc = event_base_loop(base, EVLOOP_ONCE);
     /* Between turns (start-up after a nested wait, teardown) every reading is a fresh one. */
-    clk.driven = 0;
+    clk.base = NULL;
     clk.mono_ok = clk.wall_ok = 0;
     return rc;
 }

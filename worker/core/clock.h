@@ -1,12 +1,14 @@
-/* The worker's clock: monotonic and wall time read from the kernel at most once per loop turn.
+/* The worker's clock: monotonic and wall time read from the kernel at most once per poll.
  *
  * libevent 2.1 has no prepare/check hook, so the worker drives its loop one turn at a time
- * (fg_clock_loop_once) and each turn marks the cached readings stale; the first reader after the
- * wait asks the kernel, every later reader in the same turn gets that value. A reading is thus
- * never older than the wake-up that started the callbacks running, which is what timeouts and
- * latency figures need. libevent's own cached time (event_base_gettimeofday_cached) is not used
- * for timeouts: it is wall time rebuilt from an offset resynchronised every few seconds, and can
- * step backwards.
+ * (fg_clock_loop_once). A turn may poll many times without returning (while callbacks keep
+ * activating events; fg_clock_base_new bounds the callbacks between two polls), so a reading is
+ * also marked stale whenever libevent's cached time, which it refreshes after every poll, has
+ * changed. The first reader after a poll asks the kernel,
+ * every later reader before the next poll gets that value: a reading is never older than the
+ * wake-up that started the callbacks running, which is what timeouts and latency figures need.
+ * libevent's cached time itself is never returned: it is wall time rebuilt from an offset
+ * resynchronised every few seconds, and can step backwards.
  *
  * Outside a driven loop turn (the master, unit tests, start-up, between turns) every call
  * reads the kernel. */
@@ -25,6 +27,9 @@ uint64_t fg_clock_now_ms(void);
 void fg_clock_wall(struct timeval *tv);
 uint64_t fg_clock_wall_ms(void);
 
+/* An epoll event base whose loop polls again after a bounded number of callbacks, so that
+ * readings stay fresh while callbacks keep activating events. NULL on failure. */
+struct event_base *fg_clock_base_new(void);
 /* One loop turn: event_base_loop(base, EVLOOP_ONCE), with the readings taken by its callbacks
  * cached from the first one on. Returns event_base_loop's result. */
 int fg_clock_loop_once(struct event_base *base);

@@ -407,13 +407,7 @@ int fg_worker_main(const fg_worker_args_t *args)
     mallopt(M_TRIM_THRESHOLD, HEAP_KEEP);
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
 
-    struct event_config *ec = event_config_new();
-    if (ec == NULL)
-        return 1;
-    event_config_avoid_method(ec, "select");
-    event_config_avoid_method(ec, "poll");
-    st.w.base = event_base_new_with_config(ec);
-    event_config_free(ec);
+    st.w.base = fg_clock_base_new();
     if (st.w.base == NULL) {
         fg_log_error("cannot create the event loop");
         return 1;
