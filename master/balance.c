@@ -153,9 +153,11 @@ int fg_balance_offer(fg_balance_t *b, int group, int slot, int fd)
 
 enum { R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 };
 #define PENDING_OFF ((int)offsetof(fg_balance_page_t, pending))
+#define BUSY_OFF ((int)offsetof(fg_balance_page_t, busy))
 
-/* The program for slots 0..n-1 of group g, into code (room for 32 + 12 * n instructions).
- * r7 points at the shared page, r8 is the slot chosen so far and r9 its load (open + pending).
+/* The program for slots 0..n-1 of group g, into code (room for 32 + 14 * n instructions).
+ * r7 points at the shared page, r8 is the slot chosen so far and r9 its load (open + pending +
+ * 2 * busy).
  * The choice is branch-free (a sign mask picks the new minimum or keeps the old), so the
  * verifier walks one path whatever n is; ties keep the lower slot. The chosen slot's pending
  * count goes up by one before the socket is selected. Returns the number of instructions. */
@@ -169,11 +171,17 @@ static size_t build(struct bpf_insn *code, int g, int n, int page_fd, int socks_
     code[i++] = LDX_W(R9, R7, 0);
     code[i++] = LDX_W(R1, R7, PENDING_OFF);
     code[i++] = ALU_R(BPF_ADD, R9, R1);
+    code[i++] = LDX_W(R1, R7, BUSY_OFF);
+    code[i++] = ALU_K(BPF_LSH, R1, 1);
+    code[i++] = ALU_R(BPF_ADD, R9, R1);
     for (int s = 1; s < n; s++) {
         code[i++] = LDX_W(R1, R7, s * 4);
         code[i++] = LDX_W(R2, R7, PENDING_OFF + s * 4);
+        code[i++] = ALU_R(BPF_ADD, R1, R2);
+        code[i++] = LDX_W(R2, R7, BUSY_OFF + s * 4);
+        code[i++] = ALU_K(BPF_LSH, R2, 1);
         code[i++] = ALU_R(BPF_ADD, R1, R2); /* r1 = load of s */
-        code[i++] = ALU_R(BPF_SUB, R1, R9); /* r1 = load - best (both below 2^33) */
+        code[i++] = ALU_R(BPF_SUB, R1, R9); /* r1 = load - best (both below 2^34) */
         code[i++] = MOV_R(R2, R1);
         code[i++] = ALU_K(BPF_ARSH, R2, 63); /* r2 = -1 when s is lighter, else 0 */
         code[i++] = ALU_R(BPF_AND, R1, R2);
@@ -209,7 +217,7 @@ int fg_balance_attach(fg_balance_t *b, int group, int nslots, int fd, char *err,
 {
     if (group < 0 || group >= FG_BALANCE_GROUPS || nslots < 1 || nslots > FG_BALANCE_SLOTS)
         return -EINVAL;
-    size_t cap = 32 + 12 * (size_t)nslots;
+    size_t cap = 32 + 14 * (size_t)nslots;
     struct bpf_insn *code = calloc(cap, sizeof(*code));
     if (code == NULL)
         return -ENOMEM;

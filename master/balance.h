@@ -8,7 +8,11 @@
  * and the kernel (an mmap'ed BPF array): per slot, the connections the worker holds (the worker
  * writes it as they open and close) and the connections steered to it that it has not accepted
  * yet (the program adds one per SYN it steers; the worker clears it whenever its accept queue is
- * empty), so that a burst of SYNs is spread before any of them is accepted.
+ * empty), so that a burst of SYNs is spread before any of them is accepted. A worker that is
+ * running callbacks when the SYN arrives counts two connections more than it holds: unless it
+ * holds two more than a busy one, a worker waiting for events takes the new connection, so the
+ * expensive start of a connection (a TLS handshake) does not queue behind another's while a
+ * worker sits idle, and a burst still ends within two connections of even.
  *
  * Only sockets that are taking connections are offered to the program (a BPF
  * REUSEPORT_SOCKARRAY map): a slot whose socket is not in it, or any failure of the program,
@@ -27,13 +31,15 @@
 
 typedef struct fg_balance_s fg_balance_t;
 
-/* The shared page, as a worker uses it: open[slot] and pending[slot] (read by the program),
- * and owner[slot], the generation of the worker that writes them: a worker replaced by a newer
- * one of its slot on reload stops writing. */
+/* The shared page, as a worker uses it: open[slot], pending[slot] and busy[slot] (read by the
+ * program), and owner[slot], the generation of the worker that writes them: a worker replaced
+ * by a newer one of its slot on reload stops writing. busy[slot] is 1 while the worker runs
+ * callbacks and 0 while it waits for events (worker/core/clock.h). */
 typedef struct {
     uint32_t open[FG_BALANCE_SLOTS];
     uint32_t pending[FG_BALANCE_SLOTS];
     uint64_t owner[FG_BALANCE_SLOTS];
+    uint32_t busy[FG_BALANCE_SLOTS];
 } fg_balance_page_t;
 
 /* Create the maps and map the shared page. NULL with the reason in err when the kernel or the

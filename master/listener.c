@@ -70,15 +70,16 @@ int fg_listeners_balanced(const fg_listeners_t *ls)
 }
 
 uint32_t *fg_listeners_balance_slot(fg_listeners_t *ls, int slot, uint32_t **pending,
-                                    uint64_t **owner)
+                                    uint32_t **busy, uint64_t **owner)
 {
     fg_balance_page_t *pg = fg_balance_page(ls->bal);
     if (pg == NULL || slot < 0 || slot >= FG_BALANCE_SLOTS) {
-        *pending = NULL;
+        *pending = *busy = NULL;
         *owner = NULL;
         return NULL;
     }
     *pending = &pg->pending[slot];
+    *busy = &pg->busy[slot];
     *owner = &pg->owner[slot];
     return &pg->open[slot];
 }

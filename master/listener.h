@@ -64,10 +64,11 @@ void fg_listeners_close_in_child(const fg_listeners_t *ls, const int *keep, size
 
 /* Least-connections balancing (master/balance.h): where the worker of `slot` writes how many
  * connections it holds, (in *pending) where it clears the count of connections steered to it
- * but not accepted yet, and (in *owner) where it claims the slot with its generation. NULL
- * (all) when the kernel's hash spreads connections instead. */
+ * but not accepted yet, (in *busy) where it says whether it is running callbacks, and (in
+ * *owner) where it claims the slot with its generation. NULL (all) when the kernel's hash
+ * spreads connections instead. */
 uint32_t *fg_listeners_balance_slot(fg_listeners_t *ls, int slot, uint32_t **pending,
-                                    uint64_t **owner);
+                                    uint32_t **busy, uint64_t **owner);
 
 /* 1 when the balancing program spreads new connections (master/balance.h), 0 for the kernel's
  * hash. */

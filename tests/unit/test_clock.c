@@ -96,11 +96,52 @@ static void test_readings_after_one_poll_are_equal(void **state)
     event_base_free(base);
 }
 
+/* The busy word (the balancing page's, for a worker): 0 while the loop waits, 1 from the first
+ * fg_clock_busy of a turn to the next turn's wait. */
+typedef struct {
+    uint32_t *flag;
+    uint32_t seen;
+} busy_probe_t;
+
+static void probe(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    busy_probe_t *p = arg;
+    p->seen = *p->flag;
+    fg_clock_busy();
+}
+
+static void test_busy_word_follows_the_turn(void **state)
+{
+    (void)state;
+    struct event_base *base = fg_clock_base_new();
+    assert_non_null(base);
+    uint32_t flag = 1;
+    busy_probe_t p = {&flag, 7};
+    struct event *ev = evtimer_new(base, probe, &p);
+    struct timeval tv = {0, 1000};
+    evtimer_add(ev, &tv);
+    fg_clock_busy_flag(&flag);
+    assert_int_equal(fg_clock_loop_once(base), 0);
+    assert_int_equal(p.seen, 0); /* cleared before the wait */
+    assert_int_equal(flag, 1);   /* set by the callback */
+    fg_clock_busy_flag(NULL);
+    fg_clock_busy(); /* nowhere to write: a no-op */
+    flag = 5;
+    evtimer_add(ev, &tv);
+    assert_int_equal(fg_clock_loop_once(base), 0);
+    assert_int_equal(flag, 5);
+    event_free(ev);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_readings_advance_within_one_busy_turn),
         cmocka_unit_test(test_readings_after_one_poll_are_equal),
+        cmocka_unit_test(test_busy_word_follows_the_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

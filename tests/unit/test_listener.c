@@ -295,9 +295,9 @@ static void test_retired_keeps_queue(void **state)
 /* Whether least-connections balancing runs (it needs CAP_BPF). */
 static int balanced(fg_listeners_t *ls)
 {
-    uint32_t *pending;
+    uint32_t *pending, *busy;
     uint64_t *owner;
-    return fg_listeners_balance_slot(ls, 0, &pending, &owner) != NULL;
+    return fg_listeners_balance_slot(ls, 0, &pending, &busy, &owner) != NULL;
 }
 
 /* After the filter no handshake completes on the blocked socket; the clients whose SYN hashed
@@ -359,10 +359,10 @@ static void test_least_connections_steers(void **state)
     char err[256];
     assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
     fg_listeners_commit(ls, NULL, NULL);
-    uint32_t *open[2], *pending[2];
+    uint32_t *open[2], *pending[2], *busy[2];
     uint64_t *owner;
     for (int s = 0; s < 2; s++)
-        open[s] = fg_listeners_balance_slot(ls, s, &pending[s], &owner);
+        open[s] = fg_listeners_balance_slot(ls, s, &pending[s], &busy[s], &owner);
     *open[0] = 3;
     *open[1] = 0;
     int c[N];
@@ -373,6 +373,44 @@ static void test_least_connections_steers(void **state)
     assert_int_equal(*pending[1], 5);
     assert_int_equal(accept_all(a[0]), 2);
     assert_int_equal(accept_all(a[1]), 5);
+    for (int i = 0; i < N; i++)
+        close(c[i]);
+    free(a);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+/* A worker running callbacks counts two connections more than it holds. Loads (0 + 2 busy,
+ * 0): slot 1 takes two, then they alternate, ties to the lower slot: 2 and 3 of 5 (the two
+ * idle slots alone would split them 3 and 2). */
+static void test_busy_worker_passed_over(void **state)
+{
+    enum { N = 5 };
+    fixture_t *f = fixture(1, 2);
+    fg_listeners_t *ls = fg_listeners_new();
+    if (!balanced(ls)) {
+        fg_listeners_free(ls);
+        free(f);
+        skip();
+    }
+    int *a = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    uint32_t *open[2], *pending[2], *busy[2];
+    uint64_t *owner;
+    for (int s = 0; s < 2; s++)
+        open[s] = fg_listeners_balance_slot(ls, s, &pending[s], &busy[s], &owner);
+    *open[0] = *open[1] = 0;
+    *busy[0] = 1;
+    int c[N];
+    for (int i = 0; i < N; i++)
+        c[i] = connect_nb(f->port[0]);
+    usleep(100 * 1000);
+    assert_int_equal(*pending[0], 2);
+    assert_int_equal(*pending[1], 3);
+    assert_int_equal(accept_all(a[0]), 2);
+    assert_int_equal(accept_all(a[1]), 3);
     for (int i = 0; i < N; i++)
         close(c[i]);
     free(a);
@@ -395,9 +433,9 @@ static void test_shrunk_slot_takes_nothing(void **state)
     char err[256];
     assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
     fg_listeners_commit(ls, NULL, NULL);
-    uint32_t *pending;
+    uint32_t *pending, *busy;
     uint64_t *owner;
-    *fg_listeners_balance_slot(ls, 0, &pending, &owner) = 100; /* slot 0 heavily loaded */
+    *fg_listeners_balance_slot(ls, 0, &pending, &busy, &owner) = 100; /* slot 0 heavily loaded */
     f->cfg.workers = 1;
     assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
     owner_pid = 77;
@@ -598,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_retired_keeps_queue),
         cmocka_unit_test(test_blocked_socket_drops_syn),
         cmocka_unit_test(test_least_connections_steers),
+        cmocka_unit_test(test_busy_worker_passed_over),
         cmocka_unit_test(test_shrunk_slot_takes_nothing),
         cmocka_unit_test(test_bind_failure_undoes),
         cmocka_unit_test(test_foreign_listener_refused),

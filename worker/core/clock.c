@@ -12,6 +12,7 @@ static struct {
     uint64_t mono_us;
     struct timeval wall;
     struct timeval poll; /* libevent's cached time when the readings were taken */
+    uint32_t *busy;      /* fg_clock_busy_flag */
 } clk;
 
 /* One EVLOOP_ONCE call does not return while callbacks keep activating events (event_active),
@@ -92,6 +93,8 @@ int fg_clock_loop_once(struct event_base *base)
      * turn is taken after the wake-up. */
     clk.base = base;
     clk.mono_ok = clk.wall_ok = 0;
+    if (clk.busy != NULL)
+        __atomic_store_n(clk.busy, 0, __ATOMIC_RELAXED);
     int rc = event_base_loop(base, EVLOOP_ONCE);
     /* Between turns (start-up after a nested wait, teardown) every reading is a fresh one. */
     clk.base = NULL;
@@ -106,4 +109,16 @@ int fg_clock_dispatch(struct event_base *base)
         if (rc != 0 || event_base_got_exit(base) || event_base_got_break(base))
             return rc < 0 ? -1 : 0;
     }
+}
+
+void fg_clock_busy_flag(uint32_t *flag)
+{
+    clk.busy = flag;
+}
+
+void fg_clock_busy(void)
+{
+    /* Stored once per turn: the word shares a cache line with the other workers' words. */
+    if (clk.busy != NULL && __atomic_load_n(clk.busy, __ATOMIC_RELAXED) == 0)
+        __atomic_store_n(clk.busy, 1, __ATOMIC_RELAXED);
 }

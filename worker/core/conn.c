@@ -571,6 +571,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     fg_conn_t *c = arg;
     (void)fd;
+    fg_clock_busy();
     if (what & EV_TIMEOUT) {
         /* The read timeout carried by rev (fg_conn_release), lazily: reads or a longer timeout
          * since it was set may have moved the due time, or "no timeout" removed it. */
@@ -686,6 +687,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     fg_conn_t *c = arg;
     (void)fd;
+    fg_clock_busy();
     if (acquire(c) != 0) {
         event_del(c->wev);
         c->writing = 0;

@@ -12,6 +12,7 @@ void fg_frontend_publish_load(fg_worker_t *w, int accepted_all)
     if (__atomic_load_n(w->lb_owner, __ATOMIC_RELAXED) != w->generation) {
         w->lb_open = w->lb_pending = NULL;
         w->lb_owner = NULL;
+        fg_clock_busy_flag(NULL);
         return;
     }
     __atomic_store_n(w->lb_open, (uint32_t)w->nconns, __ATOMIC_RELAXED);

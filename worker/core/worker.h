@@ -18,9 +18,11 @@ typedef struct {
     int ready_fd;    /* write one byte when ready to accept, then close */
     int quiet_after_ready; /* then point stderr at /dev/null (a daemon's start-up is over) */
     /* Least-connections balancing (master/balance.h), or NULL: where this worker writes how
-     * many connections it holds, and clears the count of those steered to it not accepted. */
+     * many connections it holds, clears the count of those steered to it not accepted, and
+     * says whether it is running callbacks (fg_clock_busy_flag). */
     uint32_t *lb_open;
     uint32_t *lb_pending;
+    uint32_t *lb_busy;
     uint64_t *lb_owner; /* claimed with the generation when the worker starts */
 } fg_worker_args_t;
 
