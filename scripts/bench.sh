@@ -28,8 +28,8 @@
 #
 # Every target is started first and measured in turn, ROUNDS times; medians are reported.
 # Knobs: DURATION (10s), CONNS (64), THREADS (2), WARMUP (2s), ROUNDS (3), FG (./fastgateway),
-#        OUT (docs/benchmarks.md), BIGFILE_MB (256), TLS_DURATION (5s, wrk over TLS),
-#        HS_TIME (1, seconds per s_time run), HS_CLIENTS (2 x THREADS, s_time clients in
+#        OUT (docs/benchmarks.md), BIGFILE_MB (256), TLS_DURATION (10s, wrk over TLS),
+#        HS_TIME (3, seconds per s_time run), HS_CLIENTS (2 x THREADS, s_time clients in
 #        parallel: each client waits for its own connection, so twice as many as there are
 #        workers keep every worker busy), FG_BEFORE (another fastgateway binary: its TLS and h2
 #        rows too, to compare two builds in one run), H2_DURATION (5, seconds of h2load),
@@ -48,8 +48,8 @@ FG=${FG:-$ROOT/fastgateway}
 if [ -n "${ONLY_H2:-}" ] && [ -z "${OUT:-}" ]; then OUT=/dev/null; fi
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 BIGFILE_MB=${BIGFILE_MB:-256}
-TLS_DURATION=${TLS_DURATION:-5s}
-HS_TIME=${HS_TIME:-1}
+TLS_DURATION=${TLS_DURATION:-10s}
+HS_TIME=${HS_TIME:-3}
 HS_CLIENTS=${HS_CLIENTS:-$((2 * THREADS))}
 H2_DURATION=${H2_DURATION:-5}
 H2_CONNS=${H2_CONNS:-32}
