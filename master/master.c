@@ -250,8 +250,8 @@ _Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_
         .ready_fd = ready_fd,
         .quiet_after_ready = quiet,
     };
-    args.lb_open = fg_listeners_balance_slot(m->ls, slot, &args.lb_pending, &args.lb_busy,
-                                             &args.lb_owner);
+    args.lb_open =
+        fg_listeners_balance_slot(m->ls, slot, &args.lb_pending, &args.lb_busy, &args.lb_owner);
     exit(fg_worker_main(&args));
 }
 
