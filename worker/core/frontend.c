@@ -4,6 +4,18 @@
 
 #include "worker/core/clock.h"
 
+void fg_frontend_accepted_one(fg_worker_t *w)
+{
+    if (w->lb_pending == NULL)
+        return;
+    /* The program adds to the word concurrently; it never goes below zero (a SYN that was
+     * never steered, such as one taken before the program was attached, has nothing to undo). */
+    uint32_t v = __atomic_load_n(w->lb_pending, __ATOMIC_RELAXED);
+    while (v > 0 && !__atomic_compare_exchange_n(w->lb_pending, &v, v - 1, 0, __ATOMIC_RELAXED,
+                                                 __ATOMIC_RELAXED)) {
+    }
+}
+
 void fg_frontend_publish_load(fg_worker_t *w, int accepted_all)
 {
     if (w->lb_open == NULL)

@@ -48,6 +48,10 @@ void fg_frontend_add(fg_worker_t *w, fg_session_t *s, const fg_frontend_t *fe);
  * (the accept queue is empty) clear the count of connections steered here; a no-op when
  * balancing is off or a newer worker took the slot over. Called by add and remove. */
 void fg_frontend_publish_load(fg_worker_t *w, int accepted_all);
+/* A connection steered here was accepted: it leaves the count of those steered and not
+ * accepted as it joins the worker's connections (fg_frontend_add), so that the balancing program
+ * never counts it twice while an accept loop runs. A no-op when balancing is off. */
+void fg_frontend_accepted_one(fg_worker_t *w);
 /* Unregister s; a retiring worker leaves its loop once its last session is gone. */
 void fg_frontend_remove(fg_worker_t *w, fg_session_t *s);
 

@@ -125,6 +125,7 @@ static void accept_some(listener_t *l, int limit)
                 fg_frontend_publish_load(l->w, 1);
             return;
         }
+        fg_frontend_accepted_one(l->w);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         fg_metrics_add(l->server->metrics, FG_MS_CONNECTIONS, 1);
