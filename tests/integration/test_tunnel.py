@@ -677,3 +677,44 @@ def test_agent_idle_vmrss_within_8_mib(setup):
     rss = ag.rss_kb()
     print("agent VmRSS idle over wss://: %d KiB" % rss)
     assert 0 < rss <= 8192, "VmRSS %d KiB: %s" % (rss, _smaps_top(ag.proc.pid))
+
+
+
+def _raw_status(port, request):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+@pytest.mark.parametrize("client_host", ["fg-tunnel.invalid", "FG-Tunnel.Invalid",
+                                         "fg-tunnel.invalid:8080", "fg-tunnel.invalid."])
+def test_client_host_cannot_pass_for_the_placeholder(tmp_path, certs, gateway_factory,
+                                                     upstream_factory, agents, client_host):
+    """With RequestHeaderOriginalHost the client's Host goes to the service as it came; a Host
+    the agent would read as the gateway's placeholder (any case, port or trailing dot) would
+    be replaced by the service's own authority, so that a client could reach the service's
+    internal name and learn its address: the gateway answers 400 instead (RFC 6761 6.4), also
+    for an absolute-form target (RFC 9112 3.2.2: its authority is the Host), and the service
+    sees nothing. Other Hosts still pass as they came."""
+    up = upstream_factory()
+    port = _host_gateway(tmp_path, certs, gateway_factory, agents,
+                         "http://127.0.0.1:%d" % up.port,
+                         transforms=[{"RequestHeaderOriginalHost": True}])
+    for _ in range(4):  # every worker, whichever holds the agent
+        status, _, body = get(port, "/tunnel/h", headers={"Host": client_host})
+        assert status == 400, body
+        status, raw = _raw_status(port, b"GET http://%s/tunnel/h HTTP/1.1\r\nHost: shop.example"
+                                  b"\r\nConnection: close\r\n\r\n" % client_host.encode())
+        assert status == 400, raw
+    status, _, body = get(port, "/tunnel/__count")
+    assert status == 200 and "/h" not in json.loads(body), body
+    status, _, body = get(port, "/tunnel/h", headers={"Host": "fg-tunnel.example"})
+    assert status == 200, body
+    assert [v for n, v in json.loads(body)["headers"] if n.lower() == "host"] == \
+        ["fg-tunnel.example"]
