@@ -718,3 +718,53 @@ def test_client_host_cannot_pass_for_the_placeholder(tmp_path, certs, gateway_fa
     assert status == 200, body
     assert [v for n, v in json.loads(body)["headers"] if n.lower() == "host"] == \
         ["fg-tunnel.example"]
+
+
+class _V6HostEcho:
+    """An HTTP/1.1 server on [::1] answering each request with the Host fields it got."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("::1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        with c:
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                hosts = [l.split(b":", 1)[1].strip().decode()
+                         for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"host:")]
+                body = json.dumps(hosts).encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_ipv6_literal_service_gets_a_bracketed_host(tmp_path, certs, gateway_factory, agents):
+    """A service at an IPv6 literal gets its authority with the brackets (RFC 3986 3.2.2,
+    RFC 9110 7.2), with its port, or without one at the scheme's default."""
+    try:
+        srv = _V6HostEcho()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    port = _host_gateway(tmp_path, certs, gateway_factory, agents, "http://[::1]:%d" % srv.port)
+    for _ in range(4):
+        status, _, body = get(port, "/tunnel/h")
+        assert status == 200, body
+        assert json.loads(body) == ["[::1]:%d" % srv.port]
