@@ -255,7 +255,8 @@ def test_destination_host_names_the_service_host(tmp_path, certs, gateway_factor
 
 
 
-def _host_gateway(tmp_path, certs, gateway_factory, agents, service, dest=None, transforms=()):
+def _host_gateway(tmp_path, certs, gateway_factory, agents, service, dest=None, transforms=(),
+                  server=None):
     """A two-worker gateway whose route /tunnel/ goes to tunnel://office/web (dest: the
     destination's extra keys, transforms: the route's beyond PathRemovePrefix), and agent
     office serving web at the address service. Returns the gateway's client port."""
@@ -265,6 +266,7 @@ def _host_gateway(tmp_path, certs, gateway_factory, agents, service, dest=None, 
                "transforms": [{"PathRemovePrefix": "/tunnel"}] + list(transforms)}]
     cfg = tunnel_config(tmp_path, port, tport, certs, [{"id": "office", "secretFile": str(sec)}],
                         one_cluster(("a", "tunnel://office/web", dest or {})), routes=routes)
+    cfg["servers"][0].update(server or {})
     gw = gateway_factory(cfg)
     agents(tmp_path, "office", tport, certs["ca"], "office", sec, {"web": service})
     wait_online(gw, "office")
@@ -705,10 +707,17 @@ def test_client_host_cannot_pass_for_the_placeholder(tmp_path, certs, gateway_fa
     up = upstream_factory()
     port = _host_gateway(tmp_path, certs, gateway_factory, agents,
                          "http://127.0.0.1:%d" % up.port,
-                         transforms=[{"RequestHeaderOriginalHost": True}])
+                         transforms=[{"RequestHeaderOriginalHost": True}],
+                         server={"http2": {"h2c": True}})
     for _ in range(4):  # every worker, whichever holds the agent
         status, _, body = get(port, "/tunnel/h", headers={"Host": client_host})
         assert status == 400, body
+        if shutil.which("curl"):  # HTTP/2: the Host field becomes :authority (RFC 9113 8.3.1)
+            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version} "
+                                  "%{http_code}", "--http2-prior-knowledge", "-H",
+                                  "Host: " + client_host, "http://127.0.0.1:%d/tunnel/h" % port],
+                                 capture_output=True, text=True, timeout=10).stdout
+            assert out == "2 400", out
         status, raw = _raw_status(port, b"GET http://%s/tunnel/h HTTP/1.1\r\nHost: shop.example"
                                   b"\r\nConnection: close\r\n\r\n" % client_host.encode())
         assert status == 400, raw
