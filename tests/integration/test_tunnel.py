@@ -777,3 +777,20 @@ def test_ipv6_literal_service_gets_a_bracketed_host(tmp_path, certs, gateway_fac
         status, _, body = get(port, "/tunnel/h")
         assert status == 200, body
         assert json.loads(body) == ["[::1]:%d" % srv.port]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["literal", "name"])
+def test_service_on_the_default_port_gets_its_host_without_port(tmp_path, certs, gateway_factory,
+                                                                  upstream_factory, agents, host):
+    """A service written with the scheme's default port (http://NAME:80) gets the normal form
+    of its authority, without the port (RFC 9110 4.2.3), as a gateway's http:// destination
+    does: for an address literal and for a name the agent resolves alike."""
+    if os.geteuid() != 0:
+        pytest.skip("port 80 needs root")
+    try:
+        up = upstream_factory(80)
+    except Exception:
+        pytest.skip("port 80 is taken")
+    port = _host_gateway(tmp_path, certs, gateway_factory, agents, "http://%s:80" % host)
+    for _ in range(4):
+        assert _host_at_service(port) == [host]
