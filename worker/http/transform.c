@@ -735,8 +735,10 @@ static int finish_request(tx_t *tx, const fg_destination_t *dest)
     }
     /* The agent gives a request whose Host is the placeholder its service's own authority: a
      * Host the client chose (RequestHeaderOriginalHost, a transform's route value) must not
-     * pass for it. ".invalid" names are never a real host's (RFC 6761 6.4). */
-    if (dest->tunnel && !placeholder && names_tunnel_placeholder(host))
+     * pass for it. ".invalid" names are never a real host's (RFC 6761 6.4). A request that
+     * hopped from another worker carries the Host that worker chose and checked. */
+    if (dest->tunnel && !placeholder && !(req->server && req->server->tunnel_hop) &&
+        names_tunnel_placeholder(host))
         return FG_TRANSFORM_RESERVED_HOST;
     if (req->request_id[0] &&
         fg_headers_set(&out->headers, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id)) != 0)
