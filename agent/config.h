@@ -19,8 +19,9 @@ typedef struct {
     char *address;  /* http:// or https:// URL of the local destination */
     json_t *client; /* "httpClient" object for an https:// address, or NULL */
     /* Set by agent/services.c once the address's host name is resolved: the address with
-     * the host replaced by what it resolved to, and the host[:port] the address named (the
-     * destination's Host and TLS name). NULL: the address is used as it is. */
+     * the host replaced by what it resolved to, and the host[:port] the address named, without
+     * the scheme's default port (the destination's Host and TLS name). NULL: the address is
+     * used as it is. */
     char *resolved;
     char *authority;
 } fg_agent_service_t;

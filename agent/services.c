@@ -100,6 +100,12 @@ static int set_resolved(fg_agent_service_t *s, const struct sockaddr *sa)
                      port, path);
     if (n < 0 || (size_t)n >= sizeof(out))
         return -1;
+    /* The Host the service gets (agent/runtime.c): its normal form omits the scheme's default
+     * port (RFC 9110 4.2.3), as the gateway writes an http:// destination's. A name is never
+     * bracketed, so without its port the authority is the host. */
+    unsigned long p = strtoul(port, NULL, 10);
+    if (p == (strncmp(s->address, "https:", 6) == 0 ? 443u : 80u))
+        snprintf(authority, sizeof(authority), "%s", host);
     free(s->resolved);
     free(s->authority);
     s->resolved = strdup(out);

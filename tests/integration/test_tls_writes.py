@@ -12,6 +12,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -146,4 +147,43 @@ def test_http10_response_and_close_notify_in_one_segment(tmp_path, cert, gateway
     got = c.read_to_close_notify()
     assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"hello"), got
     assert data_segs_in(c.sock) - before == 1
+    c.sock.close()
+
+
+def test_silent_client_gets_its_tickets_with_the_close_notify(tmp_path, cert, gateway_factory):
+    """A client that sends nothing after the handshake: the header timeout still ends the
+    connection on time, and the tickets held for a first response leave with the close_notify,
+    so that the session resumes."""
+    port = free_port()
+    cfg = base_config(tmp_path, port, workers=1)
+    cfg["certificates"] = [{"id": "c", "chain": cert[0], "key": cert[1]}]
+    cfg["servers"][0]["tls"] = {"certificates": ["c"]}
+    cfg["servers"][0]["timeouts"] = {"header": "1s"}
+    gateway_factory(cfg)
+    c = Client(port)
+    t0 = time.monotonic()
+    assert c.read_to_close_notify() == b""
+    assert 0.9 < time.monotonic() - t0 < 5
+    assert c.obj.session is not None and c.obj.session.has_ticket
+    c.sock.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with c.obj.context.wrap_socket(raw, server_hostname="localhost",
+                                       session=c.obj.session) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            got = b""
+            while not got.endswith(b"hello"):
+                data = s.recv(65536)
+                assert data, got
+                got += data
+            assert s.session_reused
+
+
+def test_pipelined_requests_then_half_close_are_all_answered(tmp_path, cert, gateway_factory):
+    """200 requests in one flight, then the client's FIN: every response arrives, then the
+    close_notify."""
+    port = gateway(tmp_path, gateway_factory, cert)
+    c = Client(port)
+    c.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n" * 200)
+    c.sock.shutdown(socket.SHUT_WR)
+    assert c.read_to_close_notify().count(b"HTTP/1.1 200") == 200
     c.sock.close()

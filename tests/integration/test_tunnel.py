@@ -255,7 +255,8 @@ def test_destination_host_names_the_service_host(tmp_path, certs, gateway_factor
 
 
 
-def _host_gateway(tmp_path, certs, gateway_factory, agents, service, dest=None, transforms=()):
+def _host_gateway(tmp_path, certs, gateway_factory, agents, service, dest=None, transforms=(),
+                  server=None):
     """A two-worker gateway whose route /tunnel/ goes to tunnel://office/web (dest: the
     destination's extra keys, transforms: the route's beyond PathRemovePrefix), and agent
     office serving web at the address service. Returns the gateway's client port."""
@@ -265,6 +266,7 @@ def _host_gateway(tmp_path, certs, gateway_factory, agents, service, dest=None, 
                "transforms": [{"PathRemovePrefix": "/tunnel"}] + list(transforms)}]
     cfg = tunnel_config(tmp_path, port, tport, certs, [{"id": "office", "secretFile": str(sec)}],
                         one_cluster(("a", "tunnel://office/web", dest or {})), routes=routes)
+    cfg["servers"][0].update(server or {})
     gw = gateway_factory(cfg)
     agents(tmp_path, "office", tport, certs["ca"], "office", sec, {"web": service})
     wait_online(gw, "office")
@@ -677,3 +679,118 @@ def test_agent_idle_vmrss_within_8_mib(setup):
     rss = ag.rss_kb()
     print("agent VmRSS idle over wss://: %d KiB" % rss)
     assert 0 < rss <= 8192, "VmRSS %d KiB: %s" % (rss, _smaps_top(ag.proc.pid))
+
+
+
+def _raw_status(port, request):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+@pytest.mark.parametrize("client_host", ["fg-tunnel.invalid", "FG-Tunnel.Invalid",
+                                         "fg-tunnel.invalid:8080", "fg-tunnel.invalid."])
+def test_client_host_cannot_pass_for_the_placeholder(tmp_path, certs, gateway_factory,
+                                                     upstream_factory, agents, client_host):
+    """With RequestHeaderOriginalHost the client's Host goes to the service as it came; a Host
+    the agent would read as the gateway's placeholder (any case, port or trailing dot) would
+    be replaced by the service's own authority, so that a client could reach the service's
+    internal name and learn its address: the gateway answers 400 instead (RFC 6761 6.4), also
+    for an absolute-form target (RFC 9112 3.2.2: its authority is the Host), and the service
+    sees nothing. Other Hosts still pass as they came."""
+    up = upstream_factory()
+    port = _host_gateway(tmp_path, certs, gateway_factory, agents,
+                         "http://127.0.0.1:%d" % up.port,
+                         transforms=[{"RequestHeaderOriginalHost": True}],
+                         server={"http2": {"h2c": True}})
+    for _ in range(4):  # every worker, whichever holds the agent
+        status, _, body = get(port, "/tunnel/h", headers={"Host": client_host})
+        assert status == 400, body
+        if shutil.which("curl"):  # HTTP/2: the Host field becomes :authority (RFC 9113 8.3.1)
+            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version} "
+                                  "%{http_code}", "--http2-prior-knowledge", "-H",
+                                  "Host: " + client_host, "http://127.0.0.1:%d/tunnel/h" % port],
+                                 capture_output=True, text=True, timeout=10).stdout
+            assert out == "2 400", out
+        status, raw = _raw_status(port, b"GET http://%s/tunnel/h HTTP/1.1\r\nHost: shop.example"
+                                  b"\r\nConnection: close\r\n\r\n" % client_host.encode())
+        assert status == 400, raw
+    status, _, body = get(port, "/tunnel/__count")
+    assert status == 200 and "/h" not in json.loads(body), body
+    status, _, body = get(port, "/tunnel/h", headers={"Host": "fg-tunnel.example"})
+    assert status == 200, body
+    assert [v for n, v in json.loads(body)["headers"] if n.lower() == "host"] == \
+        ["fg-tunnel.example"]
+
+
+class _V6HostEcho:
+    """An HTTP/1.1 server on [::1] answering each request with the Host fields it got."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("::1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        with c:
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                hosts = [l.split(b":", 1)[1].strip().decode()
+                         for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"host:")]
+                body = json.dumps(hosts).encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_ipv6_literal_service_gets_a_bracketed_host(tmp_path, certs, gateway_factory, agents):
+    """A service at an IPv6 literal gets its authority with the brackets (RFC 3986 3.2.2,
+    RFC 9110 7.2), with its port, or without one at the scheme's default."""
+    try:
+        srv = _V6HostEcho()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    port = _host_gateway(tmp_path, certs, gateway_factory, agents, "http://[::1]:%d" % srv.port)
+    for _ in range(4):
+        status, _, body = get(port, "/tunnel/h")
+        assert status == 200, body
+        assert json.loads(body) == ["[::1]:%d" % srv.port]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["literal", "name"])
+def test_service_on_the_default_port_gets_its_host_without_port(tmp_path, certs, gateway_factory,
+                                                                  upstream_factory, agents, host):
+    """A service written with the scheme's default port (http://NAME:80) gets the normal form
+    of its authority, without the port (RFC 9110 4.2.3), as a gateway's http:// destination
+    does: for an address literal and for a name the agent resolves alike."""
+    if os.geteuid() != 0:
+        pytest.skip("port 80 needs root")
+    try:
+        up = upstream_factory(80)
+    except Exception:
+        pytest.skip("port 80 is taken")
+    port = _host_gateway(tmp_path, certs, gateway_factory, agents, "http://%s:80" % host)
+    for _ in range(4):
+        assert _host_at_service(port) == [host]

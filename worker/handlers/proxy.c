@@ -117,8 +117,9 @@ static int build_out(proxy_t *p)
 {
     fg_request_t *req = p->req;
     const fg_destination_t *d = &p->cl->destinations[p->di];
-    if (fg_transform_request(req, d, &p->out) != 0)
-        return -1;
+    int rc = fg_transform_request(req, d, &p->out);
+    if (rc != 0)
+        return rc;
     /* FastGateway's tenant-derived session key travels upstream, replacing any sent by the client.
      */
     if (p->aff_key.len &&
@@ -1374,7 +1375,15 @@ void fg_proxy_handle(fg_request_t *req)
                     "the route relays only the switch to tcp (Upgrade: tcp)");
         return;
     }
-    if (build_out(p) != 0) {
+    int built = build_out(p);
+    if (built == FG_TRANSFORM_RESERVED_HOST) {
+        /* The client's request names no host the gateway can serve (RFC 9110 15.5.1). */
+        release_place(p);
+        req->termination = "bad_request";
+        proxy_error(req, 400, "bad_request", "the Host names the tunnels' reserved placeholder");
+        return;
+    }
+    if (built != 0) {
         release_place(p);
         proxy_error(req, 500, "internal_error", "cannot build the upstream request");
         return;

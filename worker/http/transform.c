@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "common/hash.h"
+#include "common/tunnel_proto.h"
+#include "tables/route_table.h"
 
 /* Per-call state of fg_transform_request. */
 typedef struct {
@@ -693,6 +695,18 @@ static fg_str_t dest_authority(fg_pool_t *pool, const fg_destination_t *d)
     return (fg_str_t){s, (size_t)(p - s)};
 }
 
+/* Whether host names the tunnels' placeholder (FG_TUNNEL_DEFAULT_AUTHORITY) as the agent's
+ * router reads a Host: in any case, with any port, with a trailing dot (RFC 3986 3.2.2). */
+static int names_tunnel_placeholder(fg_str_t host)
+{
+    fg_str_t name;
+    int port;
+    fg_route_table_split_host(host, &name, &port);
+    if (name.len > 1 && name.base[name.len - 1] == '.')
+        name.len--;
+    return fg_str_ieq_c(name, FG_TUNNEL_DEFAULT_AUTHORITY);
+}
+
 static int finish_request(tx_t *tx, const fg_destination_t *dest)
 {
     fg_outreq_t *out = tx->out;
@@ -703,8 +717,10 @@ static int finish_request(tx_t *tx, const fg_destination_t *dest)
             return -1;
     }
     /* A Host set by a RequestHeader transform wins; otherwise the documented order. */
-    if (fg_headers_get(&out->headers, FG_STR_LIT("Host")) == NULL) {
-        fg_str_t host;
+    const fg_http_header_t *set = fg_headers_get(&out->headers, FG_STR_LIT("Host"));
+    fg_str_t host = set ? set->value : FG_STR_NULL;
+    int placeholder = 0; /* host is the gateway's own placeholder for a tunnel destination */
+    if (set == NULL) {
         /* RequestHeaderOriginalHost is the route's explicit wish: it wins over the
          * destination's host (YARP's RequestHeaderOriginalHostTransform runs after the
          * destination's Host is chosen). */
@@ -713,10 +729,17 @@ static int finish_request(tx_t *tx, const fg_destination_t *dest)
         else if (dest->host_override && dest->host_override[0])
             host = fg_str(dest->host_override);
         else
-            host = dest_authority(tx->pool, dest);
+            host = dest_authority(tx->pool, dest), placeholder = dest->tunnel;
         if (host.base == NULL || fg_headers_set(&out->headers, FG_STR_LIT("Host"), host) != 0)
             return -1;
     }
+    /* The agent gives a request whose Host is the placeholder its service's own authority: a
+     * Host the client chose (RequestHeaderOriginalHost, a transform's route value) must not
+     * pass for it. ".invalid" names are never a real host's (RFC 6761 6.4). A request that
+     * hopped from another worker carries the Host that worker chose and checked. */
+    if (dest->tunnel && !placeholder && !(req->server && req->server->tunnel_hop) &&
+        names_tunnel_placeholder(host))
+        return FG_TRANSFORM_RESERVED_HOST;
     if (req->request_id[0] &&
         fg_headers_set(&out->headers, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id)) != 0)
         return -1;

@@ -20,7 +20,10 @@ typedef struct {
  * X-Forwarded-For/Proto/Host/Prefix with Set unless a transform changes them (YARP default);
  * Host is the destination's authority, its host override, or the client's host with
  * RequestHeaderOriginalHost; X-Request-Id carries req->request_id.
- * Returns 0, or -1 on allocation failure. */
+ * Returns 0, -1 on allocation failure, or FG_TRANSFORM_RESERVED_HOST when the Host for a
+ * tunnel destination names the tunnels' placeholder (FG_TUNNEL_DEFAULT_AUTHORITY) without
+ * being the gateway's own (a client's Host with RequestHeaderOriginalHost, a transform's). */
+#define FG_TRANSFORM_RESERVED_HOST (-2)
 int fg_transform_request(const fg_request_t *req, const fg_destination_t *dest, fg_outreq_t *out);
 
 /* Apply the route's ResponseHeader/ResponseHeaderRemove transforms to hdrs for a response with
