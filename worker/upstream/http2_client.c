@@ -17,8 +17,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-#include "common/headers.h"
-#include "common/log.h"
 #include "worker/core/clock.h"
 #include "worker/upstream/http1_client.h"
 #include "worker/upstream/http2_stream.h"

@@ -6,13 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
-#include "common/headers.h"
-#include "common/log.h"
 #include "worker/core/clock.h"
 #include "worker/upstream/http1_client.h"
 #include "worker/upstream/http2_client.h"

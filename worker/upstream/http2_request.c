@@ -2,23 +2,18 @@
  * fields (RFC 9113 8.3.1, 8.2.2), the body's data source, submission as a stream or as an
  * extended or plain CONNECT (RFC 8441 4, RFC 9113 8.5), and the copy of a request kept while an
  * ALPN fallback may need it. */
-#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/event.h>
 
 #include "common/headers.h"
-#include "common/log.h"
 #include "worker/core/clock.h"
-#include "worker/upstream/http1_client.h"
 #include "worker/upstream/http2_client.h"
 #include "worker/upstream/http2_stream.h"
 #include "worker/upstream/http2_tunnel.h"
-#include "worker/upstream/upstream.h"
 
 #define NAMES_CAP 16384      /* bytes of a request's lowercase names and path */
 #define NV_ARENA (64 * 1024) /* an adopted connection's pinned request fields */

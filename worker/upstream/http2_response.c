@@ -8,16 +8,12 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/event.h>
 
-#include "common/headers.h"
-#include "common/log.h"
 #include "worker/core/clock.h"
 #include "worker/upstream/http1_client.h"
 #include "worker/upstream/http2_client.h"
 #include "worker/upstream/http2_stream.h"
 #include "worker/upstream/http2_tunnel.h"
-#include "worker/upstream/upstream.h"
 
 static h2x_t *stream_of(nghttp2_session *s, int32_t id)
 {
