@@ -10,17 +10,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/event.h>
-#include <nghttp2/nghttp2.h>
-#include <openssl/crypto.h>
-#include <openssl/opensslv.h>
-
 #include "agent/agent.h"
 #include "agent/config.h"
 #include "agent/dial.h"
 #include "agent/runtime.h"
 #include "agent/services.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "master/daemon.h"
 
 #define DEFAULT_CONF "/etc/fastgateway-agent/agent.json"
@@ -39,16 +35,6 @@ static void usage(FILE *out)
                  "  -h         print this help and exit\n"
                  "exit status: 0 success, 1 invalid configuration or failed operation, "
                  "2 usage error\n");
-}
-
-static void version(void)
-{
-    const nghttp2_info *h2 = nghttp2_version(0);
-    printf("fastgateway-agent %s\n", FG_VERSION);
-    printf("built with libevent %s, running with %s\n", LIBEVENT_VERSION, event_get_version());
-    printf("built with %s, running with %s\n", OPENSSL_VERSION_TEXT,
-           OpenSSL_version(OPENSSL_VERSION));
-    printf("built with nghttp2 %s, running with %s\n", NGHTTP2_VERSION, h2 ? h2->version_str : "?");
 }
 
 /* -t: the file, the secret, TLS settings and the services compiled as the gateway would. */
@@ -194,7 +180,7 @@ int main(int argc, char **argv)
             sig = optarg;
             break;
         case 'v':
-            version();
+            fg_version_print("fastgateway-agent");
             return EXIT_OK;
         case 'h':
             usage(stdout);

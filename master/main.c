@@ -10,16 +10,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <event2/event.h>
 #include <jansson.h>
-#include <nghttp2/nghttp2.h>
-#include <openssl/crypto.h>
-#include <openssl/opensslv.h>
 
 #include "common/config.h"
 #include "common/evmem.h"
 #include "master/check.h"
 #include "common/tls.h"
+#include "common/version.h"
 #include "master/daemon.h"
 #include "master/import.h"
 #include "master/listener.h"
@@ -55,12 +52,7 @@ static void usage(FILE *out)
  * shared library upgraded under the binary shows here). */
 static void version(void)
 {
-    const nghttp2_info *h2 = nghttp2_version(0);
-    printf("fastgateway %s\n", FG_VERSION);
-    printf("built with libevent %s, running with %s\n", LIBEVENT_VERSION, event_get_version());
-    printf("built with %s, running with %s\n", OPENSSL_VERSION_TEXT,
-           OpenSSL_version(OPENSSL_VERSION));
-    printf("built with nghttp2 %s, running with %s\n", NGHTTP2_VERSION, h2 ? h2->version_str : "?");
+    fg_version_print("fastgateway");
     printf("built with jansson %s, running with %s\n", JANSSON_VERSION, jansson_version_str());
 }
 

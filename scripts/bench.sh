@@ -71,41 +71,15 @@ TMP=$(mktemp -d /tmp/fg-bench.XXXXXX)
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-RUN_AS_ROOT=""
-if [ "$(id -u)" -eq 0 ]; then
-    RUN_AS_ROOT="user root;"
-fi
-
 # ---- upstream -------------------------------------------------------------------------------
 UP_PORT=$(free_port)
-mkdir -p "$TMP/www" "$TMP/upstream/logs"
+mkdir -p "$TMP/www"
 if ! fallocate -l "${BIGFILE_MB}M" "$TMP/www/big.bin" 2>/dev/null; then
     dd if=/dev/zero of="$TMP/www/big.bin" bs=1M count="$BIGFILE_MB" status=none
 fi
 BIG_BYTES=$((BIGFILE_MB * 1024 * 1024))
 
-cat >"$TMP/upstream/nginx.conf" <<EOF
-$RUN_AS_ROOT
-worker_processes $NPROC;
-pid $TMP/upstream/nginx.pid;
-error_log $TMP/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    server {
-        listen 127.0.0.1:$UP_PORT backlog=4096;
-        root $TMP/www;
-        location = / { default_type text/plain; return 200 "hello world\n"; }
-        location / { }
-    }
-}
-EOF
-
-spawn "$TMP/upstream.out" nginx -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;'
+nginx_hello "$TMP/upstream" "$UP_PORT" "$NPROC" 4096 "$TMP/www" tuned
 UP_PGID=$LAST_PID
 if ! wait_http "$UP_PORT" /; then
     echo "bench: the upstream nginx did not start:" >&2
@@ -353,11 +327,7 @@ if [ -z "$ONLY_H2" ]; then
 fi
 
 # ---- TLS: one ECDSA P-256 certificate for the three proxies ---------------------------------
-mkdir -p "$TMP/tls"
-openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 2 \
-    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" 2>"$TMP/tls/openssl.out"
-cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/bundle.pem" # HAProxy's `crt`
+self_signed "$TMP/tls" "DNS:localhost,IP:127.0.0.1"
 
 fg_config fastgateway-tls "$(free_port)" "$CATCH_ALL" \
     ", \"certificates\": [ { \"id\": \"bench\", \"chain\": \"$TMP/tls/cert.pem\", \"key\": \"$TMP/tls/key.pem\" } ]" \
@@ -414,12 +384,9 @@ start_fg fastgateway-acl-100k rps
 # ---- nginx as proxy -------------------------------------------------------------------------
 NG_PORT=$(free_port)
 mkdir -p "$TMP/nginx/logs"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-$RUN_AS_ROOT
-worker_processes $NPROC;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events { worker_connections 4096; }
+{
+    nginx_main "$TMP/nginx" "$NPROC" 4096
+    cat <<EOF
 http {
     access_log off;
     upstream up {
@@ -436,6 +403,7 @@ http {
     }
 }
 EOF
+} >"$TMP/nginx/nginx.conf"
 spawn "$TMP/nginx.out" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;'
 NG_PGID=$LAST_PID
 if wait_http "$NG_PORT" /; then
@@ -481,12 +449,9 @@ fi # ONLY_H2
 # ---- nginx and HAProxy terminating TLS --------------------------------------------------------
 NGS_PORT=$(free_port)
 mkdir -p "$TMP/nginx-tls/logs"
-cat >"$TMP/nginx-tls/nginx.conf" <<EOF
-$RUN_AS_ROOT
-worker_processes $NPROC;
-pid $TMP/nginx-tls/nginx.pid;
-error_log $TMP/nginx-tls/logs/error.log warn;
-events { worker_connections 4096; }
+{
+    nginx_main "$TMP/nginx-tls" "$NPROC" 4096
+    cat <<EOF
 http {
     access_log off;
     keepalive_requests 1000000; # also HTTP/2's requests per connection (default 1000)
@@ -509,6 +474,7 @@ http {
     }
 }
 EOF
+} >"$TMP/nginx-tls/nginx.conf"
 spawn "$TMP/nginx-tls.out" nginx -p "$TMP/nginx-tls" -c "$TMP/nginx-tls/nginx.conf" -g 'daemon off;'
 if wait_https "$NGS_PORT"; then
     target nginx-tls "$NGS_PORT" tls

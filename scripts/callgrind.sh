@@ -35,45 +35,22 @@ TMP=$(mktemp -d /tmp/fg-callgrind.XXXXXX)
 
 UP_PORT=$(free_port)
 FG_PORT=$(free_port)
-mkdir -p "$TMP/up/logs"
-RUN_AS_ROOT=""
-[ "$(id -u)" -ne 0 ] || RUN_AS_ROOT="user root;"
-cat >"$TMP/up/nginx.conf" <<CONF
-$RUN_AS_ROOT
-worker_processes 1;
-pid $TMP/up/nginx.pid;
-error_log $TMP/up/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        location = / { default_type text/plain; return 200 "hello world\n"; }
-    }
-}
-CONF
-spawn "$TMP/up.out" nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -g 'daemon off;'
+nginx_hello "$TMP/up" "$UP_PORT" 1 1024
 
-self_signed() { # self_signed SAN: a throw-away ECDSA P-256 certificate in $TMP
-    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 2 \
-        -subj "/CN=localhost" -addext "subjectAltName=$1" \
-        -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>"$TMP/openssl.out"
-}
 CERT="{ \"id\": \"c\", \"chain\": \"$TMP/cert.pem\", \"key\": \"$TMP/key.pem\" }"
 SRV="" TOP="" SCHEME=http LOAD=(--h1 -c "$C") CURL=() DEST="http://127.0.0.1:$UP_PORT" EXTRA=""
 case $MODE in
 h1) ;;
 h2c) SRV=', "http2": { "h2c": true }' LOAD=(-c 4 -m 10) CURL=(--http2-prior-knowledge) ;;
 h2)
-    self_signed "IP:127.0.0.1"
+    self_signed "$TMP" "IP:127.0.0.1"
     TOP=", \"certificates\": [ $CERT ]"
     SRV=', "tls": { "certificates": ["c"] }' SCHEME=https LOAD=(-c 4 -m 10) CURL=(-k --http2)
     ;;
 tunnel)
     [ -x "$AGENT" ] || { echo "callgrind: $AGENT not found (make fastgateway-agent)" >&2; exit 1; }
     AG_PORT=$(free_port)
-    self_signed "DNS:localhost,IP:127.0.0.1"
+    self_signed "$TMP" "DNS:localhost,IP:127.0.0.1"
     head -c 32 /dev/urandom | base64 >"$TMP/bench.key"
     chmod 600 "$TMP/bench.key"
     TOP=", \"certificates\": [ $CERT ],

@@ -1,4 +1,5 @@
-# Shared helpers of the measurement scripts (bench.sh, reload-reliability.sh, failover.sh).
+# Shared helpers of the measurement scripts (bench.sh, tls-bench.sh, callgrind.sh,
+# tls-callgrind.sh, tunnel-ab.sh, reload-reliability.sh, failover.sh).
 # Source it after `set -euo pipefail` and after setting TMP to a fresh directory: every process
 # started with `spawn` runs in its own session and is killed, with its children, at exit.
 
@@ -126,4 +127,61 @@ handshakes() {
     done
     awk -v c="$total" -v a="$w0" -v b="$w1" 'BEGIN { printf "%.0f ", c / (b - a) }'
     cpu_per "$t0" "$t1" "$total"
+}
+
+# ---- nginx peers and certificates (bench.sh, tls-bench.sh, callgrind.sh, tls-callgrind.sh,
+# tunnel-ab.sh) ----------------------------------------------------------------------------------
+
+# nginx_main DIR WORKERS CONNS: the main and events sections of an nginx.conf whose pid file and
+# error log are under DIR; as root, the workers stay root (they read files under $TMP).
+nginx_main() {
+    [ "$(id -u)" -ne 0 ] || echo "user root;"
+    cat <<CONF
+worker_processes $2;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections $3; }
+CONF
+}
+
+# nginx_hello DIR PORT WORKERS CONNS [WWW [TUNED]]: spawn an nginx (its files in DIR, its output
+# in DIR.out, its process group in LAST_PID) on 127.0.0.1:PORT that answers GET / with
+# "hello world\n" (12 bytes) and, given WWW, serves the files under WWW with sendfile. TUNED
+# adds what the throughput runs set: tcp_nopush and a listen backlog of 4096.
+nginx_hello() {
+    local dir=$1 workers=$3 conns=$4 www=${5:-} tuned=${6:-}
+    local http="access_log off;" listen="127.0.0.1:$2" files=""
+    if [ -n "$www" ]; then
+        http+=" sendfile on;"
+        files="root $www; location / { }"
+    fi
+    if [ -n "$tuned" ]; then
+        http+=" tcp_nopush on;"
+        listen+=" backlog=4096"
+    fi
+    mkdir -p "$dir/logs"
+    {
+        nginx_main "$dir" "$workers" "$conns"
+        cat <<CONF
+http {
+    $http keepalive_requests 1000000;
+    server {
+        listen $listen;
+        location = / { default_type text/plain; return 200 "hello world\n"; }
+        $files
+    }
+}
+CONF
+    } >"$dir/nginx.conf"
+    spawn "$dir.out" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+}
+
+# self_signed DIR SAN: a throw-away ECDSA P-256 certificate for localhost with subjectAltName
+# SAN: DIR/cert.pem, DIR/key.pem, and both in DIR/bundle.pem (HAProxy's `crt`).
+self_signed() {
+    mkdir -p "$1"
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 2 \
+        -subj "/CN=localhost" -addext "subjectAltName=$2" \
+        -keyout "$1/key.pem" -out "$1/cert.pem" 2>"$1/openssl.out"
+    cat "$1/cert.pem" "$1/key.pem" >"$1/bundle.pem"
 }

@@ -31,37 +31,16 @@ PATH=$PATH:/usr/sbin
 TMP=$(mktemp -d /tmp/fg-tlsbench.XXXXXX)
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
-RUN_AS_ROOT=""
-[ "$(id -u)" -ne 0 ] || RUN_AS_ROOT="user root;"
 
 # ---- upstream: nginx with GET / (12 bytes) and the big file ----
 UP_PORT=$(free_port)
-mkdir -p "$TMP/www" "$TMP/upstream/logs" "$TMP/tls"
+mkdir -p "$TMP/www"
 fallocate -l "${BIGFILE_MB}M" "$TMP/www/big.bin" 2>/dev/null ||
     dd if=/dev/zero of="$TMP/www/big.bin" bs=1M count="$BIGFILE_MB" status=none
-cat >"$TMP/upstream/nginx.conf" <<CONF
-$RUN_AS_ROOT
-worker_processes $THREADS;
-pid $TMP/upstream/nginx.pid;
-error_log $TMP/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP_PORT backlog=4096;
-        root $TMP/www;
-        location = / { default_type text/plain; return 200 "hello world\n"; }
-        location / { }
-    }
-}
-CONF
-spawn "$TMP/upstream.out" nginx -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;'
+nginx_hello "$TMP/upstream" "$UP_PORT" "$THREADS" 4096 "$TMP/www" tuned
 wait_http "$UP_PORT" / || { echo "tls-bench: upstream did not start" >&2; exit 1; }
 
-openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 2 \
-    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" 2>/dev/null
-cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/bundle.pem"
+self_signed "$TMP/tls" "DNS:localhost,IP:127.0.0.1"
 
 declare -A PORT PGID
 NAMES=()
@@ -112,12 +91,9 @@ start_fg fastgateway "$FG"
 
 NGS_PORT=$(free_port)
 mkdir -p "$TMP/nginx/logs"
-cat >"$TMP/nginx/nginx.conf" <<CONF
-$RUN_AS_ROOT
-worker_processes $THREADS;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events { worker_connections 4096; }
+{
+    nginx_main "$TMP/nginx" "$THREADS" 4096
+    cat <<CONF
 http {
     access_log off;
     keepalive_requests 1000000;
@@ -133,6 +109,7 @@ http {
     }
 }
 CONF
+} >"$TMP/nginx/nginx.conf"
 spawn "$TMP/nginx.out" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;'
 add nginx "$NGS_PORT"
 

@@ -28,32 +28,11 @@ TMP=$(mktemp -d /tmp/fg-tlscg.XXXXXX)
 
 UP_PORT=$(free_port)
 PORT=$(free_port)
-RUN_AS_ROOT=""
-[ "$(id -u)" -ne 0 ] || RUN_AS_ROOT="user root;"
-mkdir -p "$TMP/up/logs" "$TMP/www" "$TMP/ng/logs"
+mkdir -p "$TMP/www" "$TMP/ng/logs"
 fallocate -l "${MB}M" "$TMP/www/big.bin" 2>/dev/null ||
     dd if=/dev/zero of="$TMP/www/big.bin" bs=1M count="$MB" status=none
-cat >"$TMP/up/nginx.conf" <<CONF
-$RUN_AS_ROOT
-worker_processes 1;
-pid $TMP/up/nginx.pid;
-error_log $TMP/up/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off; sendfile on; keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        root $TMP/www;
-        location = / { default_type text/plain; return 200 "hello world\n"; }
-        location / { }
-    }
-}
-CONF
-spawn "$TMP/up.out" nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -g 'daemon off;'
-openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 2 \
-    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
-cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/bundle.pem"
+nginx_hello "$TMP/up" "$UP_PORT" 1 1024 "$TMP/www"
+self_signed "$TMP" "DNS:localhost,IP:127.0.0.1"
 
 VG=(valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$TMP/cg.%p")
 case $TARGET in
@@ -71,12 +50,9 @@ CONF
     spawn "$TMP/vg.out" "${VG[@]}" "$FG" -f -c "$TMP/fg.json"
     ;;
 nginx)
-    cat >"$TMP/ng/nginx.conf" <<CONF
-$RUN_AS_ROOT
-worker_processes 1;
-pid $TMP/ng/nginx.pid;
-error_log $TMP/ng/logs/error.log warn;
-events { worker_connections 1024; }
+    {
+        nginx_main "$TMP/ng" 1 1024
+        cat <<CONF
 http {
     access_log off;
     upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
@@ -90,6 +66,7 @@ http {
     }
 }
 CONF
+    } >"$TMP/ng/nginx.conf"
     spawn "$TMP/vg.out" "${VG[@]}" nginx -p "$TMP/ng" -c "$TMP/ng/nginx.conf" -g 'daemon off;'
     ;;
 haproxy)

@@ -21,28 +21,8 @@ TMP=$(mktemp -d /tmp/fg-tunnel-ab.XXXXXX)
 . "$ROOT/scripts/lib.sh"
 
 UP_PORT=$(free_port)
-mkdir -p "$TMP/up/logs"
-RUN_AS_ROOT=""
-[ "$(id -u)" -ne 0 ] || RUN_AS_ROOT="user root;"
-cat >"$TMP/up/nginx.conf" <<CONF
-$RUN_AS_ROOT
-worker_processes 1;
-pid $TMP/up/nginx.pid;
-error_log $TMP/up/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        location = / { default_type text/plain; return 200 "hello world\n"; }
-    }
-}
-CONF
-spawn "$TMP/up.out" nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -g 'daemon off;'
-openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 2 \
-    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>"$TMP/openssl.out"
+nginx_hello "$TMP/up" "$UP_PORT" 1 4096
+self_signed "$TMP" "DNS:localhost,IP:127.0.0.1"
 head -c 32 /dev/urandom | base64 >"$TMP/bench.key"
 chmod 600 "$TMP/bench.key"
 

@@ -1,4 +1,4 @@
-/* libFuzzer target: the HTTP/2 client (worker/upstream/http2_client.c) fed a destination's
+/* libFuzzer target: the HTTP/2 client (worker/upstream/http2_client.h) fed a destination's
  * bytes. The first input byte picks the method (GET, HEAD or POST with a body and trailers)
  * and whether the handler pauses after its first body piece (resumed after the input); the rest
  * goes to the client session in pieces whose sizes come from the input too. Whatever the

@@ -593,3 +593,29 @@ class Scripted:
 
     def close(self):
         self.ls.close()
+
+
+def proxy_cfg(tmp_path, up, **cluster):
+    """A one-worker gateway on a free port whose one route sends every path to a cluster of
+    one destination, up.url; cluster adds settings to that cluster."""
+    c = {"id": "c", "destinations": [{"id": "d", "address": up.url}]}
+    c.update(cluster)
+    return base_config(tmp_path, free_port(), workers=1,
+                       routes=[{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c"}],
+                       clusters=[c])
+
+
+@pytest.fixture
+def scripted():
+    """A factory of Scripted upstreams: scripted(script) starts one; all close after the
+    test."""
+    made = []
+
+    def factory(script):
+        up = Scripted(script)
+        made.append(up)
+        return up
+
+    yield factory
+    for up in made:
+        up.close()

@@ -23,42 +23,24 @@ import h2.connection
 import h2.errors
 import h2.events
 
+from peers import ThreadedServer, server_context
 
-class H2Upstream:
+
+class H2Upstream(ThreadedServer):
     def __init__(self, tls=None, alpn=("h2",)):
         """tls: (certfile, keyfile) or None for h2c."""
-        self.ls = socket.socket()
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(128)
-        self.port = self.ls.getsockname()[1]
-        self.ctx = None
-        if tls:
-            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self.ctx.load_cert_chain(*tls)
-            self.ctx.set_alpn_protocols(list(alpn))
+        super().__init__()
+        self.ctx = server_context(tls, alpn)
         self.url = ("https" if tls else "http") + "://127.0.0.1:%d" % self.port
-        self.connections = 0
         self.requests = 0
         self.refused = False
         self.alpn_seen = []
-        self.lock = threading.Lock()
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.start()
 
     def close(self):
         self.closed = True
-        self.ls.close()
-
-    def _accept(self):
-        while True:
-            try:
-                s, _ = self.ls.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        super().close()
 
     def _serve(self, s):
         try:

@@ -16,13 +16,12 @@ import http.client
 import shutil
 import socket
 import ssl
-import subprocess
-import threading
 import time
 
 import pytest
 
 from conftest import base_config, free_port
+from peers import BioTLS, ThreadedServer, self_signed_cert
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -33,64 +32,10 @@ PROMPT = 2.0
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cn_certs")
-    crt, key = str(d / "s.crt"), str(d / "s.key")
-    subprocess.run(["openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost", "-keyout", key, "-out", crt],
-                   check=True, capture_output=True, timeout=60)
-    return crt, key
+    return self_signed_cert(tmp_path_factory.mktemp("cn_certs"))
 
 
-class BioTLS:
-    """TLS over a blocking socket through memory BIOs: each write() leaves in one sendall."""
-
-    def __init__(self, sock, ctx, server_side):
-        self.sock = sock
-        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=server_side,
-                                server_hostname=None if server_side else "localhost")
-        while True:
-            try:
-                self.obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self._flush()
-                self._fill()
-        self._flush()
-
-    def _flush(self):
-        data = self.out.read()
-        if data:
-            self.sock.sendall(data)
-
-    def _fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise EOFError
-        self.inc.write(data)
-
-    def read(self):
-        """Decrypted bytes; b"" at the peer's close_notify; EOFError when TCP ends first."""
-        while True:
-            try:
-                return self.obj.read(65536)
-            except ssl.SSLWantReadError:
-                self._fill()
-            except ssl.SSLZeroReturnError:
-                return b""
-
-    def write(self, data, close_notify=False):
-        self.obj.write(data)
-        if close_notify:
-            try:
-                self.obj.unwrap()  # close_notify sent; it would wait for the peer's
-            except ssl.SSLWantReadError:
-                pass
-        self._flush()
-
-
-class Destination:
+class Destination(ThreadedServer):
     """A TLS destination. GET /cn: a 5-byte answer and close_notify in one write; /eof: a
     close-delimited answer and close_notify in one write. After close_notify it keeps TCP open
     and records, per connection, what the gateway did next: ("reused", t) for a request on it,
@@ -98,26 +43,11 @@ class Destination:
     paths: a keep-alive 200 "normal"."""
 
     def __init__(self, cert):
+        super().__init__(backlog=16)
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(*cert)
-        self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.port = self.lsock.getsockname()[1]
-        self.connections = 0
         self.after = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                s, _ = self.lsock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        self.start()
 
     def _serve(self, s):
         s.settimeout(10)
@@ -166,9 +96,6 @@ class Destination:
                 pass  # a request sent after close_notify gets no answer, as from a real server
         except (OSError, EOFError, ssl.SSLError):
             pass
-
-    def close(self):
-        self.lsock.close()
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import time
 
 import pytest
 
 from conftest import base_config, free_port
+from peers import BioTLS, self_signed_cert
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -25,13 +25,7 @@ TCPI_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in struct tcp_info (Linux
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tw_certs")
-    crt, key = str(d / "s.crt"), str(d / "s.key")
-    subprocess.run(["openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost", "-keyout", key, "-out", crt],
-                   check=True, capture_output=True, timeout=60)
-    return crt, key
+    return self_signed_cert(tmp_path_factory.mktemp("tw_certs"))
 
 
 def data_segs_in(sock):
@@ -40,7 +34,7 @@ def data_segs_in(sock):
     return struct.unpack_from("I", info, TCPI_DATA_SEGS_IN)[0]
 
 
-class Client:
+class Client(BioTLS):
     """A TLS 1.3 client over memory BIOs; the handshake is done when the constructor returns
     (the client's Finished sent)."""
 
@@ -50,28 +44,7 @@ class Client:
         ctx.verify_mode = ssl.CERT_NONE
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.set_alpn_protocols(["http/1.1"])
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname="localhost")
-        while True:
-            try:
-                self.obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                self._flush()
-                self._fill()
-        self._flush()
-
-    def _flush(self):
-        data = self.out.read()
-        if data:
-            self.sock.sendall(data)
-
-    def _fill(self):
-        data = self.sock.recv(65536)
-        if not data:
-            raise EOFError
-        self.inc.write(data)
+        super().__init__(socket.create_connection(("127.0.0.1", port), timeout=10), ctx, False)
 
     def send(self, data):
         self.obj.write(data)
@@ -122,17 +95,25 @@ def test_tickets_wait_for_the_first_response(tmp_path, cert, gateway_factory, ec
     c.sock.close()
 
 
+def last_answer(port, request):
+    """Send request on a new connection; returns the client (still open), what it read up to
+    the gateway's close_notify, and the data segments that carried it."""
+    c = Client(port)
+    before = data_segs_in(c.sock)
+    c.send(request)
+    got = c.read_to_close_notify()
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"hello"), got
+    return c, got, data_segs_in(c.sock) - before
+
+
 def test_close_notify_leaves_with_the_last_response(tmp_path, cert, gateway_factory):
     """A response that ends the connection (Connection: close) and the close_notify that
     follows it arrive in one segment, with the ticket: one write for the whole answer."""
     port = gateway(tmp_path, gateway_factory, cert)
-    c = Client(port)
-    before = data_segs_in(c.sock)
-    c.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-    got = c.read_to_close_notify()
-    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"hello"), got
+    c, got, segments = last_answer(
+        port, b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     assert c.obj.session is not None and c.obj.session.has_ticket
-    assert data_segs_in(c.sock) - before == 1
+    assert segments == 1
     assert c.sock.recv(1) == b""  # then the gateway closes TCP
     c.sock.close()
 
@@ -141,12 +122,8 @@ def test_http10_response_and_close_notify_in_one_segment(tmp_path, cert, gateway
     """The same for an HTTP/1.0 request (openssl s_time -www sends these), whose response
     always ends the connection."""
     port = gateway(tmp_path, gateway_factory, cert)
-    c = Client(port)
-    before = data_segs_in(c.sock)
-    c.send(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-    got = c.read_to_close_notify()
-    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"hello"), got
-    assert data_segs_in(c.sock) - before == 1
+    c, got, segments = last_answer(port, b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    assert segments == 1
     c.sock.close()
 
 

@@ -5,30 +5,7 @@ framed by Content-Length carries none."""
 import socket
 import threading
 
-import pytest
-
-from conftest import Scripted, base_config, free_port, recv_until_close
-
-
-def proxy_cfg(tmp_path, up):
-    c = {"id": "c", "destinations": [{"id": "d", "address": up.url}]}
-    return base_config(tmp_path, free_port(), workers=1,
-                       routes=[{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c"}],
-                       clusters=[c])
-
-
-@pytest.fixture
-def scripted():
-    made = []
-
-    def factory(script):
-        up = Scripted(script)
-        made.append(up)
-        return up
-
-    yield factory
-    for up in made:
-        up.close()
+from conftest import proxy_cfg, recv_until_close
 
 
 def read_chunked_message(sock, first=b""):

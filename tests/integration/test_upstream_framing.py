@@ -8,29 +8,7 @@ import time
 
 import pytest
 
-from conftest import SANITIZED, Scripted, base_config, free_port, http_request, recv_until_close
-
-
-def proxy_cfg(tmp_path, up, **cluster):
-    c = {"id": "c", "destinations": [{"id": "d", "address": up.url}]}
-    c.update(cluster)
-    return base_config(tmp_path, free_port(), workers=1,
-                       routes=[{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c"}],
-                       clusters=[c])
-
-
-@pytest.fixture
-def scripted():
-    made = []
-
-    def factory(script):
-        up = Scripted(script)
-        made.append(up)
-        return up
-
-    yield factory
-    for up in made:
-        up.close()
+from conftest import SANITIZED, http_request, proxy_cfg, recv_until_close
 
 
 @pytest.mark.parametrize("te, body", [

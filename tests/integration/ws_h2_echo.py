@@ -20,12 +20,13 @@ import hashlib
 import socket
 import ssl
 import struct
-import threading
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+
+from peers import ThreadedServer, server_context
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -80,40 +81,17 @@ class Frames:
             del self.buf[:off + mlen + n]
 
 
-class WsH2Echo:
+class WsH2Echo(ThreadedServer):
     def __init__(self, connect_protocol=1, tls=None, alpn=("h2", "http/1.1")):
         """tls: (certfile, keyfile) or None for h2c (and HTTP/1.1 on the same port)."""
+        super().__init__()
         self.connect_protocol = connect_protocol
-        self.ls = socket.socket()
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(128)
-        self.port = self.ls.getsockname()[1]
-        self.ctx = None
-        if tls:
-            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self.ctx.load_cert_chain(*tls)
-            self.ctx.set_alpn_protocols(list(alpn))
+        self.ctx = server_context(tls, alpn)
         self.url = ("https" if tls else "http") + "://127.0.0.1:%d" % self.port
         self.handshakes = []
         self.resets = []
         self.alpn_seen = []
-        self.connections = 0
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self):
-        self.ls.close()
-
-    def _accept(self):
-        while True:
-            try:
-                s, _ = self.ls.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        self.start()
 
     def _serve(self, s):
         try:

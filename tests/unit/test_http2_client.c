@@ -1,6 +1,6 @@
-/* Unit tests for worker/upstream/http2_client.c: the request's mapping to HTTP/2 fields
- * (RFC 9113 8.2, 8.3.1), and whole exchanges in memory against an nghttp2 server session:
- * head, body, trailers both ways, interim responses, REFUSED_STREAM. */
+/* Unit tests for the HTTP/2 client (worker/upstream/http2_client.h): the request's mapping to
+ * HTTP/2 fields (RFC 9113 8.2, 8.3.1), and whole exchanges in memory against an nghttp2 server
+ * session: head, body, trailers both ways, interim responses, REFUSED_STREAM. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -3,7 +3,7 @@
  * body; the exchange calls back with interim responses, the final head, body bytes (framing
  * already removed), the end, or a failure of a precise kind. The HTTP/1.1 client
  * (worker/upstream/http1_client.c) implements it over an fg_conn, plain or TLS; the HTTP/2
- * client (worker/upstream/http2_client.c) as a stream of a shared connection.
+ * client (worker/upstream/http2_client.h) as a stream of a shared connection.
  *
  * Slices the exchange hands over (fields of a head, interim response or trailers) are valid
  * only during the callback that gives them: a caller that keeps them longer copies them.

@@ -1,6 +1,8 @@
-/* The HTTP/2 client's connection and stream objects, shared by the client
- * (worker/upstream/http2_client.c) and the stream as a relay end (worker/upstream/http2_tunnel.c).
- * Not a public interface: other modules use worker/upstream/http2_client.h. */
+/* The HTTP/2 client's connection and stream objects and the functions its files share: the
+ * streams as exchanges (worker/upstream/http2_client.c), the connections and their sessions
+ * (http2_conn.c), the request's framing (http2_request.c), the response's (http2_response.c)
+ * and the stream as a relay end (http2_tunnel.c). Not a public interface: other modules use
+ * worker/upstream/http2_client.h. */
 #ifndef FG_HTTP2_STREAM_H
 #define FG_HTTP2_STREAM_H
 
@@ -58,12 +60,12 @@ struct h2conn_s {
     unsigned settings_due : 1; /* upgrades wait for them: decide once the receive returns */
     unsigned ntunnels;         /* streams that are relay ends: silence on them is no fault */
     unsigned nplain;           /* streams opened as a plain CONNECT (a tcp relay, RFC 9113 8.5) */
-    /* Adopted: conn_flush only marks the connection and this event writes it once the loop's
-     * current callbacks ran, so the streams a loop turn opens leave in one write. */
+    /* Adopted: fg_http2_client_flush only marks the connection and this event writes it once the
+     * loop's current callbacks ran, so the streams a loop turn opens leave in one write. */
     struct event *flush_ev;
     unsigned flush_due : 1;
     /* Adopted: the request fields of the streams submitted since the session last had nothing
-     * queued, which nghttp2 packs without copying them (pin_fields in http2_client.c). */
+     * queued, which nghttp2 packs without copying them (pin_fields in http2_request.c). */
     char *nvbuf;
     size_t nvused;
 };
@@ -125,11 +127,67 @@ struct h2x_s {
     unsigned t_drain_due : 1; /* tell the relay its output went out */
     unsigned t_eof_due : 1;   /* tell the relay the destination ended its sending */
     unsigned t_gone_due : 1;  /* tell the relay the stream is gone */
-    /* Last and left uninitialised by x_new (2 KiB): only the first nh entries are read. */
+    /* Last and left uninitialised by fg_http2_client_stream_new (2 KiB): only the first nh entries
+     * are read. */
     uint32_t hoff[FIELDS_MAX][4];
     char hin[HB_INLINE]; /* the first header block's bytes while they fit (keep_field) */
 };
 
+static inline nghttp2_nv mknv(const char *n, size_t nl, const char *v, size_t vl)
+{
+    nghttp2_nv nv = {(uint8_t *)(uintptr_t)n, (uint8_t *)(uintptr_t)v, nl, vl,
+                     NGHTTP2_NV_FLAG_NONE};
+    return nv;
+}
+
+/* ---- streams (http2_client.c) ---- */
+
+/* A stream for an exchange, not on a connection yet; t (NULL on an adopted connection) is kept
+ * for an HTTP/1.1 fallback. NULL when out of memory. */
+h2x_t *fg_http2_client_stream_new(const fg_exchange_target_t *t, const fg_exchange_req_t *rq,
+                                  const fg_exchange_cbs_t *cbs, void *arg);
+void fg_http2_client_stream_free(h2x_t *x);
+/* Put x on c's list of streams. */
+void fg_http2_client_stream_attach(h2x_t *x, h2conn_t *c);
+/* Take x off its connection: the session forgets it (its stream, if open, is reset with code
+ * unless 0 and already closed). */
+void fg_http2_client_stream_detach(h2x_t *x, uint32_t code);
+/* Take x off its connection (its stream reset with code unless done) and let it go: freed
+ * now, or when the last caller holding it leaves. */
+void fg_http2_client_stream_end(h2x_t *x, uint32_t code);
+/* Release a hold on x taken with x->busy++; returns 1 when x is gone. */
+int fg_http2_client_stream_leave(h2x_t *x);
+/* Tell the handler x failed (once) and end x. */
+void fg_http2_client_stream_fail(h2x_t *x, fg_exchange_error_t kind, int err, const char *detail);
+/* Give the handler what waits in x->in and its window back to the peer; the end follows once
+ * unpaused. Returns 1 when x is gone. */
+int fg_http2_client_deliver(h2x_t *x);
+
+/* ---- connections (http2_conn.c) ---- */
+
+/* A connection to t's destination, opening, on dest's list unless dest is NULL (private).
+ * NULL with errno. */
+h2conn_t *fg_http2_client_conn_new(const fg_exchange_target_t *t, h2dest_t *dest);
+/* A session for c, its SETTINGS queued (RFC 9113 3.4: the preface). -1 when out of memory. */
+int fg_http2_client_session_new(h2conn_t *c);
+void fg_http2_client_conn_free(h2conn_t *c);
+/* Hold c across calls that may end it; leave returns 1 when c is gone. */
+static inline void fg_http2_client_conn_enter(h2conn_t *c)
+{
+    c->busy++;
+}
+int fg_http2_client_conn_leave(h2conn_t *c);
+/* Fail every stream of c and close it. */
+void fg_http2_client_conn_fail(h2conn_t *c, fg_exchange_error_t kind, int err, const char *detail);
+/* A connection without streams: closed when private, goaway or the worker retires; else read
+ * with the cluster's idle timeout. */
+void fg_http2_client_conn_maybe_idle(h2conn_t *c);
+/* Read with the activity timeout while a stream waits for its destination. */
+void fg_http2_client_conn_busy_read(h2conn_t *c);
+/* The most streams the peer allows at once (capped). */
+unsigned fg_http2_client_conn_max_streams(h2conn_t *c);
+/* RFC 8441 3: whether the peer announced SETTINGS_ENABLE_CONNECT_PROTOCOL 1. */
+int fg_http2_client_connect_allowed(h2conn_t *c);
 /* Produce the session's frames and write them (nothing while a receive is under way: the
  * receive path flushes once it returns). */
 void fg_http2_client_flush(h2conn_t *c);
@@ -138,10 +196,25 @@ void fg_http2_client_flush(h2conn_t *c);
  * reopens as bytes arrive. Bounds what c holds unread: the streams' windows on a tunnel
  * (STREAM_WINDOW each), and CONN_WINDOW in all on other connections. */
 void fg_http2_client_consumed(h2conn_t *c, int32_t id, size_t n);
-/* Take x off its connection (its stream reset with code unless done) and let it go: freed
- * now, or when the last caller holding it leaves. */
-void fg_http2_client_stream_end(h2x_t *x, uint32_t code);
-/* Release a hold on x taken with x->busy++; returns 1 when x is gone. */
-int fg_http2_client_stream_leave(h2x_t *x);
+
+/* ---- requests (http2_request.c) ---- */
+
+/* Submit x's HEADERS (and its body's data source) on its connection, with extra fields as
+ * fg_http2_client_start_on takes them. -1 on failure. */
+int fg_http2_client_submit(h2x_t *x, const fg_outreq_t *o, const fg_http_header_t *extra,
+                           size_t nextra);
+/* Submit x (x->protocol set, x->out_copy its request) as an extended or plain CONNECT. -1 on
+ * failure. */
+int fg_http2_client_submit_connect(h2x_t *x, const fg_http_header_t *extra, size_t nextra);
+/* The stream's head leaves now (the connection is up). */
+void fg_http2_client_stream_go(h2x_t *x);
+/* A copy of o in one block (free), or NULL. */
+fg_outreq_t *fg_http2_client_outreq_copy(const fg_outreq_t *o);
+
+/* ---- responses (http2_response.c) ---- */
+
+/* The receiving callbacks of a client session, for nghttp2_session_client_new2 (the caller
+ * deletes them). NULL when out of memory. */
+nghttp2_session_callbacks *fg_http2_client_callbacks(void);
 
 #endif
