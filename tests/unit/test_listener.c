@@ -380,10 +380,9 @@ static void test_least_connections_steers(void **state)
     free(f);
 }
 
-/* A worker running callbacks counts two connections more than it holds. Loads (0 + 2 busy,
- * 0): slot 1 takes two, then they alternate, ties to the lower slot: 2 and 3 of 5 (the two
- * idle slots alone would split them 3 and 2). */
-static void test_busy_worker_passed_over(void **state)
+/* A worker running callbacks counts two connections more than it holds: 5 SYNs with the worker
+ * of busy_slot running callbacks; slot s takes want[s] of them. */
+static void busy_spread(int busy_slot, const int want[2])
 {
     enum { N = 5 };
     fixture_t *f = fixture(1, 2);
@@ -402,20 +401,34 @@ static void test_busy_worker_passed_over(void **state)
     for (int s = 0; s < 2; s++)
         open[s] = fg_listeners_balance_slot(ls, s, &pending[s], &busy[s], &owner);
     *open[0] = *open[1] = 0;
-    *busy[0] = 1;
+    *busy[busy_slot] = 1;
     int c[N];
     for (int i = 0; i < N; i++)
         c[i] = connect_nb(f->port[0]);
     usleep(100 * 1000);
-    assert_int_equal(*pending[0], 2);
-    assert_int_equal(*pending[1], 3);
-    assert_int_equal(accept_all(a[0]), 2);
-    assert_int_equal(accept_all(a[1]), 3);
+    assert_int_equal(*pending[0], want[0]);
+    assert_int_equal(*pending[1], want[1]);
+    assert_int_equal(accept_all(a[0]), want[0]);
+    assert_int_equal(accept_all(a[1]), want[1]);
     for (int i = 0; i < N; i++)
         close(c[i]);
     free(a);
     fg_listeners_free(ls);
     free(f);
+}
+
+/* Loads (0 + 2 busy, 0): slot 1 takes two, then they alternate, ties to the lower slot: 2 and
+ * 3 of 5 (the two idle slots alone would split them 3 and 2). */
+static void test_busy_worker_passed_over(void **state)
+{
+    busy_spread(0, (const int[2]){2, 3});
+}
+
+/* The same weight read for a slot after the first (the program's per-slot instructions):
+ * loads (0, 0 + 2 busy): slot 0 takes three before slot 1 gets its first, 4 and 1 of 5. */
+static void test_busy_second_slot_passed_over(void **state)
+{
+    busy_spread(1, (const int[2]){4, 1});
 }
 
 /* A slot beyond the workers of the current configuration takes nothing once committed. */
@@ -637,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_blocked_socket_drops_syn),
         cmocka_unit_test(test_least_connections_steers),
         cmocka_unit_test(test_busy_worker_passed_over),
+        cmocka_unit_test(test_busy_second_slot_passed_over),
         cmocka_unit_test(test_shrunk_slot_takes_nothing),
         cmocka_unit_test(test_bind_failure_undoes),
         cmocka_unit_test(test_foreign_listener_refused),
