@@ -171,3 +171,15 @@ def test_failed_reload_gives_the_slots_back(tmp_path, gateway_factory):
             wait_for(lambda: sum(held(gw).values()) == 0, 5, "the connections closed")
     finally:
         hole.close()
+
+
+def test_many_workers_share_evenly(tmp_path, gateway_factory):
+    """The program for 64 slots (15 instructions each) loads and spreads a burst of 128."""
+    gw = gateway_factory(direct_config(tmp_path, workers=64), timeout=30)
+    skip_unless_balanced(gw)
+    socks = open_burst(gw.port, 128)
+    try:
+        assert_even(held(gw), 128)
+    finally:
+        for s in socks:
+            s.close()

@@ -431,6 +431,50 @@ static void test_busy_second_slot_passed_over(void **state)
     busy_spread(1, (const int[2]){4, 1});
 }
 
+/* The program for the most slots a configuration allows (FG_CONFIG_MAX_WORKERS): every slot
+ * holds 3 connections but the last two. The last holds 1 and runs callbacks (load 3), the one
+ * before it holds 2: that one takes the SYN. Once the last waits for events (load 1), it takes
+ * the next one. */
+static void test_busy_weight_on_the_last_of_most_slots(void **state)
+{
+    enum { W = FG_CONFIG_MAX_WORKERS };
+    fixture_t *f = fixture(1, W);
+    fg_listeners_t *ls = fg_listeners_new();
+    if (!balanced(ls)) {
+        fg_listeners_free(ls);
+        free(f);
+        skip();
+    }
+    int *a = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    uint32_t *open[W], *pending[W], *busy[W];
+    uint64_t *owner;
+    for (int s = 0; s < W; s++) {
+        open[s] = fg_listeners_balance_slot(ls, s, &pending[s], &busy[s], &owner);
+        *open[s] = 3;
+    }
+    *open[W - 2] = 2;
+    *open[W - 1] = 1;
+    *busy[W - 1] = 1;
+    int c = connect_nb(f->port[0]);
+    usleep(50 * 1000);
+    assert_int_equal(*pending[W - 2], 1);
+    assert_int_equal(accept_all(a[W - 2]), 1);
+    *pending[W - 2] = 0;
+    *busy[W - 1] = 0;
+    int d = connect_nb(f->port[0]);
+    usleep(50 * 1000);
+    assert_int_equal(*pending[W - 1], 1);
+    assert_int_equal(accept_all(a[W - 1]), 1);
+    close(c);
+    close(d);
+    free(a);
+    fg_listeners_free(ls);
+    free(f);
+}
+
 /* A slot beyond the workers of the current configuration takes nothing once committed. */
 static void test_shrunk_slot_takes_nothing(void **state)
 {
@@ -651,6 +695,7 @@ int main(void)
         cmocka_unit_test(test_least_connections_steers),
         cmocka_unit_test(test_busy_worker_passed_over),
         cmocka_unit_test(test_busy_second_slot_passed_over),
+        cmocka_unit_test(test_busy_weight_on_the_last_of_most_slots),
         cmocka_unit_test(test_shrunk_slot_takes_nothing),
         cmocka_unit_test(test_bind_failure_undoes),
         cmocka_unit_test(test_foreign_listener_refused),
