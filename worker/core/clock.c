@@ -11,8 +11,8 @@ static struct {
     int mono_ok, wall_ok;
     uint64_t mono_us;
     struct timeval wall;
-    struct timeval poll; /* libevent's cached time when the readings were taken */
-    uint32_t *busy;      /* fg_clock_busy_flag */
+    struct timeval poll;   /* libevent's cached time when the readings were taken */
+    uint32_t *busy;        /* fg_clock_busy_flag */
     const uint64_t *owner; /* the slot's owner word: busy is written while it holds gen */
     uint64_t gen;
 } clk;

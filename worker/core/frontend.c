@@ -4,7 +4,6 @@
 
 #include "worker/core/clock.h"
 
-
 void fg_frontend_publish_load(fg_worker_t *w, int accepted_all)
 {
     if (w->lb_open == NULL)
