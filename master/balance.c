@@ -155,7 +155,12 @@ enum { R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 };
 #define PENDING_OFF ((int)offsetof(fg_balance_page_t, pending))
 #define BUSY_OFF ((int)offsetof(fg_balance_page_t, busy))
 
-/* The program for slots 0..n-1 of group g, into code (room for 32 + 14 * n instructions).
+/* Instructions per slot after the first (the loop of build) and around them: the room
+ * fg_balance_attach gives build. */
+#define SLOT_INSNS 15
+#define FIXED_INSNS 32
+
+/* The program for slots 0..n-1 of group g, into code (room for FIXED_INSNS + SLOT_INSNS * n).
  * r7 points at the shared page, r8 is the slot chosen so far and r9 its load (open + pending +
  * 2 * busy).
  * The choice is branch-free (a sign mask picks the new minimum or keeps the old), so the
@@ -217,11 +222,13 @@ int fg_balance_attach(fg_balance_t *b, int group, int nslots, int fd, char *err,
 {
     if (group < 0 || group >= FG_BALANCE_GROUPS || nslots < 1 || nslots > FG_BALANCE_SLOTS)
         return -EINVAL;
-    size_t cap = 32 + 14 * (size_t)nslots;
+    size_t cap = FIXED_INSNS + SLOT_INSNS * (size_t)nslots;
     struct bpf_insn *code = calloc(cap, sizeof(*code));
     if (code == NULL)
         return -ENOMEM;
     size_t n = build(code, group, nslots, b->page_fd, b->socks_fd);
+    if (n > cap) /* build wrote past the buffer: SLOT_INSNS or FIXED_INSNS is out of date */
+        abort();
     char log[4096] = "";
     union bpf_attr a;
     memset(&a, 0, sizeof(a));

@@ -33,8 +33,9 @@ typedef struct fg_balance_s fg_balance_t;
 
 /* The shared page, as a worker uses it: open[slot], pending[slot] and busy[slot] (read by the
  * program), and owner[slot], the generation of the worker that writes them: a worker replaced
- * by a newer one of its slot on reload stops writing. busy[slot] is 1 while the worker runs
- * callbacks and 0 while it waits for events (worker/core/clock.h). */
+ * by a newer one of its slot on reload stops writing while the newer one holds it (the master
+ * writes the serving generation back when that reload is abandoned). busy[slot] is 1 while the
+ * worker runs callbacks and 0 while it waits for events (worker/core/clock.h). */
 typedef struct {
     uint32_t open[FG_BALANCE_SLOTS];
     uint32_t pending[FG_BALANCE_SLOTS];

@@ -443,11 +443,28 @@ static pid_t slot_owner(int slot, void *arg)
     return g->slots[slot].proc->pid;
 }
 
+/* Generation g's workers write slots 0..nslots-1 of the balancing page (master/balance.h).
+ * A worker claims its slot as it starts, so a reload's new worker takes it from the serving
+ * one before the reload is decided: the master settles the claims when the reload commits (a
+ * respawn of the serving generation meanwhile may have claimed a slot back) or is abandoned
+ * (the serving workers would otherwise never write their slots again, and the steered counts
+ * nobody clears would keep their slots passed over). */
+static void claim_slots(master_t *m, const gen_t *g)
+{
+    for (int i = 0; i < g->nslots; i++) {
+        uint32_t *pending, *busy;
+        uint64_t *owner;
+        if (fg_listeners_balance_slot(m->ls, i, &pending, &busy, &owner) != NULL)
+            __atomic_store_n(owner, g->id, __ATOMIC_RELAXED);
+    }
+}
+
 static void commit(master_t *m)
 {
     gen_t *old = m->cur, *g = m->next;
     evtimer_del(m->timeout_ev);
     size_t retired = fg_listeners_commit(m->ls, slot_owner, old);
+    claim_slots(m, g);
     fg_shm_set_generation(m->shm, g->id);
     uint64_t deadline = old->cfg->shutdown_timeout_ms + KILL_GRACE_MS;
     for (int i = 0; i < old->nslots; i++) {
@@ -499,6 +516,7 @@ static void abort_next(master_t *m)
             retire(m, p, SIGKILL, 0);
         g->slots[i].proc = NULL;
     }
+    claim_slots(m, m->cur);
     /* The master's log may have been switched to the new configuration's file. */
     const fg_log_config_t *lc = &m->cur->cfg->log;
     if (fg_log_open(lc->path, lc->level, lc->json) < 0)

@@ -2,11 +2,13 @@
 of keep-alive connections is spread evenly, before and after a reload. Needs CAP_BPF (root);
 the kernel's hash otherwise, and these tests are skipped."""
 import os
+import signal
 import socket
+import time
 
 import pytest
 
-from conftest import base_config, free_port
+from conftest import Blackhole, base_config, free_port
 
 BURST = 64
 
@@ -114,6 +116,70 @@ def test_fewer_workers_after_reload_take_everything(tmp_path, gateway_factory):
     socks = open_burst(gw.port)
     try:
         assert_even(held(gw), BURST)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def test_failed_reload_gives_the_slots_back(tmp_path, gateway_factory):
+    """A reload abandoned after one of its workers claimed its slot (that worker got ready, the
+    other one died before it did): the serving worker of that slot counts its connections and
+    clears its steered ones again, so later bursts stay even. The new workers are held up by
+    their first health round (a destination that never answers, 3 s probe timeout) long enough
+    to stop the slot-1 one."""
+    hole = Blackhole()
+    try:
+        gw = gateway_factory(direct_config(tmp_path))
+        skip_unless_balanced(gw)
+        gen0 = gw.info()["generation"]
+        slow = dict(gw.config, routes=gw.config["routes"] + [
+            {"id": "p", "match": {"path": "/probe"}, "clusterId": "c"}],
+            clusters=[{"id": "c", "destinations": [
+                {"id": "d", "address": "http://127.0.0.1:%d" % hole.port}],
+                "healthCheck": {"active": {"interval": "10s", "timeout": "3s"}}}])
+        gw.write_config(slow)
+        gw.signal(signal.SIGHUP)
+
+        def new(slot, state=None):
+            return next((w for w in gw.all_workers() if w["generation"] == gen0 + 1
+                         and w["slot"] == slot and (state is None or w["state"] == state)),
+                        None)
+        late = wait_for(lambda: new(1), 5, "the new slot-1 worker")
+        os.kill(late["pid"], signal.SIGSTOP)
+        wait_for(lambda: new(0, "ready"), 10, "the new slot-0 worker ready")
+        os.kill(late["pid"], signal.SIGKILL)
+        wait_for(lambda: gw.info()["lastReload"]["result"] == "failed", 10, "the reload failed")
+        assert gw.info()["generation"] == gen0
+        time.sleep(1.5)  # a balancing tick of the serving workers
+        for _ in range(2):
+            socks = open_burst(gw.port)
+            try:
+                assert_even(held(gw), BURST)
+            finally:
+                for s in socks:
+                    s.close()
+            wait_for(lambda: sum(held(gw).values()) == 0, 5, "the connections closed")
+    finally:
+        hole.close()
+
+
+def test_many_workers_share_evenly(tmp_path, gateway_factory):
+    """The program for 64 slots (15 instructions each) loads and spreads a burst of 128."""
+    gw = gateway_factory(direct_config(tmp_path, workers=64), timeout=30)
+    skip_unless_balanced(gw)
+    socks = open_burst(gw.port, 128)
+    try:
+        assert_even(held(gw), 128)
     finally:
         for s in socks:
             s.close()

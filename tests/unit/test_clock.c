@@ -122,16 +122,47 @@ static void test_busy_word_follows_the_turn(void **state)
     struct event *ev = evtimer_new(base, probe, &p);
     struct timeval tv = {0, 1000};
     evtimer_add(ev, &tv);
-    fg_clock_busy_flag(&flag);
+    fg_clock_busy_flag(&flag, NULL, 0);
     assert_int_equal(fg_clock_loop_once(base), 0);
     assert_int_equal(p.seen, 0); /* cleared before the wait */
     assert_int_equal(flag, 1);   /* set by the callback */
-    fg_clock_busy_flag(NULL);
+    fg_clock_busy_flag(NULL, NULL, 0);
     fg_clock_busy(); /* nowhere to write: a no-op */
     flag = 5;
     evtimer_add(ev, &tv);
     assert_int_equal(fg_clock_loop_once(base), 0);
     assert_int_equal(flag, 5);
+    event_free(ev);
+    event_base_free(base);
+}
+
+/* While another generation's worker holds the slot, this one writes neither 0 before its wait
+ * nor 1 from its callbacks; once the slot is given back it writes both again. */
+static void test_busy_word_left_to_the_slot_owner(void **state)
+{
+    (void)state;
+    struct event_base *base = fg_clock_base_new();
+    assert_non_null(base);
+    uint32_t flag = 1;
+    uint64_t owner = 8; /* a newer worker's generation */
+    busy_probe_t p = {&flag, 7};
+    struct event *ev = evtimer_new(base, probe, &p);
+    struct timeval tv = {0, 1000};
+    fg_clock_busy_flag(&flag, &owner, 7);
+    evtimer_add(ev, &tv);
+    assert_int_equal(fg_clock_loop_once(base), 0);
+    assert_int_equal(p.seen, 1); /* the owner's 1, not cleared */
+    flag = 0;
+    evtimer_add(ev, &tv);
+    assert_int_equal(fg_clock_loop_once(base), 0);
+    assert_int_equal(flag, 0); /* the owner's 0, not set */
+    owner = 7;                 /* given back */
+    flag = 1;
+    evtimer_add(ev, &tv);
+    assert_int_equal(fg_clock_loop_once(base), 0);
+    assert_int_equal(p.seen, 0);
+    assert_int_equal(flag, 1);
+    fg_clock_busy_flag(NULL, NULL, 0);
     event_free(ev);
     event_base_free(base);
 }
@@ -142,6 +173,7 @@ int main(void)
         cmocka_unit_test(test_readings_advance_within_one_busy_turn),
         cmocka_unit_test(test_readings_after_one_poll_are_equal),
         cmocka_unit_test(test_busy_word_follows_the_turn),
+        cmocka_unit_test(test_busy_word_left_to_the_slot_owner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

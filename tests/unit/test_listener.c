@@ -380,10 +380,9 @@ static void test_least_connections_steers(void **state)
     free(f);
 }
 
-/* A worker running callbacks counts two connections more than it holds. Loads (0 + 2 busy,
- * 0): slot 1 takes two, then they alternate, ties to the lower slot: 2 and 3 of 5 (the two
- * idle slots alone would split them 3 and 2). */
-static void test_busy_worker_passed_over(void **state)
+/* A worker running callbacks counts two connections more than it holds: 5 SYNs with the worker
+ * of busy_slot running callbacks; slot s takes want[s] of them. */
+static void busy_spread(int busy_slot, const int want[2])
 {
     enum { N = 5 };
     fixture_t *f = fixture(1, 2);
@@ -402,17 +401,75 @@ static void test_busy_worker_passed_over(void **state)
     for (int s = 0; s < 2; s++)
         open[s] = fg_listeners_balance_slot(ls, s, &pending[s], &busy[s], &owner);
     *open[0] = *open[1] = 0;
-    *busy[0] = 1;
+    *busy[busy_slot] = 1;
     int c[N];
     for (int i = 0; i < N; i++)
         c[i] = connect_nb(f->port[0]);
     usleep(100 * 1000);
-    assert_int_equal(*pending[0], 2);
-    assert_int_equal(*pending[1], 3);
-    assert_int_equal(accept_all(a[0]), 2);
-    assert_int_equal(accept_all(a[1]), 3);
+    assert_int_equal(*pending[0], want[0]);
+    assert_int_equal(*pending[1], want[1]);
+    assert_int_equal(accept_all(a[0]), want[0]);
+    assert_int_equal(accept_all(a[1]), want[1]);
     for (int i = 0; i < N; i++)
         close(c[i]);
+    free(a);
+    fg_listeners_free(ls);
+    free(f);
+}
+
+/* Loads (0 + 2 busy, 0): slot 1 takes two, then they alternate, ties to the lower slot: 2 and
+ * 3 of 5 (the two idle slots alone would split them 3 and 2). */
+static void test_busy_worker_passed_over(void **state)
+{
+    busy_spread(0, (const int[2]){2, 3});
+}
+
+/* The same weight read for a slot after the first (the program's per-slot instructions):
+ * loads (0, 0 + 2 busy): slot 0 takes three before slot 1 gets its first, 4 and 1 of 5. */
+static void test_busy_second_slot_passed_over(void **state)
+{
+    busy_spread(1, (const int[2]){4, 1});
+}
+
+/* The program for the most slots a configuration allows (FG_CONFIG_MAX_WORKERS): every slot
+ * holds 3 connections but the last two. The last holds 1 and runs callbacks (load 3), the one
+ * before it holds 2: that one takes the SYN. Once the last waits for events (load 1), it takes
+ * the next one. */
+static void test_busy_weight_on_the_last_of_most_slots(void **state)
+{
+    enum { W = FG_CONFIG_MAX_WORKERS };
+    fixture_t *f = fixture(1, W);
+    fg_listeners_t *ls = fg_listeners_new();
+    if (!balanced(ls)) {
+        fg_listeners_free(ls);
+        free(f);
+        skip();
+    }
+    int *a = NULL;
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    fg_listeners_commit(ls, NULL, NULL);
+    uint32_t *open[W], *pending[W], *busy[W];
+    uint64_t *owner;
+    for (int s = 0; s < W; s++) {
+        open[s] = fg_listeners_balance_slot(ls, s, &pending[s], &busy[s], &owner);
+        *open[s] = 3;
+    }
+    *open[W - 2] = 2;
+    *open[W - 1] = 1;
+    *busy[W - 1] = 1;
+    int c = connect_nb(f->port[0]);
+    usleep(50 * 1000);
+    assert_int_equal(*pending[W - 2], 1);
+    assert_int_equal(accept_all(a[W - 2]), 1);
+    *pending[W - 2] = 0;
+    *busy[W - 1] = 0;
+    int d = connect_nb(f->port[0]);
+    usleep(50 * 1000);
+    assert_int_equal(*pending[W - 1], 1);
+    assert_int_equal(accept_all(a[W - 1]), 1);
+    close(c);
+    close(d);
     free(a);
     fg_listeners_free(ls);
     free(f);
@@ -637,6 +694,8 @@ int main(void)
         cmocka_unit_test(test_blocked_socket_drops_syn),
         cmocka_unit_test(test_least_connections_steers),
         cmocka_unit_test(test_busy_worker_passed_over),
+        cmocka_unit_test(test_busy_second_slot_passed_over),
+        cmocka_unit_test(test_busy_weight_on_the_last_of_most_slots),
         cmocka_unit_test(test_shrunk_slot_takes_nothing),
         cmocka_unit_test(test_bind_failure_undoes),
         cmocka_unit_test(test_foreign_listener_refused),

@@ -11,8 +11,10 @@ static struct {
     int mono_ok, wall_ok;
     uint64_t mono_us;
     struct timeval wall;
-    struct timeval poll; /* libevent's cached time when the readings were taken */
-    uint32_t *busy;      /* fg_clock_busy_flag */
+    struct timeval poll;   /* libevent's cached time when the readings were taken */
+    uint32_t *busy;        /* fg_clock_busy_flag */
+    const uint64_t *owner; /* the slot's owner word: busy is written while it holds gen */
+    uint64_t gen;
 } clk;
 
 /* One EVLOOP_ONCE call does not return while callbacks keep activating events (event_active),
@@ -87,13 +89,21 @@ struct event_base *fg_clock_base_new(void)
     return base;
 }
 
+/* Whether the busy word is this process's to write: not while a worker of another generation
+ * holds the slot (a reload's new worker claims it as it starts; the master gives it back when
+ * that reload is abandoned). */
+static int owned(void)
+{
+    return clk.owner == NULL || __atomic_load_n(clk.owner, __ATOMIC_RELAXED) == clk.gen;
+}
+
 int fg_clock_loop_once(struct event_base *base)
 {
     /* Stale before the wait: no callback runs before epoll returns, so the first reading of the
      * turn is taken after the wake-up. */
     clk.base = base;
     clk.mono_ok = clk.wall_ok = 0;
-    if (clk.busy != NULL)
+    if (clk.busy != NULL && owned())
         __atomic_store_n(clk.busy, 0, __ATOMIC_RELAXED);
     int rc = event_base_loop(base, EVLOOP_ONCE);
     /* Between turns (start-up after a nested wait, teardown) every reading is a fresh one. */
@@ -111,14 +121,16 @@ int fg_clock_dispatch(struct event_base *base)
     }
 }
 
-void fg_clock_busy_flag(uint32_t *flag)
+void fg_clock_busy_flag(uint32_t *flag, const uint64_t *owner, uint64_t gen)
 {
     clk.busy = flag;
+    clk.owner = owner;
+    clk.gen = gen;
 }
 
 void fg_clock_busy(void)
 {
     /* Stored once per turn: the word shares a cache line with the other workers' words. */
-    if (clk.busy != NULL && __atomic_load_n(clk.busy, __ATOMIC_RELAXED) == 0)
+    if (clk.busy != NULL && __atomic_load_n(clk.busy, __ATOMIC_RELAXED) == 0 && owned())
         __atomic_store_n(clk.busy, 1, __ATOMIC_RELAXED);
 }

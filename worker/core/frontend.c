@@ -20,13 +20,12 @@ void fg_frontend_publish_load(fg_worker_t *w, int accepted_all)
 {
     if (w->lb_open == NULL)
         return;
-    /* A newer worker of this slot took it over (reload): its counts, not ours, from now on. */
-    if (__atomic_load_n(w->lb_owner, __ATOMIC_RELAXED) != w->generation) {
-        w->lb_open = w->lb_pending = NULL;
-        w->lb_owner = NULL;
-        fg_clock_busy_flag(NULL);
+    /* A newer worker of this slot claimed it (reload): its counts, not ours, while it holds
+     * the slot. An abandoned reload gives the slot back (the master writes our generation
+     * again), and the next publication, at the latest the balancing tick, rewrites the
+     * counts the other worker left. */
+    if (__atomic_load_n(w->lb_owner, __ATOMIC_RELAXED) != w->generation)
         return;
-    }
     __atomic_store_n(w->lb_open, (uint32_t)w->nconns, __ATOMIC_RELAXED);
     if (accepted_all)
         __atomic_store_n(w->lb_pending, 0, __ATOMIC_RELAXED);

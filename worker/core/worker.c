@@ -252,7 +252,7 @@ static void retire(worker_state_t *st)
     /* The slot's counts belong to the worker that replaces this one from now on. */
     st->w.lb_open = st->w.lb_pending = NULL;
     st->w.lb_owner = NULL;
-    fg_clock_busy_flag(NULL);
+    fg_clock_busy_flag(NULL, NULL, 0);
     stop_listening(st, 1);
     /* Published after the last accept: from now on this worker takes no new connection. */
     if (st->w.record)
@@ -271,7 +271,7 @@ static void on_lb_tick(evutil_socket_t fd, short what, void *arg)
 {
     worker_state_t *st = arg;
     if (st->w.lb_open == NULL) {
-        event_del(st->lb_tick); /* retiring, or the slot was taken over */
+        event_del(st->lb_tick); /* retiring */
         return;
     }
     fg_frontend_publish_load(&st->w, 1);
@@ -437,7 +437,7 @@ int fg_worker_main(const fg_worker_args_t *args)
     if (st.w.lb_owner != NULL) {
         /* Claim the slot: a worker this one replaces stops writing its counts. */
         __atomic_store_n(st.w.lb_owner, st.w.generation, __ATOMIC_RELAXED);
-        fg_clock_busy_flag(args->lb_busy);
+        fg_clock_busy_flag(args->lb_busy, args->lb_owner, st.w.generation);
         fg_frontend_publish_load(&st.w, 1);
         struct timeval tick = ms_tv(LB_TICK_MS);
         st.lb_tick = event_new(st.w.base, -1, EV_PERSIST, on_lb_tick, &st);
