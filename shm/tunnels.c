@@ -143,17 +143,17 @@ void fg_tunnels_worker_gone(fg_tunnels_t *t, int pid)
     fg_shm_unlock(&t->lock);
 }
 
-int fg_tunnels_pick(const fg_tunnel_rec_t *rec, int self_pid, uint64_t *serial)
+static int pick_once(const fg_tunnel_rec_t *rec, int self_pid, uint64_t *serial)
 {
     int best = -1, best_draining = 1;
     int64_t best_streams = 0;
     *serial = 0;
-    if (!fg_tunnels_online(rec))
-        return 0;
     for (int i = 0; i < FG_TUNNEL_CONNS_MAX; i++) {
         const fg_tunnel_conn_t *c = &rec->conns[i];
-        if (atomic_load_explicit(&c->serial, memory_order_acquire) == 0 ||
-            atomic_load_explicit(&c->pid, memory_order_relaxed) == self_pid)
+        /* pid 0: a slot being freed (conn_free clears the pid before the serial) */
+        int pid = atomic_load_explicit(&c->pid, memory_order_relaxed);
+        if (atomic_load_explicit(&c->serial, memory_order_acquire) == 0 || pid == 0 ||
+            pid == self_pid)
             continue;
         int draining = atomic_load_explicit(&c->draining, memory_order_relaxed) != 0;
         int64_t n = atomic_load_explicit(&c->streams, memory_order_relaxed);
@@ -170,7 +170,21 @@ int fg_tunnels_pick(const fg_tunnel_rec_t *rec, int self_pid, uint64_t *serial)
     const fg_tunnel_conn_t *c = &rec->conns[best];
     int pid = atomic_load_explicit(&c->pid, memory_order_acquire);
     *serial = atomic_load_explicit(&c->serial, memory_order_acquire);
-    return *serial != 0 && pid != self_pid ? pid : 0;
+    return *serial != 0 && pid != 0 && pid != self_pid ? pid : 0;
+}
+
+/* A connection that takes over publishes its slot before it frees the one it displaces (see
+ * fg_tunnels_claim), yet a scan without the lock may read the new slot before and the old one
+ * after the change and find neither: while the agent is online, scan again. */
+#define PICK_SCANS 4
+
+int fg_tunnels_pick(const fg_tunnel_rec_t *rec, int self_pid, uint64_t *serial)
+{
+    int pid = 0;
+    *serial = 0;
+    for (int i = 0; i < PICK_SCANS && pid == 0 && fg_tunnels_online(rec); i++)
+        pid = pick_once(rec, self_pid, serial);
+    return pid;
 }
 
 int fg_tunnels_has_other(const fg_tunnel_rec_t *rec, uint64_t serial)
@@ -184,12 +198,15 @@ int fg_tunnels_has_other(const fg_tunnel_rec_t *rec, uint64_t serial)
     return 0;
 }
 
-/* Free the connections that the new one of instance (pid, extra) displaces or replaces;
- * -1 when it is a duplicate. Under the lock. */
+_Static_assert(FG_TUNNEL_CONNS_MAX <= 32, "make_room's mask holds every slot");
+
+/* The connections that the new one of instance (pid, extra) displaces or replaces, as a mask
+ * of slots; -1 when it is a duplicate. Under the lock; frees nothing yet. */
 static int make_room(fg_tunnel_rec_t *rec, int pid, const uint8_t inst[16], int extra,
-                     fg_tunnels_claim_t *out)
+                     uint32_t *gone, fg_tunnels_claim_t *out)
 {
     int same = atomic_load(&rec->live) != 0 && memcmp(rec->instance, inst, 16) == 0;
+    *gone = 0;
     for (int i = 0; i < FG_TUNNEL_CONNS_MAX; i++) {
         fg_tunnel_conn_t *c = &rec->conns[i];
         uint64_t s = atomic_load(&c->serial);
@@ -203,7 +220,7 @@ static int make_room(fg_tunnel_rec_t *rec, int pid, const uint8_t inst[16], int 
             out->replaced++;
         else
             out->displaced++;
-        conn_free(rec, c, 0);
+        *gone |= 1u << i;
     }
     return 0;
 }
@@ -220,7 +237,8 @@ void fg_tunnels_claim(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int pid, int slot, 
     else if (RAND_bytes(inst, sizeof(inst)) != 1) /* the older protocol: its own instance */
         memset(inst, 0xff, sizeof(inst));
     int locked = lock(t) == 0;
-    if (make_room(rec, pid, inst, extra, out) != 0) {
+    uint32_t gone;
+    if (make_room(rec, pid, inst, extra, &gone, out) != 0) {
         atomic_fetch_add(&rec->duplicates, 1);
         goto out;
     }
@@ -228,6 +246,12 @@ void fg_tunnels_claim(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int pid, int slot, 
     for (int i = 0; i < FG_TUNNEL_CONNS_MAX && c == NULL; i++)
         if (atomic_load(&rec->conns[i].serial) == 0)
             c = &rec->conns[out->index = i];
+    int reuse = c == NULL && gone != 0;
+    if (reuse) { /* every slot live: the new connection takes a displaced one's slot */
+        out->index = __builtin_ctz(gone);
+        gone &= gone - 1;
+        c = &rec->conns[out->index];
+    }
     if (c == NULL) /* every slot live: counted as a duplicate, the agent tries later */
         goto out;
     uint64_t serial = ++t->next_serial;
@@ -244,7 +268,12 @@ void fg_tunnels_claim(fg_tunnels_t *t, fg_tunnel_rec_t *rec, int pid, int slot, 
     atomic_store(&c->streams, 0);
     atomic_store(&c->pid, pid);
     atomic_store_explicit(&c->serial, serial, memory_order_release);
-    atomic_fetch_add(&rec->live, 1);
+    if (!reuse)
+        atomic_fetch_add(&rec->live, 1);
+    /* The connections it displaces go only now: workers read the registry without the lock,
+     * and in between they would find the agent offline (503) or no holder to hop to (502). */
+    for (; gone != 0; gone &= gone - 1)
+        conn_free(rec, &rec->conns[__builtin_ctz(gone)], 0);
     atomic_fetch_add(&rec->connects, 1);
     if (out->displaced)
         atomic_fetch_add(&rec->takeovers, 1);

@@ -366,7 +366,8 @@ def test_reload_moves_agents_without_failures(one):
     for t in threads:
         t.start()
     try:
-        for i in range(10):
+        # FG_TEST_RELOADS: more reloads, for hunting a rare race in a loop
+        for i in range(int(os.environ.get("FG_TEST_RELOADS", "10"))):
             gw.reload()
             ag.wait_line("online", count=i + 2, timeout=15)
             time.sleep(0.3)

@@ -8,6 +8,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +223,74 @@ static void test_registry_claim_takeover_release(void **state)
     fg_shm_free(shm);
 }
 
+/* Another worker reads the registry without the lock while a connection takes over from the
+ * agent's only one (a reload moves it): at every instant the agent is online and some slot
+ * names a holder, or that worker would answer 503 (offline) or 502 (no holder to hop to). */
+typedef struct {
+    fg_tunnel_rec_t *rec;
+    atomic_int started, stop;
+    atomic_long reads, gaps;
+} watch_t;
+
+static void *watch(void *arg)
+{
+    watch_t *wt = arg;
+    uint64_t serial;
+    atomic_store(&wt->started, 1);
+    while (!atomic_load(&wt->stop)) {
+        wt->reads++;
+        if (!fg_tunnels_online(wt->rec) || fg_tunnels_pick(wt->rec, 999, &serial) == 0)
+            wt->gaps++;
+    }
+    return NULL;
+}
+
+static void test_registry_takeover_never_offline(void **state)
+{
+    char err[512] = "";
+    fg_config_t *cfg = load("tunnel://office/web", NULL, err, sizeof(err));
+    assert_non_null(cfg);
+    fg_shm_t *shm = fg_shm_new(16 << 20);
+    assert_non_null(shm);
+    assert_int_equal(fg_tunnels_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_tunnels_t *t = fg_tunnels_zone();
+    fg_tunnel_rec_t *rec = cfg->tunnels.agents[0].state;
+    fg_tunnels_claim_t c;
+    fg_tunnels_claim(t, rec, 100, 0, 1, "x", NULL, 0, &c);
+    watch_t wt = {.rec = rec};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, watch, &wt), 0);
+    while (!atomic_load(&wt.started))
+        ;
+    /* the short AUTH: each connection takes over from the previous one */
+    for (int i = 0; i < 200000 && wt.gaps == 0; i++) {
+        fg_tunnels_claim(t, rec, 100 + i % 2, i % 2, 1, "x", NULL, 0, &c);
+        assert_int_equal(c.displaced, 1);
+        assert_int_equal(atomic_load(&rec->live), 1);
+    }
+    atomic_store(&wt.stop, 1);
+    pthread_join(th, NULL);
+    assert_true(wt.reads > 0);
+    assert_int_equal(wt.gaps, 0);
+    /* when every slot is live, the new connection takes a displaced one's slot */
+    static const uint8_t inst_a[16] = {1}, inst_b[16] = {2};
+    fg_tunnels_release(t, rec, c.index, c.serial);
+    for (int i = 0; i < FG_TUNNEL_CONNS_MAX; i++) {
+        fg_tunnels_claim(t, rec, 100 + i, i, 1, "x", inst_a, 0, &c);
+        assert_true(c.index >= 0);
+    }
+    assert_int_equal(atomic_load(&rec->live), FG_TUNNEL_CONNS_MAX);
+    fg_tunnels_claim(t, rec, 500, 0, 1, "y", inst_b, 0, &c);
+    assert_true(c.index >= 0);
+    assert_int_equal(c.displaced, FG_TUNNEL_CONNS_MAX);
+    assert_int_equal(atomic_load(&rec->live), 1);
+    assert_true(fg_tunnels_current(rec, c.index, c.serial));
+    uint64_t serial;
+    assert_int_equal(fg_tunnels_pick(rec, 999, &serial), 500);
+    fg_config_free(cfg);
+    fg_shm_free(shm);
+}
+
 static void test_registry_auth_failures_per_address(void **state)
 {
     char err[512] = "";
@@ -301,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_config_refuses_a_readable_secret),
         cmocka_unit_test(test_config_tunnel_needs_section),
         cmocka_unit_test(test_registry_claim_takeover_release),
+        cmocka_unit_test(test_registry_takeover_never_offline),
         cmocka_unit_test(test_registry_auth_failures_per_address),
         cmocka_unit_test(test_registry_auth_failures_per_ipv6_prefix),
         cmocka_unit_test(test_registry_auth_failures_flood_keeps_guessers),
