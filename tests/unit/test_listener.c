@@ -343,11 +343,10 @@ static void test_blocked_socket_drops_syn(void **state)
     free(f);
 }
 
-/* Each SYN goes to the slot with the fewest connections, open plus steered and not accepted
- * yet; ties go to the lower slot. Loads (3, 0): slot 1 takes three, then they alternate. */
-static void test_least_connections_steers(void **state)
+/* n SYNs to two slots whose workers hold open[s] connections and run callbacks when busy[s]:
+ * slot s takes want[s] of them (the program's choice, so the slots' pending counts too). */
+static void steer(const uint32_t open_in[2], const uint32_t busy_in[2], int n, const int want[2])
 {
-    enum { N = 7 };
     fixture_t *f = fixture(1, 2);
     fg_listeners_t *ls = fg_listeners_new();
     if (!balanced(ls)) {
@@ -361,60 +360,41 @@ static void test_least_connections_steers(void **state)
     fg_listeners_commit(ls, NULL, NULL);
     uint32_t *open[2], *pending[2], *busy[2];
     uint64_t *owner;
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < 2; s++) {
         open[s] = fg_listeners_balance_slot(ls, s, &pending[s], &busy[s], &owner);
-    *open[0] = 3;
-    *open[1] = 0;
-    int c[N];
-    for (int i = 0; i < N; i++)
-        c[i] = connect_nb(f->port[0]);
-    usleep(100 * 1000);
-    assert_int_equal(*pending[0], 2);
-    assert_int_equal(*pending[1], 5);
-    assert_int_equal(accept_all(a[0]), 2);
-    assert_int_equal(accept_all(a[1]), 5);
-    for (int i = 0; i < N; i++)
-        close(c[i]);
-    free(a);
-    fg_listeners_free(ls);
-    free(f);
-}
-
-/* A worker running callbacks counts two connections more than it holds: 5 SYNs with the worker
- * of busy_slot running callbacks; slot s takes want[s] of them. */
-static void busy_spread(int busy_slot, const int want[2])
-{
-    enum { N = 5 };
-    fixture_t *f = fixture(1, 2);
-    fg_listeners_t *ls = fg_listeners_new();
-    if (!balanced(ls)) {
-        fg_listeners_free(ls);
-        free(f);
-        skip();
+        *open[s] = open_in[s];
+        *busy[s] = busy_in[s];
     }
-    int *a = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
-    uint32_t *open[2], *pending[2], *busy[2];
-    uint64_t *owner;
-    for (int s = 0; s < 2; s++)
-        open[s] = fg_listeners_balance_slot(ls, s, &pending[s], &busy[s], &owner);
-    *open[0] = *open[1] = 0;
-    *busy[busy_slot] = 1;
-    int c[N];
-    for (int i = 0; i < N; i++)
+    int c[8];
+    assert_true(n <= 8);
+    for (int i = 0; i < n; i++)
         c[i] = connect_nb(f->port[0]);
     usleep(100 * 1000);
     assert_int_equal(*pending[0], want[0]);
     assert_int_equal(*pending[1], want[1]);
     assert_int_equal(accept_all(a[0]), want[0]);
     assert_int_equal(accept_all(a[1]), want[1]);
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < n; i++)
         close(c[i]);
     free(a);
     fg_listeners_free(ls);
     free(f);
+}
+
+/* Each SYN goes to the slot with the fewest connections, open plus steered and not accepted
+ * yet; ties go to the lower slot. Loads (3, 0): slot 1 takes three, then they alternate. */
+static void test_least_connections_steers(void **state)
+{
+    steer((const uint32_t[2]){3, 0}, (const uint32_t[2]){0, 0}, 7, (const int[2]){2, 5});
+}
+
+/* A worker running callbacks counts two connections more than it holds: 5 SYNs with the worker
+ * of busy_slot running callbacks; slot s takes want[s] of them. */
+static void busy_spread(int busy_slot, const int want[2])
+{
+    uint32_t busy[2] = {0, 0};
+    busy[busy_slot] = 1;
+    steer((const uint32_t[2]){0, 0}, busy, 5, want);
 }
 
 /* Loads (0 + 2 busy, 0): slot 1 takes two, then they alternate, ties to the lower slot: 2 and
