@@ -313,6 +313,12 @@ static int load_destination(fg_config_ctx_t *c, const json_t *o, fg_destination_
         return -1;
     if (d->host_override && !fg_config_is_field_value(d->host_override))
         return fg_config_fail(c, "host", "contains a control character");
+    if (d->tunnel && d->host_override &&
+        fg_tunnel_names_placeholder(d->host_override, strlen(d->host_override)))
+        return fg_config_fail(c, "host",
+                              "\"%s\" is the tunnels' reserved placeholder; leave \"host\" out "
+                              "and the agent gives the service its own authority",
+                              d->host_override);
     if (strlen(d->id) > 63)
         return fg_config_fail(c, "id", "longer than 63 bytes");
     fg_config_destination_hash(d);

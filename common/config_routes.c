@@ -12,6 +12,7 @@
 
 #include "common/config.h"
 #include "common/config_impl.h"
+#include "common/tunnel_proto.h"
 #include "common/punycode.h"
 #include "common/headers.h"
 
@@ -717,6 +718,23 @@ static int load_transform(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t
     return 0;
 }
 
+/* A Host the route sets for a tunnel destination must not name the tunnels' placeholder: the
+ * agent would take it for the gateway's own and give the service its internal authority. */
+static int check_host_transform(fg_config_ctx_t *c, const fg_route_t *r, const fg_transform_t *t)
+{
+    if (t->kind != FG_TX_REQ_HEADER || r->cluster == NULL || t->value == NULL ||
+        strcasecmp(t->name, "Host") != 0 ||
+        !fg_tunnel_names_placeholder(t->value, strlen(t->value)))
+        return 0;
+    for (size_t i = 0; i < r->cluster->ndestinations; i++)
+        if (r->cluster->destinations[i].tunnel)
+            return fg_config_fail(c, t->action == FG_TX_SET ? "Set" : "Append",
+                                  "\"%s\" is the tunnels' reserved placeholder and cluster "
+                                  "\"%s\" has tunnel destinations",
+                                  t->value, r->cluster->id);
+    return 0;
+}
+
 static int load_transforms(fg_config_ctx_t *c, const json_t *ro, fg_route_t *r)
 {
     json_t *arr = NULL;
@@ -728,7 +746,8 @@ static int load_transforms(fg_config_ctx_t *c, const json_t *ro, fg_route_t *r)
     size_t mark = fg_config_push_key(c, "transforms");
     for (size_t i = 0; i < r->ntransforms; i++) {
         size_t m = fg_config_push_index(c, i);
-        if (load_transform(c, json_array_get(arr, i), &r->transforms[i]) < 0)
+        if (load_transform(c, json_array_get(arr, i), &r->transforms[i]) < 0 ||
+            check_host_transform(c, r, &r->transforms[i]) < 0)
             return -1;
         fg_config_pop(c, m);
     }

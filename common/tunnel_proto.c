@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +50,21 @@ static int hex_decode(const char *s, size_t len, uint8_t *b, size_t n)
         b[i] = (uint8_t)(hi << 4 | lo);
     }
     return 0;
+}
+
+int fg_tunnel_names_placeholder(const char *host, size_t len)
+{
+    static const char name[] = FG_TUNNEL_DEFAULT_AUTHORITY;
+    size_t n = len;
+    while (n > 0 && isdigit((unsigned char)host[n - 1]))
+        n--;
+    if (n > 0 && n < len && host[n - 1] == ':')
+        len = n - 1; /* host:port */
+    else if (n > 0 && n == len && host[n - 1] == ':')
+        len = n - 1; /* host: (an empty port, RFC 3986 3.2.3) */
+    if (len > 1 && host[len - 1] == '.')
+        len--;
+    return len == sizeof(name) - 1 && strncasecmp(host, name, len) == 0;
 }
 
 int fg_tunnel_id_valid(const char *id, size_t len)

@@ -61,6 +61,12 @@
  * reserved (RFC 6761 6.4), so no service expects it as its own name. */
 #define FG_TUNNEL_DEFAULT_AUTHORITY "fg-tunnel.invalid"
 
+/* Whether a Host field value (or :authority) names FG_TUNNEL_DEFAULT_AUTHORITY as the agent's
+ * router reads it: in any case, with or without a port, with a trailing dot (RFC 3986 3.2.2).
+ * Only the gateway's own placeholder may: a Host a client or an operator chose that names it
+ * would pass for it. */
+int fg_tunnel_names_placeholder(const char *host, size_t len);
+
 typedef enum {
     FG_TUNNEL_MSG_CHALLENGE = 1,
     FG_TUNNEL_MSG_AUTH,

@@ -479,6 +479,13 @@ def test_agent_over_tls(gateway_factory, upstream_factory, agents, tmp_path):
     (lambda c: c["tunnels"]["agents"][0].update(id="bad id"), "tunnels.agents[0].id"),
     (lambda c: os.chmod(c["tunnels"]["agents"][0]["secretFile"], 0o644),
      "tunnels.agents[0].secretFile"),
+    # the placeholder the agent replaces, set by the operator, would reach the service as the
+    # gateway's own: refused at load, in any spelling the agent's router accepts
+    (lambda c: c["clusters"][0]["destinations"][0].update(host="FG-Tunnel.Invalid.:8080"),
+     "destinations[0].host: \"FG-Tunnel.Invalid.:8080\" is the tunnels' reserved placeholder"),
+    (lambda c: c["routes"][0].setdefault("transforms", []).append(
+        {"RequestHeader": "host", "Set": "fg-tunnel.invalid"}),
+     "].Set: \"fg-tunnel.invalid\" is the tunnels' reserved placeholder"),
 ])
 def test_config_errors(tmp_path, change, message):
     from conftest import BINARY

@@ -11,7 +11,6 @@
 
 #include "common/hash.h"
 #include "common/tunnel_proto.h"
-#include "tables/route_table.h"
 
 /* Per-call state of fg_transform_request. */
 typedef struct {
@@ -695,18 +694,6 @@ static fg_str_t dest_authority(fg_pool_t *pool, const fg_destination_t *d)
     return (fg_str_t){s, (size_t)(p - s)};
 }
 
-/* Whether host names the tunnels' placeholder (FG_TUNNEL_DEFAULT_AUTHORITY) as the agent's
- * router reads a Host: in any case, with any port, with a trailing dot (RFC 3986 3.2.2). */
-static int names_tunnel_placeholder(fg_str_t host)
-{
-    fg_str_t name;
-    int port;
-    fg_route_table_split_host(host, &name, &port);
-    if (name.len > 1 && name.base[name.len - 1] == '.')
-        name.len--;
-    return fg_str_ieq_c(name, FG_TUNNEL_DEFAULT_AUTHORITY);
-}
-
 static int finish_request(tx_t *tx, const fg_destination_t *dest)
 {
     fg_outreq_t *out = tx->out;
@@ -738,7 +725,7 @@ static int finish_request(tx_t *tx, const fg_destination_t *dest)
      * pass for it. ".invalid" names are never a real host's (RFC 6761 6.4). A request that
      * hopped from another worker carries the Host that worker chose and checked. */
     if (dest->tunnel && !placeholder && !(req->server && req->server->tunnel_hop) &&
-        names_tunnel_placeholder(host))
+        fg_tunnel_names_placeholder(host.base, host.len))
         return FG_TRANSFORM_RESERVED_HOST;
     if (req->request_id[0] &&
         fg_headers_set(&out->headers, FG_STR_LIT("X-Request-Id"), fg_str(req->request_id)) != 0)
