@@ -307,12 +307,17 @@ static void test_secret_load(void **state)
 static void test_names_placeholder(void **state)
 {
     (void)state;
-    static const char *const yes[] = {"fg-tunnel.invalid", "FG-Tunnel.INVALID",
-                                      "fg-tunnel.invalid.", "fg-tunnel.invalid:80",
+    static const char *const yes[] = {"fg-tunnel.invalid",       "FG-Tunnel.INVALID",
+                                      "fg-tunnel.invalid.",      "fg-tunnel.invalid:80",
                                       "fg-tunnel.invalid.:8443", "fg-tunnel.invalid:"};
-    static const char *const no[] = {"fg-tunnel.invalid.example", "x.fg-tunnel.invalid",
-                                     "fg-tunnel.invalid..", "fg-tunnel.invalid:8a",
-                                     "[fg-tunnel.invalid]", "fg-tunnel", "", ":80"};
+    static const char *const no[] = {"fg-tunnel.invalid.example",
+                                     "x.fg-tunnel.invalid",
+                                     "fg-tunnel.invalid..",
+                                     "fg-tunnel.invalid:8a",
+                                     "[fg-tunnel.invalid]",
+                                     "fg-tunnel",
+                                     "",
+                                     ":80"};
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
         assert_true(fg_tunnel_names_placeholder(yes[i], strlen(yes[i])));
     for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
@@ -324,8 +329,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_malformed_refused),
         cmocka_unit_test(test_proof),       cmocka_unit_test(test_instances),
-        cmocka_unit_test(test_secret_load),
-        cmocka_unit_test(test_names_placeholder),
+        cmocka_unit_test(test_secret_load), cmocka_unit_test(test_names_placeholder),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
