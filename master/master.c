@@ -586,7 +586,7 @@ static void on_ready(evutil_socket_t fd, short what, void *arg)
     if (in_next)
         fg_listeners_open_slot(m->ls, p->slot);
     else if (in_cur && m->started)
-        fg_listeners_slot_up(m->ls, p->slot); /* a respawn: slot_gone withdrew the slot */
+        fg_listeners_slot_up(m->ls, p->slot); /* a respawn, for a slot withdrawn at the death */
     if (in_next && gen_all_ready(m->next))
         commit(m);
     else if (in_cur && !m->started && gen_all_ready(m->cur))
