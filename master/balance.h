@@ -16,8 +16,12 @@
  *
  * Only sockets that are taking connections are offered to the program (a BPF
  * REUSEPORT_SOCKARRAY map): a slot whose socket is not in it, or any failure of the program,
- * leaves the choice to the kernel's hash. Loading needs CAP_BPF (root): without it, or on a
- * kernel without these program and map types, fg_balance_new fails and the hash stays. */
+ * leaves the choice to the kernel's hash, over every socket of the group. A slot nobody takes
+ * connections for (beyond the workers configured, or its worker dead and not replaced yet) is
+ * therefore both withdrawn and given a load no live worker reaches, so that the program never
+ * picks it while another slot is offered (master/listener.c). Loading needs CAP_BPF (root):
+ * without it, or on a kernel without these program and map types, fg_balance_new fails and
+ * the hash stays. */
 #ifndef FG_BALANCE_H
 #define FG_BALANCE_H
 
@@ -35,7 +39,8 @@ typedef struct fg_balance_s fg_balance_t;
  * program), and owner[slot], the generation of the worker that writes them: a worker replaced
  * by a newer one of its slot on reload stops writing while the newer one holds it (the master
  * writes the serving generation back when that reload is abandoned). busy[slot] is 1 while the
- * worker runs callbacks and 0 while it waits for events (worker/core/clock.h). */
+ * worker runs callbacks and 0 while it waits for events (worker/core/clock.h): I/O callbacks set
+ * it, a turn that runs only timer callbacks leaves it 0. */
 typedef struct {
     uint32_t open[FG_BALANCE_SLOTS];
     uint32_t pending[FG_BALANCE_SLOTS];

@@ -106,6 +106,36 @@ static void offer(fg_listeners_t *ls, group_t *g, int slot, int on)
     }
 }
 
+void fg_listeners_slot_down(fg_listeners_t *ls, int slot, uint64_t generation)
+{
+    fg_balance_page_t *pg = fg_balance_page(ls->bal);
+    if (pg == NULL || slot < 0 || slot >= FG_BALANCE_SLOTS)
+        return;
+    for (size_t i = 0; i < ls->ngroups; i++) {
+        group_t *g = &ls->groups[i];
+        if (slot < g->nfds && !g->fresh[slot])
+            offer(ls, g, slot, 0);
+    }
+    /* The counts the dead worker left would still draw SYNs to the slot (a slot the program
+     * picks but cannot select falls back to the hash, which may pick the slot's socket): it
+     * weighs UNAVAILABLE until its replacement claims it, as that one starts accepting. The
+     * claim of another generation's worker stands: that worker writes the counts. */
+    if (__atomic_load_n(&pg->owner[slot], __ATOMIC_RELAXED) != generation)
+        return;
+    __atomic_store_n(&pg->open[slot], UNAVAILABLE, __ATOMIC_RELAXED);
+    __atomic_store_n(&pg->pending[slot], 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&pg->busy[slot], 0, __ATOMIC_RELAXED);
+}
+
+void fg_listeners_slot_up(fg_listeners_t *ls, int slot)
+{
+    for (size_t i = 0; i < ls->ngroups; i++) {
+        group_t *g = &ls->groups[i];
+        if (slot < g->nfds && !g->fresh[slot])
+            offer(ls, g, slot, 1);
+    }
+}
+
 static void group_deinit(fg_listeners_t *ls, group_t *g)
 {
     if (ls->bal != NULL && g->bal_group >= 0)

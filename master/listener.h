@@ -42,6 +42,17 @@ int fg_listeners_probe(const fg_config_t *cfg, char *err, size_t errlen);
  * retransmitted by the client. Commit opens every slot. */
 void fg_listeners_open_slot(fg_listeners_t *ls, int slot);
 
+/* The worker of the serving generation that accepts from the sockets of `slot` is gone (it
+ * died): they are withdrawn from the balancing program, and the slot's counts, when the dead
+ * worker of `generation` still owned them, make the program pass the slot by, so that new
+ * connections go to live workers instead of waiting for the respawn. The sockets stay open and
+ * listening: what is queued on them waits for the replacement, and so do the connections the
+ * kernel's hash still gives them (every slot withdrawn, or no balancing program). Sockets
+ * opened for a pending configuration are left alone. */
+void fg_listeners_slot_down(fg_listeners_t *ls, int slot, uint64_t generation);
+/* The replacement is ready: the serving generation's sockets of `slot` are offered again. */
+void fg_listeners_slot_up(fg_listeners_t *ls, int slot);
+
 /* The holder of the socket of `slot` that is being retired: its pid, or 0 when no process holds
  * it (then the socket is closed at once). */
 typedef pid_t (*fg_listeners_owner_fn)(int slot, void *arg);

@@ -517,6 +517,13 @@ static void abort_next(master_t *m)
         g->slots[i].proc = NULL;
     }
     claim_slots(m, m->cur);
+    /* A serving worker that died during the reload (respawn pending or starting) left its slot
+     * offered for the new worker that shared its sockets. */
+    for (int i = 0; i < m->cur->nslots; i++) {
+        const proc_t *p = m->cur->slots[i].proc;
+        if (p == NULL || p->state != P_READY)
+            fg_listeners_slot_down(m->ls, i, m->cur->id);
+    }
     /* The master's log may have been switched to the new configuration's file. */
     const fg_log_config_t *lc = &m->cur->cfg->log;
     if (fg_log_open(lc->path, lc->level, lc->json) < 0)
@@ -578,6 +585,8 @@ static void on_ready(evutil_socket_t fd, short what, void *arg)
                 (unsigned long long)p->generation);
     if (in_next)
         fg_listeners_open_slot(m->ls, p->slot);
+    else if (in_cur && m->started)
+        fg_listeners_slot_up(m->ls, p->slot); /* a respawn, for a slot withdrawn at the death */
     if (in_next && gen_all_ready(m->next))
         commit(m);
     else if (in_cur && !m->started && gen_all_ready(m->cur))
@@ -635,6 +644,16 @@ static void schedule_respawn(master_t *m, slot_t *s, uint64_t lived_ms)
     evtimer_add(s->respawn_ev, &tv);
 }
 
+/* Serving worker p died: new connections go to the live workers until its replacement is
+ * ready (fg_listeners_slot_down), unless a reload's worker of the same slot, which shares its
+ * sockets, takes them (if that reload is abandoned, abort_next withdraws the slot then). */
+static void slot_gone(master_t *m, const proc_t *p)
+{
+    if (m->next && p->slot < m->next->nslots && m->next->slots[p->slot].proc != NULL)
+        return;
+    fg_listeners_slot_down(m->ls, p->slot, p->generation);
+}
+
 static void child_exited(master_t *m, proc_t *p, int status)
 {
     char how[128];
@@ -669,8 +688,10 @@ static void child_exited(master_t *m, proc_t *p, int status)
             reload_fail(m, why);
         else if (!m->shutdown && !m->started)
             startup_fail(m, why);
-        else if (!m->shutdown)
+        else if (!m->shutdown) {
+            slot_gone(m, p);
             schedule_respawn(m, s, fg_master_mono_ms() - p->started_mono);
+        }
     }
     proc_free(p);
 }

@@ -2,6 +2,7 @@
 of keep-alive connections is spread evenly, before and after a reload. Needs CAP_BPF (root);
 the kernel's hash otherwise, and these tests are skipped."""
 import os
+import re
 import signal
 import socket
 import time
@@ -183,3 +184,131 @@ def test_many_workers_share_evenly(tmp_path, gateway_factory):
     finally:
         for s in socks:
             s.close()
+
+
+RESPAWN_RE = r"worker %d crashes repeatedly; respawning in (\d+) ms"
+
+
+def crash_loop(gw, slots, min_delay_ms):
+    """Kill the serving workers of `slots` as soon as they start, until the master delays the
+    respawn of each by at least min_delay_ms (its crash-loop backoff): then none of them has a
+    worker for that long. Returns the time of the last kill."""
+    gen = gw.info()["generation"]
+    left, killed, last = set(slots), set(), 0.0
+    deadline = time.monotonic() + 30
+    while left:
+        assert time.monotonic() < deadline, "no respawn delay of %d ms: %s" % (
+            min_delay_ms, gw.error_log()[-2000:])
+        for w in gw.all_workers():
+            if w["generation"] == gen and w["slot"] in left and w["pid"] not in killed:
+                os.kill(w["pid"], signal.SIGKILL)
+                killed.add(w["pid"])
+                last = time.monotonic()
+        time.sleep(0.01)
+        if any(w["pid"] in killed for w in gw.all_workers()):
+            continue  # not reaped yet: its respawn delay is not logged yet
+        log = gw.error_log()
+        for slot in list(left):
+            delays = re.findall(RESPAWN_RE % slot, log)
+            if delays and int(delays[-1]) >= min_delay_ms:
+                left.discard(slot)
+    return last
+
+
+def ready_and_offered(gw, slot):
+    """Wait for the master to take the respawned worker of `slot` as ready: it logs that, then
+    offers the slot, before it answers the next status command."""
+    gen = gw.info()["generation"]
+    pid = wait_for(lambda: next((w["pid"] for w in gw.workers() if w["slot"] == slot), None),
+                   10, "the respawned worker of slot %d" % slot)
+    line = r"worker %d \(pid %d, generation %d\) ready" % (slot, pid, gen)
+    wait_for(lambda: re.search(line, gw.error_log()), 5, "the master's ready line")
+    gw.info()
+
+
+def ask(port, timeout):
+    """One connection, kept open, with one request answered on it."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while not data.endswith(b"ok"):
+        chunk = s.recv(4096)
+        assert chunk, "connection closed before the answer"
+        data += chunk
+    return s
+
+
+def test_dead_worker_slot_is_passed_over(tmp_path, gateway_factory):
+    """The worker of slot 0 in a crash loop: while the master holds back its respawn (3.2 s),
+    new connections go to the live worker at once instead of waiting in the dead worker's
+    queue; once the replacement is ready its slot is offered again and a burst evens out."""
+    gw = gateway_factory(direct_config(tmp_path))
+    skip_unless_balanced(gw)
+    killed_at = crash_loop(gw, [0], 3200)
+    socks = []
+    try:
+        for _ in range(6):
+            socks.append(ask(gw.port, timeout=1))
+        assert time.monotonic() - killed_at < 3.2, "too slow to tell: the respawn came first"
+        gen = gw.info()["generation"]
+        assert [w["slot"] for w in gw.all_workers() if w["generation"] == gen] == [1]
+        assert held(gw) == {1: 6}
+        ready_and_offered(gw, 0)
+        burst = open_burst(gw.port)
+        try:
+            assert_even(held(gw), BURST + 6)
+        finally:
+            for s in burst:
+                s.close()
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_queued_on_a_dead_worker_are_served_by_its_replacement(tmp_path, gateway_factory):
+    """Connections waiting in the accept queue of a worker that dies are neither refused nor
+    lost: the master keeps the socket, and the replacement accepts them."""
+    gw = gateway_factory(direct_config(tmp_path))
+    skip_unless_balanced(gw)
+    stopped = next(w["pid"] for w in gw.workers() if w["slot"] == 0)
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        socks = []
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+        time.sleep(0.5)
+        # both idle: the first goes to slot 0 (ties go to the lower slot), where it waits
+        assert sum(held(gw).values()) < 4
+    finally:
+        os.kill(stopped, signal.SIGKILL)
+    for s in socks:
+        data = b""
+        while not data.endswith(b"ok"):
+            chunk = s.recv(4096)
+            assert chunk, "connection closed before the answer"
+            data += chunk
+        s.close()
+
+
+def test_every_worker_dead_queues_until_respawn(tmp_path, gateway_factory):
+    """With every worker in a crash loop no slot is offered and the kernel's hash queues new
+    connections on the master's sockets: each is answered once the workers are back."""
+    gw = gateway_factory(direct_config(tmp_path))
+    skip_unless_balanced(gw)
+    crash_loop(gw, [0, 1], 1600)
+    assert gw.workers() == []
+    socks = []
+    for _ in range(8):
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=15)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+    for s in socks:
+        data = b""
+        while not data.endswith(b"ok"):
+            chunk = s.recv(4096)
+            assert chunk, "connection closed before the answer"
+            data += chunk
+        s.close()
+    assert sorted(held(gw)) == [0, 1]

@@ -490,6 +490,150 @@ static void test_shrunk_slot_takes_nothing(void **state)
     free(f);
 }
 
+/* Two committed slots of one address for the dead-slot tests, balanced or skipped; the page
+ * words of slot s in open[s], pending[s], busy[s], owner[s]. */
+typedef struct {
+    fixture_t *f;
+    fg_listeners_t *ls;
+    int *a;
+    uint32_t *open[2], *pending[2], *busy[2];
+    uint64_t *owner[2];
+} two_slots_t;
+
+static void two_slots(two_slots_t *t)
+{
+    t->f = fixture(1, 2);
+    t->ls = fg_listeners_new();
+    if (!balanced(t->ls)) {
+        fg_listeners_free(t->ls);
+        free(t->f);
+        skip();
+    }
+    char err[256];
+    assert_int_equal(fg_listeners_prepare(t->ls, &t->f->cfg, &t->a, err, sizeof(err)), 0);
+    fg_listeners_commit(t->ls, NULL, NULL);
+    for (int s = 0; s < 2; s++)
+        t->open[s] = fg_listeners_balance_slot(t->ls, s, &t->pending[s], &t->busy[s], &t->owner[s]);
+}
+
+static void two_slots_free(two_slots_t *t)
+{
+    free(t->a);
+    fg_listeners_free(t->ls);
+    free(t->f);
+}
+
+/* n connections to the address of t, accepted after a moment: how many each slot's socket had. */
+static void connect_n(two_slots_t *t, int n, int got[2])
+{
+    int c[16];
+    assert_true(n <= 16);
+    for (int i = 0; i < n; i++)
+        c[i] = connect_nb(t->f->port[0]);
+    usleep(100 * 1000);
+    got[0] = accept_all(t->a[0]);
+    got[1] = accept_all(t->a[1]);
+    for (int i = 0; i < n; i++)
+        close(c[i]);
+}
+
+/* The worker of slot 0 died holding no connection and running callbacks, the one of slot 1
+ * holds ten: every new connection goes to slot 1 until slot 0 is offered again, then slot 0,
+ * counted from zero, takes the next one. */
+static void test_dead_slot_takes_nothing(void **state)
+{
+    two_slots_t t;
+    two_slots(&t);
+    *t.owner[0] = *t.owner[1] = 5;
+    *t.open[0] = 0;
+    *t.busy[0] = 1;
+    *t.open[1] = 10;
+    fg_listeners_slot_down(t.ls, 0, 5);
+    assert_int_equal(*t.busy[0], 0);
+    assert_int_equal(*t.pending[0], 0);
+    int got[2];
+    connect_n(&t, 8, got);
+    assert_int_equal(got[0], 0);
+    assert_int_equal(got[1], 8);
+
+    *t.pending[1] = 0; /* the worker of slot 1 accepted them all */
+    fg_listeners_slot_up(t.ls, 0);
+    assert_int_equal(*t.open[0], 0);
+    connect_n(&t, 1, got);
+    assert_int_equal(got[0], 1);
+    assert_int_equal(got[1], 0);
+    two_slots_free(&t);
+}
+
+/* Another generation's worker claimed slot 0 (a reload): its counts stand; only the socket is
+ * withdrawn, and a connection the program gives slot 0 falls back to the hash. */
+static void test_dead_slot_spares_another_claim(void **state)
+{
+    two_slots_t t;
+    two_slots(&t);
+    enum { N = 16 };
+    *t.owner[0] = 6;
+    *t.open[0] = 0;
+    *t.busy[0] = 1;
+    *t.open[1] = 100;
+    fg_listeners_slot_down(t.ls, 0, 5);
+    assert_int_equal(*t.open[0], 0);
+    assert_int_equal(*t.busy[0], 1);
+    int got[2];
+    connect_n(&t, N, got);
+    assert_int_equal(*t.pending[0], N); /* chosen every time */
+    assert_int_equal(got[0] + got[1], N);
+    /* but never selected: 2^-16 chance that the hash put all of them on slot 0 anyway */
+    assert_true(got[1] > 0);
+    two_slots_free(&t);
+}
+
+/* With every slot down the kernel's hash queues each connection on one of the sockets, where
+ * the replacements find it: none is refused or lost. */
+static void test_all_slots_down_queue_by_hash(void **state)
+{
+    enum { N = 16 };
+    two_slots_t t;
+    two_slots(&t);
+    *t.owner[0] = *t.owner[1] = 5;
+    fg_listeners_slot_down(t.ls, 0, 5);
+    fg_listeners_slot_down(t.ls, 1, 5);
+    int got[2];
+    connect_n(&t, N, got);
+    assert_int_equal(got[0] + got[1], N);
+    /* the hash, not one slot: 2^-15 chance that all 16 hash to the same socket */
+    assert_true(got[0] > 0 && got[1] > 0);
+    two_slots_free(&t);
+}
+
+/* A reload is pending with a third worker: its fresh socket stays out of the program when the
+ * serving worker of that slot number comes back (it does not hold that socket). */
+static void test_slot_up_leaves_fresh_sockets(void **state)
+{
+    two_slots_t t;
+    two_slots(&t);
+    int *b = NULL;
+    char err[256];
+    t.f->cfg.workers = 3;
+    assert_int_equal(fg_listeners_prepare(t.ls, &t.f->cfg, &b, err, sizeof(err)), 0);
+    uint32_t *pending, *busy;
+    uint64_t *owner;
+    uint32_t *open2 = fg_listeners_balance_slot(t.ls, 2, &pending, &busy, &owner);
+    uint32_t before = *open2;
+    fg_listeners_slot_up(t.ls, 2);
+    assert_int_equal(*open2, before); /* an offer would have reset it */
+    fg_listeners_slot_down(t.ls, 0, *t.owner[0]);
+    fg_listeners_slot_up(t.ls, 0);
+    *t.open[1] = 10;
+    int got[2];
+    connect_n(&t, 1, got);
+    assert_int_equal(got[0], 1);
+    assert_int_equal(accept_all(b[2]), 0);
+    fg_listeners_rollback(t.ls, NULL, NULL);
+    free(b);
+    two_slots_free(&t);
+}
+
 static void test_bind_failure_undoes(void **state)
 {
     fixture_t *f = fixture(2, 2);
@@ -677,6 +821,10 @@ int main(void)
         cmocka_unit_test(test_busy_second_slot_passed_over),
         cmocka_unit_test(test_busy_weight_on_the_last_of_most_slots),
         cmocka_unit_test(test_shrunk_slot_takes_nothing),
+        cmocka_unit_test(test_dead_slot_takes_nothing),
+        cmocka_unit_test(test_dead_slot_spares_another_claim),
+        cmocka_unit_test(test_all_slots_down_queue_by_hash),
+        cmocka_unit_test(test_slot_up_leaves_fresh_sockets),
         cmocka_unit_test(test_bind_failure_undoes),
         cmocka_unit_test(test_foreign_listener_refused),
         cmocka_unit_test(test_own_sockets_pass_the_probe),

@@ -39,7 +39,9 @@ int fg_clock_dispatch(struct event_base *base);
 /* Where the loop says whether it is waiting for events (0) or running callbacks (1): the
  * worker's busy word of the balancing page (master/balance.h), read by the kernel's choice of
  * a listening socket for each SYN. fg_clock_loop_once stores 0 before it waits; the I/O
- * callbacks call fg_clock_busy, which stores 1 once per turn. NULL (the default): nowhere.
+ * callbacks call fg_clock_busy, which stores 1 once per turn. Timer callbacks do not: libevent
+ * 2.1 runs them without a hook common to all of them, and they are short (timeouts, ticks,
+ * flushes), so a turn of timers alone counts as waiting. NULL (the default): nowhere.
  * With owner, only while *owner == gen: the slot's word then belongs to another generation's
  * worker. */
 void fg_clock_busy_flag(uint32_t *flag, const uint64_t *owner, uint64_t gen);
