@@ -276,6 +276,25 @@ def test_client_that_never_reads(gw, bounded):
     cl.close()
 
 
+def test_many_streams_with_closed_windows_share_a_connection_budget(gw, bounded):
+    """128 proxied downloads whose client opens no window, from a destination that sends as
+    fast as it can: the streams share the connection's 1 MiB budget (each then holds its share
+    and one destination read) instead of holding 256 KiB each (32 MiB)."""
+    pid = worker_pid(gw)
+    before = rss_kib(pid)
+    cl = Client(gw.port, settings=[(INITIAL_WINDOW_SIZE, 0)])
+    cl.handshake()
+    for _ in range(128):
+        cl.request(path="/bytes/%d" % (64 * 1024 * 1024))
+    peak = before
+    for _ in range(8):
+        time.sleep(0.5)
+        peak = max(peak, rss_kib(pid))
+    well_behaved(gw)
+    cl.close()
+    assert peak - before < 20 * 1024, "worker RSS %d KiB -> peak %d KiB" % (before, peak)
+
+
 def prom(gw, name):
     text = gw.status("show metrics")["text"]
     m = re.search(r"^%s (\S+)$" % name, text, re.M)
