@@ -27,12 +27,12 @@
 #define OUT_HIGH (256 * 1024)  /* frames are produced while the transport holds less */
 #define STREAM_LOW (64 * 1024) /* a stream's handler hears on_writable at or below this */
 #define FILE_CHUNK (64 * 1024) /* a file is read into its stream's queue this much at a time */
+#define TICK_MS 1000           /* timeouts, flood budget and retirement run on this tick */
+#define LINGER_MS 2000 /* a finished connection reads what the client still sends this long */
 /* Response bytes queued in memory across a connection's streams. Past it, a stream holding more
  * than its fair share (CONN_QUEUED_HIGH / open streams) tells its handler to pause: without it,
  * maxConcurrentStreams streams whose client opens no window hold 256 KiB each. */
 #define CONN_QUEUED_HIGH (1024 * 1024)
-#define TICK_MS 1000           /* timeouts, flood budget and retirement run on this tick */
-#define LINGER_MS 2000 /* a finished connection reads what the client still sends this long */
 /* Frames that cost us work and carry no request (PING, SETTINGS, PRIORITY, RST_STREAM, empty
  * DATA): a budget of FLOOD_BURST refilled at FLOOD_RATE a second; a connection past it is closed
  * with ENHANCE_YOUR_CALM (CVE-2019-9512, -9515, -9518). WINDOW_UPDATE is not counted: a client
@@ -106,7 +106,7 @@ struct fg_http2_conn_s {
     stream_t *streams;    /* open streams with a request */
     stream_t *hdr_stream; /* the last stream opened, for on_header; NULL once it is freed */
     unsigned nstreams;
-    size_t out_queued; /* bytes in the streams' out queues (on_out_change) */
+    size_t out_queued;     /* bytes in the streams' out queues (on_out_change) */
     unsigned busy : 1;     /* inside nghttp2 or the handlers: destruction deferred */
     unsigned dead : 1;     /* destroy when busy ends */
     unsigned due : 1;      /* a stream has work for its handler (run_due) */
