@@ -282,6 +282,7 @@ def test_many_streams_with_closed_windows_share_a_connection_budget(gw, bounded)
     and one destination read) instead of holding 256 KiB each (32 MiB)."""
     pid = worker_pid(gw)
     before = rss_kib(pid)
+    open0 = prom(gw, "fastgateway_http2_streams")
     cl = Client(gw.port, settings=[(INITIAL_WINDOW_SIZE, 0)])
     cl.handshake()
     for _ in range(128):
@@ -292,6 +293,7 @@ def test_many_streams_with_closed_windows_share_a_connection_budget(gw, bounded)
         peak = max(peak, rss_kib(pid))
     well_behaved(gw)
     cl.close()
+    streams_back_to(gw, open0)
     assert peak - before < 20 * 1024, "worker RSS %d KiB -> peak %d KiB" % (before, peak)
 
 
@@ -330,6 +332,7 @@ def test_large_field_sections_on_every_stream_stay_bounded(gw, bounded):
     limits.maxHeaders), to a destination that never reads: the worker holds each request's
     fields and its encoded head, within about 10 MiB, and serves a second client."""
     before = rss_kib(worker_pid(gw))
+    open0 = prom(gw, "fastgateway_http2_streams")
     cl = Client(gw.port)
     cl.handshake()
     extra = [("x-f%02d" % i, "v" * 560) for i in range(95)]
@@ -346,7 +349,17 @@ def test_large_field_sections_on_every_stream_stay_bounded(gw, bounded):
     well_behaved(gw)
     cl.ping_roundtrip()  # the connection is alive, its streams waiting
     cl.close()
+    streams_back_to(gw, open0)
     assert grown < 24 * 1024, "worker RSS grew by %d KiB" % grown
+
+
+def streams_back_to(gw, n, timeout=20):
+    """Wait until the worker has closed the streams of a connection the test closed, so that
+    the next test sees its own."""
+    deadline = time.monotonic() + timeout
+    while prom(gw, "fastgateway_http2_streams") > n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert prom(gw, "fastgateway_http2_streams") == n
 
 
 def prom(gw, name):
