@@ -741,3 +741,31 @@ def test_a_dribbled_preface_meets_the_header_timeout(tmp_path, gateway_factory):
         s.close()
     assert closed is not None, "still open after %.1f s of dribbling" % (time.monotonic() - t0)
     assert 0.5 < closed < 3, closed
+
+
+def test_an_open_header_block_meets_the_header_timeout(tmp_path, gateway_factory):
+    """A HEADERS frame without END_HEADERS opens a stream whose header block never ends: no
+    other frame may come on the connection meanwhile (RFC 9113 4.3), so at timeouts.header the
+    connection ends with GOAWAY instead of being held open for good."""
+    from h2raw import GOAWAY, Client, frame, request_fields
+    from h2raw import HEADERS as HEADERS_FRAME
+    port = free_port()
+    cfg = h2c_config(tmp_path, port)
+    cfg["servers"][0]["timeouts"] = {"header": "1s", "keepAlive": "2s"}
+    gateway_factory(cfg)
+    cl = Client(port)
+    cl.handshake()
+    t0 = time.monotonic()
+    cl.send(frame(HEADERS_FRAME, 0x1, cl.new_id(), cl.block(request_fields(path="/"))))
+    seen = []
+    try:
+        while time.monotonic() - t0 < 10:
+            f = cl.read_frame(timeout=10)
+            if f is None:
+                break
+            seen.append(f.type)
+    except socket.timeout:
+        pass
+    ended = time.monotonic() - t0
+    cl.close()
+    assert GOAWAY in seen and ended < 6, (seen, ended)

@@ -150,6 +150,7 @@ struct stream_s {
     uint64_t progress_ms;   /* when bytes last moved for this stream, either way */
     unsigned in_req : 1;    /* a handler (or an error answer) owns req */
     unsigned dispatch : 1;  /* head complete, not yet dispatched */
+    unsigned head : 1;      /* the request's header block ended */
     unsigned body_due : 1;  /* tell the handler about req->body */
     unsigned write_due : 1; /* tell the handler it may write again */
     unsigned want_w : 1;    /* the handler waits for on_writable */
@@ -1174,6 +1175,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         s->dispatch = 1;
+        s->head = 1;
         h->due = 1;
         s->req.has_body = !end;
         s->req.body_done = end;
@@ -1531,6 +1533,12 @@ static void check_streams(fg_http2_conn_t *h, uint64_t now)
     const fg_server_t *srv = h->server;
     for (stream_t *s = h->streams; s != NULL; s = s->next) {
         uint64_t quiet = now - s->progress_ms;
+        if (!s->head && quiet >= srv->header_timeout_ms) {
+            /* A header block left open past timeouts.header: no other frame may come on the
+             * connection before it ends (RFC 9113 4.3), so the connection ends. */
+            nghttp2_session_terminate_session(h->ng, NGHTTP2_NO_ERROR);
+            return;
+        }
         int stalled_out = queued(s) > 0 && quiet >= srv->send_timeout_ms;
         if (s->t_cbs != NULL) {
             /* A tunnel's client that takes nothing: the relay ends (client_timeout). */
