@@ -14,7 +14,7 @@ import pytest
 from conftest import SANITIZER_RE, Gateway, Upstream, base_config, free_port
 from h2raw import (CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,
                    GOAWAY, HEADERS, INITIAL_WINDOW_SIZE, NO_ERROR, PING, RST_STREAM, SETTINGS,
-                   Client, frame, request_fields, rss_kib, settings_payload)
+                   WINDOW_UPDATE, Client, frame, request_fields, rss_kib, settings_payload)
 
 BIG = 16 * 1024 * 1024
 RSS_SLACK_KIB = 40 * 1024  # request pools and buffers kept for reuse, allocator slack
@@ -274,6 +274,92 @@ def test_client_that_never_reads(gw, bounded):
         bounded()
     assert prom(gw, "fastgateway_http2_streams") == open0
     cl.close()
+
+
+def test_many_streams_with_closed_windows_share_a_connection_budget(gw, bounded):
+    """128 proxied downloads whose client opens no window, from a destination that sends as
+    fast as it can: the streams share the connection's 1 MiB budget (each then holds its share
+    and one destination read) instead of holding 256 KiB each (32 MiB)."""
+    pid = worker_pid(gw)
+    before = rss_kib(pid)
+    open0 = prom(gw, "fastgateway_http2_streams")
+    cl = Client(gw.port, settings=[(INITIAL_WINDOW_SIZE, 0)])
+    cl.handshake()
+    for _ in range(128):
+        cl.request(path="/bytes/%d" % (64 * 1024 * 1024))
+    peak = before
+    for _ in range(8):
+        time.sleep(0.5)
+        peak = max(peak, rss_kib(pid))
+    well_behaved(gw)
+    cl.close()
+    streams_back_to(gw, open0)
+    assert peak - before < 20 * 1024, "worker RSS %d KiB -> peak %d KiB" % (before, peak)
+
+
+def test_one_byte_window_update_flood(gw, bounded):
+    """WINDOW_UPDATE is outside the control-frame budget (a slow reader legitimately sends
+    many): 300,000 one-byte increments on the connection and on eight open downloads cost the
+    worker only the bytes they let out, and a second client is served meanwhile."""
+    cl = Client(gw.port, settings=[(INITIAL_WINDOW_SIZE, 0)])
+    cl.handshake()
+    sids = [cl.request(path="/files/big.bin") for _ in range(8)]
+    burst = b"".join(frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", 1)) for sid in [0] + sids)
+    stop = threading.Event()
+
+    def drain():  # read what the increments let out, so the flood is not stopped by output
+        try:
+            while not stop.is_set() and cl.sock.recv(1 << 20):
+                pass
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        for _ in range(30):
+            cl.sock.sendall(burst * 1000)
+            bounded()
+        well_behaved(gw)
+    finally:
+        stop.set()
+        cl.close()
+        reader.join(5)
+
+
+def test_large_field_sections_on_every_stream_stay_bounded(gw, bounded):
+    """128 streams, each with 95 fields of 560 bytes (55 KiB, within maxHeaderListSize and
+    limits.maxHeaders), to a destination that never reads: the worker holds each request's
+    fields and its encoded head, within about 10 MiB, and serves a second client."""
+    before = rss_kib(worker_pid(gw))
+    open0 = prom(gw, "fastgateway_http2_streams")
+    cl = Client(gw.port)
+    cl.handshake()
+    extra = [("x-f%02d" % i, "v" * 560) for i in range(95)]
+    for _ in range(128):
+        sid = cl.new_id()
+        block = cl.block(request_fields(path="/hole/fields", extra=extra))
+        parts = [block[i:i + 16384] for i in range(0, len(block), 16384)]
+        out = frame(HEADERS, END_STREAM | (END_HEADERS if len(parts) == 1 else 0), sid, parts[0])
+        for k, part in enumerate(parts[1:], 2):
+            out += frame(CONTINUATION, END_HEADERS if k == len(parts) else 0, sid, part)
+        cl.send(out)
+    time.sleep(1)
+    grown = rss_kib(worker_pid(gw)) - before
+    well_behaved(gw)
+    cl.ping_roundtrip()  # the connection is alive, its streams waiting
+    cl.close()
+    streams_back_to(gw, open0)
+    assert grown < 24 * 1024, "worker RSS grew by %d KiB" % grown
+
+
+def streams_back_to(gw, n, timeout=20):
+    """Wait until the worker has closed the streams of a connection the test closed, so that
+    the next test sees its own."""
+    deadline = time.monotonic() + timeout
+    while prom(gw, "fastgateway_http2_streams") > n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert prom(gw, "fastgateway_http2_streams") == n
 
 
 def prom(gw, name):

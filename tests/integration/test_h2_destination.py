@@ -235,6 +235,35 @@ def test_slow_stream_does_not_stall_another(tmp_path, gateway_factory):
 
 
 @pytest.mark.skipif(shutil.which("nghttpd") is None, reason="nghttpd (nghttp2-server) missing")
+def test_clients_that_stop_reading_do_not_close_the_connection_window(tmp_path, gateway_factory):
+    """72 downloads whose clients never read share the worker's connection to the destination
+    with a third client: each holds its own stream's 256 KiB window unread, 18 MiB in all, more
+    than the connection's 16 MiB window, which must not close to the third client."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"b" * (8 << 20))
+    (root / "small.txt").write_bytes(b"small")
+    p, port = start_nghttpd(root)
+    stalled = []
+    try:
+        gw = gateway_factory(cfg(tmp_path, "http://127.0.0.1:%d" % port))
+        for _ in range(72):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", gw.port))
+            s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            stalled.append(s)
+        time.sleep(2)  # their streams fill the gateway's buffers and stop
+        status, body = get(gw, "/small.txt", timeout=8)[::2]
+        assert (status, body) == (200, b"small")
+    finally:
+        for s in stalled:
+            s.close()
+        p.kill()
+        p.wait()
+
+
+@pytest.mark.skipif(shutil.which("nghttpd") is None, reason="nghttpd (nghttp2-server) missing")
 def test_nghttpd_large_download(tmp_path, gateway_factory):
     root = tmp_path / "root"
     root.mkdir()

@@ -713,3 +713,59 @@ def test_tls_data_frame_fills_one_tls_record(tmp_path, gateway_factory, echo_ups
         assert max(sizes) == 16384 - 9, sizes
     finally:
         c.close()
+
+
+def test_a_dribbled_preface_meets_the_header_timeout(tmp_path, gateway_factory):
+    """On an h2c server a connection is sniffed until its first bytes tell HTTP/1.1 from the
+    HTTP/2 preface: a client sending the preface a byte at a time, each within the header
+    timeout, is closed at timeouts.header counted from the accept, not a timeout per byte."""
+    import select
+    port = free_port()
+    cfg = h2c_config(tmp_path, port)
+    cfg["servers"][0]["timeouts"] = {"header": "1s"}
+    gateway_factory(cfg)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t0 = time.monotonic()
+    closed = None
+    try:
+        for i in range(len(preface) - 1):
+            s.send(preface[i:i + 1])
+            if select.select([s], [], [], 0.5)[0]:
+                assert s.recv(100) == b""
+                closed = time.monotonic() - t0
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        closed = time.monotonic() - t0
+    finally:
+        s.close()
+    assert closed is not None, "still open after %.1f s of dribbling" % (time.monotonic() - t0)
+    assert 0.5 < closed < 3, closed
+
+
+def test_an_open_header_block_meets_the_header_timeout(tmp_path, gateway_factory):
+    """A HEADERS frame without END_HEADERS opens a stream whose header block never ends: no
+    other frame may come on the connection meanwhile (RFC 9113 4.3), so at timeouts.header the
+    connection ends with GOAWAY instead of being held open for good."""
+    from h2raw import GOAWAY, Client, frame, request_fields
+    from h2raw import HEADERS as HEADERS_FRAME
+    port = free_port()
+    cfg = h2c_config(tmp_path, port)
+    cfg["servers"][0]["timeouts"] = {"header": "1s", "keepAlive": "2s"}
+    gateway_factory(cfg)
+    cl = Client(port)
+    cl.handshake()
+    t0 = time.monotonic()
+    cl.send(frame(HEADERS_FRAME, 0x1, cl.new_id(), cl.block(request_fields(path="/"))))
+    seen = []
+    try:
+        while time.monotonic() - t0 < 10:
+            f = cl.read_frame(timeout=10)
+            if f is None:
+                break
+            seen.append(f.type)
+    except socket.timeout:
+        pass
+    ended = time.monotonic() - t0
+    cl.close()
+    assert GOAWAY in seen and ended < 6, (seen, ended)

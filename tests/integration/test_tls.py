@@ -204,6 +204,46 @@ def test_a_tls_connection_reaches_a_worker_with_its_clienthello(tmp_path, certs,
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
 
 
+def test_silent_connections_hold_no_handshake_buffers(tmp_path, certs, gateway_factory):
+    """Connections that send nothing reach the worker once the kernel's deferral gives up
+    (about a second): until their first byte, each holds its connection and TLS object only,
+    not OpenSSL's handshake and record buffers (about 33 KiB more), and a handshake that then
+    comes completes."""
+    import ssl
+    n = 400
+    port = free_port()
+    gw = gateway_factory(tls_config(tmp_path, certs, port, workers=1))
+    pid = gw.workers()[0]["pid"]
+    time.sleep(0.3)
+    before = _accepted(gw)
+    base = _rss_anon_kib(pid)
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+    try:
+        deadline = time.monotonic() + 15
+        while _accepted(gw) < before + n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _accepted(gw) >= before + n
+        time.sleep(0.3)
+        per = (_rss_anon_kib(pid) - base) * 1024 / n
+        ctx = ssl.create_default_context(cafile=certs["ca"])
+        with ctx.wrap_socket(socks.pop(), server_hostname="a.example.test") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n")
+            data = recv_until_close(tls)
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
+        assert per < 16 * 1024, "a silent TLS connection costs %.0f bytes" % per
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _rss_anon_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssAnon in /proc/%d/status" % pid)
+
+
 def _client_hello():
     """The bytes of a real ClientHello, taken from a memory BIO."""
     import ssl

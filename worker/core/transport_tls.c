@@ -391,11 +391,14 @@ static int tls_shutdown_write(fg_transport_t *t)
 }
 
 /* Whether the first bytes look like an HTTP request line (a method's capital letters) rather
- * than a TLS record: a ClientHello record starts with content type 22 (RFC 8446 5.1). */
+ * than a TLS record: a ClientHello record starts with content type 22 (RFC 8446 5.1). Returns
+ * 1 (plain), 0 (TLS, or an end or error for the handshake to report) or -1 (nothing yet). */
 static int plain_http(fg_transport_t *t)
 {
     unsigned char b;
     ssize_t n = recv(t->fd, &b, 1, MSG_PEEK);
+    if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -1;
     if (n == 1)
         t->peeked = 1;
     return n == 1 && b >= 'A' && b <= 'Z';
@@ -406,8 +409,15 @@ static int plain_http(fg_transport_t *t)
  * step that completes a TLS 1.3 handshake wrote (its tickets) waits for the first write. */
 static int tls_handshake(fg_transport_t *t)
 {
-    if (!t->peeked && plain_http(t))
+    int plain = t->peeked ? 0 : plain_http(t);
+    if (plain > 0)
         return FG_TRANSPORT_PLAINTEXT;
+    if (plain < 0) {
+        /* A silent client (the listener's TCP_DEFER_ACCEPT gave up waiting for its bytes):
+         * OpenSSL's handshake and record buffers, about 33 KiB, wait for its first byte. */
+        t->want = FG_TRANSPORT_WANT_READ;
+        return FG_TRANSPORT_AGAIN;
+    }
     BIO *b = SSL_get_wbio(t->ssl);
     hold_bio_t *h = BIO_get_data(b);
     errno = 0;

@@ -8,6 +8,7 @@
 
 #include <event2/event.h>
 
+#include "worker/core/clock.h"
 #include "worker/http/http1.h"
 #include "worker/http/http2.h"
 
@@ -25,6 +26,7 @@ typedef struct {
     struct event *ev;
     struct sockaddr_storage peer;
     socklen_t len;
+    uint64_t deadline_ms; /* timeouts.header from the accept, however the bytes are paced */
 } sniff_t;
 
 static void sniff_close(fg_session_t *sess)
@@ -51,6 +53,18 @@ static void hand_over(sniff_t *sn, const fg_frontend_t *fe)
     free(sn);
 }
 
+/* A prefix of the preface: wait for the rest (edge-triggered: new bytes wake us) until the
+ * deadline. A persistent event's timeout restarts at every wake-up, so a client sending a byte
+ * at a time would hold the connection a timeout per byte; the timeout is set to what is left. */
+static void wait_rest(sniff_t *sn)
+{
+    uint64_t now = fg_clock_now_ms();
+    uint64_t left = sn->deadline_ms > now ? sn->deadline_ms - now : 0;
+    struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+    if (left == 0 || event_add(sn->ev, &tv) != 0)
+        sniff_close(&sn->session);
+}
+
 static void on_sniff(evutil_socket_t fd, short what, void *arg)
 {
     sniff_t *sn = arg;
@@ -70,7 +84,8 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
         hand_over(sn, &fg_http1_frontend);
     else if (n == PREFACE_LEN)
         hand_over(sn, &fg_http2_frontend);
-    /* else a prefix of the preface: wait for the rest (edge-triggered: new bytes wake us) */
+    else
+        wait_rest(sn);
 }
 
 static int sniff_start(fg_worker_t *w, const fg_server_t *srv, int fd,
@@ -79,7 +94,12 @@ static int sniff_start(fg_worker_t *w, const fg_server_t *srv, int fd,
     sniff_t *sn = calloc(1, sizeof(*sn));
     if (sn == NULL)
         return -1;
-    *sn = (sniff_t){.w = w, .srv = srv, .fd = fd, .peer = *peer, .len = len};
+    *sn = (sniff_t){.w = w,
+                    .srv = srv,
+                    .fd = fd,
+                    .peer = *peer,
+                    .len = len,
+                    .deadline_ms = fg_clock_now_ms() + srv->header_timeout_ms};
     sn->ev = event_new(w->base, fd, EV_READ | EV_ET | EV_PERSIST, on_sniff, sn);
     struct timeval tv = {(time_t)(srv->header_timeout_ms / 1000),
                          (suseconds_t)(srv->header_timeout_ms % 1000) * 1000};

@@ -29,6 +29,10 @@
 #define FILE_CHUNK (64 * 1024) /* a file is read into its stream's queue this much at a time */
 #define TICK_MS 1000           /* timeouts, flood budget and retirement run on this tick */
 #define LINGER_MS 2000 /* a finished connection reads what the client still sends this long */
+/* Response bytes queued in memory across a connection's streams. Past it, a stream holding more
+ * than its fair share (CONN_QUEUED_HIGH / open streams) tells its handler to pause: without it,
+ * maxConcurrentStreams streams whose client opens no window hold 256 KiB each. */
+#define CONN_QUEUED_HIGH (1024 * 1024)
 /* Frames that cost us work and carry no request (PING, SETTINGS, PRIORITY, RST_STREAM, empty
  * DATA): a budget of FLOOD_BURST refilled at FLOOD_RATE a second; a connection past it is closed
  * with ENHANCE_YOUR_CALM (CVE-2019-9512, -9515, -9518). WINDOW_UPDATE is not counted: a client
@@ -72,7 +76,7 @@ typedef struct fg_http2_conn_s fg_http2_conn_t;
  * instructions. */
 typedef struct bufs_s {
     struct evbuffer *body, *out;
-    struct evbuffer_cb_entry *body_cb;
+    struct evbuffer_cb_entry *body_cb, *out_cb;
     stream_t *s;         /* the stream they serve; NULL while spare */
     struct bufs_s *next; /* the spare list */
 } bufs_t;
@@ -102,6 +106,7 @@ struct fg_http2_conn_s {
     stream_t *streams;    /* open streams with a request */
     stream_t *hdr_stream; /* the last stream opened, for on_header; NULL once it is freed */
     unsigned nstreams;
+    size_t out_queued;     /* bytes in the streams' out queues (on_out_change) */
     unsigned busy : 1;     /* inside nghttp2 or the handlers: destruction deferred */
     unsigned dead : 1;     /* destroy when busy ends */
     unsigned due : 1;      /* a stream has work for its handler (run_due) */
@@ -145,6 +150,7 @@ struct stream_s {
     uint64_t progress_ms;   /* when bytes last moved for this stream, either way */
     unsigned in_req : 1;    /* a handler (or an error answer) owns req */
     unsigned dispatch : 1;  /* head complete, not yet dispatched */
+    unsigned head : 1;      /* the request's header block ended */
     unsigned body_due : 1;  /* tell the handler about req->body */
     unsigned write_due : 1; /* tell the handler it may write again */
     unsigned want_w : 1;    /* the handler waits for on_writable */
@@ -217,6 +223,15 @@ static void on_body_drain(struct evbuffer *buf, const struct evbuffer_cb_info *i
     kick(s->h);
 }
 
+/* A stream's out queue changed: the connection's total follows (CONN_QUEUED_HIGH). */
+static void on_out_change(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    stream_t *s = ((bufs_t *)arg)->s;
+    (void)buf;
+    if (s != NULL)
+        s->h->out_queued = s->h->out_queued + info->n_added - info->n_deleted;
+}
+
 static void log_request(stream_t *s)
 {
     fg_request_t *req = &s->req;
@@ -268,7 +283,8 @@ static bufs_t *bufs_take(shared_t *sh, stream_t *s)
         b->body = evbuffer_new();
         b->out = evbuffer_new();
         b->body_cb = b->body ? evbuffer_add_cb(b->body, on_body_drain, b) : NULL;
-        if (b->out == NULL || b->body_cb == NULL) {
+        b->out_cb = b->out ? evbuffer_add_cb(b->out, on_out_change, b) : NULL;
+        if (b->out_cb == NULL || b->body_cb == NULL) {
             bufs_free(b);
             return NULL;
         }
@@ -313,6 +329,8 @@ static void free_stream(stream_t *s)
     if (h->hdr_stream == s)
         h->hdr_stream = NULL;
     fg_metrics_conn_close(FG_MG_H2_STREAMS);
+    if (s->out)
+        h->out_queued -= evbuffer_get_length(s->out); /* bufs_give drains it unseen */
     if (s->file_fd >= 0)
         close(s->file_fd);
     if (s->bufs)
@@ -588,9 +606,24 @@ static void ops_finish(fg_request_t *req)
     resume(s);
 }
 
+/* What stream s has queued for the client, as a handler's pending() sees it. While the
+ * connection holds more than CONN_QUEUED_HIGH in memory, a stream past its fair share reports
+ * at least CONN_QUEUED_HIGH, above any handler's high-water mark, so that it pauses; it hears
+ * on_writable (or its relay's drain) as its queue goes out. */
+static size_t stream_pending(stream_t *s)
+{
+    fg_http2_conn_t *h = s->h;
+    size_t q = queued(s), mem = evbuffer_get_length(s->out);
+    if (h->trusted || h->out_queued <= CONN_QUEUED_HIGH || mem <= CONN_QUEUED_HIGH / h->nstreams)
+        return q;
+    if (s->t_cbs == NULL)
+        s->want_w = 1; /* a relay hears t_drain_due instead */
+    return q > CONN_QUEUED_HIGH ? q : CONN_QUEUED_HIGH;
+}
+
 static size_t ops_pending(fg_request_t *req)
 {
-    return queued(req->proto);
+    return stream_pending(req->proto);
 }
 
 static void ops_pause_body(fg_request_t *req, int pause)
@@ -675,7 +708,7 @@ static int t_flush(void *obj)
 
 static size_t t_pending(void *obj)
 {
-    return queued(obj);
+    return stream_pending(obj);
 }
 
 /* Input the relay does not take stays in req.body: its window stays closed (RFC 9113 6.9), so
@@ -1142,6 +1175,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
     int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
         s->dispatch = 1;
+        s->head = 1;
         h->due = 1;
         s->req.has_body = !end;
         s->req.body_done = end;
@@ -1499,6 +1533,12 @@ static void check_streams(fg_http2_conn_t *h, uint64_t now)
     const fg_server_t *srv = h->server;
     for (stream_t *s = h->streams; s != NULL; s = s->next) {
         uint64_t quiet = now - s->progress_ms;
+        if (!s->head && quiet >= srv->header_timeout_ms) {
+            /* A header block left open past timeouts.header: no other frame may come on the
+             * connection before it ends (RFC 9113 4.3), so the connection ends. */
+            nghttp2_session_terminate_session(h->ng, NGHTTP2_NO_ERROR);
+            return;
+        }
         int stalled_out = queued(s) > 0 && quiet >= srv->send_timeout_ms;
         if (s->t_cbs != NULL) {
             /* A tunnel's client that takes nothing: the relay ends (client_timeout). */

@@ -7,7 +7,9 @@
  * cannot take more calls req->ops->pause_body(req, 1) and resumes with 0.
  * Response flow, handler -> client: send_head once, then send_body/send_file any number of
  * times, then finish. When the client is slow, ops->pending grows; the front end calls
- * handler->on_writable when it has drained below its low watermark.
+ * handler->on_writable when it has drained below its low watermark. A multiplexing front end
+ * (HTTP/2) may report more than the request holds when its connection's budget is spent, so
+ * that the handler pauses.
  * If the client goes away, the front end calls handler->on_abort; after that the handler must
  * free its own state and never touch req again. */
 #ifndef FG_REQUEST_H

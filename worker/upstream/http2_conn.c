@@ -68,10 +68,7 @@ static void conn_unlink(h2conn_t *c)
 
 void fg_http2_client_consumed(h2conn_t *c, int32_t id, size_t n)
 {
-    if (c->fc != NULL)
-        nghttp2_session_consume_stream(c->s, id, n); /* the connection's reopened in on_data */
-    else
-        nghttp2_session_consume(c->s, id, n);
+    nghttp2_session_consume_stream(c->s, id, n); /* the connection's reopened in on_data */
 }
 
 /* ---- the connection ---- */
@@ -433,8 +430,8 @@ int fg_http2_client_session_new(h2conn_t *c)
         nghttp2_session_callbacks_del(cbs);
         return -1;
     }
-    /* Windows go back as the handler takes the bytes (nghttp2_session_consume), so a slow
-     * client holds at most STREAM_WINDOW of its stream in memory. */
+    /* A stream's window goes back as the handler takes the bytes, so a slow client holds at
+     * most STREAM_WINDOW of its stream in memory; the connection's as the bytes arrive. */
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_peer_max_concurrent_streams(opt, DEFAULT_STREAMS);
     int rc = nghttp2_session_client_new2(&c->s, cbs, c, opt);

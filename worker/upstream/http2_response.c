@@ -203,11 +203,10 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
 {
     h2conn_t *c = ud;
     h2x_t *x = stream_of(s, id);
-    /* A tunnel's connection window reopens as the bytes arrive: what its streams hold unread is
-     * bounded by their own windows (fg_http2_client_consumed), and one stream whose reader
-     * stalls never closes the window of the others (RFC 9113 5.2.2, 6.9). */
-    if (c->fc != NULL)
-        nghttp2_session_consume_connection(s, len);
+    /* The connection window reopens as the bytes arrive: what the streams hold unread is
+     * bounded by their own windows (fg_http2_client_consumed), and clients that stop reading
+     * never close the window that other clients' streams share (RFC 9113 5.2.2, 6.9). */
+    nghttp2_session_consume_connection(s, len);
     if (x != NULL && x->relay) {
         fg_http2_tunnel_data(x, data, len);
         return 0;

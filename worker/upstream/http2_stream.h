@@ -192,9 +192,9 @@ int fg_http2_client_connect_allowed(h2conn_t *c);
  * receive path flushes once it returns). */
 void fg_http2_client_flush(h2conn_t *c);
 /* The reader of stream id took n bytes: the stream's window reopens by as much (RFC 9113
- * 6.9), and so does the connection's, unless c is adopted (a tunnel), whose connection window
- * reopens as bytes arrive. Bounds what c holds unread: the streams' windows on a tunnel
- * (STREAM_WINDOW each), and CONN_WINDOW in all on other connections. */
+ * 6.9); the connection's reopened as the bytes arrived. What c holds unread is bounded by its
+ * streams' windows (STREAM_WINDOW each), and a stream whose reader stalls never closes the
+ * connection's window to the others. */
 void fg_http2_client_consumed(h2conn_t *c, int32_t id, size_t n);
 
 /* ---- requests (http2_request.c) ---- */
