@@ -41,23 +41,26 @@ char *fg_config_xstrdup(const char *s)
 
 /* ---- JSON path and errors ---- */
 
-size_t fg_config_push_key(fg_config_ctx_t *c, const char *key)
+/* Count the n bytes snprintf put at the end of the path, or as many as fit. */
+static void path_grow(fg_config_ctx_t *c, int n)
 {
-    size_t mark = c->plen;
-    int n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "%s%s", c->plen ? "." : "", key);
     if (n > 0)
         c->plen +=
             (size_t)n < sizeof(c->path) - c->plen ? (size_t)n : sizeof(c->path) - c->plen - 1;
+}
+
+size_t fg_config_push_key(fg_config_ctx_t *c, const char *key)
+{
+    size_t mark = c->plen;
+    path_grow(
+        c, snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "%s%s", c->plen ? "." : "", key));
     return mark;
 }
 
 size_t fg_config_push_index(fg_config_ctx_t *c, size_t i)
 {
     size_t mark = c->plen;
-    int n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "[%zu]", i);
-    if (n > 0)
-        c->plen +=
-            (size_t)n < sizeof(c->path) - c->plen ? (size_t)n : sizeof(c->path) - c->plen - 1;
+    path_grow(c, snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "[%zu]", i));
     return mark;
 }
 
@@ -67,39 +70,36 @@ void fg_config_pop(fg_config_ctx_t *c, size_t mark)
     c->path[mark] = '\0';
 }
 
-int fg_config_fail(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
+/* "file: path.key: reason" (or "file: reason" at the top level) into out. */
+static void message(fg_config_ctx_t *c, const char *key, char *out, size_t outlen, const char *fmt,
+                    va_list ap)
 {
     char reason[768];
-    va_list ap;
-
-    va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
-    va_end(ap);
-
     size_t mark = key ? fg_config_push_key(c, key) : c->plen;
     if (c->plen)
-        snprintf(c->err, c->errlen, "%s: %s: %s", c->name, c->path, reason);
+        snprintf(out, outlen, "%s: %s: %s", c->name, c->path, reason);
     else
-        snprintf(c->err, c->errlen, "%s: %s", c->name, reason);
+        snprintf(out, outlen, "%s: %s", c->name, reason);
     fg_config_pop(c, mark);
+}
+
+int fg_config_fail(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    message(c, key, c->err, c->errlen, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
 void fg_config_warn(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
 {
-    char reason[768], line[1536];
+    char line[1536];
     va_list ap;
-
     va_start(ap, fmt);
-    vsnprintf(reason, sizeof(reason), fmt, ap);
+    message(c, key, line, sizeof(line), fmt, ap);
     va_end(ap);
-
-    size_t mark = key ? fg_config_push_key(c, key) : c->plen;
-    if (c->plen)
-        snprintf(line, sizeof(line), "%s: %s: %s", c->name, c->path, reason);
-    else
-        snprintf(line, sizeof(line), "%s: %s", c->name, reason);
-    fg_config_pop(c, mark);
     fg_config_t *cfg = c->cfg;
     char **w = realloc(cfg->warnings, (cfg->nwarnings + 1) * sizeof(char *));
     if (w == NULL)
