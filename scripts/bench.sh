@@ -441,26 +441,7 @@ start_peer nginx "$NG_PORT" full nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf
 # ---- HAProxy --------------------------------------------------------------------------------
 HA_PORT=$(free_port)
 mkdir -p "$TMP/haproxy"
-cat >"$TMP/haproxy/haproxy.cfg" <<EOF
-global
-    nbthread $NPROC
-    maxconn 4096
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 75s
-    http-reuse always
-
-frontend fe
-    bind 127.0.0.1:$HA_PORT
-    default_backend be
-
-backend be
-    server u1 127.0.0.1:$UP_PORT
-EOF
+haproxy_cfg "$NPROC" "$UP_PORT" "127.0.0.1:$HA_PORT" >"$TMP/haproxy/haproxy.cfg"
 start_peer haproxy "$HA_PORT" full haproxy -db -f "$TMP/haproxy/haproxy.cfg"
 fi # ONLY_H2
 
@@ -497,28 +478,8 @@ start_peer nginx-tls "$NGS_PORT" tls nginx -p "$TMP/nginx-tls" -c "$TMP/nginx-tl
 
 HAS_PORT=$(free_port)
 mkdir -p "$TMP/haproxy-tls"
-cat >"$TMP/haproxy-tls/haproxy.cfg" <<EOF
-global
-    nbthread $NPROC
-    maxconn 4096
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-    tune.ssl.cachesize 20000
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 75s
-    http-reuse always
-
-frontend fe
-    bind 127.0.0.1:$HAS_PORT ssl crt $TMP/tls/bundle.pem alpn h2,http/1.1
-    default_backend be
-
-backend be
-    server u1 127.0.0.1:$UP_PORT
-EOF
+haproxy_cfg "$NPROC" "$UP_PORT" "127.0.0.1:$HAS_PORT ssl crt $TMP/tls/bundle.pem alpn h2,http/1.1" \
+    >"$TMP/haproxy-tls/haproxy.cfg"
 start_peer haproxy-tls "$HAS_PORT" tls haproxy -db -f "$TMP/haproxy-tls/haproxy.cfg"
 
 # ---- HTTP/2 ---------------------------------------------------------------------------------
