@@ -15,6 +15,12 @@
 #include "common/iprange.h"
 
 #define KIB 1024ULL
+#define MIB (KIB * KIB)
+#define GIB (KIB * MIB)
+
+typedef struct unit_s unit_t;
+static int parse_quantity(const char *s, const unit_t *units, uint64_t *out);
+
 /* ---- allocation: out of memory at load time is fatal (STYLE.md) ---- */
 
 void *fg_config_xcalloc(size_t n, size_t size)
@@ -35,23 +41,26 @@ char *fg_config_xstrdup(const char *s)
 
 /* ---- JSON path and errors ---- */
 
-size_t fg_config_push_key(fg_config_ctx_t *c, const char *key)
+/* Count the n bytes snprintf put at the end of the path, or as many as fit. */
+static void path_grow(fg_config_ctx_t *c, int n)
 {
-    size_t mark = c->plen;
-    int n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "%s%s", c->plen ? "." : "", key);
     if (n > 0)
         c->plen +=
             (size_t)n < sizeof(c->path) - c->plen ? (size_t)n : sizeof(c->path) - c->plen - 1;
+}
+
+size_t fg_config_push_key(fg_config_ctx_t *c, const char *key)
+{
+    size_t mark = c->plen;
+    path_grow(
+        c, snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "%s%s", c->plen ? "." : "", key));
     return mark;
 }
 
 size_t fg_config_push_index(fg_config_ctx_t *c, size_t i)
 {
     size_t mark = c->plen;
-    int n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "[%zu]", i);
-    if (n > 0)
-        c->plen +=
-            (size_t)n < sizeof(c->path) - c->plen ? (size_t)n : sizeof(c->path) - c->plen - 1;
+    path_grow(c, snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "[%zu]", i));
     return mark;
 }
 
@@ -61,39 +70,36 @@ void fg_config_pop(fg_config_ctx_t *c, size_t mark)
     c->path[mark] = '\0';
 }
 
-int fg_config_fail(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
+/* "file: path.key: reason" (or "file: reason" at the top level) into out. */
+static void message(fg_config_ctx_t *c, const char *key, char *out, size_t outlen, const char *fmt,
+                    va_list ap)
 {
     char reason[768];
-    va_list ap;
-
-    va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
-    va_end(ap);
-
     size_t mark = key ? fg_config_push_key(c, key) : c->plen;
     if (c->plen)
-        snprintf(c->err, c->errlen, "%s: %s: %s", c->name, c->path, reason);
+        snprintf(out, outlen, "%s: %s: %s", c->name, c->path, reason);
     else
-        snprintf(c->err, c->errlen, "%s: %s", c->name, reason);
+        snprintf(out, outlen, "%s: %s", c->name, reason);
     fg_config_pop(c, mark);
+}
+
+int fg_config_fail(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    message(c, key, c->err, c->errlen, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
 void fg_config_warn(fg_config_ctx_t *c, const char *key, const char *fmt, ...)
 {
-    char reason[768], line[1536];
+    char line[1536];
     va_list ap;
-
     va_start(ap, fmt);
-    vsnprintf(reason, sizeof(reason), fmt, ap);
+    message(c, key, line, sizeof(line), fmt, ap);
     va_end(ap);
-
-    size_t mark = key ? fg_config_push_key(c, key) : c->plen;
-    if (c->plen)
-        snprintf(line, sizeof(line), "%s: %s: %s", c->name, c->path, reason);
-    else
-        snprintf(line, sizeof(line), "%s: %s", c->name, reason);
-    fg_config_pop(c, mark);
     fg_config_t *cfg = c->cfg;
     char **w = realloc(cfg->warnings, (cfg->nwarnings + 1) * sizeof(char *));
     if (w == NULL)
@@ -236,49 +242,64 @@ int fg_config_get_bool(fg_config_ctx_t *c, const json_t *obj, const char *key, i
     return 1;
 }
 
-int fg_config_get_duration(fg_config_ctx_t *c, const json_t *obj, const char *key, uint64_t *ms)
+/* A quantity of the config: a JSON integer in units[0] (the bare number's unit, named
+ * int_unit in messages), or a string of digits and one of units' suffixes. */
+struct unit_s {
+    const char *suffix;
+    uint64_t mult;
+};
+
+typedef struct {
+    const char *what;     /* "duration" */
+    const char *int_unit; /* "seconds" */
+    const char *examples; /* written forms, for the error message */
+    const unit_t *units;  /* NULL-terminated; units[0] is "" */
+} quantity_t;
+
+/* Suffixes are case-sensitive: "m" is minutes, "ms" milliseconds. */
+static const unit_t duration_units[] = {
+    {"", 1000},       {"s", 1000},        {"ms", 1},
+    {"m", 60 * 1000}, {"h", 3600 * 1000}, {"d", 86400ULL * 1000},
+    {NULL, 0},
+};
+static const unit_t size_units[] = {
+    {"", 1}, {"k", KIB}, {"K", KIB}, {"m", MIB}, {"M", MIB}, {"g", GIB}, {"G", GIB}, {NULL, 0},
+};
+static const quantity_t duration_q = {"duration", "seconds",
+                                      "\"500ms\", \"30s\", \"5m\", \"1h\", \"2d\"", duration_units};
+static const quantity_t size_q = {"size", "bytes", "\"512\", \"64k\", \"64m\", \"1g\"", size_units};
+
+/* Returns 1 with *out set, 0 when key is absent, or -1 (reported). */
+static int get_quantity(fg_config_ctx_t *c, const json_t *obj, const char *key, const quantity_t *q,
+                        uint64_t *out)
 {
     json_t *v = lookup(obj, key);
     if (v == NULL)
         return 0;
     if (json_is_integer(v)) {
         long long n = json_integer_value(v);
-        if (n < 0 || (unsigned long long)n > UINT64_MAX / 1000)
-            return fg_config_fail(c, key, "%lld is not a valid duration", n);
-        *ms = (uint64_t)n * 1000;
+        if (n < 0 || (unsigned long long)n > UINT64_MAX / q->units[0].mult)
+            return fg_config_fail(c, key, "%lld is not a valid %s", n, q->what);
+        *out = (uint64_t)n * q->units[0].mult;
         return 1;
     }
     if (!json_is_string(v))
-        return fg_config_fail(c, key, "expected a duration (string or integer seconds), got %s",
-                              fg_config_type_name(v));
-    if (fg_config_parse_duration(json_string_value(v), ms) < 0)
-        return fg_config_fail(c, key,
-                              "\"%s\" is not a valid duration (use e.g. \"500ms\", \"30s\", "
-                              "\"5m\", \"1h\", \"2d\" or integer seconds)",
-                              json_string_value(v));
+        return fg_config_fail(c, key, "expected a %s (string or integer %s), got %s", q->what,
+                              q->int_unit, fg_config_type_name(v));
+    if (parse_quantity(json_string_value(v), q->units, out) < 0)
+        return fg_config_fail(c, key, "\"%s\" is not a valid %s (use e.g. %s or integer %s)",
+                              json_string_value(v), q->what, q->examples, q->int_unit);
     return 1;
+}
+
+int fg_config_get_duration(fg_config_ctx_t *c, const json_t *obj, const char *key, uint64_t *ms)
+{
+    return get_quantity(c, obj, key, &duration_q, ms);
 }
 
 int fg_config_get_size(fg_config_ctx_t *c, const json_t *obj, const char *key, uint64_t *bytes)
 {
-    json_t *v = lookup(obj, key);
-    if (v == NULL)
-        return 0;
-    if (json_is_integer(v)) {
-        if (json_integer_value(v) < 0)
-            return fg_config_fail(c, key, "%lld is not a valid size", json_integer_value(v));
-        *bytes = (uint64_t)json_integer_value(v);
-        return 1;
-    }
-    if (!json_is_string(v))
-        return fg_config_fail(c, key, "expected a size (string or integer bytes), got %s",
-                              fg_config_type_name(v));
-    if (fg_config_parse_size(json_string_value(v), bytes) < 0)
-        return fg_config_fail(c, key,
-                              "\"%s\" is not a valid size (use e.g. \"512\", \"64k\", \"64m\", "
-                              "\"1g\" or integer bytes)",
-                              json_string_value(v));
-    return 1;
+    return get_quantity(c, obj, key, &size_q, bytes);
 }
 
 int fg_config_get_enum(fg_config_ctx_t *c, const json_t *obj, const char *key,
@@ -366,52 +387,34 @@ static int parse_uint(const char *s, uint64_t *v, const char **end)
     return 0;
 }
 
-int fg_config_parse_duration(const char *s, uint64_t *ms)
+/* Digits and one of units' suffixes (the whole rest of s) into *out, scaled. Returns 0, or
+ * -1 for another suffix or on overflow. */
+static int parse_quantity(const char *s, const unit_t *units, uint64_t *out)
 {
-    uint64_t n, mult;
+    uint64_t n;
     const char *p;
 
     if (parse_uint(s, &n, &p) < 0)
         return -1;
-    if (*p == '\0' || strcmp(p, "s") == 0)
-        mult = 1000;
-    else if (strcmp(p, "ms") == 0)
-        mult = 1;
-    else if (strcmp(p, "m") == 0)
-        mult = 60 * 1000;
-    else if (strcmp(p, "h") == 0)
-        mult = 3600 * 1000;
-    else if (strcmp(p, "d") == 0)
-        mult = 86400ULL * 1000;
-    else
-        return -1;
-    if (n > UINT64_MAX / mult)
-        return -1;
-    *ms = n * mult;
-    return 0;
+    for (const unit_t *u = units; u->suffix != NULL; u++) {
+        if (strcmp(p, u->suffix) != 0)
+            continue;
+        if (n > UINT64_MAX / u->mult)
+            return -1;
+        *out = n * u->mult;
+        return 0;
+    }
+    return -1;
+}
+
+int fg_config_parse_duration(const char *s, uint64_t *ms)
+{
+    return parse_quantity(s, duration_units, ms);
 }
 
 int fg_config_parse_size(const char *s, uint64_t *bytes)
 {
-    uint64_t n, mult;
-    const char *p;
-
-    if (parse_uint(s, &n, &p) < 0)
-        return -1;
-    if (*p == '\0')
-        mult = 1;
-    else if ((*p == 'k' || *p == 'K') && p[1] == '\0')
-        mult = KIB;
-    else if ((*p == 'm' || *p == 'M') && p[1] == '\0')
-        mult = KIB * KIB;
-    else if ((*p == 'g' || *p == 'G') && p[1] == '\0')
-        mult = KIB * KIB * KIB;
-    else
-        return -1;
-    if (n > UINT64_MAX / mult)
-        return -1;
-    *bytes = n * mult;
-    return 0;
+    return parse_quantity(s, size_units, bytes);
 }
 
 static int parse_port(const char *s, uint16_t *port)

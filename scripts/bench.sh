@@ -296,9 +296,41 @@ wait_https() {
     return 1
 }
 
-# wait_target PORT MODE: until the target answers, over TLS for MODE tls.
+# wait_h2c PORT: until an h2c request to http://127.0.0.1:PORT/ answers 200 (10 s at most).
+wait_h2c() {
+    local i
+    for i in $(seq 100); do
+        if [ "$(curl --http2-prior-knowledge -s -o /dev/null -m 1 -w '%{http_code}' \
+            "http://127.0.0.1:$1/" || true)" = 200 ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# wait_target PORT MODE: until the target answers, over TLS for MODE tls, by h2c for MODE h2c.
 wait_target() {
-    if [ "$2" = tls ]; then wait_https "$1"; else wait_http "$1" /; fi
+    case $2 in
+    tls) wait_https "$1" ;;
+    h2c) wait_h2c "$1" ;;
+    *) wait_http "$1" / ;;
+    esac
+}
+
+# start_peer NAME PORT MODE CMD...: start another proxy (its output in $TMP/NAME.out) and
+# register it as a target once it answers, else as failed, with its output and
+# $TMP/NAME/logs/error.log (nginx) on stderr.
+start_peer() {
+    local name=$1 port=$2 mode=$3
+    shift 3
+    spawn "$TMP/$name.out" "$@"
+    if wait_target "$port" "$mode"; then
+        target "$name" "$port" "$mode"
+    else
+        cat "$TMP/$name.out" "$TMP/$name/logs/error.log" >&2 2>/dev/null || true
+        failed "$name" "$mode"
+    fi
 }
 
 # start_fg NAME MODE [BINARY]: start the gateway of $TMP/NAME and register it as a target.
@@ -404,46 +436,13 @@ http {
 }
 EOF
 } >"$TMP/nginx/nginx.conf"
-spawn "$TMP/nginx.out" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;'
-NG_PGID=$LAST_PID
-if wait_http "$NG_PORT" /; then
-    target nginx "$NG_PORT" full
-else
-    cat "$TMP/nginx.out" "$TMP/nginx/logs/error.log" >&2 2>/dev/null || true
-    failed nginx
-fi
+start_peer nginx "$NG_PORT" full nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;'
 
 # ---- HAProxy --------------------------------------------------------------------------------
 HA_PORT=$(free_port)
 mkdir -p "$TMP/haproxy"
-cat >"$TMP/haproxy/haproxy.cfg" <<EOF
-global
-    nbthread $NPROC
-    maxconn 4096
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 75s
-    http-reuse always
-
-frontend fe
-    bind 127.0.0.1:$HA_PORT
-    default_backend be
-
-backend be
-    server u1 127.0.0.1:$UP_PORT
-EOF
-spawn "$TMP/haproxy.out" haproxy -db -f "$TMP/haproxy/haproxy.cfg"
-HA_PGID=$LAST_PID
-if wait_http "$HA_PORT" /; then
-    target haproxy "$HA_PORT" full
-else
-    cat "$TMP/haproxy.out" >&2 2>/dev/null || true
-    failed haproxy
-fi
+haproxy_cfg "$NPROC" "$UP_PORT" "127.0.0.1:$HA_PORT" >"$TMP/haproxy/haproxy.cfg"
+start_peer haproxy "$HA_PORT" full haproxy -db -f "$TMP/haproxy/haproxy.cfg"
 fi # ONLY_H2
 
 # ---- nginx and HAProxy terminating TLS --------------------------------------------------------
@@ -475,45 +474,13 @@ http {
 }
 EOF
 } >"$TMP/nginx-tls/nginx.conf"
-spawn "$TMP/nginx-tls.out" nginx -p "$TMP/nginx-tls" -c "$TMP/nginx-tls/nginx.conf" -g 'daemon off;'
-if wait_https "$NGS_PORT"; then
-    target nginx-tls "$NGS_PORT" tls
-else
-    cat "$TMP/nginx-tls.out" "$TMP/nginx-tls/logs/error.log" >&2 2>/dev/null || true
-    failed nginx-tls tls
-fi
+start_peer nginx-tls "$NGS_PORT" tls nginx -p "$TMP/nginx-tls" -c "$TMP/nginx-tls/nginx.conf" -g 'daemon off;'
 
 HAS_PORT=$(free_port)
 mkdir -p "$TMP/haproxy-tls"
-cat >"$TMP/haproxy-tls/haproxy.cfg" <<EOF
-global
-    nbthread $NPROC
-    maxconn 4096
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-    tune.ssl.cachesize 20000
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 75s
-    http-reuse always
-
-frontend fe
-    bind 127.0.0.1:$HAS_PORT ssl crt $TMP/tls/bundle.pem alpn h2,http/1.1
-    default_backend be
-
-backend be
-    server u1 127.0.0.1:$UP_PORT
-EOF
-spawn "$TMP/haproxy-tls.out" haproxy -db -f "$TMP/haproxy-tls/haproxy.cfg"
-if wait_https "$HAS_PORT"; then
-    target haproxy-tls "$HAS_PORT" tls
-else
-    cat "$TMP/haproxy-tls.out" >&2 2>/dev/null || true
-    failed haproxy-tls tls
-fi
+haproxy_cfg "$NPROC" "$UP_PORT" "127.0.0.1:$HAS_PORT ssl crt $TMP/tls/bundle.pem alpn h2,http/1.1" \
+    >"$TMP/haproxy-tls/haproxy.cfg"
+start_peer haproxy-tls "$HAS_PORT" tls haproxy -db -f "$TMP/haproxy-tls/haproxy.cfg"
 
 # ---- HTTP/2 ---------------------------------------------------------------------------------
 # h2 by ALPN: the three TLS instances above (fastgateway offers h2 by default; nginx `listen ...
@@ -525,19 +492,6 @@ h2_alias fastgateway-h2 fastgateway-tls
 h2_alias nginx-h2 nginx-tls
 h2_alias haproxy-h2 haproxy-tls
 
-# wait_h2c PORT: until an h2c request to http://127.0.0.1:PORT/ answers 200 (10 s at most).
-wait_h2c() {
-    local i
-    for i in $(seq 100); do
-        if [ "$(curl --http2-prior-knowledge -s -o /dev/null -m 1 -w '%{http_code}' \
-            "http://127.0.0.1:$1/" || true)" = 200 ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
-}
-
 fg_config fastgateway-h2c "$(free_port)" "$CATCH_ALL" "" ', "http2": { "h2c": true }'
 start_fg fastgateway-h2c h2c
 
@@ -546,25 +500,13 @@ mkdir -p "$TMP/nginx-h2c/logs"
 sed -e "s|$TMP/nginx-tls|$TMP/nginx-h2c|g" \
     -e "s|listen 127.0.0.1:$NGS_PORT ssl http2|listen 127.0.0.1:$NGC_PORT http2|" \
     -e '/ssl_/d' "$TMP/nginx-tls/nginx.conf" >"$TMP/nginx-h2c/nginx.conf"
-spawn "$TMP/nginx-h2c.out" nginx -p "$TMP/nginx-h2c" -c "$TMP/nginx-h2c/nginx.conf" -g 'daemon off;'
-if wait_h2c "$NGC_PORT"; then
-    target nginx-h2c "$NGC_PORT" h2c
-else
-    cat "$TMP/nginx-h2c.out" "$TMP/nginx-h2c/logs/error.log" >&2 2>/dev/null || true
-    failed nginx-h2c h2c
-fi
+start_peer nginx-h2c "$NGC_PORT" h2c nginx -p "$TMP/nginx-h2c" -c "$TMP/nginx-h2c/nginx.conf" -g 'daemon off;'
 
 HAC_PORT=$(free_port)
 mkdir -p "$TMP/haproxy-h2c"
 sed -e "s|bind 127.0.0.1:$HAS_PORT .*|bind 127.0.0.1:$HAC_PORT proto h2|" \
     "$TMP/haproxy-tls/haproxy.cfg" >"$TMP/haproxy-h2c/haproxy.cfg"
-spawn "$TMP/haproxy-h2c.out" haproxy -db -f "$TMP/haproxy-h2c/haproxy.cfg"
-if wait_h2c "$HAC_PORT"; then
-    target haproxy-h2c "$HAC_PORT" h2c
-else
-    cat "$TMP/haproxy-h2c.out" >&2 2>/dev/null || true
-    failed haproxy-h2c h2c
-fi
+start_peer haproxy-h2c "$HAC_PORT" h2c haproxy -db -f "$TMP/haproxy-h2c/haproxy.cfg"
 
 # ---- tunnel: a route served through fastgateway-agent vs the same upstream proxied directly --
 # The gateway (NPROC workers) takes the agent on a TLS server (acceptTunnels) and serves "/"

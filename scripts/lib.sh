@@ -129,8 +129,8 @@ handshakes() {
     cpu_per "$t0" "$t1" "$total"
 }
 
-# ---- nginx peers and certificates (bench.sh, tls-bench.sh, callgrind.sh, tls-callgrind.sh,
-# tunnel-ab.sh) ----------------------------------------------------------------------------------
+# ---- nginx and HAProxy peers and certificates (bench.sh, tls-bench.sh, callgrind.sh,
+# tls-callgrind.sh, tunnel-ab.sh) -----------------------------------------------------------------
 
 # nginx_main DIR WORKERS CONNS: the main and events sections of an nginx.conf whose pid file and
 # error log are under DIR; as root, the workers stay root (they read files under $TMP).
@@ -174,6 +174,35 @@ http {
 CONF
     } >"$dir/nginx.conf"
     spawn "$dir.out" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+}
+
+# haproxy_cfg THREADS UP_PORT BIND: on stdout, the haproxy.cfg of HAProxy as a peer proxy: HTTP
+# with keep-alive to the destination 127.0.0.1:UP_PORT, the frontend on BIND ("127.0.0.1:PORT",
+# or "127.0.0.1:PORT ssl crt BUNDLE alpn h2,http/1.1"); TLS 1.2 at the least and a session cache
+# of 20000 where it terminates TLS.
+haproxy_cfg() {
+    cat <<CONF
+global
+    nbthread $1
+    maxconn 4096
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+    tune.ssl.cachesize 20000
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 75s
+    http-reuse always
+
+frontend fe
+    bind $3
+    default_backend be
+
+backend be
+    server u1 127.0.0.1:$2
+CONF
 }
 
 # self_signed DIR SAN: a throw-away ECDSA P-256 certificate for localhost with subjectAltName

@@ -114,24 +114,8 @@ spawn "$TMP/nginx.out" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daem
 add nginx "$NGS_PORT"
 
 HAS_PORT=$(free_port)
-cat >"$TMP/haproxy.cfg" <<CONF
-global
-    nbthread $THREADS
-    maxconn 4096
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-    tune.ssl.cachesize 20000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:$HAS_PORT ssl crt $TMP/tls/bundle.pem alpn h2,http/1.1
-    default_backend be
-backend be
-    server u1 127.0.0.1:$UP_PORT
-CONF
+haproxy_cfg "$THREADS" "$UP_PORT" "127.0.0.1:$HAS_PORT ssl crt $TMP/tls/bundle.pem alpn h2,http/1.1" \
+    >"$TMP/haproxy.cfg"
 spawn "$TMP/haproxy.out" haproxy -db -f "$TMP/haproxy.cfg"
 add haproxy "$HAS_PORT"
 

@@ -70,23 +70,7 @@ CONF
     spawn "$TMP/vg.out" "${VG[@]}" nginx -p "$TMP/ng" -c "$TMP/ng/nginx.conf" -g 'daemon off;'
     ;;
 haproxy)
-    cat >"$TMP/haproxy.cfg" <<CONF
-global
-    nbthread 1
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-    tune.ssl.cachesize 20000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:$PORT ssl crt $TMP/bundle.pem alpn h2,http/1.1
-    default_backend be
-backend be
-    server u1 127.0.0.1:$UP_PORT
-CONF
+    haproxy_cfg 1 "$UP_PORT" "127.0.0.1:$PORT ssl crt $TMP/bundle.pem alpn h2,http/1.1" >"$TMP/haproxy.cfg"
     spawn "$TMP/vg.out" "${VG[@]}" haproxy -db -f "$TMP/haproxy.cfg"
     ;;
 *) echo "tls-callgrind: unknown target $TARGET" >&2; exit 1 ;;

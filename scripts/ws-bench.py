@@ -40,13 +40,7 @@ import sys
 import tempfile
 import time
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
+from proclib import free_port
 
 def build_load(tmp):
     """scripts/ws-load.c, compiled with the system compiler into tmp: the path of the binary."""

@@ -25,25 +25,18 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from proclib import children, free_port, rss_anon_kib, wait_port
 
 SWITCH = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
           b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
 HANDSHAKE = (b"GET /idle HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 FRAME = bytes([0x82, 0x84]) + b"\0\0\0\0" + b"ping"  # masked with a zero mask
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def raise_nofile(want):
@@ -57,14 +50,6 @@ def raise_nofile(want):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def rss_anon_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    raise RuntimeError("no RssAnon for %d" % pid)
-
-
 def fds(pid):
     try:
         return len(os.listdir("/proc/%d/fd" % pid))
@@ -75,26 +60,11 @@ def fds(pid):
 def all_workers(master, n, timeout=10.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        try:
-            with open("/proc/%d/task/%d/children" % (master, master)) as f:
-                kids = [int(x) for x in f.read().split()]
-        except OSError:
-            kids = []
+        kids = children(master)
         if len(kids) == n:
             return kids
         time.sleep(0.05)
     raise RuntimeError("not %d workers under %d" % (n, master))
-
-
-def wait_port(port, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port %d did not open" % port)
 
 
 def start_fastgateway(tmp, fg, dest, nofile, workers):

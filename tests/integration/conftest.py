@@ -17,11 +17,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from peers import ThreadedServer
 
 # Under `make SANITIZE=address,...` ASan keeps 256 MiB of freed memory in quarantine, which the
 # RSS bounds of the streaming tests would count as growth: keep its quarantine small. Release
@@ -550,30 +551,18 @@ class Blackhole:
         self.ls.close()
 
 
-class Scripted:
+class Scripted(ThreadedServer):
     """A raw upstream for framing edge cases: every connection is handed to
     script(sock, head) once a whole request head (bytes up to and including the blank line)
     has arrived; the script writes whatever bytes it wants and may close. The request body,
     if any, is left unread for the script to read or ignore."""
 
     def __init__(self, script):
+        super().__init__(backlog=64)
         self.script = script
-        self.ls = socket.socket()
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(64)
-        self.port = self.ls.getsockname()[1]
         self.url = "http://127.0.0.1:%d" % self.port
         self.heads = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                s, _ = self.ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        self.start()
 
     def _serve(self, s):
         try:
@@ -590,9 +579,6 @@ class Scripted:
             pass
         finally:
             s.close()
-
-    def close(self):
-        self.ls.close()
 
 
 def proxy_cfg(tmp_path, up, **cluster):

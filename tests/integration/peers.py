@@ -1,6 +1,7 @@
 """Building blocks of the test peers (destinations and clients written in Python):
 
   self_signed_cert(dir)  a P-256 certificate for "localhost" made with the openssl CLI
+  ca_signed_cert(dir)    a test CA and a certificate it signed for localhost and 127.0.0.1
   server_context(tls)    a TLS server context for a (certfile, keyfile), or None
   ThreadedServer         a listening socket on 127.0.0.1, one thread per accepted connection
   BioTLS                 TLS over a blocking socket through memory BIOs, so that the test
@@ -20,6 +21,25 @@ def self_signed_cert(directory):
                    check=True, capture_output=True, timeout=60)
     return crt, key
 
+
+def ca_signed_cert(directory, days=30):
+    """{"ca", "crt", "key"}: the files of a new P-256 test CA and of a certificate it signed
+    for localhost and 127.0.0.1, in directory (a Path), made with the openssl CLI."""
+    def run(*args):
+        subprocess.run(list(args), check=True, capture_output=True, timeout=60)
+
+    d, days = directory, str(days)
+    run("openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+        "ec_paramgen_curve:P-256", "-nodes", "-days", days, "-subj", "/CN=Test CA",
+        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-subj", "/CN=localhost", "-keyout", str(d / "srv.key"), "-out",
+        str(d / "srv.csr"))
+    (d / "srv.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("openssl", "x509", "-req", "-in", str(d / "srv.csr"), "-CA", str(d / "ca.crt"),
+        "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", days, "-sha256", "-extfile",
+        str(d / "srv.ext"), "-out", str(d / "srv.crt"))
+    return {"ca": str(d / "ca.crt"), "crt": str(d / "srv.crt"), "key": str(d / "srv.key")}
 
 def server_context(tls, alpn):
     """A TLS server context with tls = (certfile, keyfile) offering the ALPN protocols alpn;

@@ -60,6 +60,16 @@ def assert_even(counts, total):
     assert all(abs(c - share) <= 1 for c in counts.values()), counts
 
 
+def assert_burst_even(gw, n=BURST):
+    """A burst of n connections (open_burst) is held evenly by the workers; closed after."""
+    socks = open_burst(gw.port, n)
+    try:
+        assert_even(held(gw), n)
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_status_names_the_balancing(tmp_path, gateway_factory):
     gw = gateway_factory(direct_config(tmp_path))
     expected = "leastConnections" if os.geteuid() == 0 else None
@@ -72,23 +82,13 @@ def test_status_names_the_balancing(tmp_path, gateway_factory):
 def test_burst_of_connections_is_spread_evenly(tmp_path, gateway_factory):
     gw = gateway_factory(direct_config(tmp_path))
     skip_unless_balanced(gw)
-    socks = open_burst(gw.port)
-    try:
-        assert_even(held(gw), BURST)
-    finally:
-        for s in socks:
-            s.close()
+    assert_burst_even(gw)
 
 
 def test_three_workers_share_evenly(tmp_path, gateway_factory):
     gw = gateway_factory(direct_config(tmp_path, workers=3))
     skip_unless_balanced(gw)
-    socks = open_burst(gw.port, 63)
-    try:
-        assert_even(held(gw), 63)
-    finally:
-        for s in socks:
-            s.close()
+    assert_burst_even(gw, 63)
 
 
 def test_new_generation_is_balanced_after_reload(tmp_path, gateway_factory):
@@ -99,12 +99,7 @@ def test_new_generation_is_balanced_after_reload(tmp_path, gateway_factory):
     old = open_burst(gw.port, 40)
     try:
         gw.reload()
-        socks = open_burst(gw.port)
-        try:
-            assert_even(held(gw), BURST)
-        finally:
-            for s in socks:
-                s.close()
+        assert_burst_even(gw)
     finally:
         for s in old:
             s.close()
@@ -114,12 +109,7 @@ def test_fewer_workers_after_reload_take_everything(tmp_path, gateway_factory):
     gw = gateway_factory(direct_config(tmp_path, workers=3))
     skip_unless_balanced(gw)
     gw.reload(direct_config(tmp_path, workers=2) | {"servers": gw.config["servers"]})
-    socks = open_burst(gw.port)
-    try:
-        assert_even(held(gw), BURST)
-    finally:
-        for s in socks:
-            s.close()
+    assert_burst_even(gw)
 
 
 def wait_for(pred, timeout, what):
@@ -163,12 +153,7 @@ def test_failed_reload_gives_the_slots_back(tmp_path, gateway_factory):
         assert gw.info()["generation"] == gen0
         time.sleep(1.5)  # a balancing tick of the serving workers
         for _ in range(2):
-            socks = open_burst(gw.port)
-            try:
-                assert_even(held(gw), BURST)
-            finally:
-                for s in socks:
-                    s.close()
+            assert_burst_even(gw)
             wait_for(lambda: sum(held(gw).values()) == 0, 5, "the connections closed")
     finally:
         hole.close()

@@ -243,29 +243,39 @@ def test_keepalive_connections_stay_tls(tmp_path, certs, gateway_factory, tls_up
     assert up.tls_stats(certs["ca"])["handshakes"] == 2
 
 
-def test_health_probes_over_tls(tmp_path, certs, gateway_factory, tls_upstreams,
-                                upstream_factory):
-    good = tls_upstreams(*certs["up"])
-    plain = upstream_factory()  # a plain HTTP server behind an https:// address
-    clusters = [{"id": "c", "destinations": [
-                    {"id": "good", "address": good.url, "host": "up.example.test"},
-                    {"id": "plain", "address": "https://127.0.0.1:%d" % plain.port,
-                     "host": "up.example.test"}],
-                 "httpClient": {"caFile": certs["ca"], "handshakeTimeout": "1s"},
-                 "healthCheck": {"active": {"enabled": True, "interval": "300ms",
-                                            "timeout": "500ms", "path": "/health",
-                                            "threshold": 1}}}]
-    gw = gateway_factory(proxy_config(tmp_path, certs, clusters))
+def probed_cluster(certs, destinations):
+    """Cluster c of destinations, checked actively (GET /health every 300 ms, healthy or
+    unhealthy after one probe) through an httpClient that trusts the test CA."""
+    return [{"id": "c", "destinations": destinations,
+             "httpClient": {"caFile": certs["ca"], "handshakeTimeout": "1s"},
+             "healthCheck": {"active": {"enabled": True, "interval": "300ms",
+                                        "timeout": "500ms", "path": "/health",
+                                        "threshold": 1}}}]
 
+
+def wait_active_states(gw, want, timeout=5):
+    """Until the active-check states of cluster c's destinations (id: state) are want."""
     def states():
         for c in gw.status("show servers")["clusters"]:
             if c["id"] == "c":
                 return {d["id"]: d["active"]["state"] for d in c["destinations"]}
 
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and states() != {"good": "healthy", "plain": "unhealthy"}:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and states() != want:
         time.sleep(0.1)
-    assert states() == {"good": "healthy", "plain": "unhealthy"}
+    assert states() == want
+
+
+def test_health_probes_over_tls(tmp_path, certs, gateway_factory, tls_upstreams,
+                                upstream_factory):
+    good = tls_upstreams(*certs["up"])
+    plain = upstream_factory()  # a plain HTTP server behind an https:// address
+    clusters = probed_cluster(certs, [
+        {"id": "good", "address": good.url, "host": "up.example.test"},
+        {"id": "plain", "address": "https://127.0.0.1:%d" % plain.port,
+         "host": "up.example.test"}])
+    gw = gateway_factory(proxy_config(tmp_path, certs, clusters))
+    wait_active_states(gw, {"good": "healthy", "plain": "unhealthy"})
     # the probes went over TLS: the good destination counted them as TLS handshakes
     assert good.tls_stats(certs["ca"])["handshakes"] >= 2
     assert plain.proc.poll() is None
@@ -278,25 +288,11 @@ def test_https_health_address_probes_over_tls(tmp_path, certs, gateway_factory, 
     destination's own scheme."""
     tls_health = tls_upstreams(*certs["up"])
     plain = upstream_factory()
-    clusters = [{"id": "c", "destinations": [
-                    {"id": "good", "address": plain.url, "health": tls_health.url},
-                    {"id": "plain", "address": plain.url,
-                     "health": "https://127.0.0.1:%d" % plain.port}],
-                 "httpClient": {"caFile": certs["ca"], "handshakeTimeout": "1s"},
-                 "healthCheck": {"active": {"enabled": True, "interval": "300ms",
-                                            "timeout": "500ms", "path": "/health",
-                                            "threshold": 1}}}]
+    clusters = probed_cluster(certs, [
+        {"id": "good", "address": plain.url, "health": tls_health.url},
+        {"id": "plain", "address": plain.url, "health": "https://127.0.0.1:%d" % plain.port}])
     gw = gateway_factory(proxy_config(tmp_path, certs, clusters))
-
-    def states():
-        for c in gw.status("show servers")["clusters"]:
-            if c["id"] == "c":
-                return {d["id"]: d["active"]["state"] for d in c["destinations"]}
-
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and states() != {"good": "healthy", "plain": "unhealthy"}:
-        time.sleep(0.1)
-    assert states() == {"good": "healthy", "plain": "unhealthy"}
+    wait_active_states(gw, {"good": "healthy", "plain": "unhealthy"})
     stats = tls_health.tls_stats(certs["ca"])
     assert stats["handshakes"] >= 2 and None in stats["sni"]  # IP address: no SNI
     # the plain server behind the https health address never got a request in plaintext

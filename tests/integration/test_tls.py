@@ -302,6 +302,26 @@ def test_redirect_https(tmp_path, certs, gateway_factory):
     assert p.returncode == 0 and p.stdout == b"hello", p.stderr
 
 
+def test_redirect_https_without_host_closes(tmp_path, certs, gateway_factory):
+    """A request with no host to redirect to gets 400, and the connection ends after it: a
+    request pipelined behind it is not answered."""
+    port, plain = free_port(), free_port()
+    cfg = tls_config(tmp_path, certs, port)
+    cfg["servers"].append({"id": "plain", "listen": "127.0.0.1:%d" % plain,
+                           "redirectHttps": {"port": port}})
+    gateway_factory(cfg)
+    s = socket.create_connection(("127.0.0.1", plain), timeout=5)
+    try:
+        s.sendall(b"GET /a HTTP/1.1\r\nHost: \r\n\r\n"
+                  b"GET /b HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        out = recv_until_close(s)
+    finally:
+        s.close()
+    assert out.startswith(b"HTTP/1.1 400"), out
+    assert b"no valid host to redirect to" in out and b"\r\nConnection: close\r\n" in out, out
+    assert out.count(b"HTTP/1.1 ") == 1, out
+
+
 @pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
 def test_resumption_across_workers(tmp_path, certs, gateway_factory, version):
     port = free_port()

@@ -28,6 +28,7 @@ import pytest
 
 from conftest import (REPO_ROOT, Upstream, _kill_group, _live_groups, _port_open, base_config,
                       free_port, http_request)
+from peers import ca_signed_cert
 
 AGENT = Path(os.environ.get("FASTGATEWAY_AGENT", str(REPO_ROOT / "fastgateway-agent"))).resolve()
 WS_ECHO = Path(__file__).resolve().parent / "ws_echo.py"
@@ -41,24 +42,9 @@ pytestmark = [
 ]
 
 
-def _run(*args):
-    return subprocess.run(list(args), check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tunnelcerts")
-    _run("openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
-         "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", "/CN=Tunnel CA",
-         "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
-    _run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-subj", "/CN=localhost", "-keyout", str(d / "gw.key"), "-out",
-         str(d / "gw.csr"))
-    (d / "gw.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _run("openssl", "x509", "-req", "-in", str(d / "gw.csr"), "-CA", str(d / "ca.crt"),
-         "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "30", "-sha256", "-extfile",
-         str(d / "gw.ext"), "-out", str(d / "gw.crt"))
-    return {"ca": str(d / "ca.crt"), "crt": str(d / "gw.crt"), "key": str(d / "gw.key")}
+    return ca_signed_cert(tmp_path_factory.mktemp("tunnelcerts"))
 
 
 def secret_file(tmp, name, value=None):

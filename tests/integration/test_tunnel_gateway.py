@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import _kill_group, _live_groups, base_config, free_port, http_request
+from peers import ca_signed_cert
 
 AGENT = Path(__file__).resolve().parent / "tunnel_agent.py"
 TUNNEL_PATH = "/_fg/tunnel"
@@ -436,17 +437,7 @@ def test_gateway_restart_agents_come_back(one):
 
 def test_agent_over_tls(gateway_factory, upstream_factory, agents, tmp_path):
     d = Path(tmp_path)
-    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True, timeout=60)
-    run("openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
-        "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=Test CA",
-        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
-    run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes", "-subj", "/CN=localhost", "-keyout", str(d / "srv.key"), "-out",
-        str(d / "srv.csr"))
-    (d / "srv.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("openssl", "x509", "-req", "-in", str(d / "srv.csr"), "-CA", str(d / "ca.crt"),
-        "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2", "-sha256", "-extfile",
-        str(d / "srv.ext"), "-out", str(d / "srv.crt"))
+    ca_signed_cert(d, days=2)
     up = upstream_factory()
     port, tls_port = free_port(), free_port()
     cfg = tunnel_config(tmp_path, port, ["office"],

@@ -109,13 +109,34 @@ static pid_t owner_fn(int slot, void *arg)
     return owner_pid + slot;
 }
 
+/* Prepare f's configuration as it is now as ls's next generation; its fds in *fds. */
+static void prepare_ok(fg_listeners_t *ls, fixture_t *f, int **fds)
+{
+    char err[256] = "";
+    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, fds, err, sizeof(err)), 0);
+}
+
+/* prepare_ok, then commit with no worker to hold what is retired. */
+static void generation(fg_listeners_t *ls, fixture_t *f, int **fds)
+{
+    prepare_ok(ls, f, fds);
+    fg_listeners_commit(ls, NULL, NULL);
+}
+
+static void teardown(fg_listeners_t *ls, fixture_t *f, int *a, int *b)
+{
+    free(a);
+    free(b);
+    fg_listeners_free(ls);
+    free(f);
+}
+
 static void test_open_per_slot(void **state)
 {
     fixture_t *f = fixture(2, 3);
     fg_listeners_t *ls = fg_listeners_new();
     int *fds = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &fds, err, sizeof(err)), 0);
+    prepare_ok(ls, f, &fds);
     assert_int_equal(fg_listeners_commit(ls, NULL, NULL), 0);
     assert_int_equal(fg_listeners_active(ls), 6);
     for (int i = 0; i < 6; i++) {
@@ -148,14 +169,12 @@ static void test_kept_address_keeps_fds(void **state)
     fixture_t *f = fixture(2, 2);
     fg_listeners_t *ls = fg_listeners_new();
     int *a = NULL, *b = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     /* The next generation lists the servers in another order: same sockets per address. */
     fg_server_t tmp = f->servers[0];
     f->servers[0] = f->servers[1];
     f->servers[1] = tmp;
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    prepare_ok(ls, f, &b);
     assert_int_equal(fg_listeners_commit(ls, owner_fn, NULL), 0);
     assert_int_equal(b[0], a[2]);
     assert_int_equal(b[1], a[3]);
@@ -163,10 +182,7 @@ static void test_kept_address_keeps_fds(void **state)
     assert_int_equal(b[3], a[1]);
     assert_int_equal(fg_listeners_active(ls), 4);
     assert_int_equal(fg_listeners_retired(ls), 0);
-    free(a);
-    free(b);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, b);
 }
 
 static void test_grow_then_rollback(void **state)
@@ -175,11 +191,10 @@ static void test_grow_then_rollback(void **state)
     fg_listeners_t *ls = fg_listeners_new();
     int *a = NULL, *b = NULL;
     char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
 
     f->cfg.workers = 4;
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    prepare_ok(ls, f, &b);
     assert_int_equal(b[0], a[0]);
     assert_int_equal(b[1], a[1]);
     assert_true(is_open(b[2]) && is_open(b[3]));
@@ -198,13 +213,10 @@ static void test_grow_then_rollback(void **state)
     free(b);
 
     /* Grow for real this time. */
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    prepare_ok(ls, f, &b);
     assert_int_equal(fg_listeners_commit(ls, NULL, NULL), 0);
     assert_int_equal(fg_listeners_active(ls), 4);
-    free(a);
-    free(b);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, b);
 }
 
 static void test_rollback_with_owner_retires(void **state)
@@ -212,11 +224,9 @@ static void test_rollback_with_owner_retires(void **state)
     fixture_t *f = fixture(1, 1);
     fg_listeners_t *ls = fg_listeners_new();
     int *a = NULL, *b = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     f->cfg.workers = 2;
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    prepare_ok(ls, f, &b);
     /* The new worker of slot 1 (pid 500 + 1) may hold it: kept until that pid is gone. */
     owner_pid = 500;
     assert_int_equal(fg_listeners_rollback(ls, owner_fn, NULL), 1);
@@ -224,10 +234,7 @@ static void test_rollback_with_owner_retires(void **state)
     assert_true(is_open(b[1]));
     assert_int_equal(fg_listeners_release(ls, 501), 1);
     assert_false(is_open(b[1]));
-    free(a);
-    free(b);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, b);
 }
 
 static void test_shrink_and_remove_retire(void **state)
@@ -235,15 +242,13 @@ static void test_shrink_and_remove_retire(void **state)
     fixture_t *f = fixture(2, 3);
     fg_listeners_t *ls = fg_listeners_new();
     int *a = NULL, *b = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
 
     /* Next generation: 2 workers, and only the second server. */
     f->cfg.workers = 2;
     f->cfg.servers = &f->servers[1];
     f->cfg.nservers = 1;
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    prepare_ok(ls, f, &b);
     assert_int_equal(b[0], a[3]);
     assert_int_equal(b[1], a[4]);
     owner_pid = 1000;
@@ -266,10 +271,7 @@ static void test_shrink_and_remove_retire(void **state)
     assert_int_equal(fg_listeners_release(ls, 1001), 1);
     assert_int_equal(fg_listeners_retired(ls), 0);
     assert_true(is_open(b[0]) && is_open(b[1]));
-    free(a);
-    free(b);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, b);
 }
 
 /* A connection already queued on a socket survives its retirement: the old worker still
@@ -279,17 +281,13 @@ static void test_retired_keeps_queue(void **state)
     fixture_t *f = fixture(1, 1);
     fg_listeners_t *ls = fg_listeners_new();
     int *a = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     int c = connect_nb(f->port[0]);
     usleep(50 * 1000);
     assert_int_equal(fg_listener_block(a[0]), 0);
     assert_int_equal(accept_all(a[0]), 1);
     close(c);
-    free(a);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, NULL);
 }
 
 /* Whether least-connections balancing runs (it needs CAP_BPF). */
@@ -298,6 +296,18 @@ static int balanced(fg_listeners_t *ls)
     uint32_t *pending, *busy;
     uint64_t *owner;
     return fg_listeners_balance_slot(ls, 0, &pending, &busy, &owner) != NULL;
+}
+
+/* A listener set for f; the test is skipped (f freed) where balancing does not run. */
+static fg_listeners_t *balanced_set(fixture_t *f)
+{
+    fg_listeners_t *ls = fg_listeners_new();
+    if (!balanced(ls)) {
+        fg_listeners_free(ls);
+        free(f);
+        skip();
+    }
+    return ls;
 }
 
 /* After the filter no handshake completes on the blocked socket; the clients whose SYN hashed
@@ -309,11 +319,9 @@ static void test_blocked_socket_drops_syn(void **state)
     fixture_t *f = fixture(1, 2);
     fg_listeners_t *ls = fg_listeners_new();
     int *a = NULL, *b = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     f->cfg.workers = 1;
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    prepare_ok(ls, f, &b);
     owner_pid = 77;
     assert_int_equal(fg_listeners_commit(ls, owner_fn, NULL), 1); /* a[1] retired, owner 78 */
 
@@ -337,10 +345,7 @@ static void test_blocked_socket_drops_syn(void **state)
     assert_int_equal(live, N);
     for (int i = 0; i < N; i++)
         close(c[i]);
-    free(a);
-    free(b);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, b);
 }
 
 /* n SYNs to two slots whose workers hold open[s] connections and run callbacks when busy[s]:
@@ -348,16 +353,9 @@ static void test_blocked_socket_drops_syn(void **state)
 static void steer(const uint32_t open_in[2], const uint32_t busy_in[2], int n, const int want[2])
 {
     fixture_t *f = fixture(1, 2);
-    fg_listeners_t *ls = fg_listeners_new();
-    if (!balanced(ls)) {
-        fg_listeners_free(ls);
-        free(f);
-        skip();
-    }
+    fg_listeners_t *ls = balanced_set(f);
     int *a = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     uint32_t *open[2], *pending[2], *busy[2];
     uint64_t *owner;
     for (int s = 0; s < 2; s++) {
@@ -376,9 +374,7 @@ static void steer(const uint32_t open_in[2], const uint32_t busy_in[2], int n, c
     assert_int_equal(accept_all(a[1]), want[1]);
     for (int i = 0; i < n; i++)
         close(c[i]);
-    free(a);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, NULL);
 }
 
 /* Each SYN goes to the slot with the fewest connections, open plus steered and not accepted
@@ -419,16 +415,9 @@ static void test_busy_weight_on_the_last_of_most_slots(void **state)
 {
     enum { W = FG_CONFIG_MAX_WORKERS };
     fixture_t *f = fixture(1, W);
-    fg_listeners_t *ls = fg_listeners_new();
-    if (!balanced(ls)) {
-        fg_listeners_free(ls);
-        free(f);
-        skip();
-    }
+    fg_listeners_t *ls = balanced_set(f);
     int *a = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     uint32_t *open[W], *pending[W], *busy[W];
     uint64_t *owner;
     for (int s = 0; s < W; s++) {
@@ -450,9 +439,7 @@ static void test_busy_weight_on_the_last_of_most_slots(void **state)
     assert_int_equal(accept_all(a[W - 1]), 1);
     close(c);
     close(d);
-    free(a);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, NULL);
 }
 
 /* A slot beyond the workers of the current configuration takes nothing once committed. */
@@ -460,21 +447,14 @@ static void test_shrunk_slot_takes_nothing(void **state)
 {
     enum { N = 8 };
     fixture_t *f = fixture(1, 2);
-    fg_listeners_t *ls = fg_listeners_new();
-    if (!balanced(ls)) {
-        fg_listeners_free(ls);
-        free(f);
-        skip();
-    }
+    fg_listeners_t *ls = balanced_set(f);
     int *a = NULL, *b = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     uint32_t *pending, *busy;
     uint64_t *owner;
     *fg_listeners_balance_slot(ls, 0, &pending, &busy, &owner) = 100; /* slot 0 heavily loaded */
     f->cfg.workers = 1;
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    prepare_ok(ls, f, &b);
     owner_pid = 77;
     assert_int_equal(fg_listeners_commit(ls, owner_fn, NULL), 1);
     int c[N];
@@ -484,10 +464,7 @@ static void test_shrunk_slot_takes_nothing(void **state)
     assert_int_equal(accept_all(a[0]), N);
     for (int i = 0; i < N; i++)
         close(c[i]);
-    free(a);
-    free(b);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, b);
 }
 
 /* Two committed slots of one address for the dead-slot tests, balanced or skipped; the page
@@ -653,12 +630,9 @@ static void test_bind_failure_undoes(void **state)
     assert_int_equal(fg_listeners_active(ls), 0);
     /* The failed attempt left nothing pending: fixing the config works. */
     close(busy);
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     assert_int_equal(fg_listeners_active(ls), 4);
-    free(a);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, NULL);
 }
 
 /* A listener of someone else on addr (or its port on 0.0.0.0), SO_REUSEPORT as asked. */
@@ -712,25 +686,22 @@ static void test_own_sockets_pass_the_probe(void **state)
     fg_listeners_t *ls = fg_listeners_new();
     int *a = NULL;
     char err[256] = "";
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     free(a);
     f->cfg.workers = 2;
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     free(a);
     /* server 1 removed: its sockets retired, held for their worker */
     f->cfg.nservers = 1;
     owner_pid = 300;
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
+    prepare_ok(ls, f, &a);
     assert_int_equal(fg_listeners_commit(ls, owner_fn, NULL), 2);
     free(a);
     /* added back at once, and 0.0.0.0 on server 0's port next to it */
     f->cfg.nservers = 3;
     set_server(f, 2, f->port[0]);
     ((struct sockaddr_in *)&f->servers[2].addr)->sin_addr.s_addr = htonl(INADDR_ANY);
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     assert_int_equal(fg_listeners_active(ls), 6);
     free(a);
     /* a reload adding an address someone else listens on fails and changes nothing */
@@ -759,17 +730,14 @@ static void test_duplicate_and_disabled(void **state)
 
     f->servers[2].enabled = 0;
     f->servers[0].enabled = 0;
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     assert_int_equal(a[0], -1);
     assert_int_equal(a[1], -1);
     assert_true(a[2] > 2 && a[3] > 2);
     assert_int_equal(a[4], -1);
     assert_int_equal(a[5], -1);
     assert_int_equal(fg_listeners_active(ls), 2);
-    free(a);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, NULL);
 }
 
 static void test_close_in_child(void **state)
@@ -777,11 +745,9 @@ static void test_close_in_child(void **state)
     fixture_t *f = fixture(2, 2);
     fg_listeners_t *ls = fg_listeners_new();
     int *a = NULL, *b = NULL;
-    char err[256];
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &a, err, sizeof(err)), 0);
-    fg_listeners_commit(ls, NULL, NULL);
+    generation(ls, f, &a);
     f->cfg.workers = 1;
-    assert_int_equal(fg_listeners_prepare(ls, &f->cfg, &b, err, sizeof(err)), 0);
+    prepare_ok(ls, f, &b);
     owner_pid = 10;
     fg_listeners_commit(ls, owner_fn, NULL); /* a[1], a[3] retired */
 
@@ -800,10 +766,7 @@ static void test_close_in_child(void **state)
     /* The parent's copies are untouched. */
     for (int i = 0; i < 4; i++)
         assert_true(is_open(a[i]));
-    free(a);
-    free(b);
-    fg_listeners_free(ls);
-    free(f);
+    teardown(ls, f, a, b);
 }
 
 int main(void)

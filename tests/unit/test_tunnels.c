@@ -58,6 +58,19 @@ static fg_config_t *load(const char *dest, const char *extra, char *err, size_t 
     return fg_config_load_string("t.json", text, err, errlen);
 }
 
+/* A fresh arena holding the tunnel registry of load(dest, NULL)'s configuration (*cfg), as
+ * generation 1 of one worker. */
+static fg_shm_t *registry(const char *dest, fg_config_t **cfg)
+{
+    char err[512] = "";
+    *cfg = load(dest, NULL, err, sizeof(err));
+    assert_non_null(*cfg);
+    fg_shm_t *shm = fg_shm_new(16 << 20);
+    assert_non_null(shm);
+    assert_int_equal(fg_tunnels_attach(shm, *cfg, 1, 1, err, sizeof(err)), 0);
+    return shm;
+}
+
 static void test_config_defaults_and_secret(void **state)
 {
     char err[512] = "";
@@ -131,12 +144,8 @@ static void test_config_tunnel_needs_section(void **state)
 
 static void test_registry_claim_takeover_release(void **state)
 {
-    char err[512] = "";
-    fg_config_t *cfg = load("tunnel://office/web", NULL, err, sizeof(err));
-    assert_non_null(cfg);
-    fg_shm_t *shm = fg_shm_new(16 << 20);
-    assert_non_null(shm);
-    assert_int_equal(fg_tunnels_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_config_t *cfg = NULL;
+    fg_shm_t *shm = registry("tunnel://office/web", &cfg);
     fg_tunnels_t *t = fg_tunnels_zone();
     fg_tunnel_rec_t *rec = cfg->tunnels.agents[0].state;
     assert_non_null(rec);
@@ -208,6 +217,7 @@ static void test_registry_claim_takeover_release(void **state)
     /* a reload keeps the record; a dead worker's connections go */
     fg_tunnels_claim(t, rec, 300, 0, 1, "x", inst_a, 0, &c1);
     fg_tunnels_claim(t, rec, 400, 1, 1, "y", inst_a, 1, &c2);
+    char err[512] = "";
     fg_config_t *cfg2 = load(NULL, NULL, err, sizeof(err));
     assert_int_equal(fg_tunnels_attach(shm, cfg2, 2, 1, err, sizeof(err)), 0);
     assert_ptr_equal(cfg2->tunnels.agents[0].state, rec);
@@ -247,12 +257,8 @@ static void *watch(void *arg)
 
 static void test_registry_takeover_never_offline(void **state)
 {
-    char err[512] = "";
-    fg_config_t *cfg = load("tunnel://office/web", NULL, err, sizeof(err));
-    assert_non_null(cfg);
-    fg_shm_t *shm = fg_shm_new(16 << 20);
-    assert_non_null(shm);
-    assert_int_equal(fg_tunnels_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_config_t *cfg = NULL;
+    fg_shm_t *shm = registry("tunnel://office/web", &cfg);
     fg_tunnels_t *t = fg_tunnels_zone();
     fg_tunnel_rec_t *rec = cfg->tunnels.agents[0].state;
     fg_tunnels_claim_t c;
@@ -293,10 +299,8 @@ static void test_registry_takeover_never_offline(void **state)
 
 static void test_registry_auth_failures_per_address(void **state)
 {
-    char err[512] = "";
-    fg_config_t *cfg = load(NULL, NULL, err, sizeof(err));
-    fg_shm_t *shm = fg_shm_new(16 << 20);
-    assert_int_equal(fg_tunnels_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_config_t *cfg = NULL;
+    fg_shm_t *shm = registry(NULL, &cfg);
     fg_tunnels_t *t = fg_tunnels_zone();
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0a000001)};
     struct sockaddr_in b = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0a000002)};
@@ -319,10 +323,8 @@ static void test_registry_auth_failures_per_address(void **state)
  * would get authFailuresPerMinute answers for each of 2^64 addresses. */
 static void test_registry_auth_failures_per_ipv6_prefix(void **state)
 {
-    char err[512] = "";
-    fg_config_t *cfg = load(NULL, NULL, err, sizeof(err));
-    fg_shm_t *shm = fg_shm_new(16 << 20);
-    assert_int_equal(fg_tunnels_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_config_t *cfg = NULL;
+    fg_shm_t *shm = registry(NULL, &cfg);
     fg_tunnels_t *t = fg_tunnels_zone();
     struct sockaddr_in6 a = {.sin6_family = AF_INET6};
     inet_pton(AF_INET6, "2001:db8:1:2::1", &a.sin6_addr);
@@ -344,10 +346,8 @@ static void test_registry_auth_failures_per_ipv6_prefix(void **state)
  * budget keeps its count (the address with the fewest failures gives up its slot). */
 static void test_registry_auth_failures_flood_keeps_guessers(void **state)
 {
-    char err[512] = "";
-    fg_config_t *cfg = load(NULL, NULL, err, sizeof(err));
-    fg_shm_t *shm = fg_shm_new(16 << 20);
-    assert_int_equal(fg_tunnels_attach(shm, cfg, 1, 1, err, sizeof(err)), 0);
+    fg_config_t *cfg = NULL;
+    fg_shm_t *shm = registry(NULL, &cfg);
     fg_tunnels_t *t = fg_tunnels_zone();
     struct sockaddr_in g = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0xc0000201)};
     uint64_t now = 10 * 60000 + 5;

@@ -1115,9 +1115,8 @@ static void set_client(const fg_http1_conn_t *h, fg_request_t *req)
     }
 }
 
-/* Answer what the connection's transport decides before routing: plain HTTP on a TLS port
- * (400, then close, as nginx's 497), a Host the TLS connection may not serve (421), and on a
- * plaintext server with redirectHttps the redirect. Returns 1 when answered. */
+/* Plain HTTP on a TLS port gets 400, then close, as nginx's 497; the rest is the TLS gate
+ * every front end applies. Returns 1 when answered. */
 static int tls_gate(fg_http1_conn_t *h, fg_request_t *req)
 {
     if (h->plain_on_tls) {
@@ -1127,30 +1126,7 @@ static int tls_gate(fg_http1_conn_t *h, fg_request_t *req)
                          "The plain HTTP request was sent to a TLS port");
         return 1;
     }
-    if (req->ssl != NULL) {
-        /* RFC 9110 15.5.20: the client retries on a connection for that name. */
-        if (fg_tls_host_allowed(req->ssl, req->host.base, req->host.len))
-            return 0;
-        fg_request_error(req, 421, "misdirected_request",
-                         "The certificate of this connection does not cover this host");
-        return 1;
-    }
-    if (!h->server->redirect.enabled)
-        return 0;
-    size_t cap = 300 + req->host.len + req->target.len;
-    char *loc = fg_pool_alloc(req->pool, cap);
-    int n = loc ? fg_tls_redirect_location(&h->server->redirect, req->host.base, req->host.len,
-                                           req->target.base, req->target.len, loc, cap)
-                : -1;
-    fg_headers_t hd;
-    fg_headers_init(&hd, req->pool, 1);
-    if (n < 0 || fg_headers_add(&hd, FG_STR_LIT("Location"), (fg_str_t){loc, (size_t)n}) != 0) {
-        h->close_after = 1;
-        fg_request_error(req, 400, "bad_request", "no valid host to redirect to");
-        return 1;
-    }
-    fg_request_respond(req, h->server->redirect.status, &hd, NULL, 0);
-    return 1;
+    return fg_request_tls_gate(req);
 }
 
 /* Start the request whose head is the first `len` bytes of input. */

@@ -1258,37 +1258,6 @@ static int64_t parse_length(const fg_request_t *req)
     return v;
 }
 
-/* What the connection decides before routing: a host the TLS connection may not serve (421,
- * RFC 9110 15.5.20: HTTP/2 coalesces connections), and redirectHttps on a plaintext server.
- * Returns 1 when answered. */
-static int conn_gate(stream_t *s)
-{
-    fg_request_t *req = &s->req;
-    const fg_server_t *srv = s->h->server;
-    if (req->ssl != NULL) {
-        if (fg_tls_host_allowed(req->ssl, req->host.base, req->host.len))
-            return 0;
-        fg_request_error(req, 421, "misdirected_request",
-                         "The certificate of this connection does not cover this host");
-        return 1;
-    }
-    if (!srv->redirect.enabled)
-        return 0;
-    size_t cap = 300 + req->host.len + req->target.len;
-    char *loc = fg_pool_alloc(req->pool, cap);
-    int n = loc ? fg_tls_redirect_location(&srv->redirect, req->host.base, req->host.len,
-                                           req->target.base, req->target.len, loc, cap)
-                : -1;
-    fg_headers_t hd;
-    fg_headers_init(&hd, req->pool, 1);
-    if (n < 0 || fg_headers_add(&hd, FG_STR_LIT("location"), (fg_str_t){loc, (size_t)n}) != 0) {
-        fg_request_error(req, 400, "bad_request", "no valid host to redirect to");
-        return 1;
-    }
-    fg_request_respond(req, srv->redirect.status, &hd, NULL, 0);
-    return 1;
-}
-
 /* The request's fields into req, or an error answer. Returns 0 to dispatch. */
 static int map_request(stream_t *s)
 {
@@ -1329,7 +1298,7 @@ static int map_request(stream_t *s)
     req->expect_continue = ex && fg_str_ieq_c(ex->value, "100-continue");
     req->keep_alive = 1;
     req->head_bytes = s->field_bytes;
-    return conn_gate(s) ? -1 : 0;
+    return fg_request_tls_gate(req) ? -1 : 0;
 }
 
 static void start_request(stream_t *s)

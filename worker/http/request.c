@@ -12,6 +12,7 @@
 #include "common/http_date.h"
 #include "common/log.h"
 #include "common/mime.h"
+#include "common/tls.h"
 #include "worker/core/clock.h"
 #include "worker/core/context.h"
 
@@ -304,6 +305,36 @@ const char *fg_request_error_kind(int status)
 void fg_request_error(fg_request_t *req, int status, const char *error, const char *message)
 {
     fg_request_error_with(req, status, error, message, NULL);
+}
+
+int fg_request_tls_answer(fg_request_t *req)
+{
+    if (req->ssl != NULL) {
+        /* RFC 9110 15.5.20: the client retries on a connection for that name (HTTP/2
+         * coalesces connections, HTTP/1.1 may send any Host). */
+        if (fg_tls_host_allowed(req->ssl, req->host.base, req->host.len))
+            return 0;
+        fg_request_error(req, 421, "misdirected_request",
+                         "The certificate of this connection does not cover this host");
+        return 1;
+    }
+    const fg_redirect_https_t *r = &req->server->redirect;
+    if (!r->enabled)
+        return 0;
+    size_t cap = 300 + req->host.len + req->target.len;
+    char *loc = fg_pool_alloc(req->pool, cap);
+    int n = loc ? fg_tls_redirect_location(r, req->host.base, req->host.len, req->target.base,
+                                           req->target.len, loc, cap)
+                : -1;
+    fg_headers_t hd;
+    fg_headers_init(&hd, req->pool, 1);
+    if (n < 0 || fg_headers_add(&hd, FG_STR_LIT("Location"), (fg_str_t){loc, (size_t)n}) != 0) {
+        req->keep_alive = 0;
+        fg_request_error(req, 400, "bad_request", "no valid host to redirect to");
+        return 1;
+    }
+    fg_request_respond(req, r->status, &hd, NULL, 0);
+    return 1;
 }
 
 /* A client's X-Request-Id is kept when it is short and plain enough to log and forward. */

@@ -204,6 +204,20 @@ const char *fg_request_error_kind(int status);
 /* fg_request_error_with without extra fields. */
 void fg_request_error(fg_request_t *req, int status, const char *error, const char *message);
 
+/* What a connection's TLS state decides before routing, for every front end: a Host that
+ * the certificate of the TLS connection does not cover gets 421; on a plaintext server with
+ * redirectHttps, the redirect to https, or 400 with the connection closing (keep_alive off)
+ * when the request has no host to redirect to. Returns 1 when answered, 0 to route. */
+int fg_request_tls_answer(fg_request_t *req);
+/* fg_request_tls_answer where it has something to decide: a plaintext request on a server
+ * without redirectHttps, the common case, costs no call. */
+static inline int fg_request_tls_gate(fg_request_t *req)
+{
+    if (req->ssl == NULL && !req->server->redirect.enabled)
+        return 0;
+    return fg_request_tls_answer(req);
+}
+
 /* The fields a front end adds to every response head: date, the Date value (RFC 9110 6.6.1)
  * unless hdrs carry one; server, the server's serverHeader unless it is off, hdrs carry
  * one, or the response is relayed from a destination. An empty slice means "add none". */

@@ -797,19 +797,19 @@ static int when_applies(int when, int status)
     }
 }
 
-int fg_transform_response(const fg_request_t *req, int status, fg_headers_t *hdrs)
+/* Apply the route's field transforms of kind set_kind (set, or append) and remove_kind to
+ * hdrs, those whose When matches status. Returns 0, or -1 when out of memory. */
+static int apply_fields(const fg_route_t *route, int set_kind, int remove_kind, int status,
+                        fg_headers_t *hdrs)
 {
-    const fg_route_t *route = req->route;
-    if (route == NULL)
-        return 0;
-    for (size_t i = 0; i < route->ntransforms; i++) {
+    for (size_t i = 0; route != NULL && i < route->ntransforms; i++) {
         const fg_transform_t *t = &route->transforms[i];
-        if ((t->kind != FG_TX_RESP_HEADER && t->kind != FG_TX_RESP_HEADER_REMOVE) ||
-            t->name == NULL || !when_applies(t->when, status))
+        if ((t->kind != set_kind && t->kind != remove_kind) || t->name == NULL ||
+            !when_applies(t->when, status))
             continue;
         fg_str_t name = fg_str(t->name), value = fg_str(t->value ? t->value : "");
         int rc = 0;
-        if (t->kind == FG_TX_RESP_HEADER_REMOVE)
+        if (t->kind == remove_kind)
             fg_headers_remove(hdrs, name);
         else if (t->action == FG_TX_APPEND)
             rc = fg_headers_append(hdrs, name, value);
@@ -819,6 +819,11 @@ int fg_transform_response(const fg_request_t *req, int status, fg_headers_t *hdr
             return -1;
     }
     return 0;
+}
+
+int fg_transform_response(const fg_request_t *req, int status, fg_headers_t *hdrs)
+{
+    return apply_fields(req->route, FG_TX_RESP_HEADER, FG_TX_RESP_HEADER_REMOVE, status, hdrs);
 }
 
 /* How the destination's fields are copied: copy and allow-list kinds for the head or the
@@ -855,26 +860,9 @@ int fg_transform_copy_fields(const fg_request_t *req, int trailers, const fg_htt
 int fg_transform_trailers(const fg_request_t *req, int status, const fg_http_header_t *in, size_t n,
                           fg_headers_t *out)
 {
-    const fg_route_t *route = req->route;
     if (fg_transform_copy_fields(req, 1, in, n, out) != 0)
         return -1;
-    for (size_t i = 0; route != NULL && i < route->ntransforms; i++) {
-        const fg_transform_t *t = &route->transforms[i];
-        if ((t->kind != FG_TX_RESP_TRAILER && t->kind != FG_TX_RESP_TRAILER_REMOVE) ||
-            !when_applies(t->when, status))
-            continue;
-        fg_str_t name = fg_str(t->name), value = fg_str(t->value ? t->value : "");
-        int rc = 0;
-        if (t->kind == FG_TX_RESP_TRAILER_REMOVE)
-            fg_headers_remove(out, name);
-        else if (t->action == FG_TX_APPEND)
-            rc = fg_headers_append(out, name, value);
-        else
-            rc = fg_headers_set(out, name, value);
-        if (rc != 0)
-            return -1;
-    }
-    return 0;
+    return apply_fields(req->route, FG_TX_RESP_TRAILER, FG_TX_RESP_TRAILER_REMOVE, status, out);
 }
 
 int fg_transform_adds_trailers(const fg_route_t *route)
