@@ -211,15 +211,26 @@ def ready_and_offered(gw, slot):
     gw.info()
 
 
-def ask(port, timeout):
-    """One connection, kept open, with one request answered on it."""
+def send_get(port, timeout):
+    """A connection with one request sent on it."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    return s
+
+
+def read_answer(s):
+    """Read the answer to the request send_get sent on s."""
     data = b""
     while not data.endswith(b"ok"):
         chunk = s.recv(4096)
         assert chunk, "connection closed before the answer"
         data += chunk
+
+
+def ask(port, timeout):
+    """One connection, kept open, with one request answered on it."""
+    s = send_get(port, timeout)
+    read_answer(s)
     return s
 
 
@@ -264,20 +275,14 @@ def test_queued_on_a_dead_worker_are_served_by_its_replacement(tmp_path, gateway
     try:
         socks = []
         for _ in range(4):
-            s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            socks.append(s)
+            socks.append(send_get(gw.port, timeout=10))
         time.sleep(0.5)
         # both idle: the first goes to slot 0 (ties go to the lower slot), where it waits
         assert held(gw).get(1, 0) < 4, held(gw)
     finally:
         os.kill(stopped, signal.SIGKILL)
     for s in socks:
-        data = b""
-        while not data.endswith(b"ok"):
-            chunk = s.recv(4096)
-            assert chunk, "connection closed before the answer"
-            data += chunk
+        read_answer(s)
         s.close()
 
 
@@ -290,14 +295,8 @@ def test_every_worker_dead_queues_until_respawn(tmp_path, gateway_factory):
     assert gw.workers() == []
     socks = []
     for _ in range(8):
-        s = socket.create_connection(("127.0.0.1", gw.port), timeout=15)
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        socks.append(s)
+        socks.append(send_get(gw.port, timeout=15))
     for s in socks:
-        data = b""
-        while not data.endswith(b"ok"):
-            chunk = s.recv(4096)
-            assert chunk, "connection closed before the answer"
-            data += chunk
+        read_answer(s)
         s.close()
     assert sorted(held(gw)) == [0, 1]
