@@ -221,6 +221,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
  * TRIM_MS the spare pools are freed and the free pages go back to the kernel (madvise), which
  * costs little on a heap of a few MB. */
 #define TRIM_MS 5000
+/* Free heap kept at the top between trims (mallopt M_TRIM_THRESHOLD). */
+#define HEAP_KEEP (1024 * 1024)
 
 static void on_trim(evutil_socket_t fd, short what, void *arg)
 {
@@ -532,7 +534,12 @@ fg_agent_t *fg_agent_new(fg_agent_config_t *cfg, char *err, size_t errlen)
     signal(SIGPIPE, SIG_IGN);
     /* Read buffers (64 KiB) come from the heap, not from mmap: each read allocates one and
      * frees it once drained, and a mapping per read costs an mmap and a munmap. A fixed
-     * threshold keeps glibc from moving it; the periodic trim hands free heap pages back. */
+     * threshold keeps glibc from moving it. Under load, requests free what they allocated at
+     * the top of the heap many times a second: with glibc's trim threshold (128 KiB) the heap
+     * would shrink and grow by brk(2) every few dozen requests, faulting its pages in again
+     * each time. Up to HEAP_KEEP stays free at the top instead, and the periodic trim
+     * (TRIM_MS) hands free heap pages back once the load is gone. */
+    mallopt(M_TRIM_THRESHOLD, HEAP_KEEP);
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     if (a->retry == NULL || a->sweep == NULL || a->trim == NULL || a->drain == NULL ||
         a->dns == NULL || event_add(a->trim, &trim_tv) != 0 ||

@@ -157,7 +157,7 @@ nginx_hello() {
     fi
     if [ -n "$tuned" ]; then
         http+=" tcp_nopush on;"
-        listen+=" backlog=4096"
+        listen+=" backlog=4096 reuseport"
     fi
     mkdir -p "$dir/logs"
     {
