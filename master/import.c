@@ -285,8 +285,8 @@ int fg_import_timespan(fg_import_t *im, const json_t *obj, const char *key, char
     return 0;
 }
 
-int fg_import_enum(fg_import_t *im, const json_t *obj, const char *key, const char *const names[],
-                   const char **out)
+int fg_import_enum_from(fg_import_t *im, const json_t *obj, const char *key,
+                        const char *const names[], int first, const char **out)
 {
     json_t *v = fg_import_get(obj, key);
     size_t n = 0;
@@ -294,9 +294,12 @@ int fg_import_enum(fg_import_t *im, const json_t *obj, const char *key, const ch
         n++;
     if (v == NULL || json_is_null(v))
         return 0;
-    if (json_is_integer(v) && json_integer_value(v) >= 0 && (size_t)json_integer_value(v) < n) {
-        *out = names[json_integer_value(v)];
-        return 0;
+    if (json_is_integer(v) && first != FG_IMPORT_NAMES_ONLY) {
+        json_int_t i = json_integer_value(v) - first;
+        if (i >= 0 && (size_t)i < n) {
+            *out = names[i];
+            return 0;
+        }
     }
     if (json_is_string(v)) {
         for (size_t i = 0; i < n; i++)
@@ -312,6 +315,12 @@ int fg_import_enum(fg_import_t *im, const json_t *obj, const char *key, const ch
         return fg_import_fail(im, key, "unknown value \"%s\" (expected %s)", json_string_value(v),
                               list);
     return fg_import_fail(im, key, "expected one of %s", list);
+}
+
+int fg_import_enum(fg_import_t *im, const json_t *obj, const char *key, const char *const names[],
+                   const char **out)
+{
+    return fg_import_enum_from(im, obj, key, names, 0, out);
 }
 
 /* Append the trimmed pieces of s, split at commas and semicolons, to arr. */

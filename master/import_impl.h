@@ -4,6 +4,7 @@
 #ifndef FG_IMPORT_IMPL_H
 #define FG_IMPORT_IMPL_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -52,8 +53,13 @@ int fg_import_timespan(fg_import_t *im, const json_t *obj, const char *key, char
                        int *present);
 /* A duration of ms milliseconds as our duration text. */
 void fg_import_duration(unsigned long long ms, char *out, size_t len);
-/* An enumeration value: one of names (ignoring case), or its position written as an integer;
- * *out is the canonical name. */
+/* An enumeration value: one of names (ignoring case), or its number written as an integer,
+ * names[i] being number first + i, as .NET numbers the members of an enum (names in the order
+ * of its declaration); *out is the canonical name. first FG_IMPORT_NAMES_ONLY: a key the source
+ * reads as a string (a policy name), which takes no number. fg_import_enum: first 0. */
+#define FG_IMPORT_NAMES_ONLY INT_MIN
+int fg_import_enum_from(fg_import_t *im, const json_t *obj, const char *key,
+                        const char *const names[], int first, const char **out);
 int fg_import_enum(fg_import_t *im, const json_t *obj, const char *key, const char *const names[],
                    const char **out);
 /* A string or an array of strings (a string is split at commas or semicolons, blanks trimmed)

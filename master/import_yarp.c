@@ -167,7 +167,8 @@ static const struct {
  * value lists the headers and "Action" gives their action (per-header keys override both). */
 static int convert_xforwarded(fg_import_t *im, const json_t *t, json_t *out)
 {
-    static const char *const actions[] = {"Set", "Append", "Remove", "Off", NULL};
+    /* YARP's ForwardedTransformActions, in its order (an integer is its number). */
+    static const char *const actions[] = {"Off", "Set", "Append", "Remove", NULL};
     static const char *const parts[] = {"For", "Proto", "Host", "Prefix"};
     const char *action = "Set", *prefix = NULL;
     if (fg_import_enum(im, t, "X-Forwarded", actions, &action) < 0 ||
@@ -187,12 +188,14 @@ static int convert_xforwarded(fg_import_t *im, const json_t *t, json_t *out)
     return 0;
 }
 
-/* The values an enumerated transform key takes (YARP reads them ignoring case), or NULL. */
+/* The values an enumerated transform key takes (YARP reads them ignoring case), or NULL; each in
+ * the order of YARP's enum (ResponseCondition, ForwardedTransformActions, NodeFormat). */
 static const char *const *enum_values(const char *key)
 {
-    static const char *const when[] = {"Success", "Always", "Failure", NULL};
-    static const char *const action[] = {"Set", "Append", "Remove", "Off", NULL};
-    static const char *const node[] = {"Random",
+    static const char *const when[] = {"Always", "Success", "Failure", NULL};
+    static const char *const action[] = {"Off", "Set", "Append", "Remove", NULL};
+    static const char *const node[] = {"None",
+                                       "Random",
                                        "RandomAndPort",
                                        "RandomAndRandomPort",
                                        "Unknown",
@@ -201,7 +204,6 @@ static const char *const *enum_values(const char *key)
                                        "Ip",
                                        "IpAndPort",
                                        "IpAndRandomPort",
-                                       "None",
                                        NULL};
     if (strcmp(key, "When") == 0)
         return when;
@@ -454,6 +456,7 @@ static int convert_cookie(fg_import_t *im, const json_t *c, json_t *aff)
     static const char *const keys[] = {"Path",         "Domain",      "HttpOnly",
                                        "SecurePolicy", "SameSite",    "Expiration",
                                        "MaxAge",       "IsEssential", NULL};
+    /* ASP.NET Core's SameSiteMode numbers Unspecified -1, then None 0, Lax 1, Strict 2. */
     static const char *const same[] = {"Unspecified", "None", "Lax", "Strict", NULL};
     static const char *const secure[] = {"SameAsRequest", "Always", "None", NULL};
     size_t mark = fg_import_push(im, "Cookie");
@@ -466,7 +469,7 @@ static int convert_cookie(fg_import_t *im, const json_t *c, json_t *aff)
         fg_import_string(im, c, "Path", &path) < 0 ||
         fg_import_string(im, c, "Domain", &domain) < 0 ||
         fg_import_bool(im, c, "HttpOnly", &http_only, &has_ho) < 0 ||
-        fg_import_enum(im, c, "SameSite", same, &ss) < 0 ||
+        fg_import_enum_from(im, c, "SameSite", same, -1, &ss) < 0 ||
         fg_import_enum(im, c, "SecurePolicy", secure, &sp) < 0 ||
         fg_import_timespan(im, c, "Expiration", exp, sizeof(exp), &has_exp) < 0 ||
         fg_import_timespan(im, c, "MaxAge", max, sizeof(max), &has_max) < 0 ||
@@ -512,8 +515,8 @@ static int convert_affinity(fg_import_t *im, const json_t *a, json_t *cluster)
     const char *policy = NULL, *fail = NULL, *name = NULL;
     if (fg_import_want_object(im, a, NULL) < 0 || fg_import_check_keys(im, a, keys) < 0 ||
         fg_import_bool(im, a, "Enabled", &enabled, &has_en) < 0 ||
-        fg_import_enum(im, a, "Policy", policies, &policy) < 0 ||
-        fg_import_enum(im, a, "FailurePolicy", failures, &fail) < 0 ||
+        fg_import_enum_from(im, a, "Policy", policies, FG_IMPORT_NAMES_ONLY, &policy) < 0 ||
+        fg_import_enum_from(im, a, "FailurePolicy", failures, FG_IMPORT_NAMES_ONLY, &fail) < 0 ||
         fg_import_string(im, a, "AffinityKeyName", &name) < 0)
         return -1;
     if (!enabled) { /* YARP: affinity is off unless Enabled is true */
@@ -563,7 +566,7 @@ static int convert_active(fg_import_t *im, const json_t *a, const json_t *md, js
         fg_import_bool(im, a, "Enabled", &enabled, &has_en) < 0 ||
         fg_import_timespan(im, a, "Interval", interval, sizeof(interval), &has_i) < 0 ||
         fg_import_timespan(im, a, "Timeout", timeout, sizeof(timeout), &has_t) < 0 ||
-        fg_import_enum(im, a, "Policy", policies, &policy) < 0 ||
+        fg_import_enum_from(im, a, "Policy", policies, FG_IMPORT_NAMES_ONLY, &policy) < 0 ||
         fg_import_string(im, a, "Path", &path) < 0 || fg_import_string(im, a, "Query", &query) < 0)
         return -1;
     fg_import_pop(im, mark);
@@ -600,7 +603,7 @@ static int convert_passive(fg_import_t *im, const json_t *p, const json_t *md, j
     double rate = 0.3;
     if (fg_import_want_object(im, p, NULL) < 0 || fg_import_check_keys(im, p, keys) < 0 ||
         fg_import_bool(im, p, "Enabled", &enabled, &has_en) < 0 ||
-        fg_import_enum(im, p, "Policy", policies, &policy) < 0 ||
+        fg_import_enum_from(im, p, "Policy", policies, FG_IMPORT_NAMES_ONLY, &policy) < 0 ||
         fg_import_timespan(im, p, "ReactivationPeriod", react, sizeof(react), &has_r) < 0)
         return -1;
     fg_import_pop(im, mark);
@@ -626,7 +629,8 @@ static int convert_health(fg_import_t *im, const json_t *h, const json_t *md, js
     json_object_set_new(cluster, "healthCheck", hc);
     const char *a = NULL;
     if (fg_import_want_object(im, h, NULL) < 0 || fg_import_check_keys(im, h, keys) < 0 ||
-        fg_import_enum(im, h, "AvailableDestinationsPolicy", avail, &a) < 0)
+        fg_import_enum_from(im, h, "AvailableDestinationsPolicy", avail, FG_IMPORT_NAMES_ONLY, &a) <
+            0)
         return -1;
     json_t *act = fg_import_get(h, "Active"), *pas = fg_import_get(h, "Passive");
     if (act != NULL && !json_is_null(act) && convert_active(im, act, md, hc) < 0)
@@ -780,7 +784,8 @@ static int convert_cluster(fg_import_t *im, const char *id, const json_t *c, jso
     const char *cid = NULL, *lb = NULL;
     if (fg_import_want_object(im, c, NULL) < 0 || fg_import_check_keys(im, c, keys) < 0 ||
         fg_import_string(im, c, "ClusterId", &cid) < 0 ||
-        fg_import_enum(im, c, "LoadBalancingPolicy", lb_policies, &lb) < 0)
+        fg_import_enum_from(im, c, "LoadBalancingPolicy", lb_policies, FG_IMPORT_NAMES_ONLY, &lb) <
+            0)
         return -1;
     if (cid != NULL && id != NULL && strcmp(cid, id) != 0)
         return fg_import_fail(im, "ClusterId", "\"%s\" differs from the cluster's key \"%s\"", cid,

@@ -172,6 +172,37 @@ R = "ReverseProxy:Routes:r"
 C = "ReverseProxy:Clusters:c"
 
 
+@pytest.mark.parametrize("xf,action", [(0, "Off"), (1, "Set"), (2, "Append"), (3, "Remove")])
+def test_yarp_enums_written_as_numbers_follow_dotnet_numbering(tmp_path, xf, action):
+    """An enum written as its number means the member .NET numbers so: YARP's
+    ForwardedTransformActions (Off 0), HeaderMatchMode (Exists 4), ASP.NET Core's SameSiteMode
+    (Unspecified -1, None 0, Lax 1, Strict 2) and CookieSecurePolicy (Always 1)."""
+    doc = _route({"Transforms": [{"X-Forwarded": xf}]},
+                 match={"Path": "/x/{**rest}", "Headers": [{"Name": "X-A", "Mode": 4}]},
+                 cluster={"SessionAffinity": {"Enabled": True, "Policy": "Cookie",
+                                              "Cookie": {"SameSite": xf - 1, "SecurePolicy": 1}}})
+    ours, _ = convert("yarp", json.dumps(doc), tmp_path, "appsettings.json")
+    route = ours["routes"][0]
+    assert route["transforms"] == [{"X-Forwarded": "For,Proto,Host,Prefix", "Action": action}]
+    assert route["match"]["headers"] == [{"name": "X-A", "mode": "Exists"}]
+    same = ["Unspecified", "None", "Lax", "Strict"][xf]
+    assert ours["clusters"][0]["sessionAffinity"]["cookie"]["sameSite"] == same
+
+
+@pytest.mark.parametrize("cluster,where", [
+    ({"LoadBalancingPolicy": 1}, C + ":LoadBalancingPolicy"),
+    ({"SessionAffinity": {"Enabled": True, "Policy": 1}}, C + ":SessionAffinity:Policy"),
+    ({"HealthCheck": {"AvailableDestinationsPolicy": 0}}, C + ":HealthCheck:AvailableDestinationsPolicy"),
+])
+def test_yarp_policy_names_take_no_number(tmp_path, cluster, where):
+    """YARP reads policies as names (strings): a number names none of them."""
+    src = tmp_path / "appsettings.json"
+    src.write_text(json.dumps(_route(cluster=cluster)))
+    r = run_import("yarp", src)
+    assert r.returncode == 1 and r.stdout == ""
+    assert where in r.stderr and "expected one of" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("doc,where,why", [
     (_route(match={"Path": "/items/{id:float}"}), R + ":Match:Path",
      "the constraint \"float\" of parameter \"id\" is not supported"),
