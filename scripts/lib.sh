@@ -147,7 +147,9 @@ CONF
 # nginx_hello DIR PORT WORKERS CONNS [WWW [TUNED]]: spawn an nginx (its files in DIR, its output
 # in DIR.out, its process group in LAST_PID) on 127.0.0.1:PORT that answers GET / with
 # "hello world\n" (12 bytes) and, given WWW, serves the files under WWW with sendfile. TUNED
-# adds what the throughput runs set: tcp_nopush and a listen backlog of 4096.
+# adds what the throughput runs set: tcp_nopush, a listen backlog of 4096, and reuseport (one
+# socket per worker, so that a burst of connections from one client process, which nginx's
+# shared socket hands mostly to one worker, spreads over the workers by the kernel's hash).
 nginx_hello() {
     local dir=$1 workers=$3 conns=$4 www=${5:-} tuned=${6:-}
     local http="access_log off;" listen="127.0.0.1:$2" files=""
