@@ -516,7 +516,12 @@ start_peer haproxy-h2c "$HAC_PORT" h2c haproxy -db -f "$TMP/haproxy-h2c/haproxy.
 # it settles. TUNNEL_BENCH=0 skips it.
 AGENT=${AGENT:-$ROOT/fastgateway-agent}
 AG_RSS_IDLE=- AG_RSS_PEAK=- AG_RSS_AFTER=- AG_PID=
-vmrss() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo -; }
+# vmrss PID: its VmRSS in KiB, or "-" once it is gone (a zombie's status has no VmRSS line)
+vmrss() {
+    local r
+    r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true)
+    echo "${r:--}"
+}
 if [ -z "$ONLY_H2" ] && [ "${TUNNEL_BENCH:-1}" != 0 ] && [ -x "$AGENT" ]; then
     TN_PORT=$(free_port) TN_AGENT_PORT=$(free_port)
     mkdir -p "$TMP/tunnel"
