@@ -4,6 +4,8 @@ connection is closed at accept, before any byte is read or any TLS handshake, co
 fastgateway_server_connections_refused_total and logged; every close path gives its place back.
 Clients are real sockets, bound to 127.0.0.x source addresses to act as distinct clients."""
 import json
+import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -362,6 +364,32 @@ def test_reload_changes_the_cap_and_keeps_counts(tmp_path, gateway_factory, ws_e
         x.close()
 
 
+def test_a_killed_workers_places_are_dropped(tmp_path, gateway_factory):
+    port = free_port()
+    gw = gateway_factory(limited(tmp_path, port, workers=2, maxConnections=3,
+                                 maxConnectionsPerClient=3))
+    held = [eventually_served(port) for _ in range(3)]
+    assert all(held)
+    assert wait_open(gw, 3) == 3
+    assert refused(port)
+    killed = {w["pid"] for w in gw.workers()}
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)  # its connections die with it, unclosed by the gateway
+    deadline = time.monotonic() + 10
+    while True:  # the master reaps them, drops their shares and starts new ones
+        pids = {w["pid"] for w in gw.workers()}
+        if len(pids) == 2 and not pids & killed:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert wait_open(gw, 0) == 0
+    again = [eventually_served(port) for _ in range(3)]
+    assert all(again)
+    assert refused(port)
+    for s in held + again:
+        s.close()
+
+
 def run_t(tmp_path, cfg):
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
@@ -370,9 +398,11 @@ def run_t(tmp_path, cfg):
 
 
 @pytest.mark.parametrize("limits,message", [
-    ({"maxConnections": -1}, "servers[1].limits.maxConnections"),
-    ({"maxConnections": 1000001}, "servers[1].limits.maxConnections"),
-    ({"maxConnectionsPerClient": "x"}, "servers[1].limits.maxConnectionsPerClient"),
+    ({"maxConnections": -1}, "servers[1].limits.maxConnections: -1 is out of range 0..1000000"),
+    ({"maxConnections": 1000001},
+     "servers[1].limits.maxConnections: 1000001 is out of range 0..1000000"),
+    ({"maxConnectionsPerClient": "x"},
+     "servers[1].limits.maxConnectionsPerClient: expected an integer, got a string"),
     ({"maxConnections": 10, "maxConnectionsPerClient": 11},
      "servers[1].limits.maxConnectionsPerClient: 11 is more than maxConnections (10)"),
 ])
