@@ -274,16 +274,8 @@ static void give_back(void *hold)
     fg_connlimit_give(hold);
 }
 
-void fg_connlimit_attach(fg_worker_t *w, fg_conn_t *c)
+void fg_connlimit_attach_hold(fg_worker_t *w, fg_conn_t *c)
 {
-    if (w->accept_hold == NULL)
-        return;
     fg_conn_on_free(c, give_back, w->accept_hold);
-    w->accept_hold = NULL;
-}
-
-void fg_connlimit_accept_done(fg_worker_t *w)
-{
-    fg_connlimit_give(w->accept_hold);
     w->accept_hold = NULL;
 }

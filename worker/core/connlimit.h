@@ -73,10 +73,22 @@ static inline int fg_connlimit_wanted(const fg_server_t *srv)
 int fg_connlimit_accept(fg_worker_t *w, const fg_server_t *srv,
                         const struct sockaddr_storage *peer);
 /* The conn made for the connection being started takes w's accept hold, if any: its places are
- * given back when the conn is freed, whatever front end holds it then. */
-void fg_connlimit_attach(fg_worker_t *w, fg_conn_t *c);
+ * given back when the conn is freed, whatever front end holds it then. Inline: without caps the
+ * front ends' accept pays a test of a NULL pointer. */
+void fg_connlimit_attach_hold(fg_worker_t *w, fg_conn_t *c);
+static inline void fg_connlimit_attach(fg_worker_t *w, fg_conn_t *c)
+{
+    if (w->accept_hold != NULL)
+        fg_connlimit_attach_hold(w, c);
+}
 /* After the front end's start: an accept hold no conn took (the start failed) is given back. */
-void fg_connlimit_accept_done(fg_worker_t *w);
+static inline void fg_connlimit_accept_done(fg_worker_t *w)
+{
+    if (w->accept_hold != NULL) {
+        fg_connlimit_give(w->accept_hold);
+        w->accept_hold = NULL;
+    }
+}
 /* The worker's counts, made when first needed; NULL when out of memory. */
 fg_connlimit_t *fg_connlimit_of(fg_worker_t *w);
 
