@@ -347,7 +347,7 @@ def test_reload_changes_the_cap_and_keeps_counts(tmp_path, gateway_factory, ws_e
     assert wait_open(gw, 1) == 1
     cfg["servers"][0]["limits"] = {"maxConnections": 3}
     gw.reload(cfg)
-    assert open_count(gw) == 1  # still held by the old worker, still counted
+    assert wait_open(gw, 1) == 1  # still held by the old worker, still counted
     held = [eventually_served(port) for _ in range(2)]
     assert all(held)
     assert refused(port)
@@ -362,6 +362,36 @@ def test_reload_changes_the_cap_and_keeps_counts(tmp_path, gateway_factory, ws_e
     assert all(many)
     for x in many:
         x.close()
+
+
+def test_a_reload_drains_and_gives_every_place_back(tmp_path, gateway_factory):
+    """Old workers close their idle keep-alive connections and send HTTP/2 GOAWAY: every place
+    they held comes back."""
+    port = free_port()
+    cfg = limited(tmp_path, port, workers=2, maxConnections=6)
+    cfg["servers"][0]["http2"] = {"h2c": True}
+    gw = gateway_factory(cfg)
+    h2 = []
+    for _ in range(3):
+        c = h2raw.Client(port)
+        assert c.response(c.request(path="/"))["status"] == 200
+        h2.append(c)
+    h1 = [eventually_served(port) for _ in range(3)]
+    assert all(h1)
+    assert wait_open(gw, 6) == 6
+    assert refused(port)
+    cfg["servers"][0]["limits"]["maxConnections"] = 7
+    gw.reload(cfg)
+    for c in h2:
+        assert c.goaway() is not None
+    assert wait_open(gw, 0) == 0
+    again = [eventually_served(port) for _ in range(7)]
+    assert all(again)
+    assert refused(port)
+    for s in h1 + again:
+        s.close()
+    for c in h2:
+        c.sock.close()
 
 
 def test_a_killed_workers_places_are_dropped(tmp_path, gateway_factory):
