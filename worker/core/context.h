@@ -9,8 +9,8 @@
 #include "common/config.h"
 #include "shm/arena.h"
 
-/* front ends' worker-wide state (worker/core/frontend.h): HTTP/1.1, HTTP/2, tunnels, relays,
- * tcp servers */
+/* front ends' worker-wide state (worker/core/frontend.h): HTTP/1.1, HTTP/2, tunnels, relays;
+ * the last slot is for the front ends that keep none (tls, h2c, tcp servers) */
 #define FG_FRONTEND_SLOTS 5
 #define FG_REQUEST_POOL_SPARES 64 /* finished requests' pools kept for the next ones */
 
