@@ -316,11 +316,12 @@ static int load_globals(fg_config_ctx_t *c, const json_t *root)
 
 static int load_server_limits(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
-    static const char *const keys[] = {"maxRequestLineSize", "maxHeaderSize", "maxHeaders",
-                                       "maxRequestBodySize", NULL};
+    static const char *const keys[] = {
+        "maxRequestLineSize", "maxHeaderSize",           "maxHeaders", "maxRequestBodySize",
+        "maxConnections",     "maxConnectionsPerClient", NULL};
     json_t *o = NULL, *body;
     uint64_t line = s->max_request_line, hdr = s->max_header_size, bs;
-    long long nh = s->max_headers;
+    long long nh = s->max_headers, maxc = 0, perc = 0;
 
     if (fg_config_get_object(c, srv, "limits", keys, &o) < 0)
         return -1;
@@ -328,8 +329,15 @@ static int load_server_limits(fg_config_ctx_t *c, const json_t *srv, fg_server_t
     int rc = -1;
     if (fg_config_get_size(c, o, "maxRequestLineSize", &line) < 0 ||
         fg_config_get_size(c, o, "maxHeaderSize", &hdr) < 0 ||
-        fg_config_get_int(c, o, "maxHeaders", 1, 65535, &nh) < 0)
+        fg_config_get_int(c, o, "maxHeaders", 1, 65535, &nh) < 0 ||
+        fg_config_get_int(c, o, "maxConnections", 0, FG_MAX_CONN_CAP, &maxc) < 0 ||
+        fg_config_get_int(c, o, "maxConnectionsPerClient", 0, FG_MAX_CONN_CAP, &perc) < 0)
         goto out;
+    if (maxc > 0 && perc > maxc) {
+        fg_config_fail(c, "maxConnectionsPerClient",
+                       "%lld is more than maxConnections (%lld): it could never apply", perc, maxc);
+        goto out;
+    }
     if (line < 16 || line > 1024 * KIB) {
         fg_config_fail(c, "maxRequestLineSize", "must be between 16 and 1m");
         goto out;
@@ -355,6 +363,8 @@ static int load_server_limits(fg_config_ctx_t *c, const json_t *srv, fg_server_t
     s->max_request_line = (size_t)line;
     s->max_header_size = (size_t)hdr;
     s->max_headers = (unsigned)nh;
+    s->max_connections = (unsigned)maxc;
+    s->max_per_client = (unsigned)perc;
     rc = 0;
 out:
     fg_config_pop(c, mark);

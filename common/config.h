@@ -489,6 +489,7 @@ typedef struct {
     unsigned max_per_client;     /* "maxConnectionsPerClient": open from one address; 0 = none */
 } fg_tcp_server_config_t;
 
+#define FG_MAX_CONN_CAP 1000000     /* of connection caps: far past what descriptors allow */
 #define FG_TCP_MAX_CONNECTIONS 1024 /* default of "maxConnections" */
 #define FG_TCP_MAX_PER_CLIENT 64    /* default of "maxConnectionsPerClient" */
 
@@ -510,6 +511,10 @@ typedef struct {
     size_t max_header_size;        /* default 32k -> 431 */
     unsigned max_headers;          /* default 100 -> 431 */
     int64_t max_request_body_size; /* default 100m -> 413; -1 unlimited */
+    /* "maxConnections", "maxConnectionsPerClient": open connections of an HTTP server (all
+     * workers), of one client address; 0 = no cap. Checked at accept (worker/core/connlimit.h). */
+    unsigned max_connections;
+    unsigned max_per_client;
     /* timeouts */
     uint64_t header_timeout_ms;      /* default 60 s -> 408 */
     uint64_t body_timeout_ms;        /* default 60 s between body reads -> 408 */

@@ -213,11 +213,13 @@ static json_t *server(const fg_server_t *s)
     set(o, "enabled", json_boolean(s->enabled));
     set(o, "backlog", json_integer(s->backlog));
     set(o, "limits",
-        json_pack("{s:o, s:o, s:i, s:o}", "maxRequestLineSize", size(s->max_request_line),
+        json_pack("{s:o, s:o, s:i, s:o, s:I, s:I}", "maxRequestLineSize", size(s->max_request_line),
                   "maxHeaderSize", size(s->max_header_size), "maxHeaders", (int)s->max_headers,
                   "maxRequestBodySize",
                   s->max_request_body_size < 0 ? json_string("unlimited")
-                                               : size((uint64_t)s->max_request_body_size)));
+                                               : size((uint64_t)s->max_request_body_size),
+                  "maxConnections", (json_int_t)s->max_connections, "maxConnectionsPerClient",
+                  (json_int_t)s->max_per_client));
     set(o, "timeouts",
         json_pack("{s:o, s:o, s:o, s:o}", "header", duration(s->header_timeout_ms), "body",
                   duration(s->body_timeout_ms), "keepAlive", duration(s->keepalive_timeout_ms),

@@ -9,8 +9,6 @@
 #include "common/config.h"
 #include "common/config_impl.h"
 
-#define MAX_CAP 1000000 /* connections: far past what a process's descriptors allow */
-
 int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
     static const char *const keys[] = {
@@ -30,6 +28,10 @@ int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t
     if (clash)
         return fg_config_fail(c, clash,
                               "not for a tcp server (it relays bytes and speaks no HTTP)");
+    if (s->max_connections > 0 || s->max_per_client > 0)
+        return fg_config_fail(c, "limits",
+                              "maxConnections and maxConnectionsPerClient of a tcp server are "
+                              "tcp.maxConnections and tcp.maxConnectionsPerClient");
     fg_tcp_server_config_t *t = &s->tcp;
     t->enabled = 1;
     t->idle_timeout_ms = 3600 * 1000;
@@ -40,8 +42,8 @@ int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t
     if (fg_config_require_string(c, o, "clusterId", &t->cluster_id) < 0 ||
         fg_config_get_duration(c, o, "idleTimeout", &t->idle_timeout_ms) < 0 ||
         fg_config_get_duration(c, o, "connectTimeout", &t->connect_timeout_ms) < 0 ||
-        fg_config_get_int(c, o, "maxConnections", 0, MAX_CAP, &maxc) < 0 ||
-        fg_config_get_int(c, o, "maxConnectionsPerClient", 0, MAX_CAP, &perc) < 0)
+        fg_config_get_int(c, o, "maxConnections", 0, FG_MAX_CONN_CAP, &maxc) < 0 ||
+        fg_config_get_int(c, o, "maxConnectionsPerClient", 0, FG_MAX_CONN_CAP, &perc) < 0)
         goto out;
     if (t->connect_timeout_ms == 0) {
         fg_config_fail(c, "connectTimeout", "must be greater than 0");

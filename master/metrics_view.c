@@ -28,6 +28,7 @@ struct fg_metrics_snap_s {
     fg_metrics_process_t proc;
     int have_metrics;
     vals_t *servers, *routes, *clusters;
+    int64_t *server_open;  /* per server: open connections under maxConnections, -1 = no cap */
     vals_t *cluster_dests; /* per cluster: the sum of its destinations */
     int64_t *cluster_inflight;
     size_t *cluster_up;
@@ -76,6 +77,21 @@ static int read_clusters(fg_metrics_snap_t *s, uint64_t now_ms)
     return 0;
 }
 
+/* Open connections of the servers with a maxConnections (HTTP "limits" or "tcp"). */
+static void read_server_open(fg_metrics_snap_t *s, fg_shm_t *shm)
+{
+    const fg_metrics_t *mt = shm ? fg_metrics_zone(shm) : NULL;
+    for (size_t i = 0; i < s->cfg->nservers; i++) {
+        const fg_server_t *srv = &s->cfg->servers[i];
+        uint64_t open = 0;
+        s->server_open[i] = -1;
+        if (srv->max_connections == 0 && !(srv->tcp.enabled && srv->tcp.max_connections > 0))
+            continue;
+        fg_metrics_place_open(mt, srv->metrics, FG_MP_CONNECTIONS, &open);
+        s->server_open[i] = (int64_t)open;
+    }
+}
+
 static void read_process(fg_metrics_snap_t *s, fg_shm_t *shm)
 {
     for (int i = 0; i < FG_SHM_MAX_WORKERS; i++) {
@@ -101,17 +117,19 @@ fg_metrics_snap_t *fg_metrics_snap_new(const fg_config_t *cfg, fg_shm_t *shm,
     s->proc = *proc;
     size_t nc = cfg->nclusters + 1;
     s->servers = calloc(cfg->nservers + 1, sizeof(vals_t));
+    s->server_open = calloc(cfg->nservers + 1, sizeof(int64_t));
     s->routes = calloc(cfg->nroutes + 1, sizeof(vals_t));
     s->clusters = calloc(nc, sizeof(vals_t));
     s->cluster_dests = calloc(nc, sizeof(vals_t));
     s->cluster_inflight = calloc(nc, sizeof(int64_t));
     s->cluster_up = calloc(nc, sizeof(size_t));
     s->dests = calloc(nc, sizeof(dest_t *));
-    if (!s->servers || !s->routes || !s->clusters || !s->cluster_dests || !s->cluster_inflight ||
-        !s->cluster_up || !s->dests)
+    if (!s->servers || !s->server_open || !s->routes || !s->clusters || !s->cluster_dests ||
+        !s->cluster_inflight || !s->cluster_up || !s->dests)
         goto fail;
     for (size_t i = 0; i < cfg->nservers; i++)
         fg_metrics_read(cfg->servers[i].metrics, s->servers[i].v);
+    read_server_open(s, shm);
     for (size_t i = 0; i < cfg->nroutes; i++)
         fg_metrics_read(cfg->routes[i].metrics, s->routes[i].v);
     if (read_clusters(s, now_ms) < 0)
@@ -136,6 +154,7 @@ void fg_metrics_snap_free(fg_metrics_snap_t *s)
     free(s->clusters);
     free(s->routes);
     free(s->servers);
+    free(s->server_open);
     free(s);
 }
 
@@ -312,6 +331,22 @@ static void prom_servers(out_t *o, const fg_metrics_snap_t *s)
                       "TLS handshakes failed or timed out.", FG_MS_TLS_FAILURES);
     prom_server_field(o, s, "server_tls_resumed_handshakes_total",
                       "TLS handshakes completed by session resumption.", FG_MS_TLS_RESUMED);
+    family(o, "server_connections_refused_total", "counter",
+           "Connections closed at accept by limits.maxConnections (reason=\"server\") or "
+           "limits.maxConnectionsPerClient (reason=\"client\").");
+    for (size_t i = 0; i < s->cfg->nservers; i++) {
+        const char *const id[] = {s->cfg->servers[i].id};
+        sample(o, "server_connections_refused_total", "server", id, "reason=\"server\"",
+               s->servers[i].v[FG_MS_REFUSED_SERVER]);
+        sample(o, "server_connections_refused_total", "server", id, "reason=\"client\"",
+               s->servers[i].v[FG_MS_REFUSED_CLIENT]);
+    }
+    family(o, "server_connections_open", "gauge",
+           "Open connections counted against maxConnections, all workers (servers with one).");
+    for (size_t i = 0; i < s->cfg->nservers; i++)
+        if (s->server_open[i] >= 0)
+            sample(o, "server_connections_open", "server",
+                   (const char *const[]){s->cfg->servers[i].id}, NULL, (uint64_t)s->server_open[i]);
 }
 
 static void prom_routes(out_t *o, const fg_metrics_snap_t *s)

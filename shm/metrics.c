@@ -13,9 +13,12 @@
 #define ZONE_KIND 0x4d455452u /* "METR" */
 #define ZONE_LAYOUT                                                                                \
     ((uint64_t)FG_METRICS_LANES << 48 | (uint64_t)FG_METRICS_FIELDS << 32 |                        \
-     (uint64_t)FG_METRICS_MAX_OBJECTS << 8 | 2u)
+     (uint64_t)FG_METRICS_MAX_OBJECTS << 8 | 3u)
 
 #define LANE_BYTES (FG_METRICS_FIELDS * sizeof(uint64_t))
+#define KIND_SHIFT 16                     /* of a place column's tag: its fg_metrics_place_t */
+#define OBJ_MASK ((1u << KIND_SHIFT) - 1) /* its object's index + 1 */
+_Static_assert(FG_METRICS_MAX_OBJECTS < (1u << KIND_SHIFT), "an object index fits a column tag");
 
 struct fg_metrics_obj_s {
     uint64_t lanes[FG_METRICS_LANES][FG_METRICS_FIELDS];
@@ -41,10 +44,12 @@ struct fg_metrics_s {
     uint32_t global; /* index of the FG_MK_GLOBAL object, + 1 (0 = none yet) */
     objrec_t recs[FG_METRICS_MAX_OBJECTS];
     gauge_row_t gauges[FG_SHM_MAX_WORKERS];
-    /* Open WebSockets per worker record and server (maxWebSockets): a worker writes its
-     * record's row only, a check adds a column up, and a dead worker's row is zeroed. Column k
-     * belongs to the object ws_obj[k] - 1 (0 = free): a worker claims one for a server when it
-     * first counts there, the master frees it when it recycles the object. */
+    /* Open places per worker record and server (fg_metrics_place_t: WebSockets for
+     * maxWebSockets, connections for maxConnections): a worker writes its record's row only, a
+     * check adds a column up, and a dead worker's row is zeroed. Column k belongs to the object
+     * (ws_obj[k] & OBJ_MASK) - 1, for the place kind ws_obj[k] >> KIND_SHIFT (0 = free): a
+     * worker claims one for a server and kind when it first counts there, the master frees it
+     * when it recycles the object. */
     uint32_t ws_obj[FG_METRICS_WS_SERVERS];
     _Alignas(FG_CACHELINE) uint32_t ws_open[FG_SHM_MAX_WORKERS][FG_METRICS_WS_SERVERS];
     _Alignas(FG_CACHELINE) fg_metrics_obj_t objs[FG_METRICS_MAX_OBJECTS];
@@ -96,11 +101,12 @@ static void zero_obj(fg_metrics_obj_t *o)
             __atomic_store_n(&o->lanes[l][f], 0, __ATOMIC_RELAXED);
 }
 
-/* Object i is recycled: its WebSocket column, if any, is free again (its workers are gone). */
+/* Object i is recycled: its place columns, if any, are free again (its workers are gone). */
 static void free_ws_column(fg_metrics_t *mt, size_t i)
 {
     for (size_t k = 0; k < FG_METRICS_WS_SERVERS; k++) {
-        if (__atomic_load_n(&mt->ws_obj[k], __ATOMIC_RELAXED) != i + 1)
+        uint32_t v = __atomic_load_n(&mt->ws_obj[k], __ATOMIC_RELAXED);
+        if (v == 0 || (v & OBJ_MASK) != i + 1)
             continue;
         for (int r = 0; r < FG_SHM_MAX_WORKERS; r++)
             __atomic_store_n(&mt->ws_open[r][k], 0, __ATOMIC_RELAXED);
@@ -356,15 +362,15 @@ void fg_metrics_conn_close(fg_metrics_gauge_t g)
 
 /* ---- open WebSockets per server ---- */
 
-/* server's column in ws_open, claimed when it has none; -1 when it is no object of this
- * worker's table or every column is taken. A scan of FG_METRICS_WS_SERVERS words, per
- * handshake and relay end only. */
-static long ws_column(const fg_metrics_obj_t *server)
+/* The column in ws_open of (server, kind), claimed when it has none; -1 when server is no
+ * object of this worker's table or every column is taken. A scan of FG_METRICS_WS_SERVERS
+ * words, per check and release only. */
+static long column(const fg_metrics_obj_t *server, fg_metrics_place_t kind)
 {
     if (self.mt == NULL || self.ws_row == NULL || server == NULL || server < self.mt->objs ||
         server >= self.mt->objs + FG_METRICS_MAX_OBJECTS)
         return -1;
-    uint32_t want = (uint32_t)(server - self.mt->objs) + 1;
+    uint32_t want = ((uint32_t)(server - self.mt->objs) + 1) | (uint32_t)kind << KIND_SHIFT;
     uint32_t *cols = self.mt->ws_obj;
     for (int round = 0; round < 2; round++) {
         for (long k = 0; k < FG_METRICS_WS_SERVERS; k++) {
@@ -384,9 +390,9 @@ static long ws_column(const fg_metrics_obj_t *server)
     return -1;
 }
 
-int fg_metrics_ws_count(const fg_metrics_obj_t *server, uint64_t *open)
+int fg_metrics_place_count(const fg_metrics_obj_t *server, fg_metrics_place_t kind, uint64_t *open)
 {
-    long col = ws_column(server);
+    long col = column(server, kind);
     if (col < 0)
         return -1;
     uint64_t sum = 0;
@@ -399,11 +405,11 @@ int fg_metrics_ws_count(const fg_metrics_obj_t *server, uint64_t *open)
 /* Increment first, then add the column up: of two workers reserving at once, the later
  * increment (in the single order of sequentially consistent operations) is seen by the other's
  * sum, so they never both pass with the cap exceeded; both may back off near the cap, which
- * refuses a handshake but never admits one too many. No lock: a worker that dies at any point
- * leaves only its own row, which the master zeroes. */
-int fg_metrics_ws_reserve(const fg_metrics_obj_t *server, uint64_t cap)
+ * refuses one but never admits one too many. No lock: a worker that dies at any point leaves
+ * only its own row, which the master zeroes. */
+int fg_metrics_place_reserve(const fg_metrics_obj_t *server, fg_metrics_place_t kind, uint64_t cap)
 {
-    long col = ws_column(server);
+    long col = column(server, kind);
     if (col < 0)
         return -1;
     __atomic_fetch_add(&self.ws_row[col], 1, __ATOMIC_SEQ_CST);
@@ -418,9 +424,43 @@ int fg_metrics_ws_reserve(const fg_metrics_obj_t *server, uint64_t cap)
     return 1;
 }
 
-void fg_metrics_ws_close(const fg_metrics_obj_t *server)
+void fg_metrics_place_release(const fg_metrics_obj_t *server, fg_metrics_place_t kind)
 {
-    long col = ws_column(server);
+    long col = column(server, kind);
     if (col >= 0 && __atomic_load_n(&self.ws_row[col], __ATOMIC_RELAXED) > 0)
         __atomic_fetch_sub(&self.ws_row[col], 1, __ATOMIC_RELAXED);
+}
+
+int fg_metrics_place_open(const fg_metrics_t *mt, const fg_metrics_obj_t *server, int kind,
+                          uint64_t *open)
+{
+    *open = 0;
+    if (mt == NULL || server == NULL || server < mt->objs ||
+        server >= mt->objs + FG_METRICS_MAX_OBJECTS)
+        return -1;
+    check(mt);
+    uint32_t want = ((uint32_t)(server - mt->objs) + 1) | (uint32_t)kind << KIND_SHIFT;
+    for (size_t k = 0; k < FG_METRICS_WS_SERVERS; k++) {
+        if (__atomic_load_n(&mt->ws_obj[k], __ATOMIC_ACQUIRE) != want)
+            continue;
+        for (int r = 0; r < FG_SHM_MAX_WORKERS; r++)
+            *open += __atomic_load_n(&mt->ws_open[r][k], __ATOMIC_RELAXED);
+        return 0;
+    }
+    return -1;
+}
+
+int fg_metrics_ws_count(const fg_metrics_obj_t *server, uint64_t *open)
+{
+    return fg_metrics_place_count(server, FG_MP_WEBSOCKETS, open);
+}
+
+int fg_metrics_ws_reserve(const fg_metrics_obj_t *server, uint64_t cap)
+{
+    return fg_metrics_place_reserve(server, FG_MP_WEBSOCKETS, cap);
+}
+
+void fg_metrics_ws_close(const fg_metrics_obj_t *server)
+{
+    fg_metrics_place_release(server, FG_MP_WEBSOCKETS);
 }

@@ -35,8 +35,8 @@
 /* Histogram buckets: FG_METRICS_BUCKETS - 1 finite upper bounds (fg_metrics_bucket_bounds_us)
  * and +Inf. Buckets are stored per bucket and made cumulative when rendered. */
 #define FG_METRICS_BUCKETS 14
-/* Servers whose open WebSockets are counted across workers (maxWebSockets); past it a server
- * counts per worker. */
+/* Columns of places (open WebSockets, open connections) counted across workers, one per server
+ * and kind; past them a server counts per worker. */
 #define FG_METRICS_WS_SERVERS 64
 
 typedef enum {
@@ -59,6 +59,8 @@ enum {
     FG_MS_TLS_HANDSHAKES,                            /* completed */
     FG_MS_TLS_FAILURES,                              /* failed or timed out */
     FG_MS_TLS_RESUMED,                               /* completed by session resumption */
+    FG_MS_REFUSED_SERVER, /* closed at accept: limits.maxConnections reached */
+    FG_MS_REFUSED_CLIENT, /* closed at accept: limits.maxConnectionsPerClient reached */
     FG_MS_NFIELDS
 };
 
@@ -139,6 +141,10 @@ void fg_metrics_read(const fg_metrics_obj_t *obj, uint64_t out[FG_METRICS_FIELDS
 /* Open connections of kind g across the gateway, and how many were ever opened. */
 int64_t fg_metrics_gauge(const fg_metrics_t *mt, fg_metrics_gauge_t g);
 uint64_t fg_metrics_gauge_total(const fg_metrics_t *mt, fg_metrics_gauge_t g);
+/* Open places of kind (fg_metrics_place_t, below) of server across workers, without claiming
+ * a column: 0, or -1 (open = 0) when no worker has counted one there yet. */
+int fg_metrics_place_open(const fg_metrics_t *mt, const fg_metrics_obj_t *server, int kind,
+                          uint64_t *open);
 /* The status class (FG_MC_*) of an HTTP status. */
 int fg_metrics_class(int status);
 
@@ -172,16 +178,23 @@ void fg_metrics_add(fg_metrics_obj_t *obj, int i, uint64_t n);
 void fg_metrics_conn_open(fg_metrics_gauge_t g);
 void fg_metrics_conn_close(fg_metrics_gauge_t g);
 
-/* Open WebSockets of a server across every worker (maxWebSockets), kept per worker record so
- * that the master drops a dead worker's share (fg_metrics_worker_gone). server is the server's
- * object (fg_server_t.metrics). Each returns -1 when this worker has no table, server no
- * object, or FG_METRICS_WS_SERVERS other servers hold every column (the caller counts by
- * itself).
+/* What a server counts across every worker: open WebSockets (maxWebSockets), open connections
+ * (maxConnections of HTTP and tcp servers, worker/core/connlimit.h). */
+typedef enum { FG_MP_WEBSOCKETS = 0, FG_MP_CONNECTIONS = 1 } fg_metrics_place_t;
+
+/* Open places of one kind of a server across every worker, kept per worker record so that the
+ * master drops a dead worker's share (fg_metrics_worker_gone). server is the server's object
+ * (fg_server_t.metrics). Each returns -1 when this worker has no table, server no object, or
+ * FG_METRICS_WS_SERVERS other columns are taken (the caller counts by itself).
  *  - count: 0, open = the sum across workers now.
- *  - reserve: one place for a WebSocket if the sum stays at or below cap (0 = no cap): 0 when
- *    reserved (give it back with close), 1 when full (nothing held). Exact across workers:
- *    concurrent reservations never together pass cap.
- *  - close: give back one place of this worker's. */
+ *  - reserve: one place if the sum stays at or below cap (0 = no cap): 0 when reserved (give
+ *    it back with release), 1 when full (nothing held). Exact across workers: concurrent
+ *    reservations never together pass cap.
+ *  - release: give back one place of this worker's. */
+int fg_metrics_place_count(const fg_metrics_obj_t *server, fg_metrics_place_t kind, uint64_t *open);
+int fg_metrics_place_reserve(const fg_metrics_obj_t *server, fg_metrics_place_t kind, uint64_t cap);
+void fg_metrics_place_release(const fg_metrics_obj_t *server, fg_metrics_place_t kind);
+/* The same for FG_MP_WEBSOCKETS. */
 int fg_metrics_ws_count(const fg_metrics_obj_t *server, uint64_t *open);
 int fg_metrics_ws_reserve(const fg_metrics_obj_t *server, uint64_t cap);
 void fg_metrics_ws_close(const fg_metrics_obj_t *server);

@@ -44,7 +44,8 @@ fg_tcpclients_t *fg_tcpclients_init(void *mem, size_t size)
 static int wanted(const fg_config_t *cfg)
 {
     for (size_t i = 0; i < cfg->nservers; i++)
-        if (cfg->servers[i].tcp.enabled && cfg->servers[i].tcp.max_per_client > 0)
+        if ((cfg->servers[i].tcp.enabled && cfg->servers[i].tcp.max_per_client > 0) ||
+            cfg->servers[i].max_per_client > 0)
             return 1;
     return 0;
 }
@@ -57,7 +58,7 @@ void fg_tcpclients_attach(fg_shm_t *shm, const fg_config_t *cfg, uint64_t gen)
     void *mem = fg_shm_zone_get(shm, ZONE_NAME, FG_TCPCLIENTS_ZONE_SIZE, ZONE_KIND, ZONE_LAYOUT,
                                 gen, &created);
     if (mem == NULL || (created && fg_tcpclients_init(mem, FG_TCPCLIENTS_ZONE_SIZE) == NULL))
-        fg_log_warn("tcp servers: no room for the zone of maxConnectionsPerClient (%u bytes) in "
+        fg_log_warn("servers: no room for the zone of maxConnectionsPerClient (%u bytes) in "
                     "the shm arena: each worker counts its own (raise shm.size, takes effect at "
                     "restart)",
                     FG_TCPCLIENTS_ZONE_SIZE);

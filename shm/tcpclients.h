@@ -1,13 +1,14 @@
-/* Open connections per client address of tcp servers (docs/config.md "tcp servers",
- * maxConnectionsPerClient), counted across every worker process: one named zone ("tcpclients")
- * holding a shm/hash.c table under its robust lock. An entry is keyed by the server (a hash of
- * its id, so counts carry over a reload that keeps the server) and the address; it holds the
- * total and each worker record's share, so the master can give back the share of a worker that
- * died (its connections died with it). An entry lives while its address has a connection.
+/* Open connections per client address of tcp servers and HTTP servers (docs/config.md "tcp
+ * servers" and "limits", maxConnectionsPerClient), counted across every worker process: one
+ * named zone ("tcpclients") holding a shm/hash.c table under its robust lock. An entry is keyed by
+ * the server (a hash of its id, so counts carry over a reload that keeps the server) and the
+ * address; it holds the total and each worker record's share, so the master can give back the share
+ * of a worker that died (its connections died with it). An entry lives while its address has a
+ * connection.
  *
  * The table never evicts a count: when it is full, or an address already has connections in
  * FG_TCPCLIENTS_RECORDS other worker records, fg_tcpclients_take says so and the caller counts
- * by itself (worker/stream/tcp_proxy.c). */
+ * by itself (worker/core/connlimit.c). */
 #ifndef FG_SHM_TCPCLIENTS_H
 #define FG_SHM_TCPCLIENTS_H
 
@@ -21,7 +22,7 @@
 
 typedef struct fg_tcpclients_s fg_tcpclients_t;
 
-/* Master: the zone, created when a tcp server of cfg has maxConnectionsPerClient (kept with its
+/* Master: the zone, created when a server of cfg has maxConnectionsPerClient (kept with its
  * counts across reloads). No room in the arena: a warning, and workers count by themselves. */
 void fg_tcpclients_attach(fg_shm_t *shm, const fg_config_t *cfg, uint64_t gen);
 /* The zone, or NULL (none attached). */

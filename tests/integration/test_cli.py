@@ -141,7 +141,8 @@ def test_dump_fills_in_defaults(tmp_path):
     srv = eff["servers"][0]
     assert srv["backlog"] == 511
     assert srv["limits"] == {"maxRequestLineSize": 8192, "maxHeaderSize": 32768,
-                             "maxHeaders": 100, "maxRequestBodySize": 100 * 1024 * 1024}
+                             "maxHeaders": 100, "maxRequestBodySize": 100 * 1024 * 1024,
+                             "maxConnections": 0, "maxConnectionsPerClient": 0}
     assert srv["timeouts"] == {"header": "1500ms", "body": "1m", "keepAlive": "75s",
                                "send": "1m"}
     assert eff["shm"]["size"] == 64 * 1024 * 1024

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BINARY, _live_groups, _port_open, base_config, free_port
+from test_metrics import prom_samples
 from test_tunnel import (AGENT, TUNNEL_PATH, agents, certs, secret_file,  # noqa: F401
                          wait_online)
 
@@ -190,6 +191,10 @@ def test_max_connections_is_exact_across_workers(tmp_path, gateway_factory, echo
         lines = tcp_lines(gw, 8)
         assert len(lines) == 8 and all(ln["termination"] == "server_limit" for ln in lines), lines
         assert lines[0]["error"] == "maxConnections (6) reached", lines[0]
+        m = prom_samples(gw.status("show metrics")["text"])
+        assert m[("fastgateway_server_connections_refused_total",
+                  frozenset({("server", "ssh"), ("reason", "server")}))] == 8
+        assert m[("fastgateway_server_connections_open", frozenset({("server", "ssh")}))] == 6
         for s, good in zip(socks, ok):
             if good:
                 s.close()

@@ -38,6 +38,8 @@ struct fg_conn_s {
     struct evbuffer *tail;
     const fg_conn_cbs_t *cbs; /* the owner's table, which outlives the conn */
     void *arg;
+    void (*on_free)(void *arg); /* fg_conn_on_free */
+    void *on_free_arg;
     /* Read timeout, lazily: a timer is pending to fire at read_timer_at (fg_clock ms; 0 = none
      * pending), rtimer's, or rev's own while idle_timeout is set; the timeout is due at
      * read_due (0 = none). */
@@ -143,7 +145,15 @@ void fg_conn_free(fg_conn_t *c)
     c->t.ops->close(&c->t);
     if (c->t.fd >= 0)
         close(c->t.fd);
+    if (c->on_free)
+        c->on_free(c->on_free_arg);
     free(c);
+}
+
+void fg_conn_on_free(fg_conn_t *c, void (*fn)(void *arg), void *arg)
+{
+    c->on_free = fn;
+    c->on_free_arg = arg;
 }
 
 fg_conn_spares_t *fg_conn_spares_new(void)

@@ -50,6 +50,11 @@ fg_conn_t *fg_conn_new(struct event_base *base, int fd, const fg_conn_cbs_t *cbs
 /* Close the socket and free everything. Safe to call from the conn's own callbacks. */
 void fg_conn_free(fg_conn_t *c);
 void fg_conn_set_cbs(fg_conn_t *c, const fg_conn_cbs_t *cbs, void *arg);
+/* fn(arg) runs once when c is freed, after its socket is closed: what the connection holds
+ * outside the conn (its places under the connection caps, worker/core/connlimit.h) lives
+ * exactly as long as the socket, whichever owner frees it. One per conn; a later call
+ * replaces it. */
+void fg_conn_on_free(fg_conn_t *c, void (*fn)(void *arg), void *arg);
 /* Free the input and output buffers while they are empty, and the write event while no
  * write waits (an idle keep-alive connection). They are allocated again before the next
  * callback: fg_conn_input/fg_conn_output/fg_conn_flush/fg_conn_want_write are valid inside

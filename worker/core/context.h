@@ -9,8 +9,8 @@
 #include "common/config.h"
 #include "shm/arena.h"
 
-/* front ends' worker-wide state (worker/core/frontend.h): HTTP/1.1, HTTP/2, tunnels, relays,
- * tcp servers */
+/* front ends' worker-wide state (worker/core/frontend.h): HTTP/1.1, HTTP/2, tunnels, relays;
+ * the last slot is for the front ends that keep none (tls, h2c, tcp servers) */
 #define FG_FRONTEND_SLOTS 5
 #define FG_REQUEST_POOL_SPARES 64 /* finished requests' pools kept for the next ones */
 
@@ -20,6 +20,8 @@ struct fg_accesslog_s;
 struct fg_session_s;
 struct fg_pool_s;
 struct fg_request_s;
+struct fg_connlimit_s;
+struct fg_connlimit_hold_s;
 
 /* The worker's context, one per process, passed to every connection. */
 typedef struct fg_worker_s {
@@ -54,6 +56,10 @@ typedef struct fg_worker_s {
      * registry (fg_tunnel_hop_linger). */
     uint64_t linger_until_ms;
     void *frontend_state[FG_FRONTEND_SLOTS]; /* per front end: worker-wide state it keeps */
+    /* Connection caps (worker/core/connlimit.h): this worker's counts, made when first needed,
+     * and the places of the connection being started until its conn takes them. */
+    struct fg_connlimit_s *connlimit;
+    struct fg_connlimit_hold_s *accept_hold;
     /* Reset pools of finished requests (worker/http/request.c): keep-alive traffic takes them
      * again instead of allocating and freeing a pool per request. */
     struct fg_pool_s *request_pools[FG_REQUEST_POOL_SPARES];

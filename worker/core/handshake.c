@@ -7,6 +7,7 @@
 #include "common/tls.h"
 #include "shm/metrics.h"
 #include "worker/core/conn.h"
+#include "worker/core/connlimit.h"
 #include "worker/core/frontend.h"
 #include "worker/http/http1.h"
 #include "worker/http/http2.h"
@@ -111,6 +112,7 @@ int fg_handshake_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
         return -1;
     }
     p->c = c;
+    fg_connlimit_attach(w, c);
     fg_frontend_add(w, &p->session, &handshake_fe);
     if (fg_conn_start_tls(c, fg_tls_server_ctx(srv)) != 0) {
         fg_log_error("tls: out of memory for a connection, server: %s", srv->id);

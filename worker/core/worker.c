@@ -35,6 +35,7 @@
 #include "worker/upstream/upstream.h"
 #include "worker/upstream/health.h"
 #include "worker/core/clock.h"
+#include "worker/core/connlimit.h"
 
 /* accept() that fails for want of a descriptor (EMFILE, ENFILE) or of kernel memory (ENOBUFS,
  * ENOMEM) leaves the connection queued, so the level-triggered listener is readable again at once
@@ -126,12 +127,21 @@ static void accept_some(listener_t *l, int limit)
             return;
         }
         fg_frontend_accepted_one(l->w);
+        fg_metrics_add(l->server->metrics, FG_MS_CONNECTIONS, 1);
+        /* Caps of HTTP servers, before any byte is read or sent: a refused connection is
+         * closed unread (a tcp server checks its own in its front end, to log it there). */
+        int capped = fg_connlimit_wanted(l->server);
+        if (capped && fg_connlimit_accept(l->w, l->server, &ss) != 0) {
+            close(fd);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        fg_metrics_add(l->server->metrics, FG_MS_CONNECTIONS, 1);
         int rc = l->server->tls != NULL
                      ? fg_handshake_accept(l->w, l->server, fd, &ss, l->deferred)
                      : pick_frontend(l->server, NULL, 0)->start(l->w, l->server, fd, &ss, len);
+        if (capped)
+            fg_connlimit_accept_done(l->w);
         if (rc != 0)
             close(fd);
     }
@@ -382,6 +392,7 @@ static void teardown(worker_state_t *st)
     if (st->w.scratch)
         evbuffer_free(st->w.scratch);
     event_base_free(st->w.base);
+    fg_connlimit_free(st->w.connlimit); /* after every conn that held a place is gone */
 }
 
 int fg_worker_main(const fg_worker_args_t *args)

@@ -9,6 +9,7 @@
 #include <event2/event.h>
 
 #include "worker/core/clock.h"
+#include "worker/core/connlimit.h"
 #include "worker/http/http1.h"
 #include "worker/http/http2.h"
 
@@ -26,7 +27,8 @@ typedef struct {
     struct event *ev;
     struct sockaddr_storage peer;
     socklen_t len;
-    uint64_t deadline_ms; /* timeouts.header from the accept, however the bytes are paced */
+    uint64_t deadline_ms;      /* timeouts.header from the accept, however the bytes are paced */
+    fg_connlimit_hold_t *hold; /* places under the connection caps, NULL = none */
 } sniff_t;
 
 static void sniff_close(fg_session_t *sess)
@@ -34,6 +36,7 @@ static void sniff_close(fg_session_t *sess)
     sniff_t *sn = (sniff_t *)sess;
     event_free(sn->ev);
     close(sn->fd);
+    fg_connlimit_give(sn->hold);
     fg_frontend_remove(sn->w, &sn->session);
     free(sn);
 }
@@ -46,9 +49,12 @@ static void sniff_retire(fg_session_t *sess)
 static void hand_over(sniff_t *sn, const fg_frontend_t *fe)
 {
     event_free(sn->ev);
+    /* The places under the connection caps go with the socket to the front end's conn. */
+    sn->w->accept_hold = sn->hold;
     /* The next session registers before this one goes: a retiring worker never sees zero. */
     if (fe->start(sn->w, sn->srv, sn->fd, &sn->peer, sn->len) != 0)
         close(sn->fd);
+    fg_connlimit_accept_done(sn->w);
     fg_frontend_remove(sn->w, &sn->session);
     free(sn);
 }
@@ -109,6 +115,8 @@ static int sniff_start(fg_worker_t *w, const fg_server_t *srv, int fd,
         free(sn);
         return -1;
     }
+    sn->hold = w->accept_hold; /* until the socket has a conn */
+    w->accept_hold = NULL;
     fg_frontend_add(w, &sn->session, &fg_h2c_frontend);
     return 0;
 }

@@ -17,6 +17,7 @@
 #include "worker/http/accesslog.h"
 #include "worker/admission/security.h"
 #include "worker/core/conn.h"
+#include "worker/core/connlimit.h"
 #include "worker/http/dispatch.h"
 #include "worker/http/request.h"
 #include "worker/http/relay.h"
@@ -737,6 +738,7 @@ int fg_http1_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
     fg_conn_t *c = fg_conn_new(w->base, fd, NULL, NULL);
     if (c == NULL)
         return -1;
+    fg_connlimit_attach(w, c);
     if (fg_http1_adopt(w, srv, c, peer, 0) != 0) {
         fg_log_error("http1: out of memory for a connection: closed");
         fg_conn_free(c); /* closes fd: the caller has nothing left to close */

@@ -17,6 +17,7 @@
 #include "worker/admission/security.h"
 #include "worker/core/clock.h"
 #include "worker/core/conn.h"
+#include "worker/core/connlimit.h"
 #include "worker/http/accesslog.h"
 #include "worker/http/dispatch.h"
 #include "worker/http/h2mem.h"
@@ -1733,6 +1734,7 @@ static int http2_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
     fg_conn_t *c = fg_conn_new(w->base, fd, NULL, NULL);
     if (c == NULL)
         return -1;
+    fg_connlimit_attach(w, c);
     if (fg_http2_adopt(w, srv, c, peer, 0) != 0) {
         fg_log_error("http2: out of memory for a connection: closed");
         fg_conn_free(c);

@@ -11,13 +11,12 @@
 #include <event2/buffer.h>
 
 #include "common/log.h"
-#include "common/xxhash.h"
 #include "shm/health.h"
 #include "shm/metrics.h"
 #include "shm/arena.h"
-#include "shm/tcpclients.h"
 #include "worker/core/clock.h"
 #include "worker/core/conn.h"
+#include "worker/core/connlimit.h"
 #include "worker/http/accesslog.h"
 #include "worker/http/relay.h"
 #include "worker/upstream/balancer.h"
@@ -25,29 +24,7 @@
 #include "worker/tunnel/hop.h"
 #include "worker/upstream/upstream.h"
 
-#define SLOT 4              /* fg_worker_t.frontend_state */
-#define CLIENT_BUCKETS 1024 /* of the per-client counts: at most one entry per open connection */
-
-enum { PLACE_NONE = 0, PLACE_SHARED, PLACE_LOCAL }; /* where maxConnections counts one */
-
-/* A client address's open connections on one tcp server, in this worker. */
-typedef struct client_s {
-    struct client_s *next;
-    size_t server;    /* index in cfg->servers */
-    uint8_t addr[16]; /* IPv4 as IPv4-mapped IPv6 */
-    unsigned open;
-} client_t;
-
-/* The worker-wide state: the shared per-client counts (shm/tcpclients.h), and this worker's own
- * counts where those cannot count: per client (maxConnectionsPerClient) when the shared table
- * is missing or full, per server when there is no metrics table (maxConnections per worker). */
-typedef struct {
-    fg_tcpclients_t *shared;
-    uint64_t seed; /* a peer cannot aim its addresses at one bucket */
-    size_t nservers;
-    client_t *buckets[CLIENT_BUCKETS];
-    unsigned open[]; /* per server */
-} state_t;
+#define SLOT (FG_FRONTEND_SLOTS - 1) /* keeps no worker-wide state */
 
 typedef struct {
     fg_session_t session; /* first: registered until the relay takes over */
@@ -64,11 +41,8 @@ typedef struct {
     uint64_t start_us;
     char peer[INET6_ADDRSTRLEN];
     uint16_t peer_port;
-    char why[256];              /* the last attempt's failure, for the error log */
-    client_t *counted_client;   /* holds one of its address's places in this worker */
-    uint8_t ckey[16];           /* fg_tcpclients_key of the peer */
-    unsigned client_shared : 1; /* holds one of its address's places in shared memory */
-    int place;                  /* PLACE_*: holds one of the server's places */
+    char why[256];             /* the last attempt's failure, for the error log */
+    fg_connlimit_hold_t *hold; /* its places under the caps (worker/core/connlimit.h) */
     unsigned registered : 1;
 } tcp_t;
 
@@ -94,155 +68,36 @@ static const fg_conn_cbs_t client_cbs = {quiet_read, NULL, quiet_event};
 
 /* ---- caps: maxConnections, maxConnectionsPerClient ---- */
 
-static state_t *state(fg_worker_t *w)
-{
-    state_t *st = w->frontend_state[SLOT];
-    if (st == NULL && w->cfg != NULL) {
-        st = calloc(1, sizeof(*st) + w->cfg->nservers * sizeof(unsigned));
-        if (st == NULL)
-            return NULL;
-        st->nservers = w->cfg->nservers;
-        st->seed = fg_clock_now_us() ^ ((uint64_t)w->pid << 32) ^ (uint64_t)(uintptr_t)st;
-        st->shared = fg_tcpclients_zone(w->shm);
-        w->frontend_state[SLOT] = st;
-    }
-    return st;
-}
-
-static void release(fg_worker_t *w)
-{
-    state_t *st = w->frontend_state[SLOT];
-    if (st == NULL)
-        return;
-    for (size_t i = 0; i < CLIENT_BUCKETS; i++)
-        while (st->buckets[i]) {
-            client_t *c = st->buckets[i];
-            st->buckets[i] = c->next;
-            free(c);
-        }
-    free(st);
-    w->frontend_state[SLOT] = NULL;
-}
-
-/* One of the client address's places on t's server: in shared memory (exact across workers),
- * else in this worker. 0 (held, or no cap), 1 (at the cap), 2 (at the cap of this worker's own
- * count), -1 (out of memory). */
-static int client_take(tcp_t *t, state_t *st, const struct sockaddr_storage *peer)
-{
-    unsigned cap = t->srv->tcp.max_per_client;
-    if (cap == 0)
-        return 0;
-    fg_tcpclients_key(peer, t->ckey);
-    int rc = fg_tcpclients_take(st->shared, fg_tcpclients_server_key(t->srv->id), t->ckey,
-                                t->record, cap);
-    if (rc >= 0) {
-        t->client_shared = rc == 0;
-        return rc;
-    }
-    size_t si = (size_t)(t->srv - t->w->cfg->servers);
-    const uint8_t *key = t->ckey;
-    uint64_t h = fg_xxh64(key, 16, st->seed ^ si);
-    client_t **b = &st->buckets[h % CLIENT_BUCKETS];
-    client_t *c = *b;
-    while (c != NULL && (c->server != si || memcmp(c->addr, key, 16) != 0))
-        c = c->next;
-    if (c != NULL && c->open >= cap)
-        return 2;
-    if (c == NULL) {
-        if ((c = calloc(1, sizeof(*c))) == NULL)
-            return -1;
-        c->server = si;
-        memcpy(c->addr, key, 16);
-        c->next = *b;
-        *b = c;
-    }
-    c->open++;
-    t->counted_client = c;
-    return 0;
-}
-
-static void client_give(tcp_t *t)
-{
-    if (t->client_shared) {
-        state_t *st = t->w->frontend_state[SLOT];
-        t->client_shared = 0;
-        fg_tcpclients_give(st->shared, fg_tcpclients_server_key(t->srv->id), t->ckey, t->record);
-    }
-    client_t *c = t->counted_client;
-    if (c == NULL)
-        return;
-    t->counted_client = NULL;
-    if (--c->open > 0)
-        return;
-    state_t *st = t->w->frontend_state[SLOT];
-    uint64_t h = fg_xxh64(c->addr, sizeof(c->addr), st->seed ^ c->server);
-    client_t **p = &st->buckets[h % CLIENT_BUCKETS];
-    while (*p != c)
-        p = &(*p)->next;
-    *p = c->next;
-    free(c);
-}
-
-/* One of the server's places: counted in shared memory, exact across workers (the column that
- * maxWebSockets uses on HTTP servers, shm/metrics.h; a tcp server has no WebSockets), else in
- * this worker. 0 (held, or no cap), 1 (at the cap). */
-static int server_take(tcp_t *t, state_t *st)
-{
-    unsigned cap = t->srv->tcp.max_connections;
-    if (cap == 0)
-        return 0;
-    int rc = fg_metrics_ws_reserve(t->srv->metrics, cap);
-    if (rc >= 0) {
-        t->place = rc == 0 ? PLACE_SHARED : PLACE_NONE;
-        return rc;
-    }
-    unsigned *n = &st->open[t->srv - t->w->cfg->servers];
-    if (*n >= cap)
-        return 1;
-    (*n)++;
-    t->place = PLACE_LOCAL;
-    return 0;
-}
-
-static void server_give(tcp_t *t)
-{
-    if (t->place == PLACE_SHARED) {
-        fg_metrics_ws_close(t->srv->metrics);
-    } else if (t->place == PLACE_LOCAL) {
-        state_t *st = t->w->frontend_state[SLOT];
-        st->open[t->srv - t->w->cfg->servers]--;
-    }
-    t->place = PLACE_NONE;
-}
-
 /* The caps, before any destination is tried: NULL when t may go on, else the termination, with
  * the reason in t->why. */
 static const char *admit(tcp_t *t, const struct sockaddr_storage *peer)
 {
     const fg_tcp_server_config_t *c = &t->srv->tcp;
-    state_t *st = state(t->w);
-    if (st == NULL) {
+    fg_connlimit_caps_t caps = {.server = (size_t)(t->srv - t->w->cfg->servers),
+                                .id = t->srv->id,
+                                .metrics = t->srv->metrics,
+                                .max_connections = c->max_connections,
+                                .max_per_client = c->max_per_client};
+    fg_connlimit_t *cl = caps.max_connections || caps.max_per_client ? fg_connlimit_of(t->w) : NULL;
+    fg_connlimit_verdict_t v = fg_connlimit_take(cl, &caps, peer, &t->hold);
+    if (v == FG_CONNLIMIT_OK)
+        return NULL;
+    if (v == FG_CONNLIMIT_NOMEM) {
         snprintf(t->why, sizeof(t->why), "out of memory for the connection counts");
         return "gateway_error";
     }
-    int rc = client_take(t, st, peer);
-    if (rc < 0) {
-        snprintf(t->why, sizeof(t->why), "out of memory for the connection counts");
-        return "gateway_error";
-    }
-    if (rc > 0) {
-        /* an IPv6 client is its /64 (fg_tcpclients_key); IPv4 ones print without a colon */
-        int v6 = strchr(t->peer, ':') != NULL && strchr(t->peer, '.') == NULL;
-        snprintf(t->why, sizeof(t->why),
-                 "maxConnectionsPerClient (%u) reached: %s%s holds as many%s", c->max_per_client,
-                 t->peer, v6 ? " (its /64)" : "", rc == 2 ? " in this worker" : "");
-        return "client_limit";
-    }
-    if (server_take(t, st) != 0) {
+    if (v == FG_CONNLIMIT_SERVER) {
+        fg_metrics_add(t->srv->metrics, FG_MS_REFUSED_SERVER, 1);
         snprintf(t->why, sizeof(t->why), "maxConnections (%u) reached", c->max_connections);
         return "server_limit";
     }
-    return NULL;
+    fg_metrics_add(t->srv->metrics, FG_MS_REFUSED_CLIENT, 1);
+    /* an IPv6 client is its /64 (fg_tcpclients_key); IPv4 ones print without a colon */
+    int v6 = strchr(t->peer, ':') != NULL && strchr(t->peer, '.') == NULL;
+    snprintf(t->why, sizeof(t->why), "maxConnectionsPerClient (%u) reached: %s%s holds as many%s",
+             c->max_per_client, t->peer, v6 ? " (its /64)" : "",
+             v == FG_CONNLIMIT_CLIENT_HERE ? " in this worker" : "");
+    return "client_limit";
 }
 
 /* ---- shared destination state ---- */
@@ -308,8 +163,7 @@ static void unregister(tcp_t *t)
 static void t_free(tcp_t *t)
 {
     fg_metrics_conn_close(FG_MG_TCP);
-    client_give(t);
-    server_give(t);
+    fg_connlimit_give(t->hold);
     count_end(t);
     unregister(t);
     fg_conn_free(t->client);
@@ -601,5 +455,4 @@ const fg_frontend_t fg_tcp_proxy_frontend = {
     .retire = fe_retire,
     .close_idle = fe_close_idle,
     .close = fe_close,
-    .release = release,
 };
