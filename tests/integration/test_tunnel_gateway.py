@@ -304,8 +304,12 @@ def test_heartbeat_loss_closes_the_tunnel(gateway_factory, upstream_factory, age
     ag.wait_line("online")
     wait_online(gw, "office")
     time.sleep(1.5)  # pings flow: still online after more than one interval
+    deadline = time.monotonic() + 1.5
     t = tunnels(gw)["office"]
-    assert t["online"] and t["rttUs"] > 0
+    while t["rttUs"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        t = tunnels(gw)["office"]
+    assert t["online"] and t["rttUs"] > 0 and t["lastHeartbeatAgoMs"] < 1500, t
     ag.signal(signal.SIGSTOP)
     try:
         t0 = time.monotonic()
@@ -316,6 +320,26 @@ def test_heartbeat_loss_closes_the_tunnel(gateway_factory, upstream_factory, age
         assert st in (502, 503)
     finally:
         ag.signal(signal.SIGCONT)
+
+
+def test_heartbeats_come_every_interval(gateway_factory, upstream_factory, agents, tmp_path):
+    """The gateway pings each tunnel once per heartbeatSeconds: a tick that fires a little early
+    still pings, rather than leaving the interval to the next tick (a ping every two seconds with
+    a one-second heartbeat, which an agent with graceSeconds 1 takes for silence)."""
+    up = upstream_factory()
+    port = free_port()
+    cfg = tunnel_config(tmp_path, port, ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}], heartbeat=1, grace=1)
+    gw = gateway_factory(cfg)
+    ag = agents(port, "office", Path(tmp_path) / "office.key", {"web": up.url},
+                "--heartbeat", "1")
+    ag.wait_line("online")
+    wait_online(gw, "office")
+    worst, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 6:
+        worst = max(worst, tunnels(gw)["office"]["lastHeartbeatAgoMs"])
+        time.sleep(0.05)
+    assert worst < 1500, worst
 
 
 def test_two_agents_weights_and_failover(gateway_factory, upstream_factory, agents, tmp_path):

@@ -272,7 +272,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         close_later(s, "heartbeat lost");
         return;
     }
-    if (now - s->pinged_ms >= tc->heartbeat_ms)
+    /* Half a tick of slack: a tick that fires a little early still pings on time, rather than
+     * a whole tick later (every other interval with a one-second heartbeat). */
+    if (now + tick_ms(s) / 2 - s->pinged_ms >= tc->heartbeat_ms)
         ping(s, now);
     if (s->h2)
         fg_http2_client_expire(s->h2, fg_clock_now_us());
@@ -311,18 +313,19 @@ static void on_pong(void *arg, const uint8_t *p, size_t len)
 {
     fg_tsession_t *s = arg;
     heard(s);
-    if (len != 8 || s->rec == NULL)
+    fg_tunnel_conn_t *c = s->rec != NULL ? conn(s) : NULL;
+    if (c == NULL)
+        return;
+    /* Any pong is a heartbeat; one that echoes our 8-byte send time gives the round trip. */
+    fg_tunnels_beat(c, fg_clock_wall_ms());
+    if (len != 8)
         return;
     uint64_t sent = 0;
     for (int i = 0; i < 8; i++)
         sent = sent << 8 | p[i];
     uint64_t now = fg_clock_now_us();
-    fg_tunnel_conn_t *c = conn(s);
-    if (c == NULL)
-        return;
     if (sent <= now)
         fg_tunnels_rtt(c, now - sent);
-    fg_tunnels_beat(c, fg_clock_wall_ms());
 }
 
 static const fg_ws_cbs_t ws_cbs = {on_text, on_pong};
