@@ -236,6 +236,15 @@ typedef struct {
     char *value;
 } fg_header_kv_t;
 
+/* A route's "compression" object (worker/http/compress.h applies it, docs/compression.md). */
+typedef struct {
+    int enabled;  /* "enabled", default 0 */
+    char **types; /* "types": lowercase media types; a "*" subtype covers its type */
+    size_t ntypes;
+    uint64_t min_length; /* "minLength": a known Content-Length below it is sent as is */
+    int level;           /* "level", 1..9 */
+} fg_compression_config_t;
+
 typedef struct fg_cluster_s fg_cluster_t;
 
 typedef struct fg_route_s {
@@ -284,6 +293,8 @@ typedef struct fg_route_s {
     uint64_t upgrade_idle_timeout_ms; /* "webSocketIdleTimeout"; 0 = the cluster's activity */
     int exempt_event_streams;         /* "exemptEventStreams": text/event-stream has no activity
                                        * timeout; default 1 */
+    /* "compression" (docs/compression.md): gzip of responses on this route; off by default */
+    fg_compression_config_t compression;
 } fg_route_t;
 
 /* ---- clusters ---- */

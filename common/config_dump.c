@@ -465,6 +465,10 @@ static json_t *route(const fg_route_t *r)
     set(o, "upgradeProtocols", strings(r->upgrade_protocols, r->nupgrade_protocols));
     set(o, "webSocketIdleTimeout", duration(r->upgrade_idle_timeout_ms)); /* 0: the cluster's */
     set(o, "exemptEventStreams", json_boolean(r->exempt_event_streams));
+    set(o, "compression",
+        json_pack("{s:b, s:o, s:o, s:i}", "enabled", r->compression.enabled, "types",
+                  strings(r->compression.types, r->compression.ntypes), "minLength",
+                  size(r->compression.min_length), "level", r->compression.level));
     return o;
 }
 

@@ -168,6 +168,8 @@ struct fg_request_s {
 
     int hop_dest; /* a tunnel hop's request (worker/tunnel/hop.h): its destination + 1 */
     const fg_req_ops_t *ops;
+    /* worker/http/compress.c: the response filter's state while it sits in ops, else NULL */
+    struct fg_compress_s *compress;
     void *proto; /* front end's private state */
     const fg_req_handler_t *handler;
     void *handler_data; /* handler's private state */
