@@ -295,3 +295,49 @@ def test_defaults_in_config_dump(tmp_path):
     c = dumped["routes"][0]["compression"]
     assert c["enabled"] is False and c["level"] == 1 and c["minLength"] == 1024
     assert "application/json" in c["types"] and "image/svg+xml" in c["types"]
+
+
+def test_client_gone_mid_response_leaves_the_worker_serving(gw):
+    """Clients that leave in the middle of a compressed file and of a compressed stream: the
+    worker frees their state and goes on compressing for the next client."""
+    import socket
+    for path in ("/static/big.txt", "/up/stream", "/up/big"):
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n" % path.encode())
+        s.recv(4096)
+        s.close()
+    time.sleep(0.3)
+    r, body = get(gw, "/static/big.txt", headers=GZ)
+    assert_gzip(r, body, big_text())
+    r, body = get(gw, "/up/json", headers=GZ)
+    assert_gzip(r, body, JSON_DOC)
+
+
+def test_file_shrinking_mid_response_aborts_it(gw):
+    """The file is cut while it is being compressed: the client sees a truncated message (no
+    chunked end), never one that looks whole, and the error log says why."""
+    import base64
+    import socket
+    victim = gw.www / "shrinks.txt"
+    victim.write_bytes(base64.b64encode(os.urandom(24 * 1024 * 1024)))
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", gw.port))
+    s.sendall(b"GET /static/shrinks.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+    first = s.recv(4096)
+    assert b"Content-Encoding: gzip" in first
+    time.sleep(0.3)  # the gateway fills the socket and waits for the client
+    os.truncate(victim, 1024 * 1024)
+    s.settimeout(20)
+    data = first
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        data += d
+    s.close()
+    assert not data.endswith(b"\r\n0\r\n\r\n")
+    deadline = time.monotonic() + 5
+    while "compress: reading" not in gw.error_log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "the file is shorter than when opened" in gw.error_log()
