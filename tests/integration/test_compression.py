@@ -341,3 +341,38 @@ def test_file_shrinking_mid_response_aborts_it(gw):
     while "compress: reading" not in gw.error_log() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "the file is shorter than when opened" in gw.error_log()
+
+
+def test_http2_stream_arrives_event_by_event(gw):
+    """The same over HTTP/2: DATA frames as the events come, each decompressible on arrival."""
+    import socket
+    h2conn = pytest.importorskip("h2.connection")
+    h2events = pytest.importorskip("h2.events")
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    c = h2conn.H2Connection()
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "GET"), (":path", "/up/stream"), (":scheme", "http"),
+                       (":authority", "x"), ("accept-encoding", "gzip")], end_stream=True)
+    s.sendall(c.data_to_send())
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    got, arrivals, head, ended = b"", [], None, False
+    while not ended:
+        data = s.recv(65536)
+        assert data, "connection closed"
+        for ev in c.receive_data(data):
+            if isinstance(ev, h2events.ResponseReceived):
+                head = dict(ev.headers)
+            elif isinstance(ev, h2events.DataReceived):
+                c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                got += d.decompress(ev.data)
+                assert got == b"".join(EVENTS)[:len(got)]
+                arrivals.append((time.monotonic(), len(got)))
+            elif isinstance(ev, h2events.StreamEnded):
+                ended = True
+        s.sendall(c.data_to_send())
+    s.close()
+    assert head[b"content-encoding"] == b"gzip" and b"content-length" not in head
+    assert got == b"".join(EVENTS) and d.eof
+    # at least one event was whole before the last one was sent
+    early = [n for t, n in arrivals if t < arrivals[-1][0] - 0.25]
+    assert early and early[-1] >= len(EVENTS[0])
