@@ -376,3 +376,21 @@ def test_http2_stream_arrives_event_by_event(gw):
     # at least one event was whole before the last one was sent
     early = [n for t, n in arrivals if t < arrivals[-1][0] - 0.25]
     assert early and early[-1] >= len(EVENTS[0])
+
+
+def test_http10_client_gets_the_end_by_close(gw):
+    """HTTP/1.0 has no chunked coding: the compressed body ends with the connection."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    s.sendall(b"GET /static/page.html HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Content-Encoding: gzip" in head
+    assert b"Content-Length" not in head and b"Transfer-Encoding" not in head
+    assert gzip.decompress(body) == PAGE
