@@ -394,3 +394,13 @@ def test_http10_client_gets_the_end_by_close(gw):
     assert b"Content-Encoding: gzip" in head
     assert b"Content-Length" not in head and b"Transfer-Encoding" not in head
     assert gzip.decompress(body) == PAGE
+
+
+def test_access_log_notes_the_encoding(gw):
+    get(gw, "/static/page.html", headers=GZ)
+    get(gw, "/static/page.html")
+    lines = gw.access_log(wait_for=2)
+    gz = [e for e in lines if e.get("contentEncoding") == "gzip"]
+    plain = [e for e in lines if e["path"] == "/static/page.html" and "contentEncoding" not in e]
+    assert gz and plain
+    assert gz[-1]["bytesOut"] < len(PAGE) // 3 and plain[-1]["bytesOut"] == len(PAGE)

@@ -458,6 +458,7 @@ static int c_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs,
         }
         content_length = -1;
         s->on = 1;
+        req->gzip = 1;
         s->handler = req->handler;
         req->handler = &wrap_handler;
     }

@@ -144,6 +144,7 @@ struct fg_request_s {
     /* response facts, for the access log */
     int status;
     uint64_t bytes_out;   /* body bytes sent to the client */
+    unsigned gzip : 1;    /* the body went out gzip-coded (worker/http/compress.c) */
     uint64_t start_us;    /* monotonic microseconds at head complete */
     uint64_t upstream_us; /* request sent upstream to response head, last attempt */
     /* upstream attempts (worker/handlers/proxy.c): every exchange started with a destination,
