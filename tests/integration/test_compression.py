@@ -181,8 +181,12 @@ def test_head_range_and_304_are_not_compressed(gw):
     r, body = get(gw, "/static/page.html", headers={"Accept-Encoding": "gzip",
                                                     "If-None-Match": etag})
     assert r.status == 304 and r.getheader("Content-Encoding") is None
+    # RFC 9110 15.4.5: the 304 has the ETag and Vary of the 200 it stands for, the coded one
     r, body = get(gw, "/up/notmodified", headers=GZ)
     assert r.status == 304 and r.getheader("Content-Encoding") is None
+    assert r.getheader("ETag") == 'W/"v1"' and r.getheader("Vary") == "Accept-Encoding"
+    r, body = get(gw, "/up/notmodified")
+    assert r.getheader("ETag") == '"v1"' and r.getheader("Vary") is None
 
 
 def test_encoded_no_transform_small_and_unlisted_go_as_they_are(gw):

@@ -379,12 +379,34 @@ static void test_not_compressed(void **state)
     as_is("GET", "gzip;q=0", 200, "text/html", 5000, NULL, NULL, 1);
     as_is("HEAD", "gzip", 200, "text/html", 5000, NULL, NULL, 1);
     as_is("GET", "gzip", 206, "text/html", 5000, NULL, NULL, 0);
-    as_is("GET", "gzip", 304, "text/html", -1, NULL, NULL, 0);
+    as_is("GET", NULL, 304, "text/html", -1, NULL, NULL, 0);
     as_is("GET", "gzip", 204, "text/html", -1, NULL, NULL, 0);
     as_is("GET", "gzip", 200, "image/png", 5000, NULL, NULL, 0);
     as_is("GET", "gzip", 200, "text/html", 1023, NULL, NULL, 0);
     as_is("GET", "gzip", 200, "text/html", 5000, "Content-Encoding", "br", 0);
     as_is("GET", "gzip", 200, "text/html", 5000, "Cache-Control", "max-age=1, No-Transform", 0);
+}
+
+/* RFC 9110 15.4.5: the 304 to a client that accepts gzip has the coded 200's ETag and Vary. */
+static void test_not_modified_matches_the_coded_200(void **state)
+{
+    (void)state;
+    reset_mock();
+    fg_pool_t *pool = fg_pool_new(4096);
+    fg_request_t *req = request(pool, "GET", "gzip");
+    fg_headers_t h;
+    fg_headers_init(&h, pool, 2);
+    fg_headers_add(&h, FG_STR_LIT("ETag"), FG_STR_LIT("\"e1\""));
+    assert_int_equal(req->ops->send_head(req, 304, &h, -1), 0);
+    assert_int_equal(mock.status, 304);
+    assert_int_equal(mock.length, -1);
+    assert_string_equal(field(&mock.head, "ETag"), "W/\"e1\"");
+    assert_string_equal(field(&mock.head, "Vary"), "Accept-Encoding");
+    assert_null(field(&mock.head, "Content-Encoding"));
+    req->ops->finish(req);
+    assert_int_equal(mock.finished, 1);
+    assert_int_equal(evbuffer_get_length(mock.wire), 0);
+    fg_pool_free(pool);
 }
 
 static void test_abort_releases(void **state)
@@ -406,9 +428,13 @@ static void test_abort_releases(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_accept_encoding), cmocka_unit_test(test_type_listed),
-        cmocka_unit_test(test_vary_and_etag),   cmocka_unit_test(test_body_in_pieces_round_trip),
-        cmocka_unit_test(test_file_round_trip), cmocka_unit_test(test_not_compressed),
+        cmocka_unit_test(test_accept_encoding),
+        cmocka_unit_test(test_type_listed),
+        cmocka_unit_test(test_vary_and_etag),
+        cmocka_unit_test(test_body_in_pieces_round_trip),
+        cmocka_unit_test(test_file_round_trip),
+        cmocka_unit_test(test_not_compressed),
+        cmocka_unit_test(test_not_modified_matches_the_coded_200),
         cmocka_unit_test(test_abort_releases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -27,7 +27,9 @@
  * is what the socket did not take, and its draining brings on_writable. */
 #define FILE_HIGH (256 * 1024)
 
-typedef enum { SEND_AS_IS, SEND_VARY, SEND_GZIP } verdict_t;
+/* What send_head does: pass the head on, add Vary, add Vary and weaken the ETag of a 304 that
+ * stands for a coded 200, or code the response. */
+typedef enum { SEND_AS_IS, SEND_VARY, SEND_VARY_WEAK, SEND_GZIP } verdict_t;
 
 struct fg_compress_s {
     fg_req_ops_t ops;         /* req->ops while attached */
@@ -234,6 +236,11 @@ static verdict_t decide(const fg_request_t *req, const fg_compression_config_t *
 {
     /* 1xx, 204 and 304 have no content; 206 is a part of the identity-coded representation
      * (RFC 9110 14.4: its ranges count bytes of the selected representation as it is). */
+    /* RFC 9110 15.4.5: a 304 carries the ETag and Vary the 200 would have: the coded one's,
+     * when the client accepts gzip (its Content-Type is not known here; a weak tag still
+     * matches If-None-Match, which compares weakly, RFC 9110 13.1.2). */
+    if (status == 304 && client_accepts_gzip(req))
+        return SEND_VARY_WEAK;
     if (status < 200 || status == 204 || status == 206 || status == 304)
         return SEND_AS_IS;
     /* A switch of protocols or a tunnel carries no representation. */
@@ -445,7 +452,7 @@ static int c_send_head(fg_request_t *req, int status, const fg_headers_t *hdrs,
     for (size_t i = 0; i < hdrs->n; i++)
         if (fg_headers_add(&h, hdrs->v[i].name, hdrs->v[i].value) != 0)
             return -1;
-    if (fg_compress_vary(&h) != 0)
+    if (fg_compress_vary(&h) != 0 || (v == SEND_VARY_WEAK && fg_compress_weaken_etag(&h) != 0))
         return -1;
     if (v == SEND_GZIP && start(req, s) == 0) {
         /* The coded length is not known before the end: HTTP/1.1 frames it chunked, HTTP/2
