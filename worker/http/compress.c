@@ -373,13 +373,16 @@ static int push(fg_request_t *req, struct fg_compress_s *s)
     return s->next->send_body(req, s->out);
 }
 
-/* Read and deflate more of the file being sent, while the client keeps up: stops after
- * FILE_BURST chunks or above FILE_HIGH queued and asks for on_writable. Returns 0 or -1. */
+/* Read and deflate more of the file being sent: stops above FILE_HIGH queued (on_writable
+ * resumes it) or after FILE_BURST chunks (s->turn resumes it in the next turn of the loop, after
+ * the other connections had theirs). Without a loop (unit tests), reads to the end. Returns 0
+ * or -1. */
 static int pump_file(fg_request_t *req, struct fg_compress_s *s)
 {
     unsigned char buf[FILE_CHUNK];
+    int loop = req->worker != NULL && req->worker->base != NULL;
     int i;
-    for (i = 0; i < FILE_BURST && s->file_left > 0; i++) {
+    for (i = 0; (i < FILE_BURST || !loop) && s->file_left > 0; i++) {
         if (s->next->pending(req) > FILE_HIGH)
             break;
         size_t want = s->file_left < FILE_CHUNK ? (size_t)s->file_left : FILE_CHUNK;
@@ -405,10 +408,6 @@ static int pump_file(fg_request_t *req, struct fg_compress_s *s)
         close(s->fd);
         s->fd = -1;
     } else if (i == FILE_BURST) {
-        /* The client keeps up: the rest comes in a later turn of the loop, after the other
-         * connections had theirs. Without a loop (unit tests), at once. */
-        if (req->worker == NULL || req->worker->base == NULL)
-            return pump_file(req, s);
         if (s->turn == NULL &&
             (s->turn = event_new(req->worker->base, -1, 0, on_turn, req)) == NULL)
             return -1;
