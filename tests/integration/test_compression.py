@@ -408,3 +408,49 @@ def test_access_log_notes_the_encoding(gw):
     plain = [e for e in lines if e["path"] == "/static/page.html" and "contentEncoding" not in e]
     assert gz and plain
     assert gz[-1]["bytesOut"] < len(PAGE) // 3 and plain[-1]["bytesOut"] == len(PAGE)
+
+
+@pytest.mark.parametrize("path", ["/up/big", "/static/big.txt"])
+def test_deflate_failure_aborts_the_response(tmp_path, gateway_factory, scripted, monkeypatch,
+                                             path):
+    """zlib failing mid-response (the test build's FG_TEST_DEFLATE_FAIL hook): the client sees
+    a truncated message, never a chunked end after bad data, and the error log says why."""
+    import socket
+    from conftest import TEST_BINARY
+    assert TEST_BINARY.exists(), "%s not built: make build/test/fastgateway" % TEST_BINARY
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "big.txt").write_bytes(big_text())
+    up = scripted(upstream_script)
+    routes = [
+        {"id": "up", "match": {"path": "/up/{**rest}"}, "clusterId": "c",
+         "compression": {"enabled": True}},
+        {"id": "files", "match": {"path": "/static/{**rest}"}, "static": {"root": str(www)},
+         "compression": {"enabled": True}},
+    ]
+    clusters = [{"id": "c", "destinations": [{"id": "d", "address": up.url}]}]
+    monkeypatch.setenv("FG_TEST_DEFLATE_FAIL", "100000")
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=routes, clusters=clusters,
+                                     workers=1), binary=TEST_BINARY)
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n" % path.encode())
+    data = b""
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        data += d
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Content-Encoding: gzip" in head
+    assert not body.endswith(b"\r\n0\r\n\r\n")
+    deadline = time.monotonic() + 5
+    while "compress: deflate failed" not in gw.error_log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "compress: deflate failed" in gw.error_log()
+    assert "TEST FAULT HOOK ARMED (FG_TEST_DEFLATE_FAIL" in gw.error_log()
+
+
+def test_release_binary_has_no_deflate_fault_hook():
+    from conftest import BINARY
+    assert b"FG_TEST_DEFLATE_FAIL" not in BINARY.read_bytes()

@@ -1,6 +1,7 @@
 #include "worker/http/compress.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -322,10 +323,34 @@ static void release(fg_request_t *req, struct fg_compress_s *s)
     }
 }
 
+#ifdef FG_TEST_HOOKS
+/* Test builds only (-DFG_TEST_HOOKS, build/test/fastgateway; docs/operations.md): with
+ * FG_TEST_DEFLATE_FAIL=N in the environment, deflate fails once a response has made more than N
+ * coded bytes, so that a test can see a failure abort the response. */
+static long long fault_after = -1; /* -1: the environment not read yet; 0: off */
+
+static int fault(const struct fg_compress_s *s)
+{
+    if (fault_after < 0) {
+        const char *e = getenv("FG_TEST_DEFLATE_FAIL");
+        fault_after = e != NULL && *e != '\0' ? atoll(e) : 0;
+        if (fault_after > 0)
+            fg_log_warn("TEST FAULT HOOK ARMED (FG_TEST_DEFLATE_FAIL is set): deflate fails after "
+                        "%lld bytes of a response; never set this variable in production",
+                        fault_after);
+    }
+    return fault_after > 0 && s->z.total_out > (uLong)fault_after;
+}
+#endif
+
 /* Deflate n bytes at p with flush (Z_NO_FLUSH, Z_SYNC_FLUSH, Z_FINISH) into s->out. Returns 0
  * or -1 (zlib failed, or no memory for output). */
 static int deflate_bytes(struct fg_compress_s *s, const void *p, size_t n, int flush)
 {
+#ifdef FG_TEST_HOOKS
+    if (fault(s))
+        return -1;
+#endif
     s->z.next_in = (Bytef *)p;
     s->z.avail_in = (uInt)n;
     do {
