@@ -293,8 +293,12 @@ typedef struct fg_route_s {
     uint64_t upgrade_idle_timeout_ms; /* "webSocketIdleTimeout"; 0 = the cluster's activity */
     int exempt_event_streams;         /* "exemptEventStreams": text/event-stream has no activity
                                        * timeout; default 1 */
-    /* "compression" (docs/compression.md): gzip of responses on this route; off by default */
+    /* "compression" (docs/compression.md): gzip of responses on this route; without the key
+     * (compression_from_server), the server's applies. compress_any: compression is enabled
+     * here or on a server the route is attached to (the one test a request pays). */
     fg_compression_config_t compression;
+    int compression_from_server;
+    int compress_any;
 } fg_route_t;
 
 /* ---- clusters ---- */
@@ -552,6 +556,8 @@ typedef struct {
     /* not configured: the HTTP/2 front end takes a CONNECT (RFC 9113 8.5) as a switch to
      * FG_TCP_PROTOCOL for the authority's service (the agent's tunnel server) */
     int accept_connect;
+    /* "compression": the default of the routes that have none (docs/compression.md) */
+    fg_compression_config_t compression;
 } fg_server_t;
 
 /* ---- tunnels (common/config_tunnels.c, docs/tunnels.md) ---- */

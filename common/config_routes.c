@@ -863,11 +863,9 @@ static int valid_media_type(char *t)
     return ok;
 }
 
-/* The route's "compression" object; defaults when absent. */
-static int load_compression(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
+int fg_config_load_compression(fg_config_ctx_t *c, const json_t *o, fg_compression_config_t *z)
 {
     static const char *const keys[] = {"enabled", "types", "minLength", "level", NULL};
-    fg_compression_config_t *z = &r->compression;
     json_t *co = NULL;
     long long level = 1;
     z->min_length = 1024;
@@ -900,10 +898,31 @@ static int load_compression(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
                 goto out;
             }
     }
-    rc = 0;
+    rc = co != NULL;
 out:
     fg_config_pop(c, mark);
     return rc;
+}
+
+/* The route's "compression", or its servers' when it has none: r->compress_any says whether a
+ * request on it may be compressed at all (worker/http/compress.h). */
+static int load_route_compression(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
+{
+    int rc = fg_config_load_compression(c, o, &r->compression);
+    if (rc < 0)
+        return -1;
+    r->compression_from_server = rc == 0;
+    r->compress_any = r->compression.enabled;
+    const fg_config_t *cfg = c->cfg;
+    for (size_t i = 0; r->compression_from_server && i < cfg->nservers; i++) {
+        const fg_server_t *s = &cfg->servers[i];
+        int attached = r->nserver_ids == 0;
+        for (size_t j = 0; !attached && j < r->nserver_ids; j++)
+            attached = strcmp(r->server_ids[j], s->id) == 0;
+        if (attached && s->compression.enabled)
+            r->compress_any = 1;
+    }
+    return 0;
 }
 
 static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
@@ -938,7 +957,8 @@ static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
         fg_config_get_int(c, o, "order", INT32_MIN, INT32_MAX, &order) < 0 ||
         load_route_servers(c, o, r) < 0 || load_match(c, o, r) < 0 || load_action(c, o, r) < 0 ||
         load_transforms(c, o, r) < 0 || fg_config_load_route_security(c, o, r) < 0 ||
-        load_tenant(c, o, r) < 0 || load_upgrade(c, o, r) < 0 || load_compression(c, o, r) < 0)
+        load_tenant(c, o, r) < 0 || load_upgrade(c, o, r) < 0 ||
+        load_route_compression(c, o, r) < 0)
         return -1;
     r->order = (int)order;
     /* -1 in the struct means "the server's limit", so "unlimited" here is the largest size. */

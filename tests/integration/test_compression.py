@@ -296,9 +296,29 @@ def test_defaults_in_config_dump(tmp_path):
                        timeout=10)
     assert p.returncode == 0, p.stderr
     dumped = json.loads(p.stdout[p.stdout.index("{"):])
-    c = dumped["routes"][0]["compression"]
+    c = dumped["servers"][0]["compression"]
     assert c["enabled"] is False and c["level"] == 1 and c["minLength"] == 1024
     assert "application/json" in c["types"] and "image/svg+xml" in c["types"]
+    # a route without the key takes its server's, and says nothing of its own
+    assert "compression" not in dumped["routes"][0]
+
+
+def test_server_default_and_route_override(tmp_path, gateway_factory):
+    routes = [
+        {"id": "inherits", "match": {"path": "/a"},
+         "direct": {"status": 200, "headers": {"Content-Type": "text/plain"},
+                    "body": PAGE.decode()[:5000]}},
+        {"id": "opts-out", "match": {"path": "/b"}, "compression": {"enabled": False},
+         "direct": {"status": 200, "headers": {"Content-Type": "text/plain"},
+                    "body": PAGE.decode()[:5000]}},
+    ]
+    cfg = base_config(tmp_path, free_port(), routes=routes, workers=1)
+    cfg["servers"][0]["compression"] = {"enabled": True, "level": 9}
+    gw = gateway_factory(cfg)
+    r, body = get(gw, "/a", headers=GZ)
+    assert_gzip(r, body, PAGE[:5000])
+    r, body = get(gw, "/b", headers=GZ)
+    assert_identity(r, body, PAGE[:5000], vary=False)
 
 
 def test_client_gone_mid_response_leaves_the_worker_serving(gw):
@@ -454,3 +474,15 @@ def test_deflate_failure_aborts_the_response(tmp_path, gateway_factory, scripted
 def test_release_binary_has_no_deflate_fault_hook():
     from conftest import BINARY
     assert b"FG_TEST_DEFLATE_FAIL" not in BINARY.read_bytes()
+
+
+def test_server_config_error(tmp_path):
+    from conftest import BINARY
+    cfg = base_config(tmp_path, free_port())
+    cfg["servers"][0]["compression"] = {"types": ["text"]}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(cfg))
+    p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode != 0
+    assert 'servers[0].compression.types: "text" is not a media type' in p.stdout + p.stderr

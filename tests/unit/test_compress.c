@@ -213,7 +213,11 @@ static fg_request_t *request(fg_pool_t *pool, const char *method, const char *ae
         req->nheaders = 1;
     }
     req->ops = &mock_ops;
-    fg_compress_attach(req, &conf);
+    static fg_route_t route;
+    route.compression = conf;
+    route.compress_any = 1;
+    req->route = &route;
+    fg_compress_attach(req);
     assert_non_null(req->compress);
     assert_ptr_not_equal(req->ops, &mock_ops);
     return req;
@@ -409,6 +413,33 @@ static void test_not_modified_matches_the_coded_200(void **state)
     fg_pool_free(pool);
 }
 
+/* A route without "compression" takes its server's; one with it keeps its own. */
+static void test_server_default(void **state)
+{
+    (void)state;
+    fg_pool_t *pool = fg_pool_new(4096);
+    fg_server_t server = {0};
+    fg_route_t route = {0};
+    fg_request_t *req = fg_pool_calloc(pool, sizeof(*req));
+    req->pool = pool;
+    req->server = &server;
+    req->route = &route;
+    req->ops = &mock_ops;
+    route.compression_from_server = 1;
+    fg_compress_attach(req); /* the server's is off */
+    assert_null(req->compress);
+    assert_ptr_equal(req->ops, &mock_ops);
+    server.compression = conf;
+    fg_compress_attach(req);
+    assert_non_null(req->compress);
+    req->compress = NULL;
+    req->ops = &mock_ops;
+    route.compression_from_server = 0; /* the route's own, off, wins */
+    fg_compress_attach(req);
+    assert_null(req->compress);
+    fg_pool_free(pool);
+}
+
 static void test_abort_releases(void **state)
 {
     (void)state;
@@ -435,6 +466,7 @@ int main(void)
         cmocka_unit_test(test_file_round_trip),
         cmocka_unit_test(test_not_compressed),
         cmocka_unit_test(test_not_modified_matches_the_coded_200),
+        cmocka_unit_test(test_server_default),
         cmocka_unit_test(test_abort_releases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

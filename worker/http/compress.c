@@ -652,8 +652,13 @@ static void on_abort(fg_request_t *req)
     }
 }
 
-void fg_compress_attach(fg_request_t *req, const fg_compression_config_t *conf)
+void fg_compress_attach(fg_request_t *req)
 {
+    const fg_compression_config_t *conf = &req->route->compression;
+    if (req->route->compression_from_server)
+        conf = req->server != NULL ? &req->server->compression : NULL;
+    if (conf == NULL || !conf->enabled)
+        return;
     struct fg_compress_s *s = fg_pool_calloc(req->pool, sizeof(*s));
     if (s == NULL)
         return;

@@ -33,8 +33,9 @@ int fg_compress_vary(fg_headers_t *h);
  * bytes). Returns 0 or -1 (no memory). */
 int fg_compress_weaken_etag(fg_headers_t *h);
 
-/* Put the filter between req's handler and req->ops (req->compress set). Costs a pool
- * allocation; nothing when memory is short (the response goes uncompressed). */
-void fg_compress_attach(fg_request_t *req, const fg_compression_config_t *conf);
+/* Put the filter between req's handler and req->ops (req->compress set) when compression is
+ * enabled for req: its route's "compression", or its server's for a route without one. Costs a
+ * pool allocation; nothing when memory is short (the response goes uncompressed). */
+void fg_compress_attach(fg_request_t *req);
 
 #endif

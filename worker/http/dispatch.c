@@ -79,8 +79,8 @@ int fg_dispatch_route(fg_request_t *req)
 void fg_dispatch_run(fg_request_t *req)
 {
     /* An errorPages route runs under the filter its failed request already has, if any. */
-    if (req->route->compression.enabled && req->compress == NULL)
-        fg_compress_attach(req, &req->route->compression);
+    if (req->route->compress_any && req->compress == NULL)
+        fg_compress_attach(req);
     switch (req->route->kind) {
     case FG_ROUTE_CLUSTER:
         fg_proxy_handle(req);
