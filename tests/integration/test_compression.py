@@ -486,3 +486,53 @@ def test_server_config_error(tmp_path):
                        timeout=10)
     assert p.returncode != 0
     assert 'servers[0].compression.types: "text" is not a media type' in p.stdout + p.stderr
+
+
+def test_worker_cap_sends_the_rest_uncompressed(tmp_path, gateway_factory, scripted):
+    """Past 256 responses compressing at once in a worker, the next goes out identity-coded
+    (with Vary); once they end, compression is available again."""
+    import socket
+    import threading
+    release = threading.Event()
+
+    def hold(sock, head):
+        respond(sock, 200, [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")])
+        sock.sendall(b"5\r\nhello\r\n")
+        release.wait(30)
+        sock.sendall(b"0\r\n\r\n")
+
+    up = scripted(hold)
+    routes = [{"id": "up", "match": {"path": "/{**rest}"}, "clusterId": "c",
+               "compression": {"enabled": True}}]
+    clusters = [{"id": "c", "destinations": [{"id": "d", "address": up.url}]}]
+    gw = gateway_factory(base_config(tmp_path, free_port(), routes=routes, clusters=clusters,
+                                     workers=1))
+    held = []
+    try:
+        for i in range(256):
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
+            s.sendall(b"GET /h%d HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n" % i)
+            held.append(s)
+        for s in held:  # every one of them is compressing
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += s.recv(4096)
+            assert b"Content-Encoding: gzip" in got
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
+        s.sendall(b"GET /over HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += s.recv(4096)
+        s.close()
+        assert b"Content-Encoding" not in got and b"Vary: Accept-Encoding" in got
+    finally:
+        release.set()
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 10
+    while True:
+        r, body = get(gw, "/after", headers=GZ)
+        if r.getheader("Content-Encoding") == "gzip" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert r.getheader("Content-Encoding") == "gzip" and gzip.decompress(body) == b"hello"
