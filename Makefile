@@ -8,7 +8,7 @@ SANITIZE ?=
 PYTHON   ?= /usr/bin/python3
 VERSION  := 0.1.0
 
-PKGS     := libevent libevent_openssl openssl libnghttp2 jansson
+PKGS     := libevent libevent_openssl openssl libnghttp2 jansson zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

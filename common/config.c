@@ -419,6 +419,7 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
                                        "maxWebSockets",
                                        "acceptTunnels",
                                        "tcp",
+                                       "compression",
                                        NULL};
     long long backlog = 511, maxka = 0, maxws = 0;
 
@@ -451,7 +452,8 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
         fg_config_get_bool(c, o, "acceptTunnels", &s->accept_tunnels) < 0 ||
         fg_config_load_server_security(c, o, s) < 0 ||
         fg_config_load_server_responses(c, o, s) < 0 || fg_config_load_server_tls(c, o, s) < 0 ||
-        fg_config_load_server_http2(c, o, s) < 0 || fg_config_load_server_tcp(c, o, s) < 0)
+        fg_config_load_server_http2(c, o, s) < 0 || fg_config_load_server_tcp(c, o, s) < 0 ||
+        fg_config_load_compression(c, o, &s->compression) < 0)
         return -1;
     if (s->accept_tunnels && !c->cfg->tunnels.enabled)
         return fg_config_fail(c, "acceptTunnels", "needs a top-level \"tunnels\" section");
@@ -792,6 +794,9 @@ void fg_config_free(fg_config_t *cfg)
         free(s->listen);
         free(s->routes);
         free(s->tcp.cluster_id);
+        for (size_t j = 0; j < s->compression.ntypes; j++)
+            free(s->compression.types[j]);
+        free(s->compression.types);
         fg_config_free_responses(&s->responses);
     }
     fg_config_free_responses(&cfg->responses);

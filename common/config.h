@@ -236,6 +236,15 @@ typedef struct {
     char *value;
 } fg_header_kv_t;
 
+/* A route's "compression" object (worker/http/compress.h applies it, docs/compression.md). */
+typedef struct {
+    int enabled;  /* "enabled", default 0 */
+    char **types; /* "types": lowercase media types; a "*" subtype covers its type */
+    size_t ntypes;
+    uint64_t min_length; /* "minLength": a known Content-Length below it is sent as is */
+    int level;           /* "level", 1..9 */
+} fg_compression_config_t;
+
 typedef struct fg_cluster_s fg_cluster_t;
 
 typedef struct fg_route_s {
@@ -284,6 +293,12 @@ typedef struct fg_route_s {
     uint64_t upgrade_idle_timeout_ms; /* "webSocketIdleTimeout"; 0 = the cluster's activity */
     int exempt_event_streams;         /* "exemptEventStreams": text/event-stream has no activity
                                        * timeout; default 1 */
+    /* "compression" (docs/compression.md): gzip of responses on this route; without the key
+     * (compression_from_server), the server's applies. compress_any: compression is enabled
+     * here or on a server the route is attached to (the one test a request pays). */
+    fg_compression_config_t compression;
+    int compression_from_server;
+    int compress_any;
 } fg_route_t;
 
 /* ---- clusters ---- */
@@ -546,6 +561,8 @@ typedef struct {
     /* not configured: the HTTP/2 front end takes a CONNECT (RFC 9113 8.5) as a switch to
      * FG_TCP_PROTOCOL for the authority's service (the agent's tunnel server) */
     int accept_connect;
+    /* "compression": the default of the routes that have none (docs/compression.md) */
+    fg_compression_config_t compression;
 } fg_server_t;
 
 /* ---- tunnels (common/config_tunnels.c, docs/tunnels.md) ---- */

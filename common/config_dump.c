@@ -201,6 +201,13 @@ static json_t *http_client(const fg_tls_client_config_t *h)
 
 /* ---- servers ---- */
 
+static json_t *compression(const fg_compression_config_t *z)
+{
+    return json_pack("{s:b, s:o, s:o, s:i}", "enabled", z->enabled, "types",
+                     strings(z->types, z->ntypes), "minLength", size(z->min_length), "level",
+                     z->level);
+}
+
 static json_t *server(const fg_server_t *s)
 {
     static const char *const sources[] = {"socket", "X-Forwarded-For", "X-Real-IP",
@@ -228,6 +235,7 @@ static json_t *server(const fg_server_t *s)
     set(o, "ignoreClientAbort", json_boolean(s->ignore_client_abort));
     set(o, "maxWebSockets", json_integer(s->max_websockets));
     set(o, "acceptTunnels", json_boolean(s->accept_tunnels));
+    set(o, "compression", compression(&s->compression));
     if (s->tcp.enabled)
         set(o, "tcp",
             json_pack("{s:s, s:o, s:o, s:I, s:I}", "clusterId", s->tcp.cluster_id, "idleTimeout",
@@ -467,6 +475,8 @@ static json_t *route(const fg_route_t *r)
     set(o, "upgradeProtocols", strings(r->upgrade_protocols, r->nupgrade_protocols));
     set(o, "webSocketIdleTimeout", duration(r->upgrade_idle_timeout_ms)); /* 0: the cluster's */
     set(o, "exemptEventStreams", json_boolean(r->exempt_event_streams));
+    if (!r->compression_from_server)
+        set(o, "compression", compression(&r->compression));
     return o;
 }
 

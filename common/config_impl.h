@@ -117,6 +117,9 @@ void fg_config_free_tls(fg_config_t *cfg);
 /* common/config_http2.c: a server's "http2" object (after its "tls"). */
 int fg_config_load_server_http2(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s);
 void fg_config_free_routes(fg_config_t *cfg);
+/* The "compression" object of a route or a server into z, defaults when absent (types
+ * allocated either way). Returns 1 when present, 0 when absent, -1 after an error. */
+int fg_config_load_compression(fg_config_ctx_t *c, const json_t *o, fg_compression_config_t *z);
 /* common/config_admin.c: "admin" (after servers and metrics, whose addresses it must not take),
  * and the API state file merged into the document before it loads (docs/admin.md). */
 int fg_config_load_admin(fg_config_ctx_t *c, const json_t *root);

@@ -835,6 +835,96 @@ static int load_upgrade(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
     return 0;
 }
 
+/* The default "types": text that compresses well and is not compressed already. */
+static const char *const default_types[] = {"text/html",
+                                            "text/plain",
+                                            "text/css",
+                                            "text/javascript",
+                                            "application/javascript",
+                                            "application/json",
+                                            "application/xml",
+                                            "image/svg+xml",
+                                            NULL};
+
+/* A "types" entry: type "/" subtype, both tokens (RFC 9110 8.3.1), where a "*" subtype is a
+ * range of the type and "*" as type needs "*" as subtype; no parameters. Lowercased in place
+ * (media types compare case-insensitively). */
+static int valid_media_type(char *t)
+{
+    char *slash = strchr(t, '/');
+    if (slash == NULL || slash == t || slash[1] == '\0')
+        return 0;
+    for (char *p = t; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    *slash = '\0';
+    int ok = fg_config_is_token(t) && fg_config_is_token(slash + 1) &&
+             (strcmp(t, "*") != 0 || strcmp(slash + 1, "*") == 0);
+    *slash = '/';
+    return ok;
+}
+
+int fg_config_load_compression(fg_config_ctx_t *c, const json_t *o, fg_compression_config_t *z)
+{
+    static const char *const keys[] = {"enabled", "types", "minLength", "level", NULL};
+    json_t *co = NULL;
+    long long level = 1;
+    z->min_length = 1024;
+    if (fg_config_get_object(c, o, "compression", keys, &co) < 0)
+        return -1;
+    size_t mark = fg_config_push_key(c, "compression");
+    int rc = -1;
+    if (fg_config_get_bool(c, co, "enabled", &z->enabled) < 0 ||
+        fg_config_get_size(c, co, "minLength", &z->min_length) < 0 ||
+        fg_config_get_int(c, co, "level", 1, 9, &level) < 0)
+        goto out;
+    z->level = (int)level;
+    if (co == NULL || json_object_get(co, "types") == NULL) {
+        size_t n = sizeof(default_types) / sizeof(default_types[0]) - 1;
+        z->types = fg_config_xcalloc(n + 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++)
+            z->types[i] = fg_config_xstrdup(default_types[i]);
+        z->ntypes = n;
+    } else {
+        if (fg_config_get_strings(c, co, "types", &z->types, &z->ntypes) < 0)
+            goto out;
+        if (z->ntypes == 0) {
+            fg_config_fail(c, "types", "is empty (set \"enabled\": false to compress nothing)");
+            goto out;
+        }
+        for (size_t i = 0; i < z->ntypes; i++)
+            if (!valid_media_type(z->types[i])) {
+                fg_config_fail(c, "types", "\"%s\" is not a media type such as text/html or text/*",
+                               z->types[i]);
+                goto out;
+            }
+    }
+    rc = co != NULL;
+out:
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+/* The route's "compression", or its servers' when it has none: r->compress_any says whether a
+ * request on it may be compressed at all (worker/http/compress.h). */
+static int load_route_compression(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
+{
+    int rc = fg_config_load_compression(c, o, &r->compression);
+    if (rc < 0)
+        return -1;
+    r->compression_from_server = rc == 0;
+    r->compress_any = r->compression.enabled;
+    const fg_config_t *cfg = c->cfg;
+    for (size_t i = 0; r->compression_from_server && i < cfg->nservers; i++) {
+        const fg_server_t *s = &cfg->servers[i];
+        int attached = r->nserver_ids == 0;
+        for (size_t j = 0; !attached && j < r->nserver_ids; j++)
+            attached = strcmp(r->server_ids[j], s->id) == 0;
+        if (attached && s->compression.enabled)
+            r->compress_any = 1;
+    }
+    return 0;
+}
+
 static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
 {
     static const char *const keys[] = {"id",
@@ -855,6 +945,7 @@ static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
                                        "upgradeProtocols",
                                        "webSocketIdleTimeout",
                                        "exemptEventStreams",
+                                       "compression",
                                        NULL};
     long long order = 0;
     json_t *body;
@@ -866,7 +957,8 @@ static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
         fg_config_get_int(c, o, "order", INT32_MIN, INT32_MAX, &order) < 0 ||
         load_route_servers(c, o, r) < 0 || load_match(c, o, r) < 0 || load_action(c, o, r) < 0 ||
         load_transforms(c, o, r) < 0 || fg_config_load_route_security(c, o, r) < 0 ||
-        load_tenant(c, o, r) < 0 || load_upgrade(c, o, r) < 0)
+        load_tenant(c, o, r) < 0 || load_upgrade(c, o, r) < 0 ||
+        load_route_compression(c, o, r) < 0)
         return -1;
     r->order = (int)order;
     /* -1 in the struct means "the server's limit", so "unlimited" here is the largest size. */
@@ -923,6 +1015,7 @@ void fg_config_free_routes(fg_config_t *cfg)
         free(r->id);
         free_strings(r->server_ids, r->nserver_ids);
         free_strings(r->upgrade_protocols, r->nupgrade_protocols);
+        free_strings(r->compression.types, r->compression.ntypes);
         free(r->match.path);
         free_strings(r->match.hosts, r->match.nhosts);
         free_strings(r->match.methods, r->match.nmethods);

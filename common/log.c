@@ -127,6 +127,7 @@ static const char *const access_fields[FG_AL_COUNT] = {
     [FG_AL_STATUS] = "status",
     [FG_AL_BYTES_IN] = "bytesIn",
     [FG_AL_BYTES_OUT] = "bytesOut",
+    [FG_AL_CONTENT_ENCODING] = "contentEncoding",
     [FG_AL_DURATION] = "duration",
     [FG_AL_USER_AGENT] = "userAgent",
     [FG_AL_REFERER] = "referer",

@@ -8,7 +8,7 @@
 set -eu
 
 PACKAGES="build-essential pkg-config clang libevent-dev libssl-dev libnghttp2-dev
-libjansson-dev libcmocka-dev libclang-rt-14-dev python3 python3-pytest curl nghttp2-client wrk
+libjansson-dev zlib1g-dev libcmocka-dev libclang-rt-14-dev python3 python3-pytest curl nghttp2-client wrk
 nginx-light haproxy procps psmisc clang-format cppcheck socat systemd logrotate strace groff-base
 man-db python3-cryptography openssl testssl.sh python3-h2 python3-grpcio nghttp2-server
 prometheus python3-websockets chromium node-ws"

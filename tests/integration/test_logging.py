@@ -208,8 +208,8 @@ def test_json_error_log_line(gateway_factory, tmp_path):
 # ---- access log fields ----
 
 ALL_FIELDS = ["time", "client", "clientPort", "peer", "method", "host", "path", "query",
-              "protocol", "status", "bytesIn", "bytesOut", "duration", "userAgent", "referer",
-              "upstream", "upstreamStatus", "attempts", "upstreamConnectTime",
+              "protocol", "status", "bytesIn", "bytesOut", "contentEncoding", "duration",
+              "userAgent", "referer", "upstream", "upstreamStatus", "attempts", "upstreamConnectTime",
               "upstreamFirstByteTime", "upstreamTime", "route", "tenant", "metadata", "cluster",
               "error", "termination", "requestId"]
 
@@ -225,8 +225,9 @@ def test_access_log_all_fields(gateway_factory, upstream_factory, tmp_path):
     s.close()
     assert resp.startswith(b"HTTP/1.1 200")
     e = access_lines(gw, 1)[-1]
-    # documented order, absent fields (peer, tenant, metadata, error) left out
-    present = [f for f in ALL_FIELDS if f not in ("peer", "tenant", "metadata", "error")]
+    # documented order, absent fields (peer, tenant, metadata, error, contentEncoding) left out
+    present = [f for f in ALL_FIELDS
+               if f not in ("peer", "tenant", "metadata", "error", "contentEncoding")]
     assert list(e) == present, list(e)
     assert e["client"] == "127.0.0.1" and e["clientPort"] == local_port
     assert e["protocol"] == "HTTP/1.1" and e["method"] == "GET"

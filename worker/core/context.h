@@ -55,6 +55,7 @@ typedef struct fg_worker_s {
      * socket may still get requests from workers that chose it just before it left the tunnel
      * registry (fg_tunnel_hop_linger). */
     uint64_t linger_until_ms;
+    unsigned ncompressing;                   /* responses worker/http/compress.c deflates now */
     void *frontend_state[FG_FRONTEND_SLOTS]; /* per front end: worker-wide state it keeps */
     /* Connection caps (worker/core/connlimit.h): this worker's counts, made when first needed,
      * and the places of the connection being started until its conn takes them. */

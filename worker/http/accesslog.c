@@ -383,6 +383,8 @@ static void format_line(fg_accesslog_t *al, const fg_request_t *r, line_t *l)
         key(l, FG_AL_BYTES_OUT);
         u64(l, r->bytes_out);
     }
+    if ((want & FG_AL_BIT(FG_AL_CONTENT_ENCODING)) && r->gzip)
+        str_field(l, FG_AL_CONTENT_ENCODING, "gzip", 4);
     if (want & FG_AL_BIT(FG_AL_DURATION)) {
         key(l, FG_AL_DURATION);
         ms(l, r->start_us ? fg_clock_now_us() - r->start_us : 0);

@@ -144,6 +144,7 @@ struct fg_request_s {
     /* response facts, for the access log */
     int status;
     uint64_t bytes_out;   /* body bytes sent to the client */
+    unsigned gzip : 1;    /* the body went out gzip-coded (worker/http/compress.c) */
     uint64_t start_us;    /* monotonic microseconds at head complete */
     uint64_t upstream_us; /* request sent upstream to response head, last attempt */
     /* upstream attempts (worker/handlers/proxy.c): every exchange started with a destination,
@@ -168,6 +169,8 @@ struct fg_request_s {
 
     int hop_dest; /* a tunnel hop's request (worker/tunnel/hop.h): its destination + 1 */
     const fg_req_ops_t *ops;
+    /* worker/http/compress.c: the response filter's state while it sits in ops, else NULL */
+    struct fg_compress_s *compress;
     void *proto; /* front end's private state */
     const fg_req_handler_t *handler;
     void *handler_data; /* handler's private state */
