@@ -56,6 +56,10 @@ def upstream_script(sock, head):
             sock.sendall(b"%x\r\n%s\r\n" % (len(ev), ev))
             time.sleep(0.1)
         sock.sendall(b"0\r\n\r\n")
+    elif path.endswith("/tinychunks"):
+        # 20,000 one-byte chunks in one write: many send_body calls in one turn of the loop
+        respond(sock, 200, [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")],
+                b"".join(b"1\r\n%c\r\n" % (97 + i % 26) for i in range(20000)) + b"0\r\n\r\n")
     elif path.endswith("/big"):
         body = big_text()
         respond(sock, 200, [("Content-Type", "text/plain"), ("Content-Length", len(body))], body)
@@ -167,6 +171,15 @@ def test_no_accept_encoding_or_q0_gets_identity_with_vary(gw):
         assert r.getheader("Content-Length") == str(len(PAGE))
     r, body = get(gw, "/up/json", headers={"Accept-Encoding": "*"})
     assert_gzip(r, body, JSON_DOC)
+
+
+def test_a_body_relayed_in_tiny_chunks_is_coded_once_per_read_not_per_chunk(gw):
+    """Chunks that arrive together are deflated together and flushed once: coding them one by
+    one (a sync flush each) made 20,000 one-byte chunks 140,020 bytes, seven times the body."""
+    original = bytes(97 + i % 26 for i in range(20000))
+    r, body = get(gw, "/up/tinychunks", headers={"Accept-Encoding": "gzip"})
+    assert_gzip(r, body, original)
+    assert len(body) < len(original) // 4, len(body)
 
 
 def test_head_range_and_304_are_not_compressed(gw):

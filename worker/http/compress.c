@@ -39,7 +39,7 @@ struct fg_compress_s {
     const fg_req_handler_t *handler; /* the handler's callbacks, while deflating */
     z_stream z;
     struct evbuffer *out; /* deflate output on its way to next->send_body */
-    struct event *turn;   /* the next burst of a file, when the client keeps up */
+    struct event *turn;   /* the next burst of a file, or the flush of a turn's body bytes */
     int fd;               /* a send_file being read and deflated, or -1 */
     off_t file_off;
     off_t file_left;
@@ -49,12 +49,14 @@ struct fg_compress_s {
     unsigned failed : 1;       /* a read or deflate failed: the response can only abort */
     unsigned handler_done : 1; /* the handler called finish (or abort): it hears no more */
     unsigned finish_due : 1;   /* finish waits for the file to be deflated */
+    unsigned flush_due : 1;    /* body bytes deflated this turn: s->turn flushes them */
 };
 
 static void on_body(fg_request_t *req);
 static void on_writable(fg_request_t *req);
 static void on_abort(fg_request_t *req);
 static void on_turn(evutil_socket_t fd, short what, void *arg);
+static void flush_turn(fg_request_t *req, struct fg_compress_s *s);
 static const fg_req_handler_t wrap_handler = {on_body, on_writable, on_abort};
 
 /* ---- Accept-Encoding (RFC 9110 12.5.3) ---- */
@@ -506,15 +508,44 @@ static int c_send_body(fg_request_t *req, struct evbuffer *buf)
         s->failed = 1;
         return -1;
     }
-    /* Flushed at every call: what the handler sent is all it has now (a server-sent event, a
-     * streamed chunk), and it must reach the client without waiting for more. */
-    if (deflate_buffer(s, buf, Z_SYNC_FLUSH) != 0) {
+    /* What the handler sends in one turn of the loop (the chunks of one read from the
+     * destination) is deflated together and flushed once at the end of the turn (on_turn): a
+     * server-sent event or a streamed chunk still reaches the client without waiting for more,
+     * and a body relayed in many small pieces is not coded piece by piece (a sync flush per
+     * piece costs at least 5 bytes and resets the match search). Without a loop (unit tests),
+     * each call is flushed. */
+    int loop = req->worker != NULL && req->worker->base != NULL;
+    if (deflate_buffer(s, buf, loop ? Z_NO_FLUSH : Z_SYNC_FLUSH) != 0) {
         fg_log_error("compress: deflate failed on %.*s", (int)req->path.len, req->path.base);
         evbuffer_drain(buf, evbuffer_get_length(buf));
         s->failed = 1;
         return -1;
     }
+    if (loop && !s->flush_due) {
+        if (s->turn == NULL &&
+            (s->turn = event_new(req->worker->base, -1, 0, on_turn, req)) == NULL) {
+            s->failed = 1;
+            return -1;
+        }
+        s->flush_due = 1;
+        event_active(s->turn, EV_TIMEOUT, 1);
+    }
     return push(req, s);
+}
+
+/* The end of the turn in which the handler sent body bytes: flush them out. */
+static void flush_turn(fg_request_t *req, struct fg_compress_s *s)
+{
+    s->flush_due = 0;
+    if (s->failed || s->ended)
+        return;
+    if (deflate_bytes(s, NULL, 0, Z_SYNC_FLUSH) != 0) {
+        fg_log_error("compress: deflate failed on %.*s", (int)req->path.len, req->path.base);
+        s->failed = 1;
+        return;
+    }
+    if (push(req, s) != 0)
+        s->failed = 1;
 }
 
 static int c_send_file(fg_request_t *req, int fd, off_t off, off_t len)
@@ -628,9 +659,12 @@ static int resume_file(fg_request_t *req, struct fg_compress_s *s)
 static void on_turn(evutil_socket_t fd, short what, void *arg)
 {
     fg_request_t *req = arg;
+    struct fg_compress_s *s = req->compress;
     (void)fd;
     (void)what;
-    resume_file(req, req->compress);
+    if (s->flush_due)
+        flush_turn(req, s);
+    resume_file(req, s);
 }
 
 static void on_writable(fg_request_t *req)
