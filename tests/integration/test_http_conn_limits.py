@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import ssl
 import subprocess
 import time
@@ -269,6 +270,28 @@ def test_http2_connections_count(tmp_path, gateway_factory):
     s.close()
     clients[0].sock.close()
     assert wait_open(gw, 0) == 0
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_a_client_gone_midway_through_the_h2c_preface_gives_its_place_back(tmp_path,
+                                                                           gateway_factory, reset):
+    """A client that sends part of the HTTP/2 preface and closes (FIN or reset) is seen to go at
+    once: its place is free again, not held until timeouts.header."""
+    port = free_port()
+    cfg = limited(tmp_path, port, workers=2, maxConnections=3)
+    cfg["servers"][0]["http2"] = {"h2c": True}
+    gw = gateway_factory(cfg)
+    assert wait_open(gw, 0) == 0
+    for _ in range(3):
+        s = connect(port)
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM")
+        if reset:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    assert wait_open(gw, 0, timeout=3.0) == 0
+    s = eventually_served(port, timeout=2.0)
+    assert s is not None
+    s.close()
 
 
 def ws_open(port, timeout=5.0):

@@ -1,6 +1,7 @@
 #include "worker/http/h2c.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -71,6 +72,16 @@ static void wait_rest(sniff_t *sn)
         sniff_close(&sn->session);
 }
 
+/* Whether the peer has closed its side or reset the connection. A peek shows the bytes before
+ * a FIN or a reset, never the end itself, so a client that sends part of the preface and goes
+ * would otherwise hold its connection (and its place under the server's caps) until the
+ * deadline. Asked only while a prefix of the preface waits for the rest. */
+static int peer_gone(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 static void on_sniff(evutil_socket_t fd, short what, void *arg)
 {
     sniff_t *sn = arg;
@@ -90,6 +101,8 @@ static void on_sniff(evutil_socket_t fd, short what, void *arg)
         hand_over(sn, &fg_http1_frontend);
     else if (n == PREFACE_LEN)
         hand_over(sn, &fg_http2_frontend);
+    else if (peer_gone(fd))
+        sniff_close(&sn->session); /* the peer ended (FIN or reset) before the preface could */
     else
         wait_rest(sn);
 }
