@@ -43,7 +43,15 @@ static void test_accept_encoding(void **state)
     /* the named coding wins over "*" (RFC 9110 12.5.3) */
     assert_int_equal(accepts("gzip;q=0, *"), 0);
     assert_int_equal(accepts("*;q=0, gzip"), 1);
-    /* malformed weights make the element ignored */
+    /* a weight that cannot be read is no weight for gzip, not a default of 1 or a drop
+     * that lets "*" decide */
+    assert_int_equal(accepts("gzip ; q = 0"), 0);
+    assert_int_equal(accepts("gzip;q = 0.5"), 1);
+    assert_int_equal(accepts("gzip;q=0.0000, *"), 0);
+    assert_int_equal(accepts("gzip;q=1.5, *"), 0);
+    assert_int_equal(accepts("gzip;q, *"), 0);
+    assert_int_equal(accepts("gzip;qs=1"), 1);
+    /* malformed weights */
     assert_int_equal(accepts("gzip;q=2"), 0);
     assert_int_equal(accepts("gzip;q=abc"), 0);
     assert_int_equal(accepts("gzip;q=0.1234"), 0);

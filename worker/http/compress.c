@@ -86,8 +86,9 @@ static int qvalue_positive(const char *p, const char *e)
     return pos;
 }
 
-/* The weight of one list element p..e: 1 (q above 0, or no q), 0 (q=0), -1 (malformed: the
- * element is ignored). *name receives the coding. */
+/* The weight of one list element p..e: 1 (q above 0, or no q), 0 (q=0, or a q that cannot be
+ * read: "q = 0", "q=0.0000"; a client that weighed the coding is not given it on a guess).
+ * *name receives the coding. */
 static int element_weight(const char *p, const char *e, fg_str_t *name)
 {
     const char *semi = memchr(p, ';', (size_t)(e - p));
@@ -104,10 +105,20 @@ static int element_weight(const char *p, const char *e, fg_str_t *name)
             p++;
         while (pe > p && is_ows(pe[-1]))
             pe--;
-        if (pe - p >= 2 && (p[0] == 'q' || p[0] == 'Q') && p[1] == '=')
-            w = qvalue_positive(p + 2, pe);
-        if (w < 0)
-            return -1;
+        if (pe > p && (p[0] == 'q' || p[0] == 'Q')) {
+            const char *q = p + 1;
+            while (q < pe && is_ows(*q))
+                q++;
+            if (q < pe && *q == '=') {
+                for (q++; q < pe && is_ows(*q);)
+                    q++;
+                w = qvalue_positive(q, pe);
+            } else if (q == pe || q > p + 1) {
+                w = -1; /* "q" alone, or "q" then blanks and no "=" */
+            }
+            if (w < 0)
+                return 0;
+        }
     }
     return w;
 }
