@@ -71,10 +71,11 @@ fastgateway-agent: $(BUILD)/fastgateway-agent FORCE
 # the agent must then be rebuilt for every OpenSSL security release (docs/tunnels.md, Memory).
 AGENT_OPENSSL ?= shared
 ifeq ($(AGENT_OPENSSL),static)
-  AGENT_LDLIBS := $(filter-out -lssl -lcrypto,$(LDLIBS)) -Wl,-Bstatic -lssl -lcrypto -Wl,-Bdynamic
+  AGENT_LDLIBS := $(filter-out -lssl -lcrypto -lz,$(LDLIBS)) -Wl,-Bstatic -lssl -lcrypto -Wl,-Bdynamic
 else
-  AGENT_LDLIBS := $(LDLIBS)
+  AGENT_LDLIBS := $(filter-out -lz,$(LDLIBS))
 endif
+# The agent serves no compression (its workers have no filter_response): no zlib.
 AGENT_STAMP := $(BUILD)/agent-openssl-$(AGENT_OPENSSL)
 
 $(AGENT_STAMP):

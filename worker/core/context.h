@@ -68,6 +68,10 @@ typedef struct fg_worker_s {
     /* Serve an error through an errorPages "route" entry (fg_dispatch_error_route): the request
      * toolkit calls it without knowing the handlers. NULL (unit tests): the JSON error. */
     void (*error_route)(struct fg_request_s *req, const fg_route_t *route);
+    /* Attach the response filters a route asks for (gzip, worker/http/compress.c): set by the
+     * gateway's workers. NULL in the tunnel agent, whose routes ask for none, so that the agent
+     * links neither the filter nor zlib. */
+    void (*filter_response)(struct fg_request_s *req);
     /* Told of every session registered (added 1) and unregistered (added 0), NULL in the
      * gateway: the tunnel agent (agent/) follows the HTTP/2 sessions it starts on its tunnels
      * this way, since a session frees its connection itself. */

@@ -29,6 +29,7 @@
 #include "worker/http/http2.h"
 #include "worker/http/relay.h"
 #include "worker/http/request.h"
+#include "worker/http/compress.h"
 #include "worker/http/dispatch.h"
 #include "worker/admission/security.h"
 #include "worker/handlers/static.h"
@@ -429,6 +430,7 @@ int fg_worker_main(const fg_worker_args_t *args)
     fg_security_worker_init(args->cfg);
     st.w.scratch = evbuffer_new();
     st.w.error_route = fg_dispatch_error_route;
+    st.w.filter_response = fg_compress_attach;
     st.w.upstreams = fg_upstream_pools_new(&st.w);
     st.w.accesslog = fg_accesslog_new(st.w.base, &args->cfg->log);
     if (st.w.scratch == NULL || st.w.upstreams == NULL || fg_static_init(args->cfg) != 0 ||

@@ -7,7 +7,6 @@
 #include "worker/handlers/direct.h"
 #include "worker/handlers/proxy.h"
 #include "worker/handlers/static.h"
-#include "worker/http/compress.h"
 #include "worker/http/router.h"
 #include "worker/tunnel/endpoint.h"
 
@@ -79,8 +78,8 @@ int fg_dispatch_route(fg_request_t *req)
 void fg_dispatch_run(fg_request_t *req)
 {
     /* An errorPages route runs under the filter its failed request already has, if any. */
-    if (req->route->compress_any && req->compress == NULL)
-        fg_compress_attach(req);
+    if (req->route->compress_any && req->compress == NULL && req->worker->filter_response)
+        req->worker->filter_response(req);
     switch (req->route->kind) {
     case FG_ROUTE_CLUSTER:
         fg_proxy_handle(req);
