@@ -293,7 +293,8 @@ def test_takeover_after_auth_is_logged(one, agents):
     assert get(gw, "/tunnel/after")[0] == 200
 
 
-def test_heartbeat_loss_closes_the_tunnel(gateway_factory, upstream_factory, agents, tmp_path):
+def one_second_heartbeats(gateway_factory, upstream_factory, agents, tmp_path):
+    """A gateway and an agent "office" online, both with heartbeats of 1 s and a grace of 1 s."""
     up = upstream_factory()
     port = free_port()
     cfg = tunnel_config(tmp_path, port, ["office"],
@@ -303,6 +304,11 @@ def test_heartbeat_loss_closes_the_tunnel(gateway_factory, upstream_factory, age
                 "--heartbeat", "1")
     ag.wait_line("online")
     wait_online(gw, "office")
+    return gw, ag
+
+
+def test_heartbeat_loss_closes_the_tunnel(gateway_factory, upstream_factory, agents, tmp_path):
+    gw, ag = one_second_heartbeats(gateway_factory, upstream_factory, agents, tmp_path)
     time.sleep(1.5)  # pings flow: still online after more than one interval
     deadline = time.monotonic() + 1.5
     t = tunnels(gw)["office"]
@@ -326,15 +332,7 @@ def test_heartbeats_come_every_interval(gateway_factory, upstream_factory, agent
     """The gateway pings each tunnel once per heartbeatSeconds: a tick that fires a little early
     still pings, rather than leaving the interval to the next tick (a ping every two seconds with
     a one-second heartbeat, which an agent with graceSeconds 1 takes for silence)."""
-    up = upstream_factory()
-    port = free_port()
-    cfg = tunnel_config(tmp_path, port, ["office"],
-                        [{"id": "a", "address": "tunnel://office/web"}], heartbeat=1, grace=1)
-    gw = gateway_factory(cfg)
-    ag = agents(port, "office", Path(tmp_path) / "office.key", {"web": up.url},
-                "--heartbeat", "1")
-    ag.wait_line("online")
-    wait_online(gw, "office")
+    gw, ag = one_second_heartbeats(gateway_factory, upstream_factory, agents, tmp_path)
     worst, t0 = 0, time.monotonic()
     while time.monotonic() - t0 < 6:
         worst = max(worst, tunnels(gw)["office"]["lastHeartbeatAgoMs"])
