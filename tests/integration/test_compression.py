@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from conftest import base_config, free_port
+from conftest import base_config, free_port, recv_until_close
 
 PAGE = b"".join(b"<li class=\"item\">entry %d of the list</li>\n" % i for i in range(2000))
 SMALL = b"tiny text\n"
@@ -365,13 +365,7 @@ def test_file_shrinking_mid_response_aborts_it(gw):
     assert b"Content-Encoding: gzip" in first
     time.sleep(0.3)  # the gateway fills the socket and waits for the client
     os.truncate(victim, 1024 * 1024)
-    s.settimeout(20)
-    data = first
-    while True:
-        d = s.recv(1 << 20)
-        if not d:
-            break
-        data += d
+    data = first + recv_until_close(s, timeout=20)
     s.close()
     assert not data.endswith(b"\r\n0\r\n\r\n")
     deadline = time.monotonic() + 5
@@ -420,12 +414,7 @@ def test_http10_client_gets_the_end_by_close(gw):
     import socket
     s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
     s.sendall(b"GET /static/page.html HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
+    data = recv_until_close(s)
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     assert b"Content-Encoding: gzip" in head
@@ -467,12 +456,7 @@ def test_deflate_failure_aborts_the_response(tmp_path, gateway_factory, scripted
                                      workers=1), binary=TEST_BINARY)
     s = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
     s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n" % path.encode())
-    data = b""
-    while True:
-        d = s.recv(1 << 20)
-        if not d:
-            break
-        data += d
+    data = recv_until_close(s, timeout=20)
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     assert b"Content-Encoding: gzip" in head

@@ -4,6 +4,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/unit/addr_fixture.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -68,22 +70,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static struct sockaddr_storage addr(const char *text)
-{
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    if (strchr(text, ':')) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        in6->sin6_family = AF_INET6;
-        assert_int_equal(inet_pton(AF_INET6, text, &in6->sin6_addr), 1);
-    } else {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        in->sin_family = AF_INET;
-        assert_int_equal(inet_pton(AF_INET, text, &in->sin_addr), 1);
-    }
-    return ss;
-}
-
 static fg_connlimit_caps_t caps(fixture_t *f, size_t server, unsigned maxc, unsigned perc)
 {
     return (fg_connlimit_caps_t){.server = server,
@@ -98,7 +84,7 @@ static fg_connlimit_verdict_t take(fixture_t *f, int w, const fg_connlimit_caps_
                                    const char *peer, fg_connlimit_hold_t **h)
 {
     fg_metrics_worker_start(f->mt, w);
-    struct sockaddr_storage ss = addr(peer);
+    struct sockaddr_storage ss = test_addr(peer);
     return fg_connlimit_take(f->w[w], c, &ss, h);
 }
 
@@ -238,7 +224,8 @@ static void test_without_shared_tables_counts_per_worker(void **state)
     assert_non_null(alone);
     fg_metrics_worker_start(NULL, -1);
     fg_connlimit_caps_t c = {.server = 1, .id = "b", .max_connections = 2, .max_per_client = 1};
-    struct sockaddr_storage a = addr("10.0.0.1"), b = addr("10.0.0.2"), d = addr("10.0.0.3");
+    struct sockaddr_storage a = test_addr("10.0.0.1"), b = test_addr("10.0.0.2"),
+                            d = test_addr("10.0.0.3");
     fg_connlimit_hold_t *h[2], *x;
     assert_int_equal(fg_connlimit_take(alone, &c, &a, &h[0]), FG_CONNLIMIT_OK);
     assert_int_equal(fg_connlimit_take(alone, &c, &a, &x), FG_CONNLIMIT_CLIENT_HERE);

@@ -4,6 +4,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tests/unit/addr_fixture.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -22,17 +24,7 @@ static void *map(void)
 
 static void key_of(const char *text, uint8_t key[16])
 {
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    if (strchr(text, ':')) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        in6->sin6_family = AF_INET6;
-        assert_int_equal(inet_pton(AF_INET6, text, &in6->sin6_addr), 1);
-    } else {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        in->sin_family = AF_INET;
-        assert_int_equal(inet_pton(AF_INET, text, &in->sin_addr), 1);
-    }
+    struct sockaddr_storage ss = test_addr(text);
     fg_tcpclients_key(&ss, key);
 }
 
