@@ -349,6 +349,7 @@ def test_large_download_and_upload(setup, tmp_path):
     out = subprocess.run(["curl", "-sS", "--max-time", "120", "--data-binary", "@%s" % f,
                           "http://127.0.0.1:%d/tunnel/upload" % port],
                          capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stderr
     echo = json.loads(out.stdout)
     assert echo["bodyLength"] == len(data)
     assert echo["bodySha256"] == hashlib.sha256(data).hexdigest()

@@ -29,7 +29,8 @@ Special paths (matched on the raw path):
 The echo document also has "peer": "ADDR:PORT", the client end of the connection, so that a
 test can tell whether two requests shared one connection.
 Bodies are read as they arrive (Content-Length or chunked, with trailers); only the first
-BODY_KEEP bytes are kept for the "body" field, so a 1 GiB upload costs no memory here.
+BODY_KEEP (64 KiB) bytes are kept for the "body" field, so a large upload costs neither memory
+here nor a large answer.
 Keep-alive follows RFC 9112 section 9.3: HTTP/1.1 persists unless "Connection: close",
 HTTP/1.0 only with "Connection: keep-alive". Only the standard library is used.
 """
@@ -43,7 +44,7 @@ import threading
 import time
 import urllib.parse
 
-BODY_KEEP = 16 * 1024 * 1024
+BODY_KEEP = 64 * 1024
 READ_TIMEOUT = 60.0
 REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
