@@ -743,6 +743,44 @@ def test_a_dribbled_preface_meets_the_header_timeout(tmp_path, gateway_factory):
     assert 0.5 < closed < 3, closed
 
 
+def _closed_after(s, t0, limit):
+    """Seconds from t0 until the server closes s (EOF or reset), or None within limit."""
+    import select
+    while time.monotonic() - t0 < limit:
+        if select.select([s], [], [], 0.1)[0]:
+            try:
+                while s.recv(65536):
+                    pass
+            except (ConnectionResetError, socket.timeout):
+                pass
+            return time.monotonic() - t0
+    return None
+
+
+@pytest.mark.parametrize("rest", [b"", b"GET / HTTP/1.1\r\nHost: x\r\n"])
+def test_the_wait_for_the_preface_counts_against_the_header_timeout(tmp_path, gateway_factory,
+                                                                     rest):
+    """RFC 9113 3.4 and RFC 9112 2.2: a client sends part of the preface, then (2 s later) the
+    rest of it and nothing more (HTTP/2), or bytes that make it HTTP/1.1 and an unfinished
+    head. Either way its first request is due timeouts.header (3 s) after the accept: the
+    time the sniffing took is not given again to the front end that takes the connection."""
+    port = free_port()
+    cfg = h2c_config(tmp_path, port)
+    cfg["servers"][0]["timeouts"] = {"header": "3s", "keepAlive": "3s"}
+    gateway_factory(cfg)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t0 = time.monotonic()
+    try:
+        s.sendall(PREFACE[:3])
+        time.sleep(2)
+        s.sendall(PREFACE[3:] if rest == b"" else rest)
+        closed = _closed_after(s, t0, 12)
+    finally:
+        s.close()
+    # HTTP/2 checks its timeouts on a 1 s tick; without the accept time it closed after 5 s
+    assert closed is not None and 2.5 < closed < 4.6, closed
+
+
 def test_an_open_header_block_meets_the_header_timeout(tmp_path, gateway_factory):
     """A HEADERS frame without END_HEADERS opens a stream whose header block never ends: no
     other frame may come on the connection meanwhile (RFC 9113 4.3), so at timeouts.header the

@@ -61,6 +61,10 @@ typedef struct fg_worker_s {
      * and the places of the connection being started until its conn takes them. */
     struct fg_connlimit_s *connlimit;
     struct fg_connlimit_hold_s *accept_hold;
+    /* When the connection being started was accepted (fg_clock_now_ms), for a front end taking
+     * over a connection another one held first (worker/http/h2c.c): its first request is due
+     * timeouts.header after the accept, not after the hand-over. 0: accepted just now. */
+    uint64_t accept_ms;
     /* Reset pools of finished requests (worker/http/request.c): keep-alive traffic takes them
      * again instead of allocating and freeing a pool per request. */
     struct fg_pool_s *request_pools[FG_REQUEST_POOL_SPARES];

@@ -52,9 +52,13 @@ static void hand_over(sniff_t *sn, const fg_frontend_t *fe)
     event_free(sn->ev);
     /* The places under the connection caps go with the socket to the front end's conn. */
     sn->w->accept_hold = sn->hold;
+    /* The first request stays due timeouts.header after the accept: the wait for the preface
+     * counts against it. */
+    sn->w->accept_ms = sn->deadline_ms - sn->srv->header_timeout_ms;
     /* The next session registers before this one goes: a retiring worker never sees zero. */
     if (fe->start(sn->w, sn->srv, sn->fd, &sn->peer, sn->len) != 0)
         close(sn->fd);
+    sn->w->accept_ms = 0;
     fg_connlimit_accept_done(sn->w);
     fg_frontend_remove(sn->w, &sn->session);
     free(sn);

@@ -780,8 +780,10 @@ int fg_http1_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     fg_frontend_add(w, &h->session, &fg_http1_frontend);
     /* The first head is due header_timeout after the accept, not after its first byte: a
      * client that connects and waits does not get the wait for free. */
-    h->head_start_ms = fg_clock_now_us() / 1000;
-    fg_conn_read(h->c, 1, srv->header_timeout_ms);
+    uint64_t now = fg_clock_now_ms();
+    h->head_start_ms = w->accept_ms != 0 && w->accept_ms <= now ? w->accept_ms : now;
+    uint64_t spent = now - h->head_start_ms;
+    fg_conn_read(h->c, 1, spent < srv->header_timeout_ms ? srv->header_timeout_ms - spent : 1);
     return 0;
 }
 

@@ -1696,6 +1696,8 @@ int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     h->tls = fg_conn_ssl(c) != NULL;
     h->hsts = h->tls && srv->tls != NULL && srv->tls->hsts_header != NULL;
     h->idle_since_ms = h->flood_ms = now_ms();
+    if (w->accept_ms != 0 && w->accept_ms <= h->idle_since_ms)
+        h->idle_since_ms = w->accept_ms; /* the preface's wait counts against timeouts.header */
     h->flood_tokens = FLOOD_BURST;
     h->kick_ev = event_new(w->base, -1, 0, on_kick, h);
     h->tick_ev = event_new(w->base, -1, EV_PERSIST, on_tick, h);
