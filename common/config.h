@@ -95,7 +95,14 @@ typedef struct {
     unsigned tickets_per_handshake; /* TLS 1.3 tickets after a full handshake; default 1 */
     char *hsts_header;              /* Strict-Transport-Security value; NULL = off (default) */
     uint64_t handshake_timeout_ms;  /* default 10 s */
+    /* "clientAuth": client certificates (RFC 8446 4.3.2, 4.4.2.4) */
+    int client_auth;         /* FG_TLS_CLIENT_AUTH_*; default off */
+    char *client_ca_file;    /* absolute path: PEM, the CAs a client certificate must chain to */
+    char *client_crl_file;   /* absolute path: PEM CRLs checked for every certificate; NULL */
+    int client_verify_depth; /* intermediate CAs allowed under a CA of client_ca_file; 2 */
 } fg_tls_server_config_t;
+
+enum { FG_TLS_CLIENT_AUTH_OFF = 0, FG_TLS_CLIENT_AUTH_OPTIONAL, FG_TLS_CLIENT_AUTH_REQUIRED };
 
 typedef struct {
     int enabled;
@@ -188,6 +195,7 @@ typedef enum {
     FG_TX_RESP_TRAILERS_ALLOWED, /* ResponseTrailersAllowed: value = "A;B" */
     FG_TX_RESP_TRAILER,          /* ResponseTrailer: name; Set|Append: value; When */
     FG_TX_RESP_TRAILER_REMOVE,   /* ResponseTrailerRemove: name; When */
+    FG_TX_CLIENT_CERT,           /* ClientCert: name (the TLS client certificate, base64 DER) */
 } fg_transform_kind_t;
 
 typedef enum { FG_TX_SET = 0, FG_TX_APPEND } fg_transform_action_t;

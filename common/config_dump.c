@@ -396,6 +396,9 @@ static json_t *transform(const fg_transform_t *t)
         set(o, "QueryRouteParameter", json_string(t->name));
         tx_value(o, t, 0);
         break;
+    case FG_TX_CLIENT_CERT:
+        set(o, "ClientCert", json_string(t->name));
+        break;
     case FG_TX_REQ_HEADERS_ALLOWED:
         set(o, "RequestHeadersAllowed", json_string(t->value));
         break;

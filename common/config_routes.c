@@ -433,6 +433,7 @@ static const tx_spec_t tx_specs[] = {
     {"ResponseTrailersAllowed", FG_TX_RESP_TRAILERS_ALLOWED, V_LIST, x_none},
     {"ResponseTrailer", FG_TX_RESP_TRAILER, V_HEADER, x_resp},
     {"ResponseTrailerRemove", FG_TX_RESP_TRAILER_REMOVE, V_HEADER, x_when},
+    {"ClientCert", FG_TX_CLIENT_CERT, V_HEADER, x_none},
 };
 #define NSPECS (sizeof(tx_specs) / sizeof(tx_specs[0]))
 
@@ -689,6 +690,11 @@ static int load_transform(fg_config_ctx_t *c, const json_t *o, fg_transform_t *t
                                   "\"%s\" frames the message; the gateway sets it itself", t->name);
         if (load_set_append(c, o, t, sp->key) < 0)
             return -1;
+        break;
+    case FG_TX_CLIENT_CERT:
+        if (fg_headers_is_framing(fg_str(t->name)) || strcasecmp(t->name, "Host") == 0)
+            return fg_config_fail(c, sp->key, "\"%s\" is not a header the certificate may take",
+                                  t->name);
         break;
     case FG_TX_METHOD_CHANGE:
         if (fg_config_get_string(c, o, "Set", 1, &t->value) < 0)

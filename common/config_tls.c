@@ -205,6 +205,47 @@ out:
     return rc;
 }
 
+/* "clientAuth": {mode, caFile, crlFile, verifyDepth}. The files are read by common/tls.c. */
+static int load_client_auth(fg_config_ctx_t *c, const json_t *tls, fg_tls_server_config_t *t)
+{
+    static const char *const keys[] = {"mode", "caFile", "crlFile", "verifyDepth", NULL};
+    static const char *const modes[] = {"off", "optional", "required", NULL};
+    json_t *o = NULL;
+    char *ca = NULL, *crl = NULL;
+    long long depth = 2;
+    int mode = FG_TLS_CLIENT_AUTH_OFF;
+
+    if (fg_config_get_object(c, tls, "clientAuth", keys, &o) < 0)
+        return -1;
+    if (o == NULL)
+        return 0;
+    size_t mark = fg_config_push_key(c, "clientAuth");
+    int rc = -1;
+    if (json_object_get(o, "mode") == NULL) {
+        fg_config_fail(c, "mode", "required: \"required\", \"optional\" or \"off\"");
+        goto out;
+    }
+    if (fg_config_get_enum(c, o, "mode", modes, &mode) < 0 ||
+        fg_config_get_string(c, o, "caFile", 1, &ca) < 0 ||
+        fg_config_get_string(c, o, "crlFile", 1, &crl) < 0 ||
+        fg_config_get_int(c, o, "verifyDepth", 0, 8, &depth) < 0)
+        goto out;
+    if (mode != FG_TLS_CLIENT_AUTH_OFF && ca == NULL) {
+        fg_config_fail(c, "caFile", "required: the CAs that sign the clients' certificates");
+        goto out;
+    }
+    t->client_auth = mode;
+    t->client_ca_file = ca ? fg_config_abs_path(c, ca) : NULL;
+    t->client_crl_file = crl ? fg_config_abs_path(c, crl) : NULL;
+    t->client_verify_depth = (int)depth;
+    rc = 0;
+out:
+    free(ca);
+    free(crl);
+    fg_config_pop(c, mark);
+    return rc;
+}
+
 /* certificates -> indexes; default among them. */
 static int resolve_server_certs(fg_config_ctx_t *c, fg_tls_server_config_t *t)
 {
@@ -262,7 +303,7 @@ static int load_tls_object(fg_config_ctx_t *c, const json_t *tls, fg_tls_server_
         fg_config_get_bool(c, tls, "sessionTickets", &t->session_tickets) < 0 ||
         fg_config_get_int(c, tls, "sessionCache", 0, 1000000, &cache) < 0 ||
         fg_config_get_int(c, tls, "ticketsPerHandshake", 1, 8, &tickets) < 0 ||
-        load_hsts(c, tls, t) < 0 ||
+        load_hsts(c, tls, t) < 0 || load_client_auth(c, tls, t) < 0 ||
         fg_config_get_duration(c, tls, "handshakeTimeout", &t->handshake_timeout_ms) < 0)
         return -1;
     if (t->groups == NULL)
@@ -358,19 +399,13 @@ out:
 
 int fg_config_load_server_tls(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
-    static const char *const keys[] = {"certificates",
-                                       "default",
-                                       "protocols",
-                                       "ciphers",
-                                       "ciphersuites",
-                                       "groups",
-                                       "alpn",
-                                       "sessionTickets",
-                                       "sessionCache",
-                                       "ticketsPerHandshake",
-                                       "hsts",
-                                       "handshakeTimeout",
-                                       NULL};
+    static const char *const keys[] = {"certificates", "default",
+                                       "protocols",    "ciphers",
+                                       "ciphersuites", "groups",
+                                       "alpn",         "sessionTickets",
+                                       "sessionCache", "ticketsPerHandshake",
+                                       "hsts",         "handshakeTimeout",
+                                       "clientAuth",   NULL};
     json_t *tls = NULL;
 
     if (fg_config_get_object(c, srv, "tls", keys, &tls) < 0)
@@ -517,6 +552,8 @@ void fg_config_free_tls(fg_config_t *cfg)
         free(t->groups);
         free_strings(t->alpn, t->nalpn);
         free(t->hsts_header);
+        free(t->client_ca_file);
+        free(t->client_crl_file);
         free(t);
     }
     for (size_t i = 0; i < cfg->nclusters; i++) {

@@ -52,6 +52,21 @@ char *fg_ip_format(const fg_ip_t *ip, char *buf, size_t len)
     return buf;
 }
 
+char *fg_ip_format_peer(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+    fg_ip_t ip;
+    char text[INET6_ADDRSTRLEN];
+    if (fg_ip_from_sockaddr((const struct sockaddr *)ss, &ip) != 0) {
+        snprintf(buf, len, "local");
+        return buf;
+    }
+    unsigned port = ss->ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)ss)->sin_port)
+                                             : ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    fg_ip_format(&ip, text, sizeof(text));
+    snprintf(buf, len, fg_ip_is_v4(&ip) ? "%s:%u" : "[%s]:%u", text, port);
+    return buf;
+}
+
 int fg_ip_cmp(const fg_ip_t *a, const fg_ip_t *b)
 {
     return memcmp(a->b, b->b, 16);

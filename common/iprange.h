@@ -30,6 +30,9 @@ int fg_ip_from_sockaddr(const struct sockaddr *sa, fg_ip_t *out);
 int fg_ip_is_v4(const fg_ip_t *ip);
 /* Text form: dotted quad for IPv4 (mapped), RFC 5952 for IPv6. Returns buf. */
 char *fg_ip_format(const fg_ip_t *ip, char *buf, size_t len);
+/* A socket address as logs write it: "192.0.2.1:443", "[2001:db8::1]:443" (an IPv4-mapped
+ * address as IPv4), "local" for any other family. Returns buf. */
+char *fg_ip_format_peer(const struct sockaddr_storage *ss, char *buf, size_t len);
 int fg_ip_cmp(const fg_ip_t *a, const fg_ip_t *b);
 /* Keep the first plen bits (plen counted in the 128-bit space). */
 void fg_ip_mask(fg_ip_t *ip, unsigned plen);

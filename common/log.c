@@ -148,6 +148,7 @@ static const char *const access_fields[FG_AL_COUNT] = {
     [FG_AL_TLS_CIPHER] = "tlsCipher",
     [FG_AL_SNI] = "sni",
     [FG_AL_TLS_RESUMED] = "tlsResumed",
+    [FG_AL_TLS_CLIENT_SUBJECT] = "tlsClientSubject",
 };
 
 int fg_log_access_field(const char *name)

@@ -62,6 +62,7 @@ enum {
     FG_AL_TLS_CIPHER,
     FG_AL_SNI,
     FG_AL_TLS_RESUMED,
+    FG_AL_TLS_CLIENT_SUBJECT, /* with a client certificate (tls.clientAuth) only */
     FG_AL_COUNT
 };
 #define FG_AL_BIT(f) (1ull << (f))
@@ -75,7 +76,7 @@ enum {
      FG_AL_BIT(FG_AL_ROUTE) | FG_AL_BIT(FG_AL_TENANT) | FG_AL_BIT(FG_AL_METADATA) |                \
      FG_AL_BIT(FG_AL_CLUSTER) | FG_AL_BIT(FG_AL_ERROR) | FG_AL_BIT(FG_AL_TERMINATION) |            \
      FG_AL_BIT(FG_AL_REQUEST_ID) | FG_AL_BIT(FG_AL_TLS_VERSION) | FG_AL_BIT(FG_AL_TLS_CIPHER) |    \
-     FG_AL_BIT(FG_AL_SNI) | FG_AL_BIT(FG_AL_TLS_RESUMED))
+     FG_AL_BIT(FG_AL_SNI) | FG_AL_BIT(FG_AL_TLS_RESUMED) | FG_AL_BIT(FG_AL_TLS_CLIENT_SUBJECT))
 /* The bit of an access-log field name ("userAgent"), or -1 for an unknown name. */
 int fg_log_access_field(const char *name);
 /* The name of field bit f (0 <= f < FG_AL_COUNT). */

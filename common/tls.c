@@ -21,6 +21,7 @@
 
 #include "common/hash.h"
 #include "common/tls_client.h"
+#include "common/tls_clientauth.h"
 #include "shm/tickets.h"
 
 #define NAME_MAX_LEN 253 /* RFC 1035 2.3.4, without the trailing dot */
@@ -63,6 +64,7 @@ struct server_tls_s {
     table_t exact, wild;    /* wild holds "x.y" for "*.x.y" */
     unsigned char alpn[64]; /* the server's list in wire format (RFC 7301 3.1) */
     unsigned alpn_len;
+    fg_tls_clientauth_t *clientauth; /* "clientAuth"; NULL = off */
 };
 
 typedef struct tls_s {
@@ -586,6 +588,11 @@ static int policy(server_tls_t *st, const fg_server_t *s, SSL_CTX *ctx, char *wh
         /* A ticket stays decryptable for two more periods after its key's: promise no more. */
         SSL_CTX_set_timeout(ctx, (long)(2 * st->tls->rotation_ms / 1000));
     }
+    /* Client certificates: also a session id context of their own, over the CA and CRL files. */
+    if (st->clientauth != NULL && fg_tls_clientauth_apply(st->clientauth, ctx) != 0) {
+        ossl_reason(why, wlen, "clientAuth");
+        return -1;
+    }
     return 0;
 }
 
@@ -610,6 +617,7 @@ static void server_free(server_tls_t *st)
         return;
     for (size_t i = 0; i < st->n; i++)
         SSL_CTX_free(st->ctx[i]);
+    fg_tls_clientauth_free(st->clientauth);
     free(st->ctx);
     free(st->recs);
     free(st->certs);
@@ -618,7 +626,8 @@ static void server_free(server_tls_t *st)
     free(st);
 }
 
-static int build_server(tls_t *tls, fg_config_t *cfg, size_t si, char *err, size_t errlen)
+static int build_server(tls_t *tls, fg_config_t *cfg, size_t si, fg_tls_warn_fn warn, void *arg,
+                        char *err, size_t errlen)
 {
     fg_server_t *s = &cfg->servers[si];
     const fg_tls_server_config_t *t = s->tls;
@@ -636,6 +645,10 @@ static int build_server(tls_t *tls, fg_config_t *cfg, size_t si, char *err, size
     st->certs = calloc(st->n, sizeof(cert_t *));
     if (st->ctx == NULL || st->recs == NULL || st->certs == NULL || alpn_wire(st) < 0)
         abort();
+    if (t->client_auth != FG_TLS_CLIENT_AUTH_OFF &&
+        (st->clientauth =
+             fg_tls_clientauth_load(t, s->id, cfg->file, si, warn, arg, err, errlen)) == NULL)
+        return -1;
     for (size_t i = 0; i < st->n; i++) {
         const cert_t *c = &tls->certs[t->cert_index[i]];
         if (c->nnames == 0 && i != t->default_index) {
@@ -701,7 +714,7 @@ int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn w
         return -1;
     }
     for (size_t i = 0; i < cfg->nservers; i++)
-        if (cfg->servers[i].tls && build_server(tls, cfg, i, err, errlen) < 0)
+        if (cfg->servers[i].tls && build_server(tls, cfg, i, warn, arg, err, errlen) < 0)
             return -1;
     return fg_tls_client_build(cfg, err, errlen);
 }

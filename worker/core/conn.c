@@ -877,7 +877,7 @@ static void tls_client_failed(fg_conn_t *c, int err)
     if (err == ETIMEDOUT)
         snprintf(why, sizeof(why), "SSL handshake timed out");
     else
-        fg_transport_tls_client_why(&c->t, err, why, sizeof(why));
+        fg_transport_tls_why(&c->t, err, why, sizeof(why));
     free(c->tls_why);
     c->tls_why = strdup(why); /* NULL reads as "" */
     c->cbs->on_event(c, c->arg, FG_CONN_TLS_FAILED);
@@ -886,6 +886,11 @@ static void tls_client_failed(fg_conn_t *c, int err)
 const char *fg_conn_tls_error(const fg_conn_t *c)
 {
     return c->tls_why ? c->tls_why : "";
+}
+
+void fg_conn_tls_why(const fg_conn_t *c, char *buf, size_t len)
+{
+    fg_transport_tls_why(&c->t, c->err, buf, len);
 }
 
 SSL *fg_conn_ssl(const fg_conn_t *c)

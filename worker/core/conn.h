@@ -124,6 +124,8 @@ void fg_conn_start_tls_client(fg_conn_t *c, SSL *ssl, uint64_t timeout_ms);
 /* After FG_CONN_TLS_FAILED: OpenSSL's reason ("certificate verify failed (20: ...)"), valid
  * until the conn is freed; "" before. */
 const char *fg_conn_tls_error(const fg_conn_t *c);
+/* After a server handshake ended in FG_CONN_ERROR: why, in buf (fg_transport_tls_why). */
+void fg_conn_tls_why(const fg_conn_t *c, char *buf, size_t len);
 /* Run the transport's handshake on the loop: on_event gets FG_CONN_HANDSHAKE_DONE,
  * FG_CONN_PLAINTEXT, FG_CONN_ERROR or FG_CONN_TIMEOUT_READ (timeout_ms from this call). The
  * first step waits for the socket to turn readable, or with data_ready (the peer's first bytes

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/iprange.h"
 #include "common/log.h"
 #include "common/tls.h"
 #include "shm/metrics.h"
@@ -83,11 +84,15 @@ static void on_event(fg_conn_t *c, void *arg, int what)
         hand_over(c, p, what == FG_CONN_PLAINTEXT);
         return;
     }
-    if (what == FG_CONN_TIMEOUT_READ)
-        fg_log_info("tls: handshake timed out, server: %s", p->srv->id);
-    else if (what == FG_CONN_ERROR)
-        fg_log_info("tls: handshake failed (%s), server: %s", strerror(fg_conn_errno(c)),
-                    p->srv->id);
+    char peer[64], why[512];
+    if (what == FG_CONN_TIMEOUT_READ) {
+        fg_log_info("tls: handshake timed out, client: %s, server: %s",
+                    fg_ip_format_peer(&p->peer, peer, sizeof(peer)), p->srv->id);
+    } else if (what == FG_CONN_ERROR) {
+        fg_conn_tls_why(c, why, sizeof(why));
+        fg_log_info("tls: handshake failed: %s, client: %s, server: %s", why,
+                    fg_ip_format_peer(&p->peer, peer, sizeof(peer)), p->srv->id);
+    }
     hs_close(&p->session);
 }
 

@@ -68,7 +68,7 @@ struct fg_transport_s {
     unsigned last : 1;   /* set by the owner: nothing follows this output (see send_chain) */
     SSL *ssl;            /* TLS only */
     size_t wpend;        /* TLS: length of a write to repeat (OpenSSL needs at least as much) */
-    unsigned long err;   /* TLS client: OpenSSL's first error of a failed handshake, or 0 */
+    unsigned long err;   /* TLS: OpenSSL's first error of a failed handshake, or 0 */
     void *layer;         /* a layer above another transport (WebSocket): its state */
 };
 
@@ -82,10 +82,11 @@ int fg_transport_tls_server_init(fg_transport_t *t, int fd, SSL_CTX *ctx);
 /* A client-side TLS transport on fd with ssl (in connect state, owned from now on); writes as
  * the server's do. */
 void fg_transport_tls_client_init(fg_transport_t *t, int fd, SSL *ssl);
-/* Why a client handshake failed, in buf: "certificate verify failed (20: unable to get local
- * issuer certificate)", "SSL_do_handshake() failed (SSL: error:...)" or, for a system error
- * err, "SSL_do_handshake() failed (104: Connection reset by peer)". */
-void fg_transport_tls_client_why(const fg_transport_t *t, int err, char *buf, size_t len);
+/* Why a handshake failed, in buf. A client's: "certificate verify failed (20: unable to get
+ * local issuer certificate)"; a server's, when the client's certificate was the cause: what
+ * fg_tls_clientauth_why says; either side: "SSL_do_handshake() failed (SSL: error:...)" or, for
+ * a system error err, "SSL_do_handshake() failed (104: Connection reset by peer)". */
+void fg_transport_tls_why(const fg_transport_t *t, int err, char *buf, size_t len);
 
 /* The WebSocket layer (worker/core/transport_ws.c; fg_conn_push_ws is its interface for
  * owners): push it on t, taking the bytes of already (may be NULL) as received frames; queue a

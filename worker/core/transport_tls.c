@@ -8,6 +8,8 @@
  * write(2) each (the socket BIO below). */
 #include "worker/core/transport.h"
 
+#include "common/tls_clientauth.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -427,6 +429,8 @@ static int tls_handshake(fg_transport_t *t)
         h->drained = 0;
         ret = SSL_do_handshake(t->ssl);
         h->hold = 0;
+        if (ret != 1 && SSL_get_error(t->ssl, ret) == SSL_ERROR_SSL)
+            t->err = ERR_peek_error(); /* for the error log (fg_transport_tls_why) */
     }
     if (ret == 1 && SSL_version(t->ssl) == TLS1_3_VERSION) {
         h->deferred = h->len > 0;
@@ -550,10 +554,12 @@ void fg_transport_tls_client_init(fg_transport_t *t, int fd, SSL *ssl)
     t->peeked = 1;
 }
 
-void fg_transport_tls_client_why(const fg_transport_t *t, int err, char *buf, size_t len)
+void fg_transport_tls_why(const fg_transport_t *t, int err, char *buf, size_t len)
 {
     long v = t->ssl ? SSL_get_verify_result(t->ssl) : X509_V_OK;
-    if (t->ssl && (SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER) && v != X509_V_OK) {
+    if (t->ssl && SSL_is_server(t->ssl) && fg_tls_clientauth_why(t->ssl, t->err, buf, len)) {
+        return;
+    } else if (t->ssl && (SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER) && v != X509_V_OK) {
         snprintf(buf, len, "certificate verify failed (%ld: %s)", v,
                  X509_verify_cert_error_string(v));
     } else if (t->err != 0) {

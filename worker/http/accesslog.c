@@ -14,6 +14,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/tls.h"
+#include "common/tls_clientauth.h"
 #include "shm/metrics.h"
 #include "worker/upstream/upstream.h"
 #include "worker/core/clock.h"
@@ -209,6 +210,11 @@ static void tls_fields(line_t *l, uint64_t want, const SSL *ssl)
         else
             LIT(l, "false");
     }
+    char subject[512];
+    size_t n;
+    if ((want & FG_AL_BIT(FG_AL_TLS_CLIENT_SUBJECT)) &&
+        (n = fg_tls_client_subject(ssl, subject, sizeof(subject))) > 0)
+        str_field(l, FG_AL_TLS_CLIENT_SUBJECT, subject, n);
 }
 
 static void str_field(line_t *l, int f, const char *s, size_t len)

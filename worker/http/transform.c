@@ -9,7 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include "common/hash.h"
+#include "common/tls_clientauth.h"
 #include "common/tunnel_proto.h"
 
 /* Per-call state of fg_transform_request. */
@@ -648,6 +652,26 @@ static int apply_target(tx_t *tx, const fg_transform_t *t)
     }
 }
 
+/* ClientCert (YARP's RequestHeaderClientCertTransform): the client's own field of that name
+ * never passes; a connection with a verified certificate (tls.clientAuth) sends its DER in
+ * base64 (RFC 4648 4, no line breaks). */
+static int client_cert(tx_t *tx, const fg_transform_t *t)
+{
+    fg_str_t name = fg_str(t->name);
+    fg_headers_remove(&tx->out->headers, name);
+    X509 *x = tx->req->ssl ? fg_tls_client_cert(tx->req->ssl) : NULL;
+    int n = x ? i2d_X509(x, NULL) : 0;
+    if (n <= 0)
+        return 0;
+    unsigned char *der = fg_pool_alloc(tx->pool, (size_t)n);
+    char *b64 = fg_pool_alloc(tx->pool, (size_t)(n + 2) / 3 * 4 + 1);
+    unsigned char *p = der;
+    if (der == NULL || b64 == NULL || i2d_X509(x, &p) != n)
+        return -1;
+    int len = EVP_EncodeBlock((unsigned char *)b64, der, n);
+    return fg_headers_add(&tx->out->headers, name, (fg_str_t){b64, (size_t)len});
+}
+
 static int apply_header(tx_t *tx, const fg_transform_t *t)
 {
     switch (t->kind) {
@@ -663,6 +687,8 @@ static int apply_header(tx_t *tx, const fg_transform_t *t)
         return forwarded(tx, t);
     case FG_TX_REQ_HEADER_ROUTE:
         return header_route_value(tx, t);
+    case FG_TX_CLIENT_CERT:
+        return client_cert(tx, t);
     default:
         return 0;
     }
