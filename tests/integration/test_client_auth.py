@@ -11,6 +11,7 @@ checked) and `openssl s_client` for resumption."""
 import base64
 import datetime
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -166,6 +167,18 @@ def b64(client):
     return base64.b64encode(client["der"]).decode()
 
 
+def _raw_get(path):
+    return ("GET %s HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n"
+            % path).encode()
+
+
+def _s_client_echo(out):
+    """The echo document of the response in s_client's output (which goes on after it)."""
+    assert "HTTP/1.1 200" in out, out[-3000:]
+    body = out[out.index("HTTP/1.1 200"):]
+    return json.JSONDecoder().raw_decode(body[body.index("{"):])[0]
+
+
 def wait_log_line(gw, needle, timeout=5.0):
     """The first error-log line that contains needle (workers write it after the failure)."""
     deadline = time.monotonic() + timeout
@@ -193,7 +206,8 @@ def assert_refused(gw, port, certs, client, reasons, server="main"):  # noqa: F8
     for r in reasons:
         assert r in line, (r, line)
     if client is not None:
-        assert client["name"] in line, line  # the certificate's subject, CN=NAME
+        # the certificate's subject (its CN: "revoked" is also in "certificate revoked")
+        assert re.search(r"CN\s*=\s*%s\b" % client["name"], line), line
     return line
 
 
@@ -218,6 +232,10 @@ def test_required_refuses_a_client_without_a_certificate(tmp_path, certs, pki, g
     port = free_port()
     gw = gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
     assert_refused(gw, port, certs, None, ["no client certificate"])
+    # the alert says why (RFC 8446 6.2: certificate_required, 116)
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
+                   stdin=_raw_get("/nocert"))
+    assert "alert certificate required" in out and "HTTP/1.1" not in out, out[-3000:]
     # the upstream never saw a request, and alice right after is served
     p, _ = request(port, certs, pki.alice, "/__count")
     assert json.loads(p.stdout.partition(b"\r\n\r\n")[2]) == {}, p.stdout
@@ -233,6 +251,11 @@ def test_required_refuses_unknown_ca_and_expired_certificates(tmp_path, certs, p
     gw = gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
     assert_refused(gw, port, certs, pki.mallory, ["unable to get local issuer certificate"])
     assert_refused(gw, port, certs, pki.old, ["certificate has expired"])
+    # the alert names the reason: unknown_ca (48) for mallory
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
+                   "-cert", pki.mallory["crt"], "-key", pki.mallory["key"],
+                   stdin=_raw_get("/mallory"))
+    assert "alert unknown ca" in out and "HTTP/1.1" not in out, out[-3000:]
     doc = echoed(request(port, certs, pki.revoked)[0])
     assert header_values(doc) == [b64(pki.revoked)]
 
@@ -262,7 +285,7 @@ def test_verify_depth_allows_an_intermediate_ca(tmp_path, certs, pki, gateway_fa
     port0, d0 = free_port(), tmp_path / "depth0"  # a second gateway: its own files
     d0.mkdir()
     gw0 = gateway_factory(mtls_config(d0, certs, pki, port0, echo_upstream, verifyDepth=0))
-    assert_refused(gw0, port0, certs, pki.carol, [])
+    assert_refused(gw0, port0, certs, pki.carol, ["certificate chain too long"])
     doc = echoed(request(port0, certs, pki.alice)[0])
     assert header_values(doc) == [b64(pki.alice)]
     assert gw.alive()
@@ -280,6 +303,9 @@ def test_optional_serves_clients_without_a_certificate(tmp_path, certs, pki, gat
                                      header="X-Peer-Cert"))
     doc = echoed(request(port, certs, None)[0])
     assert header_values(doc, "X-Peer-Cert") == [] and header_values(doc) == [], doc["headers"]
+    out = s_client(port, "-tls1_3", "-msg", "-servername", "a.example.test", "-ign_eof",
+                   stdin=_raw_get("/asked"))
+    assert "CertificateRequest" in out and "HTTP/1.1 200" in out, out[-3000:]
     doc = echoed(request(port, certs, pki.alice)[0])
     assert header_values(doc, "X-Peer-Cert") == [b64(pki.alice)], doc["headers"]
     assert header_values(doc) == []
@@ -323,11 +349,12 @@ def test_access_log_names_the_client_certificate_subject(tmp_path, certs, pki, g
 
 def test_http2_forwards_the_client_certificate(tmp_path, certs, pki, gateway_factory,
                                                echo_upstream):  # noqa: F811
-    """Over h2 (ALPN) the identity is the connection's: every stream's request carries it."""
+    """Over h2 (ALPN) the identity is the connection's: the stream's request carries it, and
+    a forged field of that name is dropped as over HTTP/1.1."""
     port = free_port()
     gw = gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream,
                                      alpn=["h2", "http/1.1"]))
-    p, _ = request(port, certs, pki.alice, "/h2", "--http2")
+    p, _ = request(port, certs, pki.alice, "/h2", "--http2", "-H", "x-client-cert: forged")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(b"HTTP/2 200"), p.stdout[:300]
     doc = json.loads(p.stdout.partition(b"\r\n\r\n")[2])
@@ -337,25 +364,15 @@ def test_http2_forwards_the_client_certificate(tmp_path, certs, pki, gateway_fac
 
 # ---------------------------------------------------------------- resumption
 
-def _raw_get(path):
-    return ("GET %s HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n"
-            % path).encode()
-
-
-def _s_client_echo(out):
-    """The echo document of the response in s_client's output (which goes on after it)."""
-    assert "HTTP/1.1 200" in out, out[-3000:]
-    body = out[out.index("HTTP/1.1 200"):]
-    return json.JSONDecoder().raw_decode(body[body.index("{"):])[0]
-
-
 def test_resumed_session_keeps_the_client_identity(tmp_path, certs, pki, gateway_factory,
                                                    echo_upstream):  # noqa: F811
     """A TLS 1.3 session resumed from a ticket (RFC 8446 2.2: the PSK stands for the original
     handshake, with no new Certificate from the client) still carries alice's certificate:
     the resumed connection forwards the same header, without the client presenting it."""
     port = free_port()
-    gw = gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream)
+    cfg["log"]["accessLogFields"] = ["time", "path", "status", "tlsResumed", "tlsClientSubject"]
+    gw = gateway_factory(cfg)
     sess = tmp_path / "sess.pem"
     out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
                    "-cert", pki.alice["crt"], "-key", pki.alice["key"], "-sess_out", str(sess),
@@ -369,6 +386,8 @@ def test_resumed_session_keeps_the_client_identity(tmp_path, certs, pki, gateway
     assert header_values(_s_client_echo(out)) == [b64(pki.alice)]
     lines = {l["path"]: l for l in gw.access_log(wait_for=2)}
     assert lines["/resumed"]["tlsResumed"] is True and lines["/full"]["tlsResumed"] is False
+    assert lines["/resumed"]["tlsClientSubject"] == ALICE_SUBJECT, lines
+    assert lines["/full"]["tlsClientSubject"] == ALICE_SUBJECT, lines
 
 
 def test_session_of_a_server_without_client_auth_does_not_resume_with_it(
@@ -385,9 +404,10 @@ def test_session_of_a_server_without_client_auth_does_not_resume_with_it(
     cfg["servers"].append({"id": "mtls", "listen": "127.0.0.1:%d" % mport, "tls": mtls_tls})
     gw = gateway_factory(cfg)
     sess = tmp_path / "plain-sess.pem"
-    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
+    out = s_client(port, "-tls1_3", "-msg", "-servername", "a.example.test", "-ign_eof",
                    "-sess_out", str(sess), stdin=_raw_get("/plain"))
     assert header_values(_s_client_echo(out)) == [] and sess.exists()
+    assert "CertificateRequest" not in out, out[-3000:]  # this server asks for none
     # the same ticket resumes on its own server...
     out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
                    "-sess_in", str(sess), stdin=_raw_get("/plain-again"))
