@@ -523,6 +523,25 @@ def test_reload_with_a_missing_ca_file_is_refused_and_keeps_requiring(
     assert header_values(doc) == [b64(pki.alice)]
 
 
+def test_reload_applies_a_new_client_auth(tmp_path, certs, pki, gateway_factory,
+                                          echo_upstream):  # noqa: F811
+    """A reload from "optional" to "required" with a crlFile takes effect on new connections:
+    a client without a certificate, served before, is refused after; revoked, served before,
+    is refused after; alice is served by both generations."""
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream, mode="optional")
+    gw = gateway_factory(cfg)
+    echoed(request(port, certs, None)[0])
+    echoed(request(port, certs, pki.revoked)[0])
+    new = json.loads(json.dumps(cfg))
+    new["servers"][0]["tls"]["clientAuth"].update(mode="required", crlFile=pki.crl)
+    gw.reload(new)
+    assert_refused(gw, port, certs, None, ["no client certificate"])
+    assert_refused(gw, port, certs, pki.revoked, ["certificate revoked"])
+    doc = echoed(request(port, certs, pki.alice)[0])
+    assert header_values(doc) == [b64(pki.alice)]
+
+
 # ---------------------------------------------------------------- the shipped example
 
 def test_mtls_example_checks_and_runs(tmp_path, gateway_factory, echo_upstream):
