@@ -1,0 +1,583 @@
+"""Client certificates (mutual TLS) on TLS servers: tls.clientAuth ("required" / "optional",
+caFile, crlFile, verifyDepth), the ClientCert transform, the access log's tlsClientSubject,
+HTTP/2, TLS 1.3 resumption, and the configuration checks (-t and reload).
+
+The server certificates are test_tls's `certs` (a.example.test, signed by its CA, which curl
+trusts with --cacert). The client PKI is made here with the `cryptography` package, which sets
+any dates: a client CA, an unrelated CA, the clients alice (valid), mallory (signed by the
+unrelated CA), old (expired) and revoked (valid, but in the client CA's CRL), and an expired
+CRL. Clients are curl (--cert/--key, --local-port so that the error log's client address can be
+checked) and `openssl s_client` for resumption."""
+import base64
+import datetime
+import json
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import BINARY, REPO_ROOT, free_port
+from test_config_errors import check_error
+from test_tls import certs, curl, s_client, tls_config  # noqa: F401 (certs is a fixture)
+
+x509 = pytest.importorskip("cryptography.x509")
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+
+from test_tls_config import DAY, _pem_key  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("curl") is None,
+                                reason="needs the openssl and curl CLIs")
+
+HEADER = "X-Client-Cert"
+ALICE_SUBJECT = "CN=alice,O=Example"  # RFC 2253 order: the last RDN first
+
+
+# ---------------------------------------------------------------- the client PKI
+
+def _dn(cn, org="Example"):
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+class ClientPKI:
+    """CAs, client certificates and CRLs written into a directory. Each client is a dict:
+    crt, key (paths), der (the certificate's DER bytes), subject (RFC 4514/2253 string)."""
+
+    def __init__(self, d):
+        self.dir = d
+        self.now = datetime.datetime.utcnow()
+        self.ca_key, self.ca_cert, self.ca = self._ca("client-ca", "Example Client CA")
+        self.other_key, self.other_cert, self.other_ca = self._ca("other-ca", "Unrelated CA")
+        self.alice = self._leaf("alice", self.ca_key, self.ca_cert)
+        self.mallory = self._leaf("mallory", self.other_key, self.other_cert)
+        self.old = self._leaf("old", self.ca_key, self.ca_cert, valid_from=-30, valid_to=-1)
+        self.revoked = self._leaf("revoked", self.ca_key, self.ca_cert)
+        # carol: signed by an intermediate CA under the client CA; her chain file has both
+        self.sub_key, self.sub_cert, self.sub_ca = self._ca(
+            "sub-ca", "Example Intermediate CA", self.ca_key, self.ca_cert)
+        self.carol = self._leaf("carol", self.sub_key, self.sub_cert)
+        chain = self.dir / "carol-chain.crt"
+        chain.write_text(open(self.carol["crt"]).read() + open(self.sub_ca).read())
+        self.carol["crt"] = str(chain)
+        self.crl = self._crl("client-ca.crl", [self.revoked["serial"]], -1, 30)
+        self.expired_crl = self._crl("expired.crl", [self.revoked["serial"]], -30, -1)
+
+    def _ca(self, name, cn, issuer_key=None, issuer=None):
+        key = ec.generate_private_key(ec.SECP256R1())
+        issuer_key = issuer_key or key
+        cert = (x509.CertificateBuilder().subject_name(_dn(cn))
+                .issuer_name(issuer.subject if issuer else _dn(cn))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(self.now - DAY).not_valid_after(self.now + 365 * DAY)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                             False, False), True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                               False)
+                .sign(issuer_key, hashes.SHA256()))
+        path = self.dir / (name + ".crt")
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return key, cert, str(path)
+
+    def _leaf(self, name, ca_key, ca_cert, valid_from=-1, valid_to=30):
+        key = ec.generate_private_key(ec.SECP256R1())
+        serial = x509.random_serial_number()
+        cert = (x509.CertificateBuilder().subject_name(_dn(name)).issuer_name(ca_cert.subject)
+                .public_key(key.public_key()).serial_number(serial)
+                .not_valid_before(self.now + valid_from * DAY)
+                .not_valid_after(self.now + valid_to * DAY)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    ca_key.public_key()), False)
+                .sign(ca_key, hashes.SHA256()))
+        crt, k = self.dir / (name + ".crt"), self.dir / (name + ".key")
+        crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        k.write_bytes(_pem_key(key))
+        return {"crt": str(crt), "key": str(k), "serial": serial, "name": name,
+                "der": cert.public_bytes(serialization.Encoding.DER),
+                "subject": cert.subject.rfc4514_string()}
+
+    def _crl(self, name, serials, last, nxt):
+        b = (x509.CertificateRevocationListBuilder().issuer_name(self.ca_cert.subject)
+             .last_update(self.now + last * DAY).next_update(self.now + nxt * DAY)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                 self.ca_key.public_key()), False)
+             .add_extension(x509.CRLNumber(1), False))
+        for s in serials:
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(s)
+                .revocation_date(self.now - DAY).build())
+        crl = b.sign(self.ca_key, hashes.SHA256())
+        path = self.dir / name
+        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return str(path)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return ClientPKI(tmp_path_factory.mktemp("client-pki"))
+
+
+# ---------------------------------------------------------------- gateway and clients
+
+def mtls_config(tmp_path, certs, pki, port, upstream, mode="required", header=HEADER,  # noqa: F811
+                workers=1, alpn=None, **auth):
+    """One TLS server ("main") whose catch-all route proxies to the echo upstream with the
+    ClientCert transform; clientAuth = {mode, caFile: the client CA} + auth."""
+    routes = [{"id": "up", "match": {"path": "/{**rest}"}, "clusterId": "c",
+               "transforms": [{"ClientCert": header}]}]
+    clusters = [{"id": "c", "destinations": [{"id": "d", "address": upstream.url}]}]
+    client_auth = {"mode": mode, "caFile": pki.ca}
+    client_auth.update(auth)
+    extra = {"clientAuth": client_auth}
+    if alpn is not None:
+        extra["alpn"] = alpn
+    return tls_config(tmp_path, certs, port, routes=routes, clusters=clusters, workers=workers,
+                      **extra)
+
+
+def request(port, certs, client=None, path="/echo", *extra):  # noqa: F811
+    """curl over HTTP/1.1 with client's certificate (None: without one) from a known local port.
+    Returns (CompletedProcess, local port)."""
+    local = free_port()
+    args = ["--local-port", str(local)]
+    if client is not None:
+        args += ["--cert", client["crt"], "--key", client["key"]]
+    return curl(port, path, "a.example.test", *args, *extra, cacert=certs["ca"]), local
+
+
+def echoed(p):
+    """The echo upstream's document from curl's output (-D -: head, blank line, body)."""
+    assert p.returncode == 0, p.stderr
+    head, _, body = p.stdout.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split(b" ")[1] == b"200", p.stdout[:500]
+    return json.loads(body)
+
+
+def header_values(doc, name=HEADER):
+    return [v for k, v in doc["headers"] if k.lower() == name.lower()]
+
+
+def b64(client):
+    return base64.b64encode(client["der"]).decode()
+
+
+def _raw_get(path):
+    return ("GET %s HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n"
+            % path).encode()
+
+
+def _s_client_echo(out):
+    """The echo document of the response in s_client's output (which goes on after it)."""
+    assert "HTTP/1.1 200" in out, out[-3000:]
+    body = out[out.index("HTTP/1.1 200"):]
+    return json.JSONDecoder().raw_decode(body[body.index("{"):])[0]
+
+
+def wait_log_line(gw, needle, timeout=5.0):
+    """The first error-log line that contains needle (workers write it after the failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in gw.error_log().splitlines():
+            if needle in line:
+                return line
+        if time.monotonic() >= deadline:
+            raise AssertionError("no error-log line with %r:\n%s" % (needle,
+                                                                     gw.error_log()[-3000:]))
+        time.sleep(0.05)
+
+
+def assert_refused(gw, port, certs, client, reasons, server="main"):  # noqa: F811
+    """The handshake fails (no HTTP response; curl exits 35 in the handshake, or 56/55 when
+    the TLS 1.3 alert comes after its Finished, RFC 8446 4.4.2.4), and the error log has one
+    `tls: handshake failed:` line with the client's address, the server id, every reason in
+    reasons and, for a certificate, its subject's CN."""
+    p, local = request(port, certs, client)
+    assert p.returncode in (35, 55, 56), (p.returncode, p.stdout[:300], p.stderr)
+    assert b"HTTP/" not in p.stdout, p.stdout[:300]
+    line = wait_log_line(gw, "client: 127.0.0.1:%d" % local)
+    assert "tls: handshake failed:" in line, line
+    assert "server: %s" % server in line, line
+    for r in reasons:
+        assert r in line, (r, line)
+    if client is not None:
+        # the certificate's subject (its CN: "revoked" is also in "certificate revoked")
+        assert re.search(r"CN\s*=\s*%s\b" % client["name"], line), line
+    return line
+
+
+# ---------------------------------------------------------------- required
+
+def test_required_serves_a_verified_client_and_forwards_its_certificate(
+        tmp_path, certs, pki, gateway_factory, echo_upstream):  # noqa: F811
+    """mode "required": alice (signed by the client CA) is served through the proxied route,
+    and the destination gets X-Client-Cert = base64(DER of alice's certificate), one line."""
+    port = free_port()
+    gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
+    p, _ = request(port, certs, pki.alice)
+    doc = echoed(p)
+    assert header_values(doc) == [b64(pki.alice)], doc["headers"]
+    assert "\n" not in b64(pki.alice)
+
+
+def test_required_refuses_a_client_without_a_certificate(tmp_path, certs, pki, gateway_factory,
+                                                         echo_upstream):  # noqa: F811
+    """RFC 8446 4.3.2 / 4.4.2.4: the server asks for a certificate; a client that sends an empty
+    Certificate is refused with an alert (certificate_required), never served."""
+    port = free_port()
+    gw = gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
+    assert_refused(gw, port, certs, None, ["no client certificate"])
+    # the alert says why (RFC 8446 6.2: certificate_required, 116)
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
+                   stdin=_raw_get("/nocert"))
+    assert "alert certificate required" in out and "HTTP/1.1" not in out, out[-3000:]
+    # the upstream never saw a request, and alice right after is served
+    p, _ = request(port, certs, pki.alice, "/__count")
+    assert json.loads(p.stdout.partition(b"\r\n\r\n")[2]) == {}, p.stdout
+
+
+def test_required_refuses_unknown_ca_and_expired_certificates(tmp_path, certs, pki,
+                                                              gateway_factory,
+                                                              echo_upstream):  # noqa: F811
+    """RFC 8446 4.4.2.4: a certificate that does not verify aborts the handshake: mallory's CA
+    is not in caFile (OpenSSL: unable to get local issuer certificate), old has expired. A
+    revoked certificate is accepted when no crlFile is configured (it is still valid)."""
+    port = free_port()
+    gw = gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
+    assert_refused(gw, port, certs, pki.mallory, ["unable to get local issuer certificate"])
+    assert_refused(gw, port, certs, pki.old, ["certificate has expired"])
+    # the alert names the reason: unknown_ca (48) for mallory
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
+                   "-cert", pki.mallory["crt"], "-key", pki.mallory["key"],
+                   stdin=_raw_get("/mallory"))
+    assert "alert unknown ca" in out and "HTTP/1.1" not in out, out[-3000:]
+    doc = echoed(request(port, certs, pki.revoked)[0])
+    assert header_values(doc) == [b64(pki.revoked)]
+
+
+def test_required_with_crl_refuses_a_revoked_certificate(tmp_path, certs, pki, gateway_factory,
+                                                         echo_upstream):  # noqa: F811
+    """With crlFile, a certificate the client CA's CRL lists is refused (certificate revoked);
+    alice, not listed, is still served."""
+    port = free_port()
+    gw = gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream,
+                                     crlFile=pki.crl))
+    assert_refused(gw, port, certs, pki.revoked, ["certificate revoked"])
+    doc = echoed(request(port, certs, pki.alice)[0])
+    assert header_values(doc) == [b64(pki.alice)]
+    assert_refused(gw, port, certs, pki.mallory, ["unable to get local issuer certificate"])
+
+
+def test_verify_depth_allows_an_intermediate_ca(tmp_path, certs, pki, gateway_factory,
+                                                 echo_upstream):  # noqa: F811
+    """carol's certificate is signed by an intermediate CA (sent in her chain) under the client
+    CA: the default verifyDepth (2) accepts her, and the header is her leaf certificate alone;
+    verifyDepth 0 (no intermediate) refuses her but still serves alice, signed by the CA."""
+    port = free_port()
+    gw = gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
+    doc = echoed(request(port, certs, pki.carol)[0])
+    assert header_values(doc) == [b64(pki.carol)], doc["headers"]
+    port0, d0 = free_port(), tmp_path / "depth0"  # a second gateway: its own files
+    d0.mkdir()
+    gw0 = gateway_factory(mtls_config(d0, certs, pki, port0, echo_upstream, verifyDepth=0))
+    assert_refused(gw0, port0, certs, pki.carol, ["certificate chain too long"])
+    doc = echoed(request(port0, certs, pki.alice)[0])
+    assert header_values(doc) == [b64(pki.alice)]
+    assert gw.alive()
+
+
+# ---------------------------------------------------------------- optional
+
+def test_optional_serves_clients_without_a_certificate(tmp_path, certs, pki, gateway_factory,
+                                                       echo_upstream):  # noqa: F811
+    """mode "optional": the certificate is asked for (RFC 8446 4.3.2) but a client without one
+    is served, and no header reaches the destination; alice's certificate is forwarded; one
+    that does not verify still fails the handshake. The header name is the transform's."""
+    port = free_port()
+    gw = gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream, mode="optional",
+                                     header="X-Peer-Cert"))
+    doc = echoed(request(port, certs, None)[0])
+    assert header_values(doc, "X-Peer-Cert") == [] and header_values(doc) == [], doc["headers"]
+    out = s_client(port, "-tls1_3", "-msg", "-servername", "a.example.test", "-ign_eof",
+                   stdin=_raw_get("/asked"))
+    assert "CertificateRequest" in out and "HTTP/1.1 200" in out, out[-3000:]
+    doc = echoed(request(port, certs, pki.alice)[0])
+    assert header_values(doc, "X-Peer-Cert") == [b64(pki.alice)], doc["headers"]
+    assert header_values(doc) == []
+    assert_refused(gw, port, certs, pki.mallory, ["unable to get local issuer certificate"])
+    assert_refused(gw, port, certs, pki.old, ["certificate has expired"])
+
+
+def test_a_forged_certificate_header_is_removed(tmp_path, certs, pki, gateway_factory,
+                                                echo_upstream):  # noqa: F811
+    """A client cannot pose as a certificate holder: the header the transform names, sent by
+    the client (any case, several times), is removed; with a certificate only the gateway's
+    value arrives."""
+    port = free_port()
+    gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream, mode="optional"))
+    forged = ["-H", "X-Client-Cert: forged", "-H", "x-client-cert: %s" % b64(pki.mallory)]
+    doc = echoed(request(port, certs, None, "/echo", *forged)[0])
+    assert header_values(doc) == [], doc["headers"]
+    doc = echoed(request(port, certs, pki.alice, "/echo", *forged)[0])
+    assert header_values(doc) == [b64(pki.alice)], doc["headers"]
+
+
+# ---------------------------------------------------------------- access log, HTTP/2
+
+def test_access_log_names_the_client_certificate_subject(tmp_path, certs, pki, gateway_factory,
+                                                         echo_upstream):  # noqa: F811
+    """tlsClientSubject: the verified certificate's subject, RFC 2253 (CN=alice,O=Example), on
+    requests of a connection with a client certificate; absent on one without."""
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream, mode="optional")
+    cfg["log"]["accessLogFields"] = ["time", "client", "path", "status", "tlsVersion",
+                                     "tlsClientSubject"]
+    gw = gateway_factory(cfg)
+    echoed(request(port, certs, pki.alice, "/with")[0])
+    echoed(request(port, certs, None, "/without")[0])
+    lines = {l["path"]: l for l in gw.access_log(wait_for=2)}
+    assert pki.alice["subject"] == ALICE_SUBJECT
+    assert lines["/with"]["tlsClientSubject"] == ALICE_SUBJECT, lines
+    assert "tlsClientSubject" not in lines["/without"], lines
+    assert lines["/without"]["tlsVersion"] == "TLSv1.3"
+
+
+def test_http2_forwards_the_client_certificate(tmp_path, certs, pki, gateway_factory,
+                                               echo_upstream):  # noqa: F811
+    """Over h2 (ALPN) the identity is the connection's: the stream's request carries it, and
+    a forged field of that name is dropped as over HTTP/1.1."""
+    port = free_port()
+    gw = gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream,
+                                     alpn=["h2", "http/1.1"]))
+    p, _ = request(port, certs, pki.alice, "/h2", "--http2", "-H", "x-client-cert: forged")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(b"HTTP/2 200"), p.stdout[:300]
+    doc = json.loads(p.stdout.partition(b"\r\n\r\n")[2])
+    assert header_values(doc) == [b64(pki.alice)], doc["headers"]
+    assert_refused(gw, port, certs, None, ["no client certificate"])
+
+
+# ---------------------------------------------------------------- resumption
+
+def test_resumed_session_keeps_the_client_identity(tmp_path, certs, pki, gateway_factory,
+                                                   echo_upstream):  # noqa: F811
+    """A TLS 1.3 session resumed from a ticket (RFC 8446 2.2: the PSK stands for the original
+    handshake, with no new Certificate from the client) still carries alice's certificate:
+    the resumed connection forwards the same header, without the client presenting it."""
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream)
+    cfg["log"]["accessLogFields"] = ["time", "path", "status", "tlsResumed", "tlsClientSubject"]
+    gw = gateway_factory(cfg)
+    sess = tmp_path / "sess.pem"
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
+                   "-cert", pki.alice["crt"], "-key", pki.alice["key"], "-sess_out", str(sess),
+                   stdin=_raw_get("/full"))
+    assert "New," in out and sess.exists(), out[-3000:]
+    assert header_values(_s_client_echo(out)) == [b64(pki.alice)]
+    # resumed, with no certificate offered: the identity comes from the session
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
+                   "-sess_in", str(sess), stdin=_raw_get("/resumed"))
+    assert "Reused," in out, out[-3000:]
+    assert header_values(_s_client_echo(out)) == [b64(pki.alice)]
+    lines = {l["path"]: l for l in gw.access_log(wait_for=2)}
+    assert lines["/resumed"]["tlsResumed"] is True and lines["/full"]["tlsResumed"] is False
+    assert lines["/resumed"]["tlsClientSubject"] == ALICE_SUBJECT, lines
+    assert lines["/full"]["tlsClientSubject"] == ALICE_SUBJECT, lines
+
+
+def test_session_of_a_server_without_client_auth_does_not_resume_with_it(
+        tmp_path, certs, pki, gateway_factory, echo_upstream):  # noqa: F811
+    """Two servers of one gateway with the same certificate, one without clientAuth: a ticket
+    from that one must not skip the client authentication of the other (RFC 8446 4.6.1: a
+    ticket only resumes in a context like the one it came from). The handshake on the mTLS
+    server is a full one, which asks for and gets alice's certificate; without a certificate
+    the ticket does not get a client in."""
+    port, mport = free_port(), free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream)
+    mtls_tls = cfg["servers"][0]["tls"]
+    cfg["servers"][0]["tls"] = {k: v for k, v in mtls_tls.items() if k != "clientAuth"}
+    cfg["servers"].append({"id": "mtls", "listen": "127.0.0.1:%d" % mport, "tls": mtls_tls})
+    gw = gateway_factory(cfg)
+    sess = tmp_path / "plain-sess.pem"
+    out = s_client(port, "-tls1_3", "-msg", "-servername", "a.example.test", "-ign_eof",
+                   "-sess_out", str(sess), stdin=_raw_get("/plain"))
+    assert header_values(_s_client_echo(out)) == [] and sess.exists()
+    assert "CertificateRequest" not in out, out[-3000:]  # this server asks for none
+    # the same ticket resumes on its own server...
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
+                   "-sess_in", str(sess), stdin=_raw_get("/plain-again"))
+    assert "Reused," in out, out[-3000:]
+    # ...but not on the mTLS server: a full handshake, with the certificate
+    out = s_client(mport, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
+                   "-cert", pki.alice["crt"], "-key", pki.alice["key"],
+                   "-sess_in", str(sess), stdin=_raw_get("/mtls"))
+    assert "New," in out and "Reused," not in out, out[-3000:]
+    assert header_values(_s_client_echo(out)) == [b64(pki.alice)]
+    # and without one the ticket does not stand in for it
+    out = s_client(mport, "-tls1_3", "-servername", "a.example.test", "-ign_eof",
+                   "-sess_in", str(sess), stdin=_raw_get("/sneak"))
+    assert "Reused," not in out and "HTTP/1.1 200" not in out, out[-3000:]
+    line = wait_log_line(gw, "no client certificate")
+    assert "server: mtls" in line, line
+
+
+# ---------------------------------------------------------------- configuration checks
+
+def _check(tmp_path, cfg, name="check.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(cfg))
+    p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                       timeout=30)
+    return path, p
+
+
+def _auth_cfg(tmp_path, certs, pki, **auth):  # noqa: F811
+    cfg = tls_config(tmp_path, certs, free_port(), workers=1)
+    a = {"mode": "required", "caFile": pki.ca}
+    a.update(auth)
+    cfg["servers"][0]["tls"]["clientAuth"] = {k: v for k, v in a.items() if v is not None}
+    return cfg
+
+
+def test_check_accepts_client_auth_with_a_relative_ca_file(tmp_path, certs, pki):  # noqa: F811
+    """A valid clientAuth passes -t; relative caFile and crlFile are relative to the config
+    file's directory, not the working directory."""
+    d = tmp_path / "conf"
+    (d / "pki").mkdir(parents=True)
+    shutil.copy(pki.ca, d / "pki" / "ca.crt")
+    shutil.copy(pki.crl, d / "pki" / "ca.crl")
+    cfg = _auth_cfg(tmp_path, certs, pki, caFile="pki/ca.crt", crlFile="pki/ca.crl",
+                    verifyDepth=3, mode="optional")
+    _, p = _check(d, cfg)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "configuration is ok" in p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("case", [
+    ("missing-ca-file", {"caFile": "/nonexistent/client-ca.crt"}, "caFile",
+     "/nonexistent/client-ca.crt"),
+    ("no-ca-file", {"caFile": None}, "caFile", None),
+    ("bad-mode", {"mode": "sometimes"}, "mode", None),
+    ("no-mode", {"mode": None}, "mode", None),
+    ("depth-too-large", {"verifyDepth": 9}, "verifyDepth", None),
+    ("expired-crl", {"crlFile": "EXPIRED"}, "crlFile", "EXPIRED"),
+    ("ca-file-not-pem", {"caFile": "NOTPEM"}, "caFile", "NOTPEM"),
+], ids=lambda c: c[0])
+def test_check_refuses_bad_client_auth(tmp_path, certs, pki, case):  # noqa: F811
+    """`fastgateway -t` exits 1 naming servers[0].tls.clientAuth.KEY first (and the file)."""
+    _, change, key, named = case
+    change = dict(change)
+    subst = {"EXPIRED": pki.expired_crl, "NOTPEM": str(tmp_path / "notpem.crt")}
+    (tmp_path / "notpem.crt").write_text("this is not a certificate\n")
+    for k, v in change.items():
+        change[k] = subst.get(v, v)
+    named = subst.get(named, named)
+    path, p = _check(tmp_path, _auth_cfg(tmp_path, certs, pki, **change))
+    check_error(p, path, "servers[0].tls.clientAuth." + key)
+    if named:
+        assert named in p.stderr, p.stderr
+
+
+def test_check_refuses_required_client_auth_on_a_tunnel_server(tmp_path, certs,
+                                                               pki):  # noqa: F811
+    """Tunnel agents authenticate with their secret and present no client certificate: a
+    required clientAuth on an acceptTunnels server would lock them out, so it is refused;
+    "optional" there is accepted."""
+    secret = tmp_path / "office.key"
+    secret.write_text("0123456789abcdef0123456789abcdef\n")
+    secret.chmod(0o600)
+    cfg = _auth_cfg(tmp_path, certs, pki)
+    cfg["servers"][0]["acceptTunnels"] = True
+    cfg["tunnels"] = {"path": "/_fg/tunnel",
+                      "agents": [{"id": "office", "secretFile": str(secret)}]}
+    path, p = _check(tmp_path, cfg)
+    check_error(p, path, "servers[0].tls.clientAuth.mode")
+    assert "acceptTunnels" in p.stderr, p.stderr
+    cfg["servers"][0]["tls"]["clientAuth"]["mode"] = "optional"
+    _, p = _check(tmp_path, cfg, "optional.json")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_reload_with_a_missing_ca_file_is_refused_and_keeps_requiring(
+        tmp_path, certs, pki, gateway_factory, echo_upstream):  # noqa: F811
+    """A reload whose caFile cannot be read fails (naming clientAuth.caFile); the running
+    generation still refuses clients without a certificate and serves alice."""
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream)
+    gw = gateway_factory(cfg)
+    gen = gw.info()["generation"]
+    bad = json.loads(json.dumps(cfg))
+    missing = str(tmp_path / "gone" / "ca.crt")
+    bad["servers"][0]["tls"]["clientAuth"]["caFile"] = missing
+    last = gw.reload(bad, expect_ok=False)
+    assert "clientAuth.caFile" in (last.get("error") or ""), last
+    assert missing in last["error"], last
+    assert gw.info()["generation"] == gen
+    assert_refused(gw, port, certs, None, ["no client certificate"])
+    doc = echoed(request(port, certs, pki.alice)[0])
+    assert header_values(doc) == [b64(pki.alice)]
+
+
+def test_reload_applies_a_new_client_auth(tmp_path, certs, pki, gateway_factory,
+                                          echo_upstream):  # noqa: F811
+    """A reload from "optional" to "required" with a crlFile takes effect on new connections:
+    a client without a certificate, served before, is refused after; revoked, served before,
+    is refused after; alice is served by both generations."""
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream, mode="optional")
+    gw = gateway_factory(cfg)
+    echoed(request(port, certs, None)[0])
+    echoed(request(port, certs, pki.revoked)[0])
+    new = json.loads(json.dumps(cfg))
+    new["servers"][0]["tls"]["clientAuth"].update(mode="required", crlFile=pki.crl)
+    gw.reload(new)
+    assert_refused(gw, port, certs, None, ["no client certificate"])
+    assert_refused(gw, port, certs, pki.revoked, ["certificate revoked"])
+    doc = echoed(request(port, certs, pki.alice)[0])
+    assert header_values(doc) == [b64(pki.alice)]
+
+
+# ---------------------------------------------------------------- the shipped example
+
+def test_mtls_example_checks_and_runs(tmp_path, gateway_factory, echo_upstream):
+    """etc/examples/mtls.json passes -t with the files `make example-certs` makes, and, moved
+    to free ports and temporary files, serves its client certificate and refuses a client
+    without one."""
+    certs_dir = tmp_path / "certs"
+    p = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "example-certs",
+                        "CERTS_DIR=" + str(certs_dir)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    example = json.loads((REPO_ROOT / "etc/examples/mtls.json").read_text())
+    assert example["servers"][0]["listen"] == "127.0.0.1:8445"
+    assert example["servers"][0]["tls"]["clientAuth"]["mode"] == "required"
+    text = json.dumps(example).replace("certs/", str(certs_dir) + "/")
+    cfg = tmp_path / "mtls.json"
+    cfg.write_text(text)
+    p = subprocess.run([str(BINARY), "-t", "-c", str(cfg)], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    run = json.loads(text)
+    port = free_port()
+    run["servers"][0]["listen"] = "127.0.0.1:%d" % port
+    run["pidFile"], run["statusSocket"] = str(tmp_path / "ex.pid"), str(tmp_path / "ex.sock")
+    run["log"]["accessLog"] = str(tmp_path / "ex-access.log")
+    run["clusters"][0]["destinations"][0]["address"] = echo_upstream.url
+    gateway_factory(run)
+    base = ["curl", "-sS", "--max-time", "20", "--cacert", str(certs_dir / "ca.crt")]
+    client = ["--cert", str(certs_dir / "client.crt"), "--key", str(certs_dir / "client.key")]
+    url = "https://127.0.0.1:%d" % port
+    p = subprocess.run(base + client + [url + "/"], capture_output=True, timeout=30)
+    assert p.returncode == 0 and p.stdout.startswith(b"hello"), p.stderr
+    p = subprocess.run(base + client + [url + "/api/x"], capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    der = x509.load_pem_x509_certificate((certs_dir / "client.crt").read_bytes()).public_bytes(
+        serialization.Encoding.DER)
+    assert header_values(json.loads(p.stdout)) == [base64.b64encode(der).decode()]
+    p = subprocess.run(base + [url + "/"], capture_output=True, timeout=30)
+    assert p.returncode != 0 and not p.stdout, p.stdout
