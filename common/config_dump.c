@@ -158,6 +158,14 @@ static json_t *server_tls(const fg_tls_server_config_t *t)
     set(o, "ticketsPerHandshake", json_integer(t->tickets_per_handshake));
     set(o, "hsts", hsts(t->hsts_header));
     set(o, "handshakeTimeout", duration(t->handshake_timeout_ms));
+    if (t->client_auth != FG_TLS_CLIENT_AUTH_OFF) {
+        static const char *const modes[] = {"off", "optional", "required"};
+        json_t *ca = json_pack("{s:s, s:s, s:i}", "mode", modes[t->client_auth], "caFile",
+                               t->client_ca_file, "verifyDepth", t->client_verify_depth);
+        if (t->client_crl_file)
+            set(ca, "crlFile", json_string(t->client_crl_file));
+        set(o, "clientAuth", ca);
+    }
     return o;
 }
 

@@ -152,14 +152,7 @@ static const struct {
     {"ResponseTrailersAllowed", {NULL}},
     {"ResponseTrailer", {"Set", "Append", "When", NULL}},
     {"ResponseTrailerRemove", {"When", NULL}},
-};
-
-/* Transforms with no equivalent, and why: the message names what to do instead. */
-static const struct {
-    const char *name;
-    const char *why;
-} no_tx[] = {
-    {"ClientCert", "client certificates are not forwarded in a header"},
+    {"ClientCert", {NULL}},
 };
 
 /* {"X-Forwarded": ACTION, "For"|"Proto"|"Host"|"Prefix": ACTION, "HeaderPrefix": P}: YARP's
@@ -255,9 +248,6 @@ static int convert_transform(fg_import_t *im, const json_t *t, json_t **out)
         return -1;
     if (json_object_size(t) == 0)
         return fg_import_fail(im, NULL, "an empty transform");
-    for (size_t k = 0; k < sizeof(no_tx) / sizeof(no_tx[0]); k++)
-        if (fg_import_get(t, no_tx[k].name) != NULL)
-            return fg_import_fail(im, no_tx[k].name, "no equivalent: %s", no_tx[k].why);
     int on, has;
     if (fg_import_get(t, "ResponseHeadersCopy") || fg_import_get(t, "ResponseTrailersCopy")) {
         const char *which = fg_import_get(t, "ResponseHeadersCopy") ? "ResponseHeadersCopy"

@@ -47,8 +47,13 @@ void fg_watch_files_add_config(fg_watch_files_t *l, const char *conf_file, const
 {
     add(l, conf_file);
     add_pages(l, &cfg->responses);
-    for (size_t i = 0; i < cfg->nservers; i++)
+    for (size_t i = 0; i < cfg->nservers; i++) {
         add_pages(l, &cfg->servers[i].responses);
+        if (cfg->servers[i].tls) {
+            add(l, cfg->servers[i].tls->client_ca_file);
+            add(l, cfg->servers[i].tls->client_crl_file);
+        }
+    }
     for (size_t i = 0; i < cfg->ncertificates; i++) {
         add(l, cfg->certificates[i].chain);
         add(l, cfg->certificates[i].key);
@@ -131,6 +136,9 @@ size_t fg_watch_files_add_named(fg_watch_files_t *l, const char *conf_file)
     json_array_foreach(json_object_get(root, "servers"), i, v)
     {
         named_pages(&c, v);
+        json_t *auth = json_object_get(json_object_get(v, "tls"), "clientAuth");
+        add_name(&c, json_object_get(auth, "caFile"));
+        add_name(&c, json_object_get(auth, "crlFile"));
     }
     json_array_foreach(json_object_get(root, "certificates"), i, v)
     {

@@ -11,6 +11,7 @@ checked) and `openssl s_client` for resumption."""
 import base64
 import datetime
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -540,6 +541,39 @@ def test_reload_applies_a_new_client_auth(tmp_path, certs, pki, gateway_factory,
     assert_refused(gw, port, certs, pki.revoked, ["certificate revoked"])
     doc = echoed(request(port, certs, pki.alice)[0])
     assert header_values(doc) == [b64(pki.alice)]
+
+
+def test_a_new_crl_revokes_on_watch_config_and_old_sessions_do_not_resume(
+        tmp_path, certs, pki, gateway_factory, echo_upstream):  # noqa: F811
+    """With watchConfig, writing a new CRL over crlFile reloads: a certificate it revokes is
+    refused from then on, and a session alice held from before (a TLS 1.3 ticket) gives a full
+    handshake instead of resuming (the session id context covers the CRL's bytes), so a
+    revoked client cannot come back through a ticket."""
+    port = free_port()
+    crl = tmp_path / "clients.crl"
+    crl.write_bytes(open(pki.crl, "rb").read())  # revokes "revoked" only
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream, crlFile=str(crl))
+    cfg["watchConfig"] = True
+    gw = gateway_factory(cfg)
+    sess = tmp_path / "alice.sess"
+    out = s_client(port, "-servername", "a.example.test", "-cert", pki.alice["crt"], "-key",
+                   pki.alice["key"], "-sess_out", str(sess), "-ign_eof",
+                   stdin=_raw_get("/before"))
+    assert header_values(_s_client_echo(out)) == [b64(pki.alice)]
+    gen = gw.info()["generation"]
+    revoke_alice = pki._crl("both.crl", [pki.revoked["serial"], pki.alice["serial"]], -1, 30)
+    tmp = tmp_path / "clients.crl.new"
+    tmp.write_bytes(open(revoke_alice, "rb").read())
+    os.rename(tmp, crl)
+    deadline = time.monotonic() + 10
+    while gw.info()["generation"] == gen and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gw.info()["generation"] != gen, "the new CRL did not reload"
+    assert_refused(gw, port, certs, pki.alice, ["certificate revoked"])
+    out = s_client(port, "-servername", "a.example.test", "-sess_in", str(sess), "-ign_eof",
+                   stdin=_raw_get("/after"))
+    assert "Reused" not in out, out[-2000:]
+    assert "HTTP/1.1 200" not in out, out[-2000:]
 
 
 # ---------------------------------------------------------------- the shipped example

@@ -215,8 +215,6 @@ def test_yarp_policy_names_take_no_number(tmp_path, cluster, where):
      R + ":Transforms:0:Sett", "not a key of the QueryRouteParameter transform"),
     (_route({"Transforms": [{"PathSet": "/"}, {"RequestHeaderRouteValue": "X-Id"}]}),
      R + ":Transforms:1", "exactly one of Set, Append"),
-    (_route({"Transforms": [{"ClientCert": "X-Client-Cert"}]}),
-     R + ":Transforms:0:ClientCert", "no equivalent"),
     (_route({"Transforms": [{"ResponseTrailer": "X-T"}]}),
      R + ":Transforms:0", "ResponseTrailer needs exactly one of Set, Append"),
     (_route({"Transforms": [{"ResponseTrailerRemove": "X-T", "Sett": "1"}]}),
@@ -252,8 +250,8 @@ def test_yarp_without_equivalent_is_an_error_naming_the_key(tmp_path, doc, where
 
 
 def test_yarp_constraints_and_header_transforms_convert(tmp_path):
-    """Route constraints, defaults, complex segments and the allow-list, copy and trailer
-    transforms convert as written (YARP's own keys in our spelling)."""
+    """Route constraints, defaults, complex segments and the allow-list, copy, trailer and
+    client certificate transforms convert as written (YARP's own keys in our spelling)."""
     doc = _route({"Transforms": [
         {"RequestHeadersAllowed": "Accept; X-Tenant"},
         {"ResponseHeadersCopy": "false"},
@@ -261,7 +259,8 @@ def test_yarp_constraints_and_header_transforms_convert(tmp_path):
         {"responsetrailersallowed": "grpc-status"},
         {"ResponseTrailersCopy": "true"},
         {"ResponseTrailer": "X-Trace", "Append": "gw", "When": "always"},
-        {"ResponseTrailerRemove": "X-Internal"}]},
+        {"ResponseTrailerRemove": "X-Internal"},
+        {"ClientCert": "X-Client-Cert"}]},
         match={"Path": "api/v{ver:int}/{id:guid}/{name}.{ext?}"})
     ours, _ = convert("yarp", json.dumps(doc), tmp_path, "appsettings.json")
     route = ours["routes"][0]
@@ -272,7 +271,8 @@ def test_yarp_constraints_and_header_transforms_convert(tmp_path):
         {"ResponseHeadersAllowed": "Content-Type"},
         {"ResponseTrailersAllowed": "grpc-status"},
         {"ResponseTrailer": "X-Trace", "Append": "gw", "When": "Always"},
-        {"ResponseTrailerRemove": "X-Internal"}]
+        {"ResponseTrailerRemove": "X-Internal"},
+        {"ClientCert": "X-Client-Cert"}]
 
 
 def test_import_usage_errors(tmp_path):

@@ -446,6 +446,8 @@ static int tls_handshake(fg_transport_t *t)
         return f == 1 ? 0 : FG_TRANSPORT_AGAIN;
     }
     ssize_t r = tls_fail(t, ret);
+    if (r == 0)
+        errno = ECONNRESET; /* the client's stream ended before the handshake did */
     return r == FG_TRANSPORT_AGAIN ? FG_TRANSPORT_AGAIN : -1;
 }
 
@@ -562,6 +564,8 @@ void fg_transport_tls_why(const fg_transport_t *t, int err, char *buf, size_t le
     } else if (t->ssl && (SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER) && v != X509_V_OK) {
         snprintf(buf, len, "certificate verify failed (%ld: %s)", v,
                  X509_verify_cert_error_string(v));
+    } else if (t->err == 0 && (err == ECONNRESET || err == EPIPE)) {
+        snprintf(buf, len, "the peer closed the connection before the handshake ended");
     } else if (t->err != 0) {
         char why[200];
         ERR_error_string_n(t->err, why, sizeof(why));
