@@ -571,6 +571,7 @@ static int load_root(fg_config_ctx_t *c, const json_t *root)
                                        "metrics",
                                        "admin",
                                        "tunnels",
+                                       "acme",
                                        NULL};
 
     if (!json_is_object(root))

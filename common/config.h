@@ -76,7 +76,19 @@ typedef struct {
     char *key;    /* absolute path: PEM private key */
     char **names; /* "names"; NULL = the certificate's DNS SANs (its CN when it has none) */
     size_t nnames;
+    int acme; /* "acme": issued and renewed by the ACME client (master/acme.c) for names */
 } fg_tls_cert_config_t;
+
+/* "acme": automatic certificates (RFC 8555, HTTP-01), for certificates with "acme": true. */
+typedef struct {
+    int enabled;
+    char *directory;            /* the ACME server's directory URL (https) */
+    char *email;                /* account contact; NULL = none */
+    char *state_dir;            /* absolute: account.key, challenges/ */
+    char *ca_file;              /* absolute: the ACME server's CAs; NULL = the system's */
+    uint64_t renew_before_ms;   /* default 30 days */
+    uint64_t check_interval_ms; /* default 12 h */
+} fg_acme_config_t;
 
 typedef struct {
     char **certificates; /* ids, as written */
@@ -656,6 +668,7 @@ typedef struct {
     socklen_t metrics_addrlen;
     fg_admin_config_t admin;     /* "admin" (master/admin_http.c, docs/admin.md) */
     fg_tunnels_config_t tunnels; /* "tunnels" */
+    fg_acme_config_t acme;       /* "acme" */
 } fg_config_t;
 
 /* The largest configuration file fg_config_load reads (docs/config.md). */

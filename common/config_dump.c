@@ -124,6 +124,8 @@ static json_t *certificate(const fg_tls_cert_config_t *cert)
         json_pack("{s:s, s:s, s:s}", "id", cert->id, "chain", cert->chain, "key", cert->key);
     if (cert->names)
         set(o, "names", strings(cert->names, cert->nnames));
+    if (cert->acme)
+        set(o, "acme", json_true());
     return o;
 }
 
@@ -697,6 +699,17 @@ static void globals(json_t *root, const fg_config_t *cfg)
     set(root, "certificates", certs);
     set(root, "tls",
         json_pack("{s:o}", "ticketKeyRotation", duration(cfg->tls_ticket_rotation_ms)));
+    const fg_acme_config_t *a = &cfg->acme;
+    if (a->enabled) {
+        json_t *o = json_pack("{s:s, s:s, s:o, s:o}", "directory", a->directory, "stateDir",
+                              a->state_dir, "renewBefore", duration(a->renew_before_ms),
+                              "checkInterval", duration(a->check_interval_ms));
+        if (a->email)
+            set(o, "email", json_string(a->email));
+        if (a->ca_file)
+            set(o, "caFile", json_string(a->ca_file));
+        set(root, "acme", o);
+    }
 }
 
 /* "tunnels", with its defaults when absent (an empty section changes nothing). The agents'

@@ -20,7 +20,7 @@
 
 static int load_cert(fg_config_ctx_t *c, const json_t *o, fg_tls_cert_config_t *cert)
 {
-    static const char *const keys[] = {"id", "chain", "key", "names", NULL};
+    static const char *const keys[] = {"id", "chain", "key", "names", "acme", NULL};
     char *chain = NULL, *key = NULL;
     int rc = -1;
 
@@ -30,7 +30,8 @@ static int load_cert(fg_config_ctx_t *c, const json_t *o, fg_tls_cert_config_t *
         fg_config_require_string(c, o, "id", &cert->id) < 0 ||
         fg_config_require_string(c, o, "chain", &chain) < 0 ||
         fg_config_require_string(c, o, "key", &key) < 0 ||
-        fg_config_get_strings(c, o, "names", &cert->names, &cert->nnames) < 0)
+        fg_config_get_strings(c, o, "names", &cert->names, &cert->nnames) < 0 ||
+        fg_config_get_bool(c, o, "acme", &cert->acme) < 0)
         goto out;
     cert->chain = fg_config_abs_path(c, chain);
     cert->key = fg_config_abs_path(c, key);
@@ -62,6 +63,87 @@ static int load_cert_item(fg_config_ctx_t *c, const json_t *o, void *out)
     return load_cert(c, o, out);
 }
 
+/* "acme": {directory, email, stateDir, caFile, renewBefore, checkInterval}. */
+static int load_acme(fg_config_ctx_t *c, const json_t *root)
+{
+    static const char *const keys[] = {"directory",   "email",         "stateDir", "caFile",
+                                       "renewBefore", "checkInterval", NULL};
+    fg_acme_config_t *a = &c->cfg->acme;
+    json_t *o = NULL;
+    char *dir = NULL, *ca = NULL;
+    a->renew_before_ms = 30ULL * 86400 * 1000;
+    a->check_interval_ms = 12ULL * 3600 * 1000;
+    if (fg_config_get_object(c, root, "acme", keys, &o) < 0)
+        return -1;
+    if (o == NULL)
+        return 0;
+    size_t mark = fg_config_push_key(c, "acme");
+    int rc = -1;
+    if (fg_config_require_string(c, o, "directory", &a->directory) < 0 ||
+        fg_config_get_string(c, o, "email", 1, &a->email) < 0 ||
+        fg_config_require_string(c, o, "stateDir", &dir) < 0 ||
+        fg_config_get_string(c, o, "caFile", 1, &ca) < 0 ||
+        fg_config_get_duration(c, o, "renewBefore", &a->renew_before_ms) < 0 ||
+        fg_config_get_duration(c, o, "checkInterval", &a->check_interval_ms) < 0)
+        goto out;
+    /* RFC 8555 6.1: every ACME request goes over HTTPS. */
+    if (strncmp(a->directory, "https://", 8) != 0 || a->directory[8] == '\0' ||
+        a->directory[8] == '/') {
+        fg_config_fail(c, "directory", "\"%s\" is not an https:// URL", a->directory);
+        goto out;
+    }
+    if (a->email && (strchr(a->email, '@') == NULL || strpbrk(a->email, " \t\r\n,<>\"") != NULL)) {
+        fg_config_fail(c, "email", "\"%s\" is not an e-mail address", a->email);
+        goto out;
+    }
+    if (a->check_interval_ms < 60 * 1000) {
+        fg_config_fail(c, "checkInterval", "must be at least 1m");
+        goto out;
+    }
+    if (a->renew_before_ms < 86400 * 1000) {
+        fg_config_fail(c, "renewBefore", "must be at least 1d");
+        goto out;
+    }
+    a->state_dir = fg_config_abs_path(c, dir);
+    a->ca_file = ca ? fg_config_abs_path(c, ca) : NULL;
+    a->enabled = 1;
+    rc = 0;
+out:
+    free(dir);
+    free(ca);
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+/* A certificate with "acme": true needs the "acme" section and names to order. */
+static int check_acme_certs(fg_config_ctx_t *c)
+{
+    fg_config_t *cfg = c->cfg;
+    for (size_t i = 0; i < cfg->ncertificates; i++) {
+        const fg_tls_cert_config_t *t = &cfg->certificates[i];
+        if (!t->acme)
+            continue;
+        size_t mark = fg_config_push_key(c, "certificates");
+        size_t m = fg_config_push_index(c, i);
+        int rc = 0;
+        if (!cfg->acme.enabled)
+            rc = fg_config_fail(c, "acme", "needs a top-level \"acme\" section");
+        else if (t->nnames == 0)
+            rc = fg_config_fail(c, "names", "required with \"acme\": the DNS names to order");
+        for (size_t k = 0; rc == 0 && k < t->nnames; k++)
+            if (t->names[k][0] == '*')
+                rc = fg_config_fail(c, "names",
+                                    "\"%s\": a wildcard needs the DNS-01 challenge; "
+                                    "HTTP-01 orders exact names only",
+                                    t->names[k]);
+        fg_config_pop(c, m);
+        fg_config_pop(c, mark);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int fg_config_load_certificates(fg_config_ctx_t *c, const json_t *root)
 {
     static const char *const tls_keys[] = {"ticketKeyRotation", NULL};
@@ -74,7 +156,8 @@ int fg_config_load_certificates(fg_config_ctx_t *c, const json_t *root)
                                  offsetof(fg_tls_cert_config_t, id), load_cert_item, &items,
                                  &cfg->ncertificates);
     cfg->certificates = items;
-    if (rc < 0 || fg_config_get_object(c, root, "tls", tls_keys, &tls) < 0)
+    if (rc < 0 || load_acme(c, root) < 0 || check_acme_certs(c) < 0 ||
+        fg_config_get_object(c, root, "tls", tls_keys, &tls) < 0)
         return -1;
     size_t mark = fg_config_push_key(c, "tls");
     rc = fg_config_get_duration(c, tls, "ticketKeyRotation", &cfg->tls_ticket_rotation_ms);
@@ -538,6 +621,10 @@ void fg_config_free_tls(fg_config_t *cfg)
         free_strings(cert->names, cert->nnames);
     }
     free(cfg->certificates);
+    free(cfg->acme.directory);
+    free(cfg->acme.email);
+    free(cfg->acme.state_dir);
+    free(cfg->acme.ca_file);
     for (size_t i = 0; i < cfg->nservers; i++) {
         fg_server_t *s = &cfg->servers[i];
         fg_tls_server_config_t *t = s->tls;

@@ -22,6 +22,7 @@
 #include "common/hash.h"
 #include "common/tls_client.h"
 #include "common/tls_clientauth.h"
+#include "common/x509gen.h"
 #include "shm/tickets.h"
 
 #define NAME_MAX_LEN 253 /* RFC 1035 2.3.4, without the trailing dot */
@@ -350,10 +351,41 @@ static int check_pair(load_t *l, cert_t *c)
     return 0;
 }
 
+/* An ACME certificate not issued yet (its chain or key file absent): a self-signed placeholder
+ * for its names, so that its servers start; master/acme.c writes the files, and the reload
+ * that follows serves them. */
+static int placeholder(load_t *l, cert_t *c)
+{
+    char why[256], msg[1024];
+    c->pkey = fg_x509gen_key();
+    c->leaf = c->pkey ? fg_x509gen_placeholder(c->pkey, l->conf->names, l->conf->nnames, 30) : NULL;
+    c->chain = sk_X509_new_null();
+    if (c->leaf == NULL || c->chain == NULL)
+        return fail(l, "chain", l->conf->chain,
+                    ossl_reason(why, sizeof(why), "cannot make a placeholder certificate"));
+    if (l->warn) {
+        snprintf(msg, sizeof(msg),
+                 "%s: certificates[%zu] (%s): %s not issued yet: a self-signed placeholder "
+                 "serves until ACME issues it",
+                 l->file, l->index, l->conf->id, l->conf->chain);
+        l->warn(l->arg, msg);
+    }
+    return 0;
+}
+
+static int absent(const char *path)
+{
+    return access(path, F_OK) == -1 && errno == ENOENT;
+}
+
 static int load_cert(load_t *l, cert_t *c)
 {
-    if (read_chain(l, c) < 0 || read_key(l, c) < 0 || check_pair(l, c) < 0)
+    if (l->conf->acme && (absent(l->conf->chain) || absent(l->conf->key))) {
+        if (placeholder(l, c) < 0 || check_pair(l, c) < 0)
+            return -1;
+    } else if (read_chain(l, c) < 0 || read_key(l, c) < 0 || check_pair(l, c) < 0) {
         return -1;
+    }
     for (size_t i = 0; i < l->conf->nnames; i++)
         add_name(c, l->conf->names[i], strlen(l->conf->names[i]));
     if (l->conf->nnames == 0)

@@ -18,6 +18,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/tls.h"
+#include "master/acme.h"
 #include "master/daemon.h"
 #include "master/listener.h"
 #include "master/master_impl.h"
@@ -190,6 +191,25 @@ static void proc_free(proc_t *p)
 
 /* Everything in the freshly forked child up to fg_worker_main; `unused` is the parent's record
  * of this process, of no use here. Never returns. */
+/* What a child of the master must not hold: the status, metrics and admin listeners, the
+ * signal pipe, the workers' ready pipes, the launcher's pipe, the watch. The listeners are the
+ * caller's to close (a worker keeps its own). */
+static void close_in_child(master_t *m)
+{
+    fg_status_close_in_child(m->status);
+    fg_metrics_http_close_in_child(m->metrics_http);
+    fg_admin_http_close_in_child(m->admin);
+    close(sig_pipe[0]);
+    close(sig_pipe[1]);
+    for (proc_t *p = m->procs; p; p = p->next)
+        if (p->ready_fd != -1)
+            close(p->ready_fd);
+    if (m->notify_fd != -1)
+        close(m->notify_fd);
+    fg_notify_free(m->sd);
+    fg_watch_close_in_child(m->watch);
+}
+
 _Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_t *rec,
                                  int ready_fd, proc_t *unused)
 {
@@ -220,20 +240,9 @@ _Noreturn static void child_main(master_t *m, gen_t *g, int slot, fg_shm_worker_
      * another slot's listener would keep it open after the master closes it. The event base is
      * left alone: freeing it would deregister the master's fds from the shared epoll. */
     fg_listeners_close_in_child(m->ls, listen_fds, nservers);
-    fg_status_close_in_child(m->status);
-    fg_metrics_http_close_in_child(m->metrics_http);
-    fg_admin_http_close_in_child(m->admin);
-    close(sig_pipe[0]);
-    close(sig_pipe[1]);
-    for (proc_t *p = m->procs; p; p = p->next)
-        if (p->ready_fd != -1)
-            close(p->ready_fd);
     /* A daemon's start-up error log is its caller's stderr, until start-up is over. */
     int quiet = m->notify_fd != -1;
-    if (m->notify_fd != -1)
-        close(m->notify_fd);
-    fg_notify_free(m->sd);
-    fg_watch_close_in_child(m->watch);
+    close_in_child(m);
 
     char err[512];
     if (fg_daemon_user_drop(&g->user, err, sizeof(err)) < 0) {
@@ -402,6 +411,79 @@ static void reload_answer(master_t *m)
     json_decref(doc);
 }
 
+/* ---- ACME (master/acme.h) ---- */
+
+/* The ACME check runs in a child: it blocks on the network and on its polls. */
+#define ACME_FIRST_MS 1000
+#define ACME_RETRY_MS (5 * 60 * 1000)
+#define ACME_CHILD_LIMIT_S 900 /* a check still running then is killed (SIGALRM) */
+
+static void acme_schedule(master_t *m, uint64_t ms)
+{
+    if (m->acme_ev == NULL || m->shutdown)
+        return;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(m->acme_ev, &tv);
+}
+
+_Noreturn static void acme_child(master_t *m, const fg_config_t *cfg)
+{
+    struct sigaction sa = {.sa_handler = SIG_DFL};
+    sigemptyset(&sa.sa_mask);
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &sa, NULL);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != m->pid)
+        _exit(FG_ACME_FAILED);
+    fg_log_set_role("acme");
+    fg_listeners_close_in_child(m->ls, NULL, 0);
+    close_in_child(m);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    alarm(ACME_CHILD_LIMIT_S);
+    _exit(fg_acme_check(cfg));
+}
+
+static void on_acme(evutil_socket_t fd, short what, void *arg)
+{
+    master_t *m = arg;
+    if (m->shutdown || m->cur == NULL || !m->cur->cfg->acme.enabled)
+        return;
+    if (m->acme_pid > 0 || m->next != NULL) {
+        acme_schedule(m, ACME_FIRST_MS); /* after the running check, or the reload */
+        return;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    pid_t pid = fork();
+    if (pid == 0)
+        acme_child(m, m->cur->cfg);
+    int e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (pid == -1) {
+        fg_log_error("acme: fork: %s", strerror(e));
+        acme_schedule(m, ACME_RETRY_MS);
+        return;
+    }
+    m->acme_pid = pid;
+}
+
+static void acme_exited(master_t *m, int status)
+{
+    m->acme_pid = 0;
+    int bits = WIFEXITED(status) ? WEXITSTATUS(status) : FG_ACME_FAILED;
+    if (!WIFEXITED(status))
+        fg_log_error("acme: the check ended by signal %d", WTERMSIG(status));
+    if (bits & FG_ACME_CHANGED) {
+        fg_log_notice("acme: certificates written: reloading");
+        fg_master_request_reload(m);
+    }
+    uint64_t every = m->cur ? m->cur->cfg->acme.check_interval_ms : ACME_RETRY_MS;
+    acme_schedule(m, (bits & FG_ACME_FAILED) && every > ACME_RETRY_MS ? ACME_RETRY_MS : every);
+}
+
 static void startup_done(master_t *m)
 {
     m->started = 1;
@@ -412,6 +494,8 @@ static void startup_done(master_t *m)
     fg_daemon_notify(&m->notify_fd, NULL);
     sd_ready(m);
     watch_update(m, 0);
+    if (m->cur->cfg->acme.enabled)
+        acme_schedule(m, ACME_FIRST_MS);
     if (detached)
         fg_daemon_silence_stderr(); /* the workers do the same once ready */
     if (m->reload_queued) {
@@ -493,6 +577,9 @@ static void commit(master_t *m)
     reload_answer(m);
     sd_ready(m);
     watch_update(m, 0);
+    /* A reload that turns ACME on checks at once; one that changed names or files, too. */
+    if (g->cfg->acme.enabled && m->acme_pid == 0)
+        acme_schedule(m, ACME_FIRST_MS);
     if (m->reload_queued) {
         m->reload_queued = 0;
         event_active(m->reload_ev, EV_TIMEOUT, 0);
@@ -739,6 +826,10 @@ static void reap(master_t *m)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == m->acme_pid) {
+            acme_exited(m, status);
+            continue;
+        }
         proc_t *p = m->procs;
         while (p && p->pid != pid)
             p = p->next;
@@ -918,6 +1009,10 @@ static void shutdown_begin(master_t *m, int mode)
     fg_watch_free(m->watch);
     m->watch = NULL;
     evtimer_del(m->timeout_ev);
+    if (m->acme_ev)
+        evtimer_del(m->acme_ev);
+    if (m->acme_pid > 0)
+        kill(m->acme_pid, SIGTERM); /* an order in flight is retried at the next start */
     for (gen_t *g = m->cur; g; g = g == m->cur ? m->next : NULL)
         for (int i = 0; i < g->nslots; i++)
             if (g->slots[i].respawn_ev)
@@ -1112,6 +1207,7 @@ static int start(master_t *m, int foreground)
     m->timeout_ev = evtimer_new(m->base, on_timeout, m);
     m->reload_ev = event_new(m->base, -1, 0, on_reload, m);
     m->shutdown_ev = evtimer_new(m->base, on_shutdown_deadline, m);
+    m->acme_ev = evtimer_new(m->base, on_acme, m);
     for (int i = 0; i < m->cur->nslots; i++)
         if (spawn(m, m->cur, i, err, sizeof(err)) < 0)
             goto fail_workers;
@@ -1174,6 +1270,8 @@ static void stop(master_t *m)
         event_free(m->reload_ev);
     if (m->shutdown_ev)
         event_free(m->shutdown_ev);
+    if (m->acme_ev)
+        event_free(m->acme_ev);
     if (m->base)
         event_base_free(m->base);
     fg_shm_free(m->shm);

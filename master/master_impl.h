@@ -77,6 +77,8 @@ typedef struct master_s {
     struct event *timeout_ev; /* start-up or reload readiness deadline */
     struct event *reload_ev;  /* queued reload */
     struct event *shutdown_ev;
+    struct event *acme_ev; /* the next ACME check (master/acme.h) */
+    pid_t acme_pid;        /* the ACME child, 0 when none runs */
     int reload_queued;
     int lock_fd; /* the instance lock (fg_instance_lock), -1 when none */
     int shutdown;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "worker/admission/security.h"
+#include "worker/handlers/acme_challenge.h"
 #include "worker/core/context.h"
 #include "worker/handlers/direct.h"
 #include "worker/handlers/proxy.h"
@@ -17,6 +18,8 @@ int fg_dispatch_route(fg_request_t *req)
     const fg_http_header_t *th =
         cfg && cfg->tenant_header ? fg_request_header(req, fg_str(cfg->tenant_header)) : NULL;
     req->tenant = th ? th->value : FG_STR_NULL;
+    if (fg_acme_challenge_answer(req))
+        return -1;
     int asterisk = req->path.len == 1 && req->path.base[0] == '*';
     /* The tunnel path never reaches a route; agents come by HTTP/1.1 (the front end hands
      * their upgrades to worker/tunnel/endpoint.c before dispatch). */

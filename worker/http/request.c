@@ -307,6 +307,13 @@ void fg_request_error(fg_request_t *req, int status, const char *error, const ch
     fg_request_error_with(req, status, error, message, NULL);
 }
 
+int fg_request_is_acme_challenge(const fg_request_t *req)
+{
+    const fg_config_t *cfg = req->worker ? req->worker->cfg : NULL;
+    return cfg != NULL && cfg->acme.enabled && req->path.len > FG_ACME_CHALLENGE_PREFIX_LEN &&
+           memcmp(req->path.base, FG_ACME_CHALLENGE_PREFIX, FG_ACME_CHALLENGE_PREFIX_LEN) == 0;
+}
+
 int fg_request_tls_answer(fg_request_t *req)
 {
     if (req->ssl != NULL) {
@@ -319,8 +326,9 @@ int fg_request_tls_answer(fg_request_t *req)
         return 1;
     }
     const fg_redirect_https_t *r = &req->server->redirect;
-    if (!r->enabled)
-        return 0;
+    if (!r->enabled || fg_request_is_acme_challenge(req))
+        return 0; /* a challenge is answered where it was asked (worker/handlers/acme_challenge.c)
+                   */
     size_t cap = 300 + req->host.len + req->target.len;
     char *loc = fg_pool_alloc(req->pool, cap);
     int n = loc ? fg_tls_redirect_location(r, req->host.base, req->host.len, req->target.base,

@@ -212,6 +212,11 @@ void fg_request_error(fg_request_t *req, int status, const char *error, const ch
  * redirectHttps, the redirect to https, or 400 with the connection closing (keep_alive off)
  * when the request has no host to redirect to. Returns 1 when answered, 0 to route. */
 int fg_request_tls_answer(fg_request_t *req);
+/* The path of HTTP-01 challenges (RFC 8555 8.3), answered by worker/handlers/acme_challenge.c
+ * when the configuration has "acme". */
+#define FG_ACME_CHALLENGE_PREFIX "/.well-known/acme-challenge/"
+#define FG_ACME_CHALLENGE_PREFIX_LEN (sizeof(FG_ACME_CHALLENGE_PREFIX) - 1)
+int fg_request_is_acme_challenge(const fg_request_t *req);
 /* fg_request_tls_answer where it has something to decide: a plaintext request on a server
  * without redirectHttps, the common case, costs no call. */
 static inline int fg_request_tls_gate(fg_request_t *req)

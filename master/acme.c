@@ -1,0 +1,702 @@
+/* See master/acme.h. The requests are RFC 8555's: JWS with ES256 (7515, 7518 3.4), the account
+ * key's JWK thumbprint in the key authorizations (7638), POST-as-GET for reads (6.3), a fresh
+ * Replay-Nonce for every request (6.5, one retry on badNonce). */
+#include "master/acme.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "common/log.h"
+#include "common/x509gen.h"
+#include "master/acme_http.h"
+
+#define TIMEOUT_S 30 /* each connect, send and receive */
+#define POLL_TRIES 90
+#define POLL_WAIT_S 1
+#define TOKEN_MAX 256
+
+typedef struct {
+    const fg_config_t *cfg;
+    SSL_CTX *ctx;
+    EVP_PKEY *key;   /* the account's */
+    char jwk[256];   /* its public key, RFC 7638 3.2's member order */
+    char thumb[64];  /* its thumbprint, base64url */
+    char nonce[256]; /* the next request's, "" = fetch one */
+    char new_nonce[1024], new_account[1024], new_order[1024];
+    char kid[2048]; /* the account URL */
+    char err[1536]; /* why the last step failed */
+} acme_t;
+
+/* why the current step failed, into a->err */
+__attribute__((format(printf, 2, 3))) static void seterr(acme_t *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->err, sizeof(a->err), fmt, ap);
+    va_end(ap);
+}
+
+/* ---- encoding ---- */
+
+/* RFC 4648 5 without padding; malloc'd. */
+static char *b64url(const unsigned char *p, size_t n)
+{
+    char *out = malloc(4 * ((n + 2) / 3) + 1);
+    if (out == NULL)
+        abort();
+    int len = EVP_EncodeBlock((unsigned char *)out, p, (int)n);
+    while (len > 0 && out[len - 1] == '=')
+        len--;
+    out[len] = '\0';
+    for (int i = 0; i < len; i++)
+        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    return out;
+}
+
+static char *b64url_str(const char *s)
+{
+    return b64url((const unsigned char *)s, strlen(s));
+}
+
+static int is_token(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > TOKEN_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- files ---- */
+
+__attribute__((format(printf, 3, 4))) static void put(char *err, size_t errlen, const char *fmt,
+                                                      ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* path written whole under a temporary name, then renamed over it. */
+static int write_file(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                      size_t errlen)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.acme-new", path) >= (int)sizeof(tmp)) {
+        put(err, errlen, "%s: path too long", path);
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    const char *p = data;
+    size_t left = len;
+    while (fd >= 0 && left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n <= 0)
+            break;
+        p += n;
+        left -= (size_t)n;
+    }
+    int e = errno;
+    if (fd < 0 || left > 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0 || close(fd) != 0 ||
+        rename(tmp, path) != 0) {
+        e = fd < 0 || left > 0 ? e : errno;
+        put(err, errlen, "cannot write %s: %s", path, strerror(e));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static int make_dir(const char *path, mode_t mode, char *err, size_t errlen)
+{
+    if (mkdir(path, mode) == 0 || errno == EEXIST)
+        return 0;
+    put(err, errlen, "cannot create %s: %s", path, strerror(errno));
+    return -1;
+}
+
+/* stateDir/account.key, made on first use (0600). */
+static EVP_PKEY *account_key(acme_t *a)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/account.key", a->cfg->acme.state_dir);
+    FILE *f = fopen(path, "re");
+    if (f != NULL) {
+        EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        fclose(f);
+        if (k == NULL)
+            seterr(a, "%s: not a PEM private key", path);
+        ERR_clear_error();
+        return k;
+    }
+    if (errno != ENOENT) {
+        seterr(a, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    EVP_PKEY *k = fg_x509gen_key();
+    BIO *b = BIO_new(BIO_s_mem());
+    char *pem = NULL;
+    long n = 0;
+    if (k == NULL || b == NULL || PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) != 1 ||
+        (n = BIO_get_mem_data(b, &pem)) <= 0 ||
+        write_file(path, pem, (size_t)n, 0600, a->err, sizeof(a->err)) < 0) {
+        if (a->err[0] == '\0')
+            seterr(a, "cannot make the account key");
+        EVP_PKEY_free(k);
+        k = NULL;
+    } else {
+        fg_log_notice("acme: new account key %s", path);
+    }
+    BIO_free(b);
+    return k;
+}
+
+/* ---- JWS ---- */
+
+static int make_jwk(acme_t *a)
+{
+    BIGNUM *x = NULL, *y = NULL;
+    unsigned char xb[32], yb[32], md[32];
+    int ok = EVP_PKEY_get_bn_param(a->key, OSSL_PKEY_PARAM_EC_PUB_X, &x) == 1 &&
+             EVP_PKEY_get_bn_param(a->key, OSSL_PKEY_PARAM_EC_PUB_Y, &y) == 1 &&
+             BN_bn2binpad(x, xb, 32) == 32 && BN_bn2binpad(y, yb, 32) == 32;
+    BN_free(x);
+    BN_free(y);
+    if (!ok) {
+        seterr(a, "the account key is not a P-256 key");
+        return -1;
+    }
+    char *xs = b64url(xb, 32), *ys = b64url(yb, 32);
+    snprintf(a->jwk, sizeof(a->jwk), "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}",
+             xs, ys);
+    free(xs);
+    free(ys);
+    SHA256((const unsigned char *)a->jwk, strlen(a->jwk), md);
+    char *t = b64url(md, sizeof(md));
+    snprintf(a->thumb, sizeof(a->thumb), "%s", t);
+    free(t);
+    return 0;
+}
+
+/* The flattened JWS of payload (NULL: POST-as-GET, an empty payload) for url; malloc'd. */
+static char *jws(acme_t *a, const char *url, const char *payload, int with_jwk)
+{
+    json_t *prot = json_pack("{s:s, s:s, s:s}", "alg", "ES256", "nonce", a->nonce, "url", url);
+    if (with_jwk)
+        json_object_set_new(prot, "jwk", json_loads(a->jwk, 0, NULL));
+    else
+        json_object_set_new(prot, "kid", json_string(a->kid));
+    char *ptext = json_dumps(prot, JSON_COMPACT);
+    json_decref(prot);
+    char *p64 = b64url_str(ptext), *pl64 = b64url_str(payload ? payload : "");
+    free(ptext);
+    size_t ilen = strlen(p64) + 1 + strlen(pl64);
+    char *input = malloc(ilen + 1);
+    if (input == NULL)
+        abort();
+    snprintf(input, ilen + 1, "%s.%s", p64, pl64);
+    unsigned char der[128], raw[64];
+    size_t dlen = sizeof(der);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    ECDSA_SIG *sig = NULL;
+    const unsigned char *dp = der;
+    int ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, a->key) == 1 &&
+             EVP_DigestSign(md, der, &dlen, (const unsigned char *)input, ilen) == 1 &&
+             (sig = d2i_ECDSA_SIG(NULL, &dp, (long)dlen)) != NULL &&
+             BN_bn2binpad(ECDSA_SIG_get0_r(sig), raw, 32) == 32 &&
+             BN_bn2binpad(ECDSA_SIG_get0_s(sig), raw + 32, 32) == 32;
+    EVP_MD_CTX_free(md);
+    ECDSA_SIG_free(sig);
+    free(input);
+    char *out = NULL;
+    if (ok) {
+        char *s64 = b64url(raw, sizeof(raw));
+        json_t *body =
+            json_pack("{s:s, s:s, s:s}", "protected", p64, "payload", pl64, "signature", s64);
+        out = json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+        free(s64);
+    }
+    free(p64);
+    free(pl64);
+    return out;
+}
+
+/* ---- requests ---- */
+
+/* "HTTP 403: urn:ietf:params:acme:error:unauthorized: detail" for a problem document. */
+static void problem(acme_t *a, const char *step, const fg_acme_http_resp_t *r)
+{
+    json_t *doc = json_loads(r->body ? r->body : "", 0, NULL);
+    const char *type = json_string_value(json_object_get(doc, "type"));
+    const char *detail = json_string_value(json_object_get(doc, "detail"));
+    seterr(a, "%s: HTTP %d%s%s%s%s", step, r->status, type ? ": " : "", type ? type : "",
+           detail ? ": " : "", detail ? detail : "");
+    json_decref(doc);
+}
+
+static int is_bad_nonce(const fg_acme_http_resp_t *r)
+{
+    return r->status == 400 && r->body && strstr(r->body, "urn:ietf:params:acme:error:badNonce");
+}
+
+static int fetch_nonce(acme_t *a)
+{
+    fg_acme_http_resp_t r;
+    char why[512];
+    if (fg_acme_http(a->ctx, "HEAD", a->new_nonce, NULL, TIMEOUT_S, &r, why, sizeof(why)) < 0) {
+        seterr(a, "newNonce %s: %s", a->new_nonce, why);
+        return -1;
+    }
+    snprintf(a->nonce, sizeof(a->nonce), "%s", r.nonce);
+    fg_acme_http_free(&r);
+    if (a->nonce[0] == '\0') {
+        seterr(a, "newNonce %s: no Replay-Nonce", a->new_nonce);
+        return -1;
+    }
+    return 0;
+}
+
+/* A signed POST; 0 with r filled (2xx or 3xx), or -1 with a->err set. */
+static int post(acme_t *a, const char *step, const char *url, const char *payload, int with_jwk,
+                fg_acme_http_resp_t *r)
+{
+    char why[512];
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (a->nonce[0] == '\0' && fetch_nonce(a) < 0)
+            return -1;
+        char *body = jws(a, url, payload, with_jwk);
+        a->nonce[0] = '\0';
+        if (body == NULL) {
+            seterr(a, "%s: cannot sign the request", step);
+            return -1;
+        }
+        int rc = fg_acme_http(a->ctx, "POST", url, body, TIMEOUT_S, r, why, sizeof(why));
+        free(body);
+        if (rc < 0) {
+            seterr(a, "%s %s: %s", step, url, why);
+            return -1;
+        }
+        snprintf(a->nonce, sizeof(a->nonce), "%s", r->nonce);
+        if (is_bad_nonce(r) && attempt < 2) {
+            fg_acme_http_free(r);
+            continue;
+        }
+        if (r->status >= 400) {
+            problem(a, step, r);
+            fg_acme_http_free(r);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+/* A POST-as-GET of url whose body is a JSON object; NULL with a->err set. */
+static json_t *get_json(acme_t *a, const char *step, const char *url)
+{
+    fg_acme_http_resp_t r;
+    if (post(a, step, url, NULL, 0, &r) < 0)
+        return NULL;
+    json_t *doc = json_loads(r.body, 0, NULL);
+    fg_acme_http_free(&r);
+    if (!json_is_object(doc)) {
+        seterr(a, "%s: the answer is not a JSON object", step);
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+static int directory(acme_t *a)
+{
+    const char *url = a->cfg->acme.directory;
+    fg_acme_http_resp_t r;
+    char why[512];
+    if (fg_acme_http(a->ctx, "GET", url, NULL, TIMEOUT_S, &r, why, sizeof(why)) < 0) {
+        seterr(a, "directory %s: %s", url, why);
+        return -1;
+    }
+    json_t *doc = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+    const char *nn = json_string_value(json_object_get(doc, "newNonce"));
+    const char *na = json_string_value(json_object_get(doc, "newAccount"));
+    const char *no = json_string_value(json_object_get(doc, "newOrder"));
+    int rc = -1;
+    if (nn && na && no) {
+        snprintf(a->new_nonce, sizeof(a->new_nonce), "%s", nn);
+        snprintf(a->new_account, sizeof(a->new_account), "%s", na);
+        snprintf(a->new_order, sizeof(a->new_order), "%s", no);
+        rc = 0;
+    } else {
+        seterr(a, "directory %s: HTTP %d, not an ACME directory", url, r.status);
+    }
+    json_decref(doc);
+    fg_acme_http_free(&r);
+    return rc;
+}
+
+/* RFC 8555 7.3: the account of the key, created (terms agreed) or found. */
+static int account(acme_t *a)
+{
+    json_t *p = json_pack("{s:b}", "termsOfServiceAgreed", 1);
+    if (a->cfg->acme.email) {
+        char mailto[512];
+        snprintf(mailto, sizeof(mailto), "mailto:%s", a->cfg->acme.email);
+        json_object_set_new(p, "contact", json_pack("[s]", mailto));
+    }
+    char *payload = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    fg_acme_http_resp_t r;
+    int rc = post(a, "newAccount", a->new_account, payload, 1, &r);
+    free(payload);
+    if (rc < 0)
+        return -1;
+    snprintf(a->kid, sizeof(a->kid), "%s", r.location);
+    fg_acme_http_free(&r);
+    if (a->kid[0] == '\0') {
+        seterr(a, "newAccount: no Location (account URL)");
+        return -1;
+    }
+    return 0;
+}
+
+/* Poll url (POST-as-GET) until its status leaves "pending"/"processing"; the document. */
+static json_t *poll(acme_t *a, const char *step, const char *url)
+{
+    for (int i = 0; i < POLL_TRIES; i++) {
+        json_t *doc = get_json(a, step, url);
+        if (doc == NULL)
+            return NULL;
+        const char *st = json_string_value(json_object_get(doc, "status"));
+        if (st == NULL || (strcmp(st, "pending") != 0 && strcmp(st, "processing") != 0))
+            return doc;
+        json_decref(doc);
+        sleep(POLL_WAIT_S);
+    }
+    seterr(a, "%s: still pending after %d s", step, POLL_TRIES * POLL_WAIT_S);
+    return NULL;
+}
+
+/* ---- one order ---- */
+
+typedef struct {
+    char **paths; /* challenge files written, removed at the end */
+    size_t n;
+} written_t;
+
+static void written_clear(written_t *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        unlink(w->paths[i]);
+        free(w->paths[i]);
+    }
+    free(w->paths);
+    w->paths = NULL;
+    w->n = 0;
+}
+
+/* RFC 8555 7.5, 8.3: the http-01 challenge of an authorization, answered and validated. */
+static int authorize(acme_t *a, const char *authz_url, written_t *w)
+{
+    json_t *authz = get_json(a, "authorization", authz_url);
+    if (authz == NULL)
+        return -1;
+    const char *st = json_string_value(json_object_get(authz, "status"));
+    const char *name =
+        json_string_value(json_object_get(json_object_get(authz, "identifier"), "value"));
+    if (st && strcmp(st, "valid") == 0) {
+        json_decref(authz);
+        return 0;
+    }
+    const char *url = NULL, *token = NULL;
+    size_t i;
+    json_t *ch;
+    json_array_foreach(json_object_get(authz, "challenges"), i, ch)
+    {
+        const char *type = json_string_value(json_object_get(ch, "type"));
+        if (type && strcmp(type, "http-01") == 0) {
+            url = json_string_value(json_object_get(ch, "url"));
+            token = json_string_value(json_object_get(ch, "token"));
+        }
+    }
+    int rc = -1;
+    char path[4096], keyauth[TOKEN_MAX + 80];
+    if (url == NULL || token == NULL || !is_token(token)) {
+        seterr(a, "authorization for %s: no usable http-01 challenge", name ? name : "?");
+        goto out;
+    }
+    snprintf(path, sizeof(path), "%s/challenges/%s", a->cfg->acme.state_dir, token);
+    snprintf(keyauth, sizeof(keyauth), "%s.%s", token, a->thumb);
+    if (write_file(path, keyauth, strlen(keyauth), 0644, a->err, sizeof(a->err)) < 0)
+        goto out;
+    char **grown = realloc(w->paths, (w->n + 1) * sizeof(char *));
+    if (grown == NULL || (grown[w->n] = strdup(path)) == NULL)
+        abort();
+    w->paths = grown;
+    w->n++;
+    fg_acme_http_resp_t r;
+    if (post(a, "challenge", url, "{}", 0, &r) < 0)
+        goto out;
+    fg_acme_http_free(&r);
+    json_t *done = poll(a, "authorization", authz_url);
+    if (done == NULL)
+        goto out;
+    st = json_string_value(json_object_get(done, "status"));
+    if (st && strcmp(st, "valid") == 0) {
+        rc = 0;
+    } else {
+        /* the challenge's error says why (RFC 8555 8: "error" of the challenge object) */
+        const char *detail = NULL;
+        json_array_foreach(json_object_get(done, "challenges"), i, ch)
+        {
+            const char *d =
+                json_string_value(json_object_get(json_object_get(ch, "error"), "detail"));
+            if (d)
+                detail = d;
+        }
+        seterr(a, "authorization for %s: %s%s%s", name ? name : "?", st ? st : "no status",
+               detail ? ": " : "", detail ? detail : "");
+    }
+    json_decref(done);
+out:
+    json_decref(authz);
+    return rc;
+}
+
+/* The chain's leaf matches key and covers every name. */
+static int check_issued(acme_t *a, const fg_tls_cert_config_t *c, const char *pem, size_t len,
+                        EVP_PKEY *key, X509 **leaf)
+{
+    BIO *b = BIO_new_mem_buf(pem, (int)len);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    ERR_clear_error();
+    if (x == NULL || X509_check_private_key(x, key) != 1) {
+        seterr(a, "certificate: %s",
+               x ? "does not match the key of the request" : "no PEM certificate in the answer");
+        X509_free(x);
+        ERR_clear_error();
+        return -1;
+    }
+    for (size_t i = 0; i < c->nnames; i++) {
+        if (X509_check_host(x, c->names[i], 0, X509_CHECK_FLAG_NO_WILDCARDS, NULL) != 1) {
+            seterr(a, "certificate: does not cover %s", c->names[i]);
+            X509_free(x);
+            return -1;
+        }
+    }
+    *leaf = x;
+    return 0;
+}
+
+static void format_time(const ASN1_TIME *t, char *buf, size_t len)
+{
+    struct tm tm;
+    if (ASN1_TIME_to_tm(t, &tm) != 1 || strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+        snprintf(buf, len, "(unreadable date)");
+}
+
+static int issue(acme_t *a, size_t ci)
+{
+    const fg_tls_cert_config_t *c = &a->cfg->certificates[ci];
+    json_t *ids = json_array();
+    for (size_t i = 0; i < c->nnames; i++)
+        json_array_append_new(ids, json_pack("{s:s, s:s}", "type", "dns", "value", c->names[i]));
+    json_t *p = json_pack("{s:o}", "identifiers", ids);
+    char *payload = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    fg_acme_http_resp_t r = {0};
+    written_t w = {0};
+    json_t *order = NULL, *done = NULL;
+    EVP_PKEY *key = NULL;
+    X509_REQ *csr = NULL;
+    X509 *leaf = NULL;
+    char *csr64 = NULL, order_url[2048];
+    int rc = -1;
+
+    if (post(a, "newOrder", a->new_order, payload, 0, &r) < 0)
+        goto out;
+    snprintf(order_url, sizeof(order_url), "%s", r.location);
+    order = json_loads(r.body, 0, NULL);
+    fg_acme_http_free(&r);
+    const char *finalize = json_string_value(json_object_get(order, "finalize"));
+    if (order_url[0] == '\0' || finalize == NULL) {
+        seterr(a, "newOrder: no order URL or finalize URL");
+        goto out;
+    }
+    size_t i;
+    json_t *az;
+    json_array_foreach(json_object_get(order, "authorizations"), i, az)
+    {
+        if (!json_is_string(az) || authorize(a, json_string_value(az), &w) < 0)
+            goto out;
+    }
+    /* RFC 8555 7.4: finalize with a request for a new key */
+    key = fg_x509gen_key();
+    csr = key ? fg_x509gen_csr(key, c->names, c->nnames) : NULL;
+    unsigned char *der = NULL;
+    int dlen = csr ? i2d_X509_REQ(csr, &der) : -1;
+    if (dlen <= 0) {
+        seterr(a, "cannot make the certificate request");
+        goto out;
+    }
+    csr64 = b64url(der, (size_t)dlen);
+    OPENSSL_free(der);
+    json_t *fp = json_pack("{s:s}", "csr", csr64);
+    char *fpayload = json_dumps(fp, JSON_COMPACT);
+    json_decref(fp);
+    int frc = post(a, "finalize", finalize, fpayload, 0, &r);
+    free(fpayload);
+    if (frc < 0)
+        goto out;
+    fg_acme_http_free(&r);
+    done = poll(a, "order", order_url);
+    const char *st = json_string_value(json_object_get(done, "status"));
+    const char *cert_url = json_string_value(json_object_get(done, "certificate"));
+    if (done == NULL)
+        goto out;
+    if (st == NULL || strcmp(st, "valid") != 0 || cert_url == NULL) {
+        seterr(a, "order: %s", st ? st : "no status");
+        goto out;
+    }
+    if (post(a, "certificate", cert_url, NULL, 0, &r) < 0)
+        goto out;
+    if (check_issued(a, c, r.body, r.len, key, &leaf) < 0)
+        goto out;
+    /* The key first: a reload between the two renames refuses the pair and keeps serving. */
+    BIO *kb = BIO_new(BIO_s_mem());
+    char *kpem = NULL;
+    long klen = 0;
+    int kok = kb != NULL && PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1 &&
+              (klen = BIO_get_mem_data(kb, &kpem)) > 0 &&
+              write_file(c->key, kpem, (size_t)klen, 0600, a->err, sizeof(a->err)) == 0 &&
+              write_file(c->chain, r.body, r.len, 0644, a->err, sizeof(a->err)) == 0;
+    BIO_free(kb);
+    if (!kok)
+        goto out;
+    char until[64], issuer[256];
+    format_time(X509_get0_notAfter(leaf), until, sizeof(until));
+    X509_NAME_oneline(X509_get_issuer_name(leaf), issuer, sizeof(issuer));
+    fg_log_notice("acme: certificates[%zu] (%s): issued by %s, valid until %s; written to %s", ci,
+                  c->id, issuer, until, c->chain);
+    rc = 0;
+out:
+    written_clear(&w);
+    fg_acme_http_free(&r);
+    json_decref(order);
+    json_decref(done);
+    free(payload);
+    free(csr64);
+    X509_REQ_free(csr);
+    X509_free(leaf);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+/* ---- checks ---- */
+
+int fg_acme_due(const fg_config_t *cfg, size_t i, char *why, size_t len)
+{
+    const fg_tls_cert_config_t *c = &cfg->certificates[i];
+    if (access(c->key, F_OK) != 0) {
+        snprintf(why, len, "no key file %s", c->key);
+        return 1;
+    }
+    FILE *f = fopen(c->chain, "re");
+    if (f == NULL) {
+        snprintf(why, len, "no certificate file %s", c->chain);
+        return 1;
+    }
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    ERR_clear_error();
+    int due = 1;
+    char when[64];
+    time_t soon = time(NULL) + (time_t)(cfg->acme.renew_before_ms / 1000);
+    if (x == NULL) {
+        snprintf(why, len, "%s holds no PEM certificate", c->chain);
+    } else if (fg_x509gen_is_placeholder(x)) {
+        snprintf(why, len, "a placeholder");
+    } else if (X509_cmp_time(X509_get0_notAfter(x), &soon) < 0) {
+        format_time(X509_get0_notAfter(x), when, sizeof(when));
+        snprintf(why, len, "expires on %s", when);
+    } else {
+        due = 0;
+        for (size_t k = 0; k < c->nnames && !due; k++) {
+            if (X509_check_host(x, c->names[k], 0, X509_CHECK_FLAG_NO_WILDCARDS, NULL) != 1) {
+                snprintf(why, len, "does not cover %s", c->names[k]);
+                due = 1;
+            }
+        }
+    }
+    X509_free(x);
+    return due;
+}
+
+int fg_acme_check(const fg_config_t *cfg)
+{
+    acme_t *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return FG_ACME_FAILED;
+    a->cfg = cfg;
+    char why[512], dir[4096];
+    int due = 0, result = 0;
+    for (size_t i = 0; i < cfg->ncertificates; i++) {
+        if (!cfg->certificates[i].acme)
+            continue;
+        if (fg_acme_due(cfg, i, why, sizeof(why))) {
+            fg_log_info("acme: certificates[%zu] (%s): ordering: %s", i, cfg->certificates[i].id,
+                        why);
+            due++;
+        }
+    }
+    if (due == 0)
+        goto out;
+    snprintf(dir, sizeof(dir), "%s/challenges", cfg->acme.state_dir);
+    /* stateDir 0711: workers reach challenges/, nobody lists the account key's directory */
+    if (make_dir(cfg->acme.state_dir, 0711, a->err, sizeof(a->err)) < 0 ||
+        make_dir(dir, 0755, a->err, sizeof(a->err)) < 0 ||
+        (a->ctx = fg_acme_http_ctx(cfg->acme.ca_file, a->err, sizeof(a->err))) == NULL ||
+        directory(a) < 0 || (a->key = account_key(a)) == NULL || make_jwk(a) < 0 ||
+        account(a) < 0) {
+        fg_log_error("acme: %s", a->err);
+        result = FG_ACME_FAILED;
+        goto out;
+    }
+    for (size_t i = 0; i < cfg->ncertificates; i++) {
+        if (!cfg->certificates[i].acme || !fg_acme_due(cfg, i, why, sizeof(why)))
+            continue;
+        a->err[0] = '\0';
+        if (issue(a, i) == 0) {
+            result |= FG_ACME_CHANGED;
+        } else {
+            fg_log_error("acme: certificates[%zu] (%s): %s", i, cfg->certificates[i].id, a->err);
+            result |= FG_ACME_FAILED;
+        }
+    }
+out:
+    EVP_PKEY_free(a->key);
+    SSL_CTX_free(a->ctx);
+    free(a);
+    return result;
+}
