@@ -7,6 +7,11 @@
 #include <event2/buffer.h>
 #include <jansson.h>
 
+#include <openssl/x509.h>
+
+#include "common/tls.h"
+#include "common/x509gen.h"
+#include "master/acme.h"
 #include "master/master_impl.h"
 #include "master/metrics_view.h"
 #include "shm/health.h"
@@ -278,6 +283,64 @@ static json_t *show_tunnels(void *arg)
     return json_pack("{s:s?, s:o}", "path", tc->path, "agents", list);
 }
 
+/* A certificate as it is served: names, subject, issuer, validity; "placeholder" for an ACME
+ * certificate not issued yet (common/x509gen.h). */
+static json_t *certificate_json(const fg_config_t *cfg, size_t i)
+{
+    const fg_tls_cert_config_t *c = &cfg->certificates[i];
+    json_t *o = json_pack("{s:s, s:s, s:b}", "id", c->id, "chain", c->chain, "acme", c->acme);
+    json_t *names = json_array();
+    for (size_t k = 0; k < c->nnames; k++)
+        json_array_append_new(names, json_string(c->names[k]));
+    json_object_set_new(o, "names", names);
+    X509 *leaf;
+    EVP_PKEY *key;
+    STACK_OF(X509) * chain;
+    if (fg_tls_cert_pair(cfg, i, &leaf, &key, &chain) != 0)
+        return o;
+    char subject[256], issuer[256], until[32];
+    X509_NAME_oneline(X509_get_subject_name(leaf), subject, sizeof(subject));
+    X509_NAME_oneline(X509_get_issuer_name(leaf), issuer, sizeof(issuer));
+    struct tm tm;
+    int days = 0, secs = 0;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm) == 1)
+        strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    else
+        snprintf(until, sizeof(until), "?");
+    ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(leaf));
+    json_object_set_new(o, "subject", json_string(subject));
+    json_object_set_new(o, "issuer", json_string(issuer));
+    json_object_set_new(o, "notAfter", json_string(until));
+    json_object_set_new(o, "daysLeft", json_integer(days));
+    json_object_set_new(o, "placeholder", json_boolean(fg_x509gen_is_placeholder(leaf)));
+    return o;
+}
+
+static json_t *show_certificates(void *arg)
+{
+    master_t *m = arg;
+    const fg_config_t *cfg = m->cur->cfg;
+    json_t *list = json_array();
+    for (size_t i = 0; i < cfg->ncertificates; i++)
+        json_array_append_new(list, certificate_json(cfg, i));
+    json_t *acme = json_null();
+    if (cfg->acme.enabled) {
+        char last[32] = "", next[32] = "";
+        if (m->acme_last)
+            iso_time(m->acme_last, last, sizeof(last));
+        if (m->acme_next)
+            iso_time(m->acme_next, next, sizeof(next));
+        const char *result = m->acme_last == 0                       ? NULL
+                             : (m->acme_last_bits & FG_ACME_FAILED)  ? "failed"
+                             : (m->acme_last_bits & FG_ACME_CHANGED) ? "issued"
+                                                                     : "nothing due";
+        acme = json_pack("{s:s, s:b, s:s?, s:s?, s:s?}", "directory", cfg->acme.directory,
+                         "running", m->acme_pid > 0, "lastCheck", last[0] ? last : NULL,
+                         "lastResult", result, "nextCheck", next[0] ? next : NULL);
+    }
+    return json_pack("{s:o, s:o}", "certificates", list, "acme", acme);
+}
+
 static json_t *show_stat(void *arg)
 {
     fg_metrics_snap_t *s = fg_master_metrics_snap(arg);
@@ -326,6 +389,9 @@ const fg_status_cmd_t fg_master_status_cmds[] = {
      show_servers},
     {"show stat", "per server, route, cluster and destination: requests, bytes, latency",
      show_stat},
+    {"show certificates",
+     "per certificate: names, subject, issuer, expiry; the ACME client's last and next check",
+     show_certificates},
     {"show tunnels", "per tunnel agent: holder, since, heartbeat, RTT, streams, bytes",
      show_tunnels},
     {"show stat csv", "the same as CSV, in \"text\"", show_stat_csv},

@@ -423,7 +423,8 @@ static void acme_schedule(master_t *m, uint64_t ms)
     if (m->acme_ev == NULL || m->shutdown)
         return;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(m->acme_ev, &tv);
+    if (evtimer_add(m->acme_ev, &tv) == 0)
+        m->acme_next = time(NULL) + (time_t)((ms + 999) / 1000);
 }
 
 _Noreturn static void acme_child(master_t *m, const fg_config_t *cfg)
@@ -468,12 +469,15 @@ static void on_acme(evutil_socket_t fd, short what, void *arg)
         return;
     }
     m->acme_pid = pid;
+    m->acme_next = 0;
 }
 
 static void acme_exited(master_t *m, int status)
 {
     m->acme_pid = 0;
     int bits = WIFEXITED(status) ? WEXITSTATUS(status) : FG_ACME_FAILED;
+    m->acme_last = time(NULL);
+    m->acme_last_bits = bits;
     if (!WIFEXITED(status))
         fg_log_error("acme: the check ended by signal %d", WTERMSIG(status));
     if (bits & FG_ACME_CHANGED) {

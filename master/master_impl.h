@@ -79,6 +79,9 @@ typedef struct master_s {
     struct event *shutdown_ev;
     struct event *acme_ev; /* the next ACME check (master/acme.h) */
     pid_t acme_pid;        /* the ACME child, 0 when none runs */
+    time_t acme_last;      /* when the last check ended, 0 = none yet */
+    int acme_last_bits;    /* its FG_ACME_* bits */
+    time_t acme_next;      /* when the next check is due, 0 = none scheduled */
     int reload_queued;
     int lock_fd; /* the instance lock (fg_instance_lock), -1 when none */
     int shutdown;
