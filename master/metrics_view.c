@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
+#include <openssl/x509.h>
+
+#include "common/tls.h"
 
 #include "shm/health.h"
 #include "shm/metrics.h"
@@ -483,6 +487,29 @@ static void prom_security(out_t *o, const fg_metrics_snap_t *s)
     }
 }
 
+/* When each certificate served expires, for alerts ahead of it (an ACME renewal that keeps
+ * failing, a file nobody replaced). */
+static void prom_certificates(out_t *o, const fg_metrics_snap_t *s)
+{
+    const fg_config_t *cfg = s->cfg;
+    if (cfg->ncertificates == 0)
+        return;
+    family(o, "certificate_expiry_timestamp_seconds", "gauge",
+           "When the certificate served expires (its notAfter), in Unix time.");
+    for (size_t i = 0; i < cfg->ncertificates; i++) {
+        X509 *leaf;
+        EVP_PKEY *key;
+        STACK_OF(X509) * chain;
+        struct tm tm;
+        if (fg_tls_cert_pair(cfg, i, &leaf, &key, &chain) != 0 ||
+            ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm) != 1)
+            continue;
+        time_t t = timegm(&tm);
+        sample(o, "certificate_expiry_timestamp_seconds", "certificate",
+               (const char *const[]){cfg->certificates[i].id}, NULL, t > 0 ? (uint64_t)t : 0);
+    }
+}
+
 int fg_metrics_view_prometheus(const fg_metrics_snap_t *s, struct evbuffer *out)
 {
     out_t o = {out, 0};
@@ -503,6 +530,7 @@ int fg_metrics_view_prometheus(const fg_metrics_snap_t *s, struct evbuffer *out)
                        "Time from the request sent to the destination's response head.",
                        FG_MD_RESPONSE, FG_MD_RESPONSE_SUM);
     prom_security(&o, s);
+    prom_certificates(&o, s);
     return o.failed ? -1 : 0;
 }
 

@@ -8,6 +8,7 @@ handshake timeout, redirectHttps, the access log's TLS fields, session resumptio
 workers (TLS 1.2 and 1.3), the tickets sent per handshake, a certificate swap under wrk load,
 and the shipped example."""
 import hashlib
+import datetime
 import json
 import re
 import shutil
@@ -553,3 +554,26 @@ def test_reload_waits_for_a_handshake_in_progress(tmp_path, certs, gateway_facto
     raw.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer
     assert b"connection: close" in answer.lower()
+
+
+def test_certificates_in_show_certificates_and_their_expiry_in_metrics(tmp_path, certs,
+                                                                      gateway_factory):
+    """`show certificates` names what each certificate entry serves, and the metric
+    fastgateway_certificate_expiry_timestamp_seconds{certificate} is its notAfter."""
+    from cryptography import x509
+    port = free_port()
+    gw = gateway_factory(tls_config(tmp_path, certs, port))
+    doc = gw.status("show certificates")
+    by_id = {c["id"]: c for c in doc["certificates"]}
+    assert set(by_id) == {"a", "w", "def"} and doc["acme"] is None
+    leaf = x509.load_pem_x509_certificate(open(certs["a"][0], "rb").read())
+    assert by_id["a"]["subject"] == "/CN=a.example.test"
+    assert by_id["a"]["issuer"] == "/CN=Test CA"
+    assert by_id["a"]["placeholder"] is False and by_id["a"]["acme"] is False
+    assert 0 < by_id["a"]["daysLeft"] <= 30
+    text = gw.status("show metrics")["text"]
+    m = re.search(r'^fastgateway_certificate_expiry_timestamp_seconds\{certificate="a"\} (\d+)$',
+                  text, re.M)
+    assert m, text[-2000:]
+    not_after = leaf.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    assert int(m.group(1)) == int(not_after.timestamp())
