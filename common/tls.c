@@ -365,8 +365,8 @@ static int placeholder(load_t *l, cert_t *c)
                     ossl_reason(why, sizeof(why), "cannot make a placeholder certificate"));
     if (l->warn) {
         snprintf(msg, sizeof(msg),
-                 "%s: certificates[%zu] (%s): %s not issued yet: a self-signed placeholder "
-                 "serves until ACME issues it",
+                 "%s: certificates[%zu] (%s): %s not issued yet or expired: a self-signed "
+                 "placeholder serves until ACME issues it",
                  l->file, l->index, l->conf->id, l->conf->chain);
         l->warn(l->arg, msg);
     }
@@ -378,9 +378,31 @@ static int absent(const char *path)
     return access(path, F_OK) == -1 && errno == ENOENT;
 }
 
+/* An ACME certificate past its notAfter (renewals failed while the gateway was down, or for
+ * weeks): it serves nobody, and refusing it would keep the gateway, and with it the ACME
+ * client that replaces it, from starting. */
+static int acme_expired(load_t *l)
+{
+    FILE *f = fopen(l->conf->chain, "re");
+    X509 *x = f ? PEM_read_X509(f, NULL, no_password, NULL) : NULL;
+    if (f)
+        fclose(f);
+    ERR_clear_error();
+    int expired = x != NULL && X509_cmp_current_time(X509_get0_notAfter(x)) <= 0;
+    if (expired && l->warn) {
+        char when[64], msg[1024];
+        format_time(X509_get0_notAfter(x), when, sizeof(when));
+        snprintf(msg, sizeof(msg), "%s: certificates[%zu] (%s): %s expired on %s", l->file,
+                 l->index, l->conf->id, l->conf->chain, when);
+        l->warn(l->arg, msg);
+    }
+    X509_free(x);
+    return expired;
+}
+
 static int load_cert(load_t *l, cert_t *c)
 {
-    if (l->conf->acme && (absent(l->conf->chain) || absent(l->conf->key))) {
+    if (l->conf->acme && (absent(l->conf->chain) || absent(l->conf->key) || acme_expired(l))) {
         if (placeholder(l, c) < 0 || check_pair(l, c) < 0)
             return -1;
     } else if (read_chain(l, c) < 0 || read_key(l, c) < 0 || check_pair(l, c) < 0) {

@@ -127,9 +127,23 @@ static int write_file(const char *path, const void *data, size_t len, mode_t mod
     return 0;
 }
 
+/* path and, like mkdir -p, its missing parents (0755); path itself gets mode. */
 static int make_dir(const char *path, mode_t mode, char *err, size_t errlen)
 {
-    if (mkdir(path, mode) == 0 || errno == EEXIST)
+    char p[4096];
+    if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p)) {
+        put(err, errlen, "%s: path too long", path);
+        return -1;
+    }
+    for (char *s = strchr(p + 1, '/'); s != NULL; s = strchr(s + 1, '/')) {
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            put(err, errlen, "cannot create %s: %s", p, strerror(errno));
+            return -1;
+        }
+        *s = '/';
+    }
+    if (mkdir(p, mode) == 0 || errno == EEXIST)
         return 0;
     put(err, errlen, "cannot create %s: %s", path, strerror(errno));
     return -1;
@@ -632,7 +646,17 @@ int fg_acme_due(const fg_config_t *cfg, size_t i, char *why, size_t len)
     ERR_clear_error();
     int due = 1;
     char when[64];
+    /* Renewal starts renewBefore ahead of the expiry, or a third of the lifetime ahead when the
+     * CA issues certificates that live less than three times renewBefore: a 6-day certificate
+     * is renewed after 4 days, not ordered again at every check. */
     time_t soon = time(NULL) + (time_t)(cfg->acme.renew_before_ms / 1000);
+    int life_days = 0, life_secs = 0;
+    if (x != NULL && ASN1_TIME_diff(&life_days, &life_secs, X509_get0_notBefore(x),
+                                    X509_get0_notAfter(x)) == 1) {
+        int64_t third = ((int64_t)life_days * 86400 + life_secs) / 3;
+        if (third > 0 && third < (int64_t)(cfg->acme.renew_before_ms / 1000))
+            soon = time(NULL) + (time_t)third;
+    }
     if (x == NULL) {
         snprintf(why, len, "%s holds no PEM certificate", c->chain);
     } else if (fg_x509gen_is_placeholder(x)) {
