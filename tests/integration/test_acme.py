@@ -488,6 +488,8 @@ def test_challenge_endpoint_before_redirect_and_routes(tmp_path, gateway_factory
     (state / "challenges" / token).write_text(keyauth)
     (state / "secret").write_text("account secret")
     (state / "challenges" / "dot.ted").write_text("not a token")
+    # a symbolic link with a valid token name that points out of the directory
+    os.symlink(state / "secret", state / "challenges" / "LinkToken_0123456789")
     gw = gateway_factory(cfg)
     # one written while the gateway runs is served too
     late = "LATE_token-0123456789"
@@ -503,6 +505,8 @@ def test_challenge_endpoint_before_redirect_and_routes(tmp_path, gateway_factory
             assert hdrs.get("content-type") == "application/octet-stream", hdrs
         st, _, got = http_request("GET", base + CHALLENGE + "unknownTOKEN123")
         assert st == 404, (port, st, got)
+        st, _, got = http_request("GET", base + CHALLENGE + "LinkToken_0123456789")
+        assert st == 404 and b"account secret" not in got, (port, st, got)
         for bad in ("..%2Fsecret", "%2E%2E%2Fsecret", "..%2f..%2facme%2fsecret", "dot.ted",
                     "a%00b", "%2e%2e", "..", "x/../../secret", "../secret", "..%5Csecret"):
             st, _, got = http_request("GET", base + CHALLENGE + bad)
