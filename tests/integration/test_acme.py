@@ -341,11 +341,11 @@ def test_placeholder_then_issued_certificate_served_without_restart(tmp_path, pe
         ["site.crt", "site.key"]
 
 
-def test_check_warns_about_a_placeholder(tmp_path, pebble):
+def test_check_warns_about_a_placeholder(tmp_path):
     """-t accepts an acme certificate whose files do not exist yet, with a warning."""
     cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": NAMES, "acme": True}
     cfg = acme_config(tmp_path, free_port(), free_port(), [cert],
-                      acme_section(pebble["directory"], pebble["ca_file"]))
+                      acme_section("https://127.0.0.1:14000/dir"))
     path = tmp_path / "check.json"
     path.write_text(json.dumps(cfg))
     p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
@@ -383,8 +383,9 @@ def test_renews_expiring_or_incomplete_and_leaves_valid_alone(tmp_path, pebble,
                       acme_section(pebble["directory"], pebble["ca_file"],
                                    renewBefore="30d", checkInterval="12h"))
     gw = gateway_factory(cfg)
-    # at start, the files as they are
-    assert der(served_chain(tls_port, "soon.example.test")[0]) == der(soon)
+    # at start, the files as they are (or, for "soon", already pebble's if the child was quick)
+    at_start = served_chain(tls_port, "soon.example.test")[0]
+    assert der(at_start) == der(soon) or "Pebble" in at_start.issuer.rfc4514_string()
     assert der(served_chain(tls_port, "fresh.example.test")[0]) == der(fresh)
 
     new_soon = wait_issued(gw, tls_port, "soon.example.test", not_this=der(soon))[0]
@@ -511,7 +512,9 @@ def test_challenge_endpoint_before_redirect_and_routes(tmp_path, gateway_factory
                     "a%00b", "%2e%2e", "..", "x/../../secret", "../secret", "..%5Csecret"):
             st, _, got = http_request("GET", base + CHALLENGE + bad)
             assert b"account secret" not in got and b"not a token" not in got, (port, bad, st)
-            if "/" not in bad and bad != "..":  # one segment: the endpoint must refuse it
+            # one segment that is not a dot segment (".." and "%2e%2e" are removed by the
+            # path normalization, RFC 3986 6.2.2: that path is routed): the endpoint refuses it
+            if "/" not in bad and bad not in ("..", "%2e%2e"):
                 assert st in (400, 404), (port, bad, st, got)
     # the routes and the redirect still apply to every other path
     st, hdrs, _ = http_request("GET", "http://127.0.0.1:%d/x" % http_port)
