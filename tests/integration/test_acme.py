@@ -549,6 +549,8 @@ def _set(obj, key, value):
 CHECK_CASES = [
     ("no-names", lambda c: c["certificates"][0].pop("names"), "certificates[0].names"),
     ("empty-names", lambda c: _set(c["certificates"][0], "names", []), "certificates[0].names"),
+    ("wildcard-name", lambda c: _set(c["certificates"][0], "names", ["*.example.test"]),
+     "certificates[0].names", "DNS-01"),
     ("no-acme-section", lambda c: c.pop("acme"), "certificates[0].acme"),
     ("http-directory", lambda c: _set(c["acme"], "directory", "http://127.0.0.1:14000/dir"),
      "acme.directory"),
