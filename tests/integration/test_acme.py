@@ -197,7 +197,8 @@ def acme_config(tmp_path, http_port, tls_port, certificates, acme, http_server=N
     cfg["servers"][0]["id"] = "http"
     cfg["servers"][0].update(http_server or {})
     cfg["servers"].append({"id": "https", "listen": "127.0.0.1:%d" % tls_port,
-                           "tls": {"certificates": [c["id"] for c in certificates]}})
+                           "tls": {"certificates": [c["id"] for c in certificates],
+                                   "default": certificates[0]["id"]}})
     cfg["certificates"] = certificates
     cfg["acme"] = acme
     return cfg
@@ -454,13 +455,38 @@ def test_unreachable_directory_logs_the_step_and_keeps_the_placeholder(tmp_path,
     leaf = first[0]
     assert NAMES[0] in sans(leaf) or NAMES[0] in leaf.subject.rfc4514_string(), \
         leaf.subject.rfc4514_string()
-    line = wait_log(gw, r"acme: .*certificates\[0\] \(site\)|acme: .*127\.0\.0\.1:%d" % dead, 10)
-    assert "directory" in line or ("127.0.0.1:%d" % dead) in line, line
+    # the error line (not the info line "ordering: ..."), naming the step and the URL
+    line = wait_log(gw, r"\[error\].*acme: ", 10)
+    assert re.search(r"acme: .*directory https://127\.0\.0\.1:%d/dir: .*refused" % dead, line), \
+        line
     time.sleep(0.5)
     assert gw.alive()
     assert der(served_chain(tls_port, NAMES[0])[0]) == der(leaf)
     assert http_request("GET", gw.url("/"))[0] == 200
     assert not (tmp_path / "site.crt").exists() and not (tmp_path / "site.key").exists()
+
+
+def test_failed_validation_logs_the_problem_and_removes_the_challenge(tmp_path, pebble,
+                                                                      gateway_factory):
+    """pebble's HTTP-01 request finds nothing on its httpPort (the gateway's plaintext server
+    is elsewhere): the authorization is invalid, the error line names the certificate, the
+    step and pebble's problem detail; no challenge file is left; the placeholder stays."""
+    tls_port = free_port()
+    cert = {"id": "site", "chain": "site.crt", "key": "site.key",
+            "names": ["unreachable.example.test"], "acme": True}
+    gw = gateway_factory(acme_config(tmp_path, free_port(), tls_port, [cert],
+                                     acme_section(pebble["directory"], pebble["ca_file"])))
+    line = wait_log(gw, r"\[error\].*acme: ", ISSUE_TIMEOUT)
+    assert "acme: certificates[0] (site): authorization for unreachable.example.test: invalid" \
+        in line, line
+    assert "%d" % pebble["http_port"] in line, line  # pebble's detail: the address it tried
+    chain = served_chain(tls_port, "unreachable.example.test")
+    assert chain and self_signed(chain[0])
+    assert gw.alive()
+    challenges = tmp_path / "acme" / "challenges"
+    left = sorted(p.name for p in challenges.iterdir()) if challenges.is_dir() else []
+    assert left == [], "challenge files left behind: %s" % left
+    assert not (tmp_path / "site.crt").exists()
 
 
 # ---------------------------------------------------------------- challenge endpoint
