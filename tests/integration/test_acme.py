@@ -167,9 +167,18 @@ def pebble(tmp_path_factory):
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                 cwd=str(d), start_new_session=True)
         _wait_for(d / "pebble.log", "ACME directory available at", pb, 30, "pebble")
+        # pebble prints that line just before it starts serving: ask until it answers
         ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
         directory = "https://127.0.0.1:%d/dir" % acme_port
-        json.loads(urllib.request.urlopen(directory, context=ctx, timeout=10).read())
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                json.loads(urllib.request.urlopen(directory, context=ctx, timeout=10).read())
+                break
+            except OSError:
+                if time.monotonic() > deadline or pb.poll() is not None:
+                    raise
+                time.sleep(0.1)
         root = urllib.request.urlopen("https://127.0.0.1:%d/roots/0" % mgmt_port, context=ctx,
                                       timeout=10).read()
         (d / "pebble-root.pem").write_bytes(root)
@@ -410,6 +419,33 @@ def test_renews_expiring_or_incomplete_and_leaves_valid_alone(tmp_path, pebble,
     assert not re.search(r"acme: certificates\[0\] \(fresh\): issued", gw.error_log()), \
         acme_lines(gw)
     assert "fresh.example.test" not in pebble["log"].read_text(errors="replace")
+
+
+def test_expired_certificate_does_not_block_the_start_and_is_renewed(tmp_path, pebble,
+                                                                     gateway_factory):
+    """An acme certificate whose file has expired (the gateway was down past the expiry, or
+    renewals kept failing) must not stop the gateway from starting: otherwise the ACME child
+    never runs and the gateway cannot heal itself. -t accepts it with a warning; the gateway
+    starts and the child replaces it."""
+    ca = CA()
+    tls_port = free_port()
+    old = ca.leaf(tmp_path / "old.crt", tmp_path / "old.key", ["old.example.test"],
+                  valid_from=-30, valid_to=-1)
+    cert = {"id": "old", "chain": "old.crt", "key": "old.key", "names": ["old.example.test"],
+            "acme": True}
+    cfg = acme_config(tmp_path, pebble["http_port"], tls_port, [cert],
+                      acme_section(pebble["directory"], pebble["ca_file"]))
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps(cfg))
+    p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                       timeout=30)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, "an expired acme certificate is refused:\n" + out
+    assert "warning" in out.lower() and "certificates[0]" in out, out
+    gw = gateway_factory(cfg)
+    new = wait_issued(gw, tls_port, "old.example.test", not_this=der(old))[0]
+    assert "Pebble" in new.issuer.rfc4514_string()
+    assert der(file_leaf(tmp_path / "old.crt")) == der(new)
 
 
 def test_reissues_after_the_files_are_deleted_and_reload(tmp_path, pebble, gateway_factory):
