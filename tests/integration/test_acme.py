@@ -578,6 +578,14 @@ def test_challenge_endpoint_before_redirect_and_routes(tmp_path, gateway_factory
             # path normalization, RFC 3986 6.2.2: that path is routed): the endpoint refuses it
             if "/" not in bad and bad not in ("..", "%2e%2e"):
                 assert st in (400, 404), (port, bad, st, got)
+        # HEAD: the same head, no body; a query does not change the token
+        st, hdrs, got = http_request("HEAD", base + CHALLENGE + token)
+        assert st == 200 and got == b"" and hdrs.get("content-length") == str(len(keyauth))
+        assert http_request("GET", base + CHALLENGE + token + "?x=1")[2] == keyauth.encode()
+    # other methods are routed as usual
+    st, _, got = http_request("POST", "http://127.0.0.1:%d%s%s" % (plain_port, CHALLENGE, token),
+                              body=b"x")
+    assert st == 418 and got == b"routed", (st, got)
     # the routes and the redirect still apply to every other path
     st, hdrs, _ = http_request("GET", "http://127.0.0.1:%d/x" % http_port)
     assert st == 308 and hdrs["location"].startswith("https://"), (st, hdrs)
@@ -588,6 +596,13 @@ def test_challenge_endpoint_before_redirect_and_routes(tmp_path, gateway_factory
                         "https://127.0.0.1:%d%s%s" % (tls_port, CHALLENGE, token)],
                        capture_output=True, timeout=30)
     assert p.returncode == 0 and p.stdout == keyauth.encode(), (p.returncode, p.stderr)
+
+
+def test_challenge_path_is_routed_without_an_acme_section(tmp_path, gateway_factory):
+    """Without the top-level acme section the path is an ordinary one."""
+    gw = gateway_factory(base_config(tmp_path, free_port(), workers=1))
+    st, _, got = http_request("GET", gw.url(CHALLENGE + "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ"))
+    assert st == 200 and got == b"hello", (st, got)
 
 
 # ---------------------------------------------------------------- -t errors
