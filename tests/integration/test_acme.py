@@ -15,6 +15,7 @@ left), the challenge endpoint on plaintext servers that redirect or route everyt
 that try to leave the challenge directory, a valid certificate left alone, renewal of one that
 expires within renewBefore or misses a name, an ACME server that does not answer, `-t` errors,
 and the shipped example etc/examples/acme.json."""
+import contextlib
 import datetime
 import json
 import os
@@ -124,14 +125,14 @@ def _kill(proc):
         pass
 
 
-@pytest.fixture(scope="module")
-def pebble(tmp_path_factory):
-    """pebble-challtestsrv (DNS only: every A query -> 127.0.0.1, no AAAA) and pebble.
-    Returns a dict: directory (URL), ca_file (the CA of pebble's TLS certificate),
+@contextlib.contextmanager
+def run_pebble(d, validity=None):
+    """pebble-challtestsrv (DNS only: every A query -> 127.0.0.1, no AAAA) and pebble, in
+    directory d; validity: pebble's certificateValidityPeriod in seconds (default: 5 years).
+    Yields a dict: directory (URL), ca_file (the CA of pebble's TLS certificate),
     http_port (pebble's HTTP-01 port: the gateway's plaintext listener), root (PEM of pebble's
     issuing root, from its management interface), dir, log (pebble's output file)."""
     need_pebble()
-    d = tmp_path_factory.mktemp("pebble")
     ca = CA("Pebble Listener Test CA")
     (d / "ca.crt").write_bytes(ca.pem)
     ca.leaf(d / "pebble.crt", d / "pebble.key", ["localhost"], ips=["127.0.0.1"])
@@ -147,6 +148,10 @@ def pebble(tmp_path_factory):
         "ocspResponderURL": "",
         "externalAccountBindingRequired": False,
     }}, indent=2))
+    if validity is not None:
+        cfg = json.loads((d / "pebble-config.json").read_text())
+        cfg["pebble"]["certificateValidityPeriod"] = validity
+        (d / "pebble-config.json").write_text(json.dumps(cfg, indent=2))
     env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
                PEBBLE_AUTHZREUSE="0")
     cts = pb = None
@@ -187,6 +192,12 @@ def pebble(tmp_path_factory):
     finally:
         _kill(pb)
         _kill(cts)
+
+
+@pytest.fixture(scope="module")
+def pebble(tmp_path_factory):
+    with run_pebble(tmp_path_factory.mktemp("pebble")) as p:
+        yield p
 
 
 # ---------------------------------------------------------------- gateway and clients
@@ -446,6 +457,27 @@ def test_expired_certificate_does_not_block_the_start_and_is_renewed(tmp_path, p
     new = wait_issued(gw, tls_port, "old.example.test", not_this=der(old))[0]
     assert "Pebble" in new.issuer.rfc4514_string()
     assert der(file_leaf(tmp_path / "old.crt")) == der(new)
+
+
+def test_short_lived_certificates_are_not_reordered_in_a_loop(tmp_path_factory, tmp_path,
+                                                              gateway_factory):
+    """A CA whose certificates live less than renewBefore (Let's Encrypt's 6-day profile with
+    the default 30d): the certificate just issued is "expiring within renewBefore" at once.
+    The client must not order again at the check that follows its own reload, and again, and
+    again (a loop that burns the CA's rate limits): one order, then quiet. Here pebble issues
+    5-day certificates."""
+    with run_pebble(tmp_path_factory.mktemp("pebble-short"), validity=5 * 86400) as short:
+        tls_port = free_port()
+        cert = {"id": "site", "chain": "site.crt", "key": "site.key",
+                "names": ["short.example.test"], "acme": True}
+        gw = gateway_factory(acme_config(tmp_path, short["http_port"], tls_port, [cert],
+                                         acme_section(short["directory"], short["ca_file"],
+                                                      renewBefore="30d")))
+        first = wait_issued(gw, tls_port, "short.example.test")[0]
+        assert first.not_valid_after < datetime.datetime.utcnow() + 6 * DAY
+        time.sleep(6)
+        issued = re.findall(r"acme: certificates\[0\] \(site\): issued", gw.error_log())
+        assert len(issued) == 1, "%d orders in a row:\n%s" % (len(issued), acme_lines(gw))
 
 
 def test_reissues_after_the_files_are_deleted_and_reload(tmp_path, pebble, gateway_factory):
