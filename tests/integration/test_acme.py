@@ -557,6 +557,46 @@ def test_failed_validation_logs_the_problem_and_removes_the_challenge(tmp_path, 
     assert not (tmp_path / "site.crt").exists()
 
 
+def _group_members(pgid):
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def test_stop_during_a_check_leaves_no_acme_child(tmp_path, gateway_factory):
+    """The ACME server hangs (a connect that never completes): the child is blocked in the
+    directory step when the master is told to stop; the master ends it, nothing is left."""
+    from conftest import Blackhole
+    hole = Blackhole()
+    try:
+        cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": NAMES,
+                "acme": True}
+        gw = gateway_factory(acme_config(tmp_path, free_port(), free_port(), [cert],
+                                         acme_section("https://127.0.0.1:%d/dir" % hole.port)))
+        wait_log(gw, r"acme: certificates\[0\] \(site\): ordering", 10)
+        time.sleep(0.3)
+        assert len(_group_members(gw.pid)) >= 3  # master, worker, acme child
+        gw.proc.send_signal(15)
+        gw.proc.wait(15)
+        deadline = time.monotonic() + 5
+        while _group_members(gw.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _group_members(gw.pid)
+        assert not left, "left after the master exited: %s" % [
+            open("/proc/%d/cmdline" % p).read().replace("\0", " ") for p in left]
+    finally:
+        hole.close()
+
+
 # ---------------------------------------------------------------- challenge endpoint
 
 CHALLENGE = "/.well-known/acme-challenge/"
