@@ -13,8 +13,11 @@ Covers: the placeholder a TLS server starts on, issuance and the reload that ser
 certificate without a restart, the files (chain, key 0600, account key 0600, no challenge file
 left), the challenge endpoint on plaintext servers that redirect or route everything, tokens
 that try to leave the challenge directory, a valid certificate left alone, renewal of one that
-expires within renewBefore or misses a name, an ACME server that does not answer, `-t` errors,
-and the shipped example etc/examples/acme.json."""
+expires within renewBefore or misses a name, one that has expired (the start must not refuse
+it), a forced renewal (files deleted, reload), certificates that live less than renewBefore
+(no order loop; a second pebble issuing 5-day certificates), an ACME server that does not
+answer, a failed validation, a stop during a hung check, `-t` errors, and the shipped example
+etc/examples/acme.json. Tests that need pebble skip when it is not installed."""
 import contextlib
 import datetime
 import json
