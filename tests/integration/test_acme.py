@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import stat
 import subprocess
@@ -628,7 +627,7 @@ def test_challenge_endpoint_before_redirect_and_routes(tmp_path, gateway_factory
     (state / "challenges" / "dot.ted").write_text("not a token")
     # a symbolic link with a valid token name that points out of the directory
     os.symlink(state / "secret", state / "challenges" / "LinkToken_0123456789")
-    gw = gateway_factory(cfg)
+    gateway_factory(cfg)
     # one written while the gateway runs is served too
     late = "LATE_token-0123456789"
     (state / "challenges" / late).write_text(late + ".thumbprint")
