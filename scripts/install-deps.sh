@@ -4,14 +4,15 @@
 # (no apt-get update, no root needed). nginx and haproxy are only benchmark/comparison tools,
 # and prometheus is only there for promtool (tests/integration/test_metrics.py): their Debian
 # services are stopped so they never hold port 80, 9090 or any other port. chromium runs
-# tests/integration/test_dashboard.py headless.
+# tests/integration/test_dashboard.py headless. pebble (an ACME test CA, with pebble-challtestsrv)
+# is only run by tests/integration/test_acme.py, on free loopback ports; it has no service.
 set -eu
 
 PACKAGES="build-essential pkg-config clang libevent-dev libssl-dev libnghttp2-dev
 libjansson-dev zlib1g-dev libcmocka-dev libclang-rt-14-dev python3 python3-pytest curl nghttp2-client wrk
 nginx-light haproxy procps psmisc clang-format cppcheck socat systemd logrotate strace groff-base
 man-db python3-cryptography openssl testssl.sh python3-h2 python3-grpcio nghttp2-server
-prometheus python3-websockets chromium node-ws"
+prometheus python3-websockets chromium node-ws pebble"
 
 missing=""
 for p in $PACKAGES; do
