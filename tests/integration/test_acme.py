@@ -389,8 +389,9 @@ def test_renews_expiring_or_incomplete_and_leaves_valid_alone(tmp_path, pebble,
     ca = CA()
     tls_port = free_port()
     fresh = ca.leaf(tmp_path / "fresh.crt", tmp_path / "fresh.key", ["fresh.example.test"])
+    # a 90-day certificate with 5 days left (< renewBefore 30d, and < a third of its life)
     soon = ca.leaf(tmp_path / "soon.crt", tmp_path / "soon.key", ["soon.example.test"],
-                   valid_to=5)
+                   valid_from=-85, valid_to=5)
     ca.leaf(tmp_path / "partial.crt", tmp_path / "partial.key", ["partial.example.test"])
     certs = [
         {"id": "fresh", "chain": "fresh.crt", "key": "fresh.key",
