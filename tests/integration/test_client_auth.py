@@ -615,3 +615,73 @@ def test_mtls_example_checks_and_runs(tmp_path, gateway_factory, echo_upstream):
     assert header_values(json.loads(p.stdout)) == [base64.b64encode(der).decode()]
     p = subprocess.run(base + [url + "/"], capture_output=True, timeout=30)
     assert p.returncode != 0 and not p.stdout, p.stdout
+
+
+# ---------------------------------------------------------------- hostile clients
+
+def _raw_upstream():
+    """A destination that keeps the raw bytes of one request (head, chunked body, trailers)
+    and answers 200. Returns (url, got: a list that receives the bytes, thread)."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    got = []
+
+    def serve():
+        c, _ = srv.accept()
+        c.settimeout(10)
+        data = b""
+        try:
+            while not (b"\r\n0\r\n" in data and data.endswith(b"\r\n\r\n")):
+                more = c.recv(65536)
+                if not more:
+                    break
+                data += more
+        except OSError:
+            pass
+        got.append(data)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        c.close()
+        srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return "http://127.0.0.1:%d" % srv.getsockname()[1], got, t
+
+
+def test_a_forged_certificate_trailer_is_removed(tmp_path, certs, pki,
+                                                 gateway_factory):  # noqa: F811
+    """The client's own field of the ClientCert name never reaches the destination, not even
+    in the request's trailer section (RFC 9110 6.5: a recipient may merge trailers into the
+    header section): a chunked request from alice with the trailer `X-Client-Cert: forged`
+    arrives with the gateway's header only, and without the trailer."""
+    import socket
+    import ssl
+    url, got, t = _raw_upstream()
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, type("Up", (), {"url": url}),
+                      mode="optional")
+    gateway_factory(cfg)
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    ctx.load_cert_chain(pki.alice["crt"], pki.alice["key"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="a.example.test") as s:
+            s.sendall(b"POST /t HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n"
+                      b"5\r\nhello\r\n0\r\nX-Client-Cert: forged\r\nx-client-cert: forged2\r\n"
+                      b"\r\n")
+            resp = b""
+            while True:
+                more = s.recv(65536)
+                if not more:
+                    break
+                resp += more
+    t.join(10)
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
+    assert got, "the destination saw no request"
+    assert b"forged" not in got[0], got[0]
+    fields = [l.partition(b":") for l in got[0].split(b"\r\n")]
+    certs_sent = [v.strip() for k, _, v in fields if k.strip().lower() == b"x-client-cert"]
+    assert certs_sent == [b64(pki.alice).encode()], got[0]

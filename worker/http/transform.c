@@ -672,6 +672,16 @@ static int client_cert(tx_t *tx, const fg_transform_t *t)
     return fg_headers_add(&tx->out->headers, name, (fg_str_t){b64, (size_t)len});
 }
 
+int fg_transform_request_trailer_allowed(const fg_route_t *route, fg_str_t name)
+{
+    for (size_t i = 0; route != NULL && i < route->ntransforms; i++) {
+        const fg_transform_t *t = &route->transforms[i];
+        if (t->kind == FG_TX_CLIENT_CERT && fg_str_ieq(fg_str(t->name), name))
+            return 0;
+    }
+    return 1;
+}
+
 static int apply_header(tx_t *tx, const fg_transform_t *t)
 {
     switch (t->kind) {
