@@ -84,6 +84,19 @@ static void format_time(const ASN1_TIME *t, char *buf, size_t len)
         snprintf(buf, len, "(unreadable date)");
 }
 
+/* Whether the PEM reader, after `count` objects, stopped at the end of the input (no further
+ * BEGIN line) rather than at a block it could not decode (a truncated or damaged file: what
+ * follows would be silently left out). If not, says so in why. */
+static int pem_end(int count, const char *what, char *why, size_t len)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+        return 1;
+    const char *r = ERR_reason_error_string(e);
+    snprintf(why, len, "%s %d of the file cannot be read (%s)", what, count + 1, r ? r : "not PEM");
+    return 0;
+}
+
 static int load_cas(fg_tls_clientauth_t *a, const where_t *w, const char *path, const char *pem,
                     size_t n)
 {
@@ -100,11 +113,13 @@ static int load_cas(fg_tls_clientauth_t *a, const where_t *w, const char *path, 
         X509_free(x);
         count++;
     }
+    char why[256];
+    int end = pem_end(count, "certificate", why, sizeof(why));
     BIO_free(b);
     ERR_clear_error(); /* the end of the file reads as an error */
     if (count == 0)
         return fail(w, "caFile", path, "no PEM certificate in the file");
-    return 0;
+    return end ? 0 : fail(w, "caFile", path, why);
 }
 
 static int load_crls(fg_tls_clientauth_t *a, const where_t *w, const char *path, const char *pem,
@@ -143,10 +158,14 @@ static int load_crls(fg_tls_clientauth_t *a, const where_t *w, const char *path,
         }
         X509_CRL_free(crl);
     }
+    char why[256];
+    int end = rc != 0 || pem_end(count, "CRL", why, sizeof(why));
     BIO_free(b);
     ERR_clear_error();
     if (rc == 0 && count == 0)
         rc = fail(w, "crlFile", path, "no PEM CRL (X509 CRL) in the file");
+    else if (!end)
+        rc = fail(w, "crlFile", path, why);
     return rc;
 }
 

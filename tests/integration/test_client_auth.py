@@ -468,13 +468,24 @@ def test_check_accepts_client_auth_with_a_relative_ca_file(tmp_path, certs, pki)
     ("depth-too-large", {"verifyDepth": 9}, "verifyDepth", None),
     ("expired-crl", {"crlFile": "EXPIRED"}, "crlFile", "EXPIRED"),
     ("ca-file-not-pem", {"caFile": "NOTPEM"}, "caFile", "NOTPEM"),
+    # a damaged second CA, a half-written second CRL (watchConfig sees files being written):
+    # refused rather than loaded without what follows the first object
+    ("ca-file-damaged", {"caFile": "DAMAGED"}, "caFile", "certificate 2 of the file"),
+    ("crl-file-truncated", {"crlFile": "TRUNCATED"}, "crlFile", "CRL 2 of the file"),
 ], ids=lambda c: c[0])
 def test_check_refuses_bad_client_auth(tmp_path, certs, pki, case):  # noqa: F811
     """`fastgateway -t` exits 1 naming servers[0].tls.clientAuth.KEY first (and the file)."""
     _, change, key, named = case
     change = dict(change)
-    subst = {"EXPIRED": pki.expired_crl, "NOTPEM": str(tmp_path / "notpem.crt")}
+    subst = {"EXPIRED": pki.expired_crl, "NOTPEM": str(tmp_path / "notpem.crt"),
+             "DAMAGED": str(tmp_path / "damaged.crt"), "TRUNCATED": str(tmp_path / "half.crl")}
     (tmp_path / "notpem.crt").write_text("this is not a certificate\n")
+    other = open(pki.other_ca).read()
+    body = other.index("\n") + 1
+    (tmp_path / "damaged.crt").write_text(open(pki.ca).read() + other[:body] + "!!!!" +
+                                          other[body + 4:])
+    crl = open(pki.crl).read()
+    (tmp_path / "half.crl").write_text(crl + crl[:len(crl) // 2])
     for k, v in change.items():
         change[k] = subst.get(v, v)
     named = subst.get(named, named)
