@@ -630,36 +630,70 @@ def test_mtls_example_checks_and_runs(tmp_path, gateway_factory, echo_upstream):
 
 # ---------------------------------------------------------------- hostile clients
 
-def _raw_upstream():
-    """A destination that keeps the raw bytes of one request (head, chunked body, trailers)
-    and answers 200. Returns (url, got: a list that receives the bytes, thread)."""
+def _raw_upstream(n=1):
+    """A destination that keeps the raw bytes of n requests (head, chunked body, trailers),
+    one per connection, and answers each 200. Returns (url, got: a list that receives the
+    bytes, thread)."""
     import socket
     import threading
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    got = []
+    srv.listen(n)
+
+    def complete(data):
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep or b"transfer-encoding: chunked" not in head.lower():
+            return bool(sep)
+        return (rest.startswith(b"0\r\n") or b"\r\n0\r\n" in rest) and \
+            rest.endswith(b"\r\n\r\n")
 
     def serve():
-        c, _ = srv.accept()
-        c.settimeout(10)
-        data = b""
-        try:
-            while not (b"\r\n0\r\n" in data and data.endswith(b"\r\n\r\n")):
-                more = c.recv(65536)
-                if not more:
-                    break
-                data += more
-        except OSError:
-            pass
-        got.append(data)
-        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        c.close()
+        for _ in range(n):
+            c, _ = srv.accept()
+            c.settimeout(10)
+            data = b""
+            try:
+                while not complete(data):
+                    more = c.recv(65536)
+                    if not more:
+                        break
+                    data += more
+            except OSError:
+                pass
+            got.append(data)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            c.close()
         srv.close()
 
+    got = []
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     return "http://127.0.0.1:%d" % srv.getsockname()[1], got, t
+
+
+def _tls_exchange(port, certs, client, raw):  # noqa: F811
+    """Send raw over TLS (client's certificate, or None) and return the whole response."""
+    import socket
+    import ssl
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    if client is not None:
+        ctx.load_cert_chain(client["crt"], client["key"])
+    resp = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname="a.example.test") as s:
+            s.sendall(raw)
+            while True:
+                more = s.recv(65536)
+                if not more:
+                    break
+                resp += more
+    return resp
+
+
+def _cert_fields(raw):
+    """The values of the fields of raw (a request's bytes) named X-Client-Cert, in any case."""
+    fields = [l.partition(b":") for l in raw.split(b"\r\n")]
+    return [v.strip() for k, _, v in fields if k.strip().lower() == b"x-client-cert"]
 
 
 def test_a_forged_certificate_trailer_is_removed(tmp_path, certs, pki,
@@ -668,31 +702,43 @@ def test_a_forged_certificate_trailer_is_removed(tmp_path, certs, pki,
     in the request's trailer section (RFC 9110 6.5: a recipient may merge trailers into the
     header section): a chunked request from alice with the trailer `X-Client-Cert: forged`
     arrives with the gateway's header only, and without the trailer."""
-    import socket
-    import ssl
     url, got, t = _raw_upstream()
     port = free_port()
     cfg = mtls_config(tmp_path, certs, pki, port, type("Up", (), {"url": url}),
                       mode="optional")
     gateway_factory(cfg)
-    ctx = ssl.create_default_context(cafile=certs["ca"])
-    ctx.load_cert_chain(pki.alice["crt"], pki.alice["key"])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="a.example.test") as s:
-            s.sendall(b"POST /t HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\n"
-                      b"5\r\nhello\r\n0\r\nX-Client-Cert: forged\r\nx-client-cert: forged2\r\n"
-                      b"\r\n")
-            resp = b""
-            while True:
-                more = s.recv(65536)
-                if not more:
-                    break
-                resp += more
+    resp = _tls_exchange(port, certs, pki.alice,
+                         b"POST /t HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n"
+                         b"5\r\nhello\r\n0\r\nX-Client-Cert: forged\r\n"
+                         b"x-client-cert: forged2\r\n\r\n")
     t.join(10)
     assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
     assert got, "the destination saw no request"
     assert b"forged" not in got[0], got[0]
-    fields = [l.partition(b":") for l in got[0].split(b"\r\n")]
-    certs_sent = [v.strip() for k, _, v in fields if k.strip().lower() == b"x-client-cert"]
-    assert certs_sent == [b64(pki.alice).encode()], got[0]
+    assert _cert_fields(got[0]) == [b64(pki.alice).encode()], got[0]
+
+
+def test_a_forged_certificate_header_with_underscores_is_removed(tmp_path, certs, pki,
+                                                                 gateway_factory):  # noqa: F811
+    """CGI, WSGI and Rack servers name a field HTTP_X_CLIENT_CERT (RFC 3875 4.1.18: upper
+    case, "-" as "_"), so X_Client_Cert and X-Client_Cert reach the application as the
+    certificate header: the ClientCert transform removes them too, in the header and the
+    trailer section, with or without a client certificate."""
+    url, got, t = _raw_upstream(2)
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, type("Up", (), {"url": url}),
+                      mode="optional")
+    gateway_factory(cfg)
+    forged = (b"POST /u HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n"
+              b"X_Client_Cert: forged1\r\nx-client_cert: forged2\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n"
+              b"0\r\nX_CLIENT_CERT: forged3\r\n\r\n")
+    for client in (None, pki.alice):
+        resp = _tls_exchange(port, certs, client, forged)
+        assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
+    t.join(10)
+    assert len(got) == 2, got
+    for raw, want in zip(got, ([], [b64(pki.alice).encode()])):
+        assert b"forged" not in raw, raw
+        assert _cert_fields(raw) == want, raw
