@@ -169,6 +169,32 @@ static int load_crls(fg_tls_clientauth_t *a, const where_t *w, const char *path,
     return rc;
 }
 
+/* CRL_CHECK_ALL wants the CRL of every CA of a chain (RFC 5280 6.3.3): warns of each CA of
+ * caFile that no CRL of crlFile comes from, as each of its clients would be refused (unable to
+ * get certificate CRL). */
+static void warn_no_crl(const fg_tls_clientauth_t *a, const where_t *w, const char *path,
+                        fg_tls_warn_fn warn, void *arg)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(a->store);
+    for (int i = 0; warn != NULL && i < sk_X509_NAME_num(a->names); i++) {
+        const X509_NAME *ca = sk_X509_NAME_value(a->names, i);
+        int found = 0;
+        for (int j = 0; j < sk_X509_OBJECT_num(objs) && !found; j++) {
+            X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, j));
+            found = crl != NULL && X509_NAME_cmp(X509_CRL_get_issuer(crl), ca) == 0;
+        }
+        if (!found) {
+            char name[256], msg[768];
+            X509_NAME_oneline(ca, name, sizeof(name));
+            snprintf(msg, sizeof(msg),
+                     "%s: servers[%zu].tls.clientAuth.crlFile: %s: no CRL of the CA %s (caFile): "
+                     "its clients will be refused (unable to get certificate CRL)",
+                     w->file, w->si, path, name);
+            warn(arg, msg);
+        }
+    }
+}
+
 /* name in RFC 2253 form into buf (cut to fit); returns the length. */
 static size_t name_rfc2253(const X509_NAME *name, char *buf, size_t len)
 {
@@ -248,6 +274,8 @@ fg_tls_clientauth_t *fg_tls_clientauth_load(const fg_tls_server_config_t *t, con
         rc = read_all(&w, "crlFile", t->client_crl_file, &crl, &ncrl);
         if (rc == 0)
             rc = load_crls(a, &w, t->client_crl_file, crl, ncrl, warn, arg);
+        if (rc == 0)
+            warn_no_crl(a, &w, t->client_crl_file, warn, arg);
     }
     if (rc == 0) {
         unsigned char md[EVP_MAX_MD_SIZE];

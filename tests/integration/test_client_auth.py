@@ -495,6 +495,23 @@ def test_check_refuses_bad_client_auth(tmp_path, certs, pki, case):  # noqa: F81
         assert named in p.stderr, p.stderr
 
 
+def test_check_warns_of_a_ca_without_a_crl(tmp_path, certs, pki):  # noqa: F811
+    """With crlFile every CA of a chain needs its CRL (CRL_CHECK_ALL): a CA of caFile that no
+    CRL of crlFile comes from would fail each of its clients (unable to get certificate CRL),
+    so -t warns, naming it; the configuration still passes. A crlFile with the CRL of each CA
+    draws no warning."""
+    both = tmp_path / "both-cas.crt"
+    both.write_text(open(pki.ca).read() + open(pki.other_ca).read())
+    _, p = _check(tmp_path, _auth_cfg(tmp_path, certs, pki, caFile=str(both),
+                                      crlFile=pki.crl))
+    assert p.returncode == 0, p.stdout + p.stderr
+    warned = [l for l in p.stderr.splitlines() if l.startswith("warning:")]
+    assert len(warned) == 1 and "Unrelated CA" in warned[0], p.stderr
+    assert "servers[0].tls.clientAuth.crlFile" in warned[0] and "no CRL" in warned[0], p.stderr
+    _, p = _check(tmp_path, _auth_cfg(tmp_path, certs, pki, crlFile=pki.crl), "one.json")
+    assert p.returncode == 0 and "warning:" not in p.stderr, p.stderr
+
+
 def test_check_refuses_required_client_auth_on_a_tunnel_server(tmp_path, certs,
                                                                pki):  # noqa: F811
     """Tunnel agents authenticate with their secret and present no client certificate: a
