@@ -300,6 +300,29 @@ fg_tls_clientauth_t *fg_tls_clientauth_load(const fg_tls_server_config_t *t, con
     return a;
 }
 
+/* A ticket stands for its full handshake's verification (RFC 8446 2.2), which a client
+ * certificate past its notAfter would fail (RFC 5280 6.1.3 (a)(2)): such a session gives a full
+ * handshake (and a new ticket) instead of resuming. Other outcomes are OpenSSL's defaults.
+ * Sessions from the server's cache (sessionCache, without tickets) do not come here. */
+static SSL_TICKET_RETURN on_ticket_decrypted(SSL *ssl, SSL_SESSION *sess, const unsigned char *name,
+                                             size_t nlen, SSL_TICKET_STATUS status, void *arg)
+{
+    X509 *peer;
+    switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW:
+        peer = SSL_SESSION_get0_peer(sess);
+        if (peer != NULL && X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0)
+            return SSL_TICKET_RETURN_IGNORE_RENEW;
+        return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    default:
+        return SSL_TICKET_RETURN_ABORT;
+    }
+}
+
 int fg_tls_clientauth_apply(const fg_tls_clientauth_t *a, SSL_CTX *ctx)
 {
     STACK_OF(X509_NAME) *names = SSL_dup_CA_list(a->names);
@@ -318,6 +341,8 @@ int fg_tls_clientauth_apply(const fg_tls_clientauth_t *a, SSL_CTX *ctx)
     if (a->crl)
         X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx),
                                     X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    if (SSL_CTX_set_session_ticket_cb(ctx, NULL, on_ticket_decrypted, NULL) != 1)
+        return -1;
     return SSL_CTX_set_session_id_context(ctx, a->sid, sizeof(a->sid)) == 1 ? 0 : -1;
 }
 

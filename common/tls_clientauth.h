@@ -11,7 +11,8 @@
  * Sessions remember the verified certificate, so a resumed connection has the same identity.
  * The session id context hashes the server's id, the mode, the depth and the bytes of both
  * files: a session never resumes on a server with another policy, nor after a reload that
- * changed the CAs or the CRLs (a revoked certificate cannot come back through a ticket). */
+ * changed the CAs or the CRLs (a revoked certificate cannot come back through a ticket); a
+ * ticket whose client certificate has expired since gives a full handshake. */
 #ifndef FG_TLS_CLIENTAUTH_H
 #define FG_TLS_CLIENTAUTH_H
 

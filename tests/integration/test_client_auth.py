@@ -427,6 +427,41 @@ def test_session_of_a_server_without_client_auth_does_not_resume_with_it(
     assert "server: mtls" in line, line
 
 
+def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
+                                                         gateway_factory,
+                                                         echo_upstream):  # noqa: F811
+    """A ticket stands for the verification of its full handshake (RFC 8446 2.2), which a
+    certificate past its notAfter would fail (RFC 5280 6.1.3 (a)(2)): once the client's
+    certificate has expired, its TLS 1.3 or TLS 1.2 ticket gives a full handshake, which
+    "required" refuses without a certificate, instead of resuming with the expired identity."""
+    now = datetime.datetime.utcnow()
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_dn("brief"))
+            .issuer_name(pki.ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=3))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(pki.ca_key, hashes.SHA256()))
+    crt, k = tmp_path / "brief.crt", tmp_path / "brief.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(_pem_key(key))
+    port = free_port()
+    gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
+    sessions = {}
+    for version in ("-tls1_3", "-tls1_2"):
+        sessions[version] = tmp_path / ("brief%s.sess" % version)
+        out = s_client(port, version, "-servername", "a.example.test", "-cert", str(crt),
+                       "-key", str(k), "-sess_out", str(sessions[version]), "-ign_eof",
+                       stdin=_raw_get("/before"))
+        assert "HTTP/1.1 200" in out, out[-3000:]
+    time.sleep(max(0.0, (now + datetime.timedelta(seconds=3.5) -
+                         datetime.datetime.utcnow()).total_seconds()))
+    for version, sess in sessions.items():
+        out = s_client(port, version, "-servername", "a.example.test", "-sess_in", str(sess),
+                       "-ign_eof", stdin=_raw_get("/after"))
+        assert "Reused," not in out and "HTTP/1.1 200" not in out, (version, out[-3000:])
+
+
 # ---------------------------------------------------------------- configuration checks
 
 def _check(tmp_path, cfg, name="check.json"):
