@@ -169,13 +169,17 @@ static int load_crls(fg_tls_clientauth_t *a, const where_t *w, const char *path,
     return rc;
 }
 
-/* CRL_CHECK_ALL wants the CRL of every CA of a chain (RFC 5280 6.3.3): warns of each CA of
- * caFile that no CRL of crlFile comes from, as each of its clients would be refused (unable to
- * get certificate CRL). */
+/* CRL_CHECK_ALL wants the CRL of every CA of a chain (RFC 5280 6.3.3): warns of the CAs of
+ * caFile that no CRL of crlFile comes from, as each of their clients would be refused (unable
+ * to get certificate CRL). The first WARN_CAS are named, then how many more there are (a
+ * system bundle as caFile would otherwise fill the log at each reload). */
+#define WARN_CAS 3
 static void warn_no_crl(const fg_tls_clientauth_t *a, const where_t *w, const char *path,
                         fg_tls_warn_fn warn, void *arg)
 {
     STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(a->store);
+    char name[256], msg[768];
+    int missing = 0;
     for (int i = 0; warn != NULL && i < sk_X509_NAME_num(a->names); i++) {
         const X509_NAME *ca = sk_X509_NAME_value(a->names, i);
         int found = 0;
@@ -183,8 +187,7 @@ static void warn_no_crl(const fg_tls_clientauth_t *a, const where_t *w, const ch
             X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, j));
             found = crl != NULL && X509_NAME_cmp(X509_CRL_get_issuer(crl), ca) == 0;
         }
-        if (!found) {
-            char name[256], msg[768];
+        if (!found && ++missing <= WARN_CAS) {
             X509_NAME_oneline(ca, name, sizeof(name));
             snprintf(msg, sizeof(msg),
                      "%s: servers[%zu].tls.clientAuth.crlFile: %s: no CRL of the CA %s (caFile): "
@@ -192,6 +195,12 @@ static void warn_no_crl(const fg_tls_clientauth_t *a, const where_t *w, const ch
                      w->file, w->si, path, name);
             warn(arg, msg);
         }
+    }
+    if (missing > WARN_CAS) {
+        snprintf(msg, sizeof(msg),
+                 "%s: servers[%zu].tls.clientAuth.crlFile: %s: no CRL of %d more CAs of caFile",
+                 w->file, w->si, path, missing - WARN_CAS);
+        warn(arg, msg);
     }
 }
 

@@ -545,6 +545,15 @@ def test_check_warns_of_a_ca_without_a_crl(tmp_path, certs, pki):  # noqa: F811
     assert "servers[0].tls.clientAuth.crlFile" in warned[0] and "no CRL" in warned[0], p.stderr
     _, p = _check(tmp_path, _auth_cfg(tmp_path, certs, pki, crlFile=pki.crl), "one.json")
     assert p.returncode == 0 and "warning:" not in p.stderr, p.stderr
+    # a bundle of many such CAs: three are named, then a count
+    many = tmp_path / "many-cas.crt"
+    many.write_text(open(pki.ca).read() + "".join(
+        open(pki._ca("extra%d" % i, "Extra CA %d" % i)[2]).read() for i in range(5)))
+    _, p = _check(tmp_path, _auth_cfg(tmp_path, certs, pki, caFile=str(many),
+                                      crlFile=pki.crl), "many.json")
+    warned = [l for l in p.stderr.splitlines() if l.startswith("warning:")]
+    assert p.returncode == 0 and len(warned) == 4, p.stderr
+    assert "no CRL of 2 more CAs of caFile" in warned[3], p.stderr
 
 
 def test_check_refuses_required_client_auth_on_a_tunnel_server(tmp_path, certs,
