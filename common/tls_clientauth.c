@@ -84,6 +84,19 @@ static void format_time(const ASN1_TIME *t, char *buf, size_t len)
         snprintf(buf, len, "(unreadable date)");
 }
 
+/* Whether the PEM reader, after `count` objects, stopped at the end of the input (no further
+ * BEGIN line) rather than at a block it could not decode (a truncated or damaged file: what
+ * follows would be silently left out). If not, says so in why. */
+static int pem_end(int count, const char *what, char *why, size_t len)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+        return 1;
+    const char *r = ERR_reason_error_string(e);
+    snprintf(why, len, "%s %d of the file cannot be read (%s)", what, count + 1, r ? r : "not PEM");
+    return 0;
+}
+
 static int load_cas(fg_tls_clientauth_t *a, const where_t *w, const char *path, const char *pem,
                     size_t n)
 {
@@ -100,11 +113,13 @@ static int load_cas(fg_tls_clientauth_t *a, const where_t *w, const char *path, 
         X509_free(x);
         count++;
     }
+    char why[256];
+    int end = pem_end(count, "certificate", why, sizeof(why));
     BIO_free(b);
     ERR_clear_error(); /* the end of the file reads as an error */
     if (count == 0)
         return fail(w, "caFile", path, "no PEM certificate in the file");
-    return 0;
+    return end ? 0 : fail(w, "caFile", path, why);
 }
 
 static int load_crls(fg_tls_clientauth_t *a, const where_t *w, const char *path, const char *pem,
@@ -143,11 +158,50 @@ static int load_crls(fg_tls_clientauth_t *a, const where_t *w, const char *path,
         }
         X509_CRL_free(crl);
     }
+    char why[256];
+    int end = rc != 0 || pem_end(count, "CRL", why, sizeof(why));
     BIO_free(b);
     ERR_clear_error();
     if (rc == 0 && count == 0)
         rc = fail(w, "crlFile", path, "no PEM CRL (X509 CRL) in the file");
+    else if (!end)
+        rc = fail(w, "crlFile", path, why);
     return rc;
+}
+
+/* CRL_CHECK_ALL wants the CRL of every CA of a chain (RFC 5280 6.3.3): warns of the CAs of
+ * caFile that no CRL of crlFile comes from, as each of their clients would be refused (unable
+ * to get certificate CRL). The first WARN_CAS are named, then how many more there are (a
+ * system bundle as caFile would otherwise fill the log at each reload). */
+#define WARN_CAS 3
+static void warn_no_crl(const fg_tls_clientauth_t *a, const where_t *w, const char *path,
+                        fg_tls_warn_fn warn, void *arg)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(a->store);
+    char name[256], msg[768];
+    int missing = 0;
+    for (int i = 0; warn != NULL && i < sk_X509_NAME_num(a->names); i++) {
+        const X509_NAME *ca = sk_X509_NAME_value(a->names, i);
+        int found = 0;
+        for (int j = 0; j < sk_X509_OBJECT_num(objs) && !found; j++) {
+            X509_CRL *crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, j));
+            found = crl != NULL && X509_NAME_cmp(X509_CRL_get_issuer(crl), ca) == 0;
+        }
+        if (!found && ++missing <= WARN_CAS) {
+            X509_NAME_oneline(ca, name, sizeof(name));
+            snprintf(msg, sizeof(msg),
+                     "%s: servers[%zu].tls.clientAuth.crlFile: %s: no CRL of the CA %s (caFile): "
+                     "its clients will be refused (unable to get certificate CRL)",
+                     w->file, w->si, path, name);
+            warn(arg, msg);
+        }
+    }
+    if (missing > WARN_CAS) {
+        snprintf(msg, sizeof(msg),
+                 "%s: servers[%zu].tls.clientAuth.crlFile: %s: no CRL of %d more CAs of caFile",
+                 w->file, w->si, path, missing - WARN_CAS);
+        warn(arg, msg);
+    }
 }
 
 /* name in RFC 2253 form into buf (cut to fit); returns the length. */
@@ -229,6 +283,8 @@ fg_tls_clientauth_t *fg_tls_clientauth_load(const fg_tls_server_config_t *t, con
         rc = read_all(&w, "crlFile", t->client_crl_file, &crl, &ncrl);
         if (rc == 0)
             rc = load_crls(a, &w, t->client_crl_file, crl, ncrl, warn, arg);
+        if (rc == 0)
+            warn_no_crl(a, &w, t->client_crl_file, warn, arg);
     }
     if (rc == 0) {
         unsigned char md[EVP_MAX_MD_SIZE];
@@ -253,6 +309,29 @@ fg_tls_clientauth_t *fg_tls_clientauth_load(const fg_tls_server_config_t *t, con
     return a;
 }
 
+/* A ticket stands for its full handshake's verification (RFC 8446 2.2), which a client
+ * certificate past its notAfter would fail (RFC 5280 6.1.3 (a)(2)): such a session gives a full
+ * handshake (and a new ticket) instead of resuming. Other outcomes are OpenSSL's defaults.
+ * Sessions from the server's cache (sessionCache, without tickets) do not come here. */
+static SSL_TICKET_RETURN on_ticket_decrypted(SSL *ssl, SSL_SESSION *sess, const unsigned char *name,
+                                             size_t nlen, SSL_TICKET_STATUS status, void *arg)
+{
+    X509 *peer;
+    switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW:
+        peer = SSL_SESSION_get0_peer(sess);
+        if (peer != NULL && X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0)
+            return SSL_TICKET_RETURN_IGNORE_RENEW;
+        return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    default:
+        return SSL_TICKET_RETURN_ABORT;
+    }
+}
+
 int fg_tls_clientauth_apply(const fg_tls_clientauth_t *a, SSL_CTX *ctx)
 {
     STACK_OF(X509_NAME) *names = SSL_dup_CA_list(a->names);
@@ -271,6 +350,8 @@ int fg_tls_clientauth_apply(const fg_tls_clientauth_t *a, SSL_CTX *ctx)
     if (a->crl)
         X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx),
                                     X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    if (SSL_CTX_set_session_ticket_cb(ctx, NULL, on_ticket_decrypted, NULL) != 1)
+        return -1;
     return SSL_CTX_set_session_id_context(ctx, a->sid, sizeof(a->sid)) == 1 ? 0 : -1;
 }
 

@@ -11,7 +11,8 @@
  * Sessions remember the verified certificate, so a resumed connection has the same identity.
  * The session id context hashes the server's id, the mode, the depth and the bytes of both
  * files: a session never resumes on a server with another policy, nor after a reload that
- * changed the CAs or the CRLs (a revoked certificate cannot come back through a ticket). */
+ * changed the CAs or the CRLs (a revoked certificate cannot come back through a ticket); a
+ * ticket whose client certificate has expired since gives a full handshake. */
 #ifndef FG_TLS_CLIENTAUTH_H
 #define FG_TLS_CLIENTAUTH_H
 
@@ -26,9 +27,10 @@ typedef struct fg_tls_clientauth_s fg_tls_clientauth_t;
 
 /* Reads t's caFile (one certificate or more) and crlFile (one CRL or more). Refused, with
  * "FILE: servers[SI].tls.clientAuth.caFile|crlFile: PATH: reason": an unreadable file, no PEM
- * certificate or CRL in it, a CRL whose nextUpdate has passed. A CRL whose nextUpdate is less
- * than FG_TLS_EXPIRY_WARN_DAYS away goes to warn (may be NULL). Returns the object (NULL with
- * err set). t->client_auth must not be off. */
+ * certificate or CRL in it, a PEM block that cannot be decoded (a damaged or truncated file), a
+ * CRL whose nextUpdate has passed. A CRL whose nextUpdate is less than FG_TLS_EXPIRY_WARN_DAYS
+ * away, and a CA of caFile with no CRL in crlFile, go to warn (may be NULL). Returns the object
+ * (NULL with err set). t->client_auth must not be off. */
 fg_tls_clientauth_t *fg_tls_clientauth_load(const fg_tls_server_config_t *t, const char *server_id,
                                             const char *file, size_t si, fg_tls_warn_fn warn,
                                             void *arg, char *err, size_t errlen);

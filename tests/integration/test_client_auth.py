@@ -427,6 +427,41 @@ def test_session_of_a_server_without_client_auth_does_not_resume_with_it(
     assert "server: mtls" in line, line
 
 
+def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
+                                                         gateway_factory,
+                                                         echo_upstream):  # noqa: F811
+    """A ticket stands for the verification of its full handshake (RFC 8446 2.2), which a
+    certificate past its notAfter would fail (RFC 5280 6.1.3 (a)(2)): once the client's
+    certificate has expired, its TLS 1.3 or TLS 1.2 ticket gives a full handshake, which
+    "required" refuses without a certificate, instead of resuming with the expired identity."""
+    now = datetime.datetime.utcnow()
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_dn("brief"))
+            .issuer_name(pki.ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=3))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(pki.ca_key, hashes.SHA256()))
+    crt, k = tmp_path / "brief.crt", tmp_path / "brief.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(_pem_key(key))
+    port = free_port()
+    gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
+    sessions = {}
+    for version in ("-tls1_3", "-tls1_2"):
+        sessions[version] = tmp_path / ("brief%s.sess" % version)
+        out = s_client(port, version, "-servername", "a.example.test", "-cert", str(crt),
+                       "-key", str(k), "-sess_out", str(sessions[version]), "-ign_eof",
+                       stdin=_raw_get("/before"))
+        assert "HTTP/1.1 200" in out, out[-3000:]
+    time.sleep(max(0.0, (now + datetime.timedelta(seconds=3.5) -
+                         datetime.datetime.utcnow()).total_seconds()))
+    for version, sess in sessions.items():
+        out = s_client(port, version, "-servername", "a.example.test", "-sess_in", str(sess),
+                       "-ign_eof", stdin=_raw_get("/after"))
+        assert "Reused," not in out and "HTTP/1.1 200" not in out, (version, out[-3000:])
+
+
 # ---------------------------------------------------------------- configuration checks
 
 def _check(tmp_path, cfg, name="check.json"):
@@ -468,13 +503,24 @@ def test_check_accepts_client_auth_with_a_relative_ca_file(tmp_path, certs, pki)
     ("depth-too-large", {"verifyDepth": 9}, "verifyDepth", None),
     ("expired-crl", {"crlFile": "EXPIRED"}, "crlFile", "EXPIRED"),
     ("ca-file-not-pem", {"caFile": "NOTPEM"}, "caFile", "NOTPEM"),
+    # a damaged second CA, a half-written second CRL (watchConfig sees files being written):
+    # refused rather than loaded without what follows the first object
+    ("ca-file-damaged", {"caFile": "DAMAGED"}, "caFile", "certificate 2 of the file"),
+    ("crl-file-truncated", {"crlFile": "TRUNCATED"}, "crlFile", "CRL 2 of the file"),
 ], ids=lambda c: c[0])
 def test_check_refuses_bad_client_auth(tmp_path, certs, pki, case):  # noqa: F811
     """`fastgateway -t` exits 1 naming servers[0].tls.clientAuth.KEY first (and the file)."""
     _, change, key, named = case
     change = dict(change)
-    subst = {"EXPIRED": pki.expired_crl, "NOTPEM": str(tmp_path / "notpem.crt")}
+    subst = {"EXPIRED": pki.expired_crl, "NOTPEM": str(tmp_path / "notpem.crt"),
+             "DAMAGED": str(tmp_path / "damaged.crt"), "TRUNCATED": str(tmp_path / "half.crl")}
     (tmp_path / "notpem.crt").write_text("this is not a certificate\n")
+    other = open(pki.other_ca).read()
+    body = other.index("\n") + 1
+    (tmp_path / "damaged.crt").write_text(open(pki.ca).read() + other[:body] + "!!!!" +
+                                          other[body + 4:])
+    crl = open(pki.crl).read()
+    (tmp_path / "half.crl").write_text(crl + crl[:len(crl) // 2])
     for k, v in change.items():
         change[k] = subst.get(v, v)
     named = subst.get(named, named)
@@ -482,6 +528,32 @@ def test_check_refuses_bad_client_auth(tmp_path, certs, pki, case):  # noqa: F81
     check_error(p, path, "servers[0].tls.clientAuth." + key)
     if named:
         assert named in p.stderr, p.stderr
+
+
+def test_check_warns_of_a_ca_without_a_crl(tmp_path, certs, pki):  # noqa: F811
+    """With crlFile every CA of a chain needs its CRL (CRL_CHECK_ALL): a CA of caFile that no
+    CRL of crlFile comes from would fail each of its clients (unable to get certificate CRL),
+    so -t warns, naming it; the configuration still passes. A crlFile with the CRL of each CA
+    draws no warning."""
+    both = tmp_path / "both-cas.crt"
+    both.write_text(open(pki.ca).read() + open(pki.other_ca).read())
+    _, p = _check(tmp_path, _auth_cfg(tmp_path, certs, pki, caFile=str(both),
+                                      crlFile=pki.crl))
+    assert p.returncode == 0, p.stdout + p.stderr
+    warned = [l for l in p.stderr.splitlines() if l.startswith("warning:")]
+    assert len(warned) == 1 and "Unrelated CA" in warned[0], p.stderr
+    assert "servers[0].tls.clientAuth.crlFile" in warned[0] and "no CRL" in warned[0], p.stderr
+    _, p = _check(tmp_path, _auth_cfg(tmp_path, certs, pki, crlFile=pki.crl), "one.json")
+    assert p.returncode == 0 and "warning:" not in p.stderr, p.stderr
+    # a bundle of many such CAs: three are named, then a count
+    many = tmp_path / "many-cas.crt"
+    many.write_text(open(pki.ca).read() + "".join(
+        open(pki._ca("extra%d" % i, "Extra CA %d" % i)[2]).read() for i in range(5)))
+    _, p = _check(tmp_path, _auth_cfg(tmp_path, certs, pki, caFile=str(many),
+                                      crlFile=pki.crl), "many.json")
+    warned = [l for l in p.stderr.splitlines() if l.startswith("warning:")]
+    assert p.returncode == 0 and len(warned) == 4, p.stderr
+    assert "no CRL of 2 more CAs of caFile" in warned[3], p.stderr
 
 
 def test_check_refuses_required_client_auth_on_a_tunnel_server(tmp_path, certs,
@@ -615,3 +687,119 @@ def test_mtls_example_checks_and_runs(tmp_path, gateway_factory, echo_upstream):
     assert header_values(json.loads(p.stdout)) == [base64.b64encode(der).decode()]
     p = subprocess.run(base + [url + "/"], capture_output=True, timeout=30)
     assert p.returncode != 0 and not p.stdout, p.stdout
+
+
+# ---------------------------------------------------------------- hostile clients
+
+def _raw_upstream(n=1):
+    """A destination that keeps the raw bytes of n requests (head, chunked body, trailers),
+    one per connection, and answers each 200. Returns (url, got: a list that receives the
+    bytes, thread)."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(n)
+
+    def complete(data):
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep or b"transfer-encoding: chunked" not in head.lower():
+            return bool(sep)
+        return (rest.startswith(b"0\r\n") or b"\r\n0\r\n" in rest) and \
+            rest.endswith(b"\r\n\r\n")
+
+    def serve():
+        for _ in range(n):
+            c, _ = srv.accept()
+            c.settimeout(10)
+            data = b""
+            try:
+                while not complete(data):
+                    more = c.recv(65536)
+                    if not more:
+                        break
+                    data += more
+            except OSError:
+                pass
+            got.append(data)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            c.close()
+        srv.close()
+
+    got = []
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return "http://127.0.0.1:%d" % srv.getsockname()[1], got, t
+
+
+def _tls_exchange(port, certs, client, raw):  # noqa: F811
+    """Send raw over TLS (client's certificate, or None) and return the whole response."""
+    import socket
+    import ssl
+    ctx = ssl.create_default_context(cafile=certs["ca"])
+    if client is not None:
+        ctx.load_cert_chain(client["crt"], client["key"])
+    resp = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with ctx.wrap_socket(sock, server_hostname="a.example.test") as s:
+            s.sendall(raw)
+            while True:
+                more = s.recv(65536)
+                if not more:
+                    break
+                resp += more
+    return resp
+
+
+def _cert_fields(raw):
+    """The values of the fields of raw (a request's bytes) named X-Client-Cert, in any case."""
+    fields = [l.partition(b":") for l in raw.split(b"\r\n")]
+    return [v.strip() for k, _, v in fields if k.strip().lower() == b"x-client-cert"]
+
+
+def test_a_forged_certificate_trailer_is_removed(tmp_path, certs, pki,
+                                                 gateway_factory):  # noqa: F811
+    """The client's own field of the ClientCert name never reaches the destination, not even
+    in the request's trailer section (RFC 9110 6.5: a recipient may merge trailers into the
+    header section): a chunked request from alice with the trailer `X-Client-Cert: forged`
+    arrives with the gateway's header only, and without the trailer."""
+    url, got, t = _raw_upstream()
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, type("Up", (), {"url": url}),
+                      mode="optional")
+    gateway_factory(cfg)
+    resp = _tls_exchange(port, certs, pki.alice,
+                         b"POST /t HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n"
+                         b"5\r\nhello\r\n0\r\nX-Client-Cert: forged\r\n"
+                         b"x-client-cert: forged2\r\n\r\n")
+    t.join(10)
+    assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
+    assert got, "the destination saw no request"
+    assert b"forged" not in got[0], got[0]
+    assert _cert_fields(got[0]) == [b64(pki.alice).encode()], got[0]
+
+
+def test_a_forged_certificate_header_with_underscores_is_removed(tmp_path, certs, pki,
+                                                                 gateway_factory):  # noqa: F811
+    """CGI, WSGI and Rack servers name a field HTTP_X_CLIENT_CERT (RFC 3875 4.1.18: upper
+    case, "-" as "_"), so X_Client_Cert and X-Client_Cert reach the application as the
+    certificate header: the ClientCert transform removes them too, in the header and the
+    trailer section, with or without a client certificate."""
+    url, got, t = _raw_upstream(2)
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, type("Up", (), {"url": url}),
+                      mode="optional")
+    gateway_factory(cfg)
+    forged = (b"POST /u HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n"
+              b"X_Client_Cert: forged1\r\nx-client_cert: forged2\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n"
+              b"0\r\nX_CLIENT_CERT: forged3\r\n\r\n")
+    for client in (None, pki.alice):
+        resp = _tls_exchange(port, certs, client, forged)
+        assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
+    t.join(10)
+    assert len(got) == 2, got
+    for raw, want in zip(got, ([], [b64(pki.alice).encode()])):
+        assert b"forged" not in raw, raw
+        assert _cert_fields(raw) == want, raw

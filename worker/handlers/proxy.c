@@ -459,12 +459,14 @@ static void body_backpressure(proxy_t *p, size_t queued)
 }
 
 /* Keep, in place, the trailer fields a proxy may forward (RFC 9110 6.5.1: not framing,
- * routing, authentication, controls...; fg_headers_trailer_allowed). Returns how many. */
-static size_t relayable(fg_http_header_t *t, size_t n)
+ * routing, authentication, controls...; fg_headers_trailer_allowed) and, for a request's
+ * (route not NULL), not a field a ClientCert transform owns. Returns how many. */
+static size_t relayable(const fg_route_t *route, fg_http_header_t *t, size_t n)
 {
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (fg_headers_trailer_allowed(t[i].name))
+        if (fg_headers_trailer_allowed(t[i].name) &&
+            fg_transform_request_trailer_allowed(route, t[i].name))
             t[k++] = t[i];
     return k;
 }
@@ -488,7 +490,7 @@ static int move_body(proxy_t *p)
     }
     int end = req->body_done && !p->end_sent;
     p->end_sent |= end;
-    size_t nt = end && req->trailers ? relayable(req->trailers, req->ntrailers) : 0;
+    size_t nt = end && req->trailers ? relayable(req->route, req->trailers, req->ntrailers) : 0;
     if (nt > 0) {
         if (fg_exchange_send_body(p->x, req->body, 0) != 0 ||
             fg_exchange_send_trailers(p->x, req->trailers, nt) != 0)
@@ -887,7 +889,7 @@ static int send_trailers(proxy_t *p, fg_http_header_t *t, size_t n)
     fg_headers_init(&hdrs, req->pool, n + 2);
     if (fg_transform_trailers(req, req->status, t, n, &hdrs) != 0)
         goto oom;
-    hdrs.n = relayable(hdrs.v, hdrs.n);
+    hdrs.n = relayable(NULL, hdrs.v, hdrs.n);
     for (size_t i = 0; i < hdrs.n; i++) {
         hdrs.v[i].name = fg_pool_str(req->pool, hdrs.v[i].name);
         hdrs.v[i].value = fg_pool_str(req->pool, hdrs.v[i].value);

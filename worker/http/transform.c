@@ -652,13 +652,34 @@ static int apply_target(tx_t *tx, const fg_transform_t *t)
     }
 }
 
+/* Whether field names a and b give the same CGI meta-variable (RFC 3875 4.1.18: upper case,
+ * "-" as "_"), as WSGI and Rack servers name fields: X_Client_Cert reads as X-Client-Cert. */
+static int cgi_name_eq(fg_str_t a, fg_str_t b)
+{
+    if (a.len != b.len)
+        return 0;
+    for (size_t i = 0; i < a.len; i++) {
+        int x = a.base[i] == '_' ? '-' : tolower((unsigned char)a.base[i]);
+        int y = b.base[i] == '_' ? '-' : tolower((unsigned char)b.base[i]);
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
+
 /* ClientCert (YARP's RequestHeaderClientCertTransform): the client's own field of that name
- * never passes; a connection with a verified certificate (tls.clientAuth) sends its DER in
- * base64 (RFC 4648 4, no line breaks). */
+ * never passes, nor one that differs only in "_" for "-" (cgi_name_eq); a connection with a
+ * verified certificate (tls.clientAuth) sends its DER in base64 (RFC 4648 4, no line
+ * breaks). */
 static int client_cert(tx_t *tx, const fg_transform_t *t)
 {
     fg_str_t name = fg_str(t->name);
-    fg_headers_remove(&tx->out->headers, name);
+    fg_headers_t *h = &tx->out->headers;
+    size_t k = 0;
+    for (size_t i = 0; i < h->n; i++)
+        if (!cgi_name_eq(h->v[i].name, name))
+            h->v[k++] = h->v[i];
+    h->n = k;
     X509 *x = tx->req->ssl ? fg_tls_client_cert(tx->req->ssl) : NULL;
     int n = x ? i2d_X509(x, NULL) : 0;
     if (n <= 0)
@@ -669,7 +690,17 @@ static int client_cert(tx_t *tx, const fg_transform_t *t)
     if (der == NULL || b64 == NULL || i2d_X509(x, &p) != n)
         return -1;
     int len = EVP_EncodeBlock((unsigned char *)b64, der, n);
-    return fg_headers_add(&tx->out->headers, name, (fg_str_t){b64, (size_t)len});
+    return fg_headers_add(h, name, (fg_str_t){b64, (size_t)len});
+}
+
+int fg_transform_request_trailer_allowed(const fg_route_t *route, fg_str_t name)
+{
+    for (size_t i = 0; route != NULL && i < route->ntransforms; i++) {
+        const fg_transform_t *t = &route->transforms[i];
+        if (t->kind == FG_TX_CLIENT_CERT && cgi_name_eq(fg_str(t->name), name))
+            return 0;
+    }
+    return 1;
 }
 
 static int apply_header(tx_t *tx, const fg_transform_t *t)

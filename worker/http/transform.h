@@ -42,6 +42,12 @@ int fg_transform_copy_fields(const fg_request_t *req, int trailers, const fg_htt
 int fg_transform_trailers(const fg_request_t *req, int status, const fg_http_header_t *in, size_t n,
                           fg_headers_t *out);
 
+/* Whether a request trailer field `name` may go to the destination: not when a ClientCert
+ * transform of the route names it, "_" counting as "-" (the client's own field of that name
+ * never passes, in the trailer section either: RFC 9110 6.5.1 lets a recipient merge
+ * trailers into the header section). */
+int fg_transform_request_trailer_allowed(const fg_route_t *route, fg_str_t name);
+
 /* Whether the route has a ResponseTrailer transform, which may add trailers to a response
  * whose destination sent none. */
 int fg_transform_adds_trailers(const fg_route_t *route);
