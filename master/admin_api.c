@@ -597,6 +597,7 @@ static const struct {
     {"aclStats", "show acl"},
     {"abnormal", "show abnormal"},
     {"shm", "show shm"},
+    {"certificateStatus", "show certificates"},
 };
 
 static int runtime_view(api_t *x)
@@ -645,6 +646,15 @@ static void reload_now(api_t *x)
         fg_admin_defer(x->c, ticket, 200, NULL, json_object());
 }
 
+static void acme_check_now(api_t *x)
+{
+    if (strcmp(x->req->method, "POST") != 0) {
+        fg_http_server_respond(x->c, 405, "text/plain", NULL, "Allow: POST\r\n", NULL);
+        return;
+    }
+    runtime_answer(x, run_show(x->m, "acme check"));
+}
+
 static void documents(api_t *x, const char *which)
 {
     json_t *doc = strcmp(which, "config") == 0 ? x->eff : x->state;
@@ -659,6 +669,8 @@ static void route_api(api_t *x)
     const char *k = x->nseg > 0 ? kind_of(x->seg[0]) : NULL;
     if (x->nseg == 1 && strcmp(x->seg[0], "reload") == 0)
         reload_now(x);
+    else if (x->nseg == 2 && strcmp(x->seg[0], "acme") == 0 && strcmp(x->seg[1], "check") == 0)
+        acme_check_now(x);
     else if (x->nseg == 1 && strcmp(x->seg[0], "reloads") == 0)
         fg_admin_respond_json(x->c, 200, NULL, fg_admin_api_history(x->m));
     else if (runtime_view(x))

@@ -341,6 +341,15 @@ static json_t *show_certificates(void *arg)
     return json_pack("{s:o, s:o}", "certificates", list, "acme", acme);
 }
 
+static json_t *acme_check(void *arg)
+{
+    int rc = fg_master_acme_check_now(arg);
+    if (rc == -1)
+        return json_pack("{s:s, s:s}", "result", "failed", "error",
+                         "no \"acme\" section in the configuration");
+    return json_pack("{s:s}", "result", rc == 0 ? "started" : "running");
+}
+
 static json_t *show_stat(void *arg)
 {
     fg_metrics_snap_t *s = fg_master_metrics_snap(arg);
@@ -392,6 +401,8 @@ const fg_status_cmd_t fg_master_status_cmds[] = {
     {"show certificates",
      "per certificate: names, subject, issuer, expiry; the ACME client's last and next check",
      show_certificates},
+    {"acme check", "check the ACME certificates now (results in the error log, show certificates)",
+     acme_check},
     {"show tunnels", "per tunnel agent: holder, since, heartbeat, RTT, streams, bytes",
      show_tunnels},
     {"show stat csv", "the same as CSV, in \"text\"", show_stat_csv},

@@ -472,6 +472,17 @@ static void on_acme(evutil_socket_t fd, short what, void *arg)
     m->acme_next = 0;
 }
 
+int fg_master_acme_check_now(master_t *m)
+{
+    if (m->shutdown || m->cur == NULL || !m->cur->cfg->acme.enabled)
+        return -1;
+    if (m->acme_pid > 0)
+        return -2;
+    evtimer_del(m->acme_ev);
+    on_acme(-1, EV_TIMEOUT, m);
+    return m->acme_pid > 0 ? 0 : -2; /* -2: a reload starting, the check follows it */
+}
+
 static void acme_exited(master_t *m, int status)
 {
     m->acme_pid = 0;

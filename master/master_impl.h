@@ -114,6 +114,10 @@ uint64_t fg_master_wall_ms(void);
  * request's number for fg_status_resolve, or 0 when shutting down. */
 uint64_t fg_master_request_reload(master_t *m);
 
+/* Start an ACME check now (`acme check`): 0 when it starts, -1 without an "acme" section or
+ * while stopping, -2 when one is running already. */
+int fg_master_acme_check_now(master_t *m);
+
 /* A snapshot of the metrics of the serving generation (commands.c; master/metrics_view.h). */
 struct fg_metrics_snap_s;
 struct fg_metrics_snap_s *fg_master_metrics_snap(master_t *m);

@@ -510,6 +510,39 @@ def test_reissues_after_the_files_are_deleted_and_reload(tmp_path, pebble, gatew
     assert (tmp_path / "acme" / "account.key").read_bytes() == account
 
 
+def test_acme_check_and_show_certificates(tmp_path, pebble, gateway_factory):
+    """`show certificates` shows the placeholder, then pebble's certificate and the client's
+    last check; deleting the chain and `acme check` (no reload) orders a new one at once, and
+    the reload it triggers serves it. Without an acme section, `acme check` is refused."""
+    tls_port = free_port()
+    cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": ["check.example.test"],
+            "acme": True}
+    cfg = acme_config(tmp_path, pebble["http_port"], tls_port, [cert],
+                      acme_section(pebble["directory"], pebble["ca_file"]))
+    gw = gateway_factory(cfg)
+    first = wait_issued(gw, tls_port, "check.example.test")[0]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        doc = gw.status("show certificates")
+        c = doc["certificates"][0]
+        if not c["placeholder"] and doc["acme"]["lastResult"] and not doc["acme"]["running"]:
+            break
+        time.sleep(0.2)
+    assert c["id"] == "site" and c["acme"] is True and c["names"] == ["check.example.test"]
+    assert "Pebble" in c["issuer"] and c["daysLeft"] > 30, doc
+    assert doc["acme"]["directory"] == pebble["directory"] and doc["acme"]["nextCheck"], doc
+    os.unlink(tmp_path / "site.crt")
+    assert gw.status("acme check")["result"] in ("started", "running")
+    second = wait_issued(gw, tls_port, "check.example.test", not_this=der(first))[0]
+    assert second.serial_number != first.serial_number
+    port = free_port()
+    (tmp_path / "plain").mkdir()
+    plain = gateway_factory(base_config(tmp_path / "plain", port))
+    r = plain.status("acme check")
+    assert r["result"] == "failed" and "acme" in r["error"]
+    assert plain.status("show certificates") == {"certificates": [], "acme": None}
+
+
 # ---------------------------------------------------------------- failure
 
 def test_unreachable_directory_logs_the_step_and_keeps_the_placeholder(tmp_path,

@@ -408,6 +408,13 @@ def test_reload_status_and_stats(admin_gw):
     assert st == 200 and isinstance(doc, dict)
     st, _, doc = api.call("GET", "/api/reloads")
     assert [r["generation"] for r in doc["reloads"]] == [2]
+    # the certificate view answers; /api/certificates stays the configuration collection
+    st, _, doc = api.call("GET", "/api/certificateStatus")
+    assert st == 200 and doc["acme"] is None and isinstance(doc["certificates"], list), doc
+    # no acme section: the check is refused; only POST starts one
+    st, _, doc = api.call("POST", "/api/acme/check")
+    assert st == 400 and "acme" in doc["error"], doc
+    assert api.call("GET", "/api/acme/check")[0] == 405
 
 
 def test_bounds_and_cross_origin(admin_gw):
