@@ -185,7 +185,7 @@ static void names_from_cert(cert_t *c)
 
 /* ---- reading and checking a certificate ---- */
 
-static void format_time(const ASN1_TIME *t, char *buf, size_t len)
+void fg_tls_format_time(const ASN1_TIME *t, char *buf, size_t len)
 {
     struct tm tm;
     if (ASN1_TIME_to_tm(t, &tm) != 1 || strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
@@ -216,19 +216,19 @@ static int check_dates(load_t *l, X509 *x, int n)
     X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
     const char *what = n == 0 ? "certificate" : "intermediate certificate";
     if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
-        format_time(X509_get0_notAfter(x), when, sizeof(when));
+        fg_tls_format_time(X509_get0_notAfter(x), when, sizeof(when));
         snprintf(why, sizeof(why), "%s %s expired on %s", what, subj, when);
         return fail(l, "chain", l->conf->chain, why);
     }
     if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
-        format_time(X509_get0_notBefore(x), when, sizeof(when));
+        fg_tls_format_time(X509_get0_notBefore(x), when, sizeof(when));
         snprintf(why, sizeof(why), "%s %s is not valid before %s", what, subj, when);
         return fail(l, "chain", l->conf->chain, why);
     }
     time_t soon = time(NULL) + FG_TLS_EXPIRY_WARN_DAYS * 86400;
     if (l->warn && X509_cmp_time(X509_get0_notAfter(x), &soon) < 0) {
         char msg[1024];
-        format_time(X509_get0_notAfter(x), when, sizeof(when));
+        fg_tls_format_time(X509_get0_notAfter(x), when, sizeof(when));
         snprintf(msg, sizeof(msg), "%s: certificates[%zu].chain: %s: %s %s expires on %s", l->file,
                  l->index, l->conf->chain, what, subj, when);
         l->warn(l->arg, msg);
@@ -391,7 +391,7 @@ static int acme_expired(load_t *l)
     int expired = x != NULL && X509_cmp_current_time(X509_get0_notAfter(x)) <= 0;
     if (expired && l->warn) {
         char when[64], msg[1024];
-        format_time(X509_get0_notAfter(x), when, sizeof(when));
+        fg_tls_format_time(X509_get0_notAfter(x), when, sizeof(when));
         snprintf(msg, sizeof(msg), "%s: certificates[%zu] (%s): %s expired on %s", l->file,
                  l->index, l->conf->id, l->conf->chain, when);
         l->warn(l->arg, msg);

@@ -92,6 +92,9 @@ void fg_tls_info(const SSL *ssl, fg_tls_info_t *out);
 /* The certificate index (into cfg->certificates) of the connection's current context. */
 long fg_tls_selected_cert(const SSL *ssl);
 
+/* A certificate or CRL date as "2026-12-04 19:54:39 UTC" into buf. */
+void fg_tls_format_time(const ASN1_TIME *t, char *buf, size_t len);
+
 /* 1 when s is a name a certificate may be selected by: LDH labels, or "*." followed by two
  * labels or more. */
 int fg_tls_name_valid(const char *s);

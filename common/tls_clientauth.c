@@ -77,13 +77,6 @@ static int read_all(const where_t *w, const char *key, const char *path, char **
     return 0;
 }
 
-static void format_time(const ASN1_TIME *t, char *buf, size_t len)
-{
-    struct tm tm;
-    if (ASN1_TIME_to_tm(t, &tm) != 1 || strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
-        snprintf(buf, len, "(unreadable date)");
-}
-
 /* Whether the PEM reader, after `count` objects, stopped at the end of the input (no further
  * BEGIN line) rather than at a block it could not decode (a truncated or damaged file: what
  * follows would be silently left out). If not, says so in why. */
@@ -137,7 +130,7 @@ static int load_crls(fg_tls_clientauth_t *a, const where_t *w, const char *path,
         X509_NAME_oneline(X509_CRL_get_issuer(crl), issuer, sizeof(issuer));
         if (next != NULL && X509_cmp_current_time(next) <= 0) {
             /* Past its nextUpdate a CRL fails every certificate (RFC 5280 6.3.3 (a)(2)). */
-            format_time(next, when, sizeof(when));
+            fg_tls_format_time(next, when, sizeof(when));
             snprintf(why, sizeof(why),
                      "the CRL of %s expired on %s (nextUpdate): every client certificate "
                      "would be refused",
@@ -145,7 +138,7 @@ static int load_crls(fg_tls_clientauth_t *a, const where_t *w, const char *path,
             rc = fail(w, "crlFile", path, why);
         } else {
             if (next != NULL && warn != NULL && X509_cmp_time(next, &soon) < 0) {
-                format_time(next, when, sizeof(when));
+                fg_tls_format_time(next, when, sizeof(when));
                 snprintf(why, sizeof(why),
                          "%s: servers[%zu].tls.clientAuth.crlFile: %s: the CRL of %s expires on "
                          "%s (nextUpdate)",

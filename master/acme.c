@@ -21,6 +21,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/x509gen.h"
 #include "master/acme_http.h"
 
@@ -523,13 +524,6 @@ static int check_issued(acme_t *a, const fg_tls_cert_config_t *c, const char *pe
     return 0;
 }
 
-static void format_time(const ASN1_TIME *t, char *buf, size_t len)
-{
-    struct tm tm;
-    if (ASN1_TIME_to_tm(t, &tm) != 1 || strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
-        snprintf(buf, len, "(unreadable date)");
-}
-
 static int issue(acme_t *a, size_t ci)
 {
     const fg_tls_cert_config_t *c = &a->cfg->certificates[ci];
@@ -609,7 +603,7 @@ static int issue(acme_t *a, size_t ci)
     if (!kok)
         goto out;
     char until[64], issuer[256];
-    format_time(X509_get0_notAfter(leaf), until, sizeof(until));
+    fg_tls_format_time(X509_get0_notAfter(leaf), until, sizeof(until));
     X509_NAME_oneline(X509_get_issuer_name(leaf), issuer, sizeof(issuer));
     fg_log_notice("acme: certificates[%zu] (%s): issued by %s, valid until %s; written to %s", ci,
                   c->id, issuer, until, c->chain);
@@ -662,7 +656,7 @@ int fg_acme_due(const fg_config_t *cfg, size_t i, char *why, size_t len)
     } else if (fg_x509gen_is_placeholder(x)) {
         snprintf(why, len, "a placeholder");
     } else if (X509_cmp_time(X509_get0_notAfter(x), &soon) < 0) {
-        format_time(X509_get0_notAfter(x), when, sizeof(when));
+        fg_tls_format_time(X509_get0_notAfter(x), when, sizeof(when));
         snprintf(why, len, "expires on %s", when);
     } else {
         due = 0;
