@@ -319,6 +319,9 @@ typedef struct fg_route_s {
     fg_compression_config_t compression;
     int compression_from_server;
     int compress_any;
+    /* "requireClientCertificate": a request without a verified TLS client certificate (its
+     * server's tls.clientAuth) gets 403 */
+    int require_client_cert;
 } fg_route_t;
 
 /* ---- clusters ---- */

@@ -488,6 +488,7 @@ static json_t *route(const fg_route_t *r)
     set(o, "upgradeProtocols", strings(r->upgrade_protocols, r->nupgrade_protocols));
     set(o, "webSocketIdleTimeout", duration(r->upgrade_idle_timeout_ms)); /* 0: the cluster's */
     set(o, "exemptEventStreams", json_boolean(r->exempt_event_streams));
+    set(o, "requireClientCertificate", json_boolean(r->require_client_cert));
     if (!r->compression_from_server)
         set(o, "compression", compression(&r->compression));
     return o;

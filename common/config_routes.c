@@ -931,6 +931,30 @@ static int load_route_compression(fg_config_ctx_t *c, const json_t *o, fg_route_
     return 0;
 }
 
+/* "requireClientCertificate": only where a client can present one. Every server the route is
+ * attached to (all of them without "servers") must ask for client certificates, or the route
+ * would refuse all of its requests there. */
+static int load_client_cert(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
+{
+    if (fg_config_get_bool(c, o, "requireClientCertificate", &r->require_client_cert) < 0)
+        return -1;
+    if (!r->require_client_cert)
+        return 0;
+    for (size_t j = 0; j < c->cfg->nservers; j++) {
+        const fg_server_t *s = &c->cfg->servers[j];
+        int attached = r->nserver_ids == 0;
+        for (size_t i = 0; i < r->nserver_ids && !attached; i++)
+            attached = strcmp(r->server_ids[i], s->id) == 0;
+        if (attached && !s->tcp.enabled && !s->tunnel_hop &&
+            (s->tls == NULL || s->tls->client_auth == FG_TLS_CLIENT_AUTH_OFF))
+            return fg_config_fail(c, "requireClientCertificate",
+                                  "server \"%s\" has no tls.clientAuth: its clients present no "
+                                  "certificate (attach the route to servers that ask for one)",
+                                  s->id);
+    }
+    return 0;
+}
+
 static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
 {
     static const char *const keys[] = {"id",
@@ -952,6 +976,7 @@ static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
                                        "webSocketIdleTimeout",
                                        "exemptEventStreams",
                                        "compression",
+                                       "requireClientCertificate",
                                        NULL};
     long long order = 0;
     json_t *body;
@@ -964,7 +989,7 @@ static int load_route(fg_config_ctx_t *c, const json_t *o, fg_route_t *r)
         load_route_servers(c, o, r) < 0 || load_match(c, o, r) < 0 || load_action(c, o, r) < 0 ||
         load_transforms(c, o, r) < 0 || fg_config_load_route_security(c, o, r) < 0 ||
         load_tenant(c, o, r) < 0 || load_upgrade(c, o, r) < 0 ||
-        load_route_compression(c, o, r) < 0)
+        load_route_compression(c, o, r) < 0 || load_client_cert(c, o, r) < 0)
         return -1;
     r->order = (int)order;
     /* -1 in the struct means "the server's limit", so "unlimited" here is the largest size. */

@@ -803,3 +803,47 @@ def test_a_forged_certificate_header_with_underscores_is_removed(tmp_path, certs
     for raw, want in zip(got, ([], [b64(pki.alice).encode()])):
         assert b"forged" not in raw, raw
         assert _cert_fields(raw) == want, raw
+
+
+# ---------------------------------------------------------------- requireClientCertificate
+
+def test_route_requiring_a_client_certificate_on_an_optional_server(
+        tmp_path, certs, pki, gateway_factory, echo_upstream):  # noqa: F811
+    """One "optional" server, two routes: /admin/ has requireClientCertificate and answers 403
+    to a client without a certificate (the request never reaches the destination), / serves
+    it; with alice both are served, and over HTTP/2 too."""
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream, mode="optional",
+                      alpn=["h2", "http/1.1"])
+    admin = dict(cfg["routes"][0], id="admin", match={"path": "/admin/{**rest}"},
+                 requireClientCertificate=True)
+    cfg["routes"].insert(0, admin)
+    gw = gateway_factory(cfg)
+    p, _ = request(port, certs, None, "/admin/x")
+    head = p.stdout.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 403"), p.stdout[:300]
+    assert b"client_certificate_required" in p.stdout
+    echoed(request(port, certs, None, "/other")[0])
+    doc = echoed(request(port, certs, pki.alice, "/admin/x")[0])
+    assert doc["path"] == "/admin/x" and header_values(doc) == [b64(pki.alice)]
+    p, _ = request(port, certs, None, "/admin/x", "--http2")
+    assert p.stdout.startswith(b"HTTP/2 403"), p.stdout[:200]
+    p, _ = request(port, certs, pki.alice, "/admin/x", "--http2")
+    assert p.stdout.startswith(b"HTTP/2 200"), p.stdout[:200]
+    assert gw.alive()
+
+
+def test_check_refuses_a_route_requiring_certificates_where_none_are_asked(tmp_path, certs,
+                                                                          pki):  # noqa: F811
+    """requireClientCertificate on a route attached to a server without clientAuth (here: all
+    servers, one of them plaintext) is refused at load, naming the server."""
+    cfg = _auth_cfg(tmp_path, certs, pki, mode="optional")
+    cfg["servers"].append({"id": "plain", "listen": "127.0.0.1:%d" % free_port()})
+    cfg["routes"][0]["requireClientCertificate"] = True
+    _, out = _check(tmp_path, cfg)
+    assert out.returncode != 0
+    assert "routes[0].requireClientCertificate" in out.stderr and '"plain"' in out.stderr, \
+        out.stderr
+    cfg["routes"][0]["servers"] = [cfg["servers"][0]["id"]]
+    _, out = _check(tmp_path, cfg, "ok.json")
+    assert out.returncode == 0, out.stderr

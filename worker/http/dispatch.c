@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "common/tls_clientauth.h"
 #include "worker/admission/security.h"
 #include "worker/handlers/acme_challenge.h"
 #include "worker/core/context.h"
@@ -68,6 +69,12 @@ int fg_dispatch_route(fg_request_t *req)
             }
         }
         fg_request_error(req, 404, "not_found", "no route matches the request");
+        return -1;
+    }
+    if (req->route->require_client_cert &&
+        (req->ssl == NULL || fg_tls_client_cert(req->ssl) == NULL)) {
+        fg_request_error(req, 403, "client_certificate_required",
+                         "this route requires a TLS client certificate");
         return -1;
     }
     int64_t limit = fg_request_body_limit(req);
