@@ -81,19 +81,30 @@ static int parse_gateway(fg_config_ctx_t *c, fg_agent_config_t *cfg)
 
 static int load_tls(fg_config_ctx_t *c, const json_t *root, fg_agent_config_t *cfg)
 {
-    static const char *const keys[] = {"ca", "serverName", "verify", NULL};
+    static const char *const keys[] = {"ca", "serverName", "verify", "certificate", "key", NULL};
     json_t *o = NULL;
     if (fg_config_get_object(c, root, "tls", keys, &o) < 0)
         return -1;
     size_t mark = fg_config_push_key(c, "tls");
-    char *ca = NULL;
+    char *ca = NULL, *crt = NULL, *key = NULL;
     int rc = -1;
     if (fg_config_get_string(c, o, "ca", 1, &ca) < 0 ||
         fg_config_get_string(c, o, "serverName", 1, &cfg->server_name) < 0 ||
-        fg_config_get_bool(c, o, "verify", &cfg->verify) < 0)
+        fg_config_get_bool(c, o, "verify", &cfg->verify) < 0 ||
+        fg_config_get_string(c, o, "certificate", 1, &crt) < 0 ||
+        fg_config_get_string(c, o, "key", 1, &key) < 0)
         goto out;
     if (ca != NULL)
         cfg->ca_file = fg_config_abs_path(c, ca);
+    if ((crt == NULL) != (key == NULL)) {
+        fg_config_fail(c, crt ? "key" : "certificate",
+                       "\"certificate\" and \"key\" go together (a client certificate)");
+        goto out;
+    }
+    if (crt != NULL) {
+        cfg->cert_file = fg_config_abs_path(c, crt);
+        cfg->key_file = fg_config_abs_path(c, key);
+    }
     if (o != NULL && !cfg->tls) {
         fg_config_fail(c, NULL, "the gateway URL is ws://: TLS settings need wss://");
         goto out;
@@ -101,6 +112,8 @@ static int load_tls(fg_config_ctx_t *c, const json_t *root, fg_agent_config_t *c
     rc = 0;
 out:
     free(ca);
+    free(crt);
+    free(key);
     fg_config_pop(c, mark);
     return rc;
 }
@@ -388,7 +401,8 @@ void fg_agent_config_free(fg_agent_config_t *cfg)
     free(cfg->services);
     char **strs[] = {&cfg->file,        &cfg->gateway,    &cfg->host,        &cfg->port,
                      &cfg->path,        &cfg->host_field, &cfg->secret_file, &cfg->ca_file,
-                     &cfg->server_name, &cfg->error_log,  &cfg->pid_file};
+                     &cfg->server_name, &cfg->error_log,  &cfg->pid_file,
+                     &cfg->cert_file,   &cfg->key_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     OPENSSL_cleanse(cfg->secret, sizeof(cfg->secret));

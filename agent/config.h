@@ -41,6 +41,8 @@ typedef struct {
     size_t secret_len;
     char *ca_file;     /* tls.ca: NULL = the system's trust store */
     char *server_name; /* tls.serverName: NULL = host */
+    char *cert_file;   /* tls.certificate: PEM chain presented to the gateway (clientAuth) */
+    char *key_file;    /* tls.key: its private key */
     int verify;        /* tls.verify, default 1 */
     fg_agent_service_t *services;
     size_t nservices;

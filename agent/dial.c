@@ -85,6 +85,18 @@ SSL_CTX *fg_dial_tls_ctx(const fg_agent_config_t *cfg, char *err, size_t errlen)
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     }
+    /* A client certificate, for a gateway server with tls.clientAuth (RFC 8446 4.4.2). */
+    if (cfg->cert_file != NULL &&
+        (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert_file) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1 ||
+         SSL_CTX_check_private_key(ctx) != 1)) {
+        char what[1200];
+        snprintf(what, sizeof(what), "%s: tls.certificate %s, tls.key %s", cfg->file,
+                 cfg->cert_file, cfg->key_file);
+        ssl_reason(err, errlen, what);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     return ctx;
 }
 

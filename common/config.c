@@ -457,11 +457,6 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
         return -1;
     if (s->accept_tunnels && !c->cfg->tunnels.enabled)
         return fg_config_fail(c, "acceptTunnels", "needs a top-level \"tunnels\" section");
-    if (s->accept_tunnels && s->tls && s->tls->client_auth == FG_TLS_CLIENT_AUTH_REQUIRED)
-        return fg_config_fail(c, "tls.clientAuth.mode",
-                              "\"required\" on an acceptTunnels server: tunnel agents present no "
-                              "client certificate (they authenticate with their secret); use "
-                              "\"optional\" or another server");
     s->backlog = (int)backlog;
     s->max_keepalive_requests = (unsigned)maxka;
     s->max_websockets = (unsigned)maxws;

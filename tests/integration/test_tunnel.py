@@ -202,6 +202,37 @@ def setup(tmp_path, certs, gateway_factory, upstream_factory, agents):
     return make
 
 
+def test_agents_server_requiring_client_certificates(tmp_path, certs, gateway_factory,
+                                                      upstream_factory, agents):
+    """An acceptTunnels server with tls.clientAuth "required": an agent without a client
+    certificate never gets past the TLS handshake (the gateway logs why); with tls.certificate
+    and tls.key it comes online and serves, its secret still checked as always."""
+    from test_client_auth import ClientPKI
+    (tmp_path / "pki").mkdir()
+    pki = ClientPKI(tmp_path / "pki")
+    up = upstream_factory()
+    port, tport = free_port(), free_port()
+    sec = secret_file(tmp_path, "office")
+    cfg = tunnel_config(tmp_path, port, tport, certs, [{"id": "office", "secretFile": str(sec)}],
+                        one_cluster(("a", "tunnel://office/web", {})))
+    cfg["servers"][1]["tls"]["clientAuth"] = {"mode": "required", "caFile": pki.ca}
+    gw = gateway_factory(cfg)
+    services = {"web": "http://127.0.0.1:%d" % up.port}
+    bare = agents(tmp_path, "bare", tport, certs["ca"], "office", sec, services)
+    deadline = time.monotonic() + 10
+    while "no client certificate" not in gw.error_log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "no client certificate" in gw.error_log(), gw.error_log()[-2000:]
+    assert not agent_online(gw, "office")
+    bare.stop()
+    agents(tmp_path, "office", tport, certs["ca"], "office", sec, services,
+           tls={"ca": certs["ca"], "serverName": "localhost", "certificate": pki.alice["crt"],
+                "key": pki.alice["key"]})
+    wait_online(gw, "office")
+    status, _, body = get(port, "/tunnel/with-cert")
+    assert status == 200 and json.loads(body)["path"] == "/with-cert", body
+
+
 def test_http_through_the_tunnel(setup):
     gw, ag, up, port, tport, _ = setup()
     for _ in range(20):  # every worker, whichever holds the agent

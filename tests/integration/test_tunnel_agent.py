@@ -327,6 +327,8 @@ def test_idle_rss_within_8_mb(fakegw, agent_factory, echo_upstream):
     ({"connections": 17}, "connections: expected \"auto\" or an integer 1..16"),
     ({"connections": "all"}, "connections: expected \"auto\" or an integer 1..16"),
     ({"tls": {"verify": False}}, "tls: the gateway URL is ws://"),
+    ({"gateway": "wss://127.0.0.1:1/_fg/tunnel", "tls": {"certificate": "c.pem"}},
+     "tls.key: \"certificate\" and \"key\" go together"),
     ({"services": {"web": {"address": "http://127.0.0.1:1", "httpClient": {}}}},
      "services.web.httpClient: applies to an https:// address only"),
 ])
