@@ -401,8 +401,8 @@ void fg_agent_config_free(fg_agent_config_t *cfg)
     free(cfg->services);
     char **strs[] = {&cfg->file,        &cfg->gateway,    &cfg->host,        &cfg->port,
                      &cfg->path,        &cfg->host_field, &cfg->secret_file, &cfg->ca_file,
-                     &cfg->server_name, &cfg->error_log,  &cfg->pid_file,
-                     &cfg->cert_file,   &cfg->key_file};
+                     &cfg->server_name, &cfg->error_log,  &cfg->pid_file,    &cfg->cert_file,
+                     &cfg->key_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     OPENSSL_cleanse(cfg->secret, sizeof(cfg->secret));
