@@ -98,13 +98,14 @@ __attribute__((format(printf, 3, 4))) static void put(char *err, size_t errlen, 
     va_end(ap);
 }
 
-/* path written whole under a temporary name, then renamed over it. */
-static int write_file(const char *path, const void *data, size_t len, mode_t mode, char *err,
-                      size_t errlen)
+/* data written whole to path's temporary name (path.acme-new, its name into tmp) and synced;
+ * removed again on failure. */
+static int write_tmp(const char *path, const void *data, size_t len, mode_t mode, char *tmp,
+                     size_t tmplen, char *err, size_t errlen)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof(tmp), "%s.acme-new", path) >= (int)sizeof(tmp)) {
+    if (snprintf(tmp, tmplen, "%s.acme-new", path) >= (int)tmplen) {
         put(err, errlen, "%s: path too long", path);
+        tmp[0] = '\0';
         return -1;
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
@@ -118,13 +119,45 @@ static int write_file(const char *path, const void *data, size_t len, mode_t mod
         left -= (size_t)n;
     }
     int e = errno;
-    if (fd < 0 || left > 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0 || close(fd) != 0 ||
-        rename(tmp, path) != 0) {
+    if (fd < 0 || left > 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0 || close(fd) != 0) {
         e = fd < 0 || left > 0 ? e : errno;
         put(err, errlen, "cannot write %s: %s", path, strerror(e));
         unlink(tmp);
+        tmp[0] = '\0';
         return -1;
     }
+    return 0;
+}
+
+/* tmp (written by write_tmp) renamed over path. */
+static int commit_tmp(const char *tmp, const char *path, char *err, size_t errlen)
+{
+    if (rename(tmp, path) != 0) {
+        put(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* path written whole under a temporary name, then renamed over it. */
+static int write_file(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                      size_t errlen)
+{
+    char tmp[4096];
+    if (write_tmp(path, data, len, mode, tmp, sizeof(tmp), err, errlen) < 0)
+        return -1;
+    return commit_tmp(tmp, path, err, errlen);
+}
+
+/* Whether path's temporary file can be written, tried before an order: a CA that issued a
+ * certificate the client cannot store would be asked again at every check. */
+static int writable(const char *path, char *err, size_t errlen)
+{
+    char tmp[4096];
+    if (write_tmp(path, "", 0, 0600, tmp, sizeof(tmp), err, errlen) < 0)
+        return -1;
+    unlink(tmp);
     return 0;
 }
 
@@ -542,6 +575,9 @@ static int issue(acme_t *a, size_t ci)
     char *csr64 = NULL, order_url[2048];
     int rc = -1;
 
+    if (writable(c->key, a->err, sizeof(a->err)) < 0 ||
+        writable(c->chain, a->err, sizeof(a->err)) < 0)
+        goto out;
     if (post(a, "newOrder", a->new_order, payload, 0, &r) < 0)
         goto out;
     snprintf(order_url, sizeof(order_url), "%s", r.location);
@@ -591,17 +627,28 @@ static int issue(acme_t *a, size_t ci)
         goto out;
     if (check_issued(a, c, r.body, r.len, key, &leaf) < 0)
         goto out;
-    /* The key first: a reload between the two renames refuses the pair and keeps serving. */
+    /* Both files written under their temporary names first, so that one that cannot be
+     * written leaves the old pair in place; then the key, then the chain, renamed: a reload
+     * between the two renames refuses the pair and keeps serving. */
     BIO *kb = BIO_new(BIO_s_mem());
-    char *kpem = NULL;
+    char *kpem = NULL, ktmp[4096] = "", ctmp[4096] = "";
     long klen = 0;
-    int kok = kb != NULL && PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1 &&
-              (klen = BIO_get_mem_data(kb, &kpem)) > 0 &&
-              write_file(c->key, kpem, (size_t)klen, 0600, a->err, sizeof(a->err)) == 0 &&
-              write_file(c->chain, r.body, r.len, 0644, a->err, sizeof(a->err)) == 0;
+    int kok =
+        kb != NULL && PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1 &&
+        (klen = BIO_get_mem_data(kb, &kpem)) > 0 &&
+        write_tmp(c->key, kpem, (size_t)klen, 0600, ktmp, sizeof(ktmp), a->err, sizeof(a->err)) ==
+            0 &&
+        write_tmp(c->chain, r.body, r.len, 0644, ctmp, sizeof(ctmp), a->err, sizeof(a->err)) == 0 &&
+        commit_tmp(ktmp, c->key, a->err, sizeof(a->err)) == 0 &&
+        commit_tmp(ctmp, c->chain, a->err, sizeof(a->err)) == 0;
     BIO_free(kb);
-    if (!kok)
+    if (!kok) {
+        if (ktmp[0])
+            unlink(ktmp);
+        if (ctmp[0])
+            unlink(ctmp);
         goto out;
+    }
     char until[64], issuer[256];
     fg_tls_format_time(X509_get0_notAfter(leaf), until, sizeof(until));
     X509_NAME_oneline(X509_get_issuer_name(leaf), issuer, sizeof(issuer));

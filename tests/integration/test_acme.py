@@ -778,3 +778,30 @@ def test_example_checks(tmp_path):
     p = subprocess.run([str(BINARY), "-t", "-c", str(cfg)], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+# ---------------------------------------------------------------- review regressions
+
+def test_unwritable_chain_keeps_the_old_pair_and_orders_nothing(tmp_path, pebble,
+                                                                gateway_factory):
+    """A certificate due for renewal whose chain cannot be written (here: a directory where the
+    temporary file goes) must not have its key replaced alone: the old key and chain stay a
+    pair (a reload and a restart still load them), and no order is sent to the CA for files
+    that cannot be written (it would count against the CA's rate limits at every retry)."""
+    ca = CA()
+    tls_port = free_port()
+    old = ca.leaf(tmp_path / "soon.crt", tmp_path / "soon.key", ["blocked.example.test"],
+                  valid_from=-85, valid_to=5)
+    (tmp_path / "soon.crt.acme-new").mkdir()
+    old_key = (tmp_path / "soon.key").read_bytes()
+    cert = {"id": "soon", "chain": "soon.crt", "key": "soon.key",
+            "names": ["blocked.example.test"], "acme": True}
+    gw = gateway_factory(acme_config(tmp_path, pebble["http_port"], tls_port, [cert],
+                                     acme_section(pebble["directory"], pebble["ca_file"])))
+    line = wait_log(gw, r"\[error\].*acme: certificates\[0\] \(soon\)", ISSUE_TIMEOUT)
+    assert "soon.crt" in line, line
+    assert (tmp_path / "soon.key").read_bytes() == old_key, "the key was replaced alone"
+    assert key_matches(tmp_path / "soon.key", old)
+    assert "blocked.example.test" not in pebble["log"].read_text(errors="replace")
+    gw.reload()
+    assert der(served_chain(tls_port, "blocked.example.test")[0]) == der(old)
