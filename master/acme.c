@@ -531,30 +531,68 @@ out:
     return rc;
 }
 
-/* The chain's leaf matches key and covers every name. */
+/* A certificate of the answer within its dates now, as common/tls.c requires of every
+ * certificate of a chain it loads (n: 0 the leaf, else the n-th intermediate). */
+static int check_dates(acme_t *a, X509 *x, int n)
+{
+    char when[64];
+    const char *what = n == 0 ? "the certificate" : "an intermediate certificate";
+    if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
+        fg_tls_format_time(X509_get0_notAfter(x), when, sizeof(when));
+        seterr(a, "certificate: %s expired on %s", what, when);
+        return -1;
+    }
+    if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
+        fg_tls_format_time(X509_get0_notBefore(x), when, sizeof(when));
+        seterr(a, "certificate: %s is not valid before %s", what, when);
+        return -1;
+    }
+    return 0;
+}
+
+/* The answer (RFC 8555 7.4.2: PEM, the leaf first) is what the next reload will load: every
+ * block a certificate within its dates, the leaf of key and covering every name. */
 static int check_issued(acme_t *a, const fg_tls_cert_config_t *c, const char *pem, size_t len,
                         EVP_PKEY *key, X509 **leaf)
 {
     BIO *b = BIO_new_mem_buf(pem, (int)len);
     X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-    BIO_free(b);
     ERR_clear_error();
     if (x == NULL || X509_check_private_key(x, key) != 1) {
         seterr(a, "certificate: %s",
                x ? "does not match the key of the request" : "no PEM certificate in the answer");
-        X509_free(x);
-        ERR_clear_error();
-        return -1;
+        goto fail;
     }
     for (size_t i = 0; i < c->nnames; i++) {
         if (X509_check_host(x, c->names[i], 0, X509_CHECK_FLAG_NO_WILDCARDS, NULL) != 1) {
             seterr(a, "certificate: does not cover %s", c->names[i]);
-            X509_free(x);
-            return -1;
+            goto fail;
         }
     }
+    if (check_dates(a, x, 0) < 0)
+        goto fail;
+    X509 *im;
+    for (int n = 1; (im = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL; n++) {
+        int bad = check_dates(a, im, n);
+        X509_free(im);
+        if (bad < 0)
+            goto fail;
+    }
+    /* the loop ends at the end of the answer (no start line) or at a malformed block */
+    unsigned long e = ERR_peek_last_error();
+    if (e != 0 && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+        seterr(a, "certificate: malformed PEM in the chain");
+        goto fail;
+    }
+    ERR_clear_error();
+    BIO_free(b);
     *leaf = x;
     return 0;
+fail:
+    ERR_clear_error();
+    BIO_free(b);
+    X509_free(x);
+    return -1;
 }
 
 static int issue(acme_t *a, size_t ci)

@@ -805,3 +805,212 @@ def test_unwritable_chain_keeps_the_old_pair_and_orders_nothing(tmp_path, pebble
     assert "blocked.example.test" not in pebble["log"].read_text(errors="replace")
     gw.reload()
     assert der(served_chain(tls_port, "blocked.example.test")[0]) == der(old)
+
+
+class FakeACME:
+    """A minimal ACME server over HTTPS (certificate for 127.0.0.1 from a test CA, the gateway's
+    acme.caFile) that misbehaves on demand: `directory` (a dict merged over the real one),
+    `authz` (the authorization documents an order lists), `chain(csr)` (the certificate
+    answer, PEM bytes, for the CSR of the finalize request). Orders are valid at once."""
+
+    def __init__(self, tmp_path, chain=None, directory=None, authz=()):
+        import http.server
+        import base64
+        import threading
+        self.ca = CA("Fake ACME CA")
+        self.ca_file = tmp_path / "fake-acme-ca.pem"
+        self.ca_file.write_bytes(self.ca.pem)
+        self.ca.leaf(tmp_path / "fake-acme.crt", tmp_path / "fake-acme.key", ["localhost"],
+                     ips=["127.0.0.1"])
+        self.chain = chain or (lambda csr: self.issue(csr))
+        self.authz = list(authz)
+        self.requests = []
+        fake = self
+
+        def b64d(s):
+            return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def send(self, status, body=b"", ctype="application/json", location=None):
+                if isinstance(body, (dict, list)):
+                    body = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Replay-Nonce", "n%d" % len(fake.requests))
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                if location:
+                    self.send_header("Location", fake.url + location)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_HEAD(self):
+                fake.requests.append(("HEAD", self.path))
+                self.send(200)
+
+            def do_GET(self):
+                fake.requests.append(("GET", self.path))
+                d = {"newNonce": fake.url + "/nonce", "newAccount": fake.url + "/account",
+                     "newOrder": fake.url + "/order"}
+                d.update(fake.directory)
+                self.send(200, d)
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                jws = json.loads(self.rfile.read(n))
+                payload = json.loads(b64d(jws["payload"])) if jws["payload"] else None
+                fake.requests.append(("POST", self.path))
+                order = {"status": "valid", "finalize": fake.url + "/finalize",
+                         "certificate": fake.url + "/cert",
+                         "authorizations": [fake.url + "/authz/%d" % i
+                                            for i in range(len(fake.authz))]}
+                if self.path == "/account":
+                    self.send(201, {"status": "valid"}, location="/acct/1")
+                elif self.path == "/order":
+                    self.send(201, order, location="/order/1")
+                elif self.path.startswith("/authz/"):
+                    self.send(200, fake.authz[int(self.path.rsplit("/", 1)[1])])
+                elif self.path.startswith("/chall"):
+                    self.send(200, {"status": "pending"})
+                elif self.path == "/finalize":
+                    fake.csr = x509.load_der_x509_csr(b64d(payload["csr"]))
+                    self.send(200, order, location="/order/1")
+                elif self.path == "/order/1":
+                    self.send(200, order)
+                elif self.path == "/cert":
+                    self.send(200, fake.chain(fake.csr), "application/pem-certificate-chain")
+                else:
+                    self.send(404, {"type": "urn:ietf:params:acme:error:malformed"})
+
+        self.directory = dict(directory or {})
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tmp_path / "fake-acme.crt", tmp_path / "fake-acme.key")
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = "https://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def issue(self, csr, names=None, valid_from=-1, valid_to=90, key=None):
+        """A leaf for the CSR's key (or key) and names (default: the CSR's), PEM."""
+        if names is None:
+            names = csr.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        now = datetime.datetime.utcnow()
+        cert = (x509.CertificateBuilder().subject_name(_name(names[0]))
+                .issuer_name(self.ca.cert.subject)
+                .public_key(key or csr.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now + valid_from * DAY).not_valid_after(now + valid_to * DAY)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                               False)
+                .sign(self.ca.key, hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_acme(tmp_path):
+    made = []
+
+    def factory(**kw):
+        made.append(FakeACME(tmp_path, **kw))
+        return made[-1]
+    yield factory
+    for f in made:
+        f.close()
+
+
+def _fake_gateway(tmp_path, gateway_factory, fake, names=("fake.example.test",)):
+    tls_port = free_port()
+    cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": list(names),
+            "acme": True}
+    gw = gateway_factory(acme_config(tmp_path, free_port(), tls_port, [cert],
+                                     acme_section(fake.url + "/dir", str(fake.ca_file))))
+    return gw, tls_port
+
+
+def test_fake_acme_issues(tmp_path, fake_acme, gateway_factory):
+    """The fake ACME server itself: a well-behaved answer is written and served."""
+    fake = fake_acme()
+    gw, tls_port = _fake_gateway(tmp_path, gateway_factory, fake)
+    wait_log(gw, r"acme: certificates\[0\] \(site\): issued by", ISSUE_TIMEOUT)
+    leaf = wait_issued(gw, tls_port, "fake.example.test")[0]
+    assert key_matches(tmp_path / "site.key", leaf)
+
+
+def _garbage_intermediate(fake):
+    return lambda csr: fake.issue(csr) + b"-----BEGIN CERTIFICATE-----\nAAAA\n" \
+                                         b"-----END CERTIFICATE-----\n"
+
+
+def _expired_intermediate(fake):
+    return lambda csr: fake.issue(csr) + fake.issue(csr, valid_from=-30, valid_to=-1)
+
+
+def _future_leaf(fake):
+    return lambda csr: fake.issue(csr, valid_from=1, valid_to=90)
+
+
+def _wrong_key(fake):
+    return lambda csr: fake.issue(csr, key=ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+def _wrong_names(fake):
+    return lambda csr: fake.issue(csr, names=["other.example.test"])
+
+
+@pytest.mark.parametrize("bad,why", [
+    (_garbage_intermediate, "malformed"),
+    (_expired_intermediate, "expired"),
+    (_future_leaf, "not valid before"),
+    (_wrong_key, "does not match the key"),
+    (_wrong_names, "does not cover fake.example.test"),
+])
+def test_a_chain_the_gateway_would_refuse_is_not_written(tmp_path, fake_acme, gateway_factory,
+                                                         bad, why):
+    """A certificate answer that the TLS loader would refuse at the next reload or start
+    (a malformed or expired certificate in the chain, a leaf not valid yet, another key,
+    other names) is refused by the client: nothing written, the placeholder stays, the gateway
+    still restarts. Before: the chain was written, the reload failed, a restart refused to
+    start, and fg_acme_due saw a valid leaf and never replaced it."""
+    fake = fake_acme()
+    fake.chain = bad(fake)
+    gw, tls_port = _fake_gateway(tmp_path, gateway_factory, fake)
+    line = wait_log(gw, r"\[error\].*acme: certificates\[0\] \(site\)", ISSUE_TIMEOUT)
+    assert why in line, line
+    assert not (tmp_path / "site.crt").exists() and not (tmp_path / "site.key").exists()
+    assert self_signed(served_chain(tls_port, "fake.example.test")[0])
+
+
+@pytest.mark.parametrize("token", ["../../escape", "a/b", "x" * 10240, ""])
+def test_hostile_challenge_tokens_write_nothing(tmp_path, fake_acme, gateway_factory, token):
+    """Tokens that are not base64url (RFC 8555 8.3) are refused before any file is written."""
+    authz = {"status": "pending", "identifier": {"type": "dns", "value": "fake.example.test"},
+             "challenges": [{"type": "http-01", "url": "PLACEHOLDER", "token": token}]}
+    fake = fake_acme(authz=[authz])
+    authz["challenges"][0]["url"] = fake.url + "/chall/0"
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    line = wait_log(gw, r"\[error\].*acme: certificates\[0\]", ISSUE_TIMEOUT)
+    assert "no usable http-01 challenge" in line, line
+    assert not (tmp_path / "escape").exists()
+    left = sorted(p.name for p in (tmp_path / "acme" / "challenges").iterdir())
+    assert left == [], left
+    assert ("POST", "/chall/0") not in fake.requests
+
+
+@pytest.mark.parametrize("key", ["newNonce", "newOrder"])
+def test_directory_urls_without_tls_are_not_followed(tmp_path, fake_acme, gateway_factory, key):
+    """A directory that points elsewhere over plain http:// (RFC 8555 6.1: HTTPS only)."""
+    fake = fake_acme(directory={key: "http://127.0.0.1:%d/x" % closed_port()})
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    line = wait_log(gw, r"\[error\].*acme: ", ISSUE_TIMEOUT)
+    assert "URL: http://" in line, line
