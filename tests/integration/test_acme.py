@@ -745,6 +745,13 @@ CHECK_CASES = [
     ("bad-renewBefore", lambda c: _set(c["acme"], "renewBefore", "soon"), "acme.renewBefore"),
     ("unknown-key", lambda c: _set(c["acme"], "directoryUrl", "https://x.test/dir"),
      "acme.directoryUrl"),
+    # two certificates writing one file would order again after every reload (a loop)
+    ("shared-chain", lambda c: c["certificates"].insert(0, dict(
+        c["certificates"][0], id="other", key=c["certificates"][0]["key"] + "2",
+        names=["other.example.test"])), "certificates[0].chain", "certificates[1]"),
+    ("shared-key-with-a-manual-certificate", lambda c: c["certificates"].append(dict(
+        c["certificates"][0], id="manual", chain=c["certificates"][0]["chain"] + "2",
+        acme=False)), "certificates[0].key", "certificates[1]"),
 ]
 
 
