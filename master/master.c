@@ -469,6 +469,7 @@ static void on_acme(evutil_socket_t fd, short what, void *arg)
         return;
     }
     m->acme_pid = pid;
+    m->acme_gen = m->cur->id;
     m->acme_next = 0;
 }
 
@@ -496,7 +497,11 @@ static void acme_exited(master_t *m, int status)
         fg_master_request_reload(m);
     }
     uint64_t every = m->cur ? m->cur->cfg->acme.check_interval_ms : ACME_RETRY_MS;
-    acme_schedule(m, (bits & FG_ACME_FAILED) && every > ACME_RETRY_MS ? ACME_RETRY_MS : every);
+    if (m->cur && m->cur->id != m->acme_gen)
+        every = ACME_FIRST_MS; /* a reload came during the check: its configuration's turn */
+    else if ((bits & FG_ACME_FAILED) && every > ACME_RETRY_MS)
+        every = ACME_RETRY_MS;
+    acme_schedule(m, every);
 }
 
 static void startup_done(master_t *m)

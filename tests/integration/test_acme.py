@@ -862,6 +862,8 @@ class FakeACME:
 
             def do_GET(self):
                 fake.requests.append(("GET", self.path))
+                if fake.on_directory and fake.on_directory(self):
+                    return
                 d = {"newNonce": fake.url + "/nonce", "newAccount": fake.url + "/account",
                      "newOrder": fake.url + "/order"}
                 d.update(fake.directory)
@@ -895,6 +897,7 @@ class FakeACME:
                     self.send(404, {"type": "urn:ietf:params:acme:error:malformed"})
 
         self.directory = dict(directory or {})
+        self.on_directory = None  # f(handler): True when it answered
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(tmp_path / "fake-acme.crt", tmp_path / "fake-acme.key")
@@ -1021,3 +1024,33 @@ def test_directory_urls_without_tls_are_not_followed(tmp_path, fake_acme, gatewa
     gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
     line = wait_log(gw, r"\[error\].*acme: ", ISSUE_TIMEOUT)
     assert "URL: http://" in line, line
+
+
+def test_a_reload_during_a_check_is_checked_when_the_check_ends(tmp_path, fake_acme,
+                                                                 gateway_factory):
+    """A reload that lands while a check runs (the child has the old configuration) gets its
+    own check once that one ends, not only after checkInterval (or 5 minutes after a
+    failure): here the running check fails slowly, the reload adds a name."""
+    fake = fake_acme()
+    first = []
+
+    def slow_failure(h):
+        if first:
+            return False
+        first.append(1)
+        time.sleep(3)
+        h.send(503, {"type": "urn:ietf:params:acme:error:serverInternal"})
+        return True
+    fake.on_directory = slow_failure
+    gw, tls_port = _fake_gateway(tmp_path, gateway_factory, fake)
+    deadline = time.monotonic() + 10
+    while not first and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first, "no check started\n" + acme_lines(gw)
+    cfg = json.loads(gw.config_path.read_text())
+    cfg["certificates"][0]["names"].append("more.fake.example.test")
+    gw.reload(cfg)
+    wait_log(gw, r"\[error\].*acme: directory", 10)
+    wait_log(gw, r"acme: certificates\[0\] \(site\): issued by", 15)
+    leaf = wait_issued(gw, tls_port, "more.fake.example.test")[0]
+    assert sorted(sans(leaf)) == ["fake.example.test", "more.fake.example.test"]
