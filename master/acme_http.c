@@ -256,9 +256,19 @@ int fg_acme_http(SSL_CTX *ctx, const char *method, const char *url, const char *
                 abort();
             buf = more;
         }
+        errno = 0;
         int n = SSL_read(ssl, buf + len, (int)(cap - len));
-        if (n <= 0)
+        if (n <= 0) {
+            /* SO_RCVTIMEO expired: the response is cut, not ended (a body without framing
+             * ends only with the connection, RFC 9112 6.3 rule 8) */
+            int se = SSL_get_error(ssl, n);
+            if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE ||
+                (se == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+                fail(err, errlen, "receive", "timed out");
+                goto out;
+            }
             break;
+        }
         len += (size_t)n;
     }
     ERR_clear_error();

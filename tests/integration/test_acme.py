@@ -891,6 +891,8 @@ class FakeACME:
                     self.send(200, order, location="/order/1")
                 elif self.path == "/order/1":
                     self.send(200, order)
+                elif self.path == "/cert" and fake.on_cert:
+                    fake.on_cert(self, fake.chain(fake.csr))
                 elif self.path == "/cert":
                     self.send(200, fake.chain(fake.csr), "application/pem-certificate-chain")
                 else:
@@ -898,6 +900,7 @@ class FakeACME:
 
         self.directory = dict(directory or {})
         self.on_directory = None  # f(handler): True when it answered
+        self.on_cert = None  # f(handler, pem): answers the certificate download
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(tmp_path / "fake-acme.crt", tmp_path / "fake-acme.key")
@@ -1054,3 +1057,22 @@ def test_a_reload_during_a_check_is_checked_when_the_check_ends(tmp_path, fake_a
     wait_log(gw, r"acme: certificates\[0\] \(site\): issued by", 15)
     leaf = wait_issued(gw, tls_port, "more.fake.example.test")[0]
     assert sorted(sans(leaf)) == ["fake.example.test", "more.fake.example.test"]
+
+
+def test_a_stalled_response_is_a_timeout_not_its_end(tmp_path, fake_acme, gateway_factory):
+    """A certificate answer without Content-Length (its end is the connection's) that stalls
+    after the leaf: the 30 s receive timeout fails the download instead of taking what came as
+    the whole chain (before: the leaf alone was written, its intermediates lost)."""
+    fake = fake_acme()
+
+    def stall(h, pem):
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/pem-certificate-chain\r\n"
+                      b"Replay-Nonce: x\r\nConnection: close\r\n\r\n" + pem)
+        h.wfile.flush()
+        time.sleep(40)
+        h.close_connection = True
+    fake.on_cert = stall
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    line = wait_log(gw, r"\[error\].*acme: certificates\[0\] \(site\)", 45)
+    assert "timed out" in line, line
+    assert not (tmp_path / "site.crt").exists()
