@@ -1076,3 +1076,21 @@ def test_a_stalled_response_is_a_timeout_not_its_end(tmp_path, fake_acme, gatewa
     line = wait_log(gw, r"\[error\].*acme: certificates\[0\] \(site\)", 45)
     assert "timed out" in line, line
     assert not (tmp_path / "site.crt").exists()
+
+
+def test_challenge_endpoint_serves_only_regular_files(tmp_path, gateway_factory):
+    """A FIFO or a directory under a token's name in challenges/ (a careless operator, a
+    shared challenges directory on a network filesystem): 404 at once. Before: open() of the
+    FIFO blocked the worker, and every connection it served with it."""
+    cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": NAMES, "acme": True}
+    cfg = acme_config(tmp_path, free_port(), free_port(), [cert],
+                      acme_section("https://127.0.0.1:%d/dir" % closed_port()))
+    challenges = tmp_path / "acme" / "challenges"
+    challenges.mkdir(parents=True)
+    os.mkfifo(challenges / "FifoToken_0123456789")
+    (challenges / "DirToken_0123456789").mkdir()
+    gw = gateway_factory(cfg)
+    for tok in ("FifoToken_0123456789", "DirToken_0123456789"):
+        st, _, _ = http_request("GET", gw.url(CHALLENGE + tok), timeout=5)
+        assert st == 404, (tok, st)
+    assert http_request("GET", gw.url("/x"), timeout=5)[2] == b"hello"
