@@ -433,6 +433,10 @@ _Noreturn static void acme_child(master_t *m, const fg_config_t *cfg)
     sigemptyset(&sa.sa_mask);
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &sa, NULL);
+    /* a CA that closes the connection while a request is sent is an error of that step
+     * (EPIPE), not the end of the check */
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != m->pid)
         _exit(FG_ACME_FAILED);
