@@ -820,7 +820,7 @@ class FakeACME:
     `authz` (the authorization documents an order lists), `chain(csr)` (the certificate
     answer, PEM bytes, for the CSR of the finalize request). Orders are valid at once."""
 
-    def __init__(self, tmp_path, chain=None, directory=None, authz=()):
+    def __init__(self, tmp_path, chain=None, directory=None, authz=(), ipv6=False):
         import http.server
         import base64
         import threading
@@ -828,7 +828,8 @@ class FakeACME:
         self.ca_file = tmp_path / "fake-acme-ca.pem"
         self.ca_file.write_bytes(self.ca.pem)
         self.ca.leaf(tmp_path / "fake-acme.crt", tmp_path / "fake-acme.key", ["localhost"],
-                     ips=["127.0.0.1"])
+                     ips=["127.0.0.1", "::1"])
+        self.hosts = []  # the Host header of every request
         self.chain = chain or (lambda csr: self.issue(csr))
         self.authz = list(authz)
         self.requests = []
@@ -855,6 +856,12 @@ class FakeACME:
                     self.send_header("Location", fake.url + location)
                 self.end_headers()
                 self.wfile.write(body)
+
+            def parse_request(self):
+                ok = super().parse_request()
+                if ok:
+                    fake.hosts.append(self.headers.get("Host"))
+                return ok
 
             def do_HEAD(self):
                 fake.requests.append(("HEAD", self.path))
@@ -901,11 +908,16 @@ class FakeACME:
         self.directory = dict(directory or {})
         self.on_directory = None  # f(handler): True when it answered
         self.on_cert = None  # f(handler, pem): answers the certificate download
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        import socket
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self.httpd = Server(("::1" if ipv6 else "127.0.0.1", 0), H)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(tmp_path / "fake-acme.crt", tmp_path / "fake-acme.key")
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.url = "https://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.url = ("https://[::1]:%d" if ipv6 else "https://127.0.0.1:%d") % \
+            self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -1094,3 +1106,28 @@ def test_challenge_endpoint_serves_only_regular_files(tmp_path, gateway_factory)
         st, _, _ = http_request("GET", gw.url(CHALLENGE + tok), timeout=5)
         assert st == 404, (tok, st)
     assert http_request("GET", gw.url("/x"), timeout=5)[2] == b"hello"
+
+
+def test_an_ipv6_literal_directory_gets_a_valid_host_header(tmp_path, fake_acme,
+                                                           gateway_factory):
+    """A CA at https://[::1]:PORT/dir: Host is "[::1]:PORT" (RFC 9110 7.2 with RFC 3986's
+    IP-literal); before: "::1:PORT", which a strict server (Go's, pebble's, Boulder's) answers
+    with 400."""
+    fake = fake_acme(ipv6=True)
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    wait_log(gw, r"acme: certificates\[0\] \(site\): issued by", ISSUE_TIMEOUT)
+    port = fake.httpd.server_address[1]
+    assert fake.hosts and set(fake.hosts) == {"[::1]:%d" % port}, fake.hosts
+
+
+def test_urls_with_control_characters_are_refused(tmp_path, fake_acme, gateway_factory):
+    """A URL with CR LF (from the CA's JSON, here the directory's newOrder) would split the
+    request line into extra header lines: the client refuses the URL instead of sending it."""
+    fake = fake_acme()
+    fake.directory["newOrder"] = fake.url + "/order\r\nX-Injected: 1"
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    wait_log(gw, r"\[error\].*acme: ", ISSUE_TIMEOUT)
+    wait_log(gw, r": URL: ", 5)  # the line goes on after the URL's CR LF
+    assert "signal" not in acme_lines(gw), acme_lines(gw)
+    assert not any(p.startswith("/order") for _, p in fake.requests), fake.requests
+
