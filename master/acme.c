@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,12 @@ static int is_token(const char *s)
 }
 
 /* ---- files ---- */
+
+/* An encrypted PEM key is refused, never asked for on a terminal. */
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    return -1;
+}
 
 __attribute__((format(printf, 3, 4))) static void put(char *err, size_t errlen, const char *fmt,
                                                       ...)
@@ -676,9 +683,14 @@ static int issue(acme_t *a, size_t ci)
         (klen = BIO_get_mem_data(kb, &kpem)) > 0 &&
         write_tmp(c->key, kpem, (size_t)klen, 0600, ktmp, sizeof(ktmp), a->err, sizeof(a->err)) ==
             0 &&
-        write_tmp(c->chain, r.body, r.len, 0644, ctmp, sizeof(ctmp), a->err, sizeof(a->err)) == 0 &&
-        commit_tmp(ktmp, c->key, a->err, sizeof(a->err)) == 0 &&
-        commit_tmp(ctmp, c->chain, a->err, sizeof(a->err)) == 0;
+        write_tmp(c->chain, r.body, r.len, 0644, ctmp, sizeof(ctmp), a->err, sizeof(a->err)) == 0;
+    /* no stop (the master's SIGTERM, the child's alarm) between the two renames */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    kok = kok && commit_tmp(ktmp, c->key, a->err, sizeof(a->err)) == 0 &&
+          commit_tmp(ctmp, c->chain, a->err, sizeof(a->err)) == 0;
+    sigprocmask(SIG_SETMASK, &old, NULL);
     BIO_free(kb);
     if (!kok) {
         if (ktmp[0])
@@ -707,6 +719,19 @@ out:
 }
 
 /* ---- checks ---- */
+
+/* Whether the key file holds the private key of x. */
+static int key_matches(const char *path, X509 *x)
+{
+    FILE *f = fopen(path, "re");
+    EVP_PKEY *k = f ? PEM_read_PrivateKey(f, NULL, no_password, NULL) : NULL;
+    if (f)
+        fclose(f);
+    int ok = k != NULL && X509_check_private_key(x, k) == 1;
+    EVP_PKEY_free(k);
+    ERR_clear_error();
+    return ok;
+}
 
 int fg_acme_due(const fg_config_t *cfg, size_t i, char *why, size_t len)
 {
@@ -743,6 +768,9 @@ int fg_acme_due(const fg_config_t *cfg, size_t i, char *why, size_t len)
     } else if (X509_cmp_time(X509_get0_notAfter(x), &soon) < 0) {
         fg_tls_format_time(X509_get0_notAfter(x), when, sizeof(when));
         snprintf(why, len, "expires on %s", when);
+    } else if (!key_matches(c->key, x)) {
+        /* a stop between the two renames, a key copied by hand: no reload takes the pair */
+        snprintf(why, len, "the key file %s does not match the certificate", c->key);
     } else {
         due = 0;
         for (size_t k = 0; k < c->nnames && !due; k++) {

@@ -1131,3 +1131,25 @@ def test_urls_with_control_characters_are_refused(tmp_path, fake_acme, gateway_f
     assert "signal" not in acme_lines(gw), acme_lines(gw)
     assert not any(p.startswith("/order") for _, p in fake.requests), fake.requests
 
+
+
+def test_a_key_that_does_not_match_its_chain_is_due(tmp_path, fake_acme, gateway_factory):
+    """A key file that no longer matches the chain (a stop between the two renames, a key
+    copied by hand): the next reload or start would refuse the pair, so the check orders a new
+    one instead of finding the certificate valid (before: not due, never repaired)."""
+    fake = fake_acme()
+    ca = CA()
+    ca.leaf(tmp_path / "site.crt", tmp_path / "site.key", ["fake.example.test"])
+    gw, tls_port = _fake_gateway(tmp_path, gateway_factory, fake)
+    time.sleep(2)  # the first check: nothing due
+    assert not any(m == "POST" for m, _ in fake.requests), fake.requests
+    (tmp_path / "site.key").write_bytes(_pem_key(ec.generate_private_key(ec.SECP256R1())))
+    gw.status("acme check")
+    wait_log(gw, r"acme: certificates\[0\] \(site\): ordering: .*does not match", 10)
+    wait_log(gw, r"acme: certificates\[0\] \(site\): issued by", ISSUE_TIMEOUT)
+    leaf = file_leaf(tmp_path / "site.crt")
+    assert key_matches(tmp_path / "site.key", leaf)
+    deadline = time.monotonic() + 10
+    while der(served_chain(tls_port, "fake.example.test")[0]) != der(leaf):
+        assert time.monotonic() < deadline, "the new pair is not served\n" + acme_lines(gw)
+        time.sleep(0.3)
