@@ -43,13 +43,29 @@ typedef struct {
     char err[1536]; /* why the last step failed */
 } acme_t;
 
-/* why the current step failed, into a->err */
+/* why the current step failed, into a->err; the CA's text (problem details, URLs) is in it,
+ * so a control character is escaped (\xHH) and cannot start a line of the error log */
 __attribute__((format(printf, 2, 3))) static void seterr(acme_t *a, const char *fmt, ...)
 {
+    static const char hex[] = "0123456789abcdef";
+    char raw[sizeof(a->err)];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(a->err, sizeof(a->err), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    size_t n = 0;
+    for (const char *p = raw; *p && n + 5 <= sizeof(a->err); p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c >= 0x20 && c != 0x7f) {
+            a->err[n++] = (char)c;
+        } else {
+            a->err[n++] = '\\';
+            a->err[n++] = 'x';
+            a->err[n++] = hex[c >> 4];
+            a->err[n++] = hex[c & 15];
+        }
+    }
+    a->err[n] = '\0';
 }
 
 /* ---- encoding ---- */

@@ -881,6 +881,8 @@ class FakeACME:
                 jws = json.loads(self.rfile.read(n))
                 payload = json.loads(b64d(jws["payload"])) if jws["payload"] else None
                 fake.requests.append(("POST", self.path))
+                if self.path in fake.problems:
+                    return self.send(*fake.problems[self.path])
                 order = {"status": "valid", "finalize": fake.url + "/finalize",
                          "certificate": fake.url + "/cert",
                          "authorizations": [fake.url + "/authz/%d" % i
@@ -908,6 +910,7 @@ class FakeACME:
         self.directory = dict(directory or {})
         self.on_directory = None  # f(handler): True when it answered
         self.on_cert = None  # f(handler, pem): answers the certificate download
+        self.problems = {}  # path: (status, problem document) answered to a POST
         import socket
 
         class Server(http.server.ThreadingHTTPServer):
@@ -1153,3 +1156,16 @@ def test_a_key_that_does_not_match_its_chain_is_due(tmp_path, fake_acme, gateway
     while der(served_chain(tls_port, "fake.example.test")[0]) != der(leaf):
         assert time.monotonic() < deadline, "the new pair is not served\n" + acme_lines(gw)
         time.sleep(0.3)
+
+
+def test_a_ca_cannot_write_lines_into_the_error_log(tmp_path, fake_acme, gateway_factory):
+    """A problem document's detail with a newline (RFC 8555 6.7: text of the CA's choosing)
+    reaches the error log escaped, on the one line of the failure: it cannot forge lines."""
+    fake = fake_acme()
+    fake.problems["/account"] = (403, {
+        "type": "urn:ietf:params:acme:error:unauthorized",
+        "detail": "no\n2026-01-01T00:00:00.000 [notice] 1 (acme): acme: FORGED"})
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    line = wait_log(gw, r"\[error\].*acme: newAccount: HTTP 403", ISSUE_TIMEOUT)
+    assert "FORGED" in line, line
+    assert not any(l.startswith("2026-01-01") for l in gw.error_log().splitlines())
