@@ -17,7 +17,12 @@ expires within renewBefore or misses a name, one that has expired (the start mus
 it), a forced renewal (files deleted, reload), certificates that live less than renewBefore
 (no order loop; a second pebble issuing 5-day certificates), an ACME server that does not
 answer, a failed validation, a stop during a hung check, `-t` errors, and the shipped example
-etc/examples/acme.json. Tests that need pebble skip when it is not installed."""
+etc/examples/acme.json. Tests that need pebble skip when it is not installed.
+
+FakeACME (at the end) is a small HTTPS ACME server written here that misbehaves on demand: a
+chain the TLS loader would refuse, hostile tokens, http:// or CR LF URLs, a stalled answer, an
+IPv6 literal, a problem detail with a newline, a slow failing check during a reload; with
+files that cannot be written, a key that no longer matches, FIFOs among the challenges."""
 import contextlib
 import datetime
 import json
