@@ -115,7 +115,19 @@ out:
     return rc;
 }
 
-/* A certificate with "acme": true needs the "acme" section and names to order. */
+/* The certificate other than i whose chain or key file is path, or -1. */
+static long file_shared(const fg_config_t *cfg, size_t i, const char *path)
+{
+    for (size_t k = 0; k < cfg->ncertificates; k++)
+        if (k != i && (strcmp(cfg->certificates[k].chain, path) == 0 ||
+                       strcmp(cfg->certificates[k].key, path) == 0))
+            return (long)k;
+    return -1;
+}
+
+/* A certificate with "acme": true needs the "acme" section and names to order, and files of
+ * its own: two certificates writing one file would each find the other's there, order again
+ * after every reload, and overwrite a certificate managed by hand. */
 static int check_acme_certs(fg_config_ctx_t *c)
 {
     fg_config_t *cfg = c->cfg;
@@ -136,6 +148,13 @@ static int check_acme_certs(fg_config_ctx_t *c)
                                     "\"%s\": a wildcard needs the DNS-01 challenge; "
                                     "HTTP-01 orders exact names only",
                                     t->names[k]);
+        long other = rc == 0 ? file_shared(cfg, i, t->chain) : -1;
+        if (other >= 0)
+            rc = fg_config_fail(c, "chain", "%s is also a file of certificates[%ld]", t->chain,
+                                other);
+        other = rc == 0 ? file_shared(cfg, i, t->key) : -1;
+        if (other >= 0)
+            rc = fg_config_fail(c, "key", "%s is also a file of certificates[%ld]", t->key, other);
         fg_config_pop(c, m);
         fg_config_pop(c, mark);
         if (rc < 0)

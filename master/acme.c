@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,13 +43,29 @@ typedef struct {
     char err[1536]; /* why the last step failed */
 } acme_t;
 
-/* why the current step failed, into a->err */
+/* why the current step failed, into a->err; the CA's text (problem details, URLs) is in it,
+ * so a control character is escaped (\xHH) and cannot start a line of the error log */
 __attribute__((format(printf, 2, 3))) static void seterr(acme_t *a, const char *fmt, ...)
 {
+    static const char hex[] = "0123456789abcdef";
+    char raw[sizeof(a->err)];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(a->err, sizeof(a->err), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    size_t n = 0;
+    for (const char *p = raw; *p && n + 5 <= sizeof(a->err); p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c >= 0x20 && c != 0x7f) {
+            a->err[n++] = (char)c;
+        } else {
+            a->err[n++] = '\\';
+            a->err[n++] = 'x';
+            a->err[n++] = hex[c >> 4];
+            a->err[n++] = hex[c & 15];
+        }
+    }
+    a->err[n] = '\0';
 }
 
 /* ---- encoding ---- */
@@ -89,6 +106,12 @@ static int is_token(const char *s)
 
 /* ---- files ---- */
 
+/* An encrypted PEM key is refused, never asked for on a terminal. */
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    return -1;
+}
+
 __attribute__((format(printf, 3, 4))) static void put(char *err, size_t errlen, const char *fmt,
                                                       ...)
 {
@@ -98,13 +121,14 @@ __attribute__((format(printf, 3, 4))) static void put(char *err, size_t errlen, 
     va_end(ap);
 }
 
-/* path written whole under a temporary name, then renamed over it. */
-static int write_file(const char *path, const void *data, size_t len, mode_t mode, char *err,
-                      size_t errlen)
+/* data written whole to path's temporary name (path.acme-new, its name into tmp) and synced;
+ * removed again on failure. */
+static int write_tmp(const char *path, const void *data, size_t len, mode_t mode, char *tmp,
+                     size_t tmplen, char *err, size_t errlen)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof(tmp), "%s.acme-new", path) >= (int)sizeof(tmp)) {
+    if (snprintf(tmp, tmplen, "%s.acme-new", path) >= (int)tmplen) {
         put(err, errlen, "%s: path too long", path);
+        tmp[0] = '\0';
         return -1;
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
@@ -118,13 +142,45 @@ static int write_file(const char *path, const void *data, size_t len, mode_t mod
         left -= (size_t)n;
     }
     int e = errno;
-    if (fd < 0 || left > 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0 || close(fd) != 0 ||
-        rename(tmp, path) != 0) {
+    if (fd < 0 || left > 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0 || close(fd) != 0) {
         e = fd < 0 || left > 0 ? e : errno;
         put(err, errlen, "cannot write %s: %s", path, strerror(e));
         unlink(tmp);
+        tmp[0] = '\0';
         return -1;
     }
+    return 0;
+}
+
+/* tmp (written by write_tmp) renamed over path. */
+static int commit_tmp(const char *tmp, const char *path, char *err, size_t errlen)
+{
+    if (rename(tmp, path) != 0) {
+        put(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* path written whole under a temporary name, then renamed over it. */
+static int write_file(const char *path, const void *data, size_t len, mode_t mode, char *err,
+                      size_t errlen)
+{
+    char tmp[4096];
+    if (write_tmp(path, data, len, mode, tmp, sizeof(tmp), err, errlen) < 0)
+        return -1;
+    return commit_tmp(tmp, path, err, errlen);
+}
+
+/* Whether path's temporary file can be written, tried before an order: a CA that issued a
+ * certificate the client cannot store would be asked again at every check. */
+static int writable(const char *path, char *err, size_t errlen)
+{
+    char tmp[4096];
+    if (write_tmp(path, "", 0, 0600, tmp, sizeof(tmp), err, errlen) < 0)
+        return -1;
+    unlink(tmp);
     return 0;
 }
 
@@ -498,30 +554,68 @@ out:
     return rc;
 }
 
-/* The chain's leaf matches key and covers every name. */
+/* A certificate of the answer within its dates now, as common/tls.c requires of every
+ * certificate of a chain it loads (n: 0 the leaf, else the n-th intermediate). */
+static int check_dates(acme_t *a, X509 *x, int n)
+{
+    char when[64];
+    const char *what = n == 0 ? "the certificate" : "an intermediate certificate";
+    if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
+        fg_tls_format_time(X509_get0_notAfter(x), when, sizeof(when));
+        seterr(a, "certificate: %s expired on %s", what, when);
+        return -1;
+    }
+    if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
+        fg_tls_format_time(X509_get0_notBefore(x), when, sizeof(when));
+        seterr(a, "certificate: %s is not valid before %s", what, when);
+        return -1;
+    }
+    return 0;
+}
+
+/* The answer (RFC 8555 7.4.2: PEM, the leaf first) is what the next reload will load: every
+ * block a certificate within its dates, the leaf of key and covering every name. */
 static int check_issued(acme_t *a, const fg_tls_cert_config_t *c, const char *pem, size_t len,
                         EVP_PKEY *key, X509 **leaf)
 {
     BIO *b = BIO_new_mem_buf(pem, (int)len);
     X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-    BIO_free(b);
     ERR_clear_error();
     if (x == NULL || X509_check_private_key(x, key) != 1) {
         seterr(a, "certificate: %s",
                x ? "does not match the key of the request" : "no PEM certificate in the answer");
-        X509_free(x);
-        ERR_clear_error();
-        return -1;
+        goto fail;
     }
     for (size_t i = 0; i < c->nnames; i++) {
         if (X509_check_host(x, c->names[i], 0, X509_CHECK_FLAG_NO_WILDCARDS, NULL) != 1) {
             seterr(a, "certificate: does not cover %s", c->names[i]);
-            X509_free(x);
-            return -1;
+            goto fail;
         }
     }
+    if (check_dates(a, x, 0) < 0)
+        goto fail;
+    X509 *im;
+    for (int n = 1; (im = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL; n++) {
+        int bad = check_dates(a, im, n);
+        X509_free(im);
+        if (bad < 0)
+            goto fail;
+    }
+    /* the loop ends at the end of the answer (no start line) or at a malformed block */
+    unsigned long e = ERR_peek_last_error();
+    if (e != 0 && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+        seterr(a, "certificate: malformed PEM in the chain");
+        goto fail;
+    }
+    ERR_clear_error();
+    BIO_free(b);
     *leaf = x;
     return 0;
+fail:
+    ERR_clear_error();
+    BIO_free(b);
+    X509_free(x);
+    return -1;
 }
 
 static int issue(acme_t *a, size_t ci)
@@ -542,6 +636,9 @@ static int issue(acme_t *a, size_t ci)
     char *csr64 = NULL, order_url[2048];
     int rc = -1;
 
+    if (writable(c->key, a->err, sizeof(a->err)) < 0 ||
+        writable(c->chain, a->err, sizeof(a->err)) < 0)
+        goto out;
     if (post(a, "newOrder", a->new_order, payload, 0, &r) < 0)
         goto out;
     snprintf(order_url, sizeof(order_url), "%s", r.location);
@@ -591,17 +688,33 @@ static int issue(acme_t *a, size_t ci)
         goto out;
     if (check_issued(a, c, r.body, r.len, key, &leaf) < 0)
         goto out;
-    /* The key first: a reload between the two renames refuses the pair and keeps serving. */
+    /* Both files written under their temporary names first, so that one that cannot be
+     * written leaves the old pair in place; then the key, then the chain, renamed: a reload
+     * between the two renames refuses the pair and keeps serving. */
     BIO *kb = BIO_new(BIO_s_mem());
-    char *kpem = NULL;
+    char *kpem = NULL, ktmp[4096] = "", ctmp[4096] = "";
     long klen = 0;
-    int kok = kb != NULL && PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1 &&
-              (klen = BIO_get_mem_data(kb, &kpem)) > 0 &&
-              write_file(c->key, kpem, (size_t)klen, 0600, a->err, sizeof(a->err)) == 0 &&
-              write_file(c->chain, r.body, r.len, 0644, a->err, sizeof(a->err)) == 0;
+    int kok =
+        kb != NULL && PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1 &&
+        (klen = BIO_get_mem_data(kb, &kpem)) > 0 &&
+        write_tmp(c->key, kpem, (size_t)klen, 0600, ktmp, sizeof(ktmp), a->err, sizeof(a->err)) ==
+            0 &&
+        write_tmp(c->chain, r.body, r.len, 0644, ctmp, sizeof(ctmp), a->err, sizeof(a->err)) == 0;
+    /* no stop (the master's SIGTERM, the child's alarm) between the two renames */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    kok = kok && commit_tmp(ktmp, c->key, a->err, sizeof(a->err)) == 0 &&
+          commit_tmp(ctmp, c->chain, a->err, sizeof(a->err)) == 0;
+    sigprocmask(SIG_SETMASK, &old, NULL);
     BIO_free(kb);
-    if (!kok)
+    if (!kok) {
+        if (ktmp[0])
+            unlink(ktmp);
+        if (ctmp[0])
+            unlink(ctmp);
         goto out;
+    }
     char until[64], issuer[256];
     fg_tls_format_time(X509_get0_notAfter(leaf), until, sizeof(until));
     X509_NAME_oneline(X509_get_issuer_name(leaf), issuer, sizeof(issuer));
@@ -622,6 +735,19 @@ out:
 }
 
 /* ---- checks ---- */
+
+/* Whether the key file holds the private key of x. */
+static int key_matches(const char *path, X509 *x)
+{
+    FILE *f = fopen(path, "re");
+    EVP_PKEY *k = f ? PEM_read_PrivateKey(f, NULL, no_password, NULL) : NULL;
+    if (f)
+        fclose(f);
+    int ok = k != NULL && X509_check_private_key(x, k) == 1;
+    EVP_PKEY_free(k);
+    ERR_clear_error();
+    return ok;
+}
 
 int fg_acme_due(const fg_config_t *cfg, size_t i, char *why, size_t len)
 {
@@ -658,6 +784,9 @@ int fg_acme_due(const fg_config_t *cfg, size_t i, char *why, size_t len)
     } else if (X509_cmp_time(X509_get0_notAfter(x), &soon) < 0) {
         fg_tls_format_time(X509_get0_notAfter(x), when, sizeof(when));
         snprintf(why, len, "expires on %s", when);
+    } else if (!key_matches(c->key, x)) {
+        /* a stop between the two renames, a key copied by hand: no reload takes the pair */
+        snprintf(why, len, "the key file %s does not match the certificate", c->key);
     } else {
         due = 0;
         for (size_t k = 0; k < c->nnames && !due; k++) {

@@ -63,6 +63,10 @@ static int parse_url(const char *url, char *host, size_t hlen, char *port, size_
 {
     if (strncmp(url, "https://", 8) != 0)
         return -1;
+    /* RFC 3986 2: no space or control character; one would split the request line */
+    for (const char *c = url; *c; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f)
+            return -1;
     const char *h = url + 8, *end = h + strcspn(h, "/?#"), *colon = NULL;
     if (*h == '[') {
         const char *rb = memchr(h, ']', (size_t)(end - h));
@@ -207,7 +211,8 @@ int fg_acme_http(SSL_CTX *ctx, const char *method, const char *url, const char *
         return -1;
     SSL *ssl = SSL_new(ctx);
     unsigned char ip[16];
-    int literal = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    int v6 = inet_pton(AF_INET6, host, ip) == 1;
+    int literal = v6 || inet_pton(AF_INET, host, ip) == 1;
     int rc = -1;
     char *buf = NULL;
     if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 ||
@@ -229,11 +234,11 @@ int fg_acme_http(SSL_CTX *ctx, const char *method, const char *url, const char *
     size_t blen = body ? strlen(body) : 0;
     char head[3072];
     int hn = snprintf(head, sizeof(head),
-                      "%s %s HTTP/1.1\r\nHost: %s%s%s\r\nUser-Agent: fastgateway-acme\r\n"
+                      "%s %s HTTP/1.1\r\nHost: %s%s%s%s%s\r\nUser-Agent: fastgateway-acme\r\n"
                       "Accept: application/json, application/pem-certificate-chain\r\n"
                       "%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                      method, path, host, strcmp(port, "443") ? ":" : "",
-                      strcmp(port, "443") ? port : "",
+                      method, path, v6 ? "[" : "", host, v6 ? "]" : "", /* RFC 3986 3.2.2 */
+                      strcmp(port, "443") ? ":" : "", strcmp(port, "443") ? port : "",
                       body ? "Content-Type: application/jose+json\r\n" : "", blen);
     if (hn < 0 || (size_t)hn >= sizeof(head) || SSL_write(ssl, head, hn) != hn ||
         (blen > 0 && SSL_write(ssl, body, (int)blen) != (int)blen)) {
@@ -256,9 +261,19 @@ int fg_acme_http(SSL_CTX *ctx, const char *method, const char *url, const char *
                 abort();
             buf = more;
         }
+        errno = 0;
         int n = SSL_read(ssl, buf + len, (int)(cap - len));
-        if (n <= 0)
+        if (n <= 0) {
+            /* SO_RCVTIMEO expired: the response is cut, not ended (a body without framing
+             * ends only with the connection, RFC 9112 6.3 rule 8) */
+            int se = SSL_get_error(ssl, n);
+            if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE ||
+                (se == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+                fail(err, errlen, "receive", "timed out");
+                goto out;
+            }
             break;
+        }
         len += (size_t)n;
     }
     ERR_clear_error();

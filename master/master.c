@@ -433,6 +433,10 @@ _Noreturn static void acme_child(master_t *m, const fg_config_t *cfg)
     sigemptyset(&sa.sa_mask);
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &sa, NULL);
+    /* a CA that closes the connection while a request is sent is an error of that step
+     * (EPIPE), not the end of the check */
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != m->pid)
         _exit(FG_ACME_FAILED);
@@ -469,6 +473,7 @@ static void on_acme(evutil_socket_t fd, short what, void *arg)
         return;
     }
     m->acme_pid = pid;
+    m->acme_gen = m->cur->id;
     m->acme_next = 0;
 }
 
@@ -496,7 +501,11 @@ static void acme_exited(master_t *m, int status)
         fg_master_request_reload(m);
     }
     uint64_t every = m->cur ? m->cur->cfg->acme.check_interval_ms : ACME_RETRY_MS;
-    acme_schedule(m, (bits & FG_ACME_FAILED) && every > ACME_RETRY_MS ? ACME_RETRY_MS : every);
+    if (m->cur && m->cur->id != m->acme_gen)
+        every = ACME_FIRST_MS; /* a reload came during the check: its configuration's turn */
+    else if ((bits & FG_ACME_FAILED) && every > ACME_RETRY_MS)
+        every = ACME_RETRY_MS;
+    acme_schedule(m, every);
 }
 
 static void startup_done(master_t *m)

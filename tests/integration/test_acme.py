@@ -17,7 +17,12 @@ expires within renewBefore or misses a name, one that has expired (the start mus
 it), a forced renewal (files deleted, reload), certificates that live less than renewBefore
 (no order loop; a second pebble issuing 5-day certificates), an ACME server that does not
 answer, a failed validation, a stop during a hung check, `-t` errors, and the shipped example
-etc/examples/acme.json. Tests that need pebble skip when it is not installed."""
+etc/examples/acme.json. Tests that need pebble skip when it is not installed.
+
+FakeACME (at the end) is a small HTTPS ACME server written here that misbehaves on demand: a
+chain the TLS loader would refuse, hostile tokens, http:// or CR LF URLs, a stalled answer, an
+IPv6 literal, a problem detail with a newline, a slow failing check during a reload; with
+files that cannot be written, a key that no longer matches, FIFOs among the challenges."""
 import contextlib
 import datetime
 import json
@@ -745,6 +750,13 @@ CHECK_CASES = [
     ("bad-renewBefore", lambda c: _set(c["acme"], "renewBefore", "soon"), "acme.renewBefore"),
     ("unknown-key", lambda c: _set(c["acme"], "directoryUrl", "https://x.test/dir"),
      "acme.directoryUrl"),
+    # two certificates writing one file would order again after every reload (a loop)
+    ("shared-chain", lambda c: c["certificates"].insert(0, dict(
+        c["certificates"][0], id="other", key=c["certificates"][0]["key"] + "2",
+        names=["other.example.test"])), "certificates[0].chain", "certificates[1]"),
+    ("shared-key-with-a-manual-certificate", lambda c: c["certificates"].append(dict(
+        c["certificates"][0], id="manual", chain=c["certificates"][0]["chain"] + "2",
+        acme=False)), "certificates[0].key", "certificates[1]"),
 ]
 
 
@@ -778,3 +790,387 @@ def test_example_checks(tmp_path):
     p = subprocess.run([str(BINARY), "-t", "-c", str(cfg)], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+# ---------------------------------------------------------------- review regressions
+
+def test_unwritable_chain_keeps_the_old_pair_and_orders_nothing(tmp_path, pebble,
+                                                                gateway_factory):
+    """A certificate due for renewal whose chain cannot be written (here: a directory where the
+    temporary file goes) must not have its key replaced alone: the old key and chain stay a
+    pair (a reload and a restart still load them), and no order is sent to the CA for files
+    that cannot be written (it would count against the CA's rate limits at every retry)."""
+    ca = CA()
+    tls_port = free_port()
+    old = ca.leaf(tmp_path / "soon.crt", tmp_path / "soon.key", ["blocked.example.test"],
+                  valid_from=-85, valid_to=5)
+    (tmp_path / "soon.crt.acme-new").mkdir()
+    old_key = (tmp_path / "soon.key").read_bytes()
+    cert = {"id": "soon", "chain": "soon.crt", "key": "soon.key",
+            "names": ["blocked.example.test"], "acme": True}
+    gw = gateway_factory(acme_config(tmp_path, pebble["http_port"], tls_port, [cert],
+                                     acme_section(pebble["directory"], pebble["ca_file"])))
+    line = wait_log(gw, r"\[error\].*acme: certificates\[0\] \(soon\)", ISSUE_TIMEOUT)
+    assert "soon.crt" in line, line
+    assert (tmp_path / "soon.key").read_bytes() == old_key, "the key was replaced alone"
+    assert key_matches(tmp_path / "soon.key", old)
+    assert "blocked.example.test" not in pebble["log"].read_text(errors="replace")
+    gw.reload()
+    assert der(served_chain(tls_port, "blocked.example.test")[0]) == der(old)
+
+
+class FakeACME:
+    """A minimal ACME server over HTTPS (certificate for 127.0.0.1 from a test CA, the gateway's
+    acme.caFile) that misbehaves on demand: `directory` (a dict merged over the real one),
+    `authz` (the authorization documents an order lists), `chain(csr)` (the certificate
+    answer, PEM bytes, for the CSR of the finalize request). Orders are valid at once."""
+
+    def __init__(self, tmp_path, chain=None, directory=None, authz=(), ipv6=False):
+        import http.server
+        import base64
+        import threading
+        self.ca = CA("Fake ACME CA")
+        self.ca_file = tmp_path / "fake-acme-ca.pem"
+        self.ca_file.write_bytes(self.ca.pem)
+        self.ca.leaf(tmp_path / "fake-acme.crt", tmp_path / "fake-acme.key", ["localhost"],
+                     ips=["127.0.0.1", "::1"])
+        self.hosts = []  # the Host header of every request
+        self.chain = chain or (lambda csr: self.issue(csr))
+        self.authz = list(authz)
+        self.requests = []
+        fake = self
+
+        def b64d(s):
+            return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def send(self, status, body=b"", ctype="application/json", location=None):
+                if isinstance(body, (dict, list)):
+                    body = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Replay-Nonce", "n%d" % len(fake.requests))
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                if location:
+                    self.send_header("Location", fake.url + location)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def parse_request(self):
+                ok = super().parse_request()
+                if ok:
+                    fake.hosts.append(self.headers.get("Host"))
+                return ok
+
+            def do_HEAD(self):
+                fake.requests.append(("HEAD", self.path))
+                self.send(200)
+
+            def do_GET(self):
+                fake.requests.append(("GET", self.path))
+                if fake.on_directory and fake.on_directory(self):
+                    return
+                d = {"newNonce": fake.url + "/nonce", "newAccount": fake.url + "/account",
+                     "newOrder": fake.url + "/order"}
+                d.update(fake.directory)
+                self.send(200, d)
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                jws = json.loads(self.rfile.read(n))
+                payload = json.loads(b64d(jws["payload"])) if jws["payload"] else None
+                fake.requests.append(("POST", self.path))
+                if self.path in fake.problems:
+                    return self.send(*fake.problems[self.path])
+                order = {"status": "valid", "finalize": fake.url + "/finalize",
+                         "certificate": fake.url + "/cert",
+                         "authorizations": [fake.url + "/authz/%d" % i
+                                            for i in range(len(fake.authz))]}
+                if self.path == "/account":
+                    self.send(201, {"status": "valid"}, location="/acct/1")
+                elif self.path == "/order":
+                    self.send(201, order, location="/order/1")
+                elif self.path.startswith("/authz/"):
+                    self.send(200, fake.authz[int(self.path.rsplit("/", 1)[1])])
+                elif self.path.startswith("/chall"):
+                    self.send(200, {"status": "pending"})
+                elif self.path == "/finalize":
+                    fake.csr = x509.load_der_x509_csr(b64d(payload["csr"]))
+                    self.send(200, order, location="/order/1")
+                elif self.path == "/order/1":
+                    self.send(200, order)
+                elif self.path == "/cert" and fake.on_cert:
+                    fake.on_cert(self, fake.chain(fake.csr))
+                elif self.path == "/cert":
+                    self.send(200, fake.chain(fake.csr), "application/pem-certificate-chain")
+                else:
+                    self.send(404, {"type": "urn:ietf:params:acme:error:malformed"})
+
+        self.directory = dict(directory or {})
+        self.on_directory = None  # f(handler): True when it answered
+        self.on_cert = None  # f(handler, pem): answers the certificate download
+        self.problems = {}  # path: (status, problem document) answered to a POST
+        import socket
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self.httpd = Server(("::1" if ipv6 else "127.0.0.1", 0), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tmp_path / "fake-acme.crt", tmp_path / "fake-acme.key")
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = ("https://[::1]:%d" if ipv6 else "https://127.0.0.1:%d") % \
+            self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def issue(self, csr, names=None, valid_from=-1, valid_to=90, key=None):
+        """A leaf for the CSR's key (or key) and names (default: the CSR's), PEM."""
+        if names is None:
+            names = csr.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        now = datetime.datetime.utcnow()
+        cert = (x509.CertificateBuilder().subject_name(_name(names[0]))
+                .issuer_name(self.ca.cert.subject)
+                .public_key(key or csr.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now + valid_from * DAY).not_valid_after(now + valid_to * DAY)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                               False)
+                .sign(self.ca.key, hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_acme(tmp_path):
+    made = []
+
+    def factory(**kw):
+        made.append(FakeACME(tmp_path, **kw))
+        return made[-1]
+    yield factory
+    for f in made:
+        f.close()
+
+
+def _fake_gateway(tmp_path, gateway_factory, fake, names=("fake.example.test",)):
+    tls_port = free_port()
+    cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": list(names),
+            "acme": True}
+    gw = gateway_factory(acme_config(tmp_path, free_port(), tls_port, [cert],
+                                     acme_section(fake.url + "/dir", str(fake.ca_file))))
+    return gw, tls_port
+
+
+def test_fake_acme_issues(tmp_path, fake_acme, gateway_factory):
+    """The fake ACME server itself: a well-behaved answer is written and served."""
+    fake = fake_acme()
+    gw, tls_port = _fake_gateway(tmp_path, gateway_factory, fake)
+    wait_log(gw, r"acme: certificates\[0\] \(site\): issued by", ISSUE_TIMEOUT)
+    leaf = wait_issued(gw, tls_port, "fake.example.test")[0]
+    assert key_matches(tmp_path / "site.key", leaf)
+
+
+def _garbage_intermediate(fake):
+    return lambda csr: fake.issue(csr) + b"-----BEGIN CERTIFICATE-----\nAAAA\n" \
+                                         b"-----END CERTIFICATE-----\n"
+
+
+def _expired_intermediate(fake):
+    return lambda csr: fake.issue(csr) + fake.issue(csr, valid_from=-30, valid_to=-1)
+
+
+def _future_leaf(fake):
+    return lambda csr: fake.issue(csr, valid_from=1, valid_to=90)
+
+
+def _wrong_key(fake):
+    return lambda csr: fake.issue(csr, key=ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+def _wrong_names(fake):
+    return lambda csr: fake.issue(csr, names=["other.example.test"])
+
+
+@pytest.mark.parametrize("bad,why", [
+    (_garbage_intermediate, "malformed"),
+    (_expired_intermediate, "expired"),
+    (_future_leaf, "not valid before"),
+    (_wrong_key, "does not match the key"),
+    (_wrong_names, "does not cover fake.example.test"),
+])
+def test_a_chain_the_gateway_would_refuse_is_not_written(tmp_path, fake_acme, gateway_factory,
+                                                         bad, why):
+    """A certificate answer that the TLS loader would refuse at the next reload or start
+    (a malformed or expired certificate in the chain, a leaf not valid yet, another key,
+    other names) is refused by the client: nothing written, the placeholder stays, the gateway
+    still restarts. Before: the chain was written, the reload failed, a restart refused to
+    start, and fg_acme_due saw a valid leaf and never replaced it."""
+    fake = fake_acme()
+    fake.chain = bad(fake)
+    gw, tls_port = _fake_gateway(tmp_path, gateway_factory, fake)
+    line = wait_log(gw, r"\[error\].*acme: certificates\[0\] \(site\)", ISSUE_TIMEOUT)
+    assert why in line, line
+    assert not (tmp_path / "site.crt").exists() and not (tmp_path / "site.key").exists()
+    assert self_signed(served_chain(tls_port, "fake.example.test")[0])
+
+
+@pytest.mark.parametrize("token", ["../../escape", "a/b", "x" * 10240, ""])
+def test_hostile_challenge_tokens_write_nothing(tmp_path, fake_acme, gateway_factory, token):
+    """Tokens that are not base64url (RFC 8555 8.3) are refused before any file is written."""
+    authz = {"status": "pending", "identifier": {"type": "dns", "value": "fake.example.test"},
+             "challenges": [{"type": "http-01", "url": "PLACEHOLDER", "token": token}]}
+    fake = fake_acme(authz=[authz])
+    authz["challenges"][0]["url"] = fake.url + "/chall/0"
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    line = wait_log(gw, r"\[error\].*acme: certificates\[0\]", ISSUE_TIMEOUT)
+    assert "no usable http-01 challenge" in line, line
+    assert not (tmp_path / "escape").exists()
+    left = sorted(p.name for p in (tmp_path / "acme" / "challenges").iterdir())
+    assert left == [], left
+    assert ("POST", "/chall/0") not in fake.requests
+
+
+@pytest.mark.parametrize("key", ["newNonce", "newOrder"])
+def test_directory_urls_without_tls_are_not_followed(tmp_path, fake_acme, gateway_factory, key):
+    """A directory that points elsewhere over plain http:// (RFC 8555 6.1: HTTPS only)."""
+    fake = fake_acme(directory={key: "http://127.0.0.1:%d/x" % closed_port()})
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    line = wait_log(gw, r"\[error\].*acme: ", ISSUE_TIMEOUT)
+    assert "URL: http://" in line, line
+
+
+def test_a_reload_during_a_check_is_checked_when_the_check_ends(tmp_path, fake_acme,
+                                                                 gateway_factory):
+    """A reload that lands while a check runs (the child has the old configuration) gets its
+    own check once that one ends, not only after checkInterval (or 5 minutes after a
+    failure): here the running check fails slowly, the reload adds a name."""
+    fake = fake_acme()
+    first = []
+
+    def slow_failure(h):
+        if first:
+            return False
+        first.append(1)
+        time.sleep(3)
+        h.send(503, {"type": "urn:ietf:params:acme:error:serverInternal"})
+        return True
+    fake.on_directory = slow_failure
+    gw, tls_port = _fake_gateway(tmp_path, gateway_factory, fake)
+    deadline = time.monotonic() + 10
+    while not first and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first, "no check started\n" + acme_lines(gw)
+    cfg = json.loads(gw.config_path.read_text())
+    cfg["certificates"][0]["names"].append("more.fake.example.test")
+    gw.reload(cfg)
+    wait_log(gw, r"\[error\].*acme: directory", 10)
+    wait_log(gw, r"acme: certificates\[0\] \(site\): issued by", 15)
+    leaf = wait_issued(gw, tls_port, "more.fake.example.test")[0]
+    assert sorted(sans(leaf)) == ["fake.example.test", "more.fake.example.test"]
+
+
+def test_a_stalled_response_is_a_timeout_not_its_end(tmp_path, fake_acme, gateway_factory):
+    """A certificate answer without Content-Length (its end is the connection's) that stalls
+    after the leaf: the 30 s receive timeout fails the download instead of taking what came as
+    the whole chain (before: the leaf alone was written, its intermediates lost)."""
+    fake = fake_acme()
+
+    def stall(h, pem):
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/pem-certificate-chain\r\n"
+                      b"Replay-Nonce: x\r\nConnection: close\r\n\r\n" + pem)
+        h.wfile.flush()
+        time.sleep(40)
+        h.close_connection = True
+    fake.on_cert = stall
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    line = wait_log(gw, r"\[error\].*acme: certificates\[0\] \(site\)", 45)
+    assert "timed out" in line, line
+    assert not (tmp_path / "site.crt").exists()
+
+
+def test_challenge_endpoint_serves_only_regular_files(tmp_path, gateway_factory):
+    """A FIFO or a directory under a token's name in challenges/ (a careless operator, a
+    shared challenges directory on a network filesystem): 404 at once. Before: open() of the
+    FIFO blocked the worker, and every connection it served with it."""
+    cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": NAMES, "acme": True}
+    cfg = acme_config(tmp_path, free_port(), free_port(), [cert],
+                      acme_section("https://127.0.0.1:%d/dir" % closed_port()))
+    challenges = tmp_path / "acme" / "challenges"
+    challenges.mkdir(parents=True)
+    os.mkfifo(challenges / "FifoToken_0123456789")
+    (challenges / "DirToken_0123456789").mkdir()
+    gw = gateway_factory(cfg)
+    for tok in ("FifoToken_0123456789", "DirToken_0123456789"):
+        st, _, _ = http_request("GET", gw.url(CHALLENGE + tok), timeout=5)
+        assert st == 404, (tok, st)
+    assert http_request("GET", gw.url("/x"), timeout=5)[2] == b"hello"
+
+
+def test_an_ipv6_literal_directory_gets_a_valid_host_header(tmp_path, fake_acme,
+                                                           gateway_factory):
+    """A CA at https://[::1]:PORT/dir: Host is "[::1]:PORT" (RFC 9110 7.2 with RFC 3986's
+    IP-literal); before: "::1:PORT", which a strict server (Go's, pebble's, Boulder's) answers
+    with 400."""
+    fake = fake_acme(ipv6=True)
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    wait_log(gw, r"acme: certificates\[0\] \(site\): issued by", ISSUE_TIMEOUT)
+    port = fake.httpd.server_address[1]
+    assert fake.hosts and set(fake.hosts) == {"[::1]:%d" % port}, fake.hosts
+
+
+def test_urls_with_control_characters_are_refused(tmp_path, fake_acme, gateway_factory):
+    """A URL with CR LF (from the CA's JSON, here the directory's newOrder) would split the
+    request line into extra header lines: the client refuses the URL instead of sending it."""
+    fake = fake_acme()
+    fake.directory["newOrder"] = fake.url + "/order\r\nX-Injected: 1"
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    wait_log(gw, r"\[error\].*acme: ", ISSUE_TIMEOUT)
+    wait_log(gw, r": URL: ", 5)  # the line goes on after the URL's CR LF
+    assert "signal" not in acme_lines(gw), acme_lines(gw)
+    assert not any(p.startswith("/order") for _, p in fake.requests), fake.requests
+
+
+
+def test_a_key_that_does_not_match_its_chain_is_due(tmp_path, fake_acme, gateway_factory):
+    """A key file that no longer matches the chain (a stop between the two renames, a key
+    copied by hand): the next reload or start would refuse the pair, so the check orders a new
+    one instead of finding the certificate valid (before: not due, never repaired)."""
+    fake = fake_acme()
+    ca = CA()
+    ca.leaf(tmp_path / "site.crt", tmp_path / "site.key", ["fake.example.test"])
+    gw, tls_port = _fake_gateway(tmp_path, gateway_factory, fake)
+    time.sleep(2)  # the first check: nothing due
+    assert not any(m == "POST" for m, _ in fake.requests), fake.requests
+    (tmp_path / "site.key").write_bytes(_pem_key(ec.generate_private_key(ec.SECP256R1())))
+    gw.status("acme check")
+    wait_log(gw, r"acme: certificates\[0\] \(site\): ordering: .*does not match", 10)
+    wait_log(gw, r"acme: certificates\[0\] \(site\): issued by", ISSUE_TIMEOUT)
+    leaf = file_leaf(tmp_path / "site.crt")
+    assert key_matches(tmp_path / "site.key", leaf)
+    deadline = time.monotonic() + 10
+    while der(served_chain(tls_port, "fake.example.test")[0]) != der(leaf):
+        assert time.monotonic() < deadline, "the new pair is not served\n" + acme_lines(gw)
+        time.sleep(0.3)
+
+
+def test_a_ca_cannot_write_lines_into_the_error_log(tmp_path, fake_acme, gateway_factory):
+    """A problem document's detail with a newline (RFC 8555 6.7: text of the CA's choosing)
+    reaches the error log escaped, on the one line of the failure: it cannot forge lines."""
+    fake = fake_acme()
+    fake.problems["/account"] = (403, {
+        "type": "urn:ietf:params:acme:error:unauthorized",
+        "detail": "no\n2026-01-01T00:00:00.000 [notice] 1 (acme): acme: FORGED"})
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
+    line = wait_log(gw, r"\[error\].*acme: newAccount: HTTP 403", ISSUE_TIMEOUT)
+    assert "FORGED" in line, line
+    assert not any(l.startswith("2026-01-01") for l in gw.error_log().splitlines())

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "worker/core/context.h"
@@ -42,8 +43,14 @@ int fg_acme_challenge_answer(fg_request_t *req)
     const char *dir = req->worker->cfg->acme.state_dir;
     char path[4096], body[KEYAUTH_MAX];
     int n = snprintf(path, sizeof(path), "%s/challenges/%.*s", dir, (int)token.len, token.base);
-    int fd = n > 0 && (size_t)n < sizeof(path) ? open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
-    ssize_t len = fd >= 0 ? read(fd, body, sizeof(body)) : -1;
+    /* O_NONBLOCK: a FIFO under a token's name must not block the worker; only a regular file
+     * is a challenge */
+    int fd = n > 0 && (size_t)n < sizeof(path)
+                 ? open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+                 : -1;
+    struct stat st;
+    ssize_t len =
+        fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, body, sizeof(body)) : -1;
     if (fd >= 0)
         close(fd);
     if (len <= 0 || (size_t)len == sizeof(body)) {
