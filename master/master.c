@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "common/config.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/tls.h"
 #include "master/acme.h"
@@ -418,6 +419,29 @@ static void reload_answer(master_t *m)
 #define ACME_RETRY_MS (5 * 60 * 1000)
 #define ACME_CHILD_LIMIT_S 900 /* a check still running then is killed (SIGALRM) */
 
+/* What a check depends on: the acme section and the ACME certificates' ids, names and files.
+ * A reload that changes any of them deserves a check of its own at once. */
+static uint64_t acme_fingerprint(const fg_config_t *cfg)
+{
+    const fg_acme_config_t *a = &cfg->acme;
+    uint64_t h = FG_HASH_FNV_BASIS;
+    const char *top[] = {a->directory, a->email, a->state_dir, a->ca_file};
+    for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++)
+        h = fg_hash_fnv1a(h, top[i] ? top[i] : "", top[i] ? strlen(top[i]) + 1 : 1);
+    h = fg_hash_fnv1a(h, &a->renew_before_ms, sizeof(a->renew_before_ms));
+    for (size_t i = 0; i < cfg->ncertificates; i++) {
+        const fg_tls_cert_config_t *c = &cfg->certificates[i];
+        if (!c->acme)
+            continue;
+        const char *s[] = {c->id, c->chain, c->key};
+        for (size_t k = 0; k < 3; k++)
+            h = fg_hash_fnv1a(h, s[k], strlen(s[k]) + 1);
+        for (size_t k = 0; k < c->nnames; k++)
+            h = fg_hash_fnv1a(h, c->names[k], strlen(c->names[k]) + 1);
+    }
+    return h;
+}
+
 static void acme_schedule(master_t *m, uint64_t ms)
 {
     if (m->acme_ev == NULL || m->shutdown)
@@ -473,7 +497,7 @@ static void on_acme(evutil_socket_t fd, short what, void *arg)
         return;
     }
     m->acme_pid = pid;
-    m->acme_gen = m->cur->id;
+    m->acme_fp = acme_fingerprint(m->cur->cfg);
     m->acme_next = 0;
 }
 
@@ -501,11 +525,25 @@ static void acme_exited(master_t *m, int status)
         fg_master_request_reload(m);
     }
     uint64_t every = m->cur ? m->cur->cfg->acme.check_interval_ms : ACME_RETRY_MS;
-    if (m->cur && m->cur->id != m->acme_gen)
-        every = ACME_FIRST_MS; /* a reload came during the check: its configuration's turn */
-    else if ((bits & FG_ACME_FAILED) && every > ACME_RETRY_MS)
+    if ((bits & FG_ACME_FAILED) && every > ACME_RETRY_MS)
         every = ACME_RETRY_MS;
+    if (m->cur && acme_fingerprint(m->cur->cfg) != m->acme_fp)
+        every = ACME_FIRST_MS; /* a reload changed the ACME settings during the check */
     acme_schedule(m, every);
+}
+
+/* When a reload's check comes: at once, but, when the ACME settings did not change, not sooner
+ * than the retry after a failed check, so that reloads in a row do not spend a public CA's
+ * failed validations (Let's Encrypt: 5 per name and hour). `acme check` does not wait. */
+static uint64_t acme_after_reload_ms(const master_t *m, const fg_config_t *cfg)
+{
+    if (acme_fingerprint(cfg) == m->acme_fp && m->acme_last != 0 &&
+        (m->acme_last_bits & FG_ACME_FAILED)) {
+        time_t since = time(NULL) - m->acme_last;
+        if (since >= 0 && (uint64_t)since * 1000 < ACME_RETRY_MS)
+            return ACME_RETRY_MS - (uint64_t)since * 1000;
+    }
+    return ACME_FIRST_MS;
 }
 
 static void startup_done(master_t *m)
@@ -603,7 +641,7 @@ static void commit(master_t *m)
     watch_update(m, 0);
     /* A reload that turns ACME on checks at once; one that changed names or files, too. */
     if (g->cfg->acme.enabled && m->acme_pid == 0)
-        acme_schedule(m, ACME_FIRST_MS);
+        acme_schedule(m, acme_after_reload_ms(m, g->cfg));
     if (m->reload_queued) {
         m->reload_queued = 0;
         event_active(m->reload_ev, EV_TIMEOUT, 0);

@@ -82,7 +82,7 @@ typedef struct master_s {
     time_t acme_last;      /* when the last check ended, 0 = none yet */
     int acme_last_bits;    /* its FG_ACME_* bits */
     time_t acme_next;      /* when the next check is due, 0 = none scheduled */
-    uint64_t acme_gen;     /* the generation whose configuration the running check has */
+    uint64_t acme_fp;      /* fingerprint of the ACME settings the last check started with */
     int reload_queued;
     int lock_fd; /* the instance lock (fg_instance_lock), -1 when none */
     int shutdown;

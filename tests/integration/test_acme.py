@@ -575,6 +575,38 @@ def test_unreachable_directory_logs_the_step_and_keeps_the_placeholder(tmp_path,
     assert not (tmp_path / "site.crt").exists() and not (tmp_path / "site.key").exists()
 
 
+def test_reloads_after_a_failed_check_wait_for_the_retry(tmp_path, gateway_factory):
+    """After a failed check, reloads that leave the ACME settings alone do not check again
+    before the 5-minute retry (a public CA counts failed validations); `acme check` does, and
+    a reload that changes them (another name) does."""
+    http_port, tls_port, dead = free_port(), free_port(), closed_port()
+    cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": NAMES, "acme": True}
+    cfg = acme_config(tmp_path, http_port, tls_port, [cert],
+                      acme_section("https://127.0.0.1:%d/dir" % dead))
+    gw = gateway_factory(cfg)
+    wait_log(gw, r"\[error\].*acme: directory", 10)
+
+    def failures():
+        return len(re.findall(r"\[error\].*acme: directory", gw.error_log()))
+    assert failures() == 1
+    for _ in range(3):
+        gw.reload()
+    time.sleep(2.5)
+    assert failures() == 1, acme_lines(gw)
+    assert gw.status("acme check")["result"] in ("started", "running")
+    deadline = time.monotonic() + 10
+    while failures() < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert failures() == 2, acme_lines(gw)
+    changed = json.loads(json.dumps(cfg))
+    changed["certificates"][0]["names"] = NAMES + ["other." + NAMES[0]]
+    gw.reload(changed)
+    deadline = time.monotonic() + 10
+    while failures() < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert failures() == 3, acme_lines(gw)
+
+
 def test_failed_validation_logs_the_problem_and_removes_the_challenge(tmp_path, pebble,
                                                                       gateway_factory):
     """pebble's HTTP-01 request finds nothing on its httpPort (the gateway's plaintext server
