@@ -27,6 +27,18 @@
 #include "master/acme_http.h"
 
 #define TIMEOUT_S 30 /* each connect, send and receive */
+
+/* TIMEOUT_S; test builds only (-DFG_TEST_HOOKS, build/test/fastgateway): FG_TEST_ACME_TIMEOUT=N
+ * in the environment makes it N seconds, so that a test sees a stalled CA time out. */
+static unsigned timeout_s(void)
+{
+#ifdef FG_TEST_HOOKS
+    const char *e = getenv("FG_TEST_ACME_TIMEOUT");
+    if (e != NULL && atoi(e) > 0)
+        return (unsigned)atoi(e);
+#endif
+    return TIMEOUT_S;
+}
 #define POLL_TRIES 90
 #define POLL_WAIT_S 1
 #define TOKEN_MAX 256
@@ -335,7 +347,7 @@ static int fetch_nonce(acme_t *a)
 {
     fg_acme_http_resp_t r;
     char why[512];
-    if (fg_acme_http(a->ctx, "HEAD", a->new_nonce, NULL, TIMEOUT_S, &r, why, sizeof(why)) < 0) {
+    if (fg_acme_http(a->ctx, "HEAD", a->new_nonce, NULL, timeout_s(), &r, why, sizeof(why)) < 0) {
         seterr(a, "newNonce %s: %s", a->new_nonce, why);
         return -1;
     }
@@ -362,7 +374,7 @@ static int post(acme_t *a, const char *step, const char *url, const char *payloa
             seterr(a, "%s: cannot sign the request", step);
             return -1;
         }
-        int rc = fg_acme_http(a->ctx, "POST", url, body, TIMEOUT_S, r, why, sizeof(why));
+        int rc = fg_acme_http(a->ctx, "POST", url, body, timeout_s(), r, why, sizeof(why));
         free(body);
         if (rc < 0) {
             seterr(a, "%s %s: %s", step, url, why);
@@ -404,7 +416,7 @@ static int directory(acme_t *a)
     const char *url = a->cfg->acme.directory;
     fg_acme_http_resp_t r;
     char why[512];
-    if (fg_acme_http(a->ctx, "GET", url, NULL, TIMEOUT_S, &r, why, sizeof(why)) < 0) {
+    if (fg_acme_http(a->ctx, "GET", url, NULL, timeout_s(), &r, why, sizeof(why)) < 0) {
         seterr(a, "directory %s: %s", url, why);
         return -1;
     }

@@ -994,12 +994,13 @@ def fake_acme(tmp_path):
         f.close()
 
 
-def _fake_gateway(tmp_path, gateway_factory, fake, names=("fake.example.test",)):
+def _fake_gateway(tmp_path, gateway_factory, fake, names=("fake.example.test",), binary=None):
     tls_port = free_port()
     cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": list(names),
             "acme": True}
     gw = gateway_factory(acme_config(tmp_path, free_port(), tls_port, [cert],
-                                     acme_section(fake.url + "/dir", str(fake.ca_file))))
+                                     acme_section(fake.url + "/dir", str(fake.ca_file))),
+                         binary=binary)
     return gw, tls_port
 
 
@@ -1111,21 +1112,26 @@ def test_a_reload_during_a_check_is_checked_when_the_check_ends(tmp_path, fake_a
     assert sorted(sans(leaf)) == ["fake.example.test", "more.fake.example.test"]
 
 
-def test_a_stalled_response_is_a_timeout_not_its_end(tmp_path, fake_acme, gateway_factory):
+def test_a_stalled_response_is_a_timeout_not_its_end(tmp_path, fake_acme, gateway_factory,
+                                                      monkeypatch):
     """A certificate answer without Content-Length (its end is the connection's) that stalls
-    after the leaf: the 30 s receive timeout fails the download instead of taking what came as
-    the whole chain (before: the leaf alone was written, its intermediates lost)."""
+    after the leaf: the receive timeout (30 s; 3 s in the test build, FG_TEST_ACME_TIMEOUT)
+    fails the download instead of taking what came as the whole chain (before: the leaf alone
+    was written, its intermediates lost)."""
     fake = fake_acme()
 
     def stall(h, pem):
         h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/pem-certificate-chain\r\n"
                       b"Replay-Nonce: x\r\nConnection: close\r\n\r\n" + pem)
         h.wfile.flush()
-        time.sleep(40)
+        time.sleep(10)
         h.close_connection = True
     fake.on_cert = stall
-    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake)
-    line = wait_log(gw, r"\[error\].*acme: certificates\[0\] \(site\)", 45)
+    # the test build's FG_TEST_ACME_TIMEOUT: a 3 s receive timeout instead of 30 s
+    from conftest import TEST_BINARY
+    monkeypatch.setenv("FG_TEST_ACME_TIMEOUT", "3")
+    gw, _ = _fake_gateway(tmp_path, gateway_factory, fake, binary=TEST_BINARY)
+    line = wait_log(gw, r"\[error\].*acme: certificates\[0\] \(site\)", 20)
     assert "timed out" in line, line
     assert not (tmp_path / "site.crt").exists()
 
