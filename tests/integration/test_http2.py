@@ -777,8 +777,9 @@ def test_the_wait_for_the_preface_counts_against_the_header_timeout(tmp_path, ga
         closed = _closed_after(s, t0, 12)
     finally:
         s.close()
-    # HTTP/2 checks its timeouts on a 1 s tick; without the accept time it closed after 5 s
-    assert closed is not None and 2.5 < closed < 4.6, closed
+    # HTTP/2 checks its timeouts on a 1 s tick (closed by 4 s); without the accept time it
+    # closed 3 s after the rest came, 5 s or more after the accept
+    assert closed is not None and 2.5 < closed < 4.9, closed
 
 
 def test_an_open_header_block_meets_the_header_timeout(tmp_path, gateway_factory):
