@@ -434,19 +434,20 @@ def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
     certificate past its notAfter would fail (RFC 5280 6.1.3 (a)(2)): once the client's
     certificate has expired, its TLS 1.3 or TLS 1.2 ticket gives a full handshake, which
     "required" refuses without a certificate, instead of resuming with the expired identity."""
+    port = free_port()
+    gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
+    # made once the gateway runs: 6 s are left for the two full handshakes on a slow machine
     now = datetime.datetime.utcnow()
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder().subject_name(_dn("brief"))
             .issuer_name(pki.ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=3))
+            .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=6))
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
             .sign(pki.ca_key, hashes.SHA256()))
     crt, k = tmp_path / "brief.crt", tmp_path / "brief.key"
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     k.write_bytes(_pem_key(key))
-    port = free_port()
-    gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
     sessions = {}
     for version in ("-tls1_3", "-tls1_2"):
         sessions[version] = tmp_path / ("brief%s.sess" % version)
@@ -454,7 +455,7 @@ def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
                        "-key", str(k), "-sess_out", str(sessions[version]), "-ign_eof",
                        stdin=_raw_get("/before"))
         assert "HTTP/1.1 200" in out, out[-3000:]
-    time.sleep(max(0.0, (now + datetime.timedelta(seconds=3.5) -
+    time.sleep(max(0.0, (now + datetime.timedelta(seconds=6.5) -
                          datetime.datetime.utcnow()).total_seconds()))
     for version, sess in sessions.items():
         out = s_client(port, version, "-servername", "a.example.test", "-sess_in", str(sess),
