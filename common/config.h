@@ -79,6 +79,10 @@ typedef struct {
     int acme; /* "acme": issued and renewed by the ACME client (master/acme.c) for names */
 } fg_tls_cert_config_t;
 
+/* The longest HTTP-01 token taken (RFC 8555 8.3: base64url, 128 bits or more), by the client
+ * that writes its file and by the workers that serve it. */
+#define FG_ACME_TOKEN_MAX 256
+
 /* "acme": automatic certificates (RFC 8555, HTTP-01), for certificates with "acme": true. */
 typedef struct {
     int enabled;

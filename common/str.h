@@ -20,6 +20,20 @@ static inline fg_str_t fg_str(const char *s)
     return (fg_str_t){s, s ? strlen(s) : 0};
 }
 
+/* Whether s is 1..max characters of the base64url alphabet (RFC 4648 5), no padding. */
+static inline int fg_str_is_base64url(fg_str_t s, size_t max)
+{
+    if (s.len == 0 || s.len > max)
+        return 0;
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.base[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
 static inline int fg_str_eq(fg_str_t a, fg_str_t b)
 {
     return a.len == b.len && (a.len == 0 || memcmp(a.base, b.base, a.len) == 0);

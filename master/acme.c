@@ -22,6 +22,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/log.h"
+#include "common/str.h"
 #include "common/tls.h"
 #include "common/x509gen.h"
 #include "master/acme_http.h"
@@ -41,7 +42,6 @@ static unsigned timeout_s(void)
 }
 #define POLL_TRIES 90
 #define POLL_WAIT_S 1
-#define TOKEN_MAX 256
 
 typedef struct {
     const fg_config_t *cfg;
@@ -100,20 +100,6 @@ static char *b64url(const unsigned char *p, size_t n)
 static char *b64url_str(const char *s)
 {
     return b64url((const unsigned char *)s, strlen(s));
-}
-
-static int is_token(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > TOKEN_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return 0;
-    }
-    return 1;
 }
 
 /* ---- files ---- */
@@ -523,8 +509,8 @@ static int authorize(acme_t *a, const char *authz_url, written_t *w)
         }
     }
     int rc = -1;
-    char path[4096], keyauth[TOKEN_MAX + 80];
-    if (url == NULL || token == NULL || !is_token(token)) {
+    char path[4096], keyauth[FG_ACME_TOKEN_MAX + 80];
+    if (url == NULL || token == NULL || !fg_str_is_base64url(fg_str(token), FG_ACME_TOKEN_MAX)) {
         seterr(a, "authorization for %s: no usable http-01 challenge", name ? name : "?");
         goto out;
     }

@@ -10,23 +10,9 @@
 
 #include "worker/core/context.h"
 
-/* A key authorization is a token, '.', and a 43-character thumbprint (RFC 8555 8.1); tokens
- * are 128 bits or more of base64url (8.3). */
-#define TOKEN_MAX 256
+/* A key authorization is a token (FG_ACME_TOKEN_MAX), '.', and a 43-character thumbprint
+ * (RFC 8555 8.1). */
 #define KEYAUTH_MAX 512
-
-static int base64url(fg_str_t s)
-{
-    if (s.len == 0 || s.len > TOKEN_MAX)
-        return 0;
-    for (size_t i = 0; i < s.len; i++) {
-        unsigned char c = (unsigned char)s.base[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return 0;
-    }
-    return 1;
-}
 
 int fg_acme_challenge_answer(fg_request_t *req)
 {
@@ -36,7 +22,7 @@ int fg_acme_challenge_answer(fg_request_t *req)
         return 0; /* routed as any other request */
     fg_str_t token = {req->path.base + FG_ACME_CHALLENGE_PREFIX_LEN,
                       req->path.len - FG_ACME_CHALLENGE_PREFIX_LEN};
-    if (!base64url(token)) {
+    if (!fg_str_is_base64url(token, FG_ACME_TOKEN_MAX)) {
         fg_request_error(req, 400, "bad_request", "not an ACME challenge token");
         return 1;
     }
