@@ -384,10 +384,46 @@ X509 *fg_tls_client_cert(const SSL *ssl)
     return SSL_get0_peer_certificate(ssl);
 }
 
-size_t fg_tls_client_subject(const SSL *ssl, char *buf, size_t len)
+/* fg_tls_client_id_t and its two strings in one allocation, freed with the SSL. */
+static int id_idx = -1;
+
+static void id_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    free(ptr);
+}
+
+const fg_tls_client_id_t *fg_tls_client_id(const SSL *ssl)
 {
     X509 *x = SSL_get0_peer_certificate(ssl);
-    if (x == NULL || len == 0)
-        return 0;
-    return name_rfc2253(X509_get_subject_name(x), buf, len);
+    if (x == NULL)
+        return NULL;
+    if (id_idx < 0 && (id_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, id_free)) < 0)
+        return NULL;
+    fg_tls_client_id_t *id = SSL_get_ex_data(ssl, id_idx);
+    if (id != NULL)
+        return id;
+    char subject[512];
+    size_t slen = name_rfc2253(X509_get_subject_name(x), subject, sizeof(subject));
+    int n = i2d_X509(x, NULL);
+    if (n <= 0)
+        return NULL;
+    size_t b64cap = (size_t)(n + 2) / 3 * 4 + 1;
+    unsigned char *der = malloc((size_t)n);
+    id = malloc(sizeof(*id) + slen + 1 + b64cap);
+    unsigned char *p = der;
+    if (der == NULL || id == NULL || i2d_X509(x, &p) != n) {
+        free(der);
+        free(id);
+        return NULL;
+    }
+    char *s = (char *)(id + 1), *b = s + slen + 1;
+    memcpy(s, subject, slen + 1);
+    int blen = EVP_EncodeBlock((unsigned char *)b, der, n);
+    free(der);
+    *id = (fg_tls_client_id_t){{s, slen}, {b, (size_t)blen}};
+    if (SSL_set_ex_data((SSL *)ssl, id_idx, id) != 1) {
+        free(id);
+        return NULL;
+    }
+    return id;
 }

@@ -21,6 +21,7 @@
 #include <openssl/ssl.h>
 
 #include "common/config.h"
+#include "common/str.h"
 #include "common/tls.h"
 
 typedef struct fg_tls_clientauth_s fg_tls_clientauth_t;
@@ -46,8 +47,15 @@ int fg_tls_clientauth_why(const SSL *ssl, unsigned long err, char *buf, size_t l
 
 /* The connection's verified client certificate (NULL: none; also after a resumption). */
 X509 *fg_tls_client_cert(const SSL *ssl);
-/* Its subject in RFC 2253 form ("CN=alice,O=Example") into buf; returns the length (0: no
- * certificate, or buf too small: the subject is cut). */
-size_t fg_tls_client_subject(const SSL *ssl, char *buf, size_t len);
+/* What requests use of it: its subject in RFC 2253 form ("CN=alice,O=Example", for the access
+ * log) and the base64 of its DER (RFC 4648 4, for the ClientCert transform). Made on first use
+ * and kept on the SSL, so a connection's requests do not format it again (the certificate
+ * cannot change: renegotiation is off). NULL without a certificate, or without memory; valid
+ * while ssl lives. */
+typedef struct {
+    fg_str_t subject;
+    fg_str_t der64;
+} fg_tls_client_id_t;
+const fg_tls_client_id_t *fg_tls_client_id(const SSL *ssl);
 
 #endif

@@ -210,11 +210,10 @@ static void tls_fields(line_t *l, uint64_t want, const SSL *ssl)
         else
             LIT(l, "false");
     }
-    char subject[512];
-    size_t n;
-    if ((want & FG_AL_BIT(FG_AL_TLS_CLIENT_SUBJECT)) &&
-        (n = fg_tls_client_subject(ssl, subject, sizeof(subject))) > 0)
-        str_field(l, FG_AL_TLS_CLIENT_SUBJECT, subject, n);
+    const fg_tls_client_id_t *id;
+    if ((want & FG_AL_BIT(FG_AL_TLS_CLIENT_SUBJECT)) && (id = fg_tls_client_id(ssl)) != NULL &&
+        id->subject.len > 0)
+        str_field(l, FG_AL_TLS_CLIENT_SUBJECT, id->subject.base, id->subject.len);
 }
 
 static void str_field(line_t *l, int f, const char *s, size_t len)

@@ -9,9 +9,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-#include <openssl/x509.h>
-
 #include "common/hash.h"
 #include "common/tls_clientauth.h"
 #include "common/tunnel_proto.h"
@@ -680,17 +677,12 @@ static int client_cert(tx_t *tx, const fg_transform_t *t)
         if (!cgi_name_eq(h->v[i].name, name))
             h->v[k++] = h->v[i];
     h->n = k;
-    X509 *x = tx->req->ssl ? fg_tls_client_cert(tx->req->ssl) : NULL;
-    int n = x ? i2d_X509(x, NULL) : 0;
-    if (n <= 0)
+    if (tx->req->ssl == NULL || fg_tls_client_cert(tx->req->ssl) == NULL)
         return 0;
-    unsigned char *der = fg_pool_alloc(tx->pool, (size_t)n);
-    char *b64 = fg_pool_alloc(tx->pool, (size_t)(n + 2) / 3 * 4 + 1);
-    unsigned char *p = der;
-    if (der == NULL || b64 == NULL || i2d_X509(x, &p) != n)
-        return -1;
-    int len = EVP_EncodeBlock((unsigned char *)b64, der, n);
-    return fg_headers_add(h, name, (fg_str_t){b64, (size_t)len});
+    /* The connection keeps the encoding; the request its own copy, as it may outlive it. */
+    const fg_tls_client_id_t *id = fg_tls_client_id(tx->req->ssl);
+    fg_str_t v = id ? fg_pool_str(tx->pool, id->der64) : FG_STR_NULL;
+    return v.base != NULL ? fg_headers_add(h, name, v) : -1;
 }
 
 int fg_transform_request_trailer_allowed(const fg_route_t *route, fg_str_t name)
