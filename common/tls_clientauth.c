@@ -305,7 +305,8 @@ fg_tls_clientauth_t *fg_tls_clientauth_load(const fg_tls_server_config_t *t, con
 /* A ticket stands for its full handshake's verification (RFC 8446 2.2), which a client
  * certificate past its notAfter would fail (RFC 5280 6.1.3 (a)(2)): such a session gives a full
  * handshake (and a new ticket) instead of resuming. Other outcomes are OpenSSL's defaults.
- * Sessions from the server's cache (sessionCache, without tickets) do not come here. */
+ * Sessions from the server's cache (sessionCache, without tickets) do not come here: their
+ * lifetime is bounded instead (on_new_session). */
 static SSL_TICKET_RETURN on_ticket_decrypted(SSL *ssl, SSL_SESSION *sess, const unsigned char *name,
                                              size_t nlen, SSL_TICKET_STATUS status, void *arg)
 {
@@ -323,6 +324,23 @@ static SSL_TICKET_RETURN on_ticket_decrypted(SSL *ssl, SSL_SESSION *sess, const 
     default:
         return SSL_TICKET_RETURN_ABORT;
     }
+}
+
+/* The same rule for a session that the server's cache (sessionCache) keeps for a session id:
+ * its lifetime ends no later than its client certificate's notAfter, so that the cache lookup
+ * finds it expired (a full handshake) once the certificate is. Called as the session enters the
+ * cache; returns 0: the cache keeps the only reference. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    (void)ssl;
+    X509 *peer = SSL_SESSION_get0_peer(sess);
+    int days = 0, secs = 0;
+    if (peer == NULL || ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(peer)) != 1)
+        return 0;
+    long left = days < 0 || secs < 0 ? 0 : (long)days * 86400 + secs;
+    if (left < SSL_SESSION_get_timeout(sess))
+        SSL_SESSION_set_timeout(sess, left);
+    return 0;
 }
 
 int fg_tls_clientauth_apply(const fg_tls_clientauth_t *a, SSL_CTX *ctx)
@@ -345,6 +363,7 @@ int fg_tls_clientauth_apply(const fg_tls_clientauth_t *a, SSL_CTX *ctx)
                                     X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
     if (SSL_CTX_set_session_ticket_cb(ctx, NULL, on_ticket_decrypted, NULL) != 1)
         return -1;
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
     return SSL_CTX_set_session_id_context(ctx, a->sid, sizeof(a->sid)) == 1 ? 0 : -1;
 }
 

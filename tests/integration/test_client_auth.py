@@ -432,10 +432,13 @@ def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
                                                          echo_upstream):  # noqa: F811
     """A ticket stands for the verification of its full handshake (RFC 8446 2.2), which a
     certificate past its notAfter would fail (RFC 5280 6.1.3 (a)(2)): once the client's
-    certificate has expired, its TLS 1.3 or TLS 1.2 ticket gives a full handshake, which
-    "required" refuses without a certificate, instead of resuming with the expired identity."""
+    certificate has expired, its TLS 1.3 or TLS 1.2 ticket, or its TLS 1.2 session id in the
+    server's sessionCache, gives a full handshake, which "required" refuses without a
+    certificate, instead of resuming with the expired identity."""
     port = free_port()
-    gateway_factory(mtls_config(tmp_path, certs, pki, port, echo_upstream))
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream)
+    cfg["servers"][0]["tls"]["sessionCache"] = 100
+    gateway_factory(cfg)
     # made once the gateway runs: 6 s are left for the two full handshakes on a slow machine
     now = datetime.datetime.utcnow()
     key = ec.generate_private_key(ec.SECP256R1())
@@ -449,18 +452,25 @@ def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     k.write_bytes(_pem_key(key))
     sessions = {}
-    for version in ("-tls1_3", "-tls1_2"):
-        sessions[version] = tmp_path / ("brief%s.sess" % version)
-        out = s_client(port, version, "-servername", "a.example.test", "-cert", str(crt),
-                       "-key", str(k), "-sess_out", str(sessions[version]), "-ign_eof",
+    kinds = {"tls13-ticket": ["-tls1_3"], "tls12-ticket": ["-tls1_2"],
+             "tls12-session-id": ["-tls1_2", "-no_ticket"]}
+    for kind, opts in kinds.items():
+        sessions[kind] = tmp_path / ("brief-%s.sess" % kind)
+        out = s_client(port, *opts, "-servername", "a.example.test", "-cert", str(crt),
+                       "-key", str(k), "-sess_out", str(sessions[kind]), "-ign_eof",
                        stdin=_raw_get("/before"))
         assert "HTTP/1.1 200" in out, out[-3000:]
+    # each session resumes while the certificate is valid
+    out = s_client(port, *kinds["tls12-session-id"], "-servername", "a.example.test",
+                   "-sess_in", str(sessions["tls12-session-id"]), "-ign_eof",
+                   stdin=_raw_get("/valid"))
+    assert "Reused," in out and "HTTP/1.1 200" in out, out[-3000:]
     time.sleep(max(0.0, (now + datetime.timedelta(seconds=6.5) -
                          datetime.datetime.utcnow()).total_seconds()))
-    for version, sess in sessions.items():
-        out = s_client(port, version, "-servername", "a.example.test", "-sess_in", str(sess),
-                       "-ign_eof", stdin=_raw_get("/after"))
-        assert "Reused," not in out and "HTTP/1.1 200" not in out, (version, out[-3000:])
+    for kind, sess in sessions.items():
+        out = s_client(port, *kinds[kind], "-servername", "a.example.test", "-sess_in",
+                       str(sess), "-ign_eof", stdin=_raw_get("/after"))
+        assert "Reused," not in out and "HTTP/1.1 200" not in out, (kind, out[-3000:])
 
 
 # ---------------------------------------------------------------- configuration checks
