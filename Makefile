@@ -144,9 +144,11 @@ bench: deps fastgateway
 
 # Self-signed certificates for the examples (untracked): an ECDSA P-256 CA, a server
 # certificate for localhost, 127.0.0.1 and *.example.test signed by it, and a client certificate
-# for mutual TLS. Files that exist are kept, so running it again changes nothing.
+# for mutual TLS; for OCSP stapling, the server's chain with the CA and an OCSP response for it
+# signed by the CA, valid 30 days. Files that exist are kept, so running it again changes
+# nothing (delete server.ocsp to make a fresh response).
 CERTS_DIR := etc/examples/certs
-example-certs: $(CERTS_DIR)/server.crt $(CERTS_DIR)/client.crt
+example-certs: $(CERTS_DIR)/server.crt $(CERTS_DIR)/client.crt $(CERTS_DIR)/server.ocsp
 
 $(CERTS_DIR)/ca.crt:
 	@mkdir -p $(CERTS_DIR)
@@ -174,6 +176,17 @@ $(CERTS_DIR)/server.crt: $(CERTS_DIR)/ca.crt
 
 $(CERTS_DIR)/client.crt: $(CERTS_DIR)/ca.crt
 	$(call leaf_cert,client,/CN=FastGateway Example Client,$(CLIENT_EXT))
+
+# openssl ocsp answers the request it builds for server.crt from a one-line index of the CA.
+$(CERTS_DIR)/server.ocsp: $(CERTS_DIR)/server.crt
+	cat $(CERTS_DIR)/server.crt $(CERTS_DIR)/ca.crt > $(CERTS_DIR)/server-chain.crt
+	printf 'V\t391231235959Z\t\t%s\tunknown\t/CN=localhost\n' \
+	  "$$(openssl x509 -in $(CERTS_DIR)/server.crt -noout -serial | cut -d= -f2)" \
+	  > $(CERTS_DIR)/ocsp-index.txt
+	openssl ocsp -index $(CERTS_DIR)/ocsp-index.txt -rsigner $(CERTS_DIR)/ca.crt \
+	  -rkey $(CERTS_DIR)/ca.key -CA $(CERTS_DIR)/ca.crt -issuer $(CERTS_DIR)/ca.crt \
+	  -cert $(CERTS_DIR)/server.crt -ndays 30 -respout $@.tmp > /dev/null
+	mv $@.tmp $@
 
 # Paths follow the FHS: PREFIX=/usr puts the configuration in /etc, /usr/local in /usr/local/etc.
 # DESTDIR stages the whole tree for a package. The installed configuration is

@@ -76,7 +76,8 @@ typedef struct {
     char *key;    /* absolute path: PEM private key */
     char **names; /* "names"; NULL = the certificate's DNS SANs (its CN when it has none) */
     size_t nnames;
-    int acme; /* "acme": issued and renewed by the ACME client (master/acme.c) for names */
+    int acme;        /* "acme": issued and renewed by the ACME client (master/acme.c) for names */
+    char *ocsp_file; /* "ocspFile": absolute path of a DER OCSP response to staple; NULL = none */
 } fg_tls_cert_config_t;
 
 /* The longest HTTP-01 token taken (RFC 8555 8.3: base64url, 128 bits or more), by the client

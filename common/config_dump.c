@@ -126,6 +126,8 @@ static json_t *certificate(const fg_tls_cert_config_t *cert)
         set(o, "names", strings(cert->names, cert->nnames));
     if (cert->acme)
         set(o, "acme", json_true());
+    if (cert->ocsp_file)
+        set(o, "ocspFile", json_string(cert->ocsp_file));
     return o;
 }
 

@@ -20,8 +20,8 @@
 
 static int load_cert(fg_config_ctx_t *c, const json_t *o, fg_tls_cert_config_t *cert)
 {
-    static const char *const keys[] = {"id", "chain", "key", "names", "acme", NULL};
-    char *chain = NULL, *key = NULL;
+    static const char *const keys[] = {"id", "chain", "key", "names", "acme", "ocspFile", NULL};
+    char *chain = NULL, *key = NULL, *ocsp = NULL;
     int rc = -1;
 
     if (!json_is_object(o))
@@ -31,10 +31,18 @@ static int load_cert(fg_config_ctx_t *c, const json_t *o, fg_tls_cert_config_t *
         fg_config_require_string(c, o, "chain", &chain) < 0 ||
         fg_config_require_string(c, o, "key", &key) < 0 ||
         fg_config_get_strings(c, o, "names", &cert->names, &cert->nnames) < 0 ||
-        fg_config_get_bool(c, o, "acme", &cert->acme) < 0)
+        fg_config_get_bool(c, o, "acme", &cert->acme) < 0 ||
+        fg_config_get_string(c, o, "ocspFile", 1, &ocsp) < 0)
         goto out;
     cert->chain = fg_config_abs_path(c, chain);
     cert->key = fg_config_abs_path(c, key);
+    if (ocsp && cert->acme) {
+        fg_config_fail(c, "ocspFile",
+                       "an \"acme\" certificate changes with each renewal: a fixed OCSP response "
+                       "cannot follow it");
+        goto out;
+    }
+    cert->ocsp_file = ocsp ? fg_config_abs_path(c, ocsp) : NULL;
     if (cert->names && cert->nnames == 0) {
         fg_config_fail(c, "names", "must not be empty (leave it out to use the certificate's)");
         goto out;
@@ -55,6 +63,7 @@ static int load_cert(fg_config_ctx_t *c, const json_t *o, fg_tls_cert_config_t *
 out:
     free(chain);
     free(key);
+    free(ocsp);
     return rc;
 }
 
@@ -637,6 +646,7 @@ void fg_config_free_tls(fg_config_t *cfg)
         free(cert->id);
         free(cert->chain);
         free(cert->key);
+        free(cert->ocsp_file);
         free_strings(cert->names, cert->nnames);
     }
     free(cfg->certificates);

@@ -22,6 +22,7 @@
 #include "common/hash.h"
 #include "common/tls_client.h"
 #include "common/tls_clientauth.h"
+#include "common/tls_ocsp.h"
 #include "common/x509gen.h"
 #include "shm/tickets.h"
 
@@ -34,6 +35,7 @@ typedef struct {
     SSL_CTX *ctx; /* the certificate's own context: where the key was checked against it */
     char **names; /* lower case; "*.x.y" for wildcards */
     size_t nnames;
+    fg_tls_ocsp_t *ocsp; /* "ocspFile": the response stapled; NULL = none */
 } cert_t;
 
 typedef struct {
@@ -373,6 +375,26 @@ static int placeholder(load_t *l, cert_t *c)
     return 0;
 }
 
+/* "ocspFile": refused when it does not fit the certificate; kept with a warning when it is only
+ * out of date (an updater late for once must not stop reloads; it is not stapled meanwhile). */
+static int read_ocsp(load_t *l, cert_t *c)
+{
+    char why[512];
+    int stale = 0;
+    if (l->conf->ocsp_file == NULL)
+        return 0;
+    c->ocsp = fg_tls_ocsp_load(l->conf->ocsp_file, c->leaf, c->chain, why, sizeof(why), &stale);
+    if (c->ocsp == NULL)
+        return fail(l, "ocspFile", l->conf->ocsp_file, why);
+    if (stale && l->warn) {
+        char msg[1024];
+        snprintf(msg, sizeof(msg), "%s: certificates[%zu].ocspFile: %s: %s", l->file, l->index,
+                 l->conf->ocsp_file, why);
+        l->warn(l->arg, msg);
+    }
+    return 0;
+}
+
 static int absent(const char *path)
 {
     return access(path, F_OK) == -1 && errno == ENOENT;
@@ -405,7 +427,8 @@ static int load_cert(load_t *l, cert_t *c)
     if (l->conf->acme && (absent(l->conf->chain) || absent(l->conf->key) || acme_expired(l))) {
         if (placeholder(l, c) < 0 || check_pair(l, c) < 0)
             return -1;
-    } else if (read_chain(l, c) < 0 || read_key(l, c) < 0 || check_pair(l, c) < 0) {
+    } else if (read_chain(l, c) < 0 || read_key(l, c) < 0 || check_pair(l, c) < 0 ||
+               read_ocsp(l, c) < 0) {
         return -1;
     }
     for (size_t i = 0; i < l->conf->nnames; i++)
@@ -421,6 +444,7 @@ static void cert_clear(cert_t *c)
     sk_X509_pop_free(c->chain, X509_free);
     EVP_PKEY_free(c->pkey);
     SSL_CTX_free(c->ctx);
+    fg_tls_ocsp_free(c->ocsp);
     for (size_t i = 0; i < c->nnames; i++)
         free(c->names[i]);
     free(c->names);
@@ -722,6 +746,8 @@ static int build_server(tls_t *tls, fg_config_t *cfg, size_t si, fg_tls_warn_fn 
         int rc = policy(st, s, st->ctx[i], why, sizeof(why));
         if (rc == 0 && SSL_CTX_use_cert_and_key(st->ctx[i], c->leaf, c->pkey, c->chain, 1) != 1)
             rc = -1, ossl_reason(why, sizeof(why), "certificate not usable");
+        if (c->ocsp)
+            fg_tls_ocsp_apply(c->ocsp, st->ctx[i]);
         if (rc < 0) {
             snprintf(err, errlen, "%s: servers[%zu].tls%s%s", cfg->file, si, rc == -2 ? "." : ": ",
                      why);
@@ -783,6 +809,15 @@ int fg_tls_cert_pair(const fg_config_t *cfg, size_t index, X509 **leaf, EVP_PKEY
     *pkey = tls->certs[index].pkey;
     *chain = tls->certs[index].chain;
     return 0;
+}
+
+int fg_tls_cert_ocsp(const fg_config_t *cfg, size_t index, time_t *this_update, time_t *next_update)
+{
+    const tls_t *tls = cfg->tls;
+    if (tls == NULL || index >= tls->ncerts || tls->certs[index].ocsp == NULL)
+        return 0;
+    fg_tls_ocsp_times(tls->certs[index].ocsp, this_update, next_update);
+    return 1;
 }
 
 void fg_tls_free(fg_config_t *cfg)

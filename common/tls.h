@@ -20,6 +20,7 @@
 #define FG_TLS_H
 
 #include <stddef.h>
+#include <time.h>
 #include <stdint.h>
 
 #include <openssl/ssl.h>
@@ -57,6 +58,11 @@ void fg_tls_free(fg_config_t *cfg);
  * certificate (common/tls_client.c). Returns 0, or -1 when not loaded. */
 int fg_tls_cert_pair(const fg_config_t *cfg, size_t index, X509 **leaf, EVP_PKEY **pkey,
                      STACK_OF(X509) * *chain);
+
+/* Whether certificate index staples an OCSP response ("ocspFile"), and its thisUpdate and
+ * nextUpdate (0: none given). */
+int fg_tls_cert_ocsp(const fg_config_t *cfg, size_t index, time_t *this_update,
+                     time_t *next_update);
 
 /* The context a server's connections start on; NULL for a plaintext server. */
 SSL_CTX *fg_tls_server_ctx(const fg_server_t *s);

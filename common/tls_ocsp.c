@@ -1,0 +1,217 @@
+/* See common/tls_ocsp.h. */
+#include "common/tls_ocsp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ocsp.h>
+#include <openssl/x509v3.h>
+
+#include "common/tls.h"
+
+#define LEEWAY_S 300 /* clock skew allowed on thisUpdate and nextUpdate */
+
+struct fg_tls_ocsp_s {
+    unsigned char *der; /* the response as the file holds it: what is stapled */
+    size_t len;
+    time_t this_update;
+    time_t next_update; /* 0: none given */
+};
+
+static time_t to_time(const ASN1_GENERALIZEDTIME *t)
+{
+    struct tm tm;
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+        return 0;
+    return timegm(&tm);
+}
+
+static void ossl_why(char *why, size_t len, const char *what)
+{
+    unsigned long e = ERR_peek_last_error();
+    char r[160] = "";
+    if (e != 0)
+        ERR_error_string_n(e, r, sizeof(r));
+    snprintf(why, len, "%s%s%s", what, r[0] ? ": " : "", r);
+    ERR_clear_error();
+}
+
+/* The certificate of chain that issued leaf; NULL when the chain file lacks it. */
+static X509 *issuer_of(X509 *leaf, STACK_OF(X509) * chain)
+{
+    for (int i = 0; i < sk_X509_num(chain); i++)
+        if (X509_check_issued(sk_X509_value(chain, i), leaf) == X509_V_OK)
+            return sk_X509_value(chain, i);
+    return NULL;
+}
+
+/* RFC 6960 4.2.2.2: the response is signed by the issuer itself or by a responder whose
+ * certificate the issuer signed for OCSP signing; the issuer is the anchor (an intermediate
+ * need not chain further: PARTIAL_CHAIN). */
+static int verify(OCSP_BASICRESP *bs, X509 *issuer, STACK_OF(X509) * chain, char *why, size_t len)
+{
+    X509_STORE *store = X509_STORE_new();
+    int ok = store != NULL && X509_STORE_add_cert(store, issuer) == 1 &&
+             X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN) == 1 &&
+             OCSP_basic_verify(bs, chain, store, 0) == 1;
+    if (!ok)
+        ossl_why(why, len, "the response's signature does not verify against the issuer");
+    X509_STORE_free(store);
+    return ok ? 0 : -1;
+}
+
+/* Checks of a parsed response for leaf; fills r's times. Returns 0, 1 when it is out of date
+ * (the reason in why), or -1 when it does not fit leaf (the reason in why). */
+static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls_ocsp_t *r,
+                 char *why, size_t len)
+{
+    int st = OCSP_response_status(resp);
+    if (st != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+        snprintf(why, len, "the response status is %s, not successful",
+                 OCSP_response_status_str(st));
+        return -1;
+    }
+    X509 *issuer = issuer_of(leaf, chain);
+    if (issuer == NULL) {
+        snprintf(why, len,
+                 "the chain file holds no issuer of the certificate: an OCSP response is checked "
+                 "against it (add the intermediate after the certificate)");
+        return -1;
+    }
+    OCSP_BASICRESP *bs = OCSP_response_get1_basic(resp);
+    OCSP_CERTID *id = OCSP_cert_to_id(NULL, leaf, issuer);
+    int status = -1, reason = 0, rc = -1;
+    ASN1_GENERALIZEDTIME *rev = NULL, *thisupd = NULL, *nextupd = NULL;
+    if (bs == NULL || id == NULL) {
+        ossl_why(why, len, "not a basic OCSP response");
+        goto out;
+    }
+    if (OCSP_resp_find_status(bs, id, &status, &reason, &rev, &thisupd, &nextupd) != 1) {
+        char serial[80] = "?";
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(leaf), NULL);
+        char *hex = bn ? BN_bn2hex(bn) : NULL;
+        if (hex)
+            snprintf(serial, sizeof(serial), "%s", hex);
+        OPENSSL_free(hex);
+        BN_free(bn);
+        snprintf(why, len, "the response does not cover this certificate (serial %s)", serial);
+        goto out;
+    }
+    if (verify(bs, issuer, chain, why, len) < 0)
+        goto out;
+    if (status != V_OCSP_CERTSTATUS_GOOD) {
+        char when[64] = "";
+        if (rev)
+            fg_tls_format_time(rev, when, sizeof(when));
+        snprintf(why, len, "the certificate's status is %s%s%s%s%s", OCSP_cert_status_str(status),
+                 rev ? " since " : "", when,
+                 status == V_OCSP_CERTSTATUS_REVOKED && reason >= 0 ? ", reason: " : "",
+                 status == V_OCSP_CERTSTATUS_REVOKED && reason >= 0 ? OCSP_crl_reason_str(reason)
+                                                                    : "");
+        goto out;
+    }
+    r->this_update = to_time(thisupd);
+    r->next_update = nextupd ? to_time(nextupd) : 0;
+    rc = 0;
+    if (OCSP_check_validity(thisupd, nextupd, LEEWAY_S, -1) != 1) {
+        char a[64] = "", b[64] = "";
+        fg_tls_format_time(thisupd, a, sizeof(a));
+        if (nextupd)
+            fg_tls_format_time(nextupd, b, sizeof(b));
+        ERR_clear_error();
+        snprintf(why, len,
+                 "the response is out of date (thisUpdate %s, nextUpdate %s): it is not stapled", a,
+                 nextupd ? b : "none");
+        rc = 1;
+    }
+out:
+    OCSP_CERTID_free(id);
+    OCSP_BASICRESP_free(bs);
+    return rc;
+}
+
+fg_tls_ocsp_t *fg_tls_ocsp_load(const char *path, X509 *leaf, STACK_OF(X509) * chain, char *why,
+                                size_t whylen, int *stale)
+{
+    *stale = 0;
+    BIO *b = fg_tls_open_pem(path, why, whylen); /* any regular file, read as a BIO */
+    if (b == NULL)
+        return NULL;
+    fg_tls_ocsp_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        abort();
+    unsigned char buf[4096];
+    int n;
+    while ((n = BIO_read(b, buf, sizeof(buf))) > 0) {
+        if (r->len + (size_t)n > FG_TLS_OCSP_MAX) {
+            snprintf(why, whylen, "larger than %d bytes: not an OCSP response", FG_TLS_OCSP_MAX);
+            goto fail;
+        }
+        unsigned char *p = realloc(r->der, r->len + (size_t)n);
+        if (p == NULL)
+            abort();
+        memcpy(p + r->len, buf, (size_t)n);
+        r->der = p;
+        r->len += (size_t)n;
+    }
+    const unsigned char *p = r->der;
+    OCSP_RESPONSE *resp = r->len ? d2i_OCSP_RESPONSE(NULL, &p, (long)r->len) : NULL;
+    if (resp == NULL || p != r->der + r->len) {
+        OCSP_RESPONSE_free(resp);
+        ossl_why(why, whylen, "not a DER OCSP response (openssl ocsp -respout writes one)");
+        goto fail;
+    }
+    int rc = check(resp, leaf, chain, r, why, whylen);
+    OCSP_RESPONSE_free(resp);
+    if (rc < 0)
+        goto fail;
+    *stale = rc == 1;
+    BIO_free(b);
+    return r;
+fail:
+    BIO_free(b);
+    fg_tls_ocsp_free(r);
+    return NULL;
+}
+
+/* RFC 6066 8: a client's status_request is answered with the response (in TLS 1.3, in the
+ * certificate's entry, RFC 8446 4.4.2.1); outside thisUpdate..nextUpdate none is sent, as a
+ * stale one would fail the client's check (RFC 6960 4.2.2.1). OpenSSL frees the copy it is given.
+ */
+static int on_status(SSL *ssl, void *arg)
+{
+    const fg_tls_ocsp_t *r = arg;
+    time_t now = time(NULL);
+    if ((r->next_update != 0 && now >= r->next_update) || now < r->this_update - LEEWAY_S)
+        return SSL_TLSEXT_ERR_NOACK;
+    unsigned char *p = OPENSSL_memdup(r->der, r->len);
+    if (p == NULL)
+        return SSL_TLSEXT_ERR_NOACK;
+    if (SSL_set_tlsext_status_ocsp_resp(ssl, p, (long)r->len) != 1) {
+        OPENSSL_free(p);
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+void fg_tls_ocsp_apply(const fg_tls_ocsp_t *r, SSL_CTX *ctx)
+{
+    SSL_CTX_set_tlsext_status_cb(ctx, on_status);
+    SSL_CTX_set_tlsext_status_arg(ctx, (void *)r);
+}
+
+void fg_tls_ocsp_times(const fg_tls_ocsp_t *r, time_t *this_update, time_t *next_update)
+{
+    *this_update = r->this_update;
+    *next_update = r->next_update;
+}
+
+void fg_tls_ocsp_free(fg_tls_ocsp_t *r)
+{
+    if (r == NULL)
+        return;
+    free(r->der);
+    free(r);
+}
