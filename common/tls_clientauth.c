@@ -337,7 +337,11 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
     int days = 0, secs = 0;
     if (peer == NULL || ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(peer)) != 1)
         return 0;
-    long left = days < 0 || secs < 0 ? 0 : (long)days * 86400 + secs;
+    /* The cache counts whole seconds and ends a session only once the clock is past its
+     * creation second + timeout: one second less ends it by notAfter's second. */
+    long left = days < 0 || secs < 0 ? 0 : (long)days * 86400 + secs - 1;
+    if (left < 0)
+        left = 0;
     if (left < SSL_SESSION_get_timeout(sess))
         SSL_SESSION_set_timeout(sess, left);
     return 0;
