@@ -12,6 +12,7 @@
 #include <openssl/crypto.h>
 
 #include "common/log.h"
+#include "common/secret.h"
 
 #define CONF_MAX (1024 * 1024) /* an agent's file is a few lines */
 
@@ -269,8 +270,8 @@ out:
 static int load_secret(fg_config_ctx_t *c, fg_agent_config_t *cfg)
 {
     char why[256];
-    int n =
-        fg_tunnel_secret_load(cfg->secret_file, cfg->secret, sizeof(cfg->secret), why, sizeof(why));
+    int n = fg_secret_load(cfg->secret_file, cfg->secret, sizeof(cfg->secret), FG_TUNNEL_SECRET_MIN,
+                           why, sizeof(why));
     if (n < 0)
         return fg_config_fail(c, "secretFile", "%s", why);
     cfg->secret_len = (size_t)n;

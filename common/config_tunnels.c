@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/config_impl.h"
+#include "common/secret.h"
 #include "common/tunnel_proto.h"
 
 _Static_assert(sizeof(((fg_tunnel_agent_t *)0)->secret) >= FG_TUNNEL_SECRET_MAX,
@@ -37,7 +38,8 @@ static int load_agent(fg_config_ctx_t *c, const json_t *o, void *out)
     if (!fg_tunnel_id_valid(a->id, strlen(a->id)))
         return fg_config_fail(c, "id", "must be 1 to %d characters of A-Z a-z 0-9 . _ -",
                               FG_TUNNEL_ID_MAX);
-    int n = fg_tunnel_secret_load(a->secret_file, a->secret, sizeof(a->secret), why, sizeof(why));
+    int n = fg_secret_load(a->secret_file, a->secret, FG_TUNNEL_SECRET_MAX, FG_TUNNEL_SECRET_MIN,
+                           why, sizeof(why));
     if (n < 0)
         return fg_config_fail(c, "secretFile", "%s: %s", a->secret_file, why);
     a->secret_len = (size_t)n;

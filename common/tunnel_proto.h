@@ -115,10 +115,5 @@ int fg_tunnel_auth_sign(const uint8_t *secret, size_t secret_len,
 /* Whether the AUTH message m carries the right proof, compared in constant time. */
 int fg_tunnel_auth_ok(const uint8_t *secret, size_t secret_len,
                       const uint8_t nonce[FG_TUNNEL_NONCE_LEN], const fg_tunnel_msg_t *m);
-/* Read an agent secret from path: the file's bytes without surrounding whitespace, between
- * FG_TUNNEL_SECRET_MIN and FG_TUNNEL_SECRET_MAX of them. Refuses a file that others than
- * its owner may read or write (mode & 077). Returns the length, or -1 with a reason in err
- * (never the secret). */
-int fg_tunnel_secret_load(const char *path, uint8_t *secret, size_t cap, char *err, size_t errlen);
 
 #endif

@@ -182,6 +182,23 @@ def full_config(tmp_path):
     certs.leaf("site", "site.test")
     certs.leaf("other", "other.test")
     (tmp_path / "ca.crt").write_bytes(certs.ca.public_bytes(serialization.Encoding.PEM))
+    # "other" staples an OCSP response signed by the CA, which its chain file carries
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509 import ocsp
+    other = x509.load_pem_x509_certificate((tmp_path / "other.crt").read_bytes())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    resp = (ocsp.OCSPResponseBuilder()
+            .add_response(cert=other, issuer=certs.ca, algorithm=hashes.SHA1(),
+                          cert_status=ocsp.OCSPCertStatus.GOOD, this_update=now,
+                          next_update=now + datetime.timedelta(days=7), revocation_time=None,
+                          revocation_reason=None)
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, certs.ca)
+            .sign(certs.ca_key, hashes.SHA256()))
+    (tmp_path / "other.ocsp").write_bytes(resp.public_bytes(serialization.Encoding.DER))
+    with open(tmp_path / "other.crt", "ab") as f:
+        f.write(certs.ca.public_bytes(serialization.Encoding.PEM))
     for d in ("run", "logs"):
         (tmp_path / d).mkdir(exist_ok=True)
     cfg = json.loads((tmp_path / "full_config.json").read_text())

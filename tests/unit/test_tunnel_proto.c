@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/secret.h"
 #include "common/tunnel_proto.h"
 
 static int parse(const char *s, fg_tunnel_msg_t *m)
@@ -262,36 +263,38 @@ static void test_secret_load(void **state)
     uint8_t s[FG_TUNNEL_SECRET_MAX];
     char err[256];
     const char *p = write_secret("ok", "  0123456789abcdef-secret\n", 0600);
-    int n = fg_tunnel_secret_load(p, s, sizeof(s), err, sizeof(err));
+    int n = fg_secret_load(p, s, sizeof(s), FG_TUNNEL_SECRET_MIN, err, sizeof(err));
     assert_int_equal(n, (int)SECRET_LEN);
     assert_memory_equal(s, secret, SECRET_LEN);
 
     p = write_secret("open", "0123456789abcdef-secret\n", 0644);
-    assert_int_equal(fg_tunnel_secret_load(p, s, sizeof(s), err, sizeof(err)), -1);
+    assert_int_equal(fg_secret_load(p, s, sizeof(s), FG_TUNNEL_SECRET_MIN, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "chmod 600"));
     assert_null(strstr(err, "0123456789abcdef")); /* never the secret */
 
     p = write_secret("short", "short-secret\n", 0600);
-    assert_int_equal(fg_tunnel_secret_load(p, s, sizeof(s), err, sizeof(err)), -1);
+    assert_int_equal(fg_secret_load(p, s, sizeof(s), FG_TUNNEL_SECRET_MIN, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "shorter than 16"));
 
     char *big = malloc(FG_TUNNEL_SECRET_MAX + 2);
     memset(big, 'k', FG_TUNNEL_SECRET_MAX + 1);
     big[FG_TUNNEL_SECRET_MAX + 1] = '\0';
     p = write_secret("long", big, 0600);
-    assert_int_equal(fg_tunnel_secret_load(p, s, sizeof(s), err, sizeof(err)), -1);
+    assert_int_equal(fg_secret_load(p, s, sizeof(s), FG_TUNNEL_SECRET_MIN, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "longer than"));
     big[FG_TUNNEL_SECRET_MAX] = '\0';
     p = write_secret("max", big, 0600);
-    assert_int_equal(fg_tunnel_secret_load(p, s, sizeof(s), err, sizeof(err)),
+    assert_int_equal(fg_secret_load(p, s, sizeof(s), FG_TUNNEL_SECRET_MIN, err, sizeof(err)),
                      FG_TUNNEL_SECRET_MAX);
     free(big);
 
     char missing[128];
     snprintf(missing, sizeof(missing), "%s/missing", tmpdir);
-    assert_int_equal(fg_tunnel_secret_load(missing, s, sizeof(s), err, sizeof(err)), -1);
+    assert_int_equal(fg_secret_load(missing, s, sizeof(s), FG_TUNNEL_SECRET_MIN, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "cannot open"));
-    assert_int_equal(fg_tunnel_secret_load(tmpdir, s, sizeof(s), err, sizeof(err)), -1);
+    assert_int_equal(fg_secret_load(tmpdir, s, sizeof(s), FG_TUNNEL_SECRET_MIN, err, sizeof(err)),
+                     -1);
 
     const char *names[] = {"ok", "open", "short", "long", "max"};
     for (size_t i = 0; i < 5; i++) {
