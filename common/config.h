@@ -93,7 +93,15 @@ typedef struct {
     char *ca_file;              /* absolute: the ACME server's CAs; NULL = the system's */
     uint64_t renew_before_ms;   /* default 30 days */
     uint64_t check_interval_ms; /* default 12 h */
+    /* "externalAccount" (RFC 8555 7.3.4): the key id and the file of the MAC key the CA gave
+     * (base64url); NULL = none. The key itself is read when an account is created. */
+    char *eab_key_id;
+    char *eab_mac_file; /* absolute */
 } fg_acme_config_t;
+
+/* The MAC key of an external account binding, in bytes: at least, at most. */
+#define FG_ACME_EAB_KEY_MIN 16
+#define FG_ACME_EAB_KEY_MAX 256
 
 typedef struct {
     char **certificates; /* ids, as written */

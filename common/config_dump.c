@@ -711,6 +711,9 @@ static void globals(json_t *root, const fg_config_t *cfg)
             set(o, "email", json_string(a->email));
         if (a->ca_file)
             set(o, "caFile", json_string(a->ca_file));
+        if (a->eab_key_id) /* the key's file is named, the key never written */
+            set(o, "externalAccount",
+                json_pack("{s:s, s:s}", "keyId", a->eab_key_id, "macKeyFile", a->eab_mac_file));
         set(root, "acme", o);
     }
 }

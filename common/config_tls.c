@@ -72,11 +72,39 @@ static int load_cert_item(fg_config_ctx_t *c, const json_t *o, void *out)
     return load_cert(c, o, out);
 }
 
-/* "acme": {directory, email, stateDir, caFile, renewBefore, checkInterval}. */
+/* "externalAccount": {keyId, macKeyFile} (RFC 8555 7.3.4). The key file is checked with the
+ * certificates (common/tls.c); the ACME client reads it when it creates the account. */
+static int load_eab(fg_config_ctx_t *c, const json_t *acme, fg_acme_config_t *a)
+{
+    static const char *const keys[] = {"keyId", "macKeyFile", NULL};
+    json_t *o = NULL;
+    char *file = NULL;
+    if (fg_config_get_object(c, acme, "externalAccount", keys, &o) < 0)
+        return -1;
+    if (o == NULL)
+        return 0;
+    size_t mark = fg_config_push_key(c, "externalAccount");
+    int rc = -1;
+    if (fg_config_require_string(c, o, "keyId", &a->eab_key_id) < 0 ||
+        fg_config_require_string(c, o, "macKeyFile", &file) < 0)
+        goto out;
+    if (a->eab_key_id[0] == '\0' || strlen(a->eab_key_id) > 256) {
+        fg_config_fail(c, "keyId", "must be 1 to 256 characters");
+        goto out;
+    }
+    a->eab_mac_file = fg_config_abs_path(c, file);
+    rc = 0;
+out:
+    free(file);
+    fg_config_pop(c, mark);
+    return rc;
+}
+
+/* "acme": {directory, email, stateDir, caFile, renewBefore, checkInterval, externalAccount}. */
 static int load_acme(fg_config_ctx_t *c, const json_t *root)
 {
-    static const char *const keys[] = {"directory",   "email",         "stateDir", "caFile",
-                                       "renewBefore", "checkInterval", NULL};
+    static const char *const keys[] = {"directory",   "email",         "stateDir",        "caFile",
+                                       "renewBefore", "checkInterval", "externalAccount", NULL};
     fg_acme_config_t *a = &c->cfg->acme;
     json_t *o = NULL;
     char *dir = NULL, *ca = NULL;
@@ -115,6 +143,8 @@ static int load_acme(fg_config_ctx_t *c, const json_t *root)
     }
     a->state_dir = fg_config_abs_path(c, dir);
     a->ca_file = ca ? fg_config_abs_path(c, ca) : NULL;
+    if (load_eab(c, o, a) < 0)
+        goto out;
     a->enabled = 1;
     rc = 0;
 out:
@@ -654,6 +684,8 @@ void fg_config_free_tls(fg_config_t *cfg)
     free(cfg->acme.email);
     free(cfg->acme.state_dir);
     free(cfg->acme.ca_file);
+    free(cfg->acme.eab_key_id);
+    free(cfg->acme.eab_mac_file);
     for (size_t i = 0; i < cfg->nservers; i++) {
         fg_server_t *s = &cfg->servers[i];
         fg_tls_server_config_t *t = s->tls;

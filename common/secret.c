@@ -71,3 +71,60 @@ int fg_secret_load(const char *path, uint8_t *secret, size_t cap, size_t min, ch
     OPENSSL_cleanse(buf, sizeof(buf));
     return rc;
 }
+
+static int b64url_value(uint8_t c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '-' ? 62 : c == '_' ? 63 : -1;
+}
+
+int fg_secret_load_b64url(const char *path, uint8_t *key, size_t cap, size_t min, char *err,
+                          size_t errlen)
+{
+    uint8_t text[SECRET_CAP];
+    int n = fg_secret_load(path, text, sizeof(text), 1, err, errlen);
+    if (n < 0)
+        return -1;
+    size_t len = (size_t)n, out = 0;
+    while (len > 0 && text[len - 1] == '=')
+        len--;
+    uint32_t acc = 0;
+    int bits = 0, rc = -1;
+    for (size_t i = 0; i < len; i++) {
+        int v = b64url_value(text[i]);
+        if (v < 0) {
+            snprintf(err, errlen, "%s: not a base64url key (character %zu)", path, i + 1);
+            goto out;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (out == cap) {
+                snprintf(err, errlen, "%s: the key is longer than %zu bytes", path, cap);
+                goto out;
+            }
+            key[out++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (len % 4 == 1) {
+        snprintf(err, errlen, "%s: not a base64url key (truncated)", path);
+        goto out;
+    }
+    if (out < min) {
+        snprintf(err, errlen, "%s: the key is shorter than %zu bytes", path, min);
+        goto out;
+    }
+    rc = (int)out;
+out:
+    OPENSSL_cleanse(text, sizeof(text));
+    OPENSSL_cleanse(&acc, sizeof(acc));
+    if (rc < 0)
+        OPENSSL_cleanse(key, out);
+    return rc;
+}

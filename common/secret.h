@@ -13,4 +13,10 @@
 int fg_secret_load(const char *path, uint8_t *secret, size_t cap, size_t min, char *err,
                    size_t errlen);
 
+/* A secret file holding a key in base64url (RFC 4648 5, padding allowed), as ACME CAs hand out
+ * external account MAC keys: the decoded key, at least min bytes and at most cap. Returns its
+ * length, or -1 with a reason in err (never the key). */
+int fg_secret_load_b64url(const char *path, uint8_t *key, size_t cap, size_t min, char *err,
+                          size_t errlen);
+
 #endif

@@ -20,6 +20,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/hash.h"
+#include "common/secret.h"
 #include "common/tls_client.h"
 #include "common/tls_clientauth.h"
 #include "common/tls_ocsp.h"
@@ -760,10 +761,28 @@ static int build_server(tls_t *tls, fg_config_t *cfg, size_t si, fg_tls_warn_fn 
 
 /* ---- public ---- */
 
+/* acme.externalAccount.macKeyFile: read and decoded at each load and by -t, so that a bad one
+ * is reported before the ACME client needs it (master/acme.c reads it again then). */
+static int check_eab_key(const fg_config_t *cfg, char *err, size_t errlen)
+{
+    uint8_t key[FG_ACME_EAB_KEY_MAX];
+    char why[512];
+    int n = fg_secret_load_b64url(cfg->acme.eab_mac_file, key, sizeof(key), FG_ACME_EAB_KEY_MIN,
+                                  why, sizeof(why));
+    OPENSSL_cleanse(key, sizeof(key));
+    if (n < 0) {
+        snprintf(err, errlen, "%s: acme.externalAccount.macKeyFile: %s", cfg->file, why);
+        return -1;
+    }
+    return 0;
+}
+
 int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn warn, void *arg,
                  char *err, size_t errlen)
 {
     size_t nservers = 0;
+    if (cfg->acme.enabled && cfg->acme.eab_mac_file && check_eab_key(cfg, err, errlen) < 0)
+        return -1;
     for (size_t i = 0; i < cfg->nservers; i++)
         nservers += cfg->servers[i].tls != NULL;
     if (cfg->ncertificates == 0)

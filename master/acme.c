@@ -18,10 +18,12 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "common/log.h"
+#include "common/secret.h"
 #include "common/str.h"
 #include "common/tls.h"
 #include "common/x509gen.h"
@@ -51,8 +53,9 @@ typedef struct {
     char thumb[64];  /* its thumbprint, base64url */
     char nonce[256]; /* the next request's, "" = fetch one */
     char new_nonce[1024], new_account[1024], new_order[1024];
-    char kid[2048]; /* the account URL */
-    char err[1536]; /* why the last step failed */
+    char kid[2048];   /* the account URL */
+    int eab_required; /* the directory's meta.externalAccountRequired */
+    char err[1536];   /* why the last step failed */
 } acme_t;
 
 /* why the current step failed, into a->err; the CA's text (problem details, URLs) is in it,
@@ -411,6 +414,8 @@ static int directory(acme_t *a)
     const char *na = json_string_value(json_object_get(doc, "newAccount"));
     const char *no = json_string_value(json_object_get(doc, "newOrder"));
     int rc = -1;
+    a->eab_required =
+        json_is_true(json_object_get(json_object_get(doc, "meta"), "externalAccountRequired"));
     if (nn && na && no) {
         snprintf(a->new_nonce, sizeof(a->new_nonce), "%s", nn);
         snprintf(a->new_account, sizeof(a->new_account), "%s", na);
@@ -424,14 +429,69 @@ static int directory(acme_t *a)
     return rc;
 }
 
+/* RFC 8555 7.3.4: the binding of the account key to the CA's external account: a JWS with
+ * the account's JWK as payload, MACed (HS256) with the key the CA gave for keyId, for the
+ * newAccount URL. */
+static json_t *external_binding(acme_t *a)
+{
+    const fg_acme_config_t *ac = &a->cfg->acme;
+    uint8_t key[FG_ACME_EAB_KEY_MAX];
+    char why[512];
+    int klen = fg_secret_load_b64url(ac->eab_mac_file, key, sizeof(key), FG_ACME_EAB_KEY_MIN, why,
+                                     sizeof(why));
+    if (klen < 0) {
+        seterr(a, "externalAccount.macKeyFile: %s", why);
+        return NULL;
+    }
+    json_t *prot =
+        json_pack("{s:s, s:s, s:s}", "alg", "HS256", "kid", ac->eab_key_id, "url", a->new_account);
+    char *ptext = json_dumps(prot, JSON_COMPACT);
+    json_decref(prot);
+    char *p64 = b64url_str(ptext), *pl64 = b64url_str(a->jwk);
+    free(ptext);
+    size_t ilen = strlen(p64) + 1 + strlen(pl64);
+    char *input = malloc(ilen + 1);
+    if (input == NULL)
+        abort();
+    snprintf(input, ilen + 1, "%s.%s", p64, pl64);
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mlen = 0;
+    json_t *out = NULL;
+    if (HMAC(EVP_sha256(), key, klen, (const unsigned char *)input, ilen, mac, &mlen) != NULL) {
+        char *s64 = b64url(mac, mlen);
+        out = json_pack("{s:s, s:s, s:s}", "protected", p64, "payload", pl64, "signature", s64);
+        free(s64);
+    } else {
+        seterr(a, "externalAccount: HMAC-SHA256 failed");
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    free(input);
+    free(p64);
+    free(pl64);
+    return out;
+}
+
 /* RFC 8555 7.3: the account of the key, created (terms agreed) or found. */
 static int account(acme_t *a)
 {
+    if (a->eab_required && a->cfg->acme.eab_key_id == NULL) {
+        seterr(a, "the CA requires an external account binding (meta.externalAccountRequired): "
+                  "set acme.externalAccount (keyId, macKeyFile) to the CA's key id and MAC key");
+        return -1;
+    }
     json_t *p = json_pack("{s:b}", "termsOfServiceAgreed", 1);
     if (a->cfg->acme.email) {
         char mailto[512];
         snprintf(mailto, sizeof(mailto), "mailto:%s", a->cfg->acme.email);
         json_object_set_new(p, "contact", json_pack("[s]", mailto));
+    }
+    if (a->cfg->acme.eab_key_id) {
+        json_t *eab = external_binding(a);
+        if (eab == NULL) {
+            json_decref(p);
+            return -1;
+        }
+        json_object_set_new(p, "externalAccountBinding", eab);
     }
     char *payload = json_dumps(p, JSON_COMPACT);
     json_decref(p);

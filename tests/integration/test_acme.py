@@ -23,6 +23,7 @@ FakeACME (at the end) is a small HTTPS ACME server written here that misbehaves 
 chain the TLS loader would refuse, hostile tokens, http:// or CR LF URLs, a stalled answer, an
 IPv6 literal, a problem detail with a newline, a slow failing check during a reload; with
 files that cannot be written, a key that no longer matches, FIFOs among the challenges."""
+import base64
 import contextlib
 import datetime
 import json
@@ -133,12 +134,14 @@ def _kill(proc):
 
 
 @contextlib.contextmanager
-def run_pebble(d, validity=None):
+def run_pebble(d, validity=None, eab=None):
     """pebble-challtestsrv (DNS only: every A query -> 127.0.0.1, no AAAA) and pebble, in
     directory d; validity: pebble's certificateValidityPeriod in seconds (default: 5 years).
     Yields a dict: directory (URL), ca_file (the CA of pebble's TLS certificate),
     http_port (pebble's HTTP-01 port: the gateway's plaintext listener), root (PEM of pebble's
-    issuing root, from its management interface), dir, log (pebble's output file)."""
+    issuing root, from its management interface), dir, log (pebble's output file).
+    eab: {key id: base64url MAC key}: pebble then requires an external account binding
+    (RFC 8555 7.3.4) with one of them."""
     need_pebble()
     ca = CA("Pebble Listener Test CA")
     (d / "ca.crt").write_bytes(ca.pem)
@@ -155,10 +158,13 @@ def run_pebble(d, validity=None):
         "ocspResponderURL": "",
         "externalAccountBindingRequired": False,
     }}, indent=2))
+    cfg = json.loads((d / "pebble-config.json").read_text())
     if validity is not None:
-        cfg = json.loads((d / "pebble-config.json").read_text())
         cfg["pebble"]["certificateValidityPeriod"] = validity
-        (d / "pebble-config.json").write_text(json.dumps(cfg, indent=2))
+    if eab is not None:
+        cfg["pebble"]["externalAccountBindingRequired"] = True
+        cfg["pebble"]["externalAccountMACKeys"] = eab
+    (d / "pebble-config.json").write_text(json.dumps(cfg, indent=2))
     env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
                PEBBLE_AUTHZREUSE="0")
     cts = pb = None
@@ -752,6 +758,68 @@ def test_challenge_path_is_routed_without_an_acme_section(tmp_path, gateway_fact
 
 # ---------------------------------------------------------------- -t errors
 
+# ---------------------------------------------------------------- external account binding
+
+EAB_KID = "kid-fastgateway"
+EAB_KEY = base64.urlsafe_b64encode(b"k" * 8 + bytes(range(24))).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def pebble_eab(tmp_path_factory):
+    with run_pebble(tmp_path_factory.mktemp("pebble-eab"), eab={EAB_KID: EAB_KEY}) as p:
+        yield p
+
+
+def _mac_file(tmp_path, text, mode=0o600):
+    path = tmp_path / "eab.key"
+    path.write_text(text + "\n")
+    os.chmod(path, mode)
+    return str(path)
+
+
+def test_external_account_binding_issues_from_a_ca_that_requires_it(tmp_path, pebble_eab,
+                                                                    gateway_factory):
+    """RFC 8555 7.3.4: a CA that requires an external account (its directory's
+    meta.externalAccountRequired, as ZeroSSL's and Google's) creates the account when newAccount
+    carries the binding MACed with the key it gave for keyId; the certificate is issued."""
+    tls_port = free_port()
+    cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": NAMES, "acme": True}
+    acme = acme_section(pebble_eab["directory"], pebble_eab["ca_file"], externalAccount={
+        "keyId": EAB_KID, "macKeyFile": _mac_file(tmp_path, EAB_KEY)})
+    gw = gateway_factory(acme_config(tmp_path, pebble_eab["http_port"], tls_port, [cert], acme))
+    chain = wait_issued(gw, tls_port, NAMES[0])
+    assert "Pebble" in chain[0].issuer.rfc4514_string()
+    dumped = subprocess.run([str(BINARY), "-T", "-c", str(gw.config_path)], capture_output=True,
+                            text=True, timeout=30)
+    assert EAB_KEY not in dumped.stdout + dumped.stderr + gw.error_log()
+
+
+@pytest.mark.parametrize("case", ["none", "wrong-key", "unknown-kid"])
+def test_external_account_binding_refused_or_missing_is_logged(tmp_path, pebble_eab,
+                                                               gateway_factory, case):
+    """Without a binding the ACME client says what to configure before asking; with a wrong
+    key or key id the CA's refusal is logged; the placeholder keeps serving."""
+    tls_port = free_port()
+    cert = {"id": "site", "chain": "site.crt", "key": "site.key", "names": NAMES, "acme": True}
+    extra = {}
+    if case == "wrong-key":
+        other = base64.urlsafe_b64encode(bytes(32)).rstrip(b"=").decode()
+        extra = {"keyId": EAB_KID, "macKeyFile": _mac_file(tmp_path, other)}
+    elif case == "unknown-kid":
+        extra = {"keyId": "kid-nobody", "macKeyFile": _mac_file(tmp_path, EAB_KEY)}
+    acme = acme_section(pebble_eab["directory"], pebble_eab["ca_file"],
+                        **({"externalAccount": extra} if extra else {}))
+    gw = gateway_factory(acme_config(tmp_path, pebble_eab["http_port"], tls_port, [cert], acme))
+    if case == "none":
+        line = wait_log(gw, r"acme: .*requires an external account binding", ISSUE_TIMEOUT)
+        assert "acme.externalAccount" in line, line
+    else:
+        line = wait_log(gw, r"acme: .*newAccount", ISSUE_TIMEOUT)
+        assert "HTTP 4" in line or "unauthorized" in line or "malformed" in line, line
+    assert self_signed(served_chain(tls_port, NAMES[0])[0])
+    assert EAB_KEY not in gw.error_log()
+
+
 def _check_cfg(tmp_path, change):
     cert = {"id": "site", "chain": str(tmp_path / "site.crt"), "key": str(tmp_path / "site.key"),
             "names": ["site.example.test"], "acme": True}
@@ -786,6 +854,14 @@ CHECK_CASES = [
     ("shared-chain", lambda c: c["certificates"].insert(0, dict(
         c["certificates"][0], id="other", key=c["certificates"][0]["key"] + "2",
         names=["other.example.test"])), "certificates[0].chain", "certificates[1]"),
+    ("eab-no-key-file", lambda c: _set(c["acme"], "externalAccount", {"keyId": "k"}),
+     "acme.externalAccount", "macKeyFile"),
+    ("eab-missing-key-file", lambda c: _set(c["acme"], "externalAccount", {
+        "keyId": "k", "macKeyFile": "/nonexistent/eab.key"}),
+     "acme.externalAccount.macKeyFile", "cannot open"),
+    ("eab-empty-key-id", lambda c: _set(c["acme"], "externalAccount", {
+        "keyId": "", "macKeyFile": "/nonexistent/eab.key"}),
+     "acme.externalAccount.keyId"),
     ("shared-key-with-a-manual-certificate", lambda c: c["certificates"].append(dict(
         c["certificates"][0], id="manual", chain=c["certificates"][0]["chain"] + "2",
         acme=False)), "certificates[0].key", "certificates[1]"),
@@ -799,6 +875,21 @@ def test_check_refuses(tmp_path, case):
     check_error(proc, path, key_path)
     if len(case) > 3:
         assert case[3] in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("text,mode,why", [
+    (EAB_KEY, 0o644, "chmod 600"),
+    ("not*base64url", 0o600, "not a base64url key"),
+    (base64.urlsafe_b64encode(b"short").decode(), 0o600, "shorter than 16 bytes"),
+])
+def test_check_refuses_a_bad_mac_key_file(tmp_path, text, mode, why):
+    """The MAC key file is read at load (and -t): a secret others can read, a key that is not
+    base64url, or one too short is refused, naming the key file, never printing the key."""
+    key_file = _mac_file(tmp_path, text, mode)
+    path, proc = _check_cfg(tmp_path, lambda c: _set(c["acme"], "externalAccount", {
+        "keyId": EAB_KID, "macKeyFile": key_file}))
+    check_error(proc, path, "acme.externalAccount.macKeyFile")
+    assert why in proc.stderr and text not in proc.stderr, proc.stderr
 
 
 def test_check_accepts_the_valid_base(tmp_path):

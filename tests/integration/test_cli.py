@@ -201,6 +201,9 @@ def full_config(tmp_path):
         f.write(certs.ca.public_bytes(serialization.Encoding.PEM))
     for d in ("run", "logs"):
         (tmp_path / d).mkdir(exist_ok=True)
+    # the ACME external account's MAC key: a secret file of its owner's only
+    (tmp_path / "eab.key").write_text("a2V5LWZvci10aGUtZnVsbC1jb25maWd1cmF0aW9u\n")
+    os.chmod(tmp_path / "eab.key", 0o600)
     cfg = json.loads((tmp_path / "full_config.json").read_text())
     del cfg["servers"][0]["tls"]
     # -T checks that the user reaches the log and run directories: use the one running.
