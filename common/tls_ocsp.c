@@ -17,15 +17,17 @@ struct fg_tls_ocsp_s {
     unsigned char *der; /* the response as the file holds it: what is stapled */
     size_t len;
     time_t this_update;
-    time_t next_update; /* 0: none given */
+    time_t next_update; /* meaningful when has_next: any value, the epoch included */
+    int has_next;
 };
 
-static time_t to_time(const ASN1_GENERALIZEDTIME *t)
+static int to_time(const ASN1_GENERALIZEDTIME *t, time_t *out)
 {
     struct tm tm;
     if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
-        return 0;
-    return timegm(&tm);
+        return -1;
+    *out = timegm(&tm);
+    return 0;
 }
 
 static void ossl_why(char *why, size_t len, const char *what)
@@ -112,8 +114,12 @@ static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls
                                                                     : "");
         goto out;
     }
-    r->this_update = to_time(thisupd);
-    r->next_update = nextupd ? to_time(nextupd) : 0;
+    r->has_next = nextupd != NULL;
+    if (to_time(thisupd, &r->this_update) < 0 ||
+        (r->has_next && to_time(nextupd, &r->next_update) < 0)) {
+        ossl_why(why, len, "the response's thisUpdate or nextUpdate is not a valid time");
+        goto out;
+    }
     rc = 0;
     if (OCSP_check_validity(thisupd, nextupd, LEEWAY_S, -1) != 1) {
         char a[64] = "", b[64] = "";
@@ -176,6 +182,16 @@ fail:
     return NULL;
 }
 
+/* RFC 6960 4.2.2.1: a response is reliable from thisUpdate (with the leeway a client gives it)
+ * until nextUpdate, when one is given; one whose nextUpdate is before its thisUpdate is never
+ * (OCSP_check_validity, as clients apply it, refuses it whatever the time). */
+int fg_tls_ocsp_stapled(const fg_tls_ocsp_t *r, time_t now)
+{
+    if (now < r->this_update - LEEWAY_S)
+        return 0;
+    return !r->has_next || (r->next_update >= r->this_update && now < r->next_update);
+}
+
 /* RFC 6066 8: a client's status_request is answered with the response (in TLS 1.3, in the
  * certificate's entry, RFC 8446 4.4.2.1); outside thisUpdate..nextUpdate none is sent, as a
  * stale one would fail the client's check (RFC 6960 4.2.2.1). OpenSSL frees the copy it is given.
@@ -183,8 +199,7 @@ fail:
 static int on_status(SSL *ssl, void *arg)
 {
     const fg_tls_ocsp_t *r = arg;
-    time_t now = time(NULL);
-    if ((r->next_update != 0 && now >= r->next_update) || now < r->this_update - LEEWAY_S)
+    if (!fg_tls_ocsp_stapled(r, time(NULL)))
         return SSL_TLSEXT_ERR_NOACK;
     unsigned char *p = OPENSSL_memdup(r->der, r->len);
     if (p == NULL)
@@ -202,10 +217,11 @@ void fg_tls_ocsp_apply(const fg_tls_ocsp_t *r, SSL_CTX *ctx)
     SSL_CTX_set_tlsext_status_arg(ctx, (void *)r);
 }
 
-void fg_tls_ocsp_times(const fg_tls_ocsp_t *r, time_t *this_update, time_t *next_update)
+int fg_tls_ocsp_times(const fg_tls_ocsp_t *r, time_t *this_update, time_t *next_update)
 {
     *this_update = r->this_update;
     *next_update = r->next_update;
+    return r->has_next;
 }
 
 void fg_tls_ocsp_free(fg_tls_ocsp_t *r)

@@ -23,8 +23,12 @@ fg_tls_ocsp_t *fg_tls_ocsp_load(const char *path, X509 *leaf, STACK_OF(X509) * c
                                 size_t whylen, int *stale);
 /* ctx's handshakes staple r for clients that ask (status_request), within its times. */
 void fg_tls_ocsp_apply(const fg_tls_ocsp_t *r, SSL_CTX *ctx);
-/* thisUpdate and nextUpdate (0: the response gives none) of r. */
-void fg_tls_ocsp_times(const fg_tls_ocsp_t *r, time_t *this_update, time_t *next_update);
+/* thisUpdate and nextUpdate of r; returns whether r gives a nextUpdate (else *next_update is
+ * meaningless). */
+int fg_tls_ocsp_times(const fg_tls_ocsp_t *r, time_t *this_update, time_t *next_update);
+/* Whether r is stapled at now: from thisUpdate (5 minutes of leeway) until nextUpdate, and never
+ * when nextUpdate is before thisUpdate. */
+int fg_tls_ocsp_stapled(const fg_tls_ocsp_t *r, time_t now);
 void fg_tls_ocsp_free(fg_tls_ocsp_t *r);
 
 #endif

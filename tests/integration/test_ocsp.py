@@ -263,6 +263,29 @@ def test_the_staple_stops_at_its_next_update(tmp_path, pki, gateway_factory):
     assert gw.status("show certificates")["certificates"][0]["ocsp"]["stapled"] is False
 
 
+@pytest.mark.parametrize("window", ["next-update-at-the-epoch", "next-update-before-this-update"])
+def test_a_response_whose_next_update_is_not_after_its_this_update_is_never_stapled(
+        tmp_path, pki, gateway_factory, window):
+    """A nextUpdate is a time like any other, even 1970-01-01T00:00:00Z (it must not read as
+    "none given", which would staple the response forever), and one before thisUpdate gives the
+    response no validity at all (RFC 6960 4.2.2.1; OpenSSL's OCSP_check_validity, which curl
+    --cert-status applies, refuses it): neither is ever stapled, and show certificates says so."""
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if window == "next-update-at-the-epoch":
+        this, next_ = epoch - datetime.timedelta(hours=1), epoch
+    else:  # stapled within the thisUpdate leeway, before nextUpdate, if only those counted
+        this, next_ = now + datetime.timedelta(seconds=250), now + datetime.timedelta(seconds=100)
+    port = free_port()
+    path = pki.response("a", tmp_path / "a.ocsp", this=this, next_=next_)
+    gw = gateway_factory(ocsp_config(tmp_path, pki, port, path))
+    out = status_out(port, "a.example.test")
+    assert "OCSP response: no response sent" in out, out[-3000:]
+    a = gw.status("show certificates")["certificates"][0]
+    assert a["ocsp"]["stapled"] is False, a
+    assert a["ocsp"]["nextUpdate"] == next_.strftime("%Y-%m-%dT%H:%M:%SZ"), a
+
+
 def _this_update(out):
     for line in out.splitlines():
         if "This Update:" in line:
