@@ -473,6 +473,44 @@ def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
         assert "Reused," not in out and "HTTP/1.1 200" not in out, (kind, out[-3000:])
 
 
+def test_a_stateful_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
+                                                                  gateway_factory,
+                                                                  echo_upstream):  # noqa: F811
+    """With sessionTickets off and sessionCache on, a TLS 1.3 ticket is a session id in the
+    server's cache (a stateful ticket), which on_ticket_decrypted never sees: the lifetime bound
+    at notAfter (on_new_session) must end it, including the one a resumed handshake issues. Once
+    the client's certificate has expired it gives a full handshake, as a stateless ticket does
+    (RFC 8446 2.2, RFC 5280 6.1.3 (a)(2))."""
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream)
+    cfg["servers"][0]["tls"]["sessionCache"] = 100
+    cfg["servers"][0]["tls"]["sessionTickets"] = False
+    gateway_factory(cfg)
+    now = datetime.datetime.utcnow()
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_dn("brief"))
+            .issuer_name(pki.ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=5))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(pki.ca_key, hashes.SHA256()))
+    crt, k = tmp_path / "brief.crt", tmp_path / "brief.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(_pem_key(key))
+    sess = tmp_path / "brief.sess"
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-cert", str(crt),
+                   "-key", str(k), "-sess_out", str(sess), "-ign_eof", stdin=_raw_get("/before"))
+    assert "HTTP/1.1 200" in out, out[-3000:]
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-sess_in", str(sess),
+                   "-sess_out", str(sess), "-ign_eof", stdin=_raw_get("/valid"))
+    assert "Reused," in out and "HTTP/1.1 200" in out, out[-3000:]
+    time.sleep(max(0.0, (now + datetime.timedelta(seconds=5.5) -
+                         datetime.datetime.utcnow()).total_seconds()))
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-sess_in", str(sess),
+                   "-ign_eof", stdin=_raw_get("/after"))
+    assert "Reused," not in out and "HTTP/1.1 200" not in out, out[-3000:]
+
+
 # ---------------------------------------------------------------- configuration checks
 
 def _check(tmp_path, cfg, name="check.json"):
