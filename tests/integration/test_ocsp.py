@@ -247,6 +247,17 @@ def test_an_out_of_date_response_loads_with_a_warning_and_is_not_stapled(tmp_pat
     assert "ocsp" not in certs["b"]
 
 
+def test_a_response_just_past_its_next_update_warns_as_it_is_not_stapled(tmp_path, pki):
+    """Within the 5 minutes of clock-skew leeway after nextUpdate the handshake staples nothing
+    (a client would refuse it, RFC 6960 4.2.2.1): -t must say so, not load it silently."""
+    path = pki.response("a", tmp_path / "a.ocsp", this=NOW - DAY,
+                        next_=datetime.datetime.now(datetime.timezone.utc) -
+                        datetime.timedelta(seconds=120))
+    p = check(tmp_path, ocsp_config(tmp_path, pki, free_port(), path))
+    assert p.returncode == 0, p.stderr
+    assert "certificates[0].ocspFile: %s: the response is out of date" % path in p.stderr, p.stderr
+
+
 def test_the_staple_stops_at_its_next_update(tmp_path, pki, gateway_factory):
     """Stapled while valid; from its nextUpdate on, no longer sent."""
     port = free_port()
