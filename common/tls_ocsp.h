@@ -17,7 +17,7 @@ typedef struct fg_tls_ocsp_s fg_tls_ocsp_t;
 /* Reads and checks the response in path for leaf, whose issuer must be among chain (the
  * intermediates of the chain file): a successful response whose status for leaf is good, signed
  * by the issuer or a responder it delegated to. Returns it, or NULL with the reason in why. One
- * outside its thisUpdate..nextUpdate (5 minutes of leeway) is returned with *stale set and the
+ * that is not stapled now (fg_tls_ocsp_stapled) is returned with *stale set and the
  * reason in why: it is kept, and stapled only within those times. */
 fg_tls_ocsp_t *fg_tls_ocsp_load(const char *path, X509 *leaf, STACK_OF(X509) * chain, char *why,
                                 size_t whylen, int *stale);
