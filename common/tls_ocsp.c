@@ -103,6 +103,17 @@ static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls
     }
     if (verify(bs, issuer, chain, why, len) < 0)
         goto out;
+    /* RFC 6960 4.2.1: responses is a SEQUENCE OF SingleResponse, and more than one may be for
+     * this certificate. OCSP_resp_find_status reads the first; a client that reads them all
+     * sees a later revoked or unknown one too: the status is good only when every one is. */
+    for (int i = OCSP_resp_find(bs, id, -1); status == V_OCSP_CERTSTATUS_GOOD && i >= 0;
+         i = OCSP_resp_find(bs, id, i)) {
+        int why_revoked = -1;
+        ASN1_GENERALIZEDTIME *t = NULL;
+        int s = OCSP_single_get0_status(OCSP_resp_get0(bs, i), &why_revoked, &t, NULL, NULL);
+        if (s != V_OCSP_CERTSTATUS_GOOD)
+            status = s, reason = why_revoked, rev = t;
+    }
     if (status != V_OCSP_CERTSTATUS_GOOD) {
         char when[64] = "";
         if (rev)

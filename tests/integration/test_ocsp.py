@@ -171,6 +171,47 @@ def test_a_certificate_without_a_response_staples_nothing(tmp_path, pki, gateway
     assert "Cert Status: good" in status_out(port, "a.example.test")
 
 
+def _der(tag, content):
+    n = len(content)
+    size = bytes([n]) if n < 128 else (
+        bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big"))
+    return bytes([tag]) + size + content
+
+
+def _der_items(b):
+    """[(tag, content, whole encoding)] of the DER elements in b, one level."""
+    out, i = [], 0
+    while i < len(b):
+        n, j = b[i + 1], i + 2
+        if n & 0x80:
+            n, j = int.from_bytes(b[j:j + (n & 0x7F)], "big"), j + (n & 0x7F)
+        out.append((b[i], b[j:j + n], b[i:j + n]))
+        i = j + n
+    return out
+
+
+def _two_statuses(pki, path, first, second):
+    """One response from the intermediate with two SingleResponses for leaf a (first's status,
+    then second's): cryptography builds one only, so the two are spliced together and the
+    tbsResponseData signed again."""
+    def parts(status):
+        der = open(pki.response("a", path, status=status), "rb").read()
+        top = _der_items(_der_items(der)[0][1])                   # responseStatus, [0]
+        rbytes = _der_items(_der_items(top[1][1])[0][1])           # responseType, response
+        basic = _der_items(_der_items(rbytes[1][1])[0][1])         # tbs, sigAlg, sig, [0] certs
+        return top, rbytes, basic, _der_items(basic[0][1])
+    top, rbytes, basic, tbs = parts(first)
+    other = [t for t in parts(second)[3] if t[0] == 0x30][0]
+    new_tbs = _der(0x30, b"".join(
+        _der(0x30, t[1] + other[1]) if t[0] == 0x30 else t[2] for t in tbs))
+    sig = pki.int_key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
+    new_basic = _der(0x30, new_tbs + basic[1][2] + _der(0x03, b"\0" + sig) +
+                     b"".join(t[2] for t in basic[3:]))
+    resp = _der(0x30, top[0][2] + _der(0xA0, _der(0x30, rbytes[0][2] + _der(0x04, new_basic))))
+    path.write_bytes(resp)
+    return str(path)
+
+
 def _bad(pki, tmp_path, kind):
     path = tmp_path / ("bad-%s.ocsp" % kind)
     if kind == "other-certificate":
@@ -180,6 +221,9 @@ def _bad(pki, tmp_path, kind):
                 "status is revoked since")
     if kind == "unknown":
         return pki.response("a", path, status=ocsp.OCSPCertStatus.UNKNOWN), "status is unknown"
+    if kind == "good-then-revoked":  # RFC 6960 4.2.1: a client may read every SingleResponse
+        return (_two_statuses(pki, path, ocsp.OCSPCertStatus.GOOD,
+                              ocsp.OCSPCertStatus.REVOKED), "status is revoked since")
     if kind == "forged-signature":
         return pki.response("a", path, signer="stranger"), "signature does not verify"
     if kind == "not-der":
@@ -200,8 +244,9 @@ def _bad(pki, tmp_path, kind):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["other-certificate", "revoked", "unknown", "forged-signature",
-                                  "not-der", "unsuccessful", "empty", "too-large", "missing"])
+@pytest.mark.parametrize("kind", ["other-certificate", "revoked", "unknown", "good-then-revoked",
+                                  "forged-signature", "not-der", "unsuccessful", "empty",
+                                  "too-large", "missing"])
 def test_a_response_that_does_not_fit_is_refused_with_its_reason(tmp_path, pki, kind):
     """-t refuses, naming the key, the file and why."""
     path, why = _bad(pki, tmp_path, kind)
