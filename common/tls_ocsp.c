@@ -64,6 +64,23 @@ static int verify(OCSP_BASICRESP *bs, X509 *issuer, STACK_OF(X509) * chain, char
     return ok ? 0 : -1;
 }
 
+/* Whether bs has an entry for leaf's serial whose CertID is hashed otherwise than with SHA-1
+ * (RFC 6960 4.1.1 allows any hash): the certificate may well be covered, but not in a form that
+ * clients, which ask and match with SHA-1, find. */
+static int other_hash(OCSP_BASICRESP *bs, X509 *leaf)
+{
+    for (int i = 0; i < OCSP_resp_count(bs); i++) {
+        ASN1_OBJECT *md = NULL;
+        ASN1_INTEGER *serial = NULL;
+        const OCSP_CERTID *cid = OCSP_SINGLERESP_get0_id(OCSP_resp_get0(bs, i));
+        if (OCSP_id_get0_info(NULL, &md, NULL, &serial, (OCSP_CERTID *)cid) == 1 &&
+            OBJ_obj2nid(md) != NID_sha1 &&
+            ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(leaf)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Checks of a parsed response for leaf; fills r's times. Returns 0, 1 when it is out of date
  * (the reason in why), or -1 when it does not fit leaf (the reason in why). */
 static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls_ocsp_t *r,
@@ -98,7 +115,11 @@ static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls
             snprintf(serial, sizeof(serial), "%s", hex);
         OPENSSL_free(hex);
         BN_free(bn);
-        snprintf(why, len, "the response does not cover this certificate (serial %s)", serial);
+        snprintf(why, len, "the response does not cover this certificate (serial %s)%s", serial,
+                 other_hash(bs, leaf) ? ": it has an entry for the serial whose CertID is not "
+                                        "hashed with SHA-1, which clients match (RFC 5019 "
+                                        "2.1.1); ask for a SHA-1 one (openssl ocsp's default)"
+                                      : "");
         goto out;
     }
     if (verify(bs, issuer, chain, why, len) < 0)

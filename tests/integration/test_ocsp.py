@@ -77,13 +77,13 @@ class Pki:
             self.leaves[name] = cert
 
     def response(self, name, path, status=ocsp.OCSPCertStatus.GOOD, this=None, next_=None,
-                 signer="intermediate", for_cert=None):
+                 signer="intermediate", for_cert=None, algorithm=None):
         """Writes a DER OCSP response for leaf `name` (or for_cert) to path."""
         cert = for_cert or self.leaves[name]
         this = this or NOW - datetime.timedelta(hours=1)
         next_ = next_ if next_ is not None else NOW + DAY
         b = ocsp.OCSPResponseBuilder().add_response(
-            cert=cert, issuer=self.int, algorithm=hashes.SHA1(), cert_status=status,
+            cert=cert, issuer=self.int, algorithm=algorithm or hashes.SHA1(), cert_status=status,
             this_update=this, next_update=next_,
             revocation_time=NOW - DAY if status == ocsp.OCSPCertStatus.REVOKED else None,
             revocation_reason=(x509.ReasonFlags.key_compromise
@@ -224,6 +224,9 @@ def _bad(pki, tmp_path, kind):
     if kind == "good-then-revoked":  # RFC 6960 4.2.1: a client may read every SingleResponse
         return (_two_statuses(pki, path, ocsp.OCSPCertStatus.GOOD,
                               ocsp.OCSPCertStatus.REVOKED), "status is revoked since")
+    if kind == "sha256-certid":  # clients ask and match with SHA-1 (RFC 5019 2.1.1)
+        return (pki.response("a", path, algorithm=hashes.SHA256()),
+                "whose CertID is not hashed with SHA-1")
     if kind == "forged-signature":
         return pki.response("a", path, signer="stranger"), "signature does not verify"
     if kind == "not-der":
@@ -245,8 +248,8 @@ def _bad(pki, tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ["other-certificate", "revoked", "unknown", "good-then-revoked",
-                                  "forged-signature", "not-der", "unsuccessful", "empty",
-                                  "too-large", "missing"])
+                                  "sha256-certid", "forged-signature", "not-der",
+                                  "unsuccessful", "empty", "too-large", "missing"])
 def test_a_response_that_does_not_fit_is_refused_with_its_reason(tmp_path, pki, kind):
     """-t refuses, naming the key, the file and why."""
     path, why = _bad(pki, tmp_path, kind)
