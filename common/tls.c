@@ -830,12 +830,14 @@ int fg_tls_cert_pair(const fg_config_t *cfg, size_t index, X509 **leaf, EVP_PKEY
     return 0;
 }
 
-int fg_tls_cert_ocsp(const fg_config_t *cfg, size_t index, time_t *this_update, time_t *next_update)
+int fg_tls_cert_ocsp(const fg_config_t *cfg, size_t index, time_t *this_update, time_t *next_update,
+                     int *has_next, int *stapled)
 {
     const tls_t *tls = cfg->tls;
     if (tls == NULL || index >= tls->ncerts || tls->certs[index].ocsp == NULL)
         return 0;
-    fg_tls_ocsp_times(tls->certs[index].ocsp, this_update, next_update);
+    *has_next = fg_tls_ocsp_times(tls->certs[index].ocsp, this_update, next_update);
+    *stapled = fg_tls_ocsp_stapled(tls->certs[index].ocsp, time(NULL));
     return 1;
 }
 

@@ -59,10 +59,10 @@ void fg_tls_free(fg_config_t *cfg);
 int fg_tls_cert_pair(const fg_config_t *cfg, size_t index, X509 **leaf, EVP_PKEY **pkey,
                      STACK_OF(X509) * *chain);
 
-/* Whether certificate index staples an OCSP response ("ocspFile"), and its thisUpdate and
- * nextUpdate (0: none given). */
-int fg_tls_cert_ocsp(const fg_config_t *cfg, size_t index, time_t *this_update,
-                     time_t *next_update);
+/* Whether certificate index has an OCSP response ("ocspFile"), its thisUpdate and nextUpdate
+ * (*has_next: whether it gives one) and whether it is stapled now. */
+int fg_tls_cert_ocsp(const fg_config_t *cfg, size_t index, time_t *this_update, time_t *next_update,
+                     int *has_next, int *stapled);
 
 /* The context a server's connections start on; NULL for a plaintext server. */
 SSL_CTX *fg_tls_server_ctx(const fg_server_t *s);

@@ -1,6 +1,7 @@
 /* Client certificates on TLS servers: see common/tls_clientauth.h. */
 #include "common/tls_clientauth.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,20 +303,84 @@ fg_tls_clientauth_t *fg_tls_clientauth_load(const fg_tls_server_config_t *t, con
     return a;
 }
 
-/* A ticket stands for its full handshake's verification (RFC 8446 2.2), which a client
- * certificate past its notAfter would fail (RFC 5280 6.1.3 (a)(2)): such a session gives a full
- * handshake (and a new ticket) instead of resuming. Other outcomes are OpenSSL's defaults.
- * Sessions from the server's cache (sessionCache, without tickets) do not come here: their
+/* A resumed session stands for its full handshake's verification (RFC 8446 2.2, RFC 5246
+ * F.1.4), which fails once any certificate of the client's path is past its notAfter (RFC 5280
+ * 6.1.3 (a)(2)), the intermediates' and the anchor's too, not only the client certificate's. The
+ * earliest notAfter of the chain verified in the full handshake is kept in the session (ticket
+ * appdata: encrypted in a ticket with the rest of the session, copied into the sessions that a
+ * resumed handshake issues), as the time the session ends. */
+typedef struct {
+    unsigned char tag[4]; /* "fgCE" */
+    int64_t end;          /* the earliest notAfter, seconds since the epoch */
+} session_end_t;
+
+static const unsigned char END_TAG[4] = {'f', 'g', 'C', 'E'};
+
+static int not_after(const X509 *x, time_t *out)
+{
+    struct tm tm;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1)
+        return -1;
+    *out = timegm(&tm);
+    return 0;
+}
+
+/* When sess stops standing for a verification: *end; returns 0, or -1 when no client
+ * certificate was verified for it. */
+static int session_end(SSL *ssl, SSL_SESSION *sess, time_t *end)
+{
+    void *data = NULL;
+    size_t len = 0;
+    session_end_t e;
+    X509 *peer = SSL_SESSION_get0_peer(sess);
+    if (peer == NULL)
+        return -1;
+    if (SSL_SESSION_get0_ticket_appdata(sess, &data, &len) == 1 && len == sizeof(e) &&
+        memcmp(data, END_TAG, sizeof(END_TAG)) == 0) {
+        memcpy(&e, data, sizeof(e));
+        *end = (time_t)e.end;
+        return 0;
+    }
+    if (not_after(peer, end) < 0)
+        return -1;
+    /* A full handshake (a resumed one has no verified chain): its whole path counts. */
+    STACK_OF(X509) *chain = ssl && !SSL_session_reused(ssl) ? SSL_get0_verified_chain(ssl) : NULL;
+    for (int i = 0; i < sk_X509_num(chain); i++) {
+        time_t t;
+        if (not_after(sk_X509_value(chain, i), &t) == 0 && t < *end)
+            *end = t;
+    }
+    return 0;
+}
+
+/* Records the end in the session that a ticket (TLS 1.2 or 1.3, stateless or stateful) is
+ * about to carry; a session a resumed handshake issues already has it. */
+static int on_ticket_generate(SSL *ssl, void *arg)
+{
+    (void)arg;
+    SSL_SESSION *sess = SSL_get0_session(ssl);
+    time_t end;
+    if (sess == NULL || session_end(ssl, sess, &end) < 0)
+        return 1;
+    session_end_t e;
+    memcpy(e.tag, END_TAG, sizeof(END_TAG));
+    e.end = (int64_t)end;
+    return SSL_SESSION_set1_ticket_appdata(sess, &e, sizeof(e));
+}
+
+/* A ticket whose session has ended gives a full handshake (and a new ticket) instead of
+ * resuming. Other outcomes are OpenSSL's defaults. Sessions from the server's cache
+ * (sessionCache: TLS 1.2 session ids, TLS 1.3 stateful tickets) do not come here: their
  * lifetime is bounded instead (on_new_session). */
 static SSL_TICKET_RETURN on_ticket_decrypted(SSL *ssl, SSL_SESSION *sess, const unsigned char *name,
                                              size_t nlen, SSL_TICKET_STATUS status, void *arg)
 {
-    X509 *peer;
+    time_t end;
     switch (status) {
     case SSL_TICKET_SUCCESS:
     case SSL_TICKET_SUCCESS_RENEW:
-        peer = SSL_SESSION_get0_peer(sess);
-        if (peer != NULL && X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0)
+        /* past the end's second, as X509_cmp_current_time(notAfter) <= 0 was */
+        if (session_end(NULL, sess, &end) == 0 && time(NULL) >= end)
             return SSL_TICKET_RETURN_IGNORE_RENEW;
         return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
     case SSL_TICKET_EMPTY:
@@ -326,20 +391,18 @@ static SSL_TICKET_RETURN on_ticket_decrypted(SSL *ssl, SSL_SESSION *sess, const 
     }
 }
 
-/* The same rule for a session that the server's cache (sessionCache) keeps for a session id:
- * its lifetime ends no later than its client certificate's notAfter, so that the cache lookup
- * finds it expired (a full handshake) once the certificate is. Called as the session enters the
- * cache; returns 0: the cache keeps the only reference. */
+/* The same rule for a session that the server's cache (sessionCache) keeps: its lifetime ends
+ * no later than its end, so that the cache lookup finds it expired (a full handshake) once a
+ * certificate of its path is. Called as the session enters the cache; returns 0: the cache
+ * keeps the only reference. */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
-    (void)ssl;
-    X509 *peer = SSL_SESSION_get0_peer(sess);
-    int days = 0, secs = 0;
-    if (peer == NULL || ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(peer)) != 1)
+    time_t end;
+    if (session_end(ssl, sess, &end) < 0)
         return 0;
     /* The cache counts whole seconds and ends a session only once the clock is past its
-     * creation second + timeout: one second less ends it by notAfter's second. */
-    long left = days < 0 || secs < 0 ? 0 : (long)days * 86400 + secs - 1;
+     * creation second + timeout: one second less ends it by the end's second. */
+    long left = (long)(end - time(NULL)) - 1;
     if (left < 0)
         left = 0;
     if (left < SSL_SESSION_get_timeout(sess))
@@ -365,7 +428,7 @@ int fg_tls_clientauth_apply(const fg_tls_clientauth_t *a, SSL_CTX *ctx)
     if (a->crl)
         X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx),
                                     X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
-    if (SSL_CTX_set_session_ticket_cb(ctx, NULL, on_ticket_decrypted, NULL) != 1)
+    if (SSL_CTX_set_session_ticket_cb(ctx, on_ticket_generate, on_ticket_decrypted, NULL) != 1)
         return -1;
     SSL_CTX_sess_set_new_cb(ctx, on_new_session);
     return SSL_CTX_set_session_id_context(ctx, a->sid, sizeof(a->sid)) == 1 ? 0 : -1;

@@ -17,15 +17,17 @@ struct fg_tls_ocsp_s {
     unsigned char *der; /* the response as the file holds it: what is stapled */
     size_t len;
     time_t this_update;
-    time_t next_update; /* 0: none given */
+    time_t next_update; /* meaningful when has_next: any value, the epoch included */
+    int has_next;
 };
 
-static time_t to_time(const ASN1_GENERALIZEDTIME *t)
+static int to_time(const ASN1_GENERALIZEDTIME *t, time_t *out)
 {
     struct tm tm;
     if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
-        return 0;
-    return timegm(&tm);
+        return -1;
+    *out = timegm(&tm);
+    return 0;
 }
 
 static void ossl_why(char *why, size_t len, const char *what)
@@ -62,6 +64,23 @@ static int verify(OCSP_BASICRESP *bs, X509 *issuer, STACK_OF(X509) * chain, char
     return ok ? 0 : -1;
 }
 
+/* Whether bs has an entry for leaf's serial whose CertID is hashed otherwise than with SHA-1
+ * (RFC 6960 4.1.1 allows any hash): the certificate may well be covered, but not in a form that
+ * clients, which ask and match with SHA-1, find. */
+static int other_hash(OCSP_BASICRESP *bs, X509 *leaf)
+{
+    for (int i = 0; i < OCSP_resp_count(bs); i++) {
+        ASN1_OBJECT *md = NULL;
+        ASN1_INTEGER *serial = NULL;
+        const OCSP_CERTID *cid = OCSP_SINGLERESP_get0_id(OCSP_resp_get0(bs, i));
+        if (OCSP_id_get0_info(NULL, &md, NULL, &serial, (OCSP_CERTID *)cid) == 1 &&
+            OBJ_obj2nid(md) != NID_sha1 &&
+            ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(leaf)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Checks of a parsed response for leaf; fills r's times. Returns 0, 1 when it is out of date
  * (the reason in why), or -1 when it does not fit leaf (the reason in why). */
 static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls_ocsp_t *r,
@@ -96,11 +115,26 @@ static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls
             snprintf(serial, sizeof(serial), "%s", hex);
         OPENSSL_free(hex);
         BN_free(bn);
-        snprintf(why, len, "the response does not cover this certificate (serial %s)", serial);
+        snprintf(why, len, "the response does not cover this certificate (serial %s)%s", serial,
+                 other_hash(bs, leaf) ? ": it has an entry for the serial whose CertID is not "
+                                        "hashed with SHA-1, which clients match (RFC 5019 "
+                                        "2.1.1); ask for a SHA-1 one (openssl ocsp's default)"
+                                      : "");
         goto out;
     }
     if (verify(bs, issuer, chain, why, len) < 0)
         goto out;
+    /* RFC 6960 4.2.1: responses is a SEQUENCE OF SingleResponse, and more than one may be for
+     * this certificate. OCSP_resp_find_status reads the first; a client that reads them all
+     * sees a later revoked or unknown one too: the status is good only when every one is. */
+    for (int i = OCSP_resp_find(bs, id, -1); status == V_OCSP_CERTSTATUS_GOOD && i >= 0;
+         i = OCSP_resp_find(bs, id, i)) {
+        int why_revoked = -1;
+        ASN1_GENERALIZEDTIME *t = NULL;
+        int s = OCSP_single_get0_status(OCSP_resp_get0(bs, i), &why_revoked, &t, NULL, NULL);
+        if (s != V_OCSP_CERTSTATUS_GOOD)
+            status = s, reason = why_revoked, rev = t;
+    }
     if (status != V_OCSP_CERTSTATUS_GOOD) {
         char when[64] = "";
         if (rev)
@@ -112,10 +146,17 @@ static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls
                                                                     : "");
         goto out;
     }
-    r->this_update = to_time(thisupd);
-    r->next_update = nextupd ? to_time(nextupd) : 0;
+    r->has_next = nextupd != NULL;
+    if (to_time(thisupd, &r->this_update) < 0 ||
+        (r->has_next && to_time(nextupd, &r->next_update) < 0)) {
+        ossl_why(why, len, "the response's thisUpdate or nextUpdate is not a valid time");
+        goto out;
+    }
     rc = 0;
-    if (OCSP_check_validity(thisupd, nextupd, LEEWAY_S, -1) != 1) {
+    /* OpenSSL's check also gives nextUpdate the leeway; the handshake does not (on_status):
+     * warn whenever nothing would be stapled now. */
+    if (OCSP_check_validity(thisupd, nextupd, LEEWAY_S, -1) != 1 ||
+        !fg_tls_ocsp_stapled(r, time(NULL))) {
         char a[64] = "", b[64] = "";
         fg_tls_format_time(thisupd, a, sizeof(a));
         if (nextupd)
@@ -176,6 +217,16 @@ fail:
     return NULL;
 }
 
+/* RFC 6960 4.2.2.1: a response is reliable from thisUpdate (with the leeway a client gives it)
+ * until nextUpdate, when one is given; one whose nextUpdate is before its thisUpdate is never
+ * (OCSP_check_validity, as clients apply it, refuses it whatever the time). */
+int fg_tls_ocsp_stapled(const fg_tls_ocsp_t *r, time_t now)
+{
+    if (now < r->this_update - LEEWAY_S)
+        return 0;
+    return !r->has_next || (r->next_update >= r->this_update && now < r->next_update);
+}
+
 /* RFC 6066 8: a client's status_request is answered with the response (in TLS 1.3, in the
  * certificate's entry, RFC 8446 4.4.2.1); outside thisUpdate..nextUpdate none is sent, as a
  * stale one would fail the client's check (RFC 6960 4.2.2.1). OpenSSL frees the copy it is given.
@@ -183,8 +234,7 @@ fail:
 static int on_status(SSL *ssl, void *arg)
 {
     const fg_tls_ocsp_t *r = arg;
-    time_t now = time(NULL);
-    if ((r->next_update != 0 && now >= r->next_update) || now < r->this_update - LEEWAY_S)
+    if (!fg_tls_ocsp_stapled(r, time(NULL)))
         return SSL_TLSEXT_ERR_NOACK;
     unsigned char *p = OPENSSL_memdup(r->der, r->len);
     if (p == NULL)
@@ -202,10 +252,11 @@ void fg_tls_ocsp_apply(const fg_tls_ocsp_t *r, SSL_CTX *ctx)
     SSL_CTX_set_tlsext_status_arg(ctx, (void *)r);
 }
 
-void fg_tls_ocsp_times(const fg_tls_ocsp_t *r, time_t *this_update, time_t *next_update)
+int fg_tls_ocsp_times(const fg_tls_ocsp_t *r, time_t *this_update, time_t *next_update)
 {
     *this_update = r->this_update;
     *next_update = r->next_update;
+    return r->has_next;
 }
 
 void fg_tls_ocsp_free(fg_tls_ocsp_t *r)

@@ -314,17 +314,16 @@ static json_t *certificate_json(const fg_config_t *cfg, size_t i)
     json_object_set_new(o, "daysLeft", json_integer(days));
     json_object_set_new(o, "placeholder", json_boolean(fg_x509gen_is_placeholder(leaf)));
     time_t this_update, next_update;
-    if (fg_tls_cert_ocsp(cfg, i, &this_update, &next_update)) {
+    int has_next, stapled;
+    if (fg_tls_cert_ocsp(cfg, i, &this_update, &next_update, &has_next, &stapled)) {
         char a[32], b[32] = "";
-        time_t now = time(NULL);
         strftime(a, sizeof(a), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&this_update, &tm));
-        if (next_update)
+        if (has_next)
             strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&next_update, &tm));
-        /* stapled now: within thisUpdate..nextUpdate, as the handshake checks (tls_ocsp.c) */
-        int stapled = now + 300 >= this_update && (next_update == 0 || now < next_update);
+        /* stapled: as the handshake decides now (tls_ocsp.c) */
         json_object_set_new(o, "ocsp",
                             json_pack("{s:s, s:s, s:s?, s:b}", "file", c->ocsp_file, "thisUpdate",
-                                      a, "nextUpdate", next_update ? b : NULL, "stapled", stapled));
+                                      a, "nextUpdate", has_next ? b : NULL, "stapled", stapled));
     }
     return o;
 }

@@ -172,6 +172,25 @@ def test_dump_is_a_configuration_that_loads_to_itself(tmp_path):
 FULL_DIR = pathlib.Path(__file__).parent / "data" / "full"
 
 
+def _ocsp_response(certs, crt, out):
+    """A good DER OCSP response from certs' CA for the certificate in crt, valid for a day."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp
+    cert = x509.load_pem_x509_certificate(open(crt, "rb").read())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    resp = (ocsp.OCSPResponseBuilder()
+            .add_response(cert=cert, issuer=certs.ca, algorithm=hashes.SHA1(),
+                          cert_status=ocsp.OCSPCertStatus.GOOD,
+                          this_update=now - datetime.timedelta(hours=1),
+                          next_update=now + datetime.timedelta(days=1),
+                          revocation_time=None, revocation_reason=None)
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, certs.ca)
+            .sign(certs.ca_key, hashes.SHA256()))
+    out.write_bytes(resp.public_bytes(serialization.Encoding.DER))
+
+
 def full_config(tmp_path):
     """data/full/full_config.json (every key the loader knows; tests/unit/test_config_dump.c
     holds the loader's key lists against it) in tmp_path, with its certificates made here.
@@ -180,25 +199,13 @@ def full_config(tmp_path):
     shutil.copytree(FULL_DIR, tmp_path, dirs_exist_ok=True)
     certs = Certs(tmp_path)
     certs.leaf("site", "site.test")
-    certs.leaf("other", "other.test")
-    (tmp_path / "ca.crt").write_bytes(certs.ca.public_bytes(serialization.Encoding.PEM))
-    # "other" staples an OCSP response signed by the CA, which its chain file carries
-    import datetime
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509 import ocsp
-    other = x509.load_pem_x509_certificate((tmp_path / "other.crt").read_bytes())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    resp = (ocsp.OCSPResponseBuilder()
-            .add_response(cert=other, issuer=certs.ca, algorithm=hashes.SHA1(),
-                          cert_status=ocsp.OCSPCertStatus.GOOD, this_update=now,
-                          next_update=now + datetime.timedelta(days=7), revocation_time=None,
-                          revocation_reason=None)
-            .responder_id(ocsp.OCSPResponderEncoding.HASH, certs.ca)
-            .sign(certs.ca_key, hashes.SHA256()))
-    (tmp_path / "other.ocsp").write_bytes(resp.public_bytes(serialization.Encoding.DER))
-    with open(tmp_path / "other.crt", "ab") as f:
-        f.write(certs.ca.public_bytes(serialization.Encoding.PEM))
+    other, _ = certs.leaf("other", "other.test")
+    ca_pem = certs.ca.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "ca.crt").write_bytes(ca_pem)
+    # "other" staples an OCSP response: its chain file holds the issuer it is checked against
+    with open(other, "ab") as f:
+        f.write(ca_pem)
+    _ocsp_response(certs, other, tmp_path / "other.ocsp")
     for d in ("run", "logs"):
         (tmp_path / d).mkdir(exist_ok=True)
     # the ACME external account's MAC key: a secret file of its owner's only

@@ -473,6 +473,105 @@ def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
         assert "Reused," not in out and "HTTP/1.1 200" not in out, (kind, out[-3000:])
 
 
+def test_a_stateful_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
+                                                                  gateway_factory,
+                                                                  echo_upstream):  # noqa: F811
+    """With sessionTickets off and sessionCache on, a TLS 1.3 ticket is a session id in the
+    server's cache (a stateful ticket), which on_ticket_decrypted never sees: the lifetime bound
+    at notAfter (on_new_session) must end it, including the one a resumed handshake issues. Once
+    the client's certificate has expired it gives a full handshake, as a stateless ticket does
+    (RFC 8446 2.2, RFC 5280 6.1.3 (a)(2))."""
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream)
+    cfg["servers"][0]["tls"]["sessionCache"] = 100
+    cfg["servers"][0]["tls"]["sessionTickets"] = False
+    gateway_factory(cfg)
+    now = datetime.datetime.utcnow()
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_dn("brief"))
+            .issuer_name(pki.ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=5))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(pki.ca_key, hashes.SHA256()))
+    crt, k = tmp_path / "brief.crt", tmp_path / "brief.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(_pem_key(key))
+    sess = tmp_path / "brief.sess"
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-cert", str(crt),
+                   "-key", str(k), "-sess_out", str(sess), "-ign_eof", stdin=_raw_get("/before"))
+    assert "HTTP/1.1 200" in out, out[-3000:]
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-sess_in", str(sess),
+                   "-sess_out", str(sess), "-ign_eof", stdin=_raw_get("/valid"))
+    assert "Reused," in out and "HTTP/1.1 200" in out, out[-3000:]
+    time.sleep(max(0.0, (now + datetime.timedelta(seconds=5.5) -
+                         datetime.datetime.utcnow()).total_seconds()))
+    out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-sess_in", str(sess),
+                   "-ign_eof", stdin=_raw_get("/after"))
+    assert "Reused," not in out and "HTTP/1.1 200" not in out, out[-3000:]
+
+
+@pytest.mark.parametrize("tickets", [True, False])
+def test_a_session_does_not_outlive_its_client_intermediate(tmp_path, certs, pki,
+                                                            gateway_factory,
+                                                            echo_upstream, tickets):  # noqa: F811
+    """RFC 5280 6.1.3 (a)(2) holds for every certificate of the path: once the intermediate CA
+    that issued the client's certificate has expired, a full handshake fails, so a TLS 1.3 or
+    1.2 ticket or a TLS 1.2 session id in sessionCache, also one issued by a resumed handshake
+    while it was valid, must not resume either, though the client certificate itself is valid
+    for a day more. With sessionTickets off, the TLS 1.3 tickets are stateful (sessionCache)."""
+    port = free_port()
+    cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream)
+    cfg["servers"][0]["tls"]["sessionCache"] = 100
+    cfg["servers"][0]["tls"]["sessionTickets"] = tickets
+    gateway_factory(cfg)
+    now = datetime.datetime.utcnow()
+    sub_key = ec.generate_private_key(ec.SECP256R1())
+    sub = (x509.CertificateBuilder().subject_name(_dn("Brief Intermediate"))
+           .issuer_name(pki.ca_cert.subject).public_key(sub_key.public_key())
+           .serial_number(x509.random_serial_number())
+           .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=8))
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+           .sign(pki.ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_dn("brief"))
+            .issuer_name(sub.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - DAY).not_valid_after(now + DAY)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(sub_key, hashes.SHA256()))
+    crt, k = tmp_path / "brief.crt", tmp_path / "brief.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "sub.crt").write_bytes(sub.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(_pem_key(key))
+    sessions = {}
+    kinds = {"tls13-ticket": ["-tls1_3"], "tls12-ticket": ["-tls1_2"],
+             "tls12-session-id": ["-tls1_2", "-no_ticket"]}
+    for kind, opts in kinds.items():
+        sessions[kind] = tmp_path / ("brief-%s.sess" % kind)
+        out = s_client(port, *opts, "-servername", "a.example.test", "-cert", str(crt),
+                       "-cert_chain", str(tmp_path / "sub.crt"),
+                       "-key", str(k), "-sess_out", str(sessions[kind]), "-ign_eof",
+                       stdin=_raw_get("/before"))
+        assert "HTTP/1.1 200" in out, out[-3000:]
+    for kind, sess in sessions.items():  # resumed while valid: the session it leaves ends too
+        out = s_client(port, *kinds[kind], "-servername", "a.example.test", "-sess_in",
+                       str(sess), "-sess_out", str(sess), "-ign_eof", stdin=_raw_get("/valid"))
+        assert "Reused," in out and "HTTP/1.1 200" in out, (kind, out[-3000:])
+    time.sleep(max(0.0, (now + datetime.timedelta(seconds=8.5) -
+                         datetime.datetime.utcnow()).total_seconds()))
+    out = s_client(port, "-tls1_2", "-servername", "a.example.test", "-cert", str(crt),
+                   "-cert_chain", str(tmp_path / "sub.crt"),
+                   "-key", str(k), "-ign_eof", stdin=_raw_get("/full"))
+    assert "HTTP/1.1 200" not in out, out[-3000:]
+    resumed = {}
+    for kind, sess in sessions.items():
+        out = s_client(port, *kinds[kind], "-servername", "a.example.test", "-sess_in",
+                       str(sess), "-ign_eof", stdin=_raw_get("/after"))
+        resumed[kind] = "Reused," in out or "HTTP/1.1 200" in out
+    assert not any(resumed.values()), resumed
+
+
 # ---------------------------------------------------------------- configuration checks
 
 def _check(tmp_path, cfg, name="check.json"):

@@ -77,13 +77,13 @@ class Pki:
             self.leaves[name] = cert
 
     def response(self, name, path, status=ocsp.OCSPCertStatus.GOOD, this=None, next_=None,
-                 signer="intermediate", for_cert=None):
+                 signer="intermediate", for_cert=None, algorithm=None):
         """Writes a DER OCSP response for leaf `name` (or for_cert) to path."""
         cert = for_cert or self.leaves[name]
         this = this or NOW - datetime.timedelta(hours=1)
         next_ = next_ if next_ is not None else NOW + DAY
         b = ocsp.OCSPResponseBuilder().add_response(
-            cert=cert, issuer=self.int, algorithm=hashes.SHA1(), cert_status=status,
+            cert=cert, issuer=self.int, algorithm=algorithm or hashes.SHA1(), cert_status=status,
             this_update=this, next_update=next_,
             revocation_time=NOW - DAY if status == ocsp.OCSPCertStatus.REVOKED else None,
             revocation_reason=(x509.ReasonFlags.key_compromise
@@ -171,6 +171,47 @@ def test_a_certificate_without_a_response_staples_nothing(tmp_path, pki, gateway
     assert "Cert Status: good" in status_out(port, "a.example.test")
 
 
+def _der(tag, content):
+    n = len(content)
+    size = bytes([n]) if n < 128 else (
+        bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big"))
+    return bytes([tag]) + size + content
+
+
+def _der_items(b):
+    """[(tag, content, whole encoding)] of the DER elements in b, one level."""
+    out, i = [], 0
+    while i < len(b):
+        n, j = b[i + 1], i + 2
+        if n & 0x80:
+            n, j = int.from_bytes(b[j:j + (n & 0x7F)], "big"), j + (n & 0x7F)
+        out.append((b[i], b[j:j + n], b[i:j + n]))
+        i = j + n
+    return out
+
+
+def _two_statuses(pki, path, first, second):
+    """One response from the intermediate with two SingleResponses for leaf a (first's status,
+    then second's): cryptography builds one only, so the two are spliced together and the
+    tbsResponseData signed again."""
+    def parts(status):
+        der = open(pki.response("a", path, status=status), "rb").read()
+        top = _der_items(_der_items(der)[0][1])                   # responseStatus, [0]
+        rbytes = _der_items(_der_items(top[1][1])[0][1])           # responseType, response
+        basic = _der_items(_der_items(rbytes[1][1])[0][1])         # tbs, sigAlg, sig, [0] certs
+        return top, rbytes, basic, _der_items(basic[0][1])
+    top, rbytes, basic, tbs = parts(first)
+    other = [t for t in parts(second)[3] if t[0] == 0x30][0]
+    new_tbs = _der(0x30, b"".join(
+        _der(0x30, t[1] + other[1]) if t[0] == 0x30 else t[2] for t in tbs))
+    sig = pki.int_key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
+    new_basic = _der(0x30, new_tbs + basic[1][2] + _der(0x03, b"\0" + sig) +
+                     b"".join(t[2] for t in basic[3:]))
+    resp = _der(0x30, top[0][2] + _der(0xA0, _der(0x30, rbytes[0][2] + _der(0x04, new_basic))))
+    path.write_bytes(resp)
+    return str(path)
+
+
 def _bad(pki, tmp_path, kind):
     path = tmp_path / ("bad-%s.ocsp" % kind)
     if kind == "other-certificate":
@@ -180,6 +221,12 @@ def _bad(pki, tmp_path, kind):
                 "status is revoked since")
     if kind == "unknown":
         return pki.response("a", path, status=ocsp.OCSPCertStatus.UNKNOWN), "status is unknown"
+    if kind == "good-then-revoked":  # RFC 6960 4.2.1: a client may read every SingleResponse
+        return (_two_statuses(pki, path, ocsp.OCSPCertStatus.GOOD,
+                              ocsp.OCSPCertStatus.REVOKED), "status is revoked since")
+    if kind == "sha256-certid":  # clients ask and match with SHA-1 (RFC 5019 2.1.1)
+        return (pki.response("a", path, algorithm=hashes.SHA256()),
+                "whose CertID is not hashed with SHA-1")
     if kind == "forged-signature":
         return pki.response("a", path, signer="stranger"), "signature does not verify"
     if kind == "not-der":
@@ -200,8 +247,9 @@ def _bad(pki, tmp_path, kind):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["other-certificate", "revoked", "unknown", "forged-signature",
-                                  "not-der", "unsuccessful", "empty", "too-large", "missing"])
+@pytest.mark.parametrize("kind", ["other-certificate", "revoked", "unknown", "good-then-revoked",
+                                  "sha256-certid", "forged-signature", "not-der",
+                                  "unsuccessful", "empty", "too-large", "missing"])
 def test_a_response_that_does_not_fit_is_refused_with_its_reason(tmp_path, pki, kind):
     """-t refuses, naming the key, the file and why."""
     path, why = _bad(pki, tmp_path, kind)
@@ -247,6 +295,17 @@ def test_an_out_of_date_response_loads_with_a_warning_and_is_not_stapled(tmp_pat
     assert "ocsp" not in certs["b"]
 
 
+def test_a_response_just_past_its_next_update_warns_as_it_is_not_stapled(tmp_path, pki):
+    """Within the 5 minutes of clock-skew leeway after nextUpdate the handshake staples nothing
+    (a client would refuse it, RFC 6960 4.2.2.1): -t must say so, not load it silently."""
+    path = pki.response("a", tmp_path / "a.ocsp", this=NOW - DAY,
+                        next_=datetime.datetime.now(datetime.timezone.utc) -
+                        datetime.timedelta(seconds=120))
+    p = check(tmp_path, ocsp_config(tmp_path, pki, free_port(), path))
+    assert p.returncode == 0, p.stderr
+    assert "certificates[0].ocspFile: %s: the response is out of date" % path in p.stderr, p.stderr
+
+
 def test_the_staple_stops_at_its_next_update(tmp_path, pki, gateway_factory):
     """Stapled while valid; from its nextUpdate on, no longer sent."""
     port = free_port()
@@ -261,6 +320,29 @@ def test_the_staple_stops_at_its_next_update(tmp_path, pki, gateway_factory):
                    .total_seconds() + 1.2))
     assert "OCSP response: no response sent" in status_out(port, "a.example.test")
     assert gw.status("show certificates")["certificates"][0]["ocsp"]["stapled"] is False
+
+
+@pytest.mark.parametrize("window", ["next-update-at-the-epoch", "next-update-before-this-update"])
+def test_a_response_whose_next_update_is_not_after_its_this_update_is_never_stapled(
+        tmp_path, pki, gateway_factory, window):
+    """A nextUpdate is a time like any other, even 1970-01-01T00:00:00Z (it must not read as
+    "none given", which would staple the response forever), and one before thisUpdate gives the
+    response no validity at all (RFC 6960 4.2.2.1; OpenSSL's OCSP_check_validity, which curl
+    --cert-status applies, refuses it): neither is ever stapled, and show certificates says so."""
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if window == "next-update-at-the-epoch":
+        this, next_ = epoch - datetime.timedelta(hours=1), epoch
+    else:  # stapled within the thisUpdate leeway, before nextUpdate, if only those counted
+        this, next_ = now + datetime.timedelta(seconds=250), now + datetime.timedelta(seconds=100)
+    port = free_port()
+    path = pki.response("a", tmp_path / "a.ocsp", this=this, next_=next_)
+    gw = gateway_factory(ocsp_config(tmp_path, pki, port, path))
+    out = status_out(port, "a.example.test")
+    assert "OCSP response: no response sent" in out, out[-3000:]
+    a = gw.status("show certificates")["certificates"][0]
+    assert a["ocsp"]["stapled"] is False, a
+    assert a["ocsp"]["nextUpdate"] == next_.strftime("%Y-%m-%dT%H:%M:%SZ"), a
 
 
 def _this_update(out):
