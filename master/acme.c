@@ -270,7 +270,46 @@ static int make_jwk(acme_t *a)
     return 0;
 }
 
-/* The flattened JWS of payload (NULL: POST-as-GET, an empty payload) for url; malloc'd. */
+/* A flattened JWS (RFC 7515 7.2.2) being made: its protected header and payload in base64url
+ * and the signing input they make (RFC 7515 5.1). */
+typedef struct {
+    char *p64, *pl64, *input;
+    size_t ilen;
+} jws_input_t;
+
+/* The input for the header prot (taken) and payload. */
+static void jws_begin(jws_input_t *j, json_t *prot, const char *payload)
+{
+    char *ptext = json_dumps(prot, JSON_COMPACT);
+    json_decref(prot);
+    j->p64 = b64url_str(ptext);
+    j->pl64 = b64url_str(payload);
+    free(ptext);
+    j->ilen = strlen(j->p64) + 1 + strlen(j->pl64);
+    j->input = malloc(j->ilen + 1);
+    if (j->input == NULL)
+        abort();
+    snprintf(j->input, j->ilen + 1, "%s.%s", j->p64, j->pl64);
+}
+
+/* The JWS object with signature sig (NULL: signing failed, NULL returned); j is released. */
+static json_t *jws_end(jws_input_t *j, const unsigned char *sig, size_t len)
+{
+    json_t *out = NULL;
+    if (sig != NULL) {
+        char *s64 = b64url(sig, len);
+        out =
+            json_pack("{s:s, s:s, s:s}", "protected", j->p64, "payload", j->pl64, "signature", s64);
+        free(s64);
+    }
+    free(j->input);
+    free(j->p64);
+    free(j->pl64);
+    return out;
+}
+
+/* The flattened JWS of payload (NULL: POST-as-GET, an empty payload) for url, signed ES256 by
+ * the account key (RFC 8555 6.2); malloc'd. */
 static char *jws(acme_t *a, const char *url, const char *payload, int with_jwk)
 {
     json_t *prot = json_pack("{s:s, s:s, s:s}", "alg", "ES256", "nonce", a->nonce, "url", url);
@@ -278,39 +317,23 @@ static char *jws(acme_t *a, const char *url, const char *payload, int with_jwk)
         json_object_set_new(prot, "jwk", json_loads(a->jwk, 0, NULL));
     else
         json_object_set_new(prot, "kid", json_string(a->kid));
-    char *ptext = json_dumps(prot, JSON_COMPACT);
-    json_decref(prot);
-    char *p64 = b64url_str(ptext), *pl64 = b64url_str(payload ? payload : "");
-    free(ptext);
-    size_t ilen = strlen(p64) + 1 + strlen(pl64);
-    char *input = malloc(ilen + 1);
-    if (input == NULL)
-        abort();
-    snprintf(input, ilen + 1, "%s.%s", p64, pl64);
+    jws_input_t j;
+    jws_begin(&j, prot, payload ? payload : "");
     unsigned char der[128], raw[64];
     size_t dlen = sizeof(der);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     ECDSA_SIG *sig = NULL;
     const unsigned char *dp = der;
     int ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, a->key) == 1 &&
-             EVP_DigestSign(md, der, &dlen, (const unsigned char *)input, ilen) == 1 &&
+             EVP_DigestSign(md, der, &dlen, (const unsigned char *)j.input, j.ilen) == 1 &&
              (sig = d2i_ECDSA_SIG(NULL, &dp, (long)dlen)) != NULL &&
              BN_bn2binpad(ECDSA_SIG_get0_r(sig), raw, 32) == 32 &&
              BN_bn2binpad(ECDSA_SIG_get0_s(sig), raw + 32, 32) == 32;
     EVP_MD_CTX_free(md);
     ECDSA_SIG_free(sig);
-    free(input);
-    char *out = NULL;
-    if (ok) {
-        char *s64 = b64url(raw, sizeof(raw));
-        json_t *body =
-            json_pack("{s:s, s:s, s:s}", "protected", p64, "payload", pl64, "signature", s64);
-        out = json_dumps(body, JSON_COMPACT);
-        json_decref(body);
-        free(s64);
-    }
-    free(p64);
-    free(pl64);
+    json_t *body = jws_end(&j, ok ? raw : NULL, sizeof(raw));
+    char *out = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
     return out;
 }
 
@@ -443,31 +466,19 @@ static json_t *external_binding(acme_t *a)
         seterr(a, "externalAccount.macKeyFile: %s", why);
         return NULL;
     }
-    json_t *prot =
-        json_pack("{s:s, s:s, s:s}", "alg", "HS256", "kid", ac->eab_key_id, "url", a->new_account);
-    char *ptext = json_dumps(prot, JSON_COMPACT);
-    json_decref(prot);
-    char *p64 = b64url_str(ptext), *pl64 = b64url_str(a->jwk);
-    free(ptext);
-    size_t ilen = strlen(p64) + 1 + strlen(pl64);
-    char *input = malloc(ilen + 1);
-    if (input == NULL)
-        abort();
-    snprintf(input, ilen + 1, "%s.%s", p64, pl64);
+    jws_input_t j;
+    jws_begin(
+        &j,
+        json_pack("{s:s, s:s, s:s}", "alg", "HS256", "kid", ac->eab_key_id, "url", a->new_account),
+        a->jwk);
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mlen = 0;
-    json_t *out = NULL;
-    if (HMAC(EVP_sha256(), key, klen, (const unsigned char *)input, ilen, mac, &mlen) != NULL) {
-        char *s64 = b64url(mac, mlen);
-        out = json_pack("{s:s, s:s, s:s}", "protected", p64, "payload", pl64, "signature", s64);
-        free(s64);
-    } else {
-        seterr(a, "externalAccount: HMAC-SHA256 failed");
-    }
+    int ok =
+        HMAC(EVP_sha256(), key, klen, (const unsigned char *)j.input, j.ilen, mac, &mlen) != NULL;
     OPENSSL_cleanse(key, sizeof(key));
-    free(input);
-    free(p64);
-    free(pl64);
+    json_t *out = jws_end(&j, ok ? mac : NULL, mlen);
+    if (out == NULL)
+        seterr(a, "externalAccount: HMAC-SHA256 failed");
     return out;
 }
 
