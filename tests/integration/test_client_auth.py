@@ -427,6 +427,21 @@ def test_session_of_a_server_without_client_auth_does_not_resume_with_it(
     assert "server: mtls" in line, line
 
 
+def _brief_client(tmp_path, pki, now, seconds):  # noqa: F811
+    """A client certificate from pki's CA valid until now + seconds: (crt path, key path)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_dn("brief"))
+            .issuer_name(pki.ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=seconds))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(pki.ca_key, hashes.SHA256()))
+    crt, k = tmp_path / "brief.crt", tmp_path / "brief.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(_pem_key(key))
+    return crt, k
+
+
 def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
                                                          gateway_factory,
                                                          echo_upstream):  # noqa: F811
@@ -441,16 +456,7 @@ def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
     gateway_factory(cfg)
     # made once the gateway runs: 6 s are left for the two full handshakes on a slow machine
     now = datetime.datetime.utcnow()
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_dn("brief"))
-            .issuer_name(pki.ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=6))
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
-            .sign(pki.ca_key, hashes.SHA256()))
-    crt, k = tmp_path / "brief.crt", tmp_path / "brief.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    k.write_bytes(_pem_key(key))
+    crt, k = _brief_client(tmp_path, pki, now, 6)
     sessions = {}
     kinds = {"tls13-ticket": ["-tls1_3"], "tls12-ticket": ["-tls1_2"],
              "tls12-session-id": ["-tls1_2", "-no_ticket"]}
@@ -487,16 +493,7 @@ def test_a_stateful_ticket_does_not_outlive_its_client_certificate(tmp_path, cer
     cfg["servers"][0]["tls"]["sessionTickets"] = False
     gateway_factory(cfg)
     now = datetime.datetime.utcnow()
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_dn("brief"))
-            .issuer_name(pki.ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=5))
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
-            .sign(pki.ca_key, hashes.SHA256()))
-    crt, k = tmp_path / "brief.crt", tmp_path / "brief.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    k.write_bytes(_pem_key(key))
+    crt, k = _brief_client(tmp_path, pki, now, 5)
     sess = tmp_path / "brief.sess"
     out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-cert", str(crt),
                    "-key", str(k), "-sess_out", str(sess), "-ign_eof", stdin=_raw_get("/before"))
