@@ -442,6 +442,24 @@ def _brief_client(tmp_path, pki, now, seconds):  # noqa: F811
     return crt, k
 
 
+# The session kinds a client certificate's expiry must end: s_client options of each.
+SESSION_KINDS = {"tls13-ticket": ["-tls1_3"], "tls12-ticket": ["-tls1_2"],
+                 "tls12-session-id": ["-tls1_2", "-no_ticket"]}
+
+
+def _full_handshakes(tmp_path, port, crt, k, *extra):
+    """One full handshake with the client certificate per SESSION_KINDS kind, each served 200;
+    returns {kind: the saved session file}."""
+    sessions = {}
+    for kind, opts in SESSION_KINDS.items():
+        sessions[kind] = tmp_path / ("brief-%s.sess" % kind)
+        out = s_client(port, *opts, "-servername", "a.example.test", "-cert", str(crt), *extra,
+                       "-key", str(k), "-sess_out", str(sessions[kind]), "-ign_eof",
+                       stdin=_raw_get("/before"))
+        assert "HTTP/1.1 200" in out, (kind, out[-3000:])
+    return sessions
+
+
 def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
                                                          gateway_factory,
                                                          echo_upstream):  # noqa: F811
@@ -457,15 +475,8 @@ def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
     # made once the gateway runs: 6 s are left for the two full handshakes on a slow machine
     now = datetime.datetime.utcnow()
     crt, k = _brief_client(tmp_path, pki, now, 6)
-    sessions = {}
-    kinds = {"tls13-ticket": ["-tls1_3"], "tls12-ticket": ["-tls1_2"],
-             "tls12-session-id": ["-tls1_2", "-no_ticket"]}
-    for kind, opts in kinds.items():
-        sessions[kind] = tmp_path / ("brief-%s.sess" % kind)
-        out = s_client(port, *opts, "-servername", "a.example.test", "-cert", str(crt),
-                       "-key", str(k), "-sess_out", str(sessions[kind]), "-ign_eof",
-                       stdin=_raw_get("/before"))
-        assert "HTTP/1.1 200" in out, out[-3000:]
+    kinds = SESSION_KINDS
+    sessions = _full_handshakes(tmp_path, port, crt, k)
     # each session resumes while the certificate is valid
     out = s_client(port, *kinds["tls12-session-id"], "-servername", "a.example.test",
                    "-sess_in", str(sessions["tls12-session-id"]), "-ign_eof",
@@ -541,16 +552,8 @@ def test_a_session_does_not_outlive_its_client_intermediate(tmp_path, certs, pki
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "sub.crt").write_bytes(sub.public_bytes(serialization.Encoding.PEM))
     k.write_bytes(_pem_key(key))
-    sessions = {}
-    kinds = {"tls13-ticket": ["-tls1_3"], "tls12-ticket": ["-tls1_2"],
-             "tls12-session-id": ["-tls1_2", "-no_ticket"]}
-    for kind, opts in kinds.items():
-        sessions[kind] = tmp_path / ("brief-%s.sess" % kind)
-        out = s_client(port, *opts, "-servername", "a.example.test", "-cert", str(crt),
-                       "-cert_chain", str(tmp_path / "sub.crt"),
-                       "-key", str(k), "-sess_out", str(sessions[kind]), "-ign_eof",
-                       stdin=_raw_get("/before"))
-        assert "HTTP/1.1 200" in out, out[-3000:]
+    kinds = SESSION_KINDS
+    sessions = _full_handshakes(tmp_path, port, crt, k, "-cert_chain", str(tmp_path / "sub.crt"))
     for kind, sess in sessions.items():  # resumed while valid: the session it leaves ends too
         out = s_client(port, *kinds[kind], "-servername", "a.example.test", "-sess_in",
                        str(sess), "-sess_out", str(sess), "-ign_eof", stdin=_raw_get("/valid"))
