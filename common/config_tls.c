@@ -18,9 +18,22 @@
 
 /* ---- certificates ---- */
 
+/* "http://HOST..." or "https://HOST...": what the master's client (master/http_fetch.h) takes. */
+static int http_url(const char *s)
+{
+    size_t skip = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
+    if (skip == 0 || s[skip] == '\0' || strchr("/?#:", s[skip]) != NULL)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return 0; /* RFC 3986 2: it would split the request line */
+    return 1;
+}
+
 static int load_cert(fg_config_ctx_t *c, const json_t *o, fg_tls_cert_config_t *cert)
 {
-    static const char *const keys[] = {"id", "chain", "key", "names", "acme", "ocspFile", NULL};
+    static const char *const keys[] = {"id",       "chain",      "key",           "names", "acme",
+                                       "ocspFile", "ocspUpdate", "ocspResponder", NULL};
     char *chain = NULL, *key = NULL, *ocsp = NULL;
     int rc = -1;
 
@@ -32,14 +45,32 @@ static int load_cert(fg_config_ctx_t *c, const json_t *o, fg_tls_cert_config_t *
         fg_config_require_string(c, o, "key", &key) < 0 ||
         fg_config_get_strings(c, o, "names", &cert->names, &cert->nnames) < 0 ||
         fg_config_get_bool(c, o, "acme", &cert->acme) < 0 ||
-        fg_config_get_string(c, o, "ocspFile", 1, &ocsp) < 0)
+        fg_config_get_string(c, o, "ocspFile", 1, &ocsp) < 0 ||
+        fg_config_get_bool(c, o, "ocspUpdate", &cert->ocsp_update) < 0 ||
+        fg_config_get_string(c, o, "ocspResponder", 1, &cert->ocsp_responder) < 0)
         goto out;
     cert->chain = fg_config_abs_path(c, chain);
     cert->key = fg_config_abs_path(c, key);
-    if (ocsp && cert->acme) {
+    if (ocsp && cert->acme && !cert->ocsp_update) {
         fg_config_fail(c, "ocspFile",
                        "an \"acme\" certificate changes with each renewal: a fixed OCSP response "
-                       "cannot follow it");
+                       "cannot follow it (\"ocspUpdate\": true fetches one for each)");
+        goto out;
+    }
+    if (cert->ocsp_update && ocsp == NULL) {
+        fg_config_fail(c, "ocspUpdate",
+                       "needs \"ocspFile\": the file the fetched response is "
+                       "kept in");
+        goto out;
+    }
+    if (cert->ocsp_responder && !cert->ocsp_update) {
+        fg_config_fail(c, "ocspResponder", "is used only with \"ocspUpdate\": true");
+        goto out;
+    }
+    if (cert->ocsp_responder && !http_url(cert->ocsp_responder)) {
+        fg_config_fail(c, "ocspResponder",
+                       "\"%s\" is not an http:// or https:// URL with a host (RFC 6960 A.1)",
+                       cert->ocsp_responder);
         goto out;
     }
     cert->ocsp_file = ocsp ? fg_config_abs_path(c, ocsp) : NULL;
@@ -677,6 +708,7 @@ void fg_config_free_tls(fg_config_t *cfg)
         free(cert->chain);
         free(cert->key);
         free(cert->ocsp_file);
+        free(cert->ocsp_responder);
         free_strings(cert->names, cert->nnames);
     }
     free(cfg->certificates);

@@ -377,20 +377,37 @@ static int placeholder(load_t *l, cert_t *c)
 }
 
 /* "ocspFile": refused when it does not fit the certificate; kept with a warning when it is only
- * out of date (an updater late for once must not stop reloads; it is not stapled meanwhile). */
+ * out of date (an updater late for once must not stop reloads; it is not stapled meanwhile).
+ * With "ocspUpdate" the master keeps the file: whatever it holds now is only warned about (and
+ * not stapled) while the master fetches a new one, but a responder must be known. */
 static int read_ocsp(load_t *l, cert_t *c)
 {
-    char why[512];
-    int stale = 0;
+    char why[512], msg[1024], url[1024];
+    int state;
     if (l->conf->ocsp_file == NULL)
         return 0;
-    c->ocsp = fg_tls_ocsp_load(l->conf->ocsp_file, c->leaf, c->chain, why, sizeof(why), &stale);
-    if (c->ocsp == NULL)
+    if (l->conf->ocsp_update && l->conf->ocsp_responder == NULL &&
+        !fg_x509gen_is_placeholder(c->leaf) && fg_tls_ocsp_responder(c->leaf, url, sizeof(url)) < 0)
+        return fail(l, "ocspUpdate", l->conf->chain,
+                    "the certificate names no OCSP responder (no http URL in its Authority "
+                    "Information Access): set \"ocspResponder\"");
+    if (l->conf->ocsp_update && access(l->conf->ocsp_file, F_OK) != 0 && errno == ENOENT) {
+        if (l->warn) {
+            snprintf(msg, sizeof(msg),
+                     "%s: certificates[%zu].ocspFile: %s: no response yet: the master fetches "
+                     "one (ocspUpdate)",
+                     l->file, l->index, l->conf->ocsp_file);
+            l->warn(l->arg, msg);
+        }
+        return 0;
+    }
+    c->ocsp = fg_tls_ocsp_load(l->conf->ocsp_file, c->leaf, c->chain, why, sizeof(why), &state);
+    if (c->ocsp == NULL && !l->conf->ocsp_update)
         return fail(l, "ocspFile", l->conf->ocsp_file, why);
-    if (stale && l->warn) {
-        char msg[1024];
-        snprintf(msg, sizeof(msg), "%s: certificates[%zu].ocspFile: %s: %s", l->file, l->index,
-                 l->conf->ocsp_file, why);
+    if (state != FG_TLS_OCSP_CURRENT && l->warn) {
+        snprintf(msg, sizeof(msg), "%s: certificates[%zu].ocspFile: %s: %s%s", l->file, l->index,
+                 l->conf->ocsp_file, why,
+                 c->ocsp == NULL ? ": not stapled; the master fetches a new one (ocspUpdate)" : "");
         l->warn(l->arg, msg);
     }
     return 0;

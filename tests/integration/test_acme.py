@@ -551,7 +551,8 @@ def test_acme_check_and_show_certificates(tmp_path, pebble, gateway_factory):
     plain = gateway_factory(base_config(tmp_path / "plain", port))
     r = plain.status("acme check")
     assert r["result"] == "failed" and "acme" in r["error"]
-    assert plain.status("show certificates") == {"certificates": [], "acme": None}
+    assert plain.status("show certificates") == {"certificates": [], "acme": None,
+                                                 "ocspUpdate": None}
 
 
 # ---------------------------------------------------------------- failure
