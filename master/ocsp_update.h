@@ -3,7 +3,7 @@
  * Access) and keeps it in its "ocspFile", which the next generation staples (common/tls_ocsp.h).
  *
  * The master runs fg_ocsp_update in a child process of its own (master/jobs.c), shortly after
- * start, every FG_OCSP_CHECK_MS, after a reload that changed a certificate, and on `ocsp update`:
+ * start, every FG_OCSP_CHECK_MS, after each reload, and on `ocsp update`:
  * it blocks on the network, which the master's loop must never do. A response is fetched when
  * the file holds none that is good and current for the certificate, when half of its validity
  * (thisUpdate to nextUpdate) has passed, or, for one without nextUpdate, an hour after its
