@@ -68,7 +68,7 @@ struct server_tls_s {
     table_t exact, wild;    /* wild holds "x.y" for "*.x.y" */
     unsigned char alpn[64]; /* the server's list in wire format (RFC 7301 3.1) */
     unsigned alpn_len;
-    fg_tls_clientauth_t *clientauth; /* "clientAuth"; NULL = off */
+    fg_tls_clientauth_t *clientauth;           /* "clientAuth"; NULL = off */
     unsigned char sid[SSL_MAX_SID_CTX_LENGTH]; /* the server's session id context */
     size_t sid_len;
 };
@@ -613,9 +613,8 @@ static int on_client_hello(SSL *ssl, int *alert, void *arg)
     in[st->sid_len] = 0; /* the server's context and the name never run together */
     memcpy(in + st->sid_len + 1, name, nlen);
     if (EVP_Digest(in, st->sid_len + 1 + nlen, md, &mdlen, st->tls->sid_md, NULL) != 1 ||
-        SSL_set_session_id_context(ssl, md, mdlen < SSL_MAX_SID_CTX_LENGTH
-                                                 ? mdlen
-                                                 : SSL_MAX_SID_CTX_LENGTH) != 1) {
+        SSL_set_session_id_context(
+            ssl, md, mdlen < SSL_MAX_SID_CTX_LENGTH ? mdlen : SSL_MAX_SID_CTX_LENGTH) != 1) {
         *alert = SSL_AD_INTERNAL_ERROR;
         return SSL_CLIENT_HELLO_ERROR;
     }
