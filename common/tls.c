@@ -605,10 +605,9 @@ static int on_client_hello(SSL *ssl, int *alert, void *arg)
     unsigned char in[SSL_MAX_SID_CTX_LENGTH + 1 + NAME_MAX_LEN], md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
 
-    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) == 1)
-        sni_of(ext, len, name, &nlen);
-    else
-        nlen = 0;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) != 1)
+        len = 0; /* no name: sni_of gives "" */
+    sni_of(len ? ext : NULL, len, name, &nlen);
     memcpy(in, st->sid, st->sid_len);
     in[st->sid_len] = 0; /* the server's context and the name never run together */
     memcpy(in + st->sid_len + 1, name, nlen);
