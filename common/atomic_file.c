@@ -16,7 +16,14 @@ int fg_atomic_file_prepare(const char *path, const char *suffix, const void *dat
         tmp[0] = '\0';
         return -1;
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    /* a new inode every time: whatever sits at tmp (a leftover, a link to another file) is
+     * removed, never written through */
+    if (unlink(tmp) != 0 && errno != ENOENT) {
+        snprintf(err, errlen, "cannot write %s: cannot remove %s: %s", path, tmp, strerror(errno));
+        tmp[0] = '\0';
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     const char *p = data;
     size_t left = len;
     while (fd >= 0 && left > 0) {

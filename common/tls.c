@@ -390,10 +390,22 @@ static int read_ocsp(load_t *l, cert_t *c)
     if (l->conf->ocsp_file == NULL)
         return 0;
     if (l->conf->ocsp_update && l->conf->ocsp_responder == NULL &&
-        !fg_x509gen_is_placeholder(c->leaf) && fg_tls_ocsp_responder(c->leaf, url, sizeof(url)) < 0)
-        return fail(l, "ocspUpdate", l->conf->chain,
-                    "the certificate names no OCSP responder (no http URL in its Authority "
-                    "Information Access): set \"ocspResponder\"");
+        !fg_x509gen_is_placeholder(c->leaf) &&
+        fg_tls_ocsp_responder(c->leaf, url, sizeof(url)) < 0) {
+        /* an ACME CA may issue certificates without one (Let's Encrypt's, since 2025): that
+         * must not fail the reload after an issuance */
+        if (!l->conf->acme)
+            return fail(l, "ocspUpdate", l->conf->chain,
+                        "the certificate names no OCSP responder (no http URL in its Authority "
+                        "Information Access): set \"ocspResponder\"");
+        if (l->warn) {
+            snprintf(msg, sizeof(msg),
+                     "%s: certificates[%zu].ocspUpdate: %s: the certificate names no OCSP "
+                     "responder: nothing is fetched or stapled",
+                     l->file, l->index, l->conf->chain);
+            l->warn(l->arg, msg);
+        }
+    }
     if (l->conf->ocsp_update && access(l->conf->ocsp_file, F_OK) != 0 && errno == ENOENT) {
         if (l->warn) {
             snprintf(msg, sizeof(msg),

@@ -143,7 +143,7 @@ static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls
                  status == V_OCSP_CERTSTATUS_REVOKED && reason >= 0 ? ", reason: " : "",
                  status == V_OCSP_CERTSTATUS_REVOKED && reason >= 0 ? OCSP_crl_reason_str(reason)
                                                                     : "");
-        rc = FG_TLS_OCSP_NOT_GOOD;
+        rc = status == V_OCSP_CERTSTATUS_REVOKED ? FG_TLS_OCSP_REVOKED : FG_TLS_OCSP_UNKNOWN;
         goto out;
     }
     r->has_next = nextupd != NULL;

@@ -16,16 +16,17 @@ typedef struct fg_tls_ocsp_s fg_tls_ocsp_t;
 #define FG_TLS_OCSP_MAX 65536
 
 /* What a check found (*state of fg_tls_ocsp_parse and fg_tls_ocsp_load). */
-#define FG_TLS_OCSP_CURRENT 0  /* fits the certificate, good, stapled now */
-#define FG_TLS_OCSP_STALE 1    /* fits and good, but outside thisUpdate..nextUpdate now */
-#define FG_TLS_OCSP_NOT_GOOD 2 /* the certificate's status is revoked or unknown */
-#define FG_TLS_OCSP_INVALID 3  /* anything else: unreadable, malformed, not for it, unsigned */
+#define FG_TLS_OCSP_CURRENT 0 /* fits the certificate, good, stapled now */
+#define FG_TLS_OCSP_STALE 1   /* fits and good, but outside thisUpdate..nextUpdate now */
+#define FG_TLS_OCSP_REVOKED 2 /* the certificate's status is revoked */
+#define FG_TLS_OCSP_UNKNOWN 3 /* the certificate's status is unknown to the responder */
+#define FG_TLS_OCSP_INVALID 4 /* anything else: unreadable, malformed, not for it, unsigned */
 
 /* Checks the DER response der for leaf, whose issuer must be among chain (the intermediates of
  * the chain file): a successful response whose status for leaf is good, signed by the issuer or
  * a responder it delegated to. Returns a copy with *state CURRENT or STALE (the reason in why:
  * it is kept, and stapled only within its times, fg_tls_ocsp_stapled), or NULL with *state
- * NOT_GOOD or INVALID and the reason in why. */
+ * REVOKED, UNKNOWN or INVALID and the reason in why. */
 fg_tls_ocsp_t *fg_tls_ocsp_parse(const unsigned char *der, size_t len, X509 *leaf,
                                  STACK_OF(X509) * chain, char *why, size_t whylen, int *state);
 /* The same for the response in the file path. */

@@ -841,14 +841,14 @@ int fg_acme_due(const fg_config_t *cfg, size_t i, char *why, size_t len)
     return due;
 }
 
-int fg_acme_check(const fg_config_t *cfg)
+int fg_acme_check(const fg_config_t *cfg, volatile sig_atomic_t *bits)
 {
     acme_t *a = calloc(1, sizeof(*a));
     if (a == NULL)
-        return FG_ACME_FAILED;
+        return *bits |= FG_ACME_FAILED;
     a->cfg = cfg;
     char why[512], dir[4096];
-    int due = 0, result = 0;
+    int due = 0;
     for (size_t i = 0; i < cfg->ncertificates; i++) {
         if (!cfg->certificates[i].acme)
             continue;
@@ -868,7 +868,7 @@ int fg_acme_check(const fg_config_t *cfg)
         directory(a) < 0 || (a->key = account_key(a)) == NULL || make_jwk(a) < 0 ||
         account(a) < 0) {
         fg_log_error("acme: %s", a->err);
-        result = FG_ACME_FAILED;
+        *bits |= FG_ACME_FAILED;
         goto out;
     }
     for (size_t i = 0; i < cfg->ncertificates; i++) {
@@ -876,15 +876,15 @@ int fg_acme_check(const fg_config_t *cfg)
             continue;
         a->err[0] = '\0';
         if (issue(a, i) == 0) {
-            result |= FG_ACME_CHANGED;
+            *bits |= FG_ACME_CHANGED;
         } else {
             fg_log_error("acme: certificates[%zu] (%s): %s", i, cfg->certificates[i].id, a->err);
-            result |= FG_ACME_FAILED;
+            *bits |= FG_ACME_FAILED;
         }
     }
 out:
     EVP_PKEY_free(a->key);
     SSL_CTX_free(a->ctx);
     free(a);
-    return result;
+    return *bits;
 }

@@ -338,10 +338,10 @@ static json_t *job_json(const fg_master_job_t *j, const char *changed, const cha
         iso_time(j->last, last, sizeof(last));
     if (j->next)
         iso_time(j->next, next, sizeof(next));
-    const char *result = j->last == 0                       ? NULL
-                         : (j->last_bits & FG_ACME_FAILED)  ? "failed"
-                         : (j->last_bits & FG_ACME_CHANGED) ? changed
-                                                            : unchanged;
+    const char *result = j->last == 0                             ? NULL
+                         : (j->last_bits & FG_MASTER_JOB_FAILED)  ? "failed"
+                         : (j->last_bits & FG_MASTER_JOB_CHANGED) ? changed
+                                                                  : unchanged;
     return json_pack("{s:b, s:s?, s:s?, s:s?}", "running", j->pid > 0, "lastCheck",
                      last[0] ? last : NULL, "lastResult", result, "nextCheck",
                      next[0] ? next : NULL);
@@ -370,7 +370,7 @@ static json_t *job_now(master_t *m, fg_master_job_t *j, const char *needs)
     int rc = fg_master_job_run_now(m, j);
     if (rc == -1)
         return json_pack("{s:s, s:s}", "result", "failed", "error", needs);
-    return json_pack("{s:s}", "result", rc == 0 ? "started" : "running");
+    return json_pack("{s:s}", "result", rc == 0 ? "started" : "queued");
 }
 
 static json_t *acme_check(void *arg)

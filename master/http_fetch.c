@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -69,9 +70,10 @@ static int parse_url(const char *url, int *tls, char *host, size_t hlen, char *p
         *tls = 0, skip = 7;
     else
         return -1;
-    /* RFC 3986 2: no space or control character; one would split the request line */
+    /* RFC 3986 2: no space, control or non-ASCII byte (one would split the request line); no
+     * fragment (3.5: never sent) */
     for (const char *c = url; *c; c++)
-        if ((unsigned char)*c <= ' ' || *c == 0x7f)
+        if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f || *c == '#')
             return -1;
     const char *h = url + skip, *end = h + strcspn(h, "/?#"), *colon = NULL;
     if (*h == '[') {
@@ -93,10 +95,12 @@ static int parse_url(const char *url, int *tls, char *host, size_t hlen, char *p
     }
     if (colon) {
         size_t n = (size_t)(end - colon - 1);
-        if (n == 0 || n >= plen)
+        if (n == 0 || n >= plen || strspn(colon + 1, "0123456789") < n)
             return -1;
         memcpy(port, colon + 1, n);
         port[n] = '\0';
+        if (n > 5 || atoi(port) < 1 || atoi(port) > 65535)
+            return -1;
     } else {
         snprintf(port, plen, "%s", *tls ? "443" : "80");
     }
@@ -204,11 +208,52 @@ int fg_http_fetch_parse(char *buf, size_t len, int head_request, fg_http_fetch_r
     return 0;
 }
 
-/* Writes all of p through ssl, or the plain socket fd when ssl is NULL. */
-static int send_all(SSL *ssl, int fd, const void *p, size_t n)
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The socket's send and receive timeouts set to what is left until deadline (monotonic ms): a
+ * peer that trickles bytes cannot stretch the exchange past it. -1 when it has passed. */
+static int time_left(int fd, uint64_t deadline)
+{
+    uint64_t now = mono_ms();
+    if (now >= deadline)
+        return -1;
+    uint64_t left = deadline - now;
+    struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return 0;
+}
+
+/* Whether buf holds a whole response framed by Content-Length (or one without a body): it is
+ * read no further, whether or not the server closes (RFC 9112 6.3). A chunked body, or one that
+ * ends with the connection, is read to the end. */
+static int complete(const char *buf, size_t len, int head_request)
+{
+    fg_http_header_t hdrs[64];
+    fg_http1_head_t head = {.headers = hdrs, .headers_cap = sizeof(hdrs) / sizeof(hdrs[0])};
+    fg_http1_limits_t lim = {0};
+    int hl = fg_http1_parse_response(buf, len, &lim, &head);
+    if (hl < 0)
+        return 0;
+    if (fg_http1_response_bodiless(head_request ? FG_STR_LIT("HEAD") : FG_STR_LIT("GET"),
+                                   head.status))
+        return 1;
+    return !head.chunked && head.content_length >= 0 &&
+           (uint64_t)(len - (size_t)hl) >= (uint64_t)head.content_length;
+}
+
+/* Writes all of p through ssl, or the plain socket fd when ssl is NULL, by deadline. */
+static int send_all(SSL *ssl, int fd, const void *p, size_t n, uint64_t deadline)
 {
     const char *c = p;
     while (n > 0) {
+        if (time_left(fd, deadline) < 0)
+            return -1;
         int chunk = n > (1u << 30) ? 1 << 30 : (int)n;
         ssize_t w = ssl ? SSL_write(ssl, c, chunk) : send(fd, c, (size_t)chunk, MSG_NOSIGNAL);
         if (w <= 0) {
@@ -222,9 +267,11 @@ static int send_all(SSL *ssl, int fd, const void *p, size_t n)
     return 0;
 }
 
-/* Reads up to n bytes: > 0 read, 0 end of the response, -1 timed out, -2 failed. */
-static ssize_t recv_some(SSL *ssl, int fd, char *p, size_t n)
+/* Reads up to n bytes by deadline: > 0 read, 0 end of the response, -1 timed out, -2 failed. */
+static ssize_t recv_some(SSL *ssl, int fd, char *p, size_t n, uint64_t deadline)
 {
+    if (time_left(fd, deadline) < 0)
+        return -1;
     errno = 0;
     if (ssl == NULL) {
         ssize_t r;
@@ -284,26 +331,34 @@ int fg_http_fetch(SSL_CTX *ctx, const fg_http_fetch_req_t *req, unsigned timeout
         return fail(err, errlen, "URL", req->url);
     if (tls && ctx == NULL)
         return fail(err, errlen, "URL", "https is not available here");
+    uint64_t deadline = mono_ms() + (uint64_t)timeout_s * 1000;
     int fd = dial(host, port, timeout_s, err, errlen);
     if (fd < 0)
         return -1;
     int v6 = strchr(host, ':') != NULL, rc = -1;
     const char *default_port = tls ? "443" : "80";
     char *buf = NULL;
+    if (time_left(fd, deadline) < 0) {
+        fail(err, errlen, "connect", "timed out");
+        close(fd);
+        return -1;
+    }
     SSL *ssl = tls ? tls_open(ctx, fd, host, err, errlen) : NULL;
     if (tls && ssl == NULL)
         goto out;
     char head[3072];
+    /* RFC 9112 3.2.1: an empty path is "/" ("http://h?q" asks for "/?q") */
     int hn = snprintf(head, sizeof(head),
-                      "%s %s HTTP/1.1\r\nHost: %s%s%s%s%s\r\nUser-Agent: fastgateway\r\n"
+                      "%s %s%s HTTP/1.1\r\nHost: %s%s%s%s%s\r\nUser-Agent: fastgateway\r\n"
                       "Accept: %s\r\n%s%s%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                      req->method, path, v6 ? "[" : "", host, v6 ? "]" : "", /* RFC 3986 3.2.2 */
+                      req->method, path[0] == '/' ? "" : "/", path, v6 ? "[" : "", host,
+                      v6 ? "]" : "", /* RFC 3986 3.2.2 */
                       strcmp(port, default_port) ? ":" : "", strcmp(port, default_port) ? port : "",
                       req->accept ? req->accept : "*/*", req->body ? "Content-Type: " : "",
                       req->body ? req->content_type : "", req->body ? "\r\n" : "",
                       req->body ? req->body_len : 0);
-    if (hn < 0 || (size_t)hn >= sizeof(head) || send_all(ssl, fd, head, (size_t)hn) < 0 ||
-        (req->body && send_all(ssl, fd, req->body, req->body_len) < 0)) {
+    if (hn < 0 || (size_t)hn >= sizeof(head) || send_all(ssl, fd, head, (size_t)hn, deadline) < 0 ||
+        (req->body && send_all(ssl, fd, req->body, req->body_len, deadline) < 0)) {
         fail(err, errlen, "send", ossl_why(why, sizeof(why)));
         goto out;
     }
@@ -323,7 +378,7 @@ int fg_http_fetch(SSL_CTX *ctx, const fg_http_fetch_req_t *req, unsigned timeout
                 abort();
             buf = more;
         }
-        ssize_t n = recv_some(ssl, fd, buf + len, cap - len);
+        ssize_t n = recv_some(ssl, fd, buf + len, cap - len, deadline);
         if (n == -1) {
             fail(err, errlen, "receive", "timed out");
             goto out;
@@ -335,6 +390,8 @@ int fg_http_fetch(SSL_CTX *ctx, const fg_http_fetch_req_t *req, unsigned timeout
         if (n == 0)
             break;
         len += (size_t)n;
+        if (complete(buf, len, strcmp(req->method, "HEAD") == 0))
+            break;
     }
     ERR_clear_error();
     const char *why_not = NULL;

@@ -32,9 +32,10 @@ typedef struct {
 /* A client context: TLS 1.2 or later, the peer verified against ca_file (NULL: the system's). */
 SSL_CTX *fg_http_fetch_ctx(const char *ca_file, char *err, size_t errlen);
 
-/* req, within timeout_s for each step; an https URL goes through ctx (NULL: refused). The
- * response's body is read whole (at most 4 MiB). Returns 0 with out filled, or -1 with err set
- * (connect, TLS, a malformed or oversized response). */
+/* req, within timeout_s for the whole exchange (connect, TLS, request, response); an https URL
+ * goes through ctx (NULL: refused). The response is read whole (at most 4 MiB): to its
+ * Content-Length, else to the end of the connection. Returns 0 with out filled, or -1 with err
+ * set (connect, TLS, timed out, a malformed or oversized response). */
 int fg_http_fetch(SSL_CTX *ctx, const fg_http_fetch_req_t *req, unsigned timeout_s,
                   fg_http_fetch_resp_t *out, char *err, size_t errlen);
 void fg_http_fetch_free(fg_http_fetch_resp_t *r);

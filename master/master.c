@@ -419,11 +419,19 @@ static void reload_answer(master_t *m)
 #define JOB_FIRST_MS 1000
 #define JOB_RETRY_MS (5 * 60 * 1000)
 #define JOB_CHILD_LIMIT_S 900 /* a run still going then is killed (SIGALRM) */
-#define JOB_CHANGED 1         /* the run wrote files: reload */
-#define JOB_FAILED 2          /* something due could not be done (logged) */
+#define JOB_CHANGED FG_MASTER_JOB_CHANGED
+#define JOB_FAILED FG_MASTER_JOB_FAILED
 _Static_assert(FG_ACME_CHANGED == JOB_CHANGED && FG_OCSP_CHANGED == JOB_CHANGED &&
                    FG_ACME_FAILED == JOB_FAILED && FG_OCSP_FAILED == JOB_FAILED,
                "a job's exit status is JOB_* bits");
+
+/* In a job's child: what its run has done so far, for the exit of a run cut short. */
+static volatile sig_atomic_t job_bits;
+
+static void on_job_alarm(int sig)
+{
+    _exit(job_bits | JOB_FAILED); /* what was written is reloaded all the same */
+}
 
 /* What a check depends on: the acme section and the ACME certificates' ids, names and files.
  * A reload that changes any of them deserves a check of its own at once. */
@@ -458,9 +466,9 @@ static uint64_t acme_interval_ms(const fg_config_t *cfg)
     return cfg->acme.check_interval_ms;
 }
 
-static int acme_run(const fg_config_t *cfg, int force)
+static int acme_run(const fg_config_t *cfg, int force, volatile sig_atomic_t *bits)
 {
-    return fg_acme_check(cfg); /* it orders only what is due, asked for or not */
+    return fg_acme_check(cfg, bits); /* it orders only what is due, asked for or not */
 }
 
 static uint64_t ocsp_interval_ms(const fg_config_t *cfg)
@@ -502,11 +510,14 @@ _Noreturn static void job_child(master_t *m, const fg_master_job_t *j, const fg_
     fg_log_set_role(j->kind->name);
     fg_listeners_close_in_child(m->ls, NULL, 0);
     close_in_child(m);
+    sa.sa_handler = on_job_alarm;
+    sigaction(SIGALRM, &sa, NULL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     alarm(JOB_CHILD_LIMIT_S);
-    _exit(j->kind->run(cfg, j->force));
+    job_bits = 0;
+    _exit(j->kind->run(cfg, j->force, &job_bits));
 }
 
 static void on_job(evutil_socket_t fd, short what, void *arg)
@@ -542,12 +553,12 @@ int fg_master_job_run_now(master_t *m, fg_master_job_t *j)
 {
     if (m->shutdown || m->cur == NULL || !j->kind->enabled(m->cur->cfg))
         return -1;
-    if (j->pid > 0)
-        return -2;
-    evtimer_del(j->ev);
     j->force = 1;
+    if (j->pid > 0)
+        return 1; /* job_exited starts it after the running one */
+    evtimer_del(j->ev);
     on_job(-1, EV_TIMEOUT, j);
-    return j->pid > 0 ? 0 : -2; /* -2: a reload starting, the run follows it */
+    return j->pid > 0 ? 0 : 1; /* 1: a reload starting, the run follows it */
 }
 
 static void job_exited(master_t *m, fg_master_job_t *j, int status)
@@ -556,7 +567,7 @@ static void job_exited(master_t *m, fg_master_job_t *j, int status)
     int bits = WIFEXITED(status) ? WEXITSTATUS(status) : JOB_FAILED;
     j->last = time(NULL);
     j->last_bits = bits;
-    if (!WIFEXITED(status))
+    if (!WIFEXITED(status) && !m->shutdown)
         fg_log_error("%s: the run ended by signal %d", j->kind->name, WTERMSIG(status));
     if (bits & JOB_CHANGED) {
         fg_log_notice("%s: %s: reloading", j->kind->name, j->kind->changed);
@@ -565,8 +576,8 @@ static void job_exited(master_t *m, fg_master_job_t *j, int status)
     uint64_t every = m->cur ? j->kind->interval_ms(m->cur->cfg) : JOB_RETRY_MS;
     if ((bits & JOB_FAILED) && every > JOB_RETRY_MS)
         every = JOB_RETRY_MS;
-    if (m->cur && j->kind->fingerprint(m->cur->cfg) != j->fp)
-        every = JOB_FIRST_MS; /* a reload changed the job's settings during the run */
+    if ((m->cur && j->kind->fingerprint(m->cur->cfg) != j->fp) || j->force)
+        every = JOB_FIRST_MS; /* a reload changed the job's settings, or a run was asked for */
     job_schedule(m, j, every);
 }
 

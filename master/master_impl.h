@@ -3,6 +3,7 @@
 #ifndef FG_MASTER_IMPL_H
 #define FG_MASTER_IMPL_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
@@ -67,8 +68,13 @@ typedef struct {
     int (*enabled)(const fg_config_t *cfg);
     uint64_t (*fingerprint)(const fg_config_t *cfg); /* of the settings a run depends on */
     uint64_t (*interval_ms)(const fg_config_t *cfg); /* between runs */
-    int (*run)(const fg_config_t *cfg, int force);   /* in the child: its exit status bits */
+    /* in the child: adds FG_MASTER_JOB_* bits to *bits as it goes and returns them */
+    int (*run)(const fg_config_t *cfg, int force, volatile sig_atomic_t *bits);
 } fg_master_job_kind_t;
+
+/* A job's exit status. */
+#define FG_MASTER_JOB_CHANGED 1 /* the run wrote files: reload */
+#define FG_MASTER_JOB_FAILED 2  /* something due could not be done (logged) */
 
 extern const fg_master_job_kind_t fg_master_acme_job, fg_master_ocsp_job;
 
@@ -78,7 +84,7 @@ typedef struct fg_master_job_s {
     struct event *ev; /* the next run */
     pid_t pid;        /* the child, 0 when none runs */
     time_t last;      /* when the last run ended, 0 = none yet */
-    int last_bits;    /* its exit status bits (changed 1, failed 2) */
+    int last_bits;    /* its exit status, FG_MASTER_JOB_* bits */
     time_t next;      /* when the next run is due, 0 = none scheduled */
     uint64_t fp;      /* fingerprint of the settings the last run started with */
     int force;        /* the next run was asked for (`acme check`, `ocsp update`) */
@@ -136,8 +142,9 @@ uint64_t fg_master_wall_ms(void);
  * request's number for fg_status_resolve, or 0 when shutting down. */
 uint64_t fg_master_request_reload(master_t *m);
 
-/* Start a run of job j now (`acme check`, `ocsp update`): 0 when it starts, -1 when the
- * configuration does not enable it or while stopping, -2 when one is running already. */
+/* Start a run of job j now (`acme check`, `ocsp update`): 0 when it starts, 1 when it starts
+ * after the run or the reload in progress, -1 when the configuration does not enable it or
+ * while stopping. */
 int fg_master_job_run_now(master_t *m, fg_master_job_t *j);
 
 /* A snapshot of the metrics of the serving generation (commands.c; master/metrics_view.h). */

@@ -2,9 +2,11 @@
 #include "master/ocsp_update.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,8 +22,9 @@
 #include "common/x509gen.h"
 #include "master/http_fetch.h"
 
-#define STEP_TIMEOUT_S 15      /* connect, send, each read */
+#define FETCH_TIMEOUT_S 15     /* one exchange with a responder, connect to the last byte */
 #define NO_NEXT_UPDATE_S 3600  /* a response without nextUpdate is fetched again after this */
+#define ASK_AGAIN_S 3600       /* a responder that had nothing newer is asked again after this */
 #define TMP_SUFFIX ".ocsp-new" /* a response being written: fg_atomic_file_prepare */
 #define CONTENT_TYPE "application/ocsp-response"
 
@@ -72,13 +75,17 @@ static int read_chain(const char *path, X509 **leaf, STACK_OF(X509) * *chain, ch
     return 0;
 }
 
-/* Whether the file needs a new response; why (when it does) into buf. */
+/* Whether the file needs a new response; why (when it does) into buf. *cur_this gets the
+ * thisUpdate of the current response it holds (0: none usable). */
 static int due(const fg_tls_cert_config_t *c, X509 *leaf, STACK_OF(X509) * chain, time_t now,
-               char *why, size_t len)
+               time_t *cur_this, char *why, size_t len)
 {
     int state;
-    if (access(c->ocsp_file, F_OK) != 0 && errno == ENOENT) {
-        snprintf(why, len, "no response yet");
+    struct stat st;
+    *cur_this = 0;
+    if (stat(c->ocsp_file, &st) != 0) {
+        snprintf(why, len, errno == ENOENT ? "no response yet" : "%s: %s", c->ocsp_file,
+                 strerror(errno));
         return 1;
     }
     fg_tls_ocsp_t *cur = fg_tls_ocsp_load(c->ocsp_file, leaf, chain, why, len, &state);
@@ -89,11 +96,14 @@ static int due(const fg_tls_cert_config_t *c, X509 *leaf, STACK_OF(X509) * chain
     time_t this_update, next_update;
     int has_next = fg_tls_ocsp_times(cur, &this_update, &next_update);
     fg_tls_ocsp_free(cur);
+    *cur_this = this_update;
     /* CA/Browser Forum Baseline Requirements 4.9.10: a CA publishes the next response before
-     * half of the current one's validity has passed */
+     * half of the current one's validity has passed. The file's time is when the responder
+     * was last asked: one with nothing newer yet is asked again an hour later, not at every
+     * check. */
     time_t at =
         has_next ? this_update + (next_update - this_update) / 2 : this_update + NO_NEXT_UPDATE_S;
-    if (now < at)
+    if (now < at || now < st.st_mtime + ASK_AGAIN_S)
         return 0;
     snprintf(why, len,
              has_next ? "half of the response's validity has passed"
@@ -119,16 +129,16 @@ static int request_der(X509 *leaf, X509 *issuer, unsigned char **der)
     return n;
 }
 
-/* Whether path holds exactly der (a response fetched again unchanged is not written). */
-static int same_file(const char *path, const unsigned char *der, size_t len)
+/* One exchange's limit; the test build takes FG_TEST_OCSP_TIMEOUT=N (seconds) from the
+ * environment, so that a test sees a stalled responder time out. */
+static unsigned fetch_timeout_s(void)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return 0;
-    unsigned char buf[FG_TLS_OCSP_MAX + 1];
-    size_t n = fread(buf, 1, sizeof(buf), f);
-    fclose(f);
-    return n == len && memcmp(buf, der, len) == 0;
+#ifdef FG_TEST_HOOKS
+    const char *e = getenv("FG_TEST_OCSP_TIMEOUT");
+    if (e != NULL && atoi(e) > 0)
+        return (unsigned)atoi(e);
+#endif
+    return FETCH_TIMEOUT_S;
 }
 
 /* Fetches and keeps the response of certificate i; FG_OCSP_* bits. */
@@ -141,13 +151,18 @@ static int update_one(const fg_config_t *cfg, size_t i, SSL_CTX *ctx, int force)
     fg_http_fetch_resp_t r = {0};
     char why[512], url[1024], err[768];
     int bits = FG_OCSP_FAILED, state;
+    time_t cur_this;
 
+    if (c->acme && access(c->chain, F_OK) != 0 && errno == ENOENT) {
+        bits = 0; /* not issued yet: the placeholder is served, nothing to ask about */
+        goto out;
+    }
     if (read_chain(c->chain, &leaf, &chain, why, sizeof(why)) < 0) {
-        fg_log_error("ocsp: certificates[%zu] (%s): %s", i, c->id, why);
+        fg_log_error("ocsp: certificates[%zu] (%s): %s: %s", i, c->id, c->chain, why);
         goto out;
     }
     if (fg_x509gen_is_placeholder(leaf)) {
-        bits = 0; /* an ACME certificate not issued yet: nothing to ask about */
+        bits = 0;
         goto out;
     }
     X509 *issuer = fg_tls_ocsp_issuer(leaf, chain);
@@ -157,15 +172,23 @@ static int update_one(const fg_config_t *cfg, size_t i, SSL_CTX *ctx, int force)
                      i, c->id, c->chain);
         goto out;
     }
-    if (c->ocsp_responder)
+    if (c->ocsp_responder) {
         snprintf(url, sizeof(url), "%s", c->ocsp_responder);
-    else if (fg_tls_ocsp_responder(leaf, url, sizeof(url)) < 0) {
-        fg_log_error("ocsp: certificates[%zu] (%s): the certificate names no OCSP responder: set "
-                     "\"ocspResponder\"",
-                     i, c->id);
+    } else if (fg_tls_ocsp_responder(leaf, url, sizeof(url)) < 0) {
+        /* an issued ACME certificate may name none (Let's Encrypt's do not, since 2025) */
+        if (c->acme) {
+            fg_log_warn("ocsp: certificates[%zu] (%s): the certificate names no OCSP responder: "
+                        "nothing to staple (\"ocspResponder\" names one)",
+                        i, c->id);
+            bits = 0;
+        } else {
+            fg_log_error("ocsp: certificates[%zu] (%s): the certificate names no OCSP "
+                         "responder: set \"ocspResponder\"",
+                         i, c->id);
+        }
         goto out;
     }
-    if (!due(c, leaf, chain, time(NULL), why, sizeof(why)) && !force) {
+    if (!due(c, leaf, chain, time(NULL), &cur_this, why, sizeof(why)) && !force) {
         bits = 0;
         goto out;
     }
@@ -184,7 +207,7 @@ static int update_one(const fg_config_t *cfg, size_t i, SSL_CTX *ctx, int force)
                              .body_len = (size_t)n,
                              .content_type = "application/ocsp-request",
                              .accept = CONTENT_TYPE};
-    if (fg_http_fetch(ctx, &q, STEP_TIMEOUT_S, &r, err, sizeof(err)) < 0) {
+    if (fg_http_fetch(ctx, &q, fetch_timeout_s(), &r, err, sizeof(err)) < 0) {
         fg_log_error("ocsp: certificates[%zu] (%s): %s: %s", i, c->id, url, err);
         goto out;
     }
@@ -194,9 +217,12 @@ static int update_one(const fg_config_t *cfg, size_t i, SSL_CTX *ctx, int force)
     }
     fg_tls_ocsp_t *got = fg_tls_ocsp_parse((const unsigned char *)r.body, r.len, leaf, chain, why,
                                            sizeof(why), &state);
+    time_t got_this = 0, got_next;
+    if (got != NULL)
+        fg_tls_ocsp_times(got, &got_this, &got_next);
     fg_tls_ocsp_free(got);
-    if (state == FG_TLS_OCSP_NOT_GOOD) {
-        /* stapling it would fail every client that checks; the old good one would lie */
+    if (state == FG_TLS_OCSP_REVOKED) {
+        /* the good response the file holds is no longer true: nothing is stapled */
         int removed = unlink(c->ocsp_file) == 0;
         fg_log_error("ocsp: certificates[%zu] (%s): %s: %s: %s", i, c->id, url, why,
                      removed ? "removed the response file, nothing is stapled"
@@ -205,12 +231,17 @@ static int update_one(const fg_config_t *cfg, size_t i, SSL_CTX *ctx, int force)
         goto out;
     }
     if (state != FG_TLS_OCSP_CURRENT) {
+        /* unknown included: a responder that lags behind its CA; the current good one stays */
         fg_log_error("ocsp: certificates[%zu] (%s): %s: the answer is not kept: %s", i, c->id, url,
                      why);
         goto out;
     }
-    if (same_file(c->ocsp_file, (const unsigned char *)r.body, r.len)) {
-        fg_log_info("ocsp: certificates[%zu] (%s): %s: the response is unchanged", i, c->id, url);
+    if (cur_this != 0 && got_this <= cur_this) {
+        /* the responder has nothing newer (the same response, signed again, or an older one
+         * replayed): the file stays, and its time says when it was asked */
+        utimensat(AT_FDCWD, c->ocsp_file, NULL, 0);
+        fg_log_info("ocsp: certificates[%zu] (%s): %s: nothing newer than the response kept", i,
+                    c->id, url);
         bits = 0;
         goto out;
     }
@@ -229,17 +260,16 @@ out:
     return bits;
 }
 
-int fg_ocsp_update(const fg_config_t *cfg, int force)
+int fg_ocsp_update(const fg_config_t *cfg, int force, volatile sig_atomic_t *bits)
 {
     char err[256];
     /* an https responder is verified against the system's CAs */
     SSL_CTX *ctx = fg_http_fetch_ctx(NULL, err, sizeof(err));
     if (ctx == NULL)
         fg_log_warn("ocsp: no TLS client for https responders: %s", err);
-    int bits = 0;
     for (size_t i = 0; i < cfg->ncertificates; i++)
         if (cfg->certificates[i].ocsp_update)
-            bits |= update_one(cfg, i, ctx, force);
+            *bits |= update_one(cfg, i, ctx, force);
     SSL_CTX_free(ctx);
-    return bits;
+    return *bits;
 }

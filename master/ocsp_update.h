@@ -2,16 +2,18 @@
  * "ocspUpdate" from its responder ("ocspResponder", else the certificate's Authority Information
  * Access) and keeps it in its "ocspFile", which the next generation staples (common/tls_ocsp.h).
  *
- * The master runs fg_ocsp_update in a child process of its own (master/jobs.c), shortly after
- * start, every FG_OCSP_CHECK_MS, after each reload, and on `ocsp update`:
- * it blocks on the network, which the master's loop must never do. A response is fetched when
- * the file holds none that is good and current for the certificate, when half of its validity
- * (thisUpdate to nextUpdate) has passed, or, for one without nextUpdate, an hour after its
- * thisUpdate. A fetched response passes the checks of a loaded one before it replaces the file;
- * one that says the certificate is revoked removes the file, so that nothing is stapled. */
+ * The master runs fg_ocsp_update in a child process of its own (a job, master/master.c), shortly
+ * after start, every FG_OCSP_CHECK_MS, after each reload, and on `ocsp update`: it blocks on the
+ * network, which the master's loop must never do. A response is fetched when the file holds none
+ * that is good and current for the certificate, or when half of its validity (thisUpdate to
+ * nextUpdate; for one without nextUpdate, an hour) has passed and the responder was not asked in
+ * the last hour (the file's time). A fetched response passes the checks of a loaded one and must be
+ * newer than the file's before it replaces it; one that says the certificate is revoked removes the
+ * file, so that nothing is stapled. */
 #ifndef FG_OCSP_UPDATE_H
 #define FG_OCSP_UPDATE_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -28,7 +30,7 @@ int fg_ocsp_update_enabled(const fg_config_t *cfg);
 /* What an update depends on: the certificates with "ocspUpdate", their files and responders. */
 uint64_t fg_ocsp_update_fingerprint(const fg_config_t *cfg);
 /* One update of every "ocspUpdate" certificate of cfg, each one due or all (force); blocking.
- * Returns FG_OCSP_* bits. */
-int fg_ocsp_update(const fg_config_t *cfg, int force);
+ * Adds FG_OCSP_* bits to *bits as it goes (what a run cut short had done) and returns them. */
+int fg_ocsp_update(const fg_config_t *cfg, int force, volatile sig_atomic_t *bits);
 
 #endif

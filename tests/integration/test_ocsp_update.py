@@ -7,7 +7,11 @@ Clients: `openssl s_client -status` and `curl --cert-status`."""
 import datetime
 import http.server
 import json
+import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -60,7 +64,7 @@ class Responder:
 
     def __init__(self, pki, tmp_path):
         self.pki, self.tmp, self.mode, self.asked = pki, tmp_path, "good", []
-        self.this = None
+        self.this = self.next_ = None
         responder = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -101,10 +105,16 @@ class Responder:
             kw = {}
             if self.mode == "stale":
                 kw = {"this": NOW - 3 * DAY, "next_": NOW - DAY}
-            elif self.this is not None:
-                kw = {"this": self.this}
+            else:
+                if self.this is not None:
+                    kw["this"] = self.this
+                if self.next_ is not None:
+                    kw["next_"] = self.next_
             self.pki.response(None, path, status=status, for_cert=for_cert, **kw)
             der = path.read_bytes()
+        self.send(h, der)
+
+    def send(self, h, der):
         h.send_response(200)
         h.send_header("Content-Type", "application/ocsp-response")
         h.send_header("Content-Length", str(len(der)))
@@ -242,7 +252,8 @@ def test_a_revoked_answer_removes_the_staple(tmp_path, pki, responder, gateway_f
 def test_only_a_due_response_is_fetched(tmp_path, pki, responder, gateway_factory):
     """At start the master asks only for a response that is due: none for a fresh one (an hour
     into a day's validity), one for a response past half of its validity (CA/B Baseline
-    Requirements 4.9.10: the CA has the next one by then)."""
+    Requirements 4.9.10: the CA has the next one by then) when the responder was not asked in
+    the last hour."""
     port = free_port()
     cfg = update_config(tmp_path, pki, port, "a", responder.url)
     pki.response("a", tmp_path / "a.ocsp", this=NOW - datetime.timedelta(hours=1))
@@ -250,39 +261,161 @@ def test_only_a_due_response_is_fetched(tmp_path, pki, responder, gateway_factor
     wait_for(lambda: ocsp_status(gw)["lastResult"] == "unchanged", what="a run with nothing due")
     assert responder.asked == []
     gw.stop()
+    # past half of its validity, but the responder was asked for it (the file's time) 10 minutes
+    # ago: not yet; two hours ago: due
     pki.response("a", tmp_path / "a.ocsp", this=NOW - datetime.timedelta(hours=20),
                  next_=NOW + datetime.timedelta(hours=4))
+    ten_minutes_ago = time.time() - 600
+    os.utime(tmp_path / "a.ocsp", (ten_minutes_ago, ten_minutes_ago))
+    gw = gateway_factory(cfg)
+    wait_for(lambda: ocsp_status(gw)["lastResult"] == "unchanged", what="a run with nothing due")
+    assert responder.asked == []
+    gw.stop()
+    two_hours_ago = time.time() - 7200
+    os.utime(tmp_path / "a.ocsp", (two_hours_ago, two_hours_ago))
     gw = gateway_factory(cfg)
     wait_for(lambda: ocsp_status(gw)["lastResult"] == "updated", what="an update")
     assert len(responder.asked) == 1, responder.asked
     assert "half of the response's validity has passed" in gw.error_log()
 
 
-def test_an_unchanged_answer_is_not_written_again(tmp_path, pki, responder, gateway_factory):
-    """A responder that serves the same precomputed response: the second fetch neither writes the
-    file nor asks for a reload."""
+def test_an_answer_no_newer_than_the_file_is_not_written(tmp_path, pki, responder,
+                                                        gateway_factory):
+    """A responder that serves the same precomputed response (or replays an older one): the
+    fetch neither writes the file nor asks for a reload; the file's time records the question,
+    so that the responder is not asked again within the hour."""
     port = free_port()
     gw = gateway_factory(update_config(tmp_path, pki, port, "a", responder.url))
     wait_for(lambda: ocsp_status(gw)["lastResult"] == "updated", what="the first response")
     wait_for(lambda: stapled_good(port, "a.example.test"), what="its reload")
     fixed = (tmp_path / "a.ocsp").read_bytes()
-
-    def same(h, body):
-        responder.asked.append((h.headers.get("Content-Type"), None, h.path))
-        h.send_response(200)
-        h.send_header("Content-Type", "application/ocsp-response")
-        h.send_header("Content-Length", str(len(fixed)))
-        h.end_headers()
-        h.wfile.write(fixed)
-    responder.answer = same
     generation = gw.info()["generation"]
-    mtime = (tmp_path / "a.ocsp").stat().st_mtime_ns
-    assert gw.status("ocsp update")["result"] == "started"
-    wait_for(lambda: ocsp_status(gw)["lastResult"] == "unchanged", what="an unchanged run")
-    assert len(responder.asked) == 2, responder.asked
-    assert "the response is unchanged" in gw.error_log()
-    assert (tmp_path / "a.ocsp").stat().st_mtime_ns == mtime
+    for answer in ("same", "older"):
+        if answer == "same":
+            responder.answer = lambda h, body: (responder.asked.append(("same", None, h.path)),
+                                                responder.send(h, fixed))
+        else:
+            responder.this = NOW - datetime.timedelta(hours=3)
+            del responder.answer  # the class's: a response signed now, with that thisUpdate
+        old = time.time() - 7200
+        os.utime(tmp_path / "a.ocsp", (old, old))
+        asked = len(responder.asked)
+        assert gw.status("ocsp update")["result"] == "started"
+        wait_for(lambda: len(responder.asked) == asked + 1 and not ocsp_status(gw)["running"],
+                 what="a run")
+        assert ocsp_status(gw)["lastResult"] == "unchanged"
+        assert (tmp_path / "a.ocsp").read_bytes() == fixed
+        assert (tmp_path / "a.ocsp").stat().st_mtime > time.time() - 60
+    assert "nothing newer than the response kept" in gw.error_log()
     assert gw.info()["generation"] == generation
+
+
+def test_an_answer_already_half_way_is_fetched_once(tmp_path, pki, responder, gateway_factory):
+    """A responder whose newest response is already past half of its validity: it is kept and
+    stapled, and the run after that reload does not ask again (the responder was just asked):
+    one question, one reload, not one a second."""
+    port = free_port()
+    responder.this = NOW - datetime.timedelta(hours=30)
+    responder.next_ = NOW + datetime.timedelta(hours=24)
+    gw = gateway_factory(update_config(tmp_path, pki, port, "a", responder.url))
+    wait_for(lambda: stapled_good(port, "a.example.test"), what="the response")
+    time.sleep(3)  # the run after the reload (1 s) and then some
+    assert len(responder.asked) == 1, responder.asked
+    assert gw.info()["generation"] == 2
+
+
+def test_a_run_cut_short_still_reloads_what_it_wrote(tmp_path, pki, responder, gateway_factory):
+    """The run's time limit (an alarm) ends it while a second responder stalls: the response it
+    wrote for the first certificate is still reloaded and stapled."""
+    from conftest import Blackhole
+    hole = Blackhole()
+    try:
+        port = free_port()
+        cfg = update_config(tmp_path, pki, port, "a", responder.url)
+        cfg["certificates"][1].update({"ocspFile": str(tmp_path / "b.ocsp"), "ocspUpdate": True,
+                                       "ocspResponder": "http://127.0.0.1:%d/" % hole.port})
+        gw = gateway_factory(cfg)
+        line = wait_for(lambda: re.search(r"\] (\d+) \(ocsp\): .*a new response", gw.error_log()),
+                        what="the first certificate's response")
+        os.kill(int(line.group(1)), signal.SIGALRM)
+        wait_for(lambda: stapled_good(port, "a.example.test"), what="its reload")
+        assert ocsp_status(gw)["lastResult"] == "failed"
+    finally:
+        hole.close()
+
+
+def _serve_raw(handler):
+    """A one-connection-at-a-time TCP server: handler(conn, request bytes) answers."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += c.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            n = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+            while len(body) < n:
+                body += c.recv(65536)
+            try:
+                handler(c, body)
+            except OSError:
+                pass
+            c.close()
+    threading.Thread(target=loop, daemon=True).start()
+    return ls, stop
+
+
+@pytest.mark.parametrize("kind", ["keep-open", "trickle"])
+def test_the_exchange_ends_by_content_length_and_has_a_deadline(tmp_path, pki, responder,
+                                                                gateway_factory, monkeypatch,
+                                                                kind):
+    """A responder that answers in full but keeps the connection open: the answer is complete by
+    its Content-Length (RFC 9112 6.3) and kept at once. One that sends its answer a byte at a
+    time: the whole exchange has a limit (2 s in the test build), not each read."""
+    from conftest import TEST_BINARY
+    monkeypatch.setenv("FG_TEST_OCSP_TIMEOUT", "2")
+    der = {}
+
+    def answer(c, body):
+        if "der" not in der:
+            path = tmp_path / "raw.der"
+            pki.response("a", path)
+            der["der"] = path.read_bytes()
+        msg = (b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(der["der"])) + der["der"]
+        if kind == "keep-open":
+            c.sendall(msg)
+            time.sleep(10)
+        else:
+            for i in range(len(msg)):
+                c.sendall(msg[i:i + 1])
+                time.sleep(0.5)
+    ls, stop = _serve_raw(answer)
+    try:
+        port = free_port()
+        cfg = update_config(tmp_path, pki, port, "a",
+                            "http://127.0.0.1:%d/" % ls.getsockname()[1])
+        t0 = time.monotonic()
+        gw = gateway_factory(cfg, binary=TEST_BINARY)
+        if kind == "keep-open":
+            wait_for(lambda: stapled_good(port, "a.example.test"), timeout=8, what="the staple")
+            assert time.monotonic() - t0 < 8
+        else:
+            wait_for(lambda: ocsp_status(gw)["lastResult"] == "failed", timeout=8,
+                     what="a failed run")
+            assert "receive: timed out" in gw.error_log(), gw.error_log()[-1000:]
+            assert time.monotonic() - t0 < 8
+    finally:
+        stop.set()
+        ls.close()
 
 
 def test_openssl_ocsp_as_the_responder(tmp_path, pki, gateway_factory):
@@ -335,9 +468,14 @@ def test_openssl_ocsp_as_the_responder(tmp_path, pki, gateway_factory):
 @pytest.mark.parametrize("change,message", [
     ({"ocspFile": None}, "certificates[0].ocspUpdate: needs \"ocspFile\""),
     ({"ocspUpdate": False}, "certificates[0].ocspResponder: is used only with"),
-    ({"ocspResponder": "ftp://127.0.0.1/"}, "is not an http:// or https:// URL"),
-    ({"ocspResponder": "http:///x"}, "is not an http:// or https:// URL"),
-    ({"ocspResponder": "http://a b/"}, "is not an http:// or https:// URL"),
+    ({"ocspResponder": "ftp://127.0.0.1/"}, "not an http:// or https:// URL"),
+    ({"ocspResponder": "http:///x"}, "not an http:// or https:// URL"),
+    ({"ocspResponder": "http://a b/"}, "not an http:// or https:// URL"),
+    ({"ocspResponder": "http://127.0.0.1:70000/"}, "not an http:// or https:// URL"),
+    ({"ocspResponder": "http://[::1/"}, "not an http:// or https:// URL"),
+    ({"ocspResponder": "http://h/x#frag"}, "not an http:// or https:// URL"),
+    ({"ocspResponder": "http://h\u00e9/"}, "not an http:// or https:// URL"),
+    ({"ocspResponder": "http://h/" + "x" * 1100}, "not an http:// or https:// URL"),
 ])
 def test_ocsp_update_settings_are_checked(tmp_path, pki, change, message):
     cfg = update_config(tmp_path, pki, free_port(), "a", "http://127.0.0.1:9/")
@@ -348,6 +486,20 @@ def test_ocsp_update_settings_are_checked(tmp_path, pki, change, message):
             cfg["certificates"][0][k] = v
     p = check(tmp_path, cfg)
     assert p.returncode != 0 and message in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("which", ["own chain", "own key", "other's file"])
+def test_the_file_the_master_writes_is_its_own(tmp_path, pki, which):
+    """The ocspFile of an ocspUpdate certificate is written by the master: it may be neither the
+    certificate's chain or key nor a file of another certificate."""
+    cfg = update_config(tmp_path, pki, free_port(), "a", "http://127.0.0.1:9/")
+    c = cfg["certificates"][0]
+    c["ocspFile"] = {"own chain": c["chain"], "own key": c["key"],
+                     "other's file": cfg["certificates"][1]["chain"]}[which]
+    p = check(tmp_path, cfg)
+    assert p.returncode != 0 and "certificates[0].ocspFile" in p.stderr, p.stderr
+    assert ("own chain or key" if which != "other's file" else "also a file of certificates[1]") \
+        in p.stderr, p.stderr
 
 
 def test_ocsp_update_follows_an_acme_certificate(tmp_path, pki):
