@@ -78,6 +78,8 @@ typedef struct {
     size_t nnames;
     int acme;        /* "acme": issued and renewed by the ACME client (master/acme.c) for names */
     char *ocsp_file; /* "ocspFile": absolute path of a DER OCSP response to staple; NULL = none */
+    int ocsp_update; /* "ocspUpdate": the master fetches ocsp_file (master/ocsp_update.c) */
+    char *ocsp_responder; /* "ocspResponder": its URL; NULL = the certificate's (AIA) */
 } fg_tls_cert_config_t;
 
 /* The longest HTTP-01 token taken (RFC 8555 8.3: base64url, 128 bits or more), by the client

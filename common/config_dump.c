@@ -128,6 +128,10 @@ static json_t *certificate(const fg_tls_cert_config_t *cert)
         set(o, "acme", json_true());
     if (cert->ocsp_file)
         set(o, "ocspFile", json_string(cert->ocsp_file));
+    if (cert->ocsp_update)
+        set(o, "ocspUpdate", json_true());
+    if (cert->ocsp_responder)
+        set(o, "ocspResponder", json_string(cert->ocsp_responder));
     return o;
 }
 

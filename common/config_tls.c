@@ -18,9 +18,44 @@
 
 /* ---- certificates ---- */
 
+/* "http[s]://HOST[:PORT][/PATH][?QUERY]", what the master's client (master/http_fetch.h) takes:
+ * a host name or address ([IPv6]), a port 1..65535, printable ASCII without a fragment. */
+static int http_url(const char *s)
+{
+    size_t skip = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
+    if (skip == 0 || strlen(s) >= 1024)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == '#')
+            return 0; /* RFC 3986 2, 3.5: it would split the request line; never sent */
+    const char *h = s + skip, *end = h + strcspn(h, "/?"), *port = NULL;
+    if (*h == '[') {
+        const char *rb = memchr(h, ']', (size_t)(end - h));
+        if (rb == NULL || rb == h + 1 ||
+            strspn(h + 1, "0123456789abcdefABCDEF:.") < (size_t)(rb - h - 1))
+            return 0;
+        if (rb + 1 != end && rb[1] != ':')
+            return 0;
+        port = rb + 1 != end ? rb + 2 : NULL;
+    } else {
+        size_t n = strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+        if (n == 0 || (h + n != end && h[n] != ':'))
+            return 0;
+        port = h + n != end ? h + n + 1 : NULL;
+    }
+    if (port) {
+        size_t n = (size_t)(end - port);
+        if (n == 0 || n > 5 || strspn(port, "0123456789") < n || atoi(port) < 1 ||
+            atoi(port) > 65535)
+            return 0;
+    }
+    return 1;
+}
+
 static int load_cert(fg_config_ctx_t *c, const json_t *o, fg_tls_cert_config_t *cert)
 {
-    static const char *const keys[] = {"id", "chain", "key", "names", "acme", "ocspFile", NULL};
+    static const char *const keys[] = {"id",       "chain",      "key",           "names", "acme",
+                                       "ocspFile", "ocspUpdate", "ocspResponder", NULL};
     char *chain = NULL, *key = NULL, *ocsp = NULL;
     int rc = -1;
 
@@ -32,14 +67,33 @@ static int load_cert(fg_config_ctx_t *c, const json_t *o, fg_tls_cert_config_t *
         fg_config_require_string(c, o, "key", &key) < 0 ||
         fg_config_get_strings(c, o, "names", &cert->names, &cert->nnames) < 0 ||
         fg_config_get_bool(c, o, "acme", &cert->acme) < 0 ||
-        fg_config_get_string(c, o, "ocspFile", 1, &ocsp) < 0)
+        fg_config_get_string(c, o, "ocspFile", 1, &ocsp) < 0 ||
+        fg_config_get_bool(c, o, "ocspUpdate", &cert->ocsp_update) < 0 ||
+        fg_config_get_string(c, o, "ocspResponder", 1, &cert->ocsp_responder) < 0)
         goto out;
     cert->chain = fg_config_abs_path(c, chain);
     cert->key = fg_config_abs_path(c, key);
-    if (ocsp && cert->acme) {
+    if (ocsp && cert->acme && !cert->ocsp_update) {
         fg_config_fail(c, "ocspFile",
                        "an \"acme\" certificate changes with each renewal: a fixed OCSP response "
-                       "cannot follow it");
+                       "cannot follow it (\"ocspUpdate\": true fetches one for each)");
+        goto out;
+    }
+    if (cert->ocsp_update && ocsp == NULL) {
+        fg_config_fail(c, "ocspUpdate",
+                       "needs \"ocspFile\": the file the fetched response is "
+                       "kept in");
+        goto out;
+    }
+    if (cert->ocsp_responder && !cert->ocsp_update) {
+        fg_config_fail(c, "ocspResponder", "is used only with \"ocspUpdate\": true");
+        goto out;
+    }
+    if (cert->ocsp_responder && !http_url(cert->ocsp_responder)) {
+        fg_config_fail(c, "ocspResponder",
+                       "not an http:// or https:// URL with a host, of at most 1023 bytes "
+                       "(RFC 6960 A.1): \"%.200s\"",
+                       cert->ocsp_responder);
         goto out;
     }
     cert->ocsp_file = ocsp ? fg_config_abs_path(c, ocsp) : NULL;
@@ -157,11 +211,45 @@ out:
 /* The certificate other than i whose chain or key file is path, or -1. */
 static long file_shared(const fg_config_t *cfg, size_t i, const char *path)
 {
-    for (size_t k = 0; k < cfg->ncertificates; k++)
-        if (k != i && (strcmp(cfg->certificates[k].chain, path) == 0 ||
-                       strcmp(cfg->certificates[k].key, path) == 0))
+    for (size_t k = 0; k < cfg->ncertificates; k++) {
+        const fg_tls_cert_config_t *o = &cfg->certificates[k];
+        if (k != i && (strcmp(o->chain, path) == 0 || strcmp(o->key, path) == 0 ||
+                       (o->ocsp_file && strcmp(o->ocsp_file, path) == 0)))
             return (long)k;
+    }
     return -1;
+}
+
+/* A certificate with "ocspUpdate" has its ocspFile written by the master: a file of its own,
+ * neither its certificate nor its key, nor any file of another certificate (two updaters
+ * would each find the other's response there, and fetch and reload again and again). */
+static int check_ocsp_files(fg_config_ctx_t *c)
+{
+    fg_config_t *cfg = c->cfg;
+    for (size_t i = 0; i < cfg->ncertificates; i++) {
+        const fg_tls_cert_config_t *t = &cfg->certificates[i];
+        if (!t->ocsp_update)
+            continue;
+        size_t mark = fg_config_push_key(c, "certificates");
+        size_t m = fg_config_push_index(c, i);
+        int rc = 0;
+        long other = file_shared(cfg, i, t->ocsp_file);
+        if (strcmp(t->ocsp_file, t->chain) == 0 || strcmp(t->ocsp_file, t->key) == 0)
+            rc = fg_config_fail(c, "ocspFile",
+                                "%s is the certificate's own chain or key file: the fetched "
+                                "response is written there",
+                                t->ocsp_file);
+        else if (other >= 0)
+            rc = fg_config_fail(c, "ocspFile",
+                                "%s is also a file of certificates[%ld]: the fetched response is "
+                                "written there",
+                                t->ocsp_file, other);
+        fg_config_pop(c, m);
+        fg_config_pop(c, mark);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* A certificate with "acme": true needs the "acme" section and names to order, and files of
@@ -214,7 +302,7 @@ int fg_config_load_certificates(fg_config_ctx_t *c, const json_t *root)
                                  offsetof(fg_tls_cert_config_t, id), load_cert_item, &items,
                                  &cfg->ncertificates);
     cfg->certificates = items;
-    if (rc < 0 || load_acme(c, root) < 0 || check_acme_certs(c) < 0 ||
+    if (rc < 0 || load_acme(c, root) < 0 || check_acme_certs(c) < 0 || check_ocsp_files(c) < 0 ||
         fg_config_get_object(c, root, "tls", tls_keys, &tls) < 0)
         return -1;
     size_t mark = fg_config_push_key(c, "tls");
@@ -677,6 +765,7 @@ void fg_config_free_tls(fg_config_t *cfg)
         free(cert->chain);
         free(cert->key);
         free(cert->ocsp_file);
+        free(cert->ocsp_responder);
         free_strings(cert->names, cert->nnames);
     }
     free(cfg->certificates);

@@ -68,7 +68,9 @@ struct server_tls_s {
     table_t exact, wild;    /* wild holds "x.y" for "*.x.y" */
     unsigned char alpn[64]; /* the server's list in wire format (RFC 7301 3.1) */
     unsigned alpn_len;
-    fg_tls_clientauth_t *clientauth; /* "clientAuth"; NULL = off */
+    fg_tls_clientauth_t *clientauth;           /* "clientAuth"; NULL = off */
+    unsigned char sid[SSL_MAX_SID_CTX_LENGTH]; /* the server's session id context */
+    size_t sid_len;
 };
 
 typedef struct tls_s {
@@ -79,6 +81,7 @@ typedef struct tls_s {
     /* Fetched once: EVP_aes_256_cbc() would make every ticket's EVP_CipherInit look the
      * implementation up again in OpenSSL 3's provider store (a name lookup under a lock). */
     EVP_CIPHER *ticket_cipher;
+    EVP_MD *sid_md; /* SHA-256, for each connection's session id context (on_client_hello) */
 } tls_t;
 
 /* ---- errors ---- */
@@ -377,20 +380,49 @@ static int placeholder(load_t *l, cert_t *c)
 }
 
 /* "ocspFile": refused when it does not fit the certificate; kept with a warning when it is only
- * out of date (an updater late for once must not stop reloads; it is not stapled meanwhile). */
+ * out of date (an updater late for once must not stop reloads; it is not stapled meanwhile).
+ * With "ocspUpdate" the master keeps the file: whatever it holds now is only warned about (and
+ * not stapled) while the master fetches a new one, but a responder must be known. */
 static int read_ocsp(load_t *l, cert_t *c)
 {
-    char why[512];
-    int stale = 0;
+    char why[512], msg[1024], url[1024];
+    int state;
     if (l->conf->ocsp_file == NULL)
         return 0;
-    c->ocsp = fg_tls_ocsp_load(l->conf->ocsp_file, c->leaf, c->chain, why, sizeof(why), &stale);
-    if (c->ocsp == NULL)
+    if (l->conf->ocsp_update && l->conf->ocsp_responder == NULL &&
+        !fg_x509gen_is_placeholder(c->leaf) &&
+        fg_tls_ocsp_responder(c->leaf, url, sizeof(url)) < 0) {
+        /* an ACME CA may issue certificates without one (Let's Encrypt's, since 2025): that
+         * must not fail the reload after an issuance */
+        if (!l->conf->acme)
+            return fail(l, "ocspUpdate", l->conf->chain,
+                        "the certificate names no OCSP responder (no http URL in its Authority "
+                        "Information Access): set \"ocspResponder\"");
+        if (l->warn) {
+            snprintf(msg, sizeof(msg),
+                     "%s: certificates[%zu].ocspUpdate: %s: the certificate names no OCSP "
+                     "responder: nothing is fetched or stapled",
+                     l->file, l->index, l->conf->chain);
+            l->warn(l->arg, msg);
+        }
+    }
+    if (l->conf->ocsp_update && access(l->conf->ocsp_file, F_OK) != 0 && errno == ENOENT) {
+        if (l->warn) {
+            snprintf(msg, sizeof(msg),
+                     "%s: certificates[%zu].ocspFile: %s: no response yet: the master fetches "
+                     "one (ocspUpdate)",
+                     l->file, l->index, l->conf->ocsp_file);
+            l->warn(l->arg, msg);
+        }
+        return 0;
+    }
+    c->ocsp = fg_tls_ocsp_load(l->conf->ocsp_file, c->leaf, c->chain, why, sizeof(why), &state);
+    if (c->ocsp == NULL && !l->conf->ocsp_update)
         return fail(l, "ocspFile", l->conf->ocsp_file, why);
-    if (stale && l->warn) {
-        char msg[1024];
-        snprintf(msg, sizeof(msg), "%s: certificates[%zu].ocspFile: %s: %s", l->file, l->index,
-                 l->conf->ocsp_file, why);
+    if (state != FG_TLS_OCSP_CURRENT && l->warn) {
+        snprintf(msg, sizeof(msg), "%s: certificates[%zu].ocspFile: %s: %s%s", l->file, l->index,
+                 l->conf->ocsp_file, why,
+                 c->ocsp == NULL ? ": not stapled; the master fetches a new one (ocspUpdate)" : "");
         l->warn(l->arg, msg);
     }
     return 0;
@@ -547,6 +579,59 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
+/* The first host_name of a server_name extension's body (RFC 6066 3: a ServerNameList of
+ * NameType, then a 16-bit length and the name), normalized, into name; "" when it holds none. */
+static void sni_of(const unsigned char *p, size_t len, char name[NAME_MAX_LEN + 1], size_t *nlen)
+{
+    name[0] = '\0';
+    *nlen = 0;
+    if (len < 2 || (size_t)(p[0] << 8 | p[1]) != len - 2)
+        return;
+    for (size_t i = 2; i + 3 <= len;) {
+        size_t n = (size_t)(p[i + 1] << 8 | p[i + 2]);
+        if (i + 3 + n > len)
+            return;
+        if (p[i] == TLSEXT_NAMETYPE_host_name) {
+            if (memchr(p + i + 3, '\0', n) != NULL ||
+                normalize((const char *)p + i + 3, n, name, nlen) < 0) {
+                name[0] = '\0';
+                *nlen = 0;
+            }
+            return;
+        }
+        i += 3 + n;
+    }
+}
+
+/* RFC 6066 3: a server must not resume a session whose server_name differs from the one the
+ * ClientHello asks for, but do a full handshake (RFC 8446 4.6.1 lets a TLS 1.3 server hold to
+ * the same). Each connection's session id context is the server's hashed with that name (none:
+ * the empty name), set here, before OpenSSL looks the session id or ticket up: a session of
+ * another name fails OpenSSL's context check, and the handshake is a full one. */
+static int on_client_hello(SSL *ssl, int *alert, void *arg)
+{
+    const server_tls_t *st = arg;
+    const unsigned char *ext;
+    size_t len, nlen;
+    char name[NAME_MAX_LEN + 1];
+    unsigned char in[SSL_MAX_SID_CTX_LENGTH + 1 + NAME_MAX_LEN], md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) != 1)
+        len = 0; /* no name: sni_of gives "" */
+    sni_of(len ? ext : NULL, len, name, &nlen);
+    memcpy(in, st->sid, st->sid_len);
+    in[st->sid_len] = 0; /* the server's context and the name never run together */
+    memcpy(in + st->sid_len + 1, name, nlen);
+    if (EVP_Digest(in, st->sid_len + 1 + nlen, md, &mdlen, st->tls->sid_md, NULL) != 1 ||
+        SSL_set_session_id_context(
+            ssl, md, mdlen < SSL_MAX_SID_CTX_LENGTH ? mdlen : SSL_MAX_SID_CTX_LENGTH) != 1) {
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 /* RFC 7301 3.2: the server's preference order; no overlap is a fatal no_application_protocol
  * alert (OpenSSL sends it for SSL_TLSEXT_ERR_ALERT_FATAL). */
 static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -646,8 +731,16 @@ static int policy(server_tls_t *st, const fg_server_t *s, SSL_CTX *ctx, char *wh
         ERR_clear_error();
         return -2;
     }
-    /* Sessions of one server never resume on another (RFC 5246 F.1.4, RFC 8446 4.6.1). */
+    /* Sessions of one server never resume on another (RFC 5246 F.1.4, RFC 8446 4.6.1), nor for
+     * another name (on_client_hello). */
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)&id, sizeof(id));
+    if (st->clientauth != NULL) {
+        st->sid_len = fg_tls_clientauth_sid(st->clientauth, st->sid, sizeof(st->sid));
+    } else {
+        memcpy(st->sid, &id, sizeof(id));
+        st->sid_len = sizeof(id);
+    }
+    SSL_CTX_set_client_hello_cb(ctx, on_client_hello, st);
     SSL_CTX_set_session_cache_mode(ctx,
                                    t->session_cache ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
     if (t->session_cache)
@@ -805,6 +898,11 @@ int fg_tls_build(fg_config_t *cfg, fg_shm_t *shm, uint64_t gen, fg_tls_warn_fn w
         snprintf(err, errlen, "shm: no room for the session ticket keys (shm.size)");
         return -1;
     }
+    if (nservers > 0 && (tls->sid_md = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL) {
+        char why[160];
+        snprintf(err, errlen, "tls: SHA-256: %s", ossl_reason(why, sizeof(why), "not available"));
+        return -1;
+    }
     if (tls->tickets &&
         (tls->ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)) == NULL) {
         char why[160];
@@ -854,6 +952,7 @@ void fg_tls_free(fg_config_t *cfg)
     for (size_t i = 0; i < tls->ncerts; i++)
         cert_clear(&tls->certs[i]);
     EVP_CIPHER_free(tls->ticket_cipher);
+    EVP_MD_free(tls->sid_md);
     free(tls->certs);
     free(tls);
     cfg->tls = NULL;

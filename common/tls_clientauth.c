@@ -434,6 +434,13 @@ int fg_tls_clientauth_apply(const fg_tls_clientauth_t *a, SSL_CTX *ctx)
     return SSL_CTX_set_session_id_context(ctx, a->sid, sizeof(a->sid)) == 1 ? 0 : -1;
 }
 
+size_t fg_tls_clientauth_sid(const fg_tls_clientauth_t *a, unsigned char *buf, size_t len)
+{
+    size_t n = sizeof(a->sid) < len ? sizeof(a->sid) : len;
+    memcpy(buf, a->sid, n);
+    return n;
+}
+
 void fg_tls_clientauth_free(fg_tls_clientauth_t *a)
 {
     if (a == NULL)

@@ -38,6 +38,9 @@ fg_tls_clientauth_t *fg_tls_clientauth_load(const fg_tls_server_config_t *t, con
 /* Sets ctx's verification, CA names and session id context. Returns 0, or -1 (no memory). */
 int fg_tls_clientauth_apply(const fg_tls_clientauth_t *a, SSL_CTX *ctx);
 void fg_tls_clientauth_free(fg_tls_clientauth_t *a);
+/* The session id context a's contexts get (a hash of the server, the policy and the files) into
+ * buf; returns its length (at most len). */
+size_t fg_tls_clientauth_sid(const fg_tls_clientauth_t *a, unsigned char *buf, size_t len);
 
 /* Why a server handshake failed, when client authentication is the reason: "no client
  * certificate (...)" for err (OpenSSL's first error code) saying the client sent none, or

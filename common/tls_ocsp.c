@@ -40,8 +40,7 @@ static void ossl_why(char *why, size_t len, const char *what)
     ERR_clear_error();
 }
 
-/* The certificate of chain that issued leaf; NULL when the chain file lacks it. */
-static X509 *issuer_of(X509 *leaf, STACK_OF(X509) * chain)
+X509 *fg_tls_ocsp_issuer(X509 *leaf, STACK_OF(X509) * chain)
 {
     for (int i = 0; i < sk_X509_num(chain); i++)
         if (X509_check_issued(sk_X509_value(chain, i), leaf) == X509_V_OK)
@@ -81,8 +80,8 @@ static int other_hash(OCSP_BASICRESP *bs, X509 *leaf)
     return 0;
 }
 
-/* Checks of a parsed response for leaf; fills r's times. Returns 0, 1 when it is out of date
- * (the reason in why), or -1 when it does not fit leaf (the reason in why). */
+/* Checks of a parsed response for leaf; fills r's times. Returns FG_TLS_OCSP_CURRENT, or
+ * another FG_TLS_OCSP_* with the reason in why. */
 static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls_ocsp_t *r,
                  char *why, size_t len)
 {
@@ -90,18 +89,18 @@ static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls
     if (st != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
         snprintf(why, len, "the response status is %s, not successful",
                  OCSP_response_status_str(st));
-        return -1;
+        return FG_TLS_OCSP_INVALID;
     }
-    X509 *issuer = issuer_of(leaf, chain);
+    X509 *issuer = fg_tls_ocsp_issuer(leaf, chain);
     if (issuer == NULL) {
         snprintf(why, len,
                  "the chain file holds no issuer of the certificate: an OCSP response is checked "
                  "against it (add the intermediate after the certificate)");
-        return -1;
+        return FG_TLS_OCSP_INVALID;
     }
     OCSP_BASICRESP *bs = OCSP_response_get1_basic(resp);
     OCSP_CERTID *id = OCSP_cert_to_id(NULL, leaf, issuer);
-    int status = -1, reason = 0, rc = -1;
+    int status = -1, reason = 0, rc = FG_TLS_OCSP_INVALID;
     ASN1_GENERALIZEDTIME *rev = NULL, *thisupd = NULL, *nextupd = NULL;
     if (bs == NULL || id == NULL) {
         ossl_why(why, len, "not a basic OCSP response");
@@ -144,6 +143,7 @@ static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls
                  status == V_OCSP_CERTSTATUS_REVOKED && reason >= 0 ? ", reason: " : "",
                  status == V_OCSP_CERTSTATUS_REVOKED && reason >= 0 ? OCSP_crl_reason_str(reason)
                                                                     : "");
+        rc = status == V_OCSP_CERTSTATUS_REVOKED ? FG_TLS_OCSP_REVOKED : FG_TLS_OCSP_UNKNOWN;
         goto out;
     }
     r->has_next = nextupd != NULL;
@@ -152,7 +152,7 @@ static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls
         ossl_why(why, len, "the response's thisUpdate or nextUpdate is not a valid time");
         goto out;
     }
-    rc = 0;
+    rc = FG_TLS_OCSP_CURRENT;
     /* OpenSSL's check also gives nextUpdate the leeway; the handshake does not (on_status):
      * warn whenever nothing would be stapled now. */
     if (OCSP_check_validity(thisupd, nextupd, LEEWAY_S, -1) != 1 ||
@@ -165,7 +165,7 @@ static int check(OCSP_RESPONSE *resp, X509 *leaf, STACK_OF(X509) * chain, fg_tls
         snprintf(why, len,
                  "the response is out of date (thisUpdate %s, nextUpdate %s): it is not stapled", a,
                  nextupd ? b : "none");
-        rc = 1;
+        rc = FG_TLS_OCSP_STALE;
     }
 out:
     OCSP_CERTID_free(id);
@@ -173,48 +173,70 @@ out:
     return rc;
 }
 
-fg_tls_ocsp_t *fg_tls_ocsp_load(const char *path, X509 *leaf, STACK_OF(X509) * chain, char *why,
-                                size_t whylen, int *stale)
+fg_tls_ocsp_t *fg_tls_ocsp_parse(const unsigned char *der, size_t len, X509 *leaf,
+                                 STACK_OF(X509) * chain, char *why, size_t whylen, int *state)
 {
-    *stale = 0;
+    *state = FG_TLS_OCSP_INVALID;
+    if (len > FG_TLS_OCSP_MAX) {
+        snprintf(why, whylen, "larger than %d bytes: not an OCSP response", FG_TLS_OCSP_MAX);
+        return NULL;
+    }
+    const unsigned char *p = der;
+    OCSP_RESPONSE *resp = len ? d2i_OCSP_RESPONSE(NULL, &p, (long)len) : NULL;
+    if (resp == NULL || p != der + len) {
+        OCSP_RESPONSE_free(resp);
+        ossl_why(why, whylen, "not a DER OCSP response (openssl ocsp -respout writes one)");
+        return NULL;
+    }
+    fg_tls_ocsp_t *r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->der = malloc(len)) == NULL)
+        abort();
+    memcpy(r->der, der, len);
+    r->len = len;
+    *state = check(resp, leaf, chain, r, why, whylen);
+    OCSP_RESPONSE_free(resp);
+    if (*state == FG_TLS_OCSP_CURRENT || *state == FG_TLS_OCSP_STALE)
+        return r;
+    fg_tls_ocsp_free(r);
+    return NULL;
+}
+
+fg_tls_ocsp_t *fg_tls_ocsp_load(const char *path, X509 *leaf, STACK_OF(X509) * chain, char *why,
+                                size_t whylen, int *state)
+{
+    *state = FG_TLS_OCSP_INVALID;
     BIO *b = fg_tls_open_pem(path, why, whylen); /* any regular file, read as a BIO */
     if (b == NULL)
         return NULL;
-    fg_tls_ocsp_t *r = calloc(1, sizeof(*r));
-    if (r == NULL)
+    /* one byte more than the largest accepted: a larger file is refused, not cut */
+    unsigned char *buf = malloc(FG_TLS_OCSP_MAX + 1);
+    if (buf == NULL)
         abort();
-    unsigned char buf[4096];
+    size_t len = 0;
     int n;
-    while ((n = BIO_read(b, buf, sizeof(buf))) > 0) {
-        if (r->len + (size_t)n > FG_TLS_OCSP_MAX) {
-            snprintf(why, whylen, "larger than %d bytes: not an OCSP response", FG_TLS_OCSP_MAX);
-            goto fail;
-        }
-        unsigned char *p = realloc(r->der, r->len + (size_t)n);
-        if (p == NULL)
-            abort();
-        memcpy(p + r->len, buf, (size_t)n);
-        r->der = p;
-        r->len += (size_t)n;
-    }
-    const unsigned char *p = r->der;
-    OCSP_RESPONSE *resp = r->len ? d2i_OCSP_RESPONSE(NULL, &p, (long)r->len) : NULL;
-    if (resp == NULL || p != r->der + r->len) {
-        OCSP_RESPONSE_free(resp);
-        ossl_why(why, whylen, "not a DER OCSP response (openssl ocsp -respout writes one)");
-        goto fail;
-    }
-    int rc = check(resp, leaf, chain, r, why, whylen);
-    OCSP_RESPONSE_free(resp);
-    if (rc < 0)
-        goto fail;
-    *stale = rc == 1;
+    while (len <= FG_TLS_OCSP_MAX &&
+           (n = BIO_read(b, buf + len, (int)(FG_TLS_OCSP_MAX + 1 - len))) > 0)
+        len += (size_t)n;
     BIO_free(b);
+    fg_tls_ocsp_t *r = fg_tls_ocsp_parse(buf, len, leaf, chain, why, whylen, state);
+    free(buf);
     return r;
-fail:
-    BIO_free(b);
-    fg_tls_ocsp_free(r);
-    return NULL;
+}
+
+int fg_tls_ocsp_responder(X509 *leaf, char *url, size_t len)
+{
+    STACK_OF(OPENSSL_STRING) *aia = X509_get1_ocsp(leaf);
+    int rc = -1;
+    for (int i = 0; i < sk_OPENSSL_STRING_num(aia) && rc < 0; i++) {
+        const char *u = sk_OPENSSL_STRING_value(aia, i);
+        if ((strncmp(u, "http://", 7) == 0 || strncmp(u, "https://", 8) == 0) && strlen(u) < len &&
+            strpbrk(u, " \t\r\n") == NULL) {
+            snprintf(url, len, "%s", u);
+            rc = 0;
+        }
+    }
+    X509_email_free(aia);
+    return rc;
 }
 
 /* RFC 6960 4.2.2.1: a response is reliable from thisUpdate (with the leeway a client gives it)

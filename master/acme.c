@@ -22,12 +22,13 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "common/atomic_file.h"
 #include "common/log.h"
 #include "common/secret.h"
 #include "common/str.h"
 #include "common/tls.h"
 #include "common/x509gen.h"
-#include "master/acme_http.h"
+#include "master/http_fetch.h"
 
 #define TIMEOUT_S 30 /* each connect, send and receive */
 
@@ -122,64 +123,14 @@ __attribute__((format(printf, 3, 4))) static void put(char *err, size_t errlen, 
     va_end(ap);
 }
 
-/* data written whole to path's temporary name (path.acme-new, its name into tmp) and synced;
- * removed again on failure. */
-static int write_tmp(const char *path, const void *data, size_t len, mode_t mode, char *tmp,
-                     size_t tmplen, char *err, size_t errlen)
-{
-    if (snprintf(tmp, tmplen, "%s.acme-new", path) >= (int)tmplen) {
-        put(err, errlen, "%s: path too long", path);
-        tmp[0] = '\0';
-        return -1;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-    const char *p = data;
-    size_t left = len;
-    while (fd >= 0 && left > 0) {
-        ssize_t n = write(fd, p, left);
-        if (n <= 0)
-            break;
-        p += n;
-        left -= (size_t)n;
-    }
-    int e = errno;
-    if (fd < 0 || left > 0 || fchmod(fd, mode) != 0 || fsync(fd) != 0 || close(fd) != 0) {
-        e = fd < 0 || left > 0 ? e : errno;
-        put(err, errlen, "cannot write %s: %s", path, strerror(e));
-        unlink(tmp);
-        tmp[0] = '\0';
-        return -1;
-    }
-    return 0;
-}
-
-/* tmp (written by write_tmp) renamed over path. */
-static int commit_tmp(const char *tmp, const char *path, char *err, size_t errlen)
-{
-    if (rename(tmp, path) != 0) {
-        put(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
-/* path written whole under a temporary name, then renamed over it. */
-static int write_file(const char *path, const void *data, size_t len, mode_t mode, char *err,
-                      size_t errlen)
-{
-    char tmp[4096];
-    if (write_tmp(path, data, len, mode, tmp, sizeof(tmp), err, errlen) < 0)
-        return -1;
-    return commit_tmp(tmp, path, err, errlen);
-}
+#define TMP_SUFFIX ".acme-new" /* a file being written: fg_atomic_file_prepare */
 
 /* Whether path's temporary file can be written, tried before an order: a CA that issued a
  * certificate the client cannot store would be asked again at every check. */
 static int writable(const char *path, char *err, size_t errlen)
 {
     char tmp[4096];
-    if (write_tmp(path, "", 0, 0600, tmp, sizeof(tmp), err, errlen) < 0)
+    if (fg_atomic_file_prepare(path, TMP_SUFFIX, "", 0, 0600, tmp, sizeof(tmp), err, errlen) < 0)
         return -1;
     unlink(tmp);
     return 0;
@@ -231,7 +182,7 @@ static EVP_PKEY *account_key(acme_t *a)
     long n = 0;
     if (k == NULL || b == NULL || PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) != 1 ||
         (n = BIO_get_mem_data(b, &pem)) <= 0 ||
-        write_file(path, pem, (size_t)n, 0600, a->err, sizeof(a->err)) < 0) {
+        fg_atomic_file_write(path, TMP_SUFFIX, pem, (size_t)n, 0600, a->err, sizeof(a->err)) < 0) {
         if (a->err[0] == '\0')
             seterr(a, "cannot make the account key");
         EVP_PKEY_free(k);
@@ -340,7 +291,27 @@ static char *jws(acme_t *a, const char *url, const char *payload, int with_jwk)
 /* ---- requests ---- */
 
 /* "HTTP 403: urn:ietf:params:acme:error:unauthorized: detail" for a problem document. */
-static void problem(acme_t *a, const char *step, const fg_acme_http_resp_t *r)
+/* One exchange with the CA. RFC 8555 6.1: HTTPS only, also for the URLs its answers name. */
+static int acme_http(acme_t *a, const char *method, const char *url, const char *body,
+                     fg_http_fetch_resp_t *r, char *why, size_t wlen)
+{
+    if (strncmp(url, "https://", 8) != 0) {
+        memset(r, 0, sizeof(*r));
+        snprintf(why, wlen, "URL: %s: not https (RFC 8555 6.1)", url);
+        return -1;
+    }
+    fg_http_fetch_req_t req = {
+        .method = method,
+        .url = url,
+        .body = body,
+        .body_len = body ? strlen(body) : 0,
+        .content_type = "application/jose+json",
+        .accept = "application/json, application/pem-certificate-chain",
+    };
+    return fg_http_fetch(a->ctx, &req, timeout_s(), r, why, wlen);
+}
+
+static void problem(acme_t *a, const char *step, const fg_http_fetch_resp_t *r)
 {
     json_t *doc = json_loads(r->body ? r->body : "", 0, NULL);
     const char *type = json_string_value(json_object_get(doc, "type"));
@@ -350,21 +321,21 @@ static void problem(acme_t *a, const char *step, const fg_acme_http_resp_t *r)
     json_decref(doc);
 }
 
-static int is_bad_nonce(const fg_acme_http_resp_t *r)
+static int is_bad_nonce(const fg_http_fetch_resp_t *r)
 {
     return r->status == 400 && r->body && strstr(r->body, "urn:ietf:params:acme:error:badNonce");
 }
 
 static int fetch_nonce(acme_t *a)
 {
-    fg_acme_http_resp_t r;
+    fg_http_fetch_resp_t r;
     char why[512];
-    if (fg_acme_http(a->ctx, "HEAD", a->new_nonce, NULL, timeout_s(), &r, why, sizeof(why)) < 0) {
+    if (acme_http(a, "HEAD", a->new_nonce, NULL, &r, why, sizeof(why)) < 0) {
         seterr(a, "newNonce %s: %s", a->new_nonce, why);
         return -1;
     }
     snprintf(a->nonce, sizeof(a->nonce), "%s", r.nonce);
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
     if (a->nonce[0] == '\0') {
         seterr(a, "newNonce %s: no Replay-Nonce", a->new_nonce);
         return -1;
@@ -374,7 +345,7 @@ static int fetch_nonce(acme_t *a)
 
 /* A signed POST; 0 with r filled (2xx or 3xx), or -1 with a->err set. */
 static int post(acme_t *a, const char *step, const char *url, const char *payload, int with_jwk,
-                fg_acme_http_resp_t *r)
+                fg_http_fetch_resp_t *r)
 {
     char why[512];
     for (int attempt = 0; attempt < 3; attempt++) {
@@ -386,7 +357,7 @@ static int post(acme_t *a, const char *step, const char *url, const char *payloa
             seterr(a, "%s: cannot sign the request", step);
             return -1;
         }
-        int rc = fg_acme_http(a->ctx, "POST", url, body, timeout_s(), r, why, sizeof(why));
+        int rc = acme_http(a, "POST", url, body, r, why, sizeof(why));
         free(body);
         if (rc < 0) {
             seterr(a, "%s %s: %s", step, url, why);
@@ -394,12 +365,12 @@ static int post(acme_t *a, const char *step, const char *url, const char *payloa
         }
         snprintf(a->nonce, sizeof(a->nonce), "%s", r->nonce);
         if (is_bad_nonce(r) && attempt < 2) {
-            fg_acme_http_free(r);
+            fg_http_fetch_free(r);
             continue;
         }
         if (r->status >= 400) {
             problem(a, step, r);
-            fg_acme_http_free(r);
+            fg_http_fetch_free(r);
             return -1;
         }
         return 0;
@@ -410,11 +381,11 @@ static int post(acme_t *a, const char *step, const char *url, const char *payloa
 /* A POST-as-GET of url whose body is a JSON object; NULL with a->err set. */
 static json_t *get_json(acme_t *a, const char *step, const char *url)
 {
-    fg_acme_http_resp_t r;
+    fg_http_fetch_resp_t r;
     if (post(a, step, url, NULL, 0, &r) < 0)
         return NULL;
     json_t *doc = json_loads(r.body, 0, NULL);
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
     if (!json_is_object(doc)) {
         seterr(a, "%s: the answer is not a JSON object", step);
         json_decref(doc);
@@ -426,9 +397,9 @@ static json_t *get_json(acme_t *a, const char *step, const char *url)
 static int directory(acme_t *a)
 {
     const char *url = a->cfg->acme.directory;
-    fg_acme_http_resp_t r;
+    fg_http_fetch_resp_t r;
     char why[512];
-    if (fg_acme_http(a->ctx, "GET", url, NULL, timeout_s(), &r, why, sizeof(why)) < 0) {
+    if (acme_http(a, "GET", url, NULL, &r, why, sizeof(why)) < 0) {
         seterr(a, "directory %s: %s", url, why);
         return -1;
     }
@@ -448,7 +419,7 @@ static int directory(acme_t *a)
         seterr(a, "directory %s: HTTP %d, not an ACME directory", url, r.status);
     }
     json_decref(doc);
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
     return rc;
 }
 
@@ -506,13 +477,13 @@ static int account(acme_t *a)
     }
     char *payload = json_dumps(p, JSON_COMPACT);
     json_decref(p);
-    fg_acme_http_resp_t r;
+    fg_http_fetch_resp_t r;
     int rc = post(a, "newAccount", a->new_account, payload, 1, &r);
     free(payload);
     if (rc < 0)
         return -1;
     snprintf(a->kid, sizeof(a->kid), "%s", r.location);
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
     if (a->kid[0] == '\0') {
         seterr(a, "newAccount: no Location (account URL)");
         return -1;
@@ -587,17 +558,18 @@ static int authorize(acme_t *a, const char *authz_url, written_t *w)
     }
     snprintf(path, sizeof(path), "%s/challenges/%s", a->cfg->acme.state_dir, token);
     snprintf(keyauth, sizeof(keyauth), "%s.%s", token, a->thumb);
-    if (write_file(path, keyauth, strlen(keyauth), 0644, a->err, sizeof(a->err)) < 0)
+    if (fg_atomic_file_write(path, TMP_SUFFIX, keyauth, strlen(keyauth), 0644, a->err,
+                             sizeof(a->err)) < 0)
         goto out;
     char **grown = realloc(w->paths, (w->n + 1) * sizeof(char *));
     if (grown == NULL || (grown[w->n] = strdup(path)) == NULL)
         abort();
     w->paths = grown;
     w->n++;
-    fg_acme_http_resp_t r;
+    fg_http_fetch_resp_t r;
     if (post(a, "challenge", url, "{}", 0, &r) < 0)
         goto out;
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
     json_t *done = poll(a, "authorization", authz_url);
     if (done == NULL)
         goto out;
@@ -696,7 +668,7 @@ static int issue(acme_t *a, size_t ci)
     json_t *p = json_pack("{s:o}", "identifiers", ids);
     char *payload = json_dumps(p, JSON_COMPACT);
     json_decref(p);
-    fg_acme_http_resp_t r = {0};
+    fg_http_fetch_resp_t r = {0};
     written_t w = {0};
     json_t *order = NULL, *done = NULL;
     EVP_PKEY *key = NULL;
@@ -712,7 +684,7 @@ static int issue(acme_t *a, size_t ci)
         goto out;
     snprintf(order_url, sizeof(order_url), "%s", r.location);
     order = json_loads(r.body, 0, NULL);
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
     const char *finalize = json_string_value(json_object_get(order, "finalize"));
     if (order_url[0] == '\0' || finalize == NULL) {
         seterr(a, "newOrder: no order URL or finalize URL");
@@ -743,7 +715,7 @@ static int issue(acme_t *a, size_t ci)
     free(fpayload);
     if (frc < 0)
         goto out;
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
     done = poll(a, "order", order_url);
     const char *st = json_string_value(json_object_get(done, "status"));
     const char *cert_url = json_string_value(json_object_get(done, "certificate"));
@@ -763,18 +735,18 @@ static int issue(acme_t *a, size_t ci)
     BIO *kb = BIO_new(BIO_s_mem());
     char *kpem = NULL, ktmp[4096] = "", ctmp[4096] = "";
     long klen = 0;
-    int kok =
-        kb != NULL && PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1 &&
-        (klen = BIO_get_mem_data(kb, &kpem)) > 0 &&
-        write_tmp(c->key, kpem, (size_t)klen, 0600, ktmp, sizeof(ktmp), a->err, sizeof(a->err)) ==
-            0 &&
-        write_tmp(c->chain, r.body, r.len, 0644, ctmp, sizeof(ctmp), a->err, sizeof(a->err)) == 0;
+    int kok = kb != NULL && PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) == 1 &&
+              (klen = BIO_get_mem_data(kb, &kpem)) > 0 &&
+              fg_atomic_file_prepare(c->key, TMP_SUFFIX, kpem, (size_t)klen, 0600, ktmp,
+                                     sizeof(ktmp), a->err, sizeof(a->err)) == 0 &&
+              fg_atomic_file_prepare(c->chain, TMP_SUFFIX, r.body, r.len, 0644, ctmp, sizeof(ctmp),
+                                     a->err, sizeof(a->err)) == 0;
     /* no stop (the master's SIGTERM, the child's alarm) between the two renames */
     sigset_t all, old;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, &old);
-    kok = kok && commit_tmp(ktmp, c->key, a->err, sizeof(a->err)) == 0 &&
-          commit_tmp(ctmp, c->chain, a->err, sizeof(a->err)) == 0;
+    kok = kok && fg_atomic_file_commit(ktmp, c->key, a->err, sizeof(a->err)) == 0 &&
+          fg_atomic_file_commit(ctmp, c->chain, a->err, sizeof(a->err)) == 0;
     sigprocmask(SIG_SETMASK, &old, NULL);
     BIO_free(kb);
     if (!kok) {
@@ -792,7 +764,7 @@ static int issue(acme_t *a, size_t ci)
     rc = 0;
 out:
     written_clear(&w);
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
     json_decref(order);
     json_decref(done);
     free(payload);
@@ -869,14 +841,14 @@ int fg_acme_due(const fg_config_t *cfg, size_t i, char *why, size_t len)
     return due;
 }
 
-int fg_acme_check(const fg_config_t *cfg)
+int fg_acme_check(const fg_config_t *cfg, volatile sig_atomic_t *bits)
 {
     acme_t *a = calloc(1, sizeof(*a));
     if (a == NULL)
-        return FG_ACME_FAILED;
+        return *bits |= FG_ACME_FAILED;
     a->cfg = cfg;
     char why[512], dir[4096];
-    int due = 0, result = 0;
+    int due = 0;
     for (size_t i = 0; i < cfg->ncertificates; i++) {
         if (!cfg->certificates[i].acme)
             continue;
@@ -892,11 +864,11 @@ int fg_acme_check(const fg_config_t *cfg)
     /* stateDir 0711: workers reach challenges/, nobody lists the account key's directory */
     if (make_dir(cfg->acme.state_dir, 0711, a->err, sizeof(a->err)) < 0 ||
         make_dir(dir, 0755, a->err, sizeof(a->err)) < 0 ||
-        (a->ctx = fg_acme_http_ctx(cfg->acme.ca_file, a->err, sizeof(a->err))) == NULL ||
+        (a->ctx = fg_http_fetch_ctx(cfg->acme.ca_file, a->err, sizeof(a->err))) == NULL ||
         directory(a) < 0 || (a->key = account_key(a)) == NULL || make_jwk(a) < 0 ||
         account(a) < 0) {
         fg_log_error("acme: %s", a->err);
-        result = FG_ACME_FAILED;
+        *bits |= FG_ACME_FAILED;
         goto out;
     }
     for (size_t i = 0; i < cfg->ncertificates; i++) {
@@ -904,15 +876,15 @@ int fg_acme_check(const fg_config_t *cfg)
             continue;
         a->err[0] = '\0';
         if (issue(a, i) == 0) {
-            result |= FG_ACME_CHANGED;
+            *bits |= FG_ACME_CHANGED;
         } else {
             fg_log_error("acme: certificates[%zu] (%s): %s", i, cfg->certificates[i].id, a->err);
-            result |= FG_ACME_FAILED;
+            *bits |= FG_ACME_FAILED;
         }
     }
 out:
     EVP_PKEY_free(a->key);
     SSL_CTX_free(a->ctx);
     free(a);
-    return result;
+    return *bits;
 }

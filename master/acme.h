@@ -11,14 +11,17 @@
 #ifndef FG_ACME_H
 #define FG_ACME_H
 
+#include <signal.h>
+
 #include "common/config.h"
 
 /* What a check did, as bits (the child's exit status). */
 #define FG_ACME_CHANGED 1 /* a certificate was written: reload */
 #define FG_ACME_FAILED 2  /* a certificate that needs one could not get it (logged) */
 
-/* One check of every ACME certificate of cfg; blocking. Returns FG_ACME_* bits. */
-int fg_acme_check(const fg_config_t *cfg);
+/* One check of every ACME certificate of cfg; blocking. Adds FG_ACME_* bits to *bits as it goes
+ * (what a check cut short had done) and returns them. */
+int fg_acme_check(const fg_config_t *cfg, volatile sig_atomic_t *bits);
 
 /* Whether certificate i of cfg needs an order now; why (when it does) into buf. */
 int fg_acme_due(const fg_config_t *cfg, size_t i, char *why, size_t len);

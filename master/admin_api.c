@@ -646,13 +646,14 @@ static void reload_now(api_t *x)
         fg_admin_defer(x->c, ticket, 200, NULL, json_object());
 }
 
-static void acme_check_now(api_t *x)
+/* POST /api/acme/check, /api/ocsp/update: the status command of that name. */
+static void job_now(api_t *x, const char *command)
 {
     if (strcmp(x->req->method, "POST") != 0) {
         fg_http_server_respond(x->c, 405, "text/plain", NULL, "Allow: POST\r\n", NULL);
         return;
     }
-    runtime_answer(x, run_show(x->m, "acme check"));
+    runtime_answer(x, run_show(x->m, command));
 }
 
 static void documents(api_t *x, const char *which)
@@ -670,7 +671,9 @@ static void route_api(api_t *x)
     if (x->nseg == 1 && strcmp(x->seg[0], "reload") == 0)
         reload_now(x);
     else if (x->nseg == 2 && strcmp(x->seg[0], "acme") == 0 && strcmp(x->seg[1], "check") == 0)
-        acme_check_now(x);
+        job_now(x, "acme check");
+    else if (x->nseg == 2 && strcmp(x->seg[0], "ocsp") == 0 && strcmp(x->seg[1], "update") == 0)
+        job_now(x, "ocsp update");
     else if (x->nseg == 1 && strcmp(x->seg[0], "reloads") == 0)
         fg_admin_respond_json(x->c, 200, NULL, fg_admin_api_history(x->m));
     else if (runtime_view(x))

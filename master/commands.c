@@ -12,6 +12,7 @@
 #include "common/tls.h"
 #include "common/x509gen.h"
 #include "master/acme.h"
+#include "master/ocsp_update.h"
 #include "master/master_impl.h"
 #include "master/metrics_view.h"
 #include "shm/health.h"
@@ -328,6 +329,24 @@ static json_t *certificate_json(const fg_config_t *cfg, size_t i)
     return o;
 }
 
+/* A job's last and next run; changed and unchanged name the result of a run that wrote files
+ * and of one that had nothing to do or found nothing new. */
+static json_t *job_json(const fg_master_job_t *j, const char *changed, const char *unchanged)
+{
+    char last[32] = "", next[32] = "";
+    if (j->last)
+        iso_time(j->last, last, sizeof(last));
+    if (j->next)
+        iso_time(j->next, next, sizeof(next));
+    const char *result = j->last == 0                             ? NULL
+                         : (j->last_bits & FG_MASTER_JOB_FAILED)  ? "failed"
+                         : (j->last_bits & FG_MASTER_JOB_CHANGED) ? changed
+                                                                  : unchanged;
+    return json_pack("{s:b, s:s?, s:s?, s:s?}", "running", j->pid > 0, "lastCheck",
+                     last[0] ? last : NULL, "lastResult", result, "nextCheck",
+                     next[0] ? next : NULL);
+}
+
 static json_t *show_certificates(void *arg)
 {
     master_t *m = arg;
@@ -335,31 +354,35 @@ static json_t *show_certificates(void *arg)
     json_t *list = json_array();
     for (size_t i = 0; i < cfg->ncertificates; i++)
         json_array_append_new(list, certificate_json(cfg, i));
-    json_t *acme = json_null();
+    json_t *acme = json_null(), *ocsp = json_null();
     if (cfg->acme.enabled) {
-        char last[32] = "", next[32] = "";
-        if (m->acme_last)
-            iso_time(m->acme_last, last, sizeof(last));
-        if (m->acme_next)
-            iso_time(m->acme_next, next, sizeof(next));
-        const char *result = m->acme_last == 0                       ? NULL
-                             : (m->acme_last_bits & FG_ACME_FAILED)  ? "failed"
-                             : (m->acme_last_bits & FG_ACME_CHANGED) ? "issued"
-                                                                     : "nothing due";
-        acme = json_pack("{s:s, s:b, s:s?, s:s?, s:s?}", "directory", cfg->acme.directory,
-                         "running", m->acme_pid > 0, "lastCheck", last[0] ? last : NULL,
-                         "lastResult", result, "nextCheck", next[0] ? next : NULL);
+        acme = job_json(&m->acme, "issued", "nothing due");
+        json_object_set_new(acme, "directory", json_string(cfg->acme.directory));
     }
-    return json_pack("{s:o, s:o}", "certificates", list, "acme", acme);
+    if (fg_ocsp_update_enabled(cfg))
+        ocsp = job_json(&m->ocsp, "updated", "unchanged");
+    return json_pack("{s:o, s:o, s:o}", "certificates", list, "acme", acme, "ocspUpdate", ocsp);
+}
+
+/* `acme check`, `ocsp update`: a run of j now; what is needed for it, when it is not enabled. */
+static json_t *job_now(master_t *m, fg_master_job_t *j, const char *needs)
+{
+    int rc = fg_master_job_run_now(m, j);
+    if (rc == -1)
+        return json_pack("{s:s, s:s}", "result", "failed", "error", needs);
+    return json_pack("{s:s}", "result", rc == 0 ? "started" : "queued");
 }
 
 static json_t *acme_check(void *arg)
 {
-    int rc = fg_master_acme_check_now(arg);
-    if (rc == -1)
-        return json_pack("{s:s, s:s}", "result", "failed", "error",
-                         "no \"acme\" section in the configuration");
-    return json_pack("{s:s}", "result", rc == 0 ? "started" : "running");
+    master_t *m = arg;
+    return job_now(m, &m->acme, "no \"acme\" section in the configuration");
+}
+
+static json_t *ocsp_update(void *arg)
+{
+    master_t *m = arg;
+    return job_now(m, &m->ocsp, "no certificate with \"ocspUpdate\" in the configuration");
 }
 
 static json_t *show_stat(void *arg)
@@ -415,6 +438,10 @@ const fg_status_cmd_t fg_master_status_cmds[] = {
      show_certificates},
     {"acme check", "check the ACME certificates now (results in the error log, show certificates)",
      acme_check},
+    {"ocsp update",
+     "fetch the OCSP response of every \"ocspUpdate\" certificate now (results in the error log, "
+     "show certificates)",
+     ocsp_update},
     {"show tunnels", "per tunnel agent: holder, since, heartbeat, RTT, streams, bytes",
      show_tunnels},
     {"show stat csv", "the same as CSV, in \"text\"", show_stat_csv},

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/tls.h"
 #include "master/acme.h"
+#include "master/ocsp_update.h"
 #include "master/daemon.h"
 #include "master/listener.h"
 #include "master/master_impl.h"
@@ -412,12 +413,25 @@ static void reload_answer(master_t *m)
     json_decref(doc);
 }
 
-/* ---- ACME (master/acme.h) ---- */
+/* ---- jobs: the ACME client (master/acme.h), the OCSP updater (master/ocsp_update.h) ---- */
 
-/* The ACME check runs in a child: it blocks on the network and on its polls. */
-#define ACME_FIRST_MS 1000
-#define ACME_RETRY_MS (5 * 60 * 1000)
-#define ACME_CHILD_LIMIT_S 900 /* a check still running then is killed (SIGALRM) */
+/* A job runs in a child: it blocks on the network, which the master's loop must never do. */
+#define JOB_FIRST_MS 1000
+#define JOB_RETRY_MS (5 * 60 * 1000)
+#define JOB_CHILD_LIMIT_S 900 /* a run still going then is killed (SIGALRM) */
+#define JOB_CHANGED FG_MASTER_JOB_CHANGED
+#define JOB_FAILED FG_MASTER_JOB_FAILED
+_Static_assert(FG_ACME_CHANGED == JOB_CHANGED && FG_OCSP_CHANGED == JOB_CHANGED &&
+                   FG_ACME_FAILED == JOB_FAILED && FG_OCSP_FAILED == JOB_FAILED,
+               "a job's exit status is JOB_* bits");
+
+/* In a job's child: what its run has done so far, for the exit of a run cut short. */
+static volatile sig_atomic_t job_bits;
+
+static void on_job_alarm(int sig)
+{
+    _exit(job_bits | JOB_FAILED); /* what was written is reloaded all the same */
+}
 
 /* What a check depends on: the acme section and the ACME certificates' ids, names and files.
  * A reload that changes any of them deserves a check of its own at once. */
@@ -442,45 +456,78 @@ static uint64_t acme_fingerprint(const fg_config_t *cfg)
     return h;
 }
 
-static void acme_schedule(master_t *m, uint64_t ms)
+static int acme_enabled(const fg_config_t *cfg)
 {
-    if (m->acme_ev == NULL || m->shutdown)
-        return;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    if (evtimer_add(m->acme_ev, &tv) == 0)
-        m->acme_next = time(NULL) + (time_t)((ms + 999) / 1000);
+    return cfg->acme.enabled;
 }
 
-_Noreturn static void acme_child(master_t *m, const fg_config_t *cfg)
+static uint64_t acme_interval_ms(const fg_config_t *cfg)
+{
+    return cfg->acme.check_interval_ms;
+}
+
+static int acme_run(const fg_config_t *cfg, int force, volatile sig_atomic_t *bits)
+{
+    return fg_acme_check(cfg, bits); /* it orders only what is due, asked for or not */
+}
+
+static uint64_t ocsp_interval_ms(const fg_config_t *cfg)
+{
+    return FG_OCSP_CHECK_MS;
+}
+
+const fg_master_job_kind_t fg_master_acme_job = {
+    "acme", "certificates written", acme_enabled, acme_fingerprint, acme_interval_ms, acme_run};
+const fg_master_job_kind_t fg_master_ocsp_job = {"ocsp",
+                                                 "OCSP responses written",
+                                                 fg_ocsp_update_enabled,
+                                                 fg_ocsp_update_fingerprint,
+                                                 ocsp_interval_ms,
+                                                 fg_ocsp_update};
+
+static void job_schedule(master_t *m, fg_master_job_t *j, uint64_t ms)
+{
+    if (j->ev == NULL || m->shutdown)
+        return;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    if (evtimer_add(j->ev, &tv) == 0)
+        j->next = time(NULL) + (time_t)((ms + 999) / 1000);
+}
+
+_Noreturn static void job_child(master_t *m, const fg_master_job_t *j, const fg_config_t *cfg)
 {
     struct sigaction sa = {.sa_handler = SIG_DFL};
     sigemptyset(&sa.sa_mask);
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &sa, NULL);
-    /* a CA that closes the connection while a request is sent is an error of that step
-     * (EPIPE), not the end of the check */
+    /* a server that closes the connection while a request is sent is an error of that step
+     * (EPIPE), not the end of the run */
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != m->pid)
-        _exit(FG_ACME_FAILED);
-    fg_log_set_role("acme");
+        _exit(JOB_FAILED);
+    fg_log_set_role(j->kind->name);
     fg_listeners_close_in_child(m->ls, NULL, 0);
     close_in_child(m);
+    sa.sa_handler = on_job_alarm;
+    sigaction(SIGALRM, &sa, NULL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    alarm(ACME_CHILD_LIMIT_S);
-    _exit(fg_acme_check(cfg));
+    alarm(JOB_CHILD_LIMIT_S);
+    job_bits = 0;
+    _exit(j->kind->run(cfg, j->force, &job_bits));
 }
 
-static void on_acme(evutil_socket_t fd, short what, void *arg)
+static void on_job(evutil_socket_t fd, short what, void *arg)
 {
-    master_t *m = arg;
-    if (m->shutdown || m->cur == NULL || !m->cur->cfg->acme.enabled)
+    fg_master_job_t *j = arg;
+    master_t *m = j->m;
+    if (m->shutdown || m->cur == NULL || !j->kind->enabled(m->cur->cfg))
         return;
-    if (m->acme_pid > 0 || m->next != NULL) {
-        acme_schedule(m, ACME_FIRST_MS); /* after the running check, or the reload */
+    if (j->pid > 0 || m->next != NULL) {
+        job_schedule(m, j, JOB_FIRST_MS); /* after the running one, or the reload */
         return;
     }
     sigset_t all, old;
@@ -488,62 +535,73 @@ static void on_acme(evutil_socket_t fd, short what, void *arg)
     sigprocmask(SIG_BLOCK, &all, &old);
     pid_t pid = fork();
     if (pid == 0)
-        acme_child(m, m->cur->cfg);
+        job_child(m, j, m->cur->cfg);
     int e = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
+    j->force = 0;
     if (pid == -1) {
-        fg_log_error("acme: fork: %s", strerror(e));
-        acme_schedule(m, ACME_RETRY_MS);
+        fg_log_error("%s: fork: %s", j->kind->name, strerror(e));
+        job_schedule(m, j, JOB_RETRY_MS);
         return;
     }
-    m->acme_pid = pid;
-    m->acme_fp = acme_fingerprint(m->cur->cfg);
-    m->acme_next = 0;
+    j->pid = pid;
+    j->fp = j->kind->fingerprint(m->cur->cfg);
+    j->next = 0;
 }
 
-int fg_master_acme_check_now(master_t *m)
+int fg_master_job_run_now(master_t *m, fg_master_job_t *j)
 {
-    if (m->shutdown || m->cur == NULL || !m->cur->cfg->acme.enabled)
+    if (m->shutdown || m->cur == NULL || !j->kind->enabled(m->cur->cfg))
         return -1;
-    if (m->acme_pid > 0)
-        return -2;
-    evtimer_del(m->acme_ev);
-    on_acme(-1, EV_TIMEOUT, m);
-    return m->acme_pid > 0 ? 0 : -2; /* -2: a reload starting, the check follows it */
+    j->force = 1;
+    if (j->pid > 0)
+        return 1; /* job_exited starts it after the running one */
+    evtimer_del(j->ev);
+    on_job(-1, EV_TIMEOUT, j);
+    return j->pid > 0 ? 0 : 1; /* 1: a reload starting, the run follows it */
 }
 
-static void acme_exited(master_t *m, int status)
+static void job_exited(master_t *m, fg_master_job_t *j, int status)
 {
-    m->acme_pid = 0;
-    int bits = WIFEXITED(status) ? WEXITSTATUS(status) : FG_ACME_FAILED;
-    m->acme_last = time(NULL);
-    m->acme_last_bits = bits;
-    if (!WIFEXITED(status))
-        fg_log_error("acme: the check ended by signal %d", WTERMSIG(status));
-    if (bits & FG_ACME_CHANGED) {
-        fg_log_notice("acme: certificates written: reloading");
+    j->pid = 0;
+    int bits = WIFEXITED(status) ? WEXITSTATUS(status) : JOB_FAILED;
+    j->last = time(NULL);
+    j->last_bits = bits;
+    if (!WIFEXITED(status) && !m->shutdown)
+        fg_log_error("%s: the run ended by signal %d", j->kind->name, WTERMSIG(status));
+    if (bits & JOB_CHANGED) {
+        fg_log_notice("%s: %s: reloading", j->kind->name, j->kind->changed);
         fg_master_request_reload(m);
     }
-    uint64_t every = m->cur ? m->cur->cfg->acme.check_interval_ms : ACME_RETRY_MS;
-    if ((bits & FG_ACME_FAILED) && every > ACME_RETRY_MS)
-        every = ACME_RETRY_MS;
-    if (m->cur && acme_fingerprint(m->cur->cfg) != m->acme_fp)
-        every = ACME_FIRST_MS; /* a reload changed the ACME settings during the check */
-    acme_schedule(m, every);
+    uint64_t every = m->cur ? j->kind->interval_ms(m->cur->cfg) : JOB_RETRY_MS;
+    if ((bits & JOB_FAILED) && every > JOB_RETRY_MS)
+        every = JOB_RETRY_MS;
+    if ((m->cur && j->kind->fingerprint(m->cur->cfg) != j->fp) || j->force)
+        every = JOB_FIRST_MS; /* a reload changed the job's settings, or a run was asked for */
+    job_schedule(m, j, every);
 }
 
-/* When a reload's check comes: at once, but, when the ACME settings did not change, not sooner
- * than the retry after a failed check, so that reloads in a row do not spend a public CA's
+/* When a reload's run comes: at once, but, when the job's settings did not change, not sooner
+ * than the retry after a failed run, so that reloads in a row do not spend a public CA's
  * failed validations (Let's Encrypt: 5 per name and hour). `acme check` does not wait. */
-static uint64_t acme_after_reload_ms(const master_t *m, const fg_config_t *cfg)
+static uint64_t job_after_reload_ms(const fg_master_job_t *j, const fg_config_t *cfg)
 {
-    if (acme_fingerprint(cfg) == m->acme_fp && m->acme_last != 0 &&
-        (m->acme_last_bits & FG_ACME_FAILED)) {
-        time_t since = time(NULL) - m->acme_last;
-        if (since >= 0 && (uint64_t)since * 1000 < ACME_RETRY_MS)
-            return ACME_RETRY_MS - (uint64_t)since * 1000;
+    if (j->kind->fingerprint(cfg) == j->fp && j->last != 0 && (j->last_bits & JOB_FAILED)) {
+        time_t since = time(NULL) - j->last;
+        if (since >= 0 && (uint64_t)since * 1000 < JOB_RETRY_MS)
+            return JOB_RETRY_MS - (uint64_t)since * 1000;
     }
-    return ACME_FIRST_MS;
+    return JOB_FIRST_MS;
+}
+
+/* Every job of m, for the loops over them. */
+static fg_master_job_t *const *jobs(master_t *m)
+{
+    static fg_master_job_t *list[3];
+    list[0] = &m->acme;
+    list[1] = &m->ocsp;
+    list[2] = NULL;
+    return list;
 }
 
 static void startup_done(master_t *m)
@@ -556,8 +614,9 @@ static void startup_done(master_t *m)
     fg_daemon_notify(&m->notify_fd, NULL);
     sd_ready(m);
     watch_update(m, 0);
-    if (m->cur->cfg->acme.enabled)
-        acme_schedule(m, ACME_FIRST_MS);
+    for (fg_master_job_t *const *j = jobs(m); *j; j++)
+        if ((*j)->kind->enabled(m->cur->cfg))
+            job_schedule(m, *j, JOB_FIRST_MS);
     if (detached)
         fg_daemon_silence_stderr(); /* the workers do the same once ready */
     if (m->reload_queued) {
@@ -639,9 +698,10 @@ static void commit(master_t *m)
     reload_answer(m);
     sd_ready(m);
     watch_update(m, 0);
-    /* A reload that turns ACME on checks at once; one that changed names or files, too. */
-    if (g->cfg->acme.enabled && m->acme_pid == 0)
-        acme_schedule(m, acme_after_reload_ms(m, g->cfg));
+    /* A reload that turns a job on runs it at once; one that changed its settings, too. */
+    for (fg_master_job_t *const *j = jobs(m); *j; j++)
+        if ((*j)->kind->enabled(g->cfg) && (*j)->pid == 0)
+            job_schedule(m, *j, job_after_reload_ms(*j, g->cfg));
     if (m->reload_queued) {
         m->reload_queued = 0;
         event_active(m->reload_ev, EV_TIMEOUT, 0);
@@ -888,8 +948,11 @@ static void reap(master_t *m)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid == m->acme_pid) {
-            acme_exited(m, status);
+        fg_master_job_t *const *j = jobs(m);
+        while (*j && (*j)->pid != pid)
+            j++;
+        if (*j) {
+            job_exited(m, *j, status);
             continue;
         }
         proc_t *p = m->procs;
@@ -1071,10 +1134,12 @@ static void shutdown_begin(master_t *m, int mode)
     fg_watch_free(m->watch);
     m->watch = NULL;
     evtimer_del(m->timeout_ev);
-    if (m->acme_ev)
-        evtimer_del(m->acme_ev);
-    if (m->acme_pid > 0)
-        kill(m->acme_pid, SIGTERM); /* an order in flight is retried at the next start */
+    for (fg_master_job_t *const *j = jobs(m); *j; j++) {
+        if ((*j)->ev)
+            evtimer_del((*j)->ev);
+        if ((*j)->pid > 0)
+            kill((*j)->pid, SIGTERM); /* an order or fetch in flight is retried at the next start */
+    }
     for (gen_t *g = m->cur; g; g = g == m->cur ? m->next : NULL)
         for (int i = 0; i < g->nslots; i++)
             if (g->slots[i].respawn_ev)
@@ -1269,7 +1334,10 @@ static int start(master_t *m, int foreground)
     m->timeout_ev = evtimer_new(m->base, on_timeout, m);
     m->reload_ev = event_new(m->base, -1, 0, on_reload, m);
     m->shutdown_ev = evtimer_new(m->base, on_shutdown_deadline, m);
-    m->acme_ev = evtimer_new(m->base, on_acme, m);
+    m->acme = (fg_master_job_t){.kind = &fg_master_acme_job, .m = m};
+    m->ocsp = (fg_master_job_t){.kind = &fg_master_ocsp_job, .m = m};
+    for (fg_master_job_t *const *j = jobs(m); *j; j++)
+        (*j)->ev = evtimer_new(m->base, on_job, *j);
     for (int i = 0; i < m->cur->nslots; i++)
         if (spawn(m, m->cur, i, err, sizeof(err)) < 0)
             goto fail_workers;
@@ -1332,8 +1400,9 @@ static void stop(master_t *m)
         event_free(m->reload_ev);
     if (m->shutdown_ev)
         event_free(m->shutdown_ev);
-    if (m->acme_ev)
-        event_free(m->acme_ev);
+    for (fg_master_job_t *const *j = jobs(m); *j; j++)
+        if ((*j)->ev)
+            event_free((*j)->ev);
     if (m->base)
         event_base_free(m->base);
     fg_shm_free(m->shm);

@@ -3,6 +3,7 @@
 #ifndef FG_MASTER_IMPL_H
 #define FG_MASTER_IMPL_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
@@ -59,6 +60,36 @@ typedef struct {
     fg_daemon_user_t user;
 } gen_t;
 
+/* A kind of job: a blocking task the master runs in a child process of its own, on a timer
+ * (master.c): the ACME client, the OCSP updater. */
+typedef struct {
+    const char *name;    /* the child's log role, the prefix of the master's messages */
+    const char *changed; /* logged before the reload a run that wrote files asks for */
+    int (*enabled)(const fg_config_t *cfg);
+    uint64_t (*fingerprint)(const fg_config_t *cfg); /* of the settings a run depends on */
+    uint64_t (*interval_ms)(const fg_config_t *cfg); /* between runs */
+    /* in the child: adds FG_MASTER_JOB_* bits to *bits as it goes and returns them */
+    int (*run)(const fg_config_t *cfg, int force, volatile sig_atomic_t *bits);
+} fg_master_job_kind_t;
+
+/* A job's exit status. */
+#define FG_MASTER_JOB_CHANGED 1 /* the run wrote files: reload */
+#define FG_MASTER_JOB_FAILED 2  /* something due could not be done (logged) */
+
+extern const fg_master_job_kind_t fg_master_acme_job, fg_master_ocsp_job;
+
+typedef struct fg_master_job_s {
+    const fg_master_job_kind_t *kind;
+    struct master_s *m;
+    struct event *ev; /* the next run */
+    pid_t pid;        /* the child, 0 when none runs */
+    time_t last;      /* when the last run ended, 0 = none yet */
+    int last_bits;    /* its exit status, FG_MASTER_JOB_* bits */
+    time_t next;      /* when the next run is due, 0 = none scheduled */
+    uint64_t fp;      /* fingerprint of the settings the last run started with */
+    int force;        /* the next run was asked for (`acme check`, `ocsp update`) */
+} fg_master_job_t;
+
 typedef struct master_s {
     struct event_base *base;
     const char *conf_file;
@@ -77,12 +108,8 @@ typedef struct master_s {
     struct event *timeout_ev; /* start-up or reload readiness deadline */
     struct event *reload_ev;  /* queued reload */
     struct event *shutdown_ev;
-    struct event *acme_ev; /* the next ACME check (master/acme.h) */
-    pid_t acme_pid;        /* the ACME child, 0 when none runs */
-    time_t acme_last;      /* when the last check ended, 0 = none yet */
-    int acme_last_bits;    /* its FG_ACME_* bits */
-    time_t acme_next;      /* when the next check is due, 0 = none scheduled */
-    uint64_t acme_fp;      /* fingerprint of the ACME settings the last check started with */
+    fg_master_job_t acme; /* the ACME client (master/acme.h) */
+    fg_master_job_t ocsp; /* the OCSP updater (master/ocsp_update.h) */
     int reload_queued;
     int lock_fd; /* the instance lock (fg_instance_lock), -1 when none */
     int shutdown;
@@ -115,9 +142,10 @@ uint64_t fg_master_wall_ms(void);
  * request's number for fg_status_resolve, or 0 when shutting down. */
 uint64_t fg_master_request_reload(master_t *m);
 
-/* Start an ACME check now (`acme check`): 0 when it starts, -1 without an "acme" section or
- * while stopping, -2 when one is running already. */
-int fg_master_acme_check_now(master_t *m);
+/* Start a run of job j now (`acme check`, `ocsp update`): 0 when it starts, 1 when it starts
+ * after the run or the reload in progress, -1 when the configuration does not enable it or
+ * while stopping. */
+int fg_master_job_run_now(master_t *m, fg_master_job_t *j);
 
 /* A snapshot of the metrics of the serving generation (commands.c; master/metrics_view.h). */
 struct fg_metrics_snap_s;

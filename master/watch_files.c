@@ -57,7 +57,8 @@ void fg_watch_files_add_config(fg_watch_files_t *l, const char *conf_file, const
     for (size_t i = 0; i < cfg->ncertificates; i++) {
         add(l, cfg->certificates[i].chain);
         add(l, cfg->certificates[i].key);
-        add(l, cfg->certificates[i].ocsp_file);
+        if (!cfg->certificates[i].ocsp_update) /* the master writes it, and reloads itself */
+            add(l, cfg->certificates[i].ocsp_file);
     }
     for (size_t i = 0; i < cfg->nclusters; i++)
         add(l, cfg->clusters[i].http_client.ca_file);
@@ -145,7 +146,8 @@ size_t fg_watch_files_add_named(fg_watch_files_t *l, const char *conf_file)
     {
         add_name(&c, json_object_get(v, "chain"));
         add_name(&c, json_object_get(v, "key"));
-        add_name(&c, json_object_get(v, "ocspFile"));
+        if (!json_is_true(json_object_get(v, "ocspUpdate")))
+            add_name(&c, json_object_get(v, "ocspFile"));
     }
     json_array_foreach(json_object_get(root, "clusters"), i, v)
     {

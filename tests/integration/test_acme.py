@@ -521,6 +521,32 @@ def test_reissues_after_the_files_are_deleted_and_reload(tmp_path, pebble, gatew
     assert (tmp_path / "acme" / "account.key").read_bytes() == account
 
 
+def test_ocsp_update_on_a_certificate_that_names_no_responder(tmp_path, pebble,
+                                                             gateway_factory):
+    """ocspUpdate on an ACME certificate whose CA names no OCSP responder in it (pebble; Let's
+    Encrypt since 2025): the reload after issuance takes the certificate all the same, with a
+    warning, and the OCSP updater skips it without an error."""
+    tls_port = free_port()
+    cert = {"id": "site", "chain": "site.crt", "key": "site.key",
+            "names": ["noocsp.example.test"], "acme": True, "ocspFile": "site.ocsp",
+            "ocspUpdate": True}
+    cfg = acme_config(tmp_path, pebble["http_port"], tls_port, [cert],
+                      acme_section(pebble["directory"], pebble["ca_file"]))
+    gw = gateway_factory(cfg)
+    wait_issued(gw, tls_port, "noocsp.example.test")
+    log = gw.error_log()
+    assert "the certificate names no OCSP responder: nothing is fetched or stapled" in log, log
+    gw.status("ocsp update")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+            gw.status("show certificates")["ocspUpdate"]["running"] or
+            "names no OCSP responder: nothing to staple" not in gw.error_log()):
+        time.sleep(0.2)
+    assert "names no OCSP responder: nothing to staple" in gw.error_log()
+    assert gw.status("show certificates")["ocspUpdate"]["lastResult"] == "unchanged"
+    assert "reload failed" not in gw.error_log()
+
+
 def test_acme_check_and_show_certificates(tmp_path, pebble, gateway_factory):
     """`show certificates` shows the placeholder, then pebble's certificate and the client's
     last check; deleting the chain and `acme check` (no reload) orders a new one at once, and
@@ -543,7 +569,7 @@ def test_acme_check_and_show_certificates(tmp_path, pebble, gateway_factory):
     assert "Pebble" in c["issuer"] and c["daysLeft"] > 30, doc
     assert doc["acme"]["directory"] == pebble["directory"] and doc["acme"]["nextCheck"], doc
     os.unlink(tmp_path / "site.crt")
-    assert gw.status("acme check")["result"] in ("started", "running")
+    assert gw.status("acme check")["result"] in ("started", "queued")
     second = wait_issued(gw, tls_port, "check.example.test", not_this=der(first))[0]
     assert second.serial_number != first.serial_number
     port = free_port()
@@ -551,7 +577,8 @@ def test_acme_check_and_show_certificates(tmp_path, pebble, gateway_factory):
     plain = gateway_factory(base_config(tmp_path / "plain", port))
     r = plain.status("acme check")
     assert r["result"] == "failed" and "acme" in r["error"]
-    assert plain.status("show certificates") == {"certificates": [], "acme": None}
+    assert plain.status("show certificates") == {"certificates": [], "acme": None,
+                                                 "ocspUpdate": None}
 
 
 # ---------------------------------------------------------------- failure
@@ -599,7 +626,7 @@ def test_reloads_after_a_failed_check_wait_for_the_retry(tmp_path, gateway_facto
         gw.reload()
     time.sleep(2.5)
     assert failures() == 1, acme_lines(gw)
-    assert gw.status("acme check")["result"] in ("started", "running")
+    assert gw.status("acme check")["result"] in ("started", "queued")
     deadline = time.monotonic() + 10
     while failures() < 2 and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -415,6 +415,16 @@ def test_reload_status_and_stats(admin_gw):
     st, _, doc = api.call("POST", "/api/acme/check")
     assert st == 400 and "acme" in doc["error"], doc
     assert api.call("GET", "/api/acme/check")[0] == 405
+    # no ocspUpdate certificate: the update is refused the same way
+    st, _, doc = api.call("POST", "/api/ocsp/update")
+    assert st == 400 and "ocspUpdate" in doc["error"], doc
+    assert api.call("GET", "/api/ocsp/update")[0] == 405
+    assert doc_ocsp_none(api)
+
+
+def doc_ocsp_none(api):
+    st, _, doc = api.call("GET", "/api/certificateStatus")
+    return st == 200 and doc["ocspUpdate"] is None
 
 
 def test_bounds_and_cross_origin(admin_gw):

@@ -362,6 +362,38 @@ def test_resumption_across_workers(tmp_path, certs, gateway_factory, version):
     assert sum(1 for l in lines if l.get("tlsResumed")) == 100
 
 
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+@pytest.mark.parametrize("tickets", [True, False])
+def test_a_session_resumes_only_for_its_server_name(tmp_path, certs, gateway_factory, version,
+                                                    tickets):
+    """RFC 6066 3: a server MUST NOT resume a session whose server_name differs from the new
+    ClientHello's, but do a full handshake (RFC 8446 4.6.1 lets a TLS 1.3 server hold to the
+    same). A session of a.example.test offered for x.w.example.test gets a full handshake with
+    the wildcard certificate; one of x.w offered for y.w (the same certificate) is not resumed
+    either; offered for its own name it resumes. Both a ticket and, without tickets, a session
+    id kept in the cache."""
+    port = free_port()
+    extra = {} if tickets else {"sessionTickets": False, "sessionCache": 1000}
+    gateway_factory(tls_config(tmp_path, certs, port, workers=1, **extra))
+    sess = tmp_path / "sess.pem"
+
+    def connect(name, *more):
+        return s_client(port, version, "-servername", name, *more,
+                        stdin=b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                        % name.encode())
+    out = connect("a.example.test", "-ign_eof", "-sess_out", str(sess))
+    assert "HTTP/1.1 200" in out and sess.exists(), out[-2000:]
+    out = connect("x.w.example.test", "-ign_eof", "-sess_in", str(sess))
+    assert "Reused," not in out and "New," in out, out[-2000:]
+    assert subject_cn(out) == "wild" and "HTTP/1.1 200" in out, out[-2000:]
+    out = connect("x.w.example.test", "-ign_eof", "-sess_out", str(sess))
+    assert "HTTP/1.1 200" in out, out[-2000:]
+    out = connect("y.w.example.test", "-ign_eof", "-sess_in", str(sess))
+    assert "Reused," not in out and "HTTP/1.1 200" in out, out[-2000:]
+    out = connect("x.w.example.test", "-ign_eof", "-sess_in", str(sess))
+    assert "Reused," in out and "HTTP/1.1 200" in out, out[-2000:]
+
+
 def test_tls13_resumption_issues_a_fresh_ticket(tmp_path, certs, gateway_factory):
     """RFC 8446 C.4: TLS 1.3 clients use a ticket once (browsers do), so a resumed handshake
     must hand out the next ticket, or every third connection of such a client is a full

@@ -1,5 +1,5 @@
 /* Unit tests for the ACME client's pieces that need no CA: the HTTPS response parser
- * (master/acme_http.c: framing by Content-Length, chunked, HEAD, malformed heads) and the
+ * (master/http_fetch.c: framing by Content-Length, chunked, HEAD, malformed heads) and the
  * certificates and requests it makes (common/x509gen.c: the placeholder, the CSR with its
  * subjectAltName names, both verifiable with their key). pebble drives the whole client in
  * tests/integration/test_acme.py. */
@@ -14,16 +14,16 @@
 #include <openssl/x509v3.h>
 
 #include "common/x509gen.h"
-#include "master/acme_http.h"
+#include "master/http_fetch.h"
 
 /* Parse text (copied: the parser writes in place). Returns its result, out filled. */
-static int parse(const char *text, int head, fg_acme_http_resp_t *out, const char **why)
+static int parse(const char *text, int head, fg_http_fetch_resp_t *out, const char **why)
 {
     size_t n = strlen(text);
     char *buf = malloc(n + 1);
     assert_non_null(buf);
     memcpy(buf, text, n + 1);
-    int rc = fg_acme_http_parse(buf, n, head, out, why);
+    int rc = fg_http_fetch_parse(buf, n, head, out, why);
     free(buf);
     return rc;
 }
@@ -31,7 +31,7 @@ static int parse(const char *text, int head, fg_acme_http_resp_t *out, const cha
 static void test_content_length_and_fields(void **state)
 {
     (void)state;
-    fg_acme_http_resp_t r;
+    fg_http_fetch_resp_t r;
     const char *why = NULL;
     assert_int_equal(parse("HTTP/1.1 201 Created\r\nReplay-Nonce: n1\r\nLocation: "
                            "https://ca/acct/7\r\nContent-Type: application/json\r\n"
@@ -44,13 +44,13 @@ static void test_content_length_and_fields(void **state)
     assert_string_equal(r.content_type, "application/json");
     assert_int_equal(r.len, 2);
     assert_string_equal(r.body, "{}");
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
 }
 
 static void test_chunked_and_head(void **state)
 {
     (void)state;
-    fg_acme_http_resp_t r;
+    fg_http_fetch_resp_t r;
     const char *why = NULL;
     assert_int_equal(parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                            "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n",
@@ -58,24 +58,24 @@ static void test_chunked_and_head(void **state)
                      0);
     assert_string_equal(r.body, "hello world");
     assert_int_equal(r.len, 11);
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
     /* RFC 9112 6.3: a HEAD's answer has no body, whatever Content-Length says */
     assert_int_equal(
         parse("HTTP/1.1 200 OK\r\nReplay-Nonce: abc\r\nContent-Length: 99\r\n\r\n", 1, &r, &why),
         0);
     assert_int_equal(r.len, 0);
     assert_string_equal(r.nonce, "abc");
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
     /* without framing, the body runs to the end (the server closes) */
     assert_int_equal(parse("HTTP/1.0 200 OK\r\n\r\nall of it", 0, &r, &why), 0);
     assert_string_equal(r.body, "all of it");
-    fg_acme_http_free(&r);
+    fg_http_fetch_free(&r);
 }
 
 static void test_malformed(void **state)
 {
     (void)state;
-    fg_acme_http_resp_t r;
+    fg_http_fetch_resp_t r;
     const char *why = NULL;
     assert_int_equal(parse("", 0, &r, &why), -1);
     assert_non_null(why);

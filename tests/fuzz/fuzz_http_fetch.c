@@ -1,11 +1,11 @@
-/* libFuzzer target: the ACME client's response parser (master/acme_http.c) on any bytes, as a
- * response to a HEAD and to a POST. The input is copied to an exact-size buffer, so ASan
- * catches any read or write past it (the chunked body is decoded in place). */
+/* libFuzzer target: the response parser of the master's blocking HTTP client (master/http_fetch.c)
+ * on any bytes, as a response to a HEAD and to a POST. The input is copied to an exact-size buffer,
+ * so ASan catches any read or write past it (the chunked body is decoded in place). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "master/acme_http.h"
+#include "master/http_fetch.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -14,14 +14,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (buf == NULL)
             abort();
         memcpy(buf, data, size);
-        fg_acme_http_resp_t r;
+        fg_http_fetch_resp_t r;
         const char *why = NULL;
-        if (fg_acme_http_parse(buf, size, head, &r, &why) == 0) {
+        if (fg_http_fetch_parse(buf, size, head, &r, &why) == 0) {
             if (r.body == NULL || r.len > size || r.body[r.len] != '\0')
                 abort();
             if (head && r.len != 0)
                 abort();
-            fg_acme_http_free(&r);
+            fg_http_fetch_free(&r);
         } else if (why == NULL) {
             abort();
         }

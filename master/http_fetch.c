@@ -1,8 +1,9 @@
-/* See master/acme_http.h. */
-#include "master/acme_http.h"
+/* See master/http_fetch.h. */
+#include "master/http_fetch.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -36,7 +38,7 @@ static const char *ossl_why(char *buf, size_t len)
     return buf;
 }
 
-SSL_CTX *fg_acme_http_ctx(const char *ca_file, char *err, size_t errlen)
+SSL_CTX *fg_http_fetch_ctx(const char *ca_file, char *err, size_t errlen)
 {
     char why[256];
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -57,17 +59,23 @@ SSL_CTX *fg_acme_http_ctx(const char *ca_file, char *err, size_t errlen)
     return ctx;
 }
 
-/* "https://HOST[:PORT]/PATH" into its parts. */
-static int parse_url(const char *url, char *host, size_t hlen, char *port, size_t plen,
+/* "http[s]://HOST[:PORT]/PATH" into its parts; *tls for https. */
+static int parse_url(const char *url, int *tls, char *host, size_t hlen, char *port, size_t plen,
                      const char **path)
 {
-    if (strncmp(url, "https://", 8) != 0)
+    size_t skip;
+    if (strncmp(url, "https://", 8) == 0)
+        *tls = 1, skip = 8;
+    else if (strncmp(url, "http://", 7) == 0)
+        *tls = 0, skip = 7;
+    else
         return -1;
-    /* RFC 3986 2: no space or control character; one would split the request line */
+    /* RFC 3986 2: no space, control or non-ASCII byte (one would split the request line); no
+     * fragment (3.5: never sent) */
     for (const char *c = url; *c; c++)
-        if ((unsigned char)*c <= ' ' || *c == 0x7f)
+        if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f || *c == '#')
             return -1;
-    const char *h = url + 8, *end = h + strcspn(h, "/?#"), *colon = NULL;
+    const char *h = url + skip, *end = h + strcspn(h, "/?#"), *colon = NULL;
     if (*h == '[') {
         const char *rb = memchr(h, ']', (size_t)(end - h));
         if (rb == NULL)
@@ -87,12 +95,14 @@ static int parse_url(const char *url, char *host, size_t hlen, char *port, size_
     }
     if (colon) {
         size_t n = (size_t)(end - colon - 1);
-        if (n == 0 || n >= plen)
+        if (n == 0 || n >= plen || strspn(colon + 1, "0123456789") < n)
             return -1;
         memcpy(port, colon + 1, n);
         port[n] = '\0';
+        if (n > 5 || atoi(port) < 1 || atoi(port) > 65535)
+            return -1;
     } else {
-        snprintf(port, plen, "443");
+        snprintf(port, plen, "%s", *tls ? "443" : "80");
     }
     *path = *end ? end : "/";
     return 0;
@@ -134,8 +144,8 @@ static void copy_value(fg_str_t v, char *out, size_t olen)
     out[n] = '\0';
 }
 
-int fg_acme_http_parse(char *buf, size_t len, int head_request, fg_acme_http_resp_t *out,
-                       const char **why)
+int fg_http_fetch_parse(char *buf, size_t len, int head_request, fg_http_fetch_resp_t *out,
+                        const char **why)
 {
     memset(out, 0, sizeof(*out));
     fg_http_header_t hdrs[64];
@@ -198,29 +208,104 @@ int fg_acme_http_parse(char *buf, size_t len, int head_request, fg_acme_http_res
     return 0;
 }
 
-int fg_acme_http(SSL_CTX *ctx, const char *method, const char *url, const char *body,
-                 unsigned timeout_s, fg_acme_http_resp_t *out, char *err, size_t errlen)
+static uint64_t mono_ms(void)
 {
-    char host[256], port[16], why[256];
-    const char *path;
-    memset(out, 0, sizeof(*out));
-    if (parse_url(url, host, sizeof(host), port, sizeof(port), &path) < 0)
-        return fail(err, errlen, "URL", url);
-    int fd = dial(host, port, timeout_s, err, errlen);
-    if (fd < 0)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The socket's send and receive timeouts set to what is left until deadline (monotonic ms): a
+ * peer that trickles bytes cannot stretch the exchange past it. -1 when it has passed. */
+static int time_left(int fd, uint64_t deadline)
+{
+    uint64_t now = mono_ms();
+    if (now >= deadline)
         return -1;
-    SSL *ssl = SSL_new(ctx);
+    uint64_t left = deadline - now;
+    struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return 0;
+}
+
+/* Whether buf holds a whole response framed by Content-Length (or one without a body): it is
+ * read no further, whether or not the server closes (RFC 9112 6.3). A chunked body, or one that
+ * ends with the connection, is read to the end. */
+static int complete(const char *buf, size_t len, int head_request)
+{
+    fg_http_header_t hdrs[64];
+    fg_http1_head_t head = {.headers = hdrs, .headers_cap = sizeof(hdrs) / sizeof(hdrs[0])};
+    fg_http1_limits_t lim = {0};
+    int hl = fg_http1_parse_response(buf, len, &lim, &head);
+    if (hl < 0)
+        return 0;
+    if (fg_http1_response_bodiless(head_request ? FG_STR_LIT("HEAD") : FG_STR_LIT("GET"),
+                                   head.status))
+        return 1;
+    return !head.chunked && head.content_length >= 0 &&
+           (uint64_t)(len - (size_t)hl) >= (uint64_t)head.content_length;
+}
+
+/* Writes all of p through ssl, or the plain socket fd when ssl is NULL, by deadline. */
+static int send_all(SSL *ssl, int fd, const void *p, size_t n, uint64_t deadline)
+{
+    const char *c = p;
+    while (n > 0) {
+        if (time_left(fd, deadline) < 0)
+            return -1;
+        int chunk = n > (1u << 30) ? 1 << 30 : (int)n;
+        ssize_t w = ssl ? SSL_write(ssl, c, chunk) : send(fd, c, (size_t)chunk, MSG_NOSIGNAL);
+        if (w <= 0) {
+            if (ssl == NULL && w < 0 && errno == EINTR)
+                continue;
+            return -1;
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads up to n bytes by deadline: > 0 read, 0 end of the response, -1 timed out, -2 failed. */
+static ssize_t recv_some(SSL *ssl, int fd, char *p, size_t n, uint64_t deadline)
+{
+    if (time_left(fd, deadline) < 0)
+        return -1;
+    errno = 0;
+    if (ssl == NULL) {
+        ssize_t r;
+        do
+            r = recv(fd, p, n, 0);
+        while (r < 0 && errno == EINTR);
+        return r >= 0 ? r : (errno == EAGAIN || errno == EWOULDBLOCK) ? -1 : -2;
+    }
+    int r = SSL_read(ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+    if (r > 0)
+        return r;
+    /* SO_RCVTIMEO expired: the response is cut, not ended (a body without framing ends only
+     * with the connection, RFC 9112 6.3 rule 8) */
+    int se = SSL_get_error(ssl, r);
+    if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE ||
+        (se == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)))
+        return -1;
+    return 0;
+}
+
+/* A TLS session over fd with host verified (its name, or its address for a literal). */
+static SSL *tls_open(SSL_CTX *ctx, int fd, const char *host, char *err, size_t errlen)
+{
+    char why[256];
     unsigned char ip[16];
-    int v6 = inet_pton(AF_INET6, host, ip) == 1;
-    int literal = v6 || inet_pton(AF_INET, host, ip) == 1;
-    int rc = -1;
-    char *buf = NULL;
+    int literal = inet_pton(AF_INET6, host, ip) == 1 || inet_pton(AF_INET, host, ip) == 1;
+    SSL *ssl = SSL_new(ctx);
     if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 ||
         (!literal && SSL_set_tlsext_host_name(ssl, host) != 1) ||
         (literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) != 1
                  : SSL_set1_host(ssl, host) != 1)) {
         fail(err, errlen, "TLS", ossl_why(why, sizeof(why)));
-        goto out;
+        SSL_free(ssl);
+        return NULL;
     }
     errno = 0;
     if (SSL_connect(ssl) != 1) {
@@ -229,19 +314,51 @@ int fg_acme_http(SSL_CTX *ctx, const char *method, const char *url, const char *
             fail(err, errlen, "TLS: certificate verify failed", X509_verify_cert_error_string(v));
         else
             fail(err, errlen, "TLS", ossl_why(why, sizeof(why)));
-        goto out;
+        SSL_free(ssl);
+        return NULL;
     }
-    size_t blen = body ? strlen(body) : 0;
+    return ssl;
+}
+
+int fg_http_fetch(SSL_CTX *ctx, const fg_http_fetch_req_t *req, unsigned timeout_s,
+                  fg_http_fetch_resp_t *out, char *err, size_t errlen)
+{
+    char host[256], port[16], why[256];
+    const char *path;
+    int tls;
+    memset(out, 0, sizeof(*out));
+    if (parse_url(req->url, &tls, host, sizeof(host), port, sizeof(port), &path) < 0)
+        return fail(err, errlen, "URL", req->url);
+    if (tls && ctx == NULL)
+        return fail(err, errlen, "URL", "https is not available here");
+    uint64_t deadline = mono_ms() + (uint64_t)timeout_s * 1000;
+    int fd = dial(host, port, timeout_s, err, errlen);
+    if (fd < 0)
+        return -1;
+    int v6 = strchr(host, ':') != NULL, rc = -1;
+    const char *default_port = tls ? "443" : "80";
+    char *buf = NULL;
+    if (time_left(fd, deadline) < 0) {
+        fail(err, errlen, "connect", "timed out");
+        close(fd);
+        return -1;
+    }
+    SSL *ssl = tls ? tls_open(ctx, fd, host, err, errlen) : NULL;
+    if (tls && ssl == NULL)
+        goto out;
     char head[3072];
+    /* RFC 9112 3.2.1: an empty path is "/" ("http://h?q" asks for "/?q") */
     int hn = snprintf(head, sizeof(head),
-                      "%s %s HTTP/1.1\r\nHost: %s%s%s%s%s\r\nUser-Agent: fastgateway-acme\r\n"
-                      "Accept: application/json, application/pem-certificate-chain\r\n"
-                      "%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                      method, path, v6 ? "[" : "", host, v6 ? "]" : "", /* RFC 3986 3.2.2 */
-                      strcmp(port, "443") ? ":" : "", strcmp(port, "443") ? port : "",
-                      body ? "Content-Type: application/jose+json\r\n" : "", blen);
-    if (hn < 0 || (size_t)hn >= sizeof(head) || SSL_write(ssl, head, hn) != hn ||
-        (blen > 0 && SSL_write(ssl, body, (int)blen) != (int)blen)) {
+                      "%s %s%s HTTP/1.1\r\nHost: %s%s%s%s%s\r\nUser-Agent: fastgateway\r\n"
+                      "Accept: %s\r\n%s%s%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                      req->method, path[0] == '/' ? "" : "/", path, v6 ? "[" : "", host,
+                      v6 ? "]" : "", /* RFC 3986 3.2.2 */
+                      strcmp(port, default_port) ? ":" : "", strcmp(port, default_port) ? port : "",
+                      req->accept ? req->accept : "*/*", req->body ? "Content-Type: " : "",
+                      req->body ? req->content_type : "", req->body ? "\r\n" : "",
+                      req->body ? req->body_len : 0);
+    if (hn < 0 || (size_t)hn >= sizeof(head) || send_all(ssl, fd, head, (size_t)hn, deadline) < 0 ||
+        (req->body && send_all(ssl, fd, req->body, req->body_len, deadline) < 0)) {
         fail(err, errlen, "send", ossl_why(why, sizeof(why)));
         goto out;
     }
@@ -261,24 +378,24 @@ int fg_acme_http(SSL_CTX *ctx, const char *method, const char *url, const char *
                 abort();
             buf = more;
         }
-        errno = 0;
-        int n = SSL_read(ssl, buf + len, (int)(cap - len));
-        if (n <= 0) {
-            /* SO_RCVTIMEO expired: the response is cut, not ended (a body without framing
-             * ends only with the connection, RFC 9112 6.3 rule 8) */
-            int se = SSL_get_error(ssl, n);
-            if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE ||
-                (se == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
-                fail(err, errlen, "receive", "timed out");
-                goto out;
-            }
-            break;
+        ssize_t n = recv_some(ssl, fd, buf + len, cap - len, deadline);
+        if (n == -1) {
+            fail(err, errlen, "receive", "timed out");
+            goto out;
         }
+        if (n == -2) {
+            fail(err, errlen, "receive", strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
         len += (size_t)n;
+        if (complete(buf, len, strcmp(req->method, "HEAD") == 0))
+            break;
     }
     ERR_clear_error();
     const char *why_not = NULL;
-    if (fg_acme_http_parse(buf, len, strcmp(method, "HEAD") == 0, out, &why_not) < 0) {
+    if (fg_http_fetch_parse(buf, len, strcmp(req->method, "HEAD") == 0, out, &why_not) < 0) {
         fail(err, errlen, "response", why_not);
         goto out;
     }
@@ -291,7 +408,7 @@ out:
     return rc;
 }
 
-void fg_acme_http_free(fg_acme_http_resp_t *r)
+void fg_http_fetch_free(fg_http_fetch_resp_t *r)
 {
     free(r->body);
     r->body = NULL;
