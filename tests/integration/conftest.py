@@ -61,6 +61,29 @@ def free_port():
     raise RuntimeError("no free port")
 
 
+def wait_until(pred, timeout, what, step=0.05):
+    """pred()'s first true value, polled every step seconds; an AssertionError naming what
+    after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(step)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def example_certs(tmp_path):
+    """`make example-certs` into tmp_path/certs (the files the examples name as certs/...);
+    returns that directory."""
+    certs_dir = tmp_path / "certs"
+    p = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "example-certs",
+                        "CERTS_DIR=" + str(certs_dir)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    return certs_dir
+
+
 def base_config(tmp_path, port, routes=None, clusters=None, workers=2, **top):
     """A minimal valid config dict. The default route is a catch-all direct 200 "hello"."""
     tmp_path = Path(tmp_path)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import Blackhole, base_config, free_port
+from conftest import Blackhole, base_config, free_port, wait_until
 
 BURST = 64
 
@@ -112,15 +112,6 @@ def test_fewer_workers_after_reload_take_everything(tmp_path, gateway_factory):
     assert_burst_even(gw)
 
 
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
 
 def test_failed_reload_gives_the_slots_back(tmp_path, gateway_factory):
     """A reload abandoned after one of its workers claimed its slot (that worker got ready, the
@@ -145,16 +136,16 @@ def test_failed_reload_gives_the_slots_back(tmp_path, gateway_factory):
             return next((w for w in gw.all_workers() if w["generation"] == gen0 + 1
                          and w["slot"] == slot and (state is None or w["state"] == state)),
                         None)
-        late = wait_for(lambda: new(1), 5, "the new slot-1 worker")
+        late = wait_until(lambda: new(1), 5, "the new slot-1 worker")
         os.kill(late["pid"], signal.SIGSTOP)
-        wait_for(lambda: new(0, "ready"), 10, "the new slot-0 worker ready")
+        wait_until(lambda: new(0, "ready"), 10, "the new slot-0 worker ready")
         os.kill(late["pid"], signal.SIGKILL)
-        wait_for(lambda: gw.info()["lastReload"]["result"] == "failed", 10, "the reload failed")
+        wait_until(lambda: gw.info()["lastReload"]["result"] == "failed", 10, "the reload failed")
         assert gw.info()["generation"] == gen0
         time.sleep(1.5)  # a balancing tick of the serving workers
         for _ in range(2):
             assert_burst_even(gw)
-            wait_for(lambda: sum(held(gw).values()) == 0, 5, "the connections closed")
+            wait_until(lambda: sum(held(gw).values()) == 0, 5, "the connections closed")
     finally:
         hole.close()
 
@@ -204,10 +195,10 @@ def ready_and_offered(gw, slot):
     """Wait for the master to take the respawned worker of `slot` as ready: it logs that, then
     offers the slot, before it answers the next status command."""
     gen = gw.info()["generation"]
-    pid = wait_for(lambda: next((w["pid"] for w in gw.workers() if w["slot"] == slot), None),
+    pid = wait_until(lambda: next((w["pid"] for w in gw.workers() if w["slot"] == slot), None),
                    10, "the respawned worker of slot %d" % slot)
     line = r"worker %d \(pid %d, generation %d\) ready" % (slot, pid, gen)
-    wait_for(lambda: re.search(line, gw.error_log()), 5, "the master's ready line")
+    wait_until(lambda: re.search(line, gw.error_log()), 5, "the master's ready line")
     gw.info()
 
 
@@ -270,7 +261,7 @@ def test_queued_on_a_dead_worker_are_served_by_its_replacement(tmp_path, gateway
     skip_unless_balanced(gw)
     stopped = next(w["pid"] for w in gw.workers() if w["slot"] == 0)
     # the start-up probes' connections are gone: a count frozen by the stop would steer
-    wait_for(lambda: held(gw) == {0: 0, 1: 0}, 5, "both workers idle")
+    wait_until(lambda: held(gw) == {0: 0, 1: 0}, 5, "both workers idle")
     os.kill(stopped, signal.SIGSTOP)
     try:
         socks = []

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import BINARY, REPO_ROOT, free_port
+from conftest import BINARY, REPO_ROOT, example_certs, free_port
 from test_config_errors import check_error
 from test_tls import certs, curl, s_client, tls_config  # noqa: F401 (certs is a fixture)
 
@@ -758,11 +758,7 @@ def test_mtls_example_checks_and_runs(tmp_path, gateway_factory, echo_upstream):
     """etc/examples/mtls.json passes -t with the files `make example-certs` makes, and, moved
     to free ports and temporary files, serves its client certificate and refuses a client
     without one."""
-    certs_dir = tmp_path / "certs"
-    p = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "example-certs",
-                        "CERTS_DIR=" + str(certs_dir)], capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0, p.stderr
+    certs_dir = example_certs(tmp_path)
     example = json.loads((REPO_ROOT / "etc/examples/mtls.json").read_text())
     assert example["servers"][0]["listen"] == "127.0.0.1:8445"
     assert example["servers"][0]["tls"]["clientAuth"]["mode"] == "required"

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from conftest import BINARY, base_config, free_port
+from conftest import BINARY, REPO_ROOT, base_config, example_certs, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("curl") is None,
                                 reason="needs the openssl and curl CLIs")
@@ -373,12 +373,7 @@ def test_a_new_response_is_served_after_a_reload(tmp_path, pki, gateway_factory)
 def test_the_example_staples_its_response(tmp_path, gateway_factory):
     """etc/examples/ocsp.json with the files `make example-certs` makes: it loads, and a client
     asking for the certificate's status gets the CA's answer."""
-    from conftest import REPO_ROOT
-    certs_dir = tmp_path / "certs"
-    p = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "example-certs",
-                        "CERTS_DIR=" + str(certs_dir)], capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0, p.stderr
+    certs_dir = example_certs(tmp_path)
     example = json.loads((REPO_ROOT / "etc/examples/ocsp.json").read_text()
                          .replace("certs/", str(certs_dir) + "/"))
     port = free_port()

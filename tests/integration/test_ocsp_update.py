@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from conftest import free_port
+from conftest import REPO_ROOT, example_certs, free_port, wait_until
 from test_ocsp import NOW, DAY, Pki, _key_pem, _pem, check, curl_cert_status, ocsp_config, \
     status_out
 
@@ -145,16 +145,6 @@ def update_config(tmp_path, pki, port, name, responder_url=None):
     return cfg
 
 
-def wait_for(pred, timeout=15, what=""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
-
-
 def ocsp_status(gw):
     return gw.status("show certificates")["ocspUpdate"]
 
@@ -176,15 +166,16 @@ def test_the_master_fetches_the_response_from_the_certificates_responder(
     assert p.returncode == 0, p.stderr
     assert "no response yet: the master fetches one" in p.stderr, p.stderr
     gw = gateway_factory(cfg)
-    wait_for(lambda: stapled_good(port, "aia.example.test"), what="a stapled response")
+    wait_until(lambda: stapled_good(port, "aia.example.test"), 15, "a stapled response")
     assert responder.asked[0] == ("application/ocsp-request", pki.leaves["aia"].serial_number,
                                   "/ocsp"), responder.asked
     assert (tmp_path / "aia.ocsp").stat().st_size > 0
     assert not (tmp_path / "aia.ocsp.ocsp-new").exists()
     p = curl_cert_status(port, pki, "aia.example.test")
     assert p.returncode == 0 and p.stdout == b"hello", p.stderr
-    st = wait_for(lambda: (lambda s: s if s["lastResult"] == "updated" else None)(ocsp_status(gw)),
-                  what="lastResult updated")
+    st = wait_until(
+        lambda: (lambda s: s if s["lastResult"] == "updated" else None)(ocsp_status(gw)), 15,
+        "lastResult updated")
     assert st["running"] is False and st["nextCheck"], st
     cert = gw.status("show certificates")["certificates"][0]
     assert cert["ocsp"]["stapled"] is True, cert
@@ -203,7 +194,7 @@ def test_ocsp_responder_names_the_responder_of_a_certificate_without_one(
         p.stderr
     cfg = update_config(tmp_path, pki, port, "a", responder.url + "?x=1")
     gateway_factory(cfg)
-    wait_for(lambda: stapled_good(port, "a.example.test"), what="a stapled response")
+    wait_until(lambda: stapled_good(port, "a.example.test"), 15, "a stapled response")
     assert responder.asked[0][2] == "/ocsp?x=1", responder.asked
 
 
@@ -221,12 +212,12 @@ def test_a_bad_answer_keeps_the_response_being_stapled(tmp_path, pki, responder,
     show certificates reports the run as failed."""
     port = free_port()
     gw = gateway_factory(update_config(tmp_path, pki, port, "a", responder.url))
-    wait_for(lambda: stapled_good(port, "a.example.test"), what="the first response")
-    wait_for(lambda: ocsp_status(gw)["lastResult"] == "updated", what="the first run's end")
+    wait_until(lambda: stapled_good(port, "a.example.test"), 15, "the first response")
+    wait_until(lambda: ocsp_status(gw)["lastResult"] == "updated", 15, "the first run's end")
     before = (tmp_path / "a.ocsp").read_bytes()
     responder.mode = mode
     assert gw.status("ocsp update") == {"result": "started"}
-    wait_for(lambda: ocsp_status(gw)["lastResult"] == "failed", what="a failed run")
+    wait_until(lambda: ocsp_status(gw)["lastResult"] == "failed", 15, "a failed run")
     assert (tmp_path / "a.ocsp").read_bytes() == before
     assert logged in gw.error_log(), gw.error_log()[-2000:]
     assert stapled_good(port, "a.example.test")
@@ -237,12 +228,12 @@ def test_a_revoked_answer_removes_the_staple(tmp_path, pki, responder, gateway_f
     stapled after the reload; the error log says revoked, with the reason."""
     port = free_port()
     gw = gateway_factory(update_config(tmp_path, pki, port, "a", responder.url))
-    wait_for(lambda: stapled_good(port, "a.example.test"), what="the first response")
-    wait_for(lambda: ocsp_status(gw)["lastResult"] == "updated", what="the first run's end")
+    wait_until(lambda: stapled_good(port, "a.example.test"), 15, "the first response")
+    wait_until(lambda: ocsp_status(gw)["lastResult"] == "updated", 15, "the first run's end")
     responder.mode = "revoked"
     assert gw.status("ocsp update")["result"] == "started"
-    wait_for(lambda: "OCSP response: no response sent" in status_out(port, "a.example.test"),
-             what="no staple")
+    wait_until(lambda: "OCSP response: no response sent" in status_out(port, "a.example.test"),
+               timeout=15, what="no staple")
     assert not (tmp_path / "a.ocsp").exists()
     log = gw.error_log()
     assert "the certificate's status is revoked" in log and "keyCompromise" in log, log[-2000:]
@@ -258,7 +249,7 @@ def test_only_a_due_response_is_fetched(tmp_path, pki, responder, gateway_factor
     cfg = update_config(tmp_path, pki, port, "a", responder.url)
     pki.response("a", tmp_path / "a.ocsp", this=NOW - datetime.timedelta(hours=1))
     gw = gateway_factory(cfg)
-    wait_for(lambda: ocsp_status(gw)["lastResult"] == "unchanged", what="a run with nothing due")
+    wait_until(lambda: ocsp_status(gw)["lastResult"] == "unchanged", 15, "a run with nothing due")
     assert responder.asked == []
     gw.stop()
     # past half of its validity, but the responder was asked for it (the file's time) 10 minutes
@@ -268,13 +259,13 @@ def test_only_a_due_response_is_fetched(tmp_path, pki, responder, gateway_factor
     ten_minutes_ago = time.time() - 600
     os.utime(tmp_path / "a.ocsp", (ten_minutes_ago, ten_minutes_ago))
     gw = gateway_factory(cfg)
-    wait_for(lambda: ocsp_status(gw)["lastResult"] == "unchanged", what="a run with nothing due")
+    wait_until(lambda: ocsp_status(gw)["lastResult"] == "unchanged", 15, "a run with nothing due")
     assert responder.asked == []
     gw.stop()
     two_hours_ago = time.time() - 7200
     os.utime(tmp_path / "a.ocsp", (two_hours_ago, two_hours_ago))
     gw = gateway_factory(cfg)
-    wait_for(lambda: ocsp_status(gw)["lastResult"] == "updated", what="an update")
+    wait_until(lambda: ocsp_status(gw)["lastResult"] == "updated", 15, "an update")
     assert len(responder.asked) == 1, responder.asked
     assert "half of the response's validity has passed" in gw.error_log()
 
@@ -286,8 +277,8 @@ def test_an_answer_no_newer_than_the_file_is_not_written(tmp_path, pki, responde
     so that the responder is not asked again within the hour."""
     port = free_port()
     gw = gateway_factory(update_config(tmp_path, pki, port, "a", responder.url))
-    wait_for(lambda: ocsp_status(gw)["lastResult"] == "updated", what="the first response")
-    wait_for(lambda: stapled_good(port, "a.example.test"), what="its reload")
+    wait_until(lambda: ocsp_status(gw)["lastResult"] == "updated", 15, "the first response")
+    wait_until(lambda: stapled_good(port, "a.example.test"), 15, "its reload")
     fixed = (tmp_path / "a.ocsp").read_bytes()
     generation = gw.info()["generation"]
     for answer in ("same", "older"):
@@ -301,8 +292,8 @@ def test_an_answer_no_newer_than_the_file_is_not_written(tmp_path, pki, responde
         os.utime(tmp_path / "a.ocsp", (old, old))
         asked = len(responder.asked)
         assert gw.status("ocsp update")["result"] == "started"
-        wait_for(lambda: len(responder.asked) == asked + 1 and not ocsp_status(gw)["running"],
-                 what="a run")
+        wait_until(lambda: len(responder.asked) == asked + 1 and not ocsp_status(gw)["running"],
+                   timeout=15, what="a run")
         assert ocsp_status(gw)["lastResult"] == "unchanged"
         assert (tmp_path / "a.ocsp").read_bytes() == fixed
         assert (tmp_path / "a.ocsp").stat().st_mtime > time.time() - 60
@@ -318,7 +309,7 @@ def test_an_answer_already_half_way_is_fetched_once(tmp_path, pki, responder, ga
     responder.this = NOW - datetime.timedelta(hours=30)
     responder.next_ = NOW + datetime.timedelta(hours=24)
     gw = gateway_factory(update_config(tmp_path, pki, port, "a", responder.url))
-    wait_for(lambda: stapled_good(port, "a.example.test"), what="the response")
+    wait_until(lambda: stapled_good(port, "a.example.test"), 15, "the response")
     time.sleep(3)  # the run after the reload (1 s) and then some
     assert len(responder.asked) == 1, responder.asked
     assert gw.info()["generation"] == 2
@@ -335,10 +326,10 @@ def test_a_run_cut_short_still_reloads_what_it_wrote(tmp_path, pki, responder, g
         cfg["certificates"][1].update({"ocspFile": str(tmp_path / "b.ocsp"), "ocspUpdate": True,
                                        "ocspResponder": "http://127.0.0.1:%d/" % hole.port})
         gw = gateway_factory(cfg)
-        line = wait_for(lambda: re.search(r"\] (\d+) \(ocsp\): .*a new response", gw.error_log()),
-                        what="the first certificate's response")
+        line = wait_until(lambda: re.search(r"\] (\d+) \(ocsp\): .*a new response", gw.error_log()),
+                          timeout=15, what="the first certificate's response")
         os.kill(int(line.group(1)), signal.SIGALRM)
-        wait_for(lambda: stapled_good(port, "a.example.test"), what="its reload")
+        wait_until(lambda: stapled_good(port, "a.example.test"), 15, "its reload")
         assert ocsp_status(gw)["lastResult"] == "failed"
     finally:
         hole.close()
@@ -406,11 +397,11 @@ def test_the_exchange_ends_by_content_length_and_has_a_deadline(tmp_path, pki, r
         t0 = time.monotonic()
         gw = gateway_factory(cfg, binary=TEST_BINARY)
         if kind == "keep-open":
-            wait_for(lambda: stapled_good(port, "a.example.test"), timeout=8, what="the staple")
+            wait_until(lambda: stapled_good(port, "a.example.test"), 8, "the staple")
             assert time.monotonic() - t0 < 8
         else:
-            wait_for(lambda: ocsp_status(gw)["lastResult"] == "failed", timeout=8,
-                     what="a failed run")
+            wait_until(lambda: ocsp_status(gw)["lastResult"] == "failed", timeout=8,
+                       what="a failed run")
             assert "receive: timed out" in gw.error_log(), gw.error_log()[-1000:]
             assert time.monotonic() - t0 < 8
     finally:
@@ -451,14 +442,15 @@ def test_openssl_ocsp_as_the_responder(tmp_path, pki, gateway_factory):
     try:
         port = free_port()
         gw = gateway_factory(update_config(tmp_path, pki, port, "idx"))
-        wait_for(lambda: stapled_good(port, "idx.example.test"), what="a stapled response")
+        wait_until(lambda: stapled_good(port, "idx.example.test"), 15, "a stapled response")
         resp.kill()
         resp.wait()
         write_index("R", datetime.datetime.now(datetime.timezone.utc).strftime("%y%m%d%H%M%SZ"))
         resp = start_responder()
         assert gw.status("ocsp update")["result"] == "started"
-        wait_for(lambda: "OCSP response: no response sent" in status_out(port, "idx.example.test"),
-                 what="no staple")
+        wait_until(
+            lambda: "OCSP response: no response sent" in status_out(port, "idx.example.test"), 15,
+            "no staple")
         assert "the certificate's status is revoked" in gw.error_log()
     finally:
         resp.kill()
@@ -530,12 +522,7 @@ def test_the_example_fetches_from_openssl_ocsp(tmp_path, gateway_factory):
     """etc/examples/ocsp-update.json with the files `make example-certs` makes and the responder
     its documentation starts (openssl ocsp over the example CA's index): the response is fetched
     and stapled."""
-    from conftest import REPO_ROOT
-    certs_dir = tmp_path / "certs"
-    p = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "example-certs",
-                        "CERTS_DIR=" + str(certs_dir)], capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0, p.stderr
+    certs_dir = example_certs(tmp_path)
     rport = free_port()
     example = json.loads((REPO_ROOT / "etc/examples/ocsp-update.json").read_text()
                          .replace("certs/", str(certs_dir) + "/")
@@ -556,8 +543,8 @@ def test_the_example_fetches_from_openssl_ocsp(tmp_path, gateway_factory):
             if "waiting for OCSP client connections" in line:
                 break
         gateway_factory(example)
-        wait_for(lambda: "Cert Status: good" in status_out(
-            port, "localhost", "-CAfile", str(certs_dir / "ca.crt")), what="a stapled response")
+        wait_until(lambda: "Cert Status: good" in status_out(
+            port, "localhost", "-CAfile", str(certs_dir / "ca.crt")), 15, "a stapled response")
     finally:
         resp.kill()
         resp.wait()

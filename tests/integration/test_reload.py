@@ -10,21 +10,14 @@ import time
 
 import pytest
 
-from conftest import BINARY, Gateway, base_config, free_port, http_get, status_query
+from conftest import BINARY, Gateway, base_config, free_port, http_get, status_query, \
+    wait_until
 
 
 def direct(body):
     return [{"id": "d", "match": {"path": "/{**rest}"},
              "direct": {"status": 200, "headers": {"Content-Type": "text/plain"}, "body": body}}]
 
-
-def wait_until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def s_reload(gw, timeout=70):

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BINARY, REPO_ROOT, base_config, free_port, recv_until_close
+from conftest import BINARY, REPO_ROOT, base_config, example_certs, free_port, \
+    recv_until_close
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("curl") is None,
                                 reason="needs the openssl and curl CLIs")
@@ -461,11 +462,7 @@ def test_certificate_swap_under_wrk_load(tmp_path, certs, gateway_factory):
 
 
 def test_example_config_checks(tmp_path):
-    certs_dir = tmp_path / "certs"
-    p = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "example-certs",
-                        "CERTS_DIR=" + str(certs_dir)], capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0, p.stderr
+    certs_dir = example_certs(tmp_path)
     example = json.loads((REPO_ROOT / "etc/examples/tls.json").read_text())
     text = json.dumps(example).replace("certs/", str(certs_dir) + "/")
     cfg = tmp_path / "tls.json"
