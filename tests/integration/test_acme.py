@@ -479,7 +479,8 @@ def test_short_lived_certificates_are_not_reordered_in_a_loop(tmp_path_factory, 
     the default 30d): the certificate just issued is "expiring within renewBefore" at once.
     The client must not order again at the check that follows its own reload, and again, and
     again (a loop that burns the CA's rate limits): one order, then quiet. Here pebble issues
-    5-day certificates."""
+    5-day certificates. The check after the reload must end with `nothing due` (`show
+    certificates`), where the test slept 6 s and counted the orders."""
     with run_pebble(tmp_path_factory.mktemp("pebble-short"), validity=5 * 86400) as short:
         tls_port = free_port()
         cert = {"id": "site", "chain": "site.crt", "key": "site.key",
@@ -489,7 +490,14 @@ def test_short_lived_certificates_are_not_reordered_in_a_loop(tmp_path_factory, 
                                                       renewBefore="30d")))
         first = wait_issued(gw, tls_port, "short.example.test")[0]
         assert first.not_valid_after < datetime.datetime.utcnow() + 6 * DAY
-        time.sleep(6)
+        # the check that follows the reload (1 s after it): nothing due; a loop orders again
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            acme = gw.status("show certificates")["acme"]
+            if acme["lastResult"] == "nothing due" and not acme["running"]:
+                break
+            time.sleep(0.2)
+        assert acme["lastResult"] == "nothing due", (acme, acme_lines(gw))
         issued = re.findall(r"acme: certificates\[0\] \(site\): issued", gw.error_log())
         assert len(issued) == 1, "%d orders in a row:\n%s" % (len(issued), acme_lines(gw))
 

@@ -19,9 +19,14 @@ import time
 
 import pytest
 
-from conftest import BINARY, REPO_ROOT, example_certs, free_port
+from conftest import BINARY, REPO_ROOT, SANITIZED, example_certs, free_port
 from test_config_errors import check_error
 from test_tls import certs, curl, s_client, tls_config  # noqa: F401 (certs is a fixture)
+
+# How long a brief client (or intermediate) certificate stays valid once made: the handshakes
+# and resumptions before its notAfter take about 0.2 s here (6 openssl s_client runs), and
+# notAfter has whole seconds (up to 1 s less); a sanitizer build is given the former 8 s.
+BRIEF_S = 8 if SANITIZED else 4
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -472,9 +477,9 @@ def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
     cfg = mtls_config(tmp_path, certs, pki, port, echo_upstream)
     cfg["servers"][0]["tls"]["sessionCache"] = 100
     gateway_factory(cfg)
-    # made once the gateway runs: 6 s are left for the two full handshakes on a slow machine
+    # made once the gateway runs: BRIEF_S are left for the two full handshakes
     now = datetime.datetime.utcnow()
-    crt, k = _brief_client(tmp_path, pki, now, 6)
+    crt, k = _brief_client(tmp_path, pki, now, BRIEF_S)
     kinds = SESSION_KINDS
     sessions = _full_handshakes(tmp_path, port, crt, k)
     # each session resumes while the certificate is valid
@@ -482,7 +487,7 @@ def test_a_ticket_does_not_outlive_its_client_certificate(tmp_path, certs, pki,
                    "-sess_in", str(sessions["tls12-session-id"]), "-ign_eof",
                    stdin=_raw_get("/valid"))
     assert "Reused," in out and "HTTP/1.1 200" in out, out[-3000:]
-    time.sleep(max(0.0, (now + datetime.timedelta(seconds=6.5) -
+    time.sleep(max(0.0, (now + datetime.timedelta(seconds=BRIEF_S + 0.5) -
                          datetime.datetime.utcnow()).total_seconds()))
     for kind, sess in sessions.items():
         out = s_client(port, *kinds[kind], "-servername", "a.example.test", "-sess_in",
@@ -504,7 +509,7 @@ def test_a_stateful_ticket_does_not_outlive_its_client_certificate(tmp_path, cer
     cfg["servers"][0]["tls"]["sessionTickets"] = False
     gateway_factory(cfg)
     now = datetime.datetime.utcnow()
-    crt, k = _brief_client(tmp_path, pki, now, 5)
+    crt, k = _brief_client(tmp_path, pki, now, BRIEF_S)
     sess = tmp_path / "brief.sess"
     out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-cert", str(crt),
                    "-key", str(k), "-sess_out", str(sess), "-ign_eof", stdin=_raw_get("/before"))
@@ -512,7 +517,7 @@ def test_a_stateful_ticket_does_not_outlive_its_client_certificate(tmp_path, cer
     out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-sess_in", str(sess),
                    "-sess_out", str(sess), "-ign_eof", stdin=_raw_get("/valid"))
     assert "Reused," in out and "HTTP/1.1 200" in out, out[-3000:]
-    time.sleep(max(0.0, (now + datetime.timedelta(seconds=5.5) -
+    time.sleep(max(0.0, (now + datetime.timedelta(seconds=BRIEF_S + 0.5) -
                          datetime.datetime.utcnow()).total_seconds()))
     out = s_client(port, "-tls1_3", "-servername", "a.example.test", "-sess_in", str(sess),
                    "-ign_eof", stdin=_raw_get("/after"))
@@ -538,7 +543,7 @@ def test_a_session_does_not_outlive_its_client_intermediate(tmp_path, certs, pki
     sub = (x509.CertificateBuilder().subject_name(_dn("Brief Intermediate"))
            .issuer_name(pki.ca_cert.subject).public_key(sub_key.public_key())
            .serial_number(x509.random_serial_number())
-           .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=8))
+           .not_valid_before(now - DAY).not_valid_after(now + datetime.timedelta(seconds=BRIEF_S))
            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
            .sign(pki.ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
@@ -558,7 +563,7 @@ def test_a_session_does_not_outlive_its_client_intermediate(tmp_path, certs, pki
         out = s_client(port, *kinds[kind], "-servername", "a.example.test", "-sess_in",
                        str(sess), "-sess_out", str(sess), "-ign_eof", stdin=_raw_get("/valid"))
         assert "Reused," in out and "HTTP/1.1 200" in out, (kind, out[-3000:])
-    time.sleep(max(0.0, (now + datetime.timedelta(seconds=8.5) -
+    time.sleep(max(0.0, (now + datetime.timedelta(seconds=BRIEF_S + 0.5) -
                          datetime.datetime.utcnow()).total_seconds()))
     out = s_client(port, "-tls1_2", "-servername", "a.example.test", "-cert", str(crt),
                    "-cert_chain", str(tmp_path / "sub.crt"),

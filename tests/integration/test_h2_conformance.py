@@ -58,8 +58,8 @@ def c(gw):
     cl.close()
 
 
-def conn_error(cl, code):
-    g = cl.goaway()
+def conn_error(cl, code, timeout=5):
+    g = cl.goaway(timeout)
     assert g is not None, "connection closed without GOAWAY"
     assert g.error_code == code, "GOAWAY code %d, want %d" % (g.error_code, code)
     assert cl.until(lambda f: False, timeout=5) is None  # then the connection closes
@@ -230,7 +230,8 @@ def test_5_1_1_even_stream_id(c):
 def test_5_1_1_decreasing_stream_id(c):
     c.request(sid=5)
     c.request(sid=3)
-    conn_error(c, PROTOCOL_ERROR)
+    # the GOAWAY that never comes (xfail) would come at once, as in the other connection errors
+    conn_error(c, PROTOCOL_ERROR, timeout=2)
 
 
 def test_5_1_1_stream_id_reuse(c):

@@ -1,8 +1,11 @@
 """testssl.sh against the default TLS policy: protocols, cipher categories, forward secrecy,
 server preferences and the vulnerability checks must rate nothing HIGH or CRITICAL. The
 certificate checks are left out (`-S`): they judge the test certificate, not the policy. A
-deliberately weak `openssl s_server` (TLS 1.0, NULL and export-grade suites) shows that the same
-check catches a bad policy. The full audit of the shipped example is in docs/tls.md#audit."""
+deliberately weak `openssl s_server` (TLS 1.0 only, NULL suites) shows that the audit catches a
+bad policy; what rates it is the protocol check (TLS 1.0 alone: TLS 1.1 and 1.2 "not offered
+and downgraded", CRITICAL), the only one of CHECKS that rates it HIGH or CRITICAL with testssl
+3.0.8 (its cipher-category check does not find the NULL suites through the s_server), so the
+control runs that check alone. The full audit of the shipped example is in docs/tls.md#audit."""
 import json
 import shutil
 import subprocess
@@ -19,6 +22,7 @@ pytestmark = pytest.mark.skipif(TESTSSL is None or shutil.which("openssl") is No
 
 # protocols, standard cipher categories, forward secrecy, server preferences, vulnerabilities
 CHECKS = ["--protocols", "--std", "--fs", "--server-preference", "--vulnerable"]
+PROTOCOLS = {"SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2", "TLS1_3"}  # the protocol check's ids
 
 
 def _cert(d):
@@ -31,11 +35,11 @@ def _cert(d):
     return str(crt), str(key)
 
 
-def _audit(tmp_path, port):
+def _audit(tmp_path, port, checks=CHECKS):
     """testssl's findings rated HIGH or CRITICAL, and all finding ids."""
     out = tmp_path / "testssl.json"
     p = subprocess.run([TESTSSL, "--quiet", "--color", "0", "--warnings", "off", "--fast",
-                        "--jsonfile", str(out)] + CHECKS + ["127.0.0.1:%d" % port],
+                        "--jsonfile", str(out)] + checks + ["127.0.0.1:%d" % port],
                        capture_output=True, timeout=100, cwd=tmp_path)
     assert out.exists(), p.stdout.decode(errors="replace")[-2000:]
     findings = json.loads(out.read_text())
@@ -67,8 +71,8 @@ def test_testssl_check_catches_a_weak_server(tmp_path):
                            stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
-        bad, _ = _audit(tmp_path, port)
+        bad, _ = _audit(tmp_path, port, ["--protocols"])
     finally:
         srv.kill()
         srv.wait()
-    assert bad, "testssl rated nothing HIGH on TLS 1.0 with NULL ciphers"
+    assert {i for i, _, _ in bad} & PROTOCOLS, "testssl rated no protocol HIGH on TLS 1.0: %r" % bad

@@ -473,7 +473,9 @@ def ws_echo_dest():
 
 def test_websocket_through_the_tunnel(fakegw, agent_factory, ws_echo_dest):
     gw = fakegw()
-    agent_factory(gw, {"chat": ws_echo_dest})
+    # the WebSocket stays open: at the teardown's TERM the agent waits shutdownTimeoutMs for it
+    # (the default 30 s outlasted Agent.stop's 5 s, which then killed the agent)
+    a = agent_factory(gw, {"chat": ws_echo_dest}, shutdownTimeoutMs=500)
     t = gw.wait_tunnels(1)
     # RFC 8441 4: the extended CONNECT the gateway sends for a client's WebSocket
     sid = t.start_request("chat", method="CONNECT", path="/room",
@@ -493,6 +495,7 @@ def test_websocket_through_the_tunnel(fakegw, agent_factory, ws_echo_dest):
             return p is not None
         t.wait_for(whole, timeout=15)
         assert got["p"] == msg
+    assert a.stop() == 0  # a graceful stop, the open stream cut at shutdownTimeoutMs
 
 
 def test_init_script_start_reload_stop(fakegw, echo_upstream, tmp_path):

@@ -447,9 +447,21 @@ def test_hop_socket_refuses_a_request_without_destination(one):
     assert s.recv(65536).startswith(b"HTTP/1.1 502")
 
 
-def test_gateway_restart_agents_come_back(one):
-    gw, ag, up, tmp = one
-    gw.stop(graceful=True)
+def test_gateway_restart_agents_come_back(gateway_factory, upstream_factory, agents, tmp_path):
+    """A graceful stop (QUIT) with an agent online, then a start: the agent comes back. The
+    stop keeps the tunnel (asked to reconnect, with no new generation to reconnect to) until
+    shutdownTimeout: 2 s here (the `one` setup's 10 s outlasted gw.stop's own 10 s, which
+    then killed the master)."""
+    up = upstream_factory()
+    port = free_port()
+    cfg = tunnel_config(tmp_path, port, ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}])
+    cfg["shutdownTimeout"] = "2s"
+    gw = gateway_factory(cfg)
+    ag = agents(port, "office", Path(tmp_path) / "office.key", {"web": up.url})
+    ag.wait_line("online")
+    wait_online(gw, "office")
+    assert gw.stop(graceful=True) == 0
     ag.wait_line("closed")
     gw.start()
     ag.wait_line("online", count=2, timeout=15)

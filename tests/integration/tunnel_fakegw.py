@@ -71,6 +71,7 @@ class Tunnel:
         self.texts = []
         self.goaway = None    # last stream id of the agent's latest GOAWAY
         self.goaways = []
+        self.closing = False  # our close frame for a GOAWAY is sent
         self.inbuf = bytearray()
         self.last_frame = time.monotonic()
         self.answer_pings = True
@@ -118,10 +119,18 @@ class Tunnel:
                 self.last_frame = time.monotonic()
                 if opcode == 2 or opcode == 0:
                     with self.lock:
+                        goaways = len(self.goaways)
                         events = self.h2.receive_data(self.strip_goaway(payload))
                         for ev in events:
                             self.on_event(ev)
                         self.flush()
+                        # as the gateway does (worker/tunnel/session.c, agent_going): a GOAWAY
+                        # with no stream in flight closes the tunnel at once, where the agent
+                        # would close it only after its HTTP/2 linger (2 s)
+                        if (len(self.goaways) > goaways and not self.closing
+                                and not self.h2.open_outbound_streams):
+                            self.closing = True
+                            self.close_ws(1000)
                         self.lock.notify_all()
                 elif opcode == 1:
                     with self.lock:
