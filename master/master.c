@@ -1126,6 +1126,8 @@ static void shutdown_begin(master_t *m, int mode)
     if (m->shutdown >= mode)
         return;
     m->shutdown = mode;
+    if (m->shm)
+        fg_shm_set_stopping(m->shm); /* before the workers are told to retire */
     fg_log_notice("%s shutdown", mode == SD_FAST ? "fast" : "graceful");
     fg_notify_send(m->sd, "STOPPING=1\nSTATUS=%s shutdown", mode == SD_FAST ? "fast" : "graceful");
     json_t *doc = json_pack("{s:s, s:s}", "result", "failed", "error", "the master is stopping");

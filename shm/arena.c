@@ -30,6 +30,7 @@ struct fg_shm_s {
     uint64_t size;       /* bytes mapped */
     uint64_t zone_start; /* offset of the first zone byte */
     _Alignas(FG_CACHELINE) uint64_t generation;
+    uint32_t stopping;                    /* fg_shm_set_stopping */
     _Alignas(FG_CACHELINE) uint64_t used; /* bump offset; only ever grows */
     uint64_t zone_low;                    /* lowest byte of the named zones (size when none) */
     _Alignas(FG_CACHELINE) fg_shm_lock_t lock;
@@ -117,6 +118,16 @@ void fg_shm_set_generation(fg_shm_t *shm, uint64_t gen)
 {
     check(shm);
     __atomic_store_n(&shm->generation, gen, __ATOMIC_RELEASE);
+}
+
+void fg_shm_set_stopping(fg_shm_t *shm)
+{
+    __atomic_store_n(&shm->stopping, 1, __ATOMIC_RELEASE);
+}
+
+int fg_shm_stopping(const fg_shm_t *shm)
+{
+    return __atomic_load_n(&shm->stopping, __ATOMIC_ACQUIRE) != 0;
 }
 
 fg_shm_worker_t *fg_shm_worker(fg_shm_t *shm, int index)

@@ -46,6 +46,10 @@ size_t fg_shm_used(const fg_shm_t *shm);
 
 uint64_t fg_shm_generation(const fg_shm_t *shm);
 void fg_shm_set_generation(fg_shm_t *shm, uint64_t gen);
+/* Set by the master when the gateway stops: the workers retiring then hand nothing over to a
+ * next generation (a tunnel agent is not asked to reconnect, it is closed once idle). */
+void fg_shm_set_stopping(fg_shm_t *shm);
+int fg_shm_stopping(const fg_shm_t *shm);
 
 /* Worker records: a table of FG_SHM_MAX_WORKERS entries, indexed by record number (not slot:
  * two generations overlap during a reload). */

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _kill_group, _live_groups, base_config, free_port, http_request
+from conftest import _kill_group, _live_groups, base_config, free_port, http_get, http_request
 from peers import ca_signed_cert
 
 AGENT = Path(__file__).resolve().parent / "tunnel_agent.py"
@@ -448,21 +448,31 @@ def test_hop_socket_refuses_a_request_without_destination(one):
 
 
 def test_gateway_restart_agents_come_back(gateway_factory, upstream_factory, agents, tmp_path):
-    """A graceful stop (QUIT) with an agent online, then a start: the agent comes back. The
-    stop keeps the tunnel (asked to reconnect, with no new generation to reconnect to) until
-    shutdownTimeout: 2 s here (the `one` setup's 10 s outlasted gw.stop's own 10 s, which
-    then killed the master)."""
+    """A graceful stop (QUIT) with an agent online and a tunneled request in flight: the
+    request completes, then the tunnel closes at once (there is no next generation to move it
+    to), so the stop does not wait out shutdownTimeout (30 s by default). Then a start: the
+    agent comes back."""
     up = upstream_factory()
     port = free_port()
     cfg = tunnel_config(tmp_path, port, ["office"],
                         [{"id": "a", "address": "tunnel://office/web"}])
-    cfg["shutdownTimeout"] = "2s"
     gw = gateway_factory(cfg)
     ag = agents(port, "office", Path(tmp_path) / "office.key", {"web": up.url})
     ag.wait_line("online")
     wait_online(gw, "office")
+    http_get("%s/__set?delay=1000" % up.url)
+    result = {}
+    slow = threading.Thread(target=lambda: result.update(r=get(gw, "/tunnel/slow", timeout=10)))
+    slow.start()
+    time.sleep(0.3)  # the request is in the tunnel
+    t0 = time.monotonic()
     assert gw.stop(graceful=True) == 0
+    took = time.monotonic() - t0
+    slow.join()
+    assert result["r"][0] == 200, result
+    assert took < 5, "the graceful stop took %.1f s" % took
     ag.wait_line("closed")
+    http_get("%s/__set?delay=0" % up.url)
     gw.start()
     ag.wait_line("online", count=2, timeout=15)
     wait_online(gw, "office")

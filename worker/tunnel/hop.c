@@ -270,12 +270,16 @@ void fg_tunnel_hop_close(fg_worker_t *w)
     w->tunnel_hop = NULL;
 }
 
+/* The linger is over when its timer fires (each fg_tunnel_hop_linger re-arms it), whatever
+ * the clock says: libevent's timers run on a coarser clock than fg_clock's, so the timer may
+ * fire a few milliseconds before linger_until_ms, and nothing else would check again. */
 static void on_linger_over(evutil_socket_t fd, short what, void *arg)
 {
     fg_worker_t *w = arg;
     (void)fd;
     (void)what;
-    if (w->retiring && w->nconns == 0 && fg_clock_now_ms() >= w->linger_until_ms)
+    w->linger_until_ms = 0;
+    if (w->retiring && w->nconns == 0)
         event_base_loopexit(w->base, NULL);
 }
 

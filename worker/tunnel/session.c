@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "shm/metrics.h"
+#include "shm/arena.h"
 #include "shm/tunnels.h"
 #include "worker/core/clock.h"
 #include "worker/core/transport_ws.h"
@@ -197,21 +198,37 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
     destroy(arg);
 }
 
-/* Whether s serves no new stream: another instance of the agent took over, a connection of
- * the same instance replaced it in this worker, or its worker retires and the agent has a
- * connection elsewhere that does not. */
-static int superseded(const fg_tsession_t *s)
+/* Whether the gateway stops: no next generation will take the agent over. */
+static int stopping(const fg_tsession_t *s)
 {
-    return conn(s) == NULL || (s->retiring && fg_tunnels_has_other(s->rec, s->serial));
+    return s->w->shm != NULL && fg_shm_stopping(s->w->shm);
 }
 
-/* A session that serves no new stream (superseded) closes once its last stream ended. */
+/* Whether s serves no new stream: another instance of the agent took over, a connection of
+ * the same instance replaced it in this worker, or its worker retires and the agent has a
+ * connection elsewhere that does not, or the gateway stops. */
+static int superseded(const fg_tsession_t *s)
+{
+    return conn(s) == NULL ||
+           (s->retiring && (stopping(s) || fg_tunnels_has_other(s->rec, s->serial)));
+}
+
+/* A session that serves no new stream (superseded) closes once its last stream ended; when the
+ * gateway stops, with a WebSocket close (RFC 6455 7.4.1, 1001 going away), on which the agent
+ * reconnects with its backoff. */
 static void maybe_done(fg_tsession_t *s)
 {
-    if (s->state == S_LIVE && s->streams == 0 && superseded(s))
-        close_later(s, s->going      ? "the agent went away (GOAWAY)"
-                       : s->retiring ? "moved to a new worker"
-                                     : "taken over");
+    if (s->state != S_LIVE || s->streams != 0 || !superseded(s))
+        return;
+    int gone = s->retiring && stopping(s) && conn(s) != NULL;
+    if (gone) {
+        fg_conn_ws_close(s->c, WS_GOING_AWAY, "gateway stopping");
+        fg_conn_flush(s->c);
+    }
+    close_later(s, s->going      ? "the agent went away (GOAWAY)"
+                   : gone        ? "gateway stopping"
+                   : s->retiring ? "moved to a new worker"
+                                 : "taken over");
 }
 
 /* ---- heartbeats and figures ---- */
@@ -655,6 +672,14 @@ static void fe_retire(fg_session_t *b)
     fg_tunnel_conn_t *c = conn(s);
     if (c != NULL)
         atomic_store(&c->draining, 1);
+    if (stopping(s)) {
+        /* nowhere to reconnect to: the streams in flight end, then the tunnel closes */
+        fg_log_info("tunnel agent %s: gateway stopping: the tunnel closes after its %u "
+                    "stream(s) in flight",
+                    agent_id(s), s->streams);
+        maybe_done(s);
+        return;
+    }
     static const char msg[] = FG_TUNNEL_VERSION " RECONNECT";
     fg_conn_ws_text(s->c, msg, sizeof(msg) - 1);
     fg_conn_flush(s->c);
