@@ -447,19 +447,12 @@ def test_hop_socket_refuses_a_request_without_destination(one):
     assert s.recv(65536).startswith(b"HTTP/1.1 502")
 
 
-def test_gateway_restart_agents_come_back(gateway_factory, upstream_factory, agents, tmp_path):
+def test_gateway_restart_agents_come_back(one):
     """A graceful stop (QUIT) with an agent online and a tunneled request in flight: the
     request completes, then the tunnel closes at once (there is no next generation to move it
     to), so the stop does not wait out shutdownTimeout (30 s by default). Then a start: the
     agent comes back."""
-    up = upstream_factory()
-    port = free_port()
-    cfg = tunnel_config(tmp_path, port, ["office"],
-                        [{"id": "a", "address": "tunnel://office/web"}])
-    gw = gateway_factory(cfg)
-    ag = agents(port, "office", Path(tmp_path) / "office.key", {"web": up.url})
-    ag.wait_line("online")
-    wait_online(gw, "office")
+    gw, ag, up, _ = one
     http_get("%s/__set?delay=1000" % up.url)
     result = {}
     slow = threading.Thread(target=lambda: result.update(r=get(gw, "/tunnel/slow", timeout=10)))
