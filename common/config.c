@@ -409,6 +409,7 @@ static int load_server(fg_config_ctx_t *c, const json_t *o, fg_server_t *s)
                                        "accessControl",
                                        "clientIpSource",
                                        "trustedProxies",
+                                       "proxyProtocol",
                                        "ignoreClientAbort",
                                        "serverHeader",
                                        "errorPages",

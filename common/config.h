@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 
+#include "common/iprange.h"
+
 /* ---- security: rate limits, access control, client address (common/config_security.c) ---- */
 
 typedef enum { FG_RLT_SLIDING = 0, FG_RLT_FIXED, FG_RLT_TOKEN } fg_ratelimit_type_t;
@@ -540,6 +542,9 @@ typedef struct {
     uint64_t connect_timeout_ms; /* "connectTimeout": per destination attempt; default 5 s */
     unsigned max_connections;    /* "maxConnections": open, all workers; 0 = no cap */
     unsigned max_per_client;     /* "maxConnectionsPerClient": open from one address; 0 = none */
+    /* "sendProxyProtocol": 1 or 2 = each destination connection begins with a PROXY protocol
+     * header of that version naming the client (common/proxy_protocol.h); 0 = none */
+    int send_proxy_protocol;
 } fg_tcp_server_config_t;
 
 #define FG_MAX_CONN_CAP 1000000     /* of connection caps: far past what descriptors allow */
@@ -550,6 +555,17 @@ typedef struct {
  * HTTP/2 CONNECT, RFC 9113 8.5, inside the tunnel; an HTTP/1.1 Upgrade over the hop) and that a
  * route to tcp:// destinations relays. */
 #define FG_TCP_PROTOCOL "tcp"
+
+/* A server's "proxyProtocol" (worker/core/proxy_header.c, docs/config.md): every connection
+ * begins with a PROXY protocol header, version 1 or 2, and the client it names is the
+ * connection's peer from then on (caps, access control, rate limits, logs, forwarded fields). */
+typedef struct {
+    int enabled;
+    uint64_t timeout_ms;  /* "timeout": the whole header within this of the accept; 5 s */
+    char **trusted_peers; /* "trustedPeers": who may connect at all; none = anyone */
+    size_t ntrusted_peers;
+    fg_iprange_set_t trusted; /* trusted_peers, built at load */
+} fg_proxy_protocol_config_t;
 
 typedef struct {
     char *id;
@@ -587,12 +603,13 @@ typedef struct {
     int client_ip_source;          /* fg_client_ip_source_t */
     char **trusted_proxies;        /* CIDRs or addresses */
     size_t ntrusted_proxies;
-    fg_responses_config_t responses; /* serverHeader, errorPages, exposeAccessListIds */
-    fg_tls_server_config_t *tls;     /* "tls"; NULL = plaintext */
-    fg_redirect_https_t redirect;    /* "redirectHttps" (plaintext servers only) */
-    void *tls_compiled;              /* common/tls.c contexts, built in the master */
-    void *metrics;                   /* shm/metrics.c object (fg_metrics_attach) */
-    fg_http2_config_t http2;         /* "http2" */
+    fg_proxy_protocol_config_t proxy_protocol; /* "proxyProtocol" */
+    fg_responses_config_t responses;           /* serverHeader, errorPages, exposeAccessListIds */
+    fg_tls_server_config_t *tls;               /* "tls"; NULL = plaintext */
+    fg_redirect_https_t redirect;              /* "redirectHttps" (plaintext servers only) */
+    void *tls_compiled;                        /* common/tls.c contexts, built in the master */
+    void *metrics;                             /* shm/metrics.c object (fg_metrics_attach) */
+    fg_http2_config_t http2;                   /* "http2" */
     int accept_tunnels; /* "acceptTunnels": agents connect on tunnels.path (docs/tunnels.md) */
     int tunnel_hop;     /* not configured: a worker's hop socket (worker/tunnel/hop.h) */
     fg_tcp_server_config_t tcp; /* "tcp": a layer-4 server */

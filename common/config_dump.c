@@ -259,9 +259,17 @@ static json_t *server(const fg_server_t *s)
                       duration(s->tcp.connect_timeout_ms), "maxConnections",
                       (json_int_t)s->tcp.max_connections, "maxConnectionsPerClient",
                       (json_int_t)s->tcp.max_per_client));
+    if (s->tcp.enabled && s->tcp.send_proxy_protocol)
+        json_object_set_new(json_object_get(o, "tcp"), "sendProxyProtocol",
+                            json_integer(s->tcp.send_proxy_protocol));
     attach(o, &s->security);
     set(o, "clientIpSource", json_string(sources[s->client_ip_source]));
     set(o, "trustedProxies", strings(s->trusted_proxies, s->ntrusted_proxies));
+    const fg_proxy_protocol_config_t *pp = &s->proxy_protocol;
+    if (pp->enabled)
+        set(o, "proxyProtocol",
+            json_pack("{s:o, s:o}", "timeout", duration(pp->timeout_ms), "trustedPeers",
+                      strings(pp->trusted_peers, pp->ntrusted_peers)));
     responses(o, &s->responses);
     if (s->tls)
         set(o, "tls", server_tls(s->tls));

@@ -296,6 +296,47 @@ int fg_config_load_security(fg_config_ctx_t *c, const json_t *root)
     return rc;
 }
 
+/* "proxyProtocol": true | {timeout, trustedPeers}. */
+static int load_proxy_protocol(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
+{
+    static const char *const keys[] = {"timeout", "trustedPeers", NULL};
+    fg_proxy_protocol_config_t *pp = &s->proxy_protocol;
+    json_t *v = json_object_get(srv, "proxyProtocol"), *o = NULL;
+    if (v == NULL || json_is_false(v))
+        return 0;
+    if (!json_is_true(v) && !json_is_object(v))
+        return fg_config_fail(c, "proxyProtocol", "expected true or an object, got %s",
+                              fg_config_type_name(v));
+    if (json_is_object(v) && fg_config_get_object(c, srv, "proxyProtocol", keys, &o) < 0)
+        return -1;
+    pp->enabled = 1;
+    pp->timeout_ms = 5000;
+    fg_iprange_set_init(&pp->trusted);
+    size_t mark = fg_config_push_key(c, "proxyProtocol");
+    int rc = -1;
+    if (fg_config_get_duration(c, o, "timeout", &pp->timeout_ms) < 0 ||
+        fg_config_get_strings(c, o, "trustedPeers", &pp->trusted_peers, &pp->ntrusted_peers) < 0 ||
+        check_ranges(c, "trustedPeers", pp->trusted_peers, pp->ntrusted_peers) < 0)
+        goto out;
+    if (pp->timeout_ms == 0) {
+        fg_config_fail(c, "timeout", "must be greater than 0");
+        goto out;
+    }
+    for (size_t i = 0; i < pp->ntrusted_peers; i++) {
+        fg_iprange_t r;
+        int plen;
+        char why[160];
+        if (fg_iprange_parse(pp->trusted_peers[i], &r, &plen, why, sizeof(why)) < 0 ||
+            fg_iprange_set_add(&pp->trusted, &r) < 0)
+            abort(); /* parsed above; only memory can fail */
+    }
+    fg_iprange_set_finish(&pp->trusted);
+    rc = 0;
+out:
+    fg_config_pop(c, mark);
+    return rc;
+}
+
 int fg_config_load_server_security(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
     static const char *const sources[] = {"socket", "X-Forwarded-For", "X-Real-IP",
@@ -311,7 +352,7 @@ int fg_config_load_server_security(fg_config_ctx_t *c, const json_t *srv, fg_ser
         return fg_config_fail(c, "trustedProxies",
                               "is required when clientIpSource is not \"socket\" (a forwarded "
                               "header is believed only from these peers)");
-    return 0;
+    return load_proxy_protocol(c, srv, s);
 }
 
 int fg_config_load_route_security(fg_config_ctx_t *c, const json_t *route, fg_route_t *r)
@@ -446,6 +487,10 @@ void fg_config_free_security(fg_config_t *cfg)
     for (size_t i = 0; i < cfg->nservers; i++) {
         free_attach(&cfg->servers[i].security);
         free_strings(cfg->servers[i].trusted_proxies, cfg->servers[i].ntrusted_proxies);
+        fg_proxy_protocol_config_t *pp = &cfg->servers[i].proxy_protocol;
+        free_strings(pp->trusted_peers, pp->ntrusted_peers);
+        if (pp->enabled)
+            fg_iprange_set_free(&pp->trusted);
     }
     for (size_t i = 0; i < cfg->nroutes; i++)
         free_attach(&cfg->routes[i].security);

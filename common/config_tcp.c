@@ -11,9 +11,13 @@
 
 int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t *s)
 {
-    static const char *const keys[] = {
-        "clusterId", "idleTimeout", "connectTimeout", "maxConnections", "maxConnectionsPerClient",
-        NULL};
+    static const char *const keys[] = {"clusterId",
+                                       "idleTimeout",
+                                       "connectTimeout",
+                                       "maxConnections",
+                                       "maxConnectionsPerClient",
+                                       "sendProxyProtocol",
+                                       NULL};
     json_t *o = NULL;
     int rc = fg_config_get_object(c, srv, "tcp", keys, &o);
     if (rc <= 0)
@@ -36,14 +40,15 @@ int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t
     t->enabled = 1;
     t->idle_timeout_ms = 3600 * 1000;
     t->connect_timeout_ms = 5 * 1000;
-    long long maxc = FG_TCP_MAX_CONNECTIONS, perc = FG_TCP_MAX_PER_CLIENT;
+    long long maxc = FG_TCP_MAX_CONNECTIONS, perc = FG_TCP_MAX_PER_CLIENT, send = 0;
     size_t mark = fg_config_push_key(c, "tcp");
     rc = -1;
     if (fg_config_require_string(c, o, "clusterId", &t->cluster_id) < 0 ||
         fg_config_get_duration(c, o, "idleTimeout", &t->idle_timeout_ms) < 0 ||
         fg_config_get_duration(c, o, "connectTimeout", &t->connect_timeout_ms) < 0 ||
         fg_config_get_int(c, o, "maxConnections", 0, FG_MAX_CONN_CAP, &maxc) < 0 ||
-        fg_config_get_int(c, o, "maxConnectionsPerClient", 0, FG_MAX_CONN_CAP, &perc) < 0)
+        fg_config_get_int(c, o, "maxConnectionsPerClient", 0, FG_MAX_CONN_CAP, &perc) < 0 ||
+        fg_config_get_int(c, o, "sendProxyProtocol", 0, 2, &send) < 0)
         goto out;
     if (t->connect_timeout_ms == 0) {
         fg_config_fail(c, "connectTimeout", "must be greater than 0");
@@ -56,6 +61,7 @@ int fg_config_load_server_tcp(fg_config_ctx_t *c, const json_t *srv, fg_server_t
     }
     t->max_connections = (unsigned)maxc;
     t->max_per_client = (unsigned)perc;
+    t->send_proxy_protocol = (int)send;
     rc = 0;
 out:
     fg_config_pop(c, mark);

@@ -9,9 +9,10 @@
 #include "common/config.h"
 #include "shm/arena.h"
 
-/* front ends' worker-wide state (worker/core/frontend.h): HTTP/1.1, HTTP/2, tunnels, relays;
+/* front ends' worker-wide state (worker/core/frontend.h): HTTP/1.1, HTTP/2, tunnels, relays,
+ * connections waiting for a PROXY protocol header;
  * the last slot is for the front ends that keep none (tls, h2c, tcp servers) */
-#define FG_FRONTEND_SLOTS 5
+#define FG_FRONTEND_SLOTS 6
 #define FG_REQUEST_POOL_SPARES 64 /* finished requests' pools kept for the next ones */
 
 struct event_base;

@@ -20,6 +20,7 @@
 #include "shm/metrics.h"
 #include "worker/http/accesslog.h"
 #include "worker/core/handshake.h"
+#include "worker/core/proxy_header.h"
 #include "worker/core/frontend.h"
 #include "worker/tunnel/hop.h"
 #include "worker/stream/tcp_proxy.h"
@@ -88,9 +89,9 @@ struct worker_state_s {
 static void pause_accepting(listener_t *l, int err);
 
 /* Every front end this worker runs, for the worker-wide operations (frontend.h). */
-static const fg_frontend_t *const frontends[] = {&fg_http1_frontend, &fg_http2_frontend,
-                                                 &fg_relay_frontend, &fg_tunnel_frontend,
-                                                 &fg_tcp_proxy_frontend};
+static const fg_frontend_t *const frontends[] = {&fg_http1_frontend,     &fg_http2_frontend,
+                                                 &fg_relay_frontend,     &fg_tunnel_frontend,
+                                                 &fg_tcp_proxy_frontend, &fg_proxy_header_frontend};
 
 /* The front end for a connection of srv whose transport negotiated alpn (len 0 = none). Every
  * server speaks HTTP/1.1; "h2" goes to HTTP/2; a plaintext connection of a server with h2c goes
@@ -108,6 +109,24 @@ static const fg_frontend_t *frontend_for_alpn(const fg_server_t *srv, const char
 
 /* The accept path's choice, as a pointer a transport can carry to its handshake's end. */
 static const fg_frontend_pick_fn pick_frontend = frontend_for_alpn;
+
+/* A connection from peer (the socket's, or the client a PROXY protocol header named): the caps
+ * of HTTP servers, before any byte of the protocol is read or sent (a refused connection is
+ * closed unread; a tcp server checks its own in its front end, to log it there), then the TLS
+ * handshake or the front end. data_ready: its first bytes have arrived. Returns 0, or -1 (the
+ * caller closes fd). */
+static int admit(fg_worker_t *w, const fg_server_t *srv, int fd,
+                 const struct sockaddr_storage *peer, socklen_t len, int data_ready)
+{
+    int capped = fg_connlimit_wanted(srv);
+    if (capped && fg_connlimit_accept(w, srv, peer) != 0)
+        return -1;
+    int rc = srv->tls != NULL ? fg_handshake_accept(w, srv, fd, peer, data_ready)
+                              : pick_frontend(srv, NULL, 0)->start(w, srv, fd, peer, len);
+    if (capped)
+        fg_connlimit_accept_done(w);
+    return rc;
+}
 
 /* Accept until the queue is empty (bounded per event so one listener cannot starve the loop). */
 static void accept_some(listener_t *l, int limit)
@@ -129,20 +148,11 @@ static void accept_some(listener_t *l, int limit)
         }
         fg_frontend_accepted_one(l->w);
         fg_metrics_add(l->server->metrics, FG_MS_CONNECTIONS, 1);
-        /* Caps of HTTP servers, before any byte is read or sent: a refused connection is
-         * closed unread (a tcp server checks its own in its front end, to log it there). */
-        int capped = fg_connlimit_wanted(l->server);
-        if (capped && fg_connlimit_accept(l->w, l->server, &ss) != 0) {
-            close(fd);
-            continue;
-        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        int rc = l->server->tls != NULL
-                     ? fg_handshake_accept(l->w, l->server, fd, &ss, l->deferred)
-                     : pick_frontend(l->server, NULL, 0)->start(l->w, l->server, fd, &ss, len);
-        if (capped)
-            fg_connlimit_accept_done(l->w);
+        int rc = l->server->proxy_protocol.enabled
+                     ? fg_proxy_header_accept(l->w, l->server, fd, &ss, len, l->deferred, admit)
+                     : admit(l->w, l->server, fd, &ss, len, l->deferred);
         if (rc != 0)
             close(fd);
     }
@@ -311,7 +321,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
 }
 
-/* A TLS client speaks first (its ClientHello, RFC 8446 4.1.2), so the kernel may hold a new
+/* A TLS client speaks first (its ClientHello, RFC 8446 4.1.2), and so does the balancer in front
+ * of a server with proxyProtocol (its header), so the kernel may hold a new
  * connection until its first bytes arrive (TCP_DEFER_ACCEPT) and the handshake can start at the
  * accept: one wake-up of the worker per connection instead of one for the final ACK of the TCP
  * handshake and another for the ClientHello. A client that stays silent is handed over after
@@ -323,7 +334,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static void defer_accept(listener_t *l)
 {
-    int s = l->server->tls != NULL ? DEFER_ACCEPT_S : 0;
+    int s = l->server->tls != NULL || l->server->proxy_protocol.enabled ? DEFER_ACCEPT_S : 0;
     l->deferred = setsockopt(l->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &s, sizeof(s)) == 0 && s > 0;
 }
 

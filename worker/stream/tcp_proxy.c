@@ -11,6 +11,7 @@
 #include <event2/buffer.h>
 
 #include "common/log.h"
+#include "common/proxy_protocol.h"
 #include "shm/health.h"
 #include "shm/metrics.h"
 #include "shm/arena.h"
@@ -43,6 +44,7 @@ typedef struct {
     uint16_t peer_port;
     char why[256];             /* the last attempt's failure, for the error log */
     fg_connlimit_hold_t *hold; /* its places under the caps (worker/core/connlimit.h) */
+    unsigned header_len;       /* the PROXY protocol header it sends first (sendProxyProtocol) */
     unsigned registered : 1;
 } tcp_t;
 
@@ -192,6 +194,8 @@ static void give_up(tcp_t *t, const char *termination)
 static void relay_done(void *arg, uint64_t from_client, uint64_t from_dest, const char *termination)
 {
     tcp_t *t = arg;
+    /* the client did not send the header: it went ahead of the client's bytes */
+    from_client -= from_client >= t->header_len ? t->header_len : from_client;
     log_line(t, from_client, from_dest, termination, NULL);
     t->client = NULL; /* the relay's, and closed by it */
     t_free(t);
@@ -397,6 +401,23 @@ static void peer_text(tcp_t *t, const struct sockaddr_storage *ss)
     }
 }
 
+/* sendProxyProtocol: the header naming the client (peer) and the address it connected to goes
+ * ahead of the client's bytes, in the input the relay sends to the destination first. */
+static int queue_proxy_header(tcp_t *t, const struct sockaddr_storage *peer)
+{
+    struct sockaddr_storage local;
+    socklen_t len = sizeof(local);
+    uint8_t buf[FG_PROXY_PROTOCOL_V1_MAX];
+    if (fg_conn_local_addr(t->client, &local, &len) != 0)
+        memset(&local, 0, sizeof(local)); /* not an IP socket: the header says so */
+    int n =
+        fg_proxy_protocol_write(t->srv->tcp.send_proxy_protocol, peer, &local, buf, sizeof(buf));
+    if (n < 0 || evbuffer_add(fg_conn_input(t->client), buf, (size_t)n) != 0)
+        return -1;
+    t->header_len = (unsigned)n;
+    return 0;
+}
+
 static int fe_start(fg_worker_t *w, const fg_server_t *srv, int fd,
                     const struct sockaddr_storage *peer, socklen_t len)
 {
@@ -422,6 +443,10 @@ static int fe_start(fg_worker_t *w, const fg_server_t *srv, int fd,
     t->registered = 1;
     fg_metrics_conn_open(FG_MG_TCP); /* closed by t_free, on every path */
     const char *refused = admit(t, peer);
+    if (refused == NULL && srv->tcp.send_proxy_protocol && queue_proxy_header(t, peer) != 0) {
+        snprintf(t->why, sizeof(t->why), "out of memory for its PROXY protocol header");
+        refused = "gateway_error";
+    }
     if (refused != NULL) {
         give_up(t, refused); /* closed at once, unanswered, and logged */
         return 0;
