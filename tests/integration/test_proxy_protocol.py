@@ -1,0 +1,412 @@
+"""The PROXY protocol (docs/config.md "proxyProtocol", "sendProxyProtocol"): servers that read a
+version 1 or 2 header before anything else and take the client it names as the peer, driven by
+real senders (curl --haproxy-protocol, HAProxy's send-proxy and send-proxy-v2, the gateway's
+own tcp servers) and by hand-made headers; tcp servers that send one, checked byte for byte."""
+import json
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (REPO_ROOT, _live_groups, _port_open, base_config, example_certs,
+                      free_port, recv_until_close, wait_until)
+
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+REQ = b"GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def v2(src, dst, sport, dport, cmd=1, tlvs=b""):
+    fam = socket.AF_INET6 if ":" in src else socket.AF_INET
+    body = (socket.inet_pton(fam, src) + socket.inet_pton(fam, dst) +
+            struct.pack("!HH", sport, dport) + tlvs)
+    famb = 0x21 if fam == socket.AF_INET6 else 0x11
+    return SIG + bytes([0x20 | cmd, famb]) + struct.pack("!H", len(body)) + body
+
+
+def v1(src, dst, sport, dport):
+    proto = "TCP6" if ":" in src else "TCP4"
+    return ("PROXY %s %s %s %d %d\r\n" % (proto, src, dst, sport, dport)).encode()
+
+
+def pp_config(tmp_path, port, upstream=None, workers=1, **pp):
+    routes = None
+    clusters = None
+    if upstream is not None:
+        routes = [{"id": "r", "match": {"path": "/{**rest}"}, "clusterId": "c"}]
+        clusters = [{"id": "c", "destinations": [{"id": "d", "address": upstream.url}]}]
+    cfg = base_config(tmp_path, port, routes=routes, clusters=clusters, workers=workers)
+    cfg["servers"][0]["proxyProtocol"] = pp if pp else True
+    return cfg
+
+
+def ask(port, data, timeout=5.0):
+    """Send data on a new connection and read until the gateway closes: the answer (b"" when it
+    closed without one; closing with the client's bytes unread resets the connection)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        try:
+            return recv_until_close(s, timeout)
+        except ConnectionResetError:
+            return b""
+
+
+def last_client(gw, n):
+    lines = gw.access_log(wait_for=n)
+    assert len(lines) >= n, lines
+    return lines[n - 1]["client"], lines[n - 1]["clientPort"]
+
+
+def test_curl_sends_version_1_and_the_request_is_served(tmp_path, gateway_factory):
+    gw = gateway_factory(pp_config(tmp_path, free_port()))
+    out = subprocess.run(["curl", "-s", "--haproxy-protocol", gw.url("/x")], capture_output=True,
+                         text=True, timeout=10)
+    assert out.stdout == "hello"
+    assert last_client(gw, 1)[0] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("header,client,port", [
+    (v1("198.51.100.9", "127.0.0.1", 5555, 80), "198.51.100.9", 5555),
+    (v1("2001:db8::7", "2001:db8::1", 40000, 443), "2001:db8::7", 40000),
+    (v2("203.0.113.7", "127.0.0.1", 4444, 80), "203.0.113.7", 4444),
+    (v2("2001:db8::9", "2001:db8::1", 1234, 443), "2001:db8::9", 1234),
+    # TLVs after the addresses (AWS, GCP and Azure send some) are skipped
+    (v2("192.0.2.44", "127.0.0.1", 7, 80, tlvs=b"\x01\x00\x02h2" + b"\xea\x00\x05vpc-1"),
+     "192.0.2.44", 7),
+])
+def test_the_header_client_is_the_peer_in_the_log_and_forwarded_fields(
+        tmp_path, gateway_factory, echo_upstream, header, client, port):
+    gw = gateway_factory(pp_config(tmp_path, free_port(), echo_upstream))
+    out = ask(gw.port, header + REQ)
+    assert out.startswith(b"HTTP/1.1 200"), out[:200]
+    doc = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    fields = {n.lower(): v for n, v in doc["headers"]}
+    assert fields["x-forwarded-for"] == client
+    assert last_client(gw, 1) == (client, port)
+
+
+def test_local_and_unknown_keep_the_socket_address(tmp_path, gateway_factory):
+    gw = gateway_factory(pp_config(tmp_path, free_port()))
+    local = SIG + bytes([0x20, 0x00, 0, 0])          # v2 LOCAL: a balancer's health check
+    unix = SIG + bytes([0x21, 0x31]) + struct.pack("!H", 216) + bytes(216)  # AF_UNIX
+    for i, hdr in enumerate([local, unix, b"PROXY UNKNOWN\r\n",
+                             b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n"], start=1):
+        assert ask(gw.port, hdr + REQ).startswith(b"HTTP/1.1 200")
+        assert last_client(gw, i)[0] == "127.0.0.1"
+
+
+def test_the_header_may_arrive_a_byte_at_a_time(tmp_path, gateway_factory):
+    gw = gateway_factory(pp_config(tmp_path, free_port()))
+    for n, hdr in enumerate([v2("192.0.2.1", "127.0.0.1", 1, 2), v1("192.0.2.2", "127.0.0.1", 3,
+                                                                    4)], start=1):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+            for b in hdr:
+                s.send(bytes([b]))
+                time.sleep(0.005)
+            s.sendall(REQ)
+            assert recv_until_close(s).startswith(b"HTTP/1.1 200")
+        assert last_client(gw, n)[0] == "192.0.2.%d" % n
+
+
+@pytest.mark.parametrize("data,why", [
+    (REQ, "the connection does not begin with a PROXY protocol header"),
+    (b"\x16\x03\x01\x02\x00\x01", "the connection does not begin with a PROXY protocol header"),
+    (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "version 1 line has a byte that is not printable"),
+    (b"PROXY TCP4 ::1 ::1 1 2\r\n", "version 1 address is not one of its protocol's family"),
+    (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 99999\r\n", "version 1 port is not a number"),
+    (b"PROXY " + b"A" * 120, "version 1 line is longer than 107 bytes"),
+    (SIG + b"\x31\x11\x00\x0c" + bytes(12), "version 2 signature with another version"),
+    (SIG + b"\x21\x12\x00\x0c" + bytes(12), "version 2 header names a datagram transport"),
+    (SIG + b"\x21\x11\x00\x04" + bytes(4), "version 2 length is shorter than its addresses"),
+    (SIG + b"\x21\x11\x10\x00", "version 2 header is longer than 1024 bytes"),
+])
+def test_a_bad_header_closes_the_connection_unanswered_and_is_logged(tmp_path, gateway_factory,
+                                                                     data, why):
+    gw = gateway_factory(pp_config(tmp_path, free_port()))
+    assert ask(gw.port, data) == b""
+    wait_until(lambda: why in gw.error_log(), 5, "the log line")
+    assert "proxy protocol: " + why in gw.error_log()
+    assert "server: main" in gw.error_log()
+    assert gw.access_log() == []
+
+
+def test_a_silent_or_slow_sender_is_closed_at_the_timeout(tmp_path, gateway_factory):
+    gw = gateway_factory(pp_config(tmp_path, free_port(), timeout="400ms"))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as silent, \
+            socket.create_connection(("127.0.0.1", gw.port), timeout=5) as slow:
+        t0 = time.monotonic()
+        slow.sendall(b"PROXY TCP4 1.2.3.4")  # never finished: the deadline is from the accept
+        time.sleep(0.2)
+        slow.sendall(b" 5.6.7.8")
+        assert recv_until_close(silent) == b""
+        assert recv_until_close(slow) == b""
+        took = time.monotonic() - t0
+    assert 0.3 < took < 3.0, took
+    wait_until(lambda: gw.error_log().count("no complete header within proxyProtocol.timeout")
+               == 2, 5, "two timeout lines")
+
+
+def test_closed_before_the_header_ends_is_logged(tmp_path, gateway_factory):
+    gw = gateway_factory(pp_config(tmp_path, free_port()))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+        s.sendall(SIG[:7])
+        time.sleep(0.1)
+    wait_until(lambda: "closed before the end of its header" in gw.error_log(), 5, "log line")
+
+
+def test_trusted_peers_refuse_everyone_else(tmp_path, gateway_factory):
+    port = free_port()
+    gw = gateway_factory(pp_config(tmp_path, port, trustedPeers=["10.0.0.0/8"]))
+    assert ask(port, v1("192.0.2.1", "127.0.0.1", 1, 2) + REQ) == b""
+    wait_until(lambda: "proxy protocol: peer 127.0.0.1:" in gw.error_log(), 5, "log line")
+    assert "is not in proxyProtocol.trustedPeers, server: main" in gw.error_log()
+    gw.reload(pp_config(tmp_path, port, trustedPeers=["10.0.0.0/8", "127.0.0.1"]))
+    assert ask(port, v1("192.0.2.1", "127.0.0.1", 1, 2) + REQ).startswith(b"HTTP/1.1 200")
+
+
+def test_access_control_and_client_caps_judge_the_header_client(tmp_path, gateway_factory):
+    port = free_port()
+    cfg = pp_config(tmp_path, port)
+    cfg["accessControl"] = [{"id": "bad", "type": "blacklist", "entries": ["192.0.2.66"]}]
+    cfg["servers"][0]["accessControl"] = ["bad"]
+    cfg["servers"][0]["limits"] = {"maxConnectionsPerClient": 1}
+    gw = gateway_factory(cfg)
+    assert ask(port, v1("192.0.2.66", "127.0.0.1", 1, 2) + REQ).startswith(b"HTTP/1.1 403")
+    assert ask(port, v1("192.0.2.67", "127.0.0.1", 1, 2) + REQ).startswith(b"HTTP/1.1 200")
+    # one open connection per client: the header's client, not the balancer's address
+    held = socket.create_connection(("127.0.0.1", port), timeout=5)
+    held.sendall(v1("192.0.2.70", "127.0.0.1", 1, 2) + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    held.recv(4096)  # answered, kept alive
+    try:
+        assert ask(port, v1("192.0.2.70", "127.0.0.1", 9, 2) + REQ) == b""
+        assert ask(port, v1("192.0.2.71", "127.0.0.1", 9, 2) + REQ).startswith(b"HTTP/1.1 200")
+        assert "connection from 192.0.2.70 closed: maxConnectionsPerClient (1)" in \
+            gw.error_log()
+    finally:
+        held.close()
+
+
+def test_past_the_bound_the_oldest_waiting_connection_is_closed(tmp_path, gateway_factory):
+    gw = gateway_factory(pp_config(tmp_path, free_port(), timeout="60s"))
+    socks = []
+    try:
+        for _ in range(1025):
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+            s.sendall(b"P")  # a header begun, never finished
+            socks.append(s)
+        # the first one waited longest: closed to make room; the newest still waits
+        assert recv_until_close(socks[0], 5) == b""
+        socks[-1].sendall(v1("192.0.2.5", "127.0.0.1", 1, 2)[1:] + REQ)
+        assert recv_until_close(socks[-1], 5).startswith(b"HTTP/1.1 200")
+        wait_until(lambda: "more than 1024 connections wait for their header" in gw.error_log(),
+                   5, "log line")
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_tls_after_the_header_with_sni_and_alpn(tmp_path, gateway_factory):
+    certs = example_certs(tmp_path)
+    port = free_port()
+    cfg = pp_config(tmp_path, port)
+    cfg["certificates"] = [{"id": "c", "chain": str(certs / "server.crt"),
+                            "key": str(certs / "server.key")}]
+    cfg["servers"][0]["tls"] = {"certificates": ["c"]}
+    gw = gateway_factory(cfg)
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    ctx.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(v2("198.51.100.20", "127.0.0.1", 999, port))
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() == "http/1.1"
+            s.sendall(REQ.replace(b"Host: x", b"Host: localhost"))
+            assert recv_until_close(s).startswith(b"HTTP/1.1 200")
+    line = gw.access_log(wait_for=1)[0]
+    assert line["client"] == "198.51.100.20" and line.get("sni") == "localhost", line
+
+
+def _haproxy(tmp_path, listen, target, send):
+    conf = tmp_path / ("haproxy-%s.cfg" % send)
+    conf.write_text("""global
+    log stderr format raw local0 err
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind 127.0.0.1:%d
+    default_backend be
+backend be
+    server gw 127.0.0.1:%d %s
+""" % (listen, target, send))
+    p = subprocess.Popen(["haproxy", "-f", str(conf), "-db"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    _live_groups.add(p.pid)
+    wait_until(lambda: _port_open(listen, 0.2), 10, "haproxy listening")
+    return p
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy")
+@pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
+def test_behind_haproxy(tmp_path, gateway_factory, echo_upstream, send):
+    gw = gateway_factory(pp_config(tmp_path, free_port(), echo_upstream))
+    front = free_port()
+    p = _haproxy(tmp_path, front, gw.port, send)
+    try:
+        with socket.create_connection(("127.0.0.1", front), timeout=5) as s:
+            s.sendall(REQ)
+            out = recv_until_close(s)
+            mine = s.getsockname()[1]
+        assert out.startswith(b"HTTP/1.1 200"), out[:300]
+        # the port the client used, not HAProxy's own connection to the gateway
+        assert last_client(gw, 1) == ("127.0.0.1", mine)
+    finally:
+        p.kill()
+        p.wait(5)
+
+
+def _receiver():
+    """A destination that records the first bytes of each connection, then closes it."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    got = []
+
+    def run():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.settimeout(5)
+            data = b""
+            while b"hello" not in data:
+                d = c.recv(4096)
+                if not d:
+                    break
+                data += d
+            got.append(data)
+            c.sendall(b"bye")
+            c.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return srv, got
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_tcp_server_sends_the_header_first(tmp_path, gateway_factory, version):
+    srv, got = _receiver()
+    port = free_port()
+    cfg = base_config(tmp_path, port, workers=1, clusters=[
+        {"id": "t", "destinations": [{"id": "d", "address": "tcp://127.0.0.1:%d" %
+                                      srv.getsockname()[1]}]}])
+    cfg["servers"][0]["tcp"] = {"clusterId": "t", "sendProxyProtocol": version}
+    cfg["routes"] = []
+    gw = gateway_factory(cfg)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"hello")
+            assert recv_until_close(s) == b"bye"
+            cport = s.getsockname()[1]
+        # (the start-up check's connection came through too, with the header alone)
+        wait_until(lambda: any(g.endswith(b"hello") for g in got), 5, "the destination's bytes")
+        if version == 1:
+            want = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (cport, port)
+        else:
+            want = v2("127.0.0.1", "127.0.0.1", cport, port)
+        assert [g for g in got if g.endswith(b"hello")] == [want + b"hello"]
+        line = [l for l in gw.access_log(wait_for=2) if l["clientPort"] == cport][0]
+        assert line["bytesIn"] == 5 and line["clientPort"] == cport, line
+    finally:
+        srv.close()
+
+
+def test_a_tcp_server_chain_carries_the_first_client(tmp_path, gateway_factory):
+    """The example's shape: a tcp server sends version 2 to an HTTP server that reads it."""
+    http_port, tcp_port = free_port(), free_port()
+    cfg = pp_config(tmp_path, http_port, trustedPeers=["127.0.0.1"])
+    cfg["servers"].append({"id": "front", "listen": "127.0.0.1:%d" % tcp_port,
+                           "tcp": {"clusterId": "self", "sendProxyProtocol": 2}})
+    cfg["routes"][0]["servers"] = ["main"]
+    cfg["clusters"] = [{"id": "self", "destinations": [
+        {"id": "http", "address": "tcp://127.0.0.1:%d" % http_port}]}]
+    gw = gateway_factory(cfg)
+    with socket.create_connection(("127.0.0.1", tcp_port), timeout=5) as s:
+        s.sendall(REQ)
+        assert recv_until_close(s).startswith(b"HTTP/1.1 200")
+        mine = s.getsockname()[1]
+    http_lines = [l for l in gw.access_log(wait_for=2) if "method" in l]
+    assert http_lines and http_lines[0]["clientPort"] == mine
+
+
+def test_the_example_runs(tmp_path, gateway_factory):
+    from conftest import BINARY
+    example = REPO_ROOT / "etc" / "examples" / "proxy-protocol.json"
+    p = subprocess.run([str(BINARY), "-T", "-c", str(example)], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    text = p.stdout
+    http_port, tcp_port = free_port(), free_port()
+    text = text.replace("127.0.0.1:8081", "127.0.0.1:%d" % http_port)
+    text = text.replace("127.0.0.1:8080", "127.0.0.1:%d" % tcp_port)
+    cfg = json.loads(text)
+    cfg["pidFile"] = str(tmp_path / "fg.pid")
+    cfg["statusSocket"] = str(tmp_path / "status.sock")
+    cfg["log"] = {"errorLog": str(tmp_path / "error.log"), "level": "info",
+                  "accessLog": str(tmp_path / "access.log"), "accessLogFlush": "100ms"}
+    gw = gateway_factory(cfg)
+    with socket.create_connection(("127.0.0.1", tcp_port), timeout=5) as s:
+        s.sendall(REQ)
+        out = recv_until_close(s)
+        mine = s.getsockname()[1]
+    assert out.startswith(b"HTTP/1.1 200"), out[:300]
+    out = subprocess.run(["curl", "-s", "--haproxy-protocol", "http://127.0.0.1:%d/" % http_port],
+                         capture_output=True, text=True, timeout=10)
+    assert out.stdout == "hello\n"
+    assert ask(http_port, REQ) == b""  # without a header: refused
+    lines = [l for l in gw.access_log(wait_for=3) if "method" in l]
+    assert lines[0]["clientPort"] == mine
+
+
+@pytest.mark.parametrize("value,msg", [
+    ("yes", "proxyProtocol: expected true or an object, got a string"),
+    ({"timeout": "0s"}, "proxyProtocol.timeout: must be greater than 0"),
+    ({"timeout": "soon"}, "proxyProtocol.timeout"),
+    ({"trustedPeers": ["10.0.0.300"]}, "proxyProtocol.trustedPeers[0]"),
+    ({"trustedPeers": "10.0.0.1"}, "proxyProtocol.trustedPeers"),
+    ({"from": []}, "proxyProtocol"),
+])
+def test_configuration_errors(tmp_path, value, msg):
+    from conftest import BINARY
+    cfg = base_config(tmp_path, free_port())
+    cfg["servers"][0]["proxyProtocol"] = value
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode != 0
+    assert msg in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("value", [0, 3, "2", True])
+def test_send_proxy_protocol_errors(tmp_path, value):
+    from conftest import BINARY
+    cfg = base_config(tmp_path, free_port(), routes=[], clusters=[
+        {"id": "t", "destinations": [{"id": "d", "address": "tcp://127.0.0.1:9"}]}])
+    cfg["servers"][0]["tcp"] = {"clusterId": "t", "sendProxyProtocol": value}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                       timeout=10)
+    if value == 0:
+        assert p.returncode == 0, p.stderr
+    else:
+        assert p.returncode != 0 and "tcp.sendProxyProtocol" in p.stderr, p.stderr
