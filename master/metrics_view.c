@@ -336,14 +336,18 @@ static void prom_servers(out_t *o, const fg_metrics_snap_t *s)
     prom_server_field(o, s, "server_tls_resumed_handshakes_total",
                       "TLS handshakes completed by session resumption.", FG_MS_TLS_RESUMED);
     family(o, "server_connections_refused_total", "counter",
-           "Connections closed at accept by limits.maxConnections (reason=\"server\") or "
-           "limits.maxConnectionsPerClient (reason=\"client\").");
+           "Connections closed at accept by limits.maxConnections (reason=\"server\"), "
+           "limits.maxConnectionsPerClient (reason=\"client\"), or for want of a valid PROXY "
+           "protocol header (reason=\"proxy_protocol\").");
     for (size_t i = 0; i < s->cfg->nservers; i++) {
         const char *const id[] = {s->cfg->servers[i].id};
         sample(o, "server_connections_refused_total", "server", id, "reason=\"server\"",
                s->servers[i].v[FG_MS_REFUSED_SERVER]);
         sample(o, "server_connections_refused_total", "server", id, "reason=\"client\"",
                s->servers[i].v[FG_MS_REFUSED_CLIENT]);
+        if (s->cfg->servers[i].proxy_protocol.enabled)
+            sample(o, "server_connections_refused_total", "server", id, "reason=\"proxy_protocol\"",
+                   s->servers[i].v[FG_MS_REFUSED_PROXY]);
     }
     family(o, "server_connections_open", "gauge",
            "Open connections counted against maxConnections, all workers (servers with one).");

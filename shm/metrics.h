@@ -61,6 +61,7 @@ enum {
     FG_MS_TLS_RESUMED,                               /* completed by session resumption */
     FG_MS_REFUSED_SERVER, /* closed at accept: limits.maxConnections reached */
     FG_MS_REFUSED_CLIENT, /* closed at accept: limits.maxConnectionsPerClient reached */
+    FG_MS_REFUSED_PROXY,  /* closed before the protocol: no valid PROXY protocol header */
     FG_MS_NFIELDS
 };
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from test_metrics import prom_samples
 from conftest import (REPO_ROOT, _live_groups, _port_open, base_config, example_certs,
                       free_port, recv_until_close, wait_until)
 
@@ -54,6 +55,13 @@ def ask(port, data, timeout=5.0):
             return recv_until_close(s, timeout)
         except ConnectionResetError:
             return b""
+
+
+def refused(gw, server="main"):
+    """fastgateway_server_connections_refused_total{reason="proxy_protocol"} of server."""
+    m = prom_samples(gw.status("show metrics")["text"])
+    return m[("fastgateway_server_connections_refused_total",
+              frozenset({("server", server), ("reason", "proxy_protocol")}))]
 
 
 def last_client(gw, n):
@@ -128,8 +136,11 @@ def test_the_header_may_arrive_a_byte_at_a_time(tmp_path, gateway_factory):
 def test_a_bad_header_closes_the_connection_unanswered_and_is_logged(tmp_path, gateway_factory,
                                                                      data, why):
     gw = gateway_factory(pp_config(tmp_path, free_port()))
+    # the harness's readiness check connected without a header: the first refusal
+    wait_until(lambda: refused(gw) == 1, 5, "the readiness check's refusal")
     assert ask(gw.port, data) == b""
     wait_until(lambda: why in gw.error_log(), 5, "the log line")
+    assert refused(gw) == 2
     assert "proxy protocol: " + why in gw.error_log()
     assert "server: main" in gw.error_log()
     assert gw.access_log() == []

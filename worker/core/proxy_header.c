@@ -10,6 +10,7 @@
 #include "common/iprange.h"
 #include "common/log.h"
 #include "common/proxy_protocol.h"
+#include "shm/metrics.h"
 #include "worker/core/clock.h"
 
 #define SLOT 4 /* fg_worker_t.frontend_state */
@@ -61,9 +62,11 @@ static void forget_fd(pending_t *p)
 static void drop(pending_t *p, const char *why)
 {
     char peer[64];
-    if (why != NULL)
+    if (why != NULL) { /* NULL: the worker closes it (drain period over, exit) */
+        fg_metrics_add(p->srv->metrics, FG_MS_REFUSED_PROXY, 1);
         fg_log_info("proxy protocol: %s, peer: %s, server: %s", why,
                     fg_ip_format_peer(&p->peer, peer, sizeof(peer)), p->srv->id);
+    }
     forget_fd(p);
     close(p->fd);
     unlink_pending(p);
@@ -182,6 +185,7 @@ int fg_proxy_header_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
 {
     char addr[64];
     if (!trusted(srv, peer)) {
+        fg_metrics_add(srv->metrics, FG_MS_REFUSED_PROXY, 1);
         fg_log_info("proxy protocol: peer %s is not in proxyProtocol.trustedPeers, server: %s",
                     fg_ip_format_peer(peer, addr, sizeof(addr)), srv->id);
         return -1;
