@@ -241,6 +241,52 @@ def test_tls_after_the_header_with_sni_and_alpn(tmp_path, gateway_factory):
     assert line["client"] == "198.51.100.20" and line.get("sni") == "localhost", line
 
 
+def _h2_get(sock, authority):
+    """One GET / over HTTP/2 on sock (python3-h2): the response's :status."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "GET"), (":path", "/who"), (":scheme", "https"),
+                          (":authority", authority)], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        data = sock.recv(65536)
+        assert data, "closed before the response"
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                return dict(ev.headers)[b":status"]
+        sock.sendall(conn.data_to_send())
+    raise AssertionError("no response")
+
+
+def test_http2_after_the_header_by_prior_knowledge_and_by_alpn(tmp_path, gateway_factory):
+    certs = example_certs(tmp_path)
+    h2c_port, tls_port = free_port(), free_port()
+    cfg = pp_config(tmp_path, h2c_port)
+    cfg["servers"][0]["http2"] = {"h2c": True}
+    cfg["certificates"] = [{"id": "c", "chain": str(certs / "server.crt"),
+                            "key": str(certs / "server.key")}]
+    cfg["servers"].append({"id": "tls", "listen": "127.0.0.1:%d" % tls_port,
+                           "proxyProtocol": True, "tls": {"certificates": ["c"]}})
+    cfg["routes"][0]["servers"] = ["main", "tls"]
+    gw = gateway_factory(cfg)
+    with socket.create_connection(("127.0.0.1", h2c_port), timeout=5) as s:
+        s.sendall(v1("192.0.2.30", "127.0.0.1", 30, h2c_port))
+        assert _h2_get(s, "x") == b"200"
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw:
+        raw.sendall(v2("192.0.2.31", "127.0.0.1", 31, tls_port))
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() == "h2"
+            assert _h2_get(s, "localhost") == b"200"
+    clients = sorted((l["client"], l["clientPort"]) for l in gw.access_log(wait_for=2))
+    assert clients == [("192.0.2.30", 30), ("192.0.2.31", 31)]
+
+
 def _haproxy(tmp_path, listen, target, send):
     conf = tmp_path / ("haproxy-%s.cfg" % send)
     conf.write_text("""global
