@@ -623,6 +623,7 @@ typedef struct {
 /* ---- tunnels (common/config_tunnels.c, docs/tunnels.md) ---- */
 
 #define FG_TUNNEL_AGENTS_MAX 256
+#define FG_TUNNEL_HANDSHAKE_TIMEOUT_MS 10000 /* "handshakeTimeout" default */
 
 typedef struct {
     char *id;          /* [A-Za-z0-9._-]{1,64} */
@@ -634,10 +635,13 @@ typedef struct {
 } fg_tunnel_agent_t;
 
 typedef struct {
-    int enabled;                /* the section is present */
-    char *path;                 /* default "/_fg/tunnel" */
-    uint64_t heartbeat_ms;      /* "heartbeatSeconds", default 30 s */
-    uint64_t grace_ms;          /* "graceSeconds", default 10 s */
+    int enabled;           /* the section is present */
+    char *path;            /* default "/_fg/tunnel" */
+    uint64_t heartbeat_ms; /* "heartbeatSeconds", default 30 s */
+    uint64_t grace_ms;     /* "graceSeconds", default 10 s */
+    /* "handshakeTimeout": an agent connection's whole tunnel-protocol handshake, from the
+     * upgrade to OK; 100 ms to 5 min, default 10 s */
+    uint64_t handshake_timeout_ms;
     unsigned auth_failures_max; /* "authFailuresPerMinute" per client address; default 10 */
     fg_tunnel_agent_t *agents;
     size_t nagents;

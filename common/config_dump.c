@@ -738,11 +738,14 @@ static json_t *tunnels(const fg_tunnels_config_t *tc)
     for (size_t i = 0; i < tc->nagents; i++)
         json_array_append_new(agents, json_pack("{s:s, s:s}", "id", tc->agents[i].id, "secretFile",
                                                 tc->agents[i].secret_file));
-    return json_pack("{s:s, s:I, s:I, s:I, s:o}", "path", tc->path ? tc->path : "/_fg/tunnel",
-                     "heartbeatSeconds", (json_int_t)(tc->enabled ? tc->heartbeat_ms / 1000 : 30),
-                     "graceSeconds", (json_int_t)(tc->enabled ? tc->grace_ms / 1000 : 10),
-                     "authFailuresPerMinute",
-                     (json_int_t)(tc->enabled ? tc->auth_failures_max : 10), "agents", agents);
+    return json_pack(
+        "{s:s, s:I, s:I, s:I, s:o, s:o}", "path", tc->path ? tc->path : "/_fg/tunnel",
+        "heartbeatSeconds", (json_int_t)(tc->enabled ? tc->heartbeat_ms / 1000 : 30),
+        "graceSeconds", (json_int_t)(tc->enabled ? tc->grace_ms / 1000 : 10),
+        "authFailuresPerMinute", (json_int_t)(tc->enabled ? tc->auth_failures_max : 10),
+        "handshakeTimeout",
+        duration(tc->enabled ? tc->handshake_timeout_ms : FG_TUNNEL_HANDSHAKE_TIMEOUT_MS), "agents",
+        agents);
 }
 
 json_t *fg_config_dump(const fg_config_t *cfg)

@@ -46,13 +46,22 @@ static int load_agent(fg_config_ctx_t *c, const json_t *o, void *out)
     return 0;
 }
 
+/* The handshake timeout bounds: below 100 ms an agent across a slow link cannot answer the
+ * challenge in time; past 5 minutes silent connections hold handshake slots for too long. */
+#define HANDSHAKE_MIN_MS 100
+#define HANDSHAKE_MAX_MS (5 * 60 * 1000)
+
 static int load_limits(fg_config_ctx_t *c, const json_t *t, fg_tunnels_config_t *tc)
 {
     long long hb = 30, grace = 10, fails = 10;
+    tc->handshake_timeout_ms = FG_TUNNEL_HANDSHAKE_TIMEOUT_MS;
     if (fg_config_get_int(c, t, "heartbeatSeconds", 1, 86400, &hb) < 0 ||
         fg_config_get_int(c, t, "graceSeconds", 1, 86400, &grace) < 0 ||
-        fg_config_get_int(c, t, "authFailuresPerMinute", 1, 1000000, &fails) < 0)
+        fg_config_get_int(c, t, "authFailuresPerMinute", 1, 1000000, &fails) < 0 ||
+        fg_config_get_duration(c, t, "handshakeTimeout", &tc->handshake_timeout_ms) < 0)
         return -1;
+    if (tc->handshake_timeout_ms < HANDSHAKE_MIN_MS || tc->handshake_timeout_ms > HANDSHAKE_MAX_MS)
+        return fg_config_fail(c, "handshakeTimeout", "must be between 100ms and 5m");
     tc->heartbeat_ms = (uint64_t)hb * 1000;
     tc->grace_ms = (uint64_t)grace * 1000;
     tc->auth_failures_max = (unsigned)fails;
@@ -63,8 +72,13 @@ static int load_limits(fg_config_ctx_t *c, const json_t *t, fg_tunnels_config_t 
  * their loaders). Loaded before servers and clusters, which refer to it. */
 int fg_config_load_tunnels(fg_config_ctx_t *c, const json_t *root)
 {
-    static const char *const keys[] = {
-        "path", "heartbeatSeconds", "graceSeconds", "authFailuresPerMinute", "agents", NULL};
+    static const char *const keys[] = {"path",
+                                       "heartbeatSeconds",
+                                       "graceSeconds",
+                                       "authFailuresPerMinute",
+                                       "handshakeTimeout",
+                                       "agents",
+                                       NULL};
     fg_tunnels_config_t *tc = &c->cfg->tunnels;
     json_t *t = NULL;
     int rc = fg_config_get_object(c, root, "tunnels", keys, &t);

@@ -346,17 +346,19 @@ int fg_http_fetch(SSL_CTX *ctx, const fg_http_fetch_req_t *req, unsigned timeout
     SSL *ssl = tls ? tls_open(ctx, fd, host, err, errlen) : NULL;
     if (tls && ssl == NULL)
         goto out;
-    char head[3072];
+    char head[3072], length[48] = "";
+    /* RFC 9110 8.6: no Content-Length on a GET or HEAD without content; 0 on another method */
+    if (req->body || (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0))
+        snprintf(length, sizeof(length), "Content-Length: %zu\r\n", req->body ? req->body_len : 0);
     /* RFC 9112 3.2.1: an empty path is "/" ("http://h?q" asks for "/?q") */
     int hn = snprintf(head, sizeof(head),
                       "%s %s%s HTTP/1.1\r\nHost: %s%s%s%s%s\r\nUser-Agent: fastgateway\r\n"
-                      "Accept: %s\r\n%s%s%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                      "Accept: %s\r\n%s%s%s%sConnection: close\r\n\r\n",
                       req->method, path[0] == '/' ? "" : "/", path, v6 ? "[" : "", host,
                       v6 ? "]" : "", /* RFC 3986 3.2.2 */
                       strcmp(port, default_port) ? ":" : "", strcmp(port, default_port) ? port : "",
                       req->accept ? req->accept : "*/*", req->body ? "Content-Type: " : "",
-                      req->body ? req->content_type : "", req->body ? "\r\n" : "",
-                      req->body ? req->body_len : 0);
+                      req->body ? req->content_type : "", req->body ? "\r\n" : "", length);
     if (hn < 0 || (size_t)hn >= sizeof(head) || send_all(ssl, fd, head, (size_t)hn, deadline) < 0 ||
         (req->body && send_all(ssl, fd, req->body, req->body_len, deadline) < 0)) {
         fail(err, errlen, "send", ossl_why(why, sizeof(why)));

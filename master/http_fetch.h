@@ -1,7 +1,7 @@
 /* The master's blocking HTTP client, for child processes only, never for the master's loop: one
  * request per connection. The ACME client (master/acme.c) speaks HTTPS through it (RFC 8555
  * 6.1: the server's certificate verified against the system's CAs or acme.caFile); the OCSP
- * updater (master/ocsp_update.c) posts to responders, which RFC 6960 A.1 puts on plain HTTP. */
+ * updater (master/ocsp_update.c) asks responders, which RFC 6960 A.1 puts on plain HTTP. */
 #ifndef FG_HTTP_FETCH_H
 #define FG_HTTP_FETCH_H
 

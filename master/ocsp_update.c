@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ocsp.h>
 #include <openssl/pem.h>
 
@@ -27,6 +28,7 @@
 #define ASK_AGAIN_S 3600       /* a responder that had nothing newer is asked again after this */
 #define TMP_SUFFIX ".ocsp-new" /* a response being written: fg_atomic_file_prepare */
 #define CONTENT_TYPE "application/ocsp-response"
+#define GET_URL_MAX 255 /* RFC 5019 5: the longest request URL sent by GET */
 
 int fg_ocsp_update_enabled(const fg_config_t *cfg)
 {
@@ -129,6 +131,39 @@ static int request_der(X509 *leaf, X509 *issuer, unsigned char **der)
     return n;
 }
 
+/* The GET form of the request der (n bytes) to responder url, RFC 6960 A.1:
+ * "{url}/{url-encoding of base64 of the DER}", into out (outlen bytes, at least
+ * GET_URL_MAX + 1). RFC 5019 5 has clients use GET when the whole URL, scheme and host
+ * included, is at most 255 bytes, and POST for a longer one. The base64 alphabet's "+", "/" and
+ * "=" are percent-encoded (RFC 3986 2.1), so the request is one path segment; a url that ends
+ * with "/" gets no second one. Returns 0, or -1 when the request goes by POST: the URL would be
+ * too long, or url has a query, after which a path segment cannot go. */
+static int get_url(const char *url, const unsigned char *der, int n, char *out, size_t outlen)
+{
+    unsigned char b64[GET_URL_MAX + 4];
+    size_t len = strlen(url);
+    if (strchr(url, '?') != NULL || n <= 0 || (size_t)(n + 2) / 3 * 4 > GET_URL_MAX ||
+        len + 1 > GET_URL_MAX || outlen <= GET_URL_MAX)
+        return -1;
+    int b = EVP_EncodeBlock(b64, der, n);
+    memcpy(out, url, len);
+    if (len == 0 || url[len - 1] != '/')
+        out[len++] = '/';
+    for (int i = 0; i < b; i++) {
+        int esc = b64[i] == '+' || b64[i] == '/' || b64[i] == '=';
+        if (len + (esc ? 3 : 1) > GET_URL_MAX)
+            return -1;
+        if (esc) {
+            snprintf(out + len, 4, "%%%02X", b64[i]);
+            len += 3;
+        } else {
+            out[len++] = (char)b64[i];
+        }
+    }
+    out[len] = '\0';
+    return 0;
+}
+
 /* One exchange's limit; the test build takes FG_TEST_OCSP_TIMEOUT=N (seconds) from the
  * environment, so that a test sees a stalled responder time out. */
 static unsigned fetch_timeout_s(void)
@@ -149,7 +184,7 @@ static int update_one(const fg_config_t *cfg, size_t i, SSL_CTX *ctx, int force)
     STACK_OF(X509) *chain = NULL;
     unsigned char *req = NULL;
     fg_http_fetch_resp_t r = {0};
-    char why[512], url[1024], err[768];
+    char why[512], url[1024], get[GET_URL_MAX + 1], err[768];
     int bits = FG_OCSP_FAILED, state;
     time_t cur_this;
 
@@ -200,13 +235,16 @@ static int update_one(const fg_config_t *cfg, size_t i, SSL_CTX *ctx, int force)
         ERR_clear_error();
         goto out;
     }
-    /* RFC 6960 A.1: POST, application/ocsp-request; the answer application/ocsp-response */
+    /* RFC 6960 A.1: GET of the request in the URL or POST of application/ocsp-request (RFC
+     * 5019 5 decides which); the answer application/ocsp-response */
     fg_http_fetch_req_t q = {.method = "POST",
                              .url = url,
                              .body = req,
                              .body_len = (size_t)n,
                              .content_type = "application/ocsp-request",
                              .accept = CONTENT_TYPE};
+    if (get_url(url, req, n, get, sizeof(get)) == 0)
+        q = (fg_http_fetch_req_t){.method = "GET", .url = get, .accept = CONTENT_TYPE};
     if (fg_http_fetch(ctx, &q, fetch_timeout_s(), &r, err, sizeof(err)) < 0) {
         fg_log_error("ocsp: certificates[%zu] (%s): %s: %s", i, c->id, url, err);
         goto out;

@@ -112,6 +112,12 @@ CASES = [
                                    "redirect": {"location": "/new/{idd}"}}),
      "routes[2].redirect.location"),
     ("host-star-dot", ("routes.0.match.hosts", ["*."]), "routes[0].match.hosts[0]"),
+    ("tunnel-handshake-timeout-too-short", ("tunnels", {"handshakeTimeout": "99ms"}),
+     "tunnels.handshakeTimeout"),
+    ("tunnel-handshake-timeout-too-long", ("tunnels", {"handshakeTimeout": "6m"}),
+     "tunnels.handshakeTimeout"),
+    ("tunnel-handshake-timeout-not-a-duration", ("tunnels", {"handshakeTimeout": "soon"}),
+     "tunnels.handshakeTimeout"),
 ]
 
 
@@ -204,6 +210,24 @@ def test_durations_and_sizes_accept_units(tmp_path):
     cfg["servers"][0]["timeouts"] = {"header": "500ms", "keepAlive": "30s"}
     cfg["servers"][0]["limits"] = {"maxHeaderSize": "64k", "maxRequestBodySize": "64m"}
     proc = run(["-t", "-c", str(write(tmp_path, cfg, "units.json"))])
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("value", ["99ms", "301s", 0])
+def test_tunnel_handshake_timeout_out_of_range(tmp_path, value):
+    cfg = valid(tmp_path)
+    cfg["tunnels"] = {"handshakeTimeout": value}
+    path = write(tmp_path, cfg)
+    proc = run(["-t", "-c", str(path)])
+    assert proc.returncode == 1, proc.stderr
+    assert "%s: tunnels.handshakeTimeout: must be between 100ms and 5m" % path in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["100ms", "5m", 2])
+def test_tunnel_handshake_timeout_bounds_accepted(tmp_path, value):
+    cfg = valid(tmp_path)
+    cfg["tunnels"] = {"handshakeTimeout": value}
+    proc = run(["-t", "-c", str(write(tmp_path, cfg, "ok.json"))])
     assert proc.returncode == 0, proc.stderr
 
 

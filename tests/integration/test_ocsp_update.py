@@ -1,9 +1,11 @@
 """OCSP updates (`ocspUpdate`): the master fetches each certificate's OCSP response from its
-responder (RFC 6960 A.1, HTTP POST) in a child process, keeps it in `ocspFile`, reloads, and the
+responder (RFC 6960 A.1: GET when the URL is short enough, RFC 5019 5, else POST) in a child
+process, keeps it in `ocspFile`, reloads, and the
 handshakes staple it. The responders are real HTTP servers: one in this process that answers
 with responses made by python3-cryptography for the PKI of test_ocsp.py (and can answer revoked,
 an error, garbage, another certificate's response), and `openssl ocsp -port` over an index file.
 Clients: `openssl s_client -status` and `curl --cert-status`."""
+import base64
 import datetime
 import http.server
 import json
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 from cryptography import x509
@@ -59,18 +62,32 @@ def leaf_with_aia(pki, name, host, url):
 
 
 class Responder:
-    """An OCSP responder over HTTP: it answers each POST as `mode` says and records what it was
-    asked (content type, the serial of the request's CertID)."""
+    """An OCSP responder over HTTP: it answers each request, a POST of the DER or a GET with it
+    in the path's last segment (RFC 6960 A.1), as `mode` says, and records what it was asked:
+    in `asked` (content type, the serial of the request's CertID, path), in `requests` (method,
+    path, the request's DER, the request's fields)."""
 
     def __init__(self, pki, tmp_path):
         self.pki, self.tmp, self.mode, self.asked = pki, tmp_path, "good", []
+        self.requests = []
         self.this = self.next_ = None
         responder = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                responder.requests.append(("POST", self.path, body, dict(self.headers)))
                 responder.answer(self, body)
+
+            def do_GET(self):
+                segment = self.path.rsplit("/", 1)[1]
+                try:
+                    der = base64.b64decode(urllib.parse.unquote(segment), validate=True)
+                except ValueError:
+                    self.send_error(400)
+                    return
+                responder.requests.append(("GET", self.path, der, dict(self.headers)))
+                responder.answer(self, der)
 
             def log_message(self, *args):
                 pass
@@ -157,8 +174,8 @@ def stapled_good(port, host):
 def test_the_master_fetches_the_response_from_the_certificates_responder(
         tmp_path, pki, responder, gateway_factory):
     """No file at start (a warning, not an error); the master asks the responder its certificate
-    names (AIA) with an RFC 6960 A.1 POST for the certificate's CertID, writes the answer,
-    reloads, and handshakes staple it: curl --cert-status verifies it."""
+    names (AIA) for the certificate's CertID, writes the answer, reloads, and handshakes staple
+    it: curl --cert-status verifies it."""
     leaf_with_aia(pki, "aia", "aia.example.test", responder.url)
     port = free_port()
     cfg = update_config(tmp_path, pki, port, "aia")
@@ -167,8 +184,7 @@ def test_the_master_fetches_the_response_from_the_certificates_responder(
     assert "no response yet: the master fetches one" in p.stderr, p.stderr
     gw = gateway_factory(cfg)
     wait_until(lambda: stapled_good(port, "aia.example.test"), 15, "a stapled response")
-    assert responder.asked[0] == ("application/ocsp-request", pki.leaves["aia"].serial_number,
-                                  "/ocsp"), responder.asked
+    assert responder.asked[0][1] == pki.leaves["aia"].serial_number, responder.asked
     assert (tmp_path / "aia.ocsp").stat().st_size > 0
     assert not (tmp_path / "aia.ocsp.ocsp-new").exists()
     p = curl_cert_status(port, pki, "aia.example.test")
@@ -195,7 +211,60 @@ def test_ocsp_responder_names_the_responder_of_a_certificate_without_one(
     cfg = update_config(tmp_path, pki, port, "a", responder.url + "?x=1")
     gateway_factory(cfg)
     wait_until(lambda: stapled_good(port, "a.example.test"), 15, "a stapled response")
-    assert responder.asked[0][2] == "/ocsp?x=1", responder.asked
+    # a path segment cannot follow the query: the request goes by POST
+    assert responder.asked[0][:3:2] == ("application/ocsp-request", "/ocsp?x=1"), responder.asked
+    assert responder.requests[0][0] == "POST", responder.requests[0][:2]
+
+
+def expected_cert_id(pki, name):
+    """The CertID of certificate `name` issued by the intermediate, hashed with SHA-1 (RFC 5019
+    2.1.1), as python3-cryptography builds it."""
+    req = (ocsp.OCSPRequestBuilder()
+           .add_certificate(pki.leaves[name], pki.int, hashes.SHA1()).build())
+    return (req.serial_number, req.issuer_name_hash, req.issuer_key_hash,
+            req.hash_algorithm.name)
+
+
+def cert_id(der):
+    req = ocsp.load_der_ocsp_request(der)
+    return (req.serial_number, req.issuer_name_hash, req.issuer_key_hash,
+            req.hash_algorithm.name)
+
+
+@pytest.mark.parametrize("slash", [False, True], ids=["url", "url-with-slash"])
+def test_a_short_request_goes_by_get(tmp_path, pki, responder, gateway_factory, slash):
+    """RFC 5019 5: a request whose URL is at most 255 bytes goes by GET, as RFC 6960 A.1
+    writes it: {url}/{url-encoding of the base64 of the DER}, one segment after the
+    responder's path (no double slash when the URL ends with one), without a body or its
+    fields; the request it carries is the certificate's CertID."""
+    leaf_with_aia(pki, "get", "get.example.test", responder.url + ("/" if slash else ""))
+    port = free_port()
+    gateway_factory(update_config(tmp_path, pki, port, "get"))
+    wait_until(lambda: stapled_good(port, "get.example.test"), 15, "a stapled response")
+    method, path, der, fields = responder.requests[0]
+    assert method == "GET", responder.requests[0][:2]
+    b64 = base64.b64encode(der).decode()
+    assert path == "/ocsp/" + urllib.parse.quote(b64, safe=""), path
+    assert "//" not in path and "+" not in path and "=" not in path.rsplit("/", 1)[1]
+    assert len("http://127.0.0.1:%d" % responder.port + path) <= 255
+    assert cert_id(der) == expected_cert_id(pki, "get")
+    assert "Content-Length" not in fields and "Content-Type" not in fields, fields
+    assert fields.get("Accept") == "application/ocsp-response", fields
+
+
+def test_a_request_whose_url_is_too_long_goes_by_post(tmp_path, pki, responder,
+                                                        gateway_factory):
+    """A responder URL that leaves no room for the request within 255 bytes: RFC 5019 5 has
+    the request go by POST, to the URL as it is."""
+    long_path = "/" + "p" * 200
+    url = "http://127.0.0.1:%d%s" % (responder.port, long_path)
+    port = free_port()
+    gateway_factory(update_config(tmp_path, pki, port, "a", url))
+    wait_until(lambda: stapled_good(port, "a.example.test"), 15, "a stapled response")
+    method, path, der, fields = responder.requests[0]
+    assert (method, path) == ("POST", long_path)
+    assert fields.get("Content-Type") == "application/ocsp-request", fields
+    assert cert_id(der) == expected_cert_id(pki, "a")
 
 
 @pytest.mark.parametrize("mode,logged", [
@@ -336,7 +405,7 @@ def test_a_run_cut_short_still_reloads_what_it_wrote(tmp_path, pki, responder, g
 
 
 def _serve_raw(handler):
-    """A one-connection-at-a-time TCP server: handler(conn, request bytes) answers."""
+    """A one-connection-at-a-time TCP server: handler(conn, request body) answers."""
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
     ls.listen(8)
@@ -352,7 +421,8 @@ def _serve_raw(handler):
             while b"\r\n\r\n" not in data:
                 data += c.recv(65536)
             head, _, body = data.partition(b"\r\n\r\n")
-            n = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+            m = re.search(rb"Content-Length: (\d+)", head)  # none: a GET
+            n = int(m.group(1)) if m else 0
             while len(body) < n:
                 body += c.recv(65536)
             try:

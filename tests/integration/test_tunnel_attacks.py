@@ -220,6 +220,37 @@ def test_unanswered_handshake_times_out(gw1):
         r.close()
 
 
+def test_unanswered_handshake_times_out_after_handshake_timeout(gateway_factory, tmp_path):
+    """tunnels.handshakeTimeout 300ms: a client that upgrades and never answers the challenge
+    is closed about 300 ms later, and the log names its address."""
+    cfg = tunnel_config(tmp_path, free_port(), ["office"],
+                        [{"id": "a", "address": "tunnel://office/web"}], workers=1)
+    cfg["tunnels"]["handshakeTimeout"] = "300ms"
+    gw = gateway_factory(cfg)
+    r = RawAgent(gw.port)
+    try:
+        assert r.upgrade().startswith("HTTP/1.1 101")
+        t0 = time.monotonic()
+        peer = "127.0.0.1:%d" % r.s.getsockname()[1]
+        r.s.settimeout(5)
+        closed = False
+        try:
+            while True:
+                op, _ = r.read_frame()
+                assert op in (8, 9), op  # a close (or a ping), never OK
+        except (EOFError, OSError):
+            closed = True
+        took = time.monotonic() - t0
+        assert closed and 0.2 < took < 2.0, took
+        line = "tunnel: handshake from %s timed out" % peer
+        deadline = time.monotonic() + 2
+        while line not in gw.error_log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert line in gw.error_log()
+    finally:
+        r.close()
+
+
 def test_agent_text_flood_does_not_fill_the_log(gw1, tmp_path):
     """An authenticated agent that sends control messages after OK, where the protocol has
     none for it: ignored, and logged once rather than once per message."""

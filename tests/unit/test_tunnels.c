@@ -82,6 +82,7 @@ static void test_config_defaults_and_secret(void **state)
     assert_int_equal(tc->heartbeat_ms, 30000);
     assert_int_equal(tc->grace_ms, 10000);
     assert_int_equal(tc->auth_failures_max, 10);
+    assert_int_equal(tc->handshake_timeout_ms, 10000);
     assert_int_equal(tc->nagents, 2);
     /* surrounding whitespace is not part of the secret */
     assert_int_equal(tc->agents[0].secret_len, 24);
@@ -107,6 +108,11 @@ static void test_config_errors(void **state)
         {"tunnel://office/", NULL, "is not tunnel://AGENT/SERVICE"},
         {NULL, ", \"path\": \"nope\"", "tunnels.path"},
         {NULL, ", \"heartbeatSeconds\": 0", "tunnels.heartbeatSeconds"},
+        {NULL, ", \"handshakeTimeout\": \"99ms\"",
+         "tunnels.handshakeTimeout: must be between 100ms and 5m"},
+        {NULL, ", \"handshakeTimeout\": \"301s\"",
+         "tunnels.handshakeTimeout: must be between 100ms and 5m"},
+        {NULL, ", \"handshakeTimeout\": \"soon\"", "tunnels.handshakeTimeout"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char err[512] = "";
@@ -115,6 +121,19 @@ static void test_config_errors(void **state)
             fail_msg("case %zu: got \"%s\", want \"%s\"", i, err, cases[i].want);
         assert_null(strstr(err, "a-secret"));
     }
+}
+
+static void test_config_handshake_timeout(void **state)
+{
+    char err[512] = "";
+    fg_config_t *cfg = load(NULL, ", \"handshakeTimeout\": \"300ms\"", err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->tunnels.handshake_timeout_ms, 300);
+    fg_config_free(cfg);
+    cfg = load(NULL, ", \"handshakeTimeout\": \"5m\"", err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->tunnels.handshake_timeout_ms, 300000);
+    fg_config_free(cfg);
 }
 
 static void test_config_refuses_a_readable_secret(void **state)
@@ -368,6 +387,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults_and_secret),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_config_handshake_timeout),
         cmocka_unit_test(test_config_refuses_a_readable_secret),
         cmocka_unit_test(test_config_tunnel_needs_section),
         cmocka_unit_test(test_registry_claim_takeover_release),

@@ -19,7 +19,6 @@
 #include "worker/tunnel/hop.h"
 
 #define SLOT 2               /* fg_worker_t.frontend_state */
-#define HANDSHAKE_MS 10000   /* TUNNEL_DESIGN: the whole handshake */
 #define OUT_LOW (64 * 1024)  /* on_drain once the output fell to this */
 #define CLOSE_LINGER_MS 1000 /* after our close frame: time for it to leave */
 #define WS_GOING_AWAY 1001   /* RFC 6455 7.4.1 */
@@ -487,7 +486,7 @@ int fg_tunnel_session_start(fg_worker_t *w, fg_conn_t *c, const struct sockaddr 
     fg_conn_set_write_timeout(c, tcfg(s)->heartbeat_ms + tcfg(s)->grace_ms);
     fg_conn_read(c, 1, 0);
     heard(s);
-    arm(s, HANDSHAKE_MS);
+    arm(s, tcfg(s)->handshake_timeout_ms); /* the whole handshake, up to OK */
     hs_add(s);
     fg_conn_flush(c);
     return 0;
