@@ -197,13 +197,25 @@ static uint16_t port_of(const struct sockaddr_storage *ss)
                                           : ((const struct sockaddr_in6 *)ss)->sin6_port);
 }
 
+/* The text of an address of a TCP4 or TCP6 line. fg_ip_format writes an IPv4-mapped address
+ * as a dotted quad, which a TCP6 line cannot carry (2.1: both addresses of the protocol's
+ * family): the IPv4 side of a mixed pair stays in IPv6 form ("::ffff:192.0.2.1"). */
+static const char *v1_text(const fg_ip_t *ip, int v4, char *buf, size_t len)
+{
+    if (v4)
+        return fg_ip_format(ip, buf, len);
+    if (inet_ntop(AF_INET6, ip->b, buf, (socklen_t)len) == NULL && len > 0)
+        buf[0] = '\0';
+    return buf;
+}
+
 static int write_v1(const fg_ip_t *src, const fg_ip_t *dst, uint16_t sport, uint16_t dport, int v4,
                     int known, uint8_t *out, size_t cap)
 {
     char a[64], b[64], line[FG_PROXY_PROTOCOL_V1_MAX + 1];
     int n = !known ? snprintf(line, sizeof(line), "PROXY UNKNOWN\r\n")
                    : snprintf(line, sizeof(line), "PROXY %s %s %s %u %u\r\n", v4 ? "TCP4" : "TCP6",
-                              fg_ip_format(src, a, sizeof(a)), fg_ip_format(dst, b, sizeof(b)),
+                              v1_text(src, v4, a, sizeof(a)), v1_text(dst, v4, b, sizeof(b)),
                               (unsigned)sport, (unsigned)dport);
     if (n < 0 || (size_t)n >= sizeof(line) || (size_t)n > cap)
         return -1;
