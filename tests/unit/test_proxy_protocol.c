@@ -174,12 +174,17 @@ static void test_prefixes_need_more(void **state)
         check_prefixes((const uint8_t *)lines[i], strlen(lines[i]));
 
     uint8_t b[FG_PROXY_PROTOCOL_MAX];
-    check_prefixes(b, v2(b, 0x21, 0x11, inet_body, sizeof(inet_body)));
-    check_prefixes(b, v2(b, 0x21, 0x21, inet6_body, sizeof(inet6_body)));
-    check_prefixes(b, v2(b, 0x20, 0x00, NULL, 0));
-    check_prefixes(b, v2(b, 0x20, 0x11, inet_body, 12));
+    size_t n = v2(b, 0x21, 0x11, inet_body, sizeof(inet_body));
+    check_prefixes(b, n);
+    n = v2(b, 0x21, 0x21, inet6_body, sizeof(inet6_body));
+    check_prefixes(b, n);
+    n = v2(b, 0x20, 0x00, NULL, 0);
+    check_prefixes(b, n);
+    n = v2(b, 0x20, 0x11, inet_body, 12);
+    check_prefixes(b, n);
     uint8_t big[FG_PROXY_PROTOCOL_MAX - 16] = {0};
-    check_prefixes(b, v2(b, 0x20, 0x00, big, sizeof(big)));
+    n = v2(b, 0x20, 0x00, big, sizeof(big));
+    check_prefixes(b, n);
 }
 
 static void test_v1_refusals(void **state)
@@ -195,6 +200,7 @@ static void test_v1_refusals(void **state)
         "PROXY TCP4 192.0.2.1 198.51.100.7 1\r\n",
         "PROXY TCP4 192.0.2.1 198.51.100.7 1 2 3\r\n",
         "PROXY TCP4 192.0.2.1 198.51.100.7 1 2 \r\n",
+        "PROXY TCP4 192.0.2.1 198.51.100.7 1 \r\n",
         "PROXY TCP4\r\n",
         "PROXY TCP4 \r\n",
         "PROXY \r\n",
