@@ -1,10 +1,10 @@
 /* libFuzzer target: the PROXY protocol header parser and writer (common/proxy_protocol.c) on
  * any bytes, as the first bytes of a connection to a server with "proxyProtocol". A result is
- * -1 with a reason, 0, or a length no longer than the input and FG_PROXY_PROTOCOL_MAX; a
- * header parses the same from exactly its own bytes, every shorter prefix asks for more, a
- * client it names is IPv4 or IPv6, and writing it again (version 1 and 2) parses back to the
- * same addresses. The input's first 37 bytes, taken as an address pair of any families, also
- * go through the writer and back. */
+ * -1 with a reason, 0 (never once FG_PROXY_PROTOCOL_MAX bytes are there), or a length no
+ * longer than the input and FG_PROXY_PROTOCOL_MAX; a header parses the same from exactly its own
+ * bytes, every shorter prefix asks for more, a client it names is IPv4 or IPv6, and writing it
+ * again (version 1 and 2) parses back to the same addresses. The input's first 37 bytes, taken as
+ * an address pair of any families, also go through the writer and back. */
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -97,6 +97,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fg_proxy_protocol_t h, again;
     int n = parse_exact(data, size, &h);
     size_t lim = size < FG_PROXY_PROTOCOL_MAX ? size : FG_PROXY_PROTOCOL_MAX;
+    /* worker/core/proxy_header.c buffers FG_PROXY_PROTOCOL_MAX bytes: by then it is decided */
+    if (n == 0 && size >= FG_PROXY_PROTOCOL_MAX)
+        abort();
     if (n > 0) {
         if ((size_t)n > lim || (h.version != 1 && h.version != 2) ||
             (h.version == 1 && n > FG_PROXY_PROTOCOL_V1_MAX))
