@@ -16,7 +16,7 @@ static const char v1_sig[] = "PROXY ";
 
 enum { V2_LOCAL = 0, V2_PROXY = 1 };
 enum { FAM_UNSPEC = 0, FAM_INET = 1, FAM_INET6 = 2, FAM_UNIX = 3 };
-enum { TRANSPORT_UNSPEC = 0, TRANSPORT_STREAM = 1 };
+enum { TRANSPORT_UNSPEC = 0, TRANSPORT_STREAM = 1, TRANSPORT_DGRAM = 2 };
 
 static int fail(const char **why, const char *reason)
 {
@@ -145,15 +145,21 @@ static int parse_v2(const uint8_t *buf, size_t len, fg_proxy_protocol_t *out, co
     if (len < V2_HEAD + body)
         return 0;
     out->version = 2;
-    /* 2.2: a LOCAL connection (the balancer's own, such as a health check) and an unspecified
-     * or Unix family keep the connection's endpoints; the block is skipped whatever it holds. */
-    if (cmd == V2_LOCAL || fam == FAM_UNSPEC || fam == FAM_UNIX) {
+    /* 2.2: a LOCAL connection (the balancer's own, such as a health check) keeps the
+     * connection's endpoints whatever its block holds. Of PROXY, the byte must be one of the
+     * seven the protocol defines (others "must be rejected as invalid by receivers"): UNSPEC
+     * and the Unix family keep the endpoints, TCP over IPv4 or IPv6 names them, UDP cannot
+     * describe a stream. */
+    int unspec = fam == FAM_UNSPEC && transport == TRANSPORT_UNSPEC;
+    if (cmd == V2_PROXY && !unspec &&
+        (fam == FAM_UNSPEC || fam > FAM_UNIX || transport < TRANSPORT_STREAM ||
+         transport > TRANSPORT_DGRAM))
+        return fail(why, "version 2 family and transport byte is not one the protocol defines");
+    if (cmd == V2_LOCAL || unspec || fam == FAM_UNIX) {
         out->local = 1;
         return (int)(V2_HEAD + body);
     }
-    if (fam != FAM_INET && fam != FAM_INET6)
-        return fail(why, "version 2 address family is unknown");
-    if (transport != TRANSPORT_STREAM && transport != TRANSPORT_UNSPEC)
+    if (transport == TRANSPORT_DGRAM)
         return fail(why, "version 2 header names a datagram transport on a stream");
     int v4 = fam == FAM_INET;
     size_t alen = v4 ? 4 : 16;

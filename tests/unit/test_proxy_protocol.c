@@ -350,6 +350,9 @@ static void test_v2_unspec_and_unix(void **state)
     assert_int_equal(parse_n(b, n, &h), 16 + 216);
     assert_int_equal(h.local, 1);
     assert_int_equal(h.len, 0);
+    n = v2(b, 0x21, 0x32, paths, sizeof(paths)); /* Unix datagram: no address either */
+    assert_int_equal(parse_n(b, n, &h), 16 + 216);
+    assert_int_equal(h.local, 1);
 }
 
 static void test_v2_refusals(void **state)
@@ -371,6 +374,17 @@ static void test_v2_refusals(void **state)
     for (unsigned fam = 4; fam <= 15; fam++) {
         size_t n = v2(b, 0x21, (uint8_t)(fam << 4 | 1), inet6_body, sizeof(inet6_body));
         assert_int_equal(parse_n(b, n, &h), -1);
+    }
+    /* 2.2: of PROXY, only the seven defined family and transport bytes; any other is refused
+     * (a family with an unspecified transport, UNSPEC with a transport, transports 3..15),
+     * while LOCAL ignores the byte */
+    const uint8_t undefined[] = {0x10, 0x20, 0x30, 0x01, 0x02, 0x13, 0x1F, 0x23, 0x33};
+    for (size_t i = 0; i < sizeof(undefined); i++) {
+        size_t m = v2(b, 0x21, undefined[i], inet6_body, sizeof(inet6_body));
+        assert_int_equal(parse_n(b, m, &h), -1);
+        m = v2(b, 0x20, undefined[i], inet6_body, sizeof(inet6_body));
+        assert_int_equal(parse_n(b, m, &h), (int)m);
+        assert_int_equal(h.local, 1);
     }
     /* datagram transport */
     size_t n = v2(b, 0x21, 0x12, inet_body, 12);
