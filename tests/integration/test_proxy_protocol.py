@@ -468,3 +468,155 @@ def test_send_proxy_protocol_errors(tmp_path, value):
         assert p.returncode == 0, p.stderr
     else:
         assert p.returncode != 0 and "tcp.sendProxyProtocol" in p.stderr, p.stderr
+
+
+def test_a_tcp_server_relays_a_header_finished_while_its_worker_retires(tmp_path, gateway_factory):
+    """A connection accepted before a reload whose header arrives after it is relayed, as an
+    HTTP server serves it (it used to be closed unanswered and unlogged)."""
+    srv, got = _receiver()
+    port = free_port()
+    cfg = base_config(tmp_path, port, workers=1, clusters=[
+        {"id": "t", "destinations": [{"id": "d", "address": "tcp://127.0.0.1:%d" %
+                                      srv.getsockname()[1]}]}])
+    cfg["servers"][0]["tcp"] = {"clusterId": "t"}
+    cfg["servers"][0]["proxyProtocol"] = {"timeout": "10s"}
+    cfg["routes"] = []
+    gw = gateway_factory(cfg)
+    try:
+        h = v1("198.51.100.3", "127.0.0.1", 4321, port)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(h[:5])
+            time.sleep(0.2)
+            gw.reload()
+            s.sendall(h[5:] + b"hello")
+            assert recv_until_close(s) == b"bye"
+        line = [l for l in gw.access_log(wait_for=1) if l.get("clientPort") == 4321][0]
+        assert line["client"] == "198.51.100.3" and line["bytesIn"] == 5, line
+    finally:
+        srv.close()
+
+
+def test_a_version_1_header_of_mixed_families_is_all_ipv6(tmp_path, gateway_factory):
+    """sendProxyProtocol 1 for an IPv6 client (named by a received header) on an IPv4 socket:
+    TCP6 with the IPv4 side mapped, which a receiver (the gateway's own) accepts."""
+    srv, got = _receiver()
+    port = free_port()
+    cfg = base_config(tmp_path, port, workers=1, clusters=[
+        {"id": "t", "destinations": [{"id": "d", "address": "tcp://127.0.0.1:%d" %
+                                      srv.getsockname()[1]}]}])
+    cfg["servers"][0]["tcp"] = {"clusterId": "t", "sendProxyProtocol": 1}
+    cfg["servers"][0]["proxyProtocol"] = True
+    cfg["routes"] = []
+    gateway_factory(cfg)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(v1("2001:db8::7", "2001:db8::1", 1111, 443) + b"hello")
+            assert recv_until_close(s) == b"bye"
+        wait_until(lambda: any(g.endswith(b"hello") for g in got), 5, "the destination's bytes")
+        want = b"PROXY TCP6 2001:db8::7 ::ffff:127.0.0.1 1111 %d\r\nhello" % port
+        assert [g for g in got if g.endswith(b"hello")] == [want]
+    finally:
+        srv.close()
+
+
+def test_a_connection_after_its_header_counts_once(tmp_path, gateway_factory):
+    gw = gateway_factory(pp_config(tmp_path, free_port()))
+    time.sleep(1.5)  # the start-up check's connection, held by TCP_DEFER_ACCEPT, is counted
+    wait_until(lambda: gw.all_workers()[0]["connections"] == 0, 10, "start-up check closed")
+    before = gw.all_workers()[0]["connectionsTotal"]
+    for _ in range(3):
+        assert ask(gw.port, v1("192.0.2.1", "127.0.0.1", 1, 80) + REQ).startswith(b"HTTP/1.1 200")
+    wait_until(lambda: gw.all_workers()[0]["connections"] == 0, 5, "connections closed")
+    assert gw.all_workers()[0]["connectionsTotal"] - before == 3
+
+
+def test_a_flood_of_refused_connections_writes_a_bounded_number_of_lines(tmp_path,
+                                                                         gateway_factory):
+    """One line per refused connection let any client write tens of thousands a second: at
+    most 20 a second per worker, and the next line says how many were left out."""
+    port = free_port()
+    gw = gateway_factory(pp_config(tmp_path, port, trustedPeers=["10.0.0.0/8"]))
+    start = time.monotonic()
+    for _ in range(500):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"x")
+    spent = time.monotonic() - start
+    time.sleep(1.1)
+    ask(port, b"x")  # a line in a new second, which counts the ones left out
+    wait_until(lambda: "left out since the last one" in gw.error_log(), 5, "the count")
+    lines = [l for l in gw.error_log().splitlines() if "is not in proxyProtocol.trustedPeers" in l]
+    assert len(lines) <= 20 * (int(spent) + 3), len(lines)
+
+
+def test_a_tunnel_agent_behind_a_balancer_is_judged_by_its_own_address(tmp_path,
+                                                                       gateway_factory):
+    """An acceptTunnels server with proxyProtocol: failed authentications count against (and
+    are logged with) the client the header names, not the balancer's socket address, which
+    every agent behind it shares: one guesser used to lock them all out for the minute."""
+    import base64
+    import os
+    from test_tunnel import TUNNEL_PATH, secret_file
+    port = free_port()
+    cfg = pp_config(tmp_path, port)
+    cfg["servers"][0]["acceptTunnels"] = True
+    cfg["tunnels"] = {"path": TUNNEL_PATH, "authFailuresPerMinute": 2,
+                      "agents": [{"id": "office", "secretFile": str(secret_file(tmp_path, "o"))}]}
+    cfg["routes"] = []
+    gw = gateway_factory(cfg)
+
+    def upgrade(client):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(v1(client, "127.0.0.1", 5555, port) + (
+            "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n"
+            "Sec-WebSocket-Protocol: fastgateway-tunnel.v1\r\n\r\n" % (TUNNEL_PATH, key)).encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            d = s.recv(4096)
+            if not d:
+                break
+            head += d
+        return s, head.split(b"\r\n")[0]
+
+    for _ in range(3):  # a malformed AUTH: one failure each
+        s, status = upgrade("203.0.113.9")
+        if b"101" not in status:
+            s.close()
+            break
+        mask, payload = b"\x01\x02\x03\x04", b"garbage"
+        s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask +
+                  bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        try:
+            recv_until_close(s)
+        except OSError:
+            pass
+        s.close()
+    wait_until(lambda: "authentication failed from 203.0.113.9:5555" in gw.error_log(), 5,
+               "the failure logged with the header's client")
+    assert "authentication failed from 127.0.0.1" not in gw.error_log()
+    # the guesser is refused at the upgrade; another agent behind the same balancer is not
+    s, status = upgrade("203.0.113.9")
+    s.close()
+    assert b"429" in status, status
+    s, status = upgrade("198.51.100.20")
+    s.close()
+    assert b"101" in status, status
+
+
+def test_the_header_wait_counts_against_timeouts_header(tmp_path, gateway_factory):
+    """A client cannot stretch its first request's time by proxyProtocol.timeout: the request
+    head is due timeouts.header after the accept, as without a header."""
+    cfg = pp_config(tmp_path, free_port(), timeout="5s")
+    cfg["servers"][0]["timeouts"] = {"header": "1s"}
+    gw = gateway_factory(cfg)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+        t0 = time.monotonic()
+        hdr = v1("192.0.2.8", "127.0.0.1", 8, 80)
+        s.sendall(hdr[:1])  # accepted now (the kernel defers the accept until a first byte)
+        time.sleep(0.7)
+        s.sendall(hdr[1:] + b"GET / HTTP/1.1\r\n")
+        out = recv_until_close(s)
+        took = time.monotonic() - t0
+    assert out.startswith(b"HTTP/1.1 408") or out == b"", out[:100]
+    assert 0.9 < took < 1.6, took

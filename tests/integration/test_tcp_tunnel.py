@@ -551,3 +551,14 @@ def test_retiring_worker_relays_until_the_drain_timeout(tmp_path, gateway_factor
         assert time.monotonic() - t0 < 5
     drained = [ln for ln in tcp_lines(gw, 2) if ln["termination"] == "drained"]
     assert len(drained) == 1 and drained[0]["bytesIn"] == len(b"beforeafter the reload")
+
+
+@pytest.mark.skipif(not AGENT.exists(), reason="fastgateway-agent is not built")
+@pytest.mark.parametrize("version", [1, 2])
+def test_send_proxy_protocol_through_the_agent(tunnel_setup, version):
+    """docs/config.md sendProxyProtocol: through a tunnel, the header travels inside the stream
+    to the agent's service, ahead of the client's bytes (the echo service sends both back)."""
+    gw, ag, tport = tunnel_setup(workers=1, sendProxyProtocol=version)
+    got = exchange(tport, b"hello")
+    sig = b"PROXY TCP4 127.0.0.1 127.0.0.1 " if version == 1 else b"\r\n\r\n\x00\r\nQUIT\n\x21\x11"
+    assert got.startswith(sig) and got.endswith(b"hello"), got

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -30,10 +31,19 @@ typedef struct pending_s {
     uint8_t buf[FG_PROXY_PROTOCOL_MAX];
 } pending_t;
 
+/* Lines about closed connections a worker writes per second, at most: a client that opens
+ * connections as fast as it can (a scanner, a flood of bad headers or untrusted peers) would
+ * otherwise write a line each, tens of thousands a second. The next line written says how
+ * many were left out. */
+#define LOG_PER_SECOND 20
+
 /* Worker-wide: the connections waiting for their header, oldest first. */
 typedef struct {
     pending_t *first, *last;
     unsigned n;
+    uint64_t log_second;          /* the second (fg_clock_now_ms / 1000) lines are counted in */
+    unsigned log_lines;           /* written in it */
+    unsigned long long log_quiet; /* left out since the last line written */
 } pstate_t;
 
 static pstate_t *pstate(fg_worker_t *w)
@@ -41,6 +51,31 @@ static pstate_t *pstate(fg_worker_t *w)
     if (w->frontend_state[SLOT] == NULL)
         w->frontend_state[SLOT] = calloc(1, sizeof(pstate_t));
     return w->frontend_state[SLOT];
+}
+
+/* An info line "proxy protocol: <text>", within LOG_PER_SECOND. */
+static void pp_log(fg_worker_t *w, const char *text)
+{
+    pstate_t *ps = pstate(w);
+    if (ps != NULL) {
+        uint64_t sec = fg_clock_now_ms() / 1000;
+        if (sec != ps->log_second) {
+            ps->log_second = sec;
+            ps->log_lines = 0;
+        }
+        if (ps->log_lines >= LOG_PER_SECOND) {
+            ps->log_quiet++;
+            return;
+        }
+        ps->log_lines++;
+        if (ps->log_quiet > 0) {
+            fg_log_info("proxy protocol: %s (%llu more line(s) left out since the last one)", text,
+                        ps->log_quiet);
+            ps->log_quiet = 0;
+            return;
+        }
+    }
+    fg_log_info("proxy protocol: %s", text);
 }
 
 static void unlink_pending(pending_t *p)
@@ -61,11 +96,12 @@ static void forget_fd(pending_t *p)
 
 static void drop(pending_t *p, const char *why)
 {
-    char peer[64];
+    char peer[64], text[256];
     if (why != NULL) { /* NULL: the worker closes it (drain period over, exit) */
         fg_metrics_add(p->srv->metrics, FG_MS_REFUSED_PROXY, 1);
-        fg_log_info("proxy protocol: %s, peer: %s, server: %s", why,
-                    fg_ip_format_peer(&p->peer, peer, sizeof(peer)), p->srv->id);
+        snprintf(text, sizeof(text), "%s, peer: %s, server: %s", why,
+                 fg_ip_format_peer(&p->peer, peer, sizeof(peer)), p->srv->id);
+        pp_log(p->w, text);
     }
     forget_fd(p);
     close(p->fd);
@@ -80,8 +116,14 @@ static void hand_over(pending_t *p, const fg_proxy_protocol_t *h, int data_ready
     const struct sockaddr_storage *peer = h->local ? &p->peer : &h->src;
     socklen_t len = h->local ? p->len : h->len;
     forget_fd(p);
-    if (p->next(p->w, p->srv, p->fd, peer, len, data_ready) != 0)
+    /* the header's wait counts against the protocol's own first timeout (timeouts.header) */
+    p->w->accept_ms = p->deadline_ms - p->srv->proxy_protocol.timeout_ms;
+    int rc = p->next(p->w, p->srv, p->fd, peer, len, data_ready);
+    p->w->accept_ms = 0;
+    if (rc != 0)
         close(p->fd);
+    else if (p->w->record != NULL)
+        p->w->record->connections_total--; /* counted once, as this session, at its accept */
     unlink_pending(p);
     free(p);
 }
@@ -183,11 +225,12 @@ int fg_proxy_header_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
                            const struct sockaddr_storage *peer, socklen_t len, int data_ready,
                            fg_proxy_header_next_fn next)
 {
-    char addr[64];
+    char addr[64], text[256];
     if (!trusted(srv, peer)) {
         fg_metrics_add(srv->metrics, FG_MS_REFUSED_PROXY, 1);
-        fg_log_info("proxy protocol: peer %s is not in proxyProtocol.trustedPeers, server: %s",
-                    fg_ip_format_peer(peer, addr, sizeof(addr)), srv->id);
+        snprintf(text, sizeof(text), "peer %s is not in proxyProtocol.trustedPeers, server: %s",
+                 fg_ip_format_peer(peer, addr, sizeof(addr)), srv->id);
+        pp_log(w, text);
         return -1;
     }
     pstate_t *ps = pstate(w);

@@ -46,6 +46,8 @@ typedef struct {
     fg_connlimit_hold_t *hold; /* its places under the caps (worker/core/connlimit.h) */
     unsigned header_len;       /* the PROXY protocol header it sends first (sendProxyProtocol) */
     unsigned registered : 1;
+    unsigned starting : 1; /* in fg_relay_start: relay_done leaves t to relay() */
+    unsigned finished : 1; /* relay_done ran during fg_relay_start */
 } tcp_t;
 
 static void start_attempt(tcp_t *t);
@@ -198,6 +200,10 @@ static void relay_done(void *arg, uint64_t from_client, uint64_t from_dest, cons
     from_client -= from_client >= t->header_len ? t->header_len : from_client;
     log_line(t, from_client, from_dest, termination, NULL);
     t->client = NULL; /* the relay's, and closed by it */
+    if (t->starting) {
+        t->finished = 1; /* relay() frees it once fg_relay_start returns */
+        return;
+    }
     t_free(t);
 }
 
@@ -256,8 +262,16 @@ static int relay(tcp_t *t, int stream)
     report(t, 0);
     fg_relay_attach_conn(r, FG_RELAY_CLIENT, t->client);
     fg_relay_set_done(r, relay_done, t);
-    unregister(t); /* the relay is the session */
+    /* The relay is the session: it registers before this one goes, so that a retiring worker
+     * (a proxyProtocol connection can start while it retires) never sees zero sessions and
+     * leaves its loop in between. */
+    t->starting = 1;
     fg_relay_start(r);
+    t->starting = 0;
+    if (t->finished)
+        t_free(t);
+    else
+        unregister(t);
     return -1;
 }
 
@@ -421,7 +435,9 @@ static int queue_proxy_header(tcp_t *t, const struct sockaddr_storage *peer)
 static int fe_start(fg_worker_t *w, const fg_server_t *srv, int fd,
                     const struct sockaddr_storage *peer, socklen_t len)
 {
-    if (srv->tcp.cluster == NULL || w->retiring)
+    /* A retiring worker still starts one: a server with proxyProtocol hands over a connection
+     * accepted before the retirement once its header is read; its relay obeys the drain. */
+    if (srv->tcp.cluster == NULL)
         return -1;
     tcp_t *t = calloc(1, sizeof(*t));
     if (t == NULL)

@@ -189,12 +189,14 @@ int fg_tunnel_endpoint_accept(fg_request_t *req, fg_conn_t *c)
         return -1;
     }
     req->status = 101;
-    struct sockaddr_storage peer;
-    socklen_t len = sizeof(peer);
-    if (fg_conn_peer_addr(c, &peer, &len) != 0) {
-        fg_conn_free(c);
-        return -1;
-    }
+    /* The connection's client as the front end knows it: the socket's peer, or the client a
+     * PROXY protocol header named (servers' proxyProtocol), which the upgrade's check above
+     * judged too. The socket's own peer would be the balancer's: every agent behind it would
+     * share one budget of failed authentications, and its log lines. */
+    struct sockaddr_storage peer = req->client_addr;
+    socklen_t len = peer.ss_family == AF_INET    ? (socklen_t)sizeof(struct sockaddr_in)
+                    : peer.ss_family == AF_INET6 ? (socklen_t)sizeof(struct sockaddr_in6)
+                                                 : (socklen_t)sizeof(peer);
     return fg_tunnel_session_start(req->worker, c, (const struct sockaddr *)&peer, len,
                                    on_handshake);
 }
