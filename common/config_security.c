@@ -322,6 +322,11 @@ static int load_proxy_protocol(fg_config_ctx_t *c, const json_t *srv, fg_server_
         fg_config_fail(c, "timeout", "must be greater than 0");
         goto out;
     }
+    if (pp->ntrusted_peers == 0 && o != NULL && json_object_get(o, "trustedPeers") != NULL) {
+        fg_config_fail(c, "trustedPeers",
+                       "is empty: leave it out to let any peer connect, or list the balancers");
+        goto out;
+    }
     for (size_t i = 0; i < pp->ntrusted_peers; i++) {
         fg_iprange_t r;
         int plen;

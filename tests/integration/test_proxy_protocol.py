@@ -441,6 +441,7 @@ def test_the_example_runs(tmp_path, gateway_factory):
     ({"trustedPeers": ["10.0.0.300"]}, "proxyProtocol.trustedPeers[0]"),
     ({"trustedPeers": "10.0.0.1"}, "proxyProtocol.trustedPeers"),
     ({"from": []}, "proxyProtocol"),
+    ({"trustedPeers": []}, "proxyProtocol.trustedPeers: is empty: leave it out"),
 ])
 def test_configuration_errors(tmp_path, value, msg):
     from conftest import BINARY
@@ -528,6 +529,36 @@ def test_a_connection_after_its_header_counts_once(tmp_path, gateway_factory):
         assert ask(gw.port, v1("192.0.2.1", "127.0.0.1", 1, 80) + REQ).startswith(b"HTTP/1.1 200")
     wait_until(lambda: gw.all_workers()[0]["connections"] == 0, 5, "connections closed")
     assert gw.all_workers()[0]["connectionsTotal"] - before == 3
+
+
+def test_tls_and_h2c_connections_count_once(tmp_path, gateway_factory):
+    """A connection passes through up to three sessions (header, TLS handshake or the h2c
+    sniff, then HTTP): connectionsTotal counts it once."""
+    certs = example_certs(tmp_path)
+    tls_port, h2c_port = free_port(), free_port()
+    cfg = pp_config(tmp_path, tls_port)
+    cfg["certificates"] = [{"id": "c", "chain": str(certs / "server.crt"),
+                            "key": str(certs / "server.key")}]
+    cfg["servers"][0]["tls"] = {"certificates": ["c"]}
+    cfg["servers"].append({"id": "h2c", "listen": "127.0.0.1:%d" % h2c_port,
+                           "proxyProtocol": True, "http2": {"h2c": True}})
+    gw = gateway_factory(cfg)
+    time.sleep(1.5)  # the start-up check's connection, held by TCP_DEFER_ACCEPT, is counted
+    wait_until(lambda: gw.all_workers()[0]["connections"] == 0, 10, "start-up check closed")
+    before = gw.all_workers()[0]["connectionsTotal"]
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw:
+            raw.sendall(v1("192.0.2.1", "127.0.0.1", 1, 443))
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(REQ.replace(b"Host: x", b"Host: localhost"))
+                assert recv_until_close(s).startswith(b"HTTP/1.1 200")
+        assert ask(h2c_port, v1("192.0.2.1", "127.0.0.1", 1, 80) + REQ).startswith(b"HTTP/1.1 200")
+    with socket.create_connection(("127.0.0.1", h2c_port), timeout=5) as s:
+        s.sendall(v1("192.0.2.2", "127.0.0.1", 2, 80))
+        assert _h2_get(s, "x") == b"200"
+    wait_until(lambda: gw.all_workers()[0]["connections"] == 0, 5, "connections closed")
+    assert gw.all_workers()[0]["connectionsTotal"] - before == 5
 
 
 def test_a_flood_of_refused_connections_writes_a_bounded_number_of_lines(tmp_path,

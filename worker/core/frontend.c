@@ -49,6 +49,12 @@ void fg_frontend_add(fg_worker_t *w, fg_session_t *s, const fg_frontend_t *fe)
         w->session_hook(w, s, 1);
 }
 
+void fg_frontend_handed_over(fg_worker_t *w)
+{
+    if (w->record)
+        w->record->connections_total--;
+}
+
 void fg_frontend_remove(fg_worker_t *w, fg_session_t *s)
 {
     if (s->prev)

@@ -52,6 +52,10 @@ void fg_frontend_publish_load(fg_worker_t *w, int accepted_all);
  * accepted as it joins the worker's connections (fg_frontend_add), so that the balancing program
  * never counts it twice while an accept loop runs. A no-op when balancing is off. */
 void fg_frontend_accepted_one(fg_worker_t *w);
+/* The connection of a session that handed it to another front end's session (after a TLS
+ * handshake, a PROXY protocol header, the h2c sniff) was counted in the worker's
+ * connectionsTotal when the first registered: the second takes that count back. */
+void fg_frontend_handed_over(fg_worker_t *w);
 /* Unregister s; a retiring worker leaves its loop once its last session is gone. */
 void fg_frontend_remove(fg_worker_t *w, fg_session_t *s);
 

@@ -66,6 +66,8 @@ static void hand_over(fg_conn_t *c, pending_t *p, int plain)
      * sees zero sessions in between. */
     if (adopt == NULL || adopt(p->w, p->srv, c, &p->peer, plain ? FG_HTTP1_PLAIN_ON_TLS : 0) != 0)
         fg_conn_free(c);
+    else
+        fg_frontend_handed_over(p->w);
     fg_frontend_remove(p->w, &p->session);
     free(p);
 }

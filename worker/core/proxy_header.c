@@ -122,8 +122,8 @@ static void hand_over(pending_t *p, const fg_proxy_protocol_t *h, int data_ready
     p->w->accept_ms = 0;
     if (rc != 0)
         close(p->fd);
-    else if (p->w->record != NULL)
-        p->w->record->connections_total--; /* counted once, as this session, at its accept */
+    else
+        fg_frontend_handed_over(p->w);
     unlink_pending(p);
     free(p);
 }

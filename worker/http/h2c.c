@@ -58,6 +58,8 @@ static void hand_over(sniff_t *sn, const fg_frontend_t *fe)
     /* The next session registers before this one goes: a retiring worker never sees zero. */
     if (fe->start(sn->w, sn->srv, sn->fd, &sn->peer, sn->len) != 0)
         close(sn->fd);
+    else
+        fg_frontend_handed_over(sn->w);
     sn->w->accept_ms = 0;
     fg_connlimit_accept_done(sn->w);
     fg_frontend_remove(sn->w, &sn->session);
