@@ -130,6 +130,29 @@ static int parse_v1(const uint8_t *buf, size_t len, fg_proxy_protocol_t *out, co
 
 /* ---- version 2: binary (2.2) ---- */
 
+#define TLV_HEAD 3
+#define PP2_TYPE_SSL 0x20
+#define PP2_CLIENT_SSL 0x01
+
+/* The TLVs after the addresses (2.2.1..2.2.7): each a type, a 16-bit length and its value,
+ * filling the rest of the header exactly. Only PP2_TYPE_SSL is read (its first byte, client,
+ * says whether the client's connection to the balancer used TLS); the others are skipped. */
+static int parse_tlvs(const uint8_t *t, size_t n, fg_proxy_protocol_t *out, const char **why)
+{
+    while (n > 0) {
+        if (n < TLV_HEAD)
+            return fail(why, "version 2 TLVs do not fill the header");
+        size_t vlen = (size_t)t[1] << 8 | t[2];
+        if (vlen > n - TLV_HEAD)
+            return fail(why, "version 2 TLV is longer than the header");
+        if (t[0] == PP2_TYPE_SSL && vlen >= 5 && (t[TLV_HEAD] & PP2_CLIENT_SSL))
+            out->client_tls = 1;
+        t += TLV_HEAD + vlen;
+        n -= TLV_HEAD + vlen;
+    }
+    return 0;
+}
+
 static int parse_v2(const uint8_t *buf, size_t len, fg_proxy_protocol_t *out, const char **why)
 {
     if (len < V2_HEAD)
@@ -180,6 +203,8 @@ static int parse_v2(const uint8_t *buf, size_t len, fg_proxy_protocol_t *out, co
     set_addr(&out->src, &src, sport, v4);
     set_addr(&out->dst, &dst, dport, v4);
     out->len = v4 ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    if (parse_tlvs(a + 2 * alen + 4, body - 2 * alen - 4, out, why) != 0)
+        return -1;
     return (int)(V2_HEAD + body);
 }
 

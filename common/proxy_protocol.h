@@ -24,6 +24,9 @@ typedef struct {
     struct sockaddr_storage src; /* the client, when !local */
     struct sockaddr_storage dst; /* the address the client connected to, when !local */
     socklen_t len;               /* of src and dst */
+    /* version 2 with a PP2_TYPE_SSL TLV whose PP2_CLIENT_SSL bit is set: the client spoke TLS
+     * to the balancer, which passes the decrypted stream on (HAProxy's send-proxy-v2-ssl) */
+    int client_tls;
 } fg_proxy_protocol_t;
 
 /* Parse the header at the start of buf (len bytes received so far). Returns the header's

@@ -287,7 +287,7 @@ def test_http2_after_the_header_by_prior_knowledge_and_by_alpn(tmp_path, gateway
     assert clients == [("192.0.2.30", 30), ("192.0.2.31", 31)]
 
 
-def _haproxy(tmp_path, listen, target, send):
+def _haproxy(tmp_path, listen, target, send, bind_extra=""):
     conf = tmp_path / ("haproxy-%s.cfg" % send)
     conf.write_text("""global
     log stderr format raw local0 err
@@ -297,11 +297,11 @@ defaults
     timeout client 30s
     timeout server 30s
 frontend fe
-    bind 127.0.0.1:%d
+    bind 127.0.0.1:%d %s
     default_backend be
 backend be
     server gw 127.0.0.1:%d %s
-""" % (listen, target, send))
+""" % (listen, bind_extra, target, send))
     p = subprocess.Popen(["haproxy", "-f", str(conf), "-db"], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
@@ -324,6 +324,48 @@ def test_behind_haproxy(tmp_path, gateway_factory, echo_upstream, send):
         assert out.startswith(b"HTTP/1.1 200"), out[:300]
         # the port the client used, not HAProxy's own connection to the gateway
         assert last_client(gw, 1) == ("127.0.0.1", mine)
+    finally:
+        p.kill()
+        p.wait(5)
+
+
+def _ssl_tlv(client=0x01):
+    """PP2_TYPE_SSL: client flags, verify (0 = a verified client certificate, or none), then a
+    PP2_SUBTYPE_SSL_VERSION sub-TLV, as HAProxy's send-proxy-v2-ssl writes it."""
+    value = bytes([client]) + b"\x00\x00\x00\x00" + b"\x21\x00\x07TLSv1.3"
+    return b"\x20" + struct.pack("!H", len(value)) + value
+
+
+@pytest.mark.parametrize("tlv,proto", [(b"", "http"), (_ssl_tlv(), "https"),
+                                       (_ssl_tlv(client=0x00), "http")])
+def test_a_client_that_spoke_tls_to_the_balancer_is_https(tmp_path, gateway_factory,
+                                                          echo_upstream, tlv, proto):
+    cfg = pp_config(tmp_path, free_port(), echo_upstream)
+    cfg["servers"][0]["http2"] = {"h2c": True}  # through the sniff as well
+    gw = gateway_factory(cfg)
+    out = ask(gw.port, v2("192.0.2.40", "127.0.0.1", 40, 443, tlvs=tlv) + REQ)
+    assert out.startswith(b"HTTP/1.1 200"), out[:200]
+    fields = {n.lower(): v for n, v in json.loads(out.split(b"\r\n\r\n", 1)[1])["headers"]}
+    assert fields["x-forwarded-proto"] == proto
+    assert fields["x-forwarded-for"] == "192.0.2.40"
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy")
+def test_behind_haproxy_terminating_tls_with_send_proxy_v2_ssl(tmp_path, gateway_factory,
+                                                              echo_upstream):
+    certs = example_certs(tmp_path)
+    pem = tmp_path / "haproxy.pem"
+    pem.write_bytes((certs / "server.crt").read_bytes() + (certs / "server.key").read_bytes())
+    gw = gateway_factory(pp_config(tmp_path, free_port(), echo_upstream))
+    front = free_port()
+    p = _haproxy(tmp_path, front, gw.port, "send-proxy-v2-ssl", bind_extra="ssl crt %s" % pem)
+    try:
+        out = subprocess.run(["curl", "-s", "--cacert", str(certs / "ca.crt"),
+                              "https://localhost:%d/x" % front], capture_output=True, timeout=10)
+        doc = json.loads(out.stdout)
+        fields = {n.lower(): v for n, v in doc["headers"]}
+        assert fields["x-forwarded-proto"] == "https"
+        assert fields["x-forwarded-for"] == "127.0.0.1"
     finally:
         p.kill()
         p.wait(5)

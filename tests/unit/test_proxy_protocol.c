@@ -297,6 +297,46 @@ static void test_v2_inet_with_tlvs(void **state)
     assert_in4(&h.dst, "198.51.100.7", 443);
 }
 
+/* 2.2.1..2.2.7: TLVs fill the header exactly; PP2_TYPE_SSL's PP2_CLIENT_SSL bit says the
+ * client spoke TLS to the balancer */
+static void test_v2_tlvs(void **state)
+{
+    uint8_t body[64], b[FG_PROXY_PROTOCOL_MAX];
+    fg_proxy_protocol_t h;
+    memcpy(body, inet_body, 12);
+    /* PP2_TYPE_SSL: client 0x01 (and 0x04 PP2_CLIENT_CERT_SESS), verify 0, a version sub-TLV */
+    static const uint8_t ssl[] = {0x20, 0x00, 0x0A, 0x05, 0, 0, 0, 0, 0x21, 0x00, 0x02, '1', '3'};
+    memcpy(body + 12, ssl, sizeof(ssl));
+    size_t n = v2(b, 0x21, 0x11, body, 12 + sizeof(ssl));
+    assert_int_equal(parse_n(b, n, &h), (int)n);
+    assert_int_equal(h.client_tls, 1);
+    body[15] = 0x04; /* client bits without PP2_CLIENT_SSL */
+    n = v2(b, 0x21, 0x11, body, 12 + sizeof(ssl));
+    assert_int_equal(parse_n(b, n, &h), (int)n);
+    assert_int_equal(h.client_tls, 0);
+    /* an SSL TLV too short to hold client and verify is skipped, not read past */
+    static const uint8_t short_ssl[] = {0x20, 0x00, 0x01, 0x01};
+    memcpy(body + 12, short_ssl, sizeof(short_ssl));
+    n = v2(b, 0x21, 0x11, body, 12 + sizeof(short_ssl));
+    assert_int_equal(parse_n(b, n, &h), (int)n);
+    assert_int_equal(h.client_tls, 0);
+    /* without TLVs: no TLS */
+    n = v2(b, 0x21, 0x11, body, 12);
+    assert_int_equal(parse_n(b, n, &h), 16 + 12);
+    assert_int_equal(h.client_tls, 0);
+    /* a TLV whose length runs past the header, and bytes too few for a TLV's head */
+    static const uint8_t over[] = {0x01, 0x00, 0x05, 'h', '2'};
+    memcpy(body + 12, over, sizeof(over));
+    n = v2(b, 0x21, 0x11, body, 12 + sizeof(over));
+    assert_int_equal(parse_n(b, n, &h), -1);
+    n = v2(b, 0x21, 0x11, body, 12 + 2);
+    assert_int_equal(parse_n(b, n, &h), -1);
+    /* LOCAL skips its block whatever it holds */
+    n = v2(b, 0x20, 0x11, body, 12 + 2);
+    assert_int_equal(parse_n(b, n, &h), (int)n);
+    assert_int_equal(h.local, 1);
+}
+
 static void test_v2_inet6(void **state)
 {
     uint8_t b[FG_PROXY_PROTOCOL_MAX];
@@ -590,6 +630,7 @@ int main(void)
         cmocka_unit_test(test_v1_refused_early),
         cmocka_unit_test(test_v1_length_limit),
         cmocka_unit_test(test_v2_inet_with_tlvs),
+        cmocka_unit_test(test_v2_tlvs),
         cmocka_unit_test(test_v2_inet6),
         cmocka_unit_test(test_v2_local),
         cmocka_unit_test(test_v2_unspec_and_unix),

@@ -66,6 +66,10 @@ typedef struct fg_worker_s {
      * over a connection another one held first (worker/http/h2c.c): its first request is due
      * timeouts.header after the accept, not after the hand-over. 0: accepted just now. */
     uint64_t accept_ms;
+    /* The connection being started came through a balancer that says its client spoke TLS to
+     * it (a PROXY protocol header's PP2_TYPE_SSL, worker/core/proxy_header.c): requests on it
+     * are https to the forwarded fields and the router, as on a TLS connection. */
+    int accept_client_tls;
     /* Reset pools of finished requests (worker/http/request.c): keep-alive traffic takes them
      * again instead of allocating and freeing a pool per request. */
     struct fg_pool_s *request_pools[FG_REQUEST_POOL_SPARES];

@@ -28,6 +28,7 @@ typedef struct {
     struct event *ev;
     struct sockaddr_storage peer;
     socklen_t len;
+    int client_tls;            /* fg_worker_t.accept_client_tls at the start */
     uint64_t deadline_ms;      /* timeouts.header from the accept, however the bytes are paced */
     fg_connlimit_hold_t *hold; /* places under the connection caps, NULL = none */
 } sniff_t;
@@ -55,12 +56,14 @@ static void hand_over(sniff_t *sn, const fg_frontend_t *fe)
     /* The first request stays due timeouts.header after the accept: the wait for the preface
      * counts against it. */
     sn->w->accept_ms = sn->deadline_ms - sn->srv->header_timeout_ms;
+    sn->w->accept_client_tls = sn->client_tls;
     /* The next session registers before this one goes: a retiring worker never sees zero. */
     if (fe->start(sn->w, sn->srv, sn->fd, &sn->peer, sn->len) != 0)
         close(sn->fd);
     else
         fg_frontend_handed_over(sn->w);
     sn->w->accept_ms = 0;
+    sn->w->accept_client_tls = 0;
     fg_connlimit_accept_done(sn->w);
     fg_frontend_remove(sn->w, &sn->session);
     free(sn);
@@ -119,12 +122,16 @@ static int sniff_start(fg_worker_t *w, const fg_server_t *srv, int fd,
     sniff_t *sn = calloc(1, sizeof(*sn));
     if (sn == NULL)
         return -1;
+    /* after a PROXY protocol header, the accept was earlier than now (w->accept_ms) */
+    uint64_t now = fg_clock_now_ms(),
+             from = w->accept_ms != 0 && w->accept_ms <= now ? w->accept_ms : now;
     *sn = (sniff_t){.w = w,
                     .srv = srv,
                     .fd = fd,
                     .peer = *peer,
                     .len = len,
-                    .deadline_ms = fg_clock_now_ms() + srv->header_timeout_ms};
+                    .client_tls = w->accept_client_tls,
+                    .deadline_ms = from + srv->header_timeout_ms};
     sn->ev = event_new(w->base, fd, EV_READ | EV_ET | EV_PERSIST, on_sniff, sn);
     struct timeval tv = {(time_t)(srv->header_timeout_ms / 1000),
                          (suseconds_t)(srv->header_timeout_ms % 1000) * 1000};

@@ -85,7 +85,8 @@ struct fg_http1_conn_s {
     unsigned peer_eof : 1;   /* the client shut its sending side after whole requests */
     unsigned out_paused : 1; /* parsing held until the output backlog drains */
     unsigned plain_on_tls : 1;
-    unsigned tunnel : 1; /* an agent's upgrade on the tunnel path: hand over after process() */
+    unsigned client_tls : 1; /* TLS to the balancer in front (fg_worker_t.accept_client_tls) */
+    unsigned tunnel : 1;     /* an agent's upgrade on the tunnel path: hand over after process() */
     unsigned hsts : 1;
     /* a TLS connection of a server that sends Strict-Transport-Security */ /* plain HTTP on a
                                                                                TLS port: answer
@@ -755,6 +756,7 @@ int fg_http1_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     h->w = w;
     h->server = srv;
     h->plain_on_tls = (flags & FG_HTTP1_PLAIN_ON_TLS) != 0;
+    h->client_tls = w->accept_client_tls && fg_conn_ssl(c) == NULL;
     if (peer->ss_family == AF_INET)
         h->peer.in4 = *(const struct sockaddr_in *)peer;
     else if (peer->ss_family == AF_INET6)
@@ -1144,7 +1146,7 @@ static void start_request(fg_http1_conn_t *h, const char *raw, int len, fg_http1
     req->ops = &h1_ops;
     req->version = head->minor_version == 0 ? 10 : 11;
     req->ssl = fg_conn_ssl(h->c);
-    req->scheme = req->ssl ? FG_STR_LIT("https") : FG_STR_LIT("http");
+    req->scheme = req->ssl || h->client_tls ? FG_STR_LIT("https") : FG_STR_LIT("http");
     req->start_us = fg_clock_now_us();
     req->head_bytes = (uint64_t)len;
     set_client(h, req);

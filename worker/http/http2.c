@@ -128,6 +128,7 @@ struct fg_http2_conn_s {
     char client_ip[64];
     uint16_t client_port;
     struct sockaddr_storage peer;
+    int client_tls; /* TLS to the balancer in front (fg_worker_t.accept_client_tls) */
 };
 
 struct stream_s {
@@ -375,7 +376,7 @@ static stream_t *new_stream(fg_http2_conn_t *h, int32_t id)
     req->ops = &h2_ops;
     req->version = 20;
     req->ssl = fg_conn_ssl(h->c);
-    req->scheme = req->ssl ? FG_STR_LIT("https") : FG_STR_LIT("http");
+    req->scheme = req->ssl || h->client_tls ? FG_STR_LIT("https") : FG_STR_LIT("http");
     req->start_us = fg_clock_now_us();
     req->content_length = -1;
     memcpy(req->client_ip, h->client_ip, sizeof(req->client_ip));
@@ -1694,6 +1695,7 @@ int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     h->trusted = (flags & FG_HTTP2_TRUSTED) != 0;
     set_peer(h, peer);
     h->tls = fg_conn_ssl(c) != NULL;
+    h->client_tls = w->accept_client_tls && !h->tls;
     h->hsts = h->tls && srv->tls != NULL && srv->tls->hsts_header != NULL;
     h->idle_since_ms = h->flood_ms = now_ms();
     if (w->accept_ms != 0 && w->accept_ms <= h->idle_since_ms)
