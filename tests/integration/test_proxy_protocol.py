@@ -2,6 +2,7 @@
 version 1 or 2 header before anything else and take the client it names as the peer, driven by
 real senders (curl --haproxy-protocol, HAProxy's send-proxy and send-proxy-v2, the gateway's
 own tcp servers) and by hand-made headers; tcp servers that send one, checked byte for byte."""
+import contextlib
 import json
 import shutil
 import socket
@@ -62,6 +63,25 @@ def refused(gw, server="main"):
     m = prom_samples(gw.status("show metrics")["text"])
     return m[("fastgateway_server_connections_refused_total",
               frozenset({("server", server), ("reason", "proxy_protocol")}))]
+
+
+def with_certificate(cfg, certs):
+    """cfg with the example certificate as "c" (certs: conftest.example_certs)."""
+    cfg["certificates"] = [{"id": "c", "chain": str(certs / "server.crt"),
+                            "key": str(certs / "server.key")}]
+    return cfg
+
+
+@contextlib.contextmanager
+def tls_after_header(port, header, certs, alpn):
+    """A TLS connection to port, for localhost, whose first bytes are header."""
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    ctx.set_alpn_protocols([alpn])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(header)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() == alpn
+            yield s
 
 
 def last_client(gw, n):
@@ -224,19 +244,13 @@ def test_past_the_bound_the_oldest_waiting_connection_is_closed(tmp_path, gatewa
 def test_tls_after_the_header_with_sni_and_alpn(tmp_path, gateway_factory):
     certs = example_certs(tmp_path)
     port = free_port()
-    cfg = pp_config(tmp_path, port)
-    cfg["certificates"] = [{"id": "c", "chain": str(certs / "server.crt"),
-                            "key": str(certs / "server.key")}]
+    cfg = with_certificate(pp_config(tmp_path, port), certs)
     cfg["servers"][0]["tls"] = {"certificates": ["c"]}
     gw = gateway_factory(cfg)
-    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-    ctx.set_alpn_protocols(["http/1.1"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        raw.sendall(v2("198.51.100.20", "127.0.0.1", 999, port))
-        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            assert s.selected_alpn_protocol() == "http/1.1"
-            s.sendall(REQ.replace(b"Host: x", b"Host: localhost"))
-            assert recv_until_close(s).startswith(b"HTTP/1.1 200")
+    with tls_after_header(port, v2("198.51.100.20", "127.0.0.1", 999, port), certs,
+                          "http/1.1") as s:
+        s.sendall(REQ.replace(b"Host: x", b"Host: localhost"))
+        assert recv_until_close(s).startswith(b"HTTP/1.1 200")
     line = gw.access_log(wait_for=1)[0]
     assert line["client"] == "198.51.100.20" and line.get("sni") == "localhost", line
 
@@ -265,10 +279,8 @@ def _h2_get(sock, authority):
 def test_http2_after_the_header_by_prior_knowledge_and_by_alpn(tmp_path, gateway_factory):
     certs = example_certs(tmp_path)
     h2c_port, tls_port = free_port(), free_port()
-    cfg = pp_config(tmp_path, h2c_port)
+    cfg = with_certificate(pp_config(tmp_path, h2c_port), certs)
     cfg["servers"][0]["http2"] = {"h2c": True}
-    cfg["certificates"] = [{"id": "c", "chain": str(certs / "server.crt"),
-                            "key": str(certs / "server.key")}]
     cfg["servers"].append({"id": "tls", "listen": "127.0.0.1:%d" % tls_port,
                            "proxyProtocol": True, "tls": {"certificates": ["c"]}})
     cfg["routes"][0]["servers"] = ["main", "tls"]
@@ -276,13 +288,9 @@ def test_http2_after_the_header_by_prior_knowledge_and_by_alpn(tmp_path, gateway
     with socket.create_connection(("127.0.0.1", h2c_port), timeout=5) as s:
         s.sendall(v1("192.0.2.30", "127.0.0.1", 30, h2c_port))
         assert _h2_get(s, "x") == b"200"
-    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-    ctx.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw:
-        raw.sendall(v2("192.0.2.31", "127.0.0.1", 31, tls_port))
-        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            assert s.selected_alpn_protocol() == "h2"
-            assert _h2_get(s, "localhost") == b"200"
+    with tls_after_header(tls_port, v2("192.0.2.31", "127.0.0.1", 31, tls_port), certs,
+                          "h2") as s:
+        assert _h2_get(s, "localhost") == b"200"
     clients = sorted((l["client"], l["clientPort"]) for l in gw.access_log(wait_for=2))
     assert clients == [("192.0.2.30", 30), ("192.0.2.31", 31)]
 
@@ -578,9 +586,7 @@ def test_tls_and_h2c_connections_count_once(tmp_path, gateway_factory):
     sniff, then HTTP): connectionsTotal counts it once."""
     certs = example_certs(tmp_path)
     tls_port, h2c_port = free_port(), free_port()
-    cfg = pp_config(tmp_path, tls_port)
-    cfg["certificates"] = [{"id": "c", "chain": str(certs / "server.crt"),
-                            "key": str(certs / "server.key")}]
+    cfg = with_certificate(pp_config(tmp_path, tls_port), certs)
     cfg["servers"][0]["tls"] = {"certificates": ["c"]}
     cfg["servers"].append({"id": "h2c", "listen": "127.0.0.1:%d" % h2c_port,
                            "proxyProtocol": True, "http2": {"h2c": True}})
@@ -588,13 +594,11 @@ def test_tls_and_h2c_connections_count_once(tmp_path, gateway_factory):
     time.sleep(1.5)  # the start-up check's connection, held by TCP_DEFER_ACCEPT, is counted
     wait_until(lambda: gw.all_workers()[0]["connections"] == 0, 10, "start-up check closed")
     before = gw.all_workers()[0]["connectionsTotal"]
-    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     for _ in range(2):
-        with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw:
-            raw.sendall(v1("192.0.2.1", "127.0.0.1", 1, 443))
-            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-                s.sendall(REQ.replace(b"Host: x", b"Host: localhost"))
-                assert recv_until_close(s).startswith(b"HTTP/1.1 200")
+        with tls_after_header(tls_port, v1("192.0.2.1", "127.0.0.1", 1, 443), certs,
+                              "http/1.1") as s:
+            s.sendall(REQ.replace(b"Host: x", b"Host: localhost"))
+            assert recv_until_close(s).startswith(b"HTTP/1.1 200")
         assert ask(h2c_port, v1("192.0.2.1", "127.0.0.1", 1, 80) + REQ).startswith(b"HTTP/1.1 200")
     with socket.create_connection(("127.0.0.1", h2c_port), timeout=5) as s:
         s.sendall(v1("192.0.2.2", "127.0.0.1", 2, 80))
