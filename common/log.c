@@ -119,6 +119,7 @@ static const char *const access_fields[FG_AL_COUNT] = {
     [FG_AL_CLIENT] = "client",
     [FG_AL_CLIENT_PORT] = "clientPort",
     [FG_AL_PEER] = "peer",
+    [FG_AL_BALANCER] = "balancer",
     [FG_AL_METHOD] = "method",
     [FG_AL_HOST] = "host",
     [FG_AL_PATH] = "path",

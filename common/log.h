@@ -33,6 +33,7 @@ enum {
     FG_AL_CLIENT,
     FG_AL_CLIENT_PORT,
     FG_AL_PEER,
+    FG_AL_BALANCER, /* connections with a PROXY protocol header only */
     FG_AL_METHOD,
     FG_AL_HOST,
     FG_AL_PATH,
@@ -69,14 +70,15 @@ enum {
 /* The fields of a line when accessLogFields is absent. */
 #define FG_AL_DEFAULT                                                                              \
     (FG_AL_BIT(FG_AL_TIME) | FG_AL_BIT(FG_AL_CLIENT) | FG_AL_BIT(FG_AL_CLIENT_PORT) |              \
-     FG_AL_BIT(FG_AL_PEER) | FG_AL_BIT(FG_AL_METHOD) | FG_AL_BIT(FG_AL_HOST) |                     \
-     FG_AL_BIT(FG_AL_PATH) | FG_AL_BIT(FG_AL_QUERY) | FG_AL_BIT(FG_AL_STATUS) |                    \
-     FG_AL_BIT(FG_AL_BYTES_IN) | FG_AL_BIT(FG_AL_BYTES_OUT) | FG_AL_BIT(FG_AL_CONTENT_ENCODING) |  \
-     FG_AL_BIT(FG_AL_DURATION) | FG_AL_BIT(FG_AL_UPSTREAM) | FG_AL_BIT(FG_AL_UPSTREAM_TIME) |      \
-     FG_AL_BIT(FG_AL_ROUTE) | FG_AL_BIT(FG_AL_TENANT) | FG_AL_BIT(FG_AL_METADATA) |                \
-     FG_AL_BIT(FG_AL_CLUSTER) | FG_AL_BIT(FG_AL_ERROR) | FG_AL_BIT(FG_AL_TERMINATION) |            \
-     FG_AL_BIT(FG_AL_REQUEST_ID) | FG_AL_BIT(FG_AL_TLS_VERSION) | FG_AL_BIT(FG_AL_TLS_CIPHER) |    \
-     FG_AL_BIT(FG_AL_SNI) | FG_AL_BIT(FG_AL_TLS_RESUMED) | FG_AL_BIT(FG_AL_TLS_CLIENT_SUBJECT))
+     FG_AL_BIT(FG_AL_PEER) | FG_AL_BIT(FG_AL_BALANCER) | FG_AL_BIT(FG_AL_METHOD) |                 \
+     FG_AL_BIT(FG_AL_HOST) | FG_AL_BIT(FG_AL_PATH) | FG_AL_BIT(FG_AL_QUERY) |                      \
+     FG_AL_BIT(FG_AL_STATUS) | FG_AL_BIT(FG_AL_BYTES_IN) | FG_AL_BIT(FG_AL_BYTES_OUT) |            \
+     FG_AL_BIT(FG_AL_CONTENT_ENCODING) | FG_AL_BIT(FG_AL_DURATION) | FG_AL_BIT(FG_AL_UPSTREAM) |   \
+     FG_AL_BIT(FG_AL_UPSTREAM_TIME) | FG_AL_BIT(FG_AL_ROUTE) | FG_AL_BIT(FG_AL_TENANT) |           \
+     FG_AL_BIT(FG_AL_METADATA) | FG_AL_BIT(FG_AL_CLUSTER) | FG_AL_BIT(FG_AL_ERROR) |               \
+     FG_AL_BIT(FG_AL_TERMINATION) | FG_AL_BIT(FG_AL_REQUEST_ID) | FG_AL_BIT(FG_AL_TLS_VERSION) |   \
+     FG_AL_BIT(FG_AL_TLS_CIPHER) | FG_AL_BIT(FG_AL_SNI) | FG_AL_BIT(FG_AL_TLS_RESUMED) |           \
+     FG_AL_BIT(FG_AL_TLS_CLIENT_SUBJECT))
 /* The bit of an access-log field name ("userAgent"), or -1 for an unknown name. */
 int fg_log_access_field(const char *name);
 /* The name of field bit f (0 <= f < FG_AL_COUNT). */

@@ -84,9 +84,12 @@ def tls_after_header(port, header, certs, alpn):
             yield s
 
 
-def last_client(gw, n):
+def last_client(gw, n, balancer="127.0.0.1"):
+    """client and clientPort of the n-th access-log line, whose balancer field (the header's
+    sender) must be balancer (None: absent)."""
     lines = gw.access_log(wait_for=n)
     assert len(lines) >= n, lines
+    assert lines[n - 1].get("balancer") == balancer, lines[n - 1]
     return lines[n - 1]["client"], lines[n - 1]["clientPort"]
 
 
@@ -125,7 +128,7 @@ def test_local_and_unknown_keep_the_socket_address(tmp_path, gateway_factory):
     for i, hdr in enumerate([local, unix, b"PROXY UNKNOWN\r\n",
                              b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n"], start=1):
         assert ask(gw.port, hdr + REQ).startswith(b"HTTP/1.1 200")
-        assert last_client(gw, i)[0] == "127.0.0.1"
+        assert last_client(gw, i, balancer=None)[0] == "127.0.0.1"
 
 
 def test_the_header_may_arrive_a_byte_at_a_time(tmp_path, gateway_factory):
@@ -253,6 +256,7 @@ def test_tls_after_the_header_with_sni_and_alpn(tmp_path, gateway_factory):
         assert recv_until_close(s).startswith(b"HTTP/1.1 200")
     line = gw.access_log(wait_for=1)[0]
     assert line["client"] == "198.51.100.20" and line.get("sni") == "localhost", line
+    assert line["balancer"] == "127.0.0.1", line
 
 
 def _h2_get(sock, authority):
@@ -291,8 +295,9 @@ def test_http2_after_the_header_by_prior_knowledge_and_by_alpn(tmp_path, gateway
     with tls_after_header(tls_port, v2("192.0.2.31", "127.0.0.1", 31, tls_port), certs,
                           "h2") as s:
         assert _h2_get(s, "localhost") == b"200"
-    clients = sorted((l["client"], l["clientPort"]) for l in gw.access_log(wait_for=2))
-    assert clients == [("192.0.2.30", 30), ("192.0.2.31", 31)]
+    clients = sorted((l["client"], l["clientPort"], l["balancer"])
+                     for l in gw.access_log(wait_for=2))
+    assert clients == [("192.0.2.30", 30, "127.0.0.1"), ("192.0.2.31", 31, "127.0.0.1")]
 
 
 def _haproxy(tmp_path, listen, target, send, bind_extra=""):
@@ -543,6 +548,7 @@ def test_a_tcp_server_relays_a_header_finished_while_its_worker_retires(tmp_path
             assert recv_until_close(s) == b"bye"
         line = [l for l in gw.access_log(wait_for=1) if l.get("clientPort") == 4321][0]
         assert line["client"] == "198.51.100.3" and line["bytesIn"] == 5, line
+        assert line["kind"] == "tcp" and line["balancer"] == "127.0.0.1", line
     finally:
         srv.close()
 

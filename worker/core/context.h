@@ -70,6 +70,9 @@ typedef struct fg_worker_s {
      * it (a PROXY protocol header's PP2_TYPE_SSL, worker/core/proxy_header.c): requests on it
      * are https to the forwarded fields and the router, as on a TLS connection. */
     int accept_client_tls;
+    /* ... and the balancer's own address (the socket's peer), for the access log; NULL when
+     * the connection came without a header naming a client. */
+    const struct sockaddr_storage *accept_balancer;
     /* Reset pools of finished requests (worker/http/request.c): keep-alive traffic takes them
      * again instead of allocating and freeing a pool per request. */
     struct fg_pool_s *request_pools[FG_REQUEST_POOL_SPARES];

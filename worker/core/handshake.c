@@ -22,6 +22,8 @@ typedef struct {
     const fg_server_t *srv;
     fg_conn_t *c;
     struct sockaddr_storage peer;
+    int via_balancer; /* fg_worker_t.accept_balancer was set at the accept: balancer holds it */
+    struct sockaddr_storage balancer;
 } pending_t;
 
 static void hs_retire(fg_session_t *s)
@@ -64,7 +66,11 @@ static void hand_over(fg_conn_t *c, pending_t *p, int plain)
     front_adopt_fn adopt = (size_t)alpn < sizeof(fronts) / sizeof(fronts[0]) ? fronts[alpn] : NULL;
     /* The front end's session is registered before this one goes, so a retiring worker never
      * sees zero sessions in between. */
-    if (adopt == NULL || adopt(p->w, p->srv, c, &p->peer, plain ? FG_HTTP1_PLAIN_ON_TLS : 0) != 0)
+    p->w->accept_balancer = p->via_balancer ? &p->balancer : NULL;
+    int rc =
+        adopt == NULL ? -1 : adopt(p->w, p->srv, c, &p->peer, plain ? FG_HTTP1_PLAIN_ON_TLS : 0);
+    p->w->accept_balancer = NULL;
+    if (rc != 0)
         fg_conn_free(c);
     else
         fg_frontend_handed_over(p->w);
@@ -112,7 +118,9 @@ int fg_handshake_accept(fg_worker_t *w, const fg_server_t *srv, int fd,
     pending_t *p = malloc(sizeof(*p));
     if (p == NULL)
         return -1;
-    *p = (pending_t){.w = w, .srv = srv, .peer = *peer};
+    *p = (pending_t){.w = w, .srv = srv, .peer = *peer, .via_balancer = w->accept_balancer != NULL};
+    if (w->accept_balancer != NULL)
+        p->balancer = *w->accept_balancer;
     fg_conn_t *c = fg_conn_new(w->base, fd, &cbs, p);
     if (c == NULL) {
         free(p);

@@ -119,9 +119,11 @@ static void hand_over(pending_t *p, const fg_proxy_protocol_t *h, int data_ready
     /* the header's wait counts against the protocol's own first timeout (timeouts.header) */
     p->w->accept_ms = p->deadline_ms - p->srv->proxy_protocol.timeout_ms;
     p->w->accept_client_tls = h->client_tls;
+    p->w->accept_balancer = h->local ? NULL : &p->peer;
     int rc = p->next(p->w, p->srv, p->fd, peer, len, data_ready);
     p->w->accept_ms = 0;
     p->w->accept_client_tls = 0;
+    p->w->accept_balancer = NULL;
     if (rc != 0)
         close(p->fd);
     else

@@ -350,6 +350,8 @@ static void request_part(fg_accesslog_t *al, line_t *l, uint64_t want, const fg_
     }
     if ((want & FG_AL_BIT(FG_AL_PEER)) && r->peer_ip[0])
         str_field(l, FG_AL_PEER, r->peer_ip, strlen(r->peer_ip));
+    if ((want & FG_AL_BIT(FG_AL_BALANCER)) && r->balancer_ip[0])
+        str_field(l, FG_AL_BALANCER, r->balancer_ip, strlen(r->balancer_ip));
     if (want & FG_AL_BIT(FG_AL_METHOD))
         str_field(l, FG_AL_METHOD, r->method.base, r->method.len);
     if (want & FG_AL_BIT(FG_AL_HOST))
@@ -489,6 +491,7 @@ void fg_accesslog_write_tcp(fg_accesslog_t *al, const fg_accesslog_tcp_t *e)
     tcp_str(l, "server", e->server);
     tcp_str(l, "client", e->client_ip);
     tcp_u64(l, "clientPort", e->client_port);
+    tcp_str(l, "balancer", e->balancer);
     tcp_str(l, "cluster", e->cluster);
     tcp_str(l, "destination", e->destination);
     tcp_str(l, "upstream", e->address);

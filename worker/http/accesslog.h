@@ -22,6 +22,7 @@ void fg_accesslog_flush(fg_accesslog_t *log);
 typedef struct {
     const char *server, *client_ip;
     unsigned client_port;
+    const char *balancer; /* the PROXY protocol header's sender; NULL = none */
     const char *cluster;
     const char *destination, *address; /* the one relayed to (or tried last); may be NULL */
     unsigned attempts;                 /* destinations tried */

@@ -28,7 +28,9 @@ typedef struct {
     struct event *ev;
     struct sockaddr_storage peer;
     socklen_t len;
-    int client_tls;            /* fg_worker_t.accept_client_tls at the start */
+    int client_tls;   /* fg_worker_t.accept_client_tls at the start */
+    int via_balancer; /* fg_worker_t.accept_balancer was set: balancer holds it */
+    struct sockaddr_storage balancer;
     uint64_t deadline_ms;      /* timeouts.header from the accept, however the bytes are paced */
     fg_connlimit_hold_t *hold; /* places under the connection caps, NULL = none */
 } sniff_t;
@@ -57,6 +59,7 @@ static void hand_over(sniff_t *sn, const fg_frontend_t *fe)
      * counts against it. */
     sn->w->accept_ms = sn->deadline_ms - sn->srv->header_timeout_ms;
     sn->w->accept_client_tls = sn->client_tls;
+    sn->w->accept_balancer = sn->via_balancer ? &sn->balancer : NULL;
     /* The next session registers before this one goes: a retiring worker never sees zero. */
     if (fe->start(sn->w, sn->srv, sn->fd, &sn->peer, sn->len) != 0)
         close(sn->fd);
@@ -64,6 +67,7 @@ static void hand_over(sniff_t *sn, const fg_frontend_t *fe)
         fg_frontend_handed_over(sn->w);
     sn->w->accept_ms = 0;
     sn->w->accept_client_tls = 0;
+    sn->w->accept_balancer = NULL;
     fg_connlimit_accept_done(sn->w);
     fg_frontend_remove(sn->w, &sn->session);
     free(sn);
@@ -131,7 +135,10 @@ static int sniff_start(fg_worker_t *w, const fg_server_t *srv, int fd,
                     .peer = *peer,
                     .len = len,
                     .client_tls = w->accept_client_tls,
+                    .via_balancer = w->accept_balancer != NULL,
                     .deadline_ms = from + srv->header_timeout_ms};
+    if (w->accept_balancer != NULL)
+        sn->balancer = *w->accept_balancer;
     sn->ev = event_new(w->base, fd, EV_READ | EV_ET | EV_PERSIST, on_sniff, sn);
     struct timeval tv = {(time_t)(srv->header_timeout_ms / 1000),
                          (suseconds_t)(srv->header_timeout_ms % 1000) * 1000};

@@ -11,6 +11,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "common/iprange.h"
 #include "common/log.h"
 #include "common/path.h"
 #include "common/tls.h"
@@ -85,8 +86,10 @@ struct fg_http1_conn_s {
     unsigned peer_eof : 1;   /* the client shut its sending side after whole requests */
     unsigned out_paused : 1; /* parsing held until the output backlog drains */
     unsigned plain_on_tls : 1;
-    unsigned client_tls : 1; /* TLS to the balancer in front (fg_worker_t.accept_client_tls) */
-    unsigned tunnel : 1;     /* an agent's upgrade on the tunnel path: hand over after process() */
+    unsigned client_tls : 1;   /* TLS to the balancer in front (fg_worker_t.accept_client_tls) */
+    unsigned via_balancer : 1; /* a PROXY protocol header named the client: balancer sent it */
+    fg_ip_t balancer;
+    unsigned tunnel : 1; /* an agent's upgrade on the tunnel path: hand over after process() */
     unsigned hsts : 1;
     /* a TLS connection of a server that sends Strict-Transport-Security */ /* plain HTTP on a
                                                                                TLS port: answer
@@ -757,6 +760,9 @@ int fg_http1_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     h->server = srv;
     h->plain_on_tls = (flags & FG_HTTP1_PLAIN_ON_TLS) != 0;
     h->client_tls = w->accept_client_tls && fg_conn_ssl(c) == NULL;
+    h->via_balancer =
+        w->accept_balancer != NULL &&
+        fg_ip_from_sockaddr((const struct sockaddr *)w->accept_balancer, &h->balancer) == 0;
     if (peer->ss_family == AF_INET)
         h->peer.in4 = *(const struct sockaddr_in *)peer;
     else if (peer->ss_family == AF_INET6)
@@ -1119,6 +1125,8 @@ static void set_client(const fg_http1_conn_t *h, fg_request_t *req)
     } else {
         req->client_addr.ss_family = h->peer.sa.sa_family;
     }
+    if (h->via_balancer)
+        fg_ip_format(&h->balancer, req->balancer_ip, sizeof(req->balancer_ip));
 }
 
 /* Plain HTTP on a TLS port gets 400, then close, as nginx's 497; the rest is the TLS gate

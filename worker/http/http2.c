@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
+#include "common/iprange.h"
 #include "common/log.h"
 #include "common/tls.h"
 #include "shm/metrics.h"
@@ -128,7 +129,8 @@ struct fg_http2_conn_s {
     char client_ip[64];
     uint16_t client_port;
     struct sockaddr_storage peer;
-    int client_tls; /* TLS to the balancer in front (fg_worker_t.accept_client_tls) */
+    int client_tls;       /* TLS to the balancer in front (fg_worker_t.accept_client_tls) */
+    char balancer_ip[48]; /* the PROXY protocol header's sender; "" = none */
 };
 
 struct stream_s {
@@ -380,6 +382,7 @@ static stream_t *new_stream(fg_http2_conn_t *h, int32_t id)
     req->start_us = fg_clock_now_us();
     req->content_length = -1;
     memcpy(req->client_ip, h->client_ip, sizeof(req->client_ip));
+    memcpy(req->balancer_ip, h->balancer_ip, sizeof(req->balancer_ip));
     req->client_port = h->client_port;
     req->client_addr = h->peer;
     s->progress_ms = req->start_us / 1000;
@@ -1696,6 +1699,10 @@ int fg_http2_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     set_peer(h, peer);
     h->tls = fg_conn_ssl(c) != NULL;
     h->client_tls = w->accept_client_tls && !h->tls;
+    fg_ip_t via;
+    if (w->accept_balancer != NULL &&
+        fg_ip_from_sockaddr((const struct sockaddr *)w->accept_balancer, &via) == 0)
+        fg_ip_format(&via, h->balancer_ip, sizeof(h->balancer_ip));
     h->hsts = h->tls && srv->tls != NULL && srv->tls->hsts_header != NULL;
     h->idle_since_ms = h->flood_ms = now_ms();
     if (w->accept_ms != 0 && w->accept_ms <= h->idle_since_ms)

@@ -158,6 +158,7 @@ struct fg_request_s {
     uint64_t upstream_first_us;   /* request sent upstream to its first response byte */
     const char *termination;      /* why the exchange ended, when the handler knows (proxy) */
     char peer_ip[64];             /* the TCP peer when a trusted proxy supplied client_ip */
+    char balancer_ip[48];         /* the TCP peer that sent a PROXY protocol header; "" = none */
     const char *cluster_id;
     fg_str_t tenant;   /* the tenant header's value (cfg->tenant_header); empty = none */
     const char *error; /* short error kind when the gateway answered an error */

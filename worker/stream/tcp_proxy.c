@@ -10,6 +10,7 @@
 
 #include <event2/buffer.h>
 
+#include "common/iprange.h"
 #include "common/log.h"
 #include "common/proxy_protocol.h"
 #include "shm/health.h"
@@ -42,9 +43,10 @@ typedef struct {
     uint64_t start_us;
     char peer[INET6_ADDRSTRLEN];
     uint16_t peer_port;
-    char why[256];             /* the last attempt's failure, for the error log */
-    fg_connlimit_hold_t *hold; /* its places under the caps (worker/core/connlimit.h) */
-    unsigned header_len;       /* the PROXY protocol header it sends first (sendProxyProtocol) */
+    char balancer[INET6_ADDRSTRLEN]; /* the PROXY protocol header's sender; "" = none */
+    char why[256];                   /* the last attempt's failure, for the error log */
+    fg_connlimit_hold_t *hold;       /* its places under the caps (worker/core/connlimit.h) */
+    unsigned header_len; /* the PROXY protocol header it sends first (sendProxyProtocol) */
     unsigned registered : 1;
     unsigned starting : 1; /* in fg_relay_start: relay_done leaves t to relay() */
     unsigned finished : 1; /* relay_done ran during fg_relay_start */
@@ -144,6 +146,7 @@ static void log_line(tcp_t *t, uint64_t from_client, uint64_t from_dest, const c
     fg_accesslog_tcp_t e = {.server = t->srv->id,
                             .client_ip = t->peer,
                             .client_port = t->peer_port,
+                            .balancer = t->balancer[0] ? t->balancer : NULL,
                             .cluster = t->cl->id,
                             .destination = t->di >= 0 ? t->cl->destinations[t->di].id : NULL,
                             .address = t->di >= 0 ? t->cl->destinations[t->di].address : NULL,
@@ -454,6 +457,10 @@ static int fe_start(fg_worker_t *w, const fg_server_t *srv, int fd,
     t->start_us = fg_clock_now_us();
     t->record = w->record && w->shm ? (int)(w->record - fg_shm_worker(w->shm, 0)) : -1;
     peer_text(t, peer);
+    fg_ip_t via;
+    if (w->accept_balancer != NULL &&
+        fg_ip_from_sockaddr((const struct sockaddr *)w->accept_balancer, &via) == 0)
+        fg_ip_format(&via, t->balancer, sizeof(t->balancer));
     fg_conn_read(t->client, 0, 0);
     fg_frontend_add(w, &t->session, &fg_tcp_proxy_frontend);
     t->registered = 1;
