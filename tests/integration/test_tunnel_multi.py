@@ -11,6 +11,7 @@ over at once; an agent reload (a new instance) moves every connection; gateway r
 load lose nothing and leave one connection per worker of the new generation."""
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import signal
@@ -77,9 +78,19 @@ def test_auto_keeps_a_connection_on_every_worker(multi):
     assert len({c["connection"] for c in conns}) == 2
     assert all(not c["draining"] and c["peer"].startswith("127.0.0.1:") for c in conns)
     before = worker_requests(gw)
-    for i in range(60):  # a new client connection each: the kernel spreads them
-        status, _, body = get(port, "/tunnel/m%d" % i)
-        assert status == 200 and json.loads(body)["path"] == "/m%d" % i
+    # connections open at the same time: the least-connections choice (master/balance.h)
+    # spreads them over both workers (one at a time, each could go to the same idle worker)
+    clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(8)]
+    try:
+        for c in clients:
+            c.connect()
+        for i, c in enumerate(clients):
+            c.request("GET", "/tunnel/m%d" % i)
+            r = c.getresponse()
+            assert r.status == 200 and json.loads(r.read())["path"] == "/m%d" % i
+    finally:
+        for c in clients:
+            c.close()
     after = worker_requests(gw)
     assert all(after[p] > before.get(p, 0) for p in pids), (before, after)
     t = office(gw)
