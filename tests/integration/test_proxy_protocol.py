@@ -727,3 +727,16 @@ def test_the_header_wait_counts_against_the_h2c_sniff(tmp_path, gateway_factory,
         took = time.monotonic() - t0
     assert out == b"", out[:100]
     assert took < max(wait, 1.0) + 0.4, took
+
+
+def test_redirect_https_leaves_a_client_that_spoke_tls_to_the_balancer(tmp_path,
+                                                                       gateway_factory):
+    """redirectHttps behind a balancer terminating TLS (send-proxy-v2-ssl for its :80 and :443
+    alike): only the plaintext clients are sent to https, or the others would loop."""
+    cfg = pp_config(tmp_path, free_port())
+    cfg["servers"][0]["redirectHttps"] = True
+    gw = gateway_factory(cfg)
+    plain = ask(gw.port, v2("192.0.2.40", "127.0.0.1", 40, 80, tlvs=_ssl_tlv(client=0)) + REQ)
+    assert plain.startswith(b"HTTP/1.1 308") and b"\r\nLocation: https://x/who\r\n" in plain
+    tls = ask(gw.port, v2("192.0.2.41", "127.0.0.1", 41, 443, tlvs=_ssl_tlv()) + REQ)
+    assert tls.startswith(b"HTTP/1.1 200"), tls[:200]
