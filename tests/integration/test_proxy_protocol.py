@@ -703,3 +703,40 @@ def test_the_header_wait_counts_against_timeouts_header(tmp_path, gateway_factor
         took = time.monotonic() - t0
     assert out.startswith(b"HTTP/1.1 408") or out == b"", out[:100]
     assert 0.9 < took < 1.6, took
+
+
+@pytest.mark.parametrize("wait", [0.6, 1.4])
+def test_the_header_wait_counts_against_the_h2c_sniff(tmp_path, gateway_factory, wait):
+    """On an h2c server, a connection silent after its header is closed timeouts.header after
+    the accept (or at once when the header took longer), not timeouts.header after the header:
+    the sniff's timer is what is left of it."""
+    cfg = pp_config(tmp_path, free_port(), timeout="5s")
+    cfg["servers"][0]["timeouts"] = {"header": "1s"}
+    cfg["servers"][0]["http2"] = {"h2c": True}
+    gw = gateway_factory(cfg)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+        t0 = time.monotonic()
+        hdr = v1("192.0.2.8", "127.0.0.1", 8, 80)
+        s.sendall(hdr[:1])  # accepted now (the kernel defers the accept until a first byte)
+        time.sleep(wait)
+        s.sendall(hdr[1:])
+        try:
+            out = recv_until_close(s)
+        except ConnectionResetError:
+            out = b""
+        took = time.monotonic() - t0
+    assert out == b"", out[:100]
+    assert took < max(wait, 1.0) + 0.4, took
+
+
+def test_redirect_https_leaves_a_client_that_spoke_tls_to_the_balancer(tmp_path,
+                                                                       gateway_factory):
+    """redirectHttps behind a balancer terminating TLS (send-proxy-v2-ssl for its :80 and :443
+    alike): only the plaintext clients are sent to https, or the others would loop."""
+    cfg = pp_config(tmp_path, free_port())
+    cfg["servers"][0]["redirectHttps"] = True
+    gw = gateway_factory(cfg)
+    plain = ask(gw.port, v2("192.0.2.40", "127.0.0.1", 40, 80, tlvs=_ssl_tlv(client=0)) + REQ)
+    assert plain.startswith(b"HTTP/1.1 308") and b"\r\nLocation: https://x/who\r\n" in plain
+    tls = ask(gw.port, v2("192.0.2.41", "127.0.0.1", 41, 443, tlvs=_ssl_tlv()) + REQ)
+    assert tls.startswith(b"HTTP/1.1 200"), tls[:200]

@@ -140,8 +140,11 @@ static int sniff_start(fg_worker_t *w, const fg_server_t *srv, int fd,
     if (w->accept_balancer != NULL)
         sn->balancer = *w->accept_balancer;
     sn->ev = event_new(w->base, fd, EV_READ | EV_ET | EV_PERSIST, on_sniff, sn);
-    struct timeval tv = {(time_t)(srv->header_timeout_ms / 1000),
-                         (suseconds_t)(srv->header_timeout_ms % 1000) * 1000};
+    /* What is left of timeouts.header from the accept (a PROXY protocol header's wait counts
+     * against it, as in the HTTP/1.1 front end); at least 1 ms, so that bytes already there
+     * are looked at first. */
+    uint64_t left = sn->deadline_ms > now + 1 ? sn->deadline_ms - now : 1;
+    struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
     if (sn->ev == NULL || event_add(sn->ev, &tv) != 0) {
         if (sn->ev)
             event_free(sn->ev);

@@ -325,6 +325,10 @@ int fg_request_tls_answer(fg_request_t *req)
                          "The certificate of this connection does not cover this host");
         return 1;
     }
+    /* A balancer that terminated the client's TLS said so (PROXY protocol PP2_TYPE_SSL): the
+     * request is https already, and a redirect to https would send the client round again. */
+    if (fg_str_ieq_c(req->scheme, "https"))
+        return 0;
     const fg_redirect_https_t *r = &req->server->redirect;
     if (!r->enabled || fg_request_is_acme_challenge(req))
         return 0; /* a challenge is answered where it was asked (worker/handlers/acme_challenge.c)
