@@ -86,10 +86,8 @@ struct fg_http1_conn_s {
     unsigned peer_eof : 1;   /* the client shut its sending side after whole requests */
     unsigned out_paused : 1; /* parsing held until the output backlog drains */
     unsigned plain_on_tls : 1;
-    unsigned client_tls : 1;   /* TLS to the balancer in front (fg_worker_t.accept_client_tls) */
-    unsigned via_balancer : 1; /* a PROXY protocol header named the client: balancer sent it */
-    fg_ip_t balancer;
-    unsigned tunnel : 1; /* an agent's upgrade on the tunnel path: hand over after process() */
+    unsigned client_tls : 1; /* TLS to the balancer in front (fg_worker_t.accept_client_tls) */
+    unsigned tunnel : 1;     /* an agent's upgrade on the tunnel path: hand over after process() */
     unsigned hsts : 1;
     /* a TLS connection of a server that sends Strict-Transport-Security */ /* plain HTTP on a
                                                                                TLS port: answer
@@ -100,6 +98,7 @@ struct fg_http1_conn_s {
         struct sockaddr_in in4;
         struct sockaddr_in6 in6;
     } peer;
+    char balancer_ip[48];   /* the PROXY protocol header's sender; "" = none */
     uint64_t head_start_ms; /* when the first byte of the pending head arrived; 0 = none */
     uint64_t linger_end_ms; /* lingering close ends by then whatever the client sends */
 };
@@ -760,9 +759,10 @@ int fg_http1_adopt(fg_worker_t *w, const fg_server_t *srv, fg_conn_t *c,
     h->server = srv;
     h->plain_on_tls = (flags & FG_HTTP1_PLAIN_ON_TLS) != 0;
     h->client_tls = w->accept_client_tls && fg_conn_ssl(c) == NULL;
-    h->via_balancer =
-        w->accept_balancer != NULL &&
-        fg_ip_from_sockaddr((const struct sockaddr *)w->accept_balancer, &h->balancer) == 0;
+    fg_ip_t via; /* formatted once: each request copies the text */
+    if (w->accept_balancer != NULL &&
+        fg_ip_from_sockaddr((const struct sockaddr *)w->accept_balancer, &via) == 0)
+        fg_ip_format(&via, h->balancer_ip, sizeof(h->balancer_ip));
     if (peer->ss_family == AF_INET)
         h->peer.in4 = *(const struct sockaddr_in *)peer;
     else if (peer->ss_family == AF_INET6)
@@ -1125,8 +1125,8 @@ static void set_client(const fg_http1_conn_t *h, fg_request_t *req)
     } else {
         req->client_addr.ss_family = h->peer.sa.sa_family;
     }
-    if (h->via_balancer)
-        fg_ip_format(&h->balancer, req->balancer_ip, sizeof(req->balancer_ip));
+    if (h->balancer_ip[0])
+        memcpy(req->balancer_ip, h->balancer_ip, sizeof(req->balancer_ip));
 }
 
 /* Plain HTTP on a TLS port gets 400, then close, as nginx's 497; the rest is the TLS gate
