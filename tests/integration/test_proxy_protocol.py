@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from test_metrics import prom_samples
-from conftest import (REPO_ROOT, _live_groups, _port_open, base_config, example_certs,
+from conftest import (BINARY, REPO_ROOT, _live_groups, _port_open, base_config, example_certs,
                       free_port, recv_until_close, wait_until)
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -460,7 +460,6 @@ def test_a_tcp_server_chain_carries_the_first_client(tmp_path, gateway_factory):
 
 
 def test_the_example_runs(tmp_path, gateway_factory):
-    from conftest import BINARY
     example = REPO_ROOT / "etc" / "examples" / "proxy-protocol.json"
     p = subprocess.run([str(BINARY), "-T", "-c", str(example)], capture_output=True, text=True,
                        timeout=30)
@@ -489,6 +488,14 @@ def test_the_example_runs(tmp_path, gateway_factory):
     assert mine in [l["clientPort"] for l in lines], lines
 
 
+def check(tmp_path, cfg):
+    """`fastgateway -t` of cfg: the finished process."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    return subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
+                          timeout=10)
+
+
 @pytest.mark.parametrize("value,msg", [
     ("yes", "proxyProtocol: expected true or an object, got a string"),
     ({"timeout": "0s"}, "proxyProtocol.timeout: must be greater than 0"),
@@ -499,27 +506,19 @@ def test_the_example_runs(tmp_path, gateway_factory):
     ({"trustedPeers": []}, "proxyProtocol.trustedPeers: is empty: leave it out"),
 ])
 def test_configuration_errors(tmp_path, value, msg):
-    from conftest import BINARY
     cfg = base_config(tmp_path, free_port())
     cfg["servers"][0]["proxyProtocol"] = value
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(cfg))
-    p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
-                       timeout=10)
+    p = check(tmp_path, cfg)
     assert p.returncode != 0
     assert msg in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("value", [0, 3, "2", True])
 def test_send_proxy_protocol_errors(tmp_path, value):
-    from conftest import BINARY
     cfg = base_config(tmp_path, free_port(), routes=[], clusters=[
         {"id": "t", "destinations": [{"id": "d", "address": "tcp://127.0.0.1:9"}]}])
     cfg["servers"][0]["tcp"] = {"clusterId": "t", "sendProxyProtocol": value}
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(cfg))
-    p = subprocess.run([str(BINARY), "-t", "-c", str(path)], capture_output=True, text=True,
-                       timeout=10)
+    p = check(tmp_path, cfg)
     if value == 0:
         assert p.returncode == 0, p.stderr
     else:
